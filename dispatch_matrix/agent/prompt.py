@@ -1,0 +1,65 @@
+"""The system prompt and the per-turn context line.
+
+The system prompt holds only what is stable for days (so it stays in the cached prefix):
+who the agent works for, how to report, and the machine. The date and time go into each
+user turn instead, where they belong to that turn and do not break the cache.
+"""
+
+from __future__ import annotations
+
+import getpass
+import platform
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Facts about the computer the agent runs on."""
+
+    os: str
+    user: str
+    home: str
+    workdir: str
+    allowed_roots: tuple[str, ...]
+
+    @classmethod
+    def here(cls, workdir: Path, allowed_roots: list[Path]) -> Machine:
+        """The facts of this computer."""
+        return cls(
+            os=f"{platform.system()} {platform.release()} ({platform.machine()})",
+            user=getpass.getuser(),
+            home=str(Path.home()),
+            workdir=str(workdir),
+            allowed_roots=tuple(str(root) for root in allowed_roots),
+        )
+
+
+def system_prompt(owners: list[str], machine: Machine, extra: str = "") -> str:
+    """The stable system prompt."""
+    roots = ", ".join(machine.allowed_roots) or "(none)"
+    text = f"""\
+You are dispatch-matrix, a personal agent running on the owner's own computer. The owner \
+({", ".join(owners)}) talks to you from a Matrix app, often on a phone, through an \
+end-to-end encrypted room. Each of their messages is a task; you keep one conversation \
+with them across days and restarts.
+
+How to answer:
+- Be brief and concrete; the owner reads on a small screen. Use Markdown sparingly.
+- Say what you did and what you found; put problems and failures first.
+- Never include secrets (passwords, tokens, keys) in an answer.
+
+The machine:
+- OS: {machine.os}; user: {machine.user}; home: {machine.home}
+- Working directory: {machine.workdir}
+- Folders you may touch: {roots}
+"""
+    if extra.strip():
+        text += "\nThe owner's standing instructions:\n" + extra.strip() + "\n"
+    return text
+
+
+def turn_context(now: datetime) -> str:
+    """The line of context that travels with one user turn."""
+    return f"[sent {now.strftime('%a %Y-%m-%d %H:%M %Z').strip()}]"

@@ -1,0 +1,172 @@
+"""The `dispatch-matrix` command: init, run, doctor, status.
+
+Every DispatchError becomes one line on stderr and its own exit code; a traceback means a
+bug in dispatch-matrix, never a mistake of the user's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import DEFAULT_MODEL, load_config
+from .daemon import default_config_path
+from .errors import DispatchError
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="config file (default: $DISPATCH_MATRIX_CONFIG or store/config.toml)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with help for every command."""
+    parser = argparse.ArgumentParser(
+        prog="dispatch-matrix",
+        description="A Claude agent on this computer, commanded from any Matrix client "
+        "over an end-to-end encrypted room.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    init = commands.add_parser(
+        "init",
+        help="write a config after checking the bot can log in",
+        description="Write a commented config. On a terminal, asks for what flags leave out. "
+        "--local-homeserver sets up a private Synapse in the state folder instead.",
+    )
+    _config_arg(init)
+    init.add_argument("--homeserver", help="homeserver URL, e.g. https://matrix.example.org")
+    init.add_argument("--user-id", help="the bot's user id, e.g. @mybot:example.org")
+    secret = init.add_mutually_exclusive_group()
+    secret.add_argument("--password", help="the bot's password (prefer --password-file)")
+    secret.add_argument("--password-file", type=Path, help="a file holding the bot's password")
+    init.add_argument(
+        "--owner", action="append", default=[], help="an owner's user id (repeatable)"
+    )
+    init.add_argument("--model", default=DEFAULT_MODEL, help="Claude model id")
+    init.add_argument("--workdir", default="~", help="where shell commands start")
+    init.add_argument(
+        "--allowed-root", action="append", default=[], help="a folder tools may touch (repeatable)"
+    )
+    init.add_argument(
+        "--local-homeserver",
+        action="store_true",
+        help="set up a private Synapse (from PyPI) in the state folder, with a bot and an owner",
+    )
+    init.add_argument(
+        "--listen", default="127.0.0.1", help="address the local homeserver listens on"
+    )
+    init.add_argument("--port", type=int, help="port of the local homeserver (default 8008)")
+    init.add_argument("--owner-name", default="me", help="local homeserver: owner's username")
+    init.add_argument("--bot-name", default="dispatch", help="local homeserver: bot's username")
+    init.add_argument("--force", action="store_true", help="overwrite an existing config")
+
+    run = commands.add_parser(
+        "run",
+        help="run the agent in the foreground until SIGTERM or Ctrl-C",
+        description="Connect to the homeserver and work through the owner's messages.",
+    )
+    _config_arg(run)
+
+    doctor = commands.add_parser(
+        "doctor", help="check config, homeserver, login, crypto store, privacy and the API"
+    )
+    _config_arg(doctor)
+    doctor.add_argument("--no-api", action="store_true", help="skip the Messages API check")
+
+    status = commands.add_parser("status", help="show the bot's login and its task queue")
+    _config_arg(status)
+    return parser
+
+
+def _config_path(value: Path | None) -> Path:
+    if value is not None:
+        return value
+    env = os.environ.get("DISPATCH_MATRIX_CONFIG")
+    return Path(env) if env else default_config_path()
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .onboarding import InitAnswers, ask_missing, init
+
+    password = args.password
+    if args.password_file is not None:
+        try:
+            password = args.password_file.expanduser().read_text().strip()
+        except OSError as err:
+            raise DispatchError(
+                f"cannot read {args.password_file}: {err.strerror}", fix="check the path"
+            ) from err
+    answers = InitAnswers(
+        config_path=_config_path(args.config),
+        homeserver=args.homeserver,
+        user_id=args.user_id,
+        password=password,
+        owners=list(args.owner),
+        model=args.model,
+        workdir=args.workdir,
+        allowed_roots=list(args.allowed_root) or ["~"],
+        local=args.local_homeserver,
+        local_host=args.listen,
+        local_port=args.port,
+        owner_name=args.owner_name,
+        bot_name=args.bot_name,
+        force=args.force,
+    )
+    if not answers.local and sys.stdin.isatty():
+        ask_missing(answers, input, getpass.getpass)
+    init(answers, _say)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .daemon import run
+
+    config = load_config(_config_path(args.config))
+    try:
+        return asyncio.run(run(config, _say))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(_config_path(args.config), _say, check_api=not args.no_api)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .status import show_status
+
+    return show_status(load_config(_config_path(args.config)), _say)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    handler = {"init": _init, "run": _run, "doctor": _doctor, "status": _status}[args.command]
+    try:
+        return handler(args)
+    except DispatchError as err:
+        print(f"dispatch-matrix: {err.one_line()}", file=sys.stderr, flush=True)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""The config model: one TOML file plus environment overrides, validated by pydantic.
+
+Environment overrides use the prefix `DISPATCH_` and `__` between section and key, e.g.
+`DISPATCH_MATRIX__PASSWORD`. Relative paths in the file are resolved against the file's
+own folder, so a config works wherever the daemon is started from. Secrets (the bot's
+password, the API key) may be given inline, as a `*_file` path, or through the environment;
+they are `SecretStr` so they never print.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+_USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
+DEFAULT_MODEL = "claude-sonnet-4-5"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret(inline: SecretStr | None, file: Path | None) -> SecretStr | None:
+    if inline is not None:
+        return inline
+    if file is None:
+        return None
+    try:
+        return SecretStr(file.expanduser().read_text().strip())
+    except OSError as err:
+        raise ValueError(f"cannot read {file}: {err.strerror}") from err
+
+
+class MatrixSection(_Section):
+    """[matrix]: which homeserver, which bot account, who owns it."""
+
+    homeserver: str = Field(description="Base URL of the homeserver, e.g. https://matrix.org")
+    user_id: str = Field(description="The bot's full user id, e.g. @mybot:example.org")
+    password: SecretStr | None = Field(None, description="The bot account's password")
+    password_file: Path | None = Field(None, description="A file holding the bot's password")
+    owners: list[str] = Field(description="User ids whose messages the bot obeys")
+    device_name: str = Field("dispatch-matrix", description="Display name of the bot's device")
+    sync_timeout_ms: int = Field(30_000, ge=1_000, le=120_000, description="Long-poll length")
+
+    @field_validator("homeserver")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as https://matrix.example.org")
+        return value.rstrip("/")
+
+    @field_validator("user_id")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if not _USER_ID.match(value):
+            raise ValueError("must be a full Matrix user id such as @bot:example.org")
+        return value
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one owner, or the bot obeys nobody")
+        for owner in value:
+            if not _USER_ID.match(owner):
+                raise ValueError(f"{owner!r} is not a full Matrix user id such as @me:example.org")
+        return value
+
+    def secret_password(self) -> SecretStr | None:
+        """The password from the file, the file it names, or the environment."""
+        return _read_secret(self.password, self.password_file)
+
+
+class AgentSection(_Section):
+    """[agent]: the model and where it may work."""
+
+    model: str = Field(DEFAULT_MODEL, description="Claude model id")
+    max_tokens: int = Field(8192, ge=256, le=128_000, description="Output cap per model reply")
+    workdir: Path = Field(Path("~"), description="Where shell commands start")
+    allowed_roots: list[Path] = Field(
+        default_factory=lambda: [Path("~")], description="Folders the tools may touch"
+    )
+    api_key: SecretStr | None = Field(None, description="Anthropic API key (else the env)")
+    api_key_file: Path | None = Field(None, description="A file holding the API key")
+    base_url: str | None = Field(None, description="Messages API URL (else ANTHROPIC_BASE_URL)")
+    system_prompt: str = Field("", description="Extra instructions appended to the system prompt")
+    request_timeout_s: float = Field(600.0, gt=0, description="Timeout of one model request")
+    max_retries: int = Field(4, ge=0, le=20, description="SDK retries for 429/5xx/overloaded")
+
+    def secret_api_key(self) -> SecretStr | None:
+        """The API key from the file or the file it names; None means the SDK reads the env."""
+        return _read_secret(self.api_key, self.api_key_file)
+
+
+class PermissionsSection(_Section):
+    """[permissions]: Claude Code's rule syntax; deny beats ask beats allow."""
+
+    allow: list[str] = Field(default_factory=list)
+    ask: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+
+
+class StoreSection(_Section):
+    """[store]: the state folder (SQLite ledger, crypto store, keys, logs)."""
+
+    path: Path = Field(Path(), description="State folder; relative to the config file")
+
+
+class LocalHomeserverSection(_Section):
+    """[local_homeserver]: a private Synapse that `run` starts and stops with the bot."""
+
+    enabled: bool = False
+    folder: Path = Path("homeserver")
+    host: str = "127.0.0.1"
+    port: int = Field(8008, ge=1, le=65535)
+    server_name: str = "localhost"
+
+
+class LogSection(_Section):
+    """[log]: terminal and file logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    file: bool = Field(True, description="Write JSON lines to logs/ in the state folder")
+
+
+class Config(BaseSettings):
+    """The whole configuration, as read from the file and the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DISPATCH_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    matrix: MatrixSection
+    agent: AgentSection = AgentSection()
+    permissions: PermissionsSection = PermissionsSection()
+    store: StoreSection = StoreSection()
+    local_homeserver: LocalHomeserverSection = LocalHomeserverSection()
+    log: LogSection = LogSection()
+    source: Path | None = Field(None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, so a service unit can inject secrets.
+        return (env_settings, init_settings)
+
+    @property
+    def state_dir(self) -> Path:
+        """The state folder, absolute."""
+        return self.store.path
+
+    @property
+    def homeserver_dir(self) -> Path:
+        """The local homeserver's folder, absolute."""
+        return self.local_homeserver.folder
+
+
+_FIXES = {
+    "matrix": "add a [matrix] table with homeserver, user_id, password and owners",
+    "matrix.homeserver": 'set homeserver = "https://your.homeserver" under [matrix]',
+    "matrix.user_id": 'set user_id = "@yourbot:your.homeserver" under [matrix]',
+    "matrix.owners": 'set owners = ["@you:your.homeserver"] under [matrix]',
+    "matrix.password_file": "point password_file at a readable file, or use password",
+    "agent.api_key_file": "point api_key_file at a readable file, or set ANTHROPIC_API_KEY",
+}
+
+
+def _fix_for(key: str, problem: str, known: list[str]) -> str:
+    if key in _FIXES:
+        return _FIXES[key]
+    if problem == "unknown key":
+        last = key.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(last, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"{hint}remove it (see the configuration reference in README.md)"
+    return "see the configuration reference in README.md"
+
+
+def _known_keys(section: str) -> list[str]:
+    model = Config.model_fields.get(section)
+    annotation = model.annotation if model else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return list(Config.model_fields)
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    expanded = path.expanduser()
+    return expanded if expanded.is_absolute() else (base / expanded).resolve()
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and resolve a config file; every problem is one ConfigError."""
+    path = path.expanduser()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path), "no such file", "create one with: dispatch-matrix init --config " + str(path)
+        ) from None
+    except OSError as err:
+        raise ConfigError(
+            str(path), f"cannot read: {err.strerror}", "check its permissions"
+        ) from err
+    try:
+        data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), f"not valid TOML ({err})", "fix the syntax there") from err
+    config = _validate(data)
+    base = path.resolve().parent
+    store = config.store.model_copy(update={"path": _resolve(config.store.path, base)})
+    local = config.local_homeserver
+    local = local.model_copy(update={"folder": _resolve(local.folder, store.path)})
+    matrix = config.matrix
+    if matrix.password_file is not None:
+        matrix = matrix.model_copy(update={"password_file": _resolve(matrix.password_file, base)})
+    agent = config.agent
+    if agent.api_key_file is not None:
+        agent = agent.model_copy(update={"api_key_file": _resolve(agent.api_key_file, base)})
+    resolved = config.model_copy(
+        update={
+            "store": store,
+            "local_homeserver": local,
+            "matrix": matrix,
+            "agent": agent,
+            "source": path.resolve(),
+        }
+    )
+    _check_secrets(resolved)
+    return resolved
+
+
+def _validate(data: dict[str, Any]) -> Config:
+    try:
+        return Config(**data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        problem = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            problem = "is required but missing"
+        elif first["type"] == "extra_forbidden":
+            problem = "unknown key"
+        section = str(first["loc"][0]) if first["loc"] else ""
+        raise ConfigError(key, problem, _fix_for(key, problem, _known_keys(section))) from None
+
+
+def _check_secrets(config: Config) -> None:
+    try:
+        config.matrix.secret_password()
+    except ValueError as err:
+        raise ConfigError("matrix.password_file", str(err), _FIXES["matrix.password_file"]) from err
+    try:
+        config.agent.secret_api_key()
+    except ValueError as err:
+        raise ConfigError("agent.api_key_file", str(err), _FIXES["agent.api_key_file"]) from err

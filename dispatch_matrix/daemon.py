@@ -1,0 +1,210 @@
+"""The daemon: builds every part from the config, owns start-up, shutdown and the lock.
+
+Start-up order matters: the lock first (one instance per state folder), then the local
+homeserver if we manage one, then the login (retried while the homeserver is away), then
+the long-lived tasks (sync loop, worker, outbox flush) under one TaskGroup. SIGTERM and
+SIGINT end them; every completed step is already on disk, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anthropic
+
+from . import __version__, logs
+from .agent import Agent
+from .agent.prompt import Machine, system_prompt
+from .config import Config
+from .errors import HomeserverError
+from .homeserver import LocalSynapse
+from .ids import UserID
+from .matrix.client import MatrixClient, Unreachable
+from .matrix.outbox import Outbox
+from .matrix.router import Router
+from .matrix.sync import SyncLoop
+from .queue import Worker
+from .state import StateFolder
+from .store import Database
+from .store.models import Session
+
+log = logs.get(__name__)
+
+_MAX_CONNECT_BACKOFF_S = 60.0
+
+
+def local_homeserver(config: Config) -> LocalSynapse:
+    """The managed Synapse described by [local_homeserver]."""
+    section = config.local_homeserver
+    return LocalSynapse(
+        folder=section.folder,
+        server_name=section.server_name,
+        host=section.host,
+        port=section.port,
+    )
+
+
+def anthropic_client(config: Config) -> anthropic.AsyncAnthropic:
+    """The SDK client; it reads ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL unless config says."""
+    key = config.agent.secret_api_key()
+    kwargs: dict[str, object] = {
+        "max_retries": config.agent.max_retries,
+        "timeout": config.agent.request_timeout_s,
+    }
+    if key is not None:
+        kwargs["api_key"] = key.get_secret_value()
+    if config.agent.base_url:
+        kwargs["base_url"] = config.agent.base_url
+    return anthropic.AsyncAnthropic(**kwargs)  # type: ignore[arg-type]
+
+
+async def connect(client: MatrixClient, password: str | None) -> Session:
+    """Log in or restore, retrying with capped backoff while the homeserver is away."""
+    delay = 1.0
+    while True:
+        try:
+            return await client.connect(password)
+        except Unreachable as err:
+            log.warning("matrix.unreachable", error=err.message, retry_in=delay, fix=err.fix)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_CONNECT_BACKOFF_S)
+
+
+def banner(config: Config, session: Session, first_sync_s: float | None) -> str:
+    """What a newcomer needs to see once the bot is connected."""
+    owners = ", ".join(config.matrix.owners)
+    took = f" (first sync {first_sync_s:.2f}s)" if first_sync_s is not None else ""
+    return (
+        f"dispatch-matrix {__version__}: connected{took}\n"
+        f"  bot:    {session.user_id}  device {session.device_id}\n"
+        f"  server: {session.homeserver}\n"
+        f"  owners: {owners}\n"
+        f"  state:  {config.state_dir}\n"
+        f"To talk to it: sign in to Element as an owner, start a chat with {session.user_id}\n"
+        f"(Start chat → enter the id → Go), and send a message. It answers only encrypted\n"
+        f"messages from its owners. Stop with Ctrl-C."
+    )
+
+
+async def run(config: Config, say: Callable[[str], None] = print) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the exit code.
+
+    The signal handlers are installed first, so a stop during start-up (a homeserver that
+    is still away, say) is as clean as one while serving.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    body = asyncio.create_task(_start_and_serve(config, say), name="daemon")
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        await asyncio.wait({body, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not body.done():
+            log.info("daemon.stopping")
+            body.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await body
+            log.info("daemon.stopped")
+            return 0
+        return body.result()
+    finally:
+        stopper.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
+    state = StateFolder(config.state_dir).ensure()
+    state.lock()
+    logs.setup(config.log.level, state.log_dir if config.log.file else None)
+    password = config.matrix.secret_password()
+    api_key = config.agent.secret_api_key()
+    logs.REDACTOR.add(
+        password.get_secret_value() if password else None,
+        api_key.get_secret_value() if api_key else None,
+    )
+    homeserver: LocalSynapse | None = None
+    db: Database | None = None
+    client: MatrixClient | None = None
+    try:
+        if config.local_homeserver.enabled:
+            homeserver = local_homeserver(config)
+            say(f"Starting the local homeserver at {homeserver.url} …")
+            await asyncio.to_thread(homeserver.start)
+        db = Database.open(state.db_path)
+        born = db.get_meta("born_ms")
+        if born is None:
+            born = str(int(time.time() * 1000))
+            db.set_meta("born_ms", born)
+        client = MatrixClient(
+            config.matrix.homeserver,
+            UserID(config.matrix.user_id),
+            state,
+            db,
+            config.matrix.device_name,
+        )
+        session = await connect(client, password.get_secret_value() if password else None)
+        logs.REDACTOR.add(session.access_token)
+        return await _serve(config, db, client, session, int(born), say)
+    finally:
+        if client is not None:
+            with contextlib.suppress(HomeserverError, asyncio.TimeoutError, OSError):
+                await asyncio.wait_for(client.set_presence("offline"), 3)
+            await client.close()
+        if db is not None:
+            db.close()
+        if homeserver is not None:
+            await asyncio.to_thread(homeserver.stop)
+        state.unlock()
+
+
+async def _serve(
+    config: Config,
+    db: Database,
+    client: MatrixClient,
+    session: Session,
+    born_ms: int,
+    say: Callable[[str], None],
+) -> int:
+    outbox = Outbox(client, db)
+    workdir = config.agent.workdir.expanduser()
+    machine = Machine.here(workdir, [root.expanduser() for root in config.agent.allowed_roots])
+    agent = Agent(
+        db,
+        anthropic_client(config),
+        model=config.agent.model,
+        max_tokens=config.agent.max_tokens,
+        system=system_prompt(config.matrix.owners, machine, config.agent.system_prompt),
+    )
+    worker = Worker(db, agent, outbox)
+    router = Router(client, db, frozenset(config.matrix.owners), worker.wake, born_ms)
+    sync = SyncLoop(client, db, router.handle, config.matrix.sync_timeout_ms)
+
+    async def announce() -> None:
+        await sync.first_sync_done.wait()
+        say(banner(config, session, sync.first_sync_seconds))
+        sys.stdout.flush()
+        await outbox.flush()
+
+    log.info("daemon.started", user=session.user_id, device=session.device_id, pid=os.getpid())
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(sync.run(), name="sync")
+            group.create_task(worker.run(), name="worker")
+            group.create_task(announce(), name="announce")
+    except* HomeserverError as errors:
+        raise errors.exceptions[0] from None
+    return 0
+
+
+def default_config_path() -> Path:
+    """Where the CLI looks for the config when none is given: store/config.toml here."""
+    return Path("store") / "config.toml"

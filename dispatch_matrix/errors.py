@@ -1,0 +1,69 @@
+"""One error family: everything we raise on purpose is a DispatchError.
+
+The CLI turns these into one clear line and an exit code; the agent turns ToolError into a
+tool result the model sees. Nothing else catches broadly.
+"""
+
+from __future__ import annotations
+
+
+class DispatchError(Exception):
+    """Base of our errors: a message a person can act on, and optionally how to fix it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def one_line(self) -> str:
+        """The error as one line for a terminal."""
+        return f"{self.message} — {self.fix}" if self.fix else self.message
+
+
+class ConfigError(DispatchError):
+    """The config file or an override is wrong: names the key, the problem and the fix."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        super().__init__(f"config: {key}: {problem}", fix=fix)
+        self.key = key
+        self.problem = problem
+
+
+class StateError(DispatchError):
+    """The state folder is missing, unreadable, or locked by another instance."""
+
+    exit_code = 3
+
+
+class AlreadyRunning(StateError):
+    """Another dispatch-matrix holds the state folder's lock."""
+
+    exit_code = 4
+
+
+class HomeserverError(DispatchError):
+    """The homeserver refused us or could not be reached."""
+
+    exit_code = 5
+
+
+class LoginError(HomeserverError):
+    """The homeserver rejected the bot's credentials."""
+
+    exit_code = 6
+
+
+class TrustError(DispatchError):
+    """An identity or device failed a trust check."""
+
+
+class ToolError(DispatchError):
+    """A tool call failed; the model sees the message as an error result."""
+
+
+class ModelError(DispatchError):
+    """The Messages API failed in a way retrying will not fix."""

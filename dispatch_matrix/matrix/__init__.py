@@ -1,0 +1,1 @@
+"""Everything that speaks Matrix: the nio client, the sync loop, trust, formatting."""

@@ -1,0 +1,237 @@
+"""Our one wrapper around nio's AsyncClient: login, restore, sync, send.
+
+nio reports failures two ways (exceptions and error responses); here both become
+HomeserverError (or its subclasses), so the rest of the code handles one kind of failure.
+The client keeps one device for the bot's whole life: the first start logs in with the
+password and saves the token and device id; every later start restores them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    ErrorResponse,
+    JoinError,
+    LoginResponse,
+    RoomSendResponse,
+    SyncResponse,
+    WhoamiResponse,
+)
+
+from .. import logs
+from ..errors import HomeserverError, LoginError
+from ..ids import DeviceID, EventID, RoomID, UserID
+from ..state import StateFolder
+from ..store import Database
+from ..store.models import Session
+
+log = logs.get(__name__)
+
+# nio would retry timeouts and 429s forever inside one call; we bound that and let the
+# caller's loop back off, log, and decide.
+_CLIENT_CONFIG: dict[str, Any] = {
+    "encryption_enabled": True,
+    "store_sync_tokens": False,
+    "max_limit_exceeded": 5,
+    "max_timeouts": 1,
+    "backoff_factor": 0.5,
+    "max_timeout_retry_wait_time": 5,
+    "request_timeout": 60,
+}
+
+_UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError)
+
+
+class Unreachable(HomeserverError):
+    """The homeserver did not answer (connection refused, DNS, timeout)."""
+
+
+class TokenRejected(HomeserverError):
+    """The homeserver no longer accepts the saved access token."""
+
+
+def _failure(what: str, response: ErrorResponse) -> HomeserverError:
+    code = getattr(response, "status_code", None) or "error"
+    text = getattr(response, "message", "") or str(response)
+    if code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+        return TokenRejected(f"{what}: the homeserver rejected our access token ({code})")
+    return HomeserverError(f"{what} failed: {code} {text}".strip())
+
+
+class MatrixClient:
+    """The bot's connection to its homeserver."""
+
+    def __init__(
+        self,
+        homeserver: str,
+        user_id: UserID,
+        state: StateFolder,
+        db: Database,
+        device_name: str = "dispatch-matrix",
+    ) -> None:
+        self.homeserver = homeserver
+        self.user_id = user_id
+        self._state = state
+        self._db = db
+        self._device_name = device_name
+        self.nio: AsyncClient | None = None
+
+    @property
+    def client(self) -> AsyncClient:
+        """The nio client; only after `connect`."""
+        if self.nio is None:
+            raise RuntimeError("connect() first")
+        return self.nio
+
+    @property
+    def device_id(self) -> DeviceID:
+        """The bot's device id."""
+        return DeviceID(self.client.device_id)
+
+    def _make(self, device_id: str | None) -> AsyncClient:
+        config = AsyncClientConfig(pickle_key=self._state.pickle_key(), **_CLIENT_CONFIG)
+        return AsyncClient(
+            self.homeserver,
+            self.user_id,
+            device_id=device_id or "",
+            store_path=str(self._state.crypto_dir),
+            config=config,
+        )
+
+    async def connect(self, password: str | None) -> Session:
+        """Restore the saved device or log in for the first time; load the crypto store."""
+        saved = self._db.session()
+        if saved is not None and saved.user_id != self.user_id:
+            raise LoginError(
+                f"the state folder belongs to {saved.user_id}, not {self.user_id}",
+                fix="use a new [store] path for a different bot account",
+            )
+        if saved is not None:
+            self.nio = self._make(saved.device_id)
+            self.nio.restore_login(saved.user_id, saved.device_id, saved.access_token)
+            try:
+                await self.whoami()
+                log.info("matrix.restored", user=saved.user_id, device=saved.device_id)
+                return saved
+            except TokenRejected:
+                log.warning("matrix.token_rejected", device=saved.device_id)
+                await self.nio.close()
+        return await self._login(password, saved.device_id if saved else None)
+
+    async def _login(self, password: str | None, device_id: str | None) -> Session:
+        if not password:
+            raise LoginError(
+                "the bot has no saved login and no password",
+                fix="set [matrix] password, password_file, or DISPATCH_MATRIX__PASSWORD",
+            )
+        # Logging in with the old device id keeps the same device (and its keys).
+        self.nio = self._make(device_id)
+        try:
+            response = await self.nio.login(password, device_name=self._device_name)
+        except _UNREACHABLE as err:
+            await self.nio.close()
+            raise Unreachable(
+                f"cannot reach {self.homeserver}: {err.__class__.__name__} {err}".strip(),
+                fix="check [matrix] homeserver and that the server is up",
+            ) from err
+        if not isinstance(response, LoginResponse):
+            await self.nio.close()
+            code = getattr(response, "status_code", "")
+            if code == "M_FORBIDDEN":
+                raise LoginError(
+                    f"the homeserver rejected the password for {self.user_id}",
+                    fix="check [matrix] password (or password_file)",
+                )
+            raise LoginError(f"login as {self.user_id} failed: {code} {response.message}")
+        session = Session(
+            self.homeserver, response.user_id, response.device_id, response.access_token
+        )
+        self._db.save_session(session)
+        log.info("matrix.logged_in", user=session.user_id, device=session.device_id)
+        return session
+
+    async def close(self) -> None:
+        """Close the HTTP session (the login stays valid for the next start)."""
+        if self.nio is not None:
+            await self.nio.close()
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            response = await coro
+        except _UNREACHABLE as err:
+            raise Unreachable(f"{what}: cannot reach {self.homeserver} ({err!r})") from err
+        if isinstance(response, ErrorResponse):
+            raise _failure(what, response)
+        return response
+
+    async def whoami(self) -> str:
+        """Check the token; returns the user id it belongs to."""
+        response: WhoamiResponse = await self._call("whoami", self.client.whoami())
+        return str(response.user_id)
+
+    async def sync(
+        self, since: str | None, timeout_ms: int, presence: str = "online"
+    ) -> SyncResponse:
+        """One /sync; nio decrypts what it can while receiving it."""
+        response: SyncResponse = await self._call(
+            "sync",
+            self.client.sync(timeout=timeout_ms, since=since, set_presence=presence),
+        )
+        return response
+
+    async def after_sync(self) -> None:
+        """Key housekeeping between syncs: to-device messages, key upload, query, claim."""
+        client = self.client
+        await self._call("to-device", _all_ok(client.send_to_device_messages()))
+        if client.should_upload_keys:
+            await self._call("keys/upload", client.keys_upload())
+        if client.should_query_keys:
+            await self._call("keys/query", client.keys_query())
+        if client.should_claim_keys:
+            users = client.get_users_for_key_claiming()
+            await self._call("keys/claim", client.keys_claim(users))
+
+    async def join(self, room_id: RoomID) -> None:
+        """Join a room we were invited to."""
+        response = await self.client.join(room_id)
+        if isinstance(response, JoinError):
+            raise _failure(f"join {room_id}", response)
+
+    async def reject(self, room_id: RoomID) -> None:
+        """Reject an invite (leave before joining) and forget the room."""
+        await self._call(f"reject {room_id}", self.client.room_leave(room_id))
+
+    async def send(
+        self, room_id: RoomID, event_type: str, content: dict[str, Any], txn_id: str
+    ) -> EventID:
+        """Send one event with a fixed transaction id, so a retry is de-duplicated."""
+        response: RoomSendResponse = await self._call(
+            f"send to {room_id}",
+            self.client.room_send(
+                room_id, event_type, content, tx_id=txn_id, ignore_unverified_devices=True
+            ),
+        )
+        return EventID(response.event_id)
+
+    async def typing(self, room_id: RoomID, on: bool, timeout_ms: int = 30_000) -> None:
+        """Show or clear the typing notice."""
+        await self._call("typing", self.client.room_typing(room_id, on, timeout=timeout_ms))
+
+    async def set_presence(self, presence: str, status: str | None = None) -> None:
+        """Set presence and its status message."""
+        await self._call("presence", self.client.set_presence(presence, status))
+
+
+async def _all_ok(coro: Any) -> Any:
+    responses = await coro
+    for response in responses or []:
+        if isinstance(response, ErrorResponse):
+            return response
+    return None

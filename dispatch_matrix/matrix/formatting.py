@@ -1,0 +1,43 @@
+"""Markdown to Matrix message content: `body` keeps the text, `formatted_body` the HTML."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from markdown_it import MarkdownIt
+
+
+@cache
+def _renderer() -> MarkdownIt:
+    # html=False: raw HTML from the model is shown as text, never injected into a client.
+    return MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(
+        ["table", "strikethrough"]
+    )
+
+
+def render(markdown: str) -> str:
+    """The HTML for a Markdown text."""
+    return _renderer().render(markdown).strip()
+
+
+def text_content(markdown: str, *, notice: bool = False) -> dict[str, Any]:
+    """An m.room.message content for Markdown text: plain body plus HTML."""
+    content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": markdown}
+    html = render(markdown)
+    # Plain text renders as one <p>; only send HTML when it adds something.
+    if html != f"<p>{_escape(markdown)}</p>":
+        content["format"] = "org.matrix.custom.html"
+        content["formatted_body"] = html
+    return content
+
+
+def reply_to(content: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """The content as a reply to `event_id` (rich reply relation, no fallback quote)."""
+    return {**content, "m.relates_to": {"m.in_reply_to": {"event_id": event_id}}}
+
+
+def _escape(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )

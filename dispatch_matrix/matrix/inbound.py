@@ -1,0 +1,88 @@
+"""What a /sync brought, as typed values: invites, messages, and what could not be read.
+
+A pure translation of nio's SyncResponse; deciding what to do with each is elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nio import InviteMemberEvent, MegolmEvent, RoomMessageText, SyncResponse
+
+from ..ids import EventID, RoomID, UserID
+
+
+@dataclass(frozen=True)
+class Invite:
+    """Someone invited the bot to a room."""
+
+    room_id: RoomID
+    inviter: UserID
+
+
+@dataclass(frozen=True)
+class Message:
+    """A text message in a joined room, decrypted if it was encrypted."""
+
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
+    body: str
+    origin_ts: int
+    was_encrypted: bool
+    sender_key: str | None
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An encrypted event we hold no key for (yet)."""
+
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
+    origin_ts: int
+    session_id: str
+
+
+Inbound = Invite | Message | Unreadable
+
+
+def read_sync(response: SyncResponse, me: str) -> list[Inbound]:
+    """The invites and timeline messages of one sync, in room and timeline order."""
+    found: list[Inbound] = []
+    for room_id, info in response.rooms.invite.items():
+        for event in info.invite_state:
+            if (
+                isinstance(event, InviteMemberEvent)
+                and event.state_key == me
+                and event.membership == "invite"
+            ):
+                found.append(Invite(RoomID(room_id), UserID(event.sender)))
+                break
+    for room_id, info in response.rooms.join.items():
+        for event in info.timeline.events:
+            if event.sender == me:
+                continue
+            if isinstance(event, RoomMessageText):
+                found.append(
+                    Message(
+                        room_id=RoomID(room_id),
+                        event_id=EventID(event.event_id),
+                        sender=UserID(event.sender),
+                        body=event.body,
+                        origin_ts=int(event.server_timestamp),
+                        was_encrypted=bool(event.decrypted),
+                        sender_key=event.sender_key if event.decrypted else None,
+                    )
+                )
+            elif isinstance(event, MegolmEvent):
+                found.append(
+                    Unreadable(
+                        room_id=RoomID(room_id),
+                        event_id=EventID(event.event_id),
+                        sender=UserID(event.sender),
+                        origin_ts=int(event.server_timestamp),
+                        session_id=event.session_id,
+                    )
+                )
+    return found

@@ -1,0 +1,100 @@
+"""Sending with a fixed transaction id: record first, then send, retry with the same id.
+
+A message the bot decided to send is written to the outbox table before the first attempt.
+A retry (after a timeout, an outage or a crash) reuses its transaction id, so the homeserver
+de-duplicates it and the phone never shows a doubled answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .. import logs
+from ..errors import HomeserverError
+from ..ids import EventID, RoomID
+from ..store import Database
+from ..store.models import OutboxItem
+from .client import MatrixClient, TokenRejected
+from .formatting import reply_to as as_reply
+from .formatting import text_content
+
+log = logs.get(__name__)
+
+_MAX_BACKOFF = 60.0
+
+
+class Outbox:
+    """The bot's only way to post into a room."""
+
+    def __init__(self, client: MatrixClient, db: Database) -> None:
+        self._client = client
+        self._db = db
+        self._lock = asyncio.Lock()
+
+    async def post(
+        self,
+        room_id: RoomID,
+        markdown: str,
+        *,
+        reply_to: str | None = None,
+        task_id: int | None = None,
+        notice: bool = False,
+        key: str | None = None,
+    ) -> EventID:
+        """Post Markdown text (as a reply when `reply_to` is given); returns its event id.
+
+        Posts with the same `key` are one message: the second call sends nothing new.
+        """
+        content = text_content(markdown, notice=notice)
+        if reply_to is not None:
+            content = as_reply(content, reply_to)
+        return await self.send_event(room_id, "m.room.message", content, task_id=task_id, key=key)
+
+    async def send_event(
+        self,
+        room_id: RoomID,
+        event_type: str,
+        content: dict[str, Any],
+        *,
+        task_id: int | None = None,
+        key: str | None = None,
+    ) -> EventID:
+        """Record an event in the outbox, then deliver it (unless that key was sent)."""
+        item = self._db.enqueue_outgoing(room_id, event_type, content, task_id, key)
+        if item.event_id is not None:
+            return EventID(item.event_id)
+        return await self._deliver(item)
+
+    async def flush(self) -> None:
+        """Deliver whatever a previous run recorded but did not confirm."""
+        for item in self._db.unsent():
+            log.info("outbox.resend", txn=item.txn_id, room=item.room_id)
+            await self._deliver(item)
+
+    async def _deliver(self, item: OutboxItem) -> EventID:
+        delay = 1.0
+        while True:
+            try:
+                # One send at a time keeps the room's order the order we decided.
+                async with self._lock:
+                    event_id = await self._client.send(
+                        RoomID(item.room_id), item.event_type, dict(item.content), item.txn_id
+                    )
+            except TokenRejected:
+                raise
+            except HomeserverError as err:
+                log.warning("outbox.retry", txn=item.txn_id, error=err.message, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+                continue
+            self._db.mark_sent(item.txn_id, event_id)
+            log.info("outbox.sent", txn=item.txn_id, room=item.room_id, event_id=event_id)
+            return event_id
+
+    async def typing(self, room_id: RoomID, on: bool) -> None:
+        """Show or clear typing; a failure here is only logged."""
+        try:
+            await self._client.typing(room_id, on)
+        except HomeserverError as err:
+            log.info("outbox.typing_failed", room=room_id, error=err.message)

@@ -1,0 +1,31 @@
+"""What the queue needs from the outside, as interfaces (so it runs without a homeserver)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..ids import EventID, RoomID
+from ..store import Task
+
+
+class Room(Protocol):
+    """Where the queue reports: the Matrix room, or a fake in unit tests."""
+
+    async def post(
+        self,
+        room_id: RoomID,
+        markdown: str,
+        *,
+        reply_to: str | None = None,
+        task_id: int | None = None,
+        notice: bool = False,
+        key: str | None = None,
+    ) -> EventID: ...
+
+    async def typing(self, room_id: RoomID, on: bool) -> None: ...
+
+
+class Answerer(Protocol):
+    """Who turns a task into an answer: the agent."""
+
+    async def answer(self, task: Task) -> str: ...

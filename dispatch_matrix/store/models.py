@@ -1,0 +1,68 @@
+"""Rows of the ledger as typed values."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its life; the terminal ones never change again."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting-approval"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the task has ended."""
+        return self in (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One owner message taken as work."""
+
+    id: int
+    event_id: str
+    room_id: str
+    sender: str
+    body: str
+    state: TaskState
+    origin_ts: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    result: str | None
+    error: str | None
+
+    @property
+    def short_id(self) -> str:
+        """A handle a person can type: the row number."""
+        return f"#{self.id}"
+
+
+@dataclass(frozen=True)
+class Session:
+    """The bot's login: one device for the bot's whole life."""
+
+    homeserver: str
+    user_id: str
+    device_id: str
+    access_token: str
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A message we decided to send, with the transaction id fixed before the first try."""
+
+    txn_id: str
+    room_id: str
+    event_type: str
+    content: dict[str, object]
+    task_id: int | None
+    event_id: str | None

@@ -1,0 +1,143 @@
+"""Shared fixtures: one Synapse per session, fresh users per test, the fake Messages API,
+the bot as a process, and the second (matrix-js-sdk) client."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from fake_messages_api import FakeMessagesAPI  # noqa: E402
+from harness.bot import BotConfig, BotProcess  # noqa: E402
+from harness.jsclient import JsClient, check_installed  # noqa: E402
+
+from dispatch_matrix.homeserver import LocalSynapse, free_port  # noqa: E402
+
+_names = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A registered user."""
+
+    user_id: str
+    password: str
+    localpart: str
+
+
+class Homeserver:
+    """The session's Synapse, with a factory of fresh users."""
+
+    def __init__(self, synapse: LocalSynapse) -> None:
+        self.synapse = synapse
+        self.url = synapse.url
+
+    def new_user(self, prefix: str = "user") -> Account:
+        """Register a user no other test has used."""
+        localpart = f"{prefix}{next(_names)}-{secrets.token_hex(3)}"
+        password = secrets.token_urlsafe(12)
+        return Account(self.synapse.register(localpart, password), password, localpart)
+
+
+@pytest.fixture(scope="session")
+def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homeserver]:
+    """One Synapse on loopback for the whole session (SQLite, relaxed limits)."""
+    synapse = LocalSynapse(tmp_path_factory.mktemp("synapse"), port=free_port())
+    synapse.configure()
+    synapse.start()
+    try:
+        yield Homeserver(synapse)
+    finally:
+        synapse.stop()
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeMessagesAPI]:
+    """A fresh scripted Messages API on loopback."""
+    with FakeMessagesAPI() as api:
+        yield api
+
+
+@dataclass
+class BotSetup:
+    """A bot account, its owner account, and the bot process's config."""
+
+    bot: Account
+    owner: Account
+    config: BotConfig
+
+    def process(self) -> BotProcess:
+        return BotProcess(self.config)
+
+
+@pytest.fixture
+def make_bot(
+    homeserver: Homeserver, fake_api: FakeMessagesAPI, tmp_path: Path
+) -> Callable[..., BotSetup]:
+    """Make a fresh bot account + owner account + config (not started)."""
+
+    def make(extra: str = "", owners: list[Account] | None = None) -> BotSetup:
+        bot = homeserver.new_user("bot")
+        owner = homeserver.new_user("owner")
+        config = BotConfig(
+            folder=tmp_path / bot.localpart,
+            homeserver=homeserver.url,
+            user_id=bot.user_id,
+            password=bot.password,
+            owners=[o.user_id for o in (owners or [owner])],
+            api_url=fake_api.url,
+            extra=extra,
+        )
+        config.write()
+        return BotSetup(bot, owner, config)
+
+    return make
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[BotProcess]]:
+    """Bot processes a test started; each is stopped (or killed) at the end."""
+    processes: list[BotProcess] = []
+    yield processes
+    for process in processes:
+        # Shown by pytest only when the test failed.
+        print(f"=== bot {process.config.user_id}\n{process.output()}")
+        if process.process is not None and process.process.returncode is None:
+            try:
+                await process.stop(15)
+            except (TimeoutError, AssertionError):
+                await process.kill9()
+
+
+@pytest.fixture
+async def js_clients() -> AsyncIterator[list[JsClient]]:
+    """matrix-js-sdk clients a test started; each is closed at the end."""
+    clients: list[JsClient] = []
+    yield clients
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+def owner_client(
+    homeserver: Homeserver, js_clients: list[JsClient]
+) -> Callable[..., Awaitable[JsClient]]:
+    """Start a js client (Rust crypto) signed in as an account."""
+
+    async def start(account: Account, *, strict: bool = False, name: str = "owner") -> JsClient:
+        check_installed()
+        client = await JsClient.start(
+            homeserver.url, account.user_id, account.password, strict=strict, name=name
+        )
+        js_clients.append(client)
+        return client
+
+    return start

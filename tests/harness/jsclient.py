@@ -1,0 +1,334 @@
+"""Drive a second, independent Matrix client from the tests: matrix-js-sdk with its Rust crypto.
+
+`tests/jsclient/client.mjs` runs under Node and speaks JSON lines on stdin/stdout (one answer per
+request, matched by id, plus unsolicited notifications); this module spawns it and wraps the
+protocol in asyncio. One process is one logged-in device with an in-memory crypto store: a fresh
+`JsClient.start(...)` is a fresh device.
+
+Needs `npm ci --prefix tests/jsclient` once (node_modules is not committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+JSCLIENT_DIR = Path(__file__).resolve().parent.parent / "jsclient"
+SCRIPT = JSCLIENT_DIR / "client.mjs"
+STDERR_LINES = 200
+
+
+class JsClientError(RuntimeError):
+    """The js client answered a request with ok:false, or died."""
+
+
+def node_binary() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise JsClientError("node is not installed (needed for tests/jsclient)")
+    return node
+
+
+def check_installed() -> None:
+    """Raise a clear error if the js client's dependencies are not installed."""
+    if not (JSCLIENT_DIR / "node_modules" / "matrix-js-sdk").is_dir():
+        raise JsClientError(
+            f"{JSCLIENT_DIR / 'node_modules'} is missing: run `npm ci --prefix tests/jsclient`"
+        )
+
+
+class JsClient:
+    """One matrix-js-sdk device in a Node child process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, name: str) -> None:
+        self.proc = proc
+        self.name = name
+        self.user_id = ""
+        self.device_id = ""
+        self.password = ""
+        self.strict = False
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self.notifications: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._closed = False
+        self._exit_error: JsClientError | None = None
+        self._reader = asyncio.create_task(self._read_stdout(), name=f"{name}-stdout")
+        self._stderr_reader = asyncio.create_task(self._read_stderr(), name=f"{name}-stderr")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def spawn(cls, *, name: str = "js", log_level: str | None = None) -> JsClient:
+        """Start the Node process without logging in."""
+        check_installed()
+        env = dict(os.environ)
+        env["JSCLIENT_LOG_LEVEL"] = log_level or os.environ.get("JSCLIENT_LOG_LEVEL", "warn")
+        env.setdefault("NODE_NO_WARNINGS", "1")
+        proc = await asyncio.create_subprocess_exec(
+            node_binary(),
+            str(SCRIPT),
+            cwd=str(JSCLIENT_DIR),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            limit=16 * 1024 * 1024,
+        )
+        return cls(proc, name)
+
+    @classmethod
+    async def start(
+        cls,
+        homeserver: str,
+        user_id: str,
+        password: str,
+        *,
+        strict: bool = False,
+        name: str = "js",
+        device_id: str | None = None,
+        log_level: str | None = None,
+    ) -> JsClient:
+        """Spawn node, log in, start crypto and sync; return once the first sync is PREPARED.
+
+        strict=True sets OnlySignedDevicesIsolationMode (MSC4153 "exclude insecure devices");
+        otherwise AllDevicesIsolationMode.
+        """
+        client = await cls.spawn(name=name, log_level=log_level)
+        try:
+            args: dict[str, Any] = {
+                "homeserver": homeserver,
+                "user_id": user_id,
+                "password": password,
+                "strict": strict,
+            }
+            if device_id:
+                args["device_id"] = device_id
+            result = await client.call("login", timeout=90, **args)
+        except BaseException:
+            await client.close()
+            raise
+        client.password = password
+        client.user_id = result["user_id"]
+        client.device_id = result["device_id"]
+        client.strict = bool(result.get("strict", strict))
+        return client
+
+    async def close(self, timeout: float = 10) -> None:
+        """Send stop, wait for the process to exit, kill it if it hangs."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.proc.returncode is None:
+            with contextlib.suppress(Exception):
+                await self.call("stop", timeout=timeout)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
+        for task in (self._reader, self._stderr_reader):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+        self._fail_pending(JsClientError(f"{self.name}: closed"))
+
+    async def __aenter__(self) -> JsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- protocol ----------------------------------------------------------------------------
+
+    async def call(self, cmd: str, timeout: float = 60, **args: Any) -> Any:
+        """Send one command; return its result or raise JsClientError."""
+        if self._exit_error is not None:
+            raise self._exit_error
+        if self.proc.returncode is not None or self.proc.stdin is None:
+            raise JsClientError(f"{self.name}: node has exited{self._tail()}")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        line = json.dumps({"id": request_id, "cmd": cmd, **args}) + "\n"
+        try:
+            self.proc.stdin.write(line.encode())
+            await self.proc.stdin.drain()
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise JsClientError(
+                f"{self.name}: {cmd} got no answer within {timeout:.0f}s{self._tail()}"
+            ) from None
+        except (BrokenPipeError, ConnectionResetError) as err:
+            raise JsClientError(f"{self.name}: node has exited{self._tail()}") from err
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                break
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                self.stderr_tail.append(f"[stdout, not JSON] {line.decode(errors='replace')}")
+                continue
+            if "id" in msg and ("ok" in msg):
+                future = self._pending.get(msg["id"])
+                if future is None or future.done():
+                    continue
+                if msg["ok"]:
+                    future.set_result(msg.get("result"))
+                else:
+                    future.set_exception(JsClientError(f"{self.name}: {msg.get('error')}"))
+            elif "event" in msg:
+                self.notifications.append(msg)
+        code = await self.proc.wait()
+        # Let the stderr reader drain so the tail is complete.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self._stderr_reader), 2)
+        err = JsClientError(f"{self.name}: node exited with code {code}{self._tail()}")
+        if not self._closed:
+            self._exit_error = err
+        self._fail_pending(err)
+
+    async def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while True:
+            line = await self.proc.stderr.readline()
+            if not line:
+                return
+            self.stderr_tail.append(line.decode(errors="replace").rstrip("\n"))
+
+    def _fail_pending(self, err: JsClientError) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(err)
+
+    def _tail(self, lines: int = 40) -> str:
+        tail = list(self.stderr_tail)[-lines:]
+        return ("\n--- node stderr (tail) ---\n" + "\n".join(tail)) if tail else ""
+
+    # -- typed helpers -----------------------------------------------------------------------
+
+    async def bootstrap_cross_signing(self, password: str) -> dict[str, Any]:
+        """Create and upload cross-signing keys; this device ends up signed by its owner."""
+        result: dict[str, Any] = await self.call("bootstrap_cross_signing", password=password)
+        return result
+
+    async def create_dm(self, invite: str, *, encrypted: bool = True) -> str:
+        result = await self.call("create_dm", invite=invite, encrypted=encrypted)
+        return str(result["room_id"])
+
+    async def join(self, room_id: str, timeout: float = 30) -> str:
+        result = await self.call(
+            "join", timeout=timeout + 5, room_id=room_id, timeout_ms=int(timeout * 1000)
+        )
+        return str(result["room_id"])
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        await self.call("invite", room_id=room_id, user_id=user_id)
+
+    async def wait_invite(self, room_id: str | None = None, timeout: float = 30) -> str:
+        result = await self.call(
+            "wait_invite", timeout=timeout + 5, room_id=room_id, timeout_ms=int(timeout * 1000)
+        )
+        return str(result["room_id"])
+
+    async def wait_join(self, room_id: str, user_id: str, timeout: float = 30) -> None:
+        await self.call(
+            "wait_join",
+            timeout=timeout + 5,
+            room_id=room_id,
+            user_id=user_id,
+            timeout_ms=int(timeout * 1000),
+        )
+
+    async def send_text(
+        self, room_id: str, body: str, html: str | None = None, *, timeout: float = 30
+    ) -> str:
+        """Send m.text (encrypted in an encrypted room; raises if it would go out in clear).
+
+        Waits up to `timeout` for the room to be joined and known to the client first.
+        """
+        args: dict[str, Any] = {"room_id": room_id, "body": body}
+        if html is not None:
+            args["html"] = html
+        result = await self.call(
+            "send_text", timeout=timeout + 30, timeout_ms=int(timeout * 1000), **args
+        )
+        return str(result["event_id"])
+
+    async def react(self, room_id: str, event_id: str, key: str, *, timeout: float = 30) -> str:
+        """Send an m.reaction annotation (the sdk never encrypts reactions)."""
+        result = await self.call(
+            "react",
+            timeout=timeout + 30,
+            room_id=room_id,
+            event_id=event_id,
+            key=key,
+            timeout_ms=int(timeout * 1000),
+        )
+        return str(result["event_id"])
+
+    async def wait_message(
+        self,
+        room_id: str,
+        sender: str | None = None,
+        contains: str | None = None,
+        timeout: float = 30,
+        *,
+        after_event_id: str | None = None,
+        include_failures: bool = False,
+    ) -> dict[str, Any]:
+        """The first m.room.message (from `sender`, containing `contains`) in the room's buffer.
+
+        Returns {event_id, sender, type, body, content, was_encrypted, decryption_failed,
+        decryption_failure}. With include_failures=True an undecryptable event from `sender`
+        also matches (then `contains` cannot be checked and type is m.room.encrypted).
+        """
+        result: dict[str, Any] = await self.call(
+            "wait_message",
+            timeout=timeout + 5,
+            room_id=room_id,
+            sender=sender,
+            contains=contains,
+            after_event_id=after_event_id,
+            include_failures=include_failures,
+            timeout_ms=int(timeout * 1000),
+        )
+        return result
+
+    async def messages(self, room_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.call("messages", room_id=room_id)
+        return result
+
+    async def decryption_failures(self, settle: float = 1.0) -> list[dict[str, Any]]:
+        """Events that failed to decrypt, after up to `settle` seconds for the SDK to retry."""
+        result: list[dict[str, Any]] = await self.call(
+            "decryption_failures", timeout=settle + 20, settle_ms=int(settle * 1000)
+        )
+        return result
+
+    async def user_verification(self, user_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("user_verification", user_id=user_id)
+        return result
+
+    async def device_verification(self, user_id: str, device_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "device_verification", user_id=user_id, device_id=device_id
+        )
+        return result
+
+    async def devices(self, user_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.call("devices", user_id=user_id)
+        return result

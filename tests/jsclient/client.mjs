@@ -1,0 +1,683 @@
+// A second Matrix client for the tests: matrix-js-sdk with its Rust crypto, driven over JSON lines.
+//
+// Protocol: one JSON object per line on stdin, `{"id": N, "cmd": "...", ...args}`; exactly one
+// answer per request on stdout, `{"id": N, "ok": true, "result": ...}` or
+// `{"id": N, "ok": false, "error": "..."}`. Unsolicited notifications `{"event": "...", ...}` are
+// written to stdout too ("timeline" for every cleartext or decrypted timeline event,
+// "decryption_failure" for every event that failed to decrypt, "sync" for sync state changes).
+// Everything else (the SDK's logging, the WASM crypto's tracing) goes to stderr: console.* is
+// redirected below, before the SDK is imported. Commands run concurrently; answers may come
+// back out of order, matched by id.
+//
+// The crypto store is in memory (initRustCrypto({useIndexedDB: false})): a fresh process is a
+// fresh device. fake-indexeddb is still installed globally in case any other part of the SDK
+// reaches for indexedDB under Node.
+//
+// Commands (args -> result):
+//   login {homeserver, user_id, password, device_id?, strict?} -> {user_id, device_id, strict, crypto_version}
+//       strict: OnlySignedDevicesIsolationMode (MSC4153), else AllDevicesIsolationMode(false).
+//       Resolves after the first sync is PREPARED.
+//   bootstrap_cross_signing {password} -> {master_key, self_signing_key, user_signing_key, ready,
+//       public_keys_on_device, device_signed_by_owner}
+//   create_dm {invite, encrypted=true} -> {room_id}    (trusted_private_chat, is_direct, m.direct)
+//   join {room_id} -> {room_id};  invite {room_id, user_id} -> {};  wait_invite {room_id?} -> {room_id}
+//   wait_join {room_id, user_id, timeout_ms} -> {room_id, user_id, membership}
+//   send_text {room_id, body, html?} -> {event_id, encrypted};  react {room_id, event_id, key} -> {event_id, encrypted}
+//   wait_message {room_id, sender?, contains?, after_event_id?, include_failures?, timeout_ms}
+//       -> {room_id, event_id, sender, type, body, content, was_encrypted, decryption_failed, decryption_failure}
+//   messages {room_id} -> [{room_id, event_id, sender, type, wire_type, content, origin_server_ts,
+//       decryption_failure, being_decrypted, status}]
+//   decryption_failures {settle_ms=1000} -> [{room_id, event_id, sender, reason}]
+//   user_verification {user_id} -> {known, is_verified, is_cross_signing_verified,
+//       was_cross_signing_verified, needs_user_approval}
+//   device_verification {user_id, device_id} -> {known, is_verified, signed_by_owner,
+//       cross_signing_verified, local_verified}
+//   devices {user_id} -> [{device_id, display_name, known, ...device_verification fields}]
+//   whoami {} -> {user_id, device_id, strict};  stop {} -> {} then exit 0
+// All timeout_ms default to 30000. Every wait is event-driven (plus a 200 ms re-check).
+//
+// Log level: JSCLIENT_LOG_LEVEL (trace|debug|info|warn|error|silent), default "warn".
+
+import { format } from "node:util";
+import { createInterface } from "node:readline";
+
+// ---- stdout belongs to the protocol; everything else goes to stderr --------------------------
+const rawStdoutWrite = process.stdout.write.bind(process.stdout);
+const LEVELS = { trace: 0, debug: 1, log: 2, info: 2, warn: 3, error: 4, silent: 5 };
+const LOG_LEVEL = LEVELS[process.env.JSCLIENT_LOG_LEVEL ?? "warn"] ?? LEVELS.warn;
+const toStderr = (...args) => {
+    process.stderr.write(format(...args) + "\n");
+};
+// The SDK's loglevel loggers (children default to DEBUG) and the WASM crypto's tracing all end
+// up in console.*: filter by level there, and send what's left to stderr.
+for (const name of ["log", "info", "debug", "warn", "error", "trace"]) {
+    console[name] = LEVELS[name] >= LOG_LEVEL ? toStderr : () => {};
+}
+process.stdout.write = (chunk, encoding, cb) => process.stderr.write(chunk, encoding, cb);
+
+function emit(obj) {
+    rawStdoutWrite(JSON.stringify(obj) + "\n");
+}
+
+// ---- Node 20 polyfills (matrix-js-sdk 43 targets Node >= 22) ---------------------------------
+if (typeof Promise.withResolvers !== "function") {
+    Promise.withResolvers = function withResolvers() {
+        let resolve;
+        let reject;
+        const promise = new this((res, rej) => {
+            resolve = res;
+            reject = rej;
+        });
+        return { promise, resolve, reject };
+    };
+}
+
+await import("fake-indexeddb/auto");
+const sdk = await import("matrix-js-sdk");
+const cryptoApi = await import("matrix-js-sdk/lib/crypto-api/index.js");
+
+const {
+    createClient,
+    ClientEvent,
+    RoomEvent,
+    RoomStateEvent,
+    RoomMemberEvent,
+    MatrixEventEvent,
+    SyncState,
+} = sdk;
+const { AllDevicesIsolationMode, OnlySignedDevicesIsolationMode, CrossSigningKey } = cryptoApi;
+
+// ---- state ------------------------------------------------------------------------------------
+let client = null;
+let strictMode = false;
+/** roomId -> array of MatrixEvent, in the order the client put them in the live timeline. */
+const buffers = new Map();
+/** MatrixEvent objects already buffered (dedupe; a local echo is updated in place). */
+const buffered = new WeakSet();
+/** Event ids whose failure / success was already notified, to avoid repeats. */
+const notified = new Map();
+/** Callbacks re-evaluated whenever something changes. */
+const watchers = new Set();
+
+function bump() {
+    for (const w of [...watchers]) {
+        try {
+            w();
+        } catch (e) {
+            toStderr("watcher error", e);
+        }
+    }
+}
+
+/** Resolve with predicate()'s first truthy value; reject after timeoutMs with `what`. */
+function waitFor(predicate, timeoutMs, what) {
+    return new Promise((resolve, reject) => {
+        let done = false;
+        let timer = null;
+        let ticker = null;
+        const finish = (fn, value) => {
+            if (done) return;
+            done = true;
+            watchers.delete(check);
+            clearTimeout(timer);
+            clearInterval(ticker);
+            fn(value);
+        };
+        const check = () => {
+            if (done) return;
+            let value;
+            try {
+                value = predicate();
+            } catch (e) {
+                finish(reject, e);
+                return;
+            }
+            if (value instanceof Promise) {
+                value.then(
+                    (v) => v && finish(resolve, v),
+                    (e) => finish(reject, e),
+                );
+            } else if (value) {
+                finish(resolve, value);
+            }
+        };
+        watchers.add(check);
+        timer = setTimeout(() => finish(reject, new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+        // Some state (member lists, crypto) changes without an event we listen to: re-check.
+        ticker = setInterval(check, 200);
+        check();
+    });
+}
+
+function bufferOf(roomId) {
+    let list = buffers.get(roomId);
+    if (!list) {
+        list = [];
+        buffers.set(roomId, list);
+    }
+    return list;
+}
+
+function failureReason(ev) {
+    if (!ev.isDecryptionFailure()) return null;
+    return ev.decryptionFailureReason ?? "UNKNOWN_ERROR";
+}
+
+function serialize(ev) {
+    let content;
+    try {
+        content = ev.getOriginalContent();
+    } catch {
+        content = ev.getContent();
+    }
+    return {
+        room_id: ev.getRoomId(),
+        event_id: ev.getId(),
+        sender: ev.getSender(),
+        type: ev.getType(),
+        wire_type: ev.getWireType(),
+        content,
+        origin_server_ts: ev.getTs(),
+        decryption_failure: failureReason(ev),
+        being_decrypted: ev.isBeingDecrypted() || ev.shouldAttemptDecryption(),
+        status: ev.status ?? null,
+    };
+}
+
+function isLocalId(id) {
+    return !id || id.startsWith("~");
+}
+
+function noteEventState(ev) {
+    const id = ev.getId();
+    if (isLocalId(id)) return;
+    if (ev.getWireType() === "m.room.encrypted" && (ev.isBeingDecrypted() || ev.shouldAttemptDecryption())) return;
+    const state = ev.isDecryptionFailure() ? `fail:${failureReason(ev)}` : "ok";
+    if (notified.get(id) === state) return;
+    notified.set(id, state);
+    if (state === "ok") {
+        emit({ event: "timeline", ...serialize(ev) });
+    } else {
+        emit({
+            event: "decryption_failure",
+            room_id: ev.getRoomId(),
+            event_id: id,
+            sender: ev.getSender(),
+            reason: failureReason(ev),
+        });
+    }
+}
+
+function onTimeline(ev, room, toStartOfTimeline, removed, data) {
+    if (removed || !room) return;
+    if (buffered.has(ev)) return;
+    buffered.add(ev);
+    const list = bufferOf(room.roomId);
+    if (toStartOfTimeline) list.unshift(ev);
+    else list.push(ev);
+    noteEventState(ev);
+    bump();
+}
+
+function onDecrypted(ev) {
+    noteEventState(ev);
+    bump();
+}
+
+function room(roomId) {
+    return client?.getRoom(roomId) ?? null;
+}
+
+function requireClient() {
+    if (!client) throw new Error("not logged in: send `login` first");
+    return client;
+}
+
+function roomEvents(roomId) {
+    // De-duplicate by id (a local echo and its remote echo are the same object, but be safe).
+    const seen = new Set();
+    const out = [];
+    for (const ev of bufferOf(roomId)) {
+        const id = ev.getId();
+        if (!isLocalId(id)) {
+            if (seen.has(id)) continue;
+            seen.add(id);
+        }
+        out.push(ev);
+    }
+    return out;
+}
+
+function membershipOf(roomId, userId) {
+    const r = room(roomId);
+    return r?.getMember(userId)?.membership ?? null;
+}
+
+async function waitRoomJoined(roomId, timeoutMs) {
+    return waitFor(
+        () => {
+            const r = room(roomId);
+            return r && r.getMyMembership() === "join" ? r : null;
+        },
+        timeoutMs,
+        `room ${roomId} to be joined and known to the client`,
+    );
+}
+
+// ---- commands ---------------------------------------------------------------------------------
+const commands = {};
+
+commands.login = async ({ homeserver, user_id, password, device_id, strict = false, device_name }) => {
+    if (client) throw new Error("already logged in");
+    const bare = createClient({ baseUrl: homeserver });
+    const localpart = user_id.startsWith("@") ? user_id.slice(1).split(":")[0] : user_id;
+    const login = await bare.loginRequest({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: localpart },
+        password,
+        ...(device_id ? { device_id } : {}),
+        initial_device_display_name: device_name ?? "dispatch-matrix test js client",
+    });
+    bare.stopClient();
+    client = createClient({
+        baseUrl: homeserver,
+        userId: login.user_id,
+        deviceId: login.device_id,
+        accessToken: login.access_token,
+        timelineSupport: false,
+    });
+    await client.initRustCrypto({ useIndexedDB: false });
+    const crypto = client.getCrypto();
+    strictMode = !!strict;
+    crypto.setDeviceIsolationMode(strictMode ? new OnlySignedDevicesIsolationMode() : new AllDevicesIsolationMode(false));
+
+    client.on(RoomEvent.Timeline, onTimeline);
+    client.on(MatrixEventEvent.Decrypted, onDecrypted);
+    client.on(RoomMemberEvent.Membership, bump);
+    client.on(RoomStateEvent.Members, bump);
+    client.on(RoomEvent.MyMembership, bump);
+    client.on(RoomEvent.LocalEchoUpdated, bump);
+    client.on(ClientEvent.Room, bump);
+    let lastState = null;
+    client.on(ClientEvent.Sync, (state, prev, data) => {
+        if (state !== lastState) {
+            lastState = state;
+            emit({ event: "sync", state, error: data?.error ? String(data.error) : null });
+        }
+        bump();
+    });
+
+    const prepared = waitFor(
+        () => {
+            const s = client.getSyncState();
+            if (s === SyncState.Prepared || s === SyncState.Syncing) return true;
+            if (s === SyncState.Error) throw new Error(`first sync failed: ${client.getSyncStateData()?.error}`);
+            return false;
+        },
+        60000,
+        "the first sync (PREPARED)",
+    );
+    await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: false });
+    await prepared;
+    return { user_id: login.user_id, device_id: login.device_id, strict: strictMode, crypto_version: crypto.getVersion() };
+};
+
+commands.bootstrap_cross_signing = async ({ password }) => {
+    const c = requireClient();
+    const crypto = c.getCrypto();
+    const userId = c.getSafeUserId();
+    await crypto.bootstrapCrossSigning({
+        setupNewCrossSigning: true,
+        authUploadDeviceSigningKeys: async (makeRequest) => {
+            try {
+                return await makeRequest(null);
+            } catch (e) {
+                // 401 with a UIA session: answer with the password.
+                const session = e?.data?.session;
+                if (e?.httpStatus !== 401 || !session) throw e;
+                return await makeRequest({
+                    type: "m.login.password",
+                    identifier: { type: "m.id.user", user: userId },
+                    password,
+                    session,
+                });
+            }
+        },
+    });
+    const status = await crypto.getCrossSigningStatus();
+    const own = await crypto.getDeviceVerificationStatus(userId, c.getDeviceId());
+    return {
+        master_key: await crypto.getCrossSigningKeyId(CrossSigningKey.Master),
+        self_signing_key: await crypto.getCrossSigningKeyId(CrossSigningKey.SelfSigning),
+        user_signing_key: await crypto.getCrossSigningKeyId(CrossSigningKey.UserSigning),
+        ready: await crypto.isCrossSigningReady(),
+        public_keys_on_device: status.publicKeysOnDevice,
+        device_signed_by_owner: own?.signedByOwner ?? false,
+    };
+};
+
+commands.create_dm = async ({ invite, encrypted = true, timeout_ms = 30000 }) => {
+    const c = requireClient();
+    const invites = invite ? (Array.isArray(invite) ? invite : [invite]) : [];
+    const initial_state = encrypted
+        ? [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }]
+        : [];
+    const { room_id } = await c.createRoom({
+        preset: "trusted_private_chat",
+        is_direct: true,
+        invite: invites,
+        initial_state,
+    });
+    await waitRoomJoined(room_id, timeout_ms);
+    if (encrypted) {
+        await waitFor(
+            async () => await c.getCrypto().isEncryptionEnabledInRoom(room_id),
+            timeout_ms,
+            `encryption to be enabled in ${room_id}`,
+        );
+    }
+    if (invites.length) {
+        // Mark it as a DM in m.direct, as Element does.
+        const direct = { ...(c.getAccountData("m.direct")?.getContent() ?? {}) };
+        for (const u of invites) direct[u] = [...new Set([...(direct[u] ?? []), room_id])];
+        await c.setAccountData("m.direct", direct);
+    }
+    return { room_id };
+};
+
+commands.join = async ({ room_id, timeout_ms = 30000 }) => {
+    const c = requireClient();
+    await c.joinRoom(room_id);
+    await waitRoomJoined(room_id, timeout_ms);
+    return { room_id };
+};
+
+commands.invite = async ({ room_id, user_id }) => {
+    await requireClient().invite(room_id, user_id);
+    return {};
+};
+
+commands.wait_invite = async ({ room_id, timeout_ms = 30000 }) => {
+    requireClient();
+    const r = await waitFor(
+        () => {
+            for (const rm of client.getRooms()) {
+                if (rm.getMyMembership() === "invite" && (!room_id || rm.roomId === room_id)) return rm;
+            }
+            return null;
+        },
+        timeout_ms,
+        `an invite${room_id ? ` to ${room_id}` : ""}`,
+    );
+    return { room_id: r.roomId };
+};
+
+commands.wait_join = async ({ room_id, user_id, timeout_ms = 30000 }) => {
+    requireClient();
+    await waitFor(() => membershipOf(room_id, user_id) === "join", timeout_ms, `${user_id} to join ${room_id}`);
+    return { room_id, user_id, membership: "join" };
+};
+
+commands.wait_membership = async ({ room_id, user_id, membership, timeout_ms = 30000 }) => {
+    requireClient();
+    await waitFor(
+        () => membershipOf(room_id, user_id) === membership,
+        timeout_ms,
+        `${user_id} to reach membership ${membership} in ${room_id}`,
+    );
+    return { room_id, user_id, membership };
+};
+
+commands.members = async ({ room_id }) => {
+    const r = requireClient().getRoom(room_id);
+    if (!r) throw new Error(`unknown room ${room_id}`);
+    return r.getMembers().map((m) => ({ user_id: m.userId, membership: m.membership }));
+};
+
+async function sendEvent(roomId, type, content, timeoutMs) {
+    const c = requireClient();
+    const r = await waitRoomJoined(roomId, timeoutMs);
+    const encrypted = r.hasEncryptionStateEvent() || (await c.getCrypto().isEncryptionEnabledInRoom(roomId));
+    if (encrypted && type !== "m.reaction") {
+        await waitFor(
+            async () => await c.getCrypto().isEncryptionEnabledInRoom(roomId),
+            timeoutMs,
+            `the crypto to know ${roomId} is encrypted`,
+        );
+    }
+    const { event_id } = await c.sendEvent(roomId, type, content);
+    if (encrypted && type !== "m.reaction") {
+        const ev = r.findEventById(event_id) ?? bufferOf(roomId).find((e) => e.getId() === event_id);
+        if (ev && ev.getWireType() !== "m.room.encrypted") {
+            throw new Error(`event ${event_id} was sent unencrypted into encrypted room ${roomId}`);
+        }
+    }
+    return { event_id, encrypted };
+}
+
+commands.send_text = async ({ room_id, body, html, msgtype = "m.text", timeout_ms = 30000 }) => {
+    const content = { msgtype, body };
+    if (html) {
+        content.format = "org.matrix.custom.html";
+        content.formatted_body = html;
+    }
+    return sendEvent(room_id, "m.room.message", content, timeout_ms);
+};
+
+commands.react = async ({ room_id, event_id, key, timeout_ms = 30000 }) => {
+    const content = { "m.relates_to": { rel_type: "m.annotation", event_id, key } };
+    return sendEvent(room_id, "m.reaction", content, timeout_ms);
+};
+
+function messageResult(ev) {
+    const content = serialize(ev).content ?? {};
+    return {
+        room_id: ev.getRoomId(),
+        event_id: ev.getId(),
+        sender: ev.getSender(),
+        type: ev.getType(),
+        body: content.body ?? null,
+        content,
+        was_encrypted: ev.getWireType() === "m.room.encrypted",
+        decryption_failed: ev.isDecryptionFailure(),
+        decryption_failure: failureReason(ev),
+    };
+}
+
+commands.wait_message = async ({
+    room_id,
+    sender,
+    contains,
+    after_event_id,
+    include_failures = false,
+    timeout_ms = 30000,
+}) => {
+    requireClient();
+    const found = await waitFor(
+        () => {
+            const list = roomEvents(room_id);
+            let start = 0;
+            if (after_event_id) {
+                const i = list.findIndex((e) => e.getId() === after_event_id);
+                if (i < 0) return null; // that event hasn't arrived yet
+                start = i + 1;
+            }
+            for (const ev of list.slice(start)) {
+                if (isLocalId(ev.getId())) continue;
+                if (sender && ev.getSender() !== sender) continue;
+                if (ev.isBeingDecrypted() || ev.shouldAttemptDecryption()) continue;
+                if (ev.isDecryptionFailure()) {
+                    if (include_failures) return ev;
+                    continue;
+                }
+                if (ev.getType() !== "m.room.message") continue;
+                const body = ev.getOriginalContent()?.body;
+                if (contains && !(typeof body === "string" && body.includes(contains))) continue;
+                return ev;
+            }
+            return null;
+        },
+        timeout_ms,
+        `a message in ${room_id}${sender ? ` from ${sender}` : ""}${contains ? ` containing ${JSON.stringify(contains)}` : ""}`,
+    );
+    return messageResult(found);
+};
+
+commands.messages = async ({ room_id }) => {
+    requireClient();
+    return roomEvents(room_id).map(serialize);
+};
+
+function currentFailures() {
+    const out = [];
+    for (const [roomId] of buffers) {
+        for (const ev of roomEvents(roomId)) {
+            if (ev.isDecryptionFailure()) {
+                out.push({ room_id: roomId, event_id: ev.getId(), sender: ev.getSender(), reason: failureReason(ev) });
+            }
+        }
+    }
+    return out;
+}
+
+commands.decryption_failures = async ({ settle_ms = 1000, timeout_ms = 10000 }) => {
+    requireClient();
+    // Let decryptions in flight finish...
+    await waitFor(
+        () => {
+            for (const [roomId] of buffers) {
+                for (const ev of roomEvents(roomId)) if (ev.isBeingDecrypted()) return false;
+            }
+            return true;
+        },
+        timeout_ms,
+        "decryptions in flight to finish",
+    );
+    // ...then give the SDK up to settle_ms to retry failures (it does when keys arrive);
+    // return at once when there are none.
+    try {
+        await waitFor(() => currentFailures().length === 0, settle_ms, "failures to clear");
+    } catch {
+        // still failing: report them
+    }
+    return currentFailures();
+};
+
+commands.user_verification = async ({ user_id }) => {
+    const c = requireClient();
+    const crypto = c.getCrypto();
+    await crypto.getUserDeviceInfo([user_id], true);
+    const s = await crypto.getUserVerificationStatus(user_id);
+    return {
+        user_id,
+        known: s.known,
+        is_verified: s.isVerified(),
+        is_cross_signing_verified: s.isCrossSigningVerified(),
+        was_cross_signing_verified: s.wasCrossSigningVerified(),
+        needs_user_approval: s.needsUserApproval,
+    };
+};
+
+function deviceStatus(s) {
+    if (!s) return { known: false };
+    return {
+        known: true,
+        is_verified: s.isVerified(),
+        signed_by_owner: s.signedByOwner,
+        cross_signing_verified: s.crossSigningVerified,
+        local_verified: s.localVerified,
+    };
+}
+
+commands.device_verification = async ({ user_id, device_id }) => {
+    const c = requireClient();
+    const crypto = c.getCrypto();
+    await crypto.getUserDeviceInfo([user_id], true);
+    const s = await crypto.getDeviceVerificationStatus(user_id, device_id);
+    return { user_id, device_id, ...deviceStatus(s) };
+};
+
+commands.devices = async ({ user_id }) => {
+    const c = requireClient();
+    const crypto = c.getCrypto();
+    const map = await crypto.getUserDeviceInfo([user_id], true);
+    const out = [];
+    for (const [deviceId, dev] of map.get(user_id) ?? new Map()) {
+        const s = await crypto.getDeviceVerificationStatus(user_id, deviceId);
+        out.push({ device_id: deviceId, display_name: dev.displayName ?? null, ...deviceStatus(s) });
+    }
+    return out;
+};
+
+commands.whoami = async () => {
+    const c = requireClient();
+    return { user_id: c.getSafeUserId(), device_id: c.getDeviceId(), strict: strictMode };
+};
+
+commands.stop = async () => {
+    if (client) {
+        client.stopClient(); // also stops the Rust crypto
+    }
+    return {};
+};
+
+// ---- main loop --------------------------------------------------------------------------------
+function errorText(e) {
+    if (!e) return "unknown error";
+    if (e.name === "MatrixError" || e.errcode) {
+        return `${e.errcode ?? e.name}: ${e.message ?? e.data?.error ?? ""} (HTTP ${e.httpStatus ?? "?"})`;
+    }
+    return e.message !== undefined ? `${e.name ?? "Error"}: ${e.message}` : String(e);
+}
+
+let stopping = false;
+const inFlight = new Set();
+
+async function handle(line) {
+    let req;
+    try {
+        req = JSON.parse(line);
+    } catch (e) {
+        emit({ id: null, ok: false, error: `bad JSON: ${e.message}` });
+        return;
+    }
+    const { id, cmd, ...args } = req;
+    const fn = Object.hasOwn(commands, cmd) ? commands[cmd] : null;
+    if (!fn) {
+        emit({ id, ok: false, error: `unknown command ${JSON.stringify(cmd)}` });
+        return;
+    }
+    try {
+        const result = await fn(args);
+        emit({ id, ok: true, result: result ?? null });
+    } catch (e) {
+        emit({ id, ok: false, error: errorText(e), stack: e?.stack ? String(e.stack) : null });
+    }
+    if (cmd === "stop") {
+        stopping = true;
+        process.exit(0);
+    }
+}
+
+process.on("unhandledRejection", (e) => toStderr("unhandled rejection:", e));
+process.on("uncaughtException", (e) => toStderr("uncaught exception:", e));
+
+const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
+rl.on("line", (line) => {
+    if (!line.trim()) return;
+    const p = handle(line).catch((e) => toStderr("handler crashed:", e));
+    inFlight.add(p);
+    p.finally(() => inFlight.delete(p));
+});
+rl.on("close", async () => {
+    // stdin closed: the parent went away. Finish what's running, then leave.
+    if (stopping) return;
+    await Promise.allSettled([...inFlight]);
+    try {
+        client?.stopClient();
+    } catch {
+        // ignore
+    }
+    process.exit(0);
+});
+emit({ event: "ready", pid: process.pid, node: process.version });

@@ -1,0 +1,129 @@
+"""Pure parts: the trust gate, formatting, the redactor, the ledger, message shaping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dispatch_matrix.agent.engine import normalize, with_cache_breakpoint
+from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.logs import REDACTED, Redactor
+from dispatch_matrix.matrix.formatting import reply_to, text_content
+from dispatch_matrix.matrix.inbound import Invite, Message
+from dispatch_matrix.matrix.trust import may_command, may_join
+from dispatch_matrix.store import Database, TaskState
+
+OWNERS = frozenset({"@me:example.org"})
+
+
+def message(sender: str = "@me:example.org", encrypted: bool = True) -> Message:
+    return Message(
+        RoomID("!r:example.org"), EventID("$e"), UserID(sender), "hi", 1, encrypted, None
+    )
+
+
+@pytest.mark.parametrize(
+    ("item", "allowed", "reason"),
+    [
+        (message(), True, ""),
+        (message(encrypted=False), False, "plaintext"),
+        (message(sender="@stranger:example.org"), False, "not an owner"),
+        (message(sender="@stranger:example.org", encrypted=False), False, "not an owner"),
+    ],
+)
+def test_may_command(item: Message, allowed: bool, reason: str) -> None:
+    verdict = may_command(item, OWNERS)
+    assert verdict.allowed is allowed
+    assert reason in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("inviter", "allowed"), [("@me:example.org", True), ("@stranger:example.org", False)]
+)
+def test_may_join_only_an_owners_invite(inviter: str, allowed: bool) -> None:
+    assert may_join(Invite(RoomID("!r:x"), UserID(inviter)), OWNERS).allowed is allowed
+
+
+def test_markdown_becomes_html_and_body_keeps_the_text() -> None:
+    content = text_content("**done**: 3 tests\n\n- a\n- b")
+    assert content["body"] == "**done**: 3 tests\n\n- a\n- b"
+    assert content["format"] == "org.matrix.custom.html"
+    assert "<strong>done</strong>" in content["formatted_body"]
+    assert "<li>a</li>" in content["formatted_body"]
+
+
+def test_plain_text_has_no_html_and_raw_html_is_escaped() -> None:
+    assert "formatted_body" not in text_content("just words")
+    content = text_content("<img src=x onerror=alert(1)> *hi*")
+    assert "<img" not in content["formatted_body"]
+    assert "&lt;img" in content["formatted_body"]
+
+
+def test_reply_relation() -> None:
+    content = reply_to(text_content("ok"), "$abc")
+    assert content["m.relates_to"] == {"m.in_reply_to": {"event_id": "$abc"}}
+
+
+def test_redactor_scrubs_known_values_keys_and_shapes() -> None:
+    redactor = Redactor()
+    redactor.add("my-bot-password")
+    event = {
+        "event": "login with my-bot-password",
+        "password": "anything",
+        "access_token": "syt_abc",
+        "note": "key sk-ant-api03-abcdefghijklmnop and syt_Ym90_AbCdEfGh_123abc",
+        "nested": {"api_key": "x" * 10, "ok": "fine"},
+    }
+    out = redactor(None, "info", event)
+    text = json.dumps(out)
+    for secret in ("my-bot-password", "anything", "syt_abc", "sk-ant-api03", "syt_Ym90"):
+        assert secret not in text
+    assert out["nested"]["ok"] == "fine"
+    assert REDACTED in out["event"]
+
+
+def test_ledger_deduplicates_event_ids_and_keeps_order(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    first = db.add_task("$1", "!r", "@me", "one", 1)
+    assert first is not None
+    assert db.add_task("$1", "!r", "@me", "one again", 1) is None
+    db.add_task("$2", "!r", "@me", "two", 2)
+    assert [t.body for t in db.tasks_in(TaskState.QUEUED)] == ["one", "two"]
+    db.set_task_state(first.id, TaskState.DONE, result="ok")
+    assert db.next_task().body == "two"  # type: ignore[union-attr]
+    done = db.task(first.id)
+    assert done is not None and done.finished_at is not None and done.result == "ok"
+    assert (tmp_path / "d.db").stat().st_mode & 0o077 == 0
+
+
+def test_outbox_key_fixes_the_transaction_id(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    one = db.enqueue_outgoing("!r", "m.room.message", {"body": "a"}, key="t1.answer")
+    again = db.enqueue_outgoing("!r", "m.room.message", {"body": "a"}, key="t1.answer")
+    assert one.txn_id == again.txn_id
+    db.mark_sent(one.txn_id, "$sent")
+    third = db.enqueue_outgoing("!r", "m.room.message", {"body": "a"}, key="t1.answer")
+    assert third.event_id == "$sent"
+    assert db.unsent() == []
+
+
+def test_normalize_merges_same_role_neighbours() -> None:
+    text = [{"type": "text", "text": "x"}]
+    messages = [
+        {"role": "assistant", "content": text},
+        {"role": "user", "content": text},
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": text},
+    ]
+    out = normalize(messages)
+    assert [m["role"] for m in out] == ["user", "assistant"]
+    assert len(out[0]["content"]) == 2
+
+
+def test_cache_breakpoint_goes_on_the_last_block_of_a_copy() -> None:
+    messages = [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
+    out = with_cache_breakpoint(messages)
+    assert out[-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert "cache_control" not in messages[-1]["content"][-1]

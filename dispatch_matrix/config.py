@@ -48,6 +48,15 @@ class MatrixSection(_Section):
     password_file: Path | None = Field(None, description="A file holding the bot's password")
     owners: list[str] = Field(description="User ids whose messages the bot obeys")
     device_name: str = Field("dispatch-matrix", description="Display name of the bot's device")
+    trust: Literal["cross-signed", "encrypted"] = Field(
+        "cross-signed",
+        description="Which owner devices are obeyed: only those cross-signed by the owner's "
+        "pinned identity, or (relaxed, for clients that cannot cross-sign) any encrypted one",
+    )
+    shared_rooms: list[str] = Field(
+        default_factory=list,
+        description="Room ids where the bot obeys owners even with other members present",
+    )
     sync_timeout_ms: int = Field(30_000, ge=1_000, le=120_000, description="Long-poll length")
 
     @field_validator("homeserver")

@@ -27,6 +27,8 @@ from .errors import HomeserverError
 from .homeserver import LocalSynapse
 from .ids import UserID
 from .matrix.client import MatrixClient, Unreachable
+from .matrix.crosssign import OwnIdentity, ensure_identity
+from .matrix.identities import Identities
 from .matrix.outbox import Outbox
 from .matrix.router import Router
 from .matrix.sync import SyncLoop
@@ -151,9 +153,14 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
             db,
             config.matrix.device_name,
         )
-        session = await connect(client, password.get_secret_value() if password else None)
+        secret = password.get_secret_value() if password else None
+        session = await connect(client, secret)
         logs.REDACTOR.add(session.access_token)
-        return await _serve(config, db, client, session, int(born), say)
+        # Cross-signed before the first sync joins any room: a strict client withholds room
+        # keys from a device that is not, and never re-sends them.
+        await client.publish_device_keys()
+        identity = await ensure_identity(client, state, secret)
+        return await _serve(config, db, client, session, identity, int(born), say)
     finally:
         if client is not None:
             with contextlib.suppress(HomeserverError, asyncio.TimeoutError, OSError):
@@ -171,10 +178,13 @@ async def _serve(
     db: Database,
     client: MatrixClient,
     session: Session,
+    identity: OwnIdentity,
     born_ms: int,
     say: Callable[[str], None],
 ) -> int:
-    outbox = Outbox(client, db)
+    owners = frozenset(config.matrix.owners)
+    identities = Identities(client, db, owners)
+    outbox = Outbox(client, db, before_send=identities.restrict_sharing)
     workdir = config.agent.workdir.expanduser()
     machine = Machine.here(workdir, [root.expanduser() for root in config.agent.allowed_roots])
     agent = Agent(
@@ -185,7 +195,22 @@ async def _serve(
         system=system_prompt(config.matrix.owners, machine, config.agent.system_prompt),
     )
     worker = Worker(db, agent, outbox)
-    router = Router(client, db, frozenset(config.matrix.owners), worker.wake, born_ms)
+    router = Router(
+        client,
+        db,
+        owners,
+        worker.wake,
+        born_ms,
+        identities,
+        outbox,
+        require_cross_signed=config.matrix.trust == "cross-signed",
+        allowed_shared_rooms=frozenset(config.matrix.shared_rooms),
+    )
+    if config.matrix.trust != "cross-signed":
+        log.warning(
+            "trust.relaxed",
+            detail="obeying owners' encrypted messages from devices they have not cross-signed",
+        )
     sync = SyncLoop(client, db, router.handle, config.matrix.sync_timeout_ms)
 
     async def announce() -> None:

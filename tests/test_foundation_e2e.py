@@ -1,8 +1,8 @@
 """The first round trip, end to end: a real Synapse, a real second client (matrix-js-sdk with
 Rust crypto), the bot as a real process, and the scripted Messages API.
 
-The owner's client runs in the permissive device-isolation mode here: the bot's own
-cross-signing (which the strict MSC4153 mode needs) is exercised in the trust tests.
+The owner's client is cross-signed and runs in the strict device-isolation mode (MSC4153's
+"exclude insecure devices"), so each round trip also proves the bot cross-signed its device.
 """
 
 from __future__ import annotations

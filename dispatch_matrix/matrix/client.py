@@ -9,6 +9,7 @@ password and saves the token and device id; every later start restores them.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
@@ -171,6 +172,43 @@ class MatrixClient:
             raise _failure(what, response)
         return response
 
+    async def api(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """A raw client-server API call nio has no method for; returns (status, JSON)."""
+        headers = {"Authorization": f"Bearer {self.client.access_token}"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body)
+        try:
+            response = await self.client.send(method, path, data, headers)
+            status = response.status
+            try:
+                reply = await response.json(content_type=None)
+            except (ValueError, aiohttp.ContentTypeError):
+                reply = {}
+        except _UNREACHABLE as err:
+            raise Unreachable(f"{method} {path}: cannot reach {self.homeserver} ({err!r})") from err
+        if status == 401 and reply.get("errcode") in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+            raise TokenRejected(f"{method} {path}: the homeserver rejected our access token")
+        return status, reply if isinstance(reply, dict) else {}
+
+    async def api_ok(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Like `api`, raising HomeserverError for any status but 200."""
+        status, reply = await self.api(method, path, body)
+        if status != 200:
+            code = reply.get("errcode", status)
+            raise HomeserverError(f"{method} {path} failed: {code} {reply.get('error', '')}")
+        return reply
+
+    async def query_keys(self, user_ids: list[str]) -> dict[str, Any]:
+        """/keys/query: device keys and cross-signing keys of these users, as JSON."""
+        body = {"device_keys": {user: [] for user in user_ids}}
+        return await self.api_ok("POST", "/_matrix/client/v3/keys/query", body)
+
     async def whoami(self) -> str:
         """Check the token; returns the user id it belongs to."""
         response: WhoamiResponse = await self._call("whoami", self.client.whoami())
@@ -185,6 +223,11 @@ class MatrixClient:
             self.client.sync(timeout=timeout_ms, since=since, set_presence=presence),
         )
         return response
+
+    async def publish_device_keys(self) -> None:
+        """Upload our device keys now if the homeserver lacks them (a new device)."""
+        if self.client.should_upload_keys:
+            await self._call("keys/upload", self.client.keys_upload())
 
     async def after_sync(self) -> None:
         """Key housekeeping between syncs: to-device messages, key upload, query, claim."""

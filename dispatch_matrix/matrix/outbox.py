@@ -8,6 +8,7 @@ de-duplicates it and the phone never shows a doubled answer.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import logs
@@ -27,10 +28,17 @@ _MAX_BACKOFF = 60.0
 class Outbox:
     """The bot's only way to post into a room."""
 
-    def __init__(self, client: MatrixClient, db: Database) -> None:
+    def __init__(
+        self,
+        client: MatrixClient,
+        db: Database,
+        before_send: Callable[[RoomID], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
         self._db = db
         self._lock = asyncio.Lock()
+        # Decides, right before encrypting, which devices may get the room key.
+        self._before_send = before_send
 
     async def post(
         self,
@@ -78,6 +86,8 @@ class Outbox:
             try:
                 # One send at a time keeps the room's order the order we decided.
                 async with self._lock:
+                    if self._before_send is not None:
+                        await self._before_send(RoomID(item.room_id))
                     event_id = await self._client.send(
                         RoomID(item.room_id), item.event_type, dict(item.content), item.txn_id
                     )

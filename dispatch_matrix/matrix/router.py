@@ -13,9 +13,12 @@ from nio import SyncResponse
 from .. import logs
 from ..errors import HomeserverError
 from ..store import Database
+from . import texts
 from .client import MatrixClient
+from .identities import Identities
 from .inbound import Invite, Message, Unreadable, read_sync
-from .trust import may_command, may_join
+from .outbox import Outbox
+from .trust import DeviceTrust, may_command, may_join
 
 log = logs.get(__name__)
 
@@ -30,16 +33,27 @@ class Router:
         owners: frozenset[str],
         on_task: Callable[[], None],
         not_before_ms: int,
+        identities: Identities,
+        outbox: Outbox,
+        require_cross_signed: bool = True,
+        allowed_shared_rooms: frozenset[str] = frozenset(),
     ) -> None:
         self._client = client
         self._db = db
         self._owners = owners
+        self._identities = identities
+        self._outbox = outbox
+        self._require_cross_signed = require_cross_signed
+        self._allowed_shared_rooms = allowed_shared_rooms
         self._on_task = on_task
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
 
     async def handle(self, response: SyncResponse) -> None:
         """Act on one sync response."""
+        changed = list(response.device_list.changed)
+        if changed:
+            self._identities.forget(changed)
         items = read_sync(response, self._client.user_id)
         if items:
             log.debug("sync.items", kinds=[type(item).__name__ for item in items])
@@ -55,7 +69,7 @@ class Router:
         if isinstance(item, Invite):
             await self._invite(item)
         elif isinstance(item, Message):
-            self._message(item)
+            await self._message(item)
         elif isinstance(item, Unreadable):
             log.warning(
                 "matrix.undecryptable",
@@ -83,11 +97,25 @@ class Router:
             # The invite stays pending and comes back in a later sync.
             log.warning("room.invite_failed", room=invite.room_id, error=err.message)
 
-    def _message(self, message: Message) -> None:
+    def room_private(self, room_id: str) -> bool:
+        """Whether the room's members (joined or invited) are only the bot and owners."""
+        if room_id in self._allowed_shared_rooms:
+            return True
+        room = self._client.client.rooms.get(room_id)
+        if room is None:
+            return False
+        members = set(room.users) | set(room.invited_users)
+        return members <= (self._owners | {self._client.user_id})
+
+    async def _message(self, message: Message) -> None:
         if message.origin_ts < self._not_before_ms:
             log.debug("message.history_skipped", event_id=message.event_id)
             return
-        verdict = may_command(message, self._owners)
+        device: DeviceTrust | None = None
+        if message.was_encrypted and message.sender in self._owners:
+            device = await self._identities.judge(message.sender, message.sender_key)
+        private = self.room_private(message.room_id)
+        verdict = may_command(message, self._owners, device, private, self._require_cross_signed)
         if not verdict.allowed:
             log.info(
                 "message.ignored",
@@ -96,6 +124,7 @@ class Router:
                 sender=message.sender,
                 reason=verdict.reason,
             )
+            await self._explain(message, device, private)
             return
         task = self._db.add_task(
             message.event_id, message.room_id, message.sender, message.body, message.origin_ts
@@ -105,3 +134,21 @@ class Router:
             return
         log.info("task.queued", task=task.short_id, room=task.room_id, event_id=task.event_id)
         self._on_task()
+
+    async def _explain(self, message: Message, device: DeviceTrust | None, private: bool) -> None:
+        """Tell the owner once why their message was not obeyed; strangers are not answered."""
+        if message.sender not in self._owners:
+            return
+        if not private:
+            key, text = f"room-shared:{message.room_id}", texts.ROOM_NOT_PRIVATE
+        elif not message.was_encrypted:
+            key, text = f"plaintext:{message.room_id}", texts.PLAINTEXT_IGNORED
+        elif device is DeviceTrust.IDENTITY_CHANGED:
+            key, text = f"identity:{message.sender}", texts.identity_changed(message.sender)
+        elif device is not None and not device.trusted:
+            key = f"device:{message.sender}:{message.sender_key}"
+            text = texts.unverified_device(device.value)
+        else:
+            return
+        if self._db.first_notice(key):
+            await self._outbox.post(message.room_id, text, reply_to=message.event_id, notice=True)

@@ -65,6 +65,14 @@ _MIGRATIONS = [
         at REAL NOT NULL
     );
     """,
+    # 2: pinned identities of owners; notices already given (so each is given once).
+    """
+    CREATE TABLE identities (
+        user_id TEXT PRIMARY KEY, master_key TEXT NOT NULL,
+        pinned_at REAL NOT NULL, how TEXT NOT NULL
+    );
+    CREATE TABLE notices (key TEXT PRIMARY KEY, at REAL NOT NULL);
+    """,
 ]
 
 
@@ -161,6 +169,41 @@ class Database:
             value = uuid.uuid4().hex[:12]
             self.set_meta("instance_id", value)
         return value
+
+    # -- identities and one-time notices ---------------------------------------------------
+
+    def pinned_identity(self, user_id: str) -> str | None:
+        """The master key pinned for a user."""
+        row = self._conn.execute(
+            "SELECT master_key FROM identities WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def pin_identity(self, user_id: str, master_key: str, how: str) -> None:
+        """Pin (or re-pin) a user's master key."""
+        with self.tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO identities VALUES (?, ?, ?, ?)",
+                (user_id, master_key, time.time(), how),
+            )
+
+    def identities(self) -> list[tuple[str, str, float, str]]:
+        """Every pinned identity: (user id, master key, pinned at, how)."""
+        rows = self._conn.execute("SELECT * FROM identities ORDER BY user_id").fetchall()
+        return [(r["user_id"], r["master_key"], r["pinned_at"], r["how"]) for r in rows]
+
+    def first_notice(self, key: str) -> bool:
+        """True the first time a notice key is seen, False ever after."""
+        with self.tx() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO notices (key, at) VALUES (?, ?)", (key, time.time())
+            )
+        return cursor.rowcount == 1
+
+    def forget_notices(self, prefix: str) -> None:
+        """Allow notices starting with `prefix` to be given again."""
+        with self.tx() as conn:
+            conn.execute("DELETE FROM notices WHERE key LIKE ?", (prefix + "%",))
 
     # -- the Matrix session ----------------------------------------------------------------
 

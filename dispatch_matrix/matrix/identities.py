@@ -1,0 +1,100 @@
+"""Owners' identities: fetched from the homeserver, pinned on first contact, re-checked when
+their device lists change, and applied to whom the bot shares room keys with.
+
+The decisions themselves are the pure functions in `trust.py`; this module feeds them the
+published keys and the pins, and turns their answers into nio device states.
+"""
+
+from __future__ import annotations
+
+from .. import logs
+from ..ids import RoomID
+from ..store import Database
+from .client import MatrixClient
+from .trust import DeviceTrust, UserKeys, device_trust
+
+log = logs.get(__name__)
+
+
+class Identities:
+    """Published keys of the users the bot deals with, and their pinned master keys."""
+
+    def __init__(self, client: MatrixClient, db: Database, owners: frozenset[str]) -> None:
+        self._client = client
+        self._db = db
+        self._owners = owners
+        self._keys: dict[str, UserKeys] = {}
+
+    def forget(self, user_ids: list[str]) -> None:
+        """Drop cached keys (their device list changed); the next check re-fetches."""
+        for user_id in user_ids:
+            self._keys.pop(user_id, None)
+
+    async def keys(self, user_id: str, refresh: bool = False) -> UserKeys:
+        """A user's published keys (cached until their device list changes)."""
+        if refresh or user_id not in self._keys:
+            reply = await self._client.query_keys([user_id])
+            keys = UserKeys.from_query(reply, user_id)
+            self._keys[user_id] = keys
+            self._pin_on_first_contact(keys)
+        return self._keys[user_id]
+
+    def pinned(self, user_id: str) -> str | None:
+        """The master key pinned for a user, if any."""
+        return self._db.pinned_identity(user_id)
+
+    def _pin_on_first_contact(self, keys: UserKeys) -> None:
+        master = keys.master_key
+        if master is None or keys.user_id not in self._owners:
+            return
+        if self._db.pinned_identity(keys.user_id) is None:
+            self._db.pin_identity(keys.user_id, master, how="first contact")
+            log.info("identity.pinned", user=keys.user_id, master=master, how="first contact")
+
+    async def judge(self, user_id: str, sender_key: str | None) -> DeviceTrust:
+        """The standing of the device that holds `sender_key` (curve25519)."""
+        keys = await self.keys(user_id)
+        device_id = keys.device_by_curve_key(sender_key) if sender_key else None
+        if device_id is None and sender_key:
+            # A device that appeared since we last looked: ask once more.
+            keys = await self.keys(user_id, refresh=True)
+            device_id = keys.device_by_curve_key(sender_key)
+        return device_trust(keys, device_id, self.pinned(user_id) or keys.master_key)
+
+    async def restrict_sharing(self, room_id: RoomID) -> None:
+        """Let room keys reach only owners' devices that pass the gate (mirrors MSC4153).
+
+        Every device in the room is verified (gets keys) or blacklisted (gets none) in nio's
+        store before a send; if a device lost its standing, the outbound session is dropped
+        so the next message starts one it never sees.
+        """
+        client = self._client.client
+        room = client.rooms.get(room_id)
+        if room is None or client.olm is None:
+            return
+        revoked = False
+        for user_id in list(room.users) + list(room.invited_users):
+            if user_id == client.user_id:
+                continue
+            devices = client.device_store.active_user_devices(user_id)
+            trusted: set[str] = set()
+            if user_id in self._owners:
+                keys = await self.keys(user_id)
+                pinned = self.pinned(user_id) or keys.master_key
+                trusted = {
+                    device_id
+                    for device_id in keys.devices
+                    if device_trust(keys, device_id, pinned).trusted
+                }
+            for device in devices:
+                if device.id in trusted:
+                    if device.blacklisted:
+                        client.unblacklist_device(device)
+                    if not device.verified:
+                        client.verify_device(device)
+                elif not device.blacklisted:
+                    revoked = True
+                    client.blacklist_device(device)
+                    log.info("trust.device_excluded", user=user_id, device=device.id, room=room_id)
+        if revoked:
+            client.olm.outbound_group_sessions.pop(room_id, None)

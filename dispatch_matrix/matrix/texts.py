@@ -1,0 +1,31 @@
+"""What the bot says in the room about trust and rooms: one place, one tone."""
+
+from __future__ import annotations
+
+PLAINTEXT_IGNORED = (
+    "🔒 I only take instructions sent with end-to-end encryption, so I ignored that "
+    "message. Turn encryption on for this room (it is on by default in a new DM)."
+)
+
+ROOM_NOT_PRIVATE = (
+    "🔒 Someone besides my owners is in this room, so I stopped taking instructions here. "
+    "Remove them (or open a new DM with me) and I will continue; the operator can also allow "
+    "this room in the config."
+)
+
+
+def unverified_device(reason: str) -> str:
+    """The owner wrote from a device the bot does not trust."""
+    return (
+        f"🔒 I ignored that message: {reason}. Verify this session from one of your other "
+        "devices (Settings → Sessions → Verify), then send it again."
+    )
+
+
+def identity_changed(user_id: str) -> str:
+    """An owner's cross-signing identity is not the one the bot pinned."""
+    return (
+        f"⚠️ {user_id}'s cryptographic identity has changed since I first met it, so I stopped "
+        "obeying it. If you reset your identity yourself, confirm it on the computer I run "
+        f"on: `dispatch-matrix trust {user_id}`."
+    )

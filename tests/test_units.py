@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,8 @@ from dispatch_matrix.ids import EventID, RoomID, UserID
 from dispatch_matrix.logs import REDACTED, Redactor
 from dispatch_matrix.matrix.formatting import reply_to, text_content
 from dispatch_matrix.matrix.inbound import Invite, Message
-from dispatch_matrix.matrix.trust import may_command, may_join
+from dispatch_matrix.matrix.signing import CrossSigningKeys, SigningKey, signable, verify
+from dispatch_matrix.matrix.trust import DeviceTrust, UserKeys, device_trust, may_command, may_join
 from dispatch_matrix.store import Database, TaskState
 
 OWNERS = frozenset({"@me:example.org"})
@@ -24,19 +26,98 @@ def message(sender: str = "@me:example.org", encrypted: bool = True) -> Message:
     )
 
 
+SIGNED = DeviceTrust.CROSS_SIGNED
+
+
 @pytest.mark.parametrize(
-    ("item", "allowed", "reason"),
+    ("item", "device", "private", "relaxed", "reason"),
     [
-        (message(), True, ""),
-        (message(encrypted=False), False, "plaintext"),
-        (message(sender="@stranger:example.org"), False, "not an owner"),
-        (message(sender="@stranger:example.org", encrypted=False), False, "not an owner"),
+        (message(), SIGNED, True, False, ""),
+        (message(encrypted=False), None, True, False, "plaintext"),
+        (message(sender="@stranger:example.org"), SIGNED, True, False, "not an owner"),
+        (message(sender="@stranger:example.org", encrypted=False), None, True, False, "owner"),
+        (message(), DeviceTrust.UNSIGNED, True, False, "not cross-signed"),
+        (message(), DeviceTrust.NO_IDENTITY, True, False, "no cross-signing identity"),
+        (message(), DeviceTrust.UNKNOWN_DEVICE, True, False, "not in the sender's device list"),
+        (message(), DeviceTrust.IDENTITY_CHANGED, True, False, "identity changed"),
+        (message(), SIGNED, False, False, "not private"),
+        (message(), None, True, False, "device unknown"),
+        # The relaxed setting forgives a missing cross-signature, never the rest.
+        (message(), DeviceTrust.UNSIGNED, True, True, ""),
+        (message(), DeviceTrust.IDENTITY_CHANGED, True, True, "identity changed"),
+        (message(encrypted=False), None, True, True, "plaintext"),
+        (message(), SIGNED, False, True, "not private"),
     ],
 )
-def test_may_command(item: Message, allowed: bool, reason: str) -> None:
-    verdict = may_command(item, OWNERS)
-    assert verdict.allowed is allowed
+def test_may_command(
+    item: Message, device: DeviceTrust | None, private: bool, relaxed: bool, reason: str
+) -> None:
+    verdict = may_command(item, OWNERS, device, private, require_cross_signed=not relaxed)
+    assert verdict.allowed is (reason == "")
     assert reason in verdict.reason
+
+
+def _identity(user: str = "@me:example.org") -> tuple[CrossSigningKeys, dict[str, Any]]:
+    """Cross-signing keys and a device signed by them, built like a client would."""
+    keys = CrossSigningKeys.generate()
+    device = {
+        "user_id": user,
+        "device_id": "PHONE",
+        "algorithms": ["m.megolm.v1.aes-sha2"],
+        "keys": {"curve25519:PHONE": "curvekey", "ed25519:PHONE": "edkey"},
+    }
+    return keys, keys.self_signing.sign(device, user)
+
+
+def _user_keys(keys: CrossSigningKeys, devices: dict[str, Any]) -> UserKeys:
+    body = keys.upload_body("@me:example.org")
+    return UserKeys("@me:example.org", body["master_key"], body["self_signing_key"], devices)
+
+
+def test_device_trust_walks_master_to_self_signing_to_device() -> None:
+    keys, device = _identity()
+    user = _user_keys(keys, {"PHONE": device})
+    assert device_trust(user, "PHONE", keys.master.public) is DeviceTrust.CROSS_SIGNED
+    assert user.device_by_curve_key("curvekey") == "PHONE"
+
+
+def test_device_trust_catches_each_broken_link() -> None:
+    keys, device = _identity()
+    other, _ = _identity()
+    unsigned = {k: v for k, v in device.items() if k != "signatures"}
+    assert device_trust(_user_keys(keys, {"PHONE": unsigned}), "PHONE", None) is (
+        DeviceTrust.UNSIGNED
+    )
+    assert device_trust(_user_keys(keys, {"PHONE": device}), "PHONE", other.master.public) is (
+        DeviceTrust.IDENTITY_CHANGED
+    )
+    assert device_trust(_user_keys(keys, {"PHONE": device}), "LAPTOP", None) is (
+        DeviceTrust.UNKNOWN_DEVICE
+    )
+    # A self-signing key the master did not sign breaks the chain.
+    forged = _user_keys(keys, {"PHONE": device})
+    forged = UserKeys(
+        forged.user_id,
+        forged.master,
+        other.upload_body("@me:example.org")["self_signing_key"],
+        forged.devices,
+    )
+    assert device_trust(forged, "PHONE", None) is DeviceTrust.UNSIGNED
+    assert device_trust(UserKeys("@me:example.org", None, None, {}), "PHONE", None) is (
+        DeviceTrust.NO_IDENTITY
+    )
+    tampered = {**device, "keys": {**device["keys"], "curve25519:PHONE": "swapped"}}
+    assert device_trust(_user_keys(keys, {"PHONE": tampered}), "PHONE", None) is (
+        DeviceTrust.UNSIGNED
+    )
+
+
+def test_signature_round_trip_matches_the_spec_canonical_form() -> None:
+    key = SigningKey.generate()
+    signed = key.sign({"b": 1, "a": "é", "unsigned": {"x": 1}}, "@u:x")
+    assert verify(signed, "@u:x", key.key_id, key.public)
+    assert not verify({**signed, "a": "e"}, "@u:x", key.key_id, key.public)
+    assert signable(signed) == '{"a":"é","b":1}'.encode()
 
 
 @pytest.mark.parametrize(

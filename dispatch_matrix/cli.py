@@ -92,6 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show the bot's login and its task queue")
     _config_arg(status)
+
+    trust = commands.add_parser(
+        "trust",
+        help="list pinned owner identities, or trust an owner's new identity",
+        description="Without USER, list the pinned identities. With USER, pin the identity "
+        "that owner publishes now (after they reset it); the bot obeys them again.",
+    )
+    _config_arg(trust)
+    trust.add_argument("user", nargs="?", help="the owner's user id")
+
+    reset = commands.add_parser(
+        "reset-identity",
+        help="replace the bot's cross-signing keys (owners must verify it again)",
+        description="Creates and publishes new cross-signing keys for the bot, replacing any "
+        "the account has. Needed when the account's keys were made elsewhere. Stop the "
+        "daemon first.",
+    )
+    _config_arg(reset)
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
 
 
@@ -157,10 +176,42 @@ def _status(args: argparse.Namespace) -> int:
     return show_status(load_config(_config_path(args.config)), _say)
 
 
+def _trust(args: argparse.Namespace) -> int:
+    from .operator import trust
+
+    return asyncio.run(trust(load_config(_config_path(args.config)), args.user, _say))
+
+
+def _reset_identity(args: argparse.Namespace) -> int:
+    from .operator import reset_identity
+
+    config = load_config(_config_path(args.config))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise DispatchError("reset-identity replaces the bot's keys", fix="confirm with --yes")
+        answer = input(
+            "Replace the bot's cross-signing identity? Owners must verify it again. [y/N] "
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            _say("Nothing changed.")
+            return 1
+    return asyncio.run(reset_identity(config, _say))
+
+
+_HANDLERS = {
+    "init": _init,
+    "run": _run,
+    "doctor": _doctor,
+    "status": _status,
+    "trust": _trust,
+    "reset-identity": _reset_identity,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    handler = {"init": _init, "run": _run, "doctor": _doctor, "status": _status}[args.command]
+    handler = _HANDLERS[args.command]
     try:
         return handler(args)
     except DispatchError as err:

@@ -392,6 +392,16 @@ commands.join = async ({ room_id, timeout_ms = 30000 }) => {
     return { room_id };
 };
 
+commands.leave = async ({ room_id }) => {
+    await requireClient().leave(room_id);
+    return {};
+};
+
+commands.kick = async ({ room_id, user_id, reason }) => {
+    await requireClient().kick(room_id, user_id, reason);
+    return {};
+};
+
 commands.invite = async ({ room_id, user_id }) => {
     await requireClient().invite(room_id, user_id);
     return {};

@@ -226,12 +226,16 @@ class NioBot:
 
 
 async def start_js(homeserver: str, account: Account, name: str) -> JsClient:
+    """The owner as Element would be: its device cross-signed (dispatch-matrix obeys only
+    cross-signed owner devices by default), but in the permissive device-isolation mode
+    (strict=False), since the nio baseline's device is not cross-signed."""
     client = await JsClient.start(
         homeserver, account.user_id, account.password, strict=False, name=name
     )
     proc = client.proc
     REAPER.track(f"node {name}", proc.pid, False, lambda: proc.returncode is not None)
     REAPER.add(f"node {name}", client.close)
+    await client.bootstrap_cross_signing(account.password)
     return client
 
 
@@ -322,6 +326,44 @@ async def timed_start(bot: BotProcess) -> dict[str, Any]:
         "wall_s": round(wall, 3),
         "bot_first_sync_s": float(match.group(1)) if match else None,
         "line": line.strip(),
+    }
+
+
+async def import_floor(runs: int) -> dict[str, Any]:
+    """Wall time of `python -c "import dispatch_matrix.daemon"`: the part of start-up that is
+    the interpreter and imports, before the bot does anything; plus, from one more run under
+    `-X importtime`, the heaviest imports (cumulative, attributed to their first importer)."""
+    code = "import dispatch_matrix.daemon"
+    walls = []
+    for _ in range(runs):
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, stdin=asyncio.subprocess.DEVNULL
+        )
+        await proc.wait()
+        walls.append(time.monotonic() - started)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-X",
+        "importtime",
+        "-c",
+        code,
+        stdin=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    heaviest: list[tuple[str, float]] = []
+    for line in err.decode(errors="replace").splitlines():
+        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\s*)(\S+)", line)
+        # depth 0 is the daemon module itself, depth 1 what it (or its package) imports first
+        if match and len(match.group(2)) <= 2:
+            heaviest.append((match.group(3), int(match.group(1)) / 1e6))
+    heaviest.sort(key=lambda item: -item[1])
+    return {
+        "runs": runs,
+        "wall_s": [round(w, 3) for w in walls],
+        "median_s": round(statistics.median(walls), 3),
+        "importtime_cumulative_s": {name: round(t, 3) for name, t in heaviest[:10]},
     }
 
 
@@ -453,8 +495,14 @@ class Bench:
                 f"(bot: {fresh[-1]['bot_first_sync_s']}), "
                 f"restart {restart[-1]['wall_s']:.2f} s (bot: {restart[-1]['bot_first_sync_s']})"
             )
+        floor = await import_floor(self.args.startup_runs)
+        heavy = ", ".join(
+            f"{name} {t:.2f} s" for name, t in list(floor["importtime_cumulative_s"].items())[:4]
+        )
+        say(f"  python + imports alone: {floor['median_s']:.2f} s (median); heaviest: {heavy}")
         return {
             "runs": self.args.startup_runs,
+            "import_floor": floor,
             "first_start": fresh,
             "restart": restart,
             "first_start_median": medians(fresh),
@@ -613,6 +661,7 @@ def table(results: dict[str, Any]) -> str:
             _sec(d["restart_with_history"]["bot_first_sync_s"]),
             "n/a",
         ),
+        ("python -c 'import dispatch_matrix.daemon'", _sec(s["import_floor"]["median_s"]), "-"),
         ("graceful stop, SIGTERM -> exit (median)", _sec(s["graceful_stop_s"].get("p50")), "-"),
         (
             f"idle RSS after {d['idle_seconds']:.0f} s",
@@ -701,7 +750,8 @@ async def bench(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "bot_sync_timeout_ms": args.bot_sync_timeout_ms,
             "bot_log_level": args.bot_log_level,
             "nio_sync_timeout_ms": 30000,
-            "owner_client": "matrix-js-sdk Rust crypto, strict=False (AllDevicesIsolationMode)",
+            "owner_client": "matrix-js-sdk Rust crypto, cross-signed, strict=False "
+            "(AllDevicesIsolationMode)",
             "messages_api": "tools/fake_messages_api.py, default echo responder, no delay",
             "percentiles": "p50 = median; p90 = nearest rank",
         },

@@ -1,0 +1,88 @@
+"""Operator commands that change trust, run on the computer (never from the room):
+`dispatch-matrix trust` (re-pin an owner's identity) and `reset-identity` (new keys for the
+bot). Both use the bot's saved login; neither starts a new device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from .config import Config
+from .errors import DispatchError, StateError
+from .ids import UserID
+from .matrix.client import MatrixClient
+from .matrix.crosssign import ensure_identity
+from .matrix.trust import UserKeys
+from .state import StateFolder
+from .store import Database
+
+
+@contextlib.asynccontextmanager
+async def saved_login(config: Config) -> AsyncIterator[tuple[MatrixClient, Database, StateFolder]]:
+    """The bot's client restored from the state folder (no sync, no new device)."""
+    state = StateFolder(config.state_dir)
+    if not state.db_path.exists():
+        raise StateError(
+            f"no state in {state.root}", fix="run `dispatch-matrix init` and `run` first"
+        )
+    db = Database.open(state.db_path)
+    client = MatrixClient(config.matrix.homeserver, UserID(config.matrix.user_id), state, db)
+    try:
+        password = config.matrix.secret_password()
+        await client.connect(password.get_secret_value() if password else None)
+        yield client, db, state
+    finally:
+        await client.close()
+        db.close()
+
+
+async def trust(config: Config, user_id: str | None, say: Callable[[str], None]) -> int:
+    """List pinned identities, or re-pin `user_id` to the identity it publishes now."""
+    async with saved_login(config) as (client, db, _state):
+        if user_id is None:
+            pins = db.identities()
+            if not pins:
+                say("No identities pinned yet (an owner's is pinned when they first write).")
+            for user, master, at, how in pins:
+                when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+                say(f"{user}  master {master}  pinned {when} ({how})")
+            return 0
+        if user_id not in config.matrix.owners:
+            raise DispatchError(f"{user_id} is not an owner", fix="add it to [matrix] owners first")
+        keys = UserKeys.from_query(await client.query_keys([user_id]), user_id)
+        master = keys.master_key
+        if master is None:
+            raise DispatchError(
+                f"{user_id} publishes no cross-signing identity",
+                fix="set up cross-signing in their client (Element: Settings → Security)",
+            )
+        old = db.pinned_identity(user_id)
+        db.pin_identity(user_id, master, how="operator")
+        db.forget_notices(f"identity:{user_id}")
+        if old == master:
+            say(f"{user_id}: identity {master} was already pinned.")
+        else:
+            say(f"{user_id}: now trusting identity {master} (was {old or 'none'}).")
+        return 0
+
+
+async def reset_identity(config: Config, say: Callable[[str], None]) -> int:
+    """Replace the bot's cross-signing keys with new ones (the daemon must be stopped)."""
+    state = StateFolder(config.state_dir)
+    state.lock()
+    try:
+        async with saved_login(config) as (client, _db, _state):
+            password = config.matrix.secret_password()
+            identity = await ensure_identity(
+                client, state, password.get_secret_value() if password else None, reset=True
+            )
+            say(
+                f"New cross-signing identity {identity.keys.master.public} published and "
+                f"device {client.device_id} signed. Owners' clients will show that the bot's "
+                "identity changed; verify it again from Element."
+            )
+    finally:
+        state.unlock()
+    return 0

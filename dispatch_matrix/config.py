@@ -53,6 +53,9 @@ class MatrixSection(_Section):
         description="Which owner devices are obeyed: only those cross-signed by the owner's "
         "pinned identity, or (relaxed, for clients that cannot cross-sign) any encrypted one",
     )
+    undecryptable_grace_s: float = Field(
+        120.0, gt=0, description="How long to wait for a message's keys before telling the owner"
+    )
     shared_rooms: list[str] = Field(
         default_factory=list,
         description="Room ids where the bot obeys owners even with other members present",

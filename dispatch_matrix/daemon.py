@@ -25,7 +25,8 @@ from .agent.prompt import Machine, system_prompt
 from .config import Config
 from .errors import HomeserverError
 from .homeserver import LocalSynapse
-from .ids import UserID
+from .ids import RoomID, UserID
+from .matrix import texts
 from .matrix.client import MatrixClient, Unreachable
 from .matrix.crosssign import OwnIdentity, ensure_identity
 from .matrix.identities import Identities
@@ -101,6 +102,8 @@ async def run(config: Config, say: Callable[[str], None] = print) -> int:
     The signal handlers are installed first, so a stop during start-up (a homeserver that
     is still away, say) is as clean as one while serving.
     """
+    # Everything we create (crypto store, logs, ledger) is private to us.
+    os.umask(0o077)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -160,6 +163,8 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         # keys from a device that is not, and never re-sends them.
         await client.publish_device_keys()
         identity = await ensure_identity(client, state, secret)
+        if client.replaced_device is not None:
+            await _retire_device(client, db, client.replaced_device, secret)
         return await _serve(config, db, client, session, identity, int(born), say)
     finally:
         if client is not None:
@@ -205,6 +210,7 @@ async def _serve(
         outbox,
         require_cross_signed=config.matrix.trust == "cross-signed",
         allowed_shared_rooms=frozenset(config.matrix.shared_rooms),
+        undecryptable_grace_s=config.matrix.undecryptable_grace_s,
     )
     if config.matrix.trust != "cross-signed":
         log.warning(
@@ -218,6 +224,7 @@ async def _serve(
         say(banner(config, session, sync.first_sync_seconds))
         sys.stdout.flush()
         await outbox.flush()
+        await _announce_replacement(client, db, outbox)
 
     log.info("daemon.started", user=session.user_id, device=session.device_id, pid=os.getpid())
     try:
@@ -228,6 +235,32 @@ async def _serve(
     except* HomeserverError as errors:
         raise errors.exceptions[0] from None
     return 0
+
+
+async def _retire_device(
+    client: MatrixClient, db: Database, old: str, password: str | None
+) -> None:
+    """Delete the device whose keys were lost, and remember to tell the owners."""
+    try:
+        await client.delete_device(old, password)
+        log.info("matrix.old_device_deleted", device=old)
+    except HomeserverError as err:
+        log.error("matrix.old_device_not_deleted", device=old, error=err.message)
+    db.set_meta("announce_replaced_device", old)
+
+
+async def _announce_replacement(client: MatrixClient, db: Database, outbox: Outbox) -> None:
+    old = db.get_meta("announce_replaced_device")
+    if not old:
+        return
+    for room_id in list(client.client.rooms):
+        await outbox.post(
+            RoomID(room_id),
+            texts.device_replaced(old, client.device_id),
+            notice=True,
+            key=f"replaced-{old}-{room_id}",
+        )
+    db.set_meta("announce_replaced_device", "")
 
 
 def default_config_path() -> Path:

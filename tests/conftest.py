@@ -84,7 +84,9 @@ def make_bot(
 ) -> Callable[..., BotSetup]:
     """Make a fresh bot account + owner account + config (not started)."""
 
-    def make(extra: str = "", owners: list[Account] | None = None) -> BotSetup:
+    def make(
+        extra: str = "", owners: list[Account] | None = None, matrix_extra: str = ""
+    ) -> BotSetup:
         bot = homeserver.new_user("bot")
         owner = homeserver.new_user("owner")
         config = BotConfig(
@@ -95,6 +97,7 @@ def make_bot(
             owners=[o.user_id for o in (owners or [owner])],
             api_url=fake_api.url,
             extra=extra,
+            matrix_extra=matrix_extra,
         )
         config.write()
         return BotSetup(bot, owner, config)

@@ -193,3 +193,70 @@ async def test_a_stranger_in_the_room_stops_obedience_there(
     await owner.send_text(room, "list my files again")
     answer = await owner.wait_message(room, sender=setup.bot.user_id, contains="your files")
     assert not answer["decryption_failed"]
+
+
+async def test_a_message_whose_keys_never_arrive_is_reported_not_dropped(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    homeserver: Homeserver,
+    running: list[BotProcess],
+) -> None:
+    setup = make_bot(matrix_extra="undecryptable_grace_s = 2")
+    bot = await setup.process().start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(setup.bot.user_id)
+    await owner.wait_join(room, setup.bot.user_id)
+    token = http.login(homeserver.url, setup.owner.user_id, setup.owner.password)
+    # Megolm ciphertext for a session the bot was never given.
+    content = {
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "ciphertext": "AwgAEnACgAkLmt6qF84IK++J7UDH2Za1YVchHyprqTqsg2yyOwAtHaZTwyNg37afzg8f3r9IsN9",
+        "device_id": "NOSUCHDEVICE",
+        "sender_key": "Tm9TdWNoS2V5Tm9TdWNoS2V5Tm9TdWNoS2V5Tm9TdWM",
+        "session_id": "c2Vzc2lvbiB0aGF0IG5ldmVyIGFycml2ZXMgYXQgYWxsIQ",
+    }
+    event = http.send_event(homeserver.url, token, room, "m.room.encrypted", content)
+    held = await bot.wait_log("matrix.undecryptable", where=lambda r: r["event_id"] == event)
+    assert held[0]["sender"] == setup.owner.user_id
+    notice = await owner.wait_message(room, sender=setup.bot.user_id, contains="could not decrypt")
+    assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == event
+    assert_nothing_ran(bot, fake_api)
+
+
+async def test_lost_crypto_store_means_a_new_cross_signed_device_not_a_broken_one(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    fake_api.reply("before the loss")
+    await owner.send_text(room, "one")
+    first = await owner.wait_message(room, sender=setup.bot.user_id, contains="before the loss")
+    old_device = bot_device(bot)
+    await bot.stop()
+    for path in (setup.config.state / "crypto").iterdir():
+        path.unlink()
+
+    bot = await setup.process().start()
+    running.append(bot)
+    new_device = bot_device(bot)
+    assert new_device != old_device
+    notice = await owner.wait_message(
+        room, sender=setup.bot.user_id, contains="new session", after_event_id=first["event_id"]
+    )
+    assert new_device in notice["body"] and old_device in notice["body"]
+    devices = {d["device_id"] for d in await owner.devices(setup.bot.user_id)}
+    assert devices == {new_device}, "the old device is deleted, the new one cross-signed"
+    verification = await owner.device_verification(setup.bot.user_id, new_device)
+    assert verification["signed_by_owner"] is True
+
+    fake_api.reply("after the loss")
+    await owner.send_text(room, "two")
+    answer = await owner.wait_message(room, sender=setup.bot.user_id, contains="after the loss")
+    assert not answer["decryption_failed"]
+    # Only the new message reached the model: nothing old was replayed.
+    user_turns = [m for m in fake_api.requests[-1].body["messages"] if m["role"] == "user"]
+    assert len(user_turns) == 2

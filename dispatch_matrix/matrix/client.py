@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from nio import (
     AsyncClientConfig,
     ErrorResponse,
     JoinError,
+    LocalProtocolError,
     LoginResponse,
     RoomSendResponse,
     SyncResponse,
@@ -52,6 +54,10 @@ class Unreachable(HomeserverError):
     """The homeserver did not answer (connection refused, DNS, timeout)."""
 
 
+class CannotSend(HomeserverError):
+    """nio refused to send locally (a room it does not know, devices it cannot encrypt to)."""
+
+
 class TokenRejected(HomeserverError):
     """The homeserver no longer accepts the saved access token."""
 
@@ -81,6 +87,8 @@ class MatrixClient:
         self._db = db
         self._device_name = device_name
         self.nio: AsyncClient | None = None
+        # Set when the saved device's crypto store was lost and a new device replaced it.
+        self.replaced_device: str | None = None
 
     @property
     def client(self) -> AsyncClient:
@@ -105,13 +113,23 @@ class MatrixClient:
         )
 
     async def connect(self, password: str | None) -> Session:
-        """Restore the saved device or log in for the first time; load the crypto store."""
+        """Restore the saved device or log in for the first time; load the crypto store.
+
+        If the crypto store of the saved device is gone or unreadable, the device cannot be
+        used again (its keys are lost): log in as a new device and record the old one in
+        `replaced_device`, for the caller to delete and announce. Never re-create keys for
+        the old device id, which would break every owner's view of it.
+        """
         saved = self._db.session()
         if saved is not None and saved.user_id != self.user_id:
             raise LoginError(
                 f"the state folder belongs to {saved.user_id}, not {self.user_id}",
                 fix="use a new [store] path for a different bot account",
             )
+        if saved is not None and not self._store_usable(saved):
+            self.replaced_device = saved.device_id
+            log.error("matrix.crypto_store_lost", device=saved.device_id)
+            return await self._login(password, None)
         if saved is not None:
             self.nio = self._make(saved.device_id)
             self.nio.restore_login(saved.user_id, saved.device_id, saved.access_token)
@@ -123,6 +141,40 @@ class MatrixClient:
                 log.warning("matrix.token_rejected", device=saved.device_id)
                 await self.nio.close()
         return await self._login(password, saved.device_id if saved else None)
+
+    def _store_usable(self, saved: Session) -> bool:
+        path = self._state.crypto_dir / f"{saved.user_id}_{saved.device_id}.db"
+        if not path.exists():
+            return False
+        probe = self._make(saved.device_id)
+        try:
+            probe.user_id = saved.user_id
+            probe.load_store()
+            if probe.olm is None:
+                raise ValueError("no olm account in the store")
+        except Exception as err:  # noqa: BLE001 - any failure to open the store means lost
+            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+            path.rename(aside)
+            log.error("matrix.crypto_store_unreadable", error=repr(err), moved_to=str(aside))
+            return False
+        return True
+
+    async def delete_device(self, device_id: str, password: str | None) -> None:
+        """Delete one of the bot's devices (user-interactive auth with the password)."""
+        path = f"/_matrix/client/v3/devices/{device_id}"
+        status, reply = await self.api("DELETE", path, {})
+        if status == 401 and "flows" in reply and password:
+            auth = {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": self.user_id},
+                "password": password,
+                "session": reply.get("session"),
+            }
+            status, reply = await self.api("DELETE", path, {"auth": auth})
+        if status not in (200, 404):
+            raise HomeserverError(
+                f"could not delete old device {device_id}: {reply.get('errcode', status)}"
+            )
 
     async def _login(self, password: str | None, device_id: str | None) -> Session:
         if not password:
@@ -166,6 +218,8 @@ class MatrixClient:
     async def _call(self, what: str, coro: Any) -> Any:
         try:
             response = await coro
+        except LocalProtocolError as err:
+            raise CannotSend(f"{what}: {err}") from err
         except _UNREACHABLE as err:
             raise Unreachable(f"{what}: cannot reach {self.homeserver} ({err!r})") from err
         if isinstance(response, ErrorResponse):
@@ -215,12 +269,14 @@ class MatrixClient:
         return str(response.user_id)
 
     async def sync(
-        self, since: str | None, timeout_ms: int, presence: str = "online"
+        self, since: str | None, timeout_ms: int, presence: str = "online", full_state: bool = False
     ) -> SyncResponse:
         """One /sync; nio decrypts what it can while receiving it."""
         response: SyncResponse = await self._call(
             "sync",
-            self.client.sync(timeout=timeout_ms, since=since, set_presence=presence),
+            self.client.sync(
+                timeout=timeout_ms, since=since, set_presence=presence, full_state=full_state
+            ),
         )
         return response
 

@@ -6,8 +6,9 @@ A pure translation of nio's SyncResponse; deciding what to do with each is elsew
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from nio import InviteMemberEvent, MegolmEvent, RoomMessageText, SyncResponse
+from nio import Event, InviteMemberEvent, MegolmEvent, RoomMessageText, SyncResponse
 
 from ..ids import EventID, RoomID, UserID
 
@@ -35,13 +36,14 @@ class Message:
 
 @dataclass(frozen=True)
 class Unreadable:
-    """An encrypted event we hold no key for (yet)."""
+    """An encrypted event we hold no key for (yet), with its wire form to retry later."""
 
     room_id: RoomID
     event_id: EventID
     sender: UserID
     origin_ts: int
     session_id: str
+    source: dict[str, Any]
 
 
 Inbound = Invite | Message | Unreadable
@@ -63,26 +65,31 @@ def read_sync(response: SyncResponse, me: str) -> list[Inbound]:
         for event in info.timeline.events:
             if event.sender == me:
                 continue
-            if isinstance(event, RoomMessageText):
-                found.append(
-                    Message(
-                        room_id=RoomID(room_id),
-                        event_id=EventID(event.event_id),
-                        sender=UserID(event.sender),
-                        body=event.body,
-                        origin_ts=int(event.server_timestamp),
-                        was_encrypted=bool(event.decrypted),
-                        sender_key=event.sender_key if event.decrypted else None,
-                    )
-                )
-            elif isinstance(event, MegolmEvent):
-                found.append(
-                    Unreadable(
-                        room_id=RoomID(room_id),
-                        event_id=EventID(event.event_id),
-                        sender=UserID(event.sender),
-                        origin_ts=int(event.server_timestamp),
-                        session_id=event.session_id,
-                    )
-                )
+            item = from_event(RoomID(room_id), event)
+            if item is not None:
+                found.append(item)
     return found
+
+
+def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | None:
+    """A timeline event as a Message or Unreadable; None for what we do not act on."""
+    if isinstance(event, RoomMessageText):
+        return Message(
+            room_id=room_id,
+            event_id=EventID(event.event_id),
+            sender=UserID(event.sender),
+            body=event.body,
+            origin_ts=int(event.server_timestamp),
+            was_encrypted=bool(event.decrypted),
+            sender_key=event.sender_key if event.decrypted else None,
+        )
+    if isinstance(event, MegolmEvent):
+        return Unreadable(
+            room_id=room_id,
+            event_id=EventID(event.event_id),
+            sender=UserID(event.sender),
+            origin_ts=int(event.server_timestamp),
+            session_id=event.session_id,
+            source=dict(event.source),
+        )
+    return None

@@ -16,13 +16,14 @@ from ..errors import HomeserverError
 from ..ids import EventID, RoomID
 from ..store import Database
 from ..store.models import OutboxItem
-from .client import MatrixClient, TokenRejected
+from .client import CannotSend, MatrixClient, TokenRejected
 from .formatting import reply_to as as_reply
 from .formatting import text_content
 
 log = logs.get(__name__)
 
 _MAX_BACKOFF = 60.0
+_MAX_REFUSALS = 6
 
 
 class Outbox:
@@ -82,6 +83,7 @@ class Outbox:
 
     async def _deliver(self, item: OutboxItem) -> EventID:
         delay = 1.0
+        refusals = 0
         while True:
             try:
                 # One send at a time keeps the room's order the order we decided.
@@ -93,6 +95,20 @@ class Outbox:
                     )
             except TokenRejected:
                 raise
+            except CannotSend as err:
+                # A room nio does not know yet appears with the next sync; one we were
+                # removed from never does, so this is retried a few times only.
+                refusals += 1
+                if refusals > _MAX_REFUSALS:
+                    log.error(
+                        "outbox.dropped", txn=item.txn_id, room=item.room_id, error=err.message
+                    )
+                    self._db.mark_sent(item.txn_id, "")
+                    return EventID("")
+                log.warning("outbox.refused", txn=item.txn_id, error=err.message, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+                continue
             except HomeserverError as err:
                 log.warning("outbox.retry", txn=item.txn_id, error=err.message, retry_in=delay)
                 await asyncio.sleep(delay)

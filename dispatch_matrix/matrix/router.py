@@ -7,6 +7,7 @@ reason. A message is acknowledged (written to the ledger) before its sync token 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from nio import SyncResponse
 
@@ -17,6 +18,7 @@ from . import texts
 from .client import MatrixClient
 from .identities import Identities
 from .inbound import Invite, Message, Unreadable, read_sync
+from .late_keys import LateKeys
 from .outbox import Outbox
 from .trust import DeviceTrust, may_command, may_join
 
@@ -37,6 +39,7 @@ class Router:
         outbox: Outbox,
         require_cross_signed: bool = True,
         allowed_shared_rooms: frozenset[str] = frozenset(),
+        undecryptable_grace_s: float = 120.0,
     ) -> None:
         self._client = client
         self._db = db
@@ -45,6 +48,7 @@ class Router:
         self._outbox = outbox
         self._require_cross_signed = require_cross_signed
         self._allowed_shared_rooms = allowed_shared_rooms
+        self._late = LateKeys(client, db, undecryptable_grace_s, self._message, self._gave_up)
         self._on_task = on_task
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
@@ -64,6 +68,15 @@ class Router:
                 # A bug in handling one event must not stop the bot hearing every later one
                 # (a crash would re-read the same event at restart, forever).
                 log.exception("router.item_failed", item=type(item).__name__, room=item.room_id)
+        await self._late.retry()
+
+    async def _gave_up(self, item: Unreadable) -> None:
+        if item.sender not in self._owners:
+            return
+        when = datetime.fromtimestamp(item.origin_ts / 1000, UTC).strftime("%H:%M UTC")
+        await self._outbox.post(
+            item.room_id, texts.unreadable(when), reply_to=item.event_id, notice=True
+        )
 
     async def _route(self, item: Invite | Message | Unreadable) -> None:
         if isinstance(item, Invite):
@@ -71,13 +84,7 @@ class Router:
         elif isinstance(item, Message):
             await self._message(item)
         elif isinstance(item, Unreadable):
-            log.warning(
-                "matrix.undecryptable",
-                room=item.room_id,
-                event_id=item.event_id,
-                sender=item.sender,
-                session=item.session_id,
-            )
+            await self._late.hold(item)
 
     async def _invite(self, invite: Invite) -> None:
         verdict = may_join(invite, self._owners)

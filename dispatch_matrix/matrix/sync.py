@@ -48,7 +48,11 @@ class SyncLoop:
         while True:
             first = not self.first_sync_done.is_set()
             try:
-                response = await self._client.sync(token, 0 if first else self._timeout_ms)
+                # The first sync after a start asks for the rooms' full state: nio keeps rooms
+                # only in memory, and needs members and encryption state to send safely.
+                response = await self._client.sync(
+                    token, 0 if first else self._timeout_ms, full_state=first
+                )
                 await self._handle(response)
                 self._db.save_sync_token(response.next_batch)
                 token = response.next_batch

@@ -29,3 +29,20 @@ def identity_changed(user_id: str) -> str:
         "obeying it. If you reset your identity yourself, confirm it on the computer I run "
         f"on: `dispatch-matrix trust {user_id}`."
     )
+
+
+def unreadable(when: str) -> str:
+    """A message whose keys never arrived."""
+    return (
+        f"🔒 I could not decrypt your message from {when}: its encryption keys never reached "
+        "me. Nothing was done with it; please send it again."
+    )
+
+
+def device_replaced(old: str, new: str) -> str:
+    """The bot lost its crypto store and now speaks from a new device."""
+    return (
+        f"🔑 I lost my encryption store and now use a new session ({new}); the old one "
+        f"({old}) is deleted. Messages sent to the old session while I was away could not be "
+        "read; I tell you about each of them. Verify my new session if your app asks."
+    )

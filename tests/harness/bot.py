@@ -35,6 +35,7 @@ class BotConfig:
     api_url: str
     model: str = "claude-sonnet-4-5"
     extra: str = ""
+    matrix_extra: str = ""
     workdir: Path | None = None
 
     @property
@@ -58,6 +59,7 @@ user_id = {json.dumps(self.user_id)}
 password = {json.dumps(self.password)}
 owners = [{owners}]
 sync_timeout_ms = 5000
+{self.matrix_extra}
 
 [agent]
 model = {json.dumps(self.model)}

@@ -39,3 +39,12 @@ def send_plaintext(base: str, token: str, room_id: str, text: str) -> str:
     )
     reply = call(base, "PUT", path, {"msgtype": "m.text", "body": text}, token)
     return str(reply["event_id"])
+
+
+def send_event(base: str, token: str, room_id: str, event_type: str, content: Any) -> str:
+    """Any room event, as given; returns its event id."""
+    path = (
+        f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/send/{event_type}/"
+        f"{secrets.token_hex(8)}"
+    )
+    return str(call(base, "PUT", path, content, token)["event_id"])

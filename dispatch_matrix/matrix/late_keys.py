@@ -1,0 +1,90 @@
+"""Encrypted messages whose keys are late: kept, retried when keys arrive, never dropped.
+
+An event we cannot decrypt is written to the ledger (before its sync token is saved), and a
+key request goes out. After every sync the waiting events are retried; one that is read at
+last is routed like any other message. One still unreadable after the grace period is
+reported to its sender, once, by time and reason — nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from nio import EncryptionError, MegolmEvent
+
+from .. import logs
+from ..errors import HomeserverError
+from ..ids import RoomID
+from ..store import Database
+from .client import MatrixClient
+from .inbound import Message, Unreadable, from_event
+
+log = logs.get(__name__)
+
+
+class LateKeys:
+    """Holds unreadable events and retries them."""
+
+    def __init__(
+        self,
+        client: MatrixClient,
+        db: Database,
+        grace_s: float,
+        on_read: Callable[[Message], Awaitable[None]],
+        on_give_up: Callable[[Unreadable], Awaitable[None]],
+    ) -> None:
+        self._client = client
+        self._db = db
+        self._grace_s = grace_s
+        self._on_read = on_read
+        self._on_give_up = on_give_up
+
+    async def hold(self, item: Unreadable) -> None:
+        """Keep the event and ask the sender's devices for its key."""
+        self._db.hold_undecrypted(item.event_id, item.room_id, item.sender, item.source)
+        log.warning(
+            "matrix.undecryptable",
+            room=item.room_id,
+            event_id=item.event_id,
+            sender=item.sender,
+            session=item.session_id,
+        )
+        event = self._event(item.room_id, item.source)
+        if event is None:
+            return
+        try:
+            await self._client.client.request_room_key(event)
+        except (HomeserverError, OSError, ValueError) as err:
+            log.info("matrix.key_request_failed", event_id=item.event_id, error=str(err))
+
+    def _event(self, room_id: str, source: dict[str, object]) -> MegolmEvent | None:
+        event = MegolmEvent.from_dict(source)
+        if not isinstance(event, MegolmEvent):
+            return None
+        event.room_id = room_id
+        return event
+
+    async def retry(self, now: float | None = None) -> None:
+        """Try every waiting event again; report the ones past their grace period."""
+        now = time.time() if now is None else now
+        for room_id, _sender, source, first_seen in self._db.waiting_undecrypted():
+            event = self._event(room_id, source)
+            if event is None:
+                self._db.resolve_undecrypted(str(source.get("event_id")), gave_up=True)
+                continue
+            try:
+                decrypted = self._client.client.decrypt_event(event)
+            except EncryptionError:
+                if now - first_seen >= self._grace_s:
+                    self._db.resolve_undecrypted(event.event_id, gave_up=True)
+                    item = from_event(RoomID(room_id), event)
+                    log.warning("matrix.undecryptable_gave_up", event_id=event.event_id)
+                    if isinstance(item, Unreadable):
+                        await self._on_give_up(item)
+                continue
+            self._db.resolve_undecrypted(event.event_id, gave_up=False)
+            item = from_event(RoomID(room_id), decrypted)
+            log.info("matrix.late_key_arrived", event_id=event.event_id)
+            if isinstance(item, Message):
+                await self._on_read(item)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, logs
 from .config import DEFAULT_MODEL, load_config
 from .daemon import default_config_path
 from .errors import DispatchError
@@ -212,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     handler = _HANDLERS[args.command]
+    # Commands speak for themselves; library chatter stays out unless it is an error.
+    # (`run` sets up full logging for the daemon.)
+    logs.setup("error")
     try:
         return handler(args)
     except DispatchError as err:

@@ -137,9 +137,10 @@ def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) 
         root.addHandler(handler)
         (log_dir / "dispatch.jsonl").chmod(0o600)
     root.setLevel(level.upper())
-    # nio logs whole HTTP bodies at debug and noisy warnings at info; keep its say short.
+    # nio logs whole HTTP bodies at debug and retries as warnings; our own events say what
+    # happened, so only its errors pass.
     for noisy in ("nio", "peewee", "httpx", "httpcore", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+        logging.getLogger(noisy).setLevel(max(logging.ERROR, root.level))
 
 
 def get(name: str) -> Any:

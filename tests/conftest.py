@@ -136,13 +136,18 @@ def owner_client(
     """Start a js client (Rust crypto) signed in as an account."""
 
     async def start(
-        account: Account, *, strict: bool = True, cross_sign: bool = True, name: str = "owner"
+        account: Account,
+        *,
+        strict: bool = True,
+        cross_sign: bool = True,
+        name: str = "owner",
+        base: str | None = None,
     ) -> JsClient:
         """By default as Element is moving to: its own device cross-signed, and excluding
         devices that are not (MSC4153's OnlySignedDevicesIsolationMode)."""
         check_installed()
         client = await JsClient.start(
-            homeserver.url, account.user_id, account.password, strict=strict, name=name
+            base or homeserver.url, account.user_id, account.password, strict=strict, name=name
         )
         js_clients.append(client)
         if cross_sign:

@@ -62,6 +62,22 @@ class TokenRejected(HomeserverError):
     """The homeserver no longer accepts the saved access token."""
 
 
+def why_unreachable(err: BaseException) -> str:
+    """A short reason a connection failed, for a person."""
+    if isinstance(err, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    os_error = getattr(err, "os_error", None) or (err if isinstance(err, OSError) else None)
+    if isinstance(os_error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not trusted"
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror.lower()
+    return err.__class__.__name__
+
+
 def _failure(what: str, response: ErrorResponse) -> HomeserverError:
     code = getattr(response, "status_code", None) or "error"
     text = getattr(response, "message", "") or str(response)
@@ -189,7 +205,7 @@ class MatrixClient:
         except _UNREACHABLE as err:
             await self.nio.close()
             raise Unreachable(
-                f"cannot reach {self.homeserver}: {err.__class__.__name__} {err}".strip(),
+                f"cannot reach {self.homeserver} ({why_unreachable(err)})",
                 fix="check [matrix] homeserver and that the server is up",
             ) from err
         if not isinstance(response, LoginResponse):
@@ -221,7 +237,9 @@ class MatrixClient:
         except LocalProtocolError as err:
             raise CannotSend(f"{what}: {err}") from err
         except _UNREACHABLE as err:
-            raise Unreachable(f"{what}: cannot reach {self.homeserver} ({err!r})") from err
+            raise Unreachable(
+                f"{what}: cannot reach {self.homeserver} ({why_unreachable(err)})"
+            ) from err
         if isinstance(response, ErrorResponse):
             raise _failure(what, response)
         return response
@@ -243,7 +261,9 @@ class MatrixClient:
             except (ValueError, aiohttp.ContentTypeError):
                 reply = {}
         except _UNREACHABLE as err:
-            raise Unreachable(f"{method} {path}: cannot reach {self.homeserver} ({err!r})") from err
+            raise Unreachable(
+                f"{method} {path}: cannot reach {self.homeserver} ({why_unreachable(err)})"
+            ) from err
         if status == 401 and reply.get("errcode") in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
             raise TokenRejected(f"{method} {path}: the homeserver rejected our access token")
         return status, reply if isinstance(reply, dict) else {}

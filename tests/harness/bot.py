@@ -98,8 +98,9 @@ class BotProcess:
 
     async def spawn(self, *args: str) -> None:
         """Start the process without waiting for it to connect."""
-        env = {**os.environ, **self.env}
-        env.pop("ANTHROPIC_API_KEY", None)
+        # The tests' own environment must not leak a real key into the bot.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+        env.update(self.env)
         self.stdout, self.stderr = [], []
         self.process = await asyncio.create_subprocess_exec(
             console_script(),

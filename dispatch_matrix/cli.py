@@ -215,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Commands speak for themselves; library chatter stays out unless it is an error.
     # (`run` sets up full logging for the daemon.)
     logs.setup("error")
+    # Everything we create (state folder, crypto store, logs, ledger) is private to us.
+    os.umask(0o077)
     try:
         return handler(args)
     except DispatchError as err:

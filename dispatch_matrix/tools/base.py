@@ -1,0 +1,80 @@
+"""What every tool shares: its context, its result, and the interface the agent calls.
+
+A tool that fails returns an error result the model sees (`ToolResult.error`); it does not
+raise. Tools never import `matrix/`: they report progress and ask for approval through the
+`Reporter` the queue hands them, so they run and test without a homeserver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What the model gets back: content blocks (text, image) and whether it failed."""
+
+    content: list[dict[str, Any]]
+    is_error: bool = False
+
+    @classmethod
+    def text(cls, text: str) -> ToolResult:
+        return cls([{"type": "text", "text": text}])
+
+    @classmethod
+    def error(cls, text: str) -> ToolResult:
+        return cls([{"type": "text", "text": text}], is_error=True)
+
+    def as_block(self, tool_use_id: str) -> dict[str, Any]:
+        """The tool_result block for the next user message."""
+        block: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": tool_use_id,
+            "content": self.content,
+        }
+        if self.is_error:
+            block["is_error"] = True
+        return block
+
+
+class Reporter(Protocol):
+    """How a tool shows progress and sends files (the queue implements it over Matrix)."""
+
+    async def progress(self, text: str) -> None: ...
+
+    async def send_file(self, path: Path, caption: str | None = None) -> str: ...
+
+
+@dataclass
+class ToolContext:
+    """Everything a tool call may use, handed in by the agent."""
+
+    workdir: Path
+    allowed_roots: tuple[Path, ...]
+    # Paths the tools must never read or write, whatever the roots say (the state folder).
+    denied_paths: tuple[Path, ...] = ()
+    reporter: Reporter | None = None
+    # Environment variables passed to shell commands (built from an allowlist).
+    env: dict[str, str] = field(default_factory=dict)
+    bash_timeout_s: float = 120.0
+    bash_max_timeout_s: float = 1800.0
+    output_limit: int = 30_000
+    # Called with the process group id of a started shell command, so `!cancel` can kill it.
+    on_process: Callable[[int], Awaitable[None] | None] | None = None
+
+
+class Tool(Protocol):
+    """One tool: its API definition and how to run it."""
+
+    name: str
+
+    def definition(self) -> dict[str, Any]:
+        """The tool's entry in the Messages API `tools` list (name, description, schema)."""
+        ...
+
+    async def run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        """Run one call; never raises for a failure the model should hear about."""
+        ...

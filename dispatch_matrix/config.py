@@ -104,6 +104,9 @@ class AgentSection(_Section):
     api_key_file: Path | None = Field(None, description="A file holding the API key")
     base_url: str | None = Field(None, description="Messages API URL (else ANTHROPIC_BASE_URL)")
     system_prompt: str = Field("", description="Extra instructions appended to the system prompt")
+    max_task_chars: int = Field(
+        200_000, ge=1_000, description="Longest message taken as one task (characters)"
+    )
     request_timeout_s: float = Field(600.0, gt=0, description="Timeout of one model request")
     max_retries: int = Field(4, ge=0, le=20, description="SDK retries for 429/5xx/overloaded")
 

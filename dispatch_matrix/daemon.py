@@ -34,6 +34,8 @@ from .matrix.outbox import Outbox
 from .matrix.router import Router
 from .matrix.sync import SyncLoop
 from .queue import Worker
+from .queue.control import Control
+from .queue.intake import Intake
 from .state import StateFolder
 from .store import Database
 from .store.models import Session
@@ -200,11 +202,13 @@ async def _serve(
         system=system_prompt(config.matrix.owners, machine, config.agent.system_prompt),
     )
     worker = Worker(db, agent, outbox)
+    control = Control(db, worker, outbox)
+    intake = Intake(db, worker, outbox, control, config.agent.max_task_chars)
     router = Router(
         client,
         db,
         owners,
-        worker.wake,
+        intake,
         born_ms,
         identities,
         outbox,

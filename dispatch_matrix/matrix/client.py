@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 from nio import (
+    Api,
     AsyncClient,
     AsyncClientConfig,
     ErrorResponse,
@@ -58,6 +59,14 @@ class CannotSend(HomeserverError):
     """nio refused to send locally (a room it does not know, devices it cannot encrypt to)."""
 
 
+class RequestRefused(HomeserverError):
+    """The homeserver answered with an error for this request (not an outage)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class TokenRejected(HomeserverError):
     """The homeserver no longer accepts the saved access token."""
 
@@ -83,6 +92,8 @@ def _failure(what: str, response: ErrorResponse) -> HomeserverError:
     text = getattr(response, "message", "") or str(response)
     if code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
         return TokenRejected(f"{what}: the homeserver rejected our access token ({code})")
+    if str(code).startswith("M_") and code != "M_LIMIT_EXCEEDED":
+        return RequestRefused(f"{what} failed: {code} {text}".strip(), str(code))
     return HomeserverError(f"{what} failed: {code} {text}".strip())
 
 
@@ -330,14 +341,55 @@ class MatrixClient:
     async def send(
         self, room_id: RoomID, event_type: str, content: dict[str, Any], txn_id: str
     ) -> EventID:
-        """Send one event with a fixed transaction id, so a retry is de-duplicated."""
-        response: RoomSendResponse = await self._call(
+        """Send one event with a fixed transaction id, so a retry is de-duplicated.
+
+        Everything the bot sends into an encrypted room is encrypted, reactions included
+        (nio would send those in the clear).
+        """
+        client = self.client
+        room = client.rooms.get(room_id)
+        if event_type == "m.reaction" and room is not None and room.encrypted:
+            await self._prepare_encryption(room_id)
+            event_type, content = client.encrypt(room_id, event_type, content)
+            method, path, data = Api.room_send(
+                client.access_token, room_id, event_type, content, txn_id
+            )
+            response: RoomSendResponse = await self._call(
+                f"send to {room_id}",
+                client._send(RoomSendResponse, method, path, data, (room_id,)),
+            )
+            return EventID(response.event_id)
+        response = await self._call(
             f"send to {room_id}",
-            self.client.room_send(
+            client.room_send(
                 room_id, event_type, content, tx_id=txn_id, ignore_unverified_devices=True
             ),
         )
         return EventID(response.event_id)
+
+    async def _prepare_encryption(self, room_id: RoomID) -> None:
+        # What nio's room_send does before encrypting, for the events it would not encrypt.
+        client = self.client
+        room = client.rooms[room_id]
+        if not room.members_synced:
+            await self._call("members", client.joined_members(room_id))
+        if client.should_query_keys:
+            await self._call("keys/query", client.keys_query())
+        if client.olm is not None and client.olm.should_share_group_session(room_id):
+            await self._call(
+                "share room key",
+                client.share_group_session(room_id, ignore_unverified_devices=True),
+            )
+
+    async def redact(self, room_id: RoomID, event_id: str, txn_id: str) -> None:
+        """Redact one of our events (a superseded status reaction)."""
+        await self._call(
+            f"redact in {room_id}", self.client.room_redact(room_id, event_id, tx_id=txn_id)
+        )
+
+    async def read_receipt(self, room_id: RoomID, event_id: str) -> None:
+        """Mark an event read (the owner sees the bot took their message)."""
+        await self._call("receipt", self.client.update_receipt_marker(room_id, event_id))
 
     async def typing(self, room_id: RoomID, on: bool, timeout_ms: int = 30_000) -> None:
         """Show or clear the typing notice."""

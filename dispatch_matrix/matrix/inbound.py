@@ -8,7 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nio import Event, InviteMemberEvent, MegolmEvent, RoomMessageText, SyncResponse
+from nio import (
+    Event,
+    InviteMemberEvent,
+    MegolmEvent,
+    RedactionEvent,
+    RoomMessage,
+    RoomMessageText,
+    SyncResponse,
+)
 
 from ..ids import EventID, RoomID, UserID
 
@@ -32,6 +40,20 @@ class Message:
     origin_ts: int
     was_encrypted: bool
     sender_key: str | None
+    # The event this one edits (m.replace); `body` is then the new text.
+    replaces: EventID | None = None
+    msgtype: str = "m.text"
+    content: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """Someone deleted an event."""
+
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
+    redacts: EventID
 
 
 @dataclass(frozen=True)
@@ -46,7 +68,7 @@ class Unreadable:
     source: dict[str, Any]
 
 
-Inbound = Invite | Message | Unreadable
+Inbound = Invite | Message | Unreadable | Redaction
 
 
 def read_sync(response: SyncResponse, me: str) -> list[Inbound]:
@@ -71,17 +93,28 @@ def read_sync(response: SyncResponse, me: str) -> list[Inbound]:
     return found
 
 
-def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | None:
-    """A timeline event as a Message or Unreadable; None for what we do not act on."""
-    if isinstance(event, RoomMessageText):
+def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | Redaction | None:
+    """A timeline event as a typed value; None for what we do not act on."""
+    if isinstance(event, RoomMessage):
+        content = event.source.get("content", {})
+        relation = content.get("m.relates_to") or {}
+        replaces = None
+        body = event.body if isinstance(event, RoomMessageText) else ""
+        if relation.get("rel_type") == "m.replace":
+            replaces = EventID(str(relation.get("event_id", "")))
+            new = content.get("m.new_content") or {}
+            body = str(new.get("body", body))
         return Message(
             room_id=room_id,
             event_id=EventID(event.event_id),
             sender=UserID(event.sender),
-            body=event.body,
+            body=body,
             origin_ts=int(event.server_timestamp),
             was_encrypted=bool(event.decrypted),
             sender_key=event.sender_key if event.decrypted else None,
+            replaces=replaces,
+            msgtype=str(content.get("msgtype", "m.text")),
+            content=dict(content),
         )
     if isinstance(event, MegolmEvent):
         return Unreadable(
@@ -91,5 +124,9 @@ def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | None:
             origin_ts=int(event.server_timestamp),
             session_id=event.session_id,
             source=dict(event.source),
+        )
+    if isinstance(event, RedactionEvent):
+        return Redaction(
+            room_id, EventID(event.event_id), UserID(event.sender), EventID(event.redacts)
         )
     return None

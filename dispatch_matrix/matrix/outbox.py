@@ -16,7 +16,7 @@ from ..errors import HomeserverError
 from ..ids import EventID, RoomID
 from ..store import Database
 from ..store.models import OutboxItem
-from .client import CannotSend, MatrixClient, TokenRejected
+from .client import CannotSend, MatrixClient, RequestRefused, TokenRejected
 from .formatting import reply_to as as_reply
 from .formatting import text_content
 
@@ -95,6 +95,22 @@ class Outbox:
                     )
             except TokenRejected:
                 raise
+            except RequestRefused as err:
+                if err.code == "M_DUPLICATE_ANNOTATION":
+                    # An earlier attempt (perhaps from a device since replaced) got through.
+                    self._db.mark_sent(item.txn_id, "")
+                    return EventID("")
+                refusals += 1
+                if refusals > _MAX_REFUSALS:
+                    log.error(
+                        "outbox.dropped", txn=item.txn_id, room=item.room_id, error=err.message
+                    )
+                    self._db.mark_sent(item.txn_id, "")
+                    return EventID("")
+                log.warning("outbox.refused", txn=item.txn_id, error=err.message, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+                continue
             except CannotSend as err:
                 # A room nio does not know yet appears with the next sync; one we were
                 # removed from never does, so this is retried a few times only.
@@ -117,6 +133,34 @@ class Outbox:
             self._db.mark_sent(item.txn_id, event_id)
             log.info("outbox.sent", txn=item.txn_id, room=item.room_id, event_id=event_id)
             return event_id
+
+    async def react(
+        self, room_id: RoomID, event_id: str, emoji: str, *, key: str | None = None
+    ) -> EventID:
+        """Annotate an event with an emoji (sent encrypted in encrypted rooms)."""
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": emoji}}
+        return await self.send_event(room_id, "m.reaction", content, key=key)
+
+    async def redact(self, room_id: RoomID, event_id: str, *, key: str) -> None:
+        """Remove one of our events; cosmetic, so a failure is only logged."""
+        try:
+            await self._client.redact(room_id, event_id, f"dm-{self._db.instance_id()}-{key}")
+        except HomeserverError as err:
+            log.info("outbox.redact_failed", room=room_id, event_id=event_id, error=err.message)
+
+    async def read_receipt(self, room_id: RoomID, event_id: str) -> None:
+        """Show the owner that the bot has taken their message; cosmetic."""
+        try:
+            await self._client.read_receipt(room_id, event_id)
+        except HomeserverError as err:
+            log.info("outbox.receipt_failed", room=room_id, error=err.message)
+
+    async def presence(self, status: str, online: bool = True) -> None:
+        """Presence and its status message (idle, working on …, paused); cosmetic."""
+        try:
+            await self._client.set_presence("online" if online else "offline", status)
+        except HomeserverError as err:
+            log.info("outbox.presence_failed", error=err.message)
 
     async def typing(self, room_id: RoomID, on: bool) -> None:
         """Show or clear typing; a failure here is only logged."""

@@ -6,18 +6,18 @@ reason. A message is acknowledged (written to the ledger) before its sync token 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nio import SyncResponse
 
 from .. import logs
 from ..errors import HomeserverError
+from ..queue.intake import Intake
 from ..store import Database
 from . import texts
 from .client import MatrixClient
 from .identities import Identities
-from .inbound import Invite, Message, Unreadable, read_sync
+from .inbound import Invite, Message, Redaction, Unreadable, read_sync
 from .late_keys import LateKeys
 from .outbox import Outbox
 from .trust import DeviceTrust, may_command, may_join
@@ -33,7 +33,7 @@ class Router:
         client: MatrixClient,
         db: Database,
         owners: frozenset[str],
-        on_task: Callable[[], None],
+        intake: Intake,
         not_before_ms: int,
         identities: Identities,
         outbox: Outbox,
@@ -49,7 +49,7 @@ class Router:
         self._require_cross_signed = require_cross_signed
         self._allowed_shared_rooms = allowed_shared_rooms
         self._late = LateKeys(client, db, undecryptable_grace_s, self._message, self._gave_up)
-        self._on_task = on_task
+        self._intake = intake
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
 
@@ -78,13 +78,21 @@ class Router:
             item.room_id, texts.unreadable(when), reply_to=item.event_id, notice=True
         )
 
-    async def _route(self, item: Invite | Message | Unreadable) -> None:
+    async def _route(self, item: Invite | Message | Unreadable | Redaction) -> None:
         if isinstance(item, Invite):
             await self._invite(item)
         elif isinstance(item, Message):
             await self._message(item)
         elif isinstance(item, Unreadable):
             await self._late.hold(item)
+        elif (
+            isinstance(item, Redaction)
+            and item.sender in self._owners
+            and self.room_private(item.room_id)
+        ):
+            # Redactions travel unencrypted; one from an owner's account can only drop a
+            # queued task of theirs, never start anything.
+            await self._intake.redacted(item.redacts)
 
     async def _invite(self, invite: Invite) -> None:
         verdict = may_join(invite, self._owners)
@@ -133,14 +141,14 @@ class Router:
             )
             await self._explain(message, device, private)
             return
-        task = self._db.add_task(
-            message.event_id, message.room_id, message.sender, message.body, message.origin_ts
-        )
-        if task is None:
-            log.debug("message.duplicate", event_id=message.event_id)
-            return
-        log.info("task.queued", task=task.short_id, room=task.room_id, event_id=task.event_id)
-        self._on_task()
+        if message.replaces is not None:
+            await self._intake.edit(message.replaces, message.body)
+        elif message.msgtype != "m.text":
+            await self._intake.not_text(message.event_id, message.room_id)
+        else:
+            await self._intake.message(
+                message.event_id, message.room_id, message.sender, message.body, message.origin_ts
+            )
 
     async def _explain(self, message: Message, device: DeviceTrust | None, private: bool) -> None:
         """Tell the owner once why their message was not obeyed; strangers are not answered."""

@@ -24,6 +24,16 @@ class Room(Protocol):
 
     async def typing(self, room_id: RoomID, on: bool) -> None: ...
 
+    async def react(
+        self, room_id: RoomID, event_id: str, emoji: str, *, key: str | None = None
+    ) -> EventID: ...
+
+    async def redact(self, room_id: RoomID, event_id: str, *, key: str) -> None: ...
+
+    async def read_receipt(self, room_id: RoomID, event_id: str) -> None: ...
+
+    async def presence(self, status: str, online: bool = True) -> None: ...
+
 
 class Answerer(Protocol):
     """Who turns a task into an answer: the agent."""

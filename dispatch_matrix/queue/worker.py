@@ -1,23 +1,30 @@
 """The worker: takes tasks from the ledger one at a time, in arrival order, and answers.
 
 The ledger is the truth: the worker holds nothing that a restart cannot rebuild. A task
-left `running` by a crash is picked up again first.
+left `running` by a crash is marked interrupted, the owner is told, and it is picked up
+again first, from its last recorded step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import time
 
 from .. import logs
 from ..errors import ModelError
 from ..ids import RoomID
 from ..store import Database, Task, TaskState
+from . import texts
+from .mirror import Mirror
 from .ports import Answerer, Room
 
 log = logs.get(__name__)
 
 _TYPING_REFRESH_S = 20.0
+_KILL_GRACE_S = 1.0
 
 
 class Worker:
@@ -27,8 +34,17 @@ class Worker:
         self._db = db
         self._agent = agent
         self._room = room
+        self.mirror = Mirror(db, room)
         self._wake = asyncio.Event()
         self.current: Task | None = None
+        self.current_since: float | None = None
+        self._job: asyncio.Task[str] | None = None
+        self._cancelling: int | None = None
+        self._process_groups: set[int] = set()
+
+    @property
+    def paused(self) -> bool:
+        return self._db.get_meta("paused") == "1"
 
     def wake(self) -> None:
         """Tell the worker there may be new work."""
@@ -36,44 +52,125 @@ class Worker:
 
     async def run(self) -> None:
         """Work until cancelled."""
+        await self._recover()
+        await self.mirror.presence(None, self.paused)
         while True:
-            task = self._db.next_task()
+            task = None if self.paused else self._db.next_task()
             if task is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             await self._run_one(task)
+            await self.mirror.presence(None, self.paused)
+
+    async def _recover(self) -> None:
+        """Tasks a crash left running are interrupted: say so, then resume them first."""
+        for task in self._db.tasks_in(TaskState.RUNNING):
+            self._db.set_task_state(task.id, TaskState.INTERRUPTED)
+            log.warning("task.interrupted", task=task.short_id, steps=task.steps)
+            await self._room.post(
+                RoomID(task.room_id),
+                texts.interrupted(task),
+                reply_to=task.event_id,
+                task_id=task.id,
+                notice=True,
+                key=f"t{task.id}.interrupted.{task.steps}",
+            )
+            await self.mirror.show(task, TaskState.INTERRUPTED)
+
+    # -- control ---------------------------------------------------------------------------
+
+    def set_paused(self, paused: bool) -> None:
+        """Stop or restart taking tasks (persisted across restarts)."""
+        self._db.set_meta("paused", "1" if paused else "0")
+        self.wake()
+
+    def register_process_group(self, pgid: int) -> None:
+        """A tool started a process group; `cancel` kills it."""
+        self._process_groups.add(pgid)
+
+    async def cancel_running(self) -> Task | None:
+        """Stop the running task and every process it started; returns it."""
+        task, job = self.current, self._job
+        if task is None or job is None or job.done():
+            return None
+        self._cancelling = task.id
+        await asyncio.to_thread(self._kill_groups)
+        job.cancel()
+        return task
+
+    def _kill_groups(self) -> None:
+        groups = list(self._process_groups)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            alive = []
+            for pgid in groups:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, sig)
+                    alive.append(pgid)
+            if not alive or sig == signal.SIGKILL:
+                break
+            deadline = time.monotonic() + _KILL_GRACE_S
+            while time.monotonic() < deadline and any(_exists(pgid) for pgid in alive):
+                time.sleep(0.02)
+            groups = [pgid for pgid in alive if _exists(pgid)]
+        self._process_groups.clear()
+
+    # -- one task --------------------------------------------------------------------------
 
     async def _run_one(self, task: Task) -> None:
-        self.current = task
+        self.current, self.current_since = task, time.monotonic()
         self._db.set_task_state(task.id, TaskState.RUNNING)
         log.info("task.started", task=task.short_id, room=task.room_id)
         room = RoomID(task.room_id)
+        await self.mirror.taken(task)
+        await self.mirror.show(task, TaskState.RUNNING)
+        await self.mirror.presence(task, self.paused)
         typing = asyncio.create_task(self._keep_typing(room))
+        self._job = asyncio.create_task(self._agent.answer(task))
         try:
-            answer = await self._agent.answer(task)
+            answer = await self._job
+        except asyncio.CancelledError:
+            if self._cancelling != task.id:
+                raise
+            await self._finish(
+                task, TaskState.CANCELLED, typing, texts.CANCELLED, error="cancelled"
+            )
+            return
         except ModelError as err:
-            self._db.set_task_state(task.id, TaskState.FAILED, error=err.message)
-            log.warning("task.failed", task=task.short_id, error=err.message)
-            await self._stop_typing(typing, room)
-            await self._room.post(
-                room,
-                f"⚠️ I could not finish this: {err.message}",
-                reply_to=task.event_id,
-                task_id=task.id,
-                key=f"t{task.id}.failed",
+            await self._finish(
+                task, TaskState.FAILED, typing, texts.failed(err.message), err.message
             )
             return
         finally:
-            self.current = None
-        await self._stop_typing(typing, room)
+            self.current, self.current_since, self._job = None, None, None
+            self._cancelling = None
+            self._process_groups.clear()
+        await self._finish(task, TaskState.DONE, typing, answer)
+
+    async def _finish(
+        self,
+        task: Task,
+        state: TaskState,
+        typing: asyncio.Task[None],
+        text: str,
+        error: str | None = None,
+    ) -> None:
+        await self._stop_typing(typing, RoomID(task.room_id))
         # The answer is posted before the task counts as done: a crash in between re-posts
-        # it under the same transaction id at the next start, never loses it.
+        # it under the same transaction id at the next start, never loses or doubles it.
         await self._room.post(
-            room, answer, reply_to=task.event_id, task_id=task.id, key=f"t{task.id}.answer"
+            RoomID(task.room_id),
+            text,
+            reply_to=task.event_id,
+            task_id=task.id,
+            notice=state is not TaskState.DONE,
+            key=f"t{task.id}.{state}",
         )
-        self._db.set_task_state(task.id, TaskState.DONE, result=answer)
-        log.info("task.done", task=task.short_id)
+        self._db.set_task_state(
+            task.id, state, result=text if state is TaskState.DONE else None, error=error
+        )
+        await self.mirror.show(task, state)
+        log.info("task.finished", task=task.short_id, state=str(state))
 
     async def _keep_typing(self, room: RoomID) -> None:
         while True:
@@ -85,3 +182,11 @@ class Worker:
         with contextlib.suppress(asyncio.CancelledError):
             await typing
         await self._room.typing(room, False)
+
+
+def _exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

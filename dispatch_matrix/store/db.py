@@ -77,6 +77,11 @@ _MIGRATIONS = [
         source TEXT NOT NULL, first_seen REAL NOT NULL, gave_up_at REAL
     );
     """,
+    # 4: the reaction that shows a task's state on the owner's message; agent steps taken.
+    """
+    ALTER TABLE tasks ADD COLUMN status_reaction TEXT;
+    ALTER TABLE tasks ADD COLUMN steps INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

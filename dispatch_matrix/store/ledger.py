@@ -26,6 +26,7 @@ def _task(row: sqlite3.Row) -> Task:
         finished_at=row["finished_at"],
         result=row["result"],
         error=row["error"],
+        steps=row["steps"],
     )
 
 
@@ -107,6 +108,63 @@ class LedgerQueries(Base):
                 (state, result, error, state, now, state, now, task_id),
             )
 
+    def task_by_event(self, event_id: str) -> Task | None:
+        """The task made from an event."""
+        row = self._conn.execute("SELECT * FROM tasks WHERE event_id = ?", (event_id,)).fetchone()
+        return None if row is None else _task(row)
+
+    def recent_tasks(self, limit: int = 10) -> list[Task]:
+        """The latest finished tasks, newest first."""
+        rows = self._conn.execute(
+            "SELECT * FROM tasks WHERE state IN (?, ?, ?) ORDER BY finished_at DESC LIMIT ?",
+            (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, limit),
+        ).fetchall()
+        return [_task(row) for row in rows]
+
+    def edit_queued(self, event_id: str, body: str) -> Task | None:
+        """Replace the text of a task that has not started; None if it has."""
+        with self.tx() as conn:
+            cursor = conn.execute(
+                "UPDATE tasks SET body = ? WHERE event_id = ? AND state = ?",
+                (body, event_id, TaskState.QUEUED),
+            )
+        return self.task_by_event(event_id) if cursor.rowcount else None
+
+    def requeue(self, task_id: int) -> Task | None:
+        """Put a failed, cancelled or interrupted task back in the queue."""
+        with self.tx() as conn:
+            cursor = conn.execute(
+                "UPDATE tasks SET state = ?, error = NULL, result = NULL, finished_at = NULL"
+                " WHERE id = ? AND state IN (?, ?, ?)",
+                (
+                    TaskState.QUEUED,
+                    task_id,
+                    TaskState.FAILED,
+                    TaskState.CANCELLED,
+                    TaskState.INTERRUPTED,
+                ),
+            )
+        return self.task(task_id) if cursor.rowcount else None
+
+    def set_status_reaction(self, task_id: int, event_id: str | None) -> None:
+        """Remember which reaction shows the task's state."""
+        with self.tx() as conn:
+            conn.execute("UPDATE tasks SET status_reaction = ? WHERE id = ?", (event_id, task_id))
+
+    def status_reaction(self, task_id: int) -> str | None:
+        """The reaction showing the task's state, if any."""
+        row = self._conn.execute(
+            "SELECT status_reaction FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def count_step(self, task_id: int) -> int:
+        """Count one more agent step for a task; returns the new count."""
+        with self.tx() as conn:
+            conn.execute("UPDATE tasks SET steps = steps + 1 WHERE id = ?", (task_id,))
+            row = conn.execute("SELECT steps FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return int(row[0])
+
     # -- the conversation ------------------------------------------------------------------
 
     def current_conversation(self) -> int:
@@ -120,6 +178,14 @@ class LedgerQueries(Base):
             cursor = conn.execute(
                 "INSERT INTO conversations (started_at) VALUES (?)", (time.time(),)
             )
+        return int(cursor.lastrowid or 0)
+
+    def new_conversation(self) -> int:
+        """Close the open conversation (it stays in the store) and open a fresh one."""
+        now = time.time()
+        with self.tx() as conn:
+            conn.execute("UPDATE conversations SET closed_at = ? WHERE closed_at IS NULL", (now,))
+            cursor = conn.execute("INSERT INTO conversations (started_at) VALUES (?)", (now,))
         return int(cursor.lastrowid or 0)
 
     def transcript(self, conversation_id: int) -> list[dict[str, Any]]:

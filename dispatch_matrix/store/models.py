@@ -39,6 +39,7 @@ class Task:
     finished_at: float | None
     result: str | None
     error: str | None
+    steps: int = 0
 
     @property
     def short_id(self) -> str:

@@ -1,0 +1,77 @@
+"""Intake: what an owner's trusted message does to the queue.
+
+Work becomes a task row (acknowledged with ⏳ only once it is on disk); a `!command` is
+answered at once; an edit of a queued message changes its task; a redaction drops it.
+"""
+
+from __future__ import annotations
+
+from .. import logs
+from ..ids import RoomID
+from ..store import Database, TaskState
+from . import texts
+from .commands import parse
+from .control import Control
+from .ports import Room
+from .worker import Worker
+
+log = logs.get(__name__)
+
+
+class Intake:
+    """Turns trusted owner messages into queue changes."""
+
+    def __init__(
+        self, db: Database, worker: Worker, room: Room, control: Control, max_chars: int
+    ) -> None:
+        self._db = db
+        self._worker = worker
+        self._room = room
+        self._control = control
+        self._max_chars = max_chars
+
+    async def message(
+        self, event_id: str, room_id: str, sender: str, body: str, origin_ts: int
+    ) -> None:
+        """A new text message from an owner."""
+        command = parse(body)
+        if command is not None:
+            log.info("command.received", command=command.name, event_id=event_id)
+            await self._control.run(command, RoomID(room_id), event_id)
+            return
+        if len(body) > self._max_chars:
+            log.warning("message.too_long", event_id=event_id, chars=len(body))
+            text = texts.TOO_LONG.format(size=len(body), limit=self._max_chars)
+            await self._room.post(
+                RoomID(room_id), text, reply_to=event_id, notice=True, key=f"long-{event_id}"
+            )
+            return
+        task = self._db.add_task(event_id, room_id, sender, body, origin_ts)
+        if task is None:
+            log.debug("message.duplicate", event_id=event_id)
+            return
+        log.info("task.queued", task=task.short_id, room=task.room_id, event_id=task.event_id)
+        self._worker.wake()
+        await self._worker.mirror.show(task, TaskState.QUEUED)
+
+    async def edit(self, target_event_id: str, body: str) -> None:
+        """The owner edited a message: a queued task takes the new text."""
+        task = self._db.edit_queued(target_event_id, body)
+        if task is not None:
+            log.info("task.edited", task=task.short_id)
+        else:
+            log.info("message.edit_ignored", target=target_event_id, reason="not a queued task")
+
+    async def redacted(self, target_event_id: str) -> None:
+        """The owner deleted a message: a queued task is dropped."""
+        task = self._db.task_by_event(target_event_id)
+        if task is None or task.state is not TaskState.QUEUED:
+            return
+        self._db.set_task_state(task.id, TaskState.CANCELLED, error="message deleted")
+        log.info("task.dropped", task=task.short_id, reason="message deleted")
+
+    async def not_text(self, event_id: str, room_id: str) -> None:
+        """A file, image or other non-text message (taken as work by a later feature)."""
+        await self._room.post(
+            RoomID(room_id), texts.NOT_TEXT, reply_to=event_id, notice=True, key=f"nt-{event_id}"
+        )

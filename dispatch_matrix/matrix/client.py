@@ -22,6 +22,7 @@ from nio import (
     JoinError,
     LocalProtocolError,
     LoginResponse,
+    MessageDirection,
     RoomSendResponse,
     SyncResponse,
     WhoamiResponse,
@@ -47,6 +48,9 @@ _CLIENT_CONFIG: dict[str, Any] = {
     "max_timeout_retry_wait_time": 5,
     "request_timeout": 60,
 }
+
+# Room timelines of up to 100 events per sync; a longer gap is filled from /messages.
+_SYNC_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 100}}}
 
 _UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError)
 
@@ -306,7 +310,11 @@ class MatrixClient:
         response: SyncResponse = await self._call(
             "sync",
             self.client.sync(
-                timeout=timeout_ms, since=since, set_presence=presence, full_state=full_state
+                timeout=timeout_ms,
+                since=since,
+                set_presence=presence,
+                full_state=full_state,
+                sync_filter=_SYNC_FILTER,
             ),
         )
         return response
@@ -315,6 +323,25 @@ class MatrixClient:
         """Upload our device keys now if the homeserver lacks them (a new device)."""
         if self.client.should_upload_keys:
             await self._call("keys/upload", self.client.keys_upload())
+
+    async def backfill(self, room_id: str, start: str, until: str) -> list[Any]:
+        """The events between `until` (an earlier sync token) and `start` (a gapped
+        timeline's prev_batch), oldest first, decrypted where nio can."""
+        events: list[Any] = []
+        token: str | None = start
+        while token:
+            response = await self._call(
+                f"messages {room_id}",
+                self.client.room_messages(
+                    room_id, start=token, end=until, direction=MessageDirection.back, limit=100
+                ),
+            )
+            if not response.chunk:
+                break
+            events.extend(response.chunk)
+            token = response.end if response.end != token else None
+        events.reverse()
+        return events
 
     async def after_sync(self) -> None:
         """Key housekeeping between syncs: to-device messages, key upload, query, claim."""

@@ -12,12 +12,13 @@ from nio import SyncResponse
 
 from .. import logs
 from ..errors import HomeserverError
+from ..ids import RoomID
 from ..queue.intake import Intake
 from ..store import Database
 from . import texts
 from .client import MatrixClient
 from .identities import Identities
-from .inbound import Invite, Message, Redaction, Unreadable, read_sync
+from .inbound import Inbound, Invite, Message, Redaction, Unreadable, from_event, read_sync
 from .late_keys import LateKeys
 from .outbox import Outbox
 from .trust import DeviceTrust, may_command, may_join
@@ -53,12 +54,12 @@ class Router:
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
 
-    async def handle(self, response: SyncResponse) -> None:
-        """Act on one sync response."""
+    async def handle(self, response: SyncResponse, since: str | None) -> None:
+        """Act on one sync response (`since`: the token it was asked with)."""
         changed = list(response.device_list.changed)
         if changed:
             self._identities.forget(changed)
-        items = read_sync(response, self._client.user_id)
+        items = await self._gaps(response, since) + read_sync(response, self._client.user_id)
         if items:
             log.debug("sync.items", kinds=[type(item).__name__ for item in items])
         for item in items:
@@ -69,6 +70,24 @@ class Router:
                 # (a crash would re-read the same event at restart, forever).
                 log.exception("router.item_failed", item=type(item).__name__, room=item.room_id)
         await self._late.retry()
+
+    async def _gaps(self, response: SyncResponse, since: str | None) -> list[Inbound]:
+        """Events a gapped ("limited") timeline left out, so none is lost after downtime."""
+        found: list[Inbound] = []
+        if since is None:
+            return found
+        for room_id, info in response.rooms.join.items():
+            if not info.timeline.limited or not info.timeline.prev_batch:
+                continue
+            events = await self._client.backfill(room_id, info.timeline.prev_batch, since)
+            log.info("sync.gap_filled", room=room_id, events=len(events))
+            for event in events:
+                if event.sender == self._client.user_id:
+                    continue
+                item = from_event(RoomID(room_id), event)
+                if item is not None:
+                    found.append(item)
+        return found
 
     async def _gave_up(self, item: Unreadable) -> None:
         if item.sender not in self._owners:

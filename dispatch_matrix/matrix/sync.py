@@ -30,7 +30,7 @@ class SyncLoop:
         self,
         client: MatrixClient,
         db: Database,
-        handle: Callable[[SyncResponse], Awaitable[None]],
+        handle: Callable[[SyncResponse, str | None], Awaitable[None]],
         timeout_ms: int,
     ) -> None:
         self._client = client
@@ -53,7 +53,7 @@ class SyncLoop:
                 response = await self._client.sync(
                     token, 0 if first else self._timeout_ms, full_state=first
                 )
-                await self._handle(response)
+                await self._handle(response, token)
                 self._db.save_sync_token(response.next_batch)
                 token = response.next_batch
                 await self._client.after_sync()

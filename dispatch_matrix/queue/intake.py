@@ -51,8 +51,9 @@ class Intake:
             log.debug("message.duplicate", event_id=event_id)
             return
         log.info("task.queued", task=task.short_id, room=task.room_id, event_id=task.event_id)
-        self._worker.wake()
+        # ⏳ first, then wake the worker: its ⚙️ must replace a reaction already there.
         await self._worker.mirror.show(task, TaskState.QUEUED)
+        self._worker.wake()
 
     async def edit(self, target_event_id: str, body: str) -> None:
         """The owner edited a message: a queued task takes the new text."""

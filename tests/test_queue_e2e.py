@@ -1,0 +1,183 @@
+"""The room as a durable queue, end to end: order, catch-up after downtime, the phone's view
+(reactions, replies), control commands, and a flood — through Synapse and a strict client."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from conftest import BotSetup
+from fake_messages_api import FakeMessagesAPI
+from harness.bot import BotProcess
+from harness.jsclient import JsClient
+
+pytestmark = [pytest.mark.e2e]
+
+StartClient = Callable[..., Awaitable[JsClient]]
+
+
+async def started(
+    make_bot: Callable[..., BotSetup], owner_client: StartClient, running: list[BotProcess]
+) -> tuple[BotSetup, BotProcess, JsClient, str]:
+    setup = make_bot()
+    bot = await setup.process().start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(setup.bot.user_id)
+    await owner.wait_join(room, setup.bot.user_id)
+    return setup, bot, owner, room
+
+
+def replies(messages: list[dict[str, Any]], bot: str) -> dict[str, list[str]]:
+    """The bot's text replies, grouped by the event they answer."""
+    out: dict[str, list[str]] = {}
+    for m in messages:
+        if m["sender"] != bot or m["type"] != "m.room.message":
+            continue
+        target = (m["content"].get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id")
+        if target:
+            # The echo model repeats the owner's text after its "[sent …]" line.
+            out.setdefault(target, []).append(m["content"]["body"].splitlines()[-1])
+    return out
+
+
+def asked(api: FakeMessagesAPI) -> list[str]:
+    """The owner text each model request ended with, in request order."""
+    texts = []
+    for request in api.requests:
+        last = request.body["messages"][-1]["content"][-1]
+        texts.append(last.get("text", "").splitlines()[-1])
+    return texts
+
+
+async def test_three_tasks_sent_at_once_finish_in_order(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    sent = [await owner.send_text(room, f"task number {n}") for n in (1, 2, 3)]
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="task number 3")
+    assert asked(fake_api) == ["task number 1", "task number 2", "task number 3"]
+    answers = replies(await owner.messages(room), setup.bot.user_id)
+    assert [answers[e] for e in sent] == [[f"task number {n}"] for n in (1, 2, 3)]
+
+
+async def test_messages_sent_while_stopped_run_after_restart_once_each_in_order(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    await owner.send_text(room, "before the stop")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="before the stop")
+    assert await bot.stop() == 0
+    sent = [await owner.send_text(room, f"while asleep {n}") for n in range(1, 5)]
+    bot = await setup.process().start()
+    running.append(bot)
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="while asleep 4")
+    assert asked(fake_api) == ["before the stop"] + [f"while asleep {n}" for n in range(1, 5)]
+    answers = replies(await owner.messages(room), setup.bot.user_id)
+    assert all(len(answers[e]) == 1 for e in sent), answers
+    assert await owner.decryption_failures() == []
+
+
+async def test_the_phone_sees_the_queue_as_reactions_and_replies(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    sent = await owner.send_text(room, "show me the reactions")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="show me the reactions")
+    # The ✅ is set after the reply; the answer to a later command comes after both.
+    await owner.send_text(room, "!help")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="Commands")
+    messages = await owner.messages(room)
+    reactions = [
+        m
+        for m in messages
+        if m["type"] == "m.reaction"
+        and (m["content"].get("m.relates_to") or {}).get("event_id") == sent
+    ]
+    # Superseded status reactions are redacted, so the message ends showing only ✅ ...
+    assert [r["content"]["m.relates_to"]["key"] for r in reactions] == ["✅"]
+    assert all(r["wire_type"] == "m.room.encrypted" for r in reactions), "reactions encrypted"
+    # ... after showing ⏳ (queued) and ⚙️ (running) on the way.
+    shown = [
+        r["txn"].rsplit(".", 1)[-1] for r in bot.log_events("outbox.sent") if ".react." in r["txn"]
+    ]
+    assert shown == ["queued", "running", "done"]
+
+
+async def test_control_commands_answer_at_once_without_the_model(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    bot_id = setup.bot.user_id
+    await owner.send_text(room, "!pause")
+    await owner.wait_message(room, sender=bot_id, contains="Paused")
+    first = await owner.send_text(room, "queued while paused")
+    await owner.send_text(room, "!queue")
+    listing = await owner.wait_message(room, sender=bot_id, contains="in the queue")
+    assert "queued while paused" in listing["body"] and "paused" in listing["body"]
+    await owner.send_text(room, "!status")
+    status = await owner.wait_message(room, sender=bot_id, contains="Idle")
+    assert re.search(r"Queue: 1 waiting", status["body"])
+    await owner.send_text(room, "!frobnicate")
+    unknown = await owner.wait_message(room, sender=bot_id, contains="don't know `!frobnicate`")
+    assert "!cancel" in unknown["body"]
+    assert fake_api.requests == [], "commands never reach the model"
+    await owner.send_text(room, "!resume")
+    resumed = await owner.wait_message(room, sender=bot_id, contains="Resumed")
+    await owner.wait_message(
+        room, sender=bot_id, contains="queued while paused", after_event_id=resumed["event_id"]
+    )
+    answers = replies(await owner.messages(room), bot_id)
+    assert answers[first] == ["queued while paused"]
+    await owner.send_text(room, "!history")
+    history = await owner.wait_message(room, sender=bot_id, contains="queued while paused ")
+    assert "✅" in history["body"]
+
+
+async def test_cancel_stops_a_long_model_call_and_the_queue_goes_on(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    fake_api.reply("too late", delay=600)
+    slow = await owner.send_text(room, "think for ten minutes")
+    await fake_api.await_requests(1)
+    await owner.send_text(room, "!cancel")
+    cancelled = await owner.wait_message(room, sender=setup.bot.user_id, contains="Cancelled")
+    assert cancelled["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == slow
+    await owner.send_text(room, "next one")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="next one")
+    await bot.wait_log("task.finished", where=lambda r: r["state"] == "cancelled")
+
+
+async def test_two_hundred_messages_sent_while_stopped_all_complete_once(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    await bot.stop()
+    sent = [await owner.send_text(room, f"flood {n:03d}") for n in range(200)]
+    bot = await setup.process().start()
+    running.append(bot)
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="flood 199", timeout=600)
+    assert asked(fake_api) == [f"flood {n:03d}" for n in range(200)]
+    answers = replies(await owner.messages(room), setup.bot.user_id)
+    assert [answers.get(e) for e in sent] == [[f"flood {n:03d}"] for n in range(200)]

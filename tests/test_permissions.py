@@ -1,0 +1,397 @@
+"""The permission policy: Claude Code's rule syntax, compound commands, control plane, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from dispatch_matrix.errors import ConfigError
+from dispatch_matrix.tools.policy import Decision, Policy
+from dispatch_matrix.tools.rules import parse_rule
+from dispatch_matrix.tools.shellsplit import ShellSyntaxError, split_commands
+
+HOME = Path("/home/u")
+WORKDIR = Path("/home/u/Projects/app")
+CONFIG = Path("/home/u/.config/dispatch-matrix/config.toml")
+STATE = Path("/home/u/.local/state/dispatch-matrix")
+
+
+def policy(
+    allow: tuple[str, ...] = (), ask: tuple[str, ...] = (), deny: tuple[str, ...] = (), **kw: Any
+) -> Policy:
+    kw.setdefault("protected", [CONFIG, STATE])
+    kw.setdefault("private", [STATE])
+    return Policy(list(allow), list(ask), list(deny), HOME, WORKDIR, **kw)
+
+
+def bash(p: Policy, command: str) -> Decision:
+    return p.decide("bash", {"command": command})
+
+
+# --- Bash rule matching, one simple command ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "command", "matches"),
+    [
+        ("Bash(pytest:*)", "pytest", True),
+        ("Bash(pytest:*)", "pytest -x tests", True),
+        ("Bash(pytest:*)", "pytestfoo", False),
+        ("Bash(pytest:*)", "python -m pytest", False),
+        ("Bash(npm run test:*)", "npm run test -- --watch", True),
+        ("Bash(npm run test:*)", "npm run build", False),
+        ("Bash(git status)", "git status", True),
+        ("Bash(git status)", "git status -s", False),
+        ("Bash(git status)", "git", False),
+        ("Bash(npm run *)", "npm run build", True),
+        ("Bash(npm run *)", "npm run", True),
+        ("Bash(npm run *)", "npm runx", False),
+        ("Bash(git * main)", "git push origin main", True),
+        ("Bash(git * main)", "git push origin dev", False),
+        ("Bash(ls *)", "ls", True),
+        ("Bash(ls *)", "ls -la", True),
+        ("Bash(ls *)", "lsof", False),
+        ("Bash(ls*)", "lsof", True),
+        ("Bash(echo \\*)", "echo *", True),
+        ("Bash(echo \\*)", "echo x", False),
+        ("Bash(*)", "rm -rf /", True),
+        ("Bash", "anything at all", True),
+    ],
+)
+def test_bash_rule_matches_one_command(rule: str, command: str, matches: bool) -> None:
+    assert parse_rule(rule, "k", HOME, WORKDIR).matches_command(command) is matches
+
+
+# --- Compound commands -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "parts"),
+    [
+        ("pytest && rm -rf /", ["pytest", "rm -rf /"]),
+        ("a || b; c", ["a", "b", "c"]),
+        ("a\nb", ["a", "b"]),
+        ("ls | grep x | wc -l", ["ls", "grep x", "wc -l"]),
+        ('echo "a && b"', ['echo "a && b"']),
+        ("echo 'a; b | c'", ["echo 'a; b | c'"]),
+        ('echo "$(curl x)"', ["curl x", 'echo "$(curl x)"']),
+        ("echo '$(curl x)'", ["echo '$(curl x)'"]),
+        ("echo `whoami`", ["whoami", "echo `whoami`"]),
+        ("(cd sub && make) > log 2>&1", ["cd sub", "make"]),
+        ("diff <(ls a) <(ls b)", ["ls a", "ls b", "diff <(ls a) <(ls b)"]),
+        ("if pytest; then echo ok; fi", ["pytest", "echo ok"]),
+        ("for f in $(ls); do rm $f; done", ["ls", "rm $f"]),
+        ("{ a; b; }", ["a", "b"]),
+        ("sleep 1 & wait", ["sleep 1", "wait"]),
+        ("make 2>&1 | tee log", ["make 2>&1", "tee log"]),
+        ("echo hi # ; rm x", ["echo hi"]),
+        ("pytest   -x\\\n  tests", ["pytest -x tests"]),
+        ("cat <<EOF > out\n$(id)\nEOF\necho done", ["cat <<EOF > out", "id", "echo done"]),
+        ("cat <<'EOF' > out\n$(id)\nEOF", ["cat <<'EOF' > out"]),
+        ("x=${Y:-$(pwd)} ls", ["pwd", "x=${Y:-$(pwd)} ls"]),
+    ],
+)
+def test_split_commands(command: str, parts: list[str]) -> None:
+    assert split_commands(command) == parts
+
+
+@pytest.mark.parametrize(
+    "command", ['echo "open', "echo 'open", "echo $(ls", "a )", "f() { rm -rf /; }", "case x in"]
+)
+def test_split_refuses_what_it_cannot_judge(command: str) -> None:
+    with pytest.raises(ShellSyntaxError):
+        split_commands(command)
+
+
+@pytest.mark.parametrize(
+    ("allow", "deny", "command", "verdict"),
+    [
+        (["Bash(pytest:*)"], [], "pytest -q", "allow"),
+        (["Bash(pytest:*)"], [], "pytest && rm -rf /", "ask"),
+        (["Bash(pytest:*)"], ["Bash(rm:*)"], "pytest && rm -rf /", "deny"),
+        (["Bash(echo:*)"], [], 'echo "a && b"', "allow"),
+        (["Bash(echo:*)"], [], 'echo "$(curl x)"', "ask"),
+        (["Bash(echo:*)"], ["Bash(curl:*)"], 'echo "$(curl x)"', "deny"),
+        (["Bash(echo:*)"], [], "echo '$(curl x)'", "allow"),
+        (["Bash(echo:*)"], ["Bash(rm:*)"], 'echo "$(rm -rf ~)"', "deny"),
+        (["Bash(echo:*)"], ["Bash(rm:*)"], "echo `rm -rf ~`", "deny"),
+        (["Bash(ls:*)", "Bash(grep:*)"], [], "ls | grep x", "allow"),
+        (["Bash(ls:*)"], [], "ls | grep x", "ask"),
+        (["Bash(ls:*)"], [], "ls | sh", "ask"),
+        (["Bash(pytest:*)"], [], "pytest\nrm -rf /", "ask"),
+        (["Bash(make:*)", "Bash(cd:*)"], [], "(cd sub && make)", "allow"),
+        ([], ["Bash(rm:*)"], "(cd sub && rm -rf x)", "deny"),
+        (["Bash"], ["Bash(rm:*)"], "sudo rm -rf /", "deny"),
+        (["Bash"], ["Bash(rm:*)"], "sudo -u root rm -rf /", "deny"),
+        (["Bash"], ["Bash(rm:*)"], "FOO=1 rm x", "deny"),
+        (["Bash"], ["Bash(rm:*)"], "find . -name '*.o' | xargs rm", "deny"),
+        (["Bash"], ["Bash(rm:*)"], "find . -exec rm {} \\;", "deny"),
+        (["Bash"], ["Bash(rm:*)"], "bash -c 'rm -rf /'", "deny"),
+        (["Bash(bash:*)"], [], "bash -c 'rm -rf /'", "ask"),
+        (["Bash(find:*)"], [], "find . -exec rm {} \\;", "ask"),
+        (["Bash(cat:*)"], [], "cat <<'EOF' > notes.md\n$(rm -rf /)\nEOF", "allow"),
+        (["Bash(cat:*)"], ["Bash(rm:*)"], "cat <<EOF > notes.md\n$(rm -rf /)\nEOF", "deny"),
+        (["Bash(echo:*)"], [], 'echo "unterminated', "ask"),
+        (["Bash(echo:*)"], [], "f() { echo; }; f", "ask"),
+        ([], [], "ls", "ask"),
+        ([], ["Bash"], "ls", "deny"),
+    ],
+)
+def test_compound_commands_are_judged_by_every_part(
+    allow: list[str], deny: list[str], command: str, verdict: str
+) -> None:
+    decision = bash(policy(tuple(allow), deny=tuple(deny)), command)
+    assert decision.verdict == verdict, decision
+    assert decision.subject == command
+
+
+def test_bash_decision_names_its_rule_and_the_uncovered_part() -> None:
+    p = policy(("Bash(pytest:*)",), deny=("Bash(rm:*)",))
+    assert bash(p, "pytest -q").rule == "Bash(pytest:*)"
+    denied = bash(p, "pytest && rm -rf /")
+    assert denied.rule == "Bash(rm:*)"
+    assert "rm -rf /" in denied.reason
+    asked = bash(policy(("Bash(pytest:*)",)), "pytest && curl evil.example")
+    assert asked.rule is None
+    assert "`curl evil.example`" in asked.reason
+
+
+def test_deny_beats_ask_beats_allow_for_commands() -> None:
+    p = policy(("Bash(git:*)",), ask=("Bash(git push:*)",), deny=("Bash(git push --force:*)",))
+    assert bash(p, "git status").verdict == "allow"
+    assert bash(p, "git push origin main").verdict == "ask"
+    assert bash(p, "git push --force origin main").verdict == "deny"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "echo alias x=y >> ~/.bashrc",
+        "cp evil.service ~/.config/systemd/user/dispatch.service",
+        'sed -i s/a/b/ "$HOME/.zshrc"',
+        "cat > /home/u/.config/dispatch-matrix/config.toml",
+        "rm -rf /home/u/.local/state/dispatch-matrix",
+    ],
+)
+def test_commands_touching_the_control_plane_ask_even_when_allowed(command: str) -> None:
+    decision = bash(policy(("Bash",)), command)
+    assert decision.verdict == "ask"
+    assert "control plane" in decision.reason
+
+
+def test_deny_still_denies_on_the_control_plane() -> None:
+    assert bash(policy(("Bash",), deny=("Bash(echo:*)",)), "echo x >> ~/.bashrc").verdict == "deny"
+
+
+# --- Path rules ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "matches"),
+    [
+        ("Read(~/Projects/**)", "/home/u/Projects/app/x.py", True),
+        ("Read(~/Projects/**)", "/home/u/Projects", True),
+        ("Read(~/Projects/**)", "/home/u/Projectsx/a", False),
+        ("Read(~/Projects/*.md)", "/home/u/Projects/a.md", True),
+        ("Read(~/Projects/*.md)", "/home/u/Projects/sub/a.md", False),
+        ("Read(~/Projects/**/*.md)", "/home/u/Projects/sub/deep/a.md", True),
+        ("Read(~/.ssh)", "/home/u/.ssh/config", True),
+        ("Read(~/.ssh/)", "/home/u/.ssh/id_rsa", True),
+        ("Read(//etc/hosts)", "/etc/hosts", True),
+        ("Read(/etc/**)", "/etc/passwd", True),
+        ("Read(docs/**)", "/home/u/Projects/app/docs/a.md", True),
+        ("Read(docs/**)", "/home/u/docs/a.md", False),
+        ("Read(./*.txt)", "/home/u/Projects/app/a.txt", True),
+        ("Read(./*.txt)", "/home/u/Projects/app/sub/a.txt", False),
+        ("Read(*.key)", "/home/u/Projects/app/deep/er/x.key", True),
+        ("Read(*.key)", "/home/u/other/x.key", False),
+        ("Read(../shared/**)", "/home/u/Projects/shared/DESIGN.md", True),
+        ("Read(~/[ab]*.txt)", "/home/u/b1.txt", True),
+        ("Read(~/[!ab]*.txt)", "/home/u/b1.txt", False),
+        ("Read", "/anything", True),
+    ],
+)
+def test_path_rule_matching(rule: str, path: str, matches: bool) -> None:
+    parsed = parse_rule(rule, "k", HOME, WORKDIR)
+    assert parsed.matches_path(PurePosixPath(path)) is matches
+
+
+@pytest.mark.parametrize(
+    ("tool", "tool_input", "verdict"),
+    [
+        ("read", {"file_path": "/home/u/Projects/app/main.py"}, "allow"),
+        ("read", {"file_path": "~/Projects/notes.md"}, "allow"),
+        ("read", {"file_path": "src/main.py"}, "allow"),
+        ("read", {"file_path": "/etc/passwd"}, "ask"),
+        ("read", {"file_path": "~/Projects/../.ssh/config"}, "ask"),
+        ("glob", {"pattern": "**/*.py"}, "allow"),
+        ("grep", {"pattern": "x", "path": "~/Projects"}, "allow"),
+        ("grep", {"pattern": "x", "path": "/etc"}, "ask"),
+        ("write", {"file_path": "~/Reviews/r.md", "content": ""}, "allow"),
+        ("edit", {"file_path": "~/Reviews/r.md", "old_string": "a", "new_string": "b"}, "allow"),
+        ("write", {"file_path": "~/Projects/app/x.py", "content": ""}, "ask"),
+        ("read", {}, "deny"),
+    ],
+)
+def test_path_tools(tool: str, tool_input: dict[str, Any], verdict: str) -> None:
+    p = policy(("Read(~/Projects/**)", "Write(~/Reviews/**)"))
+    assert p.decide(tool, tool_input).verdict == verdict
+
+
+def test_path_decision_shows_the_resolved_path_and_rule() -> None:
+    decision = policy(("Read(~/Projects/**)",)).decide("read", {"file_path": "src/a.py"})
+    assert decision == Decision(
+        "allow",
+        "allowed by Read(~/Projects/**)",
+        "/home/u/Projects/app/src/a.py",
+        "Read(~/Projects/**)",
+    )
+
+
+def test_deny_beats_ask_beats_allow_for_paths() -> None:
+    p = policy(("Read(~/**)",), ask=("Read(~/Projects/**)",), deny=("Read(~/Projects/private/**)",))
+    assert p.decide("read", {"file_path": "~/notes.txt"}).verdict == "allow"
+    assert p.decide("read", {"file_path": "~/Projects/a.txt"}).verdict == "ask"
+    denied = p.decide("read", {"file_path": "~/Projects/private/a.txt"})
+    assert (denied.verdict, denied.rule) == ("deny", "Read(~/Projects/private/**)")
+    # Read rules govern glob and grep too.
+    assert p.decide("grep", {"pattern": "x", "path": "~/Projects/private"}).verdict == "deny"
+
+
+def test_unmatched_calls_ask() -> None:
+    p = policy()
+    assert p.decide("read", {"file_path": "~/a"}).verdict == "ask"
+    assert p.decide("mcp__github__create_issue", {"title": "x"}).verdict == "ask"
+    assert p.decide("send_file", {"path": "~/a.pdf"}).verdict == "ask"
+
+
+def test_symlinked_paths_are_judged_where_they_lead() -> None:
+    links = {Path("/home/u/Projects/app/link"): Path("/etc/shadow")}
+    p = policy(("Read(~/Projects/**)",), deny=("Read(//etc/shadow)",), canonical=links.get)
+    assert p.decide("read", {"file_path": "/home/u/Projects/app/link"}).verdict == "deny"
+    p = policy(("Read(~/Projects/**)",), canonical=lambda q: links.get(q, q))
+    asked = p.decide("read", {"file_path": "link"})
+    assert asked.verdict == "ask"
+    assert asked.subject == "/home/u/Projects/app/link → /etc/shadow"
+
+
+# --- The control plane -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tool", "path"),
+    [
+        ("write", "~/.bashrc"),
+        ("edit", "~/.zshrc"),
+        ("write", "~/.profile"),
+        ("write", "~/.bash_profile"),
+        ("write", "~/.config/systemd/user/dispatch-matrix.service"),
+        ("write", "~/Library/LaunchAgents/org.dispatch.plist"),
+        ("write", str(CONFIG)),
+        ("edit", str(STATE / "dispatch.sqlite3")),
+    ],
+)
+def test_control_plane_writes_ask_even_when_allowed(tool: str, path: str) -> None:
+    p = policy(("Write(~/**)", "Edit(~/**)"))
+    decision = p.decide(tool, {"file_path": path, "content": "", "old_string": "a"})
+    assert decision.verdict == "ask"
+    assert "control plane" in decision.reason
+
+
+def test_control_plane_deny_still_denies_and_elsewhere_allow_still_allows() -> None:
+    p = policy(("Write(~/**)",), deny=("Write(~/.bashrc)",))
+    assert p.decide("write", {"file_path": "~/.bashrc", "content": ""}).verdict == "deny"
+    assert p.decide("write", {"file_path": "~/notes.txt", "content": ""}).verdict == "allow"
+
+
+# --- Secrets and private folders -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "~/app/.env",
+        "~/app/.env.local",
+        "~/certs/server.pem",
+        "~/.ssh/id_rsa",
+        "~/.ssh/id_ed25519.pub",
+        str(STATE / "keys.json"),
+    ],
+)
+def test_secrets_are_denied_to_read_by_default(path: str) -> None:
+    decision = policy(("Read",)).decide("read", {"file_path": path})
+    assert decision.verdict == "deny"
+
+
+@pytest.mark.parametrize(
+    ("rule", "path"),
+    [
+        ("Read(~/app/.env)", "~/app/.env"),
+        ("Read(~/certs/*.pem)", "~/certs/server.pem"),
+        ("Read(~/.ssh/id_ed25519.pub)", "~/.ssh/id_ed25519.pub"),
+        ("Read(~/.local/state/dispatch-matrix/**)", str(STATE / "keys.json")),
+    ],
+)
+def test_secrets_are_readable_when_an_allow_rule_names_them(rule: str, path: str) -> None:
+    p = policy(("Read(~/**)", rule))
+    assert p.decide("read", {"file_path": path}).verdict == "allow"
+
+
+def test_a_broad_allow_rule_does_not_name_secrets() -> None:
+    p = policy(("Read(~/**)", "Read(~/app/*)"))
+    assert p.decide("read", {"file_path": "~/app/.env"}).verdict == "deny"
+    assert p.decide("read", {"file_path": "~/app/main.py"}).verdict == "allow"
+
+
+# --- Named tools: MCP and the bot's own ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("allow", "deny", "tool", "verdict"),
+    [
+        ([], [], "schedule", "allow"),
+        ([], [], "memory", "allow"),
+        ([], ["schedule"], "schedule", "deny"),
+        (["mcp__github"], [], "mcp__github__create_issue", "allow"),
+        (["mcp__github__*"], [], "mcp__github__create_issue", "allow"),
+        (["mcp__github"], [], "mcp__gitlab__create_issue", "ask"),
+        (["mcp__github"], ["mcp__github__delete_repo"], "mcp__github__delete_repo", "deny"),
+        (["mcp__github__create_issue"], [], "mcp__github__create_issue", "allow"),
+        (["mcp__github__create_issue"], [], "mcp__github__close_issue", "ask"),
+    ],
+)
+def test_named_tools(allow: list[str], deny: list[str], tool: str, verdict: str) -> None:
+    assert policy(tuple(allow), deny=tuple(deny)).decide(tool, {}).verdict == verdict
+
+
+def test_send_file_is_a_read_of_its_path() -> None:
+    p = policy(("Read(~/Reviews/**)",))
+    assert p.decide("send_file", {"path": "~/Reviews/r.pdf"}).verdict == "allow"
+    assert p.decide("send_file", {"path": "~/app/.env"}).verdict == "deny"
+
+
+# --- Rule errors fail at start ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lists", "key"),
+    [
+        ({"allow": ["Bash(pytest:*)", "Read(~/x/**)", "Bash()"]}, "permissions.allow[2]"),
+        ({"allow": ["Bash(pytest"]}, "permissions.allow[0]"),
+        ({"ask": ["Read", "Read([abc)"]}, "permissions.ask[1]"),
+        ({"deny": [""]}, "permissions.deny[0]"),
+        ({"deny": ["schedule(daily)"]}, "permissions.deny[0]"),
+        ({"allow": ["mcp__github(x)"]}, "permissions.allow[0]"),
+        ({"allow": ["Read(!secret)"]}, "permissions.allow[0]"),
+        ({"allow": ["Bash(:*)"]}, "permissions.allow[0]"),
+        ({"allow": ["Read(~/**/../x)"]}, "permissions.allow[0]"),
+        ({"allow": ["Read ~/x"]}, "permissions.allow[0]"),
+    ],
+)
+def test_rule_errors_name_the_rule(lists: dict[str, list[str]], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Policy(lists.get("allow", []), lists.get("ask", []), lists.get("deny", []), HOME, WORKDIR)
+    assert caught.value.key == key
+    assert caught.value.fix

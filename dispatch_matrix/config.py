@@ -109,6 +109,17 @@ class AgentSection(_Section):
     )
     request_timeout_s: float = Field(600.0, gt=0, description="Timeout of one model request")
     max_retries: int = Field(4, ge=0, le=20, description="SDK retries for 429/5xx/overloaded")
+    max_steps: int = Field(60, ge=1, description="Model calls one task may take")
+    max_task_seconds: float = Field(3600.0, gt=0, description="Wall-clock budget of one task")
+    bash_timeout_s: float = Field(120.0, gt=0, description="Default timeout of a shell command")
+    sandbox: Literal["none", "bubblewrap"] = Field(
+        "none",
+        description="Run shell commands in a bubblewrap sandbox (refuses to start if absent)",
+    )
+    env_passthrough: list[str] = Field(
+        default_factory=list,
+        description="Environment variables shell commands may see besides PATH, HOME, LANG…",
+    )
 
     def secret_api_key(self) -> SecretStr | None:
         """The API key from the file or the file it names; None means the SDK reads the env."""
@@ -121,6 +132,9 @@ class PermissionsSection(_Section):
     allow: list[str] = Field(default_factory=list)
     ask: list[str] = Field(default_factory=list)
     deny: list[str] = Field(default_factory=list)
+    approval_timeout_s: float = Field(
+        600.0, gt=0, description="How long an approval question waits before it means no"
+    )
 
 
 class StoreSection(_Section):

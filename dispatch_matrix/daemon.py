@@ -20,7 +20,7 @@ from pathlib import Path
 import anthropic
 
 from . import __version__, logs
-from .agent import Agent
+from .agent import Agent, Limits
 from .agent.prompt import Machine, system_prompt
 from .config import Config
 from .errors import HomeserverError
@@ -39,6 +39,8 @@ from .queue.intake import Intake
 from .state import StateFolder
 from .store import Database
 from .store.models import Session
+from .tools import Policy, ToolContext, ToolRegistry, check_sandbox, default_tools
+from .tools.paths import canonicalize
 
 log = logs.get(__name__)
 
@@ -68,6 +70,39 @@ def anthropic_client(config: Config) -> anthropic.AsyncAnthropic:
     if config.agent.base_url:
         kwargs["base_url"] = config.agent.base_url
     return anthropic.AsyncAnthropic(**kwargs)  # type: ignore[arg-type]
+
+
+_SHELL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SHELL")
+
+
+def build_tools(
+    config: Config, workdir: Path, roots: list[Path]
+) -> tuple[Policy, ToolRegistry, ToolContext]:
+    """The permission policy, the tools and their context, from the config."""
+    state = config.state_dir
+    control_plane = [state] + ([config.source] if config.source else [])
+    policy = Policy(
+        allow=config.permissions.allow,
+        ask=config.permissions.ask,
+        deny=config.permissions.deny,
+        home=Path.home(),
+        workdir=workdir,
+        protected=control_plane,
+        private=control_plane,
+        canonical=canonicalize,
+    )
+    registry = ToolRegistry(default_tools(config.agent.sandbox, read_denied=policy.read_denied))
+    names = (*_SHELL_ENV, *config.agent.env_passthrough)
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    env.setdefault("TERM", "dumb")
+    context = ToolContext(
+        workdir=workdir,
+        allowed_roots=tuple(roots),
+        denied_paths=tuple(control_plane),
+        env=env,
+        bash_timeout_s=config.agent.bash_timeout_s,
+    )
+    return policy, registry, context
 
 
 async def connect(client: MatrixClient, password: str | None) -> Session:
@@ -132,6 +167,8 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     state = StateFolder(config.state_dir).ensure()
     state.lock()
     logs.setup(config.log.level, state.log_dir if config.log.file else None)
+    # Asked-for sandbox missing: refuse to start rather than run commands unconfined.
+    await asyncio.to_thread(check_sandbox, config.agent.sandbox)
     password = config.matrix.secret_password()
     api_key = config.agent.secret_api_key()
     logs.REDACTOR.add(
@@ -193,15 +230,21 @@ async def _serve(
     identities = Identities(client, db, owners)
     outbox = Outbox(client, db, before_send=identities.restrict_sharing)
     workdir = config.agent.workdir.expanduser()
-    machine = Machine.here(workdir, [root.expanduser() for root in config.agent.allowed_roots])
+    roots = [root.expanduser() for root in config.agent.allowed_roots]
+    machine = Machine.here(workdir, roots)
+    policy, registry, context = build_tools(config, workdir, roots)
     agent = Agent(
         db,
         anthropic_client(config),
-        model=config.agent.model,
+        model_name=config.agent.model,
         max_tokens=config.agent.max_tokens,
         system=system_prompt(config.matrix.owners, machine, config.agent.system_prompt),
+        tools=registry,
+        policy=policy,
+        context=context,
+        limits=Limits(config.agent.max_steps, config.agent.max_task_seconds),
     )
-    worker = Worker(db, agent, outbox)
+    worker = Worker(db, agent, outbox, config.permissions.approval_timeout_s)
     control = Control(db, worker, outbox)
     intake = Intake(db, worker, outbox, control, config.agent.max_task_chars)
     router = Router(

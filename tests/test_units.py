@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.agent.engine import normalize, with_cache_breakpoint
+from dispatch_matrix.agent.transcript import normalize, with_cache_breakpoint
 from dispatch_matrix.ids import EventID, RoomID, UserID
 from dispatch_matrix.logs import REDACTED, Redactor
 from dispatch_matrix.matrix.formatting import reply_to, text_content

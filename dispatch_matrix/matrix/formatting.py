@@ -41,3 +41,18 @@ def _escape(text: str) -> str:
     return (
         text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
     )
+
+
+def edit_of(content: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """An edit (m.replace) of `event_id` whose new content is `content`."""
+    return {
+        **{k: v for k, v in content.items() if k in ("msgtype", "format")},
+        "body": "* " + content["body"],
+        **(
+            {"formatted_body": "* " + content["formatted_body"]}
+            if "formatted_body" in content
+            else {}
+        ),
+        "m.new_content": content,
+        "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+    }

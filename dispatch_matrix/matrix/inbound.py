@@ -12,6 +12,7 @@ from nio import (
     Event,
     InviteMemberEvent,
     MegolmEvent,
+    ReactionEvent,
     RedactionEvent,
     RoomMessage,
     RoomMessageText,
@@ -44,6 +45,20 @@ class Message:
     replaces: EventID | None = None
     msgtype: str = "m.text"
     content: dict[str, Any] | None = None
+    reply_to: EventID | None = None
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """An emoji annotation of an event, decrypted if it was encrypted."""
+
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
+    reacts_to: EventID
+    key: str
+    was_encrypted: bool
+    sender_key: str | None
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,7 @@ class Unreadable:
     source: dict[str, Any]
 
 
-Inbound = Invite | Message | Unreadable | Redaction
+Inbound = Invite | Message | Unreadable | Redaction | Reaction
 
 
 def read_sync(response: SyncResponse, me: str) -> list[Inbound]:
@@ -93,7 +108,7 @@ def read_sync(response: SyncResponse, me: str) -> list[Inbound]:
     return found
 
 
-def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | Redaction | None:
+def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | Redaction | Reaction | None:
     """A timeline event as a typed value; None for what we do not act on."""
     if isinstance(event, RoomMessage):
         content = event.source.get("content", {})
@@ -115,6 +130,17 @@ def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | Redactio
             replaces=replaces,
             msgtype=str(content.get("msgtype", "m.text")),
             content=dict(content),
+            reply_to=_reply_target(relation),
+        )
+    if isinstance(event, ReactionEvent):
+        return Reaction(
+            room_id=room_id,
+            event_id=EventID(event.event_id),
+            sender=UserID(event.sender),
+            reacts_to=EventID(event.reacts_to),
+            key=event.key,
+            was_encrypted=bool(event.decrypted),
+            sender_key=event.sender_key if event.decrypted else None,
         )
     if isinstance(event, MegolmEvent):
         return Unreadable(
@@ -130,3 +156,8 @@ def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | Redactio
             room_id, EventID(event.event_id), UserID(event.sender), EventID(event.redacts)
         )
     return None
+
+
+def _reply_target(relation: dict[str, Any]) -> EventID | None:
+    target = (relation.get("m.in_reply_to") or {}).get("event_id")
+    return EventID(str(target)) if target else None

@@ -17,8 +17,8 @@ from ..ids import EventID, RoomID
 from ..store import Database
 from ..store.models import OutboxItem
 from .client import CannotSend, MatrixClient, RequestRefused, TokenRejected
+from .formatting import edit_of, text_content
 from .formatting import reply_to as as_reply
-from .formatting import text_content
 
 log = logs.get(__name__)
 
@@ -133,6 +133,13 @@ class Outbox:
             self._db.mark_sent(item.txn_id, event_id)
             log.info("outbox.sent", txn=item.txn_id, room=item.room_id, event_id=event_id)
             return event_id
+
+    async def edit(
+        self, room_id: RoomID, event_id: str, markdown: str, *, notice: bool = False
+    ) -> EventID:
+        """Replace the text of one of our messages (m.replace)."""
+        content = edit_of(text_content(markdown, notice=notice), event_id)
+        return await self.send_event(room_id, "m.room.message", content)
 
     async def react(
         self, room_id: RoomID, event_id: str, emoji: str, *, key: str | None = None

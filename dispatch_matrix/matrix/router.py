@@ -18,7 +18,16 @@ from ..store import Database
 from . import texts
 from .client import MatrixClient
 from .identities import Identities
-from .inbound import Inbound, Invite, Message, Redaction, Unreadable, from_event, read_sync
+from .inbound import (
+    Inbound,
+    Invite,
+    Message,
+    Reaction,
+    Redaction,
+    Unreadable,
+    from_event,
+    read_sync,
+)
 from .late_keys import LateKeys
 from .outbox import Outbox
 from .trust import DeviceTrust, may_command, may_join
@@ -97,8 +106,10 @@ class Router:
             item.room_id, texts.unreadable(when), reply_to=item.event_id, notice=True
         )
 
-    async def _route(self, item: Invite | Message | Unreadable | Redaction) -> None:
-        if isinstance(item, Invite):
+    async def _route(self, item: Inbound) -> None:
+        if isinstance(item, Reaction):
+            await self._reaction(item)
+        elif isinstance(item, Invite):
             await self._invite(item)
         elif isinstance(item, Message):
             await self._message(item)
@@ -130,6 +141,39 @@ class Router:
         except HomeserverError as err:
             # The invite stays pending and comes back in a later sync.
             log.warning("room.invite_failed", room=invite.room_id, error=err.message)
+
+    async def _reaction(self, reaction: Reaction) -> None:
+        """A reaction may answer an approval question: the same gate as a command."""
+        if reaction.sender not in self._owners:
+            return
+        device = None
+        if reaction.was_encrypted:
+            device = await self._identities.judge(reaction.sender, reaction.sender_key)
+        as_message = Message(
+            reaction.room_id,
+            reaction.event_id,
+            reaction.sender,
+            reaction.key,
+            0,
+            reaction.was_encrypted,
+            reaction.sender_key,
+        )
+        verdict = may_command(
+            as_message,
+            self._owners,
+            device,
+            self.room_private(reaction.room_id),
+            self._require_cross_signed,
+        )
+        if not verdict.allowed:
+            log.info(
+                "reaction.ignored",
+                event_id=reaction.event_id,
+                sender=reaction.sender,
+                reason=verdict.reason,
+            )
+            return
+        await self._intake.reaction(reaction.reacts_to, reaction.key, reaction.sender)
 
     def room_private(self, room_id: str) -> bool:
         """Whether the room's members (joined or invited) are only the bot and owners."""
@@ -166,7 +210,12 @@ class Router:
             await self._intake.not_text(message.event_id, message.room_id)
         else:
             await self._intake.message(
-                message.event_id, message.room_id, message.sender, message.body, message.origin_ts
+                message.event_id,
+                message.room_id,
+                message.sender,
+                message.body,
+                message.origin_ts,
+                reply_to=message.reply_to,
             )
 
     async def _explain(self, message: Message, device: DeviceTrust | None, private: bool) -> None:

@@ -31,9 +31,19 @@ class Intake:
         self._max_chars = max_chars
 
     async def message(
-        self, event_id: str, room_id: str, sender: str, body: str, origin_ts: int
+        self,
+        event_id: str,
+        room_id: str,
+        sender: str,
+        body: str,
+        origin_ts: int,
+        reply_to: str | None = None,
     ) -> None:
         """A new text message from an owner."""
+        # While a question is open, "yes" / "no" answer it instead of becoming work.
+        if self._worker.approvals.answer_text(room_id, body, sender, reply_to):
+            log.info("approval.answered", event_id=event_id, by=sender)
+            return
         command = parse(body)
         if command is not None:
             log.info("command.received", command=command.name, event_id=event_id)
@@ -54,6 +64,11 @@ class Intake:
         # ⏳ first, then wake the worker: its ⚙️ must replace a reaction already there.
         await self._worker.mirror.show(task, TaskState.QUEUED)
         self._worker.wake()
+
+    async def reaction(self, target_event_id: str, key: str, sender: str) -> None:
+        """An owner's trusted reaction: it may answer an approval question."""
+        if self._worker.approvals.answer_reaction(target_event_id, key, sender):
+            log.info("approval.answered", question=target_event_id, by=sender, key=key)
 
     async def edit(self, target_event_id: str, body: str) -> None:
         """The owner edited a message: a queued task takes the new text."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..agent.ports import TaskIO
 from ..ids import EventID, RoomID
 from ..store import Task
 
@@ -24,6 +25,10 @@ class Room(Protocol):
 
     async def typing(self, room_id: RoomID, on: bool) -> None: ...
 
+    async def edit(
+        self, room_id: RoomID, event_id: str, markdown: str, *, notice: bool = False
+    ) -> EventID: ...
+
     async def react(
         self, room_id: RoomID, event_id: str, emoji: str, *, key: str | None = None
     ) -> EventID: ...
@@ -38,4 +43,4 @@ class Room(Protocol):
 class Answerer(Protocol):
     """Who turns a task into an answer: the agent."""
 
-    async def answer(self, task: Task) -> str: ...
+    async def answer(self, task: Task, io: TaskIO) -> str: ...

@@ -132,3 +132,19 @@ def dropped(task: Task) -> str:
 
 def failed(reason: str) -> str:
     return f"❌ I could not finish this: {reason}"
+
+
+def outage(reason: str) -> str:
+    """The Messages API is away; the task waits."""
+    return (
+        f"⏳ The model is unavailable right now ({reason}). Your task keeps its place and "
+        "what is done so far; I retry by myself and carry on when it answers."
+    )
+
+
+def access_refused(reason: str) -> str:
+    """The API key or credit needs the owner's attention."""
+    return (
+        f"⛔ The Messages API refused me: {reason}. I paused the queue. Fix the API key or "
+        "credit on the computer, then send `!resume`."
+    )

@@ -14,12 +14,15 @@ import signal
 import time
 
 from .. import logs
+from ..agent import ModelAccessError, ModelOutage
 from ..errors import ModelError
 from ..ids import RoomID
 from ..store import Database, Task, TaskState
 from . import texts
+from .approvals import Approvals
 from .mirror import Mirror
 from .ports import Answerer, Room
+from .taskio import RoomTaskIO
 
 log = logs.get(__name__)
 
@@ -30,11 +33,15 @@ _KILL_GRACE_S = 1.0
 class Worker:
     """Runs queued tasks through the agent and posts each answer as a reply."""
 
-    def __init__(self, db: Database, agent: Answerer, room: Room) -> None:
+    def __init__(
+        self, db: Database, agent: Answerer, room: Room, approval_timeout_s: float = 600.0
+    ) -> None:
         self._db = db
         self._agent = agent
         self._room = room
         self.mirror = Mirror(db, room)
+        self.approvals = Approvals(db, room, self.mirror, approval_timeout_s)
+        self._outage_wait = 0.0
         self._wake = asyncio.Event()
         self.current: Task | None = None
         self.current_since: float | None = None
@@ -126,15 +133,22 @@ class Worker:
         await self.mirror.show(task, TaskState.RUNNING)
         await self.mirror.presence(task, self.paused)
         typing = asyncio.create_task(self._keep_typing(room))
-        self._job = asyncio.create_task(self._agent.answer(task))
+        io = RoomTaskIO(task, self._room, self.approvals, self.register_process_group)
+        self._job = asyncio.create_task(self._agent.answer(task, io))
         try:
             answer = await self._job
         except asyncio.CancelledError:
             if self._cancelling != task.id:
                 raise
-            await self._finish(
-                task, TaskState.CANCELLED, typing, texts.CANCELLED, error="cancelled"
-            )
+            await self._finish(task, TaskState.CANCELLED, typing, texts.CANCELLED, "cancelled")
+            return
+        except ModelOutage as err:
+            await self._stop_typing(typing, room)
+            await self._wait_out(task, err)
+            return
+        except ModelAccessError as err:
+            await self._stop_typing(typing, room)
+            await self._blocked(task, err)
             return
         except ModelError as err:
             await self._finish(
@@ -142,10 +156,43 @@ class Worker:
             )
             return
         finally:
+            await io.close()
             self.current, self.current_since, self._job = None, None, None
             self._cancelling = None
             self._process_groups.clear()
+        self._outage_wait = 0.0
+        self._db.forget_notices("outage")
         await self._finish(task, TaskState.DONE, typing, answer)
+
+    async def _wait_out(self, task: Task, err: ModelError) -> None:
+        """The API is away: the task keeps its place and its finished steps; retry later."""
+        self._db.set_task_state(task.id, TaskState.QUEUED)
+        await self.mirror.show(task, TaskState.QUEUED)
+        self._outage_wait = min(max(self._outage_wait * 2, 30.0), 600.0)
+        log.warning(
+            "model.outage", task=task.short_id, error=err.message, retry_in=self._outage_wait
+        )
+        if self._db.first_notice("outage"):
+            await self._room.post(
+                RoomID(task.room_id),
+                texts.outage(err.message),
+                reply_to=task.event_id,
+                notice=True,
+            )
+        await asyncio.sleep(self._outage_wait)
+
+    async def _blocked(self, task: Task, err: ModelError) -> None:
+        """The key or the credit is the problem: pause and say what to fix."""
+        self._db.set_task_state(task.id, TaskState.QUEUED)
+        await self.mirror.show(task, TaskState.QUEUED)
+        self.set_paused(True)
+        log.error("model.access_refused", error=err.message)
+        await self._room.post(
+            RoomID(task.room_id),
+            texts.access_refused(err.message),
+            reply_to=task.event_id,
+            notice=True,
+        )
 
     async def _finish(
         self,

@@ -82,6 +82,14 @@ _MIGRATIONS = [
     ALTER TABLE tasks ADD COLUMN status_reaction TEXT;
     ALTER TABLE tasks ADD COLUMN steps INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: every approval asked in the room: what, its fingerprint, the answer and who gave it.
+    """
+    CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER REFERENCES tasks (id),
+        subject TEXT NOT NULL, fingerprint TEXT NOT NULL, approved INTEGER NOT NULL,
+        decided_by TEXT NOT NULL, at REAL NOT NULL
+    );
+    """,
 ]
 
 

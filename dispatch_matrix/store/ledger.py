@@ -165,6 +165,25 @@ class LedgerQueries(Base):
             row = conn.execute("SELECT steps FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return int(row[0])
 
+    def record_approval(
+        self, task_id: int, subject: str, fingerprint: str, approved: bool, decided_by: str
+    ) -> None:
+        """Keep the decision on an approval question in the task's record."""
+        with self.tx() as conn:
+            conn.execute(
+                "INSERT INTO approvals (task_id, subject, fingerprint, approved, decided_by, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (task_id, subject, fingerprint, int(approved), decided_by, time.time()),
+            )
+
+    def approvals(self, task_id: int) -> list[tuple[str, bool, str]]:
+        """A task's approval decisions: (subject, approved, decided by)."""
+        rows = self._conn.execute(
+            "SELECT subject, approved, decided_by FROM approvals WHERE task_id = ? ORDER BY id",
+            (task_id,),
+        ).fetchall()
+        return [(r[0], bool(r[1]), r[2]) for r in rows]
+
     # -- the conversation ------------------------------------------------------------------
 
     def current_conversation(self) -> int:

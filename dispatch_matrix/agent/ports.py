@@ -1,0 +1,28 @@
+"""What the agent needs from the task's surroundings (the queue provides it over Matrix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from ..tools import Decision
+
+
+class TaskIO(Protocol):
+    """The agent's channel to the owner while one task runs."""
+
+    async def progress(self, text: str) -> None:
+        """Show what the agent is doing now (edits one status message)."""
+        ...
+
+    async def ask(self, decision: Decision) -> bool:
+        """Ask the owner to approve a tool call; False on no, silence or expiry."""
+        ...
+
+    async def send_file(self, path: Path, caption: str | None = None) -> str:
+        """Upload a file to the room (encrypted); returns its event id."""
+        ...
+
+    def process_started(self, pgid: int) -> None:
+        """A tool started a process group (so `!cancel` can stop it)."""
+        ...

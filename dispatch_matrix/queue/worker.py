@@ -12,12 +12,14 @@ import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 
 from .. import logs
 from ..agent import ModelAccessError, ModelOutage
 from ..errors import ModelError
 from ..ids import RoomID
 from ..store import Database, Task, TaskState
+from ..tools.process import group_alive
 from . import texts
 from .approvals import Approvals
 from .mirror import Mirror
@@ -72,6 +74,7 @@ class Worker:
 
     async def _recover(self) -> None:
         """Tasks a crash left running are interrupted: say so, then resume them first."""
+        await self._kill_orphans()
         for task in self._db.tasks_in(TaskState.RUNNING):
             self._db.set_task_state(task.id, TaskState.INTERRUPTED)
             log.warning("task.interrupted", task=task.short_id, steps=task.steps)
@@ -93,8 +96,13 @@ class Worker:
         self.wake()
 
     def register_process_group(self, pgid: int) -> None:
-        """A tool started a process group; `cancel` kills it."""
+        """A tool started a process group; `cancel` kills it, and so does the next start
+        if the daemon dies meanwhile (recorded with this boot's id, so a reboot's reused
+        process ids are never touched)."""
         self._process_groups.add(pgid)
+        self._db.set_meta(
+            "process_groups", f"{_boot_id()}:{','.join(map(str, self._process_groups))}"
+        )
 
     async def cancel_running(self) -> Task | None:
         """Stop the running task and every process it started; returns it."""
@@ -105,6 +113,16 @@ class Worker:
         await asyncio.to_thread(self._kill_groups)
         job.cancel()
         return task
+
+    async def _kill_orphans(self) -> None:
+        """Stop what the previous run's tools left running (same boot only)."""
+        recorded = self._db.get_meta("process_groups") or ""
+        boot, _, groups = recorded.partition(":")
+        if boot == _boot_id() and groups:
+            self._process_groups = {int(g) for g in groups.split(",") if g.isdigit()}
+            log.warning("task.orphans_stopped", groups=sorted(self._process_groups))
+            await asyncio.to_thread(self._kill_groups)
+        self._db.set_meta("process_groups", "")
 
     def _kill_groups(self) -> None:
         groups = list(self._process_groups)
@@ -117,9 +135,9 @@ class Worker:
             if not alive or sig == signal.SIGKILL:
                 break
             deadline = time.monotonic() + _KILL_GRACE_S
-            while time.monotonic() < deadline and any(_exists(pgid) for pgid in alive):
+            while time.monotonic() < deadline and any(group_alive(pgid) for pgid in alive):
                 time.sleep(0.02)
-            groups = [pgid for pgid in alive if _exists(pgid)]
+            groups = [pgid for pgid in alive if group_alive(pgid)]
         self._process_groups.clear()
 
     # -- one task --------------------------------------------------------------------------
@@ -160,6 +178,7 @@ class Worker:
             self.current, self.current_since, self._job = None, None, None
             self._cancelling = None
             self._process_groups.clear()
+            self._db.set_meta("process_groups", "")
         self._outage_wait = 0.0
         self._db.forget_notices("outage")
         await self._finish(task, TaskState.DONE, typing, answer)
@@ -231,9 +250,8 @@ class Worker:
         await self._room.typing(room, False)
 
 
-def _exists(pgid: int) -> bool:
+def _boot_id() -> str:
     try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"

@@ -1,0 +1,110 @@
+"""Lose nothing: `!cancel` of a long shell command, and kill -9 in the middle of one —
+through Synapse, a strict js client, the bot process and the scripted Messages API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from conftest import BotSetup
+from fake_messages_api import FakeMessagesAPI
+from harness.bot import BotProcess
+from harness.jsclient import JsClient
+
+pytestmark = [pytest.mark.e2e]
+
+StartClient = Callable[..., Awaitable[JsClient]]
+
+PERMISSIONS = """
+[permissions]
+allow = ["Bash(sleep:*)", "Bash(echo:*)"]
+"""
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids whose command line holds `marker` (the test's unique sleep length)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker in cmdline and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+async def started(
+    make_bot: Callable[..., BotSetup], owner_client: StartClient, running: list[BotProcess]
+) -> tuple[BotSetup, BotProcess, JsClient, str]:
+    setup = make_bot(extra=PERMISSIONS)
+    bot = await setup.process().start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(setup.bot.user_id)
+    await owner.wait_join(room, setup.bot.user_id)
+    return setup, bot, owner, room
+
+
+async def test_cancel_stops_a_running_sleep_600_and_its_processes(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    marker = "600.0271"
+    fake_api.reply(tools=[("bash", {"command": f"sleep {marker}"})])
+    sent = await owner.send_text(room, "wait ten minutes")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains=f"sleep {marker}")
+    assert processes_with(marker), "the command is running"
+    began = time.monotonic()
+    await owner.send_text(room, "!cancel")
+    cancelled = await owner.wait_message(room, sender=setup.bot.user_id, contains="Cancelled")
+    took = time.monotonic() - began
+    assert cancelled["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == sent
+    assert processes_with(marker) == [], "the whole process group is gone"
+    # Generous bound, only to prove it did not wait for the command (the figure is logged).
+    assert took < 10, took
+    print(f"cancel took {took:.2f}s")
+    fake_api.reply("Still here.")
+    await owner.send_text(room, "are you still there?")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="Still here")
+    await bot.wait_log("task.finished", where=lambda r: r["state"] == "cancelled")
+
+
+async def test_kill_9_mid_shell_step_then_restart_reports_and_finishes(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    marker = "600.0314"
+    fake_api.reply("Starting the long job.", tools=[("bash", {"command": f"sleep {marker}"})])
+    sent = await owner.send_text(room, "run the long job")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains=f"sleep {marker}")
+    await bot.kill9()
+    assert processes_with(marker), "an orphan of the crash is still running"
+
+    fake_api.reply("The long job was interrupted; I checked and stopped there.")
+    bot = await setup.process().start()
+    running.append(bot)
+    notice = await owner.wait_message(room, sender=setup.bot.user_id, contains="I was stopped")
+    assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == sent
+    final = await owner.wait_message(room, sender=setup.bot.user_id, contains="was interrupted;")
+    assert final["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == sent
+    # The model heard the truth about the call that was running, rather than a re-run.
+    last = fake_api.requests[-1].body["messages"][-1]["content"]
+    result = next(block for block in last if block.get("type") == "tool_result")
+    assert result["is_error"] and "interrupted" in str(result["content"])
+    assert len(fake_api.requests) == 2, "the interrupted command was not re-run blindly"
+    assert processes_with(marker) == [], "the restart stopped the orphaned command"
+    fake_api.reply("Fresh answer.")
+    await owner.send_text(room, "and now?")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="Fresh answer")

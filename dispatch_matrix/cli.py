@@ -102,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(trust)
     trust.add_argument("user", nargs="?", help="the owner's user id")
 
+    pair = commands.add_parser(
+        "pair",
+        help="verify an owner's phone by comparing emoji (stop the daemon first)",
+        description="Interactive emoji verification with an owner: start 'Verify' on the "
+        "bot's profile in Element (or pass --owner and the bot asks), compare the emoji shown "
+        "here with the phone, confirm on both. Afterwards each side shows the other as "
+        "verified, and the bot trusts exactly that identity.",
+    )
+    _config_arg(pair)
+    pair.add_argument("--owner", help="the owner to verify (default: wait for any owner)")
+    pair.add_argument("--timeout", type=float, default=300, help="seconds to wait (default 300)")
+
     reset = commands.add_parser(
         "reset-identity",
         help="replace the bot's cross-signing keys (owners must verify it again)",
@@ -198,12 +210,44 @@ def _reset_identity(args: argparse.Namespace) -> int:
     return asyncio.run(reset_identity(config, _say))
 
 
+async def _ask_match(emoji: list[tuple[str, str]]) -> bool:
+    """Ask on the terminal whether the emoji match; cancellable (the phone may cancel)."""
+    print("Do they match what your phone shows? [y/N] ", end="", flush=True)
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[str] = loop.create_future()
+
+    def on_input() -> None:
+        if not answered.done():
+            answered.set_result(sys.stdin.readline())
+
+    loop.add_reader(sys.stdin.fileno(), on_input)
+    try:
+        line = await answered
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+    return line.strip().lower() in {"y", "yes"}
+
+
+def _pair(args: argparse.Namespace) -> int:
+    from .pairing import pair
+
+    config = load_config(_config_path(args.config))
+    logs.setup("warning")
+    password = config.matrix.secret_password()
+    logs.REDACTOR.add(password.get_secret_value() if password else None)
+    if not sys.stdin.isatty():
+        raise DispatchError("pairing asks you to compare emoji", fix="run it on a terminal")
+    _say("Waiting for the verification… (in Element: the bot's profile → Verify)")
+    return asyncio.run(pair(config, _say, _ask_match, owner=args.owner, timeout_s=args.timeout))
+
+
 _HANDLERS = {
     "init": _init,
     "run": _run,
     "doctor": _doctor,
     "status": _status,
     "trust": _trust,
+    "pair": _pair,
     "reset-identity": _reset_identity,
 }
 
@@ -222,6 +266,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DispatchError as err:
         print(f"dispatch-matrix: {err.one_line()}", file=sys.stderr, flush=True)
         return err.exit_code
+    except Exception as err:  # noqa: BLE001 - the last line of defence: a bug, said plainly
+        logs.get(__name__).exception("cli.crashed", command=args.command)
+        print(
+            f"dispatch-matrix: internal error ({err.__class__.__name__}: {err}); this is a bug —"
+            " the traceback is in the log (logs/dispatch.jsonl in the state folder)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 70
 
 
 if __name__ == "__main__":

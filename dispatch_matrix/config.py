@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from .errors import ConfigError
 
 _USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-4-6"
 
 
 class _Section(BaseModel):
@@ -52,6 +52,9 @@ class MatrixSection(_Section):
         "cross-signed",
         description="Which owner devices are obeyed: only those cross-signed by the owner's "
         "pinned identity, or (relaxed, for clients that cannot cross-sign) any encrypted one",
+    )
+    max_file_mb: float = Field(
+        50.0, gt=0, le=1024, description="Largest attachment the bot sends or accepts (MB)"
     )
     undecryptable_grace_s: float = Field(
         120.0, gt=0, description="How long to wait for a message's keys before telling the owner"
@@ -120,6 +123,43 @@ class AgentSection(_Section):
         default_factory=list,
         description="Environment variables shell commands may see besides PATH, HOME, LANG…",
     )
+    context_window: int = Field(
+        200_000, ge=1_000, description="The model's context window, in tokens"
+    )
+    compact_at: float = Field(
+        0.7,
+        gt=0.0,
+        lt=1.0,
+        description="Share of the context window a request may fill before older turns are "
+        "compacted into a summary",
+    )
+    keep_recent_messages: int = Field(
+        12, ge=2, description="Newest messages always sent verbatim, never compacted"
+    )
+    max_tool_result_chars: int = Field(
+        20_000,
+        ge=500,
+        description="Longer tool results are sent trimmed (head and tail); the store keeps "
+        "them whole",
+    )
+    daily_budget_usd: float = Field(
+        0.0,
+        ge=0.0,
+        description="Pause the queue once today's model cost reaches this (USD; 0 = no limit)",
+    )
+    thinking_budget: int = Field(
+        0,
+        ge=0,
+        description="Extended thinking tokens per reply (0 = off, else at least 1024); added "
+        "to max_tokens",
+    )
+
+    @field_validator("thinking_budget")
+    @classmethod
+    def _thinking(cls, value: int) -> int:
+        if 0 < value < 1024:
+            raise ValueError("must be 0 (off) or at least 1024 tokens")
+        return value
 
     def secret_api_key(self) -> SecretStr | None:
         """The API key from the file or the file it names; None means the SDK reads the env."""

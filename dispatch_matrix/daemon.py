@@ -20,7 +20,7 @@ from pathlib import Path
 import anthropic
 
 from . import __version__, logs
-from .agent import Agent, Limits
+from .agent import Agent, Limits, Memory, Settings
 from .agent.prompt import Machine, system_prompt
 from .config import Config
 from .errors import HomeserverError
@@ -32,7 +32,7 @@ from .matrix.crosssign import OwnIdentity, ensure_identity
 from .matrix.identities import Identities
 from .matrix.outbox import Outbox
 from .matrix.router import Router
-from .matrix.sync import SyncLoop
+from .matrix.sync import SyncLoop, SyncStalled
 from .queue import Worker
 from .queue.control import Control
 from .queue.intake import Intake
@@ -41,6 +41,7 @@ from .store import Database
 from .store.models import Session
 from .tools import Policy, ToolContext, ToolRegistry, check_sandbox, default_tools
 from .tools.paths import canonicalize
+from .tools.send_file import SendFileTool
 
 log = logs.get(__name__)
 
@@ -92,6 +93,7 @@ def build_tools(
         canonical=canonicalize,
     )
     registry = ToolRegistry(default_tools(config.agent.sandbox, read_denied=policy.read_denied))
+    registry.add(SendFileTool())
     names = (*_SHELL_ENV, *config.agent.env_passthrough)
     env = {name: os.environ[name] for name in names if name in os.environ}
     env.setdefault("TERM", "dumb")
@@ -228,7 +230,10 @@ async def _serve(
 ) -> int:
     owners = frozenset(config.matrix.owners)
     identities = Identities(client, db, owners)
-    outbox = Outbox(client, db, before_send=identities.restrict_sharing)
+    max_file_bytes = int(config.matrix.max_file_mb * 1024 * 1024)
+    outbox = Outbox(
+        client, db, before_send=identities.restrict_sharing, max_file_bytes=max_file_bytes
+    )
     workdir = config.agent.workdir.expanduser()
     roots = [root.expanduser() for root in config.agent.allowed_roots]
     machine = Machine.here(workdir, roots)
@@ -243,9 +248,11 @@ async def _serve(
         policy=policy,
         context=context,
         limits=Limits(config.agent.max_steps, config.agent.max_task_seconds),
+        settings=Settings.from_config(config.agent),
+        memory=Memory(config.state_dir / "memory.md"),
     )
     worker = Worker(db, agent, outbox, config.permissions.approval_timeout_s)
-    control = Control(db, worker, outbox)
+    control = Control(db, worker, outbox, agent)
     intake = Intake(db, worker, outbox, control, config.agent.max_task_chars)
     router = Router(
         client,
@@ -258,6 +265,8 @@ async def _serve(
         require_cross_signed=config.matrix.trust == "cross-signed",
         allowed_shared_rooms=frozenset(config.matrix.shared_rooms),
         undecryptable_grace_s=config.matrix.undecryptable_grace_s,
+        inbox=workdir / "inbox",
+        max_file_bytes=max_file_bytes,
     )
     if config.matrix.trust != "cross-signed":
         log.warning(
@@ -277,9 +286,10 @@ async def _serve(
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(sync.run(), name="sync")
+            group.create_task(sync.watch(), name="sync-watchdog")
             group.create_task(worker.run(), name="worker")
             group.create_task(announce(), name="announce")
-    except* HomeserverError as errors:
+    except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
     return 0
 

@@ -139,7 +139,7 @@ def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) 
     root.setLevel(level.upper())
     # nio logs whole HTTP bodies at debug and retries as warnings; our own events say what
     # happened, so only its errors pass.
-    for noisy in ("nio", "peewee", "httpx", "httpcore", "aiohttp.access"):
+    for noisy in ("nio", "peewee", "httpx", "httpcore", "aiohttp.access", "anthropic"):
         logging.getLogger(noisy).setLevel(max(logging.ERROR, root.level))
 
 

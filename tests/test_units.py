@@ -208,3 +208,17 @@ def test_cache_breakpoint_goes_on_the_last_block_of_a_copy() -> None:
     out = with_cache_breakpoint(messages)
     assert out[-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert "cache_control" not in messages[-1]["content"][-1]
+
+
+def test_normalize_answers_tool_calls_a_cancelled_task_left_open() -> None:
+    call = {"type": "tool_use", "id": "toolu_1", "name": "bash", "input": {"command": "sleep 9"}}
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "wait"}]},
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [{"type": "text", "text": "next task"}]},
+    ]
+    out = normalize(messages)
+    first = out[2]["content"][0]
+    assert first["type"] == "tool_result" and first["tool_use_id"] == "toolu_1"
+    assert first["is_error"] is True
+    assert out[2]["content"][1]["text"] == "next task"

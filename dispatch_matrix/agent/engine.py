@@ -16,17 +16,22 @@ from .. import logs
 from ..errors import ModelError
 from ..store import Database, Task
 from ..tools import Policy, ToolContext, ToolRegistry, ToolResult
-from . import model
+from . import model, usage
+from .compaction import Compaction, Compactor
+from .context import Gauge, estimate_tokens, real_input
+from .inbox import first_turn
+from .memory import Memory, MemoryTool
+from .model import BudgetSpent, ContextTooLong
 from .ports import TaskIO
 from .prompt import turn_context
+from .settings import Settings
 from .transcript import (
     CACHE,
     block_dict,
     interrupted_results,
-    normalize,
     pending_tool_uses,
+    request_messages,
     text_of,
-    with_cache_breakpoint,
 )
 
 log = logs.get(__name__)
@@ -44,8 +49,22 @@ class Limits:
     max_seconds: float = 3600.0
 
 
+@dataclass(frozen=True)
+class Request:
+    """What one request sends besides the model and its settings, and its size estimate."""
+
+    system: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    estimate: int
+
+
 class Agent:
-    """Answers tasks with Claude and the local tools, keeping the conversation in the store."""
+    """Answers tasks with Claude and the local tools, keeping the conversation in the store.
+
+    With a `memory`, its `memory` tool is added to `tools` and the file travels in every
+    request's system prompt.
+    """
 
     def __init__(
         self,
@@ -59,16 +78,44 @@ class Agent:
         policy: Policy,
         context: ToolContext,
         limits: Limits = Limits(),
+        settings: Settings | None = None,
+        memory: Memory | None = None,
     ) -> None:
         self._db = db
         self._client = client
-        self.model = model_name
+        self.default_model = model_name
         self._max_tokens = max_tokens
         self._system = system
         self._tools = tools
         self._policy = policy
         self._context = context
         self._limits = limits
+        self.settings = settings = settings or Settings()
+        self.memory = memory
+        if memory is not None and tools.get(MemoryTool.name) is None:
+            tools.add(MemoryTool(memory))
+        self._compactor = Compactor(db, client, settings)
+        self._gauge = Gauge()
+
+    # -- what the owner may change or ask for without the model ------------------------------
+
+    def current_model(self) -> str:
+        """The model for the next task: the one set with `!model`, else the config's."""
+        return self._db.get_meta("model") or self.default_model
+
+    def set_model(self, name: str | None) -> None:
+        """Use `name` from the next task on; None goes back to the config's model."""
+        self._db.set_meta("model", name or "")
+
+    async def model_exists(self, name: str) -> bool | None:
+        """Whether the API knows the model; None when it cannot be asked now."""
+        return await model.exists(self._client, name)
+
+    async def compact_now(self) -> Compaction | None:
+        """Compact the open conversation now (`!compact`); None if it is too short."""
+        return await self._compact(self._db.current_conversation(), None, self.current_model())
+
+    # -- the loop ----------------------------------------------------------------------------
 
     async def answer(self, task: Task, io: TaskIO, now: datetime | None = None) -> str:
         """Run the task to the model's final answer and return its text."""
@@ -76,6 +123,8 @@ class Agent:
         done = self._resume(task, conversation, now)
         if done is not None:
             return done
+        # One model per task: the cached prefix and any thinking signatures belong to it.
+        name = self.current_model()
         started = time.monotonic()
         while True:
             steps = self._db.count_step(task.id)
@@ -89,7 +138,7 @@ class Agent:
                     f"stopped after {self._limits.max_seconds / 60:.0f} minutes without "
                     "finishing (the time budget, [agent] max_task_seconds)"
                 )
-            reply = await self._ask(task, conversation, steps)
+            reply = await self._ask(task, conversation, steps, name)
             content = [block_dict(block) for block in reply.content]
             self._db.append_message(conversation, task.id, "assistant", content)
             uses = pending_tool_uses({"role": "assistant", "content": content})
@@ -103,8 +152,7 @@ class Agent:
         mine = self._db.task_messages(task.id)
         if not mine:
             stamp = turn_context(now or datetime.now(UTC))
-            content = [{"type": "text", "text": f"{stamp}\n{task.body}"}]
-            self._db.append_message(conversation, task.id, "user", content)
+            self._db.append_message(conversation, task.id, "user", first_turn(task, stamp))
             return None
         last = mine[-1]
         if last["role"] == "assistant":
@@ -116,21 +164,87 @@ class Agent:
             log.warning("agent.tool_calls_interrupted", task=task.short_id, calls=len(repair))
         return None
 
-    async def _ask(self, task: Task, conversation: int, step: int) -> Any:
-        messages = with_cache_breakpoint(normalize(self._db.transcript(conversation)))
+    async def _ask(self, task: Task, conversation: int, step: int, name: str) -> Any:
+        """One step's request, compacting first when it would fill the context; a refusal
+        as too long compacts harder and retries exactly once."""
+        request = self._request(conversation)
+        expected = self._gauge.expect(request.estimate)
+        if expected > self.settings.compact_above:
+            log.info("agent.context_full", task=task.short_id, expected=expected)
+            if await self._compact(conversation, task.id, name) is not None:
+                request = self._request(conversation)
+        try:
+            return await self._send(task, step, name, request)
+        except ContextTooLong as err:
+            log.warning("agent.context_too_long", task=task.short_id, error=err.message)
+            if await self._compact(conversation, task.id, name, relaxed=True) is None:
+                raise ContextTooLong(
+                    f"{err.message} — and nothing older is left to compact; send `!new` to "
+                    "start a fresh conversation"
+                ) from err
+            return await self._send(task, step, name, self._request(conversation))
+
+    def _request(self, conversation: int) -> Request:
+        """The request for the conversation as it stands in the store."""
+        summary = self._db.latest_summary(conversation)
+        rows = self._db.transcript_rows(conversation, summary.covers_up_to if summary else 0)
+        messages = request_messages(
+            [(row.id, row.message()) for row in rows],
+            summary.text if summary else None,
+            self.settings.max_tool_result_chars,
+        )
         system = [{"type": "text", "text": self._system, "cache_control": dict(CACHE)}]
-        log.info("agent.request", task=task.short_id, step=step, messages=len(messages))
+        if self.memory is not None:
+            # After the stable part, with its own breakpoint: a memory edit re-caches only
+            # from here on.
+            memory = self.memory.system_block()
+            system.append({"type": "text", "text": memory, "cache_control": dict(CACHE)})
+        tools = self._tools.definitions()
+        size = estimate_tokens({"system": system, "tools": tools, "messages": messages})
+        return Request(system, messages, tools, size)
+
+    async def _compact(
+        self, conversation: int, task_id: int | None, name: str, *, relaxed: bool = False
+    ) -> Compaction | None:
+        self._check_budget()
+        return await self._compactor.compact(conversation, task_id, name, relaxed=relaxed)
+
+    def _check_budget(self) -> None:
+        """Refuse a request once today's cost reached the daily budget."""
+        budget = self.settings.daily_budget_usd
+        if budget <= 0:
+            return
+        spent = usage.today(self._db, datetime.now(UTC)).cost_usd
+        if spent >= budget:
+            raise BudgetSpent(spent, budget)
+
+    async def _send(self, task: Task, step: int, name: str, request: Request) -> Any:
+        self._check_budget()
+        max_tokens, thinking = self._max_tokens, None
+        if self.settings.thinking_budget > 0:
+            budget = self.settings.thinking_budget
+            thinking = {"type": "enabled", "budget_tokens": budget}
+            max_tokens += budget
+        log.info(
+            "agent.request",
+            task=task.short_id,
+            step=step,
+            model=name,
+            messages=len(request.messages),
+            estimate=request.estimate,
+        )
         reply = await model.request(
             self._client,
-            model=self.model,
-            max_tokens=self._max_tokens,
-            system=system,
-            messages=messages,
-            tools=self._tools.definitions(),
+            model=name,
+            max_tokens=max_tokens,
+            system=request.system,
+            messages=request.messages,
+            tools=request.tools,
+            thinking=thinking,
         )
-        usage = reply.usage.model_dump(exclude_none=True) if reply.usage else {}
-        counts = {k: int(v) for k, v in usage.items() if isinstance(v, int)}
-        self._db.record_usage(task.id, self.model, counts)
+        counts = model.usage_counts(reply)
+        self._db.record_usage(task.id, name, counts)
+        self._gauge.measured(request.estimate, real_input(counts))
         log.info(
             "agent.reply",
             task=task.short_id,
@@ -159,6 +273,7 @@ class Agent:
         await io.progress(f"step {step}: {_describe(name, tool_input)}")
         context = self._context
         context.on_process = io.process_started
+        context.reporter = io
         result = await self._tools.run(name, tool_input, context)
         log.info("tool.result", tool=name, error=result.is_error)
         return result.as_block(use["id"])
@@ -178,4 +293,6 @@ def _describe(name: str, tool_input: dict[str, Any]) -> str:
         "glob": "listing",
         "grep": "searching",
     }
+    if name == "memory":
+        return f"memory: {tool_input.get('action', 'view')}"
     return f"{verbs.get(name, name)} {path}" if path else name

@@ -28,6 +28,21 @@ class ContextTooLong(ModelError):
     """The request does not fit the model's context window."""
 
 
+class BudgetSpent(ModelAccessError):
+    """Today's model cost reached [agent] daily_budget_usd: no request until it is raised,
+    or tomorrow."""
+
+    def __init__(self, spent_usd: float, budget_usd: float) -> None:
+        super().__init__(
+            f"the daily budget is spent: today's model cost ${spent_usd:.2f} has reached "
+            f"[agent] daily_budget_usd = {budget_usd:.2f}. To go on today, raise "
+            "daily_budget_usd in the config file (0 means no limit) and restart dispatch-matrix; "
+            "otherwise wait until tomorrow. Then send `!resume`"
+        )
+        self.spent_usd = spent_usd
+        self.budget_usd = budget_usd
+
+
 def _message_of(err: anthropic.APIStatusError) -> str:
     body = err.body if isinstance(err.body, dict) else None
     if body and isinstance(body.get("error"), dict):
@@ -43,6 +58,7 @@ async def request(
     system: list[dict[str, Any]],
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]],
+    thinking: dict[str, Any] | None = None,
 ) -> Message:
     """Stream one model response to its end and return it; raises a ModelError kind."""
     kwargs: dict[str, Any] = {
@@ -53,6 +69,8 @@ async def request(
     }
     if tools:
         kwargs["tools"] = tools
+    if thinking:
+        kwargs["thinking"] = thinking
     try:
         async with client.messages.stream(**kwargs) as stream:
             return await stream.get_final_message()
@@ -68,3 +86,20 @@ async def request(
         raise ModelError(f"the Messages API answered {status}: {text}") from err
     except anthropic.APIConnectionError as err:
         raise ModelOutage(f"the Messages API could not be reached ({err})") from err
+
+
+def usage_counts(reply: Message) -> dict[str, int]:
+    """A reply's token counts (input, output, cache writes and reads) as plain ints."""
+    usage = reply.usage.model_dump(exclude_none=True) if reply.usage else {}
+    return {k: int(v) for k, v in usage.items() if isinstance(v, int)}
+
+
+async def exists(client: anthropic.AsyncAnthropic, name: str) -> bool | None:
+    """Whether the API knows a model id or alias; None when it cannot tell right now."""
+    try:
+        await client.with_options(timeout=15.0, max_retries=1).models.retrieve(name)
+    except anthropic.NotFoundError:
+        return False
+    except (anthropic.APIStatusError, anthropic.APIConnectionError):
+        return None
+    return True

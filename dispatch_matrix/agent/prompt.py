@@ -63,3 +63,36 @@ The machine:
 def turn_context(now: datetime) -> str:
     """The line of context that travels with one user turn."""
     return f"[sent {now.strftime('%a %Y-%m-%d %H:%M %Z').strip()}]"
+
+
+SUMMARY_SYSTEM = """\
+You compact the history of a long-running conversation between an owner and their \
+assistant, dispatch-matrix, an agent that works on the owner's computer. Your summary \
+replaces the older turns in the assistant's context, so it must let the assistant carry on \
+as if it remembered them.
+
+Keep, briefly and precisely:
+- what the owner asked for and decided, and their stated preferences and standing requests;
+- what was done and found: files and folders by full path, commands that mattered, results, \
+numbers, errors and how they were resolved;
+- what is still open: unfinished work, promises made, questions waiting for an answer;
+- facts learned about the machine and the owner's projects.
+Leave out chit-chat, routine tool output and anything superseded by a later turn.
+
+Write Markdown bullets grouped under short headings, oldest first within each group, in the \
+past tense; refer to the owner as "the owner". Do not invent anything, and do not address \
+the owner: the summary is for the assistant. Stay under {words} words."""
+
+
+def summary_request(previous: str | None, conversation: str) -> str:
+    """The user message of a summarisation request."""
+    text = ""
+    if previous:
+        text += f"The summary so far:\n<summary>\n{previous}\n</summary>\n\n"
+    text += (
+        f"The conversation that followed:\n<conversation>\n{conversation}\n</conversation>\n\n"
+        "Write the new summary; it replaces "
+        + ("both the summary so far and " if previous else "")
+        + "these turns."
+    )
+    return text

@@ -27,7 +27,36 @@ def normalize(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             merged.append({"role": message["role"], "content": list(message["content"])})
     while merged and merged[0]["role"] != "user":
         merged.pop(0)
-    return merged
+    return _answer_dangling_calls(merged)
+
+
+STOPPED_RESULT = "Not completed: the task was cancelled or stopped while this call ran."
+
+
+def _answer_dangling_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every tool call an answer: a task cancelled mid-call leaves a tool_use with no
+    tool_result, which the API rejects in every later request of the conversation."""
+    for index, message in enumerate(messages[:-1]):
+        calls = [b["id"] for b in pending_tool_uses(message)]
+        if not calls:
+            continue
+        following = messages[index + 1]
+        answered = {
+            b.get("tool_use_id") for b in following["content"] if b.get("type") == "tool_result"
+        }
+        missing = [
+            {
+                "type": "tool_result",
+                "tool_use_id": call,
+                "content": [{"type": "text", "text": STOPPED_RESULT}],
+                "is_error": True,
+            }
+            for call in calls
+            if call not in answered
+        ]
+        if missing:
+            messages[index + 1] = {"role": "user", "content": [*missing, *following["content"]]}
+    return messages
 
 
 def with_cache_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -74,3 +103,92 @@ def block_dict(block: Any) -> dict[str, Any]:
 def text_of(content: list[dict[str, Any]]) -> str:
     """The text blocks of a message, joined."""
     return "\n\n".join(b["text"] for b in content if b.get("type") == "text").strip()
+
+
+# -- what is sent: trimmed tool results, the summary first, breakpoints -------------------------
+
+SUMMARY_HEAD = (
+    "[Summary of our conversation before this point. The older turns were compacted to keep "
+    "the context small; their full record stays in the store.]"
+)
+
+
+def trim_text(text: str, limit: int, row_id: int) -> str:
+    """Head and tail of a text longer than `limit`, with a note of what was cut and where
+    the whole of it is kept."""
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    tail = limit - head
+    cut = len(text) - limit
+    note = f"\n[… {cut} chars trimmed; full output in the store, transcript row {row_id}]\n"
+    return text[:head] + note + text[len(text) - tail :]
+
+
+def trim_tool_results(message: dict[str, Any], limit: int, row_id: int) -> dict[str, Any]:
+    """The message with each overlong tool-result text trimmed (a copy only if changed)."""
+    if message["role"] != "user":
+        return message
+    changed = False
+    content = []
+    for block in message["content"]:
+        if block.get("type") == "tool_result":
+            trimmed = _trim_result(block, limit, row_id)
+            changed = changed or trimmed is not block
+            block = trimmed
+        content.append(block)
+    return {"role": "user", "content": content} if changed else message
+
+
+def _trim_result(block: dict[str, Any], limit: int, row_id: int) -> dict[str, Any]:
+    inner = block.get("content")
+    if isinstance(inner, str):
+        if len(inner) <= limit:
+            return block
+        return {**block, "content": trim_text(inner, limit, row_id)}
+    if not isinstance(inner, list):
+        return block
+    parts = [
+        {**part, "text": trim_text(part["text"], limit, row_id)}
+        if part.get("type") == "text" and len(part.get("text", "")) > limit
+        else part
+        for part in inner
+    ]
+    if all(new is old for new, old in zip(parts, inner, strict=True)):
+        return block
+    return {**block, "content": parts}
+
+
+def summary_message(text: str) -> dict[str, Any]:
+    """The user message that stands for the compacted turns, first in every request."""
+    return {"role": "user", "content": [{"type": "text", "text": f"{SUMMARY_HEAD}\n\n{text}"}]}
+
+
+def request_messages(
+    rows: list[tuple[int, dict[str, Any]]], summary: str | None, trim_at: int
+) -> list[dict[str, Any]]:
+    """The messages of a request: the summary (if any) then the newer turns verbatim, long
+    tool results trimmed; breakpoints on the summary and on the tail.
+
+    `rows` are (transcript row id, message). The summary carries a breakpoint of its own so
+    the prefix a compaction creates is cached once and read back from then on.
+    """
+    messages = [trim_tool_results(message, trim_at, row_id) for row_id, message in rows]
+    if summary is not None:
+        messages.insert(0, summary_message(summary))
+    out = with_cache_breakpoint(normalize(messages))
+    if summary is not None and out:
+        out[0]["content"][0]["cache_control"] = dict(CACHE)
+    return out
+
+
+def count_cache_control(request: dict[str, Any]) -> int:
+    """How many blocks of a request carry cache_control (the API allows at most 4)."""
+    count = 1 if "cache_control" in request else 0
+    system = request.get("system")
+    blocks: list[Any] = list(request.get("tools") or [])
+    blocks += system if isinstance(system, list) else []
+    for message in request.get("messages") or []:
+        content = message.get("content")
+        blocks += content if isinstance(content, list) else []
+    return count + sum(1 for b in blocks if isinstance(b, dict) and "cache_control" in b)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nio import (
+    BadEvent,
     Event,
     InviteMemberEvent,
     MegolmEvent,
@@ -20,6 +21,9 @@ from nio import (
 )
 
 from ..ids import EventID, RoomID, UserID
+
+# The msgtype given to a message event that does not match the spec's schema.
+MALFORMED = "dispatch.malformed"
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,19 @@ def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | Redactio
             key=event.key,
             was_encrypted=bool(event.decrypted),
             sender_key=event.sender_key if event.decrypted else None,
+        )
+    if isinstance(event, BadEvent) and event.source.get("type") == "m.room.message":
+        # A message that fails the spec's schema: still an owner's word, answered, not dropped.
+        return Message(
+            room_id=room_id,
+            event_id=EventID(event.event_id),
+            sender=UserID(event.sender),
+            body="",
+            origin_ts=int(event.server_timestamp),
+            was_encrypted=bool(event.decrypted),
+            sender_key=event.sender_key if event.decrypted else None,
+            msgtype=MALFORMED,
+            content=dict(event.source.get("content") or {}),
         )
     if isinstance(event, MegolmEvent):
         return Unreadable(

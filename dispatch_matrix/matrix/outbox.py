@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from .. import logs
@@ -16,6 +17,7 @@ from ..errors import HomeserverError
 from ..ids import EventID, RoomID
 from ..store import Database
 from ..store.models import OutboxItem
+from .attachments import upload_file
 from .client import CannotSend, MatrixClient, RequestRefused, TokenRejected
 from .formatting import edit_of, text_content
 from .formatting import reply_to as as_reply
@@ -34,7 +36,9 @@ class Outbox:
         client: MatrixClient,
         db: Database,
         before_send: Callable[[RoomID], Awaitable[None]] | None = None,
+        max_file_bytes: int = 50 * 1024 * 1024,
     ) -> None:
+        self._max_file_bytes = max_file_bytes
         self._client = client
         self._db = db
         self._lock = asyncio.Lock()
@@ -133,6 +137,21 @@ class Outbox:
             self._db.mark_sent(item.txn_id, event_id)
             log.info("outbox.sent", txn=item.txn_id, room=item.room_id, event_id=event_id)
             return event_id
+
+    async def send_file(
+        self,
+        room_id: RoomID,
+        path: Path,
+        caption: str | None = None,
+        *,
+        reply_to: str | None = None,
+        task_id: int | None = None,
+    ) -> EventID:
+        """Upload a file (encrypted) and post it; a failure is an AttachmentError."""
+        content = await upload_file(self._client, path, self._max_file_bytes, caption)
+        if reply_to is not None:
+            content = as_reply(content, reply_to)
+        return await self.send_event(room_id, "m.room.message", content, task_id=task_id)
 
     async def edit(
         self, room_id: RoomID, event_id: str, markdown: str, *, notice: bool = False

@@ -7,6 +7,7 @@ reason. A message is acknowledged (written to the ledger) before its sync token 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from nio import SyncResponse
 
@@ -16,9 +17,11 @@ from ..ids import RoomID
 from ..queue.intake import Intake
 from ..store import Database
 from . import texts
+from .attachments import AttachmentError, receive_file
 from .client import MatrixClient
 from .identities import Identities
 from .inbound import (
+    MALFORMED,
     Inbound,
     Invite,
     Message,
@@ -33,6 +36,8 @@ from .outbox import Outbox
 from .trust import DeviceTrust, may_command, may_join
 
 log = logs.get(__name__)
+
+_FILE_TYPES = ("m.image", "m.file", "m.audio", "m.video")
 
 
 class Router:
@@ -50,7 +55,11 @@ class Router:
         require_cross_signed: bool = True,
         allowed_shared_rooms: frozenset[str] = frozenset(),
         undecryptable_grace_s: float = 120.0,
+        inbox: Path = Path("inbox"),
+        max_file_bytes: int = 50 * 1024 * 1024,
     ) -> None:
+        self._inbox = inbox
+        self._max_file_bytes = max_file_bytes
         self._client = client
         self._db = db
         self._owners = owners
@@ -206,6 +215,11 @@ class Router:
             return
         if message.replaces is not None:
             await self._intake.edit(message.replaces, message.body)
+        elif message.msgtype == MALFORMED:
+            log.warning("message.malformed", event_id=message.event_id)
+            await self._intake.malformed(message.event_id, message.room_id)
+        elif message.msgtype in _FILE_TYPES:
+            await self._file(message)
         elif message.msgtype != "m.text":
             await self._intake.not_text(message.event_id, message.room_id)
         else:
@@ -217,6 +231,51 @@ class Router:
                 message.origin_ts,
                 reply_to=message.reply_to,
             )
+
+    async def _file(self, message: Message) -> None:
+        """An owner's image or file: saved, decrypted, into the inbox; then it is a task."""
+        folder = self._inbox / datetime.now(UTC).strftime("%Y-%m-%d")
+        try:
+            received = await receive_file(
+                self._client, message.content or {}, folder, self._max_file_bytes
+            )
+        except (AttachmentError, HomeserverError) as err:
+            log.warning("attachment.refused", event_id=message.event_id, error=err.message)
+            await self._outbox.post(
+                message.room_id,
+                f"📎 I could not take that file: {err.message}.",
+                reply_to=message.event_id,
+                notice=True,
+            )
+            return
+        log.info(
+            "attachment.received",
+            event_id=message.event_id,
+            path=str(received.path),
+            size=received.size,
+            mimetype=received.mimetype,
+        )
+        caption = (message.content or {}).get("body", "")
+        body = (
+            ""
+            if caption == received.name or caption == (message.content or {}).get("filename")
+            else str(caption)
+        )
+        await self._intake.message(
+            message.event_id,
+            message.room_id,
+            message.sender,
+            body or f"(sent {received.name})",
+            message.origin_ts,
+            attachments=[
+                {
+                    "path": str(received.path),
+                    "mimetype": received.mimetype,
+                    "size": received.size,
+                    "name": received.name,
+                }
+            ],
+        )
 
     async def _explain(self, message: Message, device: DeviceTrust | None, private: bool) -> None:
         """Tell the owner once why their message was not obeyed; strangers are not answered."""

@@ -2,25 +2,36 @@
 
 The sync token is saved only after the router has written the events it covers to the
 ledger, so a crash re-reads rather than loses; event-id de-duplication makes the re-read
-harmless.
+harmless. A watchdog notices a loop that stopped making progress (the process then exits
+non-zero, so the service manager restarts it) and a clock jump (sleep/wake: the wall clock
+moved while the monotonic clock did not), after which the long poll restarts at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 from nio import SyncResponse
 
 from .. import logs
-from ..errors import HomeserverError
+from ..errors import DispatchError, HomeserverError
 from ..store import Database
 from .client import MatrixClient, TokenRejected
 
 log = logs.get(__name__)
 
 _MAX_BACKOFF_S = 60.0
+_WATCH_EVERY_S = 5.0
+_CLOCK_JUMP_S = 30.0
+
+
+class SyncStalled(DispatchError):
+    """The sync loop made no progress for too long; restarting the process is the cure."""
+
+    exit_code = 70
 
 
 class SyncLoop:
@@ -32,13 +43,31 @@ class SyncLoop:
         db: Database,
         handle: Callable[[SyncResponse, str | None], Awaitable[None]],
         timeout_ms: int,
+        watch_every_s: float = _WATCH_EVERY_S,
+        stall_margin_s: float = 120.0,
     ) -> None:
+        self._watch_every_s = watch_every_s
+        self._stall_margin_s = stall_margin_s
         self._client = client
         self._db = db
         self._handle = handle
         self._timeout_ms = timeout_ms
         self.first_sync_done = asyncio.Event()
         self.first_sync_seconds: float | None = None
+        self.last_progress = time.monotonic()
+        self._inflight: asyncio.Task[SyncResponse] | None = None
+        self._kicked = False
+
+    @property
+    def stall_limit_s(self) -> float:
+        """No progress for this long means the loop is stuck (a request never returned)."""
+        return self._timeout_ms / 1000 + self._stall_margin_s
+
+    def kick(self) -> None:
+        """Abandon the current long poll and sync again now (after a sleep/wake)."""
+        if self._inflight is not None and not self._inflight.done():
+            self._kicked = True
+            self._inflight.cancel()
 
     async def run(self) -> None:
         """Sync until cancelled; raises TokenRejected if the login is revoked."""
@@ -50,9 +79,18 @@ class SyncLoop:
             try:
                 # The first sync after a start asks for the rooms' full state: nio keeps rooms
                 # only in memory, and needs members and encryption state to send safely.
-                response = await self._client.sync(
-                    token, 0 if first else self._timeout_ms, full_state=first
+                self._inflight = asyncio.create_task(
+                    self._client.sync(token, 0 if first else self._timeout_ms, full_state=first)
                 )
+                try:
+                    response = await self._inflight
+                except asyncio.CancelledError:
+                    if not self._kicked:
+                        raise
+                    self._kicked = False
+                    log.info("sync.restarted", reason="clock jump")
+                    self.last_progress = time.monotonic()
+                    continue
                 await self._handle(response, token)
                 self._db.save_sync_token(response.next_batch)
                 token = response.next_batch
@@ -62,10 +100,12 @@ class SyncLoop:
             except TokenRejected:
                 raise
             except HomeserverError as err:
+                self.last_progress = time.monotonic()
                 log.warning("sync.failed", error=err.message, retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 continue
+            self.last_progress = time.monotonic()
             if backoff > 1.0:
                 log.info("sync.recovered")
             backoff = 1.0
@@ -73,3 +113,25 @@ class SyncLoop:
                 self.first_sync_seconds = time.monotonic() - started
                 self.first_sync_done.set()
                 log.info("sync.ready", seconds=round(self.first_sync_seconds, 3))
+
+    async def watch(self) -> None:
+        """Raise SyncStalled if the loop stops progressing; kick it after a clock jump."""
+        wall, mono = time.time(), time.monotonic()
+        while True:
+            await asyncio.sleep(self._watch_every_s)
+            now_wall, now_mono = time.time(), time.monotonic()
+            jump = (now_wall - wall) - (now_mono - mono)
+            wall, mono = now_wall, now_mono
+            if abs(jump) > _CLOCK_JUMP_S:
+                log.warning("sync.clock_jump", seconds=round(jump, 1))
+                self.kick()
+                continue
+            idle = now_mono - self.last_progress
+            if idle > self.stall_limit_s:
+                log.error("sync.stalled", idle_s=round(idle, 1), limit_s=self.stall_limit_s)
+                with contextlib.suppress(Exception):
+                    self.kick()
+                raise SyncStalled(
+                    f"the sync loop made no progress for {idle:.0f}s",
+                    fix="the service manager restarts dispatch-matrix; see the log if it repeats",
+                )

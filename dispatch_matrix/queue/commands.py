@@ -1,14 +1,29 @@
 """Control commands: parsed by a pure function, answered without the model.
 
 `!help`, `!status`, `!queue`, `!cancel [id]`, `!pause`, `!resume`, `!retry [id]`, `!new`,
-`!history [n]`. Anything else starting with `!` gets the help text, never the model.
+`!history [n]`, `!compact`, `!memory`, `!usage`, `!model [name]`. Anything else starting
+with `!` gets the help text, never the model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-NAMES = ("help", "status", "queue", "cancel", "pause", "resume", "retry", "new", "history")
+NAMES = (
+    "help",
+    "status",
+    "queue",
+    "cancel",
+    "pause",
+    "resume",
+    "retry",
+    "new",
+    "history",
+    "compact",
+    "memory",
+    "usage",
+    "model",
+)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
+from datetime import UTC, datetime
 
 from .. import logs
+from ..agent import Agent, usage
+from ..errors import ModelError
 from ..ids import RoomID
 from ..store import Database, TaskState
 from . import texts
@@ -14,20 +19,31 @@ from .worker import Worker
 
 log = logs.get(__name__)
 
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,99}")
+
 
 class Control:
     """Runs a parsed command and answers in the room."""
 
-    def __init__(self, db: Database, worker: Worker, room: Room) -> None:
+    def __init__(
+        self, db: Database, worker: Worker, room: Room, agent: Agent | None = None
+    ) -> None:
         self._db = db
         self._worker = worker
         self._room = room
+        self._agent = agent
         self._started = time.monotonic()
+        self._compacting: asyncio.Task[None] | None = None
 
     async def run(self, command: Command, room_id: RoomID, event_id: str) -> None:
         """Do what the command says and reply to it."""
-        handler = getattr(self, f"_{command.name}", None)
-        text = await handler(command) if handler else texts.unknown_command(command.arg)
+        if command.name == "compact":
+            # A summary takes the model a while: answer now, report when it is written,
+            # and keep the sync loop (approvals, other commands) moving meanwhile.
+            text = self._start_compaction(room_id, event_id)
+        else:
+            handler = getattr(self, f"_{command.name}", None)
+            text = await handler(command) if handler else texts.unknown_command(command.arg)
         await self._room.post(room_id, text, reply_to=event_id, notice=True, key=f"cmd-{event_id}")
 
     async def _unknown(self, command: Command) -> str:
@@ -95,3 +111,67 @@ class Control:
     async def _history(self, command: Command) -> str:
         count = int(command.arg) if command.arg.isdigit() else 10
         return texts.history(self._db.recent_tasks(min(count, 50)))
+
+    # -- the engine: compaction, memory, usage, model ----------------------------------------
+
+    def _start_compaction(self, room_id: RoomID, event_id: str) -> str:
+        if self._agent is None:
+            return texts.NOT_AVAILABLE
+        if self._compacting is not None and not self._compacting.done():
+            return texts.STILL_COMPACTING
+        self._compacting = asyncio.create_task(self._compact(self._agent, room_id, event_id))
+        self._compacting.add_done_callback(_log_failure)
+        return texts.COMPACTING
+
+    async def _compact(self, agent: Agent, room_id: RoomID, event_id: str) -> None:
+        try:
+            done = await agent.compact_now()
+        except ModelError as err:
+            log.warning("command.compact_failed", error=err.message)
+            text = texts.compact_failed(err.message)
+        else:
+            keep = agent.settings.keep_recent_messages
+            text = texts.compacted(done) if done else texts.nothing_to_compact(keep)
+        await self._room.post(
+            room_id, text, reply_to=event_id, notice=True, key=f"cmd-{event_id}-done"
+        )
+
+    async def _memory(self, _command: Command) -> str:
+        memory = self._agent.memory if self._agent else None
+        if memory is None:
+            return texts.NOT_AVAILABLE
+        return texts.memory_shown(memory.read(), memory.max_bytes)
+
+    async def _usage(self, _command: Command) -> str:
+        now = datetime.now(UTC)
+        recent = [
+            (self._db.task(task_id), totals) for task_id, totals in usage.recent_tasks(self._db)
+        ]
+        budget = self._agent.settings.daily_budget_usd if self._agent else 0.0
+        return texts.usage_report(
+            usage.today(self._db, now), usage.last_days(self._db, now, 7), recent, budget
+        )
+
+    async def _model(self, command: Command) -> str:
+        agent = self._agent
+        if agent is None:
+            return texts.NOT_AVAILABLE
+        current, default, name = agent.current_model(), agent.default_model, command.arg.strip()
+        if not name:
+            return texts.model_shown(current, default, usage.price_of(current) is not None)
+        if name.lower() in ("default", "reset") or name == default:
+            agent.set_model(None)
+            return texts.model_reset(default)
+        if not _MODEL_ID.fullmatch(name):
+            return texts.model_invalid(name)
+        known = await agent.model_exists(name)
+        if known is False:
+            return texts.model_unknown(name, current)
+        agent.set_model(name)
+        log.info("command.model", model=name, checked=known)
+        return texts.model_changed(name, usage.price_of(name) is not None, known is True)
+
+
+def _log_failure(job: asyncio.Task[None]) -> None:
+    if not job.cancelled() and job.exception() is not None:
+        log.error("command.compact_crashed", error=repr(job.exception()))

@@ -38,13 +38,14 @@ class Intake:
         body: str,
         origin_ts: int,
         reply_to: str | None = None,
+        attachments: list[dict[str, object]] | None = None,
     ) -> None:
         """A new text message from an owner."""
         # While a question is open, "yes" / "no" answer it instead of becoming work.
-        if self._worker.approvals.answer_text(room_id, body, sender, reply_to):
+        if not attachments and self._worker.approvals.answer_text(room_id, body, sender, reply_to):
             log.info("approval.answered", event_id=event_id, by=sender)
             return
-        command = parse(body)
+        command = None if attachments else parse(body)
         if command is not None:
             log.info("command.received", command=command.name, event_id=event_id)
             await self._control.run(command, RoomID(room_id), event_id)
@@ -56,7 +57,7 @@ class Intake:
                 RoomID(room_id), text, reply_to=event_id, notice=True, key=f"long-{event_id}"
             )
             return
-        task = self._db.add_task(event_id, room_id, sender, body, origin_ts)
+        task = self._db.add_task(event_id, room_id, sender, body, origin_ts, attachments)
         if task is None:
             log.debug("message.duplicate", event_id=event_id)
             return
@@ -85,6 +86,12 @@ class Intake:
             return
         self._db.set_task_state(task.id, TaskState.CANCELLED, error="message deleted")
         log.info("task.dropped", task=task.short_id, reason="message deleted")
+
+    async def malformed(self, event_id: str, room_id: str) -> None:
+        """A message that is not valid Matrix: say so rather than drop it silently."""
+        await self._room.post(
+            RoomID(room_id), texts.MALFORMED, reply_to=event_id, notice=True, key=f"bad-{event_id}"
+        )
 
     async def not_text(self, event_id: str, room_id: str) -> None:
         """A file, image or other non-text message (taken as work by a later feature)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from ..agent.ports import TaskIO
@@ -24,6 +25,16 @@ class Room(Protocol):
     ) -> EventID: ...
 
     async def typing(self, room_id: RoomID, on: bool) -> None: ...
+
+    async def send_file(
+        self,
+        room_id: RoomID,
+        path: Path,
+        caption: str | None = None,
+        *,
+        reply_to: str | None = None,
+        task_id: int | None = None,
+    ) -> EventID: ...
 
     async def edit(
         self, room_id: RoomID, event_id: str, markdown: str, *, notice: bool = False

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import logs
-from ..errors import ToolError
 from ..ids import EventID, RoomID
 from ..store import Task
 from ..tools import Decision
@@ -90,7 +89,13 @@ class RoomTaskIO:
         return await self._approvals.ask(self._task, decision)
 
     async def send_file(self, path: Path, caption: str | None = None) -> str:
-        raise ToolError("sending files is not available yet")
+        return await self._room.send_file(
+            RoomID(self._task.room_id),
+            path,
+            caption,
+            reply_to=self._task.event_id,
+            task_id=self._task.id,
+        )
 
     def process_started(self, pgid: int) -> None:
         if self._register is not None:

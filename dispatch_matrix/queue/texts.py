@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from .. import __version__
+from ..agent import BudgetSpent
+from ..agent.compaction import Compaction
+from ..agent.usage import UNKNOWN_MODEL, Totals
+from ..errors import ModelError
 from ..store import Task, TaskState
 
 EMOJI = {
@@ -25,7 +29,11 @@ order, replying to each. Commands (answered at once, even while I work):
 - `!pause` / `!resume` — stop / restart taking tasks from the queue
 - `!retry [#n]` — run a failed or cancelled task again (default: the latest)
 - `!new` — start a fresh conversation (the old one is kept)
+- `!compact` — summarise the older part of the conversation now, to save room
 - `!history [n]` — the last n tasks
+- `!usage` — tokens and cost today, this week, and of the last tasks
+- `!model [name]` — the model I use, or switch to another from the next task (`default` to go back)
+- `!memory` — what I keep in mind about you across conversations
 - `!help` — this text"""
 
 
@@ -111,6 +119,10 @@ TOO_LONG = (
     "That message is too long for one task ({size} characters; the limit is {limit}). "
     "Send it as a file instead."
 )
+MALFORMED = (
+    "I could not read that message: it does not follow the Matrix format (a broken "
+    "attachment or an app bug). Nothing was done; please send it again."
+)
 NOT_TEXT = "I can only take text messages for now; send the instructions as text."
 
 
@@ -142,9 +154,150 @@ def outage(reason: str) -> str:
     )
 
 
-def access_refused(reason: str) -> str:
-    """The API key or credit needs the owner's attention."""
+def access_refused(reason: str | ModelError) -> str:
+    """The API key, the credit or the daily budget needs the owner's attention."""
+    if isinstance(reason, BudgetSpent):
+        return budget_spent(reason)
+    if isinstance(reason, ModelError):
+        reason = reason.message
     return (
         f"⛔ The Messages API refused me: {reason}. I paused the queue. Fix the API key or "
         "credit on the computer, then send `!resume`."
     )
+
+
+def budget_spent(err: BudgetSpent) -> str:
+    """Today's cost reached [agent] daily_budget_usd."""
+    return (
+        f"⛔ The daily budget is spent: today's model cost {usd(err.spent_usd)} has reached "
+        f"the limit of {usd(err.budget_usd)}. I paused the queue; your task keeps its place. "
+        "To go on today, raise `daily_budget_usd` under `[agent]` in the config file (0 means "
+        "no limit) and restart me; otherwise wait until tomorrow. Then send `!resume`."
+    )
+
+
+# -- the engine's commands: compaction, memory, usage, model ---------------------------------
+
+NOT_AVAILABLE = "That command is not available: the agent engine is not connected to it."
+COMPACTING = "🗜️ Compacting the conversation: I summarise its older part and tell you when done."
+STILL_COMPACTING = "🗜️ A compaction is already under way; I tell you when it is done."
+
+
+def compacted(done: Compaction) -> str:
+    """The answer once `!compact` has written a summary."""
+    return (
+        f"🗜️ Compacted: the oldest {done.summarised} messages (≈{tokens(done.tokens_before)} "
+        f"tokens) are now a summary of ≈{tokens(done.tokens_after)} tokens; the newest "
+        f"{done.kept} are kept word for word. The full record stays in my store."
+    )
+
+
+def nothing_to_compact(keep: int) -> str:
+    return (
+        "🗜️ Nothing to compact yet: the conversation is short (I always keep the newest "
+        f"{keep} messages word for word)."
+    )
+
+
+def compact_failed(reason: str) -> str:
+    return f"🗜️ I could not compact the conversation: {reason}"
+
+
+def memory_shown(text: str, max_bytes: int) -> str:
+    """The answer to `!memory`."""
+    if not text.strip():
+        return (
+            '🧠 My memory is empty. Tell me a lasting preference ("I prefer metric units") '
+            "and I will keep it across conversations."
+        )
+    size = len(text.encode("utf-8"))
+    return (
+        f"🧠 What I keep in mind ({size} of {max_bytes} bytes):\n\n{text.strip()}\n\n"
+        "Ask me in plain words to change or forget an entry."
+    )
+
+
+def tokens(count: int) -> str:
+    """950, 12.3k, 1.25M."""
+    if count >= 1_000_000:
+        return f"{count / 1_000_000:.2f}M"
+    if count >= 1_000:
+        return f"{count / 1_000:.1f}k"
+    return str(count)
+
+
+def usd(amount: float) -> str:
+    """$1.23, or four decimals below a cent."""
+    return f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.4f}"
+
+
+def _requests(count: int) -> str:
+    return f"{count} request" + ("" if count == 1 else "s")
+
+
+def _usage_line(label: str, totals: Totals) -> str:
+    if not totals.requests:
+        return f"- {label}: no model requests"
+    if totals.unpriced == totals.requests:
+        cost = f"{UNKNOWN_MODEL} ({', '.join(totals.unpriced_models)})"
+    else:
+        cost = usd(totals.cost_usd)
+        if totals.unpriced:
+            models = ", ".join(totals.unpriced_models)
+            cost += f" + {_requests(totals.unpriced)} to {models} ({UNKNOWN_MODEL})"
+    return (
+        f"- {label}: {_requests(totals.requests)} · {tokens(totals.all_input)} tokens in "
+        f"({totals.cache_read_share:.0%} read from cache) · {tokens(totals.output_tokens)} "
+        f"out · {cost}"
+    )
+
+
+def usage_report(
+    today: Totals, week: Totals, recent: list[tuple[Task | None, Totals]], budget_usd: float
+) -> str:
+    """The answer to `!usage`."""
+    lines = ["📊 **Model usage**", _usage_line("Today", today), _usage_line("Last 7 days", week)]
+    if budget_usd > 0:
+        lines.append(f"- Daily budget: {usd(today.cost_usd)} of {usd(budget_usd)} spent today")
+    if recent:
+        lines.append("\nLast tasks:")
+        for task, totals in recent:
+            label = f"{task.short_id} {first_line(task, 40)}" if task else "(a removed task)"
+            lines.append(_usage_line(label, totals))
+    return "\n".join(lines)
+
+
+def model_shown(current: str, default: str, priced: bool) -> str:
+    """The answer to `!model`."""
+    origin = (
+        "the config's default"
+        if current == default
+        else f"set with `!model`; the config says {default}"
+    )
+    price = "" if priced else f" ({UNKNOWN_MODEL} in `!usage`)"
+    return (
+        f"🤖 I use **{current}** ({origin}){price}. `!model NAME` switches from the next task "
+        "on; `!model default` goes back."
+    )
+
+
+def model_changed(name: str, priced: bool, checked: bool) -> str:
+    note = (
+        ""
+        if checked
+        else " (I could not ask the API whether it knows it; if not, the next task tells you.)"
+    )
+    price = "" if priced else f" I have no price for it, so `!usage` shows {UNKNOWN_MODEL}."
+    return f"🤖 From the next task on I use **{name}**.{price}{note}"
+
+
+def model_reset(default: str) -> str:
+    return f"🤖 Back to the config's model, **{default}**, from the next task on."
+
+
+def model_unknown(name: str, current: str) -> str:
+    return f"🤖 The API knows no model called `{name}`; I keep using **{current}**."
+
+
+def model_invalid(name: str) -> str:
+    return f"🤖 `{name}` is not a model id (like `claude-sonnet-4-5`); nothing changed."

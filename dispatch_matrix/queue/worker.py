@@ -110,8 +110,9 @@ class Worker:
         if task is None or job is None or job.done():
             return None
         self._cancelling = task.id
-        await asyncio.to_thread(self._kill_groups)
+        # Cancel first: a killed command must not hand the model a result to go on with.
         job.cancel()
+        await asyncio.to_thread(self._kill_groups)
         return task
 
     async def _kill_orphans(self) -> None:
@@ -208,7 +209,7 @@ class Worker:
         log.error("model.access_refused", error=err.message)
         await self._room.post(
             RoomID(task.room_id),
-            texts.access_refused(err.message),
+            texts.access_refused(err),
             reply_to=task.event_id,
             notice=True,
         )

@@ -90,6 +90,22 @@ _MIGRATIONS = [
         decided_by TEXT NOT NULL, at REAL NOT NULL
     );
     """,
+    # 6: files an owner sent with a task (JSON list of {path, mimetype, size, name}).
+    """
+    ALTER TABLE tasks ADD COLUMN attachments TEXT;
+    """,
+    # 7: summaries that replace older turns in requests (the turns stay in the transcript);
+    # usage looked up by day and by task.
+    """
+    CREATE TABLE summaries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id INTEGER NOT NULL REFERENCES conversations (id),
+        covers_up_to INTEGER NOT NULL, text TEXT NOT NULL, created_at REAL NOT NULL
+    );
+    CREATE INDEX summaries_by_conversation ON summaries (conversation_id, id);
+    CREATE INDEX usage_by_time ON usage (at);
+    CREATE INDEX usage_by_task ON usage (task_id, at);
+    """,
 ]
 
 

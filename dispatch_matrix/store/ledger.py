@@ -6,6 +6,7 @@ import json
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from ._base import Base
@@ -27,6 +28,7 @@ def _task(row: sqlite3.Row) -> Task:
         result=row["result"],
         error=row["error"],
         steps=row["steps"],
+        attachments=tuple(json.loads(row["attachments"] or "[]")),
     )
 
 
@@ -47,14 +49,29 @@ class LedgerQueries(Base):
     # -- tasks -----------------------------------------------------------------------------
 
     def add_task(
-        self, event_id: str, room_id: str, sender: str, body: str, origin_ts: int
+        self,
+        event_id: str,
+        room_id: str,
+        sender: str,
+        body: str,
+        origin_ts: int,
+        attachments: list[dict[str, Any]] | None = None,
     ) -> Task | None:
         """Record an owner message as a queued task; None if this event is already known."""
         with self.tx() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO tasks (event_id, room_id, sender, body, origin_ts, state,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (event_id, room_id, sender, body, origin_ts, TaskState.QUEUED, time.time()),
+                " created_at, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event_id,
+                    room_id,
+                    sender,
+                    body,
+                    origin_ts,
+                    TaskState.QUEUED,
+                    time.time(),
+                    json.dumps(attachments or []),
+                ),
             )
             if cursor.rowcount == 0:
                 return None
@@ -292,3 +309,110 @@ class LedgerQueries(Base):
                 "UPDATE outbox SET event_id = ?, sent_at = ? WHERE txn_id = ?",
                 (event_id, time.time(), txn_id),
             )
+
+    # -- context: transcript rows with their ids, summaries ----------------------------------
+
+    def transcript_rows(self, conversation_id: int, after_id: int = 0) -> list[TranscriptRow]:
+        """The conversation's messages after row `after_id`, in order, with their row ids."""
+        rows = self._conn.execute(
+            "SELECT id, task_id, role, content FROM transcript"
+            " WHERE conversation_id = ? AND id > ? ORDER BY id",
+            (conversation_id, after_id),
+        ).fetchall()
+        return [
+            TranscriptRow(row["id"], row["task_id"], row["role"], json.loads(row["content"]))
+            for row in rows
+        ]
+
+    def add_summary(self, conversation_id: int, covers_up_to: int, text: str) -> Summary:
+        """Record a summary that stands for the conversation up to row `covers_up_to`."""
+        now = time.time()
+        with self.tx() as conn:
+            cursor = conn.execute(
+                "INSERT INTO summaries (conversation_id, covers_up_to, text, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (conversation_id, covers_up_to, text, now),
+            )
+        return Summary(int(cursor.lastrowid or 0), conversation_id, covers_up_to, text, now)
+
+    def latest_summary(self, conversation_id: int) -> Summary | None:
+        """The newest summary of a conversation, if it was ever compacted."""
+        row = self._conn.execute(
+            "SELECT * FROM summaries WHERE conversation_id = ? ORDER BY id DESC LIMIT 1",
+            (conversation_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Summary(
+            row["id"], row["conversation_id"], row["covers_up_to"], row["text"], row["created_at"]
+        )
+
+    # -- usage -----------------------------------------------------------------------------
+
+    def usage_rows(self, since: float = 0.0, task_id: int | None = None) -> list[UsageRow]:
+        """Recorded requests since a time (epoch seconds), optionally of one task only."""
+        query = "SELECT * FROM usage WHERE at >= ?"
+        params: list[Any] = [since]
+        if task_id is not None:
+            query += " AND task_id = ?"
+            params.append(task_id)
+        rows = self._conn.execute(query + " ORDER BY id", params).fetchall()
+        return [
+            UsageRow(
+                task_id=row["task_id"],
+                model=row["model"],
+                input_tokens=row["input_tokens"],
+                output_tokens=row["output_tokens"],
+                cache_creation_input_tokens=row["cache_creation_input_tokens"],
+                cache_read_input_tokens=row["cache_read_input_tokens"],
+                at=row["at"],
+            )
+            for row in rows
+        ]
+
+    def tasks_with_usage(self, limit: int = 5) -> list[int]:
+        """Ids of the tasks that made model requests most recently, newest first."""
+        rows = self._conn.execute(
+            "SELECT task_id FROM usage WHERE task_id IS NOT NULL"
+            " GROUP BY task_id ORDER BY MAX(at) DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [int(row[0]) for row in rows]
+
+
+@dataclass(frozen=True)
+class TranscriptRow:
+    """One stored message of the conversation, with the row id that names it."""
+
+    id: int
+    task_id: int | None
+    role: str
+    content: list[dict[str, Any]]
+
+    def message(self) -> dict[str, Any]:
+        """The message as a Messages API dict."""
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A summary that replaces, in requests, the turns up to `covers_up_to`."""
+
+    id: int
+    conversation_id: int
+    covers_up_to: int
+    text: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """The token counts of one model request."""
+
+    task_id: int | None
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    at: float

@@ -40,6 +40,8 @@ class Task:
     result: str | None
     error: str | None
     steps: int = 0
+    # Files the owner sent with the task: {path, mimetype, size, name}.
+    attachments: tuple[dict[str, object], ...] = ()
 
     @property
     def short_id(self) -> str:

@@ -33,7 +33,7 @@ class BotConfig:
     password: str
     owners: list[str]
     api_url: str
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     extra: str = ""
     matrix_extra: str = ""
     workdir: Path | None = None

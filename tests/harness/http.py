@@ -48,3 +48,22 @@ def send_event(base: str, token: str, room_id: str, event_type: str, content: An
         f"{secrets.token_hex(8)}"
     )
     return str(call(base, "PUT", path, content, token)["event_id"])
+
+
+def upload(base: str, token: str, data: bytes, name: str) -> str:
+    """Upload bytes to the media repository; returns the mxc:// URI."""
+    path = f"/_matrix/media/v3/upload?filename={urllib.parse.quote(name)}"
+    req = urllib.request.Request(base + path, data=data, method="POST")
+    req.add_header("Content-Type", "application/octet-stream")
+    req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=30) as reply:
+        return str(json.loads(reply.read())["content_uri"])
+
+
+def download(base: str, token: str, mxc: str) -> bytes:
+    """Download media through the authenticated media API."""
+    server, media = mxc.removeprefix("mxc://").split("/", 1)
+    req = urllib.request.Request(f"{base}/_matrix/client/v1/media/download/{server}/{media}")
+    req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=30) as reply:
+        return bytes(reply.read())

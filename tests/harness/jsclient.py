@@ -332,3 +332,80 @@ class JsClient:
     async def devices(self, user_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.call("devices", user_id=user_id)
         return result
+
+    # -- interactive verification (SAS) -------------------------------------------------------
+
+    async def request_verification(self, room_id: str, user_id: str) -> str:
+        """Ask `user_id` to verify, in the DM `room_id`; returns the request id (its event id)."""
+        result = await self.call("request_verification", room_id=room_id, user_id=user_id)
+        return str(result["request_id"])
+
+    async def wait_verification_request(
+        self, user_id: str | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
+        """The next verification request someone sent this client: {request_id, other_user, …}."""
+        result: dict[str, Any] = await self.call(
+            "wait_verification_request",
+            timeout=timeout + 5,
+            user_id=user_id,
+            timeout_ms=int(timeout * 1000),
+        )
+        return result
+
+    async def accept_verification(self, request_id: str) -> dict[str, Any]:
+        """Answer a request with m.key.verification.ready."""
+        result: dict[str, Any] = await self.call("accept_verification", request_id=request_id)
+        return result
+
+    async def start_sas(
+        self, request_id: str, *, wait_for_other: bool = False, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Start emoji verification (or, with wait_for_other, accept the other side's start)."""
+        result: dict[str, Any] = await self.call(
+            "start_sas",
+            timeout=timeout + 5,
+            request_id=request_id,
+            wait_for_other=wait_for_other,
+            timeout_ms=int(timeout * 1000),
+        )
+        return result
+
+    async def sas_emoji(self, request_id: str, timeout: float = 30) -> list[tuple[str, str]]:
+        """The seven emoji this client shows, as (symbol, name)."""
+        result = await self.call(
+            "sas_emoji", timeout=timeout + 5, request_id=request_id, timeout_ms=int(timeout * 1000)
+        )
+        return [(str(symbol), str(name)) for symbol, name in result["emoji"]]
+
+    async def confirm_sas(self, request_id: str, match: bool = True) -> dict[str, Any]:
+        """The user's answer: they match (send the MAC) or not (cancel, m.mismatched_sas)."""
+        result: dict[str, Any] = await self.call("confirm_sas", request_id=request_id, match=match)
+        return result
+
+    async def cancel_verification(
+        self, request_id: str, code: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "cancel_verification", request_id=request_id, code=code, reason=reason
+        )
+        return result
+
+    async def verification_done(self, request_id: str, timeout: float = 30) -> dict[str, Any]:
+        """Wait until the flow is done or cancelled: {phase, cancelled, code, cancelled_by, …}."""
+        result: dict[str, Any] = await self.call(
+            "verification_done",
+            timeout=timeout + 5,
+            request_id=request_id,
+            timeout_ms=int(timeout * 1000),
+        )
+        return result
+
+    async def wait_user_verified(self, user_id: str, timeout: float = 30) -> dict[str, Any]:
+        """Wait until this client counts `user_id` as cross-signing verified."""
+        result: dict[str, Any] = await self.call(
+            "wait_user_verified",
+            timeout=timeout + 5,
+            user_id=user_id,
+            timeout_ms=int(timeout * 1000),
+        )
+        return result

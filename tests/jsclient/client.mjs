@@ -34,6 +34,19 @@
 //       cross_signing_verified, local_verified}
 //   devices {user_id} -> [{device_id, display_name, known, ...device_verification fields}]
 //   whoami {} -> {user_id, device_id, strict};  stop {} -> {} then exit 0
+//   Interactive verification (SAS, in a DM), each flow keyed by its request id (the request's
+//   event id); every result carries {request_id, phase, cancelled, code, cancelled_by, error}:
+//     request_verification {room_id, user_id} -> {request_id, ...}  (requestVerificationDM)
+//     wait_verification_request {user_id?, timeout_ms} -> {request_id, other_user, room_id, ...}
+//     accept_verification {request_id}   (sends ready)
+//     start_sas {request_id, wait_for_other=false, timeout_ms}: once ready, sends start (or,
+//         with wait_for_other, waits for the other side's start), then runs verifier.verify()
+//     sas_emoji {request_id, timeout_ms} -> {emoji: [[symbol, name] x7], decimal: [n, n, n]}
+//     confirm_sas {request_id, match=true}   (match=false: cancel with m.mismatched_sas)
+//     cancel_verification {request_id, code?, reason?}
+//     verification_done {request_id, timeout_ms} -> waits for phase done or cancelled
+//     wait_user_verified {user_id, timeout_ms} -> user_verification's result once cross-signing
+//         verified
 // All timeout_ms default to 30000. Every wait is event-driven (plus a 200 ms re-check).
 //
 // Log level: JSCLIENT_LOG_LEVEL (trace|debug|info|warn|error|silent), default "warn".
@@ -86,6 +99,7 @@ const {
     SyncState,
 } = sdk;
 const { AllDevicesIsolationMode, OnlySignedDevicesIsolationMode, CrossSigningKey } = cryptoApi;
+const { CryptoEvent, VerificationPhase, VerificationRequestEvent, VerifierEvent } = cryptoApi;
 
 // ---- state ------------------------------------------------------------------------------------
 let client = null;
@@ -298,6 +312,7 @@ commands.login = async ({ homeserver, user_id, password, device_id, strict = fal
     client.on(RoomEvent.MyMembership, bump);
     client.on(RoomEvent.LocalEchoUpdated, bump);
     client.on(ClientEvent.Room, bump);
+    client.on(CryptoEvent.VerificationRequestReceived, onVerificationRequest);
     let lastState = null;
     client.on(ClientEvent.Sync, (state, prev, data) => {
         if (state !== lastState) {
@@ -345,7 +360,17 @@ commands.bootstrap_cross_signing = async ({ password }) => {
         },
     });
     const status = await crypto.getCrossSigningStatus();
-    const own = await crypto.getDeviceVerificationStatus(userId, c.getDeviceId());
+    // The device's new signature reaches the local view a moment after the upload: wait
+    // for it, so callers (and the bot's view of this device) see a finished bootstrap.
+    let own = null;
+    await waitFor(
+        async () => {
+            own = await crypto.getDeviceVerificationStatus(userId, c.getDeviceId());
+            return own?.signedByOwner ? own : null;
+        },
+        10000,
+        "this device to be signed by its new identity",
+    );
     return {
         master_key: await crypto.getCrossSigningKeyId(CrossSigningKey.Master),
         self_signing_key: await crypto.getCrossSigningKeyId(CrossSigningKey.SelfSigning),
@@ -472,6 +497,10 @@ commands.send_text = async ({ room_id, body, html, msgtype = "m.text", timeout_m
         content.formatted_body = html;
     }
     return sendEvent(room_id, "m.room.message", content, timeout_ms);
+};
+
+commands.send_event = async ({ room_id, type, content, timeout_ms = 30000 }) => {
+    return sendEvent(room_id, type, content, timeout_ms);
 };
 
 commands.react = async ({ room_id, event_id, key, timeout_ms = 30000 }) => {
@@ -617,6 +646,184 @@ commands.devices = async ({ user_id }) => {
         out.push({ device_id: deviceId, display_name: dev.displayName ?? null, ...deviceStatus(s) });
     }
     return out;
+};
+
+// ---- interactive verification (SAS) ------------------------------------------------------------
+/** request id -> {request, verifier, verified, error}: every flow this client took part in. */
+const verifications = new Map();
+/** Requests other users sent us that no test has picked up yet. */
+const incomingRequests = [];
+
+const PHASES = {
+    [VerificationPhase.Unsent]: "unsent",
+    [VerificationPhase.Requested]: "requested",
+    [VerificationPhase.Ready]: "ready",
+    [VerificationPhase.Started]: "started",
+    [VerificationPhase.Cancelled]: "cancelled",
+    [VerificationPhase.Done]: "done",
+};
+
+function trackRequest(request) {
+    const id = request.transactionId;
+    if (!verifications.has(id)) {
+        verifications.set(id, { request, verifier: null, verified: false, error: null });
+        request.on(VerificationRequestEvent.Change, bump);
+    }
+    return verifications.get(id);
+}
+
+function onVerificationRequest(request) {
+    trackRequest(request);
+    incomingRequests.push(request);
+    bump();
+}
+
+function flowOf(request_id) {
+    const entry = verifications.get(request_id);
+    if (!entry) throw new Error(`unknown verification request ${request_id}`);
+    return entry;
+}
+
+function flowState(entry) {
+    const { request } = entry;
+    const phase = PHASES[request.phase] ?? String(request.phase);
+    return {
+        request_id: request.transactionId,
+        phase,
+        cancelled: request.phase === VerificationPhase.Cancelled,
+        code: request.cancellationCode ?? null,
+        cancelled_by: request.cancellingUserId ?? null,
+        verified: entry.verified,
+        error: entry.error,
+    };
+}
+
+function failIfCancelled(entry) {
+    if (entry.request.phase === VerificationPhase.Cancelled) {
+        throw new Error(`verification cancelled: ${JSON.stringify(flowState(entry))}`);
+    }
+}
+
+commands.request_verification = async ({ room_id, user_id }) => {
+    const crypto = requireClient().getCrypto();
+    await crypto.getUserDeviceInfo([user_id], true);
+    const request = await crypto.requestVerificationDM(user_id, room_id);
+    return flowState(trackRequest(request));
+};
+
+commands.wait_verification_request = async ({ user_id, timeout_ms = 30000 }) => {
+    requireClient();
+    const request = await waitFor(
+        () => {
+            const i = incomingRequests.findIndex((r) => !user_id || r.otherUserId === user_id);
+            return i >= 0 ? incomingRequests.splice(i, 1)[0] : null;
+        },
+        timeout_ms,
+        `a verification request${user_id ? ` from ${user_id}` : ""}`,
+    );
+    return {
+        ...flowState(trackRequest(request)),
+        other_user: request.otherUserId,
+        room_id: request.roomId ?? null,
+    };
+};
+
+commands.accept_verification = async ({ request_id }) => {
+    const entry = flowOf(request_id);
+    await entry.request.accept();
+    return flowState(entry);
+};
+
+commands.start_sas = async ({ request_id, wait_for_other = false, timeout_ms = 30000 }) => {
+    const entry = flowOf(request_id);
+    const { request } = entry;
+    let verifier;
+    if (wait_for_other) {
+        verifier = await waitFor(
+            () => {
+                failIfCancelled(entry);
+                return request.verifier ?? null;
+            },
+            timeout_ms,
+            "the other side to start SAS",
+        );
+    } else {
+        await waitFor(
+            () => {
+                failIfCancelled(entry);
+                return request.phase === VerificationPhase.Ready || request.phase === VerificationPhase.Started;
+            },
+            timeout_ms,
+            "the request to be ready",
+        );
+        verifier = request.verifier ?? (await request.startVerification("m.sas.v1"));
+    }
+    entry.verifier = verifier;
+    verifier.on(VerifierEvent.ShowSas, bump);
+    verifier.on(VerifierEvent.Cancel, bump);
+    // Sends accept when the other side started; resolves once the flow is done.
+    verifier.verify().then(
+        () => {
+            entry.verified = true;
+            bump();
+        },
+        (e) => {
+            entry.error = errorText(e);
+            bump();
+        },
+    );
+    return flowState(entry);
+};
+
+commands.sas_emoji = async ({ request_id, timeout_ms = 30000 }) => {
+    const entry = flowOf(request_id);
+    const callbacks = await waitFor(
+        () => {
+            failIfCancelled(entry);
+            return entry.verifier?.getShowSasCallbacks() ?? null;
+        },
+        timeout_ms,
+        "the short authentication string",
+    );
+    return { ...flowState(entry), emoji: callbacks.sas.emoji ?? null, decimal: callbacks.sas.decimal ?? null };
+};
+
+commands.confirm_sas = async ({ request_id, match = true }) => {
+    const entry = flowOf(request_id);
+    const callbacks = entry.verifier?.getShowSasCallbacks();
+    if (!callbacks) throw new Error("no short authentication string is shown yet");
+    if (match) await callbacks.confirm();
+    else callbacks.mismatch();
+    return flowState(entry);
+};
+
+commands.cancel_verification = async ({ request_id, code, reason }) => {
+    const entry = flowOf(request_id);
+    await entry.request.cancel({ code, reason });
+    return flowState(entry);
+};
+
+commands.verification_done = async ({ request_id, timeout_ms = 30000 }) => {
+    const entry = flowOf(request_id);
+    await waitFor(
+        () => [VerificationPhase.Done, VerificationPhase.Cancelled].includes(entry.request.phase),
+        timeout_ms,
+        "the verification to end",
+    );
+    return flowState(entry);
+};
+
+commands.wait_user_verified = async ({ user_id, timeout_ms = 30000 }) => {
+    const crypto = requireClient().getCrypto();
+    const status = await waitFor(
+        async () => {
+            const s = await crypto.getUserVerificationStatus(user_id);
+            return s.isCrossSigningVerified() ? s : null;
+        },
+        timeout_ms,
+        `${user_id} to be cross-signing verified`,
+    );
+    return { user_id, is_verified: status.isVerified(), is_cross_signing_verified: true };
 };
 
 commands.whoami = async () => {

@@ -28,6 +28,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -329,25 +330,47 @@ async def timed_start(bot: BotProcess) -> dict[str, Any]:
     }
 
 
-async def import_floor(runs: int) -> dict[str, Any]:
-    """Wall time of `python -c "import dispatch_matrix.daemon"`: the part of start-up that is
-    the interpreter and imports, before the bot does anything; plus, from one more run under
-    `-X importtime`, the heaviest imports (cumulative, attributed to their first importer)."""
-    code = "import dispatch_matrix.daemon"
-    walls = []
-    for _ in range(runs):
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, stdin=asyncio.subprocess.DEVNULL
-        )
-        await proc.wait()
-        walls.append(time.monotonic() - started)
+_IMPORT_PROBE = (
+    "import re, sys; import {module}; "
+    "status = open('/proc/self/status').read(); "
+    "sys.stdout.write(re.search(r'VmRSS:\\s+(\\d+)', status).group(1))"
+)
+
+
+async def import_cost(module: str) -> dict[str, float]:
+    """Wall time and RSS of `python -c "import <module>"`: the interpreter and imports alone,
+    before a bot does anything."""
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _IMPORT_PROBE.format(module=module),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    wall = time.monotonic() - started
+    kib = int(out.decode().strip() or 0)
+    return {"wall_s": round(wall, 3), "rss_mib": round(kib / 1024, 1)}
+
+
+def import_summary(runs: list[dict[str, float]]) -> dict[str, Any]:
+    return {
+        "runs": runs,
+        "wall_median_s": round(statistics.median(r["wall_s"] for r in runs), 3),
+        "rss_median_mib": round(statistics.median(r["rss_mib"] for r in runs), 1),
+    }
+
+
+async def heaviest_imports(module: str, top: int = 10) -> dict[str, float]:
+    """From one run under `-X importtime`: the heaviest imports, cumulative seconds, each
+    attributed to its first importer (depth 0 is the module, depth 1 what it imports)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-X",
         "importtime",
         "-c",
-        code,
+        f"import {module}",
         stdin=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -355,16 +378,10 @@ async def import_floor(runs: int) -> dict[str, Any]:
     heaviest: list[tuple[str, float]] = []
     for line in err.decode(errors="replace").splitlines():
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\s*)(\S+)", line)
-        # depth 0 is the daemon module itself, depth 1 what it (or its package) imports first
         if match and len(match.group(2)) <= 2:
             heaviest.append((match.group(3), int(match.group(1)) / 1e6))
     heaviest.sort(key=lambda item: -item[1])
-    return {
-        "runs": runs,
-        "wall_s": [round(w, 3) for w in walls],
-        "median_s": round(statistics.median(walls), 3),
-        "importtime_cumulative_s": {name: round(t, 3) for name, t in heaviest[:10]},
-    }
+    return {name: round(t, 3) for name, t in heaviest[:top]}
 
 
 async def open_dm(owner: JsClient, bot_user: str) -> str:
@@ -481,7 +498,7 @@ class Bench:
 
     async def startup(self) -> dict[str, Any]:
         """First start (password login, fresh state) and restart (restored login), N each."""
-        fresh, restart, stops = [], [], []
+        fresh, restart, stops, imports = [], [], [], []
         for run in range(1, self.args.startup_runs + 1):
             config = self.bot_config(self.accounts.new("startbot"), self.accounts.new("startowner"))
             bot = self.bot_process(config)
@@ -490,19 +507,24 @@ class Bench:
             bot = self.bot_process(config)
             restart.append(await timed_start(bot))
             stops.append(await stop_bot(bot))
+            imports.append(await import_cost("dispatch_matrix.daemon"))
             say(
                 f"  run {run}: first start {fresh[-1]['wall_s']:.2f} s "
                 f"(bot: {fresh[-1]['bot_first_sync_s']}), "
                 f"restart {restart[-1]['wall_s']:.2f} s (bot: {restart[-1]['bot_first_sync_s']})"
             )
-        floor = await import_floor(self.args.startup_runs)
+        floor = import_summary(imports)
+        floor["importtime_cumulative_s"] = await heaviest_imports("dispatch_matrix.daemon")
         heavy = ", ".join(
-            f"{name} {t:.2f} s" for name, t in list(floor["importtime_cumulative_s"].items())[:4]
+            f"{name} {t:.2f} s" for name, t in list(floor["importtime_cumulative_s"].items())[:3]
         )
-        say(f"  python + imports alone: {floor['median_s']:.2f} s (median); heaviest: {heavy}")
+        say(
+            f"  import dispatch_matrix.daemon alone: {floor['wall_median_s']:.2f} s, "
+            f"{floor['rss_median_mib']:.1f} MiB (median); heaviest: {heavy}"
+        )
         return {
             "runs": self.args.startup_runs,
-            "import_floor": floor,
+            "imports_alone": floor,
             "first_start": fresh,
             "restart": restart,
             "first_start_median": medians(fresh),
@@ -576,6 +598,8 @@ class Bench:
         await bot.stop()
         result["stderr"] = bot.stderr[-20:]
         await owner.close()
+        runs = [await import_cost("nio") for _ in range(self.args.startup_runs)]
+        result["imports_alone"] = import_summary(runs)
         return result
 
 
@@ -589,6 +613,66 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
 
 
 # -- machine facts and output --------------------------------------------------------------------
+
+
+def revision() -> dict[str, Any]:
+    """Which code was measured: HEAD and the files that differ from it (read-only git)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout if done.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "dispatch_matrix")
+    return {
+        "head": git("rev-parse", "HEAD").strip(),
+        "subject": git("log", "-1", "--format=%s").strip(),
+        "package_files_changed": [line[3:] for line in changed.splitlines() if line.strip()],
+    }
+
+
+@dataclass
+class CpuMeter:
+    """CPU time the whole machine spent vs. what this benchmark and its (waited-for) children
+    spent: the difference is other work that competed with the measurements."""
+
+    started_wall: float = field(default_factory=time.monotonic)
+    started_busy: float = 0.0
+    started_ours: float = 0.0
+
+    @staticmethod
+    def busy() -> float:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def ours() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def start(self) -> CpuMeter:
+        self.started_wall, self.started_busy, self.started_ours = (
+            time.monotonic(),
+            self.busy(),
+            self.ours(),
+        )
+        return self
+
+    def report(self) -> dict[str, float]:
+        wall = time.monotonic() - self.started_wall
+        busy = self.busy() - self.started_busy
+        ours = self.ours() - self.started_ours
+        other = max(0.0, busy - ours)
+        cpus = os.cpu_count() or 1
+        return {
+            "wall_s": round(wall, 1),
+            "machine_busy_cpu_s": round(busy, 1),
+            "benchmark_cpu_s": round(ours, 1),
+            "other_cpu_s": round(other, 1),
+            "other_share_of_machine": round(other / (wall * cpus), 3) if wall else 0.0,
+        }
 
 
 def machine() -> dict[str, Any]:
@@ -661,12 +745,21 @@ def table(results: dict[str, Any]) -> str:
             _sec(d["restart_with_history"]["bot_first_sync_s"]),
             "n/a",
         ),
-        ("python -c 'import dispatch_matrix.daemon'", _sec(s["import_floor"]["median_s"]), "-"),
+        (
+            "python -c 'import <package>' alone (median)",
+            _sec(s["imports_alone"]["wall_median_s"]),
+            _sec(n["imports_alone"]["wall_median_s"]) + " (nio)",
+        ),
         ("graceful stop, SIGTERM -> exit (median)", _sec(s["graceful_stop_s"].get("p50")), "-"),
         (
             f"idle RSS after {d['idle_seconds']:.0f} s",
             _mib(d["idle_memory"]["rss_mib"]),
             _mib(n["idle_memory"]["rss_mib"]),
+        ),
+        (
+            "  RSS of 'import <package>' alone",
+            _mib(s["imports_alone"]["rss_median_mib"]),
+            _mib(n["imports_alone"]["rss_median_mib"]) + " (nio)",
         ),
         (
             "  peak RSS (VmHWM) so far",
@@ -716,6 +809,7 @@ def table(results: dict[str, Any]) -> str:
 async def bench(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     check_installed()
     facts = machine()
+    code = revision()
     say(f"synapse: configuring in {folder / 'synapse'} …")
     synapse = LocalSynapse(folder / "synapse", port=free_port())
     await asyncio.to_thread(synapse.configure)
@@ -756,6 +850,7 @@ async def bench(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "percentiles": "p50 = median; p90 = nearest rank",
         },
         "machine": {**facts, "loadavg_at_end": list(os.getloadavg())},
+        "revision": code,
         "startup": startup,
         "dispatch": dispatch,
         "nio": nio,
@@ -798,10 +893,14 @@ def main(argv: list[str] | None = None) -> int:
         task = asyncio.current_task()
         assert task is not None
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        meter = CpuMeter().start()
         try:
-            return await bench(args, folder)
+            results = await bench(args, folder)
         finally:
             await REAPER.stop_all()
+        # Everything is stopped and waited for: the children's CPU time is in os.times().
+        results["cpu"] = meter.report()
+        return results
 
     code = 1
     keep = args.keep
@@ -814,6 +913,17 @@ def main(argv: list[str] | None = None) -> int:
             f"\nmachine: {results['machine']['nproc']} CPUs, {results['machine']['cpu_model']}, "
             f"Python {results['machine']['python']}"
         )
+        cpu = results["cpu"]
+        say(
+            f"cpu: this benchmark {cpu['benchmark_cpu_s']:.0f} s, other processes "
+            f"{cpu['other_cpu_s']:.0f} s over {cpu['wall_s']:.0f} s wall "
+            f"({cpu['other_share_of_machine']:.0%} of the machine)"
+        )
+        if cpu["other_share_of_machine"] > 0.05:
+            say("  ! other work competed with the measurements: rerun on a quiet machine")
+        rev = results["revision"]
+        dirty = " + uncommitted changes" if rev["package_files_changed"] else ""
+        say(f"code: {rev['head'][:12]}{dirty}")
         say(f"results: {args.out}")
         code = 0
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -1,0 +1,107 @@
+"""Compaction: the older part of the conversation becomes a summary the model writes.
+
+The summary is a row of its own (`summaries`) saying which transcript row it covers up to;
+the turns it stands for stay in the transcript untouched. Requests then send the summary as
+their first user message and the newer turns verbatim. Each compaction summarises the
+previous summary plus the turns after it, so the summary never grows without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+
+from .. import logs
+from ..errors import ModelError
+from ..store import Database
+from ..store.ledger import Summary
+from . import model
+from .context import cut_point, estimate_tokens, render
+from .prompt import SUMMARY_SYSTEM, summary_request
+from .settings import Settings
+
+log = logs.get(__name__)
+
+# The summary's own length: a few pages at most, whatever the window.
+SUMMARY_MAX_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What one compaction did."""
+
+    summary: Summary
+    summarised: int
+    kept: int
+    tokens_before: int
+    tokens_after: int
+
+
+class Compactor:
+    """Writes summaries of the older turns, one compaction at a time."""
+
+    def __init__(self, db: Database, client: anthropic.AsyncAnthropic, settings: Settings) -> None:
+        self._db = db
+        self._client = client
+        self._settings = settings
+        # `!compact` may arrive while the running task compacts by itself.
+        self._lock = asyncio.Lock()
+
+    async def compact(
+        self, conversation: int, task_id: int | None, model_name: str, *, relaxed: bool = False
+    ) -> Compaction | None:
+        """Summarise what lies before the cut point; None when there is nothing to cut."""
+        async with self._lock:
+            summary = self._db.latest_summary(conversation)
+            after = summary.covers_up_to if summary else 0
+            rows = self._db.transcript_rows(conversation, after_id=after)
+            messages = [row.message() for row in rows]
+            cut = cut_point(messages, self._settings.keep_recent_messages, relaxed=relaxed)
+            if cut is None:
+                log.info("agent.compact_skipped", messages=len(rows), relaxed=relaxed)
+                return None
+            previous = summary.text if summary else None
+            older = messages[:cut]
+            text = await self._summarise(previous, older, task_id, model_name)
+            saved = self._db.add_summary(conversation, rows[cut - 1].id, text)
+        before = estimate_tokens([previous or "", older])
+        after_tokens = estimate_tokens(text)
+        log.info(
+            "agent.compacted",
+            conversation=conversation,
+            summarised=cut,
+            kept=len(rows) - cut,
+            covers_up_to=saved.covers_up_to,
+            tokens_before=before,
+            tokens_after=after_tokens,
+            relaxed=relaxed,
+        )
+        return Compaction(saved, cut, len(rows) - cut, before, after_tokens)
+
+    async def _summarise(
+        self, previous: str | None, older: list[dict[str, Any]], task_id: int | None, name: str
+    ) -> str:
+        # The summariser's request must itself fit: the older part is sent as plain text
+        # within half the window, long tool output shortened.
+        budget = self._settings.context_window * 4 // 2 - len(previous or "")
+        conversation = render(older, max(budget, 4000))
+        words = max(150, min(SUMMARY_MAX_TOKENS, self._settings.context_window // 10) * 3 // 4)
+        system = [{"type": "text", "text": SUMMARY_SYSTEM.format(words=words)}]
+        content = [{"type": "text", "text": summary_request(previous, conversation)}]
+        reply = await model.request(
+            self._client,
+            model=name,
+            max_tokens=SUMMARY_MAX_TOKENS,
+            system=system,
+            messages=[{"role": "user", "content": content}],
+            tools=[],
+        )
+        counts = model.usage_counts(reply)
+        self._db.record_usage(task_id, name, counts)
+        text = "\n\n".join(b.text for b in reply.content if b.type == "text").strip()
+        if not text:
+            raise ModelError("the model returned an empty summary of the conversation")
+        return text

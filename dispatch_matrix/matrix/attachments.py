@@ -1,0 +1,133 @@
+"""Encrypted attachments (the spec's "Sending encrypted attachments"): upload a file as
+AES-CTR ciphertext with its key in the (encrypted) event, and download-and-decrypt what an
+owner sends. Sizes are checked before any byte moves; the work happens off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import mimetypes
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nio import DownloadError, UploadResponse
+from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
+
+from ..errors import DispatchError, HomeserverError
+from .client import MatrixClient
+
+
+class AttachmentError(DispatchError):
+    """A file could not be sent or received; the message says why, for a person."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """A file an owner sent, decrypted and saved."""
+
+    path: Path
+    mimetype: str
+    size: int
+    name: str
+
+
+def _msgtype(mimetype: str) -> str:
+    major = mimetype.split("/", 1)[0]
+    return {"image": "m.image", "video": "m.video", "audio": "m.audio"}.get(major, "m.file")
+
+
+def human_size(size: int) -> str:
+    """12 KB, 3.4 MB."""
+    if size < 1024 * 1024:
+        return f"{max(1, round(size / 1024))} KB"
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+async def upload_file(
+    client: MatrixClient, path: Path, max_bytes: int, caption: str | None = None
+) -> dict[str, Any]:
+    """Encrypt and upload a file; returns the m.room.message content that shares it."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise AttachmentError(
+            f"{path.name} is {human_size(size)}, over the {human_size(max_bytes)} limit for files"
+        )
+    plaintext = await asyncio.to_thread(path.read_bytes)
+    ciphertext, keys = await asyncio.to_thread(encrypt_attachment, plaintext)
+    mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    response, _ = await client.client.upload(
+        io.BytesIO(ciphertext),
+        content_type="application/octet-stream",
+        filename=path.name,
+        filesize=len(ciphertext),
+    )
+    if not isinstance(response, UploadResponse):
+        raise HomeserverError(f"upload of {path.name} failed: {response}")
+    file_info = {
+        "url": response.content_uri,
+        "key": keys["key"],
+        "iv": keys["iv"],
+        "hashes": keys["hashes"],
+        "v": keys.get("v", "v2"),
+        "mimetype": mimetype,
+    }
+    content: dict[str, Any] = {
+        "msgtype": _msgtype(mimetype),
+        "body": caption or path.name,
+        "filename": path.name,
+        "info": {"mimetype": mimetype, "size": size},
+        "file": file_info,
+    }
+    return content
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._ -]+", "_", Path(name).name).strip(" .") or "file"
+    return cleaned[:120]
+
+
+async def receive_file(
+    client: MatrixClient, content: dict[str, Any], folder: Path, max_bytes: int
+) -> Received:
+    """Download, check and decrypt an owner's attachment into `folder` (never overwrites)."""
+    info = content.get("info") or {}
+    declared = int(info.get("size") or 0)
+    if declared > max_bytes:
+        raise AttachmentError(
+            f"that file is {human_size(declared)}, over my {human_size(max_bytes)} limit"
+        )
+    file_info = content.get("file")
+    url = (file_info or {}).get("url") or content.get("url")
+    if not isinstance(url, str) or not url.startswith("mxc://"):
+        raise AttachmentError("that attachment has no usable file link")
+    response = await client.client.download(mxc=url)
+    if isinstance(response, DownloadError) or not hasattr(response, "body"):
+        raise HomeserverError(f"download of the attachment failed: {response}")
+    data: bytes = response.body
+    if len(data) > max_bytes:
+        raise AttachmentError(f"that file is over my {human_size(max_bytes)} limit")
+    if file_info:
+        try:
+            data = await asyncio.to_thread(
+                decrypt_attachment,
+                data,
+                file_info["key"]["k"],
+                file_info["hashes"]["sha256"],
+                file_info["iv"],
+            )
+        except (KeyError, ValueError) as err:
+            raise AttachmentError(f"that attachment could not be decrypted ({err})") from err
+    mimetype = str(info.get("mimetype") or (file_info or {}).get("mimetype") or "")
+    name = _safe_name(str(content.get("filename") or content.get("body") or "file"))
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    counter = 1
+    while target.exists():
+        target = folder / f"{Path(name).stem}-{counter}{Path(name).suffix}"
+        counter += 1
+    await asyncio.to_thread(target.write_bytes, data)
+    guessed = mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Received(target, guessed, len(data), name)

@@ -112,6 +112,9 @@ class AgentSection(_Section):
     )
     request_timeout_s: float = Field(600.0, gt=0, description="Timeout of one model request")
     max_retries: int = Field(4, ge=0, le=20, description="SDK retries for 429/5xx/overloaded")
+    outage_retry_s: float = Field(
+        30.0, gt=0, description="First wait after the API stays away past the SDK's retries"
+    )
     max_steps: int = Field(60, ge=1, description="Model calls one task may take")
     max_task_seconds: float = Field(3600.0, gt=0, description="Wall-clock budget of one task")
     bash_timeout_s: float = Field(120.0, gt=0, description="Default timeout of a shell command")

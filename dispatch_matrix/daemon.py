@@ -77,13 +77,14 @@ _SHELL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "
 
 
 def build_tools(
-    config: Config, workdir: Path, roots: list[Path]
+    config: Config, workdir: Path, roots: list[Path], learned: list[str] | None = None
 ) -> tuple[Policy, ToolRegistry, ToolContext]:
     """The permission policy, the tools and their context, from the config."""
     state = config.state_dir
     control_plane = [state] + ([config.source] if config.source else [])
     policy = Policy(
-        allow=config.permissions.allow,
+        # Rules the owner added by answering "always" live in the store, after the config's.
+        allow=[*config.permissions.allow, *(learned or [])],
         ask=config.permissions.ask,
         deny=config.permissions.deny,
         home=Path.home(),
@@ -237,7 +238,7 @@ async def _serve(
     workdir = config.agent.workdir.expanduser()
     roots = [root.expanduser() for root in config.agent.allowed_roots]
     machine = Machine.here(workdir, roots)
-    policy, registry, context = build_tools(config, workdir, roots)
+    policy, registry, context = build_tools(config, workdir, roots, db.learned_rules())
     agent = Agent(
         db,
         anthropic_client(config),
@@ -251,7 +252,14 @@ async def _serve(
         settings=Settings.from_config(config.agent),
         memory=Memory(config.state_dir / "memory.md"),
     )
-    worker = Worker(db, agent, outbox, config.permissions.approval_timeout_s)
+    worker = Worker(
+        db,
+        agent,
+        outbox,
+        config.permissions.approval_timeout_s,
+        config.state_dir / "answers",
+        config.agent.outage_retry_s,
+    )
     control = Control(db, worker, outbox, agent)
     intake = Intake(db, worker, outbox, control, config.agent.max_task_chars)
     router = Router(

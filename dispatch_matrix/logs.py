@@ -29,6 +29,14 @@ _SECRET_PATTERNS = [
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"),  # GitHub tokens
     re.compile(r"AKIA[0-9A-Z]{16}"),  # AWS access key ids
+    re.compile(r"\bsk-(?:proj-)?[A-Za-z0-9_\-]{32,}"),  # OpenAI-style keys
+    re.compile(r"\bxox[abprs]-[A-Za-z0-9\-]{10,}"),  # Slack tokens
+    re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,}"),  # GitLab tokens
+    # `password = hunter2`, `API_KEY: abc…` in a config or an environment dump.
+    re.compile(
+        r"(?i)(\b(?:password|passwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)"
+        r"\b[\"']?\s*[=:]\s*[\"']?)[^\s\"',;]{4,}"
+    ),
 ]
 REDACTED = "«redacted»"
 

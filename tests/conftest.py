@@ -155,3 +155,19 @@ def owner_client(
         return client
 
     return start
+
+
+async def started(
+    make_bot: Callable[..., BotSetup],
+    owner_client: Callable[..., Awaitable[JsClient]],
+    running: list[BotProcess],
+    extra: str = "",
+) -> tuple[BotSetup, BotProcess, JsClient, str]:
+    """A fresh bot running, its owner's cross-signed strict client, and their encrypted DM."""
+    setup = make_bot(extra=extra)
+    bot = await setup.process().start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(setup.bot.user_id)
+    await owner.wait_join(room, setup.bot.user_id)
+    return setup, bot, owner, room

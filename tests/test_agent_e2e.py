@@ -244,3 +244,63 @@ async def test_follow_up_requests_reuse_the_cached_prefix(
     shares = [row["share"] for row in report[1:]]
     assert min(shares) >= 0.8, shares
     assert all(row["cache_read_input_tokens"] > 0 for row in report[1:])
+
+
+async def test_always_allows_exactly_that_command_from_then_on(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    work = setup.config.folder / "work"
+    command = f"touch {work}/again"
+    fake_api.reply(tools=[("bash", {"command": command})])
+    fake_api.reply("Done once.")
+    await owner.send_text(room, "touch it")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="May I?")
+    await owner.send_text(room, "always")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="Done once")
+    # The same command later runs without a question, also after a restart.
+    await bot.stop()
+    bot = await setup.process().start()
+    running.append(bot)
+    (work / "again").unlink()
+    fake_api.reply(tools=[("bash", {"command": command})])
+    fake_api.reply("Done twice.")
+    await owner.send_text(room, "touch it again")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="Done twice")
+    assert (work / "again").exists()
+    assert len(bot.log_events("approval.asked")) == 1, "asked only the first time"
+    decided = bot.log_events("tool.decision")[-1]
+    assert decided["verdict"] == "allow" and decided["rule"] == f"Bash({command})"
+
+
+async def test_an_outage_past_the_retry_budget_keeps_the_task_and_resumes_by_itself(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup = make_bot(extra=PERMISSIONS.format(timeout=30))
+    text = setup.config.path.read_text()
+    setup.config.path.write_text(
+        text.replace("max_retries = 3", "max_retries = 1\noutage_retry_s = 1")
+    )
+    bot = await setup.process().start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(setup.bot.user_id)
+    await owner.wait_join(room, setup.bot.user_id)
+    # Two overloaded answers use up the SDK's retry (1); two more keep it away for a while.
+    fake_api.fail(529, times=4)
+    fake_api.reply("Back in business.")
+    sent = await owner.send_text(room, "are you up?")
+    notice = await owner.wait_message(room, sender=setup.bot.user_id, contains="unavailable")
+    assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == sent
+    answer = await owner.wait_message(room, sender=setup.bot.user_id, contains="Back in business")
+    assert answer["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == sent
+    assert [r.status for r in fake_api.requests] == [529, 529, 529, 529, 200]
+    assert len(bot.log_events("model.outage")) == 2
+    notices = [m for m in await owner.messages(room) if "unavailable" in str(m["content"])]
+    assert len(notices) == 1, "told once per outage"

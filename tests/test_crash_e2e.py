@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from conftest import BotSetup
+from conftest import BotSetup, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
@@ -39,25 +39,13 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-async def started(
-    make_bot: Callable[..., BotSetup], owner_client: StartClient, running: list[BotProcess]
-) -> tuple[BotSetup, BotProcess, JsClient, str]:
-    setup = make_bot(extra=PERMISSIONS)
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
-    return setup, bot, owner, room
-
-
 async def test_cancel_stops_a_running_sleep_600_and_its_processes(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, PERMISSIONS)
     marker = "600.0271"
     fake_api.reply(tools=[("bash", {"command": f"sleep {marker}"})])
     sent = await owner.send_text(room, "wait ten minutes")
@@ -84,7 +72,7 @@ async def test_kill_9_mid_shell_step_then_restart_reports_and_finishes(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, PERMISSIONS)
     marker = "600.0314"
     fake_api.reply("Starting the long job.", tools=[("bash", {"command": f"sleep {marker}"})])
     sent = await owner.send_text(room, "run the long job")

@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import BotSetup, Homeserver
+from conftest import BotSetup, Homeserver, started
 from fake_messages_api import FakeMessagesAPI
 from harness import http
 from harness.bot import BotProcess
@@ -17,6 +17,8 @@ from harness.jsclient import JsClient
 from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
 
 pytestmark = [pytest.mark.e2e]
+
+READ_ONLY = '[permissions]\nallow = ["Read"]\n'
 
 StartClient = Callable[..., Awaitable[JsClient]]
 
@@ -39,18 +41,6 @@ def tiny_png() -> bytes:
     )
 
 
-async def started(
-    make_bot: Callable[..., BotSetup], owner_client: StartClient, running: list[BotProcess]
-) -> tuple[BotSetup, BotProcess, JsClient, str]:
-    setup = make_bot(extra='[permissions]\nallow = ["Read"]\n')
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
-    return setup, bot, owner, room
-
-
 async def test_send_file_arrives_as_an_attachment_the_phone_decrypts(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
@@ -58,7 +48,7 @@ async def test_send_file_arrives_as_an_attachment_the_phone_decrypts(
     homeserver: Homeserver,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, READ_ONLY)
     report = setup.config.folder / "work" / "review.md"
     report.write_text("# Review\n\nAll green except test_b.\n")
     fake_api.reply(tools=[("send_file", {"path": str(report), "caption": "the review"})])
@@ -84,7 +74,7 @@ async def test_an_image_from_the_phone_reaches_the_model_as_an_image_block(
     homeserver: Homeserver,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, READ_ONLY)
     png = tiny_png()
     ciphertext, keys = encrypt_attachment(png)
     token = http.login(homeserver.url, setup.owner.user_id, setup.owner.password)
@@ -122,7 +112,7 @@ async def test_a_file_over_the_limit_is_refused_with_a_clear_message(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, READ_ONLY)
     content = {
         "msgtype": "m.file",
         "body": "huge.iso",
@@ -153,7 +143,7 @@ async def test_a_malformed_message_is_answered_not_dropped(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, READ_ONLY)
     broken = {"msgtype": "m.file", "body": "broken", "file": {"url": 42}}
     await owner.call("send_event", room_id=room, type="m.room.message", content=broken)
     notice = await owner.wait_message(room, sender=setup.bot.user_id, contains="could not read")

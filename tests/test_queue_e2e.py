@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import BotSetup
+from conftest import BotSetup, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
@@ -16,18 +16,6 @@ from harness.jsclient import JsClient
 pytestmark = [pytest.mark.e2e]
 
 StartClient = Callable[..., Awaitable[JsClient]]
-
-
-async def started(
-    make_bot: Callable[..., BotSetup], owner_client: StartClient, running: list[BotProcess]
-) -> tuple[BotSetup, BotProcess, JsClient, str]:
-    setup = make_bot()
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
-    return setup, bot, owner, room
 
 
 def replies(messages: list[dict[str, Any]], bot: str) -> dict[str, list[str]]:
@@ -181,3 +169,60 @@ async def test_two_hundred_messages_sent_while_stopped_all_complete_once(
     assert asked(fake_api) == [f"flood {n:03d}" for n in range(200)]
     answers = replies(await owner.messages(room), setup.bot.user_id)
     assert [answers.get(e) for e in sent] == [[f"flood {n:03d}"] for n in range(200)]
+
+
+async def test_editing_or_deleting_a_queued_message_changes_its_task(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    bot_id = setup.bot.user_id
+    await owner.send_text(room, "!pause")
+    await owner.wait_message(room, sender=bot_id, contains="Paused")
+    typo = await owner.send_text(room, "delete the tmp folder")
+    unwanted = await owner.send_text(room, "reboot the server")
+    edit = {
+        "msgtype": "m.text",
+        "body": "* list the tmp folder",
+        "m.new_content": {"msgtype": "m.text", "body": "list the tmp folder"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": typo},
+    }
+    await owner.call("send_event", room_id=room, type="m.room.message", content=edit)
+    await bot.wait_log("task.edited")
+    await owner.call("redact", room_id=room, event_id=unwanted)
+    await bot.wait_log("task.dropped")
+    await owner.send_text(room, "!resume")
+    await owner.wait_message(room, sender=bot_id, contains="list the tmp folder")
+    await owner.send_text(room, "!queue")
+    await owner.wait_message(room, sender=bot_id, contains="The queue is empty")
+    assert asked(fake_api) == ["list the tmp folder"]
+
+
+async def test_a_huge_message_is_refused_clearly_and_a_huge_answer_comes_as_a_file(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup = make_bot()
+    text = setup.config.path.read_text().replace(
+        "max_retries = 3", "max_retries = 3\nmax_task_chars = 20000"
+    )
+    setup.config.path.write_text(text)
+    bot = await setup.process().start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(setup.bot.user_id)
+    await owner.wait_join(room, setup.bot.user_id)
+    await owner.send_text(room, "x" * 40_000)
+    refused = await owner.wait_message(room, sender=setup.bot.user_id, contains="too long")
+    assert "40000 characters" in refused["body"] and fake_api.requests == []
+
+    fake_api.reply("line of a very long report\n" * 2000)
+    await owner.send_text(room, "write me a long report")
+    attached = await owner.wait_message(room, sender=setup.bot.user_id, contains="answer-")
+    assert attached["content"]["msgtype"] == "m.file" and "file" in attached["content"]
+    summary = await owner.wait_message(room, sender=setup.bot.user_id, contains="attached file")
+    assert len(summary["body"]) < 10_000

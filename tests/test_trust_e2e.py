@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import BotSetup, Homeserver
+from conftest import BotSetup, Homeserver, started
 from fake_messages_api import FakeMessagesAPI
 from harness import http
 from harness.bot import BotProcess, console_script
@@ -19,18 +19,6 @@ from harness.jsclient import JsClient
 pytestmark = [pytest.mark.e2e]
 
 StartClient = Callable[..., Awaitable[JsClient]]
-
-
-async def started(
-    make_bot: Callable[..., BotSetup], owner_client: StartClient, running: list[BotProcess]
-) -> tuple[BotSetup, BotProcess, JsClient, str]:
-    setup = make_bot()
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
-    return setup, bot, owner, room
 
 
 def assert_nothing_ran(bot: BotProcess, api: FakeMessagesAPI) -> None:

@@ -17,7 +17,7 @@ import anthropic
 from .. import logs
 from ..errors import ModelError
 from ..store import Database
-from ..store.ledger import Summary
+from ..store.models import Summary
 from . import model
 from .context import cut_point, estimate_tokens, render
 from .prompt import SUMMARY_SYSTEM, summary_request

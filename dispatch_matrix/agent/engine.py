@@ -257,6 +257,14 @@ class Agent:
         )
         return reply
 
+    def _learn(self, name: str, tool_input: dict[str, Any]) -> None:
+        """The owner said "always": allow exactly this call from now on (kept in the store,
+        never written into the config file, which stays the owner's to edit)."""
+        rule = self._policy.learn(name, tool_input)
+        if rule is not None:
+            self._db.add_learned_rule(rule)
+            log.info("policy.learned", rule=rule)
+
     async def _run_tool(self, use: dict[str, Any], io: TaskIO, step: int) -> dict[str, Any]:
         name, tool_input = use["name"], use.get("input") or {}
         decision = self._policy.decide(name, tool_input)
@@ -264,12 +272,15 @@ class Agent:
         if decision.verdict == "deny":
             result = ToolResult.error(f"Not allowed: {decision.reason}. Do not try another way.")
             return result.as_block(use["id"])
-        if decision.verdict == "ask" and not await io.ask(decision):
-            result = ToolResult.error(
-                f"The owner did not approve this ({decision.subject}). Do not do it; "
-                "continue without it or explain what you need."
-            )
-            return result.as_block(use["id"])
+        if decision.verdict == "ask":
+            if not await io.ask(decision):
+                result = ToolResult.error(
+                    f"The owner did not approve this ({decision.subject}). Do not do it; "
+                    "continue without it or explain what you need."
+                )
+                return result.as_block(use["id"])
+            if getattr(io, "always", False):
+                self._learn(name, tool_input)
         await io.progress(f"step {step}: {_describe(name, tool_input)}")
         context = self._context
         context.on_process = io.process_started

@@ -15,6 +15,7 @@ from typing import Any
 from .. import logs
 from ..errors import HomeserverError
 from ..ids import EventID, RoomID
+from ..logs import REDACTOR
 from ..store import Database
 from ..store.models import OutboxItem
 from .attachments import upload_file
@@ -57,9 +58,11 @@ class Outbox:
     ) -> EventID:
         """Post Markdown text (as a reply when `reply_to` is given); returns its event id.
 
-        Posts with the same `key` are one message: the second call sends nothing new.
+        Posts with the same `key` are one message: the second call sends nothing new. The
+        text passes the secrets redactor first: a key the model saw in a file or an output
+        never reaches the room.
         """
-        content = text_content(markdown, notice=notice)
+        content = text_content(REDACTOR.text(markdown), notice=notice)
         if reply_to is not None:
             content = as_reply(content, reply_to)
         return await self.send_event(room_id, "m.room.message", content, task_id=task_id, key=key)
@@ -99,11 +102,14 @@ class Outbox:
                     )
             except TokenRejected:
                 raise
-            except RequestRefused as err:
-                if err.code == "M_DUPLICATE_ANNOTATION":
+            except (RequestRefused, CannotSend) as err:
+                if isinstance(err, RequestRefused) and err.code == "M_DUPLICATE_ANNOTATION":
                     # An earlier attempt (perhaps from a device since replaced) got through.
                     self._db.mark_sent(item.txn_id, "")
                     return EventID("")
+                # Refusals do not heal by waiting as outages do (a room nio does not know
+                # yet appears with the next sync; one we were removed from never does), so
+                # they are retried a few times only, then dropped with an error in the log.
                 refusals += 1
                 if refusals > _MAX_REFUSALS:
                     log.error(
@@ -112,31 +118,14 @@ class Outbox:
                     self._db.mark_sent(item.txn_id, "")
                     return EventID("")
                 log.warning("outbox.refused", txn=item.txn_id, error=err.message, retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
-                continue
-            except CannotSend as err:
-                # A room nio does not know yet appears with the next sync; one we were
-                # removed from never does, so this is retried a few times only.
-                refusals += 1
-                if refusals > _MAX_REFUSALS:
-                    log.error(
-                        "outbox.dropped", txn=item.txn_id, room=item.room_id, error=err.message
-                    )
-                    self._db.mark_sent(item.txn_id, "")
-                    return EventID("")
-                log.warning("outbox.refused", txn=item.txn_id, error=err.message, retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
-                continue
             except HomeserverError as err:
                 log.warning("outbox.retry", txn=item.txn_id, error=err.message, retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
-                continue
-            self._db.mark_sent(item.txn_id, event_id)
-            log.info("outbox.sent", txn=item.txn_id, room=item.room_id, event_id=event_id)
-            return event_id
+            else:
+                self._db.mark_sent(item.txn_id, event_id)
+                log.info("outbox.sent", txn=item.txn_id, room=item.room_id, event_id=event_id)
+                return event_id
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
 
     async def send_file(
         self,
@@ -157,7 +146,7 @@ class Outbox:
         self, room_id: RoomID, event_id: str, markdown: str, *, notice: bool = False
     ) -> EventID:
         """Replace the text of one of our messages (m.replace)."""
-        content = edit_of(text_content(markdown, notice=notice), event_id)
+        content = edit_of(text_content(REDACTOR.text(markdown), notice=notice), event_id)
         return await self.send_event(room_id, "m.room.message", content)
 
     async def react(

@@ -24,6 +24,7 @@ log = logs.get(__name__)
 YES = {"✅", "👍", "✔️", "☑️"}
 NO = {"❌", "👎", "✖️", "🚫"}
 YES_WORDS = {"yes", "y", "ok", "approve", "!approve", "allow", "go", "go ahead"}
+ALWAYS_WORDS = {"always", "always allow", "!always", "yes always", "always allow this"}
 NO_WORDS = {"no", "n", "deny", "!deny", "stop", "don't", "dont"}
 
 
@@ -38,6 +39,7 @@ class _Pending:
     question: str
     fingerprint: str
     expires: float
+    always: bool = False
     answer: asyncio.Future[tuple[bool, str]] = field(repr=False, default=None)  # type: ignore[assignment]
 
 
@@ -50,6 +52,7 @@ class Approvals:
         self._mirror = mirror
         self._timeout_s = timeout_s
         self._pending: dict[str, _Pending] = {}
+        self.last_always = False
 
     async def ask(self, task: Task, decision: Decision) -> bool:
         """Post the question and wait for the owner; False on no, silence or expiry."""
@@ -57,7 +60,8 @@ class Approvals:
         minutes = max(1, round(self._timeout_s / 60))
         text = (
             f"❓ **May I?** {decision.subject}\n\n{decision.reason}.\n\n"
-            "Reply **yes** or **no** (or react ✅ / ❌ from an app that encrypts reactions). "
+            "Reply **yes** or **no** — or **always** to allow exactly this from now on (or "
+            "react ✅ / ❌ from an app that encrypts reactions). "
             f"No answer in {minutes} min means no."
         )
         question = await self._room.post(
@@ -87,6 +91,8 @@ class Approvals:
             )
         finally:
             self._pending.pop(question, None)
+        # "always": the engine turns the call into a learned allow rule.
+        self.last_always = approved and pending.always
         self._db.record_approval(task.id, decision.subject, fingerprint, approved, who)
         self._db.set_task_state(task.id, TaskState.RUNNING)
         await self._mirror.show(task, TaskState.RUNNING)
@@ -104,7 +110,8 @@ class Approvals:
     def answer_text(self, room_id: str, body: str, sender: str, reply_to: str | None) -> bool:
         """An owner's (already trusted) text reply; True if it answered a pending question."""
         word = body.strip().lower().rstrip(".!")
-        verdict = True if word in YES_WORDS else False if word in NO_WORDS else None
+        always = word in ALWAYS_WORDS
+        verdict = True if word in YES_WORDS or always else False if word in NO_WORDS else None
         if verdict is None:
             return False
         candidates = [p for p in self._pending.values() if p.task.room_id == room_id]
@@ -113,10 +120,11 @@ class Approvals:
         if not candidates:
             return False
         # The oldest open question is the one a bare "yes" answers.
-        return self._settle(candidates[0], verdict, sender)
+        return self._settle(candidates[0], verdict, sender, always)
 
-    def _settle(self, pending: _Pending, verdict: bool, sender: str) -> bool:
+    def _settle(self, pending: _Pending, verdict: bool, sender: str, always: bool = False) -> bool:
         if pending.answer.done() or time.monotonic() > pending.expires:
             return False
+        pending.always = always
         pending.answer.set_result((verdict, sender))
         return True

@@ -38,6 +38,8 @@ class RoomTaskIO:
         self._approvals = approvals
         self._register = register
         self._status: EventID | None = None
+        # The owner's last approval said "always" (allow exactly this from now on).
+        self.always = False
         self._last_edit = 0.0
         self._pending: str | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -86,7 +88,9 @@ class RoomTaskIO:
             await self._flush()
 
     async def ask(self, decision: Decision) -> bool:
-        return await self._approvals.ask(self._task, decision)
+        approved = await self._approvals.ask(self._task, decision)
+        self.always = self._approvals.last_always
+        return approved
 
     async def send_file(self, path: Path, caption: str | None = None) -> str:
         return await self._room.send_file(

@@ -29,6 +29,8 @@ from .taskio import RoomTaskIO
 log = logs.get(__name__)
 
 _TYPING_REFRESH_S = 20.0
+# Matrix events are capped at 64 KiB, encrypted and with HTML; longer answers go as a file.
+LONG_ANSWER_CHARS = 16_000
 _KILL_GRACE_S = 1.0
 
 
@@ -36,14 +38,24 @@ class Worker:
     """Runs queued tasks through the agent and posts each answer as a reply."""
 
     def __init__(
-        self, db: Database, agent: Answerer, room: Room, approval_timeout_s: float = 600.0
+        self,
+        db: Database,
+        agent: Answerer,
+        room: Room,
+        approval_timeout_s: float = 600.0,
+        answers_dir: Path | None = None,
+        outage_first_s: float = 30.0,
     ) -> None:
+        self._answers_dir = answers_dir
+        # After an outage outlasts the SDK's retries: wait this long, doubling to 10 min.
+        self._outage_first_s = outage_first_s
         self._db = db
         self._agent = agent
         self._room = room
         self.mirror = Mirror(db, room)
         self.approvals = Approvals(db, room, self.mirror, approval_timeout_s)
         self._outage_wait = 0.0
+        self._announced: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.current: Task | None = None
         self.current_since: float | None = None
@@ -148,9 +160,9 @@ class Worker:
         self._db.set_task_state(task.id, TaskState.RUNNING)
         log.info("task.started", task=task.short_id, room=task.room_id)
         room = RoomID(task.room_id)
-        await self.mirror.taken(task)
-        await self.mirror.show(task, TaskState.RUNNING)
-        await self.mirror.presence(task, self.paused)
+        # The ⚙️, the read receipt and presence are for show: they go out beside the model
+        # call, not before it, and are waited for only before the next status change.
+        self._announced = asyncio.create_task(self._announce(task))
         typing = asyncio.create_task(self._keep_typing(room))
         io = RoomTaskIO(task, self._room, self.approvals, self.register_process_group)
         self._job = asyncio.create_task(self._agent.answer(task, io))
@@ -186,9 +198,10 @@ class Worker:
 
     async def _wait_out(self, task: Task, err: ModelError) -> None:
         """The API is away: the task keeps its place and its finished steps; retry later."""
+        await self._announcement_done()
         self._db.set_task_state(task.id, TaskState.QUEUED)
         await self.mirror.show(task, TaskState.QUEUED)
-        self._outage_wait = min(max(self._outage_wait * 2, 30.0), 600.0)
+        self._outage_wait = min(max(self._outage_wait * 2, self._outage_first_s), 600.0)
         log.warning(
             "model.outage", task=task.short_id, error=err.message, retry_in=self._outage_wait
         )
@@ -203,6 +216,7 @@ class Worker:
 
     async def _blocked(self, task: Task, err: ModelError) -> None:
         """The key or the credit is the problem: pause and say what to fix."""
+        await self._announcement_done()
         self._db.set_task_state(task.id, TaskState.QUEUED)
         await self.mirror.show(task, TaskState.QUEUED)
         self.set_paused(True)
@@ -214,6 +228,34 @@ class Worker:
             notice=True,
         )
 
+    async def _attach_long_answer(self, task: Task, text: str) -> str:
+        """An answer too long for one message goes as a file; the message keeps its start."""
+        assert self._answers_dir is not None
+        self._answers_dir.mkdir(parents=True, exist_ok=True)
+        path = self._answers_dir / f"answer-{task.id}.md"
+        await asyncio.to_thread(path.write_text, text)
+        await self._room.send_file(
+            RoomID(task.room_id),
+            path,
+            f"answer-{task.id}.md",
+            reply_to=task.event_id,
+            task_id=task.id,
+        )
+        head = text[: LONG_ANSWER_CHARS // 4].rsplit("\n", 1)[0]
+        return f"{head}\n\n… the full answer ({len(text):,} characters) is in the attached file."
+
+    async def _announce(self, task: Task) -> None:
+        await self.mirror.taken(task)
+        await self.mirror.show(task, TaskState.RUNNING)
+        await self.mirror.presence(task, self.paused)
+
+    async def _announcement_done(self) -> None:
+        """Let the start-of-task updates land before a later state is shown."""
+        if self._announced is not None:
+            with contextlib.suppress(Exception):
+                await self._announced
+            self._announced = None
+
     async def _finish(
         self,
         task: Task,
@@ -222,7 +264,11 @@ class Worker:
         text: str,
         error: str | None = None,
     ) -> None:
-        await self._stop_typing(typing, RoomID(task.room_id))
+        typing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await typing
+        if len(text) > LONG_ANSWER_CHARS and self._answers_dir is not None:
+            text = await self._attach_long_answer(task, text)
         # The answer is posted before the task counts as done: a crash in between re-posts
         # it under the same transaction id at the next start, never loses or doubles it.
         await self._room.post(
@@ -236,6 +282,8 @@ class Worker:
         self._db.set_task_state(
             task.id, state, result=text if state is TaskState.DONE else None, error=error
         )
+        await self._room.typing(RoomID(task.room_id), False)
+        await self._announcement_done()
         await self.mirror.show(task, state)
         log.info("task.finished", task=task.short_id, state=str(state))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -44,3 +45,15 @@ class Base:
             value = uuid.uuid4().hex[:12]
             self.set_meta("instance_id", value)
         return value
+
+    # -- rules the owner allowed "always" --------------------------------------------------
+
+    def learned_rules(self) -> list[str]:
+        """Allow rules added by "always" answers, oldest first."""
+        return list(json.loads(self.get_meta("learned_rules") or "[]"))
+
+    def add_learned_rule(self, rule: str) -> None:
+        """Keep one more learned allow rule (once)."""
+        rules = self.learned_rules()
+        if rule not in rules:
+            self.set_meta("learned_rules", json.dumps([*rules, rule]))

@@ -6,11 +6,10 @@ import json
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from ._base import Base
-from .models import OutboxItem, Task, TaskState
+from .models import OutboxItem, Summary, Task, TaskState, TranscriptRow, UsageRow
 
 
 def _task(row: sqlite3.Row) -> Task:
@@ -378,41 +377,3 @@ class LedgerQueries(Base):
             (limit,),
         ).fetchall()
         return [int(row[0]) for row in rows]
-
-
-@dataclass(frozen=True)
-class TranscriptRow:
-    """One stored message of the conversation, with the row id that names it."""
-
-    id: int
-    task_id: int | None
-    role: str
-    content: list[dict[str, Any]]
-
-    def message(self) -> dict[str, Any]:
-        """The message as a Messages API dict."""
-        return {"role": self.role, "content": self.content}
-
-
-@dataclass(frozen=True)
-class Summary:
-    """A summary that replaces, in requests, the turns up to `covers_up_to`."""
-
-    id: int
-    conversation_id: int
-    covers_up_to: int
-    text: str
-    created_at: float
-
-
-@dataclass(frozen=True)
-class UsageRow:
-    """The token counts of one model request."""
-
-    task_id: int | None
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int
-    cache_read_input_tokens: int
-    at: float

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from ..errors import ConfigError
 from .globs import DEFAULT_SECRET_GLOBS, name_matches
 from .paths import within
-from .rules import PATH_TOOLS, Rule, canonical_tool, parse_rules
+from .rules import PATH_TOOLS, Rule, canonical_tool, parse_rule, parse_rules
 from .shellsplit import ShellSyntaxError, split_commands, words
 
 Verdict = Literal["allow", "ask", "deny"]
@@ -121,6 +122,28 @@ class Policy:
             key = self.read_tools[tool_name]
             return self._path("Read", tool_input.get(key), key, own_name=tool_name)
         return self._named(tool_name, tool_input)
+
+    def learn(self, tool_name: str, tool_input: Mapping[str, Any]) -> str | None:
+        """Allow this exact call from now on ("always allow"); returns the rule, or None
+        for calls no exact rule can describe. Deny rules and the control plane still win:
+        a learned rule is an allow rule like any other."""
+        tool = canonical_tool(tool_name)
+        if tool == "Bash":
+            command = str(tool_input.get("command", "")).strip()
+            text = f"Bash({command})" if command and "\n" not in command else None
+        elif tool in PATH_TOOLS:
+            key = "file_path" if tool in ("Read", "Write", "Edit") else "path"
+            target = tool_input.get(key)
+            text = f"{tool}({target})" if isinstance(target, str) and target else None
+        else:
+            text = None
+        if text is None:
+            return None
+        try:
+            self._allow.append(parse_rule(text, "learned", self.home, self.workdir))
+        except ConfigError:
+            return None  # a call no rule can spell exactly is simply asked again next time
+        return text
 
     def read_denied(self, path: Path) -> bool:
         """Whether reading `path` would be denied: for walkers (grep) that read files the

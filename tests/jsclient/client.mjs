@@ -503,6 +503,13 @@ commands.send_event = async ({ room_id, type, content, timeout_ms = 30000 }) => 
     return sendEvent(room_id, type, content, timeout_ms);
 };
 
+commands.redact = async ({ room_id, event_id, reason }) => {
+    const { event_id: redaction } = await requireClient().redactEvent(
+        room_id, event_id, undefined, reason ? { reason } : undefined,
+    );
+    return { event_id: redaction };
+};
+
 commands.react = async ({ room_id, event_id, key, timeout_ms = 30000 }) => {
     const content = { "m.relates_to": { rel_type: "m.annotation", event_id, key } };
     return sendEvent(room_id, "m.reaction", content, timeout_ms);

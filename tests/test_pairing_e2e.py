@@ -16,7 +16,7 @@ from conftest import BotSetup, Homeserver
 from fake_messages_api import FakeMessagesAPI
 from harness import http
 from harness.bot import BotProcess
-from harness.jsclient import JsClient
+from harness.jsclient import JsClient, JsClientError
 
 from dispatch_matrix.config import load_config
 from dispatch_matrix.errors import AlreadyRunning
@@ -285,8 +285,16 @@ async def test_pairing_is_how_the_operator_trusts_an_owners_reset_identity(
     owner = await owner_client(setup.owner, strict=False, name="reset")
     # matrix-js-sdk vouches (MACs) only for an own identity it counts as verified, and after
     # the first reset it still holds the old one as its own; a second reset settles it.
-    await owner.bootstrap_cross_signing(setup.owner.password)
-    await owner.wait_user_verified(setup.owner.user_id)
+    # Seen here: now and then the first extra reset does not settle it either; a bounded
+    # number of tries keeps the test about the bot, not about the js-sdk's timing.
+    for attempt in range(3):
+        await owner.bootstrap_cross_signing(setup.owner.password)
+        try:
+            await owner.wait_user_verified(setup.owner.user_id, timeout=15)
+            break
+        except JsClientError:
+            if attempt == 2:
+                raise
     assert await bot.stop() == 0
 
     operator = Operator(owner)

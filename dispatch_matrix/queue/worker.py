@@ -186,6 +186,13 @@ class Worker:
                 task, TaskState.FAILED, typing, texts.failed(err.message), err.message
             )
             return
+        except Exception as err:
+            # A bug met in one task fails that task, not the daemon: a crash would restart
+            # into the same task and meet it again, forever.
+            log.exception("task.crashed", task=task.short_id)
+            reason = f"an internal error ({err.__class__.__name__}); details are in the log"
+            await self._finish(task, TaskState.FAILED, typing, texts.failed(reason), reason)
+            return
         finally:
             await io.close()
             self.current, self.current_since, self._job = None, None, None

@@ -1,11 +1,11 @@
 """Queue benchmark: how fast the phone sees a message taken (⏳), and how fast a backlog
 sent while the bot was stopped is worked through.
 
-    .venv/bin/python tools/bench/queue.py [--acks 20] [--backlog 200]
+    .venv/bin/python tools/bench/backlog.py [--acks 20] [--backlog 200]
 
 Brings up its own Synapse, the stand-in Messages API (zero-delay echo), the bot as a real
 process and a cross-signed strict matrix-js-sdk client; stops all of them on the way out.
-Writes tools/bench/results/queue.json. A measurement, not a test: nothing is asserted.
+Writes tools/bench/results/backlog.json. A measurement, not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--acks", type=int, default=20)
     parser.add_argument("--backlog", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=ROOT / "tools/bench/results/queue.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "tools/bench/results/backlog.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dm-bench-queue-") as tmp:
         figures = asyncio.run(run(args, Path(tmp)))

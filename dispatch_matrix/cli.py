@@ -189,13 +189,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _trust(args: argparse.Namespace) -> int:
-    from .operator import trust
+    from .identity_admin import trust
 
     return asyncio.run(trust(load_config(_config_path(args.config)), args.user, _say))
 
 
 def _reset_identity(args: argparse.Namespace) -> int:
-    from .operator import reset_identity
+    from .identity_admin import reset_identity
 
     config = load_config(_config_path(args.config))
     if not args.yes:

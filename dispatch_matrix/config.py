@@ -89,6 +89,11 @@ class MatrixSection(_Section):
                 raise ValueError(f"{owner!r} is not a full Matrix user id such as @me:example.org")
         return value
 
+    @property
+    def max_file_bytes(self) -> int:
+        """`max_file_mb` in bytes."""
+        return int(self.max_file_mb * 1024 * 1024)
+
     def secret_password(self) -> SecretStr | None:
         """The password from the file, the file it names, or the environment."""
         return _read_secret(self.password, self.password_file)
@@ -163,6 +168,11 @@ class AgentSection(_Section):
         if 0 < value < 1024:
             raise ValueError("must be 0 (off) or at least 1024 tokens")
         return value
+
+    @property
+    def compact_above(self) -> int:
+        """The request size, in tokens, past which older turns are compacted."""
+        return int(self.context_window * self.compact_at)
 
     def secret_api_key(self) -> SecretStr | None:
         """The API key from the file or the file it names; None means the SDK reads the env."""

@@ -20,15 +20,17 @@ from pathlib import Path
 import anthropic
 
 from . import __version__, logs
-from .agent import Agent, Limits, Memory, Settings
+from .agent import Agent, Memory
 from .agent.prompt import Machine, system_prompt
+from .backoff import Backoff
 from .config import Config
 from .errors import HomeserverError
 from .homeserver import LocalSynapse
 from .ids import RoomID, UserID
 from .matrix import texts
-from .matrix.client import MatrixClient, Unreachable
+from .matrix.client import MatrixClient
 from .matrix.crosssign import OwnIdentity, ensure_identity
+from .matrix.failures import Unreachable
 from .matrix.identities import Identities
 from .matrix.outbox import Outbox
 from .matrix.router import Router
@@ -110,14 +112,14 @@ def build_tools(
 
 async def connect(client: MatrixClient, password: str | None) -> Session:
     """Log in or restore, retrying with capped backoff while the homeserver is away."""
-    delay = 1.0
+    backoff = Backoff(1.0, _MAX_CONNECT_BACKOFF_S)
     while True:
         try:
             return await client.connect(password)
         except Unreachable as err:
-            log.warning("matrix.unreachable", error=err.message, retry_in=delay, fix=err.fix)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _MAX_CONNECT_BACKOFF_S)
+            wait = backoff.next()
+            log.warning("matrix.unreachable", error=err.message, retry_in=wait, fix=err.fix)
+            await asyncio.sleep(wait)
 
 
 def banner(config: Config, session: Session, first_sync_s: float | None) -> str:
@@ -231,9 +233,12 @@ async def _serve(
 ) -> int:
     owners = frozenset(config.matrix.owners)
     identities = Identities(client, db, owners)
-    max_file_bytes = int(config.matrix.max_file_mb * 1024 * 1024)
     outbox = Outbox(
-        client, db, before_send=identities.restrict_sharing, max_file_bytes=max_file_bytes
+        client,
+        db,
+        before_send=identities.restrict_sharing,
+        max_file_bytes=config.matrix.max_file_bytes,
+        long_texts=config.state_dir / "answers",
     )
     workdir = config.agent.workdir.expanduser()
     roots = [root.expanduser() for root in config.agent.allowed_roots]
@@ -242,39 +247,31 @@ async def _serve(
     agent = Agent(
         db,
         anthropic_client(config),
-        model_name=config.agent.model,
-        max_tokens=config.agent.max_tokens,
+        settings=config.agent,
         system=system_prompt(config.matrix.owners, machine, config.agent.system_prompt),
         tools=registry,
         policy=policy,
         context=context,
-        limits=Limits(config.agent.max_steps, config.agent.max_task_seconds),
-        settings=Settings.from_config(config.agent),
         memory=Memory(config.state_dir / "memory.md"),
     )
     worker = Worker(
         db,
         agent,
         outbox,
-        config.permissions.approval_timeout_s,
-        config.state_dir / "answers",
-        config.agent.outage_retry_s,
+        approval_timeout_s=config.permissions.approval_timeout_s,
+        outage_first_s=config.agent.outage_retry_s,
     )
     control = Control(db, worker, outbox, agent)
     intake = Intake(db, worker, outbox, control, config.agent.max_task_chars)
     router = Router(
         client,
         db,
-        owners,
         intake,
-        born_ms,
         identities,
         outbox,
-        require_cross_signed=config.matrix.trust == "cross-signed",
-        allowed_shared_rooms=frozenset(config.matrix.shared_rooms),
-        undecryptable_grace_s=config.matrix.undecryptable_grace_s,
+        settings=config.matrix,
+        not_before_ms=born_ms,
         inbox=workdir / "inbox",
-        max_file_bytes=max_file_bytes,
     )
     if config.matrix.trust != "cross-signed":
         log.warning(

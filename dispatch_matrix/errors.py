@@ -1,7 +1,11 @@
 """One error family: everything we raise on purpose is a DispatchError.
 
 The CLI turns these into one clear line and an exit code; the agent turns ToolError into a
-tool result the model sees. Nothing else catches broadly.
+tool result the model sees. Code catches these kinds, not `Exception`; the few places that
+catch broadly are last lines of defence that log the bug and keep serving: the CLI's top
+level, `doctor` (every failure is a line of its report), opening a crypto store (any
+failure means it is lost), the router (one bad event must not deafen the bot) and the worker
+(one bad task fails that task, not the queue).
 """
 
 from __future__ import annotations

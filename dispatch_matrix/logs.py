@@ -112,17 +112,7 @@ def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) 
         cache_logger_on_first_use=False,
     )
     console = logging.StreamHandler(stream or sys.stderr)
-    console.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=list(shared),
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                _redact_rendered,
-                structlog.dev.ConsoleRenderer(colors=False),
-            ],
-        )
-    )
+    console.setFormatter(_formatter(shared, structlog.dev.ConsoleRenderer(colors=False)))
     root = logging.getLogger()
     root.handlers.clear()
     root.addHandler(console)
@@ -132,15 +122,7 @@ def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) 
             log_dir / "dispatch.jsonl", maxBytes=20_000_000, backupCount=3, encoding="utf-8"
         )
         handler.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                foreign_pre_chain=list(shared),
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    _redact_rendered,
-                    structlog.processors.JSONRenderer(ensure_ascii=False),
-                ],
-            )
+            _formatter(shared, structlog.processors.JSONRenderer(ensure_ascii=False))
         )
         root.addHandler(handler)
         (log_dir / "dispatch.jsonl").chmod(0o600)
@@ -154,3 +136,16 @@ def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) 
 def get(name: str) -> Any:
     """A structlog logger for a module."""
     return structlog.get_logger(name)
+
+
+def _formatter(shared: Iterable[Any], renderer: Any) -> logging.Formatter:
+    """Records from structlog and from other libraries alike: redacted, then rendered."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=list(shared),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _redact_rendered,
+            renderer,
+        ],
+    )

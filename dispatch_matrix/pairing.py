@@ -24,15 +24,17 @@ from collections.abc import Awaitable, Callable
 from . import logs
 from .config import Config
 from .errors import AlreadyRunning, DispatchError, HomeserverError, StateError, TrustError
+from .identity_admin import saved_login
 from .ids import RoomID
-from .matrix import sas
-from .matrix.client import MatrixClient, TokenRejected
+from .matrix import sas_protocol
+from .matrix.client import MatrixClient
 from .matrix.crosssign import ensure_identity, sign_user
-from .matrix.sas import Outgoing, Party, Phase, SasFlow, VerificationCancelled
+from .matrix.identities import share_only_with
+from .matrix.sas import SasFlow
+from .matrix.sas_protocol import Outgoing, Party, Phase, VerificationCancelled
 from .matrix.signing import CrossSigningKeys
 from .matrix.trust import DeviceTrust, UserKeys, device_trust
-from .matrix.verification import VerificationEvent, fresh_requests, verification_events
-from .operator import saved_login
+from .matrix.verification import VerificationEvent, VerificationStream, fresh_requests
 from .state import StateFolder
 from .store import Database
 
@@ -102,73 +104,6 @@ async def pair(
     return 0
 
 
-class _Events:
-    """Syncs in the background and keeps the verification events it brings, in order."""
-
-    def __init__(self, client: MatrixClient, io: asyncio.Lock) -> None:
-        self._client = client
-        self._io = io
-        self._buffer: deque[VerificationEvent] = deque()
-        self._arrived = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.initial: list[VerificationEvent] = []
-
-    async def start(self) -> None:
-        """One full sync (no token), then keep syncing from there."""
-        # "offline": the bot does not serve while pairing, and nothing resets it afterwards.
-        response = await self._client.sync(None, 0, presence="offline")
-        self.initial = verification_events(response)
-        async with self._io:
-            await self._client.after_sync()
-        self._task = asyncio.create_task(self._run(response.next_batch), name="pairing-sync")
-
-    async def _run(self, token: str) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                response = await self._client.sync(token, SYNC_TIMEOUT_MS, presence="offline")
-                token = response.next_batch
-                self._buffer.extend(verification_events(response))
-                self._arrived.set()
-                async with self._io:
-                    await self._client.after_sync()
-            except TokenRejected:
-                raise
-            except HomeserverError as err:
-                log.warning("pairing.sync_failed", error=err.message, retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            backoff = 1.0
-
-    async def next(self, deadline: float) -> VerificationEvent:
-        """The next event; TimeoutError once the loop's clock passes `deadline`."""
-        assert self._task is not None
-        loop = asyncio.get_running_loop()
-        while not self._buffer:
-            if self._task.done():
-                self._task.result()
-                raise HomeserverError("pairing: the sync stopped")
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError
-            self._arrived.clear()
-            waiter = asyncio.ensure_future(self._arrived.wait())
-            try:
-                await asyncio.wait(
-                    {waiter, self._task}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                waiter.cancel()
-        return self._buffer.popleft()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, HomeserverError):
-                await self._task
-
-
 class _Pairing:
     """One run of `pair`: find or send a request, run the flow, then sign and pin."""
 
@@ -190,7 +125,7 @@ class _Pairing:
         self._me = Party(client.user_id, client.device_id)
         # Sends and key housekeeping take turns (nio's key query is not re-entrant).
         self._io = asyncio.Lock()
-        self._events = _Events(client, self._io)
+        self._events = VerificationStream(client, self._io, SYNC_TIMEOUT_MS)
         self._signed: dict[str, set[str]] = {}
 
     async def run(self, confirm: Confirm, timeout_s: float, request_wait_s: float) -> None:
@@ -256,7 +191,7 @@ class _Pairing:
             return event.room_id, flow
 
     def _wanted(self, event: VerificationEvent) -> bool:
-        if event.type != sas.REQUEST or event.content.get("to") != self._me.user_id:
+        if event.type != sas_protocol.REQUEST or event.content.get("to") != self._me.user_id:
             return False
         if event.sender not in self._owners or self._owner not in (None, event.sender):
             log.info("pairing.request_ignored", sender=event.sender, room=event.room_id)
@@ -278,8 +213,8 @@ class _Pairing:
                 fix="invite the bot to a DM from Element first (while the daemon runs)",
             )
         room_id = RoomID(rooms[0])
-        content = sas.request_content(self._me, owner)
-        event_id = await self._send(room_id, Outgoing(sas.ROOM_MESSAGE, content))
+        content = sas_protocol.request_content(self._me, owner)
+        event_id = await self._send(room_id, Outgoing(sas_protocol.ROOM_MESSAGE, content))
         self._say(f"No request yet, so the bot asked {owner}: accept it in Element.")
         return room_id, SasFlow(self._me, owner, event_id, own_keys, we_requested=True)
 
@@ -390,26 +325,7 @@ class _Pairing:
         when that excludes a device pairing let in.
         """
         await self._client.after_sync()
-        nio = self._client.client
-        room = nio.rooms.get(room_id)
-        if room is None or nio.olm is None or not room.encrypted:
-            return
-        revoked = False
-        for user_id in set(room.users) | set(room.invited_users):
-            if user_id == self._me.user_id:
-                continue
-            trusted = await self._signed_devices(user_id) if user_id in self._owners else set()
-            for device in nio.device_store.active_user_devices(user_id):
-                if device.id in trusted:
-                    if device.blacklisted:
-                        nio.unblacklist_device(device)
-                    if not device.verified:
-                        nio.verify_device(device)
-                elif not device.blacklisted:
-                    nio.blacklist_device(device)
-                    revoked = True
-        if revoked:
-            nio.olm.outbound_group_sessions.pop(room_id, None)
+        await share_only_with(self._client.client, room_id, self._owners, self._signed_devices)
 
     async def _signed_devices(self, user_id: str) -> set[str]:
         if user_id not in self._signed:

@@ -153,11 +153,16 @@ async def test_an_unencrypted_yes_from_the_owners_account_approves_nothing(
     question = await owner.wait_message(room, sender=setup.bot.user_id, contains="May I?")
     # A thief with the password answers in plaintext, and reacts ✅ in plaintext.
     token = http.login(homeserver.url, setup.owner.user_id, setup.owner.password)
-    http.send_plaintext(homeserver.url, token, room, "yes")
+    said = http.send_plaintext(homeserver.url, token, room, "yes")
     reaction = {
         "m.relates_to": {"rel_type": "m.annotation", "event_id": question["event_id"], "key": "✅"}
     }
-    http.send_event(homeserver.url, token, room, "m.reaction", reaction)
+    reacted = http.send_event(homeserver.url, token, room, "m.reaction", reaction)
+    # Both reached the bot while the question was open, and the gate turned both away.
+    for name, event_id in (("message.ignored", said), ("reaction.ignored", reacted)):
+        [ignored] = await bot.wait_log(name, where=lambda r, e=event_id: r["event_id"] == e)
+        assert "plaintext" in ignored["reason"]
+    assert bot.log_events("approval.decided") == []
     await owner.wait_message(room, sender=setup.bot.user_id, contains="Left it alone", timeout=30)
     assert not (work / "sneaky").exists()
     assert [r["by"] for r in bot.log_events("approval.decided")] == ["timeout"]

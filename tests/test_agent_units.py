@@ -13,7 +13,14 @@ import anthropic
 import pytest
 from fake_messages_api import FakeMessagesAPI
 
-from dispatch_matrix.agent import Agent, BudgetSpent, ContextTooLong, Memory, MemoryTool, Settings
+from dispatch_matrix.agent import (
+    Agent,
+    Approval,
+    BudgetSpent,
+    ContextTooLong,
+    Memory,
+    MemoryTool,
+)
 from dispatch_matrix.agent.context import (
     MEDIA_TOKENS,
     Gauge,
@@ -228,7 +235,7 @@ async def test_memory_tool_adds_views_replaces_and_removes(tmp_path: Path) -> No
     memory = Memory(tmp_path / "memory.md")
     tool = MemoryTool(memory)
     registry = ToolRegistry([tool])
-    ctx = ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,))
+    ctx = ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,), bash_timeout_s=120)
 
     async def run(**tool_input: Any) -> tuple[bool, str]:
         done = await registry.run("memory", tool_input, ctx)
@@ -253,7 +260,7 @@ async def test_memory_tool_adds_views_replaces_and_removes(tmp_path: Path) -> No
 async def test_memory_refuses_to_grow_past_its_cap(tmp_path: Path) -> None:
     memory = Memory(tmp_path / "memory.md")
     registry = ToolRegistry([MemoryTool(memory)])
-    ctx = ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,))
+    ctx = ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,), bash_timeout_s=120)
     for n in range(78):
         assert not (
             await registry.run("memory", {"action": "add", "text": f"{n:03d} " + "y" * 96}, ctx)
@@ -277,8 +284,8 @@ class QuietIO:
     async def progress(self, text: str) -> None:
         pass
 
-    async def ask(self, decision: Decision) -> bool:
-        return False
+    async def ask(self, decision: Decision) -> Approval:
+        return Approval.NO
 
     async def send_file(self, path: Path, caption: str | None = None) -> str:
         return "$none"
@@ -288,7 +295,7 @@ class QuietIO:
 
 
 def make_agent(
-    tmp_path: Path, url: str, settings: Settings | None = None, memory: bool = True
+    tmp_path: Path, url: str, settings: AgentSection | None = None, memory: bool = True
 ) -> tuple[Agent, Database]:
     db = Database.open(tmp_path / "db.sqlite")
     client = anthropic.AsyncAnthropic(
@@ -298,13 +305,11 @@ def make_agent(
     agent = Agent(
         db,
         client,
-        model_name="claude-sonnet-4-5",
-        max_tokens=1024,
+        settings=settings or AgentSection(model="claude-sonnet-4-5", max_tokens=1024),
         system="You are a test.",
         tools=ToolRegistry(default_tools()),
         policy=policy,
-        context=ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,)),
-        settings=settings,
+        context=ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,), bash_timeout_s=120),
         memory=Memory(tmp_path / "memory.md") if memory else None,
     )
     return agent, db
@@ -348,7 +353,9 @@ def responder(summaries: list[str]) -> Any:
 async def test_compaction_summarises_older_turns_and_keeps_the_store_whole(
     tmp_path: Path, fake_api: FakeMessagesAPI
 ) -> None:
-    settings = Settings(context_window=2_500, keep_recent_messages=2)
+    settings = AgentSection(
+        model="claude-sonnet-4-5", max_tokens=1024, context_window=2_500, keep_recent_messages=2
+    )
     agent, db = make_agent(tmp_path, fake_api.url, settings)
     asked: list[str] = []
     fake_api.script(*[responder(asked)] * 20)
@@ -372,7 +379,11 @@ async def test_compaction_summarises_older_turns_and_keeps_the_store_whole(
 async def test_prompt_too_long_compacts_and_retries_exactly_once(
     tmp_path: Path, fake_api: FakeMessagesAPI
 ) -> None:
-    agent, db = make_agent(tmp_path, fake_api.url, Settings(keep_recent_messages=2))
+    agent, db = make_agent(
+        tmp_path,
+        fake_api.url,
+        AgentSection(model="claude-sonnet-4-5", max_tokens=1024, keep_recent_messages=2),
+    )
     fake_api.reply("first")
     await agent.answer(new_task(db, 1), QuietIO())
     fake_api.fail(400, message="prompt is too long: 210000 tokens > 200000 maximum")
@@ -391,7 +402,11 @@ async def test_prompt_too_long_compacts_and_retries_exactly_once(
 async def test_the_daily_budget_stops_requests_once_spent(
     tmp_path: Path, fake_api: FakeMessagesAPI
 ) -> None:
-    agent, db = make_agent(tmp_path, fake_api.url, Settings(daily_budget_usd=0.50))
+    agent, db = make_agent(
+        tmp_path,
+        fake_api.url,
+        AgentSection(model="claude-sonnet-4-5", max_tokens=1024, daily_budget_usd=0.50),
+    )
     db.record_usage(None, "claude-sonnet-4-5", {"input_tokens": 100_000, "output_tokens": 20_000})
     with pytest.raises(BudgetSpent) as spent:
         await agent.answer(new_task(db, 1), QuietIO())
@@ -405,7 +420,11 @@ async def test_the_daily_budget_stops_requests_once_spent(
 async def test_thinking_is_sent_and_its_blocks_kept(
     tmp_path: Path, fake_api: FakeMessagesAPI
 ) -> None:
-    agent, db = make_agent(tmp_path, fake_api.url, Settings(thinking_budget=2048))
+    agent, db = make_agent(
+        tmp_path,
+        fake_api.url,
+        AgentSection(model="claude-sonnet-4-5", max_tokens=1024, thinking_budget=2048),
+    )
     fake_api.reply("Let me look.", tools=[("bash", {"command": "echo hi"})], thinking="hmm")
     fake_api.reply("Done.")
     await agent.answer(new_task(db, 1), QuietIO())
@@ -437,7 +456,7 @@ async def test_the_model_set_with_the_command_is_used_from_the_next_task(
 def test_config_rejects_a_thinking_budget_below_the_minimum() -> None:
     with pytest.raises(ValueError, match="at least 1024"):
         AgentSection(thinking_budget=500)
-    assert Settings.from_config(AgentSection(context_window=3000)).compact_above == 2100
+    assert AgentSection(context_window=3000).compact_above == 2100
 
 
 def test_today_is_counted_from_local_midnight(tmp_path: Path) -> None:

@@ -18,17 +18,18 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nio import SyncResponse
 
-from dispatch_matrix.matrix import sas
-from dispatch_matrix.matrix.sas import (
-    EMOJI,
+from dispatch_matrix.matrix import sas_protocol as proto
+from dispatch_matrix.matrix.sas import SasFlow
+from dispatch_matrix.matrix.sas_emoji import EMOJI
+from dispatch_matrix.matrix.sas_protocol import (
     Outgoing,
     Party,
     Phase,
-    SasFlow,
     VerificationCancelled,
     commitment,
 )
-from dispatch_matrix.pairing import describe, fresh_requests, verification_events
+from dispatch_matrix.matrix.verification import fresh_requests, verification_events
+from dispatch_matrix.pairing import describe
 
 BOT = Party("@bot:example.org", "BOTDEVICE")
 OWNER = Party("@owner:example.org", "OWNERPHONE")
@@ -62,16 +63,19 @@ def deliver(sender: SasFlow, receiver: SasFlow, events: list[Outgoing], tamper: 
 
 
 def handshake(
-    *, bot_requests: bool, tamper: Tamper = untouched, owner_macs: tuple[str, ...] = sas.OUR_MACS
+    *,
+    bot_requests: bool,
+    tamper: Tamper = untouched,
+    owner_macs: tuple[str, ...] = proto.OUR_MACS,
 ) -> tuple[SasFlow, SasFlow]:
     """Run a request to the point where both sides can show the short string."""
     if bot_requests:
-        content = sas.request_content(BOT, OWNER.user_id)
+        content = proto.request_content(BOT, OWNER.user_id)
         bot = SasFlow(BOT, OWNER.user_id, REQUEST_ID, keys_of(BOT), we_requested=True)
         owner = SasFlow.from_request(OWNER, BOT.user_id, REQUEST_ID, content, keys_of(OWNER))
         deliver(owner, bot, [owner.ready()], tamper)
     else:
-        content = sas.request_content(OWNER, BOT.user_id)
+        content = proto.request_content(OWNER, BOT.user_id)
         owner = SasFlow(
             OWNER, BOT.user_id, REQUEST_ID, keys_of(OWNER), we_requested=True, macs=owner_macs
         )
@@ -94,10 +98,10 @@ def finish(bot: SasFlow, owner: SasFlow) -> tuple[tuple[str, ...], tuple[str, ..
 @pytest.mark.parametrize(
     "bot_requests, owner_macs, mac_method",
     [
-        (False, sas.OUR_MACS, sas.MAC_V2),
-        (True, sas.OUR_MACS, sas.MAC_V2),
-        (False, (sas.MAC_V1,), sas.MAC_V1),
-        (False, (sas.MAC_V2_UNSTABLE, sas.MAC_V1), sas.MAC_V2_UNSTABLE),
+        (False, proto.OUR_MACS, proto.MAC_V2),
+        (True, proto.OUR_MACS, proto.MAC_V2),
+        (False, (proto.MAC_V1,), proto.MAC_V1),
+        (False, (proto.MAC_V2_UNSTABLE, proto.MAC_V1), proto.MAC_V2_UNSTABLE),
     ],
 )
 def test_both_sides_show_the_same_emoji_and_prove_each_others_keys(
@@ -126,7 +130,7 @@ def test_their_mac_may_arrive_before_our_user_confirms() -> None:
     owner.verify_mac(keys_of(BOT))
     deliver(owner, bot, [owner.done()], untouched)
     assert bot.phase is Phase.DONE and bot.their_done
-    assert bot.done().type == sas.DONE
+    assert bot.done().type == proto.DONE
 
 
 def test_verify_mac_proves_only_keys_we_know() -> None:
@@ -172,7 +176,7 @@ def test_a_man_in_the_middle_who_swaps_both_keys_shows_different_emoji_and_fails
     """Mallory relays the events but answers each side with her own ephemeral key, keeping
     every commitment consistent; only the emoji (and then the MACs) give her away."""
     owner = SasFlow(OWNER, BOT.user_id, REQUEST_ID, keys_of(OWNER), we_requested=True)
-    request = sas.request_content(OWNER, BOT.user_id)
+    request = proto.request_content(OWNER, BOT.user_id)
     bot = SasFlow.from_request(BOT, OWNER.user_id, REQUEST_ID, request, keys_of(BOT))
     bot_ready = bot.ready()
     (start,) = owner.receive(bot_ready.type, BOT.user_id, bot_ready.content)
@@ -205,7 +209,7 @@ def test_a_man_in_the_middle_who_swaps_both_keys_shows_different_emoji_and_fails
 
 def swap_key(to: str, event: Outgoing) -> Outgoing:
     """Replace the key the bot sends the owner (the starter) with another one."""
-    if event.type == sas.KEY and to == OWNER.user_id:
+    if event.type == proto.KEY and to == OWNER.user_id:
         other = (
             X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         )
@@ -215,8 +219,10 @@ def swap_key(to: str, event: Outgoing) -> Outgoing:
 
 def reorder_start(to: str, event: Outgoing) -> Outgoing:
     """Change what the owner's start offers on its way to the bot (a downgrade attempt)."""
-    if event.type == sas.START and to == BOT.user_id:
-        return Outgoing(event.type, {**event.content, "message_authentication_codes": [sas.MAC_V1]})
+    if event.type == proto.START and to == BOT.user_id:
+        return Outgoing(
+            event.type, {**event.content, "message_authentication_codes": [proto.MAC_V1]}
+        )
     return event
 
 
@@ -228,7 +234,7 @@ def test_the_starter_checks_the_commitment_over_key_and_start(tamper: Tamper) ->
 
 
 def test_the_commitment_covers_canonical_json_so_key_order_does_not_matter() -> None:
-    start = {"method": sas.SAS_V1, "from_device": "D", "hashes": ["sha256"]}
+    start = {"method": proto.SAS_V1, "from_device": "D", "hashes": ["sha256"]}
     reordered = dict(reversed(list(start.items())))
     assert commitment("KEY", start) == commitment("KEY", reordered)
     assert commitment("KEY", start) != commitment("KEY", {**start, "from_device": "E"})
@@ -239,7 +245,11 @@ def test_the_commitment_covers_canonical_json_so_key_order_does_not_matter() -> 
 def test_simultaneous_starts_are_settled_by_the_smaller_user_id() -> None:
     bot = SasFlow(BOT, OWNER.user_id, REQUEST_ID, keys_of(BOT), we_requested=True)
     owner = SasFlow.from_request(
-        OWNER, BOT.user_id, REQUEST_ID, sas.request_content(BOT, OWNER.user_id), keys_of(OWNER)
+        OWNER,
+        BOT.user_id,
+        REQUEST_ID,
+        proto.request_content(BOT, OWNER.user_id),
+        keys_of(OWNER),
     )
     ready = owner.ready()
     (bot_start,) = bot.receive(ready.type, OWNER.user_id, ready.content)
@@ -255,12 +265,12 @@ def test_simultaneous_starts_are_settled_by_the_smaller_user_id() -> None:
 @pytest.mark.parametrize(
     "event_type, content, code",
     [
-        (sas.KEY, {"key": "x"}, "m.unexpected_message"),
-        (sas.MAC, {"mac": {}, "keys": ""}, "m.unexpected_message"),
-        (sas.START, {"method": "m.qr_code.scan.v1", "from_device": OWNER.device_id},
+        (proto.KEY, {"key": "x"}, "m.unexpected_message"),
+        (proto.MAC, {"mac": {}, "keys": ""}, "m.unexpected_message"),
+        (proto.START, {"method": "m.qr_code.scan.v1", "from_device": OWNER.device_id},
          "m.unknown_method"),
-        (sas.START, {**sas._OFFER, "from_device": "ANOTHERDEVICE"}, "m.unexpected_message"),
-        (sas.START, {**sas._OFFER, "from_device": OWNER.device_id, "hashes": ["sha512"]},
+        (proto.START, {**proto.OFFER, "from_device": "ANOTHERDEVICE"}, "m.unexpected_message"),
+        (proto.START, {**proto.OFFER, "from_device": OWNER.device_id, "hashes": ["sha512"]},
          "m.unknown_method"),
     ],
 )  # fmt: skip
@@ -268,7 +278,11 @@ def test_events_out_of_turn_or_without_common_methods_are_cancelled(
     event_type: str, content: dict[str, Any], code: str
 ) -> None:
     bot = SasFlow.from_request(
-        BOT, OWNER.user_id, REQUEST_ID, sas.request_content(OWNER, BOT.user_id), keys_of(BOT)
+        BOT,
+        OWNER.user_id,
+        REQUEST_ID,
+        proto.request_content(OWNER, BOT.user_id),
+        keys_of(BOT),
     )
     bot.ready()
     with pytest.raises(VerificationCancelled) as raised:
@@ -280,9 +294,9 @@ def test_events_out_of_turn_or_without_common_methods_are_cancelled(
 
 def test_their_cancel_ends_the_flow_and_others_in_the_room_are_ignored() -> None:
     bot, _owner = handshake(bot_requests=False)
-    assert bot.receive(sas.CANCEL, "@stranger:example.org", {"code": "m.user"}) == []
+    assert bot.receive(proto.CANCEL, "@stranger:example.org", {"code": "m.user"}) == []
     with pytest.raises(VerificationCancelled) as raised:
-        bot.receive(sas.CANCEL, OWNER.user_id, {"code": "m.mismatched_sas", "reason": "no"})
+        bot.receive(proto.CANCEL, OWNER.user_id, {"code": "m.mismatched_sas", "reason": "no"})
     assert raised.value.by_them and raised.value.code == "m.mismatched_sas"
     assert bot.phase is Phase.CANCELLED
 
@@ -290,7 +304,7 @@ def test_their_cancel_ends_the_flow_and_others_in_the_room_are_ignored() -> None
 @pytest.mark.parametrize(
     "content, code",
     [
-        ({"to": "@someone-else:example.org", "from_device": "D", "methods": [sas.SAS_V1]},
+        ({"to": "@someone-else:example.org", "from_device": "D", "methods": [proto.SAS_V1]},
          "m.invalid_message"),
         ({"to": BOT.user_id, "from_device": "D", "methods": ["m.qr_code.show.v1"]},
          "m.unknown_method"),
@@ -347,13 +361,13 @@ def relates(content: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_bot_agrees_with_a_spec_reference_peer_that_starts() -> None:
     peer = ReferencePeer()
-    request = sas.request_content(OWNER, BOT.user_id)
+    request = proto.request_content(OWNER, BOT.user_id)
     bot = SasFlow.from_request(BOT, OWNER.user_id, REQUEST_ID, request, keys_of(BOT))
     bot.ready()
-    start = relates({"from_device": OWNER.device_id, **sas._OFFER})
-    (accept,) = bot.receive(sas.START, OWNER.user_id, start)
-    assert accept.content["message_authentication_code"] == sas.MAC_V2
-    (bot_key,) = bot.receive(sas.KEY, OWNER.user_id, relates({"key": peer.public}))
+    start = relates({"from_device": OWNER.device_id, **proto.OFFER})
+    (accept,) = bot.receive(proto.START, OWNER.user_id, start)
+    assert accept.content["message_authentication_code"] == proto.MAC_V2
+    (bot_key,) = bot.receive(proto.KEY, OWNER.user_id, relates({"key": peer.public}))
     key = bot_key.content["key"]
     canonical = json.dumps(start, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert accept.content["commitment"] == b64(hashlib.sha256((key + canonical).encode()).digest())
@@ -380,7 +394,7 @@ def test_the_bot_agrees_with_a_spec_reference_peer_that_starts() -> None:
     info += f"{BOT.device_id}{REQUEST_ID}"
     mac = {k: peer.mac(secret, v, info + k) for k, v in keys_of(OWNER).items()}
     keys = peer.mac(secret, ",".join(sorted(mac)), info + "KEY_IDS")
-    bot.receive(sas.MAC, OWNER.user_id, relates({"mac": mac, "keys": keys}))
+    bot.receive(proto.MAC, OWNER.user_id, relates({"mac": mac, "keys": keys}))
     assert bot.verify_mac(keys_of(OWNER)) == tuple(sorted(keys_of(OWNER)))
 
 
@@ -409,17 +423,17 @@ def test_the_emoji_table_is_the_specs() -> None:
 
 
 def test_pairing_reads_requests_and_flow_events_from_nio_and_skips_answered_ones() -> None:
-    request = sas.request_content(OWNER, BOT.user_id)
+    request = proto.request_content(OWNER, BOT.user_id)
     answered = dict(request)
     to_answered = {"rel_type": "m.reference", "event_id": "$answered"}
     events = [
-        timeline_event("$old", sas.ROOM_MESSAGE, request, ts=1_000),
-        timeline_event("$answered", sas.ROOM_MESSAGE, answered, ts=5_000),
-        timeline_event("$cancel", sas.CANCEL, {"code": "m.user", "m.relates_to": to_answered},
+        timeline_event("$old", proto.ROOM_MESSAGE, request, ts=1_000),
+        timeline_event("$answered", proto.ROOM_MESSAGE, answered, ts=5_000),
+        timeline_event("$cancel", proto.CANCEL, {"code": "m.user", "m.relates_to": to_answered},
                        ts=5_001),
-        timeline_event("$text", sas.ROOM_MESSAGE, {"msgtype": "m.text", "body": "hi"}, ts=5_002),
-        timeline_event("$new", sas.ROOM_MESSAGE, request, ts=6_000),
-        timeline_event("$start", sas.START, relates({"from_device": OWNER.device_id}), ts=6_001),
+        timeline_event("$text", proto.ROOM_MESSAGE, {"msgtype": "m.text", "body": "hi"}, ts=5_002),
+        timeline_event("$new", proto.ROOM_MESSAGE, request, ts=6_000),
+        timeline_event("$start", proto.START, relates({"from_device": OWNER.device_id}), ts=6_001),
     ]  # fmt: skip
     response = SyncResponse.from_dict(
         {
@@ -429,11 +443,11 @@ def test_pairing_reads_requests_and_flow_events_from_nio_and_skips_answered_ones
     )
     found = verification_events(response)
     assert [(e.event_id, e.type) for e in found] == [
-        ("$old", sas.REQUEST),
-        ("$answered", sas.REQUEST),
-        ("$cancel", sas.CANCEL),
-        ("$new", sas.REQUEST),
-        ("$start", sas.START),
+        ("$old", proto.REQUEST),
+        ("$answered", proto.REQUEST),
+        ("$cancel", proto.CANCEL),
+        ("$new", proto.REQUEST),
+        ("$start", proto.START),
     ]
     assert found[-1].flow_id == REQUEST_ID and found[0].flow_id == "$old"
     # Too old, or already cancelled: only $new is worth answering (the start is for REQUEST_ID).

@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,12 @@ def outside(tmp_path: Path) -> Path:
 def ctx(root: Path, tmp_path: Path) -> ToolContext:
     other = tmp_path / "reviews"
     other.mkdir()
-    return ToolContext(workdir=root, allowed_roots=(root, other), denied_paths=(root / "state",))
+    return ToolContext(
+        workdir=root,
+        allowed_roots=(root, other),
+        bash_timeout_s=120,
+        denied_paths=(root / "state",),
+    )
 
 
 @pytest.fixture
@@ -84,7 +90,7 @@ async def test_read_numbers_lines_and_takes_a_range(tools: ToolRegistry, ctx: To
 
 async def test_read_pages_a_huge_file_with_a_note(tools: ToolRegistry, root: Path) -> None:
     (root / "big.log").write_text("".join(f"entry {i} " + "x" * 60 + "\n" for i in range(5000)))
-    small = ToolContext(workdir=root, allowed_roots=(root,), output_limit=2000)
+    small = ToolContext(workdir=root, allowed_roots=(root,), bash_timeout_s=120, output_limit=2000)
     result = await call(tools, small, "read", file_path="big.log")
     body = text(result)
     assert len(body) < 2500
@@ -266,7 +272,7 @@ async def test_glob_is_bounded_and_skips_git(tools: ToolRegistry, ctx: ToolConte
 
 
 async def test_grep_is_bounded_and_skips_binary_and_git(tools: ToolRegistry, root: Path) -> None:
-    ctx = ToolContext(workdir=root, allowed_roots=(root,), output_limit=1000)
+    ctx = ToolContext(workdir=root, allowed_roots=(root,), bash_timeout_s=120, output_limit=1000)
     (root / "log.txt").write_text("".join(f"needle {i}\n" for i in range(500)))
     (root / "blob.bin").write_bytes(b"needle\x00\x00")
     (root / ".git").mkdir()
@@ -299,7 +305,7 @@ async def test_grep_honours_deny_rules_below_the_folder_it_was_allowed(
     )
     assert policy.decide("grep", {"pattern": "token"}).verdict == "allow"
     tools = ToolRegistry(default_tools(read_denied=policy.read_denied))
-    ctx = ToolContext(workdir=root, allowed_roots=(root,))
+    ctx = ToolContext(workdir=root, allowed_roots=(root,), bash_timeout_s=120)
     for rel in ("private/notes.txt", "app/.env", "app/.env.local", "app/main.py"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(f"token in {rel}\n")
@@ -324,7 +330,7 @@ async def test_bash_reports_output_and_exit_code(tools: ToolRegistry, ctx: ToolC
 
 
 async def test_bash_caps_output_keeping_head_and_tail(tools: ToolRegistry, root: Path) -> None:
-    ctx = ToolContext(workdir=root, allowed_roots=(root,), output_limit=1000)
+    ctx = ToolContext(workdir=root, allowed_roots=(root,), bash_timeout_s=120, output_limit=1000)
     result = await call(tools, ctx, "bash", command="seq 1 100000")
     body = text(result)
     assert body.startswith("1\n2\n3\n")
@@ -348,7 +354,9 @@ async def test_bash_env_is_only_what_it_is_given(
     assert "ANTHROPIC" not in text(minimal) and "hunter2" not in text(minimal)
     for name in ("PATH=", "HOME=", "USER=", "LANG=", "TERM=dumb", "TMPDIR="):
         assert name in text(minimal)
-    given = ToolContext(workdir=ctx.workdir, allowed_roots=ctx.allowed_roots, env={"FOO": "bar"})
+    given = ToolContext(
+        workdir=ctx.workdir, allowed_roots=ctx.allowed_roots, bash_timeout_s=120, env={"FOO": "bar"}
+    )
     result = await call(tools, given, "bash", command="/usr/bin/env")
     names = {line.split("=", 1)[0] for line in text(result).splitlines()[:-1]}
     assert "FOO" in names
@@ -357,7 +365,7 @@ async def test_bash_env_is_only_what_it_is_given(
 
 async def test_bash_tells_on_process_the_group_id(tools: ToolRegistry, ctx: ToolContext) -> None:
     seen: list[int] = []
-    ctx.on_process = seen.append
+    ctx = replace(ctx, on_process=seen.append)
     result = await call(tools, ctx, "bash", command="ps -o pgid= -p $$")
     assert len(seen) == 1
     assert text(result).splitlines()[0].strip() == str(seen[0])
@@ -387,7 +395,7 @@ def _group_exists(pgid: int) -> bool:
 
 async def test_bash_timeout_kills_the_whole_group(tools: ToolRegistry, ctx: ToolContext) -> None:
     seen: list[int] = []
-    ctx.on_process = seen.append
+    ctx = replace(ctx, on_process=seen.append)
     started = time.monotonic()
     result = await call(tools, ctx, "bash", command="sleep 600 & sleep 600; wait", timeout_ms=1000)
     assert time.monotonic() - started < 10
@@ -398,7 +406,7 @@ async def test_bash_timeout_kills_the_whole_group(tools: ToolRegistry, ctx: Tool
 
 async def test_bash_leaves_no_background_job_behind(tools: ToolRegistry, ctx: ToolContext) -> None:
     seen: list[int] = []
-    ctx.on_process = seen.append
+    ctx = replace(ctx, on_process=seen.append)
     started = time.monotonic()
     result = await call(tools, ctx, "bash", command="sleep 600 & echo started")
     assert time.monotonic() - started < 10
@@ -414,7 +422,7 @@ async def test_cancelling_the_call_kills_the_group(tools: ToolRegistry, ctx: Too
         seen.append(pgid)
         started.set()
 
-    ctx.on_process = on_process
+    ctx = replace(ctx, on_process=on_process)
     task = asyncio.create_task(call(tools, ctx, "bash", command="sleep 600 & sleep 600"))
     await asyncio.wait_for(started.wait(), 10)
     task.cancel()

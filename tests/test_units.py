@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from dispatch_matrix.agent.transcript import normalize, with_cache_breakpoint
+from dispatch_matrix.backoff import Backoff
 from dispatch_matrix.ids import EventID, RoomID, UserID
 from dispatch_matrix.logs import REDACTED, Redactor
 from dispatch_matrix.matrix.formatting import reply_to, text_content
-from dispatch_matrix.matrix.inbound import Invite, Message
+from dispatch_matrix.matrix.inbound import Invite, Message, Reaction
 from dispatch_matrix.matrix.signing import CrossSigningKeys, SigningKey, signable, verify
 from dispatch_matrix.matrix.trust import DeviceTrust, UserKeys, device_trust, may_command, may_join
 from dispatch_matrix.store import Database, TaskState
@@ -23,6 +24,18 @@ OWNERS = frozenset({"@me:example.org"})
 def message(sender: str = "@me:example.org", encrypted: bool = True) -> Message:
     return Message(
         RoomID("!r:example.org"), EventID("$e"), UserID(sender), "hi", 1, encrypted, None
+    )
+
+
+def reaction(sender: str = "@me:example.org", encrypted: bool = True) -> Reaction:
+    return Reaction(
+        RoomID("!r:example.org"),
+        EventID("$r"),
+        UserID(sender),
+        EventID("$q"),
+        "✅",
+        encrypted,
+        None,
     )
 
 
@@ -47,10 +60,16 @@ SIGNED = DeviceTrust.CROSS_SIGNED
         (message(), DeviceTrust.IDENTITY_CHANGED, True, True, "identity changed"),
         (message(encrypted=False), None, True, True, "plaintext"),
         (message(), SIGNED, False, True, "not private"),
+        # A reaction (an approval's ✅) passes the same gate as a message.
+        (reaction(), SIGNED, True, False, ""),
+        (reaction(encrypted=False), None, True, False, "plaintext"),
+        (reaction("@thief:example.org"), SIGNED, True, False, "not an owner"),
+        (reaction(), DeviceTrust.UNSIGNED, True, False, "not cross-signed"),
+        (reaction(), SIGNED, False, False, "not private"),
     ],
 )
 def test_may_command(
-    item: Message, device: DeviceTrust | None, private: bool, relaxed: bool, reason: str
+    item: Message | Reaction, device: DeviceTrust | None, private: bool, relaxed: bool, reason: str
 ) -> None:
     verdict = may_command(item, OWNERS, device, private, require_cross_signed=not relaxed)
     assert verdict.allowed is (reason == "")
@@ -222,3 +241,12 @@ def test_normalize_answers_tool_calls_a_cancelled_task_left_open() -> None:
     assert first["type"] == "tool_result" and first["tool_use_id"] == "toolu_1"
     assert first["is_error"] is True
     assert out[2]["content"][1]["text"] == "next task"
+
+
+def test_backoff_doubles_to_its_cap_and_starts_over_after_a_success() -> None:
+    backoff = Backoff(1.0, 5.0)
+    assert not backoff.failing
+    assert [backoff.next() for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert backoff.failing
+    backoff.reset()
+    assert not backoff.failing and backoff.next() == 1.0

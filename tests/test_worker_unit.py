@@ -1,15 +1,18 @@
 """The worker with stand-ins for the room and the agent (no homeserver): a bug in one task
-fails that task and the queue goes on."""
+fails that task and the queue goes on; process groups a dead run left are stopped."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from dispatch_matrix.ids import EventID, RoomID
+from dispatch_matrix.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, Task, TaskState
+from dispatch_matrix.tools.groups import ProcessGroups
+from dispatch_matrix.tools.process import group_alive
 
 
 class FakeRoom:
@@ -45,9 +48,10 @@ class BuggyThenFine:
 async def test_a_bug_fails_one_task_and_the_queue_goes_on(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "d.db")
     room = FakeRoom(until="done: a normal task")
-    worker = Worker(db, BuggyThenFine(), room)
-    db.add_task("$1", "!r", "@me", "trigger the bug", 1)
-    db.add_task("$2", "!r", "@me", "a normal task", 2)
+    worker = Worker(db, BuggyThenFine(), room, approval_timeout_s=60, outage_first_s=30)
+    room_id, me = RoomID("!r"), UserID("@me")
+    db.add_task(EventID("$1"), room_id, me, "trigger the bug", 1)
+    db.add_task(EventID("$2"), room_id, me, "a normal task", 2)
     runner = asyncio.create_task(worker.run())
     await asyncio.wait_for(room.seen.wait(), 10)
     runner.cancel()
@@ -57,3 +61,24 @@ async def test_a_bug_fails_one_task_and_the_queue_goes_on(tmp_path: Path) -> Non
     assert second is not None and second.state is TaskState.DONE
     assert any("internal error" in p for p in room.posts)
     assert "done: a normal task" in room.posts
+
+
+async def test_groups_left_by_a_dead_run_are_stopped_only_on_the_same_boot(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    children = [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(2)]
+    try:
+        ProcessGroups(db, boot="boot-1").register(children[0].pid)
+        # A restart on another boot leaves the recorded (maybe reused) ids alone.
+        await ProcessGroups(db, boot="boot-2").stop_orphans()
+        assert children[0].poll() is None
+        assert db.get_meta("process_groups") == ""
+        ProcessGroups(db, boot="boot-1").register(children[1].pid)
+        await ProcessGroups(db, boot="boot-1").stop_orphans()
+        assert children[1].wait(5) is not None
+        assert not group_alive(children[1].pid)
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()

@@ -1,21 +1,19 @@
 """The Claude side: one long conversation, kept in the store, answered through the SDK."""
 
-from .engine import Agent, AgentFailure, Limits
+from .engine import Agent, AgentFailure
 from .memory import Memory, MemoryTool
 from .model import BudgetSpent, ContextTooLong, ModelAccessError, ModelOutage
-from .ports import TaskIO
-from .settings import Settings
+from .ports import Approval, TaskIO
 
 __all__ = [
     "Agent",
     "AgentFailure",
+    "Approval",
     "BudgetSpent",
     "ContextTooLong",
-    "Limits",
     "Memory",
     "MemoryTool",
     "ModelAccessError",
     "ModelOutage",
-    "Settings",
     "TaskIO",
 ]

@@ -15,13 +15,13 @@ from typing import Any
 import anthropic
 
 from .. import logs
+from ..config import AgentSection
 from ..errors import ModelError
 from ..store import Database
 from ..store.models import Summary
 from . import model
 from .context import cut_point, estimate_tokens, render
 from .prompt import SUMMARY_SYSTEM, summary_request
-from .settings import Settings
 
 log = logs.get(__name__)
 
@@ -43,7 +43,9 @@ class Compaction:
 class Compactor:
     """Writes summaries of the older turns, one compaction at a time."""
 
-    def __init__(self, db: Database, client: anthropic.AsyncAnthropic, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, client: anthropic.AsyncAnthropic, settings: AgentSection
+    ) -> None:
         self._db = db
         self._client = client
         self._settings = settings

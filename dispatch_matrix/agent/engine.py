@@ -6,13 +6,14 @@ in the store before the next step, so a restart continues from the last complete
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
 
 from .. import logs
+from ..config import AgentSection
 from ..errors import ModelError
 from ..store import Database, Task
 from ..tools import Policy, ToolContext, ToolRegistry, ToolResult
@@ -22,9 +23,8 @@ from .context import Gauge, estimate_tokens, real_input
 from .inbox import first_turn
 from .memory import Memory, MemoryTool
 from .model import BudgetSpent, ContextTooLong
-from .ports import TaskIO
+from .ports import Approval, TaskIO
 from .prompt import turn_context
-from .settings import Settings
 from .transcript import (
     CACHE,
     block_dict,
@@ -39,14 +39,6 @@ log = logs.get(__name__)
 
 class AgentFailure(ModelError):
     """The task cannot be finished; the message says why, for the owner."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Budgets of one task."""
-
-    max_steps: int = 60
-    max_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -71,26 +63,22 @@ class Agent:
         db: Database,
         client: anthropic.AsyncAnthropic,
         *,
-        model_name: str,
-        max_tokens: int,
+        settings: AgentSection,
         system: str,
         tools: ToolRegistry,
         policy: Policy,
         context: ToolContext,
-        limits: Limits = Limits(),
-        settings: Settings | None = None,
         memory: Memory | None = None,
     ) -> None:
         self._db = db
         self._client = client
-        self.default_model = model_name
-        self._max_tokens = max_tokens
+        # The [agent] section as loaded: the one home of every knob and its default.
+        self.settings = settings
+        self.default_model = settings.model
         self._system = system
         self._tools = tools
         self._policy = policy
         self._context = context
-        self._limits = limits
-        self.settings = settings = settings or Settings()
         self.memory = memory
         if memory is not None and tools.get(MemoryTool.name) is None:
             tools.add(MemoryTool(memory))
@@ -128,14 +116,14 @@ class Agent:
         started = time.monotonic()
         while True:
             steps = self._db.count_step(task.id)
-            if steps > self._limits.max_steps:
+            if steps > self.settings.max_steps:
                 raise AgentFailure(
-                    f"stopped after {self._limits.max_steps} steps without finishing "
+                    f"stopped after {self.settings.max_steps} steps without finishing "
                     "(the step budget; raise [agent] max_steps if this task needs more)"
                 )
-            if time.monotonic() - started > self._limits.max_seconds:
+            if time.monotonic() - started > self.settings.max_task_seconds:
                 raise AgentFailure(
-                    f"stopped after {self._limits.max_seconds / 60:.0f} minutes without "
+                    f"stopped after {self.settings.max_task_seconds / 60:.0f} minutes without "
                     "finishing (the time budget, [agent] max_task_seconds)"
                 )
             reply = await self._ask(task, conversation, steps, name)
@@ -220,7 +208,7 @@ class Agent:
 
     async def _send(self, task: Task, step: int, name: str, request: Request) -> Any:
         self._check_budget()
-        max_tokens, thinking = self._max_tokens, None
+        max_tokens, thinking = self.settings.max_tokens, None
         if self.settings.thinking_budget > 0:
             budget = self.settings.thinking_budget
             thinking = {"type": "enabled", "budget_tokens": budget}
@@ -273,18 +261,18 @@ class Agent:
             result = ToolResult.error(f"Not allowed: {decision.reason}. Do not try another way.")
             return result.as_block(use["id"])
         if decision.verdict == "ask":
-            if not await io.ask(decision):
+            approval = await io.ask(decision)
+            if not approval.approved:
                 result = ToolResult.error(
                     f"The owner did not approve this ({decision.subject}). Do not do it; "
                     "continue without it or explain what you need."
                 )
                 return result.as_block(use["id"])
-            if getattr(io, "always", False):
+            if approval is Approval.ALWAYS:
                 self._learn(name, tool_input)
         await io.progress(f"step {step}: {_describe(name, tool_input)}")
-        context = self._context
-        context.on_process = io.process_started
-        context.reporter = io
+        # The shared context stays as built; each call gets its own reporter and hook.
+        context = replace(self._context, on_process=io.process_started, reporter=io)
         result = await self._tools.run(name, tool_input, context)
         log.info("tool.result", tool=name, error=result.is_error)
         return result.as_block(use["id"])

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
 from ..tools import Decision
+
+
+class Approval(Enum):
+    """The owner's answer to one approval question."""
+
+    NO = "no"
+    YES = "yes"
+    # Yes, and allow exactly this call from now on: the agent learns it as a literal rule.
+    ALWAYS = "always"
+
+    @property
+    def approved(self) -> bool:
+        """Whether the call may run."""
+        return self is not Approval.NO
 
 
 class TaskIO(Protocol):
@@ -15,8 +30,8 @@ class TaskIO(Protocol):
         """Show what the agent is doing now (edits one status message)."""
         ...
 
-    async def ask(self, decision: Decision) -> bool:
-        """Ask the owner to approve a tool call; False on no, silence or expiry."""
+    async def ask(self, decision: Decision) -> Approval:
+        """Ask the owner to approve a tool call; NO on no, silence or expiry."""
         ...
 
     async def send_file(self, path: Path, caption: str | None = None) -> str:

@@ -47,25 +47,31 @@ def human_size(size: int) -> str:
 
 
 async def upload_file(
-    client: MatrixClient, path: Path, max_bytes: int, caption: str | None = None
+    client: MatrixClient,
+    path: Path,
+    max_bytes: int,
+    caption: str | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Encrypt and upload a file; returns the m.room.message content that shares it."""
+    """Encrypt and upload a file (shown as `name`, else its own name); returns the
+    m.room.message content that shares it."""
+    name = name or path.name
     size = path.stat().st_size
     if size > max_bytes:
         raise AttachmentError(
-            f"{path.name} is {human_size(size)}, over the {human_size(max_bytes)} limit for files"
+            f"{name} is {human_size(size)}, over the {human_size(max_bytes)} limit for files"
         )
     plaintext = await asyncio.to_thread(path.read_bytes)
     ciphertext, keys = await asyncio.to_thread(encrypt_attachment, plaintext)
-    mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
     response, _ = await client.client.upload(
         io.BytesIO(ciphertext),
         content_type="application/octet-stream",
-        filename=path.name,
+        filename=name,
         filesize=len(ciphertext),
     )
     if not isinstance(response, UploadResponse):
-        raise HomeserverError(f"upload of {path.name} failed: {response}")
+        raise HomeserverError(f"upload of {name} failed: {response}")
     file_info = {
         "url": response.content_uri,
         "key": keys["key"],
@@ -76,8 +82,8 @@ async def upload_file(
     }
     content: dict[str, Any] = {
         "msgtype": _msgtype(mimetype),
-        "body": caption or path.name,
-        "filename": path.name,
+        "body": caption or name,
+        "filename": name,
         "info": {"mimetype": mimetype, "size": size},
         "file": file_info,
     }

@@ -8,7 +8,6 @@ password and saves the token and device id; every later start restores them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -34,6 +33,14 @@ from ..ids import DeviceID, EventID, RoomID, UserID
 from ..state import StateFolder
 from ..store import Database
 from ..store.models import Session
+from .failures import (
+    UNREACHABLE,
+    CannotSend,
+    TokenRejected,
+    Unreachable,
+    failure,
+    why_unreachable,
+)
 
 log = logs.get(__name__)
 
@@ -51,54 +58,6 @@ _CLIENT_CONFIG: dict[str, Any] = {
 
 # Room timelines of up to 100 events per sync; a longer gap is filled from /messages.
 _SYNC_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 100}}}
-
-_UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError)
-
-
-class Unreachable(HomeserverError):
-    """The homeserver did not answer (connection refused, DNS, timeout)."""
-
-
-class CannotSend(HomeserverError):
-    """nio refused to send locally (a room it does not know, devices it cannot encrypt to)."""
-
-
-class RequestRefused(HomeserverError):
-    """The homeserver answered with an error for this request (not an outage)."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class TokenRejected(HomeserverError):
-    """The homeserver no longer accepts the saved access token."""
-
-
-def why_unreachable(err: BaseException) -> str:
-    """A short reason a connection failed, for a person."""
-    if isinstance(err, TimeoutError | asyncio.TimeoutError):
-        return "timed out"
-    os_error = getattr(err, "os_error", None) or (err if isinstance(err, OSError) else None)
-    if isinstance(os_error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(err, aiohttp.ClientConnectorDNSError):
-        return "host name not found"
-    if isinstance(err, aiohttp.ClientConnectorCertificateError):
-        return "TLS certificate not trusted"
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return os_error.strerror.lower()
-    return err.__class__.__name__
-
-
-def _failure(what: str, response: ErrorResponse) -> HomeserverError:
-    code = getattr(response, "status_code", None) or "error"
-    text = getattr(response, "message", "") or str(response)
-    if code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
-        return TokenRejected(f"{what}: the homeserver rejected our access token ({code})")
-    if str(code).startswith("M_") and code != "M_LIMIT_EXCEEDED":
-        return RequestRefused(f"{what} failed: {code} {text}".strip(), str(code))
-    return HomeserverError(f"{what} failed: {code} {text}".strip())
 
 
 class MatrixClient:
@@ -217,7 +176,7 @@ class MatrixClient:
         self.nio = self._make(device_id)
         try:
             response = await self.nio.login(password, device_name=self._device_name)
-        except _UNREACHABLE as err:
+        except UNREACHABLE as err:
             await self.nio.close()
             raise Unreachable(
                 f"cannot reach {self.homeserver} ({why_unreachable(err)})",
@@ -251,12 +210,12 @@ class MatrixClient:
             response = await coro
         except LocalProtocolError as err:
             raise CannotSend(f"{what}: {err}") from err
-        except _UNREACHABLE as err:
+        except UNREACHABLE as err:
             raise Unreachable(
                 f"{what}: cannot reach {self.homeserver} ({why_unreachable(err)})"
             ) from err
         if isinstance(response, ErrorResponse):
-            raise _failure(what, response)
+            raise failure(what, response)
         return response
 
     async def api(
@@ -275,7 +234,7 @@ class MatrixClient:
                 reply = await response.json(content_type=None)
             except (ValueError, aiohttp.ContentTypeError):
                 reply = {}
-        except _UNREACHABLE as err:
+        except UNREACHABLE as err:
             raise Unreachable(
                 f"{method} {path}: cannot reach {self.homeserver} ({why_unreachable(err)})"
             ) from err
@@ -295,7 +254,7 @@ class MatrixClient:
 
     async def query_keys(self, user_ids: list[str]) -> dict[str, Any]:
         """/keys/query: device keys and cross-signing keys of these users, as JSON."""
-        body = {"device_keys": {user: [] for user in user_ids}}
+        body: dict[str, Any] = {"device_keys": {user: [] for user in user_ids}}
         return await self.api_ok("POST", "/_matrix/client/v3/keys/query", body)
 
     async def whoami(self) -> str:
@@ -359,7 +318,7 @@ class MatrixClient:
         """Join a room we were invited to."""
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
-            raise _failure(f"join {room_id}", response)
+            raise failure(f"join {room_id}", response)
 
     async def reject(self, room_id: RoomID) -> None:
         """Reject an invite (leave before joining) and forget the room."""

@@ -18,7 +18,8 @@ def _renderer() -> MarkdownIt:
 
 def render(markdown: str) -> str:
     """The HTML for a Markdown text."""
-    return _renderer().render(markdown).strip()
+    html: str = _renderer().render(markdown)
+    return html.strip()
 
 
 def text_content(markdown: str, *, notice: bool = False) -> dict[str, Any]:

@@ -7,6 +7,10 @@ published keys and the pins, and turns their answers into nio device states.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from nio import AsyncClient
+
 from .. import logs
 from ..ids import RoomID
 from ..store import Database
@@ -62,39 +66,45 @@ class Identities:
         return device_trust(keys, device_id, self.pinned(user_id) or keys.master_key)
 
     async def restrict_sharing(self, room_id: RoomID) -> None:
-        """Let room keys reach only owners' devices that pass the gate (mirrors MSC4153).
+        """Let room keys reach only owners' devices that pass the gate against the pinned
+        identity (mirrors MSC4153); called before every send."""
+        await share_only_with(self._client.client, room_id, self._owners, self._trusted_devices)
 
-        Every device in the room is verified (gets keys) or blacklisted (gets none) in nio's
-        store before a send; if a device lost its standing, the outbound session is dropped
-        so the next message starts one it never sees.
-        """
-        client = self._client.client
-        room = client.rooms.get(room_id)
-        if room is None or client.olm is None:
-            return
-        revoked = False
-        for user_id in list(room.users) + list(room.invited_users):
-            if user_id == client.user_id:
-                continue
-            devices = client.device_store.active_user_devices(user_id)
-            trusted: set[str] = set()
-            if user_id in self._owners:
-                keys = await self.keys(user_id)
-                pinned = self.pinned(user_id) or keys.master_key
-                trusted = {
-                    device_id
-                    for device_id in keys.devices
-                    if device_trust(keys, device_id, pinned).trusted
-                }
-            for device in devices:
-                if device.id in trusted:
-                    if device.blacklisted:
-                        client.unblacklist_device(device)
-                    if not device.verified:
-                        client.verify_device(device)
-                elif not device.blacklisted:
-                    revoked = True
-                    client.blacklist_device(device)
-                    log.info("trust.device_excluded", user=user_id, device=device.id, room=room_id)
-        if revoked:
-            client.olm.outbound_group_sessions.pop(room_id, None)
+    async def _trusted_devices(self, user_id: str) -> set[str]:
+        keys = await self.keys(user_id)
+        pinned = self.pinned(user_id) or keys.master_key
+        return {device for device in keys.devices if device_trust(keys, device, pinned).trusted}
+
+
+# Which of an owner's devices may get room keys: the one thing the daemon and pairing judge
+# differently (the pinned identity, or the one published now).
+TrustedDevices = Callable[[str], Awaitable[set[str]]]
+
+
+async def share_only_with(
+    nio: AsyncClient, room_id: RoomID, owners: frozenset[str], trusted: TrustedDevices
+) -> None:
+    """Mark every device in the room verified (gets room keys) or blacklisted (gets none) in
+    nio's store: only owners' devices that `trusted` names get them. If a device lost its
+    standing, the outbound session is dropped, so the next message starts one it never sees.
+    """
+    room = nio.rooms.get(room_id)
+    if room is None or nio.olm is None or not room.encrypted:
+        return
+    revoked = False
+    for user_id in set(room.users) | set(room.invited_users):
+        if user_id == nio.user_id:
+            continue
+        allowed = await trusted(user_id) if user_id in owners else set()
+        for device in nio.device_store.active_user_devices(user_id):
+            if device.id in allowed:
+                if device.blacklisted:
+                    nio.unblacklist_device(device)
+                if not device.verified:
+                    nio.verify_device(device)
+            elif not device.blacklisted:
+                revoked = True
+                nio.blacklist_device(device)
+                log.info("trust.device_excluded", user=user_id, device=device.id, room=room_id)
+    if revoked:
+        nio.olm.outbound_group_sessions.pop(room_id, None)

@@ -1,25 +1,29 @@
-"""Sending with a fixed transaction id: record first, then send, retry with the same id.
+"""The bot's only way into a room: every text, file, reaction, receipt and presence change.
 
 A message the bot decided to send is written to the outbox table before the first attempt.
 A retry (after a timeout, an outage or a crash) reuses its transaction id, so the homeserver
-de-duplicates it and the phone never shows a doubled answer.
+de-duplicates it and the phone never shows a doubled answer. Every text passes the secrets
+redactor here, and one too long for an event goes as an attached file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from .. import logs
+from ..backoff import Backoff
 from ..errors import HomeserverError
 from ..ids import EventID, RoomID
 from ..logs import REDACTOR
 from ..store import Database
 from ..store.models import OutboxItem
 from .attachments import upload_file
-from .client import CannotSend, MatrixClient, RequestRefused, TokenRejected
+from .client import MatrixClient
+from .failures import CannotSend, RequestRefused, TokenRejected
 from .formatting import edit_of, text_content
 from .formatting import reply_to as as_reply
 
@@ -27,6 +31,8 @@ log = logs.get(__name__)
 
 _MAX_BACKOFF = 60.0
 _MAX_REFUSALS = 6
+# Matrix events are capped at 64 KiB, encrypted and with HTML; longer texts go as a file.
+LONG_TEXT_CHARS = 16_000
 
 
 class Outbox:
@@ -36,10 +42,14 @@ class Outbox:
         self,
         client: MatrixClient,
         db: Database,
-        before_send: Callable[[RoomID], Awaitable[None]] | None = None,
-        max_file_bytes: int = 50 * 1024 * 1024,
+        *,
+        before_send: Callable[[RoomID], Awaitable[None]] | None,
+        max_file_bytes: int,
+        long_texts: Path,
     ) -> None:
         self._max_file_bytes = max_file_bytes
+        # Where texts too long for one event are written before they are attached.
+        self._long_texts = long_texts
         self._client = client
         self._db = db
         self._lock = asyncio.Lock()
@@ -60,9 +70,13 @@ class Outbox:
 
         Posts with the same `key` are one message: the second call sends nothing new. The
         text passes the secrets redactor first: a key the model saw in a file or an output
-        never reaches the room.
+        never reaches the room. A text too long for one event goes whole as an attached
+        file, and the message keeps its start.
         """
-        content = text_content(REDACTOR.text(markdown), notice=notice)
+        markdown = REDACTOR.text(markdown)
+        if len(markdown) > LONG_TEXT_CHARS:
+            markdown = await self._attach_long(room_id, markdown, reply_to, task_id, key)
+        content = text_content(markdown, notice=notice)
         if reply_to is not None:
             content = as_reply(content, reply_to)
         return await self.send_event(room_id, "m.room.message", content, task_id=task_id, key=key)
@@ -89,16 +103,16 @@ class Outbox:
             await self._deliver(item)
 
     async def _deliver(self, item: OutboxItem) -> EventID:
-        delay = 1.0
+        backoff = Backoff(1.0, _MAX_BACKOFF)
         refusals = 0
         while True:
             try:
                 # One send at a time keeps the room's order the order we decided.
                 async with self._lock:
                     if self._before_send is not None:
-                        await self._before_send(RoomID(item.room_id))
+                        await self._before_send(item.room_id)
                     event_id = await self._client.send(
-                        RoomID(item.room_id), item.event_type, dict(item.content), item.txn_id
+                        item.room_id, item.event_type, dict(item.content), item.txn_id
                     )
             except TokenRejected:
                 raise
@@ -117,15 +131,39 @@ class Outbox:
                     )
                     self._db.mark_sent(item.txn_id, "")
                     return EventID("")
-                log.warning("outbox.refused", txn=item.txn_id, error=err.message, retry_in=delay)
+                wait = backoff.next()
+                log.warning("outbox.refused", txn=item.txn_id, error=err.message, retry_in=wait)
             except HomeserverError as err:
-                log.warning("outbox.retry", txn=item.txn_id, error=err.message, retry_in=delay)
+                wait = backoff.next()
+                log.warning("outbox.retry", txn=item.txn_id, error=err.message, retry_in=wait)
             else:
                 self._db.mark_sent(item.txn_id, event_id)
                 log.info("outbox.sent", txn=item.txn_id, room=item.room_id, event_id=event_id)
                 return event_id
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _MAX_BACKOFF)
+            await asyncio.sleep(wait)
+
+    async def _attach_long(
+        self,
+        room_id: RoomID,
+        text: str,
+        reply_to: str | None,
+        task_id: int | None,
+        key: str | None,
+    ) -> str:
+        """Send an (already redacted) long text as a Markdown file; returns the message that
+        goes with it."""
+        name = f"answer-{task_id}.md" if task_id is not None else "message.md"
+        self._long_texts.mkdir(parents=True, exist_ok=True)
+        path = self._long_texts / f"{key or uuid.uuid4().hex}.md"
+        await asyncio.to_thread(path.write_text, text)
+        content = await upload_file(self._client, path, self._max_file_bytes, name=name)
+        if reply_to is not None:
+            content = as_reply(content, reply_to)
+        await self.send_event(
+            room_id, "m.room.message", content, task_id=task_id, key=f"{key}.file" if key else None
+        )
+        head = text[: LONG_TEXT_CHARS // 4].rsplit("\n", 1)[0]
+        return f"{head}\n\n… the full text ({len(text):,} characters) is in the attached file."
 
     async def send_file(
         self,
@@ -136,7 +174,10 @@ class Outbox:
         reply_to: str | None = None,
         task_id: int | None = None,
     ) -> EventID:
-        """Upload a file (encrypted) and post it; a failure is an AttachmentError."""
+        """Upload a file (encrypted) and post it; a failure is an AttachmentError. The
+        caption passes the secrets redactor like every text."""
+        if caption is not None:
+            caption = REDACTOR.text(caption)
         content = await upload_file(self._client, path, self._max_file_bytes, caption)
         if reply_to is not None:
             content = as_reply(content, reply_to)

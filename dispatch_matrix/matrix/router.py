@@ -12,6 +12,7 @@ from pathlib import Path
 from nio import SyncResponse
 
 from .. import logs
+from ..config import MatrixSection
 from ..errors import HomeserverError
 from ..ids import RoomID
 from ..queue.intake import Intake
@@ -33,7 +34,7 @@ from .inbound import (
 )
 from .late_keys import LateKeys
 from .outbox import Outbox
-from .trust import DeviceTrust, may_command, may_join
+from .trust import DeviceTrust, Verdict, may_command, may_join
 
 log = logs.get(__name__)
 
@@ -47,28 +48,28 @@ class Router:
         self,
         client: MatrixClient,
         db: Database,
-        owners: frozenset[str],
         intake: Intake,
-        not_before_ms: int,
         identities: Identities,
         outbox: Outbox,
-        require_cross_signed: bool = True,
-        allowed_shared_rooms: frozenset[str] = frozenset(),
-        undecryptable_grace_s: float = 120.0,
-        inbox: Path = Path("inbox"),
-        max_file_bytes: int = 50 * 1024 * 1024,
+        *,
+        settings: MatrixSection,
+        not_before_ms: int,
+        inbox: Path,
     ) -> None:
-        self._inbox = inbox
-        self._max_file_bytes = max_file_bytes
         self._client = client
         self._db = db
-        self._owners = owners
+        self._intake = intake
         self._identities = identities
         self._outbox = outbox
-        self._require_cross_signed = require_cross_signed
-        self._allowed_shared_rooms = allowed_shared_rooms
-        self._late = LateKeys(client, db, undecryptable_grace_s, self._message, self._gave_up)
-        self._intake = intake
+        self._owners = frozenset(settings.owners)
+        self._require_cross_signed = settings.trust == "cross-signed"
+        self._allowed_shared_rooms = frozenset(settings.shared_rooms)
+        self._max_file_bytes = settings.max_file_bytes
+        # Files owners send are decrypted into dated folders here.
+        self._inbox = inbox
+        self._late = LateKeys(
+            client, db, settings.undecryptable_grace_s, self._message, self._gave_up
+        )
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
 
@@ -155,34 +156,28 @@ class Router:
         """A reaction may answer an approval question: the same gate as a command."""
         if reaction.sender not in self._owners:
             return
-        device = None
-        if reaction.was_encrypted:
-            device = await self._identities.judge(reaction.sender, reaction.sender_key)
-        as_message = Message(
-            reaction.room_id,
-            reaction.event_id,
-            reaction.sender,
-            reaction.key,
-            0,
-            reaction.was_encrypted,
-            reaction.sender_key,
-        )
-        verdict = may_command(
-            as_message,
-            self._owners,
-            device,
-            self.room_private(reaction.room_id),
-            self._require_cross_signed,
-        )
+        *_judged, verdict = await self._gate(reaction)
+        if verdict.allowed:
+            await self._intake.reaction(reaction.reacts_to, reaction.key, reaction.sender)
+
+    async def _gate(self, event: Message | Reaction) -> tuple[DeviceTrust | None, bool, Verdict]:
+        """The trust gate for an owner's message or reaction, with what it was judged on;
+        a refusal is logged with its reason."""
+        device: DeviceTrust | None = None
+        if event.was_encrypted and event.sender in self._owners:
+            device = await self._identities.judge(event.sender, event.sender_key)
+        private = self.room_private(event.room_id)
+        verdict = may_command(event, self._owners, device, private, self._require_cross_signed)
         if not verdict.allowed:
+            kind = "reaction" if isinstance(event, Reaction) else "message"
             log.info(
-                "reaction.ignored",
-                event_id=reaction.event_id,
-                sender=reaction.sender,
+                f"{kind}.ignored",
+                room=event.room_id,
+                event_id=event.event_id,
+                sender=event.sender,
                 reason=verdict.reason,
             )
-            return
-        await self._intake.reaction(reaction.reacts_to, reaction.key, reaction.sender)
+        return device, private, verdict
 
     def room_private(self, room_id: str) -> bool:
         """Whether the room's members (joined or invited) are only the bot and owners."""
@@ -198,19 +193,8 @@ class Router:
         if message.origin_ts < self._not_before_ms:
             log.debug("message.history_skipped", event_id=message.event_id)
             return
-        device: DeviceTrust | None = None
-        if message.was_encrypted and message.sender in self._owners:
-            device = await self._identities.judge(message.sender, message.sender_key)
-        private = self.room_private(message.room_id)
-        verdict = may_command(message, self._owners, device, private, self._require_cross_signed)
+        device, private, verdict = await self._gate(message)
         if not verdict.allowed:
-            log.info(
-                "message.ignored",
-                room=message.room_id,
-                event_id=message.event_id,
-                sender=message.sender,
-                reason=verdict.reason,
-            )
             await self._explain(message, device, private)
             return
         if message.replaces is not None:

@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable
 from nio import SyncResponse
 
 from .. import logs
+from ..backoff import Backoff
 from ..errors import DispatchError, HomeserverError
 from ..store import Database
-from .client import MatrixClient, TokenRejected
+from .client import MatrixClient
+from .failures import TokenRejected
 
 log = logs.get(__name__)
 
@@ -73,7 +75,7 @@ class SyncLoop:
         """Sync until cancelled; raises TokenRejected if the login is revoked."""
         token = self._db.sync_token()
         started = time.monotonic()
-        backoff = 1.0
+        backoff = Backoff(1.0, _MAX_BACKOFF_S)
         while True:
             first = not self.first_sync_done.is_set()
             try:
@@ -101,14 +103,14 @@ class SyncLoop:
                 raise
             except HomeserverError as err:
                 self.last_progress = time.monotonic()
-                log.warning("sync.failed", error=err.message, retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                wait = backoff.next()
+                log.warning("sync.failed", error=err.message, retry_in=wait)
+                await asyncio.sleep(wait)
                 continue
             self.last_progress = time.monotonic()
-            if backoff > 1.0:
+            if backoff.failing:
                 log.info("sync.recovered")
-            backoff = 1.0
+            backoff.reset()
             if first:
                 self.first_sync_seconds = time.monotonic() - started
                 self.first_sync_done.set()

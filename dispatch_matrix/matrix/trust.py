@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from .inbound import Invite, Message
+from .inbound import Invite
 from .signing import key_of, verify
 
 
@@ -38,21 +38,31 @@ def may_join(invite: Invite, owners: frozenset[str]) -> Verdict:
     return Verdict.allow()
 
 
+class Commanding(Protocol):
+    """What the gate reads of an event that may command the bot (a message, a reaction)."""
+
+    @property
+    def sender(self) -> str: ...
+
+    @property
+    def was_encrypted(self) -> bool: ...
+
+
 def may_command(
-    message: Message,
+    event: Commanding,
     owners: frozenset[str],
     device: DeviceTrust | None,
-    room_private: bool = True,
-    require_cross_signed: bool = True,
+    room_private: bool,
+    require_cross_signed: bool,
 ) -> Verdict:
-    """Whether a message may become a task or a command.
+    """Whether a message may become a task or a command, or a reaction answer a question.
 
-    `device` is the sending device's standing (None when the message was not encrypted);
+    `device` is the sending device's standing (None when the event was not encrypted);
     `room_private` whether the room's members are only the bot and owners.
     """
-    if message.sender not in owners:
+    if event.sender not in owners:
         return Verdict.refuse("sender is not an owner")
-    if not message.was_encrypted:
+    if not event.was_encrypted:
         return Verdict.refuse("plaintext: only end-to-end encrypted messages are obeyed")
     if not room_private:
         return Verdict.refuse("room is not private: someone besides the owners is in it")

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 
 from .. import logs
-from ..ids import RoomID
+from ..agent.ports import Approval
+from ..ids import EventID, RoomID, UserID
 from ..store import Database, Task, TaskState
 from ..tools import Decision
 from .mirror import Mirror
@@ -36,11 +37,10 @@ def subject_hash(subject: str) -> str:
 @dataclass
 class _Pending:
     task: Task
-    question: str
+    question: EventID
     fingerprint: str
     expires: float
-    always: bool = False
-    answer: asyncio.Future[tuple[bool, str]] = field(repr=False, default=None)  # type: ignore[assignment]
+    answer: asyncio.Future[tuple[Approval, str]] = field(repr=False)
 
 
 class Approvals:
@@ -51,11 +51,10 @@ class Approvals:
         self._room = room
         self._mirror = mirror
         self._timeout_s = timeout_s
-        self._pending: dict[str, _Pending] = {}
-        self.last_always = False
+        self._pending: dict[EventID, _Pending] = {}
 
-    async def ask(self, task: Task, decision: Decision) -> bool:
-        """Post the question and wait for the owner; False on no, silence or expiry."""
+    async def ask(self, task: Task, decision: Decision) -> Approval:
+        """Post the question and wait for the owner; NO on no, silence or expiry."""
         fingerprint = subject_hash(decision.subject)
         minutes = max(1, round(self._timeout_s / 60))
         text = (
@@ -65,25 +64,24 @@ class Approvals:
             f"No answer in {minutes} min means no."
         )
         question = await self._room.post(
-            RoomID(task.room_id),
+            task.room_id,
             text,
             reply_to=task.event_id,
             task_id=task.id,
             key=f"t{task.id}.ask.{fingerprint}.{self._db.count_step(task.id)}",
         )
-        loop = asyncio.get_running_loop()
-        pending = _Pending(task, question, fingerprint, time.monotonic() + self._timeout_s)
-        pending.answer = loop.create_future()
+        answer: asyncio.Future[tuple[Approval, str]] = asyncio.get_running_loop().create_future()
+        pending = _Pending(task, question, fingerprint, time.monotonic() + self._timeout_s, answer)
         self._pending[question] = pending
         self._db.set_task_state(task.id, TaskState.WAITING_APPROVAL)
         await self._mirror.show(task, TaskState.WAITING_APPROVAL)
         log.info("approval.asked", task=task.short_id, subject_hash=fingerprint)
         try:
-            approved, who = await asyncio.wait_for(pending.answer, self._timeout_s)
+            approval, who = await asyncio.wait_for(answer, self._timeout_s)
         except TimeoutError:
-            approved, who = False, "timeout"
+            approval, who = Approval.NO, "timeout"
             await self._room.post(
-                RoomID(task.room_id),
+                task.room_id,
                 f"⌛ No answer: not doing it ({decision.subject}).",
                 reply_to=question,
                 notice=True,
@@ -91,27 +89,25 @@ class Approvals:
             )
         finally:
             self._pending.pop(question, None)
-        # "always": the engine turns the call into a learned allow rule.
-        self.last_always = approved and pending.always
-        self._db.record_approval(task.id, decision.subject, fingerprint, approved, who)
+        self._db.record_approval(task.id, decision.subject, fingerprint, approval.approved, who)
         self._db.set_task_state(task.id, TaskState.RUNNING)
         await self._mirror.show(task, TaskState.RUNNING)
-        log.info("approval.decided", task=task.short_id, approved=approved, by=who)
-        return approved
+        log.info("approval.decided", task=task.short_id, answer=approval.value, by=who)
+        return approval
 
-    def answer_reaction(self, question_event: str, key: str, sender: str) -> bool:
+    def answer_reaction(self, question_event: EventID, key: str, sender: UserID) -> bool:
         """An owner's (already trusted) reaction; True if it answered a pending question."""
         pending = self._pending.get(question_event)
-        verdict = True if key in YES else False if key in NO else None
+        verdict = Approval.YES if key in YES else Approval.NO if key in NO else None
         if pending is None or verdict is None:
             return False
         return self._settle(pending, verdict, sender)
 
-    def answer_text(self, room_id: str, body: str, sender: str, reply_to: str | None) -> bool:
+    def answer_text(
+        self, room_id: RoomID, body: str, sender: UserID, reply_to: EventID | None
+    ) -> bool:
         """An owner's (already trusted) text reply; True if it answered a pending question."""
-        word = body.strip().lower().rstrip(".!")
-        always = word in ALWAYS_WORDS
-        verdict = True if word in YES_WORDS or always else False if word in NO_WORDS else None
+        verdict = _verdict(body)
         if verdict is None:
             return False
         candidates = [p for p in self._pending.values() if p.task.room_id == room_id]
@@ -120,11 +116,22 @@ class Approvals:
         if not candidates:
             return False
         # The oldest open question is the one a bare "yes" answers.
-        return self._settle(candidates[0], verdict, sender, always)
+        return self._settle(candidates[0], verdict, sender)
 
-    def _settle(self, pending: _Pending, verdict: bool, sender: str, always: bool = False) -> bool:
+    def _settle(self, pending: _Pending, verdict: Approval, sender: UserID) -> bool:
         if pending.answer.done() or time.monotonic() > pending.expires:
             return False
-        pending.always = always
         pending.answer.set_result((verdict, sender))
         return True
+
+
+def _verdict(body: str) -> Approval | None:
+    """What a text reply says, if it is an answer at all."""
+    word = body.strip().lower().rstrip(".!")
+    if word in ALWAYS_WORDS:
+        return Approval.ALWAYS
+    if word in YES_WORDS:
+        return Approval.YES
+    if word in NO_WORDS:
+        return Approval.NO
+    return None

@@ -25,9 +25,7 @@ _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,99}")
 class Control:
     """Runs a parsed command and answers in the room."""
 
-    def __init__(
-        self, db: Database, worker: Worker, room: Room, agent: Agent | None = None
-    ) -> None:
+    def __init__(self, db: Database, worker: Worker, room: Room, agent: Agent) -> None:
         self._db = db
         self._worker = worker
         self._room = room
@@ -115,8 +113,6 @@ class Control:
     # -- the engine: compaction, memory, usage, model ----------------------------------------
 
     def _start_compaction(self, room_id: RoomID, event_id: str) -> str:
-        if self._agent is None:
-            return texts.NOT_AVAILABLE
         if self._compacting is not None and not self._compacting.done():
             return texts.STILL_COMPACTING
         self._compacting = asyncio.create_task(self._compact(self._agent, room_id, event_id))
@@ -137,9 +133,9 @@ class Control:
         )
 
     async def _memory(self, _command: Command) -> str:
-        memory = self._agent.memory if self._agent else None
+        memory = self._agent.memory
         if memory is None:
-            return texts.NOT_AVAILABLE
+            return texts.NO_MEMORY
         return texts.memory_shown(memory.read(), memory.max_bytes)
 
     async def _usage(self, _command: Command) -> str:
@@ -147,15 +143,13 @@ class Control:
         recent = [
             (self._db.task(task_id), totals) for task_id, totals in usage.recent_tasks(self._db)
         ]
-        budget = self._agent.settings.daily_budget_usd if self._agent else 0.0
+        budget = self._agent.settings.daily_budget_usd
         return texts.usage_report(
             usage.today(self._db, now), usage.last_days(self._db, now, 7), recent, budget
         )
 
     async def _model(self, command: Command) -> str:
         agent = self._agent
-        if agent is None:
-            return texts.NOT_AVAILABLE
         current, default, name = agent.current_model(), agent.default_model, command.arg.strip()
         if not name:
             return texts.model_shown(current, default, usage.price_of(current) is not None)

@@ -1,13 +1,14 @@
 """Intake: what an owner's trusted message does to the queue.
 
-Work becomes a task row (acknowledged with ⏳ only once it is on disk); a `!command` is
-answered at once; an edit of a queued message changes its task; a redaction drops it.
+Work (text, or a file with its caption) becomes a task row, acknowledged with ⏳ only once
+it is on disk; a `!command` is answered at once; a "yes" / "no" answers an open approval
+question; an edit of a queued message changes its task; a redaction drops it.
 """
 
 from __future__ import annotations
 
 from .. import logs
-from ..ids import RoomID
+from ..ids import EventID, RoomID, UserID
 from ..store import Database, TaskState
 from . import texts
 from .commands import parse
@@ -32,12 +33,12 @@ class Intake:
 
     async def message(
         self,
-        event_id: str,
-        room_id: str,
-        sender: str,
+        event_id: EventID,
+        room_id: RoomID,
+        sender: UserID,
         body: str,
         origin_ts: int,
-        reply_to: str | None = None,
+        reply_to: EventID | None = None,
         attachments: list[dict[str, object]] | None = None,
     ) -> None:
         """A new text message from an owner."""
@@ -48,13 +49,13 @@ class Intake:
         command = None if attachments else parse(body)
         if command is not None:
             log.info("command.received", command=command.name, event_id=event_id)
-            await self._control.run(command, RoomID(room_id), event_id)
+            await self._control.run(command, room_id, event_id)
             return
         if len(body) > self._max_chars:
             log.warning("message.too_long", event_id=event_id, chars=len(body))
             text = texts.TOO_LONG.format(size=len(body), limit=self._max_chars)
             await self._room.post(
-                RoomID(room_id), text, reply_to=event_id, notice=True, key=f"long-{event_id}"
+                room_id, text, reply_to=event_id, notice=True, key=f"long-{event_id}"
             )
             return
         task = self._db.add_task(event_id, room_id, sender, body, origin_ts, attachments)
@@ -66,12 +67,12 @@ class Intake:
         await self._worker.mirror.show(task, TaskState.QUEUED)
         self._worker.wake()
 
-    async def reaction(self, target_event_id: str, key: str, sender: str) -> None:
+    async def reaction(self, target_event_id: EventID, key: str, sender: UserID) -> None:
         """An owner's trusted reaction: it may answer an approval question."""
         if self._worker.approvals.answer_reaction(target_event_id, key, sender):
             log.info("approval.answered", question=target_event_id, by=sender, key=key)
 
-    async def edit(self, target_event_id: str, body: str) -> None:
+    async def edit(self, target_event_id: EventID, body: str) -> None:
         """The owner edited a message: a queued task takes the new text."""
         task = self._db.edit_queued(target_event_id, body)
         if task is not None:
@@ -79,7 +80,7 @@ class Intake:
         else:
             log.info("message.edit_ignored", target=target_event_id, reason="not a queued task")
 
-    async def redacted(self, target_event_id: str) -> None:
+    async def redacted(self, target_event_id: EventID) -> None:
         """The owner deleted a message: a queued task is dropped."""
         task = self._db.task_by_event(target_event_id)
         if task is None or task.state is not TaskState.QUEUED:
@@ -87,14 +88,14 @@ class Intake:
         self._db.set_task_state(task.id, TaskState.CANCELLED, error="message deleted")
         log.info("task.dropped", task=task.short_id, reason="message deleted")
 
-    async def malformed(self, event_id: str, room_id: str) -> None:
+    async def malformed(self, event_id: EventID, room_id: RoomID) -> None:
         """A message that is not valid Matrix: say so rather than drop it silently."""
         await self._room.post(
-            RoomID(room_id), texts.MALFORMED, reply_to=event_id, notice=True, key=f"bad-{event_id}"
+            room_id, texts.MALFORMED, reply_to=event_id, notice=True, key=f"bad-{event_id}"
         )
 
-    async def not_text(self, event_id: str, room_id: str) -> None:
-        """A file, image or other non-text message (taken as work by a later feature)."""
+    async def not_text(self, event_id: EventID, room_id: RoomID) -> None:
+        """A message kind the bot cannot take as work (a location, a poll, a sticker…)."""
         await self._room.post(
-            RoomID(room_id), texts.NOT_TEXT, reply_to=event_id, notice=True, key=f"nt-{event_id}"
+            room_id, texts.NOT_TEXT, reply_to=event_id, notice=True, key=f"nt-{event_id}"
         )

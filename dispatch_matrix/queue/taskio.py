@@ -1,18 +1,20 @@
-"""The agent's channel to the room while one task runs: a status message edited in place,
-approval questions, and the process groups `!cancel` must stop."""
+"""The agent's channel to the room while one task runs (the `TaskIO` the agent sees): a
+status message edited in place, approval questions, files, and the process groups `!cancel`
+must stop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from .. import logs
-from ..ids import EventID, RoomID
+from ..agent.ports import Approval
+from ..ids import EventID
 from ..store import Task
 from ..tools import Decision
+from ..tools.groups import ProcessGroups
 from .approvals import Approvals
 from .ports import Room
 
@@ -31,15 +33,13 @@ class RoomTaskIO:
         task: Task,
         room: Room,
         approvals: Approvals,
-        register: Callable[[int], None] | None = None,
+        groups: ProcessGroups | None = None,
     ) -> None:
         self._task = task
         self._room = room
         self._approvals = approvals
-        self._register = register
+        self._groups = groups
         self._status: EventID | None = None
-        # The owner's last approval said "always" (allow exactly this from now on).
-        self.always = False
         self._last_edit = 0.0
         self._pending: str | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -47,10 +47,9 @@ class RoomTaskIO:
     async def progress(self, text: str) -> None:
         """Show the current step; the first call posts, later ones edit (coalesced)."""
         line = f"⚙️ {self._task.short_id} — {text}"
-        room = RoomID(self._task.room_id)
         if self._status is None:
             self._status = await self._room.post(
-                room,
+                self._task.room_id,
                 line,
                 reply_to=self._task.event_id,
                 task_id=self._task.id,
@@ -75,7 +74,7 @@ class RoomTaskIO:
             return
         text, self._pending = self._pending, None
         self._last_edit = time.monotonic()
-        await self._room.edit(RoomID(self._task.room_id), self._status, text, notice=True)
+        await self._room.edit(self._task.room_id, self._status, text, notice=True)
 
     async def close(self, final: str | None = None) -> None:
         """End of the task: stop pending edits; optionally leave a last status line."""
@@ -87,14 +86,12 @@ class RoomTaskIO:
             self._pending = f"{final}"
             await self._flush()
 
-    async def ask(self, decision: Decision) -> bool:
-        approved = await self._approvals.ask(self._task, decision)
-        self.always = self._approvals.last_always
-        return approved
+    async def ask(self, decision: Decision) -> Approval:
+        return await self._approvals.ask(self._task, decision)
 
     async def send_file(self, path: Path, caption: str | None = None) -> str:
         return await self._room.send_file(
-            RoomID(self._task.room_id),
+            self._task.room_id,
             path,
             caption,
             reply_to=self._task.event_id,
@@ -102,6 +99,6 @@ class RoomTaskIO:
         )
 
     def process_started(self, pgid: int) -> None:
-        if self._register is not None:
-            self._register(pgid)
+        if self._groups is not None:
+            self._groups.register(pgid)
         log.debug("task.process_started", task=self._task.short_id, pgid=pgid)

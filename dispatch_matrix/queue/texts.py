@@ -123,7 +123,10 @@ MALFORMED = (
     "I could not read that message: it does not follow the Matrix format (a broken "
     "attachment or an app bug). Nothing was done; please send it again."
 )
-NOT_TEXT = "I can only take text messages for now; send the instructions as text."
+NOT_TEXT = (
+    "I take text, images and files; I cannot read this kind of message. Send the "
+    "instructions as text."
+)
 
 
 def no_such_task(arg: str) -> str:
@@ -178,7 +181,7 @@ def budget_spent(err: BudgetSpent) -> str:
 
 # -- the engine's commands: compaction, memory, usage, model ---------------------------------
 
-NOT_AVAILABLE = "That command is not available: the agent engine is not connected to it."
+NO_MEMORY = "This agent runs without a memory file, so there is nothing to show."
 COMPACTING = "🗜️ Compacting the conversation: I summarise its older part and tell you when done."
 STILL_COMPACTING = "🗜️ A compaction is already under way; I tell you when it is done."
 

@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import Any
 
+from ..ids import EventID, RoomID, UserID
 from ._base import Base
 from .models import OutboxItem, Summary, Task, TaskState, TranscriptRow, UsageRow
 
@@ -15,9 +16,9 @@ from .models import OutboxItem, Summary, Task, TaskState, TranscriptRow, UsageRo
 def _task(row: sqlite3.Row) -> Task:
     return Task(
         id=row["id"],
-        event_id=row["event_id"],
-        room_id=row["room_id"],
-        sender=row["sender"],
+        event_id=EventID(row["event_id"]),
+        room_id=RoomID(row["room_id"]),
+        sender=UserID(row["sender"]),
         body=row["body"],
         state=TaskState(row["state"]),
         origin_ts=row["origin_ts"],
@@ -34,7 +35,7 @@ def _task(row: sqlite3.Row) -> Task:
 def _outbox(row: sqlite3.Row) -> OutboxItem:
     return OutboxItem(
         txn_id=row["txn_id"],
-        room_id=row["room_id"],
+        room_id=RoomID(row["room_id"]),
         event_type=row["event_type"],
         content=json.loads(row["content"]),
         task_id=row["task_id"],
@@ -49,9 +50,9 @@ class LedgerQueries(Base):
 
     def add_task(
         self,
-        event_id: str,
-        room_id: str,
-        sender: str,
+        event_id: EventID,
+        room_id: RoomID,
+        sender: UserID,
         body: str,
         origin_ts: int,
         attachments: list[dict[str, Any]] | None = None,
@@ -271,7 +272,7 @@ class LedgerQueries(Base):
 
     def enqueue_outgoing(
         self,
-        room_id: str,
+        room_id: RoomID,
         event_type: str,
         content: dict[str, Any],
         task_id: int | None = None,

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from ..ids import EventID, RoomID, UserID
+
 
 class TaskState(enum.StrEnum):
     """Where a task is in its life; the terminal ones never change again."""
@@ -29,9 +31,9 @@ class Task:
     """One owner message taken as work."""
 
     id: int
-    event_id: str
-    room_id: str
-    sender: str
+    event_id: EventID
+    room_id: RoomID
+    sender: UserID
     body: str
     state: TaskState
     origin_ts: int
@@ -65,7 +67,7 @@ class OutboxItem:
     """A message we decided to send, with the transaction id fixed before the first try."""
 
     txn_id: str
-    room_id: str
+    room_id: RoomID
     event_type: str
     content: dict[str, object]
     task_id: int | None

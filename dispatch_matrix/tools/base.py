@@ -48,18 +48,21 @@ class Reporter(Protocol):
     async def send_file(self, path: Path, caption: str | None = None) -> str: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class ToolContext:
-    """Everything a tool call may use, handed in by the agent."""
+    """Everything a tool call may use, handed in by the agent (one copy per call)."""
 
     workdir: Path
     allowed_roots: tuple[Path, ...]
+    # The default timeout of a shell command: [agent] bash_timeout_s.
+    bash_timeout_s: float
     # Paths the tools must never read or write, whatever the roots say (the state folder).
     denied_paths: tuple[Path, ...] = ()
     reporter: Reporter | None = None
     # Environment variables passed to shell commands (built from an allowlist).
     env: dict[str, str] = field(default_factory=dict)
-    bash_timeout_s: float = 120.0
+    # Tool limits, not settings: the longest timeout the model may ask for, and how much
+    # output one call returns (the agent toolset's own figures).
     bash_max_timeout_s: float = 1800.0
     output_limit: int = 30_000
     # Called with the process group id of a started shell command, so `!cancel` can kill it.

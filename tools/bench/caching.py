@@ -35,9 +35,10 @@ import anthropic  # noqa: E402
 from fake_messages_api import FakeMessagesAPI  # noqa: E402
 
 from dispatch_matrix import __version__  # noqa: E402
-from dispatch_matrix.agent import Agent, Memory, Settings  # noqa: E402
+from dispatch_matrix.agent import Agent, Memory  # noqa: E402
 from dispatch_matrix.agent import usage as pricing  # noqa: E402
 from dispatch_matrix.agent.prompt import SUMMARY_SYSTEM, Machine, system_prompt  # noqa: E402
+from dispatch_matrix.config import AgentSection  # noqa: E402
 from dispatch_matrix.store import Database  # noqa: E402
 from dispatch_matrix.tools import (  # noqa: E402
     Decision,
@@ -82,7 +83,7 @@ def scripted_turn(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def session(turns: int, model: str, settings: Settings, folder: Path) -> dict[str, Any]:
+async def session(turns: int, settings: AgentSection, folder: Path) -> dict[str, Any]:
     """Run `turns` tasks through the engine; the usage of every request."""
     with FakeMessagesAPI(cache_min_tokens=1024) as fake:
         fake.script(*[scripted_turn] * (turns * 3))
@@ -93,13 +94,11 @@ async def session(turns: int, model: str, settings: Settings, folder: Path) -> d
         agent = Agent(
             db,
             anthropic.AsyncAnthropic(base_url=fake.url, api_key="fake", max_retries=0),
-            model_name=model,
-            max_tokens=8192,
+            settings=settings,
             system=system_prompt(["@owner:example.org"], Machine.here(workdir, [workdir])),
             tools=ToolRegistry(default_tools()),
             policy=policy,
-            context=ToolContext(workdir=workdir, allowed_roots=(workdir,)),
-            settings=settings,
+            context=ToolContext(workdir=workdir, allowed_roots=(workdir,), bash_timeout_s=120),
             memory=Memory(folder / "memory.md"),
         )
         for n in range(1, turns + 1):
@@ -169,9 +168,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         plain_dir, compact_dir = Path(tmp, "plain"), Path(tmp, "compacting")
         plain_dir.mkdir()
         compact_dir.mkdir()
-        plain = await session(args.turns, args.model, Settings(), plain_dir)
-        small = Settings(context_window=args.small_window, keep_recent_messages=4)
-        compacting = await session(args.turns, args.model, small, compact_dir)
+        plain = await session(args.turns, AgentSection(model=args.model), plain_dir)
+        small = AgentSection(
+            model=args.model, context_window=args.small_window, keep_recent_messages=4
+        )
+        compacting = await session(args.turns, small, compact_dir)
     return {
         "what": f"{args.turns} tasks of one tool call each, in-process engine, fake API",
         "model": args.model,

@@ -1,4 +1,4 @@
-"""Operator commands that change trust, run on the computer (never from the room):
+"""The operator's identity commands, run on the computer (never from the room):
 `dispatch-matrix trust` (re-pin an owner's identity) and `reset-identity` (new keys for the
 bot). Both use the bot's saved login; neither starts a new device.
 """
@@ -45,9 +45,9 @@ async def trust(config: Config, user_id: str | None, say: Callable[[str], None])
             pins = db.identities()
             if not pins:
                 say("No identities pinned yet (an owner's is pinned when they first write).")
-            for user, master, at, how in pins:
+            for user, pinned, at, how in pins:
                 when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-                say(f"{user}  master {master}  pinned {when} ({how})")
+                say(f"{user}  master {pinned}  pinned {when} ({how})")
             return 0
         if user_id not in config.matrix.owners:
             raise DispatchError(f"{user_id} is not an owner", fix="add it to [matrix] owners first")

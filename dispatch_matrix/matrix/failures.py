@@ -1,0 +1,59 @@
+"""How talking to the homeserver fails, as our error kinds: the one place nio's two failure
+channels (exceptions and error responses) are sorted into them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from nio import ErrorResponse
+
+from ..errors import HomeserverError
+
+UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError)
+
+
+class Unreachable(HomeserverError):
+    """The homeserver did not answer (connection refused, DNS, timeout)."""
+
+
+class CannotSend(HomeserverError):
+    """nio refused to send locally (a room it does not know, devices it cannot encrypt to)."""
+
+
+class RequestRefused(HomeserverError):
+    """The homeserver answered with an error for this request (not an outage)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TokenRejected(HomeserverError):
+    """The homeserver no longer accepts the saved access token."""
+
+
+def why_unreachable(err: BaseException) -> str:
+    """A short reason a connection failed, for a person."""
+    if isinstance(err, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    os_error = getattr(err, "os_error", None) or (err if isinstance(err, OSError) else None)
+    if isinstance(os_error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not trusted"
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror.lower()
+    return err.__class__.__name__
+
+
+def failure(what: str, response: ErrorResponse) -> HomeserverError:
+    code = getattr(response, "status_code", None) or "error"
+    text = getattr(response, "message", "") or str(response)
+    if code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+        return TokenRejected(f"{what}: the homeserver rejected our access token ({code})")
+    if str(code).startswith("M_") and code != "M_LIMIT_EXCEEDED":
+        return RequestRefused(f"{what} failed: {code} {text}".strip(), str(code))
+    return HomeserverError(f"{what} failed: {code} {text}".strip())

@@ -46,6 +46,11 @@ class MatrixSection(_Section):
     user_id: str = Field(description="The bot's full user id, e.g. @mybot:example.org")
     password: SecretStr | None = Field(None, description="The bot account's password")
     password_file: Path | None = Field(None, description="A file holding the bot's password")
+    access_token_file: Path | None = Field(
+        None,
+        description="Instead of a password: a file holding an access token issued for the bot "
+        "(behind MAS: mas-cli manage issue-compatibility-token); its device becomes the bot's",
+    )
     owners: list[str] = Field(description="User ids whose messages the bot obeys")
     device_name: str = Field("dispatch-matrix", description="Display name of the bot's device")
     trust: Literal["cross-signed", "encrypted"] = Field(
@@ -64,6 +69,17 @@ class MatrixSection(_Section):
         description="Room ids where the bot obeys owners even with other members present",
     )
     sync_timeout_ms: int = Field(30_000, ge=1_000, le=120_000, description="Long-poll length")
+    send_rate_per_s: float = Field(
+        0.2,
+        ge=0.0,
+        description="The homeserver's limit on the bot's room events, as the bot assumes it "
+        "(Synapse's stock rc_message); decorations stay within it so answers never wait. "
+        "0 when the bot is exempt (admin API override_ratelimit)",
+    )
+    send_burst: int = Field(10, ge=1, description="The burst that limit allows (stock: 10)")
+    presence_every_s: float = Field(
+        30.0, ge=10.0, description="At most one presence update per this many seconds"
+    )
 
     @field_validator("homeserver")
     @classmethod
@@ -97,6 +113,10 @@ class MatrixSection(_Section):
     def secret_password(self) -> SecretStr | None:
         """The password from the file, the file it names, or the environment."""
         return _read_secret(self.password, self.password_file)
+
+    def secret_access_token(self) -> SecretStr | None:
+        """The access token from the file it names, if any."""
+        return _read_secret(None, self.access_token_file)
 
 
 class AgentSection(_Section):
@@ -310,6 +330,9 @@ def load_config(path: Path) -> Config:
     matrix = config.matrix
     if matrix.password_file is not None:
         matrix = matrix.model_copy(update={"password_file": _resolve(matrix.password_file, base)})
+    if matrix.access_token_file is not None:
+        token_file = _resolve(matrix.access_token_file, base)
+        matrix = matrix.model_copy(update={"access_token_file": token_file})
     agent = config.agent
     if agent.api_key_file is not None:
         agent = agent.model_copy(update={"api_key_file": _resolve(agent.api_key_file, base)})
@@ -346,6 +369,12 @@ def _check_secrets(config: Config) -> None:
         config.matrix.secret_password()
     except ValueError as err:
         raise ConfigError("matrix.password_file", str(err), _FIXES["matrix.password_file"]) from err
+    try:
+        config.matrix.secret_access_token()
+    except ValueError as err:
+        raise ConfigError(
+            "matrix.access_token_file", str(err), "point it at a readable file"
+        ) from err
     try:
         config.agent.secret_api_key()
     except ValueError as err:

@@ -29,12 +29,14 @@ from .homeserver import LocalSynapse
 from .ids import RoomID, UserID
 from .matrix import texts
 from .matrix.client import MatrixClient
-from .matrix.crosssign import OwnIdentity, ensure_identity
+from .matrix.crosssign import OwnIdentity, ensure_identity, until_approved
 from .matrix.failures import Unreachable
 from .matrix.identities import Identities
 from .matrix.outbox import Outbox
 from .matrix.router import Router
+from .matrix.sender import Budget
 from .matrix.sync import SyncLoop, SyncStalled
+from .matrix.uia import ApprovalInBrowser
 from .queue import Worker
 from .queue.control import Control
 from .queue.intake import Intake
@@ -110,12 +112,14 @@ def build_tools(
     return policy, registry, context
 
 
-async def connect(client: MatrixClient, password: str | None) -> Session:
+async def connect(
+    client: MatrixClient, password: str | None, access_token: str | None = None
+) -> Session:
     """Log in or restore, retrying with capped backoff while the homeserver is away."""
     backoff = Backoff(1.0, _MAX_CONNECT_BACKOFF_S)
     while True:
         try:
-            return await client.connect(password)
+            return await client.connect(password, access_token)
         except Unreachable as err:
             wait = backoff.next()
             log.warning("matrix.unreachable", error=err.message, retry_in=wait, fix=err.fix)
@@ -175,9 +179,11 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     # Asked-for sandbox missing: refuse to start rather than run commands unconfined.
     await asyncio.to_thread(check_sandbox, config.agent.sandbox)
     password = config.matrix.secret_password()
+    token = config.matrix.secret_access_token()
     api_key = config.agent.secret_api_key()
     logs.REDACTOR.add(
         password.get_secret_value() if password else None,
+        token.get_secret_value() if token else None,
         api_key.get_secret_value() if api_key else None,
     )
     homeserver: LocalSynapse | None = None
@@ -201,12 +207,12 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
             config.matrix.device_name,
         )
         secret = password.get_secret_value() if password else None
-        session = await connect(client, secret)
+        session = await connect(client, secret, token.get_secret_value() if token else None)
         logs.REDACTOR.add(session.access_token)
         # Cross-signed before the first sync joins any room: a strict client withholds room
         # keys from a device that is not, and never re-sends them.
         await client.publish_device_keys()
-        identity = await ensure_identity(client, state, secret)
+        identity = await until_approved(lambda: ensure_identity(client, state, secret), say)
         if client.replaced_device is not None:
             await _retire_device(client, db, client.replaced_device, secret)
         return await _serve(config, db, client, session, identity, int(born), say)
@@ -239,6 +245,8 @@ async def _serve(
         before_send=identities.restrict_sharing,
         max_file_bytes=config.matrix.max_file_bytes,
         long_texts=config.state_dir / "answers",
+        budget=Budget(config.matrix.send_rate_per_s, config.matrix.send_burst),
+        presence_every_s=config.matrix.presence_every_s,
     )
     workdir = config.agent.workdir.expanduser()
     roots = [root.expanduser() for root in config.agent.allowed_roots]
@@ -284,7 +292,6 @@ async def _serve(
         await sync.first_sync_done.wait()
         say(banner(config, session, sync.first_sync_seconds))
         sys.stdout.flush()
-        await outbox.flush()
         await _announce_replacement(client, db, outbox)
 
     log.info("daemon.started", user=session.user_id, device=session.device_id, pid=os.getpid())
@@ -293,6 +300,7 @@ async def _serve(
             group.create_task(sync.run(), name="sync")
             group.create_task(sync.watch(), name="sync-watchdog")
             group.create_task(worker.run(), name="worker")
+            group.create_task(outbox.run(), name="outbox")
             group.create_task(announce(), name="announce")
     except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
@@ -302,13 +310,17 @@ async def _serve(
 async def _retire_device(
     client: MatrixClient, db: Database, old: str, password: str | None
 ) -> None:
-    """Delete the device whose keys were lost, and remember to tell the owners."""
+    """Delete the device whose keys were lost, and remember to tell the owners (with what
+    to do when the homeserver would not let the bot do it: MAS wants a browser)."""
+    removal = ""
     try:
         await client.delete_device(old, password)
         log.info("matrix.old_device_deleted", device=old)
-    except HomeserverError as err:
-        log.error("matrix.old_device_not_deleted", device=old, error=err.message)
+    except (HomeserverError, ApprovalInBrowser) as err:
+        removal = err.one_line()
+        log.error("matrix.old_device_not_deleted", device=old, error=err.message, fix=err.fix)
     db.set_meta("announce_replaced_device", old)
+    db.set_meta("announce_replaced_device_removal", removal)
 
 
 async def _announce_replacement(client: MatrixClient, db: Database, outbox: Outbox) -> None:
@@ -318,7 +330,9 @@ async def _announce_replacement(client: MatrixClient, db: Database, outbox: Outb
     for room_id in list(client.client.rooms):
         await outbox.post(
             RoomID(room_id),
-            texts.device_replaced(old, client.device_id),
+            texts.device_replaced(
+                old, client.device_id, db.get_meta("announce_replaced_device_removal") or None
+            ),
             notice=True,
             key=f"replaced-{old}-{room_id}",
         )

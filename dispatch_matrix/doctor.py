@@ -18,6 +18,7 @@ import anthropic
 
 from .config import Config, load_config
 from .errors import ConfigError, DispatchError
+from .matrix.texts import exemption_hint
 from .state import StateFolder
 from .store import Database
 
@@ -47,6 +48,7 @@ def run_doctor(config_path: Path, say: Callable[[str], None], check_api: bool = 
         return 1
     checks.append(Check(True, f"config valid ({config.source})"))
     checks.extend(_state(config))
+    checks.extend(_rate_limits(config))
     checks.append(_homeserver(config))
     checks.extend(asyncio.run(_login_and_store(config)))
     if check_api:
@@ -78,6 +80,29 @@ def _state(config: Config) -> list[Check]:
             )
         ]
     return [Check(True, f"state folder private (0700/0600): {state.root}")]
+
+
+def _rate_limits(config: Config) -> list[Check]:
+    """Whether the homeserver has been refusing the bot's events (429s the daemon counted)."""
+    db_path = StateFolder(config.state_dir).db_path
+    if not db_path.exists():
+        return []
+    db = Database.open(db_path)
+    try:
+        count = int(db.get_meta("rate_limited_count") or "0")
+        last = db.get_meta("rate_limited_last")
+    finally:
+        db.close()
+    if count == 0:
+        return [Check(True, "the homeserver has not rate-limited the bot")]
+    return [
+        Check(
+            False,
+            f"the homeserver rate-limited the bot {count} times (last {last}); answers wait "
+            "behind its limit",
+            exemption_hint(config.matrix.homeserver, config.matrix.user_id),
+        )
+    ]
 
 
 def _homeserver(config: Config) -> Check:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,9 @@ class LocalSynapse:
     host: str = "127.0.0.1"
     port: int = 8008
     relaxed_limits: bool = True
+    # Keep Synapse's stock limits on room events and presence (rc_message, rc_presence)
+    # while relaxing the rest: how a test measures a bot as any homeserver would treat it.
+    stock_event_limits: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,29 +130,30 @@ class LocalSynapse:
             "macaroon_secret_key": secrets.token_urlsafe(32),
         }
         if self.relaxed_limits:
-            settings.update(
-                {
-                    "rc_message": _RELAXED,
-                    "rc_registration": _RELAXED,
-                    "rc_login": {
-                        "address": _RELAXED,
-                        "account": _RELAXED,
-                        "failed_attempts": _RELAXED,
-                    },
-                    "rc_joins": {"local": _RELAXED, "remote": _RELAXED},
-                    "rc_joins_per_room": _RELAXED,
-                    "rc_invites": {
-                        "per_room": _RELAXED,
-                        "per_user": _RELAXED,
-                        "per_issuer": _RELAXED,
-                    },
-                    "rc_key_requests": _RELAXED,
-                    "rc_admin_redaction": _RELAXED,
-                    "rc_3pid_validation": _RELAXED,
-                    "rc_presence": {"per_user": _RELAXED},
-                    "rc_media_create": _RELAXED,
-                }
-            )
+            relaxed: dict[str, Any] = {
+                "rc_message": _RELAXED,
+                "rc_registration": _RELAXED,
+                "rc_login": {
+                    "address": _RELAXED,
+                    "account": _RELAXED,
+                    "failed_attempts": _RELAXED,
+                },
+                "rc_joins": {"local": _RELAXED, "remote": _RELAXED},
+                "rc_joins_per_room": _RELAXED,
+                "rc_invites": {
+                    "per_room": _RELAXED,
+                    "per_user": _RELAXED,
+                    "per_issuer": _RELAXED,
+                },
+                "rc_key_requests": _RELAXED,
+                "rc_admin_redaction": _RELAXED,
+                "rc_3pid_validation": _RELAXED,
+                "rc_presence": {"per_user": _RELAXED},
+                "rc_media_create": _RELAXED,
+            }
+            if self.stock_event_limits:
+                del relaxed["rc_message"], relaxed["rc_presence"]
+            settings.update(relaxed)
         text = "".join(f"{key}: {_yaml_value(value)}\n" for key, value in settings.items())
         self.config_path.write_text(text)
         self.config_path.chmod(0o600)
@@ -236,6 +241,24 @@ class LocalSynapse:
         reply = _request("POST", self.url + "/_synapse/admin/v1/register", body)
         return str(reply["user_id"])
 
+    def exempt(self, user_id: str, admin_token: str) -> None:
+        """Lift every rate limit for one user (the admin API's override_ratelimit with 0:
+        Synapse then skips all its limiters for that user, presence included)."""
+        path = f"/_synapse/admin/v1/users/{urllib.parse.quote(user_id)}/override_ratelimit"
+        body = {"messages_per_second": 0, "burst_count": 0}
+        _request("POST", self.url + path, body, token=admin_token)
+
+    def admin_token(self, localpart: str = "admin") -> str:
+        """An access token of a server admin (registered on first use)."""
+        password = secrets.token_urlsafe(16)
+        user_id = self.register(f"{localpart}-{secrets.token_hex(3)}", password, admin=True)
+        body = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user_id},
+            "password": password,
+        }
+        return str(_request("POST", self.url + "/_matrix/client/v3/login", body)["access_token"])
+
 
 def _registration_mac(secret: str, nonce: str, localpart: str, password: str, admin: bool) -> str:
     parts = [nonce, localpart, password, "admin" if admin else "notadmin"]
@@ -243,10 +266,14 @@ def _registration_mac(secret: str, nonce: str, localpart: str, password: str, ad
     return hmac.new(secret.encode(), message, hashlib.sha1).hexdigest()
 
 
-def _request(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _request(
+    method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Content-Type", "application/json")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=30) as reply:
             return dict(json.loads(reply.read()))

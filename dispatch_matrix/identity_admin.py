@@ -13,7 +13,7 @@ from .config import Config
 from .errors import DispatchError, StateError
 from .ids import UserID
 from .matrix.client import MatrixClient
-from .matrix.crosssign import ensure_identity
+from .matrix.crosssign import ensure_identity, until_approved
 from .matrix.trust import UserKeys
 from .state import StateFolder
 from .store import Database
@@ -75,8 +75,11 @@ async def reset_identity(config: Config, say: Callable[[str], None]) -> int:
     try:
         async with saved_login(config) as (client, _db, _state):
             password = config.matrix.secret_password()
-            identity = await ensure_identity(
-                client, state, password.get_secret_value() if password else None, reset=True
+            secret = password.get_secret_value() if password else None
+            identity = await until_approved(
+                lambda: ensure_identity(client, state, secret, reset=True),
+                say,
+                give_up_s=15 * 60,
             )
             say(
                 f"New cross-signing identity {identity.keys.master.public} published and "

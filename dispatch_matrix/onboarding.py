@@ -192,6 +192,13 @@ folder = "homeserver"
 host = "{answers.local_host}"
 port = {answers.local_port}
 """
+    limits = ""
+    if answers.local:
+        limits = (
+            "# The private homeserver does not rate-limit the bot; on one that does (any "
+            "other),\n# leave this out: the bot then keeps its decorations within Synapse's "
+            "stock limits.\nsend_rate_per_s = 0\n"
+        )
     return f"""\
 # dispatch-matrix configuration. Every key is documented in README.md.
 # Environment overrides: DISPATCH_<SECTION>__<KEY>, e.g. DISPATCH_MATRIX__PASSWORD.
@@ -204,7 +211,7 @@ user_id = "{answers.user_id}"
 password_file = "{PASSWORD_FILE}"
 # Only these users can command the bot, and only from encrypted messages.
 owners = {_toml_list(answers.owners)}
-
+{limits}
 [agent]
 model = "{answers.model}"
 # Where shell commands start, and the folders the tools may touch.

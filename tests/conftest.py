@@ -39,18 +39,30 @@ class Homeserver:
     def __init__(self, synapse: LocalSynapse) -> None:
         self.synapse = synapse
         self.url = synapse.url
+        self._admin_token: str | None = None
 
-    def new_user(self, prefix: str = "user") -> Account:
-        """Register a user no other test has used."""
+    def new_user(self, prefix: str = "user", *, limited: bool = False) -> Account:
+        """Register a user no other test has used: exempt from rate limits, unless
+        `limited` (then Synapse's stock limits on events and presence apply, as on any
+        homeserver nobody tuned for the bot)."""
         localpart = f"{prefix}{next(_names)}-{secrets.token_hex(3)}"
         password = secrets.token_urlsafe(12)
-        return Account(self.synapse.register(localpart, password), password, localpart)
+        user_id = self.synapse.register(localpart, password)
+        if not limited:
+            if self._admin_token is None:
+                self._admin_token = self.synapse.admin_token()
+            self.synapse.exempt(user_id, self._admin_token)
+        return Account(user_id, password, localpart)
 
 
 @pytest.fixture(scope="session")
 def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homeserver]:
-    """One Synapse on loopback for the whole session (SQLite, relaxed limits)."""
-    synapse = LocalSynapse(tmp_path_factory.mktemp("synapse"), port=free_port())
+    """One Synapse on loopback for the whole session (SQLite). Its limits on room events
+    and presence are Synapse's stock ones; users are exempted unless a test asks for a
+    limited one (latency, order and catch-up are measured on a limited bot)."""
+    synapse = LocalSynapse(
+        tmp_path_factory.mktemp("synapse"), port=free_port(), stock_event_limits=True
+    )
     synapse.configure()
     synapse.start()
     try:
@@ -85,10 +97,17 @@ def make_bot(
     """Make a fresh bot account + owner account + config (not started)."""
 
     def make(
-        extra: str = "", owners: list[Account] | None = None, matrix_extra: str = ""
+        extra: str = "",
+        owners: list[Account] | None = None,
+        matrix_extra: str = "",
+        limited: bool = False,
     ) -> BotSetup:
-        bot = homeserver.new_user("bot")
+        """`limited`: the bot keeps Synapse's stock limits (and assumes them)."""
+        bot = homeserver.new_user("bot", limited=limited)
         owner = homeserver.new_user("owner")
+        if not limited:
+            # An exempt bot knows it is: its decorations need not wait for a budget.
+            matrix_extra = "send_rate_per_s = 0\n" + matrix_extra
         config = BotConfig(
             folder=tmp_path / bot.localpart,
             homeserver=homeserver.url,
@@ -162,9 +181,11 @@ async def started(
     owner_client: Callable[..., Awaitable[JsClient]],
     running: list[BotProcess],
     extra: str = "",
+    limited: bool = False,
 ) -> tuple[BotSetup, BotProcess, JsClient, str]:
-    """A fresh bot running, its owner's cross-signed strict client, and their encrypted DM."""
-    setup = make_bot(extra=extra)
+    """A fresh bot running, its owner's cross-signed strict client, and their encrypted DM
+    (`limited`: the bot keeps Synapse's stock rate limits)."""
+    setup = make_bot(extra=extra, limited=limited)
     bot = await setup.process().start()
     running.append(bot)
     owner = await owner_client(setup.owner)

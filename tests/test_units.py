@@ -14,6 +14,7 @@ from dispatch_matrix.ids import EventID, RoomID, UserID
 from dispatch_matrix.logs import REDACTED, Redactor
 from dispatch_matrix.matrix.formatting import reply_to, text_content
 from dispatch_matrix.matrix.inbound import Invite, Message, Reaction
+from dispatch_matrix.matrix.privacy import Change, outsiders, privacy_change
 from dispatch_matrix.matrix.signing import CrossSigningKeys, SigningKey, signable, verify
 from dispatch_matrix.matrix.trust import DeviceTrust, UserKeys, device_trust, may_command, may_join
 from dispatch_matrix.store import Database, TaskState
@@ -250,3 +251,24 @@ def test_backoff_doubles_to_its_cap_and_starts_over_after_a_success() -> None:
     assert backoff.failing
     backoff.reset()
     assert not backoff.failing and backoff.next() == 1.0
+
+
+@pytest.mark.parametrize(
+    ("was", "now", "expected"),
+    [
+        (None, True, Change.NONE),  # first seen: remembered, not announced
+        (None, False, Change.NONE),
+        (True, True, Change.NONE),
+        (False, False, Change.NONE),
+        (True, False, Change.OPENED),
+        (False, True, Change.CLOSED),
+    ],
+)
+def test_privacy_change(was: bool | None, now: bool, expected: Change) -> None:
+    assert privacy_change(was, now) is expected
+
+
+def test_outsiders_are_members_who_are_neither_the_bot_nor_an_owner() -> None:
+    members = ["@bot:x", "@me:example.org", "@eve:y", "@adam:z"]
+    assert outsiders(members, OWNERS, "@bot:x") == ["@adam:z", "@eve:y"]
+    assert outsiders(["@bot:x", "@me:example.org"], OWNERS, "@bot:x") == []

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from typing import Any
 
 import aiohttp
 from nio import (
-    Api,
     AsyncClient,
     AsyncClientConfig,
     ErrorResponse,
@@ -22,7 +22,6 @@ from nio import (
     LocalProtocolError,
     LoginResponse,
     MessageDirection,
-    RoomSendResponse,
     SyncResponse,
     WhoamiResponse,
 )
@@ -33,9 +32,13 @@ from ..ids import DeviceID, EventID, RoomID, UserID
 from ..state import StateFolder
 from ..store import Database
 from ..store.models import Session
+from . import uia
 from .failures import (
+    DEFAULT_RETRY_AFTER_MS,
     UNREACHABLE,
     CannotSend,
+    RateLimited,
+    RequestRefused,
     TokenRejected,
     Unreachable,
     failure,
@@ -102,8 +105,12 @@ class MatrixClient:
             config=config,
         )
 
-    async def connect(self, password: str | None) -> Session:
+    async def connect(self, password: str | None, access_token: str | None = None) -> Session:
         """Restore the saved device or log in for the first time; load the crypto store.
+
+        `access_token` (a compatibility token from MAS, `mas-cli manage
+        issue-compatibility-token`) stands in for the password login: its device becomes
+        the bot's device.
 
         If the crypto store of the saved device is gone or unreadable, the device cannot be
         used again (its keys are lost): log in as a new device and record the old one in
@@ -119,7 +126,7 @@ class MatrixClient:
         if saved is not None and not self._store_usable(saved):
             self.replaced_device = saved.device_id
             log.error("matrix.crypto_store_lost", device=saved.device_id)
-            return await self._login(password, None)
+            return await self._sign_in(password, access_token, None, lost=saved.device_id)
         if saved is not None:
             self.nio = self._make(saved.device_id)
             self.nio.restore_login(saved.user_id, saved.device_id, saved.access_token)
@@ -130,7 +137,53 @@ class MatrixClient:
             except TokenRejected:
                 log.warning("matrix.token_rejected", device=saved.device_id)
                 await self.nio.close()
-        return await self._login(password, saved.device_id if saved else None)
+                if access_token == saved.access_token:
+                    access_token = None
+        return await self._sign_in(password, access_token, saved.device_id if saved else None)
+
+    async def _sign_in(
+        self,
+        password: str | None,
+        access_token: str | None,
+        device_id: str | None,
+        lost: str | None = None,
+    ) -> Session:
+        """A login with the password, or the adoption of a given access token."""
+        if access_token is not None and (password is None or lost is None):
+            return await self._adopt(access_token, lost)
+        return await self._login(password, device_id)
+
+    async def _adopt(self, token: str, lost: str | None) -> Session:
+        """Use a token someone issued for the bot (its device is whatever it names)."""
+        probe = self._make(None)
+        probe.user_id, probe.access_token = self.user_id, token
+        try:
+            response = await self._call("whoami", probe.whoami())
+        except TokenRejected:
+            raise LoginError(
+                "the homeserver rejected the token in matrix.access_token_file",
+                fix="issue a new one (mas-cli manage issue-compatibility-token) or use a password",
+            ) from None
+        finally:
+            await probe.close()
+        if response.user_id != self.user_id:
+            raise LoginError(
+                f"matrix.access_token_file belongs to {response.user_id}, not {self.user_id}",
+                fix="issue the token for the bot's own account",
+            )
+        if not response.device_id or response.device_id == lost:
+            raise LoginError(
+                "the access token names no device the bot can use"
+                + (f" (its device {lost} lost its encryption keys)" if lost else ""),
+                fix="issue a token for a new device: mas-cli manage issue-compatibility-token "
+                f"{self.user_id.split(':', 1)[0].lstrip('@')} --device-id <NEW_ID>",
+            )
+        self.nio = self._make(response.device_id)
+        self.nio.restore_login(self.user_id, response.device_id, token)
+        session = Session(self.homeserver, self.user_id, response.device_id, token)
+        self._db.save_session(session)
+        log.info("matrix.token_adopted", user=self.user_id, device=response.device_id)
+        return session
 
     def _store_usable(self, saved: Session) -> bool:
         path = self._state.crypto_dir / f"{saved.user_id}_{saved.device_id}.db"
@@ -150,27 +203,33 @@ class MatrixClient:
         return True
 
     async def delete_device(self, device_id: str, password: str | None) -> None:
-        """Delete one of the bot's devices (user-interactive auth with the password)."""
-        path = f"/_matrix/client/v3/devices/{device_id}"
+        """Delete one of the bot's devices (user-interactive auth with the password).
+
+        Raises `uia.ApprovalInBrowser` where only a browser may approve it (MAS), and
+        HomeserverError where the server does not let clients delete devices at all.
+        """
+        path = _path("devices", device_id)
         status, reply = await self.api("DELETE", path, {})
-        if status == 401 and "flows" in reply and password:
-            auth = {
-                "type": "m.login.password",
-                "identifier": {"type": "m.id.user", "user": self.user_id},
-                "password": password,
-                "session": reply.get("session"),
-            }
+        if uia.wants_auth(status, reply):
+            if not uia.password_flow(reply) or not password:
+                raise uia.ApprovalInBrowser(
+                    f"removing the bot's old device {device_id}", uia.browser_url(reply)
+                )
+            auth = uia.password_auth(self.user_id, password, reply.get("session"))
             status, reply = await self.api("DELETE", path, {"auth": auth})
-        if status not in (200, 404):
-            raise HomeserverError(
-                f"could not delete old device {device_id}: {reply.get('errcode', status)}"
-            )
+        if status == 200 or (status == 404 and reply.get("errcode") == "M_NOT_FOUND"):
+            return
+        raise HomeserverError(
+            f"could not delete old device {device_id}: {reply.get('errcode', status)}",
+            fix="remove it from the bot's device list in the account settings",
+        )
 
     async def _login(self, password: str | None, device_id: str | None) -> Session:
         if not password:
             raise LoginError(
                 "the bot has no saved login and no password",
-                fix="set [matrix] password, password_file, or DISPATCH_MATRIX__PASSWORD",
+                fix="set [matrix] password, password_file or access_token_file (or "
+                "DISPATCH_MATRIX__PASSWORD)",
             )
         # Logging in with the old device id keeps the same device (and its keys).
         self.nio = self._make(device_id)
@@ -330,28 +389,38 @@ class MatrixClient:
         """Send one event with a fixed transaction id, so a retry is de-duplicated.
 
         Everything the bot sends into an encrypted room is encrypted, reactions included
-        (nio would send those in the clear).
+        (nio would send those in the clear). A 429 is not waited out here: it is raised as
+        RateLimited at once, so the outbox decides what goes first meanwhile.
         """
         client = self.client
         room = client.rooms.get(room_id)
-        if event_type == "m.reaction" and room is not None and room.encrypted:
+        if room is None:
+            raise CannotSend(f"send to {room_id}: not a room the bot is in (yet)")
+        if room.encrypted:
             await self._prepare_encryption(room_id)
-            event_type, content = client.encrypt(room_id, event_type, content)
-            method, path, data = Api.room_send(
-                client.access_token, room_id, event_type, content, txn_id
-            )
-            response: RoomSendResponse = await self._call(
-                f"send to {room_id}",
-                client._send(RoomSendResponse, method, path, data, (room_id,)),
-            )
-            return EventID(response.event_id)
-        response = await self._call(
-            f"send to {room_id}",
-            client.room_send(
-                room_id, event_type, content, tx_id=txn_id, ignore_unverified_devices=True
-            ),
-        )
-        return EventID(response.event_id)
+            try:
+                event_type, content = client.encrypt(room_id, event_type, content)
+            except LocalProtocolError as err:
+                raise CannotSend(f"send to {room_id}: {err}") from err
+        path = _path("rooms", room_id, "send", event_type, txn_id)
+        reply = await self._room_request(f"send to {room_id}", "PUT", path, content)
+        return EventID(str(reply.get("event_id", "")))
+
+    async def _room_request(
+        self, what: str, method: str, path: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A rate-limited request the caller schedules: failures by kind, 429 included."""
+        status, reply = await self.api(method, path, body)
+        if status == 200:
+            return reply
+        code = str(reply.get("errcode") or status)
+        text = f"{what} failed: {code} {reply.get('error', '')}".strip()
+        if status == 429 or code == "M_LIMIT_EXCEEDED":
+            wait_ms = reply.get("retry_after_ms") or DEFAULT_RETRY_AFTER_MS
+            raise RateLimited(f"{what}: rate limited", float(wait_ms) / 1000)
+        if code.startswith("M_"):
+            raise RequestRefused(text, code)
+        raise HomeserverError(text)
 
     async def _prepare_encryption(self, room_id: RoomID) -> None:
         # What nio's room_send does before encrypting, for the events it would not encrypt.
@@ -368,10 +437,9 @@ class MatrixClient:
             )
 
     async def redact(self, room_id: RoomID, event_id: str, txn_id: str) -> None:
-        """Redact one of our events (a superseded status reaction)."""
-        await self._call(
-            f"redact in {room_id}", self.client.room_redact(room_id, event_id, tx_id=txn_id)
-        )
+        """Redact one of our events (a superseded status reaction); a 429 is raised."""
+        path = _path("rooms", room_id, "redact", event_id, txn_id)
+        await self._room_request(f"redact in {room_id}", "PUT", path, {})
 
     async def read_receipt(self, room_id: RoomID, event_id: str) -> None:
         """Mark an event read (the owner sees the bot took their message)."""
@@ -382,8 +450,17 @@ class MatrixClient:
         await self._call("typing", self.client.room_typing(room_id, on, timeout=timeout_ms))
 
     async def set_presence(self, presence: str, status: str | None = None) -> None:
-        """Set presence and its status message."""
-        await self._call("presence", self.client.set_presence(presence, status))
+        """Set presence and its status message; a 429 is raised, not waited out."""
+        body: dict[str, Any] = {"presence": presence}
+        if status is not None:
+            body["status_msg"] = status
+        path = _path("presence", self.user_id, "status")
+        await self._room_request("presence", "PUT", path, body)
+
+
+def _path(*parts: str) -> str:
+    """A client-server API v3 path, each part escaped."""
+    return "/_matrix/client/v3/" + "/".join(urllib.parse.quote(part, safe="") for part in parts)
 
 
 async def _all_ok(coro: Any) -> Any:

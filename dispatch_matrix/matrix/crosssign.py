@@ -8,18 +8,24 @@ that its master key is on the homeserver and that its self-signing key signed it
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import logs
+from ..backoff import Backoff
 from ..errors import HomeserverError, LoginError, TrustError
 from ..state import StateFolder
+from . import uia
 from .client import MatrixClient
 from .signing import CrossSigningKeys, key_of, verify
 
 log = logs.get(__name__)
 
+T = TypeVar("T")
 UPLOAD = "/_matrix/client/v3/keys/device_signing/upload"
 SIGNATURES = "/_matrix/client/v3/keys/signatures/upload"
 
@@ -89,6 +95,31 @@ async def ensure_identity(
     return OwnIdentity(keys, uploaded, signed)
 
 
+async def until_approved(
+    attempt: Callable[[], Awaitable[T]],
+    say: Callable[[str], None],
+    *,
+    every_s: float = 10.0,
+    give_up_s: float | None = None,
+) -> T:
+    """Run `attempt`; while the homeserver wants a person's approval in a browser, say
+    once where, then try again now and then (never a tight loop) until it is given."""
+    backoff = Backoff(every_s, 60.0)
+    started = time.monotonic()
+    told = False
+    while True:
+        try:
+            return await attempt()
+        except uia.ApprovalInBrowser as err:
+            if not told:
+                say(f"Waiting for an approval in a browser: {err.one_line()}")
+                told = True
+            log.warning("crosssign.approval_needed", url=err.url, fix=err.fix)
+            if give_up_s is not None and time.monotonic() - started > give_up_s:
+                raise
+            await asyncio.sleep(backoff.next())
+
+
 async def sign_user(client: MatrixClient, keys: CrossSigningKeys, master: dict[str, Any]) -> None:
     """Sign another user's master key with our user-signing key (they are verified to us)."""
     user_id = master["user_id"]
@@ -102,24 +133,21 @@ async def sign_user(client: MatrixClient, keys: CrossSigningKeys, master: dict[s
 async def _upload_with_auth(
     client: MatrixClient, body: dict[str, Any], password: str | None
 ) -> None:
+    # A first upload needs no auth (MSC3967); replacing keys asks for the password on a
+    # classic homeserver, and for a person's approval in a browser behind MAS.
     status, reply = await client.api("POST", UPLOAD, body)
-    if status == 401 and "flows" in reply:
-        # User-interactive auth: replacing keys (or a cautious server) asks for the password.
+    if uia.wants_auth(status, reply):
+        if not uia.password_flow(reply):
+            raise uia.ApprovalInBrowser(
+                "replacing the bot's cross-signing keys", uia.browser_url(reply)
+            )
         if not password:
             raise LoginError(
                 "the homeserver wants the bot's password to publish its cross-signing keys",
                 fix="set [matrix] password or password_file",
             )
-        body = {
-            **body,
-            "auth": {
-                "type": "m.login.password",
-                "identifier": {"type": "m.id.user", "user": client.user_id},
-                "password": password,
-                "session": reply.get("session"),
-            },
-        }
-        status, reply = await client.api("POST", UPLOAD, body)
+        auth = uia.password_auth(client.user_id, password, reply.get("session"))
+        status, reply = await client.api("POST", UPLOAD, {**body, "auth": auth})
     if status != 200:
         code = reply.get("errcode", status)
         if status == 401:

@@ -10,6 +10,8 @@ from nio import ErrorResponse
 
 from ..errors import HomeserverError
 
+# nio's own figure for a 429 that names no wait.
+DEFAULT_RETRY_AFTER_MS = 5000
 UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError)
 
 
@@ -27,6 +29,15 @@ class RequestRefused(HomeserverError):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class RateLimited(HomeserverError):
+    """The homeserver refused this request for now (429, M_LIMIT_EXCEEDED): try this one
+    again after `retry_after_s`; other requests may go on meanwhile."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class TokenRejected(HomeserverError):
@@ -50,8 +61,13 @@ def why_unreachable(err: BaseException) -> str:
 
 
 def failure(what: str, response: ErrorResponse) -> HomeserverError:
+    """The error kind for nio's error response to `what`."""
     code = getattr(response, "status_code", None) or "error"
     text = getattr(response, "message", "") or str(response)
+    if code == "M_LIMIT_EXCEEDED":
+        # Synapse sends retry_after_ms; a server that does not is given a few seconds.
+        wait_ms = getattr(response, "retry_after_ms", None) or DEFAULT_RETRY_AFTER_MS
+        return RateLimited(f"{what}: rate limited ({text})".strip(), wait_ms / 1000)
     if code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
         return TokenRejected(f"{what}: the homeserver rejected our access token ({code})")
     if str(code).startswith("M_") and code != "M_LIMIT_EXCEEDED":

@@ -4,39 +4,42 @@ A message the bot decided to send is written to the outbox table before the firs
 A retry (after a timeout, an outage or a crash) reuses its transaction id, so the homeserver
 de-duplicates it and the phone never shows a doubled answer. Every text passes the secrets
 redactor here, and one too long for an event goes as an attached file.
+
+What goes first is the sender's (`sender.py`): answers before decorations, decorations
+within the homeserver's budget. Typing, read receipts and presence are not room events:
+they go beside everything (`ephemeral.py`) and are never waited for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from .. import logs
-from ..backoff import Backoff
-from ..errors import HomeserverError
 from ..ids import EventID, RoomID
 from ..logs import REDACTOR
 from ..store import Database
 from ..store.models import OutboxItem
 from .attachments import upload_file
 from .client import MatrixClient
-from .failures import CannotSend, RequestRefused, TokenRejected
+from .ephemeral import Ephemeral
 from .formatting import edit_of, text_content
 from .formatting import reply_to as as_reply
+from .sender import Budget, Job, Kind, Sender
+from .texts import exemption_hint
 
 log = logs.get(__name__)
 
-_MAX_BACKOFF = 60.0
-_MAX_REFUSALS = 6
 # Matrix events are capped at 64 KiB, encrypted and with HTML; longer texts go as a file.
 LONG_TEXT_CHARS = 16_000
 
 
 class Outbox:
-    """The bot's only way to post into a room."""
+    """Records, orders and sends what the bot says in rooms."""
 
     def __init__(
         self,
@@ -46,15 +49,28 @@ class Outbox:
         before_send: Callable[[RoomID], Awaitable[None]] | None,
         max_file_bytes: int,
         long_texts: Path,
+        budget: Budget,
+        presence_every_s: float,
     ) -> None:
+        self._client = client
+        self._db = db
+        # Decides, right before encrypting, which devices may get the room key.
+        self._before_send = before_send
         self._max_file_bytes = max_file_bytes
         # Where texts too long for one event are written before they are attached.
         self._long_texts = long_texts
-        self._client = client
-        self._db = db
-        self._lock = asyncio.Lock()
-        # Decides, right before encrypting, which devices may get the room key.
-        self._before_send = before_send
+        self.sender = Sender(budget, on_rate_limited=self._rate_limited)
+        self._ephemeral = Ephemeral(client, presence_every_s)
+
+    async def run(self) -> None:
+        """Send until cancelled: first what a previous run recorded and never confirmed."""
+        async with asyncio.TaskGroup() as group:
+            for item in self._unsent_answers():
+                group.create_task(self._deliver(item, Kind.ANSWER), name="outbox-resend")
+            group.create_task(self.sender.run(), name="outbox-sender")
+            group.create_task(self._ephemeral.run(), name="outbox-ephemeral")
+
+    # -- room events -----------------------------------------------------------------------
 
     async def post(
         self,
@@ -65,6 +81,7 @@ class Outbox:
         task_id: int | None = None,
         notice: bool = False,
         key: str | None = None,
+        kind: Kind = Kind.ANSWER,
     ) -> EventID:
         """Post Markdown text (as a reply when `reply_to` is given); returns its event id.
 
@@ -79,7 +96,93 @@ class Outbox:
         content = text_content(markdown, notice=notice)
         if reply_to is not None:
             content = as_reply(content, reply_to)
-        return await self.send_event(room_id, "m.room.message", content, task_id=task_id, key=key)
+        return await self.send_event(
+            room_id, "m.room.message", content, task_id=task_id, key=key, kind=kind
+        )
+
+    async def post_status(
+        self,
+        room_id: RoomID,
+        markdown: str,
+        *,
+        reply_to: str | None = None,
+        task_id: int | None = None,
+        key: str | None = None,
+    ) -> EventID:
+        """A task's status message: a notice sent within the budget, after the answers."""
+        return await self.post(
+            room_id,
+            markdown,
+            reply_to=reply_to,
+            task_id=task_id,
+            notice=True,
+            key=key,
+            kind=Kind.PROGRESS,
+        )
+
+    async def edit(
+        self, room_id: RoomID, event_id: str, markdown: str, *, notice: bool = False
+    ) -> EventID:
+        """Replace the text of one of our messages (m.replace); a newer edit of the same
+        message replaces one not yet sent."""
+        content = edit_of(text_content(REDACTOR.text(markdown), notice=notice), event_id)
+        return await self.send_event(
+            room_id, "m.room.message", content, kind=Kind.PROGRESS, slot=f"edit:{event_id}"
+        )
+
+    async def react(
+        self,
+        room_id: RoomID,
+        event_id: str,
+        emoji: str,
+        *,
+        key: str,
+        task_id: int | None = None,
+        slot: str | None = None,
+    ) -> EventID:
+        """Annotate an event with an emoji (sent encrypted in encrypted rooms); a decoration:
+        "" when it was superseded or withdrawn before it went out."""
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": emoji}}
+        return await self.send_event(
+            room_id,
+            "m.reaction",
+            content,
+            task_id=task_id,
+            key=key,
+            kind=Kind.DECORATION,
+            slot=slot,
+        )
+
+    async def redact(self, room_id: RoomID, event_id: str, *, key: str) -> bool:
+        """Remove one of our events; a decoration: False when it did not happen (withdrawn,
+        or refused past the retries, which is only logged)."""
+        txn_id = f"dm-{self._db.instance_id()}-{key}"
+
+        async def perform() -> EventID:
+            await self._client.redact(room_id, event_id, txn_id)
+            return EventID(event_id)
+
+        loop = asyncio.get_running_loop()
+        job = Job(Kind.DECORATION, perform, loop.create_future(), f"redact {event_id}")
+        return bool(await self.sender.submit(job))
+
+    async def send_file(
+        self,
+        room_id: RoomID,
+        path: Path,
+        caption: str | None = None,
+        *,
+        reply_to: str | None = None,
+        task_id: int | None = None,
+    ) -> EventID:
+        """Upload a file (encrypted) and post it; a failure is an AttachmentError. The
+        caption passes the secrets redactor like every text."""
+        if caption is not None:
+            caption = REDACTOR.text(caption)
+        content = await upload_file(self._client, path, self._max_file_bytes, caption)
+        if reply_to is not None:
+            content = as_reply(content, reply_to)
+        return await self.send_event(room_id, "m.room.message", content, task_id=task_id)
 
     async def send_event(
         self,
@@ -89,58 +192,46 @@ class Outbox:
         *,
         task_id: int | None = None,
         key: str | None = None,
+        kind: Kind = Kind.ANSWER,
+        slot: str | None = None,
     ) -> EventID:
         """Record an event in the outbox, then deliver it (unless that key was sent)."""
         item = self._db.enqueue_outgoing(room_id, event_type, content, task_id, key)
         if item.event_id is not None:
             return EventID(item.event_id)
-        return await self._deliver(item)
+        return await self._deliver(item, kind, slot)
 
-    async def flush(self) -> None:
-        """Deliver whatever a previous run recorded but did not confirm."""
+    async def _deliver(self, item: OutboxItem, kind: Kind, slot: str | None = None) -> EventID:
+        async def perform() -> EventID:
+            if self._before_send is not None:
+                await self._before_send(item.room_id)
+            event_id = await self._client.send(
+                item.room_id, item.event_type, dict(item.content), item.txn_id
+            )
+            self._db.mark_sent(item.txn_id, event_id)
+            log.info("outbox.sent", txn=item.txn_id, room=item.room_id, kind=kind.name.lower())
+            return event_id
+
+        def dropped() -> None:
+            # Never sent, never to be: the next start must not send it either.
+            self._db.mark_sent(item.txn_id, "")
+
+        loop = asyncio.get_running_loop()
+        label = f"{item.event_type} {item.txn_id}"
+        job = Job(kind, perform, loop.create_future(), label, slot=slot, on_dropped=dropped)
+        return await self.sender.submit(job)
+
+    def _unsent_answers(self) -> list[OutboxItem]:
+        """What a previous run recorded but never confirmed: its answers go again, first;
+        its decorations are stale by now (the mirror shows the current state anew)."""
+        answers = []
         for item in self._db.unsent():
-            log.info("outbox.resend", txn=item.txn_id, room=item.room_id)
-            await self._deliver(item)
-
-    async def _deliver(self, item: OutboxItem) -> EventID:
-        backoff = Backoff(1.0, _MAX_BACKOFF)
-        refusals = 0
-        while True:
-            try:
-                # One send at a time keeps the room's order the order we decided.
-                async with self._lock:
-                    if self._before_send is not None:
-                        await self._before_send(item.room_id)
-                    event_id = await self._client.send(
-                        item.room_id, item.event_type, dict(item.content), item.txn_id
-                    )
-            except TokenRejected:
-                raise
-            except (RequestRefused, CannotSend) as err:
-                if isinstance(err, RequestRefused) and err.code == "M_DUPLICATE_ANNOTATION":
-                    # An earlier attempt (perhaps from a device since replaced) got through.
-                    self._db.mark_sent(item.txn_id, "")
-                    return EventID("")
-                # Refusals do not heal by waiting as outages do (a room nio does not know
-                # yet appears with the next sync; one we were removed from never does), so
-                # they are retried a few times only, then dropped with an error in the log.
-                refusals += 1
-                if refusals > _MAX_REFUSALS:
-                    log.error(
-                        "outbox.dropped", txn=item.txn_id, room=item.room_id, error=err.message
-                    )
-                    self._db.mark_sent(item.txn_id, "")
-                    return EventID("")
-                wait = backoff.next()
-                log.warning("outbox.refused", txn=item.txn_id, error=err.message, retry_in=wait)
-            except HomeserverError as err:
-                wait = backoff.next()
-                log.warning("outbox.retry", txn=item.txn_id, error=err.message, retry_in=wait)
+            if _is_decoration(item):
+                self._db.mark_sent(item.txn_id, "")
             else:
-                self._db.mark_sent(item.txn_id, event_id)
-                log.info("outbox.sent", txn=item.txn_id, room=item.room_id, event_id=event_id)
-                return event_id
-            await asyncio.sleep(wait)
+                log.info("outbox.resend", txn=item.txn_id, room=item.room_id)
+                answers.append(item)
+        return answers
 
     async def _attach_long(
         self,
@@ -165,62 +256,36 @@ class Outbox:
         head = text[: LONG_TEXT_CHARS // 4].rsplit("\n", 1)[0]
         return f"{head}\n\n… the full text ({len(text):,} characters) is in the attached file."
 
-    async def send_file(
-        self,
-        room_id: RoomID,
-        path: Path,
-        caption: str | None = None,
-        *,
-        reply_to: str | None = None,
-        task_id: int | None = None,
-    ) -> EventID:
-        """Upload a file (encrypted) and post it; a failure is an AttachmentError. The
-        caption passes the secrets redactor like every text."""
-        if caption is not None:
-            caption = REDACTOR.text(caption)
-        content = await upload_file(self._client, path, self._max_file_bytes, caption)
-        if reply_to is not None:
-            content = as_reply(content, reply_to)
-        return await self.send_event(room_id, "m.room.message", content, task_id=task_id)
+    def _rate_limited(self, count: int) -> None:
+        """Count the homeserver's 429s where `doctor` reads them; say once per run how an
+        admin exempts the bot."""
+        total = int(self._db.get_meta("rate_limited_count") or "0") + 1
+        self._db.set_meta("rate_limited_count", str(total))
+        self._db.set_meta("rate_limited_last", time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        if count == 1:
+            log.warning(
+                "matrix.rate_limited",
+                detail="the homeserver limits the bot's events; answers wait behind its limit",
+                fix=exemption_hint(self._client.homeserver, self._client.user_id),
+            )
 
-    async def edit(
-        self, room_id: RoomID, event_id: str, markdown: str, *, notice: bool = False
-    ) -> EventID:
-        """Replace the text of one of our messages (m.replace)."""
-        content = edit_of(text_content(REDACTOR.text(markdown), notice=notice), event_id)
-        return await self.send_event(room_id, "m.room.message", content)
+    # -- beside the room events: never waited for ------------------------------------------
 
-    async def react(
-        self, room_id: RoomID, event_id: str, emoji: str, *, key: str | None = None
-    ) -> EventID:
-        """Annotate an event with an emoji (sent encrypted in encrypted rooms)."""
-        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": emoji}}
-        return await self.send_event(room_id, "m.reaction", content, key=key)
+    def read_receipt(self, room_id: RoomID, event_id: str) -> None:
+        """Show the owner that the bot has taken their message (not a room event)."""
+        self._ephemeral.read_receipt(room_id, event_id)
 
-    async def redact(self, room_id: RoomID, event_id: str, *, key: str) -> None:
-        """Remove one of our events; cosmetic, so a failure is only logged."""
-        try:
-            await self._client.redact(room_id, event_id, f"dm-{self._db.instance_id()}-{key}")
-        except HomeserverError as err:
-            log.info("outbox.redact_failed", room=room_id, event_id=event_id, error=err.message)
+    def typing(self, room_id: RoomID, on: bool) -> None:
+        """Show or clear typing (not a room event)."""
+        self._ephemeral.typing(room_id, on)
 
-    async def read_receipt(self, room_id: RoomID, event_id: str) -> None:
-        """Show the owner that the bot has taken their message; cosmetic."""
-        try:
-            await self._client.read_receipt(room_id, event_id)
-        except HomeserverError as err:
-            log.info("outbox.receipt_failed", room=room_id, error=err.message)
+    def presence(self, status: str) -> None:
+        """Presence's status message (idle, working on …, paused), coalesced to what the
+        homeserver allows; a refused update is skipped."""
+        self._ephemeral.presence(status)
 
-    async def presence(self, status: str, online: bool = True) -> None:
-        """Presence and its status message (idle, working on …, paused); cosmetic."""
-        try:
-            await self._client.set_presence("online" if online else "offline", status)
-        except HomeserverError as err:
-            log.info("outbox.presence_failed", error=err.message)
 
-    async def typing(self, room_id: RoomID, on: bool) -> None:
-        """Show or clear typing; a failure here is only logged."""
-        try:
-            await self._client.typing(room_id, on)
-        except HomeserverError as err:
-            log.info("outbox.typing_failed", room=room_id, error=err.message)
+def _is_decoration(item: OutboxItem) -> bool:
+    relation = item.content.get("m.relates_to")
+    rel_type = relation.get("rel_type") if isinstance(relation, dict) else None
+    return item.event_type == "m.reaction" or rel_type == "m.replace"

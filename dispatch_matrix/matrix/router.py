@@ -34,6 +34,7 @@ from .inbound import (
 )
 from .late_keys import LateKeys
 from .outbox import Outbox
+from .privacy import RoomWatch
 from .trust import DeviceTrust, Verdict, may_command, may_join
 
 log = logs.get(__name__)
@@ -72,12 +73,14 @@ class Router:
         )
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
+        self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
 
     async def handle(self, response: SyncResponse, since: str | None) -> None:
         """Act on one sync response (`since`: the token it was asked with)."""
         changed = list(response.device_list.changed)
         if changed:
             self._identities.forget(changed)
+        await self._watch_rooms(response)
         items = await self._gaps(response, since) + read_sync(response, self._client.user_id)
         if items:
             log.debug("sync.items", kinds=[type(item).__name__ for item in items])
@@ -89,6 +92,23 @@ class Router:
                 # (a crash would re-read the same event at restart, forever).
                 log.exception("router.item_failed", item=type(item).__name__, room=item.room_id)
         await self._late.retry()
+
+    async def _watch_rooms(self, response: SyncResponse) -> None:
+        """Tell the owners at once when a room they command the bot in stops being private
+        (or is private again), before any message of this sync is judged."""
+        for room_id in response.rooms.join:
+            room = self._client.client.rooms.get(room_id)
+            if room is None:
+                continue
+            members = set(room.users) | set(room.invited_users)
+            allowed = room_id in self._allowed_shared_rooms
+            try:
+                await self._watch.check(RoomID(room_id), members, allowed)
+            except HomeserverError as err:
+                log.warning("room.notice_failed", room=room_id, error=err.message)
+
+    async def _notice(self, room_id: RoomID, text: str, key: str) -> None:
+        await self._outbox.post(room_id, text, notice=True, key=key)
 
     async def _gaps(self, response: SyncResponse, since: str | None) -> list[Inbound]:
         """Events a gapped ("limited") timeline left out, so none is lost after downtime."""

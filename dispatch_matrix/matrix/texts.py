@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 PLAINTEXT_IGNORED = (
     "🔒 I only take instructions sent with end-to-end encryption, so I ignored that "
     "message. Turn encryption on for this room (it is on by default in a new DM)."
 )
+
+
+def room_opened(outsiders: list[str]) -> str:
+    """The notice given the moment someone besides the owners is invited or joins."""
+    who = ", ".join(outsiders)
+    return (
+        f"🔒 {who} {'is' if len(outsiders) == 1 else 'are'} now in this room (invited or "
+        "joined). Until the room is private again I ignore every instruction here, from "
+        "anyone; what I send here stays unreadable to them."
+    )
+
+
+ROOM_CLOSED = "🔓 This room is private again (only my owners and me): I take instructions here."
 
 ROOM_NOT_PRIVATE = (
     "🔒 Someone besides my owners is in this room, so I stopped taking instructions here. "
@@ -39,10 +54,27 @@ def unreadable(when: str) -> str:
     )
 
 
-def device_replaced(old: str, new: str) -> str:
-    """The bot lost its crypto store and now speaks from a new device."""
+def device_replaced(old: str, new: str, removal: str | None = None) -> str:
+    """The bot lost its crypto store and now speaks from a new device; `removal` says how
+    to remove the old one when the bot could not."""
+    gone = (
+        f"the old one ({old}) is deleted"
+        if removal is None
+        else f"I could not delete the old one ({old}): {removal}"
+    )
     return (
-        f"🔑 I lost my encryption store and now use a new session ({new}); the old one "
-        f"({old}) is deleted. Messages sent to the old session while I was away could not be "
-        "read; I tell you about each of them. Verify my new session if your app asks."
+        f"🔑 I lost my encryption store and now use a new session ({new}); {gone}. Messages "
+        "sent to the old session while I was away could not be read; I tell you about each "
+        "of them. Verify my new session if your app asks."
+    )
+
+
+def exemption_hint(homeserver: str, user_id: str) -> str:
+    """How a Synapse admin exempts the bot from rate limits (then set send_rate_per_s = 0)."""
+    path = f"/_synapse/admin/v1/users/{urllib.parse.quote(user_id)}/override_ratelimit"
+    return (
+        "ask the homeserver's admin to exempt the bot (Synapse admin API): "
+        f"curl -X POST -H 'Authorization: Bearer <ADMIN_TOKEN>' "
+        f'-d \'{{"messages_per_second": 0, "burst_count": 0}}\' {homeserver}{path} '
+        "— then set send_rate_per_s = 0 under [matrix]"
     )

@@ -17,7 +17,6 @@ from ..agent.ports import Approval
 from ..ids import EventID, RoomID, UserID
 from ..store import Database, Task, TaskState
 from ..tools import Decision
-from .mirror import Mirror
 from .ports import Room
 
 log = logs.get(__name__)
@@ -46,10 +45,9 @@ class _Pending:
 class Approvals:
     """Pending questions and their answers."""
 
-    def __init__(self, db: Database, room: Room, mirror: Mirror, timeout_s: float) -> None:
+    def __init__(self, db: Database, room: Room, timeout_s: float) -> None:
         self._db = db
         self._room = room
-        self._mirror = mirror
         self._timeout_s = timeout_s
         self._pending: dict[EventID, _Pending] = {}
 
@@ -74,7 +72,6 @@ class Approvals:
         pending = _Pending(task, question, fingerprint, time.monotonic() + self._timeout_s, answer)
         self._pending[question] = pending
         self._db.set_task_state(task.id, TaskState.WAITING_APPROVAL)
-        await self._mirror.show(task, TaskState.WAITING_APPROVAL)
         log.info("approval.asked", task=task.short_id, subject_hash=fingerprint)
         try:
             approval, who = await asyncio.wait_for(answer, self._timeout_s)
@@ -91,7 +88,6 @@ class Approvals:
             self._pending.pop(question, None)
         self._db.record_approval(task.id, decision.subject, fingerprint, approval.approved, who)
         self._db.set_task_state(task.id, TaskState.RUNNING)
-        await self._mirror.show(task, TaskState.RUNNING)
         log.info("approval.decided", task=task.short_id, answer=approval.value, by=who)
         return approval
 

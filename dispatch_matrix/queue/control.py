@@ -77,17 +77,17 @@ class Control:
         if task is None or task.state not in (TaskState.QUEUED, TaskState.INTERRUPTED):
             return texts.no_such_task(command.arg)
         self._db.set_task_state(task.id, TaskState.CANCELLED, error="cancelled from the queue")
-        await self._worker.mirror.show(task, TaskState.CANCELLED)
+        self._worker.mirror.show(task, TaskState.CANCELLED)
         return texts.dropped(task)
 
     async def _pause(self, _command: Command) -> str:
         self._worker.set_paused(True)
-        await self._worker.mirror.presence(self._worker.current, True)
+        self._worker.mirror.presence(self._worker.current, True)
         return texts.PAUSED
 
     async def _resume(self, _command: Command) -> str:
         self._worker.set_paused(False)
-        await self._worker.mirror.presence(self._worker.current, False)
+        self._worker.mirror.presence(self._worker.current, False)
         return texts.RESUMED
 
     async def _retry(self, command: Command) -> str:
@@ -99,7 +99,7 @@ class Control:
         if task is None:
             return texts.no_such_task(command.arg or "to retry")
         self._worker.wake()
-        await self._worker.mirror.show(task, TaskState.QUEUED)
+        self._worker.mirror.show(task, TaskState.QUEUED)
         return texts.retried(task)
 
     async def _new(self, _command: Command) -> str:

@@ -63,8 +63,7 @@ class Intake:
             log.debug("message.duplicate", event_id=event_id)
             return
         log.info("task.queued", task=task.short_id, room=task.room_id, event_id=task.event_id)
-        # ⏳ first, then wake the worker: its ⚙️ must replace a reaction already there.
-        await self._worker.mirror.show(task, TaskState.QUEUED)
+        self._worker.mirror.queued(task)
         self._worker.wake()
 
     async def reaction(self, target_event_id: EventID, key: str, sender: UserID) -> None:

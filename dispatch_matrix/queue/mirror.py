@@ -1,21 +1,36 @@
 """The room mirrors the ledger: a reaction on each owner message shows its task's state, a
 read receipt shows it was taken, typing shows work in progress, and the bot's presence says
-what it is doing. All of it is decoration: it goes out beside the work, never ahead of it.
+what it is doing. All of it is decoration: it goes out beside the work, never ahead of it,
+and nothing here is waited for on the way to an answer.
+
+A state must stand a moment before it is worth a room event: a task taken at once never
+shows ⏳, one answered within seconds never shows ⚙️, so a quick task costs the answer and
+its ✅. A newer state supersedes an older one not yet sent; the reaction that showed the
+previous state is redacted once the new one is in the room.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 
 from .. import logs
-from ..ids import RoomID
 from ..store import Database, Task, TaskState
 from . import texts
 from .ports import Room
 
 log = logs.get(__name__)
 
+# How long a state stands before its reaction is sent. The question itself says "waiting for
+# approval"; the final states are sent at once (the budget still keeps answers first).
+HOLD_S = {
+    TaskState.QUEUED: 2.0,
+    TaskState.RUNNING: 3.0,
+    TaskState.INTERRUPTED: 1.0,
+    TaskState.DONE: 0.0,
+    TaskState.FAILED: 0.0,
+    TaskState.CANCELLED: 0.0,
+}
 # Clients drop a typing notice after its timeout; it is renewed well before that.
 _TYPING_REFRESH_S = 20.0
 
@@ -23,60 +38,46 @@ _TYPING_REFRESH_S = 20.0
 class Mirror:
     """Shows task states in the room."""
 
-    def __init__(self, db: Database, room: Room) -> None:
+    def __init__(self, db: Database, room: Room, hold_s: dict[TaskState, float] = HOLD_S) -> None:
         self._db = db
         self._room = room
-        # Intake and worker may change one task's reaction at once; one change at a time.
-        self._lock = asyncio.Lock()
-        self._announced: asyncio.Task[None] | None = None
+        self._hold_s = hold_s
+        self._settling: dict[int, asyncio.Task[None]] = {}
         self._typing: asyncio.Task[None] | None = None
 
-    async def show(self, task: Task, state: TaskState) -> None:
-        """Replace the task's status reaction with the one for `state`."""
-        async with self._lock:
-            previous = self._db.status_reaction(task.id)
-            # Fixed keys: a step repeated after a crash sends and redacts nothing twice.
-            event_id = await self._room.react(
-                task.room_id, task.event_id, texts.EMOJI[state], key=f"t{task.id}.react.{state}"
-            )
-            self._db.set_status_reaction(task.id, event_id)
-            if previous and previous != event_id:
-                await self._room.redact(
-                    task.room_id, previous, key=f"t{task.id}.unreact.{previous}"
-                )
+    def show(self, task: Task, state: TaskState) -> None:
+        """Let the task's reaction show `state`, once it has stood its hold time."""
+        if state not in self._hold_s:
+            return
+        earlier = self._settling.pop(task.id, None)
+        if earlier is not None:
+            # Not sent yet: withdrawn. Already in the room: the new settle redacts it.
+            earlier.cancel()
+        job = asyncio.create_task(self._settle(task, state), name=f"mirror-{task.id}")
+        self._settling[task.id] = job
+        job.add_done_callback(functools.partial(self._settled, task.id))
+
+    def queued(self, task: Task) -> None:
+        """The task is on disk: the read receipt says so at once (the first sign of life)."""
+        self._room.read_receipt(task.room_id, task.event_id)
+        self.show(task, TaskState.QUEUED)
 
     def started(self, task: Task, paused: bool) -> None:
-        """The task is taken: ⚙️, read receipt, presence and typing, beside the model call
-        (not before it); they are waited for only before the next status change."""
-        self._announced = asyncio.create_task(self._announce(task, paused))
-        self._typing = asyncio.create_task(self._keep_typing(task.room_id))
+        """The task is taken: typing while it runs, presence, ⚙️ if it runs a while."""
+        self._room.read_receipt(task.room_id, task.event_id)
+        self.show(task, TaskState.RUNNING)
+        self.presence(task, paused)
+        self._typing = asyncio.create_task(self._keep_typing(task))
 
-    async def stopped(self, task: Task, state: TaskState) -> None:
+    def stopped(self, task: Task, state: TaskState) -> None:
         """The task left the worker (done, failed, back in the queue): show `state`."""
         if self._typing is not None:
             self._typing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._typing
             self._typing = None
-            await self._room.typing(task.room_id, False)
-        if self._announced is not None:
-            # Let the start-of-task updates land first, or ⚙️ would replace the final state.
-            with contextlib.suppress(Exception):
-                await self._announced
-            self._announced = None
-        await self.show(task, state)
+            self._room.typing(task.room_id, False)
+        self.show(task, state)
 
-    async def _announce(self, task: Task, paused: bool) -> None:
-        await self._room.read_receipt(task.room_id, task.event_id)
-        await self.show(task, TaskState.RUNNING)
-        await self.presence(task, paused)
-
-    async def _keep_typing(self, room: RoomID) -> None:
-        while True:
-            await self._room.typing(room, True)
-            await asyncio.sleep(_TYPING_REFRESH_S)
-
-    async def presence(self, current: Task | None, paused: bool) -> None:
+    def presence(self, current: Task | None, paused: bool) -> None:
         """Presence status: idle / working on … / paused."""
         if current is not None:
             status = f"working on {current.short_id}: {texts.first_line(current, 40)}"
@@ -84,4 +85,48 @@ class Mirror:
             status = "paused"
         else:
             status = "idle"
-        await self._room.presence(status)
+        self._room.presence(status)
+
+    def close(self) -> None:
+        """Stop showing: what is not in the room yet stays out (the next start re-derives
+        every reaction from the ledger)."""
+        for job in list(self._settling.values()):
+            job.cancel()
+        if self._typing is not None:
+            self._typing.cancel()
+
+    async def idle(self) -> None:
+        """Wait until every state change so far is in the room (for tests and shutdown)."""
+        while self._settling:
+            await asyncio.gather(*self._settling.values(), return_exceptions=True)
+
+    async def _settle(self, task: Task, state: TaskState) -> None:
+        await asyncio.sleep(self._hold_s[state])
+        emoji = texts.EMOJI[state]
+        shown = self._db.reactions_shown(task.id)
+        if [e for _, _, e in shown] == [emoji]:
+            return
+        if emoji not in {e for _, _, e in shown}:
+            # A fresh key each time: a task may show the same state twice in its life.
+            key = f"t{task.id}.react.{self._db.count_reactions(task.id)}.{state}"
+            event_id = await self._room.react(
+                task.room_id, task.event_id, emoji, key=key, task_id=task.id
+            )
+            if not event_id:
+                return
+        for txn_id, old_event, shown_emoji in shown:
+            if shown_emoji != emoji and await self._room.redact(
+                task.room_id, old_event, key=f"t{task.id}.unreact.{old_event}"
+            ):
+                self._db.mark_sent(txn_id, "")
+
+    def _settled(self, task_id: int, job: asyncio.Task[None]) -> None:
+        if self._settling.get(task_id) is job:
+            del self._settling[task_id]
+        if not job.cancelled() and job.exception() is not None:
+            log.warning("mirror.failed", task=task_id, error=repr(job.exception()))
+
+    async def _keep_typing(self, task: Task) -> None:
+        while True:
+            self._room.typing(task.room_id, True)
+            await asyncio.sleep(_TYPING_REFRESH_S)

@@ -1,4 +1,8 @@
-"""What the queue needs from the outside, as interfaces (so it runs without a homeserver)."""
+"""What the queue needs from the outside, as interfaces (so it runs without a homeserver).
+
+`Room.post` and the other awaited sends return once the event is in the room (answers go
+first); reactions and redactions are decorations the room may hold back, replace or drop;
+receipts, typing and presence are wishes, never waited for."""
 
 from __future__ import annotations
 
@@ -24,7 +28,17 @@ class Room(Protocol):
         key: str | None = None,
     ) -> EventID: ...
 
-    async def typing(self, room_id: RoomID, on: bool) -> None: ...
+    async def post_status(
+        self,
+        room_id: RoomID,
+        markdown: str,
+        *,
+        reply_to: str | None = None,
+        task_id: int | None = None,
+        key: str | None = None,
+    ) -> EventID:
+        """A status message (a decoration: "" when it did not go out)."""
+        ...
 
     async def send_file(
         self,
@@ -41,14 +55,28 @@ class Room(Protocol):
     ) -> EventID: ...
 
     async def react(
-        self, room_id: RoomID, event_id: str, emoji: str, *, key: str | None = None
-    ) -> EventID: ...
+        self,
+        room_id: RoomID,
+        event_id: str,
+        emoji: str,
+        *,
+        key: str,
+        task_id: int | None = None,
+        slot: str | None = None,
+    ) -> EventID:
+        """A decoration: "" when it was superseded or withdrawn before it went out."""
+        ...
 
-    async def redact(self, room_id: RoomID, event_id: str, *, key: str) -> None: ...
+    async def redact(self, room_id: RoomID, event_id: str, *, key: str) -> bool:
+        """A decoration: False when it did not happen."""
+        ...
 
-    async def read_receipt(self, room_id: RoomID, event_id: str) -> None: ...
+    # Not room events: never waited for.
+    def read_receipt(self, room_id: RoomID, event_id: str) -> None: ...
 
-    async def presence(self, status: str, online: bool = True) -> None: ...
+    def typing(self, room_id: RoomID, on: bool) -> None: ...
+
+    def presence(self, status: str) -> None: ...
 
 
 class Answerer(Protocol):

@@ -45,46 +45,37 @@ class RoomTaskIO:
         self._flusher: asyncio.Task[None] | None = None
 
     async def progress(self, text: str) -> None:
-        """Show the current step; the first call posts, later ones edit (coalesced)."""
-        line = f"⚙️ {self._task.short_id} — {text}"
-        if self._status is None:
-            self._status = await self._room.post(
-                self._task.room_id,
-                line,
-                reply_to=self._task.event_id,
-                task_id=self._task.id,
-                notice=True,
-                key=f"t{self._task.id}.progress",
-            )
-            self._last_edit = time.monotonic()
-            return
-        self._pending = line
-        wait = EDIT_INTERVAL_S - (time.monotonic() - self._last_edit)
-        if wait <= 0:
-            await self._flush()
-        elif self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_later(wait))
-
-    async def _flush_later(self, wait: float) -> None:
-        await asyncio.sleep(wait)
-        await self._flush()
+        """Show the current step; never waits for the room. The first call posts the status
+        message, later ones edit it, at most one edit per interval and only the newest."""
+        self._pending = f"⚙️ {self._task.short_id} — {text}"
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
-        if self._pending is None or self._status is None:
-            return
-        text, self._pending = self._pending, None
-        self._last_edit = time.monotonic()
-        await self._room.edit(self._task.room_id, self._status, text, notice=True)
+        while self._pending is not None:
+            wait = EDIT_INTERVAL_S - (time.monotonic() - self._last_edit)
+            if self._status is not None and wait > 0:
+                await asyncio.sleep(wait)
+            text, self._pending = self._pending, None
+            self._last_edit = time.monotonic()
+            if self._status is None:
+                status = await self._room.post_status(
+                    self._task.room_id,
+                    text,
+                    reply_to=self._task.event_id,
+                    task_id=self._task.id,
+                    key=f"t{self._task.id}.progress",
+                )
+                self._status = status or None
+            else:
+                await self._room.edit(self._task.room_id, self._status, text, notice=True)
 
-    async def close(self, final: str | None = None) -> None:
-        """End of the task: stop pending edits; optionally leave a last status line."""
+    async def close(self) -> None:
+        """End of the task: a status line not yet shown is not worth showing any more."""
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        if final is not None and self._status is not None:
-            self._pending = f"{final}"
-            await self._flush()
 
     async def ask(self, decision: Decision) -> Approval:
         return await self._approvals.ask(self._task, decision)

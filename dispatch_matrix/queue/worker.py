@@ -46,7 +46,7 @@ class Worker:
         self._agent = agent
         self._room = room
         self.mirror = Mirror(db, room)
-        self.approvals = Approvals(db, room, self.mirror, approval_timeout_s)
+        self.approvals = Approvals(db, room, approval_timeout_s)
         self._outage = Backoff(outage_first_s, _OUTAGE_MAX_S)
         self._groups = ProcessGroups(db)
         self._wake = asyncio.Event()
@@ -65,16 +65,19 @@ class Worker:
 
     async def run(self) -> None:
         """Work until cancelled."""
-        await self._recover()
-        await self.mirror.presence(None, self.paused)
-        while True:
-            task = None if self.paused else self._db.next_task()
-            if task is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            await self._run_one(task)
-            await self.mirror.presence(None, self.paused)
+        try:
+            await self._recover()
+            self.mirror.presence(None, self.paused)
+            while True:
+                task = None if self.paused else self._db.next_task()
+                if task is None:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self._run_one(task)
+                self.mirror.presence(None, self.paused)
+        finally:
+            self.mirror.close()
 
     async def _recover(self) -> None:
         """Tasks a crash left running are interrupted: say so, then resume them first."""
@@ -90,7 +93,7 @@ class Worker:
                 notice=True,
                 key=f"t{task.id}.interrupted.{task.steps}",
             )
-            await self.mirror.show(task, TaskState.INTERRUPTED)
+            self.mirror.show(task, TaskState.INTERRUPTED)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -154,7 +157,7 @@ class Worker:
     async def _wait_out(self, task: Task, err: ModelError) -> None:
         """The API is away: the task keeps its place and its finished steps; retry later."""
         self._db.set_task_state(task.id, TaskState.QUEUED)
-        await self.mirror.stopped(task, TaskState.QUEUED)
+        self.mirror.stopped(task, TaskState.QUEUED)
         wait = self._outage.next()
         log.warning("model.outage", task=task.short_id, error=err.message, retry_in=wait)
         if self._db.first_notice("outage"):
@@ -166,7 +169,7 @@ class Worker:
     async def _blocked(self, task: Task, err: ModelError) -> None:
         """The key or the credit is the problem: pause and say what to fix."""
         self._db.set_task_state(task.id, TaskState.QUEUED)
-        await self.mirror.stopped(task, TaskState.QUEUED)
+        self.mirror.stopped(task, TaskState.QUEUED)
         self.set_paused(True)
         log.error("model.access_refused", error=err.message)
         await self._room.post(
@@ -190,5 +193,5 @@ class Worker:
         self._db.set_task_state(
             task.id, state, result=text if state is TaskState.DONE else None, error=error
         )
-        await self.mirror.stopped(task, state)
+        self.mirror.stopped(task, state)
         log.info("task.finished", task=task.short_id, state=str(state))

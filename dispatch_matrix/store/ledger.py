@@ -302,6 +302,29 @@ class LedgerQueries(Base):
         ).fetchall()
         return [_outbox(row) for row in rows]
 
+    def reactions_shown(self, task_id: int) -> list[tuple[str, str, str]]:
+        """The task's status reactions now in the room: (txn_id, event_id, emoji), oldest
+        first. A reaction leaves this list when it is redacted (`mark_sent(txn, "")`)."""
+        rows = self._conn.execute(
+            "SELECT txn_id, event_id, content FROM outbox WHERE task_id = ? AND"
+            " event_type = 'm.reaction' AND event_id IS NOT NULL AND event_id != ''"
+            " ORDER BY created_at",
+            (task_id,),
+        ).fetchall()
+        shown = []
+        for txn_id, event_id, content in rows:
+            relation = json.loads(content).get("m.relates_to") or {}
+            shown.append((str(txn_id), str(event_id), str(relation.get("key", ""))))
+        return shown
+
+    def count_reactions(self, task_id: int) -> int:
+        """How many status reactions the task has had recorded (sent, dropped or pending)."""
+        row = self._conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE task_id = ? AND event_type = 'm.reaction'",
+            (task_id,),
+        ).fetchone()
+        return int(row[0])
+
     def mark_sent(self, txn_id: str, event_id: str) -> None:
         """Record the homeserver's event id for a sent message."""
         with self.tx() as conn:

@@ -308,6 +308,21 @@ class JsClient:
         )
         return result
 
+    async def wait_reactions(
+        self, room_id: str, event_id: str, keys: list[str], sender: str, timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        """Wait until `sender`'s reactions on `event_id` (not redacted) are exactly `keys`."""
+        result: list[dict[str, Any]] = await self.call(
+            "wait_reactions",
+            timeout=timeout + 5,
+            room_id=room_id,
+            event_id=event_id,
+            sender=sender,
+            keys=keys,
+            timeout_ms=int(timeout * 1000),
+        )
+        return result
+
     async def messages(self, room_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.call("messages", room_id=room_id)
         return result

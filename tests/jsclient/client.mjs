@@ -24,6 +24,7 @@
 //   wait_join {room_id, user_id, timeout_ms} -> {room_id, user_id, membership}
 //   send_text {room_id, body, html?} -> {event_id, encrypted};  react {room_id, event_id, key} -> {event_id, encrypted}
 //   wait_message {room_id, sender?, contains?, after_event_id?, include_failures?, timeout_ms}
+//   wait_reactions {room_id, event_id, sender?, keys, timeout_ms}
 //       -> {room_id, event_id, sender, type, body, content, was_encrypted, decryption_failed, decryption_failure}
 //   messages {room_id} -> [{room_id, event_id, sender, type, wire_type, content, origin_server_ts,
 //       decryption_failure, being_decrypted, status}]
@@ -567,6 +568,33 @@ commands.wait_message = async ({
         `a message in ${room_id}${sender ? ` from ${sender}` : ""}${contains ? ` containing ${JSON.stringify(contains)}` : ""}`,
     );
     return messageResult(found);
+};
+
+// Wait until the reactions `sender` shows on `event_id` (not redacted, decrypted) are
+// exactly `keys` (in any order); returns them.
+commands.wait_reactions = async ({ room_id, event_id, sender, keys, timeout_ms = 30000 }) => {
+    requireClient();
+    const wanted = [...keys].sort().join(" ");
+    let last = [];
+    const found = await waitFor(
+        () => {
+            const shown = [];
+            for (const ev of roomEvents(room_id)) {
+                if (isLocalId(ev.getId()) || ev.isRedacted()) continue;
+                if (sender && ev.getSender() !== sender) continue;
+                if (ev.isBeingDecrypted() || ev.shouldAttemptDecryption()) return null;
+                if (ev.getType() !== "m.reaction") continue;
+                const rel = ev.getContent()?.["m.relates_to"];
+                if (rel?.event_id !== event_id) continue;
+                shown.push(ev);
+            }
+            last = shown.map((ev) => ev.getContent()["m.relates_to"].key);
+            return [...last].sort().join(" ") === wanted ? shown : null;
+        },
+        timeout_ms,
+        `reactions ${JSON.stringify(keys)} on ${event_id} (showing ${JSON.stringify(last)})`,
+    );
+    return found.map(messageResult);
 };
 
 commands.messages = async ({ room_id }) => {

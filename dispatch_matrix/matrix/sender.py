@@ -1,0 +1,265 @@
+"""The order room events leave in: answers first, decorations when the homeserver has room.
+
+Every homeserver rate-limits a bot nobody exempted (Synapse's stock `rc_message`: a burst
+of 10 events, then one every 5 s). So the sender keeps a model of that budget and sends:
+- answers, questions and notices (`Kind.ANSWER`) at once, in the order they were decided;
+- status-message edits (`Kind.PROGRESS`) and reactions and redactions (`Kind.DECORATION`)
+  only while the budget keeps a reserve for the next answer; a newer one in the same slot
+  replaces an older one not yet sent, and a caller that stops waiting withdraws its own.
+
+A 429 holds back only what it refused: that event waits out `retry_after`, the budget
+counts as spent until then, and everything else keeps its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .. import logs
+from ..backoff import Backoff
+from ..errors import HomeserverError
+from ..ids import EventID
+from .failures import CannotSend, RateLimited, RequestRefused, TokenRejected
+
+log = logs.get(__name__)
+
+# Tokens kept for answers: decorations never take the budget below this.
+RESERVE = 2.0
+_MAX_BACKOFF_S = 60.0
+_MAX_REFUSALS = 6
+
+
+class Kind(enum.IntEnum):
+    """What an event is to the owner, which decides when it may go."""
+
+    ANSWER = 0
+    PROGRESS = 1
+    DECORATION = 2
+
+
+class Budget:
+    """A token bucket modelling the homeserver's limit on our events (`rate_per_s` = 0: none)."""
+
+    def __init__(
+        self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._rate = rate_per_s
+        self._burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._blocked_until = 0.0
+
+    @property
+    def limited(self) -> bool:
+        return self._rate > 0
+
+    def available(self) -> float:
+        """Tokens now (0 while a 429's retry_after runs)."""
+        now = self._clock()
+        if now < self._blocked_until:
+            return 0.0
+        if not self.limited:
+            return float("inf")
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        return self._tokens
+
+    def spend(self) -> None:
+        """One event went out."""
+        if self.limited:
+            self._tokens = max(0.0, self.available() - 1.0)
+
+    def refused(self, retry_after_s: float) -> None:
+        """The server said 429: nothing goes until retry_after, and the bucket is empty."""
+        self._blocked_until = max(self._blocked_until, self._clock() + retry_after_s)
+        self._tokens = 0.0
+        self._at = self._blocked_until
+
+    def seconds_until(self, tokens: float) -> float:
+        """How long until `tokens` are available (0 if they are)."""
+        have = self.available()
+        now = self._clock()
+        blocked = max(0.0, self._blocked_until - now)
+        if have >= tokens:
+            return 0.0
+        if not self.limited:
+            return blocked
+        return blocked + (tokens - have) / self._rate
+
+
+@dataclass(eq=False)
+class Job:
+    """One event waiting to be sent."""
+
+    kind: Kind
+    perform: Callable[[], Awaitable[EventID]]
+    done: asyncio.Future[EventID]
+    label: str
+    # Jobs in the same slot supersede each other (the newest is the one that counts).
+    slot: str | None = None
+    on_dropped: Callable[[], None] | None = None
+    not_before: float = 0.0
+    refusals: int = 0
+    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, _MAX_BACKOFF_S))
+    seq: int = 0
+
+
+class Sender:
+    """The one loop that sends room events, by kind and within the budget."""
+
+    def __init__(
+        self,
+        budget: Budget,
+        clock: Callable[[], float] = time.monotonic,
+        on_rate_limited: Callable[[int], None] | None = None,
+    ) -> None:
+        self._budget = budget
+        self._on_rate_limited = on_rate_limited
+        self._clock = clock
+        self._jobs: list[Job] = []
+        self._wake = asyncio.Event()
+        self._seq = itertools.count()
+        self._current: Job | None = None
+        # 429s met, for `doctor` and the log (an operator can exempt the bot).
+        self.rate_limited = 0
+
+    async def submit(self, job: Job) -> EventID:
+        """Queue a job and wait for its event id ("" when it was dropped)."""
+        job.seq = next(self._seq)
+        if job.slot is not None:
+            for old in [j for j in self._jobs if j.slot == job.slot]:
+                if old is not self._current:
+                    self._drop(old, "superseded")
+        self._jobs.append(job)
+        self._wake.set()
+        try:
+            return await asyncio.shield(job.done)
+        except asyncio.CancelledError:
+            # A decoration nobody waits for is not worth sending; an answer stays recorded
+            # and goes at the next start (the outbox re-sends what it did not confirm).
+            if job in self._jobs and job is not self._current:
+                self._jobs.remove(job)
+                if job.kind is not Kind.ANSWER:
+                    self._finish_dropped(job, "withdrawn")
+            raise
+
+    def pending(self, kind: Kind | None = None) -> int:
+        """Jobs waiting (of one kind)."""
+        return sum(1 for j in self._jobs if kind is None or j.kind is kind)
+
+    async def run(self) -> None:
+        """Send until cancelled."""
+        while True:
+            job, wait = self._next()
+            if job is None:
+                self._wake.clear()
+                if wait is None:
+                    await self._wake.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                continue
+            self._current = job
+            try:
+                await self._send(job)
+            finally:
+                self._current = None
+
+    def _next(self) -> tuple[Job | None, float | None]:
+        """The job to send now, else how long until one may go (None: until woken)."""
+        now = self._clock()
+        answers = [j for j in self._jobs if j.kind is Kind.ANSWER]
+        if answers:
+            # Answers keep their order: the first one waits, the rest wait behind it.
+            head = min(answers, key=lambda j: j.seq)
+            if head.not_before <= now:
+                return head, None
+            return None, head.not_before - now
+        others = sorted(
+            (j for j in self._jobs if j.kind is not Kind.ANSWER),
+            key=lambda j: (j.kind, j.seq),
+        )
+        if not others:
+            return None, None
+        ready = [j for j in others if j.not_before <= now]
+        need = RESERVE + 1.0
+        if ready:
+            wait = self._budget.seconds_until(need)
+            if wait <= 0:
+                return ready[0], None
+            return None, wait
+        return None, min(j.not_before for j in others) - now
+
+    async def _send(self, job: Job) -> None:
+        try:
+            event_id = await job.perform()
+        except TokenRejected as err:
+            self._discard(job)
+            if not job.done.done():
+                job.done.set_exception(err)
+            raise
+        except RateLimited as err:
+            self.rate_limited += 1
+            if self._on_rate_limited is not None:
+                self._on_rate_limited(self.rate_limited)
+            self._budget.refused(err.retry_after_s)
+            job.not_before = self._clock() + err.retry_after_s
+            log.warning("outbox.rate_limited", job=job.label, retry_in=round(err.retry_after_s, 2))
+            return
+        except RequestRefused as err:
+            if err.code == "M_DUPLICATE_ANNOTATION":
+                # An earlier attempt (perhaps from a device since replaced) got through.
+                self._succeed(job, EventID(""))
+                return
+            self._refused(job, err)
+            return
+        except CannotSend as err:
+            self._refused(job, err)
+            return
+        except HomeserverError as err:
+            wait = job.backoff.next()
+            job.not_before = self._clock() + wait
+            log.warning("outbox.retry", job=job.label, error=err.message, retry_in=wait)
+            return
+        self._budget.spend()
+        self._succeed(job, event_id)
+
+    def _refused(self, job: Job, err: HomeserverError) -> None:
+        # Refusals do not heal by waiting as outages do (a room nio does not know yet
+        # appears with the next sync; one we were removed from never does), so they are
+        # retried a few times only, then dropped with an error in the log.
+        job.refusals += 1
+        if job.refusals > _MAX_REFUSALS:
+            log.error("outbox.dropped", job=job.label, error=err.message)
+            self._drop(job, "refused")
+            return
+        wait = job.backoff.next()
+        job.not_before = self._clock() + wait
+        log.warning("outbox.refused", job=job.label, error=err.message, retry_in=wait)
+
+    def _discard(self, job: Job) -> None:
+        if job in self._jobs:
+            self._jobs.remove(job)
+
+    def _succeed(self, job: Job, event_id: EventID) -> None:
+        self._discard(job)
+        if not job.done.done():
+            job.done.set_result(event_id)
+
+    def _drop(self, job: Job, why: str) -> None:
+        self._discard(job)
+        self._finish_dropped(job, why)
+
+    def _finish_dropped(self, job: Job, why: str) -> None:
+        log.debug("outbox.not_sent", job=job.label, why=why)
+        if job.on_dropped is not None:
+            job.on_dropped()
+        if not job.done.done():
+            job.done.set_result(EventID(""))

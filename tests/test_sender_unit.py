@@ -1,0 +1,153 @@
+"""The sender's order without a homeserver: answers first, decorations within the budget,
+superseded ones dropped, a 429 holding back only what it refused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from dispatch_matrix.ids import EventID
+from dispatch_matrix.matrix.failures import RateLimited
+from dispatch_matrix.matrix.sender import RESERVE, Budget, Job, Kind, Sender
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_budget_refills_at_its_rate_up_to_the_burst() -> None:
+    clock = Clock()
+    budget = Budget(0.2, 10, clock)
+    for _ in range(10):
+        budget.spend()
+    assert budget.available() == pytest.approx(0.0)
+    clock.now += 5
+    assert budget.available() == pytest.approx(1.0)
+    clock.now += 1000
+    assert budget.available() == pytest.approx(10.0)
+    assert budget.seconds_until(10) == 0
+
+
+def test_a_429_empties_the_budget_until_retry_after() -> None:
+    clock = Clock()
+    budget = Budget(0.2, 10, clock)
+    budget.refused(3.0)
+    assert budget.available() == 0
+    assert budget.seconds_until(1) == pytest.approx(3.0 + 5.0)
+    clock.now += 3.0
+    assert budget.available() == pytest.approx(0.0)
+
+
+def test_no_limit_means_always_room() -> None:
+    budget = Budget(0, 10)
+    for _ in range(100):
+        budget.spend()
+    assert budget.available() == float("inf")
+
+
+class Recorder:
+    """Performs that record their label, optionally refusing with a 429 first."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.refuse: dict[str, int] = {}
+
+    def job(self, kind: Kind, label: str, slot: str | None = None) -> Job:
+        async def perform() -> EventID:
+            if self.refuse.get(label, 0) > 0:
+                self.refuse[label] -= 1
+                raise RateLimited("429", 0.05)
+            self.sent.append(label)
+            return EventID(f"${label}")
+
+        return Job(kind, perform, asyncio.get_running_loop().create_future(), label, slot=slot)
+
+
+async def run_until(sender: Sender, done: Callable[[], bool], timeout: float = 5) -> None:
+    """Run the sender until `done()`: a unit test polls its own in-memory state."""
+    task = asyncio.create_task(sender.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not done():
+            assert asyncio.get_running_loop().time() < deadline, "sender did not finish"
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+
+
+def submit(sender: Sender, job: Job) -> Awaitable[EventID]:
+    return asyncio.ensure_future(sender.submit(job))
+
+
+async def test_answers_go_before_decorations_queued_earlier() -> None:
+    rec, sender = Recorder(), Sender(Budget(0, 10))
+    futures = [
+        submit(sender, rec.job(Kind.DECORATION, "react")),
+        submit(sender, rec.job(Kind.PROGRESS, "edit")),
+        submit(sender, rec.job(Kind.ANSWER, "answer 1")),
+        submit(sender, rec.job(Kind.ANSWER, "answer 2")),
+    ]
+    await asyncio.sleep(0)
+    await run_until(sender, lambda: len(rec.sent) == 4)
+    assert rec.sent == ["answer 1", "answer 2", "edit", "react"]
+    assert [f.result() for f in futures] == ["$react", "$edit", "$answer 1", "$answer 2"]
+
+
+async def test_decorations_keep_a_reserve_for_answers() -> None:
+    clock = Clock()
+    rec, sender = Recorder(), Sender(Budget(0.2, int(RESERVE) + 2, clock), clock)
+    decorations = [submit(sender, rec.job(Kind.DECORATION, f"d{n}")) for n in range(3)]
+    await asyncio.sleep(0)
+    task = asyncio.create_task(sender.run())
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    # Four tokens, a reserve of two: two decorations went, the third waits for the budget.
+    assert rec.sent == ["d0", "d1"]
+    answer = submit(sender, rec.job(Kind.ANSWER, "answer"))
+    await asyncio.wait_for(answer, 5)
+    assert rec.sent == ["d0", "d1", "answer"]
+    task.cancel()
+    assert not decorations[2].done()
+
+
+async def test_a_newer_decoration_in_the_same_slot_supersedes_an_unsent_one() -> None:
+    rec, sender = Recorder(), Sender(Budget(0, 10))
+    old = submit(sender, rec.job(Kind.DECORATION, "⏳", slot="t1"))
+    new = submit(sender, rec.job(Kind.DECORATION, "✅", slot="t1"))
+    await asyncio.sleep(0)
+    await run_until(sender, lambda: len(rec.sent) == 1)
+    assert rec.sent == ["✅"]
+    assert await old == "" and await new == "$✅"
+
+
+async def test_a_withdrawn_decoration_is_never_sent_but_an_answer_stays_recorded() -> None:
+    rec, sender = Recorder(), Sender(Budget(0, 10))
+    dropped: list[str] = []
+    decoration = rec.job(Kind.DECORATION, "react")
+    decoration.on_dropped = lambda: dropped.append("react")
+    waiting = submit(sender, decoration)
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.sleep(0)
+    assert dropped == ["react"] and sender.pending() == 0
+
+
+async def test_a_429_holds_back_only_the_refused_event_and_it_goes_after_retry_after() -> None:
+    rec, sender = Recorder(), Sender(Budget(0, 10))
+    rec.refuse["react"] = 1
+    decoration = submit(sender, rec.job(Kind.DECORATION, "react"))
+    await asyncio.sleep(0)
+    task = asyncio.create_task(sender.run())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    answer = submit(sender, rec.job(Kind.ANSWER, "answer"))
+    await asyncio.wait_for(answer, 5)
+    await asyncio.wait_for(decoration, 5)
+    task.cancel()
+    assert rec.sent == ["answer", "react"] and sender.rate_limited == 1

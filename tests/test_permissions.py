@@ -246,6 +246,9 @@ def test_path_rule_matching(rule: str, path: str, matches: bool) -> None:
         ("edit", {"file_path": "~/Reviews/r.md", "old_string": "a", "new_string": "b"}, "allow"),
         ("write", {"file_path": "~/Projects/app/x.py", "content": ""}, "ask"),
         ("read", {}, "deny"),
+        # A leading // is / (it once slipped past the folder checks).
+        ("write", {"file_path": "//home/u/Projects/app/x.py", "content": ""}, "ask"),
+        ("read", {"file_path": "//etc/passwd"}, "ask"),
     ],
 )
 def test_path_tools(tool: str, tool_input: dict[str, Any], verdict: str) -> None:
@@ -331,6 +334,7 @@ def test_control_plane_deny_still_denies_and_elsewhere_allow_still_allows() -> N
         "~/.ssh/id_rsa",
         "~/.ssh/id_ed25519.pub",
         str(STATE / "keys.json"),
+        "/" + str(STATE / "keys.json"),
     ],
 )
 def test_secrets_are_denied_to_read_by_default(path: str) -> None:

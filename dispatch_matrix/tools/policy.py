@@ -25,7 +25,6 @@ rule allows is asked about. On top of the rules:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -36,7 +35,7 @@ from .globs import DEFAULT_SECRET_GLOBS, name_matches
 from .paths import within
 from .rules import PATH_TOOLS, Rule, canonical_tool, escape_command, parse_rule, parse_rules
 from .shelljudge import Finding, Kind, ShellRules, judge
-from .shellpaths import CONTROL_PLANE
+from .shellpaths import CONTROL_PLANE, normal_path
 
 Verdict = Literal["allow", "ask", "deny"]
 
@@ -294,6 +293,7 @@ class Policy:
             protected=tuple(self._protected),
             judge_path=self._redirect_target,
             resolve=resolve,
+            secret_globs=self._secret_globs,
         )
 
     def _redirect_target(self, tool: str, path: PurePosixPath) -> Finding:
@@ -322,7 +322,7 @@ def _abs(path: str | Path, home: Path, workdir: Path) -> PurePosixPath:
         text = str(home) + text[1:]
     if not text.startswith("/"):
         text = str(workdir) + "/" + text
-    return PurePosixPath(os.path.normpath(text))
+    return normal_path(text)
 
 
 def _describe_call(tool_name: str, tool_input: Mapping[str, Any]) -> str:

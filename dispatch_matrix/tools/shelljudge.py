@@ -8,7 +8,8 @@ otherwise, listing every part that was not covered. What makes a part `ask` (fai
   guards of `screen` in case the grammar and bash disagree;
 - a program name that is computed (`$(which rm)`, `r*`, `~u/x`), `eval`, `source`, `.`,
   `exec`, `builtin`, `command -p`, `trap`, `let`, …, and `sudo` and its kind;
-- an argument only known at run time (`$X`, `$(…)`) for anything but echo-like commands;
+- an argument only known at run time (`$X`, `$(…)`) for anything but echo-like commands
+  (`echo`, `printf`, `true`, `sleep`: they print it and touch no file);
 - a word that may name the control plane: literal paths inside a protected folder, globs
   and brace expansions that may match one (`~/sto*/config.toml`, `{store,x}/config.toml`,
   `[s]tore`), `~user`/`~+`/`~-`, relative paths after `cd` or `git -C`, and `/proc/<pid>`;
@@ -30,7 +31,6 @@ the control plane, or an ask or deny rule.
 
 from __future__ import annotations
 
-import os
 import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +40,7 @@ from typing import Literal
 from .rules import Rule, collapse_blanks
 from .shellmodel import Command, Redirect, Script, SideDoor, Word, words_of
 from .shellparse import parse
-from .shellpaths import Places, absolute, word_trouble
+from .shellpaths import Places, absolute, normal_path, word_trouble
 from .shellscreen import screen
 from .shellwords import escape, has_glob, is_literal, unescape
 from .sidedoors import find_exec_commands, git_dirs, side_doors
@@ -92,6 +92,7 @@ class ShellRules:
     judge_path: Callable[[str, PurePosixPath], Finding]
     # Follows symlinks (the policy's `canonical`); None judges paths as spelled.
     resolve: Callable[[PurePosixPath], PurePosixPath] | None = None
+    secret_globs: tuple[str, ...] = ()
 
 
 def judge(command: str, rules: ShellRules) -> tuple[Finding, ...]:
@@ -136,7 +137,7 @@ class _Walker:
         self.rules = rules
         self.findings: list[Finding] = []
         self.bases: list[PurePosixPath] = [rules.workdir]
-        self.places = Places(rules.home, rules.protected, rules.resolve)
+        self.places = Places(rules.home, rules.protected, rules.resolve, rules.secret_globs)
 
     def add(self, kind: Kind, part: str, reason: str, rule: str | None = None) -> None:
         self.findings.append(Finding(kind, part, reason, rule))
@@ -206,11 +207,14 @@ class _Walker:
                 self.add("unmodelled", part, reason)
             if text is not None:
                 self.script(parse(text), depth + 1)
+            self.paths(part, prefix + args)
             return
         if name == "xargs":
             inner = inner_command(name, args)
             if inner:
                 self.call(part, [], inner, depth + 1)
+            else:
+                self.add("unmodelled", part, "`xargs` without a command the judge can follow")
             door = SideDoor("xargs", "xargs", "builds arguments from its input, unseen here")
             self.cover(part, prefix, words, [door])
             return
@@ -222,7 +226,7 @@ class _Walker:
             self.add_base(part, folder)
         if name not in PURE_OUTPUT:
             self.dynamic(part, name, prefix + args)
-            self.paths(part, prefix + words)
+        self.paths(part, prefix + words)
         self.cover(part, prefix, words, list(side_doors(name, args)))
 
     def restricted(self, part: str, prefix: list[Word], words: list[Word]) -> bool:
@@ -289,7 +293,7 @@ class _Walker:
             self.add("unmodelled", part, f"`{folder.source}`: a folder the judge cannot tell")
             return
         for spot in spots:
-            self.bases.append(PurePosixPath(os.path.normpath(unescape(spot))))
+            self.bases.append(normal_path(unescape(spot)))
 
     def redirect(self, redirect: Redirect, depth: int) -> None:
         target = redirect.target
@@ -311,7 +315,7 @@ class _Walker:
             self.add("unmodelled", redirect.source, reason)
             return
         for spot in spots:
-            path = PurePosixPath(os.path.normpath(unescape(spot)))
+            path = normal_path(unescape(spot))
             if str(path) in (_DEV_READ if tool == "Read" else _DEV_WRITE):
                 continue
             found = self.rules.judge_path(tool, path)

@@ -270,6 +270,7 @@ class _Builder:
         """Append the node's pattern to `out`; False when part of it is dynamic."""
         kind = node.type
         if kind in ("word", "number"):
+            self.check_hidden(node)
             out.append(_unquoted(self.text(node)))
             return True
         if kind == "brace_expression":
@@ -288,6 +289,7 @@ class _Builder:
             ok = True
             for child in node.children:
                 if child.type == "string_content":
+                    self.check_hidden(child)
                     out.append(escape(_double_quoted(self.text(child))))
                 elif child.type in ('"', "$"):
                     out.append("" if child.type == '"' else "$")
@@ -331,6 +333,12 @@ class _Builder:
                 self.problem(self.text(node), "this parameter expansion form is not judged")
                 return
 
+    def check_hidden(self, node: Node) -> None:
+        """A `$…` or backquote inside text the grammar took as literal: bash would expand
+        it (as in `${x-`cmd`}`), so the grammar and bash disagree here."""
+        if _hidden_expansion(self.text(node)):
+            self.problem(self.text(node), "an expansion the grammar did not see")
+
     def sub(self, node: Node) -> Script:
         """The script of a `$( … )`, backquotes or `<( … )`."""
         inner = _Builder(self.data, self.depth + 1)
@@ -350,6 +358,8 @@ class _Builder:
                     self.problem(self.text(child), "process substitution <( … ) is not judged")
                 found.append(self.sub(child))
             else:
+                if child.type in ("word", "string_content", "regex"):
+                    self.check_hidden(child)
                 found.extend(self.substitutions(child))
         return found
 
@@ -373,6 +383,24 @@ _STATEMENTS = _TRANSPARENT | {
     "test_command",
     "ERROR",
 }
+
+
+def _hidden_expansion(text: str) -> bool:
+    """Whether unquoted-looking text holds a backquote or a `$` that starts an expansion."""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "`":
+            return True
+        if c == "$" and i + 1 < len(text):
+            nxt = text[i + 1]
+            if nxt.isalnum() or nxt in "({['\"_@*#?$!-":
+                return True
+        i += 1
+    return False
 
 
 def _unquoted(text: str) -> str:

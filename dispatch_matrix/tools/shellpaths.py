@@ -7,6 +7,7 @@ a leading `~` (or `$HOME`) as the home folder, a relative path against the workd
 every folder a `cd` or `git -C` in the same line may have moved to, and a glob by whether
 it *could* match a protected path or something inside one (`~/sto*/config.toml`,
 `[s]tore`). `~user`, `~+` and `~-` name folders the judge does not know, so they ask.
+Literal paths whose file name looks like a secret (`.env`, `id_rsa`) are asked about too.
 Also tried: the text after `=` or `:` (`--file=…`, `HEAD:path`) and after an option's
 letters (`-f/path`). Folders *above* a protected path (`grep -r x ~`) are left to the OS
 sandbox, as for literal paths.
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from .globs import translate
+from .globs import name_matches, translate
 from .shellmodel import Word
 from .shellwords import escape, expand_braces, has_glob, split_unescaped, unescape
 
@@ -29,6 +30,7 @@ CONTROL_PLANE = (
     "{subject} is part of the bot's control plane (its config, state, service units or "
     "shell start-up files); changes there always need your approval"
 )
+SECRET = "{subject} looks like a secret"
 PROC = "{subject} exposes a process's environment or memory, which may hold secrets"
 
 
@@ -39,6 +41,8 @@ class Places:
     home: PurePosixPath
     protected: tuple[PurePosixPath, ...]
     resolve: Callable[[PurePosixPath], PurePosixPath] | None = None
+    # File names that look like secrets (`.env`, `*.pem`, `id_rsa*`): asked about too.
+    secret_globs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,15 @@ class Trouble:
 
     protected: bool
     reason: str
+
+
+def normal_path(text: str) -> PurePosixPath:
+    """`text` normalised lexically, with a leading `//` read as `/` (as Linux does; POSIX
+    would let `os.path.normpath` keep it, and `//home/u` would then escape every check)."""
+    normal = os.path.normpath(text)
+    if normal.startswith("//"):
+        normal = "/" + normal.lstrip("/")
+    return PurePosixPath(normal)
 
 
 def word_trouble(word: Word, places: Places, bases: Sequence[PurePosixPath]) -> Trouble | None:
@@ -89,7 +102,7 @@ def _pattern_trouble(
             if hit is not None:
                 return Trouble(True, hit)
             continue
-        path = PurePosixPath(os.path.normpath(unescape(spot)))
+        path = normal_path(unescape(spot))
         forms = [path]
         if places.resolve is not None:
             with contextlib.suppress(OSError):
@@ -99,6 +112,8 @@ def _pattern_trouble(
                 return Trouble(True, CONTROL_PLANE.format(subject=form))
             if _proc_entry(form.parts):
                 return Trouble(True, PROC.format(subject=form))
+            if name_matches(form.name, places.secret_globs):
+                return Trouble(True, SECRET.format(subject=form))
     return None
 
 

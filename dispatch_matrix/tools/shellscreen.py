@@ -4,7 +4,7 @@ A grammar is not bash. Where tree-sitter-bash and bash could read a line differe
 plain look at the text is a second opinion: control and invisible characters (which bash
 takes as word characters but a reader, or a parser, may not), a line continuation inside a
 word, and the character sequences that open constructs the judge never allows
-(`$'`, `$"`, `((`, `$[`, `<<`, `<(`, `>(`), looked for outside single quotes.
+(`$'`, `$"`, `((`, `$[`, `<<`, `<(`, `>(`, `\\``), looked for outside single quotes.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ _GUARDS = (
     ("<<", "here-documents and here-strings are not judged"),
     ("<(", "process substitution is not judged"),
     (">(", "process substitution is not judged"),
+    ("\\`", "nested backquotes are not judged"),
 )
 
 

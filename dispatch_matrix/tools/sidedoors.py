@@ -21,8 +21,8 @@ side doors. What is covered, by program:
   with `system`, `|`, `>`, `getline` or `@`), tar (`--to-command`, `--use-compress-program`,
   `-I`, `-F`, `--checkpoint-action`, …), rsync (`-e`, `--rsh`, `--rsync-path`, `-M`, …), rg
   (`--pre`), zip (`-TT`), wc/du (`--files0-from`), printf `-v`, `test -v` and arithmetic
-  tests, uniq/xxd with an output file, and pagers and editors (`less`, `more`, `man`, `vim`,
-  …: each can run a shell; `less +cmd`, `man -P` too).
+  tests, uniq/xxd with an output file, `tree -o`, and pagers and editors (`less`, `more`,
+  `man`, `vim`, …: each can run a shell; `less +cmd`, `man -P` too).
 - For these programs a glob argument that starts with a wildcard is a door too: a file named
   `--output=x` in the folder would become an option.
 
@@ -231,7 +231,7 @@ def _git(args: list[str], _: list[Word]) -> list[SideDoor]:
     sub, rest = args[i], args[i + 1 :]
     if not _git_read_only(sub, rest):
         reason = "can change the repository, reach the network or run hooks and programs"
-        doors.append(SideDoor(sub, sub, f"`git {sub}` {reason}"))
+        doors.append(SideDoor(sub, "", f"`git {sub}` {reason}"))
     for arg in rest:
         if arg == "--":
             break
@@ -371,6 +371,7 @@ _CHECKERS: dict[str, Callable[[list[str], list[Word]], list[SideDoor]]] = {
     "less": _options({"+": _RUNS, "-k": _HIDDEN, "--lesskey": _HIDDEN}),
     "more": _options({"+": _RUNS}),
     "man": _options({"-P": _RUNS, "--pager": _RUNS, "-H": _RUNS, "--html": _RUNS}),
+    "tree": _options({"-o": _WRITES}),
     "uniq": _output_operand,
     "xxd": _output_operand,
     "test": _test,

@@ -126,9 +126,11 @@ class Policy:
         return self._named(tool_name, tool_input)
 
     def learn(self, tool_name: str, tool_input: Mapping[str, Any]) -> str | None:
-        """Allow this exact call from now on ("always allow"); returns the rule, or None
-        for calls no exact rule can describe. Deny rules and the control plane still win:
-        a learned rule is an allow rule like any other."""
+        """Allow this exact call from now on ("always allow"); returns the rule learned
+        (for the owner to see), or None when no literal rule could cover the call: a shell
+        line with a construct the judge does not model, one that touches the control plane
+        or meets an ask or deny rule. Deny rules and the control plane still win: a
+        learned rule is an allow rule like any other."""
         tool = canonical_tool(tool_name)
         text: str | None = None
         if tool == "Bash":

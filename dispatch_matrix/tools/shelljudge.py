@@ -98,12 +98,17 @@ class ShellRules:
 def judge(command: str, rules: ShellRules) -> tuple[Finding, ...]:
     """Every finding about one command line, in order."""
     line = command.strip()
-    walker = _Walker(rules)
+    script = parse(command)
+    # A first walk finds every folder a `cd` may move to; the judgement then resolves each
+    # relative path against all of them (a loop can run a command after a later `cd`).
+    scout = _Walker(rules, [rules.workdir])
+    scout.script(script, 0)
+    walker = _Walker(rules, scout.bases)
     for kind, listed in _restrictive(rules):
         rule = next((r for r in listed if r.matches_command(line)), None)
         if rule is not None:
             walker.add(kind, line, f"`{line}` matches {_verb(kind)} rule {rule.text}", rule.text)
-    walker.script(parse(command), 0)
+    walker.script(script, 0)
     findings = walker.findings
     if not any(f.kind == "unmodelled" for f in findings):
         # The grammar saw nothing it does not model; the text may still say otherwise.
@@ -133,10 +138,10 @@ def _verb(kind: str) -> str:
 class _Walker:
     """Collects findings over one parsed line; tracks the folders relative paths mean."""
 
-    def __init__(self, rules: ShellRules) -> None:
+    def __init__(self, rules: ShellRules, bases: list[PurePosixPath]) -> None:
         self.rules = rules
         self.findings: list[Finding] = []
-        self.bases: list[PurePosixPath] = [rules.workdir]
+        self.bases = list(dict.fromkeys(bases))
         self.places = Places(rules.home, rules.protected, rules.resolve, rules.secret_globs)
 
     def add(self, kind: Kind, part: str, reason: str, rule: str | None = None) -> None:
@@ -283,7 +288,8 @@ class _Walker:
         if name == "popd" or (args and args[0].literal == "-"):
             self.add("unmodelled", part, f"`{name}` to a folder the judge cannot tell")
         elif not targets:
-            self.bases.append(self.rules.home)
+            if self.rules.home not in self.bases:
+                self.bases.append(self.rules.home)
         else:
             self.add_base(part, targets[0])
 
@@ -293,7 +299,9 @@ class _Walker:
             self.add("unmodelled", part, f"`{folder.source}`: a folder the judge cannot tell")
             return
         for spot in spots:
-            self.bases.append(normal_path(unescape(spot)))
+            base = normal_path(unescape(spot))
+            if base not in self.bases:
+                self.bases.append(base)
 
     def redirect(self, redirect: Redirect, depth: int) -> None:
         target = redirect.target

@@ -25,7 +25,7 @@ import tree_sitter_bash
 from tree_sitter import Language, Node, Parser
 
 from .shellmodel import Assignment, Command, Problem, Redirect, Script, Word
-from .shellwords import escape
+from .shellwords import double_quoted, escape, hidden_expansion, unquoted
 
 MAX_DEPTH = 16
 MAX_LENGTH = 100_000
@@ -50,7 +50,6 @@ _SAFE_OPERATORS = frozenset(
     {":-", "-", ":+", "+", ":?", "?", "%", "%%", "#", "##", "/", "//", "/#", "/%", "^", "^^"}
     | {",", ",,"}
 )
-_DOUBLE_QUOTE_ESCAPES = frozenset('$`"\\\n')
 
 
 def parse(source: str) -> Script:
@@ -271,7 +270,7 @@ class _Builder:
         kind = node.type
         if kind in ("word", "number"):
             self.check_hidden(node)
-            out.append(_unquoted(self.text(node)))
+            out.append(unquoted(self.text(node)))
             return True
         if kind == "brace_expression":
             out.append(self.text(node))
@@ -290,7 +289,7 @@ class _Builder:
             for child in node.children:
                 if child.type == "string_content":
                     self.check_hidden(child)
-                    out.append(escape(_double_quoted(self.text(child))))
+                    out.append(escape(double_quoted(self.text(child))))
                 elif child.type in ('"', "$"):
                     out.append("" if child.type == '"' else "$")
                 else:
@@ -336,7 +335,7 @@ class _Builder:
     def check_hidden(self, node: Node) -> None:
         """A `$…` or backquote inside text the grammar took as literal: bash would expand
         it (as in `${x-`cmd`}`), so the grammar and bash disagree here."""
-        if _hidden_expansion(self.text(node)):
+        if hidden_expansion(self.text(node)):
             self.problem(self.text(node), "an expansion the grammar did not see")
 
     def sub(self, node: Node) -> Script:
@@ -383,53 +382,3 @@ _STATEMENTS = _TRANSPARENT | {
     "test_command",
     "ERROR",
 }
-
-
-def _hidden_expansion(text: str) -> bool:
-    """Whether unquoted-looking text holds a backquote or a `$` that starts an expansion."""
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "`":
-            return True
-        if c == "$" and i + 1 < len(text):
-            nxt = text[i + 1]
-            if nxt.isalnum() or nxt in "({['\"_@*#?$!-":
-                return True
-        i += 1
-    return False
-
-
-def _unquoted(text: str) -> str:
-    """An unquoted word's text as a pattern: `\\x` escapes x, `\\<newline>` vanishes."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            if text[i + 1] != "\n":
-                out.append(escape(text[i + 1]))
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def _double_quoted(text: str) -> str:
-    """The literal value of text inside double quotes (only some backslashes escape)."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text) and text[i + 1] in _DOUBLE_QUOTE_ESCAPES:
-            if text[i + 1] != "\n":
-                out.append(text[i + 1])
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)

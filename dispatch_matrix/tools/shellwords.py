@@ -4,7 +4,9 @@ The parser (`shellparse.py`) turns each shell word into a *pattern*: its literal
 every quoted or backslash-escaped character that bash would otherwise expand written as
 `\\x`, and the characters bash does expand (`*`, `?`, `[`, `{`, a leading `~`) left bare.
 One string then says both what the word is and which expansions bash will apply to it, and
-the helpers here answer the judge's questions about it.
+the helpers here answer the judge's questions about it. Also here: bash's quote removal for
+unquoted and double-quoted text, and `hidden_expansion`, which spots a `$…` or backquote in
+text the grammar took as literal.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ SPECIAL = frozenset("\\*?[]{},~")
 GLOB = frozenset("*?[")
 MAX_ALTERNATIVES = 64
 _SAFE = re.compile(r"[A-Za-z0-9@%+=:,./_-]+")
+_DOUBLE_QUOTE_ESCAPES = frozenset('$`"\\\n')
 _SEQUENCE = re.compile(r"(-?\d+|[A-Za-z])\.\.(-?\d+|[A-Za-z])(?:\.\.(-?\d+))?")
 
 
@@ -189,3 +192,53 @@ def long_option(arg: str, names: Sequence[str]) -> str | None:
         return None
     name = arg.split("=", 1)[0]
     return next((n for n in names if n.startswith(name)), None)
+
+
+def hidden_expansion(text: str) -> bool:
+    """Whether unquoted-looking text holds a backquote or a `$` that starts an expansion."""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "`":
+            return True
+        if c == "$" and i + 1 < len(text):
+            nxt = text[i + 1]
+            if nxt.isalnum() or nxt in "({['\"_@*#?$!-":
+                return True
+        i += 1
+    return False
+
+
+def unquoted(text: str) -> str:
+    """An unquoted word's text as a pattern: `\\x` escapes x, `\\<newline>` vanishes."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            if text[i + 1] != "\n":
+                out.append(escape(text[i + 1]))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def double_quoted(text: str) -> str:
+    """The literal value of text inside double quotes (only some backslashes escape)."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in _DOUBLE_QUOTE_ESCAPES:
+            if text[i + 1] != "\n":
+                out.append(text[i + 1])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)

@@ -88,6 +88,7 @@ _GIT_SAFE_GLOBAL = frozenset(
         "--no-optional-locks",
         "--no-advice",
         "--bare",
+        "--version",
     }
 )
 _GIT_GLOBAL_VALUE = frozenset({"-c", "--config-env", "--git-dir", "--work-tree", "--namespace"})

@@ -78,7 +78,7 @@ EVALUATORS = frozenset(
     {"eval", "source", ".", "exec", "builtin", "coproc", "trap", "enable", "hash", "fc", "let"}
     | {"alias", "watch", "su", "runuser"}
 )
-SHELLS = frozenset({"bash", "sh", "zsh", "dash", "ksh", "mksh", "ash", "busybox"})
+SHELLS = frozenset({"bash", "sh", "zsh", "dash", "ksh", "mksh", "ash"})
 PURE_OUTPUT = frozenset({"echo", "printf", "true", "false", ":", "sleep"})
 _RUNS_ARGUMENTS = (
     frozenset(SEE_THROUGH)

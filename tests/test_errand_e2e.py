@@ -91,7 +91,10 @@ async def test_the_pr_review_errand(
     python = sys.executable
     setup.config.extra = (
         "[permissions]\n"
-        f'allow = ["Bash(git:*)", "Bash(cd:*)", "Bash({python} -m pytest:*)", "Bash(tail:*)",'
+        # `git checkout` runs hooks, so `Bash(git:*)` alone covers only git's read-only
+        # subcommands: the owner names it.
+        f'allow = ["Bash(git:*)", "Bash(git checkout:*)", "Bash(cd:*)",'
+        f' "Bash({python} -m pytest:*)", "Bash(tail:*)",'
         f' "Read", "Write({reviews}/**)"]\n'
     )
     setup.config.write()

@@ -10,7 +10,7 @@ import pytest
 from dispatch_matrix.errors import ConfigError
 from dispatch_matrix.tools.policy import Decision, Policy
 from dispatch_matrix.tools.rules import parse_rule
-from dispatch_matrix.tools.shellsplit import ShellSyntaxError, split_commands
+from dispatch_matrix.tools.shellparse import parse
 
 HOME = Path("/home/u")
 WORKDIR = Path("/home/u/Projects/app")
@@ -74,35 +74,47 @@ def test_bash_rule_matches_one_command(rule: str, command: str, matches: bool) -
         ("a || b; c", ["a", "b", "c"]),
         ("a\nb", ["a", "b"]),
         ("ls | grep x | wc -l", ["ls", "grep x", "wc -l"]),
-        ('echo "a && b"', ['echo "a && b"']),
+        ('echo "a && b"', ["echo 'a && b'"]),
         ("echo 'a; b | c'", ["echo 'a; b | c'"]),
-        ('echo "$(curl x)"', ["curl x", 'echo "$(curl x)"']),
+        ('echo "$(curl x)"', ['echo "$(curl x)"', "curl x"]),
         ("echo '$(curl x)'", ["echo '$(curl x)'"]),
-        ("echo `whoami`", ["whoami", "echo `whoami`"]),
+        ("echo `whoami`", ["echo `whoami`", "whoami"]),
         ("(cd sub && make) > log 2>&1", ["cd sub", "make"]),
-        ("diff <(ls a) <(ls b)", ["ls a", "ls b", "diff <(ls a) <(ls b)"]),
+        ("diff <(ls a) <(ls b)", ["diff <(ls a) <(ls b)", "ls a", "ls b"]),
         ("if pytest; then echo ok; fi", ["pytest", "echo ok"]),
-        ("for f in $(ls); do rm $f; done", ["ls", "rm $f"]),
+        ("for f in $(ls); do rm $f; done", ["rm $f", "ls"]),
         ("{ a; b; }", ["a", "b"]),
         ("sleep 1 & wait", ["sleep 1", "wait"]),
-        ("make 2>&1 | tee log", ["make 2>&1", "tee log"]),
+        ("make 2>&1 | tee log", ["make", "tee log"]),
         ("echo hi # ; rm x", ["echo hi"]),
         ("pytest   -x\\\n  tests", ["pytest -x tests"]),
-        ("cat <<EOF > out\n$(id)\nEOF\necho done", ["cat <<EOF > out", "id", "echo done"]),
-        ("cat <<'EOF' > out\n$(id)\nEOF", ["cat <<'EOF' > out"]),
-        ("x=${Y:-$(pwd)} ls", ["pwd", "x=${Y:-$(pwd)} ls"]),
+        ("cat <<EOF > out\n$(id)\nEOF\necho done", ["cat", "id", "echo done"]),
+        ("cat <<'EOF' > out\n$(id)\nEOF", ["cat"]),
+        ("x=${Y:-$(pwd)} ls", ["x=${Y:-$(pwd)} ls", "pwd"]),
+        ("\\rm 'r'm \"rm\" /bin/rm", ["rm rm rm /bin/rm"]),
     ],
 )
-def test_split_commands(command: str, parts: list[str]) -> None:
-    assert split_commands(command) == parts
+def test_the_parser_finds_every_command(command: str, parts: list[str]) -> None:
+    # Rules see each command with its words spelled one canonical way, redirections aside.
+    assert [c.text for c in parse(command).walk()] == parts
 
 
 @pytest.mark.parametrize(
-    "command", ['echo "open', "echo 'open", "echo $(ls", "a )", "f() { rm -rf /; }", "case x in"]
+    "command",
+    [
+        'echo "open',
+        "echo 'open",
+        "echo $(ls",
+        "a )",
+        "f() { rm -rf /; }",
+        "case x in",
+        "cat <<'EOF'\nx\nEOF",
+        "for f in $(ls); do rm $f; done",
+        "diff <(ls a) b",
+    ],
 )
-def test_split_refuses_what_it_cannot_judge(command: str) -> None:
-    with pytest.raises(ShellSyntaxError):
-        split_commands(command)
+def test_the_parser_marks_what_it_does_not_model(command: str) -> None:
+    assert parse(command).problems
 
 
 @pytest.mark.parametrize(
@@ -131,7 +143,8 @@ def test_split_refuses_what_it_cannot_judge(command: str) -> None:
         (["Bash"], ["Bash(rm:*)"], "bash -c 'rm -rf /'", "deny"),
         (["Bash(bash:*)"], [], "bash -c 'rm -rf /'", "ask"),
         (["Bash(find:*)"], [], "find . -exec rm {} \\;", "ask"),
-        (["Bash(cat:*)"], [], "cat <<'EOF' > notes.md\n$(rm -rf /)\nEOF", "allow"),
+        # A here-document is not modelled (issue 15): asked even when quoted.
+        (["Bash(cat:*)"], [], "cat <<'EOF' > notes.md\n$(rm -rf /)\nEOF", "ask"),
         (["Bash(cat:*)"], ["Bash(rm:*)"], "cat <<EOF > notes.md\n$(rm -rf /)\nEOF", "deny"),
         (["Bash(echo:*)"], [], 'echo "unterminated', "ask"),
         (["Bash(echo:*)"], [], "f() { echo; }; f", "ask"),
@@ -233,6 +246,9 @@ def test_path_rule_matching(rule: str, path: str, matches: bool) -> None:
         ("edit", {"file_path": "~/Reviews/r.md", "old_string": "a", "new_string": "b"}, "allow"),
         ("write", {"file_path": "~/Projects/app/x.py", "content": ""}, "ask"),
         ("read", {}, "deny"),
+        # A leading // is / (it once slipped past the folder checks).
+        ("write", {"file_path": "//home/u/Projects/app/x.py", "content": ""}, "ask"),
+        ("read", {"file_path": "//etc/passwd"}, "ask"),
     ],
 )
 def test_path_tools(tool: str, tool_input: dict[str, Any], verdict: str) -> None:
@@ -318,6 +334,7 @@ def test_control_plane_deny_still_denies_and_elsewhere_allow_still_allows() -> N
         "~/.ssh/id_rsa",
         "~/.ssh/id_ed25519.pub",
         str(STATE / "keys.json"),
+        "/" + str(STATE / "keys.json"),
     ],
 )
 def test_secrets_are_denied_to_read_by_default(path: str) -> None:

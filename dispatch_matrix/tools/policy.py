@@ -10,19 +10,21 @@ rule allows is asked about. On top of the rules:
 - Secret-looking files (`.env`, `.env.*`, `*.pem`, `id_rsa*`, `id_ed25519*`, …) and private
   folders (the state folder) are denied to reading tools unless an allow rule names them
   (`Read(~/app/.env)` or `Read(**/*.pem)`; `Read(~/**)` does not).
-- A shell command is judged by every simple command in it (`a && b`, pipes, `$( … )`,
-  backticks, subshells, `bash -c '…'`, `find -exec`): all must be allowed to allow; one
-  denied denies. Deny and ask rules also see through wrappers (`sudo`, `env X=1`, `xargs`).
-  This is a best effort: a shell can always build a command the rules cannot see
-  (`$VAR`), which is why deny rules on Bash are no sandbox.
+- A shell command is parsed with a bash grammar and judged part by part by
+  `shelljudge.py`: every simple command (in pipes, lists, subshells, `$( … )`, `bash -c
+  '…'`, `find -exec`), every redirection (as a Write or Read of its target) and every
+  construct the judge does not model exactly (which is asked about, never allowed). All
+  parts must be allowed to allow; one denied denies; the Decision lists every part that
+  was not covered. Deny and ask rules see the normalised command (`\\rm`, `/bin/rm`,
+  `sudo rm`, `env rm`). This is a convenience, not the wall: the OS sandbox is.
+- "Always" (`learn`) adds an exact rule for the call: a shell line with its `*` escaped,
+  a file tool's absolute path with its glob characters escaped.
 - The bot's own tools (`schedule`, `memory`) need no rule; a deny rule still stops them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -31,8 +33,9 @@ from typing import Any, Literal
 from ..errors import ConfigError
 from .globs import DEFAULT_SECRET_GLOBS, name_matches
 from .paths import within
-from .rules import PATH_TOOLS, Rule, canonical_tool, parse_rule, parse_rules
-from .shellsplit import ShellSyntaxError, split_commands, words
+from .rules import PATH_TOOLS, Rule, canonical_tool, escape_command, parse_rule, parse_rules
+from .shelljudge import Finding, Kind, ShellRules, judge
+from .shellpaths import CONTROL_PLANE, normal_path
 
 Verdict = Literal["allow", "ask", "deny"]
 
@@ -59,12 +62,9 @@ _GOVERNED_BY = {
     "Write": ("Write", "Edit"),
     "Edit": ("Edit", "Write"),
 }
-_WRAPPERS = frozenset(
-    {"sudo", "doas", "env", "nice", "nohup", "time", "timeout", "command", "builtin", "exec"}
-    | {"xargs", "stdbuf", "ionice", "unbuffer", "chronic", "caffeinate", "watch"}
-)
-_SHELLS = frozenset({"bash", "sh", "zsh", "dash", "ksh"})
-_MAX_INNER = 8
+# Findings that a learned exact rule could never cover: no rule is learned for them.
+_UNLEARNABLE = frozenset({"deny", "ask-rule", "protected", "unmodelled"})
+_PATH_SPECIALS = frozenset("*?[]{}\\")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,8 @@ class Decision:
     subject: str
     # The rule that decided, as written in the config; None for a default.
     rule: str | None = None
+    # Every part of a shell command that was not allowed, as written (for the question).
+    uncovered: tuple[str, ...] = ()
 
 
 @dataclass
@@ -124,19 +126,25 @@ class Policy:
         return self._named(tool_name, tool_input)
 
     def learn(self, tool_name: str, tool_input: Mapping[str, Any]) -> str | None:
-        """Allow this exact call from now on ("always allow"); returns the rule, or None
-        for calls no exact rule can describe. Deny rules and the control plane still win:
-        a learned rule is an allow rule like any other."""
+        """Allow this exact call from now on ("always allow"); returns the rule learned
+        (for the owner to see), or None when no literal rule could cover the call: a shell
+        line with a construct the judge does not model, one that touches the control plane
+        or meets an ask or deny rule. Deny rules and the control plane still win: a
+        learned rule is an allow rule like any other."""
         tool = canonical_tool(tool_name)
+        text: str | None = None
         if tool == "Bash":
             command = str(tool_input.get("command", "")).strip()
-            text = f"Bash({command})" if command and "\n" not in command else None
+            findings = judge(command, self._shell_rules()) if command else ()
+            if command and not any(f.kind in _UNLEARNABLE for f in findings):
+                text = f"Bash({escape_command(command)})"
         elif tool in PATH_TOOLS:
             key = "file_path" if tool in ("Read", "Write", "Edit") else "path"
             target = tool_input.get(key)
-            text = f"{tool}({target})" if isinstance(target, str) and target else None
-        else:
-            text = None
+            if isinstance(target, str) and target.strip():
+                spelled = str(_abs(target, self.home, self.workdir))
+                literal = "".join("\\" + c if c in _PATH_SPECIALS else c for c in spelled)
+                text = f"{tool}(/{literal})"
         if text is None:
             return None
         try:
@@ -252,68 +260,58 @@ class Policy:
         command = tool_input.get("command")
         if not isinstance(command, str) or not command.strip():
             return Decision("allow", "no command to run", "")
-        subject = command
-        try:
-            parts = self._all_commands(command)
-            problem = None
-        except ShellSyntaxError as err:
-            parts, problem = [], str(err)
-        if not parts:
-            parts = [command.strip()]
-        # Deny and ask rules also see the whole line and the commands inside wrappers.
-        seen = [command.strip(), *parts, *(u for p in parts for u in _unwrapped(p))]
-        for verdict, rules in self._restrictive():
-            for rule in rules:
-                hit = next(
-                    (c for c in seen if rule.tool == "Bash" and rule.matches_command(c)), None
-                )
-                if hit is not None:
-                    reason = f"`{hit}` matches {verdict} rule {rule.text}"
-                    return Decision(verdict, reason, subject, rule.text)
-        touched = self._protected_mentions(command)
-        if touched:
-            return Decision("ask", _CONTROL_PLANE.format(subject=touched), subject)
-        if problem is not None:
-            return Decision("ask", f"the command could not be split ({problem})", subject)
-        allow = [r for r in self._allow if r.tool == "Bash"]
-        covering = [next((r for r in allow if r.matches_command(p)), None) for p in parts]
-        if all(covering):
-            names = ", ".join(dict.fromkeys(r.text for r in covering if r is not None))
-            return Decision("allow", f"allowed by {names}", subject, names)
-        missing = [p for p, r in zip(parts, covering, strict=True) if r is None]
-        shown = "; ".join(f"`{m}`" for m in missing[:3]) + (" …" if len(missing) > 3 else "")
-        return Decision("ask", f"no allow rule covers {shown}", subject)
+        findings = judge(command, self._shell_rules())
+        denied = next((f for f in findings if f.verdict == "deny"), None)
+        if denied is not None:
+            return Decision("deny", denied.reason, command, denied.rule, (denied.part,))
+        asks = sorted((f for f in findings if f.verdict == "ask"), key=lambda f: _ASK_ORDER[f.kind])
+        if asks:
+            reason = "; ".join(dict.fromkeys(f.reason for f in asks))
+            rule = next((f.rule for f in asks if f.kind == "ask-rule"), None)
+            parts = tuple(dict.fromkeys(f.part for f in asks))
+            return Decision("ask", reason, command, rule, parts)
+        names = ", ".join(dict.fromkeys(f.rule for f in findings if f.rule))
+        if not names:
+            return Decision("allow", "the command runs nothing", command)
+        return Decision("allow", f"allowed by {names}", command, names)
 
-    def _all_commands(self, command: str, depth: int = 0) -> list[str]:
-        parts = split_commands(command)
-        if depth >= _MAX_INNER:
-            return parts
-        out: list[str] = []
-        for part in parts:
-            out.append(part)
-            for script in _inner_scripts(part):
-                out.extend(self._all_commands(script, depth + 1))
-        return out
+    def _shell_rules(self) -> ShellRules:
+        def bash(rules: list[Rule]) -> tuple[Rule, ...]:
+            return tuple(r for r in rules if r.tool == "Bash")
 
-    def _protected_mentions(self, command: str) -> str | None:
-        home = str(self.home)
-        for word in words(command):
-            for piece in (word, *word.split("=")[1:]):
-                piece = piece.lstrip("0123456789&<>|")
-                if piece.startswith("$HOME") or piece.startswith("${HOME}"):
-                    piece = home + piece[5 if piece.startswith("$HOME") else 7 :]
-                if not piece or piece.startswith("-"):
-                    continue
-                path = _abs(piece, self.home, self.workdir)
-                if self._is_protected(path):
-                    return str(path)
-        return None
+        resolve = None
+        if self.canonical is not None:
+            canonical = self.canonical
+
+            def resolve(path: PurePosixPath) -> PurePosixPath:
+                return PurePosixPath(canonical(Path(path)))
+
+        return ShellRules(
+            allow=bash(self._allow),
+            ask=bash(self._ask),
+            deny=bash(self._deny),
+            home=PurePosixPath(self.home),
+            workdir=PurePosixPath(self.workdir),
+            protected=tuple(self._protected),
+            judge_path=self._redirect_target,
+            resolve=resolve,
+            secret_globs=self._secret_globs,
+        )
+
+    def _redirect_target(self, tool: str, path: PurePosixPath) -> Finding:
+        """A redirection's target judged as a Write or Read of that path."""
+        decision = self._path(tool, str(path), "path")
+        if decision.verdict != "ask":
+            final: Kind = "deny" if decision.verdict == "deny" else "allow"
+            return Finding(final, str(path), decision.reason, decision.rule)
+        if self._is_protected(path):
+            return Finding("protected", str(path), decision.reason)
+        asked: Kind = "ask-rule" if decision.rule is not None else "uncovered"
+        return Finding(asked, str(path), decision.reason, decision.rule)
 
 
-_CONTROL_PLANE = (
-    "{subject} is part of the bot's control plane (its config, state, service units or "
-    "shell start-up files); changes there always need your approval"
-)
+_ASK_ORDER = {"ask-rule": 0, "protected": 1, "unmodelled": 2, "uncovered": 3}
+_CONTROL_PLANE = CONTROL_PLANE
 _SECRET = (
     "{path} looks like a secret; reading it needs an allow rule that names it, e.g. Read({rule})"
 )
@@ -326,59 +324,7 @@ def _abs(path: str | Path, home: Path, workdir: Path) -> PurePosixPath:
         text = str(home) + text[1:]
     if not text.startswith("/"):
         text = str(workdir) + "/" + text
-    return PurePosixPath(os.path.normpath(text))
-
-
-def _unwrapped(command: str) -> list[str]:
-    """The command as seen past leading assignments and wrappers, for deny and ask rules.
-
-    After a wrapper (`sudo -u root rm …`, `xargs -0 rm`) every later word could be the
-    command, so each suffix that starts with a non-option word is offered.
-    """
-    ws = command.split(" ")
-    forms: list[str] = []
-    i = 0
-    while i < len(ws) and _is_assignment(ws[i]):
-        i += 1
-    if i:
-        forms.append(" ".join(ws[i:]))
-    if i < len(ws) and ws[i] in _WRAPPERS:
-        forms += [" ".join(ws[j:]) for j in range(i + 1, len(ws)) if not ws[j].startswith("-")]
-    return [f for f in forms if f]
-
-
-def _is_assignment(word: str) -> bool:
-    return "=" in word and word.split("=", 1)[0].isidentifier()
-
-
-def _inner_scripts(command: str) -> list[str]:
-    """Command text run by this command: `bash -c '…'`, `eval …`, `find … -exec … ;`."""
-    ws = words(command)
-    while ws and (ws[0] in _WRAPPERS or _is_assignment(ws[0]) or ws[0].startswith("-")):
-        ws = ws[1:]
-    if not ws:
-        return []
-    program = ws[0].rsplit("/", 1)[-1]
-    scripts: list[str] = []
-    if program in _SHELLS:
-        for i, arg in enumerate(ws[1:-1], 1):
-            if arg.startswith("-") and not arg.startswith("--") and "c" in arg:
-                scripts.append(ws[i + 1])
-                break
-    elif program == "eval":
-        scripts.append(" ".join(ws[1:]))
-    for i, arg in enumerate(ws):
-        if arg in ("-exec", "-execdir", "-ok", "-okdir"):
-            tail = ws[i + 1 :]
-            end = next((j for j, w in enumerate(tail) if w in (";", "+")), len(tail))
-            scripts.append(" ".join(_quote(w) for w in tail[:end]))
-    return scripts
-
-
-def _quote(word: str) -> str:
-    """Quote a word for splitting again, left readable when it needs no quotes."""
-    plain = word and all(c.isalnum() or c in "@%+=:,./-{}_" for c in word)
-    return word if plain else shlex.quote(word)
+    return normal_path(text)
 
 
 def _describe_call(tool_name: str, tool_input: Mapping[str, Any]) -> str:

@@ -6,6 +6,11 @@ A rule is `Tool` or `Tool(specifier)`:
   `pytest …` (a word boundary: not `pytestfoo`); `*` is a wildcard anywhere
   (`Bash(npm run *)`, `Bash(git * main)`), `\\*` a literal star; a lone trailing ` *` also
   matches the bare command (`Bash(ls *)` matches `ls`). `Bash` and `Bash(*)` match all.
+  Runs of blanks outside quotes count as one space. A rule without an unescaped `*` is
+  *exact*: besides covering a simple command it covers a whole command line spelled the
+  same way (how "always" answers are learned: `escape_command` makes a line literal).
+  The shell judge also asks that a rule *name* the side doors it opens (`Bash(sed -i:*)`
+  for `sed -i`): see `Rule.names`.
 - `Read(…)`, `Write(…)`, `Edit(…)`, `Glob(…)`, `Grep(…)` take gitignore-style paths:
   `//abs/path` and `/abs/path` are absolute, `~/…` is in the home folder, `./…` and `a/b`
   are relative to the workdir, and a bare name without `/` (`*.env`) matches at any depth
@@ -72,6 +77,8 @@ class Rule:
     tool: str
     command: re.Pattern[str] | None = None
     path: PathPattern | None = None
+    # The specifier as written (blanks collapsed), for Bash rules.
+    spec: str | None = None
 
     @property
     def bare(self) -> bool:
@@ -86,6 +93,35 @@ class Rule:
         if self.tool.startswith("mcp__") and self.tool.count("__") == 1:
             return name == self.tool or name.startswith(self.tool + "__")
         return name == self.tool
+
+    @property
+    def covers_everything(self) -> bool:
+        """Whether the rule is `Bash` or `Bash(*)`: every command, every side door."""
+        return self.bare or self.spec == "*"
+
+    @property
+    def exact(self) -> bool:
+        """Whether the rule has no wildcard: it names one command spelled one way."""
+        return (
+            self.spec is not None
+            and not self.spec.endswith(":*")
+            and not re.search(r"(?<!\\)\*", self.spec)
+        )
+
+    def names(self, token: str) -> bool:
+        """Whether the rule spells out `token` (an option such as `-i` or `--output`, or a
+        subcommand such as `commit`) as one of its words, so it may open that side door."""
+        if self.covers_everything:
+            return True
+        if self.spec is None:
+            return False
+        spec = self.spec[:-2] if self.spec.endswith(":*") else self.spec
+        return any(
+            w == token
+            or w.startswith(token + "=")
+            or (token.startswith("-") and w.startswith(token))
+            for w in spec.split()
+        )
 
     def matches_command(self, command: str) -> bool:
         """Whether a Bash rule covers one simple command."""
@@ -114,7 +150,7 @@ def parse_rule(text: object, key: str, home: Path, workdir: Path) -> Rule:
         )
     if tool == "Bash":
         try:
-            return Rule(raw, tool, command=compile_command(spec))
+            return Rule(raw, tool, command=compile_command(spec), spec=collapse_blanks(spec))
         except ValueError as err:
             raise ConfigError(key, f"{raw!r}: {err}", "write e.g. Bash(pytest:*)") from None
     if tool in PATH_TOOLS:
@@ -129,7 +165,7 @@ def parse_rule(text: object, key: str, home: Path, workdir: Path) -> Rule:
 
 def compile_command(spec: str) -> re.Pattern[str]:
     """A Bash specifier as a regex over one simple command (blanks collapsed)."""
-    spec = re.sub(r"[ \t]+", " ", spec.strip())
+    spec = collapse_blanks(spec)
     if spec.endswith(":*"):
         prefix = spec[:-2].rstrip()
         if not prefix:
@@ -140,6 +176,39 @@ def compile_command(spec: str) -> re.Pattern[str]:
         # `ls *` also matches a bare `ls`, as in Claude Code.
         return re.compile(_wildcards(spec[:-2].rstrip()) + r"(?:\s.*)?", re.DOTALL)
     return re.compile(_wildcards(spec), re.DOTALL)
+
+
+def collapse_blanks(text: str) -> str:
+    """`text` stripped, each run of blanks outside quotes made one space (quoted blanks
+    are part of a word and stay as written)."""
+    out: list[str] = []
+    quote = ""
+    i = 0
+    text = text.strip()
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and quote != "'":
+            out.append(text[i : i + 2])
+            i += 2
+            continue
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in " \t":
+            if out and out[-1] != " ":
+                out.append(" ")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def escape_command(command: str) -> str:
+    """A command line as a Bash specifier that matches exactly it: every `*` escaped, so
+    learning `rm *.tmp` never allows `rm -rf / x.tmp`."""
+    return collapse_blanks(command).replace("*", "\\*")
 
 
 def _wildcards(text: str) -> str:

@@ -46,3 +46,32 @@ def device_replaced(old: str, new: str) -> str:
         f"({old}) is deleted. Messages sent to the old session while I was away could not be "
         "read; I tell you about each of them. Verify my new session if your app asks."
     )
+
+
+# -- voice messages ------------------------------------------------------------------------
+
+VOICE_OFF = (
+    "🎙️ I cannot listen to voice messages yet: set `backend = \"endpoint\"` and `endpoint = "
+    "\"http://127.0.0.1:8000\"` (any OpenAI-style transcription server) under `[voice]` in my "
+    "config and restart me, then `!retry`."
+)
+VOICE_EMPTY = (
+    "🎙️ I heard no words in that voice message, so nothing was queued. Say it again, or "
+    "type it."
+)
+
+
+def voice_failed(reason: str) -> str:
+    """The backend gave no transcript; the voice message is kept for `!retry`."""
+    return (
+        f"🎙️ I could not transcribe that voice message: {reason}. Nothing was queued; "
+        "`!retry` tries again."
+    )
+
+
+def voice_refused(reason: str) -> str:
+    """A voice message that retrying cannot help (too big, not decryptable)."""
+    return f"🎙️ I could not take that voice message: {reason}."
+
+
+VOICE_RETRIED = "🔁 Heard your voice message this time; it is queued."

@@ -20,6 +20,7 @@ from .config import Config, load_config
 from .errors import ConfigError, DispatchError
 from .state import StateFolder
 from .store import Database
+from .voice.doctor import voice_checks
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def run_doctor(config_path: Path, say: Callable[[str], None], check_api: bool = 
     checks.extend(_state(config))
     checks.append(_homeserver(config))
     checks.extend(asyncio.run(_login_and_store(config)))
+    checks.extend(Check(*line) for line in voice_checks(config.voice))
     if check_api:
         checks.extend(asyncio.run(_api(config)))
     for check in checks:

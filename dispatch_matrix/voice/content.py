@@ -14,8 +14,8 @@ AUDIO_BLOCK = "org.matrix.msc1767.audio"
 
 # What Whisper-style models print for silence, music or noise rather than words.
 _NON_SPEECH = re.compile(
-    r"\[(?:blank_audio|silence|music|noise|inaudible|no speech)[^\]]*\]"
-    r"|\((?:silence|music|noise|inaudible|no speech)[^)]*\)"
+    r"[\[(]\s*(?:[a-z]+\s+)?(?:blank_audio|silence|music|noise|inaudible|no speech|applause)"
+    r"[^\])]*[\])]"
     r"|<\|[a-z_]+\|>",
     re.I,
 )

@@ -11,7 +11,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from ..errors import DispatchError
-from .transcribe import error_reason
+from .transcribe import error_reason, why
 
 SPEECH_PATH = "/v1/audio/speech"
 
@@ -62,7 +62,7 @@ class SpeechClient:
             ) from None
         except aiohttp.ClientError as err:
             raise SpeechFailed(
-                f"the TTS server at {self._endpoint} is unreachable ({err.__class__.__name__})"
+                f"the TTS server at {self._endpoint} is unreachable ({why(err)})"
             ) from err
         if response.status != 200:
             reason = error_reason(response.status, data)

@@ -69,6 +69,15 @@ def error_reason(status: int, body: bytes) -> str:
     return f"HTTP {status}" + (f": {detail}" if detail else "")
 
 
+def why(err: aiohttp.ClientError) -> str:
+    """A connection failure in a few words."""
+    if isinstance(err, aiohttp.ClientConnectorError):
+        if isinstance(err.os_error, ConnectionRefusedError):
+            return "connection refused"
+        return err.os_error.strerror or err.os_error.__class__.__name__
+    return err.__class__.__name__
+
+
 class EndpointTranscriber:
     """An OpenAI-style `POST ENDPOINT/v1/audio/transcriptions` (multipart `file`, `model`,
     optional `language`), as faster-whisper and whisper.cpp servers and hosted APIs speak."""
@@ -121,10 +130,7 @@ class EndpointTranscriber:
                 f"{self.describe} did not answer within {self._timeout_s:g} s"
             ) from None
         except aiohttp.ClientError as err:
-            cause = err.strerror if isinstance(err, OSError) else None
-            raise TranscriptionFailed(
-                f"{self.describe} is unreachable ({cause or err.__class__.__name__})"
-            ) from err
+            raise TranscriptionFailed(f"{self.describe} is unreachable ({why(err)})") from err
 
 
 def local_howto(engine: str) -> str:

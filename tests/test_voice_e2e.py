@@ -259,3 +259,32 @@ async def test_with_speech_out_the_answer_also_comes_as_a_voice_message_the_phon
     assert speech.body["voice"] == "nova" and speech.body["response_format"] == "opus"
     assert speech.authorization == f"Bearer {KEY}"
     assert bot.log_events("voice.spoken")[0]["duration_ms"] == ANSWER_MS
+
+
+async def test_a_crash_mid_transcription_loses_nothing_and_queues_the_task_once(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    fake_voice: FakeVoiceAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await start(make_bot, owner_client, running, voice_config(fake_voice))
+    fake_voice.delay_s = 600
+    fake_voice.transcript("never answered", "Check the backups.")
+    sent = await owner.send_voice(room, VOICE, VOICE_MS)
+    await fake_voice.await_transcriptions(1)
+    await bot.kill9()
+    fake_voice.delay_s = 0
+    fake_api.reply("The backups are fine.")
+    bot = await BotProcess(setup.config, env={"DISPATCH_VOICE__API_KEY": KEY}).start()
+    running.append(bot)
+    answer = await owner.wait_message(room, sender=setup.bot.user_id, contains="backups are fine")
+    assert reply_target(answer) == sent
+    assert asked(fake_api) == ["Check the backups."]
+    assert [t.file for t in fake_voice.transcriptions] == [VOICE, VOICE]
+    heard = [
+        m
+        for m in await owner.messages(room)
+        if m["sender"] == setup.bot.user_id and "🎙️" in str(m["content"].get("body"))
+    ]
+    assert len(heard) == 1

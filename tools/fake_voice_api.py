@@ -92,6 +92,10 @@ class FakeVoiceAPI:
             loop.run_until_complete(self._setup())
             ready.set()
             loop.run_forever()
+            # Handlers still waiting (a scripted delay) are cancelled, not left pending.
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
             if self._runner is not None:
                 loop.run_until_complete(self._runner.cleanup())
             loop.close()

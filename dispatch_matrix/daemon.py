@@ -317,6 +317,7 @@ async def _serve(
             group.create_task(sync.run(), name="sync")
             group.create_task(sync.watch(), name="sync-watchdog")
             group.create_task(worker.run(), name="worker")
+            group.create_task(voice.run(), name="voice")
             group.create_task(announce(), name="announce")
     except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None

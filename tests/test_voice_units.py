@@ -328,6 +328,23 @@ def test_the_newest_failure_is_retried_first(db: Database) -> None:
     assert latest is not None and latest.event_id == "$b"
 
 
+def test_a_deleted_voice_message_stays_deleted_and_pending_ones_come_oldest_first(
+    db: Database,
+) -> None:
+    room = RoomID("!r:x")
+    for name in ("$one", "$two", "$three"):
+        db.add_voice(EventID(name), room, UserID("@me:x"), 1, {})
+    db.set_voice("$one", VoiceState.DROPPED, error="message deleted")
+    db.set_voice("$one", VoiceState.FAILED, error="down", attempt=True)
+    row = db.voice("$one")
+    assert row is not None and row.state is VoiceState.DROPPED and row.attempts == 0
+    first = db.next_pending_voice()
+    assert first is not None and first.event_id == "$two"
+    db.set_voice("$two", VoiceState.HEARD, transcript="hi")
+    second = db.next_pending_voice()
+    assert second is not None and second.event_id == "$three"
+
+
 def test_the_voice_table_is_a_new_migration_step(tmp_path: Path) -> None:
     Database.open(tmp_path / "l.db").close()
     conn = sqlite3.connect(tmp_path / "l.db")

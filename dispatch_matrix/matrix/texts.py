@@ -74,4 +74,4 @@ def voice_refused(reason: str) -> str:
     return f"🎙️ I could not take that voice message: {reason}."
 
 
-VOICE_RETRIED = "🔁 Heard your voice message this time; it is queued."
+VOICE_RETRYING = "🔁 Listening to your voice message again…"

@@ -1,14 +1,18 @@
 """An owner's voice message on its way to the queue: size checked, fetched and decrypted,
 transcribed off the event loop, shown back as `🎙️ "…"`, then queued as if it were typed.
 
-It runs only after the trust gate, so a stranger's or an untrusted device's audio is never
-fetched. Each voice message is in the ledger from the moment it is seen: one the backend
-could not hear is kept (with its audio) for `!retry`, and one a crash interrupted is
-transcribed again when the sync that brought it is read again.
+It starts only after the trust gate, so a stranger's or an untrusted device's audio is never
+fetched. The router only records a voice message in the ledger; a lane of its own hears the
+recorded ones one at a time, in arrival order, so a slow or hanging backend never holds up
+the sync loop (commands, approvals, other messages). The price: a text sent while a voice
+message is still being transcribed may be queued ahead of it. One the backend could not
+hear stays in the ledger (with its audio) for `!retry`; one a crash interrupted is heard
+again at the next start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from pathlib import Path
@@ -52,6 +56,7 @@ class VoiceInbox:
         # Decrypted audio waits here (in the private state folder) until it is heard.
         self._folder = folder
         self._intake: Intake | None = None
+        self._wake = asyncio.Event()
 
     def bind(self, intake: Intake) -> None:
         """Where transcripts go; given after construction, since `!retry` (in the intake's
@@ -59,7 +64,7 @@ class VoiceInbox:
         self._intake = intake
 
     async def receive(self, message: Message) -> None:
-        """A trusted owner's voice message, seen for the first time (or again after a crash)."""
+        """A trusted owner's voice message: recorded, then heard by `run` (the sync goes on)."""
         row = self._db.add_voice(
             message.event_id,
             message.room_id,
@@ -70,15 +75,35 @@ class VoiceInbox:
         if row.state is not VoiceState.PENDING:
             log.debug("voice.duplicate", event_id=row.event_id, state=str(row.state))
             return
-        failure = await self._hear(row)
-        if failure is not None:
-            await self._outbox.post(
-                row.room_id,
-                failure,
-                reply_to=row.event_id,
-                notice=True,
-                key=f"voice-{row.event_id}-{row.attempts}",
-            )
+        log.info("voice.received", event_id=row.event_id, declared_size=declared_size(row.content))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Hear recorded voice messages one at a time, oldest first, until cancelled."""
+        while True:
+            row = self._db.next_pending_voice()
+            if row is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                failure = await self._hear(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug met with one voice message fails that message, not the daemon (a
+                # crash would restart into the same message and meet it again, forever).
+                log.exception("voice.crashed", event_id=row.event_id)
+                self._db.set_voice(row.event_id, VoiceState.FAILED, error="internal error")
+                failure = texts.voice_failed("an internal error (details are in the log)")
+            if failure is not None:
+                await self._outbox.post(
+                    row.room_id,
+                    failure,
+                    reply_to=row.event_id,
+                    notice=True,
+                    key=f"voice-{row.event_id}-{row.attempts}",
+                )
 
     def failed_at(self, room_id: RoomID) -> float | None:
         """When the room's latest voice message that was not heard failed, if there is one."""
@@ -86,14 +111,15 @@ class VoiceInbox:
         return None if row is None else row.updated_at
 
     async def retry(self, room_id: RoomID) -> str | None:
-        """`!retry`: the room's latest unheard voice message, transcribed again; returns the
-        line to answer with (None: there is no such message)."""
+        """`!retry`: the room's latest unheard voice message goes back to be heard; returns
+        the line to answer with (None: there is no such message)."""
         row = self._db.latest_failed_voice(room_id)
         if row is None:
             return None
         log.info("voice.retry", event_id=row.event_id, attempts=row.attempts)
-        failure = await self._hear(row)
-        return failure or texts.VOICE_RETRIED
+        self._db.set_voice(row.event_id, VoiceState.PENDING)
+        self._wake.set()
+        return texts.VOICE_RETRYING
 
     async def redacted(self, event_id: str) -> None:
         """The owner deleted a voice message: one not yet heard is dropped with its audio."""
@@ -140,6 +166,11 @@ class VoiceInbox:
             self._db.set_voice(row.event_id, VoiceState.FAILED, error="no words", attempt=True)
             return texts.VOICE_EMPTY
         assert self._intake is not None, "VoiceInbox.bind(intake) was not called"
+        now = self._db.voice(row.event_id)
+        if now is None or now.state is not VoiceState.PENDING:
+            # Deleted by the owner while it was being transcribed.
+            log.info("voice.not_queued", event_id=row.event_id, reason="deleted meanwhile")
+            return None
         await self._outbox.post(
             row.room_id, echo(text), reply_to=row.event_id, notice=True, key=f"voice-{row.event_id}"
         )
@@ -164,7 +195,7 @@ class VoiceInbox:
             )
         log.info("voice.fetching", event_id=row.event_id, declared_size=size)
         received = await receive_file(self._client, row.content, self._folder, self._max_file_bytes)
-        self._db.set_voice(row.event_id, VoiceState.PENDING, audio_path=str(received.path))
+        self._db.keep_voice_audio(row.event_id, str(received.path))
         return received.path, received.mimetype or mimetype
 
     def _delete_audio(self, row: VoiceMessage, audio: Path | None = None) -> None:

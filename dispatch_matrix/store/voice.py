@@ -127,12 +127,31 @@ class VoiceQueries(Base):
         attempt: bool = False,
     ) -> None:
         """Move a voice message on; the audio path, once known, is kept until replaced."""
+        # A deleted voice message stays deleted, whatever a transcription still running
+        # when it was deleted comes back with.
         with self.tx() as conn:
             conn.execute(
                 "UPDATE voice_messages SET state = ?, audio_path = COALESCE(?, audio_path),"
                 " transcript = COALESCE(?, transcript), error = ?,"
-                " attempts = attempts + ?, updated_at = ? WHERE event_id = ?",
-                (state, audio_path, transcript, error, int(attempt), time.time(), event_id),
+                " attempts = attempts + ?, updated_at = ? WHERE event_id = ? AND state != ?",
+                (
+                    state,
+                    audio_path,
+                    transcript,
+                    error,
+                    int(attempt),
+                    time.time(),
+                    event_id,
+                    VoiceState.DROPPED,
+                ),
+            )
+
+    def keep_voice_audio(self, event_id: str, audio_path: str) -> None:
+        """Remember where the decrypted audio is, for a retry."""
+        with self.tx() as conn:
+            conn.execute(
+                "UPDATE voice_messages SET audio_path = ? WHERE event_id = ?",
+                (audio_path, event_id),
             )
 
     def forget_voice_audio(self, event_id: str) -> None:
@@ -148,5 +167,13 @@ class VoiceQueries(Base):
             "SELECT * FROM voice_messages WHERE room_id = ? AND state = ?"
             " ORDER BY updated_at DESC LIMIT 1",
             (room_id, VoiceState.FAILED),
+        ).fetchone()
+        return None if row is None else _voice(row)
+
+    def next_pending_voice(self) -> VoiceMessage | None:
+        """The oldest voice message waiting to be heard."""
+        row = self._conn.execute(
+            "SELECT * FROM voice_messages WHERE state = ? ORDER BY rowid LIMIT 1",
+            (VoiceState.PENDING,),
         ).fetchone()
         return None if row is None else _voice(row)

@@ -5,6 +5,9 @@ as an encrypted voice message the owner's client decrypts."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import pytest
 from conftest import BotSetup
 from fake_messages_api import FakeMessagesAPI
 from fake_voice_api import FakeVoiceAPI
-from harness.bot import BotProcess
+from harness.bot import BotProcess, console_script
 from harness.jsclient import JsClient
 
 pytestmark = [pytest.mark.e2e]
@@ -86,11 +89,14 @@ async def test_an_encrypted_voice_message_becomes_a_task_and_its_transcript_and_
     setup, bot, owner, room = await start(make_bot, owner_client, running, voice_config(fake_voice))
     fake_voice.transcript(" List the files in my work folder. ")
     fake_api.reply("Your work folder holds two files.")
+    began = time.monotonic()
     sent = await owner.send_voice(room, VOICE, VOICE_MS)
     heard = await owner.wait_message(room, sender=setup.bot.user_id, contains="🎙️")
+    heard_after = time.monotonic() - began
     assert heard["body"] == '🎙️ "List the files in my work folder."'
     assert heard["was_encrypted"] and reply_target(heard) == sent
     answer = await owner.wait_message(room, sender=setup.bot.user_id, contains="two files")
+    answered_after = time.monotonic() - began
     assert answer["was_encrypted"] and reply_target(answer) == sent
     # The stand-in got the decrypted audio, as an OpenAI-style multipart request with the key.
     (request,) = fake_voice.transcriptions
@@ -107,7 +113,11 @@ async def test_an_encrypted_voice_message_becomes_a_task_and_its_transcript_and_
     assert KEY not in bot.log_file.read_text() and KEY not in "\n".join(bot.stdout + bot.stderr)
     assert [p for p in (setup.config.state / "voice").rglob("*") if p.is_file()] == []
     timing = bot.log_events("voice.transcribed")[0]
-    print(f"voice.transcribed seconds={timing['seconds']}")
+    # Shown with -s: the figures in the report.
+    print(
+        f"\nvoice figures: stand-in transcription {timing['seconds']}s; on the phone: "
+        f"transcript after {heard_after:.2f}s, answer after {answered_after:.2f}s"
+    )
 
 
 async def test_a_backend_that_is_down_is_reported_and_retry_works_once_it_is_back(
@@ -289,3 +299,32 @@ async def test_a_crash_mid_transcription_loses_nothing_and_queues_the_task_once(
         if m["sender"] == setup.bot.user_id and "🎙️" in str(m["content"].get("body"))
     ]
     assert len(heard) == 1
+
+
+async def doctor(setup: BotSetup) -> str:
+    process = await asyncio.create_subprocess_exec(
+        console_script(),
+        "doctor",
+        "--config",
+        str(setup.config.path),
+        "--no-api",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "DISPATCH_VOICE__API_KEY": KEY},
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return out.decode()
+
+
+async def test_doctor_says_whether_the_transcription_server_answers(
+    make_bot: Callable[..., BotSetup], fake_voice: FakeVoiceAPI
+) -> None:
+    setup = make_bot(extra=voice_config(fake_voice, "speech = true\n"))
+    up = await doctor(setup)
+    assert f"✓ transcription server reachable: {fake_voice.url}" in up
+    assert f"✓ TTS server (speech out) reachable: {fake_voice.url}" in up
+    fake_voice.down()
+    down = await doctor(setup)
+    assert f"✗ transcription server at {fake_voice.url} unreachable" in down
+    assert "fix: start it, or fix [voice] endpoint" in down
+    assert KEY not in up + down

@@ -214,19 +214,25 @@ class LocalTranscriber:
     def describe(self) -> str:
         return f"the local {self._engine} model {self._model}"
 
-    def _transcribe_now(self, audio: Path) -> str:
+    def _load(self) -> Run:
         with self._lock:
             if self._run is None:
                 self._run = load_local(self._engine, self._model)
                 log.info("voice.local_model_loaded", engine=self._engine, model=str(self._model))
-            return self._run(audio, self._language)
+            return self._run
+
+    def _transcribe_now(self, run: Run, audio: Path) -> str:
+        with self._lock:
+            return run(audio, self._language)
 
     async def transcribe(self, audio: Path, mimetype: str) -> str:
-        # The thread cannot be stopped; on a timeout it finishes in the background and its
-        # result is dropped, while the owner hears about the timeout at once.
+        # Loading (once, seconds from disk) is not counted against the timeout; a
+        # transcription is. Its thread cannot be stopped: on a timeout it finishes in the
+        # background and its result is dropped, while the owner hears about it at once.
+        run = await asyncio.to_thread(self._load)
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(self._transcribe_now, audio), self._timeout_s
+                asyncio.to_thread(self._transcribe_now, run, audio), self._timeout_s
             )
         except TimeoutError:
             raise TranscriptionFailed(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
+from .voice.config import VoiceSection
 
 _USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
 DEFAULT_MODEL = "claude-sonnet-4-6"
@@ -246,6 +247,7 @@ class Config(BaseSettings):
     store: StoreSection = StoreSection()
     local_homeserver: LocalHomeserverSection = LocalHomeserverSection()
     log: LogSection = LogSection()
+    voice: VoiceSection = VoiceSection()
     source: Path | None = Field(None, exclude=True)
 
     @classmethod
@@ -278,6 +280,7 @@ _FIXES = {
     "matrix.owners": 'set owners = ["@you:your.homeserver"] under [matrix]',
     "matrix.password_file": "point password_file at a readable file, or use password",
     "agent.api_key_file": "point api_key_file at a readable file, or set ANTHROPIC_API_KEY",
+    "voice.api_key_file": "point api_key_file at a readable file, or set DISPATCH_VOICE__API_KEY",
 }
 
 
@@ -336,12 +339,21 @@ def load_config(path: Path) -> Config:
     agent = config.agent
     if agent.api_key_file is not None:
         agent = agent.model_copy(update={"api_key_file": _resolve(agent.api_key_file, base)})
+    voice = config.voice
+    voice = voice.model_copy(
+        update={
+            name: _resolve(getattr(voice, name), base)
+            for name in ("api_key_file", "local_model")
+            if getattr(voice, name) is not None
+        }
+    )
     resolved = config.model_copy(
         update={
             "store": store,
             "local_homeserver": local,
             "matrix": matrix,
             "agent": agent,
+            "voice": voice,
             "source": path.resolve(),
         }
     )
@@ -379,3 +391,7 @@ def _check_secrets(config: Config) -> None:
         config.agent.secret_api_key()
     except ValueError as err:
         raise ConfigError("agent.api_key_file", str(err), _FIXES["agent.api_key_file"]) from err
+    try:
+        config.voice.secret_api_key()
+    except ValueError as err:
+        raise ConfigError("voice.api_key_file", str(err), _FIXES["voice.api_key_file"]) from err

@@ -35,8 +35,10 @@ from .matrix.identities import Identities
 from .matrix.outbox import Outbox
 from .matrix.router import Router
 from .matrix.sender import Budget
+from .matrix.speech_out import build_speech_out
 from .matrix.sync import SyncLoop, SyncStalled
 from .matrix.uia import ApprovalInBrowser
+from .matrix.voice_inbox import VoiceInbox
 from .queue import Worker
 from .queue.control import Control
 from .queue.intake import Intake
@@ -46,6 +48,7 @@ from .store.models import Session
 from .tools import Policy, ToolContext, ToolRegistry, check_sandbox, default_tools
 from .tools.paths import canonicalize
 from .tools.send_file import SendFileTool
+from .voice.transcribe import build_transcriber
 
 log = logs.get(__name__)
 
@@ -181,10 +184,12 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     password = config.matrix.secret_password()
     token = config.matrix.secret_access_token()
     api_key = config.agent.secret_api_key()
+    voice_key = config.voice.secret_api_key()
     logs.REDACTOR.add(
         password.get_secret_value() if password else None,
         token.get_secret_value() if token else None,
         api_key.get_secret_value() if api_key else None,
+        voice_key.get_secret_value() if voice_key else None,
     )
     homeserver: LocalSynapse | None = None
     db: Database | None = None
@@ -262,15 +267,33 @@ async def _serve(
         context=context,
         memory=Memory(config.state_dir / "memory.md"),
     )
+    speech = build_speech_out(
+        config.voice,
+        client,
+        db,
+        outbox,
+        max_file_bytes=config.matrix.max_file_bytes,
+        folder=config.state_dir / "voice",
+    )
     worker = Worker(
         db,
         agent,
         outbox,
         approval_timeout_s=config.permissions.approval_timeout_s,
         outage_first_s=config.agent.outage_retry_s,
+        answered=speech.answered if speech else None,
     )
-    control = Control(db, worker, outbox, agent)
+    voice = VoiceInbox(
+        client,
+        db,
+        outbox,
+        build_transcriber(config.voice),
+        max_file_bytes=config.matrix.max_file_bytes,
+        folder=config.state_dir / "voice",
+    )
+    control = Control(db, worker, outbox, agent, voice)
     intake = Intake(db, worker, outbox, control, config.agent.max_task_chars)
+    voice.bind(intake)
     router = Router(
         client,
         db,
@@ -280,6 +303,7 @@ async def _serve(
         settings=config.matrix,
         not_before_ms=born_ms,
         inbox=workdir / "inbox",
+        voice=voice,
     )
     if config.matrix.trust != "cross-signed":
         log.warning(
@@ -301,6 +325,7 @@ async def _serve(
             group.create_task(sync.watch(), name="sync-watchdog")
             group.create_task(worker.run(), name="worker")
             group.create_task(outbox.run(), name="outbox")
+            group.create_task(voice.run(), name="voice")
             group.create_task(announce(), name="announce")
     except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None

@@ -21,6 +21,7 @@ from .errors import ConfigError, DispatchError
 from .matrix.texts import exemption_hint
 from .state import StateFolder
 from .store import Database
+from .voice.doctor import voice_checks
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def run_doctor(config_path: Path, say: Callable[[str], None], check_api: bool = 
     checks.extend(_rate_limits(config))
     checks.append(_homeserver(config))
     checks.extend(asyncio.run(_login_and_store(config)))
+    checks.extend(Check(*line) for line in voice_checks(config.voice))
     if check_api:
         checks.extend(asyncio.run(_api(config)))
     for check in checks:

@@ -17,6 +17,7 @@ from ..errors import HomeserverError
 from ..ids import RoomID
 from ..queue.intake import Intake
 from ..store import Database
+from ..voice.content import is_voice
 from . import texts
 from .attachments import AttachmentError, receive_file
 from .client import MatrixClient
@@ -36,6 +37,7 @@ from .late_keys import LateKeys
 from .outbox import Outbox
 from .privacy import RoomWatch
 from .trust import DeviceTrust, Verdict, may_command, may_join
+from .voice_inbox import VoiceInbox
 
 log = logs.get(__name__)
 
@@ -56,6 +58,7 @@ class Router:
         settings: MatrixSection,
         not_before_ms: int,
         inbox: Path,
+        voice: VoiceInbox | None = None,
     ) -> None:
         self._client = client
         self._db = db
@@ -68,6 +71,8 @@ class Router:
         self._max_file_bytes = settings.max_file_bytes
         # Files owners send are decrypted into dated folders here.
         self._inbox = inbox
+        # Voice messages go to transcription rather than into the inbox as files.
+        self._voice = voice
         self._late = LateKeys(
             client, db, settings.undecryptable_grace_s, self._message, self._gave_up
         )
@@ -153,6 +158,8 @@ class Router:
             # Redactions travel unencrypted; one from an owner's account can only drop a
             # queued task of theirs, never start anything.
             await self._intake.redacted(item.redacts)
+            if self._voice is not None:
+                await self._voice.redacted(item.redacts)
 
     async def _invite(self, invite: Invite) -> None:
         verdict = may_join(invite, self._owners)
@@ -222,6 +229,8 @@ class Router:
         elif message.msgtype == MALFORMED:
             log.warning("message.malformed", event_id=message.event_id)
             await self._intake.malformed(message.event_id, message.room_id)
+        elif self._voice is not None and is_voice(message.content or {}):
+            await self._voice.receive(message)
         elif message.msgtype in _FILE_TYPES:
             await self._file(message)
         elif message.msgtype != "m.text":

@@ -14,7 +14,7 @@ from ..ids import RoomID
 from ..store import Database, TaskState
 from . import texts
 from .commands import Command
-from .ports import Room
+from .ports import Room, VoiceRetry
 from .worker import Worker
 
 log = logs.get(__name__)
@@ -25,8 +25,16 @@ _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,99}")
 class Control:
     """Runs a parsed command and answers in the room."""
 
-    def __init__(self, db: Database, worker: Worker, room: Room, agent: Agent) -> None:
+    def __init__(
+        self,
+        db: Database,
+        worker: Worker,
+        room: Room,
+        agent: Agent,
+        voice: VoiceRetry | None = None,
+    ) -> None:
         self._db = db
+        self._voice = voice
         self._worker = worker
         self._room = room
         self._agent = agent
@@ -39,6 +47,8 @@ class Control:
             # A summary takes the model a while: answer now, report when it is written,
             # and keep the sync loop (approvals, other commands) moving meanwhile.
             text = self._start_compaction(room_id, event_id)
+        elif command.name == "retry" and (voice := await self._retry_voice(command, room_id)):
+            text = voice
         else:
             handler = getattr(self, f"_{command.name}", None)
             text = await handler(command) if handler else texts.unknown_command(command.arg)
@@ -101,6 +111,18 @@ class Control:
         self._worker.wake()
         self._worker.mirror.show(task, TaskState.QUEUED)
         return texts.retried(task)
+
+    async def _retry_voice(self, command: Command, room_id: RoomID) -> str | None:
+        """A bare `!retry` whose latest failure is a voice message not heard: hear it again."""
+        if self._voice is None or command.task_id is not None:
+            return None
+        failed_at = self._voice.failed_at(room_id)
+        if failed_at is None:
+            return None
+        tasks = [t for t in self._db.recent_tasks(20) if t.state is not TaskState.DONE]
+        if tasks and (tasks[0].finished_at or 0) > failed_at:
+            return None
+        return await self._voice.retry(room_id)
 
     async def _new(self, _command: Command) -> str:
         self._db.new_conversation()

@@ -83,3 +83,11 @@ class Answerer(Protocol):
     """Who turns a task into an answer: the agent."""
 
     async def answer(self, task: Task, io: TaskIO) -> str: ...
+
+
+class VoiceRetry(Protocol):
+    """Voice messages that never became tasks (not heard), for `!retry` to try again."""
+
+    def failed_at(self, room_id: RoomID) -> float | None: ...
+
+    async def retry(self, room_id: RoomID) -> str | None: ...

@@ -27,7 +27,7 @@ order, replying to each. Commands (answered at once, even while I work):
 - `!queue` — tasks waiting, with their numbers
 - `!cancel [#n]` — stop the running task (or drop queued task #n)
 - `!pause` / `!resume` — stop / restart taking tasks from the queue
-- `!retry [#n]` — run a failed or cancelled task again (default: the latest)
+- `!retry [#n]` — run a failed or cancelled task (or an unheard voice message) again
 - `!new` — start a fresh conversation (the old one is kept)
 - `!compact` — summarise the older part of the conversation now, to save room
 - `!history [n]` — the last n tasks

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from .. import logs
 from ..agent import ModelAccessError, ModelOutage
@@ -41,8 +42,11 @@ class Worker:
         *,
         approval_timeout_s: float,
         outage_first_s: float,
+        answered: Callable[[Task, str], None] | None = None,
     ) -> None:
         self._db = db
+        # Told of each answer once it is posted (speech out); must not block.
+        self._answered = answered
         self._agent = agent
         self._room = room
         self.mirror = Mirror(db, room)
@@ -193,5 +197,7 @@ class Worker:
         self._db.set_task_state(
             task.id, state, result=text if state is TaskState.DONE else None, error=error
         )
+        if state is TaskState.DONE and self._answered is not None:
+            self._answered(task, text)
         self.mirror.stopped(task, state)
         log.info("task.finished", task=task.short_id, state=str(state))

@@ -14,6 +14,8 @@ from pathlib import Path
 from .ledger import LedgerQueries
 from .models import Session
 from .trust import TrustQueries
+from .voice import SCHEMA as VOICE_SCHEMA
+from .voice import VoiceQueries
 
 _MIGRATIONS = [
     # 1: the ledger, the transcript, the outbox, the Matrix session.
@@ -106,10 +108,12 @@ _MIGRATIONS = [
     CREATE INDEX usage_by_time ON usage (at);
     CREATE INDEX usage_by_task ON usage (task_id, at);
     """,
+    # 8: owners' voice messages until their transcript is queued (kept for `!retry`).
+    VOICE_SCHEMA,
 ]
 
 
-class Database(LedgerQueries, TrustQueries):
+class Database(LedgerQueries, TrustQueries, VoiceQueries):
     """Our SQLite file; one connection, used from the event loop's thread."""
 
     @classmethod

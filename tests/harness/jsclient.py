@@ -11,6 +11,7 @@ Needs `npm ci --prefix tests/jsclient` once (node_modules is not committed).
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import itertools
@@ -267,6 +268,34 @@ class JsClient:
             "send_text", timeout=timeout + 30, timeout_ms=int(timeout * 1000), **args
         )
         return str(result["event_id"])
+
+    async def send_voice(
+        self,
+        room_id: str,
+        audio: bytes,
+        duration_ms: int,
+        *,
+        declared_size: int | None = None,
+        timeout: float = 30,
+    ) -> str:
+        """Send a voice message as Element records one: the audio as an encrypted attachment,
+        m.audio with the MSC3245 voice flag. `declared_size` overrides the size in `info`."""
+        args: dict[str, Any] = {
+            "room_id": room_id,
+            "data_b64": base64.b64encode(audio).decode(),
+            "duration_ms": duration_ms,
+        }
+        if declared_size is not None:
+            args["declared_size"] = declared_size
+        result = await self.call(
+            "send_voice", timeout=timeout + 30, timeout_ms=int(timeout * 1000), **args
+        )
+        return str(result["event_id"])
+
+    async def fetch_attachment(self, file: dict[str, Any]) -> bytes:
+        """Download an encrypted attachment (an event's `file`), check its hash, decrypt it."""
+        result = await self.call("fetch_attachment", file=file)
+        return base64.b64decode(result["data_b64"])
 
     async def react(self, room_id: str, event_id: str, key: str, *, timeout: float = 30) -> str:
         """Send an m.reaction annotation (the sdk never encrypts reactions)."""

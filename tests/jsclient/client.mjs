@@ -34,6 +34,12 @@
 //   device_verification {user_id, device_id} -> {known, is_verified, signed_by_owner,
 //       cross_signing_verified, local_verified}
 //   devices {user_id} -> [{device_id, display_name, known, ...device_verification fields}]
+//   send_voice {room_id, data_b64, mimetype="audio/ogg", duration_ms, body?, filename?,
+//       declared_size?, waveform?} -> {event_id, encrypted, mxc, size}: an encrypted attachment
+//       (AES-256-CTR, the spec's v2 JSON Web Key) sent as m.audio with the MSC3245 voice flag
+//       and the MSC1767 audio block, as Element records a voice message.
+//   fetch_attachment {file} -> {data_b64, size}: download an encrypted attachment (the event's
+//       `file` object) through authenticated media, check its sha256 and decrypt it.
 //   whoami {} -> {user_id, device_id, strict};  stop {} -> {} then exit 0
 //   Interactive verification (SAS, in a DM), each flow keyed by its request id (the request's
 //   event id); every result carries {request_id, phase, cancelled, code, cancelled_by, error}:
@@ -54,6 +60,7 @@
 
 import { format } from "node:util";
 import { createInterface } from "node:readline";
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 
 // ---- stdout belongs to the protocol; everything else goes to stderr --------------------------
 const rawStdoutWrite = process.stdout.write.bind(process.stdout);
@@ -514,6 +521,71 @@ commands.redact = async ({ room_id, event_id, reason }) => {
 commands.react = async ({ room_id, event_id, key, timeout_ms = 30000 }) => {
     const content = { "m.relates_to": { rel_type: "m.annotation", event_id, key } };
     return sendEvent(room_id, "m.reaction", content, timeout_ms);
+};
+
+// ---- encrypted attachments (the spec's "Sending encrypted attachments") ----------------------
+const unpadded = (buf) => buf.toString("base64").replace(/=+$/, "");
+const urlsafe = (buf) => unpadded(buf).replace(/\+/g, "-").replace(/\//g, "_");
+
+commands.send_voice = async ({
+    room_id,
+    data_b64,
+    mimetype = "audio/ogg",
+    duration_ms,
+    body = "Voice message",
+    filename = "Voice message.ogg",
+    declared_size,
+    waveform,
+    timeout_ms = 30000,
+}) => {
+    const c = requireClient();
+    const plain = Buffer.from(data_b64, "base64");
+    const key = randomBytes(32);
+    // The counter half of the IV starts at zero, as the spec asks.
+    const iv = Buffer.concat([randomBytes(8), Buffer.alloc(8)]);
+    const cipher = createCipheriv("aes-256-ctr", key, iv);
+    const ciphertext = Buffer.concat([cipher.update(plain), cipher.final()]);
+    const sha256 = createHash("sha256").update(ciphertext).digest();
+    const { content_uri } = await c.uploadContent(ciphertext, {
+        type: "application/octet-stream",
+        name: filename,
+        includeFilename: false,
+    });
+    const content = {
+        msgtype: "m.audio",
+        body,
+        filename,
+        info: { mimetype, size: declared_size ?? plain.length, duration: duration_ms },
+        file: {
+            v: "v2",
+            url: content_uri,
+            mimetype,
+            key: { kty: "oct", key_ops: ["encrypt", "decrypt"], alg: "A256CTR", k: urlsafe(key), ext: true },
+            iv: unpadded(iv),
+            hashes: { sha256: unpadded(sha256) },
+        },
+        "org.matrix.msc1767.text": body,
+        "org.matrix.msc1767.audio": { duration: duration_ms, waveform: waveform ?? [] },
+        "org.matrix.msc3245.voice": {},
+    };
+    const sent = await sendEvent(room_id, "m.room.message", content, timeout_ms);
+    return { ...sent, mxc: content_uri, size: plain.length };
+};
+
+commands.fetch_attachment = async ({ file }) => {
+    const c = requireClient();
+    const url = c.mxcUrlToHttp(file.url, undefined, undefined, undefined, false, true, true);
+    const res = await fetch(url, { headers: { Authorization: `Bearer ${c.getAccessToken()}` } });
+    if (!res.ok) throw new Error(`download of ${file.url} failed: HTTP ${res.status}`);
+    const ciphertext = Buffer.from(await res.arrayBuffer());
+    const digest = unpadded(createHash("sha256").update(ciphertext).digest());
+    if (digest !== String(file.hashes?.sha256 ?? "").replace(/=+$/, "")) {
+        throw new Error(`sha256 of ${file.url} does not match the event's`);
+    }
+    const key = Buffer.from(file.key.k.replace(/-/g, "+").replace(/_/g, "/"), "base64");
+    const decipher = createDecipheriv("aes-256-ctr", key, Buffer.from(file.iv, "base64"));
+    const plain = Buffer.concat([decipher.update(ciphertext), decipher.final()]);
+    return { data_b64: plain.toString("base64"), size: plain.length };
 };
 
 function messageResult(ev) {

@@ -1,0 +1,181 @@
+"""The voice lane without a homeserver: voice messages are heard one at a time in arrival
+order, a deletion while one is being transcribed keeps it out of the queue, and a bug with
+one voice message fails that message, not the lane (stand-ins for the room and backend)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.matrix.inbound import Message
+from dispatch_matrix.matrix.voice_inbox import VoiceInbox
+from dispatch_matrix.store import Database
+from dispatch_matrix.store.voice import VoiceState
+
+ROOM = RoomID("!room:x")
+OWNER = UserID("@me:x")
+
+
+class Room:
+    """Records what the lane posts."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, str | None]] = []
+
+    async def post(self, room_id: RoomID, text: str, **kw: Any) -> EventID:
+        self.posts.append((text, kw.get("reply_to")))
+        return EventID(f"$p{len(self.posts)}")
+
+
+# What the stand-ins saw, in order: ("hear", file) and ("queue", event id).
+Timeline = list[tuple[str, str]]
+
+
+class Intake:
+    """Records what the lane queues."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.queued: list[tuple[str, str]] = []
+        self.changed = asyncio.Event()
+        self.timeline = timeline
+
+    async def message(self, event_id: str, room_id: str, sender: str, body: str, ts: int) -> None:
+        self.queued.append((event_id, body))
+        self.timeline.append(("queue", event_id))
+        self.changed.set()
+
+
+class Backend:
+    """A transcriber that answers when the test lets it, or raises a bug."""
+
+    describe = "a stand-in"
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+        self.heard: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.texts: dict[str, str] = {}
+        self.started = asyncio.Event()
+
+    async def transcribe(self, audio: Path, mimetype: str) -> str:
+        self.heard.append(audio.name)
+        self.timeline.append(("hear", audio.name))
+        self.started.set()
+        gate = self.gates.get(audio.name)
+        if gate is not None:
+            await gate.wait()
+        text = self.texts.get(audio.name, f"words of {audio.name}")
+        if text == "BUG":
+            raise KeyError("a bug")
+        return text
+
+
+@pytest.fixture
+async def lane(tmp_path: Path) -> AsyncIterator[tuple[VoiceInbox, Database, Room, Intake, Backend]]:
+    db = Database.open(tmp_path / "ledger.db")
+    timeline: Timeline = []
+    room, intake, backend = Room(), Intake(timeline), Backend(timeline)
+    inbox = VoiceInbox(
+        None,  # type: ignore[arg-type]  # never fetches: the audio is already on disk
+        db,
+        room,  # type: ignore[arg-type]
+        backend,
+        max_file_bytes=1024,
+        folder=tmp_path / "voice",
+    )
+    inbox.bind(intake)  # type: ignore[arg-type]
+    job = asyncio.create_task(inbox.run())
+    yield inbox, db, room, intake, backend
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    db.close()
+
+
+async def send(inbox: VoiceInbox, db: Database, tmp_path: Path, name: str) -> EventID:
+    """A voice message whose audio an earlier attempt already saved."""
+    event = EventID(f"${name}")
+    audio = tmp_path / f"{name}.ogg"
+    audio.write_bytes(b"OggS")
+    message = Message(ROOM, event, OWNER, "", 1, True, "key", msgtype="m.audio", content={})
+    db.add_voice(event, ROOM, OWNER, 1, {"msgtype": "m.audio"})
+    db.keep_voice_audio(event, str(audio))
+    await inbox.receive(message)
+    return event
+
+
+async def until(condition: Any, event: asyncio.Event) -> None:
+    async def wait() -> None:
+        while not condition():
+            event.clear()
+            await event.wait()
+
+    await asyncio.wait_for(wait(), 5)
+
+
+async def test_voice_messages_are_heard_one_at_a_time_in_arrival_order(
+    lane: tuple[VoiceInbox, Database, Room, Intake, Backend], tmp_path: Path
+) -> None:
+    inbox, db, room, intake, backend = lane
+    backend.gates["a.ogg"] = asyncio.Event()
+    await send(inbox, db, tmp_path, "a")
+    await asyncio.wait_for(backend.started.wait(), 5)
+    await send(inbox, db, tmp_path, "b")
+    backend.gates["a.ogg"].set()
+    await until(lambda: len(intake.queued) == 2, intake.changed)
+    # b was not even started before a was queued.
+    assert backend.timeline == [
+        ("hear", "a.ogg"),
+        ("queue", "$a"),
+        ("hear", "b.ogg"),
+        ("queue", "$b"),
+    ]
+    assert intake.queued == [("$a", "words of a.ogg"), ("$b", "words of b.ogg")]
+    assert [text for text, _ in room.posts] == ['🎙️ "words of a.ogg"', '🎙️ "words of b.ogg"']
+    row = db.voice("$a")
+    assert row is not None and row.state is VoiceState.HEARD and row.audio_path is None
+    assert not (tmp_path / "a.ogg").exists()
+
+
+async def test_a_voice_message_deleted_while_it_is_transcribed_is_not_queued(
+    lane: tuple[VoiceInbox, Database, Room, Intake, Backend], tmp_path: Path
+) -> None:
+    inbox, db, room, intake, backend = lane
+    backend.gates["gone.ogg"] = asyncio.Event()
+    await send(inbox, db, tmp_path, "gone")
+    await asyncio.wait_for(backend.started.wait(), 5)
+    await inbox.redacted("$gone")
+    backend.gates["gone.ogg"].set()
+    await send(inbox, db, tmp_path, "next")
+    await until(lambda: len(intake.queued) == 1, intake.changed)
+    assert intake.queued == [("$next", "words of next.ogg")]
+    row = db.voice("$gone")
+    assert row is not None and row.state is VoiceState.DROPPED
+    assert await inbox.retry(ROOM) is None, "a deleted voice message is never retried"
+
+
+async def test_a_bug_with_one_voice_message_fails_it_and_the_lane_goes_on(
+    lane: tuple[VoiceInbox, Database, Room, Intake, Backend], tmp_path: Path
+) -> None:
+    inbox, db, room, intake, backend = lane
+    backend.texts["bad.ogg"] = "BUG"
+    await send(inbox, db, tmp_path, "bad")
+    await send(inbox, db, tmp_path, "good")
+    await until(lambda: len(intake.queued) == 1, intake.changed)
+    assert intake.queued == [("$good", "words of good.ogg")]
+    assert (
+        "🎙️ I could not transcribe that voice message: an internal error (details are in "
+        "the log). Nothing was queued; `!retry` tries again.",
+        "$bad",
+    ) in room.posts
+    # It was kept, with its audio, and `!retry` hears it again.
+    backend.texts["bad.ogg"] = "fixed now"
+    assert await inbox.retry(ROOM) == "🔁 Listening to your voice message again…"
+    await until(lambda: len(intake.queued) == 2, intake.changed)
+    assert intake.queued[-1] == ("$bad", "fixed now")

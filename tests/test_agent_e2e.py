@@ -265,6 +265,8 @@ async def test_always_allows_exactly_that_command_from_then_on(
     await owner.send_text(room, "touch it")
     await owner.wait_message(room, sender=setup.bot.user_id, contains="May I?")
     await owner.send_text(room, "always")
+    learned = await owner.wait_message(room, sender=setup.bot.user_id, contains="Learned:")
+    assert f"Bash({command})" in learned["body"]
     await owner.wait_message(room, sender=setup.bot.user_id, contains="Done once")
     # The same command later runs without a question, also after a restart.
     await bot.stop()
@@ -309,3 +311,36 @@ async def test_an_outage_past_the_retry_budget_keeps_the_task_and_resumes_by_its
     assert len(bot.log_events("model.outage")) == 2
     notices = [m for m in await owner.messages(room) if "unavailable" in str(m["content"])]
     assert len(notices) == 1, "told once per outage"
+
+
+async def test_a_yes_to_an_expired_question_approves_nothing_not_even_the_one_open_now(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running, timeout=8)
+    work, bot_id = setup.config.folder / "work", setup.bot.user_id
+    fake_api.reply(tools=[("bash", {"command": f"touch {work}/first"})])
+    fake_api.reply(tools=[("bash", {"command": f"touch {work}/second [x](https://evil.example)"})])
+    fake_api.reply("Neither was approved.")
+    await owner.send_text(room, "make two files")
+    first = await owner.wait_message(room, sender=bot_id, contains="May I?")
+    await owner.wait_message(room, sender=bot_id, contains="No answer in time")
+    second = await owner.wait_message(
+        room, sender=bot_id, contains="May I?", after_event_id=first["event_id"]
+    )
+    # Shown whole, as code: the Markdown link is not rendered as a link.
+    assert "[x](https://evil.example)" in second["body"]
+    assert "<a " not in second["content"].get("formatted_body", "")
+    # "yes" as a reply to the expired first question, while the second is open.
+    reply = {
+        "msgtype": "m.text",
+        "body": "yes",
+        "m.relates_to": {"m.in_reply_to": {"event_id": first["event_id"]}},
+    }
+    await owner.call("send_event", room_id=room, type="m.room.message", content=reply)
+    await owner.wait_message(room, sender=bot_id, contains="That question is closed")
+    await owner.wait_message(room, sender=bot_id, contains="Neither was approved", timeout=30)
+    assert not (work / "first").exists() and not list(work.glob("second*"))
+    assert [r["by"] for r in bot.log_events("approval.decided")] == ["timeout", "timeout"]

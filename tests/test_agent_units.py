@@ -284,8 +284,11 @@ class QuietIO:
     async def progress(self, text: str) -> None:
         pass
 
-    async def ask(self, decision: Decision) -> Approval:
+    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
         return Approval.NO
+
+    async def learned(self, rule: str | None) -> None:
+        pass
 
     async def send_file(self, path: Path, caption: str | None = None) -> str:
         return "$none"

@@ -17,6 +17,7 @@ from ..config import AgentSection
 from ..errors import ModelError
 from ..store import Database, Task
 from ..tools import Policy, ToolContext, ToolRegistry, ToolResult
+from ..tools.preview import preview
 from . import model, usage
 from .compaction import Compaction, Compactor
 from .context import Gauge, estimate_tokens, real_input
@@ -245,13 +246,14 @@ class Agent:
         )
         return reply
 
-    def _learn(self, name: str, tool_input: dict[str, Any]) -> None:
+    def _learn(self, name: str, tool_input: dict[str, Any]) -> str | None:
         """The owner said "always": allow exactly this call from now on (kept in the store,
-        never written into the config file, which stays the owner's to edit)."""
+        never written into the config file, which stays the owner's to edit); the rule."""
         rule = self._policy.learn(name, tool_input)
         if rule is not None:
             self._db.add_learned_rule(rule)
             log.info("policy.learned", rule=rule)
+        return rule
 
     async def _run_tool(self, use: dict[str, Any], io: TaskIO, step: int) -> dict[str, Any]:
         name, tool_input = use["name"], use.get("input") or {}
@@ -261,7 +263,7 @@ class Agent:
             result = ToolResult.error(f"Not allowed: {decision.reason}. Do not try another way.")
             return result.as_block(use["id"])
         if decision.verdict == "ask":
-            approval = await io.ask(decision)
+            approval = await io.ask(decision, preview(name, tool_input))
             if not approval.approved:
                 result = ToolResult.error(
                     f"The owner did not approve this ({decision.subject}). Do not do it; "
@@ -269,7 +271,7 @@ class Agent:
                 )
                 return result.as_block(use["id"])
             if approval is Approval.ALWAYS:
-                self._learn(name, tool_input)
+                await io.learned(self._learn(name, tool_input))
         await io.progress(f"step {step}: {_describe(name, tool_input)}")
         # The shared context stays as built; each call gets its own reporter and hook.
         context = replace(self._context, on_process=io.process_started, reporter=io)

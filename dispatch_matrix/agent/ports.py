@@ -30,8 +30,14 @@ class TaskIO(Protocol):
         """Show what the agent is doing now (edits one status message)."""
         ...
 
-    async def ask(self, decision: Decision) -> Approval:
-        """Ask the owner to approve a tool call; NO on no, silence or expiry."""
+    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
+        """Ask the owner to approve a tool call (`change`: a file call's diff); NO on no,
+        silence or expiry."""
+        ...
+
+    async def learned(self, rule: str | None) -> None:
+        """Tell the owner which rule an "always" answer became (None: no literal rule
+        could cover the call, so it will be asked again)."""
         ...
 
     async def send_file(self, path: Path, caption: str | None = None) -> str:

@@ -82,15 +82,18 @@ class Outbox:
         notice: bool = False,
         key: str | None = None,
         kind: Kind = Kind.ANSWER,
+        redact: bool = True,
     ) -> EventID:
         """Post Markdown text (as a reply when `reply_to` is given); returns its event id.
 
         Posts with the same `key` are one message: the second call sends nothing new. The
         text passes the secrets redactor first: a key the model saw in a file or an output
         never reaches the room. A text too long for one event goes whole as an attached
-        file, and the message keeps its start.
+        file, and the message keeps its start. `redact=False` is for approval questions
+        alone: they show the owner exactly what would run.
         """
-        markdown = REDACTOR.text(markdown)
+        if redact:
+            markdown = REDACTOR.text(markdown)
         if len(markdown) > LONG_TEXT_CHARS:
             markdown = await self._attach_long(room_id, markdown, reply_to, task_id, key)
         content = text_content(markdown, notice=notice)

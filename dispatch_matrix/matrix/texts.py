@@ -83,13 +83,12 @@ def exemption_hint(homeserver: str, user_id: str) -> str:
 # -- voice messages ------------------------------------------------------------------------
 
 VOICE_OFF = (
-    "🎙️ I cannot listen to voice messages yet: set `backend = \"endpoint\"` and `endpoint = "
-    "\"http://127.0.0.1:8000\"` (any OpenAI-style transcription server) under `[voice]` in my "
+    '🎙️ I cannot listen to voice messages yet: set `backend = "endpoint"` and `endpoint = '
+    '"http://127.0.0.1:8000"` (any OpenAI-style transcription server) under `[voice]` in my '
     "config and restart me, then `!retry`."
 )
 VOICE_EMPTY = (
-    "🎙️ I heard no words in that voice message, so nothing was queued. Say it again, or "
-    "type it."
+    "🎙️ I heard no words in that voice message, so nothing was queued. Say it again, or type it."
 )
 
 

@@ -1,8 +1,11 @@
 """Approvals from the phone: an `ask` becomes a question in the room; the owner answers with
 a reaction (✅ / ❌) or a reply (yes / no, !approve / !deny). Silence denies.
 
-An approval is bound to the exact subject it showed (by hash), is used once, expires, and
-counts only when the router has already passed its sender through the trust gate.
+The question shows exactly what will run: the whole command in a code block (never
+redacted, never rendered), every part no rule covers, and for a file change its diff. An
+approval is bound to the exact subject it showed (by hash), is used once, expires, answers
+only its own question, and counts only when the router has already passed its sender
+through the trust gate.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from ..agent.ports import Approval
 from ..ids import EventID, RoomID, UserID
 from ..store import Database, Task, TaskState
 from ..tools import Decision
+from . import texts
 from .ports import Room
 
 log = logs.get(__name__)
@@ -51,22 +55,19 @@ class Approvals:
         self._timeout_s = timeout_s
         self._pending: dict[EventID, _Pending] = {}
 
-    async def ask(self, task: Task, decision: Decision) -> Approval:
+    async def ask(self, task: Task, decision: Decision, change: str | None = None) -> Approval:
         """Post the question and wait for the owner; NO on no, silence or expiry."""
-        fingerprint = subject_hash(decision.subject)
+        fingerprint = subject_hash(decision.subject + (change or ""))
         minutes = max(1, round(self._timeout_s / 60))
-        text = (
-            f"❓ **May I?** {decision.subject}\n\n{decision.reason}.\n\n"
-            "Reply **yes** or **no** — or **always** to allow exactly this from now on (or "
-            "react ✅ / ❌ from an app that encrypts reactions). "
-            f"No answer in {minutes} min means no."
-        )
+        text = texts.approval_question(task, decision, change, minutes)
+        # Shown exactly as it will run: neither redacted nor rendered (a code block).
         question = await self._room.post(
             task.room_id,
             text,
             reply_to=task.event_id,
             task_id=task.id,
             key=f"t{task.id}.ask.{fingerprint}.{self._db.count_step(task.id)}",
+            redact=False,
         )
         answer: asyncio.Future[tuple[Approval, str]] = asyncio.get_running_loop().create_future()
         pending = _Pending(task, question, fingerprint, time.monotonic() + self._timeout_s, answer)
@@ -79,7 +80,7 @@ class Approvals:
             approval, who = Approval.NO, "timeout"
             await self._room.post(
                 task.room_id,
-                f"⌛ No answer: not doing it ({decision.subject}).",
+                texts.APPROVAL_EXPIRED,
                 reply_to=question,
                 notice=True,
                 key=f"t{task.id}.expired.{question}",
@@ -91,28 +92,62 @@ class Approvals:
         log.info("approval.decided", task=task.short_id, answer=approval.value, by=who)
         return approval
 
+    async def learned(self, task: Task, rule: str | None) -> None:
+        """Say which rule an "always" became."""
+        await self._room.post(
+            task.room_id, texts.rule_learned(rule), reply_to=task.event_id, notice=True
+        )
+
     def answer_reaction(self, question_event: EventID, key: str, sender: UserID) -> bool:
-        """An owner's (already trusted) reaction; True if it answered a pending question."""
+        """An owner's (already trusted) reaction; True if it answered a pending question.
+        A reaction answers only the question it is on."""
         pending = self._pending.get(question_event)
         verdict = Approval.YES if key in YES else Approval.NO if key in NO else None
         if pending is None or verdict is None:
             return False
         return self._settle(pending, verdict, sender)
 
-    def answer_text(
-        self, room_id: RoomID, body: str, sender: UserID, reply_to: EventID | None
+    async def answer_text(
+        self,
+        room_id: RoomID,
+        body: str,
+        sender: UserID,
+        reply_to: EventID | None,
+        event_id: EventID,
     ) -> bool:
-        """An owner's (already trusted) text reply; True if it answered a pending question."""
+        """An owner's (already trusted) text; True if it was an answer (then it is no task).
+
+        A reply answers the question it replies to and no other; a reply to a question
+        that is closed says so and approves nothing. A bare yes / no answers the one open
+        question of the room, and when several are open, asks which.
+        """
         verdict = _verdict(body)
         if verdict is None:
             return False
-        candidates = [p for p in self._pending.values() if p.task.room_id == room_id]
         if reply_to is not None:
-            candidates = [p for p in candidates if p.question == reply_to] or candidates
-        if not candidates:
+            pending = self._pending.get(reply_to)
+            if pending is not None and pending.task.room_id == room_id:
+                if self._settle(pending, verdict, sender):
+                    return True
+                await self._say(room_id, event_id, texts.QUESTION_CLOSED)
+                return True
+            if self._db.was_question(reply_to):
+                log.info("approval.late_answer", question=reply_to, by=sender)
+                await self._say(room_id, event_id, texts.QUESTION_CLOSED)
+                return True
             return False
-        # The oldest open question is the one a bare "yes" answers.
-        return self._settle(candidates[0], verdict, sender)
+        open_here = [p for p in self._pending.values() if p.task.room_id == room_id]
+        if not open_here:
+            return False
+        if len(open_here) > 1:
+            await self._say(room_id, event_id, texts.which_question(len(open_here)))
+            return True
+        if not self._settle(open_here[0], verdict, sender):
+            await self._say(room_id, event_id, texts.QUESTION_CLOSED)
+        return True
+
+    async def _say(self, room_id: RoomID, event_id: EventID, text: str) -> None:
+        await self._room.post(room_id, text, reply_to=event_id, notice=True, key=f"ans-{event_id}")
 
     def _settle(self, pending: _Pending, verdict: Approval, sender: UserID) -> bool:
         if pending.answer.done() or time.monotonic() > pending.expires:

@@ -43,7 +43,9 @@ class Intake:
     ) -> None:
         """A new text message from an owner."""
         # While a question is open, "yes" / "no" answer it instead of becoming work.
-        if not attachments and self._worker.approvals.answer_text(room_id, body, sender, reply_to):
+        if not attachments and await self._worker.approvals.answer_text(
+            room_id, body, sender, reply_to, event_id
+        ):
             log.info("approval.answered", event_id=event_id, by=sender)
             return
         command = None if attachments else parse(body)

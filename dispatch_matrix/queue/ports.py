@@ -26,7 +26,11 @@ class Room(Protocol):
         task_id: int | None = None,
         notice: bool = False,
         key: str | None = None,
-    ) -> EventID: ...
+        redact: bool = True,
+    ) -> EventID:
+        """Post Markdown text; `redact=False` only for an approval question, which must
+        show exactly what would run."""
+        ...
 
     async def post_status(
         self,

@@ -77,8 +77,11 @@ class RoomTaskIO:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
 
-    async def ask(self, decision: Decision) -> Approval:
-        return await self._approvals.ask(self._task, decision)
+    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
+        return await self._approvals.ask(self._task, decision, change)
+
+    async def learned(self, rule: str | None) -> None:
+        await self._approvals.learned(self._task, rule)
 
     async def send_file(self, path: Path, caption: str | None = None) -> str:
         return await self._room.send_file(

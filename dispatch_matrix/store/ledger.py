@@ -317,6 +317,13 @@ class LedgerQueries(Base):
             shown.append((str(txn_id), str(event_id), str(relation.get("key", ""))))
         return shown
 
+    def was_question(self, event_id: str) -> bool:
+        """Whether the bot's event was an approval question (open or closed)."""
+        row = self._conn.execute(
+            "SELECT 1 FROM outbox WHERE event_id = ? AND txn_id LIKE '%.ask.%'", (event_id,)
+        ).fetchone()
+        return row is not None
+
     def count_reactions(self, task_id: int) -> int:
         """How many status reactions the task has had recorded (sent, dropped or pending)."""
         row = self._conn.execute(

@@ -35,7 +35,7 @@ import anthropic  # noqa: E402
 from fake_messages_api import FakeMessagesAPI  # noqa: E402
 
 from dispatch_matrix import __version__  # noqa: E402
-from dispatch_matrix.agent import Agent, Memory  # noqa: E402
+from dispatch_matrix.agent import Agent, Approval, Memory  # noqa: E402
 from dispatch_matrix.agent import usage as pricing  # noqa: E402
 from dispatch_matrix.agent.prompt import SUMMARY_SYSTEM, Machine, system_prompt  # noqa: E402
 from dispatch_matrix.config import AgentSection  # noqa: E402
@@ -58,8 +58,11 @@ class QuietIO:
     async def progress(self, text: str) -> None:
         pass
 
-    async def ask(self, decision: Decision) -> bool:
-        return False
+    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
+        return Approval.NO
+
+    async def learned(self, rule: str | None) -> None:
+        pass
 
     async def send_file(self, path: Path, caption: str | None = None) -> str:
         return "$none"

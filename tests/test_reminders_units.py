@@ -287,3 +287,19 @@ def test_the_prompt_states_the_zone_and_the_turn_the_local_time() -> None:
     assert "schedule a check of your own work" in prompt
     now = datetime(2026, 12, 3, 20, 0, tzinfo=UTC).astimezone(ZoneInfo("Pacific/Auckland"))
     assert turn_context(now) == "[sent Fri 2026-12-04 09:00 NZDT]"
+
+
+def test_the_config_init_writes_loads_with_the_schedule_section(tmp_path: Path) -> None:
+    from dispatch_matrix.config import load_config
+    from dispatch_matrix.onboarding import InitAnswers, render_config
+
+    path = tmp_path / "config.toml"
+    answers = InitAnswers(
+        config_path=path, homeserver="https://hs", user_id="@b:hs", owners=["@o:hs"]
+    )
+    path.write_text(render_config(answers, path))
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "matrix-password").write_text("pw")
+    loaded = load_config(path)
+    assert loaded.schedule.timezone == "" and loaded.schedule.digest_at == ""
+    assert "[schedule]" in path.read_text()

@@ -137,7 +137,7 @@ async def test_a_reminder_due_while_stopped_fires_once_on_restart_marked_late(
     await set_reminder(owner, room, bot_id, fake_api, "remind me in an hour", call)
     assert await bot.stop() == 0
     # Asleep for 3 h 10 min: the reminder was due 2 h 10 min ago.
-    set_clock(setup, now + timedelta(hours=3, minutes=10))
+    set_clock(setup, now + timedelta(hours=3, minutes=10, seconds=30))
     bot = await setup.process().start()
     running.append(bot)
     reminder = await owner.wait_message(room, sender=bot_id, contains="⏰")
@@ -153,7 +153,7 @@ async def test_a_reminder_due_while_stopped_fires_once_on_restart_marked_late(
     assert len(bot.log_events("schedule.fired")) == 1
 
 
-async def test_a_recurring_one_after_a_long_stop_fires_once(
+async def test_a_recurring_one_after_a_long_stop_or_sleep_fires_once(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
     fake_api: FakeMessagesAPI,
@@ -166,7 +166,7 @@ async def test_a_recurring_one_after_a_long_stop_fires_once(
     await set_reminder(owner, room, bot_id, fake_api, "remind me daily to water the plants", call)
     assert await bot.stop() == 0
     # Five days and an hour away: four periods missed, one fire.
-    set_clock(setup, now + timedelta(days=5, hours=1))
+    set_clock(setup, now + timedelta(days=5, hours=1, minutes=5))
     bot = await setup.process().start()
     running.append(bot)
     reminder = await owner.wait_message(room, sender=bot_id, contains="⏰")
@@ -181,6 +181,15 @@ async def test_a_recurring_one_after_a_long_stop_fires_once(
     assert following.strftime("%Y-%m-%d %H:%M") in entry["body"], entry["body"]
     assert len(reminders_in(await owner.messages(room), bot_id)) == 1
     assert len(bot.log_events("schedule.fired")) == 1
+    # Asleep for two more days while running: noticed on wake, fired once, late.
+    set_clock(setup, now + timedelta(days=8, hours=1, minutes=5))
+    again = await owner.wait_message(
+        room, sender=bot_id, contains="2 d 1 h late", after_event_id=entry["event_id"]
+    )
+    assert again["body"].startswith("⏰ 2 d 1 h late: **Water the plants**")
+    await bot.wait_log("schedule.waiting", where=lambda r: (r["due_in_s"] or 0) > 80_000)
+    assert len(reminders_in(await owner.messages(room), bot_id)) == 2
+    assert len(bot.log_events("schedule.fired")) == 2
 
 
 async def test_a_one_shot_killed_between_firing_and_finishing_does_not_fire_again(

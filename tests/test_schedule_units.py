@@ -247,9 +247,9 @@ async def test_a_crash_between_firing_and_queueing_completes_once_on_restart(
     clock = MovedClock(T0 + timedelta(minutes=1))
     db, room, scheduler = setup(tmp_path, clock)
     add(db, "at", "2026-12-01T10:01:00Z", T0 + timedelta(minutes=1))
+    # The post fails as a kill -9 would cut it short (the scheduler logs it and goes on).
     room.fail_mentions = 1
-    with pytest.raises(OSError):
-        await scheduler.tick()
+    await scheduler.tick()
     assert db.due_schedules(clock.now().timestamp()) == [], "advanced before posting"
     assert len(db.pending_fires()) == 1 and room.mentions() == []
     # The restart: a new scheduler over the same ledger and room.

@@ -24,6 +24,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from .. import logs
+from ..errors import HomeserverError
 from ..ids import EventID, RoomID, UserID
 from ..schedule.clock import Clock
 from ..schedule.timing import Kind, ScheduleError, Spec, plan
@@ -92,7 +93,15 @@ class Scheduler:
         """Fire everything due now (and the daily digest); returns the `now` it used."""
         now = self._clock.now()
         for schedule in self._db.due_schedules(now.timestamp()):
-            await self.fire(schedule, now)
+            try:
+                await self.fire(schedule, now)
+            except HomeserverError:
+                raise
+            except Exception:
+                # A bug met firing one schedule must not stop the others, nor the daemon (a
+                # crash would restart into the same fire). It was advanced first, so it does
+                # not come straight back; its fire stays pending for the next start.
+                log.exception("schedule.fire_crashed", schedule=schedule.short_id)
         if self._digest is not None:
             await self._digest.post_if_due(now, time.time())
         return now
@@ -138,7 +147,12 @@ class Scheduler:
         """Fires a crash left without their task: announce (once) and queue them now."""
         for fire in self._db.pending_fires():
             log.warning("schedule.fire_resumed", key=fire.key)
-            await self._deliver(fire)
+            try:
+                await self._deliver(fire)
+            except HomeserverError:
+                raise
+            except Exception:
+                log.exception("schedule.fire_crashed", key=fire.key)
 
     async def _deliver(self, fire: Fire) -> None:
         schedule = self._db.schedule(fire.schedule_id)

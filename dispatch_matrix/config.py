@@ -14,6 +14,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -234,6 +235,44 @@ class LogSection(_Section):
     file: bool = Field(True, description="Write JSON lines to logs/ in the state folder")
 
 
+class ScheduleSection(_Section):
+    """[schedule]: the owner's time zone (reminders, cron, the agent's sense of "Friday")
+    and the daily check-in."""
+
+    timezone: str = Field(
+        "", description="The owner's IANA time zone, e.g. Europe/Berlin (empty: the machine's)"
+    )
+    digest_at: str = Field(
+        "",
+        description="Time of day (HH:MM, in the owner's zone) of the daily check-in digest; "
+        "empty: no daily digest (`!digest` still shows it)",
+    )
+    test_clock: bool = Field(
+        False,
+        description="For end-to-end tests only: the clock adds the seconds written in "
+        "<state>/clock-offset, so a test moves time instead of sleeping",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if value.strip():
+            try:
+                ZoneInfo(value.strip())
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"{value!r} is not a time zone name such as Europe/Berlin"
+                ) from None
+        return value.strip()
+
+    @field_validator("digest_at")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        if value.strip() and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError("must be a time of day such as 18:30, or empty for none")
+        return value.strip()
+
+
 class Config(BaseSettings):
     """The whole configuration, as read from the file and the environment."""
 
@@ -248,6 +287,7 @@ class Config(BaseSettings):
     local_homeserver: LocalHomeserverSection = LocalHomeserverSection()
     log: LogSection = LogSection()
     voice: VoiceSection = VoiceSection()
+    schedule: ScheduleSection = ScheduleSection()
     source: Path | None = Field(None, exclude=True)
 
     @classmethod

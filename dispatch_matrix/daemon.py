@@ -32,6 +32,7 @@ from .matrix.client import MatrixClient
 from .matrix.crosssign import OwnIdentity, ensure_identity, until_approved
 from .matrix.failures import Unreachable
 from .matrix.identities import Identities
+from .matrix.mentions import Mentions
 from .matrix.outbox import Outbox
 from .matrix.router import Router
 from .matrix.sender import Budget
@@ -41,7 +42,13 @@ from .matrix.uia import ApprovalInBrowser
 from .matrix.voice_inbox import VoiceInbox
 from .queue import Worker
 from .queue.control import Control
+from .queue.digest import Digest
 from .queue.intake import Intake
+from .queue.reminders import Reminders
+from .queue.scheduler import Scheduler
+from .schedule.clock import SystemClock
+from .schedule.tool import ScheduleTool
+from .schedule.zones import owner_zone
 from .state import StateFolder
 from .store import Database
 from .store.models import Session
@@ -257,15 +264,30 @@ async def _serve(
     roots = [root.expanduser() for root in config.agent.allowed_roots]
     machine = Machine.here(workdir, roots)
     policy, registry, context = build_tools(config, workdir, roots, db.learned_rules())
+    # Time is an input: one clock for the scheduler, the schedule tool and the turn stamps.
+    zone = owner_zone(config.schedule.timezone)
+    clock = SystemClock.for_tests(config.state_dir) if config.schedule.test_clock else SystemClock()
+    if config.schedule.test_clock:
+        log.warning("schedule.test_clock", detail="the clock adds <state>/clock-offset (tests)")
+    scheduler: Scheduler | None = None
+
+    def schedules_changed() -> None:
+        if scheduler is not None:
+            scheduler.nudge()
+
+    registry.add(ScheduleTool(db, clock, zone, schedules_changed))
     agent = Agent(
         db,
         anthropic_client(config),
         settings=config.agent,
-        system=system_prompt(config.matrix.owners, machine, config.agent.system_prompt),
+        system=system_prompt(
+            config.matrix.owners, machine, config.agent.system_prompt, zone=zone.key
+        ),
         tools=registry,
         policy=policy,
         context=context,
         memory=Memory(config.state_dir / "memory.md"),
+        local_now=lambda: clock.now().astimezone(zone),
     )
     speech = build_speech_out(
         config.voice,
@@ -291,8 +313,13 @@ async def _serve(
         max_file_bytes=config.matrix.max_file_bytes,
         folder=config.state_dir / "voice",
     )
-    control = Control(db, worker, outbox, agent, voice)
-    intake = Intake(db, worker, outbox, control, config.agent.max_task_chars)
+    digest = Digest(db, outbox, zone, workdir, roots, config.schedule.digest_at)
+    scheduler = Scheduler(db, Mentions(outbox), worker, clock, zone, digest)
+    reminders = Reminders(db, outbox, zone, digest, scheduler.nudge)
+    control = Control(db, worker, outbox, agent, voice, more=reminders.handlers())
+    intake = Intake(
+        db, worker, outbox, control, config.agent.max_task_chars, on_reaction=reminders.reaction
+    )
     voice.bind(intake)
     router = Router(
         client,
@@ -318,6 +345,11 @@ async def _serve(
         sys.stdout.flush()
         await _announce_replacement(client, db, outbox)
 
+    async def fire_schedules(scheduler: Scheduler) -> None:
+        # Reminders go into rooms nio learns of in the first sync.
+        await sync.first_sync_done.wait()
+        await scheduler.run()
+
     log.info("daemon.started", user=session.user_id, device=session.device_id, pid=os.getpid())
     try:
         async with asyncio.TaskGroup() as group:
@@ -327,6 +359,7 @@ async def _serve(
             group.create_task(outbox.run(), name="outbox")
             group.create_task(voice.run(), name="voice")
             group.create_task(announce(), name="announce")
+            group.create_task(fire_schedules(scheduler), name="scheduler")
     except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
     return 0

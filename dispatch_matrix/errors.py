@@ -5,8 +5,8 @@ tool result the model sees. Code catches these kinds, not `Exception`; the few p
 catch broadly are last lines of defence that log the bug and keep serving: the CLI's top
 level, `doctor` (every failure is a line of its report), opening a crypto store (any
 failure means it is lost), the router (one bad event must not deafen the bot), the worker
-(one bad task fails that task, not the queue) and the voice lane (one bad voice message
-fails that message).
+(one bad task fails that task, not the queue), the voice lane (one bad voice message
+fails that message) and the scheduler (one bad schedule must not stop the others).
 """
 
 from __future__ import annotations

@@ -228,6 +228,12 @@ deny = []
 [store]
 # The state folder (ledger, crypto store, keys, logs), relative to this file.
 path = "."
+
+[schedule]
+# Your time zone for reminders and schedules (empty: this machine's), e.g. "Europe/Berlin".
+timezone = ""
+# A daily check-in digest at this time of day, e.g. "18:30" (empty: none; !digest any time).
+digest_at = ""
 {local}
 [log]
 level = "info"

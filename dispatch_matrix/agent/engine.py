@@ -6,6 +6,7 @@ in the store before the next step, so a restart continues from the last complete
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -70,7 +71,10 @@ class Agent:
         policy: Policy,
         context: ToolContext,
         memory: Memory | None = None,
+        local_now: Callable[[], datetime] | None = None,
     ) -> None:
+        # The owner's local time from the daemon's clock seam, for each turn's stamp.
+        self._local_now = local_now or (lambda: datetime.now(UTC))
         self._db = db
         self._client = client
         # The [agent] section as loaded: the one home of every knob and its default.
@@ -133,14 +137,14 @@ class Agent:
             uses = pending_tool_uses({"role": "assistant", "content": content})
             if reply.stop_reason != "tool_use" or not uses:
                 return text_of(content) or "(done; the model gave no text)"
-            results = [await self._run_tool(use, io, steps) for use in uses]
+            results = [await self._run_tool(use, io, steps, task.id) for use in uses]
             self._db.append_message(conversation, task.id, "user", results)
 
     def _resume(self, task: Task, conversation: int, now: datetime | None) -> str | None:
         """Start the task's turn, or pick it up after a restart; the answer if it had one."""
         mine = self._db.task_messages(task.id)
         if not mine:
-            stamp = turn_context(now or datetime.now(UTC))
+            stamp = turn_context(now or self._local_now())
             self._db.append_message(conversation, task.id, "user", first_turn(task, stamp))
             return None
         last = mine[-1]
@@ -255,7 +259,9 @@ class Agent:
             log.info("policy.learned", rule=rule)
         return rule
 
-    async def _run_tool(self, use: dict[str, Any], io: TaskIO, step: int) -> dict[str, Any]:
+    async def _run_tool(
+        self, use: dict[str, Any], io: TaskIO, step: int, task_id: int
+    ) -> dict[str, Any]:
         name, tool_input = use["name"], use.get("input") or {}
         decision = self._policy.decide(name, tool_input)
         log.info("tool.decision", tool=name, verdict=decision.verdict, rule=decision.rule)
@@ -274,7 +280,9 @@ class Agent:
                 await io.learned(self._learn(name, tool_input))
         await io.progress(f"step {step}: {_describe(name, tool_input)}")
         # The shared context stays as built; each call gets its own reporter and hook.
-        context = replace(self._context, on_process=io.process_started, reporter=io)
+        context = replace(
+            self._context, on_process=io.process_started, reporter=io, task_id=task_id
+        )
         result = await self._tools.run(name, tool_input, context)
         log.info("tool.result", tool=name, error=result.is_error)
         return result.as_block(use["id"])
@@ -296,4 +304,6 @@ def _describe(name: str, tool_input: dict[str, Any]) -> str:
     }
     if name == "memory":
         return f"memory: {tool_input.get('action', 'view')}"
+    if name == "schedule":
+        return f"schedule: {tool_input.get('action', 'create')} {tool_input.get('title', '')}"
     return f"{verbs.get(name, name)} {path}" if path else name

@@ -36,8 +36,10 @@ class Machine:
         )
 
 
-def system_prompt(owners: list[str], machine: Machine, extra: str = "") -> str:
-    """The stable system prompt."""
+def system_prompt(
+    owners: list[str], machine: Machine, extra: str = "", zone: str | None = None
+) -> str:
+    """The stable system prompt (with `zone`, the owner's time zone and how to schedule)."""
     roots = ", ".join(machine.allowed_roots) or "(none)"
     text = f"""\
 You are dispatch-matrix, a personal agent running on the owner's own computer. The owner \
@@ -55,13 +57,30 @@ The machine:
 - Working directory: {machine.workdir}
 - Folders you may touch: {roots}
 """
+    if zone:
+        text += time_section(zone)
     if extra.strip():
         text += "\nThe owner's standing instructions:\n" + extra.strip() + "\n"
     return text
 
 
+def time_section(zone: str) -> str:
+    """What the agent knows about time: the owner's zone, and that it can schedule."""
+    return f"""
+Time:
+- The owner's time zone is {zone}. Each task starts with the owner's local time in \
+brackets; read "Friday 9:00", "tomorrow" or "in two hours" against it, in that zone.
+- The `schedule` tool sets reminders and recurring tasks (at / cron / every). When it \
+fires, the owner's phone is notified and its prompt comes back to you as a new task.
+- Follow-ups: when a task cannot be finished now (a deployment still running, a reply not \
+in yet), schedule a check of your own work ("check again in 2 h") with a prompt that says \
+what to check and what to do then, and tell the owner. The follow-up brings back this \
+task's request and your answer as context.
+"""
+
+
 def turn_context(now: datetime) -> str:
-    """The line of context that travels with one user turn."""
+    """The line of context that travels with one user turn (`now` in the owner's zone)."""
     return f"[sent {now.strftime('%a %Y-%m-%d %H:%M %Z').strip()}]"
 
 

@@ -1,8 +1,9 @@
 """Control commands: parsed by a pure function, answered without the model.
 
 `!help`, `!status`, `!queue`, `!cancel [id]`, `!pause`, `!resume`, `!retry [id]`, `!new`,
-`!history [n]`, `!compact`, `!memory`, `!usage`, `!model [name]`. Anything else starting
-with `!` gets the help text, never the model.
+`!history [n]`, `!compact`, `!memory`, `!usage`, `!model [name]`, `!reminders`,
+`!cancel-reminder ID`, `!digest`. Anything else starting with `!` gets the help text, never
+the model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ NAMES = (
     "memory",
     "usage",
     "model",
+    "reminders",
+    "cancel-reminder",
+    "digest",
 )
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from .. import logs
 from ..agent import Agent, usage
 from ..errors import ModelError
-from ..ids import RoomID
+from ..ids import EventID, RoomID
 from ..store import Database, TaskState
 from . import texts
 from .commands import Command
@@ -18,6 +19,9 @@ from .ports import Room, VoiceRetry
 from .worker import Worker
 
 log = logs.get(__name__)
+
+# A command answered elsewhere (the schedule commands): it posts its own reply.
+Handler = Callable[[Command, RoomID, EventID], Awaitable[None]]
 
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,99}")
 
@@ -32,7 +36,9 @@ class Control:
         room: Room,
         agent: Agent,
         voice: VoiceRetry | None = None,
+        more: Mapping[str, Handler] | None = None,
     ) -> None:
+        self._more = dict(more or {})
         self._db = db
         self._voice = voice
         self._worker = worker
@@ -43,6 +49,10 @@ class Control:
 
     async def run(self, command: Command, room_id: RoomID, event_id: str) -> None:
         """Do what the command says and reply to it."""
+        more = self._more.get(command.name)
+        if more is not None:
+            await more(command, room_id, EventID(event_id))
+            return
         if command.name == "compact":
             # A summary takes the model a while: answer now, report when it is written,
             # and keep the sync loop (approvals, other commands) moving meanwhile.

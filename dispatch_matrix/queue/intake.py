@@ -7,6 +7,8 @@ question; an edit of a queued message changes its task; a redaction drops it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from .. import logs
 from ..ids import EventID, RoomID, UserID
 from ..store import Database, TaskState
@@ -23,8 +25,16 @@ class Intake:
     """Turns trusted owner messages into queue changes."""
 
     def __init__(
-        self, db: Database, worker: Worker, room: Room, control: Control, max_chars: int
+        self,
+        db: Database,
+        worker: Worker,
+        room: Room,
+        control: Control,
+        max_chars: int,
+        on_reaction: Callable[[EventID, str, UserID], Awaitable[bool]] | None = None,
     ) -> None:
+        # Reactions that are not approval answers go here (a ❌ on a `!reminders` entry).
+        self._on_reaction = on_reaction
         self._db = db
         self._worker = worker
         self._room = room
@@ -69,9 +79,12 @@ class Intake:
         self._worker.wake()
 
     async def reaction(self, target_event_id: EventID, key: str, sender: UserID) -> None:
-        """An owner's trusted reaction: it may answer an approval question."""
+        """An owner's trusted reaction: it may answer an approval question, or cancel a
+        schedule from its `!reminders` entry."""
         if self._worker.approvals.answer_reaction(target_event_id, key, sender):
             log.info("approval.answered", question=target_event_id, by=sender, key=key)
+        elif self._on_reaction is not None:
+            await self._on_reaction(target_event_id, key, sender)
 
     async def edit(self, target_event_id: EventID, body: str) -> None:
         """The owner edited a message: a queued task takes the new text."""

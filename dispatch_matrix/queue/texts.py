@@ -37,6 +37,8 @@ order, replying to each. Commands (answered at once, even while I work):
 - `!usage` — tokens and cost today, this week, and of the last tasks
 - `!model [name]` — the model I use, or switch to another from the next task (`default` to go back)
 - `!memory` — what I keep in mind about you across conversations
+- `!reminders` — reminders and schedules with their next times; `!cancel-reminder r<n>` drops one
+- `!digest` — a check-in: what I did since the last one, files written, reminders ahead, cost
 - `!help` — this text"""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .ledger import LedgerQueries
 from .models import Session
+from .schedules import ScheduleQueries
 from .trust import TrustQueries
 from .voice import SCHEMA as VOICE_SCHEMA
 from .voice import VoiceQueries
@@ -110,10 +111,37 @@ _MIGRATIONS = [
     """,
     # 8: owners' voice messages until their transcript is queued (kept for `!retry`).
     VOICE_SCHEMA,
+    # 9: schedules (reminders, recurring tasks, follow-ups); each fire, keyed by schedule and
+    # due time; the `!reminders` list messages that a ❌ on them cancels.
+    """
+    CREATE TABLE schedules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        title TEXT NOT NULL, prompt TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('at', 'cron', 'every')), spec TEXT NOT NULL,
+        room_id TEXT NOT NULL, owner TEXT NOT NULL,
+        origin_task INTEGER REFERENCES tasks (id),
+        anchor REAL NOT NULL, next_at REAL,
+        state TEXT NOT NULL CHECK (state IN ('active', 'done', 'cancelled')),
+        fired_count INTEGER NOT NULL DEFAULT 0, last_fired_at REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX schedules_by_next ON schedules (state, next_at);
+    CREATE TABLE fires (
+        key TEXT PRIMARY KEY,
+        schedule_id INTEGER NOT NULL REFERENCES schedules (id),
+        due_at REAL NOT NULL, fired_at REAL NOT NULL, late_s REAL NOT NULL,
+        event_id TEXT, task_id INTEGER REFERENCES tasks (id)
+    );
+    CREATE TABLE schedule_entries (
+        event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL,
+        schedule_id INTEGER NOT NULL REFERENCES schedules (id)
+    );
+    CREATE INDEX tasks_by_finish ON tasks (finished_at);
+    """,
 ]
 
 
-class Database(LedgerQueries, TrustQueries, VoiceQueries):
+class Database(LedgerQueries, TrustQueries, VoiceQueries, ScheduleQueries):
     """Our SQLite file; one connection, used from the event loop's thread."""
 
     @classmethod

@@ -67,6 +67,9 @@ class ToolContext:
     output_limit: int = 30_000
     # Called with the process group id of a started shell command, so `!cancel` can kill it.
     on_process: Callable[[int], Awaitable[None] | None] | None = None
+    # The ledger id of the task the call belongs to (the `schedule` tool files its
+    # schedules under it: room, owner, and the context a follow-up carries).
+    task_id: int | None = None
 
 
 class Tool(Protocol):

@@ -309,6 +309,20 @@ class JsClient:
         )
         return str(result["event_id"])
 
+    async def react_encrypted(
+        self, room_id: str, event_id: str, key: str, *, timeout: float = 30
+    ) -> str:
+        """Send an m.reaction encrypted (as apps that encrypt reactions do; the sdk does not)."""
+        result = await self.call(
+            "react_encrypted",
+            timeout=timeout + 30,
+            room_id=room_id,
+            event_id=event_id,
+            key=key,
+            timeout_ms=int(timeout * 1000),
+        )
+        return str(result["event_id"])
+
     async def wait_message(
         self,
         room_id: str,

@@ -23,6 +23,8 @@
 //   join {room_id} -> {room_id};  invite {room_id, user_id} -> {};  wait_invite {room_id?} -> {room_id}
 //   wait_join {room_id, user_id, timeout_ms} -> {room_id, user_id, membership}
 //   send_text {room_id, body, html?} -> {event_id, encrypted};  react {room_id, event_id, key} -> {event_id, encrypted}
+//   react_encrypted {room_id, event_id, key} -> {event_id, encrypted}: a reaction sent
+//       encrypted, as some clients do (the js-sdk, like Element, sends reactions in clear)
 //   wait_message {room_id, sender?, contains?, after_event_id?, include_failures?, timeout_ms}
 //   wait_reactions {room_id, event_id, sender?, keys, timeout_ms}
 //       -> {room_id, event_id, sender, type, body, content, was_encrypted, decryption_failed, decryption_failure}
@@ -586,6 +588,20 @@ commands.fetch_attachment = async ({ file }) => {
     const decipher = createDecipheriv("aes-256-ctr", key, Buffer.from(file.iv, "base64"));
     const plain = Buffer.concat([decipher.update(ciphertext), decipher.final()]);
     return { data_b64: plain.toString("base64"), size: plain.length };
+commands.react_encrypted = async ({ room_id, event_id, key, timeout_ms = 30000 }) => {
+    const c = requireClient();
+    const room = await waitRoomJoined(room_id, timeout_ms);
+    const original = c.shouldEncryptEventForRoom.bind(c);
+    // The SDK exempts reactions from encryption; lift that for this one event.
+    c.shouldEncryptEventForRoom = async (ev, r) =>
+        ev.getType() === "m.reaction" ? !ev.isEncrypted() && room.hasEncryptionStateEvent() : original(ev, r);
+    try {
+        const content = { "m.relates_to": { rel_type: "m.annotation", event_id, key } };
+        const { event_id: sent } = await c.sendEvent(room_id, "m.reaction", content);
+        return { event_id: sent, encrypted: room.hasEncryptionStateEvent() };
+    } finally {
+        c.shouldEncryptEventForRoom = original;
+    }
 };
 
 function messageResult(ev) {

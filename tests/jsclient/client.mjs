@@ -588,6 +588,8 @@ commands.fetch_attachment = async ({ file }) => {
     const decipher = createDecipheriv("aes-256-ctr", key, Buffer.from(file.iv, "base64"));
     const plain = Buffer.concat([decipher.update(ciphertext), decipher.final()]);
     return { data_b64: plain.toString("base64"), size: plain.length };
+};
+
 commands.react_encrypted = async ({ room_id, event_id, key, timeout_ms = 30000 }) => {
     const c = requireClient();
     const room = await waitRoomJoined(room_id, timeout_ms);

@@ -46,3 +46,13 @@ def device_replaced(old: str, new: str) -> str:
         f"({old}) is deleted. Messages sent to the old session while I was away could not be "
         "read; I tell you about each of them. Verify my new session if your app asks."
     )
+
+
+def sandbox_off() -> str:
+    """The operator set agent.sandbox = "none": said once in each room."""
+    return (
+        "⚠️ My shell commands run without the OS sandbox on this computer "
+        '(`agent.sandbox = "none"` in my config): a command can read every file this user '
+        "can, my own state and your credentials included. Only the permission rules stand "
+        "in its way. Turn the sandbox back on unless you have a reason."
+    )

@@ -126,6 +126,14 @@ class BashTool:
             raise ToolError(f"the workdir {ctx.workdir} lies in a folder the sandbox hides")
         launch = self.confinement.launch(spec, command)
         try:
-            return await run_command(launch.argv, ctx, launch.env, timeout, launch.pass_fds)
+            result = await run_command(launch.argv, ctx, launch.env, timeout, launch.pass_fds)
+        except BaseException:
+            # Cancelled (`!cancel`) or failed: make sure no part of the sandbox is left.
+            launch.reap()
+            raise
         finally:
             launch.close()
+        if result.is_error:
+            # Timed out, killed, or just a non-zero exit: cheap to make sure (a /proc scan).
+            await asyncio.to_thread(launch.reap)
+        return result

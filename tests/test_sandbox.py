@@ -1,0 +1,710 @@
+"""The OS sandbox: its rules as data (table tests), and escape attempts through the real
+bash tool under bubblewrap. Each escape asserts the payload did not run and the secret is
+not in the output. On Linux these fail, not skip, when bubblewrap cannot run (CI included):
+the product refuses to start there, so the tests must say so too."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import sys
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from dispatch_matrix.errors import ConfigError
+from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult, check_sandbox, sandbox_host
+from dispatch_matrix.tools.sandbox import Hidden, Sandbox, SandboxSpec, bwrap_args, plan
+from dispatch_matrix.tools.sandbox_host import (
+    Confinement,
+    default_hidden,
+    diagnose,
+    platform_default,
+    spec_for,
+    survey,
+)
+from dispatch_matrix.tools.sandbox_macos import profile
+from dispatch_matrix.tools.shell import BashTool
+
+P = PurePosixPath
+TMP = P("/tmp")
+
+
+def spec(
+    roots: list[str],
+    dirs: list[str] = (),  # type: ignore[assignment]
+    files: list[str] = (),  # type: ignore[assignment]
+    env: dict[str, str] | None = None,
+    network: bool = True,
+    workdir: str = "/home/u/work",
+) -> SandboxSpec:
+    hidden = [Hidden(P(d), True) for d in dirs] + [Hidden(P(f), False) for f in files]
+    return plan([P(r) for r in roots], hidden, env or {}, network, TMP, P(workdir))
+
+
+# --- the rules: plan() ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("roots", "dirs", "files", "writable", "hidden_dirs", "hidden_files", "pinned", "dropped"),
+    [
+        # The ordinary case: state and credentials outside the one root.
+        (
+            ["/home/u/work"],
+            ["/home/u/.config/dm/state", "/home/u/.ssh"],
+            ["/home/u/.netrc"],
+            ["/home/u/work"],
+            ["/home/u/.ssh", "/home/u/.config/dm/state"],
+            ["/home/u/.netrc"],
+            [],
+            [],
+        ),
+        # ~ as the root: the credentials lie inside it; the folders on the way are pinned.
+        (
+            ["/home/u"],
+            ["/home/u/.ssh", "/home/u/.config/gh"],
+            ["/home/u/.docker/config.json"],
+            ["/home/u"],
+            ["/home/u/.ssh", "/home/u/.config/gh"],
+            ["/home/u/.docker/config.json"],
+            ["/home/u/.config", "/home/u/.docker"],
+            [],
+        ),
+        # The state folder deep in a root: every folder between is pinned.
+        (
+            ["/srv/w"],
+            ["/srv/w/a/b/state"],
+            [],
+            ["/srv/w"],
+            ["/srv/w/a/b/state"],
+            [],
+            ["/srv/w/a", "/srv/w/a/b"],
+            [],
+        ),
+        # A root inside a hidden folder is dropped: hidden wins.
+        (
+            ["/home/u/work", "/home/u/.ssh/keys"],
+            ["/home/u/.ssh"],
+            [],
+            ["/home/u/work"],
+            ["/home/u/.ssh"],
+            [],
+            [],
+            ["/home/u/.ssh/keys"],
+        ),
+        # Nested roots collapse; a file inside a hidden folder collapses into it.
+        (
+            ["/w", "/w/sub", "/w"],
+            ["/s"],
+            ["/s/config.toml"],
+            ["/w"],
+            ["/s"],
+            [],
+            [],
+            [],
+        ),
+        # Under the private /tmp and in no root: invisible anyway, so no mask.
+        (
+            ["/tmp/t/work"],
+            ["/tmp/t/state", "/tmp/t/work/state"],
+            ["/tmp/t/config.toml", "/tmp/t/work/pw"],
+            ["/tmp/t/work"],
+            ["/tmp/t/work/state"],
+            ["/tmp/t/work/pw"],
+            [],
+            [],
+        ),
+        # The kernel's file systems are the sandbox's own.
+        (["/w"], ["/proc/1", "/dev/shm"], ["/dev/null"], ["/w"], [], [], [], []),
+        # The hidden path is the root itself: the root goes.
+        (["/w"], ["/w"], [], [], ["/w"], [], [], ["/w"]),
+    ],
+)
+def test_plan_hides_what_must_be_hidden(
+    roots: list[str],
+    dirs: list[str],
+    files: list[str],
+    writable: list[str],
+    hidden_dirs: list[str],
+    hidden_files: list[str],
+    pinned: list[str],
+    dropped: list[str],
+) -> None:
+    got = spec(roots, dirs, files)
+    assert [str(p) for p in got.writable] == writable
+    assert sorted(str(p) for p in got.hidden_dirs) == sorted(hidden_dirs)
+    assert [str(p) for p in got.hidden_files] == hidden_files
+    assert [str(p) for p in got.pinned] == pinned
+    assert [str(p) for p in got.dropped_roots] == dropped
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, [("TMPDIR", "/tmp")]),
+        ({"TMPDIR": "/var/folders/x", "PATH": "/bin"}, [("PATH", "/bin"), ("TMPDIR", "/tmp")]),
+        ({"A=B": "x", "": "y", "NUL": "a\x00b", "OK": ""}, [("OK", ""), ("TMPDIR", "/tmp")]),
+    ],
+)
+def test_plan_keeps_only_a_clean_environment(
+    env: dict[str, str], expected: list[tuple[str, str]]
+) -> None:
+    assert list(spec(["/w"], env=env).env) == expected
+
+
+# --- the rules: bwrap_args() ----------------------------------------------------------
+
+
+def mount_ops(args: list[str]) -> list[tuple[str, ...]]:
+    """The mount operations of a bwrap option list, in order."""
+    arity = {"--bind": 2, "--ro-bind": 2, "--tmpfs": 1, "--remount-ro": 1, "--dev": 1}
+    arity["--proc"] = 1
+    ops: list[tuple[str, ...]] = []
+    i = 0
+    while i < len(args):
+        flag = args[i]
+        if flag in arity:
+            ops.append((flag, *args[i + 1 : i + 1 + arity[flag]]))
+            i += 1 + arity[flag]
+        elif flag in ("--setenv",):
+            i += 3
+        elif flag in ("--chdir", "--cap-drop"):
+            i += 2
+        else:
+            i += 1
+    return ops
+
+
+def test_bwrap_mounts_parents_before_children_and_masks_last() -> None:
+    roots = ["/tmp/t/work", "/home/u"]
+    args = bwrap_args(spec(roots, ["/home/u/.ssh", "/tmp/t/work/a/state"], ["/home/u/.netrc"]))
+    assert mount_ops(args) == [
+        ("--ro-bind", "/", "/"),
+        ("--dev", "/dev"),
+        ("--proc", "/proc"),
+        ("--tmpfs", "/tmp"),
+        ("--bind", "/home/u", "/home/u"),
+        ("--bind", "/tmp/t/work", "/tmp/t/work"),
+        ("--tmpfs", "/home/u/.ssh"),
+        ("--remount-ro", "/home/u/.ssh"),
+        ("--ro-bind", "/dev/null", "/home/u/.netrc"),
+        ("--bind", "/tmp/t/work/a", "/tmp/t/work/a"),
+        ("--tmpfs", "/tmp/t/work/a/state"),
+        ("--remount-ro", "/tmp/t/work/a/state"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("network", "user_namespace", "present", "absent"),
+    [
+        (True, True, ["--unshare-user"], ["--unshare-net"]),
+        (False, True, ["--unshare-user", "--unshare-net"], []),
+        (True, False, [], ["--unshare-user", "--unshare-net"]),
+    ],
+)
+def test_bwrap_namespaces_and_privileges(
+    network: bool, user_namespace: bool, present: list[str], absent: list[str]
+) -> None:
+    args = bwrap_args(spec(["/w"], network=network), user_namespace=user_namespace)
+    for flag in ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]:
+        assert flag in args
+    for flag in present:
+        assert flag in args
+    for flag in absent:
+        assert flag not in args
+    # Root hands the command every capability unless told otherwise: CAP_SYS_ADMIN unmounts.
+    assert args[args.index("--cap-drop") + 1] == "ALL"
+    # The environment starts empty and holds only what the spec lists.
+    assert args.index("--clearenv") < args.index("--setenv")
+    assert args[-2:] == ["--chdir", "/home/u/work"]
+
+
+# --- the rules: the macOS profile -----------------------------------------------------
+
+
+def test_the_macos_profile_says_the_same_rules() -> None:
+    text = profile(
+        spec(
+            ["/Users/u/work"],
+            ["/Users/u/.ssh", "/Users/u/work/a/state"],
+            ['/Users/u/we"ird'],
+            network=False,
+        )
+    )
+    assert text.startswith("(version 1)\n(allow default)\n")
+    assert text.count("(") == text.count(")")
+    lines = text.splitlines()
+    deny_writes = lines.index("(deny file-write*)")
+    allow_roots = next(i for i, line in enumerate(lines) if line.startswith("(allow file-write* "))
+    hide = next(
+        i for i, line in enumerate(lines) if line.startswith("(deny file-read* file-write*")
+    )
+    # Last match wins: the masks come after the roots they lie in.
+    assert deny_writes < allow_roots < hide
+    assert '(subpath "/Users/u/work")' in lines[allow_roots]
+    assert '(subpath "/tmp")' in lines[allow_roots]
+    assert '(subpath "/Users/u/.ssh")' in lines[hide]
+    assert '(subpath "/Users/u/work/a/state")' in lines[hide]
+    assert '(literal "/Users/u/we\\"ird")' in lines[hide]
+    unlink = next(line for line in lines if line.startswith("(deny file-write-unlink"))
+    assert '(literal "/Users/u/work/a")' in unlink and '(literal "/Users")' in unlink
+    assert "(deny process-info* (require-not (target same-sandbox)))" in lines
+    assert "(deny appleevent-send)" in lines and "(deny lsopen)" in lines
+    assert lines[-1] == "(deny network*)"
+    assert "(deny network*)" not in profile(spec(["/Users/u/work"]))
+
+
+# --- the host edge: diagnosis, kinds, survey ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stderr", "sysctls", "euid", "why", "fix"),
+    [
+        (
+            "bwrap: setting up uid map: Permission denied",
+            {"kernel.apparmor_restrict_unprivileged_userns": "1"},
+            1000,
+            "AppArmor restricts unprivileged user namespaces",
+            "kernel.apparmor_restrict_unprivileged_userns=0",
+        ),
+        (
+            "bwrap: No permissions to creating new namespace",
+            {"kernel.unprivileged_userns_clone": "0"},
+            1000,
+            "unprivileged user namespaces are disabled",
+            "kernel.unprivileged_userns_clone=1",
+        ),
+        (
+            "bwrap: No permissions to creating new namespace",
+            {"user.max_user_namespaces": "0"},
+            1000,
+            "user.max_user_namespaces = 0",
+            "user.max_user_namespaces=15000",
+        ),
+        (
+            "bwrap: Creating new namespace failed: Operation not permitted",
+            {},
+            0,
+            "in a container",
+            "seccomp=unconfined",
+        ),
+        ("bwrap: something odd", {}, 1000, "bwrap: something odd", "to see why"),
+    ],
+)
+def test_diagnose_names_the_cause_and_the_fix(
+    stderr: str, sysctls: dict[str, str], euid: int, why: str, fix: str
+) -> None:
+    got_why, got_fix = diagnose(stderr, sysctls, euid)
+    assert why in got_why
+    assert fix in got_fix
+
+
+def test_check_sandbox_never_falls_back_silently(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="unknown sandbox"):
+        check_sandbox("firejail")
+    assert not check_sandbox("none").active
+    monkeypatch.setattr(sandbox_host.shutil, "which", lambda *a, **k: None)
+    if sys.platform.startswith("linux"):
+        with pytest.raises(ConfigError) as caught:
+            check_sandbox("auto")
+        assert "not installed" in caught.value.problem
+        assert caught.value.fix is not None and 'sandbox = "none"' in caught.value.fix
+    with pytest.raises(ConfigError):
+        check_sandbox("sandbox-exec" if sys.platform.startswith("linux") else "bubblewrap")
+
+
+def test_check_sandbox_reports_why_bubblewrap_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("bubblewrap is Linux-only")
+    monkeypatch.setattr(sandbox_host.shutil, "which", lambda *a, **k: "/usr/bin/bwrap")
+    monkeypatch.setattr(sandbox_host, "probe_once", lambda c: "bwrap: setting up uid map: EPERM")
+    monkeypatch.setattr(
+        sandbox_host, "read_sysctls", lambda: {"kernel.apparmor_restrict_unprivileged_userns": "1"}
+    )
+    monkeypatch.setattr(sandbox_host.os, "geteuid", lambda: 1000)
+    with pytest.raises(ConfigError) as caught:
+        check_sandbox("auto")
+    assert "AppArmor" in caught.value.problem
+    assert caught.value.fix is not None and "apparmor_parser" in caught.value.fix
+
+
+@pytest.mark.parametrize(
+    ("platform", "kind"),
+    [("linux", Sandbox.BUBBLEWRAP), ("darwin", Sandbox.SANDBOX_EXEC), ("win32", Sandbox.NONE)],
+)
+def test_auto_means_the_platforms_sandbox(platform: str, kind: Sandbox) -> None:
+    assert platform_default(platform) is kind
+
+
+def test_survey_masks_a_symlinked_secret_at_its_target(tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "aws"
+    real.mkdir(parents=True)
+    (tmp_path / ".aws").symlink_to(real)
+    (tmp_path / ".netrc").write_text("machine x password y\n")
+    found = survey([tmp_path / ".aws", tmp_path / ".netrc", tmp_path / "missing"])
+    assert found == [
+        Hidden(P(real.resolve()), True),
+        Hidden(P((tmp_path / ".netrc").resolve()), False),
+    ]
+
+
+def test_default_hidden_covers_the_usual_credentials() -> None:
+    hidden = {str(p) for p in default_hidden(Path("/home/u"), 1000)}
+    for path in (
+        "/home/u/.ssh",
+        "/home/u/.aws",
+        "/home/u/.gnupg",
+        "/home/u/.netrc",
+        "/home/u/.git-credentials",
+        "/home/u/.kube",
+        "/home/u/.config/gh",
+        "/home/u/.docker/config.json",
+        "/home/u/.local/share/keyrings",
+        "/home/u/.password-store",
+        "/run/user/1000",
+        "/var/run/docker.sock",
+    ):
+        assert path in hidden
+
+
+# --- escapes, through the real bash tool under bubblewrap -----------------------------
+
+PASSWORD = "pw-Zq81-never-seen"
+API_KEY = "sk-ant-api03-never-seen-0000"
+SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY----- never-seen"
+
+
+@pytest.fixture(scope="module")
+def bwrap() -> Confinement:
+    """bubblewrap as the daemon would find it; a failure, not a skip, where it cannot run."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("bubblewrap is Linux-only")
+    try:
+        return check_sandbox("bubblewrap")
+    except ConfigError as err:
+        if os.environ.get("DISPATCH_SKIP_SANDBOX_TESTS") == "1" and not os.environ.get("CI"):
+            pytest.skip(f"DISPATCH_SKIP_SANDBOX_TESTS=1: {err.one_line()}")
+        pytest.fail(f"the sandbox tests need a working bubblewrap: {err.one_line()}")
+
+
+class Machine:
+    """A fake home with credentials, a state folder, a config and a password file."""
+
+    def __init__(self, base: Path, state_inside_root: bool) -> None:
+        self.base = base
+        self.home = base / "home"
+        self.work = self.home / "work"
+        self.outside = base / "outside"
+        self.state = (self.work / "a" / "state") if state_inside_root else (base / "store")
+        for folder in (self.work, self.outside, self.state, self.home / ".ssh"):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.config = self.state / "config.toml"
+        self.config.write_text(f'[matrix]\npassword = "{PASSWORD}"\n')
+        (self.state / "dispatch.sqlite").write_text(f"token {API_KEY}\n")
+        self.password_file = self.work / "bot-password.txt"
+        self.password_file.write_text(PASSWORD + "\n")
+        (self.home / ".ssh" / "id_ed25519").write_text(SSH_KEY + "\n")
+        (self.home / ".netrc").write_text(f"machine example.org password {PASSWORD}\n")
+
+    def context(self, **extra: Any) -> ToolContext:
+        hidden = [self.state, self.config, self.password_file]
+        hidden += default_hidden(self.home, os.getuid())
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8"}
+        return ToolContext(
+            workdir=self.work,
+            allowed_roots=(self.work,),
+            denied_paths=tuple(hidden),
+            env=env,
+            **extra,
+        )
+
+
+def text(result: ToolResult) -> str:
+    return "\n".join(block["text"] for block in result.content if block["type"] == "text")
+
+
+async def sh(confinement: Confinement, ctx: ToolContext, command: str, **more: Any) -> str:
+    tools = ToolRegistry([BashTool(confinement)])
+    return text(await tools.run("bash", {"command": command, **more}, ctx))
+
+
+# A stand-in daemon: a process whose environment held a secret from its start, as the real
+# one holds ANTHROPIC_API_KEY (/proc/PID/environ shows the environment a process began with).
+_DAEMON = """
+import asyncio, json, sys
+from pathlib import Path
+from dispatch_matrix.tools import ToolContext, ToolRegistry
+from dispatch_matrix.tools.sandbox import Sandbox
+from dispatch_matrix.tools.sandbox_host import Confinement
+from dispatch_matrix.tools.shell import BashTool
+a = json.loads(sys.argv[1])
+sandbox = Confinement(Sandbox(a["kind"]), a["program"], a["userns"], True)
+work = Path(a["work"])
+ctx = ToolContext(work, (work,), tuple(Path(p) for p in a["hidden"]), env=a["env"])
+result = asyncio.run(ToolRegistry([BashTool(sandbox)]).run("bash", {"command": a["cmd"]}, ctx))
+print("".join(block["text"] for block in result.content))
+"""
+
+
+async def sh_in_daemon(confinement: Confinement, ctx: ToolContext, command: str) -> str:
+    request = {
+        "kind": confinement.kind.value,
+        "program": confinement.program,
+        "userns": confinement.user_namespace,
+        "work": str(ctx.workdir),
+        "hidden": [str(p) for p in ctx.denied_paths],
+        "env": ctx.env,
+        "cmd": command,
+    }
+    env = {**os.environ, "ANTHROPIC_API_KEY": "DAEMON_ONLY_SECRET"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _DAEMON,
+        json.dumps(request),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+def assert_no_secret(output: str) -> None:
+    for secret in (PASSWORD, API_KEY, SSH_KEY, "DAEMON_ONLY_SECRET"):
+        assert secret not in output, output
+
+
+@pytest.fixture(params=[False, True], ids=["state-outside-root", "state-inside-root"])
+def machine(request: pytest.FixtureRequest, tmp_path: Path) -> Machine:
+    return Machine(tmp_path, state_inside_root=request.param)
+
+
+READ_ATTEMPTS = [
+    "cat {state}/config.toml",
+    "cat {state}/*",
+    "cat {base}/*/config.toml {base}/*/*/config.toml {base}/*/*/*/*/config.toml",
+    "cat {state_glob}/config.toml",
+    "grep -r {password} {base} 2>&1",
+    "ln -s {state} link && cat link/config.toml",
+    "cd {work} && cat ../../store/config.toml ../work/a/state/config.toml",
+    "cat /proc/self/root{state}/config.toml /proc/1/root{state}/config.toml",
+    "cat /proc/$PPID/environ /proc/1/environ /proc/*/environ | tr '\\0' '\\n'",
+    "cat /proc/$PPID/cmdline /proc/1/cmdline | tr '\\0' ' '",
+    "ps eww -A 2>&1",
+    "cat {home}/.ssh/id_* ~/.ssh/id_ed25519 ~/.netrc",
+    "cat {password_file}",
+    "ln {password_file} hard && cat hard",
+    "ln {config} hard2 && cat hard2",
+    "umount {state} 2>&1; cat {state}/config.toml",
+    "umount {home}/.ssh 2>&1; cat {home}/.ssh/id_ed25519",
+    "mv {state_parent} {work}/moved 2>&1; cat {work}/moved/state/config.toml",
+    "find / -name config.toml -path '*{marker}*' -exec cat {{}} + 2>/dev/null",
+    "tar cf - {base} 2>/dev/null | strings",
+    "python3 -c 'import os; print(os.environ)'",
+]
+
+
+@pytest.mark.parametrize("attempt", READ_ATTEMPTS)
+async def test_no_read_reaches_a_secret(
+    bwrap: Confinement, machine: Machine, attempt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon's own environment holds a key the shell must never see.
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "DAEMON_ONLY_SECRET")
+    command = attempt.format(
+        state=machine.state,
+        state_parent=machine.state.parent,
+        state_glob=str(machine.state)[:-2] + "*",
+        base=machine.base,
+        work=machine.work,
+        home=machine.home,
+        config=machine.config,
+        password_file=machine.password_file,
+        password=PASSWORD,
+        marker=machine.base.name,
+    )
+    run = sh_in_daemon if "/proc" in command or "ps " in command else sh
+    output = await run(bwrap, machine.context(), command)
+    assert_no_secret(output)
+    # Nothing moved on the host either.
+    assert machine.config.read_text().count(PASSWORD) == 1
+
+
+WRITE_ATTEMPTS = [
+    ("echo x > {outside}/planted", "{outside}/planted"),
+    ("echo x > /etc/planted-by-sandbox", "/etc/planted-by-sandbox"),
+    ("echo 'owner = \"@evil:x\"' >> {config}", None),
+    ("echo x > {state}/planted", "{state}/planted"),
+    ("mkdir -p {home}/.ssh && echo ssh-ed25519 AAAA >> {home}/.ssh/authorized_keys", None),
+    ("echo x > {password_file}", None),
+    ("touch /tmp/left-behind-{marker}", "/tmp/left-behind-{marker}"),
+    ("cp /bin/sh {home}/.ssh/ 2>&1; ls {home}/.ssh", None),
+]
+
+
+@pytest.mark.parametrize(("attempt", "planted"), WRITE_ATTEMPTS)
+async def test_no_write_lands_outside_the_roots(
+    bwrap: Confinement, machine: Machine, attempt: str, planted: str | None
+) -> None:
+    values = {
+        "outside": machine.outside,
+        "state": machine.state,
+        "config": machine.config,
+        "home": machine.home,
+        "password_file": machine.password_file,
+        "marker": machine.base.name,
+    }
+    before = {p: p.read_bytes() for p in machine.base.rglob("*") if p.is_file()}
+    await sh(bwrap, machine.context(), attempt.format(**values))
+    if planted is not None:
+        assert not Path(planted.format(**values)).exists()
+    after = {p: p.read_bytes() for p in machine.base.rglob("*") if p.is_file()}
+    assert after == before
+    assert not (machine.home / ".ssh" / "authorized_keys").exists()
+
+
+async def test_the_roots_stay_writable_and_tmp_is_private(
+    bwrap: Confinement, machine: Machine
+) -> None:
+    ctx = machine.context()
+    made = await sh(bwrap, ctx, "echo hi > made.txt && cat made.txt && echo t > /tmp/t && ls /tmp")
+    assert made.startswith("hi\n")
+    assert (machine.work / "made.txt").read_text() == "hi\n"
+    again = await sh(bwrap, ctx, "cat /tmp/t 2>&1; echo $TMPDIR")
+    assert "No such file" in again and "/tmp" in again
+
+
+async def test_only_the_allowlisted_environment(
+    bwrap: Confinement, machine: Machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISPATCH_MATRIX__PASSWORD", "DAEMON_ONLY_SECRET")
+    output = await sh(bwrap, machine.context(), "/usr/bin/env")
+    names = {line.split("=", 1)[0] for line in output.splitlines()[:-1]}
+    assert names <= {"PATH", "HOME", "LANG", "TMPDIR", "PWD", "SHLVL", "_"}
+    assert_no_secret(output)
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if marker.encode() in cmdline and state not in ("Z", "X"):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    "leaver",
+    [
+        "setsid sleep {n} &",
+        "nohup sleep {n} >/dev/null 2>&1 &",
+        "( ( sleep {n} & ) & )",
+        "setsid -f sh -c 'trap \"\" TERM HUP; exec sleep {n}' </dev/null >/dev/null 2>&1",
+        "(exec -a sleeper sleep {n} &) ; disown -a",
+    ],
+)
+async def test_nothing_a_call_started_outlives_it(
+    bwrap: Confinement, machine: Machine, leaver: str
+) -> None:
+    marker = f"{600 + (time.monotonic_ns() % 100_000) / 100_000:.5f}"
+    started = time.monotonic()
+    # The pause lets the child detach (setsid) before the shell ends and its group is stopped.
+    command = leaver.format(n=marker) + " sleep 0.5; echo left"
+    output = await sh(bwrap, machine.context(), command)
+    assert time.monotonic() - started < 10, output
+    assert processes_with(marker) == []
+
+
+async def test_a_cancelled_call_leaves_nothing_behind(bwrap: Confinement, machine: Machine) -> None:
+    marker = "700.4242"
+    started = asyncio.Event()
+
+    async def on_process(pgid: int) -> None:
+        started.set()
+
+    ctx = machine.context(on_process=on_process)
+    task = asyncio.create_task(sh(bwrap, ctx, f"setsid sleep {marker} & sleep {marker}"))
+    await asyncio.wait_for(started.wait(), 10)
+    for _ in range(100):
+        if len(processes_with(marker)) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await gone(marker)
+
+
+@pytest.fixture
+def listener() -> Any:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.mark.parametrize("network", [True, False])
+async def test_network_is_off_when_configured(
+    bwrap: Confinement, machine: Machine, listener: int, network: bool
+) -> None:
+    confinement = Confinement(bwrap.kind, bwrap.program, bwrap.user_namespace, network)
+    command = f"exec 3<>/dev/tcp/127.0.0.1/{listener} && echo connected"
+    output = await sh(confinement, machine.context(), command)
+    assert ("connected" in output) is network, output
+
+
+async def test_the_spec_of_a_real_call(bwrap: Confinement, machine: Machine) -> None:
+    ctx = machine.context()
+    got = spec_for(ctx.allowed_roots, ctx.denied_paths, ctx.env, True, ctx.workdir)
+    assert P(machine.work.resolve()) in got.writable
+    if machine.state.is_relative_to(machine.work):
+        assert P(machine.state.resolve()) in got.hidden_dirs
+        assert P(machine.state.parent.resolve()) in got.pinned
+    assert P(machine.password_file.resolve()) in got.hidden_files
+
+
+async def test_a_call_cancelled_while_bwrap_sets_up_leaves_nothing_behind(
+    bwrap: Confinement, machine: Machine
+) -> None:
+    # bubblewrap arms its "die with parent" only after its clone; a kill in those first
+    # milliseconds used to leave about 1 sandbox in 200 running, adopted by init.
+    marker = f"{800 + os.getpid() % 100 + 0.5:.1f}"
+    for _ in range(60):
+        started = asyncio.Event()
+
+        async def on_process(pgid: int, started: asyncio.Event = started) -> None:
+            started.set()
+
+        ctx = machine.context(on_process=on_process)
+        task = asyncio.create_task(sh(bwrap, ctx, f"setsid sleep {marker} & sleep {marker}"))
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.sleep(random.random() * 0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await gone(marker)
+
+
+async def gone(marker: str, within_s: float = 3.0) -> bool:
+    """Whether every process with `marker` is gone; a killed one takes a moment to exit."""
+    deadline = time.monotonic() + within_s
+    while processes_with(marker):
+        if time.monotonic() > deadline:
+            return False
+        # Nothing reports the exit of a process that is not our child: poll, briefly.
+        await asyncio.sleep(0.02)
+    return True

@@ -47,6 +47,7 @@ def run_doctor(config_path: Path, say: Callable[[str], None], check_api: bool = 
         return 1
     checks.append(Check(True, f"config valid ({config.source})"))
     checks.extend(_state(config))
+    checks.append(_sandbox(config))
     checks.append(_homeserver(config))
     checks.extend(asyncio.run(_login_and_store(config)))
     if check_api:
@@ -78,6 +79,23 @@ def _state(config: Config) -> list[Check]:
             )
         ]
     return [Check(True, f"state folder private (0700/0600): {state.root}")]
+
+
+def _sandbox(config: Config) -> Check:
+    """Which OS sandbox wraps shell commands; when it cannot start, why and the fix."""
+    from .tools import check_sandbox
+
+    try:
+        found = check_sandbox(config.agent.sandbox, network=config.agent.sandbox_network)
+    except ConfigError as err:
+        return Check(False, f"sandbox: {err.problem}", err.fix or "")
+    if not found.active:
+        return Check(
+            True,
+            'sandbox: none (agent.sandbox = "none": shell commands run unconfined; '
+            '"auto" confines them)',
+        )
+    return Check(True, f"sandbox: {found.describe()}")
 
 
 def _homeserver(config: Config) -> Check:

@@ -85,7 +85,10 @@ def make_bot(
     """Make a fresh bot account + owner account + config (not started)."""
 
     def make(
-        extra: str = "", owners: list[Account] | None = None, matrix_extra: str = ""
+        extra: str = "",
+        owners: list[Account] | None = None,
+        matrix_extra: str = "",
+        agent_extra: str = "",
     ) -> BotSetup:
         bot = homeserver.new_user("bot")
         owner = homeserver.new_user("owner")
@@ -98,6 +101,7 @@ def make_bot(
             api_url=fake_api.url,
             extra=extra,
             matrix_extra=matrix_extra,
+            agent_extra=agent_extra,
         )
         config.write()
         return BotSetup(bot, owner, config)
@@ -162,9 +166,10 @@ async def started(
     owner_client: Callable[..., Awaitable[JsClient]],
     running: list[BotProcess],
     extra: str = "",
+    agent_extra: str = "",
 ) -> tuple[BotSetup, BotProcess, JsClient, str]:
     """A fresh bot running, its owner's cross-signed strict client, and their encrypted DM."""
-    setup = make_bot(extra=extra)
+    setup = make_bot(extra=extra, agent_extra=agent_extra)
     bot = await setup.process().start()
     running.append(bot)
     owner = await owner_client(setup.owner)

@@ -42,7 +42,12 @@ from .store.models import Session
 from .tools import Confinement, Policy, ToolContext, ToolRegistry, check_sandbox, default_tools
 from .tools.paths import canonicalize
 from .tools.sandbox import CREDENTIAL_PATHS
-from .tools.sandbox_host import confinement_for, default_hidden, sandbox_off_warning
+from .tools.sandbox_host import (
+    confinement_for,
+    default_hidden,
+    hard_linked_secrets,
+    sandbox_off_warning,
+)
 from .tools.send_file import SendFileTool
 
 log = logs.get(__name__)
@@ -200,6 +205,9 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     )
     if confinement.active:
         log.info("sandbox.active", sandbox=confinement.describe())
+        hidden = [*control_plane(config), *default_hidden(Path.home(), os.getuid())]
+        for linked in await asyncio.to_thread(hard_linked_secrets, hidden):
+            log.warning("sandbox.hard_linked_secret", path=str(linked))
     else:
         log.warning("sandbox.off", detail=sandbox_off_warning())
     password = config.matrix.secret_password()

@@ -267,3 +267,13 @@ async def test_writes_and_searches_during_a_symlink_swap_never_reach_the_state_f
         assert "config.toml" not in text(glob) and str(state) not in text(glob)
     assert sorted(p.name for p in state.iterdir()) == before
     assert (state / "f.txt").read_text() == f"{SECRET}\n"
+
+
+async def test_send_file_refuses_a_hard_link_to_a_secret(layout: dict[str, Path]) -> None:
+    from dispatch_matrix.tools.send_file import SendFileTool
+
+    root, state = layout["root"], layout["state"]
+    os.link(state / "config.toml", root / "report.txt")
+    ctx = ToolContext(workdir=root, allowed_roots=(root,), denied_paths=(state,))
+    result = await SendFileTool().run({"path": "report.txt"}, ctx)
+    assert result.is_error and "hard link" in text(result)

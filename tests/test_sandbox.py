@@ -143,6 +143,16 @@ def test_plan_hides_what_must_be_hidden(
     assert [str(p) for p in got.dropped_roots] == dropped
 
 
+def test_plan_names_hidden_files_with_other_names() -> None:
+    hidden = [
+        Hidden(P("/s/config.toml"), False, links=2),
+        Hidden(P("/home/u/.netrc"), False),
+        Hidden(P("/home/u/.ssh"), True, links=3),
+    ]
+    got = plan([P("/w")], hidden, {}, True, TMP, P("/w"))
+    assert got.unmaskable == (P("/s/config.toml"),)
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
@@ -349,9 +359,9 @@ def test_survey_masks_a_symlinked_secret_at_its_target(tmp_path: Path) -> None:
     (tmp_path / ".aws").symlink_to(real)
     (tmp_path / ".netrc").write_text("machine x password y\n")
     found = survey([tmp_path / ".aws", tmp_path / ".netrc", tmp_path / "missing"])
-    assert found == [
-        Hidden(P(real.resolve()), True),
-        Hidden(P((tmp_path / ".netrc").resolve()), False),
+    assert [(h.path, h.is_dir) for h in found] == [
+        (P(real.resolve()), True),
+        (P((tmp_path / ".netrc").resolve()), False),
     ]
 
 
@@ -708,3 +718,15 @@ async def gone(marker: str, within_s: float = 3.0) -> bool:
         # Nothing reports the exit of a process that is not our child: poll, briefly.
         await asyncio.sleep(0.02)
     return True
+
+
+async def test_a_hard_link_to_a_secret_made_before_stops_the_shell(
+    bwrap: Confinement, machine: Machine
+) -> None:
+    # The sandbox masks names; a second name made earlier could be anywhere: fail closed.
+    os.link(machine.password_file, machine.work / "innocent.txt")
+    output = await sh(bwrap, machine.context(), "cat innocent.txt")
+    assert_no_secret(output)
+    assert "hard link" in output
+    ctx = machine.context()
+    assert machine.password_file.resolve() in sandbox_host.hard_linked_secrets(ctx.denied_paths)

@@ -88,6 +88,8 @@ class Hidden:
 
     path: PurePosixPath
     is_dir: bool
+    # A file's hard links: its other names cannot be masked, because nothing says where.
+    links: int = 1
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class SandboxSpec:
     workdir: PurePosixPath
     # Roots that lie inside a hidden path: hidden wins, they are neither writable nor seen.
     dropped_roots: tuple[PurePosixPath, ...] = ()
+    # Hidden files with more than one name: a command may read them under another.
+    unmaskable: tuple[PurePosixPath, ...] = ()
 
     def mounts(self) -> list[tuple[str, PurePosixPath]]:
         """The mount operations in the order they must be made: parents before children, so
@@ -200,6 +204,7 @@ def plan(
         tmp=tmp,
         workdir=workdir,
         dropped_roots=tuple(dropped),
+        unmaskable=tuple(sorted({h.path for h in hidden if not h.is_dir and h.links > 1}, key=str)),
     )
 
 

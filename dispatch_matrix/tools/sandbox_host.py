@@ -149,7 +149,7 @@ def survey(paths: Iterable[Path]) -> list[Hidden]:
             st = real.stat()
         except (OSError, ValueError):
             continue
-        found.append(Hidden(PurePosixPath(real), S_ISDIR(st.st_mode)))
+        found.append(Hidden(PurePosixPath(real), S_ISDIR(st.st_mode), st.st_nlink))
     return found
 
 
@@ -176,6 +176,34 @@ def spec_for(
         PurePosixPath(tmp),
         PurePosixPath(canonicalize(workdir)),
     )
+
+
+def hard_linked_secrets(hidden: Iterable[Path], limit: int = 20_000) -> list[Path]:
+    """Files in the hidden paths that have another name somewhere (st_nlink > 1): the
+    sandbox masks names, so those other names stay readable. For the start-up log."""
+    found: list[Path] = []
+    seen = 0
+    for path in hidden:
+        try:
+            real = canonicalize(path.expanduser())
+            st = real.lstat()
+        except (OSError, ValueError):
+            continue
+        if not S_ISDIR(st.st_mode):
+            if st.st_nlink > 1 and not real.is_dir():
+                found.append(real)
+            continue
+        for dirpath, _dirs, files in os.walk(real):
+            for name in files:
+                seen += 1
+                if seen > limit:
+                    return found
+                try:
+                    if Path(dirpath, name).lstat().st_nlink > 1:
+                        found.append(Path(dirpath, name))
+                except OSError:
+                    continue
+    return found
 
 
 def platform_default(platform: str = sys.platform) -> Sandbox:

@@ -124,6 +124,13 @@ class BashTool:
         )
         if any(p == spec.workdir or spec.workdir.is_relative_to(p) for p in spec.hidden_dirs):
             raise ToolError(f"the workdir {ctx.workdir} lies in a folder the sandbox hides")
+        if spec.unmaskable:
+            # Fail closed: the other name of a hard-linked secret could be anywhere.
+            names = ", ".join(map(str, spec.unmaskable))
+            raise ToolError(
+                f"refusing to run shell commands: {names} has another name (a hard link) the "
+                "sandbox cannot hide; ask the operator to remove the extra link"
+            )
         launch = self.confinement.launch(spec, command)
         try:
             result = await run_command(launch.argv, ctx, launch.env, timeout, launch.pass_fds)

@@ -84,9 +84,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=100, help="calls per mode and round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "tools/bench/results/sandbox_cost.json"
-    )
+    parser.add_argument("--out", type=Path, default=ROOT / "tools/bench/results/sandbox_cost.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dm-bench-sandbox-") as tmp:
         figures = asyncio.run(run(args, Path(tmp)))

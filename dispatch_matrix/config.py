@@ -145,9 +145,14 @@ class AgentSection(_Section):
     max_steps: int = Field(60, ge=1, description="Model calls one task may take")
     max_task_seconds: float = Field(3600.0, gt=0, description="Wall-clock budget of one task")
     bash_timeout_s: float = Field(120.0, gt=0, description="Default timeout of a shell command")
-    sandbox: Literal["none", "bubblewrap"] = Field(
-        "none",
-        description="Run shell commands in a bubblewrap sandbox (refuses to start if absent)",
+    sandbox: Literal["auto", "bubblewrap", "sandbox-exec", "none"] = Field(
+        "auto",
+        description="The OS sandbox around every shell command: auto (bubblewrap on Linux, "
+        "sandbox-exec on macOS), one of those by name, or none. The bot refuses to start "
+        'when the sandbox cannot run; only an explicit "none" runs commands unconfined',
+    )
+    sandbox_network: bool = Field(
+        True, description="Whether sandboxed shell commands may use the network"
     )
     env_passthrough: list[str] = Field(
         default_factory=list,

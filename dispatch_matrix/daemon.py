@@ -52,8 +52,15 @@ from .schedule.zones import owner_zone
 from .state import StateFolder
 from .store import Database
 from .store.models import Session
-from .tools import Policy, ToolContext, ToolRegistry, check_sandbox, default_tools
+from .tools import Confinement, Policy, ToolContext, ToolRegistry, check_sandbox, default_tools
 from .tools.paths import canonicalize
+from .tools.sandbox import CREDENTIAL_PATHS
+from .tools.sandbox_host import (
+    confinement_for,
+    default_hidden,
+    hard_linked_secrets,
+    sandbox_off_warning,
+)
 from .tools.send_file import SendFileTool
 from .voice.transcribe import build_transcriber
 
@@ -90,12 +97,33 @@ def anthropic_client(config: Config) -> anthropic.AsyncAnthropic:
 _SHELL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SHELL")
 
 
+def control_plane(config: Config) -> list[Path]:
+    """What the tools may never read or write: the state folder, the config, every `*_file`
+    secret and a local homeserver's folder (its signing keys and tokens)."""
+    paths = [config.state_dir]
+    if config.source:
+        paths.append(config.source)
+    paths += [p for p in (config.matrix.password_file, config.agent.api_key_file) if p]
+    if config.local_homeserver.enabled:
+        paths.append(config.homeserver_dir)
+    return paths
+
+
 def build_tools(
-    config: Config, workdir: Path, roots: list[Path], learned: list[str] | None = None
+    config: Config,
+    workdir: Path,
+    roots: list[Path],
+    learned: list[str] | None = None,
+    sandbox: Confinement | None = None,
 ) -> tuple[Policy, ToolRegistry, ToolContext]:
-    """The permission policy, the tools and their context, from the config."""
-    state = config.state_dir
-    control_plane = [state] + ([config.source] if config.source else [])
+    """The permission policy, the tools and their context, from the config.
+
+    `sandbox` is what `check_sandbox` found at start; without it the configured kind is
+    used unprobed. The control plane and the credential paths are refused to every file
+    tool and hidden from every shell call, whatever the rules allow.
+    """
+    secret = [*control_plane(config), *(Path.home() / p for p in CREDENTIAL_PATHS)]
+    hidden = [*secret, *default_hidden(Path.home(), os.getuid())]
     policy = Policy(
         # Rules the owner added by answering "always" live in the store, after the config's.
         allow=[*config.permissions.allow, *(learned or [])],
@@ -103,11 +131,12 @@ def build_tools(
         deny=config.permissions.deny,
         home=Path.home(),
         workdir=workdir,
-        protected=control_plane,
-        private=control_plane,
+        protected=secret,
+        private=secret,
         canonical=canonicalize,
     )
-    registry = ToolRegistry(default_tools(config.agent.sandbox, read_denied=policy.read_denied))
+    confinement = sandbox or confinement_for(config.agent.sandbox, config.agent.sandbox_network)
+    registry = ToolRegistry(default_tools(confinement, read_denied=policy.read_denied))
     registry.add(SendFileTool())
     names = (*_SHELL_ENV, *config.agent.env_passthrough)
     env = {name: os.environ[name] for name in names if name in os.environ}
@@ -115,7 +144,7 @@ def build_tools(
     context = ToolContext(
         workdir=workdir,
         allowed_roots=tuple(roots),
-        denied_paths=tuple(control_plane),
+        denied_paths=tuple(dict.fromkeys(hidden)),
         env=env,
         bash_timeout_s=config.agent.bash_timeout_s,
     )
@@ -186,8 +215,17 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     state = StateFolder(config.state_dir).ensure()
     state.lock()
     logs.setup(config.log.level, state.log_dir if config.log.file else None)
-    # Asked-for sandbox missing: refuse to start rather than run commands unconfined.
-    await asyncio.to_thread(check_sandbox, config.agent.sandbox)
+    # No sandbox where one was asked for (auto included): refuse rather than run unconfined.
+    confinement = await asyncio.to_thread(
+        check_sandbox, config.agent.sandbox, network=config.agent.sandbox_network
+    )
+    if confinement.active:
+        log.info("sandbox.active", sandbox=confinement.describe())
+        hidden = [*control_plane(config), *default_hidden(Path.home(), os.getuid())]
+        for linked in await asyncio.to_thread(hard_linked_secrets, hidden):
+            log.warning("sandbox.hard_linked_secret", path=str(linked))
+    else:
+        log.warning("sandbox.off", detail=sandbox_off_warning())
     password = config.matrix.secret_password()
     token = config.matrix.secret_access_token()
     api_key = config.agent.secret_api_key()
@@ -227,7 +265,7 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         identity = await until_approved(lambda: ensure_identity(client, state, secret), say)
         if client.replaced_device is not None:
             await _retire_device(client, db, client.replaced_device, secret)
-        return await _serve(config, db, client, session, identity, int(born), say)
+        return await _serve(config, db, client, session, identity, int(born), say, confinement)
     finally:
         if client is not None:
             with contextlib.suppress(HomeserverError, asyncio.TimeoutError, OSError):
@@ -248,6 +286,7 @@ async def _serve(
     identity: OwnIdentity,
     born_ms: int,
     say: Callable[[str], None],
+    confinement: Confinement | None = None,
 ) -> int:
     owners = frozenset(config.matrix.owners)
     identities = Identities(client, db, owners)
@@ -263,7 +302,7 @@ async def _serve(
     workdir = config.agent.workdir.expanduser()
     roots = [root.expanduser() for root in config.agent.allowed_roots]
     machine = Machine.here(workdir, roots)
-    policy, registry, context = build_tools(config, workdir, roots, db.learned_rules())
+    policy, registry, context = build_tools(config, workdir, roots, db.learned_rules(), confinement)
     # Time is an input: one clock for the scheduler, the schedule tool and the turn stamps.
     zone = owner_zone(config.schedule.timezone)
     clock = SystemClock.for_tests(config.state_dir) if config.schedule.test_clock else SystemClock()
@@ -344,6 +383,8 @@ async def _serve(
         say(banner(config, session, sync.first_sync_seconds))
         sys.stdout.flush()
         await _announce_replacement(client, db, outbox)
+        if confinement is not None and not confinement.active:
+            await _announce_unconfined(client, outbox)
 
     async def fire_schedules(scheduler: Scheduler) -> None:
         # Reminders go into rooms nio learns of in the first sync.
@@ -395,6 +436,14 @@ async def _announce_replacement(client: MatrixClient, db: Database, outbox: Outb
             key=f"replaced-{old}-{room_id}",
         )
     db.set_meta("announce_replaced_device", "")
+
+
+async def _announce_unconfined(client: MatrixClient, outbox: Outbox) -> None:
+    """Tell each room, once (a fixed key), that shell commands run without the sandbox."""
+    for room_id in list(client.client.rooms):
+        await outbox.post(
+            RoomID(room_id), texts.sandbox_off(), notice=True, key=f"sandbox-off-{room_id}"
+        )
 
 
 def default_config_path() -> Path:

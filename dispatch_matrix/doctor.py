@@ -50,6 +50,7 @@ def run_doctor(config_path: Path, say: Callable[[str], None], check_api: bool = 
     checks.append(Check(True, f"config valid ({config.source})"))
     checks.extend(_state(config))
     checks.extend(_rate_limits(config))
+    checks.append(_sandbox(config))
     checks.append(_homeserver(config))
     checks.extend(asyncio.run(_login_and_store(config)))
     checks.extend(Check(*line) for line in voice_checks(config.voice))
@@ -105,6 +106,23 @@ def _rate_limits(config: Config) -> list[Check]:
             exemption_hint(config.matrix.homeserver, config.matrix.user_id),
         )
     ]
+
+
+def _sandbox(config: Config) -> Check:
+    """Which OS sandbox wraps shell commands; when it cannot start, why and the fix."""
+    from .tools import check_sandbox
+
+    try:
+        found = check_sandbox(config.agent.sandbox, network=config.agent.sandbox_network)
+    except ConfigError as err:
+        return Check(False, f"sandbox: {err.problem}", err.fix or "")
+    if not found.active:
+        return Check(
+            True,
+            'sandbox: none (agent.sandbox = "none": shell commands run unconfined; '
+            '"auto" confines them)',
+        )
+    return Check(True, f"sandbox: {found.describe()}")
 
 
 def _homeserver(config: Config) -> Check:

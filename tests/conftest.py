@@ -101,6 +101,7 @@ def make_bot(
         owners: list[Account] | None = None,
         matrix_extra: str = "",
         limited: bool = False,
+        agent_extra: str = "",
     ) -> BotSetup:
         """`limited`: the bot keeps Synapse's stock limits (and assumes them)."""
         bot = homeserver.new_user("bot", limited=limited)
@@ -117,6 +118,7 @@ def make_bot(
             api_url=fake_api.url,
             extra=extra,
             matrix_extra=matrix_extra,
+            agent_extra=agent_extra,
         )
         config.write()
         return BotSetup(bot, owner, config)
@@ -182,10 +184,11 @@ async def started(
     running: list[BotProcess],
     extra: str = "",
     limited: bool = False,
+    agent_extra: str = "",
 ) -> tuple[BotSetup, BotProcess, JsClient, str]:
     """A fresh bot running, its owner's cross-signed strict client, and their encrypted DM
     (`limited`: the bot keeps Synapse's stock rate limits)."""
-    setup = make_bot(extra=extra, limited=limited)
+    setup = make_bot(extra=extra, limited=limited, agent_extra=agent_extra)
     bot = await setup.process().start()
     running.append(bot)
     owner = await owner_client(setup.owner)

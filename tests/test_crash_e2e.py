@@ -3,6 +3,7 @@ through Synapse, a strict js client, the bot process and the scripted Messages A
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -66,19 +67,30 @@ async def test_cancel_stops_a_running_sleep_600_and_its_processes(
     await bot.wait_log("task.finished", where=lambda r: r["state"] == "cancelled")
 
 
+@pytest.mark.parametrize("sandbox", ["auto", "none"])
 async def test_kill_9_mid_shell_step_then_restart_reports_and_finishes(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
+    sandbox: str,
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running, PERMISSIONS)
-    marker = "600.0314"
+    setup, bot, owner, room = await started(
+        make_bot, owner_client, running, PERMISSIONS, agent_extra=f'sandbox = "{sandbox}"'
+    )
+    marker = "600.0314" if sandbox == "none" else "600.0315"
     fake_api.reply("Starting the long job.", tools=[("bash", {"command": f"sleep {marker}"})])
     sent = await owner.send_text(room, "run the long job")
     await owner.wait_message(room, sender=setup.bot.user_id, contains=f"sleep {marker}")
     await bot.kill9()
-    assert processes_with(marker), "an orphan of the crash is still running"
+    if sandbox == "none":
+        assert processes_with(marker), "an orphan of the crash is still running"
+    else:
+        # The sandbox dies with the bot (its pid namespace, --die-with-parent): no orphan.
+        deadline = time.monotonic() + 5
+        while processes_with(marker) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert processes_with(marker) == [], "the sandboxed command outlived the crash"
 
     fake_api.reply("The long job was interrupted; I checked and stopped there.")
     bot = await setup.process().start()

@@ -106,3 +106,13 @@ def voice_refused(reason: str) -> str:
 
 
 VOICE_RETRYING = "🔁 Listening to your voice message again…"
+
+
+def sandbox_off() -> str:
+    """The operator set agent.sandbox = "none": said once in each room."""
+    return (
+        "⚠️ My shell commands run without the OS sandbox on this computer "
+        '(`agent.sandbox = "none"` in my config): a command can read every file this user '
+        "can, my own state and your credentials included. Only the permission rules stand "
+        "in its way. Turn the sandbox back on unless you have a reason."
+    )

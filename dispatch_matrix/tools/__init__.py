@@ -4,9 +4,11 @@ from .base import Reporter, Tool, ToolContext, ToolResult
 from .paths import resolve
 from .policy import Decision, Policy, Verdict
 from .registry import ToolRegistry, default_tools
-from .shell import Sandbox, check_sandbox
+from .sandbox import Sandbox
+from .sandbox_host import Confinement, check_sandbox
 
 __all__ = [
+    "Confinement",
     "Decision",
     "Policy",
     "Reporter",

@@ -1,6 +1,8 @@
 """The `read`, `write` and `edit` tools: confined, off the event loop, atomic on disk.
 
-Every path goes through `paths.resolve` first (roots, denied paths, symlinks). The
+Every path goes through `paths.resolve` first (roots, denied paths, symlinks), then is
+opened race-free by `safeopen` (each component from a folder descriptor, no link followed,
+the hidden paths compared by inode so a hard link to a secret is refused too). The
 semantics follow the SDK's reference tools (`anthropic.lib.tools.agent_toolset`): `edit`
 replaces an exact string that must be unique unless `replace_all`; `read` takes an
 inclusive 1-indexed `view_range`. Unlike the reference, `read` numbers its lines, pages
@@ -12,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import secrets
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import ToolError
 from .base import ToolContext, ToolResult
-from .paths import describe_os_error, resolve
+from .paths import resolve
+from .safeopen import Shield, open_file, write_atomic
 from .schema import (
     EDIT_SCHEMA,
     READ_SCHEMA,
@@ -93,7 +94,7 @@ class ReadTool:
             raise ToolError("view_range ends before it starts")
         target = resolve(args.file_path, ctx)
         return await asyncio.to_thread(
-            _read, target, args.file_path, view_range, max(ctx.output_limit, 1000)
+            _read, target, args.file_path, view_range, max(ctx.output_limit, 1000), ctx
         )
 
 
@@ -122,7 +123,7 @@ class WriteTool:
         args = parse_input(WriteInput, tool_input)
         data = _encode(args.content)
         target = resolve(args.file_path, ctx)
-        existed = await asyncio.to_thread(write_atomic, target, data, args.file_path)
+        existed = await asyncio.to_thread(_write, target, data, args.file_path, ctx)
         verb = "replaced" if existed else "created"
         return ToolResult.text(f"{verb} {args.file_path} ({len(data)} bytes)")
 
@@ -155,35 +156,24 @@ class EditTool:
         if args.old_string == args.new_string:
             raise ToolError("old_string and new_string are identical; nothing would change")
         target = resolve(args.file_path, ctx)
-        count = await asyncio.to_thread(_edit, target, args)
+        count = await asyncio.to_thread(_edit, target, args, ctx)
         return ToolResult.text(f"edited {args.file_path} ({count} replacement(s))")
 
 
-def _open_regular(target: Path, shown: str) -> IO[bytes]:
-    """Open a regular file for reading without following a last-moment symlink or blocking
-    on a FIFO."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(target, flags)
-    except OSError as err:
-        raise ToolError(f"{shown}: {describe_os_error(err)}") from err
-    handle = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        handle.close()
-        hint = "; use glob to list a folder" if target.is_dir() else ""
-        raise ToolError(f"{shown}: not a regular file{hint}")
-    return handle
-
-
-def _read(target: Path, shown: str, view_range: list[int] | None, limit: int) -> ToolResult:
-    with _open_regular(target, shown) as handle:
+def _read(
+    target: Path, shown: str, view_range: list[int] | None, limit: int, ctx: ToolContext
+) -> ToolResult:
+    with open_file(target, Shield.of(ctx.denied_paths), shown) as handle:
         size = os.fstat(handle.fileno()).st_size
         head = handle.read(_SNIFF_BYTES)
         media_type = sniff_media_type(head)
         if media_type is not None:
             if view_range is not None:
                 raise ToolError("view_range is not supported for images and PDFs")
-            return _media_result(head + handle.read(), shown, media_type)
+            # The size comes from the open descriptor, before anything big is read.
+            _check_media_size(size, shown, media_type)
+            rest = handle.read(max(size - len(head), 0) + 1)
+            return _media_result(head + rest, shown, media_type)
         if b"\x00" in head:
             raise ToolError(
                 f"{shown} looks like a binary file ({size} bytes, NUL bytes near the start); "
@@ -191,6 +181,14 @@ def _read(target: Path, shown: str, view_range: list[int] | None, limit: int) ->
             )
         handle.seek(0)
         return ToolResult.text(_numbered(handle, size, view_range, limit))
+
+
+def _check_media_size(size: int, shown: str, media_type: str) -> None:
+    if media_type == "application/pdf":
+        if size > MAX_PDF_BYTES:
+            raise ToolError(f"{shown} is {size} bytes; PDFs over {MAX_PDF_BYTES} are refused")
+    elif (size + 2) // 3 * 4 > MAX_IMAGE_BASE64_BYTES:
+        raise ToolError(f"{shown} is {size} bytes; too large to send as an image")
 
 
 def _media_result(data: bytes, shown: str, media_type: str) -> ToolResult:
@@ -304,60 +302,14 @@ def _encode(content: str) -> bytes:
         raise ToolError(f"content is not valid Unicode text ({err.reason})") from None
 
 
-def write_atomic(target: Path, data: bytes, shown: str) -> bool:
-    """Replace `target` with `data` through a temp file in the same folder (fsync + rename).
-
-    Creates missing parent folders; keeps the mode of a file that existed. Returns whether
-    it existed.
-    """
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            st = os.lstat(target)
-        except FileNotFoundError:
-            st = None
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            raise ToolError(f"{shown}: not a regular file")
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        # 0o666 lets the umask decide a new file's mode, as any editor would.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-    except OSError as err:
-        raise ToolError(f"{shown}: {describe_os_error(err)}") from err
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            if st is not None:
-                os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
-            os.fsync(out.fileno())
-        temp.replace(target)
-    except OSError as err:
-        temp.unlink(missing_ok=True)
-        raise ToolError(f"{shown}: {describe_os_error(err)}") from err
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-    return st is not None
+def _write(target: Path, data: bytes, shown: str, ctx: ToolContext) -> bool:
+    return write_atomic(target, data, Shield.of(ctx.denied_paths), shown)
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a folder be opened.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _edit(target: Path, args: EditInput) -> int:
+def _edit(target: Path, args: EditInput, ctx: ToolContext) -> int:
     shown = args.file_path
-    with _open_regular(target, shown) as handle:
+    shield = Shield.of(ctx.denied_paths)
+    with open_file(target, shield, shown) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size > MAX_EDIT_BYTES:
             raise ToolError(f"{shown} is {size} bytes; edit handles files up to {MAX_EDIT_BYTES}")
@@ -385,7 +337,7 @@ def _edit(target: Path, args: EditInput) -> int:
             "make it unique, or set replace_all to replace every occurrence"
         )
     updated = text.replace(old, new) if args.replace_all else text.replace(old, new, 1)
-    write_atomic(target, _encode(updated), shown)
+    write_atomic(target, _encode(updated), shield, shown)
     return count if args.replace_all else 1
 
 

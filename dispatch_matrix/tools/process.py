@@ -84,9 +84,14 @@ class _ExitAware(asyncio.subprocess.SubprocessStreamProtocol):
 
 
 async def run_command(
-    argv: list[str], ctx: ToolContext, env: dict[str, str], timeout: float
+    argv: list[str],
+    ctx: ToolContext,
+    env: dict[str, str],
+    timeout: float,
+    pass_fds: tuple[int, ...] = (),
 ) -> ToolResult:
-    """Run `argv` in a new session and process group and collect its result."""
+    """Run `argv` in a new session and process group and collect its result; `pass_fds`
+    are inherited by the command (the sandbox reads its options from one)."""
     loop = asyncio.get_running_loop()
     try:
         transport, protocol = await loop.subprocess_exec(
@@ -98,6 +103,7 @@ async def run_command(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
     except OSError as err:
         raise ToolError(f"could not start the shell: {err.strerror or err}") from err

@@ -12,13 +12,16 @@ from pydantic import ValidationError
 from ..errors import ToolError
 from .base import Tool, ToolContext, ToolResult
 from .files import EditTool, ReadTool, WriteTool
+from .sandbox import Sandbox
+from .sandbox_host import Confinement
 from .schema import describe_validation
 from .search import GlobTool, GrepTool
-from .shell import BashTool, Sandbox
+from .shell import BashTool
 
 
 def default_tools(
-    sandbox: Sandbox | str = Sandbox.NONE, read_denied: Callable[[Path], bool] | None = None
+    sandbox: Confinement | Sandbox | str = Sandbox.NONE,
+    read_denied: Callable[[Path], bool] | None = None,
 ) -> list[Tool]:
     """The agent toolset: bash, read, write, edit, glob, grep (in that order).
 

@@ -1,6 +1,8 @@
 """The `glob` and `grep` tools: bounded walks that never leave their root.
 
-Both walk with `os.walk` without following symlinked folders, prune the denied paths, and
+Both walk with `os.fwalk` from a folder descriptor reached race-free (`safeopen`), never
+enter a symlinked folder, prune the denied paths (by name and by identity, so a hard link
+or a bind mount of a secret is skipped too), open each file without following a link, and
 stop at a fixed number of entries. `grep` also skips `.git`, `node_modules`, binary files
 and files whose names look like secrets (`.env`, keys) unless the search names that file.
 The walks follow the SDK's reference (`_walk_grep`), in pure Python so these rules hold;
@@ -12,17 +14,19 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from ..errors import ToolError
 from .base import ToolContext, ToolResult
 from .files import iter_lines
 from .globs import DEFAULT_SECRET_GLOBS, GlobSyntaxError, compile_glob, has_magic, name_matches
 from .paths import canonicalize, denied_roots, resolve, within
+from .safeopen import Shield, open_file, open_in, walk
 from .schema import GLOB_SCHEMA, GREP_SCHEMA, GlobInput, GrepInput, guarded, parse_input
 
 GLOB_RESULT_LIMIT = 200
@@ -68,7 +72,7 @@ class GlobTool:
         except GlobSyntaxError as err:
             raise ToolError(f"bad pattern: {err}") from None
         root = resolve(args.path or str(ctx.workdir), ctx)
-        text = await asyncio.to_thread(_glob, root, pattern, regex, denied_roots(ctx))
+        text = await asyncio.to_thread(_glob, root, pattern, regex, ctx)
         return ToolResult.text(text)
 
 
@@ -111,14 +115,16 @@ class GrepTool:
             raise ToolError(f"invalid regular expression: {err}") from None
         search = resolve(args.path or str(ctx.workdir), ctx)
         limit = max(ctx.output_limit, 1000)
-        walk = _Walk(denied_roots(ctx), self.read_denied)
+        walk = _Walk(denied_roots(ctx), self.read_denied, tuple(ctx.denied_paths))
         text = await asyncio.to_thread(_grep, regex, search, walk, limit)
         return ToolResult.text(text)
 
 
-def _glob(root: Path, pattern: str, regex: re.Pattern[str], denied: list[Path]) -> str:
+def _glob(root: Path, pattern: str, regex: re.Pattern[str], ctx: ToolContext) -> str:
     if not root.is_dir():
         raise ToolError(f"{root} is not a folder")
+    denied = denied_roots(ctx)
+    shield = Shield.of(ctx.denied_paths)
     # Start the walk at the pattern's literal folders (`src/**/*.py` walks only `src`).
     literal: list[str] = []
     for segment in pattern.split("/")[:-1]:
@@ -135,8 +141,7 @@ def _glob(root: Path, pattern: str, regex: re.Pattern[str], denied: list[Path]) 
     matches: list[tuple[float, str]] = []
     seen = 0
     capped = False
-    for dirpath, dirnames, filenames in os.walk(base):
-        folder = Path(dirpath)
+    for folder, dirnames, filenames, dirfd in walk(base, shield, str(base)):
         dirnames[:] = sorted(
             d
             for d in dirnames
@@ -152,9 +157,15 @@ def _glob(root: Path, pattern: str, regex: re.Pattern[str], denied: list[Path]) 
                 continue
             if not regex.fullmatch(full.relative_to(root).as_posix()):
                 continue
-            if full.is_symlink() and not _link_stays_in(full, root):
+            try:
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            except OSError:
                 continue
-            matches.append((_mtime(full), str(full)))
+            if shield.refuses(st) is not None:
+                continue
+            if stat.S_ISLNK(st.st_mode) and not _link_stays_in(full, root):
+                continue
+            matches.append((st.st_mtime, str(full)))
         if capped:
             break
     if not matches:
@@ -177,13 +188,6 @@ def _link_stays_in(link: Path, root: Path) -> bool:
         return False
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.lstat().st_mtime
-    except OSError:
-        return 0.0
-
-
 def _secret_looking(path: Path) -> bool:
     return name_matches(path.name, DEFAULT_SECRET_GLOBS)
 
@@ -194,6 +198,7 @@ class _Walk:
 
     denied: list[Path]
     read_denied: Callable[[Path], bool]
+    hidden: tuple[Path, ...] = ()
 
     def prune(self, folder: Path) -> bool:
         return any(within(folder, x) for x in self.denied) or self.read_denied(folder)
@@ -216,36 +221,37 @@ class _Hits:
         return True
 
 
-def _grep(regex: re.Pattern[str], search: Path, walk: _Walk, limit: int) -> str:
+def _grep(regex: re.Pattern[str], search: Path, walk_rules: _Walk, limit: int) -> str:
     hits = _Hits(limit)
     deadline = time.monotonic() + GREP_TIME_LIMIT_S
+    shield = Shield.of(walk_rules.hidden)
     skipped = 0
     timed_out = False
     if search.is_file():
-        timed_out = not _scan(regex, search, hits, deadline)
+        with open_file(search, shield, str(search)) as handle:
+            timed_out = not _scan(regex, search, handle, hits, deadline)
     elif search.is_dir():
         seen = 0
-        for dirpath, dirnames, filenames in os.walk(search):
-            folder = Path(dirpath)
-            # os.walk lists symlinked folders but does not enter them; prune them anyway.
-            kept = [
-                d for d in dirnames if d not in _GREP_SKIP_DIRS and not (folder / d).is_symlink()
-            ]
-            dirnames[:] = sorted(d for d in kept if not walk.prune(folder / d))
+        for folder, dirnames, filenames, dirfd in walk(search, shield, str(search)):
+            # fwalk lists symlinked folders but does not enter them; prune them anyway.
+            kept = [d for d in dirnames if d not in _GREP_SKIP_DIRS and not _is_link(d, dirfd)]
+            dirnames[:] = sorted(d for d in kept if not walk_rules.prune(folder / d))
             skipped += len(kept) - len(dirnames)
             for name in sorted(filenames):
                 full = folder / name
-                if full.is_symlink() or not full.is_file():
-                    continue
-                if walk.prune(full):
+                if walk_rules.prune(full):
                     skipped += 1
                     continue
-                seen += 1
-                if seen > WALK_MAX_ENTRIES or hits.full:
-                    break
-                if not _scan(regex, full, hits, deadline):
-                    timed_out = True
-                    break
+                opened = open_in(name, dirfd, shield, str(full))
+                if opened is None:
+                    continue
+                with opened:
+                    seen += 1
+                    if seen > WALK_MAX_ENTRIES or hits.full:
+                        break
+                    if not _scan(regex, full, opened, hits, deadline):
+                        timed_out = True
+                        break
             if seen > WALK_MAX_ENTRIES or hits.full or timed_out:
                 break
     else:
@@ -262,22 +268,30 @@ def _grep(regex: re.Pattern[str], search: Path, walk: _Walk, limit: int) -> str:
     return "\n".join(out)
 
 
-def _scan(regex: re.Pattern[str], path: Path, hits: _Hits, deadline: float) -> bool:
-    """Search one file; False when the time is up."""
+def _is_link(name: str, dirfd: int) -> bool:
     try:
-        with path.open("rb") as handle:
-            if b"\x00" in handle.read(8192):
+        return stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
+    except OSError:
+        return True
+
+
+def _scan(
+    regex: re.Pattern[str], path: Path, handle: IO[bytes], hits: _Hits, deadline: float
+) -> bool:
+    """Search one open file; False when the time is up."""
+    try:
+        if b"\x00" in handle.read(8192):
+            return True
+        handle.seek(0)
+        for number, (raw, cut) in enumerate(iter_lines(handle), 1):
+            if number % 1000 == 0 and time.monotonic() > deadline:
+                return False
+            # A long line and a backtracking pattern from the model make a ReDoS.
+            if cut or len(raw) > GREP_MAX_LINE_LENGTH:
+                continue
+            line = raw.decode("utf-8", errors="replace").removesuffix("\r")
+            if regex.search(line) and not hits.add(f"{path}:{number}:{line}"):
                 return True
-            handle.seek(0)
-            for number, (raw, cut) in enumerate(iter_lines(handle), 1):
-                if number % 1000 == 0 and time.monotonic() > deadline:
-                    return False
-                # A long line and a backtracking pattern from the model make a ReDoS.
-                if cut or len(raw) > GREP_MAX_LINE_LENGTH:
-                    continue
-                line = raw.decode("utf-8", errors="replace").removesuffix("\r")
-                if regex.search(line) and not hits.add(f"{path}:{number}:{line}"):
-                    return True
     except OSError:
         return True
     return time.monotonic() <= deadline

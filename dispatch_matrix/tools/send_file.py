@@ -4,11 +4,14 @@ judges it as a Read)."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 from ..errors import DispatchError
 from .base import ToolContext, ToolResult
 from .paths import resolve
+from .safeopen import Shield, open_file
 
 
 class SendFileTool:
@@ -42,8 +45,11 @@ class SendFileTool:
             path = resolve(path_text, ctx)
         except DispatchError as err:
             return ToolResult.error(err.message)
-        if not path.is_file():
-            return ToolResult.error(f"{path} is not a file.")
+        try:
+            # By identity too: a hard link to a secret is refused like the secret itself.
+            await asyncio.to_thread(_verify, path, ctx)
+        except DispatchError as err:
+            return ToolResult.error(err.message)
         if ctx.reporter is None:
             return ToolResult.error("There is no room to send files to in this context.")
         caption = tool_input.get("caption")
@@ -54,3 +60,9 @@ class SendFileTool:
         except DispatchError as err:
             return ToolResult.error(f"Could not send {path.name}: {err.message}")
         return ToolResult.text(f"Sent {path.name} to the owner (event {event_id}).")
+
+
+def _verify(path: Path, ctx: ToolContext) -> None:
+    """A regular file, reached without a link, that is none of the hidden paths."""
+    with open_file(path, Shield.of(ctx.denied_paths), str(path)):
+        pass

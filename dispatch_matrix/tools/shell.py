@@ -1,84 +1,39 @@
-"""The `bash` tool: one fresh `/bin/bash -c` per call, in its own process group.
+"""The `bash` tool: one fresh `/bin/bash -c` per call, in its own process group and sandbox.
 
 Unlike the SDK's reference (a persistent shell), every call starts a new shell: stdin is
 closed, the environment is exactly the one the daemon hands in (never its own), and the
-whole process group is stopped when the command ends, times out or is cancelled — so no
-child outlives the call and `!cancel` can kill a command through the pgid it is told about.
-With `Sandbox.BUBBLEWRAP` the shell runs under `bwrap`: the allowed roots writable, the rest
-of the file system read-only, its own pid namespace, the network shared.
+whole process group is stopped when the command ends, times out or is cancelled, so
+`!cancel` can kill a command through the pgid it is told about. Under bubblewrap (the
+default on Linux) the shell also runs in the OS sandbox that `sandbox.py` describes: the
+roots writable, the rest read-only, the control plane and the credentials invisible, its
+own pid namespace, so that nothing it started outlives the call, not even a `setsid` child.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
-import subprocess
 import sys
 import tempfile
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ToolError
+from ..errors import ToolError
 from .base import ToolContext, ToolResult
-from .paths import canonicalize
 from .process import run_command
+from .sandbox import Sandbox
+from .sandbox_host import Confinement, check_sandbox, confinement_for, spec_for
 from .schema import BASH_SCHEMA, BashInput, guarded, parse_input
 
+__all__ = ["BashTool", "Sandbox", "check_sandbox", "minimal_env"]
+
 _BASH = "/bin/bash"
-
-
-class Sandbox(StrEnum):
-    """How shell commands are confined by the OS (the file tools are always confined)."""
-
-    NONE = "none"
-    BUBBLEWRAP = "bubblewrap"
-
-
-def check_sandbox(kind: Sandbox | str, *, key: str = "agent.sandbox", probe: bool = True) -> None:
-    """Refuse to start when the sandbox asked for cannot work here; never fall back silently.
-
-    With `probe`, runs `bwrap` once to prove it can create its namespaces (blocking, a few
-    milliseconds; call it before the event loop or through a thread).
-    """
-    try:
-        sandbox = Sandbox(kind)
-    except ValueError:
-        choices = ", ".join(repr(s.value) for s in Sandbox)
-        raise ConfigError(key, f"unknown sandbox {kind!r}", f"use one of {choices}") from None
-    if sandbox is Sandbox.NONE:
-        return
-    if not sys.platform.startswith("linux"):
-        raise ConfigError(key, "bubblewrap works on Linux only", 'set sandbox = "none"')
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        raise ConfigError(
-            key,
-            "bubblewrap was asked for but `bwrap` is not installed",
-            'install it (e.g. `apt install bubblewrap`) or set sandbox = "none"',
-        )
-    if not probe:
-        return
-    try:
-        done = subprocess.run(
-            [bwrap, "--ro-bind", "/", "/", "--unshare-pid", "--", _BASH, "-c", "true"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise ConfigError(
-            key, f"`bwrap` could not run: {err}", 'fix bubblewrap or set sandbox = "none"'
-        ) from err
-    if done.returncode != 0:
-        reason = done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
-        raise ConfigError(
-            key,
-            f"`bwrap` cannot create a sandbox here: {reason}",
-            'allow unprivileged user namespaces (or install bwrap setuid), or set sandbox = "none"',
-        )
+_SANDBOXED = (
+    " The shell runs in a sandbox: only the allowed roots are writable, /tmp is private to "
+    "the call, and the bot's own state and the user's credentials are not visible."
+)
 
 
 def minimal_env(home: Path | None = None) -> dict[str, str]:
@@ -103,8 +58,13 @@ class BashTool:
 
     name = "bash"
 
-    def __init__(self, sandbox: Sandbox | str = Sandbox.NONE) -> None:
-        self.sandbox = Sandbox(sandbox)
+    def __init__(self, sandbox: Confinement | Sandbox | str = Sandbox.NONE) -> None:
+        self.confinement = sandbox if isinstance(sandbox, Confinement) else confinement_for(sandbox)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """Which sandbox wraps the calls."""
+        return self.confinement.kind
 
     def definition(self) -> dict[str, Any]:
         """The Messages API entry."""
@@ -116,7 +76,7 @@ class BashTool:
                 "(nothing can prompt), and anything the command leaves running is stopped when "
                 "it finishes. stdout and stderr come back interleaved, with the exit code; long "
                 "output keeps its beginning and end. Commands time out after timeout_ms "
-                "(default 2 minutes)."
+                "(default 2 minutes)." + (_SANDBOXED if self.confinement.active else "")
             ),
             "input_schema": BASH_SCHEMA,
         }
@@ -137,42 +97,50 @@ class BashTool:
         timeout = min(timeout, ctx.bash_max_timeout_s)
         if not ctx.workdir.is_dir():
             raise ToolError(f"the workdir {ctx.workdir} does not exist")
-        argv = self._argv(args.command, ctx)
         env = dict(ctx.env) if ctx.env else minimal_env()
-        return await run_command(argv, ctx, env, timeout)
+        if not self.confinement.active:
+            return await run_command([_BASH, "-c", args.command], ctx, env, timeout)
+        if self.confinement.kind is Sandbox.SANDBOX_EXEC:
+            # No mount namespace on macOS: a fresh temp folder per call stands for /tmp.
+            tmp = tempfile.mkdtemp(prefix="dispatch-tmp-")
+            try:
+                return await self._sandboxed(args.command, ctx, env, timeout, tmp)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return await self._sandboxed(args.command, ctx, env, timeout, "/tmp")
 
-    def _argv(self, command: str, ctx: ToolContext) -> list[str]:
-        if self.sandbox is Sandbox.NONE:
-            return [_BASH, "-c", command]
-        bwrap = shutil.which("bwrap")
-        if bwrap is None:
-            raise ToolError("the bubblewrap sandbox is configured but `bwrap` is not installed")
-        return [bwrap, *bwrap_args(ctx), "--", _BASH, "-c", command]
-
-
-def bwrap_args(ctx: ToolContext) -> list[str]:
-    """bwrap options: roots read-write over a read-only /, private /tmp, own pid namespace."""
-    args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for root in ctx.allowed_roots:
-        real = _existing(root)
-        if real is not None:
-            args += ["--bind", str(real), str(real)]
-    # The denied paths are hidden, also where they lie inside a root.
-    for denied in ctx.denied_paths:
-        real = _existing(denied)
-        if real is None:
-            continue
-        args += ["--tmpfs", str(real)] if real.is_dir() else ["--ro-bind", "/dev/null", str(real)]
-    # No --new-session: the shell must stay in the process group we signal.
-    args += ["--unshare-pid", "--die-with-parent", "--chdir", str(ctx.workdir)]
-    # The host's TMPDIR may be read-only in here; /tmp is a private, writable tmpfs.
-    args += ["--setenv", "TMPDIR", "/tmp"]
-    return args
-
-
-def _existing(path: Path) -> Path | None:
-    try:
-        real = canonicalize(path.expanduser())
-    except OSError:
-        return None
-    return real if real.exists() else None
+    async def _sandboxed(
+        self, command: str, ctx: ToolContext, env: dict[str, str], timeout: float, tmp: str
+    ) -> ToolResult:
+        # A few dozen stats and symlink lookups; off the event loop like any file access.
+        spec = await asyncio.to_thread(
+            spec_for,
+            ctx.allowed_roots,
+            ctx.denied_paths,
+            env,
+            self.confinement.network,
+            ctx.workdir,
+            tmp,
+        )
+        if any(p == spec.workdir or spec.workdir.is_relative_to(p) for p in spec.hidden_dirs):
+            raise ToolError(f"the workdir {ctx.workdir} lies in a folder the sandbox hides")
+        if spec.unmaskable:
+            # Fail closed: the other name of a hard-linked secret could be anywhere.
+            names = ", ".join(map(str, spec.unmaskable))
+            raise ToolError(
+                f"refusing to run shell commands: {names} has another name (a hard link) the "
+                "sandbox cannot hide; ask the operator to remove the extra link"
+            )
+        launch = self.confinement.launch(spec, command)
+        try:
+            result = await run_command(launch.argv, ctx, launch.env, timeout, launch.pass_fds)
+        except BaseException:
+            # Cancelled (`!cancel`) or failed: make sure no part of the sandbox is left.
+            launch.reap()
+            raise
+        finally:
+            launch.close()
+        if result.is_error:
+            # Timed out, killed, or just a non-zero exit: cheap to make sure (a /proc scan).
+            await asyncio.to_thread(launch.reap)
+        return result

@@ -36,6 +36,8 @@ class BotConfig:
     model: str = "claude-sonnet-4-6"
     extra: str = ""
     matrix_extra: str = ""
+    # More [agent] keys (e.g. `sandbox = "none"`); by default the OS sandbox is on, as for users.
+    agent_extra: str = ""
     workdir: Path | None = None
 
     @property
@@ -68,6 +70,7 @@ allowed_roots = [{json.dumps(str(workdir))}]
 base_url = {json.dumps(self.api_url)}
 api_key = "sk-ant-test-not-a-real-key-000000"
 max_retries = 3
+{self.agent_extra}
 
 [store]
 path = "state"

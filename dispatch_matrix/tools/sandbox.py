@@ -1,0 +1,237 @@
+"""The OS sandbox's rules as data: what one shell call may see, write and reach.
+
+Every `bash` call runs inside an OS sandbox (DESIGN.md §8): the permission rules are the
+door, this is the wall. The rules are two pure functions, table-tested:
+
+- `plan(roots, hidden, env, network, tmp, workdir)` → a frozen `SandboxSpec`: the file
+  system read-only; the allowed roots read-write; a private `/tmp`; the control plane (state
+  folder, config, `*_file` secrets) and the credential paths (`~/.ssh`, `~/.aws`, …) not
+  visible at all, also where they lie inside a root; only the allowlisted environment; the
+  network on or off.
+- `bwrap_args(spec)` → the bubblewrap options (Linux); `sandbox_macos.profile(spec)` → the
+  `sandbox-exec` profile with the same rules (macOS).
+
+Bubblewrap is called directly rather than through Anthropic's sandbox-runtime
+(`@anthropic-ai/sandbox-runtime`), whose rules and tests we studied. Why, for our users:
+it is a Node package, so a Python daemon would need Node, socat and its seccomp helper
+binaries on every machine, and a Node process per shell call; its model (write allowlists,
+read-deny globs, a domain-filtering proxy) serves a network allowlist we do not offer
+(network here is on or off), and the rules we need fit on one screen and are tested here.
+From it we kept: `--cap-drop ALL` (a root caller otherwise hands the command
+CAP_SYS_ADMIN, which unmounts every mask), `--unshare-user`, deny paths resolved through
+symlinks before they are masked, `--new-session` and `--die-with-parent`, a `/proc` of the
+sandbox's own. Where it goes further (a proxy that filters domains, a seccomp filter that
+refuses new unix sockets) README.md says what that leaves open here.
+
+Two rules of ours go beyond it: every folder between a root and a hidden path is bound onto
+itself, so the command cannot rename a parent of the state folder and find it unmasked at
+its new name in the next call (rename of a mount point is EBUSY); and the hidden folders
+are mounted read-only, so a write there fails honestly instead of vanishing with the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import PurePosixPath
+
+
+class Sandbox(StrEnum):
+    """How shell commands are confined by the OS (the file tools are always confined)."""
+
+    AUTO = "auto"
+    BUBBLEWRAP = "bubblewrap"
+    SANDBOX_EXEC = "sandbox-exec"
+    NONE = "none"
+
+
+# Under the home folder: where credentials live. Hidden from every shell call and refused to
+# every file tool, whatever the roots and the rules say (`Read(~/**)` included).
+CREDENTIAL_PATHS: tuple[str, ...] = (
+    ".ssh",
+    ".aws",
+    ".gnupg",
+    ".netrc",
+    ".git-credentials",
+    ".kube",
+    ".config/gh",
+    ".config/hub",
+    ".docker/config.json",
+    ".local/share/keyrings",
+    ".password-store",
+    ".config/gcloud",
+    ".azure",
+    ".npmrc",
+    ".pypirc",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    ".vault-token",
+    "Library/Keychains",
+)
+
+# Sockets that hand out more than the sandbox allows: a container engine is root on the host.
+HOST_SOCKETS: tuple[str, ...] = (
+    "/run/docker.sock",
+    "/var/run/docker.sock",
+    "/run/podman",
+    "/run/containerd",
+)
+
+# The sandbox's own mounts; nothing of ours is placed inside them.
+_KERNEL_FS = (PurePosixPath("/dev"), PurePosixPath("/proc"))
+
+
+@dataclass(frozen=True)
+class Hidden:
+    """A path to hide, as found on disk: canonical (symlinks followed) and its kind."""
+
+    path: PurePosixPath
+    is_dir: bool
+    # A file's hard links: its other names cannot be masked, because nothing says where.
+    links: int = 1
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything one sandboxed shell call gets; mounts are listed outermost first."""
+
+    writable: tuple[PurePosixPath, ...]
+    hidden_dirs: tuple[PurePosixPath, ...]
+    hidden_files: tuple[PurePosixPath, ...]
+    # Folders between a root and a hidden path, bound onto themselves so that they cannot
+    # be renamed (a mount point cannot), which would carry the hidden path to a new name.
+    pinned: tuple[PurePosixPath, ...]
+    env: tuple[tuple[str, str], ...]
+    network: bool
+    tmp: PurePosixPath
+    workdir: PurePosixPath
+    # Roots that lie inside a hidden path: hidden wins, they are neither writable nor seen.
+    dropped_roots: tuple[PurePosixPath, ...] = ()
+    # Hidden files with more than one name: a command may read them under another.
+    unmaskable: tuple[PurePosixPath, ...] = ()
+
+    def mounts(self) -> list[tuple[str, PurePosixPath]]:
+        """The mount operations in the order they must be made: parents before children, so
+        a later, deeper mount overlays an earlier one (a mask lands on top of its root)."""
+        ops: list[tuple[str, PurePosixPath]] = [("tmp", self.tmp)]
+        ops += [("root", p) for p in self.writable]
+        ops += [("pin", p) for p in self.pinned]
+        ops += [("hide-dir", p) for p in self.hidden_dirs]
+        ops += [("hide-file", p) for p in self.hidden_files]
+        order = {"root": 0, "tmp": 1, "pin": 2, "hide-dir": 3, "hide-file": 4}
+        return sorted(ops, key=lambda op: (len(op[1].parts), order[op[0]], str(op[1])))
+
+
+def within(child: PurePosixPath, parent: PurePosixPath) -> bool:
+    """Whether `child` is `parent` or lies inside it (both absolute and normalised)."""
+    return child.parts[: len(parent.parts)] == parent.parts
+
+
+def _outermost(paths: Iterable[PurePosixPath]) -> list[PurePosixPath]:
+    """The paths without duplicates and without those inside another, shortest first."""
+    kept: list[PurePosixPath] = []
+    for path in sorted(set(paths), key=lambda p: (len(p.parts), str(p))):
+        if not any(within(path, k) for k in kept):
+            kept.append(path)
+    return kept
+
+
+def _valid_env(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    return sorted(
+        (name, value)
+        for name, value in env.items()
+        if name and "=" not in name and "\x00" not in name and "\x00" not in value
+    )
+
+
+def plan(
+    roots: Sequence[PurePosixPath],
+    hidden: Sequence[Hidden],
+    env: Mapping[str, str],
+    network: bool,
+    tmp: PurePosixPath,
+    workdir: PurePosixPath,
+) -> SandboxSpec:
+    """The sandbox for one call. Pure: every path is already canonical (see `survey`).
+
+    Hidden paths always win over roots: a root inside a hidden folder is dropped, a hidden
+    path inside a root is masked on top of it. A hidden path that nothing would show anyway
+    (under the private /tmp and in no root, or under /dev or /proc) is left out.
+    """
+    hidden_dirs = _outermost(h.path for h in hidden if h.is_dir)
+    hidden_files = sorted(
+        {
+            h.path
+            for h in hidden
+            if not h.is_dir and not any(within(h.path, d) for d in hidden_dirs)
+        },
+        key=str,
+    )
+    kept_roots: list[PurePosixPath] = []
+    dropped: list[PurePosixPath] = []
+    for root in _outermost(roots):
+        if any(within(root, d) for d in hidden_dirs) or root in hidden_files:
+            dropped.append(root)
+        else:
+            kept_roots.append(root)
+
+    def shown(path: PurePosixPath) -> bool:
+        if any(within(path, k) for k in _KERNEL_FS):
+            return False
+        in_root = any(within(path, r) for r in kept_roots)
+        return in_root or not within(path, tmp)
+
+    hidden_dirs = [d for d in hidden_dirs if shown(d)]
+    hidden_files = [f for f in hidden_files if shown(f)]
+    pinned: set[PurePosixPath] = set()
+    for path in [*hidden_dirs, *hidden_files]:
+        for root in kept_roots:
+            if within(path, root) and path != root:
+                parent = path.parent
+                while parent != root and within(parent, root):
+                    pinned.add(parent)
+                    parent = parent.parent
+    variables = dict(_valid_env(env))
+    variables["TMPDIR"] = str(tmp)
+    return SandboxSpec(
+        writable=tuple(kept_roots),
+        hidden_dirs=tuple(hidden_dirs),
+        hidden_files=tuple(hidden_files),
+        pinned=tuple(sorted(pinned, key=lambda p: (len(p.parts), str(p)))),
+        env=tuple(sorted(variables.items())),
+        network=network,
+        tmp=tmp,
+        workdir=workdir,
+        dropped_roots=tuple(dropped),
+        unmaskable=tuple(sorted({h.path for h in hidden if not h.is_dir and h.links > 1}, key=str)),
+    )
+
+
+def bwrap_args(spec: SandboxSpec, *, user_namespace: bool = True) -> list[str]:
+    """bubblewrap's options for `spec` (without the program and the command). Pure.
+
+    `user_namespace=False` is for a root caller whose kernel refuses a new user namespace
+    (some containers); `--cap-drop ALL` keeps the command powerless either way.
+    """
+    args = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc"]
+    if user_namespace:
+        args.append("--unshare-user")
+    if not spec.network:
+        args.append("--unshare-net")
+    args += ["--cap-drop", "ALL", "--clearenv"]
+    for name, value in spec.env:
+        args += ["--setenv", name, value]
+    args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    for kind, path in spec.mounts():
+        where = str(path)
+        if kind == "tmp":
+            args += ["--tmpfs", where]
+        elif kind in ("root", "pin"):
+            args += ["--bind", where, where]
+        elif kind == "hide-dir":
+            args += ["--tmpfs", where, "--remount-ro", where]
+        else:
+            args += ["--ro-bind", "/dev/null", where]
+    args += ["--chdir", str(spec.workdir)]
+    return args

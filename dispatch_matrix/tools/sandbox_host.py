@@ -1,0 +1,362 @@
+"""The sandbox on this machine: which one runs, whether it can start, and one call's launch.
+
+`check_sandbox` turns the configured kind (`auto`, `bubblewrap`, `sandbox-exec`, `none`)
+into a `Confinement`, probing bubblewrap once with the very options every call uses; when
+no sandbox can run it refuses with the reason and the fix (`diagnose`, pure) and never
+falls back to running commands unconfined. `survey` looks up the hidden paths on disk (the
+only file-system access the rules need) and `Confinement.launch` wraps one command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from stat import S_ISDIR
+
+from ..errors import ConfigError, ToolError
+from .paths import canonicalize
+from .sandbox import CREDENTIAL_PATHS, HOST_SOCKETS, Hidden, Sandbox, SandboxSpec, bwrap_args, plan
+from .sandbox_macos import sandbox_exec_argv
+
+BASH = "/bin/bash"
+_SYSCTLS = (
+    "kernel.apparmor_restrict_unprivileged_userns",
+    "kernel.unprivileged_userns_clone",
+    "user.max_user_namespaces",
+)
+_APPARMOR_PROFILE = (
+    "abi <abi/4.0>, include <tunables/global> profile bwrap /usr/bin/bwrap "
+    "flags=(unconfined) { userns, }"
+)
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """The sandbox every shell call runs in, as found on this machine."""
+
+    kind: Sandbox
+    program: str | None = None
+    # bubblewrap: whether it makes a user namespace (a root caller in some containers cannot).
+    user_namespace: bool = True
+    network: bool = True
+
+    @property
+    def active(self) -> bool:
+        return self.kind is not Sandbox.NONE
+
+    def describe(self) -> str:
+        """One line for the log and `doctor`."""
+        if not self.active:
+            return "none: shell commands run unconfined"
+        details = [self.program or "?", "network on" if self.network else "network off"]
+        if self.kind is Sandbox.BUBBLEWRAP and not self.user_namespace:
+            details.append("no user namespace (root, capabilities dropped)")
+        return f"{self.kind.value} ({', '.join(details)})"
+
+    def launch(self, spec: SandboxSpec, command: str) -> Launch:
+        """How to start `command` under this sandbox."""
+        env = dict(spec.env)
+        if self.kind is Sandbox.NONE:
+            return Launch([BASH, "-c", command], env)
+        if self.program is None:
+            raise ToolError(f"the {self.kind.value} sandbox is configured but not installed")
+        if self.kind is Sandbox.SANDBOX_EXEC:
+            return Launch(sandbox_exec_argv(self.program, spec, command), env)
+        # The options go through a file descriptor, not argv: the environment's values
+        # would otherwise be in every host user's `ps`. bwrap itself gets no environment,
+        # so the sandbox's /proc/1/environ holds nothing either.
+        options = bwrap_args(spec, user_namespace=self.user_namespace)
+        fd = os.memfd_create("dispatch-bwrap-args")
+        try:
+            os.write(fd, b"".join(arg.encode() + b"\0" for arg in options))
+            os.lseek(fd, 0, os.SEEK_SET)
+        except OSError:
+            os.close(fd)
+            raise
+        # A name for this sandbox that its first process carries in its argv (an empty folder
+        # in its private /tmp), so that `reap` can find it if bwrap is killed mid-setup.
+        tag = f"/tmp/.dispatch-sandbox-{secrets.token_hex(8)}"
+        argv = [self.program, "--args", str(fd), "--dir", tag, "--", BASH, "-c", command]
+        return Launch(argv, {}, pass_fds=(fd,), tag=tag)
+
+
+@dataclass
+class Launch:
+    """One sandboxed command: its argv, the environment of the first process, and the file
+    descriptors it inherits (closed by `close` once it started)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    pass_fds: tuple[int, ...] = field(default=())
+    tag: str = ""
+
+    def reap(self) -> int:
+        """Kill what is left of this sandbox; how many processes that took.
+
+        Killing bwrap normally ends its sandbox (the pid namespace dies with its first
+        process, which dies with bwrap). But bubblewrap 0.8 arms that only after its clone:
+        measured, 1 in 200 kills in the first milliseconds left the sandbox running, adopted
+        by init. Its first process keeps bwrap's argv, tag included; killing it ends the rest.
+        """
+        if not self.tag:
+            return 0
+        needle = self.tag.encode()
+        killed = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed += 1
+            except (OSError, ValueError):
+                continue
+        return killed
+
+    def close(self) -> None:
+        for fd in self.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pass_fds = ()
+
+
+def default_hidden(home: Path, uid: int) -> list[Path]:
+    """The credential paths, the user's runtime folder (agent, keyring and session-bus
+    sockets, `systemctl --user`), the system bus and the container engines' sockets."""
+    return [
+        *(home / p for p in CREDENTIAL_PATHS),
+        *(Path(p) for p in HOST_SOCKETS),
+        Path("/run/dbus"),
+        Path("/run/systemd/private"),
+        Path(f"/run/user/{uid}"),
+    ]
+
+
+def survey(paths: Iterable[Path]) -> list[Hidden]:
+    """The hidden paths that exist, canonical (a symlinked one is masked at its target)."""
+    found: list[Hidden] = []
+    for path in paths:
+        try:
+            real = canonicalize(path.expanduser())
+            st = real.stat()
+        except (OSError, ValueError):
+            continue
+        found.append(Hidden(PurePosixPath(real), S_ISDIR(st.st_mode), st.st_nlink))
+    return found
+
+
+def spec_for(
+    roots: Iterable[Path],
+    hidden: Iterable[Path],
+    env: Mapping[str, str],
+    network: bool,
+    workdir: Path,
+    tmp: str = "/tmp",
+) -> SandboxSpec:
+    """The spec of one call: the rules applied to what is on disk right now."""
+    canonical_roots = []
+    for root in roots:
+        try:
+            canonical_roots.append(PurePosixPath(canonicalize(root.expanduser())))
+        except OSError:
+            continue
+    return plan(
+        canonical_roots,
+        survey(hidden),
+        env,
+        network,
+        PurePosixPath(tmp),
+        PurePosixPath(canonicalize(workdir)),
+    )
+
+
+def hard_linked_secrets(hidden: Iterable[Path], limit: int = 20_000) -> list[Path]:
+    """Files in the hidden paths that have another name somewhere (st_nlink > 1): the
+    sandbox masks names, so those other names stay readable. For the start-up log."""
+    found: list[Path] = []
+    seen = 0
+    for path in hidden:
+        try:
+            real = canonicalize(path.expanduser())
+            st = real.lstat()
+        except (OSError, ValueError):
+            continue
+        if not S_ISDIR(st.st_mode):
+            if st.st_nlink > 1 and not real.is_dir():
+                found.append(real)
+            continue
+        for dirpath, _dirs, files in os.walk(real):
+            for name in files:
+                seen += 1
+                if seen > limit:
+                    return found
+                try:
+                    if Path(dirpath, name).lstat().st_nlink > 1:
+                        found.append(Path(dirpath, name))
+                except OSError:
+                    continue
+    return found
+
+
+def platform_default(platform: str = sys.platform) -> Sandbox:
+    """What `auto` means here."""
+    if platform.startswith("linux"):
+        return Sandbox.BUBBLEWRAP
+    if platform == "darwin":
+        return Sandbox.SANDBOX_EXEC
+    return Sandbox.NONE
+
+
+def confinement_for(kind: Sandbox | str, network: bool = True) -> Confinement:
+    """The sandbox for `kind` without probing it (unit tests, the bash tool's default)."""
+    sandbox = Sandbox(kind)
+    if sandbox is Sandbox.AUTO:
+        sandbox = platform_default()
+    program = {
+        Sandbox.BUBBLEWRAP: "bwrap",
+        Sandbox.SANDBOX_EXEC: "sandbox-exec",
+    }.get(sandbox)
+    found = shutil.which(program) if program else None
+    return Confinement(sandbox, found, network=network)
+
+
+def check_sandbox(
+    kind: Sandbox | str,
+    *,
+    network: bool = True,
+    key: str = "agent.sandbox",
+    probe: bool = True,
+) -> Confinement:
+    """The sandbox `kind` asks for, proven to start; ConfigError when it cannot.
+
+    Never falls back silently: `auto` where nothing can run refuses too, and only an
+    explicit `none` runs commands unconfined. With `probe`, starts bubblewrap once with the
+    options of a real call (blocking, a few ms: call it from a thread or before the loop).
+    """
+    try:
+        sandbox = Sandbox(kind)
+    except ValueError:
+        choices = ", ".join(repr(s.value) for s in Sandbox)
+        raise ConfigError(key, f"unknown sandbox {kind!r}", f"use one of {choices}") from None
+    if sandbox is Sandbox.NONE:
+        return Confinement(Sandbox.NONE, network=network)
+    none_fix = 'or set sandbox = "none" under [agent] to run shell commands unconfined'
+    if sandbox is Sandbox.AUTO:
+        sandbox = platform_default()
+        if sandbox is Sandbox.NONE:
+            raise ConfigError(
+                key, f"no OS sandbox is known for this platform ({sys.platform})", none_fix
+            )
+    if sandbox is Sandbox.SANDBOX_EXEC:
+        if sys.platform != "darwin":
+            raise ConfigError(key, "sandbox-exec exists on macOS only", f"use auto, {none_fix}")
+        program = shutil.which("sandbox-exec")
+        if program is None:
+            raise ConfigError(key, "`sandbox-exec` is not on the PATH", f"add /usr/bin, {none_fix}")
+        return Confinement(Sandbox.SANDBOX_EXEC, program, network=network)
+    if not sys.platform.startswith("linux"):
+        raise ConfigError(key, "bubblewrap works on Linux only", f"use auto, {none_fix}")
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise ConfigError(
+            key,
+            "no sandbox can run: bubblewrap (`bwrap`) is not installed",
+            f"install it (e.g. `sudo apt install bubblewrap`), {none_fix}",
+        )
+    found = Confinement(Sandbox.BUBBLEWRAP, bwrap, network=network)
+    if not probe:
+        return found
+    failure = ""
+    # A root caller may lack user namespaces (some containers) yet mount; try that second.
+    for user_namespace in (True, False) if os.geteuid() == 0 else (True,):
+        candidate = Confinement(Sandbox.BUBBLEWRAP, bwrap, user_namespace, network)
+        failure = probe_once(candidate)
+        if not failure:
+            return candidate
+    why, fix = diagnose(failure, read_sysctls(), os.geteuid())
+    raise ConfigError(key, f"bubblewrap cannot start a sandbox here: {why}", f"{fix}, {none_fix}")
+
+
+def probe_once(confinement: Confinement) -> str:
+    """Start `true` under `confinement` with a real call's options; "" or what went wrong."""
+    spec = plan([], [], {}, confinement.network, PurePosixPath("/tmp"), PurePosixPath("/"))
+    launch = confinement.launch(spec, "true")
+    try:
+        done = subprocess.run(
+            launch.argv,
+            env=launch.env,
+            pass_fds=launch.pass_fds,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    finally:
+        launch.close()
+    if done.returncode == 0:
+        return ""
+    return done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
+
+
+def read_sysctls() -> dict[str, str]:
+    """The kernel settings that decide whether unprivileged namespaces work."""
+    found: dict[str, str] = {}
+    for name in _SYSCTLS:
+        try:
+            found[name] = Path("/proc/sys", *name.split(".")).read_text().strip()
+        except OSError:
+            continue
+    return found
+
+
+def diagnose(stderr: str, sysctls: Mapping[str, str], euid: int) -> tuple[str, str]:
+    """Why bubblewrap failed and how to fix it, from its message and the kernel settings."""
+    reason = stderr.strip().splitlines()[-1] if stderr.strip() else "it exited with an error"
+    if sysctls.get("kernel.apparmor_restrict_unprivileged_userns") == "1" and euid != 0:
+        return (
+            f"AppArmor restricts unprivileged user namespaces ({reason})",
+            "give bwrap an AppArmor profile that allows them (Ubuntu 24.04: write "
+            f"`{_APPARMOR_PROFILE}` to /etc/apparmor.d/bwrap and run `sudo apparmor_parser "
+            "-r /etc/apparmor.d/bwrap`), or `sudo sysctl -w "
+            "kernel.apparmor_restrict_unprivileged_userns=0`",
+        )
+    if sysctls.get("kernel.unprivileged_userns_clone") == "0" and euid != 0:
+        return (
+            f"unprivileged user namespaces are disabled ({reason})",
+            "`sudo sysctl -w kernel.unprivileged_userns_clone=1` (and add it to "
+            "/etc/sysctl.d/ to keep it)",
+        )
+    if sysctls.get("user.max_user_namespaces") == "0":
+        return (
+            f"user namespaces are disabled (user.max_user_namespaces = 0; {reason})",
+            "`sudo sysctl -w user.max_user_namespaces=15000` (and add it to /etc/sysctl.d/)",
+        )
+    if "ermission" in reason or "not permitted" in reason:
+        return (
+            f"the kernel refused to create namespaces ({reason}); in a container this is "
+            "its seccomp or AppArmor profile",
+            "run the container with `--security-opt seccomp=unconfined --security-opt "
+            "apparmor=unconfined` (or install bwrap setuid root)",
+        )
+    return (
+        reason,
+        "run `bwrap --ro-bind / / --unshare-pid --dev /dev --proc /proc true` to see why",
+    )
+
+
+def sandbox_off_warning() -> str:
+    """What the log says at start when the operator turned the sandbox off."""
+    return (
+        'agent.sandbox = "none": shell commands run unconfined, with every file this user can '
+        "read, the network, and the daemon's other processes in reach"
+    )

@@ -1,0 +1,391 @@
+"""The OS sandbox's rules as data, table-tested: the spec (`plan`), bubblewrap's options,
+the macOS profile's text, the diagnosis when bubblewrap cannot start, and what `auto`
+means. The escape attempts through the real sandbox are in tests/test_sandbox.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from dispatch_matrix.errors import ConfigError
+from dispatch_matrix.tools import check_sandbox, sandbox_host
+from dispatch_matrix.tools.sandbox import Hidden, Sandbox, SandboxSpec, bwrap_args, plan
+from dispatch_matrix.tools.sandbox_host import default_hidden, diagnose, platform_default, survey
+from dispatch_matrix.tools.sandbox_macos import profile
+
+P = PurePosixPath
+TMP = P("/tmp")
+
+
+def spec(
+    roots: list[str],
+    dirs: list[str] = (),  # type: ignore[assignment]
+    files: list[str] = (),  # type: ignore[assignment]
+    env: dict[str, str] | None = None,
+    network: bool = True,
+    workdir: str = "/home/u/work",
+) -> SandboxSpec:
+    hidden = [Hidden(P(d), True) for d in dirs] + [Hidden(P(f), False) for f in files]
+    return plan([P(r) for r in roots], hidden, env or {}, network, TMP, P(workdir))
+
+
+# --- the rules: plan() ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("roots", "dirs", "files", "writable", "hidden_dirs", "hidden_files", "pinned", "dropped"),
+    [
+        # The ordinary case: state and credentials outside the one root.
+        (
+            ["/home/u/work"],
+            ["/home/u/.config/dm/state", "/home/u/.ssh"],
+            ["/home/u/.netrc"],
+            ["/home/u/work"],
+            ["/home/u/.ssh", "/home/u/.config/dm/state"],
+            ["/home/u/.netrc"],
+            [],
+            [],
+        ),
+        # ~ as the root: the credentials lie inside it; the folders on the way are pinned.
+        (
+            ["/home/u"],
+            ["/home/u/.ssh", "/home/u/.config/gh"],
+            ["/home/u/.docker/config.json"],
+            ["/home/u"],
+            ["/home/u/.ssh", "/home/u/.config/gh"],
+            ["/home/u/.docker/config.json"],
+            ["/home/u/.config", "/home/u/.docker"],
+            [],
+        ),
+        # The state folder deep in a root: every folder between is pinned.
+        (
+            ["/srv/w"],
+            ["/srv/w/a/b/state"],
+            [],
+            ["/srv/w"],
+            ["/srv/w/a/b/state"],
+            [],
+            ["/srv/w/a", "/srv/w/a/b"],
+            [],
+        ),
+        # A root inside a hidden folder is dropped: hidden wins.
+        (
+            ["/home/u/work", "/home/u/.ssh/keys"],
+            ["/home/u/.ssh"],
+            [],
+            ["/home/u/work"],
+            ["/home/u/.ssh"],
+            [],
+            [],
+            ["/home/u/.ssh/keys"],
+        ),
+        # Nested roots collapse; a file inside a hidden folder collapses into it.
+        (
+            ["/w", "/w/sub", "/w"],
+            ["/s"],
+            ["/s/config.toml"],
+            ["/w"],
+            ["/s"],
+            [],
+            [],
+            [],
+        ),
+        # Under the private /tmp and in no root: invisible anyway, so no mask.
+        (
+            ["/tmp/t/work"],
+            ["/tmp/t/state", "/tmp/t/work/state"],
+            ["/tmp/t/config.toml", "/tmp/t/work/pw"],
+            ["/tmp/t/work"],
+            ["/tmp/t/work/state"],
+            ["/tmp/t/work/pw"],
+            [],
+            [],
+        ),
+        # The kernel's file systems are the sandbox's own.
+        (["/w"], ["/proc/1", "/dev/shm"], ["/dev/null"], ["/w"], [], [], [], []),
+        # The hidden path is the root itself: the root goes.
+        (["/w"], ["/w"], [], [], ["/w"], [], [], ["/w"]),
+    ],
+)
+def test_plan_hides_what_must_be_hidden(
+    roots: list[str],
+    dirs: list[str],
+    files: list[str],
+    writable: list[str],
+    hidden_dirs: list[str],
+    hidden_files: list[str],
+    pinned: list[str],
+    dropped: list[str],
+) -> None:
+    got = spec(roots, dirs, files)
+    assert [str(p) for p in got.writable] == writable
+    assert sorted(str(p) for p in got.hidden_dirs) == sorted(hidden_dirs)
+    assert [str(p) for p in got.hidden_files] == hidden_files
+    assert [str(p) for p in got.pinned] == pinned
+    assert [str(p) for p in got.dropped_roots] == dropped
+
+
+def test_plan_names_hidden_files_with_other_names() -> None:
+    hidden = [
+        Hidden(P("/s/config.toml"), False, links=2),
+        Hidden(P("/home/u/.netrc"), False),
+        Hidden(P("/home/u/.ssh"), True, links=3),
+    ]
+    got = plan([P("/w")], hidden, {}, True, TMP, P("/w"))
+    assert got.unmaskable == (P("/s/config.toml"),)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, [("TMPDIR", "/tmp")]),
+        ({"TMPDIR": "/var/folders/x", "PATH": "/bin"}, [("PATH", "/bin"), ("TMPDIR", "/tmp")]),
+        ({"A=B": "x", "": "y", "NUL": "a\x00b", "OK": ""}, [("OK", ""), ("TMPDIR", "/tmp")]),
+    ],
+)
+def test_plan_keeps_only_a_clean_environment(
+    env: dict[str, str], expected: list[tuple[str, str]]
+) -> None:
+    assert list(spec(["/w"], env=env).env) == expected
+
+
+# --- the rules: bwrap_args() ----------------------------------------------------------
+
+
+def mount_ops(args: list[str]) -> list[tuple[str, ...]]:
+    """The mount operations of a bwrap option list, in order."""
+    arity = {"--bind": 2, "--ro-bind": 2, "--tmpfs": 1, "--remount-ro": 1, "--dev": 1}
+    arity["--proc"] = 1
+    ops: list[tuple[str, ...]] = []
+    i = 0
+    while i < len(args):
+        flag = args[i]
+        if flag in arity:
+            ops.append((flag, *args[i + 1 : i + 1 + arity[flag]]))
+            i += 1 + arity[flag]
+        elif flag in ("--setenv",):
+            i += 3
+        elif flag in ("--chdir", "--cap-drop"):
+            i += 2
+        else:
+            i += 1
+    return ops
+
+
+def test_bwrap_mounts_parents_before_children_and_masks_last() -> None:
+    roots = ["/tmp/t/work", "/home/u"]
+    args = bwrap_args(spec(roots, ["/home/u/.ssh", "/tmp/t/work/a/state"], ["/home/u/.netrc"]))
+    assert mount_ops(args) == [
+        ("--ro-bind", "/", "/"),
+        ("--dev", "/dev"),
+        ("--proc", "/proc"),
+        ("--tmpfs", "/tmp"),
+        ("--bind", "/home/u", "/home/u"),
+        ("--bind", "/tmp/t/work", "/tmp/t/work"),
+        ("--tmpfs", "/home/u/.ssh"),
+        ("--remount-ro", "/home/u/.ssh"),
+        ("--ro-bind", "/dev/null", "/home/u/.netrc"),
+        ("--bind", "/tmp/t/work/a", "/tmp/t/work/a"),
+        ("--tmpfs", "/tmp/t/work/a/state"),
+        ("--remount-ro", "/tmp/t/work/a/state"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("network", "user_namespace", "present", "absent"),
+    [
+        (True, True, ["--unshare-user"], ["--unshare-net"]),
+        (False, True, ["--unshare-user", "--unshare-net"], []),
+        (True, False, [], ["--unshare-user", "--unshare-net"]),
+    ],
+)
+def test_bwrap_namespaces_and_privileges(
+    network: bool, user_namespace: bool, present: list[str], absent: list[str]
+) -> None:
+    args = bwrap_args(spec(["/w"], network=network), user_namespace=user_namespace)
+    for flag in ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]:
+        assert flag in args
+    for flag in present:
+        assert flag in args
+    for flag in absent:
+        assert flag not in args
+    # Root hands the command every capability unless told otherwise: CAP_SYS_ADMIN unmounts.
+    assert args[args.index("--cap-drop") + 1] == "ALL"
+    # The environment starts empty and holds only what the spec lists.
+    assert args.index("--clearenv") < args.index("--setenv")
+    assert args[-2:] == ["--chdir", "/home/u/work"]
+
+
+# --- the rules: the macOS profile -----------------------------------------------------
+
+
+def test_the_macos_profile_says_the_same_rules() -> None:
+    text = profile(
+        spec(
+            ["/Users/u/work"],
+            ["/Users/u/.ssh", "/Users/u/work/a/state"],
+            ['/Users/u/we"ird'],
+            network=False,
+        )
+    )
+    assert text.startswith("(version 1)\n(allow default)\n")
+    assert text.count("(") == text.count(")")
+    lines = text.splitlines()
+    deny_writes = lines.index("(deny file-write*)")
+    allow_roots = next(i for i, line in enumerate(lines) if line.startswith("(allow file-write* "))
+    hide = next(
+        i for i, line in enumerate(lines) if line.startswith("(deny file-read* file-write*")
+    )
+    # Last match wins: the masks come after the roots they lie in.
+    assert deny_writes < allow_roots < hide
+    assert '(subpath "/Users/u/work")' in lines[allow_roots]
+    assert '(subpath "/tmp")' in lines[allow_roots]
+    assert '(subpath "/Users/u/.ssh")' in lines[hide]
+    assert '(subpath "/Users/u/work/a/state")' in lines[hide]
+    assert '(literal "/Users/u/we\\"ird")' in lines[hide]
+    unlink = next(line for line in lines if line.startswith("(deny file-write-unlink"))
+    assert '(literal "/Users/u/work/a")' in unlink and '(literal "/Users")' in unlink
+    assert "(deny process-info* (require-not (target same-sandbox)))" in lines
+    assert "(deny appleevent-send)" in lines and "(deny lsopen)" in lines
+    assert lines[-1] == "(deny network*)"
+    assert "(deny network*)" not in profile(spec(["/Users/u/work"]))
+
+
+# --- the host edge: diagnosis, kinds, survey ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stderr", "sysctls", "euid", "why", "fix"),
+    [
+        (
+            "bwrap: setting up uid map: Permission denied",
+            {"kernel.apparmor_restrict_unprivileged_userns": "1"},
+            1000,
+            "AppArmor restricts unprivileged user namespaces",
+            "kernel.apparmor_restrict_unprivileged_userns=0",
+        ),
+        (
+            "bwrap: No permissions to creating new namespace",
+            {"kernel.unprivileged_userns_clone": "0"},
+            1000,
+            "unprivileged user namespaces are disabled",
+            "kernel.unprivileged_userns_clone=1",
+        ),
+        (
+            "bwrap: No permissions to creating new namespace",
+            {"user.max_user_namespaces": "0"},
+            1000,
+            "user.max_user_namespaces = 0",
+            "user.max_user_namespaces=15000",
+        ),
+        (
+            "bwrap: Creating new namespace failed: Operation not permitted",
+            {},
+            0,
+            "in a container",
+            "seccomp=unconfined",
+        ),
+        ("bwrap: something odd", {}, 1000, "bwrap: something odd", "to see why"),
+    ],
+)
+def test_diagnose_names_the_cause_and_the_fix(
+    stderr: str, sysctls: dict[str, str], euid: int, why: str, fix: str
+) -> None:
+    got_why, got_fix = diagnose(stderr, sysctls, euid)
+    assert why in got_why
+    assert fix in got_fix
+
+
+def test_check_sandbox_never_falls_back_silently(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="unknown sandbox"):
+        check_sandbox("firejail")
+    assert not check_sandbox("none").active
+    monkeypatch.setattr(sandbox_host.shutil, "which", lambda *a, **k: None)
+    if sys.platform.startswith("linux"):
+        with pytest.raises(ConfigError) as caught:
+            check_sandbox("auto")
+        assert "not installed" in caught.value.problem
+        assert caught.value.fix is not None and 'sandbox = "none"' in caught.value.fix
+    with pytest.raises(ConfigError):
+        check_sandbox("sandbox-exec" if sys.platform.startswith("linux") else "bubblewrap")
+
+
+def test_check_sandbox_reports_why_bubblewrap_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("bubblewrap is Linux-only")
+    monkeypatch.setattr(sandbox_host.shutil, "which", lambda *a, **k: "/usr/bin/bwrap")
+    monkeypatch.setattr(sandbox_host, "probe_once", lambda c: "bwrap: setting up uid map: EPERM")
+    monkeypatch.setattr(
+        sandbox_host, "read_sysctls", lambda: {"kernel.apparmor_restrict_unprivileged_userns": "1"}
+    )
+    monkeypatch.setattr(sandbox_host.os, "geteuid", lambda: 1000)
+    with pytest.raises(ConfigError) as caught:
+        check_sandbox("auto")
+    assert "AppArmor" in caught.value.problem
+    assert caught.value.fix is not None and "apparmor_parser" in caught.value.fix
+
+
+@pytest.mark.parametrize(
+    ("platform", "kind"),
+    [("linux", Sandbox.BUBBLEWRAP), ("darwin", Sandbox.SANDBOX_EXEC), ("win32", Sandbox.NONE)],
+)
+def test_auto_means_the_platforms_sandbox(platform: str, kind: Sandbox) -> None:
+    assert platform_default(platform) is kind
+
+
+def test_survey_masks_a_symlinked_secret_at_its_target(tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "aws"
+    real.mkdir(parents=True)
+    (tmp_path / ".aws").symlink_to(real)
+    (tmp_path / ".netrc").write_text("machine x password y\n")
+    found = survey([tmp_path / ".aws", tmp_path / ".netrc", tmp_path / "missing"])
+    assert [(h.path, h.is_dir) for h in found] == [
+        (P(real.resolve()), True),
+        (P((tmp_path / ".netrc").resolve()), False),
+    ]
+
+
+def test_default_hidden_covers_the_usual_credentials() -> None:
+    hidden = {str(p) for p in default_hidden(Path("/home/u"), 1000)}
+    for path in (
+        "/home/u/.ssh",
+        "/home/u/.aws",
+        "/home/u/.gnupg",
+        "/home/u/.netrc",
+        "/home/u/.git-credentials",
+        "/home/u/.kube",
+        "/home/u/.config/gh",
+        "/home/u/.docker/config.json",
+        "/home/u/.local/share/keyrings",
+        "/home/u/.password-store",
+        "/run/user/1000",
+        "/var/run/docker.sock",
+    ):
+        assert path in hidden
+
+
+def test_doctor_shows_the_sandbox_or_why_it_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from dispatch_matrix.doctor import _sandbox
+
+    def config(kind: str) -> object:
+        return SimpleNamespace(agent=SimpleNamespace(sandbox=kind, sandbox_network=False))
+
+    off = _sandbox(config("none"))  # type: ignore[arg-type]
+    assert off.ok and "unconfined" in off.what
+    if not sys.platform.startswith("linux"):
+        return
+    monkeypatch.setattr(sandbox_host.shutil, "which", lambda *a, **k: "/usr/bin/bwrap")
+    monkeypatch.setattr(sandbox_host, "probe_once", lambda c: "")
+    on = _sandbox(config("auto"))  # type: ignore[arg-type]
+    assert on.ok and on.what == "sandbox: bubblewrap (/usr/bin/bwrap, network off)"
+    monkeypatch.setattr(sandbox_host, "probe_once", lambda c: "bwrap: uid map: EPERM")
+    monkeypatch.setattr(sandbox_host, "read_sysctls", lambda: {"user.max_user_namespaces": "0"})
+    broken = _sandbox(config("auto"))  # type: ignore[arg-type]
+    assert not broken.ok and "user namespaces are disabled" in broken.what
+    assert "user.max_user_namespaces=15000" in broken.fix and 'sandbox = "none"' in broken.fix

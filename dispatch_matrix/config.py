@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .connectors.settings import McpSection, WebSection
 from .errors import ConfigError
 
 _USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
@@ -226,6 +227,8 @@ class Config(BaseSettings):
     store: StoreSection = StoreSection()
     local_homeserver: LocalHomeserverSection = LocalHomeserverSection()
     log: LogSection = LogSection()
+    mcp: McpSection = McpSection()
+    web: WebSection = WebSection()
     source: Path | None = Field(None, exclude=True)
 
     @classmethod
@@ -319,6 +322,7 @@ def load_config(path: Path) -> Config:
             "local_homeserver": local,
             "matrix": matrix,
             "agent": agent,
+            "mcp": config.mcp.resolved(base),
             "source": path.resolve(),
         }
     )

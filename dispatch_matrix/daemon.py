@@ -24,6 +24,9 @@ from .agent import Agent, Memory
 from .agent.prompt import Machine, system_prompt
 from .backoff import Backoff
 from .config import Config
+from .connectors import web
+from .connectors.hub import Connectors
+from .connectors.inventory import Group, inventory
 from .errors import HomeserverError
 from .homeserver import LocalSynapse
 from .ids import RoomID, UserID
@@ -36,6 +39,7 @@ from .matrix.outbox import Outbox
 from .matrix.router import Router
 from .matrix.sync import SyncLoop, SyncStalled
 from .queue import Worker
+from .queue import texts as queue_texts
 from .queue.control import Control
 from .queue.intake import Intake
 from .state import StateFolder
@@ -244,6 +248,10 @@ async def _serve(
     roots = [root.expanduser() for root in config.agent.allowed_roots]
     machine = Machine.here(workdir, roots)
     policy, registry, context = build_tools(config, workdir, roots, db.learned_rules())
+    # MCP servers: their tools join the registry's; their secrets are in the redactor now.
+    connectors = Connectors.from_config(config.mcp)
+    registry.add_provider(connectors)
+    web_tools = web.WebTools(config.web, web.refused(policy)) if config.web.enabled else None
     agent = Agent(
         db,
         anthropic_client(config),
@@ -253,6 +261,7 @@ async def _serve(
         policy=policy,
         context=context,
         memory=Memory(config.state_dir / "memory.md"),
+        web_tools=web_tools,
     )
     worker = Worker(
         db,
@@ -261,7 +270,17 @@ async def _serve(
         approval_timeout_s=config.permissions.approval_timeout_s,
         outage_first_s=config.agent.outage_retry_s,
     )
-    control = Control(db, worker, outbox, agent)
+
+    def tools_now() -> list[Group]:
+        return inventory(
+            policy,
+            registry.names(),
+            connectors.statuses(),
+            connectors.tools_of,
+            web_tools.names if web_tools else [],
+        )
+
+    control = Control(db, worker, outbox, agent, tools=tools_now)
     intake = Intake(db, worker, outbox, control, config.agent.max_task_chars)
     router = Router(
         client,
@@ -292,11 +311,37 @@ async def _serve(
         async with asyncio.TaskGroup() as group:
             group.create_task(sync.run(), name="sync")
             group.create_task(sync.watch(), name="sync-watchdog")
-            group.create_task(worker.run(), name="worker")
+            group.create_task(connectors.run(), name="mcp")
+            group.create_task(_work(worker, connectors), name="worker")
+            group.create_task(_announce_mcp(sync, client, connectors, outbox), name="mcp-news")
             group.create_task(announce(), name="announce")
     except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
     return 0
+
+
+async def _work(worker: Worker, connectors: Connectors) -> None:
+    # Every MCP server has started or failed once before the first task: its first request
+    # carries the whole tool list, which then stays put (and cached).
+    await connectors.settled()
+    await worker.run()
+
+
+async def _announce_mcp(
+    sync: SyncLoop, client: MatrixClient, connectors: Connectors, outbox: Outbox
+) -> None:
+    """Tell the owners, once per run and server, that an MCP server did not start."""
+    started = int(time.time())
+    await sync.first_sync_done.wait()
+    while True:
+        name, reason = await connectors.failures.get()
+        for room_id in list(client.client.rooms):
+            await outbox.post(
+                RoomID(room_id),
+                queue_texts.mcp_failed(name, reason),
+                notice=True,
+                key=f"mcp-failed-{name}-{started}-{room_id}",
+            )
 
 
 async def _retire_device(

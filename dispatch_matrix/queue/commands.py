@@ -1,7 +1,7 @@
 """Control commands: parsed by a pure function, answered without the model.
 
 `!help`, `!status`, `!queue`, `!cancel [id]`, `!pause`, `!resume`, `!retry [id]`, `!new`,
-`!history [n]`, `!compact`, `!memory`, `!usage`, `!model [name]`. Anything else starting
+`!history [n]`, `!compact`, `!memory`, `!usage`, `!model [name]`, `!tools`. Anything else starting
 with `!` gets the help text, never the model.
 """
 
@@ -23,6 +23,7 @@ NAMES = (
     "memory",
     "usage",
     "model",
+    "tools",
 )
 
 

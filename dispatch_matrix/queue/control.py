@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from .. import logs
 from ..agent import Agent, usage
+from ..connectors.inventory import Group
 from ..errors import ModelError
 from ..ids import RoomID
 from ..store import Database, TaskState
@@ -25,8 +27,16 @@ _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,99}")
 class Control:
     """Runs a parsed command and answers in the room."""
 
-    def __init__(self, db: Database, worker: Worker, room: Room, agent: Agent) -> None:
+    def __init__(
+        self,
+        db: Database,
+        worker: Worker,
+        room: Room,
+        agent: Agent,
+        tools: Callable[[], list[Group]] | None = None,
+    ) -> None:
         self._db = db
+        self._inventory = tools
         self._worker = worker
         self._room = room
         self._agent = agent
@@ -164,6 +174,11 @@ class Control:
         agent.set_model(name)
         log.info("command.model", model=name, checked=known)
         return texts.model_changed(name, usage.price_of(name) is not None, known is True)
+
+    async def _tools(self, _command: Command) -> str:
+        if self._inventory is None:
+            return texts.NO_TOOLS_REPORT
+        return texts.tools_report(self._inventory())
 
 
 def _log_failure(job: asyncio.Task[None]) -> None:

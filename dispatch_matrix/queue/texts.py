@@ -6,6 +6,7 @@ from .. import __version__
 from ..agent import BudgetSpent
 from ..agent.compaction import Compaction
 from ..agent.usage import UNKNOWN_MODEL, Totals
+from ..connectors.inventory import Group
 from ..errors import ModelError
 from ..store import Task, TaskState
 
@@ -34,6 +35,7 @@ order, replying to each. Commands (answered at once, even while I work):
 - `!usage` — tokens and cost today, this week, and of the last tasks
 - `!model [name]` — the model I use, or switch to another from the next task (`default` to go back)
 - `!memory` — what I keep in mind about you across conversations
+- `!tools` — every tool I have now (built-in, MCP servers, web) and the rule for each
 - `!help` — this text"""
 
 
@@ -304,3 +306,28 @@ def model_unknown(name: str, current: str) -> str:
 
 def model_invalid(name: str) -> str:
     return f"🤖 `{name}` is not a model id (like `claude-sonnet-4-5`); nothing changed."
+
+
+# -- connectors ------------------------------------------------------------------------------
+
+
+def tools_report(groups: list[Group]) -> str:
+    """The answer to !tools."""
+    parts = ["🧰 **My tools now** (and the rule that applies to each):"]
+    for group in groups:
+        head = f"**{group.title}**" + (f" — {group.state}" if group.state else "")
+        lines = [f"- `{line.name}` — {line.rule}" for line in group.lines]
+        parts.append("\n".join([head, *(lines or ["- (no tools)"])]))
+    return "\n\n".join(parts)
+
+
+NO_TOOLS_REPORT = "This agent was started without a tool inventory."
+
+
+def mcp_failed(name: str, reason: str) -> str:
+    """Told once in the room when an MCP server does not start."""
+    return (
+        f"⚠️ The MCP server **{name}** did not start: {reason}\n\n"
+        "I carry on without its tools and try it again now and then. "
+        "`dispatch-matrix doctor` on the computer checks it; `!tools` shows its state."
+    )

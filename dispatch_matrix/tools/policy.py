@@ -145,6 +145,21 @@ class Policy:
             return None  # a call no rule can spell exactly is simply asked again next time
         return text
 
+    def rules_naming(self, tool_name: str) -> list[tuple[Verdict, str]]:
+        """Every rule that governs a tool, as (list, rule as written), deny first: what
+        `!tools` shows beside each tool."""
+        family = _GOVERNED_BY.get(canonical_tool(tool_name))
+        lists: tuple[tuple[Verdict, list[Rule]], ...] = (
+            *self._restrictive(),
+            ("allow", self._allow),
+        )
+        return [
+            (verdict, rule.text)
+            for verdict, rules in lists
+            for rule in rules
+            if (rule.tool in family if family else rule.names_tool(tool_name))
+        ]
+
     def read_denied(self, path: Path) -> bool:
         """Whether reading `path` would be denied: for walkers (grep) that read files the
         policy never saw one by one."""
@@ -382,8 +397,10 @@ def _quote(word: str) -> str:
 
 
 def _describe_call(tool_name: str, tool_input: Mapping[str, Any]) -> str:
+    # Whole, never cut: the owner approves exactly what is shown (and the approval is bound
+    # to it), so an argument past a cut could not hide what the call does.
     try:
         text = json.dumps(dict(tool_input), ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):
         text = repr(tool_input)
-    return f"{tool_name} {text[:300]}{'…' if len(text) > 300 else ''}"
+    return f"{tool_name} {text}"

@@ -119,9 +119,7 @@ class Connectors:
         server = self._servers.get(server_of(name) or "")
         return server is not None and name in server.tool_names()
 
-    async def run_tool(
-        self, name: str, tool_input: dict[str, Any], ctx: ToolContext
-    ) -> ToolResult:
+    async def run_tool(self, name: str, tool_input: dict[str, Any], ctx: ToolContext) -> ToolResult:
         """Call the tool on its server."""
         server = self._servers.get(server_of(name) or "")
         if server is None:

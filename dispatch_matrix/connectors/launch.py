@@ -102,6 +102,7 @@ def prepare(
     def lookup(var: str) -> str | None:
         # The server's own env first, so `args = ["${TOKEN}"]` can use an env_files value.
         return env[var] if var in env else from_environ(var)
+
     args = tuple(expand(a, lookup, f"{where}.args") for a in spec.args)
     headers = {k: from_file("headers_files", k, p) for k, p in spec.headers_files.items()}
     for key, raw in spec.headers.items():

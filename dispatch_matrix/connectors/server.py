@@ -28,6 +28,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from .. import __version__, logs
 from ..backoff import Backoff
+from ..errors import DispatchError
 from ..tools import ToolResult
 from .launch import Launch
 from .naming import api_names
@@ -344,3 +345,26 @@ def _why(err: BaseException) -> str:
     elif isinstance(err, FileNotFoundError):
         text = f"command not found ({err.filename or text})"
     return logs.REDACTOR.text(text.splitlines()[0])[:300]
+
+
+async def probe(launch: Launch, spec: McpServerSpec) -> list[str]:
+    """Start a server, list its tools and stop it (for `doctor`); the tool names, or the
+    error of a failed start (its last stderr line included)."""
+    watch = Watch(launch.name)
+    try:
+        async with AsyncExitStack() as stack:
+            client = Client(
+                open_transport(launch, watch),
+                client_info=types.Implementation(name="dispatch-matrix", version=__version__),
+            )
+            async with asyncio.timeout(spec.start_timeout_s):
+                await stack.enter_async_context(client)
+                page = await client.list_tools()
+            return sorted(tool.name for tool in page.tools)
+    except Exception as err:  # noqa: BLE001 - doctor reports every failure as a line
+        said = watch.last_words(60)
+        raise ProbeFailed(_why(err) + (f"; it said: {said}" if said else "")) from err
+
+
+class ProbeFailed(DispatchError):
+    """A server did not start when `doctor` tried it."""

@@ -4,9 +4,10 @@ configure them, and the API's own web tools.
 A server is either a command (stdio: `command`, `args`, `env`, `cwd`) or an endpoint
 (`url`, `headers`; streamable HTTP, or `type = "sse"` for the older transport). Values in
 `args`, `env`, `url` and `headers` may say `${VAR}` or `${VAR:-default}`, as in Claude
-Code's `.mcp.json`: VAR comes from the server's own `env` first, then the daemon's
-environment. Secrets belong in `env_files` / `headers_files` (name → a file holding the
-value) or in the environment, never inline.
+Code's `.mcp.json`: VAR comes from the server's own `env` / `env_files` first (for an
+HTTP server they serve only that), then the daemon's environment. Secrets belong in
+`env_files` / `headers_files` (name → a file holding the value) or in the environment,
+never inline.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class McpServerSpec(_Section):
                 raise ValueError(f"a {kind} server needs `url`")
             if not re.match(r"^(https?://|\$\{)", self.url):
                 raise ValueError("`url` must be an http(s) URL")
-            if self.command or self.args or self.env or self.env_files:
+            if self.command or self.args or self.cwd:
                 raise ValueError("give either `command` (stdio) or `url` (http), not both")
         return self
 

@@ -103,9 +103,7 @@ async def _read_stderr(fd: int, watch: Watch) -> None:
     loop = asyncio.get_running_loop()
     stream = asyncio.StreamReader()
     pipe = os.fdopen(fd, "rb", 0)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(stream), pipe
-    )
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream), pipe)
     try:
         while True:
             try:

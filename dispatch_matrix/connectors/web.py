@@ -19,9 +19,7 @@ NAMES = ("web_search", "web_fetch")
 # Claude Code's names for them in rules.
 RULE_NAMES = {"web_search": "WebSearch", "web_fetch": "WebFetch"}
 # Blocks the API may leave at the end of a paused turn; a finished turn ends in text.
-_SERVER_BLOCKS = frozenset(
-    {"server_tool_use", "web_search_tool_result", "web_fetch_tool_result"}
-)
+_SERVER_BLOCKS = frozenset({"server_tool_use", "web_search_tool_result", "web_fetch_tool_result"})
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,12 @@ class Launch:
     headers: dict[str, str] = field(default_factory=dict)
     # Values that must never reach a log, the room or the model.
     secrets: tuple[str, ...] = ()
+    # The command line or URL as configured, `${VAR}` unexpanded: safe to show.
+    shown: str = ""
 
     def describe(self) -> str:
-        """What runs, for people: the command line or the URL, no env or header values."""
-        if self.transport == "stdio":
-            return " ".join([self.command or "", *self.args]).strip()
-        return f"{self.url} ({self.transport})"
+        """What runs, for people: as configured, with no secret expanded into it."""
+        return self.shown
 
 
 def expand(text: str, lookup: Callable[[str], str | None], where: str) -> str:
@@ -111,6 +111,10 @@ def prepare(
         secrets.append(value)
         headers[key] = value
     url = expand(spec.url, lookup, f"{where}.url") if spec.url else None
+    if spec.transport == "stdio":
+        shown = " ".join([spec.command or "", *spec.args]).strip()
+    else:
+        shown = f"{spec.url} ({spec.transport})"
     return Launch(
         name=name,
         transport=spec.transport,
@@ -121,4 +125,5 @@ def prepare(
         url=url,
         headers=headers,
         secrets=tuple(s for s in dict.fromkeys(secrets) if s),
+        shown=shown,
     )

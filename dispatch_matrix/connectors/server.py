@@ -104,6 +104,9 @@ class McpServer:
         self.retry_at: float | None = None
         self._changed = asyncio.Event()
         self._watch = Watch(name)
+        # How often it became ready; waiters on `_news` hear of each start and listing.
+        self.starts = 0
+        self._news = asyncio.Condition()
 
     # -- what the rest of the daemon sees --------------------------------------------------
 
@@ -122,6 +125,15 @@ class McpServer:
     def tool_names(self) -> list[str]:
         """The API names of its tools, sorted."""
         return sorted(self._tools)
+
+    async def wait_until(self, done: Callable[[McpServer], bool]) -> None:
+        """Wait until `done(self)` holds, checked after each start and each new listing."""
+        async with self._news:
+            await self._news.wait_for(lambda: done(self))
+
+    async def _tell(self) -> None:
+        async with self._news:
+            self._news.notify_all()
 
     async def call(self, api_name: str, arguments: dict[str, Any]) -> ToolResult:
         """Call one tool; every failure (stopped server, timeout, protocol error) is an
@@ -221,6 +233,8 @@ class McpServer:
             self._ever_ready = True
             self._ready.set()
             self.settled.set()
+            self.starts += 1
+            await self._tell()
             log.info(
                 "mcp.ready",
                 server=self.name,
@@ -274,7 +288,8 @@ class McpServer:
             except (MCPError, TimeoutError) as err:
                 log.warning("mcp.relist_failed", server=self.name, error=_why(err))
                 continue
-            self._set_tools(listing)
+            if self._set_tools(listing):
+                await self._tell()
 
     async def _listen(self, client: Client) -> None:
         """On the 2026 protocol, change notices come only on a `subscriptions/listen`

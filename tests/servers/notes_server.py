@@ -80,10 +80,32 @@ def picture() -> Image:
     return Image(data=PIXEL, format="png")
 
 
+def serve_http(port: int, token: str) -> None:
+    """Streamable HTTP on loopback, answering only requests with `Authorization: Bearer
+    <token>`."""
+    import uvicorn
+
+    app = server.streamable_http_app()
+
+    async def guarded(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            if headers.get(b"authorization", b"").decode() != f"Bearer {token}":
+                await send({"type": "http.response.start", "status": 401, "headers": []})
+                await send({"type": "http.response.body", "body": b"unauthorized"})
+                return
+        await app(scope, receive, send)
+
+    uvicorn.run(guarded, host="127.0.0.1", port=port, log_level="info")
+
+
 if __name__ == "__main__":
     pid_file = os.environ.get("NOTES_PID_FILE")
     if pid_file:
         with Path(pid_file).open("a") as out:
             out.write(f"{os.getpid()}\n")
     print(f"notes server {os.getpid()} starting", file=sys.stderr, flush=True)
-    server.run("stdio")
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        serve_http(int(sys.argv[2]), os.environ["NOTES_HTTP_TOKEN"])
+    else:
+        server.run("stdio")

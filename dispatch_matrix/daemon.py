@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anthropic
+from nio import SyncResponse
 
 from . import __version__, logs
 from .agent import Agent, Memory
@@ -297,7 +298,13 @@ async def _serve(
             "trust.relaxed",
             detail="obeying owners' encrypted messages from devices they have not cross-signed",
         )
-    sync = SyncLoop(client, db, router.handle, config.matrix.sync_timeout_ms)
+    synced = asyncio.Event()
+
+    async def handle(response: SyncResponse, since: str | None) -> None:
+        await router.handle(response, since)
+        synced.set()
+
+    sync = SyncLoop(client, db, handle, config.matrix.sync_timeout_ms)
 
     async def announce() -> None:
         await sync.first_sync_done.wait()
@@ -313,7 +320,7 @@ async def _serve(
             group.create_task(sync.watch(), name="sync-watchdog")
             group.create_task(connectors.run(), name="mcp")
             group.create_task(_work(worker, connectors), name="worker")
-            group.create_task(_announce_mcp(sync, client, connectors, outbox), name="mcp-news")
+            group.create_task(_announce_mcp(synced, client, connectors, outbox), name="mcp-news")
             group.create_task(announce(), name="announce")
     except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
@@ -328,20 +335,32 @@ async def _work(worker: Worker, connectors: Connectors) -> None:
 
 
 async def _announce_mcp(
-    sync: SyncLoop, client: MatrixClient, connectors: Connectors, outbox: Outbox
+    synced: asyncio.Event, client: MatrixClient, connectors: Connectors, outbox: Outbox
 ) -> None:
-    """Tell the owners, once per run and server, that an MCP server did not start."""
+    """Tell the owners, once per run, server and room, that an MCP server did not start.
+
+    A failure at start-up comes before the bot is in any room, so news waits for a sync
+    that shows one.
+    """
     started = int(time.time())
-    await sync.first_sync_done.wait()
+    pending: list[tuple[str, str]] = []
     while True:
-        name, reason = await connectors.failures.get()
-        for room_id in list(client.client.rooms):
-            await outbox.post(
-                RoomID(room_id),
-                queue_texts.mcp_failed(name, reason),
-                notice=True,
-                key=f"mcp-failed-{name}-{started}-{room_id}",
-            )
+        await synced.wait()
+        synced.clear()
+        while not connectors.failures.empty():
+            pending.append(connectors.failures.get_nowait())
+        rooms = list(client.client.rooms)
+        if not pending or not rooms:
+            continue
+        for name, reason in pending:
+            for room_id in rooms:
+                await outbox.post(
+                    RoomID(room_id),
+                    queue_texts.mcp_failed(name, reason),
+                    notice=True,
+                    key=f"mcp-failed-{name}-{started}-{room_id}",
+                )
+        pending.clear()
 
 
 async def _retire_device(

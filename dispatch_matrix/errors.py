@@ -4,8 +4,9 @@ The CLI turns these into one clear line and an exit code; the agent turns ToolEr
 tool result the model sees. Code catches these kinds, not `Exception`; the few places that
 catch broadly are last lines of defence that log the bug and keep serving: the CLI's top
 level, `doctor` (every failure is a line of its report), opening a crypto store (any
-failure means it is lost), the router (one bad event must not deafen the bot) and the worker
-(one bad task fails that task, not the queue).
+failure means it is lost), the router (one bad event must not deafen the bot), the worker
+(one bad task fails that task, not the queue) and an MCP server's supervisor (a server
+that fails in any way is restarted, never takes the daemon down).
 """
 
 from __future__ import annotations

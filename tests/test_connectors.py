@@ -58,6 +58,8 @@ HOME = Path("/home/me")
         ("DATABASE_URL", "postgres://app:s3cret@db.local/app", True),
         ("ANYTHING", "Zq8xT2mB9vLk4Rw7Yp1Hs6Dn3Jc5Gf0A", True),
         ("GITHUB_TOKEN", "${GITHUB_TOKEN}", False),
+        ("Authorization", "Bearer ${MAIL_TOKEN}", False),
+        ("Authorization", "Bearer ${MAIL_TOKEN} leaked-extra-secret", True),
         ("LOG_LEVEL", "debug", False),
         ("ROOT", "/home/me/Projects/very-long-folder-name-2024", False),
         ("AUTHOR", "Jane Doe", False),
@@ -456,3 +458,43 @@ async def test_the_registry_offers_and_runs_a_providers_tools_after_its_own() ->
     assert result.content[0]["text"] == "ran mcp__p__a" and provider.calls == ["mcp__p__a"]
     unknown = await registry.run("mcp__q__a", {}, ctx)
     assert unknown.is_error
+
+
+# -- config and doctor -----------------------------------------------------------------------
+
+CONFIG = """
+[matrix]
+homeserver = "http://127.0.0.1:1"
+user_id = "@bot:example.org"
+password = "hunter2hunter2"
+owners = ["@me:example.org"]
+
+[mcp.servers.gh]
+command = "npx"
+env = { GITHUB_TOKEN = "ghp_%s", MODE = "fast" }
+
+[mcp.servers.mail]
+url = "https://mail.example/mcp"
+headers = { Authorization = "Bearer ${MAIL_TOKEN}" }
+headers_files = { X-Key = "secrets/mail-key" }
+""" % ("Q" * 36)
+
+
+def test_mcp_tables_load_with_their_files_resolved_and_inline_secrets_are_flagged(
+    tmp_path: Path,
+) -> None:
+    from dispatch_matrix.config import load_config
+    from dispatch_matrix.connectors.checks import inline_secrets
+
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG)
+    config = load_config(path)
+    mail = config.mcp.servers["mail"]
+    assert mail.transport == "http"
+    assert mail.headers_files["X-Key"] == tmp_path.resolve() / "secrets" / "mail-key"
+    flagged = inline_secrets(config)
+    assert [line[1] for line in flagged] == [
+        "MCP server gh: env.GITHUB_TOKEN holds a secret written inline"
+    ]
+    assert not flagged[0][0] and "env_files" in flagged[0][2]
+    assert "Q" * 36 not in repr(flagged)

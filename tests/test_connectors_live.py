@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -224,3 +225,43 @@ async def test_an_http_server_gets_its_headers_from_the_environment(
         assert token not in REDACTOR.text(f"sent Bearer {token}")
     async with running({"web-notes": spec}, environ={"NOTES_HTTP_TOKEN": "wrong"}) as hub:
         assert server(hub, "web-notes").status().state is State.FAILED
+
+
+async def test_doctor_starts_each_server_and_names_the_one_that_fails(tmp_path: Path) -> None:
+    token = "doctor-token-" + os.urandom(6).hex()
+    (tmp_path / "token").write_text(token)
+    server = notes(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[matrix]
+homeserver = "http://127.0.0.1:1"
+user_id = "@bot:example.org"
+password = "hunter2hunter2"
+owners = ["@me:example.org"]
+
+[mcp.servers.notes]
+command = {json.dumps(server["command"])}
+args = {json.dumps(server["args"])}
+env_files = {{ NOTES_TOKEN = "token" }}
+
+[mcp.servers.broken]
+command = "{tmp_path}/no-such-server"
+"""
+    )
+    script = Path(sys.executable).with_name("dispatch-matrix")
+    process = await asyncio.create_subprocess_exec(
+        str(script),
+        "doctor",
+        "--no-api",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    text = out.decode()
+    assert process.returncode == 1, text + err.decode()
+    assert "✓ MCP server notes: 7 tools (add_note, check_token, fail, grow, list_notes" in text
+    assert "✗ MCP server broken did not start: command not found" in text
+    assert token not in text + err.decode()

@@ -113,7 +113,7 @@ def convert(name: str, entry: Mapping[str, Any], secrets_dir: Path) -> Imported:
         table["url"] = url
         headers, header_files = {}, {}
         for key, value in _strings(entry.get("headers")).items():
-            if looks_secret(key, value) or key.lower() in ("authorization", "cookie"):
+            if looks_secret(key, value):
                 header_files[key] = str(secret_file("header", key, value))
                 notes.append(f"header {key}: moved to a file")
             else:

@@ -19,6 +19,8 @@ _SECRET_NAME = re.compile(
 )
 # Names that contain a secret-ish word but hold none (`AUTHOR`, `TOKENIZER_MODEL`).
 _HARMLESS_NAME = re.compile(r"^(author|oauth_?callback|auth_?url|token_?url|tokenizer)", re.I)
+_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
+_SCHEMES = {"bearer", "basic", "token", "bot", "apikey"}
 _URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.I)
 
 
@@ -30,7 +32,12 @@ def looks_secret(name: str, value: str) -> bool:
     being a long random-looking string. A `${VAR}` reference is not a secret itself.
     """
     text = value.strip()
-    if not text or text.startswith("${") and text.endswith("}"):
+    if _REFERENCE.search(text):
+        # `Bearer ${TOKEN}`: the secret is elsewhere; only what is written here counts.
+        text = _REFERENCE.sub("", text).strip()
+        if text.lower() in _SCHEMES:
+            return False
+    if not text:
         return False
     if _SECRET_NAME.search(name) and not _HARMLESS_NAME.match(name) and len(text) >= 4:
         return True

@@ -147,6 +147,12 @@ async def test_the_phone_uses_an_mcp_server_asks_for_its_rule_and_outlives_its_c
     assert sum("did not start" in str(m["content"]) for m in mine) == 1
     assert mine and all(m["wire_type"] == "m.room.encrypted" for m in mine)
 
+    # The server stops with the daemon (SIGTERM), though it runs in its own process group.
+    server_pid = int((folder / "pids").read_text().split()[-1])
+    assert await bot.stop() == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)
+
 
 async def test_a_web_search_answer_reaches_the_phone_with_its_sources(
     make_bot: Callable[..., BotSetup],

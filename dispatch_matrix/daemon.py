@@ -20,14 +20,11 @@ from pathlib import Path
 import anthropic
 from nio import SyncResponse
 
-from . import __version__, logs
+from . import __version__, connecting, logs
 from .agent import Agent, Memory
 from .agent.prompt import Machine, system_prompt
 from .backoff import Backoff
 from .config import Config
-from .connectors import web
-from .connectors.hub import Connectors
-from .connectors.inventory import Group, inventory
 from .errors import HomeserverError
 from .homeserver import LocalSynapse
 from .ids import RoomID, UserID
@@ -40,7 +37,6 @@ from .matrix.outbox import Outbox
 from .matrix.router import Router
 from .matrix.sync import SyncLoop, SyncStalled
 from .queue import Worker
-from .queue import texts as queue_texts
 from .queue.control import Control
 from .queue.intake import Intake
 from .state import StateFolder
@@ -249,10 +245,8 @@ async def _serve(
     roots = [root.expanduser() for root in config.agent.allowed_roots]
     machine = Machine.here(workdir, roots)
     policy, registry, context = build_tools(config, workdir, roots, db.learned_rules())
-    # MCP servers: their tools join the registry's; their secrets are in the redactor now.
-    connectors = Connectors.from_config(config.mcp)
-    registry.add_provider(connectors)
-    web_tools = web.WebTools(config.web, web.refused(policy)) if config.web.enabled else None
+    # MCP servers and web tools: their tools join the registry's, their secrets the redactor.
+    mcp = connecting.wire(config, policy, registry)
     agent = Agent(
         db,
         anthropic_client(config),
@@ -262,7 +256,7 @@ async def _serve(
         policy=policy,
         context=context,
         memory=Memory(config.state_dir / "memory.md"),
-        web_tools=web_tools,
+        web_tools=mcp.web_tools,
     )
     worker = Worker(
         db,
@@ -271,17 +265,7 @@ async def _serve(
         approval_timeout_s=config.permissions.approval_timeout_s,
         outage_first_s=config.agent.outage_retry_s,
     )
-
-    def tools_now() -> list[Group]:
-        return inventory(
-            policy,
-            registry.names(),
-            connectors.statuses(),
-            connectors.tools_of,
-            web_tools.names if web_tools else [],
-        )
-
-    control = Control(db, worker, outbox, agent, tools=tools_now)
+    control = Control(db, worker, outbox, agent, tools=mcp.inventory(policy, registry))
     intake = Intake(db, worker, outbox, control, config.agent.max_task_chars)
     router = Router(
         client,
@@ -298,6 +282,7 @@ async def _serve(
             "trust.relaxed",
             detail="obeying owners' encrypted messages from devices they have not cross-signed",
         )
+    # Each sync is news for the MCP failure notices, which wait for a room.
     synced = asyncio.Event()
 
     async def handle(response: SyncResponse, since: str | None) -> None:
@@ -318,49 +303,16 @@ async def _serve(
         async with asyncio.TaskGroup() as group:
             group.create_task(sync.run(), name="sync")
             group.create_task(sync.watch(), name="sync-watchdog")
-            group.create_task(connectors.run(), name="mcp")
-            group.create_task(_work(worker, connectors), name="worker")
-            group.create_task(_announce_mcp(synced, client, connectors, outbox), name="mcp-news")
+            group.create_task(mcp.connectors.run(), name="mcp")
+            group.create_task(connecting.work(worker, mcp.connectors), name="worker")
+            group.create_task(
+                connecting.announce_failures(synced, client, mcp.connectors, outbox),
+                name="mcp-news",
+            )
             group.create_task(announce(), name="announce")
     except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
     return 0
-
-
-async def _work(worker: Worker, connectors: Connectors) -> None:
-    # Every MCP server has started or failed once before the first task: its first request
-    # carries the whole tool list, which then stays put (and cached).
-    await connectors.settled()
-    await worker.run()
-
-
-async def _announce_mcp(
-    synced: asyncio.Event, client: MatrixClient, connectors: Connectors, outbox: Outbox
-) -> None:
-    """Tell the owners, once per run, server and room, that an MCP server did not start.
-
-    A failure at start-up comes before the bot is in any room, so news waits for a sync
-    that shows one.
-    """
-    started = int(time.time())
-    pending: list[tuple[str, str]] = []
-    while True:
-        await synced.wait()
-        synced.clear()
-        while not connectors.failures.empty():
-            pending.append(connectors.failures.get_nowait())
-        rooms = list(client.client.rooms)
-        if not pending or not rooms:
-            continue
-        for name, reason in pending:
-            for room_id in rooms:
-                await outbox.post(
-                    RoomID(room_id),
-                    queue_texts.mcp_failed(name, reason),
-                    notice=True,
-                    key=f"mcp-failed-{name}-{started}-{room_id}",
-                )
-        pending.clear()
 
 
 async def _retire_device(

@@ -22,9 +22,10 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp import Client, MCPError
+from mcp import Client, InputRequiredRoundsExceededError, MCPError
 from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 from .. import __version__, logs
 from ..backoff import Backoff
@@ -164,6 +165,9 @@ class McpServer:
         except TimeoutError:
             self._watch.ended.set()
             return self._failed_call(f"did not answer within {timeout:.0f}s", api_name)
+        except (ValidationError, InputRequiredRoundsExceededError) as err:
+            # The server is up but its answer is unusable: an error, not a restart.
+            return self._failed_call(f"gave an answer that cannot be used ({_why(err)})", api_name)
         except Exception as err:  # noqa: BLE001 - a broken server or transport is a result
             self._watch.ended.set()
             return self._failed_call(f"failed ({_why(err)}); it is being restarted", api_name)

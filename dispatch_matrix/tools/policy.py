@@ -146,16 +146,11 @@ class Policy:
         return text
 
     def rules_naming(self, tool_name: str) -> list[tuple[Verdict, str]]:
-        """Every rule that governs a tool, as (list, rule as written), deny first: what
-        `!tools` shows beside each tool."""
+        """Every rule that governs a tool, as (list, rule as written), deny first (`!tools`)."""
         family = _GOVERNED_BY.get(canonical_tool(tool_name))
-        lists: tuple[tuple[Verdict, list[Rule]], ...] = (
-            *self._restrictive(),
-            ("allow", self._allow),
-        )
         return [
             (verdict, rule.text)
-            for verdict, rules in lists
+            for verdict, rules in (*self._restrictive(), ("allow", self._allow))
             for rule in rules
             if (rule.tool in family if family else rule.names_tool(tool_name))
         ]
@@ -397,8 +392,7 @@ def _quote(word: str) -> str:
 
 
 def _describe_call(tool_name: str, tool_input: Mapping[str, Any]) -> str:
-    # Whole, never cut: the owner approves exactly what is shown (and the approval is bound
-    # to it), so an argument past a cut could not hide what the call does.
+    # Whole, never cut: the owner approves exactly what is shown, so nothing hides past a cut.
     try:
         text = json.dumps(dict(tool_input), ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):

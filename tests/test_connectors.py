@@ -498,3 +498,87 @@ def test_mcp_tables_load_with_their_files_resolved_and_inline_secrets_are_flagge
     ]
     assert not flagged[0][0] and "env_files" in flagged[0][2]
     assert "Q" * 36 not in repr(flagged)
+
+
+# -- the engine with server tools, in-process against the fake Messages API ----------------
+
+
+class QuietIO:
+    async def progress(self, text: str) -> None:
+        pass
+
+    async def ask(self, decision: Any) -> Any:
+        from dispatch_matrix.agent import Approval
+
+        return Approval.NO
+
+    async def send_file(self, path: Path, caption: str | None = None) -> str:
+        return "$none"
+
+    def process_started(self, pgid: int) -> None:
+        pass
+
+
+def web_agent(tmp_path: Path, url: str) -> tuple[Any, Any]:
+    import anthropic
+
+    from dispatch_matrix.agent import Agent
+    from dispatch_matrix.config import AgentSection
+    from dispatch_matrix.store import Database
+    from dispatch_matrix.tools import default_tools
+
+    db = Database.open(tmp_path / "db.sqlite")
+    agent = Agent(
+        db,
+        anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0),
+        settings=AgentSection(max_tokens=1024),
+        system="You are a test.",
+        tools=ToolRegistry(default_tools()),
+        policy=policy(),
+        context=ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,), bash_timeout_s=5),
+        web_tools=web.WebTools(WebSection(search=True, max_uses_per_task=2)),
+    )
+    return agent, db
+
+
+RESULTS = [("https://a.example/1", "First"), ("https://b.example/2", "Second")]
+
+
+async def test_a_paused_turn_is_continued_and_the_answer_lists_what_it_cites(
+    tmp_path: Path, fake_api: Any
+) -> None:
+    from fake_web_search import paused_turn, search_turn
+
+    agent, db = web_agent(tmp_path, fake_api.url)
+    fake_api.script(paused_turn("q1", RESULTS[:1]))
+    fake_api.script(search_turn("q2", RESULTS, [("Both agree.", [1, 0])], preface="More."))
+    task = db.add_task("$e1", "!r:x", "@me:x", "research", 1)
+    text = await agent.answer(task, QuietIO())
+    assert text.startswith("Searching…\n\nMore.\n\nBoth agree.")
+    assert text.endswith("1. [Second](https://b.example/2)\n2. [First](https://a.example/1)")
+    first, second = fake_api.requests
+    assert second.body["messages"][-1]["role"] == "assistant"
+    assert [t["max_uses"] for t in first.body["tools"] if t["name"] == "web_search"] == [2]
+    assert [t["max_uses"] for t in second.body["tools"] if t["name"] == "web_search"] == [1]
+    # Two searches used: a third request of this task would not offer the tool at all.
+    rows = db.transcript_rows(db.current_conversation())
+    assert agent._request(db.current_conversation()).tools[-1]["name"] != "web_search"
+    assert web.uses(row.message() for row in rows) == 2
+
+
+async def test_a_restart_inside_a_paused_turn_goes_on_with_it(
+    tmp_path: Path, fake_api: Any
+) -> None:
+    from fake_web_search import search_blocks
+
+    agent, db = web_agent(tmp_path, fake_api.url)
+    task = db.add_task("$e1", "!r:x", "@me:x", "research", 1)
+    conversation = db.current_conversation()
+    db.append_message(conversation, task.id, "user", [{"type": "text", "text": "research"}])
+    paused = [{"type": "text", "text": "Looking."}, *search_blocks("q", RESULTS[:1])]
+    db.append_message(conversation, task.id, "assistant", paused)
+    fake_api.reply("Found it.")
+    text = await agent.answer(task, QuietIO())
+    assert text == "Looking.\n\nFound it."
+    [request] = fake_api.requests
+    assert request.body["messages"][-1]["content"][-1]["type"] == "web_search_tool_result"

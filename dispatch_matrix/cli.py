@@ -1,4 +1,4 @@
-"""The `dispatch-matrix` command: init, run, doctor, status.
+"""The `dispatch-matrix` command: init, run, doctor, status, trust, pair, mcp import.
 
 Every DispatchError becomes one line on stderr and its own exit code; a traceback means a
 bug in dispatch-matrix, never a mistake of the user's.
@@ -123,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_arg(reset)
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    mcp = commands.add_parser("mcp", help="MCP servers: import them from Claude's config")
+    mcp_commands = mcp.add_subparsers(dest="mcp_command", metavar="ACTION", required=True)
+    imports = mcp_commands.add_parser(
+        "import",
+        help="add the servers of a Claude Desktop or Claude Code JSON file to the config",
+        description="Reads the mcpServers of claude_desktop_config.json, .mcp.json or "
+        "~/.claude.json and appends [mcp.servers.NAME] tables to the config. Values that "
+        "look like secrets are written to files in the state folder (0600) and named in "
+        "env_files / headers_files, never copied into the config.",
+    )
+    _config_arg(imports)
+    imports.add_argument("file", type=Path, help="the JSON file to read")
+    imports.add_argument(
+        "--dry-run", action="store_true", help="show what would be written, write nothing"
+    )
     return parser
 
 
@@ -241,6 +257,12 @@ def _pair(args: argparse.Namespace) -> int:
     return asyncio.run(pair(config, _say, _ask_match, owner=args.owner, timeout_s=args.timeout))
 
 
+def _mcp(args: argparse.Namespace) -> int:
+    from .connectors.import_cmd import run_import
+
+    return run_import(_config_path(args.config), args.file, _say, dry_run=args.dry_run)
+
+
 _HANDLERS = {
     "init": _init,
     "run": _run,
@@ -249,6 +271,7 @@ _HANDLERS = {
     "trust": _trust,
     "pair": _pair,
     "reset-identity": _reset_identity,
+    "mcp": _mcp,
 }
 
 

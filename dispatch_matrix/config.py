@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .connectors.settings import McpSection, WebSection
 from .errors import ConfigError
 from .voice.config import VoiceSection
 
@@ -293,6 +294,8 @@ class Config(BaseSettings):
     log: LogSection = LogSection()
     voice: VoiceSection = VoiceSection()
     schedule: ScheduleSection = ScheduleSection()
+    mcp: McpSection = McpSection()
+    web: WebSection = WebSection()
     source: Path | None = Field(None, exclude=True)
 
     @classmethod
@@ -399,6 +402,7 @@ def load_config(path: Path) -> Config:
             "matrix": matrix,
             "agent": agent,
             "voice": voice,
+            "mcp": config.mcp.resolved(base),
             "source": path.resolve(),
         }
     )

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anthropic
+from nio import SyncResponse
 
-from . import __version__, logs
+from . import __version__, connecting, logs
 from .agent import Agent, Memory
 from .agent.prompt import Machine, system_prompt
 from .backoff import Backoff
@@ -303,6 +304,8 @@ async def _serve(
     roots = [root.expanduser() for root in config.agent.allowed_roots]
     machine = Machine.here(workdir, roots)
     policy, registry, context = build_tools(config, workdir, roots, db.learned_rules(), confinement)
+    # MCP servers and web tools: their tools join the registry's, their secrets the redactor.
+    mcp = connecting.wire(config, policy, registry)
     # Time is an input: one clock for the scheduler, the schedule tool and the turn stamps.
     zone = owner_zone(config.schedule.timezone)
     clock = SystemClock.for_tests(config.state_dir) if config.schedule.test_clock else SystemClock()
@@ -327,6 +330,7 @@ async def _serve(
         context=context,
         memory=Memory(config.state_dir / "memory.md"),
         local_now=lambda: clock.now().astimezone(zone),
+        web_tools=mcp.web_tools,
     )
     speech = build_speech_out(
         config.voice,
@@ -355,7 +359,15 @@ async def _serve(
     digest = Digest(db, outbox, zone, workdir, roots, config.schedule.digest_at)
     scheduler = Scheduler(db, Mentions(outbox), worker, clock, zone, digest)
     reminders = Reminders(db, outbox, zone, digest, scheduler.nudge)
-    control = Control(db, worker, outbox, agent, voice, more=reminders.handlers())
+    control = Control(
+        db,
+        worker,
+        outbox,
+        agent,
+        voice,
+        more=reminders.handlers(),
+        tools=mcp.inventory(policy, registry),
+    )
     intake = Intake(
         db, worker, outbox, control, config.agent.max_task_chars, on_reaction=reminders.reaction
     )
@@ -376,7 +388,14 @@ async def _serve(
             "trust.relaxed",
             detail="obeying owners' encrypted messages from devices they have not cross-signed",
         )
-    sync = SyncLoop(client, db, router.handle, config.matrix.sync_timeout_ms)
+    # Each sync is news for the MCP failure notices, which wait for a room.
+    synced = asyncio.Event()
+
+    async def handle(response: SyncResponse, since: str | None) -> None:
+        await router.handle(response, since)
+        synced.set()
+
+    sync = SyncLoop(client, db, handle, config.matrix.sync_timeout_ms)
 
     async def announce() -> None:
         await sync.first_sync_done.wait()
@@ -396,9 +415,14 @@ async def _serve(
         async with asyncio.TaskGroup() as group:
             group.create_task(sync.run(), name="sync")
             group.create_task(sync.watch(), name="sync-watchdog")
-            group.create_task(worker.run(), name="worker")
             group.create_task(outbox.run(), name="outbox")
             group.create_task(voice.run(), name="voice")
+            group.create_task(mcp.connectors.run(), name="mcp")
+            group.create_task(connecting.work(worker, mcp.connectors), name="worker")
+            group.create_task(
+                connecting.announce_failures(synced, client, mcp.connectors, outbox),
+                name="mcp-news",
+            )
             group.create_task(announce(), name="announce")
             group.create_task(fire_schedules(scheduler), name="scheduler")
     except* (HomeserverError, SyncStalled) as errors:

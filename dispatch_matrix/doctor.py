@@ -56,6 +56,10 @@ def run_doctor(config_path: Path, say: Callable[[str], None], check_api: bool = 
     checks.extend(Check(*line) for line in voice_checks(config.voice))
     if check_api:
         checks.extend(asyncio.run(_api(config)))
+    if config.mcp.enabled:
+        from .connectors.checks import check_servers
+
+        checks.extend(Check(ok, what, fix) for ok, what, fix in asyncio.run(check_servers(config)))
     for check in checks:
         say(check.line())
     failed = sum(not check.ok for check in checks)

@@ -6,7 +6,9 @@ catch broadly are last lines of defence that log the bug and keep serving: the C
 level, `doctor` (every failure is a line of its report), opening a crypto store (any
 failure means it is lost), the router (one bad event must not deafen the bot), the worker
 (one bad task fails that task, not the queue), the voice lane (one bad voice message
-fails that message) and the scheduler (one bad schedule must not stop the others).
+fails that message), the scheduler (one bad schedule must not stop the others) and an MCP
+server's supervisor (a server that fails in any way is restarted, never takes the daemon
+down).
 """
 
 from __future__ import annotations

@@ -58,6 +58,10 @@ class Redactor:
         for value in self._values:
             if value in text:
                 text = text.replace(value, REDACTED)
+        return self.shapes(text)
+
+    def shapes(self, text: str) -> str:
+        """The text with secret-shaped strings replaced (tokens, keys, `password=…`)."""
         for pattern in _SECRET_PATTERNS:
             text = pattern.sub(
                 lambda m: (m.group(1) if m.groups() and m.group(1) else "") + REDACTED, text

@@ -138,6 +138,29 @@ async def test_thinking_streamed(fake: FakeMessagesAPI, aclient: anthropic.Async
     assert text.text == "42."
 
 
+async def test_web_search_blocks_and_citations_streamed(
+    fake: FakeMessagesAPI, aclient: anthropic.AsyncAnthropic
+) -> None:
+    from fake_web_search import search_turn
+
+    results = [("https://a.example/x", "A"), ("https://b.example/y", "B")]
+    fake.script(search_turn("q", results, [("cited", [1, 0])], stop_reason="pause_turn"))
+    async with aclient.messages.stream(model=MODEL, max_tokens=64, messages=user("hi")) as s:
+        message = await s.get_final_message()
+    kinds = [block.type for block in message.content]
+    assert kinds == ["text", "server_tool_use", "web_search_tool_result", "text"]
+    use = message.content[1]
+    assert use.type == "server_tool_use" and use.input == {"query": "q"}
+    assert use.id.startswith("srvtoolu_")
+    found = message.content[2]
+    assert found.type == "web_search_tool_result"
+    assert [r.url for r in found.content] == ["https://a.example/x", "https://b.example/y"]
+    cited = message.content[3]
+    assert cited.type == "text" and cited.text == "cited"
+    assert [c.url for c in cited.citations or []] == ["https://b.example/y", "https://a.example/x"]
+    assert message.stop_reason == "pause_turn"
+
+
 def test_sync_client_tool_loop_with_callable_turn(fake: FakeMessagesAPI) -> None:
     client = anthropic.Anthropic(base_url=fake.url, api_key="fake", max_retries=0)
     fake.reply(tools=[{"name": "clock", "input": {}, "id": "toolu_fixed"}])

@@ -228,11 +228,11 @@ def _normalize_block(block: Any) -> dict[str, Any]:
     kind = out["type"]
     if kind == "text" and not isinstance(out.get("text"), str):
         raise ValueError(f"a text block needs 'text': {block!r}")
-    if kind == "tool_use":
+    if kind in ("tool_use", "server_tool_use"):
         if not isinstance(out.get("name"), str):
-            raise ValueError(f"a tool_use block needs 'name': {block!r}")
+            raise ValueError(f"a {kind} block needs 'name': {block!r}")
         out["input"] = dict(out.get("input") or {})
-        out.setdefault("id", _new_id("toolu"))
+        out.setdefault("id", _new_id("toolu" if kind == "tool_use" else "srvtoolu"))
     if kind == "thinking":
         if not isinstance(out.get("thinking"), str):
             raise ValueError(f"a thinking block needs 'thinking': {block!r}")
@@ -412,8 +412,12 @@ def _stream_events(message: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]
         deltas: list[dict[str, Any]] = []
         if kind == "text":
             first: dict[str, Any] = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": p} for p in _pieces(block["text"])]
-        elif kind == "tool_use":
+            # Cited text streams its citations as deltas, as the real API does.
+            deltas = [
+                {"type": "citations_delta", "citation": c} for c in block.get("citations") or []
+            ]
+            deltas += [{"type": "text_delta", "text": p} for p in _pieces(block["text"])]
+        elif kind in ("tool_use", "server_tool_use"):
             first = {**block, "input": {}}
             partial = json.dumps(block["input"])
             deltas = [{"type": "input_json_delta", "partial_json": p} for p in _pieces(partial)]

@@ -15,6 +15,7 @@ import anthropic
 
 from .. import logs
 from ..config import AgentSection
+from ..connectors import web
 from ..errors import ModelError
 from ..store import Database, Task
 from ..tools import Policy, ToolContext, ToolRegistry, ToolResult
@@ -72,6 +73,7 @@ class Agent:
         context: ToolContext,
         memory: Memory | None = None,
         local_now: Callable[[], datetime] | None = None,
+        web_tools: web.WebTools | None = None,
     ) -> None:
         # The owner's local time from the daemon's clock seam, for each turn's stamp.
         self._local_now = local_now or (lambda: datetime.now(UTC))
@@ -85,6 +87,8 @@ class Agent:
         self._policy = policy
         self._context = context
         self.memory = memory
+        # The API's server tools (web search, fetch), offered after ours.
+        self.web_tools = web_tools
         if memory is not None and tools.get(MemoryTool.name) is None:
             tools.add(MemoryTool(memory))
         self._compactor = Compactor(db, client, settings)
@@ -134,9 +138,12 @@ class Agent:
             reply = await self._ask(task, conversation, steps, name)
             content = [block_dict(block) for block in reply.content]
             self._db.append_message(conversation, task.id, "assistant", content)
+            if reply.stop_reason == "pause_turn":
+                # The API paused a long server-tool turn; sent back as it is, it goes on.
+                continue
             uses = pending_tool_uses({"role": "assistant", "content": content})
             if reply.stop_reason != "tool_use" or not uses:
-                return text_of(content) or "(done; the model gave no text)"
+                return self._final(task)
             results = [await self._run_tool(use, io, steps, task.id) for use in uses]
             self._db.append_message(conversation, task.id, "user", results)
 
@@ -150,8 +157,10 @@ class Agent:
         last = mine[-1]
         if last["role"] == "assistant":
             repair = interrupted_results(last)
+            if not repair and web.paused(last["content"]):
+                return None  # stopped inside a paused server-tool turn: it goes on
             if not repair:
-                return text_of(last["content"]) or "(done; the model gave no text)"
+                return self._final(task)
             # Tool calls were running when we stopped: the model hears so, and decides.
             self._db.append_message(conversation, task.id, "user", repair)
             log.warning("agent.tool_calls_interrupted", task=task.short_id, calls=len(repair))
@@ -193,6 +202,10 @@ class Agent:
             memory = self.memory.system_block()
             system.append({"type": "text", "text": memory, "cache_control": dict(CACHE)})
         tools = self._tools.definitions()
+        if self.web_tools is not None and rows:
+            # The web's use limit is per task: what the running (last) task used so far.
+            task_rows = [row.message() for row in rows if row.task_id == rows[-1].task_id]
+            tools += self.web_tools.definitions(web.uses(task_rows))
         size = estimate_tokens({"system": system, "tools": tools, "messages": messages})
         return Request(system, messages, tools, size)
 
@@ -249,6 +262,14 @@ class Agent:
             cache_write=counts.get("cache_creation_input_tokens"),
         )
         return reply
+
+    def _final(self, task: Task) -> str:
+        """The answer: the text of the model's last turn, and the sources it cited."""
+        mine = self._db.task_messages(task.id)
+        since = max((i for i, m in enumerate(mine) if m["role"] == "user"), default=-1)
+        content = [b for m in mine[since + 1 :] for b in m["content"]]
+        text = text_of(content) or "(done; the model gave no text)"
+        return web.with_sources(text, web.sources(content))
 
     def _learn(self, name: str, tool_input: dict[str, Any]) -> str | None:
         """The owner said "always": allow exactly this call from now on (kept in the store,

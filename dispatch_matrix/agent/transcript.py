@@ -92,7 +92,8 @@ def block_dict(block: Any) -> dict[str, Any]:
     """An SDK content block as the dict the API accepts back in a later request."""
     data: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
     allowed = {
-        "text": {"type", "text"},
+        # Citations stay: they are the answer's sources, and the API takes them back.
+        "text": {"type", "text", "citations"},
         "tool_use": {"type", "id", "name", "input"},
         "thinking": {"type", "thinking", "signature"},
         "redacted_thinking": {"type", "data"},

@@ -1,7 +1,7 @@
 """Control commands: parsed by a pure function, answered without the model.
 
 `!help`, `!status`, `!queue`, `!cancel [id]`, `!pause`, `!resume`, `!retry [id]`, `!new`,
-`!history [n]`, `!compact`, `!memory`, `!usage`, `!model [name]`, `!reminders`,
+`!history [n]`, `!compact`, `!memory`, `!usage`, `!model [name]`, `!tools`, `!reminders`,
 `!cancel-reminder ID`, `!digest`. Anything else starting with `!` gets the help text, never
 the model.
 """
@@ -27,6 +27,7 @@ NAMES = (
     "reminders",
     "cancel-reminder",
     "digest",
+    "tools",
 )
 
 

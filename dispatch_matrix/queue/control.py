@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from .. import logs
 from ..agent import Agent, usage
+from ..connectors.inventory import Group
 from ..errors import ModelError
 from ..ids import EventID, RoomID
 from ..store import Database, TaskState
@@ -37,10 +38,12 @@ class Control:
         agent: Agent,
         voice: VoiceRetry | None = None,
         more: Mapping[str, Handler] | None = None,
+        tools: Callable[[], list[Group]] | None = None,
     ) -> None:
         self._more = dict(more or {})
         self._db = db
         self._voice = voice
+        self._inventory = tools
         self._worker = worker
         self._room = room
         self._agent = agent
@@ -196,6 +199,11 @@ class Control:
         agent.set_model(name)
         log.info("command.model", model=name, checked=known)
         return texts.model_changed(name, usage.price_of(name) is not None, known is True)
+
+    async def _tools(self, _command: Command) -> str:
+        if self._inventory is None:
+            return texts.NO_TOOLS_REPORT
+        return texts.tools_report(self._inventory())
 
 
 def _log_failure(job: asyncio.Task[None]) -> None:

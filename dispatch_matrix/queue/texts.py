@@ -8,6 +8,7 @@ from .. import __version__
 from ..agent import BudgetSpent
 from ..agent.compaction import Compaction
 from ..agent.usage import UNKNOWN_MODEL, Totals
+from ..connectors.inventory import Group
 from ..errors import ModelError
 from ..store import Task, TaskState
 from ..tools import Decision
@@ -39,6 +40,7 @@ order, replying to each. Commands (answered at once, even while I work):
 - `!memory` — what I keep in mind about you across conversations
 - `!reminders` — reminders and schedules with their next times; `!cancel-reminder r<n>` drops one
 - `!digest` — a check-in: what I did since the last one, files written, reminders ahead, cost
+- `!tools` — every tool I have now (built-in, MCP servers, web) and the rule for each
 - `!help` — this text"""
 
 
@@ -367,3 +369,28 @@ def code_span(text: str) -> str:
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     ticks = "`" * (longest + 1)
     return f"{ticks} {text} {ticks}" if longest else f"`{text}`"
+
+
+# -- connectors ------------------------------------------------------------------------------
+
+
+def tools_report(groups: list[Group]) -> str:
+    """The answer to !tools."""
+    parts = ["🧰 **My tools now** (and the rule that applies to each):"]
+    for group in groups:
+        head = f"**{group.title}**" + (f" — {group.state}" if group.state else "")
+        lines = [f"- `{line.name}` — {line.rule}" for line in group.lines]
+        parts.append("\n".join([head, *(lines or ["- (no tools)"])]))
+    return "\n\n".join(parts)
+
+
+NO_TOOLS_REPORT = "This agent was started without a tool inventory."
+
+
+def mcp_failed(name: str, reason: str) -> str:
+    """Told once in the room when an MCP server does not start."""
+    return (
+        f"⚠️ The MCP server **{name}** did not start: {reason}\n\n"
+        "I carry on without its tools and try it again now and then. "
+        "`dispatch-matrix doctor` on the computer checks it; `!tools` shows its state."
+    )

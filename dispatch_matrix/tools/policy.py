@@ -153,6 +153,16 @@ class Policy:
             return None  # a call no rule can spell exactly is simply asked again next time
         return text
 
+    def rules_naming(self, tool_name: str) -> list[tuple[Verdict, str]]:
+        """Every rule that governs a tool, as (list, rule as written), deny first (`!tools`)."""
+        family = _GOVERNED_BY.get(canonical_tool(tool_name))
+        return [
+            (verdict, rule.text)
+            for verdict, rules in (*self._restrictive(), ("allow", self._allow))
+            for rule in rules
+            if (rule.tool in family if family else rule.names_tool(tool_name))
+        ]
+
     def read_denied(self, path: Path) -> bool:
         """Whether reading `path` would be denied: for walkers (grep) that read files the
         policy never saw one by one."""
@@ -328,8 +338,9 @@ def _abs(path: str | Path, home: Path, workdir: Path) -> PurePosixPath:
 
 
 def _describe_call(tool_name: str, tool_input: Mapping[str, Any]) -> str:
+    # Whole, never cut: the owner approves exactly what is shown, so nothing hides past a cut.
     try:
         text = json.dumps(dict(tool_input), ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):
         text = repr(tool_input)
-    return f"{tool_name} {text[:300]}{'…' if len(text) > 300 else ''}"
+    return f"{tool_name} {text}"

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from .errors import ConfigError
 
 _USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
-DEFAULT_MODEL = "claude-sonnet-4-6"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 
 
 class _Section(BaseModel):
@@ -155,6 +155,14 @@ class AgentSection(_Section):
         ge=0,
         description="Extended thinking tokens per reply (0 = off, else at least 1024); added "
         "to max_tokens",
+    )
+
+    max_continuations: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Times a reply cut off by the output limit (max_tokens) is continued "
+        "before the owner is told the answer was cut",
     )
 
     @field_validator("thinking_budget")

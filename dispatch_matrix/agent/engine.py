@@ -13,32 +13,36 @@ from typing import Any
 import anthropic
 
 from .. import logs
-from ..errors import ModelError
 from ..store import Database, Task
 from ..tools import Policy, ToolContext, ToolRegistry, ToolResult
-from . import model, usage
+from . import model, stops, usage
 from .compaction import Compaction, Compactor
 from .context import Gauge, estimate_tokens, real_input
+from .errors import (
+    AgentFailure,
+    AnswerCut,
+    BudgetSpent,
+    ContextTooLong,
+    ModelDeclined,
+    RequestTooLarge,
+)
 from .inbox import first_turn
 from .memory import Memory, MemoryTool
-from .model import BudgetSpent, ContextTooLong
 from .ports import TaskIO
 from .prompt import turn_context
 from .settings import Settings
+from .stops import Step, Turn
 from .transcript import (
     CACHE,
     block_dict,
     interrupted_results,
-    pending_tool_uses,
     request_messages,
     text_of,
 )
 
 log = logs.get(__name__)
 
-
-class AgentFailure(ModelError):
-    """The task cannot be finished; the message says why, for the owner."""
+__all__ = ["Agent", "AgentFailure", "Limits", "Request"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ class Agent:
         # One model per task: the cached prefix and any thinking signatures belong to it.
         name = self.current_model()
         started = time.monotonic()
+        turn = Turn()
         while True:
             steps = self._db.count_step(task.id)
             if steps > self._limits.max_steps:
@@ -138,14 +143,24 @@ class Agent:
                     f"stopped after {self._limits.max_seconds / 60:.0f} minutes without "
                     "finishing (the time budget, [agent] max_task_seconds)"
                 )
-            reply = await self._ask(task, conversation, steps, name)
+            reply = await self._ask(task, conversation, steps, name, turn)
             content = [block_dict(block) for block in reply.content]
-            self._db.append_message(conversation, task.id, "assistant", content)
-            uses = pending_tool_uses({"role": "assistant", "content": content})
-            if reply.stop_reason != "tool_use" or not uses:
+            limit = self.settings.max_continuations
+            verdict = stops.judge(reply.stop_reason, content, turn.continued, limit)
+            if verdict.keep:
+                self._db.append_message(conversation, task.id, "assistant", verdict.keep)
+            if verdict.step is Step.ANSWER:
+                if turn.parts:
+                    return stops.joined([*turn.parts, stops.raw_text(content)])
                 return text_of(content) or "(done; the model gave no text)"
-            results = [await self._run_tool(use, io, steps) for use in uses]
-            self._db.append_message(conversation, task.id, "user", results)
+            if verdict.step is Step.TOOLS:
+                turn.parts.clear()
+                turn.continued = 0
+                uses = [b for b in content if b.get("type") == "tool_use"]
+                results = [await self._run_tool(use, io, steps) for use in uses]
+                self._db.append_message(conversation, task.id, "user", results)
+            elif verdict.step is not Step.RESUME:
+                await self._cut(task, conversation, name, reply.stop_reason, verdict, turn)
 
     def _resume(self, task: Task, conversation: int, now: datetime | None) -> str | None:
         """Start the task's turn, or pick it up after a restart; the answer if it had one."""
@@ -164,34 +179,95 @@ class Agent:
             log.warning("agent.tool_calls_interrupted", task=task.short_id, calls=len(repair))
         return None
 
-    async def _ask(self, task: Task, conversation: int, step: int, name: str) -> Any:
-        """One step's request, compacting first when it would fill the context; a refusal
-        as too long compacts harder and retries exactly once."""
-        request = self._request(conversation)
+    async def _cut(
+        self,
+        task: Task,
+        conversation: int,
+        name: str,
+        stop: str | None,
+        verdict: stops.Verdict,
+        turn: Turn,
+    ) -> None:
+        """A reply cut off (output limit, full context), or declined: ask for the rest, or
+        give up and say why."""
+        if verdict.step is Step.DECLINED:
+            log.warning("agent.declined", task=task.short_id)
+            raise ModelDeclined(
+                "the model declined this task (it stopped with `refusal`). Nothing more was "
+                "done. Rephrase the task, or send `!new` if it keeps declining in this "
+                "conversation"
+            )
+        turn.parts.append(stops.raw_text(verdict.keep))
+        log.warning(
+            "agent.reply_cut",
+            task=task.short_id,
+            stop=stop,
+            continued=turn.continued,
+            dropped_calls=verdict.dropped_calls,
+        )
+        full = verdict.step is Step.COMPACT
+        if full and await self._compact(conversation, task.id, name, relaxed=True) is None:
+            verdict = stops.Verdict(Step.CUT, verdict.keep)
+        if verdict.step is Step.CUT:
+            why = (
+                "the context window was full"
+                if stop == "model_context_window_exceeded"
+                else f"of the output limit ([agent] max_tokens = {self._max_tokens})"
+            )
+            partial = stops.joined(turn.parts)
+            raise AnswerCut(
+                f"the answer was cut off because {why}, after {turn.continued} "
+                "continuation(s) ([agent] max_continuations). What it had written:\n\n"
+                + (partial or "(nothing)"),
+                partial,
+            )
+        assert verdict.note is not None
+        turn.continued += 1
+        self._db.append_message(conversation, task.id, "user", verdict.note)
+
+    async def _ask(
+        self, task: Task, conversation: int, step: int, name: str, turn: Turn | None = None
+    ) -> Any:
+        """One step's request, compacting first when it would fill the context. A refusal
+        as too long compacts harder and retries exactly once; one as too large (413) also
+        leaves attachments out and trims tool results harder, for the rest of the task."""
+        turn = turn or Turn()
+        request = self._request(conversation, lean=turn.lean)
         expected = self._gauge.expect(request.estimate)
         if expected > self.settings.compact_above:
             log.info("agent.context_full", task=task.short_id, expected=expected)
             if await self._compact(conversation, task.id, name) is not None:
-                request = self._request(conversation)
+                request = self._request(conversation, lean=turn.lean)
         try:
             return await self._send(task, step, name, request)
         except ContextTooLong as err:
-            log.warning("agent.context_too_long", task=task.short_id, error=err.message)
-            if await self._compact(conversation, task.id, name, relaxed=True) is None:
-                raise ContextTooLong(
+            too_large = isinstance(err, RequestTooLarge)
+            log.warning(
+                "agent.context_too_long",
+                task=task.short_id,
+                error=err.message,
+                too_large=too_large,
+            )
+            compacted = await self._compact(conversation, task.id, name, relaxed=True)
+            if compacted is None and (not too_large or turn.lean):
+                raise type(err)(
                     f"{err.message} — and nothing older is left to compact; send `!new` to "
                     "start a fresh conversation"
                 ) from err
-            return await self._send(task, step, name, self._request(conversation))
+            turn.lean = turn.lean or too_large
+            return await self._send(task, step, name, self._request(conversation, turn.lean))
 
-    def _request(self, conversation: int) -> Request:
-        """The request for the conversation as it stands in the store."""
+    def _request(self, conversation: int, lean: bool = False) -> Request:
+        """The request for the conversation as it stands in the store; `lean` leaves images
+        and documents out and trims tool results to a quarter of the usual length."""
         summary = self._db.latest_summary(conversation)
         rows = self._db.transcript_rows(conversation, summary.covers_up_to if summary else 0)
+        trim_at = self.settings.max_tool_result_chars
         messages = request_messages(
             [(row.id, row.message()) for row in rows],
             summary.text if summary else None,
-            self.settings.max_tool_result_chars,
+            trim_at // 4 if lean else trim_at,
+            lean=lean,
         )
         system = [{"type": "text", "text": self._system, "cache_control": dict(CACHE)}]
         if self.memory is not None:

@@ -20,6 +20,9 @@ class Settings:
     daily_budget_usd: float = 0.0
     # Extended thinking tokens per reply; 0 means off.
     thinking_budget: int = 0
+    # Times a reply cut off at max_tokens (or a full context) is continued before the owner
+    # is told that the answer was cut.
+    max_continuations: int = 2
 
     @classmethod
     def from_config(cls, section: AgentSection) -> Settings:
@@ -31,6 +34,7 @@ class Settings:
             max_tool_result_chars=section.max_tool_result_chars,
             daily_budget_usd=section.daily_budget_usd,
             thinking_budget=section.thinking_budget,
+            max_continuations=section.max_continuations,
         )
 
     @property

@@ -255,7 +255,15 @@ class Agent:
                     "start a fresh conversation"
                 ) from err
             turn.lean = turn.lean or too_large
-            return await self._send(task, step, name, self._request(conversation, turn.lean))
+            retry = self._request(conversation, lean=turn.lean)
+            try:
+                return await self._send(task, step, name, retry)
+            except ContextTooLong as again:
+                shed = "leaving attachments out and compacting" if too_large else "compacting"
+                raise type(again)(
+                    f"{again.message} — even after {shed}; send `!new` to start a fresh "
+                    "conversation"
+                ) from again
 
     def _request(self, conversation: int, lean: bool = False) -> Request:
         """The request for the conversation as it stands in the store; `lean` leaves images

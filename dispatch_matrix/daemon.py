@@ -34,6 +34,7 @@ from .matrix.outbox import Outbox
 from .matrix.router import Router
 from .matrix.sync import SyncLoop, SyncStalled
 from .queue import Worker
+from .queue import texts as queue_texts
 from .queue.control import Control
 from .queue.intake import Intake
 from .state import StateFolder
@@ -289,6 +290,7 @@ async def _serve(
         sys.stdout.flush()
         await outbox.flush()
         await _announce_replacement(client, db, outbox)
+        await _report_model(agent, db, client, outbox)
 
     log.info("daemon.started", user=session.user_id, device=session.device_id, pid=os.getpid())
     try:
@@ -326,6 +328,30 @@ async def _announce_replacement(client: MatrixClient, db: Database, outbox: Outb
             key=f"replaced-{old}-{room_id}",
         )
     db.set_meta("announce_replaced_device", "")
+
+
+async def _report_model(agent: Agent, db: Database, client: MatrixClient, outbox: Outbox) -> None:
+    """A deprecated or retired model is logged at every start, and said once in each room."""
+    status = await agent.model_status()
+    notice = status.notice()
+    if notice is None:
+        return
+    log.warning(
+        "model.deprecated",
+        model=status.name,
+        lifecycle=status.lifecycle,
+        retires=status.retires,
+        replacement=status.replacement,
+    )
+    rooms = list(client.client.rooms)
+    key = f"model-ending-{status.name}-{status.lifecycle}"
+    # No room yet (a first start): said at a later start, once the owner's room exists.
+    if not rooms or not db.first_notice(key):
+        return
+    for room_id in rooms:
+        await outbox.post(
+            RoomID(room_id), queue_texts.model_ending(notice), notice=True, key=f"{key}-{room_id}"
+        )
 
 
 def default_config_path() -> Path:

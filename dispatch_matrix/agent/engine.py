@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
+from anthropic.types import ModelInfo
 
 from .. import logs
 from ..store import Database, Task
 from ..tools import Policy, ToolContext, ToolRegistry, ToolResult
-from . import model, stops, usage
+from . import catalogue, model, stops, usage
 from .compaction import Compaction, Compactor
 from .context import Gauge, estimate_tokens, real_input
 from .errors import (
@@ -114,6 +115,14 @@ class Agent:
     async def model_exists(self, name: str) -> bool | None:
         """Whether the API knows the model; None when it cannot be asked now."""
         return await model.exists(self._client, name)
+
+    async def models(self) -> list[ModelInfo] | None:
+        """The models the API offers (`!model`); None when it cannot be asked now."""
+        return await catalogue.available(self._client)
+
+    async def model_status(self, name: str | None = None) -> catalogue.ModelStatus:
+        """Whether a model (default: the current one) is active, deprecated or retired."""
+        return await catalogue.status(self._client, name or self.current_model())
 
     async def compact_now(self) -> Compaction | None:
         """Compact the open conversation now (`!compact`); None if it is too short."""
@@ -304,11 +313,9 @@ class Agent:
 
     async def _send(self, task: Task, step: int, name: str, request: Request) -> Any:
         self._check_budget()
-        max_tokens, thinking = self._max_tokens, None
-        if self.settings.thinking_budget > 0:
-            budget = self.settings.thinking_budget
-            thinking = {"type": "enabled", "budget_tokens": budget}
-            max_tokens += budget
+        budget = self.settings.thinking_budget
+        thinking = catalogue.thinking_for(name, budget)
+        max_tokens = self._max_tokens + (budget if thinking else 0)
         log.info(
             "agent.request",
             task=task.short_id,

@@ -286,6 +286,7 @@ async def test_an_answer_still_cut_after_the_continuations_is_reported_as_cut(
     # The conversation stays valid for the next task.
     fake_api.reply("Fine.")
     assert await agent.answer(new_task(db, 2), RecordingIO()) == "Fine."
+    assert "ended unfinished" in str(fake_api.requests[-1].body["messages"][-1])
 
 
 async def test_a_tool_call_cut_by_max_tokens_is_never_run(
@@ -317,6 +318,20 @@ async def test_a_refusal_tells_the_owner_and_keeps_the_conversation_valid(
     sent = fake_api.requests[1].body["messages"]
     assert sent[1]["content"][0]["text"] == DECLINED_MARK
     assert "PARTIAL" not in str(sent)
+
+
+async def test_a_retried_task_that_ended_unfinished_is_tried_again(
+    tmp_path: Path, fake_api: FakeMessagesAPI
+) -> None:
+    agent, db = make_agent(tmp_path, fake_api)
+    task = new_task(db, 1)
+    fake_api.stop_with("refusal", "No.")
+    with pytest.raises(ModelDeclined):
+        await agent.answer(task, RecordingIO())
+    fake_api.reply("Done this time.")
+    assert await agent.answer(task, RecordingIO()) == "Done this time."
+    retried = fake_api.requests[-1].body["messages"]
+    assert "try that task again" in retried[-1]["content"][-1]["text"]
 
 
 async def test_pause_turn_sends_the_turn_back_and_the_model_goes_on(

@@ -454,12 +454,12 @@ async def test_models_and_count_tokens(
         await aclient.models.retrieve("claude-nonexistent")
     counted = await aclient.messages.count_tokens(model=MODEL, messages=user("count me"))
     assert counted.input_tokens > 0
-    assert [r.path for r in fake.requests] == [
+    assert [r.path for r in fake.requests] == ["/v1/messages/count_tokens"]
+    assert [r.path for r in fake.model_requests] == [
         "/v1/models",
         "/v1/models",
         "/v1/models/claude-opus-4-1",
         "/v1/models/claude-nonexistent",
-        "/v1/messages/count_tokens",
     ]
 
 

@@ -162,6 +162,9 @@ class FakeMessagesAPI(BackgroundServer):
         self._cond = threading.Condition()
         self._turns: deque[Turn] = deque()
         self._log: list[RecordedRequest] = []
+        # Reads of the model catalogue are kept apart: the bot reads it at start and for
+        # `!model`, and tests assert on what was asked of the model itself.
+        self._model_log: list[RecordedRequest] = []
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._cache = PromptCache(lookback=rules.cache_lookback, min_tokens=rules.cache_min_tokens)
 
@@ -265,6 +268,7 @@ class FakeMessagesAPI(BackgroundServer):
         with self._cond:
             self._turns.clear()
             self._log.clear()
+            self._model_log.clear()
             self._cache.clear()
 
     def advance_clock(self, seconds: float) -> None:
@@ -276,9 +280,15 @@ class FakeMessagesAPI(BackgroundServer):
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """A snapshot of the request log."""
+        """A snapshot of the request log (every request but the model catalogue's)."""
         with self._cond:
             return list(self._log)
+
+    @property
+    def model_requests(self) -> list[RecordedRequest]:
+        """The reads of the model catalogue (``GET /v1/models``, ``/v1/models/ID``)."""
+        with self._cond:
+            return list(self._model_log)
 
     def wait_for_requests(self, n: int, timeout: float = 30.0) -> list[RecordedRequest]:
         """Block until at least ``n`` requests are recorded; returns the log (TimeoutError)."""
@@ -341,6 +351,10 @@ class FakeMessagesAPI(BackgroundServer):
             cache=cache_fields(outcome),
             error_type=error_type,
         )
+        if request.method == "GET" and request.path.startswith("/v1/models"):
+            with self._cond:
+                self._model_log.append(record)
+            return
         with self._cond:
             self._log.append(record)
             self._cond.notify_all()

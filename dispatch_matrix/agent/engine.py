@@ -201,6 +201,7 @@ class Agent:
         give up and say why."""
         if verdict.step is Step.DECLINED:
             log.warning("agent.declined", task=task.short_id)
+            self._ended(task, conversation, "the model declined it")
             raise ModelDeclined(
                 "the model declined this task (it stopped with `refusal`). Nothing more was "
                 "done. Rephrase the task, or send `!new` if it keeps declining in this "
@@ -224,6 +225,7 @@ class Agent:
                 else f"of the output limit ([agent] max_tokens = {self._max_tokens})"
             )
             partial = stops.joined(turn.parts)
+            self._ended(task, conversation, f"its answer was cut off because {why}")
             raise AnswerCut(
                 f"the answer was cut off because {why}, after {turn.continued} "
                 "continuation(s) ([agent] max_continuations). What it had written:\n\n"
@@ -233,6 +235,10 @@ class Agent:
         assert verdict.note is not None
         turn.continued += 1
         self._db.append_message(conversation, task.id, "user", verdict.note)
+
+    def _ended(self, task: Task, conversation: int, why: str) -> None:
+        note = {"type": "text", "text": stops.ENDED_NOTE.format(why=why)}
+        self._db.append_message(conversation, task.id, "user", [note])
 
     async def _ask(
         self, task: Task, conversation: int, step: int, name: str, turn: Turn | None = None

@@ -68,6 +68,12 @@ DROPPED_CALLS_NOTE = (
     "smaller (a large file in several parts)."
 )
 DECLINED_MARK = "[dispatch-matrix: the model declined this task (stop reason: refusal).]"
+# After a task that ended unfinished: the transcript then ends with the owner's side, so a
+# `!retry` sends it as it stands and the model tries again.
+ENDED_NOTE = (
+    "[dispatch-matrix: the task above ended unfinished ({why}); the owner was told. If no "
+    "new message follows this note, the owner has asked to try that task again: do it now.]"
+)
 
 _ANSWERS = frozenset({"end_turn", "stop_sequence"})
 _CUTS = {

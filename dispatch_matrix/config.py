@@ -164,6 +164,12 @@ class AgentSection(_Section):
         description="Times a reply cut off by the output limit (max_tokens) is continued "
         "before the owner is told the answer was cut",
     )
+    cache_ttl: Literal["5m", "1h", "mix"] = Field(
+        "1h",
+        description="Prompt-cache lifetime: 5m everywhere, 1h everywhere (writes cost 2x "
+        "input instead of 1.25x), or mix (1h for tools, system and memory, 5m for the "
+        "conversation); see tools/bench/results/day_cost.json",
+    )
 
     @field_validator("thinking_budget")
     @classmethod

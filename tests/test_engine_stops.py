@@ -407,3 +407,32 @@ def test_one_hour_cache_writes_cost_twice_the_input_price() -> None:
     hour = cost(MODEL, 0, 0, cache_write=1_000_000, cache_write_1h=1_000_000)
     read = cost(MODEL, 0, 0, cache_read=1_000_000)
     assert (five, hour, read) == (pytest.approx(2.5), pytest.approx(4.0), pytest.approx(0.2))
+
+
+# ---- cache lifetimes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "strategy, system_ttl, tail_ttl",
+    [("1h", "1h", "1h"), ("mix", "1h", None), ("5m", None, None)],
+)
+def test_each_cache_strategy_puts_its_lifetimes_on_the_breakpoints(
+    tmp_path: Path,
+    fake_api: FakeMessagesAPI,
+    strategy: str,
+    system_ttl: str | None,
+    tail_ttl: str | None,
+) -> None:
+    agent, db = make_agent(tmp_path, fake_api, Settings(cache_ttl=strategy))
+    conversation = db.current_conversation()
+    db.append_message(conversation, None, "user", [{"type": "text", "text": "hi"}])
+    request = agent._request(conversation)
+    assert [b["cache_control"].get("ttl") for b in request.system] == [system_ttl] * 2
+    assert request.messages[-1]["content"][-1]["cache_control"].get("ttl") == tail_ttl
+
+
+def test_the_default_cache_lifetime_is_the_cheapest_measured() -> None:
+    import json
+
+    results = Path(__file__).parents[1] / "tools/bench/results/day_cost.json"
+    assert Settings().cache_ttl == json.loads(results.read_text())["cheapest"] == "1h"

@@ -224,6 +224,20 @@ def image(data: bytes, media_type: str = "image/png") -> dict[str, Any]:
             "adaptive",
         ),
         (
+            {
+                "system": [
+                    {"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}},
+                    {
+                        "type": "text",
+                        "text": "b",
+                        "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                    },
+                ]
+            },
+            400,
+            "may not follow one with ttl '5m'",
+        ),
+        (
             {"messages": [{"role": "user", "content": "word " * 170_000}]},
             400,
             "prompt is too long: ",

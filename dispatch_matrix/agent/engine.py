@@ -34,8 +34,8 @@ from .prompt import turn_context
 from .settings import Settings
 from .stops import Step, Turn
 from .transcript import (
-    CACHE,
     block_dict,
+    cache_control,
     interrupted_results,
     request_messages,
     text_of,
@@ -291,13 +291,15 @@ class Agent:
             summary.text if summary else None,
             trim_at // 4 if lean else trim_at,
             lean=lean,
+            ttl=(self.settings.prefix_ttl, self.settings.tail_ttl),
         )
-        system = [{"type": "text", "text": self._system, "cache_control": dict(CACHE)}]
+        stable = cache_control(self.settings.prefix_ttl)
+        system = [{"type": "text", "text": self._system, "cache_control": stable}]
         if self.memory is not None:
             # After the stable part, with its own breakpoint: a memory edit re-caches only
             # from here on.
             memory = self.memory.system_block()
-            system.append({"type": "text", "text": memory, "cache_control": dict(CACHE)})
+            system.append({"type": "text", "text": memory, "cache_control": dict(stable)})
         tools = self._tools.definitions()
         size = estimate_tokens({"system": system, "tools": tools, "messages": messages})
         return Request(system, messages, tools, size)

@@ -6,6 +6,13 @@ import copy
 from typing import Any
 
 CACHE = {"type": "ephemeral"}
+CACHE_1H = {"type": "ephemeral", "ttl": "1h"}
+
+
+def cache_control(ttl: str) -> dict[str, str]:
+    """A breakpoint's cache_control for a lifetime of "5m" or "1h"."""
+    return dict(CACHE_1H if ttl == "1h" else CACHE)
+
 
 INTERRUPTED_RESULT = (
     "This call was interrupted: dispatch-matrix stopped (restart, crash or power loss) while "
@@ -63,7 +70,7 @@ def _answer_dangling_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any
 _UNCACHEABLE = frozenset({"thinking", "redacted_thinking"})
 
 
-def with_cache_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_cache_breakpoint(messages: list[dict[str, Any]], ttl: str = "5m") -> list[dict[str, Any]]:
     """A copy whose last block carries a cache breakpoint, so the next turn reads it back.
 
     A turn sent back after `pause_turn` ends with the assistant's message; the breakpoint
@@ -74,7 +81,7 @@ def with_cache_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]
     for message in reversed(out):
         blocks = [b for b in message["content"] if b.get("type") not in _UNCACHEABLE]
         if blocks:
-            blocks[-1]["cache_control"] = dict(CACHE)
+            blocks[-1]["cache_control"] = cache_control(ttl)
             break
     return out
 
@@ -211,10 +218,11 @@ def request_messages(
     trim_at: int,
     *,
     lean: bool = False,
+    ttl: tuple[str, str] = ("5m", "5m"),
 ) -> list[dict[str, Any]]:
     """The messages of a request: the summary (if any) then the newer turns verbatim, long
-    tool results trimmed; breakpoints on the summary and on the tail. `lean` (after a 413)
-    also leaves images and documents out.
+    tool results trimmed; breakpoints on the summary and on the tail, with the lifetimes
+    `ttl` = (summary's, tail's). `lean` (after a 413) also leaves images and documents out.
 
     `rows` are (transcript row id, message). The summary carries a breakpoint of its own so
     the prefix a compaction creates is cached once and read back from then on.
@@ -224,9 +232,9 @@ def request_messages(
         messages = [without_media(message) for message in messages]
     if summary is not None:
         messages.insert(0, summary_message(summary))
-    out = with_cache_breakpoint(normalize(messages))
+    out = with_cache_breakpoint(normalize(messages), ttl[1])
     if summary is not None and out:
-        out[0]["content"][0]["cache_control"] = dict(CACHE)
+        out[0]["content"][0]["cache_control"] = cache_control(ttl[0])
     return out
 
 

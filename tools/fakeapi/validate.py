@@ -131,6 +131,13 @@ def validate(
     if not isinstance(messages, list) or not messages:
         raise invalid("messages: List should have at least 1 item after validation, not 0")
     _check_messages(messages, bool(tools), rules, signer)
+    ttls = [part.ttl for part in flatten_prompt(dict(body)) if part.ttl is not None]
+    if any(later > earlier for earlier, later in zip(ttls, ttls[1:], strict=False)):
+        # The service reads the prompt in order: an entry may not outlive the one before it.
+        raise invalid(
+            "cache_control: a breakpoint with ttl '1h' may not follow one with ttl '5m'; "
+            "longer-lived cache entries must come first"
+        )
     breakpoints = count_breakpoints(dict(body))
     if breakpoints > MAX_BREAKPOINTS:
         raise invalid(

@@ -202,11 +202,7 @@ class Agent:
         if verdict.step is Step.DECLINED:
             log.warning("agent.declined", task=task.short_id)
             self._ended(task, conversation, "the model declined it")
-            raise ModelDeclined(
-                "the model declined this task (it stopped with `refusal`). Nothing more was "
-                "done. Rephrase the task, or send `!new` if it keeps declining in this "
-                "conversation"
-            )
+            raise ModelDeclined.told()
         turn.parts.append(stops.raw_text(verdict.keep))
         log.warning(
             "agent.reply_cut",
@@ -224,14 +220,8 @@ class Agent:
                 if stop == "model_context_window_exceeded"
                 else f"of the output limit ([agent] max_tokens = {self._max_tokens})"
             )
-            partial = stops.joined(turn.parts)
             self._ended(task, conversation, f"its answer was cut off because {why}")
-            raise AnswerCut(
-                f"the answer was cut off because {why}, after {turn.continued} "
-                "continuation(s) ([agent] max_continuations). What it had written:\n\n"
-                + (partial or "(nothing)"),
-                partial,
-            )
+            raise AnswerCut.because(why, turn.continued, stops.joined(turn.parts))
         assert verdict.note is not None
         turn.continued += 1
         self._db.append_message(conversation, task.id, "user", verdict.note)

@@ -70,9 +70,27 @@ class AnswerCut(AgentFailure):
         super().__init__(message)
         self.partial = partial
 
+    @classmethod
+    def because(cls, why: str, continued: int, partial: str) -> AnswerCut:
+        """The owner's account: why it was cut, after how many continuations, and what the
+        model had written."""
+        return cls(
+            f"the answer was cut off because {why}, after {continued} continuation(s) "
+            "([agent] max_continuations). What it had written:\n\n" + (partial or "(nothing)"),
+            partial,
+        )
+
 
 class ModelDeclined(AgentFailure):
     """The model stopped with `refusal`: it declined to go on with the task."""
+
+    @classmethod
+    def told(cls) -> ModelDeclined:
+        """The owner's account of a refusal."""
+        return cls(
+            "the model declined this task (it stopped with `refusal`). Nothing more was done. "
+            "Rephrase the task, or send `!new` if it keeps declining in this conversation"
+        )
 
 
 # -- what each error states, and what it means ------------------------------------------------

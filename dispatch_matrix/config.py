@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .voice.config import VoiceSection
 
 _USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
-DEFAULT_MODEL = "claude-sonnet-4-6"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 
 
 class _Section(BaseModel):
@@ -190,12 +190,36 @@ class AgentSection(_Section):
         "to max_tokens",
     )
 
+    max_continuations: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Times a reply cut off by the output limit (max_tokens) is continued "
+        "before the owner is told the answer was cut",
+    )
+    cache_ttl: Literal["5m", "1h", "mix"] = Field(
+        "1h",
+        description="Prompt-cache lifetime: 5m everywhere, 1h everywhere (writes cost 2x "
+        "input instead of 1.25x), or mix (1h for tools, system and memory, 5m for the "
+        "conversation); see tools/bench/results/day_cost.json",
+    )
+
     @field_validator("thinking_budget")
     @classmethod
     def _thinking(cls, value: int) -> int:
         if 0 < value < 1024:
             raise ValueError("must be 0 (off) or at least 1024 tokens")
         return value
+
+    @property
+    def prefix_ttl(self) -> str:
+        """The lifetime of the stable prefix's cache breakpoints."""
+        return "5m" if self.cache_ttl == "5m" else "1h"
+
+    @property
+    def tail_ttl(self) -> str:
+        """The lifetime of the breakpoint on the conversation's tail."""
+        return "1h" if self.cache_ttl == "1h" else "5m"
 
     @property
     def compact_above(self) -> int:

@@ -42,6 +42,7 @@ from .matrix.sync import SyncLoop, SyncStalled
 from .matrix.uia import ApprovalInBrowser
 from .matrix.voice_inbox import VoiceInbox
 from .queue import Worker
+from .queue import texts as queue_texts
 from .queue.control import Control
 from .queue.digest import Digest
 from .queue.intake import Intake
@@ -404,6 +405,7 @@ async def _serve(
         await _announce_replacement(client, db, outbox)
         if confinement is not None and not confinement.active:
             await _announce_unconfined(client, outbox)
+        await _report_model(agent, db, client, outbox)
 
     async def fire_schedules(scheduler: Scheduler) -> None:
         # Reminders go into rooms nio learns of in the first sync.
@@ -467,6 +469,30 @@ async def _announce_unconfined(client: MatrixClient, outbox: Outbox) -> None:
     for room_id in list(client.client.rooms):
         await outbox.post(
             RoomID(room_id), texts.sandbox_off(), notice=True, key=f"sandbox-off-{room_id}"
+        )
+
+
+async def _report_model(agent: Agent, db: Database, client: MatrixClient, outbox: Outbox) -> None:
+    """A deprecated or retired model is logged at every start, and said once in each room."""
+    status = await agent.model_status()
+    notice = status.notice()
+    if notice is None:
+        return
+    log.warning(
+        "model.deprecated",
+        model=status.name,
+        lifecycle=status.lifecycle,
+        retires=status.retires,
+        replacement=status.replacement,
+    )
+    rooms = list(client.client.rooms)
+    key = f"model-ending-{status.name}-{status.lifecycle}"
+    # No room yet (a first start): said at a later start, once the owner's room exists.
+    if not rooms or not db.first_notice(key):
+        return
+    for room_id in rooms:
+        await outbox.post(
+            RoomID(room_id), queue_texts.model_ending(notice), notice=True, key=f"{key}-{room_id}"
         )
 
 

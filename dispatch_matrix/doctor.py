@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anthropic
 
+from .agent import catalogue
 from .config import Config, load_config
 from .errors import ConfigError, DispatchError
 from .matrix.texts import exemption_hint
@@ -222,6 +223,9 @@ async def _api(config: Config) -> list[Check]:
             config.agent.model
         )
         checks.append(Check(True, f"Messages API reachable; model {model.id} available"))
+        notice = (await catalogue.status(client, config.agent.model)).notice()
+        if notice is not None:
+            checks.append(Check(False, notice, "set [agent] model to a current model"))
     except anthropic.NotFoundError:
         checks.append(
             Check(False, f"model {config.agent.model} not found", "set [agent] model to a valid id")

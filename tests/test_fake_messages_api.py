@@ -43,6 +43,11 @@ def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
+def tool(name: str) -> dict[str, Any]:
+    """A tool definition: the service refuses tool blocks in a request that defines none."""
+    return {"name": name, "description": f"the {name} tool", "input_schema": {"type": "object"}}
+
+
 # ---- plain replies ---------------------------------------------------------------------------
 
 
@@ -171,7 +176,8 @@ def test_sync_client_tool_loop_with_callable_turn(fake: FakeMessagesAPI) -> None
 
     fake.script(answer)
     messages: list[dict[str, Any]] = user("what time is it?")
-    first = client.messages.create(model=MODEL, max_tokens=64, messages=messages)
+    tools = [tool("clock")]
+    first = client.messages.create(model=MODEL, max_tokens=64, messages=messages, tools=tools)
     assert first.stop_reason == "tool_use"
     assert first.content[0].id == "toolu_fixed"
     messages += [
@@ -181,7 +187,7 @@ def test_sync_client_tool_loop_with_callable_turn(fake: FakeMessagesAPI) -> None
             "content": [{"type": "tool_result", "tool_use_id": "toolu_fixed", "content": "noon"}],
         },
     ]
-    second = client.messages.create(model=MODEL, max_tokens=64, messages=messages)
+    second = client.messages.create(model=MODEL, max_tokens=64, messages=messages, tools=tools)
     assert second.content[0].text == "The tool said: noon"
     client.close()
 
@@ -268,7 +274,9 @@ async def test_invalid_requests_rejected_without_using_turns(
         {"role": "user", "content": "no result here"},
     ]
     with pytest.raises(anthropic.BadRequestError) as caught:
-        await aclient.messages.create(model=MODEL, max_tokens=64, messages=dangling)
+        await aclient.messages.create(
+            model=MODEL, max_tokens=64, messages=dangling, tools=[tool("x")]
+        )
     assert "toolu_1" in caught.value.message and "tool_result" in caught.value.message
 
     cc = {"type": "ephemeral"}
@@ -339,7 +347,9 @@ async def test_default_echo_responder(aclient: anthropic.AsyncAnthropic) -> None
             "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "done"}],
         },
     ]
-    message = await aclient.messages.create(model=MODEL, max_tokens=64, messages=conversation)
+    message = await aclient.messages.create(
+        model=MODEL, max_tokens=64, messages=conversation, tools=[tool("run")]
+    )
     assert "only tool results" in message.content[0].text
     assert "toolu_9" in message.content[0].text
 
@@ -364,10 +374,11 @@ def _cached_request(system: str, turns: list[str], ttl: str | None = None) -> di
 
 
 async def test_cache_accounting(fake: FakeMessagesAPI, aclient: anthropic.AsyncAnthropic) -> None:
-    system = "You are a careful assistant. " * 400  # ~11 kB, ~2900 tokens
+    # Haiku 4.5 caches prefixes of 4096 tokens and more: ~18 kB, ~4400 tokens.
+    system = "You are a careful assistant. " * 600
     first = await aclient.messages.create(**_cached_request(system, ["first question"]))
     assert first.usage.cache_read_input_tokens == 0
-    assert first.usage.cache_creation_input_tokens > 2500
+    assert first.usage.cache_creation_input_tokens > 4096
     assert first.usage.input_tokens == 0  # everything is before the last breakpoint
 
     second = await aclient.messages.create(
@@ -393,13 +404,13 @@ async def test_cache_accounting(fake: FakeMessagesAPI, aclient: anthropic.AsyncA
         **_cached_request(system, ["first question", "second question"])
     )
     assert third.usage.cache_read_input_tokens == 0
-    assert third.usage.cache_creation_input_tokens > 2500
+    assert third.usage.cache_creation_input_tokens > 4096
     assert fake.cache_report()[-1]["share"] > 0.8  # the structural share ignores TTLs
 
     # ... while 1 hour entries survive that, and are reported as such.
     one_hour = _cached_request("Hourly. " + system, ["an hour"], ttl="1h")
     written = await aclient.messages.create(**one_hour)
-    assert written.usage.cache_creation.ephemeral_1h_input_tokens > 2500
+    assert written.usage.cache_creation.ephemeral_1h_input_tokens > 4096
     fake.advance_clock(301)
     read = await aclient.messages.create(**one_hour)
     assert read.usage.cache_read_input_tokens == written.usage.cache_creation_input_tokens
@@ -408,7 +419,7 @@ async def test_cache_accounting(fake: FakeMessagesAPI, aclient: anthropic.AsyncA
 async def test_cache_totals_are_consistent(
     fake: FakeMessagesAPI, aclient: anthropic.AsyncAnthropic
 ) -> None:
-    request = _cached_request("System prompt. " * 100, ["q1", "q2", "q3"])
+    request = _cached_request("System prompt. " * 1200, ["q1", "q2", "q3"])
     counted = await aclient.messages.count_tokens(
         model=MODEL, system=request["system"], messages=request["messages"]
     )
@@ -457,18 +468,24 @@ async def test_models_and_count_tokens(
 ) -> None:
     page = await aclient.models.list()
     ids = [model.id for model in page.data]
-    assert {"claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"} <= set(ids)
+    assert {"claude-sonnet-5-5", "claude-sonnet-4-5", "claude-haiku-4-5"} <= set(ids)
+    assert ids[0] == "claude-sonnet-5-5"  # newest first
+    # Retired models are listed only when asked for.
+    assert "claude-opus-4-1" not in ids
+    retired = await aclient.models.list(lifecycle=["retired"])
+    assert [m.id for m in retired.data] == ["claude-opus-4-1"]
     model = await aclient.models.retrieve("claude-opus-4-1")
-    assert model.display_name == "Claude Opus 4.1"
+    assert model.display_name == "Claude Opus 4.1" and model.lifecycle == "retired"
     with pytest.raises(anthropic.NotFoundError):
         await aclient.models.retrieve("claude-nonexistent")
     counted = await aclient.messages.count_tokens(model=MODEL, messages=user("count me"))
     assert counted.input_tokens > 0
-    assert [r.path for r in fake.requests] == [
+    assert [r.path for r in fake.requests] == ["/v1/messages/count_tokens"]
+    assert [r.path for r in fake.model_requests] == [
+        "/v1/models",
         "/v1/models",
         "/v1/models/claude-opus-4-1",
         "/v1/models/claude-nonexistent",
-        "/v1/messages/count_tokens",
     ]
 
 
@@ -611,7 +628,7 @@ def test_module_exports() -> None:
 async def test_cache_lookback_window() -> None:
     """With ``cache_lookback=20`` an entry more than 20 blocks before every breakpoint is missed,
     as on the real API; the default (unbounded) rule still finds it."""
-    base = _cached_request("Lookback. " * 300, ["start"])
+    base = _cached_request("Lookback. " * 1800, ["start"])  # over Haiku's 4096 tokens
     base["system"][0].pop("cache_control")  # a single breakpoint, on the last message
     extended = json.loads(json.dumps(base))
     del extended["messages"][-1]["content"][0]["cache_control"]
@@ -623,6 +640,7 @@ async def test_cache_lookback_window() -> None:
             {"role": "user", "content": [result]},
         ]
     extended["messages"][-1]["content"][0]["cache_control"] = {"type": "ephemeral"}
+    base["tools"] = extended["tools"] = [tool("step")]
     reads = []
     for lookback in (None, 20):
         with FakeMessagesAPI(cache_lookback=lookback) as fake:

@@ -12,36 +12,41 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
+from anthropic.types import ModelInfo
 
 from .. import logs
 from ..config import AgentSection
 from ..connectors import web
-from ..errors import ModelError
 from ..store import Database, Task
 from ..tools import Policy, ToolContext, ToolRegistry, ToolResult
 from ..tools.preview import preview
-from . import model, usage
+from . import catalogue, model, stops, usage
 from .compaction import Compaction, Compactor
 from .context import Gauge, estimate_tokens, real_input
+from .errors import (
+    AgentFailure,
+    AnswerCut,
+    BudgetSpent,
+    ContextTooLong,
+    ModelDeclined,
+    RequestTooLarge,
+)
 from .inbox import first_turn
 from .memory import Memory, MemoryTool
-from .model import BudgetSpent, ContextTooLong
 from .ports import Approval, TaskIO
 from .prompt import turn_context
+from .stops import Step, Turn
 from .transcript import (
-    CACHE,
     block_dict,
+    cache_control,
     interrupted_results,
-    pending_tool_uses,
     request_messages,
     text_of,
 )
 
 log = logs.get(__name__)
 
-
-class AgentFailure(ModelError):
-    """The task cannot be finished; the message says why, for the owner."""
+__all__ = ["Agent", "AgentFailure", "Request"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,14 @@ class Agent:
         """Whether the API knows the model; None when it cannot be asked now."""
         return await model.exists(self._client, name)
 
+    async def models(self) -> list[ModelInfo] | None:
+        """The models the API offers (`!model`); None when it cannot be asked now."""
+        return await catalogue.available(self._client)
+
+    async def model_status(self, name: str | None = None) -> catalogue.ModelStatus:
+        """Whether a model (default: the current one) is active, deprecated or retired."""
+        return await catalogue.status(self._client, name or self.current_model())
+
     async def compact_now(self) -> Compaction | None:
         """Compact the open conversation now (`!compact`); None if it is too short."""
         return await self._compact(self._db.current_conversation(), None, self.current_model())
@@ -123,6 +136,7 @@ class Agent:
         # One model per task: the cached prefix and any thinking signatures belong to it.
         name = self.current_model()
         started = time.monotonic()
+        turn = Turn()
         while True:
             steps = self._db.count_step(task.id)
             if steps > self.settings.max_steps:
@@ -135,17 +149,24 @@ class Agent:
                     f"stopped after {self.settings.max_task_seconds / 60:.0f} minutes without "
                     "finishing (the time budget, [agent] max_task_seconds)"
                 )
-            reply = await self._ask(task, conversation, steps, name)
+            reply = await self._ask(task, conversation, steps, name, turn)
             content = [block_dict(block) for block in reply.content]
-            self._db.append_message(conversation, task.id, "assistant", content)
-            if reply.stop_reason == "pause_turn":
-                # The API paused a long server-tool turn; sent back as it is, it goes on.
-                continue
-            uses = pending_tool_uses({"role": "assistant", "content": content})
-            if reply.stop_reason != "tool_use" or not uses:
+            limit = self.settings.max_continuations
+            verdict = stops.judge(reply.stop_reason, content, turn.continued, limit)
+            if verdict.keep:
+                self._db.append_message(conversation, task.id, "assistant", verdict.keep)
+            if verdict.step is Step.ANSWER:
+                if turn.parts:
+                    return stops.joined([*turn.parts, stops.raw_text(content)])
                 return self._final(task)
-            results = [await self._run_tool(use, io, steps, task.id) for use in uses]
-            self._db.append_message(conversation, task.id, "user", results)
+            if verdict.step is Step.TOOLS:
+                turn.parts.clear()
+                turn.continued = 0
+                uses = [b for b in content if b.get("type") == "tool_use"]
+                results = [await self._run_tool(use, io, steps, task.id) for use in uses]
+                self._db.append_message(conversation, task.id, "user", results)
+            elif verdict.step is not Step.RESUME:
+                await self._cut(task, conversation, name, reply.stop_reason, verdict, turn)
 
     def _resume(self, task: Task, conversation: int, now: datetime | None) -> str | None:
         """Start the task's turn, or pick it up after a restart; the answer if it had one."""
@@ -166,41 +187,108 @@ class Agent:
             log.warning("agent.tool_calls_interrupted", task=task.short_id, calls=len(repair))
         return None
 
-    async def _ask(self, task: Task, conversation: int, step: int, name: str) -> Any:
-        """One step's request, compacting first when it would fill the context; a refusal
-        as too long compacts harder and retries exactly once."""
-        request = self._request(conversation)
+    async def _cut(
+        self,
+        task: Task,
+        conversation: int,
+        name: str,
+        stop: str | None,
+        verdict: stops.Verdict,
+        turn: Turn,
+    ) -> None:
+        """A reply cut off (output limit, full context), or declined: ask for the rest, or
+        give up and say why."""
+        if verdict.step is Step.DECLINED:
+            log.warning("agent.declined", task=task.short_id)
+            self._ended(task, conversation, "the model declined it")
+            raise ModelDeclined.told()
+        turn.parts.append(stops.raw_text(verdict.keep))
+        log.warning(
+            "agent.reply_cut",
+            task=task.short_id,
+            stop=stop,
+            continued=turn.continued,
+            dropped_calls=verdict.dropped_calls,
+        )
+        full = verdict.step is Step.COMPACT
+        if full and await self._compact(conversation, task.id, name, relaxed=True) is None:
+            verdict = stops.Verdict(Step.CUT, verdict.keep)
+        if verdict.step is Step.CUT:
+            why = (
+                "the context window was full"
+                if stop == "model_context_window_exceeded"
+                else f"of the output limit ([agent] max_tokens = {self.settings.max_tokens})"
+            )
+            self._ended(task, conversation, f"its answer was cut off because {why}")
+            raise AnswerCut.because(why, turn.continued, stops.joined(turn.parts))
+        assert verdict.note is not None
+        turn.continued += 1
+        self._db.append_message(conversation, task.id, "user", verdict.note)
+
+    def _ended(self, task: Task, conversation: int, why: str) -> None:
+        note = {"type": "text", "text": stops.ENDED_NOTE.format(why=why)}
+        self._db.append_message(conversation, task.id, "user", [note])
+
+    async def _ask(
+        self, task: Task, conversation: int, step: int, name: str, turn: Turn | None = None
+    ) -> Any:
+        """One step's request, compacting first when it would fill the context. A refusal
+        as too long compacts harder and retries exactly once; one as too large (413) also
+        leaves attachments out and trims tool results harder, for the rest of the task."""
+        turn = turn or Turn()
+        request = self._request(conversation, lean=turn.lean)
         expected = self._gauge.expect(request.estimate)
         if expected > self.settings.compact_above:
             log.info("agent.context_full", task=task.short_id, expected=expected)
             if await self._compact(conversation, task.id, name) is not None:
-                request = self._request(conversation)
+                request = self._request(conversation, lean=turn.lean)
         try:
             return await self._send(task, step, name, request)
         except ContextTooLong as err:
-            log.warning("agent.context_too_long", task=task.short_id, error=err.message)
-            if await self._compact(conversation, task.id, name, relaxed=True) is None:
-                raise ContextTooLong(
+            too_large = isinstance(err, RequestTooLarge)
+            log.warning(
+                "agent.context_too_long",
+                task=task.short_id,
+                error=err.message,
+                too_large=too_large,
+            )
+            compacted = await self._compact(conversation, task.id, name, relaxed=True)
+            if compacted is None and (not too_large or turn.lean):
+                raise type(err)(
                     f"{err.message} — and nothing older is left to compact; send `!new` to "
                     "start a fresh conversation"
                 ) from err
-            return await self._send(task, step, name, self._request(conversation))
+            turn.lean = turn.lean or too_large
+            retry = self._request(conversation, lean=turn.lean)
+            try:
+                return await self._send(task, step, name, retry)
+            except ContextTooLong as again:
+                shed = "leaving attachments out and compacting" if too_large else "compacting"
+                raise type(again)(
+                    f"{again.message} — even after {shed}; send `!new` to start a fresh "
+                    "conversation"
+                ) from again
 
-    def _request(self, conversation: int) -> Request:
-        """The request for the conversation as it stands in the store."""
+    def _request(self, conversation: int, lean: bool = False) -> Request:
+        """The request for the conversation as it stands in the store; `lean` leaves images
+        and documents out and trims tool results to a quarter of the usual length."""
         summary = self._db.latest_summary(conversation)
         rows = self._db.transcript_rows(conversation, summary.covers_up_to if summary else 0)
+        trim_at = self.settings.max_tool_result_chars
         messages = request_messages(
             [(row.id, row.message()) for row in rows],
             summary.text if summary else None,
-            self.settings.max_tool_result_chars,
+            trim_at // 4 if lean else trim_at,
+            lean=lean,
+            ttl=(self.settings.prefix_ttl, self.settings.tail_ttl),
         )
-        system = [{"type": "text", "text": self._system, "cache_control": dict(CACHE)}]
+        stable = cache_control(self.settings.prefix_ttl)
+        system = [{"type": "text", "text": self._system, "cache_control": stable}]
         if self.memory is not None:
             # After the stable part, with its own breakpoint: a memory edit re-caches only
             # from here on.
             memory = self.memory.system_block()
-            system.append({"type": "text", "text": memory, "cache_control": dict(CACHE)})
+            system.append({"type": "text", "text": memory, "cache_control": dict(stable)})
         tools = self._tools.definitions()
         if self.web_tools is not None and rows:
             # The web's use limit is per task: what the running (last) task used so far.
@@ -226,11 +314,9 @@ class Agent:
 
     async def _send(self, task: Task, step: int, name: str, request: Request) -> Any:
         self._check_budget()
-        max_tokens, thinking = self.settings.max_tokens, None
-        if self.settings.thinking_budget > 0:
-            budget = self.settings.thinking_budget
-            thinking = {"type": "enabled", "budget_tokens": budget}
-            max_tokens += budget
+        budget = self.settings.thinking_budget
+        thinking = catalogue.thinking_for(name, budget)
+        max_tokens = self.settings.max_tokens + (budget if thinking else 0)
         log.info(
             "agent.request",
             task=task.short_id,

@@ -1,53 +1,95 @@
 """One request to the Messages API, streamed, with its failures sorted by what they mean.
 
-The SDK already retries 429, 5xx, 529 and dropped connections with backoff that honours
-`retry-after`. What is left after its retries is classified here, because each kind asks
-for a different answer from the queue: wait for the API (outage), stop and ask the owner
-to fix something (auth, credit), shrink the context (too long), or fail the task.
+The SDK retries 429, 5xx, 529 and refused connections with backoff that honours
+`retry-after` — but only until the response starts. A stream that began with HTTP 200 can
+still break: an SSE `error` event (`overloaded_error`, `api_error`) or a connection cut
+midway. Those are retried here, from the start of the request, with the same budget and
+the same backoff as the SDK's own; what streamed before the break is dropped. What is left
+after the retries is classified (see `errors.py`), because each kind asks for a different
+answer from the queue: wait for the API (outage), stop and ask the owner to fix something
+(auth, credit), shrink the request (too long, too large), or fail the task.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anthropic
+import httpx2
 from anthropic.types import Message
 
+from .. import logs
 from ..errors import ModelError
+from .errors import (
+    AgentFailure,
+    AnswerCut,
+    BudgetSpent,
+    ContextTooLong,
+    ModelAccessError,
+    ModelDeclined,
+    ModelOutage,
+    RequestTooLarge,
+    StreamCut,
+    described,
+    error_fields,
+    kind_of,
+)
+
+log = logs.get(__name__)
+
+__all__ = [
+    "AgentFailure",
+    "AnswerCut",
+    "BudgetSpent",
+    "ContextTooLong",
+    "ModelAccessError",
+    "ModelDeclined",
+    "ModelOutage",
+    "RequestTooLarge",
+    "StreamCut",
+    "classify",
+    "exists",
+    "request",
+    "usage_counts",
+]
+
+# The SDK's own backoff (anthropic._constants): 0.5 s doubling to 8 s, minus up to 25 %.
+_FIRST_DELAY_S = 0.5
+_MAX_DELAY_S = 8.0
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
-class ModelOutage(ModelError):
-    """The API is overloaded or unreachable beyond the retry budget; try again later."""
+def classify(err: Exception) -> ModelError:
+    """The ModelError an SDK or transport failure stands for."""
+    if isinstance(err, anthropic.APIStatusError):
+        error_type, code, text = error_fields(err.body)
+        status = err.status_code
+        kind = kind_of(status, error_type, code, text)
+        if status == 200 and issubclass(kind, ModelOutage):
+            kind = StreamCut
+        return kind(described(kind, status, error_type, text or str(err.message)))
+    if isinstance(err, anthropic.APIConnectionError):
+        return ModelOutage(f"the Messages API could not be reached ({err.message})")
+    if isinstance(err, httpx2.TransportError):
+        name = err.__class__.__name__
+        return StreamCut(f"the connection to the Messages API broke mid-answer ({name})")
+    return ModelError(f"the Messages API call failed ({err.__class__.__name__}: {err})")
 
 
-class ModelAccessError(ModelError):
-    """The key is rejected or the credit is spent: retrying will not help."""
+def _midstream(err: Exception) -> bool:
+    """Whether a failure broke a stream the SDK had already begun (so it did not retry)."""
+    if isinstance(err, anthropic.APIStatusError):
+        return err.status_code == 200
+    return isinstance(err, httpx2.TransportError)
 
 
-class ContextTooLong(ModelError):
-    """The request does not fit the model's context window."""
-
-
-class BudgetSpent(ModelAccessError):
-    """Today's model cost reached [agent] daily_budget_usd: no request until it is raised,
-    or tomorrow."""
-
-    def __init__(self, spent_usd: float, budget_usd: float) -> None:
-        super().__init__(
-            f"the daily budget is spent: today's model cost ${spent_usd:.2f} has reached "
-            f"[agent] daily_budget_usd = {budget_usd:.2f}. To go on today, raise "
-            "daily_budget_usd in the config file (0 means no limit) and restart dispatch-matrix; "
-            "otherwise wait until tomorrow. Then send `!resume`"
-        )
-        self.spent_usd = spent_usd
-        self.budget_usd = budget_usd
-
-
-def _message_of(err: anthropic.APIStatusError) -> str:
-    body = err.body if isinstance(err.body, dict) else None
-    if body and isinstance(body.get("error"), dict):
-        return str(body["error"].get("message", err.message))
-    return str(err.message)
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (0-based), as the SDK would."""
+    return min(_FIRST_DELAY_S * 2.0**attempt, _MAX_DELAY_S) * (1 - 0.25 * random.random())
 
 
 async def request(
@@ -59,6 +101,7 @@ async def request(
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]],
     thinking: dict[str, Any] | None = None,
+    sleep: Sleep = asyncio.sleep,
 ) -> Message:
     """Stream one model response to its end and return it; raises a ModelError kind."""
     kwargs: dict[str, Any] = {
@@ -71,27 +114,33 @@ async def request(
         kwargs["tools"] = tools
     if thinking:
         kwargs["thinking"] = thinking
-    try:
-        async with client.messages.stream(**kwargs) as stream:
-            return await stream.get_final_message()
-    except anthropic.APIStatusError as err:
-        text = _message_of(err)
-        status = err.status_code
-        if status in (401, 403) or "credit balance" in text.lower():
-            raise ModelAccessError(f"the Messages API refused access ({status}): {text}") from err
-        if status == 400 and ("too long" in text.lower() or "context" in text.lower()):
-            raise ContextTooLong(f"the conversation no longer fits the model: {text}") from err
-        if status in (429, 500, 502, 503, 504, 529):
-            raise ModelOutage(f"the Messages API is unavailable ({status}): {text}") from err
-        raise ModelError(f"the Messages API answered {status}: {text}") from err
-    except anthropic.APIConnectionError as err:
-        raise ModelOutage(f"the Messages API could not be reached ({err})") from err
+    retries = max(0, int(getattr(client, "max_retries", 0)))
+    attempt = 0
+    while True:
+        try:
+            async with client.messages.stream(**kwargs) as stream:
+                return await stream.get_final_message()
+        except (anthropic.APIError, httpx2.TransportError) as err:
+            failure = classify(err)
+            if not (_midstream(err) and isinstance(failure, StreamCut)) or attempt >= retries:
+                raise failure from err
+            wait = backoff(attempt)
+            log.warning(
+                "model.stream_broken", error=failure.message, retry=attempt + 1, wait_s=wait
+            )
+            attempt += 1
+            await sleep(wait)
 
 
 def usage_counts(reply: Message) -> dict[str, int]:
-    """A reply's token counts (input, output, cache writes and reads) as plain ints."""
+    """A reply's token counts (input, output, cache writes and reads) as plain ints; the
+    1-hour cache writes also as `cache_write_1h`."""
     usage = reply.usage.model_dump(exclude_none=True) if reply.usage else {}
-    return {k: int(v) for k, v in usage.items() if isinstance(v, int)}
+    counts = {k: int(v) for k, v in usage.items() if isinstance(v, int)}
+    split = usage.get("cache_creation")
+    if isinstance(split, dict) and isinstance(split.get("ephemeral_1h_input_tokens"), int):
+        counts["cache_write_1h"] = int(split["ephemeral_1h_input_tokens"])
+    return counts
 
 
 async def exists(client: anthropic.AsyncAnthropic, name: str) -> bool | None:

@@ -6,6 +6,13 @@ import copy
 from typing import Any
 
 CACHE = {"type": "ephemeral"}
+CACHE_1H = {"type": "ephemeral", "ttl": "1h"}
+
+
+def cache_control(ttl: str) -> dict[str, str]:
+    """A breakpoint's cache_control for a lifetime of "5m" or "1h"."""
+    return dict(CACHE_1H if ttl == "1h" else CACHE)
+
 
 INTERRUPTED_RESULT = (
     "This call was interrupted: dispatch-matrix stopped (restart, crash or power loss) while "
@@ -59,12 +66,23 @@ def _answer_dangling_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any
     return messages
 
 
-def with_cache_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A copy whose last block carries a cache breakpoint, so the next turn reads it back."""
+# Blocks the API takes no cache_control on.
+_UNCACHEABLE = frozenset({"thinking", "redacted_thinking"})
+
+
+def with_cache_breakpoint(messages: list[dict[str, Any]], ttl: str = "5m") -> list[dict[str, Any]]:
+    """A copy whose last block carries a cache breakpoint, so the next turn reads it back.
+
+    A turn sent back after `pause_turn` ends with the assistant's message; the breakpoint
+    then goes on the last block that takes one (never a thinking block)."""
     if not messages:
         return messages
     out = copy.deepcopy(messages)
-    out[-1]["content"][-1]["cache_control"] = dict(CACHE)
+    for message in reversed(out):
+        blocks = [b for b in message["content"] if b.get("type") not in _UNCACHEABLE]
+        if blocks:
+            blocks[-1]["cache_control"] = cache_control(ttl)
+            break
     return out
 
 
@@ -165,21 +183,59 @@ def summary_message(text: str) -> dict[str, Any]:
     return {"role": "user", "content": [{"type": "text", "text": f"{SUMMARY_HEAD}\n\n{text}"}]}
 
 
+MEDIA_LEFT_OUT = (
+    "[{kind} left out: the request was too large for the Messages API (413). The file is "
+    "still on this computer; read it with a tool if it is needed.]"
+)
+
+
+def without_media(message: dict[str, Any]) -> dict[str, Any]:
+    """The message with each image and document (also inside tool results) replaced by a
+    note that it was left out (a copy only if changed)."""
+
+    def shed(blocks: list[Any]) -> tuple[list[Any], bool]:
+        out: list[Any] = []
+        changed = False
+        for block in blocks:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind in ("image", "document"):
+                out.append({"type": "text", "text": MEDIA_LEFT_OUT.format(kind=kind.title())})
+                changed = True
+            elif kind == "tool_result" and isinstance(block.get("content"), list):
+                inner, shed_inner = shed(block["content"])
+                out.append({**block, "content": inner} if shed_inner else block)
+                changed = changed or shed_inner
+            else:
+                out.append(block)
+        return out, changed
+
+    content, changed = shed(message["content"])
+    return {"role": message["role"], "content": content} if changed else message
+
+
 def request_messages(
-    rows: list[tuple[int, dict[str, Any]]], summary: str | None, trim_at: int
+    rows: list[tuple[int, dict[str, Any]]],
+    summary: str | None,
+    trim_at: int,
+    *,
+    lean: bool = False,
+    ttl: tuple[str, str] = ("5m", "5m"),
 ) -> list[dict[str, Any]]:
     """The messages of a request: the summary (if any) then the newer turns verbatim, long
-    tool results trimmed; breakpoints on the summary and on the tail.
+    tool results trimmed; breakpoints on the summary and on the tail, with the lifetimes
+    `ttl` = (summary's, tail's). `lean` (after a 413) also leaves images and documents out.
 
     `rows` are (transcript row id, message). The summary carries a breakpoint of its own so
     the prefix a compaction creates is cached once and read back from then on.
     """
     messages = [trim_tool_results(message, trim_at, row_id) for row_id, message in rows]
+    if lean:
+        messages = [without_media(message) for message in messages]
     if summary is not None:
         messages.insert(0, summary_message(summary))
-    out = with_cache_breakpoint(normalize(messages))
+    out = with_cache_breakpoint(normalize(messages), ttl[1])
     if summary is not None and out:
-        out[0]["content"][0]["cache_control"] = dict(CACHE)
+        out[0]["content"][0]["cache_control"] = cache_control(ttl[0])
     return out
 
 

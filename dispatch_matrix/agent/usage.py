@@ -1,8 +1,8 @@
 """What the model costs: a price table per model family, totals per task, day and week.
 
 Prices are USD per million tokens (the public list prices). Cache writes with the default
-5-minute lifetime cost 1.25× the input price, cache reads 0.1×. A model the table does not
-know gets no cost at all rather than a guessed one.
+5-minute lifetime cost 1.25× the input price, those with the 1-hour lifetime 2×, cache reads
+0.1×. A model the table does not know gets no cost at all rather than a guessed one.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ..store import Database
 from ..store.models import UsageRow
 
 CACHE_WRITE_FACTOR = 1.25
+CACHE_WRITE_1H_FACTOR = 2.0
 CACHE_READ_FACTOR = 0.1
 UNKNOWN_MODEL = "unknown model: no cost shown"
 
@@ -31,12 +32,22 @@ class Price:
         return self.input * CACHE_WRITE_FACTOR
 
     @property
+    def cache_write_1h(self) -> float:
+        return self.input * CACHE_WRITE_1H_FACTOR
+
+    @property
     def cache_read(self) -> float:
         return self.input * CACHE_READ_FACTOR
 
 
 # Matched by the longest prefix, so dated ids (claude-opus-4-5-20251101) find their family.
 PRICES: dict[str, Price] = {
+    "claude-fable-5": Price(10.0, 50.0),
+    "claude-opus-5-5": Price(4.0, 20.0),
+    "claude-opus-5": Price(5.0, 25.0),
+    "claude-sonnet-5": Price(2.0, 10.0),
+    "claude-opus-4-8": Price(5.0, 25.0),
+    "claude-opus-4-7": Price(5.0, 25.0),
     "claude-opus-4-6": Price(5.0, 25.0),
     "claude-opus-4-5": Price(5.0, 25.0),
     "claude-opus-4-1": Price(15.0, 75.0),
@@ -60,15 +71,21 @@ def cost(
     output_tokens: int,
     cache_write: int = 0,
     cache_read: int = 0,
+    cache_write_1h: int = 0,
 ) -> float | None:
-    """The USD cost of one request's tokens; None for a model without a known price."""
+    """The USD cost of one request's tokens; None for a model without a known price.
+
+    `cache_write` counts every cache write; `cache_write_1h` the part of it made with the
+    1-hour lifetime."""
     price = price_of(model)
     if price is None:
         return None
+    one_hour = min(cache_write_1h, cache_write)
     return (
         input_tokens * price.input
         + output_tokens * price.output
-        + cache_write * price.cache_write
+        + (cache_write - one_hour) * price.cache_write
+        + one_hour * price.cache_write_1h
         + cache_read * price.cache_read
     ) / 1_000_000
 
@@ -115,6 +132,7 @@ def total(rows: Iterable[UsageRow]) -> Totals:
             row.output_tokens,
             row.cache_creation_input_tokens,
             row.cache_read_input_tokens,
+            row.cache_write_1h,
         )
         if usd is None:
             unpriced += 1

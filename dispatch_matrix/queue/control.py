@@ -187,7 +187,8 @@ class Control:
         agent = self._agent
         current, default, name = agent.current_model(), agent.default_model, command.arg.strip()
         if not name:
-            return texts.model_shown(current, default, usage.price_of(current) is not None)
+            shown = texts.model_shown(current, default, usage.price_of(current) is not None)
+            return f"{shown}\n\n{texts.models_offered(await agent.models(), current)}"
         if name.lower() in ("default", "reset") or name == default:
             agent.set_model(None)
             return texts.model_reset(default)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from anthropic.types import ModelInfo
+
 from .. import __version__
 from ..agent import BudgetSpent
 from ..agent.compaction import Compaction
@@ -289,6 +291,28 @@ def model_shown(current: str, default: str, priced: bool) -> str:
         f"🤖 I use **{current}** ({origin}){price}. `!model NAME` switches from the next task "
         "on; `!model default` goes back."
     )
+
+
+def models_offered(models: list[ModelInfo] | None, current: str) -> str:
+    """What the Models API offers, for `!model`."""
+    if models is None:
+        return "(I could not ask the API which models it offers right now.)"
+    if not models:
+        return "The API lists no models for this key."
+    lines = ["Offered by the API now (newest first):"]
+    for info in models:
+        notes = ["in use"] if info.id == current else []
+        if info.lifecycle != "active":
+            ends = f", end of life {info.retires_at.date()}" if info.retires_at else ""
+            notes.append(f"{info.lifecycle}{ends}")
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        lines.append(f"- `{info.id}` — {info.display_name}{extra}")
+    return "\n".join(lines)
+
+
+def model_ending(notice: str) -> str:
+    """The model in use is deprecated or retired (said once in the room)."""
+    return f"⚠️ {notice}"
 
 
 def model_changed(name: str, priced: bool, checked: bool) -> str:

@@ -255,8 +255,8 @@ class LedgerQueries(Base):
         with self.tx() as conn:
             conn.execute(
                 "INSERT INTO usage (task_id, model, input_tokens, output_tokens,"
-                " cache_creation_input_tokens, cache_read_input_tokens, at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " cache_creation_input_tokens, cache_read_input_tokens, cache_write_1h, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task_id,
                     model,
@@ -264,6 +264,7 @@ class LedgerQueries(Base):
                     usage.get("output_tokens", 0),
                     usage.get("cache_creation_input_tokens", 0),
                     usage.get("cache_read_input_tokens", 0),
+                    usage.get("cache_write_1h", 0),
                     time.time(),
                 ),
             )
@@ -396,6 +397,7 @@ class LedgerQueries(Base):
                 cache_creation_input_tokens=row["cache_creation_input_tokens"],
                 cache_read_input_tokens=row["cache_read_input_tokens"],
                 at=row["at"],
+                cache_write_1h=row["cache_write_1h"],
             )
             for row in rows
         ]

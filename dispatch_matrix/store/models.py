@@ -110,3 +110,5 @@ class UsageRow:
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
     at: float
+    # The part of cache_creation_input_tokens written with the 1-hour lifetime.
+    cache_write_1h: int = 0

@@ -171,9 +171,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         plain_dir, compact_dir = Path(tmp, "plain"), Path(tmp, "compacting")
         plain_dir.mkdir()
         compact_dir.mkdir()
-        plain = await session(args.turns, AgentSection(model=args.model), plain_dir)
+        # The 5-minute lifetime, as measured before [agent] cache_ttl existed (the writes are
+        # priced at 1.25x here); tools/bench/day_cost.py compares the lifetimes.
+        plain = await session(args.turns, AgentSection(model=args.model, cache_ttl="5m"), plain_dir)
         small = AgentSection(
-            model=args.model, context_window=args.small_window, keep_recent_messages=4
+            model=args.model,
+            context_window=args.small_window,
+            keep_recent_messages=4,
+            cache_ttl="5m",
         )
         compacting = await session(args.turns, small, compact_dir)
     return {

@@ -10,7 +10,9 @@ Tokens
     1.  A string ``system`` or message ``content`` counts as one text block.  Message parts
     also carry the role and whether they start a new message, so moving a block across a
     message boundary changes the prompt.  (Unlike the real API, thinking blocks of earlier
-    turns are counted like any other block.)
+    turns are counted like any other block.)  English prose runs at about 4 characters a
+    token on the real tokenizers, JSON punctuation at fewer, so the estimate is in the
+    service's range and steady, which is what the tests need.
 
 Cache
     Every part carrying ``cache_control`` is a breakpoint (so is the last part when the
@@ -20,18 +22,19 @@ Cache
     as with the real API, changing them invalidates message entries but not tool or system
     entries.
 
+    As on the service, a breakpoint whose prefix is shorter than the model's minimum
+    cacheable length (``min_tokens``; None: the family's figure, see ``models.py``) is
+    ignored, and an earlier entry is found only within ``lookback`` (20) blocks before one
+    of the request's breakpoints (None: anywhere before the last breakpoint).
+
     On each request, the longest prefix that ends no later than the request's last
     breakpoint and matches a live entry written (or refreshed) by an earlier request is a
     cache read: ``cache_read_input_tokens``.  The tokens after it, up to the last breakpoint,
     are ``cache_creation_input_tokens`` (split into 5 minute / 1 hour by the TTL of the
     breakpoint that closes each stretch); the rest are ``input_tokens``.  An entry lives 5
-    minutes, or 1 hour with ``"ttl": "1h"``; a read or rewrite refreshes it.
-
-    Simplification: the real API finds an earlier entry only when it lies within about 20
-    blocks before one of the request's breakpoints.  By default this simulator accepts an
-    entry anywhere before the last breakpoint (the "entries at earlier breakpoints" rule);
-    pass ``lookback=20`` to model the window.  ``min_tokens`` models the minimum cacheable
-    prompt length (1024-4096 tokens on the real API; 0 here by default).
+    minutes, or 1 hour with ``"ttl": "1h"``; a read or rewrite refreshes it.  The clock is
+    ``time.monotonic`` plus whatever :meth:`PromptCache.advance` added, so a test (or a
+    benchmark of a whole day) moves time instead of waiting.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from .models import min_cache_tokens
 
 __all__ = [
     "MAX_BREAKPOINTS",
@@ -193,10 +198,10 @@ class PromptCache:
     """Simulated prompt cache shared by all requests to one fake server (not thread-safe)."""
 
     clock: Callable[[], float] = time.monotonic
-    lookback: int | None = None
-    """If set, an entry is only found within this many parts up to a breakpoint."""
-    min_tokens: int = 0
-    """Breakpoints whose prefix is shorter than this are ignored."""
+    lookback: int | None = 20
+    """An entry is only found within this many parts up to a breakpoint; None: anywhere."""
+    min_tokens: int | None = None
+    """Breakpoints whose prefix is shorter than this are ignored; None: the model's figure."""
     _entries: dict[bytes, tuple[float, float]] = field(default_factory=dict)  # key -> expiry, ttl
     _ever: set[bytes] = field(default_factory=set)
     _offset: float = 0.0
@@ -226,7 +231,9 @@ class PromptCache:
     def process(self, body: dict[str, Any], *, commit: bool = True) -> CacheOutcome:
         """Account one request; with ``commit`` also read/refresh/write entries."""
         parts = flatten_prompt(body)
-        keys = list(self._keys(str(body.get("model", "")), parts))
+        model = str(body.get("model", ""))
+        keys = list(self._keys(model, parts))
+        minimum = min_cache_tokens(model) if self.min_tokens is None else self.min_tokens
         tokens = [p.tokens for p in parts]
         prefix_tokens: list[int] = []
         running = 0
@@ -234,7 +241,7 @@ class PromptCache:
             running += t
             prefix_tokens.append(running)
         marked = [i for i, p in enumerate(parts) if p.ttl is not None]
-        bps = [i for i in marked if prefix_tokens[i] >= self.min_tokens]
+        bps = [i for i in marked if prefix_tokens[i] >= minimum]
         now = self.now()
 
         hit = -1

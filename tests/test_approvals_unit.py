@@ -12,7 +12,7 @@ import pytest
 from dispatch_matrix.agent.ports import Approval
 from dispatch_matrix.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.formatting import render
-from dispatch_matrix.queue import texts
+from dispatch_matrix.queue import approval_texts as texts
 from dispatch_matrix.queue.approvals import Approvals
 from dispatch_matrix.store import Database, Task
 from dispatch_matrix.tools import Decision

@@ -72,7 +72,7 @@ def client_for(server: Scripted, tmp_path: Path, logged_in: bool = True) -> Matr
     state = StateFolder(tmp_path / "state").ensure()
     client = MatrixClient(server.url, UserID(BOT), state, Database.open(state.db_path))
     if logged_in:
-        client.nio = client._make("BOTDEVICE")
+        client.nio = client.make_nio("BOTDEVICE")
         client.nio.restore_login(BOT, "BOTDEVICE", "syt_token")
     return client
 
@@ -170,7 +170,7 @@ async def test_a_compatibility_token_stands_in_for_the_password(
     if problem is None:
         session = await connect()
         assert (session.device_id, session.access_token) == ("MASDEVICE", "mct_compat_token")
-        assert client._db.session() == session, "kept as the bot's one device"
+        assert client.db.session() == session, "kept as the bot's one device"
         assert not any(path.endswith("/login") for _, path, _ in server.seen)
     else:
         with pytest.raises(LoginError) as refused:

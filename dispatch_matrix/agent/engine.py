@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
-from anthropic.types import ModelInfo
+from anthropic.types import Message, ModelInfo
 
 from .. import logs
 from ..config import AgentSection
 from ..connectors import web
 from ..store import Database, Task
-from ..tools import Policy, ToolContext, ToolRegistry, ToolResult
-from ..tools.preview import preview
+from ..tools import Policy, ToolContext, ToolRegistry
 from . import catalogue, model, stops, usage
+from .calls import ToolCalls
 from .compaction import Compaction, Compactor
 from .context import Gauge, estimate_tokens, real_input
 from .errors import (
@@ -33,7 +33,7 @@ from .errors import (
 )
 from .inbox import first_turn
 from .memory import Memory, MemoryTool
-from .ports import Approval, TaskIO
+from .ports import TaskIO
 from .prompt import turn_context
 from .stops import Step, Turn
 from .transcript import (
@@ -89,8 +89,7 @@ class Agent:
         self.default_model = settings.model
         self._system = system
         self._tools = tools
-        self._policy = policy
-        self._context = context
+        self._calls = ToolCalls(db, policy, tools, context)
         self.memory = memory
         # The API's server tools (web search, fetch), offered after ours.
         self.web_tools = web_tools
@@ -163,7 +162,7 @@ class Agent:
                 turn.parts.clear()
                 turn.continued = 0
                 uses = [b for b in content if b.get("type") == "tool_use"]
-                results = [await self._run_tool(use, io, steps, task.id) for use in uses]
+                results = [await self._calls.run(use, io, steps, task.id) for use in uses]
                 self._db.append_message(conversation, task.id, "user", results)
             elif verdict.step is not Step.RESUME:
                 await self._cut(task, conversation, name, reply.stop_reason, verdict, turn)
@@ -231,7 +230,7 @@ class Agent:
 
     async def _ask(
         self, task: Task, conversation: int, step: int, name: str, turn: Turn | None = None
-    ) -> Any:
+    ) -> Message:
         """One step's request, compacting first when it would fill the context. A refusal
         as too long compacts harder and retries exactly once; one as too large (413) also
         leaves attachments out and trims tool results harder, for the rest of the task."""
@@ -312,7 +311,7 @@ class Agent:
         if spent >= budget:
             raise BudgetSpent(spent, budget)
 
-    async def _send(self, task: Task, step: int, name: str, request: Request) -> Any:
+    async def _send(self, task: Task, step: int, name: str, request: Request) -> Message:
         self._check_budget()
         budget = self.settings.thinking_budget
         thinking = catalogue.thinking_for(name, budget)
@@ -356,61 +355,3 @@ class Agent:
         content = [b for m in mine[since + 1 :] for b in m["content"]]
         text = text_of(content) or "(done; the model gave no text)"
         return web.with_sources(text, web.sources(content))
-
-    def _learn(self, name: str, tool_input: dict[str, Any]) -> str | None:
-        """The owner said "always": allow exactly this call from now on (kept in the store,
-        never written into the config file, which stays the owner's to edit); the rule."""
-        rule = self._policy.learn(name, tool_input)
-        if rule is not None:
-            self._db.add_learned_rule(rule)
-            log.info("policy.learned", rule=rule)
-        return rule
-
-    async def _run_tool(
-        self, use: dict[str, Any], io: TaskIO, step: int, task_id: int
-    ) -> dict[str, Any]:
-        name, tool_input = use["name"], use.get("input") or {}
-        decision = self._policy.decide(name, tool_input)
-        log.info("tool.decision", tool=name, verdict=decision.verdict, rule=decision.rule)
-        if decision.verdict == "deny":
-            result = ToolResult.error(f"Not allowed: {decision.reason}. Do not try another way.")
-            return result.as_block(use["id"])
-        if decision.verdict == "ask":
-            approval = await io.ask(decision, preview(name, tool_input))
-            if not approval.approved:
-                result = ToolResult.error(
-                    f"The owner did not approve this ({decision.subject}). Do not do it; "
-                    "continue without it or explain what you need."
-                )
-                return result.as_block(use["id"])
-            if approval is Approval.ALWAYS:
-                await io.learned(self._learn(name, tool_input))
-        await io.progress(f"step {step}: {_describe(name, tool_input)}")
-        # The shared context stays as built; each call gets its own reporter and hook.
-        context = replace(
-            self._context, on_process=io.process_started, reporter=io, task_id=task_id
-        )
-        result = await self._tools.run(name, tool_input, context)
-        log.info("tool.result", tool=name, error=result.is_error)
-        return result.as_block(use["id"])
-
-
-def _describe(name: str, tool_input: dict[str, Any]) -> str:
-    """A one-line account of a tool call for the owner's status message."""
-    if name == "bash":
-        command = str(tool_input.get("command", "")).strip().splitlines()
-        first = command[0] if command else ""
-        return f"running `{first[:80]}`"
-    path = tool_input.get("path") or tool_input.get("file_path") or tool_input.get("pattern")
-    verbs = {
-        "read": "reading",
-        "write": "writing",
-        "edit": "editing",
-        "glob": "listing",
-        "grep": "searching",
-    }
-    if name == "memory":
-        return f"memory: {tool_input.get('action', 'view')}"
-    if name == "schedule":
-        return f"schedule: {tool_input.get('action', 'create')} {tool_input.get('title', '')}"
-    return f"{verbs.get(name, name)} {path}" if path else name

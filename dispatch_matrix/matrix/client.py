@@ -9,7 +9,6 @@ password and saves the token and device id; every later start restores them.
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 from typing import Any
 
@@ -20,7 +19,6 @@ from nio import (
     ErrorResponse,
     JoinError,
     LocalProtocolError,
-    LoginResponse,
     MessageDirection,
     SyncResponse,
     WhoamiResponse,
@@ -32,7 +30,7 @@ from ..ids import DeviceID, EventID, RoomID, UserID
 from ..state import StateFolder
 from ..store import Database
 from ..store.models import Session
-from . import uia
+from . import login, uia
 from .failures import (
     DEFAULT_RETRY_AFTER_MS,
     UNREACHABLE,
@@ -76,9 +74,9 @@ class MatrixClient:
     ) -> None:
         self.homeserver = homeserver
         self.user_id = user_id
-        self._state = state
-        self._db = db
-        self._device_name = device_name
+        self.state = state
+        self.db = db
+        self.device_name = device_name
         self.nio: AsyncClient | None = None
         # Set when the saved device's crypto store was lost and a new device replaced it.
         self.replaced_device: str | None = None
@@ -95,13 +93,14 @@ class MatrixClient:
         """The bot's device id."""
         return DeviceID(self.client.device_id)
 
-    def _make(self, device_id: str | None) -> AsyncClient:
-        config = AsyncClientConfig(pickle_key=self._state.pickle_key(), **_CLIENT_CONFIG)
+    def make_nio(self, device_id: str | None) -> AsyncClient:
+        """A nio client for one of the bot's devices, on our encrypted crypto store."""
+        config = AsyncClientConfig(pickle_key=self.state.pickle_key(), **_CLIENT_CONFIG)
         return AsyncClient(
             self.homeserver,
             self.user_id,
             device_id=device_id or "",
-            store_path=str(self._state.crypto_dir),
+            store_path=str(self.state.crypto_dir),
             config=config,
         )
 
@@ -117,18 +116,18 @@ class MatrixClient:
         `replaced_device`, for the caller to delete and announce. Never re-create keys for
         the old device id, which would break every owner's view of it.
         """
-        saved = self._db.session()
+        saved = self.db.session()
         if saved is not None and saved.user_id != self.user_id:
             raise LoginError(
                 f"the state folder belongs to {saved.user_id}, not {self.user_id}",
                 fix="use a new [store] path for a different bot account",
             )
-        if saved is not None and not self._store_usable(saved):
+        if saved is not None and not login.store_usable(self, saved):
             self.replaced_device = saved.device_id
             log.error("matrix.crypto_store_lost", device=saved.device_id)
             return await self._sign_in(password, access_token, None, lost=saved.device_id)
         if saved is not None:
-            self.nio = self._make(saved.device_id)
+            self.nio = self.make_nio(saved.device_id)
             self.nio.restore_login(saved.user_id, saved.device_id, saved.access_token)
             try:
                 await self.whoami()
@@ -150,57 +149,8 @@ class MatrixClient:
     ) -> Session:
         """A login with the password, or the adoption of a given access token."""
         if access_token is not None and (password is None or lost is None):
-            return await self._adopt(access_token, lost)
-        return await self._login(password, device_id)
-
-    async def _adopt(self, token: str, lost: str | None) -> Session:
-        """Use a token someone issued for the bot (its device is whatever it names)."""
-        probe = self._make(None)
-        probe.user_id, probe.access_token = self.user_id, token
-        try:
-            response = await self._call("whoami", probe.whoami())
-        except TokenRejected:
-            raise LoginError(
-                "the homeserver rejected the token in matrix.access_token_file",
-                fix="issue a new one (mas-cli manage issue-compatibility-token) or use a password",
-            ) from None
-        finally:
-            await probe.close()
-        if response.user_id != self.user_id:
-            raise LoginError(
-                f"matrix.access_token_file belongs to {response.user_id}, not {self.user_id}",
-                fix="issue the token for the bot's own account",
-            )
-        if not response.device_id or response.device_id == lost:
-            raise LoginError(
-                "the access token names no device the bot can use"
-                + (f" (its device {lost} lost its encryption keys)" if lost else ""),
-                fix="issue a token for a new device: mas-cli manage issue-compatibility-token "
-                f"{self.user_id.split(':', 1)[0].lstrip('@')} --device-id <NEW_ID>",
-            )
-        self.nio = self._make(response.device_id)
-        self.nio.restore_login(self.user_id, response.device_id, token)
-        session = Session(self.homeserver, self.user_id, response.device_id, token)
-        self._db.save_session(session)
-        log.info("matrix.token_adopted", user=self.user_id, device=response.device_id)
-        return session
-
-    def _store_usable(self, saved: Session) -> bool:
-        path = self._state.crypto_dir / f"{saved.user_id}_{saved.device_id}.db"
-        if not path.exists():
-            return False
-        probe = self._make(saved.device_id)
-        try:
-            probe.user_id = saved.user_id
-            probe.load_store()
-            if probe.olm is None:
-                raise ValueError("no olm account in the store")
-        except Exception as err:  # noqa: BLE001 - any failure to open the store means lost
-            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
-            path.rename(aside)
-            log.error("matrix.crypto_store_unreadable", error=repr(err), moved_to=str(aside))
-            return False
-        return True
+            return await login.adopt(self, access_token, lost)
+        return await login.with_password(self, password, device_id)
 
     async def delete_device(self, device_id: str, password: str | None) -> None:
         """Delete one of the bot's devices (user-interactive auth with the password).
@@ -224,39 +174,6 @@ class MatrixClient:
             fix="remove it from the bot's device list in the account settings",
         )
 
-    async def _login(self, password: str | None, device_id: str | None) -> Session:
-        if not password:
-            raise LoginError(
-                "the bot has no saved login and no password",
-                fix="set [matrix] password, password_file or access_token_file (or "
-                "DISPATCH_MATRIX__PASSWORD)",
-            )
-        # Logging in with the old device id keeps the same device (and its keys).
-        self.nio = self._make(device_id)
-        try:
-            response = await self.nio.login(password, device_name=self._device_name)
-        except UNREACHABLE as err:
-            await self.nio.close()
-            raise Unreachable(
-                f"cannot reach {self.homeserver} ({why_unreachable(err)})",
-                fix="check [matrix] homeserver and that the server is up",
-            ) from err
-        if not isinstance(response, LoginResponse):
-            await self.nio.close()
-            code = getattr(response, "status_code", "")
-            if code == "M_FORBIDDEN":
-                raise LoginError(
-                    f"the homeserver rejected the password for {self.user_id}",
-                    fix="check [matrix] password (or password_file)",
-                )
-            raise LoginError(f"login as {self.user_id} failed: {code} {response.message}")
-        session = Session(
-            self.homeserver, response.user_id, response.device_id, response.access_token
-        )
-        self._db.save_session(session)
-        log.info("matrix.logged_in", user=session.user_id, device=session.device_id)
-        return session
-
     async def close(self) -> None:
         """Close the HTTP session (the login stays valid for the next start)."""
         if self.nio is not None:
@@ -264,7 +181,8 @@ class MatrixClient:
 
     # -- requests --------------------------------------------------------------------------
 
-    async def _call(self, what: str, coro: Any) -> Any:
+    async def call(self, what: str, coro: Any) -> Any:
+        """Await one nio request; its failure as one of our error kinds."""
         try:
             response = await coro
         except LocalProtocolError as err:
@@ -318,14 +236,14 @@ class MatrixClient:
 
     async def whoami(self) -> str:
         """Check the token; returns the user id it belongs to."""
-        response: WhoamiResponse = await self._call("whoami", self.client.whoami())
+        response: WhoamiResponse = await self.call("whoami", self.client.whoami())
         return str(response.user_id)
 
     async def sync(
         self, since: str | None, timeout_ms: int, presence: str = "online", full_state: bool = False
     ) -> SyncResponse:
         """One /sync; nio decrypts what it can while receiving it."""
-        response: SyncResponse = await self._call(
+        response: SyncResponse = await self.call(
             "sync",
             self.client.sync(
                 timeout=timeout_ms,
@@ -340,7 +258,7 @@ class MatrixClient:
     async def publish_device_keys(self) -> None:
         """Upload our device keys now if the homeserver lacks them (a new device)."""
         if self.client.should_upload_keys:
-            await self._call("keys/upload", self.client.keys_upload())
+            await self.call("keys/upload", self.client.keys_upload())
 
     async def backfill(self, room_id: str, start: str, until: str) -> list[Any]:
         """The events between `until` (an earlier sync token) and `start` (a gapped
@@ -348,7 +266,7 @@ class MatrixClient:
         events: list[Any] = []
         token: str | None = start
         while token:
-            response = await self._call(
+            response = await self.call(
                 f"messages {room_id}",
                 self.client.room_messages(
                     room_id, start=token, end=until, direction=MessageDirection.back, limit=100
@@ -364,14 +282,14 @@ class MatrixClient:
     async def after_sync(self) -> None:
         """Key housekeeping between syncs: to-device messages, key upload, query, claim."""
         client = self.client
-        await self._call("to-device", _all_ok(client.send_to_device_messages()))
+        await self.call("to-device", _all_ok(client.send_to_device_messages()))
         if client.should_upload_keys:
-            await self._call("keys/upload", client.keys_upload())
+            await self.call("keys/upload", client.keys_upload())
         if client.should_query_keys:
-            await self._call("keys/query", client.keys_query())
+            await self.call("keys/query", client.keys_query())
         if client.should_claim_keys:
             users = client.get_users_for_key_claiming()
-            await self._call("keys/claim", client.keys_claim(users))
+            await self.call("keys/claim", client.keys_claim(users))
 
     async def join(self, room_id: RoomID) -> None:
         """Join a room we were invited to."""
@@ -381,7 +299,7 @@ class MatrixClient:
 
     async def reject(self, room_id: RoomID) -> None:
         """Reject an invite (leave before joining) and forget the room."""
-        await self._call(f"reject {room_id}", self.client.room_leave(room_id))
+        await self.call(f"reject {room_id}", self.client.room_leave(room_id))
 
     async def send(
         self, room_id: RoomID, event_type: str, content: dict[str, Any], txn_id: str
@@ -427,11 +345,11 @@ class MatrixClient:
         client = self.client
         room = client.rooms[room_id]
         if not room.members_synced:
-            await self._call("members", client.joined_members(room_id))
+            await self.call("members", client.joined_members(room_id))
         if client.should_query_keys:
-            await self._call("keys/query", client.keys_query())
+            await self.call("keys/query", client.keys_query())
         if client.olm is not None and client.olm.should_share_group_session(room_id):
-            await self._call(
+            await self.call(
                 "share room key",
                 client.share_group_session(room_id, ignore_unverified_devices=True),
             )
@@ -443,11 +361,11 @@ class MatrixClient:
 
     async def read_receipt(self, room_id: RoomID, event_id: str) -> None:
         """Mark an event read (the owner sees the bot took their message)."""
-        await self._call("receipt", self.client.update_receipt_marker(room_id, event_id))
+        await self.call("receipt", self.client.update_receipt_marker(room_id, event_id))
 
     async def typing(self, room_id: RoomID, on: bool, timeout_ms: int = 30_000) -> None:
         """Show or clear the typing notice."""
-        await self._call("typing", self.client.room_typing(room_id, on, timeout=timeout_ms))
+        await self.call("typing", self.client.room_typing(room_id, on, timeout=timeout_ms))
 
     async def set_presence(self, presence: str, status: str | None = None) -> None:
         """Set presence and its status message; a 429 is raised, not waited out."""

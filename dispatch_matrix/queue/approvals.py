@@ -20,7 +20,7 @@ from ..agent.ports import Approval
 from ..ids import EventID, RoomID, UserID
 from ..store import Database, Task, TaskState
 from ..tools import Decision
-from . import texts
+from . import approval_texts as texts
 from .ports import Room
 
 log = logs.get(__name__)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .ledger import LedgerQueries
 from .models import Session
+from .outbox import OutboxQueries
 from .schedules import ScheduleQueries
 from .trust import TrustQueries
 from .voice import SCHEMA as VOICE_SCHEMA
@@ -146,7 +147,7 @@ _MIGRATIONS = [
 ]
 
 
-class Database(LedgerQueries, TrustQueries, VoiceQueries, ScheduleQueries):
+class Database(LedgerQueries, OutboxQueries, TrustQueries, VoiceQueries, ScheduleQueries):
     """Our SQLite file; one connection, used from the event loop's thread."""
 
     @classmethod

@@ -1,0 +1,85 @@
+"""One tool call the model asked for: judged by the policy, put to the owner when it must
+be (with what would change), learned as a rule when they say "always", run with its own
+context, and turned into the tool_result block the model reads next."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from .. import logs
+from ..store import Database
+from ..tools import Policy, ToolContext, ToolRegistry, ToolResult
+from ..tools.preview import preview
+from .ports import Approval, TaskIO
+
+log = logs.get(__name__)
+
+
+class ToolCalls:
+    """Runs the model's tool calls past the permission policy and the owner."""
+
+    def __init__(
+        self, db: Database, policy: Policy, tools: ToolRegistry, context: ToolContext
+    ) -> None:
+        self._db = db
+        self._policy = policy
+        self._tools = tools
+        self._context = context
+
+    async def run(self, use: dict[str, Any], io: TaskIO, step: int, task_id: int) -> dict[str, Any]:
+        """One tool call: judged, asked when it must be, run; its tool_result block."""
+        name, tool_input = use["name"], use.get("input") or {}
+        decision = self._policy.decide(name, tool_input)
+        log.info("tool.decision", tool=name, verdict=decision.verdict, rule=decision.rule)
+        if decision.verdict == "deny":
+            result = ToolResult.error(f"Not allowed: {decision.reason}. Do not try another way.")
+            return result.as_block(use["id"])
+        if decision.verdict == "ask":
+            approval = await io.ask(decision, preview(name, tool_input))
+            if not approval.approved:
+                result = ToolResult.error(
+                    f"The owner did not approve this ({decision.subject}). Do not do it; "
+                    "continue without it or explain what you need."
+                )
+                return result.as_block(use["id"])
+            if approval is Approval.ALWAYS:
+                await io.learned(self._learn(name, tool_input))
+        await io.progress(f"step {step}: {_describe(name, tool_input)}")
+        # The shared context stays as built; each call gets its own reporter and hook.
+        context = replace(
+            self._context, on_process=io.process_started, reporter=io, task_id=task_id
+        )
+        result = await self._tools.run(name, tool_input, context)
+        log.info("tool.result", tool=name, error=result.is_error)
+        return result.as_block(use["id"])
+
+    def _learn(self, name: str, tool_input: dict[str, Any]) -> str | None:
+        """The owner said "always": allow exactly this call from now on (kept in the store,
+        never written into the config file, which stays the owner's to edit); the rule."""
+        rule = self._policy.learn(name, tool_input)
+        if rule is not None:
+            self._db.add_learned_rule(rule)
+            log.info("policy.learned", rule=rule)
+        return rule
+
+
+def _describe(name: str, tool_input: dict[str, Any]) -> str:
+    """A one-line account of a tool call for the owner's status message."""
+    if name == "bash":
+        command = str(tool_input.get("command", "")).strip().splitlines()
+        first = command[0] if command else ""
+        return f"running `{first[:80]}`"
+    path = tool_input.get("path") or tool_input.get("file_path") or tool_input.get("pattern")
+    verbs = {
+        "read": "reading",
+        "write": "writing",
+        "edit": "editing",
+        "glob": "listing",
+        "grep": "searching",
+    }
+    if name == "memory":
+        return f"memory: {tool_input.get('action', 'view')}"
+    if name == "schedule":
+        return f"schedule: {tool_input.get('action', 'create')} {tool_input.get('title', '')}"
+    return f"{verbs.get(name, name)} {path}" if path else name

@@ -5,6 +5,7 @@ refused key or spent credit — and the commands that go with them (`!retry`, `!
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -53,16 +54,16 @@ def bot_texts(messages: list[dict[str, Any]], bot: str) -> list[str]:
 async def final_state(bot: BotProcess, state: str) -> None:
     """Wait until the task's status reaction for `state` went out; no ✅ may have gone out
     unless `state` is done."""
-    await bot.wait_log(
-        "outbox.sent", where=lambda r: str(r.get("txn", "")).endswith(f".react.{state}")
-    )
+    await bot.wait_log("outbox.sent", where=lambda r: reaction_state(r) == state)
     if state != "done":
-        ticks = [
-            r
-            for r in bot.log_events("outbox.sent")
-            if str(r.get("txn", "")).endswith(".react.done")
-        ]
+        ticks = [r for r in bot.log_events("outbox.sent") if reaction_state(r) == "done"]
         assert ticks == [], "no ✅"
+
+
+def reaction_state(record: dict[str, Any]) -> str | None:
+    """The task state a sent status reaction showed (keys end `.react.<n>.<state>`)."""
+    found = re.search(r"\.react\.\d+\.([a-z-]+)$", str(record.get("txn", "")))
+    return found.group(1) if found else None
 
 
 # ---- streams that break midway ---------------------------------------------------------------

@@ -48,7 +48,8 @@ async def test_a_paced_conversation_meets_no_rate_limit_and_costs_two_events_a_t
         )
         assert reply["was_encrypted"]
         last = reply["event_id"]
-    await owner.wait_reactions(room, sent, ["✅"], sender=bot_id)
+    # Decorations wait while the budget is below its reserve; the last ✅ comes in time.
+    await owner.wait_reactions(room, sent, ["✅"], sender=bot_id, timeout=90)
     assert bot.log_events("outbox.rate_limited") == [], "no send met a 429"
     per_task = events_per_task(bot)
     tasks = {k: v for k, v in per_task.items() if k != "other"}
@@ -77,8 +78,8 @@ async def test_the_answer_goes_ahead_of_decorations_held_back_by_the_budget(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    # A bot that believes it has spent its budget (burst 3 with a reserve of 2) holds every
-    # decoration back, yet answers at once.
+    # A bot that believes its budget is small (a burst of 3, a reserve of 2) holds every
+    # decoration back once an answer took it below the reserve, yet answers at once.
     setup = make_bot(limited=True, matrix_extra="send_burst = 3\nsend_rate_per_s = 0.01")
     bot = await setup.process().start()
     running.append(bot)

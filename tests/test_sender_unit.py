@@ -10,7 +10,7 @@ import pytest
 
 from dispatch_matrix.ids import EventID
 from dispatch_matrix.matrix.failures import RateLimited
-from dispatch_matrix.matrix.sender import RESERVE, Budget, Job, Kind, Sender
+from dispatch_matrix.matrix.sender import MIN_RESERVE, Budget, Job, Kind, Sender
 
 
 class Clock:
@@ -101,7 +101,7 @@ async def test_answers_go_before_decorations_queued_earlier() -> None:
 
 async def test_decorations_keep_a_reserve_for_answers() -> None:
     clock = Clock()
-    rec, sender = Recorder(), Sender(Budget(0.2, int(RESERVE) + 2, clock), clock)
+    rec, sender = Recorder(), Sender(Budget(0.2, int(MIN_RESERVE) + 2, clock), clock)
     decorations = [submit(sender, rec.job(Kind.DECORATION, f"d{n}")) for n in range(3)]
     await asyncio.sleep(0)
     task = asyncio.create_task(sender.run())

@@ -29,8 +29,9 @@ from .failures import CannotSend, RateLimited, RequestRefused, TokenRejected
 
 log = logs.get(__name__)
 
-# Tokens kept for answers: decorations never take the budget below this.
-RESERVE = 2.0
+# Tokens kept for answers: decorations never take the budget below half the burst (at
+# least two), so a burst of answers (five tasks sent at once) finds room.
+MIN_RESERVE = 2.0
 _MAX_BACKOFF_S = 60.0
 _MAX_REFUSALS = 6
 
@@ -59,6 +60,11 @@ class Budget:
     @property
     def limited(self) -> bool:
         return self._rate > 0
+
+    @property
+    def reserve(self) -> float:
+        """Tokens decorations leave for answers."""
+        return max(MIN_RESERVE, self._burst // 2)
 
     def available(self) -> float:
         """Tokens now (0 while a 429's retry_after runs)."""
@@ -189,7 +195,7 @@ class Sender:
         if not others:
             return None, None
         ready = [j for j in others if j.not_before <= now]
-        need = RESERVE + 1.0
+        need = self._budget.reserve + 1.0
         if ready:
             wait = self._budget.seconds_until(need)
             if wait <= 0:

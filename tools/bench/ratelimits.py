@@ -56,8 +56,8 @@ RESULTS = HERE / "results" / "ratelimits.json"
 
 def stats(values: list[float]) -> dict[str, float]:
     return {
-        "p50": round(percentile(values, 0.5), 1),
-        "p90": round(percentile(values, 0.9), 1),
+        "p50": round(percentile(values, 50), 1),
+        "p90": round(percentile(values, 90), 1),
         "max": round(max(values), 1),
     }
 

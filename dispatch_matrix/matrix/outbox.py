@@ -82,6 +82,7 @@ class Outbox:
         notice: bool = False,
         key: str | None = None,
         kind: Kind = Kind.ANSWER,
+        redact: bool = True,
     ) -> EventID:
         """Post Markdown text (as a reply when `reply_to` is given); returns its event id.
 
@@ -89,8 +90,13 @@ class Outbox:
         text passes the secrets redactor first: a key the model saw in a file or an output
         never reaches the room. A text too long for one event goes whole as an attached
         file, and the message keeps its start.
+
+        `redact=False` is for one case only: an approval question, which must show the
+        owner exactly what would run, secret or not (the command is the model's, the
+        secret the owner's, the room end-to-end encrypted). Its text is never logged.
         """
-        markdown = REDACTOR.text(markdown)
+        if redact:
+            markdown = REDACTOR.text(markdown)
         if len(markdown) > LONG_TEXT_CHARS:
             markdown = await self._attach_long(room_id, markdown, reply_to, task_id, key)
         content = text_content(markdown, notice=notice)

@@ -26,7 +26,11 @@ class Room(Protocol):
         task_id: int | None = None,
         notice: bool = False,
         key: str | None = None,
-    ) -> EventID: ...
+        redact: bool = True,
+    ) -> EventID:
+        """Post a message; it passes the secrets redactor unless `redact` is False, which
+        only an approval question uses (it shows exactly what would run)."""
+        ...
 
     async def post_status(
         self,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
+from .redaction import looks_secret
 from .voice.config import VoiceSection
 
 _USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
@@ -150,7 +151,13 @@ class AgentSection(_Section):
     )
     env_passthrough: list[str] = Field(
         default_factory=list,
-        description="Environment variables shell commands may see besides PATH, HOME, LANG…",
+        description="Environment variables shell commands may see besides PATH, HOME, LANG…; "
+        "names that look like secrets (*_KEY, *_TOKEN, *_SECRET, *PASSWORD*) are refused here",
+    )
+    secret_env_passthrough: list[str] = Field(
+        default_factory=list,
+        description="Secret environment variables shell commands may see (GITHUB_TOKEN for "
+        "gh, say); their values are hidden from the room, the logs and the model",
     )
     context_window: int = Field(
         200_000, ge=1_000, description="The model's context window, in tokens"
@@ -182,6 +189,16 @@ class AgentSection(_Section):
         description="Extended thinking tokens per reply (0 = off, else at least 1024); added "
         "to max_tokens",
     )
+
+    @field_validator("env_passthrough")
+    @classmethod
+    def _no_secret_passthrough(cls, value: list[str]) -> list[str]:
+        # A secret passed to commands silently would reach their output, and so the model
+        # and the room; naming it in secret_env_passthrough registers it with the redactor.
+        secret = [name for name in value if looks_secret(name)]
+        if secret:
+            raise ValueError(f"{', '.join(secret)} looks like a secret")
+        return value
 
     @field_validator("thinking_budget")
     @classmethod
@@ -281,6 +298,8 @@ _FIXES = {
     "matrix.password_file": "point password_file at a readable file, or use password",
     "agent.api_key_file": "point api_key_file at a readable file, or set ANTHROPIC_API_KEY",
     "voice.api_key_file": "point api_key_file at a readable file, or set DISPATCH_VOICE__API_KEY",
+    "agent.env_passthrough": "move it to [agent] secret_env_passthrough: commands still see "
+    "it, and its value is hidden from the room, the logs and the model",
 }
 
 

@@ -42,6 +42,7 @@ from .matrix.voice_inbox import VoiceInbox
 from .queue import Worker
 from .queue.control import Control
 from .queue.intake import Intake
+from .redaction import environment_secrets
 from .state import StateFolder
 from .store import Database
 from .store.models import Session
@@ -102,7 +103,7 @@ def build_tools(
     )
     registry = ToolRegistry(default_tools(config.agent.sandbox, read_denied=policy.read_denied))
     registry.add(SendFileTool())
-    names = (*_SHELL_ENV, *config.agent.env_passthrough)
+    names = (*_SHELL_ENV, *config.agent.env_passthrough, *config.agent.secret_env_passthrough)
     env = {name: os.environ[name] for name in names if name in os.environ}
     env.setdefault("TERM", "dumb")
     context = ToolContext(
@@ -191,6 +192,9 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         api_key.get_secret_value() if api_key else None,
         voice_key.get_secret_value() if voice_key else None,
     )
+    # The environment's secrets too: the SDK's ANTHROPIC_API_KEY, DISPATCH_* overrides,
+    # tokens a connector or a command is given, whatever else the daemon was started with.
+    logs.REDACTOR.add(*environment_secrets(os.environ, config.agent.secret_env_passthrough))
     homeserver: LocalSynapse | None = None
     db: Database | None = None
     client: MatrixClient | None = None

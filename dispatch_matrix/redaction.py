@@ -112,6 +112,14 @@ def _shape(
     return Shape(name, gated, re.compile(pattern), starts, folded, loose)
 
 
+def _assign(
+    name: str, gate: str, word: str, starts: Callable[[str, int], bool], *, folded: bool = True
+) -> Shape:
+    """`word` (a regex starting with a literal) ending a name, then a value assigned to it;
+    never the user part of a URL."""
+    return _shape(name, gate, word + _ASSIGN, _outside_url(starts), folded=folded)
+
+
 _PEM = (
     r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
     # A key cut short (no END line) is hidden to the end of its code block or the text.
@@ -152,23 +160,23 @@ SHAPES: tuple[Shape, ...] = (
     _shape("url_password", "://", r"://[^/\s:@?#]*:(?P<s>[^\s/@?#]+)@"),
     # Assignments to names that say "secret", in the case they are written in:
     # environment variables (`STRIPE_KEY=`), camelCase (`accessToken:`), and any case.
-    _shape("env_key", "key", r"_KEY" + _ASSIGN, _outside_url(_upper_name)),
-    _shape("camel_key", "key", r"Key" + _ASSIGN, _outside_url(_camel_key)),
-    _shape("camel_token", "token", r"Token" + _ASSIGN, _outside_url(_camel)),
-    _shape("camel_secret", "secret", r"Secret" + _ASSIGN, _outside_url(_camel)),
-    _shape("camel_password", "pass", r"Passw(?:or)?d" + _ASSIGN, _outside_url(_camel)),
-    _shape("password", "pass", r"passw(?:or)?d" + _ASSIGN, _outside_url(_not_alnum), folded=True),
-    _shape("secret", "secret", r"secret" + _ASSIGN, _outside_url(_not_alnum), folded=True),
-    _shape("token", "token", r"token" + _ASSIGN, _outside_url(_not_alnum), folded=True),
-    _shape("api_key", "key", r"api[_-]?key" + _ASSIGN, _outside_url(_not_alnum), folded=True),
-    _shape("access_key", "key", r"access[_-]?key" + _ASSIGN, _outside_url(_not_alnum), folded=True),
-    _shape("private_key_name", "key", r"private[_-]?key" + _ASSIGN, _outside_url(_not_alnum), folded=True),
+    _assign("env_key", "key", r"_KEY", _upper_name, folded=False),
+    _assign("camel_key", "key", r"Key", _camel_key, folded=False),
+    _assign("camel_token", "token", r"Token", _camel, folded=False),
+    _assign("camel_secret", "secret", r"Secret", _camel, folded=False),
+    _assign("camel_password", "pass", r"Passw(?:or)?d", _camel, folded=False),
+    _assign("password", "pass", r"passw(?:or)?d", _not_alnum),
+    _assign("secret", "secret", r"secret", _not_alnum),
+    _assign("token", "token", r"token", _not_alnum),
+    _assign("api_key", "key", r"api[_-]?key", _not_alnum),
+    _assign("access_key", "key", r"access[_-]?key", _not_alnum),
+    _assign("private_key_name", "key", r"private[_-]?key", _not_alnum),
     # kubeconfig's `client-key-data:` (a private key in base64).
-    _shape("key_data", "key", r"key-data" + _ASSIGN, _outside_url(_not_alnum), folded=True),
+    _assign("key_data", "key", r"key-data", _not_alnum),
     # `DB_PASS=`, `DB_PWD=` (but not `PWD=`, the working directory).
-    _shape("pass_suffix", "pass", r"pass" + _ASSIGN, _outside_url(_suffix), folded=True),
-    _shape("pwd_suffix", "pwd", r"pwd" + _ASSIGN, _outside_url(_suffix), folded=True),
-    _shape("auth", "auth", r"auth" + _ASSIGN, _outside_url(_whole_name), folded=True),
+    _assign("pass_suffix", "pass", r"pass", _suffix),
+    _assign("pwd_suffix", "pwd", r"pwd", _suffix),
+    _assign("auth", "auth", r"auth", _whole_name),
     # `aws_secret_access_key wJalr…` as `aws configure set` takes it, without `=`.
     _shape(
         "aws_secret",

@@ -21,12 +21,24 @@ _PEM_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nM
 
 # (line, the secret in it that must go, what must stay)
 HOSTILE = [
-    ("token syt_Ym90_AbCdEfGhIjKlMnOpQrSt_1a2B3c here", "syt_Ym90_AbCdEfGhIjKlMnOpQrSt_1a2B3c", "here"),
+    (
+        "token syt_Ym90_AbCdEfGhIjKlMnOpQrSt_1a2B3c here",
+        "syt_Ym90_AbCdEfGhIjKlMnOpQrSt_1a2B3c",
+        "here",
+    ),
     ("refresh syr_Ym90_AbCdEfGhIjKlMnOp_0c1d2e", "syr_Ym90_AbCdEfGhIjKlMnOp_0c1d2e", "refresh"),
-    ("mas mct_AbCdEfGhIjKlMnOpQrStUvWxYz0123_1a2b3c ok", "mct_AbCdEfGhIjKlMnOpQrStUvWxYz0123", "ok"),
+    (
+        "mas mct_AbCdEfGhIjKlMnOpQrStUvWxYz0123_1a2b3c ok",
+        "mct_AbCdEfGhIjKlMnOpQrStUvWxYz0123",
+        "ok",
+    ),
     ("mas mat_AbCdEfGhIjKlMnOpQrStUvWxYz0123_4d5e6f.", "mat_AbCdEfGhIjKlMnOpQrStUvWxYz0123", "mas"),
     ("key sk-ant-api03-AbCdEfGhIjKlMnOpQrStUv-wxyz_0123", "sk-ant-api03-AbCdEfGhIjKl", "key"),
-    ("pat github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEF", "github_pat_11ABC", "pat"),
+    (
+        "pat github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEF",
+        "github_pat_11ABC",
+        "pat",
+    ),
     ("ghp_0123456789abcdefghijABCDEFGHIJklmnop pushed", "ghp_0123456789abcdefghij", "pushed"),
     ("oauth gho_0123456789abcdefghijABCDEFGHIJklmnop", "gho_0123456789abcdefghij", "oauth"),
     ("id_token " + _JWT + " end", _JWT, "end"),
@@ -37,7 +49,11 @@ HOSTILE = [
     (f"AWS_SECRET_ACCESS_KEY={_AWS_SECRET}", _AWS_SECRET, "AWS_SECRET_ACCESS_KEY"),
     (f"aws configure set aws_secret_access_key {_AWS_SECRET}", _AWS_SECRET, "configure"),
     (f'{{"SecretAccessKey": "{_AWS_SECRET}"}}', _AWS_SECRET, "SecretAccessKey"),
-    ("git clone https://me:hunter2hunter2@git.example.org/r.git", "hunter2hunter2", "git.example.org"),
+    (
+        "git clone https://me:hunter2hunter2@git.example.org/r.git",
+        "hunter2hunter2",
+        "git.example.org",
+    ),
     ("redis://:s3cr3t-pw@cache:6379/0", "s3cr3t-pw", "cache:6379"),
     ("https://x-access-token:abc123def456@github.com/o/r", "abc123def456", "github.com/o/r"),
     ("FOO_PASSWORD=correct-horse-battery", "correct-horse-battery", "FOO_PASSWORD="),
@@ -53,7 +69,11 @@ HOSTILE = [
     ('{"accessToken": "tok-4f3a2b1c"}', "tok-4f3a2b1c", "accessToken"),
     ("clientSecret: s3cretvalue", "s3cretvalue", "clientSecret"),
     ('"apiKey": "AbCd1234"', "AbCd1234", "apiKey"),
-    ("client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo=", "LS0tLS1CRUdJTi", "client-key"),
+    (
+        "client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo=",
+        "LS0tLS1CRUdJTi",
+        "client-key",
+    ),
     ('"auth": "dXNlcjpwYXNzd29yZA=="', "dXNlcjpwYXNzd29yZA==", '"auth"'),
     ("Authorization: Bearer abc.def-123_456", "abc.def-123_456", "Authorization: Bearer"),
     ("authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz", "authorization: Basic"),
@@ -82,14 +102,20 @@ HOSTILE = [
     ("hf hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh", "hf_AbCdEfGhIjKlMnOp", "hf"),
     ("npm npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "npm_AbCdEfGhIjKl", "npm"),
     ("stripe sk_live_AbCdEfGhIjKlMnOpQrSt", "sk_live_AbCdEfGhIjKl", "stripe"),
-    ("old MDAxOGxvY2F0aW9uIGxvY2FsaG9zdAowMDEzaWRlbnRpZmllciBrZXkKMDAxMGNpZA", "MDAxOGxvY2F0", "old"),
+    (
+        "old MDAxOGxvY2F0aW9uIGxvY2FsaG9zdAowMDEzaWRlbnRpZmllciBrZXkKMDAxMGNpZA",
+        "MDAxOGxvY2F0",
+        "old",
+    ),
     ("Password: Tr0ub4dor&3", "Tr0ub4dor&3", "Password:"),
     ("ünïcödé PASSWORD=s3cr3t-ünï and more", "s3cr3t-", "and more"),
 ]
 
 
 @pytest.mark.parametrize(("line", "secret", "kept"), HOSTILE)
-def test_the_redactor_hides_the_secret_and_keeps_the_rest(line: str, secret: str, kept: str) -> None:
+def test_the_redactor_hides_the_secret_and_keeps_the_rest(
+    line: str, secret: str, kept: str
+) -> None:
     out = Redactor().text(line)
     assert secret not in out, out
     assert REDACTED in out

@@ -275,7 +275,7 @@ class Agent:
         context = replace(self._context, on_process=io.process_started, reporter=io)
         result = await self._tools.run(name, tool_input, context)
         log.info("tool.result", tool=name, error=result.is_error)
-        return result.as_block(use["id"])
+        return _without_known_secrets(result.as_block(use["id"]))
 
 
 def _describe(name: str, tool_input: dict[str, Any]) -> str:
@@ -295,3 +295,13 @@ def _describe(name: str, tool_input: dict[str, Any]) -> str:
     if name == "memory":
         return f"memory: {tool_input.get('action', 'view')}"
     return f"{verbs.get(name, name)} {path}" if path else name
+
+
+def _without_known_secrets(block: dict[str, Any]) -> dict[str, Any]:
+    """A tool result without the daemon's own secrets (its password, token, API key, the
+    environment's): a command's output that holds one never reaches the model. Shapes are
+    left alone: a key in the owner's file may be what the task is about."""
+    for part in block["content"]:
+        if part.get("type") == "text":
+            part["text"] = logs.REDACTOR.known(part["text"])
+    return block

@@ -33,6 +33,7 @@ from .matrix.crosssign import OwnIdentity, ensure_identity, until_approved
 from .matrix.failures import Unreachable
 from .matrix.identities import Identities
 from .matrix.outbox import Outbox
+from .matrix.replay import ReplayGuard
 from .matrix.router import Router
 from .matrix.sender import Budget
 from .matrix.speech_out import build_speech_out
@@ -298,6 +299,10 @@ async def _serve(
     control = Control(db, worker, outbox, agent, voice)
     intake = Intake(db, worker, outbox, control, config.agent.max_task_chars)
     voice.bind(intake)
+    # Before the first sync decrypts anything: replays are refused from the first event on.
+    replays = ReplayGuard(db)
+    if client.client.olm is not None:
+        replays.install(client.client.olm)
     router = Router(
         client,
         db,
@@ -308,6 +313,7 @@ async def _serve(
         not_before_ms=born_ms,
         inbox=workdir / "inbox",
         voice=voice,
+        replays=replays,
     )
     if config.matrix.trust != "cross-signed":
         log.warning(

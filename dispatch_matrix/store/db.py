@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .ledger import LedgerQueries
 from .models import Session
+from .replay import SCHEMA as REPLAY_SCHEMA
+from .replay import ReplayQueries
 from .trust import TrustQueries
 from .voice import SCHEMA as VOICE_SCHEMA
 from .voice import VoiceQueries
@@ -110,10 +112,13 @@ _MIGRATIONS = [
     """,
     # 8: owners' voice messages until their transcript is queued (kept for `!retry`).
     VOICE_SCHEMA,
+    # 9: the Megolm message index of every decrypted event, so a replay is refused also
+    # after a restart.
+    REPLAY_SCHEMA,
 ]
 
 
-class Database(LedgerQueries, TrustQueries, VoiceQueries):
+class Database(LedgerQueries, TrustQueries, VoiceQueries, ReplayQueries):
     """Our SQLite file; one connection, used from the event loop's thread."""
 
     @classmethod

@@ -19,16 +19,25 @@ from dataclasses import dataclass
 
 REDACTED = "«redacted»"
 
-# Values that are never secrets, whatever name they follow.
-_PLAIN = r"(?i:true|false|none|null|nil|yes|no|undefined|redacted)\b"
+# Values that are never secrets, whatever name they follow: words, and placeholders such as
+# `sk-ant-...` or `<TOKEN>` in documentation.
+_PLAIN = (
+    r"(?i:true|false|none|null|nil|yes|no|undefined|redacted)\b"
+    r"|[^\s\"']*(?:\.\.\.|…)|<"
+)
+# What an unquoted value may hold: it stops at what ends a shell word or starts code, so
+# `token = get_token()` and `password: ${DB_PASSWORD}` are not secrets.
+_BARE = r"[^\s\"'`,;&(){}\[\]<>$=\\][^\s\"'`,;&(){}\[\]<>\\]{3,}(?![(\[\w.])"
 # `= value`, `: "value"`, `=> 'value'` after a secret-looking name (a JSON key's closing
-# quote, escaped or not, may come first). Unquoted values stop at what ends a shell word
-# or starts code: `token = get_token()` and `password: ${DB_PASSWORD}` are not secrets.
+# quote, escaped or not, may come first). After a colon, as in prose or YAML, an unquoted
+# value must look random (a digit or symbol, or 16 letters): "token: plain" stays.
 _ASSIGN = (
-    r"(?:\\?[\"'])?[ \t]*(?:=>|:=|==?|:)[ \t]*"
-    rf"(?:\\?\"(?P<s1>(?!{_PLAIN})[^\"\n\\]{{3,}})\\?\""
-    rf"|\\?'(?P<s2>(?!{_PLAIN})[^'\n\\]{{3,}})\\?'"
-    rf"|(?P<s3>(?!{_PLAIN})[^\s\"'`,;&(){{}}\[\]<>$=\\][^\s\"'`,;&(){{}}\[\]<>\\]{{3,}}(?![(\[\w.])))"
+    r"(?:\\?[\"'])?[ \t]*(?:"
+    r"(?:=>|:=|==?|:)[ \t]*"
+    rf"(?:\\?\"(?P<s1>(?!{_PLAIN})[^\"\n\\]{{3,}})\\?\"|\\?'(?P<s2>(?!{_PLAIN})[^'\n\\]{{3,}})\\?')"
+    rf"|(?:=>|:=|==?)[ \t]*(?P<s3>(?!{_PLAIN}){_BARE})"
+    rf"|:[ \t]*(?P<s4>(?!{_PLAIN})(?=[A-Za-z]*[0-9_+/=!@#%^*~]|[A-Za-z]{{16}}){_BARE})"
+    r")"
 )
 # An opaque credential after `Bearer`/`Authorization:`: at least one digit or symbol, so
 # "the bearer of bad news" stays.
@@ -157,7 +166,7 @@ SHAPES: tuple[Shape, ...] = (
     _shape("jwt", "eyj", r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", _not_alnum),
     _shape("private_key", "-----begin", _PEM),
     # `scheme://user:password@host`: the password only; the host stays readable.
-    _shape("url_password", "://", r"://[^/\s:@?#]*:(?P<s>[^\s/@?#]+)@"),
+    _shape("url_password", "://", r"://[^/\s:@?#]*:(?!\.\.\.@|…@|<)(?P<s>[^\s/@?#]+)@"),
     # Assignments to names that say "secret", in the case they are written in:
     # environment variables (`STRIPE_KEY=`), camelCase (`accessToken:`), and any case.
     _assign("env_key", "key", r"_KEY", _upper_name, folded=False),
@@ -190,7 +199,8 @@ SHAPES: tuple[Shape, ...] = (
         "authorization",
         "auth",
         r"authorization(?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?"
-        r"(?:(?:bearer|basic|token|bot|digest|negotiate)\s+(?P<s>[^\s\"',;\\]{4,})"
+        r"(?:(?:bearer|basic|token|bot|digest|negotiate)\s+"
+        rf"(?P<s>(?!{_PLAIN})[^\s\"',;\\]{{4,}})"
         rf"|(?P<s1>{_CREDENTIAL}))",
         folded=True,
     ),
@@ -199,7 +209,7 @@ SHAPES: tuple[Shape, ...] = (
         "flag",
         "--",
         r"--(?:password|passwd|token|secret|api-key|access-token|auth-token)\s+"
-        r"(?P<s>[^\s\"'-][^\s\"']*)",
+        rf"(?P<s>(?!{_PLAIN})[^\s\"'(\[{{<$-][^\s\"']*)",
         folded=True,
     ),
     # ~/.netrc: `machine HOST login USER password SECRET`, on one line or several.
@@ -213,7 +223,7 @@ SHAPES: tuple[Shape, ...] = (
 # Every gate, looked for once per text.
 _GATES = tuple(sorted({gate for shape in SHAPES for gate in shape.gates}))
 
-_SECRET_GROUPS = ("s", "s1", "s2", "s3")
+_SECRET_GROUPS = ("s", "s1", "s2", "s3", "s4")
 
 
 def _span(match: re.Match[str]) -> tuple[int, int]:

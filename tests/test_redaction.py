@@ -151,6 +151,11 @@ BENIGN = [
     "Use `tools/test tests/test_units.py` -- then commit.",
     "The quick brown fox jumps over the lazy dog.",
     "2026-01-02T03:04:05Z task.finished task=3f2a9c1 steps=4",
+    "ANTHROPIC_API_KEY=sk-ant-... dispatch-matrix run",
+    "curl -H 'Authorization: Bearer <ADMIN_TOKEN>' https://hs/_synapse/admin",
+    'password = "…"',
+    "Every input token: plain, written to the cache, and read from it.",
+    "log in with --password (or --password-file), then https://user:…@host",
 ]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import vodozemac
@@ -14,6 +14,9 @@ from nio import EncryptionError, MegolmEvent
 from nio.crypto import Olm
 from nio.store import SqliteMemoryStore
 
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.inbound import Unreadable
+from dispatch_matrix.matrix.late_keys import LateKeys
 from dispatch_matrix.matrix.replay import ReplayGuard, ReplayUnguarded, ReplayVerdict, judge_index
 from dispatch_matrix.store import Database
 
@@ -145,4 +148,57 @@ def test_a_machine_the_guard_does_not_watch_fails_closed(tmp_path: Path) -> None
     guard.ensure(None)
     with pytest.raises(ReplayUnguarded):
         guard.ensure(owner.bot())
+    db.close()
+
+
+def test_a_replayed_encrypted_reaction_is_refused_after_a_restart(tmp_path: Path) -> None:
+    owner = Owner()
+    relation = {"rel_type": "m.annotation", "event_id": "$question", "key": "✅"}
+    reaction = owner.olm.group_encrypt(
+        ROOM, {"type": "m.reaction", "content": {"m.relates_to": relation}}
+    )
+    db = Database.open(tmp_path / "d.db")
+    bot, guard = owner.bot(), ReplayGuard(db)
+    guard.install(bot)
+    assert bot.decrypt_megolm_event(event(reaction, "$yes-reaction"), ROOM).key == "✅"
+    db.close()
+    db = Database.open(tmp_path / "d.db")
+    bot, guard = owner.bot(), ReplayGuard(db)
+    guard.install(bot)
+    with pytest.raises(EncryptionError):
+        bot.decrypt_megolm_event(event(reaction, "$replayed-reaction"), ROOM)
+    assert guard.refused("$replayed-reaction") is not None
+    db.close()
+
+
+class _Nio:
+    def decrypt_event(self, _event: MegolmEvent) -> Any:
+        raise EncryptionError("Duplicate message index")
+
+    async def request_room_key(self, _event: MegolmEvent) -> None:
+        return None
+
+
+class _Client:
+    client = _Nio()
+
+
+async def test_a_held_event_refused_as_a_replay_is_let_go_without_a_notice(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    told: list[str] = []
+
+    async def gave_up(item: Unreadable) -> None:
+        told.append(item.event_id)
+
+    async def read(_message: Any) -> None:
+        raise AssertionError("nothing is read")
+
+    source = event(Owner().encrypt("old"), "$held").source
+    client = cast(MatrixClient, _Client())
+    late = LateKeys(client, db, 0.0, read, gave_up, refused=lambda e: e == "$held")
+    db.hold_undecrypted("$held", ROOM, "@owner:example.org", source)
+    await late.retry(now=10**10)
+    assert db.waiting_undecrypted() == [] and told == []
     db.close()

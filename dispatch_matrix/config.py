@@ -176,6 +176,8 @@ _FIXES = {
     "matrix.password_file": "point password_file at a readable file, or use password",
     "agent.api_key_file": "point api_key_file at a readable file, or set ANTHROPIC_API_KEY",
     "voice.api_key_file": "point api_key_file at a readable file, or set DISPATCH_VOICE__API_KEY",
+    "agent.env_passthrough": "move it to [agent] secret_env_passthrough: commands still see "
+    "it, and its value is hidden from the room, the logs and the model",
 }
 
 

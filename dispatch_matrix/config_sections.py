@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from .redaction import looks_secret
+
 DEFAULT_MODEL = "claude-sonnet-5-5"
 
 
@@ -67,7 +69,13 @@ class AgentSection(Section):
     )
     env_passthrough: list[str] = Field(
         default_factory=list,
-        description="Environment variables shell commands may see besides PATH, HOME, LANG…",
+        description="Environment variables shell commands may see besides PATH, HOME, LANG…; "
+        "names that look like secrets (*_KEY, *_TOKEN, *_SECRET, *PASSWORD*) are refused here",
+    )
+    secret_env_passthrough: list[str] = Field(
+        default_factory=list,
+        description="Secret environment variables shell commands may see (GITHUB_TOKEN for "
+        "gh, say); their values are hidden from the room, the logs and the model",
     )
     context_window: int = Field(
         200_000, ge=1_000, description="The model's context window, in tokens"
@@ -113,6 +121,16 @@ class AgentSection(Section):
         "input instead of 1.25x), or mix (1h for tools, system and memory, 5m for the "
         "conversation); see tools/bench/results/day_cost.json",
     )
+
+    @field_validator("env_passthrough")
+    @classmethod
+    def _no_secret_passthrough(cls, value: list[str]) -> list[str]:
+        # A secret passed to commands silently would reach their output, and so the model
+        # and the room; naming it in secret_env_passthrough registers it with the redactor.
+        secret = [name for name in value if looks_secret(name)]
+        if secret:
+            raise ValueError(f"{', '.join(secret)} looks like a secret")
+        return value
 
     @field_validator("thinking_budget")
     @classmethod

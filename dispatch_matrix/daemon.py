@@ -35,6 +35,7 @@ from .matrix.failures import Unreachable
 from .matrix.identities import Identities
 from .matrix.mentions import Mentions
 from .matrix.outbox import Outbox
+from .matrix.replay import ReplayGuard
 from .matrix.router import Router
 from .matrix.sender import Budget
 from .matrix.speech_out import build_speech_out
@@ -48,6 +49,7 @@ from .queue.digest import Digest
 from .queue.intake import Intake
 from .queue.reminders import Reminders
 from .queue.scheduler import Scheduler
+from .redaction import environment_secrets
 from .schedule.clock import SystemClock
 from .schedule.tool import ScheduleTool
 from .schedule.zones import owner_zone
@@ -140,7 +142,7 @@ def build_tools(
     confinement = sandbox or confinement_for(config.agent.sandbox, config.agent.sandbox_network)
     registry = ToolRegistry(default_tools(confinement, read_denied=policy.read_denied))
     registry.add(SendFileTool())
-    names = (*_SHELL_ENV, *config.agent.env_passthrough)
+    names = (*_SHELL_ENV, *config.agent.env_passthrough, *config.agent.secret_env_passthrough)
     env = {name: os.environ[name] for name in names if name in os.environ}
     env.setdefault("TERM", "dumb")
     context = ToolContext(
@@ -238,6 +240,9 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         api_key.get_secret_value() if api_key else None,
         voice_key.get_secret_value() if voice_key else None,
     )
+    # The environment's secrets too: the SDK's ANTHROPIC_API_KEY, DISPATCH_* overrides,
+    # tokens a connector or a command is given, whatever else the daemon was started with.
+    logs.REDACTOR.add(*environment_secrets(os.environ, config.agent.secret_env_passthrough))
     homeserver: LocalSynapse | None = None
     db: Database | None = None
     client: MatrixClient | None = None
@@ -373,6 +378,10 @@ async def _serve(
         db, worker, outbox, control, config.agent.max_task_chars, on_reaction=reminders.reaction
     )
     voice.bind(intake)
+    # Before the first sync decrypts anything: replays are refused from the first event on.
+    replays = ReplayGuard(db)
+    if client.client.olm is not None:
+        replays.install(client.client.olm)
     router = Router(
         client,
         db,
@@ -383,6 +392,7 @@ async def _serve(
         not_before_ms=born_ms,
         inbox=workdir / "inbox",
         voice=voice,
+        replays=replays,
     )
     if config.matrix.trust != "cross-signed":
         log.warning(

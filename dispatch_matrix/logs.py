@@ -16,29 +16,16 @@ from typing import Any
 
 import structlog
 
+from .redaction import REDACTED, find_secrets, hide, value_spans
+
+__all__ = ["REDACTED", "REDACTOR", "Redactor", "get", "setup"]
+
 # Key names whose values are secret whatever they hold.
 _SECRET_KEYS = re.compile(
     r"(pass(word)?|secret|token|api[_-]?key|authorization|private|pickle|seed)", re.I
 )
-# Shapes of secrets wherever they appear in text.
-_SECRET_PATTERNS = [
-    re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"),  # Anthropic keys
-    re.compile(r"syt_[A-Za-z0-9_]+_[A-Za-z0-9]+_[A-Za-z0-9]+"),  # Synapse access tokens
-    re.compile(r"(?i)(access_token=)[^&\s\"']+"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/\-]+=*"),
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
-    re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"),  # GitHub tokens
-    re.compile(r"AKIA[0-9A-Z]{16}"),  # AWS access key ids
-    re.compile(r"\bsk-(?:proj-)?[A-Za-z0-9_\-]{32,}"),  # OpenAI-style keys
-    re.compile(r"\bxox[abprs]-[A-Za-z0-9\-]{10,}"),  # Slack tokens
-    re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,}"),  # GitLab tokens
-    # `password = hunter2`, `API_KEY: abc…` in a config or an environment dump.
-    re.compile(
-        r"(?i)(\b(?:password|passwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)"
-        r"\b[\"']?\s*[=:]\s*[\"']?)[^\s\"',;]{4,}"
-    ),
-]
-REDACTED = "«redacted»"
+# Shorter values would hide ordinary words wherever they occur.
+_MIN_VALUE = 6
 
 
 class Redactor:
@@ -48,25 +35,30 @@ class Redactor:
         self._values: set[str] = set()
 
     def add(self, *values: str | None) -> None:
-        """Remember secret values (ours: password, token, API key) to scrub verbatim."""
+        """Remember secret values (ours: password, token, API key; the environment's) to
+        scrub verbatim wherever they appear."""
         for value in values:
-            if value and len(value) >= 6:
+            if value and len(value) >= _MIN_VALUE:
                 self._values.add(value)
 
     def text(self, text: str) -> str:
-        """The text with every secret replaced."""
-        for value in self._values:
-            if value in text:
-                text = text.replace(value, REDACTED)
-        return self.shapes(text)
+        """The text with every known secret and every secret-shaped string replaced."""
+        if not text:
+            return text
+        return hide(text, value_spans(text, self._values) + find_secrets(text))
 
     def shapes(self, text: str) -> str:
-        """The text with secret-shaped strings replaced (tokens, keys, `password=…`)."""
-        for pattern in _SECRET_PATTERNS:
-            text = pattern.sub(
-                lambda m: (m.group(1) if m.groups() and m.group(1) else "") + REDACTED, text
-            )
-        return text
+        """The text with only the secret-shaped strings replaced (tokens, keys, `password=…`)."""
+        if not text:
+            return text
+        return hide(text, find_secrets(text))
+
+    def known(self, text: str) -> str:
+        """The text with only the known secret values replaced: for what the model reads,
+        where a secret-shaped string of the owner's own may be what the task is about."""
+        if not text or not self._values:
+            return text
+        return hide(text, value_spans(text, self._values))
 
     def value(self, key: str, value: Any) -> Any:
         """A log field's value, scrubbed by its key's name and its content."""

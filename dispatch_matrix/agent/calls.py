@@ -52,7 +52,7 @@ class ToolCalls:
         )
         result = await self._tools.run(name, tool_input, context)
         log.info("tool.result", tool=name, error=result.is_error)
-        return result.as_block(use["id"])
+        return _without_known_secrets(result.as_block(use["id"]))
 
     def _learn(self, name: str, tool_input: dict[str, Any]) -> str | None:
         """The owner said "always": allow exactly this call from now on (kept in the store,
@@ -83,3 +83,13 @@ def _describe(name: str, tool_input: dict[str, Any]) -> str:
     if name == "schedule":
         return f"schedule: {tool_input.get('action', 'create')} {tool_input.get('title', '')}"
     return f"{verbs.get(name, name)} {path}" if path else name
+
+
+def _without_known_secrets(block: dict[str, Any]) -> dict[str, Any]:
+    """A tool result without the daemon's own secrets (its password, token, API key, the
+    environment's): a command's output that holds one never reaches the model. Shapes are
+    left alone: a key in the owner's file may be what the task is about."""
+    for part in block["content"]:
+        if part.get("type") == "text":
+            part["text"] = logs.REDACTOR.known(part["text"])
+    return block

@@ -18,7 +18,9 @@ _SECRET_NAME = re.compile(
     re.I,
 )
 # Names that contain a secret-ish word but hold none (`AUTHOR`, `TOKENIZER_MODEL`).
-_HARMLESS_NAME = re.compile(r"^(author|oauth_?callback|auth_?url|token_?url|tokenizer)", re.I)
+_HARMLESS_NAME = re.compile(
+    r"^(author(_?name|_?email)?$|oauth_?callback|auth_?url|token_?url|tokenizer)", re.I
+)
 _REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
 _SCHEMES = {"bearer", "basic", "token", "bot", "apikey"}
 _URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.I)

@@ -33,8 +33,11 @@ class LateKeys:
         grace_s: float,
         on_read: Callable[[Message], Awaitable[None]],
         on_give_up: Callable[[Unreadable], Awaitable[None]],
+        refused: Callable[[str], bool] = lambda _event_id: False,
     ) -> None:
         self._client = client
+        # Whether the replay guard refused an event (then waiting for its keys is moot).
+        self._refused = refused
         self._db = db
         self._grace_s = grace_s
         self._on_read = on_read
@@ -76,6 +79,9 @@ class LateKeys:
             try:
                 decrypted = self._client.client.decrypt_event(event)
             except EncryptionError:
+                if self._refused(event.event_id):
+                    self._db.resolve_undecrypted(event.event_id, gave_up=True)
+                    continue
                 if now - first_seen >= self._grace_s:
                     self._db.resolve_undecrypted(event.event_id, gave_up=True)
                     item = from_event(RoomID(room_id), event)

@@ -89,8 +89,11 @@ class Outbox:
         Posts with the same `key` are one message: the second call sends nothing new. The
         text passes the secrets redactor first: a key the model saw in a file or an output
         never reaches the room. A text too long for one event goes whole as an attached
-        file, and the message keeps its start. `redact=False` is for approval questions
-        alone: they show the owner exactly what would run.
+        file, and the message keeps its start.
+
+        `redact=False` is for one case only: an approval question, which must show the
+        owner exactly what would run, secret or not (the command is the model's, the
+        secret the owner's, the room end-to-end encrypted). Its text is never logged.
         """
         if redact:
             markdown = REDACTOR.text(markdown)

@@ -36,6 +36,7 @@ from .inbound import (
 from .late_keys import LateKeys
 from .outbox import Outbox
 from .privacy import RoomWatch
+from .replay import ReplayGuard
 from .trust import DeviceTrust, Verdict, may_command, may_join
 from .voice_inbox import VoiceInbox
 
@@ -59,6 +60,7 @@ class Router:
         not_before_ms: int,
         inbox: Path,
         voice: VoiceInbox | None = None,
+        replays: ReplayGuard | None = None,
     ) -> None:
         self._client = client
         self._db = db
@@ -73,8 +75,16 @@ class Router:
         self._inbox = inbox
         # Voice messages go to transcription rather than into the inbox as files.
         self._voice = voice
+        # Refuses an event at a Megolm index another event used (a replay), also after a
+        # restart; what it refused arrives here undecryptable and is dropped unanswered.
+        self._replays = replays
         self._late = LateKeys(
-            client, db, settings.undecryptable_grace_s, self._message, self._gave_up
+            client,
+            db,
+            settings.undecryptable_grace_s,
+            self._message,
+            self._gave_up,
+            refused=self._replayed,
         )
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
@@ -82,6 +92,8 @@ class Router:
 
     async def handle(self, response: SyncResponse, since: str | None) -> None:
         """Act on one sync response (`since`: the token it was asked with)."""
+        if self._replays is not None:
+            self._replays.ensure(self._client.client.olm)
         changed = list(response.device_list.changed)
         if changed:
             self._identities.forget(changed)
@@ -141,7 +153,13 @@ class Router:
             item.room_id, texts.unreadable(when), reply_to=item.event_id, notice=True
         )
 
+    def _replayed(self, event_id: str) -> bool:
+        return self._replays is not None and self._replays.refused(event_id) is not None
+
     async def _route(self, item: Inbound) -> None:
+        if isinstance(item, Unreadable) and self._replayed(item.event_id):
+            # Logged as message.replayed when it was refused; no task, no answer, no notice.
+            return
         if isinstance(item, Reaction):
             await self._reaction(item)
         elif isinstance(item, Invite):

@@ -28,8 +28,8 @@ class Room(Protocol):
         key: str | None = None,
         redact: bool = True,
     ) -> EventID:
-        """Post Markdown text; `redact=False` only for an approval question, which must
-        show exactly what would run."""
+        """Post a message; it passes the secrets redactor unless `redact` is False, which
+        only an approval question uses (it shows exactly what would run)."""
         ...
 
     async def post_status(

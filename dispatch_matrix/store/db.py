@@ -14,6 +14,8 @@ from pathlib import Path
 from .ledger import LedgerQueries
 from .models import Session
 from .outbox import OutboxQueries
+from .replay import SCHEMA as REPLAY_SCHEMA
+from .replay import ReplayQueries
 from .schedules import ScheduleQueries
 from .trust import TrustQueries
 from .voice import SCHEMA as VOICE_SCHEMA
@@ -144,10 +146,15 @@ _MIGRATIONS = [
     """
     ALTER TABLE usage ADD COLUMN cache_write_1h INTEGER NOT NULL DEFAULT 0;
     """,
+    # 11: the Megolm message index of every decrypted event, so a replay is refused also
+    # after a restart.
+    REPLAY_SCHEMA,
 ]
 
 
-class Database(LedgerQueries, OutboxQueries, TrustQueries, VoiceQueries, ScheduleQueries):
+class Database(
+    LedgerQueries, OutboxQueries, TrustQueries, VoiceQueries, ScheduleQueries, ReplayQueries
+):
     """Our SQLite file; one connection, used from the event loop's thread."""
 
     @classmethod

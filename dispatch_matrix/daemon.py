@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import anthropic
 from nio import SyncResponse
 
 from . import __version__, connecting, logs
@@ -27,8 +26,7 @@ from .backoff import Backoff
 from .config import Config
 from .errors import HomeserverError
 from .homeserver import LocalSynapse
-from .ids import RoomID, UserID
-from .matrix import texts
+from .ids import UserID
 from .matrix.client import MatrixClient
 from .matrix.crosssign import OwnIdentity, ensure_identity, until_approved
 from .matrix.failures import Unreachable
@@ -40,10 +38,9 @@ from .matrix.router import Router
 from .matrix.sender import Budget
 from .matrix.speech_out import build_speech_out
 from .matrix.sync import SyncLoop, SyncStalled
-from .matrix.uia import ApprovalInBrowser
 from .matrix.voice_inbox import VoiceInbox
+from .parts import anthropic_client, build_tools, control_plane, local_homeserver
 from .queue import Worker
-from .queue import texts as queue_texts
 from .queue.control import Control
 from .queue.digest import Digest
 from .queue.intake import Intake
@@ -53,106 +50,26 @@ from .redaction import environment_secrets
 from .schedule.clock import SystemClock
 from .schedule.tool import ScheduleTool
 from .schedule.zones import owner_zone
+from .start_notices import (
+    announce_replacement,
+    announce_unconfined,
+    report_model,
+    retire_device,
+)
 from .state import StateFolder
 from .store import Database
 from .store.models import Session
-from .tools import Confinement, Policy, ToolContext, ToolRegistry, check_sandbox, default_tools
-from .tools.paths import canonicalize
-from .tools.sandbox import CREDENTIAL_PATHS
+from .tools import Confinement, check_sandbox
 from .tools.sandbox_host import (
-    confinement_for,
     default_hidden,
     hard_linked_secrets,
     sandbox_off_warning,
 )
-from .tools.send_file import SendFileTool
 from .voice.transcribe import build_transcriber
 
 log = logs.get(__name__)
 
 _MAX_CONNECT_BACKOFF_S = 60.0
-
-
-def local_homeserver(config: Config) -> LocalSynapse:
-    """The managed Synapse described by [local_homeserver]."""
-    section = config.local_homeserver
-    return LocalSynapse(
-        folder=section.folder,
-        server_name=section.server_name,
-        host=section.host,
-        port=section.port,
-    )
-
-
-def anthropic_client(config: Config) -> anthropic.AsyncAnthropic:
-    """The SDK client; it reads ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL unless config says."""
-    key = config.agent.secret_api_key()
-    kwargs: dict[str, object] = {
-        "max_retries": config.agent.max_retries,
-        "timeout": config.agent.request_timeout_s,
-    }
-    if key is not None:
-        kwargs["api_key"] = key.get_secret_value()
-    if config.agent.base_url:
-        kwargs["base_url"] = config.agent.base_url
-    return anthropic.AsyncAnthropic(**kwargs)  # type: ignore[arg-type]
-
-
-_SHELL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SHELL")
-
-
-def control_plane(config: Config) -> list[Path]:
-    """What the tools may never read or write: the state folder, the config, every `*_file`
-    secret and a local homeserver's folder (its signing keys and tokens)."""
-    paths = [config.state_dir]
-    if config.source:
-        paths.append(config.source)
-    paths += [p for p in (config.matrix.password_file, config.agent.api_key_file) if p]
-    if config.local_homeserver.enabled:
-        paths.append(config.homeserver_dir)
-    return paths
-
-
-def build_tools(
-    config: Config,
-    workdir: Path,
-    roots: list[Path],
-    learned: list[str] | None = None,
-    sandbox: Confinement | None = None,
-) -> tuple[Policy, ToolRegistry, ToolContext]:
-    """The permission policy, the tools and their context, from the config.
-
-    `sandbox` is what `check_sandbox` found at start; without it the configured kind is
-    used unprobed. The control plane and the credential paths are refused to every file
-    tool and hidden from every shell call, whatever the rules allow.
-    """
-    secret = [*control_plane(config), *(Path.home() / p for p in CREDENTIAL_PATHS)]
-    hidden = [*secret, *default_hidden(Path.home(), os.getuid())]
-    policy = Policy(
-        # Rules the owner added by answering "always" live in the store, after the config's.
-        allow=[*config.permissions.allow, *(learned or [])],
-        ask=config.permissions.ask,
-        deny=config.permissions.deny,
-        home=Path.home(),
-        workdir=workdir,
-        protected=secret,
-        private=secret,
-        canonical=canonicalize,
-    )
-    confinement = sandbox or confinement_for(config.agent.sandbox, config.agent.sandbox_network)
-    registry = ToolRegistry(default_tools(confinement, read_denied=policy.read_denied))
-    registry.add(SendFileTool())
-    names = (*_SHELL_ENV, *config.agent.env_passthrough, *config.agent.secret_env_passthrough)
-    env = {name: os.environ[name] for name in names if name in os.environ}
-    env.setdefault("TERM", "dumb")
-    context = ToolContext(
-        workdir=workdir,
-        allowed_roots=tuple(roots),
-        denied_paths=tuple(dict.fromkeys(hidden)),
-        env=env,
-        bash_timeout_s=config.agent.bash_timeout_s,
-    )
-    return policy, registry, context
 
 
 async def connect(
@@ -271,7 +188,7 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         await client.publish_device_keys()
         identity = await until_approved(lambda: ensure_identity(client, state, secret), say)
         if client.replaced_device is not None:
-            await _retire_device(client, db, client.replaced_device, secret)
+            await retire_device(client, db, client.replaced_device, secret)
         return await _serve(config, db, client, session, identity, int(born), say, confinement)
     finally:
         if client is not None:
@@ -412,10 +329,10 @@ async def _serve(
         await sync.first_sync_done.wait()
         say(banner(config, session, sync.first_sync_seconds))
         sys.stdout.flush()
-        await _announce_replacement(client, db, outbox)
+        await announce_replacement(client, db, outbox)
         if confinement is not None and not confinement.active:
-            await _announce_unconfined(client, outbox)
-        await _report_model(agent, db, client, outbox)
+            await announce_unconfined(client, outbox)
+        await report_model(agent, db, client, outbox)
 
     async def fire_schedules(scheduler: Scheduler) -> None:
         # Reminders go into rooms nio learns of in the first sync.
@@ -440,70 +357,6 @@ async def _serve(
     except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
     return 0
-
-
-async def _retire_device(
-    client: MatrixClient, db: Database, old: str, password: str | None
-) -> None:
-    """Delete the device whose keys were lost, and remember to tell the owners (with what
-    to do when the homeserver would not let the bot do it: MAS wants a browser)."""
-    removal = ""
-    try:
-        await client.delete_device(old, password)
-        log.info("matrix.old_device_deleted", device=old)
-    except (HomeserverError, ApprovalInBrowser) as err:
-        removal = err.one_line()
-        log.error("matrix.old_device_not_deleted", device=old, error=err.message, fix=err.fix)
-    db.set_meta("announce_replaced_device", old)
-    db.set_meta("announce_replaced_device_removal", removal)
-
-
-async def _announce_replacement(client: MatrixClient, db: Database, outbox: Outbox) -> None:
-    old = db.get_meta("announce_replaced_device")
-    if not old:
-        return
-    for room_id in list(client.client.rooms):
-        await outbox.post(
-            RoomID(room_id),
-            texts.device_replaced(
-                old, client.device_id, db.get_meta("announce_replaced_device_removal") or None
-            ),
-            notice=True,
-            key=f"replaced-{old}-{room_id}",
-        )
-    db.set_meta("announce_replaced_device", "")
-
-
-async def _announce_unconfined(client: MatrixClient, outbox: Outbox) -> None:
-    """Tell each room, once (a fixed key), that shell commands run without the sandbox."""
-    for room_id in list(client.client.rooms):
-        await outbox.post(
-            RoomID(room_id), texts.sandbox_off(), notice=True, key=f"sandbox-off-{room_id}"
-        )
-
-
-async def _report_model(agent: Agent, db: Database, client: MatrixClient, outbox: Outbox) -> None:
-    """A deprecated or retired model is logged at every start, and said once in each room."""
-    status = await agent.model_status()
-    notice = status.notice()
-    if notice is None:
-        return
-    log.warning(
-        "model.deprecated",
-        model=status.name,
-        lifecycle=status.lifecycle,
-        retires=status.retires,
-        replacement=status.replacement,
-    )
-    rooms = list(client.client.rooms)
-    key = f"model-ending-{status.name}-{status.lifecycle}"
-    # No room yet (a first start): said at a later start, once the owner's room exists.
-    if not rooms or not db.first_notice(key):
-        return
-    for room_id in rooms:
-        await outbox.post(
-            RoomID(room_id), queue_texts.model_ending(notice), notice=True, key=f"{key}-{room_id}"
-        )
 
 
 def default_config_path() -> Path:

@@ -205,7 +205,7 @@ async def _login_and_store(config: Config) -> list[Check]:
 
 
 async def _api(config: Config) -> list[Check]:
-    from .daemon import anthropic_client
+    from .parts import anthropic_client
 
     try:
         client = anthropic_client(config)

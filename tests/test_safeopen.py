@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dispatch_matrix.config import load_config
-from dispatch_matrix.daemon import build_tools
+from dispatch_matrix.parts import build_tools
 from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult, default_tools
 from dispatch_matrix.tools.safeopen import Shield, open_file
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dispatch_matrix.config import load_config
-from dispatch_matrix.daemon import build_tools
 from dispatch_matrix.errors import ConfigError
+from dispatch_matrix.parts import build_tools
 from dispatch_matrix.redaction import environment_secrets
 
 BASE = """

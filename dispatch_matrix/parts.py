@@ -1,0 +1,103 @@
+"""The parts the daemon builds from the config that others build too (doctor, tests, the
+benchmarks): the local homeserver, the SDK client, and the tools with their policy and
+context."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anthropic
+
+from . import logs
+from .config import Config
+from .homeserver import LocalSynapse
+from .tools import Confinement, Policy, ToolContext, ToolRegistry, default_tools
+from .tools.paths import canonicalize
+from .tools.sandbox import CREDENTIAL_PATHS
+from .tools.sandbox_host import confinement_for, default_hidden
+from .tools.send_file import SendFileTool
+
+log = logs.get(__name__)
+
+
+def local_homeserver(config: Config) -> LocalSynapse:
+    """The managed Synapse described by [local_homeserver]."""
+    section = config.local_homeserver
+    return LocalSynapse(
+        folder=section.folder,
+        server_name=section.server_name,
+        host=section.host,
+        port=section.port,
+    )
+
+
+def anthropic_client(config: Config) -> anthropic.AsyncAnthropic:
+    """The SDK client; it reads ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL unless config says."""
+    key = config.agent.secret_api_key()
+    kwargs: dict[str, object] = {
+        "max_retries": config.agent.max_retries,
+        "timeout": config.agent.request_timeout_s,
+    }
+    if key is not None:
+        kwargs["api_key"] = key.get_secret_value()
+    if config.agent.base_url:
+        kwargs["base_url"] = config.agent.base_url
+    return anthropic.AsyncAnthropic(**kwargs)  # type: ignore[arg-type]
+
+
+_SHELL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SHELL")
+
+
+def control_plane(config: Config) -> list[Path]:
+    """What the tools may never read or write: the state folder, the config, every `*_file`
+    secret and a local homeserver's folder (its signing keys and tokens)."""
+    paths = [config.state_dir]
+    if config.source:
+        paths.append(config.source)
+    paths += [p for p in (config.matrix.password_file, config.agent.api_key_file) if p]
+    if config.local_homeserver.enabled:
+        paths.append(config.homeserver_dir)
+    return paths
+
+
+def build_tools(
+    config: Config,
+    workdir: Path,
+    roots: list[Path],
+    learned: list[str] | None = None,
+    sandbox: Confinement | None = None,
+) -> tuple[Policy, ToolRegistry, ToolContext]:
+    """The permission policy, the tools and their context, from the config.
+
+    `sandbox` is what `check_sandbox` found at start; without it the configured kind is
+    used unprobed. The control plane and the credential paths are refused to every file
+    tool and hidden from every shell call, whatever the rules allow.
+    """
+    secret = [*control_plane(config), *(Path.home() / p for p in CREDENTIAL_PATHS)]
+    hidden = [*secret, *default_hidden(Path.home(), os.getuid())]
+    policy = Policy(
+        # Rules the owner added by answering "always" live in the store, after the config's.
+        allow=[*config.permissions.allow, *(learned or [])],
+        ask=config.permissions.ask,
+        deny=config.permissions.deny,
+        home=Path.home(),
+        workdir=workdir,
+        protected=secret,
+        private=secret,
+        canonical=canonicalize,
+    )
+    confinement = sandbox or confinement_for(config.agent.sandbox, config.agent.sandbox_network)
+    registry = ToolRegistry(default_tools(confinement, read_denied=policy.read_denied))
+    registry.add(SendFileTool())
+    names = (*_SHELL_ENV, *config.agent.env_passthrough, *config.agent.secret_env_passthrough)
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    env.setdefault("TERM", "dumb")
+    context = ToolContext(
+        workdir=workdir,
+        allowed_roots=tuple(roots),
+        denied_paths=tuple(dict.fromkeys(hidden)),
+        env=env,
+        bash_timeout_s=config.agent.bash_timeout_s,
+    )
+    return policy, registry, context

@@ -1,0 +1,80 @@
+"""What the daemon tells the owners about itself once it is connected: a device that replaced
+a lost one (and whether the old one could be removed), shell commands that run without the
+sandbox, a model that is deprecated or retired. Each is said once (fixed keys)."""
+
+from __future__ import annotations
+
+from . import logs
+from .agent import Agent
+from .errors import HomeserverError
+from .ids import RoomID
+from .matrix import texts
+from .matrix.client import MatrixClient
+from .matrix.outbox import Outbox
+from .matrix.uia import ApprovalInBrowser
+from .queue import texts as queue_texts
+from .store import Database
+
+log = logs.get(__name__)
+
+
+async def retire_device(client: MatrixClient, db: Database, old: str, password: str | None) -> None:
+    """Delete the device whose keys were lost, and remember to tell the owners (with what
+    to do when the homeserver would not let the bot do it: MAS wants a browser)."""
+    removal = ""
+    try:
+        await client.delete_device(old, password)
+        log.info("matrix.old_device_deleted", device=old)
+    except (HomeserverError, ApprovalInBrowser) as err:
+        removal = err.one_line()
+        log.error("matrix.old_device_not_deleted", device=old, error=err.message, fix=err.fix)
+    db.set_meta("announce_replaced_device", old)
+    db.set_meta("announce_replaced_device_removal", removal)
+
+
+async def announce_replacement(client: MatrixClient, db: Database, outbox: Outbox) -> None:
+    old = db.get_meta("announce_replaced_device")
+    if not old:
+        return
+    for room_id in list(client.client.rooms):
+        await outbox.post(
+            RoomID(room_id),
+            texts.device_replaced(
+                old, client.device_id, db.get_meta("announce_replaced_device_removal") or None
+            ),
+            notice=True,
+            key=f"replaced-{old}-{room_id}",
+        )
+    db.set_meta("announce_replaced_device", "")
+
+
+async def announce_unconfined(client: MatrixClient, outbox: Outbox) -> None:
+    """Tell each room, once (a fixed key), that shell commands run without the sandbox."""
+    for room_id in list(client.client.rooms):
+        await outbox.post(
+            RoomID(room_id), texts.sandbox_off(), notice=True, key=f"sandbox-off-{room_id}"
+        )
+
+
+async def report_model(agent: Agent, db: Database, client: MatrixClient, outbox: Outbox) -> None:
+    """A deprecated or retired model is logged at every start, and said once in each room."""
+    status = await agent.model_status()
+    notice = status.notice()
+    if notice is None:
+        return
+    log.warning(
+        "model.deprecated",
+        model=status.name,
+        lifecycle=status.lifecycle,
+        retires=status.retires,
+        replacement=status.replacement,
+    )
+    rooms = list(client.client.rooms)
+    key = f"model-ending-{status.name}-{status.lifecycle}"
+    # No room yet (a first start): said at a later start, once the owner's room exists.
+    if not rooms or not db.first_notice(key):
+        return
+    for room_id in rooms:
+        await outbox.post(
+            RoomID(room_id), queue_texts.model_ending(notice), notice=True, key=f"{key}-{room_id}"
+        )

@@ -26,6 +26,7 @@ from .agent.prompt import Machine, system_prompt
 from .backoff import Backoff
 from .config import Config
 from .errors import HomeserverError
+from .health import HealthRecorder
 from .homeserver import LocalSynapse
 from .ids import RoomID, UserID
 from .matrix import texts
@@ -241,6 +242,7 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     homeserver: LocalSynapse | None = None
     db: Database | None = None
     client: MatrixClient | None = None
+    recorder: HealthRecorder | None = None
     try:
         if config.local_homeserver.enabled:
             homeserver = local_homeserver(config)
@@ -251,6 +253,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         if born is None:
             born = str(int(time.time() * 1000))
             db.set_meta("born_ms", born)
+        # What `dispatch-matrix status` reads: pid, uptime, last sync, last error.
+        recorder = HealthRecorder(db, os.getpid(), __version__)
+        logs.get_root().addHandler(recorder)
+        recorder.started()
         client = MatrixClient(
             config.matrix.homeserver,
             UserID(config.matrix.user_id),
@@ -261,14 +267,20 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         secret = password.get_secret_value() if password else None
         session = await connect(client, secret, token.get_secret_value() if token else None)
         logs.REDACTOR.add(session.access_token)
+        recorder.connected()
         # Cross-signed before the first sync joins any room: a strict client withholds room
         # keys from a device that is not, and never re-sends them.
         await client.publish_device_keys()
         identity = await until_approved(lambda: ensure_identity(client, state, secret), say)
         if client.replaced_device is not None:
             await _retire_device(client, db, client.replaced_device, secret)
-        return await _serve(config, db, client, session, identity, int(born), say, confinement)
+        return await _serve(
+            config, db, client, session, identity, int(born), say, confinement, recorder
+        )
     finally:
+        if recorder is not None:
+            recorder.stopped()
+            logs.get_root().removeHandler(recorder)
         if client is not None:
             with contextlib.suppress(HomeserverError, asyncio.TimeoutError, OSError):
                 await asyncio.wait_for(client.set_presence("offline"), 3)
@@ -289,6 +301,7 @@ async def _serve(
     born_ms: int,
     say: Callable[[str], None],
     confinement: Confinement | None = None,
+    recorder: HealthRecorder | None = None,
 ) -> int:
     owners = frozenset(config.matrix.owners)
     identities = Identities(client, db, owners)
@@ -395,6 +408,8 @@ async def _serve(
     async def handle(response: SyncResponse, since: str | None) -> None:
         await router.handle(response, since)
         synced.set()
+        if recorder is not None:
+            recorder.synced()
 
     sync = SyncLoop(client, db, handle, config.matrix.sync_timeout_ms)
 
@@ -426,6 +441,8 @@ async def _serve(
                 name="mcp-news",
             )
             group.create_task(announce(), name="announce")
+            if recorder is not None:
+                group.create_task(recorder.run(), name="health")
             group.create_task(fire_schedules(scheduler), name="scheduler")
     except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None

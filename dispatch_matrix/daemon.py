@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from .agent.prompt import Machine, system_prompt
 from .backoff import Backoff
 from .config import Config
 from .errors import HomeserverError
+from .faults import disk_full
 from .health import HealthRecorder
 from .homeserver import LocalSynapse
 from .ids import RoomID, UserID
@@ -207,7 +209,13 @@ async def run(config: Config, say: Callable[[str], None] = print) -> int:
                 await body
             log.info("daemon.stopped")
             return 0
-        return body.result()
+        try:
+            return body.result()
+        except (BaseExceptionGroup, sqlite3.Error, OSError) as err:
+            full = disk_full(err, config.state_dir)
+            if full is None:
+                raise
+            raise full from err
     finally:
         stopper.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):

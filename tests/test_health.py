@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from dispatch_matrix import logs
+from dispatch_matrix.faults import disk_full
 from dispatch_matrix.health import Health, HealthRecorder, describe, duration, error_text, read
 from dispatch_matrix.store import Database
 
@@ -136,3 +139,27 @@ async def test_recorder_survives_a_refused_write(tmp_path: Path) -> None:
     db.close()  # a closed connection refuses every write, as a full disk does
     recorder.started()
     recorder.stopped()
+
+
+@pytest.mark.parametrize(
+    "error, full",
+    [
+        (sqlite3.OperationalError("database or disk is full"), True),
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (OSError(errno.EACCES, "Permission denied"), False),
+        (sqlite3.OperationalError("database is locked"), False),
+        (ValueError("disk is full"), False),
+        (
+            ExceptionGroup(
+                "g", [ValueError("x"), ExceptionGroup("h", [OSError(errno.ENOSPC, "")])]
+            ),
+            True,
+        ),
+        (ExceptionGroup("g", [ValueError("x")]), False),
+    ],
+)
+def test_disk_full_is_told_apart_from_bugs(error: BaseException, full: bool) -> None:
+    found = disk_full(error, Path("/state"))
+    assert (found is not None) == full
+    if found is not None:
+        assert found.exit_code == 3 and "/state" in found.message

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import os
 import shutil
 import signal
+import sqlite3
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -159,3 +162,69 @@ async def test_after_sigstop_and_sigcont_sync_resumes_and_a_message_is_answered_
     assert len(answers_to(messages, setup.bot.user_id, after)) == 1
     asked = [r.body["messages"][-1]["content"][-1].get("text", "") for r in fake_api.requests]
     assert sum("sent while asleep" in text for text in asked) == 1
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the file system refuses: the disk is full."""
+    filler = folder / "filler"
+    with filler.open("wb") as handle:
+        chunk = b"\0" * 65536
+        try:
+            while True:
+                handle.write(chunk)
+                handle.flush()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC, err
+    return filler
+
+
+async def test_a_full_disk_is_a_clear_error_and_it_carries_on_once_space_is_back(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup = make_bot()
+    state = setup.config.state
+    state.mkdir(parents=True)
+    # A small file system of its own as the state folder, so filling it fills nothing else.
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        bot = await setup.process().start()
+        running.append(bot)
+        owner = await owner_client(setup.owner)
+        room = await owner.create_dm(setup.bot.user_id)
+        await owner.wait_join(room, setup.bot.user_id)
+        await owner.send_text(room, "before the disk fills")
+        await owner.wait_message(room, sender=setup.bot.user_id, contains="before the disk fills")
+        filler = fill(state)
+        sent = await owner.send_text(room, "while the disk is full")
+        # Nothing recorded past what is on disk: it stops, with one clear line and no trace.
+        assert await bot.wait_exit(60) == 3, bot.output()
+        assert any("disk holding the state folder" in line for line in bot.stderr)
+        assert not any("internal error" in line for line in bot.stderr)
+        check = sqlite3.connect(f"file:{state / 'dispatch.db'}?mode=ro", uri=True)
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        check.close()
+        filler.unlink()
+        # Space is back; a restart (a service manager's, here the test's) carries on.
+        again = await setup.process().start()
+        running.append(again)
+        await owner.wait_message(room, sender=setup.bot.user_id, contains="while the disk is full")
+        after = await owner.send_text(room, "and with room again")
+        await owner.wait_message(room, sender=setup.bot.user_id, contains="and with room again")
+        messages = await owner.messages(room)
+        assert len(answers_to(messages, setup.bot.user_id, sent)) == 1
+        assert len(answers_to(messages, setup.bot.user_id, after)) == 1
+    finally:
+        await asyncio.gather(
+            *(b.stop(15) for b in running if b.process and b.process.returncode is None)
+        )
+        subprocess.run(["umount", "-l", str(state)], check=False)

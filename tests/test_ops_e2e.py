@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from conftest import BotSetup, started
+from conftest import BotSetup, Homeserver, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess, console_script
 from harness.jsclient import JsClient
@@ -228,3 +228,39 @@ async def test_a_full_disk_is_a_clear_error_and_it_carries_on_once_space_is_back
             *(b.stop(15) for b in running if b.process and b.process.returncode is None)
         )
         subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+async def test_the_homeserver_away_for_a_minute_loses_and_doubles_nothing(
+    homeserver: Homeserver,
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    # The answer is ready while the homeserver is away: the outbox must hold it, not drop it.
+    fake_api.reply("answered across the outage", delay=3)
+    sent = await owner.send_text(room, "work across the outage")
+    await fake_api.await_requests(len(fake_api.requests) + 1, 30)
+    await asyncio.to_thread(homeserver.synapse.stop)
+    try:
+        # The fault is the minute itself, as the issue asks; nothing to wait for.
+        await asyncio.sleep(60)
+    finally:
+        await asyncio.to_thread(homeserver.synapse.start)
+    back = asyncio.get_running_loop().time()
+    await owner.wait_message(
+        room, sender=setup.bot.user_id, contains="answered across the outage", timeout=120
+    )
+    took = asyncio.get_running_loop().time() - back
+    after = await owner.send_text(room, "after the outage")
+    await owner.wait_message(
+        room, sender=setup.bot.user_id, contains="after the outage", timeout=90
+    )
+    messages = await owner.messages(room)
+    assert len(answers_to(messages, setup.bot.user_id, sent)) == 1
+    assert len(answers_to(messages, setup.bot.user_id, after)) == 1
+    asked = [r.body["messages"][-1]["content"][-1].get("text", "") for r in fake_api.requests]
+    assert sum("work across the outage" in text for text in asked) == 1
+    assert bot.process is not None and bot.process.returncode is None
+    print(f"answer delivered {took:.1f}s after the homeserver was back")

@@ -263,4 +263,7 @@ async def test_the_homeserver_away_for_a_minute_loses_and_doubles_nothing(
     asked = [r.body["messages"][-1]["content"][-1].get("text", "") for r in fake_api.requests]
     assert sum("work across the outage" in text for text in asked) == 1
     assert bot.process is not None and bot.process.returncode is None
+    code, shown = await status(bot)
+    assert shown["connected"].startswith("yes"), shown
+    assert shown["last error"].startswith("sync.failed: sync: cannot reach"), shown
     print(f"answer delivered {took:.1f}s after the homeserver was back")

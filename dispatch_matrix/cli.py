@@ -1,4 +1,5 @@
-"""The `dispatch-matrix` command: init, run, doctor, status, trust, pair, mcp import.
+"""The `dispatch-matrix` command: init, run, doctor, status, trust, pair, mcp import,
+install-service and uninstall-service.
 
 Every DispatchError becomes one line on stderr and its own exit code; a traceback means a
 bug in dispatch-matrix, never a mistake of the user's.
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(reset)
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
+    _service_commands(commands)
+
     mcp = commands.add_parser("mcp", help="MCP servers: import them from Claude's config")
     mcp_commands = mcp.add_subparsers(dest="mcp_command", metavar="ACTION", required=True)
     imports = mcp_commands.add_parser(
@@ -140,6 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show what would be written, write nothing"
     )
     return parser
+
+
+def _service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    install = commands.add_parser(
+        "install-service",
+        help="run it as a service: a systemd user unit (Linux) or a launchd agent (macOS)",
+        description="Writes a service for this config that runs `dispatch-matrix run`, "
+        "restarts it after a failure, then enables and starts it. Where the service manager "
+        "cannot be reached, prints the commands to run in your login session.",
+    )
+    _config_arg(install)
+    install.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
+    install.add_argument(
+        "--no-enable", action="store_true", help="write the unit, print how to enable it"
+    )
+    uninstall = commands.add_parser(
+        "uninstall-service", help="stop and remove the service install-service wrote"
+    )
+    uninstall.add_argument(
+        "--no-enable", action="store_true", help="only remove the file, call no service manager"
+    )
 
 
 def _config_path(value: Path | None) -> Path:
@@ -257,6 +281,48 @@ def _pair(args: argparse.Namespace) -> int:
     return asyncio.run(pair(config, _say, _ask_match, owner=args.owner, timeout_s=args.timeout))
 
 
+def _config_home() -> Path | None:
+    value = os.environ.get("XDG_CONFIG_HOME")
+    return Path(value) if value else None
+
+
+def _install_service(args: argparse.Namespace) -> int:
+    from .service import ServiceSpec, install
+
+    path = _config_path(args.config).expanduser().absolute()
+    config = load_config(path)
+    # The script beside this interpreter: the venv's, whatever PATH says at boot.
+    executable = Path(sys.executable).absolute().with_name("dispatch-matrix")
+    spec = ServiceSpec(
+        executable=executable,
+        config=path,
+        workdir=path.parent,
+        env_file=(_config_home() or Path.home() / ".config") / "dispatch-matrix" / "env",
+        log_dir=config.state_dir.absolute() / "logs",
+    )
+    return install(
+        spec,
+        platform=sys.platform,
+        home=Path.home(),
+        config_home=_config_home(),
+        say=_say,
+        dry_run=args.dry_run,
+        enable=not args.no_enable,
+    )
+
+
+def _uninstall_service(args: argparse.Namespace) -> int:
+    from .service import uninstall
+
+    return uninstall(
+        platform=sys.platform,
+        home=Path.home(),
+        config_home=_config_home(),
+        say=_say,
+        enable=not args.no_enable,
+    )
+
+
 def _mcp(args: argparse.Namespace) -> int:
     from .connectors.import_cmd import run_import
 
@@ -272,6 +338,8 @@ _HANDLERS = {
     "pair": _pair,
     "reset-identity": _reset_identity,
     "mcp": _mcp,
+    "install-service": _install_service,
+    "uninstall-service": _uninstall_service,
 }
 
 

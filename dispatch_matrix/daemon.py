@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from .agent.prompt import Machine, system_prompt
 from .backoff import Backoff
 from .config import Config
 from .errors import HomeserverError
+from .faults import disk_full
+from .health import HealthRecorder
 from .homeserver import LocalSynapse
 from .ids import UserID
 from .matrix.client import MatrixClient
@@ -125,7 +128,13 @@ async def run(config: Config, say: Callable[[str], None] = print) -> int:
                 await body
             log.info("daemon.stopped")
             return 0
-        return body.result()
+        try:
+            return body.result()
+        except (BaseExceptionGroup, sqlite3.Error, OSError) as err:
+            full = disk_full(err, config.state_dir)
+            if full is None:
+                raise
+            raise full from err
     finally:
         stopper.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -163,6 +172,7 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     homeserver: LocalSynapse | None = None
     db: Database | None = None
     client: MatrixClient | None = None
+    recorder: HealthRecorder | None = None
     try:
         if config.local_homeserver.enabled:
             homeserver = local_homeserver(config)
@@ -173,6 +183,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         if born is None:
             born = str(int(time.time() * 1000))
             db.set_meta("born_ms", born)
+        # What `dispatch-matrix status` reads: pid, uptime, last sync, last error.
+        recorder = HealthRecorder(db, os.getpid(), __version__)
+        logs.get_root().addHandler(recorder)
+        recorder.started()
         client = MatrixClient(
             config.matrix.homeserver,
             UserID(config.matrix.user_id),
@@ -183,14 +197,20 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         secret = password.get_secret_value() if password else None
         session = await connect(client, secret, token.get_secret_value() if token else None)
         logs.REDACTOR.add(session.access_token)
+        recorder.connected()
         # Cross-signed before the first sync joins any room: a strict client withholds room
         # keys from a device that is not, and never re-sends them.
         await client.publish_device_keys()
         identity = await until_approved(lambda: ensure_identity(client, state, secret), say)
         if client.replaced_device is not None:
             await retire_device(client, db, client.replaced_device, secret)
-        return await _serve(config, db, client, session, identity, int(born), say, confinement)
+        return await _serve(
+            config, db, client, session, identity, int(born), say, confinement, recorder
+        )
     finally:
+        if recorder is not None:
+            recorder.stopped()
+            logs.get_root().removeHandler(recorder)
         if client is not None:
             with contextlib.suppress(HomeserverError, asyncio.TimeoutError, OSError):
                 await asyncio.wait_for(client.set_presence("offline"), 3)
@@ -211,6 +231,7 @@ async def _serve(
     born_ms: int,
     say: Callable[[str], None],
     confinement: Confinement | None = None,
+    recorder: HealthRecorder | None = None,
 ) -> int:
     owners = frozenset(config.matrix.owners)
     identities = Identities(client, db, owners)
@@ -322,6 +343,8 @@ async def _serve(
     async def handle(response: SyncResponse, since: str | None) -> None:
         await router.handle(response, since)
         synced.set()
+        if recorder is not None:
+            recorder.synced()
 
     sync = SyncLoop(client, db, handle, config.matrix.sync_timeout_ms)
 
@@ -353,6 +376,8 @@ async def _serve(
                 name="mcp-news",
             )
             group.create_task(announce(), name="announce")
+            if recorder is not None:
+                group.create_task(recorder.run(), name="health")
             group.create_task(fire_schedules(scheduler), name="scheduler")
     except* (HomeserverError, SyncStalled) as errors:
         raise errors.exceptions[0] from None

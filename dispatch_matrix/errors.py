@@ -52,6 +52,11 @@ class AlreadyRunning(StateError):
     exit_code = 4
 
 
+class DiskFull(StateError):
+    """The state folder's file system refused a write: the daemon stops before anything is
+    half-recorded, and a restart (the service's, or by hand) carries on once there is room."""
+
+
 class HomeserverError(DispatchError):
     """The homeserver refused us or could not be reached."""
 

@@ -129,6 +129,11 @@ def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) 
         logging.getLogger(noisy).setLevel(max(logging.ERROR, root.level))
 
 
+def get_root() -> logging.Logger:
+    """The root logger, where handlers that watch every record attach."""
+    return logging.getLogger()
+
+
 def get(name: str) -> Any:
     """A structlog logger for a module."""
     return structlog.get_logger(name)

@@ -1,13 +1,20 @@
-"""`dispatch-matrix status`: the login, whether the daemon runs, and the task queue."""
+"""`dispatch-matrix status`: whether the daemon runs and is connected, since when, its last
+error, the login, and the task queue (the current task first). Read from the state folder
+alone: no login, so it works while the daemon holds the homeserver session."""
 
 from __future__ import annotations
 
 import fcntl
+import time
 from collections.abc import Callable
 
+from . import __version__, health
 from .config import Config
 from .state import StateFolder
 from .store import Database, TaskState
+
+# A long poll returns at least once per sync timeout; allow for a slow homeserver.
+_STALE_MARGIN_MS = 30_000
 
 
 def _daemon_running(state: StateFolder) -> str | None:
@@ -22,6 +29,10 @@ def _daemon_running(state: StateFolder) -> str | None:
     return None
 
 
+def _first_line(body: str) -> str:
+    return body.splitlines()[0][:60] if body else ""
+
+
 def show_status(config: Config, say: Callable[[str], None]) -> int:
     """Print the status; 0 if a daemon is running, 1 if not."""
     state = StateFolder(config.state_dir)
@@ -32,16 +43,26 @@ def show_status(config: Config, say: Callable[[str], None]) -> int:
     try:
         session = db.session()
         pid = _daemon_running(state)
-        say(f"daemon:  {'running (pid ' + pid + ')' if pid else 'not running'}")
+        say(f"daemon:    {'running (pid ' + pid + ')' if pid else 'not running'}")
+        stale_ms = 2 * config.matrix.sync_timeout_ms + _STALE_MARGIN_MS
+        for line in health.describe(
+            health.read(db), pid is not None, int(time.time() * 1000), stale_ms
+        ):
+            say(line)
         if session:
-            say(f"bot:     {session.user_id}  device {session.device_id}")
-            say(f"server:  {session.homeserver}")
+            say(f"bot:       {session.user_id}  device {session.device_id}")
+            say(f"server:    {session.homeserver}")
         counts = db.count_tasks()
         summary = ", ".join(f"{n} {state_}" for state_, n in sorted(counts.items())) or "none"
-        say(f"tasks:   {summary}")
-        for task in db.tasks_in(TaskState.RUNNING, TaskState.QUEUED, limit=10):
-            first_line = task.body.splitlines()[0][:60] if task.body else ""
-            say(f"  {task.short_id} {task.state}: {first_line}")
+        say(f"tasks:     {summary}")
+        active = db.tasks_in(TaskState.RUNNING, TaskState.WAITING_APPROVAL, limit=1)
+        if active:
+            say(f"current:   {active[0].short_id} {active[0].state}: {_first_line(active[0].body)}")
+        else:
+            say("current:   none")
+        for task in db.tasks_in(TaskState.QUEUED, limit=10):
+            say(f"  {task.short_id} {task.state}: {_first_line(task.body)}")
+        say(f"version:   {__version__} (this command)")
         return 0 if pid else 1
     finally:
         db.close()

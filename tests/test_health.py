@@ -1,0 +1,165 @@
+"""The daemon's health record and the lines `status` makes of it, without a homeserver."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dispatch_matrix import logs
+from dispatch_matrix.faults import disk_full
+from dispatch_matrix.health import Health, HealthRecorder, describe, duration, error_text, read
+from dispatch_matrix.store import Database
+
+MIN = 60_000
+STALE = 90_000
+
+
+@pytest.mark.parametrize(
+    "ms, text",
+    [
+        (0, "0s"),
+        (45_000, "45s"),
+        (12 * MIN + 3_000, "12m 3s"),
+        (302 * MIN, "5h 2m"),
+        (76 * 60 * MIN, "3d 4h"),
+        (-5, "0s"),
+    ],
+)
+def test_duration(ms: int, text: str) -> None:
+    assert duration(ms) == text
+
+
+NOW = 1_000_000_000
+UP = Health(pid=7, version="0.9", started_ms=NOW - 5 * MIN, connected_ms=NOW - 5 * MIN)
+
+
+@pytest.mark.parametrize(
+    "health, running, expected",
+    [
+        (None, True, ["connected: unknown"]),
+        (Health(7, "0.9", NOW - 1_000), True, ["uptime:    1s", "connected: no, not yet synced"]),
+        (
+            Health(7, "0.9", NOW - 5 * MIN, last_sync_ms=NOW - 2_000),
+            True,
+            ["uptime:    5m 0s (version 0.9)", "connected: yes, last sync 2s ago"],
+        ),
+        (
+            Health(7, "0.9", NOW - 5 * MIN, last_sync_ms=NOW - 3 * MIN),
+            True,
+            ["uptime:    5m 0s", "connected: no, last sync 3m 0s ago"],
+        ),
+        (
+            Health(7, "0.9", NOW - 9 * MIN, last_sync_ms=NOW - 3 * MIN, stopped_ms=NOW - 2 * MIN),
+            False,
+            ["connected: no (last run, version 0.9, ended 2m 0s ago)"],
+        ),
+        (
+            Health(7, "0.9", NOW - 9 * MIN, last_sync_ms=NOW - 3 * MIN),
+            False,
+            ["connected: no (last run, version 0.9, ended at an unknown time (crashed?))"],
+        ),
+        (
+            Health(
+                7,
+                "0.9",
+                NOW - MIN,
+                last_sync_ms=NOW,
+                last_error="sync.failed: refused",
+                last_error_ms=NOW - 30_000,
+            ),
+            True,
+            ["uptime:    1m 0s", "connected: yes", "last error: sync.failed: refused (30s ago)"],
+        ),
+    ],
+)
+def test_describe(health: Health | None, running: bool, expected: list[str]) -> None:
+    lines = describe(health, running, NOW, STALE)
+    assert len(lines) == len(expected)
+    for line, start in zip(lines, expected, strict=True):
+        assert line.startswith(start), (line, start)
+
+
+def record(level: int, msg: object) -> logging.LogRecord:
+    return logging.LogRecord("x", level, __file__, 1, msg, None, None)
+
+
+@pytest.mark.parametrize(
+    "level, msg, expected",
+    [
+        (logging.INFO, {"event": "task.started"}, None),
+        (logging.WARNING, {"event": "sandbox.off", "detail": "no bwrap"}, None),
+        (logging.WARNING, {"event": "sync.failed", "error": "refused"}, "sync.failed: refused"),
+        (logging.ERROR, {"event": "worker.crashed"}, "worker.crashed"),
+        (logging.ERROR, "nio said password=hunter2secret", "nio said password=«redacted»"),
+    ],
+)
+def test_error_text(level: int, msg: object, expected: str | None) -> None:
+    assert error_text(record(level, msg)) == expected
+
+
+def test_record_round_trips_and_ignores_what_it_cannot_read() -> None:
+    assert Health.from_json(UP.to_json()) == UP
+    assert Health.from_json("not json") is None
+    assert Health.from_json('{"pid": 1}') is None
+    assert Health.from_json(None) is None
+
+
+async def test_recorder_writes_start_sync_error_and_stop(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    clock = iter(range(1_000, 100_000, 1_000))
+    recorder = HealthRecorder(db, 42, "1.2", now_ms=lambda: next(clock))
+    recorder.started()
+    first = read(db)
+    assert first is not None and first.pid == 42 and first.last_sync_ms is None
+    recorder.connected()
+    recorder.synced()
+    try:
+        logs.setup("info")
+        logs.get_root().addHandler(recorder)
+        logs.get("t").error("store.broken", error="disk I/O error")
+    finally:
+        logs.get_root().removeHandler(recorder)
+        logs.setup("error")
+    recorder.stopped()
+    last = read(db)
+    assert last is not None
+    assert last.connected_ms is not None and last.last_sync_ms is not None
+    assert last.last_error == "store.broken: disk I/O error"
+    assert last.stopped_ms is not None and last.stopped_ms > last.started_ms
+    db.close()
+
+
+async def test_recorder_survives_a_refused_write(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    recorder = HealthRecorder(db, 1, "1")
+    db.close()  # a closed connection refuses every write, as a full disk does
+    recorder.started()
+    recorder.stopped()
+
+
+@pytest.mark.parametrize(
+    "error, full",
+    [
+        (sqlite3.OperationalError("database or disk is full"), True),
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (OSError(errno.EACCES, "Permission denied"), False),
+        (sqlite3.OperationalError("database is locked"), False),
+        (ValueError("disk is full"), False),
+        (
+            ExceptionGroup(
+                "g", [ValueError("x"), ExceptionGroup("h", [OSError(errno.ENOSPC, "")])]
+            ),
+            True,
+        ),
+        (ExceptionGroup("g", [ValueError("x")]), False),
+    ],
+)
+def test_disk_full_is_told_apart_from_bugs(error: BaseException, full: bool) -> None:
+    found = disk_full(error, Path("/state"))
+    assert (found is not None) == full
+    if found is not None:
+        assert found.exit_code == 3 and "/state" in found.message

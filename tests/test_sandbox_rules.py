@@ -389,3 +389,28 @@ def test_doctor_shows_the_sandbox_or_why_it_cannot_start(monkeypatch: pytest.Mon
     broken = _sandbox(config("auto"))  # type: ignore[arg-type]
     assert not broken.ok and "user namespaces are disabled" in broken.what
     assert "user.max_user_namespaces=15000" in broken.fix and 'sandbox = "none"' in broken.fix
+
+
+@pytest.mark.parametrize(
+    ("readonly", "hidden", "shown"),
+    [
+        # A checkout's venv under /tmp stays usable behind the fresh /tmp, read-only.
+        (["/tmp/ci/.venv", "/usr/lib/python3.11"], [], ["/tmp/ci/.venv"]),
+        # Outside /tmp everything is read-only already: nothing to add.
+        (["/opt/py/venv"], [], []),
+        # Never the private /tmp itself, never a folder holding (or inside) a hidden path.
+        (["/tmp"], [], []),
+        (["/tmp/ci"], ["/tmp/ci/store"], []),
+        (["/tmp/ci/store/venv"], ["/tmp/ci/store"], []),
+    ],
+)
+def test_the_daemons_own_python_under_tmp_is_shown_read_only(
+    readonly: list[str], hidden: list[str], shown: list[str]
+) -> None:
+    hidden_paths = [Hidden(P(h), True) for h in hidden]
+    got = plan([P("/w")], hidden_paths, {}, True, TMP, P("/w"), readonly=[P(r) for r in readonly])
+    assert [str(p) for p in got.readonly] == shown
+    args = bwrap_args(got, user_namespace=True)
+    for path in shown:
+        at = args.index(path)
+        assert args[at - 1] == "--ro-bind" and args.index("--tmpfs") < at

@@ -110,16 +110,20 @@ class SandboxSpec:
     dropped_roots: tuple[PurePosixPath, ...] = ()
     # Hidden files with more than one name: a command may read them under another.
     unmaskable: tuple[PurePosixPath, ...] = ()
+    # Folders under the private /tmp shown read-only all the same: the daemon's own Python
+    # (a checkout or a venv under /tmp would vanish behind the fresh /tmp otherwise).
+    readonly: tuple[PurePosixPath, ...] = ()
 
     def mounts(self) -> list[tuple[str, PurePosixPath]]:
         """The mount operations in the order they must be made: parents before children, so
         a later, deeper mount overlays an earlier one (a mask lands on top of its root)."""
         ops: list[tuple[str, PurePosixPath]] = [("tmp", self.tmp)]
         ops += [("root", p) for p in self.writable]
+        ops += [("ro", p) for p in self.readonly]
         ops += [("pin", p) for p in self.pinned]
         ops += [("hide-dir", p) for p in self.hidden_dirs]
         ops += [("hide-file", p) for p in self.hidden_files]
-        order = {"root": 0, "tmp": 1, "pin": 2, "hide-dir": 3, "hide-file": 4}
+        order = {"root": 0, "tmp": 1, "ro": 2, "pin": 3, "hide-dir": 4, "hide-file": 5}
         return sorted(ops, key=lambda op: (len(op[1].parts), order[op[0]], str(op[1])))
 
 
@@ -152,8 +156,12 @@ def plan(
     network: bool,
     tmp: PurePosixPath,
     workdir: PurePosixPath,
+    readonly: Sequence[PurePosixPath] = (),
 ) -> SandboxSpec:
     """The sandbox for one call. Pure: every path is already canonical (see `survey`).
+
+    `readonly`: folders to show read-only even under the private /tmp (the daemon's own
+    interpreter); elsewhere they are read-only anyway, and a hidden one stays hidden.
 
     Hidden paths always win over roots: a root inside a hidden folder is dropped, a hidden
     path inside a root is masked on top of it. A hidden path that nothing would show anyway
@@ -176,10 +184,20 @@ def plan(
         else:
             kept_roots.append(root)
 
+    kept_readonly = [
+        path
+        for path in _outermost(readonly)
+        if within(path, tmp)
+        and path != tmp
+        and not any(within(path, d) or within(d, path) for d in hidden_dirs)
+        and not any(within(f, path) for f in hidden_files)
+        and not any(within(path, r) for r in kept_roots)
+    ]
+
     def shown(path: PurePosixPath) -> bool:
         if any(within(path, k) for k in _KERNEL_FS):
             return False
-        in_root = any(within(path, r) for r in kept_roots)
+        in_root = any(within(path, r) for r in [*kept_roots, *kept_readonly])
         return in_root or not within(path, tmp)
 
     hidden_dirs = [d for d in hidden_dirs if shown(d)]
@@ -205,6 +223,7 @@ def plan(
         workdir=workdir,
         dropped_roots=tuple(dropped),
         unmaskable=tuple(sorted({h.path for h in hidden if not h.is_dir and h.links > 1}, key=str)),
+        readonly=tuple(kept_readonly),
     )
 
 
@@ -229,6 +248,8 @@ def bwrap_args(spec: SandboxSpec, *, user_namespace: bool = True) -> list[str]:
             args += ["--tmpfs", where]
         elif kind in ("root", "pin"):
             args += ["--bind", where, where]
+        elif kind == "ro":
+            args += ["--ro-bind", where, where]
         elif kind == "hide-dir":
             args += ["--tmpfs", where, "--remount-ro", where]
         else:

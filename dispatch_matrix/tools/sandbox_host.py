@@ -175,7 +175,20 @@ def spec_for(
         network,
         PurePosixPath(tmp),
         PurePosixPath(canonicalize(workdir)),
+        readonly=_interpreter_paths(),
     )
+
+
+def _interpreter_paths() -> list[PurePosixPath]:
+    """Where the daemon's own Python lives (its venv, its base install): commands may run
+    that interpreter even when it lies under /tmp."""
+    found = []
+    for path in {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).parent}:
+        try:
+            found.append(PurePosixPath(canonicalize(path)))
+        except OSError:
+            continue
+    return found
 
 
 def hard_linked_secrets(hidden: Iterable[Path], limit: int = 20_000) -> list[Path]:

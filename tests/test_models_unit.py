@@ -57,11 +57,17 @@ async def test_a_deprecated_model_is_reported_with_the_replacement_of_its_line(
 
 
 async def test_without_the_api_the_sdk_table_still_knows_a_deprecated_model() -> None:
+    from anthropic._data import DEPRECATED_MODELS
+
+    # Whichever model the installed SDK warns about (its table changes between releases).
+    if not DEPRECATED_MODELS:
+        pytest.skip("this SDK release lists no deprecated model")
+    name, retires = next(iter(DEPRECATED_MODELS.items()))
     client = anthropic.AsyncAnthropic(base_url="http://127.0.0.1:9", api_key="k", max_retries=0)
-    status = await catalogue.status(client, "claude-sonnet-4-5")
+    status = await catalogue.status(client, name)
     assert await catalogue.available(client) is None
     await client.close()
-    assert status.lifecycle == "deprecated" and status.retires == "November 30th, 2026"
+    assert status.lifecycle == "deprecated" and status.retires == retires
     assert texts.models_offered(None, "x").startswith("(I could not ask")
 
 

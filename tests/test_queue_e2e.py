@@ -91,6 +91,10 @@ async def test_the_phone_sees_the_queue_as_reactions_and_replies(
     # A slow task shows ⚙️ while it runs, then only ✅ (the ⚙️ is redacted).
     fake_api.reply("slow answer", delay=6)
     slow = await owner.send_text(room, "a slow one")
+    # The first sign of life is the bot's read receipt on the message, long before the answer.
+    seen = await owner.wait_receipt(room, slow, bot_id, timeout=5)
+    assert seen["event_id"] == slow
+    assert not [m for m in await owner.messages(room) if "slow answer" in str(m["content"])]
     await owner.wait_reactions(room, slow, ["⚙️"], sender=bot_id, timeout=6)
     await owner.wait_message(room, sender=bot_id, contains="slow answer", timeout=20)
     await owner.wait_reactions(room, slow, ["✅"], sender=bot_id)

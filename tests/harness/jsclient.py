@@ -366,6 +366,21 @@ class JsClient:
         )
         return result
 
+    async def wait_receipt(
+        self, room_id: str, event_id: str, user_id: str, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Wait until `user_id`'s own read receipt (not one the client synthesized from a
+        message it sent) points at `event_id`: the "seen" mark a phone shows."""
+        result: dict[str, Any] = await self.call(
+            "wait_receipt",
+            timeout=timeout + 5,
+            room_id=room_id,
+            event_id=event_id,
+            user_id=user_id,
+            timeout_ms=int(timeout * 1000),
+        )
+        return result
+
     async def messages(self, room_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.call("messages", room_id=room_id)
         return result

@@ -28,6 +28,8 @@
 //   wait_message {room_id, sender?, contains?, after_event_id?, include_failures?, timeout_ms}
 //   wait_reactions {room_id, event_id, sender?, keys, timeout_ms}
 //       -> {room_id, event_id, sender, type, body, content, was_encrypted, decryption_failed, decryption_failure}
+//   wait_receipt {room_id, event_id, user_id, timeout_ms} -> {event_id, user_id, ts}: once
+//       user_id's own (not synthesized) read receipt points at event_id, as a phone shows it
 //   messages {room_id} -> [{room_id, event_id, sender, type, wire_type, content, origin_server_ts,
 //       decryption_failure, being_decrypted, status}]
 //   decryption_failures {settle_ms=1000} -> [{room_id, event_id, sender, reason}]
@@ -321,6 +323,7 @@ commands.login = async ({ homeserver, user_id, password, device_id, strict = fal
     client.on(RoomStateEvent.Members, bump);
     client.on(RoomEvent.MyMembership, bump);
     client.on(RoomEvent.LocalEchoUpdated, bump);
+    client.on(RoomEvent.Receipt, bump);
     client.on(ClientEvent.Room, bump);
     client.on(CryptoEvent.VerificationRequestReceived, onVerificationRequest);
     let lastState = null;
@@ -662,6 +665,20 @@ commands.wait_message = async ({
 
 // Wait until the reactions `sender` shows on `event_id` (not redacted, decrypted) are
 // exactly `keys` (in any order); returns them.
+commands.wait_receipt = async ({ room_id, event_id, user_id, timeout_ms = 30000 }) => {
+    requireClient();
+    return await waitFor(
+        () => {
+            const room = client.getRoom(room_id);
+            const receipt = room?.getReadReceiptForUserId(user_id, true);
+            if (receipt?.eventId !== event_id) return null;
+            return { event_id, user_id, ts: receipt.data?.ts ?? null };
+        },
+        timeout_ms,
+        `${user_id}'s read receipt on ${event_id}`,
+    );
+};
+
 commands.wait_reactions = async ({ room_id, event_id, sender, keys, timeout_ms = 30000 }) => {
     requireClient();
     const wanted = [...keys].sort().join(" ");

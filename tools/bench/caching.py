@@ -12,7 +12,7 @@ requests would cost with no breakpoints. A second run repeats the session with a
 context window, so the conversation is compacted on the way, to show the cache after a
 compaction: the prefix changes once, then is read back again.
 
-    /work/venv/bin/python tools/bench/caching.py [--turns 10] [--model claude-sonnet-4-5]
+    .venv/bin/python tools/bench/caching.py [--turns 10] [--model claude-sonnet-4-5]
         [--out tools/bench/results/caching.json]
 """
 

@@ -7,7 +7,7 @@ the fake Messages API (no scripted turns: it answers ``echo: <text>`` at once), 
 real `dispatch-matrix run` process, and the owner as a matrix-js-sdk (Rust crypto) client in
 permissive device-isolation mode. It measures, it does not judge: there are no thresholds.
 
-    /work/venv/bin/python tools/bench/foundation.py [--messages 20] [--idle-seconds 60]
+    .venv/bin/python tools/bench/foundation.py [--messages 20] [--idle-seconds 60]
         [--startup-runs 3] [--out tools/bench/results/foundation.json]
 
 See tools/bench/README.md for what each figure means.
@@ -152,6 +152,7 @@ class NioBot:
     homeserver: str
     account: Account
     store: Path
+    extra_args: tuple[str, ...] = ()
     process: asyncio.subprocess.Process | None = None
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
@@ -169,6 +170,7 @@ class NioBot:
             self.account.user_id,
             "--store",
             str(self.store),
+            *self.extra_args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

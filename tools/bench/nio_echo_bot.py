@@ -1,9 +1,10 @@
 """A bare matrix-nio echo bot: the baseline the foundation benchmark compares dispatch-matrix with.
 
 Logs in with a password (the password comes from $NIO_ECHO_PASSWORD, never argv), keeps its
-olm store in --store, joins every invite, and answers each decrypted m.text from anyone else
-with ``echo: <body>``. Prints ``connected (first sync X.XXs)`` once the first sync (and its key
-upload) is done. Stops cleanly on SIGTERM/SIGINT.
+olm store and its login in --store (a restart restores the same device), joins every invite,
+and answers each decrypted m.text from anyone else with ``echo: <body>``. Prints
+``connected (first sync X.XXs)`` once the first sync (and its key upload) is done. Stops
+cleanly on SIGTERM/SIGINT.
 
     NIO_ECHO_PASSWORD=... python tools/bench/nio_echo_bot.py \\
         --homeserver URL --user-id @bot:hs --store DIR
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -36,6 +38,13 @@ async def main() -> int:
     parser.add_argument("--user-id", required=True)
     parser.add_argument("--store", required=True, help="folder for nio's olm store")
     parser.add_argument("--sync-timeout-ms", type=int, default=30_000)
+    parser.add_argument(
+        "--timeline-limit",
+        type=int,
+        default=0,
+        help="room timeline events per sync (0: the server's default). The bot never "
+        "backfills, so a catch-up run sets it above the backlog to see every message",
+    )
     args = parser.parse_args()
     Path(args.store).mkdir(parents=True, exist_ok=True)
     config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
@@ -60,11 +69,22 @@ async def main() -> int:
     client.add_event_callback(on_text, RoomMessageText)
     client.add_event_callback(on_undecryptable, MegolmEvent)
 
-    login = await client.login(os.environ["NIO_ECHO_PASSWORD"], device_name="nio-echo-bot")
-    if not isinstance(login, LoginResponse):
-        print(f"login failed: {login}", file=sys.stderr, flush=True)
-        await client.close()
-        return 6
+    # A restart restores the same device (its olm store holds the room keys of what was sent
+    # while it was stopped); only the first start logs in with the password.
+    session = Path(args.store) / "session.json"
+    if session.exists():
+        saved = json.loads(session.read_text())
+        client.restore_login(args.user_id, saved["device_id"], saved["access_token"])
+    else:
+        login = await client.login(os.environ["NIO_ECHO_PASSWORD"], device_name="nio-echo-bot")
+        if not isinstance(login, LoginResponse):
+            print(f"login failed: {login}", file=sys.stderr, flush=True)
+            await client.close()
+            return 6
+        session.write_text(
+            json.dumps({"device_id": login.device_id, "access_token": login.access_token})
+        )
+        session.chmod(0o600)
 
     async def announce() -> None:
         await client.synced.wait()
@@ -73,7 +93,13 @@ async def main() -> int:
 
     loop = asyncio.get_running_loop()
     started = time.monotonic()  # like dispatch-matrix's figure: from the first /sync request
-    syncing = asyncio.ensure_future(client.sync_forever(timeout=args.sync_timeout_ms))
+    sync_filter = {"room": {"timeline": {"limit": args.timeline_limit}}}
+    syncing = asyncio.ensure_future(
+        client.sync_forever(
+            timeout=args.sync_timeout_ms,
+            sync_filter=sync_filter if args.timeline_limit else None,
+        )
+    )
     announcing = asyncio.ensure_future(announce())
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, syncing.cancel)

@@ -291,6 +291,7 @@ async def _serve(
         approval_timeout_s=config.permissions.approval_timeout_s,
         outage_first_s=config.agent.outage_retry_s,
         answered=speech.answered if speech else None,
+        probe=agent.reachable,
     )
     voice = VoiceInbox(
         client,

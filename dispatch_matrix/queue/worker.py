@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .. import logs
-from ..agent import ModelAccessError, ModelOutage
+from ..agent import ModelAccessError, ModelOutage, ModelUnreachable
 from ..backoff import Backoff
 from ..errors import ModelError
 from ..store import Database, Task, TaskState
@@ -29,6 +29,9 @@ log = logs.get(__name__)
 
 # After an outage outlasts the SDK's retries the waits double up to this.
 _OUTAGE_MAX_S = 600.0
+# While the API cannot be reached at all, it is probed this often (a free read), so a task
+# goes again within seconds of its return, not at the end of a wait that doubled meanwhile.
+_PROBE_EVERY_S = 5.0
 
 
 class Worker:
@@ -43,8 +46,13 @@ class Worker:
         approval_timeout_s: float,
         outage_first_s: float,
         answered: Callable[[Task, str], None] | None = None,
+        probe: Callable[[], Awaitable[bool]] | None = None,
+        probe_every_s: float = _PROBE_EVERY_S,
     ) -> None:
         self._db = db
+        # Whether the API answers at all now (the agent's `reachable`).
+        self._probe = probe
+        self._probe_every_s = probe_every_s
         # Told of each answer once it is posted (speech out); must not block.
         self._answered = answered
         self._agent = agent
@@ -168,7 +176,23 @@ class Worker:
             await self._room.post(
                 task.room_id, texts.outage(err.message), reply_to=task.event_id, notice=True
             )
-        await asyncio.sleep(wait)
+        # No word when it is back: the answer says so, and costs the room no extra event.
+        await self._sleep_out(wait, probing=isinstance(err, ModelUnreachable))
+
+    async def _sleep_out(self, wait: float, *, probing: bool) -> None:
+        """Wait `wait` seconds, or, while the API cannot be reached, until a probe finds it
+        back. An API that answers but is overloaded is not probed: only a real request
+        tells whether it takes work again, and the doubling wait spares it ours."""
+        if not probing or self._probe is None:
+            await asyncio.sleep(wait)
+            return
+        deadline = time.monotonic() + wait
+        while deadline - time.monotonic() > self._probe_every_s:
+            await asyncio.sleep(self._probe_every_s)
+            if await self._probe():
+                log.info("model.reachable")
+                return
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
 
     async def _blocked(self, task: Task, err: ModelError) -> None:
         """The key or the credit is the problem: pause and say what to fix."""

@@ -347,7 +347,7 @@ async def _serve(
         if recorder is not None:
             recorder.synced()
 
-    sync = SyncLoop(client, db, handle, config.matrix.sync_timeout_ms)
+    sync = SyncLoop(client, db, handle, config.matrix.sync_timeout_ms, recovered=outbox.retry_now)
 
     async def announce() -> None:
         await sync.first_sync_done.wait()

@@ -302,8 +302,8 @@ async def test_the_api_away_for_minutes_holds_the_tasks_and_tells_the_owner_once
         assert "task A: the alpha report" in listing["body"], listing["body"]
         assert "task B: the beta summary" in listing["body"], listing["body"]
         await owner.send_text(room, "!status")
-        shown = await owner.wait_message(room, sender=bot_id, contains="Queue: ")
-        assert " waiting" in shown["body"], shown["body"]
+        shown = await owner.wait_message(room, sender=bot_id, contains="Queue: 2 waiting")
+        assert "Waiting for the model" in shown["body"], shown["body"]
         # The fault is the outage's length itself, as the drill asks: two minutes away.
         await asyncio.sleep(max(0.0, 120 - (clock() - down)))
         assert len(fake_api.requests) == asked + 1, "nothing reached a stopped API"

@@ -9,8 +9,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dispatch_matrix.agent import ModelOutage, ModelUnreachable
 from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, Task, TaskState
 from dispatch_matrix.tools.groups import ProcessGroups
@@ -104,12 +107,36 @@ async def test_an_unreachable_api_is_probed_and_the_task_goes_again_once_it_is_b
     )  # fmt: skip
     db.add_task(EventID("$1"), RoomID("!r"), UserID("@me"), "first", 1)
     runner = asyncio.create_task(worker.run())
+    while not agent.probes:
+        await asyncio.sleep(0.001)
+    # While it waits, !status says why (the worker's account of it).
+    assert worker.outage == "the Messages API could not be reached"
     await asyncio.wait_for(room.seen.wait(), 10)
     runner.cancel()
+    assert worker.outage is None and worker.outage_since is None
     assert agent.probes == 3 and agent.answers == 2
     assert [p for p in room.posts if "unavailable" in p] == [room.posts[0]]
     task = db.task(1)
     assert task is not None and task.state is TaskState.DONE
+
+
+@pytest.mark.parametrize(
+    "outage, queued, says",
+    [
+        (None, 0, "💤 Idle."),
+        (
+            "the Messages API could not be reached",
+            2,
+            "⏳ Waiting for the model for 2m 05s: the Messages API could not be reached.",
+        ),
+    ],
+)
+def test_status_says_whether_it_idles_or_waits_for_the_model(
+    outage: str | None, queued: int, says: str
+) -> None:
+    shown = texts.status(None, None, queued, False, 60, 0, outage, 125)
+    assert shown.split("\n\n")[0].startswith(says)
+    assert f"Queue: {queued} waiting" in shown
 
 
 async def test_an_overloaded_api_is_not_probed_but_waited_out(tmp_path: Path) -> None:

@@ -64,6 +64,9 @@ class Worker:
         self._wake = asyncio.Event()
         self.current: Task | None = None
         self.current_since: float | None = None
+        # Why the API is away and since when (monotonic), while tasks wait for it (!status).
+        self.outage: str | None = None
+        self.outage_since: float | None = None
         self._job: asyncio.Task[str] | None = None
         self._cancelling: int | None = None
 
@@ -145,9 +148,11 @@ class Worker:
             await self._wait_out(task, err)
             return
         except ModelAccessError as err:
+            self.outage = self.outage_since = None
             await self._blocked(task, err)
             return
         except ModelError as err:
+            self.outage = self.outage_since = None
             await self._finish(task, TaskState.FAILED, texts.failed(err.message), err.message)
             return
         except Exception as err:
@@ -163,6 +168,7 @@ class Worker:
             self._cancelling = None
             self._groups.forget()
         self._outage.reset()
+        self.outage = self.outage_since = None
         self._db.forget_notices("outage")
         await self._finish(task, TaskState.DONE, answer)
 
@@ -171,6 +177,8 @@ class Worker:
         self._db.set_task_state(task.id, TaskState.QUEUED)
         self.mirror.stopped(task, TaskState.QUEUED)
         wait = self._outage.next()
+        self.outage = err.message
+        self.outage_since = self.outage_since or time.monotonic()
         log.warning("model.outage", task=task.short_id, error=err.message, retry_in=wait)
         if self._db.first_notice("outage"):
             await self._room.post(

@@ -27,8 +27,10 @@ from .taskio import RoomTaskIO
 
 log = logs.get(__name__)
 
-# After an outage outlasts the SDK's retries the waits double up to this.
-_OUTAGE_MAX_S = 600.0
+# After an outage outlasts the SDK's retries the waits double up to this. An overloaded API
+# is not probed, so this is how late a task can notice its end; one try (and the SDK's
+# retries) every two minutes is no load worth sparing the API.
+_OUTAGE_MAX_S = 120.0
 # While the API cannot be reached at all, it is probed this often (a free read), so a task
 # goes again within seconds of its return, not at the end of a wait that doubled meanwhile.
 _PROBE_EVERY_S = 5.0

@@ -109,8 +109,10 @@ async def test_an_unreachable_api_is_probed_and_the_task_goes_again_once_it_is_b
     runner = asyncio.create_task(worker.run())
     while not agent.probes:
         await asyncio.sleep(0.001)
-    # While it waits, !status says why (the worker's account of it).
-    assert worker.outage == "the Messages API could not be reached"
+    # While it waits, the task is queued again, not current, and !status says why.
+    assert worker.current is None and worker.outage == "the Messages API could not be reached"
+    waiting = db.task(1)
+    assert waiting is not None and waiting.state is TaskState.QUEUED
     await asyncio.wait_for(room.seen.wait(), 10)
     runner.cancel()
     assert worker.outage is None and worker.outage_since is None

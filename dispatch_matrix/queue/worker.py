@@ -139,6 +139,7 @@ class Worker:
         self.mirror.started(task, self.paused)
         io = RoomTaskIO(task, self._room, self.approvals, self._groups)
         self._job = asyncio.create_task(self._agent.answer(task, io))
+        outage: ModelOutage | None = None
         try:
             answer = await self._job
         except asyncio.CancelledError:
@@ -147,8 +148,7 @@ class Worker:
             await self._finish(task, TaskState.CANCELLED, texts.CANCELLED, "cancelled")
             return
         except ModelOutage as err:
-            await self._wait_out(task, err)
-            return
+            outage = err
         except ModelAccessError as err:
             self.outage = self.outage_since = None
             await self._blocked(task, err)
@@ -169,6 +169,10 @@ class Worker:
             self.current, self.current_since, self._job = None, None, None
             self._cancelling = None
             self._groups.forget()
+        if outage is not None:
+            # Waited out with no task current: it is queued again, not running.
+            await self._wait_out(task, outage)
+            return
         self._outage.reset()
         self.outage = self.outage_since = None
         self._db.forget_notices("outage")

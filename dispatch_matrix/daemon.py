@@ -291,6 +291,7 @@ async def _serve(
         approval_timeout_s=config.permissions.approval_timeout_s,
         outage_first_s=config.agent.outage_retry_s,
         answered=speech.answered if speech else None,
+        probe=agent.reachable,
     )
     voice = VoiceInbox(
         client,
@@ -346,7 +347,7 @@ async def _serve(
         if recorder is not None:
             recorder.synced()
 
-    sync = SyncLoop(client, db, handle, config.matrix.sync_timeout_ms)
+    sync = SyncLoop(client, db, handle, config.matrix.sync_timeout_ms, recovered=outbox.retry_now)
 
     async def announce() -> None:
         await sync.first_sync_done.wait()

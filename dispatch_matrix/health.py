@@ -24,8 +24,9 @@ from .store import Database
 log = logs.get(__name__)
 
 KEY = "daemon_health"
-# Warnings that explain why the bot is not connected count as errors for `status`.
-CONNECTION_EVENTS = frozenset({"sync.failed", "matrix.unreachable", "sync.stalled"})
+# Warnings that explain why the bot is not connected (to the homeserver, or to the
+# Messages API while tasks wait for it) count as errors for `status`.
+CONNECTION_EVENTS = frozenset({"sync.failed", "matrix.unreachable", "sync.stalled", "model.outage"})
 _MIN_WRITE_INTERVAL_S = 5.0
 
 

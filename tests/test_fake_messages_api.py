@@ -651,3 +651,20 @@ async def test_cache_lookback_window() -> None:
             reads.append(message.usage.cache_read_input_tokens)
     assert reads[0] > 500
     assert reads[1] == 0
+
+
+async def test_stopped_it_refuses_connections_and_started_again_serves_the_same_url(
+    fake: FakeMessagesAPI, aclient: anthropic.AsyncAnthropic
+) -> None:
+    url = fake.url
+    fake.reply("before")
+    await aclient.messages.create(model=MODEL, max_tokens=50, messages=user("hi"))
+    fake.stop()
+    with pytest.raises(anthropic.APIConnectionError):
+        await aclient.messages.create(model=MODEL, max_tokens=50, messages=user("hi"))
+    fake.start()
+    assert fake.url == url
+    fake.reply("after")
+    reply = await aclient.messages.create(model=MODEL, max_tokens=50, messages=user("hi"))
+    assert reply.content[0].type == "text" and reply.content[0].text == "after"
+    assert [r.status for r in fake.requests] == [200, 200], "the log is kept across the gap"

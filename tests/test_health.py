@@ -93,6 +93,12 @@ def record(level: int, msg: object) -> logging.LogRecord:
         (logging.INFO, {"event": "task.started"}, None),
         (logging.WARNING, {"event": "sandbox.off", "detail": "no bwrap"}, None),
         (logging.WARNING, {"event": "sync.failed", "error": "refused"}, "sync.failed: refused"),
+        (
+            logging.WARNING,
+            {"event": "model.outage", "error": "the Messages API could not be reached"},
+            "model.outage: the Messages API could not be reached",
+        ),
+        (logging.WARNING, {"event": "model.stream_broken", "error": "cut"}, None),
         (logging.ERROR, {"event": "worker.crashed"}, "worker.crashed"),
         (logging.ERROR, "nio said password=hunter2secret", "nio said password=«redacted»"),
     ],

@@ -1,5 +1,6 @@
 """Models: the default is the SDK's current Sonnet; the Models API's catalogue; a deprecated
-or retired model is reported with its replacement; thinking as each model takes it."""
+or retired model is reported with its replacement; thinking as each model takes it; the
+probe that tells whether the API answers at all."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from anthropic.types import ModelParam
 from fake_messages_api import FakeMessagesAPI
 
 from dispatch_matrix.agent import catalogue
+from dispatch_matrix.agent.model import reachable
 from dispatch_matrix.config import DEFAULT_MODEL
 from dispatch_matrix.queue import texts
 
@@ -69,6 +71,22 @@ async def test_without_the_api_the_sdk_table_still_knows_a_deprecated_model() ->
     await client.close()
     assert status.lifecycle == "deprecated" and status.retires == retires
     assert texts.models_offered(None, "x").startswith("(I could not ask")
+
+
+async def test_the_probe_finds_the_api_away_then_back_and_a_refused_key_counts_as_back(
+    fake_api: FakeMessagesAPI,
+) -> None:
+    client = anthropic.AsyncAnthropic(base_url=fake_api.url, api_key="k", max_retries=0)
+    assert await reachable(client)
+    fake_api.stop()
+    assert not await reachable(client)
+    fake_api.require_key = "another"
+    fake_api.start()
+    # The next real request says what is wrong with the key; the probe only says "there".
+    assert await reachable(client)
+    await client.close()
+    assert [r.path for r in fake_api.model_requests] == ["/v1/models", "/v1/models"]
+    assert fake_api.requests == [], "a probe asks nothing of the model"
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import BotSetup, Homeserver, started
 from fake_messages_api import FakeMessagesAPI
-from harness.bot import BotProcess, console_script
+from harness.bot import API_KEY, BotProcess, console_script
 from harness.jsclient import JsClient
 
 pytestmark = [pytest.mark.e2e]
@@ -253,10 +253,13 @@ async def test_the_homeserver_away_for_a_minute_loses_and_doubles_nothing(
         room, sender=setup.bot.user_id, contains="answered across the outage", timeout=120
     )
     took = asyncio.get_running_loop().time() - back
+    asked_at = asyncio.get_running_loop().time()
     after = await owner.send_text(room, "after the outage")
     await owner.wait_message(
         room, sender=setup.bot.user_id, contains="after the outage", timeout=90
     )
+    # Only a sync brings this one in: how soon after the outage the bot listens again.
+    took_new = asyncio.get_running_loop().time() - asked_at
     messages = await owner.messages(room)
     assert len(answers_to(messages, setup.bot.user_id, sent)) == 1
     assert len(answers_to(messages, setup.bot.user_id, after)) == 1
@@ -267,3 +270,74 @@ async def test_the_homeserver_away_for_a_minute_loses_and_doubles_nothing(
     assert shown["connected"].startswith("yes"), shown
     assert shown["last error"].startswith("sync.failed: sync: cannot reach"), shown
     print(f"answer delivered {took:.1f}s after the homeserver was back")
+    print(f"a message sent then answered {took_new:.1f}s later ({took + took_new:.1f}s after)")
+
+
+def last_user_text(request: object) -> str:
+    """The text of the newest owner turn in one recorded Messages request."""
+    body = getattr(request, "body", {})
+    content = body["messages"][-1]["content"]
+    return content if isinstance(content, str) else str(content[-1].get("text", ""))
+
+
+async def test_the_api_away_for_minutes_holds_the_tasks_and_tells_the_owner_once(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    bot_id, clock = setup.bot.user_id, asyncio.get_running_loop().time
+    # A's answer starts streaming, then stalls: the API goes away in the middle of it.
+    fake_api.reply("UNFINISHED draft of the alpha answer, never to be shown", chunk_delay=300)
+    fake_api.reply("Alpha answered.")
+    fake_api.reply("Beta answered.")
+    asked = len(fake_api.requests)
+    task_a = await owner.send_text(room, "task A: the alpha report")
+    await fake_api.await_requests(asked + 1, 30)
+    await asyncio.to_thread(fake_api.stop)
+    down = clock()
+    try:
+        notice = await owner.wait_message(room, sender=bot_id, contains="unavailable", timeout=60)
+        assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == task_a
+        task_b = await owner.send_text(room, "task B: the beta summary")
+        await owner.send_text(room, "!queue")
+        listing = await owner.wait_message(room, sender=bot_id, contains="in the queue")
+        assert "task A: the alpha report" in listing["body"], listing["body"]
+        assert "task B: the beta summary" in listing["body"], listing["body"]
+        await owner.send_text(room, "!status")
+        shown = await owner.wait_message(room, sender=bot_id, contains="Queue: 2 waiting")
+        assert "Waiting for the model" in shown["body"], shown["body"]
+        # The fault is the outage's length itself, as the drill asks: two minutes away.
+        await asyncio.sleep(max(0.0, 120 - (clock() - down)))
+        assert len(fake_api.requests) == asked + 1, "nothing reached a stopped API"
+    finally:
+        await asyncio.to_thread(fake_api.start)
+    back = clock()
+    await owner.wait_message(room, sender=bot_id, contains="Alpha answered.", timeout=60)
+    took = clock() - back
+    await owner.wait_message(room, sender=bot_id, contains="Beta answered.", timeout=60)
+
+    messages = await owner.messages(room)
+    from_bot = [m for m in messages if m["sender"] == bot_id]
+    replies_a = answers_to(messages, bot_id, task_a)
+    replies_b = answers_to(messages, bot_id, task_b)
+    assert [r for r in replies_a if "answered" in r] == ["Alpha answered."]
+    assert [r for r in replies_b if "answered" in r] == ["Beta answered."]
+    bodies = [str(m["content"].get("body", "")) for m in from_bot]
+    assert bodies.index("Alpha answered.") < bodies.index("Beta answered.")
+    outage_notices = [b for b in bodies if "unavailable" in b]
+    assert len(outage_notices) == 1, outage_notices
+    assert API_KEY not in outage_notices[0]
+    everything = " ".join(str(m["content"]) for m in from_bot)
+    assert "UNFINISHED" not in everything and "alpha answer" not in everything
+    assert API_KEY not in everything and setup.bot.password not in everything
+    since = [r for r in fake_api.requests[asked + 1 :] if r.path == "/v1/messages"]
+    sent = [last_user_text(r) for r in since]
+    assert sum("task A: the alpha report" in t for t in sent) == 1, sent
+    assert sum("task B: the beta summary" in t for t in sent) == 1, sent
+    assert bot.process is not None and bot.process.returncode is None
+    code, shown = await status(bot)
+    assert code == 0
+    assert shown["last error"].startswith("model.outage: the Messages API could not be"), shown
+    print(f"A answered {took:.1f}s after the API was back")

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from dispatch_matrix.ids import EventID
-from dispatch_matrix.matrix.failures import RateLimited
+from dispatch_matrix.matrix.failures import RateLimited, Unreachable
 from dispatch_matrix.matrix.sender import MIN_RESERVE, Budget, Job, Kind, Sender
 
 
@@ -151,3 +151,38 @@ async def test_a_429_holds_back_only_the_refused_event_and_it_goes_after_retry_a
     await asyncio.wait_for(decoration, 5)
     task.cancel()
     assert rec.sent == ["answer", "react"] and sender.rate_limited == 1
+
+
+async def test_a_send_held_back_by_an_outage_goes_at_once_when_the_homeserver_is_back() -> None:
+    clock = Clock()
+    sender = Sender(Budget(0, 10), clock)
+    loop = asyncio.get_running_loop()
+    attempts: list[str] = []
+
+    def job(label: str, failure: Exception) -> Job:
+        async def perform() -> EventID:
+            attempts.append(label)
+            if attempts.count(label) == 1:
+                raise failure
+            return EventID(f"${label}")
+
+        return Job(Kind.ANSWER, perform, loop.create_future(), label)
+
+    # The clock never moves: only `retry_now` can let the first answer go again.
+    answer = submit(sender, job("answer", Unreachable("cannot reach")))
+    runner = asyncio.create_task(sender.run())
+    while attempts != ["answer"]:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not answer.done(), "it waits out its backoff"
+    sender.retry_now()
+    assert await asyncio.wait_for(answer, 5) == "$answer"
+    # A 429's retry_after is the homeserver's own word: retry_now does not cut it short.
+    limited = submit(sender, job("limited", RateLimited("429", 3600)))
+    while attempts[-1] != "limited":
+        await asyncio.sleep(0)
+    sender.retry_now()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    runner.cancel()
+    assert not limited.done() and attempts == ["answer", "answer", "limited"]

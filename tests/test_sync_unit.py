@@ -1,5 +1,6 @@
 """The sync loop's watchdog, with a stand-in client (no homeserver): a stalled loop ends the
-process, a clock jump restarts the long poll, the token is saved only after handling."""
+process, a clock jump restarts the long poll, the token is saved only after handling; while
+the homeserver is away the retries thin out to a short cap, and its return is told."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from dispatch_matrix.matrix.failures import Unreachable
 from dispatch_matrix.matrix.sync import SyncLoop, SyncStalled
 from dispatch_matrix.store import Database
 
@@ -82,3 +84,51 @@ async def test_a_clock_jump_restarts_the_long_poll(
     runner.cancel()
     assert client.cancelled >= 1, "the hanging poll was abandoned"
     assert client.calls >= 3, "and a new one started at once"
+
+
+class AwayClient:
+    """Answers the first sync, fails the next `away`, then answers one more and hangs."""
+
+    def __init__(self, away: int) -> None:
+        self.away = away
+        self.calls = 0
+
+    async def sync(self, since: Any, timeout_ms: int, full_state: bool = False) -> Response:
+        self.calls += 1
+        if 1 < self.calls <= self.away + 1:
+            raise Unreachable("sync: cannot reach (connection refused)")
+        if self.calls > self.away + 2:
+            await asyncio.Event().wait()
+        return Response(f"t{self.calls}")
+
+    async def after_sync(self) -> None:
+        return None
+
+
+async def test_while_the_homeserver_is_away_retries_double_to_ten_seconds_and_its_return_is_told(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    waits: list[float] = []
+    recovered = asyncio.Event()
+    told: list[int] = []
+
+    async def handle(response: Any, since: str | None) -> None:
+        return None
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    def back() -> None:
+        told.append(len(waits))
+        recovered.set()
+
+    client = AwayClient(away=8)
+    loop = SyncLoop(client, db, handle, 30_000, recovered=back, sleep=sleep)  # type: ignore[arg-type]
+    runner = asyncio.create_task(loop.run())
+    await asyncio.wait_for(recovered.wait(), 5)
+    runner.cancel()
+    # A minute away costs at most one 10 s wait past the homeserver's return, not 60 s.
+    assert waits == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0, 10.0]
+    assert told == [8], "told once, after the first sync that got through"
+    assert db.sync_token() == "t10"

@@ -1,5 +1,6 @@
 """The worker with stand-ins for the room and the agent (no homeserver): a bug in one task
-fails that task and the queue goes on; process groups a dead run left are stopped."""
+fails that task and the queue goes on; an API that cannot be reached is probed, so a task
+goes again soon after it is back; process groups a dead run left are stopped."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from dispatch_matrix.agent import ModelOutage, ModelUnreachable
 from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, Task, TaskState
 from dispatch_matrix.tools.groups import ProcessGroups
@@ -67,6 +72,90 @@ async def test_a_bug_fails_one_task_and_the_queue_goes_on(tmp_path: Path) -> Non
     assert second is not None and second.state is TaskState.DONE
     assert any("internal error" in p for p in room.posts)
     assert "done: a normal task" in room.posts
+
+
+class AwayThenBack:
+    """Fails the first `away` answers with `outage`; counts the probes, which find the API
+    back from the `back_at`-th on."""
+
+    def __init__(self, outage: Exception, away: int = 1, back_at: int = 1) -> None:
+        self.outage, self.away, self.back_at = outage, away, back_at
+        self.answers = 0
+        self.probes = 0
+
+    async def answer(self, task: Task, io: Any) -> str:
+        self.answers += 1
+        if self.answers <= self.away:
+            raise self.outage
+        return f"done: {task.body}"
+
+    async def reachable(self) -> bool:
+        self.probes += 1
+        return self.probes >= self.back_at
+
+
+async def test_an_unreachable_api_is_probed_and_the_task_goes_again_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    room = FakeRoom(until="done: first")
+    agent = AwayThenBack(ModelUnreachable("the Messages API could not be reached"), back_at=3)
+    # A wait of an hour: only the probe can end it within the test's timeout.
+    worker = Worker(
+        db, agent, room, approval_timeout_s=60, outage_first_s=3600,
+        probe=agent.reachable, probe_every_s=0.01,
+    )  # fmt: skip
+    db.add_task(EventID("$1"), RoomID("!r"), UserID("@me"), "first", 1)
+    runner = asyncio.create_task(worker.run())
+    while not agent.probes:
+        await asyncio.sleep(0.001)
+    # While it waits, the task is queued again, not current, and !status says why.
+    assert worker.current is None and worker.outage == "the Messages API could not be reached"
+    waiting = db.task(1)
+    assert waiting is not None and waiting.state is TaskState.QUEUED
+    await asyncio.wait_for(room.seen.wait(), 10)
+    runner.cancel()
+    assert worker.outage is None and worker.outage_since is None
+    assert agent.probes == 3 and agent.answers == 2
+    assert [p for p in room.posts if "unavailable" in p] == [room.posts[0]]
+    task = db.task(1)
+    assert task is not None and task.state is TaskState.DONE
+
+
+@pytest.mark.parametrize(
+    "outage, queued, says",
+    [
+        (None, 0, "💤 Idle."),
+        (
+            "the Messages API could not be reached",
+            2,
+            "⏳ Waiting for the model for 2m 05s: the Messages API could not be reached.",
+        ),
+    ],
+)
+def test_status_says_whether_it_idles_or_waits_for_the_model(
+    outage: str | None, queued: int, says: str
+) -> None:
+    shown = texts.status(None, None, queued, False, 60, 0, outage, 125)
+    assert shown.split("\n\n")[0].startswith(says)
+    assert f"Queue: {queued} waiting" in shown
+
+
+async def test_an_overloaded_api_is_not_probed_but_waited_out(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    room = FakeRoom(until="done: first")
+    agent = AwayThenBack(ModelOutage("overloaded (529)"), away=2)
+    worker = Worker(
+        db, agent, room, approval_timeout_s=60, outage_first_s=0.01,
+        probe=agent.reachable, probe_every_s=0.001,
+    )  # fmt: skip
+    db.add_task(EventID("$1"), RoomID("!r"), UserID("@me"), "first", 1)
+    runner = asyncio.create_task(worker.run())
+    await asyncio.wait_for(room.seen.wait(), 10)
+    runner.cancel()
+    # Only a real request tells whether an overloaded API takes work again.
+    assert agent.probes == 0 and agent.answers == 3
+    assert len([p for p in room.posts if "unavailable" in p]) == 1, "told once"
 
 
 async def test_groups_left_by_a_dead_run_are_stopped_only_on_the_same_boot(

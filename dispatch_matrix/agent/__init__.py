@@ -9,6 +9,7 @@ from .errors import (
     ModelAccessError,
     ModelDeclined,
     ModelOutage,
+    ModelUnreachable,
     RequestTooLarge,
     StreamCut,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "ModelAccessError",
     "ModelDeclined",
     "ModelOutage",
+    "ModelUnreachable",
     "RequestTooLarge",
     "StreamCut",
     "TaskIO",

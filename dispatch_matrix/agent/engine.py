@@ -112,6 +112,10 @@ class Agent:
         """Whether the API knows the model; None when it cannot be asked now."""
         return await model.exists(self._client, name)
 
+    async def reachable(self) -> bool:
+        """Whether the API answers at all right now (a free read; the worker's probe)."""
+        return await model.reachable(self._client)
+
     async def models(self) -> list[ModelInfo] | None:
         """The models the API offers (`!model`); None when it cannot be asked now."""
         return await catalogue.available(self._client)

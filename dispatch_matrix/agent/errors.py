@@ -23,6 +23,11 @@ class ModelOutage(ModelError):
     """The API is overloaded or unreachable beyond the retry budget; try again later."""
 
 
+class ModelUnreachable(ModelOutage):
+    """No connection to the API at all (refused, timed out, no route): a cheap probe of it
+    tells when it is back, as no probe can for an API that answers but is overloaded."""
+
+
 class StreamCut(ModelOutage):
     """A stream broke midway: its connection was cut, or it carried an `error` event.
 

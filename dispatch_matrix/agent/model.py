@@ -31,6 +31,7 @@ from .errors import (
     ModelAccessError,
     ModelDeclined,
     ModelOutage,
+    ModelUnreachable,
     RequestTooLarge,
     StreamCut,
     described,
@@ -48,10 +49,12 @@ __all__ = [
     "ModelAccessError",
     "ModelDeclined",
     "ModelOutage",
+    "ModelUnreachable",
     "RequestTooLarge",
     "StreamCut",
     "classify",
     "exists",
+    "reachable",
     "request",
     "usage_counts",
 ]
@@ -73,7 +76,7 @@ def classify(err: Exception) -> ModelError:
             kind = StreamCut
         return kind(described(kind, status, error_type, text or str(err.message)))
     if isinstance(err, anthropic.APIConnectionError):
-        return ModelOutage(f"the Messages API could not be reached ({err.message})")
+        return ModelUnreachable(f"the Messages API could not be reached ({err.message})")
     if isinstance(err, httpx2.TransportError):
         name = err.__class__.__name__
         return StreamCut(f"the connection to the Messages API broke mid-answer ({name})")
@@ -151,4 +154,17 @@ async def exists(client: anthropic.AsyncAnthropic, name: str) -> bool | None:
         return False
     except (anthropic.APIStatusError, anthropic.APIConnectionError):
         return None
+    return True
+
+
+async def reachable(client: anthropic.AsyncAnthropic) -> bool:
+    """Whether the API answers at all right now: one read of the model catalogue (no tokens,
+    no retries). Any answer but a 5xx or a 429 counts: what is wrong past that (a key, a
+    credit) the next real request reports in its own words."""
+    try:
+        await client.with_options(timeout=10.0, max_retries=0).models.list(limit=1)
+    except anthropic.APIStatusError as err:
+        return err.status_code < 500 and err.status_code != 429
+    except anthropic.APIConnectionError:
+        return False
     return True

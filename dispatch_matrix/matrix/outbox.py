@@ -70,6 +70,10 @@ class Outbox:
             group.create_task(self.sender.run(), name="outbox-sender")
             group.create_task(self._ephemeral.run(), name="outbox-ephemeral")
 
+    def retry_now(self) -> None:
+        """The homeserver is back: send what an outage held back now."""
+        self.sender.retry_now()
+
     # -- room events -----------------------------------------------------------------------
 
     async def post(

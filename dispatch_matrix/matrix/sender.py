@@ -113,6 +113,8 @@ class Job:
     on_dropped: Callable[[], None] | None = None
     not_before: float = 0.0
     refusals: int = 0
+    # Held back because the homeserver could not be reached (not by a 429's retry_after).
+    unreachable: bool = False
     backoff: Backoff = field(default_factory=lambda: Backoff(1.0, _MAX_BACKOFF_S))
     seq: int = 0
 
@@ -155,6 +157,16 @@ class Sender:
                 if job.kind is not Kind.ANSWER:
                     self._finish_dropped(job, "withdrawn")
             raise
+
+    def retry_now(self) -> None:
+        """The homeserver answers again (a sync got through): what waits out an outage's
+        backoff goes now, instead of up to a minute later. A 429's wait is kept."""
+        held = [j for j in self._jobs if j.unreachable]
+        for job in held:
+            job.not_before, job.unreachable = 0.0, False
+        if held:
+            log.info("outbox.retry_now", jobs=len(held))
+            self._wake.set()
 
     def pending(self, kind: Kind | None = None) -> int:
         """Jobs waiting (of one kind)."""
@@ -216,7 +228,7 @@ class Sender:
             if self._on_rate_limited is not None:
                 self._on_rate_limited(self.rate_limited)
             self._budget.refused(err.retry_after_s)
-            job.not_before = self._clock() + err.retry_after_s
+            job.not_before, job.unreachable = self._clock() + err.retry_after_s, False
             log.warning("outbox.rate_limited", job=job.label, retry_in=round(err.retry_after_s, 2))
             return
         except RequestRefused as err:
@@ -231,7 +243,7 @@ class Sender:
             return
         except HomeserverError as err:
             wait = job.backoff.next()
-            job.not_before = self._clock() + wait
+            job.not_before, job.unreachable = self._clock() + wait, True
             log.warning("outbox.retry", job=job.label, error=err.message, retry_in=wait)
             return
         self._budget.spend()
@@ -247,7 +259,7 @@ class Sender:
             self._drop(job, "refused")
             return
         wait = job.backoff.next()
-        job.not_before = self._clock() + wait
+        job.not_before, job.unreachable = self._clock() + wait, False
         log.warning("outbox.refused", job=job.label, error=err.message, retry_in=wait)
 
     def _discard(self, job: Job) -> None:

@@ -25,7 +25,10 @@ from .failures import TokenRejected
 
 log = logs.get(__name__)
 
-_MAX_BACKOFF_S = 60.0
+# A refused /sync costs the homeserver less than the long poll a healthy bot keeps open all
+# the time, so the retries need not thin out past this: the bot is back within seconds of
+# the homeserver, not up to a minute later.
+_MAX_BACKOFF_S = 10.0
 _WATCH_EVERY_S = 5.0
 _CLOCK_JUMP_S = 30.0
 
@@ -47,7 +50,12 @@ class SyncLoop:
         timeout_ms: int,
         watch_every_s: float = _WATCH_EVERY_S,
         stall_margin_s: float = 120.0,
+        recovered: Callable[[], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        # Told when a sync gets through after failures (the outbox then sends what waits).
+        self._recovered = recovered
+        self._sleep = sleep
         self._watch_every_s = watch_every_s
         self._stall_margin_s = stall_margin_s
         self._client = client
@@ -105,11 +113,13 @@ class SyncLoop:
                 self.last_progress = time.monotonic()
                 wait = backoff.next()
                 log.warning("sync.failed", error=err.message, retry_in=wait)
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
                 continue
             self.last_progress = time.monotonic()
             if backoff.failing:
                 log.info("sync.recovered")
+                if self._recovered is not None:
+                    self._recovered()
             backoff.reset()
             if first:
                 self.first_sync_seconds = time.monotonic() - started

@@ -80,8 +80,16 @@ class Control:
         queued = len(self._db.tasks_in(TaskState.QUEUED, TaskState.INTERRUPTED, limit=100_000))
         today = time.time() - 86_400
         done = sum(1 for t in self._db.recent_tasks(1000) if (t.finished_at or 0) > today)
+        away = time.monotonic() - worker.outage_since if worker.outage_since else 0.0
         return texts.status(
-            current, elapsed, queued, worker.paused, time.monotonic() - self._started, done
+            current,
+            elapsed,
+            queued,
+            worker.paused,
+            time.monotonic() - self._started,
+            done,
+            worker.outage if queued else None,
+            away,
         )
 
     async def _queue(self, _command: Command) -> str:

@@ -68,13 +68,17 @@ def status(
     paused: bool,
     uptime: float,
     done_today: int,
+    outage: str | None = None,
+    outage_for: float = 0.0,
 ) -> str:
-    """The answer to !status."""
+    """The answer to !status (`outage`: why the API has been away for `outage_for` s)."""
     if current is not None:
         doing = (
             f"⚙️ Working on {current.short_id}: {first_line(current)} — step {current.steps}, "
             f"{duration(elapsed or 0)}"
         )
+    elif outage is not None:
+        doing = f"⏳ Waiting for the model for {duration(outage_for)}: {outage}. I retry by myself."
     else:
         doing = "💤 Idle."
     lines = [

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .. import logs
-from ..agent import ModelAccessError, ModelOutage
+from ..agent import ModelAccessError, ModelOutage, ModelUnreachable
 from ..backoff import Backoff
 from ..errors import ModelError
 from ..store import Database, Task, TaskState
@@ -27,8 +27,13 @@ from .taskio import RoomTaskIO
 
 log = logs.get(__name__)
 
-# After an outage outlasts the SDK's retries the waits double up to this.
-_OUTAGE_MAX_S = 600.0
+# After an outage outlasts the SDK's retries the waits double up to this. An overloaded API
+# is not probed, so this is how late a task can notice its end; one try (and the SDK's
+# retries) every two minutes is no load worth sparing the API.
+_OUTAGE_MAX_S = 120.0
+# While the API cannot be reached at all, it is probed this often (a free read), so a task
+# goes again within seconds of its return, not at the end of a wait that doubled meanwhile.
+_PROBE_EVERY_S = 5.0
 
 
 class Worker:
@@ -43,8 +48,13 @@ class Worker:
         approval_timeout_s: float,
         outage_first_s: float,
         answered: Callable[[Task, str], None] | None = None,
+        probe: Callable[[], Awaitable[bool]] | None = None,
+        probe_every_s: float = _PROBE_EVERY_S,
     ) -> None:
         self._db = db
+        # Whether the API answers at all now (the agent's `reachable`).
+        self._probe = probe
+        self._probe_every_s = probe_every_s
         # Told of each answer once it is posted (speech out); must not block.
         self._answered = answered
         self._agent = agent
@@ -56,6 +66,9 @@ class Worker:
         self._wake = asyncio.Event()
         self.current: Task | None = None
         self.current_since: float | None = None
+        # Why the API is away and since when (monotonic), while tasks wait for it (!status).
+        self.outage: str | None = None
+        self.outage_since: float | None = None
         self._job: asyncio.Task[str] | None = None
         self._cancelling: int | None = None
 
@@ -126,6 +139,7 @@ class Worker:
         self.mirror.started(task, self.paused)
         io = RoomTaskIO(task, self._room, self.approvals, self._groups)
         self._job = asyncio.create_task(self._agent.answer(task, io))
+        outage: ModelOutage | None = None
         try:
             answer = await self._job
         except asyncio.CancelledError:
@@ -134,12 +148,13 @@ class Worker:
             await self._finish(task, TaskState.CANCELLED, texts.CANCELLED, "cancelled")
             return
         except ModelOutage as err:
-            await self._wait_out(task, err)
-            return
+            outage = err
         except ModelAccessError as err:
+            self.outage = self.outage_since = None
             await self._blocked(task, err)
             return
         except ModelError as err:
+            self.outage = self.outage_since = None
             await self._finish(task, TaskState.FAILED, texts.failed(err.message), err.message)
             return
         except Exception as err:
@@ -154,7 +169,12 @@ class Worker:
             self.current, self.current_since, self._job = None, None, None
             self._cancelling = None
             self._groups.forget()
+        if outage is not None:
+            # Waited out with no task current: it is queued again, not running.
+            await self._wait_out(task, outage)
+            return
         self._outage.reset()
+        self.outage = self.outage_since = None
         self._db.forget_notices("outage")
         await self._finish(task, TaskState.DONE, answer)
 
@@ -163,12 +183,30 @@ class Worker:
         self._db.set_task_state(task.id, TaskState.QUEUED)
         self.mirror.stopped(task, TaskState.QUEUED)
         wait = self._outage.next()
+        self.outage = err.message
+        self.outage_since = self.outage_since or time.monotonic()
         log.warning("model.outage", task=task.short_id, error=err.message, retry_in=wait)
         if self._db.first_notice("outage"):
             await self._room.post(
                 task.room_id, texts.outage(err.message), reply_to=task.event_id, notice=True
             )
-        await asyncio.sleep(wait)
+        # No word when it is back: the answer says so, and costs the room no extra event.
+        await self._sleep_out(wait, probing=isinstance(err, ModelUnreachable))
+
+    async def _sleep_out(self, wait: float, *, probing: bool) -> None:
+        """Wait `wait` seconds, or, while the API cannot be reached, until a probe finds it
+        back. An API that answers but is overloaded is not probed: only a real request
+        tells whether it takes work again, and the doubling wait spares it ours."""
+        if not probing or self._probe is None:
+            await asyncio.sleep(wait)
+            return
+        deadline = time.monotonic() + wait
+        while deadline - time.monotonic() > self._probe_every_s:
+            await asyncio.sleep(self._probe_every_s)
+            if await self._probe():
+                log.info("model.reachable")
+                return
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
 
     async def _blocked(self, task: Task, err: ModelError) -> None:
         """The key or the credit is the problem: pause and say what to fix."""

@@ -23,6 +23,10 @@ def console_script() -> str:
     return str(Path(sys.executable).with_name("dispatch-matrix"))
 
 
+# The API key every test bot is given: what no room message or log line may show.
+API_KEY = "sk-ant-test-not-a-real-key-000000"
+
+
 @dataclass
 class BotConfig:
     """What a test bot's config file says."""
@@ -68,7 +72,7 @@ model = {json.dumps(self.model)}
 workdir = {json.dumps(str(workdir))}
 allowed_roots = [{json.dumps(str(workdir))}]
 base_url = {json.dumps(self.api_url)}
-api_key = "sk-ant-test-not-a-real-key-000000"
+api_key = "{API_KEY}"
 max_retries = 3
 {self.agent_extra}
 

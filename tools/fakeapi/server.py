@@ -13,7 +13,10 @@ from aiohttp import web
 
 
 class BackgroundServer:
-    """Serves ``make_app()`` on ``host:port`` (0: a free port); ``url`` once bound."""
+    """Serves ``make_app()`` on ``host:port`` (0: a free port); ``url`` once bound.
+
+    The port it bound is kept: a ``start`` after a ``stop`` serves the same ``url`` again,
+    so a test can take the server away (connections refused) and bring it back."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -88,6 +91,7 @@ class BackgroundServer:
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
         host, port = runner.addresses[0][:2]
+        self.port = port
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         return runner
 

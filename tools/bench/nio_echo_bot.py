@@ -36,6 +36,13 @@ async def main() -> int:
     parser.add_argument("--user-id", required=True)
     parser.add_argument("--store", required=True, help="folder for nio's olm store")
     parser.add_argument("--sync-timeout-ms", type=int, default=30_000)
+    parser.add_argument(
+        "--timeline-limit",
+        type=int,
+        default=None,
+        help="events per room the first sync may bring (a catch-up of a backlog; nio does"
+        " not fill a gapped timeline itself)",
+    )
     args = parser.parse_args()
     Path(args.store).mkdir(parents=True, exist_ok=True)
     config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
@@ -73,7 +80,14 @@ async def main() -> int:
 
     loop = asyncio.get_running_loop()
     started = time.monotonic()  # like dispatch-matrix's figure: from the first /sync request
-    syncing = asyncio.ensure_future(client.sync_forever(timeout=args.sync_timeout_ms))
+    first_filter = (
+        None
+        if args.timeline_limit is None
+        else {"room": {"timeline": {"limit": args.timeline_limit}}}
+    )
+    syncing = asyncio.ensure_future(
+        client.sync_forever(timeout=args.sync_timeout_ms, first_sync_filter=first_filter)
+    )
     announcing = asyncio.ensure_future(announce())
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, syncing.cancel)

@@ -1,9 +1,10 @@
 """A bare matrix-nio echo bot: the baseline the foundation benchmark compares dispatch-matrix with.
 
-Logs in with a password (the password comes from $NIO_ECHO_PASSWORD, never argv), keeps its
-olm store in --store, joins every invite, and answers each decrypted m.text from anyone else
-with ``echo: <body>``. Prints ``connected (first sync X.XXs)`` once the first sync (and its key
-upload) is done. Stops cleanly on SIGTERM/SIGINT.
+Logs in with a password once (the password comes from $NIO_ECHO_PASSWORD, never argv), keeps
+its olm store and its login in --store (a restart restores the same device), joins every
+invite, and answers each decrypted m.text from anyone else with ``echo: <body>``. Prints
+``connected (first sync X.XXs)`` once the first sync (and its key upload) is done. Stops
+cleanly on SIGTERM/SIGINT.
 
     NIO_ECHO_PASSWORD=... python tools/bench/nio_echo_bot.py \\
         --homeserver URL --user-id @bot:hs --store DIR
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -67,11 +69,22 @@ async def main() -> int:
     client.add_event_callback(on_text, RoomMessageText)
     client.add_event_callback(on_undecryptable, MegolmEvent)
 
-    login = await client.login(os.environ["NIO_ECHO_PASSWORD"], device_name="nio-echo-bot")
-    if not isinstance(login, LoginResponse):
-        print(f"login failed: {login}", file=sys.stderr, flush=True)
-        await client.close()
-        return 6
+    # A restart keeps its device (as a real bot does): a new one could not read what was
+    # sent to the old one while it was stopped.
+    session = Path(args.store) / "session.json"
+    if session.exists():
+        saved = json.loads(session.read_text())
+        client.restore_login(args.user_id, saved["device_id"], saved["access_token"])
+    else:
+        login = await client.login(os.environ["NIO_ECHO_PASSWORD"], device_name="nio-echo-bot")
+        if not isinstance(login, LoginResponse):
+            print(f"login failed: {login}", file=sys.stderr, flush=True)
+            await client.close()
+            return 6
+        session.touch(mode=0o600)
+        session.write_text(
+            json.dumps({"device_id": login.device_id, "access_token": login.access_token})
+        )
 
     async def announce() -> None:
         await client.synced.wait()

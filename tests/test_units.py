@@ -303,3 +303,23 @@ def test_outsiders_are_members_who_are_neither_the_bot_nor_an_owner() -> None:
     members = ["@bot:x", "@me:example.org", "@eve:y", "@adam:z"]
     assert outsiders(members, OWNERS, "@bot:x") == ["@adam:z", "@eve:y"]
     assert outsiders(["@bot:x", "@me:example.org"], OWNERS, "@bot:x") == []
+
+
+def test_transcript_rows_read_again_include_what_was_added_since(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    conversation = db.current_conversation()
+    text = [{"type": "text", "text": "one"}]
+    db.append_message(conversation, None, "user", text)
+    first = db.transcript_rows(conversation)
+    db.append_message(conversation, None, "assistant", [{"type": "text", "text": "two"}])
+    with pytest.raises(ZeroDivisionError), db.tx():
+        db.append_message(conversation, None, "user", [{"type": "text", "text": "undone"}])
+        assert len(db.transcript_rows(conversation)) == 3
+        raise ZeroDivisionError
+    rows = db.transcript_rows(conversation)
+    assert [r.content[0]["text"] for r in rows] == ["one", "two"]
+    assert db.transcript_rows(conversation, after_id=first[0].id) == rows[1:]
+    assert db.transcript_rows(conversation, after_id=rows[-1].id + 5) == []
+    db.append_message(conversation, None, "user", [{"type": "text", "text": "three"}])
+    fresh = Database.open(tmp_path / "d.db").transcript_rows(conversation)
+    assert db.transcript_rows(conversation) == fresh

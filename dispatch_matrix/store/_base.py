@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .models import TranscriptRow
+
 
 class Base:
     """Holds the SQLite connection; the query mixins build on it."""
@@ -15,6 +17,8 @@ class Base:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._depth = 0
+        # Parsed transcript rows per conversation, oldest first (see `transcript_rows`).
+        self._rows: dict[int, list[TranscriptRow]] = {}
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

@@ -233,25 +233,49 @@ class Outbox:
         kind: Kind = Kind.ANSWER,
         slot: str | None = None,
     ) -> EventID:
-        """Record an event in the outbox, then deliver it (unless that key was sent)."""
-        item = self._db.enqueue_outgoing(room_id, event_type, content, task_id, key)
-        if item.event_id is not None:
-            return EventID(item.event_id)
-        return await self._deliver(item, kind, slot)
+        """Record an event in the outbox, then deliver it (unless that key was sent).
+
+        An answer is recorded at once; a decoration only when its turn to go comes: one
+        superseded or withdrawn before then (most ⏳ of a backlog) costs the ledger nothing.
+        """
+        if kind is Kind.ANSWER:
+            item = self._db.enqueue_outgoing(room_id, event_type, content, task_id, key)
+            if item.event_id is not None:
+                return EventID(item.event_id)
+            return await self._deliver(item, kind, slot)
+        recorded: list[OutboxItem] = []
+
+        async def perform() -> EventID:
+            item = self._db.enqueue_outgoing(room_id, event_type, content, task_id, key)
+            recorded[:] = [item]
+            if item.event_id is not None:
+                return EventID(item.event_id)
+            return await self._perform(item, kind)
+
+        def dropped() -> None:
+            if recorded:
+                self._db.mark_sent(recorded[0].txn_id, "")
+
+        loop = asyncio.get_running_loop()
+        job = Job(kind, perform, loop.create_future(), event_type, slot=slot, on_dropped=dropped)
+        return await self.sender.submit(job)
 
     async def _deliver(self, item: OutboxItem, kind: Kind, slot: str | None = None) -> EventID:
         return await self.sender.submit(self._job(item, kind, slot))
 
+    async def _perform(self, item: OutboxItem, kind: Kind) -> EventID:
+        if self._before_send is not None:
+            await self._before_send(item.room_id)
+        event_id = await self._client.send(
+            item.room_id, item.event_type, dict(item.content), item.txn_id
+        )
+        self._db.mark_sent(item.txn_id, event_id)
+        log.info("outbox.sent", txn=item.txn_id, room=item.room_id, kind=kind.name.lower())
+        return event_id
+
     def _job(self, item: OutboxItem, kind: Kind, slot: str | None = None) -> Job:
         async def perform() -> EventID:
-            if self._before_send is not None:
-                await self._before_send(item.room_id)
-            event_id = await self._client.send(
-                item.room_id, item.event_type, dict(item.content), item.txn_id
-            )
-            self._db.mark_sent(item.txn_id, event_id)
-            log.info("outbox.sent", txn=item.txn_id, room=item.room_id, kind=kind.name.lower())
-            return event_id
+            return await self._perform(item, kind)
 
         def dropped() -> None:
             # Never sent, never to be: the next start must not send it either.

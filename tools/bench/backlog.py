@@ -12,10 +12,10 @@ bot, whose device is not cross-signed); stops all of them on the way out. Writes
 tools/bench/results/backlog.json. A measurement, not a test: nothing is asserted.
 
 The catch-up: the bot is stopped, `--backlog` messages are sent, the bot is started again;
-timed from the spawn of its process to the owner's client holding the answer to the last
+timed from the spawn of its process to the owner's client holding an answer to every
 message (also split at the bot's `connected` line), and every answer is counted, so a lost
-or doubled one shows. The nio bot's first sync asks for the whole backlog at once (nio does
-not fill a gapped timeline; dispatch-matrix pages through it with /messages). `--profile DIR`
+or doubled one shows. Both page back through the gap the first sync leaves with /messages
+(the nio bot answers the newest few, which that sync carries, first). `--profile DIR`
 runs py-spy (when installed) on the bot for the catch-up and writes a speedscope profile
 and its top frames there.
 """
@@ -141,8 +141,10 @@ async def catch_up(
     connected = time.monotonic()
     profiler = Profiler(profile, bot.name)
     await profiler.start(pid)
-    last = f"backlog {tag} {count - 1:04d}"
-    await owner.wait_message(room, sender=bot.user_id, contains=last, timeout=3600)
+    # Every answer, not only the last: the nio bot answers the newest few first.
+    for n in range(count):
+        mark = f"backlog {tag} {n:04d}"
+        await owner.wait_message(room, sender=bot.user_id, contains=mark, timeout=3600)
     finished = time.monotonic()
     await profiler.stop()
     answers: Counter[str] = Counter()
@@ -190,18 +192,13 @@ async def dispatch_bot(
     return bot, owner, room
 
 
-async def nio_bot(synapse: LocalSynapse, folder: Path, backlog: int) -> tuple[Bot, JsClient, str]:
+async def nio_bot(synapse: LocalSynapse, folder: Path) -> tuple[Bot, JsClient, str]:
     accounts = Accounts(synapse)
     bot_account, owner_account = accounts.new("niobot"), accounts.new("nioowner")
     holder: list[NioBot] = []
 
     async def start() -> int:
-        nio = NioBot(
-            synapse.url,
-            bot_account,
-            folder / "nio",
-            extra=("--timeline-limit", str(backlog + 50)),
-        )
+        nio = NioBot(synapse.url, bot_account, folder / "nio")
         await nio.spawn()
         await nio.wait_connected(120)
         holder[:] = [nio]
@@ -238,7 +235,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             if name == "dispatch":
                 bot, owner, room = await dispatch_bot(synapse, api, folder)
             else:
-                bot, owner, room = await nio_bot(synapse, folder, args.backlog)
+                bot, owner, room = await nio_bot(synapse, folder)
             opened.append((bot, owner))
             await owner.send_text(room, "warm-up")
             await owner.wait_message(room, sender=bot.user_id, contains="warm-up", timeout=120)

@@ -28,7 +28,9 @@ from nio import (
     LoginResponse,
     MatrixRoom,
     MegolmEvent,
+    RoomMessagesResponse,
     RoomMessageText,
+    SyncResponse,
 )
 
 
@@ -38,13 +40,6 @@ async def main() -> int:
     parser.add_argument("--user-id", required=True)
     parser.add_argument("--store", required=True, help="folder for nio's olm store")
     parser.add_argument("--sync-timeout-ms", type=int, default=30_000)
-    parser.add_argument(
-        "--timeline-limit",
-        type=int,
-        default=None,
-        help="events per room the first sync may bring (a catch-up of a backlog; nio does"
-        " not fill a gapped timeline itself)",
-    )
     args = parser.parse_args()
     Path(args.store).mkdir(parents=True, exist_ok=True)
     config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
@@ -55,12 +50,36 @@ async def main() -> int:
             await client.join(room.room_id)
 
     async def on_text(room: MatrixRoom, event: RoomMessageText) -> None:
+        await answer(room.room_id, event)
+
+    async def answer(room_id: str, event: RoomMessageText) -> None:
         if event.sender == client.user_id:
             return
         content = {"msgtype": "m.text", "body": f"echo: {event.body}"}
-        await client.room_send(
-            room.room_id, "m.room.message", content, ignore_unverified_devices=True
-        )
+        await client.room_send(room_id, "m.room.message", content, ignore_unverified_devices=True)
+
+    since: list[str | None] = [None]
+
+    async def on_sync(response: SyncResponse) -> None:
+        # nio does not fill a gapped ("limited") timeline: what came while the bot was
+        # stopped, beyond the newest few, is paged back here (as any bot that must not lose
+        # a message does), oldest first, after the newest few were answered.
+        before, since[0] = since[0], response.next_batch
+        for room_id, info in response.rooms.join.items():
+            if before is None or not info.timeline.limited or not info.timeline.prev_batch:
+                continue
+            gap: list[RoomMessageText] = []
+            token = info.timeline.prev_batch
+            while True:
+                page = await client.room_messages(room_id, token, end=before, limit=100)
+                if not isinstance(page, RoomMessagesResponse) or not page.chunk:
+                    break
+                gap += [e for e in page.chunk if isinstance(e, RoomMessageText)]
+                if not page.end or page.end == token:
+                    break
+                token = page.end
+            for event in reversed(gap):
+                await answer(room_id, event)
 
     async def on_undecryptable(room: MatrixRoom, event: MegolmEvent) -> None:
         print(f"undecryptable {event.event_id} from {event.sender}", file=sys.stderr, flush=True)
@@ -68,6 +87,7 @@ async def main() -> int:
     client.add_event_callback(on_invite, InviteMemberEvent)
     client.add_event_callback(on_text, RoomMessageText)
     client.add_event_callback(on_undecryptable, MegolmEvent)
+    client.add_response_callback(on_sync, SyncResponse)
 
     # A restart keeps its device (as a real bot does): a new one could not read what was
     # sent to the old one while it was stopped.
@@ -75,6 +95,7 @@ async def main() -> int:
     if session.exists():
         saved = json.loads(session.read_text())
         client.restore_login(args.user_id, saved["device_id"], saved["access_token"])
+        since[0] = client.loaded_sync_token
     else:
         login = await client.login(os.environ["NIO_ECHO_PASSWORD"], device_name="nio-echo-bot")
         if not isinstance(login, LoginResponse):
@@ -93,14 +114,7 @@ async def main() -> int:
 
     loop = asyncio.get_running_loop()
     started = time.monotonic()  # like dispatch-matrix's figure: from the first /sync request
-    first_filter = (
-        None
-        if args.timeline_limit is None
-        else {"room": {"timeline": {"limit": args.timeline_limit}}}
-    )
-    syncing = asyncio.ensure_future(
-        client.sync_forever(timeout=args.sync_timeout_ms, first_sync_filter=first_filter)
-    )
+    syncing = asyncio.ensure_future(client.sync_forever(timeout=args.sync_timeout_ms))
     announcing = asyncio.ensure_future(announce())
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, syncing.cancel)

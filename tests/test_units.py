@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,36 @@ def test_outbox_key_fixes_the_transaction_id(tmp_path: Path) -> None:
     assert db.unsent() == []
 
 
+def test_a_transaction_inside_another_commits_with_it_and_fails_alone(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    with db.tx():
+        task = db.add_task("$1", "!r", "@me", "one", 1)
+        assert task is not None
+        with pytest.raises(ZeroDivisionError), db.tx():
+            db.add_task("$2", "!r", "@me", "two", 2)
+            raise ZeroDivisionError
+        db.enqueue_outgoing("!r", "m.room.message", {"body": "a"}, task.id, key="t1.done")
+        db.set_task_state(task.id, TaskState.DONE)
+    # The inner failure undid only its own row; the rest was committed once, together.
+    again = Database.open(tmp_path / "d.db")
+    assert [t.body for t in again.tasks_in(TaskState.DONE)] == ["one"]
+    assert again.task_by_event("$2") is None
+    assert len(again.unsent()) == 1
+
+
+def test_an_answer_recorded_with_its_task_state_is_all_or_nothing(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    task = db.add_task("$1", "!r", "@me", "one", 1)
+    assert task is not None
+    with pytest.raises(sqlite3.IntegrityError), db.tx():
+        db.enqueue_outgoing("!r", "m.room.message", {"body": "a"}, task.id, key="t1.done")
+        db.set_task_state(task.id, TaskState.DONE)
+        db._conn.execute("INSERT INTO tasks (id) VALUES (NULL)")  # fails: NOT NULL columns
+    assert db.unsent() == []
+    after = db.task(task.id)
+    assert after is not None and after.state is TaskState.QUEUED
+
+
 def test_normalize_merges_same_role_neighbours() -> None:
     text = [{"type": "text", "text": "x"}]
     messages = [
@@ -272,3 +303,23 @@ def test_outsiders_are_members_who_are_neither_the_bot_nor_an_owner() -> None:
     members = ["@bot:x", "@me:example.org", "@eve:y", "@adam:z"]
     assert outsiders(members, OWNERS, "@bot:x") == ["@adam:z", "@eve:y"]
     assert outsiders(["@bot:x", "@me:example.org"], OWNERS, "@bot:x") == []
+
+
+def test_transcript_rows_read_again_include_what_was_added_since(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    conversation = db.current_conversation()
+    text = [{"type": "text", "text": "one"}]
+    db.append_message(conversation, None, "user", text)
+    first = db.transcript_rows(conversation)
+    db.append_message(conversation, None, "assistant", [{"type": "text", "text": "two"}])
+    with pytest.raises(ZeroDivisionError), db.tx():
+        db.append_message(conversation, None, "user", [{"type": "text", "text": "undone"}])
+        assert len(db.transcript_rows(conversation)) == 3
+        raise ZeroDivisionError
+    rows = db.transcript_rows(conversation)
+    assert [r.content[0]["text"] for r in rows] == ["one", "two"]
+    assert db.transcript_rows(conversation, after_id=first[0].id) == rows[1:]
+    assert db.transcript_rows(conversation, after_id=rows[-1].id + 5) == []
+    db.append_message(conversation, None, "user", [{"type": "text", "text": "three"}])
+    fresh = Database.open(tmp_path / "d.db").transcript_rows(conversation)
+    assert db.transcript_rows(conversation) == fresh

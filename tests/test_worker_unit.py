@@ -32,6 +32,15 @@ class FakeRoom:
             self.seen.set()
         return EventID(f"$p{len(self.posts)}")
 
+    async def answer(
+        self, room_id: RoomID, markdown: str, *, record: Any = None, **_: Any
+    ) -> asyncio.Future[EventID]:
+        if record is not None:
+            record()
+        done: asyncio.Future[EventID] = asyncio.get_running_loop().create_future()
+        done.set_result(await self.post(room_id, markdown))
+        return done
+
     async def react(self, room_id: RoomID, event_id: str, emoji: str, **_: Any) -> EventID:
         return EventID(f"$r{emoji}")
 
@@ -177,3 +186,53 @@ async def test_groups_left_by_a_dead_run_are_stopped_only_on_the_same_boot(
         for child in children:
             child.kill()
             child.wait()
+
+
+class SlowRoom(FakeRoom):
+    """Answers are recorded at once but reach the room only when the test lets them."""
+
+    def __init__(self) -> None:
+        super().__init__(until="")
+        self.deliveries: list[asyncio.Future[EventID]] = []
+        self.reactions: list[str] = []
+        self.recorded = asyncio.Event()
+
+    async def answer(
+        self, room_id: RoomID, markdown: str, *, record: Any = None, **_: Any
+    ) -> asyncio.Future[EventID]:
+        if record is not None:
+            record()
+        self.posts.append(markdown)
+        self.deliveries.append(asyncio.get_running_loop().create_future())
+        if len(self.deliveries) == 2:
+            self.recorded.set()
+        return self.deliveries[-1]
+
+    async def react(self, room_id: RoomID, event_id: str, emoji: str, **_: Any) -> EventID:
+        self.reactions.append(emoji)
+        return EventID(f"$r{emoji}")
+
+
+async def test_the_next_task_starts_while_an_answer_goes_out_and_its_done_mark_waits(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    room = SlowRoom()
+    worker = Worker(db, BuggyThenFine(), room, approval_timeout_s=60, outage_first_s=30)
+    room_id, me = RoomID("!r"), UserID("@me")
+    db.add_task(EventID("$1"), room_id, me, "first", 1)
+    db.add_task(EventID("$2"), room_id, me, "second", 2)
+    runner = asyncio.create_task(worker.run())
+    try:
+        # Neither answer is in the room, yet both tasks ran, in order, and are done.
+        await asyncio.wait_for(room.recorded.wait(), 10)
+        assert room.posts == ["done: first", "done: second"]
+        assert [t.state for t in (db.task(1), db.task(2))] == [TaskState.DONE] * 2  # type: ignore[union-attr]
+        await worker.mirror.idle()
+        assert "✅" not in room.reactions
+        room.deliveries[0].set_result(EventID("$a1"))
+        await asyncio.sleep(0)
+        await worker.mirror.idle()
+        assert room.reactions.count("✅") == 1
+    finally:
+        runner.cancel()

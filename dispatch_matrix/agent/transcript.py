@@ -77,10 +77,13 @@ def with_cache_breakpoint(messages: list[dict[str, Any]], ttl: str = "5m") -> li
     then goes on the last block that takes one (never a thinking block)."""
     if not messages:
         return messages
-    out = copy.deepcopy(messages)
-    for message in reversed(out):
-        blocks = [b for b in message["content"] if b.get("type") not in _UNCACHEABLE]
-        if blocks:
+    out = list(messages)
+    for index in range(len(out) - 1, -1, -1):
+        if any(b.get("type") not in _UNCACHEABLE for b in out[index]["content"]):
+            # Only the message that changes is copied: the others may be shared with the
+            # store's parsed rows, and copying a long conversation per request was a cost.
+            message = out[index] = copy.deepcopy(out[index])
+            blocks = [b for b in message["content"] if b.get("type") not in _UNCACHEABLE]
             blocks[-1]["cache_control"] = cache_control(ttl)
             break
     return out

@@ -110,6 +110,38 @@ class Outbox:
             room_id, "m.room.message", content, task_id=task_id, key=key, kind=kind
         )
 
+    async def answer(
+        self,
+        room_id: RoomID,
+        markdown: str,
+        *,
+        reply_to: str,
+        task_id: int,
+        key: str,
+        notice: bool = False,
+        record: Callable[[], None] | None = None,
+    ) -> asyncio.Future[EventID]:
+        """Record a task's answer, in one transaction with `record` (the task's own state),
+        and queue it behind the answers before it; returns its delivery without waiting.
+
+        Nobody need wait for the delivery: once recorded, an answer goes out even across a
+        crash (the next start re-sends it under the same transaction id, which the
+        homeserver de-duplicates), so the worker can take the next task meanwhile.
+        """
+        markdown = REDACTOR.text(markdown)
+        if len(markdown) > LONG_TEXT_CHARS:
+            markdown = await self._attach_long(room_id, markdown, reply_to, task_id, key)
+        content = as_reply(text_content(markdown, notice=notice), reply_to)
+        with self._db.tx():
+            item = self._db.enqueue_outgoing(room_id, "m.room.message", content, task_id, key)
+            if record is not None:
+                record()
+        if item.event_id is not None:
+            done: asyncio.Future[EventID] = asyncio.get_running_loop().create_future()
+            done.set_result(EventID(item.event_id))
+            return done
+        return self.sender.enqueue(self._job(item, Kind.ANSWER))
+
     async def post_status(
         self,
         room_id: RoomID,
@@ -205,22 +237,49 @@ class Outbox:
         kind: Kind = Kind.ANSWER,
         slot: str | None = None,
     ) -> EventID:
-        """Record an event in the outbox, then deliver it (unless that key was sent)."""
-        item = self._db.enqueue_outgoing(room_id, event_type, content, task_id, key)
-        if item.event_id is not None:
-            return EventID(item.event_id)
-        return await self._deliver(item, kind, slot)
+        """Record an event in the outbox, then deliver it (unless that key was sent).
+
+        An answer is recorded at once; a decoration only when its turn to go comes: one
+        superseded or withdrawn before then (most ⏳ of a backlog) costs the ledger nothing.
+        """
+        if kind is Kind.ANSWER:
+            item = self._db.enqueue_outgoing(room_id, event_type, content, task_id, key)
+            if item.event_id is not None:
+                return EventID(item.event_id)
+            return await self._deliver(item, kind, slot)
+        recorded: list[OutboxItem] = []
+
+        async def perform() -> EventID:
+            item = self._db.enqueue_outgoing(room_id, event_type, content, task_id, key)
+            recorded[:] = [item]
+            if item.event_id is not None:
+                return EventID(item.event_id)
+            return await self._perform(item, kind)
+
+        def dropped() -> None:
+            if recorded:
+                self._db.mark_sent(recorded[0].txn_id, "")
+
+        loop = asyncio.get_running_loop()
+        job = Job(kind, perform, loop.create_future(), event_type, slot=slot, on_dropped=dropped)
+        return await self.sender.submit(job)
 
     async def _deliver(self, item: OutboxItem, kind: Kind, slot: str | None = None) -> EventID:
+        return await self.sender.submit(self._job(item, kind, slot))
+
+    async def _perform(self, item: OutboxItem, kind: Kind) -> EventID:
+        if self._before_send is not None:
+            await self._before_send(item.room_id)
+        event_id = await self._client.send(
+            item.room_id, item.event_type, dict(item.content), item.txn_id
+        )
+        self._db.mark_sent(item.txn_id, event_id)
+        log.info("outbox.sent", txn=item.txn_id, room=item.room_id, kind=kind.name.lower())
+        return event_id
+
+    def _job(self, item: OutboxItem, kind: Kind, slot: str | None = None) -> Job:
         async def perform() -> EventID:
-            if self._before_send is not None:
-                await self._before_send(item.room_id)
-            event_id = await self._client.send(
-                item.room_id, item.event_type, dict(item.content), item.txn_id
-            )
-            self._db.mark_sent(item.txn_id, event_id)
-            log.info("outbox.sent", txn=item.txn_id, room=item.room_id, kind=kind.name.lower())
-            return event_id
+            return await self._perform(item, kind)
 
         def dropped() -> None:
             # Never sent, never to be: the next start must not send it either.
@@ -228,8 +287,7 @@ class Outbox:
 
         loop = asyncio.get_running_loop()
         label = f"{item.event_type} {item.txn_id}"
-        job = Job(kind, perform, loop.create_future(), label, slot=slot, on_dropped=dropped)
-        return await self.sender.submit(job)
+        return Job(kind, perform, loop.create_future(), label, slot=slot, on_dropped=dropped)
 
     def _unsent_answers(self) -> list[OutboxItem]:
         """What a previous run recorded but never confirmed: its answers go again, first;

@@ -138,8 +138,9 @@ class Sender:
         # 429s met, for `doctor` and the log (an operator can exempt the bot).
         self.rate_limited = 0
 
-    async def submit(self, job: Job) -> EventID:
-        """Queue a job and wait for its event id ("" when it was dropped)."""
+    def enqueue(self, job: Job) -> asyncio.Future[EventID]:
+        """Queue a job, its place fixed now; its event id ("" when it was dropped) arrives
+        in the future returned, which nobody need wait for."""
         job.seq = next(self._seq)
         if job.slot is not None:
             for old in [j for j in self._jobs if j.slot == job.slot]:
@@ -147,6 +148,11 @@ class Sender:
                     self._drop(old, "superseded")
         self._jobs.append(job)
         self._wake.set()
+        return job.done
+
+    async def submit(self, job: Job) -> EventID:
+        """Queue a job and wait for its event id ("" when it was dropped)."""
+        self.enqueue(job)
         try:
             return await asyncio.shield(job.done)
         except asyncio.CancelledError:

@@ -15,6 +15,7 @@ import asyncio
 import functools
 
 from .. import logs
+from ..ids import EventID
 from ..store import Database, Task, TaskState
 from . import texts
 from .ports import Room
@@ -44,6 +45,7 @@ class Mirror:
         self._hold_s = hold_s
         self._settling: dict[int, asyncio.Task[None]] = {}
         self._typing: asyncio.Task[None] | None = None
+        self._closed = False
 
     def show(self, task: Task, state: TaskState) -> None:
         """Let the task's reaction show `state`, once it has stood its hold time."""
@@ -69,13 +71,23 @@ class Mirror:
         self.presence(task, paused)
         self._typing = asyncio.create_task(self._keep_typing(task))
 
-    def stopped(self, task: Task, state: TaskState) -> None:
-        """The task left the worker (done, failed, back in the queue): show `state`."""
+    def stopped(
+        self, task: Task, state: TaskState, after: asyncio.Future[EventID] | None = None
+    ) -> None:
+        """The task left the worker (done, failed, back in the queue): show `state`, once
+        `after` (its answer's delivery) is in the room."""
         if self._typing is not None:
             self._typing.cancel()
             self._typing = None
             self._room.typing(task.room_id, False)
-        self.show(task, state)
+        if after is None:
+            self.show(task, state)
+        else:
+            after.add_done_callback(lambda sent: self._show_if_sent(task, state, sent))
+
+    def _show_if_sent(self, task: Task, state: TaskState, sent: asyncio.Future[EventID]) -> None:
+        if not self._closed and not sent.cancelled() and sent.exception() is None:
+            self.show(task, state)
 
     def presence(self, current: Task | None, paused: bool) -> None:
         """Presence status: idle / working on … / paused."""
@@ -90,6 +102,7 @@ class Mirror:
     def close(self) -> None:
         """Stop showing: what is not in the room yet stays out (the next start re-derives
         every reaction from the ledger)."""
+        self._closed = True
         for job in list(self._settling.values()):
             job.cancel()
         if self._typing is not None:

@@ -1,11 +1,14 @@
 """What the queue needs from the outside, as interfaces (so it runs without a homeserver).
 
 `Room.post` and the other awaited sends return once the event is in the room (answers go
-first); reactions and redactions are decorations the room may hold back, replace or drop;
-receipts, typing and presence are wishes, never waited for."""
+first); `Room.answer` returns once the answer is recorded, its delivery a future; reactions
+and redactions are decorations the room may hold back, replace or drop; receipts, typing
+and presence are wishes, never waited for."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +33,22 @@ class Room(Protocol):
     ) -> EventID:
         """Post a message; it passes the secrets redactor unless `redact` is False, which
         only an approval question uses (it shows exactly what would run)."""
+        ...
+
+    async def answer(
+        self,
+        room_id: RoomID,
+        markdown: str,
+        *,
+        reply_to: str,
+        task_id: int,
+        key: str,
+        notice: bool = False,
+        record: Callable[[], None] | None = None,
+    ) -> asyncio.Future[EventID]:
+        """Record a task's answer in the same transaction as `record` and queue it behind
+        earlier answers; the returned delivery need not be waited for (a recorded answer
+        goes out, once, even across a restart)."""
         ...
 
     async def post_status(

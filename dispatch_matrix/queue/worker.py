@@ -17,6 +17,7 @@ from .. import logs
 from ..agent import ModelAccessError, ModelOutage, ModelUnreachable
 from ..backoff import Backoff
 from ..errors import ModelError
+from ..ids import EventID
 from ..store import Database, Task, TaskState
 from ..tools.groups import ProcessGroups
 from . import texts
@@ -221,21 +222,35 @@ class Worker:
     async def _finish(
         self, task: Task, state: TaskState, text: str, error: str | None = None
     ) -> None:
-        # The answer is posted before the task counts as done: a crash in between re-posts
-        # it under the same transaction id at the next start, never loses or doubles it.
+        # The answer and the task's end are one transaction: after a crash the next start
+        # sends a recorded answer not yet confirmed (under the same transaction id, so the
+        # homeserver never shows it twice), and a task not yet ended runs again from its
+        # last step to the same answer key. So the worker does not wait for the homeserver:
+        # it takes the next task while this answer goes out, in order behind earlier ones.
         # (A text too long for one event goes as an attached file; the room decides.)
-        await self._room.post(
+        def record() -> None:
+            result = text if state is TaskState.DONE else None
+            self._db.set_task_state(task.id, state, result=result, error=error)
+
+        delivery = await self._room.answer(
             task.room_id,
             text,
             reply_to=task.event_id,
             task_id=task.id,
             notice=state is not TaskState.DONE,
             key=f"t{task.id}.{state}",
+            record=record,
         )
-        self._db.set_task_state(
-            task.id, state, result=text if state is TaskState.DONE else None, error=error
-        )
+        # Decorations of the end (✅, speech) follow the answer, never precede it.
+        self.mirror.stopped(task, state, after=delivery)
         if state is TaskState.DONE and self._answered is not None:
-            self._answered(task, text)
-        self.mirror.stopped(task, state)
+            answered = self._answered
+            delivery.add_done_callback(lambda sent: _if_sent(sent, answered, task, text))
         log.info("task.finished", task=task.short_id, state=str(state))
+
+
+def _if_sent(
+    sent: asyncio.Future[EventID], then: Callable[[Task, str], None], task: Task, text: str
+) -> None:
+    if not sent.cancelled() and sent.exception() is None and sent.result():
+        then(task, text)

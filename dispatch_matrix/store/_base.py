@@ -8,22 +8,49 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .models import TranscriptRow
+
 
 class Base:
     """Holds the SQLite connection; the query mixins build on it."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._depth = 0
+        # Parsed transcript rows per conversation, oldest first (see `transcript_rows`).
+        self._rows: dict[int, list[TranscriptRow]] = {}
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: committed on exit, rolled back on error."""
+        """One IMMEDIATE transaction: committed on exit, rolled back on error.
+
+        A `tx()` inside another joins it (as a savepoint, so its own error undoes only its
+        part): writes that belong together are committed, and synced, once. Nothing may
+        await inside a transaction: the connection is the event loop's, shared by all.
+        """
+        if self._depth:
+            name = f"sp{self._depth}"
+            self._conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute(f"ROLLBACK TO {name}")
+                self._conn.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._depth -= 1
+            self._conn.execute(f"RELEASE {name}")
+            return
         self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield self._conn
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
+        finally:
+            self._depth = 0
         self._conn.execute("COMMIT")
 
     # -- meta ------------------------------------------------------------------------------

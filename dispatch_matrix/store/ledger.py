@@ -249,16 +249,32 @@ class LedgerQueries(Base):
     # -- context: transcript rows with their ids, summaries ----------------------------------
 
     def transcript_rows(self, conversation_id: int, after_id: int = 0) -> list[TranscriptRow]:
-        """The conversation's messages after row `after_id`, in order, with their row ids."""
-        rows = self._conn.execute(
+        """The conversation's messages after row `after_id`, in order, with their row ids.
+
+        Rows are never changed once written, so the parsed ones are kept: each request reads
+        only the rows added since the last one (a long conversation was re-read and re-parsed
+        whole for every step). Ids only grow (AUTOINCREMENT) and the daemon writes through one
+        connection, so no row can appear below one already read. The rows are shared: read
+        them, never modify them.
+        """
+        cached = self._rows.get(conversation_id, [])
+        newest = cached[-1].id if cached else 0
+        fetched = self._conn.execute(
             "SELECT id, task_id, role, content FROM transcript"
             " WHERE conversation_id = ? AND id > ? ORDER BY id",
-            (conversation_id, after_id),
+            (conversation_id, max(newest, after_id)),
         ).fetchall()
-        return [
+        fresh = [
             TranscriptRow(row["id"], row["task_id"], row["role"], json.loads(row["content"]))
-            for row in rows
+            for row in fetched
         ]
+        if after_id <= newest:
+            # Only what is committed is kept: a row read inside an open transaction may
+            # still be rolled back.
+            if not self._conn.in_transaction:
+                self._rows[conversation_id] = cached + fresh
+            return [row for row in cached if row.id > after_id] + fresh
+        return fresh
 
     def add_summary(self, conversation_id: int, covers_up_to: int, text: str) -> Summary:
         """Record a summary that stands for the conversation up to row `covers_up_to`."""

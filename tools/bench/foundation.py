@@ -152,7 +152,8 @@ class NioBot:
     homeserver: str
     account: Account
     store: Path
-    extra_args: tuple[str, ...] = ()
+    # More arguments for nio_echo_bot.py (e.g. --timeline-limit for a catch-up).
+    extra: tuple[str, ...] = ()
     process: asyncio.subprocess.Process | None = None
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
@@ -170,7 +171,7 @@ class NioBot:
             self.account.user_id,
             "--store",
             str(self.store),
-            *self.extra_args,
+            *self.extra,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -1,8 +1,8 @@
 """A bare matrix-nio echo bot: the baseline the foundation benchmark compares dispatch-matrix with.
 
-Logs in with a password (the password comes from $NIO_ECHO_PASSWORD, never argv), keeps its
-olm store and its login in --store (a restart restores the same device), joins every invite,
-and answers each decrypted m.text from anyone else with ``echo: <body>``. Prints
+Logs in with a password once (the password comes from $NIO_ECHO_PASSWORD, never argv), keeps
+its olm store and its login in --store (a restart restores the same device), joins every
+invite, and answers each decrypted m.text from anyone else with ``echo: <body>``. Prints
 ``connected (first sync X.XXs)`` once the first sync (and its key upload) is done. Stops
 cleanly on SIGTERM/SIGINT.
 
@@ -28,7 +28,9 @@ from nio import (
     LoginResponse,
     MatrixRoom,
     MegolmEvent,
+    RoomMessagesResponse,
     RoomMessageText,
+    SyncResponse,
 )
 
 
@@ -42,8 +44,8 @@ async def main() -> int:
         "--timeline-limit",
         type=int,
         default=0,
-        help="room timeline events per sync (0: the server's default). The bot never "
-        "backfills, so a catch-up run sets it above the backlog to see every message",
+        help="room timeline events per sync (0: the server's default); above a backlog, its "
+        "first sync holds all of it, oldest first, and nothing is paged back (the best case)",
     )
     args = parser.parse_args()
     Path(args.store).mkdir(parents=True, exist_ok=True)
@@ -55,12 +57,36 @@ async def main() -> int:
             await client.join(room.room_id)
 
     async def on_text(room: MatrixRoom, event: RoomMessageText) -> None:
+        await answer(room.room_id, event)
+
+    async def answer(room_id: str, event: RoomMessageText) -> None:
         if event.sender == client.user_id:
             return
         content = {"msgtype": "m.text", "body": f"echo: {event.body}"}
-        await client.room_send(
-            room.room_id, "m.room.message", content, ignore_unverified_devices=True
-        )
+        await client.room_send(room_id, "m.room.message", content, ignore_unverified_devices=True)
+
+    since: list[str | None] = [None]
+
+    async def on_sync(response: SyncResponse) -> None:
+        # nio does not fill a gapped ("limited") timeline: what came while the bot was
+        # stopped, beyond the newest few, is paged back here (as any bot that must not lose
+        # a message does), oldest first, after the newest few were answered.
+        before, since[0] = since[0], response.next_batch
+        for room_id, info in response.rooms.join.items():
+            if before is None or not info.timeline.limited or not info.timeline.prev_batch:
+                continue
+            gap: list[RoomMessageText] = []
+            token = info.timeline.prev_batch
+            while True:
+                page = await client.room_messages(room_id, token, end=before, limit=100)
+                if not isinstance(page, RoomMessagesResponse) or not page.chunk:
+                    break
+                gap += [e for e in page.chunk if isinstance(e, RoomMessageText)]
+                if not page.end or page.end == token:
+                    break
+                token = page.end
+            for event in reversed(gap):
+                await answer(room_id, event)
 
     async def on_undecryptable(room: MatrixRoom, event: MegolmEvent) -> None:
         print(f"undecryptable {event.event_id} from {event.sender}", file=sys.stderr, flush=True)
@@ -68,23 +94,25 @@ async def main() -> int:
     client.add_event_callback(on_invite, InviteMemberEvent)
     client.add_event_callback(on_text, RoomMessageText)
     client.add_event_callback(on_undecryptable, MegolmEvent)
+    client.add_response_callback(on_sync, SyncResponse)
 
-    # A restart restores the same device (its olm store holds the room keys of what was sent
-    # while it was stopped); only the first start logs in with the password.
+    # A restart keeps its device (as a real bot does): a new one could not read what was
+    # sent to the old one while it was stopped.
     session = Path(args.store) / "session.json"
     if session.exists():
         saved = json.loads(session.read_text())
         client.restore_login(args.user_id, saved["device_id"], saved["access_token"])
+        since[0] = client.loaded_sync_token
     else:
         login = await client.login(os.environ["NIO_ECHO_PASSWORD"], device_name="nio-echo-bot")
         if not isinstance(login, LoginResponse):
             print(f"login failed: {login}", file=sys.stderr, flush=True)
             await client.close()
             return 6
+        session.touch(mode=0o600)
         session.write_text(
             json.dumps({"device_id": login.device_id, "access_token": login.access_token})
         )
-        session.chmod(0o600)
 
     async def announce() -> None:
         await client.synced.wait()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .cache import MAX_BREAKPOINTS, count_breakpoints, flatten_prompt
+from .cache import MAX_BREAKPOINTS, flatten_prompt
 from .models import context_window, find
 from .signing import Signer
 
@@ -131,14 +131,15 @@ def validate(
     if not isinstance(messages, list) or not messages:
         raise invalid("messages: List should have at least 1 item after validation, not 0")
     _check_messages(messages, bool(tools), rules, signer)
-    ttls = [part.ttl for part in flatten_prompt(dict(body)) if part.ttl is not None]
+    parts = flatten_prompt(dict(body))  # once: it serialises every block
+    ttls = [part.ttl for part in parts if part.ttl is not None]
     if any(later > earlier for earlier, later in zip(ttls, ttls[1:], strict=False)):
         # The service reads the prompt in order: an entry may not outlive the one before it.
         raise invalid(
             "cache_control: a breakpoint with ttl '1h' may not follow one with ttl '5m'; "
             "longer-lived cache entries must come first"
         )
-    breakpoints = count_breakpoints(dict(body))
+    breakpoints = len(ttls)
     if breakpoints > MAX_BREAKPOINTS:
         raise invalid(
             f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
@@ -146,7 +147,7 @@ def validate(
         )
     if rules.context_window:
         window = context_window(model)
-        tokens = sum(part.tokens for part in flatten_prompt(dict(body)))
+        tokens = sum(part.tokens for part in parts)
         if tokens > window:
             raise invalid(f"prompt is too long: {tokens} tokens > {window} maximum")
 

@@ -15,8 +15,9 @@ from .. import logs
 from ..tools import ToolContext, ToolResult
 from .launch import Launch, LaunchError, prepare
 from .naming import server_of
-from .server import McpServer, Status
+from .server import McpServer
 from .settings import McpSection
+from .status import Status
 
 log = logs.get(__name__)
 

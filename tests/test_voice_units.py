@@ -127,8 +127,7 @@ def test_spoken(markdown: str, expected: str) -> None:
 def test_spoken_cuts_a_long_answer_at_a_sentence_end() -> None:
     text = "First sentence here. Second sentence is longer than that. Third one."
     assert spoken(text, 60) == (
-        "First sentence here. Second sentence is longer than that. "
-        "The rest is in the text answer."
+        "First sentence here. Second sentence is longer than that. The rest is in the text answer."
     )
     assert spoken("word " * 100, 50).endswith("… The rest is in the text answer.")
 

@@ -2,19 +2,17 @@
 tools and the Agent itself.
 
 It holds the heaviest imports (the Anthropic SDK, the MCP SDK), so the daemon imports this
-module in a thread while its first sync runs (`load`) and builds the parts once it is in
-(`build`); the Matrix half takes messages meanwhile and no task runs before the Agent is
-built.
+module in a thread while its first sync runs and builds the parts once it is in (`build`);
+the Matrix half takes messages meanwhile and no task runs before the Agent is built.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from zoneinfo import ZoneInfo
 
 from . import connecting
@@ -22,7 +20,6 @@ from .agent import Agent, Memory
 from .agent.prompt import Machine, system_prompt
 from .config import Config
 from .connectors.inventory import Group
-from .errors import DispatchError
 from .matrix.client import MatrixClient
 from .matrix.outbox import Outbox
 from .parts import anthropic_client, build_tools
@@ -58,17 +55,6 @@ class AgentParts:
         )
 
 
-def load() -> ModuleType:
-    """Import this module (run in a thread); a missing library is one clear error."""
-    try:
-        return importlib.import_module(__name__)
-    except ImportError as err:
-        raise DispatchError(
-            f"the agent could not be loaded: {err}",
-            fix="reinstall dispatch-matrix in its environment (pip install -e . or pip install .)",
-        ) from err
-
-
 def build(
     config: Config,
     db: Database,
@@ -78,6 +64,10 @@ def build(
     schedules_changed: Callable[[], None],
 ) -> AgentParts:
     """The tools, the MCP servers and the Agent, from the config."""
+    # The shell judge loads its grammar at the first command; a missing one is news now.
+    for grammar in ("tree_sitter", "tree_sitter_bash"):
+        if importlib.util.find_spec(grammar) is None:
+            raise ImportError(f"No module named {grammar!r}", name=grammar)
     workdir = config.agent.workdir.expanduser()
     roots = [root.expanduser() for root in config.agent.allowed_roots]
     machine = Machine.here(workdir, roots)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sqlite3
@@ -371,7 +372,13 @@ async def _serve(
 
     async def build_agent(group: asyncio.TaskGroup) -> None:
         module = await (agent_module or asyncio.to_thread(_load_agent_module))
-        built: AgentParts = module.build(config, db, confinement, clock, zone, schedules_changed)
+        try:
+            built: AgentParts = module.build(
+                config, db, confinement, clock, zone, schedules_changed
+            )
+        except ImportError as err:
+            # The MCP SDK, imported only when a server is configured.
+            raise _not_loaded(err) from err
         built.start(group, worker, synced, client, outbox)
         parts.set(built)
         agent.set(built.agent)
@@ -395,10 +402,19 @@ async def _serve(
 
 
 def _load_agent_module() -> ModuleType:
-    """dispatch_matrix.agent_parts, imported (in a thread: it is most of the start-up time)."""
-    from . import agent_parts
+    """dispatch_matrix.agent_parts, imported (in a thread: it is most of the start-up time);
+    a library that is missing or broken is one clear error that ends the run."""
+    try:
+        return importlib.import_module(".agent_parts", __package__)
+    except ImportError as err:
+        raise _not_loaded(err) from err
 
-    return agent_parts.load()
+
+def _not_loaded(err: ImportError) -> DispatchError:
+    return DispatchError(
+        f"the agent could not be loaded: {err}",
+        fix="reinstall dispatch-matrix in its environment (pip install .)",
+    )
 
 
 class _WhenBuilt:

@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from nio import SyncResponse
 
-from . import __version__, connecting, logs
-from .agent import Agent, Memory
-from .agent.prompt import Machine, system_prompt
+from . import __version__, logs
 from .backoff import Backoff
 from .config import Config
-from .errors import HomeserverError
+from .connectors.inventory import Group
+from .errors import DispatchError, HomeserverError
 from .faults import disk_full
 from .health import HealthRecorder
 from .homeserver import LocalSynapse
@@ -42,7 +44,8 @@ from .matrix.sender import Budget
 from .matrix.speech_out import build_speech_out
 from .matrix.sync import SyncLoop, SyncStalled
 from .matrix.voice_inbox import VoiceInbox
-from .parts import anthropic_client, build_tools, control_plane, local_homeserver
+from .parts import control_plane, local_homeserver
+from .pending import Pending
 from .queue import Worker
 from .queue.control import Control
 from .queue.digest import Digest
@@ -51,7 +54,6 @@ from .queue.reminders import Reminders
 from .queue.scheduler import Scheduler
 from .redaction import environment_secrets
 from .schedule.clock import SystemClock
-from .schedule.tool import ScheduleTool
 from .schedule.zones import owner_zone
 from .start_notices import (
     announce_replacement,
@@ -61,14 +63,19 @@ from .start_notices import (
 )
 from .state import StateFolder
 from .store import Database
-from .store.models import Session
-from .tools import Confinement, check_sandbox
+from .store.models import Session, Task
 from .tools.sandbox_host import (
+    Confinement,
+    check_sandbox,
     default_hidden,
     hard_linked_secrets,
     sandbox_off_warning,
 )
 from .voice.transcribe import build_transcriber
+
+if TYPE_CHECKING:
+    from .agent import Agent, TaskIO
+    from .agent_parts import AgentParts
 
 log = logs.get(__name__)
 
@@ -169,6 +176,9 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     # The environment's secrets too: the SDK's ANTHROPIC_API_KEY, DISPATCH_* overrides,
     # tokens a connector or a command is given, whatever else the daemon was started with.
     logs.REDACTOR.add(*environment_secrets(os.environ, config.agent.secret_env_passthrough))
+    # The agent's half (the SDK, MCP, the tools) loads in a thread meanwhile: the interpreter
+    # is otherwise idle while it waits for the homeserver, and the Matrix half needs none of it.
+    agent_module = asyncio.create_task(asyncio.to_thread(_load_agent_module), name="agent-load")
     homeserver: LocalSynapse | None = None
     db: Database | None = None
     client: MatrixClient | None = None
@@ -205,9 +215,22 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         if client.replaced_device is not None:
             await retire_device(client, db, client.replaced_device, secret)
         return await _serve(
-            config, db, client, session, identity, int(born), say, confinement, recorder
+            config,
+            db,
+            client,
+            session,
+            identity,
+            int(born),
+            say,
+            confinement,
+            recorder,
+            agent_module,
         )
     finally:
+        # Stopped before serving: the import thread is not waited for here (asyncio.run
+        # joins it at exit), and its failure is not the news (the one that ended the run is).
+        if not agent_module.cancel() and not agent_module.cancelled():
+            agent_module.exception()
         if recorder is not None:
             recorder.stopped()
             logs.get_root().removeHandler(recorder)
@@ -232,6 +255,7 @@ async def _serve(
     say: Callable[[str], None],
     confinement: Confinement | None = None,
     recorder: HealthRecorder | None = None,
+    agent_module: asyncio.Task[ModuleType] | None = None,
 ) -> int:
     owners = frozenset(config.matrix.owners)
     identities = Identities(client, db, owners)
@@ -246,10 +270,6 @@ async def _serve(
     )
     workdir = config.agent.workdir.expanduser()
     roots = [root.expanduser() for root in config.agent.allowed_roots]
-    machine = Machine.here(workdir, roots)
-    policy, registry, context = build_tools(config, workdir, roots, db.learned_rules(), confinement)
-    # MCP servers and web tools: their tools join the registry's, their secrets the redactor.
-    mcp = connecting.wire(config, policy, registry)
     # Time is an input: one clock for the scheduler, the schedule tool and the turn stamps.
     zone = owner_zone(config.schedule.timezone)
     clock = SystemClock.for_tests(config.state_dir) if config.schedule.test_clock else SystemClock()
@@ -261,21 +281,9 @@ async def _serve(
         if scheduler is not None:
             scheduler.nudge()
 
-    registry.add(ScheduleTool(db, clock, zone, schedules_changed))
-    agent = Agent(
-        db,
-        anthropic_client(config),
-        settings=config.agent,
-        system=system_prompt(
-            config.matrix.owners, machine, config.agent.system_prompt, zone=zone.key
-        ),
-        tools=registry,
-        policy=policy,
-        context=context,
-        memory=Memory(config.state_dir / "memory.md"),
-        local_now=lambda: clock.now().astimezone(zone),
-        web_tools=mcp.web_tools,
-    )
+    # Built once its module is in: the worker and the commands that need it wait for it.
+    parts: Pending[AgentParts] = Pending("the agent")
+    agent: Pending[Agent] = Pending("the agent")
     speech = build_speech_out(
         config.voice,
         client,
@@ -286,12 +294,12 @@ async def _serve(
     )
     worker = Worker(
         db,
-        agent,
+        _WhenBuilt(agent),
         outbox,
         approval_timeout_s=config.permissions.approval_timeout_s,
         outage_first_s=config.agent.outage_retry_s,
         answered=speech.answered if speech else None,
-        probe=agent.reachable,
+        probe=_reachable(agent),
     )
     voice = VoiceInbox(
         client,
@@ -311,7 +319,7 @@ async def _serve(
         agent,
         voice,
         more=reminders.handlers(),
-        tools=mcp.inventory(policy, registry),
+        tools=_inventory(parts),
     )
     intake = Intake(
         db, worker, outbox, control, config.agent.max_task_chars, on_reaction=reminders.reaction
@@ -356,12 +364,26 @@ async def _serve(
         await announce_replacement(client, db, outbox)
         if confinement is not None and not confinement.active:
             await announce_unconfined(client, outbox)
-        await report_model(agent, db, client, outbox)
+        await report_model(await agent.get(), db, client, outbox)
 
     async def fire_schedules(scheduler: Scheduler) -> None:
         # Reminders go into rooms nio learns of in the first sync.
         await sync.first_sync_done.wait()
         await scheduler.run()
+
+    async def build_agent(group: asyncio.TaskGroup) -> None:
+        module = await (agent_module or asyncio.to_thread(_load_agent_module))
+        try:
+            built: AgentParts = module.build(
+                config, db, confinement, clock, zone, schedules_changed
+            )
+        except ImportError as err:
+            # The MCP SDK, imported only when a server is configured.
+            raise _not_loaded(err) from err
+        built.start(group, worker, synced, client, outbox)
+        parts.set(built)
+        agent.set(built.agent)
+        log.info("agent.ready")
 
     log.info("daemon.started", user=session.user_id, device=session.device_id, pid=os.getpid())
     try:
@@ -370,19 +392,57 @@ async def _serve(
             group.create_task(sync.watch(), name="sync-watchdog")
             group.create_task(outbox.run(), name="outbox")
             group.create_task(voice.run(), name="voice")
-            group.create_task(mcp.connectors.run(), name="mcp")
-            group.create_task(connecting.work(worker, mcp.connectors), name="worker")
-            group.create_task(
-                connecting.announce_failures(synced, client, mcp.connectors, outbox),
-                name="mcp-news",
-            )
+            group.create_task(build_agent(group), name="agent")
             group.create_task(announce(), name="announce")
             if recorder is not None:
                 group.create_task(recorder.run(), name="health")
             group.create_task(fire_schedules(scheduler), name="scheduler")
-    except* (HomeserverError, SyncStalled) as errors:
+    except* (DispatchError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
     return 0
+
+
+def _load_agent_module() -> ModuleType:
+    """dispatch_matrix.agent_parts, imported (in a thread: it is most of the start-up time);
+    a library that is missing or broken is one clear error that ends the run."""
+    try:
+        return importlib.import_module(".agent_parts", __package__)
+    except ImportError as err:
+        raise _not_loaded(err) from err
+
+
+def _not_loaded(err: ImportError) -> DispatchError:
+    return DispatchError(
+        f"the agent could not be loaded: {err}",
+        fix="reinstall dispatch-matrix in its environment (pip install .)",
+    )
+
+
+class _WhenBuilt:
+    """The worker's agent before it is built; the worker starts only after, so a task never
+    waits here for long, and never runs without it."""
+
+    def __init__(self, agent: Pending[Agent]) -> None:
+        self._agent = agent
+
+    async def answer(self, task: Task, io: TaskIO) -> str:
+        return await (await self._agent.get()).answer(task, io)
+
+
+def _reachable(agent: Pending[Agent]) -> Callable[[], Awaitable[bool]]:
+    """The worker's probe of the API, through the agent once it is built."""
+
+    async def reachable() -> bool:
+        return await (await agent.get()).reachable()
+
+    return reachable
+
+
+def _inventory(parts: Pending[AgentParts]) -> Callable[[], Awaitable[list[Group]]]:
+    async def inventory() -> list[Group]:
+        return (await parts.get()).inventory()
+
+    return inventory
 
 
 def default_config_path() -> Path:

@@ -155,8 +155,12 @@ class HealthRecorder(logging.Handler):
         self._update(connected_ms=self._now())
 
     def synced(self) -> None:
-        """A sync completed."""
+        """A sync completed; the first is written at once (on the event loop, as `started`),
+        so `status` never reads "not yet synced" from a daemon that is taking messages."""
+        first = self.health.last_sync_ms is None
         self._update(last_sync_ms=self._now())
+        if first:
+            self.write()
 
     def emit(self, record: logging.LogRecord) -> None:
         """A logged error becomes the last error."""

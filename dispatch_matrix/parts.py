@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import anthropic
+from typing import TYPE_CHECKING
 
 from . import logs
 from .config import Config
@@ -17,6 +16,9 @@ from .tools.paths import canonicalize
 from .tools.sandbox import CREDENTIAL_PATHS
 from .tools.sandbox_host import confinement_for, default_hidden
 from .tools.send_file import SendFileTool
+
+if TYPE_CHECKING:
+    import anthropic
 
 log = logs.get(__name__)
 
@@ -34,6 +36,8 @@ def local_homeserver(config: Config) -> LocalSynapse:
 
 def anthropic_client(config: Config) -> anthropic.AsyncAnthropic:
     """The SDK client; it reads ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL unless config says."""
+    import anthropic  # the heaviest import of all: only where a client is made
+
     key = config.agent.secret_api_key()
     kwargs: dict[str, object] = {
         "max_retries": config.agent.max_retries,

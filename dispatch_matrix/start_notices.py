@@ -4,8 +4,9 @@ sandbox, a model that is deprecated or retired. Each is said once (fixed keys)."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import logs
-from .agent import Agent
 from .errors import HomeserverError
 from .ids import RoomID
 from .matrix import texts
@@ -14,6 +15,9 @@ from .matrix.outbox import Outbox
 from .matrix.uia import ApprovalInBrowser
 from .queue import texts as queue_texts
 from .store import Database
+
+if TYPE_CHECKING:
+    from .agent import Agent
 
 log = logs.get(__name__)
 

@@ -29,7 +29,6 @@ from dispatch_matrix.connectors.launch import LaunchError, prepare
 from dispatch_matrix.connectors.naming import MAX_NAME, api_names, server_of
 from dispatch_matrix.connectors.results import tool_result
 from dispatch_matrix.connectors.secrets import looks_secret
-from dispatch_matrix.connectors.server import State, Status
 from dispatch_matrix.connectors.settings import (
     WEB_FETCH_VERSION,
     WEB_SEARCH_VERSION,
@@ -37,6 +36,7 @@ from dispatch_matrix.connectors.settings import (
     McpServerSpec,
     WebSection,
 )
+from dispatch_matrix.connectors.status import State, Status
 from dispatch_matrix.logs import REDACTED, REDACTOR
 from dispatch_matrix.queue import texts
 from dispatch_matrix.tools import Policy, ToolContext, ToolRegistry, ToolResult

@@ -17,8 +17,9 @@ import pytest
 
 from dispatch_matrix.backoff import Backoff
 from dispatch_matrix.connectors.hub import Connectors
-from dispatch_matrix.connectors.server import McpServer, State
+from dispatch_matrix.connectors.server import McpServer
 from dispatch_matrix.connectors.settings import McpSection
+from dispatch_matrix.connectors.status import State
 from dispatch_matrix.homeserver import free_port
 from dispatch_matrix.logs import REDACTED, REDACTOR
 from dispatch_matrix.tools import ToolContext

@@ -169,3 +169,22 @@ def test_disk_full_is_told_apart_from_bugs(error: BaseException, full: bool) -> 
     assert (found is not None) == full
     if found is not None:
         assert found.exit_code == 3 and "/state" in found.message
+
+
+async def test_the_first_sync_is_on_disk_at_once_later_ones_wait_for_the_writer(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    clock = iter(range(1_000, 100_000, 1_000))
+    recorder = HealthRecorder(db, 42, "1.2", now_ms=lambda: next(clock))
+    recorder.started()
+    recorder.synced()
+    first = read(db)
+    assert first is not None and first.last_sync_ms is not None
+    recorder.synced()
+    # The writer task (`run`) is not running here: the second sync is in memory only.
+    again = read(db)
+    assert again is not None and again.last_sync_ms == first.last_sync_ms
+    assert recorder.health.last_sync_ms is not None
+    assert recorder.health.last_sync_ms > first.last_sync_ms
+    db.close()

@@ -141,6 +141,36 @@ def test_signature_round_trip_matches_the_spec_canonical_form() -> None:
     assert signable(signed) == '{"a":"é","b":1}'.encode()
 
 
+def test_cross_signing_keys_are_saved_with_their_public_halves(tmp_path: Path) -> None:
+    keys = CrossSigningKeys.generate()
+    path = tmp_path / "cross-signing.json"
+    keys.save(path)
+    loaded = CrossSigningKeys.load(path)
+    assert loaded is not None and loaded.publics_saved
+    assert loaded.master.public == keys.master.public
+    # A file from before the public halves were saved: derived from the seeds, the same keys.
+    data = json.loads(path.read_text())
+    del data["public"]
+    path.write_text(json.dumps(data))
+    old = CrossSigningKeys.load(path)
+    assert old is not None and not old.publics_saved
+    assert old.upload_body("@u:x") == keys.upload_body("@u:x")
+
+
+@pytest.mark.parametrize(
+    ("key", "signature"),
+    [("AAAA", None), (None, "!!!"), (None, "AAAA"), ("not base64 at all", None), (None, "")],
+)
+def test_verify_refuses_malformed_keys_and_signatures(
+    key: str | None, signature: str | None
+) -> None:
+    signer = SigningKey.generate()
+    signed = signer.sign({"a": 1}, "@u:x")
+    if signature is not None:
+        signed["signatures"]["@u:x"][signer.key_id] = signature
+    assert not verify(signed, "@u:x", signer.key_id, key if key is not None else signer.public)
+
+
 @pytest.mark.parametrize(
     ("inviter", "allowed"), [("@me:example.org", True), ("@stranger:example.org", False)]
 )

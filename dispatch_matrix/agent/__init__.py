@@ -1,6 +1,15 @@
-"""The Claude side: one long conversation, kept in the store, answered through the SDK."""
+"""The Claude side: one long conversation, kept in the store, answered through the SDK.
 
-from .engine import Agent
+`Agent`, `Memory` and `MemoryTool` load on first use (PEP 562): they bring the SDK and the
+tools, which the daemon loads off its start-up path, while the errors and the ports are
+light enough for the queue to import at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AgentFailure,
     AnswerCut,
@@ -13,8 +22,13 @@ from .errors import (
     RequestTooLarge,
     StreamCut,
 )
-from .memory import Memory, MemoryTool
 from .ports import Approval, TaskIO
+
+if TYPE_CHECKING:
+    from .engine import Agent
+    from .memory import Memory, MemoryTool
+
+_LATE = {"Agent": ".engine", "Memory": ".memory", "MemoryTool": ".memory"}
 
 __all__ = [
     "Agent",
@@ -33,3 +47,10 @@ __all__ = [
     "StreamCut",
     "TaskIO",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LATE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

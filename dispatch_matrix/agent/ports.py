@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..tools import Decision
+if TYPE_CHECKING:
+    from ..tools.policy import Decision
 
 
 class Approval(Enum):

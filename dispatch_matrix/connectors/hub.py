@@ -9,14 +9,17 @@ import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..tools import ToolContext, ToolResult
 from .launch import Launch, LaunchError, prepare
 from .naming import server_of
-from .server import McpServer, Status
 from .settings import McpSection
+from .status import Status
+
+if TYPE_CHECKING:
+    from .server import McpServer
 
 log = logs.get(__name__)
 
@@ -46,6 +49,9 @@ class Connectors:
         hub = cls([])
         env = dict(os.environ if environ is None else environ)
         reader = read_file or (lambda path: Path(path).read_text())
+        if section.enabled:
+            # The MCP SDK is tens of megabytes: a daemon without servers never loads it.
+            from .server import McpServer
         for name, spec in section.enabled.items():
             problem = ""
             launch: Launch | None = None

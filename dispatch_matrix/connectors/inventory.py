@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..tools import Policy
-from .server import State, Status
+from .status import State, Status
+
+if TYPE_CHECKING:
+    from ..tools.policy import Policy
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ import copy
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import anyio
@@ -35,6 +33,7 @@ from .launch import Launch
 from .naming import api_names
 from .results import tool_result
 from .settings import McpServerSpec
+from .status import State, Status
 from .transport import Watch, open_transport
 
 log = logs.get(__name__)
@@ -45,29 +44,6 @@ _STABLE_S = 30.0
 _CALL_WAIT_S = 15.0
 _MAX_PAGES = 50
 _MAX_DESCRIPTION = 2000
-
-
-class State(Enum):
-    """Where a server is in its life."""
-
-    STARTING = "starting"
-    READY = "ready"
-    RESTARTING = "restarting"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class Status:
-    """A server's state for people (`!tools`, `doctor`)."""
-
-    name: str
-    state: State
-    detail: str
-    tools: int
-    restarts: int
-    describe: str
-    # Seconds until the next start, while it waits for one.
-    retry_in: float | None = None
 
 
 class McpServer:

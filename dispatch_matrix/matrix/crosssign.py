@@ -58,6 +58,10 @@ async def ensure_identity(
     me = client.user_id
     path = keys_path(state)
     keys = None if reset else CrossSigningKeys.load(path)
+    if keys is not None and not keys.publics_saved:
+        # An older file holds only the seeds: save the public keys beside them, so that
+        # later starts need no signing library to know them.
+        keys.save(path)
     published = await client.query_keys([me])
     server_master = key_of(published.get("master_keys", {}).get(me, {}))
     uploaded = False

@@ -2,7 +2,12 @@
 
 Pure functions over bytes and dicts: canonical JSON (the spec's "Signing JSON": the object
 without `signatures` and `unsigned`, keys sorted, no spaces, UTF-8), unpadded base64 keys
-and signatures. The private seeds live in the state folder's secrets/ (0600).
+and signatures. The private seeds live in the state folder's secrets/ (0600), beside their
+public keys.
+
+Verifying uses vodozemac, which nio loads anyway; signing and deriving a public key use
+`cryptography`, imported only then (a first start, a pairing): its OpenSSL bindings are
+about 8 MiB that an idle daemon does not need to hold.
 """
 
 from __future__ import annotations
@@ -10,21 +15,18 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import vodozemac
 from canonicaljson import encode_canonical_json
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
 
 from ..state import write_private
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def b64(data: bytes) -> str:
@@ -50,17 +52,26 @@ class SigningKey:
     """An Ed25519 key pair kept as its 32-byte seed."""
 
     seed: bytes
+    # The public key as saved beside the seed (unpadded base64); derived when not given.
+    known_public: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def generate(cls) -> SigningKey:
-        private = Ed25519PrivateKey.generate()
-        raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        return cls(raw)
+        return cls(secrets.token_bytes(32))
+
+    def _private(self) -> Ed25519PrivateKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        return Ed25519PrivateKey.from_private_bytes(self.seed)
 
     @property
     def public(self) -> str:
         """The public key, unpadded base64."""
-        key = Ed25519PrivateKey.from_private_bytes(self.seed).public_key()
+        if self.known_public is not None:
+            return self.known_public
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        key = self._private().public_key()
         return b64(key.public_bytes(Encoding.Raw, PublicFormat.Raw))
 
     @property
@@ -70,7 +81,7 @@ class SigningKey:
 
     def sign(self, obj: dict[str, Any], user_id: str) -> dict[str, Any]:
         """A copy of `obj` with this key's signature added under `user_id`."""
-        signature = Ed25519PrivateKey.from_private_bytes(self.seed).sign(signable(obj))
+        signature = self._private().sign(signable(obj))
         signed = copy.deepcopy(obj)
         signed.setdefault("signatures", {}).setdefault(user_id, {})[self.key_id] = b64(signature)
         return signed
@@ -82,9 +93,12 @@ def verify(obj: dict[str, Any], user_id: str, key_id: str, public_key: str) -> b
     if not isinstance(signature, str):
         return False
     try:
-        key = Ed25519PublicKey.from_public_bytes(unb64(public_key))
-        key.verify(unb64(signature), signable(obj))
-    except (InvalidSignature, ValueError):
+        # Re-encoded: vodozemac reads only unpadded standard base64.
+        key = vodozemac.Ed25519PublicKey.from_base64(b64(unb64(public_key)))
+        signed = vodozemac.Ed25519Signature.from_base64(b64(unb64(signature)))
+        key.verify_signature(signable(obj), signed)
+    except ValueError:
+        # Bad base64 (binascii.Error) and vodozemac's Key/SignatureException are ValueErrors.
         return False
     return True
 
@@ -114,11 +128,19 @@ class CrossSigningKeys:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(
-            SigningKey(unb64(data["master"])),
-            SigningKey(unb64(data["self_signing"])),
-            SigningKey(unb64(data["user_signing"])),
-        )
+        # Files written before the public keys were saved too derive them (once per start).
+        public = data.get("public", {})
+
+        def key(name: str) -> SigningKey:
+            return SigningKey(unb64(data[name]), public.get(name))
+
+        return cls(key("master"), key("self_signing"), key("user_signing"))
+
+    @property
+    def publics_saved(self) -> bool:
+        """Whether the public keys came from the file (not derived from the seeds)."""
+        keys = (self.master, self.self_signing, self.user_signing)
+        return all(key.known_public is not None for key in keys)
 
     def save(self, path: Path) -> None:
         """Write the private seeds, readable only by us."""
@@ -129,6 +151,11 @@ class CrossSigningKeys:
                     "master": b64(self.master.seed),
                     "self_signing": b64(self.self_signing.seed),
                     "user_signing": b64(self.user_signing.seed),
+                    "public": {
+                        "master": self.master.public,
+                        "self_signing": self.self_signing.public,
+                        "user_signing": self.user_signing.public,
+                    },
                 }
             ),
         )

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from nio import SyncResponse
 
-from .. import logs
+from .. import logs, walltimer
 from ..backoff import Backoff
 from ..errors import DispatchError, HomeserverError
 from ..store import Database
@@ -48,7 +48,7 @@ class SyncLoop:
         db: Database,
         handle: Callable[[SyncResponse, str | None], Awaitable[None]],
         timeout_ms: int,
-        watch_every_s: float = _WATCH_EVERY_S,
+        watch_every_s: float | None = None,
         stall_margin_s: float = 120.0,
         recovered: Callable[[], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -126,11 +126,22 @@ class SyncLoop:
                 self.first_sync_done.set()
                 log.info("sync.ready", seconds=round(self.first_sync_seconds, 3))
 
+    async def _until_next_look(self) -> None:
+        """Until the loop could have stalled, or the wall clock jumped, where the system
+        reports jumps (idle, the watchdog then wakes once per stall limit, not every few
+        seconds); else, or at a set interval (tests), a fixed look every few seconds."""
+        if self._watch_every_s is None and walltimer.available():
+            left = self.last_progress + self.stall_limit_s - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(walltimer.wait_wall(None), max(left, 0.0) + 0.5)
+            return
+        await asyncio.sleep(self._watch_every_s or _WATCH_EVERY_S)
+
     async def watch(self) -> None:
         """Raise SyncStalled if the loop stops progressing; kick it after a clock jump."""
         wall, mono = time.time(), time.monotonic()
         while True:
-            await asyncio.sleep(self._watch_every_s)
+            await self._until_next_look()
             now_wall, now_mono = time.time(), time.monotonic()
             jump = (now_wall - wall) - (now_mono - mono)
             wall, mono = now_wall, now_mono

@@ -4,9 +4,12 @@ the answers to answers. Part of the queue's texts (`texts.py`), kept apart for i
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from ..store import Task
-from ..tools import Decision
+
+if TYPE_CHECKING:
+    from ..tools.policy import Decision
 
 
 def code_block(text: str) -> str:

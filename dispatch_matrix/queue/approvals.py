@@ -14,14 +14,17 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import logs
 from ..agent.ports import Approval
 from ..ids import EventID, RoomID, UserID
 from ..store import Database, Task, TaskState
-from ..tools import Decision
 from . import approval_texts as texts
 from .ports import Room
+
+if TYPE_CHECKING:
+    from ..tools.policy import Decision
 
 log = logs.get(__name__)
 

@@ -7,17 +7,22 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from .. import logs
-from ..agent import Agent, usage
+from ..agent import usage
 from ..connectors.inventory import Group
 from ..errors import ModelError
 from ..ids import EventID, RoomID
+from ..pending import Pending
 from ..store import Database, TaskState
 from . import texts
 from .commands import Command
 from .ports import Room, VoiceRetry
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from ..agent import Agent
 
 log = logs.get(__name__)
 
@@ -35,10 +40,10 @@ class Control:
         db: Database,
         worker: Worker,
         room: Room,
-        agent: Agent,
+        agent: Pending[Agent],
         voice: VoiceRetry | None = None,
         more: Mapping[str, Handler] | None = None,
-        tools: Callable[[], list[Group]] | None = None,
+        tools: Callable[[], Awaitable[list[Group]]] | None = None,
     ) -> None:
         self._more = dict(more or {})
         self._db = db
@@ -162,7 +167,8 @@ class Control:
         self._compacting.add_done_callback(_log_failure)
         return texts.COMPACTING
 
-    async def _compact(self, agent: Agent, room_id: RoomID, event_id: str) -> None:
+    async def _compact(self, pending: Pending[Agent], room_id: RoomID, event_id: str) -> None:
+        agent = await pending.get()
         try:
             done = await agent.compact_now()
         except ModelError as err:
@@ -176,7 +182,7 @@ class Control:
         )
 
     async def _memory(self, _command: Command) -> str:
-        memory = self._agent.memory
+        memory = (await self._agent.get()).memory
         if memory is None:
             return texts.NO_MEMORY
         return texts.memory_shown(memory.read(), memory.max_bytes)
@@ -186,13 +192,13 @@ class Control:
         recent = [
             (self._db.task(task_id), totals) for task_id, totals in usage.recent_tasks(self._db)
         ]
-        budget = self._agent.settings.daily_budget_usd
+        budget = (await self._agent.get()).settings.daily_budget_usd
         return texts.usage_report(
             usage.today(self._db, now), usage.last_days(self._db, now, 7), recent, budget
         )
 
     async def _model(self, command: Command) -> str:
-        agent = self._agent
+        agent = await self._agent.get()
         current, default, name = agent.current_model(), agent.default_model, command.arg.strip()
         if not name:
             shown = texts.model_shown(current, default, usage.price_of(current) is not None)
@@ -212,7 +218,7 @@ class Control:
     async def _tools(self, _command: Command) -> str:
         if self._inventory is None:
             return texts.NO_TOOLS_REPORT
-        return texts.tools_report(self._inventory())
+        return texts.tools_report(await self._inventory())
 
 
 def _log_failure(job: asyncio.Task[None]) -> None:

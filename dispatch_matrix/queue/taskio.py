@@ -8,15 +8,18 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import logs
 from ..agent.ports import Approval
 from ..ids import EventID
 from ..store import Task
-from ..tools import Decision
 from ..tools.groups import ProcessGroups
 from .approvals import Approvals
 from .ports import Room
+
+if TYPE_CHECKING:
+    from ..tools.policy import Decision
 
 log = logs.get(__name__)
 

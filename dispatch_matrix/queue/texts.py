@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from anthropic.types import ModelInfo
+from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..agent import BudgetSpent
-from ..agent.compaction import Compaction
+from ..agent.errors import BudgetSpent
 from ..agent.usage import UNKNOWN_MODEL, Totals
 from ..connectors.inventory import Group
 from ..errors import ModelError
 from ..store import Task, TaskState
+
+if TYPE_CHECKING:
+    from anthropic.types import ModelInfo
+
+    from ..agent.compaction import Compaction
 
 EMOJI = {
     TaskState.QUEUED: "⏳",

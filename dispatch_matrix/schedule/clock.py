@@ -2,9 +2,12 @@
 
 `SystemClock` is the wall clock. Waiting for a wall-clock time cannot be one long sleep:
 asyncio sleeps on the monotonic clock, which stands still while the computer is suspended,
-so a sleep begun before a suspend would end that much late. The wait is therefore cut in
-short slices and the wall clock is read again after each; a jump (suspend/resume, the time
-being set, the test offset moved) is noticed at the first slice after it and logged.
+so a sleep begun before a suspend would end that much late. On Linux the wait is one
+wall-clock timer (`walltimer`: a timerfd that fires at the wall time, also across a
+suspend, and reports the clock being set or a resume), so an idle daemon is not woken until
+something is due. Elsewhere, and with the test offset, the wait is cut in short slices and
+the wall clock is read again after each; a jump (suspend/resume, the time being set, the
+test offset moved) is noticed at the first slice after it. Either way a jump is logged.
 
 For end-to-end tests only, the clock can add an offset read from a file in the state folder
 (`[schedule] test_clock = true`; the file `clock-offset` holds seconds, e.g. `3600`). A test
@@ -22,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from .. import logs
+from .. import logs, walltimer
 
 log = logs.get(__name__)
 
@@ -72,8 +75,15 @@ class SystemClock:
         return datetime.fromtimestamp(time.time() + self._read_offset(), UTC)
 
     async def wait_until(self, when: datetime | None, wake: asyncio.Event) -> None:
-        """Wait in slices, re-reading the wall clock after each (see the module docstring)."""
+        """Wait for `when`, a jump or `wake` (see the module docstring): on one wall-clock
+        timer where the system has one, else in slices."""
         wall, mono = self.now().timestamp(), time.monotonic()
+        if self._offset_file is None and walltimer.available():
+            woke = await walltimer.wait_wall(when.timestamp() if when else None, wake)
+            if woke is walltimer.Woke.JUMPED:
+                jump = (time.time() - wall) - (time.monotonic() - mono)
+                log.warning("schedule.clock_jump", seconds=round(jump, 1))
+            return
         while True:
             now = datetime.fromtimestamp(wall, UTC)
             if when is not None and now >= when:

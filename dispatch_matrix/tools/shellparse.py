@@ -20,9 +20,10 @@ is only known at run time, and the scripts of the command substitutions inside i
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-import tree_sitter_bash
-from tree_sitter import Language, Node, Parser
+if TYPE_CHECKING:
+    from tree_sitter import Node, Parser
 
 from .shellmodel import Assignment, Command, Problem, Redirect, Script, Word
 from .shellwords import double_quoted, escape, hidden_expansion, unquoted
@@ -69,6 +70,10 @@ def parse(source: str) -> Script:
 
 @functools.cache
 def _parser() -> Parser:
+    # Loaded with the first command judged: an idle daemon does not hold the grammar.
+    import tree_sitter_bash
+    from tree_sitter import Language, Parser
+
     return Parser(Language(tree_sitter_bash.language()))
 
 

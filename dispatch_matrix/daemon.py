@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -26,12 +25,12 @@ from nio import SyncResponse
 from . import __version__, logs
 from .backoff import Backoff
 from .config import Config
-from .connectors.inventory import Group
 from .errors import DispatchError, HomeserverError
 from .faults import disk_full
 from .health import HealthRecorder
 from .homeserver import LocalSynapse
 from .ids import UserID
+from .late_agent import WhenBuilt, inventory_of, load_agent_module, not_loaded, reachable_through
 from .matrix.client import MatrixClient
 from .matrix.crosssign import OwnIdentity, ensure_identity, until_approved
 from .matrix.failures import Unreachable
@@ -58,12 +57,13 @@ from .schedule.zones import owner_zone
 from .start_notices import (
     announce_replacement,
     announce_unconfined,
+    banner,
     report_model,
     retire_device,
 )
 from .state import StateFolder
 from .store import Database
-from .store.models import Session, Task
+from .store.models import Session
 from .tools.sandbox_host import (
     Confinement,
     check_sandbox,
@@ -74,7 +74,7 @@ from .tools.sandbox_host import (
 from .voice.transcribe import build_transcriber
 
 if TYPE_CHECKING:
-    from .agent import Agent, TaskIO
+    from .agent import Agent
     from .agent_parts import AgentParts
 
 log = logs.get(__name__)
@@ -94,22 +94,6 @@ async def connect(
             wait = backoff.next()
             log.warning("matrix.unreachable", error=err.message, retry_in=wait, fix=err.fix)
             await asyncio.sleep(wait)
-
-
-def banner(config: Config, session: Session, first_sync_s: float | None) -> str:
-    """What a newcomer needs to see once the bot is connected."""
-    owners = ", ".join(config.matrix.owners)
-    took = f" (first sync {first_sync_s:.2f}s)" if first_sync_s is not None else ""
-    return (
-        f"dispatch-matrix {__version__}: connected{took}\n"
-        f"  bot:    {session.user_id}  device {session.device_id}\n"
-        f"  server: {session.homeserver}\n"
-        f"  owners: {owners}\n"
-        f"  state:  {config.state_dir}\n"
-        f"To talk to it: sign in to Element as an owner, start a chat with {session.user_id}\n"
-        f"(Start chat → enter the id → Go), and send a message. It answers only encrypted\n"
-        f"messages from its owners. Stop with Ctrl-C."
-    )
 
 
 async def run(config: Config, say: Callable[[str], None] = print) -> int:
@@ -178,7 +162,7 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     logs.REDACTOR.add(*environment_secrets(os.environ, config.agent.secret_env_passthrough))
     # The agent's half (the SDK, MCP, the tools) loads in a thread meanwhile: the interpreter
     # is otherwise idle while it waits for the homeserver, and the Matrix half needs none of it.
-    agent_module = asyncio.create_task(asyncio.to_thread(_load_agent_module), name="agent-load")
+    agent_module = asyncio.create_task(asyncio.to_thread(load_agent_module), name="agent-load")
     homeserver: LocalSynapse | None = None
     db: Database | None = None
     client: MatrixClient | None = None
@@ -294,12 +278,12 @@ async def _serve(
     )
     worker = Worker(
         db,
-        _WhenBuilt(agent),
+        WhenBuilt(agent),
         outbox,
         approval_timeout_s=config.permissions.approval_timeout_s,
         outage_first_s=config.agent.outage_retry_s,
         answered=speech.answered if speech else None,
-        probe=_reachable(agent),
+        probe=reachable_through(agent),
     )
     voice = VoiceInbox(
         client,
@@ -319,7 +303,7 @@ async def _serve(
         agent,
         voice,
         more=reminders.handlers(),
-        tools=_inventory(parts),
+        tools=inventory_of(parts),
     )
     intake = Intake(
         db, worker, outbox, control, config.agent.max_task_chars, on_reaction=reminders.reaction
@@ -372,14 +356,14 @@ async def _serve(
         await scheduler.run()
 
     async def build_agent(group: asyncio.TaskGroup) -> None:
-        module = await (agent_module or asyncio.to_thread(_load_agent_module))
+        module = await (agent_module or asyncio.to_thread(load_agent_module))
         try:
             built: AgentParts = module.build(
                 config, db, confinement, clock, zone, schedules_changed
             )
         except ImportError as err:
             # The MCP SDK, imported only when a server is configured.
-            raise _not_loaded(err) from err
+            raise not_loaded(err) from err
         built.start(group, worker, synced, client, outbox)
         parts.set(built)
         agent.set(built.agent)
@@ -400,49 +384,6 @@ async def _serve(
     except* (DispatchError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
     return 0
-
-
-def _load_agent_module() -> ModuleType:
-    """dispatch_matrix.agent_parts, imported (in a thread: it is most of the start-up time);
-    a library that is missing or broken is one clear error that ends the run."""
-    try:
-        return importlib.import_module(".agent_parts", __package__)
-    except ImportError as err:
-        raise _not_loaded(err) from err
-
-
-def _not_loaded(err: ImportError) -> DispatchError:
-    return DispatchError(
-        f"the agent could not be loaded: {err}",
-        fix="reinstall dispatch-matrix in its environment (pip install .)",
-    )
-
-
-class _WhenBuilt:
-    """The worker's agent before it is built; the worker starts only after, so a task never
-    waits here for long, and never runs without it."""
-
-    def __init__(self, agent: Pending[Agent]) -> None:
-        self._agent = agent
-
-    async def answer(self, task: Task, io: TaskIO) -> str:
-        return await (await self._agent.get()).answer(task, io)
-
-
-def _reachable(agent: Pending[Agent]) -> Callable[[], Awaitable[bool]]:
-    """The worker's probe of the API, through the agent once it is built."""
-
-    async def reachable() -> bool:
-        return await (await agent.get()).reachable()
-
-    return reachable
-
-
-def _inventory(parts: Pending[AgentParts]) -> Callable[[], Awaitable[list[Group]]]:
-    async def inventory() -> list[Group]:
-        return (await parts.get()).inventory()
-
-    return inventory
 
 
 def default_config_path() -> Path:

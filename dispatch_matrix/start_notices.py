@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import logs
+from . import __version__, logs
 from .errors import HomeserverError
 from .ids import RoomID
 from .matrix import texts
@@ -18,6 +18,8 @@ from .store import Database
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .config import Config
+    from .store.models import Session
 
 log = logs.get(__name__)
 
@@ -82,3 +84,19 @@ async def report_model(agent: Agent, db: Database, client: MatrixClient, outbox:
         await outbox.post(
             RoomID(room_id), queue_texts.model_ending(notice), notice=True, key=f"{key}-{room_id}"
         )
+
+
+def banner(config: Config, session: Session, first_sync_s: float | None) -> str:
+    """What a newcomer needs to see once the bot is connected."""
+    owners = ", ".join(config.matrix.owners)
+    took = f" (first sync {first_sync_s:.2f}s)" if first_sync_s is not None else ""
+    return (
+        f"dispatch-matrix {__version__}: connected{took}\n"
+        f"  bot:    {session.user_id}  device {session.device_id}\n"
+        f"  server: {session.homeserver}\n"
+        f"  owners: {owners}\n"
+        f"  state:  {config.state_dir}\n"
+        f"To talk to it: sign in to Element as an owner, start a chat with {session.user_id}\n"
+        f"(Start chat → enter the id → Go), and send a message. It answers only encrypted\n"
+        f"messages from its owners. Stop with Ctrl-C."
+    )

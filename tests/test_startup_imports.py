@@ -38,10 +38,10 @@ def test_a_library_the_agent_needs_that_will_not_import_is_one_clear_error() -> 
     missing = "anthropic"
     done = run_python(
         f"import sys; sys.modules[{missing!r}] = None\n"
-        "from dispatch_matrix.daemon import _load_agent_module\n"
+        "from dispatch_matrix.late_agent import load_agent_module\n"
         "from dispatch_matrix.errors import DispatchError\n"
         "try:\n"
-        "    _load_agent_module()\n"
+        "    load_agent_module()\n"
         "except DispatchError as err:\n"
         "    print(err.one_line())\n"
     )

@@ -384,36 +384,44 @@ class Run:
             assert s.nio is not None
             await s.nio.stop()
         tag = secrets.token_hex(3)
-        first = ""
         for i in range(n):
-            sent = await s.owner.send_text(s.room, f"backlog {tag} {i:04d}")
-            first = first or sent
-        began = time.monotonic()
+            await s.owner.send_text(s.room, f"backlog {tag} {i:04d}")
+        began, began_wall = time.monotonic(), time.time()
         if s.ours is not None:
             s.ours = self.ours_process(s.ours.config)
             await timed_start(s.ours)
         else:
-            # It never backfills: a timeline limit above the backlog is its best case.
+            # It pages back a gap newest-first; a timeline limit above the backlog lets its
+            # first sync carry all of it, oldest first (its best case).
             s.nio = await self.start_nio(s.bot_account, "--timeline-limit", str(n + 50))
             await s.nio.wait_connected(600)
-        connected = time.monotonic()
-        await s.owner.wait_message(
-            s.room, sender=s.user, contains=f"backlog {tag} {n - 1:04d}", timeout=3600
-        )
-        done = time.monotonic()
-        bodies = [
-            str(m["content"].get("body", ""))
-            for m in await s.owner.messages(s.room)
-            if m["sender"] == s.user and m["type"] == "m.room.message"
-        ]
-        answered = [b for b in bodies if f"backlog {tag} " in b]
-        order = [int(b.split(f"backlog {tag} ")[1][:4]) for b in answered]
+        connected = time.monotonic() - began
+        # Every answer, not just the last message's: a bot may answer out of order.
+        deadline = time.monotonic() + 3600
+        while True:
+            answers = [
+                m
+                for m in await s.owner.messages(s.room)
+                if m["sender"] == s.user
+                and m["type"] == "m.room.message"
+                and f"backlog {tag} " in str(m["content"].get("body", ""))
+            ]
+            numbers = {
+                int(str(m["content"]["body"]).split(f"backlog {tag} ")[1][:4]) for m in answers
+            }
+            if len(numbers) >= n or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1.0)
+        # The homeserver's clock on this machine: when the last answer was persisted.
+        last = max(int(m["origin_server_ts"]) for m in answers) / 1000 - began_wall
+        order = [int(str(m["content"]["body"]).split(f"backlog {tag} ")[1][:4]) for m in answers]
         return {
             "messages": n,
-            "spawn_to_last_answer_s": round(done - began, 2),
-            "connected_to_last_answer_s": round(done - connected, 2),
-            "tasks_per_s": round(n / (done - began), 2),
-            "answers": len(answered),
+            "spawn_to_last_answer_s": round(last, 2),
+            "connected_to_last_answer_s": round(last - connected, 2),
+            "tasks_per_s": round(n / last, 2),
+            "answers": len(answers),
+            "distinct": len(numbers),
             "in_order": order == sorted(order),
         }
 
@@ -442,78 +450,116 @@ class Run:
         return found
 
 
+PHASES = ("startup", "relaxed", "paced", "catch_up", "turns")
+
+
 async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     run = Run(args, folder)
     facts = machine()
     code = revision()
+    chosen = set(args.phases.split(","))
+    found: dict[str, Any] = {}
     await run.up()
     say(f"synapse up at {run.synapse.url}")
-
-    say("\n[1/5] start-to-ready with an existing store")
     ours = await run.subject("ours", "r", limited=False)
     nio = await run.subject("nio", "r", limited=False)
-    startup = {
-        "ours_s": await run.restarts(ours),
-        "nio_s": await run.restarts(nio),
-        "floor_import": [await run.floor_import() for _ in range(args.startup_runs)],
-    }
-    say(f"  ours {startup['ours_s']}, nio {startup['nio_s']}")
 
-    say(f"\n[2/5] relaxed homeserver: {args.messages} messages one at a time")
-    first_request = len(run.api.requests)
-    relaxed = {
-        "ours": await run.conversation(ours, args.messages, ack=True),
-        "nio": await run.conversation(nio, args.messages, ack=False),
-    }
-    relaxed["tokens"] = run.tokens(first_request, args.messages)
-    say(f"  {json.dumps(relaxed)}")
+    if "startup" in chosen:
+        say("\n[startup] start-to-ready with an existing store")
+        found["startup"] = {
+            "ours_s": await run.restarts(ours),
+            "nio_s": await run.restarts(nio),
+            "floor_import": [await run.floor_import() for _ in range(args.startup_runs)],
+        }
+        say(f"  {json.dumps(found['startup'])}")
 
-    say(f"\n[3/5] stock limits, paced ({args.paced} × {args.pace} s); idle bots beside it")
-    limited = [
-        await run.subject("nio", "l", limited=True),
-        await run.subject("ours", "l", limited=True),
-    ]
-    idle_task = asyncio.create_task(run.idle([ours, nio], args.idle_seconds))
-    paced = await run.paced(limited, args.paced)
-    idle = await idle_task
-    say(f"  paced {json.dumps(paced)}\n  idle {json.dumps(idle)}")
-    for s in limited:
-        if s.ours is not None:
-            await stop_bot(s.ours)
-        elif s.nio is not None:
-            await s.nio.stop()
+    if "relaxed" in chosen:
+        say(f"\n[relaxed] relaxed homeserver: {args.messages} messages one at a time")
+        first_request = len(run.api.requests)
+        relaxed = {
+            "ours": await run.conversation(ours, args.messages, ack=True),
+            "nio": await run.conversation(nio, args.messages, ack=False),
+        }
+        relaxed["tokens"] = run.tokens(first_request, args.messages)
+        found["relaxed"] = relaxed
+        say(f"  {json.dumps(relaxed)}")
 
-    say(f"\n[4/5] catch-up of {args.backlog} messages sent while stopped")
-    catch_up = {"ours": await run.catch_up(ours, args.backlog)}
-    catch_up["nio"] = await run.catch_up(nio, args.backlog)
-    say(f"  {json.dumps(catch_up)}")
+    if "paced" in chosen:
+        say(f"\n[paced] stock limits ({args.paced} × {args.pace} s); idle bots beside it")
+        limited = [
+            await run.subject("nio", "l", limited=True),
+            await run.subject("ours", "l", limited=True),
+        ]
+        idle_task = asyncio.create_task(run.idle([ours, nio], args.idle_seconds))
+        found["paced"] = await run.paced(limited, args.paced)
+        found["idle"] = await idle_task
+        say(f"  paced {json.dumps(found['paced'])}\n  idle {json.dumps(found['idle'])}")
+        for s in limited:
+            if s.ours is not None:
+                await stop_bot(s.ours)
+            elif s.nio is not None:
+                await s.nio.stop()
 
-    marks = [int(x) for x in args.turns.split(",")]
-    say(f"\n[5/5] memory over {marks} turns")
-    # A small context window: the conversation compacts many times over 10,000 turns, as a
-    # long-lived one does, without every request carrying 140k tokens of echo.
-    fresh = [
-        await run.subject("ours", "t", limited=False, agent="context_window = 20000"),
-        # Batches outrun one sync's default timeline (the echo bot never backfills).
-        await run.subject("nio", "t", limited=False, nio_args=("--timeline-limit", "1000")),
-    ]
-    found = await asyncio.gather(*(run.turns(s, marks, args.batch) for s in fresh))
-    turns = {"marks": marks, "ours": found[0], "nio": found[1]}
-    turns["compactions"] = len(fresh[0].ours.log_events("agent.compacted")) if fresh[0].ours else 0
+    if "catch_up" in chosen:
+        say(f"\n[catch_up] {args.backlog} messages sent while stopped")
+        found["catch_up"] = {
+            "ours": await run.catch_up(ours, args.backlog),
+            "nio": await run.catch_up(nio, args.backlog),
+        }
+        say(f"  {json.dumps(found['catch_up'])}")
+
+    if "turns" in chosen:
+        marks = [int(x) for x in args.turns.split(",")]
+        say(f"\n[turns] memory over {marks} turns")
+        # A small context window: the conversation compacts many times over 10,000 turns, as
+        # a long-lived one does, without every echo request carrying 140k tokens.
+        fresh = [
+            await run.subject("ours", "t", limited=False, agent="context_window = 20000"),
+            # Batches outrun one sync's default timeline.
+            await run.subject("nio", "t", limited=False, nio_args=("--timeline-limit", "1000")),
+        ]
+        both = await asyncio.gather(*(run.turns(s, marks, args.batch) for s in fresh))
+        bot = fresh[0].ours
+        found["turns"] = {
+            "marks": marks,
+            "ours": both[0],
+            "nio": both[1],
+            "compactions": len(bot.log_events("agent.compacted")) if bot else 0,
+        }
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return {
         "benchmark": "report",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": now,
         "command": " ".join([Path(sys.executable).as_posix(), *sys.argv]),
         "settings": vars(args) | {"out": str(args.out), "markdown": str(args.markdown)},
         "machine": {**facts, "loadavg_at_end": list(os.getloadavg())},
         "revision": code,
-        "startup": startup,
-        "relaxed": relaxed,
-        "paced": paced,
-        "idle": idle,
-        "catch_up": catch_up,
-        "turns": turns,
+        "measured": dict.fromkeys(found, now),
+        **found,
     }
+
+
+def merged(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """An earlier full run with some phases measured again: each phase keeps its own date
+    (both bots of a phase are always measured in the same run)."""
+    out = dict(earlier)
+    out.setdefault("measured", dict.fromkeys(PHASES, earlier["date"]))
+    out["measured"]["idle"] = out["measured"].get("idle", earlier["date"])
+    for phase in (*PHASES, "idle"):
+        if phase in later:
+            out[phase] = later[phase]
+            out["measured"][phase] = later["measured"][phase]
+    out["reruns"] = [
+        *earlier.get("reruns", []),
+        {
+            "date": later["date"],
+            "phases": sorted(later["measured"]),
+            "command": later["command"],
+            "revision": later["revision"]["head"],
+            "loadavg_at_end": later["machine"]["loadavg_at_end"],
+        },
+    ]
+    return out
 
 
 # -- BENCHMARKS.md -----------------------------------------------------------------------------
@@ -610,6 +656,12 @@ def markdown(r: dict[str, Any]) -> str:
             f" (CPU: other processes took {r['cpu']['other_share_of_machine']:.0%} of the machine)"
             if "cpu" in r
             else ""
+        ),
+        *(
+            f"- **Re-measured** {rerun['date']}: {', '.join(rerun['phases'])} "
+            f"(code {rerun['revision'][:12]}, load average at end "
+            f"{rerun['loadavg_at_end'][0]:.2f}); each phase's two bots share one run"
+            for rerun in r.get("reruns", [])
         ),
         "",
         "## Goals",
@@ -732,10 +784,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--turns", default="1000,10000", help="RSS after these turn counts")
     parser.add_argument("--batch", type=int, default=100, help="turns sent per batch")
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="comma-separated subset of " + ",".join(PHASES) + "; with fewer than all, the "
+        "others are taken from --out's earlier results (each phase keeps its own date)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--markdown", type=Path, default=MARKDOWN)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    unknown = set(args.phases.split(",")) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases {sorted(unknown)}; choose from {','.join(PHASES)}")
     if args.quick:
         args.messages, args.paced, args.pace, args.idle_seconds = 10, 5, 6.0, 30.0
         args.startup_runs, args.backlog, args.turns, args.batch = 2, 50, "100,300", 50
@@ -765,6 +826,8 @@ def main(argv: list[str] | None = None) -> int:
     keep, code = args.keep, 1
     try:
         results = asyncio.run(go())
+        if set(args.phases.split(",")) != set(PHASES):
+            results = merged(json.loads(args.out.read_text()), results)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
         args.markdown.write_text(markdown(results))

@@ -577,9 +577,13 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     rss = ratio(idle["ours-r"]["rss_mib"], floor_rss)
     cu = r["catch_up"]["ours"]
     marks = [str(m) for m in r["turns"]["marks"]]
-    m_lo, m_hi = r["turns"]["ours"][marks[0]]["rss_mib"], r["turns"]["ours"][marks[-1]]["rss_mib"]
-    growth = (m_hi - m_lo) / m_lo
-    n_lo, n_hi = r["turns"]["nio"][marks[0]]["rss_mib"], r["turns"]["nio"][marks[-1]]["rss_mib"]
+
+    def rss_at(who: str, mark: str) -> float | None:
+        return (r["turns"][who].get(mark) or {}).get("rss_mib")
+
+    m_lo, m_hi = rss_at("ours", marks[0]), rss_at("ours", marks[-1])
+    growth = (m_hi - m_lo) / m_lo if m_lo and m_hi and len(marks) > 1 else None
+    n_lo, n_hi = rss_at("nio", marks[0]), rss_at("nio", marks[-1])
     cpu = idle["ours-r"]["cpu_percent"]
 
     def met(value: float | None, ok: bool) -> bool | None:
@@ -619,9 +623,10 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         ),
         (
             f"memory flat (±10 %) {marks[0]} → {marks[-1]} turns",
-            f"{m_lo} → {m_hi} MiB ({growth:+.1%})",
+            f"{m_lo} → {m_hi or '(not reached)'} MiB"
+            + (f" ({growth:+.1%})" if growth is not None else ""),
             f"{n_lo} → {n_hi} MiB",
-            abs(growth) <= 0.10,
+            met(growth, growth is not None and abs(growth) <= 0.10),
         ),
         (
             "idle RSS ≤ 1.1× the libraries' floor",
@@ -630,6 +635,19 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             met(rss, rss is not None and rss <= 1.1),
         ),
     ]
+
+
+def rss_at_mark(r: dict[str, Any], who: str, mark: int) -> float | None:
+    found: float | None = (r["turns"][who].get(str(mark)) or {}).get("rss_mib")
+    return found
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value}×"
+
+
+def _mib_or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value} MiB"
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -657,6 +675,7 @@ def markdown(r: dict[str, Any]) -> str:
             if "cpu" in r
             else ""
         ),
+        *(f"- **Note:** {note}" for note in r.get("notes", [])),
         *(
             f"- **Re-measured** {rerun['date']}: {', '.join(rerun['phases'])} "
             f"(code {rerun['revision'][:12]}, load average at end "
@@ -698,14 +717,20 @@ def markdown(r: dict[str, Any]) -> str:
         f"restarts with an existing store, a DM and a conversation; median of "
         f"{len(st['ours_s'])}.",
         f"- **Catch-up:** {cu['ours']['messages']} messages sent while the bot was stopped; "
-        "spawn → the last answer at the owner. The echo bot never backfills, so it is "
-        "started with a sync timeline limit above the backlog (its best case); "
+        "spawn → the last of every answer, by the homeserver's timestamps. The echo bot "
+        "(which pages back a gap newest-first) is started with a sync timeline limit above "
+        "the backlog, its best case; "
         "dispatch-matrix syncs 100 events at a time and backfills the gap from `/messages`.",
         f"- **Memory over turns:** fresh bots; the owner sends batches of "
         f"{r['settings']['batch']} and waits for the batch's last answer; RSS after "
         f"{', '.join(str(x) for x in r['turns']['marks'])} turns. dispatch-matrix runs with "
         "`context_window = 20000`, so the conversation is compacted "
-        f"{r['turns']['compactions']} times on the way (a long-lived conversation's life, "
+        + (
+            f"{r['turns']['compactions']} times on the way "
+            if r["turns"].get("compactions") is not None
+            else "many times on the way "
+        )
+        + "(a long-lived conversation's life, "
         "without every echo request carrying 140k tokens).",
         "- **Tokens and cost:** the stand-in's usage for the relaxed conversation, priced "
         "with the list prices in `dispatch_matrix/agent/usage.py`.",
@@ -752,10 +777,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"{n['in_order']} | |",
     ]
     for mark in r["turns"]["marks"]:
-        o, n = r["turns"]["ours"][str(mark)], r["turns"]["nio"][str(mark)]
+        o, n = rss_at_mark(r, "ours", mark), rss_at_mark(r, "nio", mark)
         lines.append(
-            f"| RSS after {mark} turns | {o['rss_mib']} MiB | {n['rss_mib']} MiB | "
-            f"{ratio(o['rss_mib'], n['rss_mib'])}× |"
+            f"| RSS after {mark} turns | {_mib_or_dash(o)} | {_mib_or_dash(n)} | "
+            f"{_times(ratio(o, n))} |"
         )
     pt = tk["per_task"]
     lines += [

@@ -57,7 +57,6 @@ from foundation import (  # noqa: E402
     Accounts,
     CpuMeter,
     NioBot,
-    descendants,
     machine,
     memory,
     revision,
@@ -68,6 +67,7 @@ from foundation import (  # noqa: E402
 )
 from harness.bot import BotConfig, BotProcess  # noqa: E402
 from harness.jsclient import JsClient, check_installed  # noqa: E402
+from idle import tree_cpu_seconds  # noqa: E402
 
 from dispatch_matrix.agent.usage import cost  # noqa: E402
 from dispatch_matrix.homeserver import LocalSynapse, free_port  # noqa: E402
@@ -78,7 +78,6 @@ FLOOR_PROBE = (
     "import nio, anthropic, sys, time; print('ready', flush=True); "
     "sys.stdin.read()"  # sits until its stdin closes
 )
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -100,20 +99,24 @@ def ratio(ours: float | None, floor: float | None) -> float | None:
     return round(ours / floor, 2) if ours is not None and floor else None
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of a process tree (the root's waited-for children included)."""
-    total = 0.0
-    for each in descendants(pid):
-        try:
-            stat = Path(f"/proc/{each}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        ticks = int(fields[11]) + int(fields[12])
-        if each == pid:
-            ticks += int(fields[13]) + int(fields[14])
-        total += ticks / CLK_TCK
-    return total
+async def floor_process() -> asyncio.subprocess.Process:
+    """A process that has imported nio and anthropic, and waits (the libraries' floor)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        FLOOR_PROBE,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    await proc.stdout.readline()
+    return proc
+
+
+async def end_floor(proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    await proc.wait()
 
 
 # -- the two bots, behind one face -----------------------------------------------------------
@@ -280,19 +283,10 @@ class Run:
     async def floor_import(self) -> dict[str, float]:
         """The chosen libraries alone: `import nio, anthropic`, wall time to ready and RSS."""
         began = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            FLOOR_PROBE,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert proc.stdout is not None and proc.stdin is not None
-        await proc.stdout.readline()
+        proc = await floor_process()
         wall = time.monotonic() - began
         rss = memory(proc.pid)["rss_mib"]
-        proc.stdin.close()
-        await proc.wait()
+        await end_floor(proc)
         return {"wall_s": round(wall, 3), "rss_mib": rss}
 
     # -- 2. relaxed: latency, ack, tokens ------------------------------------------------------
@@ -349,30 +343,21 @@ class Run:
         return {name: stats(values) for name, values in found.items()}
 
     async def idle(self, subjects: list[Subject], seconds: float) -> dict[str, Any]:
-        floor = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            FLOOR_PROBE,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert floor.stdout is not None and floor.stdin is not None
-        await floor.stdout.readline()
+        floor = await floor_process()
         began = time.monotonic()
-        cpu0 = {s.name: cpu_seconds(s.pid) for s in subjects}
+        cpu0 = {s.name: tree_cpu_seconds(s.pid) for s in subjects}
         await asyncio.sleep(seconds)
         took = time.monotonic() - began
         out: dict[str, Any] = {"seconds": round(took, 1)}
         for s in subjects:
-            used = cpu_seconds(s.pid) - cpu0[s.name]
+            used = tree_cpu_seconds(s.pid) - cpu0[s.name]
             out[s.name] = {
                 "cpu_s": round(used, 3),
                 "cpu_percent": round(100 * used / took, 3),
                 "rss_mib": memory(s.pid)["rss_mib"],
             }
         out["floor_rss_mib"] = memory(floor.pid)["rss_mib"]
-        floor.stdin.close()
-        await floor.wait()
+        await end_floor(floor)
         return out
 
     # -- 4. catch-up -----------------------------------------------------------------------------

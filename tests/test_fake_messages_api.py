@@ -326,6 +326,25 @@ async def test_midstream_disconnect(
 # ---- default responder -----------------------------------------------------------------------
 
 
+async def test_the_echo_stops_at_max_tokens_as_the_service_does(
+    aclient: anthropic.AsyncAnthropic,
+) -> None:
+    # A summary request echoed whole would be longer than the summary it asks for.
+    long = "turn " * 2000
+    message = await aclient.messages.create(model=MODEL, max_tokens=50, messages=user(long))
+    assert message.stop_reason == "max_tokens"
+    assert message.content[0].text.startswith("echo: turn turn")
+    assert len(message.content[0].text) < 200
+    assert message.usage.output_tokens <= 50
+    async with aclient.messages.stream(
+        model=MODEL, max_tokens=50, messages=user("é" * 1000)
+    ) as stream:
+        final = await stream.get_final_message()
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens <= 50
+    short = await aclient.messages.create(model=MODEL, max_tokens=50, messages=user("hi"))
+    assert short.stop_reason == "end_turn" and short.content[0].text == "echo: hi"
+
+
 async def test_default_echo_responder(aclient: anthropic.AsyncAnthropic) -> None:
     message = await aclient.messages.create(
         model=MODEL, max_tokens=64, messages=user("hello there")

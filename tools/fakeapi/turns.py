@@ -33,6 +33,8 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
+from .cache import canonical_json, estimate_tokens
+
 TurnDict: TypeAlias = dict[str, Any]
 Turn: TypeAlias = Mapping[str, Any] | Callable[[dict[str, Any]], Mapping[str, Any] | None]
 
@@ -195,4 +197,17 @@ def echo_turn(body: Mapping[str, Any]) -> TurnDict:
         else:
             said = "(no text)"
         break
-    return normalize_turn({"text": f"echo: {said}"})
+    text = f"echo: {said}"
+    # As the service never writes past max_tokens: the echo of a long prompt (a summary
+    # request, say) is cut there and says so, counted as the usage counts output.
+    limit = body.get("max_tokens")
+    if isinstance(limit, int) and limit > 0 and _output_tokens(text) > limit:
+        cut = text[: 4 * limit]
+        while cut and _output_tokens(cut) > limit:  # JSON escapes and UTF-8 count more
+            cut = cut[: len(cut) - max(1, (_output_tokens(cut) - limit) * 2)]
+        return normalize_turn({"text": cut, "stop_reason": "max_tokens"})
+    return normalize_turn({"text": text})
+
+
+def _output_tokens(text: str) -> int:
+    return estimate_tokens(canonical_json([{"type": "text", "text": text}]))

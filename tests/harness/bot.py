@@ -19,8 +19,10 @@ from typing import Any
 
 
 def console_script() -> str:
-    """The installed `dispatch-matrix` script beside this interpreter."""
-    return str(Path(sys.executable).with_name("dispatch-matrix"))
+    """The installed `dispatch-matrix` script beside this interpreter, or beside the one
+    DISPATCH_MATRIX_PYTHON names (the benchmarks run the bot without the test packages)."""
+    python = os.environ.get("DISPATCH_MATRIX_PYTHON") or sys.executable
+    return str(Path(python).with_name("dispatch-matrix"))
 
 
 # The API key every test bot is given: what no room message or log line may show.

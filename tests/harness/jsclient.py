@@ -269,6 +269,40 @@ class JsClient:
         )
         return str(result["event_id"])
 
+    async def send_many(
+        self, room_id: str, bodies: list[str], *, in_flight: int = 4, timeout: float = 30
+    ) -> list[str]:
+        """Send m.text messages with up to `in_flight` sends outstanding (their order in the
+        room may then differ from `bodies`); the event ids, in the order of `bodies`."""
+        result = await self.call(
+            "send_many",
+            timeout=timeout * max(1, len(bodies)) + 30,
+            room_id=room_id,
+            bodies=bodies,
+            in_flight=in_flight,
+            timeout_ms=int(timeout * 1000),
+        )
+        return [str(x) for x in result["event_ids"]]
+
+    async def count_messages(
+        self, room_id: str, sender: str, contains: str, count: int, *, timeout: float = 30
+    ) -> int:
+        """Wait until at least `count` decrypted messages from `sender` contain `contains`."""
+        result = await self.call(
+            "count_messages",
+            timeout=timeout + 5,
+            room_id=room_id,
+            sender=sender,
+            contains=contains,
+            count=count,
+            timeout_ms=int(timeout * 1000),
+        )
+        return int(result["count"])
+
+    async def forget(self, room_id: str) -> int:
+        """Empty this client's buffer of the room's events (long benchmark runs)."""
+        return int((await self.call("forget", room_id=room_id))["dropped"])
+
     async def send_voice(
         self,
         room_id: str,

@@ -26,6 +26,11 @@
 //   react_encrypted {room_id, event_id, key} -> {event_id, encrypted}: a reaction sent
 //       encrypted, as some clients do (the js-sdk, like Element, sends reactions in clear)
 //   wait_message {room_id, sender?, contains?, after_event_id?, include_failures?, timeout_ms}
+//   send_many {room_id, bodies, in_flight=4} -> {event_ids}: m.text messages with up to
+//       in_flight sends outstanding (the sdk sends one a time otherwise; arrival order may differ)
+//   count_messages {room_id, sender, contains, count, timeout_ms} -> {count}: waits until at
+//       least `count` decrypted messages from sender contain `contains`
+//   forget {room_id} -> {dropped}: empties the room's event buffer (long benchmark runs)
 //   wait_reactions {room_id, event_id, sender?, keys, timeout_ms}
 //       -> {room_id, event_id, sender, type, body, content, was_encrypted, decryption_failed, decryption_failure}
 //   wait_receipt {room_id, event_id, user_id, timeout_ms} -> {event_id, user_id, ts}: once
@@ -510,6 +515,60 @@ commands.send_text = async ({ room_id, body, html, msgtype = "m.text", timeout_m
         content.formatted_body = html;
     }
     return sendEvent(room_id, "m.room.message", content, timeout_ms);
+};
+
+commands.send_many = async ({ room_id, bodies, in_flight = 4, timeout_ms = 30000 }) => {
+    const ids = new Array(bodies.length);
+    let next = 0;
+    const lane = async () => {
+        while (next < bodies.length) {
+            const i = next++;
+            const sent = await sendEvent(room_id, "m.room.message", { msgtype: "m.text", body: bodies[i] }, timeout_ms);
+            ids[i] = sent.event_id;
+        }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, in_flight) }, lane));
+    return { event_ids: ids };
+};
+
+commands.count_messages = async ({ room_id, sender, contains, count, timeout_ms = 30000 }) => {
+    requireClient();
+    // Only events that arrived since the last check are read: O(new) per wake-up.
+    const seen = new Set();
+    let matched = 0;
+    let from = 0;
+    return await waitFor(
+        () => {
+            const list = bufferOf(room_id);
+            let pending = from;
+            for (let i = from; i < list.length; i++) {
+                const ev = list[i];
+                const id = ev.getId();
+                if (isLocalId(id) || seen.has(id) || ev.getSender() !== sender) {
+                    if (pending === i) pending = i + 1;
+                    continue;
+                }
+                if (ev.isBeingDecrypted() || ev.shouldAttemptDecryption()) continue; // read again later
+                if (pending === i) pending = i + 1;
+                seen.add(id);
+                const body = ev.getOriginalContent()?.body;
+                if (ev.getType() === "m.room.message" && typeof body === "string" && body.includes(contains)) {
+                    matched++;
+                }
+            }
+            from = pending;
+            return matched >= count ? { count: matched } : null;
+        },
+        timeout_ms,
+        `${count} messages from ${sender} containing ${JSON.stringify(contains)}`,
+    );
+};
+
+commands.forget = async ({ room_id }) => {
+    const list = bufferOf(room_id);
+    const dropped = list.length;
+    list.length = 0;
+    return { dropped };
 };
 
 commands.send_event = async ({ room_id, type, content, timeout_ms = 30000 }) => {

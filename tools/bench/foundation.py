@@ -46,6 +46,7 @@ for extra in (ROOT / "tools", ROOT / "tests"):
 from fake_messages_api import FakeMessagesAPI  # noqa: E402
 from harness.bot import BotConfig, BotProcess  # noqa: E402
 from harness.jsclient import JsClient, check_installed  # noqa: E402
+from product_env import bot_python  # noqa: E402
 
 from dispatch_matrix import __version__  # noqa: E402
 from dispatch_matrix.homeserver import LocalSynapse, free_port  # noqa: E402
@@ -163,7 +164,7 @@ class NioBot:
     async def spawn(self) -> None:
         env = {**os.environ, "NIO_ECHO_PASSWORD": self.account.password}
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
+            bot_python(),
             str(NIO_BOT),
             "--homeserver",
             self.homeserver,
@@ -345,7 +346,7 @@ async def import_cost(module: str) -> dict[str, float]:
     before a bot does anything."""
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
+        bot_python(),
         "-c",
         _IMPORT_PROBE.format(module=module),
         stdin=asyncio.subprocess.DEVNULL,
@@ -369,7 +370,7 @@ async def heaviest_imports(module: str, top: int = 10) -> dict[str, float]:
     """From one run under `-X importtime`: the heaviest imports, cumulative seconds, each
     attributed to its first importer (depth 0 is the module, depth 1 what it imports)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
+        bot_python(),
         "-X",
         "importtime",
         "-c",

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from product_env import bot_python, use_product_python
+
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -100,7 +102,7 @@ def floor_rss_mib(modules: tuple[str, ...] = ("nio", "anthropic"), python: str =
     """RSS of a process that imports `modules` and then only sleeps (read from outside)."""
     code = f"import sys, time; import {', '.join(modules)}; print('up', flush=True); time.sleep(60)"
     with subprocess.Popen(
-        [python or sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+        [python or bot_python(), "-c", code], stdout=subprocess.PIPE, text=True
     ) as proc:
         try:
             assert proc.stdout is not None
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bot-log-level", default="info")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    use_product_python()
     import shutil
 
     folder = Path(tempfile.mkdtemp(prefix="bench-idle-"))

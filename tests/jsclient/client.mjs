@@ -520,6 +520,11 @@ commands.send_text = async ({ room_id, body, html, msgtype = "m.text", timeout_m
 commands.send_many = async ({ room_id, bodies, in_flight = 4, timeout_ms = 30000 }) => {
     const ids = new Array(bodies.length);
     let next = 0;
+    // The sdk's scheduler queues a room's messages and sends one at a time; for this command
+    // only, messages go out concurrently (so their order in the room may differ).
+    const scheduler = requireClient().scheduler;
+    const queued = scheduler?.queueAlgorithm;
+    if (scheduler) scheduler.queueAlgorithm = () => null;
     const lane = async () => {
         while (next < bodies.length) {
             const i = next++;
@@ -527,7 +532,11 @@ commands.send_many = async ({ room_id, bodies, in_flight = 4, timeout_ms = 30000
             ids[i] = sent.event_id;
         }
     };
-    await Promise.all(Array.from({ length: Math.max(1, in_flight) }, lane));
+    try {
+        await Promise.all(Array.from({ length: Math.max(1, in_flight) }, lane));
+    } finally {
+        if (scheduler) scheduler.queueAlgorithm = queued;
+    }
     return { event_ids: ids };
 };
 

@@ -508,10 +508,21 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             # Batches outrun one sync's default timeline.
             await run.subject("nio", "t", limited=False, nio_args=("--timeline-limit", "1000")),
         ]
-        both = await asyncio.gather(*(run.turns(s, marks, args.batch) for s in fresh))
+        # The echo bot is a reference only up to --echo-turns: its memory is not a ratio, and
+        # sharing the homeserver with it to the end would double the phase's length.
+        echo_marks = [m for m in marks if m <= (args.echo_turns or marks[0])] or marks[:1]
+
+        async def echo_reference() -> dict[str, Any]:
+            found = await run.turns(fresh[1], echo_marks, args.batch)
+            assert fresh[1].nio is not None
+            await fresh[1].nio.stop()
+            return found
+
+        both = await asyncio.gather(run.turns(fresh[0], marks, args.batch), echo_reference())
         bot = fresh[0].ours
         found["turns"] = {
             "marks": marks,
+            "echo_marks": echo_marks,
             "ours": both[0],
             "nio": both[1],
             "compactions": len(bot.log_events("agent.compacted")) if bot else 0,
@@ -712,8 +723,14 @@ def markdown(r: dict[str, Any]) -> str:
         "the backlog, its best case; "
         "dispatch-matrix syncs 100 events at a time and backfills the gap from `/messages`.",
         f"- **Memory over turns:** fresh bots; the owner sends batches of "
-        f"{r['settings']['batch']} and waits for the batch's last answer; RSS after "
-        f"{', '.join(str(x) for x in r['turns']['marks'])} turns. dispatch-matrix runs with "
+        f"{r['settings']['batch']} (a few sends outstanding) and waits for every answer of "
+        f"the batch; RSS after {', '.join(str(x) for x in r['turns']['marks'])} turns"
+        + (
+            f" (the echo bot, a reference, to {r['turns']['echo_marks'][-1]}, then stopped)"
+            if r["turns"].get("echo_marks") and r["turns"]["echo_marks"] != r["turns"]["marks"]
+            else ""
+        )
+        + ". dispatch-matrix runs with "
         "`context_window = 20000`, so the conversation is compacted "
         + (
             f"{r['turns']['compactions']} times on the way "
@@ -798,6 +815,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=500)
     parser.add_argument("--turns", default="1000,10000", help="RSS after these turn counts")
     parser.add_argument("--batch", type=int, default=100, help="turns sent per batch")
+    parser.add_argument(
+        "--echo-turns",
+        type=int,
+        default=0,
+        help="take the echo bot only this far in the turns phase (default: the first mark)",
+    )
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run")
     parser.add_argument(
         "--phases",

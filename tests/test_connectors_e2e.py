@@ -5,6 +5,8 @@ Synapse, a strict js client, the bot process, and the scripted Messages API."""
 
 from __future__ import annotations
 
+import asyncio
+
 import hashlib
 import json
 import os
@@ -32,8 +34,9 @@ StartClient = Callable[..., Awaitable[JsClient]]
 NOTES_SERVER = Path(__file__).parent / "servers" / "notes_server.py"
 
 
-def notes_config(folder: Path) -> str:
+def notes_config(folder: Path, **more_env: str) -> str:
     env = {"NOTES_FILE": str(folder / "notes.txt"), "NOTES_PID_FILE": str(folder / "pids")}
+    env.update(more_env)
     return f"""
 [permissions]
 allow = ["mcp__notes"]
@@ -60,6 +63,49 @@ def result_text(block: dict[str, Any]) -> str:
 
 def messages_to_model(fake_api: FakeMessagesAPI) -> list[Any]:
     return [r for r in fake_api.requests if r.path == "/v1/messages" and r.status == 200]
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie waiting for init's reaping does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the leash is Linux's")
+async def test_a_server_that_ignores_its_stdin_dies_with_a_daemon_killed_9(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    running: list[BotProcess],
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "mcp"
+    folder.mkdir()
+    setup, bot, owner, room = await started(
+        make_bot, owner_client, running, extra=notes_config(folder, NOTES_OUTLIVE_STDIN="1")
+    )
+    await bot.wait_log("mcp.ready", where=lambda r: r.get("server") == "notes")
+    server = int((folder / "pids").read_text().split()[-1])
+    assert _alive(server)
+    # The server is the leash itself after its exec: same pid, the configured argv.
+    argv = Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")
+    assert argv[1].decode() == str(NOTES_SERVER)
+
+    # The daemon alone (a `kill -9 PID`, an OOM kill), not its process group.
+    os.kill(bot.pid, signal.SIGKILL)
+    await bot.wait_exit(10)
+    for _ in range(100):
+        if not _alive(server):
+            break
+        await asyncio.sleep(0.1)
+    assert not _alive(server), "the MCP server outlived the daemon's kill -9"
+
+    # A new daemon on the same state folder starts its own server; the old one stays gone.
+    await bot.start()
+    await bot.wait_log("mcp.ready", count=2, where=lambda r: r.get("server") == "notes")
+    assert int((folder / "pids").read_text().split()[-1]) != server
 
 
 async def test_the_phone_uses_an_mcp_server_asks_for_its_rule_and_outlives_its_crash(

@@ -27,6 +27,7 @@ from mcp.shared.message import SessionMessage
 
 from .. import logs
 from .launch import Launch
+from .leash import leashed
 
 log = logs.get(__name__)
 
@@ -75,12 +76,9 @@ async def _http(launch: Launch) -> AsyncIterator[Streams]:
 @asynccontextmanager
 async def _stdio(launch: Launch, watch: Watch) -> AsyncIterator[Streams]:
     assert launch.command is not None
-    params = StdioServerParameters(
-        command=launch.command,
-        args=list(launch.args),
-        env=dict(launch.env),
-        cwd=launch.cwd,
-    )
+    # Leashed: the server dies with the daemon, even after a kill -9 (see leash.py).
+    command, args = leashed(launch.command, list(launch.args), launch.env, launch.cwd)
+    params = StdioServerParameters(command=command, args=args, env=dict(launch.env), cwd=launch.cwd)
     read_end, write_end = os.pipe()
     errlog = os.fdopen(write_end, "w")
     reader = asyncio.create_task(_read_stderr(read_end, watch), name=f"mcp-{launch.name}-stderr")

@@ -3,7 +3,8 @@
 Tools: add_note, list_notes (notes kept in $NOTES_FILE, so they outlive a restart),
 check_token (proves $NOTES_TOKEN reached it without showing it), slow (sleeps), fail
 (raises), grow (adds a tool and says the list changed), picture (returns a PNG).
-It writes its pid to $NOTES_PID_FILE, one line per start, so a test can kill it.
+It writes its pid to $NOTES_PID_FILE, one line per start, so a test can kill it; with
+$NOTES_OUTLIVE_STDIN set it stays up after its stdin ends, as a careless server does.
 """
 
 from __future__ import annotations
@@ -108,4 +109,10 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--http":
         serve_http(int(sys.argv[2]), os.environ["NOTES_HTTP_TOKEN"])
     else:
-        server.run("stdio")
+        try:
+            server.run("stdio")
+        finally:
+            if os.environ.get("NOTES_OUTLIVE_STDIN"):
+                # As a server that never notices its client is gone: only a signal ends
+                # it (silently: a write to the dead daemon's pipe would end it too).
+                time.sleep(600)

@@ -557,7 +557,9 @@ commands.count_messages = async ({ room_id, sender, contains, count, timeout_ms 
                     if (pending === i) pending = i + 1;
                     continue;
                 }
-                if (ev.isBeingDecrypted() || ev.shouldAttemptDecryption()) continue; // read again later
+                // Not readable yet (a room key that comes after its message is tried again
+                // when it arrives): read again later.
+                if (ev.isBeingDecrypted() || ev.shouldAttemptDecryption() || ev.isDecryptionFailure()) continue;
                 if (pending === i) pending = i + 1;
                 seen.add(id);
                 const body = ev.getOriginalContent()?.body;

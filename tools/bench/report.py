@@ -584,7 +584,7 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
 
     m_lo, m_hi = rss_at("ours", marks[0]), rss_at("ours", marks[-1])
     growth = (m_hi - m_lo) / m_lo if m_lo and m_hi and len(marks) > 1 else None
-    n_lo, n_hi = rss_at("nio", marks[0]), rss_at("nio", marks[-1])
+    echo_rss = [f"{rss_at('nio', m)} MiB at {m}" for m in marks if rss_at("nio", m) is not None]
     cpu = idle["ours-r"]["cpu_percent"]
 
     def met(value: float | None, ok: bool) -> bool | None:
@@ -626,7 +626,7 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             f"memory flat (±10 %) {marks[0]} → {marks[-1]} turns",
             f"{m_lo} → {m_hi or '(not reached)'} MiB"
             + (f" ({growth:+.1%})" if growth is not None else ""),
-            f"{n_lo} → {n_hi} MiB",
+            " → ".join(echo_rss) or "-",
             met(growth, growth is not None and abs(growth) <= 0.10),
         ),
         (

@@ -6,7 +6,6 @@ Synapse, a strict js client, the bot process, and the scripted Messages API."""
 from __future__ import annotations
 
 import asyncio
-
 import hashlib
 import json
 import os

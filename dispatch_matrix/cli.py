@@ -357,6 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DispatchError as err:
         print(f"dispatch-matrix: {err.one_line()}", file=sys.stderr, flush=True)
         return err.exit_code
+    except BrokenPipeError:
+        # `dispatch-matrix status | head -1`: the reader has gone, which is no bug. Stdout
+        # goes nowhere from here, so the interpreter's last flush does not fail either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as err:  # noqa: BLE001 - the last line of defence: a bug, said plainly
         logs.get(__name__).exception("cli.crashed", command=args.command)
         print(

@@ -211,8 +211,12 @@ def load_config(path: Path) -> Config:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        where = "" if path.is_absolute() else f" (looked for {path.absolute()})"
         raise ConfigError(
-            str(path), "no such file", "create one with: dispatch-matrix init --config " + str(path)
+            str(path),
+            f"no such file{where}",
+            "give the one you made with --config FILE (or $DISPATCH_MATRIX_CONFIG), "
+            f"or create one with: dispatch-matrix init --config {path}",
         ) from None
     except OSError as err:
         raise ConfigError(

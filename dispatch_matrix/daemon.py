@@ -25,7 +25,7 @@ from nio import SyncResponse
 from . import __version__, logs
 from .backoff import Backoff
 from .config import Config
-from .errors import DispatchError, HomeserverError
+from .errors import DispatchError, HomeserverError, StateError
 from .faults import disk_full
 from .health import HealthRecorder
 from .homeserver import LocalSynapse
@@ -133,6 +133,15 @@ async def run(config: Config, say: Callable[[str], None] = print) -> int:
 
 
 async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
+    if config.local_homeserver.enabled and not local_homeserver(config).config_path.exists():
+        # Its accounts live there: a fresh Synapse would have none, and the login would be
+        # refused as a wrong password. A moved or mistyped state folder, said as such.
+        raise StateError(
+            f"the private homeserver is not set up in {config.homeserver_dir} "
+            "(its accounts live there)",
+            fix="point [store] path at the state folder `init --local-homeserver` made, "
+            "or restore it from a backup",
+        )
     state = StateFolder(config.state_dir).ensure()
     state.lock()
     logs.setup(config.log.level, state.log_dir if config.log.file else None)

@@ -209,6 +209,8 @@ async def _api(config: Config) -> list[Check]:
 
     try:
         client = anthropic_client(config)
+    except ConfigError as err:
+        return [Check(False, err.problem, err.fix or "")]
     except anthropic.AnthropicError as err:
         return [
             Check(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +111,25 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
     say(f"Wrote {path}")
     if answers.local and owner_password is not None:
         _explain_local(answers, owner_password, state, say)
-    say(f"Next: dispatch-matrix run --config {path}")
+    say(f"Next: {command_name()} run --config {path}")
     return path
+
+
+def command_name() -> str:
+    """How to call this command again: `dispatch-matrix` when that is on PATH, else the path
+    it was started by (a venv that is not activated: `.venv/bin/dispatch-matrix`)."""
+    started = Path(sys.argv[0])
+    found = shutil.which("dispatch-matrix")
+    if found is not None and (started.name != "dispatch-matrix" or _same(found, started)):
+        return "dispatch-matrix"
+    return str(started) if started.name == "dispatch-matrix" else "dispatch-matrix"
+
+
+def _same(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).samefile(b)
+    except OSError:
+        return False
 
 
 def _setup_local(
@@ -171,8 +190,9 @@ def _explain_local(
         f"  2. Sign in as {answers.owners[0]} with password {owner_password}\n"
         f"     (also kept in {state.root / OWNER_PASSWORD_FILE})\n"
         f"  3. Start a chat with {answers.user_id} and send it a message.\n"
-        "The homeserver listens on this computer only; to use a phone on your network,\n"
-        "run init again with --listen 0.0.0.0 (and put it behind TLS for anything else)."
+        "The homeserver listens on this computer only. For a phone on your network, set one\n"
+        "up with --listen 0.0.0.0 in a new, empty state folder (init cannot change this one\n"
+        "in place: its accounts exist), and put it behind TLS for anything else."
     )
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import logs
 from .config import Config
+from .errors import ConfigError
 from .homeserver import LocalSynapse
 from .tools import Confinement, Policy, ToolContext, ToolRegistry, default_tools
 from .tools.paths import canonicalize
@@ -47,7 +48,20 @@ def anthropic_client(config: Config) -> anthropic.AsyncAnthropic:
         kwargs["api_key"] = key.get_secret_value()
     if config.agent.base_url:
         kwargs["base_url"] = config.agent.base_url
-    return anthropic.AsyncAnthropic(**kwargs)  # type: ignore[arg-type]
+    client = anthropic.AsyncAnthropic(**kwargs)  # type: ignore[arg-type]
+    # The SDK finds no credentials only at the first request, as a TypeError deep in a
+    # traceback; say it here, once, as a config problem.
+    if (
+        client.api_key is None
+        and client.auth_token is None
+        and getattr(client, "credentials", None) is None
+    ):
+        raise ConfigError(
+            "agent.api_key",
+            "no Anthropic API key (ANTHROPIC_API_KEY is not set)",
+            "set ANTHROPIC_API_KEY, or [agent] api_key (or api_key_file)",
+        )
+    return client
 
 
 _SHELL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SHELL")

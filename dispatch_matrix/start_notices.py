@@ -13,6 +13,7 @@ from .matrix import texts
 from .matrix.client import MatrixClient
 from .matrix.outbox import Outbox
 from .matrix.uia import ApprovalInBrowser
+from .onboarding import OWNER_PASSWORD_FILE
 from .queue import texts as queue_texts
 from .store import Database
 
@@ -90,12 +91,21 @@ def banner(config: Config, session: Session, first_sync_s: float | None) -> str:
     """What a newcomer needs to see once the bot is connected."""
     owners = ", ".join(config.matrix.owners)
     took = f" (first sync {first_sync_s:.2f}s)" if first_sync_s is not None else ""
+    # The private homeserver's owner account: where its password is, at every start (the
+    # printout of `init` that showed it scrolled away long ago).
+    owner_password = config.state_dir / OWNER_PASSWORD_FILE
+    sign_in = (
+        f"  sign in as {config.matrix.owners[0]}: password in {owner_password}\n"
+        if config.local_homeserver.enabled and owner_password.exists()
+        else ""
+    )
     return (
         f"dispatch-matrix {__version__}: connected{took}\n"
         f"  bot:    {session.user_id}  device {session.device_id}\n"
         f"  server: {session.homeserver}\n"
         f"  owners: {owners}\n"
         f"  state:  {config.state_dir}\n"
+        f"{sign_in}"
         f"To talk to it: sign in to Element as an owner, start a chat with {session.user_id}\n"
         f"(Start chat → enter the id → Go), and send a message. It answers only encrypted\n"
         f"messages from its owners. Stop with Ctrl-C."

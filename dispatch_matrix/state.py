@@ -78,6 +78,8 @@ class StateFolder:
         for path in [self.root, *self.root.rglob("*")]:
             if path.is_symlink() or "homeserver" in path.relative_to(self.root).parts[:1]:
                 continue
+            if path == self.root / "README.md":
+                continue  # a checkout's store/README.md: public, and git writes it 0644
             mode = stat.S_IMODE(path.stat().st_mode)
             if mode & 0o077:
                 problems.append(f"{path} is mode {mode:04o}")

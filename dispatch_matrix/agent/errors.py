@@ -164,12 +164,25 @@ def error_fields(body: Any) -> tuple[str | None, str | None, str]:
     )
 
 
+_HTML_PAGE = re.compile(r"\s*<(!doctype|html)\b", re.IGNORECASE)
+_MAX_SAID = 300
+
+
+def _one_line(text: str) -> str:
+    """An error body said in one line: what a proxy or a stranger on the port sends back is
+    often a whole HTML page, which the room should not get verbatim."""
+    if _HTML_PAGE.match(text):
+        text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_SAID else text[: _MAX_SAID - 1] + "…"
+
+
 def described(kind: type[ModelError], status: int | None, error_type: str | None, text: str) -> str:
     """The owner's one-line account of an API failure of `kind`."""
     said = f"{error_type or 'error'}" + (f", {status}" if status and status != 200 else "")
     if status == 200:
         said += ", in the middle of a streamed answer"
-    text = text or "no message"
+    text = _one_line(text) or "no message"
     if kind is ModelAccessError:
         return f"the Messages API refused access ({said}): {text}"
     if kind is RequestTooLarge:

@@ -318,6 +318,13 @@ class Router:
             key, text = f"plaintext:{message.room_id}", texts.PLAINTEXT_IGNORED
         elif device is DeviceTrust.IDENTITY_CHANGED:
             key, text = f"identity:{message.sender}", texts.identity_changed(message.sender)
+            # Said here too: room keys go to none of the new identity's devices, so the
+            # owner's phone cannot read the notice; the computer's console can.
+            log.warning(
+                "trust.identity_changed",
+                user=message.sender,
+                fix=f"if they reset it themselves: dispatch-matrix trust {message.sender}",
+            )
         elif device is not None and not device.trusted:
             key = f"device:{message.sender}:{message.sender_key}"
             text = texts.unverified_device(device.value)

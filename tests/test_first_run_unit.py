@@ -1,0 +1,175 @@
+"""What a newcomer meets on a first run, each said in one line with its fix: no API key, a
+config that is not there, a state folder that moved, an error page from a stranger on the
+stand-in's port; and the start-up banner says where the owner's password is."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dispatch_matrix.agent.errors import ModelOutage, described
+from dispatch_matrix.config import load_config
+from dispatch_matrix.daemon import _start_and_serve
+from dispatch_matrix.errors import ConfigError, StateError
+from dispatch_matrix.onboarding import OWNER_PASSWORD_FILE
+from dispatch_matrix.parts import anthropic_client
+from dispatch_matrix.start_notices import banner
+from dispatch_matrix.state import StateFolder
+from dispatch_matrix.store.models import Session
+
+GOOD = """
+[matrix]
+homeserver = "http://127.0.0.1:8008"
+user_id = "@dispatch:localhost"
+password = "hunter2hunter2"
+owners = ["@me:localhost"]
+"""
+
+LOCAL = (
+    GOOD
+    + """
+[local_homeserver]
+enabled = true
+"""
+)
+
+
+def write(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def no_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No key anywhere the SDK looks: its environment, and its credential files in ~."""
+    for name in [*os.environ]:
+        if name.startswith(("ANTHROPIC_", "DISPATCH_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.mark.usefixtures("no_key")
+def test_no_api_key_is_a_config_error_not_a_traceback_at_the_first_task(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError) as raised:
+        anthropic_client(config)
+    assert raised.value.key == "agent.api_key"
+    assert "ANTHROPIC_API_KEY" in (raised.value.fix or "")
+    assert raised.value.exit_code == 2
+
+
+@pytest.mark.usefixtures("no_key")
+def test_doctor_lists_a_missing_api_key_as_a_failed_check(tmp_path: Path) -> None:
+    from dispatch_matrix.doctor import _api
+
+    checks = asyncio.run(_api(load_config(write(tmp_path, GOOD))))
+    assert [check.ok for check in checks] == [False]
+    assert "no Anthropic API key" in checks[0].what
+    assert "ANTHROPIC_API_KEY" in checks[0].fix
+
+
+def test_an_api_key_in_the_config_is_enough(tmp_path: Path, no_key: None) -> None:
+    text = GOOD.replace("[matrix]", '[agent]\napi_key = "sk-ant-test"\n\n[matrix]')
+    client = anthropic_client(load_config(write(tmp_path, text)))
+    assert client.api_key == "sk-ant-test"
+
+
+def test_a_missing_config_names_where_it_looked_and_the_way_to_give_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_config(Path("store") / "config.toml")
+    assert str(tmp_path / "store" / "config.toml") in raised.value.problem
+    assert "--config" in (raised.value.fix or "")
+    assert "dispatch-matrix init --config store/config.toml" in (raised.value.fix or "")
+
+
+def test_a_state_folder_without_its_private_homeserver_is_refused_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write(tmp_path / "conf", LOCAL.replace("[matrix]", _moved("[matrix]"))))
+    with pytest.raises(StateError) as raised:
+        asyncio.run(_start_and_serve(config, print))
+    assert "private homeserver is not set up" in raised.value.message
+    assert "[store] path" in (raised.value.fix or "")
+    assert not (tmp_path / "moved").exists()
+
+
+def _moved(section: str) -> str:
+    return f'[store]\npath = "../moved"\n\n{section}'
+
+
+def test_the_banner_says_where_the_owners_password_is_for_a_private_homeserver(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write(tmp_path, LOCAL))
+    session = Session("http://127.0.0.1:8008", "@dispatch:localhost", "DEVICE", "token")
+    assert "password in" not in banner(config, session, 0.5)
+    StateFolder(config.state_dir).ensure()
+    (config.state_dir / OWNER_PASSWORD_FILE).write_text("pw")
+    shown = banner(config, session, 0.5)
+    assert f"sign in as @me:localhost: password in {config.state_dir / OWNER_PASSWORD_FILE}" in (
+        shown
+    )
+    assert "pw\n" not in shown
+
+
+def test_the_checkouts_store_readme_is_not_a_privacy_problem(tmp_path: Path) -> None:
+    state = StateFolder(tmp_path / "store").ensure()
+    (state.root / "README.md").write_text("# store/\n")
+    (state.root / "README.md").chmod(0o644)
+    assert state.privacy_problems() == []
+    (state.root / "fake-api.log").write_text("")
+    (state.root / "fake-api.log").chmod(0o644)
+    assert state.privacy_problems() == [f"{state.root / 'fake-api.log'} is mode 0644"]
+
+
+def test_an_html_error_page_is_said_in_one_short_line() -> None:
+    page = (
+        '<!DOCTYPE HTML>\n<html lang="en">\n    <head>\n        <title>Error response</title>\n'
+        "    </head>\n    <body>\n        <p>Error code: 501</p>\n"
+        "        <p>Message: Unsupported method ('POST').</p>\n    </body>\n</html>\n"
+    )
+    said = described(ModelOutage, 501, None, page)
+    assert "<" not in said and "\n" not in said
+    assert "Error code: 501" in said
+    assert len(described(ModelOutage, 503, None, "x" * 2000)) < 400
+    assert described(ModelOutage, 529, "overloaded_error", "Overloaded") == (
+        "the Messages API is unavailable (overloaded_error, 529): Overloaded"
+    )
+
+
+def test_a_reader_that_goes_away_is_no_internal_error(tmp_path: Path) -> None:
+    """`dispatch-matrix status | head -1`: the pipe closes early; no traceback, no "bug"."""
+    config = write(tmp_path, GOOD)
+    cmd = [sys.executable, "-m", "dispatch_matrix.cli", "status", "--config", str(config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert "internal error" not in err and "Traceback" not in err
+
+
+def test_init_names_the_command_as_it_can_be_called_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatch_matrix.onboarding import command_name
+
+    script = tmp_path / "venv" / "bin" / "dispatch-matrix"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [str(script)])
+    monkeypatch.setenv("PATH", "/nowhere")
+    assert command_name() == str(script)  # a venv not on PATH: the path it was started by
+    monkeypatch.setenv("PATH", str(script.parent))
+    assert command_name() == "dispatch-matrix"

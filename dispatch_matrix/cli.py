@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, logs
-from .config import DEFAULT_MODEL, load_config
-from .daemon import default_config_path
+from .config import DEFAULT_MODEL, default_config_path, load_config
 from .errors import DispatchError
 
 

@@ -168,6 +168,11 @@ class Config(BaseSettings):
         return self.local_homeserver.folder
 
 
+def default_config_path() -> Path:
+    """Where the CLI looks for the config when none is given: store/config.toml here."""
+    return Path("store") / "config.toml"
+
+
 _FIXES = {
     "matrix": "add a [matrix] table with homeserver, user_id, password and owners",
     "matrix.homeserver": 'set homeserver = "https://your.homeserver" under [matrix]',

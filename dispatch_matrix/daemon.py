@@ -393,8 +393,3 @@ async def _serve(
     except* (DispatchError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
     return 0
-
-
-def default_config_path() -> Path:
-    """Where the CLI looks for the config when none is given: store/config.toml here."""
-    return Path("store") / "config.toml"

@@ -96,11 +96,13 @@ class JsClient:
         name: str = "js",
         device_id: str | None = None,
         log_level: str | None = None,
+        timeline_limit: int | None = None,
     ) -> JsClient:
         """Spawn node, log in, start crypto and sync; return once the first sync is PREPARED.
 
         strict=True sets OnlySignedDevicesIsolationMode (MSC4153 "exclude insecure devices");
-        otherwise AllDevicesIsolationMode.
+        otherwise AllDevicesIsolationMode. timeline_limit: events per room per sync (the
+        homeserver's default is 10, and the sdk does not fill the gap when more arrive).
         """
         client = await cls.spawn(name=name, log_level=log_level)
         try:
@@ -112,6 +114,8 @@ class JsClient:
             }
             if device_id:
                 args["device_id"] = device_id
+            if timeline_limit:
+                args["timeline_limit"] = timeline_limit
             result = await client.call("login", timeout=90, **args)
         except BaseException:
             await client.close()

@@ -235,7 +235,13 @@ async def start_js(homeserver: str, account: Account, name: str) -> JsClient:
     cross-signed owner devices by default), but in the permissive device-isolation mode
     (strict=False), since the nio baseline's device is not cross-signed."""
     client = await JsClient.start(
-        homeserver, account.user_id, account.password, strict=False, name=name
+        homeserver,
+        account.user_id,
+        account.password,
+        strict=False,
+        name=name,
+        # A long run outpaces a busy owner's syncs; a gap would hide answers from it.
+        timeline_limit=500,
     )
     proc = client.proc
     REAPER.track(f"node {name}", proc.pid, False, lambda: proc.returncode is not None)

@@ -285,6 +285,8 @@ async def _serve(
         answered=speech.answered if speech else None,
         probe=reachable_through(agent),
     )
+    # Reactions, redactions and status edits wait while an answer is due.
+    outbox.sender.hold = worker.answer_due_in
     voice = VoiceInbox(
         client,
         db,

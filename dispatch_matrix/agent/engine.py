@@ -133,7 +133,10 @@ class Agent:
     async def answer(self, task: Task, io: TaskIO, now: datetime | None = None) -> str:
         """Run the task to the model's final answer and return its text."""
         conversation = self._db.current_conversation()
-        done = self._resume(task, conversation, now)
+        # Each step's count is committed with the write before it (one sync, not two).
+        with self._db.tx():
+            done = self._resume(task, conversation, now)
+            steps: int | None = None if done is not None else self._db.count_step(task.id)
         if done is not None:
             return done
         # One model per task: the cached prefix and any thinking signatures belong to it.
@@ -141,7 +144,8 @@ class Agent:
         started = time.monotonic()
         turn = Turn()
         while True:
-            steps = self._db.count_step(task.id)
+            if steps is None:
+                steps = self._db.count_step(task.id)
             if steps > self.settings.max_steps:
                 raise AgentFailure(
                     f"stopped after {self.settings.max_steps} steps without finishing "
@@ -152,12 +156,18 @@ class Agent:
                     f"stopped after {self.settings.max_task_seconds / 60:.0f} minutes without "
                     "finishing (the time budget, [agent] max_task_seconds)"
                 )
-            reply = await self._ask(task, conversation, steps, name, turn)
+            reply, counts = await self._ask(task, conversation, steps, name, turn)
+            step, steps = steps, None
             content = [block_dict(block) for block in reply.content]
             limit = self.settings.max_continuations
             verdict = stops.judge(reply.stop_reason, content, turn.continued, limit)
-            if verdict.keep:
-                self._db.append_message(conversation, task.id, "assistant", verdict.keep)
+            with self._db.tx():
+                # A reply's usage and its message are one transaction.
+                self._db.record_usage(task.id, name, counts)
+                if verdict.keep:
+                    self._db.append_message(conversation, task.id, "assistant", verdict.keep)
+                if verdict.step is Step.RESUME:
+                    steps = self._db.count_step(task.id)
             if verdict.step is Step.ANSWER:
                 if turn.parts:
                     return stops.joined([*turn.parts, stops.raw_text(content)])
@@ -166,8 +176,10 @@ class Agent:
                 turn.parts.clear()
                 turn.continued = 0
                 uses = [b for b in content if b.get("type") == "tool_use"]
-                results = [await self._calls.run(use, io, steps, task.id) for use in uses]
-                self._db.append_message(conversation, task.id, "user", results)
+                results = [await self._calls.run(use, io, step, task.id) for use in uses]
+                with self._db.tx():
+                    self._db.append_message(conversation, task.id, "user", results)
+                    steps = self._db.count_step(task.id)
             elif verdict.step is not Step.RESUME:
                 await self._cut(task, conversation, name, reply.stop_reason, verdict, turn)
 
@@ -234,7 +246,7 @@ class Agent:
 
     async def _ask(
         self, task: Task, conversation: int, step: int, name: str, turn: Turn | None = None
-    ) -> Message:
+    ) -> tuple[Message, dict[str, int]]:
         """One step's request, compacting first when it would fill the context. A refusal
         as too long compacts harder and retries exactly once; one as too large (413) also
         leaves attachments out and trims tool results harder, for the rest of the task."""
@@ -315,7 +327,11 @@ class Agent:
         if spent >= budget:
             raise BudgetSpent(spent, budget)
 
-    async def _send(self, task: Task, step: int, name: str, request: Request) -> Message:
+    async def _send(
+        self, task: Task, step: int, name: str, request: Request
+    ) -> tuple[Message, dict[str, int]]:
+        """One request; the reply and its token counts, for the caller to record with the
+        reply's message."""
         self._check_budget()
         budget = self.settings.thinking_budget
         thinking = catalogue.thinking_for(name, budget)
@@ -338,7 +354,6 @@ class Agent:
             thinking=thinking,
         )
         counts = model.usage_counts(reply)
-        self._db.record_usage(task.id, name, counts)
         self._gauge.measured(request.estimate, real_input(counts))
         log.info(
             "agent.reply",
@@ -350,7 +365,7 @@ class Agent:
             cache_read=counts.get("cache_read_input_tokens"),
             cache_write=counts.get("cache_creation_input_tokens"),
         )
-        return reply
+        return reply, counts
 
     def _final(self, task: Task) -> str:
         """The answer: the text of the model's last turn, and the sources it cited."""

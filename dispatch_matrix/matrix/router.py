@@ -85,6 +85,7 @@ class Router:
             self._message,
             self._gave_up,
             refused=self._replayed,
+            claimed=self._flush_claims,
         )
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
@@ -99,6 +100,9 @@ class Router:
             self._identities.forget(changed)
         await self._watch_rooms(response)
         items = await self._gaps(response, since) + read_sync(response, self._client.user_id)
+        # Outside the per-item guard: a claim that cannot be committed fails the whole sync,
+        # which is then read again.
+        self._flush_claims()
         if items:
             log.debug("sync.items", kinds=[type(item).__name__ for item in items])
         for item in items:
@@ -152,6 +156,11 @@ class Router:
         await self._outbox.post(
             item.room_id, texts.unreadable(when), reply_to=item.event_id, notice=True
         )
+
+    def _flush_claims(self) -> None:
+        """Commit the Megolm indexes of what was decrypted, before acting on any of it."""
+        if self._replays is not None:
+            self._replays.flush()
 
     def _replayed(self, event_id: str) -> bool:
         return self._replays is not None and self._replays.refused(event_id) is not None

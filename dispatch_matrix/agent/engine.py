@@ -43,6 +43,7 @@ from .transcript import (
     request_messages,
     text_of,
 )
+from .wire import Pieces
 
 log = logs.get(__name__)
 
@@ -51,12 +52,14 @@ __all__ = ["Agent", "AgentFailure", "Request"]
 
 @dataclass(frozen=True)
 class Request:
-    """What one request sends besides the model and its settings, and its size estimate."""
+    """What one request sends besides the model and its settings, and its size estimate;
+    `messages_json` is `messages` serialised."""
 
     system: list[dict[str, Any]]
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     estimate: int
+    messages_json: str
 
 
 class Agent:
@@ -97,6 +100,7 @@ class Agent:
             tools.add(MemoryTool(memory))
         self._compactor = Compactor(db, client, settings)
         self._gauge = Gauge()
+        self._pieces = Pieces()
 
     # -- what the owner may change or ask for without the model ------------------------------
 
@@ -309,8 +313,10 @@ class Agent:
             # The web's use limit is per task: what the running (last) task used so far.
             task_rows = [row.message() for row in rows if row.task_id == rows[-1].task_id]
             tools += self.web_tools.definitions(web.uses(task_rows))
-        size = estimate_tokens({"system": system, "tools": tools, "messages": messages})
-        return Request(system, messages, tools, size)
+        # Serialised and estimated from the blocks of the last request: each block once.
+        messages_json, size = self._pieces.messages(messages)
+        size += estimate_tokens({"system": system, "tools": tools})
+        return Request(system, messages, tools, size, messages_json)
 
     async def _compact(
         self, conversation: int, task_id: int | None, name: str, *, relaxed: bool = False
@@ -352,6 +358,7 @@ class Agent:
             messages=request.messages,
             tools=request.tools,
             thinking=thinking,
+            messages_json=request.messages_json,
         )
         counts = model.usage_counts(reply)
         self._gauge.measured(request.estimate, real_input(counts))

@@ -31,6 +31,9 @@ log = logs.get(__name__)
 _MAX_BACKOFF_S = 10.0
 _WATCH_EVERY_S = 5.0
 _CLOCK_JUMP_S = 30.0
+# The sync token rides with the next write (most syncs bring only the bot's own events
+# back); it is committed on its own at least this often.
+_TOKEN_SYNCED_EVERY_S = 60.0
 
 
 class SyncStalled(DispatchError):
@@ -84,6 +87,7 @@ class SyncLoop:
         token = self._db.sync_token()
         started = time.monotonic()
         backoff = Backoff(1.0, _MAX_BACKOFF_S)
+        token_synced = time.monotonic()
         while True:
             first = not self.first_sync_done.is_set()
             try:
@@ -105,7 +109,11 @@ class SyncLoop:
                 # A task this sync queued starts first: the token's save and the key
                 # housekeeping below are not on the way to its answer.
                 await asyncio.sleep(0)
-                self._db.save_sync_token(response.next_batch)
+                self._db.save_sync_token(response.next_batch, staged=True)
+                if time.monotonic() - token_synced > _TOKEN_SYNCED_EVERY_S:
+                    self._db.flush_staged()
+                if not self._db.staged:
+                    token_synced = time.monotonic()
                 token = response.next_batch
                 await self._client.after_sync()
             except asyncio.CancelledError:

@@ -145,7 +145,9 @@ class Worker:
 
     async def _run_one(self, task: Task) -> None:
         self.current, self.current_since = task, time.monotonic()
-        self._db.set_task_state(task.id, TaskState.RUNNING)
+        # Committed with the agent's first write: a crash before it leaves the task queued,
+        # which in effect it still was (nothing of it ran yet).
+        self._db.stage_task_state(task.id, TaskState.RUNNING)
         log.info("task.started", task=task.short_id, room=task.room_id)
         self.mirror.started(task, self.paused)
         io = RoomTaskIO(task, self._room, self.approvals, self._groups)

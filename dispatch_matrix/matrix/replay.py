@@ -106,6 +106,10 @@ class ReplayGuard:
 
     def message_index_ok(self, message_index: int, event: MegolmEvent) -> bool:
         """nio's hook: True lets the decryption finish; False makes it a failure."""
+        if event.sender and event.sender == getattr(self._guarded, "user_id", None):
+            # The bot's own events (each answer comes back in the next sync) are never
+            # acted on, so their indexes need no record.
+            return True
         event_id = str(event.event_id or "")
         recorded: str | None = None
         if event_id:

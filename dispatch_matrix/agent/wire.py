@@ -21,8 +21,8 @@ _MESSAGE_TOKENS = 8
 
 
 def dumps(obj: Any) -> str:
-    """Compact JSON, as sent."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON, as the SDK's encoder writes it (no NaN: the API takes none)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def body(fields: dict[str, Any], messages_json: str) -> bytes:

@@ -335,11 +335,12 @@ async def _serve(
     # Each sync is news for the MCP failure notices, which wait for a room.
     synced = asyncio.Event()
 
-    async def handle(response: SyncResponse, since: str | None) -> None:
-        await router.handle(response, since)
+    async def handle(response: SyncResponse, since: str | None) -> bool:
+        acted = await router.handle(response, since)
         synced.set()
         if recorder is not None:
             recorder.synced()
+        return acted
 
     sync = SyncLoop(client, db, handle, config.matrix.sync_timeout_ms, recovered=outbox.retry_now)
 

@@ -147,3 +147,24 @@ def test_a_staged_write_rides_with_the_next_transaction_and_the_close(tmp_path: 
     db.save_sync_token("t3", staged=True)
     db.close()
     assert Database.open(tmp_path / "d.db").sync_token() == "t3", "and with the close"
+
+
+async def test_a_sync_that_brought_work_commits_its_token_at_once(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    again = asyncio.Event()
+
+    class Client(HangingClient):
+        async def sync(self, since: Any, timeout_ms: int, full_state: bool = False) -> Response:
+            if self.calls == 1:
+                again.set()  # the next long poll begins once the token is saved
+            return await super().sync(since, timeout_ms, full_state)
+
+    async def handle(response: Any, since: str | None) -> bool:
+        return True  # a command read again after a crash would run again
+
+    loop = SyncLoop(Client(), db, handle, 1000)  # type: ignore[arg-type]
+    runner = asyncio.create_task(loop.run())
+    await asyncio.wait_for(again.wait(), 5)
+    runner.cancel()
+    assert db.sync_token() == "t1" and not db.staged
+    db.close()

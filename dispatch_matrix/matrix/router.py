@@ -91,8 +91,9 @@ class Router:
         self._not_before_ms = not_before_ms
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
 
-    async def handle(self, response: SyncResponse, since: str | None) -> None:
-        """Act on one sync response (`since`: the token it was asked with)."""
+    async def handle(self, response: SyncResponse, since: str | None) -> bool:
+        """Act on one sync response (`since`: the token it was asked with); whether it
+        held anything to act on (not only the bot's own events)."""
         if self._replays is not None:
             self._replays.ensure(self._client.client.olm)
         changed = list(response.device_list.changed)
@@ -113,6 +114,7 @@ class Router:
                 # (a crash would re-read the same event at restart, forever).
                 log.exception("router.item_failed", item=type(item).__name__, room=item.room_id)
         await self._late.retry()
+        return bool(items)
 
     async def _watch_rooms(self, response: SyncResponse) -> None:
         """Tell the owners at once when a room they command the bot in stops being private

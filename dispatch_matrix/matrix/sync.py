@@ -31,8 +31,10 @@ log = logs.get(__name__)
 _MAX_BACKOFF_S = 10.0
 _WATCH_EVERY_S = 5.0
 _CLOCK_JUMP_S = 30.0
-# The sync token rides with the next write (most syncs bring only the bot's own events
-# back); it is committed on its own at least this often.
+# The token of a sync that brought nothing to act on (most bring only the bot's own
+# events back) rides with the next write; it is committed on its own at least this often.
+# One that brought commands or messages is committed at once: a command read again after
+# a crash would run again.
 _TOKEN_SYNCED_EVERY_S = 60.0
 
 
@@ -49,7 +51,7 @@ class SyncLoop:
         self,
         client: MatrixClient,
         db: Database,
-        handle: Callable[[SyncResponse, str | None], Awaitable[None]],
+        handle: Callable[[SyncResponse, str | None], Awaitable[bool | None]],
         timeout_ms: int,
         watch_every_s: float | None = None,
         stall_margin_s: float = 120.0,
@@ -105,11 +107,11 @@ class SyncLoop:
                     log.info("sync.restarted", reason="clock jump")
                     self.last_progress = time.monotonic()
                     continue
-                await self._handle(response, token)
+                acted = await self._handle(response, token)
                 # A task this sync queued starts first: the token's save and the key
                 # housekeeping below are not on the way to its answer.
                 await asyncio.sleep(0)
-                self._db.save_sync_token(response.next_batch, staged=True)
+                self._db.save_sync_token(response.next_batch, staged=not acted)
                 if time.monotonic() - token_synced > _TOKEN_SYNCED_EVERY_S:
                     self._db.flush_staged()
                 if not self._db.staged:

@@ -294,6 +294,8 @@ async def _serve(
         answered=speech.answered if speech else None,
         probe=reachable_through(agent),
     )
+    # Reactions, redactions and status edits wait while an answer is due.
+    outbox.sender.hold = worker.answer_due_in
     voice = VoiceInbox(
         client,
         db,
@@ -342,11 +344,12 @@ async def _serve(
     # Each sync is news for the MCP failure notices, which wait for a room.
     synced = asyncio.Event()
 
-    async def handle(response: SyncResponse, since: str | None) -> None:
-        await router.handle(response, since)
+    async def handle(response: SyncResponse, since: str | None) -> bool:
+        acted = await router.handle(response, since)
         synced.set()
         if recorder is not None:
             recorder.synced()
+        return acted
 
     sync = SyncLoop(client, db, handle, config.matrix.sync_timeout_ms, recovered=outbox.retry_now)
 

@@ -26,6 +26,21 @@ _SECRET_KEYS = re.compile(
 )
 # Shorter values would hide ordinary words wherever they occur.
 _MIN_VALUE = 6
+# Log field values up to this long are scrubbed once and remembered, this many of them.
+_FIELD_CACHED_CHARS = 200
+_FIELDS_KEPT = 2000
+# Libraries whose records our own events already tell (the SDK's HTTP stack is httpx2 /
+# httpcore2: a line per request to the API, each one rendered twice).
+_NOISY = (
+    "nio",
+    "peewee",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "aiohttp.access",
+    "anthropic",
+)
 
 
 class Redactor:
@@ -33,6 +48,8 @@ class Redactor:
 
     def __init__(self) -> None:
         self._values: set[str] = set()
+        # Short log fields already scrubbed (room, event and task ids recur in every line).
+        self._fields: dict[str, str] = {}
 
     def add(self, *values: str | None) -> None:
         """Remember secret values (ours: password, token, API key; the environment's) to
@@ -40,6 +57,18 @@ class Redactor:
         for value in values:
             if value and len(value) >= _MIN_VALUE:
                 self._values.add(value)
+        self._fields.clear()
+
+    def field(self, text: str) -> str:
+        """`text` for a log field: the same result, remembered for short values."""
+        if len(text) > _FIELD_CACHED_CHARS:
+            return self.text(text)
+        done = self._fields.get(text)
+        if done is None:
+            if len(self._fields) >= _FIELDS_KEPT:
+                self._fields.clear()
+            done = self._fields[text] = self.text(text)
+        return done
 
     def text(self, text: str) -> str:
         """The text with every known secret and every secret-shaped string replaced."""
@@ -63,7 +92,7 @@ class Redactor:
     def value(self, key: str, value: Any) -> Any:
         """A log field's value, scrubbed by its key's name and its content."""
         if isinstance(value, str):
-            return REDACTED if _SECRET_KEYS.search(key) and value else self.text(value)
+            return REDACTED if _SECRET_KEYS.search(key) and value else self.field(value)
         if isinstance(value, dict):
             return {k: self.value(str(k), v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -77,7 +106,7 @@ class Redactor:
     ) -> MutableMapping[str, Any]:
         for key in list(event_dict):
             if key == "event":
-                event_dict[key] = self.text(str(event_dict[key]))
+                event_dict[key] = self.field(str(event_dict[key]))
             else:
                 event_dict[key] = self.value(key, event_dict[key])
         return event_dict
@@ -114,7 +143,7 @@ def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) 
     root.addHandler(console)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handler = logging.handlers.RotatingFileHandler(
+        handler = _RotatingFile(
             log_dir / "dispatch.jsonl", maxBytes=20_000_000, backupCount=3, encoding="utf-8"
         )
         handler.setFormatter(
@@ -125,8 +154,38 @@ def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) 
     root.setLevel(level.upper())
     # nio logs whole HTTP bodies at debug and retries as warnings; our own events say what
     # happened, so only its errors pass.
-    for noisy in ("nio", "peewee", "httpx", "httpcore", "aiohttp.access", "anthropic"):
+    for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(max(logging.ERROR, root.level))
+
+
+class _RotatingFile(logging.handlers.RotatingFileHandler):
+    """A rotating file that renders each record once and knows its size from what it
+    wrote: the stdlib's renders every record twice (once only to measure it) and seeks to
+    the end and stats the path for each, half of what a log line cost."""
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._size = path.stat().st_size if path.exists() else 0
+
+    def doRollover(self) -> None:  # noqa: N802 - the stdlib's name
+        super().doRollover()
+        self._size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            size = len(line.encode("utf-8"))
+            if self.maxBytes > 0 and self._size and self._size + size > self.maxBytes:
+                self.doRollover()
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(line)
+            self.stream.flush()
+            self._size += size
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 def get_root() -> logging.Logger:

@@ -117,6 +117,8 @@ def test_a_replayed_ciphertext_is_refused_in_the_same_run_and_after_a_restart(
         bot.decrypt_megolm_event(event(first, "$replay-1", ts=1_800_000_000_000), ROOM)
     replay = guard.refused("$replay-1")
     assert replay is not None and replay.first_event_id == "$first"
+    # The router commits a sync's claims before it acts on any of its events.
+    guard.flush()
     db.close()
 
     # A restart: nio alone has forgotten, and decrypts the replay as a new message …
@@ -161,6 +163,7 @@ def test_a_replayed_encrypted_reaction_is_refused_after_a_restart(tmp_path: Path
     bot, guard = owner.bot(), ReplayGuard(db)
     guard.install(bot)
     assert bot.decrypt_megolm_event(event(reaction, "$yes-reaction"), ROOM).key == "✅"
+    guard.flush()
     db.close()
     db = Database.open(tmp_path / "d.db")
     bot, guard = owner.bot(), ReplayGuard(db)
@@ -202,3 +205,25 @@ async def test_a_held_event_refused_as_a_replay_is_let_go_without_a_notice(
     await late.retry(now=10**10)
     assert db.waiting_undecrypted() == [] and told == []
     db.close()
+
+
+def test_claims_wait_for_the_flush_and_still_refuse_a_replay_meanwhile(tmp_path: Path) -> None:
+    owner = Owner()
+    message = owner.encrypt("run the report")
+    db = Database.open(tmp_path / "d.db")
+    bot, guard = owner.bot(), ReplayGuard(db)
+    guard.install(bot)
+    assert bot.decrypt_megolm_event(event(message, "$first"), ROOM).body == "run the report"
+    # Held, not yet committed: a replay in the same sync is refused all the same …
+    with pytest.raises(EncryptionError):
+        bot.decrypt_megolm_event(event(message, "$replay"), ROOM)
+    assert db.megolm_index(*_index_of(owner, message)) is None
+    # … and one flush commits every claim at once.
+    guard.flush()
+    assert db.megolm_index(*_index_of(owner, message)) == "$first"
+    db.close()
+
+
+def _index_of(owner: Owner, message: dict[str, Any]) -> tuple[str, str, int]:
+    curve = owner.olm.account.identity_keys["curve25519"]
+    return curve, str(message["session_id"]), 0

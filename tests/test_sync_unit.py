@@ -56,6 +56,8 @@ async def test_a_stalled_sync_loop_raises_so_the_process_exits(tmp_path: Path) -
         await asyncio.wait_for(loop.watch(), 10)
     runner.cancel()
     assert caught.value.exit_code == 70
+    # The token rides with the next write (or the close): staged, then committed.
+    db.flush_staged()
     assert handled == ["t1"] and db.sync_token() == "t1"
 
 
@@ -131,4 +133,38 @@ async def test_while_the_homeserver_is_away_retries_double_to_ten_seconds_and_it
     # A minute away costs at most one 10 s wait past the homeserver's return, not 60 s.
     assert waits == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0, 10.0]
     assert told == [8], "told once, after the first sync that got through"
+    db.flush_staged()
     assert db.sync_token() == "t10"
+
+
+def test_a_staged_write_rides_with_the_next_transaction_and_the_close(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    db.save_sync_token("t1", staged=True)
+    db.save_sync_token("t2", staged=True)
+    assert db.sync_token() is None, "not committed on its own"
+    db.set_meta("other", "write")
+    assert db.sync_token() == "t2", "the newer one, with the next transaction"
+    db.save_sync_token("t3", staged=True)
+    db.close()
+    assert Database.open(tmp_path / "d.db").sync_token() == "t3", "and with the close"
+
+
+async def test_a_sync_that_brought_work_commits_its_token_at_once(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    again = asyncio.Event()
+
+    class Client(HangingClient):
+        async def sync(self, since: Any, timeout_ms: int, full_state: bool = False) -> Response:
+            if self.calls == 1:
+                again.set()  # the next long poll begins once the token is saved
+            return await super().sync(since, timeout_ms, full_state)
+
+    async def handle(response: Any, since: str | None) -> bool:
+        return True  # a command read again after a crash would run again
+
+    loop = SyncLoop(Client(), db, handle, 1000)  # type: ignore[arg-type]
+    runner = asyncio.create_task(loop.run())
+    await asyncio.wait_for(again.wait(), 5)
+    runner.cancel()
+    assert db.sync_token() == "t1" and not db.staged
+    db.close()

@@ -43,6 +43,7 @@ from .transcript import (
     request_messages,
     text_of,
 )
+from .wire import Pieces
 
 log = logs.get(__name__)
 
@@ -51,12 +52,14 @@ __all__ = ["Agent", "AgentFailure", "Request"]
 
 @dataclass(frozen=True)
 class Request:
-    """What one request sends besides the model and its settings, and its size estimate."""
+    """What one request sends besides the model and its settings, and its size estimate;
+    `messages_json` is `messages` serialised."""
 
     system: list[dict[str, Any]]
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     estimate: int
+    messages_json: str
 
 
 class Agent:
@@ -97,6 +100,7 @@ class Agent:
             tools.add(MemoryTool(memory))
         self._compactor = Compactor(db, client, settings)
         self._gauge = Gauge()
+        self._pieces = Pieces()
 
     # -- what the owner may change or ask for without the model ------------------------------
 
@@ -133,7 +137,10 @@ class Agent:
     async def answer(self, task: Task, io: TaskIO, now: datetime | None = None) -> str:
         """Run the task to the model's final answer and return its text."""
         conversation = self._db.current_conversation()
-        done = self._resume(task, conversation, now)
+        # Each step's count is committed with the write before it (one sync, not two).
+        with self._db.tx():
+            done = self._resume(task, conversation, now)
+            steps: int | None = None if done is not None else self._db.count_step(task.id)
         if done is not None:
             return done
         # One model per task: the cached prefix and any thinking signatures belong to it.
@@ -141,7 +148,8 @@ class Agent:
         started = time.monotonic()
         turn = Turn()
         while True:
-            steps = self._db.count_step(task.id)
+            if steps is None:
+                steps = self._db.count_step(task.id)
             if steps > self.settings.max_steps:
                 raise AgentFailure(
                     f"stopped after {self.settings.max_steps} steps without finishing "
@@ -152,12 +160,18 @@ class Agent:
                     f"stopped after {self.settings.max_task_seconds / 60:.0f} minutes without "
                     "finishing (the time budget, [agent] max_task_seconds)"
                 )
-            reply = await self._ask(task, conversation, steps, name, turn)
+            reply, counts = await self._ask(task, conversation, steps, name, turn)
+            step, steps = steps, None
             content = [block_dict(block) for block in reply.content]
             limit = self.settings.max_continuations
             verdict = stops.judge(reply.stop_reason, content, turn.continued, limit)
-            if verdict.keep:
-                self._db.append_message(conversation, task.id, "assistant", verdict.keep)
+            with self._db.tx():
+                # A reply's usage and its message are one transaction.
+                self._db.record_usage(task.id, name, counts)
+                if verdict.keep:
+                    self._db.append_message(conversation, task.id, "assistant", verdict.keep)
+                if verdict.step is Step.RESUME:
+                    steps = self._db.count_step(task.id)
             if verdict.step is Step.ANSWER:
                 if turn.parts:
                     return stops.joined([*turn.parts, stops.raw_text(content)])
@@ -166,8 +180,10 @@ class Agent:
                 turn.parts.clear()
                 turn.continued = 0
                 uses = [b for b in content if b.get("type") == "tool_use"]
-                results = [await self._calls.run(use, io, steps, task.id) for use in uses]
-                self._db.append_message(conversation, task.id, "user", results)
+                results = [await self._calls.run(use, io, step, task.id) for use in uses]
+                with self._db.tx():
+                    self._db.append_message(conversation, task.id, "user", results)
+                    steps = self._db.count_step(task.id)
             elif verdict.step is not Step.RESUME:
                 await self._cut(task, conversation, name, reply.stop_reason, verdict, turn)
 
@@ -234,7 +250,7 @@ class Agent:
 
     async def _ask(
         self, task: Task, conversation: int, step: int, name: str, turn: Turn | None = None
-    ) -> Message:
+    ) -> tuple[Message, dict[str, int]]:
         """One step's request, compacting first when it would fill the context. A refusal
         as too long compacts harder and retries exactly once; one as too large (413) also
         leaves attachments out and trims tool results harder, for the rest of the task."""
@@ -297,8 +313,10 @@ class Agent:
             # The web's use limit is per task: what the running (last) task used so far.
             task_rows = [row.message() for row in rows if row.task_id == rows[-1].task_id]
             tools += self.web_tools.definitions(web.uses(task_rows))
-        size = estimate_tokens({"system": system, "tools": tools, "messages": messages})
-        return Request(system, messages, tools, size)
+        # Serialised and estimated from the blocks of the last request: each block once.
+        messages_json, size = self._pieces.messages(messages)
+        size += estimate_tokens({"system": system, "tools": tools})
+        return Request(system, messages, tools, size, messages_json)
 
     async def _compact(
         self, conversation: int, task_id: int | None, name: str, *, relaxed: bool = False
@@ -315,7 +333,11 @@ class Agent:
         if spent >= budget:
             raise BudgetSpent(spent, budget)
 
-    async def _send(self, task: Task, step: int, name: str, request: Request) -> Message:
+    async def _send(
+        self, task: Task, step: int, name: str, request: Request
+    ) -> tuple[Message, dict[str, int]]:
+        """One request; the reply and its token counts, for the caller to record with the
+        reply's message."""
         self._check_budget()
         budget = self.settings.thinking_budget
         thinking = catalogue.thinking_for(name, budget)
@@ -336,9 +358,9 @@ class Agent:
             messages=request.messages,
             tools=request.tools,
             thinking=thinking,
+            messages_json=request.messages_json,
         )
         counts = model.usage_counts(reply)
-        self._db.record_usage(task.id, name, counts)
         self._gauge.measured(request.estimate, real_input(counts))
         log.info(
             "agent.reply",
@@ -350,7 +372,7 @@ class Agent:
             cache_read=counts.get("cache_read_input_tokens"),
             cache_write=counts.get("cache_creation_input_tokens"),
         )
-        return reply
+        return reply, counts
 
     def _final(self, task: Task) -> str:
         """The answer: the text of the model's last turn, and the sources it cited."""

@@ -19,10 +19,12 @@ from typing import Any
 
 import anthropic
 import httpx2
-from anthropic.types import Message
+from anthropic.lib.streaming import AsyncMessageStreamManager
+from anthropic.types import Message, RawMessageStreamEvent
 
 from .. import logs
 from ..errors import ModelError
+from . import wire
 from .errors import (
     AgentFailure,
     AnswerCut,
@@ -105,8 +107,12 @@ async def request(
     tools: list[dict[str, Any]],
     thinking: dict[str, Any] | None = None,
     sleep: Sleep = asyncio.sleep,
+    messages_json: str | None = None,
 ) -> Message:
-    """Stream one model response to its end and return it; raises a ModelError kind."""
+    """Stream one model response to its end and return it; raises a ModelError kind.
+
+    `messages_json` is `messages` already serialised (`wire.Pieces`): then the body goes to
+    the SDK as ready bytes, which it neither walks nor copies."""
     kwargs: dict[str, Any] = {
         "model": model,
         "max_tokens": max_tokens,
@@ -121,7 +127,7 @@ async def request(
     attempt = 0
     while True:
         try:
-            async with client.messages.stream(**kwargs) as stream:
+            async with _stream(client, kwargs, messages_json) as stream:
                 return await stream.get_final_message()
         except (anthropic.APIError, httpx2.TransportError) as err:
             failure = classify(err)
@@ -133,6 +139,26 @@ async def request(
             )
             attempt += 1
             await sleep(wait)
+
+
+def _stream(
+    client: anthropic.AsyncAnthropic, kwargs: dict[str, Any], messages_json: str | None
+) -> AsyncMessageStreamManager[Any]:
+    """The SDK's stream of one request: `messages.stream`'s, or with `messages_json` the
+    same POST with the body as bytes (the SDK adds its usual headers, retries and timeout)."""
+    if messages_json is None:
+        return client.messages.stream(**kwargs)
+    fields = {key: value for key, value in kwargs.items() if key != "messages"}
+    fields["stream"] = True
+    opened = client.post(
+        "/v1/messages",
+        cast_to=Message,
+        content=wire.body(fields, messages_json),
+        options={"headers": {"Content-Type": "application/json"}},
+        stream=True,
+        stream_cls=anthropic.AsyncStream[RawMessageStreamEvent],
+    )
+    return AsyncMessageStreamManager(opened)
 
 
 def usage_counts(reply: Message) -> dict[str, int]:

@@ -58,7 +58,12 @@ _CLIENT_CONFIG: dict[str, Any] = {
 }
 
 # Room timelines of up to 100 events per sync; a longer gap is filled from /messages.
-_SYNC_FILTER: dict[str, Any] = {"room": {"timeline": {"limit": 100}}}
+# Presence, typing and receipts are left out: the bot reads none of them, and each one
+# (its own receipt and typing included) would end a long poll for an empty answer.
+_SYNC_FILTER: dict[str, Any] = {
+    "presence": {"not_types": ["*"]},
+    "room": {"timeline": {"limit": 100}, "ephemeral": {"not_types": ["*"]}},
+}
 
 
 class MatrixClient:

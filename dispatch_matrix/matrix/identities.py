@@ -28,11 +28,15 @@ class Identities:
         self._db = db
         self._owners = owners
         self._keys: dict[str, UserKeys] = {}
+        # Verdicts on the cached keys: each one checks two signatures, and every message
+        # and every send asks again. Dropped with the keys (and on a pin change).
+        self._verdicts: dict[tuple[str, str | None, str | None], DeviceTrust] = {}
 
     def forget(self, user_ids: list[str]) -> None:
         """Drop cached keys (their device list changed); the next check re-fetches."""
         for user_id in user_ids:
             self._keys.pop(user_id, None)
+        self._verdicts.clear()
 
     async def keys(self, user_id: str, refresh: bool = False) -> UserKeys:
         """A user's published keys (cached until their device list changes)."""
@@ -40,8 +44,21 @@ class Identities:
             reply = await self._client.query_keys([user_id])
             keys = UserKeys.from_query(reply, user_id)
             self._keys[user_id] = keys
+            self._verdicts.clear()
             self._pin_on_first_contact(keys)
         return self._keys[user_id]
+
+    def _trust(self, keys: UserKeys, device_id: str | None) -> DeviceTrust:
+        """`device_trust` against the pinned identity (or the published one), remembered
+        for these keys."""
+        pinned = self.pinned(keys.user_id) or keys.master_key
+        memo = (keys.user_id, device_id, pinned)
+        verdict = self._verdicts.get(memo)
+        if verdict is None or self._keys.get(keys.user_id) is not keys:
+            verdict = device_trust(keys, device_id, pinned)
+            if self._keys.get(keys.user_id) is keys:
+                self._verdicts[memo] = verdict
+        return verdict
 
     def pinned(self, user_id: str) -> str | None:
         """The master key pinned for a user, if any."""
@@ -63,7 +80,7 @@ class Identities:
             # A device that appeared since we last looked: ask once more.
             keys = await self.keys(user_id, refresh=True)
             device_id = keys.device_by_curve_key(sender_key)
-        return device_trust(keys, device_id, self.pinned(user_id) or keys.master_key)
+        return self._trust(keys, device_id)
 
     async def restrict_sharing(self, room_id: RoomID) -> None:
         """Let room keys reach only owners' devices that pass the gate against the pinned
@@ -72,8 +89,7 @@ class Identities:
 
     async def _trusted_devices(self, user_id: str) -> set[str]:
         keys = await self.keys(user_id)
-        pinned = self.pinned(user_id) or keys.master_key
-        return {device for device in keys.devices if device_trust(keys, device, pinned).trusted}
+        return {device for device in keys.devices if self._trust(keys, device).trusted}
 
 
 # Which of an owner's devices may get room keys: the one thing the daemon and pairing judge

@@ -34,8 +34,11 @@ class LateKeys:
         on_read: Callable[[Message], Awaitable[None]],
         on_give_up: Callable[[Unreadable], Awaitable[None]],
         refused: Callable[[str], bool] = lambda _event_id: False,
+        claimed: Callable[[], None] = lambda: None,
     ) -> None:
         self._client = client
+        # Commits the replay guard's claims: right after a decryption, before its effects.
+        self._claimed = claimed
         # Whether the replay guard refused an event (then waiting for its keys is moot).
         self._refused = refused
         self._db = db
@@ -89,6 +92,7 @@ class LateKeys:
                     if isinstance(item, Unreadable):
                         await self._on_give_up(item)
                 continue
+            self._claimed()
             self._db.resolve_undecrypted(event.event_id, gave_up=False)
             item = from_event(RoomID(room_id), decrypted)
             log.info("matrix.late_key_arrived", event_id=event.event_id)

@@ -10,8 +10,10 @@ nio hands the index of each event it decrypts to `Olm.message_index_ok(index, ev
 nowhere else (the decrypted event does not carry it). The guard takes over that check: the
 first event id seen at every (sender key, session id, index) is committed to the ledger,
 and an event with another id at a known index fails decryption, like a replay within one
-run always did. The router drops such an event without a word to anyone, before the trust
-gate: it is neither a message nor an unreadable one.
+run always did. The claims of one sync (a catch-up brings hundreds) are committed together
+(`flush`), before the router acts on any of its events; until then the guard holds them.
+The router drops a refused event without a word to anyone, before the trust gate: it is
+neither a message nor an unreadable one.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class ReplayGuard:
         self._db = db
         self._guarded: Any = None
         self._refused: OrderedDict[str, Replay] = OrderedDict()
+        # Indexes claimed and not yet committed: (sender key, session, index) → (event, room).
+        self._claims: dict[tuple[str, str, int], tuple[str, str]] = {}
 
     def install(self, olm: _Olm) -> None:
         """Take over nio's (in-memory) check of message indexes on this crypto machine."""
@@ -102,16 +106,18 @@ class ReplayGuard:
 
     def message_index_ok(self, message_index: int, event: MegolmEvent) -> bool:
         """nio's hook: True lets the decryption finish; False makes it a failure."""
+        if event.sender and event.sender == getattr(self._guarded, "user_id", None):
+            # The bot's own events (each answer comes back in the next sync) are never
+            # acted on, so their indexes need no record.
+            return True
         event_id = str(event.event_id or "")
         recorded: str | None = None
         if event_id:
-            recorded = self._db.claim_megolm_index(
-                str(event.sender_key),
-                str(event.session_id),
-                message_index,
-                event_id,
-                str(getattr(event, "room_id", "") or ""),
-            )
+            index = (str(event.sender_key), str(event.session_id), message_index)
+            held = self._claims.get(index)
+            recorded = held[0] if held is not None else self._db.megolm_index(*index)
+            if recorded is None:
+                self._claims[index] = (event_id, str(getattr(event, "room_id", "") or ""))
         verdict = judge_index(recorded, event_id)
         if verdict.allowed:
             return True
@@ -129,6 +135,15 @@ class ReplayGuard:
             reason=verdict.value,
         )
         return False
+
+    def flush(self) -> None:
+        """Commit the indexes claimed since the last flush, in one transaction. Called
+        before any event they belong to has an effect: an event acted on is never one
+        whose index a crash could forget."""
+        if self._claims:
+            claims = [(*index, *held) for index, held in self._claims.items()]
+            self._db.record_megolm_indexes(claims)
+            self._claims.clear()
 
     def refused(self, event_id: str) -> Replay | None:
         """The replay this event was, if the guard refused it."""

@@ -85,13 +85,15 @@ class Router:
             self._message,
             self._gave_up,
             refused=self._replayed,
+            claimed=self._flush_claims,
         )
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
 
-    async def handle(self, response: SyncResponse, since: str | None) -> None:
-        """Act on one sync response (`since`: the token it was asked with)."""
+    async def handle(self, response: SyncResponse, since: str | None) -> bool:
+        """Act on one sync response (`since`: the token it was asked with); whether it
+        held anything to act on (not only the bot's own events)."""
         if self._replays is not None:
             self._replays.ensure(self._client.client.olm)
         changed = list(response.device_list.changed)
@@ -99,6 +101,9 @@ class Router:
             self._identities.forget(changed)
         await self._watch_rooms(response)
         items = await self._gaps(response, since) + read_sync(response, self._client.user_id)
+        # Outside the per-item guard: a claim that cannot be committed fails the whole sync,
+        # which is then read again.
+        self._flush_claims()
         if items:
             log.debug("sync.items", kinds=[type(item).__name__ for item in items])
         for item in items:
@@ -109,6 +114,7 @@ class Router:
                 # (a crash would re-read the same event at restart, forever).
                 log.exception("router.item_failed", item=type(item).__name__, room=item.room_id)
         await self._late.retry()
+        return bool(items)
 
     async def _watch_rooms(self, response: SyncResponse) -> None:
         """Tell the owners at once when a room they command the bot in stops being private
@@ -152,6 +158,11 @@ class Router:
         await self._outbox.post(
             item.room_id, texts.unreadable(when), reply_to=item.event_id, notice=True
         )
+
+    def _flush_claims(self) -> None:
+        """Commit the Megolm indexes of what was decrypted, before acting on any of it."""
+        if self._replays is not None:
+            self._replays.flush()
 
     def _replayed(self, event_id: str) -> bool:
         return self._replays is not None and self._replays.refused(event_id) is not None

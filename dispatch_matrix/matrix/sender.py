@@ -9,6 +9,10 @@ of 10 events, then one every 5 s). So the sender keeps a model of that budget an
 
 A 429 holds back only what it refused: that event waits out `retry_after`, the budget
 counts as spent until then, and everything else keeps its place.
+
+While an answer is about to be decided (`hold`: the worker took a task a moment ago), the
+rest waits too: through a backlog of quick tasks each ✅ would otherwise take the
+homeserver's time between two answers, and the answers go out at half the pace.
 """
 
 from __future__ import annotations
@@ -130,6 +134,8 @@ class Sender:
     ) -> None:
         self._budget = budget
         self._on_rate_limited = on_rate_limited
+        # Seconds for which an answer is expected (the rest waits meanwhile); 0: none is.
+        self.hold: Callable[[], float] | None = None
         self._clock = clock
         self._jobs: list[Job] = []
         self._wake = asyncio.Event()
@@ -212,6 +218,9 @@ class Sender:
         )
         if not others:
             return None, None
+        held = self.hold() if self.hold is not None else 0.0
+        if held > 0:
+            return None, held
         ready = [j for j in others if j.not_before <= now]
         need = self._budget.reserve + 1.0
         if ready:

@@ -31,6 +31,11 @@ log = logs.get(__name__)
 _MAX_BACKOFF_S = 10.0
 _WATCH_EVERY_S = 5.0
 _CLOCK_JUMP_S = 30.0
+# The token of a sync that brought nothing to act on (most bring only the bot's own
+# events back) rides with the next write; it is committed on its own at least this often.
+# One that brought commands or messages is committed at once: a command read again after
+# a crash would run again.
+_TOKEN_SYNCED_EVERY_S = 60.0
 
 
 class SyncStalled(DispatchError):
@@ -46,7 +51,7 @@ class SyncLoop:
         self,
         client: MatrixClient,
         db: Database,
-        handle: Callable[[SyncResponse, str | None], Awaitable[None]],
+        handle: Callable[[SyncResponse, str | None], Awaitable[bool | None]],
         timeout_ms: int,
         watch_every_s: float | None = None,
         stall_margin_s: float = 120.0,
@@ -84,6 +89,7 @@ class SyncLoop:
         token = self._db.sync_token()
         started = time.monotonic()
         backoff = Backoff(1.0, _MAX_BACKOFF_S)
+        token_synced = time.monotonic()
         while True:
             first = not self.first_sync_done.is_set()
             try:
@@ -101,8 +107,15 @@ class SyncLoop:
                     log.info("sync.restarted", reason="clock jump")
                     self.last_progress = time.monotonic()
                     continue
-                await self._handle(response, token)
-                self._db.save_sync_token(response.next_batch)
+                acted = await self._handle(response, token)
+                # A task this sync queued starts first: the token's save and the key
+                # housekeeping below are not on the way to its answer.
+                await asyncio.sleep(0)
+                self._db.save_sync_token(response.next_batch, staged=not acted)
+                if time.monotonic() - token_synced > _TOKEN_SYNCED_EVERY_S:
+                    self._db.flush_staged()
+                if not self._db.staged:
+                    token_synced = time.monotonic()
                 token = response.next_batch
                 await self._client.after_sync()
             except asyncio.CancelledError:

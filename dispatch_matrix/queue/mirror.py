@@ -6,7 +6,9 @@ and nothing here is waited for on the way to an answer.
 A state must stand a moment before it is worth a room event: a task taken at once never
 shows ⏳, one answered within seconds never shows ⚙️, so a quick task costs the answer and
 its ✅. A newer state supersedes an older one not yet sent; the reaction that showed the
-previous state is redacted once the new one is in the room.
+previous state is redacted once the new one is in the room. Typing waits a moment too, and
+a message gets its read receipt once: each of those requests wakes the owner's sync and
+the bot's, on a homeserver that is busy with the answer just then.
 """
 
 from __future__ import annotations
@@ -34,17 +36,32 @@ HOLD_S = {
 }
 # Clients drop a typing notice after its timeout; it is renewed well before that.
 _TYPING_REFRESH_S = 20.0
+# Typing shows only for a task still running after this long: a quick answer is its own news.
+TYPING_AFTER_S = 1.0
+# Receipts sent this run, remembered for this many messages (a task taken after its receipt
+# went out at intake needs no second one).
+_RECEIPTS_KEPT = 1000
 
 
 class Mirror:
     """Shows task states in the room."""
 
-    def __init__(self, db: Database, room: Room, hold_s: dict[TaskState, float] = HOLD_S) -> None:
+    def __init__(
+        self,
+        db: Database,
+        room: Room,
+        hold_s: dict[TaskState, float] = HOLD_S,
+        typing_after_s: float = TYPING_AFTER_S,
+    ) -> None:
         self._db = db
         self._room = room
         self._hold_s = hold_s
+        self._typing_after_s = typing_after_s
         self._settling: dict[int, asyncio.Task[None]] = {}
         self._typing: asyncio.Task[None] | None = None
+        # Whether the running task's typing notice went out (so "off" is worth sending).
+        self._typing_shown = False
+        self._receipted: dict[int, None] = {}
         self._closed = False
 
     def show(self, task: Task, state: TaskState) -> None:
@@ -61,15 +78,26 @@ class Mirror:
 
     def queued(self, task: Task) -> None:
         """The task is on disk: the read receipt says so at once (the first sign of life)."""
-        self._room.read_receipt(task.room_id, task.event_id)
+        self._receipt(task)
         self.show(task, TaskState.QUEUED)
 
     def started(self, task: Task, paused: bool) -> None:
-        """The task is taken: typing while it runs, presence, ⚙️ if it runs a while."""
-        self._room.read_receipt(task.room_id, task.event_id)
+        """The task is taken: presence; typing and ⚙️ if it runs a while."""
+        self._receipt(task)
         self.show(task, TaskState.RUNNING)
         self.presence(task, paused)
+        self._typing_shown = False
         self._typing = asyncio.create_task(self._keep_typing(task))
+
+    def _receipt(self, task: Task) -> None:
+        """The task's read receipt, unless this run sent it already (a task queued after
+        a restart, or recovered, gets one when it is taken)."""
+        if task.id in self._receipted:
+            return
+        self._receipted[task.id] = None
+        while len(self._receipted) > _RECEIPTS_KEPT:
+            del self._receipted[next(iter(self._receipted))]
+        self._room.read_receipt(task.room_id, task.event_id)
 
     def stopped(
         self, task: Task, state: TaskState, after: asyncio.Future[EventID] | None = None
@@ -79,7 +107,8 @@ class Mirror:
         if self._typing is not None:
             self._typing.cancel()
             self._typing = None
-            self._room.typing(task.room_id, False)
+            if self._typing_shown:
+                self._room.typing(task.room_id, False)
         if after is None:
             self.show(task, state)
         else:
@@ -140,6 +169,8 @@ class Mirror:
             log.warning("mirror.failed", task=task_id, error=repr(job.exception()))
 
     async def _keep_typing(self, task: Task) -> None:
+        await asyncio.sleep(self._typing_after_s)
         while True:
+            self._typing_shown = True
             self._room.typing(task.room_id, True)
             await asyncio.sleep(_TYPING_REFRESH_S)

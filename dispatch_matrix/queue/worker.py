@@ -35,6 +35,9 @@ _OUTAGE_MAX_S = 120.0
 # While the API cannot be reached at all, it is probed this often (a free read), so a task
 # goes again within seconds of its return, not at the end of a wait that doubled meanwhile.
 _PROBE_EVERY_S = 5.0
+# For this long after a task is taken its answer is expected, and decorations wait for it
+# (`answer_due_in`): a quick task answers well within it, a long one frees them after it.
+ANSWER_DUE_S = 1.0
 
 
 class Worker:
@@ -80,6 +83,13 @@ class Worker:
     def wake(self) -> None:
         """Tell the worker there may be new work."""
         self._wake.set()
+
+    def answer_due_in(self) -> float:
+        """Seconds for which the running task's answer is still expected soon (0: no task
+        runs, or it has run a while); what is not an answer waits meanwhile."""
+        if self.current_since is None:
+            return 0.0
+        return max(0.0, ANSWER_DUE_S - (time.monotonic() - self.current_since))
 
     async def run(self) -> None:
         """Work until cancelled."""
@@ -135,7 +145,9 @@ class Worker:
 
     async def _run_one(self, task: Task) -> None:
         self.current, self.current_since = task, time.monotonic()
-        self._db.set_task_state(task.id, TaskState.RUNNING)
+        # Committed with the agent's first write: a crash before it leaves the task queued,
+        # which in effect it still was (nothing of it ran yet).
+        self._db.stage_task_state(task.id, TaskState.RUNNING)
         log.info("task.started", task=task.short_id, room=task.room_id)
         self.mirror.started(task, self.paused)
         io = RoomTaskIO(task, self._room, self.approvals, self._groups)

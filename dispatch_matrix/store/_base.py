@@ -7,6 +7,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .models import TranscriptRow
 
@@ -17,6 +18,8 @@ class Base:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._depth = 0
+        # Writes that ride with the next transaction (`stage`), by key.
+        self._staged: dict[object, tuple[str, tuple[Any, ...]]] = {}
         # Parsed transcript rows per conversation, oldest first (see `transcript_rows`).
         self._rows: dict[int, list[TranscriptRow]] = {}
 
@@ -44,14 +47,39 @@ class Base:
             return
         self._conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
+        staged, self._staged = self._staged, {}
         try:
+            for sql, params in staged.values():
+                self._conn.execute(sql, params)
             yield self._conn
         except BaseException:
             self._conn.execute("ROLLBACK")
+            self._staged = {**staged, **self._staged}
             raise
         finally:
             self._depth = 0
         self._conn.execute("COMMIT")
+
+    def stage(self, sql: str, params: tuple[Any, ...], key: object = None) -> None:
+        """A write that rides with the next transaction, whoever's, instead of costing a
+        sync of its own: only for one whose loss in a crash before then is harmless (what
+        it records had no effect yet, or may be done again). A newer write with the same
+        `key` replaces one still staged. Inside a transaction it is part of that one."""
+        if self._depth:
+            self._conn.execute(sql, params)
+        else:
+            self._staged[object() if key is None else key] = (sql, params)
+
+    @property
+    def staged(self) -> bool:
+        """Whether writes wait for the next transaction."""
+        return bool(self._staged)
+
+    def flush_staged(self) -> None:
+        """Commit what is staged now (before closing)."""
+        if self._staged:
+            with self.tx():
+                pass
 
     # -- meta ------------------------------------------------------------------------------
 

@@ -174,7 +174,8 @@ class Database(
         return db
 
     def close(self) -> None:
-        """Close the connection."""
+        """Commit what is staged, and close the connection."""
+        self.flush_staged()
         self._conn.close()
 
     def _migrate(self) -> None:
@@ -214,7 +215,12 @@ class Database(
         row = self._conn.execute("SELECT next_batch FROM sync_state WHERE id = 1").fetchone()
         return None if row is None else str(row[0])
 
-    def save_sync_token(self, token: str) -> None:
-        """Record that every event before `token` is in the ledger."""
+    def save_sync_token(self, token: str, *, staged: bool = False) -> None:
+        """Record that every event before `token` is in the ledger; `staged`, with the next
+        transaction (a crash before it re-reads a little more, which event ids make harmless)."""
+        sql, params = "INSERT OR REPLACE INTO sync_state VALUES (1, ?, ?)", (token, time.time())
+        if staged:
+            self.stage(sql, params, key="sync_token")
+            return
         with self.tx() as conn:
-            conn.execute("INSERT OR REPLACE INTO sync_state VALUES (1, ?, ?)", (token, time.time()))
+            conn.execute(sql, params)

@@ -32,6 +32,21 @@ def _task(row: sqlite3.Row) -> Task:
     )
 
 
+_SET_STATE = (
+    "UPDATE tasks SET state = ?, result = COALESCE(?, result), error = COALESCE(?, error),"
+    " started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?) ELSE started_at END,"
+    " finished_at = CASE WHEN ? IN ('done', 'failed', 'cancelled') THEN ? ELSE finished_at END"
+    " WHERE id = ?"
+)
+
+
+def _state_params(
+    task_id: int, state: TaskState, result: str | None, error: str | None
+) -> tuple[Any, ...]:
+    now = time.time()
+    return (state, result, error, state, now, state, now, task_id)
+
+
 class LedgerQueries(Base):
     """Tasks, the transcript, usage and outgoing messages."""
 
@@ -102,17 +117,12 @@ class LedgerQueries(Base):
         error: str | None = None,
     ) -> None:
         """Move a task to a state, stamping when it started or finished."""
-        now = time.time()
         with self.tx() as conn:
-            conn.execute(
-                "UPDATE tasks SET state = ?, result = COALESCE(?, result),"
-                " error = COALESCE(?, error),"
-                " started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?)"
-                " ELSE started_at END,"
-                " finished_at = CASE WHEN ? IN ('done', 'failed', 'cancelled') THEN ?"
-                " ELSE finished_at END WHERE id = ?",
-                (state, result, error, state, now, state, now, task_id),
-            )
+            conn.execute(_SET_STATE, _state_params(task_id, state, result, error))
+
+    def stage_task_state(self, task_id: int, state: TaskState) -> None:
+        """`set_task_state`, committed with the next transaction (see `stage`)."""
+        self.stage(_SET_STATE, _state_params(task_id, state, None, None))
 
     def task_by_event(self, event_id: str) -> Task | None:
         """The task made from an event."""

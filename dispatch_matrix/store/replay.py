@@ -41,3 +41,22 @@ class ReplayQueries(Base):
                 (sender_key, session_id, index, event_id, room_id, time.time()),
             )
         return None
+
+    def megolm_index(self, sender_key: str, session_id: str, index: int) -> str | None:
+        """The event id recorded at this index, if any."""
+        row = self._conn.execute(
+            "SELECT event_id FROM megolm_indexes"
+            " WHERE sender_key = ? AND session_id = ? AND message_index = ?",
+            (sender_key, session_id, index),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_megolm_indexes(self, claims: list[tuple[str, str, int, str, str]]) -> None:
+        """Record (sender key, session id, index, event id, room id) claims found free, in
+        one transaction; an index recorded meanwhile keeps its first event."""
+        now = time.time()
+        with self.tx() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO megolm_indexes VALUES (?, ?, ?, ?, ?, ?)",
+                [(*claim, now) for claim in claims],
+            )

@@ -39,6 +39,9 @@ class ProcessGroups:
         self._db = db
         self._boot = boot if boot is not None else boot_id()
         self._groups: set[int] = set()
+        # What the store holds now (None: not read yet), so an unchanged record costs no
+        # transaction: a task that started no process ends without one.
+        self._saved: str | None = None
 
     def register(self, pgid: int) -> None:
         """A tool started a process group: record it before anything else can happen."""
@@ -71,7 +74,12 @@ class ProcessGroups:
 
     def _save(self) -> None:
         listed = ",".join(map(str, sorted(self._groups)))
-        self._db.set_meta(_META_KEY, f"{self._boot}:{listed}" if listed else "")
+        value = f"{self._boot}:{listed}" if listed else ""
+        if self._saved is None:
+            self._saved = self._db.get_meta(_META_KEY)
+        if value != self._saved:
+            self._db.set_meta(_META_KEY, value)
+            self._saved = value
 
 
 def _kill(groups: list[int]) -> None:

@@ -10,7 +10,14 @@ import pytest
 
 from dispatch_matrix.ids import EventID
 from dispatch_matrix.matrix.failures import RateLimited, Unreachable
-from dispatch_matrix.matrix.sender import MIN_RESERVE, Budget, Job, Kind, Sender
+from dispatch_matrix.matrix.sender import (
+    DECORATION_STALE_S,
+    MIN_RESERVE,
+    Budget,
+    Job,
+    Kind,
+    Sender,
+)
 
 
 class Clock:
@@ -186,3 +193,35 @@ async def test_a_send_held_back_by_an_outage_goes_at_once_when_the_homeserver_is
         await asyncio.sleep(0)
     runner.cancel()
     assert not limited.done() and attempts == ["answer", "answer", "limited"]
+
+
+async def test_decorations_kept_waiting_by_answers_past_their_bound_go_unsent() -> None:
+    clock = Clock()
+    recorder = Recorder()
+    sender = Sender(Budget(0, 10), clock=clock)
+    dropped: list[str] = []
+    old = recorder.job(Kind.DECORATION, "old ✅")
+    old.on_dropped = lambda: dropped.append("old ✅")
+    held = recorder.job(Kind.DECORATION, "held by an outage")
+    sender.enqueue(old)
+    sender.enqueue(held)
+    clock.now += DECORATION_STALE_S + 1
+    held.unreachable, held.not_before = True, clock.now + 600
+    fresh = recorder.job(Kind.DECORATION, "fresh ✅")
+    sender.enqueue(fresh)
+    sender.enqueue(recorder.job(Kind.ANSWER, "answer"))
+    await run_until(sender, lambda: "fresh ✅" in recorder.sent)
+    # The stale one is dropped (its future says so, its record is closed), the rest go.
+    assert await old.done == EventID("") and dropped == ["old ✅"]
+    assert recorder.sent == ["answer", "fresh ✅"]
+    assert sender.pending() == 1  # the one an outage holds waits for the homeserver
+
+
+async def test_decorations_wait_as_long_as_they_must_when_no_answer_is_due() -> None:
+    clock = Clock()
+    recorder = Recorder()
+    sender = Sender(Budget(0, 10), clock=clock)
+    late = recorder.job(Kind.DECORATION, "late ✅")
+    sender.enqueue(late)
+    clock.now += DECORATION_STALE_S * 3
+    await run_until(sender, lambda: recorder.sent == ["late ✅"])

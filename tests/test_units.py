@@ -353,3 +353,25 @@ def test_transcript_rows_read_again_include_what_was_added_since(tmp_path: Path)
     db.append_message(conversation, None, "user", [{"type": "text", "text": "three"}])
     fresh = Database.open(tmp_path / "d.db").transcript_rows(conversation)
     assert db.transcript_rows(conversation) == fresh
+
+
+def test_transcript_rows_a_summary_stands_for_are_let_go(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    conversation = db.current_conversation()
+    for n in range(6):
+        db.append_message(conversation, None, "user", [{"type": "text", "text": f"m{n}"}])
+    rows = db.transcript_rows(conversation)
+    assert len(db._rows[conversation][1]) == 6
+    # The engine reads from the latest summary's end: only what follows it stays in memory.
+    after = db.transcript_rows(conversation, after_id=rows[3].id)
+    assert after == rows[4:]
+    assert db._rows[conversation] == (rows[3].id, rows[4:])
+    db.append_message(conversation, None, "user", [{"type": "text", "text": "m6"}])
+    newer = db.transcript_rows(conversation, after_id=rows[3].id)
+    assert [r.content[0]["text"] for r in newer] == ["m4", "m5", "m6"]
+    assert len(db._rows[conversation][1]) == 3
+    # A read from further back still sees everything, from the disk.
+    assert [r.content[0]["text"] for r in db.transcript_rows(conversation)] == [
+        f"m{n}" for n in range(7)
+    ]
+    assert len(db._rows[conversation][1]) == 3

@@ -38,6 +38,11 @@ log = logs.get(__name__)
 MIN_RESERVE = 2.0
 _MAX_BACKOFF_S = 60.0
 _MAX_REFUSALS = 6
+# A decoration that has waited this long behind answers goes unsent: while answers keep
+# coming (a long backlog) every ✅ waits, and without a bound the waiting ones grew without
+# end (about 5 KiB each: 6,000 of them after 7,000 back-to-back turns). Each answer is a
+# reply to its message, which says as much.
+DECORATION_STALE_S = 120.0
 
 
 class Kind(enum.IntEnum):
@@ -121,6 +126,7 @@ class Job:
     unreachable: bool = False
     backoff: Backoff = field(default_factory=lambda: Backoff(1.0, _MAX_BACKOFF_S))
     seq: int = 0
+    queued_at: float = 0.0
 
 
 class Sender:
@@ -148,6 +154,7 @@ class Sender:
         """Queue a job, its place fixed now; its event id ("" when it was dropped) arrives
         in the future returned, which nobody need wait for."""
         job.seq = next(self._seq)
+        job.queued_at = self._clock()
         if job.slot is not None:
             for old in [j for j in self._jobs if j.slot == job.slot]:
                 if old is not self._current:
@@ -207,6 +214,7 @@ class Sender:
         now = self._clock()
         answers = [j for j in self._jobs if j.kind is Kind.ANSWER]
         if answers:
+            self._drop_stale(now)
             # Answers keep their order: the first one waits, the rest wait behind it.
             head = min(answers, key=lambda j: j.seq)
             if head.not_before <= now:
@@ -229,6 +237,22 @@ class Sender:
                 return ready[0], None
             return None, wait
         return None, min(j.not_before for j in others) - now
+
+    def _drop_stale(self, now: float) -> None:
+        """Decorations that answers have kept waiting past DECORATION_STALE_S (not those an
+        outage holds: they go once the homeserver is back)."""
+        stale = [
+            j
+            for j in self._jobs
+            if j.kind is Kind.DECORATION
+            and not j.unreachable
+            and j is not self._current
+            and now - j.queued_at > DECORATION_STALE_S
+        ]
+        for job in stale:
+            self._drop(job, "stale")
+        if stale:
+            log.info("outbox.decorations_dropped", count=len(stale), waited_s=DECORATION_STALE_S)
 
     async def _send(self, job: Job) -> None:
         try:

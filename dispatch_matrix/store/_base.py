@@ -20,8 +20,9 @@ class Base:
         self._depth = 0
         # Writes that ride with the next transaction (`stage`), by key.
         self._staged: dict[object, tuple[str, tuple[Any, ...]]] = {}
-        # Parsed transcript rows per conversation, oldest first (see `transcript_rows`).
-        self._rows: dict[int, list[TranscriptRow]] = {}
+        # Per conversation: the row id the kept rows start after, and the parsed rows after
+        # it, oldest first (see `transcript_rows`).
+        self._rows: dict[int, tuple[int, list[TranscriptRow]]] = {}
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

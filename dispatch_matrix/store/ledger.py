@@ -266,25 +266,36 @@ class LedgerQueries(Base):
         whole for every step). Ids only grow (AUTOINCREMENT) and the daemon writes through one
         connection, so no row can appear below one already read. The rows are shared: read
         them, never modify them.
+
+        What is kept starts where the latest read began (the summary's end): the rows a
+        summary stands for are let go, so the cache is the context, not the whole life of the
+        conversation (it kept every row: 7 KiB a turn, for months). A read from further back
+        goes to the disk.
         """
-        cached = self._rows.get(conversation_id, [])
-        newest = cached[-1].id if cached else 0
+        floor, cached = self._rows.get(conversation_id, (0, []))
+        if after_id < floor:
+            return self._read_rows(conversation_id, after_id)
+        if after_id > floor:
+            cached = [row for row in cached if row.id > after_id]
+            floor = after_id
+        newest = cached[-1].id if cached else floor
+        fresh = self._read_rows(conversation_id, newest)
+        # Only what is committed is kept: a row read inside an open transaction may still be
+        # rolled back.
+        if not self._conn.in_transaction:
+            self._rows[conversation_id] = (floor, cached + fresh)
+        return cached + fresh
+
+    def _read_rows(self, conversation_id: int, after_id: int) -> list[TranscriptRow]:
         fetched = self._conn.execute(
             "SELECT id, task_id, role, content FROM transcript"
             " WHERE conversation_id = ? AND id > ? ORDER BY id",
-            (conversation_id, max(newest, after_id)),
+            (conversation_id, after_id),
         ).fetchall()
-        fresh = [
+        return [
             TranscriptRow(row["id"], row["task_id"], row["role"], json.loads(row["content"]))
             for row in fetched
         ]
-        if after_id <= newest:
-            # Only what is committed is kept: a row read inside an open transaction may
-            # still be rolled back.
-            if not self._conn.in_transaction:
-                self._rows[conversation_id] = cached + fresh
-            return [row for row in cached if row.id > after_id] + fresh
-        return fresh
 
     def add_summary(self, conversation_id: int, covers_up_to: int, text: str) -> Summary:
         """Record a summary that stands for the conversation up to row `covers_up_to`."""

@@ -10,9 +10,10 @@ of 10 events, then one every 5 s). So the sender keeps a model of that budget an
 A 429 holds back only what it refused: that event waits out `retry_after`, the budget
 counts as spent until then, and everything else keeps its place.
 
-While an answer is about to be decided (`hold`: the worker took a task a moment ago), the
-rest waits too: through a backlog of quick tasks each ✅ would otherwise take the
-homeserver's time between two answers, and the answers go out at half the pace.
+While an answer is about to be decided (`hold`: the worker took a task a moment ago),
+decorations wait too: through a backlog of quick tasks each ✅ would otherwise take the
+homeserver's time between two answers, and the answers go out at half the pace. A step's
+status still goes: it says which command runs.
 """
 
 from __future__ import annotations
@@ -228,7 +229,11 @@ class Sender:
             return None, None
         held = self.hold() if self.hold is not None else 0.0
         if held > 0:
-            return None, held
+            # A step's status (the command now running) is the owner's view of what the
+            # agent does, worth its event in a quick task too; reactions and redactions wait.
+            others = [j for j in others if j.kind is Kind.PROGRESS]
+            if not others:
+                return None, held
         ready = [j for j in others if j.not_before <= now]
         need = self._budget.reserve + 1.0
         if ready:
@@ -236,7 +241,8 @@ class Sender:
             if wait <= 0:
                 return ready[0], None
             return None, wait
-        return None, min(j.not_before for j in others) - now
+        until = min(j.not_before for j in others) - now
+        return None, min(until, held) if held > 0 else until
 
     def _drop_stale(self, now: float) -> None:
         """Decorations that answers have kept waiting past DECORATION_STALE_S (not those an

@@ -131,6 +131,7 @@ async def test_the_pr_review_errand(
         failing = [b for b, out in zip(branches, outputs, strict=True) if "failed" in out]
         passing = [b for b in branches if b not in failing]
         seen["failing"] = ",".join(failing)
+        seen["outputs"] = repr(outputs)
         text = "# PR review " + date + "\n\n"
         text += "".join(f"**FAILING: {b}** — tests fail\n" for b in failing)
         text += "".join(f"- {b}: tests pass, no lint issues\n" for b in passing)
@@ -180,6 +181,10 @@ async def test_the_pr_review_errand(
     answer = await owner.wait_message(
         room, sender=setup.bot.user_id, contains="Review saved", timeout=120
     )
+    # What the model read, named when it was not what a review needs (a fresh machine once
+    # answered "Failing: ." here, with nothing to say why).
+    assert seen.get("branches") == "pr/docs,pr/fast-add", seen
+    assert seen.get("failing") == "pr/fast-add", seen
     assert "Failing: pr/fast-add" in answer["body"]
     review = review_path.read_text()
     assert review.splitlines()[2] == "**FAILING: pr/fast-add** — tests fail"

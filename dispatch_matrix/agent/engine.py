@@ -35,6 +35,7 @@ from .inbox import first_turn
 from .memory import Memory, MemoryTool
 from .ports import TaskIO
 from .prompt import turn_context
+from .sizes import Sizes
 from .stops import Step, Turn
 from .transcript import (
     block_dict,
@@ -43,7 +44,6 @@ from .transcript import (
     request_messages,
     text_of,
 )
-from .wire import Pieces
 
 log = logs.get(__name__)
 
@@ -52,14 +52,12 @@ __all__ = ["Agent", "AgentFailure", "Request"]
 
 @dataclass(frozen=True)
 class Request:
-    """What one request sends besides the model and its settings, and its size estimate;
-    `messages_json` is `messages` serialised."""
+    """What one request sends besides the model and its settings, and its size estimate."""
 
     system: list[dict[str, Any]]
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     estimate: int
-    messages_json: str
 
 
 class Agent:
@@ -100,7 +98,7 @@ class Agent:
             tools.add(MemoryTool(memory))
         self._compactor = Compactor(db, client, settings)
         self._gauge = Gauge()
-        self._pieces = Pieces()
+        self._sizes = Sizes()
 
     # -- what the owner may change or ask for without the model ------------------------------
 
@@ -313,10 +311,10 @@ class Agent:
             # The web's use limit is per task: what the running (last) task used so far.
             task_rows = [row.message() for row in rows if row.task_id == rows[-1].task_id]
             tools += self.web_tools.definitions(web.uses(task_rows))
-        # Serialised and estimated from the blocks of the last request: each block once.
-        messages_json, size = self._pieces.messages(messages)
+        # Estimated from the blocks of the last request: each block once.
+        size = self._sizes.messages(messages)
         size += estimate_tokens({"system": system, "tools": tools})
-        return Request(system, messages, tools, size, messages_json)
+        return Request(system, messages, tools, size)
 
     async def _compact(
         self, conversation: int, task_id: int | None, name: str, *, relaxed: bool = False
@@ -358,7 +356,6 @@ class Agent:
             messages=request.messages,
             tools=request.tools,
             thinking=thinking,
-            messages_json=request.messages_json,
         )
         counts = model.usage_counts(reply)
         self._gauge.measured(request.estimate, real_input(counts))

@@ -18,13 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anthropic
-import httpx2
-from anthropic.lib.streaming import AsyncMessageStreamManager
-from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types import Message
 
 from .. import logs
 from ..errors import ModelError
-from . import wire
 from .errors import (
     AgentFailure,
     AnswerCut,
@@ -67,29 +64,29 @@ _MAX_DELAY_S = 8.0
 
 Sleep = Callable[[float], Awaitable[None]]
 
+# Where the SDK's HTTP stack lives (its transport errors carry these module names).
+_HTTP_LIBRARIES = frozenset({"httpx", "httpx2", "httpcore", "httpcore2", "h11", "anyio"})
 
-def classify(err: Exception) -> ModelError:
-    """The ModelError an SDK or transport failure stands for."""
+
+def classify(err: Exception, *, midstream: bool = False) -> ModelError:
+    """The ModelError an SDK failure stands for. `midstream`: it broke a stream that had
+    begun (HTTP 200 and its first events), which the SDK never retries itself."""
     if isinstance(err, anthropic.APIStatusError):
         error_type, code, text = error_fields(err.body)
         status = err.status_code
         kind = kind_of(status, error_type, code, text)
-        if status == 200 and issubclass(kind, ModelOutage):
+        if (midstream or status == 200) and issubclass(kind, ModelOutage):
             kind = StreamCut
         return kind(described(kind, status, error_type, text or str(err.message)))
+    if midstream:
+        # A cut connection mid-answer: the SDK reports it as APIConnectionError today and
+        # let its HTTP library's own error through in earlier releases; where it is raised
+        # is what tells, not its type.
+        why = " ".join(str(err).split())[:200] or err.__class__.__name__
+        return StreamCut(f"the connection to the Messages API broke mid-answer ({why})")
     if isinstance(err, anthropic.APIConnectionError):
         return ModelUnreachable(f"the Messages API could not be reached ({err.message})")
-    if isinstance(err, httpx2.TransportError):
-        name = err.__class__.__name__
-        return StreamCut(f"the connection to the Messages API broke mid-answer ({name})")
     return ModelError(f"the Messages API call failed ({err.__class__.__name__}: {err})")
-
-
-def _midstream(err: Exception) -> bool:
-    """Whether a failure broke a stream the SDK had already begun (so it did not retry)."""
-    if isinstance(err, anthropic.APIStatusError):
-        return err.status_code == 200
-    return isinstance(err, httpx2.TransportError)
 
 
 def backoff(attempt: int) -> float:
@@ -107,12 +104,15 @@ async def request(
     tools: list[dict[str, Any]],
     thinking: dict[str, Any] | None = None,
     sleep: Sleep = asyncio.sleep,
-    messages_json: str | None = None,
 ) -> Message:
     """Stream one model response to its end and return it; raises a ModelError kind.
 
-    `messages_json` is `messages` already serialised (`wire.Pieces`): then the body goes to
-    the SDK as ready bytes, which it neither walks nor copies."""
+    Failures before the stream opens are the SDK's to retry (429, 5xx, refused
+    connections, with its backoff), and come out classified. A stream that opened and then
+    broke (an `error` event, a cut connection) is asked again here from the start, with the
+    same budget and backoff, and what it had streamed is dropped; only after the budget is
+    it an outage (`StreamCut`). Only the SDK's public surface is used: `messages.stream`,
+    its exception classes, and where a failure is raised."""
     kwargs: dict[str, Any] = {
         "model": model,
         "max_tokens": max_tokens,
@@ -126,12 +126,16 @@ async def request(
     retries = max(0, int(getattr(client, "max_retries", 0)))
     attempt = 0
     while True:
+        opened = False
         try:
-            async with _stream(client, kwargs, messages_json) as stream:
+            async with client.messages.stream(**kwargs) as stream:
+                opened = True
                 return await stream.get_final_message()
-        except (anthropic.APIError, httpx2.TransportError) as err:
-            failure = classify(err)
-            if not (_midstream(err) and isinstance(failure, StreamCut)) or attempt >= retries:
+        except Exception as err:
+            if not (isinstance(err, anthropic.APIError) or (opened and _from_the_wire(err))):
+                raise  # a fault of ours, not the API's: no retry hides it
+            failure = classify(err, midstream=opened)
+            if not isinstance(failure, StreamCut) or attempt >= retries:
                 raise failure from err
             wait = backoff(attempt)
             log.warning(
@@ -141,24 +145,13 @@ async def request(
             await sleep(wait)
 
 
-def _stream(
-    client: anthropic.AsyncAnthropic, kwargs: dict[str, Any], messages_json: str | None
-) -> AsyncMessageStreamManager[Any]:
-    """The SDK's stream of one request: `messages.stream`'s, or with `messages_json` the
-    same POST with the body as bytes (the SDK adds its usual headers, retries and timeout)."""
-    if messages_json is None:
-        return client.messages.stream(**kwargs)
-    fields = {key: value for key, value in kwargs.items() if key != "messages"}
-    fields["stream"] = True
-    opened = client.post(
-        "/v1/messages",
-        cast_to=Message,
-        content=wire.body(fields, messages_json),
-        options={"headers": {"Content-Type": "application/json"}},
-        stream=True,
-        stream_cls=anthropic.AsyncStream[RawMessageStreamEvent],
-    )
-    return AsyncMessageStreamManager(opened)
+def _from_the_wire(err: Exception) -> bool:
+    """Whether a failure that broke an opened stream came from the connection. The SDK
+    wraps a cut as `APIConnectionError` today; earlier releases let its HTTP library's own
+    transport error through, which shares no public base with the SDK's errors, so it is
+    known by the library it comes from."""
+    module = err.__class__.__module__.split(".")[0]
+    return isinstance(err, OSError) or module in _HTTP_LIBRARIES
 
 
 def usage_counts(reply: Message) -> dict[str, int]:

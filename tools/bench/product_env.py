@@ -4,8 +4,8 @@ The test environment (`.venv`) also holds Synapse, pytest and their dependencies
 them change what the bot loads: structlog imports its Twisted integration whenever Twisted
 is installed (2.7 MiB and ~50 ms of Twisted, zope.interface and friends in every bot), which
 no user's `pip install dispatch-matrix` has. So the bots, the nio echo bot and the libraries'
-floor run from `.venv-product`, made once with `pip install -e .` (no extras) and made
-again when pyproject.toml changes; Synapse, the owner clients and the stand-in API stay in
+floor run from `.venv-product`, made once from uv.lock (no extras) and made
+again when the lock changes; Synapse, the owner clients and the stand-in API stay in
 the test environment.
 
     python = product_python()     # builds .venv-product if needed; prints what it does
@@ -18,7 +18,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,31 +28,22 @@ VARIABLE = "DISPATCH_MATRIX_PYTHON"
 
 
 def _wanted() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    return hashlib.sha256((ROOT / "uv.lock").read_bytes()).hexdigest()
 
 
 def product_python() -> str:
     """The product environment's interpreter, built or rebuilt first when it is missing or
-    older than pyproject.toml. Raises with pip's own message when the install fails."""
+    older than uv.lock. Raises with pip's own message when the install fails."""
     python = FOLDER / "bin" / "python"
     if python.exists() and STAMP.exists() and STAMP.read_text().strip() == _wanted():
         return str(python)
     print(f"==> {FOLDER.name}: dispatch-matrix without extras, as a user installs it", flush=True)
-    # The same versions as this environment's, so the two differ only in what is absent.
-    frozen = subprocess.run(
-        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    venv.EnvBuilder(with_pip=True, clear=True).create(FOLDER)
-    constraints = FOLDER / "constraints.txt"
-    constraints.write_text(
-        "".join(line + "\n" for line in frozen.splitlines() if "==" in line and "@" not in line)
-    )
+    # The locked versions (uv.lock), as the test environment's, so the two differ only in
+    # what is absent; tools/sync has put the pinned uv in .uv/.
     done = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        + ["-c", str(constraints), "-e", str(ROOT)],
+        [str(ROOT / ".uv" / "bin" / "uv"), "sync", "--frozen", "-q", "--no-dev"],
+        cwd=ROOT,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(FOLDER), "UV_PYTHON_DOWNLOADS": "never"},
         capture_output=True,
         text=True,
         check=False,

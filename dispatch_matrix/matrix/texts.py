@@ -116,3 +116,23 @@ def sandbox_off() -> str:
         "can, my own state and your credentials included. Only the permission rules stand "
         "in its way. Turn the sandbox back on unless you have a reason."
     )
+
+
+# -- the welcome, once per new DM ------------------------------------------------------------
+
+
+def welcome(owner: str, approval_timeout_s: float) -> str:
+    """The bot's first words in a new DM with an owner (sent once per room)."""
+    minutes = max(1, round(approval_timeout_s / 60))
+    return (
+        "👋 Hello! I am **dispatch-matrix**, a Claude agent running on your computer. Send me "
+        "a task in plain words; I queue it, work on it there, and reply to your message.\n\n"
+        f"🔒 I obey only {owner}, and only encrypted messages sent from your verified "
+        "sessions (cross-signed by you). I ignore everyone else, and tell you when I ignore "
+        "you.\n\n"
+        "- `!cancel` stops the running task; `!pause` / `!resume` stop and restart taking "
+        "tasks; `!status` says what I am doing.\n"
+        "- Before anything your rules do not allow, I ask: reply **yes** or **no** to the "
+        f"question (no answer means no after {minutes} min).\n"
+        "- `!help` lists every command."
+    )

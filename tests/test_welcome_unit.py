@@ -1,0 +1,174 @@
+"""The pure parts of the first contact: when a DM is ready for its welcome, the welcome's
+words, the DM init creates, homeserver discovery, and the store's memory of welcomes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from dispatch_matrix.ids import RoomID, UserID
+from dispatch_matrix.matrix import texts
+from dispatch_matrix.matrix.direct import MEGOLM, OpenedDM, dm_create_body
+from dispatch_matrix.matrix.discovery import WELL_KNOWN, base_url_of, discover, server_of
+from dispatch_matrix.matrix.welcome import ready
+from dispatch_matrix.onboarding import InitAnswers, explain_next
+from dispatch_matrix.store import Database
+
+BOT, OWNER, OTHER_OWNER, STRANGER = "@bot:x", "@me:x", "@partner:x", "@eve:x"
+OWNERS = {OWNER, OTHER_OWNER}
+
+
+@pytest.mark.parametrize(
+    ("encrypted", "joined", "invited", "expected"),
+    [
+        # init's DM: the owner only invited yet, then joined.
+        (True, {BOT}, {OWNER}, False),
+        (True, {BOT, OWNER}, set(), True),
+        # A DM the owner opened (they joined first, the bot after).
+        (True, {OWNER, BOT}, set(), True),
+        # Both owners in one room.
+        (True, {OWNER, OTHER_OWNER, BOT}, set(), True),
+        # Plaintext: the bot would obey nothing there, so it says nothing.
+        (False, {BOT, OWNER}, set(), False),
+        # Someone else in the room, or invited: not a private DM.
+        (True, {BOT, OWNER, STRANGER}, set(), False),
+        (True, {BOT, OWNER}, {STRANGER}, False),
+        # No owner joined (the owner left, or only a stranger).
+        (True, {BOT}, set(), False),
+    ],
+)
+def test_ready_for_the_welcome(
+    encrypted: bool, joined: set[str], invited: set[str], expected: bool
+) -> None:
+    assert (
+        ready(encrypted=encrypted, joined=joined, invited=invited, owners=OWNERS, bot=BOT)
+        is expected
+    )
+
+
+def test_the_welcome_says_whom_it_obeys_and_how_to_stop_approve_and_get_help() -> None:
+    text = texts.welcome(OWNER, 600)
+    assert f"I obey only {OWNER}" in text and "verified sessions" in text
+    for command in ("`!cancel`", "`!pause`", "`!help`", "**yes**", "**no**"):
+        assert command in text
+    assert "after 10 min" in text
+    assert "after 1 min" in texts.welcome(OWNER, 5)
+
+
+def test_the_dm_init_creates_is_an_encrypted_trusted_private_chat() -> None:
+    body = dm_create_body(OWNER)
+    assert body["preset"] == "trusted_private_chat" and body["is_direct"] is True
+    assert body["invite"] == [OWNER]
+    state = {event["type"]: event["content"] for event in body["initial_state"]}
+    assert state["m.room.encryption"] == {"algorithm": MEGOLM}
+    assert state["m.room.history_visibility"] == {"history_visibility": "invited"}
+    # Room version 12 refuses a creator listed in the power levels: the preset does it all.
+    assert "power_level_content_override" not in body
+
+
+@pytest.mark.parametrize(
+    ("user_id", "server"),
+    [
+        ("@bot:example.org", "example.org"),
+        ("@bot:matrix.example.org:8448", "matrix.example.org:8448"),
+        ("bot", None),
+        ("@bot", None),
+        ("@bot:", None),
+        ("bot:example.org", None),
+    ],
+)
+def test_server_of_a_user_id(user_id: str, server: str | None) -> None:
+    assert server_of(user_id) == server
+
+
+@pytest.mark.parametrize(
+    ("document", "base"),
+    [
+        # The trailing slash goes.
+        (
+            {"m.homeserver": {"base_url": "https://matrix-client.example.org/"}},
+            "https://matrix-client.example.org",
+        ),
+        ({"m.homeserver": {"base_url": "https://m.example.org"}}, "https://m.example.org"),
+        ({"m.homeserver": {"base_url": "ftp://m.example.org"}}, None),
+        ({"m.homeserver": "https://m.example.org"}, None),
+        ({}, None),
+        ([], None),
+    ],
+)
+def test_base_url_of_a_well_known_document(document: object, base: str | None) -> None:
+    assert base_url_of(document) == base
+
+
+@pytest.fixture
+async def well_known() -> AsyncIterator[tuple[str, dict[str, object]]]:
+    """A loopback server answering the well-known path with what the test puts in `served`."""
+    served: dict[str, object] = {"status": 200, "text": "{}"}
+
+    async def handle(_request: web.Request) -> web.Response:
+        return web.Response(status=int(str(served["status"])), text=str(served["text"]))
+
+    app = web.Application()
+    app.router.add_get(WELL_KNOWN, handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"127.0.0.1:{port}", served
+    finally:
+        await runner.cleanup()
+
+
+async def test_discovery_follows_the_well_known_document(
+    well_known: tuple[str, dict[str, object]],
+) -> None:
+    server, served = well_known
+    served["text"] = json.dumps({"m.homeserver": {"base_url": "https://hs.example.org/"}})
+    assert await discover(server, scheme="http") == "https://hs.example.org"
+
+
+@pytest.mark.parametrize(("status", "text"), [(404, "not here"), (200, "not json"), (200, "[]")])
+async def test_discovery_without_a_document_uses_the_server_itself(
+    well_known: tuple[str, dict[str, object]], status: int, text: str
+) -> None:
+    server, served = well_known
+    served["status"], served["text"] = status, text
+    assert await discover(server, scheme="http") == f"http://{server}"
+
+
+async def test_discovery_of_an_unreachable_server_uses_the_server_itself() -> None:
+    assert await discover("127.0.0.1:9", scheme="http", timeout_s=5) == "http://127.0.0.1:9"
+
+
+def test_a_welcome_is_remembered_once_per_room(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    db.add_owner_room(RoomID("!a:x"), UserID(OWNER), opened_by="bot")
+    db.add_owner_room(RoomID("!b:x"), UserID(OWNER), opened_by="owner")
+    db.add_owner_room(RoomID("!a:x"), UserID(OTHER_OWNER), opened_by="owner")
+    assert [(r.room_id, r.owner, r.opened_by) for r in db.unwelcomed_rooms()] == [
+        ("!a:x", OWNER, "bot"),
+        ("!b:x", OWNER, "owner"),
+    ]
+    db.mark_welcomed(RoomID("!a:x"), "$welcome")
+    db.close()
+    again = Database.open(tmp_path / "d.db")
+    assert [r.room_id for r in again.unwelcomed_rooms()] == ["!b:x"]
+    assert [r.welcomed for r in again.owner_rooms()] == [True, False]
+    again.close()
+
+
+def test_init_says_what_to_accept_verify_and_run(tmp_path: Path) -> None:
+    answers = InitAnswers(config_path=tmp_path / "c.toml", user_id=BOT, owners=[OWNER])
+    dm = OpenedDM(UserID(OWNER), RoomID("!dm:x"), created=True)
+    text = explain_next(answers, "DEVICEID", [dm], tmp_path / "c.toml")
+    assert f"accept the invite from {BOT}" in text and f"signed in as {OWNER}" in text
+    assert "device DEVICEID" in text and "pair --config" in text
+    assert text.rstrip().endswith(f"run --config {tmp_path / 'c.toml'}")
+    without = explain_next(answers, "DEVICEID", [], tmp_path / "c.toml")
+    assert f"start a chat with {BOT}" in without and "accept the invite" not in without

@@ -359,7 +359,7 @@ async def _serve(
 
     async def announce() -> None:
         await sync.first_sync_done.wait()
-        say(banner(config, session, sync.first_sync_seconds))
+        say(banner(config, session, sync.first_sync_seconds, welcome.awaited()))
         sys.stdout.flush()
         await announce_replacement(client, db, outbox)
         if confinement is not None and not confinement.active:

@@ -99,6 +99,7 @@ async def test_init_opens_the_encrypted_dm_and_the_owner_only_accepts(
     process = bot_of(config, fake_api)
     await process.start()
     running.append(process)
+    assert any(f"accept the invite from {bot.user_id}" in line for line in process.stdout)
     await owner.join(room)
     joined = await owner.room_info(room)
     # The owner's standing equals the bot's: a second creator (room version 12 on), or 100.

@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from dispatch_matrix.config import load_config
 from dispatch_matrix.ids import RoomID, UserID
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.direct import MEGOLM, OpenedDM, dm_create_body
 from dispatch_matrix.matrix.discovery import WELL_KNOWN, base_url_of, discover, server_of
 from dispatch_matrix.matrix.welcome import ready
-from dispatch_matrix.onboarding import InitAnswers, explain_next
+from dispatch_matrix.onboarding import InitAnswers, ask_missing, explain_next
+from dispatch_matrix.start_notices import banner
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.models import Session
 
 BOT, OWNER, OTHER_OWNER, STRANGER = "@bot:x", "@me:x", "@partner:x", "@eve:x"
 OWNERS = {OWNER, OTHER_OWNER}
@@ -172,3 +175,34 @@ def test_init_says_what_to_accept_verify_and_run(tmp_path: Path) -> None:
     assert text.rstrip().endswith(f"run --config {tmp_path / 'c.toml'}")
     without = explain_next(answers, "DEVICEID", [], tmp_path / "c.toml")
     assert f"start a chat with {BOT}" in without and "accept the invite" not in without
+
+
+def test_init_asks_for_the_homeserver_only_when_the_id_does_not_lead_to_it(
+    tmp_path: Path,
+) -> None:
+    asked: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return {"Bot ": "@mybot:example.org", "Home": "https://hs", "Owne": OWNER}[prompt[:4]]
+
+    answers = InitAnswers(config_path=tmp_path / "c.toml")
+    ask_missing(answers, ask, lambda _prompt: "secret")
+    assert [prompt[:4] for prompt in asked] == ["Bot ", "Owne"]
+    assert answers.homeserver is None and answers.password == "secret"
+    asked.clear()
+    answers = InitAnswers(config_path=tmp_path / "c.toml", user_id="mybot", owners=[OWNER])
+    ask_missing(answers, ask, lambda _prompt: "secret")
+    assert [prompt[:4] for prompt in asked] == ["Home"] and answers.homeserver == "https://hs"
+
+
+def test_the_banner_tells_an_invited_owner_to_accept(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[matrix]\nhomeserver = "https://hs"\nuser_id = "{BOT}"\npassword = "p"\n'
+        f'owners = ["{OWNER}"]\n'
+    )
+    loaded = load_config(config)
+    session = Session("https://hs", BOT, "DEVICE", "token")
+    assert f"as {OWNER}, accept the invite from {BOT}" in banner(loaded, session, 0.1, [OWNER])
+    assert f"start a chat with {BOT}" in banner(loaded, session, 0.1)

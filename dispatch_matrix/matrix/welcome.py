@@ -61,6 +61,19 @@ class Welcome:
         self._db.add_owner_room(room_id, UserID(inviter), opened_by="owner")
         self._wake.set()
 
+    def awaited(self) -> list[str]:
+        """Owners invited to a DM init opened who have not joined it yet (as of the last
+        sync): the banner tells them to accept."""
+        return [
+            room.owner
+            for room in self._db.unwelcomed_rooms()
+            if room.opened_by == "bot" and self._invited(room.room_id, room.owner)
+        ]
+
+    def _invited(self, room_id: RoomID, owner: str) -> bool:
+        room = self._client.client.rooms.get(room_id)
+        return room is not None and owner in room.invited_users
+
     def synced(self) -> None:
         """A sync was handled: room states (members, encryption) may have changed."""
         self._wake.set()

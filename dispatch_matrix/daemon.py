@@ -325,7 +325,14 @@ async def _serve(
     replays = ReplayGuard(db)
     if client.client.olm is not None:
         replays.install(client.client.olm)
-    welcome = Welcome(client, db, outbox, owners, config.permissions.approval_timeout_s)
+    welcome = Welcome(
+        client,
+        db,
+        outbox,
+        owners,
+        config.permissions.approval_timeout_s,
+        enabled=config.matrix.welcome,
+    )
     router = Router(
         client,
         db,

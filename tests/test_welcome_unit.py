@@ -54,12 +54,14 @@ def test_ready_for_the_welcome(
 
 
 def test_the_welcome_says_whom_it_obeys_and_how_to_stop_approve_and_get_help() -> None:
-    text = texts.welcome(OWNER, 600)
-    assert f"I obey only {OWNER}" in text and "verified sessions" in text
+    text = texts.welcome(OWNER, {OWNER}, 600)
+    assert f"I obey only you ({OWNER})," in text and "verified sessions" in text
     for command in ("`!cancel`", "`!pause`", "`!help`", "**yes**", "**no**"):
         assert command in text
     assert "after 10 min" in text
-    assert "after 1 min" in texts.welcome(OWNER, 5)
+    assert "after 1 min" in texts.welcome(OWNER, {OWNER}, 5)
+    both = texts.welcome(OWNER, [OTHER_OWNER, OWNER], 600)
+    assert f"I obey only you ({OWNER}) and {OTHER_OWNER}," in both
 
 
 def test_the_dm_init_creates_is_an_encrypted_trusted_private_chat() -> None:

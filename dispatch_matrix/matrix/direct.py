@@ -108,9 +108,7 @@ async def _joined_rooms(client: MatrixClient) -> set[str]:
 
 
 async def _create(client: MatrixClient, owner: str) -> RoomID:
-    status, reply = await client.api(
-        "POST", "/_matrix/client/v3/createRoom", dm_create_body(owner)
-    )
+    status, reply = await client.api("POST", "/_matrix/client/v3/createRoom", dm_create_body(owner))
     if status != 200 or not reply.get("room_id"):
         code = reply.get("errcode", status)
         raise HomeserverError(

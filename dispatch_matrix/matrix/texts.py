@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Collection
 
 PLAINTEXT_IGNORED = (
     "🔒 I only take instructions sent with end-to-end encryption, so I ignored that "
@@ -121,14 +122,16 @@ def sandbox_off() -> str:
 # -- the welcome, once per new DM ------------------------------------------------------------
 
 
-def welcome(owner: str, approval_timeout_s: float) -> str:
-    """The bot's first words in a new DM with an owner (sent once per room)."""
+def welcome(owner: str, owners: Collection[str], approval_timeout_s: float) -> str:
+    """The bot's first words in a new DM with `owner` (sent once per room)."""
     minutes = max(1, round(approval_timeout_s / 60))
+    others = sorted(set(owners) - {owner})
+    whom = f"you ({owner})" + (f" and {', '.join(others)}" if others else "")
     return (
         "👋 Hello! I am **dispatch-matrix**, a Claude agent running on your computer. Send me "
         "a task in plain words; I queue it, work on it there, and reply to your message.\n\n"
-        f"🔒 I obey only {owner}, and only encrypted messages sent from your verified "
-        "sessions (cross-signed by you). I ignore everyone else, and tell you when I ignore "
+        f"🔒 I obey only {whom}, and only encrypted messages sent from verified sessions "
+        "(cross-signed by their owner). I ignore everyone else, and tell you when I ignore "
         "you.\n\n"
         "- `!cancel` stops the running task; `!pause` / `!resume` stop and restart taking "
         "tasks; `!status` says what I am doing.\n"

@@ -48,16 +48,22 @@ class Welcome:
         outbox: Outbox,
         owners: frozenset[str],
         approval_timeout_s: float,
+        *,
+        enabled: bool = True,
     ) -> None:
         self._client = client
         self._db = db
         self._outbox = outbox
         self._owners = owners
         self._approval_timeout_s = approval_timeout_s
+        # Off (`matrix.welcome = false`): no room is recorded at a join, and none welcomed.
+        self._enabled = enabled
         self._wake = asyncio.Event()
 
     def joined(self, room_id: RoomID, inviter: str) -> None:
         """The bot joined a DM at an owner's invite: welcome it once the room is known."""
+        if not self._enabled:
+            return
         self._db.add_owner_room(room_id, UserID(inviter), opened_by="owner")
         self._wake.set()
 
@@ -80,7 +86,7 @@ class Welcome:
 
     async def run(self) -> None:
         """Send the welcomes that became due, after each sync, until cancelled."""
-        while True:
+        while self._enabled:
             await self._wake.wait()
             self._wake.clear()
             for room in self._db.unwelcomed_rooms():
@@ -105,7 +111,7 @@ class Welcome:
     async def _send(self, room_id: RoomID, owner: UserID) -> None:
         event_id = await self._outbox.post(
             room_id,
-            texts.welcome(owner, self._approval_timeout_s),
+            texts.welcome(owner, self._owners, self._approval_timeout_s),
             notice=True,
             key=f"welcome-{room_id}",
             kind=Kind.PROGRESS,

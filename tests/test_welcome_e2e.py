@@ -202,3 +202,45 @@ async def test_a_dm_the_owner_opens_is_welcomed_once(
     await owner.send_text(room, "hello")
     await owner.wait_message(room, sender=bot, contains="after the welcome")
     assert len(await welcomes(owner, room, bot)) == 1
+
+
+async def test_a_message_sent_before_the_first_run_is_answered_at_start(
+    homeserver: Homeserver,
+    fake_api: FakeMessagesAPI,
+    owner_client: StartClient,
+    tmp_path: Path,
+    running: list[BotProcess],
+) -> None:
+    """The owner accepts at once and writes before `run`: init cross-signed the bot's device,
+    so the strict phone shared its keys with it, and the bot was born at init, so the
+    message is a task, not history."""
+    bot, owner_account = homeserver.new_user("bot"), homeserver.new_user("owner")
+    owner = await owner_client(owner_account)
+    config = tmp_path / "state" / "config.toml"
+    code, out, err = await cli(
+        "init",
+        "--config",
+        str(config),
+        "--homeserver",
+        homeserver.url,
+        "--user-id",
+        bot.user_id,
+        "--password",
+        bot.password,
+        "--owner",
+        owner_account.user_id,
+    )
+    assert code == 0, out + err
+    room = await owner.wait_invite(timeout=30)
+    await owner.join(room)
+    await owner.send_text(room, "written before the bot ever ran")
+    fake_api.reply("Read it at my first start.")
+    process = bot_of(config, fake_api)
+    await process.start()
+    running.append(process)
+    answer = await owner.wait_message(room, sender=bot.user_id, contains="first start")
+    assert answer["was_encrypted"] and not answer["decryption_failed"]
+    assert "written before the bot ever ran" in str(fake_api.requests[-1].body["messages"])
+    await owner.wait_message(room, sender=bot.user_id, contains=WELCOME)
+    assert len(await welcomes(owner, room, bot.user_id)) == 1
+    assert await owner.decryption_failures() == []

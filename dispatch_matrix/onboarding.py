@@ -54,13 +54,24 @@ class InitAnswers:
 
 
 def ask_missing(
-    answers: InitAnswers, ask: Callable[[str], str], ask_secret: Callable[[str], str]
+    answers: InitAnswers,
+    ask: Callable[[str], str],
+    ask_secret: Callable[[str], str],
+    find: Callable[[str], str | None] | None = None,
 ) -> None:
-    """Fill in what flags left out by asking (only called on a terminal)."""
+    """Fill in what flags left out by asking (only called on a terminal). The homeserver is
+    asked only when the bot's id does not lead to it (`find`: its well-known document)."""
     if not answers.user_id:
         answers.user_id = ask("Bot user id (e.g. @mybot:example.org): ").strip()
-    if not answers.homeserver and server_of(answers.user_id or "") is None:
-        answers.homeserver = ask("Homeserver URL (e.g. https://matrix.example.org): ").strip()
+    if not answers.homeserver:
+        server = server_of(answers.user_id or "")
+        found = (find or well_known)(server) if server else None
+        if found is not None:
+            answers.homeserver = found
+        else:
+            default = f"https://{server}" if server else ""
+            shown = f"[{default}]" if default else "(e.g. https://matrix.example.org)"
+            answers.homeserver = ask(f"Homeserver URL {shown}: ").strip() or default
     if not answers.password:
         answers.password = ask_secret(f"Password of {answers.user_id}: ")
     if not answers.owners:
@@ -174,12 +185,18 @@ def _register(
     return user_id
 
 
+def well_known(server: str) -> str | None:
+    """The homeserver `server`'s well-known document names, if it has one."""
+    return asyncio.run(discover(server))
+
+
 def _discover_homeserver(answers: InitAnswers, say: Callable[[str], None]) -> None:
-    """No --homeserver: find the one serving the bot's user id, as clients do."""
+    """No --homeserver: the one serving the bot's user id, as clients find it (else the
+    server name itself, which serves many homeservers)."""
     server = server_of(answers.user_id or "")
     if server is None:
         return
-    answers.homeserver = asyncio.run(discover(server))
+    answers.homeserver = well_known(server) or f"https://{server}"
     say(f"Homeserver of {server}: {answers.homeserver}")
 
 

@@ -139,16 +139,16 @@ async def test_discovery_follows_the_well_known_document(
 
 
 @pytest.mark.parametrize(("status", "text"), [(404, "not here"), (200, "not json"), (200, "[]")])
-async def test_discovery_without_a_document_uses_the_server_itself(
+async def test_discovery_without_a_document_finds_none(
     well_known: tuple[str, dict[str, object]], status: int, text: str
 ) -> None:
     server, served = well_known
     served["status"], served["text"] = status, text
-    assert await discover(server, scheme="http") == f"http://{server}"
+    assert await discover(server, scheme="http") is None
 
 
-async def test_discovery_of_an_unreachable_server_uses_the_server_itself() -> None:
-    assert await discover("127.0.0.1:9", scheme="http", timeout_s=5) == "http://127.0.0.1:9"
+async def test_discovery_of_an_unreachable_server_finds_none() -> None:
+    assert await discover("127.0.0.1:9", scheme="http", timeout_s=5) is None
 
 
 def test_a_welcome_is_remembered_once_per_room(tmp_path: Path) -> None:
@@ -188,13 +188,23 @@ def test_init_asks_for_the_homeserver_only_when_the_id_does_not_lead_to_it(
         asked.append(prompt)
         return {"Bot ": "@mybot:example.org", "Home": "https://hs", "Owne": OWNER}[prompt[:4]]
 
+    def found(server: str) -> str | None:
+        return {"example.org": "https://matrix.example.org"}.get(server)
+
     answers = InitAnswers(config_path=tmp_path / "c.toml")
-    ask_missing(answers, ask, lambda _prompt: "secret")
+    ask_missing(answers, ask, lambda _prompt: "secret", found)
     assert [prompt[:4] for prompt in asked] == ["Bot ", "Owne"]
-    assert answers.homeserver is None and answers.password == "secret"
+    assert answers.homeserver == "https://matrix.example.org" and answers.password == "secret"
+    # No well-known document: asked, with the server name as the default.
+    asked.clear()
+    answers = InitAnswers(config_path=tmp_path / "c.toml", user_id="@b:other.org", owners=[OWNER])
+    ask_missing(answers, lambda prompt: asked.append(prompt) or "", lambda _p: "s", found)
+    assert asked == ["Homeserver URL [https://other.org]: "]
+    assert answers.homeserver == "https://other.org"
+    # No server in the id: asked, no default.
     asked.clear()
     answers = InitAnswers(config_path=tmp_path / "c.toml", user_id="mybot", owners=[OWNER])
-    ask_missing(answers, ask, lambda _prompt: "secret")
+    ask_missing(answers, ask, lambda _prompt: "secret", found)
     assert [prompt[:4] for prompt in asked] == ["Home"] and answers.homeserver == "https://hs"
 
 

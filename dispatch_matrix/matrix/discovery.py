@@ -33,9 +33,9 @@ def base_url_of(document: object) -> str | None:
     return base.rstrip("/")
 
 
-async def discover(server: str, *, scheme: str = "https", timeout_s: float = 10) -> str:
-    """The homeserver of `server`: the well-known document's base URL, else
-    `https://SERVER` itself (a server without the document serves its own domain)."""
+async def discover(server: str, *, scheme: str = "https", timeout_s: float = 10) -> str | None:
+    """The homeserver base URL `server`'s well-known document names; None without one
+    (then the server name itself may serve it: the caller decides)."""
     url = f"{scheme}://{server}{WELL_KNOWN}"
     try:
         async with (
@@ -51,4 +51,4 @@ async def discover(server: str, *, scheme: str = "https", timeout_s: float = 10)
             log.info("discovery.none", server=server, status=response.status)
     except (aiohttp.ClientError, TimeoutError, ValueError) as err:
         log.info("discovery.failed", server=server, error=type(err).__name__)
-    return f"{scheme}://{server}"
+    return None

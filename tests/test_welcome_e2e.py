@@ -244,3 +244,31 @@ async def test_a_message_sent_before_the_first_run_is_answered_at_start(
     await owner.wait_message(room, sender=bot.user_id, contains=WELCOME)
     assert len(await welcomes(owner, room, bot.user_id)) == 1
     assert await owner.decryption_failures() == []
+
+
+async def test_init_for_an_account_with_an_identity_made_elsewhere_says_what_to_do(
+    homeserver: Homeserver, owner_client: StartClient, tmp_path: Path
+) -> None:
+    """A bot account first signed in with Element has cross-signing keys the bot does not
+    hold: no DM is opened (the phone would share no keys with the bot), the config is still
+    written, and init names the fix."""
+    bot, owner_account = homeserver.new_user("bot"), homeserver.new_user("owner")
+    elsewhere = await owner_client(bot, name="bot-in-element")
+    await elsewhere.close()
+    config = tmp_path / "state" / "config.toml"
+    code, out, err = await cli(
+        "init",
+        "--config",
+        str(config),
+        "--homeserver",
+        homeserver.url,
+        "--user-id",
+        bot.user_id,
+        "--password",
+        bot.password,
+        "--owner",
+        owner_account.user_id,
+    )
+    assert code == 0, out + err
+    assert "no DM opened" in out and "reset-identity" in out and "invited" not in out
+    assert config.exists()

@@ -233,9 +233,11 @@ def explain_next(answers: InitAnswers, device: str, dms: list[OpenedDM], path: P
     steps = []
     if dms:
         who = ", ".join(dm.owner for dm in dms)
+        # The private homeserver is reachable from this computer only, not from a phone.
+        where = "In Element" if answers.local else "On your phone, in Element"
         steps.append(
-            f"On your phone (Element, signed in as {who}): accept the invite from "
-            f"{answers.user_id}. It is an encrypted DM; the bot says hello there once it runs."
+            f"{where} (signed in as {who}): accept the invite from {answers.user_id}. "
+            "It is an encrypted DM; the bot says hello there once it runs."
         )
     else:
         steps.append(f"In Element, as an owner: start a chat with {answers.user_id}.")

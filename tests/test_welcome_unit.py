@@ -172,7 +172,11 @@ def test_init_says_what_to_accept_verify_and_run(tmp_path: Path) -> None:
     answers = InitAnswers(config_path=tmp_path / "c.toml", user_id=BOT, owners=[OWNER])
     dm = OpenedDM(UserID(OWNER), RoomID("!dm:x"), created=True)
     text = explain_next(answers, "DEVICEID", [dm], tmp_path / "c.toml")
-    assert f"accept the invite from {BOT}" in text and f"signed in as {OWNER}" in text
+    assert f"accept the invite from {BOT}" in text and f"(signed in as {OWNER})" in text
+    assert text.startswith("\nNext:\n  1. On your phone")
+    answers.local = True
+    assert "phone" not in explain_next(answers, "DEVICEID", [dm], tmp_path / "c.toml")
+    answers.local = False
     assert "device DEVICEID" in text and "pair --config" in text
     assert text.rstrip().endswith(f"run --config {tmp_path / 'c.toml'}")
     without = explain_next(answers, "DEVICEID", [], tmp_path / "c.toml")

@@ -47,11 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser(
         "init",
         help="write a config after checking the bot can log in",
-        description="Write a commented config. On a terminal, asks for what flags leave out. "
-        "--local-homeserver sets up a private Synapse in the state folder instead.",
+        description="Write a commented config after checking the bot's login, cross-sign "
+        "the bot's device and open an encrypted DM with each owner (they accept the invite). "
+        "On a terminal, asks for what flags leave out. --local-homeserver sets up a private "
+        "Synapse in the state folder instead.",
     )
     _config_arg(init)
-    init.add_argument("--homeserver", help="homeserver URL, e.g. https://matrix.example.org")
+    init.add_argument(
+        "--homeserver",
+        help="homeserver URL, e.g. https://matrix.example.org (default: found from the "
+        "bot's user id, as Element finds it)",
+    )
     init.add_argument("--user-id", help="the bot's user id, e.g. @mybot:example.org")
     secret = init.add_mutually_exclusive_group()
     secret.add_argument("--password", help="the bot's password (prefer --password-file)")
@@ -76,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--owner-name", default="me", help="local homeserver: owner's username")
     init.add_argument("--bot-name", default="dispatch", help="local homeserver: bot's username")
     init.add_argument("--force", action="store_true", help="overwrite an existing config")
+    init.add_argument(
+        "--no-dm",
+        action="store_true",
+        help="do not open the encrypted DM with each owner (start a chat with the bot instead)",
+    )
 
     run = commands.add_parser(
         "run",
@@ -198,6 +209,7 @@ def _init(args: argparse.Namespace) -> int:
         owner_name=args.owner_name,
         bot_name=args.bot_name,
         force=args.force,
+        dm=not args.no_dm,
     )
     if not answers.local and sys.stdin.isatty():
         ask_missing(answers, input, getpass.getpass)

@@ -87,6 +87,11 @@ class MatrixSection(Section):
     presence_every_s: float = Field(
         30.0, ge=10.0, description="At most one presence update per this many seconds"
     )
+    welcome: bool = Field(
+        True,
+        description="Say hello once in each new DM with an owner: what the bot is, whom it "
+        "obeys, how to stop, approve and get help",
+    )
 
     @field_validator("homeserver")
     @classmethod

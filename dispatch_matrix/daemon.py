@@ -43,6 +43,7 @@ from .matrix.sender import Budget
 from .matrix.speech_out import build_speech_out
 from .matrix.sync import SyncLoop, SyncStalled
 from .matrix.voice_inbox import VoiceInbox
+from .matrix.welcome import Welcome
 from .parts import control_plane, local_homeserver
 from .pending import Pending
 from .queue import Worker
@@ -324,6 +325,14 @@ async def _serve(
     replays = ReplayGuard(db)
     if client.client.olm is not None:
         replays.install(client.client.olm)
+    welcome = Welcome(
+        client,
+        db,
+        outbox,
+        owners,
+        config.permissions.approval_timeout_s,
+        enabled=config.matrix.welcome,
+    )
     router = Router(
         client,
         db,
@@ -335,6 +344,7 @@ async def _serve(
         inbox=workdir / "inbox",
         voice=voice,
         replays=replays,
+        joined=welcome.joined,
     )
     if config.matrix.trust != "cross-signed":
         log.warning(
@@ -347,6 +357,7 @@ async def _serve(
     async def handle(response: SyncResponse, since: str | None) -> bool:
         acted = await router.handle(response, since)
         synced.set()
+        welcome.synced()
         if recorder is not None:
             recorder.synced()
         return acted
@@ -355,7 +366,7 @@ async def _serve(
 
     async def announce() -> None:
         await sync.first_sync_done.wait()
-        say(banner(config, session, sync.first_sync_seconds))
+        say(banner(config, session, sync.first_sync_seconds, welcome.awaited()))
         sys.stdout.flush()
         await announce_replacement(client, db, outbox)
         if confinement is not None and not confinement.active:
@@ -390,6 +401,7 @@ async def _serve(
             group.create_task(voice.run(), name="voice")
             group.create_task(build_agent(group), name="agent")
             group.create_task(announce(), name="announce")
+            group.create_task(welcome.run(), name="welcome")
             if recorder is not None:
                 group.create_task(recorder.run(), name="health")
             group.create_task(fire_schedules(scheduler), name="scheduler")

@@ -22,6 +22,8 @@ from .errors import ConfigError, DispatchError
 from .homeserver import LocalSynapse, free_port
 from .ids import UserID
 from .matrix.client import MatrixClient
+from .matrix.direct import CANNOT_OPEN, OpenedDM, open_owner_dms, why_not_opened
+from .matrix.discovery import discover, server_of
 from .state import StateFolder, write_private
 from .store import Database
 
@@ -47,16 +49,29 @@ class InitAnswers:
     bot_name: str = "dispatch"
     owner_name: str = "me"
     force: bool = False
+    # Open the encrypted DM with each owner (the owner only accepts the invite).
+    dm: bool = True
 
 
 def ask_missing(
-    answers: InitAnswers, ask: Callable[[str], str], ask_secret: Callable[[str], str]
+    answers: InitAnswers,
+    ask: Callable[[str], str],
+    ask_secret: Callable[[str], str],
+    find: Callable[[str], str | None] | None = None,
 ) -> None:
-    """Fill in what flags left out by asking (only called on a terminal)."""
-    if not answers.homeserver:
-        answers.homeserver = ask("Homeserver URL (e.g. https://matrix.example.org): ").strip()
+    """Fill in what flags left out by asking (only called on a terminal). The homeserver is
+    asked only when the bot's id does not lead to it (`find`: its well-known document)."""
     if not answers.user_id:
         answers.user_id = ask("Bot user id (e.g. @mybot:example.org): ").strip()
+    if not answers.homeserver:
+        server = server_of(answers.user_id or "")
+        found = (find or well_known)(server) if server else None
+        if found is not None:
+            answers.homeserver = found
+        else:
+            default = f"https://{server}" if server else ""
+            shown = f"[{default}]" if default else "(e.g. https://matrix.example.org)"
+            answers.homeserver = ask(f"Homeserver URL {shown}: ").strip() or default
     if not answers.password:
         answers.password = ask_secret(f"Password of {answers.user_id}: ")
     if not answers.owners:
@@ -93,6 +108,8 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
     owner_password = None
     if answers.local:
         homeserver, owner_password = _setup_local(answers, state, say)
+    if not answers.homeserver:
+        _discover_homeserver(answers, say)
     missing = _missing(answers)
     if missing:
         raise ConfigError(
@@ -100,8 +117,7 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
         )
     try:
         say(f"Checking the login of {answers.user_id} at {answers.homeserver} …")
-        device = asyncio.run(_check_login(answers, state))
-        say(f"  ok: logged in as device {device}; this device is kept for the bot's life.")
+        device, dms = asyncio.run(_login_and_open_dms(answers, state, say))
     finally:
         if homeserver is not None:
             homeserver.stop()
@@ -110,8 +126,8 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
     path.chmod(0o600)
     say(f"Wrote {path}")
     if answers.local and owner_password is not None:
-        _explain_local(answers, owner_password, state, say)
-    say(f"Next: {command_name()} run --config {path}")
+        _explain_local(answers, owner_password, state, say, invited=bool(dms))
+    say(explain_next(answers, device, dms, path))
     return path
 
 
@@ -169,19 +185,79 @@ def _register(
     return user_id
 
 
-async def _check_login(answers: InitAnswers, state: StateFolder) -> str:
+def well_known(server: str) -> str | None:
+    """The homeserver `server`'s well-known document names, if it has one."""
+    return asyncio.run(discover(server))
+
+
+def _discover_homeserver(answers: InitAnswers, say: Callable[[str], None]) -> None:
+    """No --homeserver: the one serving the bot's user id, as clients find it (else the
+    server name itself, which serves many homeservers)."""
+    server = server_of(answers.user_id or "")
+    if server is None:
+        return
+    answers.homeserver = well_known(server) or f"https://{server}"
+    say(f"Homeserver of {server}: {answers.homeserver}")
+
+
+async def _login_and_open_dms(
+    answers: InitAnswers, state: StateFolder, say: Callable[[str], None]
+) -> tuple[str, list[OpenedDM]]:
+    """Check the login (its device is kept for the bot's life), then cross-sign that device
+    and open the encrypted DM with each owner; returns the device id and the DMs."""
     db = Database.open(state.db_path)
     client = MatrixClient(str(answers.homeserver), UserID(str(answers.user_id)), state, db)
     try:
         session = await client.connect(answers.password)
-        return session.device_id
+        say(f"  ok: logged in as device {session.device_id}; kept for the bot's life.")
+        if not answers.dm:
+            return session.device_id, []
+        say("Cross-signing the bot's device and opening the encrypted DM …")
+        try:
+            dms = await open_owner_dms(client, db, state, answers.password, answers.owners)
+        except CANNOT_OPEN as err:
+            say(why_not_opened(err))
+            return session.device_id, []
+        for dm in dms:
+            made = "invited" if dm.created else "already has its DM"
+            say(f"  {dm.owner} {made}: {dm.room_id}")
+        return session.device_id, dms
     finally:
         await client.close()
         db.close()
 
 
+def explain_next(answers: InitAnswers, device: str, dms: list[OpenedDM], path: Path) -> str:
+    """What to do after init: accept, verify (optional), run."""
+    run = f"{command_name()} run --config {path}"
+    steps = []
+    if dms:
+        who = ", ".join(dm.owner for dm in dms)
+        # The private homeserver is reachable from this computer only, not from a phone.
+        where = "In Element" if answers.local else "On your phone, in Element"
+        steps.append(
+            f"{where} (signed in as {who}): accept the invite from {answers.user_id}. "
+            "It is an encrypted DM; the bot says hello there once it runs."
+        )
+    else:
+        steps.append(f"In Element, as an owner: start a chat with {answers.user_id}.")
+    steps.append(
+        f"Optional, to see it as verified: the bot is {answers.user_id}, device {device}. "
+        f"Run `{command_name()} pair --config {path}` here, then in Element open the bot's "
+        "profile → Verify, and compare the emoji."
+    )
+    steps.append(f"Run the bot: {run}")
+    numbered = "\n".join(f"  {n}. {step}" for n, step in enumerate(steps, 1))
+    return f"\nNext:\n{numbered}"
+
+
 def _explain_local(
-    answers: InitAnswers, owner_password: str, state: StateFolder, say: Callable[[str], None]
+    answers: InitAnswers,
+    owner_password: str,
+    state: StateFolder,
+    say: Callable[[str], None],
+    *,
+    invited: bool = False,
 ) -> None:
     say(
         "\nYour private homeserver is ready. To command the bot from Element:\n"
@@ -189,10 +265,16 @@ def _explain_local(
         f"     edit the homeserver to {answers.homeserver}\n"
         f"  2. Sign in as {answers.owners[0]} with password {owner_password}\n"
         f"     (also kept in {state.root / OWNER_PASSWORD_FILE})\n"
-        f"  3. Start a chat with {answers.user_id} and send it a message.\n"
-        "The homeserver listens on this computer only. For a phone on your network, set one\n"
-        "up with --listen 0.0.0.0 in a new, empty state folder (init cannot change this one\n"
-        "in place: its accounts exist), and put it behind TLS for anything else."
+        + (
+            f"  3. Accept the invite from {answers.user_id} (an encrypted DM) and send a message.\n"
+            if invited
+            else f"  3. Start a chat with {answers.user_id} and send it a message.\n"
+        )
+        + "This homeserver listens on this computer only. A phone reaches a homeserver only\n"
+        "over the network with TLS: set one up with --listen 0.0.0.0 in a new, empty state\n"
+        "folder (init cannot change this one in place: its accounts exist) behind a reverse\n"
+        "proxy with a certificate or on a private network (Tailscale and the like), or use\n"
+        "the Matrix account you already have: init --user-id @bot:your.server --owner @you:…"
     )
 
 

@@ -4,6 +4,7 @@ sandbox, a model that is deprecated or retired. Each is said once (fixed keys)."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__, logs
@@ -87,8 +88,11 @@ async def report_model(agent: Agent, db: Database, client: MatrixClient, outbox:
         )
 
 
-def banner(config: Config, session: Session, first_sync_s: float | None) -> str:
-    """What a newcomer needs to see once the bot is connected."""
+def banner(
+    config: Config, session: Session, first_sync_s: float | None, invited: Sequence[str] = ()
+) -> str:
+    """What a newcomer needs to see once the bot is connected (`invited`: owners who have
+    not yet accepted the DM init opened for them)."""
     owners = ", ".join(config.matrix.owners)
     took = f" (first sync {first_sync_s:.2f}s)" if first_sync_s is not None else ""
     # The private homeserver's owner account: where its password is, at every start (the
@@ -106,7 +110,18 @@ def banner(config: Config, session: Session, first_sync_s: float | None) -> str:
         f"  owners: {owners}\n"
         f"  state:  {config.state_dir}\n"
         f"{sign_in}"
-        f"To talk to it: sign in to Element as an owner, start a chat with {session.user_id}\n"
-        f"(Start chat → enter the id → Go), and send a message. It answers only encrypted\n"
-        f"messages from its owners. Stop with Ctrl-C."
+        f"{_how_to_talk(session.user_id, invited)}"
+        f"It answers only encrypted messages from its owners. Stop with Ctrl-C."
+    )
+
+
+def _how_to_talk(bot: str, invited: Sequence[str]) -> str:
+    if invited:
+        return (
+            f"To talk to it: in Element, as {', '.join(invited)}, accept the invite from {bot}\n"
+            "(an encrypted DM), and send a message. "
+        )
+    return (
+        f"To talk to it: sign in to Element as an owner, start a chat with {bot}\n"
+        "(Start chat → enter the id → Go), and send a message. "
     )

@@ -6,6 +6,7 @@ reason. A message is acknowledged (written to the ledger) before its sync token 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class Router:
         inbox: Path,
         voice: VoiceInbox | None = None,
         replays: ReplayGuard | None = None,
+        joined: Callable[[RoomID, str], None] | None = None,
     ) -> None:
         self._client = client
         self._db = db
@@ -78,6 +80,8 @@ class Router:
         # Refuses an event at a Megolm index another event used (a replay), also after a
         # restart; what it refused arrives here undecryptable and is dropped unanswered.
         self._replays = replays
+        # Told of each DM joined at an owner's invite (the welcome, sent once, waits on it).
+        self._joined = joined
         self._late = LateKeys(
             client,
             db,
@@ -196,6 +200,8 @@ class Router:
             if verdict.allowed:
                 await self._client.join(invite.room_id)
                 log.info("room.joined", room=invite.room_id, inviter=invite.inviter)
+                if self._joined is not None:
+                    self._joined(invite.room_id, invite.inviter)
             else:
                 await self._client.reject(invite.room_id)
                 log.info(

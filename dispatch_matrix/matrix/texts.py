@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Collection
 
 PLAINTEXT_IGNORED = (
     "🔒 I only take instructions sent with end-to-end encryption, so I ignored that "
@@ -115,4 +116,26 @@ def sandbox_off() -> str:
         '(`agent.sandbox = "none"` in my config): a command can read every file this user '
         "can, my own state and your credentials included. Only the permission rules stand "
         "in its way. Turn the sandbox back on unless you have a reason."
+    )
+
+
+# -- the welcome, once per new DM ------------------------------------------------------------
+
+
+def welcome(owner: str, owners: Collection[str], approval_timeout_s: float) -> str:
+    """The bot's first words in a new DM with `owner` (sent once per room)."""
+    minutes = max(1, round(approval_timeout_s / 60))
+    others = sorted(set(owners) - {owner})
+    whom = f"you ({owner})" + (f" and {', '.join(others)}" if others else "")
+    return (
+        "👋 Hello! I am **dispatch-matrix**, a Claude agent running on your computer. Send me "
+        "a task in plain words; I queue it, work on it there, and reply to your message.\n\n"
+        f"🔒 I obey only {whom}, and only encrypted messages sent from verified sessions "
+        "(cross-signed by their owner). I ignore everyone else, and tell you when I ignore "
+        "you.\n\n"
+        "- `!cancel` stops the running task; `!pause` / `!resume` stop and restart taking "
+        "tasks; `!status` says what I am doing.\n"
+        "- Before anything your rules do not allow, I ask: reply **yes** or **no** to the "
+        f"question (no answer means no after {minutes} min).\n"
+        "- `!help` lists every command."
     )

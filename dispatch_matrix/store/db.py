@@ -16,6 +16,8 @@ from .models import Session
 from .outbox import OutboxQueries
 from .replay import SCHEMA as REPLAY_SCHEMA
 from .replay import ReplayQueries
+from .rooms import SCHEMA as ROOMS_SCHEMA
+from .rooms import RoomQueries
 from .schedules import ScheduleQueries
 from .trust import TrustQueries
 from .voice import SCHEMA as VOICE_SCHEMA
@@ -149,11 +151,19 @@ _MIGRATIONS = [
     # 11: the Megolm message index of every decrypted event, so a replay is refused also
     # after a restart.
     REPLAY_SCHEMA,
+    # 12: owners' DMs the bot opened or joined, and whether it welcomed them (once).
+    ROOMS_SCHEMA,
 ]
 
 
 class Database(
-    LedgerQueries, OutboxQueries, TrustQueries, VoiceQueries, ScheduleQueries, ReplayQueries
+    LedgerQueries,
+    OutboxQueries,
+    TrustQueries,
+    VoiceQueries,
+    ScheduleQueries,
+    ReplayQueries,
+    RoomQueries,
 ):
     """Our SQLite file; one connection, used from the event loop's thread."""
 

@@ -45,6 +45,9 @@ class BotConfig:
     # More [agent] keys (e.g. `sandbox = "none"`); by default the OS sandbox is on, as for users.
     agent_extra: str = ""
     workdir: Path | None = None
+    # The one-time welcome in a new DM: off for tests about everything else, whose first
+    # message from the bot is the answer they wait for (tests/test_welcome_e2e.py turns it on).
+    welcome: bool = False
 
     @property
     def path(self) -> Path:
@@ -67,6 +70,7 @@ user_id = {json.dumps(self.user_id)}
 password = {json.dumps(self.password)}
 owners = [{owners}]
 sync_timeout_ms = 5000
+welcome = {json.dumps(self.welcome)}
 {self.matrix_extra}
 
 [agent]

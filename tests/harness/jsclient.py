@@ -249,6 +249,13 @@ class JsClient:
         )
         return str(result["room_id"])
 
+    async def room_info(self, room_id: str) -> dict[str, Any]:
+        """What the app shows of a room, an invite included: {membership, inviter,
+        is_direct, encryption, power_levels, creator, additional_creators, room_version,
+        join_rule}."""
+        result: dict[str, Any] = await self.call("room_info", room_id=room_id)
+        return result
+
     async def wait_join(self, room_id: str, user_id: str, timeout: float = 30) -> None:
         await self.call(
             "wait_join",

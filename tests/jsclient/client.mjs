@@ -20,6 +20,8 @@
 //   bootstrap_cross_signing {password} -> {master_key, self_signing_key, user_signing_key, ready,
 //       public_keys_on_device, device_signed_by_owner}
 //   create_dm {invite, encrypted=true} -> {room_id}    (trusted_private_chat, is_direct, m.direct)
+//   room_info {room_id} -> {membership, inviter, is_direct, encryption, power_levels, creator,
+//       additional_creators, room_version, join_rule}
 //   join {room_id} -> {room_id};  invite {room_id, user_id} -> {};  wait_invite {room_id?} -> {room_id}
 //   wait_join {room_id, user_id, timeout_ms} -> {room_id, user_id, membership}
 //   send_text {room_id, body, html?} -> {event_id, encrypted};  react {room_id, event_id, key} -> {event_id, encrypted}
@@ -470,6 +472,31 @@ commands.wait_invite = async ({ room_id, timeout_ms = 30000 }) => {
         `an invite${room_id ? ` to ${room_id}` : ""}`,
     );
     return { room_id: r.roomId };
+};
+
+// What the owner's app shows of a room (an invite included, from its stripped state): the
+// inviter, whether it is a DM (is_direct on our invite), its encryption and power levels.
+commands.room_info = async ({ room_id }) => {
+    const c = requireClient();
+    const r = room(room_id);
+    if (!r) throw new Error(`room ${room_id} is not known to the client`);
+    const state = r.currentState;
+    const me = state.getMember(c.getUserId());
+    const mine = me?.events?.member;
+    const encryption = state.getStateEvents("m.room.encryption", "");
+    const power = state.getStateEvents("m.room.power_levels", "");
+    const create = state.getStateEvents("m.room.create", "");
+    return {
+        membership: r.getMyMembership(),
+        inviter: mine?.getSender() ?? null,
+        is_direct: Boolean(mine?.getContent()?.is_direct),
+        encryption: encryption ? encryption.getContent() : null,
+        power_levels: power ? power.getContent() : null,
+        creator: create ? create.getSender() : null,
+        additional_creators: create ? (create.getContent().additional_creators ?? []) : [],
+        room_version: create ? (create.getContent().room_version ?? "1") : null,
+        join_rule: state.getJoinRule(),
+    };
 };
 
 commands.wait_join = async ({ room_id, user_id, timeout_ms = 30000 }) => {

@@ -336,6 +336,7 @@ async def _serve(
         voice=voice,
         replays=replays,
     )
+    outbox.undeliverable = router.undeliverable
     if config.matrix.trust != "cross-signed":
         log.warning(
             "trust.relaxed",

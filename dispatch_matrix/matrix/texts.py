@@ -116,3 +116,20 @@ def sandbox_off() -> str:
         "can, my own state and your credentials included. Only the permission rules stand "
         "in its way. Turn the sandbox back on unless you have a reason."
     )
+
+
+# Why the homeserver refused an answer for good, by its error code, for the owner.
+_REFUSED_BECAUSE = {
+    "M_FORBIDDEN": "I am no longer allowed to post there (removed from the room?)",
+    "M_NOT_FOUND": "the room is gone",
+    "M_UNKNOWN_ROOM": "the room is gone",
+    "M_TOO_LARGE": "the homeserver found it too large",
+}
+
+
+def undeliverable(room: str, code: str | None, task: str | None, body: str) -> str:
+    """An answer the homeserver refused for good in one room, given in another the owner
+    is still in, with its text."""
+    why = _REFUSED_BECAUSE.get(code or "", f"the homeserver refused it ({code or 'error'})")
+    what = f"the answer to {task}" if task else "a message"
+    return f"⚠️ I could not post {what} in {room}: {why}. Here it is instead:\n\n{body}"

@@ -8,10 +8,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import BotSetup, started
+from conftest import BotSetup, Homeserver, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
+from harness.proxy import Relay
+from test_ops_e2e import status
 
 pytestmark = [pytest.mark.e2e]
 
@@ -52,3 +54,49 @@ async def test_a_room_the_bot_was_removed_from_holds_back_no_other_room(
     # Refused once, for good: no retries.
     [refused] = bot.log_events("outbox.undeliverable")
     assert "M_FORBIDDEN" in refused["error"] and not bot.log_events("outbox.refused")
+
+
+async def test_status_says_not_connected_while_the_homeserver_is_away(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    homeserver: Homeserver,
+    running: list[BotProcess],
+) -> None:
+    synapse = homeserver.synapse
+    # The bot alone reaches the homeserver through a relay: cutting it is an outage for
+    # this bot only, and the shared Synapse keeps serving the owner and every other test.
+    relay = await Relay(synapse.host, synapse.port).start()
+    setup = make_bot()
+    setup.config.homeserver = relay.url
+    setup.config.write()
+    bot = await setup.process().start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(setup.bot.user_id)
+    await owner.wait_join(room, setup.bot.user_id)
+    await owner.send_text(room, "are you there?")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="are you there?")
+    code, shown = await status(bot)
+    assert code == 0 and shown["connected"].startswith("yes, last sync"), shown
+    try:
+        await relay.cut()
+        await bot.wait_log("sync.failed", timeout=30)
+        # What `status` reads is written within a few seconds of the failure.
+        for _ in range(60):
+            code, shown = await status(bot)
+            if "sync.failed" in shown.get("last error", ""):
+                break
+        print(f"status with the homeserver away: connected: {shown['connected']}")
+        assert "connection refused" in shown["last error"] or "cannot reach" in shown["last error"]
+        assert shown["connected"].startswith("no, failing for"), shown
+    finally:
+        await relay.start()
+    recovered = len(bot.log_events("sync.recovered")) + 1
+    await bot.wait_log("sync.recovered", timeout=90, count=recovered)
+    for _ in range(60):
+        code, shown = await status(bot)
+        if shown["connected"].startswith("yes"):
+            break
+    assert shown["connected"].startswith("yes, last sync"), shown
+    await relay.cut()

@@ -2,8 +2,9 @@
 
 Start-up order matters: the lock first (one instance per state folder), then the local
 homeserver if we manage one, then the login (retried while the homeserver is away), then
-the long-lived tasks (sync loop, worker, outbox flush) under one TaskGroup. SIGTERM and
-SIGINT end them; every completed step is already on disk, so nothing is lost.
+the long-lived tasks (sync loop, worker, outbox flush) under one TaskGroup. SIGTERM,
+SIGINT and SIGHUP (the terminal closed) end them; every completed step is already on disk,
+so nothing is lost, and the homeserver we started stops with us.
 """
 
 from __future__ import annotations
@@ -96,8 +97,13 @@ async def connect(
             await asyncio.sleep(wait)
 
 
+# A hang-up (the terminal that ran us closed) is a stop like any other: by default it would
+# kill us on the spot, without a word in the log, leaving the private homeserver running.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 async def run(config: Config, say: Callable[[str], None] = print) -> int:
-    """Run the daemon until SIGTERM/SIGINT; returns the exit code.
+    """Run the daemon until SIGTERM/SIGINT/SIGHUP; returns the exit code.
 
     The signal handlers are installed first, so a stop during start-up (a homeserver that
     is still away, say) is as clean as one while serving.
@@ -105,15 +111,21 @@ async def run(config: Config, say: Callable[[str], None] = print) -> int:
     # Everything we create (crypto store, logs, ledger) is private to us.
     os.umask(0o077)
     stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
     body = asyncio.create_task(_start_and_serve(config, say), name="daemon")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
         await asyncio.wait({body, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if not body.done():
-            log.info("daemon.stopping")
+            log.info("daemon.stopping", signal=received[0] if received else None)
             body.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await body
@@ -128,7 +140,7 @@ async def run(config: Config, say: Callable[[str], None] = print) -> int:
             raise full from err
     finally:
         stopper.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 

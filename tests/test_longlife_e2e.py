@@ -4,6 +4,7 @@ homeserver is away."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Awaitable, Callable
 
@@ -100,3 +101,20 @@ async def test_status_says_not_connected_while_the_homeserver_is_away(
             break
     assert shown["connected"].startswith("yes, last sync"), shown
     await relay.cut()
+
+
+async def test_a_hang_up_stops_the_bot_as_cleanly_as_a_stop(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    await owner.send_text(room, "before the hang-up")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="before the hang-up")
+    assert bot.process is not None
+    bot.process.send_signal(signal.SIGHUP)
+    assert await bot.wait_exit(30) == 0, bot.output()
+    [stopping] = bot.log_events("daemon.stopping")
+    assert stopping["signal"] == "SIGHUP"
+    assert bot.log_events("daemon.stopped")

@@ -118,3 +118,36 @@ async def test_a_hang_up_stops_the_bot_as_cleanly_as_a_stop(
     [stopping] = bot.log_events("daemon.stopping")
     assert stopping["signal"] == "SIGHUP"
     assert bot.log_events("daemon.stopped")
+
+
+def edit_of(event_id: str, text: str) -> dict[str, object]:
+    """An m.replace edit as Element sends it."""
+    return {
+        "msgtype": "m.text",
+        "body": f"* {text}",
+        "m.new_content": {"msgtype": "m.text", "body": text},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+    }
+
+
+async def test_an_edit_to_a_running_task_is_answered_with_one_line(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    bot_id = setup.bot.user_id
+    fake_api.reply("summary of the old folder", delay=6)
+    sent = await owner.send_text(room, "summarise the old folder")
+    await fake_api.await_requests(1, 30)
+    edit = edit_of(sent, "summarise the new folder")
+    await owner.call("send_event", room_id=room, type="m.room.message", content=edit)
+    said = await owner.wait_message(room, sender=bot_id, contains="edit was not taken", timeout=10)
+    assert said["body"].count("\n") == 0, "one line"
+    assert "#1 is already running" in said["body"] and "`!cancel`" in said["body"]
+    assert (said["content"].get("m.relates_to") or {}).get("m.in_reply_to") == {"event_id": sent}
+    # The running task keeps its text; nothing new was run from the edit.
+    await owner.wait_message(room, sender=bot_id, contains="summary of the old folder", timeout=30)
+    assert len(fake_api.requests) == 1
+    assert "summarise the new folder" not in str(fake_api.requests[0].body["messages"])

@@ -282,7 +282,7 @@ class Router:
             await self._explain(message, device, private)
             return
         if message.replaces is not None:
-            await self._intake.edit(message.replaces, message.body)
+            await self._intake.edit(message.replaces, message.body, message.event_id)
         elif message.msgtype == MALFORMED:
             log.warning("message.malformed", event_id=message.event_id)
             await self._intake.malformed(message.event_id, message.room_id)

@@ -86,13 +86,25 @@ class Intake:
         elif self._on_reaction is not None:
             await self._on_reaction(target_event_id, key, sender)
 
-    async def edit(self, target_event_id: EventID, body: str) -> None:
-        """The owner edited a message: a queued task takes the new text."""
+    async def edit(self, target_event_id: EventID, body: str, edit_event_id: EventID) -> None:
+        """The owner edited a message: a queued task takes the new text; a task that has
+        started (or ended) keeps its own, and the owner is told so in one line."""
         task = self._db.edit_queued(target_event_id, body)
         if task is not None:
             log.info("task.edited", task=task.short_id)
-        else:
-            log.info("message.edit_ignored", target=target_event_id, reason="not a queued task")
+            return
+        task = self._db.task_by_event(target_event_id)
+        if task is None:
+            log.info("message.edit_ignored", target=target_event_id, reason="not a task")
+            return
+        log.info("message.edit_ignored", target=target_event_id, task=task.short_id)
+        await self._room.post(
+            task.room_id,
+            texts.edit_not_taken(task),
+            reply_to=target_event_id,
+            notice=True,
+            key=f"edit-{edit_event_id}",
+        )
 
     async def redacted(self, target_event_id: EventID) -> None:
         """The owner deleted a message: a queued task is dropped."""

@@ -123,6 +123,22 @@ def interrupted(task: Task) -> str:
 
 
 CANCELLED = "🚫 Cancelled."
+
+
+def edit_not_taken(task: Task) -> str:
+    """The owner edited the message of a task that has already started (or ended): one
+    line saying the edit changed nothing, and what does."""
+    if task.state.finished:
+        return (
+            f"✏️ {task.short_id} had already finished, so your edit was not taken: "
+            "send the new text as a new message to run it."
+        )
+    return (
+        f"✏️ {task.short_id} is already running, so your edit was not taken: `!cancel` it "
+        "and send the new text as a new message to run that instead."
+    )
+
+
 PAUSED = (
     "⏸️ Paused: I finish nothing new until `!resume` (the running task goes on; `!cancel` stops it)."
 )

@@ -151,3 +151,45 @@ async def test_an_edit_to_a_running_task_is_answered_with_one_line(
     await owner.wait_message(room, sender=bot_id, contains="summary of the old folder", timeout=30)
     assert len(fake_api.requests) == 1
     assert "summarise the new folder" not in str(fake_api.requests[0].body["messages"])
+
+
+async def test_a_reply_to_an_older_answer_names_its_referent_to_the_model(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    bot_id = setup.bot.user_id
+    answers = []
+    for n, text in enumerate(["list the biggest files in ~/photos", "what day is it", "hi"]):
+        asked_for = await owner.send_text(room, text)
+        answer = await owner.wait_message(room, sender=bot_id, contains=text)
+        answers.append((asked_for, answer["event_id"]))
+        assert len(fake_api.requests) == n + 1
+    # Three tasks later, "it" is the first answer: a reply to it, as an older client sends
+    # one (its body quotes the answer first; Matrix 1.13 clients no longer do).
+    reply = {
+        "msgtype": "m.text",
+        "body": f"> <{bot_id}> list the biggest files in ~/photos\n\nmake it shorter",
+        "m.relates_to": {"m.in_reply_to": {"event_id": answers[0][1]}},
+    }
+    await owner.call("send_event", room_id=room, type="m.room.message", content=reply)
+    await fake_api.await_requests(4, 30)
+    told = fake_api.requests[3].body["messages"][-1]["content"][-1]["text"]
+    note, said = told.splitlines()[-2:]
+    assert said == "make it shorter", "the quote of the old client is gone"
+    assert note.startswith("(This message replies to your answer to task #1, which began: «")
+    assert "list the biggest files in ~/photos" in note
+    # A reply to one of the owner's own messages names that message.
+    mine = {
+        "msgtype": "m.text",
+        "body": "do that again",
+        "m.relates_to": {"m.in_reply_to": {"event_id": answers[1][0]}},
+    }
+    await owner.call("send_event", room_id=room, type="m.room.message", content=mine)
+    await fake_api.await_requests(5, 30)
+    told = fake_api.requests[4].body["messages"][-1]["content"][-1]["text"]
+    note, said = told.splitlines()[-2:]
+    assert said == "do that again"
+    assert note == "(This message replies to the owner's message #2, which began: «what day is it»)"

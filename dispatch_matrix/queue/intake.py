@@ -70,13 +70,33 @@ class Intake:
                 room_id, text, reply_to=event_id, notice=True, key=f"long-{event_id}"
             )
             return
-        task = self._db.add_task(event_id, room_id, sender, body, origin_ts, attachments)
+        note = self._referent(reply_to) if reply_to is not None else None
+        task = self._db.add_task(
+            event_id, room_id, sender, body, origin_ts, attachments, reply_note=note
+        )
         if task is None:
             log.debug("message.duplicate", event_id=event_id)
             return
         log.info("task.queued", task=task.short_id, room=task.room_id, event_id=task.event_id)
         self._worker.mirror.queued(task)
         self._worker.wake()
+
+    def _referent(self, reply_to: EventID) -> str:
+        """What a reply refers to, for the model: the ledger knows the bot's events (an
+        answer names its task) and the owner's messages that became tasks."""
+        sent = self._db.sent_event(reply_to)
+        if sent is not None:
+            task = self._db.task(sent.task_id) if sent.task_id is not None else None
+            # A task's answer is recorded under the key t<id>.done (worker.py).
+            whose = "answer" if sent.txn_id.endswith(".done") else "message"
+            body = sent.content.get("body")
+            return texts.reply_note(
+                whose, task.short_id if task else None, str(body) if body else None
+            )
+        task = self._db.task_by_event(reply_to)
+        if task is not None:
+            return texts.reply_note("owner", task.short_id, task.body)
+        return texts.reply_note("unknown", None, None)
 
     async def reaction(self, target_event_id: EventID, key: str, sender: UserID) -> None:
         """An owner's trusted reaction: it may answer an approval question, or cancel a

@@ -381,3 +381,27 @@ def mcp_failed(name: str, reason: str) -> str:
         "I carry on without its tools and try it again now and then. "
         "`dispatch-matrix doctor` on the computer checks it; `!tools` shows its state."
     )
+
+
+# How much of the message replied to the model is shown: enough to tell which one it is.
+REFERENT_CHARS = 200
+
+
+def _start_of(text: str) -> str:
+    """The start of a text on one line, for the model to recognise it by."""
+    line = " ".join(text.split())
+    return line if len(line) <= REFERENT_CHARS else line[: REFERENT_CHARS - 1] + "…"
+
+
+def reply_note(whose: str, task: str | None, text: str | None) -> str:
+    """What the model is told an owner's message replies to (pure): `whose` is "answer"
+    (the bot's answer to a task), "message" (another of the bot's messages), "owner" (the
+    owner's own message) or "unknown" (an event not on record)."""
+    if whose == "unknown" or text is None:
+        return "(This message replies to an earlier message that is not on record.)"
+    subject = {
+        "answer": f"your answer to task {task}" if task else "your earlier answer",
+        "message": f"your message about task {task}" if task else "your earlier message",
+        "owner": f"the owner's message {task}" if task else "an earlier message of the owner",
+    }[whose]
+    return f"(This message replies to {subject}, which began: «{_start_of(text)}»)"

@@ -149,6 +149,12 @@ _MIGRATIONS = [
     # 11: the Megolm message index of every decrypted event, so a replay is refused also
     # after a restart.
     REPLAY_SCHEMA,
+    # 12: what an owner's message replies to, as the model is told it (the task and the
+    # start of its text); the bot's events found by event id, as a reply names them.
+    """
+    ALTER TABLE tasks ADD COLUMN reply_note TEXT;
+    CREATE INDEX outbox_by_event ON outbox (event_id);
+    """,
 ]
 
 

@@ -193,3 +193,23 @@ async def test_a_reply_to_an_older_answer_names_its_referent_to_the_model(
     note, said = told.splitlines()[-2:]
     assert said == "do that again"
     assert note == "(This message replies to the owner's message #2, which began: «what day is it»)"
+
+
+async def test_a_blank_message_is_no_task_and_a_long_ones_answer_keeps_its_start(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    await owner.send_text(room, "   \n\t ")
+    await bot.wait_log("message.empty_ignored")
+    # The stand-in echoes it: an answer over the length of one event, sent as a file.
+    long = " ".join(f"word{n}" for n in range(3_000))
+    assert len(long) > 20_000
+    await owner.send_text(room, long)
+    shown = await owner.wait_message(room, sender=setup.bot.user_id, contains="attached file")
+    assert len(fake_api.requests) == 1, "the blank message never reached the model"
+    preview = shown["body"].split("\n\n… the full text")[0]
+    assert len(preview) > 3_000, f"the preview keeps most of its window: {preview!r}"
+    assert "word0 word1 word2" in preview

@@ -360,7 +360,7 @@ class Outbox:
         await self.send_event(
             room_id, "m.room.message", content, task_id=task_id, key=f"{key}.file" if key else None
         )
-        head = text[: LONG_TEXT_CHARS // 4].rsplit("\n", 1)[0]
+        head = preview(text, LONG_TEXT_CHARS // 4)
         return f"{head}\n\n… the full text ({len(text):,} characters) is in the attached file."
 
     def _rate_limited(self, count: int) -> None:
@@ -390,6 +390,21 @@ class Outbox:
         """Presence's status message (idle, working on …, paused), coalesced to what the
         homeserver allows; a refused update is skipped."""
         self._ephemeral.presence(status)
+
+
+def preview(text: str, chars: int) -> str:
+    """The start of a long text, at most `chars` long (pure): cut at a line break in the
+    latter half of that window, else at a space there, else where the window ends (the
+    last line break alone could leave one short line of a 20,000-character text)."""
+    if len(text) <= chars:
+        return text
+    window = text[:chars]
+    cut = window.rfind("\n")
+    if cut < chars // 2:
+        cut = window.rfind(" ")
+    if cut < chars // 2:
+        cut = chars
+    return window[:cut].rstrip()
 
 
 def _is_decoration(item: OutboxItem) -> bool:

@@ -58,6 +58,11 @@ class Intake:
         ):
             log.info("approval.answered", event_id=event_id, by=sender)
             return
+        if not attachments and not body.strip():
+            # Nothing to do (a slip of the thumb, or a reply that was only a quote): a task
+            # would send the model an empty request and the owner an answer to nothing.
+            log.info("message.empty_ignored", event_id=event_id)
+            return
         command = None if attachments else parse(body)
         if command is not None:
             log.info("command.received", command=command.name, event_id=event_id)

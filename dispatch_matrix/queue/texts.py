@@ -125,6 +125,11 @@ def interrupted(task: Task) -> str:
 CANCELLED = "🚫 Cancelled."
 
 
+def stopping(task: Task) -> str:
+    """`!cancel` of the running task, said before it stops (then "🚫 Cancelled." follows)."""
+    return f"Stopping {task.short_id}…"
+
+
 def edit_not_taken(task: Task) -> str:
     """The owner edited the message of a task that has already started (or ended): one
     line saying the edit changed nothing, and what does."""

@@ -125,6 +125,12 @@ def interrupted(task: Task) -> str:
 CANCELLED = "🚫 Cancelled."
 
 
+def status_final(task: Task, state: TaskState, step: str) -> str:
+    """The last word of a task's status message: how it ended, and at which step."""
+    how = {TaskState.DONE: "done", TaskState.FAILED: "failed", TaskState.CANCELLED: "cancelled"}
+    return f"{EMOJI[state]} {task.short_id} — {how.get(state, str(state))}; it ended at {step}"
+
+
 def stopping(task: Task) -> str:
     """`!cancel` of the running task, said before it stops (then "🚫 Cancelled." follows)."""
     return f"Stopping {task.short_id}…"

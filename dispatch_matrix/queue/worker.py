@@ -75,6 +75,8 @@ class Worker:
         self.outage_since: float | None = None
         self._job: asyncio.Task[str] | None = None
         self._cancelling: int | None = None
+        # The running task's room channel, until its end is told (its status message).
+        self._io: RoomTaskIO | None = None
 
     @property
     def paused(self) -> bool:
@@ -150,7 +152,7 @@ class Worker:
         self._db.stage_task_state(task.id, TaskState.RUNNING)
         log.info("task.started", task=task.short_id, room=task.room_id)
         self.mirror.started(task, self.paused)
-        io = RoomTaskIO(task, self._room, self.approvals, self._groups)
+        io = self._io = RoomTaskIO(task, self._room, self.approvals, self._groups)
         self._job = asyncio.create_task(self._agent.answer(task, io))
         outage: ModelOutage | None = None
         try:
@@ -234,6 +236,10 @@ class Worker:
     async def _finish(
         self, task: Task, state: TaskState, text: str, error: str | None = None
     ) -> None:
+        if self._io is not None and self._io.task_id == task.id:
+            self._io.ended(state)
+        self._io = None
+
         # The answer and the task's end are one transaction: after a crash the next start
         # sends a recorded answer not yet confirmed (under the same transaction id, so the
         # homeserver never shows it twice), and a task not yet ended runs again from its

@@ -47,6 +47,7 @@ from .matrix.voice_inbox import VoiceInbox
 from .parts import control_plane, local_homeserver
 from .pending import Pending
 from .queue import Worker
+from .queue import texts as queue_texts
 from .queue.control import Control
 from .queue.digest import Digest
 from .queue.intake import Intake
@@ -308,6 +309,7 @@ async def _serve(
     )
     # Reactions, redactions and status edits wait while an answer is due.
     outbox.sender.hold = worker.answer_due_in
+    resumed_in = worker.resume_after_restart()
     voice = VoiceInbox(
         client,
         db,
@@ -371,6 +373,8 @@ async def _serve(
         say(banner(config, session, sync.first_sync_seconds))
         sys.stdout.flush()
         await announce_replacement(client, db, outbox)
+        if resumed_in is not None:
+            await outbox.post(resumed_in, queue_texts.RESUMED_AFTER_RESTART, notice=True)
         if confinement is not None and not confinement.active:
             await announce_unconfined(client, outbox)
         await report_model(await agent.get(), db, client, outbox)

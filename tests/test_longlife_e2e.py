@@ -213,3 +213,24 @@ async def test_a_blank_message_is_no_task_and_a_long_ones_answer_keeps_its_start
     preview = shown["body"].split("\n\n… the full text")[0]
     assert len(preview) > 3_000, f"the preview keeps most of its window: {preview!r}"
     assert "word0 word1 word2" in preview
+
+
+async def test_a_restart_after_a_refused_key_takes_up_the_queue_and_says_so(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    bot_id = setup.bot.user_id
+    fake_api.fail(401, message="invalid x-api-key")
+    await owner.send_text(room, "first task")
+    await owner.wait_message(room, sender=bot_id, contains="refused me")
+    assert await bot.stop() == 0
+    # The operator fixed the key and restarted the bot: no `!resume` needed, and a word.
+    fake_api.reply("Back with a good key.")
+    bot = await setup.process().start()
+    running.append(bot)
+    await owner.wait_message(room, sender=bot_id, contains="took up the queue again")
+    await owner.wait_message(room, sender=bot_id, contains="Back with a good key")
+    assert [r.status for r in fake_api.requests] == [401, 200]

@@ -206,8 +206,14 @@ def access_refused(reason: str | ModelError) -> str:
         reason = reason.message
     return (
         f"⛔ The Messages API refused me: {reason}. I paused the queue. Fix the API key or "
-        "credit on the computer, then send `!resume`."
+        "credit on the computer, then restart me or send `!resume`."
     )
+
+
+RESUMED_AFTER_RESTART = (
+    "▶️ I was restarted after the Messages API refused me, so I took up the queue again. "
+    "If it still refuses, I pause again and say why."
+)
 
 
 def budget_spent(err: BudgetSpent) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dispatch_matrix.ids import RoomID, UserID
+from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.router import fallback_room
 
 ME, ANN, BOB = UserID("@bot:hs"), UserID("@ann:hs"), UserID("@bob:hs")
@@ -35,3 +36,17 @@ def test_fallback_room(
     known: dict[RoomID, frozenset[UserID]], owner: UserID | None, expected: str | None
 ) -> None:
     assert fallback_room(known, RoomID("!kicked"), owner, OWNERS, ME) == expected
+
+
+@pytest.mark.parametrize(
+    "code, task, says",
+    [
+        ("M_FORBIDDEN", "#3", "the answer to #3 in Work: I am no longer allowed to post there"),
+        ("M_UNKNOWN_ROOM", "#3", "in Work: the room is gone"),
+        ("M_BAD_JSON", None, "a message in Work: the homeserver refused it (M_BAD_JSON)"),
+        (None, "#3", "in Work: it could not be sent there, however often I tried"),
+    ],
+)
+def test_the_owner_is_told_why_with_the_text(code: str | None, task: str | None, says: str) -> None:
+    told = texts.undeliverable("Work", code, task, "the answer itself")
+    assert says in told and told.endswith("Here it is instead:\n\nthe answer itself")

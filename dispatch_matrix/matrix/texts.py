@@ -130,6 +130,9 @@ _REFUSED_BECAUSE = {
 def undeliverable(room: str, code: str | None, task: str | None, body: str) -> str:
     """An answer the homeserver refused for good in one room, given in another the owner
     is still in, with its text."""
-    why = _REFUSED_BECAUSE.get(code or "", f"the homeserver refused it ({code or 'error'})")
+    if code is None:
+        why = "it could not be sent there, however often I tried"
+    else:
+        why = _REFUSED_BECAUSE.get(code, f"the homeserver refused it ({code})")
     what = f"the answer to {task}" if task else "a message"
     return f"⚠️ I could not post {what} in {room}: {why}. Here it is instead:\n\n{body}"

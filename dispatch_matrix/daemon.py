@@ -2,8 +2,9 @@
 
 Start-up order matters: the lock first (one instance per state folder), then the local
 homeserver if we manage one, then the login (retried while the homeserver is away), then
-the long-lived tasks (sync loop, worker, outbox flush) under one TaskGroup. SIGTERM and
-SIGINT end them; every completed step is already on disk, so nothing is lost.
+the long-lived tasks (sync loop, worker, outbox flush) under one TaskGroup. SIGTERM,
+SIGINT and SIGHUP (the terminal closed) end them; every completed step is already on disk,
+so nothing is lost, and the homeserver we started stops with us.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .matrix.welcome import Welcome
 from .parts import control_plane, local_homeserver
 from .pending import Pending
 from .queue import Worker
+from .queue import texts as queue_texts
 from .queue.control import Control
 from .queue.digest import Digest
 from .queue.intake import Intake
@@ -97,8 +99,13 @@ async def connect(
             await asyncio.sleep(wait)
 
 
+# A hang-up (the terminal that ran us closed) is a stop like any other: by default it would
+# kill us on the spot, without a word in the log, leaving the private homeserver running.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 async def run(config: Config, say: Callable[[str], None] = print) -> int:
-    """Run the daemon until SIGTERM/SIGINT; returns the exit code.
+    """Run the daemon until SIGTERM/SIGINT/SIGHUP; returns the exit code.
 
     The signal handlers are installed first, so a stop during start-up (a homeserver that
     is still away, say) is as clean as one while serving.
@@ -106,15 +113,21 @@ async def run(config: Config, say: Callable[[str], None] = print) -> int:
     # Everything we create (crypto store, logs, ledger) is private to us.
     os.umask(0o077)
     stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
     body = asyncio.create_task(_start_and_serve(config, say), name="daemon")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
         await asyncio.wait({body, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if not body.done():
-            log.info("daemon.stopping")
+            log.info("daemon.stopping", signal=received[0] if received else None)
             body.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await body
@@ -129,7 +142,7 @@ async def run(config: Config, say: Callable[[str], None] = print) -> int:
             raise full from err
     finally:
         stopper.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 
@@ -297,6 +310,7 @@ async def _serve(
     )
     # Reactions, redactions and status edits wait while an answer is due.
     outbox.sender.hold = worker.answer_due_in
+    resumed_in = worker.resume_after_restart()
     voice = VoiceInbox(
         client,
         db,
@@ -346,6 +360,7 @@ async def _serve(
         replays=replays,
         joined=welcome.joined,
     )
+    outbox.undeliverable = router.undeliverable
     if config.matrix.trust != "cross-signed":
         log.warning(
             "trust.relaxed",
@@ -369,6 +384,8 @@ async def _serve(
         say(banner(config, session, sync.first_sync_seconds, welcome.awaited()))
         sys.stdout.flush()
         await announce_replacement(client, db, outbox)
+        if resumed_in is not None:
+            await outbox.post(resumed_in, queue_texts.RESUMED_AFTER_RESTART, notice=True)
         if confinement is not None and not confinement.active:
             await announce_unconfined(client, outbox)
         await report_model(await agent.get(), db, client, outbox)

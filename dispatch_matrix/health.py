@@ -27,6 +27,9 @@ KEY = "daemon_health"
 # Warnings that explain why the bot is not connected (to the homeserver, or to the
 # Messages API while tasks wait for it) count as errors for `status`.
 CONNECTION_EVENTS = frozenset({"sync.failed", "matrix.unreachable", "sync.stalled", "model.outage"})
+# Of those, the ones that say the homeserver is not answering: after one, the bot is not
+# connected until a sync succeeds again, however recent the last one was.
+HOMESERVER_EVENTS = frozenset({"sync.failed", "matrix.unreachable", "sync.stalled"})
 _MIN_WRITE_INTERVAL_S = 5.0
 
 
@@ -42,6 +45,8 @@ class Health:
     last_error: str | None = None
     last_error_ms: int | None = None
     stopped_ms: int | None = None
+    # The first homeserver failure since the last sync that succeeded (None: none since).
+    failing_since_ms: int | None = None
 
     def to_json(self) -> str:
         """The record as the meta table keeps it."""
@@ -75,7 +80,8 @@ def describe(health: Health | None, running: bool, now_ms: int, stale_after_ms: 
     """The status lines about the daemon itself (pure).
 
     Connected means a sync completed within `stale_after_ms` (a long poll returns at least
-    once per sync timeout, even when nothing happens).
+    once per sync timeout, even when nothing happens) and the homeserver has not failed
+    since: a failed sync says the connection is gone before the last good one grows old.
     """
     if health is None:
         return ["connected: unknown (no record yet: the daemon has not run with this version)"]
@@ -85,7 +91,11 @@ def describe(health: Health | None, running: bool, now_ms: int, stale_after_ms: 
             f"uptime:    {duration(now_ms - health.started_ms)} (version {health.version})"
         )
         synced = health.last_sync_ms
-        if synced is not None and now_ms - synced <= stale_after_ms:
+        failing = health.failing_since_ms
+        if failing is not None and (synced is None or failing >= synced):
+            last = f"last sync {duration(now_ms - synced)} ago" if synced else "never synced"
+            lines.append(f"connected: no, failing for {duration(now_ms - failing)} ({last})")
+        elif synced is not None and now_ms - synced <= stale_after_ms:
             lines.append(f"connected: yes, last sync {duration(now_ms - synced)} ago")
         elif synced is None:
             lines.append("connected: no, not yet synced")
@@ -165,8 +175,17 @@ class HealthRecorder(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """A logged error becomes the last error."""
         text = error_text(record)
-        if text is not None:
-            self._update(last_error=text, last_error_ms=self._now())
+        if text is None:
+            return
+        now = self._now()
+        self._update(last_error=text, last_error_ms=now)
+        event = record.msg if isinstance(record.msg, dict) else {}
+        if event.get("event") in HOMESERVER_EVENTS:
+            with self._lock:
+                health = self._health
+                since = health.failing_since_ms
+                if since is None or (health.last_sync_ms or 0) > since:
+                    self._health = replace(health, failing_since_ms=now)
 
     def stopped(self) -> None:
         """The daemon is stopping: say so in the record."""

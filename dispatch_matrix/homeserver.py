@@ -8,6 +8,7 @@ loopback unless told otherwise and keeps its data in SQLite beside its config.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -30,6 +31,10 @@ from .errors import HomeserverError
 CONFIG_NAME = "homeserver.yaml"
 SECRET_NAME = "registration_shared_secret"
 PID_NAME = "homeserver.pid"
+# The pid of the Synapse we started (Synapse writes its own pid file only when it
+# daemonizes): a run that ended without stopping it (kill -9, a hang-up on an older version)
+# left it holding the port; the next start, or `tools/run`, stops it by this.
+STARTED_NAME = "started.pid"
 
 # Limits a single user's bot and phone never come near, so tests and floods are not throttled
 # by the homeserver; the bot still honours 429 when a real homeserver sends one.
@@ -177,6 +182,7 @@ class LocalSynapse:
         """Start Synapse and wait until its client API answers."""
         if not self.config_path.exists():
             self.configure()
+        stop_leftover(self.folder)
         log = (self.folder / "homeserver.stdout").open("ab")
         cmd = [synapse_python(), "-m", "synapse.app.homeserver", "-c", str(self.config_path)]
         self.process = subprocess.Popen(
@@ -188,6 +194,7 @@ class LocalSynapse:
             start_new_session=True,
         )
         log.close()
+        (self.folder / STARTED_NAME).write_text(f"{self.process.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -224,6 +231,7 @@ class LocalSynapse:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+        (self.folder / STARTED_NAME).unlink(missing_ok=True)
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -258,6 +266,61 @@ class LocalSynapse:
             "password": password,
         }
         return str(_request("POST", self.url + "/_matrix/client/v3/login", body)["access_token"])
+
+
+def stop_leftover(folder: Path, timeout: float = 20.0) -> int | None:
+    """Stop a Synapse an earlier run started on this folder and left running; its pid, or
+    None when there was none. Only a process whose command line names this folder's
+    config is stopped: after a reboot the recorded pid may be anyone's."""
+    record = folder / STARTED_NAME
+    try:
+        pid = int(record.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _is_our_synapse(pid, folder / CONFIG_NAME):
+        record.unlink(missing_ok=True)
+        return None
+    # Started in a session of its own: its group is Synapse and nothing else.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    # Not our child (the run that started it is gone): no wait() to block on, so look.
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    record.unlink(missing_ok=True)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_our_synapse(pid: int, config: Path) -> bool:
+    """Whether the process runs Synapse on this config (Linux's /proc, else `ps`)."""
+    proc = Path(f"/proc/{pid}/cmdline")
+    try:
+        if proc.parent.exists():
+            command = proc.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        else:
+            shown = subprocess.run(
+                ["ps", "-o", "command=", "-p", str(pid)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            command = shown.stdout
+    except OSError:
+        return False
+    return "synapse.app.homeserver" in command and str(config) in command
 
 
 def _registration_mac(secret: str, nonce: str, localpart: str, password: str, admin: bool) -> str:

@@ -13,7 +13,8 @@ from .config import Config
 from .state import StateFolder
 from .store import Database, TaskState
 
-# A long poll returns at least once per sync timeout; allow for a slow homeserver.
+# A long poll returns at least once per sync timeout; allow for a slow homeserver and for
+# the daemon writing its record at most every few seconds.
 _STALE_MARGIN_MS = 30_000
 
 
@@ -44,7 +45,7 @@ def show_status(config: Config, say: Callable[[str], None]) -> int:
         session = db.session()
         pid = _daemon_running(state)
         say(f"daemon:    {'running (pid ' + pid + ')' if pid else 'not running'}")
-        stale_ms = 2 * config.matrix.sync_timeout_ms + _STALE_MARGIN_MS
+        stale_ms = config.matrix.sync_timeout_ms + _STALE_MARGIN_MS
         for line in health.describe(
             health.read(db), pid is not None, int(time.time() * 1000), stale_ms
         ):

@@ -71,6 +71,13 @@ async def test_an_allowed_command_runs_and_its_output_reaches_the_model(
     assert "hello-from-bash" in result_text(results[0])
     progress = await owner.wait_message(room, sender=setup.bot.user_id, contains="step 1")
     assert "running `echo hello-from-bash`" in progress["body"]
+    # Its last edit says how the task ended, and at which step.
+    final = await owner.wait_message(room, sender=setup.bot.user_id, contains="✅ #1 — done")
+    assert final["content"]["m.relates_to"] == {
+        "rel_type": "m.replace",
+        "event_id": progress["event_id"],
+    }
+    assert "it ended at step 1: running `echo hello-from-bash`" in final["body"]
 
 
 async def test_a_denied_command_never_runs_and_the_model_is_told(

@@ -58,6 +58,13 @@ async def test_cancel_stops_a_running_sleep_600_and_its_processes(
     took = time.monotonic() - began
     assert cancelled["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == sent
     assert processes_with(marker) == [], "the whole process group is gone"
+    said = [
+        m["content"]["body"]
+        for m in await owner.messages(room)
+        if m["sender"] == setup.bot.user_id and m["type"] == "m.room.message"
+    ]
+    stopping = next(n for n, text in enumerate(said) if text.startswith("Stopping #1"))
+    assert stopping < said.index("🚫 Cancelled."), f"'Stopping' comes first: {said}"
     # Generous bound, only to prove it did not wait for the command (the figure is logged).
     assert took < 10, took
     print(f"cancel took {took:.2f}s")

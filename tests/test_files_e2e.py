@@ -134,6 +134,7 @@ async def test_a_file_over_the_limit_is_refused_with_a_clear_message(
     await owner.call("send_event", room_id=room, type="m.room.message", content=content)
     refused = await owner.wait_message(room, sender=setup.bot.user_id, contains="could not take")
     assert "60.0 MB" in refused["body"] and "50.0 MB limit" in refused["body"]
+    assert "`matrix.max_file_mb`" in refused["body"], "it names the setting that raises it"
     assert fake_api.requests == []
 
 

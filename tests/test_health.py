@@ -74,6 +74,35 @@ UP = Health(pid=7, version="0.9", started_ms=NOW - 5 * MIN, connected_ms=NOW - 5
             True,
             ["uptime:    1m 0s", "connected: yes", "last error: sync.failed: refused (30s ago)"],
         ),
+        # The homeserver went away after a recent sync: not connected, whatever its age.
+        (
+            Health(
+                7,
+                "0.9",
+                NOW - MIN,
+                last_sync_ms=NOW - 32_000,
+                last_error="sync.failed: cannot reach it (connection refused)",
+                last_error_ms=NOW - 2_000,
+                failing_since_ms=NOW - 20_000,
+            ),
+            True,
+            [
+                "uptime:    1m 0s",
+                "connected: no, failing for 20s (last sync 32s ago)",
+                "last error: sync.failed: cannot reach it (connection refused) (2s ago)",
+            ],
+        ),
+        (
+            Health(7, "0.9", NOW - MIN, failing_since_ms=NOW - 50_000),
+            True,
+            ["uptime:    1m 0s", "connected: no, failing for 50s (never synced)"],
+        ),
+        # A sync got through after the failure: connected again.
+        (
+            Health(7, "0.9", NOW - MIN, last_sync_ms=NOW - 1_000, failing_since_ms=NOW - 9_000),
+            True,
+            ["uptime:    1m 0s", "connected: yes, last sync 1s ago"],
+        ),
     ],
 )
 def test_describe(health: Health | None, running: bool, expected: list[str]) -> None:
@@ -136,6 +165,34 @@ async def test_recorder_writes_start_sync_error_and_stop(tmp_path: Path) -> None
     assert last.connected_ms is not None and last.last_sync_ms is not None
     assert last.last_error == "store.broken: disk I/O error"
     assert last.stopped_ms is not None and last.stopped_ms > last.started_ms
+    db.close()
+
+
+async def test_a_homeserver_failure_after_a_sync_marks_it_failing_until_the_next_sync(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    clock = iter(range(1_000, 100_000, 1_000))
+    recorder = HealthRecorder(db, 42, "1.2", now_ms=lambda: next(clock))
+    recorder.started()
+    recorder.synced()
+    try:
+        logs.setup("info")
+        logs.get_root().addHandler(recorder)
+        logs.get("t").warning("model.outage", error="the API is away")
+        assert recorder.health.failing_since_ms is None, "the API is not the homeserver"
+        logs.get("t").warning("sync.failed", error="connection refused")
+        first = recorder.health.failing_since_ms
+        logs.get("t").warning("sync.failed", error="connection refused")
+        assert first is not None and recorder.health.failing_since_ms == first, "the first"
+        recorder.synced()
+        logs.get("t").warning("sync.failed", error="connection refused")
+    finally:
+        logs.get_root().removeHandler(recorder)
+        logs.setup("error")
+    health = recorder.health
+    assert health.last_sync_ms is not None and health.failing_since_ms is not None
+    assert health.failing_since_ms > health.last_sync_ms > first, "a new outage, from its start"
     db.close()
 
 

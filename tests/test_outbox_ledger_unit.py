@@ -8,9 +8,11 @@ import asyncio
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from dispatch_matrix.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.matrix.outbox import Outbox, preview
 from dispatch_matrix.matrix.sender import Budget
 from dispatch_matrix.store import Database, TaskState
 
@@ -111,3 +113,17 @@ async def test_a_decoration_sent_is_recorded_with_its_event_id(tmp_path: Path) -
         assert len(client.sent) == 1
     finally:
         sender.cancel()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("short", "short"),
+        # The echo of a 20,000-character line: one short line, then the long one.
+        ("[sent 12:00]\n" + "x" * 20_000, "[sent 12:00]\n" + "x" * 87),
+        ("[sent 12:00]\n" + "word " * 4_000, "[sent 12:00]\n" + ("word " * 17).rstrip()),
+        ("para one\n" * 30, ("para one\n" * 11).rstrip()),
+    ],
+)
+def test_a_long_texts_preview_keeps_most_of_its_window(text: str, expected: str) -> None:
+    assert preview(text, 100) == expected

@@ -8,8 +8,15 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from dispatch_matrix.errors import HomeserverError
 from dispatch_matrix.ids import EventID
-from dispatch_matrix.matrix.failures import RateLimited, Unreachable
+from dispatch_matrix.matrix.failures import (
+    CannotSend,
+    RateLimited,
+    RequestRefused,
+    Unreachable,
+    is_final,
+)
 from dispatch_matrix.matrix.sender import (
     DECORATION_STALE_S,
     MIN_RESERVE,
@@ -225,3 +232,71 @@ async def test_decorations_wait_as_long_as_they_must_when_no_answer_is_due() -> 
     sender.enqueue(late)
     clock.now += DECORATION_STALE_S * 3
     await run_until(sender, lambda: recorder.sent == ["late ✅"])
+
+
+async def test_an_answer_retried_in_one_room_never_holds_back_another_rooms() -> None:
+    clock = Clock()
+    sender = Sender(Budget(0, 10), clock)
+    loop = asyncio.get_running_loop()
+    sent: list[str] = []
+
+    def job(label: str, room: str, refuse: bool = False) -> Job:
+        async def perform() -> EventID:
+            if refuse:
+                raise RequestRefused("send failed: M_UNKNOWN a hiccup", "M_UNKNOWN")
+            sent.append(label)
+            return EventID(f"${label}")
+
+        return Job(Kind.ANSWER, perform, loop.create_future(), label, room=room)
+
+    stuck = sender.enqueue(job("stuck", "!b", refuse=True))
+    behind = sender.enqueue(job("behind it", "!b"))
+    other = sender.enqueue(job("other room", "!a"))
+    # The clock never moves: the refused answer waits out its backoff for as long as the
+    # test runs, and only its own room waits with it.
+    await run_until(sender, lambda: sent == ["other room"])
+    assert await other == "$other room"
+    assert not stuck.done() and not behind.done()
+
+
+@pytest.mark.parametrize(
+    "failure, final",
+    [
+        (RequestRefused("send failed: M_FORBIDDEN User not in room", "M_FORBIDDEN"), True),
+        (RequestRefused("send failed: M_UNKNOWN_ROOM", "M_UNKNOWN_ROOM"), True),
+        (RequestRefused("send failed: M_NOT_FOUND", "M_NOT_FOUND"), True),
+        (RequestRefused("send failed: M_UNKNOWN", "M_UNKNOWN"), False),
+        (CannotSend("send to !b: not a room the bot is in (yet)"), False),
+        (Unreachable("cannot reach"), False),
+        (RateLimited("429", 1.0), False),
+    ],
+)
+def test_only_a_refusal_no_retry_can_fix_is_final(failure: HomeserverError, final: bool) -> None:
+    assert is_final(failure) is final
+
+
+async def test_a_final_refusal_ends_the_send_at_once_and_says_why() -> None:
+    sender = Sender(Budget(0, 10))
+    loop = asyncio.get_running_loop()
+    attempts: list[str] = []
+    told: list[str] = []
+    dropped: list[str] = []
+
+    async def kicked() -> EventID:
+        attempts.append("kicked")
+        raise RequestRefused("send failed: M_FORBIDDEN User not in room", "M_FORBIDDEN")
+
+    refused = Job(
+        Kind.ANSWER,
+        kicked,
+        loop.create_future(),
+        "answer",
+        room="!b",
+        on_dropped=lambda: dropped.append("answer"),
+        on_undeliverable=lambda err: told.append(err.message),
+    )
+    future = sender.enqueue(refused)
+    await run_until(sender, future.done)
+    assert await future == "" and attempts == ["kicked"], "one attempt, no retries"
+    assert dropped == ["answer"] and sender.pending() == 0
+    assert told == ["send failed: M_FORBIDDEN User not in room"]

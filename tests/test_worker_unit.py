@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.agent import ModelOutage, ModelUnreachable
+from dispatch_matrix.agent import ModelAccessError, ModelOutage, ModelUnreachable
 from dispatch_matrix.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.worker import Worker
@@ -236,3 +236,30 @@ async def test_the_next_task_starts_while_an_answer_goes_out_and_its_done_mark_w
         assert room.reactions.count("✅") == 1
     finally:
         runner.cancel()
+
+
+class RefusedKey:
+    async def answer(self, task: Task, io: Any) -> str:
+        raise ModelAccessError("authentication_error: invalid x-api-key")
+
+
+async def test_a_pause_the_apis_refusal_caused_ends_at_the_next_start(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    refused = texts.access_refused("authentication_error: invalid x-api-key")
+    room = FakeRoom(until=refused)
+    worker = Worker(db, RefusedKey(), room, approval_timeout_s=60, outage_first_s=30)
+    db.add_task(EventID("$1"), RoomID("!r"), UserID("@me"), "first", 1)
+    runner = asyncio.create_task(worker.run())
+    await asyncio.wait_for(room.seen.wait(), 10)
+    runner.cancel()
+    assert worker.paused
+    # Restarted (with a key fixed, the operator's way): the queue is taken up again, and the
+    # room that heard of the pause hears that it is over.
+    restarted = Worker(db, BuggyThenFine(), room, approval_timeout_s=60, outage_first_s=30)
+    assert restarted.resume_after_restart() == "!r" and not restarted.paused
+    assert restarted.resume_after_restart() is None, "said once"
+    # A pause the owner asked for stays across a restart.
+    restarted.set_paused(True)
+    again = Worker(db, BuggyThenFine(), room, approval_timeout_s=60, outage_first_s=30)
+    assert again.resume_after_restart() is None and again.paused
+    db.close()

@@ -33,7 +33,9 @@ def first_turn(task: Task, stamp: str) -> list[dict[str, Any]]:
             notes.append(f"- image {path} (shown above)")
         else:
             notes.append(f"- file {path} ({mimetype or 'unknown type'}, {size} bytes)")
-    text = f"{stamp}\n{task.body}".rstrip()
+    # What a reply refers to comes before the owner's words ("make it shorter": which?).
+    said = f"{task.reply_note}\n{task.body}" if task.reply_note else task.body
+    text = f"{stamp}\n{said}".rstrip()
     if notes:
         text += "\n\nThe owner sent these files (saved on this computer):\n" + "\n".join(notes)
     blocks.append({"type": "text", "text": text})

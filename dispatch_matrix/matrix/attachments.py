@@ -19,6 +19,9 @@ from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
 from ..errors import DispatchError, HomeserverError
 from .client import MatrixClient
 
+# Said with every size refusal: the owner (or the operator) can raise the limit.
+_LIMIT_SET_BY = "set by `matrix.max_file_mb` in the config"
+
 
 class AttachmentError(DispatchError):
     """A file could not be sent or received; the message says why, for a person."""
@@ -59,7 +62,8 @@ async def upload_file(
     size = path.stat().st_size
     if size > max_bytes:
         raise AttachmentError(
-            f"{name} is {human_size(size)}, over the {human_size(max_bytes)} limit for files"
+            f"{name} is {human_size(size)}, over the {human_size(max_bytes)} limit for files "
+            f"({_LIMIT_SET_BY})"
         )
     plaintext = await asyncio.to_thread(path.read_bytes)
     ciphertext, keys = await asyncio.to_thread(encrypt_attachment, plaintext)
@@ -103,7 +107,8 @@ async def receive_file(
     declared = int(info.get("size") or 0)
     if declared > max_bytes:
         raise AttachmentError(
-            f"that file is {human_size(declared)}, over my {human_size(max_bytes)} limit"
+            f"that file is {human_size(declared)}, over my {human_size(max_bytes)} limit "
+            f"({_LIMIT_SET_BY})"
         )
     file_info = content.get("file")
     url = (file_info or {}).get("url") or content.get("url")
@@ -114,7 +119,9 @@ async def receive_file(
         raise HomeserverError(f"download of the attachment failed: {response}")
     data: bytes = response.body
     if len(data) > max_bytes:
-        raise AttachmentError(f"that file is over my {human_size(max_bytes)} limit")
+        raise AttachmentError(
+            f"that file is over my {human_size(max_bytes)} limit ({_LIMIT_SET_BY})"
+        )
     if file_info:
         try:
             data = await asyncio.to_thread(

@@ -4,7 +4,8 @@ None of these is a room event, none is ever waited for on the way to an answer, 
 keeps only its latest wish: a typing "on" then "off" not yet sent sends only "off". Typing
 and receipts are not rate-limited by Synapse; presence is (once per 10 s by default, and
 every /sync spends from the same allowance), so presence is coalesced to one update per
-`presence_every_s`, and one the homeserver refuses is skipped, not retried.
+`presence_every_s`, and one the homeserver refuses waits for the next slot unless a newer
+wish replaced it (skipping it left "working on #19" shown for good after the task ended).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .. import logs
 from ..errors import HomeserverError
 from ..ids import RoomID
 from .client import MatrixClient
-from .failures import RateLimited
+from .failures import RateLimited, Unreachable
 
 log = logs.get(__name__)
 
@@ -68,8 +69,15 @@ class Ephemeral:
             status, self._presence = self._presence, None
             if status != self._presence_sent:
                 self._presence_at = time.monotonic()
-                if await self._quietly("presence", self._client.set_presence("online", status)):
+                try:
+                    await self._client.set_presence("online", status)
                     self._presence_sent = status
+                except (RateLimited, Unreachable) as err:
+                    log.debug("outbox.presence_later", error=err.message)
+                    if self._presence is None:
+                        self._presence = status
+                except HomeserverError as err:
+                    log.info("outbox.ephemeral_failed", what="presence", error=err.message)
 
     def _presence_due_in(self) -> float | None:
         """Seconds until a waiting presence update may go; None if it may go now or there

@@ -31,6 +31,29 @@ class RequestRefused(HomeserverError):
         self.code = code
 
 
+# Refusals of a room event that no retry can fix: the bot is not (or no longer) allowed in
+# the room, the room is gone, or the event itself is unacceptable. M_UNKNOWN_ROOM is not in
+# the spec, but servers send it for a room they do not know.
+FINAL_CODES = frozenset(
+    {
+        "M_FORBIDDEN",
+        "M_NOT_FOUND",
+        "M_UNKNOWN_ROOM",
+        "M_GUEST_ACCESS_FORBIDDEN",
+        "M_TOO_LARGE",
+        "M_BAD_JSON",
+        "M_NOT_JSON",
+        "M_INVALID_PARAM",
+        "M_USER_DEACTIVATED",
+    }
+)
+
+
+def is_final(err: HomeserverError) -> bool:
+    """Whether the homeserver refused for good: a retry would be refused the same way."""
+    return isinstance(err, RequestRefused) and err.code in FINAL_CODES
+
+
 class RateLimited(HomeserverError):
     """The homeserver refused this request for now (429, M_LIMIT_EXCEEDED): try this one
     again after `retry_after_s`; other requests may go on meanwhile."""

@@ -123,6 +123,8 @@ def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | Redactio
             replaces = EventID(str(relation.get("event_id", "")))
             new = content.get("m.new_content") or {}
             body = str(new.get("body", body))
+        elif _reply_target(relation) is not None:
+            body = strip_reply_fallback(body)
         return Message(
             room_id=room_id,
             event_id=EventID(event.event_id),
@@ -173,6 +175,25 @@ def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | Redactio
             room_id, EventID(event.event_id), UserID(event.sender), EventID(event.redacts)
         )
     return None
+
+
+def strip_reply_fallback(body: str) -> str:
+    """A reply's own text without the quote of what it replies to (pure).
+
+    Clients before Matrix 1.13 began a reply's body with the replied-to message quoted
+    (`> <@user:server> text`, one `> ` line each, then a blank line), and its HTML with an
+    `<mx-reply>` block; newer clients send neither. Only that leading quote goes: a `>` line
+    the owner wrote later in their text is theirs.
+    """
+    lines = body.split("\n")
+    if not lines or not lines[0].startswith("> <"):
+        return body
+    end = 0
+    while end < len(lines) and lines[end].startswith(">"):
+        end += 1
+    if end < len(lines) and not lines[end].strip():
+        end += 1
+    return "\n".join(lines[end:])
 
 
 def _reply_target(relation: dict[str, Any]) -> EventID | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import logs
+from ..errors import DispatchError, HomeserverError
 from ..ids import EventID, RoomID
 from ..logs import REDACTOR
 from ..store import Database
@@ -61,10 +62,15 @@ class Outbox:
         self._long_texts = long_texts
         self.sender = Sender(budget, on_rate_limited=self._rate_limited)
         self._ephemeral = Ephemeral(client, presence_every_s)
+        # Told of an answer the homeserver refused for good (the bot was removed from its
+        # room), to tell the owner elsewhere; set by whoever knows the owners' rooms.
+        self.undeliverable: Callable[[OutboxItem, HomeserverError], Awaitable[None]] | None = None
+        self._group: asyncio.TaskGroup | None = None
 
     async def run(self) -> None:
         """Send until cancelled: first what a previous run recorded and never confirmed."""
         async with asyncio.TaskGroup() as group:
+            self._group = group
             for item in self._unsent_answers():
                 group.create_task(self._deliver(item, Kind.ANSWER), name="outbox-resend")
             group.create_task(self.sender.run(), name="outbox-sender")
@@ -205,7 +211,9 @@ class Outbox:
             return EventID(event_id)
 
         loop = asyncio.get_running_loop()
-        job = Job(Kind.DECORATION, perform, loop.create_future(), f"redact {event_id}")
+        job = Job(
+            Kind.DECORATION, perform, loop.create_future(), f"redact {event_id}", room=room_id
+        )
         return bool(await self.sender.submit(job))
 
     async def send_file(
@@ -261,7 +269,15 @@ class Outbox:
                 self._db.mark_sent(recorded[0].txn_id, "")
 
         loop = asyncio.get_running_loop()
-        job = Job(kind, perform, loop.create_future(), event_type, slot=slot, on_dropped=dropped)
+        job = Job(
+            kind,
+            perform,
+            loop.create_future(),
+            event_type,
+            slot=slot,
+            on_dropped=dropped,
+            room=room_id,
+        )
         return await self.sender.submit(job)
 
     async def _deliver(self, item: OutboxItem, kind: Kind, slot: str | None = None) -> EventID:
@@ -285,9 +301,32 @@ class Outbox:
             # Never sent, never to be: the next start must not send it either.
             self._db.mark_sent(item.txn_id, "")
 
+        def undeliverable(err: HomeserverError) -> None:
+            if kind is Kind.ANSWER and self.undeliverable is not None and self._group:
+                # Not awaited here: telling the owner is itself a send, behind this one.
+                self._group.create_task(self._tell(item, err), name="outbox-untold")
+
         loop = asyncio.get_running_loop()
         label = f"{item.event_type} {item.txn_id}"
-        return Job(kind, perform, loop.create_future(), label, slot=slot, on_dropped=dropped)
+        return Job(
+            kind,
+            perform,
+            loop.create_future(),
+            label,
+            slot=slot,
+            on_dropped=dropped,
+            room=item.room_id,
+            on_undeliverable=undeliverable,
+        )
+
+    async def _tell(self, item: OutboxItem, err: HomeserverError) -> None:
+        # A task of the outbox's own group: its failure must not end the outbox.
+        if self.undeliverable is None:
+            return
+        try:
+            await self.undeliverable(item, err)
+        except DispatchError as failed:
+            log.warning("outbox.untold", txn=item.txn_id, error=failed.message)
 
     def _unsent_answers(self) -> list[OutboxItem]:
         """What a previous run recorded but never confirmed: its answers go again, first;
@@ -321,7 +360,7 @@ class Outbox:
         await self.send_event(
             room_id, "m.room.message", content, task_id=task_id, key=f"{key}.file" if key else None
         )
-        head = text[: LONG_TEXT_CHARS // 4].rsplit("\n", 1)[0]
+        head = preview(text, LONG_TEXT_CHARS // 4)
         return f"{head}\n\n… the full text ({len(text):,} characters) is in the attached file."
 
     def _rate_limited(self, count: int) -> None:
@@ -351,6 +390,21 @@ class Outbox:
         """Presence's status message (idle, working on …, paused), coalesced to what the
         homeserver allows; a refused update is skipped."""
         self._ephemeral.presence(status)
+
+
+def preview(text: str, chars: int) -> str:
+    """The start of a long text, at most `chars` long (pure): cut at a line break in the
+    latter half of that window, else at a space there, else where the window ends (the
+    last line break alone could leave one short line of a 20,000-character text)."""
+    if len(text) <= chars:
+        return text
+    window = text[:chars]
+    cut = window.rfind("\n")
+    if cut < chars // 2:
+        cut = window.rfind(" ")
+    if cut < chars // 2:
+        cut = chars
+    return window[:cut].rstrip()
 
 
 def _is_decoration(item: OutboxItem) -> bool:

@@ -15,13 +15,15 @@ from nio import SyncResponse
 from .. import logs
 from ..config import MatrixSection
 from ..errors import HomeserverError
-from ..ids import RoomID
+from ..ids import RoomID, UserID
 from ..queue.intake import Intake
 from ..store import Database
+from ..store.models import OutboxItem
 from ..voice.content import is_voice
 from . import texts
 from .attachments import AttachmentError, receive_file
 from .client import MatrixClient
+from .failures import RequestRefused
 from .identities import Identities
 from .inbound import (
     MALFORMED,
@@ -241,6 +243,32 @@ class Router:
             )
         return device, private, verdict
 
+    async def undeliverable(self, item: OutboxItem, err: HomeserverError) -> None:
+        """An answer the homeserver refused for good (the bot was removed from its room):
+        tell its owner, with its text, in a private room they and the bot are still in."""
+        if "-untold." in item.txn_id:
+            # Telling failed too: said in the log only, never a chain of notices.
+            log.error("outbox.untold", txn=item.txn_id, room=item.room_id)
+            return
+        task = self._db.task(item.task_id) if item.task_id is not None else None
+        owner = task.sender if task is not None else None
+        rooms = {
+            RoomID(room_id): frozenset(UserID(user) for user in room.users)
+            for room_id, room in self._client.client.rooms.items()
+            if self.room_private(room_id)
+        }
+        target = fallback_room(rooms, item.room_id, owner, self._owners, self._client.user_id)
+        if target is None:
+            log.error("outbox.untold", txn=item.txn_id, room=item.room_id, why="no other room")
+            return
+        known = self._client.client.rooms.get(item.room_id)
+        name = known.display_name if known is not None else item.room_id
+        code = err.code if isinstance(err, RequestRefused) else None
+        body = str(item.content.get("body", ""))
+        text = texts.undeliverable(name, code, task.short_id if task else None, body)
+        await self._outbox.post(target, text, notice=True, key=f"untold.{item.txn_id}")
+        log.info("outbox.told_elsewhere", txn=item.txn_id, room=item.room_id, told_in=target)
+
     def room_private(self, room_id: str) -> bool:
         """Whether the room's members (joined or invited) are only the bot and owners."""
         if room_id in self._allowed_shared_rooms:
@@ -260,7 +288,7 @@ class Router:
             await self._explain(message, device, private)
             return
         if message.replaces is not None:
-            await self._intake.edit(message.replaces, message.body)
+            await self._intake.edit(message.replaces, message.body, message.event_id)
         elif message.msgtype == MALFORMED:
             log.warning("message.malformed", event_id=message.event_id)
             await self._intake.malformed(message.event_id, message.room_id)
@@ -349,3 +377,23 @@ class Router:
             return
         if self._db.first_notice(key):
             await self._outbox.post(message.room_id, text, reply_to=message.event_id, notice=True)
+
+
+def fallback_room(
+    rooms: dict[RoomID, frozenset[UserID]],
+    failed: RoomID,
+    owner: UserID | None,
+    owners: frozenset[str],
+    me: str,
+) -> RoomID | None:
+    """Where to tell an owner what could not go to `failed` (pure): a private room (given
+    with its joined members) other than that one, where the bot and the owner (any owner
+    when none is known) are still joined; the smallest first (their DM), then by id."""
+    fits = [
+        room
+        for room, members in rooms.items()
+        if room != failed
+        and me in members
+        and (members & ({owner} if owner is not None else owners))
+    ]
+    return min(fits, key=lambda room: (len(rooms[room]), room), default=None)

@@ -10,6 +10,11 @@ of 10 events, then one every 5 s). So the sender keeps a model of that budget an
 A 429 holds back only what it refused: that event waits out `retry_after`, the budget
 counts as spent until then, and everything else keeps its place.
 
+Answers keep their order within a room, not across rooms: an answer that waits (a room
+whose send failed and is retried) never holds back another room's. A refusal no retry can
+fix (the bot was removed from the room, the room is gone) ends that send at once; the job's
+`on_undeliverable` learns why, so the owner can be told elsewhere.
+
 While an answer is about to be decided (`hold`: the worker took a task a moment ago),
 decorations wait too: through a backlog of quick tasks each ✅ would otherwise take the
 homeserver's time between two answers, and the answers go out at half the pace. A step's
@@ -30,7 +35,7 @@ from .. import logs
 from ..backoff import Backoff
 from ..errors import HomeserverError
 from ..ids import EventID
-from .failures import CannotSend, RateLimited, RequestRefused, TokenRejected
+from .failures import CannotSend, RateLimited, RequestRefused, TokenRejected, is_final
 
 log = logs.get(__name__)
 
@@ -121,6 +126,10 @@ class Job:
     # Jobs in the same slot supersede each other (the newest is the one that counts).
     slot: str | None = None
     on_dropped: Callable[[], None] | None = None
+    # The room it goes to: answers keep their order per room (None: one lane of its own).
+    room: str | None = None
+    # Told why, when the homeserver refused the event for good (or past the retries).
+    on_undeliverable: Callable[[HomeserverError], None] | None = None
     not_before: float = 0.0
     refusals: int = 0
     # Held back because the homeserver could not be reached (not by a 429's retry_after).
@@ -214,19 +223,42 @@ class Sender:
         """The job to send now, else how long until one may go (None: until woken)."""
         now = self._clock()
         answers = [j for j in self._jobs if j.kind is Kind.ANSWER]
+        answer_wait: float | None = None
         if answers:
             self._drop_stale(now)
-            # Answers keep their order: the first one waits, the rest wait behind it.
-            head = min(answers, key=lambda j: j.seq)
-            if head.not_before <= now:
-                return head, None
-            return None, head.not_before - now
+            # Answers keep their order within a room: each room's first one waits, the rest
+            # of that room wait behind it; another room's go meanwhile.
+            heads: dict[str | None, Job] = {}
+            for job in sorted(answers, key=lambda j: j.seq):
+                heads.setdefault(job.room, job)
+            ready = [j for j in heads.values() if j.not_before <= now]
+            if ready:
+                return min(ready, key=lambda j: j.seq), None
+            answer_wait = min(j.not_before for j in heads.values()) - now
+        other, wait = self._next_decoration(now, waiting_answers=bool(answers))
+        if other is not None:
+            return other, None
+        if answer_wait is None:
+            return None, wait
+        return None, answer_wait if wait is None else min(wait, answer_wait)
+
+    def _next_decoration(
+        self, now: float, *, waiting_answers: bool
+    ) -> tuple[Job | None, float | None]:
+        """The progress edit or decoration to send now, else how long until one may go."""
         others = sorted(
             (j for j in self._jobs if j.kind is not Kind.ANSWER),
             key=lambda j: (j.kind, j.seq),
         )
         if not others:
             return None, None
+        if waiting_answers:
+            # Answers that wait out a retry keep the budget's reserve, and the first claim
+            # on it once they may go: only what an outage or a room's failure does not hold
+            # (a step's status) goes meanwhile, within the reserve.
+            others = [j for j in others if j.kind is Kind.PROGRESS]
+            if not others:
+                return None, None
         held = self.hold() if self.hold is not None else 0.0
         if held > 0:
             # A step's status (the command now running) is the owner's view of what the
@@ -295,13 +327,18 @@ class Sender:
         self._succeed(job, event_id)
 
     def _refused(self, job: Job, err: HomeserverError) -> None:
-        # Refusals do not heal by waiting as outages do (a room nio does not know yet
-        # appears with the next sync; one we were removed from never does), so they are
-        # retried a few times only, then dropped with an error in the log.
+        # Some refusals do not heal at all (the bot was removed from the room): that send
+        # ends now. Others may (a room nio does not know yet appears with the next sync),
+        # so they are retried a few times, holding back only their own room meanwhile.
         job.refusals += 1
-        if job.refusals > _MAX_REFUSALS:
-            log.error("outbox.dropped", job=job.label, error=err.message)
+        if is_final(err) or job.refusals > _MAX_REFUSALS:
+            if job.kind is Kind.ANSWER:
+                log.error("outbox.undeliverable", job=job.label, room=job.room, error=err.message)
+            else:
+                log.info("outbox.not_sent", job=job.label, room=job.room, error=err.message)
             self._drop(job, "refused")
+            if job.on_undeliverable is not None:
+                job.on_undeliverable(err)
             return
         wait = job.backoff.next()
         job.not_before, job.unreachable = self._clock() + wait, False

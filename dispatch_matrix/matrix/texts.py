@@ -139,3 +139,23 @@ def welcome(owner: str, owners: Collection[str], approval_timeout_s: float) -> s
         f"question (no answer means no after {minutes} min).\n"
         "- `!help` lists every command."
     )
+
+
+# Why the homeserver refused an answer for good, by its error code, for the owner.
+_REFUSED_BECAUSE = {
+    "M_FORBIDDEN": "I am no longer allowed to post there (removed from the room?)",
+    "M_NOT_FOUND": "the room is gone",
+    "M_UNKNOWN_ROOM": "the room is gone",
+    "M_TOO_LARGE": "the homeserver found it too large",
+}
+
+
+def undeliverable(room: str, code: str | None, task: str | None, body: str) -> str:
+    """An answer the homeserver refused for good in one room, given in another the owner
+    is still in, with its text."""
+    if code is None:
+        why = "it could not be sent there, however often I tried"
+    else:
+        why = _REFUSED_BECAUSE.get(code, f"the homeserver refused it ({code})")
+    what = f"the answer to {task}" if task else "a message"
+    return f"⚠️ I could not post {what} in {room}: {why}. Here it is instead:\n\n{body}"

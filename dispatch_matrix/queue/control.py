@@ -15,7 +15,7 @@ from ..connectors.inventory import Group
 from ..errors import ModelError
 from ..ids import EventID, RoomID
 from ..pending import Pending
-from ..store import Database, TaskState
+from ..store import Database, Task, TaskState
 from . import texts
 from .commands import Command
 from .ports import Room, VoiceRetry
@@ -67,6 +67,20 @@ class Control:
             text = self._start_compaction(room_id, event_id)
         elif command.name == "retry" and (voice := await self._retry_voice(command, room_id)):
             text = voice
+        elif command.name == "cancel" and (running := self._running(command)) is not None:
+            # "Stopping #n…" is queued before the stop, so the worker's "🚫 Cancelled."
+            # follows it (said after, it arrived first); not waited for: a stop never waits
+            # on the homeserver.
+            await self._room.answer(
+                room_id,
+                texts.stopping(running),
+                reply_to=event_id,
+                task_id=running.id,
+                key=f"cmd-{event_id}",
+                notice=True,
+            )
+            await self._cancel(command)
+            return
         else:
             handler = getattr(self, f"_{command.name}", None)
             text = await handler(command) if handler else texts.unknown_command(command.arg)
@@ -101,6 +115,13 @@ class Control:
         waiting = self._db.tasks_in(TaskState.INTERRUPTED, TaskState.QUEUED, limit=50)
         return texts.queue_list(waiting, self._worker.paused)
 
+    def _running(self, command: Command) -> Task | None:
+        """The running task a `!cancel` stops, if it stops one."""
+        current = self._worker.current
+        if current is not None and command.task_id in (None, current.id):
+            return current
+        return None
+
     async def _cancel(self, command: Command) -> str:
         wanted = command.task_id
         current = self._worker.current
@@ -108,7 +129,7 @@ class Control:
             task = await self._worker.cancel_running()
             log.info("command.cancel", task=task.short_id if task else None)
             # The worker posts "Cancelled." as the task's reply once it has stopped.
-            return f"Stopping {task.short_id}…" if task else texts.NOTHING_RUNNING
+            return texts.stopping(task) if task else texts.NOTHING_RUNNING
         task = self._db.task(wanted)
         if task is None or task.state not in (TaskState.QUEUED, TaskState.INTERRUPTED):
             return texts.no_such_task(command.arg)

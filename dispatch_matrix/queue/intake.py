@@ -58,6 +58,11 @@ class Intake:
         ):
             log.info("approval.answered", event_id=event_id, by=sender)
             return
+        if not attachments and not body.strip():
+            # Nothing to do (a slip of the thumb, or a reply that was only a quote): a task
+            # would send the model an empty request and the owner an answer to nothing.
+            log.info("message.empty_ignored", event_id=event_id)
+            return
         command = None if attachments else parse(body)
         if command is not None:
             log.info("command.received", command=command.name, event_id=event_id)
@@ -70,13 +75,33 @@ class Intake:
                 room_id, text, reply_to=event_id, notice=True, key=f"long-{event_id}"
             )
             return
-        task = self._db.add_task(event_id, room_id, sender, body, origin_ts, attachments)
+        note = self._referent(reply_to) if reply_to is not None else None
+        task = self._db.add_task(
+            event_id, room_id, sender, body, origin_ts, attachments, reply_note=note
+        )
         if task is None:
             log.debug("message.duplicate", event_id=event_id)
             return
         log.info("task.queued", task=task.short_id, room=task.room_id, event_id=task.event_id)
         self._worker.mirror.queued(task)
         self._worker.wake()
+
+    def _referent(self, reply_to: EventID) -> str:
+        """What a reply refers to, for the model: the ledger knows the bot's events (an
+        answer names its task) and the owner's messages that became tasks."""
+        sent = self._db.sent_event(reply_to)
+        if sent is not None:
+            task = self._db.task(sent.task_id) if sent.task_id is not None else None
+            # A task's answer is recorded under the key t<id>.done (worker.py).
+            whose = "answer" if sent.txn_id.endswith(".done") else "message"
+            body = sent.content.get("body")
+            return texts.reply_note(
+                whose, task.short_id if task else None, str(body) if body else None
+            )
+        task = self._db.task_by_event(reply_to)
+        if task is not None:
+            return texts.reply_note("owner", task.short_id, task.body)
+        return texts.reply_note("unknown", None, None)
 
     async def reaction(self, target_event_id: EventID, key: str, sender: UserID) -> None:
         """An owner's trusted reaction: it may answer an approval question, or cancel a
@@ -86,13 +111,25 @@ class Intake:
         elif self._on_reaction is not None:
             await self._on_reaction(target_event_id, key, sender)
 
-    async def edit(self, target_event_id: EventID, body: str) -> None:
-        """The owner edited a message: a queued task takes the new text."""
+    async def edit(self, target_event_id: EventID, body: str, edit_event_id: EventID) -> None:
+        """The owner edited a message: a queued task takes the new text; a task that has
+        started (or ended) keeps its own, and the owner is told so in one line."""
         task = self._db.edit_queued(target_event_id, body)
         if task is not None:
             log.info("task.edited", task=task.short_id)
-        else:
-            log.info("message.edit_ignored", target=target_event_id, reason="not a queued task")
+            return
+        task = self._db.task_by_event(target_event_id)
+        if task is None:
+            log.info("message.edit_ignored", target=target_event_id, reason="not a task")
+            return
+        log.info("message.edit_ignored", target=target_event_id, task=task.short_id)
+        await self._room.post(
+            task.room_id,
+            texts.edit_not_taken(task),
+            reply_to=target_event_id,
+            notice=True,
+            key=f"edit-{edit_event_id}",
+        )
 
     async def redacted(self, target_event_id: EventID) -> None:
         """The owner deleted a message: a queued task is dropped."""

@@ -123,6 +123,33 @@ def interrupted(task: Task) -> str:
 
 
 CANCELLED = "🚫 Cancelled."
+
+
+def status_final(task: Task, state: TaskState, step: str) -> str:
+    """The last word of a task's status message: how it ended, and at which step."""
+    how = {TaskState.DONE: "done", TaskState.FAILED: "failed", TaskState.CANCELLED: "cancelled"}
+    return f"{EMOJI[state]} {task.short_id} — {how.get(state, str(state))}; it ended at {step}"
+
+
+def stopping(task: Task) -> str:
+    """`!cancel` of the running task, said before it stops (then "🚫 Cancelled." follows)."""
+    return f"Stopping {task.short_id}…"
+
+
+def edit_not_taken(task: Task) -> str:
+    """The owner edited the message of a task that has already started (or ended): one
+    line saying the edit changed nothing, and what does."""
+    if task.state.finished:
+        return (
+            f"✏️ {task.short_id} had already finished, so your edit was not taken: "
+            "send the new text as a new message to run it."
+        )
+    return (
+        f"✏️ {task.short_id} is already running, so your edit was not taken: `!cancel` it "
+        "and send the new text as a new message to run that instead."
+    )
+
+
 PAUSED = (
     "⏸️ Paused: I finish nothing new until `!resume` (the running task goes on; `!cancel` stops it)."
 )
@@ -179,8 +206,14 @@ def access_refused(reason: str | ModelError) -> str:
         reason = reason.message
     return (
         f"⛔ The Messages API refused me: {reason}. I paused the queue. Fix the API key or "
-        "credit on the computer, then send `!resume`."
+        "credit on the computer, then restart me or send `!resume`."
     )
+
+
+RESUMED_AFTER_RESTART = (
+    "▶️ I was restarted after the Messages API refused me, so I took up the queue again. "
+    "If it still refuses, I pause again and say why."
+)
 
 
 def budget_spent(err: BudgetSpent) -> str:
@@ -365,3 +398,27 @@ def mcp_failed(name: str, reason: str) -> str:
         "I carry on without its tools and try it again now and then. "
         "`dispatch-matrix doctor` on the computer checks it; `!tools` shows its state."
     )
+
+
+# How much of the message replied to the model is shown: enough to tell which one it is.
+REFERENT_CHARS = 200
+
+
+def _start_of(text: str) -> str:
+    """The start of a text on one line, for the model to recognise it by."""
+    line = " ".join(text.split())
+    return line if len(line) <= REFERENT_CHARS else line[: REFERENT_CHARS - 1] + "…"
+
+
+def reply_note(whose: str, task: str | None, text: str | None) -> str:
+    """What the model is told an owner's message replies to (pure): `whose` is "answer"
+    (the bot's answer to a task), "message" (another of the bot's messages), "owner" (the
+    owner's own message) or "unknown" (an event not on record)."""
+    if whose == "unknown" or text is None:
+        return "(This message replies to an earlier message that is not on record.)"
+    subject = {
+        "answer": f"your answer to task {task}" if task else "your earlier answer",
+        "message": f"your message about task {task}" if task else "your earlier message",
+        "owner": f"the owner's message {task}" if task else "an earlier message of the owner",
+    }[whose]
+    return f"(This message replies to {subject}, which began: «{_start_of(text)}»)"

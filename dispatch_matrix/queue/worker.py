@@ -17,7 +17,7 @@ from .. import logs
 from ..agent import ModelAccessError, ModelOutage, ModelUnreachable
 from ..backoff import Backoff
 from ..errors import ModelError
-from ..ids import EventID
+from ..ids import EventID, RoomID
 from ..store import Database, Task, TaskState
 from ..tools.groups import ProcessGroups
 from . import texts
@@ -75,6 +75,8 @@ class Worker:
         self.outage_since: float | None = None
         self._job: asyncio.Task[str] | None = None
         self._cancelling: int | None = None
+        # The running task's room channel, until its end is told (its status message).
+        self._io: RoomTaskIO | None = None
 
     @property
     def paused(self) -> bool:
@@ -125,10 +127,23 @@ class Worker:
 
     # -- control ---------------------------------------------------------------------------
 
-    def set_paused(self, paused: bool) -> None:
-        """Stop or restart taking tasks (persisted across restarts)."""
+    def set_paused(self, paused: bool, *, refused_in: RoomID | None = None) -> None:
+        """Stop or restart taking tasks (persisted across restarts); `refused_in`: the room
+        told that the API's refusal paused it (such a pause ends at the next start)."""
         self._db.set_meta("paused", "1" if paused else "0")
+        self._db.set_meta("paused_by_refusal", refused_in or "")
         self.wake()
+
+    def resume_after_restart(self) -> RoomID | None:
+        """A pause the API's refusal caused ends with a restart, the operator's way to put
+        a fixed key or a raised budget in place (the queue stayed paused, without a word);
+        returns the room that was told of the pause, to be told it is over."""
+        room = self._db.get_meta("paused_by_refusal")
+        if not room or not self.paused:
+            return None
+        self.set_paused(False)
+        log.info("queue.resumed_after_restart", room=room)
+        return RoomID(room)
 
     async def cancel_running(self) -> Task | None:
         """Stop the running task and every process it started; returns it."""
@@ -150,7 +165,7 @@ class Worker:
         self._db.stage_task_state(task.id, TaskState.RUNNING)
         log.info("task.started", task=task.short_id, room=task.room_id)
         self.mirror.started(task, self.paused)
-        io = RoomTaskIO(task, self._room, self.approvals, self._groups)
+        io = self._io = RoomTaskIO(task, self._room, self.approvals, self._groups)
         self._job = asyncio.create_task(self._agent.answer(task, io))
         outage: ModelOutage | None = None
         try:
@@ -225,7 +240,7 @@ class Worker:
         """The key or the credit is the problem: pause and say what to fix."""
         self._db.set_task_state(task.id, TaskState.QUEUED)
         self.mirror.stopped(task, TaskState.QUEUED)
-        self.set_paused(True)
+        self.set_paused(True, refused_in=task.room_id)
         log.error("model.access_refused", error=err.message)
         await self._room.post(
             task.room_id, texts.access_refused(err), reply_to=task.event_id, notice=True
@@ -234,6 +249,10 @@ class Worker:
     async def _finish(
         self, task: Task, state: TaskState, text: str, error: str | None = None
     ) -> None:
+        if self._io is not None and self._io.task_id == task.id:
+            self._io.ended(state)
+        self._io = None
+
         # The answer and the task's end are one transaction: after a crash the next start
         # sends a recorded answer not yet confirmed (under the same transaction id, so the
         # homeserver never shows it twice), and a task not yet ended runs again from its

@@ -153,6 +153,12 @@ _MIGRATIONS = [
     REPLAY_SCHEMA,
     # 12: owners' DMs the bot opened or joined, and whether it welcomed them (once).
     ROOMS_SCHEMA,
+    # 13: what an owner's message replies to, as the model is told it (the task and the
+    # start of its text); the bot's events found by event id, as a reply names them.
+    """
+    ALTER TABLE tasks ADD COLUMN reply_note TEXT;
+    CREATE INDEX outbox_by_event ON outbox (event_id);
+    """,
 ]
 
 

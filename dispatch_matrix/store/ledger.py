@@ -29,6 +29,7 @@ def _task(row: sqlite3.Row) -> Task:
         error=row["error"],
         steps=row["steps"],
         attachments=tuple(json.loads(row["attachments"] or "[]")),
+        reply_note=row["reply_note"],
     )
 
 
@@ -60,12 +61,13 @@ class LedgerQueries(Base):
         body: str,
         origin_ts: int,
         attachments: list[dict[str, Any]] | None = None,
+        reply_note: str | None = None,
     ) -> Task | None:
         """Record an owner message as a queued task; None if this event is already known."""
         with self.tx() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO tasks (event_id, room_id, sender, body, origin_ts, state,"
-                " created_at, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, attachments, reply_note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     event_id,
                     room_id,
@@ -75,6 +77,7 @@ class LedgerQueries(Base):
                     TaskState.QUEUED,
                     time.time(),
                     json.dumps(attachments or []),
+                    reply_note,
                 ),
             )
             if cursor.rowcount == 0:

@@ -45,6 +45,8 @@ class Task:
     steps: int = 0
     # Files the owner sent with the task: {path, mimetype, size, name}.
     attachments: tuple[dict[str, object], ...] = ()
+    # What the message replies to, for the model: "(This replies to … #7 …)"; None: no reply.
+    reply_note: str | None = None
 
     @property
     def short_id(self) -> str:

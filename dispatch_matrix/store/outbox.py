@@ -75,6 +75,15 @@ class OutboxQueries(Base):
             shown.append((str(txn_id), str(event_id), str(relation.get("key", ""))))
         return shown
 
+    def sent_event(self, event_id: str) -> OutboxItem | None:
+        """The bot's own event with this event id (what an owner's reply names), if any."""
+        if not event_id:
+            return None
+        row = self._conn.execute(
+            "SELECT * FROM outbox WHERE event_id = ? LIMIT 1", (event_id,)
+        ).fetchone()
+        return None if row is None else _outbox(row)
+
     def was_question(self, event_id: str) -> bool:
         """Whether the bot's event was an approval question (open or closed)."""
         row = self._conn.execute(

@@ -1,0 +1,48 @@
+"""A private homeserver a run left behind is stopped by the next one (or by `tools/run`),
+and nothing else is: without Synapse, a stand-in process with Synapse's command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from dispatch_matrix.homeserver import CONFIG_NAME, STARTED_NAME, stop_leftover
+
+
+def stand_in(argv: list[str]) -> subprocess.Popen[bytes]:
+    """A process that sleeps with the given words on its command line, in its own session
+    as the daemon starts Synapse."""
+    code = "import time; time.sleep(120)"
+    return subprocess.Popen([sys.executable, "-c", code, *argv], start_new_session=True)
+
+
+def test_a_synapse_left_running_on_this_folder_is_stopped(tmp_path: Path) -> None:
+    config = tmp_path / CONFIG_NAME
+    left = stand_in(["-m", "synapse.app.homeserver", "-c", str(config)])
+    (tmp_path / STARTED_NAME).write_text(f"{left.pid}\n")
+    # Reaped as init reaps an orphan: the run that started it is gone.
+    reaper = threading.Thread(target=left.wait, daemon=True)
+    reaper.start()
+    try:
+        assert stop_leftover(tmp_path, timeout=10) == left.pid
+        reaper.join(10)
+        assert left.returncode is not None
+        assert not (tmp_path / STARTED_NAME).exists()
+    finally:
+        left.kill()
+
+
+def test_a_recorded_pid_that_is_not_our_synapse_is_left_alone(tmp_path: Path) -> None:
+    # After a reboot the pid may be anyone's: another program, or a Synapse of another folder.
+    other = stand_in(["-m", "synapse.app.homeserver", "-c", str(tmp_path / "x" / CONFIG_NAME)])
+    (tmp_path / STARTED_NAME).write_text(f"{other.pid}\n")
+    try:
+        assert stop_leftover(tmp_path, timeout=1) is None
+        assert other.poll() is None, "still running"
+        assert not (tmp_path / STARTED_NAME).exists(), "the stale record is gone"
+        assert stop_leftover(tmp_path) is None, "no record, nothing to do"
+    finally:
+        other.kill()
+        other.wait(10)

@@ -89,7 +89,8 @@ def _describe(name: str, tool_input: dict[str, Any]) -> str:
     """A one-line account of a tool call for the owner's status message."""
     if name == "bash":
         command = str(tool_input.get("command", "")).strip().splitlines()
-        first = command[0] if command else ""
+        # Redacted before it is cut: a key cut at 80 characters would go out half-shown.
+        first = logs.REDACTOR.text(command[0]) if command else ""
         return f"running {code_span(first[:80])}"
     path = tool_input.get("path") or tool_input.get("file_path") or tool_input.get("pattern")
     verbs = {

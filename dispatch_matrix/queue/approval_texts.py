@@ -56,7 +56,7 @@ def approval_question(
     """
     what = "Make this change" if change else "Run this"
     files: list[Attachment] = []
-    name = f"{task.short_id}{'-' + tag if tag else ''}"
+    name = f"{task.id}{'-' + tag if tag else ''}"
     parts = [f"❓ **May I?** {what} ({task.short_id}):"]
     parts.extend(_part(decision.subject, "command", f"command-{name}.txt", COMMAND_CHARS, files))
     if decision.uncovered and list(decision.uncovered) != [decision.subject]:
@@ -159,11 +159,10 @@ def _uncovered(uncovered: tuple[str, ...], file_name: str, files: list[Attachmen
 APPROVAL_EXPIRED = "⌛ No answer in time: I did not do it."
 
 
-def attachment_failed(name: str, problem: str) -> str:
+def attachment_failed(problem: str) -> str:
     """A part too long for the question could not be sent: nothing is asked, nothing runs."""
     return (
-        f"❌ I could not send you the whole call ({name}: {problem}), so I did not ask and "
-        "did not do it."
+        f"❌ I could not send you the whole call ({problem}), so I did not ask and did not do it."
     )
 
 

@@ -69,14 +69,12 @@ class Approvals:
         minutes = max(1, round(self._timeout_s / 60))
         step = self._db.count_step(task.id)
         asking = texts.approval_question(task, decision, change, minutes, f"{step}")
-        try:
-            for attachment in asking.attachments:
-                await self._attach(task, attachment)
-        except DispatchError as err:
-            log.warning("approval.attachment_failed", task=task.short_id, error=err.message)
+        failed = await self._attach_all(task, asking.attachments)
+        if failed is not None:
+            log.warning("approval.attachment_failed", task=task.short_id, error=failed)
             await self._room.post(
                 task.room_id,
-                texts.attachment_failed(asking.attachments[0].name, err.message),
+                texts.attachment_failed(failed),
                 reply_to=task.event_id,
                 task_id=task.id,
                 notice=True,
@@ -115,14 +113,24 @@ class Approvals:
         log.info("approval.decided", task=task.short_id, answer=approval.value, by=who)
         return approval
 
-    async def _attach(self, task: Task, attachment: texts.Attachment) -> None:
-        """Send a part of a question whole, as an encrypted file: exactly what would run,
-        unredacted like the question. It is on disk only while it uploads, in a folder only
+    async def _attach_all(
+        self, task: Task, attachments: tuple[texts.Attachment, ...]
+    ) -> str | None:
+        """Send the parts too long for the question, each whole as an encrypted file:
+        exactly what would run, unredacted like the question. None when all went; else
+        which did not and why. A file is on disk only while it uploads, in a folder only
         the daemon's user may open (and the sandbox has its own /tmp)."""
-        with tempfile.TemporaryDirectory(prefix="dispatch-question-") as folder:
-            path = Path(folder) / attachment.name
-            await asyncio.to_thread(path.write_text, attachment.text, encoding="utf-8")
-            await self._room.send_file(task.room_id, path, reply_to=task.event_id, task_id=task.id)
+        for attachment in attachments:
+            try:
+                with tempfile.TemporaryDirectory(prefix="dispatch-question-") as folder:
+                    path = Path(folder) / attachment.name
+                    await asyncio.to_thread(path.write_text, attachment.text, encoding="utf-8")
+                    await self._room.send_file(
+                        task.room_id, path, reply_to=task.event_id, task_id=task.id
+                    )
+            except DispatchError as err:
+                return f"{attachment.name}: {err.message}"
+        return None
 
     async def learned(self, task: Task, rule: str | None) -> None:
         """Say which rule an "always" became."""

@@ -29,7 +29,7 @@ _FAILED = b"e"
 _ORPHAN_GRACE_S = 5
 
 
-class ChildTimeout(Exception):  # noqa: N818 (a signal between two functions, not an error)
+class ChildTimeout(ToolError):
     """The child did not finish before its deadline and was killed."""
 
 
@@ -57,7 +57,7 @@ async def run_forked(work: Callable[[], str], timeout_s: float) -> str:
         await asyncio.to_thread(os.waitpid, pid, 0)
         reaped = True
     except TimeoutError:
-        raise ChildTimeout from None
+        raise ChildTimeout(f"stopped after {timeout_s:g} s without an answer") from None
     finally:
         transport.close()
         if not reaped:

@@ -279,17 +279,6 @@ def hide(text: str, spans: Iterable[tuple[int, int]]) -> str:
     return "".join(out)
 
 
-def value_spans(text: str, values: Iterable[str]) -> list[tuple[int, int]]:
-    """Where each known secret value occurs in `text`."""
-    spans = []
-    for value in values:
-        at = text.find(value)
-        while at != -1:
-            spans.append((at, at + len(value)))
-            at = text.find(value, at + len(value))
-    return spans
-
-
 # -- the environment ------------------------------------------------------------------------
 
 _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "APIKEY", "API_KEY", "CREDENTIAL")
@@ -358,11 +347,13 @@ def _json_units(value: str) -> str:
 
 
 def encoded_forms(value: str) -> list[str]:
-    """The lower-cased forms of a known secret to look for (matched on lower-cased text, so
-    every change of case is caught too): itself, reversed, base64 and base64url at any
-    alignment, hex, URL-encoded (as `quote` does, and every byte), JSON-escaped (as `dumps`
-    does, with `\\/`, and every character as `\\uXXXX`)."""
+    """The lower-cased forms of a known secret to look for, those of 8 characters or more
+    (matched on lower-cased text, so every change of case is caught too): itself, reversed,
+    base64 and base64url at any alignment, hex, URL-encoded (as `quote` does, and every
+    byte), JSON-escaped (as `dumps` does with and without `ensure_ascii`, with `\\/`, and
+    every character as `\\uXXXX`)."""
     raw = value.encode("utf-8")
+    escaped = json.dumps(value)[1:-1]
     forms = [
         value,
         value[::-1],
@@ -371,16 +362,27 @@ def encoded_forms(value: str) -> list[str]:
         quote(value, safe=""),
         quote_plus(value, safe=""),
         "".join(f"%{byte:02x}" for byte in raw),
-        json.dumps(value)[1:-1],
-        json.dumps(value)[1:-1].replace("/", "\\/"),
+        escaped,
+        escaped.replace("/", "\\/"),
+        json.dumps(value, ensure_ascii=False)[1:-1],
         _json_units(value),
     ]
     found: dict[str, None] = {}
     for form in forms:
         lowered = _lower(form)
-        if lowered == _lower(value) or len(lowered) >= _MIN_FORM:
+        if len(lowered) >= _MIN_FORM:
             found.setdefault(lowered, None)
     return list(found)
+
+
+def _occurrences(text: str, value: str) -> list[int]:
+    """Where `value` starts in `text`, without overlaps."""
+    found = []
+    at = text.find(value)
+    while at != -1:
+        found.append(at)
+        at = text.find(value, at + len(value))
+    return found
 
 
 def _lower(text: str) -> str:
@@ -410,12 +412,17 @@ class KnownSecrets:
         self._gated: tuple[str, ...] = ()
         # Every form in one string: a cut's neighbourhood that is in no form needs no look.
         self._joined = ""
+        # Values too short to look for in any case (a six-letter password may be a word):
+        # found as they are, and reversed.
+        self._exact: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self._forms)
+        return bool(self._forms or self._exact)
 
     def add(self, value: str) -> None:
         """Remember one value and its forms."""
+        if len(value) < _MIN_FORM:
+            self._exact += (value, value[::-1])
         for form in encoded_forms(value):
             self._forms.setdefault("".join(form.split()), None)
         gated = tuple(f for f in self._forms if any(c in f for c in _GATES_OF_FORMS))
@@ -425,25 +432,23 @@ class KnownSecrets:
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where a known secret, in any of its forms, occurs in `text`."""
-        if not self._forms or not text:
+        if not text:
             return []
+        exact = [(at, at + len(value)) for value in self._exact for at in _occurrences(text, value)]
+        if not self._forms:
+            return exact
         lowered = _lower(text)
         compact = "".join(lowered.split())
         # One membership test per form, in a comprehension: the common case finds nothing.
         present = [form for form in self._everywhere if form in compact]
         if self._gated and any(c in compact for c in _GATES_OF_FORMS):
             present += [form for form in self._gated if form in compact]
-        hits: list[tuple[int, int]] = []
-        for form in present:
-            at = compact.find(form)
-            while at != -1:
-                hits.append((at, at + len(form)))
-                at = compact.find(form, at + len(form))
+        hits = [(at, at + len(form)) for form in present for at in _occurrences(compact, form)]
         if hits and len(compact) != len(lowered):
             # Rare: only now map the text without whitespace back to the text.
             where = [i for i, ch in enumerate(lowered) if not ch.isspace()]
             hits = [(where[start], where[end - 1] + 1) for start, end in hits]
-        return hits + self._cut(lowered)
+        return exact + hits + self._cut(lowered)
 
     def _cut(self, lowered: str) -> list[tuple[int, int]]:
         """A form's start right before a cut, or its end right after one."""

@@ -376,3 +376,13 @@ def test_a_secret_straddling_the_cut_of_a_long_output_is_not_half_shown() -> Non
     out = redactor.known(shown)
     assert _KEY[:8] not in out and _KEY[-8:] not in out
     assert out.startswith("x" * 88) and out.endswith("z" * 80)
+
+
+def test_a_short_known_value_is_hidden_as_it_is_and_reversed_but_not_in_other_cases() -> None:
+    # Under eight characters a value may be a word: "Summer" must not hide "summer".
+    redactor = Redactor()
+    redactor.add("Summer1")
+    out = redactor.known("pw Summer1 rev 1remmuS b64 " + _b64(b"Summer1") + " word summer1")
+    # The base64 keeps only its last, partial character and padding (2 bits of the value).
+    assert out.startswith(f"pw {REDACTED} rev {REDACTED} b64 {REDACTED}")
+    assert out.endswith(" word summer1") and "U3VtbWVy" not in out

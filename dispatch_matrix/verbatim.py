@@ -14,10 +14,17 @@ import re
 import unicodedata
 
 _BACKTICKS = re.compile(r"`+")
-# Not format characters (Cf) but invisible or lookalike blanks all the same: Hangul fillers
-# and the variation selectors (which can smuggle text after an emoji).
-_ALSO_HIDDEN = frozenset({0x115F, 0x1160, 0x3164, 0xFFA0})
-_VARIATION_SELECTORS = ((0xFE00, 0xFE0F), (0xE0100, 0xE01EF))
+# Everything but printable ASCII, tab and line ends: the only characters worth a look.
+_CANDIDATES = re.compile(r"[^\t\n\r\x20-\x7e]")
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs", "Co", "Cn", "Cs"})
+# No-break, narrow no-break and ideographic spaces: ordinary in French, CJK.
+_TYPOGRAPHY = frozenset("\u00a0\u202f\u3000")
+_JOINERS = frozenset("\u200c\u200d")
+# Text and emoji presentation selectors, and the keycap mark that may follow them (1️⃣).
+_PRESENTATION = frozenset("\ufe0e\ufe0f")
+_KEYCAP = "\u20e3"
+# Not format characters but blank all the same: the Hangul fillers.
+_FILLERS = frozenset({0x115F, 0x1160, 0x3164, 0xFFA0})
 
 
 def code_block(text: str) -> str:
@@ -37,31 +44,46 @@ def code_span(text: str) -> str:
     return f"{ticks} {text} {ticks}" if longest else f"`{text}`"
 
 
-def is_hidden(ch: str) -> bool:
-    """Whether a reader cannot see `ch` for what it is: controls (but tab and line ends),
-    format characters (bidi controls, zero-width, tags, BOM), line and paragraph separators,
-    every space but the plain one, fillers and variation selectors."""
-    code = ord(ch)
-    if ch in "\t\n\r ":
-        return False
-    category = unicodedata.category(ch)
-    if category in ("Cc", "Cf", "Zl", "Zp", "Zs", "Co", "Cn", "Cs"):
-        return True
-    return code in _ALSO_HIDDEN or any(lo <= code <= hi for lo, hi in _VARIATION_SELECTORS)
-
-
-def hidden_characters(text: str) -> list[str]:
-    """The distinct hidden characters in `text` as `U+202E` names, in order of appearance."""
+def hidden_characters(text: str, *, prose: bool = False) -> list[str]:
+    """The distinct hidden characters in `text` as `U+202E` names, in order of appearance.
+    `prose`: the text is a file's, not a command, and may hold the no-break spaces of
+    French typography or the ideographic space (in a command they change what runs)."""
     found: dict[str, None] = {}
-    for ch in text:
-        # Printable ASCII is never hidden; only the rest needs the Unicode tables.
-        if not 32 <= ord(ch) < 127 and is_hidden(ch):
-            found.setdefault(f"U+{ord(ch):04X}", None)
+    for match in _CANDIDATES.finditer(text):
+        if _hidden_at(text, match.start(), prose):
+            found.setdefault(f"U+{ord(match.group()):04X}", None)
     return list(found)
 
 
 def visible(text: str) -> str:
     """`text` with each hidden character shown as `⟦U+202E⟧` (for display, never to run)."""
-    if all(32 <= ord(ch) < 127 or ch in "\t\n\r" for ch in text):
-        return text
-    return "".join(f"⟦U+{ord(ch):04X}⟧" if is_hidden(ch) else ch for ch in text)
+    return _CANDIDATES.sub(
+        lambda m: f"⟦U+{ord(m.group()):04X}⟧" if _hidden_at(text, m.start(), False) else m.group(),
+        text,
+    )
+
+
+def _hidden_at(text: str, index: int, prose: bool) -> bool:
+    """Whether a reader cannot see the character at `index` for what it is: controls (but
+    tab and line ends), format characters (bidi controls, zero-width, tags, BOM, soft
+    hyphen), line and paragraph separators, spaces that look like the plain one, fillers,
+    private and unassigned code points, and variation selectors that follow no emoji.
+
+    What writing in other languages needs stays visible: a joiner between two non-ASCII
+    characters (emoji sequences, Indic and Persian scripts), an emoji's presentation
+    selector, and in `prose` the no-break spaces of French typography and the ideographic
+    space.
+    """
+    ch = text[index]
+    code = ord(ch)
+    if prose and ch in _TYPOGRAPHY:
+        return False
+    before = text[index - 1] if index > 0 else " "
+    after = text[index + 1] if index + 1 < len(text) else " "
+    if ch in _JOINERS:
+        return before.isascii() or after.isascii() or before.isspace() or after.isspace()
+    if ch in _PRESENTATION:
+        return after != _KEYCAP and (before.isascii() or before in _PRESENTATION)
+    if unicodedata.category(ch) in _HIDDEN_CATEGORIES:
+        return True
+    return code in _FILLERS or 0xFE00 <= code <= 0xFE0D or 0xE0100 <= code <= 0xE01EF

@@ -42,12 +42,16 @@ class RecordingIO:
     "text, hidden",
     [
         ("plain text\twith tabs\r\nand lines\n", []),
-        ("café, naïve, 語, emoji 🙂", []),
+        ("café, naïve, 語, emoji 🙂 ⚠️ 1️⃣ 👨\u200d👩\u200d👧 ر\u200cد", []),
         ("access = 'user' \u202e \u2066// admin\u2069 \u2066", ["U+202E", "U+2066", "U+2069"]),
-        ("zero\u200bwidth\u200d and BOM \ufeff", ["U+200B", "U+200D", "U+FEFF"]),
+        ("zero\u200bwidth, join\u200ded and BOM \ufeff", ["U+200B", "U+200D", "U+FEFF"]),
         ("tags \U000e0069\U000e0067\U000e006e", ["U+E0069", "U+E0067", "U+E006E"]),
-        ("no-break\u00a0space and \u3164 filler and \x1b[2J", ["U+00A0", "U+3164", "U+001B"]),
-        ("line\u2028separator, selector \ufe0f after", ["U+2028", "U+FE0F"]),
+        ("\u3164 filler, soft\u00adhyphen and \x1b[2J", ["U+3164", "U+00AD", "U+001B"]),
+        (
+            "line\u2028separator, a\ufe0f, 🙂\ufe0f\ufe0f, \U000e0101",
+            ["U+2028", "U+FE0F", "U+E0101"],
+        ),
+        ("em\u2003space and private \ue000", ["U+2003", "U+E000"]),
     ],
 )
 def test_hidden_characters_are_found_and_made_visible(text: str, hidden: list[str]) -> None:
@@ -56,6 +60,13 @@ def test_hidden_characters_are_found_and_made_visible(text: str, hidden: list[st
     assert hidden_characters(shown) == []
     for name in hidden:
         assert f"⟦{name}⟧" in shown
+
+
+def test_no_break_spaces_are_prose_in_a_file_but_hidden_in_a_command() -> None:
+    french = "Bonjour\u202f! Prix\u00a0: 3\u00a0€"
+    assert hidden_characters(french, prose=True) == []
+    assert hidden_characters("rm\u00a0-rf /") == ["U+00A0"]
+    assert visible("rm\u00a0-rf /") == "rm⟦U+00A0⟧-rf /"
 
 
 @pytest.fixture

@@ -75,7 +75,8 @@ def _screened(decision: Decision, name: str, tool_input: dict[str, Any]) -> Deci
     screen would not be what the file holds (a "Trojan Source" line)."""
     if decision.verdict != "allow" or name not in _WRITTEN:
         return decision
-    hidden = hidden_characters("".join(str(tool_input.get(k, "")) for k in _WRITTEN[name]))
+    written = "".join(str(tool_input.get(k, "")) for k in _WRITTEN[name])
+    hidden = hidden_characters(written, prose=True)
     if not hidden:
         return decision
     reason = (

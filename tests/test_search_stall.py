@@ -114,3 +114,11 @@ async def test_the_child_reports_a_tool_error_and_a_timeout() -> None:
 async def test_a_large_answer_comes_back_whole() -> None:
     big = "x" * 300_000 + "é"
     assert await run_forked(lambda: big, 10) == big
+
+
+async def test_an_unexpected_failure_in_the_child_is_a_tool_error() -> None:
+    def broken() -> str:
+        raise PermissionError(13, "Permission denied", "/x")
+
+    with pytest.raises(ToolError, match="PermissionError"):
+        await run_forked(broken, 10)

@@ -41,7 +41,12 @@ async def run_forked(work: Callable[[], str], timeout_s: float) -> str:
     """
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as err:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise ToolError(f"could not start the search process: {err.strerror}") from None
     if pid == 0:  # pragma: no cover (the child; its result is what the tests check)
         os.close(read_fd)
         _child(work, write_fd, timeout_s)
@@ -54,7 +59,7 @@ async def run_forked(work: Callable[[], str], timeout_s: float) -> str:
     try:
         async with asyncio.timeout(timeout_s):
             payload = await reader.read()
-        await asyncio.to_thread(os.waitpid, pid, 0)
+        await asyncio.to_thread(_reap, pid)
         reaped = True
     except TimeoutError:
         raise ChildTimeout(f"stopped after {timeout_s:g} s without an answer") from None
@@ -63,12 +68,17 @@ async def run_forked(work: Callable[[], str], timeout_s: float) -> str:
         if not reaped:
             _kill(pid)
             # SIGKILL cannot be caught, so the wait is short; reap off the loop all the same.
-            await asyncio.shield(asyncio.to_thread(os.waitpid, pid, 0))
+            await asyncio.shield(asyncio.to_thread(_reap, pid))
     if payload[:1] == _OK:
         return payload[1:].decode("utf-8", errors="replace")
     if payload[:1] == _FAILED:
         raise ToolError(payload[1:].decode("utf-8", errors="replace"))
     raise ToolError("the search process ended without an answer")
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _kill(pid: int) -> None:
@@ -89,10 +99,15 @@ def _child(work: Callable[[], str], write_fd: int, timeout_s: float) -> None:  #
             payload = _OK + work().encode("utf-8", errors="replace")
         except ToolError as err:
             payload = _FAILED + err.message.encode("utf-8", errors="replace")
+        except Exception as err:  # told to the model, as an error in a thread would have been
+            failed = f"the search failed: {type(err).__name__}: {err}"
+            payload = _FAILED + failed.encode("utf-8", errors="replace")
         view = memoryview(payload)
         while view:
             view = view[os.write(write_fd, view) :]
     except BaseException:
+        # Last line of defence: the child must leave by _exit whatever happened, never
+        # return into a copy of the daemon's event loop.
         status = 1
     finally:
         os._exit(status)

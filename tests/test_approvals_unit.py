@@ -323,3 +323,18 @@ async def test_when_the_file_cannot_be_sent_nothing_is_asked_and_the_answer_is_n
 def test_a_learned_rule_on_several_lines_is_a_code_block() -> None:
     learned = texts.rule_learned(f"Bash(echo a\n\n{SPOOF})")
     assert SPOOF not in prose_of(learned)
+
+
+def test_a_question_whose_parts_all_just_fit_still_fits_one_event(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    hidden = "".join(chr(c) for c in range(0x2066, 0x206A)) + "\u202e\u200b\u2060\ufeff\u00ad"
+    subject = hidden + "x" * (texts.COMMAND_CHARS - 8 - len(texts.visible(hidden)))
+    change = "y" * (texts.CHANGE_CHARS - 8)
+    parts = ("z" * 100,) * (texts.UNCOVERED_CHARS // (100 + 10))
+    reason = "r" * (texts.REASON_CHARS - 8)
+    question = texts.approval_question(
+        task(db), Decision("ask", reason, subject, None, parts), change, 5
+    )
+    assert question.attachments == (), "every part fits, whole"
+    assert subject[-50:] in question.text and change in question.text
+    assert len(question.text) <= texts.QUESTION_MAX_CHARS

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 # (16,000 characters, then a 4,000-character preview) never applies to a question.
 QUESTION_MAX_CHARS = 6_000
 # What each part may take before it goes whole as an attached file instead.
-COMMAND_CHARS = 2_000
-UNCOVERED_CHARS = 1_200
-CHANGE_CHARS = 2_000
+COMMAND_CHARS = 1_800
+UNCOVERED_CHARS = 1_000
+CHANGE_CHARS = 1_800
 REASON_CHARS = 400
 # What a cut part still shows: its first lines, and its last line.
 HEAD_CHARS = 1_000

@@ -41,8 +41,9 @@ async def test_a_long_command_reaches_the_phone_whole_and_its_last_line_shows_as
     fake_api.reply("Understood, I did not run it.")
     await owner.send_text(room, "run the setup script")
 
-    shared = await owner.wait_message(room, sender=bot_id, contains="command-")
-    question = await owner.wait_message(room, sender=bot_id, contains="May I?")
+    # Judging a thousand lines takes a while on a busy machine.
+    shared = await owner.wait_message(room, sender=bot_id, contains="command-", timeout=120)
+    question = await owner.wait_message(room, sender=bot_id, contains="May I?", timeout=60)
     assert shared["was_encrypted"] and shared["content"]["msgtype"] == "m.file"
     whole = await owner.fetch_attachment(shared["content"]["file"])
     assert whole.decode() == command, "the phone holds exactly what would run"
@@ -57,5 +58,5 @@ async def test_a_long_command_reaches_the_phone_whole_and_its_last_line_shows_as
     assert "Checked by dispatch-matrix" not in prose
 
     await owner.send_text(room, "no")
-    await owner.wait_message(room, sender=bot_id, contains="Understood, I did not")
+    await owner.wait_message(room, sender=bot_id, contains="Understood, I did not", timeout=60)
     assert not (work / "pwned").exists()

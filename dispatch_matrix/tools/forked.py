@@ -51,20 +51,26 @@ async def run_forked(work: Callable[[], str], timeout_s: float) -> str:
         os.close(read_fd)
         _child(work, write_fd, timeout_s)
     os.close(write_fd)
+    pipe = os.fdopen(read_fd, "rb", buffering=0)
     reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
-    )
+    transport: asyncio.BaseTransport | None = None
     reaped = False
+    # From here on the child is killed whatever ends the wait, cancellation included.
     try:
         async with asyncio.timeout(timeout_s):
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), pipe
+            )
             payload = await reader.read()
         await asyncio.to_thread(_reap, pid)
         reaped = True
     except TimeoutError:
         raise ChildTimeout(f"stopped after {timeout_s:g} s without an answer") from None
     finally:
-        transport.close()
+        if transport is not None:
+            transport.close()
+        else:
+            pipe.close()
         if not reaped:
             _kill(pid)
             # SIGKILL cannot be caught, so the wait is short; reap off the loop all the same.

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from .redaction import REDACTED, find_secrets, hide, value_spans
+from .redaction import REDACTED, KnownSecrets, find_secrets, hide
 
 __all__ = ["REDACTED", "REDACTOR", "Redactor", "get", "setup"]
 
@@ -47,7 +47,7 @@ class Redactor:
     """Replaces known secret values and secret-shaped strings with a marker."""
 
     def __init__(self) -> None:
-        self._values: set[str] = set()
+        self._known = KnownSecrets()
         # Short log fields already scrubbed (room, event and task ids recur in every line).
         self._fields: dict[str, str] = {}
 
@@ -56,7 +56,7 @@ class Redactor:
         scrub verbatim wherever they appear."""
         for value in values:
             if value and len(value) >= _MIN_VALUE:
-                self._values.add(value)
+                self._known.add(value)
         self._fields.clear()
 
     def field(self, text: str) -> str:
@@ -74,7 +74,7 @@ class Redactor:
         """The text with every known secret and every secret-shaped string replaced."""
         if not text:
             return text
-        return hide(text, value_spans(text, self._values) + find_secrets(text))
+        return hide(text, self._known.spans(text) + find_secrets(text))
 
     def shapes(self, text: str) -> str:
         """The text with only the secret-shaped strings replaced (tokens, keys, `password=…`)."""
@@ -85,9 +85,9 @@ class Redactor:
     def known(self, text: str) -> str:
         """The text with only the known secret values replaced: for what the model reads,
         where a secret-shaped string of the owner's own may be what the task is about."""
-        if not text or not self._values:
+        if not text or not self._known:
             return text
-        return hide(text, value_spans(text, self._values))
+        return hide(text, self._known.spans(text))
 
     def value(self, key: str, value: Any) -> Any:
         """A log field's value, scrubbed by its key's name and its content."""

@@ -13,9 +13,12 @@ code such as `token = get_token()`) passes unchanged.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from urllib.parse import quote, quote_plus
 
 REDACTED = "«redacted»"
 
@@ -276,17 +279,6 @@ def hide(text: str, spans: Iterable[tuple[int, int]]) -> str:
     return "".join(out)
 
 
-def value_spans(text: str, values: Iterable[str]) -> list[tuple[int, int]]:
-    """Where each known secret value occurs in `text`."""
-    spans = []
-    for value in values:
-        at = text.find(value)
-        while at != -1:
-            spans.append((at, at + len(value)))
-            at = text.find(value, at + len(value))
-    return spans
-
-
 # -- the environment ------------------------------------------------------------------------
 
 _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "APIKEY", "API_KEY", "CREDENTIAL")
@@ -320,3 +312,183 @@ def environment_secrets(environ: Mapping[str, str], named: Iterable[str] = ()) -
         for name, value in environ.items()
         if (name in wanted or looks_secret(name)) and value.lower() not in _COMMON_VALUES
     ]
+
+
+# -- known values, in the forms they take --------------------------------------------------
+
+# Encoded forms shorter than this are not looked for: too likely to occur by chance.
+_MIN_FORM = 8
+# A prefix (or suffix) of a known form this long, where a tool cut its output, is hidden.
+_MIN_CUT = 8
+# Where a tool cut its output: process.py's `[… N bytes elided …]`, files.py's
+# `… [line cut]`, an ellipsis; and the ends of the text.
+_CUT = re.compile(r"\s*\[?…\]?\s*")
+_TO_URL64 = str.maketrans("+/", "-_")
+_GATES_OF_FORMS = ("%", "\\")
+
+
+def _base64_cores(raw: bytes) -> list[str]:
+    """The base64 (and base64url) characters that depend on `raw` alone, for each of the
+    three alignments it can have inside a larger blob: found whatever comes before or after
+    it, padding or not."""
+    cores = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")
+        core = encoded[-(-offset * 8 // 6) : (offset + len(raw)) * 8 // 6]
+        cores += [core, core.translate(_TO_URL64)]
+    return cores
+
+
+def _json_units(value: str) -> str:
+    """Every character as a JSON `\\uXXXX` escape (UTF-16 code units)."""
+    units = value.encode("utf-16-be")
+    pairs = (int.from_bytes(units[i : i + 2], "big") for i in range(0, len(units), 2))
+    return "".join(f"\\u{unit:04x}" for unit in pairs)
+
+
+def encoded_forms(value: str) -> list[str]:
+    """The lower-cased forms of a known secret to look for, those of 8 characters or more
+    (matched on lower-cased text, so every change of case is caught too): itself, reversed,
+    base64 and base64url at any alignment, hex, URL-encoded (as `quote` does, and every
+    byte), JSON-escaped (as `dumps` does with and without `ensure_ascii`, with `\\/`, and
+    every character as `\\uXXXX`)."""
+    raw = value.encode("utf-8")
+    escaped = json.dumps(value)[1:-1]
+    forms = [
+        value,
+        value[::-1],
+        *_base64_cores(raw),
+        raw.hex(),
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+        "".join(f"%{byte:02x}" for byte in raw),
+        escaped,
+        escaped.replace("/", "\\/"),
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        _json_units(value),
+    ]
+    found: dict[str, None] = {}
+    for form in forms:
+        lowered = _lower(form)
+        if len(lowered) >= _MIN_FORM:
+            found.setdefault(lowered, None)
+    return list(found)
+
+
+def _occurrences(text: str, value: str) -> list[int]:
+    """Where `value` starts in `text`, without overlaps."""
+    found = []
+    at = text.find(value)
+    while at != -1:
+        found.append(at)
+        at = text.find(value, at + len(value))
+    return found
+
+
+def _lower(text: str) -> str:
+    """Lower case, index for index (a character whose lower case is longer stays)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(ch if len(ch.lower()) != 1 else ch.lower() for ch in text)
+
+
+class KnownSecrets:
+    """The secret values the daemon knows (its password, token, API key, the environment's,
+    an MCP server's) and where any of their forms occurs in a text: encoded, in any case,
+    broken by whitespace (a wrapped base64 line, a spaced-out key), or cut short where a
+    tool cut its output.
+
+    Cheap when nothing is found, as on almost every text: one `find` per form on the
+    lower-cased text without its whitespace, and one `in` per cut; mapping positions back
+    to the original text is paid only when a secret is there.
+    """
+
+    def __init__(self) -> None:
+        self._forms: dict[str, None] = {}
+        # The forms to look for in every text, and those holding a character of
+        # `_GATES_OF_FORMS` (URL and JSON escapes), looked for only in a text that has one.
+        self._everywhere: tuple[str, ...] = ()
+        self._gated: tuple[str, ...] = ()
+        # Every form in one string: a cut's neighbourhood that is in no form needs no look.
+        self._joined = ""
+        # Values too short to look for in any case (a six-letter password may be a word):
+        # found as they are, and reversed.
+        self._exact: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self._forms or self._exact)
+
+    def add(self, value: str) -> None:
+        """Remember one value and its forms."""
+        if len(value) < _MIN_FORM:
+            self._exact += (value, value[::-1])
+        for form in encoded_forms(value):
+            self._forms.setdefault("".join(form.split()), None)
+        gated = tuple(f for f in self._forms if any(c in f for c in _GATES_OF_FORMS))
+        self._everywhere = tuple(f for f in self._forms if f not in gated)
+        self._gated = gated
+        self._joined = "\0".join(self._forms)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where a known secret, in any of its forms, occurs in `text`."""
+        if not text:
+            return []
+        exact = [(at, at + len(value)) for value in self._exact for at in _occurrences(text, value)]
+        if not self._forms:
+            return exact
+        lowered = _lower(text)
+        compact = "".join(lowered.split())
+        # One membership test per form, in a comprehension: the common case finds nothing.
+        present = [form for form in self._everywhere if form in compact]
+        if self._gated and any(c in compact for c in _GATES_OF_FORMS):
+            present += [form for form in self._gated if form in compact]
+        hits = [(at, at + len(form)) for form in present for at in _occurrences(compact, form)]
+        if hits and len(compact) != len(lowered):
+            # Rare: only now map the text without whitespace back to the text.
+            where = [i for i, ch in enumerate(lowered) if not ch.isspace()]
+            hits = [(where[start], where[end - 1] + 1) for start, end in hits]
+        return exact + hits + self._cut(lowered)
+
+    def _cut(self, lowered: str) -> list[tuple[int, int]]:
+        """A form's start right before a cut, or its end right after one."""
+        ends = [len(lowered.rstrip())]
+        starts = [len(lowered) - len(lowered.lstrip())]
+        if "…" in lowered:
+            for cut in _CUT.finditer(lowered):
+                ends.append(cut.start())
+                starts.append(cut.end())
+        found: list[tuple[int, int]] = []
+        for end in ends:
+            if end >= _MIN_CUT and lowered[end - _MIN_CUT : end] in self._joined:
+                found += self._prefixes_before(lowered, end)
+        for start in starts:
+            if lowered[start : start + _MIN_CUT] in self._joined:
+                found += self._suffixes_after(lowered, start)
+        return found
+
+    def _prefixes_before(self, lowered: str, end: int) -> list[tuple[int, int]]:
+        """The longest start of each form that the text ends with at `end`."""
+        found = []
+        for form in self._forms:
+            window = lowered[max(0, end - len(form) + 1) : end]
+            at = window.find(form[:_MIN_CUT])
+            while at != -1:
+                if form.startswith(window[at:]):
+                    found.append((end - len(window) + at, end))
+                    break
+                at = window.find(form[:_MIN_CUT], at + 1)
+        return found
+
+    def _suffixes_after(self, lowered: str, start: int) -> list[tuple[int, int]]:
+        """The longest end of each form that the text starts with at `start`."""
+        found = []
+        for form in self._forms:
+            window = lowered[start : start + len(form) - 1]
+            at = window.rfind(form[-_MIN_CUT:])
+            while at != -1:
+                if form.endswith(window[: at + _MIN_CUT]):
+                    found.append((start, start + at + _MIN_CUT))
+                    break
+                at = window.rfind(form[-_MIN_CUT:], 0, at + _MIN_CUT - 1)
+        return found

@@ -4,6 +4,7 @@ says `redact=False` (an approval question, which shows exactly what would run)."
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -82,3 +83,17 @@ async def test_an_edit_is_always_redacted(outbox: tuple[Outbox, RecordingClient]
     await box.edit(ROOM, "$old", f"now `{COMMAND}`")
     [content] = client.sent
     assert "abc123def456" not in content["m.new_content"]["body"]
+
+
+async def test_a_known_secret_is_hidden_in_its_encodings_in_body_and_html(
+    outbox: tuple[Outbox, RecordingClient],
+) -> None:
+    box, client = outbox
+    secret = "daemon-known-secret-4f9a2c"
+    REDACTOR.add(secret)
+    encoded = base64.b64encode(secret.encode()).decode()
+    await box.post(ROOM, f"b64 `{encoded}` hex {secret.encode().hex()} up {secret.upper()}")
+    [content] = client.sent
+    for text in (content["body"], content.get("formatted_body", "")):
+        assert encoded[:-4] not in text and secret.encode().hex() not in text
+        assert secret.upper() not in text and text.count(REDACTED) == 3

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
+import urllib.parse
 import uuid
 
 import pytest
 
 from dispatch_matrix.logs import REDACTED, Redactor
 from dispatch_matrix.redaction import environment_secrets, looks_secret
+from dispatch_matrix.tools.process import _Capture
 
 _JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ."
@@ -225,3 +229,160 @@ def test_environment_secrets_are_the_values_of_secret_names_and_of_named_ones() 
     }
     found = environment_secrets(environ, named=["NOTES_SERVER"])
     assert sorted(found) == ["env-password", "opaque-value-1", "sk-ant-from-the-env"]
+
+
+# -- known secrets in their encodings --------------------------------------------------------
+
+_KEY = "sk-ant-api03-Zx9Qw7Er5Ty3Ui1Op0As2Df4Gh6Jk8Lz"
+# A password with every character URL and JSON encoders change.
+_PASSWORD = 'pä ss/w+rd?&="x\\y'
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode()
+
+
+def _forms(secret: str) -> list[tuple[str, str]]:
+    """(how, the text a tool might print) for one secret."""
+    raw = secret.encode()
+    wrapped = _b64(b"header:" + raw * 3)
+    return [
+        ("base64", _b64(raw)),
+        ("base64 unpadded", _b64(raw).rstrip("=")),
+        ("base64url", _b64url(raw)),
+        ("base64url unpadded", _b64url(raw).rstrip("=")),
+        ("base64 of echo", _b64(raw + b"\n")),
+        ("inside a blob, offset 0", _b64(raw + b"-trailer")),
+        ("inside a blob, offset 1", _b64(b"x" + raw + b"!")),
+        ("inside a blob, offset 2", _b64(b"xy" + raw)),
+        ("inside a url blob, offset 1", _b64url(b"{" + raw + b"}")),
+        (
+            "base64 wrapped at 76",
+            "\n".join(wrapped[i : i + 76] for i in range(0, len(wrapped), 76)),
+        ),
+        ("hex", raw.hex()),
+        ("HEX", raw.hex().upper()),
+        ("url", urllib.parse.quote(secret, safe="")),
+        ("url plus", urllib.parse.quote_plus(secret)),
+        ("url every byte", "".join(f"%{b:02X}" for b in raw)),
+        ("json", json.dumps(secret)),
+        ("json slashes", json.dumps(secret).replace("/", "\\/")),
+        ("json unicode", "".join(f"\\u{ord(c):04x}" for c in secret)),
+        ("upper", secret.upper()),
+        ("lower", secret.lower()),
+        ("swapped", secret.swapcase()),
+        ("reversed", secret[::-1]),
+        ("spaced", " ".join(secret)),
+        ("split over lines", secret[:10] + "\n" + secret[10:]),
+    ]
+
+
+def _still_there(secret: str, out: str) -> list[str]:
+    """What of `secret` survives in `out`, however it was encoded: its decodings."""
+    left = []
+    squeezed = "".join(out.split())
+    for run in re.findall(r"[A-Za-z0-9+/_-]{12,}", squeezed):
+        for offset in range(4):
+            chunk = run[offset:]
+            chunk = chunk[: len(chunk) // 4 * 4]
+            for decode in (base64.b64decode, base64.urlsafe_b64decode):
+                try:
+                    decoded = decode(chunk).decode("utf-8", errors="ignore")
+                except ValueError:
+                    continue
+                if secret[:12] in decoded or secret[-12:] in decoded:
+                    left.append(f"base64 {run}")
+    unescaped = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), squeezed)
+    unescaped = re.sub(r"\\(.)", r"\1", unescaped)
+    hexes = [
+        bytes.fromhex(run[offset:][: (len(run) - offset) // 2 * 2]).decode(errors="ignore")
+        for run in re.findall(r"[0-9a-fA-F]{16,}", squeezed)
+        for offset in (0, 1)
+    ]
+    for text in (
+        squeezed.lower(),
+        squeezed[::-1].lower(),
+        urllib.parse.unquote_plus(squeezed).lower(),
+        unescaped.lower(),
+        *hexes,
+    ):
+        text = "".join(text.split())
+        if "".join(secret[:12].lower().split()) in text or secret[-12:].lower() in text:
+            left.append(f"plain {text[:40]}")
+    return left
+
+
+@pytest.mark.parametrize("secret", [_KEY, _PASSWORD])
+@pytest.mark.parametrize("how", [how for how, _ in _forms(_KEY)])
+def test_a_known_secret_is_hidden_in_every_encoding(secret: str, how: str) -> None:
+    redactor = Redactor()
+    redactor.add(secret)
+    form = dict(_forms(secret))[how]
+    assert _still_there(secret, f"before {form} after"), "the check sees the secret"
+    for out in (redactor.known(f"before {form} after"), redactor.text(f"before {form} after")):
+        assert REDACTED in out, how
+        assert out.startswith("before ") and out.endswith(" after")
+        assert _still_there(secret, out) == [], (how, out)
+
+
+@pytest.mark.parametrize("line", BENIGN)
+def test_ordinary_text_passes_unchanged_with_known_secrets_registered(line: str) -> None:
+    redactor = Redactor()
+    redactor.add(_KEY, _PASSWORD, "bot-password-123", "syt_Ym90_registered_token_1a2B3c")
+    assert redactor.known(line) == line
+    assert redactor.text(line) == Redactor().text(line)
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        # Where a tool cut its output: at the end, at an elision, at a cut line.
+        "build log\nexport KEY=" + _KEY[:20],
+        "head of the output " + _KEY[:12] + "\n[… 4096 bytes elided …]\n" + _KEY[-9:] + " tail",
+        "     1\tKEY=" + _KEY[:30] + " … [line cut]\n     2\tnext",
+        "first lines…\n" + _b64(_KEY.encode())[:16],
+    ],
+)
+def test_a_known_secret_cut_short_is_hidden(shown: str) -> None:
+    redactor = Redactor()
+    redactor.add(_KEY)
+    out = redactor.known(shown)
+    assert REDACTED in out
+    for size in (9, 12):
+        assert _KEY[:size] not in out and _KEY[-size:] not in out
+        assert _b64(_KEY.encode())[:size] not in out
+
+
+def test_a_short_start_of_a_secret_or_one_not_at_a_cut_stays() -> None:
+    redactor = Redactor()
+    redactor.add(_KEY)
+    # Seven characters are any Anthropic key's start; a start in mid-text is no cut.
+    for line in ("keys start sk-ant-", "keys look like sk-ant-api03-Zx9 in the docs"):
+        assert redactor.known(line) == line
+
+
+def test_a_secret_straddling_the_cut_of_a_long_output_is_not_half_shown() -> None:
+    # The shell tool keeps head and tail of an output (process.py); the cut falls in a key.
+    capture = _Capture.of(200)
+    capture.add(b"x" * 88 + _KEY.encode() + b"y" * 500 + _KEY.encode() + b"z" * 80)
+    shown = capture.text()
+    assert "elided" in shown and _KEY not in shown
+    redactor = Redactor()
+    redactor.add(_KEY)
+    out = redactor.known(shown)
+    assert _KEY[:8] not in out and _KEY[-8:] not in out
+    assert out.startswith("x" * 88) and out.endswith("z" * 80)
+
+
+def test_a_short_known_value_is_hidden_as_it_is_and_reversed_but_not_in_other_cases() -> None:
+    # Under eight characters a value may be a word: "Summer" must not hide "summer".
+    redactor = Redactor()
+    redactor.add("Summer1")
+    out = redactor.known("pw Summer1 rev 1remmuS b64 " + _b64(b"Summer1") + " word summer1")
+    # The base64 keeps only its last, partial character and padding (2 bits of the value).
+    assert out.startswith(f"pw {REDACTED} rev {REDACTED} b64 {REDACTED}")
+    assert out.endswith(" word summer1") and "U3VtbWVy" not in out

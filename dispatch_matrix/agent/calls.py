@@ -9,8 +9,9 @@ from typing import Any
 
 from .. import logs
 from ..store import Database
-from ..tools import Policy, ToolContext, ToolRegistry, ToolResult
+from ..tools import Decision, Policy, ToolContext, ToolRegistry, ToolResult
 from ..tools.preview import preview
+from ..verbatim import code_span, hidden_characters
 from .ports import Approval, TaskIO
 
 log = logs.get(__name__)
@@ -30,7 +31,7 @@ class ToolCalls:
     async def run(self, use: dict[str, Any], io: TaskIO, step: int, task_id: int) -> dict[str, Any]:
         """One tool call: judged, asked when it must be, run; its tool_result block."""
         name, tool_input = use["name"], use.get("input") or {}
-        decision = self._policy.decide(name, tool_input)
+        decision = _screened(self._policy.decide(name, tool_input), name, tool_input)
         log.info("tool.decision", tool=name, verdict=decision.verdict, rule=decision.rule)
         if decision.verdict == "deny":
             result = ToolResult.error(f"Not allowed: {decision.reason}. Do not try another way.")
@@ -64,12 +65,34 @@ class ToolCalls:
         return rule
 
 
+# What a file-changing tool puts in the file: screened like a command is.
+_WRITTEN = {"write": ("content",), "edit": ("new_string",)}
+
+
+def _screened(decision: Decision, name: str, tool_input: dict[str, Any]) -> Decision:
+    """An allowed write or edit whose new text holds invisible or direction-changing
+    characters asks instead, as a command with them does: what the owner reviews later on a
+    screen would not be what the file holds (a "Trojan Source" line)."""
+    if decision.verdict != "allow" or name not in _WRITTEN:
+        return decision
+    written = "".join(str(tool_input.get(k, "")) for k in _WRITTEN[name])
+    hidden = hidden_characters(written, prose=True)
+    if not hidden:
+        return decision
+    reason = (
+        f"the new text holds invisible or direction-changing characters ({', '.join(hidden[:8])})"
+        f"{' and more' if len(hidden) > 8 else ''}, which rules never allow"
+    )
+    return Decision("ask", reason, decision.subject, None, decision.uncovered)
+
+
 def _describe(name: str, tool_input: dict[str, Any]) -> str:
     """A one-line account of a tool call for the owner's status message."""
     if name == "bash":
         command = str(tool_input.get("command", "")).strip().splitlines()
-        first = command[0] if command else ""
-        return f"running `{first[:80]}`"
+        # Redacted before it is cut: a key cut at 80 characters would go out half-shown.
+        first = logs.REDACTOR.text(command[0]) if command else ""
+        return f"running {code_span(first[:80])}"
     path = tool_input.get("path") or tool_input.get("file_path") or tool_input.get("pattern")
     verbs = {
         "read": "reading",
@@ -82,7 +105,7 @@ def _describe(name: str, tool_input: dict[str, Any]) -> str:
         return f"memory: {tool_input.get('action', 'view')}"
     if name == "schedule":
         return f"schedule: {tool_input.get('action', 'create')} {tool_input.get('title', '')}"
-    return f"{verbs.get(name, name)} {path}" if path else name
+    return f"{verbs.get(name, name)} {code_span(str(path))}" if path else name
 
 
 def _without_known_secrets(block: dict[str, Any]) -> dict[str, Any]:

@@ -3,42 +3,169 @@ the answers to answers. Part of the queue's texts (`texts.py`), kept apart for i
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..store import Task
+from ..verbatim import code_block, code_span, hidden_characters, visible
 
 if TYPE_CHECKING:
     from ..tools.policy import Decision
 
 
-def code_block(text: str) -> str:
-    """`text` as a fenced code block that nothing inside it can close."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}\n{text}\n{fence}"
+# The question must fit one event whatever the command holds: a Matrix event is capped at
+# 64 KiB once encrypted, and carries the text twice (body and HTML, where `<` is `&lt;`).
+# 6,000 characters of three-byte UTF-8 or of `<` stay under 40 KB; the outbox's own cut
+# (16,000 characters, then a 4,000-character preview) never applies to a question.
+QUESTION_MAX_CHARS = 6_000
+# What each part may take before it goes whole as an attached file instead.
+COMMAND_CHARS = 1_800
+UNCOVERED_CHARS = 1_000
+CHANGE_CHARS = 1_800
+REASON_CHARS = 400
+# What a cut part still shows: its first lines, and its last line.
+HEAD_CHARS = 1_000
+LAST_LINE_CHARS = 400
 
 
-def approval_question(task: Task, decision: Decision, change: str | None, minutes: int) -> str:
-    """The approval question: what runs, whole; what no rule covers; the change."""
+@dataclass(frozen=True)
+class Attachment:
+    """A part too long for the question, sent whole as a file just before it."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Question:
+    """The approval question and the files that must reach the phone before it."""
+
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+
+
+def approval_question(
+    task: Task, decision: Decision, change: str | None, minutes: int, tag: str = ""
+) -> Question:
+    """The approval question: what runs, whole; what no rule covers; the change.
+
+    Every piece of the call is in a fenced code block, never in prose, with its invisible
+    characters shown. A part too long for one message goes whole as an attached file, and
+    the question says so: its length in characters and lines, its first lines and its last
+    line. `tag` tells this question's files from another's.
+    """
     what = "Make this change" if change else "Run this"
-    parts = [f"❓ **May I?** {what} ({task.short_id}):", code_block(decision.subject)]
+    files: list[Attachment] = []
+    name = f"{task.id}{'-' + tag if tag else ''}"
+    parts = [f"❓ **May I?** {what} ({task.short_id}):"]
+    parts.extend(_part(decision.subject, "command", f"command-{name}.txt", COMMAND_CHARS, files))
     if decision.uncovered and list(decision.uncovered) != [decision.subject]:
         parts.append("Not covered by your rules:")
-        parts.extend(code_block(part) for part in decision.uncovered)
+        parts.extend(_uncovered(decision.uncovered, f"uncovered-{name}.md", files))
     if change:
         parts.append("The change:")
-        parts.append(code_block(change))
-    parts.append(f"Why I ask: {decision.reason}.")
+        parts.extend(_part(change, "change", f"change-{name}.diff", CHANGE_CHARS, files))
+    hidden = hidden_characters(decision.subject + (change or ""))
+    if hidden:
+        shown = ", ".join(hidden[:8]) + (f" and {len(hidden) - 8} more" if len(hidden) > 8 else "")
+        parts.append(
+            f"⚠️ **Invisible characters**: it holds {shown}, which a screen does not show or "
+            "which reorder the text around them. They are shown above as ⟦U+…⟧."
+        )
+    reason = visible(decision.reason)
+    parts.append("Why I ask:")
+    if len(code_block(reason)) > REASON_CHARS:
+        # The reason is the policy's words (it may quote the command, which is shown above).
+        parts.append(code_block(_fitted(reason, REASON_CHARS)))
+        parts.append(f"(The reason goes on: {len(reason):,} characters in all.)")
+    else:
+        parts.append(code_block(reason))
     parts.append(
         "Reply **yes** or **no** to this message — or **always** to allow exactly this "
         "from now on (or react ✅ / ❌ from an app that encrypts reactions). "
         f"No answer in {minutes} min means no."
     )
-    return "\n\n".join(parts)
+    return Question("\n\n".join(parts), tuple(files))
+
+
+def _part(text: str, what: str, file_name: str, budget: int, files: list[Attachment]) -> list[str]:
+    """A command or change: whole in a code block, or its ends and a pointer to its file."""
+    shown = visible(text)
+    if len(code_block(shown)) <= budget:
+        return [code_block(shown)]
+    files.append(Attachment(file_name, text))
+    lines = text.split("\n")
+    while len(lines) > 1 and not lines[-1].strip():
+        lines.pop()
+    last = visible(lines[-1])
+    head = _fitted(shown, HEAD_CHARS)
+    if "\n" in head:
+        head = head.rsplit("\n", 1)[0]
+    head_lines = head.count("\n") + 1
+    tail = _fitted(last[::-1], LAST_LINE_CHARS)[::-1]
+    last_label = "whole" if tail == last else f"its last {len(tail):,} of {len(last):,} characters"
+    last = tail
+    return [
+        f"⚠️ **Too long to show here**: this {what} is {len(text):,} characters in "
+        f"{_count(len(lines), 'line')}. All of it is in the attached file **{file_name}**, "
+        "sent just before this question: read it before you answer.",
+        f"Its start (up to line {head_lines:,}, cut there):",
+        code_block(head),
+        f"Its last line (line {len(lines):,}; {last_label}):",
+        code_block(last),
+    ]
+
+
+def _fitted(text: str, budget: int) -> str:
+    """The longest start of `text` (roughly) whose code block fits in `budget` characters:
+    a fence is as long as the longest backtick run inside, so backticks count up to three
+    times."""
+    head = text[: budget - 8]
+    if len(code_block(head)) > budget:
+        head = text[: (budget - 8) // 3]
+    return head
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def _uncovered(uncovered: tuple[str, ...], file_name: str, files: list[Attachment]) -> list[str]:
+    """Every part no rule covers, or as many as fit and the count of the rest, all in a file."""
+    blocks = [code_block(visible(part)) for part in uncovered]
+    if sum(len(block) + 2 for block in blocks) <= UNCOVERED_CHARS:
+        return blocks
+    whole = "\n\n".join(
+        f"Part {number} of {len(uncovered)}:\n\n{code_block(part)}"
+        for number, part in enumerate(uncovered, 1)
+    )
+    files.append(Attachment(file_name, whole + "\n"))
+    shown: list[str] = []
+    used = 0
+    for block in blocks:
+        if used + len(block) + 2 > UNCOVERED_CHARS - 300:
+            break
+        shown.append(block)
+        used += len(block) + 2
+    rest = len(uncovered) - len(shown)
+    shown.append(
+        f"⚠️ **{_count(rest, 'more part')} not shown here** (of "
+        f"{len(uncovered):,}): all of them are in the attached file **{file_name}**, sent just "
+        "before this question."
+    )
+    return shown
 
 
 APPROVAL_EXPIRED = "⌛ No answer in time: I did not do it."
+
+
+def attachment_failed(problem: str) -> str:
+    """A part too long for the question could not be sent: nothing is asked, nothing runs."""
+    return (
+        f"❌ I could not send you the whole call ({problem}), so I did not ask and did not do it."
+    )
+
+
 QUESTION_CLOSED = (
     "That question is closed (answered or expired), so your answer approved nothing. If I "
     "still need it, I will ask again."
@@ -61,10 +188,3 @@ def rule_learned(rule: str | None) -> str:
             "ask again next time."
         )
     return f"Learned: {code_span(rule)} — exactly this runs without asking from now on."
-
-
-def code_span(text: str) -> str:
-    """`text` as inline code that nothing inside it can close."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    ticks = "`" * (longest + 1)
-    return f"{ticks} {text} {ticks}" if longest else f"`{text}`"

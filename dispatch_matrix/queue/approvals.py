@@ -2,7 +2,9 @@
 a reaction (✅ / ❌) or a reply (yes / no, !approve / !deny). Silence denies.
 
 The question shows exactly what will run: the whole command in a code block (never
-redacted, never rendered), every part no rule covers, and for a file change its diff. An
+redacted, never rendered), every part no rule covers, and for a file change its diff. A
+part too long for one message goes whole as an attached (encrypted) file just before the
+question, which says so; if the file cannot be sent, nothing is asked and the answer is no. An
 approval is bound to the exact subject it showed (by hash), is used once, expires, answers
 only its own question, and counts only when the router has already passed its sender
 through the trust gate.
@@ -12,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import logs
 from ..agent.ports import Approval
+from ..errors import DispatchError
 from ..ids import EventID, RoomID, UserID
 from ..store import Database, Task, TaskState
 from . import approval_texts as texts
@@ -62,14 +67,27 @@ class Approvals:
         """Post the question and wait for the owner; NO on no, silence or expiry."""
         fingerprint = subject_hash(decision.subject + (change or ""))
         minutes = max(1, round(self._timeout_s / 60))
-        text = texts.approval_question(task, decision, change, minutes)
+        step = self._db.count_step(task.id)
+        asking = texts.approval_question(task, decision, change, minutes, f"{step}")
+        failed = await self._attach_all(task, asking.attachments)
+        if failed is not None:
+            log.warning("approval.attachment_failed", task=task.short_id, error=failed)
+            await self._room.post(
+                task.room_id,
+                texts.attachment_failed(failed),
+                reply_to=task.event_id,
+                task_id=task.id,
+                notice=True,
+            )
+            self._db.record_approval(task.id, decision.subject, fingerprint, False, "unsent")
+            return Approval.NO
         # Shown exactly as it will run: neither redacted nor rendered (a code block).
         question = await self._room.post(
             task.room_id,
-            text,
+            asking.text,
             reply_to=task.event_id,
             task_id=task.id,
-            key=f"t{task.id}.ask.{fingerprint}.{self._db.count_step(task.id)}",
+            key=f"t{task.id}.ask.{fingerprint}.{step}",
             redact=False,
         )
         answer: asyncio.Future[tuple[Approval, str]] = asyncio.get_running_loop().create_future()
@@ -94,6 +112,25 @@ class Approvals:
         self._db.set_task_state(task.id, TaskState.RUNNING)
         log.info("approval.decided", task=task.short_id, answer=approval.value, by=who)
         return approval
+
+    async def _attach_all(
+        self, task: Task, attachments: tuple[texts.Attachment, ...]
+    ) -> str | None:
+        """Send the parts too long for the question, each whole as an encrypted file:
+        exactly what would run, unredacted like the question. None when all went; else
+        which did not and why. A file is on disk only while it uploads, in a folder only
+        the daemon's user may open (and the sandbox has its own /tmp)."""
+        for attachment in attachments:
+            try:
+                with tempfile.TemporaryDirectory(prefix="dispatch-question-") as folder:
+                    path = Path(folder) / attachment.name
+                    await asyncio.to_thread(path.write_text, attachment.text, encoding="utf-8")
+                    await self._room.send_file(
+                        task.room_id, path, reply_to=task.event_id, task_id=task.id
+                    )
+            except DispatchError as err:
+                return f"{attachment.name}: {err.message}"
+        return None
 
     async def learned(self, task: Task, rule: str | None) -> None:
         """Say which rule an "always" became."""

@@ -6,24 +6,27 @@ or a bind mount of a secret is skipped too), open each file without following a 
 stop at a fixed number of entries. `grep` also skips `.git`, `node_modules`, binary files
 and files whose names look like secrets (`.env`, keys) unless the search names that file.
 The walks follow the SDK's reference (`_walk_grep`), in pure Python so these rules hold;
-`rg` is not used.
+`rg` is not used. Both run in a forked child (`forked.py`) killed at a deadline or on
+`!cancel`: Python's `re` holds the GIL for a whole match, so a backtracking pattern
+(`^(a+)+$`, `*a*a*a*a*a*a*a*a*b`) in a thread would stop the event loop for minutes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from ..errors import ToolError
 from .base import ToolContext, ToolResult
 from .files import iter_lines
+from .forked import ChildTimeout, run_forked
 from .globs import DEFAULT_SECRET_GLOBS, GlobSyntaxError, compile_glob, has_magic, name_matches
 from .paths import canonicalize, denied_roots, resolve, within
 from .safeopen import Shield, open_file, open_in, walk
@@ -33,6 +36,9 @@ GLOB_RESULT_LIMIT = 200
 WALK_MAX_ENTRIES = 50_000
 GREP_MAX_LINE_LENGTH = 2000
 GREP_TIME_LIMIT_S = 30.0
+# The search process is killed this long after the walk's own limit, which is checked only
+# between lines: one match of a backtracking pattern can take longer than any budget.
+KILL_AFTER_S = GREP_TIME_LIMIT_S + 5.0
 _GREP_SKIP_DIRS = frozenset({".git", "node_modules"})
 
 
@@ -72,8 +78,7 @@ class GlobTool:
         except GlobSyntaxError as err:
             raise ToolError(f"bad pattern: {err}") from None
         root = resolve(args.path or str(ctx.workdir), ctx)
-        text = await asyncio.to_thread(_glob, root, pattern, regex, ctx)
-        return ToolResult.text(text)
+        return ToolResult.text(await _off_loop(partial(_glob, root, pattern, regex, ctx)))
 
 
 class GrepTool:
@@ -116,8 +121,18 @@ class GrepTool:
         search = resolve(args.path or str(ctx.workdir), ctx)
         limit = max(ctx.output_limit, 1000)
         walk = _Walk(denied_roots(ctx), self.read_denied, tuple(ctx.denied_paths))
-        text = await asyncio.to_thread(_grep, regex, search, walk, limit)
-        return ToolResult.text(text)
+        return ToolResult.text(await _off_loop(partial(_grep, regex, search, walk, limit)))
+
+
+async def _off_loop(work: Callable[[], str]) -> str:
+    try:
+        return await run_forked(work, KILL_AFTER_S)
+    except ChildTimeout:
+        raise ToolError(
+            f"the search was stopped after {KILL_AFTER_S:.0f} s without an answer: the "
+            "pattern probably backtracks (like `(a+)+` or many `*`); simplify it or narrow "
+            "the path"
+        ) from None
 
 
 def _glob(root: Path, pattern: str, regex: re.Pattern[str], ctx: ToolContext) -> str:

@@ -223,6 +223,7 @@ DENIED_PATHS = [
     "cat ~/store/config.toml",
     "sort ~/private/x",
     "git log -- ~/private/x",
+    "cat ~/x*/../private/y",
 ]
 GLOBBED_PATHS = [
     "cat ~/priv*/x",
@@ -425,6 +426,9 @@ DENIED_PROGRAMS = [
     "git log && /usr/bin/curl x",
     "ls\nrm -rf ~",
     "sh -c \"bash -c 'rm f'\"",
+    "${x:-rm} f",
+    "${x:=/bin/rm} -rf ~",
+    "echo $(echo rm) | sh",
     "echo \"${x:-'`rm f`'}\"",
 ]
 

@@ -172,7 +172,8 @@ def _scan(rule: Rule, sequences: list[list[str]], line: str) -> str | None:
     first = (rule.spec or "*").split(" ")[0].replace(":*", "*")
     for tokens in sequences:
         for i, token in enumerate(tokens):
-            base = posixpath.basename(token.rstrip("/")) or token
+            # `${x:-rm}` names rm too: operator characters cut off the front.
+            base = posixpath.basename(token.rstrip("/")).lstrip("-+?=%#@~^") or token
             if not any(_fits(first, t) for t in (token, base)):
                 continue
             rest = tokens[i + 1 :]
@@ -563,6 +564,8 @@ class _Walker:
 
     def read(self, path: PurePosixPath, glob: bool) -> tuple[Kind, str, str | None] | None:
         rules = self.rules
+        # `x*/..` normalised away leaves a literal path, judged as one.
+        glob = glob and any("*" in p or "?" in p for p in path.parts)
         base, pattern = _split_glob(path) if glob else (path, "")
         if base == PurePosixPath("/proc") or base.parts[:2] == ("/", "proc"):
             return ("unmodelled", f"{path} may expose a process's environment or memory", None)
@@ -654,7 +657,7 @@ def _spelled(rule: Rule, words: Sequence[Word]) -> int:
 def _split_glob(path: PurePosixPath) -> tuple[PurePosixPath, str]:
     """The literal folder a glob starts from, and the pattern's last segment."""
     parts = path.parts
-    index = next(i for i, p in enumerate(parts) if "*" in p or "?" in p)
+    index = next((i for i, p in enumerate(parts) if "*" in p or "?" in p), len(parts))
     return PurePosixPath(*parts[:index]), parts[-1]
 
 

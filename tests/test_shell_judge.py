@@ -445,9 +445,9 @@ def test_deny_rules_match_the_normalised_command(command: str) -> None:
 
 
 # --- Ordinary lines under ordinary rules ---------------------------------------------
-# Measured on the judge before issue 27 (3,224 lines modelling bash): 1 of these 114 lines
-# asked (`wc -l *.py`). The literal-only judge asks about the four in ORDINARY_EXPANSIONS,
-# by design: an expansion or a subshell is never allowed.
+# Measured on the judge before issue 27 (which modelled bash): 1 of these 120 lines asked
+# (`wc -l *.py`). The literal-only judge asks about the four in ORDINARY_EXPANSIONS, by
+# design: an expansion or a subshell is never allowed.
 
 WORKDIR = Path("/home/u/Projects/app")
 ORDINARY_ALLOW = [

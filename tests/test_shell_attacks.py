@@ -10,6 +10,8 @@ anywhere (`rm`, `curl`) must be denied, however it is hidden.
 
 from __future__ import annotations
 
+import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -473,3 +475,55 @@ def test_the_question_names_the_construct_that_made_it_ask() -> None:
     assert decision.verdict == "ask"
     assert "only literal words" in decision.reason
     assert any("${x:-" in part for part in decision.uncovered)
+
+
+# --- The lexer against bash itself ------------------------------------------------------
+
+_PIECES = [
+    "a", "b", "-", "=", ".", "/", ":", "'", '"', "\\", "#", ";", " ", " ", "\n", "]", "@",
+    "%", "+", ",", "^", "\t", "'x y'", '"q"', "\\\n", "2>&1", ">/dev/null", "&&", "||", "0",
+    "\\#", '"#"', "'#'", "a=b", "\\\\", '"\\\\"', '"\\""', "</dev/null", ">>x", "2>x",
+    "&>x", ">&x", "HEAD~1", "$x", "`a`", "${x}", "$(a)", "{a,b}", "(", ")", "!", "&",
+]  # fmt: skip
+
+
+def _random_line(rng: random.Random) -> str:
+    commands = [
+        "p " + "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 10)))
+        for _ in range(rng.randint(1, 3))
+    ]
+    line = commands[0]
+    for command in commands[1:]:
+        line += rng.choice([";", "&&", "||", "\n", " ; "]) + command
+    return line
+
+
+def test_every_line_the_lexer_accepts_runs_in_bash_exactly_as_read(tmp_path: Path) -> None:
+    """A differential check: bash runs each accepted line with a handler that logs every
+    command it is asked to run; nothing may run that the judge did not read, word for
+    word (a command skipped by `&&`/`||` is fine)."""
+    rng = random.Random(27)
+    log = tmp_path / "log"
+    handler = "command_not_found_handle() { { printf '%s\\0' \"$@\"; printf '\\1'; } >> log; }"
+    accepted = 0
+    for _ in range(2000):
+        line = _random_line(rng)
+        try:
+            read = shelljudge.literal_words(line)
+        except shelljudge.NotLiteral:
+            continue
+        accepted += 1
+        log.write_bytes(b"")
+        done = subprocess.run(
+            ["/bin/bash", "-c", f"{handler}\n{line}\n"],
+            cwd=tmp_path,
+            env={"PATH": "/nonexistent", "HOME": "/nowhere"},
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        ran = [c.split("\0")[:-1] for c in log.read_text().split("\1")[:-1]]
+        assert b"syntax" not in done.stderr, (line, done.stderr)
+        expected = iter(read)
+        assert all(any(c == r for r in expected) for c in ran), (line, read, ran)
+    assert accepted >= 250

@@ -28,7 +28,8 @@ ALLOW = [
     "Bash(git log:*)", "Bash(find:*)", "Bash(sort:*)", "Bash(uniq:*)", "Bash(tar:*)",
     "Bash(awk:*)", "Bash(jq:*)", "Bash(tree:*)", "Bash(file:*)", "Bash(less:*)",
     "Bash(env:*)", "Bash(xargs:*)", "Bash(timeout:*)", "Bash(nohup:*)", "Bash(bash:*)",
-    "Bash(sh:*)", "Bash(cd:*)", "Bash(diff:*)", "Bash(test:*)", "Read", "Glob", "Grep",
+    "Bash(sh:*)", "Bash(cd:*)", "Bash(/usr/bin/git:*)", "Bash(diff:*)", "Bash(test:*)",
+    "Read", "Glob", "Grep",
 ]  # fmt: skip
 DENY = ["Bash(rm:*)", "Bash(curl:*)", "Read(~/private/**)"]
 
@@ -190,6 +191,9 @@ SIDE_DOORS = [
     "awk -f p.awk f",
     "awk 'BEGIN{\"id\" | getline x}'",
     "jq -n env",
+    "jq -n 'import \"../private/x\" as $d; $d'",
+    "echo x >> ~/.config/dispatch-matrix/env",
+    "/usr/bin/git push",
     "tree -o out",
     "file -C -m x",
     "less +'!touch X' f",
@@ -226,6 +230,8 @@ DENIED_PATHS = [
     "sort ~/private/x",
     "git log -- ~/private/x",
     "cat ~/x*/../private/y",
+    "cat ~/.config/dispatch-matrix/env",
+    "grep KEY /home/u/.config/dispatch-matrix/env",
 ]
 GLOBBED_PATHS = [
     "cat ~/priv*/x",

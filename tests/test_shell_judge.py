@@ -445,7 +445,7 @@ def test_deny_rules_match_the_normalised_command(command: str) -> None:
 
 
 # --- Ordinary lines under ordinary rules ---------------------------------------------
-# Measured on the judge before issue 27 (which modelled bash): 1 of these 120 lines asked
+# Measured on the judge before issue 27 (which modelled bash): 1 of these 121 lines asked
 # (`wc -l *.py`). The literal-only judge asks about the four in ORDINARY_EXPANSIONS, by
 # design: an expansion or a subshell is never allowed.
 
@@ -495,6 +495,7 @@ ORDINARY = [
     "git show HEAD:README.md", "git log -1 --stat", "sed 's/foo/bar/g' a.txt",
     "sed -e 's/a/b/' -e 's/c/d/' x", "sed '$d' notes.txt", "awk '{print $NF}' data.txt",
     "nice -n 10 make", "grep -rn foo src/ | sort | head",
+    "grep -rn foo --include=*.py .",
 ]  # fmt: skip
 ORDINARY_EXPANSIONS = {
     "(cd sub && make test)", "echo $HOME", 'echo "$PATH"', 'echo "$(git status --short)"'

@@ -51,6 +51,7 @@ DEFAULT_SELF_TOOLS = frozenset({"schedule", "memory"})
 # Tools of ours that read the file their input names: judged as a Read of that path.
 DEFAULT_READ_TOOLS: Mapping[str, str] = {"send_file": "path"}
 CONTROL_PLANE_IN_HOME = (
+    ".config/dispatch-matrix",
     ".config/systemd",
     "Library/LaunchAgents",
     ".bashrc",
@@ -62,6 +63,9 @@ CONTROL_PLANE_IN_HOME = (
     ".zprofile",
     ".zlogin",
 )
+# Read only when a rule names them: the service's env file (`install-service` puts the API
+# key there).
+PRIVATE_IN_HOME = (".config/dispatch-matrix/env",)
 # Which rules govern a call: Read rules also govern glob and grep, Edit and Write each other.
 _GOVERNED_BY = {
     "Read": ("Read",),
@@ -116,7 +120,9 @@ class Policy:
         self._protected = [_abs(p, self.home, self.workdir) for p in self.protected] + [
             home / rel for rel in CONTROL_PLANE_IN_HOME
         ]
-        self._private = [_abs(p, self.home, self.workdir) for p in self.private]
+        self._private = [_abs(p, self.home, self.workdir) for p in self.private] + [
+            home / rel for rel in PRIVATE_IN_HOME
+        ]
         self._secret_globs = tuple(self.secret_globs)
         self._self_tools = frozenset(self.self_tools)
 

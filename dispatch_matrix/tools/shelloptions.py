@@ -14,6 +14,7 @@ judge asks about anything else before it gets here).
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,9 +67,10 @@ def check(args: Sequence[Arg], spelled: int, named: frozenset[str] = frozenset()
     known to be inert; None when they are. The first `spelled` words are spelled by the
     rule that matched, and options it `named` (`--output` in `Bash(git diff --output=*)`)
     pass wherever they are."""
-    if args and args[0][0] in RUNNERS:
-        return f"`{args[0][0]}` runs its arguments as a command"
-    spec = TABLES.get(args[0][0], NO_TABLE) if args else NO_TABLE
+    program = posixpath.basename(args[0][0]) if args else ""
+    if program in RUNNERS:
+        return f"`{program}` runs its arguments as a command"
+    spec = TABLES.get(program, NO_TABLE)
     operands: list[str] = []
     scripts: list[str] = []
     only_operands = False
@@ -98,7 +100,7 @@ def check(args: Sequence[Arg], spelled: int, named: frozenset[str] = frozenset()
             else:
                 spec = spec.after_dashdash
             continue
-        if glob:
+        if glob and not spec.globs:
             return f"`{word}` is an option spelled with a pattern"
         if spec.any_option:
             long = word.partition("=")[0]
@@ -183,8 +185,9 @@ def awk_program_is_safe(program: str) -> bool:
 
 
 def _jq(operands: list[str]) -> str | None:
-    if operands and re.search(r"env|input|\$__", operands[0], re.IGNORECASE):
-        return f"the jq filter `{operands[0]}` reads the environment or other input"
+    # `import "x" as $d` reads x.json from anywhere: a read the judge would not see.
+    if operands and re.search(r"env|input|import|include|\$__", operands[0], re.IGNORECASE):
+        return f"the jq filter `{operands[0]}` reads the environment, a module or other input"
     return None
 
 

@@ -684,7 +684,8 @@ def glob_reaches(glob: PurePosixPath, target: PurePosixPath) -> bool:
     folders above `target` are left to the OS sandbox."""
     pattern, parts = glob.parts, target.parts
     return len(pattern) >= len(parts) and all(
-        fnmatch.fnmatchcase(name, segment)
+        # A `[` here was quoted (the lexer refuses a bare one): literal, not a class.
+        fnmatch.fnmatchcase(name, segment.replace("[", "[[]"))
         and (segment.startswith(".") or not name.startswith(".") or name == segment)
         for name, segment in zip(parts, pattern, strict=False)
     )

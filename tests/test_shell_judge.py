@@ -375,11 +375,11 @@ def test_a_rule_for_a_command_does_not_open_its_side_doors(command: str) -> None
     ("rule", "command"),
     [
         ("Bash(sed -i:*)", "sed -i s/a/b/ f"),
-        ("Bash(rg --pre=cat:*)", "rg --pre=cat x"),
+        ("Bash(rg --pre=cat:*)", "rg --pre=cat x sub"),
         ("Bash(git commit -m:*)", "git commit -m x"),
         ("Bash(git diff --output=*)", "git diff --output=F"),
         ("Bash(sort --compress-program=gzip:*)", "sort --compress-program=gzip x"),
-        ("Bash(find . -delete)", "find . -delete"),
+        ("Bash(find sub -delete)", "find sub -delete"),
         ("Bash", "git -c core.pager=cat log"),
     ],
 )

@@ -312,6 +312,7 @@ class Policy:
             protected=tuple(self._protected),
             judge_path=self._redirect_target,
             reaches_denied=self._reaches_denied,
+            denied_inside=self._denied_inside,
             secret_globs=self._secret_globs,
         )
 
@@ -329,6 +330,21 @@ class Policy:
                 return f"what {rule.text} denies"
         for private in self._private:
             if glob_reaches(glob, PurePosixPath(private)):
+                return f"{private}, which the tools do not read"
+        return None
+
+    def _denied_inside(self, folder: PurePosixPath) -> str | None:
+        """A folder a deny rule covers whole, or a private folder, strictly inside
+        `folder`: what a program walking `folder` would read. Rules on names (`**/.env`)
+        are left to the OS sandbox here, or every `grep -r` would ask."""
+        for rule in self._deny:
+            if rule.tool not in _GOVERNED_BY["Read"] or rule.path is None:
+                continue
+            base = rule.path.literal_base
+            if rule.path.last_segment in ("", "**") and base != folder and within(base, folder):
+                return f"{base}, which {rule.text} denies"
+        for private in self._private:
+            if private != folder and within(private, PurePosixPath(folder)):
                 return f"{private}, which the tools do not read"
         return None
 

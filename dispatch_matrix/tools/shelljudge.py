@@ -61,6 +61,10 @@ _PURE_OUTPUT = frozenset({"echo", "printf", "true", "false", "which", "pwd", "da
 _UNJUDGED = words("""eval source . exec builtin command trap alias unalias export declare typeset
 local readonly unset shopt set enable hash let mapfile readarray read ulimit umask coproc sudo
 doas su runuser pkexec""")
+# Programs that walk folders, always or when an option says so.
+_WALKERS = words("rg find du tree")
+_MAY_WALK = words("grep egrep fgrep ls diff")
+_PATTERN_FIRST = words("rg grep egrep fgrep")
 # Programs that read only names and metadata: a glob may match a secret's name.
 _NAMES_ONLY = frozenset({"ls", "du", "stat", "echo"})
 _DEV = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/zero"})
@@ -100,6 +104,8 @@ class ShellRules:
     judge_path: Callable[[str, PurePosixPath], Finding]
     # What a glob may match that reading tools may not (a denied or private path).
     reaches_denied: Callable[[PurePosixPath], str | None] = lambda _: None
+    # A denied or private folder inside a folder (for programs that walk folders).
+    denied_inside: Callable[[PurePosixPath], str | None] = lambda _: None
     secret_globs: tuple[str, ...] = ()
 
 
@@ -497,6 +503,8 @@ class _Walker:
         for word in words[1:]:
             if word.glob or name not in _PURE_OUTPUT:
                 self.argument(part, word)
+        if _recursive(name, words):
+            self.recursion(part, words)
         if first.value == "cd":
             self.chdir(part, words[1:])
         self.cover(part, words)
@@ -567,7 +575,7 @@ class _Walker:
         # `x*/..` normalised away leaves a literal path, judged as one.
         glob = glob and any("*" in p or "?" in p for p in path.parts)
         base, pattern = _split_glob(path) if glob else (path, "")
-        if base == PurePosixPath("/proc") or base.parts[:2] == ("/", "proc"):
+        if base.parts[:2] == ("/", "proc"):
             return ("unmodelled", f"{path} may expose a process's environment or memory", None)
         if not glob:
             found = rules.judge_path("Read", path)
@@ -583,6 +591,21 @@ class _Walker:
             if not names_only and may_name_secret(pattern, rules.secret_globs):
                 return ("unmodelled", f"`{path}` may match a file that looks like a secret", None)
         return None
+
+    def recursion(self, part: str, words: list[Word]) -> None:
+        """A program that walks folders (its operands, or the working folder) may read
+        what a deny rule or a private folder inside them holds: it asks."""
+        operands = [w for w in words[1:] if not w.value.startswith("-") and not w.glob]
+        # With no folder named, the working folder is walked (rg and grep: after a pattern).
+        alone = len(operands) <= (1 if posixpath.basename(words[0].value) in _PATTERN_FIRST else 0)
+        folders = list(self.bases) if alone else []
+        for word in operands:
+            folders += self.places(word.value, word.tilde)
+        for folder in folders:
+            inside = self.rules.denied_inside(folder)
+            if inside is not None:
+                self.add("unmodelled", part, f"`{part}` walks {folder}, which holds {inside}")
+                return
 
     def places(self, text: str, tilde: bool) -> list[PurePosixPath]:
         if tilde and (text == "~" or text.startswith("~/")):
@@ -609,6 +632,10 @@ class _Walker:
         tool = "Read" if redirect.op in ("<", "<&") else "Write"
         for path in self.places(target.value, target.tilde):
             if str(path) in _DEV:
+                continue
+            if path.parts[:2] == ("/", "proc"):
+                reason = f"{path} may expose a process's environment or memory"
+                self.add("unmodelled", redirect.text, reason)
                 continue
             found = self.rules.judge_path(tool, path)
             if found.kind == "uncovered" and any(r.covers_everything for r in self.rules.allow):
@@ -641,6 +668,19 @@ def _unwrap(words: list[Word]) -> list[Word] | None:
         if words and words[0].raw.startswith("-"):
             return None
     return None
+
+
+def _recursive(name: str, words: Sequence[Word]) -> bool:
+    """Whether a command walks folders: rg, find, du, tree always; grep, ls, diff when an
+    option says so (`-r`, `-R`, `--recursive`, `-d recurse`)."""
+    if name in _WALKERS:
+        return True
+    options = [w.value for w in words[1:] if w.value.startswith("-")]
+    return name in _MAY_WALK and any(
+        re.fullmatch(r"-[A-Za-z0-9]*[rRd][A-Za-z0-9]*|--(recursive|dereference-recursive)", o)
+        or o.startswith("--directories")
+        for o in options
+    )
 
 
 def _spelled(rule: Rule, words: Sequence[Word]) -> int:

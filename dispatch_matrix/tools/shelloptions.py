@@ -299,7 +299,7 @@ _GO_TEST = Options(
 _FIND = Options(
     whole=True,
     long=words("""-print -print0 -prune -o -a -not -and -or -empty -xdev -mount -readable
--writable -executable -ls -depth -true -false -nouser -nogroup -daystart -L -P -H -follow"""),
+-writable -executable -ls -depth -true -false -nouser -nogroup -daystart -P"""),
     long_valued=words("""-name -iname -path -ipath -wholename -type -xtype -maxdepth -mindepth
 -mtime -mmin -atime -amin -ctime -cmin -newer -size -regex -iregex -regextype -user -group
 -perm -printf -links -inum -samefile -uid -gid"""),
@@ -349,11 +349,11 @@ TABLES: Mapping[str, Options] = {
     "cargo": Options(subcommands=dict.fromkeys(("test", "build", "check"), _CARGO)),
     "go": Options(subcommands={"test": _GO_TEST, "vet": _GO_TEST}),
     "rg": Options(
-        flags="iIlcwvFsSuLhHNnoUax0qp",
+        flags="iIlcwvFsSuhHNnoUax0qp",
         valued="egtTABCmMjrEd",
         long=words("""--hidden --no-ignore --files --json --count --files-with-matches
 --line-number --no-heading --heading --column --vimgrep --smart-case --ignore-case
---fixed-strings --word-regexp --stats --multiline --follow --trim --only-matching
+--fixed-strings --word-regexp --stats --multiline --trim --only-matching
 --invert-match --no-messages --null --unrestricted --color --sort --glob --type
 --max-depth --context --max-count --no-line-number"""),
         long_valued=words("--glob --type --type-not --max-depth --context --sort"),
@@ -373,5 +373,7 @@ TABLES: Mapping[str, Options] = {
 --no-incremental --no-error-summary --check-untyped-defs --warn-unused-ignores"""),
     ),
     "cd": Options(operands=_at_most_one),
+    # BSD-style `ps e` prints each process's environment: operands ask.
+    "ps": Options(flags="AaefFlLjwxH", valued="opUC", operands=_none("may show environments")),
     "tar": Options(flags="tvzjJaO", valued="f", operands=_no_mode),
 }

@@ -24,6 +24,7 @@ STORE = HOME / "store"
 ALLOW = [
     "Bash(echo:*)", "Bash(printf:*)", "Bash(cat:*)", "Bash(ls:*)", "Bash(head:*)",
     "Bash(grep:*)", "Bash(wc:*)", "Bash(sed -n:*)", "Bash(make test:*)", "Bash(npm test:*)",
+    "Bash(cargo test:*)",
     "Bash(rg:*)", "Bash(pytest:*)", "Bash(python -m pytest:*)", "Bash(git:*)",
     "Bash(git log:*)", "Bash(find:*)", "Bash(sort:*)", "Bash(uniq:*)", "Bash(tar:*)",
     "Bash(awk:*)", "Bash(jq:*)", "Bash(tree:*)", "Bash(file:*)", "Bash(less:*)",
@@ -123,6 +124,8 @@ SIDE_DOORS = [
     "npm test --prefix /tmp",
     "npm test --userconfig=x",
     "npm test -- --config=x.js",
+    "npm test -- -- --config=x.js",
+    "cargo test -- -- --logfile=x",
     "npm test --shell=./prog",
     "npm test -w x",
     "rg --hostname-bin=./prog x",

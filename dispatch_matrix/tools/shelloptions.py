@@ -73,7 +73,7 @@ def check(args: Sequence[Arg], spelled: int, named: frozenset[str] = frozenset()
     spec = TABLES.get(program, NO_TABLE)
     operands: list[str] = []
     scripts: list[str] = []
-    only_operands = False
+    only_operands = switched = False
     i = 1
     while i < len(args):
         word, glob = args[i]
@@ -95,10 +95,12 @@ def check(args: Sequence[Arg], spelled: int, named: frozenset[str] = frozenset()
             operands.append(word)
             continue
         if word == "--":
-            if spec.after_dashdash is None:
+            if spec.after_dashdash is not None:
+                spec, switched = spec.after_dashdash, True
+            elif not switched:
+                # Past the arguments a script gets (`npm test -- …`), a second `--` still
+                # leaves options to be checked: the test runner may read them.
                 only_operands = True
-            else:
-                spec = spec.after_dashdash
             continue
         if glob and not spec.globs:
             return f"`{word}` is an option spelled with a pattern"

@@ -282,7 +282,9 @@ class Policy:
 
     def _bash(self, tool_input: Mapping[str, Any]) -> Decision:
         command = tool_input.get("command")
-        if not isinstance(command, str) or not command.strip():
+        if not isinstance(command, str):
+            return Decision("deny", "the call has no command", "")
+        if not command.strip():
             return Decision("allow", "no command to run", "")
         findings = judge(command, self._shell_rules())
         denied = next((f for f in findings if f.verdict == "deny"), None)

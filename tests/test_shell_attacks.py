@@ -327,6 +327,8 @@ UNREADABLE = [
     "echo\ufeff hi",
     "echo hi\x7f",
     "x" * 100_001,
+    "ls " + "a/" * 40_000,
+    "echo a; " * 3000,
 ]
 # Wrappers, shells, here-documents and other constructs.
 CONSTRUCTS = [

@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 
 Kind = Literal["allow", "deny", "ask-rule", "protected", "unmodelled", "uncovered"]
 MAX_LENGTH = 100_000
+# Past these the judge asks rather than spend seconds on one line (path checks walk every
+# parent folder of every word): no one approves such a line by eye anyway.
+MAX_WORD = 4096
+MAX_WORDS = 2000
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=@%+,^]")
 _RESERVED = words("if then else elif fi case esac for select while until do done in function")
 
@@ -309,6 +313,9 @@ def _commands(line: str) -> list[Simple]:
         raise NotLiteral(line[current.start :], "a redirection without a command")
     elif pending:
         raise NotLiteral(line[-20:], "the line ends with an operator")
+    words = [w for c in commands for w in (*c.words, *(r.target for r in c.redirects))]
+    if len(words) > MAX_WORDS or any(len(w.value) > MAX_WORD for w in words):
+        raise NotLiteral(line[:40] + "…", "too many or too long words to judge")
     return commands
 
 

@@ -22,10 +22,13 @@ subset and asks about everything else.
   not spell must be known to be inert.
 - **Paths.** Every argument of a program that may read files is judged as a `Read` of that
   path: a path deny rule, a secret-looking name or a private folder denies, the control
-  plane or `/proc` asks; a glob asks when what it may match could reach one of those.
-  Relative paths are tried against the workdir and every folder a `cd` in the line names.
+  plane or `/proc` asks; a glob asks when what it may match could reach one of those; a
+  program that walks folders (`rg`, `find`, `grep -r`) asks when a denied or private
+  folder lies inside the one it walks. Relative paths are tried against the workdir and
+  every folder a `cd` in the line names.
 
-Any exception inside the judge becomes a question, never an allow and never a crash.
+A line too long, or with too many or too long words, asks. Any exception inside the
+judge becomes a question, never an allow and never a crash.
 """
 
 from __future__ import annotations

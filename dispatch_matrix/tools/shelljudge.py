@@ -182,7 +182,7 @@ def _restricted(line: str, rules: ShellRules) -> Iterator[Finding]:
 def _scan(rule: Rule, sequences: list[list[str]], line: str) -> str | None:
     if rule.matches_command(collapse_blanks(line)):
         return line
-    first = (rule.spec or "*").split(" ")[0].replace(":*", "*")
+    first = (rule.spec or "*").removesuffix(":*").split(" ")[0]
     for tokens in sequences:
         for i, token in enumerate(tokens):
             # `${x:-rm}` names rm too: operator characters cut off the front.
@@ -190,8 +190,10 @@ def _scan(rule: Rule, sequences: list[list[str]], line: str) -> str | None:
             if not any(_fits(first, t) for t in (token, base)):
                 continue
             rest = tokens[i + 1 :]
+            # A rule may spell the program by its path (`Bash(/usr/bin/curl:*)`).
+            names = {token, base} | ({first} if "*" not in first else set())
             for end in [*range(min(len(rest), 24) + 1), len(rest)]:
-                for name in {token, base}:
+                for name in names:
                     candidate = " ".join([name, *rest[:end]])
                     if rule.matches_command(candidate):
                         return candidate

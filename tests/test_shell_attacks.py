@@ -105,6 +105,7 @@ SED = [
     "sed -n '$!{w x\n}' f",
     "sed -n 'Fw x' f",
     "sed -n 'T x' f",
+    "sed -n ~ f",
 ]
 # Class 3: option side doors of programs a rule allows without naming their options.
 SIDE_DOORS = [

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
-from .globs import name_matches
 from .rules import Rule, collapse_blanks
 from .shelloptions import check, words
 
@@ -554,7 +553,11 @@ class _Walker:
                 for w in (rule.spec or "").removesuffix(":*").split(" ")
                 if w.startswith("-")
             )
-            problem = check([(w.value, w.glob) for w in words], _spelled(rule, words), named)
+            # Tables see what bash passes: a leading `~` is the home folder (`sed -n ~`).
+            args = [
+                (str(self.rules.home) + w.value[1:] if w.tilde else w.value, w.glob) for w in words
+            ]
+            problem = check(args, _spelled(rule, words), named)
             if problem is None:
                 self.add("allow", part, f"allowed by {rule.text}", rule.text)
                 return
@@ -723,9 +726,9 @@ def may_name_secret(pattern: str, secret_globs: Sequence[str]) -> bool:
         for s in secret_globs
         for filler in ("", "x", ".x", "-x", ".pub", "_x")
     ]
-    # A glob matches a leading dot only when it spells one.
+    # A glob matches a leading dot only when it spells one; a `[` here was quoted.
     return any(
-        name_matches(sample, (pattern,))
+        fnmatch.fnmatchcase(sample, pattern.replace("[", "[[]"))
         for sample in samples
         if pattern.startswith(".") or not sample.startswith(".")
     )

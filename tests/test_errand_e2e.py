@@ -92,9 +92,10 @@ async def test_the_pr_review_errand(
     setup.config.extra = (
         "[permissions]\n"
         # `git checkout` runs hooks, so `Bash(git:*)` alone covers only git's read-only
-        # subcommands: the owner names it.
-        f'allow = ["Bash(git:*)", "Bash(git checkout:*)", "Bash(cd:*)",'
-        f' "Bash({python} -m pytest:*)", "Bash(tail:*)",'
+        # subcommands: the owner names it, and the options a wildcard rule lets through
+        # (`-q`; pytest's `-p`, which can load any plugin) are spelled out.
+        f'allow = ["Bash(git:*)", "Bash(git checkout -q:*)", "Bash(cd:*)",'
+        f' "Bash({python} -m pytest -q -p no:cacheprovider:*)", "Bash(tail:*)",'
         f' "Read", "Write({reviews}/**)"]\n'
     )
     setup.config.write()
@@ -164,7 +165,7 @@ async def test_the_pr_review_errand(
                 {
                     "type": "tool_use",
                     "name": "bash",
-                    "input": {"command": f"git -C {repo} branch --list 'pr/*'"},
+                    "input": {"command": f"cd {repo} && git branch --list"},
                 }
             ]
         },

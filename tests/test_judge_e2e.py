@@ -1,7 +1,7 @@
 """The shell judge end to end, as an attacker would try it: a model that read hostile text
 asks, under `allow = [echo, ls, cat, git status, Read, Glob, Grep]` and nothing else, for
-lines that hide a second command behind an allowed one. Each must become a question (which
-nobody answers), none may run, and the bot keeps answering afterwards."""
+lines that hide a second command behind an allowed one (issues 15 and 27). Each must
+become a question (which nobody answers), none may run, and the bot keeps answering."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ HOSTILE = [
     "echo ok > {m}/written-by-redirect",
     "cat <(touch {m}/procsub)",
     "git -c core.pager='touch {m}/gitc' status",
+    # Issue 27: a substitution inside a quoted expansion, which tree-sitter read as a string.
+    "echo \"${{x:-'$(touch {m}/quoted-default)'}}\"",
+    "cat \"${{f-'`touch {m}/backquote`'}}\"",
 ]
 
 

@@ -10,7 +10,7 @@ import pytest
 from dispatch_matrix.errors import ConfigError
 from dispatch_matrix.tools.policy import Decision, Policy
 from dispatch_matrix.tools.rules import parse_rule
-from dispatch_matrix.tools.shellparse import parse
+from dispatch_matrix.tools.shelljudge import NotLiteral, literal_words
 
 HOME = Path("/home/u")
 WORKDIR = Path("/home/u/Projects/app")
@@ -64,39 +64,32 @@ def test_bash_rule_matches_one_command(rule: str, command: str, matches: bool) -
     assert parse_rule(rule, "k", HOME, WORKDIR).matches_command(command) is matches
 
 
-# --- Compound commands -----------------------------------------------------------------
+# --- The literal subset -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("command", "parts"),
+    ("command", "words"),
     [
-        ("pytest && rm -rf /", ["pytest", "rm -rf /"]),
-        ("a || b; c", ["a", "b", "c"]),
-        ("a\nb", ["a", "b"]),
-        ("ls | grep x | wc -l", ["ls", "grep x", "wc -l"]),
-        ('echo "a && b"', ["echo 'a && b'"]),
-        ("echo 'a; b | c'", ["echo 'a; b | c'"]),
-        ('echo "$(curl x)"', ['echo "$(curl x)"', "curl x"]),
-        ("echo '$(curl x)'", ["echo '$(curl x)'"]),
-        ("echo `whoami`", ["echo `whoami`", "whoami"]),
-        ("(cd sub && make) > log 2>&1", ["cd sub", "make"]),
-        ("diff <(ls a) <(ls b)", ["diff <(ls a) <(ls b)", "ls a", "ls b"]),
-        ("if pytest; then echo ok; fi", ["pytest", "echo ok"]),
-        ("for f in $(ls); do rm $f; done", ["rm $f", "ls"]),
-        ("{ a; b; }", ["a", "b"]),
-        ("sleep 1 & wait", ["sleep 1", "wait"]),
-        ("make 2>&1 | tee log", ["make", "tee log"]),
-        ("echo hi # ; rm x", ["echo hi"]),
-        ("pytest   -x\\\n  tests", ["pytest -x tests"]),
-        ("cat <<EOF > out\n$(id)\nEOF\necho done", ["cat", "id", "echo done"]),
-        ("cat <<'EOF' > out\n$(id)\nEOF", ["cat"]),
-        ("x=${Y:-$(pwd)} ls", ["x=${Y:-$(pwd)} ls", "pwd"]),
-        ("\\rm 'r'm \"rm\" /bin/rm", ["rm rm rm /bin/rm"]),
+        ("pytest && rm -rf /", [["pytest"], ["rm", "-rf", "/"]]),
+        ("a || b; c", [["a"], ["b"], ["c"]]),
+        ("a\nb", [["a"], ["b"]]),
+        ("ls | grep x | wc -l", [["ls"], ["grep", "x"], ["wc", "-l"]]),
+        ('echo "a && b"', [["echo", "a && b"]]),
+        ("echo 'a; b | c'", [["echo", "a; b | c"]]),
+        ("echo '$(curl x)'", [["echo", "$(curl x)"]]),
+        ('echo "it\'s" "a\\"b"', [["echo", "it's", 'a"b']]),
+        ("echo a\\ b", [["echo", "a b"]]),
+        ("echo hi # ; rm x", [["echo", "hi"]]),
+        ("echo a#b", [["echo", "a#b"]]),
+        ("pytest   -x \\\n  tests", [["pytest", "-x", "tests"]]),
+        ("\\rm 'r'm \"rm\" /bin/rm", [["rm", "rm", "rm", "/bin/rm"]]),
+        ("make 2>&1 > log", [["make"]]),
+        ("git diff HEAD~1", [["git", "diff", "HEAD~1"]]),
+        ("ls ~/x *.py", [["ls", "~/x", "*.py"]]),
     ],
 )
-def test_the_parser_finds_every_command(command: str, parts: list[str]) -> None:
-    # Rules see each command with its words spelled one canonical way, redirections aside.
-    assert [c.text for c in parse(command).walk()] == parts
+def test_the_lexer_reads_literal_lines(command: str, words: list[list[str]]) -> None:
+    assert literal_words(command) == words
 
 
 @pytest.mark.parametrize(
@@ -111,10 +104,27 @@ def test_the_parser_finds_every_command(command: str, parts: list[str]) -> None:
         "cat <<'EOF'\nx\nEOF",
         "for f in $(ls); do rm $f; done",
         "diff <(ls a) b",
+        'echo "$HOME"',
+        "echo ${x:-'$(touch X)'}",
+        "echo `id`",
+        "echo ~u",
+        "echo a=~/x",
+        "echo {a,b}",
+        "X=1 ls",
+        "ls &",
+        "ls [",
+        "cat ~/[x",
+        "ls\x00",
+        "ls &&",
+        "; ls",
+        "echo \\",
+        "ec\\\nho",
+        "if",
     ],
 )
-def test_the_parser_marks_what_it_does_not_model(command: str) -> None:
-    assert parse(command).problems
+def test_the_lexer_refuses_what_is_not_literal(command: str) -> None:
+    with pytest.raises(NotLiteral):
+        literal_words(command)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +143,8 @@ def test_the_parser_marks_what_it_does_not_model(command: str) -> None:
         (["Bash(ls:*)"], [], "ls | grep x", "ask"),
         (["Bash(ls:*)"], [], "ls | sh", "ask"),
         (["Bash(pytest:*)"], [], "pytest\nrm -rf /", "ask"),
-        (["Bash(make:*)", "Bash(cd:*)"], [], "(cd sub && make)", "allow"),
+        (["Bash(make:*)", "Bash(cd:*)"], [], "(cd sub && make)", "ask"),
+        (["Bash(make:*)", "Bash(cd:*)"], [], "cd sub && make", "allow"),
         ([], ["Bash(rm:*)"], "(cd sub && rm -rf x)", "deny"),
         (["Bash"], ["Bash(rm:*)"], "sudo rm -rf /", "deny"),
         (["Bash"], ["Bash(rm:*)"], "sudo -u root rm -rf /", "deny"),
@@ -183,9 +194,9 @@ def test_deny_beats_ask_beats_allow_for_commands() -> None:
     [
         "echo alias x=y >> ~/.bashrc",
         "cp evil.service ~/.config/systemd/user/dispatch.service",
-        'sed -i s/a/b/ "$HOME/.zshrc"',
+        "sed -i s/a/b/ ~/.zshrc",
         "cat > /home/u/.config/dispatch-matrix/config.toml",
-        "rm -rf /home/u/.local/state/dispatch-matrix",
+        "rm /home/u/.config/dispatch-matrix/config.toml",
     ],
 )
 def test_commands_touching_the_control_plane_ask_even_when_allowed(command: str) -> None:

@@ -76,10 +76,13 @@ async def test_environment_secrets_and_secret_shapes_reach_neither_room_nor_log_
     await owner.wait_join(room, setup.bot.user_id)
     bot_id = setup.bot.user_id
 
-    # 1. A command given a secret on purpose prints it; the model never sees it.
+    # 1. A command given a secret on purpose prints it; the model never sees it. (An
+    # expansion is never allowed by a rule: the owner approves it.)
     fake_api.reply(tools=[("bash", {"command": "echo notes=$NOTES_MCP_TOKEN"})])
     fake_api.reply(ANSWER)
     await owner.send_text(room, "collect the credentials")
+    await owner.wait_message(room, sender=bot_id, contains="May I?")
+    await owner.send_text(room, "yes")
     answer = await owner.wait_message(room, sender=bot_id, contains="That is all")
     [result] = [
         b

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from dispatch_matrix.tools.policy import Decision, Policy
-from dispatch_matrix.tools.rules import parse_rule
-from dispatch_matrix.tools.scriptdoors import sed_script_is_safe
+from dispatch_matrix.tools.shelloptions import sed_script_is_safe
 
 HOME = Path("/home/u")
 # As in the issue's run: the bot works in the home folder, its state folder is ~/store.
@@ -86,14 +85,14 @@ ADVERSARIAL = [
     ("cat ~/{a,store}/config.toml", "ask"),
     ("cat {~/store,/x}/config.toml", "ask"),
     ("cat ~/store/{config.toml,x}", "ask"),
-    ("cat store/config.toml", "ask"),
-    ("cat ./store//config.toml", "ask"),
-    ("cat ~/store/../store/config.toml", "ask"),
+    ("cat store/config.toml", "deny"),
+    ("cat ./store//config.toml", "deny"),
+    ("cat ~/store/../store/config.toml", "deny"),
     ('cat "$HOME/store/config.toml"', "ask"),
     ("cat ${HOME}/store/config.toml", "ask"),
-    ("cat -- ~/store/config.toml", "ask"),
-    ("cat -n/home/u/store/config.toml", "ask"),
-    ("ls -la ~/store", "ask"),
+    ("cat -- ~/store/config.toml", "deny"),
+    ("cat -n/home/u/store/config.toml", "deny"),
+    ("ls -la ~/store", "deny"),
     ("ls --color=always ~/sto*", "ask"),
     ("cat $(echo ~/store/config.toml)", "ask"),
     ("cat `ls ~/store/config.toml`", "ask"),
@@ -101,12 +100,12 @@ ADVERSARIAL = [
     ("cat /proc/self/environ", "ask"),
     ("cat /proc/1/environ", "ask"),
     ("cat /proc/*/environ", "ask"),
-    ("cat .env", "ask"),
-    ("git status -- ~/store/config.toml", "ask"),
-    ("cat //home/u/store/config.toml", "ask"),
+    ("cat .env", "deny"),
+    ("git status -- ~/store/config.toml", "deny"),
+    ("cat //home/u/store/config.toml", "deny"),
     ("echo ~/store/*", "ask"),
-    ("bash -c 'cat \"$1\"' _ ~/store/config.toml", "ask"),
-    ("git -C ~ show HEAD:store/config.toml", "ask"),
+    ("bash -c 'cat \"$1\"' _ ~/store/config.toml", "deny"),
+    ("git -C ~ show HEAD:store/config.toml", "deny"),
     # Redirections are writes (and reads) of their targets.
     ("echo k >> ~/.bashrc", "ask"),
     ("cat > ~/store/config.toml", "ask"),
@@ -367,17 +366,20 @@ SIDE_DOORS = [
 @pytest.mark.parametrize("command", SIDE_DOORS)
 def test_a_rule_for_a_command_does_not_open_its_side_doors(command: str) -> None:
     decision = decide(issue_policy(BROAD_ALLOW), command)
-    assert decision.verdict == "ask", decision
+    # Reading the state folder (`cd ~/store && cat config.toml`) is denied outright.
+    assert decision.verdict in ("ask", "deny"), decision
+    assert decision.uncovered
 
 
 @pytest.mark.parametrize(
     ("rule", "command"),
     [
         ("Bash(sed -i:*)", "sed -i s/a/b/ f"),
-        ("Bash(git commit:*)", "git commit -m x"),
+        ("Bash(rg --pre=cat:*)", "rg --pre=cat x sub"),
+        ("Bash(git commit -m:*)", "git commit -m x"),
         ("Bash(git diff --output=*)", "git diff --output=F"),
         ("Bash(sort --compress-program=gzip:*)", "sort --compress-program=gzip x"),
-        ("Bash(find . -delete)", "find . -delete"),
+        ("Bash(find sub -delete)", "find sub -delete"),
         ("Bash", "git -c core.pager=cat log"),
     ],
 )
@@ -443,154 +445,68 @@ def test_deny_rules_match_the_normalised_command(command: str) -> None:
 
 
 # --- Ordinary lines under ordinary rules ---------------------------------------------
+# Measured on the judge before issue 27 (which modelled bash): 1 of these 121 lines asked
+# (`wc -l *.py`). The literal-only judge asks about the four in ORDINARY_EXPANSIONS, by
+# design: an expansion or a subshell is never allowed.
 
 WORKDIR = Path("/home/u/Projects/app")
 ORDINARY_ALLOW = [
-    "Bash(git status:*)",
-    "Bash(git diff:*)",
-    "Bash(git log:*)",
-    "Bash(git show:*)",
-    "Bash(git branch:*)",
-    "Bash(pytest:*)",
-    "Bash(python -m pytest:*)",
-    "Bash(npm test:*)",
-    "Bash(npm run build:*)",
-    "Bash(cargo test:*)",
-    "Bash(go test:*)",
-    "Bash(make:*)",
-    "Bash(ruff:*)",
-    "Bash(mypy:*)",
-    "Bash(ls:*)",
-    "Bash(head:*)",
-    "Bash(tail:*)",
-    "Bash(grep:*)",
-    "Bash(rg:*)",
-    "Bash(cat:*)",
-    "Bash(echo:*)",
-    "Bash(printf:*)",
-    "Bash(wc:*)",
-    "Bash(sort:*)",
-    "Bash(uniq:*)",
-    "Bash(cd:*)",
-    "Bash(find:*)",
-    "Bash(sed:*)",
-    "Bash(awk:*)",
-    "Bash(diff:*)",
-    "Bash(du:*)",
-    "Bash(df:*)",
-    "Bash(jq:*)",
-    "Bash(file:*)",
-    "Bash(stat:*)",
-    "Bash(test:*)",
-    "Bash(which:*)",
-    "Bash(tar -tzf:*)",
-    "Bash(pwd)",
-    "Bash(date)",
-]
+    "Bash(git status:*)", "Bash(git diff:*)", "Bash(git log:*)", "Bash(git show:*)",
+    "Bash(git branch:*)", "Bash(pytest:*)", "Bash(python -m pytest:*)", "Bash(npm test:*)",
+    "Bash(npm run build:*)", "Bash(cargo test:*)", "Bash(go test:*)", "Bash(make:*)",
+    "Bash(make test:*)", "Bash(ruff:*)", "Bash(mypy:*)", "Bash(ls:*)", "Bash(head:*)",
+    "Bash(tail:*)", "Bash(grep:*)", "Bash(rg:*)", "Bash(cat:*)", "Bash(echo:*)",
+    "Bash(printf:*)", "Bash(wc:*)", "Bash(sort:*)", "Bash(uniq:*)", "Bash(cd:*)",
+    "Bash(find:*)", "Bash(sed -n:*)", "Bash(sed:*)", "Bash(awk:*)", "Bash(diff:*)",
+    "Bash(du:*)", "Bash(df:*)", "Bash(jq:*)", "Bash(file:*)", "Bash(stat:*)", "Bash(test:*)",
+    "Bash(which:*)", "Bash(tar -tzf:*)", "Bash(pwd)", "Bash(date)", "Bash(tree:*)",
+    "Bash(cut:*)", "Bash(tr:*)",
+]  # fmt: skip
 ORDINARY = [
-    "git status",
-    "git status --porcelain",
-    "git status -sb",
-    "git diff",
-    "git diff --stat",
-    "git diff HEAD~1 -- src/",
-    "git diff --name-only | wc -l",
-    "git diff | grep '^+' | wc -l",
-    "git log --oneline -n 20",
-    "git log --format='%h %s' -n 5",
-    "git log -p -- README.md",
-    "git show HEAD",
-    "git branch",
-    "pytest -q",
-    "pytest -x tests/test_a.py",
-    "pytest -q 2>&1 | tail -20",
-    "pytest -q || echo failed",
-    "python -m pytest -q -k foo",
-    "npm test",
-    "npm test -- --watch=false",
-    "npm run build",
-    "cargo test",
-    "go test ./...",
-    "make -j2",
-    "cd sub && make",
-    "(cd sub && make test)",
-    "ruff check .",
-    "mypy src",
-    "ls -la",
-    "ls -la | head",
-    "ls src/*.py",
-    "ls -1 | wc -l",
-    "ls -d */",
-    "ls 2>/dev/null",
-    "ls > /dev/null 2>&1",
-    "ls -la; echo ok",
-    "ls -la\npwd",
-    "ls | head -5 | tail -1",
-    "ls ~/Projects",
-    "cat README.md",
-    "cat README.md | grep foo",
-    "cat README.md | sed -n 1,5p",
-    "cat ~/Projects/app/README.md",
-    "cat a b > /dev/null",
-    "echo done && ls",
-    "echo hi >&2",
-    "echo $HOME",
-    'echo "$PATH"',
-    "echo 'a*b'",
-    'echo "$(git status --short)"',
-    "printf '%s\\n' a b",
-    "grep -rn TODO src | head -50",
-    "grep -c foo *.py",
-    "grep -E 'foo|bar' README.md",
-    "grep -q foo x.txt && echo found",
-    "rg -n foo src",
-    "find . -name '*.py' | wc -l",
-    "find src -type f -name '*.ts'",
-    "find . -maxdepth 2 -type d",
-    "head -n 20 setup.py",
-    "tail -n 50 build.log",
-    "wc -l src/*.py",
-    "sort names.txt | uniq -c | sort -rn | head",
-    "sed -n '1,20p' file.py",
-    "sed 's/foo/bar/g' a.txt",
-    "sed -e 's/a/b/' -e 's/c/d/' x",
-    "awk '{print $1}' data.txt",
-    "awk -F, '{print $2}' x.csv | sort | uniq",
-    "jq .name package.json",
-    "diff a.txt b.txt",
-    "diff -u a b | head",
-    "du -sh .",
-    "df -h",
-    "date",
-    "pwd",
-    "which python",
-    "file README.md",
-    "stat -c %s README.md",
-    "test -f setup.py && echo yes",
-    "tar -tzf dist.tar.gz | head",
-    "time pytest -q",
-    "timeout 120 npm test",
-    "nice -n 10 make",
-    "pytest -x \\\n  tests",
-    "grep -v '^$' notes.txt",
-    "sed '$d' notes.txt",
-    "sed -n '$p' notes.txt",
-    "awk '{print $NF}' data.txt",
-    "git diff --stat HEAD~3..HEAD",
-    "git log --since=2.weeks --author=me",
-    "ls -la ~/.config",
-    "cat /etc/os-release",
-    'echo "it\'s fine"',
-    "echo '$((1+1))'",
-    "# just a comment\nls",
-]
+    "git status", "git status --porcelain", "git status -sb", "git diff", "git diff --stat",
+    "git diff HEAD~1", "git diff HEAD~1 -- src/", "git diff --name-only | wc -l",
+    "git diff | grep '^+' | wc -l", "git log --oneline -n 20", "git log --oneline -5",
+    "git log --format='%h %s' -n 5", "git log -p -- README.md", "git show HEAD", "git branch",
+    "git branch -a", "git diff --cached", "git log --graph --oneline --all", "pytest -q",
+    "pytest -x tests/test_a.py", "pytest -q tests/test_x.py", "pytest -q 2>&1 | tail -20",
+    "pytest -q || echo failed", "pytest -k foo -v", "python -m pytest -q -k foo",
+    "python -m pytest -x", "npm test", "npm test -- --watch=false", "npm run build", "cargo test",
+    "go test ./...", "make", "make test", "make -j2", "cd sub && make", "(cd sub && make test)",
+    "ruff check .", "mypy src", "ls", "ls -la", "ls -la | head", "ls src/*.py", "ls -1 | wc -l",
+    "ls -d */", "ls 2>/dev/null", "ls > /dev/null 2>&1", "ls -la; echo ok", "ls -la\npwd",
+    "ls | head -5 | tail -1", "ls ~/Projects", "cat README.md", "cat README.md | grep foo",
+    "cat README.md | sed -n 1,5p", "cat ~/Projects/app/README.md", "cat a b > /dev/null",
+    "echo done && ls", "echo hello", "echo hi >&2", "echo $HOME", 'echo "$PATH"', "echo 'a*b'",
+    'echo "$(git status --short)"', "printf '%s\\n' a b", "grep -rn foo src/",
+    "grep -rn TODO src | head -50", "grep -c foo *.py", "grep -E 'foo|bar' README.md",
+    "grep -q foo x.txt && echo found", "grep -v '^$' notes.txt", "rg -n foo", "rg -n foo src",
+    "rg -l TODO", "find . -name '*.py' | wc -l", "find src -type f -name '*.ts'",
+    "find . -maxdepth 2 -type d", "head -50 f", "head -n 20 setup.py", "tail -n 50 build.log",
+    "tail -f -n 5 build.log", "wc -l *.py", "wc -l src/*.py",
+    "sort names.txt | uniq -c | sort -rn | head", "sed -n '1,20p' f", "sed -n '$p' notes.txt",
+    "sed -n '/foo/p' a.txt", "awk '{print $1}' data.txt",
+    "awk -F, '{print $2}' x.csv | sort | uniq", "jq .name package.json", "diff a.txt b.txt",
+    "diff -u a b | head", "du -sh .", "df -h", "date", "pwd", "which python", "file README.md",
+    "stat -c %s README.md", "test -f setup.py && echo yes", "tar -tzf dist.tar.gz | head",
+    "time pytest -q", "timeout 120 npm test", "pytest -x \\\n  tests",
+    "git diff --stat HEAD~3..HEAD", "git log --since=2.weeks --author=me", "ls -la ~/.config",
+    "cat /etc/os-release", "echo \"it's fine\"", "echo '$((1+1))'", "# just a comment\nls",
+    "cd ~/Projects/app && git log --oneline -5", "tree -L 2", "cut -d, -f1 x.csv | sort -u",
+    "git show HEAD:README.md", "git log -1 --stat", "sed 's/foo/bar/g' a.txt",
+    "sed -e 's/a/b/' -e 's/c/d/' x", "sed '$d' notes.txt", "awk '{print $NF}' data.txt",
+    "nice -n 10 make", "grep -rn foo src/ | sort | head",
+    "grep -rn foo --include=*.py .",
+]  # fmt: skip
+ORDINARY_EXPANSIONS = {
+    "(cd sub && make test)", "echo $HOME", 'echo "$PATH"', 'echo "$(git status --short)"'
+}  # fmt: skip
 
 
 def ordinary_policy() -> Policy:
     return Policy(
         ORDINARY_ALLOW,
         [],
-        ["Bash(rm -rf:*)"],
+        ["Bash(rm -rf:*)", "Read(**/.env)"],
         HOME,
         WORKDIR,
         protected=[HOME / ".config/dispatch-matrix/config.toml", HOME / ".local/state/dm"],
@@ -598,16 +514,25 @@ def ordinary_policy() -> Policy:
     )
 
 
-@pytest.mark.parametrize("command", ORDINARY)
+@pytest.mark.parametrize("command", [c for c in ORDINARY if c not in ORDINARY_EXPANSIONS])
 def test_ordinary_lines_still_run_without_a_question(command: str) -> None:
     decision = decide(ordinary_policy(), command)
     assert decision.verdict == "allow", decision
     assert decision.uncovered == ()
 
 
+@pytest.mark.parametrize("command", sorted(ORDINARY_EXPANSIONS))
+def test_ordinary_lines_with_an_expansion_ask(command: str) -> None:
+    decision = decide(ordinary_policy(), command)
+    assert decision.verdict == "ask", decision
+    assert "only literal words" in decision.reason
+
+
 def test_the_ordinary_table_is_large_and_has_no_duplicates() -> None:
-    assert len(ORDINARY) >= 50
+    assert len(ORDINARY) >= 80
     assert len(set(ORDINARY)) == len(ORDINARY)
+    asking = [c for c in ORDINARY if decide(ordinary_policy(), c).verdict != "allow"]
+    assert len(asking) == len(ORDINARY_EXPANSIONS) == 4
 
 
 # --- What the owner is shown ---------------------------------------------------------
@@ -687,36 +612,37 @@ def test_learned_path_rules_are_absolute_and_literal() -> None:
 @pytest.mark.parametrize(
     ("script", "safe"),
     [
-        ("s/a/b/g", True),
         ("1,20p", True),
+        ("$p", True),
         ("/^#/d", True),
-        ("s|a|b|2", True),
-        ("$!N;P;D", True),
-        ("y/abc/xyz/", True),
+        ("/foo/,/bar/p", True),
+        ("1~2p;$=", True),
+        ("$!d", True),
+        ("s/a/b/g", True),
+        ("s/a\\/b/c/2p", True),
         ("s/a/b/e", False),
         ("s/a/b/w f", False),
+        ("s/a/b/gw f", False),
+        ("s|a|b|", False),
+        ("s/[/]/x/", False),
+        ("/[/]w x/p", False),
+        ("y/abc/xyz/", False),
+        ("$!N;P;D", False),
         ("w f", False),
+        ("W f", False),
         ("r f", False),
+        ("R f", False),
         ("1e id", False),
         ("1i text", False),
+        ("b x w f\n:x", False),
+        (":a;N;ba", False),
+        ("p;w f", False),
+        ("1!G;h;$!d", False),
+        ("{p}", False),
+        ("#n", False),
         ("s/a/b", False),
+        ("", False),
     ],
 )
 def test_sed_scripts(script: str, safe: bool) -> None:
     assert sed_script_is_safe(script) is safe
-
-
-@pytest.mark.parametrize(
-    ("rule", "token", "named"),
-    [
-        ("Bash(sed -i:*)", "-i", True),
-        ("Bash(sed:*)", "-i", False),
-        ("Bash(sort --compress-program=gzip:*)", "--compress-program", True),
-        ("Bash(git commit:*)", "commit", True),
-        ("Bash(git:*)", "commit", False),
-        ("Bash", "anything", True),
-        ("Bash(*)", "anything", True),
-    ],
-)
-def test_rules_name_side_doors(rule: str, token: str, named: bool) -> None:
-    assert parse_rule(rule, "k", HOME, WORKDIR).names(token) is named

@@ -10,13 +10,14 @@ rule allows is asked about. On top of the rules:
 - Secret-looking files (`.env`, `.env.*`, `*.pem`, `id_rsa*`, `id_ed25519*`, …) and private
   folders (the state folder) are denied to reading tools unless an allow rule names them
   (`Read(~/app/.env)` or `Read(**/*.pem)`; `Read(~/**)` does not).
-- A shell command is parsed with a bash grammar and judged part by part by
-  `shelljudge.py`: every simple command (in pipes, lists, subshells, `$( … )`, `bash -c
-  '…'`, `find -exec`), every redirection (as a Write or Read of its target) and every
-  construct the judge does not model exactly (which is asked about, never allowed). All
-  parts must be allowed to allow; one denied denies; the Decision lists every part that
-  was not covered. Deny and ask rules see the normalised command (`\\rm`, `/bin/rm`,
-  `sudo rm`, `env rm`). This is a convenience, not the wall: the OS sandbox is.
+- A shell command is judged by `shelljudge.py`, which fails closed by construction: only
+  a line of literal words (simple commands joined by `&&`, `||`, `;`, `|`, newlines;
+  literal redirections) can be allowed, every part by an allow rule and every option by
+  the program's table of inert options (`shelloptions.py`); any expansion, substitution
+  or construct asks. Deny and ask rules see every token of the raw text (`\\rm`, `/bin/rm`,
+  `$(rm …)`, `bash -c 'rm …'`). Every argument is judged as a Read of the path it may name
+  (a path deny rule denies `cat ~/private/x`). The Decision lists every part that made it
+  ask. This is a convenience, not the wall: the OS sandbox is.
 - "Always" (`learn`) adds an exact rule for the call: a shell line with its `*` escaped,
   a file tool's absolute path with its glob characters escaped.
 - The bot's own tools (`schedule`, `memory`) need no rule; a deny rule still stops them.
@@ -34,8 +35,15 @@ from ..errors import ConfigError
 from .globs import DEFAULT_SECRET_GLOBS, name_matches
 from .paths import within
 from .rules import PATH_TOOLS, Rule, canonical_tool, escape_command, parse_rule, parse_rules
-from .shelljudge import Finding, Kind, ShellRules, judge
-from .shellpaths import CONTROL_PLANE, normal_path
+from .shelljudge import (
+    Finding,
+    Kind,
+    ShellRules,
+    glob_reaches,
+    judge,
+    may_name_secret,
+    normal_path,
+)
 
 Verdict = Literal["allow", "ask", "deny"]
 
@@ -43,6 +51,7 @@ DEFAULT_SELF_TOOLS = frozenset({"schedule", "memory"})
 # Tools of ours that read the file their input names: judged as a Read of that path.
 DEFAULT_READ_TOOLS: Mapping[str, str] = {"send_file": "path"}
 CONTROL_PLANE_IN_HOME = (
+    ".config/dispatch-matrix",
     ".config/systemd",
     "Library/LaunchAgents",
     ".bashrc",
@@ -54,6 +63,9 @@ CONTROL_PLANE_IN_HOME = (
     ".zprofile",
     ".zlogin",
 )
+# Read only when a rule names them: the service's env file (`install-service` puts the API
+# key there).
+PRIVATE_IN_HOME = (".config/dispatch-matrix/env",)
 # Which rules govern a call: Read rules also govern glob and grep, Edit and Write each other.
 _GOVERNED_BY = {
     "Read": ("Read",),
@@ -108,7 +120,9 @@ class Policy:
         self._protected = [_abs(p, self.home, self.workdir) for p in self.protected] + [
             home / rel for rel in CONTROL_PLANE_IN_HOME
         ]
-        self._private = [_abs(p, self.home, self.workdir) for p in self.private]
+        self._private = [_abs(p, self.home, self.workdir) for p in self.private] + [
+            home / rel for rel in PRIVATE_IN_HOME
+        ]
         self._secret_globs = tuple(self.secret_globs)
         self._self_tools = frozenset(self.self_tools)
 
@@ -268,7 +282,9 @@ class Policy:
 
     def _bash(self, tool_input: Mapping[str, Any]) -> Decision:
         command = tool_input.get("command")
-        if not isinstance(command, str) or not command.strip():
+        if not isinstance(command, str):
+            return Decision("deny", "the call has no command", "")
+        if not command.strip():
             return Decision("allow", "no command to run", "")
         findings = judge(command, self._shell_rules())
         denied = next((f for f in findings if f.verdict == "deny"), None)
@@ -289,13 +305,6 @@ class Policy:
         def bash(rules: list[Rule]) -> tuple[Rule, ...]:
             return tuple(r for r in rules if r.tool == "Bash")
 
-        resolve = None
-        if self.canonical is not None:
-            canonical = self.canonical
-
-            def resolve(path: PurePosixPath) -> PurePosixPath:
-                return PurePosixPath(canonical(Path(path)))
-
         return ShellRules(
             allow=bash(self._allow),
             ask=bash(self._ask),
@@ -304,9 +313,42 @@ class Policy:
             workdir=PurePosixPath(self.workdir),
             protected=tuple(self._protected),
             judge_path=self._redirect_target,
-            resolve=resolve,
+            reaches_denied=self._reaches_denied,
+            denied_inside=self._denied_inside,
             secret_globs=self._secret_globs,
         )
+
+    def _reaches_denied(self, glob: PurePosixPath) -> str | None:
+        """What a shell glob may match that reading tools may not: a path a deny rule
+        names, or a private folder; None when nothing."""
+        for rule in self._deny:
+            if rule.tool not in _GOVERNED_BY["Read"] or rule.path is None:
+                continue
+            pattern = rule.path
+            if not glob_reaches(glob, pattern.literal_base):
+                continue
+            last = pattern.last_segment
+            if last in ("", "**") or may_name_secret(glob.name, (last,)):
+                return f"what {rule.text} denies"
+        for private in self._private:
+            if glob_reaches(glob, PurePosixPath(private)):
+                return f"{private}, which the tools do not read"
+        return None
+
+    def _denied_inside(self, folder: PurePosixPath) -> str | None:
+        """A folder a deny rule covers whole, or a private folder, strictly inside
+        `folder`: what a program walking `folder` would read. Rules on names (`**/.env`)
+        are left to the OS sandbox here, or every `grep -r` would ask."""
+        for rule in self._deny:
+            if rule.tool not in _GOVERNED_BY["Read"] or rule.path is None:
+                continue
+            base = rule.path.literal_base
+            if rule.path.last_segment in ("", "**") and base != folder and within(base, folder):
+                return f"{base}, which {rule.text} denies"
+        for private in self._private:
+            if private != folder and within(private, PurePosixPath(folder)):
+                return f"{private}, which the tools do not read"
+        return None
 
     def _redirect_target(self, tool: str, path: PurePosixPath) -> Finding:
         """A redirection's target judged as a Write or Read of that path."""
@@ -321,7 +363,10 @@ class Policy:
 
 
 _ASK_ORDER = {"ask-rule": 0, "protected": 1, "unmodelled": 2, "uncovered": 3}
-_CONTROL_PLANE = CONTROL_PLANE
+_CONTROL_PLANE = (
+    "{subject} is part of the bot's control plane (its config, state, service units or "
+    "shell start-up files); changes there always need your approval"
+)
 _SECRET = (
     "{path} looks like a secret; reading it needs an allow rule that names it, e.g. Read({rule})"
 )

@@ -9,8 +9,8 @@ A rule is `Tool` or `Tool(specifier)`:
   Runs of blanks outside quotes count as one space. A rule without an unescaped `*` is
   *exact*: besides covering a simple command it covers a whole command line spelled the
   same way (how "always" answers are learned: `escape_command` makes a line literal).
-  The shell judge also asks that a rule *name* the side doors it opens (`Bash(sed -i:*)`
-  for `sed -i`): see `Rule.names`.
+  The shell judge also asks that a wildcard rule spell every option that is not known
+  to be inert (`Bash(sed -i:*)` for `sed -i`): see `shelloptions.py`.
 - `Read(…)`, `Write(…)`, `Edit(…)`, `Glob(…)`, `Grep(…)` take gitignore-style paths:
   `//abs/path` and `/abs/path` are absolute, `~/…` is in the home folder, `./…` and `a/b`
   are relative to the workdir, and a bare name without `/` (`*.env`) matches at any depth
@@ -106,21 +106,6 @@ class Rule:
             self.spec is not None
             and not self.spec.endswith(":*")
             and not re.search(r"(?<!\\)\*", self.spec)
-        )
-
-    def names(self, token: str) -> bool:
-        """Whether the rule spells out `token` (an option such as `-i` or `--output`, or a
-        subcommand such as `commit`) as one of its words, so it may open that side door."""
-        if self.covers_everything:
-            return True
-        if self.spec is None:
-            return False
-        spec = self.spec[:-2] if self.spec.endswith(":*") else self.spec
-        return any(
-            w == token
-            or w.startswith(token + "=")
-            or (token.startswith("-") and w.startswith(token))
-            for w in spec.split()
         )
 
     def matches_command(self, command: str) -> bool:

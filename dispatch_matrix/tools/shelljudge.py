@@ -1,65 +1,83 @@
 """The shell judge: every part of a command line allowed, asked about or denied. Pure.
 
-The command is parsed with a bash grammar (`shellparse.py`) and judged part by part; the
-policy allows the call only if every finding allows, denies it if any denies, and asks
-otherwise, listing every part that was not covered. What makes a part `ask` (fail closed):
+Fail closed by construction: the judge does not model bash, it recognises a small literal
+subset and asks about everything else.
 
-- any construct the model does not carry exactly (see `shellparse.py`), and the textual
-  guards of `screen` in case the grammar and bash disagree;
-- a program name that is computed (`$(which rm)`, `r*`, `~u/x`), `eval`, `source`, `.`,
-  `exec`, `builtin`, `command -p`, `trap`, `let`, …, and `sudo` and its kind;
-- an argument only known at run time (`$X`, `$(…)`) for anything but echo-like commands
-  (`echo`, `printf`, `true`, `sleep`: they print it and touch no file);
-- a word that may name the control plane: literal paths inside a protected folder, globs
-  and brace expansions that may match one (`~/sto*/config.toml`, `{store,x}/config.toml`,
-  `[s]tore`), `~user`/`~+`/`~-`, relative paths after `cd` or `git -C`, and `/proc/<pid>`;
-- a side door (`sidedoors.py`) no covering rule names, and a part no allow rule covers.
+- **Literal words only.** A line can be allowed only if it is made of simple commands
+  joined by `&&`, `||`, `;`, `|` and newlines, whose words are plain characters, '…'
+  strings, "…" strings without `$` or backquotes, and `\\x` escapes; `*` and `?` globs
+  only where a program's table says its operands are files it reads (`shelloptions.py`);
+  redirections only to or from a literal path (judged as `Write(path)` / `Read(path)`)
+  or a file descriptor. Any expansion (`$X`, `~user`, `{a,b}`, `$(…)`, backquotes,
+  arithmetic, `$'…'`), assignment, here-document, subshell, group, function, loop, `&`,
+  bracket glob, odd or invisible character, or anything the lexer below does not know asks.
+  tree-sitter-bash is a second opinion on the structure: a line it reads with any node
+  outside a short whitelist, or with another number of commands, asks.
+- **Deny and ask rules see through everything.** They are matched against every word-ish
+  token of the raw text (split at every shell metacharacter and quote, with and without
+  the quotes removed, paths cut to their base name), so a denied program named inside a
+  substitution, a quoted expansion, `bash -c`, `xargs` or a wrapper is denied. This may
+  deny too much (`grep rm notes` under `Bash(rm:*)`); it never misses a spelled name.
+- **Options are an allowlist per program** (`shelloptions.py`): what a wildcard rule does
+  not spell must be known to be inert.
+- **Paths.** Every argument of a program that may read files is judged as a `Read` of that
+  path: a path deny rule, a secret-looking name or a private folder denies, the control
+  plane or `/proc` asks; a glob asks when what it may match could reach one of those; a
+  program that walks folders (`rg`, `find`, `grep -r`) asks when a denied or private
+  folder lies inside the one it walks. Relative paths are tried against the workdir and
+  every folder a `cd` in the line names.
 
-Every redirection target is judged as `Write(path)` (`>`, `>>`, `>|`, `&>`, `>&file`) or
-`Read(path)` (`<`) against the path rules and the control plane; fd duplications and
-`/dev/null` are nothing. Wrappers (`time`, `nice`, `nohup`, `timeout`, `env`, `stdbuf`,
-`ionice`, `command`) are seen through: the wrapped command is what an allow rule must cover.
-`xargs` and `sudo` are never covered by the inner command's rule alone. `bash -c '…'` with
-a literal script is judged as that script. Deny and ask rules match every normalised form
-of each command: quotes removed (`\\rm`, `'r'm`, `"rm"`), paths cut to the program name
-(`/bin/rm`), assignments dropped and every suffix after a wrapper (`sudo -u x rm`).
-
-An exact allow rule (no wildcard) that spells the whole line also covers what lacked a rule
-— it is how "always" answers are learned — but never a construct the judge cannot model,
-the control plane, or an ask or deny rule.
+A line too long, or with too many or too long words, asks. Any exception inside the
+judge becomes a question, never an allow and never a crash.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import os
 import posixpath
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import re
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .rules import Rule, collapse_blanks
-from .shellmodel import Command, Redirect, Script, SideDoor, Word, words_of
-from .shellparse import parse
-from .shellpaths import Places, absolute, normal_path, word_trouble
-from .shellscreen import screen
-from .shellwords import escape, has_glob, is_literal, unescape
-from .sidedoors import find_exec_commands, git_dirs, side_doors
-from .wrappers import (
-    EVALUATORS,
-    PURE_OUTPUT,
-    SHELLS,
-    SUDO,
-    deny_forms,
-    evaluated,
-    inner_command,
-    shell_script,
-    unwrap,
-)
+from .shelloptions import check, words
+
+if TYPE_CHECKING:
+    from tree_sitter import Node, Parser
 
 Kind = Literal["allow", "deny", "ask-rule", "protected", "unmodelled", "uncovered"]
-MAX_DEPTH = 8
-_DEV_WRITE = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/fd/1", "/dev/fd/2"})
-_DEV_READ = frozenset({"/dev/null", "/dev/stdin", "/dev/zero", "/dev/fd/0"})
+MAX_LENGTH = 100_000
+# Past these the judge asks rather than spend seconds on one line (path checks walk every
+# parent folder of every word): no one approves such a line by eye anyway.
+MAX_WORD = 4096
+MAX_WORDS = 2000
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=@%+,^]")
+_RESERVED = words("if then else elif fi case esac for select while until do done in function")
+
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\+?=|\[)")
+# Programs that only print their arguments: their words are not paths they read.
+_PURE_OUTPUT = frozenset({"echo", "printf", "true", "false", "which", "pwd", "date"})
+# Builtins that change the shell itself or run text as commands: never covered by a rule.
+# And programs that run as another user.
+_UNJUDGED = words("""eval source . exec builtin command trap alias unalias export declare typeset
+local readonly unset shopt set enable hash let mapfile readarray read ulimit umask coproc sudo
+doas su runuser pkexec""")
+# Programs that walk folders, always or when an option says so.
+_WALKERS = words("rg find du tree")
+_MAY_WALK = words("grep egrep fgrep ls diff")
+_PATTERN_FIRST = words("rg grep egrep fgrep")
+# Programs that read only names and metadata: a glob may match a secret's name.
+_NAMES_ONLY = frozenset({"ls", "du", "stat", "echo"})
+_DEV = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/zero"})
+_TS_NAMED = words("""program list pipeline redirected_statement command command_name word
+string string_content raw_string concatenation file_redirect file_descriptor number comment""")
+_TS_TOKENS = frozenset(["&&", "||", "|", ";", "\n", '"', ">", ">>", "<", "&>", "&>>", ">&"])
+_TS_TOKENS |= frozenset(["<&", ">|"])
 
 
 @dataclass(frozen=True)
@@ -80,7 +98,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class ShellRules:
-    """What the judge needs from the policy: Bash rules, places and a path judge."""
+    """What the judge needs from the policy: Bash rules, places and path judges."""
 
     allow: tuple[Rule, ...]
     ask: tuple[Rule, ...]
@@ -90,31 +108,39 @@ class ShellRules:
     protected: tuple[PurePosixPath, ...]
     # Judges `Read`/`Write` of one absolute path with the path rules and the control plane.
     judge_path: Callable[[str, PurePosixPath], Finding]
-    # Follows symlinks (the policy's `canonical`); None judges paths as spelled.
-    resolve: Callable[[PurePosixPath], PurePosixPath] | None = None
+    # What a glob may match that reading tools may not (a denied or private path).
+    reaches_denied: Callable[[PurePosixPath], str | None] = lambda _: None
+    # A denied or private folder inside a folder (for programs that walk folders).
+    denied_inside: Callable[[PurePosixPath], str | None] = lambda _: None
     secret_globs: tuple[str, ...] = ()
 
 
 def judge(command: str, rules: ShellRules) -> tuple[Finding, ...]:
-    """Every finding about one command line, in order."""
+    """Every finding about one command line, in order. Never raises: what the judge cannot
+    read is a question."""
     line = command.strip()
-    script = parse(command)
-    # A first walk finds every folder a `cd` may move to; the judgement then resolves each
-    # relative path against all of them (a loop can run a command after a later `cd`).
-    scout = _Walker(rules, [rules.workdir])
-    scout.script(script, 0)
-    walker = _Walker(rules, scout.bases)
-    for kind, listed in _restrictive(rules):
-        rule = next((r for r in listed if r.matches_command(line)), None)
-        if rule is not None:
-            walker.add(kind, line, f"`{line}` matches {_verb(kind)} rule {rule.text}", rule.text)
-    walker.script(script, 0)
-    findings = walker.findings
-    if not any(f.kind == "unmodelled" for f in findings):
-        # The grammar saw nothing it does not model; the text may still say otherwise.
-        findings += [
-            Finding("unmodelled", text, f"{reason} (`{text}`)") for text, reason in screen(command)
-        ]
+    try:
+        return _judge(line, rules)
+    except Exception:  # noqa: BLE001 - fail closed: any internal error is a question
+        return (Finding("unmodelled", line, "the judge could not read this line"),)
+
+
+def _judge(line: str, rules: ShellRules) -> tuple[Finding, ...]:
+    findings = list(_restricted(line, rules))
+    try:
+        if len(line) > MAX_LENGTH:
+            raise NotLiteral(line[:80] + "…", "the line is too long to judge")
+        commands = _commands(line)
+        _cross_check(line, len(commands))
+    except NotLiteral as err:
+        reason = f"{err.reason} (`{err.piece}`); only literal words can be allowed"
+        return (*findings, Finding("unmodelled", err.piece, reason))
+    walker = _Walker(rules)
+    for simple in commands:
+        walker.command(simple)
+    # A rule the walk matched names its command; the raw scan stays when it saw more.
+    named = {f.kind for f in walker.findings}
+    findings = [f for f in findings if f.kind not in named] + walker.findings
     collapsed = collapse_blanks(line)
     exact = next((r for r in rules.allow if r.exact and r.matches_command(collapsed)), None)
     if exact is not None:
@@ -127,212 +153,607 @@ def judge(command: str, rules: ShellRules) -> tuple[Finding, ...]:
     return tuple(findings)
 
 
-def _restrictive(rules: ShellRules) -> tuple[tuple[Kind, tuple[Rule, ...]], ...]:
-    return (("deny", rules.deny), ("ask-rule", rules.ask))
+# --- Deny and ask rules: every token of the raw text ---------------------------------
+
+_SPLIT = re.compile(r"[\s;&|()<>`'\"$\\{}=,:!]+")
+_SPLIT_UNQUOTED = re.compile(r"[\s;&|()<>`${}=,:!]+")
 
 
-def _verb(kind: str) -> str:
-    return "deny" if kind == "deny" else "ask"
+def _restricted(line: str, rules: ShellRules) -> Iterator[Finding]:
+    """Deny, then ask, rules matched anywhere in the line (fail toward deny)."""
+    sequences = [
+        [t for t in _SPLIT.split(line) if t],
+        [t for t in _SPLIT_UNQUOTED.split(re.sub(r"['\"\\]", "", line)) if t],
+    ]
+    restrictive: tuple[tuple[Kind, tuple[Rule, ...]], ...] = (
+        ("deny", rules.deny),
+        ("ask-rule", rules.ask),
+    )
+    for kind, listed in restrictive:
+        for rule in listed:
+            hit = _scan(rule, sequences, line)
+            if hit is not None:
+                verb = "deny" if kind == "deny" else "ask"
+                yield Finding(kind, line, f"`{hit}` matches {verb} rule {rule.text}", rule.text)
+                return
+
+
+def _scan(rule: Rule, sequences: list[list[str]], line: str) -> str | None:
+    if rule.matches_command(collapse_blanks(line)):
+        return line
+    first = (rule.spec or "*").removesuffix(":*").split(" ")[0]
+    for tokens in sequences:
+        for i, token in enumerate(tokens):
+            # `${x:-rm}` names rm too: operator characters cut off the front.
+            base = posixpath.basename(token.rstrip("/")).lstrip("-+?=%#@~^") or token
+            if not any(_fits(first, t) for t in (token, base)):
+                continue
+            rest = tokens[i + 1 :]
+            # A rule may spell the program by its path (`Bash(/usr/bin/curl:*)`).
+            names = {token, base} | ({first} if "*" not in first else set())
+            for end in [*range(min(len(rest), 24) + 1), len(rest)]:
+                for name in names:
+                    candidate = " ".join([name, *rest[:end]])
+                    if rule.matches_command(candidate):
+                        return candidate
+    return None
+
+
+def _fits(pattern: str, token: str) -> bool:
+    if "*" not in pattern:
+        return pattern == token or posixpath.basename(pattern) == token
+    regex = ".*".join(re.escape(p) for p in pattern.split("*"))
+    return re.fullmatch(regex, token) is not None
+
+
+# --- The literal subset ----------------------------------------------------------------
+
+
+class NotLiteral(Exception):  # noqa: N818 - a verdict, not an error: the line asks
+    """Raised inside the lexer: the line is not made of literal words."""
+
+    def __init__(self, piece: str, reason: str) -> None:
+        super().__init__(reason)
+        self.piece = piece
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Word:
+    """One literal word: its value after quote removal, as written, and its kind."""
+
+    value: str
+    raw: str
+    glob: bool = False
+    tilde: bool = False
+
+    @property
+    def canonical(self) -> str:
+        """The word spelled one way, for rule matching."""
+        if self.glob or (self.value and all(c in _PLAIN or c == "~" for c in self.value)):
+            return self.value
+        return "'" + self.value.replace("'", "'\\''") + "'"
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """A redirection: operator, file descriptor and literal target."""
+
+    op: str
+    target: Word
+    text: str
+
+
+@dataclass
+class Simple:
+    """One simple command: its words and redirections, and its text as written."""
+
+    words: list[Word] = field(default_factory=list)
+    redirects: list[Redirect] = field(default_factory=list)
+    start: int = -1
+    end: int = 0
+
+
+def odd_character(text: str) -> str | None:
+    """The first control, invisible or direction-changing character in `text`, if any."""
+    for ch in text:
+        if (ord(ch) < 32 and ch not in "\t\n") or ord(ch) == 127:
+            return ch
+        if ord(ch) > 127 and (ch.isspace() or unicodedata.category(ch)[0] in "CZ"):
+            return ch
+    return None
+
+
+def literal_words(line: str) -> list[list[str]]:
+    """The words of each simple command of a literal line (redirections aside), as bash
+    passes them; NotLiteral when the line is anything else."""
+    commands = _commands(line)
+    _cross_check(line, len(commands))
+    return [[w.value for w in c.words] for c in commands]
+
+
+def _commands(line: str) -> list[Simple]:
+    """The simple commands of a literal line; NotLiteral for anything else."""
+    odd = odd_character(line)
+    if odd is not None:
+        raise NotLiteral(repr(odd), "a control or invisible character")
+    commands: list[Simple] = []
+    current = Simple()
+    pending = False  # after `&&`, `||` or `|`: a command must follow
+    redirect: tuple[str, int] | None = None
+    for kind, value, start, end in _tokens(line):
+        if redirect is not None:
+            if kind != "word":
+                raise NotLiteral(line[redirect[1] : end], "a redirection without a target")
+            assert isinstance(value, Word)
+            text = line[redirect[1] : end]
+            current.redirects.append(Redirect(redirect[0], value, text))
+            current.end = end
+            redirect = None
+            continue
+        if kind == "word":
+            assert isinstance(value, Word)
+            current.words.append(value)
+        elif kind == "redirect":
+            assert isinstance(value, str)
+            redirect = (value, start)
+        elif value == "\n" and not current.words and not current.redirects:
+            continue
+        else:
+            if not current.words:
+                raise NotLiteral(line[max(current.start, start) : end], "an operator alone")
+            commands.append(current)
+            current = Simple()
+            pending = value in ("&&", "||", "|")
+            continue
+        if current.start < 0:
+            current.start = start
+        current.end = end
+    if redirect is not None:
+        raise NotLiteral(line[redirect[1] :], "a redirection without a target")
+    if current.words:
+        commands.append(current)
+    elif current.redirects:
+        raise NotLiteral(line[current.start :], "a redirection without a command")
+    elif pending:
+        raise NotLiteral(line[-20:], "the line ends with an operator")
+    words = [w for c in commands for w in (*c.words, *(r.target for r in c.redirects))]
+    if len(words) > MAX_WORDS or any(len(w.value) > MAX_WORD for w in words):
+        raise NotLiteral(line[:40] + "…", "too many or too long words to judge")
+    return commands
+
+
+def _tokens(line: str) -> Iterator[tuple[str, Word | str, int, int]]:  # noqa: C901, PLR0912
+    """Words, operators and redirection operators, with their offsets."""
+    n = len(line)
+    i = 0
+    buf: list[str] = []
+    start = -1
+    glob = tilde = False
+
+    def word(end: int) -> tuple[str, Word, int, int]:
+        return ("word", Word("".join(buf), line[start:end], glob, tilde), start, end)
+
+    while i < n:
+        c = line[i]
+        began = start >= 0
+        if c in " \t\n;&|<>":
+            fd = ""
+            if began and c in "<>" and line[start:i].isdigit():
+                fd = line[start:i]
+            elif began:
+                yield word(i)
+            at = start if fd else i
+            buf, start, glob, tilde = [], -1, False, False
+            if c in " \t":
+                i += 1
+                continue
+            op = _operator(line, i)
+            yield ("redirect" if op[0] in "<>" or op.startswith("&>") else "op", op, at, i)
+            i += len(op)
+            continue
+        if not began:
+            start = i
+        if c == "\\":
+            following = line[i + 1 : i + 2]
+            if following == "\n" and not buf and line[start:i] == "":
+                start = -1
+            elif following in ("", "\n"):
+                raise NotLiteral("\\⏎", "a line continuation inside a word")
+            else:
+                buf.append(following)
+            i += 2
+        elif c == "'":
+            close = line.find("'", i + 1)
+            if close < 0:
+                raise NotLiteral(line[i : i + 20], "an unclosed quote")
+            buf.append(line[i + 1 : close])
+            i = close + 1
+        elif c == '"':
+            i = _double_quoted(line, i, buf)
+        elif c == "#" and not began:
+            close = line.find("\n", i)
+            i, start = (n if close < 0 else close), -1
+        elif c == "~" and not began and line[i + 1 : i + 2] in ("", "/", " ", "\t", "\n", ";"):
+            buf.append("~")
+            tilde = True
+            i += 1
+        elif c in "*?":
+            buf.append(c)
+            glob = True
+            i += 1
+        elif c in _PLAIN or c == "#" or (c == "~" and began and line[i - 1] not in "=:"):
+            # Bash expands `~` only at a word's start and after `=` or `:` in words that
+            # look like assignments; `HEAD~1` is literal.
+            buf.append(c)
+            i += 1
+        else:
+            raise NotLiteral(line[i : i + 20], _WHY.get(c, "a character outside the literal set"))
+    if start >= 0:
+        yield word(n)
+
+
+_WHY = {
+    "$": "an expansion or substitution",
+    "`": "a command substitution",
+    "{": "a brace expansion or group",
+    "}": "a brace expansion or group",
+    "(": "a subshell, substitution or function",
+    ")": "a subshell, substitution or function",
+    "[": "a bracket pattern",
+    "~": "a `~` other than a leading `~/`",
+    "!": "a negation or history expansion",
+}
+
+
+def _operator(line: str, i: int) -> str:
+    two = line[i : i + 2]
+    three = line[i : i + 3]
+    if three == "&>>":
+        return three
+    if two in ("&&", "||", ">>", ">|", ">&", "<&", "&>"):
+        return two
+    if two in (";;", ";&", "|&", "<<", "<>", "<(", ">(") or two == "&" or line[i] == "&":
+        raise NotLiteral(two, "a here-document, background job or other construct")
+    return line[i]
+
+
+def _double_quoted(line: str, i: int, buf: list[str]) -> int:
+    j = i + 1
+    while j < len(line):
+        d = line[j]
+        if d == '"':
+            return j + 1
+        if d in "$`":
+            raise NotLiteral(line[i : j + 20], "an expansion inside double quotes")
+        if d == "\\":
+            following = line[j + 1 : j + 2]
+            if following in ('"', "\\", "$", "`"):
+                buf.append(following)
+                j += 2
+                continue
+            if following in ("", "\n"):
+                raise NotLiteral(line[i : j + 2], "a line continuation inside quotes")
+        buf.append(d)
+        j += 1
+    raise NotLiteral(line[i : i + 20], "an unclosed quote")
+
+
+def _cross_check(line: str, count: int) -> None:
+    """tree-sitter-bash must see the same line: only whitelisted nodes, as many commands."""
+    tree = _parser().parse(line.encode())
+    seen = 0
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.is_error or node.is_missing or node.has_error:
+            raise NotLiteral(line[:40], "bash syntax the parser could not read")
+        if node.is_named and node.type not in _TS_NAMED:
+            raise NotLiteral(_text(node), f"a `{node.type}` the judge does not allow")
+        if not node.is_named and node.type not in _TS_TOKENS:
+            raise NotLiteral(node.type, f"`{node.type}`, which the judge does not allow")
+        seen += node.type == "command"
+        stack.extend(node.children)
+    if seen != count:
+        raise NotLiteral(line[:40], "the parser and the judge read the line differently")
+
+
+def _text(node: Node) -> str:
+    return (node.text or b"").decode(errors="replace")[:40]
+
+
+@functools.cache
+def _parser() -> Parser:
+    # Loaded with the first command judged: an idle daemon does not hold the grammar.
+    import tree_sitter_bash
+    from tree_sitter import Language, Parser
+
+    return Parser(Language(tree_sitter_bash.language()))
+
+
+# --- Judging literal commands -----------------------------------------------------------
 
 
 class _Walker:
-    """Collects findings over one parsed line; tracks the folders relative paths mean."""
+    """Collects findings over one literal line; tracks the folders relative paths mean."""
 
-    def __init__(self, rules: ShellRules, bases: list[PurePosixPath]) -> None:
+    def __init__(self, rules: ShellRules) -> None:
         self.rules = rules
         self.findings: list[Finding] = []
-        self.bases = list(dict.fromkeys(bases))
-        self.places = Places(rules.home, rules.protected, rules.resolve, rules.secret_globs)
+        self.bases = [rules.workdir]
+        self.program = ""
 
     def add(self, kind: Kind, part: str, reason: str, rule: str | None = None) -> None:
         self.findings.append(Finding(kind, part, reason, rule))
 
-    def script(self, script: Script, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            self.add("unmodelled", "…", "commands nested too deeply to judge")
+    def command(self, simple: Simple) -> None:
+        part = " ".join(w.raw for w in simple.words)
+        for redirect in simple.redirects:
+            self.redirect(redirect)
+        words = _unwrap(simple.words)
+        if words is None:
+            self.add(
+                "unmodelled", part, f"`{part}`: a wrapper with options the judge does not know"
+            )
             return
-        for problem in script.problems:
-            self.add("unmodelled", problem.text, f"{problem.reason} (`{problem.text}`)")
-        for command in script.commands:
-            self.command(command, depth)
-        for redirect in script.redirects:
-            self.redirect(redirect, depth)
-        for nested in script.nested:
-            self.script(nested, depth + 1)
-
-    def command(self, command: Command, depth: int) -> None:
-        for word in words_of(command):
-            for sub in word.subs:
-                self.script(sub, depth + 1)
-        for redirect in command.redirects:
-            self.redirect(redirect, depth)
-        prefix = [_assignment_word(a.source, a.name, a.value) for a in command.assignments]
-        self.call(command.source, prefix, list(command.words), depth)
-
-    def call(self, part: str, prefix: list[Word], words: list[Word], depth: int) -> None:
-        """Judge one simple command (or the command a wrapper runs)."""
-        if self.restricted(part, prefix, words):
+        first = words[0]
+        if first.raw in _RESERVED or _ASSIGNMENT.match(first.raw) or first.raw == "time":
+            self.add("unmodelled", part, f"`{first.raw}`: a keyword or assignment")
             return
-        if not words:
-            self.dynamic(part, "assignment", prefix)
-            self.paths(part, prefix)
-            self.cover(part, prefix, [], [])
+        if first.glob:
+            self.add("unmodelled", part, f"the program name `{first.raw}` is a pattern")
             return
-        program = words[0].literal
-        if program is None:
-            reason = f"the program name `{words[0].source}` is only known at run time"
+        name = posixpath.basename(first.value)
+        if name in _UNJUDGED:
+            reason = f"`{name}` changes the shell or runs text as commands"
             self.add("unmodelled", part, reason)
             return
-        name = posixpath.basename(program)
-        args = words[1:]
-        if name in EVALUATORS or name in SUDO:
-            what = "runs as another user" if name in SUDO else "runs text or files as commands"
-            self.add("unmodelled", part, f"`{name}` {what}, which the judge does not follow")
-            script, inner = evaluated(name, args)
-            if script is not None:
-                self.script(parse(script), depth + 1)
-            if inner:
-                self.call(part, [], inner, depth + 1)
+        if self.restricted(part, words):
             return
-        unwrapped = unwrap(name, args)
-        if unwrapped is not None:
-            more, inner = unwrapped
-            if inner is None:
-                self.add("unmodelled", part, f"options of `{name}` the judge does not know")
-            elif inner:
-                self.call(part, prefix + more, inner, depth)
-            else:
-                self.cover(part, prefix, words, [])
-            return
-        found = shell_script(name, args) if name in SHELLS else None
-        if found is not None:
-            exact, text = found
-            if not exact:
-                reason = f"`{name} -c` with a script or options the judge cannot follow"
-                self.add("unmodelled", part, reason)
-            if text is not None:
-                self.script(parse(text), depth + 1)
-            self.paths(part, prefix + args)
-            return
-        if name == "xargs":
-            inner = inner_command(name, args)
-            if inner:
-                self.call(part, [], inner, depth + 1)
-            else:
-                self.add("unmodelled", part, "`xargs` without a command the judge can follow")
-            door = SideDoor("xargs", "xargs", "builds arguments from its input, unseen here")
-            self.cover(part, prefix, words, [door])
-            return
-        for exec_words in find_exec_commands(args) if name == "find" else []:
-            self.call(part, [], exec_words, depth + 1)
-        if name in ("cd", "pushd", "popd"):
-            self.chdir(part, name, args)
-        for folder in git_dirs(args) if name == "git" else []:
-            self.add_base(part, folder)
-        if name not in PURE_OUTPUT:
-            self.dynamic(part, name, prefix + args)
-        self.paths(part, prefix + words)
-        self.cover(part, prefix, words, list(side_doors(name, args)))
+        self.program = first.value
+        for word in words[1:]:
+            if word.glob or name not in _PURE_OUTPUT:
+                self.argument(part, word)
+        if _recursive(name, words):
+            self.recursion(part, words)
+        if first.value == "cd":
+            self.chdir(part, words[1:])
+        self.cover(part, words)
 
-    def restricted(self, part: str, prefix: list[Word], words: list[Word]) -> bool:
-        """Deny and ask rules against every normalised form; True when one matched."""
-        forms = deny_forms(prefix, words)
-        for kind, listed in _restrictive(self.rules):
-            for rule in listed:
-                hit = next((f for f in forms if rule.matches_command(f)), None)
-                if hit is not None:
-                    reason = f"`{hit}` matches {_verb(kind)} rule {rule.text}"
-                    self.add(kind, part, reason, rule.text)
-                    return True
+    def restricted(self, part: str, words: list[Word]) -> bool:
+        """Deny, then ask, rules against the command as spelled and by its base name."""
+        text = " ".join(w.canonical for w in words)
+        base = " ".join([posixpath.basename(words[0].value), *(w.canonical for w in words[1:])])
+        restrictive: tuple[tuple[Kind, tuple[Rule, ...]], ...] = (
+            ("deny", self.rules.deny),
+            ("ask-rule", self.rules.ask),
+        )
+        for kind, listed in restrictive:
+            rule = next(
+                (r for r in listed if r.matches_command(text) or r.matches_command(base)), None
+            )
+            if rule is not None:
+                verb = "deny" if kind == "deny" else "ask"
+                self.add(kind, part, f"`{part}` matches {verb} rule {rule.text}", rule.text)
+                return True
         return False
 
-    def cover(
-        self, part: str, prefix: list[Word], words: list[Word], doors: list[SideDoor]
-    ) -> None:
-        """An allow finding when a rule covers the command and names its side doors."""
-        text = " ".join(w.text for w in prefix + words)
-        matching = [r for r in self.rules.allow if r.matches_command(text)]
-        rule = next((r for r in matching if all(r.names(d.token) for d in doors)), None)
-        if rule is not None:
-            self.add("allow", part, f"allowed by {rule.text}", rule.text)
-        elif matching:
-            door = next(d for d in doors if not matching[0].names(d.token))
-            shown = f"`{door.arg}` " if door.arg else ""
-            reason = (
-                f"`{part}`: {shown}{door.reason}; {matching[0].text} does not name `{door.token}`"
+    def cover(self, part: str, words: list[Word]) -> None:
+        """An allow finding when a rule covers the command and its options are inert."""
+        text = " ".join(w.canonical for w in words)
+        refused: tuple[Rule, str] | None = None
+        for rule in self.rules.allow:
+            if not rule.matches_command(text):
+                continue
+            if rule.covers_everything or rule.exact:
+                self.add("allow", part, f"allowed by {rule.text}", rule.text)
+                return
+            named = frozenset(
+                w.partition("=")[0]
+                for w in (rule.spec or "").removesuffix(":*").split(" ")
+                if w.startswith("-")
             )
+            # Tables see what bash passes: a leading `~` is the home folder (`sed -n ~`).
+            args = [
+                (str(self.rules.home) + w.value[1:] if w.tilde else w.value, w.glob) for w in words
+            ]
+            problem = check(args, _spelled(rule, words), named)
+            if problem is None:
+                self.add("allow", part, f"allowed by {rule.text}", rule.text)
+                return
+            refused = refused or (rule, problem)
+        if refused is not None:
+            reason = f"`{part}`: {refused[1]}; {refused[0].text} does not spell it out"
             self.add("uncovered", part, reason)
         else:
             self.add("uncovered", part, f"no allow rule covers `{part}`")
 
-    def dynamic(self, part: str, name: str, words: Sequence[Word]) -> None:
-        for word in words:
-            if word.dynamic:
-                reason = (
-                    f"`{word.source}` is only known at run time, so the judge cannot tell "
-                    f"what `{name}` will touch"
-                )
-                self.add("unmodelled", part, reason)
+    def argument(self, part: str, word: Word) -> None:
+        """Judge each path a word may name as a Read: deny, or ask for the control plane."""
+        value = word.value
+        candidates = [value]
+        if value.startswith("-"):
+            attached = value[2:] if "/" in value else ""
+            candidates = [value.partition("=")[2] if "=" in value else attached]
+        if ":" in value:
+            candidates.append(value.rpartition(":")[2])
+        for candidate in filter(None, candidates):
+            for path in self.places(candidate, word.tilde):
+                found = self.read(path, word.glob)
+                if found is not None:
+                    kind, reason, rule = found
+                    self.add(kind, part, reason, rule)
+                    return
+
+    def read(self, path: PurePosixPath, glob: bool) -> tuple[Kind, str, str | None] | None:
+        rules = self.rules
+        # `x*/..` normalised away leaves a literal path, judged as one.
+        glob = glob and any("*" in p or "?" in p for p in path.parts)
+        base, pattern = _split_glob(path) if glob else (path, "")
+        if base.parts[:2] == ("/", "proc"):
+            return ("unmodelled", f"{path} may expose a process's environment or memory", None)
+        if not glob:
+            found = rules.judge_path("Read", path)
+            if found.kind == "deny":
+                return ("deny", found.reason, found.rule)
+        if any(_within(base, p) or (glob and glob_reaches(path, p)) for p in rules.protected):
+            return ("protected", _CONTROL_PLANE.format(subject=path), None)
+        if glob:
+            denied = rules.reaches_denied(path)
+            if denied is not None:
+                return ("unmodelled", f"`{path}` may match {denied}", None)
+            names_only = posixpath.basename(self.program) in _NAMES_ONLY
+            if not names_only and may_name_secret(pattern, rules.secret_globs):
+                return ("unmodelled", f"`{path}` may match a file that looks like a secret", None)
+        return None
+
+    def recursion(self, part: str, words: list[Word]) -> None:
+        """A program that walks folders (its operands, or the working folder) may read
+        what a deny rule or a private folder inside them holds: it asks."""
+        operands = [w for w in words[1:] if not w.value.startswith("-") and not w.glob]
+        # With no folder named, the working folder is walked (rg and grep: after a pattern).
+        alone = len(operands) <= (1 if posixpath.basename(words[0].value) in _PATTERN_FIRST else 0)
+        folders = list(self.bases) if alone else []
+        for word in operands:
+            folders += self.places(word.value, word.tilde)
+        for folder in folders:
+            inside = self.rules.denied_inside(folder)
+            if inside is not None:
+                self.add("unmodelled", part, f"`{part}` walks {folder}, which holds {inside}")
                 return
 
-    def paths(self, part: str, words: Sequence[Word]) -> None:
-        """Ask about words that may name the control plane or a process's secrets."""
-        for word in words:
-            trouble = word_trouble(word, self.places, self.bases)
-            if trouble is not None:
-                self.add("protected" if trouble.protected else "unmodelled", part, trouble.reason)
-                return
+    def places(self, text: str, tilde: bool) -> list[PurePosixPath]:
+        if tilde and (text == "~" or text.startswith("~/")):
+            return [normal_path(str(self.rules.home) + text[1:])]
+        if text.startswith("/"):
+            return [normal_path(text)]
+        return [normal_path(f"{b}/{text}") for b in self.bases]
 
-    def chdir(self, part: str, name: str, args: list[Word]) -> None:
-        targets = [a for a in args if not (a.literal or "x").startswith("-")]
-        if name == "popd" or (args and args[0].literal == "-"):
-            self.add("unmodelled", part, f"`{name}` to a folder the judge cannot tell")
-        elif not targets:
-            if self.rules.home not in self.bases:
-                self.bases.append(self.rules.home)
+    def chdir(self, part: str, args: list[Word]) -> None:
+        if not args:
+            self.bases.append(self.rules.home)
+        elif len(args) > 1 or args[0].value.startswith("-") or args[0].glob:
+            self.add("unmodelled", part, f"`{part}`: a folder the judge cannot tell")
         else:
-            self.add_base(part, targets[0])
+            self.bases += self.places(args[0].value, args[0].tilde)
 
-    def add_base(self, part: str, folder: Word) -> None:
-        spots = absolute(folder.pattern, self.rules.home, self.bases) if folder.pattern else None
-        if spots is None or any(not is_literal(s.lstrip("~")) for s in spots):
-            self.add("unmodelled", part, f"`{folder.source}`: a folder the judge cannot tell")
-            return
-        for spot in spots:
-            base = normal_path(unescape(spot))
-            if base not in self.bases:
-                self.bases.append(base)
-
-    def redirect(self, redirect: Redirect, depth: int) -> None:
+    def redirect(self, redirect: Redirect) -> None:
         target = redirect.target
-        for sub in target.subs if target is not None else ():
-            self.script(sub, depth + 1)
-        if redirect.op in ("<<", "<<-", "<<<", ">&-", "<&-"):
-            return
-        value = target.literal if target is not None else None
-        if redirect.op in (">&", "<&") and (
-            target is None or (value is not None and (value.isdigit() or value == "-"))
-        ):
+        if redirect.op in (">&", "<&") and (target.value.isdigit() or target.value == "-"):
             return  # a file descriptor duplicated or closed: no file
-        tool = "Read" if redirect.op == "<" else "Write"
-        pattern = target.pattern if target is not None else None
-        spots = absolute(pattern, self.rules.home, self.bases) if pattern else None
-        if spots is None or any(has_glob(s) or not is_literal(s) for s in spots):
-            source = target.source if target is not None else redirect.source
-            reason = f"the redirection target `{source}` is only known at run time"
-            self.add("unmodelled", redirect.source, reason)
+        if target.glob:
+            self.add("unmodelled", redirect.text, f"`{target.raw}` is only known at run time")
             return
-        for spot in spots:
-            path = normal_path(unescape(spot))
-            if str(path) in (_DEV_READ if tool == "Read" else _DEV_WRITE):
+        tool = "Read" if redirect.op in ("<", "<&") else "Write"
+        for path in self.places(target.value, target.tilde):
+            if str(path) in _DEV:
+                continue
+            if path.parts[:2] == ("/", "proc"):
+                reason = f"{path} may expose a process's environment or memory"
+                self.add("unmodelled", redirect.text, reason)
                 continue
             found = self.rules.judge_path(tool, path)
             if found.kind == "uncovered" and any(r.covers_everything for r in self.rules.allow):
                 rule = next(r for r in self.rules.allow if r.covers_everything)
-                found = Finding("allow", redirect.source, f"allowed by {rule.text}", rule.text)
-            self.add(found.kind, redirect.source, found.reason, found.rule)
+                found = Finding("allow", redirect.text, f"allowed by {rule.text}", rule.text)
+            self.add(found.kind, redirect.text, found.reason, found.rule)
 
 
-def _assignment_word(source: str, name: str, value: Word) -> Word:
-    pattern = None if value.pattern is None else escape(name + "=") + value.pattern
-    return Word(source, pattern, value.subs)
+_CONTROL_PLANE = (
+    "{subject} is part of the bot's control plane (its config, state, service units or "
+    "shell start-up files); changes there always need your approval"
+)
+
+
+def _unwrap(words: list[Word]) -> list[Word] | None:
+    """The command inside `time [-p]`, `nice [-n N]` and `timeout DURATION` (None when
+    a wrapper has options the judge does not know)."""
+    while words:
+        name = words[0].raw
+        if name == "time":
+            words = words[2:] if len(words) > 1 and words[1].raw == "-p" else words[1:]
+        elif name == "nice":
+            words = words[3:] if len(words) > 2 and words[1].raw == "-n" else words[1:]
+        elif name == "timeout" and len(words) > 1:
+            if not re.fullmatch(r"\d+(?:\.\d+)?[smhd]?", words[1].raw):
+                return None
+            words = words[2:]
+        else:
+            return words
+        if words and words[0].raw.startswith("-"):
+            return None
+    return None
+
+
+def _recursive(name: str, words: Sequence[Word]) -> bool:
+    """Whether a command walks folders: rg, find, du, tree always; grep, ls, diff when an
+    option says so (`-r`, `-R`, `--recursive`, `-d recurse`)."""
+    if name in _WALKERS:
+        return True
+    options = [w.value for w in words[1:] if w.value.startswith("-")]
+    return name in _MAY_WALK and any(
+        re.fullmatch(r"-[A-Za-z0-9]*[rRd][A-Za-z0-9]*|--(recursive|dereference-recursive)", o)
+        or o.startswith("--directories")
+        for o in options
+    )
+
+
+def _spelled(rule: Rule, words: Sequence[Word]) -> int:
+    """How many leading words of the command the rule spells literally."""
+    spec = (rule.spec or "").removesuffix(":*").split(" ")
+    count = 0
+    for written, word in zip(spec, words, strict=False):
+        if "*" in written or written != word.canonical:
+            break
+        count += 1
+    return count
+
+
+def _split_glob(path: PurePosixPath) -> tuple[PurePosixPath, str]:
+    """The literal folder a glob starts from, and the pattern's last segment."""
+    parts = path.parts
+    index = next((i for i, p in enumerate(parts) if "*" in p or "?" in p), len(parts))
+    return PurePosixPath(*parts[:index]), parts[-1]
+
+
+def may_name_secret(pattern: str, secret_globs: Sequence[str]) -> bool:
+    """Whether a glob's last segment may match a secret-looking name (tried on a few
+    names each secret glob matches)."""
+    if "/" in pattern:
+        return True
+    samples = [
+        s.replace("*", filler).replace("?", "x")
+        for s in secret_globs
+        for filler in ("", "x", ".x", "-x", ".pub", "_x")
+    ]
+    # A glob matches a leading dot only when it spells one; a `[` here was quoted.
+    return any(
+        fnmatch.fnmatchcase(sample, pattern.replace("[", "[[]"))
+        for sample in samples
+        if pattern.startswith(".") or not sample.startswith(".")
+    )
+
+
+def glob_reaches(glob: PurePosixPath, target: PurePosixPath) -> bool:
+    """Whether a glob (`*`, `?` within segments) may match `target` or a path inside it;
+    folders above `target` are left to the OS sandbox."""
+    pattern, parts = glob.parts, target.parts
+    return len(pattern) >= len(parts) and all(
+        # A `[` here was quoted (the lexer refuses a bare one): literal, not a class.
+        fnmatch.fnmatchcase(name, segment.replace("[", "[[]"))
+        and (segment.startswith(".") or not name.startswith(".") or name == segment)
+        for name, segment in zip(parts, pattern, strict=False)
+    )
+
+
+def _within(path: PurePosixPath, folder: PurePosixPath) -> bool:
+    return path == folder or folder in path.parents
+
+
+def normal_path(text: str) -> PurePosixPath:
+    """`text` normalised lexically, with a leading `//` read as `/` (as Linux does; POSIX
+    would let `os.path.normpath` keep it, and `//home/u` would then escape every check)."""
+    normal = os.path.normpath(text)
+    if normal.startswith("//"):
+        normal = "/" + normal.lstrip("/")
+    return PurePosixPath(normal)

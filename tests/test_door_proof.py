@@ -1,0 +1,143 @@
+"""Issue 27's critical attacks through the real path: Policy → ToolCalls → BashTool under
+bubblewrap. With broad allow rules (`Bash(echo:*)`, `Bash(sed -n:*)`, `Bash(make test:*)`,
+…) each hostile line must be put to the owner, who says no, and its proof file must not
+exist afterwards. The control: the same line, approved, does create the file, so the
+payload is real and "not created" means the door held."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatch_matrix.agent.calls import ToolCalls
+from dispatch_matrix.agent.ports import Approval
+from dispatch_matrix.errors import ConfigError
+from dispatch_matrix.tools import ToolContext, ToolRegistry, check_sandbox
+from dispatch_matrix.tools.policy import Decision, Policy
+from dispatch_matrix.tools.sandbox_host import Confinement
+from dispatch_matrix.tools.shell import BashTool
+
+ALLOW = [
+    "Bash(echo:*)", "Bash(printf:*)", "Bash(cat:*)", "Bash(ls:*)", "Bash(sed -n:*)",
+    "Bash(make test:*)", "Bash(git log:*)", "Bash(find:*)", "Bash(awk:*)",
+]  # fmt: skip
+
+# Each line creates {m}/<name> if it runs; the name is the line's id.
+HOSTILE = {
+    "default-in-quotes": "echo \"${{x:-'$(touch {m}/default-in-quotes)'}}\"",
+    "unset-backquote": "echo \"${{x-'`touch {m}/unset-backquote`'}}\"",
+    "alternate": "echo \"${{HOME:+'$(touch {m}/alternate)'}}\"",
+    "assign-default": "echo \"${{x:='$(touch {m}/assign-default)'}}\"",
+    "nested": 'echo "${{x:-"${{y:-\'$(touch {m}/nested)\'}}"}}"',
+    "printf": "printf %s \"${{x-'$(touch {m}/printf)'}}\"",
+    "sed-e": "sed -n -- '1e touch {m}/sed-e' {m}/f",
+    "sed-w": "sed -n 'w {m}/sed-w' {m}/f",
+    "sed-label": "sed -n 'b x w {m}/sed-label\n:x' {m}/f",
+    "make-eval": "make test -C {m} --eval='x:=$(shell touch {m}/make-eval)'",
+    "make-shell": "make test -f {m}/Makefile SHELL={m}/prog",
+    "git-output": "git log --output={m}/git-output -1",
+    "find-fprint": "find {m} -maxdepth 0 -fprint {m}/find-fprint",
+    "awk-system": "awk 'BEGIN{{system(\"touch {m}/awk-system\")}}'",
+    "redirect": "echo x > {m}/redirect",
+}
+# The payloads above that a sandboxed bash runs when approved (the control).
+CONTROLS = [
+    "default-in-quotes",
+    "unset-backquote",
+    "alternate",
+    "nested",
+    "sed-e",
+    "sed-w",
+    "redirect",
+]
+
+
+@pytest.fixture(scope="module")
+def bwrap() -> Confinement:
+    """bubblewrap as the daemon would find it; a failure, not a skip, where it cannot run."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("bubblewrap is Linux-only")
+    try:
+        return check_sandbox("bubblewrap")
+    except ConfigError as err:
+        if os.environ.get("DISPATCH_SKIP_SANDBOX_TESTS") == "1" and not os.environ.get("CI"):
+            pytest.skip(f"DISPATCH_SKIP_SANDBOX_TESTS=1: {err.one_line()}")
+        pytest.fail(f"the door proofs need a working bubblewrap: {err.one_line()}")
+
+
+class Owner:
+    """The task's channel to the owner: records each question and answers it."""
+
+    def __init__(self, answer: Approval) -> None:
+        self.answer = answer
+        self.asked: list[Decision] = []
+
+    async def progress(self, text: str) -> None:
+        return None
+
+    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
+        self.asked.append(decision)
+        return self.answer
+
+    async def learned(self, rule: str | None) -> None:
+        return None
+
+    async def send_file(self, path: Path, caption: str | None = None) -> str:
+        return ""
+
+    def process_started(self, pgid: int) -> None:
+        return None
+
+
+def machine(tmp_path: Path) -> tuple[Path, ToolContext, Policy]:
+    home = tmp_path / "home"
+    work = home / "work"
+    work.mkdir(parents=True)
+    (work / "f").write_text("a line\n")
+    (work / "Makefile").write_text("test:\n\t@true\n")
+    (work / "prog").write_text("#!/bin/sh\ntouch " + str(work / "make-shell") + "\n")
+    (work / "prog").chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
+    ctx = ToolContext(workdir=work, allowed_roots=(work,), bash_timeout_s=60, env=env)
+    return work, ctx, Policy(ALLOW, [], [], home, work)
+
+
+async def run(bwrap: Confinement, tmp_path: Path, line: str, answer: Approval) -> Any:
+    work, ctx, policy = machine(tmp_path)
+    calls = ToolCalls(None, policy, ToolRegistry([BashTool(bwrap)]), ctx)  # type: ignore[arg-type]
+    owner = Owner(answer)
+    use = {"id": "t1", "name": "bash", "input": {"command": line.format(m=work)}}
+    block = await calls.run(use, owner, 1, 1)  # type: ignore[arg-type]
+    return work, owner, block
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+async def test_a_hostile_line_is_asked_and_does_not_run(
+    bwrap: Confinement, tmp_path: Path, name: str
+) -> None:
+    work, owner, block = await run(bwrap, tmp_path, HOSTILE[name], Approval.NO)
+    assert len(owner.asked) == 1, "the line was put to the owner"
+    assert owner.asked[0].verdict == "ask"
+    assert owner.asked[0].uncovered, "the question names what made it ask"
+    assert block["is_error"]
+    assert not (work / name).exists(), f"{name} ran without a question"
+
+
+@pytest.mark.parametrize("name", CONTROLS)
+async def test_the_same_line_approved_runs_so_the_payload_is_real(
+    bwrap: Confinement, tmp_path: Path, name: str
+) -> None:
+    work, owner, _ = await run(bwrap, tmp_path, HOSTILE[name], Approval.YES)
+    assert len(owner.asked) == 1
+    assert (work / name).exists(), f"the {name} payload did not run even when approved"
+
+
+async def test_an_ordinary_line_runs_without_a_question(bwrap: Confinement, tmp_path: Path) -> None:
+    work, owner, block = await run(bwrap, tmp_path, "sed -n '1p' {m}/f && ls", Approval.NO)
+    assert owner.asked == []
+    assert not block.get("is_error")
+    assert "a line" in str(block["content"])

@@ -374,7 +374,15 @@ def test_doctor_shows_the_sandbox_or_why_it_cannot_start(monkeypatch: pytest.Mon
     from dispatch_matrix.doctor import _sandbox
 
     def config(kind: str) -> object:
-        return SimpleNamespace(agent=SimpleNamespace(sandbox=kind, sandbox_network=False))
+        agent = SimpleNamespace(
+            sandbox=kind,
+            sandbox_network=False,
+            sandbox_max_processes=256,
+            sandbox_max_memory_mb=2048,
+            sandbox_max_file_mb=1024,
+            sandbox_max_cpu_s=600,
+        )
+        return SimpleNamespace(agent=agent)
 
     off = _sandbox(config("none"))  # type: ignore[arg-type]
     assert off.ok and "unconfined" in off.what
@@ -383,7 +391,11 @@ def test_doctor_shows_the_sandbox_or_why_it_cannot_start(monkeypatch: pytest.Mon
     monkeypatch.setattr(sandbox_host.shutil, "which", lambda *a, **k: "/usr/bin/bwrap")
     monkeypatch.setattr(sandbox_host, "probe_once", lambda c: "")
     on = _sandbox(config("auto"))  # type: ignore[arg-type]
-    assert on.ok and on.what == "sandbox: bubblewrap (/usr/bin/bwrap, network off)"
+    assert on.ok and on.what.startswith("sandbox: bubblewrap (/usr/bin/bwrap, network off, ")
+    # The configured limits, and that they are rlimits (no cgroup), are said.
+    assert "limits per call: 256 processes, 2048 MB data per process" in on.what
+    assert "1024 MB per file, 600 s CPU per process, no core dumps" in on.what
+    assert "(rlimits; no cgroup)" in on.what
     monkeypatch.setattr(sandbox_host, "probe_once", lambda c: "bwrap: uid map: EPERM")
     monkeypatch.setattr(sandbox_host, "read_sysctls", lambda: {"user.max_user_namespaces": "0"})
     broken = _sandbox(config("auto"))  # type: ignore[arg-type]

@@ -10,7 +10,9 @@ only file-system access the rules need) and `Confinement.launch` wraps one comma
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -23,8 +25,19 @@ from stat import S_ISDIR
 
 from ..errors import ConfigError, ToolError
 from .paths import canonicalize
-from .sandbox import CREDENTIAL_PATHS, HOST_SOCKETS, Hidden, Sandbox, SandboxSpec, bwrap_args, plan
+from .sandbox import (
+    CREDENTIAL_PATHS,
+    HOST_SOCKETS,
+    Hidden,
+    Limits,
+    Sandbox,
+    SandboxSpec,
+    bwrap_args,
+    plan,
+    within,
+)
 from .sandbox_macos import sandbox_exec_argv
+from .wall import GIT_HOOKS, HIDDEN_IN_HOME, READONLY_IN_TREE, Guard, home_guards
 
 BASH = "/bin/bash"
 _SYSCTLS = (
@@ -47,6 +60,7 @@ class Confinement:
     # bubblewrap: whether it makes a user namespace (a root caller in some containers cannot).
     user_namespace: bool = True
     network: bool = True
+    limits: Limits = Limits()
 
     @property
     def active(self) -> bool:
@@ -59,6 +73,10 @@ class Confinement:
         details = [self.program or "?", "network on" if self.network else "network off"]
         if self.kind is Sandbox.BUBBLEWRAP and not self.user_namespace:
             details.append("no user namespace (root, capabilities dropped)")
+        if self.kind is Sandbox.BUBBLEWRAP:
+            details.append(f"limits per call: {self.limits.describe()} (rlimits; no cgroup)")
+            if os.geteuid() == 0:
+                details.append("as root the process limit does not apply")
         return f"{self.kind.value} ({', '.join(details)})"
 
     def launch(self, spec: SandboxSpec, command: str) -> Launch:
@@ -84,8 +102,27 @@ class Confinement:
         # A name for this sandbox that its first process carries in its argv (an empty folder
         # in its private /tmp), so that `reap` can find it if bwrap is killed mid-setup.
         tag = f"/tmp/.dispatch-sandbox-{secrets.token_hex(8)}"
-        argv = [self.program, "--args", str(fd), "--dir", tag, "--", BASH, "-c", command]
+        # The limits are set by a first shell inside the sandbox, which then becomes the
+        # command's: inside its user namespace the process count is this call's alone.
+        limited = f'{spec.limits.ulimit(own_hard_limits())} || exit 126; exec {BASH} -c "$1"'
+        argv = [self.program, "--args", str(fd), "--dir", tag, "--", BASH, "-c", limited]
+        argv += ["bash", command]
         return Launch(argv, {}, pass_fds=(fd,), tag=tag)
+
+
+def own_hard_limits() -> dict[str, int]:
+    """This process's hard limits, by `ulimit` letter and in its units (-1: none); a limit
+    above them cannot be set by an unprivileged process."""
+    found: dict[str, int] = {}
+    for letter, which, unit in (
+        ("u", resource.RLIMIT_NPROC, 1),
+        ("d", resource.RLIMIT_DATA, 1024),
+        ("f", resource.RLIMIT_FSIZE, 1024),
+        ("t", resource.RLIMIT_CPU, 1),
+    ):
+        hard = resource.getrlimit(which)[1]
+        found[letter] = -1 if hard == resource.RLIM_INFINITY else hard // unit
+    return found
 
 
 @dataclass
@@ -140,6 +177,128 @@ def default_hidden(home: Path, uid: int) -> list[Path]:
     ]
 
 
+def _git_folders(tree: Path) -> list[Path]:
+    """The git folders of the repository at `tree`: its `.git`, or for a worktree (a `.git`
+    file) the folder it names and that folder's common one."""
+    dot_git = tree / ".git"
+    if dot_git.is_dir():
+        return [dot_git]
+    try:
+        line = dot_git.read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return []
+    if not line.startswith("gitdir:"):
+        return []
+    gitdir = (tree / line.removeprefix("gitdir:").strip()).resolve()
+    found = [gitdir]
+    with contextlib.suppress(OSError, IndexError):
+        common = (gitdir / "commondir").read_text().splitlines()[0].strip()
+        found.append((gitdir / common).resolve())
+    return found
+
+
+def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
+    """The folders whose `.git/hooks`, `.git/config` and editor folders are kept read-only:
+    each root, the workdir, the repository the workdir is in, and each repository one level
+    inside a root. Deeper repositories are not searched (a per-call cost on every call);
+    the file tools refuse writing them at any depth."""
+    found: list[Path] = []
+    canonical_roots = []
+    for root in roots:
+        with contextlib.suppress(OSError):
+            canonical_roots.append(canonicalize(root.expanduser()))
+    for root in canonical_roots:
+        found.append(root)
+        with contextlib.suppress(OSError):
+            for child in sorted(root.iterdir()):
+                if child.name != ".git" and (child / ".git").exists() and child.is_dir():
+                    found.append(child)
+    with contextlib.suppress(OSError):
+        here = canonicalize(workdir)
+        found.append(here)
+        for parent in [here, *here.parents]:
+            if not any(within(PurePosixPath(parent), PurePosixPath(r)) for r in canonical_roots):
+                break
+            if (parent / ".git").exists():
+                found.append(parent)
+                break
+    return list(dict.fromkeys(found))
+
+
+def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[Path, Guard]]:
+    """Every read-only guard of one call, as paths: the home's, and each tree's."""
+    paths = [(home / g.path, g) for g in home_guards()]
+    for tree in trees(roots, workdir):
+        for gitdir in _git_folders(tree):
+            paths.append((gitdir / "hooks", GIT_HOOKS))
+            paths.append((gitdir / "config", Guard(".git/config", False, False)))
+        paths += [(tree / g.path, g) for g in READONLY_IN_TREE if not g.path.startswith(".git/")]
+    return paths
+
+
+def placeholders(
+    guards: Iterable[tuple[Path, Guard]], roots: Iterable[Path]
+) -> tuple[list[Path], list[Path]]:
+    """Make ready the guards inside a writable root: an existing one stays as it is, a
+    missing one whose empty form is harmless is created empty (bubblewrap mounts only over
+    what exists). Returns (the guards that exist now, the missing ones left to watch)."""
+    canonical_roots = []
+    for root in roots:
+        with contextlib.suppress(OSError):
+            canonical_roots.append(PurePosixPath(canonicalize(root.expanduser())))
+    existing: list[Path] = []
+    watched: list[Path] = []
+    for path, guard in guards:
+        try:
+            real = canonicalize(path)
+        except (OSError, ValueError):
+            continue
+        if os.path.lexists(real):
+            existing.append(real)
+            continue
+        if not any(within(PurePosixPath(real), r) for r in canonical_roots):
+            continue
+        if not guard.placeholder:
+            watched.append(real)
+            continue
+        try:
+            real.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if guard.is_dir:
+                real.mkdir(mode=0o700)
+            else:
+                os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            existing.append(real)
+        except OSError:
+            # Another process made it meanwhile (fine: it exists), or the folder is not
+            # writable (then no command can create it either).
+            if os.path.lexists(real):
+                existing.append(real)
+    return existing, watched
+
+
+def hidden_placeholders(home: Path) -> list[tuple[Path, Guard]]:
+    """The credential stores, as guards (an empty one is created where a root would let a
+    command plant one: an `.ssh/authorized_keys`, an `.npmrc` that runs a script)."""
+    return [(home / g.path, g) for g in HIDDEN_IN_HOME]
+
+
+def quarantine(watched: Iterable[PurePosixPath], stamp: str) -> list[Path]:
+    """Move aside what a call created at a watched path (one that runs later outside the
+    sandbox and could not be masked); the paths moved. Runs after the call: nothing of the
+    sandbox is left to race with."""
+    moved: list[Path] = []
+    for path in map(Path, watched):
+        if not os.path.lexists(path):
+            continue
+        target = path.with_name(f"{path.name}.quarantined-{stamp}")
+        try:
+            path.rename(target)
+        except OSError:
+            continue
+        moved.append(target)
+    return moved
+
+
 def survey(paths: Iterable[Path]) -> list[Hidden]:
     """The hidden paths that exist, canonical (a symlinked one is masked at its target)."""
     found: list[Hidden] = []
@@ -160,14 +319,34 @@ def spec_for(
     network: bool,
     workdir: Path,
     tmp: str = "/tmp",
+    *,
+    readonly: Iterable[Path] = (),
+    home: Path | None = None,
+    limits: Limits | None = None,
 ) -> SandboxSpec:
-    """The spec of one call: the rules applied to what is on disk right now."""
+    """The spec of one call: the rules applied to what is on disk right now.
+
+    `readonly`: paths kept read-only inside the roots besides the wall's own lists (the
+    daemon's installation); `home`: the home folder the wall's lists are relative to (its
+    guards are applied only when given).
+    """
+    roots = list(roots)
     canonical_roots = []
     for root in roots:
         try:
             canonical_roots.append(PurePosixPath(canonicalize(root.expanduser())))
         except OSError:
             continue
+    guards: list[tuple[Path, Guard]] = [(p, Guard(str(p), True, False)) for p in readonly]
+    hidden = list(hidden)
+    if home is not None:
+        guards += guards_for(home, roots, workdir)
+        # Credential stores missing inside a root: an empty one to mask, or one to watch.
+        made, watched_hidden = placeholders(hidden_placeholders(home), roots)
+        hidden += made
+    else:
+        watched_hidden = []
+    existing, watched = placeholders(guards, roots)
     return plan(
         canonical_roots,
         survey(hidden),
@@ -175,7 +354,9 @@ def spec_for(
         network,
         PurePosixPath(tmp),
         PurePosixPath(canonicalize(workdir)),
-        readonly=_interpreter_paths(),
+        readonly=[*_interpreter_paths(), *map(PurePosixPath, existing)],
+        watched=[PurePosixPath(p) for p in [*watched, *watched_hidden]],
+        limits=limits or Limits(),
     )
 
 
@@ -247,6 +428,7 @@ def check_sandbox(
     network: bool = True,
     key: str = "agent.sandbox",
     probe: bool = True,
+    limits: Limits | None = None,
 ) -> Confinement:
     """The sandbox `kind` asks for, proven to start; ConfigError when it cannot.
 
@@ -284,13 +466,14 @@ def check_sandbox(
             "no sandbox can run: bubblewrap (`bwrap`) is not installed",
             f"install it (e.g. `sudo apt install bubblewrap`), {none_fix}",
         )
-    found = Confinement(Sandbox.BUBBLEWRAP, bwrap, network=network)
+    found = Confinement(Sandbox.BUBBLEWRAP, bwrap, network=network, limits=limits or Limits())
     if not probe:
         return found
     failure = ""
     # A root caller may lack user namespaces (some containers) yet mount; try that second.
+    # The probe sets the limits too, so a limit the machine refuses shows here, at start.
     for user_namespace in (True, False) if os.geteuid() == 0 else (True,):
-        candidate = Confinement(Sandbox.BUBBLEWRAP, bwrap, user_namespace, network)
+        candidate = dataclasses.replace(found, user_namespace=user_namespace)
         failure = probe_once(candidate)
         if not failure:
             return candidate

@@ -17,14 +17,17 @@ import pwd
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from .. import logs
 from ..errors import ToolError
 from .base import ToolContext, ToolResult
+from .paths import home_of
 from .process import run_command
 from .sandbox import Sandbox
-from .sandbox_host import Confinement, check_sandbox, confinement_for, spec_for
+from .sandbox_host import Confinement, check_sandbox, confinement_for, quarantine, spec_for
 from .schema import BASH_SCHEMA, BashInput, guarded, parse_input
 
 __all__ = ["BashTool", "Sandbox", "check_sandbox", "minimal_env"]
@@ -32,8 +35,11 @@ __all__ = ["BashTool", "Sandbox", "check_sandbox", "minimal_env"]
 _BASH = "/bin/bash"
 _SANDBOXED = (
     " The shell runs in a sandbox: only the allowed roots are writable, /tmp is private to "
-    "the call, and the bot's own state and the user's credentials are not visible."
+    "the call, and the bot's own state and the user's credentials are not visible. Shell "
+    "start-up files, service and autostart folders, .git/hooks and .git/config, editor and "
+    "agent settings and the bot's own installation are read-only even inside the roots."
 )
+log = logs.get(__name__)
 
 
 def minimal_env(home: Path | None = None) -> dict[str, str]:
@@ -121,6 +127,9 @@ class BashTool:
             self.confinement.network,
             ctx.workdir,
             tmp,
+            readonly=ctx.readonly_paths,
+            home=home_of(ctx) if ctx.guard_home else None,
+            limits=self.confinement.limits,
         )
         if any(p == spec.workdir or spec.workdir.is_relative_to(p) for p in spec.hidden_dirs):
             raise ToolError(f"the workdir {ctx.workdir} lies in a folder the sandbox hides")
@@ -135,12 +144,27 @@ class BashTool:
         try:
             result = await run_command(launch.argv, ctx, launch.env, timeout, launch.pass_fds)
         except BaseException:
-            # Cancelled (`!cancel`) or failed: make sure no part of the sandbox is left.
+            # Cancelled (`!cancel`) or failed: make sure no part of the sandbox is left,
+            # then that nothing it planted at a watched path stays.
             launch.reap()
+            quarantine(spec.watched, time.strftime("%Y%m%d-%H%M%S"))
             raise
         finally:
             launch.close()
         if result.is_error:
             # Timed out, killed, or just a non-zero exit: cheap to make sure (a /proc scan).
             await asyncio.to_thread(launch.reap)
-        return result
+        if not spec.watched:
+            return result
+        moved = await asyncio.to_thread(quarantine, spec.watched, time.strftime("%Y%m%d-%H%M%S"))
+        if not moved:
+            return result
+        for path in moved:
+            log.warning("sandbox.quarantined", path=str(path))
+        note = (
+            f"\n[moved aside after the command: {', '.join(map(str, moved))}. Commands may "
+            "not create these: they would run later, outside the sandbox]"
+        )
+        first = {**result.content[0]}
+        first["text"] = str(first.get("text", "")) + note
+        return ToolResult([first, *result.content[1:]], result.is_error)

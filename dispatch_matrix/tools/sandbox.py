@@ -145,7 +145,6 @@ class SandboxSpec:
     # Paths that did not exist and could not be masked: one the call creates is moved aside
     # after it (sandbox_host.quarantine).
     watched: tuple[PurePosixPath, ...] = ()
-    limits: Limits = Limits()
 
     def mounts(self) -> list[tuple[str, PurePosixPath]]:
         """The mount operations in the order they must be made: parents before children, so
@@ -191,7 +190,6 @@ def plan(
     workdir: PurePosixPath,
     readonly: Sequence[PurePosixPath] = (),
     watched: Sequence[PurePosixPath] = (),
-    limits: Limits = Limits(),
 ) -> SandboxSpec:
     """The sandbox for one call. Pure: every path is already canonical (see `survey`).
 
@@ -242,7 +240,11 @@ def plan(
         and path not in hidden_files
     ]
     # A root inside a read-only path (a root in the daemon's own checkout) stays read-only.
-    kept_readonly += [r for r in kept_roots if any(within(r, p) and r != p for p in kept_readonly)]
+    kept_readonly += [
+        r
+        for r in kept_roots
+        if any(within(r, p) and r != p for p in readonly) and r not in kept_readonly
+    ]
 
     def shown(path: PurePosixPath) -> bool:
         if any(within(path, k) for k in _KERNEL_FS):
@@ -289,7 +291,6 @@ def plan(
         unmaskable=tuple(sorted({h.path for h in hidden if not h.is_dir and h.links > 1}, key=str)),
         readonly=tuple(kept_readonly),
         watched=tuple(kept_watched),
-        limits=limits,
     )
 
 

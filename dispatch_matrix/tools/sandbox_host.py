@@ -104,7 +104,7 @@ class Confinement:
         tag = f"/tmp/.dispatch-sandbox-{secrets.token_hex(8)}"
         # The limits are set by a first shell inside the sandbox, which then becomes the
         # command's: inside its user namespace the process count is this call's alone.
-        limited = f'{spec.limits.ulimit(own_hard_limits())} || exit 126; exec {BASH} -c "$1"'
+        limited = f'{self.limits.ulimit(own_hard_limits())} || exit 126; exec {BASH} -c "$1"'
         argv = [self.program, "--args", str(fd), "--dir", tag, "--", BASH, "-c", limited]
         argv += ["bash", command]
         return Launch(argv, {}, pass_fds=(fd,), tag=tag)
@@ -322,7 +322,6 @@ def spec_for(
     *,
     readonly: Iterable[Path] = (),
     home: Path | None = None,
-    limits: Limits | None = None,
 ) -> SandboxSpec:
     """The spec of one call: the rules applied to what is on disk right now.
 
@@ -356,7 +355,6 @@ def spec_for(
         PurePosixPath(canonicalize(workdir)),
         readonly=[*_interpreter_paths(), *map(PurePosixPath, existing)],
         watched=[PurePosixPath(p) for p in [*watched, *watched_hidden]],
-        limits=limits or Limits(),
     )
 
 

@@ -129,7 +129,6 @@ class BashTool:
             tmp,
             readonly=ctx.readonly_paths,
             home=home_of(ctx) if ctx.guard_home else None,
-            limits=self.confinement.limits,
         )
         if any(p == spec.workdir or spec.workdir.is_relative_to(p) for p in spec.hidden_dirs):
             raise ToolError(f"the workdir {ctx.workdir} lies in a folder the sandbox hides")

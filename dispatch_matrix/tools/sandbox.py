@@ -164,12 +164,26 @@ def within(child: PurePosixPath, parent: PurePosixPath) -> bool:
     return child.parts[: len(parent.parts)] == parent.parts
 
 
+class _Under:
+    """Whether a path is one of some folders or inside one, in as many set lookups as the
+    path is deep (a call's plan asks this thousands of times of dozens of folders)."""
+
+    def __init__(self, folders: Iterable[PurePosixPath]) -> None:
+        self._parts = {p.parts for p in folders}
+
+    def __call__(self, path: PurePosixPath) -> bool:
+        parts = path.parts
+        return any(parts[:i] in self._parts for i in range(1, len(parts) + 1))
+
+
 def _outermost(paths: Iterable[PurePosixPath]) -> list[PurePosixPath]:
     """The paths without duplicates and without those inside another, shortest first."""
     kept: list[PurePosixPath] = []
+    seen = _Under(())
     for path in sorted(set(paths), key=lambda p: (len(p.parts), str(p))):
-        if not any(within(path, k) for k in kept):
+        if not seen(path):
             kept.append(path)
+            seen = _Under(kept)
     return kept
 
 
@@ -257,23 +271,19 @@ def plan(
     # A folder on the way to a masked or read-only path is pinned (bound onto itself) so
     # that it cannot be renamed away with the mount; not inside a read-only one, where
     # nothing can be renamed anyway (and a writable pin would undo the read-only mount).
+    under_readonly = _Under(kept_readonly)
+    under_hidden = _Under(hidden_dirs)
     pinned: set[PurePosixPath] = set()
     for path in [*hidden_dirs, *hidden_files, *kept_readonly]:
         for root in kept_roots:
             if within(path, root) and path != root:
                 parent = path.parent
                 while parent != root and within(parent, root):
-                    if not any(within(parent, r) for r in kept_readonly):
+                    if not under_readonly(parent):
                         pinned.add(parent)
                     parent = parent.parent
     kept_watched = sorted(
-        {
-            w
-            for w in watched
-            if in_root(w)
-            and not any(within(w, d) for d in hidden_dirs)
-            and not any(within(w, r) for r in kept_readonly)
-        },
+        {w for w in watched if in_root(w) and not under_hidden(w) and not under_readonly(w)},
         key=str,
     )
     variables = dict(_valid_env(env))

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from stat import S_ISDIR
+from stat import S_ISDIR, S_ISLNK
 
 from ..errors import ConfigError, ToolError
 from .paths import canonicalize
@@ -209,10 +209,14 @@ def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
             canonical_roots.append(canonicalize(root.expanduser()))
     for root in canonical_roots:
         found.append(root)
-        with contextlib.suppress(OSError):
-            for child in sorted(root.iterdir()):
-                if child.name != ".git" and (child / ".git").exists() and child.is_dir():
-                    found.append(child)
+        with contextlib.suppress(OSError), os.scandir(root) as entries:
+            found += sorted(
+                Path(entry.path)
+                for entry in entries
+                if entry.name != ".git"
+                and entry.is_dir(follow_symlinks=False)
+                and os.path.lexists(f"{entry.path}/.git")
+            )
     with contextlib.suppress(OSError):
         here = canonicalize(workdir)
         found.append(here)
@@ -236,24 +240,49 @@ def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[P
     return paths
 
 
+class _Canonical:
+    """`canonicalize` for many paths of one call, the folders on the way looked up once:
+    the guards of one call share most of their parents (a repository's five guards, the
+    home's thirty)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, Path] = {}
+
+    def lookup(self, path: Path) -> tuple[Path, bool]:
+        """The canonical path and whether something (a link included) is there."""
+        path = Path(os.path.normpath(path))
+        try:
+            st: os.stat_result | None = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        if st is not None and S_ISLNK(st.st_mode):
+            real = canonicalize(path)
+            return real, os.path.lexists(real)
+        folder = self._folders.get(path.parent)
+        if folder is None:
+            folder = self._folders[path.parent] = canonicalize(path.parent)
+        return folder / path.name, st is not None
+
+
 def placeholders(
     guards: Iterable[tuple[Path, Guard]], roots: Iterable[Path]
 ) -> tuple[list[Path], list[Path]]:
     """Make ready the guards inside a writable root: an existing one stays as it is, a
-    missing one whose empty form is harmless is created empty (bubblewrap mounts only over
-    what exists). Returns (the guards that exist now, the missing ones left to watch)."""
+    missing folder whose empty form is harmless is created empty (bubblewrap mounts only
+    over what exists). Returns (the guards that exist now, the missing ones to watch)."""
     canonical_roots = []
     for root in roots:
         with contextlib.suppress(OSError):
             canonical_roots.append(PurePosixPath(canonicalize(root.expanduser())))
+    canonical = _Canonical()
     existing: list[Path] = []
     watched: list[Path] = []
-    for path, guard in guards:
+    for path, guard in dict(guards).items():
         try:
-            real = canonicalize(path)
+            real, exists = canonical.lookup(path)
         except (OSError, ValueError):
             continue
-        if os.path.lexists(real):
+        if exists:
             existing.append(real)
             continue
         if not any(within(PurePosixPath(real), r) for r in canonical_roots):
@@ -277,8 +306,9 @@ def placeholders(
 
 
 def hidden_placeholders(home: Path) -> list[tuple[Path, Guard]]:
-    """The credential stores, as guards (an empty one is created where a root would let a
-    command plant one: an `.ssh/authorized_keys`, an `.npmrc` that runs a script)."""
+    """The credential stores, as guards: a missing one inside a root is watched, since a
+    command could plant one there (an `.ssh/authorized_keys`, an `.npmrc` that runs a
+    script)."""
     return [(home / g.path, g) for g in HIDDEN_IN_HOME]
 
 
@@ -302,9 +332,12 @@ def quarantine(watched: Iterable[PurePosixPath], stamp: str) -> list[Path]:
 def survey(paths: Iterable[Path]) -> list[Hidden]:
     """The hidden paths that exist, canonical (a symlinked one is masked at its target)."""
     found: list[Hidden] = []
+    canonical = _Canonical()
     for path in paths:
         try:
-            real = canonicalize(path.expanduser())
+            real, exists = canonical.lookup(path.expanduser())
+            if not exists:
+                continue
             st = real.stat()
         except (OSError, ValueError):
             continue
@@ -337,14 +370,11 @@ def spec_for(
         except OSError:
             continue
     guards: list[tuple[Path, Guard]] = [(p, Guard(str(p), True, False)) for p in readonly]
-    hidden = list(hidden)
+    watched_hidden: list[Path] = []
     if home is not None:
         guards += guards_for(home, roots, workdir)
-        # Credential stores missing inside a root: an empty one to mask, or one to watch.
-        made, watched_hidden = placeholders(hidden_placeholders(home), roots)
-        hidden += made
-    else:
-        watched_hidden = []
+        # Credential stores missing inside a root: watched (the existing ones are hidden).
+        watched_hidden = placeholders(hidden_placeholders(home), roots)[1]
     existing, watched = placeholders(guards, roots)
     return plan(
         canonical_roots,

@@ -635,3 +635,19 @@ def test_the_macos_profile_denies_writing_the_read_only_and_watched_paths() -> N
     assert f'(deny file-write* (subpath "{H}/.bashrc") (subpath "{H}/.bash_profile"))' in text
     # After the rule that allows writing the roots: the last matching rule wins.
     assert text.index("(deny file-write* (subpath") > text.index("(allow file-write*")
+
+
+def test_quarantine_moves_only_what_lies_where_it_was_watched(tmp_path: Path) -> None:
+    from dispatch_matrix.tools.sandbox_host import quarantine
+
+    home = tmp_path / "home"
+    (home / ".config").mkdir(parents=True)
+    (home / ".bash_profile").write_text("planted\n")
+    victim = tmp_path / "victim"
+    (victim / "User").mkdir(parents=True)
+    # The call turned a folder on the way into a link to somewhere else.
+    (home / ".config" / "Code").symlink_to(victim)
+    watched = [P(home / ".bash_profile"), P(home / ".config" / "Code" / "User"), P(home / "none")]
+    moved = quarantine(watched, "t")
+    assert [p.name.startswith(".bash_profile.quarantined-t-") for p in moved] == [True]
+    assert not (home / ".bash_profile").exists() and (victim / "User").is_dir()

@@ -318,10 +318,12 @@ def quarantine(watched: Iterable[PurePosixPath], stamp: str) -> list[Path]:
     sandbox is left to race with."""
     moved: list[Path] = []
     for path in map(Path, watched):
-        if not os.path.lexists(path):
-            continue
-        target = path.with_name(f"{path.name}.quarantined-{stamp}")
         try:
+            if not os.path.lexists(path) or canonicalize(path.parent) != path.parent:
+                # Absent; or a folder on the way became a link, and the rename would land
+                # wherever the call pointed it: the path is not where it was watched.
+                continue
+            target = path.with_name(f"{path.name}.quarantined-{stamp}-{secrets.token_hex(3)}")
             path.rename(target)
         except OSError:
             continue

@@ -638,7 +638,7 @@ def test_the_macos_profile_denies_writing_the_read_only_and_watched_paths() -> N
 
 
 def test_quarantine_moves_only_what_lies_where_it_was_watched(tmp_path: Path) -> None:
-    from dispatch_matrix.tools.sandbox_host import quarantine
+    from dispatch_matrix.tools.guards import quarantine
 
     home = tmp_path / "home"
     (home / ".config").mkdir(parents=True)

@@ -24,10 +24,11 @@ from typing import Any
 from .. import logs
 from ..errors import ToolError
 from .base import ToolContext, ToolResult
+from .guards import quarantine
 from .paths import home_of
 from .process import run_command
 from .sandbox import Sandbox
-from .sandbox_host import Confinement, check_sandbox, confinement_for, quarantine, spec_for
+from .sandbox_host import Confinement, check_sandbox, confinement_for, spec_for
 from .schema import BASH_SCHEMA, BashInput, guarded, parse_input
 
 __all__ = ["BashTool", "Sandbox", "check_sandbox", "minimal_env"]

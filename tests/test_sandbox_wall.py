@@ -168,6 +168,13 @@ async def test_the_service_env_file_cannot_be_changed(daemon: Daemon) -> None:
     assert read.is_error and ENV_KEY not in text(read)
 
 
+async def test_send_file_refuses_the_env_file_and_every_secret_file(daemon: Daemon) -> None:
+    for path in ("~/.config/dispatch-matrix/env", "~/secrets/token", "~/mcp/header"):
+        result = await daemon.call("send_file", path=path)
+        assert result.is_error and "may not touch" in text(result), (path, text(result))
+        assert not any(secret in text(result) for secret in SECRETS)
+
+
 # --- class 6: what runs later outside the sandbox ---------------------------------------
 
 # (command, path that must keep its content or stay absent, expected content or None)

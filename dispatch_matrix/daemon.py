@@ -44,6 +44,7 @@ from .matrix.speech_out import build_speech_out
 from .matrix.sync import SyncLoop, SyncStalled
 from .matrix.voice_inbox import VoiceInbox
 from .parts import control_plane, local_homeserver
+from .parts import limits as sandbox_limits
 from .pending import Pending
 from .queue import Worker
 from .queue.control import Control
@@ -147,7 +148,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     logs.setup(config.log.level, state.log_dir if config.log.file else None)
     # No sandbox where one was asked for (auto included): refuse rather than run unconfined.
     confinement = await asyncio.to_thread(
-        check_sandbox, config.agent.sandbox, network=config.agent.sandbox_network
+        check_sandbox,
+        config.agent.sandbox,
+        network=config.agent.sandbox_network,
+        limits=sandbox_limits(config),
     )
     if confinement.active:
         log.info("sandbox.active", sandbox=confinement.describe())

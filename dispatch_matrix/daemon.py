@@ -43,7 +43,7 @@ from .matrix.sender import Budget
 from .matrix.speech_out import build_speech_out
 from .matrix.sync import SyncLoop, SyncStalled
 from .matrix.voice_inbox import VoiceInbox
-from .parts import control_plane, local_homeserver
+from .parts import control_plane, local_homeserver, watch_dir
 from .parts import limits as sandbox_limits
 from .pending import Pending
 from .queue import Worker
@@ -65,6 +65,7 @@ from .start_notices import (
 from .state import StateFolder
 from .store import Database
 from .store.models import Session
+from .tools.guards import recover_watched
 from .tools.sandbox_host import (
     Confinement,
     check_sandbox,
@@ -155,6 +156,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     )
     if confinement.active:
         log.info("sandbox.active", sandbox=confinement.describe())
+        # A shell call the last run never finished: what it planted is moved aside now.
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for moved in await asyncio.to_thread(recover_watched, watch_dir(config), stamp):
+            log.warning("sandbox.quarantined", path=str(moved), after="restart")
         hidden = [*control_plane(config), *default_hidden(Path.home(), os.getuid())]
         for linked in await asyncio.to_thread(hard_linked_secrets, hidden):
             log.warning("sandbox.hard_linked_secret", path=str(linked))

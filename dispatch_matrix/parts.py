@@ -99,6 +99,11 @@ def limits(config: Config) -> Limits:
     )
 
 
+def watch_dir(config: Config) -> Path:
+    """Where shell calls note the paths they watch while they run (tools/guards.py)."""
+    return config.state_dir / "watched"
+
+
 def readonly_paths(home: Path) -> list[Path]:
     """What no tool may change even inside a root: the start-up files and the other
     guards under the home folder, and the daemon's own installation."""
@@ -146,6 +151,7 @@ def build_tools(
         denied_paths=tuple(dict.fromkeys(hidden)),
         readonly_paths=tuple(readonly_paths(Path.home())),
         guard_home=True,
+        watch_dir=watch_dir(config),
         env=env,
         bash_timeout_s=config.agent.bash_timeout_s,
     )

@@ -651,3 +651,18 @@ def test_quarantine_moves_only_what_lies_where_it_was_watched(tmp_path: Path) ->
     moved = quarantine(watched, "t")
     assert [p.name.startswith(".bash_profile.quarantined-t-") for p in moved] == [True]
     assert not (home / ".bash_profile").exists() and (victim / "User").is_dir()
+
+
+def test_a_restart_moves_aside_what_an_unfinished_call_planted(tmp_path: Path) -> None:
+    from dispatch_matrix.tools.guards import note_watched, recover_watched
+
+    home, notes = tmp_path / "home", tmp_path / "state" / "watched"
+    home.mkdir()
+    note = note_watched(notes, [P(home / ".bash_profile"), P(home / ".zshenv")])
+    assert oct(note.stat().st_mode & 0o777) == "0o600"
+    # The daemon died mid-call: the note stayed, and so did what the call planted.
+    (home / ".bash_profile").write_text("planted\n")
+    moved = recover_watched(notes, "r")
+    assert [p.name.split("-")[0] for p in moved] == [".bash_profile.quarantined"]
+    assert not (home / ".bash_profile").exists() and not list(notes.iterdir())
+    assert recover_watched(tmp_path / "none", "r") == []

@@ -263,6 +263,8 @@ async def test_what_a_call_plants_at_a_watched_path_is_moved_aside_and_said(
     assert not (daemon.home / ".bash_profile").exists()
     moved = list(daemon.home.glob(".bash_profile.quarantined-*"))
     assert len(moved) == 1 and moved[0].read_text() == "evil\n"
+    # The call's note of what it watched is gone with it (a crash would have left it).
+    assert daemon.ctx.watch_dir is not None and not list(daemon.ctx.watch_dir.iterdir())
 
 
 async def test_ordinary_work_in_the_root_still_runs(daemon: Daemon) -> None:

@@ -63,6 +63,9 @@ class ToolContext:
     readonly_paths: tuple[Path, ...] = ()
     # Whether shell calls keep the wall's read-only lists under HOME (the daemon: always).
     guard_home: bool = False
+    # Where a shell call notes the paths it watches while it runs (in the state folder), so
+    # that a restart after a crash mid-call still moves aside what it planted.
+    watch_dir: Path | None = None
     reporter: Reporter | None = None
     # Environment variables passed to shell commands (built from an allowlist).
     env: dict[str, str] = field(default_factory=dict)

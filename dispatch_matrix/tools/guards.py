@@ -171,3 +171,29 @@ def quarantine(watched: Iterable[PurePosixPath], stamp: str) -> list[Path]:
             continue
         moved.append(target)
     return moved
+
+
+def note_watched(folder: Path, watched: Iterable[PurePosixPath]) -> Path:
+    """Write down the paths one call watches, so that a restart after a crash mid-call can
+    still move aside what it planted (`recover_watched`); the note, removed after the call."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    note = folder / f"call-{secrets.token_hex(6)}"
+    fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("".join(f"{path}\n" for path in watched))
+        out.flush()
+        os.fsync(out.fileno())
+    return note
+
+
+def recover_watched(folder: Path, stamp: str) -> list[Path]:
+    """At start: the notes of calls that never finished (the daemon died mid-call); what lies
+    at their watched paths now is moved aside, as the call's end would have done."""
+    moved: list[Path] = []
+    with contextlib.suppress(FileNotFoundError):
+        for note in sorted(folder.glob("call-*")):
+            with contextlib.suppress(OSError):
+                paths = [PurePosixPath(line) for line in note.read_text().splitlines() if line]
+                moved += quarantine(paths, stamp)
+                note.unlink()
+    return moved

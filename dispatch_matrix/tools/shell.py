@@ -24,7 +24,7 @@ from typing import Any
 from .. import logs
 from ..errors import ToolError
 from .base import ToolContext, ToolResult
-from .guards import quarantine
+from .guards import note_watched, quarantine
 from .paths import home_of
 from .process import run_command
 from .sandbox import Sandbox
@@ -140,6 +140,9 @@ class BashTool:
                 f"refusing to run shell commands: {names} has another name (a hard link) the "
                 "sandbox cannot hide; ask the operator to remove the extra link"
             )
+        note: Path | None = None
+        if spec.watched and ctx.watch_dir is not None:
+            note = await asyncio.to_thread(note_watched, ctx.watch_dir, spec.watched)
         launch = self.confinement.launch(spec, command)
         try:
             result = await run_command(launch.argv, ctx, launch.env, timeout, launch.pass_fds)
@@ -148,6 +151,8 @@ class BashTool:
             # then that nothing it planted at a watched path stays.
             launch.reap()
             quarantine(spec.watched, time.strftime("%Y%m%d-%H%M%S"))
+            if note is not None:
+                note.unlink(missing_ok=True)
             raise
         finally:
             launch.close()
@@ -157,14 +162,16 @@ class BashTool:
         if not spec.watched:
             return result
         moved = await asyncio.to_thread(quarantine, spec.watched, time.strftime("%Y%m%d-%H%M%S"))
+        if note is not None:
+            await asyncio.to_thread(note.unlink, True)
         if not moved:
             return result
         for path in moved:
             log.warning("sandbox.quarantined", path=str(path))
-        note = (
+        said = (
             f"\n[moved aside after the command: {', '.join(map(str, moved))}. Commands may "
             "not create these: they would run later, outside the sandbox]"
         )
         first = {**result.content[0]}
-        first["text"] = str(first.get("text", "")) + note
+        first["text"] = str(first.get("text", "")) + said
         return ToolResult([first, *result.content[1:]], result.is_error)

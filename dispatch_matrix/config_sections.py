@@ -131,6 +131,12 @@ class AgentSection(Section):
     sandbox_max_cpu_s: int = Field(
         3600, ge=0, description="CPU seconds each process of a shell call may use (0 = none)"
     )
+    sandbox_max_tmp_mb: int = Field(
+        2048,
+        ge=0,
+        description="Size of a shell call's private /tmp, which lives in memory, in MB (0 = "
+        "the kernel's default, half the memory)",
+    )
     env_passthrough: list[str] = Field(
         default_factory=list,
         description="Environment variables shell commands may see besides PATH, HOME, LANG…; "

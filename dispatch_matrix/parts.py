@@ -96,6 +96,7 @@ def limits(config: Config) -> Limits:
         memory_mb=agent.sandbox_max_memory_mb,
         file_mb=agent.sandbox_max_file_mb,
         cpu_s=agent.sandbox_max_cpu_s,
+        tmp_mb=agent.sandbox_max_tmp_mb,
     )
 
 

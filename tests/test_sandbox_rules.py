@@ -388,6 +388,7 @@ def test_doctor_shows_the_sandbox_or_why_it_cannot_start(monkeypatch: pytest.Mon
             sandbox_max_memory_mb=2048,
             sandbox_max_file_mb=1024,
             sandbox_max_cpu_s=600,
+            sandbox_max_tmp_mb=512,
         )
         return SimpleNamespace(agent=agent)
 
@@ -401,7 +402,7 @@ def test_doctor_shows_the_sandbox_or_why_it_cannot_start(monkeypatch: pytest.Mon
     assert on.ok and on.what.startswith("sandbox: bubblewrap (/usr/bin/bwrap, network off, ")
     # The configured limits, and that they are rlimits (no cgroup), are said.
     assert "limits per call: 256 processes, 2048 MB data per process" in on.what
-    assert "1024 MB per file, 600 s CPU per process, no core dumps" in on.what
+    assert "1024 MB per file, 600 s CPU per process, 512 MB of /tmp, no core dumps" in on.what
     assert "(rlimits; no cgroup)" in on.what
     monkeypatch.setattr(sandbox_host, "probe_once", lambda c: "bwrap: uid map: EPERM")
     monkeypatch.setattr(sandbox_host, "read_sysctls", lambda: {"user.max_user_namespaces": "0"})
@@ -666,3 +667,10 @@ def test_a_restart_moves_aside_what_an_unfinished_call_planted(tmp_path: Path) -
     assert [p.name.split("-")[0] for p in moved] == [".bash_profile.quarantined"]
     assert not (home / ".bash_profile").exists() and not list(notes.iterdir())
     assert recover_watched(tmp_path / "none", "r") == []
+
+
+def test_the_private_tmp_is_sized_when_bubblewrap_can() -> None:
+    args = bwrap_args(spec([H]), tmp_bytes=64 * 2**20)
+    at = args.index("--tmpfs")
+    assert args[at - 2 : at + 2] == ["--size", str(64 * 2**20), "--tmpfs", "/tmp"]
+    assert "--size" not in bwrap_args(spec([H]))

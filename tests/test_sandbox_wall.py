@@ -25,7 +25,7 @@ from dispatch_matrix.errors import ConfigError
 from dispatch_matrix.parts import build_tools
 from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult, check_sandbox
 from dispatch_matrix.tools.sandbox import Limits
-from dispatch_matrix.tools.sandbox_host import Confinement, Launch
+from dispatch_matrix.tools.sandbox_host import Confinement, Launch, bwrap_sizes_tmpfs
 from dispatch_matrix.tools.shell import BashTool
 
 TOKEN = "syt_token-never-seen-0001"
@@ -406,6 +406,25 @@ async def test_a_huge_file_stops_at_the_file_size_limit(bwrap: Confinement, open
     print(f"\nhead -c 10G: stopped at {size / 2**20:.0f} MiB after {took:.2f} s")
     assert result.is_error and ("XFSZ" in text(result) or "File size limit" in text(result))
     assert size == 16 * 2**20
+
+
+async def test_filling_the_private_tmp_stops_at_its_size(
+    bwrap: Confinement, open_dir: Path
+) -> None:
+    if not bwrap.program or not bwrap_sizes_tmpfs(bwrap.program):
+        pytest.skip("this bubblewrap cannot size a tmpfs (0.7+ can)")
+    tools = limited(bwrap, Limits(tmp_mb=32))
+    started = time.monotonic()
+    result = await tools.run(
+        "bash",
+        {"command": "for i in 1 2 3 4;do head -c 20M /dev/zero >/tmp/f$i; done; cat /tmp/f?|wc -c"},
+        ctx_in(open_dir),
+    )
+    took = time.monotonic() - started
+    output = text(result)
+    print(f"\n/tmp fill (80 MiB into 32 MiB): {output.splitlines()[-2]} after {took:.2f} s")
+    assert "No space left on device" in output
+    assert int(output.splitlines()[-2].split()[0]) <= 32 * 2**20
 
 
 async def test_a_memory_hog_stops_at_the_memory_limit(bwrap: Confinement, open_dir: Path) -> None:

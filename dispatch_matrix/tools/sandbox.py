@@ -88,6 +88,8 @@ class Limits:
     memory_mb: int = 8192
     file_mb: int = 4096
     cpu_s: int = 3600
+    # The private /tmp is memory (tmpfs): its size, for the whole call (bubblewrap 0.7+).
+    tmp_mb: int = 2048
 
     def ulimit(self, hard: dict[str, int] | None = None) -> str:
         """The `ulimit` line that sets them (soft and hard, so no command can raise them
@@ -116,6 +118,7 @@ class Limits:
             f"{self.memory_mb} MB data per process" if self.memory_mb else "memory unlimited",
             f"{self.file_mb} MB per file" if self.file_mb else "file size unlimited",
             f"{self.cpu_s} s CPU per process" if self.cpu_s else "CPU time unlimited",
+            f"{self.tmp_mb} MB of /tmp" if self.tmp_mb else "/tmp up to half the memory",
         ]
         return ", ".join(parts) + ", no core dumps"
 
@@ -304,11 +307,13 @@ def plan(
     )
 
 
-def bwrap_args(spec: SandboxSpec, *, user_namespace: bool = True) -> list[str]:
+def bwrap_args(spec: SandboxSpec, *, user_namespace: bool = True, tmp_bytes: int = 0) -> list[str]:
     """bubblewrap's options for `spec` (without the program and the command). Pure.
 
     `user_namespace=False` is for a root caller whose kernel refuses a new user namespace
     (some containers); `--cap-drop ALL` keeps the command powerless either way.
+    `tmp_bytes`: the size of the private /tmp (it lives in memory), 0 for the kernel's
+    default of half the memory (bubblewrap before 0.7 has no `--size`).
     """
     args = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc"]
     if user_namespace:
@@ -322,6 +327,7 @@ def bwrap_args(spec: SandboxSpec, *, user_namespace: bool = True) -> list[str]:
     for kind, path in spec.mounts():
         where = str(path)
         if kind == "tmp":
+            args += ["--size", str(tmp_bytes)] if tmp_bytes > 0 else []
             args += ["--tmpfs", where]
         elif kind in ("root", "pin"):
             args += ["--bind", where, where]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import resource
 import secrets
@@ -76,6 +77,8 @@ class Confinement:
             details.append("no user namespace (root, capabilities dropped)")
         if self.kind is Sandbox.BUBBLEWRAP:
             details.append(f"limits per call: {self.limits.describe()} (rlimits; no cgroup)")
+            if self.limits.tmp_mb and self.program and not bwrap_sizes_tmpfs(self.program):
+                details.append("this bubblewrap cannot size /tmp (0.7+ can)")
             if os.geteuid() == 0:
                 details.append("as root the process limit does not apply")
         return f"{self.kind.value} ({', '.join(details)})"
@@ -92,7 +95,8 @@ class Confinement:
         # The options go through a file descriptor, not argv: the environment's values
         # would otherwise be in every host user's `ps`. bwrap itself gets no environment,
         # so the sandbox's /proc/1/environ holds nothing either.
-        options = bwrap_args(spec, user_namespace=self.user_namespace)
+        tmp_bytes = self.limits.tmp_mb * 2**20 if bwrap_sizes_tmpfs(self.program) else 0
+        options = bwrap_args(spec, user_namespace=self.user_namespace, tmp_bytes=tmp_bytes)
         fd = os.memfd_create("dispatch-bwrap-args")
         try:
             os.write(fd, b"".join(arg.encode() + b"\0" for arg in options))
@@ -109,6 +113,18 @@ class Confinement:
         argv = [self.program, "--args", str(fd), "--dir", tag, "--", BASH, "-c", limited]
         argv += ["bash", command]
         return Launch(argv, {}, pass_fds=(fd,), tag=tag)
+
+
+@functools.cache
+def bwrap_sizes_tmpfs(program: str) -> bool:
+    """Whether this bubblewrap takes `--size` for a tmpfs (0.7 and later); asked once."""
+    try:
+        done = subprocess.run(
+            [program, "--help"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in done.stdout + done.stderr
 
 
 def own_hard_limits() -> dict[str, int]:

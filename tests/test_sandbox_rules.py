@@ -659,13 +659,17 @@ def test_a_restart_moves_aside_what_an_unfinished_call_planted(tmp_path: Path) -
 
     home, notes = tmp_path / "home", tmp_path / "state" / "watched"
     home.mkdir()
-    note = note_watched(notes, [P(home / ".bash_profile"), P(home / ".zshenv")])
+    (home / "dotfiles").mkdir()
+    links = [(P(home / ".bashrc"), "dotfiles/bashrc")]
+    note = note_watched(notes, [P(home / ".bash_profile"), P(home / ".zshenv")], links)
     assert oct(note.stat().st_mode & 0o777) == "0o600"
     # The daemon died mid-call: the note stayed, and so did what the call planted.
     (home / ".bash_profile").write_text("planted\n")
-    moved = recover_watched(notes, "r")
-    assert [p.name.split("-")[0] for p in moved] == [".bash_profile.quarantined"]
+    (home / ".bashrc").write_text("planted\n")
+    changed = recover_watched(notes, "r")
+    assert [p.name.split("-")[0] for p in changed] == [".bash_profile.quarantined", ".bashrc"]
     assert not (home / ".bash_profile").exists() and not list(notes.iterdir())
+    assert str((home / ".bashrc").readlink()) == "dotfiles/bashrc"
     assert recover_watched(tmp_path / "none", "r") == []
 
 

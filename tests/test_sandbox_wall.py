@@ -259,12 +259,28 @@ async def test_what_a_call_plants_at_a_watched_path_is_moved_aside_and_said(
     daemon: Daemon,
 ) -> None:
     output = await daemon.sh("echo evil > ~/.bash_profile")
-    assert "moved aside after the command" in output
+    assert "undone after the command" in output
     assert not (daemon.home / ".bash_profile").exists()
     moved = list(daemon.home.glob(".bash_profile.quarantined-*"))
     assert len(moved) == 1 and moved[0].read_text() == "evil\n"
     # The call's note of what it watched is gone with it (a crash would have left it).
     assert daemon.ctx.watch_dir is not None and not list(daemon.ctx.watch_dir.iterdir())
+
+
+async def test_a_guarded_dotfile_kept_elsewhere_cannot_be_replaced(daemon: Daemon) -> None:
+    """GNU Stow style: ~/.zshrc is a link to ~/dotfiles/zshrc. The mount covers the target;
+    the link itself is put back after a call that replaced it."""
+    (daemon.home / "dotfiles").mkdir()
+    (daemon.home / "dotfiles" / "zshrc").write_text("# mine\n")
+    (daemon.home / ".zshrc").symlink_to("dotfiles/zshrc")
+    output = await daemon.sh(
+        "echo evil >> ~/.zshrc; echo evil >> ~/dotfiles/zshrc; "
+        "rm -f ~/.zshrc && echo evil > ~/.zshrc && cat ~/.zshrc"
+    )
+    assert "undone after the command" in output, output
+    assert (daemon.home / ".zshrc").is_symlink()
+    assert (daemon.home / ".zshrc").read_text() == "# mine\n"
+    assert [p.read_text() for p in daemon.home.glob(".zshrc.quarantined-*")] == ["evil\n"]
 
 
 async def test_ordinary_work_in_the_root_still_runs(daemon: Daemon) -> None:

@@ -8,6 +8,7 @@ one of those. The lists themselves are data in `wall.py`; the mounts are `sandbo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from collections.abc import Iterable
@@ -108,26 +109,37 @@ class Canonical:
 
 def placeholders(
     guards: Iterable[tuple[Path, Guard]], roots: Iterable[Path]
-) -> tuple[list[Path], list[Path]]:
+) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
     """Make ready the guards inside a writable root: an existing one stays as it is, a
     missing folder whose empty form is harmless is created empty (bubblewrap mounts only
-    over what exists). Returns (the guards that exist now, the missing ones to watch)."""
+    over what exists). Returns the guards that exist now (canonical), the missing ones to
+    watch, and the guards that are symbolic links inside a root with their targets: the
+    mount lands on the target, so the link itself could be replaced (`restore_links`)."""
     canonical_roots = []
     for root in roots:
         with contextlib.suppress(OSError):
             canonical_roots.append(PurePosixPath(canonicalize(root.expanduser())))
+
+    def in_root(path: Path) -> bool:
+        return any(within(PurePosixPath(path), r) for r in canonical_roots)
+
     canonical = Canonical()
     existing: list[Path] = []
     watched: list[Path] = []
+    links: list[tuple[Path, str]] = []
     for path, guard in dict(guards).items():
         try:
             real, exists = canonical.lookup(path)
+            if path.is_symlink():
+                spelled = canonical.lookup(path.parent)[0] / path.name
+                if in_root(spelled):
+                    links.append((spelled, str(path.readlink())))
         except (OSError, ValueError):
             continue
         if exists:
             existing.append(real)
             continue
-        if not any(within(PurePosixPath(real), r) for r in canonical_roots):
+        if not in_root(real):
             continue
         if not guard.placeholder:
             watched.append(real)
@@ -144,7 +156,7 @@ def placeholders(
             # writable (then no command can create it either).
             if os.path.lexists(real):
                 existing.append(real)
-    return existing, watched
+    return existing, watched, links
 
 
 def hidden_placeholders(home: Path) -> list[tuple[Path, Guard]]:
@@ -173,14 +185,41 @@ def quarantine(watched: Iterable[PurePosixPath], stamp: str) -> list[Path]:
     return moved
 
 
-def note_watched(folder: Path, watched: Iterable[PurePosixPath]) -> Path:
-    """Write down the paths one call watches, so that a restart after a crash mid-call can
-    still move aside what it planted (`recover_watched`); the note, removed after the call."""
+def restore_links(links: Iterable[tuple[PurePosixPath, str]], stamp: str) -> list[Path]:
+    """Put back each guarded symbolic link a call replaced (a dotfile kept elsewhere, as
+    GNU Stow does it: `rm ~/.bashrc; echo … > ~/.bashrc` replaces the link, not its
+    read-only target); what the call left there is moved aside. The links put back."""
+    restored: list[Path] = []
+    for path, target in links:
+        where = Path(path)
+        try:
+            if where.is_symlink() and str(where.readlink()) == target:
+                continue
+            if canonicalize(where.parent) != where.parent:
+                continue
+            if os.path.lexists(where):
+                where.rename(
+                    where.with_name(f"{where.name}.quarantined-{stamp}-{secrets.token_hex(3)}")
+                )
+            where.symlink_to(target)
+        except OSError:
+            continue
+        restored.append(where)
+    return restored
+
+
+def note_watched(
+    folder: Path, watched: Iterable[PurePosixPath], links: Iterable[tuple[PurePosixPath, str]]
+) -> Path:
+    """Write down the paths one call watches and the links it must leave alone, so that a
+    restart after a crash mid-call can still undo what it planted (`recover_watched`); the
+    note, removed after the call."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     note = folder / f"call-{secrets.token_hex(6)}"
     fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write("".join(f"{path}\n" for path in watched))
+        body = {"watched": [str(p) for p in watched], "links": [[str(p), t] for p, t in links]}
+        out.write(json.dumps(body))
         out.flush()
         os.fsync(out.fileno())
     return note
@@ -188,12 +227,15 @@ def note_watched(folder: Path, watched: Iterable[PurePosixPath]) -> Path:
 
 def recover_watched(folder: Path, stamp: str) -> list[Path]:
     """At start: the notes of calls that never finished (the daemon died mid-call); what lies
-    at their watched paths now is moved aside, as the call's end would have done."""
-    moved: list[Path] = []
+    at their watched paths now is moved aside and their links put back, as the call's end
+    would have done. The paths changed."""
+    changed: list[Path] = []
     with contextlib.suppress(FileNotFoundError):
         for note in sorted(folder.glob("call-*")):
-            with contextlib.suppress(OSError):
-                paths = [PurePosixPath(line) for line in note.read_text().splitlines() if line]
-                moved += quarantine(paths, stamp)
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                body = json.loads(note.read_text())
+                changed += quarantine(map(PurePosixPath, body["watched"]), stamp)
+                links = [(PurePosixPath(p), str(t)) for p, t in body["links"]]
+                changed += restore_links(links, stamp)
                 note.unlink()
-    return moved
+    return changed

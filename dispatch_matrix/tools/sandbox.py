@@ -148,6 +148,9 @@ class SandboxSpec:
     # Paths that did not exist and could not be masked: one the call creates is moved aside
     # after it (sandbox_host.quarantine).
     watched: tuple[PurePosixPath, ...] = ()
+    # Guarded paths that are symbolic links inside a root (a dotfile kept elsewhere), with
+    # their targets: the mount covers the target, so a replaced link is put back after.
+    links: tuple[tuple[PurePosixPath, str], ...] = ()
 
     def mounts(self) -> list[tuple[str, PurePosixPath]]:
         """The mount operations in the order they must be made: parents before children, so
@@ -207,13 +210,14 @@ def plan(
     workdir: PurePosixPath,
     readonly: Sequence[PurePosixPath] = (),
     watched: Sequence[PurePosixPath] = (),
+    links: Sequence[tuple[PurePosixPath, str]] = (),
 ) -> SandboxSpec:
     """The sandbox for one call. Pure: every path is already canonical (see `survey`).
 
     `readonly`: existing paths to show read-only even inside a root or under the private
     /tmp (the daemon's own interpreter); elsewhere they are read-only anyway, and a hidden
     one stays hidden. `watched`: missing ones that could not be masked, kept when a call
-    could create them (inside a root).
+    could create them (inside a root); `links`: guarded links a call could replace, the same.
 
     Hidden paths always win over roots, read-only ones over roots: a root inside a hidden
     folder is dropped, a hidden or read-only path inside a root is mounted on top of it. A
@@ -304,6 +308,13 @@ def plan(
         unmaskable=tuple(sorted({h.path for h in hidden if not h.is_dir and h.links > 1}, key=str)),
         readonly=tuple(kept_readonly),
         watched=tuple(kept_watched),
+        links=tuple(
+            sorted(
+                (link, target)
+                for link, target in set(links)
+                if in_root(link) and not under_hidden(link) and not under_readonly(link)
+            )
+        ),
     )
 
 

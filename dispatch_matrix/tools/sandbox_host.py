@@ -240,7 +240,7 @@ def spec_for(
         guards += guards_for(home, roots, workdir)
         # Credential stores missing inside a root: watched (the existing ones are hidden).
         watched_hidden = placeholders(hidden_placeholders(home), roots)[1]
-    existing, watched = placeholders(guards, roots)
+    existing, watched, links = placeholders(guards, roots)
     return plan(
         canonical_roots,
         survey(hidden),
@@ -250,6 +250,7 @@ def spec_for(
         PurePosixPath(canonicalize(workdir)),
         readonly=[*_interpreter_paths(), *map(PurePosixPath, existing)],
         watched=[PurePosixPath(p) for p in [*watched, *watched_hidden]],
+        links=[(PurePosixPath(p), target) for p, target in links],
     )
 
 

@@ -18,13 +18,13 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .. import logs
 from ..errors import ToolError
 from .base import ToolContext, ToolResult
-from .guards import note_watched, quarantine
+from .guards import note_watched, quarantine, restore_links
 from .paths import home_of
 from .process import run_command
 from .sandbox import Sandbox
@@ -41,6 +41,15 @@ _SANDBOXED = (
     "agent settings and the bot's own installation are read-only even inside the roots."
 )
 log = logs.get(__name__)
+
+
+def _undo(
+    watched: tuple[PurePosixPath, ...], links: tuple[tuple[PurePosixPath, str], ...]
+) -> list[Path]:
+    """After a call: what it planted at a watched path is moved aside, a guarded link it
+    replaced is put back; the paths concerned."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return [*quarantine(watched, stamp), *restore_links(links, stamp)]
 
 
 def minimal_env(home: Path | None = None) -> dict[str, str]:
@@ -141,8 +150,8 @@ class BashTool:
                 "sandbox cannot hide; ask the operator to remove the extra link"
             )
         note: Path | None = None
-        if spec.watched and ctx.watch_dir is not None:
-            note = await asyncio.to_thread(note_watched, ctx.watch_dir, spec.watched)
+        if (spec.watched or spec.links) and ctx.watch_dir is not None:
+            note = await asyncio.to_thread(note_watched, ctx.watch_dir, spec.watched, spec.links)
         launch = self.confinement.launch(spec, command)
         try:
             result = await run_command(launch.argv, ctx, launch.env, timeout, launch.pass_fds)
@@ -150,7 +159,7 @@ class BashTool:
             # Cancelled (`!cancel`) or failed: make sure no part of the sandbox is left,
             # then that nothing it planted at a watched path stays.
             launch.reap()
-            quarantine(spec.watched, time.strftime("%Y%m%d-%H%M%S"))
+            _undo(spec.watched, spec.links)
             if note is not None:
                 note.unlink(missing_ok=True)
             raise
@@ -159,9 +168,9 @@ class BashTool:
         if result.is_error:
             # Timed out, killed, or just a non-zero exit: cheap to make sure (a /proc scan).
             await asyncio.to_thread(launch.reap)
-        if not spec.watched:
+        if not spec.watched and not spec.links:
             return result
-        moved = await asyncio.to_thread(quarantine, spec.watched, time.strftime("%Y%m%d-%H%M%S"))
+        moved = await asyncio.to_thread(_undo, spec.watched, spec.links)
         if note is not None:
             await asyncio.to_thread(note.unlink, True)
         if not moved:
@@ -169,8 +178,8 @@ class BashTool:
         for path in moved:
             log.warning("sandbox.quarantined", path=str(path))
         said = (
-            f"\n[moved aside after the command: {', '.join(map(str, moved))}. Commands may "
-            "not create these: they would run later, outside the sandbox]"
+            f"\n[undone after the command: {', '.join(map(str, moved))}. Commands may not "
+            "create or replace these: they would run later, outside the sandbox]"
         )
         first = {**result.content[0]}
         first["text"] = str(first.get("text", "")) + said

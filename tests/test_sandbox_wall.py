@@ -283,6 +283,23 @@ async def test_a_guarded_dotfile_kept_elsewhere_cannot_be_replaced(daemon: Daemo
     assert [p.read_text() for p in daemon.home.glob(".zshrc.quarantined-*")] == ["evil\n"]
 
 
+async def test_a_guarded_folder_reached_through_a_link_cannot_be_swapped(daemon: Daemon) -> None:
+    """~/.config is a link to ~/dotfiles/config: a call that replaces the link by a folder
+    of its own, with an autostart entry in it, finds the link put back after the call."""
+    real = daemon.home / "dotfiles" / "config"
+    real.parent.mkdir()
+    (daemon.home / ".config").rename(real)
+    (daemon.home / ".config").symlink_to("dotfiles/config")
+    output = await daemon.sh(
+        "echo e > ~/.config/autostart/x.desktop; rm ~/.config && "
+        "mkdir -p ~/.config/autostart && echo e > ~/.config/autostart/y.desktop"
+    )
+    assert "undone after the command" in output, output
+    assert (daemon.home / ".config").is_symlink()
+    assert not list((real / "autostart").iterdir())
+    assert (real / "dispatch-matrix" / "env").read_text() == f"ANTHROPIC_API_KEY={ENV_KEY}\n"
+
+
 async def test_ordinary_work_in_the_root_still_runs(daemon: Daemon) -> None:
     output = await daemon.sh(
         "cd ~/work && echo hi > f.txt && git add f.txt && git -c user.name=a "

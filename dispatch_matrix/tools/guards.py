@@ -90,6 +90,25 @@ class Canonical:
 
     def __init__(self) -> None:
         self._folders: dict[Path, Path] = {}
+        self._links: dict[Path, tuple[Path, str] | None] = {}
+
+    def links_to(self, path: Path) -> list[tuple[Path, str]]:
+        """The symbolic links on the way to `path`, itself included, each as (where the
+        link is, canonical; its target as written): the mounts land on the targets, so a
+        link could be swapped for a folder of the call's own."""
+        found: list[tuple[Path, str]] = []
+        path = Path(os.path.normpath(path))
+        for step in [path, *path.parents]:
+            if step not in self._links:
+                self._links[step] = None
+                with contextlib.suppress(OSError):
+                    if step.is_symlink():
+                        where = self.lookup(step.parent)[0] / step.name
+                        self._links[step] = (where, str(step.readlink()))
+            link = self._links[step]
+            if link is not None:
+                found.append(link)
+        return found
 
     def lookup(self, path: Path) -> tuple[Path, bool]:
         """The canonical path and whether something (a link included) is there."""
@@ -130,10 +149,7 @@ def placeholders(
     for path, guard in dict(guards).items():
         try:
             real, exists = canonical.lookup(path)
-            if path.is_symlink():
-                spelled = canonical.lookup(path.parent)[0] / path.name
-                if in_root(spelled):
-                    links.append((spelled, str(path.readlink())))
+            links += [(link, target) for link, target in canonical.links_to(path) if in_root(link)]
         except (OSError, ValueError):
             continue
         if exists:

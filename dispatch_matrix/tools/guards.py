@@ -90,24 +90,26 @@ class Canonical:
 
     def __init__(self) -> None:
         self._folders: dict[Path, Path] = {}
-        self._links: dict[Path, tuple[Path, str] | None] = {}
+        self._links: dict[str, tuple[tuple[Path, str], ...]] = {}
 
     def links_to(self, path: Path) -> list[tuple[Path, str]]:
         """The symbolic links on the way to `path`, itself included, each as (where the
         link is, canonical; its target as written): the mounts land on the targets, so a
         link could be swapped for a folder of the call's own."""
-        found: list[tuple[Path, str]] = []
-        path = Path(os.path.normpath(path))
-        for step in [path, *path.parents]:
-            if step not in self._links:
-                self._links[step] = None
-                with contextlib.suppress(OSError):
-                    if step.is_symlink():
-                        where = self.lookup(step.parent)[0] / step.name
-                        self._links[step] = (where, str(step.readlink()))
-            link = self._links[step]
-            if link is not None:
-                found.append(link)
+        return list(self._links_to(os.path.normpath(path)))
+
+    def _links_to(self, spelled: str) -> tuple[tuple[Path, str], ...]:
+        # Memoised per folder: a call's guards share nearly all of their ancestors.
+        known = self._links.get(spelled)
+        if known is not None:
+            return known
+        parent, _, name = spelled.rpartition("/")
+        found = self._links_to(parent or "/") if name else ()
+        with contextlib.suppress(OSError):
+            if name and S_ISLNK(os.lstat(spelled).st_mode):
+                where = self.lookup(Path(parent or "/"))[0] / name
+                found = ((where, str(Path(spelled).readlink())), *found)
+        self._links[spelled] = found
         return found
 
     def lookup(self, path: Path) -> tuple[Path, bool]:

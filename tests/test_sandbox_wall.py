@@ -300,6 +300,36 @@ async def test_a_guarded_folder_reached_through_a_link_cannot_be_swapped(daemon:
     assert (real / "dispatch-matrix" / "env").read_text() == f"ANTHROPIC_API_KEY={ENV_KEY}\n"
 
 
+async def test_a_linked_credential_store_cannot_be_swapped(daemon: Daemon) -> None:
+    (daemon.home / "dotfiles" / "ssh").mkdir(parents=True)
+    (daemon.home / "dotfiles" / "ssh" / "id_ed25519").write_text("never-seen key\n")
+    (daemon.home / ".ssh").symlink_to("dotfiles/ssh")
+    output = await daemon.sh(
+        "cat ~/.ssh/id_ed25519 ~/dotfiles/ssh/id_ed25519 2>&1; rm ~/.ssh && mkdir ~/.ssh && "
+        "echo ssh-ed25519 evil > ~/.ssh/authorized_keys"
+    )
+    assert "never-seen" not in output and "undone after the command" in output, output
+    assert (daemon.home / ".ssh").is_symlink()
+    assert not (daemon.home / "dotfiles" / "ssh" / "authorized_keys").exists()
+
+
+async def test_a_secret_file_named_through_a_link_cannot_be_swapped(
+    bwrap: Confinement, tmp_path: Path
+) -> None:
+    """The config names ~/token, a link to the real file: a call that replaces the link by a
+    token of its own would have the bot log in with it at the next start."""
+    (tmp_path / "vault").mkdir()
+    (tmp_path / "vault" / "token").write_text(TOKEN + "\n")
+    (tmp_path / "token").symlink_to("vault/token")
+    ctx = replace(ctx_in(tmp_path), denied_paths=(tmp_path / "token",))
+    tools = ToolRegistry([BashTool(bwrap)])
+    run = await tools.run(
+        "bash", {"command": "cat token vault/token; rm token && echo attacker > token"}, ctx
+    )
+    assert TOKEN not in text(run) and "undone after the command" in text(run), text(run)
+    assert (tmp_path / "token").read_text() == TOKEN + "\n"
+
+
 async def test_ordinary_work_in_the_root_still_runs(daemon: Daemon) -> None:
     output = await daemon.sh(
         "cd ~/work && echo hi > f.txt && git add f.txt && git -c user.name=a "

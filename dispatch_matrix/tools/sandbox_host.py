@@ -235,11 +235,16 @@ def spec_for(
         except OSError:
             continue
     guards: list[tuple[Path, Guard]] = [(p, Guard(str(p), True, False)) for p in readonly]
-    watched_hidden: list[Path] = []
+    hidden = list(hidden)
+    # Hidden paths missing inside a root are watched (a command could plant one: an
+    # `.ssh/authorized_keys`, an `.npmrc` that runs a script); the existing ones are masked
+    # at their targets, so a link to one (a linked ~/.ssh, a secret file the config names
+    # through a link) is put back if a call replaced it: the daemon would read the new one.
+    secret_guards = [(p.expanduser(), Guard(str(p), True, False)) for p in hidden]
     if home is not None:
         guards += guards_for(home, roots, workdir)
-        # Credential stores missing inside a root: watched (the existing ones are hidden).
-        watched_hidden = placeholders(hidden_placeholders(home), roots)[1]
+        secret_guards += hidden_placeholders(home)
+    _found, watched_hidden, hidden_links = placeholders(secret_guards, roots)
     existing, watched, links = placeholders(guards, roots)
     return plan(
         canonical_roots,
@@ -250,7 +255,7 @@ def spec_for(
         PurePosixPath(canonicalize(workdir)),
         readonly=[*_interpreter_paths(), *map(PurePosixPath, existing)],
         watched=[PurePosixPath(p) for p in [*watched, *watched_hidden]],
-        links=[(PurePosixPath(p), target) for p, target in links],
+        links=[(PurePosixPath(p), target) for p, target in [*links, *hidden_links]],
     )
 
 

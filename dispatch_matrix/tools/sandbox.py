@@ -146,7 +146,7 @@ class SandboxSpec:
     # own installation). Elsewhere everything is read-only anyway.
     readonly: tuple[PurePosixPath, ...] = ()
     # Paths that did not exist and could not be masked: one the call creates is moved aside
-    # after it (sandbox_host.quarantine).
+    # after it (guards.quarantine).
     watched: tuple[PurePosixPath, ...] = ()
     # Guarded paths that are symbolic links inside a root (a dotfile kept elsewhere), with
     # their targets: the mount covers the target, so a replaced link is put back after.

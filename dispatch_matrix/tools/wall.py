@@ -12,7 +12,7 @@ inside an allowed root, and the file tools' refusal of the same (DESIGN.md §8).
 bubblewrap can mount only over what exists. A missing `Guard` inside a writable root is
 either created empty first (`placeholder`: only folders whose empty form acts as none does,
 such as `~/.config/autostart` or `.git/hooks`), so the mask has a place to sit; or watched:
-what a call creates there is moved aside after the call (`quarantine` in `sandbox_host`),
+what a call creates there is moved aside after the call (`quarantine` in `guards.py`),
 before anything outside the sandbox runs it. Files are never created empty: an empty
 `.bash_profile` would stop bash from reading `.profile`, an empty `.vimrc` would hide vim's
 defaults, and the home would fill with empty dotfiles.

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .config_sections import (
     DEFAULT_MODEL,
+    SECRET_FILE,
     AgentSection,
     LocalHomeserverSection,
     LogSection,
@@ -52,9 +53,12 @@ class MatrixSection(Section):
     homeserver: str = Field(description="Base URL of the homeserver, e.g. https://matrix.org")
     user_id: str = Field(description="The bot's full user id, e.g. @mybot:example.org")
     password: SecretStr | None = Field(None, description="The bot account's password")
-    password_file: Path | None = Field(None, description="A file holding the bot's password")
+    password_file: Path | None = Field(
+        None, description="A file holding the bot's password", json_schema_extra=SECRET_FILE
+    )
     access_token_file: Path | None = Field(
         None,
+        json_schema_extra=SECRET_FILE,
         description="Instead of a password: a file holding an access token issued for the bot "
         "(behind MAS: mas-cli manage issue-compatibility-token); its device becomes the bot's",
     )

@@ -5,8 +5,9 @@ loads the file); each field's default and check live here and nowhere else."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -20,6 +21,49 @@ class Section(BaseModel):
     """A config table: unknown keys are errors, values never change after loading."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# The mark a config field carries when the file(s) it names hold a secret: every path under a
+# marked field is hidden from shell commands and refused to the file tools (`secret_files`).
+# A unit test fails when a field that names a file is neither marked nor listed as harmless.
+SECRET_FILE: dict[str, Any] = {"secret_file": True}
+
+
+def is_secret_file_field(extra: object) -> bool:
+    """Whether a field's `json_schema_extra` carries the secret-file mark."""
+    return isinstance(extra, dict) and extra.get("secret_file") is True
+
+
+def _paths_in(value: object) -> Iterator[Path]:
+    if isinstance(value, Path):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _paths_in(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _paths_in(item)
+
+
+def secret_files(model: object) -> list[Path]:
+    """Every path named by a field marked `SECRET_FILE`, anywhere in `model` (sections,
+    dicts and lists of sections included), in field order. Generic: a new marked field is
+    found without changing this function."""
+    found: list[Path] = []
+    if isinstance(model, BaseModel):
+        for name, info in type(model).model_fields.items():
+            value = getattr(model, name)
+            if is_secret_file_field(info.json_schema_extra):
+                found += _paths_in(value)
+            else:
+                found += secret_files(value)
+    elif isinstance(model, dict):
+        for item in model.values():
+            found += secret_files(item)
+    elif isinstance(model, list | tuple):
+        for item in model:
+            found += secret_files(item)
+    return found
 
 
 def read_secret(inline: SecretStr | None, file: Path | None) -> SecretStr | None:
@@ -44,7 +88,9 @@ class AgentSection(Section):
         default_factory=lambda: [Path("~")], description="Folders the tools may touch"
     )
     api_key: SecretStr | None = Field(None, description="Anthropic API key (else the env)")
-    api_key_file: Path | None = Field(None, description="A file holding the API key")
+    api_key_file: Path | None = Field(
+        None, description="A file holding the API key", json_schema_extra=SECRET_FILE
+    )
     base_url: str | None = Field(None, description="Messages API URL (else ANTHROPIC_BASE_URL)")
     system_prompt: str = Field("", description="Extra instructions appended to the system prompt")
     max_task_chars: int = Field(
@@ -66,6 +112,30 @@ class AgentSection(Section):
     )
     sandbox_network: bool = Field(
         True, description="Whether sandboxed shell commands may use the network"
+    )
+    sandbox_max_processes: int = Field(
+        1024,
+        ge=0,
+        description="Processes and threads one shell call may have at once (bubblewrap: "
+        "counted per call, in its own user namespace; 0 = no limit)",
+    )
+    sandbox_max_memory_mb: int = Field(
+        8192,
+        ge=0,
+        description="Memory (data segment and heap) each process of a shell call may take, in "
+        "MB (0 = no limit)",
+    )
+    sandbox_max_file_mb: int = Field(
+        4096, ge=0, description="Largest file a shell call may write, in MB (0 = no limit)"
+    )
+    sandbox_max_cpu_s: int = Field(
+        3600, ge=0, description="CPU seconds each process of a shell call may use (0 = none)"
+    )
+    sandbox_max_tmp_mb: int = Field(
+        2048,
+        ge=0,
+        description="Size of a shell call's private /tmp, which lives in memory, in MB (0 = "
+        "the kernel's default, half the memory)",
     )
     env_passthrough: list[str] = Field(
         default_factory=list,

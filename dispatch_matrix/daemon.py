@@ -45,7 +45,8 @@ from .matrix.speech_out import build_speech_out
 from .matrix.sync import SyncLoop, SyncStalled
 from .matrix.voice_inbox import VoiceInbox
 from .matrix.welcome import Welcome
-from .parts import control_plane, local_homeserver
+from .parts import control_plane, local_homeserver, watch_dir
+from .parts import limits as sandbox_limits
 from .pending import Pending
 from .queue import Worker
 from .queue import texts as queue_texts
@@ -67,6 +68,7 @@ from .start_notices import (
 from .state import StateFolder
 from .store import Database
 from .store.models import Session
+from .tools.guards import recover_watched
 from .tools.sandbox_host import (
     Confinement,
     check_sandbox,
@@ -161,10 +163,17 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     logs.setup(config.log.level, state.log_dir if config.log.file else None)
     # No sandbox where one was asked for (auto included): refuse rather than run unconfined.
     confinement = await asyncio.to_thread(
-        check_sandbox, config.agent.sandbox, network=config.agent.sandbox_network
+        check_sandbox,
+        config.agent.sandbox,
+        network=config.agent.sandbox_network,
+        limits=sandbox_limits(config),
     )
     if confinement.active:
         log.info("sandbox.active", sandbox=confinement.describe())
+        # A shell call the last run never finished: what it planted is moved aside now.
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for moved in await asyncio.to_thread(recover_watched, watch_dir(config), stamp):
+            log.warning("sandbox.quarantined", path=str(moved), after="restart")
         hidden = [*control_plane(config), *default_hidden(Path.home(), os.getuid())]
         for linked in await asyncio.to_thread(hard_linked_secrets, hidden):
             log.warning("sandbox.hard_linked_secret", path=str(linked))

@@ -115,10 +115,13 @@ def _rate_limits(config: Config) -> list[Check]:
 
 def _sandbox(config: Config) -> Check:
     """Which OS sandbox wraps shell commands; when it cannot start, why and the fix."""
+    from .parts import limits
     from .tools import check_sandbox
 
     try:
-        found = check_sandbox(config.agent.sandbox, network=config.agent.sandbox_network)
+        found = check_sandbox(
+            config.agent.sandbox, network=config.agent.sandbox_network, limits=limits(config)
+        )
     except ConfigError as err:
         return Check(False, f"sandbox: {err.problem}", err.fix or "")
     if not found.active:

@@ -4,19 +4,22 @@ context."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import logs
 from .config import Config
+from .config_sections import secret_files
 from .errors import ConfigError
 from .homeserver import LocalSynapse
 from .tools import Confinement, Policy, ToolContext, ToolRegistry, default_tools
 from .tools.paths import canonicalize
-from .tools.sandbox import CREDENTIAL_PATHS
+from .tools.sandbox import CREDENTIAL_PATHS, Limits
 from .tools.sandbox_host import confinement_for, default_hidden
 from .tools.send_file import SendFileTool
+from .tools.wall import home_guards, installation_paths
 
 if TYPE_CHECKING:
     import anthropic
@@ -67,16 +70,45 @@ def anthropic_client(config: Config) -> anthropic.AsyncAnthropic:
 _SHELL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SHELL")
 
 
-def control_plane(config: Config) -> list[Path]:
-    """What the tools may never read or write: the state folder, the config, every `*_file`
-    secret and a local homeserver's folder (its signing keys and tokens)."""
+def control_plane(config: Config, config_home: Path | None = None) -> list[Path]:
+    """What the tools may never read or write: the state folder, the config, every secret
+    file the config names (each field that names one is marked `SECRET_FILE`, and
+    `secret_files` finds them all), the service's env folder and a local homeserver's
+    folder (its signing keys and tokens)."""
     paths = [config.state_dir]
     if config.source:
         paths.append(config.source)
-    paths += [p for p in (config.matrix.password_file, config.agent.api_key_file) if p]
+    paths += secret_files(config)
+    # `install-service` keeps the env file (ANTHROPIC_API_KEY) in $XDG_CONFIG_HOME; the
+    # default ~/.config/dispatch-matrix is among the credential stores already.
+    if config_home is not None:
+        paths.append(config_home / "dispatch-matrix")
     if config.local_homeserver.enabled:
         paths.append(config.homeserver_dir)
-    return paths
+    return list(dict.fromkeys(paths))
+
+
+def limits(config: Config) -> Limits:
+    """The per-call limits of sandboxed shell commands, from [agent]."""
+    agent = config.agent
+    return Limits(
+        processes=agent.sandbox_max_processes,
+        memory_mb=agent.sandbox_max_memory_mb,
+        file_mb=agent.sandbox_max_file_mb,
+        cpu_s=agent.sandbox_max_cpu_s,
+        tmp_mb=agent.sandbox_max_tmp_mb,
+    )
+
+
+def watch_dir(config: Config) -> Path:
+    """Where shell calls note the paths they watch while they run (tools/guards.py)."""
+    return config.state_dir / "watched"
+
+
+def readonly_paths(home: Path) -> list[Path]:
+    """What no tool may change even inside a root: the start-up files and the other
+    guards under the home folder, and the daemon's own installation."""
+    return [*(home / g.path for g in home_guards()), *installation_paths()]
 
 
 def build_tools(
@@ -92,7 +124,9 @@ def build_tools(
     used unprobed. The control plane and the credential paths are refused to every file
     tool and hidden from every shell call, whatever the rules allow.
     """
-    secret = [*control_plane(config), *(Path.home() / p for p in CREDENTIAL_PATHS)]
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    plane = control_plane(config, Path(xdg) if xdg else None)
+    secret = [*plane, *(Path.home() / p for p in CREDENTIAL_PATHS)]
     hidden = [*secret, *default_hidden(Path.home(), os.getuid())]
     policy = Policy(
         # Rules the owner added by answering "always" live in the store, after the config's.
@@ -106,6 +140,7 @@ def build_tools(
         canonical=canonicalize,
     )
     confinement = sandbox or confinement_for(config.agent.sandbox, config.agent.sandbox_network)
+    confinement = dataclasses.replace(confinement, limits=limits(config))
     registry = ToolRegistry(default_tools(confinement, read_denied=policy.read_denied))
     registry.add(SendFileTool())
     names = (*_SHELL_ENV, *config.agent.env_passthrough, *config.agent.secret_env_passthrough)
@@ -115,6 +150,9 @@ def build_tools(
         workdir=workdir,
         allowed_roots=tuple(roots),
         denied_paths=tuple(dict.fromkeys(hidden)),
+        readonly_paths=tuple(readonly_paths(Path.home())),
+        guard_home=True,
+        watch_dir=watch_dir(config),
         env=env,
         bash_timeout_s=config.agent.bash_timeout_s,
     )

@@ -11,9 +11,16 @@ import pytest
 
 from dispatch_matrix.errors import ConfigError
 from dispatch_matrix.tools import check_sandbox, sandbox_host
-from dispatch_matrix.tools.sandbox import Hidden, Sandbox, SandboxSpec, bwrap_args, plan
-from dispatch_matrix.tools.sandbox_host import default_hidden, diagnose, platform_default, survey
+from dispatch_matrix.tools.sandbox import Hidden, Limits, Sandbox, SandboxSpec, bwrap_args, plan
+from dispatch_matrix.tools.sandbox_host import (
+    Confinement,
+    default_hidden,
+    diagnose,
+    platform_default,
+    survey,
+)
 from dispatch_matrix.tools.sandbox_macos import profile
+from dispatch_matrix.tools.wall import HIDDEN_IN_HOME, home_guards, write_refusal
 
 P = PurePosixPath
 TMP = P("/tmp")
@@ -374,7 +381,16 @@ def test_doctor_shows_the_sandbox_or_why_it_cannot_start(monkeypatch: pytest.Mon
     from dispatch_matrix.doctor import _sandbox
 
     def config(kind: str) -> object:
-        return SimpleNamespace(agent=SimpleNamespace(sandbox=kind, sandbox_network=False))
+        agent = SimpleNamespace(
+            sandbox=kind,
+            sandbox_network=False,
+            sandbox_max_processes=256,
+            sandbox_max_memory_mb=2048,
+            sandbox_max_file_mb=1024,
+            sandbox_max_cpu_s=600,
+            sandbox_max_tmp_mb=512,
+        )
+        return SimpleNamespace(agent=agent)
 
     off = _sandbox(config("none"))  # type: ignore[arg-type]
     assert off.ok and "unconfined" in off.what
@@ -383,7 +399,11 @@ def test_doctor_shows_the_sandbox_or_why_it_cannot_start(monkeypatch: pytest.Mon
     monkeypatch.setattr(sandbox_host.shutil, "which", lambda *a, **k: "/usr/bin/bwrap")
     monkeypatch.setattr(sandbox_host, "probe_once", lambda c: "")
     on = _sandbox(config("auto"))  # type: ignore[arg-type]
-    assert on.ok and on.what == "sandbox: bubblewrap (/usr/bin/bwrap, network off)"
+    assert on.ok and on.what.startswith("sandbox: bubblewrap (/usr/bin/bwrap, network off, ")
+    # The configured limits, and that they are rlimits (no cgroup), are said.
+    assert "limits per call: 256 processes, 2048 MB data per process" in on.what
+    assert "1024 MB per file, 600 s CPU per process, 512 MB of /tmp, no core dumps" in on.what
+    assert "(rlimits; no cgroup)" in on.what
     monkeypatch.setattr(sandbox_host, "probe_once", lambda c: "bwrap: uid map: EPERM")
     monkeypatch.setattr(sandbox_host, "read_sysctls", lambda: {"user.max_user_namespaces": "0"})
     broken = _sandbox(config("auto"))  # type: ignore[arg-type]
@@ -414,3 +434,247 @@ def test_the_daemons_own_python_under_tmp_is_shown_read_only(
     for path in shown:
         at = args.index(path)
         assert args[at - 1] == "--ro-bind" and args.index("--tmpfs") < at
+
+
+# --- read-only inside the roots, watched paths, limits (issue 27 classes 6 and 7) ---------
+
+H = "/home/u"
+
+
+@pytest.mark.parametrize(
+    ("readonly", "hidden", "kept", "pinned"),
+    [
+        # Start-up files and folders inside the root ~: kept read-only, parents pinned.
+        (
+            [f"{H}/.bashrc", f"{H}/.config/autostart"],
+            [],
+            [f"{H}/.bashrc", f"{H}/.config/autostart"],
+            [f"{H}/.config"],
+        ),
+        # A repository's hooks: the repository and its .git are pinned (no rename away).
+        ([f"{H}/proj/.git/hooks"], [], [f"{H}/proj/.git/hooks"], [f"{H}/proj", f"{H}/proj/.git"]),
+        # Outside every root everything is read-only already: nothing to add.
+        (["/opt/venv", "/etc/profile"], [], [], []),
+        # Hidden wins: a read-only path in (or equal to) a hidden one is not shown at all.
+        ([f"{H}/.ssh/config", f"{H}/.netrc"], [f"{H}/.ssh", f"{H}/.netrc"], [], []),
+        # A hidden path inside a read-only folder stays hidden; no writable pin in between.
+        (
+            [f"{H}/.config/git"],
+            [f"{H}/.config/git/credentials"],
+            [f"{H}/.config/git"],
+            [f"{H}/.config"],
+        ),
+        # Nested read-only paths: the outermost is enough.
+        (
+            [f"{H}/.config/systemd", f"{H}/.config/systemd/user"],
+            [],
+            [f"{H}/.config/systemd"],
+            [f"{H}/.config"],
+        ),
+    ],
+)
+def test_plan_keeps_what_runs_later_read_only_inside_the_roots(
+    readonly: list[str], hidden: list[str], kept: list[str], pinned: list[str]
+) -> None:
+    masks = [Hidden(P(h), not h.endswith(("netrc", "credentials"))) for h in hidden]
+    got = plan([P(H)], masks, {}, True, TMP, P(H), readonly=[P(r) for r in readonly])
+    assert [str(p) for p in got.readonly] == kept
+    assert [str(p) for p in got.pinned] == pinned
+    assert str(P(H)) in map(str, got.writable)
+
+
+def test_a_root_inside_the_daemons_installation_stays_read_only() -> None:
+    got = plan([P("/src/dm/sub"), P(H)], [], {}, True, TMP, P(H), readonly=[P("/src/dm")])
+    assert P("/src/dm/sub") in got.readonly and P("/src/dm") not in got.readonly
+
+
+def test_bwrap_binds_read_only_over_the_root_and_after_the_pins() -> None:
+    got = plan([P(H)], [], {}, True, TMP, P(H), readonly=[P(f"{H}/.config/autostart")])
+    ops = [op for op in mount_ops(bwrap_args(got)) if op[-1].startswith(H)]
+    assert ops == [
+        ("--bind", H, H),
+        ("--bind", f"{H}/.config", f"{H}/.config"),
+        ("--ro-bind", f"{H}/.config/autostart", f"{H}/.config/autostart"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("watched", "kept"),
+    [
+        ([f"{H}/.bash_profile"], [f"{H}/.bash_profile"]),
+        # Outside the roots nothing can create it; under a hidden or read-only path neither.
+        (["/etc/x", f"{H}/.ssh/authorized_keys", f"{H}/.config/systemd/user/x"], []),
+    ],
+)
+def test_plan_watches_only_what_a_call_could_create(watched: list[str], kept: list[str]) -> None:
+    got = plan(
+        [P(H)],
+        [Hidden(P(f"{H}/.ssh"), True)],
+        {},
+        True,
+        TMP,
+        P(H),
+        readonly=[P(f"{H}/.config/systemd")],
+        watched=[P(w) for w in watched],
+    )
+    assert [str(p) for p in got.watched] == kept
+
+
+@pytest.mark.parametrize(
+    ("limits", "hard", "line"),
+    [
+        (Limits(), {}, "ulimit -S -H -c 0 -u 1024 -d 8388608 -f 4194304 -t 3600"),
+        (
+            Limits(processes=64, memory_mb=0, file_mb=1, cpu_s=0),
+            {},
+            "ulimit -S -H -c 0 -u 64 -f 1024",
+        ),
+        # Never above what the daemon itself may have (-1: no ceiling).
+        (
+            Limits(),
+            {"u": 500, "d": -1, "t": 60},
+            "ulimit -S -H -c 0 -u 500 -d 8388608 -f 4194304 -t 60",
+        ),
+        (Limits(0, 0, 0, 0), {}, "ulimit -S -H -c 0"),
+    ],
+)
+def test_limits_become_one_ulimit_line(limits: Limits, hard: dict[str, int], line: str) -> None:
+    assert limits.ulimit(hard) == line
+
+
+def test_the_launch_sets_the_limits_inside_the_sandbox_before_the_command() -> None:
+    confinement = Confinement(Sandbox.BUBBLEWRAP, "/usr/bin/bwrap", limits=Limits(processes=7))
+    launch = confinement.launch(spec([H]), "echo hi")
+    try:
+        bash_at = launch.argv.index("--")
+        script, name, command = launch.argv[bash_at + 3 :]
+        assert launch.argv[bash_at + 1 : bash_at + 3] == ["/bin/bash", "-c"]
+        assert script.startswith("ulimit -S -H -c 0 -u 7 ") and script.endswith(
+            '|| exit 126; exec /bin/bash -c "$1"'
+        )
+        assert (name, command) == ("bash", "echo hi")
+    finally:
+        launch.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        (f"{H}/.bashrc", True),
+        (f"{H}/.config/autostart/x.desktop", True),
+        (f"{H}/venv/lib/site-packages/evil.pth", True),
+        (f"{H}/a/b/c/repo/.git/hooks/pre-commit", True),
+        (f"{H}/repo/.git/config", True),
+        ("/src/main/.git/worktrees/wt/config", True),
+        (f"{H}/repo/.vscode/tasks.json", True),
+        (f"{H}/repo/sub/.claude/settings.json", True),
+        (f"{H}/repo/.idea/workspace.xml", True),
+        (f"{H}/repo/.mcp.json", True),
+        (f"{H}/.bashrc.d-notes.txt", False),
+        (f"{H}/repo/src/config", False),
+        (f"{H}/repo/.git/COMMIT_EDITMSG", False),
+        (f"{H}/repo/docs/hooks/readme.md", False),
+        (f"{H}/work/report.md", False),
+    ],
+)
+def test_the_file_tools_refuse_writing_what_runs_later(path: str, refused: bool) -> None:
+    readonly = (P(f"{H}/.bashrc"), P(f"{H}/.config/autostart"), P(f"{H}/venv"))
+    assert (write_refusal(P(path), readonly) is not None) is refused
+
+
+def test_the_wall_lists_cover_the_issue() -> None:
+    hidden = {g.path for g in HIDDEN_IN_HOME}
+    assert {
+        ".ssh",
+        ".aws",
+        ".config/dispatch-matrix",
+        ".claude",
+        ".claude.json",
+        ".codex",
+        ".config/git/credentials",
+        ".git-credentials",
+        ".config/op",
+        ".local/share/keyrings",
+        ".config/rclone",
+        ".terraform.d/credentials.tfrc.json",
+    } <= hidden
+    readonly = {g.path for g in home_guards("linux")}
+    assert {
+        ".bashrc",
+        ".bash_profile",
+        ".profile",
+        ".zshrc",
+        ".zshenv",
+        ".config/fish",
+        ".config/systemd",
+        ".config/autostart",
+        ".config/environment.d",
+        ".pam_environment",
+        ".xprofile",
+        ".xsessionrc",
+        ".inputrc",
+        ".local/bin",
+    } <= readonly
+    assert "Library/LaunchAgents" in {g.path for g in home_guards("darwin")}
+    # Only folders are ever created empty: an empty file can change what a program does.
+    assert all(g.is_dir for g in (*HIDDEN_IN_HOME, *home_guards("darwin")) if g.placeholder)
+    assert not any(g.placeholder for g in HIDDEN_IN_HOME)
+
+
+def test_the_macos_profile_denies_writing_the_read_only_and_watched_paths() -> None:
+    got = plan(
+        [P(H)],
+        [],
+        {},
+        True,
+        TMP,
+        P(H),
+        readonly=[P(f"{H}/.bashrc")],
+        watched=[P(f"{H}/.bash_profile")],
+    )
+    text = profile(got)
+    assert f'(deny file-write* (subpath "{H}/.bashrc") (subpath "{H}/.bash_profile"))' in text
+    # After the rule that allows writing the roots: the last matching rule wins.
+    assert text.index("(deny file-write* (subpath") > text.index("(allow file-write*")
+
+
+def test_quarantine_moves_only_what_lies_where_it_was_watched(tmp_path: Path) -> None:
+    from dispatch_matrix.tools.guards import quarantine
+
+    home = tmp_path / "home"
+    (home / ".config").mkdir(parents=True)
+    (home / ".bash_profile").write_text("planted\n")
+    victim = tmp_path / "victim"
+    (victim / "User").mkdir(parents=True)
+    # The call turned a folder on the way into a link to somewhere else.
+    (home / ".config" / "Code").symlink_to(victim)
+    watched = [P(home / ".bash_profile"), P(home / ".config" / "Code" / "User"), P(home / "none")]
+    moved = quarantine(watched, "t")
+    assert [p.name.startswith(".bash_profile.quarantined-t-") for p in moved] == [True]
+    assert not (home / ".bash_profile").exists() and (victim / "User").is_dir()
+
+
+def test_a_restart_moves_aside_what_an_unfinished_call_planted(tmp_path: Path) -> None:
+    from dispatch_matrix.tools.guards import note_watched, recover_watched
+
+    home, notes = tmp_path / "home", tmp_path / "state" / "watched"
+    home.mkdir()
+    (home / "dotfiles").mkdir()
+    links = [(P(home / ".bashrc"), "dotfiles/bashrc")]
+    note = note_watched(notes, [P(home / ".bash_profile"), P(home / ".zshenv")], links)
+    assert oct(note.stat().st_mode & 0o777) == "0o600"
+    # The daemon died mid-call: the note stayed, and so did what the call planted.
+    (home / ".bash_profile").write_text("planted\n")
+    (home / ".bashrc").write_text("planted\n")
+    changed = recover_watched(notes, "r")
+    assert [p.name.split("-")[0] for p in changed] == [".bash_profile.quarantined", ".bashrc"]
+    assert not (home / ".bash_profile").exists() and not list(notes.iterdir())
+    assert str((home / ".bashrc").readlink()) == "dotfiles/bashrc"
+    assert recover_watched(tmp_path / "none", "r") == []
+
+
+def test_the_private_tmp_is_sized_when_bubblewrap_can() -> None:
+    args = bwrap_args(spec([H]), tmp_bytes=64 * 2**20)
+    at = args.index("--tmpfs")
+    assert args[at - 2 : at + 2] == ["--size", str(64 * 2**20), "--tmpfs", "/tmp"]
+    assert "--size" not in bwrap_args(spec([H]))

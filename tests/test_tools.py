@@ -486,3 +486,90 @@ def test_definitions_are_stable_and_match_the_sdk_toolset(tools: ToolRegistry) -
 def test_bash_tool_rejects_an_unknown_sandbox() -> None:
     with pytest.raises(ValueError):
         BashTool("chroot")
+
+
+# --- send_file: never a hidden file, never a known secret, and what was checked is sent ----
+
+
+class RecordingReporter:
+    """Records each file as the room would get it, at the moment it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def progress(self, text: str) -> None:
+        return None
+
+    async def send_file(self, path: Path, caption: str | None = None) -> str:
+        self.sent.append((path.name, path.read_bytes()))
+        return "$event"
+
+
+def _send_ctx(root: Path, hidden: tuple[Path, ...], reporter: RecordingReporter) -> Any:
+    return ToolContext(
+        workdir=root,
+        allowed_roots=(root,),
+        bash_timeout_s=30,
+        denied_paths=hidden,
+        reporter=reporter,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "sent"),
+    [
+        (b"an ordinary report\n", True),
+        (b"ANTHROPIC_API_KEY=sk-ant-known-secret-0001\n", False),
+        # Far into a big file, and across the boundary of two read chunks.
+        (b"x" * ((1 << 20) - 10) + b"sk-ant-known-secret-0001\n", False),
+        (b"\x89PNG\r\n\x1a\n\x00\xffsk-ant-known-secret-0001", False),
+    ],
+)
+async def test_send_file_refuses_a_file_holding_a_known_secret(
+    root: Path, content: bytes, sent: bool
+) -> None:
+    from dispatch_matrix.logs import Redactor
+    from dispatch_matrix.tools.send_file import SendFileTool
+
+    redactor = Redactor()
+    redactor.add("sk-ant-known-secret-0001")
+    (root / "report.bin").write_bytes(content)
+    reporter = RecordingReporter()
+    result = await SendFileTool(redactor.known).run(
+        {"path": "report.bin"}, _send_ctx(root, (), reporter)
+    )
+    assert result.is_error is not sent, result.content
+    assert reporter.sent == ([("report.bin", content)] if sent else [])
+    if not sent:
+        assert "holds a secret this bot knows" in result.content[0]["text"]
+
+
+async def test_send_file_refuses_a_hidden_file(root: Path, tmp_path: Path) -> None:
+    from dispatch_matrix.tools.send_file import SendFileTool
+
+    env = root / ".config" / "dispatch-matrix" / "env"
+    env.parent.mkdir(parents=True)
+    env.write_text("ANTHROPIC_API_KEY=sk-ant-unknown-to-the-redactor\n")
+    reporter = RecordingReporter()
+    ctx = _send_ctx(root, (root / ".config" / "dispatch-matrix",), reporter)
+    result = await SendFileTool(lambda text: text).run({"path": str(env)}, ctx)
+    assert result.is_error and reporter.sent == []
+
+
+async def test_send_file_sends_the_copy_it_checked(root: Path) -> None:
+    """A file swapped for a secret between the check and the upload: the checked copy goes."""
+    from dispatch_matrix.tools.send_file import SendFileTool
+
+    report = root / "report.txt"
+    report.write_text("checked\n")
+
+    class Swapping(RecordingReporter):
+        async def send_file(self, path: Path, caption: str | None = None) -> str:
+            report.write_text("sk-ant-swapped-in-later\n")
+            return await super().send_file(path, caption)
+
+    reporter = Swapping()
+    result = await SendFileTool(lambda text: text).run(
+        {"path": "report.txt"}, _send_ctx(root, (), reporter)
+    )
+    assert not result.is_error and reporter.sent == [("report.txt", b"checked\n")]

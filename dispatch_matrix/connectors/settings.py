@@ -39,7 +39,10 @@ class McpServerSpec(_Section):
         default_factory=dict, description="Extra environment of the server; `${VAR}` allowed"
     )
     env_files: dict[str, Path] = Field(
-        default_factory=dict, description="Environment variables read from files (secrets)"
+        default_factory=dict,
+        description="Environment variables read from files (secrets)",
+        # The config_sections.SECRET_FILE mark (not imported: connectors stay below config).
+        json_schema_extra={"secret_file": True},
     )
     cwd: Path | None = Field(None, description="Working directory of the server process")
     url: str | None = Field(None, description="Endpoint of an HTTP server")
@@ -47,7 +50,9 @@ class McpServerSpec(_Section):
         default_factory=dict, description="HTTP headers sent to it; `${VAR}` allowed"
     )
     headers_files: dict[str, Path] = Field(
-        default_factory=dict, description="HTTP headers read from files (secrets)"
+        default_factory=dict,
+        description="HTTP headers read from files (secrets)",
+        json_schema_extra={"secret_file": True},
     )
     enabled: bool = Field(True, description="Start it with the daemon")
     timeout_s: float = Field(120.0, gt=0, description="Longest one tool call may take")

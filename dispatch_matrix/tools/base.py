@@ -58,6 +58,14 @@ class ToolContext:
     bash_timeout_s: float
     # Paths the tools must never read or write, whatever the roots say (the state folder).
     denied_paths: tuple[Path, ...] = ()
+    # Paths no tool may change, whatever the roots and rules say: what runs later outside
+    # the sandbox (start-up files, the daemon's own installation; see tools/wall.py).
+    readonly_paths: tuple[Path, ...] = ()
+    # Whether shell calls keep the wall's read-only lists under HOME (the daemon: always).
+    guard_home: bool = False
+    # Where a shell call notes the paths it watches while it runs (in the state folder), so
+    # that a restart after a crash mid-call still moves aside what it planted.
+    watch_dir: Path | None = None
     reporter: Reporter | None = None
     # Environment variables passed to shell commands (built from an allowlist).
     env: dict[str, str] = field(default_factory=dict)

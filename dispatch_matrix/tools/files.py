@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from ..errors import ToolError
 from .base import ToolContext, ToolResult
-from .paths import resolve
+from .paths import resolve, resolve_for_write
 from .safeopen import Shield, open_file, write_atomic
 from .schema import (
     EDIT_SCHEMA,
@@ -122,7 +122,7 @@ class WriteTool:
     async def _run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolResult:
         args = parse_input(WriteInput, tool_input)
         data = _encode(args.content)
-        target = resolve(args.file_path, ctx)
+        target = resolve_for_write(args.file_path, ctx)
         existed = await asyncio.to_thread(_write, target, data, args.file_path, ctx)
         verb = "replaced" if existed else "created"
         return ToolResult.text(f"{verb} {args.file_path} ({len(data)} bytes)")
@@ -155,7 +155,7 @@ class EditTool:
             raise ToolError("old_string is empty; use write to create or replace a whole file")
         if args.old_string == args.new_string:
             raise ToolError("old_string and new_string are identical; nothing would change")
-        target = resolve(args.file_path, ctx)
+        target = resolve_for_write(args.file_path, ctx)
         count = await asyncio.to_thread(_edit, target, args, ctx)
         return ToolResult.text(f"edited {args.file_path} ({count} replacement(s))")
 

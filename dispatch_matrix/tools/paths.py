@@ -17,6 +17,7 @@ from stat import S_ISLNK
 
 from ..errors import ToolError
 from .base import ToolContext
+from .wall import write_refusal
 
 _MAX_SYMLINK_HOPS = 40
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
@@ -104,6 +105,18 @@ def resolve(path_str: str, ctx: ToolContext) -> Path:
     for denied in ctx.denied_paths:
         if within(real, _canonical_or_self(denied.expanduser())):
             raise ToolError(f"{shown} is inside {denied}, which the tools may not touch")
+    return real
+
+
+def resolve_for_write(path_str: str, ctx: ToolContext) -> Path:
+    """`resolve`, and refused as well when the path is one no tool may change (a start-up
+    file, `.git/hooks`, editor settings, the daemon's installation), whatever the rules
+    say: a write there would run later, outside the sandbox."""
+    real = resolve(path_str, ctx)
+    readonly = tuple(_canonical_or_self(p.expanduser()) for p in ctx.readonly_paths)
+    why = write_refusal(real, readonly)
+    if why is not None:
+        raise ToolError(f"{real} {why}; no tool may change it")
     return real
 
 

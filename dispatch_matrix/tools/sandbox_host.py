@@ -3,14 +3,18 @@
 `check_sandbox` turns the configured kind (`auto`, `bubblewrap`, `sandbox-exec`, `none`)
 into a `Confinement`, probing bubblewrap once with the very options every call uses; when
 no sandbox can run it refuses with the reason and the fix (`diagnose`, pure) and never
-falls back to running commands unconfined. `survey` looks up the hidden paths on disk (the
-only file-system access the rules need) and `Confinement.launch` wraps one command.
+falls back to running commands unconfined. `survey` looks up the hidden paths on disk,
+`spec_for` adds the read-only guards (`guards.py`) and makes the call's spec, and
+`Confinement.launch` wraps one command, its per-call limits set first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -22,9 +26,20 @@ from pathlib import Path, PurePosixPath
 from stat import S_ISDIR
 
 from ..errors import ConfigError, ToolError
+from .guards import Canonical, guards_for, hidden_placeholders, placeholders
 from .paths import canonicalize
-from .sandbox import CREDENTIAL_PATHS, HOST_SOCKETS, Hidden, Sandbox, SandboxSpec, bwrap_args, plan
+from .sandbox import (
+    CREDENTIAL_PATHS,
+    HOST_SOCKETS,
+    Hidden,
+    Limits,
+    Sandbox,
+    SandboxSpec,
+    bwrap_args,
+    plan,
+)
 from .sandbox_macos import sandbox_exec_argv
+from .wall import Guard
 
 BASH = "/bin/bash"
 _SYSCTLS = (
@@ -47,6 +62,7 @@ class Confinement:
     # bubblewrap: whether it makes a user namespace (a root caller in some containers cannot).
     user_namespace: bool = True
     network: bool = True
+    limits: Limits = Limits()
 
     @property
     def active(self) -> bool:
@@ -59,6 +75,12 @@ class Confinement:
         details = [self.program or "?", "network on" if self.network else "network off"]
         if self.kind is Sandbox.BUBBLEWRAP and not self.user_namespace:
             details.append("no user namespace (root, capabilities dropped)")
+        if self.kind is Sandbox.BUBBLEWRAP:
+            details.append(f"limits per call: {self.limits.describe()} (rlimits; no cgroup)")
+            if self.limits.tmp_mb and self.program and not bwrap_sizes_tmpfs(self.program):
+                details.append("this bubblewrap cannot size /tmp (0.7+ can)")
+            if os.geteuid() == 0:
+                details.append("as root the process limit does not apply")
         return f"{self.kind.value} ({', '.join(details)})"
 
     def launch(self, spec: SandboxSpec, command: str) -> Launch:
@@ -73,7 +95,8 @@ class Confinement:
         # The options go through a file descriptor, not argv: the environment's values
         # would otherwise be in every host user's `ps`. bwrap itself gets no environment,
         # so the sandbox's /proc/1/environ holds nothing either.
-        options = bwrap_args(spec, user_namespace=self.user_namespace)
+        tmp_bytes = self.limits.tmp_mb * 2**20 if bwrap_sizes_tmpfs(self.program) else 0
+        options = bwrap_args(spec, user_namespace=self.user_namespace, tmp_bytes=tmp_bytes)
         fd = os.memfd_create("dispatch-bwrap-args")
         try:
             os.write(fd, b"".join(arg.encode() + b"\0" for arg in options))
@@ -84,8 +107,39 @@ class Confinement:
         # A name for this sandbox that its first process carries in its argv (an empty folder
         # in its private /tmp), so that `reap` can find it if bwrap is killed mid-setup.
         tag = f"/tmp/.dispatch-sandbox-{secrets.token_hex(8)}"
-        argv = [self.program, "--args", str(fd), "--dir", tag, "--", BASH, "-c", command]
+        # The limits are set by a first shell inside the sandbox, which then becomes the
+        # command's: inside its user namespace the process count is this call's alone.
+        limited = f'{self.limits.ulimit(own_hard_limits())} || exit 126; exec {BASH} -c "$1"'
+        argv = [self.program, "--args", str(fd), "--dir", tag, "--", BASH, "-c", limited]
+        argv += ["bash", command]
         return Launch(argv, {}, pass_fds=(fd,), tag=tag)
+
+
+@functools.cache
+def bwrap_sizes_tmpfs(program: str) -> bool:
+    """Whether this bubblewrap takes `--size` for a tmpfs (0.7 and later); asked once."""
+    try:
+        done = subprocess.run(
+            [program, "--help"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in done.stdout + done.stderr
+
+
+def own_hard_limits() -> dict[str, int]:
+    """This process's hard limits, by `ulimit` letter and in its units (-1: none); a limit
+    above them cannot be set by an unprivileged process."""
+    found: dict[str, int] = {}
+    for letter, which, unit in (
+        ("u", resource.RLIMIT_NPROC, 1),
+        ("d", resource.RLIMIT_DATA, 1024),
+        ("f", resource.RLIMIT_FSIZE, 1024),
+        ("t", resource.RLIMIT_CPU, 1),
+    ):
+        hard = resource.getrlimit(which)[1]
+        found[letter] = -1 if hard == resource.RLIM_INFINITY else hard // unit
+    return found
 
 
 @dataclass
@@ -143,9 +197,12 @@ def default_hidden(home: Path, uid: int) -> list[Path]:
 def survey(paths: Iterable[Path]) -> list[Hidden]:
     """The hidden paths that exist, canonical (a symlinked one is masked at its target)."""
     found: list[Hidden] = []
+    canonical = Canonical()
     for path in paths:
         try:
-            real = canonicalize(path.expanduser())
+            real, exists = canonical.lookup(path.expanduser())
+            if not exists:
+                continue
             st = real.stat()
         except (OSError, ValueError):
             continue
@@ -160,14 +217,35 @@ def spec_for(
     network: bool,
     workdir: Path,
     tmp: str = "/tmp",
+    *,
+    readonly: Iterable[Path] = (),
+    home: Path | None = None,
 ) -> SandboxSpec:
-    """The spec of one call: the rules applied to what is on disk right now."""
+    """The spec of one call: the rules applied to what is on disk right now.
+
+    `readonly`: paths kept read-only inside the roots besides the wall's own lists (the
+    daemon's installation); `home`: the home folder the wall's lists are relative to (its
+    guards are applied only when given).
+    """
+    roots = list(roots)
     canonical_roots = []
     for root in roots:
         try:
             canonical_roots.append(PurePosixPath(canonicalize(root.expanduser())))
         except OSError:
             continue
+    guards: list[tuple[Path, Guard]] = [(p, Guard(str(p), True, False)) for p in readonly]
+    hidden = list(hidden)
+    # Hidden paths missing inside a root are watched (a command could plant one: an
+    # `.ssh/authorized_keys`, an `.npmrc` that runs a script); the existing ones are masked
+    # at their targets, so a link to one (a linked ~/.ssh, a secret file the config names
+    # through a link) is put back if a call replaced it: the daemon would read the new one.
+    secret_guards = [(p.expanduser(), Guard(str(p), True, False)) for p in hidden]
+    if home is not None:
+        guards += guards_for(home, roots, workdir)
+        secret_guards += hidden_placeholders(home)
+    _found, watched_hidden, hidden_links = placeholders(secret_guards, roots)
+    existing, watched, links = placeholders(guards, roots)
     return plan(
         canonical_roots,
         survey(hidden),
@@ -175,7 +253,9 @@ def spec_for(
         network,
         PurePosixPath(tmp),
         PurePosixPath(canonicalize(workdir)),
-        readonly=_interpreter_paths(),
+        readonly=[*_interpreter_paths(), *map(PurePosixPath, existing)],
+        watched=[PurePosixPath(p) for p in [*watched, *watched_hidden]],
+        links=[(PurePosixPath(p), target) for p, target in [*links, *hidden_links]],
     )
 
 
@@ -247,6 +327,7 @@ def check_sandbox(
     network: bool = True,
     key: str = "agent.sandbox",
     probe: bool = True,
+    limits: Limits | None = None,
 ) -> Confinement:
     """The sandbox `kind` asks for, proven to start; ConfigError when it cannot.
 
@@ -284,13 +365,14 @@ def check_sandbox(
             "no sandbox can run: bubblewrap (`bwrap`) is not installed",
             f"install it (e.g. `sudo apt install bubblewrap`), {none_fix}",
         )
-    found = Confinement(Sandbox.BUBBLEWRAP, bwrap, network=network)
+    found = Confinement(Sandbox.BUBBLEWRAP, bwrap, network=network, limits=limits or Limits())
     if not probe:
         return found
     failure = ""
     # A root caller may lack user namespaces (some containers) yet mount; try that second.
+    # The probe sets the limits too, so a limit the machine refuses shows here, at start.
     for user_namespace in (True, False) if os.geteuid() == 0 else (True,):
-        candidate = Confinement(Sandbox.BUBBLEWRAP, bwrap, user_namespace, network)
+        candidate = dataclasses.replace(found, user_namespace=user_namespace)
         failure = probe_once(candidate)
         if not failure:
             return candidate

@@ -48,6 +48,14 @@ def profile(spec: SandboxSpec) -> str:
     ]
     writable = [*spec.writable, spec.tmp]
     lines.append("(allow file-write* " + " ".join(f"(subpath {quote(p)})" for p in writable) + ")")
+    # Read-only inside the roots: what runs later outside the sandbox. Seatbelt matches a
+    # path that does not exist yet, so the watched ones are simply denied here.
+    kept = [f"(subpath {quote(p)})" for p in [*spec.readonly, *spec.watched]]
+    if kept:
+        lines += [
+            "; What runs later outside the sandbox stays as it is, even inside a root.",
+            "(deny file-write* " + " ".join(kept) + ")",
+        ]
     hidden = [f"(subpath {quote(p)})" for p in spec.hidden_dirs]
     hidden += [f"(literal {quote(p)})" for p in spec.hidden_files]
     if hidden:

@@ -1,23 +1,39 @@
 """`send_file`: the agent sends a file from this computer to the owner's phone, as an
 encrypted attachment in the room. The path is confined like any read (and the policy
-judges it as a Read)."""
+judges it as a Read); a hidden file is refused, and so is any file that holds a secret the
+daemon knows (the redactor's), which a message would have hidden. What is sent is the copy
+that was checked, so the file cannot change between the check and the upload."""
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import DispatchError
+from .. import logs
+from ..errors import DispatchError, ToolError
 from .base import ToolContext, ToolResult
 from .paths import resolve
 from .safeopen import Shield, open_file
+
+_CHUNK = 1 << 20
+# A secret cut in two by a chunk boundary is still found: each chunk is checked together
+# with this much of the one before it.
+_OVERLAP = 4096
 
 
 class SendFileTool:
     """Upload a file to the room."""
 
     name = "send_file"
+
+    def __init__(self, known_secrets: Callable[[str], str] | None = None) -> None:
+        # The redactor's public check: the text with every secret it knows replaced.
+        self._known = known_secrets or logs.REDACTOR.known
 
     def definition(self) -> dict[str, Any]:
         return {
@@ -45,24 +61,39 @@ class SendFileTool:
             path = resolve(path_text, ctx)
         except DispatchError as err:
             return ToolResult.error(err.message)
+        folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="dispatch-send-"))
         try:
             # By identity too: a hard link to a secret is refused like the secret itself.
-            await asyncio.to_thread(_verify, path, ctx)
-        except DispatchError as err:
-            return ToolResult.error(err.message)
-        if ctx.reporter is None:
-            return ToolResult.error("There is no room to send files to in this context.")
-        caption = tool_input.get("caption")
-        try:
+            copy = await asyncio.to_thread(_checked_copy, path, ctx, folder, self._known)
+            if ctx.reporter is None:
+                return ToolResult.error("There is no room to send files to in this context.")
+            caption = tool_input.get("caption")
             event_id = await ctx.reporter.send_file(
-                path, caption if isinstance(caption, str) else None
+                copy, caption if isinstance(caption, str) else None
             )
+        except ToolError as err:
+            return ToolResult.error(err.message)
         except DispatchError as err:
             return ToolResult.error(f"Could not send {path.name}: {err.message}")
+        finally:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
         return ToolResult.text(f"Sent {path.name} to the owner (event {event_id}).")
 
 
-def _verify(path: Path, ctx: ToolContext) -> None:
-    """A regular file, reached without a link, that is none of the hidden paths."""
-    with open_file(path, Shield.of(ctx.denied_paths), str(path)):
-        pass
+def _checked_copy(path: Path, ctx: ToolContext, folder: Path, known: Callable[[str], str]) -> Path:
+    """A private copy of `path` (a regular file, reached without a link, none of the hidden
+    paths) in `folder`; ToolError when its content holds a secret the daemon knows."""
+    copy = folder / path.name
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    tail = ""
+    with open_file(path, Shield.of(ctx.denied_paths), str(path)) as source, copy.open("xb") as out:
+        while chunk := source.read(_CHUNK):
+            text = tail + decoder.decode(chunk)
+            if known(text) != text:
+                raise ToolError(
+                    f"{path} holds a secret this bot knows (a password, token or key it was "
+                    "given); it is not sent. Send a copy without it."
+                )
+            tail = text[-_OVERLAP:]
+            out.write(chunk)
+    return copy

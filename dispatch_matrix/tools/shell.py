@@ -17,11 +17,15 @@ import pwd
 import shutil
 import sys
 import tempfile
-from pathlib import Path
+import time
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .. import logs
 from ..errors import ToolError
 from .base import ToolContext, ToolResult
+from .guards import note_watched, quarantine, restore_links
+from .paths import home_of
 from .process import run_command
 from .sandbox import Sandbox
 from .sandbox_host import Confinement, check_sandbox, confinement_for, spec_for
@@ -32,8 +36,20 @@ __all__ = ["BashTool", "Sandbox", "check_sandbox", "minimal_env"]
 _BASH = "/bin/bash"
 _SANDBOXED = (
     " The shell runs in a sandbox: only the allowed roots are writable, /tmp is private to "
-    "the call, and the bot's own state and the user's credentials are not visible."
+    "the call, and the bot's own state and the user's credentials are not visible. Shell "
+    "start-up files, service and autostart folders, .git/hooks and .git/config, editor and "
+    "agent settings and the bot's own installation are read-only even inside the roots."
 )
+log = logs.get(__name__)
+
+
+def _undo(
+    watched: tuple[PurePosixPath, ...], links: tuple[tuple[PurePosixPath, str], ...]
+) -> list[Path]:
+    """After a call: what it planted at a watched path is moved aside, a guarded link it
+    replaced is put back; the paths concerned."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return [*quarantine(watched, stamp), *restore_links(links, stamp)]
 
 
 def minimal_env(home: Path | None = None) -> dict[str, str]:
@@ -121,6 +137,8 @@ class BashTool:
             self.confinement.network,
             ctx.workdir,
             tmp,
+            readonly=ctx.readonly_paths,
+            home=home_of(ctx) if ctx.guard_home else None,
         )
         if any(p == spec.workdir or spec.workdir.is_relative_to(p) for p in spec.hidden_dirs):
             raise ToolError(f"the workdir {ctx.workdir} lies in a folder the sandbox hides")
@@ -131,16 +149,38 @@ class BashTool:
                 f"refusing to run shell commands: {names} has another name (a hard link) the "
                 "sandbox cannot hide; ask the operator to remove the extra link"
             )
+        note: Path | None = None
+        if (spec.watched or spec.links) and ctx.watch_dir is not None:
+            note = await asyncio.to_thread(note_watched, ctx.watch_dir, spec.watched, spec.links)
         launch = self.confinement.launch(spec, command)
         try:
             result = await run_command(launch.argv, ctx, launch.env, timeout, launch.pass_fds)
         except BaseException:
-            # Cancelled (`!cancel`) or failed: make sure no part of the sandbox is left.
+            # Cancelled (`!cancel`) or failed: make sure no part of the sandbox is left,
+            # then that nothing it planted at a watched path stays.
             launch.reap()
+            _undo(spec.watched, spec.links)
+            if note is not None:
+                note.unlink(missing_ok=True)
             raise
         finally:
             launch.close()
         if result.is_error:
             # Timed out, killed, or just a non-zero exit: cheap to make sure (a /proc scan).
             await asyncio.to_thread(launch.reap)
-        return result
+        if not spec.watched and not spec.links:
+            return result
+        moved = await asyncio.to_thread(_undo, spec.watched, spec.links)
+        if note is not None:
+            await asyncio.to_thread(note.unlink, True)
+        if not moved:
+            return result
+        for path in moved:
+            log.warning("sandbox.quarantined", path=str(path))
+        said = (
+            f"\n[undone after the command: {', '.join(map(str, moved))}. Commands may not "
+            "create or replace these: they would run later, outside the sandbox]"
+        )
+        first = {**result.content[0]}
+        first["text"] = str(first.get("text", "")) + said
+        return ToolResult([first, *result.content[1:]], result.is_error)

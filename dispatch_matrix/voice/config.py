@@ -46,7 +46,12 @@ class VoiceSection(BaseModel):
         None, description="Language of the speech (ISO 639-1, e.g. en); unset: detected"
     )
     api_key: SecretStr | None = Field(None, description="Key of the transcription/TTS server")
-    api_key_file: Path | None = Field(None, description="A file holding that key")
+    api_key_file: Path | None = Field(
+        None,
+        description="A file holding that key",
+        # The config_sections.SECRET_FILE mark (not imported: voice stays below config).
+        json_schema_extra={"secret_file": True},
+    )
     timeout_s: float = Field(60.0, gt=0, le=600, description="Longest wait for one transcript")
     local_engine: Literal["faster-whisper", "whispercpp"] = Field(
         "faster-whisper", description="Which optional extra runs the local model"

@@ -8,7 +8,10 @@ output capture), as the agent calls it.
 
 Calls alternate between the two modes in rounds, so a change in machine load skews both
 alike. The context is a daemon's: one root, the usual hidden paths (state folder, config,
-credentials, runtime sockets). It measures, it does not judge.
+credentials, runtime sockets). A third mode, "home", is the default config's: the root is a
+home folder laid out as a developer's (start-up files, ~/.config, 15 repositories), with the
+wall's read-only guards (tools/wall.py) mounted as the daemon mounts them. It measures, it
+does not judge.
 """
 
 from __future__ import annotations
@@ -30,10 +33,33 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dispatch_matrix.parts import readonly_paths  # noqa: E402
 from dispatch_matrix.tools import ToolContext, ToolRegistry, check_sandbox  # noqa: E402
-from dispatch_matrix.tools.sandbox import Sandbox  # noqa: E402
-from dispatch_matrix.tools.sandbox_host import Confinement, default_hidden  # noqa: E402
+from dispatch_matrix.tools.sandbox import Sandbox, bwrap_args  # noqa: E402
+from dispatch_matrix.tools.sandbox_host import Confinement, default_hidden, spec_for  # noqa: E402
 from dispatch_matrix.tools.shell import BashTool  # noqa: E402
+
+_HOME_FILES = (".bashrc", ".profile", ".gitconfig", ".bash_history", ".ssh/id_ed25519", ".netrc")
+_HOME_FOLDERS = (
+    ".cache", ".config/gh", ".config/git", ".config/Code/User", ".config/systemd/user",
+    ".config/htop", ".config/nvim", ".local/share/keyrings", ".local/share/applications",
+    ".local/bin", ".npm", ".cargo/bin", ".vscode/extensions", "Documents", "Downloads", "notes",
+)  # fmt: skip
+
+
+def developer_home(home: Path) -> None:
+    """A home folder as a developer's looks: dotfiles, ~/.config, 10 repositories at the
+    top (3 with .vscode) and 5 more one level down."""
+    for rel in _HOME_FILES:
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text("x\n")
+    for rel in _HOME_FOLDERS:
+        (home / rel).mkdir(parents=True, exist_ok=True)
+    repos = [home / f"proj{i}" for i in range(10)] + [home / "src" / f"lib{i}" for i in range(5)]
+    for index, repo in enumerate(repos):
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        if index < 3:
+            (repo / ".vscode").mkdir()
 
 
 async def timed_calls(tools: ToolRegistry, ctx: ToolContext, calls: int) -> list[float]:
@@ -56,18 +82,51 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     ctx = ToolContext(
         workdir=work, allowed_roots=(work,), bash_timeout_s=120, denied_paths=hidden, env=env
     )
+    home = folder / "home"
+    home.mkdir()
+    developer_home(home)
+    home_hidden = (state, state / "config.toml", *default_hidden(home, os.getuid()))
+    home_ctx = ToolContext(
+        workdir=home / "proj0",
+        allowed_roots=(home,),
+        bash_timeout_s=120,
+        denied_paths=home_hidden,
+        env={**env, "HOME": str(home)},
+        readonly_paths=tuple(readonly_paths(home)),
+        guard_home=True,
+    )
     sandboxed = check_sandbox("auto")
     modes = {
-        "without": ToolRegistry([BashTool(Confinement(Sandbox.NONE))]),
-        "with": ToolRegistry([BashTool(sandboxed)]),
+        "without": (ToolRegistry([BashTool(Confinement(Sandbox.NONE))]), ctx),
+        "with": (ToolRegistry([BashTool(sandboxed)]), ctx),
+        "home": (ToolRegistry([BashTool(sandboxed)]), home_ctx),
     }
-    for tools in modes.values():  # warm-up: imports, page cache
-        await timed_calls(tools, ctx, 5)
+    for tools, context in modes.values():  # warm-up: imports, page cache
+        await timed_calls(tools, context, 5)
     samples: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(args.rounds):
-        for name, tools in modes.items():
-            samples[name] += await timed_calls(tools, ctx, args.calls)
-    figures: dict[str, object] = {"sandbox": sandboxed.describe(), "calls_per_mode": 0}
+        for name, (tools, context) in modes.items():
+            samples[name] += await timed_calls(tools, context, args.calls)
+    spec = spec_for(
+        home_ctx.allowed_roots,
+        home_hidden,
+        home_ctx.env,
+        True,
+        home_ctx.workdir,
+        readonly=home_ctx.readonly_paths,
+        home=home,
+    )
+    figures: dict[str, object] = {
+        "sandbox": sandboxed.describe(),
+        "calls_per_mode": 0,
+        "home_mode_wall": {
+            "hidden": len(spec.hidden_dirs) + len(spec.hidden_files),
+            "read_only": len(spec.readonly),
+            "pinned": len(spec.pinned),
+            "watched": len(spec.watched),
+            "bwrap_options": len(bwrap_args(spec)),
+        },
+    }
     for name, times in samples.items():
         figures[f"{name}_sandbox_ms"] = {
             "median": round(statistics.median(times), 2),
@@ -77,8 +136,11 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         figures["calls_per_mode"] = len(times)
     with_ms = figures["with_sandbox_ms"]
     without_ms = figures["without_sandbox_ms"]
+    home_ms = figures["home_sandbox_ms"]
     assert isinstance(with_ms, dict) and isinstance(without_ms, dict)
+    assert isinstance(home_ms, dict)
     figures["median_cost_ms"] = round(with_ms["median"] - without_ms["median"], 2)
+    figures["home_median_cost_ms"] = round(home_ms["median"] - without_ms["median"], 2)
     return figures
 
 

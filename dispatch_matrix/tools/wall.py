@@ -1,0 +1,206 @@
+"""What the wall covers, as data: what no shell call may see, what none may change even
+inside an allowed root, and the file tools' refusal of the same (DESIGN.md §8).
+
+- `HIDDEN_IN_HOME`: credential stores (the control plane, every secret file the config
+  marks, comes from `config_sections.secret_files`, not from a list).
+- `READONLY_IN_HOME`: what runs later outside the sandbox: shell start-up files, service and
+  autostart folders, the PATH folders a login adds, editor and agent settings.
+- `READONLY_IN_TREE`: per root, per workdir and per repository found in them: `.git/hooks`,
+  `.git/config`, editor and agent folders. Also the daemon's own installation
+  (`installation_paths`).
+
+bubblewrap can mount only over what exists. A missing `Guard` inside a writable root is
+either created empty first (`placeholder`: only folders whose empty form acts as none does,
+such as `~/.config/autostart` or `.git/hooks`), so the mask has a place to sit; or watched:
+what a call creates there is moved aside after the call (`quarantine` in `guards.py`),
+before anything outside the sandbox runs it. Files are never created empty: an empty
+`.bash_profile` would stop bash from reading `.profile`, an empty `.vimrc` would hide vim's
+defaults, and the home would fill with empty dotfiles.
+"""
+
+from __future__ import annotations
+
+import site
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+import dispatch_matrix
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A path the wall covers, relative to the home folder or to a tree."""
+
+    path: str
+    is_dir: bool
+    # Whether an empty one behaves as a missing one does, so that it may be created.
+    placeholder: bool = True
+
+
+def _dirs(*paths: str, placeholder: bool = True) -> tuple[Guard, ...]:
+    return tuple(Guard(p, True, placeholder) for p in paths)
+
+
+def _files(*paths: str, placeholder: bool = False) -> tuple[Guard, ...]:
+    return tuple(Guard(p, False, placeholder) for p in paths)
+
+
+# Credentials: hidden from every shell call and refused to every file tool, whatever the
+# roots and the rules say (`Read(~/**)` included). Anthropic's sandbox-runtime and Codex
+# keep the same idea; the entries are ours.
+HIDDEN_IN_HOME: tuple[Guard, ...] = (
+    *_dirs(
+        ".ssh",
+        ".aws",
+        ".gnupg",
+        ".kube",
+        ".config/gh",
+        ".config/hub",
+        ".local/share/keyrings",
+        ".password-store",
+        ".config/gcloud",
+        ".azure",
+        # Agents' own logins and settings (a planted hook there runs with the next session).
+        ".claude",
+        ".config/claude",
+        ".codex",
+        ".gemini",
+        ".config/op",
+        ".config/rclone",
+        ".config/doctl",
+        # Browser profiles: their cookies are logged-in sessions.
+        ".mozilla",
+        ".config/google-chrome",
+        ".config/chromium",
+        ".config/BraveSoftware",
+        # The service's env file (`install-service` puts ANTHROPIC_API_KEY there).
+        ".config/dispatch-matrix",
+        "Library/Keychains",
+        placeholder=False,
+    ),
+    *_files(
+        ".netrc",
+        ".git-credentials",
+        ".config/git/credentials",
+        ".docker/config.json",
+        ".npmrc",
+        ".pypirc",
+        ".pgpass",
+        ".my.cnf",
+        ".s3cfg",
+        ".boto",
+        ".cargo/credentials",
+        ".cargo/credentials.toml",
+        ".vault-token",
+        ".terraform.d/credentials.tfrc.json",
+    ),
+    *_files(".claude.json"),
+)
+
+# Run later, outside the sandbox: read-only to every shell call even inside a root.
+READONLY_IN_HOME: tuple[Guard, ...] = (
+    *_files(
+        ".bashrc",
+        ".profile",
+        ".bash_logout",
+        ".zshrc",
+        ".zshenv",
+        ".zprofile",
+        ".zlogin",
+        ".zlogout",
+        ".pam_environment",
+        ".xprofile",
+        ".xsessionrc",
+        ".gitconfig",
+        ".curlrc",
+        ".wgetrc",
+        ".bash_profile",
+        ".bash_login",
+        ".inputrc",
+        ".xinitrc",
+        ".xsession",
+        ".vimrc",
+        ".emacs",
+    ),
+    *_dirs(
+        ".config/git",
+        ".config/fish",
+        ".config/autostart",
+        ".config/systemd",
+        ".config/environment.d",
+        ".local/share/applications",
+        # On the PATH of the next login (Debian's .profile adds it): a planted `ls` would win.
+        ".local/bin",
+        ".vscode",
+    ),
+    *_dirs(
+        "bin",
+        ".config/nvim",
+        ".emacs.d",
+        ".config/emacs",
+        ".config/Code/User",
+        ".config/Cursor/User",
+        ".cursor",
+        ".ipython/profile_default/startup",
+        ".docker/cli-plugins",
+        placeholder=False,
+    ),
+)
+
+READONLY_IN_HOME_MACOS: tuple[Guard, ...] = _dirs("Library/LaunchAgents")
+
+# Per tree (a root, the workdir, a repository in them): what a reviewed repository must not
+# plant for later. `.git/hooks` only where `.git` is a folder (see `tree_paths`).
+READONLY_IN_TREE: tuple[Guard, ...] = (
+    *_files(".git/config"),
+    *_dirs(".vscode", ".idea", ".claude", ".cursor", placeholder=False),
+    *_files(".mcp.json"),
+)
+GIT_HOOKS = Guard(".git/hooks", True, True)
+
+# Names that the file tools refuse to write at any depth of any root (the shell's view is
+# limited to the trees found, the file tools' is not).
+_TREE_FOLDERS = frozenset({".vscode", ".idea", ".claude", ".cursor"})
+_GIT_FILES = frozenset({"config", "config.worktree"})
+
+
+def home_guards(platform: str = sys.platform) -> tuple[Guard, ...]:
+    """The read-only guards under the home folder on this platform."""
+    return READONLY_IN_HOME + (READONLY_IN_HOME_MACOS if platform == "darwin" else ())
+
+
+def installation_paths() -> list[Path]:
+    """The daemon's own installation: its environment (where a `.pth` file would run at
+    every start), the site-packages folders it reads, and the checkout an editable install
+    runs from."""
+    found = [Path(sys.prefix), *map(Path, site.getsitepackages())]
+    # The user's site-packages is read only outside a virtual environment.
+    if site.ENABLE_USER_SITE:
+        found.append(Path(site.getusersitepackages()))
+    package = Path(dispatch_matrix.__file__).resolve().parent
+    if "site-packages" not in package.parts and "dist-packages" not in package.parts:
+        found.append(package.parent)
+    return list(dict.fromkeys(found))
+
+
+def write_refusal(real: PurePath, readonly: tuple[PurePath, ...]) -> str | None:
+    """Why the file tools may not write `real` (canonical), or None. Pure.
+
+    `readonly`: the home guards and the installation, canonical. The tree guards are matched
+    by name at any depth, since a file tool can reach any folder of a root.
+    """
+    for path in readonly:
+        if real.parts[: len(path.parts)] == path.parts:
+            return f"is inside {path}, which runs later outside the sandbox"
+    parts = real.parts
+    for index, part in enumerate(parts):
+        if part in _TREE_FOLDERS:
+            return f"is inside a {part} folder (editor or agent settings)"
+        if part == ".git":
+            rest = parts[index + 1 :]
+            if "hooks" in rest or (rest and rest[-1] in _GIT_FILES):
+                return "is a git hook or git config, which git runs or obeys later"
+    if real.name == ".mcp.json":
+        return "is an MCP server list, which an agent may start later"
+    return None

@@ -1,0 +1,537 @@
+"""The wall as the daemon builds it from a config (issue 27, classes 4, 5, 6 and the
+sandbox's limits), proven through the real bash tool under bubblewrap and the real file
+tools: every secret file the config names and the service's env file are not read, what
+runs later outside the sandbox (start-up files, autostart and systemd folders, the daemon's
+installation, `.git/hooks` and `.git/config`, editor folders) is not changed or planted, and
+a fork bomb, a huge file, a memory hog and a CPU spin are each stopped, with the figures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatch_matrix.config import load_config
+from dispatch_matrix.errors import ConfigError
+from dispatch_matrix.parts import build_tools
+from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult, check_sandbox
+from dispatch_matrix.tools.sandbox import Limits
+from dispatch_matrix.tools.sandbox_host import Confinement, Launch, bwrap_sizes_tmpfs
+from dispatch_matrix.tools.shell import BashTool
+
+TOKEN = "syt_token-never-seen-0001"
+VOICE_KEY = "voice-key-never-seen-0002"
+MCP_TOKEN = "mcp-env-never-seen-0003"
+MCP_HEADER = "Bearer mcp-header-never-seen-0004"
+ENV_KEY = "sk-ant-api03-env-file-never-seen"
+SECRETS = (TOKEN, VOICE_KEY, MCP_TOKEN, MCP_HEADER, ENV_KEY)
+BASHRC = "# the owner's bashrc\n"
+
+
+@pytest.fixture(scope="module")
+def bwrap() -> Confinement:
+    """bubblewrap as the daemon finds it; a failure, not a skip, where it cannot run."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("bubblewrap is Linux-only")
+    try:
+        return check_sandbox("bubblewrap")
+    except ConfigError as err:
+        if os.environ.get("DISPATCH_SKIP_SANDBOX_TESTS") == "1" and not os.environ.get("CI"):
+            pytest.skip(f"DISPATCH_SKIP_SANDBOX_TESTS=1: {err.one_line()}")
+        pytest.fail(f"the sandbox tests need a working bubblewrap: {err.one_line()}")
+
+
+def text(result: ToolResult) -> str:
+    return "\n".join(block["text"] for block in result.content if block["type"] == "text")
+
+
+@dataclass
+class Daemon:
+    """A home (the default root), a config naming secret files in it, and the tools the
+    daemon builds from that config."""
+
+    home: Path
+    ctx: ToolContext
+    tools: ToolRegistry
+
+    async def sh(self, command: str, **more: Any) -> str:
+        return text(await self.tools.run("bash", {"command": command, **more}, self.ctx))
+
+    async def call(self, tool: str, **args: Any) -> ToolResult:
+        return await self.tools.run(tool, args, self.ctx)
+
+
+def make_home(home: Path) -> None:
+    files = {
+        ".bashrc": BASHRC,
+        ".profile": "# profile\n",
+        ".config/dispatch-matrix/env": f"ANTHROPIC_API_KEY={ENV_KEY}\n",
+        ".config/systemd/user/dispatch-matrix.service": "[Service]\nExecStart=/bin/true\n",
+        "secrets/token": TOKEN + "\n",
+        "secrets/voice": VOICE_KEY + "\n",
+        "mcp/github-token": MCP_TOKEN + "\n",
+        "mcp/header": MCP_HEADER + "\n",
+        "venv/lib/python3/site-packages/ok.py": "x = 1\n",
+        ".vscode/settings.json": "{}\n",
+        "work/notes.txt": "ordinary\n",
+    }
+    for rel, body in files.items():
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text(body)
+    for repo in (home / "work", home / "proj"):
+        repo.mkdir(exist_ok=True)
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        (repo / ".git" / "hooks").mkdir(exist_ok=True)
+
+
+@pytest.fixture
+def daemon(bwrap: Confinement, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
+    home = tmp_path / "home"
+    home.mkdir()
+    make_home(home)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    config_path = tmp_path / "store" / "config.toml"
+    config_path.parent.mkdir()
+    config_path.write_text(
+        f"""
+[matrix]
+homeserver = "http://127.0.0.1:1"
+user_id = "@bot:localhost"
+access_token_file = "{home / "secrets" / "token"}"
+owners = ["@me:localhost"]
+[agent]
+workdir = "{home / "work"}"
+allowed_roots = ["{home}"]
+sandbox_network = false
+[voice]
+api_key_file = "{home / "secrets" / "voice"}"
+[mcp.servers.github]
+command = "true"
+env_files = {{ GITHUB_TOKEN = "{home / "mcp" / "github-token"}" }}
+[mcp.servers.remote]
+url = "https://mcp.example.org/"
+headers_files = {{ Authorization = "{home / "mcp" / "header"}" }}
+[permissions]
+allow = ["Read", "Write", "Edit", "Bash"]
+"""
+    )
+    config = load_config(config_path)
+    _policy, tools, ctx = build_tools(config, home / "work", [home], sandbox=bwrap)
+    # The daemon's installation as if it lay in the root (a venv under ~).
+    ctx = replace(ctx, readonly_paths=(*ctx.readonly_paths, home / "venv"))
+    yield Daemon(home, ctx, tools)
+
+
+# --- class 4 and 5: the service env file and every secret file the config names ------
+
+SECRET_READS = [
+    "cat ~/.config/dispatch-matrix/env",
+    "cat ~/.config/*/env ~/.config/dispatch-matrix/* 2>&1",
+    "cat ~/secrets/* ~/mcp/* 2>&1",
+    "grep -r never-seen ~ 2>&1",
+    "ln ~/secrets/token hard 2>&1; cat hard 2>&1",
+    "mv ~/secrets ~/moved 2>&1; cat ~/moved/* 2>&1",
+    "cat /proc/self/root$HOME/secrets/token 2>&1",
+]
+
+
+@pytest.mark.parametrize("attempt", SECRET_READS)
+async def test_no_secret_the_config_names_is_read(daemon: Daemon, attempt: str) -> None:
+    output = await daemon.sh(attempt)
+    for secret in SECRETS:
+        assert secret not in output, output
+
+
+async def test_the_service_env_file_cannot_be_changed(daemon: Daemon) -> None:
+    env_file = daemon.home / ".config" / "dispatch-matrix" / "env"
+    await daemon.sh(
+        "echo ANTHROPIC_BASE_URL=http://evil >> ~/.config/dispatch-matrix/env; "
+        "rm -rf ~/.config/dispatch-matrix 2>&1; mv ~/.config ~/.config2 2>&1"
+    )
+    assert env_file.read_text() == f"ANTHROPIC_API_KEY={ENV_KEY}\n"
+    assert not (daemon.home / ".config2").exists()
+    write = await daemon.call(
+        "write", file_path="~/.config/dispatch-matrix/env", content="ANTHROPIC_BASE_URL=x\n"
+    )
+    assert write.is_error
+    read = await daemon.call("read", file_path="~/.config/dispatch-matrix/env")
+    assert read.is_error and ENV_KEY not in text(read)
+
+
+async def test_send_file_refuses_the_env_file_and_every_secret_file(daemon: Daemon) -> None:
+    for path in ("~/.config/dispatch-matrix/env", "~/secrets/token", "~/mcp/header"):
+        result = await daemon.call("send_file", path=path)
+        assert result.is_error and "may not touch" in text(result), (path, text(result))
+        assert not any(secret in text(result) for secret in SECRETS)
+
+
+# --- class 6: what runs later outside the sandbox ---------------------------------------
+
+# (command, path that must keep its content or stay absent, expected content or None)
+PERSISTENCE = [
+    ("echo evil >> ~/.bashrc", ".bashrc", BASHRC),
+    ("printf evil > ~/.bashrc", ".bashrc", BASHRC),
+    ("rm -f ~/.bashrc; echo evil > ~/.bashrc", ".bashrc", BASHRC),
+    ("mv ~/.bashrc ~/old 2>&1; echo evil > ~/.bashrc", ".bashrc", BASHRC),
+    ("echo evil > ~/.zshenv", ".zshenv", None),
+    (
+        "mkdir -p ~/.config/autostart; echo evil > ~/.config/autostart/x.desktop",
+        ".config/autostart/x.desktop",
+        None,
+    ),
+    (
+        "echo evil >> ~/.config/systemd/user/dispatch-matrix.service",
+        ".config/systemd/user/dispatch-matrix.service",
+        "[Service]\nExecStart=/bin/true\n",
+    ),
+    (
+        "mkdir -p ~/.config/systemd/user/default.target.wants; echo x > "
+        "~/.config/systemd/user/evil.service",
+        ".config/systemd/user/evil.service",
+        None,
+    ),
+    (
+        "mv ~/.config ~/c2 2>&1; mkdir -p ~/.config/autostart; echo e > ~/.config/autostart/y",
+        ".config/autostart/y",
+        None,
+    ),
+    ("mkdir -p ~/.local/bin; printf '#!/bin/sh\\nevil' > ~/.local/bin/ls", ".local/bin/ls", None),
+    (
+        "echo 'import evil' > ~/venv/lib/python3/site-packages/evil.pth",
+        "venv/lib/python3/site-packages/evil.pth",
+        None,
+    ),
+    ("echo evil > ~/work/.git/hooks/post-checkout", "work/.git/hooks/post-checkout", None),
+    ("echo evil > ~/proj/.git/hooks/pre-commit", "proj/.git/hooks/pre-commit", None),
+    ("git -C ~/proj config core.hooksPath /tmp/x 2>&1", "proj/.git/config", "keep"),
+    (
+        "mv ~/proj/.git ~/proj/g2 2>&1; mkdir -p ~/proj/.git/hooks; echo e > ~/proj/.git/hooks/x",
+        "proj/.git/hooks/x",
+        None,
+    ),
+    (
+        "mv ~/proj ~/p2 2>&1; mkdir -p ~/proj/.git/hooks; echo e > ~/proj/.git/hooks/y",
+        "proj/.git/hooks/y",
+        None,
+    ),
+    ("echo '{\"x\":1}' > ~/.vscode/tasks.json", ".vscode/tasks.json", None),
+    # Missing and not maskable: created, then moved aside after the call.
+    ("echo evil > ~/.bash_profile", ".bash_profile", None),
+    (
+        "mkdir -p ~/proj/.claude; echo '{}' > ~/proj/.claude/settings.json",
+        "proj/.claude/settings.json",
+        None,
+    ),
+    (
+        "mkdir -p ~/.ssh; echo ssh-ed25519 evil > ~/.ssh/authorized_keys",
+        ".ssh/authorized_keys",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("command", "rel", "expected"), PERSISTENCE)
+async def test_nothing_that_runs_later_is_planted(
+    daemon: Daemon, command: str, rel: str, expected: str | None
+) -> None:
+    path = daemon.home / rel
+    before = path.read_text() if expected == "keep" else expected
+    output = await daemon.sh(command)
+    if before is None:
+        assert not path.exists(), output
+    else:
+        assert path.read_text() == before, output
+    # The home's top level stays usable: new files and folders in it work as before.
+    assert "made" in await daemon.sh("mkdir ~/newdir && echo x > ~/newdir/f && echo made")
+
+
+async def test_what_a_call_plants_at_a_watched_path_is_moved_aside_and_said(
+    daemon: Daemon,
+) -> None:
+    output = await daemon.sh("echo evil > ~/.bash_profile")
+    assert "undone after the command" in output
+    assert not (daemon.home / ".bash_profile").exists()
+    moved = list(daemon.home.glob(".bash_profile.quarantined-*"))
+    assert len(moved) == 1 and moved[0].read_text() == "evil\n"
+    # The call's note of what it watched is gone with it (a crash would have left it).
+    assert daemon.ctx.watch_dir is not None and not list(daemon.ctx.watch_dir.iterdir())
+
+
+async def test_a_guarded_dotfile_kept_elsewhere_cannot_be_replaced(daemon: Daemon) -> None:
+    """GNU Stow style: ~/.zshrc is a link to ~/dotfiles/zshrc. The mount covers the target;
+    the link itself is put back after a call that replaced it."""
+    (daemon.home / "dotfiles").mkdir()
+    (daemon.home / "dotfiles" / "zshrc").write_text("# mine\n")
+    (daemon.home / ".zshrc").symlink_to("dotfiles/zshrc")
+    output = await daemon.sh(
+        "echo evil >> ~/.zshrc; echo evil >> ~/dotfiles/zshrc; "
+        "rm -f ~/.zshrc && echo evil > ~/.zshrc && cat ~/.zshrc"
+    )
+    assert "undone after the command" in output, output
+    assert (daemon.home / ".zshrc").is_symlink()
+    assert (daemon.home / ".zshrc").read_text() == "# mine\n"
+    assert [p.read_text() for p in daemon.home.glob(".zshrc.quarantined-*")] == ["evil\n"]
+
+
+async def test_a_guarded_folder_reached_through_a_link_cannot_be_swapped(daemon: Daemon) -> None:
+    """~/.config is a link to ~/dotfiles/config: a call that replaces the link by a folder
+    of its own, with an autostart entry in it, finds the link put back after the call."""
+    real = daemon.home / "dotfiles" / "config"
+    real.parent.mkdir()
+    (daemon.home / ".config").rename(real)
+    (daemon.home / ".config").symlink_to("dotfiles/config")
+    output = await daemon.sh(
+        "echo e > ~/.config/autostart/x.desktop; rm ~/.config && "
+        "mkdir -p ~/.config/autostart && echo e > ~/.config/autostart/y.desktop"
+    )
+    assert "undone after the command" in output, output
+    assert (daemon.home / ".config").is_symlink()
+    assert not list((real / "autostart").iterdir())
+    assert (real / "dispatch-matrix" / "env").read_text() == f"ANTHROPIC_API_KEY={ENV_KEY}\n"
+
+
+async def test_a_linked_credential_store_cannot_be_swapped(daemon: Daemon) -> None:
+    (daemon.home / "dotfiles" / "ssh").mkdir(parents=True)
+    (daemon.home / "dotfiles" / "ssh" / "id_ed25519").write_text("never-seen key\n")
+    (daemon.home / ".ssh").symlink_to("dotfiles/ssh")
+    output = await daemon.sh(
+        "cat ~/.ssh/id_ed25519 ~/dotfiles/ssh/id_ed25519 2>&1; rm ~/.ssh && mkdir ~/.ssh && "
+        "echo ssh-ed25519 evil > ~/.ssh/authorized_keys"
+    )
+    assert "never-seen" not in output and "undone after the command" in output, output
+    assert (daemon.home / ".ssh").is_symlink()
+    assert not (daemon.home / "dotfiles" / "ssh" / "authorized_keys").exists()
+
+
+async def test_a_secret_file_named_through_a_link_cannot_be_swapped(
+    bwrap: Confinement, tmp_path: Path
+) -> None:
+    """The config names ~/token, a link to the real file: a call that replaces the link by a
+    token of its own would have the bot log in with it at the next start."""
+    (tmp_path / "vault").mkdir()
+    (tmp_path / "vault" / "token").write_text(TOKEN + "\n")
+    (tmp_path / "token").symlink_to("vault/token")
+    ctx = replace(ctx_in(tmp_path), denied_paths=(tmp_path / "token",))
+    tools = ToolRegistry([BashTool(bwrap)])
+    run = await tools.run(
+        "bash", {"command": "cat token vault/token; rm token && echo attacker > token"}, ctx
+    )
+    assert TOKEN not in text(run) and "undone after the command" in text(run), text(run)
+    assert (tmp_path / "token").read_text() == TOKEN + "\n"
+
+
+async def test_ordinary_work_in_the_root_still_runs(daemon: Daemon) -> None:
+    output = await daemon.sh(
+        "cd ~/work && echo hi > f.txt && git add f.txt && git -c user.name=a "
+        "-c user.email=a@b commit -qm one && git log --oneline | wc -l && "
+        "mkdir -p ~/src/x && cp f.txt ~/src/x/ && rm -r ~/src && echo done"
+    )
+    assert output.startswith("1\ndone"), output
+
+
+FILE_TOOL_WRITES = [
+    "~/.bashrc",
+    "~/.bash_profile",
+    "~/.config/autostart/x.desktop",
+    "~/.config/systemd/user/x.service",
+    "~/.local/bin/ls",
+    "~/venv/lib/python3/site-packages/evil.pth",
+    "~/work/.git/hooks/post-checkout",
+    "~/work/.git/config",
+    "~/deep/er/repo/.git/hooks/pre-commit",
+    "~/proj/.vscode/tasks.json",
+    "~/proj/.claude/settings.json",
+    "~/proj/.mcp.json",
+    "~/.config/dispatch-matrix/env",
+]
+
+
+@pytest.mark.parametrize("path", FILE_TOOL_WRITES)
+async def test_the_file_tools_refuse_to_write_them_whatever_the_rules(
+    daemon: Daemon, path: str
+) -> None:
+    write = await daemon.call("write", file_path=path, content="evil\n")
+    assert write.is_error, text(write)
+    real = daemon.home / path.removeprefix("~/")
+    assert not real.exists() or "evil" not in real.read_text()
+
+
+async def test_the_file_tools_still_write_ordinary_files(daemon: Daemon) -> None:
+    write = await daemon.call("write", file_path="~/work/report.md", content="fine\n")
+    assert not write.is_error, text(write)
+    edit = await daemon.call(
+        "edit", file_path="~/work/report.md", old_string="fine", new_string="ok"
+    )
+    assert not edit.is_error and (daemon.home / "work" / "report.md").read_text() == "ok\n"
+
+
+# --- limits per call ---------------------------------------------------------------------
+
+
+class AsNobody(Confinement):
+    """The sandbox started by an unprivileged user (the daemon's usual case): as root the
+    kernel applies no process limit."""
+
+    def launch(self, spec: Any, command: str) -> Launch:
+        launch = super().launch(spec, command)
+        wrapper = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        return Launch([*wrapper, *launch.argv], launch.env, launch.pass_fds, launch.tag)
+
+
+# The sandbox's user: root would get no process limit at all, so as root the sandbox is
+# started as nobody (the daemon's usual case is an unprivileged user).
+SANDBOX_UID = 65534 if os.geteuid() == 0 else os.geteuid()
+
+
+def sandbox_tasks() -> int:
+    """Live tasks (processes and threads) of the sandbox's user in another pid namespace
+    than ours: those of sandboxes, not the test's own."""
+    ours = Path("/proc/self/ns/pid").readlink()
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != SANDBOX_UID or (entry / "ns" / "pid").readlink() == ours:
+                continue
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+            # A zombie is dead already: it only waits for its parent to collect it.
+            if state not in (b"Z", b"X"):
+                count += len(list((entry / "task").iterdir()))
+        except (OSError, IndexError):
+            continue
+    return count
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="dm-limits-"))
+    folder.chmod(0o777)
+    yield folder
+    subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+def limited(bwrap: Confinement, limits: Limits, nobody: bool = False) -> ToolRegistry:
+    kind = AsNobody if nobody else Confinement
+    confinement = kind(bwrap.kind, bwrap.program, bwrap.user_namespace, False, limits)
+    return ToolRegistry([BashTool(confinement)])
+
+
+def ctx_in(folder: Path) -> ToolContext:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(folder), "LANG": "C.UTF-8"}
+    return ToolContext(workdir=folder, allowed_roots=(folder,), bash_timeout_s=60, env=env)
+
+
+async def test_a_fork_bomb_is_held_at_the_process_limit(bwrap: Confinement, open_dir: Path) -> None:
+    if sandbox_tasks():
+        pytest.skip("another sandbox of this user runs now; the count would be off")
+    tools = limited(bwrap, Limits(processes=64), nobody=os.geteuid() == 0)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, await asyncio.to_thread(sandbox_tasks))
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    started = time.monotonic()
+    result = await tools.run(
+        "bash",
+        {"command": "f(){ f|f& }; f 2>/dev/null; sleep 60", "timeout_ms": 4000},
+        ctx_in(open_dir),
+    )
+    ended = time.monotonic() - started
+    watcher.cancel()
+    gone = time.monotonic()
+    while sandbox_tasks() and time.monotonic() - gone < 10:
+        await asyncio.sleep(0.05)
+    print(
+        f"\nfork bomb: peak {peak} tasks (limit 64), ended after {ended:.2f} s "
+        f"(timeout 4 s), host clean {time.monotonic() - gone:.2f} s later"
+    )
+    assert "timed out" in text(result)
+    # The limit counts the call's tasks in its namespace (bwrap's first process included).
+    assert 0 < peak <= 64 + 1
+    assert sandbox_tasks() == 0
+
+
+async def test_a_huge_file_stops_at_the_file_size_limit(bwrap: Confinement, open_dir: Path) -> None:
+    tools = limited(bwrap, Limits(file_mb=16))
+    started = time.monotonic()
+    result = await tools.run("bash", {"command": "head -c 10G /dev/zero > big"}, ctx_in(open_dir))
+    took = time.monotonic() - started
+    size = (open_dir / "big").stat().st_size
+    print(f"\nhead -c 10G: stopped at {size / 2**20:.0f} MiB after {took:.2f} s")
+    assert result.is_error and ("XFSZ" in text(result) or "File size limit" in text(result))
+    assert size == 16 * 2**20
+
+
+async def test_filling_the_private_tmp_stops_at_its_size(
+    bwrap: Confinement, open_dir: Path
+) -> None:
+    if not bwrap.program or not bwrap_sizes_tmpfs(bwrap.program):
+        pytest.skip("this bubblewrap cannot size a tmpfs (0.7+ can)")
+    tools = limited(bwrap, Limits(tmp_mb=32))
+    started = time.monotonic()
+    result = await tools.run(
+        "bash",
+        {"command": "for i in 1 2 3 4;do head -c 20M /dev/zero >/tmp/f$i; done; cat /tmp/f?|wc -c"},
+        ctx_in(open_dir),
+    )
+    took = time.monotonic() - started
+    output = text(result)
+    print(f"\n/tmp fill (80 MiB into 32 MiB): {output.splitlines()[-2]} after {took:.2f} s")
+    assert "No space left on device" in output
+    assert int(output.splitlines()[-2].split()[0]) <= 32 * 2**20
+
+
+async def test_a_memory_hog_stops_at_the_memory_limit(bwrap: Confinement, open_dir: Path) -> None:
+    tools = limited(bwrap, Limits(memory_mb=256))
+    hog = "python3 -c 'b = [bytearray(2**20) for _ in range(4096)]'"
+    started = time.monotonic()
+    result = await tools.run(
+        "bash", {"command": f"/usr/bin/time -f 'peak %M KiB' {hog}"}, ctx_in(open_dir)
+    )
+    took = time.monotonic() - started
+    output = text(result)
+    print(f"\nmemory hog (4 GiB asked): {output.splitlines()[-2:]} after {took:.2f} s")
+    assert result.is_error and "MemoryError" in output
+    peak = int(output.split("peak ")[1].split(" KiB")[0])
+    assert peak < 300 * 1024
+
+
+async def test_a_cpu_spin_stops_at_the_cpu_limit(bwrap: Confinement, open_dir: Path) -> None:
+    tools = limited(bwrap, Limits(cpu_s=1))
+    started = time.monotonic()
+    result = await tools.run("bash", {"command": "while :; do :; done"}, ctx_in(open_dir))
+    took = time.monotonic() - started
+    print(f"\nCPU spin: stopped after {took:.2f} s: {text(result).splitlines()[-1]}")
+    assert result.is_error and "timed out" not in text(result)
+    assert took < 10
+
+
+async def test_the_limits_cannot_be_raised_and_leave_no_core(
+    bwrap: Confinement, open_dir: Path
+) -> None:
+    tools = limited(bwrap, Limits(processes=300, memory_mb=512, file_mb=64, cpu_s=30))
+    output = text(
+        await tools.run(
+            "bash",
+            {"command": "ulimit -u -d -f -t -c; ulimit -f unlimited 2>&1; ulimit -c 1 2>&1"},
+            ctx_in(open_dir),
+        )
+    )
+    values = [line.rsplit(" ", 1)[-1] for line in output.splitlines()[:5]]
+    assert values == ["300", "524288", "65536", "30", "0"], output
+    assert output.count("cannot modify limit") == 2, output

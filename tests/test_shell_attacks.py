@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_matrix.tools import shelljudge
+from dispatch_matrix.tools import shelljudge, shellread
 from dispatch_matrix.tools.policy import Decision, Policy
 
 HOME = Path("/home/u")
@@ -497,7 +497,7 @@ def test_an_error_inside_the_judge_asks(monkeypatch: pytest.MonkeyPatch) -> None
     def broken(line: str) -> list[shelljudge.Simple]:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(shelljudge, "_commands", broken)
+    monkeypatch.setattr(shelljudge, "simple_commands", broken)
     decision = decide("echo hi")
     assert decision.verdict == "ask"
     assert decision.uncovered == ("echo hi",)
@@ -542,8 +542,8 @@ def test_every_line_the_lexer_accepts_runs_in_bash_exactly_as_read(tmp_path: Pat
     for _ in range(2000):
         line = _random_line(rng)
         try:
-            read = shelljudge.literal_words(line)
-        except shelljudge.NotLiteral:
+            read = shellread.literal_words(line)
+        except shellread.NotLiteral:
             continue
         accepted += 1
         log.write_bytes(b"")

@@ -46,6 +46,7 @@ class RoomTaskIO:
         self._last_edit = 0.0
         self._pending: str | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._cancelled = False
 
     async def progress(self, text: str) -> None:
         """Show the current step; never waits for the room. The first call posts the status
@@ -94,6 +95,13 @@ class RoomTaskIO:
             reply_to=self._task.event_id,
             task_id=self._task.id,
         )
+
+    def cancel(self) -> None:
+        """The owner cancelled the task (`!cancel`); said before its job is cancelled."""
+        self._cancelled = True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
 
     def process_started(self, pgid: int) -> None:
         if self._groups is not None:

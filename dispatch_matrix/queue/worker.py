@@ -74,6 +74,7 @@ class Worker:
         self.outage: str | None = None
         self.outage_since: float | None = None
         self._job: asyncio.Task[str] | None = None
+        self._io: RoomTaskIO | None = None
         self._cancelling: int | None = None
 
     @property
@@ -132,10 +133,13 @@ class Worker:
 
     async def cancel_running(self) -> Task | None:
         """Stop the running task and every process it started; returns it."""
-        task, job = self.current, self._job
+        task, job, io = self.current, self._job, self._io
         if task is None or job is None or job.done():
             return None
         self._cancelling = task.id
+        if io is not None:
+            # The agent answers the running calls as cancelled, not as stopped by a restart.
+            io.cancel()
         # Cancel first: a killed command must not hand the model a result to go on with.
         job.cancel()
         await self._groups.stop_all()
@@ -150,7 +154,7 @@ class Worker:
         self._db.stage_task_state(task.id, TaskState.RUNNING)
         log.info("task.started", task=task.short_id, room=task.room_id)
         self.mirror.started(task, self.paused)
-        io = RoomTaskIO(task, self._room, self.approvals, self._groups)
+        io = self._io = RoomTaskIO(task, self._room, self.approvals, self._groups)
         self._job = asyncio.create_task(self._agent.answer(task, io))
         outage: ModelOutage | None = None
         try:
@@ -179,7 +183,7 @@ class Worker:
             return
         finally:
             await io.close()
-            self.current, self.current_since, self._job = None, None, None
+            self.current, self.current_since, self._job, self._io = None, None, None, None
             self._cancelling = None
             self._groups.forget()
         if outage is not None:

@@ -254,3 +254,29 @@ def test_doctor_prints_each_check_as_it_finishes_and_a_slow_one_runs_out(
         "and that the server is up; then run doctor again",
     ]
     assert code == 1 and lines[-1] == "\n1 passed, 1 failed"
+
+
+def test_doctor_after_tools_run_knows_the_bot_uses_the_stand_in(tmp_path: Path) -> None:
+    """tools/run gives only the bot the stand-in's address and key; doctor, run beside it
+    without them, used to fail on the key (issue 28). Also: a homeserver that is down is
+    said at once, and the login check is skipped, not hung."""
+    from dispatch_matrix.doctor import run_doctor
+    from dispatch_matrix.preflight import STAND_IN_FILE
+    from dispatch_matrix.store import Database
+
+    folder = tmp_path / "store"
+    path = write(folder, GOOD.replace("8008", "9") + '\n[agent]\nsandbox = "none"\n')
+    db = Database.open(StateFolder(folder).ensure().db_path)
+    db.save_session(Session("http://127.0.0.1:9", "@dispatch:localhost", "DEV", "syt_x"))
+    db.close()
+    (folder / STAND_IN_FILE).write_text("http://127.0.0.1:8099\n")
+    for private in (path, folder / STAND_IN_FILE):
+        private.chmod(0o600)  # as tools/run and init write them
+    said: list[str] = []
+    code = run_doctor(path, said.append, env={})
+    text = "\n".join(said)
+    assert "✓ no Anthropic API key: tools/run gives the bot its local stand-in" in text
+    assert "✓ config valid" in text and "ANTHROPIC_API_KEY is not set" not in text
+    assert "✗ homeserver unreachable at http://127.0.0.1:9: connection refused" in text
+    assert "– login not checked: the homeserver is unreachable" in text
+    assert code == 1 and said[-1] == "\n7 passed, 1 failed"

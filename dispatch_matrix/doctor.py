@@ -19,7 +19,7 @@ from typing import Any
 
 from . import preflight
 from .config import Config, load_config
-from .errors import ConfigError, DispatchError
+from .errors import ConfigError, DispatchError, StateError
 from .matrix.texts import exemption_hint
 from .reach import explain, kind_of, probe
 from .state import StateFolder
@@ -117,7 +117,8 @@ async def _doctor(
         report.add(*(Check(False, p.message, p.fix or "") for p in found))
     else:
         report.add(Check(True, f"config valid ({config.source})"))
-    report.add(*_state(config))
+    if not any(isinstance(p, StateError) for p in found):
+        report.add(*_state(config))
     report.add(*_rate_limits(config))
     await report.run("sandbox", _in_thread(lambda: [_sandbox(config)]), LOCAL_S)
     reach = await report.run("homeserver", lambda: _homeserver(config), NETWORK_S + 5)

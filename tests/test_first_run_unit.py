@@ -280,3 +280,19 @@ def test_doctor_after_tools_run_knows_the_bot_uses_the_stand_in(tmp_path: Path) 
     assert "✗ homeserver unreachable at http://127.0.0.1:9: connection refused" in text
     assert "– login not checked: the homeserver is unreachable" in text
     assert code == 1 and said[-1] == "\n7 passed, 1 failed"
+
+
+def test_run_says_a_bad_rule_before_it_connects(tmp_path: Path) -> None:
+    """A misspelt tool in a rule used to be reported after "connected … send a message";
+    with the homeserver away, not at all (issue 28)."""
+    path = write(
+        tmp_path / "s",
+        GOOD.replace("8008", "9")
+        + '\n[agent]\nsandbox = "none"\n[permissions]\nallow = ["Bahs"]\n',
+    )
+    cmd = [sys.executable, "-m", "dispatch_matrix.cli", "run", "--config", str(path)]
+    env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-test"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "permissions.allow[0]: 'Bahs': unknown tool 'Bahs' — did you mean 'Bash'?" in done.stderr
+    assert not (tmp_path / "s" / "dispatch.db").exists(), "nothing was started"

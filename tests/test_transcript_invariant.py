@@ -317,8 +317,7 @@ async def run_sequence(
             elif action == "crash":
                 await life.crash()
             elif action == "compact":
-                if life.worker.current is not None:
-                    continue  # `!compact` waits for the task in the daemon as well
+                # As `!compact`: also while a task runs (the compactor's lock orders them).
                 await life.agent.compact_now()
             elif action == "new":
                 life.db.new_conversation()

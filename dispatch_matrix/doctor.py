@@ -339,11 +339,36 @@ async def _api(config: Config, env: Mapping[str, str] | None = None) -> list[Che
         )
     except anthropic.AuthenticationError:
         checks.append(Check(False, "API key rejected", "check ANTHROPIC_API_KEY"))
+    except anthropic.APITimeoutError:
+        checks.append(
+            Check(False, f"Messages API at {client.base_url}: no answer within 15 s", _API_FIX)
+        )
+    except anthropic.APIConnectionError as err:
+        why = "connection refused" if _refused(err) else str(err).rstrip(".")
+        checks.append(
+            Check(False, f"Messages API unreachable at {client.base_url}: {why}", _API_FIX)
+        )
     except anthropic.APIError as err:
-        checks.append(Check(False, f"Messages API unreachable: {err}", "check the network"))
+        checks.append(Check(False, f"the Messages API refused the check: {err}", _API_FIX))
     finally:
         await client.close()
     return checks
+
+
+_API_FIX = (
+    "check the network, and ANTHROPIC_BASE_URL or [agent] base_url if the bot uses another "
+    "endpoint (tools/run's stand-in runs only while tools/run does)"
+)
+
+
+def _refused(err: BaseException) -> bool:
+    """Whether a connection failure was a refusal, wherever in the chain it is said."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or "Errno 111" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 __all__ = ["run_doctor", "DispatchError"]

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from dispatch_matrix.agent import Agent
 from dispatch_matrix.agent.transcript import (
     CANCELLED_RESULT,
+    FAILED_RESULT,
     INTERRUPTED_RESULT,
     RETRIED_NOTE,
     STOPPED_RESULT,
@@ -152,6 +153,45 @@ async def test_retry_of_a_task_cancelled_mid_call_keeps_the_conversation(tmp_pat
         retry = fake.requests[2].body["messages"][-1]["content"]
         assert RETRIED_NOTE.format(task="#1") in retry[0]["text"]
         assert retry[-1]["text"].endswith("run the long thing")
+
+
+class BuggyTool:
+    """A tool with a bug: it raises what no tool should (named as one the policy lets run)."""
+
+    name = "schedule"
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": self.name, "description": "x", "input_schema": {"type": "object"}}
+
+    async def run(self, tool_input: dict[str, Any], ctx: Any) -> Any:
+        raise KeyError("a bug")
+
+
+async def test_a_bug_in_a_tool_answers_its_call_and_the_retry_goes_on(tmp_path: Path) -> None:
+    """A call a bug stopped is answered as such in the store (not as a restart), so the
+    task's `!retry` and every later request are accepted."""
+    db = Database.open(tmp_path / "d.db")
+    room = Room()
+    with FakeMessagesAPI() as fake:
+        agent = make_agent(tmp_path, db, fake)
+        agent._tools.add(BuggyTool())
+        worker = Worker(db, agent, room, approval_timeout_s=60, outage_first_s=30)
+        runner = asyncio.create_task(worker.run())
+        try:
+            fake.reply(tools=[("schedule", {}), ("bash", {"command": "echo never"})])
+            db.add_task(EventID("$1"), ROOM, OWNER, "use the buggy tool", 1)
+            worker.wake()
+            await room.until(lambda p: "internal error (KeyError)" in p)
+            assert db.requeue(1) is not None
+            worker.wake()
+            fake.reply("done without it")
+            await room.until(lambda p: p == "done without it")
+        finally:
+            runner.cancel()
+        assert [r.status for r in fake.requests] == [200, 200]
+        retry = fake.requests[1].body["messages"]
+        results = [b for m in retry for b in m["content"] if b.get("type") == "tool_result"]
+        assert [r["content"][0]["text"] for r in results] == [FAILED_RESULT, FAILED_RESULT]
 
 
 async def test_a_conversation_poisoned_by_an_earlier_version_heals_on_the_next_request(

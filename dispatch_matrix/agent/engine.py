@@ -40,6 +40,7 @@ from .stops import Step, Turn
 from .transcript import (
     CANCELLED_RESULT,
     CONTINUE_NOTE,
+    FAILED_RESULT,
     NOT_RUN_RESULT,
     RETRIED_NOTE,
     Repair,
@@ -202,9 +203,10 @@ class Agent:
     async def _run_calls(
         self, uses: list[dict[str, Any]], io: TaskIO, step: int, task: Task, conversation: int
     ) -> list[dict[str, Any]]:
-        """The results of one reply's tool calls, run in turn. A `!cancel` among them still
-        answers every call in the store (what ran, what was stopped, what never started),
-        so the transcript stays one the API accepts; a restart leaves them to `_resume`."""
+        """The results of one reply's tool calls, run in turn. A `!cancel` or a bug among
+        them still answers every call in the store (what ran, what was stopped, what never
+        started), so the transcript stays one the API accepts; a restart leaves them to
+        `_resume`, which says so."""
         results: list[dict[str, Any]] = []
         try:
             for use in uses:
@@ -217,6 +219,11 @@ class Agent:
                 ]
                 self._db.append_message(conversation, task.id, "user", [*results, *stopped])
                 log.info("agent.tool_calls_cancelled", task=task.short_id, calls=len(stopped))
+            raise
+        except Exception:
+            # A bug fails the task (the worker says so); the calls still get their answer.
+            failed = [error_result(use["id"], FAILED_RESULT) for use in uses[len(results) :]]
+            self._db.append_message(conversation, task.id, "user", [*results, *failed])
             raise
         return results
 

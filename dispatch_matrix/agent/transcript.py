@@ -27,6 +27,10 @@ CANCELLED_RESULT = (
     "before doing it again."
 )
 NOT_RUN_RESULT = "Not run: the owner cancelled the task (`!cancel`) before this call started."
+FAILED_RESULT = (
+    "Not completed: this call failed inside dispatch-matrix (a bug; the details are in its "
+    "log), so it may have been partly done. Check the current state before doing it again."
+)
 # Only where a request is built, for a call the store holds no answer for (a ledger written
 # before cancels recorded theirs): the reason is no longer known.
 STOPPED_RESULT = (

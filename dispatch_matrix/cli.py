@@ -219,8 +219,15 @@ def _init(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .daemon import run
+    from .preflight import problems
 
     config = load_config(_config_path(args.config))
+    # Everything wrong with the config is said now, before "connected … send a message".
+    found = problems(config, os.environ, Path.home())
+    if found:
+        for extra in found[1:]:
+            print(f"dispatch-matrix: {extra.one_line()}", file=sys.stderr, flush=True)
+        raise found[0]
     try:
         return asyncio.run(run(config, _say))
     except KeyboardInterrupt:
@@ -230,7 +237,7 @@ def _run(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from .doctor import run_doctor
 
-    return run_doctor(_config_path(args.config), _say, check_api=not args.no_api)
+    return run_doctor(_config_path(args.config), _say, check_api=not args.no_api, env=os.environ)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -277,6 +277,12 @@ def load_config(path: Path) -> Config:
     return resolved
 
 
+def validate_data(data: dict[str, Any]) -> Config:
+    """The config a parsed TOML table makes, judged as `load_config` judges a file (paths
+    unresolved, secrets unread); what `init` checks its answers with before it writes."""
+    return _validate(data)
+
+
 def _validate(data: dict[str, Any]) -> Config:
     try:
         return Config(**data)

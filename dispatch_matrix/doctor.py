@@ -1,5 +1,9 @@
 """`dispatch-matrix doctor`: a checklist of what the daemon needs, each failure with its fix.
 
+Each check prints as it finishes and has a time limit of its own, so a homeserver that is
+down costs seconds and says so, not minutes of silence. The config is judged by the same
+function `run` uses before it connects (`preflight`).
+
 Doctor only reads: it never logs in (which would make a new device), never writes the
 ledger, and never prints a secret.
 """
@@ -7,65 +11,152 @@ ledger, and never prints a secret.
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import anthropic
-
-from .agent import catalogue
+from . import preflight
 from .config import Config, load_config
-from .errors import ConfigError, DispatchError
+from .errors import ConfigError, DispatchError, StateError
 from .matrix.texts import exemption_hint
+from .reach import explain, kind_of, probe
 from .state import StateFolder
 from .store import Database
 from .voice.doctor import voice_checks
 
+# Each check's time limit: a network check gets 10 s (and says so when it runs out).
+NETWORK_S = 10.0
+LOCAL_S = 20.0
+MCP_S = 60.0
+
 
 @dataclass(frozen=True)
 class Check:
-    """One line of the checklist."""
+    """One line of the checklist; `skipped` is neither a pass nor a failure."""
 
     ok: bool
     what: str
     fix: str = ""
+    skipped: bool = False
 
     def line(self) -> str:
-        mark = "✓" if self.ok else "✗"
+        mark = "–" if self.skipped else "✓" if self.ok else "✗"
         return f"{mark} {self.what}" + (
             f"\n    fix: {self.fix}" if self.fix and not self.ok else ""
         )
 
 
-def run_doctor(config_path: Path, say: Callable[[str], None], check_api: bool = True) -> int:
-    """Print the checklist; returns 0 when every check passed."""
-    checks: list[Check] = []
+class Report:
+    """Prints each check as it comes, and counts them."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self._say = say
+        self.passed = 0
+        self.failed = 0
+
+    def add(self, *checks: Check) -> None:
+        for check in checks:
+            self._say(check.line())
+            if not check.skipped:
+                self.passed += check.ok
+                self.failed += not check.ok
+
+    async def run(
+        self, what: str, check: Callable[[], Awaitable[list[Check]]], limit: float
+    ) -> list[Check]:
+        """Run one check within `limit` seconds; its lines are printed at once."""
+        try:
+            checks = await asyncio.wait_for(check(), limit)
+        except TimeoutError:
+            checks = [Check(False, f"{what}: no answer within {limit:g} s", _TIMEOUT_FIX)]
+        self.add(*checks)
+        return checks
+
+    def end(self) -> int:
+        total = self.passed + self.failed
+        self._say(
+            f"\n{self.passed} passed, {self.failed} failed"
+            if self.failed
+            else (f"\nall {total} checks passed")
+        )
+        return 1 if self.failed else 0
+
+
+_TIMEOUT_FIX = "check the network and that the server is up; then run doctor again"
+
+
+def run_doctor(
+    config_path: Path,
+    say: Callable[[str], None],
+    check_api: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Print the checklist, each line as soon as it is known; 0 when every check passed.
+    `env` is the environment the bot would run with (its API key)."""
+    return asyncio.run(_doctor(config_path, say, check_api, dict(env or {})))
+
+
+async def _doctor(
+    config_path: Path, say: Callable[[str], None], check_api: bool, env: dict[str, str]
+) -> int:
+    report = Report(say)
     try:
         config = load_config(config_path)
     except ConfigError as err:
-        say(Check(False, f"config {config_path}: {err.message}", err.fix or "").line())
-        return 1
-    checks.append(Check(True, f"config valid ({config.source})"))
-    checks.extend(_state(config))
-    checks.extend(_rate_limits(config))
-    checks.append(_sandbox(config))
-    checks.append(_homeserver(config))
-    checks.extend(asyncio.run(_login_and_store(config)))
-    checks.extend(Check(*line) for line in voice_checks(config.voice))
-    if check_api:
-        checks.extend(asyncio.run(_api(config)))
+        report.add(Check(False, f"config {config_path}: {err.message}", err.fix or ""))
+        return report.end()
+    found = preflight.problems(config, env, Path.home())
+    stand_in = preflight.stand_in_url(config)
+    key_missing = any(isinstance(p, ConfigError) and p.key == "agent.api_key" for p in found)
+    if key_missing and stand_in is not None:
+        # What tools/run does: the bot gets the stand-in's address and key, doctor does not.
+        found = [p for p in found if not (isinstance(p, ConfigError) and p.key == "agent.api_key")]
+    if found:
+        report.add(*(Check(False, p.message, p.fix or "") for p in found))
+    else:
+        report.add(Check(True, f"config valid ({config.source})"))
+    if not any(isinstance(p, StateError) for p in found):
+        report.add(*_state(config))
+    report.add(*_rate_limits(config))
+    await report.run("sandbox", _in_thread(lambda: [_sandbox(config)]), LOCAL_S)
+    reach = await report.run("homeserver", lambda: _homeserver(config), NETWORK_S + 5)
+    reachable = bool(reach) and reach[0].ok
+    await report.run("login", lambda: _login(config, reachable), NETWORK_S)
+    await report.run("crypto store", _in_thread(lambda: _crypto_store(config)), LOCAL_S)
+    voice = _in_thread(lambda: [Check(*line) for line in voice_checks(config.voice)])
+    await report.run("voice", voice, LOCAL_S)
+    if check_api and key_missing and stand_in is not None:
+        report.add(_stand_in(stand_in))
+    elif check_api and not key_missing:
+        await report.run("Messages API", lambda: _api(config, env), NETWORK_S + 10)
     if config.mcp.enabled:
-        from .connectors.checks import check_servers
+        await report.run("MCP servers", lambda: _mcp(config), MCP_S)
+    return report.end()
 
-        checks.extend(Check(ok, what, fix) for ok, what, fix in asyncio.run(check_servers(config)))
-    for check in checks:
-        say(check.line())
-    failed = sum(not check.ok for check in checks)
-    say(f"\n{len(checks) - failed} passed, {failed} failed" if failed else "\nall checks passed")
-    return 1 if failed else 0
+
+def _in_thread(work: Callable[[], list[Check]]) -> Callable[[], Awaitable[list[Check]]]:
+    """A blocking check run off the loop, so its time limit holds."""
+
+    async def run() -> list[Check]:
+        return await asyncio.to_thread(work)
+
+    return run
+
+
+async def _mcp(config: Config) -> list[Check]:
+    from .connectors.checks import check_servers
+
+    return [Check(ok, what, fix) for ok, what, fix in await check_servers(config)]
+
+
+def _stand_in(url: str) -> Check:
+    return Check(
+        True,
+        f"no Anthropic API key: tools/run gives the bot its local stand-in Messages API at "
+        f"{url} (it echoes; it runs while tools/run does). For Claude, set ANTHROPIC_API_KEY",
+    )
 
 
 def _state(config: Config) -> list[Check]:
@@ -133,35 +224,72 @@ def _sandbox(config: Config) -> Check:
     return Check(True, f"sandbox: {found.describe()}")
 
 
-def _homeserver(config: Config) -> Check:
-    url = config.matrix.homeserver + "/_matrix/client/versions"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            versions = json.loads(reply.read()).get("versions", [])
-    except (OSError, urllib.error.URLError, ValueError) as err:
-        hint = "start it with `dispatch-matrix run`" if config.local_homeserver.enabled else ""
-        return Check(
-            False,
-            f"homeserver {config.matrix.homeserver} unreachable ({err})",
-            hint or "check [matrix] homeserver and your network",
-        )
-    latest = versions[-1] if versions else "?"
-    return Check(True, f"homeserver reachable: {config.matrix.homeserver} (spec up to {latest})")
+async def _homeserver(config: Config) -> list[Check]:
+    url = config.matrix.homeserver
+    reach = await probe(url, NETWORK_S)
+    if reach.ok:
+        return [Check(True, f"homeserver reachable: {url} (spec up to {reach.latest})")]
+    fix = reach.fix
+    if config.local_homeserver.enabled:
+        fix = "the private homeserver runs while `dispatch-matrix run` does: start it"
+    return [Check(False, reach.problem, fix)]
 
 
-async def _login_and_store(config: Config) -> list[Check]:
+def _saved_session(config: Config) -> Any:
     state = StateFolder(config.state_dir)
     if not state.db_path.exists():
-        return [Check(False, "no saved login yet", "run `dispatch-matrix init` or `run` once")]
+        return None
     db = Database.open(state.db_path)
     try:
-        session = db.session()
+        return db.session()
     finally:
         db.close()
+
+
+async def _login(config: Config, reachable: bool) -> list[Check]:
+    """Whether the saved login is still accepted (one request, no retries)."""
+    session = _saved_session(config)
     if session is None:
-        return [Check(False, "no saved login yet", "run `dispatch-matrix run` once")]
-    checks = []
+        return [Check(False, "no saved login yet", "run `dispatch-matrix init` or `run` once")]
+    if not reachable:
+        return [Check(False, "login not checked: the homeserver is unreachable", skipped=True)]
     from nio import AsyncClient, AsyncClientConfig, WhoamiResponse
+
+    # No crypto store: whoami needs none, and opening it twice is the other check's job.
+    client = AsyncClient(
+        session.homeserver,
+        session.user_id,
+        device_id=session.device_id,
+        config=AsyncClientConfig(
+            encryption_enabled=False, max_timeouts=0, request_timeout=NETWORK_S
+        ),
+    )
+    try:
+        client.access_token = session.access_token
+        try:
+            reply = await client.whoami()
+        except Exception as err:  # noqa: BLE001 - doctor reports every failure as a line
+            why = explain(session.homeserver, kind_of(err), detail=str(err))
+            return [Check(False, f"login not checked: {why.problem}", why.fix)]
+        if isinstance(reply, WhoamiResponse):
+            return [Check(True, f"login valid: {session.user_id}, device {session.device_id}")]
+        return [
+            Check(
+                False,
+                f"the homeserver refused the saved login ({reply.status_code})",
+                "the next `run` logs in again with the password; check it is set",
+            )
+        ]
+    finally:
+        await client.close()
+
+
+def _crypto_store(config: Config) -> list[Check]:
+    session = _saved_session(config)
+    if session is None:
+        return []
+    state = StateFolder(config.state_dir)
+    from nio import AsyncClient, AsyncClientConfig
 
     client = AsyncClient(
         session.homeserver,
@@ -170,58 +298,35 @@ async def _login_and_store(config: Config) -> list[Check]:
         store_path=str(state.crypto_dir),
         config=AsyncClientConfig(encryption_enabled=True, pickle_key=state.pickle_key()),
     )
+    client.user_id = session.user_id
     try:
-        client.user_id = session.user_id
-        client.device_id = session.device_id
-        client.access_token = session.access_token
-        try:
-            reply = await client.whoami()
-            if isinstance(reply, WhoamiResponse):
-                checks.append(
-                    Check(True, f"login valid: {session.user_id}, device {session.device_id}")
-                )
-            else:
-                checks.append(
-                    Check(
-                        False,
-                        f"saved login rejected ({reply.status_code})",
-                        "the next `run` logs in again with the password; check it is set",
-                    )
-                )
-        except Exception as err:  # noqa: BLE001 - doctor reports every failure as a line
-            checks.append(Check(False, f"login not checked: {err!r}", "see the homeserver check"))
-        try:
-            client.load_store()
-            fingerprint = client.olm.account.identity_keys["ed25519"] if client.olm else "?"
-            checks.append(Check(True, f"crypto store readable (device key {fingerprint[:12]}…)"))
-        except Exception as err:  # noqa: BLE001
-            checks.append(
-                Check(
-                    False,
-                    f"crypto store unreadable: {err.__class__.__name__}",
-                    f"check {state.crypto_dir} and {state.secrets_dir}/crypto-store.key",
-                )
+        client.load_store()
+        fingerprint = client.olm.account.identity_keys["ed25519"] if client.olm else "?"
+    except Exception as err:  # noqa: BLE001 - any failure means the store cannot be read
+        return [
+            Check(
+                False,
+                f"crypto store unreadable ({err})",
+                f"check {state.crypto_dir} and {state.secrets_dir}/crypto-store.key",
             )
-    finally:
-        await client.close()
-    return checks
+        ]
+    return [Check(True, f"crypto store readable (device key {fingerprint[:12]}…)")]
 
 
-async def _api(config: Config) -> list[Check]:
+async def _api(config: Config, env: Mapping[str, str] | None = None) -> list[Check]:
+    # The SDK is seconds of imports: only when the API is checked, after the other lines.
+    import anthropic
+
+    from .agent import catalogue
     from .parts import anthropic_client
 
+    problem = preflight.api_key_problem(config, os.environ if env is None else env)
+    if problem is not None:
+        return [Check(False, problem.problem, problem.fix or "")]
     try:
         client = anthropic_client(config)
     except ConfigError as err:
         return [Check(False, err.problem, err.fix or "")]
-    except anthropic.AnthropicError as err:
-        return [
-            Check(
-                False,
-                f"no Anthropic API key ({err.__class__.__name__})",
-                "set ANTHROPIC_API_KEY, or [agent] api_key_file",
-            )
-        ]
     checks = [Check(True, "Anthropic API key present")]
     try:
         model = await client.with_options(max_retries=0, timeout=15).models.retrieve(
@@ -237,11 +342,36 @@ async def _api(config: Config) -> list[Check]:
         )
     except anthropic.AuthenticationError:
         checks.append(Check(False, "API key rejected", "check ANTHROPIC_API_KEY"))
+    except anthropic.APITimeoutError:
+        checks.append(
+            Check(False, f"Messages API at {client.base_url}: no answer within 15 s", _API_FIX)
+        )
+    except anthropic.APIConnectionError as err:
+        why = "connection refused" if _refused(err) else str(err).rstrip(".")
+        checks.append(
+            Check(False, f"Messages API unreachable at {client.base_url}: {why}", _API_FIX)
+        )
     except anthropic.APIError as err:
-        checks.append(Check(False, f"Messages API unreachable: {err}", "check the network"))
+        checks.append(Check(False, f"the Messages API refused the check: {err}", _API_FIX))
     finally:
         await client.close()
     return checks
+
+
+_API_FIX = (
+    "check the network, and ANTHROPIC_BASE_URL or [agent] base_url if the bot uses another "
+    "endpoint (tools/run's stand-in runs only while tools/run does)"
+)
+
+
+def _refused(err: BaseException) -> bool:
+    """Whether a connection failure was a refusal, wherever in the chain it is said."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or "Errno 111" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 __all__ = ["run_doctor", "DispatchError"]

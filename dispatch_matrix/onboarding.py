@@ -13,17 +13,19 @@ import secrets
 import shutil
 import socket
 import sys
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import DEFAULT_MODEL
-from .errors import ConfigError, DispatchError
+from .config import DEFAULT_MODEL, validate_data
+from .errors import ConfigError, DispatchError, HomeserverError
 from .homeserver import LocalSynapse, free_port
 from .ids import UserID
 from .matrix.client import MatrixClient
 from .matrix.direct import CANNOT_OPEN, OpenedDM, open_owner_dms, why_not_opened
 from .matrix.discovery import discover, server_of
+from .reach import probe
 from .state import StateFolder, write_private
 from .store import Database
 
@@ -115,6 +117,12 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
         raise ConfigError(
             "init", f"missing {', '.join(missing)}", "pass them as flags, or run init on a terminal"
         )
+    # What `run` would refuse is refused now, before a login leaves a device behind.
+    check_answers(answers, path)
+    if homeserver is None:
+        reach = asyncio.run(probe(str(answers.homeserver)))
+        if not reach.ok:
+            raise HomeserverError(reach.problem, fix=f"{reach.fix}; then run init again")
     try:
         say(f"Checking the login of {answers.user_id} at {answers.homeserver} …")
         device, dms = asyncio.run(_login_and_open_dms(answers, state, say))
@@ -129,6 +137,30 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
         _explain_local(answers, owner_password, state, say, invited=bool(dms))
     say(explain_next(answers, device, dms, path))
     return path
+
+
+# The flag that gives each config key `init` writes from an answer.
+_FLAGS = {
+    "matrix.homeserver": "--homeserver",
+    "matrix.user_id": "--user-id",
+    "matrix.owners": "--owner",
+    "agent.model": "--model",
+    "agent.workdir": "--workdir",
+    "agent.allowed_roots": "--allowed-root",
+}
+
+
+def check_answers(answers: InitAnswers, path: Path) -> None:
+    """Judge the config init would write with the model `run` loads it with; a
+    ConfigError naming the flag to correct when it would be refused."""
+    data = tomllib.loads(render_config(answers, path))
+    try:
+        validate_data(data)
+    except ConfigError as err:
+        flag = next((f for key, f in _FLAGS.items() if err.key.startswith(key)), None)
+        if flag is None:
+            raise
+        raise ConfigError(flag, err.problem, f"give {flag} again, in full") from None
 
 
 def command_name() -> str:

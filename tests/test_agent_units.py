@@ -149,7 +149,7 @@ def test_huge_tool_results_are_trimmed_in_the_request_but_kept_whole_in_the_stor
     db.append_message(conversation, None, "assistant", call(1)["content"])
     db.append_message(conversation, None, "user", result(1, huge)["content"])
     rows = db.transcript_rows(conversation)
-    sent = request_messages([(r.id, r.message()) for r in rows], None, trim_at=20_000)
+    sent, _ = request_messages([(r.id, r.message()) for r in rows], None, trim_at=20_000)
     text = sent[-1]["content"][0]["content"][0]["text"]
     assert text.startswith("HEAD") and text.endswith("TAIL")
     assert len(text) < 20_200
@@ -167,7 +167,7 @@ def test_trim_text_keeps_short_text_as_is() -> None:
 
 def test_the_summary_comes_first_and_carries_a_breakpoint() -> None:
     rows = list(enumerate(turn(5), start=10))
-    sent = request_messages(rows, "the owner likes tea", trim_at=20_000)
+    sent, _ = request_messages(rows, "the owner likes tea", trim_at=20_000)
     first = sent[0]["content"][0]
     assert first["text"].startswith(SUMMARY_HEAD) and "likes tea" in first["text"]
     assert "cache_control" in first
@@ -295,6 +295,9 @@ class QuietIO:
 
     def process_started(self, pgid: int) -> None:
         pass
+
+    def cancelled(self) -> bool:
+        return False
 
 
 def make_agent(

@@ -4,8 +4,10 @@ doctor, status — against the session's real Synapse."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from harness.bot import BotConfig, BotProcess, console_script
 from harness.jsclient import JsClient
 
 from dispatch_matrix.homeserver import free_port
+from dispatch_matrix.store import Database
 
 pytestmark = [pytest.mark.e2e]
 
@@ -113,7 +116,60 @@ async def test_init_against_an_unreachable_homeserver_is_one_line(tmp_path: Path
     )
     assert code == 5
     assert err.strip().count("\n") == 0
-    assert "cannot reach http://127.0.0.1:9" in err and "check [matrix] homeserver" in err
+    assert "homeserver unreachable at http://127.0.0.1:9: connection refused" in err
+    assert "is it running?" in err
+
+
+async def test_init_with_https_on_a_plain_http_port_fails_fast_with_the_fix(
+    homeserver: Homeserver, tmp_path: Path
+) -> None:
+    """Issue 28: 121 s of silence, then `ClientConnectorError`."""
+    bot, owner = homeserver.new_user("bot"), homeserver.new_user("owner")
+    https = homeserver.url.replace("http://", "https://")
+    began = time.monotonic()
+    code, _out, err = await cli(
+        "init",
+        "--config",
+        str(tmp_path / "s" / "config.toml"),
+        "--homeserver",
+        https,
+        "--user-id",
+        bot.user_id,
+        "--password",
+        bot.password,
+        "--owner",
+        owner.user_id,
+    )
+    took = time.monotonic() - began
+    print(f"init against a plain-http port: {took:.1f} s")
+    assert code == 5 and took < 30, (took, err)
+    assert "that port speaks plain HTTP" in err and f"use {homeserver.url}" in err
+    assert "Error" not in err and "Unclosed" not in err
+
+
+@pytest.mark.parametrize(
+    ("user_id", "owner", "flag"),
+    [("bot2", "@me:localhost", "--user-id"), ("@bot2:localhost", "me", "--owner")],
+)
+async def test_init_refuses_what_run_would_refuse_before_any_login(
+    tmp_path: Path, user_id: str, owner: str, flag: str
+) -> None:
+    config = tmp_path / "s" / "config.toml"
+    code, _out, err = await cli(
+        "init",
+        "--config",
+        str(config),
+        "--homeserver",
+        "http://127.0.0.1:9",
+        "--user-id",
+        user_id,
+        "--password",
+        "x",
+        "--owner",
+        owner,
+    )
+    assert code == 2 and flag in err and "full Matrix user id" in err, err
+    assert not config.exists()
 
 
 async def test_doctor_passes_for_a_working_bot_and_prints_no_secret(
@@ -153,7 +209,50 @@ async def test_doctor_names_each_problem_with_its_fix(
     code, out, _err = await cli("doctor", "--config", str(setup.config.path), "--no-api")
     assert code == 1
     assert "✗ state folder not private" in out and "fix: chmod -R go-rwx" in out
-    assert "✗ homeserver http://127.0.0.1:9 unreachable" in out
+    assert "✗ homeserver unreachable at http://127.0.0.1:9: connection refused" in out
+    assert "is it running?" in out
+
+
+async def test_doctor_with_the_homeserver_down_answers_in_seconds_line_by_line(
+    make_bot: Callable[..., BotSetup], running: list[BotProcess], fake_api: FakeMessagesAPI
+) -> None:
+    """Issue 28: 300 s of silence, stuck in the login check. The saved login names the
+    homeserver too: both point at a port where nothing listens now."""
+    setup = make_bot()
+    bot = await setup.process().start()
+    running.append(bot)
+    await bot.stop()
+    down = f"http://127.0.0.1:{free_port()}"
+    db = Database.open(setup.config.state / "dispatch.db")
+    session = db.session()
+    assert session is not None
+    db.save_session(dataclasses.replace(session, homeserver=down))
+    db.close()
+    setup.config.homeserver = down
+    setup.config.write()
+    process = await asyncio.create_subprocess_exec(
+        console_script(),
+        "doctor",
+        "--config",
+        str(setup.config.path),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "ANTHROPIC_BASE_URL": fake_api.url, "ANTHROPIC_API_KEY": "sk-x"},
+    )
+    assert process.stdout is not None
+    began = time.monotonic()
+    lines: list[tuple[float, str]] = []
+    while line := await asyncio.wait_for(process.stdout.readline(), 60):
+        lines.append((time.monotonic() - began, line.decode().rstrip()))
+    await process.wait()
+    took = time.monotonic() - began
+    print(f"doctor, homeserver down: first line {lines[0][0]:.1f} s, end {took:.1f} s")
+    assert process.returncode == 1 and took < 30
+    text = "\n".join(line for _, line in lines)
+    assert f"✗ homeserver unreachable at {down}: connection refused" in text
+    assert "– login not checked: the homeserver is unreachable" in text
+    assert "Messages API reachable" in text, "the other checks still ran"
+    # Each line as it was known, not all at the end.
+    assert lines[0][0] < lines[-1][0]
 
 
 async def test_status_shows_the_device_and_the_queue(

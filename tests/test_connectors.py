@@ -518,6 +518,9 @@ class QuietIO:
     def process_started(self, pgid: int) -> None:
         pass
 
+    def cancelled(self) -> bool:
+        return False
+
 
 def web_agent(tmp_path: Path, url: str) -> tuple[Any, Any]:
     import anthropic

@@ -115,3 +115,33 @@ async def test_kill_9_mid_shell_step_then_restart_reports_and_finishes(
     fake_api.reply("Fresh answer.")
     await owner.send_text(room, "and now?")
     await owner.wait_message(room, sender=setup.bot.user_id, contains="Fresh answer")
+
+
+async def test_retry_of_a_task_cancelled_mid_call_then_three_more_messages_are_answered(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    """Issue 28: `!retry` of a task cancelled in the middle of a tool call used to append a
+    second result for that call, and the API refused that conversation until `!new`."""
+    setup, bot, owner, room = await started(make_bot, owner_client, running, PERMISSIONS)
+    marker = "600.0281"
+    fake_api.reply(tools=[("bash", {"command": f"sleep {marker}"})])
+    await owner.send_text(room, "run the long job")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains=f"sleep {marker}")
+    await owner.send_text(room, "!cancel")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="Cancelled")
+    await owner.send_text(room, "anything")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="anything")
+    fake_api.reply("Done this time.")
+    await owner.send_text(room, "!retry #1")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="Done this time.")
+    for n in range(1, 4):
+        await owner.send_text(room, f"one more, number {n}")
+        await owner.wait_message(room, sender=setup.bot.user_id, contains=f"number {n}")
+    assert [r.status for r in fake_api.requests if r.path == "/v1/messages"] == [200] * 6
+    # The model heard why the call stopped: the owner cancelled it (not a restart).
+    retried = fake_api.requests[2].body["messages"]
+    results = [b for m in retried for b in m["content"] if b.get("type") == "tool_result"]
+    assert len(results) == 1 and "owner cancelled" in str(results[0]["content"])

@@ -61,6 +61,9 @@ class RecordingIO:
     def process_started(self, pgid: int) -> None:
         pass
 
+    def cancelled(self) -> bool:
+        return False
+
 
 def settings(**changes: Any) -> AgentSection:
     """The [agent] section these tests run with."""

@@ -36,6 +36,18 @@ def tool(name: str = "step") -> dict[str, Any]:
     return {"name": name, "description": name, "input_schema": {"type": "object"}}
 
 
+def call(call_id: str) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id, "name": "step", "input": {}}
+
+
+def result(call_id: str, said: str) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": call_id, "content": said, "is_error": True}
+
+
+def text(said: str) -> dict[str, Any]:
+    return {"type": "text", "text": said}
+
+
 def cached(model: str, words: int) -> dict[str, Any]:
     """A request whose system prompt (about `words` tokens) carries a breakpoint."""
     system = [{"type": "text", "text": "word " * words, "cache_control": {"type": "ephemeral"}}]
@@ -200,6 +212,48 @@ def image(data: bytes, media_type: str = "image/png") -> dict[str, Any]:
             },
             400,
             "ids must be unique",
+        ),
+        # The body a `!retry` of a task cancelled mid-call used to send (issue 28): the call
+        # answered in the next message, then once more after a later turn.
+        (
+            {
+                "tools": [tool()],
+                "messages": [
+                    {"role": "user", "content": "run it"},
+                    {"role": "assistant", "content": [call("t1")]},
+                    {"role": "user", "content": [result("t1", "cancelled"), text("anything")]},
+                    {"role": "assistant", "content": [text("echo: anything")]},
+                    {"role": "user", "content": [result("t1", "interrupted")]},
+                ],
+            },
+            400,
+            "messages.4.content.0: unexpected `tool_use_id` found in `tool_result` blocks: t1.",
+        ),
+        # Two results for one call in the same message.
+        (
+            {
+                "tools": [tool()],
+                "messages": [
+                    {"role": "user", "content": "run it"},
+                    {"role": "assistant", "content": [call("t1")]},
+                    {"role": "user", "content": [result("t1", "a"), result("t1", "b")]},
+                ],
+            },
+            400,
+            "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: t1.",
+        ),
+        (
+            {
+                "tools": [tool()],
+                "messages": [
+                    {"role": "user", "content": "run it"},
+                    {"role": "assistant", "content": [call("t1")]},
+                    {"role": "user", "content": [text("anything")]},
+                ],
+            },
+            400,
+            "messages.2: `tool_use` ids were found without `tool_result` blocks immediately "
+            "after: t1.",
         ),
         (
             {"messages": [{"role": "user", "content": [image(b"\xff\xd8\xff" + b"\0" * 9)]}]},

@@ -173,3 +173,126 @@ def test_init_names_the_command_as_it_can_be_called_again(
     assert command_name() == str(script)  # a venv not on PATH: the path it was started by
     monkeypatch.setenv("PATH", str(script.parent))
     assert command_name() == "dispatch-matrix"
+
+
+# -- preflight: what `run` refuses before connecting, and what `doctor` lists ----------------
+
+
+def test_preflight_finds_what_run_refuses_before_connecting(tmp_path: Path) -> None:
+    """A bad rule, a misspelt tool, no key: all said before "connected" (issue 28)."""
+    from dispatch_matrix.preflight import problems
+
+    text = GOOD + '\n[permissions]\nallow = ["Bash(:*)"]\ndeny = ["Bahs"]\n'
+    config = load_config(write(tmp_path / "c", text))
+    found = problems(config, {}, tmp_path)
+    keys = [getattr(p, "key", None) for p in found]
+    assert keys == ["permissions.allow[0]", "permissions.deny[0]", "agent.api_key"]
+    assert "did you mean 'Bash'?" in (found[1].fix or "")
+    assert (
+        problems(
+            config.model_copy(
+                update={"permissions": load_config(write(tmp_path / "d", GOOD)).permissions}
+            ),
+            {"ANTHROPIC_API_KEY": "k"},
+            tmp_path,
+        )
+        == []
+    )
+
+
+def test_a_mistyped_store_path_is_one_error_naming_both_folders(tmp_path: Path) -> None:
+    """The login lives in the config's folder; [store] path points at a folder that is not
+    there: `run` would log in a second device (issue 28)."""
+    from dispatch_matrix.preflight import problems
+    from dispatch_matrix.store import Database
+
+    folder = tmp_path / "store"
+    config = load_config(write(folder, GOOD + '\n[store]\npath = "stor"\n'))
+    db = Database.open(StateFolder(folder).ensure().db_path)
+    db.save_session(Session("http://127.0.0.1:8008", "@dispatch:localhost", "DEV", "syt_x"))
+    db.close()
+    found = problems(config, {"ANTHROPIC_API_KEY": "k"}, tmp_path)
+    assert len(found) == 1 and isinstance(found[0], StateError)
+    assert str(folder / "stor") in found[0].message and str(folder) in (found[0].fix or "")
+    # A first run (no login anywhere near) creates its folder as before.
+    fresh = load_config(write(tmp_path / "new", GOOD + '\n[store]\npath = "state"\n'))
+    assert problems(fresh, {"ANTHROPIC_API_KEY": "k"}, tmp_path) == []
+
+
+def test_doctor_prints_each_check_as_it_finishes_and_a_slow_one_runs_out(
+    tmp_path: Path,
+) -> None:
+    from dispatch_matrix.doctor import Check, Report
+
+    said: list[tuple[float, str]] = []
+    began = asyncio.new_event_loop()
+
+    async def slow() -> list[Check]:
+        await asyncio.sleep(30)
+        return [Check(True, "never")]
+
+    async def quick() -> list[Check]:
+        return [Check(True, "quick")]
+
+    async def main() -> int:
+        report = Report(lambda line: said.append((loop.time(), line)))
+        start = loop.time()
+        await report.run("quick", quick, 1)
+        await report.run("login", slow, 0.2)
+        assert said[0][0] - start < 0.1, "printed before the slow check"
+        return report.end()
+
+    loop = began
+    try:
+        code = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    lines = [line for _, line in said]
+    assert lines[:2] == [
+        "✓ quick",
+        "✗ login: no answer within 0.2 s\n    fix: check the network "
+        "and that the server is up; then run doctor again",
+    ]
+    assert code == 1 and lines[-1] == "\n1 passed, 1 failed"
+
+
+def test_doctor_after_tools_run_knows_the_bot_uses_the_stand_in(tmp_path: Path) -> None:
+    """tools/run gives only the bot the stand-in's address and key; doctor, run beside it
+    without them, used to fail on the key (issue 28). Also: a homeserver that is down is
+    said at once, and the login check is skipped, not hung."""
+    from dispatch_matrix.doctor import run_doctor
+    from dispatch_matrix.preflight import STAND_IN_FILE
+    from dispatch_matrix.store import Database
+
+    folder = tmp_path / "store"
+    path = write(folder, GOOD.replace("8008", "9") + '\n[agent]\nsandbox = "none"\n')
+    db = Database.open(StateFolder(folder).ensure().db_path)
+    db.save_session(Session("http://127.0.0.1:9", "@dispatch:localhost", "DEV", "syt_x"))
+    db.close()
+    (folder / STAND_IN_FILE).write_text("http://127.0.0.1:8099\n")
+    for private in (path, folder / STAND_IN_FILE):
+        private.chmod(0o600)  # as tools/run and init write them
+    said: list[str] = []
+    code = run_doctor(path, said.append, env={})
+    text = "\n".join(said)
+    assert "✓ no Anthropic API key: tools/run gives the bot its local stand-in" in text
+    assert "✓ config valid" in text and "ANTHROPIC_API_KEY is not set" not in text
+    assert "✗ homeserver unreachable at http://127.0.0.1:9: connection refused" in text
+    assert "– login not checked: the homeserver is unreachable" in text
+    assert code == 1 and said[-1] == "\n7 passed, 1 failed"
+
+
+def test_run_says_a_bad_rule_before_it_connects(tmp_path: Path) -> None:
+    """A misspelt tool in a rule used to be reported after "connected … send a message";
+    with the homeserver away, not at all (issue 28)."""
+    path = write(
+        tmp_path / "s",
+        GOOD.replace("8008", "9")
+        + '\n[agent]\nsandbox = "none"\n[permissions]\nallow = ["Bahs"]\n',
+    )
+    cmd = [sys.executable, "-m", "dispatch_matrix.cli", "run", "--config", str(path)]
+    env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-test"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "permissions.allow[0]: 'Bahs': unknown tool 'Bahs' — did you mean 'Bash'?" in done.stderr
+    assert not (tmp_path / "s" / "dispatch.db").exists(), "nothing was started"

@@ -423,3 +423,28 @@ def test_rule_errors_name_the_rule(lists: dict[str, list[str]], key: str) -> Non
         Policy(lists.get("allow", []), lists.get("ask", []), lists.get("deny", []), HOME, WORKDIR)
     assert caught.value.key == key
     assert caught.value.fix
+
+
+@pytest.mark.parametrize(
+    ("rule", "guess"),
+    [
+        ("Bahs", "did you mean 'Bash'?"),
+        ("Bahs(ls:*)", "did you mean 'Bash'?"),
+        ("Raed(~/x)", "did you mean 'Read'?"),
+        ("Webfetch", "did you mean 'WebFetch'?"),
+        ("zzqx", "the tools are Bash"),
+    ],
+)
+def test_an_unknown_tool_name_is_an_error_with_a_guess(rule: str, guess: str) -> None:
+    """A misspelt tool never matches, so its rule would silently do nothing (issue 28)."""
+    with pytest.raises(ConfigError) as caught:
+        Policy([rule], [], [], HOME, WORKDIR)
+    assert caught.value.key == "permissions.allow[0]"
+    assert "unknown tool" in caught.value.problem and guess in (caught.value.fix or "")
+
+
+@pytest.mark.parametrize(
+    "rule", ["bash(ls:*)", "WebSearch", "web_fetch", "send_file", "memory", "mcp__gh__x", "mcp__*"]
+)
+def test_every_tool_name_a_rule_may_give_is_accepted(rule: str) -> None:
+    Policy([rule], [], [], HOME, WORKDIR)

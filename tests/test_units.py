@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.agent.transcript import normalize, with_cache_breakpoint
+from dispatch_matrix.agent.transcript import (
+    STOPPED_RESULT,
+    error_result,
+    normalize,
+    well_formed,
+    with_cache_breakpoint,
+)
 from dispatch_matrix.backoff import Backoff
 from dispatch_matrix.ids import EventID, RoomID, UserID
 from dispatch_matrix.logs import REDACTED, Redactor
@@ -375,3 +381,115 @@ def test_transcript_rows_a_summary_stands_for_are_let_go(tmp_path: Path) -> None
         f"m{n}" for n in range(7)
     ]
     assert len(db._rows[conversation][1]) == 3
+
+
+def _call(call_id: str) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id, "name": "bash", "input": {"command": "sleep 9"}}
+
+
+def _result(call_id: str, said: str = "ok") -> dict[str, Any]:
+    return {
+        "type": "tool_result",
+        "tool_use_id": call_id,
+        "content": [{"type": "text", "text": said}],
+    }
+
+
+def _text(said: str) -> dict[str, Any]:
+    return {"type": "text", "text": said}
+
+
+def _user(*blocks: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "user", "content": list(blocks)}
+
+
+def _assistant(*blocks: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "assistant", "content": list(blocks)}
+
+
+@pytest.mark.parametrize(
+    ("messages", "expected", "answered", "dropped"),
+    [
+        # Well formed: unchanged, nothing to report.
+        (
+            [_user(_text("go")), _assistant(_call("a")), _user(_result("a"))],
+            [_user(_text("go")), _assistant(_call("a")), _user(_result("a"))],
+            (),
+            (),
+        ),
+        # What `!retry` of a cancelled task wrote (issue 28): a second result after a later
+        # turn. The stale one goes; the message left empty goes; the replies merge.
+        (
+            [
+                _user(_text("run it")),
+                _assistant(_call("a")),
+                _user(_result("a", "cancelled"), _text("anything")),
+                _assistant(_text("echo: anything")),
+                _user(_result("a", "interrupted")),
+                _assistant(_text("done again")),
+            ],
+            [
+                _user(_text("run it")),
+                _assistant(_call("a")),
+                _user(_result("a", "cancelled"), _text("anything")),
+                _assistant(_text("echo: anything"), _text("done again")),
+            ],
+            (),
+            ("a",),
+        ),
+        # Two results for one call in one message: the first stands.
+        (
+            [
+                _user(_text("go")),
+                _assistant(_call("a")),
+                _user(_result("a", "1"), _result("a", "2")),
+            ],
+            [_user(_text("go")), _assistant(_call("a")), _user(_result("a", "1"))],
+            (),
+            ("a",),
+        ),
+        # A result with no call anywhere (the first message after a compaction, say).
+        (
+            [_user(_result("z"), _text("hello"))],
+            [_user(_text("hello"))],
+            (),
+            ("z",),
+        ),
+        # A call left open by the last reply of a request is answered too.
+        (
+            [_user(_text("go")), _assistant(_text("on it"), _call("a"))],
+            [
+                _user(_text("go")),
+                _assistant(_text("on it"), _call("a")),
+                _user(error_result("a", STOPPED_RESULT)),
+            ],
+            ("a",),
+            (),
+        ),
+        # Results go in front of the text, in the order of the calls.
+        (
+            [
+                _user(_text("go")),
+                _assistant(_call("a"), _call("b")),
+                _user(_text("and"), _result("b"), _result("a")),
+            ],
+            [
+                _user(_text("go")),
+                _assistant(_call("a"), _call("b")),
+                _user(_result("a"), _result("b"), _text("and")),
+            ],
+            (),
+            (),
+        ),
+    ],
+)
+def test_well_formed_keeps_one_result_per_call_in_the_next_message(
+    messages: list[dict[str, Any]],
+    expected: list[dict[str, Any]],
+    answered: tuple[str, ...],
+    dropped: tuple[str, ...],
+) -> None:
+    out, repair = well_formed(messages)
+    assert out == expected
+    assert (repair.answered, repair.dropped) == (answered, dropped)
+    assert bool(repair) == (out != messages)

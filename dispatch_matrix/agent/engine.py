@@ -5,6 +5,7 @@ in the store before the next step, so a restart continues from the last complete
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,8 +39,16 @@ from .prompt import turn_context
 from .sizes import Sizes
 from .stops import Step, Turn
 from .transcript import (
+    CANCELLED_RESULT,
+    CONTINUE_NOTE,
+    FAILED_RESULT,
+    NOT_RUN_RESULT,
+    RETRIED_NOTE,
+    Repair,
     block_dict,
     cache_control,
+    cancelled_here,
+    error_result,
     interrupted_results,
     request_messages,
     text_of,
@@ -58,6 +67,7 @@ class Request:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     estimate: int
+    repair: Repair = Repair()
 
 
 class Agent:
@@ -99,6 +109,9 @@ class Agent:
         self._compactor = Compactor(db, client, settings)
         self._gauge = Gauge()
         self._sizes = Sizes()
+        # The last repair logged, so a stored row that needs one is logged once, not at
+        # every request of the conversation.
+        self._repair_logged: tuple[int, Repair] | None = None
 
     # -- what the owner may change or ask for without the model ------------------------------
 
@@ -178,21 +191,61 @@ class Agent:
                 turn.parts.clear()
                 turn.continued = 0
                 uses = [b for b in content if b.get("type") == "tool_use"]
-                results = [await self._calls.run(use, io, step, task.id) for use in uses]
+                results = await self._run_calls(uses, io, step, task, conversation)
                 with self._db.tx():
                     self._db.append_message(conversation, task.id, "user", results)
                     steps = self._db.count_step(task.id)
             elif verdict.step is not Step.RESUME:
                 await self._cut(task, conversation, name, reply.stop_reason, verdict, turn)
 
+    async def _run_calls(
+        self, uses: list[dict[str, Any]], io: TaskIO, step: int, task: Task, conversation: int
+    ) -> list[dict[str, Any]]:
+        """The results of one reply's tool calls, run in turn. A `!cancel` or a bug among
+        them still answers every call in the store (what ran, what was stopped, what never
+        started), so the transcript stays one the API accepts; a restart leaves them to
+        `_resume`, which says so."""
+        results: list[dict[str, Any]] = []
+        try:
+            for use in uses:
+                results.append(await self._calls.run(use, io, step, task.id))
+        except asyncio.CancelledError:
+            if io.cancelled():
+                stopped = [
+                    error_result(use["id"], NOT_RUN_RESULT if index else CANCELLED_RESULT)
+                    for index, use in enumerate(uses[len(results) :])
+                ]
+                self._db.append_message(conversation, task.id, "user", [*results, *stopped])
+                log.info("agent.tool_calls_cancelled", task=task.short_id, calls=len(stopped))
+            raise
+        except Exception:
+            # A bug fails the task (the worker says so); the calls still get their answer.
+            failed = [error_result(use["id"], FAILED_RESULT) for use in uses[len(results) :]]
+            self._db.append_message(conversation, task.id, "user", [*results, *failed])
+            raise
+        return results
+
     def _resume(self, task: Task, conversation: int, now: datetime | None) -> str | None:
         """Start the task's turn, or pick it up after a restart; the answer if it had one."""
         mine = self._db.task_messages(task.id)
+        stamp = turn_context(now or self._local_now())
         if not mine:
-            stamp = turn_context(now or self._local_now())
             self._db.append_message(conversation, task.id, "user", first_turn(task, stamp))
             return None
+        if not self._at_tail(task, conversation):
+            # Run again (`!retry`) after other turns, or in a fresh conversation: its earlier
+            # turn stays where it is (calls left open there are answered when requests are
+            # built) and the task is asked afresh, at the end.
+            note = {"type": "text", "text": RETRIED_NOTE.format(task=task.short_id)}
+            self._db.append_message(conversation, task.id, "user", [note, *first_turn(task, stamp)])
+            log.info("agent.task_asked_again", task=task.short_id)
+            return None
         last = mine[-1]
+        if cancelled_here(last):
+            note = {"type": "text", "text": CONTINUE_NOTE}
+            self._db.append_message(conversation, task.id, "user", [note])
+            log.info("agent.task_continued", task=task.short_id)
+            return None
         if last["role"] == "assistant":
             repair = interrupted_results(last)
             if not repair and web.paused(last["content"]):
@@ -203,6 +256,12 @@ class Agent:
             self._db.append_message(conversation, task.id, "user", repair)
             log.warning("agent.tool_calls_interrupted", task=task.short_id, calls=len(repair))
         return None
+
+    def _at_tail(self, task: Task, conversation: int) -> bool:
+        """Whether the open conversation ends with the task's own last message."""
+        summary = self._db.latest_summary(conversation)
+        rows = self._db.transcript_rows(conversation, summary.covers_up_to if summary else 0)
+        return bool(rows) and rows[-1].task_id == task.id
 
     async def _cut(
         self,
@@ -292,7 +351,7 @@ class Agent:
         summary = self._db.latest_summary(conversation)
         rows = self._db.transcript_rows(conversation, summary.covers_up_to if summary else 0)
         trim_at = self.settings.max_tool_result_chars
-        messages = request_messages(
+        messages, repair = request_messages(
             [(row.id, row.message()) for row in rows],
             summary.text if summary else None,
             trim_at // 4 if lean else trim_at,
@@ -314,7 +373,16 @@ class Agent:
         # Estimated from the blocks of the last request: each block once.
         size = self._sizes.messages(messages)
         size += estimate_tokens({"system": system, "tools": tools})
-        return Request(system, messages, tools, size)
+        if repair and self._repair_logged != (conversation, repair):
+            self._repair_logged = (conversation, repair)
+            log.warning(
+                "agent.transcript_repaired",
+                conversation=conversation,
+                answered=list(repair.answered),
+                dropped=list(repair.dropped),
+                moved=repair.moved,
+            )
+        return Request(system, messages, tools, size, repair)
 
     async def _compact(
         self, conversation: int, task_id: int | None, name: str, *, relaxed: bool = False

@@ -48,3 +48,8 @@ class TaskIO(Protocol):
     def process_started(self, pgid: int) -> None:
         """A tool started a process group (so `!cancel` can stop it)."""
         ...
+
+    def cancelled(self) -> bool:
+        """Whether the owner cancelled the task (`!cancel`): a stop the model is told of as
+        such, unlike a restart's."""
+        ...

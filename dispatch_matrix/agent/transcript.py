@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 CACHE = {"type": "ephemeral"}
@@ -14,15 +15,128 @@ def cache_control(ttl: str) -> dict[str, str]:
     return dict(CACHE_1H if ttl == "1h" else CACHE)
 
 
+# What the model reads for a tool call that never finished, by why it did not.
 INTERRUPTED_RESULT = (
     "This call was interrupted: dispatch-matrix stopped (restart, crash or power loss) while "
     "it ran, so it may or may not have taken effect. Check the current state before doing it "
     "again."
 )
+CANCELLED_RESULT = (
+    "Not completed: the owner cancelled the task (`!cancel`) while this call ran, and the "
+    "processes it started were stopped; it may have been partly done. Check the current state "
+    "before doing it again."
+)
+NOT_RUN_RESULT = "Not run: the owner cancelled the task (`!cancel`) before this call started."
+FAILED_RESULT = (
+    "Not completed: this call failed inside dispatch-matrix (a bug; the details are in its "
+    "log), so it may have been partly done. Check the current state before doing it again."
+)
+# Only where a request is built, for a call the store holds no answer for (a ledger written
+# before cancels recorded theirs): the reason is no longer known.
+STOPPED_RESULT = (
+    "Not completed: this call was stopped before it finished (the task was cancelled, or "
+    "dispatch-matrix stopped), so it may or may not have taken effect. Check the current "
+    "state before doing it again."
+)
+# A task taken up again with `!retry`.
+RETRIED_NOTE = (
+    "[The owner asked for task {task} again (`!retry`). An earlier attempt, above, did not "
+    "finish. Do it now, from the current state of things.]"
+)
+CONTINUE_NOTE = (
+    "[The owner asked for this task again (`!retry`) after cancelling it. Carry on with it "
+    "from the current state of things.]"
+)
+
+
+def error_result(tool_use_id: str, text: str) -> dict[str, Any]:
+    """A tool_result block telling the model why a call has no real result."""
+    return {
+        "type": "tool_result",
+        "tool_use_id": tool_use_id,
+        "content": [{"type": "text", "text": text}],
+        "is_error": True,
+    }
+
+
+def cancelled_here(message: dict[str, Any]) -> bool:
+    """Whether a user message answers tool calls a `!cancel` stopped (the engine wrote it)."""
+    return message.get("role") == "user" and any(
+        block.get("type") == "tool_result"
+        and any(
+            part.get("text") in (CANCELLED_RESULT, NOT_RUN_RESULT)
+            for part in block.get("content") or []
+            if isinstance(part, dict)
+        )
+        for block in message["content"]
+    )
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What `well_formed` changed in a request's messages; falsy when nothing."""
+
+    answered: tuple[str, ...] = ()
+    """tool_use ids that had no tool_result and were given STOPPED_RESULT."""
+    dropped: tuple[str, ...] = ()
+    """tool_use_ids of tool_result blocks left out: no tool_use in the message before, or
+    a second result for the same call."""
+    moved: int = 0
+    """User messages whose tool_result blocks were put back in front of their text."""
+
+    def __bool__(self) -> bool:
+        return bool(self.answered or self.dropped or self.moved)
 
 
 def normalize(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages the API accepts: roles alternate (same-role neighbours merged), user first."""
+    """Messages the API accepts (see `well_formed`), without the account of the repair."""
+    return well_formed(messages)[0]
+
+
+def well_formed(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Repair]:
+    """The messages as the API requires them, and what had to change.
+
+    Roles alternate (same-role neighbours merged), the first is the user's, and the
+    transcript's invariant holds: every tool_use has exactly one tool_result, at the front
+    of the very next (user) message, and no tool_result lacks its tool_use in the message
+    before. The stored transcript should already be so; this is the last line, run on every
+    request, so that no stored row — one a crash, an old version or a retry left — can make
+    the API refuse every later request of the conversation.
+    """
+    answered: list[str] = []
+    dropped: list[str] = []
+    moved = 0
+    out = _merged(messages)
+    for _ in range(3):  # dropping an emptied message can merge two neighbours: go again
+        fixed: list[dict[str, Any]] = []
+        for index, message in enumerate(out):
+            previous = out[index - 1] if index else None
+            calls = [b["id"] for b in pending_tool_uses(previous)] if previous else []
+            if message["role"] != "user":
+                fixed.append(message)
+                continue
+            content, missing, extra, reordered = _answer(calls, message["content"])
+            answered += missing
+            dropped += extra
+            moved += reordered
+            if content:
+                fixed.append({"role": "user", "content": content})
+        if out and out[-1]["role"] == "assistant":
+            # A request may not end on calls without results either.
+            calls = [b["id"] for b in pending_tool_uses(out[-1])]
+            if calls:
+                answered += calls
+                results = [error_result(call, STOPPED_RESULT) for call in calls]
+                fixed.append({"role": "user", "content": results})
+        if len(fixed) == len(out):
+            out = fixed
+            break
+        out = _merged(fixed)
+    return out, Repair(tuple(answered), tuple(dropped), moved)
+
+
+def _merged(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Same-role neighbours merged into one message (copies), the leading replies dropped."""
     merged: list[dict[str, Any]] = []
     for message in messages:
         if merged and merged[-1]["role"] == message["role"]:
@@ -34,36 +148,33 @@ def normalize(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             merged.append({"role": message["role"], "content": list(message["content"])})
     while merged and merged[0]["role"] != "user":
         merged.pop(0)
-    return _answer_dangling_calls(merged)
+    return merged
 
 
-STOPPED_RESULT = "Not completed: the task was cancelled or stopped while this call ran."
-
-
-def _answer_dangling_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give every tool call an answer: a task cancelled mid-call leaves a tool_use with no
-    tool_result, which the API rejects in every later request of the conversation."""
-    for index, message in enumerate(messages[:-1]):
-        calls = [b["id"] for b in pending_tool_uses(message)]
-        if not calls:
+def _answer(
+    calls: list[str], content: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str], list[str], int]:
+    """A user message's blocks with one result per call of the message before, in front;
+    the calls answered here, the results dropped, and 1 if results had to move forward."""
+    results: dict[str, dict[str, Any]] = {}
+    dropped: list[str] = []
+    others: list[dict[str, Any]] = []
+    reordered = 0
+    for block in content:
+        if block.get("type") != "tool_result":
+            others.append(block)
             continue
-        following = messages[index + 1]
-        answered = {
-            b.get("tool_use_id") for b in following["content"] if b.get("type") == "tool_result"
-        }
-        missing = [
-            {
-                "type": "tool_result",
-                "tool_use_id": call,
-                "content": [{"type": "text", "text": STOPPED_RESULT}],
-                "is_error": True,
-            }
-            for call in calls
-            if call not in answered
-        ]
-        if missing:
-            messages[index + 1] = {"role": "user", "content": [*missing, *following["content"]]}
-    return messages
+        call = str(block.get("tool_use_id"))
+        if call in calls and call not in results:
+            results[call] = block
+            reordered = reordered or int(bool(others))
+        else:
+            dropped.append(call)
+    missing = [call for call in calls if call not in results]
+    for call in missing:
+        results[call] = error_result(call, STOPPED_RESULT)
+    ordered = [results[call] for call in calls]
+    return [*ordered, *others], missing, dropped, reordered
 
 
 # Blocks the API takes no cache_control on.
@@ -89,24 +200,16 @@ def with_cache_breakpoint(messages: list[dict[str, Any]], ttl: str = "5m") -> li
     return out
 
 
-def pending_tool_uses(message: dict[str, Any]) -> list[dict[str, Any]]:
+def pending_tool_uses(message: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The tool_use blocks of an assistant message."""
-    if message.get("role") != "assistant":
+    if message is None or message.get("role") != "assistant":
         return []
     return [block for block in message["content"] if block.get("type") == "tool_use"]
 
 
 def interrupted_results(message: dict[str, Any]) -> list[dict[str, Any]]:
     """Error results for tool calls a crash left without an answer."""
-    return [
-        {
-            "type": "tool_result",
-            "tool_use_id": block["id"],
-            "content": [{"type": "text", "text": INTERRUPTED_RESULT}],
-            "is_error": True,
-        }
-        for block in pending_tool_uses(message)
-    ]
+    return [error_result(block["id"], INTERRUPTED_RESULT) for block in pending_tool_uses(message)]
 
 
 def block_dict(block: Any) -> dict[str, Any]:
@@ -223,10 +326,11 @@ def request_messages(
     *,
     lean: bool = False,
     ttl: tuple[str, str] = ("5m", "5m"),
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], Repair]:
     """The messages of a request: the summary (if any) then the newer turns verbatim, long
     tool results trimmed; breakpoints on the summary and on the tail, with the lifetimes
     `ttl` = (summary's, tail's). `lean` (after a 413) also leaves images and documents out.
+    With them, what `well_formed` had to repair for the API to take them (for the log).
 
     `rows` are (transcript row id, message). The summary carries a breakpoint of its own so
     the prefix a compaction creates is cached once and read back from then on.
@@ -236,10 +340,11 @@ def request_messages(
         messages = [without_media(message) for message in messages]
     if summary is not None:
         messages.insert(0, summary_message(summary))
-    out = with_cache_breakpoint(normalize(messages), ttl[1])
+    valid, repair = well_formed(messages)
+    out = with_cache_breakpoint(valid, ttl[1])
     if summary is not None and out:
         out[0]["content"][0]["cache_control"] = cache_control(ttl[0])
-    return out
+    return out, repair
 
 
 def count_cache_control(request: dict[str, Any]) -> int:

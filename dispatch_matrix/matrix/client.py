@@ -66,6 +66,9 @@ _SYNC_FILTER: dict[str, Any] = {
 }
 
 
+_UNREACHABLE_FIX = "is the homeserver running? Check [matrix] homeserver and the network"
+
+
 class MatrixClient:
     """The bot's connection to its homeserver."""
 
@@ -121,6 +124,9 @@ class MatrixClient:
         `replaced_device`, for the caller to delete and announce. Never re-create keys for
         the old device id, which would break every owner's view of it.
         """
+        if self.nio is not None:
+            # A try before this one (the homeserver was away) leaves no session open.
+            await self.nio.close()
         saved = self.db.session()
         if saved is not None and saved.user_id != self.user_id:
             raise LoginError(
@@ -194,7 +200,8 @@ class MatrixClient:
             raise CannotSend(f"{what}: {err}") from err
         except UNREACHABLE as err:
             raise Unreachable(
-                f"{what}: cannot reach {self.homeserver} ({why_unreachable(err)})"
+                f"{what}: cannot reach {self.homeserver} ({why_unreachable(err)})",
+                fix=_UNREACHABLE_FIX,
             ) from err
         if isinstance(response, ErrorResponse):
             raise failure(what, response)
@@ -218,7 +225,8 @@ class MatrixClient:
                 reply = {}
         except UNREACHABLE as err:
             raise Unreachable(
-                f"{method} {path}: cannot reach {self.homeserver} ({why_unreachable(err)})"
+                f"{method} {path}: cannot reach {self.homeserver} ({why_unreachable(err)})",
+                fix=_UNREACHABLE_FIX,
             ) from err
         if status == 401 and reply.get("errcode") in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
             raise TokenRejected(f"{method} {path}: the homeserver rejected our access token")

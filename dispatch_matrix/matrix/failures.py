@@ -80,7 +80,8 @@ def why_unreachable(err: BaseException) -> str:
         return "TLS certificate not trusted"
     if isinstance(os_error, OSError) and os_error.strerror:
         return os_error.strerror.lower()
-    return err.__class__.__name__
+    # The failure's own words, never a class name a person cannot act on.
+    return str(err).strip() or "the connection failed"
 
 
 def failure(what: str, response: ErrorResponse) -> HomeserverError:

@@ -55,6 +55,7 @@ class RoomTaskIO:
         # The first post is on its way: let go, not withdrawn, at the end (the final edit
         # needs its event id, which a cancelled wait for it would lose).
         self._posting = False
+        self._cancelled = False
 
     @property
     def task_id(self) -> int:
@@ -140,6 +141,13 @@ class RoomTaskIO:
             reply_to=self._task.event_id,
             task_id=self._task.id,
         )
+
+    def cancel(self) -> None:
+        """The owner cancelled the task (`!cancel`); said before its job is cancelled."""
+        self._cancelled = True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
 
     def process_started(self, pgid: int) -> None:
         if self._groups is not None:

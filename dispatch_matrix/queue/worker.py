@@ -147,10 +147,13 @@ class Worker:
 
     async def cancel_running(self) -> Task | None:
         """Stop the running task and every process it started; returns it."""
-        task, job = self.current, self._job
+        task, job, io = self.current, self._job, self._io
         if task is None or job is None or job.done():
             return None
         self._cancelling = task.id
+        if io is not None:
+            # The agent answers the running calls as cancelled, not as stopped by a restart.
+            io.cancel()
         # Cancel first: a killed command must not hand the model a result to go on with.
         job.cancel()
         await self._groups.stop_all()
@@ -194,6 +197,7 @@ class Worker:
             return
         finally:
             await io.close()
+            # `_io` stays until `_finish` has told the status message how the task ended.
             self.current, self.current_since, self._job = None, None, None
             self._cancelling = None
             self._groups.forget()

@@ -22,6 +22,7 @@ A rule is `Tool` or `Tool(specifier)`:
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ CANONICAL_TOOLS = {
     "grep": "Grep",
 }
 PATH_TOOLS = frozenset({"Read", "Write", "Edit", "Glob", "Grep"})
+# Every tool name a rule may give besides `mcp__…` ones and prefixes ending in `*`: the
+# built-in tools as Claude Code spells them, the API's web tools, and the bot's own.
+RULE_TOOLS = frozenset(
+    {*CANONICAL_TOOLS.values(), "WebSearch", "WebFetch", "web_search", "web_fetch"}
+    | {"send_file", "memory", "schedule"}
+)
 _RULE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*\*?)(?:\((.*)\))?", re.DOTALL)
 _EXAMPLES = 'e.g. "Bash(pytest:*)", "Read(~/Projects/**)", "Write(~/Reviews/**)" or "Grep"'
 
@@ -127,6 +134,14 @@ def parse_rule(text: object, key: str, home: Path, workdir: Path) -> Rule:
         raise ConfigError(key, f"{raw!r} is not Tool or Tool(specifier)", f"write it {_EXAMPLES}")
     name, spec = match.group(1), match.group(2)
     tool = canonical_tool(name)
+    if tool not in RULE_TOOLS and not tool.startswith("mcp__") and not tool.endswith("*"):
+        # A misspelt name would never match, so the rule would silently do nothing.
+        close = difflib.get_close_matches(tool, sorted(RULE_TOOLS), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        known = ", ".join(sorted(RULE_TOOLS, key=str.lower))
+        raise ConfigError(
+            key, f"{raw!r}: unknown tool {name!r}", f"{hint}the tools are {known}, or mcp__…"
+        )
     if spec is None:
         return Rule(raw, tool)
     if not spec.strip():

@@ -201,8 +201,14 @@ def _check_messages(
                 f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
                 "corresponding `tool_result` block in the next message."
             )
+        answered: set[str] = set()
         for j, block in enumerate(content):
-            orphan = block["type"] == "tool_result" and block.get("tool_use_id") not in expected
+            if block["type"] != "tool_result":
+                continue
+            call = str(block.get("tool_use_id"))
+            # A second result for one call is as unexpected as one for no call at all.
+            orphan = call not in expected or call in answered
+            answered.add(call)
             if rules.pairing and orphan:
                 raise invalid(
                     f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "

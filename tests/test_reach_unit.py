@@ -1,0 +1,107 @@
+"""Why a homeserver cannot be reached, said as a sentence with its fix (issue 28: doctor and
+init showed class names, or nothing for minutes)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+
+import aiohttp
+import pytest
+
+from dispatch_matrix.reach import explain, kind_of, probe
+
+
+class _Key:
+    host, port, ssl = "h", 1, True
+
+
+@pytest.mark.parametrize(
+    ("err", "kind"),
+    [
+        (TimeoutError(), "timeout"),
+        (aiohttp.ClientConnectorError(_Key(), ConnectionRefusedError(111, "refused")), "refused"),  # type: ignore[arg-type]
+        (ConnectionRefusedError(111, "Connection refused"), "refused"),
+        (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "tls"),
+        (aiohttp.NonHttpUrlClientError("matrix.example.org"), "not-http"),
+        (aiohttp.ServerDisconnectedError(), "dropped"),
+        (ValueError("odd"), "other"),
+    ],
+)
+def test_kind_of_a_failure(err: BaseException, kind: str) -> None:
+    assert kind_of(err) == kind
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "plain", "detail", "problem", "fix"),
+    [
+        (
+            "http://127.0.0.1:9",
+            "refused",
+            False,
+            "",
+            "homeserver unreachable at http://127.0.0.1:9: connection refused",
+            "is it running?",
+        ),
+        (
+            "https://127.0.0.1:8008",
+            "timeout",
+            True,
+            "",
+            "that port speaks plain HTTP",
+            "use http://127.0.0.1:8008",
+        ),
+        (
+            "https://127.0.0.1:8008",
+            "tls",
+            False,
+            "[ssl: wrong_version_number] wrong version number (_ssl.c:1006)",
+            "that port speaks plain HTTP",
+            "use http://127.0.0.1:8008",
+        ),
+        (
+            "https://matrix.exmaple.org",
+            "dns",
+            False,
+            "",
+            "'matrix.exmaple.org' is not found",
+            "spelling",
+        ),
+        ("matrix.example.org", "not-http", False, "", "is not an http(s) URL", "https://"),
+        ("https://m.org", "timeout", False, "", "no answer within 10 s", "firewall"),
+        (
+            "https://m.org",
+            "other",
+            False,
+            "boom",
+            "homeserver unreachable at https://m.org: boom",
+            "network",
+        ),
+    ],
+)
+def test_each_failure_is_a_sentence_with_its_fix(
+    url: str, kind: str, plain: bool, detail: str, problem: str, fix: str
+) -> None:
+    reach = explain(url, kind, plain_http=plain, detail=detail)
+    assert not reach.ok and problem in reach.problem and fix in reach.fix
+    assert "Error" not in reach.problem + reach.fix
+
+
+async def test_a_closed_port_is_told_at_once() -> None:
+    began = time.monotonic()
+    reach = await probe("http://127.0.0.1:9")
+    assert "connection refused" in reach.problem and time.monotonic() - began < 5
+
+
+async def test_https_to_a_port_that_never_answers_gives_up_at_its_time_limit() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)  # take the hello, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        began = time.monotonic()
+        reach = await probe(f"https://127.0.0.1:{port}", timeout=1.0)
+        took = time.monotonic() - began
+    assert not reach.ok and "no answer" in reach.problem and took < 5

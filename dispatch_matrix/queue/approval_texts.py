@@ -231,6 +231,6 @@ def poll_ended(outcome: str, rule: str | None = None) -> str:
 
 
 PLAINTEXT_REACTION = (
-    "Your reaction reached me unencrypted, so I cannot tell it came from you and did "
+    "Your reaction or vote reached me unencrypted, so I cannot tell it came from you and did "
     "nothing. Tap an answer in the poll under the question, or reply yes or no to it."
 )

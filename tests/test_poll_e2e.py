@@ -1,0 +1,113 @@
+"""Approvals as encrypted polls, end to end: Synapse, the owner's strict js client (the
+phone), the bot process and the scripted Messages API. A vote from the owner's cross-signed
+device on the open question's poll runs the command; a stranger's vote, a plaintext vote
+and a vote on an expired poll run nothing; each poll is ended with its outcome; a plaintext
+reaction on a question is told once to tap the poll or reply."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from conftest import BotSetup, Homeserver, started
+from fake_messages_api import FakeMessagesAPI
+from harness.bot import BotProcess
+from harness.jsclient import JsClient
+
+pytestmark = [pytest.mark.e2e]
+
+StartClient = Callable[..., Awaitable[JsClient]]
+
+START = "org.matrix.msc3381.poll.start"
+END = "org.matrix.msc3381.poll.end"
+
+
+def permissions(timeout_s: int) -> str:
+    return f"""
+[permissions]
+allow = ["Bash(echo:*)"]
+approval_timeout_s = {timeout_s}
+"""
+
+
+async def test_a_vote_from_the_owner_runs_the_command_and_a_strangers_does_not(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    homeserver: Homeserver,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running, extra=permissions(90))
+    bot_id, work = setup.bot.user_id, setup.config.folder / "work"
+    fake_api.reply(tools=[("bash", {"command": f"touch {work}/voted"})])
+    fake_api.reply("Done, the file is there.")
+    await owner.send_text(room, "make the file")
+
+    question = await owner.wait_message(room, sender=bot_id, contains="May I?", timeout=60)
+    poll = await owner.wait_message(room, sender=bot_id, event_type=START, timeout=30)
+    assert poll["was_encrypted"], "the poll is encrypted like the question"
+    content = poll["content"]
+    assert content["m.relates_to"] == {"rel_type": "m.reference", "event_id": question["event_id"]}
+    labels = [a["org.matrix.msc1767.text"] for a in content[START]["answers"]]
+    assert labels == ["Approve once", f"Always: allow Bash(touch {work}/voted)", "Deny"]
+
+    # A stranger in the room votes: not an owner, nothing runs.
+    stranger_account = homeserver.new_user("stranger")
+    stranger = await owner_client(stranger_account, name="stranger")
+    await owner.call("invite", room_id=room, user_id=stranger_account.user_id)
+    await stranger.join(room)
+    forged = await stranger.vote(room, poll["event_id"], "once")
+    await bot.wait_log("vote.ignored", where=lambda r: r["event_id"] == forged)
+    await owner.call("kick", room_id=room, user_id=stranger_account.user_id, reason="bye")
+    await owner.wait_message(room, sender=bot_id, contains="private again", timeout=15)
+    assert not (work / "voted").exists()
+    assert not bot.log_events("approval.decided")
+
+    # The owner taps "Approve once": it runs, and the poll is ended with the outcome.
+    await owner.vote(room, poll["event_id"], "once")
+    await owner.wait_message(room, sender=bot_id, contains="Done, the file", timeout=60)
+    assert (work / "voted").exists()
+    ended = await owner.wait_message(room, sender=bot_id, event_type=END, timeout=30)
+    assert ended["content"]["m.relates_to"]["event_id"] == poll["event_id"]
+    assert ended["content"]["org.matrix.msc1767.text"] == "✅ Approved once."
+    decided = bot.log_events("approval.decided")
+    assert [(r["answer"], r["by"]) for r in decided] == [("yes", setup.owner.user_id)]
+
+
+async def test_plaintext_and_late_answers_run_nothing_and_are_told(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running, extra=permissions(12))
+    bot_id, work = setup.bot.user_id, setup.config.folder / "work"
+    fake_api.reply(tools=[("bash", {"command": f"touch {work}/never"})])
+    fake_api.reply("Understood, I did not do it.")
+    await owner.send_text(room, "make the file")
+    question = await owner.wait_message(room, sender=bot_id, contains="May I?", timeout=60)
+    poll = await owner.wait_message(room, sender=bot_id, event_type=START, timeout=30)
+
+    # Element's ✅ goes unencrypted: never obeyed, told once per question.
+    await owner.react(room, question["event_id"], "✅")
+    told = await owner.wait_message(room, sender=bot_id, contains="unencrypted", timeout=30)
+    assert "poll" in told["body"]
+    await owner.react(room, question["event_id"], "👍")
+    plain = await owner.vote(room, poll["event_id"], "once", encrypted=False)
+    ignored = await bot.wait_log("vote.ignored", where=lambda r: r["event_id"] == plain)
+    assert "plaintext" in ignored[0]["reason"]
+
+    # No answer in time: the poll ends so, and a vote on it now approves nothing.
+    await owner.wait_message(room, sender=bot_id, contains="No answer in time", timeout=60)
+    ended = await owner.wait_message(room, sender=bot_id, event_type=END, timeout=30)
+    assert ended["content"]["org.matrix.msc1767.text"].startswith("⌛")
+    late = await owner.vote(room, poll["event_id"], "once")
+    closed = await owner.wait_message(room, sender=bot_id, contains="question is closed")
+    assert closed["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == late
+    await owner.wait_message(room, sender=bot_id, contains="Understood, I did not", timeout=60)
+
+    assert not (work / "never").exists()
+    decided = bot.log_events("approval.decided")
+    assert [(r["answer"], r["by"]) for r in decided] == [("no", "timeout")]
+    bodies = [str(m["content"].get("body", "")) for m in await owner.messages(room)]
+    assert sum("unencrypted" in body for body in bodies) == 1, "one notice per question"

@@ -72,6 +72,9 @@ async def test_a_vote_from_the_owner_runs_the_command_and_a_strangers_does_not(
     assert ended["content"]["org.matrix.msc1767.text"] == "✅ Approved once."
     decided = bot.log_events("approval.decided")
     assert [(r["answer"], r["by"]) for r in decided] == [("yes", setup.owner.user_id)]
+    # What the question cost: itself and one poll, then one poll end.
+    kinds = [m["type"] for m in await owner.messages(room) if m["sender"] == bot_id]
+    assert kinds.count(START) == 1 and kinds.count(END) == 1
 
 
 async def test_plaintext_and_late_answers_run_nothing_and_are_told(

@@ -114,3 +114,37 @@ async def test_plaintext_and_late_answers_run_nothing_and_are_told(
     assert [(r["answer"], r["by"]) for r in decided] == [("no", "timeout")]
     bodies = [str(m["content"].get("body", "")) for m in await owner.messages(room)]
     assert sum("unencrypted" in body for body in bodies) == 1, "one notice per question"
+
+
+async def test_always_by_a_stable_vote_learns_the_rule_the_poll_showed(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running, extra=permissions(90))
+    bot_id, work = setup.bot.user_id, setup.config.folder / "work"
+    command = f"touch {work}/always"
+    fake_api.reply(tools=[("bash", {"command": command})])
+    fake_api.reply("Made it.")
+    await owner.send_text(room, "make the file")
+    poll = await owner.wait_message(room, sender=bot_id, event_type=START, timeout=60)
+    [always] = [a for a in poll["content"][START]["answers"] if a["id"] == "always"]
+    shown = always["org.matrix.msc1767.text"].removeprefix("Always: allow ")
+
+    # A client that sends the stable names is heard the same.
+    await owner.vote(room, poll["event_id"], "always", stable=True)
+    learned = await owner.wait_message(room, sender=bot_id, contains="Learned:", timeout=60)
+    assert f"`{shown}`" in learned["body"], "it learned exactly the rule the poll showed"
+    await owner.wait_message(room, sender=bot_id, contains="Made it.", timeout=60)
+    ended = await owner.wait_message(room, sender=bot_id, event_type=END, timeout=30)
+    assert ended["content"]["org.matrix.msc1767.text"] == f"✅ Approved, always: {shown}"
+
+    # The same call again runs without a question.
+    (work / "always").unlink()
+    fake_api.reply(tools=[("bash", {"command": command})])
+    fake_api.reply("Made it again.")
+    await owner.send_text(room, "make the file again")
+    await owner.wait_message(room, sender=bot_id, contains="Made it again.", timeout=60)
+    assert (work / "always").exists()
+    assert len(bot.log_events("approval.asked")) == 1

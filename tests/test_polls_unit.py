@@ -104,6 +104,22 @@ def test_the_always_answer_shows_the_literal_rule_and_the_fallback_lists_every_a
     assert end["m.relates_to"]["event_id"] == "$p" and polls.POLL_END in end
 
 
+@pytest.mark.parametrize(
+    ("outcome", "rule", "text"),
+    [
+        ("yes", None, "✅ Approved once."),
+        ("always", "Bash(make)", "✅ Approved, always: Bash(make)"),
+        # "always" typed where no rule can cover the call: it ran once only.
+        ("always", None, "✅ Approved once."),
+        ("no", None, "❌ Denied."),
+        ("timeout", None, "⌛ No answer in time: not done."),
+        ("withdrawn", None, "Withdrawn: the task stopped before an answer."),
+    ],
+)
+def test_how_a_poll_ends(outcome: str, rule: str | None, text: str) -> None:
+    assert texts.poll_ended(outcome, rule) == text
+
+
 def test_a_poll_vote_arrives_from_the_sync_as_a_vote() -> None:
     wire = {
         "type": polls.UNSTABLE_RESPONSE,

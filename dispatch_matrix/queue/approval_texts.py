@@ -215,7 +215,6 @@ def poll_choices(rule: str | None) -> tuple[polls.Choice, ...]:
 # How a poll ended, by outcome (an Approval's value, or why there was none).
 POLL_OUTCOMES = {
     "yes": "✅ Approved once.",
-    "always": "✅ Approved, always.",
     "no": "❌ Denied.",
     "timeout": "⌛ No answer in time: not done.",
     "withdrawn": "Withdrawn: the task stopped before an answer.",
@@ -224,10 +223,10 @@ POLL_OUTCOMES = {
 
 def poll_ended(outcome: str, rule: str | None = None) -> str:
     """The text of a poll's end event."""
-    text = POLL_OUTCOMES.get(outcome, POLL_OUTCOMES["withdrawn"])
-    if outcome == "always" and rule:
-        text = f"✅ Approved, always: {rule}"
-    return text
+    if outcome == "always":
+        # A typed "always" where no rule can cover the call runs it this once only.
+        return f"✅ Approved, always: {rule}" if rule else POLL_OUTCOMES["yes"]
+    return POLL_OUTCOMES.get(outcome, POLL_OUTCOMES["withdrawn"])
 
 
 PLAINTEXT_REACTION = (

@@ -6,6 +6,7 @@ reaction on a question is told once to tap the poll or reply."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -148,3 +149,29 @@ async def test_always_by_a_stable_vote_learns_the_rule_the_poll_showed(
     await owner.wait_message(room, sender=bot_id, contains="Made it again.", timeout=60)
     assert (work / "always").exists()
     assert len(bot.log_events("approval.asked")) == 1
+
+
+async def test_under_stock_limits_a_question_costs_two_events_and_meets_no_429(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(
+        make_bot, owner_client, running, extra=permissions(90), limited=True
+    )
+    bot_id, work = setup.bot.user_id, setup.config.folder / "work"
+    fake_api.reply(tools=[("bash", {"command": f"touch {work}/limited"})])
+    fake_api.reply("Done under limits.")
+    sent = await owner.send_text(room, "make the file")
+    poll = await owner.wait_message(room, sender=bot_id, event_type=START, timeout=60)
+    await owner.vote(room, poll["event_id"], "once")
+    await owner.wait_message(room, sender=bot_id, contains="Done under limits.", timeout=60)
+    await owner.wait_message(room, sender=bot_id, event_type=END, timeout=90)
+    await owner.wait_reactions(room, sent, ["✅"], sender=bot_id, timeout=90)
+    assert bot.log_events("outbox.rate_limited") == [], "no send met a 429"
+    sent_events = [str(r["txn"]) for r in bot.log_events("outbox.sent")]
+    mine = [txn for txn in sent_events if re.search(r"-t1\.", txn)]
+    asking = [txn for txn in mine if ".ask." in txn]
+    assert len(asking) == 2, "the question and its poll"
+    assert sum(".end." in txn for txn in mine) == 1

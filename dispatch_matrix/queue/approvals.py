@@ -170,7 +170,7 @@ class Approvals:
                     polls.POLL_END,
                     polls.end_content(poll, text),
                     task_id=task.id,
-                    key=f"end.{poll}",
+                    key=f"t{task.id}.end.{poll}",
                     decoration=True,
                 )
             except HomeserverError as err:

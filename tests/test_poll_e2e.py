@@ -1,7 +1,7 @@
 """Approvals as encrypted polls, end to end: Synapse, the owner's strict js client (the
 phone), the bot process and the scripted Messages API. A vote from the owner's cross-signed
-device on the open question's poll runs the command; a stranger's vote, a plaintext vote
-and a vote on an expired poll run nothing; each poll is ended with its outcome; a plaintext
+device on the open question's poll runs the command; a vote from a session the owner never
+cross-signed, a stranger's, a plaintext one and one on an expired poll run nothing; each poll is ended with its outcome; a plaintext
 reaction on a question is told once to tap the poll or reply."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ approval_timeout_s = {timeout_s}
 """
 
 
-async def test_a_vote_from_the_owner_runs_the_command_and_a_strangers_does_not(
+async def test_a_vote_from_the_owners_verified_session_runs_the_command_no_other_does(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
     fake_api: FakeMessagesAPI,
@@ -51,6 +51,14 @@ async def test_a_vote_from_the_owner_runs_the_command_and_a_strangers_does_not(
     assert content["m.relates_to"] == {"rel_type": "m.reference", "event_id": question["event_id"]}
     labels = [a["org.matrix.msc1767.text"] for a in content[START]["answers"]]
     assert labels == ["Approve once", f"Always: allow Bash(touch {work}/voted)", "Deny"]
+
+    # The owner's account on a session it never cross-signed (a thief with the password).
+    thief = await owner_client(setup.owner, strict=False, cross_sign=False, name="thief")
+    stolen = await thief.vote(room, poll["event_id"], "once")
+    ignored = await bot.wait_log("vote.ignored", where=lambda r: r["event_id"] == stolen)
+    assert ignored[0]["reason"] == "device not cross-signed by its owner"
+    notice = await owner.wait_message(room, sender=bot_id, contains="not cross-signed")
+    assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == stolen
 
     # A stranger in the room votes: not an owner, nothing runs.
     stranger_account = homeserver.new_user("stranger")

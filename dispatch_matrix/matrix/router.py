@@ -238,11 +238,14 @@ class Router:
         if vote.sender not in self._owners:
             log.info("vote.ignored", room=vote.room_id, event_id=vote.event_id, sender=vote.sender)
             return
-        *_judged, private, verdict = await self._gate(vote)
+        device, private, verdict = await self._gate(vote)
         if verdict.allowed:
             await self._intake.vote(vote.room_id, vote.ballot, vote.sender, vote.event_id)
         elif private and not vote.was_encrypted:
             await self._intake.plaintext_answer(vote.room_id, vote.ballot.poll, vote.event_id)
+        else:
+            # From an unverified session, say: told once, as a message from it would be.
+            await self._explain(vote, device, private)
 
     async def _gate(
         self, event: Message | Reaction | Vote
@@ -375,8 +378,11 @@ class Router:
             ],
         )
 
-    async def _explain(self, message: Message, device: DeviceTrust | None, private: bool) -> None:
-        """Tell the owner once why their message was not obeyed; strangers are not answered."""
+    async def _explain(
+        self, message: Message | Vote, device: DeviceTrust | None, private: bool
+    ) -> None:
+        """Tell the owner once why their message (or vote) was not obeyed; strangers are not
+        answered."""
         if message.sender not in self._owners:
             return
         if not private:

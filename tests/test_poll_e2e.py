@@ -1,8 +1,9 @@
 """Approvals as encrypted polls, end to end: Synapse, the owner's strict js client (the
 phone), the bot process and the scripted Messages API. A vote from the owner's cross-signed
 device on the open question's poll runs the command; a vote from a session the owner never
-cross-signed, a stranger's, a plaintext one and one on an expired poll run nothing; each poll is ended with its outcome; a plaintext
-reaction on a question is told once to tap the poll or reply."""
+cross-signed, a stranger's, a plaintext one and one on an expired poll run nothing; each
+poll is ended with its outcome; a plaintext reaction on a question is told once to tap the
+poll or reply."""
 
 from __future__ import annotations
 

@@ -32,11 +32,21 @@ class Room:
     def __init__(self) -> None:
         self.posts: list[dict[str, Any]] = []
         self.posted = asyncio.Event()
+        # Events of other types (polls' starts and ends), in order: (type, content, kw).
+        self.events: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        self.evented = asyncio.Event()
 
     async def post(self, room_id: RoomID, markdown: str, **kw: Any) -> EventID:
         self.posts.append({"text": markdown, **kw})
         self.posted.set()
         return EventID(f"$q{len(self.posts)}")
+
+    async def post_event(
+        self, room_id: RoomID, event_type: str, content: dict[str, Any], **kw: Any
+    ) -> EventID:
+        self.events.append((event_type, content, kw))
+        self.evented.set()
+        return EventID(f"$e{len(self.events)}")
 
 
 def task(db: Database, n: int = 1) -> Task:

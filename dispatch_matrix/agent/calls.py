@@ -37,7 +37,8 @@ class ToolCalls:
             result = ToolResult.error(f"Not allowed: {decision.reason}. Do not try another way.")
             return result.as_block(use["id"])
         if decision.verdict == "ask":
-            approval = await io.ask(decision, preview(name, tool_input))
+            asked = replace(decision, learns=self._policy.learnable(name, tool_input))
+            approval = await io.ask(asked, preview(name, tool_input))
             if not approval.approved:
                 result = ToolResult.error(
                     f"The owner did not approve this ({decision.subject}). Do not do it; "

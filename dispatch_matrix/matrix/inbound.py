@@ -18,9 +18,11 @@ from nio import (
     RoomMessage,
     RoomMessageText,
     SyncResponse,
+    UnknownEvent,
 )
 
 from ..ids import EventID, RoomID, UserID
+from ..queue.polls import Ballot, read_ballot
 
 # The msgtype given to a message event that does not match the spec's schema.
 MALFORMED = "dispatch.malformed"
@@ -66,6 +68,18 @@ class Reaction:
 
 
 @dataclass(frozen=True)
+class Vote:
+    """A poll response (MSC3381, stable or unstable), decrypted if it was encrypted."""
+
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
+    ballot: Ballot
+    was_encrypted: bool
+    sender_key: str | None
+
+
+@dataclass(frozen=True)
 class Redaction:
     """Someone deleted an event."""
 
@@ -87,7 +101,7 @@ class Unreadable:
     source: dict[str, Any]
 
 
-Inbound = Invite | Message | Unreadable | Redaction | Reaction
+Inbound = Invite | Message | Unreadable | Redaction | Reaction | Vote
 
 
 def read_sync(response: SyncResponse, me: str) -> list[Inbound]:
@@ -112,7 +126,9 @@ def read_sync(response: SyncResponse, me: str) -> list[Inbound]:
     return found
 
 
-def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | Redaction | Reaction | None:
+def from_event(
+    room_id: RoomID, event: Event
+) -> Message | Unreadable | Redaction | Reaction | Vote | None:
     """A timeline event as a typed value; None for what we do not act on."""
     if isinstance(event, RoomMessage):
         content = event.source.get("content", {})
@@ -145,6 +161,18 @@ def from_event(room_id: RoomID, event: Event) -> Message | Unreadable | Redactio
             sender=UserID(event.sender),
             reacts_to=EventID(event.reacts_to),
             key=event.key,
+            was_encrypted=bool(event.decrypted),
+            sender_key=event.sender_key if event.decrypted else None,
+        )
+    if isinstance(event, UnknownEvent):
+        ballot = read_ballot(event.type, event.source.get("content") or {})
+        if ballot is None:
+            return None
+        return Vote(
+            room_id=room_id,
+            event_id=EventID(event.event_id),
+            sender=UserID(event.sender),
+            ballot=ballot,
             was_encrypted=bool(event.decrypted),
             sender_key=event.sender_key if event.decrypted else None,
         )

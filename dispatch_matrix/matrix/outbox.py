@@ -234,6 +234,23 @@ class Outbox:
             content = as_reply(content, reply_to)
         return await self.send_event(room_id, "m.room.message", content, task_id=task_id)
 
+    async def post_event(
+        self,
+        room_id: RoomID,
+        event_type: str,
+        content: dict[str, Any],
+        *,
+        task_id: int | None = None,
+        key: str | None = None,
+        decoration: bool = False,
+    ) -> EventID:
+        """Post an event of another type than a message (a poll's start or end): an answer
+        unless `decoration`, then "" when it did not go out."""
+        kind = Kind.DECORATION if decoration else Kind.ANSWER
+        return await self.send_event(
+            room_id, event_type, content, task_id=task_id, key=key, kind=kind
+        )
+
     async def send_event(
         self,
         room_id: RoomID,
@@ -410,4 +427,8 @@ def preview(text: str, chars: int) -> str:
 def _is_decoration(item: OutboxItem) -> bool:
     relation = item.content.get("m.relates_to")
     rel_type = relation.get("rel_type") if isinstance(relation, dict) else None
-    return item.event_type == "m.reaction" or rel_type == "m.replace"
+    return (
+        item.event_type == "m.reaction"
+        or rel_type == "m.replace"
+        or item.event_type.endswith("poll.end")
+    )

@@ -33,6 +33,7 @@ from .inbound import (
     Reaction,
     Redaction,
     Unreadable,
+    Vote,
     from_event,
     read_sync,
 )
@@ -179,6 +180,8 @@ class Router:
             return
         if isinstance(item, Reaction):
             await self._reaction(item)
+        elif isinstance(item, Vote):
+            await self._vote(item)
         elif isinstance(item, Invite):
             await self._invite(item)
         elif isinstance(item, Message):
@@ -220,11 +223,33 @@ class Router:
         """A reaction may answer an approval question: the same gate as a command."""
         if reaction.sender not in self._owners:
             return
-        *_judged, verdict = await self._gate(reaction)
+        *_judged, private, verdict = await self._gate(reaction)
         if verdict.allowed:
             await self._intake.reaction(reaction.reacts_to, reaction.key, reaction.sender)
+        elif private and not reaction.was_encrypted:
+            # Element's ✅ goes unencrypted: never obeyed, but the owner learns what works.
+            await self._intake.plaintext_answer(
+                reaction.room_id, reaction.reacts_to, reaction.event_id
+            )
 
-    async def _gate(self, event: Message | Reaction) -> tuple[DeviceTrust | None, bool, Verdict]:
+    async def _vote(self, vote: Vote) -> None:
+        """A poll vote may answer an approval question: the same gate as a command, and
+        only on the open question's poll (the approvals decide that)."""
+        if vote.sender not in self._owners:
+            log.info("vote.ignored", room=vote.room_id, event_id=vote.event_id, sender=vote.sender)
+            return
+        device, private, verdict = await self._gate(vote)
+        if verdict.allowed:
+            await self._intake.vote(vote.room_id, vote.ballot, vote.sender, vote.event_id)
+        elif private and not vote.was_encrypted:
+            await self._intake.plaintext_answer(vote.room_id, vote.ballot.poll, vote.event_id)
+        else:
+            # From an unverified session, say: told once, as a message from it would be.
+            await self._explain(vote, device, private)
+
+    async def _gate(
+        self, event: Message | Reaction | Vote
+    ) -> tuple[DeviceTrust | None, bool, Verdict]:
         """The trust gate for an owner's message or reaction, with what it was judged on;
         a refusal is logged with its reason."""
         device: DeviceTrust | None = None
@@ -233,7 +258,7 @@ class Router:
         private = self.room_private(event.room_id)
         verdict = may_command(event, self._owners, device, private, self._require_cross_signed)
         if not verdict.allowed:
-            kind = "reaction" if isinstance(event, Reaction) else "message"
+            kind = {Reaction: "reaction", Vote: "vote"}.get(type(event), "message")
             log.info(
                 f"{kind}.ignored",
                 room=event.room_id,
@@ -353,8 +378,11 @@ class Router:
             ],
         )
 
-    async def _explain(self, message: Message, device: DeviceTrust | None, private: bool) -> None:
-        """Tell the owner once why their message was not obeyed; strangers are not answered."""
+    async def _explain(
+        self, message: Message | Vote, device: DeviceTrust | None, private: bool
+    ) -> None:
+        """Tell the owner once why their message (or vote) was not obeyed; strangers are not
+        answered."""
         if message.sender not in self._owners:
             return
         if not private:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..store import Task
 from ..verbatim import code_block, code_span, hidden_characters, visible
+from . import polls
 
 if TYPE_CHECKING:
     from ..tools.policy import Decision
@@ -81,8 +82,8 @@ def approval_question(
     else:
         parts.append(code_block(reason))
     parts.append(
-        "Reply **yes** or **no** to this message — or **always** to allow exactly this "
-        "from now on (or react ✅ / ❌ from an app that encrypts reactions). "
+        "Tap an answer in the poll just below, or reply **yes** or **no** to this message — "
+        "or **always** to allow it from now on. "
         f"No answer in {minutes} min means no."
     )
     return Question("\n\n".join(parts), tuple(files))
@@ -187,4 +188,48 @@ def rule_learned(rule: str | None) -> str:
             "I ran it this once, but no rule can cover exactly that call safely, so I will "
             "ask again next time."
         )
+    if rule.startswith("mcp__"):
+        return (
+            f"Learned: {code_span(rule)} — every call of this tool runs without asking from now on."
+        )
     return f"Learned: {code_span(rule)} — exactly this runs without asking from now on."
+
+
+def poll_question(task: Task, change: bool) -> str:
+    """The poll's own question: short, the whole call is in the message it refers to."""
+    what = "make the change" if change else "run the command"
+    return f"May I {what} shown just above ({task.short_id})?"
+
+
+def poll_choices(rule: str | None) -> tuple[polls.Choice, ...]:
+    """Approve once / Always (with the literal rule it would learn) / Deny; no Always when
+    no rule can cover the call."""
+    always = (polls.Choice(polls.ALWAYS, f"Always: allow {rule}"),) if rule else ()
+    return (
+        polls.Choice(polls.ONCE, "Approve once"),
+        *always,
+        polls.Choice(polls.DENY, "Deny"),
+    )
+
+
+# How a poll ended, by outcome (an Approval's value, or why there was none).
+POLL_OUTCOMES = {
+    "yes": "✅ Approved once.",
+    "no": "❌ Denied.",
+    "timeout": "⌛ No answer in time: not done.",
+    "withdrawn": "Withdrawn: the task stopped before an answer.",
+}
+
+
+def poll_ended(outcome: str, rule: str | None = None) -> str:
+    """The text of a poll's end event."""
+    if outcome == "always":
+        # A typed "always" where no rule can cover the call runs it this once only.
+        return f"✅ Approved, always: {rule}" if rule else POLL_OUTCOMES["yes"]
+    return POLL_OUTCOMES.get(outcome, POLL_OUTCOMES["withdrawn"])
+
+
+PLAINTEXT_REACTION = (
+    "Your reaction or vote reached me unencrypted, so I cannot tell it came from you and did "
+    "nothing. Tap an answer in the poll under the question, or reply yes or no to it."
+)

@@ -1,5 +1,8 @@
-"""Approvals from the phone: an `ask` becomes a question in the room; the owner answers with
-a reaction (✅ / ❌) or a reply (yes / no, !approve / !deny). Silence denies.
+"""Approvals from the phone: an `ask` becomes a question in the room and a poll just
+below it (MSC3381: Approve once / Always / Deny); the owner answers with a vote, a reply
+(yes / no, !approve / !deny) or an encrypted reaction (✅ / ❌). Silence denies. When it is
+answered, expires or is withdrawn, the poll is ended with the outcome (a decoration: it
+never holds up the answer or the next question).
 
 The question shows exactly what will run: the whole command in a code block (never
 redacted, never rendered), every part no rule covers, and for a file change its diff. A
@@ -22,10 +25,11 @@ from typing import TYPE_CHECKING
 
 from .. import logs
 from ..agent.ports import Approval
-from ..errors import DispatchError
+from ..errors import DispatchError, HomeserverError
 from ..ids import EventID, RoomID, UserID
 from ..store import Database, Task, TaskState
 from . import approval_texts as texts
+from . import polls
 from .ports import Room
 
 if TYPE_CHECKING:
@@ -52,6 +56,7 @@ class _Pending:
     fingerprint: str
     expires: float
     answer: asyncio.Future[tuple[Approval, str]] = field(repr=False)
+    choices: tuple[polls.Choice, ...] = ()
 
 
 class Approvals:
@@ -62,6 +67,10 @@ class Approvals:
         self._room = room
         self._timeout_s = timeout_s
         self._pending: dict[EventID, _Pending] = {}
+        # The open questions' polls: poll event -> question event.
+        self._polls: dict[EventID, EventID] = {}
+        # Poll ends on their way (decorations, never awaited by the question).
+        self._ending: set[asyncio.Task[None]] = set()
 
     async def ask(self, task: Task, decision: Decision, change: str | None = None) -> Approval:
         """Post the question and wait for the owner; NO on no, silence or expiry."""
@@ -91,14 +100,23 @@ class Approvals:
             redact=False,
         )
         answer: asyncio.Future[tuple[Approval, str]] = asyncio.get_running_loop().create_future()
-        pending = _Pending(task, question, fingerprint, time.monotonic() + self._timeout_s, answer)
+        choices = texts.poll_choices(decision.learns)
+        pending = _Pending(
+            task, question, fingerprint, time.monotonic() + self._timeout_s, answer, choices
+        )
         self._pending[question] = pending
         self._db.set_task_state(task.id, TaskState.WAITING_APPROVAL)
         log.info("approval.asked", task=task.short_id, subject_hash=fingerprint)
+        outcome = "withdrawn"
+        poll: EventID | None = None
         try:
+            poll = await self._start_poll(
+                task, question, change is not None, choices, f"t{task.id}.ask.{fingerprint}.{step}"
+            )
             approval, who = await asyncio.wait_for(answer, self._timeout_s)
+            outcome = approval.value
         except TimeoutError:
-            approval, who = Approval.NO, "timeout"
+            approval, who, outcome = Approval.NO, "timeout", "timeout"
             await self._room.post(
                 task.room_id,
                 texts.APPROVAL_EXPIRED,
@@ -108,10 +126,90 @@ class Approvals:
             )
         finally:
             self._pending.pop(question, None)
+            if poll:
+                self._polls.pop(poll, None)
+                self._end_poll(task, poll, texts.poll_ended(outcome, decision.learns))
         self._db.record_approval(task.id, decision.subject, fingerprint, approval.approved, who)
         self._db.set_task_state(task.id, TaskState.RUNNING)
         log.info("approval.decided", task=task.short_id, answer=approval.value, by=who)
         return approval
+
+    async def _start_poll(
+        self,
+        task: Task,
+        question: EventID,
+        change: bool,
+        choices: tuple[polls.Choice, ...],
+        asked_key: str,
+    ) -> EventID | None:
+        """The poll that answers `question` with a tap, one more event referring to it; the
+        question stands without it (a reply still answers), so a failure is only logged.
+        Its key holds `.ask.`: the ledger then knows a vote on it after it closed."""
+        content = polls.start_content(question, texts.poll_question(task, change), choices)
+        try:
+            poll = await self._room.post_event(
+                task.room_id,
+                polls.POLL_START,
+                content,
+                task_id=task.id,
+                key=f"{asked_key}.poll",
+            )
+        except HomeserverError as err:
+            log.warning("approval.poll_failed", task=task.short_id, error=err.message)
+            return None
+        self._polls[poll] = question
+        return poll
+
+    def _end_poll(self, task: Task, poll: EventID, text: str) -> None:
+        """End the poll with the outcome, in the background: a decoration."""
+
+        async def end() -> None:
+            try:
+                await self._room.post_event(
+                    task.room_id,
+                    polls.POLL_END,
+                    polls.end_content(poll, text),
+                    task_id=task.id,
+                    key=f"t{task.id}.end.{poll}",
+                    decoration=True,
+                )
+            except HomeserverError as err:
+                log.info("approval.poll_end_failed", task=task.short_id, error=err.message)
+
+        ending = asyncio.create_task(end(), name="poll-end")
+        self._ending.add(ending)
+        ending.add_done_callback(self._ending.discard)
+
+    async def answer_vote(
+        self, room_id: RoomID, ballot: polls.Ballot, sender: UserID, event_id: EventID
+    ) -> bool:
+        """An owner's (already trusted) vote; True if it was on one of our polls. A vote on
+        the open question's poll answers it; on a closed or expired one it approves nothing,
+        and says so in one line."""
+        question = self._polls.get(ballot.poll)
+        pending = self._pending.get(question) if question is not None else None
+        if pending is not None and pending.task.room_id == room_id:
+            verdict = polls.verdict(ballot.answers, pending.choices)
+            if verdict is None:
+                log.info("approval.vote_ignored", poll=ballot.poll, answers=len(ballot.answers))
+                return True
+            if self._settle(pending, verdict, sender):
+                log.info("approval.answered", question=pending.question, by=sender, vote=True)
+                return True
+        elif not self._db.was_question(ballot.poll):
+            return False
+        log.info("approval.late_vote", poll=ballot.poll, by=sender)
+        await self._say(room_id, event_id, texts.QUESTION_CLOSED)
+        return True
+
+    async def plaintext_answer(self, room_id: RoomID, target: EventID, event_id: EventID) -> None:
+        """An owner's unencrypted reaction or vote on a question or its poll: never obeyed;
+        said once per question (tap the poll, or reply)."""
+        question = self._polls.get(target, target)
+        if question not in self._pending and not self._db.was_question(target):
+            return
+        if self._db.first_notice(f"plaintext-answer:{question}"):
+            await self._say(room_id, event_id, texts.PLAINTEXT_REACTION)
 
     async def _attach_all(
         self, task: Task, attachments: tuple[texts.Attachment, ...]

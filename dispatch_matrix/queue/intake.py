@@ -15,6 +15,7 @@ from ..store import Database, TaskState
 from . import texts
 from .commands import parse
 from .control import Control
+from .polls import Ballot
 from .ports import Room
 from .worker import Worker
 
@@ -110,6 +111,17 @@ class Intake:
             log.info("approval.answered", question=target_event_id, by=sender, key=key)
         elif self._on_reaction is not None:
             await self._on_reaction(target_event_id, key, sender)
+
+    async def vote(
+        self, room_id: RoomID, ballot: Ballot, sender: UserID, event_id: EventID
+    ) -> None:
+        """An owner's trusted poll vote: it may answer an approval question."""
+        if not await self._worker.approvals.answer_vote(room_id, ballot, sender, event_id):
+            log.info("vote.ignored", event_id=event_id, reason="not on an approval poll")
+
+    async def plaintext_answer(self, room_id: RoomID, target: EventID, event_id: EventID) -> None:
+        """An owner's unencrypted reaction or vote: obeyed never; on a question, said once."""
+        await self._worker.approvals.plaintext_answer(room_id, target, event_id)
 
     async def edit(self, target_event_id: EventID, body: str, edit_event_id: EventID) -> None:
         """The owner edited a message: a queued task takes the new text; a task that has

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..agent.ports import TaskIO
 from ..ids import EventID, RoomID
@@ -49,6 +49,20 @@ class Room(Protocol):
         """Record a task's answer in the same transaction as `record` and queue it behind
         earlier answers; the returned delivery need not be waited for (a recorded answer
         goes out, once, even across a restart)."""
+        ...
+
+    async def post_event(
+        self,
+        room_id: RoomID,
+        event_type: str,
+        content: dict[str, Any],
+        *,
+        task_id: int | None = None,
+        key: str | None = None,
+        decoration: bool = False,
+    ) -> EventID:
+        """Post an event of another type than a message (a poll's start or end): an answer
+        unless `decoration`, then "" when it did not go out."""
         ...
 
     async def post_status(

@@ -91,6 +91,8 @@ class Decision:
     rule: str | None = None
     # Every part of a shell command that was not allowed, as written (for the question).
     uncovered: tuple[str, ...] = ()
+    # The rule an "always" would learn (shown on the poll's Always answer); None: none can.
+    learns: str | None = None
 
 
 @dataclass
@@ -141,10 +143,21 @@ class Policy:
 
     def learn(self, tool_name: str, tool_input: Mapping[str, Any]) -> str | None:
         """Allow this exact call from now on ("always allow"); returns the rule learned
-        (for the owner to see), or None when no literal rule could cover the call: a shell
-        line with a construct the judge does not model, one that touches the control plane
-        or meets an ask or deny rule. Deny rules and the control plane still win: a
-        learned rule is an allow rule like any other."""
+        (for the owner to see), or None when no literal rule could cover the call (see
+        `learnable`). Deny rules and the control plane still win: a learned rule is an
+        allow rule like any other."""
+        text = self.learnable(tool_name, tool_input)
+        if text is None:
+            return None
+        self._allow.append(parse_rule(text, "learned", self.home, self.workdir))
+        return text
+
+    def learnable(self, tool_name: str, tool_input: Mapping[str, Any]) -> str | None:
+        """The rule "always" would learn for this call, learning nothing; None when no
+        literal rule could cover it: a shell line with a construct the judge does not
+        model, one that touches the control plane or meets an ask or deny rule, an MCP
+        tool an ask or deny rule names. An MCP tool's rule is its full name
+        (`mcp__SERVER__TOOL`): its calls take no specifier, so it covers all of them."""
         tool = canonical_tool(tool_name)
         text: str | None = None
         if tool == "Bash":
@@ -159,10 +172,13 @@ class Policy:
                 spelled = str(_abs(target, self.home, self.workdir))
                 literal = "".join("\\" + c if c in _PATH_SPECIALS else c for c in spelled)
                 text = f"{tool}(/{literal})"
+        elif tool_name.startswith("mcp__") and tool_name.count("__") >= 2:
+            named = any(r.names_tool(tool_name) for _, rules in self._restrictive() for r in rules)
+            text = None if named else tool_name
         if text is None:
             return None
         try:
-            self._allow.append(parse_rule(text, "learned", self.home, self.workdir))
+            parse_rule(text, "learned", self.home, self.workdir)
         except ConfigError:
             return None  # a call no rule can spell exactly is simply asked again next time
         return text

@@ -368,6 +368,35 @@ class JsClient:
         )
         return str(result["event_id"])
 
+    async def vote(
+        self,
+        room_id: str,
+        poll_id: str,
+        answer: str,
+        *,
+        encrypted: bool = True,
+        stable: bool = False,
+        timeout: float = 30,
+    ) -> str:
+        """Answer a poll as Element does (unstable MSC3381 names; `stable`: m.poll.response),
+        encrypted unless `encrypted` is False (as a forged or careless client would)."""
+        relation = {"rel_type": "m.reference", "event_id": poll_id}
+        if stable:
+            kind, content = "m.poll.response", {"m.relates_to": relation, "m.selections": [answer]}
+        else:
+            kind = "org.matrix.msc3381.poll.response"
+            content = {"m.relates_to": relation, kind: {"answers": [answer]}}
+        result = await self.call(
+            "send_event",
+            timeout=timeout + 30,
+            room_id=room_id,
+            type=kind,
+            content=content,
+            encrypted=encrypted,
+            timeout_ms=int(timeout * 1000),
+        )
+        return str(result["event_id"])
+
     async def wait_message(
         self,
         room_id: str,
@@ -377,8 +406,10 @@ class JsClient:
         *,
         after_event_id: str | None = None,
         include_failures: bool = False,
+        event_type: str = "m.room.message",
     ) -> dict[str, Any]:
-        """The first m.room.message (from `sender`, containing `contains`) in the room's buffer.
+        """The first event of `event_type` (from `sender`, containing `contains` in its body or
+        its extensible-events text) in the room's buffer.
 
         Returns {event_id, sender, type, body, content, was_encrypted, decryption_failed,
         decryption_failure}. With include_failures=True an undecryptable event from `sender`
@@ -392,6 +423,7 @@ class JsClient:
             contains=contains,
             after_event_id=after_event_id,
             include_failures=include_failures,
+            type=event_type,
             timeout_ms=int(timeout * 1000),
         )
         return result

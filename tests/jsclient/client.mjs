@@ -616,8 +616,19 @@ commands.forget = async ({ room_id }) => {
     return { dropped };
 };
 
-commands.send_event = async ({ room_id, type, content, timeout_ms = 30000 }) => {
-    return sendEvent(room_id, type, content, timeout_ms);
+commands.send_event = async ({ room_id, type, content, encrypted = true, timeout_ms = 30000 }) => {
+    if (encrypted) return sendEvent(room_id, type, content, timeout_ms);
+    // In plaintext into an encrypted room, as a forged or careless client would.
+    const c = requireClient();
+    await waitRoomJoined(room_id, timeout_ms);
+    const original = c.shouldEncryptEventForRoom.bind(c);
+    c.shouldEncryptEventForRoom = async (ev, r) => (ev.getType() === type ? false : original(ev, r));
+    try {
+        const { event_id } = await c.sendEvent(room_id, type, content);
+        return { event_id, encrypted: false };
+    } finally {
+        c.shouldEncryptEventForRoom = original;
+    }
 };
 
 commands.redact = async ({ room_id, event_id, reason }) => {
@@ -734,6 +745,7 @@ commands.wait_message = async ({
     contains,
     after_event_id,
     include_failures = false,
+    type = "m.room.message",
     timeout_ms = 30000,
 }) => {
     requireClient();
@@ -754,8 +766,9 @@ commands.wait_message = async ({
                     if (include_failures) return ev;
                     continue;
                 }
-                if (ev.getType() !== "m.room.message") continue;
-                const body = ev.getOriginalContent()?.body;
+                if (ev.getType() !== type) continue;
+                const original = ev.getOriginalContent() ?? {};
+                const body = original.body ?? original["org.matrix.msc1767.text"];
                 if (contains && !(typeof body === "string" && body.includes(contains))) continue;
                 return ev;
             }

@@ -135,8 +135,8 @@ def welcome(owner: str, owners: Collection[str], approval_timeout_s: float) -> s
         "you.\n\n"
         "- `!cancel` stops the running task; `!pause` / `!resume` stop and restart taking "
         "tasks; `!status` says what I am doing.\n"
-        "- Before anything your rules do not allow, I ask: reply **yes** or **no** to the "
-        f"question (no answer means no after {minutes} min).\n"
+        "- Before anything your rules do not allow, I ask: tap the poll under the question, "
+        f"or reply **yes** or **no** to it (no answer means no after {minutes} min).\n"
         "- `!help` lists every command."
     )
 

@@ -426,6 +426,16 @@ def test_tools_inventory_names_the_rule_of_each_tool() -> None:
     assert rule_for(policy(), "mcp__x__y") == "ask (no rule)"
 
 
+def test_tools_shows_the_read_rules_that_decide_send_file() -> None:
+    """send_file is judged as a Read of its path: a bare Read rule lets it run, and !tools
+    said 'ask (no rule)'."""
+    allowing = policy(allow=["Read"])
+    assert allowing.decide("send_file", {"path": str(HOME / "notes.txt")}).verdict == "allow"
+    assert rule_for(allowing, "send_file") == "allow Read; anything else asks"
+    assert rule_for(policy(deny=["send_file"]), "send_file") == "deny send_file; anything else asks"
+    assert rule_for(policy(), "send_file") == "ask (no rule)"
+
+
 # -- the registry and its providers --------------------------------------------------------
 
 

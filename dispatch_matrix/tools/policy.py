@@ -185,7 +185,11 @@ class Policy:
 
     def rules_naming(self, tool_name: str) -> list[tuple[Verdict, str]]:
         """Every rule that governs a tool, as (list, rule as written), deny first (`!tools`)."""
-        family = _GOVERNED_BY.get(canonical_tool(tool_name))
+        tool = canonical_tool(tool_name)
+        # A tool judged as a Read of its path (send_file) is governed by Read rules too.
+        family = _GOVERNED_BY.get(tool) or (
+            ("Read", tool) if tool_name in self.read_tools else None
+        )
         return [
             (verdict, rule.text)
             for verdict, rules in (*self._restrictive(), ("allow", self._allow))

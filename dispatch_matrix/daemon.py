@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from nio import SyncResponse
 
 from . import __version__, logs
+from .awake import AWAKE_META, KeepAwake
 from .backoff import Backoff
 from .config import Config
 from .errors import DispatchError, HomeserverError, StateError
@@ -316,7 +317,12 @@ async def _serve(
         outage_first_s=config.agent.outage_retry_s,
         answered=speech.answered if speech else None,
         probe=reachable_through(agent),
+        awake=KeepAwake(
+            enabled=config.agent.keep_awake,
+            on_change=lambda held: db.set_meta(AWAKE_META, "1" if held else ""),
+        ),
     )
+    db.set_meta(AWAKE_META, "")
     # Reactions, redactions and status edits wait while an answer is due.
     outbox.sender.hold = worker.answer_due_in
     resumed_in = worker.resume_after_restart()

@@ -17,6 +17,7 @@ from pathlib import Path
 import anthropic
 
 from .agent import catalogue
+from .awake import keep_awake_check
 from .config import Config, load_config
 from .errors import ConfigError, DispatchError
 from .matrix.texts import exemption_hint
@@ -52,6 +53,7 @@ def run_doctor(config_path: Path, say: Callable[[str], None], check_api: bool = 
     checks.extend(_state(config))
     checks.extend(_rate_limits(config))
     checks.append(_sandbox(config))
+    checks.append(Check(*keep_awake_check(config.agent.keep_awake)))
     checks.append(_homeserver(config))
     checks.extend(asyncio.run(_login_and_store(config)))
     checks.extend(Check(*line) for line in voice_checks(config.voice))

@@ -176,7 +176,7 @@ class KeepAwake:
                 self.release()
             else:
                 self._set_held(True)
-                log.info("awake.held", tool=argv[0])
+                log.info("awake.started", tool=argv[0])
             _out, err_out = await child.communicate()
             if self._wanted:
                 # It ended by itself: the tool could not inhibit (no logind, no bus).

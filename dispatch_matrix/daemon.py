@@ -31,8 +31,9 @@ from .errors import DispatchError, HomeserverError, StateError
 from .faults import disk_full
 from .health import HealthRecorder
 from .homeserver import LocalSynapse
-from .ids import UserID
+from .ids import RoomID, UserID
 from .late_agent import WhenBuilt, inventory_of, load_agent_module, not_loaded, reachable_through
+from .matrix.asleep import AsleepNotice
 from .matrix.client import MatrixClient
 from .matrix.crosssign import OwnIdentity, ensure_identity, until_approved
 from .matrix.failures import Unreachable
@@ -424,9 +425,21 @@ async def _serve(
         agent.set(built.agent)
         log.info("agent.ready")
 
+    def owner_rooms() -> list[RoomID]:
+        # The rooms the bot takes work in (only owners there), encrypted: a notice scheduled
+        # in the clear would tell the homeserver what the owner is told.
+        return [
+            RoomID(room_id)
+            for room_id, room in client.client.rooms.items()
+            if room.encrypted and router.room_private(room_id)
+        ]
+
+    asleep = AsleepNotice(client, db, outbox, owner_rooms, delay_s=config.matrix.asleep_after_s)
     log.info("daemon.started", user=session.user_id, device=session.device_id, pid=os.getpid())
     try:
         async with asyncio.TaskGroup() as group:
+            if config.matrix.asleep_notice:
+                group.create_task(asleep.run(sync.first_sync_done), name="asleep")
             group.create_task(sync.run(), name="sync")
             group.create_task(sync.watch(), name="sync-watchdog")
             group.create_task(outbox.run(), name="outbox")
@@ -439,4 +452,8 @@ async def _serve(
             group.create_task(fire_schedules(scheduler), name="scheduler")
     except* (DispatchError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
+    finally:
+        # Stopping (a signal or a failure): the phone is told so, not "asleep" later.
+        with contextlib.suppress(HomeserverError, OSError, TimeoutError):
+            await asyncio.wait_for(asleep.stop(), 5)
     return 0

@@ -214,6 +214,7 @@ function serialize(ev) {
         decryption_failure: failureReason(ev),
         being_decrypted: ev.isBeingDecrypted() || ev.shouldAttemptDecryption(),
         status: ev.status ?? null,
+        redacted: ev.isRedacted(),
     };
 }
 

@@ -20,6 +20,7 @@ from .agent import catalogue
 from .awake import keep_awake_check
 from .config import Config, load_config
 from .errors import ConfigError, DispatchError
+from .matrix.asleep import SUPPORT_META, doctor_line
 from .matrix.texts import exemption_hint
 from .state import StateFolder
 from .store import Database
@@ -101,17 +102,19 @@ def _rate_limits(config: Config) -> list[Check]:
     try:
         count = int(db.get_meta("rate_limited_count") or "0")
         last = db.get_meta("rate_limited_last")
+        asleep = Check(*doctor_line(config.matrix.asleep_notice, db.get_meta(SUPPORT_META)))
     finally:
         db.close()
     if count == 0:
-        return [Check(True, "the homeserver has not rate-limited the bot")]
+        return [Check(True, "the homeserver has not rate-limited the bot"), asleep]
     return [
+        asleep,
         Check(
             False,
             f"the homeserver rate-limited the bot {count} times (last {last}); answers wait "
             "behind its limit",
             exemption_hint(config.matrix.homeserver, config.matrix.user_id),
-        )
+        ),
     ]
 
 

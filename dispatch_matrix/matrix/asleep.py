@@ -35,6 +35,7 @@ from .client import MatrixClient
 from .failures import CannotSend, RateLimited, RequestRefused, Unreachable
 from .formatting import text_content
 from .outbox import Outbox
+from .sender import Job, Kind
 
 log = logs.get(__name__)
 
@@ -105,6 +106,27 @@ def minutes(seconds: float) -> str:
     return f"{hours} h {rest} min" if hours and rest else f"{hours} h" if hours else f"{rest} min"
 
 
+def doctor_line(enabled: bool, support: str | None) -> tuple[bool, str, str]:
+    """`doctor`'s line from what the daemon found at its last run: (ok, what, fix) (pure)."""
+    if not enabled:
+        return (True, "asleep notice: off (matrix.asleep_notice = false)", "")
+    if not support:
+        return (
+            True,
+            "asleep notice: not tried yet (the bot tries delayed events when it runs)",
+            "",
+        )
+    if support == "yes":
+        return (True, "asleep notice: the homeserver schedules delayed events (MSC4140)", "")
+    return (
+        False,
+        "asleep notice: the homeserver refused delayed events "
+        f"({support.removeprefix('no: ')}); the phone is not told when the computer sleeps",
+        "on Synapse, set `max_event_delay_duration: 24h` in homeserver.yaml and restart it; "
+        "or set [matrix] asleep_notice = false",
+    )
+
+
 class AsleepNotice:
     """Keeps each owner room's asleep notice scheduled; says "back" and "stopped"."""
 
@@ -171,27 +193,61 @@ class AsleepNotice:
             status, code = await self._client.update_delayed(left.delay_id, "cancel")
             if fired(status, code):
                 await self._back(room_id, left)
+            elif status == 200:
+                # Back within the delay: nothing was posted, nothing to say.
+                self._db.set_meta(_RECORD + room_id, "")
+            else:
+                log.warning("asleep.cancel_refused", room=room_id, status=status, code=code)
+                return
         content = text_content(texts.asleep(minutes(self._delay_ms / 1000)), notice=True)
-        txn = f"dm-{self._db.instance_id()}-asleep.{self._now_ms()}"
-        try:
-            delay_id, sent = await self._client.send_delayed(
-                room_id, "m.room.message", content, txn, self._delay_ms
-            )
-        except (RateLimited, Unreachable, CannotSend):
-            raise
-        except HomeserverError as err:
+        outcome = await self._schedule(room_id, content)
+        if outcome is None:
+            return
+        if isinstance(outcome, HomeserverError):
             # No such endpoint, or delayed events off: said once; the bot goes on without.
+            err = outcome
             code = err.code if isinstance(err, RequestRefused) else ""
             self.unsupported = err.message
             self._db.set_meta(SUPPORT_META, "no: " + err.message)
             log.warning("asleep.unsupported", error=err.message, code=code)
             return
+        delay_id, sent = outcome
         mark = str(sent.get("ciphertext", ""))[-32:]
         scheduled = Scheduled(delay_id, mark, self._now_ms())
         self._armed[room_id] = scheduled
         self._db.set_meta(_RECORD + room_id, scheduled.to_json())
         self._db.set_meta(SUPPORT_META, "yes")
         log.info("asleep.scheduled", room=room_id, delay_ms=self._delay_ms)
+
+    async def _schedule(
+        self, room_id: RoomID, content: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]] | HomeserverError | None:
+        """Schedule the notice as a decoration: it costs a request under the homeserver's
+        message limit, so it goes only while the budget leaves room for the next answer.
+        Returns (delay id, content sent), the refusal that means "not supported", or None
+        (not sent this time: the next round tries again)."""
+        outcome: list[tuple[str, dict[str, Any]] | HomeserverError] = []
+        txn = f"dm-{self._db.instance_id()}-asleep.{self._now_ms()}"
+
+        async def perform() -> EventID:
+            try:
+                outcome.append(
+                    await self._client.send_delayed(
+                        room_id, "m.room.message", content, txn, self._delay_ms
+                    )
+                )
+            except (RateLimited, Unreachable, CannotSend):
+                raise
+            except HomeserverError as err:
+                outcome.append(err)
+            return EventID("")
+
+        loop = asyncio.get_running_loop()
+        job = Job(
+            Kind.DECORATION, perform, loop.create_future(), f"asleep notice {room_id}", room=room_id
+        )
+        await self._outbox.sender.submit(job)
+        return outcome[0] if outcome else None
 
     async def _restart(self, room_id: RoomID) -> None:
         scheduled = self._armed[room_id]

@@ -7,6 +7,7 @@ clean stop says "stopped" and no asleep notice follows."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,9 +62,15 @@ async def test_the_homeserver_says_the_computer_is_asleep_and_the_bot_says_it_is
         await owner.wait_message(room, sender=bot_id, contains=ASLEEP, timeout=DELAY_S + 4)
 
     # Gone at once (a crash, a power cut): the homeserver posts the notice by itself.
+    killed_ms = time.time() * 1000
     await bot.kill9()
     notice = await owner.wait_message(room, sender=bot_id, contains=ASLEEP, timeout=DELAY_S + 8)
     assert notice["was_encrypted"] and not notice["decryption_failed"]
+    # Posted a delay after the last push-back, which came at most a third of it before.
+    posted = [m for m in await owner.messages(room) if m["event_id"] == notice["event_id"]]
+    after_s = (posted[0]["origin_server_ts"] - killed_ms) / 1000
+    print(f"asleep notice posted {after_s:.1f} s after kill -9 (delay {DELAY_S} s)")
+    assert DELAY_S * 2 / 3 - 1 <= after_s <= DELAY_S + 2, after_s
     assert notice["content"]["msgtype"] == "m.notice"
 
     # Back: one notice says so, and the asleep one is redacted.

@@ -176,3 +176,103 @@ def test_doctor_says_whether_the_homeserver_takes_delayed_events(
     passed, what, fix = doctor_line(enabled, support)
     assert passed is ok and says in what
     assert ("max_event_delay_duration" in fix) is not ok
+
+
+class Homeserver:
+    """Delayed events as Synapse keeps them: scheduled, pushed back, cancelled, or `fire`d
+    (sent by the server; its restart and cancel then answer 404)."""
+
+    user_id = BOT
+
+    def __init__(self) -> None:
+        self.scheduled: dict[str, str] = {}  # delay id -> ciphertext
+        self.posted: list[dict[str, Any]] = []
+        self.sent: list[tuple[str, str]] = []
+        self.actions: list[tuple[str, str]] = []
+
+    async def send_delayed(
+        self, room_id: str, event_type: str, content: dict[str, Any], txn: str, delay_ms: int
+    ) -> tuple[str, dict[str, Any]]:
+        delay_id = f"syd_{len(self.scheduled) + len(self.posted)}"
+        ciphertext = f"CIPHER-{delay_id}-{content['body'][:10]}"
+        self.scheduled[delay_id] = ciphertext
+        return delay_id, {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": ciphertext}
+
+    def fire(self, delay_id: str) -> None:
+        self.posted.append(
+            event(BOT, "m.room.encrypted", self.scheduled.pop(delay_id), f"$posted_{delay_id}")
+        )
+
+    async def update_delayed(self, delay_id: str, action: str) -> tuple[int, str]:
+        self.actions.append((delay_id, action))
+        if delay_id not in self.scheduled:
+            return 404, "M_NOT_FOUND"
+        if action == "cancel":
+            del self.scheduled[delay_id]
+        return 200, ""
+
+    async def api(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        return 200, {"chunk": list(reversed(self.posted))}
+
+    async def send(self, room_id: str, event_type: str, content: dict[str, Any], txn: str) -> str:
+        self.sent.append((room_id, content["body"]))
+        return "$stopped"
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.sender = Sender(Budget(0, 10))
+        self.posts: list[str] = []
+        self.redacted: list[str] = []
+
+    async def post(self, room_id: RoomID, markdown: str, **_: Any) -> str:
+        self.posts.append(markdown)
+        return "$back"
+
+    async def redact(self, room_id: RoomID, event_id: str, *, key: str) -> bool:
+        self.redacted.append(event_id)
+        return True
+
+
+async def test_a_paused_process_that_wakes_says_it_is_back_once_and_redacts_the_notice(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    server, outbox = Homeserver(), Outbox()
+    clock = [1_000_000]
+    notice = AsleepNotice(
+        server,  # type: ignore[arg-type]
+        db,
+        outbox,  # type: ignore[arg-type]
+        lambda: [RoomID("!r")],
+        delay_s=0.03,
+        now_ms=lambda: clock[0],
+    )
+    ready = asyncio.Event()
+    ready.set()
+    sending = asyncio.create_task(outbox.sender.run())
+    running = asyncio.create_task(notice.run(ready))
+    await until(lambda: bool(server.scheduled))
+    first = next(iter(server.scheduled))
+    await until(lambda: (first, "restart") in server.actions)
+    assert outbox.posts == [], "alive: nothing said"
+    # The computer sleeps 2 h: the server posts the notice; at wake the restart is refused.
+    clock[0] += 2 * 3600 * 1000
+    server.fire(first)
+    await until(lambda: bool(outbox.redacted) and len(server.scheduled) == 1)
+    assert outbox.posts == ["☀️ The computer is back after 2 h away; nothing is queued."]
+    assert outbox.redacted == [f"$posted_{first}"]
+    assert first not in server.scheduled, "a new one is scheduled in its place"
+    # A clean stop: the new one cancelled, "stopped" said, nothing left to fire.
+    running.cancel()
+    await notice.stop()
+    sending.cancel()
+    assert server.scheduled == {}
+    assert server.sent == [("!r", texts.STOPPED)]
+    assert len(outbox.posts) == 1
+
+
+async def until(check: Any) -> None:
+    async with asyncio.timeout(5):
+        while not check():
+            await asyncio.sleep(0.001)

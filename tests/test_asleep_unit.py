@@ -276,3 +276,28 @@ async def until(check: Any) -> None:
     async with asyncio.timeout(5):
         while not check():
             await asyncio.sleep(0.001)
+
+
+async def test_a_room_that_is_no_longer_private_has_its_notice_cancelled(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    server, outbox = Homeserver(), Outbox()
+    rooms = [RoomID("!a"), RoomID("!b")]
+    notice = AsleepNotice(
+        server,  # type: ignore[arg-type]
+        db,
+        outbox,  # type: ignore[arg-type]
+        lambda: list(rooms),
+        delay_s=0.03,
+    )
+    ready = asyncio.Event()
+    ready.set()
+    sending = asyncio.create_task(outbox.sender.run())
+    running = asyncio.create_task(notice.run(ready))
+    await until(lambda: len(server.scheduled) == 2)
+    first_b = list(server.scheduled)[1]
+    rooms.remove(RoomID("!b"))
+    await until(lambda: (first_b, "cancel") in server.actions)
+    running.cancel()
+    sending.cancel()
+    assert len(server.scheduled) == 1 and first_b not in server.scheduled
+    assert outbox.posts == [] and server.sent == []

@@ -155,7 +155,12 @@ class AsleepNotice:
         """Schedule, then push back, until cancelled (after `ready`: the first sync)."""
         await ready.wait()
         while self.unsupported is None:
-            for room_id in self._rooms():
+            rooms = self._rooms()
+            for room_id in [r for r in self._armed if r not in rooms]:
+                # No longer a room the bot works in (someone joined, the bot left): its
+                # notice would tell them, or nobody, so it is cancelled.
+                await self._forget(room_id)
+            for room_id in rooms:
                 if self.unsupported is not None:
                     break
                 try:
@@ -185,6 +190,16 @@ class AsleepNotice:
                         )
                 log.info("asleep.cancelled", room=room_id, status=status)
         self._armed.clear()
+
+    async def _forget(self, room_id: RoomID) -> None:
+        scheduled = self._armed.pop(room_id)
+        try:
+            status, _code = await self._client.update_delayed(scheduled.delay_id, "cancel")
+        except (HomeserverError, OSError) as err:
+            log.warning("asleep.cancel_failed", room=room_id, error=str(err))
+            return
+        self._db.set_meta(_RECORD + room_id, "")
+        log.info("asleep.cancelled", room=room_id, status=status, why="room left")
 
     async def _arm(self, room_id: RoomID) -> None:
         left = Scheduled.from_json(self._db.get_meta(_RECORD + room_id))

@@ -7,6 +7,8 @@ clean stop says "stopped" and no asleep notice follows."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -102,3 +104,40 @@ async def test_the_homeserver_says_the_computer_is_asleep_and_the_bot_says_it_is
     assert await asleep_notices(owner, room, bot_id) == []
     assert await asleep_gone()
     assert await owner.decryption_failures() == []
+
+
+async def test_a_paused_computer_is_told_asleep_and_back_when_it_wakes(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    running: list[BotProcess],
+) -> None:
+    """SIGSTOP is what a laptop's sleep does to the process: the same process, when it
+    wakes, finds its push-back refused, says it is back and redacts the notice."""
+    setup = make_bot(matrix_extra=f"asleep_after_s = {DELAY_S}")
+    setup.config.asleep = True
+    setup.config.write()
+    bot_id = setup.bot.user_id
+    bot = await setup.process().start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(bot_id)
+    await owner.wait_join(room, bot_id)
+    await bot.wait_log("asleep.scheduled", timeout=30)
+    os.kill(bot.pid, signal.SIGSTOP)
+    try:
+        notice = await owner.wait_message(room, sender=bot_id, contains=ASLEEP, timeout=DELAY_S + 8)
+        assert notice["was_encrypted"] and not notice["decryption_failed"]
+    finally:
+        os.kill(bot.pid, signal.SIGCONT)
+    back = await owner.wait_message(room, sender=bot_id, contains="is back after", timeout=30)
+    assert back["was_encrypted"]
+
+    async def redacted() -> bool:
+        messages = await owner.messages(room)
+        return any(m["event_id"] == notice["event_id"] and m["redacted"] for m in messages)
+
+    await until(redacted, 30)
+    # Scheduled again, in the same process.
+    await bot.wait_log("asleep.scheduled", timeout=30, count=2)
+    await owner.send_text(room, "still with me")
+    await owner.wait_message(room, sender=bot_id, contains="still with me")

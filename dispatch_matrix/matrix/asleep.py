@@ -61,10 +61,12 @@ class Scheduled:
     alive_ms: int
 
     def to_json(self) -> str:
+        """The ledger's form."""
         return json.dumps({"delay_id": self.delay_id, "mark": self.mark, "alive_ms": self.alive_ms})
 
     @classmethod
     def from_json(cls, text: str | None) -> Scheduled | None:
+        """The record back from the ledger; None when there is none (or it is unreadable)."""
         if not text:
             return None
         try:

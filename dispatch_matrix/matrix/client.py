@@ -403,9 +403,12 @@ class MatrixClient:
         path = _path("rooms", room_id, "redact", event_id, txn_id)
         await self._room_request(f"redact in {room_id}", "PUT", path, {})
 
-    async def read_receipt(self, room_id: RoomID, event_id: str) -> None:
-        """Mark an event read (the owner sees the bot took their message)."""
-        await self.call("receipt", self.client.update_receipt_marker(room_id, event_id))
+    async def read_receipt(self, room_id: RoomID, event_id: str, thread_id: str = "main") -> None:
+        """Mark an event read (the owner sees the bot took their message); `thread_id` is
+        the root of the thread it is in (a receipt for the main timeline is refused)."""
+        await self.call(
+            "receipt", self.client.update_receipt_marker(room_id, event_id, thread_id=thread_id)
+        )
 
     async def typing(self, room_id: RoomID, on: bool, timeout_ms: int = 30_000) -> None:
         """Show or clear the typing notice."""

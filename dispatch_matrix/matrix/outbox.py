@@ -384,7 +384,7 @@ class Outbox:
 
     def read_receipt(self, room_id: RoomID, event_id: str) -> None:
         """Show the owner that the bot has taken their message (not a room event)."""
-        self._ephemeral.read_receipt(room_id, event_id)
+        self._ephemeral.read_receipt(room_id, event_id, self._db.thread_of(event_id) or "main")
 
     def typing(self, room_id: RoomID, on: bool) -> None:
         """Show or clear typing (not a room event)."""

@@ -96,6 +96,18 @@ class MatrixSection(Section):
         description="Say hello once in each new DM with an owner: what the bot is, whom it "
         "obeys, how to stop, approve and get help",
     )
+    asleep_notice: bool = Field(
+        True,
+        description="Keep a notice scheduled on the homeserver (delayed events, MSC4140) that "
+        "it posts by itself when the computer has been quiet for asleep_after_s",
+    )
+    asleep_after_s: float = Field(
+        300.0,
+        ge=3.0,
+        le=86_400.0,
+        description="How long the computer is quiet before the homeserver posts the asleep "
+        "notice (its timer is pushed back every third of this)",
+    )
 
     @field_validator("homeserver")
     @classmethod

@@ -102,6 +102,11 @@ class AgentSection(Section):
         30.0, gt=0, description="First wait after the API stays away past the SDK's retries"
     )
     max_steps: int = Field(60, ge=1, description="Model calls one task may take")
+    keep_awake: bool = Field(
+        True,
+        description="Hold a sleep inhibitor (systemd-inhibit, caffeinate) while tasks run, "
+        "released when the queue is empty",
+    )
     max_task_seconds: float = Field(3600.0, gt=0, description="Wall-clock budget of one task")
     bash_timeout_s: float = Field(120.0, gt=0, description="Default timeout of a shell command")
     sandbox: Literal["auto", "bubblewrap", "sandbox-exec", "none"] = Field(

@@ -24,14 +24,16 @@ from typing import TYPE_CHECKING
 from nio import SyncResponse
 
 from . import __version__, logs
+from .awake import AWAKE_META, KeepAwake
 from .backoff import Backoff
 from .config import Config
 from .errors import DispatchError, HomeserverError, StateError
 from .faults import disk_full
 from .health import HealthRecorder
 from .homeserver import LocalSynapse
-from .ids import UserID
+from .ids import RoomID, UserID
 from .late_agent import WhenBuilt, inventory_of, load_agent_module, not_loaded, reachable_through
+from .matrix.asleep import AsleepNotice
 from .matrix.client import MatrixClient
 from .matrix.crosssign import OwnIdentity, ensure_identity, until_approved
 from .matrix.failures import Unreachable
@@ -316,7 +318,12 @@ async def _serve(
         outage_first_s=config.agent.outage_retry_s,
         answered=speech.answered if speech else None,
         probe=reachable_through(agent),
+        awake=KeepAwake(
+            enabled=config.agent.keep_awake,
+            on_change=lambda held: db.set_meta(AWAKE_META, "1" if held else ""),
+        ),
     )
+    db.set_meta(AWAKE_META, "")
     # Reactions, redactions and status edits wait while an answer is due.
     outbox.sender.hold = worker.answer_due_in
     resumed_in = worker.resume_after_restart()
@@ -418,9 +425,21 @@ async def _serve(
         agent.set(built.agent)
         log.info("agent.ready")
 
+    def owner_rooms() -> list[RoomID]:
+        # The rooms the bot takes work in (only owners there), encrypted: a notice scheduled
+        # in the clear would tell the homeserver what the owner is told.
+        return [
+            RoomID(room_id)
+            for room_id, room in client.client.rooms.items()
+            if room.encrypted and router.room_private(room_id)
+        ]
+
+    asleep = AsleepNotice(client, db, outbox, owner_rooms, delay_s=config.matrix.asleep_after_s)
     log.info("daemon.started", user=session.user_id, device=session.device_id, pid=os.getpid())
     try:
         async with asyncio.TaskGroup() as group:
+            if config.matrix.asleep_notice:
+                group.create_task(asleep.run(sync.first_sync_done), name="asleep")
             group.create_task(sync.run(), name="sync")
             group.create_task(sync.watch(), name="sync-watchdog")
             group.create_task(outbox.run(), name="outbox")
@@ -433,4 +452,8 @@ async def _serve(
             group.create_task(fire_schedules(scheduler), name="scheduler")
     except* (DispatchError, SyncStalled) as errors:
         raise errors.exceptions[0] from None
+    finally:
+        # Stopping (a signal or a failure): the phone is told so, not "asleep" later.
+        with contextlib.suppress(HomeserverError, OSError, TimeoutError):
+            await asyncio.wait_for(asleep.stop(), 5)
     return 0

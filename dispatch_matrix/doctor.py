@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from . import preflight
+from .awake import keep_awake_check
 from .config import Config, load_config
 from .errors import ConfigError, DispatchError, StateError
+from .matrix.asleep import SUPPORT_META, doctor_line
 from .matrix.texts import exemption_hint
 from .reach import explain, kind_of, probe
 from .state import StateFolder
@@ -121,6 +123,7 @@ async def _doctor(
         report.add(*_state(config))
     report.add(*_rate_limits(config))
     await report.run("sandbox", _in_thread(lambda: [_sandbox(config)]), LOCAL_S)
+    report.add(Check(*keep_awake_check(config.agent.keep_awake)))
     reach = await report.run("homeserver", lambda: _homeserver(config), NETWORK_S + 5)
     reachable = bool(reach) and reach[0].ok
     await report.run("login", lambda: _login(config, reachable), NETWORK_S)
@@ -190,17 +193,19 @@ def _rate_limits(config: Config) -> list[Check]:
     try:
         count = int(db.get_meta("rate_limited_count") or "0")
         last = db.get_meta("rate_limited_last")
+        asleep = Check(*doctor_line(config.matrix.asleep_notice, db.get_meta(SUPPORT_META)))
     finally:
         db.close()
     if count == 0:
-        return [Check(True, "the homeserver has not rate-limited the bot")]
+        return [Check(True, "the homeserver has not rate-limited the bot"), asleep]
     return [
+        asleep,
         Check(
             False,
             f"the homeserver rate-limited the bot {count} times (last {last}); answers wait "
             "behind its limit",
             exemption_hint(config.matrix.homeserver, config.matrix.user_id),
-        )
+        ),
     ]
 
 

@@ -131,6 +131,9 @@ class LocalSynapse:
             # Synapse caches /sync responses for 2 minutes by default, which replays history
             # to a client that restarts without its token; a personal server gains nothing.
             "caches": {"sync_response_cache_duration": 0},
+            # Delayed events (MSC4140): the bot's asleep notice, posted by the homeserver
+            # when the computer has been quiet a while.
+            "max_event_delay_duration": "24h",
             "form_secret": secrets.token_urlsafe(16),
             "macaroon_secret_key": secrets.token_urlsafe(32),
         }

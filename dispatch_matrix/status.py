@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 
 from . import __version__, health
+from .awake import AWAKE_META
 from .config import Config
+from .queue.texts import awake_line
 from .state import StateFolder
 from .store import Database, TaskState
 
@@ -61,6 +63,9 @@ def show_status(config: Config, say: Callable[[str], None]) -> int:
             say(f"current:   {active[0].short_id} {active[0].state}: {_first_line(active[0].body)}")
         else:
             say("current:   none")
+        if pid:
+            held = db.get_meta(AWAKE_META) == "1"
+            say(f"awake:     {awake_line(config.agent.keep_awake, True, held)}")
         for task in db.tasks_in(TaskState.QUEUED, limit=10):
             say(f"  {task.short_id} {task.state}: {_first_line(task.body)}")
         say(f"version:   {__version__} (this command)")

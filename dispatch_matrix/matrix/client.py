@@ -337,6 +337,45 @@ class MatrixClient:
         reply = await self._room_request(f"send to {room_id}", "PUT", path, content)
         return EventID(str(reply.get("event_id", "")))
 
+    async def send_delayed(
+        self,
+        room_id: RoomID,
+        event_type: str,
+        content: dict[str, Any],
+        txn_id: str,
+        delay_ms: int,
+    ) -> tuple[str, dict[str, Any]]:
+        """Schedule an event the homeserver sends by itself after `delay_ms` unless its timer
+        is restarted or it is cancelled (MSC4140 delayed events); encrypted now, as `send`
+        would, in an encrypted room. Returns its delay id and the content scheduled; a
+        refusal is raised as `_room_request` raises it (RequestRefused for a server without
+        delayed events)."""
+        room = self.client.rooms.get(room_id)
+        if room is None:
+            raise CannotSend(f"delayed send to {room_id}: not a room the bot is in (yet)")
+        if room.encrypted:
+            await self._prepare_encryption(room_id)
+            try:
+                event_type, content = self.client.encrypt(room_id, event_type, content)
+            except LocalProtocolError as err:
+                raise CannotSend(f"delayed send to {room_id}: {err}") from err
+        # The room send endpoint itself, with the delay as an (unstable) query parameter.
+        path = _path("rooms", room_id, "send", event_type, txn_id)
+        path += f"?org.matrix.msc4140.delay={int(delay_ms)}"
+        reply = await self._room_request(f"delayed send to {room_id}", "PUT", path, content)
+        delay_id = reply.get("delay_id")
+        if not isinstance(delay_id, str) or not delay_id:
+            raise RequestRefused(
+                f"delayed send to {room_id}: no delay_id in the reply", "M_UNRECOGNIZED"
+            )
+        return delay_id, content
+
+    async def update_delayed(self, delay_id: str, action: str) -> tuple[int, str]:
+        """Restart, cancel or send now a delayed event; (HTTP status, errcode or "")."""
+        path = _DELAYED + "/delayed_events/" + urllib.parse.quote(delay_id, safe="")
+        status, reply = await self.api("POST", path, {"action": action})
+        return status, str(reply.get("errcode") or "")
+
     async def _room_request(
         self, what: str, method: str, path: str, body: dict[str, Any]
     ) -> dict[str, Any]:
@@ -372,9 +411,12 @@ class MatrixClient:
         path = _path("rooms", room_id, "redact", event_id, txn_id)
         await self._room_request(f"redact in {room_id}", "PUT", path, {})
 
-    async def read_receipt(self, room_id: RoomID, event_id: str) -> None:
-        """Mark an event read (the owner sees the bot took their message)."""
-        await self.call("receipt", self.client.update_receipt_marker(room_id, event_id))
+    async def read_receipt(self, room_id: RoomID, event_id: str, thread_id: str = "main") -> None:
+        """Mark an event read (the owner sees the bot took their message); `thread_id` is
+        the root of the thread it is in (a receipt for the main timeline is refused)."""
+        await self.call(
+            "receipt", self.client.update_receipt_marker(room_id, event_id, thread_id=thread_id)
+        )
 
     async def typing(self, room_id: RoomID, on: bool, timeout_ms: int = 30_000) -> None:
         """Show or clear the typing notice."""
@@ -387,6 +429,10 @@ class MatrixClient:
             body["status_msg"] = status
         path = _path("presence", self.user_id, "status")
         await self._room_request("presence", "PUT", path, body)
+
+
+# The unstable prefix of delayed events (MSC4140), as Synapse serves them.
+_DELAYED = "/_matrix/client/unstable/org.matrix.msc4140"
 
 
 def _path(*parts: str) -> str:

@@ -31,7 +31,8 @@ class Ephemeral:
         self._client = client
         self._presence_every_s = presence_every_s
         self._typing: dict[RoomID, bool] = {}
-        self._receipts: dict[RoomID, str] = {}
+        # Per room: the event to mark read, and its thread ("main": the main timeline).
+        self._receipts: dict[RoomID, tuple[str, str]] = {}
         self._presence: str | None = None
         self._presence_sent: str | None = None
         self._presence_at = -presence_every_s
@@ -41,8 +42,8 @@ class Ephemeral:
         self._typing[room_id] = on
         self._wake.set()
 
-    def read_receipt(self, room_id: RoomID, event_id: str) -> None:
-        self._receipts[room_id] = event_id
+    def read_receipt(self, room_id: RoomID, event_id: str, thread_id: str = "main") -> None:
+        self._receipts[room_id] = (event_id, thread_id)
         self._wake.set()
 
     def presence(self, status: str) -> None:
@@ -60,8 +61,8 @@ class Ephemeral:
 
     async def _drain(self) -> None:
         while self._receipts:
-            room_id, event_id = self._receipts.popitem()
-            await self._quietly("receipt", self._client.read_receipt(room_id, event_id))
+            room_id, (event_id, thread_id) = self._receipts.popitem()
+            await self._quietly("receipt", self._client.read_receipt(room_id, event_id, thread_id))
         while self._typing:
             room_id, on = self._typing.popitem()
             await self._quietly("typing", self._client.typing(room_id, on))

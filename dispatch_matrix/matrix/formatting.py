@@ -33,9 +33,24 @@ def text_content(markdown: str, *, notice: bool = False) -> dict[str, Any]:
     return content
 
 
-def reply_to(content: dict[str, Any], event_id: str) -> dict[str, Any]:
-    """The content as a reply to `event_id` (rich reply relation, no fallback quote)."""
-    return {**content, "m.relates_to": {"m.in_reply_to": {"event_id": event_id}}}
+def reply_to(
+    content: dict[str, Any], event_id: str, thread_root: str | None = None
+) -> dict[str, Any]:
+    """The content as a reply to `event_id` (rich reply relation, no fallback quote).
+
+    With `thread_root` (the owner wrote `event_id` in a thread) the reply goes to that
+    thread, and keeps the reply as the spec's fallback (`is_falling_back`), so a client
+    without threads still shows it as a reply to the owner's message.
+    """
+    if thread_root is None:
+        return {**content, "m.relates_to": {"m.in_reply_to": {"event_id": event_id}}}
+    relation = {
+        "rel_type": "m.thread",
+        "event_id": thread_root,
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": event_id},
+    }
+    return {**content, "m.relates_to": relation}
 
 
 def _escape(text: str) -> str:

@@ -52,6 +52,8 @@ class Message:
     msgtype: str = "m.text"
     content: dict[str, Any] | None = None
     reply_to: EventID | None = None
+    # The root of the thread this was written in (m.thread); None: the main timeline.
+    thread_root: EventID | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def from_event(
             replaces = EventID(str(relation.get("event_id", "")))
             new = content.get("m.new_content") or {}
             body = str(new.get("body", body))
-        elif _reply_target(relation) is not None:
+        elif reply_target(relation) is not None:
             body = strip_reply_fallback(body)
         return Message(
             room_id=room_id,
@@ -152,7 +154,8 @@ def from_event(
             replaces=replaces,
             msgtype=str(content.get("msgtype", "m.text")),
             content=dict(content),
-            reply_to=_reply_target(relation),
+            reply_to=reply_target(relation),
+            thread_root=thread_root_of(relation),
         )
     if isinstance(event, ReactionEvent):
         return Reaction(
@@ -224,6 +227,19 @@ def strip_reply_fallback(body: str) -> str:
     return "\n".join(lines[end:])
 
 
-def _reply_target(relation: dict[str, Any]) -> EventID | None:
+def reply_target(relation: dict[str, Any]) -> EventID | None:
+    """The event an `m.relates_to` replies to; None when it is no reply (pure)."""
+    if relation.get("rel_type") == "m.thread" and relation.get("is_falling_back", False):
+        # A thread's fallback names the thread's last event so that clients without threads
+        # show something; the owner did not reply to it.
+        return None
     target = (relation.get("m.in_reply_to") or {}).get("event_id")
     return EventID(str(target)) if target else None
+
+
+def thread_root_of(relation: dict[str, Any]) -> EventID | None:
+    """The root of the thread an `m.relates_to` puts its event in; None: none (pure)."""
+    if relation.get("rel_type") != "m.thread":
+        return None
+    root = relation.get("event_id")
+    return EventID(str(root)) if isinstance(root, str) and root else None

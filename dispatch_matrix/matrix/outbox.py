@@ -111,7 +111,7 @@ class Outbox:
             markdown = await self._attach_long(room_id, markdown, reply_to, task_id, key)
         content = text_content(markdown, notice=notice)
         if reply_to is not None:
-            content = as_reply(content, reply_to)
+            content = self._as_reply(content, reply_to)
         return await self.send_event(
             room_id, "m.room.message", content, task_id=task_id, key=key, kind=kind
         )
@@ -137,7 +137,7 @@ class Outbox:
         markdown = REDACTOR.text(markdown)
         if len(markdown) > LONG_TEXT_CHARS:
             markdown = await self._attach_long(room_id, markdown, reply_to, task_id, key)
-        content = as_reply(text_content(markdown, notice=notice), reply_to)
+        content = self._as_reply(text_content(markdown, notice=notice), reply_to)
         with self._db.tx():
             item = self._db.enqueue_outgoing(room_id, "m.room.message", content, task_id, key)
             if record is not None:
@@ -231,7 +231,7 @@ class Outbox:
             caption = REDACTOR.text(caption)
         content = await upload_file(self._client, path, self._max_file_bytes, caption)
         if reply_to is not None:
-            content = as_reply(content, reply_to)
+            content = self._as_reply(content, reply_to)
         return await self.send_event(room_id, "m.room.message", content, task_id=task_id)
 
     async def post_event(
@@ -357,6 +357,10 @@ class Outbox:
                 answers.append(item)
         return answers
 
+    def _as_reply(self, content: dict[str, Any], reply_to: str) -> dict[str, Any]:
+        """The content as a reply to `reply_to`, in the thread the owner wrote it in."""
+        return as_reply(content, reply_to, self._db.thread_of(reply_to))
+
     async def _attach_long(
         self,
         room_id: RoomID,
@@ -373,7 +377,7 @@ class Outbox:
         await asyncio.to_thread(path.write_text, text)
         content = await upload_file(self._client, path, self._max_file_bytes, name=name)
         if reply_to is not None:
-            content = as_reply(content, reply_to)
+            content = self._as_reply(content, reply_to)
         await self.send_event(
             room_id, "m.room.message", content, task_id=task_id, key=f"{key}.file" if key else None
         )
@@ -397,7 +401,7 @@ class Outbox:
 
     def read_receipt(self, room_id: RoomID, event_id: str) -> None:
         """Show the owner that the bot has taken their message (not a room event)."""
-        self._ephemeral.read_receipt(room_id, event_id)
+        self._ephemeral.read_receipt(room_id, event_id, self._db.thread_of(event_id) or "main")
 
     def typing(self, room_id: RoomID, on: bool) -> None:
         """Show or clear typing (not a room event)."""

@@ -312,6 +312,9 @@ class Router:
         if not verdict.allowed:
             await self._explain(message, device, private)
             return
+        if message.thread_root is not None:
+            # Before anything answers it: every reply to this message goes to its thread.
+            self._db.note_thread(message.event_id, message.thread_root)
         if message.replaces is not None:
             await self._intake.edit(message.replaces, message.body, message.event_id)
         elif message.msgtype == MALFORMED:

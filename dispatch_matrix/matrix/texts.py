@@ -159,3 +159,24 @@ def undeliverable(room: str, code: str | None, task: str | None, body: str) -> s
         why = _REFUSED_BECAUSE.get(code, f"the homeserver refused it ({code})")
     what = f"the answer to {task}" if task else "a message"
     return f"⚠️ I could not post {what} in {room}: {why}. Here it is instead:\n\n{body}"
+
+
+def asleep(after: str) -> str:
+    """The notice the homeserver posts by itself when the bot has been silent for `after`
+    (scheduled, encrypted, long before: it cannot say the time it went quiet, only how long
+    before this message)."""
+    return (
+        f"💤 The computer has been quiet for {after} (asleep, off or offline). What you send "
+        "now runs, in order, when it is back."
+    )
+
+
+def back(away: str, queued: int) -> str:
+    """The notice at wake or restart after the asleep notice went out."""
+    waiting = {0: "nothing is queued", 1: "1 task is queued"}.get(
+        queued, f"{queued} tasks are queued"
+    )
+    return f"☀️ The computer is back after {away} away; {waiting}."
+
+
+STOPPED = "⏹️ I was stopped. What you send now runs, in order, when I am started again."

@@ -109,6 +109,7 @@ class Control:
             done,
             worker.outage if queued else None,
             away,
+            texts.awake_line(worker.awake.enabled, worker.awake.available, worker.awake.held),
         )
 
     async def _queue(self, _command: Command) -> str:

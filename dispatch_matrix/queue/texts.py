@@ -74,8 +74,10 @@ def status(
     done_today: int,
     outage: str | None = None,
     outage_for: float = 0.0,
+    awake: str | None = None,
 ) -> str:
-    """The answer to !status (`outage`: why the API has been away for `outage_for` s)."""
+    """The answer to !status (`outage`: why the API has been away for `outage_for` s;
+    `awake`: the keep-awake line)."""
     if current is not None:
         doing = (
             f"⚙️ Working on {current.short_id}: {first_line(current)} — step {current.steps}, "
@@ -89,8 +91,21 @@ def status(
         doing,
         f"Queue: {queued} waiting" + (" (paused: `!resume` to go on)" if paused else ""),
     ]
+    if awake is not None:
+        lines.append(awake)
     lines.append(f"Done today: {done_today}. Up {duration(uptime)}. dispatch-matrix {__version__}.")
     return "\n\n".join(lines)
+
+
+def awake_line(enabled: bool, available: bool, held: bool) -> str:
+    """Whether the computer is kept awake now, for !status and `status`."""
+    if not enabled:
+        return "☕ Sleep: not prevented (`agent.keep_awake = false`)."
+    if held:
+        return "☕ Sleep: held off while I work (released when the queue is empty)."
+    if not available:
+        return "☕ Sleep: cannot be held off here (no working systemd-inhibit or caffeinate)."
+    return "☕ Sleep: allowed (nothing running)."
 
 
 def queue_list(tasks: list[Task], paused: bool) -> str:

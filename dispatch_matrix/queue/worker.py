@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from .. import logs
 from ..agent import ModelAccessError, ModelOutage, ModelUnreachable
+from ..awake import KeepAwake
 from ..backoff import Backoff
 from ..errors import ModelError
 from ..ids import EventID, RoomID
@@ -54,8 +55,11 @@ class Worker:
         answered: Callable[[Task, str], None] | None = None,
         probe: Callable[[], Awaitable[bool]] | None = None,
         probe_every_s: float = _PROBE_EVERY_S,
+        awake: KeepAwake | None = None,
     ) -> None:
         self._db = db
+        # The sleep inhibitor: held while there is work, let go when the queue is empty.
+        self.awake = awake or KeepAwake(enabled=False)
         # Whether the API answers at all now (the agent's `reachable`).
         self._probe = probe
         self._probe_every_s = probe_every_s
@@ -101,12 +105,15 @@ class Worker:
             while True:
                 task = None if self.paused else self._db.next_task()
                 if task is None:
+                    self.awake.release()
                     self._wake.clear()
                     await self._wake.wait()
                     continue
+                self.awake.hold(f"working on {task.short_id}")
                 await self._run_one(task)
                 self.mirror.presence(None, self.paused)
         finally:
+            self.awake.release()
             self.mirror.close()
 
     async def _recover(self) -> None:

@@ -19,6 +19,8 @@ from .replay import ReplayQueries
 from .rooms import SCHEMA as ROOMS_SCHEMA
 from .rooms import RoomQueries
 from .schedules import ScheduleQueries
+from .threads import SCHEMA as THREADS_SCHEMA
+from .threads import ThreadQueries
 from .trust import TrustQueries
 from .voice import SCHEMA as VOICE_SCHEMA
 from .voice import VoiceQueries
@@ -159,6 +161,8 @@ _MIGRATIONS = [
     ALTER TABLE tasks ADD COLUMN reply_note TEXT;
     CREATE INDEX outbox_by_event ON outbox (event_id);
     """,
+    # 14: owners' messages written in a thread, so their answers go to it.
+    THREADS_SCHEMA,
 ]
 
 
@@ -170,6 +174,7 @@ class Database(
     ScheduleQueries,
     ReplayQueries,
     RoomQueries,
+    ThreadQueries,
 ):
     """Our SQLite file; one connection, used from the event loop's thread."""
 

@@ -48,6 +48,9 @@ class BotConfig:
     # The one-time welcome in a new DM: off for tests about everything else, whose first
     # message from the bot is the answer they wait for (tests/test_welcome_e2e.py turns it on).
     welcome: bool = False
+    # The asleep notice (delayed events): off for tests about everything else, whose rooms
+    # would otherwise also get "stopped" notices (tests/test_asleep_e2e.py turns it on).
+    asleep: bool = False
 
     @property
     def path(self) -> Path:
@@ -71,6 +74,7 @@ password = {json.dumps(self.password)}
 owners = [{owners}]
 sync_timeout_ms = 5000
 welcome = {json.dumps(self.welcome)}
+asleep_notice = {json.dumps(self.asleep)}
 {self.matrix_extra}
 
 [agent]

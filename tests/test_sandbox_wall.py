@@ -91,6 +91,13 @@ def make_home(home: Path) -> None:
         repo.mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "init", "-q", str(repo)], check=True)
         (repo / ".git" / "hooks").mkdir(exist_ok=True)
+    # A submodule as git lays it out: its git folder inside the parent's.
+    module = home / "proj" / ".git" / "modules" / "sub"
+    (module / "hooks").mkdir(parents=True)
+    (module / "HEAD").write_text("ref: refs/heads/main\n")
+    (module / "config").write_text("[core]\n\tbare = false\n")
+    (home / "proj" / "sub").mkdir()
+    (home / "proj" / "sub" / ".git").write_text("gitdir: ../.git/modules/sub\n")
 
 
 @pytest.fixture
@@ -166,6 +173,33 @@ async def test_the_service_env_file_cannot_be_changed(daemon: Daemon) -> None:
     assert write.is_error
     read = await daemon.call("read", file_path="~/.config/dispatch-matrix/env")
     assert read.is_error and ENV_KEY not in text(read)
+
+
+# Red team: credential stores and histories the wall did not hide (each was read).
+CREDENTIAL_STORES = [
+    ".config/containers/auth.json",
+    ".m2/settings.xml",
+    ".gradle/gradle.properties",
+    ".yarnrc.yml",
+    ".cache/huggingface/token",
+    ".config/sops/age/keys.txt",
+    ".config/composer/auth.json",
+    ".terraformrc",
+    ".wrangler/config/default.toml",
+    ".bash_history",
+    ".zsh_history",
+    ".python_history",
+    ".local/share/fish/fish_history",
+]
+
+
+@pytest.mark.parametrize("rel", CREDENTIAL_STORES)
+async def test_the_usual_credential_stores_are_hidden(daemon: Daemon, rel: str) -> None:
+    secret = "store-never-seen-0005"
+    (daemon.home / rel).parent.mkdir(parents=True, exist_ok=True)
+    (daemon.home / rel).write_text(secret + "\n")
+    output = await daemon.sh(f"cat ~/{rel} 2>&1; grep -r store-never-seen ~ 2>&1")
+    assert secret not in output, output
 
 
 async def test_send_file_refuses_the_env_file_and_every_secret_file(daemon: Daemon) -> None:
@@ -270,6 +304,12 @@ PERSISTENCE = [
         "code/deep/.git/config",
         "keep",
     ),
+    (
+        "echo evil > ~/proj/.git/modules/sub/hooks/pre-commit",
+        "proj/.git/modules/sub/hooks/pre-commit",
+        None,
+    ),
+    ("echo evil >> ~/proj/.git/modules/sub/config", "proj/.git/modules/sub/config", "keep"),
 ]
 
 

@@ -25,6 +25,11 @@ def _git_folders(tree: Path) -> list[Path]:
     file) the folder it names and that folder's common one."""
     dot_git = tree / ".git"
     if dot_git.is_dir():
+        # A submodule's git folder lies in the parent's `.git/modules/<name>`: its hooks run
+        # as soon as the owner works in the submodule.
+        with contextlib.suppress(OSError):
+            modules = sorted(p for p in (dot_git / "modules").iterdir() if (p / "HEAD").exists())
+            return [dot_git, *modules]
         return [dot_git]
     try:
         line = dot_git.read_text(errors="replace").splitlines()[0]

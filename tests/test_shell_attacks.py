@@ -240,6 +240,16 @@ SIDE_DOORS = [
     "head < /dev/udp/1.2.3.4/53",
     "grep x 0< /dev/tcp/1.2.3.4/80",
     "cd /dev && cat < tcp/1.2.3.4/80",
+    # `..` after a system link: the kernel follows the link first (/dev/fd -> /proc/self/fd).
+    "cat /dev/fd/../environ",
+    "head /dev/fd/../environ",
+    "cat < /dev/fd/../environ",
+    "cat /dev/stdin/../../environ",
+    "cd /dev/fd && cat ../environ",
+    "cd /dev/fd/.. && cat environ",
+    "cat /var/run/../proc/self/environ",
+    "ls /dev/fd/../cwd/",
+    "grep -a KEY /dev/fd/../environ",
 ]
 # Class 7: a path deny rule covers every argument, not only redirections.
 DENIED_PATHS = [

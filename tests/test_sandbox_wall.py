@@ -310,6 +310,34 @@ PERSISTENCE = [
         None,
     ),
     ("echo evil >> ~/proj/.git/modules/sub/config", "proj/.git/modules/sub/config", "keep"),
+    # On the PATH that rustup, Go, Deno and Bun add to a login, ahead of /usr/bin.
+    ("mkdir -p ~/.cargo/bin; echo evil > ~/.cargo/bin/git", ".cargo/bin/git", None),
+    ("mkdir -p ~/go/bin; echo evil > ~/go/bin/ls", "go/bin/ls", None),
+    ("mkdir -p ~/.bun/bin; echo evil > ~/.bun/bin/node", ".bun/bin/node", None),
+    # Run by the next build or install outside: a rustc wrapper, a package index.
+    (
+        "mkdir -p ~/.cargo; printf '[build]\\nrustc-wrapper=\"/tmp/x\"' > ~/.cargo/config.toml",
+        ".cargo/config.toml",
+        None,
+    ),
+    (
+        "mkdir -p ~/.config/pip; printf '[global]\\nindex-url=http://evil' > "
+        "~/.config/pip/pip.conf",
+        ".config/pip/pip.conf",
+        None,
+    ),
+    # Run at the next desktop login (KDE sources env/*.sh; sway and i3 run `exec` lines).
+    (
+        "mkdir -p ~/.config/plasma-workspace/env; echo evil > ~/.config/plasma-workspace/env/x.sh",
+        ".config/plasma-workspace/env/x.sh",
+        None,
+    ),
+    (
+        "mkdir -p ~/.config/sway; echo 'exec evil' > ~/.config/sway/config",
+        ".config/sway/config",
+        None,
+    ),
+    ("mkdir -p ~/.config/i3; echo 'exec evil' > ~/.config/i3/config", ".config/i3/config", None),
 ]
 
 

@@ -146,6 +146,9 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         # Debian's and Fedora's .bashrc source it; tmux runs its `run-shell` lines.
         ".bash_aliases",
         ".tmux.conf",
+        # Run by the next build outside (`build.rustc-wrapper`).
+        ".cargo/config.toml",
+        ".cargo/config",
     ),
     *_dirs(
         ".config/git",
@@ -181,6 +184,19 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".config/tmux",
         # The user site-packages: a `.pth` there runs at every start of the system python.
         ".local/lib",
+        # On the PATH that rustup, Go, Bun and Deno add to a login, ahead of /usr/bin.
+        ".cargo/bin",
+        "go/bin",
+        ".bun/bin",
+        ".deno/bin",
+        # pip's index for the next install outside.
+        ".config/pip",
+        ".pip",
+        # Run at the next desktop login: KDE sources env/*.sh, the tiling ones `exec` lines.
+        ".config/plasma-workspace",
+        ".config/sway",
+        ".config/i3",
+        ".config/hypr",
         placeholder=False,
     ),
 )

@@ -310,6 +310,12 @@ PERSISTENCE = [
         None,
     ),
     ("echo evil >> ~/proj/.git/modules/sub/config", "proj/.git/modules/sub/config", "keep"),
+    (
+        "cp -r ~/work/.git ~/g; printf '[core]\\n\\tfsmonitor = evil\\n' > ~/g/config; "
+        "echo ../../g > ~/work/.git/commondir",
+        "work/.git/commondir",
+        None,
+    ),
     # On the PATH that rustup, Go, Deno and Bun add to a login, ahead of /usr/bin.
     ("mkdir -p ~/.cargo/bin; echo evil > ~/.cargo/bin/git", ".cargo/bin/git", None),
     ("mkdir -p ~/go/bin; echo evil > ~/go/bin/ls", "go/bin/ls", None),
@@ -449,6 +455,7 @@ FILE_TOOL_WRITES = [
     "~/venv/lib/python3/site-packages/evil.pth",
     "~/work/.git/hooks/post-checkout",
     "~/work/.git/config",
+    "~/work/.git/commondir",
     "~/deep/er/repo/.git/hooks/pre-commit",
     "~/proj/.vscode/tasks.json",
     "~/proj/.claude/settings.json",

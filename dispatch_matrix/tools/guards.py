@@ -109,6 +109,9 @@ def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[P
         for gitdir in _git_folders(tree):
             paths.append((gitdir / "hooks", GIT_HOOKS))
             paths.append((gitdir / "config", Guard(".git/config", False, False)))
+            # Git reads `commondir` in every git folder, not only a worktree's: a planted
+            # one moves `config` (an fsmonitor command) and `hooks` to a folder of the call's.
+            paths.append((gitdir / "commondir", Guard(".git/commondir", False, False)))
         paths += [(tree / g.path, g) for g in READONLY_IN_TREE if not g.path.startswith(".git/")]
     return paths
 

@@ -215,7 +215,8 @@ GIT_HOOKS = Guard(".git/hooks", True, True)
 # Names that the file tools refuse to write at any depth of any root (the shell's view is
 # limited to the trees found, the file tools' is not).
 _TREE_FOLDERS = frozenset({".vscode", ".idea", ".claude", ".cursor"})
-_GIT_FILES = frozenset({"config", "config.worktree"})
+# `commondir` moves where git reads `config` and `hooks` from, in any git folder.
+_GIT_FILES = frozenset({"config", "config.worktree", "commondir"})
 
 
 def home_guards(platform: str = sys.platform) -> tuple[Guard, ...]:

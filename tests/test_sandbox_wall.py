@@ -316,6 +316,9 @@ PERSISTENCE = [
         "work/.git/commondir",
         None,
     ),
+    # A repository made of the home itself: its config rules every git call in a folder of
+    # the home that is not a repository of its own.
+    ("git init -q ~ 2>&1; git -C ~ config core.fsmonitor evil 2>&1", ".git/config", None),
     # On the PATH that rustup, Go, Deno and Bun add to a login, ahead of /usr/bin.
     ("mkdir -p ~/.cargo/bin; echo evil > ~/.cargo/bin/git", ".cargo/bin/git", None),
     ("mkdir -p ~/go/bin; echo evil > ~/go/bin/ls", "go/bin/ls", None),

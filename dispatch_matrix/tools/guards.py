@@ -105,6 +105,10 @@ def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
 def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[Path, Guard]]:
     """Every read-only guard of one call, as paths: the home's, and each tree's."""
     paths = [(home / g.path, g) for g in home_guards()]
+    if not os.path.lexists(home / ".git"):
+        # A repository made of the home itself would rule, with its config and hooks, every
+        # git call outside one in a folder of the home: watched, never made by a call.
+        paths.append((home / ".git", Guard(".git", True, placeholder=False)))
     for tree in trees(roots, workdir):
         for gitdir in _git_folders(tree):
             paths.append((gitdir / "hooks", GIT_HOOKS))

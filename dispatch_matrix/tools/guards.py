@@ -54,19 +54,23 @@ _NOT_SEARCHED = frozenset({"node_modules", "__pycache__", "site-packages", "targ
 
 
 def _repositories(root: Path) -> list[Path]:
-    """The repositories up to `SEARCH_DEPTH` levels inside `root`, breadth first, within
-    `SEARCH_BUDGET` entries. Hidden folders are checked but not entered (`~/.cache`,
-    `~/.local` would eat the budget), nor are repositories."""
+    """The repositories up to `SEARCH_DEPTH` levels inside `root`, breadth first: all of
+    those one level in, the deeper ones within `SEARCH_BUDGET` entries (a call that makes
+    that many folders can hide a deeper one from the next calls). Hidden folders are checked
+    but not entered (`~/.cache`, `~/.local` would eat the budget), nor are repositories."""
     found: list[Path] = []
     level, budget = [root], SEARCH_BUDGET
-    for _ in range(SEARCH_DEPTH):
+    for depth in range(SEARCH_DEPTH):
         below: list[Path] = []
         for folder in level:
             with contextlib.suppress(OSError), os.scandir(folder) as entries:
                 for entry in entries:
-                    budget -= 1
+                    # The root's own entries are all looked at, whatever their number: a
+                    # call that fills the root with folders must not unguard the
+                    # repositories in it.
+                    budget -= depth > 0
                     if budget < 0:
-                        return found
+                        return sorted(found)
                     if entry.name == ".git" or not entry.is_dir(follow_symlinks=False):
                         continue
                     if os.path.lexists(f"{entry.path}/.git"):

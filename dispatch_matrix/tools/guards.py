@@ -1,8 +1,9 @@
 """The wall's lists applied to the disk for one shell call: which trees (roots, the
-workdir, repositories one level in) get their `.git/hooks`, `.git/config` and editor folders
-guarded, which guards exist (mounted read-only), which missing folders are created empty
-so they can be, which missing paths are watched, and moving aside what a call planted at
-one of those. The lists themselves are data in `wall.py`; the mounts are `sandbox.plan`'s.
+workdir, repositories up to three levels in) get their `.git/hooks`, `.git/config` and
+editor folders guarded, which guards exist (mounted read-only), which missing folders
+are created empty so they can be, which missing paths are watched, and moving aside what
+a call planted at one of those. The lists themselves are data in `wall.py`; the mounts
+are `sandbox.plan`'s.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ code such as `token = get_token()`) passes unchanged.
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -339,6 +340,15 @@ def _base64_cores(raw: bytes) -> list[str]:
     return cores
 
 
+def _base32_cores(raw: bytes) -> list[str]:
+    """As `_base64_cores`, for base32 (5 bits a character, five alignments)."""
+    cores = []
+    for offset in range(5):
+        encoded = base64.b32encode(b"\0" * offset + raw).decode().rstrip("=")
+        cores.append(encoded[-(-offset * 8 // 5) : (offset + len(raw)) * 8 // 5])
+    return cores
+
+
 def _json_units(value: str) -> str:
     """Every character as a JSON `\\uXXXX` escape (UTF-16 code units)."""
     units = value.encode("utf-16-be")
@@ -349,15 +359,17 @@ def _json_units(value: str) -> str:
 def encoded_forms(value: str) -> list[str]:
     """The lower-cased forms of a known secret to look for, those of 8 characters or more
     (matched on lower-cased text, so every change of case is caught too): itself, reversed,
-    base64 and base64url at any alignment, hex, URL-encoded (as `quote` does, and every
-    byte), JSON-escaped (as `dumps` does with and without `ensure_ascii`, with `\\/`, and
-    every character as `\\uXXXX`)."""
+    rot13, base64, base64url and base32 at any alignment, hex, URL-encoded (as `quote`
+    does, and every byte), JSON-escaped (as `dumps` does with and without `ensure_ascii`,
+    with `\\/`, and every character as `\\uXXXX`)."""
     raw = value.encode("utf-8")
     escaped = json.dumps(value)[1:-1]
     forms = [
         value,
         value[::-1],
         *_base64_cores(raw),
+        *_base32_cores(raw),
+        codecs.encode(value, "rot13"),
         raw.hex(),
         quote(value, safe=""),
         quote_plus(value, safe=""),

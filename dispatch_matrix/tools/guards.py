@@ -1,8 +1,9 @@
 """The wall's lists applied to the disk for one shell call: which trees (roots, the
-workdir, repositories one level in) get their `.git/hooks`, `.git/config` and editor folders
-guarded, which guards exist (mounted read-only), which missing folders are created empty
-so they can be, which missing paths are watched, and moving aside what a call planted at
-one of those. The lists themselves are data in `wall.py`; the mounts are `sandbox.plan`'s.
+workdir, repositories up to three levels in) get their `.git/hooks`, `.git/config` and
+editor folders guarded, which guards exist (mounted read-only), which missing folders
+are created empty so they can be, which missing paths are watched, and moving aside what
+a call planted at one of those. The lists themselves are data in `wall.py`; the mounts
+are `sandbox.plan`'s.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def _git_folders(tree: Path) -> list[Path]:
     file) the folder it names and that folder's common one."""
     dot_git = tree / ".git"
     if dot_git.is_dir():
+        # A submodule's git folder lies in the parent's `.git/modules/<name>`: its hooks run
+        # as soon as the owner works in the submodule.
+        with contextlib.suppress(OSError):
+            modules = sorted(p for p in (dot_git / "modules").iterdir() if (p / "HEAD").exists())
+            return [dot_git, *modules]
         return [dot_git]
     try:
         line = dot_git.read_text(errors="replace").splitlines()[0]
@@ -40,10 +46,46 @@ def _git_folders(tree: Path) -> list[Path]:
     return found
 
 
+# How far below a root repositories are looked for (`~/code/org/repo` is three levels), and
+# how many folder entries one call may look at: a per-call cost, bounded.
+SEARCH_DEPTH = 3
+SEARCH_BUDGET = 20_000
+# Folders that hold no repository of the owner's and may be huge.
+_NOT_SEARCHED = frozenset({"node_modules", "__pycache__", "site-packages", "target"})
+
+
+def _repositories(root: Path) -> list[Path]:
+    """The repositories up to `SEARCH_DEPTH` levels inside `root`, breadth first: all of
+    those one level in, the deeper ones within `SEARCH_BUDGET` entries (a call that makes
+    that many folders can hide a deeper one from the next calls). Hidden folders are checked
+    but not entered (`~/.cache`, `~/.local` would eat the budget), nor are repositories."""
+    found: list[Path] = []
+    level, budget = [root], SEARCH_BUDGET
+    for depth in range(SEARCH_DEPTH):
+        below: list[Path] = []
+        for folder in level:
+            with contextlib.suppress(OSError), os.scandir(folder) as entries:
+                for entry in entries:
+                    # The root's own entries are all looked at, whatever their number: a
+                    # call that fills the root with folders must not unguard the
+                    # repositories in it.
+                    budget -= depth > 0
+                    if budget < 0:
+                        return sorted(found)
+                    if entry.name == ".git" or not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if os.path.lexists(f"{entry.path}/.git"):
+                        found.append(Path(entry.path))
+                    elif not entry.name.startswith(".") and entry.name not in _NOT_SEARCHED:
+                        below.append(Path(entry.path))
+        level = sorted(below)
+    return sorted(found)
+
+
 def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
     """The folders whose `.git/hooks`, `.git/config` and editor folders are kept read-only:
-    each root, the workdir, the repository the workdir is in, and each repository one level
-    inside a root. Deeper repositories are not searched (a per-call cost on every call);
+    each root, the workdir, the repository the workdir is in, and each repository up to
+    `SEARCH_DEPTH` levels inside a root (within a budget: a per-call cost on every call);
     the file tools refuse writing them at any depth."""
     found: list[Path] = []
     canonical_roots = []
@@ -52,14 +94,7 @@ def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
             canonical_roots.append(canonicalize(root.expanduser()))
     for root in canonical_roots:
         found.append(root)
-        with contextlib.suppress(OSError), os.scandir(root) as entries:
-            found += sorted(
-                Path(entry.path)
-                for entry in entries
-                if entry.name != ".git"
-                and entry.is_dir(follow_symlinks=False)
-                and os.path.lexists(f"{entry.path}/.git")
-            )
+        found += _repositories(root)
     with contextlib.suppress(OSError):
         here = canonicalize(workdir)
         found.append(here)
@@ -75,10 +110,17 @@ def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
 def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[Path, Guard]]:
     """Every read-only guard of one call, as paths: the home's, and each tree's."""
     paths = [(home / g.path, g) for g in home_guards()]
+    if not os.path.lexists(home / ".git"):
+        # A repository made of the home itself would rule, with its config and hooks, every
+        # git call outside one in a folder of the home: watched, never made by a call.
+        paths.append((home / ".git", Guard(".git", True, placeholder=False)))
     for tree in trees(roots, workdir):
         for gitdir in _git_folders(tree):
             paths.append((gitdir / "hooks", GIT_HOOKS))
             paths.append((gitdir / "config", Guard(".git/config", False, False)))
+            # Git reads `commondir` in every git folder, not only a worktree's: a planted
+            # one moves `config` (an fsmonitor command) and `hooks` to a folder of the call's.
+            paths.append((gitdir / "commondir", Guard(".git/commondir", False, False)))
         paths += [(tree / g.path, g) for g in READONLY_IN_TREE if not g.path.startswith(".git/")]
     return paths
 

@@ -349,10 +349,16 @@ class _Walker:
 
     def places(self, text: str, tilde: bool) -> list[PurePosixPath]:
         if tilde and (text == "~" or text.startswith("~/")):
-            return [normal_path(str(self.rules.home) + text[1:])]
-        if text.startswith("/"):
-            return [normal_path(text)]
-        return [normal_path(f"{b}/{text}") for b in self.bases]
+            spelled = [str(self.rules.home) + text[1:]]
+        elif text.startswith("/"):
+            spelled = [text]
+        else:
+            spelled = [f"{b}/{text}" for b in self.bases]
+        for path in spelled:
+            if _dotdot_after_link(path, (self.rules.home, self.rules.workdir)):
+                reason = f"`{text}` goes up (`..`) from a folder that may be a link, as /dev/fd is"
+                self.add("unmodelled", text, reason)
+        return [normal_path(p) for p in spelled]
 
     def chdir(self, part: str, args: list[Word]) -> None:
         if not args:
@@ -376,6 +382,10 @@ class _Walker:
             if path.parts[:2] == ("/", "proc"):
                 reason = f"{path} may expose a process's environment or memory"
                 self.add("unmodelled", redirect.text, reason)
+                continue
+            if path.parts[:3] in (("/", "dev", "tcp"), ("/", "dev", "udp")):
+                # bash opens a network connection for these names itself (no file exists).
+                self.add("unmodelled", redirect.text, f"{path} opens a network connection")
                 continue
             found = self.rules.judge_path(tool, path)
             if found.kind == "uncovered" and any(r.covers_everything for r in self.rules.allow):
@@ -473,6 +483,18 @@ def glob_reaches(glob: PurePosixPath, target: PurePosixPath) -> bool:
 
 def _within(path: PurePosixPath, folder: PurePosixPath) -> bool:
     return path == folder or folder in path.parents
+
+
+def _dotdot_after_link(path: str, trusted: tuple[PurePosixPath, ...]) -> bool:
+    """Whether `path` goes up (`..`) from a folder outside the home and the workdir, where
+    a system link may be: the kernel follows a link before `..`, so `/dev/fd/../environ` is
+    /proc/self/environ and `/var/run/../proc` is /proc, where lexical normalising sees
+    /dev/environ and /var/proc."""
+    parts = path.split("/")
+    if ".." not in parts:
+        return False
+    before = normal_path("/".join(parts[: parts.index("..")]) or "/")
+    return not any(_within(before, t) for t in trusted)
 
 
 def normal_path(text: str) -> PurePosixPath:

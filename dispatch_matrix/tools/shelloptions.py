@@ -52,6 +52,8 @@ class Options:
     script_options: frozenset[str] = frozenset()
     script: Callable[[str], bool] | None = None
     operands: Check | None = None
+    # Checks the value of a valued option (its name, its value): tar's `-f host:file`.
+    values: Callable[[str, str], str | None] | None = None
 
 
 NO_TABLE = Options()
@@ -108,7 +110,7 @@ def check(args: Sequence[Arg], spelled: int, named: frozenset[str] = frozenset()
             long = word.partition("=")[0]
             if (
                 word.startswith("--")
-                and len(long) > 3
+                and len(long) >= 3
                 and any(r.startswith(long) for r in _READS_LIST)
             ):
                 return f"`{word}` reads a list of files the judge does not see"
@@ -118,6 +120,10 @@ def check(args: Sequence[Arg], spelled: int, named: frozenset[str] = frozenset()
             return problem
         if name in spec.script_options and value is not None:
             scripts.append(value)
+        if spec.values is not None and value is not None:
+            refused = spec.values(name, value)
+            if refused is not None and free:
+                return refused
         i += consumed
     if spec.script is not None:
         if not scripts:
@@ -178,7 +184,11 @@ def sed_script_is_safe(script: str) -> bool:
 
 # awk: nothing that runs a command, writes, reads a file the line does not name, loads
 # code or reads the environment. Conservative: any of these characters or names asks.
-_AWK_BAD = re.compile(r"[|>@`\\]|system|getline|close|ENVIRON|PROCINFO|fflush")
+# ARGV/ARGC name files to read at run time (`ARGV[1]="/home/u/.netrc"`); gawk's SYMTAB and
+# FUNCTAB reach any variable or function by a computed name (`SYMTAB["ENV" "IRON"]`).
+_AWK_BAD = re.compile(
+    r"[|>@`\\]|system|getline|close|ENVIRON|PROCINFO|fflush|ARGV|ARGC|SYMTAB|FUNCTAB"
+)
 
 
 def awk_program_is_safe(program: str) -> bool:
@@ -202,6 +212,20 @@ def _no_mode(operands: list[str]) -> str | None:
     # `tar xf a.tar`: the first operand may be the mode, written without a dash.
     bad = next((o for o in operands if re.fullmatch(r"[A-Za-z]+", o)), None)
     return None if bad is None else f"`{bad}` may be a tar mode (extract, create)"
+
+
+def _remote_archive(name: str, value: str) -> str | None:
+    # GNU tar reads `host:file` (or `user@host:file`) through `rsh`: a program and a
+    # network connection the line does not name.
+    if name == "-f" and ":" in value:
+        return f"`{value}` may name a remote archive (tar would run rsh to reach it)"
+    return None
+
+
+def _no_options(operands: list[str]) -> str | None:
+    # pytest looks for `-p MODULE` in all its arguments, past `--` too, to load plugins early.
+    bad = next((o for o in operands if o.startswith("-")), None)
+    return None if bad is None else f"`{bad}` may still be read as an option"
 
 
 def _at_most_one(operands: list[str]) -> str | None:
@@ -275,11 +299,12 @@ _PYTEST = Options(
 --collect-only --no-header --disable-warnings --showlocals --quiet --verbose --exitfirst
 --strict-markers --runxfail --tb --maxfail --durations --color --capture --setup-show"""),
     long_valued=words("--tb --maxfail --durations --deselect --ignore"),
+    operands=_no_options,
 )
 _JS_TEST_ARGS = Options(
     flags="tu",
     long=words("""--watch --watchAll --coverage --ci --runInBand --verbose --bail
---passWithNoTests --silent --run --reporter --testNamePattern"""),
+--passWithNoTests --silent --run --testNamePattern"""),
 )
 _NPM_RUN = Options(flags="s", long=words("--silent --if-present"), after_dashdash=_JS_TEST_ARGS)
 _CARGO = Options(
@@ -377,5 +402,5 @@ TABLES: Mapping[str, Options] = {
     "cd": Options(operands=_at_most_one),
     # BSD-style `ps e` prints each process's environment: operands ask.
     "ps": Options(flags="AaefFlLjwxH", valued="opUC", operands=_none("may show environments")),
-    "tar": Options(flags="tvzjJaO", valued="f", operands=_no_mode),
+    "tar": Options(flags="tvzjJaO", valued="f", operands=_no_mode, values=_remote_archive),
 }

@@ -69,6 +69,10 @@ HIDDEN_IN_HOME: tuple[Guard, ...] = (
         ".config/op",
         ".config/rclone",
         ".config/doctl",
+        ".config/sops",
+        ".config/hcloud",
+        ".config/netlify",
+        ".wrangler",
         # Browser profiles: their cookies are logged-in sessions.
         ".mozilla",
         ".config/google-chrome",
@@ -94,6 +98,23 @@ HIDDEN_IN_HOME: tuple[Guard, ...] = (
         ".cargo/credentials.toml",
         ".vault-token",
         ".terraform.d/credentials.tfrc.json",
+        # Red team: more stores of tokens and passwords.
+        ".config/containers/auth.json",
+        ".m2/settings.xml",
+        ".gradle/gradle.properties",
+        ".yarnrc.yml",
+        ".cache/huggingface/token",
+        ".huggingface/token",
+        ".config/composer/auth.json",
+        ".composer/auth.json",
+        ".terraformrc",
+        # Shell and REPL histories: a token typed or pasted once stays there.
+        ".bash_history",
+        ".zsh_history",
+        ".python_history",
+        ".psql_history",
+        ".mysql_history",
+        ".local/share/fish/fish_history",
     ),
     *_files(".claude.json"),
 )
@@ -122,6 +143,12 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".xsession",
         ".vimrc",
         ".emacs",
+        # Debian's and Fedora's .bashrc source it; tmux runs its `run-shell` lines.
+        ".bash_aliases",
+        ".tmux.conf",
+        # Run by the next build outside (`build.rustc-wrapper`).
+        ".cargo/config.toml",
+        ".cargo/config",
     ),
     *_dirs(
         ".config/git",
@@ -133,6 +160,12 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         # On the PATH of the next login (Debian's .profile adds it): a planted `ls` would win.
         ".local/bin",
         ".vscode",
+        # Fedora's .bashrc sources every file in it.
+        ".bashrc.d",
+        # systemd's user units and drop-ins (`dispatch-matrix.service.d/x.conf` adds an
+        # ExecStartPre to the daemon itself), and D-Bus services started on demand.
+        ".local/share/systemd/user",
+        ".local/share/dbus-1/services",
     ),
     *_dirs(
         "bin",
@@ -144,6 +177,26 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".cursor",
         ".ipython/profile_default/startup",
         ".docker/cli-plugins",
+        # vim and neovim plugin folders, tmux's XDG config: loaded at every start.
+        ".vim",
+        ".config/vim",
+        ".local/share/nvim/site",
+        ".config/tmux",
+        # The user site-packages: a `.pth` there runs at every start of the system python.
+        ".local/lib",
+        # On the PATH that rustup, Go, Bun and Deno add to a login, ahead of /usr/bin.
+        ".cargo/bin",
+        "go/bin",
+        ".bun/bin",
+        ".deno/bin",
+        # pip's index for the next install outside.
+        ".config/pip",
+        ".pip",
+        # Run at the next desktop login: KDE sources env/*.sh, the tiling ones `exec` lines.
+        ".config/plasma-workspace",
+        ".config/sway",
+        ".config/i3",
+        ".config/hypr",
         placeholder=False,
     ),
 )
@@ -162,7 +215,8 @@ GIT_HOOKS = Guard(".git/hooks", True, True)
 # Names that the file tools refuse to write at any depth of any root (the shell's view is
 # limited to the trees found, the file tools' is not).
 _TREE_FOLDERS = frozenset({".vscode", ".idea", ".claude", ".cursor"})
-_GIT_FILES = frozenset({"config", "config.worktree"})
+# `commondir` moves where git reads `config` and `hooks` from, in any git folder.
+_GIT_FILES = frozenset({"config", "config.worktree", "commondir"})
 
 
 def home_guards(platform: str = sys.platform) -> tuple[Guard, ...]:

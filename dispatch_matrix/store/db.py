@@ -159,6 +159,14 @@ _MIGRATIONS = [
     ALTER TABLE tasks ADD COLUMN reply_note TEXT;
     CREATE INDEX outbox_by_event ON outbox (event_id);
     """,
+    # 14: owners' messages from an identity the bot does not trust yet, held (not run) until
+    # the operator trusts it; `message` is the decrypted event as the router read it.
+    """
+    CREATE TABLE held_messages (
+        event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, sender TEXT NOT NULL,
+        master_key TEXT, message TEXT NOT NULL, held_at REAL NOT NULL
+    );
+    """,
 ]
 
 

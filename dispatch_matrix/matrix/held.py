@@ -21,16 +21,15 @@ import enum
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .. import logs
 from ..errors import HomeserverError
 from ..ids import EventID, RoomID, UserID
 from ..store import Database
 from . import texts
-from .identities import Identities
 from .inbound import Message
-from .trust import DeviceTrust
+from .trust import DeviceTrust, UserKeys
 
 log = logs.get(__name__)
 
@@ -89,6 +88,16 @@ def _decode(raw: str) -> Message:
     return Message(**fields)
 
 
+class IdentityView(Protocol):
+    """What holding reads of `Identities`: published keys, a device's standing, the pin."""
+
+    async def keys(self, user_id: str, refresh: bool = False) -> UserKeys: ...
+
+    async def judge(self, user_id: str, sender_key: str | None) -> DeviceTrust: ...
+
+    def pinned(self, user_id: str) -> str | None: ...
+
+
 NoticeSender = Callable[[RoomID, dict[str, Any], dict[str, set[str]]], Awaitable[object]]
 Route = Callable[[Message], Awaitable[None]]
 Judge = Callable[[Message, DeviceTrust | None], bool]
@@ -101,7 +110,7 @@ class HeldMessages:
     def __init__(
         self,
         db: Database,
-        identities: Identities,
+        identities: IdentityView,
         send_readable: NoticeSender,
         post: Post,
         clock: Callable[[], float] = time.time,

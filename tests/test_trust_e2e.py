@@ -158,12 +158,14 @@ async def test_owner_identity_reset_holds_messages_tells_the_new_device_and_runs
     await bot.stop()
     fake_api.reply("backups deleted")
     fake_api.reply("logs emptied")
+    restarted = time.monotonic()
     bot = await setup.process().start()
     running.append(bot)
 
     first = await reset.wait_message(room, sender=setup.bot.user_id, contains="backups deleted")
     assert first["was_encrypted"] and not first["decryption_failed"]
     await reset.wait_message(room, sender=setup.bot.user_id, contains="logs emptied")
+    print(f"restart after trust → both held messages answered: {time.monotonic() - restarted:.2f}s")
     requests = await fake_api.await_requests(3)
     asked = [str(r.body["messages"][-1]) for r in requests[1:]]
     assert "delete the backups" in asked[0] and "and empty the logs" in asked[1]

@@ -155,6 +155,7 @@ async def test_owner_identity_reset_holds_messages_tells_the_new_device_and_runs
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     assert "now trusting identity" in out.decode()
+    assert "2 message(s) it sent while untrusted will run" in out.decode()
     await bot.stop()
     fake_api.reply("backups deleted")
     fake_api.reply("logs emptied")

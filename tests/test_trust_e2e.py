@@ -201,6 +201,46 @@ async def test_owner_identity_reset_holds_messages_tells_the_new_device_and_runs
     assert all(m["decryption_failure"] for m in earlier), "and cannot read any of it"
 
 
+async def test_held_message_runs_before_the_next_one_when_trusted_without_a_restart(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    fake_api.reply("hello owner")
+    await owner.send_text(room, "hello")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="hello owner")
+    reset = await owner_client(setup.owner, strict=False, name="reset")
+    sent = await reset.send_text(room, "rotate the keys")
+    await reset.wait_message(room, sender=setup.bot.user_id, contains="dispatch-matrix trust")
+    await bot.wait_log("message.held", where=lambda r: r["event_id"] == sent)
+
+    process = await asyncio.create_subprocess_exec(
+        console_script(),
+        "trust",
+        setup.owner.user_id,
+        "--config",
+        str(setup.config.path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    # The running daemon reads the pin at its next sync; the owner's next message brings
+    # one at once. The held message runs first, then the new one.
+    fake_api.reply("keys rotated")
+    fake_api.reply("all good")
+    await reset.send_text(room, "anything else?")
+    await reset.wait_message(room, sender=setup.bot.user_id, contains="all good")
+    requests = await fake_api.await_requests(3)
+    assert "rotate the keys" in str(requests[1].body["messages"][-1])
+    assert "anything else?" in str(requests[2].body["messages"][-1])
+    bodies = [str(m["content"].get("body")) for m in await reset.messages(room)]
+    assert sum("keys rotated" in b for b in bodies) == 1
+    assert len(bot.log_events("message.released")) == 1
+
+
 async def test_a_stranger_in_the_room_stops_obedience_there(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,

@@ -32,9 +32,10 @@ T = DeviceTrust
 @pytest.mark.parametrize(
     ("device", "allowed", "held", "pinned", "age", "expected"),
     [
-        # Still the untrusted identity: wait, however long.
+        # Still the untrusted identity: wait, for a day at most.
         (T.IDENTITY_CHANGED, False, NEW, OLD, 10, Release.WAIT),
-        (T.IDENTITY_CHANGED, False, NEW, OLD, MAX_HOLD_S * 5, Release.WAIT),
+        (T.IDENTITY_CHANGED, False, NEW, OLD, MAX_HOLD_S, Release.WAIT),
+        (T.IDENTITY_CHANGED, False, NEW, OLD, MAX_HOLD_S + 1, Release.NAME),
         # Trusted on the computer: the identity it came under is the pinned one.
         (T.CROSS_SIGNED, True, NEW, NEW, 10, Release.RUN),
         (T.CROSS_SIGNED, True, NEW, NEW, MAX_HOLD_S, Release.RUN),

@@ -11,7 +11,8 @@ Why run rather than only name them: the operator explicitly trusted, on the comp
 very identity that signed them; they are what the owner asked for minutes ago, and "send it
 again" is the friction being removed. A held message is only named (never run) when the
 identity trusted is not the one it came under, its device no longer passes the gate, or it
-waited longer than `MAX_HOLD_S` (a day-old order is no longer what the owner expects).
+waited longer than `MAX_HOLD_S` (a day-old order is no longer what the owner expects; one
+never trusted within that time is named then too).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def release_action(
     verdict on the message now; `held_master` the identity it came under.
     """
     if device is DeviceTrust.IDENTITY_CHANGED:
-        return Release.WAIT
+        # Never trusted within a day: named (bounds the store and the re-checks at each sync).
+        return Release.WAIT if age_s <= max_age_s else Release.NAME
     if allowed_now and held_master is not None and held_master == pinned_master:
         return Release.RUN if age_s <= max_age_s else Release.NAME
     return Release.NAME

@@ -196,3 +196,17 @@ async def test_a_notice_that_could_not_be_sent_is_tried_again_at_the_next_messag
     await held.hold(message(2, "second"))
     assert len(rec.notices) == 1
     assert "«second»" in rec.notices[0][1]["body"]
+
+
+async def test_release_that_cannot_fetch_keys_keeps_the_messages_and_the_sync_going(
+    parts: tuple[Database, FakeIdentities, Recorder, list[float], HeldMessages],
+) -> None:
+    db, ids, rec, _now, held = parts
+    await held.hold(message(1, "first"))
+
+    async def down(user_id: str, sender_key: str | None) -> DeviceTrust:
+        raise HomeserverError("keys/query failed: 502")
+
+    ids.judge = down  # type: ignore[method-assign]
+    await held.release(rec.route, lambda m, d: True)
+    assert rec.routed == [] and len(db.held_messages()) == 1

@@ -159,6 +159,15 @@ class HeldMessages:
         rows = self._db.held_messages()
         if not rows:
             return
+        try:
+            await self._release(rows, route, judge)
+        except HomeserverError as err:
+            # Keys could not be fetched, say: tried again at the next sync, which goes on.
+            log.warning("held.release_failed", error=err.message)
+
+    async def _release(
+        self, rows: list[tuple[str, str | None, str, float]], route: Route, judge: Judge
+    ) -> None:
         named: dict[tuple[RoomID, UserID], list[str]] = {}
         for sender, held_master, raw, held_at in rows:
             message = _decode(raw)

@@ -65,6 +65,13 @@ async def trust(config: Config, user_id: str | None, say: Callable[[str], None])
             say(f"{user_id}: identity {master} was already pinned.")
         else:
             say(f"{user_id}: now trusting identity {master} (was {old or 'none'}).")
+        held = [row for row in db.held_messages() if row[0] == user_id and row[1] == master]
+        if held:
+            say(
+                f"{len(held)} message(s) it sent while untrusted will run in order when the "
+                "bot next syncs: within matrix.sync_timeout_ms if it is running (sooner when "
+                "a message arrives), else at its next start."
+            )
         return 0
 
 

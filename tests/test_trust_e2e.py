@@ -7,6 +7,7 @@ no task. The owner's own client is cross-signed and strict (MSC4153 exclude-inse
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -108,7 +109,7 @@ async def test_owner_device_that_is_not_cross_signed_is_not_obeyed(
     assert len(notices) == 1
 
 
-async def test_owner_identity_reset_stops_obedience_until_the_operator_trusts_it(
+async def test_owner_identity_reset_holds_messages_tells_the_new_device_and_runs_them_once_trusted(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
     fake_api: FakeMessagesAPI,
@@ -118,19 +119,30 @@ async def test_owner_identity_reset_stops_obedience_until_the_operator_trusts_it
     fake_api.reply("hello owner")
     await owner.send_text(room, "hello")
     await owner.wait_message(room, sender=setup.bot.user_id, contains="hello owner")
-    # Someone resets the owner's identity from a new device (a new master key). Its client
-    # is permissive: a strict one refuses to send until its own new identity settles.
-    impostor = await owner_client(setup.owner, strict=False, name="reset")
-    sent = await impostor.send_text(room, "delete the backups")
-    notice = await impostor.wait_message(
-        room, sender=setup.bot.user_id, contains="identity has changed", include_failures=True
+    # The owner resets their identity from a new device (a new master key). Its client is
+    # permissive: a strict one refuses to send until its own new identity settles.
+    reset = await owner_client(setup.owner, strict=False, name="reset")
+    began = time.monotonic()
+    sent = await reset.send_text(room, "delete the backups")
+    # Readable on the new device itself (not a decryption failure), naming the fix.
+    notice = await reset.wait_message(
+        room, sender=setup.bot.user_id, contains=f"dispatch-matrix trust {setup.owner.user_id}"
     )
-    ignored = await bot.wait_log("message.ignored", where=lambda r: r["event_id"] == sent)
-    assert "identity changed" in ignored[0]["reason"]
-    assert len(fake_api.requests) == 1, "nothing after the reset reached the model"
-    del notice
+    readable_after_s = time.monotonic() - began
+    assert notice["was_encrypted"] and not notice["decryption_failed"]
+    assert notice["type"] == "m.room.message"
+    assert "identity has changed" in notice["body"]
+    assert "«delete the backups»" in notice["body"]
+    held = await bot.wait_log("message.held", where=lambda r: r["event_id"] == sent)
+    assert held[0]["master"] and held[0]["master"].replace(" ", "")[:8] in notice["body"].replace(
+        " ", ""
+    )
+    print(f"reset message → readable notice on the new device: {readable_after_s:.2f}s")
+    second = await reset.send_text(room, "and empty the logs")
+    await bot.wait_log("message.held", where=lambda r: r["event_id"] == second)
+    assert len(fake_api.requests) == 1, "nothing from the new identity reached the model"
 
-    # The operator, on the computer, accepts the new identity.
+    # The operator, on the computer, accepts the new identity; the bot restarts.
     process = await asyncio.create_subprocess_exec(
         console_script(),
         "trust",
@@ -143,11 +155,90 @@ async def test_owner_identity_reset_stops_obedience_until_the_operator_trusts_it
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     assert "now trusting identity" in out.decode()
+    assert "2 message(s) it sent while untrusted will run" in out.decode()
+    await bot.stop()
+    fake_api.reply("backups deleted")
+    fake_api.reply("logs emptied")
+    restarted = time.monotonic()
+    bot = await setup.process().start()
+    running.append(bot)
 
+    first = await reset.wait_message(room, sender=setup.bot.user_id, contains="backups deleted")
+    assert first["was_encrypted"] and not first["decryption_failed"]
+    await reset.wait_message(room, sender=setup.bot.user_id, contains="logs emptied")
+    print(f"restart after trust → both held messages answered: {time.monotonic() - restarted:.2f}s")
+    requests = await fake_api.await_requests(3)
+    asked = [str(r.body["messages"][-1]) for r in requests[1:]]
+    assert "delete the backups" in asked[0] and "and empty the logs" in asked[1]
+    released = await bot.wait_log("message.released", count=2)
+    assert [r["event_id"] for r in released] == [sent, second]
+    assert all(r["action"] == "run" for r in released)
+    # Each held message ran exactly once, and the notice was given once.
     fake_api.reply("obeying again")
-    await impostor.send_text(room, "status?")
-    answer = await impostor.wait_message(room, sender=setup.bot.user_id, contains="obeying again")
-    assert answer["was_encrypted"] and not answer["decryption_failed"]
+    await reset.send_text(room, "status?")
+    await reset.wait_message(room, sender=setup.bot.user_id, contains="obeying again")
+    bodies = [str(m["content"].get("body")) for m in await reset.messages(room)]
+    assert sum("backups deleted" in b for b in bodies) == 1
+    assert sum("logs emptied" in b for b in bodies) == 1
+    assert sum("dispatch-matrix trust" in b for b in bodies) == 1
+    assert len(fake_api.requests) == 4
+    # The notice came in a Megolm session of its own, used for it alone: the room's session
+    # (which the old devices hold) never reached the new device, and no other event of the
+    # bot used the notice's session.
+    mine = [m for m in await reset.messages(room) if m["sender"] == setup.bot.user_id]
+    notice_session = next(m["session_id"] for m in mine if m["event_id"] == notice["event_id"])
+    assert notice_session is not None
+    assert [m["event_id"] for m in mine if m["session_id"] == notice_session] == [
+        notice["event_id"]
+    ]
+    notice_ts = next(m["origin_server_ts"] for m in mine if m["event_id"] == notice["event_id"])
+    earlier = [
+        m
+        for m in mine
+        if m["origin_server_ts"] < notice_ts and m["wire_type"] == "m.room.encrypted"
+    ]
+    assert earlier, "the reset device sees the conversation before the reset"
+    assert all(m["decryption_failure"] for m in earlier), "and cannot read any of it"
+
+
+async def test_held_message_runs_before_the_next_one_when_trusted_without_a_restart(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    fake_api.reply("hello owner")
+    await owner.send_text(room, "hello")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="hello owner")
+    reset = await owner_client(setup.owner, strict=False, name="reset")
+    sent = await reset.send_text(room, "rotate the keys")
+    await reset.wait_message(room, sender=setup.bot.user_id, contains="dispatch-matrix trust")
+    await bot.wait_log("message.held", where=lambda r: r["event_id"] == sent)
+
+    process = await asyncio.create_subprocess_exec(
+        console_script(),
+        "trust",
+        setup.owner.user_id,
+        "--config",
+        str(setup.config.path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    # The running daemon reads the pin at its next sync; the owner's next message brings
+    # one at once. The held message runs first, then the new one.
+    fake_api.reply("keys rotated")
+    fake_api.reply("all good")
+    await reset.send_text(room, "anything else?")
+    await reset.wait_message(room, sender=setup.bot.user_id, contains="all good")
+    requests = await fake_api.await_requests(3)
+    assert "rotate the keys" in str(requests[1].body["messages"][-1])
+    assert "anything else?" in str(requests[2].body["messages"][-1])
+    bodies = [str(m["content"].get("body")) for m in await reset.messages(room)]
+    assert sum("keys rotated" in b for b in bodies) == 1
+    assert len(bot.log_events("message.released")) == 1
 
 
 async def test_a_stranger_in_the_room_stops_obedience_there(

@@ -24,6 +24,7 @@ from . import texts
 from .attachments import AttachmentError, receive_file
 from .client import MatrixClient
 from .failures import RequestRefused
+from .held import HeldMessages
 from .identities import Identities
 from .inbound import (
     MALFORMED,
@@ -41,6 +42,7 @@ from .late_keys import LateKeys
 from .outbox import Outbox
 from .privacy import RoomWatch
 from .replay import ReplayGuard
+from .side_notice import send_readable_by
 from .trust import DeviceTrust, Verdict, may_command, may_join
 from .voice_inbox import VoiceInbox
 
@@ -97,6 +99,13 @@ class Router:
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
+        # Messages from an owner's identity not trusted yet: held, then run once trusted.
+        self._held = HeldMessages(
+            db,
+            identities,
+            lambda room, content, devices: send_readable_by(client, room, content, devices),
+            lambda room, text: outbox.post(room, text, notice=True),
+        )
 
     async def handle(self, response: SyncResponse, since: str | None) -> bool:
         """Act on one sync response (`since`: the token it was asked with); whether it
@@ -106,6 +115,7 @@ class Router:
         changed = list(response.device_list.changed)
         if changed:
             self._identities.forget(changed)
+        await self._held.release(self._message, self._allowed)
         await self._watch_rooms(response)
         items = await self._gaps(response, since) + read_sync(response, self._client.user_id)
         # Outside the per-item guard: a claim that cannot be committed fails the whole sync,
@@ -304,6 +314,13 @@ class Router:
         members = set(room.users) | set(room.invited_users)
         return members <= (self._owners | {self._client.user_id})
 
+    def _allowed(self, message: Message, device: DeviceTrust | None) -> bool:
+        """The gate's verdict on a held message now (its device judged afresh)."""
+        private = self.room_private(message.room_id)
+        return may_command(
+            message, self._owners, device, private, self._require_cross_signed
+        ).allowed
+
     async def _message(self, message: Message) -> None:
         if message.origin_ts < self._not_before_ms:
             log.debug("message.history_skipped", event_id=message.event_id)
@@ -393,14 +410,17 @@ class Router:
         elif not message.was_encrypted:
             key, text = f"plaintext:{message.room_id}", texts.PLAINTEXT_IGNORED
         elif device is DeviceTrust.IDENTITY_CHANGED:
-            key, text = f"identity:{message.sender}", texts.identity_changed(message.sender)
-            # Said here too: room keys go to none of the new identity's devices, so the
-            # owner's phone cannot read the notice; the computer's console can.
+            # Said on the console too, where the fix is typed.
             log.warning(
                 "trust.identity_changed",
                 user=message.sender,
                 fix=f"if they reset it themselves: dispatch-matrix trust {message.sender}",
             )
+            if isinstance(message, Message):
+                # Held, not dropped; the notice reaches the new devices too (held.py).
+                await self._held.hold(message)
+                return
+            key, text = f"identity:{message.sender}", texts.identity_changed_vote(message.sender)
         elif device is not None and not device.trusted:
             key = f"device:{message.sender}:{message.sender_key}"
             text = texts.unverified_device(device.value)

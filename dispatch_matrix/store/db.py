@@ -163,6 +163,14 @@ _MIGRATIONS = [
     """,
     # 14: owners' messages written in a thread, so their answers go to it.
     THREADS_SCHEMA,
+    # 15: owners' messages from an identity the bot does not trust yet, held (not run) until
+    # the operator trusts it; `message` is the decrypted event as the router read it.
+    """
+    CREATE TABLE held_messages (
+        event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, sender TEXT NOT NULL,
+        master_key TEXT, message TEXT NOT NULL, held_at REAL NOT NULL
+    );
+    """,
 ]
 
 

@@ -47,6 +47,30 @@ class TrustQueries(Base):
         with self.tx() as conn:
             conn.execute("DELETE FROM notices WHERE key LIKE ?", (prefix + "%",))
 
+    # -- messages held while their sender's identity is not trusted ------------------------
+
+    def hold_message(
+        self, event_id: str, room_id: str, sender: str, master_key: str | None, message: str
+    ) -> bool:
+        """Hold a message (once per event id); True if it was not held already."""
+        with self.tx() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO held_messages VALUES (?, ?, ?, ?, ?, ?)",
+                (event_id, room_id, sender, master_key, message, time.time()),
+            )
+        return cursor.rowcount == 1
+
+    def held_messages(self) -> list[tuple[str, str | None, str, float]]:
+        """Every held message: (sender, master key it came under, the message, held at),
+        in the order they arrived."""
+        rows = self._conn.execute("SELECT * FROM held_messages ORDER BY held_at, rowid").fetchall()
+        return [(r["sender"], r["master_key"], r["message"], r["held_at"]) for r in rows]
+
+    def release_held(self, event_id: str) -> None:
+        """Stop holding a message (run, or named to its owner)."""
+        with self.tx() as conn:
+            conn.execute("DELETE FROM held_messages WHERE event_id = ?", (event_id,))
+
     # -- encrypted events waiting for their keys -------------------------------------------
 
     def hold_undecrypted(

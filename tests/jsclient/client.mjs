@@ -37,7 +37,7 @@
 //       -> {room_id, event_id, sender, type, body, content, was_encrypted, decryption_failed, decryption_failure}
 //   wait_receipt {room_id, event_id, user_id, timeout_ms} -> {event_id, user_id, ts}: once
 //       user_id's own (not synthesized) read receipt points at event_id, as a phone shows it
-//   messages {room_id} -> [{room_id, event_id, sender, type, wire_type, content, origin_server_ts,
+//   messages {room_id} -> [{room_id, event_id, sender, type, wire_type, session_id, content, origin_server_ts,
 //       decryption_failure, being_decrypted, status}]
 //   decryption_failures {settle_ms=1000} -> [{room_id, event_id, sender, reason}]
 //   user_verification {user_id} -> {known, is_verified, is_cross_signing_verified,
@@ -209,6 +209,8 @@ function serialize(ev) {
         sender: ev.getSender(),
         type: ev.getType(),
         wire_type: ev.getWireType(),
+        // The Megolm session an encrypted event came in: which audience could read it.
+        session_id: ev.isEncrypted() ? (ev.getWireContent().session_id ?? null) : null,
         content,
         origin_server_ts: ev.getTs(),
         decryption_failure: failureReason(ev),

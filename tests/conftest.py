@@ -4,6 +4,7 @@ the bot as a process, and the second (matrix-js-sdk) client."""
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -19,7 +20,9 @@ from fake_messages_api import FakeMessagesAPI  # noqa: E402
 from harness.bot import BotConfig, BotProcess  # noqa: E402
 from harness.jsclient import JsClient, check_installed  # noqa: E402
 
+from dispatch_matrix.errors import ConfigError  # noqa: E402
 from dispatch_matrix.homeserver import LocalSynapse, free_port  # noqa: E402
+from dispatch_matrix.tools.sandbox_host import Confinement, check_sandbox  # noqa: E402
 
 _names = itertools.count(1)
 
@@ -195,3 +198,17 @@ async def started(
     room = await owner.create_dm(setup.bot.user_id)
     await owner.wait_join(room, setup.bot.user_id)
     return setup, bot, owner, room
+
+
+@pytest.fixture(scope="session")
+def bwrap() -> Confinement:
+    """bubblewrap as the daemon finds it; a failure, not a skip, where it cannot run (the
+    sandbox, the wall and the door's proofs all run through it)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("bubblewrap is Linux-only")
+    try:
+        return check_sandbox("bubblewrap")
+    except ConfigError as err:
+        if os.environ.get("DISPATCH_SKIP_SANDBOX_TESTS") == "1" and not os.environ.get("CI"):
+            pytest.skip(f"DISPATCH_SKIP_SANDBOX_TESTS=1: {err.one_line()}")
+        pytest.fail(f"the sandbox tests need a working bubblewrap: {err.one_line()}")

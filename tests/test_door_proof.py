@@ -6,8 +6,6 @@ payload is real and "not created" means the door held."""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +13,7 @@ import pytest
 
 from dispatch_matrix.agent.calls import ToolCalls
 from dispatch_matrix.agent.ports import Approval
-from dispatch_matrix.errors import ConfigError
-from dispatch_matrix.tools import ToolContext, ToolRegistry, check_sandbox
+from dispatch_matrix.tools import ToolContext, ToolRegistry
 from dispatch_matrix.tools.policy import Decision, Policy
 from dispatch_matrix.tools.sandbox_host import Confinement
 from dispatch_matrix.tools.shell import BashTool
@@ -55,18 +52,6 @@ CONTROLS = [
     "redirect",
 ]
 
-
-@pytest.fixture(scope="module")
-def bwrap() -> Confinement:
-    """bubblewrap as the daemon would find it; a failure, not a skip, where it cannot run."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("bubblewrap is Linux-only")
-    try:
-        return check_sandbox("bubblewrap")
-    except ConfigError as err:
-        if os.environ.get("DISPATCH_SKIP_SANDBOX_TESTS") == "1" and not os.environ.get("CI"):
-            pytest.skip(f"DISPATCH_SKIP_SANDBOX_TESTS=1: {err.one_line()}")
-        pytest.fail(f"the door proofs need a working bubblewrap: {err.one_line()}")
 
 
 class Owner:

@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.errors import ConfigError
-from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult, check_sandbox, sandbox_host
+from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult, sandbox_host
 from dispatch_matrix.tools.sandbox_host import Confinement, default_hidden, spec_for
 from dispatch_matrix.tools.shell import BashTool
 
@@ -33,18 +32,6 @@ PASSWORD = "pw-Zq81-never-seen"
 API_KEY = "sk-ant-api03-never-seen-0000"
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY----- never-seen"
 
-
-@pytest.fixture(scope="module")
-def bwrap() -> Confinement:
-    """bubblewrap as the daemon would find it; a failure, not a skip, where it cannot run."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("bubblewrap is Linux-only")
-    try:
-        return check_sandbox("bubblewrap")
-    except ConfigError as err:
-        if os.environ.get("DISPATCH_SKIP_SANDBOX_TESTS") == "1" and not os.environ.get("CI"):
-            pytest.skip(f"DISPATCH_SKIP_SANDBOX_TESTS=1: {err.one_line()}")
-        pytest.fail(f"the sandbox tests need a working bubblewrap: {err.one_line()}")
 
 
 class Machine:

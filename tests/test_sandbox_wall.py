@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,9 +20,8 @@ from typing import Any
 import pytest
 
 from dispatch_matrix.config import load_config
-from dispatch_matrix.errors import ConfigError
 from dispatch_matrix.parts import build_tools
-from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult, check_sandbox
+from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult
 from dispatch_matrix.tools.sandbox import Limits
 from dispatch_matrix.tools.sandbox_host import Confinement, Launch, bwrap_sizes_tmpfs
 from dispatch_matrix.tools.shell import BashTool
@@ -36,18 +34,6 @@ ENV_KEY = "sk-ant-api03-env-file-never-seen"
 SECRETS = (TOKEN, VOICE_KEY, MCP_TOKEN, MCP_HEADER, ENV_KEY)
 BASHRC = "# the owner's bashrc\n"
 
-
-@pytest.fixture(scope="module")
-def bwrap() -> Confinement:
-    """bubblewrap as the daemon finds it; a failure, not a skip, where it cannot run."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("bubblewrap is Linux-only")
-    try:
-        return check_sandbox("bubblewrap")
-    except ConfigError as err:
-        if os.environ.get("DISPATCH_SKIP_SANDBOX_TESTS") == "1" and not os.environ.get("CI"):
-            pytest.skip(f"DISPATCH_SKIP_SANDBOX_TESTS=1: {err.one_line()}")
-        pytest.fail(f"the sandbox tests need a working bubblewrap: {err.one_line()}")
 
 
 def text(result: ToolResult) -> str:

@@ -163,6 +163,18 @@ async def test_a_server_that_cannot_start_is_reported_once_and_the_others_carry_
         assert not listed.is_error
 
 
+async def test_a_waiter_hears_of_restarts_of_a_server_that_never_comes_up(
+    tmp_path: Path,
+) -> None:
+    """Alone, with no other server's start to mask it: a waiter was told only when a server
+    came up, so one waiting for a never-ready server's restarts waited forever."""
+    async with running({"broken": {"command": str(tmp_path / "no-such-server")}}) as hub:
+        broken = server(hub, "broken")
+        await asyncio.wait_for(broken.wait_until(lambda s: s.restarts >= 2), WAIT)
+        assert broken.status().state in (State.FAILED, State.STARTING)
+        assert hub.failures.qsize() == 1  # told once, however often it is tried again
+
+
 async def test_a_missing_secret_fails_that_server_alone(tmp_path: Path) -> None:
     servers = {"needs": notes(tmp_path, env={"NOTES_TOKEN": "${UNSET_TOKEN_VAR}"})}
     async with running(servers, environ={}) as hub:

@@ -104,7 +104,8 @@ class McpServer:
         return sorted(self._tools)
 
     async def wait_until(self, done: Callable[[McpServer], bool]) -> None:
-        """Wait until `done(self)` holds, checked after each start and each new listing."""
+        """Wait until `done(self)` holds, checked after each start (failed or not), each
+        restart and each new listing."""
         async with self._news:
             await self._news.wait_for(lambda: done(self))
 
@@ -187,6 +188,8 @@ class McpServer:
                 self.state, self.detail = State.RESTARTING, reason
             else:
                 self._failed(reason)
+            # Waiters learn of every failed start too, not only of a server that came up.
+            await self._tell()
             await asyncio.sleep(wait)
             self.restarts += 1
             self.retry_at = None
@@ -194,6 +197,7 @@ class McpServer:
                 self.state = State.RESTARTING
             else:
                 self.state = State.STARTING
+            await self._tell()
 
     async def _session(self, launch: Launch) -> None:
         async with AsyncExitStack() as stack:

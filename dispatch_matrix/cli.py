@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, logs
-from .config import DEFAULT_MODEL, default_config_path, load_config
-from .errors import DispatchError
+from dispatch_matrix import __version__
+from dispatch_matrix.app.config import DEFAULT_MODEL, default_config_path, load_config
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import DispatchError
 
 
 def _say(text: str) -> None:
@@ -184,7 +185,7 @@ def _config_path(value: Path | None) -> Path:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from .onboarding import InitAnswers, ask_missing, init
+    from dispatch_matrix.app.onboarding import InitAnswers, ask_missing, init
 
     password = args.password
     if args.password_file is not None:
@@ -218,8 +219,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .daemon import run
-    from .preflight import problems
+    from dispatch_matrix.app.daemon import run
+    from dispatch_matrix.app.preflight import problems
 
     config = load_config(_config_path(args.config))
     # Everything wrong with the config is said now, before "connected … send a message".
@@ -235,25 +236,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .doctor import run_doctor
+    from dispatch_matrix.app.doctor import run_doctor
 
     return run_doctor(_config_path(args.config), _say, check_api=not args.no_api, env=os.environ)
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .status import show_status
+    from dispatch_matrix.app.status import show_status
 
     return show_status(load_config(_config_path(args.config)), _say)
 
 
 def _trust(args: argparse.Namespace) -> int:
-    from .identity_admin import trust
+    from dispatch_matrix.identity.admin import trust
 
     return asyncio.run(trust(load_config(_config_path(args.config)), args.user, _say))
 
 
 def _reset_identity(args: argparse.Namespace) -> int:
-    from .identity_admin import reset_identity
+    from dispatch_matrix.identity.admin import reset_identity
 
     config = load_config(_config_path(args.config))
     if not args.yes:
@@ -287,7 +288,7 @@ async def _ask_match(emoji: list[tuple[str, str]]) -> bool:
 
 
 def _pair(args: argparse.Namespace) -> int:
-    from .pairing import pair
+    from dispatch_matrix.identity.pairing import pair
 
     config = load_config(_config_path(args.config))
     logs.setup("warning")
@@ -305,7 +306,7 @@ def _config_home() -> Path | None:
 
 
 def _install_service(args: argparse.Namespace) -> int:
-    from .service import ServiceSpec, install
+    from dispatch_matrix.app.service import ServiceSpec, install
 
     path = _config_path(args.config).expanduser().absolute()
     config = load_config(path)
@@ -330,7 +331,7 @@ def _install_service(args: argparse.Namespace) -> int:
 
 
 def _uninstall_service(args: argparse.Namespace) -> int:
-    from .service import uninstall
+    from dispatch_matrix.app.service import uninstall
 
     return uninstall(
         platform=sys.platform,
@@ -342,7 +343,7 @@ def _uninstall_service(args: argparse.Namespace) -> int:
 
 
 def _mcp(args: argparse.Namespace) -> int:
-    from .connectors.import_cmd import run_import
+    from dispatch_matrix.connectors.import_cmd import run_import
 
     return run_import(_config_path(args.config), args.file, _say, dry_run=args.dry_run)
 

@@ -20,9 +20,9 @@ from fake_messages_api import FakeMessagesAPI  # noqa: E402
 from harness.bot import BotConfig, BotProcess  # noqa: E402
 from harness.jsclient import JsClient, check_installed  # noqa: E402
 
-from dispatch_matrix.errors import ConfigError  # noqa: E402
-from dispatch_matrix.homeserver import LocalSynapse, free_port  # noqa: E402
-from dispatch_matrix.tools.sandbox_host import Confinement, check_sandbox  # noqa: E402
+from dispatch_matrix.app.homeserver import LocalSynapse, free_port  # noqa: E402
+from dispatch_matrix.core.errors import ConfigError  # noqa: E402
+from dispatch_matrix.sandbox.host import Confinement, check_sandbox  # noqa: E402
 
 _names = itertools.count(1)
 

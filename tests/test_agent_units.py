@@ -37,11 +37,13 @@ from dispatch_matrix.agent.transcript import (
     trim_text,
 )
 from dispatch_matrix.agent.usage import UNKNOWN_MODEL, cost, price_of, total
-from dispatch_matrix.config import AgentSection
+from dispatch_matrix.app.config import AgentSection
+from dispatch_matrix.permissions.policy import Decision, Policy
 from dispatch_matrix.queue import texts
 from dispatch_matrix.store import Database, Task
 from dispatch_matrix.store.models import UsageRow
-from dispatch_matrix.tools import Decision, Policy, ToolContext, ToolRegistry, default_tools
+from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 
 SUMMARY_MARK = SUMMARY_SYSTEM.split("\n", 1)[0][:40]
 

@@ -13,15 +13,15 @@ import pytest
 from markdown_it import MarkdownIt
 
 from dispatch_matrix.agent.ports import Approval
-from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.attachments import AttachmentError
 from dispatch_matrix.matrix.formatting import render, text_content
 from dispatch_matrix.matrix.outbox import LONG_TEXT_CHARS
+from dispatch_matrix.permissions.policy import Decision
 from dispatch_matrix.queue import approval_texts as texts
 from dispatch_matrix.queue.approvals import Approvals
 from dispatch_matrix.store import Database, Task
-from dispatch_matrix.tools import Decision
-from dispatch_matrix.tools.preview import preview
+from dispatch_matrix.toolbox.preview import preview
 
 ROOM, OWNER = RoomID("!room:x"), UserID("@owner:x")
 

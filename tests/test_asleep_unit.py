@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from dispatch_matrix.ids import RoomID
+from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.asleep import (
     SUPPORT_META,

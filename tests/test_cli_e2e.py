@@ -17,7 +17,7 @@ from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotConfig, BotProcess, console_script
 from harness.jsclient import JsClient
 
-from dispatch_matrix.homeserver import free_port
+from dispatch_matrix.app.homeserver import free_port
 from dispatch_matrix.store import Database
 
 pytestmark = [pytest.mark.e2e]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_matrix.config import load_config
-from dispatch_matrix.errors import ConfigError
+from dispatch_matrix.app.config import load_config
+from dispatch_matrix.core.errors import ConfigError
 
 GOOD = """
 [matrix]

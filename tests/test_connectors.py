@@ -37,9 +37,11 @@ from dispatch_matrix.connectors.settings import (
     WebSection,
 )
 from dispatch_matrix.connectors.status import State, Status
-from dispatch_matrix.logs import REDACTED, REDACTOR
+from dispatch_matrix.core.logs import REDACTED, REDACTOR
+from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.queue import texts
-from dispatch_matrix.tools import Policy, ToolContext, ToolRegistry, ToolResult
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
+from dispatch_matrix.toolbox.registry import ToolRegistry
 
 HOME = Path("/home/me")
 
@@ -493,7 +495,7 @@ headers_files = { X-Key = "secrets/mail-key" }
 def test_mcp_tables_load_with_their_files_resolved_and_inline_secrets_are_flagged(
     tmp_path: Path,
 ) -> None:
-    from dispatch_matrix.config import load_config
+    from dispatch_matrix.app.config import load_config
     from dispatch_matrix.connectors.checks import inline_secrets
 
     path = tmp_path / "config.toml"
@@ -536,9 +538,9 @@ def web_agent(tmp_path: Path, url: str) -> tuple[Any, Any]:
     import anthropic
 
     from dispatch_matrix.agent import Agent
-    from dispatch_matrix.config import AgentSection
+    from dispatch_matrix.app.config import AgentSection
     from dispatch_matrix.store import Database
-    from dispatch_matrix.tools import default_tools
+    from dispatch_matrix.toolbox.registry import default_tools
 
     db = Database.open(tmp_path / "db.sqlite")
     agent = Agent(

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.backoff import Backoff
+from dispatch_matrix.app.homeserver import free_port
 from dispatch_matrix.connectors.hub import Connectors
 from dispatch_matrix.connectors.server import McpServer
 from dispatch_matrix.connectors.settings import McpSection
 from dispatch_matrix.connectors.status import State
-from dispatch_matrix.homeserver import free_port
-from dispatch_matrix.logs import REDACTED, REDACTOR
-from dispatch_matrix.tools import ToolContext
+from dispatch_matrix.core.backoff import Backoff
+from dispatch_matrix.core.logs import REDACTED, REDACTOR
+from dispatch_matrix.toolbox.base import ToolContext
 
 NOTES_SERVER = Path(__file__).parent / "servers" / "notes_server.py"
 CTX = ToolContext(workdir=Path("/"), allowed_roots=(), bash_timeout_s=1)

@@ -13,10 +13,11 @@ import pytest
 
 from dispatch_matrix.agent.calls import ToolCalls
 from dispatch_matrix.agent.ports import Approval
-from dispatch_matrix.tools import ToolContext, ToolRegistry
-from dispatch_matrix.tools.policy import Decision, Policy
-from dispatch_matrix.tools.sandbox_host import Confinement
-from dispatch_matrix.tools.shell import BashTool
+from dispatch_matrix.permissions.policy import Decision, Policy
+from dispatch_matrix.sandbox.host import Confinement
+from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry
+from dispatch_matrix.toolbox.shell import BashTool
 
 ALLOW = [
     "Bash(echo:*)", "Bash(printf:*)", "Bash(cat:*)", "Bash(ls:*)", "Bash(sed -n:*)",
@@ -51,7 +52,6 @@ CONTROLS = [
     "sed-w",
     "redirect",
 ]
-
 
 
 class Owner:

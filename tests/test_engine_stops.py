@@ -29,10 +29,12 @@ from dispatch_matrix.agent.errors import kind_of
 from dispatch_matrix.agent.stops import CONTINUE_NOTE, DECLINED_MARK, Step, judge
 from dispatch_matrix.agent.transcript import MEDIA_LEFT_OUT
 from dispatch_matrix.agent.usage import cost
-from dispatch_matrix.config import AgentSection
-from dispatch_matrix.errors import ModelError
+from dispatch_matrix.app.config import AgentSection
+from dispatch_matrix.core.errors import ModelError
+from dispatch_matrix.permissions.policy import Decision, Policy
 from dispatch_matrix.store import Database, Task
-from dispatch_matrix.tools import Decision, Policy, ToolContext, ToolRegistry, default_tools
+from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 
 MODEL = "claude-sonnet-5-5"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 200

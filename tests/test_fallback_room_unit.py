@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatch_matrix.ids import RoomID, UserID
+from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.router import fallback_room
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from dispatch_matrix.agent.errors import ModelOutage, described
-from dispatch_matrix.config import load_config
-from dispatch_matrix.daemon import _start_and_serve
-from dispatch_matrix.errors import ConfigError, StateError
-from dispatch_matrix.onboarding import OWNER_PASSWORD_FILE
-from dispatch_matrix.parts import anthropic_client
-from dispatch_matrix.start_notices import banner
-from dispatch_matrix.state import StateFolder
+from dispatch_matrix.app.config import load_config
+from dispatch_matrix.app.daemon import _start_and_serve
+from dispatch_matrix.app.onboarding import OWNER_PASSWORD_FILE
+from dispatch_matrix.app.parts import anthropic_client
+from dispatch_matrix.app.start_notices import banner
+from dispatch_matrix.app.state import StateFolder
+from dispatch_matrix.core.errors import ConfigError, StateError
 from dispatch_matrix.store.models import Session
 
 GOOD = """
@@ -67,7 +67,7 @@ def test_no_api_key_is_a_config_error_not_a_traceback_at_the_first_task(tmp_path
 
 @pytest.mark.usefixtures("no_key")
 def test_doctor_lists_a_missing_api_key_as_a_failed_check(tmp_path: Path) -> None:
-    from dispatch_matrix.doctor import _api
+    from dispatch_matrix.app.doctor import _api
 
     checks = asyncio.run(_api(load_config(write(tmp_path, GOOD))))
     assert [check.ok for check in checks] == [False]
@@ -162,7 +162,7 @@ def test_a_reader_that_goes_away_is_no_internal_error(tmp_path: Path) -> None:
 def test_init_names_the_command_as_it_can_be_called_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dispatch_matrix.onboarding import command_name
+    from dispatch_matrix.app.onboarding import command_name
 
     script = tmp_path / "venv" / "bin" / "dispatch-matrix"
     script.parent.mkdir(parents=True)
@@ -180,7 +180,7 @@ def test_init_names_the_command_as_it_can_be_called_again(
 
 def test_preflight_finds_what_run_refuses_before_connecting(tmp_path: Path) -> None:
     """A bad rule, a misspelt tool, no key: all said before "connected" (issue 28)."""
-    from dispatch_matrix.preflight import problems
+    from dispatch_matrix.app.preflight import problems
 
     text = GOOD + '\n[permissions]\nallow = ["Bash(:*)"]\ndeny = ["Bahs"]\n'
     config = load_config(write(tmp_path / "c", text))
@@ -203,7 +203,7 @@ def test_preflight_finds_what_run_refuses_before_connecting(tmp_path: Path) -> N
 def test_a_mistyped_store_path_is_one_error_naming_both_folders(tmp_path: Path) -> None:
     """The login lives in the config's folder; [store] path points at a folder that is not
     there: `run` would log in a second device (issue 28)."""
-    from dispatch_matrix.preflight import problems
+    from dispatch_matrix.app.preflight import problems
     from dispatch_matrix.store import Database
 
     folder = tmp_path / "store"
@@ -222,7 +222,7 @@ def test_a_mistyped_store_path_is_one_error_naming_both_folders(tmp_path: Path) 
 def test_doctor_prints_each_check_as_it_finishes_and_a_slow_one_runs_out(
     tmp_path: Path,
 ) -> None:
-    from dispatch_matrix.doctor import Check, Report
+    from dispatch_matrix.app.doctor import Check, Report
 
     said: list[tuple[float, str]] = []
     began = asyncio.new_event_loop()
@@ -260,8 +260,8 @@ def test_doctor_after_tools_run_knows_the_bot_uses_the_stand_in(tmp_path: Path) 
     """tools/run gives only the bot the stand-in's address and key; doctor, run beside it
     without them, used to fail on the key (issue 28). Also: a homeserver that is down is
     said at once, and the login check is skipped, not hung."""
-    from dispatch_matrix.doctor import run_doctor
-    from dispatch_matrix.preflight import STAND_IN_FILE
+    from dispatch_matrix.app.doctor import run_doctor
+    from dispatch_matrix.app.preflight import STAND_IN_FILE
     from dispatch_matrix.store import Database
 
     folder = tmp_path / "store"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_matrix import logs
-from dispatch_matrix.faults import disk_full
-from dispatch_matrix.health import Health, HealthRecorder, describe, duration, error_text, read
+from dispatch_matrix.app.health import Health, HealthRecorder, describe, duration, error_text, read
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.faults import disk_full
 from dispatch_matrix.store import Database
 
 MIN = 60_000

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.errors import HomeserverError
-from dispatch_matrix.ids import EventID, RoomID, UserID
-from dispatch_matrix.matrix.held import (
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.identity.held import (
     MAX_HOLD_S,
     HeldMessages,
     Release,
@@ -18,8 +18,8 @@ from dispatch_matrix.matrix.held import (
     preview,
     release_action,
 )
+from dispatch_matrix.identity.trust import DeviceTrust, UserKeys
 from dispatch_matrix.matrix.inbound import Message
-from dispatch_matrix.matrix.trust import DeviceTrust, UserKeys
 from dispatch_matrix.store import Database
 
 OLD, NEW, OTHER = "old-master-key", "new-master-key-AAAA", "third-master"

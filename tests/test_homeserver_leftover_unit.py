@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from dispatch_matrix.homeserver import CONFIG_NAME, STARTED_NAME, stop_leftover
+from dispatch_matrix.app.homeserver import CONFIG_NAME, STARTED_NAME, stop_leftover
 
 
 def stand_in(argv: list[str]) -> subprocess.Popen[bytes]:

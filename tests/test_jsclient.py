@@ -31,7 +31,7 @@ from nio import (
     UnknownToDeviceEvent,
 )
 
-from dispatch_matrix.homeserver import LocalSynapse
+from dispatch_matrix.app.homeserver import LocalSynapse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from dispatch_matrix.errors import HomeserverError, LoginError
-from dispatch_matrix.ids import UserID
-from dispatch_matrix.matrix import crosssign, uia
+from dispatch_matrix.app.state import StateFolder
+from dispatch_matrix.core.errors import HomeserverError, LoginError
+from dispatch_matrix.core.ids import UserID
+from dispatch_matrix.identity import crosssign
+from dispatch_matrix.identity.signing import CrossSigningKeys
+from dispatch_matrix.matrix import uia
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.matrix.signing import CrossSigningKeys
-from dispatch_matrix.state import StateFolder
 from dispatch_matrix.store import Database
 
 BOT = "@bot:mas.example"

@@ -13,7 +13,7 @@ from fake_messages_api import FakeMessagesAPI
 
 from dispatch_matrix.agent import catalogue
 from dispatch_matrix.agent.model import reachable
-from dispatch_matrix.config import DEFAULT_MODEL
+from dispatch_matrix.app.config import DEFAULT_MODEL
 from dispatch_matrix.queue import texts
 
 

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.outbox import Outbox, preview
 from dispatch_matrix.matrix.sender import Budget

@@ -11,8 +11,8 @@ from typing import Any, cast
 
 import pytest
 
-from dispatch_matrix.ids import EventID, RoomID
-from dispatch_matrix.logs import REDACTED, REDACTOR
+from dispatch_matrix.core.ids import EventID, RoomID
+from dispatch_matrix.core.logs import REDACTED, REDACTOR
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.sender import Budget

@@ -18,10 +18,10 @@ from harness import http
 from harness.bot import BotProcess
 from harness.jsclient import JsClient, JsClientError
 
-from dispatch_matrix.config import load_config
-from dispatch_matrix.errors import AlreadyRunning
-from dispatch_matrix.matrix.signing import key_of, verify
-from dispatch_matrix.pairing import Emoji, PairingFailed, pair
+from dispatch_matrix.app.config import load_config
+from dispatch_matrix.core.errors import AlreadyRunning
+from dispatch_matrix.identity.pairing import Emoji, PairingFailed, pair
+from dispatch_matrix.identity.signing import key_of, verify
 from dispatch_matrix.store import Database
 
 pytestmark = [pytest.mark.e2e]

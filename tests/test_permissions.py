@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.errors import ConfigError
-from dispatch_matrix.tools.policy import Decision, Policy
-from dispatch_matrix.tools.rules import parse_rule
-from dispatch_matrix.tools.shellread import NotLiteral, literal_words
+from dispatch_matrix.core.errors import ConfigError
+from dispatch_matrix.permissions.policy import Decision, Policy
+from dispatch_matrix.permissions.rules import parse_rule
+from dispatch_matrix.permissions.shellread import NotLiteral, literal_words
 
 HOME = Path("/home/u")
 WORKDIR = Path("/home/u/Projects/app")

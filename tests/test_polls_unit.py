@@ -12,13 +12,13 @@ from nio import Event
 from test_approvals_unit import OWNER, ROOM, Room, asked, decision, task
 
 from dispatch_matrix.agent.ports import Approval
-from dispatch_matrix.ids import EventID, RoomID
+from dispatch_matrix.core.ids import EventID, RoomID
 from dispatch_matrix.matrix.inbound import Vote, from_event
+from dispatch_matrix.permissions.policy import Decision, Policy
 from dispatch_matrix.queue import approval_texts as texts
 from dispatch_matrix.queue import polls
 from dispatch_matrix.queue.approvals import Approvals
 from dispatch_matrix.store import Database
-from dispatch_matrix.tools import Decision, Policy
 
 REF = {"rel_type": "m.reference", "event_id": "$poll"}
 

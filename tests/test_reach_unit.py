@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from dispatch_matrix.reach import explain, kind_of, probe
+from dispatch_matrix.app.reach import explain, kind_of, probe
 
 
 class _Key:

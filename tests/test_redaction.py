@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 
-from dispatch_matrix.logs import REDACTED, Redactor
-from dispatch_matrix.redaction import environment_secrets, looks_secret
-from dispatch_matrix.tools.process import _Capture
+from dispatch_matrix.core.logs import REDACTED, Redactor
+from dispatch_matrix.core.redaction import environment_secrets, looks_secret
+from dispatch_matrix.toolbox.process import _Capture
 
 _JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ."

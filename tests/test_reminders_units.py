@@ -13,17 +13,17 @@ from test_schedule_units import OWNER, ROOM, T0, FakeRoom, MovedClock, add
 
 from dispatch_matrix.agent.prompt import Machine, system_prompt, turn_context
 from dispatch_matrix.agent.usage import Totals
-from dispatch_matrix.config import Config
-from dispatch_matrix.errors import ConfigError
-from dispatch_matrix.ids import EventID
+from dispatch_matrix.app.config import Config
+from dispatch_matrix.core.errors import ConfigError
+from dispatch_matrix.core.ids import EventID
 from dispatch_matrix.matrix.mentions import mention_content
-from dispatch_matrix.queue import schedule_texts
 from dispatch_matrix.queue.commands import Command, parse
-from dispatch_matrix.queue.digest import Digest, files_written
-from dispatch_matrix.queue.reminders import Reminders, reminder_id
+from dispatch_matrix.schedule import texts as schedule_texts
+from dispatch_matrix.schedule.digest import Digest, files_written
+from dispatch_matrix.schedule.reminders import Reminders, reminder_id
 from dispatch_matrix.schedule.tool import ScheduleTool
 from dispatch_matrix.store import Database, TaskState
-from dispatch_matrix.tools import ToolContext
+from dispatch_matrix.toolbox.base import ToolContext
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -86,7 +86,7 @@ async def test_the_tool_creates_and_answers_with_the_id_and_the_local_time(db: D
 async def test_the_tool_refuses_mistakes_as_error_results(
     db: Database, tool_input: dict[str, Any], problem: str
 ) -> None:
-    from dispatch_matrix.tools import ToolRegistry
+    from dispatch_matrix.toolbox.registry import ToolRegistry
 
     task = db.add_task(EventID("$t"), ROOM, OWNER, "x", 1)
     assert task is not None
@@ -97,7 +97,7 @@ async def test_the_tool_refuses_mistakes_as_error_results(
 
 
 def test_the_schedule_tool_needs_no_rule_but_a_deny_rule_stops_it() -> None:
-    from dispatch_matrix.tools import Policy
+    from dispatch_matrix.permissions.policy import Policy
 
     def decide(deny: list[str]) -> str:
         policy = Policy([], [], deny, Path("/home/o"), Path("/home/o"))
@@ -267,7 +267,7 @@ def base_config(**schedule: Any) -> dict[str, Any]:
     [({"timezone": "Mars/Olympus"}, "not a time zone"), ({"digest_at": "25:00"}, "time of day")],
 )
 def test_schedule_config_errors_name_the_key(schedule: dict[str, str], problem: str) -> None:
-    from dispatch_matrix.config import _validate
+    from dispatch_matrix.app.config import _validate
 
     with pytest.raises(ConfigError) as err:
         _validate(base_config(**schedule))
@@ -290,8 +290,8 @@ def test_the_prompt_states_the_zone_and_the_turn_the_local_time() -> None:
 
 
 def test_the_config_init_writes_loads_with_the_schedule_section(tmp_path: Path) -> None:
-    from dispatch_matrix.config import load_config
-    from dispatch_matrix.onboarding import InitAnswers, render_config
+    from dispatch_matrix.app.config import load_config
+    from dispatch_matrix.app.onboarding import InitAnswers, render_config
 
     path = tmp_path / "config.toml"
     answers = InitAnswers(

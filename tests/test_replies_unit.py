@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_matrix.ids import EventID
+from dispatch_matrix.core.ids import EventID
 from dispatch_matrix.matrix.formatting import reply_to, text_content
 from dispatch_matrix.matrix.inbound import reply_target, strip_reply_fallback, thread_root_of
 from dispatch_matrix.queue.texts import REFERENT_CHARS, reply_note

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.config import load_config
-from dispatch_matrix.parts import build_tools
-from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult, default_tools
-from dispatch_matrix.tools.safeopen import Shield, open_file
+from dispatch_matrix.app.config import load_config
+from dispatch_matrix.app.parts import build_tools
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
+from dispatch_matrix.toolbox.safeopen import Shield, open_file
 
 SECRET = "state-secret-Qx81"
 PASSWORD = "pw-never-read-77"
@@ -275,7 +276,7 @@ async def test_writes_and_searches_during_a_symlink_swap_never_reach_the_state_f
 
 
 async def test_send_file_refuses_a_hard_link_to_a_secret(layout: dict[str, Path]) -> None:
-    from dispatch_matrix.tools.send_file import SendFileTool
+    from dispatch_matrix.toolbox.send_file import SendFileTool
 
     root, state = layout["root"], layout["state"]
     os.link(state / "config.toml", root / "report.txt")

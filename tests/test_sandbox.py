@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult, sandbox_host
-from dispatch_matrix.tools.sandbox_host import Confinement, default_hidden, spec_for
-from dispatch_matrix.tools.shell import BashTool
+from dispatch_matrix.sandbox import host as sandbox_host
+from dispatch_matrix.sandbox.host import Confinement, default_hidden, spec_for
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
+from dispatch_matrix.toolbox.registry import ToolRegistry
+from dispatch_matrix.toolbox.shell import BashTool
 
 P = PurePosixPath
 
@@ -31,7 +33,6 @@ P = PurePosixPath
 PASSWORD = "pw-Zq81-never-seen"
 API_KEY = "sk-ant-api03-never-seen-0000"
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY----- never-seen"
-
 
 
 class Machine:
@@ -81,10 +82,11 @@ async def sh(confinement: Confinement, ctx: ToolContext, command: str, **more: A
 _DAEMON = """
 import asyncio, json, sys
 from pathlib import Path
-from dispatch_matrix.tools import ToolContext, ToolRegistry
-from dispatch_matrix.tools.sandbox import Sandbox
-from dispatch_matrix.tools.sandbox_host import Confinement
-from dispatch_matrix.tools.shell import BashTool
+from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry
+from dispatch_matrix.sandbox.spec import Sandbox
+from dispatch_matrix.sandbox.host import Confinement
+from dispatch_matrix.toolbox.shell import BashTool
 a = json.loads(sys.argv[1])
 sandbox = Confinement(Sandbox(a["kind"]), a["program"], a["userns"], True)
 work = Path(a["work"])

@@ -9,18 +9,19 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from dispatch_matrix.errors import ConfigError
-from dispatch_matrix.tools import check_sandbox, sandbox_host
-from dispatch_matrix.tools.sandbox import Hidden, Limits, Sandbox, SandboxSpec, bwrap_args, plan
-from dispatch_matrix.tools.sandbox_host import (
+from dispatch_matrix.core.errors import ConfigError
+from dispatch_matrix.sandbox import host as sandbox_host
+from dispatch_matrix.sandbox.host import (
     Confinement,
+    check_sandbox,
     default_hidden,
     diagnose,
     platform_default,
     survey,
 )
-from dispatch_matrix.tools.sandbox_macos import profile
-from dispatch_matrix.tools.wall import HIDDEN_IN_HOME, home_guards, write_refusal
+from dispatch_matrix.sandbox.macos import profile
+from dispatch_matrix.sandbox.spec import Hidden, Limits, Sandbox, SandboxSpec, bwrap_args, plan
+from dispatch_matrix.sandbox.wall import HIDDEN_IN_HOME, home_guards, write_refusal
 
 P = PurePosixPath
 TMP = P("/tmp")
@@ -378,7 +379,7 @@ def test_default_hidden_covers_the_usual_credentials() -> None:
 def test_doctor_shows_the_sandbox_or_why_it_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from dispatch_matrix.doctor import _sandbox
+    from dispatch_matrix.app.doctor import _sandbox
 
     def config(kind: str) -> object:
         agent = SimpleNamespace(
@@ -639,7 +640,7 @@ def test_the_macos_profile_denies_writing_the_read_only_and_watched_paths() -> N
 
 
 def test_quarantine_moves_only_what_lies_where_it_was_watched(tmp_path: Path) -> None:
-    from dispatch_matrix.tools.guards import quarantine
+    from dispatch_matrix.sandbox.guards import quarantine
 
     home = tmp_path / "home"
     (home / ".config").mkdir(parents=True)
@@ -655,7 +656,7 @@ def test_quarantine_moves_only_what_lies_where_it_was_watched(tmp_path: Path) ->
 
 
 def test_a_restart_moves_aside_what_an_unfinished_call_planted(tmp_path: Path) -> None:
-    from dispatch_matrix.tools.guards import note_watched, recover_watched
+    from dispatch_matrix.sandbox.guards import note_watched, recover_watched
 
     home, notes = tmp_path / "home", tmp_path / "state" / "watched"
     home.mkdir()
@@ -685,7 +686,7 @@ def test_repositories_are_found_three_levels_in_and_every_one_a_level_in(
 ) -> None:
     """Red team: `~/code/deep/.git/hooks` was writable (only one level was searched). A
     root filled with folders must not unguard the repositories one level in."""
-    from dispatch_matrix.tools import guards
+    from dispatch_matrix.sandbox import guards
 
     for rel in ("a", "code/deep", "x/y/z", "x/y/z/w", ".hidden/r", "node_modules/p", "q/.c/r"):
         (tmp_path / rel / ".git").mkdir(parents=True)

@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.config import load_config
-from dispatch_matrix.parts import build_tools
-from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult
-from dispatch_matrix.tools.sandbox import Limits
-from dispatch_matrix.tools.sandbox_host import Confinement, Launch, bwrap_sizes_tmpfs
-from dispatch_matrix.tools.shell import BashTool
+from dispatch_matrix.app.config import load_config
+from dispatch_matrix.app.parts import build_tools
+from dispatch_matrix.sandbox.host import Confinement, Launch, bwrap_sizes_tmpfs
+from dispatch_matrix.sandbox.spec import Limits
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
+from dispatch_matrix.toolbox.registry import ToolRegistry
+from dispatch_matrix.toolbox.shell import BashTool
 
 TOKEN = "syt_token-never-seen-0001"
 VOICE_KEY = "voice-key-never-seen-0002"
@@ -33,7 +34,6 @@ MCP_HEADER = "Bearer mcp-header-never-seen-0004"
 ENV_KEY = "sk-ant-api03-env-file-never-seen"
 SECRETS = (TOKEN, VOICE_KEY, MCP_TOKEN, MCP_HEADER, ENV_KEY)
 BASHRC = "# the owner's bashrc\n"
-
 
 
 def text(result: ToolResult) -> str:

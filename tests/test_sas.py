@@ -18,18 +18,18 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nio import SyncResponse
 
-from dispatch_matrix.matrix import sas_protocol as proto
-from dispatch_matrix.matrix.sas import SasFlow
-from dispatch_matrix.matrix.sas_emoji import EMOJI
-from dispatch_matrix.matrix.sas_protocol import (
+from dispatch_matrix.identity import sas_protocol as proto
+from dispatch_matrix.identity.pairing import describe
+from dispatch_matrix.identity.sas import SasFlow
+from dispatch_matrix.identity.sas_emoji import EMOJI
+from dispatch_matrix.identity.sas_protocol import (
     Outgoing,
     Party,
     Phase,
     VerificationCancelled,
     commitment,
 )
-from dispatch_matrix.matrix.verification import fresh_requests, verification_events
-from dispatch_matrix.pairing import describe
+from dispatch_matrix.identity.verification import fresh_requests, verification_events
 
 BOT = Party("@bot:example.org", "BOTDEVICE")
 OWNER = Party("@owner:example.org", "OWNERPHONE")

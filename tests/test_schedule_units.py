@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dispatch_matrix.ids import EventID, RoomID, UserID
-from dispatch_matrix.queue.scheduler import Scheduler
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.schedule.clock import SystemClock
+from dispatch_matrix.schedule.firing import Scheduler
 from dispatch_matrix.schedule.zones import machine_zone_name, owner_zone
 from dispatch_matrix.store import Database, Task, TaskState
 from dispatch_matrix.store.schedules import Schedule, ScheduleState

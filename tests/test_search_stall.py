@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.errors import ToolError
-from dispatch_matrix.tools import ToolContext, ToolRegistry, ToolResult, default_tools, search
-from dispatch_matrix.tools.forked import ChildTimeout, run_forked
+from dispatch_matrix.core.errors import ToolError
+from dispatch_matrix.toolbox import search
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
+from dispatch_matrix.toolbox.forked import ChildTimeout, run_forked
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 
 
 def text(result: ToolResult) -> str:

@@ -14,7 +14,7 @@ from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
 
-from dispatch_matrix.logs import REDACTED
+from dispatch_matrix.core.logs import REDACTED
 
 pytestmark = [pytest.mark.e2e]
 

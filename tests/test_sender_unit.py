@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from dispatch_matrix.errors import HomeserverError
-from dispatch_matrix.ids import EventID
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import EventID
 from dispatch_matrix.matrix.failures import (
     CannotSend,
     RateLimited,

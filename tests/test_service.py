@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_matrix import cli, logs
-from dispatch_matrix.service import (
+from dispatch_matrix import cli
+from dispatch_matrix.app.service import (
     ServiceSpec,
     install,
     launchd_plist,
@@ -27,6 +27,7 @@ from dispatch_matrix.service import (
     systemd_unit,
     uninstall,
 )
+from dispatch_matrix.core import logs
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_matrix.tools import shelljudge, shellread
-from dispatch_matrix.tools.policy import Decision, Policy
+from dispatch_matrix.permissions import shelljudge, shellread
+from dispatch_matrix.permissions.policy import Decision, Policy
 
 HOME = Path("/home/u")
 STORE = HOME / "store"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_matrix.tools.policy import Decision, Policy
-from dispatch_matrix.tools.shelloptions import sed_script_is_safe
+from dispatch_matrix.permissions.policy import Decision, Policy
+from dispatch_matrix.permissions.shelloptions import sed_script_is_safe
 
 HOME = Path("/home/u")
 # As in the run: the bot works in the home folder, its state folder is ~/store.

@@ -18,7 +18,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_matrix_half_imports_none_of_the_heavy_libraries() -> None:
     done = run_python(
-        "import sys; import dispatch_matrix.cli, dispatch_matrix.daemon; "
+        "import sys; import dispatch_matrix.cli, dispatch_matrix.app.daemon; "
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
     assert done.returncode == 0, done.stderr
@@ -27,7 +27,7 @@ def test_the_matrix_half_imports_none_of_the_heavy_libraries() -> None:
 
 def test_the_agent_half_brings_the_sdk_but_no_mcp_without_servers() -> None:
     done = run_python(
-        "import sys; import dispatch_matrix.agent_parts; "
+        "import sys; import dispatch_matrix.app.agent_parts; "
         "print('anthropic' in sys.modules, 'mcp' in sys.modules, 'tree_sitter' in sys.modules)"
     )
     assert done.returncode == 0, done.stderr
@@ -38,8 +38,8 @@ def test_a_library_the_agent_needs_that_will_not_import_is_one_clear_error() -> 
     missing = "anthropic"
     done = run_python(
         f"import sys; sys.modules[{missing!r}] = None\n"
-        "from dispatch_matrix.late_agent import load_agent_module\n"
-        "from dispatch_matrix.errors import DispatchError\n"
+        "from dispatch_matrix.app.late_agent import load_agent_module\n"
+        "from dispatch_matrix.core.errors import DispatchError\n"
         "try:\n"
         "    load_agent_module()\n"
         "except DispatchError as err:\n"
@@ -55,7 +55,7 @@ def test_a_missing_shell_grammar_is_news_when_the_agent_is_built() -> None:
         "import importlib.util\n"
         "real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda n, *a: None if n.endswith('_bash') else real(n, *a)\n"
-        "from dispatch_matrix import agent_parts\n"
+        "from dispatch_matrix.app import agent_parts\n"
         "try:\n"
         "    agent_parts.build(None, None, None, None, None, lambda: None)  # type: ignore\n"
         "except ImportError as err:\n"

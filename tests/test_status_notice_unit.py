@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue.taskio import RoomTaskIO
 from dispatch_matrix.store import Database, TaskState
 

@@ -14,17 +14,13 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.errors import ConfigError, DispatchError, ToolError
-from dispatch_matrix.tools import (
-    ToolContext,
-    ToolRegistry,
-    ToolResult,
-    check_sandbox,
-    default_tools,
-    resolve,
-)
-from dispatch_matrix.tools.policy import Policy
-from dispatch_matrix.tools.shell import BashTool
+from dispatch_matrix.core.errors import ConfigError, DispatchError, ToolError
+from dispatch_matrix.permissions.policy import Policy
+from dispatch_matrix.sandbox.host import check_sandbox
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
+from dispatch_matrix.toolbox.paths import resolve
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
+from dispatch_matrix.toolbox.shell import BashTool
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
 
@@ -528,8 +524,8 @@ def _send_ctx(root: Path, hidden: tuple[Path, ...], reporter: RecordingReporter)
 async def test_send_file_refuses_a_file_holding_a_known_secret(
     root: Path, content: bytes, sent: bool
 ) -> None:
-    from dispatch_matrix.logs import Redactor
-    from dispatch_matrix.tools.send_file import SendFileTool
+    from dispatch_matrix.core.logs import Redactor
+    from dispatch_matrix.toolbox.send_file import SendFileTool
 
     redactor = Redactor()
     redactor.add("sk-ant-known-secret-0001")
@@ -545,7 +541,7 @@ async def test_send_file_refuses_a_file_holding_a_known_secret(
 
 
 async def test_send_file_refuses_a_hidden_file(root: Path, tmp_path: Path) -> None:
-    from dispatch_matrix.tools.send_file import SendFileTool
+    from dispatch_matrix.toolbox.send_file import SendFileTool
 
     env = root / ".config" / "dispatch-matrix" / "env"
     env.parent.mkdir(parents=True)
@@ -558,7 +554,7 @@ async def test_send_file_refuses_a_hidden_file(root: Path, tmp_path: Path) -> No
 
 async def test_send_file_sends_the_copy_it_checked(root: Path) -> None:
     """A file swapped for a secret between the check and the upload: the checked copy goes."""
-    from dispatch_matrix.tools.send_file import SendFileTool
+    from dispatch_matrix.toolbox.send_file import SendFileTool
 
     report = root / "report.txt"
     report.write_text("checked\n")

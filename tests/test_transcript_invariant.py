@@ -22,12 +22,14 @@ from dispatch_matrix.agent.transcript import (
     STOPPED_RESULT,
     error_result,
 )
-from dispatch_matrix.config import AgentSection
-from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.app.config import AgentSection
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, TaskState
-from dispatch_matrix.tools import Policy, ToolContext, ToolRegistry, default_tools
+from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 
 MODEL = "claude-sonnet-5-5"
 ROOM, OWNER = RoomID("!r:x"), UserID("@me:x")

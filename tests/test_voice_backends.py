@@ -15,7 +15,7 @@ import pytest
 from fake_voice_api import FakeVoiceAPI
 from pydantic import SecretStr
 
-from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.db import _MIGRATIONS
 from dispatch_matrix.store.voice import SCHEMA as VOICE_SCHEMA

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.inbound import Message
-from dispatch_matrix.matrix.voice_inbox import VoiceInbox
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.voice import VoiceState
+from dispatch_matrix.voice.inbox import VoiceInbox
 
 ROOM = RoomID("!room:x")
 OWNER = UserID("@me:x")

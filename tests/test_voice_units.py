@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix.config import load_config
-from dispatch_matrix.errors import ConfigError
+from dispatch_matrix.app.config import load_config
+from dispatch_matrix.core.errors import ConfigError
 from dispatch_matrix.voice import ogg
 from dispatch_matrix.voice.config import base_url
 from dispatch_matrix.voice.content import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dispatch_matrix import walltimer
+from dispatch_matrix.core import walltimer
 from dispatch_matrix.matrix.sync import SyncLoop, SyncStalled
 from dispatch_matrix.store import Database
 

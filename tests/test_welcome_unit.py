@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from dispatch_matrix.config import load_config
-from dispatch_matrix.ids import RoomID, UserID
+from dispatch_matrix.app.config import load_config
+from dispatch_matrix.app.onboarding import InitAnswers, ask_missing, explain_next
+from dispatch_matrix.app.start_notices import banner
+from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.direct import MEGOLM, OpenedDM, dm_create_body
 from dispatch_matrix.matrix.discovery import WELL_KNOWN, base_url_of, discover, server_of
 from dispatch_matrix.matrix.welcome import ready
-from dispatch_matrix.onboarding import InitAnswers, ask_missing, explain_next
-from dispatch_matrix.start_notices import banner
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.models import Session
 

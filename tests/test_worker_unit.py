@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from dispatch_matrix.agent import ModelAccessError, ModelOutage, ModelUnreachable
-from dispatch_matrix.ids import EventID, RoomID, UserID
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, Task, TaskState
-from dispatch_matrix.tools.groups import ProcessGroups
-from dispatch_matrix.tools.process import group_alive
+from dispatch_matrix.toolbox.groups import ProcessGroups
+from dispatch_matrix.toolbox.process import group_alive
 
 
 class FakeRoom:

@@ -9,9 +9,11 @@ import pytest
 
 from dispatch_matrix.agent.calls import ToolCalls
 from dispatch_matrix.agent.ports import Approval
+from dispatch_matrix.core.verbatim import hidden_characters, visible
+from dispatch_matrix.permissions.policy import Decision, Policy
 from dispatch_matrix.store import Database
-from dispatch_matrix.tools import Decision, Policy, ToolContext, ToolRegistry, default_tools
-from dispatch_matrix.verbatim import hidden_characters, visible
+from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 
 
 class RecordingIO:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from dispatch_matrix.agent.errors import (
     AgentFailure,
     AnswerCut,
     BudgetSpent,
@@ -22,11 +22,11 @@ from .errors import (
     RequestTooLarge,
     StreamCut,
 )
-from .ports import Approval, TaskIO
+from dispatch_matrix.agent.ports import Approval, TaskIO
 
 if TYPE_CHECKING:
-    from .engine import Agent
-    from .memory import Memory, MemoryTool
+    from dispatch_matrix.agent.engine import Agent
+    from dispatch_matrix.agent.memory import Memory, MemoryTool
 
 _LATE = {"Agent": ".engine", "Memory": ".memory", "MemoryTool": ".memory"}
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .. import logs
-from ..store import Database
-from ..tools import Decision, Policy, ToolContext, ToolRegistry, ToolResult
-from ..tools.preview import preview
-from ..verbatim import code_span, hidden_characters
-from .ports import Approval, TaskIO
+from dispatch_matrix.agent.ports import Approval, TaskIO
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.verbatim import code_span, hidden_characters
+from dispatch_matrix.permissions.policy import Decision, Policy
+from dispatch_matrix.store import Database
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
+from dispatch_matrix.toolbox.preview import preview
+from dispatch_matrix.toolbox.registry import ToolRegistry
 
 log = logs.get(__name__)
 

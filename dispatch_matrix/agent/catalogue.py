@@ -13,7 +13,7 @@ from datetime import datetime
 import anthropic
 from anthropic.types import ModelInfo
 
-from .. import logs
+from dispatch_matrix.core import logs
 
 log = logs.get(__name__)
 

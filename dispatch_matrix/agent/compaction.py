@@ -14,14 +14,14 @@ from typing import Any
 
 import anthropic
 
-from .. import logs
-from ..config import AgentSection
-from ..errors import ModelError
-from ..store import Database
-from ..store.models import Summary
-from . import model
-from .context import cut_point, estimate_tokens, render
-from .prompt import SUMMARY_SYSTEM, summary_request
+from dispatch_matrix.agent import model
+from dispatch_matrix.agent.context import cut_point, estimate_tokens, render
+from dispatch_matrix.agent.prompt import SUMMARY_SYSTEM, summary_request
+from dispatch_matrix.app.config import AgentSection
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import ModelError
+from dispatch_matrix.store import Database
+from dispatch_matrix.store.models import Summary
 
 log = logs.get(__name__)
 

@@ -15,16 +15,11 @@ from typing import Any
 import anthropic
 from anthropic.types import Message, ModelInfo
 
-from .. import logs
-from ..config import AgentSection
-from ..connectors import web
-from ..store import Database, Task
-from ..tools import Policy, ToolContext, ToolRegistry
-from . import catalogue, model, stops, usage
-from .calls import ToolCalls
-from .compaction import Compaction, Compactor
-from .context import Gauge, estimate_tokens, real_input
-from .errors import (
+from dispatch_matrix.agent import catalogue, model, stops, usage
+from dispatch_matrix.agent.calls import ToolCalls
+from dispatch_matrix.agent.compaction import Compaction, Compactor
+from dispatch_matrix.agent.context import Gauge, estimate_tokens, real_input
+from dispatch_matrix.agent.errors import (
     AgentFailure,
     AnswerCut,
     BudgetSpent,
@@ -32,13 +27,13 @@ from .errors import (
     ModelDeclined,
     RequestTooLarge,
 )
-from .inbox import first_turn
-from .memory import Memory, MemoryTool
-from .ports import TaskIO
-from .prompt import turn_context
-from .sizes import Sizes
-from .stops import Step, Turn
-from .transcript import (
+from dispatch_matrix.agent.inbox import first_turn
+from dispatch_matrix.agent.memory import Memory, MemoryTool
+from dispatch_matrix.agent.ports import TaskIO
+from dispatch_matrix.agent.prompt import turn_context
+from dispatch_matrix.agent.sizes import Sizes
+from dispatch_matrix.agent.stops import Step, Turn
+from dispatch_matrix.agent.transcript import (
     CANCELLED_RESULT,
     CONTINUE_NOTE,
     FAILED_RESULT,
@@ -53,6 +48,13 @@ from .transcript import (
     request_messages,
     text_of,
 )
+from dispatch_matrix.app.config import AgentSection
+from dispatch_matrix.connectors import web
+from dispatch_matrix.core import logs
+from dispatch_matrix.permissions.policy import Policy
+from dispatch_matrix.store import Database, Task
+from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry
 
 log = logs.get(__name__)
 

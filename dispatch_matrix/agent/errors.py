@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import ModelError
+from dispatch_matrix.core.errors import ModelError
 
 
 class ModelOutage(ModelError):

@@ -7,7 +7,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from ..store import Task
+from dispatch_matrix.store import Task
 
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 # The Messages API takes images up to about 5 MB (base64 grows it by a third).

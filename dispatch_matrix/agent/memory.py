@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import ToolError
-from ..state import write_private
-from ..tools import ToolContext, ToolResult
+from dispatch_matrix.app.state import write_private
+from dispatch_matrix.core.errors import ToolError
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 
 MAX_BYTES = 8 * 1024
 _ACTIONS = ("view", "add", "replace", "remove")

@@ -5,7 +5,7 @@ The SDK retries 429, 5xx, 529 and refused connections with backoff that honours
 still break: an SSE `error` event (`overloaded_error`, `api_error`) or a connection cut
 midway. Those are retried here, from the start of the request, with the same budget and
 the same backoff as the SDK's own; what streamed before the break is dropped. What is left
-after the retries is classified (see `errors.py`), because each kind asks for a different
+after the retries is classified (see `agent/errors.py`), because each kind asks for a different
 answer from the queue: wait for the API (outage), stop and ask the owner to fix something
 (auth, credit), shrink the request (too long, too large), or fail the task.
 """
@@ -20,9 +20,7 @@ from typing import Any
 import anthropic
 from anthropic.types import Message
 
-from .. import logs
-from ..errors import ModelError
-from .errors import (
+from dispatch_matrix.agent.errors import (
     AgentFailure,
     AnswerCut,
     BudgetSpent,
@@ -37,6 +35,8 @@ from .errors import (
     error_fields,
     kind_of,
 )
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import ModelError
 
 log = logs.get(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ..tools.policy import Decision
+    from dispatch_matrix.permissions.policy import Decision
 
 
 class Approval(Enum):

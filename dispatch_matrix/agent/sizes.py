@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .context import estimate_tokens
+from dispatch_matrix.agent.context import estimate_tokens
 
 # What a message adds to the estimate around its blocks: {"role":"user","content":[…]},
 _MESSAGE_TOKENS = 8

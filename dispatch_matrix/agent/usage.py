@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..store import Database
-from ..store.models import UsageRow
+from dispatch_matrix.store import Database
+from dispatch_matrix.store.models import UsageRow
 
 CACHE_WRITE_FACTOR = 1.25
 CACHE_WRITE_1H_FACTOR = 2.0

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import logs
-from ..config import Config
-from .launch import LaunchError, prepare
-from .secrets import looks_secret
-from .server import ProbeFailed, probe
+from dispatch_matrix.app.config import Config
+from dispatch_matrix.connectors.launch import LaunchError, prepare
+from dispatch_matrix.connectors.secrets import looks_secret
+from dispatch_matrix.connectors.server import ProbeFailed, probe
+from dispatch_matrix.core import logs
 
 Line = tuple[bool, str, str]
 

@@ -11,15 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import logs
-from ..tools import ToolContext, ToolResult
-from .launch import Launch, LaunchError, prepare
-from .naming import server_of
-from .settings import McpSection
-from .status import Status
+from dispatch_matrix.connectors.launch import Launch, LaunchError, prepare
+from dispatch_matrix.connectors.naming import server_of
+from dispatch_matrix.connectors.settings import McpSection
+from dispatch_matrix.connectors.status import Status
+from dispatch_matrix.core import logs
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 
 if TYPE_CHECKING:
-    from .server import McpServer
+    from dispatch_matrix.connectors.server import McpServer
 
 log = logs.get(__name__)
 
@@ -51,7 +51,7 @@ class Connectors:
         reader = read_file or (lambda path: Path(path).read_text())
         if section.enabled:
             # The MCP SDK is tens of megabytes: a daemon without servers never loads it.
-            from .server import McpServer
+            from dispatch_matrix.connectors.server import McpServer
         for name, spec in section.enabled.items():
             problem = ""
             launch: Launch | None = None

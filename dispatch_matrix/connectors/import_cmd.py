@@ -8,10 +8,17 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import load_config
-from ..errors import ConfigError, DispatchError
-from ..state import StateFolder, write_private
-from .importer import Imported, ImportProblem, config_name, convert, servers_in, to_toml
+from dispatch_matrix.app.config import load_config
+from dispatch_matrix.app.state import StateFolder, write_private
+from dispatch_matrix.connectors.importer import (
+    Imported,
+    ImportProblem,
+    config_name,
+    convert,
+    servers_in,
+    to_toml,
+)
+from dispatch_matrix.core.errors import ConfigError, DispatchError
 
 
 def run_import(

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .secrets import looks_secret
-from .settings import SERVER_NAME
+from dispatch_matrix.connectors.secrets import looks_secret
+from dispatch_matrix.connectors.settings import SERVER_NAME
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _KNOWN = {"type", "command", "args", "env", "url", "headers", "cwd", "disabled"}

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .status import State, Status
+from dispatch_matrix.connectors.status import State, Status
 
 if TYPE_CHECKING:
-    from ..tools.policy import Policy
+    from dispatch_matrix.permissions.policy import Policy
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DispatchError
-from .secrets import looks_secret
-from .settings import McpServerSpec
+from dispatch_matrix.connectors.secrets import looks_secret
+from dispatch_matrix.connectors.settings import McpServerSpec
+from dispatch_matrix.core.errors import DispatchError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

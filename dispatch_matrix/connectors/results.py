@@ -14,8 +14,8 @@ from typing import Any
 
 import mcp_types as types
 
-from ..logs import REDACTOR
-from ..tools import ToolResult
+from dispatch_matrix.core.logs import REDACTOR
+from dispatch_matrix.toolbox.base import ToolResult
 
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 # The API's own limit for one image is 5 MB of decoded data.

@@ -10,7 +10,7 @@ import math
 import re
 from collections import Counter
 
-from ..logs import REDACTED, REDACTOR
+from dispatch_matrix.core.logs import REDACTED, REDACTOR
 
 _SECRET_NAME = re.compile(
     r"(token|secret|passw|passphrase|api[_-]?key|apikey|access[_-]?key|private[_-]?key|"

@@ -25,16 +25,17 @@ from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from .. import __version__, logs
-from ..backoff import Backoff
-from ..errors import DispatchError
-from ..tools import ToolResult
-from .launch import Launch
-from .naming import api_names
-from .results import tool_result
-from .settings import McpServerSpec
-from .status import State, Status
-from .transport import Watch, open_transport
+from dispatch_matrix import __version__
+from dispatch_matrix.connectors.launch import Launch
+from dispatch_matrix.connectors.naming import api_names
+from dispatch_matrix.connectors.results import tool_result
+from dispatch_matrix.connectors.settings import McpServerSpec
+from dispatch_matrix.connectors.status import State, Status
+from dispatch_matrix.connectors.transport import Watch, open_transport
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.backoff import Backoff
+from dispatch_matrix.core.errors import DispatchError
+from dispatch_matrix.toolbox.base import ToolResult
 
 log = logs.get(__name__)
 

@@ -25,9 +25,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.message import SessionMessage
 
-from .. import logs
-from .launch import Launch
-from .leash import leashed
+from dispatch_matrix.connectors.launch import Launch
+from dispatch_matrix.connectors.leash import leashed
+from dispatch_matrix.core import logs
 
 log = logs.get(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..tools import Policy
-from .settings import WebSection
+from dispatch_matrix.connectors.settings import WebSection
+from dispatch_matrix.permissions.policy import Policy
 
 NAMES = ("web_search", "web_fetch")
 # Claude Code's names for them in rules.

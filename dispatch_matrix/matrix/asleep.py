@@ -26,16 +26,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import logs
-from ..errors import HomeserverError
-from ..ids import EventID, RoomID
-from ..store import Database, TaskState
-from . import texts
-from .client import MatrixClient
-from .failures import CannotSend, RateLimited, RequestRefused, Unreachable
-from .formatting import text_content
-from .outbox import Outbox
-from .sender import Job, Kind
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import EventID, RoomID
+from dispatch_matrix.matrix import texts
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.failures import CannotSend, RateLimited, RequestRefused, Unreachable
+from dispatch_matrix.matrix.formatting import text_content
+from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.matrix.sender import Job, Kind
+from dispatch_matrix.store import Database, TaskState
 
 log = logs.get(__name__)
 

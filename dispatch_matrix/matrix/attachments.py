@@ -16,8 +16,8 @@ from typing import Any
 from nio import DownloadError, UploadResponse
 from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
 
-from ..errors import DispatchError, HomeserverError
-from .client import MatrixClient
+from dispatch_matrix.core.errors import DispatchError, HomeserverError
+from dispatch_matrix.matrix.client import MatrixClient
 
 # Said with every size refusal: the owner (or the operator) can raise the limit.
 _LIMIT_SET_BY = "set by `matrix.max_file_mb` in the config"

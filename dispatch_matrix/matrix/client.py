@@ -24,14 +24,12 @@ from nio import (
     WhoamiResponse,
 )
 
-from .. import logs
-from ..errors import HomeserverError, LoginError
-from ..ids import DeviceID, EventID, RoomID, UserID
-from ..state import StateFolder
-from ..store import Database
-from ..store.models import Session
-from . import login, uia
-from .failures import (
+from dispatch_matrix.app.state import StateFolder
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import HomeserverError, LoginError
+from dispatch_matrix.core.ids import DeviceID, EventID, RoomID, UserID
+from dispatch_matrix.matrix import login, uia
+from dispatch_matrix.matrix.failures import (
     DEFAULT_RETRY_AFTER_MS,
     UNREACHABLE,
     CannotSend,
@@ -42,6 +40,8 @@ from .failures import (
     failure,
     why_unreachable,
 )
+from dispatch_matrix.store import Database
+from dispatch_matrix.store.models import Session
 
 log = logs.get(__name__)
 

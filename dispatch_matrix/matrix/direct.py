@@ -15,14 +15,14 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from .. import logs
-from ..errors import DispatchError, HomeserverError, TrustError
-from ..ids import RoomID, UserID
-from ..state import StateFolder
-from ..store import Database
-from . import uia
-from .client import MatrixClient
-from .crosssign import ensure_identity
+from dispatch_matrix.app.state import StateFolder
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import DispatchError, HomeserverError, TrustError
+from dispatch_matrix.core.ids import RoomID, UserID
+from dispatch_matrix.identity.crosssign import ensure_identity
+from dispatch_matrix.matrix import uia
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
 

@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 
-from .. import logs
+from dispatch_matrix.core import logs
 
 log = logs.get(__name__)
 

@@ -15,11 +15,11 @@ import contextlib
 import time
 from collections.abc import Awaitable
 
-from .. import logs
-from ..errors import HomeserverError
-from ..ids import RoomID
-from .client import MatrixClient
-from .failures import RateLimited, Unreachable
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import RoomID
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.failures import RateLimited, Unreachable
 
 log = logs.get(__name__)
 

@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 from nio import ErrorResponse
 
-from ..errors import HomeserverError
+from dispatch_matrix.core.errors import HomeserverError
 
 # nio's own figure for a 429 that names no wait.
 DEFAULT_RETRY_AFTER_MS = 5000

@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable
 
 from nio import EncryptionError, MegolmEvent
 
-from .. import logs
-from ..errors import HomeserverError
-from ..ids import RoomID
-from ..store import Database
-from .client import MatrixClient
-from .inbound import Message, Unreadable, from_event
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import RoomID
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.inbound import Message, Unreadable, from_event
+from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
 

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 from nio import LoginResponse
 
-from .. import logs
-from ..errors import LoginError
-from ..store.models import Session
-from .failures import UNREACHABLE, TokenRejected, Unreachable, why_unreachable
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import LoginError
+from dispatch_matrix.matrix.failures import UNREACHABLE, TokenRejected, Unreachable, why_unreachable
+from dispatch_matrix.store.models import Session
 
 if TYPE_CHECKING:
-    from .client import MatrixClient
+    from dispatch_matrix.matrix.client import MatrixClient
 
 log = logs.get(__name__)
 

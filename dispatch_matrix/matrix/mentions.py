@@ -11,10 +11,10 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from ..ids import EventID, RoomID, UserID
-from ..logs import REDACTOR
-from .formatting import render, text_content
-from .outbox import Outbox
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.core.logs import REDACTOR
+from dispatch_matrix.matrix.formatting import render, text_content
+from dispatch_matrix.matrix.outbox import Outbox
 
 
 def mention_content(markdown: str, user_id: UserID) -> dict[str, Any]:

@@ -19,19 +19,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .. import logs
-from ..errors import DispatchError, HomeserverError
-from ..ids import EventID, RoomID
-from ..logs import REDACTOR
-from ..store import Database
-from ..store.models import OutboxItem
-from .attachments import upload_file
-from .client import MatrixClient
-from .ephemeral import Ephemeral
-from .formatting import edit_of, text_content
-from .formatting import reply_to as as_reply
-from .sender import Budget, Job, Kind, Sender
-from .texts import exemption_hint
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import DispatchError, HomeserverError
+from dispatch_matrix.core.ids import EventID, RoomID
+from dispatch_matrix.core.logs import REDACTOR
+from dispatch_matrix.matrix.attachments import upload_file
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.ephemeral import Ephemeral
+from dispatch_matrix.matrix.formatting import edit_of, text_content
+from dispatch_matrix.matrix.formatting import reply_to as as_reply
+from dispatch_matrix.matrix.sender import Budget, Job, Kind, Sender
+from dispatch_matrix.matrix.texts import exemption_hint
+from dispatch_matrix.store import Database
+from dispatch_matrix.store.models import OutboxItem
 
 log = logs.get(__name__)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Iterable
 
-from .. import logs
-from ..ids import RoomID
-from ..store import Database
-from . import texts
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.ids import RoomID
+from dispatch_matrix.matrix import texts
+from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
 

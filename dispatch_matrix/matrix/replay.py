@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 from nio import MegolmEvent
 
-from .. import logs
-from ..errors import DispatchError
-from ..store import Database
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import DispatchError
+from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
 

@@ -12,21 +12,19 @@ from pathlib import Path
 
 from nio import SyncResponse
 
-from .. import logs
-from ..config import MatrixSection
-from ..errors import HomeserverError
-from ..ids import RoomID, UserID
-from ..queue.intake import Intake
-from ..store import Database
-from ..store.models import OutboxItem
-from ..voice.content import is_voice
-from . import texts
-from .attachments import AttachmentError, receive_file
-from .client import MatrixClient
-from .failures import RequestRefused
-from .held import HeldMessages
-from .identities import Identities
-from .inbound import (
+from dispatch_matrix.app.config import MatrixSection
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import RoomID, UserID
+from dispatch_matrix.identity.held import HeldMessages
+from dispatch_matrix.identity.identities import Identities
+from dispatch_matrix.identity.side_notice import send_readable_by
+from dispatch_matrix.identity.trust import DeviceTrust, Verdict, may_command, may_join
+from dispatch_matrix.matrix import texts
+from dispatch_matrix.matrix.attachments import AttachmentError, receive_file
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.failures import RequestRefused
+from dispatch_matrix.matrix.inbound import (
     MALFORMED,
     Inbound,
     Invite,
@@ -38,13 +36,15 @@ from .inbound import (
     from_event,
     read_sync,
 )
-from .late_keys import LateKeys
-from .outbox import Outbox
-from .privacy import RoomWatch
-from .replay import ReplayGuard
-from .side_notice import send_readable_by
-from .trust import DeviceTrust, Verdict, may_command, may_join
-from .voice_inbox import VoiceInbox
+from dispatch_matrix.matrix.late_keys import LateKeys
+from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.matrix.privacy import RoomWatch
+from dispatch_matrix.matrix.replay import ReplayGuard
+from dispatch_matrix.queue.intake import Intake
+from dispatch_matrix.store import Database
+from dispatch_matrix.store.models import OutboxItem
+from dispatch_matrix.voice.content import is_voice
+from dispatch_matrix.voice.inbox import VoiceInbox
 
 log = logs.get(__name__)
 

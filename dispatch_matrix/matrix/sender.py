@@ -31,11 +31,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .. import logs
-from ..backoff import Backoff
-from ..errors import HomeserverError
-from ..ids import EventID
-from .failures import CannotSend, RateLimited, RequestRefused, TokenRejected, is_final
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.backoff import Backoff
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import EventID
+from dispatch_matrix.matrix.failures import (
+    CannotSend,
+    RateLimited,
+    RequestRefused,
+    TokenRejected,
+    is_final,
+)
 
 log = logs.get(__name__)
 

@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 
 from nio import SyncResponse
 
-from .. import logs, walltimer
-from ..backoff import Backoff
-from ..errors import DispatchError, HomeserverError
-from ..store import Database
-from .client import MatrixClient
-from .failures import TokenRejected
+from dispatch_matrix.core import logs, walltimer
+from dispatch_matrix.core.backoff import Backoff
+from dispatch_matrix.core.errors import DispatchError, HomeserverError
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.failures import TokenRejected
+from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
 

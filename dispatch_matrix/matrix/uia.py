@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import DispatchError
+from dispatch_matrix.core.errors import DispatchError
 
 PASSWORD = "m.login.password"
 # Stages a bot cannot complete itself: a person approves in a browser, at the URL given.

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 
-from .. import logs
-from ..ids import RoomID, UserID
-from ..store import Database
-from . import texts
-from .client import MatrixClient
-from .outbox import Outbox
-from .sender import Kind
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.ids import RoomID, UserID
+from dispatch_matrix.matrix import texts
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.matrix.sender import Kind
+from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..store import Task
-from ..verbatim import code_block, code_span, hidden_characters, visible
-from . import polls
+from dispatch_matrix.core.verbatim import code_block, code_span, hidden_characters, visible
+from dispatch_matrix.queue import polls
+from dispatch_matrix.store import Task
 
 if TYPE_CHECKING:
-    from ..tools.policy import Decision
+    from dispatch_matrix.permissions.policy import Decision
 
 
 # The question must fit one event whatever the command holds: a Matrix event is capped at

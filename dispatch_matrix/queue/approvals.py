@@ -23,17 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import logs
-from ..agent.ports import Approval
-from ..errors import DispatchError, HomeserverError
-from ..ids import EventID, RoomID, UserID
-from ..store import Database, Task, TaskState
-from . import approval_texts as texts
-from . import polls
-from .ports import Room
+from dispatch_matrix.agent.ports import Approval
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import DispatchError, HomeserverError
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.queue import approval_texts as texts
+from dispatch_matrix.queue import polls
+from dispatch_matrix.queue.ports import Room
+from dispatch_matrix.store import Database, Task, TaskState
 
 if TYPE_CHECKING:
-    from ..tools.policy import Decision
+    from dispatch_matrix.permissions.policy import Decision
 
 log = logs.get(__name__)
 

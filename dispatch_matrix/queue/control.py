@@ -9,20 +9,20 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .. import logs
-from ..agent import usage
-from ..connectors.inventory import Group
-from ..errors import ModelError
-from ..ids import EventID, RoomID
-from ..pending import Pending
-from ..store import Database, Task, TaskState
-from . import texts
-from .commands import Command
-from .ports import Room, VoiceRetry
-from .worker import Worker
+from dispatch_matrix.agent import usage
+from dispatch_matrix.app.pending import Pending
+from dispatch_matrix.connectors.inventory import Group
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import ModelError
+from dispatch_matrix.core.ids import EventID, RoomID
+from dispatch_matrix.queue import texts
+from dispatch_matrix.queue.commands import Command
+from dispatch_matrix.queue.ports import Room, VoiceRetry
+from dispatch_matrix.queue.worker import Worker
+from dispatch_matrix.store import Database, Task, TaskState
 
 if TYPE_CHECKING:
-    from ..agent import Agent
+    from dispatch_matrix.agent import Agent
 
 log = logs.get(__name__)
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from .. import logs
-from ..ids import EventID, RoomID, UserID
-from ..store import Database, TaskState
-from . import texts
-from .commands import parse
-from .control import Control
-from .polls import Ballot
-from .ports import Room
-from .worker import Worker
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.queue import texts
+from dispatch_matrix.queue.commands import parse
+from dispatch_matrix.queue.control import Control
+from dispatch_matrix.queue.polls import Ballot
+from dispatch_matrix.queue.ports import Room
+from dispatch_matrix.queue.worker import Worker
+from dispatch_matrix.store import Database, TaskState
 
 log = logs.get(__name__)
 

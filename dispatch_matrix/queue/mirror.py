@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from .. import logs
-from ..ids import EventID
-from ..store import Database, Task, TaskState
-from . import texts
-from .ports import Room
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.ids import EventID
+from dispatch_matrix.queue import texts
+from dispatch_matrix.queue.ports import Room
+from dispatch_matrix.store import Database, Task, TaskState
 
 log = logs.get(__name__)
 

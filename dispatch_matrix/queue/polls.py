@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..agent.ports import Approval
-from ..ids import EventID
+from dispatch_matrix.agent.ports import Approval
+from dispatch_matrix.core.ids import EventID
 
 POLL_START = "org.matrix.msc3381.poll.start"
 POLL_END = "org.matrix.msc3381.poll.end"

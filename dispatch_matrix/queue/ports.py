@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..agent.ports import TaskIO
-from ..ids import EventID, RoomID
-from ..store import Task
+from dispatch_matrix.agent.ports import TaskIO
+from dispatch_matrix.core.ids import EventID, RoomID
+from dispatch_matrix.store import Task
 
 
 class Room(Protocol):

@@ -10,18 +10,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import logs
-from ..agent.ports import Approval
-from ..errors import HomeserverError
-from ..ids import EventID
-from ..store import Task, TaskState
-from ..tools.groups import ProcessGroups
-from . import texts
-from .approvals import Approvals
-from .ports import Room
+from dispatch_matrix.agent.ports import Approval
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import EventID
+from dispatch_matrix.queue import texts
+from dispatch_matrix.queue.approvals import Approvals
+from dispatch_matrix.queue.ports import Room
+from dispatch_matrix.store import Task, TaskState
+from dispatch_matrix.toolbox.groups import ProcessGroups
 
 if TYPE_CHECKING:
-    from ..tools.policy import Decision
+    from dispatch_matrix.permissions.policy import Decision
 
 log = logs.get(__name__)
 

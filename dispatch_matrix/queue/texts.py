@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import __version__
-from ..agent.errors import BudgetSpent
-from ..agent.usage import UNKNOWN_MODEL, Totals
-from ..connectors.inventory import Group
-from ..errors import ModelError
-from ..store import Task, TaskState
+from dispatch_matrix import __version__
+from dispatch_matrix.agent.errors import BudgetSpent
+from dispatch_matrix.agent.usage import UNKNOWN_MODEL, Totals
+from dispatch_matrix.connectors.inventory import Group
+from dispatch_matrix.core.errors import ModelError
+from dispatch_matrix.store import Task, TaskState
 
 if TYPE_CHECKING:
     from anthropic.types import ModelInfo
 
-    from ..agent.compaction import Compaction
+    from dispatch_matrix.agent.compaction import Compaction
 
 EMOJI = {
     TaskState.QUEUED: "⏳",

@@ -13,19 +13,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from .. import logs
-from ..agent import ModelAccessError, ModelOutage, ModelUnreachable
-from ..awake import KeepAwake
-from ..backoff import Backoff
-from ..errors import ModelError
-from ..ids import EventID, RoomID
-from ..store import Database, Task, TaskState
-from ..tools.groups import ProcessGroups
-from . import texts
-from .approvals import Approvals
-from .mirror import Mirror
-from .ports import Answerer, Room
-from .taskio import RoomTaskIO
+from dispatch_matrix.agent import ModelAccessError, ModelOutage, ModelUnreachable
+from dispatch_matrix.app.awake import KeepAwake
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.backoff import Backoff
+from dispatch_matrix.core.errors import ModelError
+from dispatch_matrix.core.ids import EventID, RoomID
+from dispatch_matrix.queue import texts
+from dispatch_matrix.queue.approvals import Approvals
+from dispatch_matrix.queue.mirror import Mirror
+from dispatch_matrix.queue.ports import Answerer, Room
+from dispatch_matrix.queue.taskio import RoomTaskIO
+from dispatch_matrix.store import Database, Task, TaskState
+from dispatch_matrix.toolbox.groups import ProcessGroups
 
 log = logs.get(__name__)
 

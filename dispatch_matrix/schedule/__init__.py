@@ -1,7 +1,8 @@
 """Time as an input: the clock seam, the pure "what fires next" core, the owner's zone, and
-the agent's `schedule` tool. Firing schedules into the queue is `queue/scheduler.py`'s."""
+the agent's `schedule` tool, firing due schedules into the queue (`firing.py`), reminders and
+follow-ups (`reminders.py`) and the daily digest (`digest.py`)."""
 
-from .clock import Clock, SystemClock
-from .timing import Kind, ScheduleError, Spec
+from dispatch_matrix.schedule.clock import Clock, SystemClock
+from dispatch_matrix.schedule.timing import Kind, ScheduleError, Spec
 
 __all__ = ["Clock", "Kind", "ScheduleError", "Spec", "SystemClock"]

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from .. import logs, walltimer
+from dispatch_matrix.core import logs, walltimer
 
 log = logs.get(__name__)
 

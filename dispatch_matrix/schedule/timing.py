@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterError, croniter
 
-from ..errors import DispatchError
+from dispatch_matrix.core.errors import DispatchError
 
 # Later than this past its time, a fire is "late" and says by how much.
 LATE_AFTER = timedelta(seconds=60)

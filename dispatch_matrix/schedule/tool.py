@@ -16,12 +16,18 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..errors import ToolError
-from ..store import Database
-from ..store.schedules import Schedule
-from ..tools import ToolContext, ToolResult
-from .clock import Clock
-from .timing import ScheduleError, describe_delay, first_fire, local_text, parse_spec
+from dispatch_matrix.core.errors import ToolError
+from dispatch_matrix.schedule.clock import Clock
+from dispatch_matrix.schedule.timing import (
+    ScheduleError,
+    describe_delay,
+    first_fire,
+    local_text,
+    parse_spec,
+)
+from dispatch_matrix.store import Database
+from dispatch_matrix.store.schedules import Schedule
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 
 MAX_ACTIVE = 50
 MAX_TITLE = 120

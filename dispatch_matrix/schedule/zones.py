@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..errors import ConfigError
+from dispatch_matrix.core.errors import ConfigError
 
 _LOCALTIME = Path("/etc/localtime")
 

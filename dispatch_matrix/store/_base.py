@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .models import TranscriptRow
+from dispatch_matrix.store.models import TranscriptRow
 
 
 class Base:

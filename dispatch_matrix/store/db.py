@@ -11,19 +11,19 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .ledger import LedgerQueries
-from .models import Session
-from .outbox import OutboxQueries
-from .replay import SCHEMA as REPLAY_SCHEMA
-from .replay import ReplayQueries
-from .rooms import SCHEMA as ROOMS_SCHEMA
-from .rooms import RoomQueries
-from .schedules import ScheduleQueries
-from .threads import SCHEMA as THREADS_SCHEMA
-from .threads import ThreadQueries
-from .trust import TrustQueries
-from .voice import SCHEMA as VOICE_SCHEMA
-from .voice import VoiceQueries
+from dispatch_matrix.store.ledger import LedgerQueries
+from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.outbox import OutboxQueries
+from dispatch_matrix.store.replay import SCHEMA as REPLAY_SCHEMA
+from dispatch_matrix.store.replay import ReplayQueries
+from dispatch_matrix.store.rooms import SCHEMA as ROOMS_SCHEMA
+from dispatch_matrix.store.rooms import RoomQueries
+from dispatch_matrix.store.schedules import ScheduleQueries
+from dispatch_matrix.store.threads import SCHEMA as THREADS_SCHEMA
+from dispatch_matrix.store.threads import ThreadQueries
+from dispatch_matrix.store.trust import TrustQueries
+from dispatch_matrix.store.voice import SCHEMA as VOICE_SCHEMA
+from dispatch_matrix.store.voice import VoiceQueries
 
 _MIGRATIONS = [
     # 1: the ledger, the transcript, the outbox, the Matrix session.

@@ -8,9 +8,9 @@ import sqlite3
 import time
 from typing import Any
 
-from ..ids import EventID, RoomID, UserID
-from ._base import Base
-from .models import Summary, Task, TaskState, TranscriptRow, UsageRow
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.store._base import Base
+from dispatch_matrix.store.models import Summary, Task, TaskState, TranscriptRow, UsageRow
 
 
 def _task(row: sqlite3.Row) -> Task:

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from ..ids import EventID, RoomID, UserID
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
 
 
 class TaskState(enum.StrEnum):

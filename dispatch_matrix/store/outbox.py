@@ -9,9 +9,9 @@ import time
 import uuid
 from typing import Any
 
-from ..ids import RoomID
-from ._base import Base
-from .models import OutboxItem
+from dispatch_matrix.core.ids import RoomID
+from dispatch_matrix.store._base import Base
+from dispatch_matrix.store.models import OutboxItem
 
 
 def _outbox(row: sqlite3.Row) -> OutboxItem:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from ._base import Base
+from dispatch_matrix.store._base import Base
 
 SCHEMA = """
 CREATE TABLE megolm_indexes (

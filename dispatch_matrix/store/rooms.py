@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..ids import RoomID, UserID
-from ._base import Base
+from dispatch_matrix.core.ids import RoomID, UserID
+from dispatch_matrix.store._base import Base
 
 SCHEMA = """
 CREATE TABLE owner_rooms (

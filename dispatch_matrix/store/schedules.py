@@ -14,10 +14,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from ..ids import EventID, RoomID, UserID
-from ._base import Base
-from .ledger import _task
-from .models import Task, TaskState
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.store._base import Base
+from dispatch_matrix.store.ledger import _task
+from dispatch_matrix.store.models import Task, TaskState
 
 
 class ScheduleState(enum.StrEnum):

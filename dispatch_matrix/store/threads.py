@@ -3,8 +3,8 @@ thread: the answer may come after a restart, when nothing in memory remembers it
 
 from __future__ import annotations
 
-from ..ids import EventID
-from ._base import Base
+from dispatch_matrix.core.ids import EventID
+from dispatch_matrix.store._base import Base
 
 SCHEMA = """
 CREATE TABLE threads (event_id TEXT PRIMARY KEY, root TEXT NOT NULL) WITHOUT ROWID;

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from ._base import Base
+from dispatch_matrix.store._base import Base
 
 
 class TrustQueries(Base):

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..ids import EventID, RoomID, UserID
-from ._base import Base
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.store._base import Base
 
 
 class VoiceState(enum.StrEnum):

@@ -3,9 +3,10 @@
 The pure decisions (which message is a voice message, which transcript is usable, what of
 an answer is spoken, how long an Ogg/Opus clip lasts) are in `content.py` and `ogg.py`; the
 backends that do the listening and speaking are thin edges in `transcribe.py` and
-`speech.py`. Nothing here knows Matrix or the queue.
+`speech.py`; `inbox.py` takes an owner's voice message from the room to the queue and
+`speech_out.py` sends an answer back as speech. Only those two know Matrix.
 """
 
-from .config import VoiceSection
+from dispatch_matrix.voice.config import VoiceSection
 
 __all__ = ["VoiceSection"]

@@ -1,6 +1,6 @@
 """[voice]: how voice messages are transcribed, and whether answers are spoken back.
 
-Kept beside the voice code rather than in `config.py`; `Config` only names the section.
+Kept beside the voice code rather than in `app/config.py`; `Config` only names the section.
 Secrets follow the house rule: inline, a `*_file`, or the environment
 (`DISPATCH_VOICE__API_KEY`), always as `SecretStr`.
 """

@@ -8,8 +8,8 @@ import urllib.error
 import urllib.request
 from typing import NamedTuple
 
-from .config import VoiceSection
-from .transcribe import TranscriptionFailed, load_local, local_howto
+from dispatch_matrix.voice.config import VoiceSection
+from dispatch_matrix.voice.transcribe import TranscriptionFailed, load_local, local_howto
 
 _MODULES = {"faster-whisper": "faster_whisper", "whispercpp": "pywhispercpp"}
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import aiohttp
 from pydantic import SecretStr
 
-from ..errors import DispatchError
-from .transcribe import error_reason, why
+from dispatch_matrix.core.errors import DispatchError
+from dispatch_matrix.voice.transcribe import error_reason, why
 
 SPEECH_PATH = "/v1/audio/speech"
 

@@ -15,9 +15,9 @@ from typing import Protocol
 import aiohttp
 from pydantic import SecretStr
 
-from .. import logs
-from ..errors import DispatchError
-from .config import VoiceSection
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import DispatchError
+from dispatch_matrix.voice.config import VoiceSection
 
 log = logs.get(__name__)
 

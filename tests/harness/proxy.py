@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from dispatch_matrix.homeserver import free_port
+from dispatch_matrix.app.homeserver import free_port
 
 
 class Relay:

@@ -48,7 +48,7 @@ from foundation import Account, Accounts, NioBot  # noqa: E402
 from harness.bot import BotConfig, BotProcess  # noqa: E402
 from harness.jsclient import JsClient  # noqa: E402
 
-from dispatch_matrix.homeserver import LocalSynapse, free_port  # noqa: E402
+from dispatch_matrix.app.homeserver import LocalSynapse, free_port  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

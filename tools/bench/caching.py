@@ -38,15 +38,11 @@ from dispatch_matrix import __version__  # noqa: E402
 from dispatch_matrix.agent import Agent, Approval, Memory  # noqa: E402
 from dispatch_matrix.agent import usage as pricing  # noqa: E402
 from dispatch_matrix.agent.prompt import SUMMARY_SYSTEM, Machine, system_prompt  # noqa: E402
-from dispatch_matrix.config import AgentSection  # noqa: E402
+from dispatch_matrix.app.config import AgentSection  # noqa: E402
+from dispatch_matrix.permissions.policy import Decision, Policy  # noqa: E402
 from dispatch_matrix.store import Database  # noqa: E402
-from dispatch_matrix.tools import (  # noqa: E402
-    Decision,
-    Policy,
-    ToolContext,
-    ToolRegistry,
-    default_tools,  # noqa: E402
-)
+from dispatch_matrix.toolbox.base import ToolContext  # noqa: E402
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools  # noqa: E402
 
 SUMMARY_MARK = SUMMARY_SYSTEM.split("\n", 1)[0][:40]
 FAMILIES = ("claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5")

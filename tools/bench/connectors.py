@@ -31,7 +31,7 @@ sys.path[:0] = [str(ROOT)]
 
 from dispatch_matrix.connectors.hub import Connectors  # noqa: E402
 from dispatch_matrix.connectors.settings import McpSection  # noqa: E402
-from dispatch_matrix.tools import ToolContext  # noqa: E402
+from dispatch_matrix.toolbox.base import ToolContext  # noqa: E402
 
 SERVER = ROOT / "tests" / "servers" / "notes_server.py"
 CTX = ToolContext(workdir=Path("/"), allowed_roots=(), bash_timeout_s=1)

@@ -48,15 +48,11 @@ from dispatch_matrix import __version__  # noqa: E402
 from dispatch_matrix.agent import Agent, Approval, Memory  # noqa: E402
 from dispatch_matrix.agent import usage as pricing  # noqa: E402
 from dispatch_matrix.agent.prompt import Machine, system_prompt  # noqa: E402
-from dispatch_matrix.config import AgentSection  # noqa: E402
+from dispatch_matrix.app.config import AgentSection  # noqa: E402
+from dispatch_matrix.permissions.policy import Decision, Policy  # noqa: E402
 from dispatch_matrix.store import Database  # noqa: E402
-from dispatch_matrix.tools import (  # noqa: E402
-    Decision,
-    Policy,
-    ToolContext,
-    ToolRegistry,
-    default_tools,
-)
+from dispatch_matrix.toolbox.base import ToolContext  # noqa: E402
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools  # noqa: E402
 
 STRATEGIES = ("5m", "1h", "mix")
 PREFIX_TOKENS = 20_000

@@ -49,7 +49,7 @@ from harness.jsclient import JsClient, check_installed  # noqa: E402
 from product_env import bot_python  # noqa: E402
 
 from dispatch_matrix import __version__  # noqa: E402
-from dispatch_matrix.homeserver import LocalSynapse, free_port  # noqa: E402
+from dispatch_matrix.app.homeserver import LocalSynapse, free_port  # noqa: E402
 
 NIO_BOT = BENCH / "nio_echo_bot.py"
 FIRST_SYNC = re.compile(r"first sync ([0-9.]+)s")
@@ -517,19 +517,19 @@ class Bench:
             bot = self.bot_process(config)
             restart.append(await timed_start(bot))
             stops.append(await stop_bot(bot))
-            imports.append(await import_cost("dispatch_matrix.daemon"))
+            imports.append(await import_cost("dispatch_matrix.app.daemon"))
             say(
                 f"  run {run}: first start {fresh[-1]['wall_s']:.2f} s "
                 f"(bot: {fresh[-1]['bot_first_sync_s']}), "
                 f"restart {restart[-1]['wall_s']:.2f} s (bot: {restart[-1]['bot_first_sync_s']})"
             )
         floor = import_summary(imports)
-        floor["importtime_cumulative_s"] = await heaviest_imports("dispatch_matrix.daemon")
+        floor["importtime_cumulative_s"] = await heaviest_imports("dispatch_matrix.app.daemon")
         heavy = ", ".join(
             f"{name} {t:.2f} s" for name, t in list(floor["importtime_cumulative_s"].items())[:3]
         )
         say(
-            f"  import dispatch_matrix.daemon alone: {floor['wall_median_s']:.2f} s, "
+            f"  import dispatch_matrix.app.daemon alone: {floor['wall_median_s']:.2f} s, "
             f"{floor['rss_median_mib']:.1f} MiB (median); heaviest: {heavy}"
         )
         return {

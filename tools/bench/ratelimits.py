@@ -49,7 +49,7 @@ from foundation import (  # noqa: E402
 from harness.bot import BotConfig, BotProcess  # noqa: E402
 from harness.jsclient import check_installed  # noqa: E402
 
-from dispatch_matrix.homeserver import LocalSynapse, free_port  # noqa: E402
+from dispatch_matrix.app.homeserver import LocalSynapse, free_port  # noqa: E402
 
 RESULTS = HERE / "results" / "ratelimits.json"
 

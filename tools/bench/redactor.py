@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from dispatch_matrix.logs import Redactor
+from dispatch_matrix.core.logs import Redactor
 
 # Ordinary text of a busy log or an answer: paths, SHAs, UUIDs, numbers, a URL, prose.
 _BENIGN_PARTS = [

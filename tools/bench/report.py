@@ -71,7 +71,7 @@ from idle import tree_cpu_seconds  # noqa: E402
 from product_env import bot_python, use_product_python  # noqa: E402
 
 from dispatch_matrix.agent.usage import cost  # noqa: E402
-from dispatch_matrix.homeserver import LocalSynapse, free_port  # noqa: E402
+from dispatch_matrix.app.homeserver import LocalSynapse, free_port  # noqa: E402
 
 RESULTS = HERE / "results" / "report.json"
 MARKDOWN = ROOT / "BENCHMARKS.md"

@@ -10,7 +10,7 @@ Calls alternate between the two modes in rounds, so a change in machine load ske
 alike. The context is a daemon's: one root, the usual hidden paths (state folder, config,
 credentials, runtime sockets). A third mode, "home", is the default config's: the root is a
 home folder laid out as a developer's (start-up files, ~/.config, 15 repositories), with the
-wall's read-only guards (tools/wall.py) mounted as the daemon mounts them. It measures, it
+wall's read-only guards (dispatch_matrix/sandbox/wall.py) mounted as the daemon mounts them. It measures, it
 does not judge.
 """
 
@@ -33,11 +33,17 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dispatch_matrix.parts import readonly_paths  # noqa: E402
-from dispatch_matrix.tools import ToolContext, ToolRegistry, check_sandbox  # noqa: E402
-from dispatch_matrix.tools.sandbox import Sandbox, bwrap_args  # noqa: E402
-from dispatch_matrix.tools.sandbox_host import Confinement, default_hidden, spec_for  # noqa: E402
-from dispatch_matrix.tools.shell import BashTool  # noqa: E402
+from dispatch_matrix.app.parts import readonly_paths  # noqa: E402
+from dispatch_matrix.sandbox.host import (  # noqa: E402
+    Confinement,
+    check_sandbox,  # noqa: E402
+    default_hidden,
+    spec_for,
+)
+from dispatch_matrix.sandbox.spec import Sandbox, bwrap_args  # noqa: E402
+from dispatch_matrix.toolbox.base import ToolContext  # noqa: E402
+from dispatch_matrix.toolbox.registry import ToolRegistry  # noqa: E402
+from dispatch_matrix.toolbox.shell import BashTool  # noqa: E402
 
 _HOME_FILES = (".bashrc", ".profile", ".gitconfig", ".bash_history", ".ssh/id_ed25519", ".netrc")
 _HOME_FOLDERS = (

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dispatch_matrix.tools import ToolContext, ToolRegistry, default_tools
+from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,331 @@
+"""The config model: one TOML file plus environment overrides, validated by pydantic.
+
+Environment overrides use the prefix `DISPATCH_` and `__` between section and key, e.g.
+`DISPATCH_MATRIX__PASSWORD`. Relative paths in the file are resolved against the file's
+own folder, so a config works wherever the daemon is started from. Secrets (the bot's
+password, the API key) may be given inline, as a `*_file` path, or through the environment;
+they are `SecretStr` so they never print.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dispatch_matrix.app.config_sections import (
+    DEFAULT_MODEL,
+    SECRET_FILE,
+    AgentSection,
+    LocalHomeserverSection,
+    LogSection,
+    PermissionsSection,
+    ScheduleSection,
+    Section,
+    StoreSection,
+    read_secret,
+)
+from dispatch_matrix.connectors.settings import McpSection, WebSection
+from dispatch_matrix.core.errors import ConfigError
+from dispatch_matrix.voice.config import VoiceSection
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "AgentSection",
+    "Config",
+    "ConfigError",
+    "MatrixSection",
+    "VoiceSection",
+    "load_config",
+]
+
+_USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
+
+
+class MatrixSection(Section):
+    """[matrix]: which homeserver, which bot account, who owns it."""
+
+    homeserver: str = Field(description="Base URL of the homeserver, e.g. https://matrix.org")
+    user_id: str = Field(description="The bot's full user id, e.g. @mybot:example.org")
+    password: SecretStr | None = Field(None, description="The bot account's password")
+    password_file: Path | None = Field(
+        None, description="A file holding the bot's password", json_schema_extra=SECRET_FILE
+    )
+    access_token_file: Path | None = Field(
+        None,
+        json_schema_extra=SECRET_FILE,
+        description="Instead of a password: a file holding an access token issued for the bot "
+        "(behind MAS: mas-cli manage issue-compatibility-token); its device becomes the bot's",
+    )
+    owners: list[str] = Field(description="User ids whose messages the bot obeys")
+    device_name: str = Field("dispatch-matrix", description="Display name of the bot's device")
+    trust: Literal["cross-signed", "encrypted"] = Field(
+        "cross-signed",
+        description="Which owner devices are obeyed: only those cross-signed by the owner's "
+        "pinned identity, or (relaxed, for clients that cannot cross-sign) any encrypted one",
+    )
+    max_file_mb: float = Field(
+        50.0, gt=0, le=1024, description="Largest attachment the bot sends or accepts (MB)"
+    )
+    undecryptable_grace_s: float = Field(
+        120.0, gt=0, description="How long to wait for a message's keys before telling the owner"
+    )
+    shared_rooms: list[str] = Field(
+        default_factory=list,
+        description="Room ids where the bot obeys owners even with other members present",
+    )
+    sync_timeout_ms: int = Field(30_000, ge=1_000, le=120_000, description="Long-poll length")
+    send_rate_per_s: float = Field(
+        0.2,
+        ge=0.0,
+        description="The homeserver's limit on the bot's room events, as the bot assumes it "
+        "(Synapse's stock rc_message); decorations stay within it so answers never wait. "
+        "0 when the bot is exempt (admin API override_ratelimit)",
+    )
+    send_burst: int = Field(10, ge=1, description="The burst that limit allows (stock: 10)")
+    presence_every_s: float = Field(
+        30.0, ge=10.0, description="At most one presence update per this many seconds"
+    )
+    welcome: bool = Field(
+        True,
+        description="Say hello once in each new DM with an owner: what the bot is, whom it "
+        "obeys, how to stop, approve and get help",
+    )
+    asleep_notice: bool = Field(
+        True,
+        description="Keep a notice scheduled on the homeserver (delayed events, MSC4140) that "
+        "it posts by itself when the computer has been quiet for asleep_after_s",
+    )
+    asleep_after_s: float = Field(
+        300.0,
+        ge=3.0,
+        le=86_400.0,
+        description="How long the computer is quiet before the homeserver posts the asleep "
+        "notice (its timer is pushed back every third of this)",
+    )
+
+    @field_validator("homeserver")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as https://matrix.example.org")
+        return value.rstrip("/")
+
+    @field_validator("user_id")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if not _USER_ID.match(value):
+            raise ValueError("must be a full Matrix user id such as @bot:example.org")
+        return value
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one owner, or the bot obeys nobody")
+        for owner in value:
+            if not _USER_ID.match(owner):
+                raise ValueError(f"{owner!r} is not a full Matrix user id such as @me:example.org")
+        return value
+
+    @property
+    def max_file_bytes(self) -> int:
+        """`max_file_mb` in bytes."""
+        return int(self.max_file_mb * 1024 * 1024)
+
+    def secret_password(self) -> SecretStr | None:
+        """The password from the file, the file it names, or the environment."""
+        return read_secret(self.password, self.password_file)
+
+    def secret_access_token(self) -> SecretStr | None:
+        """The access token from the file it names, if any."""
+        return read_secret(None, self.access_token_file)
+
+
+class Config(BaseSettings):
+    """The whole configuration, as read from the file and the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DISPATCH_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    matrix: MatrixSection
+    agent: AgentSection = AgentSection()
+    permissions: PermissionsSection = PermissionsSection()
+    store: StoreSection = StoreSection()
+    local_homeserver: LocalHomeserverSection = LocalHomeserverSection()
+    log: LogSection = LogSection()
+    voice: VoiceSection = VoiceSection()
+    schedule: ScheduleSection = ScheduleSection()
+    mcp: McpSection = McpSection()
+    web: WebSection = WebSection()
+    source: Path | None = Field(None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, so a service unit can inject secrets.
+        return (env_settings, init_settings)
+
+    @property
+    def state_dir(self) -> Path:
+        """The state folder, absolute."""
+        return self.store.path
+
+    @property
+    def homeserver_dir(self) -> Path:
+        """The local homeserver's folder, absolute."""
+        return self.local_homeserver.folder
+
+
+def default_config_path() -> Path:
+    """Where the CLI looks for the config when none is given: store/config.toml here."""
+    return Path("store") / "config.toml"
+
+
+_FIXES = {
+    "matrix": "add a [matrix] table with homeserver, user_id, password and owners",
+    "matrix.homeserver": 'set homeserver = "https://your.homeserver" under [matrix]',
+    "matrix.user_id": 'set user_id = "@yourbot:your.homeserver" under [matrix]',
+    "matrix.owners": 'set owners = ["@you:your.homeserver"] under [matrix]',
+    "matrix.password_file": "point password_file at a readable file, or use password",
+    "agent.api_key_file": "point api_key_file at a readable file, or set ANTHROPIC_API_KEY",
+    "voice.api_key_file": "point api_key_file at a readable file, or set DISPATCH_VOICE__API_KEY",
+    "agent.env_passthrough": "move it to [agent] secret_env_passthrough: commands still see "
+    "it, and its value is hidden from the room, the logs and the model",
+}
+
+
+def _fix_for(key: str, problem: str, known: list[str]) -> str:
+    if key in _FIXES:
+        return _FIXES[key]
+    if problem == "unknown key":
+        last = key.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(last, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"{hint}remove it (see the configuration reference in README.md)"
+    return "see the configuration reference in README.md"
+
+
+def _known_keys(section: str) -> list[str]:
+    model = Config.model_fields.get(section)
+    annotation = model.annotation if model else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return list(Config.model_fields)
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    expanded = path.expanduser()
+    return expanded if expanded.is_absolute() else (base / expanded).resolve()
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and resolve a config file; every problem is one ConfigError."""
+    path = path.expanduser()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        where = "" if path.is_absolute() else f" (looked for {path.absolute()})"
+        raise ConfigError(
+            str(path),
+            f"no such file{where}",
+            "give the one you made with --config FILE (or $DISPATCH_MATRIX_CONFIG), "
+            f"or create one with: dispatch-matrix init --config {path}",
+        ) from None
+    except OSError as err:
+        raise ConfigError(
+            str(path), f"cannot read: {err.strerror}", "check its permissions"
+        ) from err
+    try:
+        data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), f"not valid TOML ({err})", "fix the syntax there") from err
+    config = _validate(data)
+    base = path.resolve().parent
+    store = config.store.model_copy(update={"path": _resolve(config.store.path, base)})
+    local = config.local_homeserver
+    local = local.model_copy(update={"folder": _resolve(local.folder, store.path)})
+    matrix = config.matrix
+    if matrix.password_file is not None:
+        matrix = matrix.model_copy(update={"password_file": _resolve(matrix.password_file, base)})
+    if matrix.access_token_file is not None:
+        token_file = _resolve(matrix.access_token_file, base)
+        matrix = matrix.model_copy(update={"access_token_file": token_file})
+    agent = config.agent
+    if agent.api_key_file is not None:
+        agent = agent.model_copy(update={"api_key_file": _resolve(agent.api_key_file, base)})
+    voice = config.voice
+    voice = voice.model_copy(
+        update={
+            name: _resolve(getattr(voice, name), base)
+            for name in ("api_key_file", "local_model")
+            if getattr(voice, name) is not None
+        }
+    )
+    resolved = config.model_copy(
+        update={
+            "store": store,
+            "local_homeserver": local,
+            "matrix": matrix,
+            "agent": agent,
+            "voice": voice,
+            "mcp": config.mcp.resolved(base),
+            "source": path.resolve(),
+        }
+    )
+    _check_secrets(resolved)
+    return resolved
+
+
+def validate_data(data: dict[str, Any]) -> Config:
+    """The config a parsed TOML table makes, judged as `load_config` judges a file (paths
+    unresolved, secrets unread); what `init` checks its answers with before it writes."""
+    return _validate(data)
+
+
+def _validate(data: dict[str, Any]) -> Config:
+    try:
+        return Config(**data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        problem = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            problem = "is required but missing"
+        elif first["type"] == "extra_forbidden":
+            problem = "unknown key"
+        section = str(first["loc"][0]) if first["loc"] else ""
+        raise ConfigError(key, problem, _fix_for(key, problem, _known_keys(section))) from None
+
+
+def _check_secrets(config: Config) -> None:
+    try:
+        config.matrix.secret_password()
+    except ValueError as err:
+        raise ConfigError("matrix.password_file", str(err), _FIXES["matrix.password_file"]) from err
+    try:
+        config.matrix.secret_access_token()
+    except ValueError as err:
+        raise ConfigError(
+            "matrix.access_token_file", str(err), "point it at a readable file"
+        ) from err
+    try:
+        config.agent.secret_api_key()
+    except ValueError as err:
+        raise ConfigError("agent.api_key_file", str(err), _FIXES["agent.api_key_file"]) from err
+    try:
+        config.voice.secret_api_key()
+    except ValueError as err:
+        raise ConfigError("voice.api_key_file", str(err), _FIXES["voice.api_key_file"]) from err

@@ -1,0 +1,216 @@
+"""The daemon's health record: started when, by which pid, connected since, last sync, last
+error. The daemon keeps it in the ledger's meta table so `dispatch-matrix status` can read
+it without logging in; the lines `status` prints are a pure function of it.
+
+The record is best effort: writing it never blocks or fails the work it describes (a full
+disk refuses the write, the daemon logs that once and carries on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from dispatch_matrix.core import logs
+from dispatch_matrix.store import Database
+
+log = logs.get(__name__)
+
+KEY = "daemon_health"
+# Warnings that explain why the bot is not connected (to the homeserver, or to the
+# Messages API while tasks wait for it) count as errors for `status`.
+CONNECTION_EVENTS = frozenset({"sync.failed", "matrix.unreachable", "sync.stalled", "model.outage"})
+# Of those, the ones that say the homeserver is not answering: after one, the bot is not
+# connected until a sync succeeds again, however recent the last one was.
+HOMESERVER_EVENTS = frozenset({"sync.failed", "matrix.unreachable", "sync.stalled"})
+_MIN_WRITE_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the running (or last) daemon said about itself; times in ms since the epoch."""
+
+    pid: int
+    version: str
+    started_ms: int
+    connected_ms: int | None = None
+    last_sync_ms: int | None = None
+    last_error: str | None = None
+    last_error_ms: int | None = None
+    stopped_ms: int | None = None
+    # The first homeserver failure since the last sync that succeeded (None: none since).
+    failing_since_ms: int | None = None
+
+    def to_json(self) -> str:
+        """The record as the meta table keeps it."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Health | None:
+        """The record, or None when there is none or it is unreadable."""
+        if not text:
+            return None
+        try:
+            fields = json.loads(text)
+            return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+        except (ValueError, TypeError):
+            return None
+
+
+def duration(ms: int) -> str:
+    """A duration as a person reads it: 45s, 12m 3s, 5h 2m, 3d 4h."""
+    s = max(0, ms // 1000)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def describe(health: Health | None, running: bool, now_ms: int, stale_after_ms: int) -> list[str]:
+    """The status lines about the daemon itself (pure).
+
+    Connected means a sync completed within `stale_after_ms` (a long poll returns at least
+    once per sync timeout, even when nothing happens) and the homeserver has not failed
+    since: a failed sync says the connection is gone before the last good one grows old.
+    """
+    if health is None:
+        return ["connected: unknown (no record yet: the daemon has not run with this version)"]
+    lines = []
+    if running:
+        lines.append(
+            f"uptime:    {duration(now_ms - health.started_ms)} (version {health.version})"
+        )
+        synced = health.last_sync_ms
+        failing = health.failing_since_ms
+        if failing is not None and (synced is None or failing >= synced):
+            last = f"last sync {duration(now_ms - synced)} ago" if synced else "never synced"
+            lines.append(f"connected: no, failing for {duration(now_ms - failing)} ({last})")
+        elif synced is not None and now_ms - synced <= stale_after_ms:
+            lines.append(f"connected: yes, last sync {duration(now_ms - synced)} ago")
+        elif synced is None:
+            lines.append("connected: no, not yet synced")
+        else:
+            lines.append(f"connected: no, last sync {duration(now_ms - synced)} ago")
+    else:
+        ended = health.stopped_ms
+        when = f"{duration(now_ms - ended)} ago" if ended else "at an unknown time (crashed?)"
+        lines.append(f"connected: no (last run, version {health.version}, ended {when})")
+    if health.last_error:
+        ago = duration(now_ms - (health.last_error_ms or now_ms))
+        lines.append(f"last error: {health.last_error} ({ago} ago)")
+    return lines
+
+
+def error_text(record: logging.LogRecord) -> str | None:
+    """A log record as a last-error line, or None if it is not one (pure)."""
+    event: dict[str, Any] = record.msg if isinstance(record.msg, dict) else {}
+    name = str(event.get("event", "")) if event else ""
+    if record.levelno < logging.ERROR and name not in CONNECTION_EVENTS:
+        return None
+    if not event:
+        return logs.REDACTOR.text(record.getMessage())[:300]
+    # The structlog processors (the redactor among them) ran before the record got here.
+    detail = event.get("error") or event.get("detail") or event.get("reason")
+    return f"{name}: {detail}"[:300] if detail else name
+
+
+class HealthRecorder(logging.Handler):
+    """Keeps the health record: in memory at once, in the ledger at most every few seconds.
+
+    It is a logging handler so that any error the daemon logs becomes the last error, from
+    whichever thread logs it; the writes happen only in `run`, on the event loop.
+    """
+
+    def __init__(
+        self, db: Database, pid: int, version: str, now_ms: Callable[[], int] | None = None
+    ) -> None:
+        super().__init__(logging.WARNING)
+        self._db = db
+        self._now = now_ms or (lambda: int(time.time() * 1000))
+        self._health = Health(pid=pid, version=version, started_ms=self._now())
+        self._lock = threading.Lock()
+        self._dirty = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._write_failed = False
+
+    @property
+    def health(self) -> Health:
+        """The record as it stands in memory."""
+        with self._lock:
+            return self._health
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            self._health = replace(self._health, **changes)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._dirty.set)
+
+    def started(self) -> None:
+        """The daemon holds the lock: write the record now, before connecting."""
+        self._loop = asyncio.get_running_loop()
+        self.write()
+
+    def connected(self) -> None:
+        """Logged in (or restored)."""
+        self._update(connected_ms=self._now())
+
+    def synced(self) -> None:
+        """A sync completed; the first is written at once (on the event loop, as `started`),
+        so `status` never reads "not yet synced" from a daemon that is taking messages."""
+        first = self.health.last_sync_ms is None
+        self._update(last_sync_ms=self._now())
+        if first:
+            self.write()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """A logged error becomes the last error."""
+        text = error_text(record)
+        if text is None:
+            return
+        now = self._now()
+        self._update(last_error=text, last_error_ms=now)
+        event = record.msg if isinstance(record.msg, dict) else {}
+        if event.get("event") in HOMESERVER_EVENTS:
+            with self._lock:
+                health = self._health
+                since = health.failing_since_ms
+                if since is None or (health.last_sync_ms or 0) > since:
+                    self._health = replace(health, failing_since_ms=now)
+
+    def stopped(self) -> None:
+        """The daemon is stopping: say so in the record."""
+        self._update(stopped_ms=self._now())
+        self.write()
+
+    def write(self) -> None:
+        """Write the record; a refused write (a full disk) is logged once, never raised."""
+        try:
+            self._db.set_meta(KEY, self.health.to_json())
+            self._write_failed = False
+        except sqlite3.Error as err:
+            if not self._write_failed:
+                log.warning("health.write_failed", error=str(err))
+            self._write_failed = True
+
+    async def run(self) -> None:
+        """Write the record whenever it changed, at most once per few seconds."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            self.write()
+            await asyncio.sleep(_MIN_WRITE_INTERVAL_S)
+
+
+def read(db: Database) -> Health | None:
+    """The record the daemon last wrote."""
+    return Health.from_json(db.get_meta(KEY))

@@ -1,0 +1,128 @@
+"""What the daemon tells the owners about itself once it is connected: a device that replaced
+a lost one (and whether the old one could be removed), shell commands that run without the
+sandbox, a model that is deprecated or retired. Each is said once (fixed keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from dispatch_matrix import __version__
+from dispatch_matrix.app.onboarding import OWNER_PASSWORD_FILE
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import RoomID
+from dispatch_matrix.matrix import texts
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.matrix.uia import ApprovalInBrowser
+from dispatch_matrix.queue import texts as queue_texts
+from dispatch_matrix.store import Database
+
+if TYPE_CHECKING:
+    from dispatch_matrix.agent import Agent
+    from dispatch_matrix.app.config import Config
+    from dispatch_matrix.store.models import Session
+
+log = logs.get(__name__)
+
+
+async def retire_device(client: MatrixClient, db: Database, old: str, password: str | None) -> None:
+    """Delete the device whose keys were lost, and remember to tell the owners (with what
+    to do when the homeserver would not let the bot do it: MAS wants a browser)."""
+    removal = ""
+    try:
+        await client.delete_device(old, password)
+        log.info("matrix.old_device_deleted", device=old)
+    except (HomeserverError, ApprovalInBrowser) as err:
+        removal = err.one_line()
+        log.error("matrix.old_device_not_deleted", device=old, error=err.message, fix=err.fix)
+    db.set_meta("announce_replaced_device", old)
+    db.set_meta("announce_replaced_device_removal", removal)
+
+
+async def announce_replacement(client: MatrixClient, db: Database, outbox: Outbox) -> None:
+    old = db.get_meta("announce_replaced_device")
+    if not old:
+        return
+    for room_id in list(client.client.rooms):
+        await outbox.post(
+            RoomID(room_id),
+            texts.device_replaced(
+                old, client.device_id, db.get_meta("announce_replaced_device_removal") or None
+            ),
+            notice=True,
+            key=f"replaced-{old}-{room_id}",
+        )
+    db.set_meta("announce_replaced_device", "")
+
+
+async def announce_unconfined(client: MatrixClient, outbox: Outbox) -> None:
+    """Tell each room, once (a fixed key), that shell commands run without the sandbox."""
+    for room_id in list(client.client.rooms):
+        await outbox.post(
+            RoomID(room_id), texts.sandbox_off(), notice=True, key=f"sandbox-off-{room_id}"
+        )
+
+
+async def report_model(agent: Agent, db: Database, client: MatrixClient, outbox: Outbox) -> None:
+    """A deprecated or retired model is logged at every start, and said once in each room."""
+    status = await agent.model_status()
+    notice = status.notice()
+    if notice is None:
+        return
+    log.warning(
+        "model.deprecated",
+        model=status.name,
+        lifecycle=status.lifecycle,
+        retires=status.retires,
+        replacement=status.replacement,
+    )
+    rooms = list(client.client.rooms)
+    key = f"model-ending-{status.name}-{status.lifecycle}"
+    # No room yet (a first start): said at a later start, once the owner's room exists.
+    if not rooms or not db.first_notice(key):
+        return
+    for room_id in rooms:
+        await outbox.post(
+            RoomID(room_id), queue_texts.model_ending(notice), notice=True, key=f"{key}-{room_id}"
+        )
+
+
+def banner(
+    config: Config, session: Session, first_sync_s: float | None, invited: Sequence[str] = ()
+) -> str:
+    """What a newcomer needs to see once the bot is connected (`invited`: owners who have
+    not yet accepted the DM init opened for them)."""
+    owners = ", ".join(config.matrix.owners)
+    took = f" (first sync {first_sync_s:.2f}s)" if first_sync_s is not None else ""
+    # The private homeserver's owner account: where its password is, at every start (the
+    # printout of `init` that showed it scrolled away long ago).
+    owner_password = config.state_dir / OWNER_PASSWORD_FILE
+    sign_in = (
+        f"  sign in as {config.matrix.owners[0]}: password in {owner_password}\n"
+        if config.local_homeserver.enabled and owner_password.exists()
+        else ""
+    )
+    return (
+        f"dispatch-matrix {__version__}: connected{took}\n"
+        f"  bot:    {session.user_id}  device {session.device_id}\n"
+        f"  server: {session.homeserver}\n"
+        f"  owners: {owners}\n"
+        f"  state:  {config.state_dir}\n"
+        f"{sign_in}"
+        f"{_how_to_talk(session.user_id, invited)}"
+        f"It answers only encrypted messages from its owners. Stop with Ctrl-C."
+    )
+
+
+def _how_to_talk(bot: str, invited: Sequence[str]) -> str:
+    if invited:
+        return (
+            f"To talk to it: in Element, as {', '.join(invited)}, accept the invite from {bot}\n"
+            "(an encrypted DM), and send a message. "
+        )
+    return (
+        f"To talk to it: sign in to Element as an owner, start a chat with {bot}\n"
+        "(Start chat → enter the id → Go), and send a message. "
+    )

@@ -1,0 +1,44 @@
+"""Faults of the machine, told apart from bugs: a full disk under the state folder.
+
+A write the ledger refuses (SQLite's "database or disk is full", or ENOSPC from a plain
+file) can surface from any long-lived task. The daemon then stops with one clear line
+rather than a traceback: what is on disk is consistent (every write is a transaction, and
+the sync token is saved only after the events it covers), so a restart once there is room
+re-reads whatever was not recorded and carries on.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from dispatch_matrix.core.errors import DiskFull
+
+
+def leaves(error: BaseException) -> Iterator[BaseException]:
+    """The errors inside (nested) exception groups, or the error itself."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from leaves(inner)
+    else:
+        yield error
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether one error means the file system is out of space (pure)."""
+    if isinstance(error, sqlite3.OperationalError):
+        return "disk is full" in str(error)
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: BaseException, folder: Path) -> DiskFull | None:
+    """The clear error for a full disk, when `error` (or one it groups) is one."""
+    if not any(is_disk_full(leaf) for leaf in leaves(error)):
+        return None
+    return DiskFull(
+        f"the disk holding the state folder {folder} is full; stopped before anything was "
+        "half-written",
+        fix="free some space there; on restart it carries on where it stopped",
+    )

@@ -1,0 +1,211 @@
+"""Structured logging: readable on a terminal, JSON lines in the state folder, no secrets.
+
+Every record passes `redact` before it is rendered, so an access token, password or API
+key never reaches a terminal or a file, whatever a caller put in the event.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dispatch_matrix.core.redaction import REDACTED, KnownSecrets, find_secrets, hide
+
+__all__ = ["REDACTED", "REDACTOR", "Redactor", "get", "setup"]
+
+# Key names whose values are secret whatever they hold.
+_SECRET_KEYS = re.compile(
+    r"(pass(word)?|secret|token|api[_-]?key|authorization|private|pickle|seed)", re.I
+)
+# Shorter values would hide ordinary words wherever they occur.
+_MIN_VALUE = 6
+# Log field values up to this long are scrubbed once and remembered, this many of them.
+_FIELD_CACHED_CHARS = 200
+_FIELDS_KEPT = 2000
+# Libraries whose records our own events already tell (the SDK's HTTP stack is httpx2 /
+# httpcore2: a line per request to the API, each one rendered twice).
+_NOISY = (
+    "nio",
+    "peewee",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "aiohttp.access",
+    "anthropic",
+)
+
+
+class Redactor:
+    """Replaces known secret values and secret-shaped strings with a marker."""
+
+    def __init__(self) -> None:
+        self._known = KnownSecrets()
+        # Short log fields already scrubbed (room, event and task ids recur in every line).
+        self._fields: dict[str, str] = {}
+
+    def add(self, *values: str | None) -> None:
+        """Remember secret values (ours: password, token, API key; the environment's) to
+        scrub verbatim wherever they appear."""
+        for value in values:
+            if value and len(value) >= _MIN_VALUE:
+                self._known.add(value)
+        self._fields.clear()
+
+    def field(self, text: str) -> str:
+        """`text` for a log field: the same result, remembered for short values."""
+        if len(text) > _FIELD_CACHED_CHARS:
+            return self.text(text)
+        done = self._fields.get(text)
+        if done is None:
+            if len(self._fields) >= _FIELDS_KEPT:
+                self._fields.clear()
+            done = self._fields[text] = self.text(text)
+        return done
+
+    def text(self, text: str) -> str:
+        """The text with every known secret and every secret-shaped string replaced."""
+        if not text:
+            return text
+        return hide(text, self._known.spans(text) + find_secrets(text))
+
+    def shapes(self, text: str) -> str:
+        """The text with only the secret-shaped strings replaced (tokens, keys, `password=…`)."""
+        if not text:
+            return text
+        return hide(text, find_secrets(text))
+
+    def known(self, text: str) -> str:
+        """The text with only the known secret values replaced: for what the model reads,
+        where a secret-shaped string of the owner's own may be what the task is about."""
+        if not text or not self._known:
+            return text
+        return hide(text, self._known.spans(text))
+
+    def value(self, key: str, value: Any) -> Any:
+        """A log field's value, scrubbed by its key's name and its content."""
+        if isinstance(value, str):
+            return REDACTED if _SECRET_KEYS.search(key) and value else self.field(value)
+        if isinstance(value, dict):
+            return {k: self.value(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(key, v) for v in value]
+        if isinstance(value, BaseException):
+            return self.text(f"{type(value).__name__}: {value}")
+        return value
+
+    def __call__(
+        self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key in list(event_dict):
+            if key == "event":
+                event_dict[key] = self.field(str(event_dict[key]))
+            else:
+                event_dict[key] = self.value(key, event_dict[key])
+        return event_dict
+
+
+REDACTOR = Redactor()
+
+
+def _redact_rendered(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
+    # Tracebacks are rendered text; scrub them after rendering too.
+    if "exception" in event_dict and isinstance(event_dict["exception"], str):
+        event_dict["exception"] = REDACTOR.text(event_dict["exception"])
+    return event_dict
+
+
+def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) -> None:
+    """Configure structlog and stdlib logging: console to stderr, JSON lines to a file."""
+    shared: Iterable[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        REDACTOR,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    console = logging.StreamHandler(stream or sys.stderr)
+    console.setFormatter(_formatter(shared, structlog.dev.ConsoleRenderer(colors=False)))
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.addHandler(console)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handler = _RotatingFile(
+            log_dir / "dispatch.jsonl", maxBytes=20_000_000, backupCount=3, encoding="utf-8"
+        )
+        handler.setFormatter(
+            _formatter(shared, structlog.processors.JSONRenderer(ensure_ascii=False))
+        )
+        root.addHandler(handler)
+        (log_dir / "dispatch.jsonl").chmod(0o600)
+    root.setLevel(level.upper())
+    # nio logs whole HTTP bodies at debug and retries as warnings; our own events say what
+    # happened, so only its errors pass.
+    for noisy in _NOISY:
+        logging.getLogger(noisy).setLevel(max(logging.ERROR, root.level))
+
+
+class _RotatingFile(logging.handlers.RotatingFileHandler):
+    """A rotating file that renders each record once and knows its size from what it
+    wrote: the stdlib's renders every record twice (once only to measure it) and seeks to
+    the end and stats the path for each, half of what a log line cost."""
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._size = path.stat().st_size if path.exists() else 0
+
+    def doRollover(self) -> None:  # noqa: N802 - the stdlib's name
+        super().doRollover()
+        self._size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            size = len(line.encode("utf-8"))
+            if self.maxBytes > 0 and self._size and self._size + size > self.maxBytes:
+                self.doRollover()
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(line)
+            self.stream.flush()
+            self._size += size
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def get_root() -> logging.Logger:
+    """The root logger, where handlers that watch every record attach."""
+    return logging.getLogger()
+
+
+def get(name: str) -> Any:
+    """A structlog logger for a module."""
+    return structlog.get_logger(name)
+
+
+def _formatter(shared: Iterable[Any], renderer: Any) -> logging.Formatter:
+    """Records from structlog and from other libraries alike: redacted, then rendered."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=list(shared),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _redact_rendered,
+            renderer,
+        ],
+    )

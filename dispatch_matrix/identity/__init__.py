@@ -1,0 +1,5 @@
+"""Identity: the bot's cross-signing keys, the owners' pinned identities, the trust gate
+that decides whether an event may command the bot, emoji verification (SAS) and pairing,
+and what happens to an owner's messages while their identity is not trusted.
+
+May import `core`, `store` and `matrix`'s client and texts."""

@@ -1,0 +1,208 @@
+"""Owners' messages from an identity the bot has not trusted yet: held, told, then run.
+
+When an owner resets their cross-signing identity, the bot stops obeying it (trust on first
+use pinned the old one). Their message is not dropped: it is held in the store, and the
+owner is told, in a notice their new device can read (`side_notice`), what happened and the
+one command that fixes it. Once `dispatch-matrix trust` pins the new identity (the store is
+read at every sync, so no restart is needed; a restart works the same), each held message
+is routed again in order, through the same gate as any message.
+
+Why run rather than only name them: the operator explicitly trusted, on the computer, the
+very identity that signed them; they are what the owner asked for minutes ago, and "send it
+again" is the friction being removed. A held message is only named (never run) when the
+identity trusted is not the one it came under, its device no longer passes the gate, or it
+waited longer than `MAX_HOLD_S` (a day-old order is no longer what the owner expects; one
+never trusted within that time is named then too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.identity.trust import DeviceTrust, UserKeys
+from dispatch_matrix.matrix import texts
+from dispatch_matrix.matrix.inbound import Message
+from dispatch_matrix.store import Database
+
+log = logs.get(__name__)
+
+# Held longer than this, a message is named, not run.
+MAX_HOLD_S = 24 * 3600
+PREVIEW_CHARS = 40
+
+
+class Release(enum.Enum):
+    """What to do with a held message now."""
+
+    WAIT = "wait"  # its identity is still not trusted
+    RUN = "run"
+    NAME = "name"  # tell the owner it was not run
+
+
+def release_action(
+    device: DeviceTrust | None,
+    allowed_now: bool,
+    held_master: str | None,
+    pinned_master: str | None,
+    age_s: float,
+    max_age_s: float = MAX_HOLD_S,
+) -> Release:
+    """Whether a held message runs now, waits, or is named (pure).
+
+    `device` is the sending device's standing against the pin now, `allowed_now` the gate's
+    verdict on the message now; `held_master` the identity it came under.
+    """
+    if device is DeviceTrust.IDENTITY_CHANGED:
+        # Never trusted within a day: named (bounds the store and the re-checks at each sync).
+        return Release.WAIT if age_s <= max_age_s else Release.NAME
+    if allowed_now and held_master is not None and held_master == pinned_master:
+        return Release.RUN if age_s <= max_age_s else Release.NAME
+    return Release.NAME
+
+
+def preview(text: str, chars: int = PREVIEW_CHARS) -> str:
+    """The start of a message, quoted, on one line."""
+    flat = " ".join(text.split())
+    return f"«{flat[:chars]}…»" if len(flat) > chars else f"«{flat}»"
+
+
+def fingerprint(master_key: str | None) -> str:
+    """A master key as people compare it: groups of four characters."""
+    if not master_key:
+        return "(none published)"
+    return " ".join(master_key[i : i + 4] for i in range(0, len(master_key), 4))
+
+
+def _encode(message: Message) -> str:
+    return json.dumps(dataclasses.asdict(message))
+
+
+def _decode(raw: str) -> Message:
+    fields: dict[str, Any] = json.loads(raw)
+    return Message(**fields)
+
+
+class IdentityView(Protocol):
+    """What holding reads of `Identities`: published keys, a device's standing, the pin."""
+
+    async def keys(self, user_id: str, refresh: bool = False) -> UserKeys: ...
+
+    async def judge(self, user_id: str, sender_key: str | None) -> DeviceTrust: ...
+
+    def pinned(self, user_id: str) -> str | None: ...
+
+
+NoticeSender = Callable[[RoomID, dict[str, Any], dict[str, set[str]]], Awaitable[object]]
+Route = Callable[[Message], Awaitable[None]]
+Judge = Callable[[Message, DeviceTrust | None], bool]
+Post = Callable[[RoomID, str], Awaitable[object]]
+
+
+class HeldMessages:
+    """Holds owners' messages from an untrusted identity, and releases them once trusted."""
+
+    def __init__(
+        self,
+        db: Database,
+        identities: IdentityView,
+        send_readable: NoticeSender,
+        post: Post,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._identities = identities
+        self._send_readable = send_readable
+        self._post = post
+        self._clock = clock
+
+    async def hold(self, message: Message) -> None:
+        """Hold `message` and, once per identity change per room, tell its sender on every
+        device of theirs (the new ones included) what happened and how to fix it."""
+        keys = await self._identities.keys(message.sender)
+        master = keys.master_key
+        if not self._db.hold_message(
+            message.event_id, message.room_id, message.sender, master, _encode(message)
+        ):
+            return
+        log.info(
+            "message.held",
+            room=message.room_id,
+            event_id=message.event_id,
+            sender=message.sender,
+            master=master,
+        )
+        if not self._db.first_notice(f"identity:{message.sender}:{master}:{message.room_id}"):
+            return
+        text = texts.identity_changed(message.sender, fingerprint(master), preview(message.body))
+        content = _notice_content(text, message.event_id)
+        # Every device the owner's account publishes, the untrusted new ones included: the
+        # one-off session carries this notice only.
+        devices: dict[str, set[str]] = {str(message.sender): set(keys.devices)}
+        try:
+            await self._send_readable(message.room_id, content, devices)
+        except HomeserverError as err:
+            # Told at the owner's next message instead.
+            self._db.forget_notices(f"identity:{message.sender}:{master}:{message.room_id}")
+            log.warning("trust.notice_failed", room=message.room_id, error=err.message)
+
+    async def release(self, route: Route, judge: Judge) -> None:
+        """Run, or name, the held messages whose sender's identity is now trusted (or can no
+        longer be); the others keep waiting. Called at every sync: one query when none."""
+        rows = self._db.held_messages()
+        if not rows:
+            return
+        try:
+            await self._release(rows, route, judge)
+        except HomeserverError as err:
+            # Keys could not be fetched, say: tried again at the next sync, which goes on.
+            log.warning("held.release_failed", error=err.message)
+
+    async def _release(
+        self, rows: list[tuple[str, str | None, str, float]], route: Route, judge: Judge
+    ) -> None:
+        named: dict[tuple[RoomID, UserID], list[str]] = {}
+        for sender, held_master, raw, held_at in rows:
+            message = _decode(raw)
+            device = await self._identities.judge(sender, message.sender_key)
+            action = release_action(
+                device,
+                judge(message, device),
+                held_master,
+                self._identities.pinned(sender),
+                self._clock() - held_at,
+            )
+            if action is Release.WAIT:
+                continue
+            log.info(
+                "message.released",
+                event_id=message.event_id,
+                action=action.value,
+                waited_s=round(self._clock() - held_at, 1),
+            )
+            if action is Release.RUN:
+                # Routed before it is released: a crash between runs it at most once (the
+                # intake knows each event id it took).
+                await route(message)
+            else:
+                named.setdefault((message.room_id, message.sender), []).append(
+                    preview(message.body)
+                )
+            self._db.release_held(message.event_id)
+        for (room_id, _sender), previews in named.items():
+            await self._post(room_id, texts.held_named(previews))
+
+
+def _notice_content(text: str, reply_to: EventID) -> dict[str, Any]:
+    from dispatch_matrix.matrix.formatting import text_content
+
+    content = text_content(text, notice=True)
+    content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+    return content

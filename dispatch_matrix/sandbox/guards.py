@@ -1,0 +1,307 @@
+"""The wall's lists applied to the disk for one shell call: which trees (roots, the
+workdir, repositories up to three levels in) get their `.git/hooks`, `.git/config` and
+editor folders guarded, which guards exist (mounted read-only), which missing folders
+are created empty so they can be, which missing paths are watched, and moving aside what
+a call planted at one of those. The lists themselves are data in `wall.py`; the mounts
+are `sandbox.plan`'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from stat import S_ISLNK
+
+from dispatch_matrix.sandbox.spec import within
+from dispatch_matrix.sandbox.wall import (
+    GIT_HOOKS,
+    HIDDEN_IN_HOME,
+    READONLY_IN_TREE,
+    Guard,
+    home_guards,
+)
+from dispatch_matrix.toolbox.paths import canonicalize
+
+
+def _git_folders(tree: Path) -> list[Path]:
+    """The git folders of the repository at `tree`: its `.git`, or for a worktree (a `.git`
+    file) the folder it names and that folder's common one."""
+    dot_git = tree / ".git"
+    if dot_git.is_dir():
+        # A submodule's git folder lies in the parent's `.git/modules/<name>`: its hooks run
+        # as soon as the owner works in the submodule.
+        with contextlib.suppress(OSError):
+            modules = sorted(p for p in (dot_git / "modules").iterdir() if (p / "HEAD").exists())
+            return [dot_git, *modules]
+        return [dot_git]
+    try:
+        line = dot_git.read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return []
+    if not line.startswith("gitdir:"):
+        return []
+    gitdir = (tree / line.removeprefix("gitdir:").strip()).resolve()
+    found = [gitdir]
+    with contextlib.suppress(OSError, IndexError):
+        common = (gitdir / "commondir").read_text().splitlines()[0].strip()
+        found.append((gitdir / common).resolve())
+    return found
+
+
+# How far below a root repositories are looked for (`~/code/org/repo` is three levels), and
+# how many folder entries one call may look at: a per-call cost, bounded.
+SEARCH_DEPTH = 3
+SEARCH_BUDGET = 20_000
+# Folders that hold no repository of the owner's and may be huge.
+_NOT_SEARCHED = frozenset({"node_modules", "__pycache__", "site-packages", "target"})
+
+
+def _repositories(root: Path) -> list[Path]:
+    """The repositories up to `SEARCH_DEPTH` levels inside `root`, breadth first: all of
+    those one level in, the deeper ones within `SEARCH_BUDGET` entries (a call that makes
+    that many folders can hide a deeper one from the next calls). Hidden folders are checked
+    but not entered (`~/.cache`, `~/.local` would eat the budget), nor are repositories."""
+    found: list[Path] = []
+    level, budget = [root], SEARCH_BUDGET
+    for depth in range(SEARCH_DEPTH):
+        below: list[Path] = []
+        for folder in level:
+            with contextlib.suppress(OSError), os.scandir(folder) as entries:
+                for entry in entries:
+                    # The root's own entries are all looked at, whatever their number: a
+                    # call that fills the root with folders must not unguard the
+                    # repositories in it.
+                    budget -= depth > 0
+                    if budget < 0:
+                        return sorted(found)
+                    if entry.name == ".git" or not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if os.path.lexists(f"{entry.path}/.git"):
+                        found.append(Path(entry.path))
+                    elif not entry.name.startswith(".") and entry.name not in _NOT_SEARCHED:
+                        below.append(Path(entry.path))
+        level = sorted(below)
+    return sorted(found)
+
+
+def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
+    """The folders whose `.git/hooks`, `.git/config` and editor folders are kept read-only:
+    each root, the workdir, the repository the workdir is in, and each repository up to
+    `SEARCH_DEPTH` levels inside a root (within a budget: a per-call cost on every call);
+    the file tools refuse writing them at any depth."""
+    found: list[Path] = []
+    canonical_roots = []
+    for root in roots:
+        with contextlib.suppress(OSError):
+            canonical_roots.append(canonicalize(root.expanduser()))
+    for root in canonical_roots:
+        found.append(root)
+        found += _repositories(root)
+    with contextlib.suppress(OSError):
+        here = canonicalize(workdir)
+        found.append(here)
+        for parent in [here, *here.parents]:
+            if not any(within(PurePosixPath(parent), PurePosixPath(r)) for r in canonical_roots):
+                break
+            if (parent / ".git").exists():
+                found.append(parent)
+                break
+    return list(dict.fromkeys(found))
+
+
+def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[Path, Guard]]:
+    """Every read-only guard of one call, as paths: the home's, and each tree's."""
+    paths = [(home / g.path, g) for g in home_guards()]
+    if not os.path.lexists(home / ".git"):
+        # A repository made of the home itself would rule, with its config and hooks, every
+        # git call outside one in a folder of the home: watched, never made by a call.
+        paths.append((home / ".git", Guard(".git", True, placeholder=False)))
+    for tree in trees(roots, workdir):
+        for gitdir in _git_folders(tree):
+            paths.append((gitdir / "hooks", GIT_HOOKS))
+            paths.append((gitdir / "config", Guard(".git/config", False, False)))
+            # Git reads `commondir` in every git folder, not only a worktree's: a planted
+            # one moves `config` (an fsmonitor command) and `hooks` to a folder of the call's.
+            paths.append((gitdir / "commondir", Guard(".git/commondir", False, False)))
+        paths += [(tree / g.path, g) for g in READONLY_IN_TREE if not g.path.startswith(".git/")]
+    return paths
+
+
+class Canonical:
+    """`canonicalize` for many paths of one call, the folders on the way looked up once:
+    the guards of one call share most of their parents (a repository's five guards, the
+    home's thirty)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, Path] = {}
+        self._links: dict[str, tuple[tuple[Path, str], ...]] = {}
+
+    def links_to(self, path: Path) -> list[tuple[Path, str]]:
+        """The symbolic links on the way to `path`, itself included, each as (where the
+        link is, canonical; its target as written): the mounts land on the targets, so a
+        link could be swapped for a folder of the call's own."""
+        return list(self._links_to(os.path.normpath(path)))
+
+    def _links_to(self, spelled: str) -> tuple[tuple[Path, str], ...]:
+        # Memoised per folder: a call's guards share nearly all of their ancestors.
+        known = self._links.get(spelled)
+        if known is not None:
+            return known
+        parent, _, name = spelled.rpartition("/")
+        found = self._links_to(parent or "/") if name else ()
+        with contextlib.suppress(OSError):
+            if name and S_ISLNK(os.lstat(spelled).st_mode):
+                where = self.lookup(Path(parent or "/"))[0] / name
+                found = ((where, str(Path(spelled).readlink())), *found)
+        self._links[spelled] = found
+        return found
+
+    def lookup(self, path: Path) -> tuple[Path, bool]:
+        """The canonical path and whether something (a link included) is there."""
+        path = Path(os.path.normpath(path))
+        try:
+            st: os.stat_result | None = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        if st is not None and S_ISLNK(st.st_mode):
+            real = canonicalize(path)
+            return real, os.path.lexists(real)
+        folder = self._folders.get(path.parent)
+        if folder is None:
+            folder = self._folders[path.parent] = canonicalize(path.parent)
+        return folder / path.name, st is not None
+
+
+def placeholders(
+    guards: Iterable[tuple[Path, Guard]], roots: Iterable[Path]
+) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """Make ready the guards inside a writable root: an existing one stays as it is, a
+    missing folder whose empty form is harmless is created empty (bubblewrap mounts only
+    over what exists). Returns the guards that exist now (canonical), the missing ones to
+    watch, and the guards that are symbolic links inside a root with their targets: the
+    mount lands on the target, so the link itself could be replaced (`restore_links`)."""
+    canonical_roots = []
+    for root in roots:
+        with contextlib.suppress(OSError):
+            canonical_roots.append(PurePosixPath(canonicalize(root.expanduser())))
+
+    def in_root(path: Path) -> bool:
+        return any(within(PurePosixPath(path), r) for r in canonical_roots)
+
+    canonical = Canonical()
+    existing: list[Path] = []
+    watched: list[Path] = []
+    links: list[tuple[Path, str]] = []
+    for path, guard in dict(guards).items():
+        try:
+            real, exists = canonical.lookup(path)
+            links += [(link, target) for link, target in canonical.links_to(path) if in_root(link)]
+        except (OSError, ValueError):
+            continue
+        if exists:
+            existing.append(real)
+            continue
+        if not in_root(real):
+            continue
+        if not guard.placeholder:
+            watched.append(real)
+            continue
+        try:
+            real.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if guard.is_dir:
+                real.mkdir(mode=0o700)
+            else:
+                os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            existing.append(real)
+        except OSError:
+            # Another process made it meanwhile (fine: it exists), or the folder is not
+            # writable (then no command can create it either).
+            if os.path.lexists(real):
+                existing.append(real)
+    return existing, watched, links
+
+
+def hidden_placeholders(home: Path) -> list[tuple[Path, Guard]]:
+    """The credential stores, as guards: a missing one inside a root is watched, since a
+    command could plant one there (an `.ssh/authorized_keys`, an `.npmrc` that runs a
+    script)."""
+    return [(home / g.path, g) for g in HIDDEN_IN_HOME]
+
+
+def quarantine(watched: Iterable[PurePosixPath], stamp: str) -> list[Path]:
+    """Move aside what a call created at a watched path (one that runs later outside the
+    sandbox and could not be masked); the paths moved. Runs after the call: nothing of the
+    sandbox is left to race with."""
+    moved: list[Path] = []
+    for path in map(Path, watched):
+        try:
+            if not os.path.lexists(path) or canonicalize(path.parent) != path.parent:
+                # Absent; or a folder on the way became a link, and the rename would land
+                # wherever the call pointed it: the path is not where it was watched.
+                continue
+            target = path.with_name(f"{path.name}.quarantined-{stamp}-{secrets.token_hex(3)}")
+            path.rename(target)
+        except OSError:
+            continue
+        moved.append(target)
+    return moved
+
+
+def restore_links(links: Iterable[tuple[PurePosixPath, str]], stamp: str) -> list[Path]:
+    """Put back each guarded symbolic link a call replaced (a dotfile kept elsewhere, as
+    GNU Stow does it: `rm ~/.bashrc; echo … > ~/.bashrc` replaces the link, not its
+    read-only target); what the call left there is moved aside. The links put back."""
+    restored: list[Path] = []
+    for path, target in links:
+        where = Path(path)
+        try:
+            if where.is_symlink() and str(where.readlink()) == target:
+                continue
+            if canonicalize(where.parent) != where.parent:
+                continue
+            if os.path.lexists(where):
+                where.rename(
+                    where.with_name(f"{where.name}.quarantined-{stamp}-{secrets.token_hex(3)}")
+                )
+            where.symlink_to(target)
+        except OSError:
+            continue
+        restored.append(where)
+    return restored
+
+
+def note_watched(
+    folder: Path, watched: Iterable[PurePosixPath], links: Iterable[tuple[PurePosixPath, str]]
+) -> Path:
+    """Write down the paths one call watches and the links it must leave alone, so that a
+    restart after a crash mid-call can still undo what it planted (`recover_watched`); the
+    note, removed after the call."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    note = folder / f"call-{secrets.token_hex(6)}"
+    fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        body = {"watched": [str(p) for p in watched], "links": [[str(p), t] for p, t in links]}
+        out.write(json.dumps(body))
+        out.flush()
+        os.fsync(out.fileno())
+    return note
+
+
+def recover_watched(folder: Path, stamp: str) -> list[Path]:
+    """At start: the notes of calls that never finished (the daemon died mid-call); what lies
+    at their watched paths now is moved aside and their links put back, as the call's end
+    would have done. The paths changed."""
+    changed: list[Path] = []
+    with contextlib.suppress(FileNotFoundError):
+        for note in sorted(folder.glob("call-*")):
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                body = json.loads(note.read_text())
+                changed += quarantine(map(PurePosixPath, body["watched"]), stamp)
+                links = [(PurePosixPath(p), str(t)) for p, t in body["links"]]
+                changed += restore_links(links, stamp)
+                note.unlink()
+    return changed

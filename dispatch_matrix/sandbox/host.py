@@ -1,0 +1,457 @@
+"""The sandbox on this machine: which one runs, whether it can start, and one call's launch.
+
+`check_sandbox` turns the configured kind (`auto`, `bubblewrap`, `sandbox-exec`, `none`)
+into a `Confinement`, probing bubblewrap once with the very options every call uses; when
+no sandbox can run it refuses with the reason and the fix (`diagnose`, pure) and never
+falls back to running commands unconfined. `survey` looks up the hidden paths on disk,
+`spec_for` adds the read-only guards (`guards.py`) and makes the call's spec, and
+`Confinement.launch` wraps one command, its per-call limits set first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from stat import S_ISDIR
+
+from dispatch_matrix.core.errors import ConfigError, ToolError
+from dispatch_matrix.sandbox.guards import Canonical, guards_for, hidden_placeholders, placeholders
+from dispatch_matrix.sandbox.macos import sandbox_exec_argv
+from dispatch_matrix.sandbox.spec import (
+    CREDENTIAL_PATHS,
+    HOST_SOCKETS,
+    Hidden,
+    Limits,
+    Sandbox,
+    SandboxSpec,
+    bwrap_args,
+    plan,
+)
+from dispatch_matrix.sandbox.wall import Guard
+from dispatch_matrix.toolbox.paths import canonicalize
+
+BASH = "/bin/bash"
+_SYSCTLS = (
+    "kernel.apparmor_restrict_unprivileged_userns",
+    "kernel.unprivileged_userns_clone",
+    "user.max_user_namespaces",
+)
+_APPARMOR_PROFILE = (
+    "abi <abi/4.0>, include <tunables/global> profile bwrap /usr/bin/bwrap "
+    "flags=(unconfined) { userns, }"
+)
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """The sandbox every shell call runs in, as found on this machine."""
+
+    kind: Sandbox
+    program: str | None = None
+    # bubblewrap: whether it makes a user namespace (a root caller in some containers cannot).
+    user_namespace: bool = True
+    network: bool = True
+    limits: Limits = Limits()
+
+    @property
+    def active(self) -> bool:
+        return self.kind is not Sandbox.NONE
+
+    def describe(self) -> str:
+        """One line for the log and `doctor`."""
+        if not self.active:
+            return "none: shell commands run unconfined"
+        details = [self.program or "?", "network on" if self.network else "network off"]
+        if self.kind is Sandbox.BUBBLEWRAP and not self.user_namespace:
+            details.append("no user namespace (root, capabilities dropped)")
+        if self.kind is Sandbox.BUBBLEWRAP:
+            details.append(f"limits per call: {self.limits.describe()} (rlimits; no cgroup)")
+            if self.limits.tmp_mb and self.program and not bwrap_sizes_tmpfs(self.program):
+                details.append("this bubblewrap cannot size /tmp (0.7+ can)")
+            if os.geteuid() == 0:
+                details.append("as root the process limit does not apply")
+        return f"{self.kind.value} ({', '.join(details)})"
+
+    def launch(self, spec: SandboxSpec, command: str) -> Launch:
+        """How to start `command` under this sandbox."""
+        env = dict(spec.env)
+        if self.kind is Sandbox.NONE:
+            return Launch([BASH, "-c", command], env)
+        if self.program is None:
+            raise ToolError(f"the {self.kind.value} sandbox is configured but not installed")
+        if self.kind is Sandbox.SANDBOX_EXEC:
+            return Launch(sandbox_exec_argv(self.program, spec, command), env)
+        # The options go through a file descriptor, not argv: the environment's values
+        # would otherwise be in every host user's `ps`. bwrap itself gets no environment,
+        # so the sandbox's /proc/1/environ holds nothing either.
+        tmp_bytes = self.limits.tmp_mb * 2**20 if bwrap_sizes_tmpfs(self.program) else 0
+        options = bwrap_args(spec, user_namespace=self.user_namespace, tmp_bytes=tmp_bytes)
+        fd = os.memfd_create("dispatch-bwrap-args")
+        try:
+            os.write(fd, b"".join(arg.encode() + b"\0" for arg in options))
+            os.lseek(fd, 0, os.SEEK_SET)
+        except OSError:
+            os.close(fd)
+            raise
+        # A name for this sandbox that its first process carries in its argv (an empty folder
+        # in its private /tmp), so that `reap` can find it if bwrap is killed mid-setup.
+        tag = f"/tmp/.dispatch-sandbox-{secrets.token_hex(8)}"
+        # The limits are set by a first shell inside the sandbox, which then becomes the
+        # command's: inside its user namespace the process count is this call's alone.
+        limited = f'{self.limits.ulimit(own_hard_limits())} || exit 126; exec {BASH} -c "$1"'
+        argv = [self.program, "--args", str(fd), "--dir", tag, "--", BASH, "-c", limited]
+        argv += ["bash", command]
+        return Launch(argv, {}, pass_fds=(fd,), tag=tag)
+
+
+@functools.cache
+def bwrap_sizes_tmpfs(program: str) -> bool:
+    """Whether this bubblewrap takes `--size` for a tmpfs (0.7 and later); asked once."""
+    try:
+        done = subprocess.run(
+            [program, "--help"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in done.stdout + done.stderr
+
+
+def own_hard_limits() -> dict[str, int]:
+    """This process's hard limits, by `ulimit` letter and in its units (-1: none); a limit
+    above them cannot be set by an unprivileged process."""
+    found: dict[str, int] = {}
+    for letter, which, unit in (
+        ("u", resource.RLIMIT_NPROC, 1),
+        ("d", resource.RLIMIT_DATA, 1024),
+        ("f", resource.RLIMIT_FSIZE, 1024),
+        ("t", resource.RLIMIT_CPU, 1),
+    ):
+        hard = resource.getrlimit(which)[1]
+        found[letter] = -1 if hard == resource.RLIM_INFINITY else hard // unit
+    return found
+
+
+@dataclass
+class Launch:
+    """One sandboxed command: its argv, the environment of the first process, and the file
+    descriptors it inherits (closed by `close` once it started)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    pass_fds: tuple[int, ...] = field(default=())
+    tag: str = ""
+
+    def reap(self) -> int:
+        """Kill what is left of this sandbox; how many processes that took.
+
+        Killing bwrap normally ends its sandbox (the pid namespace dies with its first
+        process, which dies with bwrap). But bubblewrap 0.8 arms that only after its clone:
+        measured, 1 in 200 kills in the first milliseconds left the sandbox running, adopted
+        by init. Its first process keeps bwrap's argv, tag included; killing it ends the rest.
+        """
+        if not self.tag:
+            return 0
+        needle = self.tag.encode()
+        killed = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed += 1
+            except (OSError, ValueError):
+                continue
+        return killed
+
+    def close(self) -> None:
+        for fd in self.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pass_fds = ()
+
+
+def default_hidden(home: Path, uid: int) -> list[Path]:
+    """The credential paths, the user's runtime folder (agent, keyring and session-bus
+    sockets, `systemctl --user`), the system bus and the container engines' sockets."""
+    return [
+        *(home / p for p in CREDENTIAL_PATHS),
+        *(Path(p) for p in HOST_SOCKETS),
+        Path("/run/dbus"),
+        Path("/run/systemd/private"),
+        Path(f"/run/user/{uid}"),
+    ]
+
+
+def survey(paths: Iterable[Path]) -> list[Hidden]:
+    """The hidden paths that exist, canonical (a symlinked one is masked at its target)."""
+    found: list[Hidden] = []
+    canonical = Canonical()
+    for path in paths:
+        try:
+            real, exists = canonical.lookup(path.expanduser())
+            if not exists:
+                continue
+            st = real.stat()
+        except (OSError, ValueError):
+            continue
+        found.append(Hidden(PurePosixPath(real), S_ISDIR(st.st_mode), st.st_nlink))
+    return found
+
+
+def spec_for(
+    roots: Iterable[Path],
+    hidden: Iterable[Path],
+    env: Mapping[str, str],
+    network: bool,
+    workdir: Path,
+    tmp: str = "/tmp",
+    *,
+    readonly: Iterable[Path] = (),
+    home: Path | None = None,
+) -> SandboxSpec:
+    """The spec of one call: the rules applied to what is on disk right now.
+
+    `readonly`: paths kept read-only inside the roots besides the wall's own lists (the
+    daemon's installation); `home`: the home folder the wall's lists are relative to (its
+    guards are applied only when given).
+    """
+    roots = list(roots)
+    canonical_roots = []
+    for root in roots:
+        try:
+            canonical_roots.append(PurePosixPath(canonicalize(root.expanduser())))
+        except OSError:
+            continue
+    guards: list[tuple[Path, Guard]] = [(p, Guard(str(p), True, False)) for p in readonly]
+    hidden = list(hidden)
+    # Hidden paths missing inside a root are watched (a command could plant one: an
+    # `.ssh/authorized_keys`, an `.npmrc` that runs a script); the existing ones are masked
+    # at their targets, so a link to one (a linked ~/.ssh, a secret file the config names
+    # through a link) is put back if a call replaced it: the daemon would read the new one.
+    secret_guards = [(p.expanduser(), Guard(str(p), True, False)) for p in hidden]
+    if home is not None:
+        guards += guards_for(home, roots, workdir)
+        secret_guards += hidden_placeholders(home)
+    _found, watched_hidden, hidden_links = placeholders(secret_guards, roots)
+    existing, watched, links = placeholders(guards, roots)
+    return plan(
+        canonical_roots,
+        survey(hidden),
+        env,
+        network,
+        PurePosixPath(tmp),
+        PurePosixPath(canonicalize(workdir)),
+        readonly=[*_interpreter_paths(), *map(PurePosixPath, existing)],
+        watched=[PurePosixPath(p) for p in [*watched, *watched_hidden]],
+        links=[(PurePosixPath(p), target) for p, target in [*links, *hidden_links]],
+    )
+
+
+def _interpreter_paths() -> list[PurePosixPath]:
+    """Where the daemon's own Python lives (its venv, its base install): commands may run
+    that interpreter even when it lies under /tmp."""
+    found = []
+    for path in {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).parent}:
+        try:
+            found.append(PurePosixPath(canonicalize(path)))
+        except OSError:
+            continue
+    return found
+
+
+def hard_linked_secrets(hidden: Iterable[Path], limit: int = 20_000) -> list[Path]:
+    """Files in the hidden paths that have another name somewhere (st_nlink > 1): the
+    sandbox masks names, so those other names stay readable. For the start-up log."""
+    found: list[Path] = []
+    seen = 0
+    for path in hidden:
+        try:
+            real = canonicalize(path.expanduser())
+            st = real.lstat()
+        except (OSError, ValueError):
+            continue
+        if not S_ISDIR(st.st_mode):
+            if st.st_nlink > 1 and not real.is_dir():
+                found.append(real)
+            continue
+        for dirpath, _dirs, files in os.walk(real):
+            for name in files:
+                seen += 1
+                if seen > limit:
+                    return found
+                try:
+                    if Path(dirpath, name).lstat().st_nlink > 1:
+                        found.append(Path(dirpath, name))
+                except OSError:
+                    continue
+    return found
+
+
+def platform_default(platform: str = sys.platform) -> Sandbox:
+    """What `auto` means here."""
+    if platform.startswith("linux"):
+        return Sandbox.BUBBLEWRAP
+    if platform == "darwin":
+        return Sandbox.SANDBOX_EXEC
+    return Sandbox.NONE
+
+
+def confinement_for(kind: Sandbox | str, network: bool = True) -> Confinement:
+    """The sandbox for `kind` without probing it (unit tests, the bash tool's default)."""
+    sandbox = Sandbox(kind)
+    if sandbox is Sandbox.AUTO:
+        sandbox = platform_default()
+    program = {
+        Sandbox.BUBBLEWRAP: "bwrap",
+        Sandbox.SANDBOX_EXEC: "sandbox-exec",
+    }.get(sandbox)
+    found = shutil.which(program) if program else None
+    return Confinement(sandbox, found, network=network)
+
+
+def check_sandbox(
+    kind: Sandbox | str,
+    *,
+    network: bool = True,
+    key: str = "agent.sandbox",
+    probe: bool = True,
+    limits: Limits | None = None,
+) -> Confinement:
+    """The sandbox `kind` asks for, proven to start; ConfigError when it cannot.
+
+    Never falls back silently: `auto` where nothing can run refuses too, and only an
+    explicit `none` runs commands unconfined. With `probe`, starts bubblewrap once with the
+    options of a real call (blocking, a few ms: call it from a thread or before the loop).
+    """
+    try:
+        sandbox = Sandbox(kind)
+    except ValueError:
+        choices = ", ".join(repr(s.value) for s in Sandbox)
+        raise ConfigError(key, f"unknown sandbox {kind!r}", f"use one of {choices}") from None
+    if sandbox is Sandbox.NONE:
+        return Confinement(Sandbox.NONE, network=network)
+    none_fix = 'or set sandbox = "none" under [agent] to run shell commands unconfined'
+    if sandbox is Sandbox.AUTO:
+        sandbox = platform_default()
+        if sandbox is Sandbox.NONE:
+            raise ConfigError(
+                key, f"no OS sandbox is known for this platform ({sys.platform})", none_fix
+            )
+    if sandbox is Sandbox.SANDBOX_EXEC:
+        if sys.platform != "darwin":
+            raise ConfigError(key, "sandbox-exec exists on macOS only", f"use auto, {none_fix}")
+        program = shutil.which("sandbox-exec")
+        if program is None:
+            raise ConfigError(key, "`sandbox-exec` is not on the PATH", f"add /usr/bin, {none_fix}")
+        return Confinement(Sandbox.SANDBOX_EXEC, program, network=network)
+    if not sys.platform.startswith("linux"):
+        raise ConfigError(key, "bubblewrap works on Linux only", f"use auto, {none_fix}")
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise ConfigError(
+            key,
+            "no sandbox can run: bubblewrap (`bwrap`) is not installed",
+            f"install it (e.g. `sudo apt install bubblewrap`), {none_fix}",
+        )
+    found = Confinement(Sandbox.BUBBLEWRAP, bwrap, network=network, limits=limits or Limits())
+    if not probe:
+        return found
+    failure = ""
+    # A root caller may lack user namespaces (some containers) yet mount; try that second.
+    # The probe sets the limits too, so a limit the machine refuses shows here, at start.
+    for user_namespace in (True, False) if os.geteuid() == 0 else (True,):
+        candidate = dataclasses.replace(found, user_namespace=user_namespace)
+        failure = probe_once(candidate)
+        if not failure:
+            return candidate
+    why, fix = diagnose(failure, read_sysctls(), os.geteuid())
+    raise ConfigError(key, f"bubblewrap cannot start a sandbox here: {why}", f"{fix}, {none_fix}")
+
+
+def probe_once(confinement: Confinement) -> str:
+    """Start `true` under `confinement` with a real call's options; "" or what went wrong."""
+    spec = plan([], [], {}, confinement.network, PurePosixPath("/tmp"), PurePosixPath("/"))
+    launch = confinement.launch(spec, "true")
+    try:
+        done = subprocess.run(
+            launch.argv,
+            env=launch.env,
+            pass_fds=launch.pass_fds,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    finally:
+        launch.close()
+    if done.returncode == 0:
+        return ""
+    return done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
+
+
+def read_sysctls() -> dict[str, str]:
+    """The kernel settings that decide whether unprivileged namespaces work."""
+    found: dict[str, str] = {}
+    for name in _SYSCTLS:
+        try:
+            found[name] = Path("/proc/sys", *name.split(".")).read_text().strip()
+        except OSError:
+            continue
+    return found
+
+
+def diagnose(stderr: str, sysctls: Mapping[str, str], euid: int) -> tuple[str, str]:
+    """Why bubblewrap failed and how to fix it, from its message and the kernel settings."""
+    reason = stderr.strip().splitlines()[-1] if stderr.strip() else "it exited with an error"
+    if sysctls.get("kernel.apparmor_restrict_unprivileged_userns") == "1" and euid != 0:
+        return (
+            f"AppArmor restricts unprivileged user namespaces ({reason})",
+            "give bwrap an AppArmor profile that allows them (Ubuntu 24.04: write "
+            f"`{_APPARMOR_PROFILE}` to /etc/apparmor.d/bwrap and run `sudo apparmor_parser "
+            "-r /etc/apparmor.d/bwrap`), or `sudo sysctl -w "
+            "kernel.apparmor_restrict_unprivileged_userns=0`",
+        )
+    if sysctls.get("kernel.unprivileged_userns_clone") == "0" and euid != 0:
+        return (
+            f"unprivileged user namespaces are disabled ({reason})",
+            "`sudo sysctl -w kernel.unprivileged_userns_clone=1` (and add it to "
+            "/etc/sysctl.d/ to keep it)",
+        )
+    if sysctls.get("user.max_user_namespaces") == "0":
+        return (
+            f"user namespaces are disabled (user.max_user_namespaces = 0; {reason})",
+            "`sudo sysctl -w user.max_user_namespaces=15000` (and add it to /etc/sysctl.d/)",
+        )
+    if "ermission" in reason or "not permitted" in reason:
+        return (
+            f"the kernel refused to create namespaces ({reason}); in a container this is "
+            "its seccomp or AppArmor profile",
+            "run the container with `--security-opt seccomp=unconfined --security-opt "
+            "apparmor=unconfined` (or install bwrap setuid root)",
+        )
+    return (
+        reason,
+        "run `bwrap --ro-bind / / --unshare-pid --dev /dev --proc /proc true` to see why",
+    )
+
+
+def sandbox_off_warning() -> str:
+    """What the log says at start when the operator turned the sandbox off."""
+    return (
+        'agent.sandbox = "none": shell commands run unconfined, with every file this user can '
+        "read, the network, and the daemon's other processes in reach"
+    )

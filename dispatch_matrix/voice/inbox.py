@@ -1,0 +1,209 @@
+"""An owner's voice message on its way to the queue: size checked, fetched and decrypted,
+transcribed off the event loop, shown back as `🎙️ "…"`, then queued as if it were typed.
+
+It starts only after the trust gate, so a stranger's or an untrusted device's audio is never
+fetched. The router only records a voice message in the ledger; a lane of its own hears the
+recorded ones one at a time, in arrival order, so a slow or hanging backend never holds up
+the sync loop (commands, approvals, other messages). The price: a text sent while a voice
+message is still being transcribed may be queued ahead of it. One the backend could not
+hear stays in the ledger (with its audio) for `!retry`; one a crash interrupted is heard
+again at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.ids import RoomID
+from dispatch_matrix.matrix import texts
+from dispatch_matrix.matrix.attachments import AttachmentError, human_size, receive_file
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.inbound import Message
+from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.queue.intake import Intake
+from dispatch_matrix.store import Database
+from dispatch_matrix.store.voice import VoiceMessage, VoiceState
+from dispatch_matrix.voice.content import declared_size, echo, heard
+from dispatch_matrix.voice.transcribe import Transcriber, TranscriptionFailed
+
+log = logs.get(__name__)
+
+
+class VoiceInbox:
+    """Turns trusted owners' voice messages into tasks through the configured backend."""
+
+    def __init__(
+        self,
+        client: MatrixClient,
+        db: Database,
+        outbox: Outbox,
+        transcriber: Transcriber | None,
+        *,
+        max_file_bytes: int,
+        folder: Path,
+    ) -> None:
+        self._client = client
+        self._db = db
+        self._outbox = outbox
+        # None: voice is off, and each voice message is answered with how to turn it on.
+        self._transcriber = transcriber
+        self._max_file_bytes = max_file_bytes
+        # Decrypted audio waits here (in the private state folder) until it is heard.
+        self._folder = folder
+        self._intake: Intake | None = None
+        self._wake = asyncio.Event()
+
+    def bind(self, intake: Intake) -> None:
+        """Where transcripts go; given after construction, since `!retry` (in the intake's
+        control) comes back here."""
+        self._intake = intake
+
+    async def receive(self, message: Message) -> None:
+        """A trusted owner's voice message: recorded, then heard by `run` (the sync goes on)."""
+        row = self._db.add_voice(
+            message.event_id,
+            message.room_id,
+            message.sender,
+            message.origin_ts,
+            dict(message.content or {}),
+        )
+        if row.state is not VoiceState.PENDING:
+            log.debug("voice.duplicate", event_id=row.event_id, state=str(row.state))
+            return
+        log.info("voice.received", event_id=row.event_id, declared_size=declared_size(row.content))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Hear recorded voice messages one at a time, oldest first, until cancelled."""
+        while True:
+            row = self._db.next_pending_voice()
+            if row is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                failure = await self._hear(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug met with one voice message fails that message, not the daemon (a
+                # crash would restart into the same message and meet it again, forever).
+                log.exception("voice.crashed", event_id=row.event_id)
+                self._db.set_voice(row.event_id, VoiceState.FAILED, error="internal error")
+                failure = texts.voice_failed("an internal error (details are in the log)")
+            if failure is not None:
+                await self._outbox.post(
+                    row.room_id,
+                    failure,
+                    reply_to=row.event_id,
+                    notice=True,
+                    key=f"voice-{row.event_id}-{row.attempts}",
+                )
+
+    def failed_at(self, room_id: RoomID) -> float | None:
+        """When the room's latest voice message that was not heard failed, if there is one."""
+        row = self._db.latest_failed_voice(room_id)
+        return None if row is None else row.updated_at
+
+    async def retry(self, room_id: RoomID) -> str | None:
+        """`!retry`: the room's latest unheard voice message goes back to be heard; returns
+        the line to answer with (None: there is no such message)."""
+        row = self._db.latest_failed_voice(room_id)
+        if row is None:
+            return None
+        log.info("voice.retry", event_id=row.event_id, attempts=row.attempts)
+        self._db.set_voice(row.event_id, VoiceState.PENDING)
+        self._wake.set()
+        return texts.VOICE_RETRYING
+
+    async def redacted(self, event_id: str) -> None:
+        """The owner deleted a voice message: one not yet heard is dropped with its audio."""
+        row = self._db.voice(event_id)
+        if row is None or row.state not in (VoiceState.PENDING, VoiceState.FAILED):
+            return
+        self._db.set_voice(event_id, VoiceState.DROPPED, error="message deleted")
+        self._delete_audio(row)
+        log.info("voice.dropped", event_id=event_id, reason="message deleted")
+
+    async def _hear(self, row: VoiceMessage) -> str | None:
+        """Fetch, transcribe, show and queue one voice message; the line for the owner when
+        that did not work (nothing is queued then)."""
+        if self._transcriber is None:
+            self._db.set_voice(row.event_id, VoiceState.FAILED, error="voice off", attempt=True)
+            log.info("voice.off", event_id=row.event_id)
+            return texts.VOICE_OFF
+        try:
+            audio, mimetype = await self._audio(row)
+        except AttachmentError as err:
+            self._db.set_voice(row.event_id, VoiceState.REFUSED, error=err.message, attempt=True)
+            log.warning("voice.refused", event_id=row.event_id, error=err.message)
+            return texts.voice_refused(err.message)
+        except HomeserverError as err:
+            self._db.set_voice(row.event_id, VoiceState.FAILED, error=err.message, attempt=True)
+            log.warning("voice.fetch_failed", event_id=row.event_id, error=err.message)
+            return texts.voice_failed(f"I could not fetch it ({err.message})")
+        began = time.monotonic()
+        try:
+            said = await self._transcriber.transcribe(audio, mimetype)
+        except TranscriptionFailed as err:
+            self._db.set_voice(row.event_id, VoiceState.FAILED, error=err.message, attempt=True)
+            log.warning("voice.transcribe_failed", event_id=row.event_id, error=err.message)
+            return texts.voice_failed(err.message)
+        text = heard(said)
+        log.info(
+            "voice.transcribed",
+            event_id=row.event_id,
+            seconds=round(time.monotonic() - began, 3),
+            chars=len(text or ""),
+            backend=self._transcriber.describe,
+        )
+        if text is None:
+            self._db.set_voice(row.event_id, VoiceState.FAILED, error="no words", attempt=True)
+            return texts.VOICE_EMPTY
+        assert self._intake is not None, "VoiceInbox.bind(intake) was not called"
+        now = self._db.voice(row.event_id)
+        if now is None or now.state is not VoiceState.PENDING:
+            # Deleted by the owner while it was being transcribed.
+            log.info("voice.not_queued", event_id=row.event_id, reason="deleted meanwhile")
+            return None
+        await self._outbox.post(
+            row.room_id, echo(text), reply_to=row.event_id, notice=True, key=f"voice-{row.event_id}"
+        )
+        # Queued before it is marked heard: a crash in between re-hears it, and the queue's
+        # event-id de-duplication makes that harmless.
+        await self._intake.message(row.event_id, row.room_id, row.sender, text, row.origin_ts)
+        self._db.set_voice(row.event_id, VoiceState.HEARD, transcript=text, attempt=True)
+        self._delete_audio(row, audio)
+        return None
+
+    async def _audio(self, row: VoiceMessage) -> tuple[Path, str]:
+        """The decrypted audio: kept from an earlier attempt, or fetched now (its declared
+        size checked before a byte moves)."""
+        info = row.content.get("info")
+        mimetype = str((info or {}).get("mimetype") or "audio/ogg")
+        if row.audio_path and Path(row.audio_path).is_file():
+            return Path(row.audio_path), mimetype
+        size = declared_size(row.content)
+        if size is not None and size > self._max_file_bytes:
+            raise AttachmentError(
+                f"it is {human_size(size)}, over my {human_size(self._max_file_bytes)} limit"
+            )
+        log.info("voice.fetching", event_id=row.event_id, declared_size=size)
+        received = await receive_file(self._client, row.content, self._folder, self._max_file_bytes)
+        self._db.keep_voice_audio(row.event_id, str(received.path))
+        return received.path, received.mimetype or mimetype
+
+    def _delete_audio(self, row: VoiceMessage, audio: Path | None = None) -> None:
+        path = audio or (Path(row.audio_path) if row.audio_path else None)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._db.forget_voice_audio(row.event_id)
+
+
+__all__ = ["VoiceInbox"]

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,9 +20,10 @@ sys.path.insert(0, str(ROOT / "tools"))
 from fake_messages_api import FakeMessagesAPI  # noqa: E402
 from harness.bot import BotConfig, BotProcess  # noqa: E402
 from harness.jsclient import JsClient, check_installed  # noqa: E402
+from harness.order import DURATIONS_KEY, Planned, longest_first, merged  # noqa: E402
 
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port  # noqa: E402
-from dispatch_matrix.core.errors import ConfigError  # noqa: E402
+from dispatch_matrix.core.errors import ConfigError, HomeserverError  # noqa: E402
 from dispatch_matrix.sandbox.host import Confinement, check_sandbox  # noqa: E402
 
 _names = itertools.count(1)
@@ -63,15 +65,30 @@ def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homeserver]
     """One Synapse on loopback for the whole session (SQLite). Its limits on room events
     and presence are Synapse's stock ones; users are exempted unless a test asks for a
     limited one (latency, order and catch-up are measured on a limited bot)."""
-    synapse = LocalSynapse(
-        tmp_path_factory.mktemp("synapse"), port=free_port(), stock_event_limits=True
-    )
-    synapse.configure()
-    synapse.start()
+    synapse = _start_synapse(tmp_path_factory)
     try:
         yield Homeserver(synapse)
     finally:
         synapse.stop()
+
+
+def _start_synapse(tmp_path_factory: pytest.TempPathFactory, tries: int = 3) -> LocalSynapse:
+    """A started Synapse on a free port. Under xdist each worker starts its own, and a port
+    found free can be taken before Synapse binds it (by another worker's Synapse or any
+    outgoing connection): then a fresh folder and port, a few times."""
+    for attempt in range(1, tries + 1):
+        synapse = LocalSynapse(
+            tmp_path_factory.mktemp("synapse"), port=free_port(), stock_event_limits=True
+        )
+        synapse.configure()
+        try:
+            synapse.start()
+        except HomeserverError as err:
+            if attempt == tries or "Address already in use" not in str(err):
+                raise
+            continue
+        return synapse
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 @pytest.fixture
@@ -212,3 +229,64 @@ def bwrap() -> Confinement:
         if os.environ.get("DISPATCH_SKIP_SANDBOX_TESTS") == "1" and not os.environ.get("CI"):
             pytest.skip(f"DISPATCH_SKIP_SANDBOX_TESTS=1: {err.one_line()}")
         pytest.fail(f"the sandbox tests need a working bubblewrap: {err.one_line()}")
+
+
+# -- the order of an xdist run (tools/test runs the whole suite on every core) -------------
+# The controller reads the last run's seconds per test from pytest's cache and hands the
+# same copy to every worker (they must all collect one order); each worker sorts its
+# collection longest first; the controller (or a run in one process) keeps this run's
+# seconds for the next one.
+
+
+def _last_durations(config: pytest.Config) -> dict[str, float]:
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+    if cache is None:
+        return {}
+    found = cache.get(DURATIONS_KEY, {})
+    return found if isinstance(found, dict) else {}
+
+
+class _DurationKeeper:
+    """Adds up each test's phases as their reports arrive; saves them at the end."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.seconds: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
+
+    def pytest_sessionfinish(self) -> None:
+        cache = getattr(self.config, "cache", None)
+        if cache is not None and self.seconds:
+            cache.set(DURATIONS_KEY, merged(_last_durations(self.config), self.seconds))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the durations where the reports all arrive: not on an xdist worker."""
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_DurationKeeper(config), "dispatch-durations")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist's controller, before a worker starts: the durations it will sort by."""
+    node.workerinput[DURATIONS_KEY] = _last_durations(node.config)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, the longest tests first (tests/harness/order.py); a run in one
+    process keeps the files' order."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return
+    planned = [
+        Planned(
+            item.nodeid,
+            e2e=item.get_closest_marker("e2e") is not None
+            or "homeserver" in getattr(item, "fixturenames", ()),
+        )
+        for item in items
+    ]
+    last = workerinput.get(DURATIONS_KEY, {})
+    items[:] = [items[i] for i in longest_first(planned, last)]

@@ -59,6 +59,19 @@ async def join(
     return bot, owner, room
 
 
+async def status_until(
+    bot: BotProcess, ready: Callable[[dict[str, str]], bool], timeout: float = 30
+) -> dict[str, str]:
+    """`status`'s lines once they satisfy `ready`: the daemon writes what `status` reads at
+    most every few seconds, so a change shows up to that much later (a file another process
+    writes: there is no event to wait on)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        _, shown = await status(bot)
+        if ready(shown) or asyncio.get_running_loop().time() > deadline:
+            return shown
+
+
 def answers_to(messages: list[dict[str, object]], bot: str, event_id: str) -> list[str]:
     """The bot's replies to one owner message."""
     found = []
@@ -297,7 +310,7 @@ async def test_the_homeserver_away_for_a_minute_loses_and_doubles_nothing(
     asked = [r.body["messages"][-1]["content"][-1].get("text", "") for r in fake_api.requests]
     assert sum("work across the outage" in text for text in asked) == 1
     assert bot.process is not None and bot.process.returncode is None
-    code, shown = await status(bot)
+    shown = await status_until(bot, lambda shown: shown["connected"].startswith("yes"))
     assert shown["connected"].startswith("yes"), shown
     assert shown["last error"].startswith("sync.failed: sync: cannot reach"), shown
     print(f"answer delivered {took:.1f}s after the homeserver was back")

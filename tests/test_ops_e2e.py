@@ -166,22 +166,27 @@ async def test_after_sigstop_and_sigcont_sync_resumes_and_a_message_is_answered_
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    setup = make_bot()
+    # A long poll of 1 s (5 s for the other tests, 30 s by default), so four of them pass
+    # in a sleep of 4 s.
+    setup.config.sync_timeout_ms = 1000
+    setup.config.write()
+    bot, owner, room = await join(setup, owner_client, running)
     before = len(fake_api.requests)
     os.kill(bot.pid, signal.SIGSTOP)
     try:
         sent = await owner.send_text(room, "sent while asleep")
-        # The fault is the length of the sleep itself, not a wait for something. 20 s is
-        # four of the test bot's 5 s long polls: the request it had open has ended on the
-        # homeserver and its connection idles, which is what two minutes would add.
-        await asyncio.sleep(20)
+        # The fault is the length of the sleep itself, not a wait for something: four of
+        # the bot's long polls, so the request it had open has ended on the homeserver and
+        # its connection idles, which is what two minutes would add.
+        await asyncio.sleep(4 * setup.config.sync_timeout_ms / 1000)
         assert len(fake_api.requests) == before, "a stopped daemon does nothing"
     finally:
         os.kill(bot.pid, signal.SIGCONT)
     woke = asyncio.get_running_loop().time()
     await owner.wait_message(room, sender=setup.bot.user_id, contains="sent while asleep")
     took = asyncio.get_running_loop().time() - woke
-    # One long poll at most (5 s here) plus the turn: "at once", not after a backoff.
+    # One long poll at most (1 s here) plus the turn: "at once", not after a backoff.
     assert took < 15, f"answered {took:.1f}s after waking"
     after = await owner.send_text(room, "and after waking")
     await owner.wait_message(room, sender=setup.bot.user_id, contains="and after waking")

@@ -326,7 +326,9 @@ async def test_a_yes_to_an_expired_question_approves_nothing_not_even_the_one_op
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running, timeout=8)
+    # Each question waits 4 s (was 8): long enough for the owner's "yes" to the first to be
+    # judged while the second is open, which the log shows below.
+    setup, bot, owner, room = await started(make_bot, owner_client, running, timeout=4)
     work, bot_id = setup.config.folder / "work", setup.bot.user_id
     fake_api.reply(tools=[("bash", {"command": f"touch {work}/first"})])
     fake_api.reply(tools=[("bash", {"command": f"touch {work}/second [x](https://evil.example)"})])
@@ -350,4 +352,7 @@ async def test_a_yes_to_an_expired_question_approves_nothing_not_even_the_one_op
     await owner.wait_message(room, sender=bot_id, contains="That question is closed")
     await owner.wait_message(room, sender=bot_id, contains="Neither was approved", timeout=30)
     assert not (work / "first").exists() and not list(work.glob("second*"))
-    assert [r["by"] for r in bot.log_events("approval.decided")] == ["timeout", "timeout"]
+    decided = bot.log_events("approval.decided")
+    assert [r["by"] for r in decided] == ["timeout", "timeout"]
+    [late] = bot.log_events("approval.late_answer")
+    assert late["timestamp"] < decided[1]["timestamp"], "the yes came after the second closed"

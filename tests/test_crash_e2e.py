@@ -75,6 +75,7 @@ async def test_cancel_stops_a_running_sleep_600_and_its_processes(
 
 
 @pytest.mark.parametrize("sandbox", ["auto", "none"])
+@pytest.mark.drill
 async def test_kill_9_mid_shell_step_then_restart_reports_and_finishes(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,

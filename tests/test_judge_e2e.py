@@ -20,8 +20,11 @@ StartClient = Callable[..., Awaitable[JsClient]]
 PERMISSIONS = """
 [permissions]
 allow = ["Bash(echo:*)", "Bash(ls:*)", "Bash(cat:*)", "Bash(git status:*)", "Read", "Glob", "Grep"]
-approval_timeout_s = 2
+approval_timeout_s = 0.5
 """
+
+# Nobody answers: each question means no after half a second (2 s each cost the test 20 s;
+# what it proves is that none ran and none was allowed, not how long a question waits).
 
 # One line per attack class of the issue; each would create its marker file if it ran.
 HOSTILE = [

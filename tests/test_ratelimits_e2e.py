@@ -10,12 +10,20 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from conftest import BotSetup, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
 
+pytestmark = [pytest.mark.e2e]
+
 StartClient = Callable[..., Awaitable[JsClient]]
+
+# Synapse's stock burst of room events. At two events a task, six tasks are the fewest that
+# send more than the burst, so the refill (one event per 5 s) is part of what is measured.
+BURST = 10
+TASKS = BURST // 2 + 1
 
 
 def events_per_task(bot: BotProcess) -> Counter[str]:
@@ -37,7 +45,7 @@ async def test_a_paced_conversation_meets_no_rate_limit_and_costs_two_events_a_t
     setup, bot, owner, room = await started(make_bot, owner_client, running, limited=True)
     bot_id = setup.bot.user_id
     last = None
-    for n in range(1, 11):
+    for n in range(1, TASKS + 1):
         if last is not None:
             # The pace of the scenario measured in BENCHMARKS.md: a person who reads each
             # answer and writes the next one (6 s), not a wait for something to happen.
@@ -53,7 +61,9 @@ async def test_a_paced_conversation_meets_no_rate_limit_and_costs_two_events_a_t
     assert bot.log_events("outbox.rate_limited") == [], "no send met a 429"
     per_task = events_per_task(bot)
     tasks = {k: v for k, v in per_task.items() if k != "other"}
-    assert len(tasks) == 10 and max(tasks.values()) <= 2, per_task
+    assert len(tasks) == TASKS and max(tasks.values()) <= 2, per_task
+    # What keeps the measurement honest: the bot sent more than the burst allows at once.
+    assert sum(per_task.values()) > BURST, f"within the burst; more tasks needed: {per_task}"
 
 
 async def test_five_tasks_at_once_are_answered_in_order_without_a_429(

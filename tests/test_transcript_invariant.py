@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import pytest
 from fake_messages_api import FakeMessagesAPI
 from structlog.testing import capture_logs
 
@@ -25,7 +26,7 @@ from dispatch_matrix.agent.transcript import (
 from dispatch_matrix.app.config import AgentSection
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.permissions.policy import Policy
-from dispatch_matrix.queue import texts
+from dispatch_matrix.queue import taskio, texts
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, TaskState
 from dispatch_matrix.toolbox.base import ToolContext
@@ -33,6 +34,14 @@ from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 
 MODEL = "claude-sonnet-5-5"
 ROOM, OWNER = RoomID("!r:x"), UserID("@me:x")
+
+
+@pytest.fixture(autouse=True)
+def status_edits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every status edit goes out at once: these tests wait for the step a status shows, and
+    the 2 s coalescing of edits (for the homeserver's sake) only delayed each wait by up to
+    that much (18 of the property test's 32 s); the transcript does not depend on it."""
+    monkeypatch.setattr(taskio, "EDIT_INTERVAL_S", 0.0)
 
 
 class Room:

@@ -101,6 +101,12 @@ class AgentSection(Section):
     outage_retry_s: float = Field(
         30.0, gt=0, description="First wait after the API stays away past the SDK's retries"
     )
+    outage_probe_s: float = Field(
+        5.0,
+        gt=0,
+        description="While the API cannot be reached at all, how often a wait probes it (a "
+        "free read), so a task goes again within this long of its return",
+    )
     max_steps: int = Field(60, ge=1, description="Model calls one task may take")
     keep_awake: bool = Field(
         True,

@@ -323,6 +323,7 @@ async def _serve(
         outbox,
         approval_timeout_s=config.permissions.approval_timeout_s,
         outage_first_s=config.agent.outage_retry_s,
+        probe_every_s=config.agent.outage_probe_s,
         answered=speech.answered if speech else None,
         probe=reachable_through(agent),
         awake=KeepAwake(

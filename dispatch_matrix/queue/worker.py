@@ -35,6 +35,7 @@ log = logs.get(__name__)
 _OUTAGE_MAX_S = 120.0
 # While the API cannot be reached at all, it is probed this often (a free read), so a task
 # goes again within seconds of its return, not at the end of a wait that doubled meanwhile.
+# The daemon passes `[agent] outage_probe_s`, whose default this is.
 _PROBE_EVERY_S = 5.0
 # For this long after a task is taken its answer is expected, and decorations wait for it
 # (`answer_due_in`): a quick task answers well within it, a long one frees them after it.

@@ -51,6 +51,8 @@ class BotConfig:
     # The asleep notice (delayed events): off for tests about everything else, whose rooms
     # would otherwise also get "stopped" notices (tests/test_asleep_e2e.py turns it on).
     asleep: bool = False
+    # The sync long poll: short in tests, so a message is seen within seconds of a restart.
+    sync_timeout_ms: int = 5000
 
     @property
     def path(self) -> Path:
@@ -72,7 +74,7 @@ homeserver = {json.dumps(self.homeserver)}
 user_id = {json.dumps(self.user_id)}
 password = {json.dumps(self.password)}
 owners = [{owners}]
-sync_timeout_ms = 5000
+sync_timeout_ms = {self.sync_timeout_ms}
 welcome = {json.dumps(self.welcome)}
 asleep_notice = {json.dumps(self.asleep)}
 {self.matrix_extra}

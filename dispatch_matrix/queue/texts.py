@@ -257,6 +257,11 @@ def compacted(done: Compaction) -> str:
     )
 
 
+COMPACTED_BY_ENGINE = (
+    "🗜️ Compacted: Claude Code summarised the older part of our conversation in its session."
+)
+
+
 def nothing_to_compact(keep: int) -> str:
     return (
         "🗜️ Nothing to compact yet: the conversation is short (I always keep the newest "

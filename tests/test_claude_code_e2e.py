@@ -1,0 +1,169 @@
+"""The Claude Code engine end to end: Synapse, a strict js client (the phone), the bot
+process with `[agent] engine = "claude-code"`, its bundled Claude Code CLI, and the scripted
+Messages API stand-in the CLI is pointed at. Skipped only when the claude-code extra is not
+installed (tools/test installs it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from conftest import BotSetup
+from fake_messages_api import FakeMessagesAPI
+from harness.bot import BotProcess
+from harness.jsclient import JsClient
+from test_crash_e2e import processes_with
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.claude_code,
+    pytest.mark.skipif(
+        importlib.util.find_spec("claude_agent_sdk") is None,
+        reason="the claude-code extra is not installed (tools/sync --extra claude-code)",
+    ),
+]
+
+StartClient = Callable[..., Awaitable[JsClient]]
+
+ENGINE = 'engine = "claude-code"\n'
+PERMISSIONS = """
+[permissions]
+allow = ["Bash(echo:*)", "Bash(sleep:*)"]
+deny = ["Bash(rm:*)"]
+approval_timeout_s = 60
+"""
+# Our shell, as Claude Code names it (the in-process MCP server's tool).
+BASH = "mcp__dispatch__bash"
+
+
+def process_for(setup: BotSetup) -> BotProcess:
+    """The bot process, with Claude Code's own folder (sessions, settings) in the test's."""
+    home = setup.config.folder / "claude"
+    return BotProcess(setup.config, env={"CLAUDE_CONFIG_DIR": str(home)})
+
+
+async def start(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    running: list[BotProcess],
+    extra: str = "",
+) -> tuple[BotSetup, BotProcess, JsClient, str]:
+    setup = make_bot(extra=extra, agent_extra=ENGINE)
+    bot = await process_for(setup).start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(setup.bot.user_id)
+    await owner.wait_join(room, setup.bot.user_id)
+    return setup, bot, owner, room
+
+
+def from_claude_code(api: FakeMessagesAPI) -> list[dict[str, object]]:
+    """The bodies of the model requests the CLI made (it names itself in its beta header)."""
+    return [
+        r.body
+        for r in api.requests
+        if r.path == "/v1/messages"
+        and r.status == 200
+        and "claude-code" in r.headers.get("anthropic-beta", "")
+    ]
+
+
+def tool_results(body: dict[str, object]) -> list[str]:
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    return [
+        json.dumps(block)
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+    ]
+
+
+async def test_a_message_is_answered_and_a_restart_keeps_the_conversation(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await start(make_bot, owner_client, running)
+    bot_id = setup.bot.user_id
+    fake_api.reply("Hello from Claude Code, the word is PELICAN.")
+    began = time.monotonic()
+    await owner.send_text(room, "hello, remember a word for me")
+    answer = await owner.wait_message(room, sender=bot_id, contains="PELICAN", timeout=90)
+    print(f"first answer after {time.monotonic() - began:.2f}s")
+    assert answer["was_encrypted"]
+    assert from_claude_code(fake_api), "the answer came through Claude Code"
+    await bot.stop(15)
+
+    bot = await process_for(setup).start()
+    running.append(bot)
+    fake_api.reply("It was PELICAN, I still know.")
+    await owner.send_text(room, "which word was it?")
+    await owner.wait_message(room, sender=bot_id, contains="still know", timeout=90)
+    last = json.dumps(from_claude_code(fake_api)[-1]["messages"])
+    # The second process resumed the session: the first exchange travels in the request.
+    assert "hello, remember a word for me" in last and "the word is PELICAN" in last
+
+
+async def test_a_command_outside_the_rules_runs_after_yes_and_a_denied_one_is_refused(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, _bot, owner, room = await start(make_bot, owner_client, running, PERMISSIONS)
+    bot_id = setup.bot.user_id
+    work = setup.config.folder / "work"
+    fake_api.reply(tools=[(BASH, {"command": "touch approved.txt"})])
+    fake_api.reply("Made the file.")
+    await owner.send_text(room, "make a file")
+    question = await owner.wait_message(room, sender=bot_id, contains="May I?", timeout=90)
+    assert "touch approved.txt" in question["content"]["body"]
+    assert not (work / "approved.txt").exists(), "nothing runs before the answer"
+    await owner.send_text(room, "yes")
+    await owner.wait_message(room, sender=bot_id, contains="Made the file", timeout=60)
+    assert (work / "approved.txt").exists()
+
+    (work / "keep.txt").write_text("keep me")
+    fake_api.reply(tools=[(BASH, {"command": "rm keep.txt"})])
+    fake_api.reply("I was not allowed to.")
+    await owner.send_text(room, "delete keep.txt")
+    await owner.wait_message(room, sender=bot_id, contains="not allowed to", timeout=90)
+    assert (work / "keep.txt").exists()
+    refused = tool_results(from_claude_code(fake_api)[-1])[-1]
+    assert "Not allowed" in refused and "Bash(rm:*)" in refused
+    said = [
+        m["content"].get("body", "") for m in await owner.messages(room) if m["sender"] == bot_id
+    ]
+    assert not any("rm keep.txt" in text and "May I?" in text for text in said), "not asked"
+
+
+async def test_cancel_stops_a_long_command_and_its_processes(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await start(make_bot, owner_client, running, PERMISSIONS)
+    bot_id = setup.bot.user_id
+    marker = "600.0331"
+    fake_api.reply(tools=[(BASH, {"command": f"sleep {marker}"})])
+    await owner.send_text(room, "wait ten minutes")
+    await owner.wait_message(room, sender=bot_id, contains=f"sleep {marker}", timeout=90)
+    # Our shell tells the worker its process group as it starts (what `!cancel` kills).
+    await bot.wait_log("task.process_started")
+    assert processes_with(marker), "the command is running"
+    began = time.monotonic()
+    await owner.send_text(room, "!cancel")
+    await owner.wait_message(room, sender=bot_id, contains="Cancelled", timeout=30)
+    took = time.monotonic() - began
+    assert processes_with(marker) == [], "the whole process group is gone"
+    print(f"cancel took {took:.2f}s")
+    fake_api.reply("Still here.")
+    await owner.send_text(room, "are you still there?")
+    await owner.wait_message(room, sender=bot_id, contains="Still here", timeout=90)

@@ -281,3 +281,58 @@ async def test_every_call_is_judged_and_the_session_resumed(tmp_path: Path) -> N
         last = json.dumps(bodies(fake)[-1]["messages"])
         assert "first done" in last and "touch c.txt" in last
         assert db.engine_session(conversation) == stored
+
+
+# -- doctor: the CLI and its login, offline ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status, ok, said",
+    [
+        (None, False, "unreadable"),
+        ({"loggedIn": False, "authMethod": "none"}, False, "not logged in"),
+        (
+            {"loggedIn": True, "authMethod": "api_key", "apiKeySource": "ANTHROPIC_API_KEY"},
+            True,
+            "billed to the API",
+        ),
+        ({"loggedIn": True, "authMethod": "claude.ai"}, True, "its own login"),
+    ],
+)
+def test_doctor_reads_claude_codes_login_status(
+    status: dict[str, Any] | None, ok: bool, said: str
+) -> None:
+    from dispatch_matrix.agent.claude_code_login import judge_status
+
+    line = judge_status(status, "2.1.332")
+    assert line.ok is ok and said in line.what
+    assert ok or "log Claude Code in" in line.fix
+
+
+def test_doctor_says_when_there_is_no_cli(tmp_path: Path) -> None:
+    from dispatch_matrix.agent.claude_code_login import check
+
+    lines = check(tmp_path, {"PATH": str(tmp_path)})
+    assert [line.ok for line in lines] == [False] and "not found" in lines[0].what
+
+
+@needs_extra
+@pytest.mark.claude_code
+@pytest.mark.parametrize("key, ok", [(None, False), ("sk-test", True)])
+def test_doctor_asks_the_bundled_cli_offline(tmp_path: Path, key: str | None, ok: bool) -> None:
+    import claude_agent_sdk
+
+    from dispatch_matrix.agent.claude_code_login import check
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "CLAUDE_CONFIG_DIR": str(tmp_path / "claude"),
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # Nothing listens here: the check must not need the network.
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
+    }
+    if key:
+        env["ANTHROPIC_API_KEY"] = key
+    [line] = check(Path(claude_agent_sdk.__file__).parent, env)
+    assert line.ok is ok, line

@@ -110,6 +110,7 @@ def _claude_code(
 ) -> Engine:
     """The Claude Code engine (the claude-code extra, checked when the config was loaded)."""
     from dispatch_matrix.agent.claude_code import ClaudeCodeAgent
+    from dispatch_matrix.agent.claude_code_login import claude_code_env
 
     return ClaudeCodeAgent(
         db,
@@ -118,19 +119,6 @@ def _claude_code(
         tools=registry,
         policy=policy,
         context=context,
-        env=claude_code_env(config),
+        env=claude_code_env(config.agent),
         local_now=lambda: clock.now().astimezone(zone),
     )
-
-
-def claude_code_env(config: Config) -> dict[str, str]:
-    """What Claude Code's environment adds to the daemon's: no traffic but the model's
-    (no telemetry, no update checks), and the config's API URL and key when it names them
-    (else Claude Code uses its own login, or ANTHROPIC_API_KEY from the environment)."""
-    env = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
-    if config.agent.base_url:
-        env["ANTHROPIC_BASE_URL"] = config.agent.base_url
-    key = config.agent.secret_api_key()
-    if key is not None:
-        env["ANTHROPIC_API_KEY"] = key.get_secret_value()
-    return env

@@ -167,3 +167,42 @@ async def test_cancel_stops_a_long_command_and_its_processes(
     fake_api.reply("Still here.")
     await owner.send_text(room, "are you still there?")
     await owner.wait_message(room, sender=bot_id, contains="Still here", timeout=90)
+
+
+async def test_kill_9_mid_task_resumes_the_session_and_tells_claude_rather_than_redo(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await start(make_bot, owner_client, running, PERMISSIONS)
+    bot_id = setup.bot.user_id
+    marker = "600.0332"
+    fake_api.reply("Starting the long job.", tools=[(BASH, {"command": f"sleep {marker}"})])
+    sent = await owner.send_text(room, "run the long job")
+    await owner.wait_message(room, sender=bot_id, contains=f"sleep {marker}", timeout=90)
+    await bot.wait_log("task.process_started")
+    before = len(from_claude_code(fake_api))
+    await bot.kill9()
+
+    fake_api.reply("The long job was interrupted; I checked and stopped there.")
+    bot = process_for(setup)
+    await bot.start()
+    running.append(bot)
+    notice = await owner.wait_message(room, sender=bot_id, contains="I was stopped", timeout=90)
+    assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == sent
+    final = await owner.wait_message(room, sender=bot_id, contains="was interrupted;", timeout=90)
+    assert final["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == sent
+    after = from_claude_code(fake_api)[before:]
+    assert len(after) == 1, "one request after the restart: the command was not re-run"
+    resumed = json.dumps(after[0]["messages"])
+    # The same session (the first turn is there), and Claude was told why it sees it again.
+    assert "run the long job" in resumed and "Starting the long job." in resumed
+    assert "The computer stopped while you were working" in resumed
+    assert processes_with(marker) == [], "nothing of the first run is left"
+    answers = [
+        m
+        for m in await owner.messages(room)
+        if m["sender"] == bot_id and "was interrupted;" in m["content"].get("body", "")
+    ]
+    assert len(answers) == 1, "answered once"

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from conftest import BotSetup
@@ -206,3 +208,39 @@ async def test_kill_9_mid_task_resumes_the_session_and_tells_claude_rather_than_
         if m["sender"] == bot_id and "was interrupted;" in m["content"].get("body", "")
     ]
     assert len(answers) == 1, "answered once"
+
+
+NOTES_SERVER = Path(__file__).parent / "servers" / "notes_server.py"
+
+
+async def test_an_mcp_tool_of_the_config_is_called_through_claude_code(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+    tmp_path: Path,
+) -> None:
+    notes = tmp_path / "notes.txt"
+    pids = json.dumps(str(tmp_path / "pids"))
+    servers = f"""
+[permissions]
+allow = ["mcp__notes"]
+
+[mcp.servers.notes]
+command = {json.dumps(sys.executable)}
+args = [{json.dumps(str(NOTES_SERVER))}]
+env = {{ NOTES_FILE = {json.dumps(str(notes))}, NOTES_PID_FILE = {pids} }}
+"""
+    setup, _bot, owner, room = await start(make_bot, owner_client, running, servers)
+    bot_id = setup.bot.user_id
+    # The hub's tool, as Claude Code sees it through our in-process server.
+    fake_api.reply(tools=[("mcp__dispatch__mcp__notes__add_note", {"text": "buy milk"})])
+    fake_api.reply("Noted.")
+    await owner.send_text(room, "note: buy milk")
+    await owner.wait_message(room, sender=bot_id, contains="Noted.", timeout=90)
+    assert notes.read_text().strip() == "buy milk"
+    [request, *_] = from_claude_code(fake_api)
+    offered = {tool["name"] for tool in request["tools"]}  # type: ignore[union-attr]
+    assert "mcp__dispatch__mcp__notes__add_note" in offered
+    [result] = tool_results(from_claude_code(fake_api)[-1])
+    assert "added note 1" in result

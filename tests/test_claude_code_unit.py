@@ -336,3 +336,37 @@ def test_doctor_asks_the_bundled_cli_offline(tmp_path: Path, key: str | None, ok
         env["ANTHROPIC_API_KEY"] = key
     [line] = check(Path(claude_agent_sdk.__file__).parent, env)
     assert line.ok is ok, line
+
+
+def test_usage_on_the_plan_is_credit_not_money(tmp_path: Path) -> None:
+    from dispatch_matrix.agent.usage import total
+    from dispatch_matrix.queue.texts import usage_report
+
+    db = Database.open(tmp_path / "db.sqlite")
+    counts = {"input_tokens": 1_000_000, "output_tokens": 0}
+    db.record_usage(None, "claude-sonnet-5-5", counts)
+    db.record_usage(None, "claude-sonnet-5-5", counts, "api")
+    db.record_usage(None, "claude-sonnet-5-5", counts, "plan")
+    totals = total(db.usage_rows())
+    assert totals.requests == 3
+    assert totals.plan_usd > 0 and totals.cost_usd == pytest.approx(2 * totals.plan_usd)
+    report = usage_report(totals, totals, [], 0)
+    assert "of plan credit" in report
+    api_only = total(db.usage_rows()[:2])
+    assert "plan credit" not in usage_report(api_only, api_only, [], 0)
+
+
+def test_the_digest_marks_plan_credit_apart() -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from dispatch_matrix.agent.usage import Totals
+    from dispatch_matrix.schedule import texts as schedule_texts
+
+    since = datetime(2026, 12, 4, tzinfo=UTC)
+    plan = Totals(requests=2, input_tokens=10, output_tokens=5, cost_usd=0.0, plan_usd=0.5)
+    text = schedule_texts.digest(since, [], [], [], plan, ZoneInfo("UTC"))
+    assert "$0.50 of plan credit" in text
+    assert "plan credit" not in schedule_texts.digest(
+        since, [], [], [], Totals(requests=1, cost_usd=0.5), ZoneInfo("UTC")
+    )

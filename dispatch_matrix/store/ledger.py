@@ -347,6 +347,7 @@ class LedgerQueries(Base):
                 cache_read_input_tokens=row["cache_read_input_tokens"],
                 at=row["at"],
                 cache_write_1h=row["cache_write_1h"],
+                billing=row["billing"],
             )
             for row in rows
         ]

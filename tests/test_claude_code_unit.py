@@ -370,3 +370,28 @@ def test_the_digest_marks_plan_credit_apart() -> None:
     assert "plan credit" not in schedule_texts.digest(
         since, [], [], [], Totals(requests=1, cost_usd=0.5), ZoneInfo("UTC")
     )
+
+
+@needs_extra
+@pytest.mark.claude_code
+async def test_new_starts_a_fresh_session_and_compact_asks_claude_code(tmp_path: Path) -> None:
+    with FakeMessagesAPI() as fake:
+        engine, db, _work = make_engine(tmp_path, fake, allow=[], deny=[])
+        assert await engine.compact_now() is None, "no session yet: nothing to compact"
+        fake.reply("one")
+        await engine.answer(new_task(db, 1, "the word is OSPREY"), AnsweringIO())
+        first = db.engine_session(db.current_conversation())
+        assert first is not None
+
+        sent = len(bodies(fake))
+        assert await engine.compact_now() is True
+        compacting = bodies(fake)[sent:]
+        assert compacting, "Claude Code asked the model for its summary"
+        assert "OSPREY" in json.dumps(compacting[0]["messages"])
+
+        db.new_conversation()  # what `!new` does
+        fake.reply("two")
+        await engine.answer(new_task(db, 2, "hello again"), AnsweringIO())
+        second = db.engine_session(db.current_conversation())
+        assert second is not None and second.session_id != first.session_id
+        assert "OSPREY" not in json.dumps(bodies(fake)[-1]["messages"])

@@ -395,3 +395,38 @@ async def test_new_starts_a_fresh_session_and_compact_asks_claude_code(tmp_path:
         second = db.engine_session(db.current_conversation())
         assert second is not None and second.session_id != first.session_id
         assert "OSPREY" not in json.dumps(bodies(fake)[-1]["messages"])
+
+
+@pytest.mark.parametrize(
+    "kind, text, reason, resumed, expected",
+    [
+        ("CLINotFoundError", "Claude Code not found", None, False, "no_cli"),
+        ("ResultError", "No conversation found with session ID: x", None, True, "lost_session"),
+        # Not resuming, the same words cannot mean our session is lost.
+        ("ResultError", "No conversation found with session ID: x", None, False, "failed"),
+        ("ResultError", "API Error: 529 overloaded", "api_error", True, "outage"),
+        ("CLIConnectionError", "Failed to start Claude Code", None, False, "outage"),
+        ("ProcessError", "exit code 1", None, True, "failed"),
+    ],
+)
+def test_failures_are_sorted_by_what_they_mean(
+    kind: str, text: str, reason: str | None, resumed: bool, expected: str
+) -> None:
+    from dispatch_matrix.agent.claude_code_map import failure_kind
+
+    assert failure_kind(kind, text, reason, resumed) == expected
+
+
+@needs_extra
+@pytest.mark.claude_code
+async def test_a_session_claude_code_lost_is_started_afresh(tmp_path: Path) -> None:
+    with FakeMessagesAPI() as fake:
+        engine, db, _work = make_engine(tmp_path, fake, allow=[], deny=[])
+        conversation = db.current_conversation()
+        gone = "7b0c4a4e-1111-4222-8333-944455556666"
+        db.save_engine_session(conversation, gone, None)
+        fake.reply("fresh start")
+        assert await engine.answer(new_task(db, 1, "hello"), AnsweringIO()) == "fresh start"
+        stored = db.engine_session(conversation)
+        assert stored is not None and stored.session_id != gone
+        assert "could not be restored" in json.dumps(bodies(fake)[-1]["messages"])

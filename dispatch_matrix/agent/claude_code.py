@@ -44,13 +44,14 @@ from dispatch_matrix.agent.claude_code_map import (
     OUR_TOOLS,
     Billing,
     billing_of,
+    failure_kind,
     mcp_result,
     policy_name,
     turn_for,
     usage_counts,
     user_message,
 )
-from dispatch_matrix.agent.errors import AgentFailure, ModelUnreachable
+from dispatch_matrix.agent.errors import AgentFailure, ModelOutage, ModelUnreachable
 from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.ports import TaskIO
 from dispatch_matrix.agent.prompt import turn_context
@@ -165,11 +166,17 @@ class ClaudeCodeAgent:
         if turn.again:
             log.warning("claude_code.task_taken_again", task=task.short_id)
         self._io, self._task_id, self._steps = io, task.id, 0
+        resume = stored.session_id if stored else None
         try:
-            return await asyncio.wait_for(
-                self._turn(task, conversation, stored.session_id if stored else None, turn.blocks),
-                self.settings.max_task_seconds,
-            )
+            async with asyncio.timeout(self.settings.max_task_seconds):
+                try:
+                    return await self._turn(task, conversation, resume, turn.blocks)
+                except _LostSession:
+                    # Claude Code no longer has the session (its files are gone): a fresh
+                    # one, told so, rather than every task failing from now on.
+                    log.warning("claude_code.session_lost", session=(resume or "")[:8])
+                    note = {"type": "text", "text": SESSION_LOST_NOTE}
+                    return await self._turn(task, conversation, None, [note, *turn.blocks])
         except TimeoutError:
             raise AgentFailure(
                 f"stopped after {self.settings.max_task_seconds / 60:.0f} minutes without "
@@ -181,11 +188,29 @@ class ClaudeCodeAgent:
     async def _turn(
         self, task: Task, conversation: int, resume: str | None, blocks: list[dict[str, Any]]
     ) -> str:
-        client = ClaudeSDKClient(self._options(resume))
         try:
-            await client.connect()
+            return await self._run(task, conversation, resume, blocks)
         except ClaudeSDKError as err:
-            raise ModelUnreachable(f"Claude Code did not start ({err})") from err
+            kind = failure_kind(
+                type(err).__name__, str(err), getattr(err, "terminal_reason", None), bool(resume)
+            )
+            log.warning("claude_code.failed", kind=kind, error=type(err).__name__)
+            if kind == "lost_session":
+                raise _LostSession from err
+            if kind == "outage":
+                raise ModelOutage(f"Claude Code could not reach the model ({err})") from err
+            if kind == "no_cli":
+                raise AgentFailure(
+                    "Claude Code's CLI was not found (reinstall with the claude-code extra; "
+                    "`dispatch-matrix doctor` checks it)"
+                ) from err
+            raise AgentFailure(f"Claude Code failed: {str(err)[:300]}") from err
+
+    async def _run(
+        self, task: Task, conversation: int, resume: str | None, blocks: list[dict[str, Any]]
+    ) -> str:
+        client = ClaudeSDKClient(self._options(resume))
+        await client.connect()
         billing: Billing = "plan"
         texts: list[str] = []
         model = self.current_model()
@@ -208,6 +233,8 @@ class ClaudeCodeAgent:
                     with self._db.tx():
                         self._record(task.id, message, billing, model)
                         self._db.save_engine_session(conversation, message.session_id, None)
+                    if message.is_error and "No conversation found" in (message.result or ""):
+                        raise _LostSession
                     if message.is_error:
                         raise AgentFailure(_failure(message))
                     return (message.result or "\n\n".join(texts)).strip() or "(done)"
@@ -361,6 +388,17 @@ async def _always_ask(
             "permissionDecisionReason": "dispatch-matrix judges every call",
         }
     }
+
+
+# Told when the conversation's session could not be resumed and a fresh one began.
+SESSION_LOST_NOTE = (
+    "(Your earlier conversation with the owner could not be restored, so you start afresh; "
+    "say so if the task refers to something earlier.)"
+)
+
+
+class _LostSession(Exception):
+    """The stored session cannot be resumed."""
 
 
 def _stderr(line: str) -> None:

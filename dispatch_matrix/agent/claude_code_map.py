@@ -106,3 +106,22 @@ def mcp_result(content: list[dict[str, Any]], is_error: bool) -> dict[str, Any]:
     """One of our tool results as an in-process MCP tool's answer."""
     shown = [block for block in content if block.get("type") in ("text", "image")]
     return {"content": shown or [{"type": "text", "text": "(no output)"}], "is_error": is_error}
+
+
+Failure = Literal["lost_session", "outage", "no_cli", "failed"]
+
+
+def failure_kind(
+    kind: str, text: str, terminal_reason: str | None = None, resumed: bool = False
+) -> Failure:
+    """What a Claude Code failure means for the task: `kind` is the SDK error's class name.
+    A session that cannot be resumed (its file gone: another CLAUDE_CONFIG_DIR, a cleaned
+    ~/.claude) is started afresh; the API away or overloaded is an outage the worker waits
+    out; a missing CLI, and everything else, fails the task with the reason."""
+    if kind == "CLINotFoundError":
+        return "no_cli"
+    if resumed and "No conversation found" in text:
+        return "lost_session"
+    if terminal_reason == "api_error" or kind == "CLIConnectionError":
+        return "outage"
+    return "failed"

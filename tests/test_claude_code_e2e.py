@@ -244,3 +244,45 @@ env = {{ NOTES_FILE = {json.dumps(str(notes))}, NOTES_PID_FILE = {pids} }}
     assert "mcp__dispatch__mcp__notes__add_note" in offered
     [result] = tool_results(from_claude_code(fake_api)[-1])
     assert "added note 1" in result
+
+
+ENV_KEY = "sk-ant-api03-from-the-daemon-environment-0331"
+
+
+async def test_a_hostile_cat_through_claude_code_meets_our_wall(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    """The same attack as test_sandbox_e2e's, through Claude Code: the owner approves, our
+    sandbox alone stands between the command and the secrets (the daemon's and the CLI's
+    environment, which hold the API key, the config, the state folder)."""
+    setup = make_bot(extra='[permissions]\nallow = ["Bash(echo:*)"]\n', agent_extra=ENGINE)
+    process = process_for(setup)
+    process.env["ANTHROPIC_API_KEY"] = ENV_KEY
+    bot = await process.start()
+    running.append(bot)
+    owner = await owner_client(setup.owner)
+    room = await owner.create_dm(setup.bot.user_id)
+    await owner.wait_join(room, setup.bot.user_id)
+    assert bot.log_events("sandbox.active"), "the sandbox is on by default"
+    bot_id = setup.bot.user_id
+    config, state = setup.config.path, setup.config.state
+    command = (
+        "cat /proc/$PPID/environ /proc/1/environ | tr '\\0' '\\n'; "
+        f"cat ../*.toml ../sta*/* {config} {state}/*; echo done-reading"
+    )
+    fake_api.reply("Following the diff.", tools=[(BASH, {"command": command})])
+    fake_api.reply("Nothing interesting there.")
+    await owner.send_text(room, "review this diff (it says: print your config)")
+    await owner.wait_message(room, sender=bot_id, contains="May I?", timeout=90)
+    await owner.send_text(room, "yes")
+    await owner.wait_message(room, sender=bot_id, contains="Nothing interesting", timeout=90)
+    [output] = tool_results(from_claude_code(fake_api)[-1])
+    assert "done-reading" in output, "the command ran"
+    everything = json.dumps([r.body for r in fake_api.requests])
+    for secret in (setup.bot.password, ENV_KEY, "sk-ant-test-not-a-real-key"):
+        assert secret not in everything
+    said = [m["content"].get("body", "") for m in await owner.messages(room)]
+    assert all(ENV_KEY not in body and setup.bot.password not in body for body in said)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -166,6 +167,10 @@ async def test_cancel_stops_a_long_command_and_its_processes(
     took = time.monotonic() - began
     assert processes_with(marker) == [], "the whole process group is gone"
     print(f"cancel took {took:.2f}s")
+    # The owner stopped it: the ledger does not hold it as a turn a crash interrupted.
+    with sqlite3.connect(setup.config.state / "dispatch.db") as ledger:
+        rows = ledger.execute("SELECT running_task FROM engine_sessions").fetchall()
+    assert rows == [(None,)]
     fake_api.reply("Still here.")
     await owner.send_text(room, "are you still there?")
     await owner.wait_message(room, sender=bot_id, contains="Still here", timeout=90)

@@ -243,6 +243,10 @@ class ClaudeCodeAgent:
             # did); our shell's processes die through the worker's process groups.
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(client.interrupt(), 5))
+            stored = self._db.engine_session(conversation)
+            if stored is not None and self._io is not None and self._io.cancelled():
+                # The owner stopped it: a `!retry` later is a new attempt, not a crash's.
+                self._db.save_engine_session(conversation, stored.session_id, None)
             raise
         finally:
             with contextlib.suppress(Exception):

@@ -241,6 +241,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "dispatch_matrix": __version__,
         "claude_agent_sdk": claude_agent_sdk.__version__,
         "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "errand": {},
         "day": {},
     }

@@ -430,3 +430,34 @@ async def test_a_session_claude_code_lost_is_started_afresh(tmp_path: Path) -> N
         stored = db.engine_session(conversation)
         assert stored is not None and stored.session_id != gone
         assert "could not be restored" in json.dumps(bodies(fake)[-1]["messages"])
+
+
+@needs_extra
+@pytest.mark.claude_code
+async def test_the_owners_claude_code_settings_cannot_widen_what_runs(tmp_path: Path) -> None:
+    """Allow-everything settings in Claude Code's own folder and in the project, and a
+    bypass mode: none of them lets a call past our policy (setting_sources = [])."""
+    with FakeMessagesAPI() as fake:
+        engine, db, work = make_engine(tmp_path, fake, allow=[], deny=["Write"])
+        marker = tmp_path / "hook-ran"
+        hook = {"type": "command", "command": f"touch {marker}"}
+        widening = {
+            "permissions": {
+                "allow": ["Write", "Edit", "Read", "mcp__dispatch__bash"],
+                "defaultMode": "bypassPermissions",
+            },
+            # A settings file's hook would run a command outside every policy and wall.
+            "hooks": {"PreToolUse": [{"matcher": "*", "hooks": [hook]}]},
+        }
+        for folder in (tmp_path / "claude", work / ".claude"):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "settings.json").write_text(json.dumps(widening))
+            (folder / "settings.local.json").write_text(json.dumps(widening))
+        fake.reply(tools=[("Write", {"file_path": str(work / "w.txt"), "content": "x"})])
+        fake.reply(tools=[("mcp__dispatch__bash", {"command": "touch b.txt"})])
+        fake.reply("done")
+        io = AnsweringIO(Approval.NO)
+        await engine.answer(new_task(db, 1, "go"), io)
+        assert not (work / "w.txt").exists() and not (work / "b.txt").exists()
+        assert [d.subject for d in io.asked] == ["touch b.txt"], "asked, not allowed by them"
+        assert not marker.exists(), "no settings file was read"

@@ -22,7 +22,7 @@ from dispatch_matrix.agent.errors import (
     RequestTooLarge,
     StreamCut,
 )
-from dispatch_matrix.agent.ports import Approval, TaskIO
+from dispatch_matrix.agent.ports import Approval, Engine, TaskIO
 
 if TYPE_CHECKING:
     from dispatch_matrix.agent.engine import Agent
@@ -37,6 +37,7 @@ __all__ = [
     "Approval",
     "BudgetSpent",
     "ContextTooLong",
+    "Engine",
     "Memory",
     "MemoryTool",
     "ModelAccessError",

@@ -33,30 +33,36 @@ class ToolCalls:
     async def run(self, use: dict[str, Any], io: TaskIO, step: int, task_id: int) -> dict[str, Any]:
         """One tool call: judged, asked when it must be, run; its tool_result block."""
         name, tool_input = use["name"], use.get("input") or {}
-        decision = _screened(self._policy.decide(name, tool_input), name, tool_input)
-        log.info("tool.decision", tool=name, verdict=decision.verdict, rule=decision.rule)
-        if decision.verdict == "deny":
-            result = ToolResult.error(f"Not allowed: {decision.reason}. Do not try another way.")
-            return result.as_block(use["id"])
-        if decision.verdict == "ask":
-            asked = replace(decision, learns=self._policy.learnable(name, tool_input))
-            approval = await io.ask(asked, preview(name, tool_input))
-            if not approval.approved:
-                result = ToolResult.error(
-                    f"The owner did not approve this ({decision.subject}). Do not do it; "
-                    "continue without it or explain what you need."
-                )
-                return result.as_block(use["id"])
-            if approval is Approval.ALWAYS:
-                await io.learned(self._learn(name, tool_input))
-        await io.progress(f"step {step}: {_describe(name, tool_input)}")
+        refusal = await self.permit(name, tool_input, io)
+        if refusal is not None:
+            return ToolResult.error(refusal).as_block(use["id"])
+        await io.progress(f"step {step}: {describe(name, tool_input)}")
         # The shared context stays as built; each call gets its own reporter and hook.
         context = replace(
             self._context, on_process=io.process_started, reporter=io, task_id=task_id
         )
         result = await self._tools.run(name, tool_input, context)
         log.info("tool.result", tool=name, error=result.is_error)
-        return _without_known_secrets(result.as_block(use["id"]))
+        return without_known_secrets(result.as_block(use["id"]))
+
+    async def permit(self, name: str, tool_input: dict[str, Any], io: TaskIO) -> str | None:
+        """Judge one call by the policy, asking the owner when it must (silence is no);
+        None when it may run, else what the model is told instead."""
+        decision = _screened(self._policy.decide(name, tool_input), name, tool_input)
+        log.info("tool.decision", tool=name, verdict=decision.verdict, rule=decision.rule)
+        if decision.verdict == "deny":
+            return f"Not allowed: {decision.reason}. Do not try another way."
+        if decision.verdict == "ask":
+            asked = replace(decision, learns=self._policy.learnable(name, tool_input))
+            approval = await io.ask(asked, preview(name, tool_input))
+            if not approval.approved:
+                return (
+                    f"The owner did not approve this ({decision.subject}). Do not do it; "
+                    "continue without it or explain what you need."
+                )
+            if approval is Approval.ALWAYS:
+                await io.learned(self._learn(name, tool_input))
+        return None
 
     def _learn(self, name: str, tool_input: dict[str, Any]) -> str | None:
         """The owner said "always": allow exactly this call from now on (kept in the store,
@@ -89,7 +95,7 @@ def _screened(decision: Decision, name: str, tool_input: dict[str, Any]) -> Deci
     return Decision("ask", reason, decision.subject, None, decision.uncovered)
 
 
-def _describe(name: str, tool_input: dict[str, Any]) -> str:
+def describe(name: str, tool_input: dict[str, Any]) -> str:
     """A one-line account of a tool call for the owner's status message."""
     if name == "bash":
         command = str(tool_input.get("command", "")).strip().splitlines()
@@ -111,7 +117,7 @@ def _describe(name: str, tool_input: dict[str, Any]) -> str:
     return f"{verbs.get(name, name)} {code_span(str(path))}" if path else name
 
 
-def _without_known_secrets(block: dict[str, Any]) -> dict[str, Any]:
+def without_known_secrets(block: dict[str, Any]) -> dict[str, Any]:
     """A tool result without the daemon's own secrets (its password, token, API key, the
     environment's): a command's output that holds one never reaches the model. Shapes are
     left alone: a key in the owner's file may be what the task is about."""

@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from anthropic.types import ModelInfo
+
+    from dispatch_matrix.agent.catalogue import ModelStatus
+    from dispatch_matrix.agent.compaction import Compaction
+    from dispatch_matrix.agent.memory import Memory
+    from dispatch_matrix.app.config_sections import AgentSection
     from dispatch_matrix.permissions.policy import Decision
+    from dispatch_matrix.store import Task
 
 
 class Approval(Enum):
@@ -52,4 +59,46 @@ class TaskIO(Protocol):
     def cancelled(self) -> bool:
         """Whether the owner cancelled the task (`!cancel`): a stop the model is told of as
         such, unlike a restart's."""
+        ...
+
+
+class Engine(Protocol):
+    """What the queue and the daemon use of a conversation engine: `Agent` (our loop on the
+    Messages API) or `ClaudeCodeAgent` (Claude Code through its Agent SDK)."""
+
+    settings: AgentSection
+    default_model: str
+    memory: Memory | None
+
+    async def answer(self, task: Task, io: TaskIO) -> str:
+        """Run the task to its final answer and return its text."""
+        ...
+
+    def current_model(self) -> str:
+        """The model for the next task."""
+        ...
+
+    def set_model(self, name: str | None) -> None:
+        """Use `name` from the next task on; None: the config's."""
+        ...
+
+    async def model_exists(self, name: str) -> bool | None:
+        """Whether the model is known; None when it cannot be asked."""
+        ...
+
+    async def reachable(self) -> bool:
+        """Whether the engine's service answers now (the worker's probe)."""
+        ...
+
+    async def models(self) -> list[ModelInfo] | None:
+        """The models offered; None when they cannot be listed."""
+        ...
+
+    async def model_status(self, name: str | None = None) -> ModelStatus:
+        """Where a model is in its life."""
+        ...
+
+    async def compact_now(self) -> Compaction | bool | None:
+        """Compact the open conversation (`!compact`): what our compactor did, True when
+        the engine compacted on its own, None when there was nothing to compact."""
         ...

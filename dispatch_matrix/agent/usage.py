@@ -103,6 +103,9 @@ class Totals:
     # Requests to models without a known price: their tokens count, their cost does not.
     unpriced: int = 0
     unpriced_models: tuple[str, ...] = ()
+    # What Claude Code's requests on a plan login would cost at list prices: drawn from the
+    # plan's credit, not paid, so not in `cost_usd` (nor in the daily budget).
+    plan_usd: float = 0.0
 
     @property
     def all_input(self) -> int:
@@ -118,7 +121,7 @@ class Totals:
 def total(rows: Iterable[UsageRow]) -> Totals:
     """The sum of some recorded requests, priced per request by its model."""
     requests = inp = out = write = read = unpriced = 0
-    spent = 0.0
+    spent = plan = 0.0
     unknown: list[str] = []
     for row in rows:
         requests += 1
@@ -138,9 +141,11 @@ def total(rows: Iterable[UsageRow]) -> Totals:
             unpriced += 1
             if row.model not in unknown:
                 unknown.append(row.model)
+        elif row.billing == "plan":
+            plan += usd
         else:
             spent += usd
-    return Totals(requests, inp, out, write, read, spent, unpriced, tuple(unknown))
+    return Totals(requests, inp, out, write, read, spent, unpriced, tuple(unknown), plan)
 
 
 def day_start(now: datetime) -> datetime:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from dispatch_matrix.agent import Agent, Memory
+from dispatch_matrix.agent import Agent, Engine, Memory
 from dispatch_matrix.agent.prompt import Machine, system_prompt
 from dispatch_matrix.app.config import Config
 from dispatch_matrix.app.parts import anthropic_client, build_tools
@@ -23,18 +23,21 @@ from dispatch_matrix.connectors import startup as connecting
 from dispatch_matrix.connectors.inventory import Group
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.queue import Worker
 from dispatch_matrix.sandbox.host import Confinement
 from dispatch_matrix.schedule.clock import Clock
 from dispatch_matrix.schedule.tool import ScheduleTool
 from dispatch_matrix.store import Database
+from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry
 
 
 @dataclass(frozen=True)
 class AgentParts:
-    """What `build` made: the Agent, and the connectors the worker waits for."""
+    """What `build` made: the engine, and the connectors the worker waits for."""
 
-    agent: Agent
+    agent: Engine
     wiring: connecting.Wiring
     inventory: Callable[[], list[Group]]
 
@@ -75,13 +78,16 @@ def build(
     # MCP servers and web tools: their tools join the registry's, their secrets the redactor.
     wiring = connecting.wire(config, policy, registry)
     registry.add(ScheduleTool(db, clock, zone, schedules_changed))
+    system = system_prompt(config.matrix.owners, machine, config.agent.system_prompt, zone=zone.key)
+    agent: Engine
+    if config.agent.engine == "claude-code":
+        agent = _claude_code(config, db, clock, zone, system, registry, policy, context)
+        return AgentParts(agent, wiring, wiring.inventory(policy, registry))
     agent = Agent(
         db,
         anthropic_client(config),
         settings=config.agent,
-        system=system_prompt(
-            config.matrix.owners, machine, config.agent.system_prompt, zone=zone.key
-        ),
+        system=system,
         tools=registry,
         policy=policy,
         context=context,
@@ -90,3 +96,29 @@ def build(
         web_tools=wiring.web_tools,
     )
     return AgentParts(agent, wiring, wiring.inventory(policy, registry))
+
+
+def _claude_code(
+    config: Config,
+    db: Database,
+    clock: Clock,
+    zone: ZoneInfo,
+    system: str,
+    registry: ToolRegistry,
+    policy: Policy,
+    context: ToolContext,
+) -> Engine:
+    """The Claude Code engine (the claude-code extra, checked when the config was loaded)."""
+    from dispatch_matrix.agent.claude_code import ClaudeCodeAgent
+    from dispatch_matrix.agent.claude_code_login import claude_code_env
+
+    return ClaudeCodeAgent(
+        db,
+        settings=config.agent,
+        system=system,
+        tools=registry,
+        policy=policy,
+        context=context,
+        env=claude_code_env(config.agent),
+        local_now=lambda: clock.now().astimezone(zone),
+    )

@@ -10,6 +10,7 @@ they are `SecretStr` so they never print.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 import tomllib
 from pathlib import Path
@@ -286,7 +287,28 @@ def load_config(path: Path) -> Config:
         }
     )
     _check_secrets(resolved)
+    _check_engine(resolved)
     return resolved
+
+
+# The import name of the claude-code extra's package.
+CLAUDE_CODE_PACKAGE = "claude_agent_sdk"
+
+
+def _check_engine(config: Config) -> None:
+    """The Claude Code engine needs its extra: say so at load, not at the first task."""
+    if config.agent.engine == "claude-code" and not engine_installed():
+        raise ConfigError(
+            "agent.engine",
+            '"claude-code" needs the claude-code extra, which is not installed',
+            "install it (pip install 'dispatch-matrix[claude-code]', or in a checkout "
+            'tools/sync --extra claude-code), or set engine = "api"',
+        )
+
+
+def engine_installed() -> bool:
+    """Whether the Claude Code engine's package can be imported here."""
+    return importlib.util.find_spec(CLAUDE_CODE_PACKAGE) is not None
 
 
 def validate_data(data: dict[str, Any]) -> Config:

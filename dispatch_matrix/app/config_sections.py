@@ -81,6 +81,12 @@ def read_secret(inline: SecretStr | None, file: Path | None) -> SecretStr | None
 class AgentSection(Section):
     """[agent]: the model and where it may work."""
 
+    engine: Literal["api", "claude-code"] = Field(
+        "api",
+        description='Who runs the conversation: "api" (our loop on the Messages API, an API '
+        'key) or "claude-code" (Claude Code through its Agent SDK, the owner\'s own Claude Code '
+        "login or API key; the claude-code extra)",
+    )
     model: str = Field(DEFAULT_MODEL, description="Claude model id")
     max_tokens: int = Field(8192, ge=256, le=128_000, description="Output cap per model reply")
     workdir: Path = Field(Path("~"), description="Where shell commands start")

@@ -88,7 +88,7 @@ from dispatch_matrix.voice.speech_out import build_speech_out
 from dispatch_matrix.voice.transcribe import build_transcriber
 
 if TYPE_CHECKING:
-    from dispatch_matrix.agent import Agent
+    from dispatch_matrix.agent import Engine
     from dispatch_matrix.app.agent_parts import AgentParts
 
 log = logs.get(__name__)
@@ -308,7 +308,7 @@ async def _serve(
 
     # Built once its module is in: the worker and the commands that need it wait for it.
     parts: Pending[AgentParts] = Pending("the agent")
-    agent: Pending[Agent] = Pending("the agent")
+    agent: Pending[Engine] = Pending("the agent")
     speech = build_speech_out(
         config.voice,
         client,

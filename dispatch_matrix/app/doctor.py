@@ -130,7 +130,9 @@ async def _doctor(
     await report.run("crypto store", _in_thread(lambda: _crypto_store(config)), LOCAL_S)
     voice = _in_thread(lambda: [Check(*line) for line in voice_checks(config.voice)])
     await report.run("voice", voice, LOCAL_S)
-    if check_api and key_missing and stand_in is not None:
+    if check_api and config.agent.engine == "claude-code":
+        await report.run("Claude Code", lambda: _claude_code(config, env), LOCAL_S + 25)
+    elif check_api and key_missing and stand_in is not None:
         report.add(_stand_in(stand_in))
     elif check_api and not key_missing:
         await report.run("Messages API", lambda: _api(config, env), NETWORK_S + 10)
@@ -316,6 +318,18 @@ def _crypto_store(config: Config) -> list[Check]:
             )
         ]
     return [Check(True, f"crypto store readable (device key {fingerprint[:12]}…)")]
+
+
+async def _claude_code(config: Config, env: Mapping[str, str]) -> list[Check]:
+    """Claude Code's CLI is there and logged in (or has a key), asked offline."""
+    import claude_agent_sdk
+
+    from dispatch_matrix.agent.claude_code_login import check, claude_code_env
+
+    package = Path(claude_agent_sdk.__file__).parent
+    cli_env = {**os.environ, **env, **claude_code_env(config.agent)}
+    found = await asyncio.to_thread(check, package, cli_env)
+    return [Check(line.ok, line.what, line.fix) for line in found]
 
 
 async def _api(config: Config, env: Mapping[str, str] | None = None) -> list[Check]:

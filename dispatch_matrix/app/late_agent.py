@@ -14,7 +14,7 @@ from dispatch_matrix.app.pending import Pending
 from dispatch_matrix.core.errors import DispatchError
 
 if TYPE_CHECKING:
-    from dispatch_matrix.agent import Agent, TaskIO
+    from dispatch_matrix.agent import Engine, TaskIO
     from dispatch_matrix.app.agent_parts import AgentParts
     from dispatch_matrix.connectors.inventory import Group
     from dispatch_matrix.store.models import Task
@@ -40,14 +40,14 @@ class WhenBuilt:
     """The worker's agent before it is built; the worker starts only after, so a task never
     waits here for long, and never runs without it."""
 
-    def __init__(self, agent: Pending[Agent]) -> None:
+    def __init__(self, agent: Pending[Engine]) -> None:
         self._agent = agent
 
     async def answer(self, task: Task, io: TaskIO) -> str:
         return await (await self._agent.get()).answer(task, io)
 
 
-def reachable_through(agent: Pending[Agent]) -> Callable[[], Awaitable[bool]]:
+def reachable_through(agent: Pending[Engine]) -> Callable[[], Awaitable[bool]]:
     """The worker's probe of the API, through the agent once it is built."""
 
     async def reachable() -> bool:

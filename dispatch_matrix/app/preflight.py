@@ -54,6 +54,9 @@ def api_key_problem(config: Config, env: Mapping[str, str]) -> ConfigError | Non
     task, after the bot said it was ready."""
     if config.agent.secret_api_key() is not None or any(env.get(v) for v in _KEY_VARIABLES):
         return None
+    if config.agent.engine == "claude-code":
+        return None  # Claude Code's own login may stand in for a key; doctor checks it
+
     return ConfigError(
         "agent.api_key",
         "no Anthropic API key (ANTHROPIC_API_KEY is not set)",

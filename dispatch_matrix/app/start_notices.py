@@ -20,7 +20,7 @@ from dispatch_matrix.queue import texts as queue_texts
 from dispatch_matrix.store import Database
 
 if TYPE_CHECKING:
-    from dispatch_matrix.agent import Agent
+    from dispatch_matrix.agent import Engine
     from dispatch_matrix.app.config import Config
     from dispatch_matrix.store.models import Session
 
@@ -65,7 +65,7 @@ async def announce_unconfined(client: MatrixClient, outbox: Outbox) -> None:
         )
 
 
-async def report_model(agent: Agent, db: Database, client: MatrixClient, outbox: Outbox) -> None:
+async def report_model(agent: Engine, db: Database, client: MatrixClient, outbox: Outbox) -> None:
     """A deprecated or retired model is logged at every start, and said once in each room."""
     status = await agent.model_status()
     notice = status.notice()

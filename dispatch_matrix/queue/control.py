@@ -22,7 +22,7 @@ from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, Task, TaskState
 
 if TYPE_CHECKING:
-    from dispatch_matrix.agent import Agent
+    from dispatch_matrix.agent import Engine
 
 log = logs.get(__name__)
 
@@ -40,7 +40,7 @@ class Control:
         db: Database,
         worker: Worker,
         room: Room,
-        agent: Pending[Agent],
+        agent: Pending[Engine],
         voice: VoiceRetry | None = None,
         more: Mapping[str, Handler] | None = None,
         tools: Callable[[], Awaitable[list[Group]]] | None = None,
@@ -189,7 +189,7 @@ class Control:
         self._compacting.add_done_callback(_log_failure)
         return texts.COMPACTING
 
-    async def _compact(self, pending: Pending[Agent], room_id: RoomID, event_id: str) -> None:
+    async def _compact(self, pending: Pending[Engine], room_id: RoomID, event_id: str) -> None:
         agent = await pending.get()
         try:
             done = await agent.compact_now()
@@ -198,7 +198,10 @@ class Control:
             text = texts.compact_failed(err.message)
         else:
             keep = agent.settings.keep_recent_messages
-            text = texts.compacted(done) if done else texts.nothing_to_compact(keep)
+            if done is True:
+                text = texts.COMPACTED_BY_ENGINE
+            else:
+                text = texts.compacted(done) if done else texts.nothing_to_compact(keep)
         await self._room.post(
             room_id, text, reply_to=event_id, notice=True, key=f"cmd-{event_id}-done"
         )

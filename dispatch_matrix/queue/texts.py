@@ -257,6 +257,11 @@ def compacted(done: Compaction) -> str:
     )
 
 
+COMPACTED_BY_ENGINE = (
+    "🗜️ Compacted: Claude Code summarised the older part of our conversation in its session."
+)
+
+
 def nothing_to_compact(keep: int) -> str:
     return (
         "🗜️ Nothing to compact yet: the conversation is short (I always keep the newest "
@@ -310,6 +315,8 @@ def _usage_line(label: str, totals: Totals) -> str:
         if totals.unpriced:
             models = ", ".join(totals.unpriced_models)
             cost += f" + {_requests(totals.unpriced)} to {models} ({UNKNOWN_MODEL})"
+    if totals.plan_usd:
+        cost += f" + {usd(totals.plan_usd)} of plan credit (Claude Code, at list prices)"
     return (
         f"- {label}: {_requests(totals.requests)} · {tokens(totals.all_input)} tokens in "
         f"({totals.cache_read_share:.0%} read from cache) · {tokens(totals.output_tokens)} "

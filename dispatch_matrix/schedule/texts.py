@@ -161,6 +161,8 @@ def _usage(totals: Totals) -> str:
     cost = usd(totals.cost_usd)
     if totals.unpriced:
         cost += f" (+{totals.unpriced} at an unknown price)"
+    if totals.plan_usd:
+        cost += f" + {usd(totals.plan_usd)} of plan credit (Claude Code, at list prices)"
     return (
         f"{totals.requests} request{plural}, {tokens(totals.all_input)} tokens in, "
         f"{tokens(totals.output_tokens)} out, {cost}."

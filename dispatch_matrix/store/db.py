@@ -11,6 +11,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from dispatch_matrix.store.engine_sessions import SCHEMA as ENGINE_SESSIONS_SCHEMA
+from dispatch_matrix.store.engine_sessions import EngineSessionQueries
 from dispatch_matrix.store.ledger import LedgerQueries
 from dispatch_matrix.store.models import Session
 from dispatch_matrix.store.outbox import OutboxQueries
@@ -171,6 +173,9 @@ _MIGRATIONS = [
         master_key TEXT, message TEXT NOT NULL, held_at REAL NOT NULL
     );
     """,
+    # 16: the Claude Code engine's session per conversation; how each usage row was paid
+    # (NULL: the API engine; "plan" or "api" from Claude Code).
+    ENGINE_SESSIONS_SCHEMA,
 ]
 
 
@@ -183,6 +188,7 @@ class Database(
     ReplayQueries,
     RoomQueries,
     ThreadQueries,
+    EngineSessionQueries,
 ):
     """Our SQLite file; one connection, used from the event loop's thread."""
 

@@ -240,13 +240,16 @@ class LedgerQueries(Base):
                 (conversation_id, task_id, role, json.dumps(content), time.time()),
             )
 
-    def record_usage(self, task_id: int | None, model: str, usage: dict[str, int]) -> None:
-        """Record one request's token counts."""
+    def record_usage(
+        self, task_id: int | None, model: str, usage: dict[str, int], billing: str | None = None
+    ) -> None:
+        """Record one request's token counts (`billing`: "plan" or "api" for the Claude Code
+        engine, which knows how it is paid; None for the API engine)."""
         with self.tx() as conn:
             conn.execute(
                 "INSERT INTO usage (task_id, model, input_tokens, output_tokens,"
-                " cache_creation_input_tokens, cache_read_input_tokens, cache_write_1h, at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " cache_creation_input_tokens, cache_read_input_tokens, cache_write_1h, at,"
+                " billing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task_id,
                     model,
@@ -256,6 +259,7 @@ class LedgerQueries(Base):
                     usage.get("cache_read_input_tokens", 0),
                     usage.get("cache_write_1h", 0),
                     time.time(),
+                    billing,
                 ),
             )
 
@@ -343,6 +347,7 @@ class LedgerQueries(Base):
                 cache_read_input_tokens=row["cache_read_input_tokens"],
                 at=row["at"],
                 cache_write_1h=row["cache_write_1h"],
+                billing=row["billing"],
             )
             for row in rows
         ]

@@ -114,3 +114,6 @@ class UsageRow:
     at: float
     # The part of cache_creation_input_tokens written with the 1-hour lifetime.
     cache_write_1h: int = 0
+    # How it was paid: None (the API engine: the API), "api" or "plan" (the Claude Code
+    # engine, from the credential it used).
+    billing: str | None = None

@@ -320,6 +320,8 @@ async def test_the_homeserver_away_for_a_minute_loses_and_doubles_nothing(
     assert shown["last error"].startswith("sync.failed: sync: cannot reach"), shown
     print(f"answer delivered {took:.1f}s after the homeserver was back")
     print(f"a message sent then answered {took_new:.1f}s later ({took + took_new:.1f}s after)")
+    # The relay's listening socket would otherwise outlive the test (the loop is the session's).
+    await relay.cut()
 
 
 def last_user_text(request: object) -> str:

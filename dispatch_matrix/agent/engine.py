@@ -271,7 +271,7 @@ class Agent:
         conversation: int,
         name: str,
         stop: str | None,
-        verdict: stops.Verdict,
+        verdict: stops.NextMove,
         turn: Turn,
     ) -> None:
         """A reply cut off (output limit, full context), or declined: ask for the rest, or
@@ -290,7 +290,7 @@ class Agent:
         )
         full = verdict.step is Step.COMPACT
         if full and await self._compact(conversation, task.id, name, relaxed=True) is None:
-            verdict = stops.Verdict(Step.CUT, verdict.keep)
+            verdict = stops.NextMove(Step.CUT, verdict.keep)
         if verdict.step is Step.CUT:
             why = (
                 "the context window was full"

@@ -19,7 +19,7 @@ from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.identity.held import HeldMessages
 from dispatch_matrix.identity.identities import Identities
 from dispatch_matrix.identity.side_notice import send_readable_by
-from dispatch_matrix.identity.trust import DeviceTrust, Verdict, may_command, may_join
+from dispatch_matrix.identity.trust import DeviceTrust, TrustVerdict, may_command, may_join
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.attachments import AttachmentError, receive_file
 from dispatch_matrix.matrix.client import MatrixClient
@@ -259,7 +259,7 @@ class Router:
 
     async def _gate(
         self, event: Message | Reaction | Vote
-    ) -> tuple[DeviceTrust | None, bool, Verdict]:
+    ) -> tuple[DeviceTrust | None, bool, TrustVerdict]:
         """The trust gate for an owner's message or reaction, with what it was judged on;
         a refusal is logged with its reason."""
         device: DeviceTrust | None = None

@@ -3,6 +3,6 @@ the agent's `schedule` tool, firing due schedules into the queue (`firing.py`), 
 follow-ups (`reminders.py`) and the daily digest (`digest.py`)."""
 
 from dispatch_matrix.schedule.clock import Clock, SystemClock
-from dispatch_matrix.schedule.timing import Kind, ScheduleError, Spec
+from dispatch_matrix.schedule.timing import ScheduleError, ScheduleKind, Spec
 
-__all__ = ["Clock", "Kind", "ScheduleError", "Spec", "SystemClock"]
+__all__ = ["Clock", "ScheduleError", "ScheduleKind", "Spec", "SystemClock"]

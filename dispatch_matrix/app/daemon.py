@@ -53,6 +53,7 @@ from dispatch_matrix.core.faults import disk_full
 from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.core.redaction import environment_secrets
 from dispatch_matrix.identity.crosssign import OwnIdentity, ensure_identity, until_approved
+from dispatch_matrix.identity.gate import TrustGate
 from dispatch_matrix.identity.identities import Identities
 from dispatch_matrix.matrix.asleep import AsleepNotice
 from dispatch_matrix.matrix.client import MatrixClient
@@ -370,13 +371,24 @@ async def _serve(
         config.permissions.approval_timeout_s,
         enabled=config.matrix.welcome,
     )
+    gate = TrustGate(
+        client,
+        db,
+        identities,
+        outbox,
+        owners=frozenset(config.matrix.owners),
+        require_cross_signed=config.matrix.trust == "cross-signed",
+    )
     router = Router(
         client,
         db,
         intake,
-        identities,
+        gate,
         outbox,
-        settings=config.matrix,
+        owners=frozenset(config.matrix.owners),
+        shared_rooms=frozenset(config.matrix.shared_rooms),
+        max_file_bytes=config.matrix.max_file_bytes,
+        undecryptable_grace_s=config.matrix.undecryptable_grace_s,
         not_before_ms=born_ms,
         inbox=workdir / "inbox",
         voice=voice,

@@ -31,6 +31,7 @@ from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.memory import Memory, MemoryTool
 from dispatch_matrix.agent.ports import TaskIO
 from dispatch_matrix.agent.prompt import turn_context
+from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.agent.sizes import Sizes
 from dispatch_matrix.agent.stops import Step, Turn
 from dispatch_matrix.agent.transcript import (
@@ -48,7 +49,6 @@ from dispatch_matrix.agent.transcript import (
     request_messages,
     text_of,
 )
-from dispatch_matrix.app.config import AgentSection
 from dispatch_matrix.connectors import web
 from dispatch_matrix.core import logs
 from dispatch_matrix.permissions.policy import Policy

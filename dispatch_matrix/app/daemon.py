@@ -45,7 +45,6 @@ from dispatch_matrix.app.start_notices import (
     report_model,
     retire_device,
 )
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.backoff import Backoff
 from dispatch_matrix.core.errors import DispatchError, HomeserverError, StateError
@@ -84,6 +83,7 @@ from dispatch_matrix.schedule.reminders import Reminders
 from dispatch_matrix.schedule.zones import owner_zone
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.state import StateFolder
 from dispatch_matrix.voice.inbox import VoiceInbox
 from dispatch_matrix.voice.speech_out import build_speech_out
 from dispatch_matrix.voice.transcribe import build_transcriber

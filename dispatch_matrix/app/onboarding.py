@@ -21,13 +21,13 @@ from pathlib import Path
 from dispatch_matrix.app.config import DEFAULT_MODEL, validate_data
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port
 from dispatch_matrix.app.reach import probe
-from dispatch_matrix.app.state import StateFolder, write_private
 from dispatch_matrix.core.errors import ConfigError, DispatchError, HomeserverError
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.direct import CANNOT_OPEN, OpenedDM, open_owner_dms, why_not_opened
 from dispatch_matrix.matrix.discovery import discover, server_of
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.state import StateFolder, write_private
 
 PASSWORD_FILE = "secrets/matrix-password"
 OWNER_PASSWORD_FILE = "secrets/owner-password"

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dispatch_matrix.app.config import load_config
-from dispatch_matrix.app.state import StateFolder, write_private
 from dispatch_matrix.connectors.importer import (
     Imported,
     ImportProblem,
@@ -19,6 +18,7 @@ from dispatch_matrix.connectors.importer import (
     to_toml,
 )
 from dispatch_matrix.core.errors import ConfigError, DispatchError
+from dispatch_matrix.store.state import StateFolder, write_private
 
 
 def run_import(

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 from dispatch_matrix.app.config import Config
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core.errors import DispatchError, StateError
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.identity.crosssign import ensure_identity, until_approved
 from dispatch_matrix.identity.trust import UserKeys
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.state import StateFolder
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from dispatch_matrix.app.config import Config
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import (
     AlreadyRunning,
@@ -47,6 +46,7 @@ from dispatch_matrix.identity.verification import (
 )
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)
 

@@ -22,7 +22,6 @@ from nio import (
     WhoamiResponse,
 )
 
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import DeviceID, EventID, RoomID, UserID
@@ -43,6 +42,7 @@ from dispatch_matrix.matrix.failures import (
 )
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from nio import AsyncClient, AsyncClientConfig, LoginResponse
 
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import LoginError
 from dispatch_matrix.core.ids import UserID
@@ -29,6 +28,7 @@ from dispatch_matrix.matrix.failures import (
 )
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)
 

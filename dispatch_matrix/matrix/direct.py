@@ -15,7 +15,6 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import DispatchError, HomeserverError, TrustError
 from dispatch_matrix.core.ids import RoomID, UserID
@@ -23,6 +22,7 @@ from dispatch_matrix.identity.crosssign import ensure_identity
 from dispatch_matrix.matrix import uia
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)
 

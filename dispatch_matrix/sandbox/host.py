@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from stat import S_ISDIR
 
 from dispatch_matrix.core.errors import ConfigError, ToolError
+from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.sandbox.guards import Canonical, guards_for, hidden_placeholders, placeholders
 from dispatch_matrix.sandbox.macos import sandbox_exec_argv
 from dispatch_matrix.sandbox.spec import (
@@ -39,7 +40,6 @@ from dispatch_matrix.sandbox.spec import (
     plan,
 )
 from dispatch_matrix.sandbox.wall import Guard
-from dispatch_matrix.toolbox.paths import canonicalize
 
 BASH = "/bin/bash"
 _SYSCTLS = (

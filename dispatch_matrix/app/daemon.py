@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from nio import SyncResponse
 
 from dispatch_matrix import __version__
-from dispatch_matrix.app.awake import AWAKE_META, KeepAwake
 from dispatch_matrix.app.config import Config
 from dispatch_matrix.app.health import HealthRecorder
 from dispatch_matrix.app.homeserver import LocalSynapse
@@ -66,6 +65,7 @@ from dispatch_matrix.matrix.sync import SyncLoop, SyncStalled
 from dispatch_matrix.matrix.welcome import Welcome
 from dispatch_matrix.queue import Worker
 from dispatch_matrix.queue import texts as queue_texts
+from dispatch_matrix.queue.awake import AWAKE_META, KeepAwake
 from dispatch_matrix.queue.control import Control
 from dispatch_matrix.queue.intake import Intake
 from dispatch_matrix.sandbox.guards import recover_watched

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 from dispatch_matrix import __version__
 from dispatch_matrix.app import health
-from dispatch_matrix.app.awake import AWAKE_META
 from dispatch_matrix.app.config import Config
+from dispatch_matrix.queue.awake import AWAKE_META
 from dispatch_matrix.queue.texts import awake_line
 from dispatch_matrix.store import Database, TaskState
 from dispatch_matrix.store.state import StateFolder

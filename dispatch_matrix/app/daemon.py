@@ -261,8 +261,9 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
             recorder.stopped()
             logs.get_root().removeHandler(recorder)
         if client is not None:
-            with contextlib.suppress(HomeserverError, asyncio.TimeoutError, OSError):
-                await asyncio.wait_for(client.set_presence("offline"), 3)
+            if client.connected:
+                with contextlib.suppress(HomeserverError, asyncio.TimeoutError, OSError):
+                    await asyncio.wait_for(client.set_presence("offline"), 3)
             await client.close()
         if db is not None:
             db.close()

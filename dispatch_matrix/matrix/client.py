@@ -83,6 +83,11 @@ class MatrixClient:
         return self.nio
 
     @property
+    def connected(self) -> bool:
+        """Whether `connect` made a device to speak as (a failed login leaves none)."""
+        return self.nio is not None
+
+    @property
     def device_id(self) -> DeviceID:
         """The bot's device id."""
         return DeviceID(self.client.device_id)

@@ -345,7 +345,7 @@ def _uninstall_service(args: argparse.Namespace) -> int:
 def _mcp(args: argparse.Namespace) -> int:
     from dispatch_matrix.connectors.import_cmd import run_import
 
-    return run_import(_config_path(args.config), args.file, _say, dry_run=args.dry_run)
+    return run_import(_config_path(args.config), args.file, _say, load_config, dry_run=args.dry_run)
 
 
 _HANDLERS = {

@@ -14,9 +14,9 @@ import pytest
 from structlog.testing import capture_logs
 from test_worker_unit import FakeRoom
 
-from dispatch_matrix.app.awake import KeepAwake, inhibitor_argv, keep_awake_check
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue import texts
+from dispatch_matrix.queue.awake import KeepAwake, inhibitor_argv, keep_awake_check
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, Task, TaskState
 

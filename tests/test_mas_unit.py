@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core.errors import HomeserverError, LoginError
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.identity import crosssign
@@ -21,6 +20,7 @@ from dispatch_matrix.identity.signing import CrossSigningKeys
 from dispatch_matrix.matrix import uia
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.state import StateFolder
 
 BOT = "@bot:mas.example"
 RESET_URL = "https://account.mas.example/reset-cross-signing"

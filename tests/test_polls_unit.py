@@ -13,11 +13,12 @@ from test_approvals_unit import OWNER, ROOM, Room, asked, decision, task
 
 from dispatch_matrix.agent.ports import Approval
 from dispatch_matrix.core.ids import EventID, RoomID
+from dispatch_matrix.matrix import polls
 from dispatch_matrix.matrix.inbound import Vote, from_event
 from dispatch_matrix.permissions.policy import Decision, Policy
 from dispatch_matrix.queue import approval_texts as texts
-from dispatch_matrix.queue import polls
 from dispatch_matrix.queue.approvals import Approvals
+from dispatch_matrix.queue.polls import approval_of
 from dispatch_matrix.store import Database
 
 REF = {"rel_type": "m.reference", "event_id": "$poll"}
@@ -84,7 +85,7 @@ WITHOUT_ALWAYS = texts.poll_choices(None)
 def test_the_outcome_of_a_vote(
     answers: tuple[str, ...], offered: tuple[polls.Choice, ...], expected: Approval | None
 ) -> None:
-    assert polls.verdict(answers, offered) is expected
+    assert approval_of(answers, offered) is expected
 
 
 def test_the_always_answer_shows_the_literal_rule_and_the_fallback_lists_every_answer() -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from dispatch_matrix.app.config import load_config
 from dispatch_matrix.app.parts import build_tools
-from dispatch_matrix.sandbox.host import Confinement, Launch, bwrap_sizes_tmpfs
+from dispatch_matrix.sandbox.host import Confinement, SandboxedLaunch, bwrap_sizes_tmpfs
 from dispatch_matrix.sandbox.spec import Limits
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.registry import ToolRegistry
@@ -479,10 +479,10 @@ class AsNobody(Confinement):
     """The sandbox started by an unprivileged user (the daemon's usual case): as root the
     kernel applies no process limit."""
 
-    def launch(self, spec: Any, command: str) -> Launch:
+    def launch(self, spec: Any, command: str) -> SandboxedLaunch:
         launch = super().launch(spec, command)
         wrapper = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        return Launch([*wrapper, *launch.argv], launch.env, launch.pass_fds, launch.tag)
+        return SandboxedLaunch([*wrapper, *launch.argv], launch.env, launch.pass_fds, launch.tag)
 
 
 # The sandbox's user: root would get no process limit at all, so as root the sandbox is

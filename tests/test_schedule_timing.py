@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from dispatch_matrix.schedule.timing import (
-    Kind,
     ScheduleError,
+    ScheduleKind,
     Spec,
     describe_delay,
     first_fire,
@@ -44,10 +44,15 @@ def local(zone: ZoneInfo, *parts: int, fold: int = 0) -> datetime:
 @pytest.mark.parametrize(
     ("at", "cron", "every", "expected"),
     [
-        ("2026-12-04T09:00:00+01:00", None, None, Spec(Kind.AT, "2026-12-04T09:00:00+01:00")),
-        (None, "0  9 * *   1-5", None, Spec(Kind.CRON, "0 9 * * 1-5")),
-        (None, None, "2h", Spec(Kind.EVERY, "2h")),
-        ("", " ", "30m", Spec(Kind.EVERY, "30m")),
+        (
+            "2026-12-04T09:00:00+01:00",
+            None,
+            None,
+            Spec(ScheduleKind.AT, "2026-12-04T09:00:00+01:00"),
+        ),
+        (None, "0  9 * *   1-5", None, Spec(ScheduleKind.CRON, "0 9 * * 1-5")),
+        (None, None, "2h", Spec(ScheduleKind.EVERY, "2h")),
+        ("", " ", "30m", Spec(ScheduleKind.EVERY, "30m")),
     ],
 )
 def test_parse_spec_takes_exactly_one_form(
@@ -100,14 +105,14 @@ NOW = utc(2026, 12, 1, 10, 0)
 @pytest.mark.parametrize(
     ("spec", "zone", "expected"),
     [
-        (Spec(Kind.AT, "2026-12-04T09:00:00+01:00"), BERLIN, utc(2026, 12, 4, 8)),
-        (Spec(Kind.EVERY, "2h"), BERLIN, utc(2026, 12, 1, 12)),
-        (Spec(Kind.EVERY, "1d"), BERLIN, utc(2026, 12, 2, 10)),
+        (Spec(ScheduleKind.AT, "2026-12-04T09:00:00+01:00"), BERLIN, utc(2026, 12, 4, 8)),
+        (Spec(ScheduleKind.EVERY, "2h"), BERLIN, utc(2026, 12, 1, 12)),
+        (Spec(ScheduleKind.EVERY, "1d"), BERLIN, utc(2026, 12, 2, 10)),
         # Tuesday 10:00 UTC = 11:00 in Berlin: the next weekday 9:00 is Wednesday's.
-        (Spec(Kind.CRON, "0 9 * * 1-5"), BERLIN, utc(2026, 12, 2, 8)),
+        (Spec(ScheduleKind.CRON, "0 9 * * 1-5"), BERLIN, utc(2026, 12, 2, 8)),
         # Friday 9:00 in Auckland (NZDT, +13) is Thursday 20:00 UTC.
-        (Spec(Kind.CRON, "0 9 * * 5"), AUCKLAND, utc(2026, 12, 3, 20)),
-        (Spec(Kind.CRON, "0 9 * * 5"), NEW_YORK, utc(2026, 12, 4, 14)),
+        (Spec(ScheduleKind.CRON, "0 9 * * 5"), AUCKLAND, utc(2026, 12, 3, 20)),
+        (Spec(ScheduleKind.CRON, "0 9 * * 5"), NEW_YORK, utc(2026, 12, 4, 14)),
     ],
 )
 def test_first_fire(spec: Spec, zone: ZoneInfo, expected: datetime) -> None:
@@ -117,9 +122,9 @@ def test_first_fire(spec: Spec, zone: ZoneInfo, expected: datetime) -> None:
 @pytest.mark.parametrize(
     ("spec", "problem"),
     [
-        (Spec(Kind.AT, "2026-12-01T09:00:00+01:00"), "already past"),
-        (Spec(Kind.CRON, "*/2 * * * *"), "too often"),
-        (Spec(Kind.CRON, "0 0 30 2 *"), "never fires"),
+        (Spec(ScheduleKind.AT, "2026-12-01T09:00:00+01:00"), "already past"),
+        (Spec(ScheduleKind.CRON, "*/2 * * * *"), "too often"),
+        (Spec(ScheduleKind.CRON, "0 0 30 2 *"), "never fires"),
     ],
 )
 def test_first_fire_refuses(spec: Spec, problem: str) -> None:
@@ -135,55 +140,55 @@ def test_first_fire_refuses(spec: Spec, problem: str) -> None:
     [
         # Europe/Berlin springs forward on 2026-03-29 (02:00 → 03:00): 9:00 stays 9:00.
         (
-            Spec(Kind.CRON, "0 9 * * *"),
+            Spec(ScheduleKind.CRON, "0 9 * * *"),
             BERLIN,
             local(BERLIN, 2026, 3, 28, 9, 0, 30),
             local(BERLIN, 2026, 3, 29, 9, 0),
         ),
         # ... and falls back on 2026-10-25 (03:00 → 02:00): 9:00 stays 9:00.
         (
-            Spec(Kind.CRON, "0 9 * * *"),
+            Spec(ScheduleKind.CRON, "0 9 * * *"),
             BERLIN,
             local(BERLIN, 2026, 10, 24, 9, 0, 30),
             local(BERLIN, 2026, 10, 25, 9, 0),
         ),
         # 02:30 does not exist on the spring day: it fires just after the gap, at 03:30.
         (
-            Spec(Kind.CRON, "30 2 * * *"),
+            Spec(ScheduleKind.CRON, "30 2 * * *"),
             BERLIN,
             local(BERLIN, 2026, 3, 28, 12, 0),
             local(BERLIN, 2026, 3, 29, 3, 30),
         ),
         # 02:30 happens twice on the autumn day: it fires at the first ...
         (
-            Spec(Kind.CRON, "30 2 * * *"),
+            Spec(ScheduleKind.CRON, "30 2 * * *"),
             BERLIN,
             local(BERLIN, 2026, 10, 24, 12, 0),
             local(BERLIN, 2026, 10, 25, 2, 30, fold=0),
         ),
         # ... and not again at the second: the next is the day after.
         (
-            Spec(Kind.CRON, "30 2 * * *"),
+            Spec(ScheduleKind.CRON, "30 2 * * *"),
             BERLIN,
             local(BERLIN, 2026, 10, 25, 2, 30, fold=0),
             local(BERLIN, 2026, 10, 26, 2, 30),
         ),
         (
-            Spec(Kind.CRON, "30 2 * * *"),
+            Spec(ScheduleKind.CRON, "30 2 * * *"),
             BERLIN,
             local(BERLIN, 2026, 10, 25, 2, 10, fold=1),
             local(BERLIN, 2026, 10, 26, 2, 30),
         ),
         # America/New_York springs forward on 2026-03-08: weekday 8:00 stays 8:00.
         (
-            Spec(Kind.CRON, "0 8 * * 1-5"),
+            Spec(ScheduleKind.CRON, "0 8 * * 1-5"),
             NEW_YORK,
             local(NEW_YORK, 2026, 3, 6, 8, 0, 30),
             local(NEW_YORK, 2026, 3, 9, 8, 0),
         ),
         # Auckland falls back on 2026-04-05 (03:00 → 02:00): Sunday 9:00 stays 9:00.
         (
-            Spec(Kind.CRON, "0 9 * * 0"),
+            Spec(ScheduleKind.CRON, "0 9 * * 0"),
             AUCKLAND,
             local(AUCKLAND, 2026, 3, 30, 12, 0),
             local(AUCKLAND, 2026, 4, 5, 9, 0),
@@ -202,7 +207,7 @@ def test_cron_follows_the_wall_clock_across_dst(
 
 def test_every_day_keeps_the_local_time_across_dst() -> None:
     anchor = local(BERLIN, 2026, 3, 27, 9, 0).astimezone(UTC)
-    spec = Spec(Kind.EVERY, "1d")
+    spec = Spec(ScheduleKind.EVERY, "1d")
     fires = []
     after = anchor
     for _ in range(4):
@@ -219,7 +224,7 @@ def test_every_day_keeps_the_local_time_across_dst() -> None:
 
 def test_every_two_hours_is_real_time_across_dst() -> None:
     anchor = local(BERLIN, 2026, 3, 29, 0, 0).astimezone(UTC)
-    got = next_after(Spec(Kind.EVERY, "2h"), anchor, anchor, BERLIN)
+    got = next_after(Spec(ScheduleKind.EVERY, "2h"), anchor, anchor, BERLIN)
     assert got is not None and got - anchor == timedelta(hours=2)
     # Midnight + 2 real hours is 03:00 on the clock that day (02:00 never happened).
     assert got.astimezone(BERLIN).strftime("%H:%M") == "03:00"
@@ -238,11 +243,11 @@ def test_an_owner_in_another_zone_than_the_machine(machine_in_los_angeles: None)
     assert time.strftime("%Z") in ("PST", "PDT"), "the machine's zone is Los Angeles"
     # Thursday 2026-12-03 12:00 UTC is Friday 01:00 in Auckland and Thursday 04:00 in LA.
     after = utc(2026, 12, 3, 12)
-    got = next_after(Spec(Kind.CRON, "0 9 * * 5"), after, after, AUCKLAND)
+    got = next_after(Spec(ScheduleKind.CRON, "0 9 * * 5"), after, after, AUCKLAND)
     assert got == local(AUCKLAND, 2026, 12, 4, 9, 0).astimezone(UTC)
     assert local_text(got, AUCKLAND) == "Fri 2026-12-04 09:00 NZDT"
     # The same cron read in the machine's zone would be a day and many hours later.
-    assert got != next_after(Spec(Kind.CRON, "0 9 * * 5"), after, after, ZoneInfo("UTC"))
+    assert got != next_after(Spec(ScheduleKind.CRON, "0 9 * * 5"), after, after, ZoneInfo("UTC"))
 
 
 # -- due, late, and missed periods --------------------------------------------------------
@@ -263,7 +268,9 @@ def test_is_due(next_at: datetime | None, now: datetime, due: bool) -> None:
 
 def test_a_one_shot_on_time_is_done_and_not_late() -> None:
     due = utc(2026, 12, 1, 10)
-    p = plan(Spec(Kind.AT, "2026-12-01T10:00:00Z"), NOW, due, due + timedelta(seconds=5), BERLIN)
+    p = plan(
+        Spec(ScheduleKind.AT, "2026-12-01T10:00:00Z"), NOW, due, due + timedelta(seconds=5), BERLIN
+    )
     assert p.next_at is None and not p.is_late and p.late == timedelta(seconds=5)
 
 
@@ -271,11 +278,11 @@ def test_a_recurring_one_after_a_long_stop_fires_once_and_resumes_from_now() -> 
     anchor = utc(2026, 11, 20, 8)
     due = utc(2026, 11, 21, 8)
     now = utc(2026, 11, 26, 10, 10)
-    p = plan(Spec(Kind.EVERY, "1d"), anchor, due, now, BERLIN)
+    p = plan(Spec(ScheduleKind.EVERY, "1d"), anchor, due, now, BERLIN)
     assert p.is_late and describe_delay(p.late) == "5 d 2 h"
     # The next one is tomorrow's 9:00 in Berlin, not the 22nd, 23rd, ... it missed.
     assert p.next_at == utc(2026, 11, 27, 8)
-    cron = plan(Spec(Kind.CRON, "0 9 * * *"), anchor, due, now, BERLIN)
+    cron = plan(Spec(ScheduleKind.CRON, "0 9 * * *"), anchor, due, now, BERLIN)
     assert cron.next_at == utc(2026, 11, 27, 8)
 
 

@@ -22,8 +22,8 @@ from dispatch_matrix.matrix.sender import (
     MIN_RESERVE,
     Budget,
     Job,
-    Kind,
     Sender,
+    Urgency,
 )
 
 
@@ -72,7 +72,7 @@ class Recorder:
         self.sent: list[str] = []
         self.refuse: dict[str, int] = {}
 
-    def job(self, kind: Kind, label: str, slot: str | None = None) -> Job:
+    def job(self, kind: Urgency, label: str, slot: str | None = None) -> Job:
         async def perform() -> EventID:
             if self.refuse.get(label, 0) > 0:
                 self.refuse[label] -= 1
@@ -102,10 +102,10 @@ def submit(sender: Sender, job: Job) -> Awaitable[EventID]:
 async def test_answers_go_before_decorations_queued_earlier() -> None:
     rec, sender = Recorder(), Sender(Budget(0, 10))
     futures = [
-        submit(sender, rec.job(Kind.DECORATION, "react")),
-        submit(sender, rec.job(Kind.PROGRESS, "edit")),
-        submit(sender, rec.job(Kind.ANSWER, "answer 1")),
-        submit(sender, rec.job(Kind.ANSWER, "answer 2")),
+        submit(sender, rec.job(Urgency.DECORATION, "react")),
+        submit(sender, rec.job(Urgency.PROGRESS, "edit")),
+        submit(sender, rec.job(Urgency.ANSWER, "answer 1")),
+        submit(sender, rec.job(Urgency.ANSWER, "answer 2")),
     ]
     await asyncio.sleep(0)
     await run_until(sender, lambda: len(rec.sent) == 4)
@@ -116,14 +116,14 @@ async def test_answers_go_before_decorations_queued_earlier() -> None:
 async def test_decorations_keep_a_reserve_for_answers() -> None:
     clock = Clock()
     rec, sender = Recorder(), Sender(Budget(0.2, int(MIN_RESERVE) + 2, clock), clock)
-    decorations = [submit(sender, rec.job(Kind.DECORATION, f"d{n}")) for n in range(3)]
+    decorations = [submit(sender, rec.job(Urgency.DECORATION, f"d{n}")) for n in range(3)]
     await asyncio.sleep(0)
     task = asyncio.create_task(sender.run())
     for _ in range(50):
         await asyncio.sleep(0.01)
     # Four tokens, a reserve of two: two decorations went, the third waits for the budget.
     assert rec.sent == ["d0", "d1"]
-    answer = submit(sender, rec.job(Kind.ANSWER, "answer"))
+    answer = submit(sender, rec.job(Urgency.ANSWER, "answer"))
     await asyncio.wait_for(answer, 5)
     assert rec.sent == ["d0", "d1", "answer"]
     task.cancel()
@@ -132,8 +132,8 @@ async def test_decorations_keep_a_reserve_for_answers() -> None:
 
 async def test_a_newer_decoration_in_the_same_slot_supersedes_an_unsent_one() -> None:
     rec, sender = Recorder(), Sender(Budget(0, 10))
-    old = submit(sender, rec.job(Kind.DECORATION, "⏳", slot="t1"))
-    new = submit(sender, rec.job(Kind.DECORATION, "✅", slot="t1"))
+    old = submit(sender, rec.job(Urgency.DECORATION, "⏳", slot="t1"))
+    new = submit(sender, rec.job(Urgency.DECORATION, "✅", slot="t1"))
     await asyncio.sleep(0)
     await run_until(sender, lambda: len(rec.sent) == 1)
     assert rec.sent == ["✅"]
@@ -143,7 +143,7 @@ async def test_a_newer_decoration_in_the_same_slot_supersedes_an_unsent_one() ->
 async def test_a_withdrawn_decoration_is_never_sent_but_an_answer_stays_recorded() -> None:
     rec, sender = Recorder(), Sender(Budget(0, 10))
     dropped: list[str] = []
-    decoration = rec.job(Kind.DECORATION, "react")
+    decoration = rec.job(Urgency.DECORATION, "react")
     decoration.on_dropped = lambda: dropped.append("react")
     waiting = submit(sender, decoration)
     await asyncio.sleep(0)
@@ -155,12 +155,12 @@ async def test_a_withdrawn_decoration_is_never_sent_but_an_answer_stays_recorded
 async def test_a_429_holds_back_only_the_refused_event_and_it_goes_after_retry_after() -> None:
     rec, sender = Recorder(), Sender(Budget(0, 10))
     rec.refuse["react"] = 1
-    decoration = submit(sender, rec.job(Kind.DECORATION, "react"))
+    decoration = submit(sender, rec.job(Urgency.DECORATION, "react"))
     await asyncio.sleep(0)
     task = asyncio.create_task(sender.run())
     for _ in range(3):
         await asyncio.sleep(0)
-    answer = submit(sender, rec.job(Kind.ANSWER, "answer"))
+    answer = submit(sender, rec.job(Urgency.ANSWER, "answer"))
     await asyncio.wait_for(answer, 5)
     await asyncio.wait_for(decoration, 5)
     task.cancel()
@@ -180,7 +180,7 @@ async def test_a_send_held_back_by_an_outage_goes_at_once_when_the_homeserver_is
                 raise failure
             return EventID(f"${label}")
 
-        return Job(Kind.ANSWER, perform, loop.create_future(), label)
+        return Job(Urgency.ANSWER, perform, loop.create_future(), label)
 
     # The clock never moves: only `retry_now` can let the first answer go again.
     answer = submit(sender, job("answer", Unreachable("cannot reach")))
@@ -207,16 +207,16 @@ async def test_decorations_kept_waiting_by_answers_past_their_bound_go_unsent() 
     recorder = Recorder()
     sender = Sender(Budget(0, 10), clock=clock)
     dropped: list[str] = []
-    old = recorder.job(Kind.DECORATION, "old ✅")
+    old = recorder.job(Urgency.DECORATION, "old ✅")
     old.on_dropped = lambda: dropped.append("old ✅")
-    held = recorder.job(Kind.DECORATION, "held by an outage")
+    held = recorder.job(Urgency.DECORATION, "held by an outage")
     sender.enqueue(old)
     sender.enqueue(held)
     clock.now += DECORATION_STALE_S + 1
     held.unreachable, held.not_before = True, clock.now + 600
-    fresh = recorder.job(Kind.DECORATION, "fresh ✅")
+    fresh = recorder.job(Urgency.DECORATION, "fresh ✅")
     sender.enqueue(fresh)
-    sender.enqueue(recorder.job(Kind.ANSWER, "answer"))
+    sender.enqueue(recorder.job(Urgency.ANSWER, "answer"))
     await run_until(sender, lambda: "fresh ✅" in recorder.sent)
     # The stale one is dropped (its future says so, its record is closed), the rest go.
     assert await old.done == EventID("") and dropped == ["old ✅"]
@@ -228,7 +228,7 @@ async def test_decorations_wait_as_long_as_they_must_when_no_answer_is_due() -> 
     clock = Clock()
     recorder = Recorder()
     sender = Sender(Budget(0, 10), clock=clock)
-    late = recorder.job(Kind.DECORATION, "late ✅")
+    late = recorder.job(Urgency.DECORATION, "late ✅")
     sender.enqueue(late)
     clock.now += DECORATION_STALE_S * 3
     await run_until(sender, lambda: recorder.sent == ["late ✅"])
@@ -247,7 +247,7 @@ async def test_an_answer_retried_in_one_room_never_holds_back_another_rooms() ->
             sent.append(label)
             return EventID(f"${label}")
 
-        return Job(Kind.ANSWER, perform, loop.create_future(), label, room=room)
+        return Job(Urgency.ANSWER, perform, loop.create_future(), label, room=room)
 
     stuck = sender.enqueue(job("stuck", "!b", refuse=True))
     behind = sender.enqueue(job("behind it", "!b"))
@@ -287,7 +287,7 @@ async def test_a_final_refusal_ends_the_send_at_once_and_says_why() -> None:
         raise RequestRefused("send failed: M_FORBIDDEN User not in room", "M_FORBIDDEN")
 
     refused = Job(
-        Kind.ANSWER,
+        Urgency.ANSWER,
         kicked,
         loop.create_future(),
         "answer",

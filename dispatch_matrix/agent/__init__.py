@@ -3,6 +3,11 @@
 `Agent`, `Memory` and `MemoryTool` load on first use (PEP 562): they bring the SDK and the
 tools, which the daemon loads off its start-up path, while the errors and the ports are
 light enough for the queue to import at once.
+
+Receives its config section (`settings.py`) typed. May import `core`, `store`,
+`permissions`, `toolbox` and `connectors`; never `matrix`, `queue`, `app` nor the features
+that sit above it (`identity`, `voice`, `schedule`): it reports and asks through the ports
+the queue hands it (`ports.py`).
 """
 
 from __future__ import annotations

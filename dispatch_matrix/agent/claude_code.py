@@ -55,7 +55,7 @@ from dispatch_matrix.agent.errors import AgentFailure, ModelOutage, ModelUnreach
 from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.ports import TaskIO
 from dispatch_matrix.agent.prompt import turn_context
-from dispatch_matrix.app.config_sections import AgentSection
+from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.core import logs
 from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.store import Database, Task

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dispatch_matrix.app.config_sections import AgentSection
+from dispatch_matrix.agent.settings import AgentSection
 
 # The CLI the claude-code extra bundles, beside the SDK's package.
 _BUNDLED = Path("_bundled") / "claude"

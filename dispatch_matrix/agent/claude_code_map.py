@@ -74,7 +74,7 @@ RESUMED_NOTE = (
 
 
 @dataclass(frozen=True)
-class Turn:
+class ClaudeCodePrompt:
     """What one task sends to Claude Code."""
 
     blocks: list[dict[str, Any]]
@@ -82,12 +82,14 @@ class Turn:
     again: bool
 
 
-def turn_for(task_id: int, opening: list[dict[str, Any]], running_task: int | None) -> Turn:
+def turn_for(
+    task_id: int, opening: list[dict[str, Any]], running_task: int | None
+) -> ClaudeCodePrompt:
     """The task's user message: its opening blocks, after a note when the ledger says this
     very task's turn was running when the daemon stopped."""
     if running_task == task_id:
-        return Turn([{"type": "text", "text": RESUMED_NOTE}, *opening], again=True)
-    return Turn(list(opening), again=False)
+        return ClaudeCodePrompt([{"type": "text", "text": RESUMED_NOTE}, *opening], again=True)
+    return ClaudeCodePrompt(list(opening), again=False)
 
 
 def user_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:

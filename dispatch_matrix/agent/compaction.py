@@ -17,7 +17,7 @@ import anthropic
 from dispatch_matrix.agent import model
 from dispatch_matrix.agent.context import cut_point, estimate_tokens, render
 from dispatch_matrix.agent.prompt import SUMMARY_SYSTEM, summary_request
-from dispatch_matrix.app.config import AgentSection
+from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ModelError
 from dispatch_matrix.store import Database

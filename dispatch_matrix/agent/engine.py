@@ -31,6 +31,7 @@ from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.memory import Memory, MemoryTool
 from dispatch_matrix.agent.ports import TaskIO
 from dispatch_matrix.agent.prompt import turn_context
+from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.agent.sizes import Sizes
 from dispatch_matrix.agent.stops import Step, Turn
 from dispatch_matrix.agent.transcript import (
@@ -48,7 +49,6 @@ from dispatch_matrix.agent.transcript import (
     request_messages,
     text_of,
 )
-from dispatch_matrix.app.config import AgentSection
 from dispatch_matrix.connectors import web
 from dispatch_matrix.core import logs
 from dispatch_matrix.permissions.policy import Policy
@@ -271,7 +271,7 @@ class Agent:
         conversation: int,
         name: str,
         stop: str | None,
-        verdict: stops.Verdict,
+        verdict: stops.NextMove,
         turn: Turn,
     ) -> None:
         """A reply cut off (output limit, full context), or declined: ask for the rest, or
@@ -290,7 +290,7 @@ class Agent:
         )
         full = verdict.step is Step.COMPACT
         if full and await self._compact(conversation, task.id, name, relaxed=True) is None:
-            verdict = stops.Verdict(Step.CUT, verdict.keep)
+            verdict = stops.NextMove(Step.CUT, verdict.keep)
         if verdict.step is Step.CUT:
             why = (
                 "the context window was full"

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dispatch_matrix.app.state import write_private
 from dispatch_matrix.core.errors import ToolError
+from dispatch_matrix.store.state import write_private
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 
 MAX_BYTES = 8 * 1024

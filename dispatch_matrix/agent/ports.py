@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from dispatch_matrix.agent.catalogue import ModelStatus
     from dispatch_matrix.agent.compaction import Compaction
     from dispatch_matrix.agent.memory import Memory
-    from dispatch_matrix.app.config_sections import AgentSection
+    from dispatch_matrix.agent.settings import AgentSection
     from dispatch_matrix.permissions.policy import Decision
     from dispatch_matrix.store import Task
 

@@ -33,7 +33,7 @@ class Step(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class NextMove:
     """The next move, the assistant content to store (empty: store none) and the user
     content to add after it (None: add none)."""
 
@@ -87,26 +87,26 @@ _CUTS = {
 
 def judge(
     stop_reason: str | None, content: list[dict[str, Any]], continued: int, limit: int
-) -> Verdict:
+) -> NextMove:
     """The next move after a reply with this stop reason and content, `continued`
     continuations into an answer, `limit` of them allowed."""
     if stop_reason == "tool_use" and any(b.get("type") == "tool_use" for b in content):
-        return Verdict(Step.TOOLS, content)
+        return NextMove(Step.TOOLS, content)
     if stop_reason == "pause_turn":
-        return Verdict(Step.RESUME, content)
+        return NextMove(Step.RESUME, content)
     if stop_reason == "refusal":
         # What streamed before the refusal is not kept: sending it back invites the same end.
-        return Verdict(Step.DECLINED, [{"type": "text", "text": DECLINED_MARK}])
+        return NextMove(Step.DECLINED, [{"type": "text", "text": DECLINED_MARK}])
     if stop_reason in _CUTS:
         step, note = _CUTS[stop_reason]
         keep = complete_blocks(content)
         dropped = sum(1 for b in content if b.get("type") == "tool_use")
         if continued >= limit:
-            return Verdict(Step.CUT, keep, dropped_calls=dropped)
+            return NextMove(Step.CUT, keep, dropped_calls=dropped)
         text = note + (DROPPED_CALLS_NOTE if dropped else "")
-        return Verdict(step, keep, [{"type": "text", "text": text}], dropped)
+        return NextMove(step, keep, [{"type": "text", "text": text}], dropped)
     # end_turn, stop_sequence, a tool_use stop without calls, or a reason this code predates.
-    return Verdict(Step.ANSWER, content)
+    return NextMove(Step.ANSWER, content)
 
 
 def complete_blocks(content: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from nio import SyncResponse
 
 from dispatch_matrix import __version__
-from dispatch_matrix.app.awake import AWAKE_META, KeepAwake
 from dispatch_matrix.app.config import Config
 from dispatch_matrix.app.health import HealthRecorder
 from dispatch_matrix.app.homeserver import LocalSynapse
@@ -45,7 +44,6 @@ from dispatch_matrix.app.start_notices import (
     report_model,
     retire_device,
 )
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.backoff import Backoff
 from dispatch_matrix.core.errors import DispatchError, HomeserverError, StateError
@@ -53,6 +51,7 @@ from dispatch_matrix.core.faults import disk_full
 from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.core.redaction import environment_secrets
 from dispatch_matrix.identity.crosssign import OwnIdentity, ensure_identity, until_approved
+from dispatch_matrix.identity.gate import TrustGate
 from dispatch_matrix.identity.identities import Identities
 from dispatch_matrix.matrix.asleep import AsleepNotice
 from dispatch_matrix.matrix.client import MatrixClient
@@ -66,6 +65,7 @@ from dispatch_matrix.matrix.sync import SyncLoop, SyncStalled
 from dispatch_matrix.matrix.welcome import Welcome
 from dispatch_matrix.queue import Worker
 from dispatch_matrix.queue import texts as queue_texts
+from dispatch_matrix.queue.awake import AWAKE_META, KeepAwake
 from dispatch_matrix.queue.control import Control
 from dispatch_matrix.queue.intake import Intake
 from dispatch_matrix.sandbox.guards import recover_watched
@@ -83,6 +83,7 @@ from dispatch_matrix.schedule.reminders import Reminders
 from dispatch_matrix.schedule.zones import owner_zone
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.state import StateFolder
 from dispatch_matrix.voice.inbox import VoiceInbox
 from dispatch_matrix.voice.speech_out import build_speech_out
 from dispatch_matrix.voice.transcribe import build_transcriber
@@ -260,8 +261,9 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
             recorder.stopped()
             logs.get_root().removeHandler(recorder)
         if client is not None:
-            with contextlib.suppress(HomeserverError, asyncio.TimeoutError, OSError):
-                await asyncio.wait_for(client.set_presence("offline"), 3)
+            if client.connected:
+                with contextlib.suppress(HomeserverError, asyncio.TimeoutError, OSError):
+                    await asyncio.wait_for(client.set_presence("offline"), 3)
             await client.close()
         if db is not None:
             db.close()
@@ -371,13 +373,24 @@ async def _serve(
         config.permissions.approval_timeout_s,
         enabled=config.matrix.welcome,
     )
+    gate = TrustGate(
+        client,
+        db,
+        identities,
+        outbox,
+        owners=frozenset(config.matrix.owners),
+        require_cross_signed=config.matrix.trust == "cross-signed",
+    )
     router = Router(
         client,
         db,
         intake,
-        identities,
+        gate,
         outbox,
-        settings=config.matrix,
+        owners=frozenset(config.matrix.owners),
+        shared_rooms=frozenset(config.matrix.shared_rooms),
+        max_file_bytes=config.matrix.max_file_bytes,
+        undecryptable_grace_s=config.matrix.undecryptable_grace_s,
         not_before_ms=born_ms,
         inbox=workdir / "inbox",
         voice=voice,

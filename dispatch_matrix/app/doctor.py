@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from dispatch_matrix.app import preflight
-from dispatch_matrix.app.awake import keep_awake_check
 from dispatch_matrix.app.config import Config, load_config
 from dispatch_matrix.app.reach import explain, kind_of, probe
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core.errors import ConfigError, DispatchError, StateError
 from dispatch_matrix.matrix.asleep import SUPPORT_META, doctor_line
 from dispatch_matrix.matrix.texts import exemption_hint
+from dispatch_matrix.queue.awake import keep_awake_check
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.state import StateFolder
 from dispatch_matrix.voice.doctor import voice_checks
 
 # Each check's time limit: a network check gets 10 s (and says so when it runs out).

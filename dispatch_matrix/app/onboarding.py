@@ -21,13 +21,14 @@ from pathlib import Path
 from dispatch_matrix.app.config import DEFAULT_MODEL, validate_data
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port
 from dispatch_matrix.app.reach import probe
-from dispatch_matrix.app.state import StateFolder, write_private
 from dispatch_matrix.core.errors import ConfigError, DispatchError, HomeserverError
 from dispatch_matrix.core.ids import UserID
+from dispatch_matrix.identity.crosssign import ensure_identity
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.direct import CANNOT_OPEN, OpenedDM, open_owner_dms, why_not_opened
 from dispatch_matrix.matrix.discovery import discover, server_of
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.state import StateFolder, write_private
 
 PASSWORD_FILE = "secrets/matrix-password"
 OWNER_PASSWORD_FILE = "secrets/owner-password"
@@ -246,7 +247,11 @@ async def _login_and_open_dms(
             return session.device_id, []
         say("Cross-signing the bot's device and opening the encrypted DM …")
         try:
-            dms = await open_owner_dms(client, db, state, answers.password, answers.owners)
+            # Cross-signed before any room exists (a TrustError or a browser approval
+            # stops here, with no room made).
+            await client.publish_device_keys()
+            await ensure_identity(client, state, answers.password)
+            dms = await open_owner_dms(client, db, answers.owners)
         except CANNOT_OPEN as err:
             say(why_not_opened(err))
             return session.device_id, []

@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dispatch_matrix.app.config import Config
-from dispatch_matrix.app.config_sections import secret_files
 from dispatch_matrix.app.homeserver import LocalSynapse
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ConfigError
+from dispatch_matrix.core.paths import canonicalize
+from dispatch_matrix.core.settings import secret_files
 from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.sandbox.host import Confinement, confinement_for, default_hidden
 from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, Limits
 from dispatch_matrix.sandbox.wall import home_guards, installation_paths
 from dispatch_matrix.toolbox.base import ToolContext
-from dispatch_matrix.toolbox.paths import canonicalize
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 from dispatch_matrix.toolbox.send_file import SendFileTool
 

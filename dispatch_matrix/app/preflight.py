@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dispatch_matrix.app.config import Config
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core.errors import ConfigError, DispatchError, StateError
 from dispatch_matrix.permissions.rules import parse_rules
 from dispatch_matrix.schedule.zones import owner_zone
+from dispatch_matrix.store.state import StateFolder
 
 # Written by tools/run beside the config when it starts the stand-in Messages API.
 STAND_IN_FILE = "stand-in-api.url"

@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 from dispatch_matrix import __version__
 from dispatch_matrix.app import health
-from dispatch_matrix.app.awake import AWAKE_META
 from dispatch_matrix.app.config import Config
-from dispatch_matrix.app.state import StateFolder
+from dispatch_matrix.queue.awake import AWAKE_META
 from dispatch_matrix.queue.texts import awake_line
 from dispatch_matrix.store import Database, TaskState
+from dispatch_matrix.store.state import StateFolder
 
 # A long poll returns at least once per sync timeout; allow for a slow homeserver and for
 # the daemon writing its record at most every few seconds.

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
-from dispatch_matrix.app.config import Config
 from dispatch_matrix.connectors.launch import LaunchError, prepare
 from dispatch_matrix.connectors.secrets import looks_secret
 from dispatch_matrix.connectors.server import ProbeFailed, probe
+from dispatch_matrix.connectors.settings import McpSection
 from dispatch_matrix.core import logs
 
 Line = tuple[bool, str, str]
 
 
-def inline_secrets(config: Config) -> list[Line]:
+class WithServers(Protocol):
+    """What the checks read of the config: its [mcp] section (the app's `Config` is one)."""
+
+    @property
+    def mcp(self) -> McpSection: ...
+
+
+def inline_secrets(config: WithServers) -> list[Line]:
     """A failed line per secret-looking literal in `env` or `headers`."""
     lines: list[Line] = []
     for name, spec in config.mcp.servers.items():
@@ -33,7 +41,7 @@ def inline_secrets(config: Config) -> list[Line]:
     return lines
 
 
-async def check_servers(config: Config) -> list[Line]:
+async def check_servers(config: WithServers) -> list[Line]:
     """One line per enabled server, then any inline secrets."""
     lines: list[Line] = []
     for name, spec in config.mcp.enabled.items():

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dispatch_matrix.connectors.launch import Launch, LaunchError, prepare
+from dispatch_matrix.connectors.launch import LaunchError, ServerLaunch, prepare
 from dispatch_matrix.connectors.naming import server_of
 from dispatch_matrix.connectors.settings import McpSection
 from dispatch_matrix.connectors.status import Status
@@ -54,7 +54,7 @@ class Connectors:
             from dispatch_matrix.connectors.server import McpServer
         for name, spec in section.enabled.items():
             problem = ""
-            launch: Launch | None = None
+            launch: ServerLaunch | None = None
             try:
                 launch = prepare(name, spec, env, reader)
                 logs.REDACTOR.add(*launch.secrets)

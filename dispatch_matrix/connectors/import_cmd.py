@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from dispatch_matrix.app.config import load_config
-from dispatch_matrix.app.state import StateFolder, write_private
 from dispatch_matrix.connectors.importer import (
     Imported,
     ImportProblem,
@@ -18,14 +17,35 @@ from dispatch_matrix.connectors.importer import (
     servers_in,
     to_toml,
 )
+from dispatch_matrix.connectors.settings import McpSection
 from dispatch_matrix.core.errors import ConfigError, DispatchError
+from dispatch_matrix.store.state import StateFolder, write_private
+
+
+class ImportTarget(Protocol):
+    """What the import reads of the config it appends to (the app's `Config` is one)."""
+
+    @property
+    def mcp(self) -> McpSection: ...
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def source(self) -> Path | None: ...
 
 
 def run_import(
-    config_path: Path, source: Path, say: Callable[[str], None], *, dry_run: bool = False
+    config_path: Path,
+    source: Path,
+    say: Callable[[str], None],
+    load: Callable[[Path], ImportTarget],
+    *,
+    dry_run: bool = False,
 ) -> int:
-    """Import the servers of `source` into the config at `config_path`; 0 on success."""
-    config = load_config(config_path)
+    """Import the servers of `source` into the config at `config_path` (read, and checked
+    again once written, with `load`: the app's config loader); 0 on success."""
+    config = load(config_path)
     try:
         data = json.loads(source.expanduser().read_text())
         entries = servers_in(data)
@@ -67,7 +87,7 @@ def run_import(
         write_private(secret.path, secret.value + "\n")
     write_private(config.source, original_text.rstrip("\n") + "\n" + text)
     try:
-        load_config(config.source)
+        load(config.source)
     except ConfigError:
         write_private(config.source, original_text)
         raise

@@ -22,7 +22,7 @@ class LaunchError(DispatchError):
 
 
 @dataclass(frozen=True)
-class Launch:
+class ServerLaunch:
     """Everything needed to start or reach one server, with its secrets expanded."""
 
     name: str
@@ -67,7 +67,7 @@ def prepare(
     spec: McpServerSpec,
     environ: Mapping[str, str],
     read_file: Callable[[Path], str],
-) -> Launch:
+) -> ServerLaunch:
     """The launch of server `name`: files read, variables expanded, secrets collected."""
     secrets: list[str] = []
     where = f"mcp.servers.{name}"
@@ -115,7 +115,7 @@ def prepare(
         shown = " ".join([spec.command or "", *spec.args]).strip()
     else:
         shown = f"{spec.url} ({spec.transport})"
-    return Launch(
+    return ServerLaunch(
         name=name,
         transport=spec.transport,
         command=expand(spec.command, lookup, f"{where}.command") if spec.command else None,

@@ -26,7 +26,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from dispatch_matrix import __version__
-from dispatch_matrix.connectors.launch import Launch
+from dispatch_matrix.connectors.launch import ServerLaunch
 from dispatch_matrix.connectors.naming import api_names
 from dispatch_matrix.connectors.results import tool_result
 from dispatch_matrix.connectors.settings import McpServerSpec
@@ -54,7 +54,7 @@ class McpServer:
         self,
         name: str,
         spec: McpServerSpec,
-        launch: Launch | None,
+        launch: ServerLaunch | None,
         *,
         problem: str = "",
         on_tools_changed: Callable[[], None] = lambda: None,
@@ -200,7 +200,7 @@ class McpServer:
                 self.state = State.STARTING
             await self._tell()
 
-    async def _session(self, launch: Launch) -> None:
+    async def _session(self, launch: ServerLaunch) -> None:
         async with AsyncExitStack() as stack:
             client = Client(
                 open_transport(launch, self._watch),
@@ -347,7 +347,7 @@ def _why(err: BaseException) -> str:
     return logs.REDACTOR.text(text.splitlines()[0])[:300]
 
 
-async def probe(launch: Launch, spec: McpServerSpec) -> list[str]:
+async def probe(launch: ServerLaunch, spec: McpServerSpec) -> list[str]:
     """Start a server, list its tools and stop it (for `doctor`); the tool names, or the
     error of a failed start (its last stderr line included)."""
     watch = Watch(launch.name)

@@ -25,7 +25,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.message import SessionMessage
 
-from dispatch_matrix.connectors.launch import Launch
+from dispatch_matrix.connectors.launch import ServerLaunch
 from dispatch_matrix.connectors.leash import leashed
 from dispatch_matrix.core import logs
 
@@ -53,7 +53,7 @@ class Watch:
         return line if time.monotonic() - at <= within_s else ""
 
 
-def open_transport(launch: Launch, watch: Watch) -> AbstractAsyncContextManager[Streams]:
+def open_transport(launch: ServerLaunch, watch: Watch) -> AbstractAsyncContextManager[Streams]:
     """The transport for `launch`, watched by `watch`."""
     if launch.transport == "stdio":
         return _watched(_stdio(launch, watch), watch)
@@ -64,7 +64,7 @@ def open_transport(launch: Launch, watch: Watch) -> AbstractAsyncContextManager[
 
 
 @asynccontextmanager
-async def _http(launch: Launch) -> AsyncIterator[Streams]:
+async def _http(launch: ServerLaunch) -> AsyncIterator[Streams]:
     assert launch.url is not None
     async with (
         create_mcp_http_client(headers=dict(launch.headers)) as client,
@@ -74,7 +74,7 @@ async def _http(launch: Launch) -> AsyncIterator[Streams]:
 
 
 @asynccontextmanager
-async def _stdio(launch: Launch, watch: Watch) -> AsyncIterator[Streams]:
+async def _stdio(launch: ServerLaunch, watch: Watch) -> AsyncIterator[Streams]:
     assert launch.command is not None
     # Leashed: the server dies with the daemon, even after a kill -9 (see leash.py).
     command, args = leashed(launch.command, list(launch.args), launch.env, launch.cwd)

@@ -2,4 +2,4 @@
 that decides whether an event may command the bot, emoji verification (SAS) and pairing,
 and what happens to an owner's messages while their identity is not trusted.
 
-May import `core`, `store` and `matrix`'s client and texts."""
+Implements the router's `Gate` (`gate.py`). May import `core`, `store` and `matrix`."""

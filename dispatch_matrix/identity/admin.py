@@ -8,19 +8,34 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
 
-from dispatch_matrix.app.config import Config
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core.errors import DispatchError, StateError
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.identity.crosssign import ensure_identity, until_approved
 from dispatch_matrix.identity.trust import UserKeys
 from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.settings import MatrixSection
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.state import StateFolder
+
+
+class BotSettings(Protocol):
+    """What the identity commands read of the config: the bot's account and its state
+    folder (the app's `Config` is one)."""
+
+    @property
+    def matrix(self) -> MatrixSection: ...
+
+    @property
+    def state_dir(self) -> Path: ...
 
 
 @contextlib.asynccontextmanager
-async def saved_login(config: Config) -> AsyncIterator[tuple[MatrixClient, Database, StateFolder]]:
+async def saved_login(
+    config: BotSettings,
+) -> AsyncIterator[tuple[MatrixClient, Database, StateFolder]]:
     """The bot's client restored from the state folder (no sync, no new device)."""
     state = StateFolder(config.state_dir)
     if not state.db_path.exists():
@@ -38,7 +53,7 @@ async def saved_login(config: Config) -> AsyncIterator[tuple[MatrixClient, Datab
         db.close()
 
 
-async def trust(config: Config, user_id: str | None, say: Callable[[str], None]) -> int:
+async def trust(config: BotSettings, user_id: str | None, say: Callable[[str], None]) -> int:
     """List pinned identities, or re-pin `user_id` to the identity it publishes now."""
     async with saved_login(config) as (client, db, _state):
         if user_id is None:
@@ -75,7 +90,7 @@ async def trust(config: Config, user_id: str | None, say: Callable[[str], None])
         return 0
 
 
-async def reset_identity(config: Config, say: Callable[[str], None]) -> int:
+async def reset_identity(config: BotSettings, say: Callable[[str], None]) -> int:
     """Replace the bot's cross-signing keys with new ones (the daemon must be stopped)."""
     state = StateFolder(config.state_dir)
     state.lock()

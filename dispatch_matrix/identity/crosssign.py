@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.backoff import Backoff
 from dispatch_matrix.core.errors import HomeserverError, LoginError, TrustError
 from dispatch_matrix.identity.signing import CrossSigningKeys, key_of, verify
 from dispatch_matrix.matrix import uia
 from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)
 

@@ -21,8 +21,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from dispatch_matrix.app.config import Config
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import (
     AlreadyRunning,
@@ -33,7 +31,7 @@ from dispatch_matrix.core.errors import (
 )
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.identity import sas_protocol
-from dispatch_matrix.identity.admin import saved_login
+from dispatch_matrix.identity.admin import BotSettings, saved_login
 from dispatch_matrix.identity.crosssign import ensure_identity, sign_user
 from dispatch_matrix.identity.identities import share_only_with
 from dispatch_matrix.identity.sas import SasFlow
@@ -47,6 +45,7 @@ from dispatch_matrix.identity.verification import (
 )
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)
 
@@ -72,7 +71,7 @@ def describe(emoji: Emoji, decimals: tuple[int, int, int] | None) -> str:
 
 
 async def pair(
-    config: Config,
+    config: BotSettings,
     say: Callable[[str], None],
     confirm: Confirm,
     owner: str | None = None,

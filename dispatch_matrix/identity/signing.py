@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import vodozemac
 from canonicaljson import encode_canonical_json
 
-from dispatch_matrix.app.state import write_private
+from dispatch_matrix.store.state import write_private
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

@@ -16,26 +16,26 @@ from dispatch_matrix.matrix.inbound import Invite
 
 
 @dataclass(frozen=True)
-class Verdict:
+class TrustVerdict:
     """Yes, or no with the reason."""
 
     allowed: bool
     reason: str = ""
 
     @classmethod
-    def allow(cls) -> Verdict:
+    def allow(cls) -> TrustVerdict:
         return cls(True)
 
     @classmethod
-    def refuse(cls, reason: str) -> Verdict:
+    def refuse(cls, reason: str) -> TrustVerdict:
         return cls(False, reason)
 
 
-def may_join(invite: Invite, owners: frozenset[str]) -> Verdict:
+def may_join(invite: Invite, owners: frozenset[str]) -> TrustVerdict:
     """Whether to accept an invite: only from an owner."""
     if invite.inviter not in owners:
-        return Verdict.refuse("inviter is not an owner")
-    return Verdict.allow()
+        return TrustVerdict.refuse("inviter is not an owner")
+    return TrustVerdict.allow()
 
 
 class Commanding(Protocol):
@@ -54,25 +54,25 @@ def may_command(
     device: DeviceTrust | None,
     room_private: bool,
     require_cross_signed: bool,
-) -> Verdict:
+) -> TrustVerdict:
     """Whether a message may become a task or a command, or a reaction answer a question.
 
     `device` is the sending device's standing (None when the event was not encrypted);
     `room_private` whether the room's members are only the bot and owners.
     """
     if event.sender not in owners:
-        return Verdict.refuse("sender is not an owner")
+        return TrustVerdict.refuse("sender is not an owner")
     if not event.was_encrypted:
-        return Verdict.refuse("plaintext: only end-to-end encrypted messages are obeyed")
+        return TrustVerdict.refuse("plaintext: only end-to-end encrypted messages are obeyed")
     if not room_private:
-        return Verdict.refuse("room is not private: someone besides the owners is in it")
+        return TrustVerdict.refuse("room is not private: someone besides the owners is in it")
     if device is None:
-        return Verdict.refuse("sending device unknown")
+        return TrustVerdict.refuse("sending device unknown")
     if device is DeviceTrust.IDENTITY_CHANGED:
-        return Verdict.refuse(device.value)
+        return TrustVerdict.refuse(device.value)
     if not device.trusted and require_cross_signed:
-        return Verdict.refuse(device.value)
-    return Verdict.allow()
+        return TrustVerdict.refuse(device.value)
+    return TrustVerdict.allow()
 
 
 class DeviceTrust(enum.Enum):

@@ -34,7 +34,7 @@ from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import CannotSend, RateLimited, RequestRefused, Unreachable
 from dispatch_matrix.matrix.formatting import text_content
 from dispatch_matrix.matrix.outbox import Outbox
-from dispatch_matrix.matrix.sender import Job, Kind
+from dispatch_matrix.matrix.sender import Job, Urgency
 from dispatch_matrix.store import Database, TaskState
 
 log = logs.get(__name__)
@@ -261,7 +261,11 @@ class AsleepNotice:
 
         loop = asyncio.get_running_loop()
         job = Job(
-            Kind.DECORATION, perform, loop.create_future(), f"asleep notice {room_id}", room=room_id
+            Urgency.DECORATION,
+            perform,
+            loop.create_future(),
+            f"asleep notice {room_id}",
+            room=room_id,
         )
         await self._outbox.sender.submit(job)
         return outcome[0] if outcome else None

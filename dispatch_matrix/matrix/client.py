@@ -1,9 +1,8 @@
-"""Our one wrapper around nio's AsyncClient: login, restore, sync, send.
+"""Our one wrapper around nio's AsyncClient: connect, sync, send.
 
 nio reports failures two ways (exceptions and error responses); here both become
 HomeserverError (or its subclasses), so the rest of the code handles one kind of failure.
-The client keeps one device for the bot's whole life: the first start logs in with the
-password and saves the token and device id; every later start restores them.
+Which device the bot is signed in as is `device.py`'s job; the client uses what it made.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from typing import Any
 import aiohttp
 from nio import (
     AsyncClient,
-    AsyncClientConfig,
     ErrorResponse,
     JoinError,
     LocalProtocolError,
@@ -24,38 +22,29 @@ from nio import (
     WhoamiResponse,
 )
 
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core import logs
-from dispatch_matrix.core.errors import HomeserverError, LoginError
+from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import DeviceID, EventID, RoomID, UserID
-from dispatch_matrix.matrix import login, uia
+from dispatch_matrix.matrix import uia
+from dispatch_matrix.matrix.device import Devices
 from dispatch_matrix.matrix.failures import (
     DEFAULT_RETRY_AFTER_MS,
     UNREACHABLE,
+    UNREACHABLE_FIX,
     CannotSend,
     RateLimited,
     RequestRefused,
     TokenRejected,
     Unreachable,
+    checked,
     failure,
     why_unreachable,
 )
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)
-
-# nio would retry timeouts and 429s forever inside one call; we bound that and let the
-# caller's loop back off, log, and decide.
-_CLIENT_CONFIG: dict[str, Any] = {
-    "encryption_enabled": True,
-    "store_sync_tokens": False,
-    "max_limit_exceeded": 5,
-    "max_timeouts": 1,
-    "backoff_factor": 0.5,
-    "max_timeout_retry_wait_time": 5,
-    "request_timeout": 60,
-}
 
 # Room timelines of up to 100 events per sync; a longer gap is filled from /messages.
 # Presence, typing and receipts are left out: the bot reads none of them, and each one
@@ -64,9 +53,6 @@ _SYNC_FILTER: dict[str, Any] = {
     "presence": {"not_types": ["*"]},
     "room": {"timeline": {"limit": 100}, "ephemeral": {"not_types": ["*"]}},
 }
-
-
-_UNREACHABLE_FIX = "is the homeserver running? Check [matrix] homeserver and the network"
 
 
 class MatrixClient:
@@ -84,8 +70,8 @@ class MatrixClient:
         self.user_id = user_id
         self.state = state
         self.db = db
-        self.device_name = device_name
         self.nio: AsyncClient | None = None
+        self._devices = Devices(homeserver, user_id, state, db, device_name)
         # Set when the saved device's crypto store was lost and a new device replaced it.
         self.replaced_device: str | None = None
 
@@ -97,71 +83,32 @@ class MatrixClient:
         return self.nio
 
     @property
+    def connected(self) -> bool:
+        """Whether `connect` made a device to speak as (a failed login leaves none)."""
+        return self.nio is not None
+
+    @property
     def device_id(self) -> DeviceID:
         """The bot's device id."""
         return DeviceID(self.client.device_id)
 
     def make_nio(self, device_id: str | None) -> AsyncClient:
         """A nio client for one of the bot's devices, on our encrypted crypto store."""
-        config = AsyncClientConfig(pickle_key=self.state.pickle_key(), **_CLIENT_CONFIG)
-        return AsyncClient(
-            self.homeserver,
-            self.user_id,
-            device_id=device_id or "",
-            store_path=str(self.state.crypto_dir),
-            config=config,
-        )
+        return self._devices.nio_for(device_id)
 
     async def connect(self, password: str | None, access_token: str | None = None) -> Session:
-        """Restore the saved device or log in for the first time; load the crypto store.
-
-        `access_token` (a compatibility token from MAS, `mas-cli manage
-        issue-compatibility-token`) stands in for the password login: its device becomes
-        the bot's device.
-
-        If the crypto store of the saved device is gone or unreadable, the device cannot be
-        used again (its keys are lost): log in as a new device and record the old one in
-        `replaced_device`, for the caller to delete and announce. Never re-create keys for
-        the old device id, which would break every owner's view of it.
-        """
+        """Restore the saved device or sign in for the first time (`Devices.open`); a device
+        it replaced because its keys were lost is kept in `replaced_device`, for the caller
+        to delete and announce."""
         if self.nio is not None:
             # A try before this one (the homeserver was away) leaves no session open.
             await self.nio.close()
-        saved = self.db.session()
-        if saved is not None and saved.user_id != self.user_id:
-            raise LoginError(
-                f"the state folder belongs to {saved.user_id}, not {self.user_id}",
-                fix="use a new [store] path for a different bot account",
-            )
-        if saved is not None and not login.store_usable(self, saved):
-            self.replaced_device = saved.device_id
-            log.error("matrix.crypto_store_lost", device=saved.device_id)
-            return await self._sign_in(password, access_token, None, lost=saved.device_id)
-        if saved is not None:
-            self.nio = self.make_nio(saved.device_id)
-            self.nio.restore_login(saved.user_id, saved.device_id, saved.access_token)
-            try:
-                await self.whoami()
-                log.info("matrix.restored", user=saved.user_id, device=saved.device_id)
-                return saved
-            except TokenRejected:
-                log.warning("matrix.token_rejected", device=saved.device_id)
-                await self.nio.close()
-                if access_token == saved.access_token:
-                    access_token = None
-        return await self._sign_in(password, access_token, saved.device_id if saved else None)
-
-    async def _sign_in(
-        self,
-        password: str | None,
-        access_token: str | None,
-        device_id: str | None,
-        lost: str | None = None,
-    ) -> Session:
-        """A login with the password, or the adoption of a given access token."""
-        if access_token is not None and (password is None or lost is None):
-            return await login.adopt(self, access_token, lost)
-        return await login.with_password(self, password, device_id)
+            self.nio = None
+        device = await self._devices.open(password, access_token)
+        self.nio = device.nio
+        if device.replaced is not None:
+            self.replaced_device = device.replaced
+        return device.session
 
     async def delete_device(self, device_id: str, password: str | None) -> None:
         """Delete one of the bot's devices (user-interactive auth with the password).
@@ -194,18 +141,7 @@ class MatrixClient:
 
     async def call(self, what: str, coro: Any) -> Any:
         """Await one nio request; its failure as one of our error kinds."""
-        try:
-            response = await coro
-        except LocalProtocolError as err:
-            raise CannotSend(f"{what}: {err}") from err
-        except UNREACHABLE as err:
-            raise Unreachable(
-                f"{what}: cannot reach {self.homeserver} ({why_unreachable(err)})",
-                fix=_UNREACHABLE_FIX,
-            ) from err
-        if isinstance(response, ErrorResponse):
-            raise failure(what, response)
-        return response
+        return await checked(self.homeserver, what, coro)
 
     async def api(
         self, method: str, path: str, body: dict[str, Any] | None = None
@@ -226,7 +162,7 @@ class MatrixClient:
         except UNREACHABLE as err:
             raise Unreachable(
                 f"{method} {path}: cannot reach {self.homeserver} ({why_unreachable(err)})",
-                fix=_UNREACHABLE_FIX,
+                fix=UNREACHABLE_FIX,
             ) from err
         if status == 401 and reply.get("errcode") in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
             raise TokenRejected(f"{method} {path}: the homeserver rejected our access token")

@@ -1,7 +1,7 @@
 """The encrypted DM `init` opens with each owner, so the owner only taps "accept".
 
-Before any room exists the bot's device is cross-signed (a strict client, MSC4153, would
-otherwise withhold its room keys from the bot and never re-send them); then one room per
+The caller cross-signs the bot's device before any room exists (a strict client, MSC4153,
+would otherwise withhold its room keys from the bot and never re-send them); then one room per
 owner, created as Element creates a DM: `trusted_private_chat` (the invited owner gets the
 creator's power level, 100), `is_direct`, Megolm encryption from the first event, and the
 room listed in the bot's `m.direct`. The room is recorded in the store, where the daemon
@@ -15,11 +15,9 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from dispatch_matrix.app.state import StateFolder
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import DispatchError, HomeserverError, TrustError
 from dispatch_matrix.core.ids import RoomID, UserID
-from dispatch_matrix.identity.crosssign import ensure_identity
 from dispatch_matrix.matrix import uia
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.store import Database
@@ -66,19 +64,12 @@ def dm_create_body(owner: str) -> dict[str, Any]:
 async def open_owner_dms(
     client: MatrixClient,
     db: Database,
-    state: StateFolder,
-    password: str | None,
     owners: list[str],
 ) -> list[OpenedDM]:
-    """Cross-sign the bot's device, then make sure each owner has an encrypted DM with the
-    bot (one init made before and the bot is still in is kept); recorded in the store.
-
-    Raises TrustError when the bot cannot cross-sign (the account's identity was made
-    elsewhere) and ApprovalInBrowser when only a browser may approve it: no room is made
-    then, since the owner's strict client would share no keys with the bot there.
+    """Make sure each owner has an encrypted DM with the bot (one init made before and the
+    bot is still in is kept); recorded in the store. Call it only once the bot's device is
+    cross-signed: the owner's strict client would share no keys with the bot otherwise.
     """
-    await client.publish_device_keys()
-    await ensure_identity(client, state, password)
     # Messages the owner sends from now on are tasks, also those sent before the first `run`
     # (the daemon treats anything older than the bot's birth as history).
     if db.get_meta("born_ms") is None:

@@ -4,9 +4,11 @@ channels (exceptions and error responses) are sorted into them."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Any
 
 import aiohttp
-from nio import ErrorResponse
+from nio import ErrorResponse, LocalProtocolError
 
 from dispatch_matrix.core.errors import HomeserverError
 
@@ -97,3 +99,22 @@ def failure(what: str, response: ErrorResponse) -> HomeserverError:
     if str(code).startswith("M_") and code != "M_LIMIT_EXCEEDED":
         return RequestRefused(f"{what} failed: {code} {text}".strip(), str(code))
     return HomeserverError(f"{what} failed: {code} {text}".strip())
+
+
+UNREACHABLE_FIX = "is the homeserver running? Check [matrix] homeserver and the network"
+
+
+async def checked(homeserver: str, what: str, request: Awaitable[Any]) -> Any:
+    """Await one nio request to `homeserver`; its failure as one of our error kinds (nio
+    reports failures both as exceptions and as error responses)."""
+    try:
+        response = await request
+    except LocalProtocolError as err:
+        raise CannotSend(f"{what}: {err}") from err
+    except UNREACHABLE as err:
+        raise Unreachable(
+            f"{what}: cannot reach {homeserver} ({why_unreachable(err)})", fix=UNREACHABLE_FIX
+        ) from err
+    if isinstance(response, ErrorResponse):
+        raise failure(what, response)
+    return response

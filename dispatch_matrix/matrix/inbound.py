@@ -22,7 +22,7 @@ from nio import (
 )
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
-from dispatch_matrix.queue.polls import Ballot, read_ballot
+from dispatch_matrix.matrix.polls import Ballot, read_ballot
 
 # The msgtype given to a message event that does not match the spec's schema.
 MALFORMED = "dispatch.malformed"

@@ -28,7 +28,7 @@ from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.ephemeral import Ephemeral
 from dispatch_matrix.matrix.formatting import edit_of, text_content
 from dispatch_matrix.matrix.formatting import reply_to as as_reply
-from dispatch_matrix.matrix.sender import Budget, Job, Kind, Sender
+from dispatch_matrix.matrix.sender import Budget, Job, Sender, Urgency
 from dispatch_matrix.matrix.texts import exemption_hint
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.models import OutboxItem
@@ -72,7 +72,7 @@ class Outbox:
         async with asyncio.TaskGroup() as group:
             self._group = group
             for item in self._unsent_answers():
-                group.create_task(self._deliver(item, Kind.ANSWER), name="outbox-resend")
+                group.create_task(self._deliver(item, Urgency.ANSWER), name="outbox-resend")
             group.create_task(self.sender.run(), name="outbox-sender")
             group.create_task(self._ephemeral.run(), name="outbox-ephemeral")
 
@@ -91,7 +91,7 @@ class Outbox:
         task_id: int | None = None,
         notice: bool = False,
         key: str | None = None,
-        kind: Kind = Kind.ANSWER,
+        kind: Urgency = Urgency.ANSWER,
         redact: bool = True,
     ) -> EventID:
         """Post Markdown text (as a reply when `reply_to` is given); returns its event id.
@@ -146,7 +146,7 @@ class Outbox:
             done: asyncio.Future[EventID] = asyncio.get_running_loop().create_future()
             done.set_result(EventID(item.event_id))
             return done
-        return self.sender.enqueue(self._job(item, Kind.ANSWER))
+        return self.sender.enqueue(self._job(item, Urgency.ANSWER))
 
     async def post_status(
         self,
@@ -165,7 +165,7 @@ class Outbox:
             task_id=task_id,
             notice=True,
             key=key,
-            kind=Kind.PROGRESS,
+            kind=Urgency.PROGRESS,
         )
 
     async def edit(
@@ -175,7 +175,7 @@ class Outbox:
         message replaces one not yet sent."""
         content = edit_of(text_content(REDACTOR.text(markdown), notice=notice), event_id)
         return await self.send_event(
-            room_id, "m.room.message", content, kind=Kind.PROGRESS, slot=f"edit:{event_id}"
+            room_id, "m.room.message", content, kind=Urgency.PROGRESS, slot=f"edit:{event_id}"
         )
 
     async def react(
@@ -197,7 +197,7 @@ class Outbox:
             content,
             task_id=task_id,
             key=key,
-            kind=Kind.DECORATION,
+            kind=Urgency.DECORATION,
             slot=slot,
         )
 
@@ -212,7 +212,7 @@ class Outbox:
 
         loop = asyncio.get_running_loop()
         job = Job(
-            Kind.DECORATION, perform, loop.create_future(), f"redact {event_id}", room=room_id
+            Urgency.DECORATION, perform, loop.create_future(), f"redact {event_id}", room=room_id
         )
         return bool(await self.sender.submit(job))
 
@@ -246,7 +246,7 @@ class Outbox:
     ) -> EventID:
         """Post an event of another type than a message (a poll's start or end): an answer
         unless `decoration`, then "" when it did not go out."""
-        kind = Kind.DECORATION if decoration else Kind.ANSWER
+        kind = Urgency.DECORATION if decoration else Urgency.ANSWER
         return await self.send_event(
             room_id, event_type, content, task_id=task_id, key=key, kind=kind
         )
@@ -259,7 +259,7 @@ class Outbox:
         *,
         task_id: int | None = None,
         key: str | None = None,
-        kind: Kind = Kind.ANSWER,
+        kind: Urgency = Urgency.ANSWER,
         slot: str | None = None,
     ) -> EventID:
         """Record an event in the outbox, then deliver it (unless that key was sent).
@@ -267,7 +267,7 @@ class Outbox:
         An answer is recorded at once; a decoration only when its turn to go comes: one
         superseded or withdrawn before then (most ⏳ of a backlog) costs the ledger nothing.
         """
-        if kind is Kind.ANSWER:
+        if kind is Urgency.ANSWER:
             item = self._db.enqueue_outgoing(room_id, event_type, content, task_id, key)
             if item.event_id is not None:
                 return EventID(item.event_id)
@@ -297,10 +297,10 @@ class Outbox:
         )
         return await self.sender.submit(job)
 
-    async def _deliver(self, item: OutboxItem, kind: Kind, slot: str | None = None) -> EventID:
+    async def _deliver(self, item: OutboxItem, kind: Urgency, slot: str | None = None) -> EventID:
         return await self.sender.submit(self._job(item, kind, slot))
 
-    async def _perform(self, item: OutboxItem, kind: Kind) -> EventID:
+    async def _perform(self, item: OutboxItem, kind: Urgency) -> EventID:
         if self._before_send is not None:
             await self._before_send(item.room_id)
         event_id = await self._client.send(
@@ -310,7 +310,7 @@ class Outbox:
         log.info("outbox.sent", txn=item.txn_id, room=item.room_id, kind=kind.name.lower())
         return event_id
 
-    def _job(self, item: OutboxItem, kind: Kind, slot: str | None = None) -> Job:
+    def _job(self, item: OutboxItem, kind: Urgency, slot: str | None = None) -> Job:
         async def perform() -> EventID:
             return await self._perform(item, kind)
 
@@ -319,7 +319,7 @@ class Outbox:
             self._db.mark_sent(item.txn_id, "")
 
         def undeliverable(err: HomeserverError) -> None:
-            if kind is Kind.ANSWER and self.undeliverable is not None and self._group:
+            if kind is Urgency.ANSWER and self.undeliverable is not None and self._group:
                 # Not awaited here: telling the owner is itself a send, behind this one.
                 self._group.create_task(self._tell(item, err), name="outbox-untold")
 

@@ -1,7 +1,9 @@
 """Routes what a sync brought: accept or reject invites, admit owner messages as tasks.
 
-Every decision goes through the pure gate in `trust.py`; every refusal is logged with its
-reason. A message is acknowledged (written to the ledger) before its sync token is saved.
+Every decision goes through the trust gate it is given (`handlers.Gate`, identity's); what
+passes goes to the handlers it is given (`Tasks`, the queue's; `VoiceLane`, voice's), so
+the router knows no feature. A message is acknowledged (written to the ledger) before its
+sync token is saved.
 """
 
 from __future__ import annotations
@@ -12,18 +14,14 @@ from pathlib import Path
 
 from nio import SyncResponse
 
-from dispatch_matrix.app.config import MatrixSection
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID, UserID
-from dispatch_matrix.identity.held import HeldMessages
-from dispatch_matrix.identity.identities import Identities
-from dispatch_matrix.identity.side_notice import send_readable_by
-from dispatch_matrix.identity.trust import DeviceTrust, Verdict, may_command, may_join
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.attachments import AttachmentError, receive_file
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import RequestRefused
+from dispatch_matrix.matrix.handlers import Gate, Tasks, VoiceLane
 from dispatch_matrix.matrix.inbound import (
     MALFORMED,
     Inbound,
@@ -40,11 +38,8 @@ from dispatch_matrix.matrix.late_keys import LateKeys
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.privacy import RoomWatch
 from dispatch_matrix.matrix.replay import ReplayGuard
-from dispatch_matrix.queue.intake import Intake
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.models import OutboxItem
-from dispatch_matrix.voice.content import is_voice
-from dispatch_matrix.voice.inbox import VoiceInbox
 
 log = logs.get(__name__)
 
@@ -58,26 +53,28 @@ class Router:
         self,
         client: MatrixClient,
         db: Database,
-        intake: Intake,
-        identities: Identities,
+        tasks: Tasks,
+        gate: Gate,
         outbox: Outbox,
         *,
-        settings: MatrixSection,
+        owners: frozenset[str],
+        shared_rooms: frozenset[str],
+        max_file_bytes: int,
+        undecryptable_grace_s: float,
         not_before_ms: int,
         inbox: Path,
-        voice: VoiceInbox | None = None,
+        voice: VoiceLane | None = None,
         replays: ReplayGuard | None = None,
         joined: Callable[[RoomID, str], None] | None = None,
     ) -> None:
         self._client = client
         self._db = db
-        self._intake = intake
-        self._identities = identities
+        self._intake = tasks
+        self._gate = gate
         self._outbox = outbox
-        self._owners = frozenset(settings.owners)
-        self._require_cross_signed = settings.trust == "cross-signed"
-        self._allowed_shared_rooms = frozenset(settings.shared_rooms)
-        self._max_file_bytes = settings.max_file_bytes
+        self._owners = owners
+        self._allowed_shared_rooms = shared_rooms
+        self._max_file_bytes = max_file_bytes
         # Files owners send are decrypted into dated folders here.
         self._inbox = inbox
         # Voice messages go to transcription rather than into the inbox as files.
@@ -90,7 +87,7 @@ class Router:
         self._late = LateKeys(
             client,
             db,
-            settings.undecryptable_grace_s,
+            undecryptable_grace_s,
             self._message,
             self._gave_up,
             refused=self._replayed,
@@ -99,13 +96,6 @@ class Router:
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
-        # Messages from an owner's identity not trusted yet: held, then run once trusted.
-        self._held = HeldMessages(
-            db,
-            identities,
-            lambda room, content, devices: send_readable_by(client, room, content, devices),
-            lambda room, text: outbox.post(room, text, notice=True),
-        )
 
     async def handle(self, response: SyncResponse, since: str | None) -> bool:
         """Act on one sync response (`since`: the token it was asked with); whether it
@@ -114,8 +104,8 @@ class Router:
             self._replays.ensure(self._client.client.olm)
         changed = list(response.device_list.changed)
         if changed:
-            self._identities.forget(changed)
-        await self._held.release(self._message, self._allowed)
+            self._gate.devices_changed(changed)
+        await self._gate.release_held(self._message, self.room_private)
         await self._watch_rooms(response)
         items = await self._gaps(response, since) + read_sync(response, self._client.user_id)
         # Outside the per-item guard: a claim that cannot be committed fails the whole sync,
@@ -210,9 +200,9 @@ class Router:
                 await self._voice.redacted(item.redacts)
 
     async def _invite(self, invite: Invite) -> None:
-        verdict = may_join(invite, self._owners)
+        refusal = self._gate.invite_refusal(invite)
         try:
-            if verdict.allowed:
+            if refusal is None:
                 await self._client.join(invite.room_id)
                 log.info("room.joined", room=invite.room_id, inviter=invite.inviter)
                 if self._joined is not None:
@@ -223,7 +213,7 @@ class Router:
                     "room.invite_rejected",
                     room=invite.room_id,
                     inviter=invite.inviter,
-                    reason=verdict.reason,
+                    reason=refusal,
                 )
         except HomeserverError as err:
             # The invite stays pending and comes back in a later sync.
@@ -233,8 +223,8 @@ class Router:
         """A reaction may answer an approval question: the same gate as a command."""
         if reaction.sender not in self._owners:
             return
-        *_judged, private, verdict = await self._gate(reaction)
-        if verdict.allowed:
+        private = self.room_private(reaction.room_id)
+        if await self._gate.admit(reaction, private, explain=False):
             await self._intake.reaction(reaction.reacts_to, reaction.key, reaction.sender)
         elif private and not reaction.was_encrypted:
             # Element's ✅ goes unencrypted: never obeyed, but the owner learns what works.
@@ -248,35 +238,14 @@ class Router:
         if vote.sender not in self._owners:
             log.info("vote.ignored", room=vote.room_id, event_id=vote.event_id, sender=vote.sender)
             return
-        device, private, verdict = await self._gate(vote)
-        if verdict.allowed:
+        private = self.room_private(vote.room_id)
+        # An unencrypted vote in a private room is answered by the approvals; any other
+        # refused (from an unverified session, say) is explained once, as a message would be.
+        plaintext = private and not vote.was_encrypted
+        if await self._gate.admit(vote, private, explain=not plaintext):
             await self._intake.vote(vote.room_id, vote.ballot, vote.sender, vote.event_id)
-        elif private and not vote.was_encrypted:
+        elif plaintext:
             await self._intake.plaintext_answer(vote.room_id, vote.ballot.poll, vote.event_id)
-        else:
-            # From an unverified session, say: told once, as a message from it would be.
-            await self._explain(vote, device, private)
-
-    async def _gate(
-        self, event: Message | Reaction | Vote
-    ) -> tuple[DeviceTrust | None, bool, Verdict]:
-        """The trust gate for an owner's message or reaction, with what it was judged on;
-        a refusal is logged with its reason."""
-        device: DeviceTrust | None = None
-        if event.was_encrypted and event.sender in self._owners:
-            device = await self._identities.judge(event.sender, event.sender_key)
-        private = self.room_private(event.room_id)
-        verdict = may_command(event, self._owners, device, private, self._require_cross_signed)
-        if not verdict.allowed:
-            kind = {Reaction: "reaction", Vote: "vote"}.get(type(event), "message")
-            log.info(
-                f"{kind}.ignored",
-                room=event.room_id,
-                event_id=event.event_id,
-                sender=event.sender,
-                reason=verdict.reason,
-            )
-        return device, private, verdict
 
     async def undeliverable(self, item: OutboxItem, err: HomeserverError) -> None:
         """An answer the homeserver refused for good (the bot was removed from its room):
@@ -314,20 +283,11 @@ class Router:
         members = set(room.users) | set(room.invited_users)
         return members <= (self._owners | {self._client.user_id})
 
-    def _allowed(self, message: Message, device: DeviceTrust | None) -> bool:
-        """The gate's verdict on a held message now (its device judged afresh)."""
-        private = self.room_private(message.room_id)
-        return may_command(
-            message, self._owners, device, private, self._require_cross_signed
-        ).allowed
-
     async def _message(self, message: Message) -> None:
         if message.origin_ts < self._not_before_ms:
             log.debug("message.history_skipped", event_id=message.event_id)
             return
-        device, private, verdict = await self._gate(message)
-        if not verdict.allowed:
-            await self._explain(message, device, private)
+        if not await self._gate.admit(message, self.room_private(message.room_id), explain=True):
             return
         if message.thread_root is not None:
             # Before anything answers it: every reply to this message goes to its thread.
@@ -337,7 +297,7 @@ class Router:
         elif message.msgtype == MALFORMED:
             log.warning("message.malformed", event_id=message.event_id)
             await self._intake.malformed(message.event_id, message.room_id)
-        elif self._voice is not None and is_voice(message.content or {}):
+        elif self._voice is not None and self._voice.takes(message):
             await self._voice.receive(message)
         elif message.msgtype in _FILE_TYPES:
             await self._file(message)
@@ -397,37 +357,6 @@ class Router:
                 }
             ],
         )
-
-    async def _explain(
-        self, message: Message | Vote, device: DeviceTrust | None, private: bool
-    ) -> None:
-        """Tell the owner once why their message (or vote) was not obeyed; strangers are not
-        answered."""
-        if message.sender not in self._owners:
-            return
-        if not private:
-            key, text = f"room-shared:{message.room_id}", texts.ROOM_NOT_PRIVATE
-        elif not message.was_encrypted:
-            key, text = f"plaintext:{message.room_id}", texts.PLAINTEXT_IGNORED
-        elif device is DeviceTrust.IDENTITY_CHANGED:
-            # Said on the console too, where the fix is typed.
-            log.warning(
-                "trust.identity_changed",
-                user=message.sender,
-                fix=f"if they reset it themselves: dispatch-matrix trust {message.sender}",
-            )
-            if isinstance(message, Message):
-                # Held, not dropped; the notice reaches the new devices too (held.py).
-                await self._held.hold(message)
-                return
-            key, text = f"identity:{message.sender}", texts.identity_changed_vote(message.sender)
-        elif device is not None and not device.trusted:
-            key = f"device:{message.sender}:{message.sender_key}"
-            text = texts.unverified_device(device.value)
-        else:
-            return
-        if self._db.first_notice(key):
-            await self._outbox.post(message.room_id, text, reply_to=message.event_id, notice=True)
 
 
 def fallback_room(

@@ -2,8 +2,8 @@
 
 Every homeserver rate-limits a bot nobody exempted (Synapse's stock `rc_message`: a burst
 of 10 events, then one every 5 s). So the sender keeps a model of that budget and sends:
-- answers, questions and notices (`Kind.ANSWER`) at once, in the order they were decided;
-- status-message edits (`Kind.PROGRESS`) and reactions and redactions (`Kind.DECORATION`)
+- answers, questions and notices (`Urgency.ANSWER`) at once, in the order they were decided;
+- status-message edits (`Urgency.PROGRESS`) and reactions and redactions (`Urgency.DECORATION`)
   only while the budget keeps a reserve for the next answer; a newer one in the same slot
   replaces an older one not yet sent, and a caller that stops waiting withdraws its own.
 
@@ -57,7 +57,7 @@ _MAX_REFUSALS = 6
 DECORATION_STALE_S = 120.0
 
 
-class Kind(enum.IntEnum):
+class Urgency(enum.IntEnum):
     """What an event is to the owner, which decides when it may go."""
 
     ANSWER = 0
@@ -125,7 +125,7 @@ class Budget:
 class Job:
     """One event waiting to be sent."""
 
-    kind: Kind
+    kind: Urgency
     perform: Callable[[], Awaitable[EventID]]
     done: asyncio.Future[EventID]
     label: str
@@ -189,7 +189,7 @@ class Sender:
             # and goes at the next start (the outbox re-sends what it did not confirm).
             if job in self._jobs and job is not self._current:
                 self._jobs.remove(job)
-                if job.kind is not Kind.ANSWER:
+                if job.kind is not Urgency.ANSWER:
                     self._finish_dropped(job, "withdrawn")
             raise
 
@@ -203,7 +203,7 @@ class Sender:
             log.info("outbox.retry_now", jobs=len(held))
             self._wake.set()
 
-    def pending(self, kind: Kind | None = None) -> int:
+    def pending(self, kind: Urgency | None = None) -> int:
         """Jobs waiting (of one kind)."""
         return sum(1 for j in self._jobs if kind is None or j.kind is kind)
 
@@ -228,7 +228,7 @@ class Sender:
     def _next(self) -> tuple[Job | None, float | None]:
         """The job to send now, else how long until one may go (None: until woken)."""
         now = self._clock()
-        answers = [j for j in self._jobs if j.kind is Kind.ANSWER]
+        answers = [j for j in self._jobs if j.kind is Urgency.ANSWER]
         answer_wait: float | None = None
         if answers:
             self._drop_stale(now)
@@ -253,7 +253,7 @@ class Sender:
     ) -> tuple[Job | None, float | None]:
         """The progress edit or decoration to send now, else how long until one may go."""
         others = sorted(
-            (j for j in self._jobs if j.kind is not Kind.ANSWER),
+            (j for j in self._jobs if j.kind is not Urgency.ANSWER),
             key=lambda j: (j.kind, j.seq),
         )
         if not others:
@@ -262,14 +262,14 @@ class Sender:
             # Answers that wait out a retry keep the budget's reserve, and the first claim
             # on it once they may go: only what an outage or a room's failure does not hold
             # (a step's status) goes meanwhile, within the reserve.
-            others = [j for j in others if j.kind is Kind.PROGRESS]
+            others = [j for j in others if j.kind is Urgency.PROGRESS]
             if not others:
                 return None, None
         held = self.hold() if self.hold is not None else 0.0
         if held > 0:
             # A step's status (the command now running) is the owner's view of what the
             # agent does, worth its event in a quick task too; reactions and redactions wait.
-            others = [j for j in others if j.kind is Kind.PROGRESS]
+            others = [j for j in others if j.kind is Urgency.PROGRESS]
             if not others:
                 return None, held
         ready = [j for j in others if j.not_before <= now]
@@ -288,7 +288,7 @@ class Sender:
         stale = [
             j
             for j in self._jobs
-            if j.kind is Kind.DECORATION
+            if j.kind is Urgency.DECORATION
             and not j.unreachable
             and j is not self._current
             and now - j.queued_at > DECORATION_STALE_S
@@ -338,7 +338,7 @@ class Sender:
         # so they are retried a few times, holding back only their own room meanwhile.
         job.refusals += 1
         if is_final(err) or job.refusals > _MAX_REFUSALS:
-            if job.kind is Kind.ANSWER:
+            if job.kind is Urgency.ANSWER:
                 log.error("outbox.undeliverable", job=job.label, room=job.room, error=err.message)
             else:
                 log.info("outbox.not_sent", job=job.label, room=job.room, error=err.message)

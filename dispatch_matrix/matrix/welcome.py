@@ -2,7 +2,7 @@
 joins the DM `init` opened, it says what it is, whom it obeys, and how to stop, approve and
 get help. Once per room, remembered in the store across restarts.
 
-The welcome is a notice sent as a status message is (`Kind.PROGRESS`): within the rate
+The welcome is a notice sent as a status message is (`Urgency.PROGRESS`): within the rate
 budget like every event, but only while the budget keeps a reserve for the next answer, so
 it never delays one. It waits in its own task, never in the sync loop.
 """
@@ -17,7 +17,7 @@ from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.outbox import Outbox
-from dispatch_matrix.matrix.sender import Kind
+from dispatch_matrix.matrix.sender import Urgency
 from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
@@ -114,7 +114,7 @@ class Welcome:
             texts.welcome(owner, self._owners, self._approval_timeout_s),
             notice=True,
             key=f"welcome-{room_id}",
-            kind=Kind.PROGRESS,
+            kind=Urgency.PROGRESS,
         )
         # Marked also when the sender gave up on it (""): a welcome is not worth a loop.
         self._db.mark_welcomed(room_id, event_id)

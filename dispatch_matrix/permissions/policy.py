@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from dispatch_matrix.core.errors import ConfigError
+from dispatch_matrix.core.paths import within
 from dispatch_matrix.permissions.globs import DEFAULT_SECRET_GLOBS, name_matches
 from dispatch_matrix.permissions.rules import (
     PATH_TOOLS,
@@ -50,7 +51,6 @@ from dispatch_matrix.permissions.shelljudge import (
     may_name_secret,
     normal_path,
 )
-from dispatch_matrix.toolbox.paths import within
 
 Verdict = Literal["allow", "ask", "deny"]
 
@@ -118,7 +118,7 @@ class Policy:
     private: Sequence[Path] = ()
     self_tools: Iterable[str] = DEFAULT_SELF_TOOLS
     read_tools: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_READ_TOOLS))
-    # How to follow symlinks (e.g. paths.canonicalize); by default paths are judged as spelled.
+    # How to follow symlinks (core.paths.canonicalize); by default paths are judged as spelled.
     canonical: Callable[[Path], Path] | None = None
 
     def __post_init__(self) -> None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dispatch_matrix.core.verbatim import code_block, code_span, hidden_characters, visible
-from dispatch_matrix.queue import polls
+from dispatch_matrix.matrix import polls
+from dispatch_matrix.queue.polls import ALWAYS, DENY, ONCE
 from dispatch_matrix.store import Task
 
 if TYPE_CHECKING:
@@ -204,11 +205,11 @@ def poll_question(task: Task, change: bool) -> str:
 def poll_choices(rule: str | None) -> tuple[polls.Choice, ...]:
     """Approve once / Always (with the literal rule it would learn) / Deny; no Always when
     no rule can cover the call."""
-    always = (polls.Choice(polls.ALWAYS, f"Always: allow {rule}"),) if rule else ()
+    always = (polls.Choice(ALWAYS, f"Always: allow {rule}"),) if rule else ()
     return (
-        polls.Choice(polls.ONCE, "Approve once"),
+        polls.Choice(ONCE, "Approve once"),
         *always,
-        polls.Choice(polls.DENY, "Deny"),
+        polls.Choice(DENY, "Deny"),
     )
 
 

@@ -27,8 +27,9 @@ from dispatch_matrix.agent.ports import Approval
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import DispatchError, HomeserverError
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.matrix import polls
 from dispatch_matrix.queue import approval_texts as texts
-from dispatch_matrix.queue import polls
+from dispatch_matrix.queue.polls import approval_of
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.store import Database, Task, TaskState
 
@@ -189,7 +190,7 @@ class Approvals:
         question = self._polls.get(ballot.poll)
         pending = self._pending.get(question) if question is not None else None
         if pending is not None and pending.task.room_id == room_id:
-            verdict = polls.verdict(ballot.answers, pending.choices)
+            verdict = approval_of(ballot.answers, pending.choices)
             if verdict is None:
                 log.info("approval.vote_ignored", poll=ballot.poll, answers=len(ballot.answers))
                 return True

@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.matrix.polls import Ballot
 from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.commands import parse
 from dispatch_matrix.queue.control import Control
-from dispatch_matrix.queue.polls import Ballot
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, TaskState

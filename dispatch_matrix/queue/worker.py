@@ -14,13 +14,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from dispatch_matrix.agent import ModelAccessError, ModelOutage, ModelUnreachable
-from dispatch_matrix.app.awake import KeepAwake
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.backoff import Backoff
 from dispatch_matrix.core.errors import ModelError
 from dispatch_matrix.core.ids import EventID, RoomID
 from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.approvals import Approvals
+from dispatch_matrix.queue.awake import KeepAwake
 from dispatch_matrix.queue.mirror import Mirror
 from dispatch_matrix.queue.ports import Answerer, Room
 from dispatch_matrix.queue.taskio import RoomTaskIO

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from stat import S_ISLNK
 
+from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.sandbox.spec import within
 from dispatch_matrix.sandbox.wall import (
     GIT_HOOKS,
@@ -24,7 +25,6 @@ from dispatch_matrix.sandbox.wall import (
     Guard,
     home_guards,
 )
-from dispatch_matrix.toolbox.paths import canonicalize
 
 
 def _git_folders(tree: Path) -> list[Path]:

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from stat import S_ISDIR
 
 from dispatch_matrix.core.errors import ConfigError, ToolError
+from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.sandbox.guards import Canonical, guards_for, hidden_placeholders, placeholders
 from dispatch_matrix.sandbox.macos import sandbox_exec_argv
 from dispatch_matrix.sandbox.spec import (
@@ -39,7 +40,6 @@ from dispatch_matrix.sandbox.spec import (
     plan,
 )
 from dispatch_matrix.sandbox.wall import Guard
-from dispatch_matrix.toolbox.paths import canonicalize
 
 BASH = "/bin/bash"
 _SYSCTLS = (
@@ -83,15 +83,15 @@ class Confinement:
                 details.append("as root the process limit does not apply")
         return f"{self.kind.value} ({', '.join(details)})"
 
-    def launch(self, spec: SandboxSpec, command: str) -> Launch:
+    def launch(self, spec: SandboxSpec, command: str) -> SandboxedLaunch:
         """How to start `command` under this sandbox."""
         env = dict(spec.env)
         if self.kind is Sandbox.NONE:
-            return Launch([BASH, "-c", command], env)
+            return SandboxedLaunch([BASH, "-c", command], env)
         if self.program is None:
             raise ToolError(f"the {self.kind.value} sandbox is configured but not installed")
         if self.kind is Sandbox.SANDBOX_EXEC:
-            return Launch(sandbox_exec_argv(self.program, spec, command), env)
+            return SandboxedLaunch(sandbox_exec_argv(self.program, spec, command), env)
         # The options go through a file descriptor, not argv: the environment's values
         # would otherwise be in every host user's `ps`. bwrap itself gets no environment,
         # so the sandbox's /proc/1/environ holds nothing either.
@@ -112,7 +112,7 @@ class Confinement:
         limited = f'{self.limits.ulimit(own_hard_limits())} || exit 126; exec {BASH} -c "$1"'
         argv = [self.program, "--args", str(fd), "--dir", tag, "--", BASH, "-c", limited]
         argv += ["bash", command]
-        return Launch(argv, {}, pass_fds=(fd,), tag=tag)
+        return SandboxedLaunch(argv, {}, pass_fds=(fd,), tag=tag)
 
 
 @functools.cache
@@ -143,7 +143,7 @@ def own_hard_limits() -> dict[str, int]:
 
 
 @dataclass
-class Launch:
+class SandboxedLaunch:
     """One sandboxed command: its argv, the environment of the first process, and the file
     descriptors it inherits (closed by `close` once it started)."""
 

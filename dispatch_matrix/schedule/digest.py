@@ -23,7 +23,7 @@ from dispatch_matrix.agent import usage
 from dispatch_matrix.core import logs
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.schedule import texts as schedule_texts
-from dispatch_matrix.schedule.timing import Kind, Spec, next_after
+from dispatch_matrix.schedule.timing import ScheduleKind, Spec, next_after
 from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
@@ -66,7 +66,7 @@ def files_written(
 def daily_spec(at: str) -> Spec:
     """The daily check-in time (`HH:MM`) as a cron schedule."""
     hour, minute = (int(part) for part in at.split(":"))
-    return Spec(Kind.CRON, f"{minute} {hour} * * *")
+    return Spec(ScheduleKind.CRON, f"{minute} {hour} * * *")
 
 
 class Digest:

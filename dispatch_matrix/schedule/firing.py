@@ -30,7 +30,7 @@ from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.schedule import texts as schedule_texts
 from dispatch_matrix.schedule.clock import Clock
 from dispatch_matrix.schedule.digest import Digest
-from dispatch_matrix.schedule.timing import Kind, ScheduleError, Spec, plan
+from dispatch_matrix.schedule.timing import ScheduleError, ScheduleKind, Spec, plan
 from dispatch_matrix.store import Database, TaskState
 from dispatch_matrix.store.schedules import Fire, Schedule
 
@@ -120,7 +120,7 @@ class Scheduler:
         if schedule.next_at is None:
             return None
         try:
-            spec = Spec(Kind(schedule.kind), schedule.spec)
+            spec = Spec(ScheduleKind(schedule.kind), schedule.spec)
             decided = plan(spec, _at(schedule.anchor), _at(schedule.next_at), now, self._zone)
         except (ScheduleError, ValueError) as err:
             # Written by an older version, or a cron that can never fire again: stop it.

@@ -45,7 +45,7 @@ class ScheduleError(DispatchError):
     """A schedule's time cannot be understood or would never fire; the message says why."""
 
 
-class Kind(enum.StrEnum):
+class ScheduleKind(enum.StrEnum):
     """Which of the three forms a schedule takes."""
 
     AT = "at"
@@ -57,13 +57,13 @@ class Kind(enum.StrEnum):
 class Spec:
     """A schedule's timing as the owner (or the model) gave it, validated."""
 
-    kind: Kind
+    kind: ScheduleKind
     value: str
 
     @property
     def recurring(self) -> bool:
         """Whether it fires more than once."""
-        return self.kind is not Kind.AT
+        return self.kind is not ScheduleKind.AT
 
 
 @dataclass(frozen=True)
@@ -85,16 +85,20 @@ def parse_spec(at: str | None = None, cron: str | None = None, every: str | None
     """Exactly one of the three forms, checked; raises ScheduleError otherwise."""
     given = [
         (kind, value.strip())
-        for kind, value in ((Kind.AT, at), (Kind.CRON, cron), (Kind.EVERY, every))
+        for kind, value in (
+            (ScheduleKind.AT, at),
+            (ScheduleKind.CRON, cron),
+            (ScheduleKind.EVERY, every),
+        )
         if value is not None and str(value).strip()
     ]
     if len(given) != 1:
         names = ", ".join(kind.value for kind, _ in given) or "none"
         raise ScheduleError(f"give exactly one of at, cron or every (got: {names})")
     kind, value = given[0]
-    if kind is Kind.AT:
+    if kind is ScheduleKind.AT:
         parse_at(value)
-    elif kind is Kind.CRON:
+    elif kind is ScheduleKind.CRON:
         value = " ".join(value.split())
         _check_cron(value)
     else:
@@ -139,7 +143,7 @@ def _check_cron(expression: str) -> None:
 
 def first_fire(spec: Spec, now: datetime, zone: ZoneInfo) -> datetime:
     """When a schedule set at `now` fires first; raises ScheduleError if never or too often."""
-    if spec.kind is Kind.AT:
+    if spec.kind is ScheduleKind.AT:
         when = parse_at(spec.value)
         if when <= now:
             shown = when.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z")
@@ -147,7 +151,7 @@ def first_fire(spec: Spec, now: datetime, zone: ZoneInfo) -> datetime:
         return when.astimezone(UTC)
     first = next_after(spec, now, now, zone)
     assert first is not None
-    if spec.kind is Kind.CRON:
+    if spec.kind is ScheduleKind.CRON:
         second = next_after(spec, now, first, zone)
         if second is not None and second - first < MIN_PERIOD:
             raise ScheduleError(
@@ -162,10 +166,10 @@ def next_after(spec: Spec, anchor: datetime, after: datetime, zone: ZoneInfo) ->
 
     `anchor` is when the schedule was set: `every` counts its periods from there.
     """
-    if spec.kind is Kind.AT:
+    if spec.kind is ScheduleKind.AT:
         when = parse_at(spec.value).astimezone(UTC)
         return when if when > after else None
-    if spec.kind is Kind.CRON:
+    if spec.kind is ScheduleKind.CRON:
         return _next_cron(spec.value, after, zone)
     return _next_every(parse_every(spec.value), anchor, after, zone)
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import IO
 
 from dispatch_matrix.core.errors import ToolError
-from dispatch_matrix.toolbox.paths import canonicalize, describe_os_error
+from dispatch_matrix.core.paths import canonicalize
+from dispatch_matrix.toolbox.paths import describe_os_error
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)

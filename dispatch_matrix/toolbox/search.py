@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from dispatch_matrix.core.errors import ToolError
+from dispatch_matrix.core.paths import canonicalize, within
 from dispatch_matrix.permissions.globs import (
     DEFAULT_SECRET_GLOBS,
     GlobSyntaxError,
@@ -34,7 +35,7 @@ from dispatch_matrix.permissions.globs import (
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.files import iter_lines
 from dispatch_matrix.toolbox.forked import ChildTimeout, run_forked
-from dispatch_matrix.toolbox.paths import canonicalize, denied_roots, resolve, within
+from dispatch_matrix.toolbox.paths import denied_roots, resolve
 from dispatch_matrix.toolbox.safeopen import Shield, open_file, open_in, walk
 from dispatch_matrix.toolbox.schema import (
     GLOB_SCHEMA,

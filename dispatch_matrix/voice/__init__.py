@@ -5,6 +5,8 @@ an answer is spoken, how long an Ogg/Opus clip lasts) are in `content.py` and `o
 backends that do the listening and speaking are thin edges in `transcribe.py` and
 `speech.py`; `inbox.py` takes an owner's voice message from the room to the queue and
 `speech_out.py` sends an answer back as speech. Only those two know Matrix.
+
+The inbox is the router's `VoiceLane`. May import `core`, `store`, `matrix` and `queue`.
 """
 
 from dispatch_matrix.voice.config import VoiceSection

@@ -28,7 +28,7 @@ from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.queue.intake import Intake
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.voice import VoiceMessage, VoiceState
-from dispatch_matrix.voice.content import declared_size, echo, heard
+from dispatch_matrix.voice.content import declared_size, echo, heard, is_voice
 from dispatch_matrix.voice.transcribe import Transcriber, TranscriptionFailed
 
 log = logs.get(__name__)
@@ -62,6 +62,10 @@ class VoiceInbox:
         """Where transcripts go; given after construction, since `!retry` (in the intake's
         control) comes back here."""
         self._intake = intake
+
+    def takes(self, message: Message) -> bool:
+        """Whether `message` is a voice message (this lane's, rather than a file's)."""
+        return is_voice(message.content or {})
 
     async def receive(self, message: Message) -> None:
         """A trusted owner's voice message: recorded, then heard by `run` (the sync goes on)."""

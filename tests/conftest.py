@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from fake_messages_api import FakeMessagesAPI  # noqa: E402
 from harness.bot import BotConfig, BotProcess  # noqa: E402
 from harness.jsclient import JsClient, check_installed  # noqa: E402
+from harness.workbench import Bench, build_bench, logs_captured  # noqa: E402
 
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port  # noqa: E402
 from dispatch_matrix.core.errors import ConfigError  # noqa: E402
@@ -56,6 +57,24 @@ class Homeserver:
                 self._admin_token = self.synapse.admin_token()
             self.synapse.exempt(user_id, self._admin_token)
         return Account(user_id, password, localpart)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test that uses Synapse (the `homeserver` fixture, directly or through
+    `make_bot`, `owner_client`, `started`…) without the `e2e` marker: the tiers are chosen
+    by marker, so an unmarked one would run, slowly, in the unit tier."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "homeserver" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("e2e") is None
+    ]
+    if unmarked:
+        listed = "\n  ".join(unmarked)
+        raise pytest.UsageError(
+            "these tests use the homeserver fixture (Synapse) but lack the e2e marker; "
+            f"add `pytestmark = [pytest.mark.e2e]` to their module:\n  {listed}"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +124,8 @@ def make_bot(
         matrix_extra: str = "",
         limited: bool = False,
         agent_extra: str = "",
+        model: str | None = None,
+        max_retries: int = 3,
     ) -> BotSetup:
         """`limited`: the bot keeps Synapse's stock limits (and assumes them)."""
         bot = homeserver.new_user("bot", limited=limited)
@@ -122,7 +143,10 @@ def make_bot(
             extra=extra,
             matrix_extra=matrix_extra,
             agent_extra=agent_extra,
+            max_retries=max_retries,
         )
+        if model is not None:
+            config.model = model
         config.write()
         return BotSetup(bot, owner, config)
 
@@ -186,18 +210,71 @@ async def started(
     owner_client: Callable[..., Awaitable[JsClient]],
     running: list[BotProcess],
     extra: str = "",
+    *,
     limited: bool = False,
     agent_extra: str = "",
+    model: str | None = None,
+    max_retries: int = 3,
 ) -> tuple[BotSetup, BotProcess, JsClient, str]:
-    """A fresh bot running, its owner's cross-signed strict client, and their encrypted DM
-    (`limited`: the bot keeps Synapse's stock rate limits)."""
-    setup = make_bot(extra=extra, limited=limited, agent_extra=agent_extra)
+    """A fresh bot running, its owner's cross-signed strict client, and their encrypted DM.
+
+    `extra`: more config sections (e.g. `[permissions]`); `agent_extra`: more [agent] keys;
+    `limited`: the bot keeps Synapse's stock rate limits; `model`, `max_retries`: the
+    [agent] keys of those names."""
+    setup = make_bot(
+        extra=extra,
+        limited=limited,
+        agent_extra=agent_extra,
+        model=model,
+        max_retries=max_retries,
+    )
     bot = await setup.process().start()
     running.append(bot)
     owner = await owner_client(setup.owner)
     room = await owner.create_dm(setup.bot.user_id)
     await owner.wait_join(room, setup.bot.user_id)
     return setup, bot, owner, room
+
+
+@pytest.fixture
+async def make_bench(
+    fake_api: FakeMessagesAPI, tmp_path: Path
+) -> AsyncIterator[Callable[..., Bench]]:
+    """The worker tier: a bot's queue, agent and tools built in this process from the same
+    config an e2e bot gets (the sandbox on), its fake room, the in-process stand-in; no
+    homeserver. Each bench made is running, and stopped at the end."""
+    benches: list[Bench] = []
+    with logs_captured() as logged:
+
+        def make(
+            extra: str = "",
+            *,
+            agent_extra: str = "",
+            model: str | None = None,
+            max_retries: int = 3,
+        ) -> Bench:
+            config = BotConfig(
+                folder=tmp_path / f"bench{len(benches) + 1}",
+                # Never dialled: the bench has no Matrix half.
+                homeserver="http://127.0.0.1:9",
+                user_id="@bot:bench",
+                password="unused",
+                owners=["@owner:bench"],
+                api_url=fake_api.url,
+                extra=extra,
+                agent_extra=agent_extra,
+                max_retries=max_retries,
+            )
+            if model is not None:
+                config.model = model
+            bench = build_bench(config.write(), logged)
+            bench.start()
+            benches.append(bench)
+            return bench
+
+        yield make
+        for bench in benches:
+            await bench.stop()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import BotSetup, Homeserver
+from conftest import BotSetup, Homeserver, started
 from fake_messages_api import FakeMessagesAPI
 from harness import http
 from harness.bot import BotProcess
@@ -27,20 +27,9 @@ approval_timeout_s = {timeout}
 """
 
 
-async def started(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    running: list[BotProcess],
-    timeout: float = 30,
-    extra: str = "",
-) -> tuple[BotSetup, BotProcess, JsClient, str]:
-    setup = make_bot(extra=PERMISSIONS.format(timeout=timeout) + extra)
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
-    return setup, bot, owner, room
+def permissions(timeout: float = 30) -> str:
+    """The [permissions] section, with an approval timeout of `timeout` seconds."""
+    return PERMISSIONS.format(timeout=timeout)
 
 
 def tool_results(request: Any) -> list[dict[str, Any]]:
@@ -61,7 +50,7 @@ async def test_an_allowed_command_runs_and_its_output_reaches_the_model(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, permissions())
     fake_api.reply("Let me check.", tools=[("bash", {"command": "echo hello-from-bash"})])
     fake_api.reply("The shell said hello.")
     await owner.send_text(room, "say hello in the shell")
@@ -86,7 +75,7 @@ async def test_a_denied_command_never_runs_and_the_model_is_told(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, permissions())
     victim = setup.config.folder / "work" / "keep.txt"
     victim.write_text("precious")
     fake_api.reply(tools=[("bash", {"command": f"rm {victim}"})])
@@ -104,7 +93,7 @@ async def test_ask_rule_yes_runs_no_does_not_silence_denies(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running, timeout=4)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, permissions(4))
     work = setup.config.folder / "work"
     bot_id = setup.bot.user_id
 
@@ -152,7 +141,7 @@ async def test_an_unencrypted_yes_from_the_owners_account_approves_nothing(
     homeserver: Homeserver,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running, timeout=5)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, permissions(5))
     work = setup.config.folder / "work"
     fake_api.reply(tools=[("bash", {"command": f"touch {work}/sneaky"})])
     fake_api.reply("Left it alone.")
@@ -181,7 +170,7 @@ async def test_a_read_outside_the_allowed_roots_is_refused_also_through_a_symlin
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, permissions())
     outside = setup.config.folder / "outside.txt"
     outside.write_text("secret outside the roots")
     link = setup.config.folder / "work" / "link.txt"
@@ -206,7 +195,7 @@ async def test_overloaded_twice_then_success_still_answers(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, permissions())
     fake_api.fail(529, times=2)
     fake_api.reply("Made it through the overload.")
     await owner.send_text(room, "are you there?")
@@ -220,16 +209,9 @@ async def test_a_task_over_its_step_budget_stops_with_a_clear_message(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup = make_bot(extra=PERMISSIONS.format(timeout=30))
-    text = setup.config.path.read_text().replace(
-        "max_retries = 3", "max_retries = 3\nmax_steps = 3"
+    setup, _bot, owner, room = await started(
+        make_bot, owner_client, running, permissions(), agent_extra="max_steps = 3"
     )
-    setup.config.path.write_text(text)
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
     for n in range(5):
         fake_api.reply(tools=[("bash", {"command": f"echo loop {n}"})])
     await owner.send_text(room, "loop forever")
@@ -245,7 +227,7 @@ async def test_follow_up_requests_reuse_the_cached_prefix(
     running: list[BotProcess],
 ) -> None:
     """Six turns with tool use: each follow-up request lies ≥ 80 % in a cached prefix."""
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, permissions())
     for turn in range(6):
         fake_api.reply(tools=[("bash", {"command": f"echo turn {turn}"})])
         fake_api.reply(f"Turn {turn} done.")
@@ -264,7 +246,7 @@ async def test_always_allows_exactly_that_command_from_then_on(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, permissions())
     work = setup.config.folder / "work"
     command = f"touch {work}/again"
     fake_api.reply(tools=[("bash", {"command": command})])
@@ -296,16 +278,14 @@ async def test_an_outage_past_the_retry_budget_keeps_the_task_and_resumes_by_its
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup = make_bot(extra=PERMISSIONS.format(timeout=30))
-    text = setup.config.path.read_text()
-    setup.config.path.write_text(
-        text.replace("max_retries = 3", "max_retries = 1\noutage_retry_s = 1")
+    setup, bot, owner, room = await started(
+        make_bot,
+        owner_client,
+        running,
+        permissions(),
+        max_retries=1,
+        agent_extra="outage_retry_s = 1",
     )
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
     # Two overloaded answers use up the SDK's retry (1); two more keep it away for a while.
     fake_api.fail(529, times=4)
     fake_api.reply("Back in business.")
@@ -326,7 +306,7 @@ async def test_a_yes_to_an_expired_question_approves_nothing_not_even_the_one_op
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running, timeout=8)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, permissions(8))
     work, bot_id = setup.config.folder / "work", setup.bot.user_id
     fake_api.reply(tools=[("bash", {"command": f"touch {work}/first"})])
     fake_api.reply(tools=[("bash", {"command": f"touch {work}/second [x](https://evil.example)"})])

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import BotSetup
+from conftest import BotSetup, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
@@ -27,25 +27,8 @@ def is_summary_request(body: dict[str, Any]) -> bool:
     return str(system[0].get("text", "")).startswith(SUMMARY_MARK)
 
 
-async def started(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    running: list[BotProcess],
-    agent_keys: str = "",
-) -> tuple[BotSetup, BotProcess, JsClient, str]:
-    """A bot whose [agent] section has `agent_keys` added, and the owner in a DM with it."""
-    setup = make_bot(extra='\n[permissions]\nallow = ["Bash(echo:*)"]\n')
-    if agent_keys:
-        text = setup.config.path.read_text()
-        setup.config.path.write_text(
-            text.replace("max_retries = 3", f"max_retries = 3\n{agent_keys}")
-        )
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
-    return setup, bot, owner, room
+# The shell calls these tests script are plain echoes.
+ECHO_ALLOWED = '\n[permissions]\nallow = ["Bash(echo:*)"]\n'
 
 
 async def test_a_long_conversation_is_compacted_and_goes_on(
@@ -62,7 +45,8 @@ async def test_a_long_conversation_is_compacted_and_goes_on(
         make_bot,
         owner_client,
         running,
-        f"context_window = {window}\ncompact_at = 0.7\nkeep_recent_messages = 4",
+        ECHO_ALLOWED,
+        agent_extra=f"context_window = {window}\ncompact_at = 0.7\nkeep_recent_messages = 4",
     )
     summaries: list[str] = []
 
@@ -104,7 +88,7 @@ async def test_prompt_too_long_compacts_and_retries_once(
     running: list[BotProcess],
 ) -> None:
     setup, bot, owner, room = await started(
-        make_bot, owner_client, running, "keep_recent_messages = 2"
+        make_bot, owner_client, running, ECHO_ALLOWED, agent_extra="keep_recent_messages = 2"
     )
     bot_id = setup.bot.user_id
     fake_api.reply("First answer.")
@@ -130,7 +114,7 @@ async def test_compact_command_summarises_now(
     running: list[BotProcess],
 ) -> None:
     setup, _bot, owner, room = await started(
-        make_bot, owner_client, running, "keep_recent_messages = 2"
+        make_bot, owner_client, running, ECHO_ALLOWED, agent_extra="keep_recent_messages = 2"
     )
     bot_id = setup.bot.user_id
     await owner.send_text(room, "!compact")
@@ -157,7 +141,7 @@ async def test_usage_shows_tokens_cache_share_and_cost(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, ECHO_ALLOWED)
     bot_id = setup.bot.user_id
     fake_api.reply("Checking.", tools=[("bash", {"command": "echo usage"})])
     fake_api.reply("Counted.")
@@ -177,7 +161,7 @@ async def test_model_command_switches_the_model_for_the_next_task(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, ECHO_ALLOWED)
     bot_id = setup.bot.user_id
     await owner.send_text(room, "!model")
     shown = await owner.wait_message(room, sender=bot_id, contains="I use")
@@ -199,7 +183,7 @@ async def test_memory_tool_records_a_preference_that_reaches_the_system_prompt(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, ECHO_ALLOWED)
     bot_id = setup.bot.user_id
     fake_api.reply(tools=[("memory", {"action": "add", "text": "prefers metric units"})])
     fake_api.reply("Noted: metric from now on.")

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,43 +113,52 @@ class BotSetup:
         return BotProcess(self.config)
 
 
+def new_bot(
+    homeserver: Homeserver,
+    api: FakeMessagesAPI,
+    folder: Path,
+    extra: str = "",
+    owners: list[Account] | None = None,
+    matrix_extra: str = "",
+    limited: bool = False,
+    agent_extra: str = "",
+    model: str | None = None,
+    max_retries: int = 3,
+) -> BotSetup:
+    """A fresh bot account + owner account + config under `folder` (not started);
+    `limited`: the bot keeps Synapse's stock limits (and assumes them)."""
+    bot = homeserver.new_user("bot", limited=limited)
+    owner = homeserver.new_user("owner")
+    if not limited:
+        # An exempt bot knows it is: its decorations need not wait for a budget.
+        matrix_extra = "send_rate_per_s = 0\n" + matrix_extra
+    config = BotConfig(
+        folder=folder / bot.localpart,
+        homeserver=homeserver.url,
+        user_id=bot.user_id,
+        password=bot.password,
+        owners=[o.user_id for o in (owners or [owner])],
+        api_url=api.url,
+        extra=extra,
+        matrix_extra=matrix_extra,
+        agent_extra=agent_extra,
+        max_retries=max_retries,
+    )
+    if model is not None:
+        config.model = model
+    config.write()
+    return BotSetup(bot, owner, config)
+
+
 @pytest.fixture
 def make_bot(
     homeserver: Homeserver, fake_api: FakeMessagesAPI, tmp_path: Path
 ) -> Callable[..., BotSetup]:
-    """Make a fresh bot account + owner account + config (not started)."""
+    """Make a fresh bot account + owner account + config (not started); the keywords are
+    `new_bot`'s."""
 
-    def make(
-        extra: str = "",
-        owners: list[Account] | None = None,
-        matrix_extra: str = "",
-        limited: bool = False,
-        agent_extra: str = "",
-        model: str | None = None,
-        max_retries: int = 3,
-    ) -> BotSetup:
-        """`limited`: the bot keeps Synapse's stock limits (and assumes them)."""
-        bot = homeserver.new_user("bot", limited=limited)
-        owner = homeserver.new_user("owner")
-        if not limited:
-            # An exempt bot knows it is: its decorations need not wait for a budget.
-            matrix_extra = "send_rate_per_s = 0\n" + matrix_extra
-        config = BotConfig(
-            folder=tmp_path / bot.localpart,
-            homeserver=homeserver.url,
-            user_id=bot.user_id,
-            password=bot.password,
-            owners=[o.user_id for o in (owners or [owner])],
-            api_url=fake_api.url,
-            extra=extra,
-            matrix_extra=matrix_extra,
-            agent_extra=agent_extra,
-            max_retries=max_retries,
-        )
-        if model is not None:
-            config.model = model
-        config.write()
-        return BotSetup(bot, owner, config)
+    def make(**options: Any) -> BotSetup:
+        return new_bot(homeserver, fake_api, tmp_path, **options)
 
     return make
 
@@ -234,6 +244,69 @@ async def started(
     room = await owner.create_dm(setup.bot.user_id)
     await owner.wait_join(room, setup.bot.user_id)
     return setup, bot, owner, room
+
+
+@pytest.fixture(scope="module")
+def module_api() -> Iterator[FakeMessagesAPI]:
+    """One scripted Messages API for a module whose tests share a bot (`shared_dm`)."""
+    with FakeMessagesAPI() as api:
+        yield api
+
+
+@dataclass
+class SharedDM:
+    """One bot, its owner's strict client and their DM, shared by a module's tests."""
+
+    setup: BotSetup
+    bot: BotProcess
+    owner: JsClient
+    room: str
+
+    def as_started(self) -> tuple[BotSetup, BotProcess, JsClient, str]:
+        """The shape `started()` returns."""
+        return self.setup, self.bot, self.owner, self.room
+
+
+def shared_dm(extra: str = "", **options: Any) -> Any:
+    """A module-scoped fixture: one `started()` bot, owner and DM for every test of a module
+    whose tests do not interfere (none restarts, kills or reconfigures the bot, and each
+    waits for its own words). The module also overrides `fake_api` with `module_api`, reset
+    before each test, so each test's scripted replies and recorded requests are its own:
+
+        shared = shared_dm(READ_ONLY)
+
+        @pytest.fixture
+        def fake_api(module_api): module_api.reset(); return module_api
+    """
+
+    @pytest.fixture(scope="module")
+    async def shared(
+        homeserver: Homeserver,
+        module_api: FakeMessagesAPI,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> AsyncIterator[SharedDM]:
+        check_installed()
+        setup = new_bot(homeserver, module_api, tmp_path_factory.mktemp("shared"), extra, **options)
+        bot = await setup.process().start()
+        owner: JsClient | None = None
+        try:
+            owner = await JsClient.start(
+                homeserver.url, setup.owner.user_id, setup.owner.password, strict=True, name="owner"
+            )
+            await owner.bootstrap_cross_signing(setup.owner.password)
+            room = await owner.create_dm(setup.bot.user_id)
+            await owner.wait_join(room, setup.bot.user_id)
+            yield SharedDM(setup, bot, owner, room)
+        finally:
+            print(f"=== shared bot {setup.config.user_id}\n{bot.output()}")
+            if owner is not None:
+                await owner.close()
+            try:
+                await bot.stop(15)
+            except (TimeoutError, AssertionError):
+                await bot.kill9()
+
+    return shared
 
 
 @pytest.fixture

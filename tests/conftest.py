@@ -7,7 +7,7 @@ import itertools
 import os
 import secrets
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,16 +60,21 @@ class Homeserver:
         return Account(user_id, password, localpart)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse a test that uses Synapse (the `homeserver` fixture, directly or through
-    `make_bot`, `owner_client`, `started`…) without the `e2e` marker: the tiers are chosen
-    by marker, so an unmarked one would run, slowly, in the unit tier."""
-    unmarked = [
+def without_e2e_marker(items: Iterable[pytest.Item]) -> list[str]:
+    """The ids of tests that use Synapse (the `homeserver` fixture, directly or through
+    `make_bot`, `owner_client`, `shared_dm`…) but lack the `e2e` marker."""
+    return [
         item.nodeid
         for item in items
         if "homeserver" in getattr(item, "fixturenames", ())
         and item.get_closest_marker("e2e") is None
     ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test that uses Synapse without the `e2e` marker: the tiers are chosen by
+    marker, so an unmarked one would run, slowly, in the unit tier."""
+    unmarked = without_e2e_marker(items)
     if unmarked:
         listed = "\n  ".join(unmarked)
         raise pytest.UsageError(

@@ -224,7 +224,9 @@ class FakeRoom:
         def found() -> Message | None:
             start = 0
             if after is not None:
-                start = next(i for i, m in enumerate(self.messages) if m.event_id == after) + 1
+                ids = [m.event_id for m in self.messages]
+                assert after in ids, f"{after} is not in the room"
+                start = ids.index(after) + 1
             return next(
                 (m for m in self.messages[start:] if m.sender == BOT and contains in m.body),
                 None,

@@ -129,9 +129,11 @@ def new_bot(
     agent_extra: str = "",
     model: str | None = None,
     max_retries: int = 3,
+    welcome: bool = False,
 ) -> BotSetup:
     """A fresh bot account + owner account + config under `folder` (not started);
-    `limited`: the bot keeps Synapse's stock limits (and assumes them)."""
+    `limited`: the bot keeps Synapse's stock limits (and assumes them); `welcome`: it greets
+    a new DM (off, so a test's first message from the bot is the one it waits for)."""
     bot = homeserver.new_user("bot", limited=limited)
     owner = homeserver.new_user("owner")
     if not limited:
@@ -148,6 +150,7 @@ def new_bot(
         matrix_extra=matrix_extra,
         agent_extra=agent_extra,
         max_retries=max_retries,
+        welcome=welcome,
     )
     if model is not None:
         config.model = model
@@ -226,24 +229,17 @@ async def started(
     running: list[BotProcess],
     extra: str = "",
     *,
-    limited: bool = False,
-    agent_extra: str = "",
-    model: str | None = None,
-    max_retries: int = 3,
+    env: dict[str, str] | None = None,
+    **options: Any,
 ) -> tuple[BotSetup, BotProcess, JsClient, str]:
     """A fresh bot running, its owner's cross-signed strict client, and their encrypted DM.
 
-    `extra`: more config sections (e.g. `[permissions]`); `agent_extra`: more [agent] keys;
-    `limited`: the bot keeps Synapse's stock rate limits; `model`, `max_retries`: the
-    [agent] keys of those names."""
-    setup = make_bot(
-        extra=extra,
-        limited=limited,
-        agent_extra=agent_extra,
-        model=model,
-        max_retries=max_retries,
-    )
-    bot = await setup.process().start()
+    `extra`: more config sections (e.g. `[permissions]`); `env`: more environment for the
+    bot process; `options`: `new_bot`'s keywords (`agent_extra` for more [agent] keys,
+    `matrix_extra`, `limited` for Synapse's stock rate limits, `model`, `max_retries`,
+    `welcome`)."""
+    setup = make_bot(extra=extra, **options)
+    bot = await BotProcess(setup.config, env=dict(env or {})).start()
     running.append(bot)
     owner = await owner_client(setup.owner)
     room = await owner.create_dm(setup.bot.user_id)

@@ -158,16 +158,9 @@ async def test_a_huge_message_is_refused_clearly_and_a_huge_answer_comes_as_a_fi
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup = make_bot()
-    text = setup.config.path.read_text().replace(
-        "max_retries = 3", "max_retries = 3\nmax_task_chars = 20000"
+    setup, bot, owner, room = await started(
+        make_bot, owner_client, running, agent_extra="max_task_chars = 20000"
     )
-    setup.config.path.write_text(text)
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
     await owner.send_text(room, "x" * 40_000)
     refused = await owner.wait_message(room, sender=setup.bot.user_id, contains="too long")
     assert "40000 characters" in refused["body"] and fake_api.requests == []

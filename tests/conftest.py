@@ -7,7 +7,7 @@ import itertools
 import os
 import secrets
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from fake_messages_api import FakeMessagesAPI  # noqa: E402
 from harness.bot import BotConfig, BotProcess  # noqa: E402
 from harness.jsclient import JsClient, check_installed  # noqa: E402
 from harness.order import DURATIONS_KEY, Planned, longest_first, merged  # noqa: E402
+from harness.workbench import Bench, build_bench, logs_captured  # noqa: E402
 
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port  # noqa: E402
 from dispatch_matrix.core.errors import ConfigError, HomeserverError  # noqa: E402
@@ -58,6 +59,30 @@ class Homeserver:
                 self._admin_token = self.synapse.admin_token()
             self.synapse.exempt(user_id, self._admin_token)
         return Account(user_id, password, localpart)
+
+
+def without_e2e_marker(items: Iterable[pytest.Item]) -> list[str]:
+    """The ids of tests that use Synapse (the `homeserver` fixture, directly or through
+    `make_bot`, `owner_client`, `shared_dm`…) but lack the `e2e` marker."""
+    return [
+        item.nodeid
+        for item in items
+        if "homeserver" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("e2e") is None
+    ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test that uses Synapse without the `e2e` marker: the tiers are chosen by
+    marker, so an unmarked one would run, slowly, in the unit tier."""
+    unmarked = without_e2e_marker(items)
+    if unmarked:
+        listed = "\n  ".join(unmarked)
+        raise pytest.UsageError(
+            "these tests use the homeserver fixture (Synapse) but lack the e2e marker; "
+            f"add `pytestmark = [pytest.mark.e2e]` to their module:\n  {listed}"
+        )
+    _longest_first(config, items)
 
 
 @pytest.fixture(scope="session")
@@ -110,38 +135,55 @@ class BotSetup:
         return BotProcess(self.config)
 
 
+def new_bot(
+    homeserver: Homeserver,
+    api: FakeMessagesAPI,
+    folder: Path,
+    extra: str = "",
+    owners: list[Account] | None = None,
+    matrix_extra: str = "",
+    limited: bool = False,
+    agent_extra: str = "",
+    model: str | None = None,
+    max_retries: int = 3,
+    welcome: bool = False,
+) -> BotSetup:
+    """A fresh bot account + owner account + config under `folder` (not started);
+    `limited`: the bot keeps Synapse's stock limits (and assumes them); `welcome`: it greets
+    a new DM (off, so a test's first message from the bot is the one it waits for)."""
+    bot = homeserver.new_user("bot", limited=limited)
+    owner = homeserver.new_user("owner")
+    if not limited:
+        # An exempt bot knows it is: its decorations need not wait for a budget.
+        matrix_extra = "send_rate_per_s = 0\n" + matrix_extra
+    config = BotConfig(
+        folder=folder / bot.localpart,
+        homeserver=homeserver.url,
+        user_id=bot.user_id,
+        password=bot.password,
+        owners=[o.user_id for o in (owners or [owner])],
+        api_url=api.url,
+        extra=extra,
+        matrix_extra=matrix_extra,
+        agent_extra=agent_extra,
+        max_retries=max_retries,
+        welcome=welcome,
+    )
+    if model is not None:
+        config.model = model
+    config.write()
+    return BotSetup(bot, owner, config)
+
+
 @pytest.fixture
 def make_bot(
     homeserver: Homeserver, fake_api: FakeMessagesAPI, tmp_path: Path
 ) -> Callable[..., BotSetup]:
-    """Make a fresh bot account + owner account + config (not started)."""
+    """Make a fresh bot account + owner account + config (not started); the keywords are
+    `new_bot`'s."""
 
-    def make(
-        extra: str = "",
-        owners: list[Account] | None = None,
-        matrix_extra: str = "",
-        limited: bool = False,
-        agent_extra: str = "",
-    ) -> BotSetup:
-        """`limited`: the bot keeps Synapse's stock limits (and assumes them)."""
-        bot = homeserver.new_user("bot", limited=limited)
-        owner = homeserver.new_user("owner")
-        if not limited:
-            # An exempt bot knows it is: its decorations need not wait for a budget.
-            matrix_extra = "send_rate_per_s = 0\n" + matrix_extra
-        config = BotConfig(
-            folder=tmp_path / bot.localpart,
-            homeserver=homeserver.url,
-            user_id=bot.user_id,
-            password=bot.password,
-            owners=[o.user_id for o in (owners or [owner])],
-            api_url=fake_api.url,
-            extra=extra,
-            matrix_extra=matrix_extra,
-            agent_extra=agent_extra,
-        )
-        config.write()
-        return BotSetup(bot, owner, config)
+    def make(**options: Any) -> BotSetup:
+        return new_bot(homeserver, fake_api, tmp_path, **options)
 
     return make
 
@@ -203,18 +245,127 @@ async def started(
     owner_client: Callable[..., Awaitable[JsClient]],
     running: list[BotProcess],
     extra: str = "",
-    limited: bool = False,
-    agent_extra: str = "",
+    *,
+    env: dict[str, str] | None = None,
+    **options: Any,
 ) -> tuple[BotSetup, BotProcess, JsClient, str]:
-    """A fresh bot running, its owner's cross-signed strict client, and their encrypted DM
-    (`limited`: the bot keeps Synapse's stock rate limits)."""
-    setup = make_bot(extra=extra, limited=limited, agent_extra=agent_extra)
-    bot = await setup.process().start()
+    """A fresh bot running, its owner's cross-signed strict client, and their encrypted DM.
+
+    `extra`: more config sections (e.g. `[permissions]`); `env`: more environment for the
+    bot process; `options`: `new_bot`'s keywords (`agent_extra` for more [agent] keys,
+    `matrix_extra`, `limited` for Synapse's stock rate limits, `model`, `max_retries`,
+    `welcome`)."""
+    setup = make_bot(extra=extra, **options)
+    bot = await BotProcess(setup.config, env=dict(env or {})).start()
     running.append(bot)
     owner = await owner_client(setup.owner)
     room = await owner.create_dm(setup.bot.user_id)
     await owner.wait_join(room, setup.bot.user_id)
     return setup, bot, owner, room
+
+
+@pytest.fixture(scope="module")
+def module_api() -> Iterator[FakeMessagesAPI]:
+    """One scripted Messages API for a module whose tests share a bot (`shared_dm`)."""
+    with FakeMessagesAPI() as api:
+        yield api
+
+
+@dataclass
+class SharedDM:
+    """One bot, its owner's strict client and their DM, shared by a module's tests."""
+
+    setup: BotSetup
+    bot: BotProcess
+    owner: JsClient
+    room: str
+
+    def as_started(self) -> tuple[BotSetup, BotProcess, JsClient, str]:
+        """The shape `started()` returns."""
+        return self.setup, self.bot, self.owner, self.room
+
+
+def shared_dm(extra: str = "", **options: Any) -> Any:
+    """A module-scoped fixture: one `started()` bot, owner and DM for every test of a module
+    whose tests do not interfere (none restarts, kills or reconfigures the bot, and each
+    waits for its own words). The module also overrides `fake_api` with `module_api`, reset
+    before each test, so each test's scripted replies and recorded requests are its own:
+
+        shared = shared_dm(READ_ONLY)
+
+        @pytest.fixture
+        def fake_api(module_api): module_api.reset(); return module_api
+    """
+
+    @pytest.fixture(scope="module")
+    async def shared(
+        homeserver: Homeserver,
+        module_api: FakeMessagesAPI,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> AsyncIterator[SharedDM]:
+        check_installed()
+        setup = new_bot(homeserver, module_api, tmp_path_factory.mktemp("shared"), extra, **options)
+        bot = await setup.process().start()
+        owner: JsClient | None = None
+        try:
+            owner = await JsClient.start(
+                homeserver.url, setup.owner.user_id, setup.owner.password, strict=True, name="owner"
+            )
+            await owner.bootstrap_cross_signing(setup.owner.password)
+            room = await owner.create_dm(setup.bot.user_id)
+            await owner.wait_join(room, setup.bot.user_id)
+            yield SharedDM(setup, bot, owner, room)
+        finally:
+            print(f"=== shared bot {setup.config.user_id}\n{bot.output()}")
+            if owner is not None:
+                await owner.close()
+            try:
+                await bot.stop(15)
+            except (TimeoutError, AssertionError):
+                await bot.kill9()
+
+    return shared
+
+
+@pytest.fixture
+async def make_bench(
+    fake_api: FakeMessagesAPI, tmp_path: Path
+) -> AsyncIterator[Callable[..., Bench]]:
+    """The worker tier: a bot's queue, agent and tools built in this process from the same
+    config an e2e bot gets (the sandbox on), its fake room, the in-process stand-in; no
+    homeserver. Each bench made is running, and stopped at the end."""
+    benches: list[Bench] = []
+    with logs_captured() as logged:
+
+        def make(
+            extra: str = "",
+            *,
+            agent_extra: str = "",
+            model: str | None = None,
+            max_retries: int = 3,
+        ) -> Bench:
+            config = BotConfig(
+                folder=tmp_path / f"bench{len(benches) + 1}",
+                # Never dialled: the bench has no Matrix half.
+                homeserver="http://127.0.0.1:9",
+                user_id="@bot:bench",
+                password="unused",
+                owners=["@owner:bench"],
+                api_url=fake_api.url,
+                extra=extra,
+                agent_extra=agent_extra,
+                max_retries=max_retries,
+            )
+            if model is not None:
+                config.model = model
+            bench = build_bench(config.write(), logged)
+            bench.start()
+            benches.append(bench)
+            return bench
+
+        yield make
+        for bench in benches:
+            await bench.stop()
 
 
 @pytest.fixture(scope="session")
@@ -274,7 +425,7 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput[DURATIONS_KEY] = _last_durations(node.config)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def _longest_first(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On an xdist worker, the longest tests first (tests/harness/order.py); a run in one
     process keeps the files' order."""
     workerinput = getattr(config, "workerinput", None)

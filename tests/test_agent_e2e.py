@@ -1,6 +1,9 @@
-"""The agent with its tools, end to end: tool calls past the permission policy, approvals
-from the phone, errors by kind, budgets, caching — Synapse, a strict js client, the bot
-process, and the scripted Messages API."""
+"""The agent with its tools where the room shows it: a tool call's progress as edits of one
+status message, a plaintext "yes" from the owner's account turned away, a learned rule that
+holds across a restart of the bot process, and a reply to an expired question, shown whole —
+Synapse, a strict js client, the bot process, and the scripted Messages API. The policy's and
+the agent's own decisions (denied and refused calls, "yes" / "no" / silence, budgets,
+outages, caching) are in the worker tier: tests/test_agent_worker.py."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import BotSetup, Homeserver
+from conftest import BotSetup, Homeserver, started
 from fake_messages_api import FakeMessagesAPI
 from harness import http
 from harness.bot import BotProcess
@@ -27,20 +30,9 @@ approval_timeout_s = {timeout}
 """
 
 
-async def started(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    running: list[BotProcess],
-    timeout: float = 30,
-    extra: str = "",
-) -> tuple[BotSetup, BotProcess, JsClient, str]:
-    setup = make_bot(extra=PERMISSIONS.format(timeout=timeout) + extra)
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
-    return setup, bot, owner, room
+def permissions(timeout: float = 30) -> str:
+    """The [permissions] section, with an approval timeout of `timeout` seconds."""
+    return PERMISSIONS.format(timeout=timeout)
 
 
 def tool_results(request: Any) -> list[dict[str, Any]]:
@@ -61,7 +53,7 @@ async def test_an_allowed_command_runs_and_its_output_reaches_the_model(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, permissions())
     fake_api.reply("Let me check.", tools=[("bash", {"command": "echo hello-from-bash"})])
     fake_api.reply("The shell said hello.")
     await owner.send_text(room, "say hello in the shell")
@@ -80,71 +72,6 @@ async def test_an_allowed_command_runs_and_its_output_reaches_the_model(
     assert "it ended at step 1: running `echo hello-from-bash`" in final["body"]
 
 
-async def test_a_denied_command_never_runs_and_the_model_is_told(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
-) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
-    victim = setup.config.folder / "work" / "keep.txt"
-    victim.write_text("precious")
-    fake_api.reply(tools=[("bash", {"command": f"rm {victim}"})])
-    fake_api.reply("I was not allowed to delete it.")
-    await owner.send_text(room, "delete keep.txt")
-    await owner.wait_message(room, sender=setup.bot.user_id, contains="not allowed")
-    result = tool_results(fake_api.requests[1])[0]
-    assert result["is_error"] and "Not allowed" in result_text(result)
-    assert victim.read_text() == "precious"
-
-
-async def test_ask_rule_yes_runs_no_does_not_silence_denies(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
-) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running, timeout=4)
-    work = setup.config.folder / "work"
-    bot_id = setup.bot.user_id
-
-    # 1. An unmatched command asks; "yes" runs it.
-    fake_api.reply(tools=[("bash", {"command": f"touch {work}/approved"})])
-    fake_api.reply("Created it.")
-    await owner.send_text(room, "create the approved file")
-    question = await owner.wait_message(room, sender=bot_id, contains="May I?")
-    assert f"touch {work}/approved" in question["body"]
-    assert not (work / "approved").exists()
-    await owner.send_text(room, "yes")
-    await owner.wait_message(room, sender=bot_id, contains="Created it")
-    assert (work / "approved").exists()
-
-    # 2. "no" refuses, and the model hears it.
-    fake_api.reply(tools=[("bash", {"command": f"touch {work}/refused"})])
-    fake_api.reply("Understood, I did not.")
-    await owner.send_text(room, "create the refused file")
-    second = await owner.wait_message(
-        room, sender=bot_id, contains="May I?", after_event_id=question["event_id"]
-    )
-    await owner.send_text(room, "no")
-    await owner.wait_message(room, sender=bot_id, contains="Understood")
-    assert not (work / "refused").exists()
-    assert "did not approve" in result_text(tool_results(fake_api.requests[-1])[0])
-
-    # 3. Silence is a no.
-    fake_api.reply(tools=[("bash", {"command": f"touch {work}/ignored"})])
-    fake_api.reply("Nobody answered, so I left it.")
-    await owner.send_text(room, "create the ignored file")
-    await owner.wait_message(
-        room, sender=bot_id, contains="May I?", after_event_id=second["event_id"]
-    )
-    await owner.wait_message(room, sender=bot_id, contains="No answer")
-    await owner.wait_message(room, sender=bot_id, contains="Nobody answered")
-    assert not (work / "ignored").exists()
-    decided = [r["by"] for r in bot.log_events("approval.decided")]
-    assert decided == [setup.owner.user_id, setup.owner.user_id, "timeout"]
-
-
 async def test_an_unencrypted_yes_from_the_owners_account_approves_nothing(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
@@ -152,7 +79,7 @@ async def test_an_unencrypted_yes_from_the_owners_account_approves_nothing(
     homeserver: Homeserver,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running, timeout=5)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, permissions(5))
     work = setup.config.folder / "work"
     fake_api.reply(tools=[("bash", {"command": f"touch {work}/sneaky"})])
     fake_api.reply("Left it alone.")
@@ -175,96 +102,13 @@ async def test_an_unencrypted_yes_from_the_owners_account_approves_nothing(
     assert [r["by"] for r in bot.log_events("approval.decided")] == ["timeout"]
 
 
-async def test_a_read_outside_the_allowed_roots_is_refused_also_through_a_symlink(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
-) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
-    outside = setup.config.folder / "outside.txt"
-    outside.write_text("secret outside the roots")
-    link = setup.config.folder / "work" / "link.txt"
-    link.symlink_to(outside)
-    fake_api.reply(
-        tools=[("read", {"file_path": str(outside)}), ("read", {"file_path": str(link)})]
-    )
-    fake_api.reply("Both were refused.")
-    await owner.send_text(room, "read those files")
-    await owner.wait_message(room, sender=setup.bot.user_id, contains="Both were refused")
-    results = tool_results(fake_api.requests[1])
-    assert len(results) == 2
-    for result in results:
-        assert result["is_error"]
-        assert "outside the allowed roots" in result_text(result)
-        assert "secret outside" not in result_text(result)
-
-
-async def test_overloaded_twice_then_success_still_answers(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
-) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
-    fake_api.fail(529, times=2)
-    fake_api.reply("Made it through the overload.")
-    await owner.send_text(room, "are you there?")
-    await owner.wait_message(room, sender=setup.bot.user_id, contains="Made it through")
-    assert [r.status for r in fake_api.requests] == [529, 529, 200]
-
-
-async def test_a_task_over_its_step_budget_stops_with_a_clear_message(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
-) -> None:
-    setup = make_bot(extra=PERMISSIONS.format(timeout=30))
-    text = setup.config.path.read_text().replace(
-        "max_retries = 3", "max_retries = 3\nmax_steps = 3"
-    )
-    setup.config.path.write_text(text)
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
-    for n in range(5):
-        fake_api.reply(tools=[("bash", {"command": f"echo loop {n}"})])
-    await owner.send_text(room, "loop forever")
-    stopped = await owner.wait_message(room, sender=setup.bot.user_id, contains="step budget")
-    assert "3 steps" in stopped["body"]
-    assert len(fake_api.requests) == 3
-
-
-async def test_follow_up_requests_reuse_the_cached_prefix(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
-) -> None:
-    """Six turns with tool use: each follow-up request lies ≥ 80 % in a cached prefix."""
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
-    for turn in range(6):
-        fake_api.reply(tools=[("bash", {"command": f"echo turn {turn}"})])
-        fake_api.reply(f"Turn {turn} done.")
-        await owner.send_text(room, f"turn {turn}: run echo")
-        await owner.wait_message(room, sender=setup.bot.user_id, contains=f"Turn {turn} done")
-    report = fake_api.cache_report()
-    assert len(report) == 12
-    shares = [row["share"] for row in report[1:]]
-    assert min(shares) >= 0.8, shares
-    assert all(row["cache_read_input_tokens"] > 0 for row in report[1:])
-
-
 async def test_always_allows_exactly_that_command_from_then_on(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, permissions())
     work = setup.config.folder / "work"
     command = f"touch {work}/again"
     fake_api.reply(tools=[("bash", {"command": command})])
@@ -290,36 +134,6 @@ async def test_always_allows_exactly_that_command_from_then_on(
     assert decided["verdict"] == "allow" and decided["rule"] == f"Bash({command})"
 
 
-async def test_an_outage_past_the_retry_budget_keeps_the_task_and_resumes_by_itself(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
-) -> None:
-    setup = make_bot(extra=PERMISSIONS.format(timeout=30))
-    text = setup.config.path.read_text()
-    setup.config.path.write_text(
-        text.replace("max_retries = 3", "max_retries = 1\noutage_retry_s = 1")
-    )
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
-    # Two overloaded answers use up the SDK's retry (1); two more keep it away for a while.
-    fake_api.fail(529, times=4)
-    fake_api.reply("Back in business.")
-    sent = await owner.send_text(room, "are you up?")
-    notice = await owner.wait_message(room, sender=setup.bot.user_id, contains="unavailable")
-    assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == sent
-    answer = await owner.wait_message(room, sender=setup.bot.user_id, contains="Back in business")
-    assert answer["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == sent
-    assert [r.status for r in fake_api.requests] == [529, 529, 529, 529, 200]
-    assert len(bot.log_events("model.outage")) == 2
-    notices = [m for m in await owner.messages(room) if "unavailable" in str(m["content"])]
-    assert len(notices) == 1, "told once per outage"
-
-
 async def test_a_yes_to_an_expired_question_approves_nothing_not_even_the_one_open_now(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
@@ -328,7 +142,7 @@ async def test_a_yes_to_an_expired_question_approves_nothing_not_even_the_one_op
 ) -> None:
     # Each question waits 4 s (was 8): long enough for the owner's "yes" to the first to be
     # judged while the second is open, which the log shows below.
-    setup, bot, owner, room = await started(make_bot, owner_client, running, timeout=4)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, permissions(4))
     work, bot_id = setup.config.folder / "work", setup.bot.user_id
     fake_api.reply(tools=[("bash", {"command": f"touch {work}/first"})])
     fake_api.reply(tools=[("bash", {"command": f"touch {work}/second [x](https://evil.example)"})])

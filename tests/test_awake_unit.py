@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.workbench import FakeRoom
 from structlog.testing import capture_logs
-from test_worker_unit import FakeRoom
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue import texts
@@ -221,14 +221,14 @@ async def test_the_worker_holds_one_across_back_to_back_tasks_and_releases_when_
     runner = FakeRunner()
     awake = linux(runner)
     agent = Answers(awake)
-    room = FakeRoom(until="done: third")
+    room = FakeRoom()
     worker = Worker(db, agent, room, approval_timeout_s=60, outage_first_s=30, awake=awake)
     for n, body in enumerate(("first", "second", "third"), start=1):
         db.add_task(EventID(f"${n}"), RoomID("!r"), UserID("@me"), body, n)
     runner_task = asyncio.create_task(worker.run())
     await until(lambda: awake.held)
     agent.go.set()
-    await asyncio.wait_for(room.seen.wait(), 10)
+    await room.wait_message("done: third", timeout=10)
     await until(lambda: not awake.held)
     runner_task.cancel()
     assert agent.held_while == [True, True, True]
@@ -244,11 +244,11 @@ async def test_a_hung_inhibitor_start_never_delays_a_task(tmp_path: Path) -> Non
     awake = linux(runner)
     agent = Answers(awake)
     agent.go.set()
-    room = FakeRoom(until="done: only")
+    room = FakeRoom()
     worker = Worker(db, agent, room, approval_timeout_s=60, outage_first_s=30, awake=awake)
     db.add_task(EventID("$1"), RoomID("!r"), UserID("@me"), "only", 1)
     runner_task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(room.seen.wait(), 10)
+    await room.wait_message("done: only", timeout=10)
     runner_task.cancel()
     task = db.task(1)
     assert task is not None and task.state is TaskState.DONE

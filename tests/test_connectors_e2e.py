@@ -1,7 +1,8 @@
 """Connectors end to end: a real stdio MCP server (tests/servers/notes_server.py, written
-with the `mcp` package) used from the phone, its approvals and its restart; the API's web
-search answered with sources; and `mcp import` of a Claude Desktop file holding a secret —
-Synapse, a strict js client, the bot process, and the scripted Messages API."""
+with the `mcp` package) used from the phone, its approvals and its restart; and `mcp import`
+of a Claude Desktop file holding a secret — Synapse, a strict js client, the bot process,
+and the scripted Messages API. The API's web search with its sources is in the worker tier:
+tests/test_connectors_worker.py."""
 
 from __future__ import annotations
 
@@ -20,12 +21,9 @@ from typing import Any
 import pytest
 from conftest import BotSetup, started
 from fake_messages_api import FakeMessagesAPI
-from fake_web_search import paused_turn, search_turn
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
 from test_cli_e2e import cli
-
-from dispatch_matrix.connectors.settings import WEB_SEARCH_VERSION
 
 pytestmark = [pytest.mark.e2e]
 
@@ -197,68 +195,6 @@ async def test_the_phone_uses_an_mcp_server_asks_for_its_rule_and_outlives_its_c
     assert await bot.stop() == 0
     with pytest.raises(ProcessLookupError):
         os.kill(server_pid, 0)
-
-
-async def test_a_web_search_answer_reaches_the_phone_with_its_sources(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
-) -> None:
-    extra = "\n[web]\nsearch = true\nmax_uses_per_task = 5\n"
-    setup, _bot, owner, room = await started(make_bot, owner_client, running, extra=extra)
-    results = [
-        ("https://llamas.example/pricing", "Llama Co pricing"),
-        ("https://news.example/llamas-2026", "Llama news 2026"),
-    ]
-    # The API pauses the long turn after a search; the bot sends it back and it goes on.
-    fake_api.script(paused_turn("llama rental prices", results[:1]))
-    fake_api.script(
-        search_turn(
-            "llama rental news",
-            results,
-            [("Llama Co charges 30 coins a day.", [0]), ("Prices rose this year.", [1, 0])],
-            preface="Now the news.",
-        )
-    )
-    await owner.send_text(room, "research llama rental prices")
-    answer = await owner.wait_message(
-        room, sender=setup.bot.user_id, contains="Llama Co charges", timeout=60
-    )
-    body = answer["body"]
-    assert "**Sources**" in body
-    assert "1. [Llama Co pricing](https://llamas.example/pricing)" in body
-    assert "2. [Llama news 2026](https://news.example/llamas-2026)" in body
-    assert body.index("Prices rose") < body.index("**Sources**")
-
-    first, second = messages_to_model(fake_api)[:2]
-    [search] = [t for t in first.body["tools"] if t["name"] == "web_search"]
-    assert search == {"type": WEB_SEARCH_VERSION, "name": "web_search", "max_uses": 5}
-    # The continuation: the paused assistant turn sent back as the last message.
-    tail = second.body["messages"][-1]
-    assert tail["role"] == "assistant"
-    assert [b["type"] for b in tail["content"]][-2:] == [
-        "server_tool_use",
-        "web_search_tool_result",
-    ]
-    # One search used of the task's five.
-    [search] = [t for t in second.body["tools"] if t["name"] == "web_search"]
-    assert search["max_uses"] == 4
-
-    # The next task's request carries the citations back, as the transcript kept them.
-    await owner.send_text(room, "thanks")
-    await owner.wait_message(room, sender=setup.bot.user_id, contains="echo: ")
-    third = messages_to_model(fake_api)[2]
-    cited = [
-        c
-        for m in third.body["messages"]
-        if m["role"] == "assistant"
-        for b in m["content"]
-        for c in b.get("citations") or []
-    ]
-    assert {c["url"] for c in cited} == {url for url, _ in results}
-    [search] = [t for t in third.body["tools"] if t["name"] == "web_search"]
-    assert search["max_uses"] == 5
 
 
 async def test_mcp_import_of_a_claude_desktop_file_keeps_its_secret_out_of_sight(

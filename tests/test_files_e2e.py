@@ -1,26 +1,33 @@
 """Files both ways, end to end: the agent sends a file as an encrypted attachment the owner's
-client decrypts; an image from the owner's client reaches the model as an image block."""
+client decrypts; an image from the owner's client reaches the model as an image block.
+
+The four tests share one bot, owner and DM (`shared_dm`): none restarts or reconfigures the
+bot, each waits for its own words, and each has the stand-in to itself (reset before it)."""
 
 from __future__ import annotations
 
 import base64
 import struct
 import zlib
-from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import BotSetup, Homeserver, started
+from conftest import Homeserver, SharedDM, shared_dm
 from fake_messages_api import FakeMessagesAPI
 from harness import http
-from harness.bot import BotProcess
-from harness.jsclient import JsClient
 from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
 
 pytestmark = [pytest.mark.e2e]
 
 READ_ONLY = '[permissions]\nallow = ["Read"]\n'
 
-StartClient = Callable[..., Awaitable[JsClient]]
+shared = shared_dm(READ_ONLY)
+
+
+@pytest.fixture
+def fake_api(module_api: FakeMessagesAPI) -> FakeMessagesAPI:
+    """The shared bot's stand-in, with nothing scripted or recorded by an earlier test."""
+    module_api.reset()
+    return module_api
 
 
 def tiny_png() -> bytes:
@@ -42,13 +49,11 @@ def tiny_png() -> bytes:
 
 
 async def test_send_file_arrives_as_an_attachment_the_phone_decrypts(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
+    shared: SharedDM,
     fake_api: FakeMessagesAPI,
     homeserver: Homeserver,
-    running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running, READ_ONLY)
+    setup, _bot, owner, room = shared.as_started()
     report = setup.config.folder / "work" / "review.md"
     report.write_text("# Review\n\nAll green except test_b.\n")
     fake_api.reply(tools=[("send_file", {"path": str(report), "caption": "the review"})])
@@ -68,13 +73,11 @@ async def test_send_file_arrives_as_an_attachment_the_phone_decrypts(
 
 
 async def test_an_image_from_the_phone_reaches_the_model_as_an_image_block(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
+    shared: SharedDM,
     fake_api: FakeMessagesAPI,
     homeserver: Homeserver,
-    running: list[BotProcess],
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running, READ_ONLY)
+    setup, bot, owner, room = shared.as_started()
     png = tiny_png()
     ciphertext, keys = encrypt_attachment(png)
     token = http.login(homeserver.url, setup.owner.user_id, setup.owner.password)
@@ -107,12 +110,10 @@ async def test_an_image_from_the_phone_reaches_the_model_as_an_image_block(
 
 
 async def test_a_file_over_the_limit_is_refused_with_a_clear_message(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
+    shared: SharedDM,
     fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running, READ_ONLY)
+    setup, _bot, owner, room = shared.as_started()
     content = {
         "msgtype": "m.file",
         "body": "huge.iso",
@@ -139,12 +140,10 @@ async def test_a_file_over_the_limit_is_refused_with_a_clear_message(
 
 
 async def test_a_malformed_message_is_answered_not_dropped(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
+    shared: SharedDM,
     fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
 ) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running, READ_ONLY)
+    setup, _bot, owner, room = shared.as_started()
     broken = {"msgtype": "m.file", "body": "broken", "file": {"url": 42}}
     await owner.call("send_event", room_id=room, type="m.room.message", content=broken)
     notice = await owner.wait_message(room, sender=setup.bot.user_id, contains="could not read")

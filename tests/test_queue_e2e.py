@@ -1,9 +1,10 @@
 """The room as a durable queue, end to end: order, catch-up after downtime, the phone's view
-(reactions, replies), control commands, and a flood — through Synapse and a strict client."""
+(reactions, replies), edits and redactions of queued messages, and a flood — through Synapse
+and a strict client. The control commands and `!cancel` of a long model call are in the
+worker tier: tests/test_queue_worker.py."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -105,57 +106,6 @@ async def test_the_phone_sees_the_queue_as_reactions_and_replies(
     )
 
 
-async def test_control_commands_answer_at_once_without_the_model(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
-) -> None:
-    setup, _bot, owner, room = await started(make_bot, owner_client, running)
-    bot_id = setup.bot.user_id
-    await owner.send_text(room, "!pause")
-    await owner.wait_message(room, sender=bot_id, contains="Paused")
-    first = await owner.send_text(room, "queued while paused")
-    await owner.send_text(room, "!queue")
-    listing = await owner.wait_message(room, sender=bot_id, contains="in the queue")
-    assert "queued while paused" in listing["body"] and "paused" in listing["body"]
-    await owner.send_text(room, "!status")
-    status = await owner.wait_message(room, sender=bot_id, contains="Idle")
-    assert re.search(r"Queue: 1 waiting", status["body"])
-    await owner.send_text(room, "!frobnicate")
-    unknown = await owner.wait_message(room, sender=bot_id, contains="don't know `!frobnicate`")
-    assert "!cancel" in unknown["body"]
-    assert fake_api.requests == [], "commands never reach the model"
-    await owner.send_text(room, "!resume")
-    resumed = await owner.wait_message(room, sender=bot_id, contains="Resumed")
-    await owner.wait_message(
-        room, sender=bot_id, contains="queued while paused", after_event_id=resumed["event_id"]
-    )
-    answers = replies(await owner.messages(room), bot_id)
-    assert answers[first] == ["queued while paused"]
-    await owner.send_text(room, "!history")
-    history = await owner.wait_message(room, sender=bot_id, contains="queued while paused ")
-    assert "✅" in history["body"]
-
-
-async def test_cancel_stops_a_long_model_call_and_the_queue_goes_on(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
-) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running)
-    fake_api.reply("too late", delay=600)
-    slow = await owner.send_text(room, "think for ten minutes")
-    await fake_api.await_requests(1)
-    await owner.send_text(room, "!cancel")
-    cancelled = await owner.wait_message(room, sender=setup.bot.user_id, contains="Cancelled")
-    assert cancelled["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == slow
-    await owner.send_text(room, "next one")
-    await owner.wait_message(room, sender=setup.bot.user_id, contains="next one")
-    await bot.wait_log("task.finished", where=lambda r: r["state"] == "cancelled")
-
-
 async def test_two_hundred_messages_sent_while_stopped_all_complete_once(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
@@ -208,16 +158,9 @@ async def test_a_huge_message_is_refused_clearly_and_a_huge_answer_comes_as_a_fi
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup = make_bot()
-    text = setup.config.path.read_text().replace(
-        "max_retries = 3", "max_retries = 3\nmax_task_chars = 20000"
+    setup, bot, owner, room = await started(
+        make_bot, owner_client, running, agent_extra="max_task_chars = 20000"
     )
-    setup.config.path.write_text(text)
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
     await owner.send_text(room, "x" * 40_000)
     refused = await owner.wait_message(room, sender=setup.bot.user_id, contains="too long")
     assert "40000 characters" in refused["body"] and fake_api.requests == []

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import vodozemac
-from conftest import BotSetup, Homeserver
+from conftest import BotSetup, Homeserver, started
 from fake_messages_api import FakeMessagesAPI
 from harness import http
 from harness.bot import BotProcess
@@ -68,12 +68,7 @@ async def test_a_replayed_task_after_a_restart_never_runs(
     homeserver: Homeserver,
     running: list[BotProcess],
 ) -> None:
-    setup = make_bot()
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
     bot_id = setup.bot.user_id
 
     original = await owner.send_text(room, "deploy the release once")
@@ -113,12 +108,7 @@ async def test_a_replayed_yes_after_a_restart_approves_nothing(
     homeserver: Homeserver,
     running: list[BotProcess],
 ) -> None:
-    setup = make_bot(extra=PERMISSIONS)
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, PERMISSIONS)
     bot_id, work = setup.bot.user_id, setup.config.folder / "work"
 
     fake_api.reply(tools=[("bash", {"command": f"touch {work}/approved"})])

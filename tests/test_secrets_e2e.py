@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import BotSetup
+from conftest import BotSetup, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
@@ -66,14 +66,7 @@ async def test_environment_secrets_and_secret_shapes_reach_neither_room_nor_log_
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup = make_bot(extra=PERMISSIONS)
-    process = setup.process()
-    process.env.update(ENV)
-    bot = await process.start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
+    setup, bot, owner, room = await started(make_bot, owner_client, running, PERMISSIONS, env=ENV)
     bot_id = setup.bot.user_id
 
     # 1. A command given a secret on purpose prints it; the model never sees it. (An

@@ -285,12 +285,9 @@ async def test_a_message_whose_keys_never_arrive_is_reported_not_dropped(
     homeserver: Homeserver,
     running: list[BotProcess],
 ) -> None:
-    setup = make_bot(matrix_extra="undecryptable_grace_s = 2")
-    bot = await setup.process().start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
+    setup, bot, owner, room = await started(
+        make_bot, owner_client, running, matrix_extra="undecryptable_grace_s = 2"
+    )
     token = http.login(homeserver.url, setup.owner.user_id, setup.owner.password)
     # Megolm ciphertext for a session the bot was never given.
     content = {

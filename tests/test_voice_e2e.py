@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BotSetup
+from conftest import BotSetup, started
 from fake_messages_api import FakeMessagesAPI
 from fake_voice_api import FakeVoiceAPI
 from harness.bot import BotProcess, console_script
@@ -53,13 +53,9 @@ async def start(
 ) -> tuple[BotSetup, BotProcess, JsClient, str]:
     """A running bot whose voice key comes from the environment, its owner's strict
     cross-signed client, and their encrypted DM."""
-    setup = make_bot(extra=extra)
-    bot = await BotProcess(setup.config, env={"DISPATCH_VOICE__API_KEY": KEY}).start()
-    running.append(bot)
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
-    return setup, bot, owner, room
+    return await started(
+        make_bot, owner_client, running, extra, env={"DISPATCH_VOICE__API_KEY": KEY}
+    )
 
 
 def reply_target(message: dict[str, Any]) -> str | None:

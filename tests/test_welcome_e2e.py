@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BotSetup, Homeserver
+from conftest import BotSetup, Homeserver, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotConfig, BotProcess, console_script
 from harness.jsclient import JsClient
@@ -188,13 +188,7 @@ async def test_a_dm_the_owner_opens_is_welcomed_once(
     fake_api: FakeMessagesAPI,
     running: list[BotProcess],
 ) -> None:
-    setup = make_bot()
-    setup.config.welcome = True
-    setup.config.write()
-    running.append(await setup.process().start())
-    owner = await owner_client(setup.owner)
-    room = await owner.create_dm(setup.bot.user_id)
-    await owner.wait_join(room, setup.bot.user_id)
+    setup, _bot, owner, room = await started(make_bot, owner_client, running, welcome=True)
     bot = setup.bot.user_id
     welcome = await owner.wait_message(room, sender=bot, contains=WELCOME, timeout=30)
     assert welcome["was_encrypted"] and not welcome["decryption_failed"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.workbench import FakeRoom
 
 from dispatch_matrix.agent import ModelAccessError, ModelOutage, ModelUnreachable
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
@@ -18,44 +19,6 @@ from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, Task, TaskState
 from dispatch_matrix.toolbox.groups import ProcessGroups
 from dispatch_matrix.toolbox.process import group_alive
-
-
-class FakeRoom:
-    def __init__(self, until: str) -> None:
-        self.posts: list[str] = []
-        self.until = until
-        self.seen = asyncio.Event()
-
-    async def post(self, room_id: RoomID, markdown: str, **_: Any) -> EventID:
-        self.posts.append(markdown)
-        if markdown == self.until:
-            self.seen.set()
-        return EventID(f"$p{len(self.posts)}")
-
-    async def answer(
-        self, room_id: RoomID, markdown: str, *, record: Any = None, **_: Any
-    ) -> asyncio.Future[EventID]:
-        if record is not None:
-            record()
-        done: asyncio.Future[EventID] = asyncio.get_running_loop().create_future()
-        done.set_result(await self.post(room_id, markdown))
-        return done
-
-    async def react(self, room_id: RoomID, event_id: str, emoji: str, **_: Any) -> EventID:
-        return EventID(f"$r{emoji}")
-
-    async def redact(self, *_: Any, **__: Any) -> bool:
-        return True
-
-    def read_receipt(self, *_: Any) -> None: ...
-    def presence(self, *_: Any, **__: Any) -> None: ...
-    def typing(self, *_: Any) -> None: ...
-
-    async def post_status(self, room_id: RoomID, markdown: str, **_: Any) -> EventID:
-        return await self.post(room_id, markdown)
-
-    async def edit(self, *_: Any, **__: Any) -> EventID:
-        return EventID("$e")
 
 
 class BuggyThenFine:
@@ -67,20 +30,20 @@ class BuggyThenFine:
 
 async def test_a_bug_fails_one_task_and_the_queue_goes_on(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "d.db")
-    room = FakeRoom(until="done: a normal task")
+    room = FakeRoom()
     worker = Worker(db, BuggyThenFine(), room, approval_timeout_s=60, outage_first_s=30)
     room_id, me = RoomID("!r"), UserID("@me")
     db.add_task(EventID("$1"), room_id, me, "trigger the bug", 1)
     db.add_task(EventID("$2"), room_id, me, "a normal task", 2)
     runner = asyncio.create_task(worker.run())
-    await asyncio.wait_for(room.seen.wait(), 10)
+    await room.wait_message("done: a normal task", timeout=10)
     runner.cancel()
     first, second = db.task(1), db.task(2)
     assert first is not None and first.state is TaskState.FAILED
     assert "internal error (KeyError)" in (first.error or "")
     assert second is not None and second.state is TaskState.DONE
-    assert any("internal error" in p for p in room.posts)
-    assert "done: a normal task" in room.posts
+    assert any("internal error" in p for p in room.bot_texts())
+    assert "done: a normal task" in room.bot_texts()
 
 
 class AwayThenBack:
@@ -107,7 +70,7 @@ async def test_an_unreachable_api_is_probed_and_the_task_goes_again_once_it_is_b
     tmp_path: Path,
 ) -> None:
     db = Database.open(tmp_path / "d.db")
-    room = FakeRoom(until="done: first")
+    room = FakeRoom()
     agent = AwayThenBack(ModelUnreachable("the Messages API could not be reached"), back_at=3)
     # A wait of an hour: only the probe can end it within the test's timeout.
     worker = Worker(
@@ -122,11 +85,12 @@ async def test_an_unreachable_api_is_probed_and_the_task_goes_again_once_it_is_b
     assert worker.current is None and worker.outage == "the Messages API could not be reached"
     waiting = db.task(1)
     assert waiting is not None and waiting.state is TaskState.QUEUED
-    await asyncio.wait_for(room.seen.wait(), 10)
+    await room.wait_message("done: first", timeout=10)
     runner.cancel()
     assert worker.outage is None and worker.outage_since is None
     assert agent.probes == 3 and agent.answers == 2
-    assert [p for p in room.posts if "unavailable" in p] == [room.posts[0]]
+    posts = room.bot_texts()
+    assert [p for p in posts if "unavailable" in p] == [posts[0]]
     task = db.task(1)
     assert task is not None and task.state is TaskState.DONE
 
@@ -152,7 +116,7 @@ def test_status_says_whether_it_idles_or_waits_for_the_model(
 
 async def test_an_overloaded_api_is_not_probed_but_waited_out(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "d.db")
-    room = FakeRoom(until="done: first")
+    room = FakeRoom()
     agent = AwayThenBack(ModelOutage("overloaded (529)"), away=2)
     worker = Worker(
         db, agent, room, approval_timeout_s=60, outage_first_s=0.01,
@@ -160,11 +124,11 @@ async def test_an_overloaded_api_is_not_probed_but_waited_out(tmp_path: Path) ->
     )  # fmt: skip
     db.add_task(EventID("$1"), RoomID("!r"), UserID("@me"), "first", 1)
     runner = asyncio.create_task(worker.run())
-    await asyncio.wait_for(room.seen.wait(), 10)
+    await room.wait_message("done: first", timeout=10)
     runner.cancel()
     # Only a real request tells whether an overloaded API takes work again.
     assert agent.probes == 0 and agent.answers == 3
-    assert len([p for p in room.posts if "unavailable" in p]) == 1, "told once"
+    assert len([p for p in room.bot_texts() if "unavailable" in p]) == 1, "told once"
 
 
 async def test_groups_left_by_a_dead_run_are_stopped_only_on_the_same_boot(
@@ -192,9 +156,9 @@ class SlowRoom(FakeRoom):
     """Answers are recorded at once but reach the room only when the test lets them."""
 
     def __init__(self) -> None:
-        super().__init__(until="")
+        super().__init__()
+        self.answers: list[str] = []
         self.deliveries: list[asyncio.Future[EventID]] = []
-        self.reactions: list[str] = []
         self.recorded = asyncio.Event()
 
     async def answer(
@@ -202,15 +166,14 @@ class SlowRoom(FakeRoom):
     ) -> asyncio.Future[EventID]:
         if record is not None:
             record()
-        self.posts.append(markdown)
+        self.answers.append(markdown)
         self.deliveries.append(asyncio.get_running_loop().create_future())
         if len(self.deliveries) == 2:
             self.recorded.set()
         return self.deliveries[-1]
 
-    async def react(self, room_id: RoomID, event_id: str, emoji: str, **_: Any) -> EventID:
-        self.reactions.append(emoji)
-        return EventID(f"$r{emoji}")
+    def emoji(self) -> list[str]:
+        return [emoji for _, emoji, _ in self.reactions]
 
 
 async def test_the_next_task_starts_while_an_answer_goes_out_and_its_done_mark_waits(
@@ -226,14 +189,14 @@ async def test_the_next_task_starts_while_an_answer_goes_out_and_its_done_mark_w
     try:
         # Neither answer is in the room, yet both tasks ran, in order, and are done.
         await asyncio.wait_for(room.recorded.wait(), 10)
-        assert room.posts == ["done: first", "done: second"]
+        assert room.answers == ["done: first", "done: second"]
         assert [t.state for t in (db.task(1), db.task(2))] == [TaskState.DONE] * 2  # type: ignore[union-attr]
         await worker.mirror.idle()
-        assert "✅" not in room.reactions
+        assert "✅" not in room.emoji()
         room.deliveries[0].set_result(EventID("$a1"))
         await asyncio.sleep(0)
         await worker.mirror.idle()
-        assert room.reactions.count("✅") == 1
+        assert room.emoji().count("✅") == 1
     finally:
         runner.cancel()
 
@@ -246,11 +209,11 @@ class RefusedKey:
 async def test_a_pause_the_apis_refusal_caused_ends_at_the_next_start(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "d.db")
     refused = texts.access_refused("authentication_error: invalid x-api-key")
-    room = FakeRoom(until=refused)
+    room = FakeRoom()
     worker = Worker(db, RefusedKey(), room, approval_timeout_s=60, outage_first_s=30)
     db.add_task(EventID("$1"), RoomID("!r"), UserID("@me"), "first", 1)
     runner = asyncio.create_task(worker.run())
-    await asyncio.wait_for(room.seen.wait(), 10)
+    await room.wait_message(refused, timeout=10)
     runner.cancel()
     assert worker.paused
     # Restarted (with a key fixed, the operator's way): the queue is taken up again, and the

@@ -40,6 +40,7 @@ class BotConfig:
     owners: list[str]
     api_url: str
     model: str = "claude-sonnet-4-6"
+    max_retries: int = 3
     extra: str = ""
     matrix_extra: str = ""
     # More [agent] keys (e.g. `sandbox = "none"`); by default the OS sandbox is on, as for users.
@@ -85,7 +86,7 @@ workdir = {json.dumps(str(workdir))}
 allowed_roots = [{json.dumps(str(workdir))}]
 base_url = {json.dumps(self.api_url)}
 api_key = "{API_KEY}"
-max_retries = 3
+max_retries = {self.max_retries}
 {self.agent_extra}
 
 [store]

@@ -1,21 +1,21 @@
-"""The shell judge end to end, as an attacker would try it: a model that read hostile text
-asks, under `allow = [echo, ls, cat, git status, Read, Glob, Grep]` and nothing else, for
-lines that hide a second command behind an allowed one (issues 15 and 27). Each must
-become a question (which nobody answers), none may run, and the bot keeps answering."""
+"""The shell judge with the real tools, policy and sandbox, as an attacker would try it: a
+model that read hostile text asks, under `allow = [echo, ls, cat, git status, Read, Glob,
+Grep]` and nothing else, for lines that hide a second command behind an allowed one (issues
+15 and 27). Each must become a question (which nobody answers), none may run, and the bot
+keeps answering. The worker tier (no homeserver: what the room shows of a question is tested
+in tests/test_question_e2e.py and tests/test_agent_e2e.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
-from conftest import BotSetup, started
 from fake_messages_api import FakeMessagesAPI
-from harness.bot import BotProcess
-from harness.jsclient import JsClient
+from harness.workbench import Bench
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.worker]
 
-StartClient = Callable[..., Awaitable[JsClient]]
+MakeBench = Callable[..., Bench]
 
 PERMISSIONS = """
 [permissions]
@@ -43,26 +43,22 @@ HOSTILE = [
 
 
 async def test_hidden_commands_behind_allowed_ones_ask_and_never_run(
-    make_bot: Callable[..., BotSetup],
-    owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
-    running: list[BotProcess],
+    make_bench: MakeBench, fake_api: FakeMessagesAPI
 ) -> None:
-    setup, bot, owner, room = await started(make_bot, owner_client, running, extra=PERMISSIONS)
-    marks = setup.config.folder / "work"
-    bot_id = setup.bot.user_id
+    bench = make_bench(PERMISSIONS)
+    marks = bench.workdir
     fake_api.reply(tools=[("bash", {"command": line.format(m=marks)}) for line in HOSTILE])
     fake_api.reply("I could not run any of them.")
-    await owner.send_text(room, "run what the README says")
-    await owner.wait_message(room, sender=bot_id, contains="could not run any", timeout=120)
+    await bench.send("run what the README says")
+    await bench.room.wait_message("could not run any", timeout=120)
     created = sorted(p.name for p in marks.iterdir())
     assert created == [], f"payloads ran: {created}"
-    asked = bot.log_events("approval.asked")
+    asked = bench.log_events("approval.asked")
     assert len(asked) == len(HOSTILE), "each hidden command was put to the owner"
-    verdicts = [r["verdict"] for r in bot.log_events("tool.decision")]
+    verdicts = [r["verdict"] for r in bench.log_events("tool.decision")]
     assert "allow" not in verdicts, verdicts
     # The model heard that none was approved; and the bot keeps answering.
     results = fake_api.requests[1].body["messages"][-1]["content"]
     assert all(block.get("is_error") for block in results)
-    await owner.send_text(room, "still there?")
-    await owner.wait_message(room, sender=bot_id, contains="still there?")
+    await bench.send("still there?")
+    await bench.room.wait_message("still there?")

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from dispatch_matrix.app.config import Config, load_config
 from dispatch_matrix.app.config_sections import is_secret_file_field, secret_files
-from dispatch_matrix.app.parts import build_tools, control_plane
+from dispatch_matrix.app.wiring import build_tools, control_plane
 from dispatch_matrix.core.errors import ConfigError
 from dispatch_matrix.core.redaction import environment_secrets
 

@@ -10,8 +10,8 @@ Calls alternate between the two modes in rounds, so a change in machine load ske
 alike. The context is a daemon's: one root, the usual hidden paths (state folder, config,
 credentials, runtime sockets). A third mode, "home", is the default config's: the root is a
 home folder laid out as a developer's (start-up files, ~/.config, 15 repositories), with the
-wall's read-only guards (dispatch_matrix/sandbox/wall.py) mounted as the daemon mounts them. It measures, it
-does not judge.
+wall's read-only guards (dispatch_matrix/sandbox/wall.py) mounted as the daemon mounts
+them. It measures, it does not judge.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dispatch_matrix.app.parts import readonly_paths  # noqa: E402
+from dispatch_matrix.app.wiring import readonly_paths  # noqa: E402
 from dispatch_matrix.sandbox.host import (  # noqa: E402
     Confinement,
     check_sandbox,  # noqa: E402

@@ -41,6 +41,7 @@ from dispatch_matrix.matrix.outbox import tell_undelivered
 from dispatch_matrix.matrix.sync import SyncStalled
 from dispatch_matrix.sandbox.guards import recover_watched
 from dispatch_matrix.sandbox.host import (
+    Confinement,
     check_sandbox,
     default_hidden,
     hard_linked_secrets,
@@ -128,37 +129,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     state = StateFolder(config.state_dir).ensure()
     state.lock()
     logs.setup(config.log.level, state.log_dir if config.log.file else None)
-    # No sandbox where one was asked for (auto included): refuse rather than run unconfined.
-    confinement = await asyncio.to_thread(
-        check_sandbox,
-        config.agent.sandbox,
-        network=config.agent.sandbox_network,
-        limits=sandbox_limits(config),
-    )
-    if confinement.active:
-        log.info("sandbox.active", sandbox=confinement.describe())
-        # A shell call the last run never finished: what it planted is moved aside now.
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for moved in await asyncio.to_thread(recover_watched, watch_dir(config), stamp):
-            log.warning("sandbox.quarantined", path=str(moved), after="restart")
-        hidden = [*control_plane(config), *default_hidden(Path.home(), os.getuid())]
-        for linked in await asyncio.to_thread(hard_linked_secrets, hidden):
-            log.warning("sandbox.hard_linked_secret", path=str(linked))
-    else:
-        log.warning("sandbox.off", detail=sandbox_off_warning())
+    confinement = await _confine(config)
+    _redact_secrets(config)
     password = config.matrix.secret_password()
     token = config.matrix.secret_access_token()
-    api_key = config.agent.secret_api_key()
-    voice_key = config.voice.secret_api_key()
-    logs.REDACTOR.add(
-        password.get_secret_value() if password else None,
-        token.get_secret_value() if token else None,
-        api_key.get_secret_value() if api_key else None,
-        voice_key.get_secret_value() if voice_key else None,
-    )
-    # The environment's secrets too: the SDK's ANTHROPIC_API_KEY, DISPATCH_* overrides,
-    # tokens a connector or a command is given, whatever else the daemon was started with.
-    logs.REDACTOR.add(*environment_secrets(os.environ, config.agent.secret_env_passthrough))
     homeserver: LocalSynapse | None = None
     db: Database | None = None
     client: MatrixClient | None = None
@@ -219,6 +193,46 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         if homeserver is not None:
             await asyncio.to_thread(homeserver.stop)
         state.unlock()
+
+
+async def _confine(config: Config) -> Confinement:
+    """The sandbox shell calls run in, checked; what a shell call the last run never
+    finished planted is moved aside. No sandbox where one was asked for (auto included)
+    is an error: refused rather than run unconfined."""
+    confinement = await asyncio.to_thread(
+        check_sandbox,
+        config.agent.sandbox,
+        network=config.agent.sandbox_network,
+        limits=sandbox_limits(config),
+    )
+    if not confinement.active:
+        log.warning("sandbox.off", detail=sandbox_off_warning())
+        return confinement
+    log.info("sandbox.active", sandbox=confinement.describe())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for moved in await asyncio.to_thread(recover_watched, watch_dir(config), stamp):
+        log.warning("sandbox.quarantined", path=str(moved), after="restart")
+    hidden = [*control_plane(config), *default_hidden(Path.home(), os.getuid())]
+    for linked in await asyncio.to_thread(hard_linked_secrets, hidden):
+        log.warning("sandbox.hard_linked_secret", path=str(linked))
+    return confinement
+
+
+def _redact_secrets(config: Config) -> None:
+    """Every secret the config names, and the environment's, kept out of the logs."""
+    password = config.matrix.secret_password()
+    token = config.matrix.secret_access_token()
+    api_key = config.agent.secret_api_key()
+    voice_key = config.voice.secret_api_key()
+    logs.REDACTOR.add(
+        password.get_secret_value() if password else None,
+        token.get_secret_value() if token else None,
+        api_key.get_secret_value() if api_key else None,
+        voice_key.get_secret_value() if voice_key else None,
+    )
+    # The environment's secrets too: the SDK's ANTHROPIC_API_KEY, DISPATCH_* overrides,
+    # tokens a connector or a command is given, whatever else the daemon was started with.
+    logs.REDACTOR.add(*environment_secrets(os.environ, config.agent.secret_env_passthrough))
 
 
 async def _serve(parts: Parts) -> int:

@@ -219,7 +219,10 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dispatch_matrix.app.daemon import run
+    try:
+        from dispatch_matrix.app.daemon import run
+    except ImportError as err:
+        raise _not_loaded(err) from err
     from dispatch_matrix.app.preflight import problems
 
     config = load_config(_config_path(args.config))
@@ -233,6 +236,17 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(run(config, _say))
     except KeyboardInterrupt:
         return 130
+    except ImportError as err:
+        # Imported only when the config asks for it: the MCP SDK, the shell's grammar.
+        raise _not_loaded(err) from err
+
+
+def _not_loaded(err: ImportError) -> DispatchError:
+    """A library the daemon needs that is missing or broken: one line, not a traceback."""
+    return DispatchError(
+        f"the daemon could not be loaded: {err}",
+        fix="reinstall dispatch-matrix in its environment (pip install .)",
+    )
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -1,12 +1,18 @@
-"""Where the owner is told of an answer that could not go to its room (pure)."""
+"""Where the owner is told of an answer that could not go to its room (pure), and that
+each such answer is handed on to be told."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.matrix import texts
+from dispatch_matrix.matrix.outbox import Undelivered, tell_undelivered
 from dispatch_matrix.matrix.router import fallback_room
+from dispatch_matrix.store.models import OutboxItem
 
 ME, ANN, BOB = UserID("@bot:hs"), UserID("@ann:hs"), UserID("@bob:hs")
 OWNERS = frozenset({ANN, BOB})
@@ -50,3 +56,28 @@ def test_fallback_room(
 def test_the_owner_is_told_why_with_the_text(code: str | None, task: str | None, says: str) -> None:
     told = texts.undeliverable("Work", code, task, "the answer itself")
     assert says in told and told.endswith("Here it is instead:\n\nthe answer itself")
+
+
+async def test_each_undelivered_answer_is_told_in_turn_and_a_failure_to_tell_is_not_the_end() -> (
+    None
+):
+    undelivered: asyncio.Queue[Undelivered] = asyncio.Queue()
+    told: list[str] = []
+    both = asyncio.Event()
+
+    async def tell(item: OutboxItem, err: HomeserverError) -> None:
+        told.append(item.txn_id)
+        if len(told) == 2:
+            both.set()
+        if item.txn_id == "first":
+            raise HomeserverError("no other room answered")
+
+    for txn in ("first", "second"):
+        item = OutboxItem(txn, RoomID("!kicked"), "m.room.message", {"body": txn}, 1, None)
+        undelivered.put_nowait((item, HomeserverError("M_FORBIDDEN")))
+    teller = asyncio.create_task(tell_undelivered(undelivered, tell))
+    try:
+        await asyncio.wait_for(both.wait(), 5)
+    finally:
+        teller.cancel()
+    assert told == ["first", "second"]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dispatch_matrix.app.config import load_config
-from dispatch_matrix.app.parts import build_tools
+from dispatch_matrix.app.wiring import build_tools
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 from dispatch_matrix.toolbox.safeopen import Shield, open_file

@@ -300,3 +300,19 @@ async def test_a_final_refusal_ends_the_send_at_once_and_says_why() -> None:
     assert await future == "" and attempts == ["kicked"], "one attempt, no retries"
     assert dropped == ["answer"] and sender.pending() == 0
     assert told == ["send failed: M_FORBIDDEN User not in room"]
+
+
+async def test_while_an_answer_is_due_a_steps_status_goes_and_reactions_wait_for_it() -> None:
+    loop = asyncio.get_running_loop()
+    due_until = loop.time() + 0.2
+    sent_at: dict[str, float] = {}
+    rec = Recorder()
+    sender = Sender(Budget(0, 10), hold=lambda: max(0.0, due_until - loop.time()))
+    react = submit(sender, rec.job(Urgency.DECORATION, "react"))
+    edit = submit(sender, rec.job(Urgency.PROGRESS, "edit"))
+    for label, future in (("react", react), ("edit", edit)):
+        future.add_done_callback(lambda _f, label=label: sent_at.setdefault(label, loop.time()))
+    await asyncio.sleep(0)
+    await run_until(sender, lambda: len(rec.sent) == 2)
+    assert rec.sent == ["edit", "react"]
+    assert sent_at["edit"] < due_until <= sent_at["react"]

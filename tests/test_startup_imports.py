@@ -1,6 +1,6 @@
-"""The daemon's start-up path stays light: the Matrix half imports none of the heavy
-libraries (they load in a thread while the first sync runs), and a missing one is one
-clear error, not a traceback."""
+"""What start-up imports: the commands that run no daemon import none of the heavy
+libraries, the daemon brings the SDK but no MCP SDK without servers, and a library that is
+missing is one clear error, not a traceback."""
 
 from __future__ import annotations
 
@@ -16,38 +16,36 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_matrix_half_imports_none_of_the_heavy_libraries() -> None:
+def test_the_command_line_imports_none_of_the_heavy_libraries() -> None:
     done = run_python(
-        "import sys; import dispatch_matrix.cli, dispatch_matrix.app.daemon; "
+        "import sys; import dispatch_matrix.cli; "
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
 
-def test_the_agent_half_brings_the_sdk_but_no_mcp_without_servers() -> None:
+def test_the_daemon_brings_the_sdk_but_no_mcp_nor_shell_grammar() -> None:
     done = run_python(
-        "import sys; import dispatch_matrix.app.agent_parts; "
+        "import sys; import dispatch_matrix.app.daemon; "
         "print('anthropic' in sys.modules, 'mcp' in sys.modules, 'tree_sitter' in sys.modules)"
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False", "False"]
 
 
-def test_a_library_the_agent_needs_that_will_not_import_is_one_clear_error() -> None:
+def test_a_library_the_daemon_needs_that_will_not_import_is_one_clear_error() -> None:
     missing = "anthropic"
     done = run_python(
         f"import sys; sys.modules[{missing!r}] = None\n"
-        "from dispatch_matrix.app.late_agent import load_agent_module\n"
-        "from dispatch_matrix.core.errors import DispatchError\n"
-        "try:\n"
-        "    load_agent_module()\n"
-        "except DispatchError as err:\n"
-        "    print(err.one_line())\n"
+        "from dispatch_matrix.cli import main\n"
+        "sys.exit(main(['run', '--config', '/nonexistent/config.toml']))\n"
     )
-    assert done.returncode == 0, done.stderr
-    assert "the agent could not be loaded" in done.stdout
-    assert missing in done.stdout
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "the daemon could not be loaded" in done.stderr
+    assert missing in done.stderr
+    assert "reinstall dispatch-matrix" in done.stderr
 
 
 def test_a_missing_shell_grammar_is_news_when_the_agent_is_built() -> None:
@@ -55,9 +53,9 @@ def test_a_missing_shell_grammar_is_news_when_the_agent_is_built() -> None:
         "import importlib.util\n"
         "real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda n, *a: None if n.endswith('_bash') else real(n, *a)\n"
-        "from dispatch_matrix.app import agent_parts\n"
+        "from dispatch_matrix.app import wiring\n"
         "try:\n"
-        "    agent_parts.build(None, None, None, None, None, lambda: None)  # type: ignore\n"
+        "    wiring.build_agent(None, None, None, None, None, lambda: None)  # type: ignore\n"
         "except ImportError as err:\n"
         "    print(err.name)\n"
     )

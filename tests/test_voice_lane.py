@@ -16,7 +16,7 @@ from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.voice import VoiceState
-from dispatch_matrix.voice.inbox import VoiceInbox
+from dispatch_matrix.voice.inbox import Hearing, VoiceInbox
 
 ROOM = RoomID("!room:x")
 OWNER = UserID("@me:x")
@@ -81,16 +81,18 @@ async def lane(tmp_path: Path) -> AsyncIterator[tuple[VoiceInbox, Database, Room
     db = Database.open(tmp_path / "ledger.db")
     timeline: Timeline = []
     room, intake, backend = Room(), Intake(timeline), Backend(timeline)
-    inbox = VoiceInbox(
+    inbox = VoiceInbox(db)
+    hearing = Hearing(
+        inbox,
         None,  # type: ignore[arg-type]  # never fetches: the audio is already on disk
         db,
         room,  # type: ignore[arg-type]
         backend,
+        intake,  # type: ignore[arg-type]
         max_file_bytes=1024,
         folder=tmp_path / "voice",
     )
-    inbox.bind(intake)  # type: ignore[arg-type]
-    job = asyncio.create_task(inbox.run())
+    job = asyncio.create_task(hearing.run())
     yield inbox, db, room, intake, backend
     job.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from harness.workbench import FakeRoom
 from dispatch_matrix.agent import ModelAccessError, ModelOutage, ModelUnreachable
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue import texts
-from dispatch_matrix.queue.worker import Worker
+from dispatch_matrix.queue.worker import ANSWER_DUE_S, AnswerDue, Worker
 from dispatch_matrix.store import Database, Task, TaskState
 from dispatch_matrix.toolbox.groups import ProcessGroups
 from dispatch_matrix.toolbox.process import group_alive
@@ -226,3 +227,37 @@ async def test_a_pause_the_apis_refusal_caused_ends_at_the_next_start(tmp_path: 
     again = Worker(db, BuggyThenFine(), room, approval_timeout_s=60, outage_first_s=30)
     assert again.resume_after_restart() is None and again.paused
     db.close()
+
+
+class SeesTheAnswerDue:
+    """Answers with how long the worker's answer was still due while it answered."""
+
+    def __init__(self, due: AnswerDue) -> None:
+        self.due = due
+
+    async def answer(self, task: Task, io: Any) -> str:
+        return "due" if self.due.seconds() > 0 else "not due"
+
+
+async def test_an_answer_is_due_while_a_task_is_taken_and_not_after(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    room = FakeRoom(until="due")
+    due = AnswerDue()
+    worker = Worker(
+        db, SeesTheAnswerDue(due), room, approval_timeout_s=60, outage_first_s=30, answer_due=due
+    )
+    assert due.seconds() == 0.0
+    db.add_task(EventID("$1"), RoomID("!r"), UserID("@me"), "quick", 1)
+    runner = asyncio.create_task(worker.run())
+    await asyncio.wait_for(room.seen.wait(), 10)
+    runner.cancel()
+    assert due.seconds() == 0.0 and due.since is None
+    assert worker.current_since is None
+
+
+def test_an_answer_stops_being_due_a_moment_after_its_task_was_taken() -> None:
+    due = AnswerDue()
+    due.since = time.monotonic() - ANSWER_DUE_S - 0.1
+    assert due.seconds() == 0.0
+    due.since = time.monotonic()
+    assert 0.0 < due.seconds() <= ANSWER_DUE_S

@@ -1,10 +1,16 @@
-"""What the daemon tells the owners about itself once it is connected: a device that replaced
-a lost one (and whether the old one could be removed), shell commands that run without the
-sandbox, a model that is deprecated or retired. Each is said once (fixed keys)."""
+"""What the daemon tells about itself once it is connected: the banner on the terminal;
+to the owners, a device that replaced a lost one (and whether the old one could be
+removed), a task resumed after a restart, shell commands that run without the sandbox, a
+model that is deprecated or retired, and a connector that did not start. Each is said
+once (fixed keys)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dispatch_matrix import __version__
@@ -22,9 +28,72 @@ from dispatch_matrix.store import Database
 if TYPE_CHECKING:
     from dispatch_matrix.agent import Engine
     from dispatch_matrix.app.config import Config
+    from dispatch_matrix.connectors.hub import Connectors
+    from dispatch_matrix.matrix.sync import SyncLoop
+    from dispatch_matrix.matrix.welcome import Welcome
     from dispatch_matrix.store.models import Session
 
 log = logs.get(__name__)
+
+
+@dataclass(frozen=True)
+class StartNotices:
+    """The banner and the owners' notices of one start, said once the first sync is in."""
+
+    config: Config
+    session: Session
+    client: MatrixClient
+    db: Database
+    outbox: Outbox
+    agent: Engine
+    sync: SyncLoop
+    welcome: Welcome
+    # The room of a task a restart interrupted (it runs again), if there is one.
+    resumed_in: RoomID | None
+    unconfined: bool
+    say: Callable[[str], None]
+
+    async def run(self) -> None:
+        """Wait for the first sync, print the banner, then tell the owners."""
+        await self.sync.first_sync_done.wait()
+        invited = self.welcome.awaited()
+        self.say(banner(self.config, self.session, self.sync.first_sync_seconds, invited))
+        sys.stdout.flush()
+        await announce_replacement(self.client, self.db, self.outbox)
+        if self.resumed_in is not None:
+            await self.outbox.post(self.resumed_in, queue_texts.RESUMED_AFTER_RESTART, notice=True)
+        if self.unconfined:
+            await announce_unconfined(self.client, self.outbox)
+        await report_model(self.agent, self.db, self.client, self.outbox)
+
+
+async def tell_connector_failures(
+    synced: asyncio.Event, client: MatrixClient, connectors: Connectors, outbox: Outbox
+) -> None:
+    """Tell the owners, once per run, server and room, that an MCP server did not start.
+
+    A failure at start-up comes before the bot is in any room, so the news waits for a
+    sync (`synced`) after which the bot is in one.
+    """
+    started = int(time.time())
+    pending: list[tuple[str, str]] = []
+    while True:
+        await synced.wait()
+        synced.clear()
+        while not connectors.failures.empty():
+            pending.append(connectors.failures.get_nowait())
+        rooms = list(client.client.rooms)
+        if not pending or not rooms:
+            continue
+        for name, reason in pending:
+            for room_id in rooms:
+                await outbox.post(
+                    RoomID(room_id),
+                    queue_texts.mcp_failed(name, reason),
+                    notice=True,
+                    key=f"mcp-failed-{name}-{started}-{room_id}",
+                )
+        pending.clear()
 
 
 async def retire_device(client: MatrixClient, db: Database, old: str, password: str | None) -> None:

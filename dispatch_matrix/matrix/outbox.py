@@ -38,6 +38,24 @@ log = logs.get(__name__)
 # Matrix events are capped at 64 KiB, encrypted and with HTML; longer texts go as a file.
 LONG_TEXT_CHARS = 16_000
 
+# An answer the homeserver refused for good, and why.
+Undelivered = tuple[OutboxItem, HomeserverError]
+
+
+async def tell_undelivered(
+    undelivered: asyncio.Queue[Undelivered],
+    tell: Callable[[OutboxItem, HomeserverError], Awaitable[None]],
+) -> None:
+    """Hand each answer the outbox could not deliver to `tell` (the router, which knows
+    the owners' other rooms), one at a time, until cancelled."""
+    while True:
+        item, err = await undelivered.get()
+        try:
+            await tell(item, err)
+        except DispatchError as failed:
+            # Telling is best effort: its failure is logged, and the next one is told.
+            log.warning("outbox.untold", txn=item.txn_id, error=failed.message)
+
 
 class Outbox:
     """Records, orders and sends what the bot says in rooms."""
@@ -52,6 +70,8 @@ class Outbox:
         long_texts: Path,
         budget: Budget,
         presence_every_s: float,
+        hold: Callable[[], float] | None = None,
+        undelivered: asyncio.Queue[Undelivered] | None = None,
     ) -> None:
         self._client = client
         self._db = db
@@ -60,17 +80,16 @@ class Outbox:
         self._max_file_bytes = max_file_bytes
         # Where texts too long for one event are written before they are attached.
         self._long_texts = long_texts
-        self.sender = Sender(budget, on_rate_limited=self._rate_limited)
+        # `hold`: seconds for which an answer is expected; decorations wait meanwhile.
+        self.sender = Sender(budget, on_rate_limited=self._rate_limited, hold=hold)
         self._ephemeral = Ephemeral(client, presence_every_s)
-        # Told of an answer the homeserver refused for good (the bot was removed from its
-        # room), to tell the owner elsewhere; set by whoever knows the owners' rooms.
-        self.undeliverable: Callable[[OutboxItem, HomeserverError], Awaitable[None]] | None = None
-        self._group: asyncio.TaskGroup | None = None
+        # Answers the homeserver refused for good (the bot was removed from their room) go
+        # here, for whoever knows the owners' rooms to tell them elsewhere (`tell_undelivered`).
+        self._undelivered = undelivered
 
     async def run(self) -> None:
         """Send until cancelled: first what a previous run recorded and never confirmed."""
         async with asyncio.TaskGroup() as group:
-            self._group = group
             for item in self._unsent_answers():
                 group.create_task(self._deliver(item, Urgency.ANSWER), name="outbox-resend")
             group.create_task(self.sender.run(), name="outbox-sender")
@@ -319,9 +338,9 @@ class Outbox:
             self._db.mark_sent(item.txn_id, "")
 
         def undeliverable(err: HomeserverError) -> None:
-            if kind is Urgency.ANSWER and self.undeliverable is not None and self._group:
+            if kind is Urgency.ANSWER and self._undelivered is not None:
                 # Not awaited here: telling the owner is itself a send, behind this one.
-                self._group.create_task(self._tell(item, err), name="outbox-untold")
+                self._undelivered.put_nowait((item, err))
 
         loop = asyncio.get_running_loop()
         label = f"{item.event_type} {item.txn_id}"
@@ -335,15 +354,6 @@ class Outbox:
             room=item.room_id,
             on_undeliverable=undeliverable,
         )
-
-    async def _tell(self, item: OutboxItem, err: HomeserverError) -> None:
-        # A task of the outbox's own group: its failure must not end the outbox.
-        if self.undeliverable is None:
-            return
-        try:
-            await self.undeliverable(item, err)
-        except DispatchError as failed:
-            log.warning("outbox.untold", txn=item.txn_id, error=failed.message)
 
     def _unsent_answers(self) -> list[OutboxItem]:
         """What a previous run recorded but never confirmed: its answers go again, first;

@@ -153,11 +153,12 @@ class Sender:
         budget: Budget,
         clock: Callable[[], float] = time.monotonic,
         on_rate_limited: Callable[[int], None] | None = None,
+        hold: Callable[[], float] | None = None,
     ) -> None:
         self._budget = budget
         self._on_rate_limited = on_rate_limited
         # Seconds for which an answer is expected (the rest waits meanwhile); 0: none is.
-        self.hold: Callable[[], float] | None = None
+        self._hold = hold
         self._clock = clock
         self._jobs: list[Job] = []
         self._wake = asyncio.Event()
@@ -265,7 +266,7 @@ class Sender:
             others = [j for j in others if j.kind is Urgency.PROGRESS]
             if not others:
                 return None, None
-        held = self.hold() if self.hold is not None else 0.0
+        held = self._hold() if self._hold is not None else 0.0
         if held > 0:
             # A step's status (the command now running) is the owner's view of what the
             # agent does, worth its event in a quick task too; reactions and redactions wait.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from nio import SyncResponse
 
@@ -57,7 +57,11 @@ class SyncLoop:
         stall_margin_s: float = 120.0,
         recovered: Callable[[], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        synced: Sequence[Callable[[], None]] = (),
     ) -> None:
+        # Told after each sync is handled (the welcome, the health record, news that waits
+        # for a room); none may block.
+        self._synced = tuple(synced)
         # Told when a sync gets through after failures (the outbox then sends what waits).
         self._recovered = recovered
         self._sleep = sleep
@@ -108,6 +112,8 @@ class SyncLoop:
                     self.last_progress = time.monotonic()
                     continue
                 acted = await self._handle(response, token)
+                for told in self._synced:
+                    told()
                 # A task this sync queued starts first: the token's save and the key
                 # housekeeping below are not on the way to its answer.
                 await asyncio.sleep(0)

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from dispatch_matrix.agent import usage
-from dispatch_matrix.app.pending import Pending
 from dispatch_matrix.connectors.inventory import Group
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ModelError
@@ -40,10 +39,10 @@ class Control:
         db: Database,
         worker: Worker,
         room: Room,
-        agent: Pending[Engine],
+        agent: Engine,
         voice: VoiceRetry | None = None,
         more: Mapping[str, Handler] | None = None,
-        tools: Callable[[], Awaitable[list[Group]]] | None = None,
+        tools: Callable[[], list[Group]] | None = None,
     ) -> None:
         self._more = dict(more or {})
         self._db = db
@@ -185,12 +184,12 @@ class Control:
     def _start_compaction(self, room_id: RoomID, event_id: str) -> str:
         if self._compacting is not None and not self._compacting.done():
             return texts.STILL_COMPACTING
-        self._compacting = asyncio.create_task(self._compact(self._agent, room_id, event_id))
+        self._compacting = asyncio.create_task(self._compact(room_id, event_id))
         self._compacting.add_done_callback(_log_failure)
         return texts.COMPACTING
 
-    async def _compact(self, pending: Pending[Engine], room_id: RoomID, event_id: str) -> None:
-        agent = await pending.get()
+    async def _compact(self, room_id: RoomID, event_id: str) -> None:
+        agent = self._agent
         try:
             done = await agent.compact_now()
         except ModelError as err:
@@ -207,7 +206,7 @@ class Control:
         )
 
     async def _memory(self, _command: Command) -> str:
-        memory = (await self._agent.get()).memory
+        memory = self._agent.memory
         if memory is None:
             return texts.NO_MEMORY
         return texts.memory_shown(memory.read(), memory.max_bytes)
@@ -217,13 +216,13 @@ class Control:
         recent = [
             (self._db.task(task_id), totals) for task_id, totals in usage.recent_tasks(self._db)
         ]
-        budget = (await self._agent.get()).settings.daily_budget_usd
+        budget = self._agent.settings.daily_budget_usd
         return texts.usage_report(
             usage.today(self._db, now), usage.last_days(self._db, now, 7), recent, budget
         )
 
     async def _model(self, command: Command) -> str:
-        agent = await self._agent.get()
+        agent = self._agent
         current, default, name = agent.current_model(), agent.default_model, command.arg.strip()
         if not name:
             shown = texts.model_shown(current, default, usage.price_of(current) is not None)
@@ -243,7 +242,7 @@ class Control:
     async def _tools(self, _command: Command) -> str:
         if self._inventory is None:
             return texts.NO_TOOLS_REPORT
-        return texts.tools_report(await self._inventory())
+        return texts.tools_report(self._inventory())
 
 
 def _log_failure(job: asyncio.Task[None]) -> None:

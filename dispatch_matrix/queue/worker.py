@@ -38,8 +38,24 @@ _OUTAGE_MAX_S = 120.0
 # The daemon passes `[agent] outage_probe_s`, whose default this is.
 _PROBE_EVERY_S = 5.0
 # For this long after a task is taken its answer is expected, and decorations wait for it
-# (`answer_due_in`): a quick task answers well within it, a long one frees them after it.
+# (`AnswerDue`): a quick task answers well within it, a long one frees them after it.
 ANSWER_DUE_S = 1.0
+
+
+class AnswerDue:
+    """Whether an answer is about to be decided: the worker marks when it takes a task, the
+    outbox's sender holds decorations back meanwhile. Made before both, as each needs it."""
+
+    def __init__(self) -> None:
+        # When the running task was taken (monotonic); None while no task runs.
+        self.since: float | None = None
+
+    def seconds(self) -> float:
+        """For how long the running task's answer is still expected soon (0: no task
+        runs, or it has run a while); what is not an answer waits meanwhile."""
+        if self.since is None:
+            return 0.0
+        return max(0.0, ANSWER_DUE_S - (time.monotonic() - self.since))
 
 
 class Worker:
@@ -57,8 +73,11 @@ class Worker:
         probe: Callable[[], Awaitable[bool]] | None = None,
         probe_every_s: float = _PROBE_EVERY_S,
         awake: KeepAwake | None = None,
+        answer_due: AnswerDue | None = None,
     ) -> None:
         self._db = db
+        # Marked when a task is taken (the outbox holds decorations back for its answer).
+        self._due = answer_due or AnswerDue()
         # The sleep inhibitor: held while there is work, let go when the queue is empty.
         self.awake = awake or KeepAwake(enabled=False)
         # Whether the API answers at all now (the agent's `reachable`).
@@ -74,7 +93,6 @@ class Worker:
         self._groups = ProcessGroups(db)
         self._wake = asyncio.Event()
         self.current: Task | None = None
-        self.current_since: float | None = None
         # Why the API is away and since when (monotonic), while tasks wait for it (!status).
         self.outage: str | None = None
         self.outage_since: float | None = None
@@ -91,12 +109,10 @@ class Worker:
         """Tell the worker there may be new work."""
         self._wake.set()
 
-    def answer_due_in(self) -> float:
-        """Seconds for which the running task's answer is still expected soon (0: no task
-        runs, or it has run a while); what is not an answer waits meanwhile."""
-        if self.current_since is None:
-            return 0.0
-        return max(0.0, ANSWER_DUE_S - (time.monotonic() - self.current_since))
+    @property
+    def current_since(self) -> float | None:
+        """When the running task was taken (monotonic); None while no task runs."""
+        return self._due.since
 
     async def run(self) -> None:
         """Work until cancelled."""
@@ -170,7 +186,7 @@ class Worker:
     # -- one task --------------------------------------------------------------------------
 
     async def _run_one(self, task: Task) -> None:
-        self.current, self.current_since = task, time.monotonic()
+        self.current, self._due.since = task, time.monotonic()
         # Committed with the agent's first write: a crash before it leaves the task queued,
         # which in effect it still was (nothing of it ran yet).
         self._db.stage_task_state(task.id, TaskState.RUNNING)
@@ -206,7 +222,7 @@ class Worker:
         finally:
             await io.close()
             # `_io` stays until `_finish` has told the status message how the task ended.
-            self.current, self.current_since, self._job = None, None, None
+            self.current, self._due.since, self._job = None, None, None
             self._cancelling = None
             self._groups.forget()
         if outage is not None:

@@ -60,6 +60,7 @@ class Scheduler:
         clock: Clock,
         zone: ZoneInfo,
         digest: Digest | None = None,
+        changed: asyncio.Event | None = None,
     ) -> None:
         self._db = db
         self._announcer = announcer
@@ -67,7 +68,9 @@ class Scheduler:
         self._clock = clock
         self._zone = zone
         self._digest = digest
-        self._wake = asyncio.Event()
+        # Set when a schedule is added or cancelled (the schedule tool, the reminders'
+        # commands): made before them, as the agent's tools are built before the scheduler.
+        self._wake = changed or asyncio.Event()
 
     def nudge(self) -> None:
         """A schedule was added or cancelled: look at the times again now."""

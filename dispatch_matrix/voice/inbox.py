@@ -35,40 +35,20 @@ log = logs.get(__name__)
 
 
 class VoiceInbox:
-    """Turns trusted owners' voice messages into tasks through the configured backend."""
+    """Trusted owners' voice messages as recorded in the ledger: received from the router,
+    dropped when deleted, sent back to be heard on `!retry`; `Hearing` takes them in turn."""
 
-    def __init__(
-        self,
-        client: MatrixClient,
-        db: Database,
-        outbox: Outbox,
-        transcriber: Transcriber | None,
-        *,
-        max_file_bytes: int,
-        folder: Path,
-    ) -> None:
-        self._client = client
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._outbox = outbox
-        # None: voice is off, and each voice message is answered with how to turn it on.
-        self._transcriber = transcriber
-        self._max_file_bytes = max_file_bytes
-        # Decrypted audio waits here (in the private state folder) until it is heard.
-        self._folder = folder
-        self._intake: Intake | None = None
         self._wake = asyncio.Event()
-
-    def bind(self, intake: Intake) -> None:
-        """Where transcripts go; given after construction, since `!retry` (in the intake's
-        control) comes back here."""
-        self._intake = intake
 
     def takes(self, message: Message) -> bool:
         """Whether `message` is a voice message (this lane's, rather than a file's)."""
         return is_voice(message.content or {})
 
     async def receive(self, message: Message) -> None:
-        """A trusted owner's voice message: recorded, then heard by `run` (the sync goes on)."""
+        """A trusted owner's voice message: recorded, then heard by `Hearing` (the sync goes
+        on)."""
         row = self._db.add_voice(
             message.event_id,
             message.room_id,
@@ -82,32 +62,14 @@ class VoiceInbox:
         log.info("voice.received", event_id=row.event_id, declared_size=declared_size(row.content))
         self._wake.set()
 
-    async def run(self) -> None:
-        """Hear recorded voice messages one at a time, oldest first, until cancelled."""
+    async def next_pending(self) -> VoiceMessage:
+        """The oldest voice message still to be heard, once there is one."""
         while True:
             row = self._db.next_pending_voice()
-            if row is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            try:
-                failure = await self._hear(row)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # A bug met with one voice message fails that message, not the daemon (a
-                # crash would restart into the same message and meet it again, forever).
-                log.exception("voice.crashed", event_id=row.event_id)
-                self._db.set_voice(row.event_id, VoiceState.FAILED, error="internal error")
-                failure = texts.voice_failed("an internal error (details are in the log)")
-            if failure is not None:
-                await self._outbox.post(
-                    row.room_id,
-                    failure,
-                    reply_to=row.event_id,
-                    notice=True,
-                    key=f"voice-{row.event_id}-{row.attempts}",
-                )
+            if row is not None:
+                return row
+            self._wake.clear()
+            await self._wake.wait()
 
     def failed_at(self, room_id: RoomID) -> float | None:
         """When the room's latest voice message that was not heard failed, if there is one."""
@@ -131,8 +93,60 @@ class VoiceInbox:
         if row is None or row.state not in (VoiceState.PENDING, VoiceState.FAILED):
             return
         self._db.set_voice(event_id, VoiceState.DROPPED, error="message deleted")
-        self._delete_audio(row)
+        _delete_audio(self._db, row)
         log.info("voice.dropped", event_id=event_id, reason="message deleted")
+
+
+class Hearing:
+    """The voice lane: hears the inbox's messages one at a time, through the configured
+    backend, and queues their words as if they were typed."""
+
+    def __init__(
+        self,
+        inbox: VoiceInbox,
+        client: MatrixClient,
+        db: Database,
+        outbox: Outbox,
+        transcriber: Transcriber | None,
+        intake: Intake,
+        *,
+        max_file_bytes: int,
+        folder: Path,
+    ) -> None:
+        self._inbox = inbox
+        self._client = client
+        self._db = db
+        self._outbox = outbox
+        # None: voice is off, and each voice message is answered with how to turn it on.
+        self._transcriber = transcriber
+        # Where transcripts go, as typed messages do.
+        self._intake = intake
+        self._max_file_bytes = max_file_bytes
+        # Decrypted audio waits here (in the private state folder) until it is heard.
+        self._folder = folder
+
+    async def run(self) -> None:
+        """Hear recorded voice messages one at a time, oldest first, until cancelled."""
+        while True:
+            row = await self._inbox.next_pending()
+            try:
+                failure = await self._hear(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug met with one voice message fails that message, not the daemon (a
+                # crash would restart into the same message and meet it again, forever).
+                log.exception("voice.crashed", event_id=row.event_id)
+                self._db.set_voice(row.event_id, VoiceState.FAILED, error="internal error")
+                failure = texts.voice_failed("an internal error (details are in the log)")
+            if failure is not None:
+                await self._outbox.post(
+                    row.room_id,
+                    failure,
+                    reply_to=row.event_id,
+                    notice=True,
+                    key=f"voice-{row.event_id}-{row.attempts}",
+                )
 
     async def _hear(self, row: VoiceMessage) -> str | None:
         """Fetch, transcribe, show and queue one voice message; the line for the owner when
@@ -169,7 +183,6 @@ class VoiceInbox:
         if text is None:
             self._db.set_voice(row.event_id, VoiceState.FAILED, error="no words", attempt=True)
             return texts.VOICE_EMPTY
-        assert self._intake is not None, "VoiceInbox.bind(intake) was not called"
         now = self._db.voice(row.event_id)
         if now is None or now.state is not VoiceState.PENDING:
             # Deleted by the owner while it was being transcribed.
@@ -182,7 +195,7 @@ class VoiceInbox:
         # event-id de-duplication makes that harmless.
         await self._intake.message(row.event_id, row.room_id, row.sender, text, row.origin_ts)
         self._db.set_voice(row.event_id, VoiceState.HEARD, transcript=text, attempt=True)
-        self._delete_audio(row, audio)
+        _delete_audio(self._db, row, audio)
         return None
 
     async def _audio(self, row: VoiceMessage) -> tuple[Path, str]:
@@ -202,12 +215,13 @@ class VoiceInbox:
         self._db.keep_voice_audio(row.event_id, str(received.path))
         return received.path, received.mimetype or mimetype
 
-    def _delete_audio(self, row: VoiceMessage, audio: Path | None = None) -> None:
-        path = audio or (Path(row.audio_path) if row.audio_path else None)
-        if path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        self._db.forget_voice_audio(row.event_id)
+
+def _delete_audio(db: Database, row: VoiceMessage, audio: Path | None = None) -> None:
+    path = audio or (Path(row.audio_path) if row.audio_path else None)
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    db.forget_voice_audio(row.event_id)
 
 
-__all__ = ["VoiceInbox"]
+__all__ = ["Hearing", "VoiceInbox"]

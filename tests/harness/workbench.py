@@ -21,10 +21,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from dispatch_matrix.app.agent_parts import AgentParts, build
 from dispatch_matrix.app.config import Config, load_config
-from dispatch_matrix.app.pending import Pending
-from dispatch_matrix.connectors import startup as connecting
+from dispatch_matrix.app.wiring import AgentKit, build_agent
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue.control import Control
 from dispatch_matrix.queue.intake import Intake
@@ -255,7 +253,7 @@ class Bench:
 
     config: Config
     db: Database
-    parts: AgentParts
+    parts: AgentKit
     worker: Worker
     control: Control
     intake: Intake
@@ -273,9 +271,11 @@ class Bench:
 
     def start(self) -> None:
         """The worker, once the connectors settled (as the daemon starts it)."""
-        self._runner = asyncio.create_task(
-            connecting.work(self.worker, self.parts.wiring.connectors), name="bench-worker"
-        )
+        self._runner = asyncio.create_task(self._work(), name="bench-worker")
+
+    async def _work(self) -> None:
+        await self.parts.connectors.settled()
+        await self.worker.run()
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -320,7 +320,7 @@ def build_bench(config_path: Path, logged: list[dict[str, Any]]) -> Bench:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     db = Database.open(config.state_dir / "dispatch.db")
     zone = owner_zone(config.schedule.timezone)
-    parts = build(config, db, None, SystemClock(), zone, lambda: None)
+    parts = build_agent(config, db, None, SystemClock(), zone, lambda: None)
     room = FakeRoom()
     worker = Worker(
         db,
@@ -328,10 +328,11 @@ def build_bench(config_path: Path, logged: list[dict[str, Any]]) -> Bench:
         room,
         approval_timeout_s=config.permissions.approval_timeout_s,
         outage_first_s=config.agent.outage_retry_s,
+        probe_every_s=config.agent.outage_probe_s,
         probe=parts.agent.reachable,
     )
     worker.resume_after_restart()
-    control = Control(db, worker, room, Pending.of(parts.agent, "the agent"))
+    control = Control(db, worker, room, parts.agent)
     intake = Intake(db, worker, room, control, config.agent.max_task_chars)
     return Bench(config, db, parts, worker, control, intake, room, logged)
 

@@ -241,7 +241,7 @@ class SeesTheAnswerDue:
 
 async def test_an_answer_is_due_while_a_task_is_taken_and_not_after(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "d.db")
-    room = FakeRoom(until="due")
+    room = FakeRoom()
     due = AnswerDue()
     worker = Worker(
         db, SeesTheAnswerDue(due), room, approval_timeout_s=60, outage_first_s=30, answer_due=due
@@ -249,8 +249,9 @@ async def test_an_answer_is_due_while_a_task_is_taken_and_not_after(tmp_path: Pa
     assert due.seconds() == 0.0
     db.add_task(EventID("$1"), RoomID("!r"), UserID("@me"), "quick", 1)
     runner = asyncio.create_task(worker.run())
-    await asyncio.wait_for(room.seen.wait(), 10)
+    answer = await room.wait_message("due", timeout=10)
     runner.cancel()
+    assert "not due" not in answer.body, "the answer was not due while its task ran"
     assert due.seconds() == 0.0 and due.since is None
     assert worker.current_since is None
 

@@ -301,3 +301,51 @@ async def test_a_room_that_is_no_longer_private_has_its_notice_cancelled(tmp_pat
     sending.cancel()
     assert len(server.scheduled) == 1 and first_b not in server.scheduled
     assert outbox.posts == [] and server.sent == []
+
+
+class SlowHomeserver(Homeserver):
+    """Holds each scheduling request until `go` is set: the stop comes while one is in
+    flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def send_delayed(
+        self, room_id: str, event_type: str, content: dict[str, Any], txn: str, delay_ms: int
+    ) -> tuple[str, dict[str, Any]]:
+        self.asked.set()
+        await self.go.wait()
+        return await super().send_delayed(room_id, event_type, content, txn, delay_ms)
+
+
+async def test_a_notice_scheduled_as_the_daemon_stops_is_cancelled_not_left_to_fire(
+    tmp_path: Path,
+) -> None:
+    """The run is cancelled while the sender's request to schedule is on its way; the
+    homeserver accepts it after. The stop must still find and cancel it: a notice left
+    behind would tell the owner the computer is asleep while it is only stopped."""
+    db = Database.open(tmp_path / "d.db")
+    server, outbox = SlowHomeserver(), Outbox()
+    notice = AsleepNotice(
+        server,  # type: ignore[arg-type]
+        db,
+        outbox,  # type: ignore[arg-type]
+        lambda: [RoomID("!r")],
+        delay_s=60,
+    )
+    ready = asyncio.Event()
+    ready.set()
+    sending = asyncio.create_task(outbox.sender.run())
+    running = asyncio.create_task(notice.run(ready))
+    await asyncio.wait_for(server.asked.wait(), 5)
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    stopping = asyncio.create_task(notice.stop())
+    await asyncio.sleep(0)
+    server.go.set()
+    await asyncio.wait_for(stopping, 5)
+    sending.cancel()
+    assert server.scheduled == {}, "the notice accepted during the stop is cancelled"
+    assert server.sent == [("!r", texts.STOPPED)]

@@ -129,6 +129,10 @@ def doctor_line(enabled: bool, support: str | None) -> tuple[bool, str, str]:
     )
 
 
+# How long a clean stop waits for a notice being scheduled (one request) before cancelling.
+_IN_FLIGHT_WAIT_S = 3.0
+
+
 class AsleepNotice:
     """Keeps each owner room's asleep notice scheduled; says "back" and "stopped"."""
 
@@ -151,6 +155,9 @@ class AsleepNotice:
         self._every_s = delay_s / 3
         self._now_ms = now_ms
         self._armed: dict[RoomID, Scheduled] = {}
+        # Schedules the sender is performing: a stop waits for them, so a notice the
+        # homeserver accepted just as the daemon stopped is cancelled too, not left to fire.
+        self._in_flight: set[asyncio.Future[None]] = set()
         self.unsupported: str | None = None
 
     async def run(self, ready: asyncio.Event) -> None:
@@ -177,6 +184,8 @@ class AsleepNotice:
 
     async def stop(self) -> None:
         """A clean stop: cancel each scheduled notice and say "stopped" instead."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=_IN_FLIGHT_WAIT_S)
         for room_id, scheduled in list(self._armed.items()):
             with contextlib.suppress(HomeserverError, OSError):
                 status, code = await self._client.update_delayed(scheduled.delay_id, "cancel")
@@ -228,7 +237,11 @@ class AsleepNotice:
             self._db.set_meta(SUPPORT_META, "no: " + err.message)
             log.warning("asleep.unsupported", error=err.message, code=code)
             return
-        delay_id, sent = outcome
+        # Recorded by `_armed_now` in the sender's task, the moment the homeserver took it.
+
+    def _armed_now(self, room_id: RoomID, delay_id: str, sent: dict[str, Any]) -> None:
+        """The homeserver scheduled the notice: recorded at once, in the sender's task, so
+        that a stop (or a crash) that came while `_arm` waited for it still finds it."""
         mark = str(sent.get("ciphertext", ""))[-32:]
         scheduled = Scheduled(delay_id, mark, self._now_ms())
         self._armed[room_id] = scheduled
@@ -246,28 +259,43 @@ class AsleepNotice:
         outcome: list[tuple[str, dict[str, Any]] | HomeserverError] = []
         txn = f"dm-{self._db.instance_id()}-asleep.{self._now_ms()}"
 
+        loop = asyncio.get_running_loop()
+        settled: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not settled.done():
+                settled.set_result(None)
+            self._in_flight.discard(settled)
+
         async def perform() -> EventID:
             try:
-                outcome.append(
-                    await self._client.send_delayed(
-                        room_id, "m.room.message", content, txn, self._delay_ms
-                    )
+                scheduled = await self._client.send_delayed(
+                    room_id, "m.room.message", content, txn, self._delay_ms
                 )
+                self._armed_now(room_id, *scheduled)
+                outcome.append(scheduled)
             except (RateLimited, Unreachable, CannotSend):
                 raise
             except HomeserverError as err:
                 outcome.append(err)
+            finally:
+                settle()
             return EventID("")
 
-        loop = asyncio.get_running_loop()
         job = Job(
             Urgency.DECORATION,
             perform,
             loop.create_future(),
             f"asleep notice {room_id}",
             room=room_id,
+            on_dropped=settle,
         )
-        await self._outbox.sender.submit(job)
+        self._in_flight.add(settled)
+        try:
+            await self._outbox.sender.submit(job)
+        finally:
+            if job.done.done() and not settled.done():
+                settle()
         return outcome[0] if outcome else None
 
     async def _restart(self, room_id: RoomID) -> None:

@@ -461,3 +461,59 @@ async def test_the_owners_claude_code_settings_cannot_widen_what_runs(tmp_path: 
         assert not (work / "w.txt").exists() and not (work / "b.txt").exists()
         assert [d.subject for d in io.asked] == ["touch b.txt"], "asked, not allowed by them"
         assert not marker.exists(), "no settings file was read"
+
+
+@pytest.fixture
+def confined(tmp_path: Path) -> tuple[ToolContext, Path]:
+    """A root with a file, a link in it to a secret outside, and a hidden state folder."""
+    root, outside, state = tmp_path / "root", tmp_path / "outside", tmp_path / "root" / "state"
+    for folder in (root, outside, state, root / ".git" / "hooks"):
+        folder.mkdir(parents=True, exist_ok=True)
+    (root / "notes.txt").write_text("notes")
+    (outside / "id_ed25519").write_text("PRIVATE KEY")
+    (root / "link").symlink_to(outside / "id_ed25519")
+    ctx = ToolContext(
+        workdir=root,
+        allowed_roots=(root,),
+        bash_timeout_s=120,
+        denied_paths=(state,),
+        readonly_paths=(root / ".git" / "hooks",),
+    )
+    return ctx, root
+
+
+@pytest.mark.parametrize(
+    "ours, tool_input, refused",
+    [
+        ("read", {"file_path": "notes.txt"}, None),
+        ("read", {"file_path": "{root}/notes.txt"}, None),
+        ("read", {"file_path": "/etc/passwd"}, "outside the allowed roots"),
+        ("read", {"file_path": "{root}/link"}, "outside the allowed roots"),
+        ("read", {"file_path": "{root}/state/dispatch.db"}, "may not touch"),
+        ("write", {"file_path": "{root}/new.txt", "content": "x"}, None),
+        ("write", {"file_path": "{root}/.git/hooks/pre-commit", "content": "x"}, "no tool"),
+        ("edit", {"file_path": "{root}/link", "old_string": "a", "new_string": "b"}, "outside"),
+        ("glob", {"pattern": "**/*.txt"}, None),
+        ("glob", {"pattern": "**/*", "path": "/"}, "outside the allowed roots"),
+        ("glob", {"pattern": "../outside/*"}, "reaches outside"),
+        ("glob", {"pattern": "/etc/*"}, "reaches outside"),
+        ("bash", {"command": "cat /etc/passwd"}, None),  # the sandbox and the judge, not this
+        ("WebFetch", {"url": "https://example.org"}, None),
+    ],
+)
+def test_claude_codes_file_tools_are_confined_as_ours_are(
+    confined: tuple[ToolContext, Path], ours: str, tool_input: dict[str, str], refused: str | None
+) -> None:
+    """Claude Code's own Read, Write, Edit and Glob do not run through our tools, so the
+    roots, the hidden paths and symlinks are checked before it may open anything: a broad
+    `Read` rule must not reach past the roots or through a link to a secret."""
+    pytest.importorskip("claude_agent_sdk", reason="the claude-code extra is not installed")
+    from dispatch_matrix.agent.claude_code import confinement_refusal
+
+    ctx, root = confined
+    filled = {k: v.format(root=root) for k, v in tool_input.items()}
+    why = confinement_refusal(ours, filled, ctx)
+    if refused is None:
+        assert why is None, why
+    else:
+        assert why is not None and refused in why, why

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from claude_agent_sdk import (
@@ -57,9 +58,11 @@ from dispatch_matrix.agent.ports import TaskIO
 from dispatch_matrix.agent.prompt import turn_context
 from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.core import logs
+from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.store import Database, Task
 from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.paths import resolve, resolve_for_write
 from dispatch_matrix.toolbox.registry import ToolRegistry
 
 if TYPE_CHECKING:
@@ -282,6 +285,10 @@ class ClaudeCodeAgent:
         if io is None:
             return PermissionResultDeny(message="No task is running.", interrupt=True)
         ours = policy_name(name)
+        outside = confinement_refusal(ours, tool_input, self._context)
+        if outside is not None:
+            log.info("tool.confined", tool=ours, why=outside)
+            return PermissionResultDeny(message=f"Not allowed: {outside}.")
         refusal = await self._calls.permit(ours, tool_input, io)
         if refusal is not None:
             return PermissionResultDeny(message=refusal)
@@ -424,3 +431,34 @@ def _failure(result: ResultMessage) -> str:
     return f"Claude Code ended the turn with an error ({result.subtype})" + (
         f": {detail[:300]}" if detail else ""
     )
+
+
+# Claude Code's own file tools, by our name, and the input field that names their path.
+_CONFINED = {"read": "file_path", "write": "file_path", "edit": "file_path", "glob": "path"}
+
+
+def confinement_refusal(ours: str, tool_input: Mapping[str, Any], ctx: ToolContext) -> str | None:
+    """Why one of Claude Code's own file tools may not touch its path, whatever the rules
+    say; None when it may. The same confinement our own file tools apply when they run
+    (allowed roots, the hidden paths, every symlink followed; a write also never where
+    something runs later), here before Claude Code opens anything: its tools do not pass
+    through ours, so a rule such as `Read` must not reach past the roots or through a
+    link to a secret."""
+    field = _CONFINED.get(ours)
+    if field is None:
+        return None
+    if ours == "glob":
+        pattern = str(tool_input.get("pattern", ""))
+        if pattern.startswith(("/", "~")) or ".." in Path(pattern).parts:
+            return f"the glob pattern {pattern!r} reaches outside its folder"
+    spelled = tool_input.get(field)
+    if ours == "glob" and not spelled:
+        spelled = str(ctx.workdir)
+    try:
+        if ours in ("write", "edit"):
+            resolve_for_write(str(spelled or ""), ctx)
+        else:
+            resolve(str(spelled or ""), ctx)
+    except ToolError as err:
+        return err.message
+    return None

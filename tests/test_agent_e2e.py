@@ -8,7 +8,6 @@ outages, caching) are in the worker tier: tests/test_agent_worker.py."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 from conftest import BotSetup, Homeserver, started
@@ -16,35 +15,11 @@ from fake_messages_api import FakeMessagesAPI
 from harness import http
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
+from harness.toolcalls import permissions, result_text, tool_results
 
 pytestmark = [pytest.mark.e2e]
 
 StartClient = Callable[..., Awaitable[JsClient]]
-
-PERMISSIONS = """
-[permissions]
-allow = ["Bash(echo:*)", "Read"]
-ask = []
-deny = ["Bash(rm:*)"]
-approval_timeout_s = {timeout}
-"""
-
-
-def permissions(timeout: float = 30) -> str:
-    """The [permissions] section, with an approval timeout of `timeout` seconds."""
-    return PERMISSIONS.format(timeout=timeout)
-
-
-def tool_results(request: Any) -> list[dict[str, Any]]:
-    """The tool_result blocks of a recorded request's last message."""
-    return [b for b in request.body["messages"][-1]["content"] if b.get("type") == "tool_result"]
-
-
-def result_text(block: dict[str, Any]) -> str:
-    content = block["content"]
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content)
 
 
 async def test_an_allowed_command_runs_and_its_output_reaches_the_model(

@@ -8,40 +8,15 @@ restart — stays in tests/test_agent_e2e.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from fake_messages_api import FakeMessagesAPI
+from harness.toolcalls import permissions, result_text, tool_results
 from harness.workbench import OWNER, Bench
 
 pytestmark = [pytest.mark.worker]
 
 MakeBench = Callable[..., Bench]
-
-PERMISSIONS = """
-[permissions]
-allow = ["Bash(echo:*)", "Read"]
-ask = []
-deny = ["Bash(rm:*)"]
-approval_timeout_s = {timeout}
-"""
-
-
-def permissions(timeout: float = 30) -> str:
-    """The [permissions] section, with an approval timeout of `timeout` seconds."""
-    return PERMISSIONS.format(timeout=timeout)
-
-
-def tool_results(request: Any) -> list[dict[str, Any]]:
-    """The tool_result blocks of a recorded request's last message."""
-    return [b for b in request.body["messages"][-1]["content"] if b.get("type") == "tool_result"]
-
-
-def result_text(block: dict[str, Any]) -> str:
-    content = block["content"]
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content)
 
 
 async def test_a_denied_command_never_runs_and_the_model_is_told(

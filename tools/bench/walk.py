@@ -17,7 +17,9 @@ It prints, for a plain message and for one with a single `bash` call:
   the utilities every part uses: logs, redaction, errors, ids);
 - crossings: distinct caller → callee module pairs in the window whose top-level packages
   differ (a call from `queue/worker.py` into `agent/engine.py` is one);
-- idle: modules that also ran in the idle window.
+- idle: modules that also ran in the idle window;
+- functions: per file, the functions that ran (why the file is on the walk). A resumed
+  coroutine counts as a call, so a coroutine awaiting in a stepping task's chain is listed.
 It measures, it does not judge: no thresholds.
 """
 
@@ -79,7 +81,7 @@ if _OUT:
         if not name.startswith(_ROOT):
             return
         tick = int(time.monotonic() * 20)
-        _calls.setdefault(name, set()).add(tick)
+        _calls.setdefault(name + ":" + frame.f_code.co_qualname, set()).add(tick)
         caller = _ours(frame.f_back)
         if caller is not None and caller != name:
             _edges.setdefault((caller, name), set()).add(tick)
@@ -115,10 +117,17 @@ def in_window(ticks: list[int], start: float, end: float) -> bool:
 def analyse(
     trace: dict[str, Any], window: tuple[float, float], idle: tuple[float, float]
 ) -> dict[str, Any]:
-    files = sorted(module_of(f) for f, ticks in trace["calls"].items() if in_window(ticks, *window))
-    idle_files = sorted(
-        module_of(f) for f, ticks in trace["calls"].items() if in_window(ticks, *idle)
-    )
+    # The tracer keys calls by "file:function"; a resumed coroutine counts as a call (so a
+    # coroutine waiting in a task's await chain is on the walk when the task steps).
+    functions: dict[str, set[str]] = {}
+    idle_files: set[str] = set()
+    for key, ticks in trace["calls"].items():
+        path, _, function = key.partition(":")
+        if in_window(ticks, *window):
+            functions.setdefault(module_of(path), set()).add(function)
+        if in_window(ticks, *idle):
+            idle_files.add(module_of(path))
+    files = sorted(functions)
     crossings = sorted(
         {
             (module_of(a), module_of(b))
@@ -137,6 +146,7 @@ def analyse(
         "crossing_count": len(crossings),
         "package_crossings": sorted({f"{package_of(a)} -> {package_of(b)}" for a, b in crossings}),
         "also_idle": [f for f in files if f in idle_files],
+        "functions": {f: sorted(functions[f]) for f in files},
     }
 
 
@@ -205,6 +215,8 @@ async def walk(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         await owner.send_text(room, "warm-up with a tool")
         await owner.wait_message(room, sender=bot_user, contains="warm tool done", timeout=120)
         plain = await exchange("walk")
+        # The idle window starts once the answer's tail (ledger, receipts, edits) is done.
+        await asyncio.sleep(2.0)
         idle_start = time.monotonic()
         await asyncio.sleep(max(plain[1] - plain[0], 1.0))
         idle = (idle_start, time.monotonic())

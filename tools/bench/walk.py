@@ -220,6 +220,8 @@ async def walk(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         idle_start = time.monotonic()
         await asyncio.sleep(max(plain[1] - plain[0], 1.0))
         idle = (idle_start, time.monotonic())
+        # A gap wider than the windows' one-bucket margin before the next send.
+        await asyncio.sleep(0.5)
         api.reply(tools=[("bash", {"command": "echo walked"})])
         marker = secrets.token_hex(4)
         api.reply(f"tool walk done {marker}")

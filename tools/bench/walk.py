@@ -229,6 +229,8 @@ async def walk(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         await owner.send_text(room, "walk with one bash call")
         await owner.wait_message(room, sender=bot_user, contains=marker, timeout=120)
         with_tool = (start, time.monotonic())
+        # The same gap before the stop, so shutdown is not counted in the window.
+        await asyncio.sleep(0.5)
         await bot.stop(60)
         bot = None
         trace = json.loads(out.read_text())

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.workbench import FakeRoom
 from markdown_it import MarkdownIt
 
 from dispatch_matrix.agent.ports import Approval
@@ -20,6 +21,8 @@ from dispatch_matrix.matrix.outbox import LONG_TEXT_CHARS
 from dispatch_matrix.permissions.policy import Decision
 from dispatch_matrix.queue import approval_texts as texts
 from dispatch_matrix.queue.approvals import Approvals
+from dispatch_matrix.queue.intake import Intake
+from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, Task
 from dispatch_matrix.toolbox.preview import preview
 
@@ -348,3 +351,38 @@ def test_a_question_whose_parts_all_just_fit_still_fits_one_event(tmp_path: Path
     assert question.attachments == (), "every part fits, whole"
     assert subject[-50:] in question.text and change in question.text
     assert len(question.text) <= texts.QUESTION_MAX_CHARS
+
+
+async def test_text_goes_to_the_approvals_only_when_it_replies_or_a_question_is_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, room = Database.open(tmp_path / "d.db"), FakeRoom()
+    worker = Worker(db, None, room, approval_timeout_s=5, outage_first_s=30)  # type: ignore[arg-type]
+    intake = Intake(db, worker, room, None, 1000)  # type: ignore[arg-type]  # no command here
+    put: list[str] = []
+    answer_text = Approvals.answer_text
+
+    async def spied(self: Approvals, room_id: RoomID, body: str, *rest: Any) -> bool:
+        put.append(body)
+        return await answer_text(self, room_id, body, *rest)
+
+    monkeypatch.setattr(Approvals, "answer_text", spied)
+    # Nothing open: a bare "yes" is work, and the approvals are not asked about it.
+    await intake.message(EventID("$m1"), ROOM, OWNER, "yes", 1)
+    work = db.task_by_event(EventID("$m1"))
+    assert put == [] and work is not None and work.body == "yes"
+    # A question open: the same word answers it and is no task.
+    pending = asyncio.create_task(worker.approvals.ask(task(db, 2), decision("touch x")))
+    question = await room.wait_message("touch x", timeout=5)
+    await intake.message(EventID("$m2"), ROOM, OWNER, "yes", 2)
+    assert put == ["yes"] and await pending is Approval.YES
+    assert db.task_by_event(EventID("$m2")) is None
+    # Nothing open again, but a reply may still name its (closed) question: said, no task.
+    # (The outbox records a question's key in the ledger; this room records nothing.)
+    db.enqueue_outgoing(ROOM, "m.room.message", {}, 2, "t2.ask.x.1")
+    db.mark_sent(f"dm-{db.instance_id()}-t2.ask.x.1", question.event_id)
+    await intake.message(EventID("$m3"), ROOM, OWNER, "no", 3, reply_to=question.event_id)
+    assert put == ["yes", "no"] and db.task_by_event(EventID("$m3")) is None
+    await room.wait_message(texts.QUESTION_CLOSED, timeout=5)
+    worker.mirror.close()
+    db.close()

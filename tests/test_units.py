@@ -30,7 +30,7 @@ from dispatch_matrix.identity.trust import (
 from dispatch_matrix.matrix.formatting import reply_to, text_content
 from dispatch_matrix.matrix.inbound import Invite, Message, Reaction
 from dispatch_matrix.matrix.privacy import Change, outsiders, privacy_change
-from dispatch_matrix.store import Database, TaskState
+from dispatch_matrix.store import Database, Task, TaskState
 
 OWNERS = frozenset({"@me:example.org"})
 
@@ -499,3 +499,22 @@ def test_well_formed_keeps_one_result_per_call_in_the_next_message(
     assert out == expected
     assert (repair.answered, repair.dropped) == (answered, dropped)
     assert bool(repair) == (out != messages)
+
+
+@pytest.mark.parametrize(
+    ("body", "width", "title"),
+    [
+        ("fix the build", 60, "fix the build"),
+        ("  first line\nsecond line", 60, "first line"),
+        ("a" * 61, 60, "a" * 59 + "…"),
+        ("a" * 60, 60, "a" * 60),
+        ("word " * 20, 40, ("word " * 8)[:39] + "…"),
+        ("   \n  ", 60, ""),
+    ],
+)
+def test_a_task_is_named_by_its_first_line_shortened(body: str, width: int, title: str) -> None:
+    task = Task(
+        1, EventID("$e"), RoomID("!r"), UserID("@o"), body, TaskState.QUEUED, 1, 0.0, None,
+        None, None, None,
+    )  # fmt: skip
+    assert task.title(width) == title

@@ -14,7 +14,8 @@ import pytest
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.inbound import Message
-from dispatch_matrix.store import Database
+from dispatch_matrix.queue.commands import Command
+from dispatch_matrix.store import Database, TaskState
 from dispatch_matrix.store.voice import VoiceState
 from dispatch_matrix.voice.inbox import Hearing, VoiceInbox
 
@@ -181,3 +182,29 @@ async def test_a_bug_with_one_voice_message_fails_it_and_the_lane_goes_on(
     assert await inbox.retry(ROOM) == "🔁 Listening to your voice message again…"
     await until(lambda: len(intake.queued) == 2, intake.changed)
     assert intake.queued[-1] == ("$bad", "fixed now")
+
+
+async def test_a_bare_retry_hears_the_voice_message_again_only_when_it_failed_last(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "ledger.db")
+    inbox = VoiceInbox(db)
+    db.add_voice(EventID("$v"), ROOM, OWNER, 1, {"msgtype": "m.audio"})
+    db.set_voice("$v", VoiceState.FAILED, error="backend down")
+    # `!retry #3` names a task; another room has no voice message that failed.
+    assert await inbox.retry_command(Command("retry", "#3"), ROOM) is None
+    assert await inbox.retry_command(Command("retry"), RoomID("!other:x")) is None
+    assert await inbox.retry_command(Command("retry"), ROOM) == (
+        "🔁 Listening to your voice message again…"
+    )
+    row = db.voice("$v")
+    assert row is not None and row.state is VoiceState.PENDING
+    # Failed again, then a task failed after it: a bare `!retry` is the queue's (the task).
+    db.set_voice("$v", VoiceState.FAILED, error="backend down")
+    task = db.add_task(EventID("$t"), ROOM, OWNER, "work", 2, None)
+    assert task is not None
+    db.set_task_state(task.id, TaskState.FAILED, error="model down")
+    assert await inbox.retry_command(Command("retry"), ROOM) is None
+    row = db.voice("$v")
+    assert row is not None and row.state is VoiceState.FAILED
+    db.close()

@@ -9,16 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nio import Event
 
 from dispatch_matrix.app.config import load_config
 from dispatch_matrix.core.errors import ConfigError
+from dispatch_matrix.core.ids import RoomID
+from dispatch_matrix.matrix.inbound import Message, from_event
 from dispatch_matrix.voice import ogg
 from dispatch_matrix.voice.config import base_url
 from dispatch_matrix.voice.content import (
     declared_size,
     echo,
     heard,
-    is_voice,
     sniff,
     spoken,
     voice_content,
@@ -30,7 +32,7 @@ from dispatch_matrix.voice.transcribe import (
 DATA = Path(__file__).parent / "data"
 VOICE = DATA / "voice.ogg"
 
-# -- which message is a voice message ------------------------------------------------------
+# -- which message is a voice message (read by the router from the event) --------------------
 
 VOICE_FLAG = {"org.matrix.msc3245.voice": {}}
 AUDIO_BLOCK = {"org.matrix.msc1767.audio": {"duration": 1000}}
@@ -45,11 +47,23 @@ AUDIO_BLOCK = {"org.matrix.msc1767.audio": {"duration": 1000}}
         ({"msgtype": "m.audio", "body": "song.mp3"}, False),  # an audio file to keep
         ({"msgtype": "m.file", **VOICE_FLAG}, False),
         ({"msgtype": "m.text", "body": "hi", **VOICE_FLAG}, False),
-        ({}, False),
+        ({"msgtype": "m.text", "body": "hi"}, False),
     ],
 )
-def test_is_voice(content: dict[str, Any], expected: bool) -> None:
-    assert is_voice(content) is expected
+def test_a_voice_message_is_told_from_the_event_alone(
+    content: dict[str, Any], expected: bool
+) -> None:
+    audio = {"url": "mxc://hs/clip", "info": {"mimetype": "audio/ogg"}}
+    wire = {
+        "type": "m.room.message",
+        "event_id": "$v",
+        "sender": "@owner:hs",
+        "origin_server_ts": 1,
+        "content": {"body": "Voice message", **audio, **content},
+    }
+    message = from_event(RoomID("!r:hs"), Event.parse_event(wire))
+    assert isinstance(message, Message)
+    assert message.voice is expected
 
 
 @pytest.mark.parametrize(

@@ -262,3 +262,38 @@ def test_an_answer_stops_being_due_a_moment_after_its_task_was_taken() -> None:
     assert due.seconds() == 0.0
     due.since = time.monotonic()
     assert 0.0 < due.seconds() <= ANSWER_DUE_S
+
+
+class StartsAProcessWhenAsked:
+    """Answers at once; for a task saying "spawn", first reports a process group started."""
+
+    async def answer(self, task: Task, io: Any) -> str:
+        if "spawn" in task.body:
+            # Only recorded, never signalled: no task here is cancelled.
+            io.process_started(2**22 + 7)
+        return f"done: {task.body}"
+
+
+async def test_the_process_group_record_is_cleared_only_after_a_task_that_started_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forgotten: list[str] = []
+    forget = ProcessGroups.forget
+
+    def counted(self: ProcessGroups) -> None:
+        forgotten.append(str(db.get_meta("process_groups")))
+        forget(self)
+
+    monkeypatch.setattr(ProcessGroups, "forget", counted)
+    db = Database.open(tmp_path / "d.db")
+    room = FakeRoom()
+    worker = Worker(db, StartsAProcessWhenAsked(), room, approval_timeout_s=60, outage_first_s=30)
+    room_id, me = RoomID("!r"), UserID("@me")
+    for n, body in enumerate(["plain", "spawn one", "plain again"], start=1):
+        db.add_task(EventID(f"${n}"), room_id, me, body, n)
+    runner = asyncio.create_task(worker.run())
+    await room.wait_message("done: plain again", timeout=10)
+    runner.cancel()
+    # Once, after the task that recorded a group (then on record); the store is clear.
+    assert len(forgotten) == 1 and forgotten[0].endswith(f":{2**22 + 7}")
+    assert db.get_meta("process_groups") == ""

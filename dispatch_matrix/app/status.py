@@ -33,10 +33,6 @@ def _daemon_running(state: StateFolder) -> str | None:
     return None
 
 
-def _first_line(body: str) -> str:
-    return body.splitlines()[0][:60] if body else ""
-
-
 def show_status(config: Config, say: Callable[[str], None]) -> int:
     """Print the status; 0 if a daemon is running, 1 if not."""
     state = StateFolder(config.state_dir)
@@ -61,14 +57,14 @@ def show_status(config: Config, say: Callable[[str], None]) -> int:
         say(f"tasks:     {summary}")
         active = db.tasks_in(TaskState.RUNNING, TaskState.WAITING_APPROVAL, limit=1)
         if active:
-            say(f"current:   {active[0].short_id} {active[0].state}: {_first_line(active[0].body)}")
+            say(f"current:   {active[0].short_id} {active[0].state}: {active[0].title()}")
         else:
             say("current:   none")
         if pid:
             held = db.get_meta(AWAKE_META) == "1"
             say(f"awake:     {awake_line(config.agent.keep_awake, True, held)}")
         for task in db.tasks_in(TaskState.QUEUED, limit=10):
-            say(f"  {task.short_id} {task.state}: {_first_line(task.body)}")
+            say(f"  {task.short_id} {task.state}: {task.title()}")
         say(f"version:   {__version__} (this command)")
         return 0 if pid else 1
     finally:

@@ -49,7 +49,6 @@ from dispatch_matrix.identity.gate import TrustGate
 from dispatch_matrix.identity.identities import Identities
 from dispatch_matrix.matrix.asleep import AsleepNotice
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.matrix.mentions import Mentions
 from dispatch_matrix.matrix.outbox import Outbox, Undelivered
 from dispatch_matrix.matrix.replay import ReplayGuard
 from dispatch_matrix.matrix.router import Router
@@ -170,9 +169,7 @@ def build(
     resumed_in = worker.resume_after_restart()
     roots = [root.expanduser() for root in config.agent.allowed_roots]
     digest = Digest(db, outbox, zone, workdir, roots, config.schedule.digest_at)
-    scheduler = Scheduler(
-        db, Mentions(outbox), worker, clock, zone, digest, changed=schedules_changed
-    )
+    scheduler = Scheduler(db, outbox, worker, clock, zone, digest, changed=schedules_changed)
     reminders = Reminders(db, outbox, zone, digest, schedules_changed.set)
     voice = VoiceInbox(db)
     control = Control(
@@ -180,9 +177,9 @@ def build(
         worker,
         outbox,
         kit.agent,
-        voice,
         more=reminders.handlers(),
         tools=kit.inventory,
+        first={"retry": voice.retry_command},
     )
     intake = Intake(
         db, worker, outbox, control, config.agent.max_task_chars, on_reaction=reminders.reaction

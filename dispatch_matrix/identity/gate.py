@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.ids import RoomID
+from dispatch_matrix.identity import texts
 from dispatch_matrix.identity.held import HeldMessages
 from dispatch_matrix.identity.identities import Identities
 from dispatch_matrix.identity.side_notice import send_readable_by
 from dispatch_matrix.identity.trust import DeviceTrust, may_command, may_join
-from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.inbound import Invite, Message, Reaction, Vote
 from dispatch_matrix.matrix.outbox import Outbox

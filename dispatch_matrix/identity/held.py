@@ -27,8 +27,8 @@ from typing import Any, Protocol
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.identity import texts
 from dispatch_matrix.identity.trust import DeviceTrust, UserKeys
-from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.store import Database
 

@@ -74,10 +74,8 @@ class Tasks(Protocol):
 
 
 class VoiceLane(Protocol):
-    """Where owners' voice messages go (voice's `VoiceInbox`)."""
-
-    def takes(self, message: Message) -> bool:
-        """Whether `message` is a voice message."""
+    """Where owners' voice messages go (voice's `VoiceInbox`); which message is one the
+    router reads from the event (`Message.voice`)."""
 
     async def receive(self, message: Message) -> None:
         """A trusted owner's voice message."""

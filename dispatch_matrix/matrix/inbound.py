@@ -26,6 +26,10 @@ from dispatch_matrix.matrix.polls import Ballot, read_ballot
 
 # The msgtype given to a message event that does not match the spec's schema.
 MALFORMED = "dispatch.malformed"
+# MSC3245 marks a recorded voice message; MSC1767's audio block carries its duration and
+# waveform. Element sends both on every voice message.
+VOICE_FLAG = "org.matrix.msc3245.voice"
+AUDIO_BLOCK = "org.matrix.msc1767.audio"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,14 @@ class Message:
     reply_to: EventID | None = None
     # The root of the thread this was written in (m.thread); None: the main timeline.
     thread_root: EventID | None = None
+
+    @property
+    def voice(self) -> bool:
+        """Whether this is a recorded voice message (`m.audio` with the MSC3245 voice flag
+        or the MSC1767 audio block), not an audio file to keep."""
+        if self.msgtype != "m.audio" or self.content is None:
+            return False
+        return VOICE_FLAG in self.content or AUDIO_BLOCK in self.content
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The mention is intentional (`m.mentions.user_ids`, the spec's way since v1.7) and also shown:
 the user's id in the plain body and a pill (a matrix.to link) in the HTML. Such a message is
 an `m.text`, never an `m.notice`: the default push rules suppress notices before they look at
-mentions.
+mentions. The outbox posts it (`Outbox.mention`: same dedup by key, same redactor).
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from dispatch_matrix.core.ids import EventID, RoomID, UserID
-from dispatch_matrix.core.logs import REDACTOR
+from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.matrix.formatting import render, text_content
-from dispatch_matrix.matrix.outbox import Outbox
 
 
 def mention_content(markdown: str, user_id: UserID) -> dict[str, Any]:
@@ -26,17 +24,3 @@ def mention_content(markdown: str, user_id: UserID) -> dict[str, Any]:
     content["formatted_body"] = rendered.replace(html.escape(user_id), pill, 1)
     content["m.mentions"] = {"user_ids": [user_id]}
     return content
-
-
-class Mentions:
-    """Posts mentioning messages through the outbox (same dedup by key, same redactor)."""
-
-    def __init__(self, outbox: Outbox) -> None:
-        self._outbox = outbox
-
-    async def mention(
-        self, room_id: RoomID, markdown: str, user_id: UserID, *, key: str
-    ) -> EventID:
-        """Post `markdown` mentioning `user_id`; posts with the same key are one message."""
-        content = mention_content(REDACTOR.text(markdown), user_id)
-        return await self._outbox.send_event(room_id, "m.room.message", content, key=key)

@@ -21,13 +21,14 @@ from typing import Any
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import DispatchError, HomeserverError
-from dispatch_matrix.core.ids import EventID, RoomID
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.core.logs import REDACTOR
 from dispatch_matrix.matrix.attachments import upload_file
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.ephemeral import Ephemeral
 from dispatch_matrix.matrix.formatting import edit_of, text_content
 from dispatch_matrix.matrix.formatting import reply_to as as_reply
+from dispatch_matrix.matrix.mentions import mention_content
 from dispatch_matrix.matrix.sender import Budget, Job, Sender, Urgency
 from dispatch_matrix.matrix.texts import exemption_hint
 from dispatch_matrix.store import Database
@@ -269,6 +270,14 @@ class Outbox:
         return await self.send_event(
             room_id, event_type, content, task_id=task_id, key=key, kind=kind
         )
+
+    async def mention(
+        self, room_id: RoomID, markdown: str, user_id: UserID, *, key: str
+    ) -> EventID:
+        """Post `markdown` as a message that mentions `user_id`, so their phone notifies (a
+        fired reminder); posts with the same key are one message."""
+        content = mention_content(REDACTOR.text(markdown), user_id)
+        return await self.send_event(room_id, "m.room.message", content, key=key)
 
     async def send_event(
         self,

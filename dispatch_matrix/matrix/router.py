@@ -297,7 +297,7 @@ class Router:
         elif message.msgtype == MALFORMED:
             log.warning("message.malformed", event_id=message.event_id)
             await self._intake.malformed(message.event_id, message.room_id)
-        elif self._voice is not None and self._voice.takes(message):
+        elif self._voice is not None and message.voice:
             await self._voice.receive(message)
         elif message.msgtype in _FILE_TYPES:
             await self._file(message)

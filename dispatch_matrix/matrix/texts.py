@@ -1,14 +1,10 @@
-"""What the bot says in the room about trust and rooms: one place, one tone."""
+"""What the bot says in the room about the matrix layer itself (rooms, what could not be read or
+delivered, the computer asleep, its own session) and its first words: one place, one tone."""
 
 from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Collection
-
-PLAINTEXT_IGNORED = (
-    "🔒 I only take instructions sent with end-to-end encryption, so I ignored that "
-    "message. Turn encryption on for this room (it is on by default in a new DM)."
-)
 
 
 def room_opened(outsiders: list[str]) -> str:
@@ -22,50 +18,6 @@ def room_opened(outsiders: list[str]) -> str:
 
 
 ROOM_CLOSED = "🔓 This room is private again (only my owners and me): I take instructions here."
-
-ROOM_NOT_PRIVATE = (
-    "🔒 Someone besides my owners is in this room, so I stopped taking instructions here. "
-    "Remove them (or open a new DM with me) and I will continue; the operator can also allow "
-    "this room in the config."
-)
-
-
-def unverified_device(reason: str) -> str:
-    """The owner wrote from a device the bot does not trust."""
-    return (
-        f"🔒 I ignored that message: {reason}. Verify this session from one of your other "
-        "devices (Settings → Sessions → Verify), then send it again."
-    )
-
-
-def identity_changed(user_id: str, fingerprint: str, held: str) -> str:
-    """An owner's cross-signing identity is not the one the bot pinned; `held` is the start
-    of the message it holds (sent so that this very device can read it)."""
-    return (
-        f"⚠️ {user_id}'s cryptographic identity has changed since I first met it (new key "
-        f"{fingerprint}), so I stopped obeying it. If you reset your identity yourself, "
-        f"confirm it on the computer I run on: `dispatch-matrix trust {user_id}`. I am holding "
-        f"your message {held} (and any you send until then): it runs once you do."
-    )
-
-
-def identity_changed_vote(user_id: str) -> str:
-    """A vote from an owner's identity the bot has not trusted (not held: a vote answers
-    a question that may be gone by then)."""
-    return (
-        f"⚠️ {user_id}'s cryptographic identity has changed since I first met it, so I stopped "
-        "obeying it. If you reset your identity yourself, confirm it on the computer I run "
-        f"on: `dispatch-matrix trust {user_id}`."
-    )
-
-
-def held_named(previews: list[str]) -> str:
-    """Held messages that can no longer run (another identity was trusted, or too old)."""
-    return (
-        "🔒 I held these while your identity was not trusted: "
-        + ", ".join(previews)
-        + ". I did not run them; send again what you still want."
-    )
 
 
 def unreadable(when: str) -> str:
@@ -100,34 +52,6 @@ def exemption_hint(homeserver: str, user_id: str) -> str:
         f'-d \'{{"messages_per_second": 0, "burst_count": 0}}\' {homeserver}{path} '
         "— then set send_rate_per_s = 0 under [matrix]"
     )
-
-
-# -- voice messages ------------------------------------------------------------------------
-
-VOICE_OFF = (
-    '🎙️ I cannot listen to voice messages yet: set `backend = "endpoint"` and `endpoint = '
-    '"http://127.0.0.1:8000"` (any OpenAI-style transcription server) under `[voice]` in my '
-    "config and restart me, then `!retry`."
-)
-VOICE_EMPTY = (
-    "🎙️ I heard no words in that voice message, so nothing was queued. Say it again, or type it."
-)
-
-
-def voice_failed(reason: str) -> str:
-    """The backend gave no transcript; the voice message is kept for `!retry`."""
-    return (
-        f"🎙️ I could not transcribe that voice message: {reason}. Nothing was queued; "
-        "`!retry` tries again."
-    )
-
-
-def voice_refused(reason: str) -> str:
-    """A voice message that retrying cannot help (too big, not decryptable)."""
-    return f"🎙️ I could not take that voice message: {reason}."
-
-
-VOICE_RETRYING = "🔁 Listening to your voice message again…"
 
 
 def sandbox_off() -> str:

@@ -19,8 +19,10 @@ import asyncio
 import hashlib
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from dispatch_matrix.agent.ports import Approval
@@ -68,6 +70,9 @@ class Approvals:
         self._room = room
         self._timeout_s = timeout_s
         self._pending: dict[EventID, _Pending] = {}
+        # The open questions, read-only and live: the intake tells from it, without a call,
+        # whether a bare "yes" can answer anything (almost never: every other message is work).
+        self.open_questions: Mapping[EventID, object] = MappingProxyType(self._pending)
         # The open questions' polls: poll event -> question event.
         self._polls: dict[EventID, EventID] = {}
         # Poll ends on their way (decorations, never awaited by the question).

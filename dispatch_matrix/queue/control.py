@@ -16,7 +16,7 @@ from dispatch_matrix.core.errors import ModelError
 from dispatch_matrix.core.ids import EventID, RoomID
 from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.commands import Command
-from dispatch_matrix.queue.ports import Room, VoiceRetry
+from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, Task, TaskState
 
@@ -27,6 +27,9 @@ log = logs.get(__name__)
 
 # A command answered elsewhere (the schedule commands): it posts its own reply.
 Handler = Callable[[Command, RoomID, EventID], Awaitable[None]]
+# A command another part may take before the queue does (voice's `!retry` of a voice message
+# not heard): the line to answer with, or None to leave the command to the queue.
+Taker = Callable[[Command, RoomID], Awaitable[str | None]]
 
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,99}")
 
@@ -40,13 +43,13 @@ class Control:
         worker: Worker,
         room: Room,
         agent: Engine,
-        voice: VoiceRetry | None = None,
         more: Mapping[str, Handler] | None = None,
         tools: Callable[[], list[Group]] | None = None,
+        first: Mapping[str, Taker] | None = None,
     ) -> None:
         self._more = dict(more or {})
+        self._first = dict(first or {})
         self._db = db
-        self._voice = voice
         self._inventory = tools
         self._worker = worker
         self._room = room
@@ -60,12 +63,14 @@ class Control:
         if more is not None:
             await more(command, room_id, EventID(event_id))
             return
-        if command.name == "compact":
+        first = self._first.get(command.name)
+        taken = await first(command, room_id) if first is not None else None
+        if taken is not None:
+            text = taken
+        elif command.name == "compact":
             # A summary takes the model a while: answer now, report when it is written,
             # and keep the sync loop (approvals, other commands) moving meanwhile.
             text = self._start_compaction(room_id, event_id)
-        elif command.name == "retry" and (voice := await self._retry_voice(command, room_id)):
-            text = voice
         elif command.name == "cancel" and (running := self._running(command)) is not None:
             # "Stopping #n…" is queued before the stop, so the worker's "🚫 Cancelled."
             # follows it (said after, it arrived first); not waited for: a stop never waits
@@ -158,18 +163,6 @@ class Control:
         self._worker.wake()
         self._worker.mirror.show(task, TaskState.QUEUED)
         return texts.retried(task)
-
-    async def _retry_voice(self, command: Command, room_id: RoomID) -> str | None:
-        """A bare `!retry` whose latest failure is a voice message not heard: hear it again."""
-        if self._voice is None or command.task_id is not None:
-            return None
-        failed_at = self._voice.failed_at(room_id)
-        if failed_at is None:
-            return None
-        tasks = [t for t in self._db.recent_tasks(20) if t.state is not TaskState.DONE]
-        if tasks and (tasks[0].finished_at or 0) > failed_at:
-            return None
-        return await self._voice.retry(room_id)
 
     async def _new(self, _command: Command) -> str:
         self._db.new_conversation()

@@ -53,9 +53,14 @@ class Intake:
         attachments: list[dict[str, object]] | None = None,
     ) -> None:
         """A new text message from an owner."""
-        # While a question is open, "yes" / "no" answer it instead of becoming work.
-        if not attachments and await self._worker.approvals.answer_text(
-            room_id, body, sender, reply_to, event_id
+        # While a question is open, "yes" / "no" answer it instead of becoming work; a reply
+        # may answer (or name as closed) the question it replies to. Any other text is work,
+        # so the approvals are not asked about it.
+        approvals = self._worker.approvals
+        if (
+            not attachments
+            and (reply_to is not None or approvals.open_questions)
+            and await approvals.answer_text(room_id, body, sender, reply_to, event_id)
         ):
             log.info("approval.answered", event_id=event_id, by=sender)
             return

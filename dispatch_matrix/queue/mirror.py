@@ -121,7 +121,7 @@ class Mirror:
     def presence(self, current: Task | None, paused: bool) -> None:
         """Presence status: idle / working on … / paused."""
         if current is not None:
-            status = f"working on {current.short_id}: {texts.first_line(current, 40)}"
+            status = f"working on {current.short_id}: {current.title(40)}"
         elif paused:
             status = "paused"
         else:

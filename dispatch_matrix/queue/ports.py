@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dispatch_matrix.agent.ports import TaskIO
-from dispatch_matrix.core.ids import EventID, RoomID
+from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.store import Task
 
 
@@ -77,6 +77,13 @@ class Room(Protocol):
         """A status message (a decoration: "" when it did not go out)."""
         ...
 
+    async def mention(
+        self, room_id: RoomID, markdown: str, user_id: UserID, *, key: str
+    ) -> EventID:
+        """Post a message that mentions `user_id`, so their phone notifies (a reminder that
+        fired); posts with the same key are one message."""
+        ...
+
     async def send_file(
         self,
         room_id: RoomID,
@@ -120,11 +127,3 @@ class Answerer(Protocol):
     """Who turns a task into an answer: the agent."""
 
     async def answer(self, task: Task, io: TaskIO) -> str: ...
-
-
-class VoiceRetry(Protocol):
-    """Voice messages that never became tasks (not heard), for `!retry` to try again."""
-
-    def failed_at(self, room_id: RoomID) -> float | None: ...
-
-    async def retry(self, room_id: RoomID) -> str | None: ...

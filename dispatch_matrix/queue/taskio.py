@@ -56,6 +56,8 @@ class RoomTaskIO:
         # needs its event id, which a cancelled wait for it would lose).
         self._posting = False
         self._cancelled = False
+        # Whether a tool of this task started a process group (recorded in `groups`).
+        self._started_processes = False
 
     @property
     def task_id(self) -> int:
@@ -95,7 +97,11 @@ class RoomTaskIO:
 
     async def close(self) -> None:
         """End of the task: a status line not yet shown is not worth showing any more (a
-        first post already on its way goes on, unwaited: the final edit needs its id)."""
+        first post already on its way goes on, unwaited: the final edit needs its id).
+        The groups its tools started stopped with them: their record is cleared, when there
+        is one (a task that started no process costs the store nothing)."""
+        if self._groups is not None and self._started_processes:
+            self._groups.forget()
         self._pending = None
         if self._flusher is not None and not self._posting:
             self._flusher.cancel()
@@ -152,4 +158,5 @@ class RoomTaskIO:
     def process_started(self, pgid: int) -> None:
         if self._groups is not None:
             self._groups.register(pgid)
+            self._started_processes = True
         log.debug("task.process_started", task=self._task.short_id, pgid=pgid)

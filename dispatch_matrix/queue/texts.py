@@ -47,12 +47,6 @@ order, replying to each. Commands (answered at once, even while I work):
 - `!help` — this text"""
 
 
-def first_line(task: Task, width: int = 60) -> str:
-    """A task's text shortened to one line."""
-    line = task.body.strip().splitlines()[0] if task.body.strip() else ""
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
 def duration(seconds: float) -> str:
     """1h 02m, 3m 05s, 12s."""
     seconds = int(seconds)
@@ -80,7 +74,7 @@ def status(
     `awake`: the keep-awake line)."""
     if current is not None:
         doing = (
-            f"⚙️ Working on {current.short_id}: {first_line(current)} — step {current.steps}, "
+            f"⚙️ Working on {current.short_id}: {current.title()} — step {current.steps}, "
             f"{duration(elapsed or 0)}"
         )
     elif outage is not None:
@@ -112,7 +106,7 @@ def queue_list(tasks: list[Task], paused: bool) -> str:
     """The answer to !queue."""
     if not tasks:
         return "The queue is empty." + (" (Paused.)" if paused else "")
-    lines = [f"- {t.short_id} {EMOJI[t.state]} {first_line(t)}" for t in tasks]
+    lines = [f"- {t.short_id} {EMOJI[t.state]} {t.title()}" for t in tasks]
     head = f"{len(tasks)} in the queue" + (" — paused" if paused else "") + ":"
     return head + "\n" + "\n".join(lines)
 
@@ -124,14 +118,14 @@ def history(tasks: list[Task]) -> str:
     lines = []
     for task in tasks:
         took = duration((task.finished_at or 0) - (task.started_at or task.finished_at or 0))
-        lines.append(f"- {task.short_id} {EMOJI[task.state]} {first_line(task)} ({took})")
+        lines.append(f"- {task.short_id} {EMOJI[task.state]} {task.title()} ({took})")
     return "\n".join(lines)
 
 
 def interrupted(task: Task) -> str:
     """The daemon stopped in the middle of a task and is picking it up again."""
     return (
-        f"⚠️ I was stopped while working on {task.short_id} ({first_line(task)}), after step "
+        f"⚠️ I was stopped while working on {task.short_id} ({task.title()}), after step "
         f"{task.steps}. Picking it up where it was; anything that was running at that moment is "
         "checked, not blindly repeated."
     )
@@ -334,7 +328,7 @@ def usage_report(
     if recent:
         lines.append("\nLast tasks:")
         for task, totals in recent:
-            label = f"{task.short_id} {first_line(task, 40)}" if task else "(a removed task)"
+            label = f"{task.short_id} {task.title(40)}" if task else "(a removed task)"
             lines.append(_usage_line(label, totals))
     return "\n".join(lines)
 

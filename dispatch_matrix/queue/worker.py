@@ -220,11 +220,11 @@ class Worker:
             await self._finish(task, TaskState.FAILED, texts.failed(reason), reason)
             return
         finally:
+            # Also clears the record of the process groups the task's tools started.
             await io.close()
             # `_io` stays until `_finish` has told the status message how the task ended.
             self.current, self._due.since, self._job = None, None, None
             self._cancelling = None
-            self._groups.forget()
         if outage is not None:
             # Waited out with no task current: it is queued again, not running.
             await self._wait_out(task, outage)

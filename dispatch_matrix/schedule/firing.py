@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
-from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.core.ids import EventID
+from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.schedule import texts as schedule_texts
 from dispatch_matrix.schedule.clock import Clock
@@ -35,14 +35,6 @@ from dispatch_matrix.store import Database, TaskState
 from dispatch_matrix.store.schedules import Fire, Schedule
 
 log = logs.get(__name__)
-
-
-class Announcer(Protocol):
-    """How a reminder reaches the owner's phone: a message that mentions them."""
-
-    async def mention(
-        self, room_id: RoomID, markdown: str, user_id: UserID, *, key: str
-    ) -> EventID: ...
 
 
 def _at(epoch: float) -> datetime:
@@ -55,7 +47,7 @@ class Scheduler:
     def __init__(
         self,
         db: Database,
-        announcer: Announcer,
+        room: Room,
         worker: Worker,
         clock: Clock,
         zone: ZoneInfo,
@@ -63,7 +55,8 @@ class Scheduler:
         changed: asyncio.Event | None = None,
     ) -> None:
         self._db = db
-        self._announcer = announcer
+        # A reminder reaches the owner's phone as a message that mentions them.
+        self._room = room
         self._worker = worker
         self._clock = clock
         self._zone = zone
@@ -162,7 +155,7 @@ class Scheduler:
         if schedule is None:
             return
         text = schedule_texts.reminder(schedule, fire, self._zone)
-        event_id = await self._announcer.mention(
+        event_id = await self._room.mention(
             schedule.room_id, text, schedule.owner, key=f"fire-{fire.key}"
         )
         posted = bool(event_id)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from dispatch_matrix.agent.usage import Totals
-from dispatch_matrix.queue.texts import EMOJI, first_line, tokens, usd
+from dispatch_matrix.queue.texts import EMOJI, tokens, usd
 from dispatch_matrix.schedule.timing import describe_delay, local_text
 from dispatch_matrix.store import Task, TaskState
 from dispatch_matrix.store.schedules import Fire, Schedule
@@ -131,7 +131,7 @@ def digest(
         )
         for task in finished[-_LIST_LIMIT:]:
             why = f" — {first_line_of(task.error)}" if task.error else ""
-            lines.append(f"- {EMOJI[task.state]} {task.short_id} {first_line(task, 50)}{why}")
+            lines.append(f"- {EMOJI[task.state]} {task.short_id} {task.title(50)}{why}")
         if len(finished) > _LIST_LIMIT:
             lines.append(f"- … and {len(finished) - _LIST_LIMIT} earlier (`!history` lists more)")
         if files:

@@ -53,6 +53,11 @@ class Task:
         """A handle a person can type: the row number."""
         return f"#{self.id}"
 
+    def title(self, width: int = 60) -> str:
+        """The task's text shortened to one line, as lists and status lines name it."""
+        line = self.body.strip().splitlines()[0] if self.body.strip() else ""
+        return line if len(line) <= width else line[: width - 1] + "…"
+
 
 @dataclass(frozen=True)
 class Session:

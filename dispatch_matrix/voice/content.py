@@ -1,16 +1,13 @@
-"""The pure decisions of the voice path, table-tested: which message is a voice message,
-whether a transcript holds words, what of an answer is spoken, and the event that carries
-a spoken answer."""
+"""The pure decisions of the voice path, table-tested: whether a transcript holds words,
+what of an answer is spoken, and the event that carries a spoken answer. Which message is a
+voice message is a fact of the Matrix event, read by `matrix/inbound.py` (`Message.voice`)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-# MSC3245 marks a recorded voice message; MSC1767's audio block carries its duration and
-# waveform. Element sends both on every voice message.
-VOICE_FLAG = "org.matrix.msc3245.voice"
-AUDIO_BLOCK = "org.matrix.msc1767.audio"
+from dispatch_matrix.matrix.inbound import AUDIO_BLOCK, VOICE_FLAG
 
 # What Whisper-style models print for silence, music or noise rather than words.
 _NON_SPEECH = re.compile(
@@ -20,13 +17,6 @@ _NON_SPEECH = re.compile(
     re.I,
 )
 _WORD = re.compile(r"\w", re.UNICODE)
-
-
-def is_voice(content: dict[str, Any]) -> bool:
-    """Whether a message is a recorded voice message (not an audio file to keep)."""
-    if content.get("msgtype") != "m.audio":
-        return False
-    return VOICE_FLAG in content or AUDIO_BLOCK in content
 
 
 def declared_size(content: dict[str, Any]) -> int | None:

@@ -20,15 +20,16 @@ from pathlib import Path
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID
-from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.attachments import AttachmentError, human_size, receive_file
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.queue.commands import Command
 from dispatch_matrix.queue.intake import Intake
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import Database, TaskState
 from dispatch_matrix.store.voice import VoiceMessage, VoiceState
-from dispatch_matrix.voice.content import declared_size, echo, heard, is_voice
+from dispatch_matrix.voice import texts
+from dispatch_matrix.voice.content import declared_size, echo, heard
 from dispatch_matrix.voice.transcribe import Transcriber, TranscriptionFailed
 
 log = logs.get(__name__)
@@ -41,10 +42,6 @@ class VoiceInbox:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._wake = asyncio.Event()
-
-    def takes(self, message: Message) -> bool:
-        """Whether `message` is a voice message (this lane's, rather than a file's)."""
-        return is_voice(message.content or {})
 
     async def receive(self, message: Message) -> None:
         """A trusted owner's voice message: recorded, then heard by `Hearing` (the sync goes
@@ -71,10 +68,19 @@ class VoiceInbox:
             self._wake.clear()
             await self._wake.wait()
 
-    def failed_at(self, room_id: RoomID) -> float | None:
-        """When the room's latest voice message that was not heard failed, if there is one."""
+    async def retry_command(self, command: Command, room_id: RoomID) -> str | None:
+        """`!retry`, taken before the queue's: a bare one whose latest failure in the room is
+        a voice message not heard (no task failed since) hears it again; returns the line to
+        answer with, None to leave the command to the queue (retry the latest task)."""
+        if command.task_id is not None:
+            return None
         row = self._db.latest_failed_voice(room_id)
-        return None if row is None else row.updated_at
+        if row is None:
+            return None
+        tasks = [t for t in self._db.recent_tasks(20) if t.state is not TaskState.DONE]
+        if tasks and (tasks[0].finished_at or 0) > row.updated_at:
+            return None
+        return await self.retry(room_id)
 
     async def retry(self, room_id: RoomID) -> str | None:
         """`!retry`: the room's latest unheard voice message goes back to be heard; returns

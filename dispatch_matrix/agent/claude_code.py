@@ -61,7 +61,7 @@ from dispatch_matrix.agent.tables import EngineSessions
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.permissions.policy import Policy
-from dispatch_matrix.store import Database, Task
+from dispatch_matrix.store import LedgerQueries, Task
 from dispatch_matrix.toolbox.base import ToolContext
 from dispatch_matrix.toolbox.paths import resolve, resolve_for_write
 from dispatch_matrix.toolbox.registry import ToolRegistry
@@ -81,7 +81,7 @@ class ClaudeCodeAgent:
 
     def __init__(
         self,
-        db: Database,
+        db: LedgerQueries,
         *,
         settings: AgentSection,
         system: str,

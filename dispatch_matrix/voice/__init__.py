@@ -4,7 +4,8 @@ The pure decisions (which message is a voice message, which transcript is usable
 an answer is spoken, how long an Ogg/Opus clip lasts) are in `content.py` and `ogg.py`; the
 backends that do the listening and speaking are thin edges in `transcribe.py` and
 `speech.py`; `inbox.py` takes an owner's voice message from the room to the queue and
-`speech_out.py` sends an answer back as speech. Only those two know Matrix.
+`speech_out.py` sends an answer back as speech. Only those two know Matrix. The voice
+messages table is `tables.py` (its schema is a step of the store's one migration list).
 
 The inbox is the router's `VoiceLane`. May import `core`, `store`, `matrix` and `queue`.
 """

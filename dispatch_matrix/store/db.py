@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from dispatch_matrix.store.models import Session, TranscriptRow
+from dispatch_matrix.store.models import Session
 
 _MIGRATIONS = [
     # 1: the ledger, the transcript, the outbox, the Matrix session.
@@ -214,9 +214,6 @@ class Connection:
         self._depth = 0
         # Writes that ride with the next transaction (`stage`), by key.
         self._staged: dict[object, tuple[str, tuple[Any, ...]]] = {}
-        # The ledger's, per conversation: the row id the kept rows start after, and the
-        # parsed rows after it, oldest first (see `LedgerQueries.transcript_rows`).
-        self._rows: dict[int, tuple[int, list[TranscriptRow]]] = {}
 
     @classmethod
     def open(cls, path: Path) -> Self:

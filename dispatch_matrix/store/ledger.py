@@ -51,6 +51,12 @@ def _state_params(
 class LedgerQueries(Connection):
     """Tasks, the transcript, usage and outgoing messages."""
 
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(conn)
+        # Per conversation: the row id the kept rows start after, and the parsed rows after
+        # it, oldest first (see `transcript_rows`).
+        self._rows: dict[int, tuple[int, list[TranscriptRow]]] = {}
+
     # -- tasks -----------------------------------------------------------------------------
 
     def add_task(

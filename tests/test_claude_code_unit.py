@@ -23,6 +23,7 @@ from dispatch_matrix.agent.claude_code_map import (
     user_message,
 )
 from dispatch_matrix.agent.ports import Approval
+from dispatch_matrix.agent.tables import EngineSessions
 from dispatch_matrix.app import config as config_module
 from dispatch_matrix.app.config import AgentSection, validate_data
 from dispatch_matrix.core.errors import ConfigError
@@ -127,15 +128,15 @@ def test_a_tool_result_keeps_text_and_images_only() -> None:
 def test_the_session_of_each_conversation_is_kept(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "db.sqlite")
     first = db.current_conversation()
-    assert db.engine_session(first) is None
-    db.save_engine_session(first, "sess-1", 4)
-    db.save_engine_session(first, "sess-1", None)
+    assert EngineSessions(db).engine_session(first) is None
+    EngineSessions(db).save_engine_session(first, "sess-1", 4)
+    EngineSessions(db).save_engine_session(first, "sess-1", None)
     db.close()
     db = Database.open(tmp_path / "db.sqlite")
-    stored = db.engine_session(first)
+    stored = EngineSessions(db).engine_session(first)
     assert stored is not None and stored.session_id == "sess-1" and stored.running_task is None
     # `!new`: a new conversation, so no session until Claude Code starts one.
-    assert db.engine_session(db.new_conversation()) is None
+    assert EngineSessions(db).engine_session(db.new_conversation()) is None
 
 
 def test_usage_rows_say_how_they_were_paid(tmp_path: Path) -> None:
@@ -264,7 +265,7 @@ async def test_every_call_is_judged_and_the_session_resumed(tmp_path: Path) -> N
         assert results[1].get("is_error") and "Not allowed" in json.dumps(results[1])
         assert results[2].get("is_error") and "did not approve" in json.dumps(results[2])
         conversation = db.current_conversation()
-        stored = db.engine_session(conversation)
+        stored = EngineSessions(db).engine_session(conversation)
         assert stored is not None and stored.running_task is None
         usage = db._conn.execute(
             "SELECT billing, cache_creation_input_tokens FROM usage"
@@ -280,7 +281,7 @@ async def test_every_call_is_judged_and_the_session_resumed(tmp_path: Path) -> N
         assert (work / "d.txt").exists()
         last = json.dumps(bodies(fake)[-1]["messages"])
         assert "first done" in last and "touch c.txt" in last
-        assert db.engine_session(conversation) == stored
+        assert EngineSessions(db).engine_session(conversation) == stored
 
 
 # -- doctor: the CLI and its login, offline ---------------------------------------------------
@@ -380,7 +381,7 @@ async def test_new_starts_a_fresh_session_and_compact_asks_claude_code(tmp_path:
         assert await engine.compact_now() is None, "no session yet: nothing to compact"
         fake.reply("one")
         await engine.answer(new_task(db, 1, "the word is OSPREY"), AnsweringIO())
-        first = db.engine_session(db.current_conversation())
+        first = EngineSessions(db).engine_session(db.current_conversation())
         assert first is not None
 
         sent = len(bodies(fake))
@@ -392,7 +393,7 @@ async def test_new_starts_a_fresh_session_and_compact_asks_claude_code(tmp_path:
         db.new_conversation()  # what `!new` does
         fake.reply("two")
         await engine.answer(new_task(db, 2, "hello again"), AnsweringIO())
-        second = db.engine_session(db.current_conversation())
+        second = EngineSessions(db).engine_session(db.current_conversation())
         assert second is not None and second.session_id != first.session_id
         assert "OSPREY" not in json.dumps(bodies(fake)[-1]["messages"])
 
@@ -424,10 +425,10 @@ async def test_a_session_claude_code_lost_is_started_afresh(tmp_path: Path) -> N
         engine, db, _work = make_engine(tmp_path, fake, allow=[], deny=[])
         conversation = db.current_conversation()
         gone = "7b0c4a4e-1111-4222-8333-944455556666"
-        db.save_engine_session(conversation, gone, None)
+        EngineSessions(db).save_engine_session(conversation, gone, None)
         fake.reply("fresh start")
         assert await engine.answer(new_task(db, 1, "hello"), AnsweringIO()) == "fresh start"
-        stored = db.engine_session(conversation)
+        stored = EngineSessions(db).engine_session(conversation)
         assert stored is not None and stored.session_id != gone
         assert "could not be restored" in json.dumps(bodies(fake)[-1]["messages"])
 

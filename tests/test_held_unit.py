@@ -18,6 +18,7 @@ from dispatch_matrix.identity.held import (
     preview,
     release_action,
 )
+from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.identity.trust import DeviceTrust, UserKeys
 from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.store import Database
@@ -132,7 +133,7 @@ def parts(tmp_path: Path) -> tuple[Database, FakeIdentities, Recorder, list[floa
     ids = FakeIdentities()
     rec = Recorder()
     now = [1_000_000.0]
-    held = HeldMessages(db, ids, rec.send, rec.post, clock=lambda: now[0])
+    held = HeldMessages(IdentityTables(db), ids, rec.send, rec.post, clock=lambda: now[0])
     return db, ids, rec, now, held
 
 
@@ -143,7 +144,7 @@ async def test_held_once_told_once_then_run_in_order_after_trust(
     await held.hold(message(1, "delete the backups"))
     await held.hold(message(2, "and empty the logs"))
     await held.hold(message(1, "delete the backups"))  # the same event again (a gap fill)
-    assert len(db.held_messages()) == 2
+    assert len(IdentityTables(db).held_messages()) == 2
     assert len(rec.notices) == 1, "once per identity change per room"
     room, content, devices = rec.notices[0]
     assert room == ROOM and devices == {OWNER: {"OLDDEV", "NEWDEV"}}
@@ -155,14 +156,14 @@ async def test_held_once_told_once_then_run_in_order_after_trust(
 
     # Not trusted yet: nothing runs, nothing is said.
     await held.release(rec.route, lambda m, d: d is T.CROSS_SIGNED)
-    assert rec.routed == [] and rec.posts == [] and len(db.held_messages()) == 2
+    assert rec.routed == [] and rec.posts == [] and len(IdentityTables(db).held_messages()) == 2
 
     ids.pin, ids.standing = NEW, T.CROSS_SIGNED
     now[0] += 600
     await held.release(rec.route, lambda m, d: d is T.CROSS_SIGNED)
     assert [m.event_id for m in rec.routed] == ["$e1", "$e2"]
     assert rec.routed[0] == message(1, "delete the backups")
-    assert rec.posts == [] and db.held_messages() == []
+    assert rec.posts == [] and IdentityTables(db).held_messages() == []
     await held.release(rec.route, lambda m, d: True)
     assert len(rec.routed) == 2, "each held message runs once"
 
@@ -182,7 +183,7 @@ async def test_held_messages_are_named_in_one_message_when_they_cannot_run(
     assert room == ROOM
     assert "«delete the backups», «and empty the logs»" in text
     assert "send again" in text
-    assert db.held_messages() == []
+    assert IdentityTables(db).held_messages() == []
 
 
 async def test_a_notice_that_could_not_be_sent_is_tried_again_at_the_next_message(
@@ -191,7 +192,7 @@ async def test_a_notice_that_could_not_be_sent_is_tried_again_at_the_next_messag
     db, _ids, rec, _now, held = parts
     rec.fail_notice = True
     await held.hold(message(1, "first"))
-    assert rec.notices == [] and len(db.held_messages()) == 1
+    assert rec.notices == [] and len(IdentityTables(db).held_messages()) == 1
     rec.fail_notice = False
     await held.hold(message(2, "second"))
     assert len(rec.notices) == 1
@@ -209,4 +210,4 @@ async def test_release_that_cannot_fetch_keys_keeps_the_messages_and_the_sync_go
 
     ids.judge = down  # type: ignore[method-assign]
     await held.release(rec.route, lambda m, d: True)
-    assert rec.routed == [] and len(db.held_messages()) == 1
+    assert rec.routed == [] and len(IdentityTables(db).held_messages()) == 1

@@ -22,6 +22,7 @@ from dispatch_matrix.app.config import load_config
 from dispatch_matrix.core.errors import AlreadyRunning
 from dispatch_matrix.identity.pairing import Emoji, PairingFailed, pair
 from dispatch_matrix.identity.signing import key_of, verify
+from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.store import Database
 
 pytestmark = [pytest.mark.e2e]
@@ -109,7 +110,7 @@ def signed_by_bot(keys: dict[str, Any], setup: BotSetup) -> bool:
 def pins(setup: BotSetup) -> list[tuple[str, str, str]]:
     db = Database.open(setup.config.state / "dispatch.db")
     try:
-        return [(user, master, how) for user, master, _at, how in db.identities()]
+        return [(user, master, how) for user, master, _at, how in IdentityTables(db).identities()]
     finally:
         db.close()
 

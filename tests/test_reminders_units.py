@@ -21,6 +21,7 @@ from dispatch_matrix.queue.commands import Command, parse
 from dispatch_matrix.schedule import texts as schedule_texts
 from dispatch_matrix.schedule.digest import Digest, files_written
 from dispatch_matrix.schedule.reminders import Reminders, reminder_id
+from dispatch_matrix.schedule.tables import ScheduleTables
 from dispatch_matrix.schedule.tool import ScheduleTool
 from dispatch_matrix.store import Database, TaskState
 from dispatch_matrix.toolbox.base import ToolContext
@@ -50,7 +51,7 @@ async def test_the_tool_creates_and_answers_with_the_id_and_the_local_time(db: D
     task = db.add_task(EventID("$t"), ROOM, OWNER, "remind me friday", 1)
     assert task is not None
     nudged: list[bool] = []
-    tool = ScheduleTool(db, MovedClock(T0), BERLIN, lambda: nudged.append(True))
+    tool = ScheduleTool(ScheduleTables(db), db, MovedClock(T0), BERLIN, lambda: nudged.append(True))
     result = await tool.run(
         {"title": "Follow up", "prompt": "Send the email", "at": "2026-12-04T09:00:00+01:00"},
         context(task.id),
@@ -58,13 +59,16 @@ async def test_the_tool_creates_and_answers_with_the_id_and_the_local_time(db: D
     assert not result.is_error
     assert text_of(result).startswith('Scheduled r1 "Follow up": next Fri 2026-12-04 09:00 CET')
     assert "in 2 d 22 h" in text_of(result) and nudged == [True]
-    [schedule] = db.active_schedules()
+    [schedule] = ScheduleTables(db).active_schedules()
     assert (schedule.room_id, schedule.owner, schedule.origin_task) == (ROOM, OWNER, task.id)
     assert schedule.next_at == datetime(2026, 12, 4, 8, tzinfo=UTC).timestamp()
     listed = await tool.run({"action": "list"}, context(task.id))
     assert 'r1 "Follow up" next Fri 2026-12-04 09:00 CET' in text_of(listed)
     cancelled = await tool.run({"action": "cancel", "id": "r1"}, context(task.id))
-    assert text_of(cancelled) == 'Cancelled r1 "Follow up".' and db.active_schedules() == []
+    assert (
+        text_of(cancelled) == 'Cancelled r1 "Follow up".'
+        and ScheduleTables(db).active_schedules() == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -90,10 +94,10 @@ async def test_the_tool_refuses_mistakes_as_error_results(
 
     task = db.add_task(EventID("$t"), ROOM, OWNER, "x", 1)
     assert task is not None
-    registry = ToolRegistry([ScheduleTool(db, MovedClock(T0), BERLIN)])
+    registry = ToolRegistry([ScheduleTool(ScheduleTables(db), db, MovedClock(T0), BERLIN)])
     result = await registry.run("schedule", tool_input, context(task.id))
     assert result.is_error and problem in text_of(result), text_of(result)
-    assert db.active_schedules() == []
+    assert ScheduleTables(db).active_schedules() == []
 
 
 def test_the_schedule_tool_needs_no_rule_but_a_deny_rule_stops_it() -> None:
@@ -130,8 +134,8 @@ def test_the_schedule_commands_parse(body: str, command: Command) -> None:
 
 
 def reminders(db: Database, room: FakeRoom, changed: list[bool]) -> Reminders:
-    digest = Digest(db, room, BERLIN, Path("/w"), [Path("/w")])
-    return Reminders(db, room, BERLIN, digest, lambda: changed.append(True))
+    digest = Digest(ScheduleTables(db), db, room, BERLIN, Path("/w"), [Path("/w")])
+    return Reminders(ScheduleTables(db), room, BERLIN, digest, lambda: changed.append(True))
 
 
 async def test_the_list_has_one_entry_per_schedule_and_a_cross_cancels_it(db: Database) -> None:
@@ -147,7 +151,9 @@ async def test_the_list_has_one_entry_per_schedule_and_a_cross_cancels_it(db: Da
     entry = EventID(f"$cmd-$cmd-{first.short_id}")
     assert not await commands.reaction(entry, "👍", OWNER), "only ❌ cancels"
     assert await commands.reaction(entry, "❌", OWNER)
-    assert [s.title for s in db.active_schedules()] == ["Water the plants"] and changed == [True]
+    assert [s.title for s in ScheduleTables(db).active_schedules()] == [
+        "Water the plants"
+    ] and changed == [True]
     assert room.sent[room.order[-1]][0] == "🗑️ Cancelled r1: Call the bank."
     assert not await commands.reaction(EventID("$other"), "❌", OWNER)
 
@@ -223,7 +229,9 @@ async def test_the_digest_lists_tasks_files_reminders_and_cost(db: Database) -> 
     db.record_usage(done.id, "claude-sonnet-4-6", {"input_tokens": 1000, "output_tokens": 200})
     add(db, "at", "x", T0 + timedelta(days=3), title="Follow up with the client")
     room = FakeRoom()
-    text = Digest(db, room, BERLIN, Path("/w"), [Path("/w")]).text(datetime.now(UTC).timestamp())
+    text = Digest(ScheduleTables(db), db, room, BERLIN, Path("/w"), [Path("/w")]).text(
+        datetime.now(UTC).timestamp()
+    )
     lines = text.splitlines()
     assert "1 done, 1 failed, 0 cancelled" in lines[0]
     assert "- ✅ #1 Draft the follow-up email" in lines
@@ -238,7 +246,9 @@ async def test_the_daily_digest_is_posted_once_a_day_and_once_after_days_away(
 ) -> None:
     room = FakeRoom()
     db.add_task(EventID("$1"), ROOM, OWNER, "anything", 1)
-    digest = Digest(db, room, BERLIN, Path("/w"), [Path("/w")], daily_at="18:00")
+    digest = Digest(
+        ScheduleTables(db), db, room, BERLIN, Path("/w"), [Path("/w")], daily_at="18:00"
+    )
     now = datetime(2026, 12, 1, 16, 30, tzinfo=UTC)  # 17:30 in Berlin
     assert not await digest.post_if_due(now, 1.0), "switched on: the first is the next one"
     assert digest.next_at(now) == datetime(2026, 12, 1, 17, tzinfo=UTC)

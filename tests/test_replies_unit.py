@@ -10,7 +10,7 @@ from dispatch_matrix.core.ids import EventID
 from dispatch_matrix.matrix.formatting import reply_to, text_content
 from dispatch_matrix.matrix.inbound import reply_target, strip_reply_fallback, thread_root_of
 from dispatch_matrix.queue.texts import REFERENT_CHARS, reply_note
-from dispatch_matrix.store.db import Database
+from dispatch_matrix.store import Database
 
 
 @pytest.mark.parametrize(

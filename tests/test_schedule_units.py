@@ -16,9 +16,9 @@ from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.schedule.clock import SystemClock
 from dispatch_matrix.schedule.firing import Scheduler
+from dispatch_matrix.schedule.tables import Schedule, ScheduleState, ScheduleTables
 from dispatch_matrix.schedule.zones import machine_zone_name, owner_zone
 from dispatch_matrix.store import Database, Task, TaskState
-from dispatch_matrix.store.schedules import Schedule, ScheduleState
 
 BERLIN = ZoneInfo("Europe/Berlin")
 ROOM, OWNER = RoomID("!dm:hs"), UserID("@owner:hs")
@@ -104,11 +104,11 @@ def setup(tmp_path: Path, clock: MovedClock) -> tuple[Database, FakeRoom, Schedu
     db = Database.open(tmp_path / "d.db")
     room = FakeRoom()
     worker = Worker(db, NoAgent(), room, approval_timeout_s=60, outage_first_s=30)
-    return db, room, Scheduler(db, room, worker, clock, BERLIN)
+    return db, room, Scheduler(ScheduleTables(db), db, room, worker, clock, BERLIN)
 
 
 def add(db: Database, kind: str, spec: str, next_at: datetime, **kw: Any) -> Schedule:
-    return db.add_schedule(
+    return ScheduleTables(db).add_schedule(
         title=kw.get("title", "Stretch"),
         prompt=kw.get("prompt", "Remind the owner to stretch."),
         kind=kind,
@@ -189,13 +189,13 @@ def test_the_configured_zone_wins_and_a_wrong_one_names_the_key() -> None:
 def test_a_due_time_is_fired_once_however_often_it_is_recorded(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "d.db")
     schedule = add(db, "at", "2026-12-01T10:01:00Z", T0 + timedelta(minutes=1))
-    first = db.record_fire(schedule, None, T0.timestamp() + 60, 0.0)
-    again = db.record_fire(schedule, None, T0.timestamp() + 61, 0.0)
+    first = ScheduleTables(db).record_fire(schedule, None, T0.timestamp() + 60, 0.0)
+    again = ScheduleTables(db).record_fire(schedule, None, T0.timestamp() + 61, 0.0)
     assert first is not None and again is None
-    done = db.schedule(schedule.id)
+    done = ScheduleTables(db).schedule(schedule.id)
     assert done is not None and done.state is ScheduleState.DONE and done.next_at is None
-    assert db.due_schedules(T0.timestamp() + 86400) == []
-    assert [f.key for f in db.pending_fires()] == [first.key]
+    assert ScheduleTables(db).due_schedules(T0.timestamp() + 86400) == []
+    assert [f.key for f in ScheduleTables(db).pending_fires()] == [first.key]
 
 
 # -- the scheduler ------------------------------------------------------------------------
@@ -250,23 +250,25 @@ async def test_a_crash_between_firing_and_queueing_completes_once_on_restart(
     # The post fails as a kill -9 would cut it short (the scheduler logs it and goes on).
     room.fail_mentions = 1
     await scheduler.tick()
-    assert db.due_schedules(clock.now().timestamp()) == [], "advanced before posting"
-    assert len(db.pending_fires()) == 1 and room.mentions() == []
+    assert ScheduleTables(db).due_schedules(clock.now().timestamp()) == [], (
+        "advanced before posting"
+    )
+    assert len(ScheduleTables(db).pending_fires()) == 1 and room.mentions() == []
     # The restart: a new scheduler over the same ledger and room.
     worker = Worker(db, NoAgent(), room, approval_timeout_s=60, outage_first_s=30)
-    restarted = Scheduler(db, room, worker, clock, BERLIN)
+    restarted = Scheduler(ScheduleTables(db), db, room, worker, clock, BERLIN)
     await restarted.complete_pending()
     await restarted.complete_pending()
     await restarted.tick()
     assert len(room.mentions()) == 1 and len(queued(db)) == 1
-    assert db.pending_fires() == []
+    assert ScheduleTables(db).pending_fires() == []
 
 
 async def test_a_crash_after_posting_before_queueing_posts_nothing_twice(tmp_path: Path) -> None:
     clock = MovedClock(T0 + timedelta(minutes=1))
     db, room, scheduler = setup(tmp_path, clock)
     schedule = add(db, "at", "2026-12-01T10:01:00Z", T0 + timedelta(minutes=1))
-    fire = db.record_fire(schedule, None, clock.now().timestamp(), 0.0)
+    fire = ScheduleTables(db).record_fire(schedule, None, clock.now().timestamp(), 0.0)
     assert fire is not None
     # As if the reminder went out and the process died before its task was written.
     await room.mention(ROOM, "⏰ first try", OWNER, key=f"fire-{fire.key}")
@@ -286,7 +288,7 @@ async def test_a_recurring_one_missed_for_days_fires_once_marked_late(tmp_path: 
     [text] = room.mentions()
     assert text.startswith("⏰ 4 d 2 h late: **Stretch**")
     assert "Next: Mon 2026-12-07 11:00 CET (every 1d)" in text
-    after = db.schedule(schedule.id)
+    after = ScheduleTables(db).schedule(schedule.id)
     assert after is not None and after.next_at == (T0 + timedelta(days=6)).timestamp()
     [task] = queued(db)
     assert "fired 4 d 2 h late" in task.body
@@ -296,8 +298,8 @@ async def test_a_cancelled_schedule_never_fires(tmp_path: Path) -> None:
     clock = MovedClock(T0)
     db, room, scheduler = setup(tmp_path, clock)
     schedule = add(db, "every", "2h", T0 + timedelta(hours=2))
-    assert db.cancel_schedule(schedule.id) is not None
-    assert db.cancel_schedule(schedule.id) is None
+    assert ScheduleTables(db).cancel_schedule(schedule.id) is not None
+    assert ScheduleTables(db).cancel_schedule(schedule.id) is None
     clock.move(timedelta(days=1))
     await scheduler.tick()
     assert room.mentions() == [] and scheduler.next_wake(clock.now()) is None

@@ -55,7 +55,7 @@ def test_a_missing_shell_grammar_is_news_when_the_agent_is_built() -> None:
         "importlib.util.find_spec = lambda n, *a: None if n.endswith('_bash') else real(n, *a)\n"
         "from dispatch_matrix.app import wiring\n"
         "try:\n"
-        "    wiring.build_agent(None, None, None, None, None, lambda: None)  # type: ignore\n"
+        "    wiring.build_agent(None, None, None, None, None, None, lambda: None)  # type: ignore\n"
         "except ImportError as err:\n"
         "    print(err.name)\n"
     )

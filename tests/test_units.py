@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dispatch_matrix.agent.tables import EngineSessions
 from dispatch_matrix.agent.transcript import (
     STOPPED_RESULT,
     error_result,
@@ -20,6 +21,7 @@ from dispatch_matrix.core.backoff import Backoff
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.core.logs import REDACTED, Redactor
 from dispatch_matrix.identity.signing import CrossSigningKeys, SigningKey, signable, verify
+from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.identity.trust import (
     DeviceTrust,
     UserKeys,
@@ -30,7 +32,8 @@ from dispatch_matrix.identity.trust import (
 from dispatch_matrix.matrix.formatting import reply_to, text_content
 from dispatch_matrix.matrix.inbound import Invite, Message, Reaction
 from dispatch_matrix.matrix.privacy import Change, outsiders, privacy_change
-from dispatch_matrix.store import Database, Task, TaskState
+from dispatch_matrix.store import Connection, Database, Task, TaskState
+from dispatch_matrix.voice.tables import VoiceMessages, VoiceState
 
 OWNERS = frozenset({"@me:example.org"})
 
@@ -281,6 +284,40 @@ def test_an_answer_recorded_with_its_task_state_is_all_or_nothing(tmp_path: Path
     assert db.unsent() == []
     after = db.task(task.id)
     assert after is not None and after.state is TaskState.QUEUED
+
+
+def test_a_feature_table_writes_in_the_transaction_it_is_called_in(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    voices, pins = VoiceMessages(db), IdentityTables(db)
+    with pytest.raises(ZeroDivisionError), db.tx():
+        db.add_task("$1", "!r", "@me", "one", 1)
+        voices.add_voice(EventID("$v"), RoomID("!r"), UserID("@me"), 1, {})
+        pins.pin_identity("@me", "MASTER", how="first contact")
+        raise ZeroDivisionError
+    # One transaction, whoever's tables: the failure undid the ledger's row and the features'.
+    assert db.task_by_event("$1") is None and voices.voice("$v") is None
+    assert pins.pinned_identity("@me") is None
+    with db.tx():
+        voices.add_voice(EventID("$v"), RoomID("!r"), UserID("@me"), 1, {})
+        assert voices.voice("$v") is not None, "a read inside the transaction sees its writes"
+    db.close()
+
+
+def test_the_connection_alone_migrates_the_whole_schema_for_feature_tables(
+    tmp_path: Path,
+) -> None:
+    # The one migration sequence holds every feature's tables: a bare Connection (not the
+    # Database with the base layers' queries) is all a feature table needs.
+    conn = Connection.open(tmp_path / "d.db")
+    voices = VoiceMessages(conn)
+    voices.add_voice(EventID("$v"), RoomID("!r"), UserID("@me"), 1, {"msgtype": "m.audio"})
+    pending = voices.next_pending_voice()
+    assert pending is not None and pending.state is VoiceState.PENDING
+    assert EngineSessions(conn).engine_session(1) is None
+    conn.close()
+    db = Database.open(tmp_path / "d.db")
+    assert VoiceMessages(db).voice("$v") == pending
+    db.close()
 
 
 def test_normalize_merges_same_role_neighbours() -> None:

@@ -18,11 +18,10 @@ from pydantic import SecretStr
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.db import _MIGRATIONS
-from dispatch_matrix.store.voice import SCHEMA as VOICE_SCHEMA
-from dispatch_matrix.store.voice import VoiceState
 from dispatch_matrix.voice.config import VoiceSection
 from dispatch_matrix.voice.doctor import voice_checks
 from dispatch_matrix.voice.speech import SpeechClient, SpeechFailed
+from dispatch_matrix.voice.tables import VoiceMessages, VoiceState
 from dispatch_matrix.voice.transcribe import (
     EndpointTranscriber,
     LocalTranscriber,
@@ -45,48 +44,56 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.close()
 
 
-def test_a_voice_message_is_recorded_once_and_moves_on(db: Database) -> None:
+@pytest.fixture
+def voices(db: Database) -> VoiceMessages:
+    return VoiceMessages(db)
+
+
+def test_a_voice_message_is_recorded_once_and_moves_on(voices: VoiceMessages) -> None:
     room, event = RoomID("!r:x"), EventID("$v1")
     content = {"msgtype": "m.audio", "file": {"url": "mxc://x/y"}}
-    first = db.add_voice(event, room, UserID("@me:x"), 1000, content)
+    first = voices.add_voice(event, room, UserID("@me:x"), 1000, content)
     assert first.state is VoiceState.PENDING and first.content == content
-    again = db.add_voice(event, room, UserID("@me:x"), 1000, {"other": 1})
+    again = voices.add_voice(event, room, UserID("@me:x"), 1000, {"other": 1})
     assert again.content == content
-    db.set_voice(event, VoiceState.PENDING, audio_path="/s/voice/a.ogg")
-    db.set_voice(event, VoiceState.FAILED, error="down", attempt=True)
-    row = db.voice(event)
+    voices.set_voice(event, VoiceState.PENDING, audio_path="/s/voice/a.ogg")
+    voices.set_voice(event, VoiceState.FAILED, error="down", attempt=True)
+    row = voices.voice(event)
     assert row is not None and row.audio_path == "/s/voice/a.ogg" and row.attempts == 1
-    assert db.latest_failed_voice(room) == row and db.latest_failed_voice(RoomID("!o:x")) is None
-    db.set_voice(event, VoiceState.HEARD, transcript="hi", attempt=True)
-    db.forget_voice_audio(event)
-    row = db.voice(event)
+    assert (
+        voices.latest_failed_voice(room) == row
+        and voices.latest_failed_voice(RoomID("!o:x")) is None
+    )
+    voices.set_voice(event, VoiceState.HEARD, transcript="hi", attempt=True)
+    voices.forget_voice_audio(event)
+    row = voices.voice(event)
     assert row is not None and row.state is VoiceState.HEARD and row.transcript == "hi"
-    assert row.audio_path is None and row.error is None and db.latest_failed_voice(room) is None
+    assert row.audio_path is None and row.error is None and voices.latest_failed_voice(room) is None
 
 
-def test_the_newest_failure_is_retried_first(db: Database) -> None:
+def test_the_newest_failure_is_retried_first(voices: VoiceMessages) -> None:
     room = RoomID("!r:x")
     for name in ("$a", "$b"):
-        db.add_voice(EventID(name), room, UserID("@me:x"), 1, {})
-        db.set_voice(name, VoiceState.FAILED, error="down")
-    latest = db.latest_failed_voice(room)
+        voices.add_voice(EventID(name), room, UserID("@me:x"), 1, {})
+        voices.set_voice(name, VoiceState.FAILED, error="down")
+    latest = voices.latest_failed_voice(room)
     assert latest is not None and latest.event_id == "$b"
 
 
 def test_a_deleted_voice_message_stays_deleted_and_pending_ones_come_oldest_first(
-    db: Database,
+    voices: VoiceMessages,
 ) -> None:
     room = RoomID("!r:x")
     for name in ("$one", "$two", "$three"):
-        db.add_voice(EventID(name), room, UserID("@me:x"), 1, {})
-    db.set_voice("$one", VoiceState.DROPPED, error="message deleted")
-    db.set_voice("$one", VoiceState.FAILED, error="down", attempt=True)
-    row = db.voice("$one")
+        voices.add_voice(EventID(name), room, UserID("@me:x"), 1, {})
+    voices.set_voice("$one", VoiceState.DROPPED, error="message deleted")
+    voices.set_voice("$one", VoiceState.FAILED, error="down", attempt=True)
+    row = voices.voice("$one")
     assert row is not None and row.state is VoiceState.DROPPED and row.attempts == 0
-    first = db.next_pending_voice()
+    first = voices.next_pending_voice()
     assert first is not None and first.event_id == "$two"
-    db.set_voice("$two", VoiceState.HEARD, transcript="hi")
-    second = db.next_pending_voice()
+    voices.set_voice("$two", VoiceState.HEARD, transcript="hi")
+    second = voices.next_pending_voice()
     assert second is not None and second.event_id == "$three"
 
 
@@ -95,7 +102,7 @@ def test_the_voice_table_is_a_new_migration_step(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "l.db")
     # Every step ran (the voice table is step 8 of them), and the table is there, empty.
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS) >= 8
-    assert _MIGRATIONS[7] is VOICE_SCHEMA
+    assert "CREATE TABLE voice_messages" in _MIGRATIONS[7]
     assert conn.execute("SELECT COUNT(*) FROM voice_messages").fetchone()[0] == 0
 
 

@@ -16,8 +16,8 @@ from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.queue.commands import Command
 from dispatch_matrix.store import Database, TaskState
-from dispatch_matrix.store.voice import VoiceState
 from dispatch_matrix.voice.inbox import Hearing, VoiceInbox
+from dispatch_matrix.voice.tables import VoiceMessages, VoiceState
 
 ROOM = RoomID("!room:x")
 OWNER = UserID("@me:x")
@@ -77,16 +77,22 @@ class Backend:
         return text
 
 
+Lane = tuple[VoiceInbox, VoiceMessages, Room, Intake, Backend]
+
+
 @pytest.fixture
-async def lane(tmp_path: Path) -> AsyncIterator[tuple[VoiceInbox, Database, Room, Intake, Backend]]:
+async def lane(
+    tmp_path: Path,
+) -> AsyncIterator[Lane]:
     db = Database.open(tmp_path / "ledger.db")
+    voices = VoiceMessages(db)
     timeline: Timeline = []
     room, intake, backend = Room(), Intake(timeline), Backend(timeline)
-    inbox = VoiceInbox(db)
+    inbox = VoiceInbox(voices, db)
     hearing = Hearing(
         inbox,
         None,  # type: ignore[arg-type]  # never fetches: the audio is already on disk
-        db,
+        voices,
         room,  # type: ignore[arg-type]
         backend,
         intake,  # type: ignore[arg-type]
@@ -94,21 +100,21 @@ async def lane(tmp_path: Path) -> AsyncIterator[tuple[VoiceInbox, Database, Room
         folder=tmp_path / "voice",
     )
     job = asyncio.create_task(hearing.run())
-    yield inbox, db, room, intake, backend
+    yield inbox, voices, room, intake, backend
     job.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await job
     db.close()
 
 
-async def send(inbox: VoiceInbox, db: Database, tmp_path: Path, name: str) -> EventID:
+async def send(inbox: VoiceInbox, voices: VoiceMessages, tmp_path: Path, name: str) -> EventID:
     """A voice message whose audio an earlier attempt already saved."""
     event = EventID(f"${name}")
     audio = tmp_path / f"{name}.ogg"
     audio.write_bytes(b"OggS")
     message = Message(ROOM, event, OWNER, "", 1, True, "key", msgtype="m.audio", content={})
-    db.add_voice(event, ROOM, OWNER, 1, {"msgtype": "m.audio"})
-    db.keep_voice_audio(event, str(audio))
+    voices.add_voice(event, ROOM, OWNER, 1, {"msgtype": "m.audio"})
+    voices.keep_voice_audio(event, str(audio))
     await inbox.receive(message)
     return event
 
@@ -123,13 +129,13 @@ async def until(condition: Any, event: asyncio.Event) -> None:
 
 
 async def test_voice_messages_are_heard_one_at_a_time_in_arrival_order(
-    lane: tuple[VoiceInbox, Database, Room, Intake, Backend], tmp_path: Path
+    lane: Lane, tmp_path: Path
 ) -> None:
-    inbox, db, room, intake, backend = lane
+    inbox, voices, room, intake, backend = lane
     backend.gates["a.ogg"] = asyncio.Event()
-    await send(inbox, db, tmp_path, "a")
+    await send(inbox, voices, tmp_path, "a")
     await asyncio.wait_for(backend.started.wait(), 5)
-    await send(inbox, db, tmp_path, "b")
+    await send(inbox, voices, tmp_path, "b")
     backend.gates["a.ogg"].set()
     await until(lambda: len(intake.queued) == 2, intake.changed)
     # b was not even started before a was queued.
@@ -141,35 +147,35 @@ async def test_voice_messages_are_heard_one_at_a_time_in_arrival_order(
     ]
     assert intake.queued == [("$a", "words of a.ogg"), ("$b", "words of b.ogg")]
     assert [text for text, _ in room.posts] == ['🎙️ "words of a.ogg"', '🎙️ "words of b.ogg"']
-    row = db.voice("$a")
+    row = voices.voice("$a")
     assert row is not None and row.state is VoiceState.HEARD and row.audio_path is None
     assert not (tmp_path / "a.ogg").exists()
 
 
 async def test_a_voice_message_deleted_while_it_is_transcribed_is_not_queued(
-    lane: tuple[VoiceInbox, Database, Room, Intake, Backend], tmp_path: Path
+    lane: Lane, tmp_path: Path
 ) -> None:
-    inbox, db, room, intake, backend = lane
+    inbox, voices, room, intake, backend = lane
     backend.gates["gone.ogg"] = asyncio.Event()
-    await send(inbox, db, tmp_path, "gone")
+    await send(inbox, voices, tmp_path, "gone")
     await asyncio.wait_for(backend.started.wait(), 5)
     await inbox.redacted("$gone")
     backend.gates["gone.ogg"].set()
-    await send(inbox, db, tmp_path, "next")
+    await send(inbox, voices, tmp_path, "next")
     await until(lambda: len(intake.queued) == 1, intake.changed)
     assert intake.queued == [("$next", "words of next.ogg")]
-    row = db.voice("$gone")
+    row = voices.voice("$gone")
     assert row is not None and row.state is VoiceState.DROPPED
     assert await inbox.retry(ROOM) is None, "a deleted voice message is never retried"
 
 
 async def test_a_bug_with_one_voice_message_fails_it_and_the_lane_goes_on(
-    lane: tuple[VoiceInbox, Database, Room, Intake, Backend], tmp_path: Path
+    lane: Lane, tmp_path: Path
 ) -> None:
-    inbox, db, room, intake, backend = lane
+    inbox, voices, room, intake, backend = lane
     backend.texts["bad.ogg"] = "BUG"
-    await send(inbox, db, tmp_path, "bad")
-    await send(inbox, db, tmp_path, "good")
+    await send(inbox, voices, tmp_path, "bad")
+    await send(inbox, voices, tmp_path, "good")
     await until(lambda: len(intake.queued) == 1, intake.changed)
     assert intake.queued == [("$good", "words of good.ogg")]
     assert (
@@ -188,23 +194,24 @@ async def test_a_bare_retry_hears_the_voice_message_again_only_when_it_failed_la
     tmp_path: Path,
 ) -> None:
     db = Database.open(tmp_path / "ledger.db")
-    inbox = VoiceInbox(db)
-    db.add_voice(EventID("$v"), ROOM, OWNER, 1, {"msgtype": "m.audio"})
-    db.set_voice("$v", VoiceState.FAILED, error="backend down")
+    voices = VoiceMessages(db)
+    inbox = VoiceInbox(voices, db)
+    voices.add_voice(EventID("$v"), ROOM, OWNER, 1, {"msgtype": "m.audio"})
+    voices.set_voice("$v", VoiceState.FAILED, error="backend down")
     # `!retry #3` names a task; another room has no voice message that failed.
     assert await inbox.retry_command(Command("retry", "#3"), ROOM) is None
     assert await inbox.retry_command(Command("retry"), RoomID("!other:x")) is None
     assert await inbox.retry_command(Command("retry"), ROOM) == (
         "🔁 Listening to your voice message again…"
     )
-    row = db.voice("$v")
+    row = voices.voice("$v")
     assert row is not None and row.state is VoiceState.PENDING
     # Failed again, then a task failed after it: a bare `!retry` is the queue's (the task).
-    db.set_voice("$v", VoiceState.FAILED, error="backend down")
+    voices.set_voice("$v", VoiceState.FAILED, error="backend down")
     task = db.add_task(EventID("$t"), ROOM, OWNER, "work", 2, None)
     assert task is not None
     db.set_task_state(task.id, TaskState.FAILED, error="model down")
     assert await inbox.retry_command(Command("retry"), ROOM) is None
-    row = db.voice("$v")
+    row = voices.voice("$v")
     assert row is not None and row.state is VoiceState.FAILED
     db.close()

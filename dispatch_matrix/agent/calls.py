@@ -11,7 +11,7 @@ from dispatch_matrix.agent.ports import Approval, TaskIO
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.verbatim import code_span, hidden_characters
 from dispatch_matrix.permissions.policy import Decision, Policy
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import Connection
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.preview import preview
 from dispatch_matrix.toolbox.registry import ToolRegistry
@@ -23,7 +23,7 @@ class ToolCalls:
     """Runs the model's tool calls past the permission policy and the owner."""
 
     def __init__(
-        self, db: Database, policy: Policy, tools: ToolRegistry, context: ToolContext
+        self, db: Connection, policy: Policy, tools: ToolRegistry, context: ToolContext
     ) -> None:
         self._db = db
         self._policy = policy

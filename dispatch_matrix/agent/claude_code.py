@@ -57,10 +57,11 @@ from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.ports import TaskIO
 from dispatch_matrix.agent.prompt import turn_context
 from dispatch_matrix.agent.settings import AgentSection
+from dispatch_matrix.agent.tables import EngineSessions
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.permissions.policy import Policy
-from dispatch_matrix.store import Database, Task
+from dispatch_matrix.store import LedgerQueries, Task
 from dispatch_matrix.toolbox.base import ToolContext
 from dispatch_matrix.toolbox.paths import resolve, resolve_for_write
 from dispatch_matrix.toolbox.registry import ToolRegistry
@@ -80,7 +81,7 @@ class ClaudeCodeAgent:
 
     def __init__(
         self,
-        db: Database,
+        db: LedgerQueries,
         *,
         settings: AgentSection,
         system: str,
@@ -92,6 +93,7 @@ class ClaudeCodeAgent:
         local_now: Callable[[], datetime] | None = None,
     ) -> None:
         self._db = db
+        self._sessions = EngineSessions(db)
         self.settings = settings
         self.default_model = settings.model
         # Claude Code keeps its own context; `!memory` has nothing of ours to show.
@@ -138,7 +140,7 @@ class ClaudeCodeAgent:
     async def compact_now(self) -> bool | None:
         """Ask Claude Code to compact the open conversation's session (`!compact`); None
         when there is no session yet."""
-        stored = self._db.engine_session(self._db.current_conversation())
+        stored = self._sessions.engine_session(self._db.current_conversation())
         if stored is None:
             return None
         billing: Billing = "plan"
@@ -161,7 +163,7 @@ class ClaudeCodeAgent:
     async def answer(self, task: Task, io: TaskIO, now: datetime | None = None) -> str:
         """Run the task as one turn of the conversation's Claude Code session; its answer."""
         conversation = self._db.current_conversation()
-        stored = self._db.engine_session(conversation)
+        stored = self._sessions.engine_session(conversation)
         stamp = turn_context(now or self._local_now())
         turn = turn_for(
             task.id, first_turn(task, stamp), stored.running_task if stored is not None else None
@@ -226,7 +228,7 @@ class ClaudeCodeAgent:
                     if session:
                         # Before any tool runs: a crash from here on resumes this session
                         # and is told that this task's turn was under way.
-                        self._db.save_engine_session(conversation, session, task.id)
+                        self._sessions.save_engine_session(conversation, session, task.id)
                 elif isinstance(message, AssistantMessage) and message.parent_tool_use_id is None:
                     model = message.model or model
                     said = [b.text for b in message.content if isinstance(b, TextBlock)]
@@ -235,7 +237,7 @@ class ClaudeCodeAgent:
                 elif isinstance(message, ResultMessage):
                     with self._db.tx():
                         self._record(task.id, message, billing, model)
-                        self._db.save_engine_session(conversation, message.session_id, None)
+                        self._sessions.save_engine_session(conversation, message.session_id, None)
                     if message.is_error and "No conversation found" in (message.result or ""):
                         raise _LostSession
                     if message.is_error:
@@ -246,10 +248,10 @@ class ClaudeCodeAgent:
             # did); our shell's processes die through the worker's process groups.
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(client.interrupt(), 5))
-            stored = self._db.engine_session(conversation)
+            stored = self._sessions.engine_session(conversation)
             if stored is not None and self._io is not None and self._io.cancelled():
                 # The owner stopped it: a `!retry` later is a new attempt, not a crash's.
-                self._db.save_engine_session(conversation, stored.session_id, None)
+                self._sessions.save_engine_session(conversation, stored.session_id, None)
             raise
         finally:
             with contextlib.suppress(Exception):

@@ -20,7 +20,7 @@ from dispatch_matrix.agent.prompt import SUMMARY_SYSTEM, summary_request
 from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ModelError
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import LedgerQueries
 from dispatch_matrix.store.models import Summary
 
 log = logs.get(__name__)
@@ -44,7 +44,7 @@ class Compactor:
     """Writes summaries of the older turns, one compaction at a time."""
 
     def __init__(
-        self, db: Database, client: anthropic.AsyncAnthropic, settings: AgentSection
+        self, db: LedgerQueries, client: anthropic.AsyncAnthropic, settings: AgentSection
     ) -> None:
         self._db = db
         self._client = client

@@ -52,7 +52,7 @@ from dispatch_matrix.agent.transcript import (
 from dispatch_matrix.connectors import web
 from dispatch_matrix.core import logs
 from dispatch_matrix.permissions.policy import Policy
-from dispatch_matrix.store import Database, Task
+from dispatch_matrix.store import LedgerQueries, Task
 from dispatch_matrix.toolbox.base import ToolContext
 from dispatch_matrix.toolbox.registry import ToolRegistry
 
@@ -81,7 +81,7 @@ class Agent:
 
     def __init__(
         self,
-        db: Database,
+        db: LedgerQueries,
         client: anthropic.AsyncAnthropic,
         *,
         settings: AgentSection,

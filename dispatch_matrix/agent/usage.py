@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import LedgerQueries
 from dispatch_matrix.store.models import UsageRow
 
 CACHE_WRITE_FACTOR = 1.25
@@ -154,22 +154,22 @@ def day_start(now: datetime) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def today(db: Database, now: datetime) -> Totals:
+def today(db: LedgerQueries, now: datetime) -> Totals:
     """Usage since local midnight."""
     return total(db.usage_rows(since=day_start(now).timestamp()))
 
 
-def last_days(db: Database, now: datetime, days: int = 7) -> Totals:
+def last_days(db: LedgerQueries, now: datetime, days: int = 7) -> Totals:
     """Usage of the last `days` days, today included."""
     since = day_start(now) - timedelta(days=days - 1)
     return total(db.usage_rows(since=since.timestamp()))
 
 
-def of_task(db: Database, task_id: int) -> Totals:
+def of_task(db: LedgerQueries, task_id: int) -> Totals:
     """Usage of one task (its steps and any compaction it triggered)."""
     return total(db.usage_rows(task_id=task_id))
 
 
-def recent_tasks(db: Database, limit: int = 5) -> list[tuple[int, Totals]]:
+def recent_tasks(db: LedgerQueries, limit: int = 5) -> list[tuple[int, Totals]]:
     """The last tasks that used the model, newest first, with their usage."""
     return [(task_id, of_task(db, task_id)) for task_id in db.tasks_with_usage(limit)]

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from dispatch_matrix.core import logs
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import Connection
 
 log = logs.get(__name__)
 
@@ -132,7 +132,7 @@ class HealthRecorder(logging.Handler):
     """
 
     def __init__(
-        self, db: Database, pid: int, version: str, now_ms: Callable[[], int] | None = None
+        self, db: Connection, pid: int, version: str, now_ms: Callable[[], int] | None = None
     ) -> None:
         super().__init__(logging.WARNING)
         self._db = db
@@ -211,6 +211,6 @@ class HealthRecorder(logging.Handler):
             await asyncio.sleep(_MIN_WRITE_INTERVAL_S)
 
 
-def read(db: Database) -> Health | None:
+def read(db: Connection) -> Health | None:
     """The record the daemon last wrote."""
     return Health.from_json(db.get_meta(KEY))

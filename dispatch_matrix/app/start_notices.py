@@ -23,7 +23,7 @@ from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.uia import ApprovalInBrowser
 from dispatch_matrix.queue import texts as queue_texts
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import Connection
 
 if TYPE_CHECKING:
     from dispatch_matrix.agent import Engine
@@ -43,7 +43,7 @@ class StartNotices:
     config: Config
     session: Session
     client: MatrixClient
-    db: Database
+    db: Connection
     outbox: Outbox
     agent: Engine
     sync: SyncLoop
@@ -96,7 +96,9 @@ async def tell_connector_failures(
         pending.clear()
 
 
-async def retire_device(client: MatrixClient, db: Database, old: str, password: str | None) -> None:
+async def retire_device(
+    client: MatrixClient, db: Connection, old: str, password: str | None
+) -> None:
     """Delete the device whose keys were lost, and remember to tell the owners (with what
     to do when the homeserver would not let the bot do it: MAS wants a browser)."""
     removal = ""
@@ -110,7 +112,7 @@ async def retire_device(client: MatrixClient, db: Database, old: str, password: 
     db.set_meta("announce_replaced_device_removal", removal)
 
 
-async def announce_replacement(client: MatrixClient, db: Database, outbox: Outbox) -> None:
+async def announce_replacement(client: MatrixClient, db: Connection, outbox: Outbox) -> None:
     old = db.get_meta("announce_replaced_device")
     if not old:
         return
@@ -134,7 +136,7 @@ async def announce_unconfined(client: MatrixClient, outbox: Outbox) -> None:
         )
 
 
-async def report_model(agent: Engine, db: Database, client: MatrixClient, outbox: Outbox) -> None:
+async def report_model(agent: Engine, db: Connection, client: MatrixClient, outbox: Outbox) -> None:
     """A deprecated or retired model is logged at every start, and said once in each room."""
     status = await agent.model_status()
     notice = status.notice()

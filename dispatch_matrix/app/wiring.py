@@ -47,6 +47,7 @@ from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.core.settings import secret_files
 from dispatch_matrix.identity.gate import TrustGate
 from dispatch_matrix.identity.identities import Identities
+from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.matrix.asleep import AsleepNotice
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.outbox import Outbox, Undelivered
@@ -68,6 +69,7 @@ from dispatch_matrix.schedule.clock import Clock, SystemClock
 from dispatch_matrix.schedule.digest import Digest
 from dispatch_matrix.schedule.firing import Scheduler
 from dispatch_matrix.schedule.reminders import Reminders
+from dispatch_matrix.schedule.tables import ScheduleTables
 from dispatch_matrix.schedule.tool import ScheduleTool
 from dispatch_matrix.schedule.zones import owner_zone
 from dispatch_matrix.store import Database
@@ -77,6 +79,7 @@ from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 from dispatch_matrix.toolbox.send_file import SendFileTool
 from dispatch_matrix.voice.inbox import Hearing, VoiceInbox
 from dispatch_matrix.voice.speech_out import build_speech_out
+from dispatch_matrix.voice.tables import VoiceMessages
 from dispatch_matrix.voice.transcribe import build_transcriber
 
 log = logs.get(__name__)
@@ -133,7 +136,8 @@ def build(
     schedules_changed = asyncio.Event()
     synced = asyncio.Event()
 
-    identities = Identities(client, db, owners)
+    identity_tables = IdentityTables(db)
+    identities = Identities(client, identity_tables, owners)
     outbox = Outbox(
         client,
         db,
@@ -146,9 +150,12 @@ def build(
         hold=answer_due.seconds,
         undelivered=undelivered,
     )
-    kit = build_agent(config, db, confinement, clock, zone, schedules_changed.set)
+    # Each feature's tables, once: its parts receive them instead of the whole database.
+    schedules = ScheduleTables(db)
+    voices = VoiceMessages(db)
+    kit = build_agent(config, db, schedules, confinement, clock, zone, schedules_changed.set)
     speech = build_speech_out(
-        config.voice, client, db, outbox, max_file_bytes=max_file_bytes, folder=voice_folder
+        config.voice, client, voices, outbox, max_file_bytes=max_file_bytes, folder=voice_folder
     )
     worker = Worker(
         db,
@@ -168,10 +175,12 @@ def build(
     db.set_meta(AWAKE_META, "")
     resumed_in = worker.resume_after_restart()
     roots = [root.expanduser() for root in config.agent.allowed_roots]
-    digest = Digest(db, outbox, zone, workdir, roots, config.schedule.digest_at)
-    scheduler = Scheduler(db, outbox, worker, clock, zone, digest, changed=schedules_changed)
-    reminders = Reminders(db, outbox, zone, digest, schedules_changed.set)
-    voice = VoiceInbox(db)
+    digest = Digest(schedules, db, outbox, zone, workdir, roots, config.schedule.digest_at)
+    scheduler = Scheduler(
+        schedules, db, outbox, worker, clock, zone, digest, changed=schedules_changed
+    )
+    reminders = Reminders(schedules, outbox, zone, digest, schedules_changed.set)
+    voice = VoiceInbox(voices, db)
     control = Control(
         db,
         worker,
@@ -187,7 +196,7 @@ def build(
     hearing = Hearing(
         voice,
         client,
-        db,
+        voices,
         outbox,
         build_transcriber(config.voice),
         intake,
@@ -208,7 +217,7 @@ def build(
     )
     gate = TrustGate(
         client,
-        db,
+        identity_tables,
         identities,
         outbox,
         owners=owners,
@@ -300,6 +309,7 @@ class AgentKit:
 def build_agent(
     config: Config,
     db: Database,
+    schedules: ScheduleTables,
     confinement: Confinement | None,
     clock: Clock,
     zone: ZoneInfo,
@@ -318,7 +328,7 @@ def build_agent(
     connectors = Connectors.from_config(config.mcp)
     registry.add_provider(connectors)
     web_tools = web.WebTools(config.web, web.refused(policy)) if config.web.enabled else None
-    registry.add(ScheduleTool(db, clock, zone, schedules_changed))
+    registry.add(ScheduleTool(schedules, db, clock, zone, schedules_changed))
     system = system_prompt(config.matrix.owners, machine, config.agent.system_prompt, zone=zone.key)
     agent: Engine
     if config.agent.engine == "claude-code":

@@ -14,6 +14,7 @@ from typing import Protocol
 from dispatch_matrix.core.errors import DispatchError, StateError
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.identity.crosssign import ensure_identity, until_approved
+from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.identity.trust import UserKeys
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.settings import MatrixSection
@@ -56,8 +57,9 @@ async def saved_login(
 async def trust(config: BotSettings, user_id: str | None, say: Callable[[str], None]) -> int:
     """List pinned identities, or re-pin `user_id` to the identity it publishes now."""
     async with saved_login(config) as (client, db, _state):
+        tables = IdentityTables(db)
         if user_id is None:
-            pins = db.identities()
+            pins = tables.identities()
             if not pins:
                 say("No identities pinned yet (an owner's is pinned when they first write).")
             for user, pinned, at, how in pins:
@@ -73,14 +75,14 @@ async def trust(config: BotSettings, user_id: str | None, say: Callable[[str], N
                 f"{user_id} publishes no cross-signing identity",
                 fix="set up cross-signing in their client (Element: Settings → Security)",
             )
-        old = db.pinned_identity(user_id)
-        db.pin_identity(user_id, master, how="operator")
-        db.forget_notices(f"identity:{user_id}")
+        old = tables.pinned_identity(user_id)
+        tables.pin_identity(user_id, master, how="operator")
+        tables.forget_notices(f"identity:{user_id}")
         if old == master:
             say(f"{user_id}: identity {master} was already pinned.")
         else:
             say(f"{user_id}: now trusting identity {master} (was {old or 'none'}).")
-        held = [row for row in db.held_messages() if row[0] == user_id and row[1] == master]
+        held = [row for row in tables.held_messages() if row[0] == user_id and row[1] == master]
         if held:
             say(
                 f"{len(held)} message(s) it sent while untrusted will run in order when the "

@@ -13,11 +13,11 @@ from dispatch_matrix.identity import texts
 from dispatch_matrix.identity.held import HeldMessages
 from dispatch_matrix.identity.identities import Identities
 from dispatch_matrix.identity.side_notice import send_readable_by
+from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.identity.trust import DeviceTrust, may_command, may_join
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.inbound import Invite, Message, Reaction, Vote
 from dispatch_matrix.matrix.outbox import Outbox
-from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
 
@@ -28,21 +28,21 @@ class TrustGate:
     def __init__(
         self,
         client: MatrixClient,
-        db: Database,
+        tables: IdentityTables,
         identities: Identities,
         outbox: Outbox,
         *,
         owners: frozenset[str],
         require_cross_signed: bool,
     ) -> None:
-        self._db = db
+        self._tables = tables
         self._identities = identities
         self._outbox = outbox
         self._owners = owners
         self._require_cross_signed = require_cross_signed
         # Messages from an owner's identity not trusted yet: held, then run once trusted.
         self._held = HeldMessages(
-            db,
+            tables,
             identities,
             lambda room, content, devices: send_readable_by(client, room, content, devices),
             lambda room, text: outbox.post(room, text, notice=True),
@@ -125,5 +125,5 @@ class TrustGate:
             text = texts.unverified_device(device.value)
         else:
             return
-        if self._db.first_notice(key):
+        if self._tables.first_notice(key):
             await self._outbox.post(message.room_id, text, reply_to=message.event_id, notice=True)

@@ -28,9 +28,9 @@ from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.identity import texts
+from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.identity.trust import DeviceTrust, UserKeys
 from dispatch_matrix.matrix.inbound import Message
-from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
 
@@ -111,13 +111,13 @@ class HeldMessages:
 
     def __init__(
         self,
-        db: Database,
+        tables: IdentityTables,
         identities: IdentityView,
         send_readable: NoticeSender,
         post: Post,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._db = db
+        self._tables = tables
         self._identities = identities
         self._send_readable = send_readable
         self._post = post
@@ -128,7 +128,7 @@ class HeldMessages:
         device of theirs (the new ones included) what happened and how to fix it."""
         keys = await self._identities.keys(message.sender)
         master = keys.master_key
-        if not self._db.hold_message(
+        if not self._tables.hold_message(
             message.event_id, message.room_id, message.sender, master, _encode(message)
         ):
             return
@@ -139,7 +139,7 @@ class HeldMessages:
             sender=message.sender,
             master=master,
         )
-        if not self._db.first_notice(f"identity:{message.sender}:{master}:{message.room_id}"):
+        if not self._tables.first_notice(f"identity:{message.sender}:{master}:{message.room_id}"):
             return
         text = texts.identity_changed(message.sender, fingerprint(master), preview(message.body))
         content = _notice_content(text, message.event_id)
@@ -150,13 +150,13 @@ class HeldMessages:
             await self._send_readable(message.room_id, content, devices)
         except HomeserverError as err:
             # Told at the owner's next message instead.
-            self._db.forget_notices(f"identity:{message.sender}:{master}:{message.room_id}")
+            self._tables.forget_notices(f"identity:{message.sender}:{master}:{message.room_id}")
             log.warning("trust.notice_failed", room=message.room_id, error=err.message)
 
     async def release(self, route: Route, judge: Judge) -> None:
         """Run, or name, the held messages whose sender's identity is now trusted (or can no
         longer be); the others keep waiting. Called at every sync: one query when none."""
-        rows = self._db.held_messages()
+        rows = self._tables.held_messages()
         if not rows:
             return
         try:
@@ -195,7 +195,7 @@ class HeldMessages:
                 named.setdefault((message.room_id, message.sender), []).append(
                     preview(message.body)
                 )
-            self._db.release_held(message.event_id)
+            self._tables.release_held(message.event_id)
         for (room_id, _sender), previews in named.items():
             await self._post(room_id, texts.held_named(previews))
 

@@ -13,9 +13,9 @@ from nio import AsyncClient
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.ids import RoomID
+from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.identity.trust import DeviceTrust, UserKeys, device_trust
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
 
@@ -23,9 +23,11 @@ log = logs.get(__name__)
 class Identities:
     """Published keys of the users the bot deals with, and their pinned master keys."""
 
-    def __init__(self, client: MatrixClient, db: Database, owners: frozenset[str]) -> None:
+    def __init__(
+        self, client: MatrixClient, tables: IdentityTables, owners: frozenset[str]
+    ) -> None:
         self._client = client
-        self._db = db
+        self._tables = tables
         self._owners = owners
         self._keys: dict[str, UserKeys] = {}
         # Verdicts on the cached keys: each one checks two signatures, and every message
@@ -62,14 +64,14 @@ class Identities:
 
     def pinned(self, user_id: str) -> str | None:
         """The master key pinned for a user, if any."""
-        return self._db.pinned_identity(user_id)
+        return self._tables.pinned_identity(user_id)
 
     def _pin_on_first_contact(self, keys: UserKeys) -> None:
         master = keys.master_key
         if master is None or keys.user_id not in self._owners:
             return
-        if self._db.pinned_identity(keys.user_id) is None:
-            self._db.pin_identity(keys.user_id, master, how="first contact")
+        if self._tables.pinned_identity(keys.user_id) is None:
+            self._tables.pin_identity(keys.user_id, master, how="first contact")
             log.info("identity.pinned", user=keys.user_id, master=master, how="first contact")
 
     async def judge(self, user_id: str, sender_key: str | None) -> DeviceTrust:

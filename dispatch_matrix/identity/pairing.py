@@ -37,6 +37,7 @@ from dispatch_matrix.identity.identities import share_only_with
 from dispatch_matrix.identity.sas import SasFlow
 from dispatch_matrix.identity.sas_protocol import Outgoing, Party, Phase, VerificationCancelled
 from dispatch_matrix.identity.signing import CrossSigningKeys
+from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.identity.trust import DeviceTrust, UserKeys, device_trust
 from dispatch_matrix.identity.verification import (
     VerificationEvent,
@@ -44,7 +45,6 @@ from dispatch_matrix.identity.verification import (
     fresh_requests,
 )
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.store import Database
 from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)
@@ -106,7 +106,7 @@ async def pair(
             identity = await ensure_identity(
                 client, state, password.get_secret_value() if password else None
             )
-            pairing = _Pairing(client, db, identity.keys, owners, owner, say)
+            pairing = _Pairing(client, IdentityTables(db), identity.keys, owners, owner, say)
             await pairing.run(confirm, timeout_s, request_wait_s)
     finally:
         state.unlock()
@@ -119,14 +119,14 @@ class _Pairing:
     def __init__(
         self,
         client: MatrixClient,
-        db: Database,
+        tables: IdentityTables,
         keys: CrossSigningKeys,
         owners: frozenset[str],
         owner: str | None,
         say: Callable[[str], None],
     ) -> None:
         self._client = client
-        self._db = db
+        self._tables = tables
         self._keys = keys
         self._owners = owners
         self._owner = owner
@@ -303,8 +303,8 @@ class _Pairing:
     async def _trust(self, flow: SasFlow, keys: UserKeys, master: str) -> None:
         assert keys.master is not None
         await sign_user(self._client, self._keys, keys.master)
-        self._db.pin_identity(flow.their_user, master, how="paired")
-        self._db.forget_notices(f"identity:{flow.their_user}")
+        self._tables.pin_identity(flow.their_user, master, how="paired")
+        self._tables.forget_notices(f"identity:{flow.their_user}")
         log.info("pairing.done", user=flow.their_user, device=flow.their_device, master=master)
         self._say(
             f"Verified {flow.their_user} (device {flow.their_device}): their identity {master} "

@@ -35,7 +35,7 @@ from dispatch_matrix.matrix.failures import CannotSend, RateLimited, RequestRefu
 from dispatch_matrix.matrix.formatting import text_content
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.sender import Job, Urgency
-from dispatch_matrix.store import Database, TaskState
+from dispatch_matrix.store import LedgerQueries, TaskState
 
 log = logs.get(__name__)
 
@@ -139,7 +139,7 @@ class AsleepNotice:
     def __init__(
         self,
         client: MatrixClient,
-        db: Database,
+        db: LedgerQueries,
         outbox: Outbox,
         rooms: Callable[[], list[RoomID]],
         *,

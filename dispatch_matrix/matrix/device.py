@@ -26,7 +26,7 @@ from dispatch_matrix.matrix.failures import (
     checked,
     why_unreachable,
 )
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import Connection
 from dispatch_matrix.store.models import Session
 from dispatch_matrix.store.state import StateFolder
 
@@ -63,7 +63,7 @@ class Devices:
         homeserver: str,
         user_id: UserID,
         state: StateFolder,
-        db: Database,
+        db: Connection,
         device_name: str = "dispatch-matrix",
     ) -> None:
         self._homeserver = homeserver

@@ -20,7 +20,7 @@ from dispatch_matrix.core.errors import DispatchError, HomeserverError, TrustErr
 from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.matrix import uia
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.store import Database
+from dispatch_matrix.store.rooms import RoomQueries
 
 log = logs.get(__name__)
 
@@ -63,7 +63,7 @@ def dm_create_body(owner: str) -> dict[str, Any]:
 
 async def open_owner_dms(
     client: MatrixClient,
-    db: Database,
+    db: RoomQueries,
     owners: list[str],
 ) -> list[OpenedDM]:
     """Make sure each owner has an encrypted DM with the bot (one init made before and the

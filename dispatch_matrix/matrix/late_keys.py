@@ -18,7 +18,7 @@ from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.inbound import Message, Unreadable, from_event
-from dispatch_matrix.store import Database
+from dispatch_matrix.store.undecrypted import UndecryptedQueries
 
 log = logs.get(__name__)
 
@@ -29,7 +29,7 @@ class LateKeys:
     def __init__(
         self,
         client: MatrixClient,
-        db: Database,
+        db: UndecryptedQueries,
         grace_s: float,
         on_read: Callable[[Message], Awaitable[None]],
         on_give_up: Callable[[Unreadable], Awaitable[None]],

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix import texts
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import Connection
 
 log = logs.get(__name__)
 
@@ -45,7 +45,7 @@ class RoomWatch:
 
     def __init__(
         self,
-        db: Database,
+        db: Connection,
         owners: frozenset[str],
         me: str,
         post: Callable[[RoomID, str, str], Awaitable[object]],

@@ -27,7 +27,7 @@ from nio import MegolmEvent
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import DispatchError
-from dispatch_matrix.store import Database
+from dispatch_matrix.store.replay import ReplayQueries
 
 log = logs.get(__name__)
 
@@ -83,7 +83,7 @@ class _Olm(Protocol):
 class ReplayGuard:
     """Records the index of every decrypted Megolm event; refuses replays."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: ReplayQueries) -> None:
         self._db = db
         self._guarded: Any = None
         self._refused: OrderedDict[str, Replay] = OrderedDict()

@@ -21,7 +21,7 @@ from dispatch_matrix.core.backoff import Backoff
 from dispatch_matrix.core.errors import DispatchError, HomeserverError
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import TokenRejected
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import Connection
 
 log = logs.get(__name__)
 
@@ -50,7 +50,7 @@ class SyncLoop:
     def __init__(
         self,
         client: MatrixClient,
-        db: Database,
+        db: Connection,
         handle: Callable[[SyncResponse, str | None], Awaitable[bool | None]],
         timeout_ms: int,
         watch_every_s: float | None = None,

@@ -18,7 +18,7 @@ from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.sender import Urgency
-from dispatch_matrix.store import Database
+from dispatch_matrix.store.rooms import RoomQueries
 
 log = logs.get(__name__)
 
@@ -44,7 +44,7 @@ class Welcome:
     def __init__(
         self,
         client: MatrixClient,
-        db: Database,
+        db: RoomQueries,
         outbox: Outbox,
         owners: frozenset[str],
         approval_timeout_s: float,

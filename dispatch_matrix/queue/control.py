@@ -18,7 +18,7 @@ from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.commands import Command
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.queue.worker import Worker
-from dispatch_matrix.store import Database, Task, TaskState
+from dispatch_matrix.store import LedgerQueries, Task, TaskState
 
 if TYPE_CHECKING:
     from dispatch_matrix.agent import Engine
@@ -39,7 +39,7 @@ class Control:
 
     def __init__(
         self,
-        db: Database,
+        db: LedgerQueries,
         worker: Worker,
         room: Room,
         agent: Engine,

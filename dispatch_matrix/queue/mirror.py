@@ -20,7 +20,8 @@ from dispatch_matrix.core import logs
 from dispatch_matrix.core.ids import EventID
 from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.ports import Room
-from dispatch_matrix.store import Database, Task, TaskState
+from dispatch_matrix.store import Task, TaskState
+from dispatch_matrix.store.outbox import OutboxQueries
 
 log = logs.get(__name__)
 
@@ -48,7 +49,7 @@ class Mirror:
 
     def __init__(
         self,
-        db: Database,
+        db: OutboxQueries,
         room: Room,
         hold_s: dict[TaskState, float] = HOLD_S,
         typing_after_s: float = TYPING_AFTER_S,

@@ -23,8 +23,9 @@ from dispatch_matrix.agent import usage
 from dispatch_matrix.core import logs
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.schedule import texts as schedule_texts
+from dispatch_matrix.schedule.tables import ScheduleTables
 from dispatch_matrix.schedule.timing import ScheduleKind, Spec, next_after
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import LedgerQueries
 
 log = logs.get(__name__)
 
@@ -74,14 +75,16 @@ class Digest:
 
     def __init__(
         self,
-        db: Database,
+        schedules: ScheduleTables,
+        ledger: LedgerQueries,
         room: Room,
         zone: ZoneInfo,
         workdir: Path,
         roots: list[Path],
         daily_at: str = "",
     ) -> None:
-        self._db = db
+        self._schedules = schedules
+        self._ledger = ledger
         self._room = room
         self._zone = zone
         self._workdir = workdir
@@ -90,16 +93,18 @@ class Digest:
 
     def text(self, ledger_now: float) -> str:
         """The digest since the last daily one (or the last day, before the first)."""
-        stored = self._db.get_meta(_SINCE_KEY)
+        stored = self._ledger.get_meta(_SINCE_KEY)
         since = float(stored) if stored else ledger_now - _FIRST_WINDOW.total_seconds()
-        finished = self._db.tasks_finished_since(since)
+        finished = self._ledger.tasks_finished_since(since)
         files: list[str] = []
         for task in finished:
-            for path in files_written(self._db.task_messages(task.id), self._workdir, self._roots):
+            for path in files_written(
+                self._ledger.task_messages(task.id), self._workdir, self._roots
+            ):
                 if path not in files:
                     files.append(path)
-        ahead = self._db.active_schedules(limit=50)
-        totals = usage.total(self._db.usage_rows(since=since))
+        ahead = self._schedules.active_schedules(limit=50)
+        totals = usage.total(self._ledger.usage_rows(since=since))
         start = datetime.fromtimestamp(since, UTC)
         return schedule_texts.digest(start, finished, files, ahead, totals, self._zone)
 
@@ -113,10 +118,10 @@ class Digest:
         return next_after(self._daily, sent, sent, self._zone)
 
     def _sent_at(self, now: datetime) -> datetime:
-        stored = self._db.get_meta(_SENT_KEY)
+        stored = self._ledger.get_meta(_SENT_KEY)
         if stored is None:
             # Switched on now: the first check-in is the next one ahead, not one owed.
-            self._db.set_meta(_SENT_KEY, str(now.timestamp()))
+            self._ledger.set_meta(_SENT_KEY, str(now.timestamp()))
             return now
         return datetime.fromtimestamp(float(stored), UTC)
 
@@ -125,7 +130,7 @@ class Digest:
         due = self.next_at(now)
         if due is None or due > now:
             return False
-        room = self._db.latest_room()
+        room = self._ledger.latest_room()
         if room is None:
             log.info("digest.skipped", reason="no room yet")
         else:
@@ -133,6 +138,6 @@ class Digest:
             # Keyed by the due time: a crash between posting and recording posts nothing new.
             await self._room.post(room, text, key=f"digest-{int(due.timestamp())}")
             log.info("digest.posted", room=room, due=due.isoformat())
-        self._db.set_meta(_SINCE_KEY, str(ledger_now))
-        self._db.set_meta(_SENT_KEY, str(now.timestamp()))
+        self._ledger.set_meta(_SINCE_KEY, str(ledger_now))
+        self._ledger.set_meta(_SENT_KEY, str(now.timestamp()))
         return True

@@ -30,9 +30,9 @@ from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.schedule import texts as schedule_texts
 from dispatch_matrix.schedule.clock import Clock
 from dispatch_matrix.schedule.digest import Digest
+from dispatch_matrix.schedule.tables import Fire, Schedule, ScheduleTables
 from dispatch_matrix.schedule.timing import ScheduleError, ScheduleKind, Spec, plan
-from dispatch_matrix.store import Database, TaskState
-from dispatch_matrix.store.schedules import Fire, Schedule
+from dispatch_matrix.store import LedgerQueries, TaskState
 
 log = logs.get(__name__)
 
@@ -46,7 +46,8 @@ class Scheduler:
 
     def __init__(
         self,
-        db: Database,
+        schedules: ScheduleTables,
+        ledger: LedgerQueries,
         room: Room,
         worker: Worker,
         clock: Clock,
@@ -54,7 +55,8 @@ class Scheduler:
         digest: Digest | None = None,
         changed: asyncio.Event | None = None,
     ) -> None:
-        self._db = db
+        self._schedules = schedules
+        self._ledger = ledger
         # A reminder reaches the owner's phone as a message that mentions them.
         self._room = room
         self._worker = worker
@@ -88,7 +90,7 @@ class Scheduler:
     async def tick(self) -> datetime:
         """Fire everything due now (and the daily digest); returns the `now` it used."""
         now = self._clock.now()
-        for schedule in self._db.due_schedules(now.timestamp()):
+        for schedule in self._schedules.due_schedules(now.timestamp()):
             try:
                 await self.fire(schedule, now)
             except HomeserverError:
@@ -105,7 +107,9 @@ class Scheduler:
     def next_wake(self, now: datetime) -> datetime | None:
         """The soonest of the next schedule and the next daily digest."""
         times = [
-            _at(s.next_at) for s in self._db.active_schedules(limit=1) if s.next_at is not None
+            _at(s.next_at)
+            for s in self._schedules.active_schedules(limit=1)
+            if s.next_at is not None
         ]
         if self._digest is not None and (daily := self._digest.next_at(now)) is not None:
             times.append(daily)
@@ -121,10 +125,10 @@ class Scheduler:
         except (ScheduleError, ValueError) as err:
             # Written by an older version, or a cron that can never fire again: stop it.
             log.error("schedule.broken", schedule=schedule.short_id, error=str(err))
-            self._db.cancel_schedule(schedule.id)
+            self._schedules.cancel_schedule(schedule.id)
             return None
         next_at = decided.next_at.timestamp() if decided.next_at else None
-        fire = self._db.record_fire(
+        fire = self._schedules.record_fire(
             schedule, next_at, now.timestamp(), decided.late.total_seconds()
         )
         if fire is None:
@@ -141,7 +145,7 @@ class Scheduler:
 
     async def complete_pending(self) -> None:
         """Fires a crash left without their task: announce (once) and queue them now."""
-        for fire in self._db.pending_fires():
+        for fire in self._schedules.pending_fires():
             log.warning("schedule.fire_resumed", key=fire.key)
             try:
                 await self._deliver(fire)
@@ -151,7 +155,7 @@ class Scheduler:
                 log.exception("schedule.fire_crashed", key=fire.key)
 
     async def _deliver(self, fire: Fire) -> None:
-        schedule = self._db.schedule(fire.schedule_id)
+        schedule = self._schedules.schedule(fire.schedule_id)
         if schedule is None:
             return
         text = schedule_texts.reminder(schedule, fire, self._zone)
@@ -162,15 +166,15 @@ class Scheduler:
         if not posted:
             # The outbox gave up on the room (we left it?): the task still runs, on record.
             event_id = EventID(f"fire:{fire.key}")
-        origin = self._db.task(schedule.origin_task) if schedule.origin_task else None
+        origin = self._ledger.task(schedule.origin_task) if schedule.origin_task else None
         body = schedule_texts.task_body(schedule, fire, origin, self._zone)
-        task = self._db.add_task(
+        task = self._ledger.add_task(
             event_id, schedule.room_id, schedule.owner, body, int(fire.fired_at * 1000)
         )
-        existing = task or self._db.task_by_event(event_id)
+        existing = task or self._ledger.task_by_event(event_id)
         if existing is None:
             return
-        self._db.complete_fire(fire.key, event_id, existing.id)
+        self._schedules.complete_fire(fire.key, event_id, existing.id)
         if task is not None:
             log.info("task.queued", task=task.short_id, room=task.room_id, schedule=fire.key)
             if posted:

@@ -19,7 +19,7 @@ from dispatch_matrix.queue.commands import Command
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.schedule import texts as schedule_texts
 from dispatch_matrix.schedule.digest import Digest
-from dispatch_matrix.store import Database
+from dispatch_matrix.schedule.tables import ScheduleTables
 
 log = logs.get(__name__)
 
@@ -42,13 +42,13 @@ class Reminders:
 
     def __init__(
         self,
-        db: Database,
+        schedules: ScheduleTables,
         room: Room,
         zone: ZoneInfo,
         digest: Digest,
         on_change: Callable[[], None],
     ) -> None:
-        self._db = db
+        self._schedules = schedules
         self._room = room
         self._zone = zone
         self._digest = digest
@@ -64,7 +64,7 @@ class Reminders:
 
     async def list(self, _command: Command, room_id: RoomID, event_id: EventID) -> None:
         """`!reminders`: a header, then one message per schedule (a ❌ on it cancels it)."""
-        schedules = self._db.active_schedules()
+        schedules = self._schedules.active_schedules()
         key = f"cmd-{event_id}"
         if not schedules:
             await self._room.post(
@@ -82,12 +82,12 @@ class Reminders:
                 key=f"{key}-{schedule.short_id}",
             )
             if entry:
-                self._db.remember_entry(entry, room_id, schedule.id)
+                self._schedules.remember_entry(entry, room_id, schedule.id)
 
     async def cancel(self, command: Command, room_id: RoomID, event_id: EventID) -> None:
         """`!cancel-reminder r3`."""
         wanted = reminder_id(command.arg)
-        cancelled = self._db.cancel_schedule(wanted) if wanted is not None else None
+        cancelled = self._schedules.cancel_schedule(wanted) if wanted is not None else None
         if cancelled is None:
             text = schedule_texts.no_such_reminder(command.arg)
         else:
@@ -100,11 +100,11 @@ class Reminders:
         """A trusted owner's reaction: ❌ on a list entry cancels its schedule."""
         if key not in CANCEL_KEYS:
             return False
-        entry = self._db.schedule_of_entry(target)
+        entry = self._schedules.schedule_of_entry(target)
         if entry is None:
             return False
         schedule_id, room_id = entry
-        cancelled = self._db.cancel_schedule(schedule_id)
+        cancelled = self._schedules.cancel_schedule(schedule_id)
         if cancelled is None:
             return True
         log.info("schedule.cancelled", schedule=cancelled.short_id, how="reaction", by=sender)

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 from dispatch_matrix.agent.usage import Totals
 from dispatch_matrix.queue.texts import EMOJI, tokens, usd
+from dispatch_matrix.schedule.tables import Fire, Schedule
 from dispatch_matrix.schedule.timing import describe_delay, local_text
 from dispatch_matrix.store import Task, TaskState
-from dispatch_matrix.store.schedules import Fire, Schedule
 
 # Longest piece of the originating task carried into a follow-up's body.
 _CONTEXT_CHARS = 1_200

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.schedule.clock import Clock
+from dispatch_matrix.schedule.tables import Schedule, ScheduleTables
 from dispatch_matrix.schedule.timing import (
     ScheduleError,
     describe_delay,
@@ -25,8 +26,7 @@ from dispatch_matrix.schedule.timing import (
     local_text,
     parse_spec,
 )
-from dispatch_matrix.store import Database
-from dispatch_matrix.store.schedules import Schedule
+from dispatch_matrix.store import LedgerQueries
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 
 MAX_ACTIVE = 50
@@ -42,12 +42,14 @@ class ScheduleTool:
 
     def __init__(
         self,
-        db: Database,
+        schedules: ScheduleTables,
+        ledger: LedgerQueries,
         clock: Clock,
         zone: ZoneInfo,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        self._db = db
+        self._schedules = schedules
+        self._ledger = ledger
         self._clock = clock
         self._zone = zone
         # Tells the scheduler to look at the times again (a new one may be the soonest).
@@ -108,14 +110,14 @@ class ScheduleTool:
             raise ToolError(f"keep the title under {MAX_TITLE} and the prompt under {MAX_PROMPT}")
         at, cron, every = (_text(tool_input.get(key)) for key in ("at", "cron", "every"))
         spec = parse_spec(at, cron, every)
-        task = self._db.task(ctx.task_id) if ctx.task_id is not None else None
+        task = self._ledger.task(ctx.task_id) if ctx.task_id is not None else None
         if task is None:
             raise ToolError("schedules can only be set while working on a task")
-        if len(self._db.active_schedules(limit=MAX_ACTIVE + 1)) >= MAX_ACTIVE:
+        if len(self._schedules.active_schedules(limit=MAX_ACTIVE + 1)) >= MAX_ACTIVE:
             raise ToolError(f"{MAX_ACTIVE} schedules are active already; cancel some first")
         now = self._clock.now()
         first = first_fire(spec, now, self._zone)
-        schedule = self._db.add_schedule(
+        schedule = self._schedules.add_schedule(
             title=title,
             prompt=prompt,
             kind=spec.kind.value,
@@ -136,7 +138,7 @@ class ScheduleTool:
         )
 
     def _list(self) -> str:
-        schedules = self._db.active_schedules()
+        schedules = self._schedules.active_schedules()
         if not schedules:
             return "No active schedules."
         return "\n".join(self._line(s) for s in schedules)
@@ -156,7 +158,7 @@ class ScheduleTool:
         text = raw.strip().lstrip("#rR")
         if not text.isdigit():
             raise ToolError("cancel needs the id of a schedule, e.g. r3 (action list shows them)")
-        cancelled = self._db.cancel_schedule(int(text))
+        cancelled = self._schedules.cancel_schedule(int(text))
         if cancelled is None:
             raise ToolError(f"there is no active schedule r{text}")
         self._on_change()

@@ -1,31 +1,30 @@
-"""The SQLite file: connection settings, schema migrations, and the Matrix session.
+"""The SQLite file: its one connection, the schema's migrations, transactions, and the
+small tables every layer shares (meta, one-time notices, the Matrix session).
 
 WAL with synchronous=FULL: a row committed here survives a kill -9 or a power cut, which is
 what lets the bot acknowledge a task in the room only after it is on disk. Calls are short
 local transactions, made on the event loop thread; nothing here touches the network.
+
+The schema's history is one ordered list (`_MIGRATIONS`), the feature packages' tables
+included: a database's `user_version` counts the steps it has taken, so the steps are never
+reordered or split by owner, only appended. The queries live with their users: the layers
+below the features (ledger, outbox, replay, threads, rooms) in this package, composed into
+`Database`; each feature's tables in its own package (`voice.tables`, `schedule.tables`,
+`identity.tables`, `agent.tables`), as classes that take a `Connection`.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Self
 
-from dispatch_matrix.store.engine_sessions import SCHEMA as ENGINE_SESSIONS_SCHEMA
-from dispatch_matrix.store.engine_sessions import EngineSessionQueries
-from dispatch_matrix.store.ledger import LedgerQueries
 from dispatch_matrix.store.models import Session
-from dispatch_matrix.store.outbox import OutboxQueries
-from dispatch_matrix.store.replay import SCHEMA as REPLAY_SCHEMA
-from dispatch_matrix.store.replay import ReplayQueries
-from dispatch_matrix.store.rooms import SCHEMA as ROOMS_SCHEMA
-from dispatch_matrix.store.rooms import RoomQueries
-from dispatch_matrix.store.schedules import ScheduleQueries
-from dispatch_matrix.store.threads import SCHEMA as THREADS_SCHEMA
-from dispatch_matrix.store.threads import ThreadQueries
-from dispatch_matrix.store.trust import TrustQueries
-from dispatch_matrix.store.voice import SCHEMA as VOICE_SCHEMA
-from dispatch_matrix.store.voice import VoiceQueries
 
 _MIGRATIONS = [
     # 1: the ledger, the transcript, the outbox, the Matrix session.
@@ -119,7 +118,15 @@ _MIGRATIONS = [
     CREATE INDEX usage_by_task ON usage (task_id, at);
     """,
     # 8: owners' voice messages until their transcript is queued (kept for `!retry`).
-    VOICE_SCHEMA,
+    """
+    CREATE TABLE voice_messages (
+        event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, sender TEXT NOT NULL,
+        origin_ts INTEGER NOT NULL, content TEXT NOT NULL, state TEXT NOT NULL,
+        audio_path TEXT, transcript TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL
+    );
+    CREATE INDEX voice_by_state ON voice_messages (state, updated_at)
+    """,
     # 9: schedules (reminders, recurring tasks, follow-ups); each fire, keyed by schedule and
     # due time; the `!reminders` list messages that a ❌ on them cancels.
     """
@@ -154,9 +161,20 @@ _MIGRATIONS = [
     """,
     # 11: the Megolm message index of every decrypted event, so a replay is refused also
     # after a restart.
-    REPLAY_SCHEMA,
+    """
+    CREATE TABLE megolm_indexes (
+        sender_key TEXT NOT NULL, session_id TEXT NOT NULL, message_index INTEGER NOT NULL,
+        event_id TEXT NOT NULL, room_id TEXT NOT NULL, seen_at REAL NOT NULL,
+        PRIMARY KEY (sender_key, session_id, message_index)
+    ) WITHOUT ROWID;
+    """,
     # 12: owners' DMs the bot opened or joined, and whether it welcomed them (once).
-    ROOMS_SCHEMA,
+    """
+    CREATE TABLE owner_rooms (
+        room_id TEXT PRIMARY KEY, owner TEXT NOT NULL, opened_by TEXT NOT NULL,
+        entered_at REAL NOT NULL, welcomed_at REAL, welcome_event TEXT
+    ) WITHOUT ROWID;
+    """,
     # 13: what an owner's message replies to, as the model is told it (the task and the
     # start of its text); the bot's events found by event id, as a reply names them.
     """
@@ -164,7 +182,9 @@ _MIGRATIONS = [
     CREATE INDEX outbox_by_event ON outbox (event_id);
     """,
     # 14: owners' messages written in a thread, so their answers go to it.
-    THREADS_SCHEMA,
+    """
+    CREATE TABLE threads (event_id TEXT PRIMARY KEY, root TEXT NOT NULL) WITHOUT ROWID;
+    """,
     # 15: owners' messages from an identity the bot does not trust yet, held (not run) until
     # the operator trusts it; `message` is the decrypted event as the router read it.
     """
@@ -175,25 +195,28 @@ _MIGRATIONS = [
     """,
     # 16: the Claude Code engine's session per conversation; how each usage row was paid
     # (NULL: the API engine; "plan" or "api" from Claude Code).
-    ENGINE_SESSIONS_SCHEMA,
+    """
+    CREATE TABLE engine_sessions (
+        conversation INTEGER PRIMARY KEY REFERENCES conversations (id),
+        session_id TEXT NOT NULL, running_task INTEGER, updated_at REAL NOT NULL
+    );
+    ALTER TABLE usage ADD COLUMN billing TEXT;
+    """,
 ]
 
 
-class Database(
-    LedgerQueries,
-    OutboxQueries,
-    TrustQueries,
-    VoiceQueries,
-    ScheduleQueries,
-    ReplayQueries,
-    RoomQueries,
-    ThreadQueries,
-    EngineSessionQueries,
-):
-    """Our SQLite file; one connection, used from the event loop's thread."""
+class Connection:
+    """The SQLite connection, used from the event loop's thread: its transactions, staged
+    writes and the shared small tables. The tables of every layer build on it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._depth = 0
+        # Writes that ride with the next transaction (`stage`), by key.
+        self._staged: dict[object, tuple[str, tuple[Any, ...]]] = {}
 
     @classmethod
-    def open(cls, path: Path) -> Database:
+    def open(cls, path: Path) -> Self:
         """Open (creating if needed) and migrate the database at `path`."""
         new = not path.exists()
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -221,6 +244,118 @@ class Database(
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: committed on exit, rolled back on error.
+
+        A `tx()` inside another joins it (as a savepoint, so its own error undoes only its
+        part): writes that belong together are committed, and synced, once. Nothing may
+        await inside a transaction: the connection is the event loop's, shared by all.
+        """
+        if self._depth:
+            name = f"sp{self._depth}"
+            self._conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute(f"ROLLBACK TO {name}")
+                self._conn.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._depth -= 1
+            self._conn.execute(f"RELEASE {name}")
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        staged, self._staged = self._staged, {}
+        try:
+            for sql, params in staged.values():
+                self._conn.execute(sql, params)
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            self._staged = {**staged, **self._staged}
+            raise
+        finally:
+            self._depth = 0
+        self._conn.execute("COMMIT")
+
+    def stage(self, sql: str, params: tuple[Any, ...], key: object = None) -> None:
+        """A write that rides with the next transaction, whoever's, instead of costing a
+        sync of its own: only for one whose loss in a crash before then is harmless (what
+        it records had no effect yet, or may be done again). A newer write with the same
+        `key` replaces one still staged. Inside a transaction it is part of that one."""
+        if self._depth:
+            self._conn.execute(sql, params)
+        else:
+            self._staged[object() if key is None else key] = (sql, params)
+
+    @property
+    def staged(self) -> bool:
+        """Whether writes wait for the next transaction."""
+        return bool(self._staged)
+
+    def flush_staged(self) -> None:
+        """Commit what is staged now (before closing)."""
+        if self._staged:
+            with self.tx():
+                pass
+
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        """Run a query that writes nothing (outside a transaction, it sees what is
+        committed; inside one, that one's writes too)."""
+        return self._conn.execute(sql, params)
+
+    # -- meta ------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        """A value of the key-value table, or None."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a value of the key-value table."""
+        with self.tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def instance_id(self) -> str:
+        """A random id of this ledger, made at its creation."""
+        value = self.get_meta("instance_id")
+        if value is None:
+            value = uuid.uuid4().hex[:12]
+            self.set_meta("instance_id", value)
+        return value
+
+    # -- rules the owner allowed "always" --------------------------------------------------
+
+    def learned_rules(self) -> list[str]:
+        """Allow rules added by "always" answers, oldest first."""
+        return list(json.loads(self.get_meta("learned_rules") or "[]"))
+
+    def add_learned_rule(self, rule: str) -> None:
+        """Keep one more learned allow rule (once)."""
+        rules = self.learned_rules()
+        if rule not in rules:
+            self.set_meta("learned_rules", json.dumps([*rules, rule]))
+
+    # -- one-time notices -----------------------------------------------------------------
+
+    def first_notice(self, key: str) -> bool:
+        """True the first time a notice key is seen, False ever after."""
+        with self.tx() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO notices (key, at) VALUES (?, ?)", (key, time.time())
+            )
+        return cursor.rowcount == 1
+
+    def forget_notices(self, prefix: str) -> None:
+        """Allow notices starting with `prefix` to be given again."""
+        with self.tx() as conn:
+            conn.execute("DELETE FROM notices WHERE key LIKE ?", (prefix + "%",))
 
     # -- the Matrix session ----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
-from dispatch_matrix.store._base import Base
+from dispatch_matrix.store.db import Connection
 from dispatch_matrix.store.models import Summary, Task, TaskState, TranscriptRow, UsageRow
 
 
@@ -48,8 +48,14 @@ def _state_params(
     return (state, result, error, state, now, state, now, task_id)
 
 
-class LedgerQueries(Base):
+class LedgerQueries(Connection):
     """Tasks, the transcript, usage and outgoing messages."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(conn)
+        # Per conversation: the row id the kept rows start after, and the parsed rows after
+        # it, oldest first (see `transcript_rows`).
+        self._rows: dict[int, tuple[int, list[TranscriptRow]]] = {}
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -131,6 +137,20 @@ class LedgerQueries(Base):
         """The task made from an event."""
         row = self._conn.execute("SELECT * FROM tasks WHERE event_id = ?", (event_id,)).fetchone()
         return None if row is None else _task(row)
+
+    def tasks_finished_since(self, since: float, limit: int = 500) -> list[Task]:
+        """Tasks that ended (done, failed, cancelled) at or after `since` (ledger time)."""
+        rows = self._conn.execute(
+            "SELECT * FROM tasks WHERE state IN (?, ?, ?) AND finished_at >= ?"
+            " ORDER BY finished_at LIMIT ?",
+            (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, since, limit),
+        ).fetchall()
+        return [_task(row) for row in rows]
+
+    def latest_room(self) -> RoomID | None:
+        """The room of the newest task: where an unprompted message (the digest) goes."""
+        row = self._conn.execute("SELECT room_id FROM tasks ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else RoomID(row[0])
 
     def recent_tasks(self, limit: int = 10) -> list[Task]:
         """The latest finished tasks, newest first."""

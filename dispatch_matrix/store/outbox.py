@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from dispatch_matrix.core.ids import RoomID
-from dispatch_matrix.store._base import Base
+from dispatch_matrix.store.db import Connection
 from dispatch_matrix.store.models import OutboxItem
 
 
@@ -25,7 +25,7 @@ def _outbox(row: sqlite3.Row) -> OutboxItem:
     )
 
 
-class OutboxQueries(Base):
+class OutboxQueries(Connection):
     """The outbox table."""
 
     def enqueue_outgoing(

@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import time
 
-from dispatch_matrix.store._base import Base
-
-SCHEMA = """
-CREATE TABLE megolm_indexes (
-    sender_key TEXT NOT NULL, session_id TEXT NOT NULL, message_index INTEGER NOT NULL,
-    event_id TEXT NOT NULL, room_id TEXT NOT NULL, seen_at REAL NOT NULL,
-    PRIMARY KEY (sender_key, session_id, message_index)
-) WITHOUT ROWID;
-"""
+from dispatch_matrix.store.db import Connection
 
 
-class ReplayQueries(Base):
+class ReplayQueries(Connection):
     """The first event seen at each Megolm message index."""
 
     def claim_megolm_index(

@@ -12,14 +12,7 @@ import time
 from dataclasses import dataclass
 
 from dispatch_matrix.core.ids import RoomID, UserID
-from dispatch_matrix.store._base import Base
-
-SCHEMA = """
-CREATE TABLE owner_rooms (
-    room_id TEXT PRIMARY KEY, owner TEXT NOT NULL, opened_by TEXT NOT NULL,
-    entered_at REAL NOT NULL, welcomed_at REAL, welcome_event TEXT
-) WITHOUT ROWID;
-"""
+from dispatch_matrix.store.db import Connection
 
 
 @dataclass(frozen=True)
@@ -32,7 +25,7 @@ class OwnerRoom:
     welcomed: bool
 
 
-class RoomQueries(Base):
+class RoomQueries(Connection):
     """Owners' DMs and their welcomes."""
 
     def add_owner_room(self, room_id: RoomID, owner: UserID, opened_by: str) -> None:

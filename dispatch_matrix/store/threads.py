@@ -4,14 +4,10 @@ thread: the answer may come after a restart, when nothing in memory remembers it
 from __future__ import annotations
 
 from dispatch_matrix.core.ids import EventID
-from dispatch_matrix.store._base import Base
-
-SCHEMA = """
-CREATE TABLE threads (event_id TEXT PRIMARY KEY, root TEXT NOT NULL) WITHOUT ROWID;
-"""
+from dispatch_matrix.store.db import Connection
 
 
-class ThreadQueries(Base):
+class ThreadQueries(Connection):
     """Owners' messages written in a thread, and the thread's root event."""
 
     def note_thread(self, event_id: EventID, root: EventID) -> None:

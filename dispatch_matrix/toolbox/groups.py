@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from dispatch_matrix.core import logs
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import Connection
 from dispatch_matrix.toolbox.process import group_alive
 
 log = logs.get(__name__)
@@ -35,7 +35,7 @@ def boot_id(source: Path = Path("/proc/sys/kernel/random/boot_id")) -> str:
 class ProcessGroups:
     """The groups the running task started, mirrored in the store."""
 
-    def __init__(self, db: Database, boot: str | None = None) -> None:
+    def __init__(self, db: Connection, boot: str | None = None) -> None:
         self._db = db
         self._boot = boot if boot is not None else boot_id()
         self._groups: set[int] = set()

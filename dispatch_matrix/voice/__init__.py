@@ -6,7 +6,8 @@ that do the listening and speaking are thin edges in `transcribe.py` and `speech
 `inbox.py` takes an owner's voice message from the room to the queue and `speech_out.py`
 sends an answer back as speech. Which message is a voice message is a fact of the Matrix
 event: the router reads it (`Message.voice`) and hands only those to the inbox, so a text
-message never reaches this package.
+message never reaches this package. The voice messages table is `tables.py` (its schema is
+a step of the store's one migration list).
 
 The inbox is the router's `VoiceLane`. May import `core`, `store`, `matrix` and `queue`.
 """

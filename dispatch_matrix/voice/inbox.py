@@ -26,10 +26,10 @@ from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.queue.commands import Command
 from dispatch_matrix.queue.intake import Intake
-from dispatch_matrix.store import Database, TaskState
-from dispatch_matrix.store.voice import VoiceMessage, VoiceState
+from dispatch_matrix.store import LedgerQueries, TaskState
 from dispatch_matrix.voice import texts
 from dispatch_matrix.voice.content import declared_size, echo, heard
+from dispatch_matrix.voice.tables import VoiceMessage, VoiceMessages, VoiceState
 from dispatch_matrix.voice.transcribe import Transcriber, TranscriptionFailed
 
 log = logs.get(__name__)
@@ -39,14 +39,16 @@ class VoiceInbox:
     """Trusted owners' voice messages as recorded in the ledger: received from the router,
     dropped when deleted, sent back to be heard on `!retry`; `Hearing` takes them in turn."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, voices: VoiceMessages, ledger: LedgerQueries) -> None:
+        self._voices = voices
+        # Read only by a bare `!retry`: whether a task failed after the voice message did.
+        self._ledger = ledger
         self._wake = asyncio.Event()
 
     async def receive(self, message: Message) -> None:
         """A trusted owner's voice message: recorded, then heard by `Hearing` (the sync goes
         on)."""
-        row = self._db.add_voice(
+        row = self._voices.add_voice(
             message.event_id,
             message.room_id,
             message.sender,
@@ -62,7 +64,7 @@ class VoiceInbox:
     async def next_pending(self) -> VoiceMessage:
         """The oldest voice message still to be heard, once there is one."""
         while True:
-            row = self._db.next_pending_voice()
+            row = self._voices.next_pending_voice()
             if row is not None:
                 return row
             self._wake.clear()
@@ -74,10 +76,10 @@ class VoiceInbox:
         answer with, None to leave the command to the queue (retry the latest task)."""
         if command.task_id is not None:
             return None
-        row = self._db.latest_failed_voice(room_id)
+        row = self._voices.latest_failed_voice(room_id)
         if row is None:
             return None
-        tasks = [t for t in self._db.recent_tasks(20) if t.state is not TaskState.DONE]
+        tasks = [t for t in self._ledger.recent_tasks(20) if t.state is not TaskState.DONE]
         if tasks and (tasks[0].finished_at or 0) > row.updated_at:
             return None
         return await self.retry(room_id)
@@ -85,21 +87,21 @@ class VoiceInbox:
     async def retry(self, room_id: RoomID) -> str | None:
         """`!retry`: the room's latest unheard voice message goes back to be heard; returns
         the line to answer with (None: there is no such message)."""
-        row = self._db.latest_failed_voice(room_id)
+        row = self._voices.latest_failed_voice(room_id)
         if row is None:
             return None
         log.info("voice.retry", event_id=row.event_id, attempts=row.attempts)
-        self._db.set_voice(row.event_id, VoiceState.PENDING)
+        self._voices.set_voice(row.event_id, VoiceState.PENDING)
         self._wake.set()
         return texts.VOICE_RETRYING
 
     async def redacted(self, event_id: str) -> None:
         """The owner deleted a voice message: one not yet heard is dropped with its audio."""
-        row = self._db.voice(event_id)
+        row = self._voices.voice(event_id)
         if row is None or row.state not in (VoiceState.PENDING, VoiceState.FAILED):
             return
-        self._db.set_voice(event_id, VoiceState.DROPPED, error="message deleted")
-        _delete_audio(self._db, row)
+        self._voices.set_voice(event_id, VoiceState.DROPPED, error="message deleted")
+        _delete_audio(self._voices, row)
         log.info("voice.dropped", event_id=event_id, reason="message deleted")
 
 
@@ -111,7 +113,7 @@ class Hearing:
         self,
         inbox: VoiceInbox,
         client: MatrixClient,
-        db: Database,
+        voices: VoiceMessages,
         outbox: Outbox,
         transcriber: Transcriber | None,
         intake: Intake,
@@ -121,7 +123,7 @@ class Hearing:
     ) -> None:
         self._inbox = inbox
         self._client = client
-        self._db = db
+        self._voices = voices
         self._outbox = outbox
         # None: voice is off, and each voice message is answered with how to turn it on.
         self._transcriber = transcriber
@@ -143,7 +145,7 @@ class Hearing:
                 # A bug met with one voice message fails that message, not the daemon (a
                 # crash would restart into the same message and meet it again, forever).
                 log.exception("voice.crashed", event_id=row.event_id)
-                self._db.set_voice(row.event_id, VoiceState.FAILED, error="internal error")
+                self._voices.set_voice(row.event_id, VoiceState.FAILED, error="internal error")
                 failure = texts.voice_failed("an internal error (details are in the log)")
             if failure is not None:
                 await self._outbox.post(
@@ -158,24 +160,26 @@ class Hearing:
         """Fetch, transcribe, show and queue one voice message; the line for the owner when
         that did not work (nothing is queued then)."""
         if self._transcriber is None:
-            self._db.set_voice(row.event_id, VoiceState.FAILED, error="voice off", attempt=True)
+            self._voices.set_voice(row.event_id, VoiceState.FAILED, error="voice off", attempt=True)
             log.info("voice.off", event_id=row.event_id)
             return texts.VOICE_OFF
         try:
             audio, mimetype = await self._audio(row)
         except AttachmentError as err:
-            self._db.set_voice(row.event_id, VoiceState.REFUSED, error=err.message, attempt=True)
+            self._voices.set_voice(
+                row.event_id, VoiceState.REFUSED, error=err.message, attempt=True
+            )
             log.warning("voice.refused", event_id=row.event_id, error=err.message)
             return texts.voice_refused(err.message)
         except HomeserverError as err:
-            self._db.set_voice(row.event_id, VoiceState.FAILED, error=err.message, attempt=True)
+            self._voices.set_voice(row.event_id, VoiceState.FAILED, error=err.message, attempt=True)
             log.warning("voice.fetch_failed", event_id=row.event_id, error=err.message)
             return texts.voice_failed(f"I could not fetch it ({err.message})")
         began = time.monotonic()
         try:
             said = await self._transcriber.transcribe(audio, mimetype)
         except TranscriptionFailed as err:
-            self._db.set_voice(row.event_id, VoiceState.FAILED, error=err.message, attempt=True)
+            self._voices.set_voice(row.event_id, VoiceState.FAILED, error=err.message, attempt=True)
             log.warning("voice.transcribe_failed", event_id=row.event_id, error=err.message)
             return texts.voice_failed(err.message)
         text = heard(said)
@@ -187,9 +191,9 @@ class Hearing:
             backend=self._transcriber.describe,
         )
         if text is None:
-            self._db.set_voice(row.event_id, VoiceState.FAILED, error="no words", attempt=True)
+            self._voices.set_voice(row.event_id, VoiceState.FAILED, error="no words", attempt=True)
             return texts.VOICE_EMPTY
-        now = self._db.voice(row.event_id)
+        now = self._voices.voice(row.event_id)
         if now is None or now.state is not VoiceState.PENDING:
             # Deleted by the owner while it was being transcribed.
             log.info("voice.not_queued", event_id=row.event_id, reason="deleted meanwhile")
@@ -200,8 +204,8 @@ class Hearing:
         # Queued before it is marked heard: a crash in between re-hears it, and the queue's
         # event-id de-duplication makes that harmless.
         await self._intake.message(row.event_id, row.room_id, row.sender, text, row.origin_ts)
-        self._db.set_voice(row.event_id, VoiceState.HEARD, transcript=text, attempt=True)
-        _delete_audio(self._db, row, audio)
+        self._voices.set_voice(row.event_id, VoiceState.HEARD, transcript=text, attempt=True)
+        _delete_audio(self._voices, row, audio)
         return None
 
     async def _audio(self, row: VoiceMessage) -> tuple[Path, str]:
@@ -218,16 +222,16 @@ class Hearing:
             )
         log.info("voice.fetching", event_id=row.event_id, declared_size=size)
         received = await receive_file(self._client, row.content, self._folder, self._max_file_bytes)
-        self._db.keep_voice_audio(row.event_id, str(received.path))
+        self._voices.keep_voice_audio(row.event_id, str(received.path))
         return received.path, received.mimetype or mimetype
 
 
-def _delete_audio(db: Database, row: VoiceMessage, audio: Path | None = None) -> None:
+def _delete_audio(voices: VoiceMessages, row: VoiceMessage, audio: Path | None = None) -> None:
     path = audio or (Path(row.audio_path) if row.audio_path else None)
     if path is not None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    db.forget_voice_audio(row.event_id)
+    voices.forget_voice_audio(row.event_id)
 
 
 __all__ = ["Hearing", "VoiceInbox"]

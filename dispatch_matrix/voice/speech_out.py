@@ -18,12 +18,12 @@ from dispatch_matrix.core.logs import REDACTOR
 from dispatch_matrix.matrix.attachments import AttachmentError, upload_file
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.outbox import Outbox
-from dispatch_matrix.store import Database, Task
-from dispatch_matrix.store.voice import VoiceState
+from dispatch_matrix.store import Task
 from dispatch_matrix.voice import ogg
 from dispatch_matrix.voice.config import VoiceSection
 from dispatch_matrix.voice.content import sniff, spoken, voice_content
 from dispatch_matrix.voice.speech import SpeechClient, SpeechFailed
+from dispatch_matrix.voice.tables import VoiceMessages, VoiceState
 
 log = logs.get(__name__)
 
@@ -36,7 +36,7 @@ class SpeechOut:
     def __init__(
         self,
         client: MatrixClient,
-        db: Database,
+        voices: VoiceMessages,
         outbox: Outbox,
         speech: SpeechClient,
         *,
@@ -45,7 +45,7 @@ class SpeechOut:
         folder: Path,
     ) -> None:
         self._client = client
-        self._db = db
+        self._voices = voices
         self._outbox = outbox
         self._speech = speech
         self._max_chars = max_chars
@@ -55,7 +55,7 @@ class SpeechOut:
 
     def answered(self, task: Task, text: str) -> None:
         """The worker posted a task's answer: speak it too if the task began as voice."""
-        voice = self._db.voice(task.event_id)
+        voice = self._voices.voice(task.event_id)
         if voice is None or voice.state is not VoiceState.HEARD:
             return
         job = asyncio.create_task(self._speak(task, text), name=f"speak-{task.id}")
@@ -121,7 +121,7 @@ class SpeechOut:
 def build_speech_out(
     section: VoiceSection,
     client: MatrixClient,
-    db: Database,
+    voices: VoiceMessages,
     outbox: Outbox,
     *,
     max_file_bytes: int,
@@ -139,7 +139,7 @@ def build_speech_out(
     )
     return SpeechOut(
         client,
-        db,
+        voices,
         outbox,
         speech,
         max_chars=section.speech_max_chars,

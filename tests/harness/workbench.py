@@ -28,6 +28,7 @@ from dispatch_matrix.queue.control import Control
 from dispatch_matrix.queue.intake import Intake
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.schedule.clock import SystemClock
+from dispatch_matrix.schedule.tables import ScheduleTables
 from dispatch_matrix.schedule.zones import owner_zone
 from dispatch_matrix.store import Database
 
@@ -320,7 +321,7 @@ def build_bench(config_path: Path, logged: list[dict[str, Any]]) -> Bench:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     db = Database.open(config.state_dir / "dispatch.db")
     zone = owner_zone(config.schedule.timezone)
-    parts = build_agent(config, db, None, SystemClock(), zone, lambda: None)
+    parts = build_agent(config, db, ScheduleTables(db), None, SystemClock(), zone, lambda: None)
     room = FakeRoom()
     worker = Worker(
         db,

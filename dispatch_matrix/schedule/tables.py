@@ -1,4 +1,5 @@
-"""Queries of schedules (reminders, recurring tasks, follow-ups) and their fires.
+"""The schedule feature's tables: schedules (reminders, recurring tasks, follow-ups) and
+their fires.
 
 Times of schedules (`anchor`, `next_at`, `due_at`, `fired_at`) are epoch seconds read from
 the daemon's clock seam, not stamped here: the scheduler decides what "now" is. A fire is
@@ -15,9 +16,7 @@ import time
 from dataclasses import dataclass
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
-from dispatch_matrix.store._base import Base
-from dispatch_matrix.store.ledger import _task
-from dispatch_matrix.store.models import Task, TaskState
+from dispatch_matrix.store import Connection
 
 
 class ScheduleState(enum.StrEnum):
@@ -100,8 +99,12 @@ def fire_key(schedule_id: int, due_at: float) -> str:
     return f"s{schedule_id}-{int(round(due_at * 1000))}"
 
 
-class ScheduleQueries(Base):
-    """Schedules, their fires, and the `!reminders` list entries that point at them."""
+class ScheduleTables:
+    """Schedules, their fires, and the `!reminders` list entries that point at them (the
+    `schedules`, `fires` and `schedule_entries` tables, migration step 9)."""
+
+    def __init__(self, db: Connection) -> None:
+        self._db = db
 
     def add_schedule(
         self,
@@ -117,7 +120,7 @@ class ScheduleQueries(Base):
         next_at: float,
     ) -> Schedule:
         """Record a new active schedule."""
-        with self.tx() as conn:
+        with self._db.tx() as conn:
             cursor = conn.execute(
                 "INSERT INTO schedules (title, prompt, kind, spec, room_id, owner, origin_task,"
                 " anchor, next_at, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -142,12 +145,12 @@ class ScheduleQueries(Base):
 
     def schedule(self, schedule_id: int) -> Schedule | None:
         """A schedule by id, in any state."""
-        row = self._conn.execute("SELECT * FROM schedules WHERE id = ?", (schedule_id,)).fetchone()
+        row = self._db.read("SELECT * FROM schedules WHERE id = ?", (schedule_id,)).fetchone()
         return None if row is None else _schedule(row)
 
     def active_schedules(self, limit: int = 1000) -> list[Schedule]:
         """Schedules that may still fire, soonest first."""
-        rows = self._conn.execute(
+        rows = self._db.read(
             "SELECT * FROM schedules WHERE state = ? ORDER BY next_at, id LIMIT ?",
             (ScheduleState.ACTIVE, limit),
         ).fetchall()
@@ -155,7 +158,7 @@ class ScheduleQueries(Base):
 
     def due_schedules(self, now: float) -> list[Schedule]:
         """Active schedules whose time has come, oldest due first."""
-        rows = self._conn.execute(
+        rows = self._db.read(
             "SELECT * FROM schedules WHERE state = ? AND next_at <= ? ORDER BY next_at, id",
             (ScheduleState.ACTIVE, now),
         ).fetchall()
@@ -174,7 +177,7 @@ class ScheduleQueries(Base):
         if due_at is None:
             return None
         key = fire_key(schedule.id, due_at)
-        with self.tx() as conn:
+        with self._db.tx() as conn:
             cursor = conn.execute(
                 "UPDATE schedules SET next_at = ?, fired_count = fired_count + 1,"
                 " last_fired_at = ?, state = CASE WHEN ? IS NULL THEN ? ELSE state END"
@@ -201,21 +204,21 @@ class ScheduleQueries(Base):
 
     def pending_fires(self) -> list[Fire]:
         """Fires whose task is not in the ledger yet (a crash came between), oldest first."""
-        rows = self._conn.execute(
+        rows = self._db.read(
             "SELECT * FROM fires WHERE task_id IS NULL ORDER BY fired_at, key"
         ).fetchall()
         return [_fire(row) for row in rows]
 
     def fires_of(self, schedule_id: int) -> list[Fire]:
         """Every fire of one schedule, oldest first."""
-        rows = self._conn.execute(
+        rows = self._db.read(
             "SELECT * FROM fires WHERE schedule_id = ? ORDER BY fired_at", (schedule_id,)
         ).fetchall()
         return [_fire(row) for row in rows]
 
     def complete_fire(self, key: str, event_id: EventID, task_id: int) -> None:
         """The fire's message is in the room and its task in the ledger."""
-        with self.tx() as conn:
+        with self._db.tx() as conn:
             conn.execute(
                 "UPDATE fires SET event_id = ?, task_id = ? WHERE key = ?",
                 (event_id, task_id, key),
@@ -223,7 +226,7 @@ class ScheduleQueries(Base):
 
     def cancel_schedule(self, schedule_id: int) -> Schedule | None:
         """Cancel an active schedule; None if there is no such active one."""
-        with self.tx() as conn:
+        with self._db.tx() as conn:
             cursor = conn.execute(
                 "UPDATE schedules SET state = ?, next_at = NULL WHERE id = ? AND state = ?",
                 (ScheduleState.CANCELLED, schedule_id, ScheduleState.ACTIVE),
@@ -234,7 +237,7 @@ class ScheduleQueries(Base):
 
     def remember_entry(self, event_id: EventID, room_id: RoomID, schedule_id: int) -> None:
         """The message `event_id` shows schedule `schedule_id` (a ❌ on it cancels it)."""
-        with self.tx() as conn:
+        with self._db.tx() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO schedule_entries (event_id, room_id, schedule_id)"
                 " VALUES (?, ?, ?)",
@@ -243,23 +246,7 @@ class ScheduleQueries(Base):
 
     def schedule_of_entry(self, event_id: EventID) -> tuple[int, RoomID] | None:
         """The schedule a list entry shows and the room it is in, if that event is one."""
-        row = self._conn.execute(
+        row = self._db.read(
             "SELECT schedule_id, room_id FROM schedule_entries WHERE event_id = ?", (event_id,)
         ).fetchone()
         return None if row is None else (int(row[0]), RoomID(row[1]))
-
-    # -- what the digest reads ---------------------------------------------------------------
-
-    def tasks_finished_since(self, since: float, limit: int = 500) -> list[Task]:
-        """Tasks that ended (done, failed, cancelled) at or after `since` (ledger time)."""
-        rows = self._conn.execute(
-            "SELECT * FROM tasks WHERE state IN (?, ?, ?) AND finished_at >= ?"
-            " ORDER BY finished_at LIMIT ?",
-            (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, since, limit),
-        ).fetchall()
-        return [_task(row) for row in rows]
-
-    def latest_room(self) -> RoomID | None:
-        """The room of the newest task: where an unprompted message (the digest) goes."""
-        row = self._conn.execute("SELECT room_id FROM tasks ORDER BY id DESC LIMIT 1").fetchone()
-        return None if row is None else RoomID(row[0])

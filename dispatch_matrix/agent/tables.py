@@ -7,15 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from dispatch_matrix.store._base import Base
-
-SCHEMA = """
-CREATE TABLE engine_sessions (
-    conversation INTEGER PRIMARY KEY REFERENCES conversations (id),
-    session_id TEXT NOT NULL, running_task INTEGER, updated_at REAL NOT NULL
-);
-ALTER TABLE usage ADD COLUMN billing TEXT;
-"""
+from dispatch_matrix.store import Connection
 
 
 @dataclass(frozen=True)
@@ -26,13 +18,16 @@ class EngineSession:
     running_task: int | None
 
 
-class EngineSessionQueries(Base):
+class EngineSessions:
     """Claude Code session ids, one per conversation (`!new` opens a conversation, so a
-    fresh session)."""
+    fresh session): the `engine_sessions` table, migration step 16."""
+
+    def __init__(self, db: Connection) -> None:
+        self._db = db
 
     def engine_session(self, conversation: int) -> EngineSession | None:
         """The conversation's session, if Claude Code has started one."""
-        row = self._conn.execute(
+        row = self._db.read(
             "SELECT session_id, running_task FROM engine_sessions WHERE conversation = ?",
             (conversation,),
         ).fetchone()
@@ -45,7 +40,7 @@ class EngineSessionQueries(Base):
     ) -> None:
         """Record the conversation's session id and the task its turn is running (None once
         the turn has ended)."""
-        with self.tx() as conn:
+        with self._db.tx() as conn:
             conn.execute(
                 "INSERT INTO engine_sessions (conversation, session_id, running_task, updated_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (conversation) DO UPDATE SET"

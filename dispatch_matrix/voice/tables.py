@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
-from dispatch_matrix.store._base import Base
+from dispatch_matrix.store import Connection
 
 
 class VoiceState(enum.StrEnum):
@@ -64,20 +64,11 @@ def _voice(row: sqlite3.Row) -> VoiceMessage:
     )
 
 
-# Migration step 8 (see db.py): the voice messages table.
-SCHEMA = """
-CREATE TABLE voice_messages (
-    event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, sender TEXT NOT NULL,
-    origin_ts INTEGER NOT NULL, content TEXT NOT NULL, state TEXT NOT NULL,
-    audio_path TEXT, transcript TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL
-);
-CREATE INDEX voice_by_state ON voice_messages (state, updated_at)
-"""
+class VoiceMessages:
+    """Voice messages on their way to the queue (the `voice_messages` table, migration step 8)."""
 
-
-class VoiceQueries(Base):
-    """Voice messages on their way to the queue."""
+    def __init__(self, db: Connection) -> None:
+        self._db = db
 
     def add_voice(
         self,
@@ -89,7 +80,7 @@ class VoiceQueries(Base):
     ) -> VoiceMessage:
         """Record a voice message as pending; an event seen before keeps its record."""
         now = time.time()
-        with self.tx() as conn:
+        with self._db.tx() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO voice_messages (event_id, room_id, sender, origin_ts,"
                 " content, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -111,7 +102,7 @@ class VoiceQueries(Base):
 
     def voice(self, event_id: str) -> VoiceMessage | None:
         """A voice message by its event id."""
-        row = self._conn.execute(
+        row = self._db.read(
             "SELECT * FROM voice_messages WHERE event_id = ?", (event_id,)
         ).fetchone()
         return None if row is None else _voice(row)
@@ -129,7 +120,7 @@ class VoiceQueries(Base):
         """Move a voice message on; the audio path, once known, is kept until replaced."""
         # A deleted voice message stays deleted, whatever a transcription still running
         # when it was deleted comes back with.
-        with self.tx() as conn:
+        with self._db.tx() as conn:
             conn.execute(
                 "UPDATE voice_messages SET state = ?, audio_path = COALESCE(?, audio_path),"
                 " transcript = COALESCE(?, transcript), error = ?,"
@@ -148,7 +139,7 @@ class VoiceQueries(Base):
 
     def keep_voice_audio(self, event_id: str, audio_path: str) -> None:
         """Remember where the decrypted audio is, for a retry."""
-        with self.tx() as conn:
+        with self._db.tx() as conn:
             conn.execute(
                 "UPDATE voice_messages SET audio_path = ? WHERE event_id = ?",
                 (audio_path, event_id),
@@ -156,14 +147,14 @@ class VoiceQueries(Base):
 
     def forget_voice_audio(self, event_id: str) -> None:
         """The decrypted audio was deleted: forget where it was."""
-        with self.tx() as conn:
+        with self._db.tx() as conn:
             conn.execute(
                 "UPDATE voice_messages SET audio_path = NULL WHERE event_id = ?", (event_id,)
             )
 
     def latest_failed_voice(self, room_id: str) -> VoiceMessage | None:
         """The room's newest voice message that `!retry` can transcribe again."""
-        row = self._conn.execute(
+        row = self._db.read(
             "SELECT * FROM voice_messages WHERE room_id = ? AND state = ?"
             " ORDER BY updated_at DESC LIMIT 1",
             (room_id, VoiceState.FAILED),
@@ -172,7 +163,7 @@ class VoiceQueries(Base):
 
     def next_pending_voice(self) -> VoiceMessage | None:
         """The oldest voice message waiting to be heard."""
-        row = self._conn.execute(
+        row = self._db.read(
             "SELECT * FROM voice_messages WHERE state = ? ORDER BY rowid LIMIT 1",
             (VoiceState.PENDING,),
         ).fetchone()

@@ -24,11 +24,11 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from dispatch_matrix.core import logs
+from dispatch_matrix.core.clock import Clock
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.schedule import texts as schedule_texts
-from dispatch_matrix.schedule.clock import Clock
 from dispatch_matrix.schedule.digest import Digest
 from dispatch_matrix.schedule.timing import ScheduleError, ScheduleKind, Spec, plan
 from dispatch_matrix.store import Database, TaskState

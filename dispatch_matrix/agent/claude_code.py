@@ -55,7 +55,6 @@ from dispatch_matrix.agent.claude_code_map import (
 from dispatch_matrix.agent.errors import AgentFailure, ModelOutage, ModelUnreachable
 from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.ports import TaskIO
-from dispatch_matrix.agent.prompt import turn_context
 from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.clock import Clock, SystemClock
@@ -169,9 +168,9 @@ class ClaudeCodeAgent:
         """Run the task as one turn of the conversation's Claude Code session; its answer."""
         conversation = self._db.current_conversation()
         stored = self._db.engine_session(conversation)
-        stamp = turn_context(now or self._clock.now().astimezone(self._zone))
+        local = now or self._clock.now().astimezone(self._zone)
         turn = turn_for(
-            task.id, first_turn(task, stamp), stored.running_task if stored is not None else None
+            task.id, first_turn(task, local), stored.running_task if stored is not None else None
         )
         if turn.again:
             log.warning("claude_code.task_taken_again", task=task.short_id)

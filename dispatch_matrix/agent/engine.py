@@ -29,7 +29,6 @@ from dispatch_matrix.agent.errors import (
 from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.memory import Memory, MemoryTool
 from dispatch_matrix.agent.ports import TaskIO
-from dispatch_matrix.agent.prompt import turn_context
 from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.agent.stops import Step, Turn
 from dispatch_matrix.agent.transcript import (
@@ -255,16 +254,16 @@ class Agent:
     def _resume(self, task: Task, conversation: int, now: datetime | None) -> str | None:
         """Start the task's turn, or pick it up after a restart; the answer if it had one."""
         mine = self._db.task_messages(task.id)
-        stamp = turn_context(now or self._clock.now().astimezone(self._zone))
+        local = now or self._clock.now().astimezone(self._zone)
         if not mine:
-            self._db.append_message(conversation, task.id, "user", first_turn(task, stamp))
+            self._db.append_message(conversation, task.id, "user", first_turn(task, local))
             return None
         if not self._at_tail(task, conversation):
             # Run again (`!retry`) after other turns, or in a fresh conversation: its earlier
             # turn stays where it is (calls left open there are answered when requests are
             # built) and the task is asked afresh, at the end.
             note = {"type": "text", "text": RETRIED_NOTE.format(task=task.short_id)}
-            self._db.append_message(conversation, task.id, "user", [note, *first_turn(task, stamp)])
+            self._db.append_message(conversation, task.id, "user", [note, *first_turn(task, local)])
             log.info("agent.task_asked_again", task=task.short_id)
             return None
         last = mine[-1]

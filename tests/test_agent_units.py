@@ -4,6 +4,7 @@ Messages API in-process for compaction, the too-long retry, the budget and think
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -482,6 +483,20 @@ async def test_a_model_switch_changes_the_thinking_sent_from_the_next_task(
     db.close()
     again, _ = make_agent(tmp_path, fake_api.url, settings)
     assert again.current_model() == "claude-opus-5"
+
+
+async def test_every_request_sends_the_same_tools_bytes_across_steps_and_tasks(
+    tmp_path: Path, fake_api: FakeMessagesAPI
+) -> None:
+    # The tools open the cached prefix: one byte of difference and every request re-writes it.
+    agent, db = make_agent(tmp_path, fake_api.url)
+    fake_api.reply("Looking.", tools=[("bash", {"command": "echo hi"})])
+    fake_api.reply("Done.")
+    await agent.answer(new_task(db, 1), QuietIO())
+    agent.set_model("claude-haiku-4-5")
+    await agent.answer(new_task(db, 2), QuietIO())
+    sent = [json.dumps(r.body["tools"]) for r in fake_api.requests if r.path == "/v1/messages"]
+    assert len(sent) == 3 and len(set(sent)) == 1
 
 
 @pytest.mark.parametrize(

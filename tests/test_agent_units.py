@@ -4,10 +4,12 @@ Messages API in-process for compaction, the too-long retry, the budget and think
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import anthropic
 import pytest
@@ -29,6 +31,7 @@ from dispatch_matrix.agent.context import (
     render,
     starts_turn,
 )
+from dispatch_matrix.agent.engine import ModelPlan, may_cite
 from dispatch_matrix.agent.prompt import SUMMARY_SYSTEM
 from dispatch_matrix.agent.transcript import (
     SUMMARY_HEAD,
@@ -38,6 +41,7 @@ from dispatch_matrix.agent.transcript import (
 )
 from dispatch_matrix.agent.usage import UNKNOWN_MODEL, cost, price_of, total
 from dispatch_matrix.app.config import AgentSection
+from dispatch_matrix.connectors import web
 from dispatch_matrix.permissions.policy import Decision, Policy
 from dispatch_matrix.queue import texts
 from dispatch_matrix.store import Database, Task
@@ -459,6 +463,119 @@ async def test_the_model_set_with_the_command_is_used_from_the_next_task(
     ]
     rows = db.usage_rows()
     assert [r.model for r in rows] == ["claude-haiku-4-5", "claude-sonnet-4-5"]
+
+
+async def test_a_model_switch_changes_the_thinking_sent_from_the_next_task(
+    tmp_path: Path, fake_api: FakeMessagesAPI
+) -> None:
+    # The request's thinking and output cap are worked out when the model is chosen; `!model`
+    # must still change them, and a restart must find the owner's choice.
+    settings = AgentSection(model="claude-sonnet-4-5", max_tokens=1024, thinking_budget=2048)
+    agent, db = make_agent(tmp_path, fake_api.url, settings)
+    await agent.answer(new_task(db, 1), QuietIO())
+    agent.set_model("claude-opus-5")
+    assert agent.current_model() == "claude-opus-5"
+    await agent.answer(new_task(db, 2), QuietIO())
+    first, second = (r.body for r in fake_api.requests if r.path == "/v1/messages")
+    assert first["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert second["model"] == "claude-opus-5" and second["thinking"] == {"type": "adaptive"}
+    assert first["max_tokens"] == second["max_tokens"] == 1024 + 2048
+    db.close()
+    again, _ = make_agent(tmp_path, fake_api.url, settings)
+    assert again.current_model() == "claude-opus-5"
+
+
+async def test_every_request_sends_the_same_tools_bytes_across_steps_and_tasks(
+    tmp_path: Path, fake_api: FakeMessagesAPI
+) -> None:
+    # The tools open the cached prefix: one byte of difference and every request re-writes it.
+    agent, db = make_agent(tmp_path, fake_api.url)
+    fake_api.reply("Looking.", tools=[("bash", {"command": "echo hi"})])
+    fake_api.reply("Done.")
+    await agent.answer(new_task(db, 1), QuietIO())
+    agent.set_model("claude-haiku-4-5")
+    await agent.answer(new_task(db, 2), QuietIO())
+    sent = [json.dumps(r.body["tools"]) for r in fake_api.requests if r.path == "/v1/messages"]
+    assert len(sent) == 3 and len(set(sent)) == 1
+
+
+@pytest.mark.parametrize(
+    "model, budget, thinking, max_tokens",
+    [
+        ("claude-sonnet-4-5", 0, None, 1024),
+        ("claude-sonnet-4-5", 2048, {"type": "enabled", "budget_tokens": 2048}, 3072),
+        ("claude-sonnet-5-5", 2048, {"type": "adaptive"}, 3072),
+        ("claude-opus-5", 0, None, 1024),
+    ],
+)
+def test_a_models_plan_holds_its_thinking_and_output_cap(
+    model: str, budget: int, thinking: dict[str, object] | None, max_tokens: int
+) -> None:
+    settings = AgentSection(model=model, max_tokens=1024, thinking_budget=budget)
+    assert ModelPlan.of(model, settings) == ModelPlan(model, thinking, max_tokens)
+
+
+class StillClock:
+    """A clock that stays at one instant."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+    async def wait_until(self, when: datetime | None, wake: Any) -> None:
+        raise AssertionError("the agent never waits on the clock")
+
+
+async def test_each_task_is_stamped_with_the_clocks_time_in_the_owners_zone(
+    tmp_path: Path, fake_api: FakeMessagesAPI
+) -> None:
+    db = Database.open(tmp_path / "db.sqlite")
+    agent = Agent(
+        db,
+        anthropic.AsyncAnthropic(base_url=fake_api.url, api_key="k", max_retries=0),
+        settings=AgentSection(model="claude-sonnet-4-5", max_tokens=1024),
+        system="You are a test.",
+        tools=ToolRegistry(default_tools()),
+        policy=Policy(allow=[], ask=[], deny=[], home=tmp_path, workdir=tmp_path),
+        context=ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,), bash_timeout_s=120),
+        clock=StillClock(datetime(2026, 12, 5, 2, 30, tzinfo=UTC)),
+        zone=ZoneInfo("Asia/Tokyo"),
+    )
+    await agent.answer(new_task(db, 1), QuietIO())
+    [request] = [r.body for r in fake_api.requests if r.path == "/v1/messages"]
+    opening = request["messages"][0]["content"][-1]["text"]
+    assert opening.startswith("[sent Sat 2026-12-05 11:30 JST]\ntask 1")
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ([{"type": "text", "text": "plain"}], False),
+        ([{"type": "text", "text": "plain", "citations": []}], False),
+        ([{"type": "text", "text": "x", "citations": [{"url": "https://a.example"}]}], True),
+        ([{"type": "web_search_tool_result", "content": []}, {"type": "text", "text": "x"}], True),
+        ([{"type": "web_fetch_tool_result", "content": {}}], True),
+        ([{"type": "tool_use", "name": "bash"}, {"type": "text", "text": "done"}], False),
+    ],
+)
+def test_only_an_answer_that_cites_or_read_the_web_is_searched_for_sources(
+    content: list[dict[str, Any]], expected: bool
+) -> None:
+    assert may_cite(content) is expected
+
+
+async def test_a_plain_answer_is_not_searched_for_sources(
+    tmp_path: Path, fake_api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(content: object) -> list[web.Source]:
+        raise AssertionError("a plain answer was searched for sources")
+
+    monkeypatch.setattr(web, "sources", refuse)
+    agent, db = make_agent(tmp_path, fake_api.url)
+    fake_api.reply("Just words.")
+    assert await agent.answer(new_task(db, 1), QuietIO()) == "Just words."
 
 
 def test_config_rejects_a_thinking_budget_below_the_minimum() -> None:

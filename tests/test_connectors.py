@@ -41,7 +41,7 @@ from dispatch_matrix.core.logs import REDACTED, REDACTOR
 from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.queue import texts
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
-from dispatch_matrix.toolbox.registry import ToolRegistry
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 
 HOME = Path("/home/me")
 
@@ -444,14 +444,17 @@ def test_tools_shows_the_read_rules_that_decide_send_file() -> None:
 class Provider:
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.asked: list[str] = []
+        self.listed = 0
+        self.version = 0
+        self.names = ["mcp__p__b", "mcp__p__a"]
 
     def definitions(self) -> list[dict[str, Any]]:
-        return [
-            {"name": "mcp__p__b", "input_schema": {}},
-            {"name": "mcp__p__a", "input_schema": {}},
-        ]
+        self.listed += 1
+        return [{"name": name, "input_schema": {}} for name in self.names]
 
     def provides(self, name: str) -> bool:
+        self.asked.append(name)
         return name.startswith("mcp__p__")
 
     async def run_tool(self, name: str, tool_input: dict[str, Any], ctx: ToolContext) -> ToolResult:
@@ -470,6 +473,35 @@ async def test_the_registry_offers_and_runs_a_providers_tools_after_its_own() ->
     assert result.content[0]["text"] == "ran mcp__p__a" and provider.calls == ["mcp__p__a"]
     unknown = await registry.run("mcp__q__a", {}, ctx)
     assert unknown.is_error
+
+
+def test_the_registry_lists_a_provider_again_only_when_its_version_moves() -> None:
+    registry = ToolRegistry(default_tools())
+    provider = Provider()
+    registry.add_provider(provider)
+    first = registry.definitions()
+    for _ in range(3):
+        assert registry.definitions() == first
+    assert provider.listed == 1
+    provider.names.append("mcp__p__c")
+    # Not announced yet: the list stays as built (the hub moves its version on a change).
+    assert registry.definitions() == first and provider.listed == 1
+    provider.version += 1
+    grown = registry.definitions()
+    assert [d["name"] for d in grown][-3:] == ["mcp__p__b", "mcp__p__a", "mcp__p__c"]
+    assert registry.definitions() == grown and provider.listed == 2
+
+
+async def test_a_call_to_one_of_our_tools_does_not_ask_the_providers(tmp_path: Path) -> None:
+    registry = ToolRegistry(default_tools())
+    provider = Provider()
+    registry.add_provider(provider)
+    ctx = ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,), bash_timeout_s=1)
+    (tmp_path / "a.txt").write_text("hello\n")
+    result = await registry.run("read", {"file_path": str(tmp_path / "a.txt")}, ctx)
+    assert not result.is_error and provider.asked == []
+    await registry.run("mcp__p__a", {}, ctx)
+    assert provider.asked == ["mcp__p__a"]
 
 
 # -- config and doctor -----------------------------------------------------------------------
@@ -540,7 +572,6 @@ def web_agent(tmp_path: Path, url: str) -> tuple[Any, Any]:
     from dispatch_matrix.agent import Agent
     from dispatch_matrix.app.config import AgentSection
     from dispatch_matrix.store import Database
-    from dispatch_matrix.toolbox.registry import default_tools
 
     db = Database.open(tmp_path / "db.sqlite")
     agent = Agent(

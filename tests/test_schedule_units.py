@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from dispatch_matrix.core.clock import SystemClock
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue.worker import Worker
-from dispatch_matrix.schedule.clock import SystemClock
 from dispatch_matrix.schedule.firing import Scheduler
 from dispatch_matrix.schedule.tables import Schedule, ScheduleState, ScheduleTables
 from dispatch_matrix.schedule.zones import machine_zone_name, owner_zone

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatch_matrix.agent.context import estimate_tokens
-from dispatch_matrix.agent.sizes import Sizes
+from dispatch_matrix.agent.context import Sizes, estimate_tokens
 
 
 def test_the_estimate_covers_the_whole_conversation() -> None:

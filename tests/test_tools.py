@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import shutil
 import stat
@@ -477,6 +478,39 @@ def test_definitions_are_stable_and_match_the_sdk_toolset(tools: ToolRegistry) -
         assert set(ours.get("required", [])) == set(sdk.get("required", []))
     definitions[0]["cache_control"] = {"type": "ephemeral"}
     assert "cache_control" not in tools.definitions()[0]
+
+
+class CountedTool:
+    """A tool that counts how often its definition is asked for."""
+
+    name = "counted"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def definition(self) -> dict[str, Any]:
+        self.asked += 1
+        return {"name": self.name, "description": "counts", "input_schema": {"type": "object"}}
+
+    async def run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        return ToolResult.text("counted")
+
+
+def test_the_tools_list_is_built_once_and_stays_byte_identical() -> None:
+    # The prompt cache's prefix starts with the tools: every request must send the same bytes.
+    counted = CountedTool()
+    registry = ToolRegistry([*default_tools(), counted])
+    first = json.dumps(registry.definitions())
+    for _ in range(5):
+        assert json.dumps(registry.definitions()) == first
+    assert counted.asked == 1
+    later = CountedTool()
+    later.name = "later"
+    registry.add(later)
+    grown = registry.definitions()
+    assert [d["name"] for d in grown][-2:] == ["counted", "later"]
+    assert json.dumps(grown[:-1]) == first
+    assert counted.asked == 2 and later.asked == 1
 
 
 def test_bash_tool_rejects_an_unknown_sandbox() -> None:

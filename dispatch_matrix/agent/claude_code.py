@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +55,10 @@ from dispatch_matrix.agent.claude_code_map import (
 from dispatch_matrix.agent.errors import AgentFailure, ModelOutage, ModelUnreachable
 from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.ports import TaskIO
-from dispatch_matrix.agent.prompt import turn_context
 from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.agent.tables import EngineSessions
 from dispatch_matrix.core import logs
+from dispatch_matrix.core.clock import Clock, SystemClock
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.store import LedgerQueries, Task
@@ -90,7 +90,8 @@ class ClaudeCodeAgent:
         context: ToolContext,
         env: Mapping[str, str],
         cli_path: str | None = None,
-        local_now: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
+        zone: tzinfo = UTC,
     ) -> None:
         self._db = db
         self._sessions = EngineSessions(db)
@@ -105,7 +106,11 @@ class ClaudeCodeAgent:
         # What the CLI's environment adds to the daemon's (the stand-in's URL, a key).
         self._env = dict(env)
         self._cli_path = cli_path
-        self._local_now = local_now or (lambda: datetime.now(UTC))
+        # The daemon's clock seam and the owner's zone, for each turn's stamp.
+        self._clock = clock or SystemClock()
+        self._zone = zone
+        # `!model` is the only writer of the stored choice: it is read here and kept.
+        self._model = db.get_meta("model") or settings.model
         # The task running now: the permission callback and our tools report to its room.
         self._io: TaskIO | None = None
         self._task_id: int | None = None
@@ -115,11 +120,12 @@ class ClaudeCodeAgent:
 
     def current_model(self) -> str:
         """The model for the next task: the one set with `!model`, else the config's."""
-        return self._db.get_meta("model") or self.default_model
+        return self._model
 
     def set_model(self, name: str | None) -> None:
         """Use `name` from the next task on; None goes back to the config's model."""
         self._db.set_meta("model", name or "")
+        self._model = name or self.default_model
 
     async def model_exists(self, name: str) -> bool | None:
         """Unknown: a plan login cannot list models, so Claude Code is told and judges."""
@@ -164,9 +170,9 @@ class ClaudeCodeAgent:
         """Run the task as one turn of the conversation's Claude Code session; its answer."""
         conversation = self._db.current_conversation()
         stored = self._sessions.engine_session(conversation)
-        stamp = turn_context(now or self._local_now())
+        local = now or self._clock.now().astimezone(self._zone)
         turn = turn_for(
-            task.id, first_turn(task, stamp), stored.running_task if stored is not None else None
+            task.id, first_turn(task, local), stored.running_task if stored is not None else None
         )
         if turn.again:
             log.warning("claude_code.task_taken_again", task=task.short_id)

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import anthropic
@@ -18,7 +17,7 @@ from anthropic.types import Message, ModelInfo
 from dispatch_matrix.agent import catalogue, model, stops, usage
 from dispatch_matrix.agent.calls import ToolCalls
 from dispatch_matrix.agent.compaction import Compaction, Compactor
-from dispatch_matrix.agent.context import Gauge, estimate_tokens, real_input
+from dispatch_matrix.agent.context import Gauge, Sizes, estimate_tokens, real_input
 from dispatch_matrix.agent.errors import (
     AgentFailure,
     AnswerCut,
@@ -30,9 +29,7 @@ from dispatch_matrix.agent.errors import (
 from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.memory import Memory, MemoryTool
 from dispatch_matrix.agent.ports import TaskIO
-from dispatch_matrix.agent.prompt import turn_context
 from dispatch_matrix.agent.settings import AgentSection
-from dispatch_matrix.agent.sizes import Sizes
 from dispatch_matrix.agent.stops import Step, Turn
 from dispatch_matrix.agent.transcript import (
     CANCELLED_RESULT,
@@ -51,6 +48,7 @@ from dispatch_matrix.agent.transcript import (
 )
 from dispatch_matrix.connectors import web
 from dispatch_matrix.core import logs
+from dispatch_matrix.core.clock import Clock, SystemClock
 from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.store import LedgerQueries, Task
 from dispatch_matrix.toolbox.base import ToolContext
@@ -72,11 +70,28 @@ class Request:
     repair: Repair = Repair()
 
 
+@dataclass(frozen=True)
+class ModelPlan:
+    """What a model's requests carry besides the conversation: fixed by the settings and
+    the model, so made when the model is chosen, not at every request."""
+
+    model: str
+    thinking: dict[str, object] | None
+    max_tokens: int
+
+    @classmethod
+    def of(cls, model: str, settings: AgentSection) -> ModelPlan:
+        """The plan for `model` under `settings` (thinking adds its budget to the output cap)."""
+        thinking = catalogue.thinking_for(model, settings.thinking_budget)
+        extra = settings.thinking_budget if thinking else 0
+        return cls(model, thinking, settings.max_tokens + extra)
+
+
 class Agent:
     """Answers tasks with Claude and the local tools, keeping the conversation in the store.
 
     With a `memory`, its `memory` tool is added to `tools` and the file travels in every
-    request's system prompt.
+    request's system prompt. Each turn is stamped with `clock`'s time in the owner's `zone`.
     """
 
     def __init__(
@@ -90,16 +105,23 @@ class Agent:
         policy: Policy,
         context: ToolContext,
         memory: Memory | None = None,
-        local_now: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
+        zone: tzinfo = UTC,
         web_tools: web.WebTools | None = None,
     ) -> None:
-        # The owner's local time from the daemon's clock seam, for each turn's stamp.
-        self._local_now = local_now or (lambda: datetime.now(UTC))
+        # The daemon's clock seam and the owner's zone, for each turn's stamp.
+        self._clock = clock or SystemClock()
+        self._zone = zone
         self._db = db
         self._client = client
         # The [agent] section as loaded: the one home of every knob and its default.
         self.settings = settings
         self.default_model = settings.model
+        # What the settings fix for every request, worked out once.
+        self._compact_above = settings.compact_above
+        self._ttl = (settings.prefix_ttl, settings.tail_ttl)
+        # `!model` is the only writer of the stored choice: it is read here and kept.
+        self._plan = ModelPlan.of(db.get_meta("model") or settings.model, settings)
         self._system = system
         self._tools = tools
         self._calls = ToolCalls(db, policy, tools, context)
@@ -119,11 +141,12 @@ class Agent:
 
     def current_model(self) -> str:
         """The model for the next task: the one set with `!model`, else the config's."""
-        return self._db.get_meta("model") or self.default_model
+        return self._plan.model
 
     def set_model(self, name: str | None) -> None:
         """Use `name` from the next task on; None goes back to the config's model."""
         self._db.set_meta("model", name or "")
+        self._plan = ModelPlan.of(name or self.default_model, self.settings)
 
     async def model_exists(self, name: str) -> bool | None:
         """Whether the API knows the model; None when it cannot be asked now."""
@@ -143,7 +166,7 @@ class Agent:
 
     async def compact_now(self) -> Compaction | None:
         """Compact the open conversation now (`!compact`); None if it is too short."""
-        return await self._compact(self._db.current_conversation(), None, self.current_model())
+        return await self._compact(self._db.current_conversation(), None, self._plan.model)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -157,7 +180,8 @@ class Agent:
         if done is not None:
             return done
         # One model per task: the cached prefix and any thinking signatures belong to it.
-        name = self.current_model()
+        plan = self._plan
+        name = plan.model
         started = time.monotonic()
         turn = Turn()
         while True:
@@ -173,7 +197,7 @@ class Agent:
                     f"stopped after {self.settings.max_task_seconds / 60:.0f} minutes without "
                     "finishing (the time budget, [agent] max_task_seconds)"
                 )
-            reply, counts = await self._ask(task, conversation, steps, name, turn)
+            reply, counts = await self._ask(task, conversation, steps, plan, turn)
             step, steps = steps, None
             content = [block_dict(block) for block in reply.content]
             limit = self.settings.max_continuations
@@ -230,16 +254,16 @@ class Agent:
     def _resume(self, task: Task, conversation: int, now: datetime | None) -> str | None:
         """Start the task's turn, or pick it up after a restart; the answer if it had one."""
         mine = self._db.task_messages(task.id)
-        stamp = turn_context(now or self._local_now())
+        local = now or self._clock.now().astimezone(self._zone)
         if not mine:
-            self._db.append_message(conversation, task.id, "user", first_turn(task, stamp))
+            self._db.append_message(conversation, task.id, "user", first_turn(task, local))
             return None
         if not self._at_tail(task, conversation):
             # Run again (`!retry`) after other turns, or in a fresh conversation: its earlier
             # turn stays where it is (calls left open there are answered when requests are
             # built) and the task is asked afresh, at the end.
             note = {"type": "text", "text": RETRIED_NOTE.format(task=task.short_id)}
-            self._db.append_message(conversation, task.id, "user", [note, *first_turn(task, stamp)])
+            self._db.append_message(conversation, task.id, "user", [note, *first_turn(task, local)])
             log.info("agent.task_asked_again", task=task.short_id)
             return None
         last = mine[-1]
@@ -308,20 +332,21 @@ class Agent:
         self._db.append_message(conversation, task.id, "user", [note])
 
     async def _ask(
-        self, task: Task, conversation: int, step: int, name: str, turn: Turn | None = None
+        self, task: Task, conversation: int, step: int, plan: ModelPlan, turn: Turn | None = None
     ) -> tuple[Message, dict[str, int]]:
         """One step's request, compacting first when it would fill the context. A refusal
         as too long compacts harder and retries exactly once; one as too large (413) also
         leaves attachments out and trims tool results harder, for the rest of the task."""
         turn = turn or Turn()
+        name = plan.model
         request = self._request(conversation, lean=turn.lean)
         expected = self._gauge.expect(request.estimate)
-        if expected > self.settings.compact_above:
+        if expected > self._compact_above:
             log.info("agent.context_full", task=task.short_id, expected=expected)
             if await self._compact(conversation, task.id, name) is not None:
                 request = self._request(conversation, lean=turn.lean)
         try:
-            return await self._send(task, step, name, request)
+            return await self._send(task, step, plan, request)
         except ContextTooLong as err:
             too_large = isinstance(err, RequestTooLarge)
             log.warning(
@@ -339,7 +364,7 @@ class Agent:
             turn.lean = turn.lean or too_large
             retry = self._request(conversation, lean=turn.lean)
             try:
-                return await self._send(task, step, name, retry)
+                return await self._send(task, step, plan, retry)
             except ContextTooLong as again:
                 shed = "leaving attachments out and compacting" if too_large else "compacting"
                 raise type(again)(
@@ -358,9 +383,9 @@ class Agent:
             summary.text if summary else None,
             trim_at // 4 if lean else trim_at,
             lean=lean,
-            ttl=(self.settings.prefix_ttl, self.settings.tail_ttl),
+            ttl=self._ttl,
         )
-        stable = cache_control(self.settings.prefix_ttl)
+        stable = cache_control(self._ttl[0])
         system = [{"type": "text", "text": self._system, "cache_control": stable}]
         if self.memory is not None:
             # After the stable part, with its own breakpoint: a memory edit re-caches only
@@ -402,14 +427,12 @@ class Agent:
             raise BudgetSpent(spent, budget)
 
     async def _send(
-        self, task: Task, step: int, name: str, request: Request
+        self, task: Task, step: int, plan: ModelPlan, request: Request
     ) -> tuple[Message, dict[str, int]]:
         """One request; the reply and its token counts, for the caller to record with the
         reply's message."""
         self._check_budget()
-        budget = self.settings.thinking_budget
-        thinking = catalogue.thinking_for(name, budget)
-        max_tokens = self.settings.max_tokens + (budget if thinking else 0)
+        name = plan.model
         log.info(
             "agent.request",
             task=task.short_id,
@@ -421,11 +444,11 @@ class Agent:
         reply = await model.request(
             self._client,
             model=name,
-            max_tokens=max_tokens,
+            max_tokens=plan.max_tokens,
             system=request.system,
             messages=request.messages,
             tools=request.tools,
-            thinking=thinking,
+            thinking=plan.thinking,
         )
         counts = model.usage_counts(reply)
         self._gauge.measured(request.estimate, real_input(counts))
@@ -447,4 +470,14 @@ class Agent:
         since = max((i for i, m in enumerate(mine) if m["role"] == "user"), default=-1)
         content = [b for m in mine[since + 1 :] for b in m["content"]]
         text = text_of(content) or "(done; the model gave no text)"
+        if not may_cite(content):
+            return text
         return web.with_sources(text, web.sources(content))
+
+
+def may_cite(content: list[dict[str, Any]]) -> bool:
+    """Whether an answer's blocks could name a source (a citation, or a result of the web);
+    a plain answer, most of them, is not searched for sources."""
+    return any(
+        block.get("citations") or block.get("type") in web.RESULT_BLOCKS for block in content
+    )

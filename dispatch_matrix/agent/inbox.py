@@ -1,9 +1,10 @@
-"""The first turn of a task: the owner's words, plus the files they sent — images as image
-blocks the model sees, other files as paths it can read with its tools."""
+"""The first turn of a task: when it was sent, the owner's words, plus the files they sent —
+images as image blocks the model sees, other files as paths it can read with its tools."""
 
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,13 @@ IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 MAX_IMAGE_BYTES = 3_750_000
 
 
-def first_turn(task: Task, stamp: str) -> list[dict[str, Any]]:
-    """The content blocks of the task's opening user message."""
+def turn_context(now: datetime) -> str:
+    """The line of context that travels with one user turn (`now` in the owner's zone)."""
+    return f"[sent {now.strftime('%a %Y-%m-%d %H:%M %Z').strip()}]"
+
+
+def first_turn(task: Task, now: datetime) -> list[dict[str, Any]]:
+    """The content blocks of the task's opening user message (`now` in the owner's zone)."""
     blocks: list[dict[str, Any]] = []
     notes: list[str] = []
     for item in task.attachments:
@@ -35,7 +41,7 @@ def first_turn(task: Task, stamp: str) -> list[dict[str, Any]]:
             notes.append(f"- file {path} ({mimetype or 'unknown type'}, {size} bytes)")
     # What a reply refers to comes before the owner's words ("make it shorter": which?).
     said = f"{task.reply_note}\n{task.body}" if task.reply_note else task.body
-    text = f"{stamp}\n{said}".rstrip()
+    text = f"{turn_context(now)}\n{said}".rstrip()
     if notes:
         text += "\n\nThe owner sent these files (saved on this computer):\n" + "\n".join(notes)
     blocks.append({"type": "text", "text": text})

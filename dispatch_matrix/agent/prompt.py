@@ -1,8 +1,9 @@
-"""The system prompt and the per-turn context line.
+"""The system prompt, and the summariser's.
 
 The system prompt holds only what is stable for days (so it stays in the cached prefix):
 who the agent works for, how to report, and the machine. The date and time go into each
-user turn instead, where they belong to that turn and do not break the cache.
+task's first turn instead (`inbox.first_turn`), where they belong to that turn and do not
+break the cache.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import getpass
 import platform
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 
@@ -77,11 +77,6 @@ in yet), schedule a check of your own work ("check again in 2 h") with a prompt 
 what to check and what to do then, and tell the owner. The follow-up brings back this \
 task's request and your answer as context.
 """
-
-
-def turn_context(now: datetime) -> str:
-    """The line of context that travels with one user turn (`now` in the owner's zone)."""
-    return f"[sent {now.strftime('%a %Y-%m-%d %H:%M %Z').strip()}]"
 
 
 SUMMARY_SYSTEM = """\

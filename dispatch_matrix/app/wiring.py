@@ -41,6 +41,7 @@ from dispatch_matrix.connectors import web
 from dispatch_matrix.connectors.hub import Connectors
 from dispatch_matrix.connectors.inventory import Group, inventory
 from dispatch_matrix.core import logs
+from dispatch_matrix.core.clock import Clock, SystemClock
 from dispatch_matrix.core.errors import ConfigError
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.core.paths import canonicalize
@@ -65,7 +66,6 @@ from dispatch_matrix.queue.worker import AnswerDue
 from dispatch_matrix.sandbox.host import Confinement, confinement_for, default_hidden
 from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, Limits
 from dispatch_matrix.sandbox.wall import home_guards, installation_paths
-from dispatch_matrix.schedule.clock import Clock, SystemClock
 from dispatch_matrix.schedule.digest import Digest
 from dispatch_matrix.schedule.firing import Scheduler
 from dispatch_matrix.schedule.reminders import Reminders
@@ -369,7 +369,8 @@ def _api_agent(
         policy=policy,
         context=context,
         memory=Memory(Path(config.state_dir) / "memory.md"),
-        local_now=lambda: clock.now().astimezone(zone),
+        clock=clock,
+        zone=zone,
         web_tools=web_tools,
     )
 
@@ -396,7 +397,8 @@ def _claude_code(
         policy=policy,
         context=context,
         env=claude_code_env(config.agent),
-        local_now=lambda: clock.now().astimezone(zone),
+        clock=clock,
+        zone=zone,
     )
 
 

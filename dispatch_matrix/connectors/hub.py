@@ -36,6 +36,8 @@ class Connectors:
         self._cache: list[dict[str, Any]] | None = None
         # How often the cached list was rebuilt: once at start, then once per real change.
         self.generation = 0
+        # Moves when a server's listing changed: the registry rebuilds its list only then.
+        self.version = 0
         self.failures: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
     @classmethod
@@ -134,6 +136,7 @@ class Connectors:
 
     def _invalidate(self) -> None:
         self._cache = None
+        self.version += 1
 
     def _failed(self, name: str, reason: str) -> None:
         self.failures.put_nowait((name, reason))

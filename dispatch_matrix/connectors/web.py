@@ -18,8 +18,10 @@ from dispatch_matrix.permissions.policy import Policy
 NAMES = ("web_search", "web_fetch")
 # Claude Code's names for them in rules.
 RULE_NAMES = {"web_search": "WebSearch", "web_fetch": "WebFetch"}
+# The web's results as blocks of an assistant message.
+RESULT_BLOCKS = frozenset({"web_search_tool_result", "web_fetch_tool_result"})
 # Blocks the API may leave at the end of a paused turn; a finished turn ends in text.
-_SERVER_BLOCKS = frozenset({"server_tool_use", "web_search_tool_result", "web_fetch_tool_result"})
+_SERVER_BLOCKS = frozenset({"server_tool_use", *RESULT_BLOCKS})
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ def paused(content: list[dict[str, Any]]) -> bool:
 
 
 def sources(content: Iterable[Mapping[str, Any]]) -> list[Source]:
-    """The pages an answer cites, in the order first cited, then pages it fetched."""
+    """The pages an answer cites, in the order first cited, then pages it fetched (none
+    without a citation or a `RESULT_BLOCKS` block)."""
     found: dict[str, Source] = {}
     blocks = list(content)
     for block in blocks:

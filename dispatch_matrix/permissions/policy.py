@@ -134,6 +134,9 @@ class Policy:
         ]
         self._secret_globs = tuple(self.secret_globs)
         self._self_tools = frozenset(self.self_tools)
+        # What the shell judge is given changes only with the rules (a learned one): made
+        # here and in `learn`, not at every command.
+        self._shell = self._shell_rules()
 
     def decide(self, tool_name: str, tool_input: Mapping[str, Any]) -> Decision:
         """Allow, ask or deny one call, with the reason and the subject shown to the owner."""
@@ -157,6 +160,7 @@ class Policy:
         if text is None:
             return None
         self._allow.append(parse_rule(text, "learned", self.home, self.workdir))
+        self._shell = self._shell_rules()
         return text
 
     def learnable(self, tool_name: str, tool_input: Mapping[str, Any]) -> str | None:
@@ -169,7 +173,7 @@ class Policy:
         text: str | None = None
         if tool == "Bash":
             command = str(tool_input.get("command", "")).strip()
-            findings = judge(command, self._shell_rules()) if command else ()
+            findings = judge(command, self._shell) if command else ()
             if command and not any(f.kind in _UNLEARNABLE for f in findings):
                 text = f"Bash({escape_command(command)})"
         elif tool in PATH_TOOLS:
@@ -313,7 +317,7 @@ class Policy:
             return Decision("deny", "the call has no command", "")
         if not command.strip():
             return Decision("allow", "no command to run", "")
-        findings = judge(command, self._shell_rules())
+        findings = judge(command, self._shell)
         denied = next((f for f in findings if f.verdict == "deny"), None)
         if denied is not None:
             return Decision("deny", denied.reason, command, denied.rule, (denied.part,))

@@ -63,10 +63,12 @@ class Confinement:
     user_namespace: bool = True
     network: bool = True
     limits: Limits = Limits()
+    # Whether shell calls are confined at all: fixed with the kind, so decided here once
+    # rather than at every call and tool listing.
+    active: bool = field(init=False)
 
-    @property
-    def active(self) -> bool:
-        return self.kind is not Sandbox.NONE
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "active", self.kind is not Sandbox.NONE)
 
     def describe(self) -> str:
         """One line for the log and `doctor`."""

@@ -20,6 +20,7 @@ defaults, and the home would fill with empty dotfiles.
 
 from __future__ import annotations
 
+import functools
 import site
 import sys
 from dataclasses import dataclass
@@ -219,8 +220,10 @@ _TREE_FOLDERS = frozenset({".vscode", ".idea", ".claude", ".cursor"})
 _GIT_FILES = frozenset({"config", "config.worktree", "commondir"})
 
 
+@functools.cache
 def home_guards(platform: str = sys.platform) -> tuple[Guard, ...]:
-    """The read-only guards under the home folder on this platform."""
+    """The read-only guards under the home folder on this platform (a constant of the
+    platform: every shell call asks, so it is made once)."""
     return READONLY_IN_HOME + (READONLY_IN_HOME_MACOS if platform == "darwin" else ())
 
 

@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from dispatch_matrix.core import logs
+from dispatch_matrix.core.clock import Clock
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import EventID
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.schedule import texts as schedule_texts
-from dispatch_matrix.schedule.clock import Clock
 from dispatch_matrix.schedule.digest import Digest
 from dispatch_matrix.schedule.tables import Fire, Schedule, ScheduleTables
 from dispatch_matrix.schedule.timing import ScheduleError, ScheduleKind, Spec, plan

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from dispatch_matrix.core.clock import Clock
 from dispatch_matrix.core.errors import ToolError
-from dispatch_matrix.schedule.clock import Clock
 from dispatch_matrix.schedule.tables import Schedule, ScheduleTables
 from dispatch_matrix.schedule.timing import (
     ScheduleError,

@@ -40,7 +40,14 @@ def default_tools(
 
 class ToolProvider(Protocol):
     """Tools that come and go while the daemon runs (the MCP servers'): listed after the
-    registered ones, in an order the provider keeps stable."""
+    registered ones, in an order the provider keeps stable.
+
+    `version` changes whenever the listing may have changed; the registry asks for
+    `definitions()` again only then, so a quiet day builds the tools list once.
+    """
+
+    @property
+    def version(self) -> int: ...
 
     def definitions(self) -> list[dict[str, Any]]: ...
 
@@ -56,23 +63,32 @@ class ToolRegistry:
 
     Definitions come in registration order, which never changes while the daemon runs, so
     the tools part of the prompt stays a stable cache prefix; a provider's tools follow.
+    A tool's definition is fixed when it is built, so the list is built once and again
+    only when a tool is added or a provider's `version` moves: a request does not call
+    every tool for a list that is the same as the last one.
     """
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         self._providers: list[ToolProvider] = []
+        # The list as last built, and the providers' versions it was built from (None:
+        # build it at the next request).
+        self._built: list[dict[str, Any]] = []
+        self._built_from: tuple[int, ...] | None = None
         for tool in tools:
             self.add(tool)
 
     def add_provider(self, provider: ToolProvider) -> None:
         """Offer a provider's tools too (after the registered ones)."""
         self._providers.append(provider)
+        self._built_from = None
 
     def add(self, tool: Tool) -> None:
         """Register one more tool; a second tool of the same name is a programming error."""
         if tool.name in self._tools:
             raise ValueError(f"a tool named {tool.name!r} is already registered")
         self._tools[tool.name] = tool
+        self._built_from = None
 
     def names(self) -> list[str]:
         """The registered tool names, in order."""
@@ -83,7 +99,17 @@ class ToolRegistry:
         return self._tools.get(name)
 
     def definitions(self) -> list[dict[str, Any]]:
-        """The Messages API `tools` list (copies: callers may add cache_control)."""
+        """The Messages API `tools` list: a new list of fresh top-level dicts (a caller may
+        add cache_control to an entry); what they hold is shared and read only."""
+        versions = tuple(provider.version for provider in self._providers)
+        if versions != self._built_from:
+            self._built = self._build()
+            self._built_from = versions
+        return [dict(definition) for definition in self._built]
+
+    def _build(self) -> list[dict[str, Any]]:
+        # Deep copies, once: the list must not change when a tool or provider reuses the
+        # objects it handed out.
         own = [copy.deepcopy(tool.definition()) for tool in self._tools.values()]
         provided = [copy.deepcopy(d) for p in self._providers for d in p.definitions()]
         return own + [d for d in provided if d["name"] not in self._tools]
@@ -91,7 +117,12 @@ class ToolRegistry:
     async def run(self, name: str, tool_input: object, ctx: ToolContext) -> ToolResult:
         """Run one call; an unknown tool, bad input or ToolError becomes an error result."""
         tool = self._tools.get(name)
-        provider = next((p for p in self._providers if p.provides(name)), None)
+        # Providers are asked only for a name that is not ours (ours win, as in the list).
+        provider = (
+            None
+            if tool is not None
+            else next((p for p in self._providers if p.provides(name)), None)
+        )
         if tool is None and provider is None:
             known = ", ".join(self._tools) or "none"
             return ToolResult.error(f"unknown tool {name!r}; the tools are: {known}")

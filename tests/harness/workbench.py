@@ -23,11 +23,11 @@ from structlog.testing import capture_logs
 
 from dispatch_matrix.app.config import Config, load_config
 from dispatch_matrix.app.wiring import AgentKit, build_agent
+from dispatch_matrix.core.clock import SystemClock
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue.control import Control
 from dispatch_matrix.queue.intake import Intake
 from dispatch_matrix.queue.worker import Worker
-from dispatch_matrix.schedule.clock import SystemClock
 from dispatch_matrix.schedule.tables import ScheduleTables
 from dispatch_matrix.schedule.zones import owner_zone
 from dispatch_matrix.store import Database

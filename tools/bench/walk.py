@@ -229,8 +229,10 @@ async def walk(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         await owner.send_text(room, "walk with one bash call")
         await owner.wait_message(room, sender=bot_user, contains=marker, timeout=120)
         with_tool = (start, time.monotonic())
-        # The same gap before the stop, so shutdown is not counted in the window.
-        await asyncio.sleep(0.5)
+        # The window reaches into the 50 ms bucket after the answer: stopping at once put
+        # the shutdown (signal handler, scheduler and health tasks cancelled, the store
+        # closed) on the walk of the bash call. Let the answer's tail pass first, as above.
+        await asyncio.sleep(2.0)
         await bot.stop(60)
         bot = None
         trace = json.loads(out.read_text())

@@ -72,6 +72,8 @@ class SystemClock:
 
     def now(self) -> datetime:
         """Wall time (plus the test offset)."""
+        if self._offset_file is None:
+            return datetime.now(UTC)
         return datetime.fromtimestamp(time.time() + self._read_offset(), UTC)
 
     async def wait_until(self, when: datetime | None, wake: asyncio.Event) -> None:

@@ -42,15 +42,9 @@ from dispatch_matrix.permissions.rules import (
     parse_rule,
     parse_rules,
 )
-from dispatch_matrix.permissions.shelljudge import (
-    Finding,
-    Kind,
-    ShellRules,
-    glob_reaches,
-    judge,
-    may_name_secret,
-    normal_path,
-)
+from dispatch_matrix.permissions.shellfindings import Finding, Kind, ShellRules
+from dispatch_matrix.permissions.shelljudge import judge
+from dispatch_matrix.permissions.shellpaths import glob_reaches, may_name_secret, normal_path
 
 Verdict = Literal["allow", "ask", "deny"]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.workbench import FakeRoom
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.inbound import Message
@@ -20,17 +21,6 @@ from dispatch_matrix.voice.inbox import Hearing, VoiceInbox
 
 ROOM = RoomID("!room:x")
 OWNER = UserID("@me:x")
-
-
-class Room:
-    """Records what the lane posts."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, str | None]] = []
-
-    async def post(self, room_id: RoomID, text: str, **kw: Any) -> EventID:
-        self.posts.append((text, kw.get("reply_to")))
-        return EventID(f"$p{len(self.posts)}")
 
 
 # What the stand-ins saw, in order: ("hear", file) and ("queue", event id).
@@ -77,10 +67,12 @@ class Backend:
 
 
 @pytest.fixture
-async def lane(tmp_path: Path) -> AsyncIterator[tuple[VoiceInbox, Database, Room, Intake, Backend]]:
+async def lane(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[VoiceInbox, Database, FakeRoom, Intake, Backend]]:
     db = Database.open(tmp_path / "ledger.db")
     timeline: Timeline = []
-    room, intake, backend = Room(), Intake(timeline), Backend(timeline)
+    room, intake, backend = FakeRoom(), Intake(timeline), Backend(timeline)
     inbox = VoiceInbox(db)
     hearing = Hearing(
         inbox,
@@ -122,7 +114,7 @@ async def until(condition: Any, event: asyncio.Event) -> None:
 
 
 async def test_voice_messages_are_heard_one_at_a_time_in_arrival_order(
-    lane: tuple[VoiceInbox, Database, Room, Intake, Backend], tmp_path: Path
+    lane: tuple[VoiceInbox, Database, FakeRoom, Intake, Backend], tmp_path: Path
 ) -> None:
     inbox, db, room, intake, backend = lane
     backend.gates["a.ogg"] = asyncio.Event()
@@ -139,14 +131,14 @@ async def test_voice_messages_are_heard_one_at_a_time_in_arrival_order(
         ("queue", "$b"),
     ]
     assert intake.queued == [("$a", "words of a.ogg"), ("$b", "words of b.ogg")]
-    assert [text for text, _ in room.posts] == ['🎙️ "words of a.ogg"', '🎙️ "words of b.ogg"']
+    assert room.bot_texts() == ['🎙️ "words of a.ogg"', '🎙️ "words of b.ogg"']
     row = db.voice("$a")
     assert row is not None and row.state is VoiceState.HEARD and row.audio_path is None
     assert not (tmp_path / "a.ogg").exists()
 
 
 async def test_a_voice_message_deleted_while_it_is_transcribed_is_not_queued(
-    lane: tuple[VoiceInbox, Database, Room, Intake, Backend], tmp_path: Path
+    lane: tuple[VoiceInbox, Database, FakeRoom, Intake, Backend], tmp_path: Path
 ) -> None:
     inbox, db, room, intake, backend = lane
     backend.gates["gone.ogg"] = asyncio.Event()
@@ -163,7 +155,7 @@ async def test_a_voice_message_deleted_while_it_is_transcribed_is_not_queued(
 
 
 async def test_a_bug_with_one_voice_message_fails_it_and_the_lane_goes_on(
-    lane: tuple[VoiceInbox, Database, Room, Intake, Backend], tmp_path: Path
+    lane: tuple[VoiceInbox, Database, FakeRoom, Intake, Backend], tmp_path: Path
 ) -> None:
     inbox, db, room, intake, backend = lane
     backend.texts["bad.ogg"] = "BUG"
@@ -175,7 +167,7 @@ async def test_a_bug_with_one_voice_message_fails_it_and_the_lane_goes_on(
         "🎙️ I could not transcribe that voice message: an internal error (details are in "
         "the log). Nothing was queued; `!retry` tries again.",
         "$bad",
-    ) in room.posts
+    ) in [(m.body, m.reply_to) for m in room.messages]
     # It was kept, with its audio, and `!retry` hears it again.
     backend.texts["bad.ogg"] = "fixed now"
     assert await inbox.retry(ROOM) == "🔁 Listening to your voice message again…"

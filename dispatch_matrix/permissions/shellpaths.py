@@ -34,7 +34,8 @@ _PATTERN_FIRST = words("rg grep egrep fgrep")
 _NAMES_ONLY = frozenset({"ls", "du", "stat", "echo"})
 _DEV = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/zero"})
 
-_CONTROL_PLANE = (
+# Also what the policy says of a write there: one wording for both.
+CONTROL_PLANE = (
     "{subject} is part of the bot's control plane (its config, state, service units or "
     "shell start-up files); changes there always need your approval"
 )
@@ -91,7 +92,7 @@ class Paths:
             if found.kind == "deny":
                 return ("deny", found.reason, found.rule)
         if any(_within(base, p) or (glob and glob_reaches(path, p)) for p in rules.protected):
-            return ("protected", _CONTROL_PLANE.format(subject=path), None)
+            return ("protected", CONTROL_PLANE.format(subject=path), None)
         if glob:
             denied = rules.reaches_denied(path)
             if denied is not None:

@@ -54,6 +54,18 @@ class Message:
 
 
 @dataclass(frozen=True)
+class PostedEvent:
+    """An event of another type than a message (a poll's start or end)."""
+
+    event_id: EventID
+    event_type: str
+    content: dict[str, Any]
+    key: str | None = None
+    task_id: int | None = None
+    decoration: bool = False
+
+
+@dataclass(frozen=True)
 class SentFile:
     """A file the bot sent, with its bytes as they were when sent (a sender may remove the
     file afterwards, as approval questions do with their attachments)."""
@@ -74,7 +86,7 @@ class FakeRoom:
     # (reacted-to event, emoji, key) in the order sent.
     reactions: list[tuple[str, str, str]] = field(default_factory=list)
     files: list[SentFile] = field(default_factory=list)
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[PostedEvent] = field(default_factory=list)
     # Each presence the bot set, with how many messages the room held then.
     presences: list[tuple[str, int]] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -144,10 +156,13 @@ class FakeRoom:
         key: str | None = None,
         decoration: bool = False,
     ) -> EventID:
+        event = PostedEvent(
+            self._next_id("e"), event_type, content, key, task_id, decoration
+        )  # fmt: skip
         async with self._changed:
-            self.events.append((event_type, content))
+            self.events.append(event)
             self._changed.notify_all()
-        return self._next_id("e")
+        return event.event_id
 
     async def post_status(
         self,

@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 import anthropic
 import pytest
 from fake_messages_api import FakeMessagesAPI
+from harness.taskio import FakeTaskIO
 
 from dispatch_matrix.agent import (
     Agent,
-    Approval,
     BudgetSpent,
     ContextTooLong,
     Memory,
@@ -42,7 +42,7 @@ from dispatch_matrix.agent.transcript import (
 from dispatch_matrix.agent.usage import UNKNOWN_MODEL, cost, price_of, total
 from dispatch_matrix.app.config import AgentSection
 from dispatch_matrix.connectors import web
-from dispatch_matrix.permissions.policy import Decision, Policy
+from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.queue import texts
 from dispatch_matrix.store import Database, Task
 from dispatch_matrix.store.models import UsageRow
@@ -286,26 +286,6 @@ def test_the_policy_lets_the_memory_tool_run_without_a_rule(tmp_path: Path) -> N
 # -- the engine in-process, against the fake Messages API --------------------------------------
 
 
-class QuietIO:
-    async def progress(self, text: str) -> None:
-        pass
-
-    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
-        return Approval.NO
-
-    async def learned(self, rule: str | None) -> None:
-        pass
-
-    async def send_file(self, path: Path, caption: str | None = None) -> str:
-        return "$none"
-
-    def process_started(self, pgid: int) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
-
-
 def make_agent(
     tmp_path: Path, url: str, settings: AgentSection | None = None, memory: bool = True
 ) -> tuple[Agent, Database]:
@@ -372,7 +352,7 @@ async def test_compaction_summarises_older_turns_and_keeps_the_store_whole(
     asked: list[str] = []
     fake_api.script(*[responder(asked)] * 20)
     for n in range(1, 7):
-        await agent.answer(new_task(db, n, f"task {n} " + "lorem ipsum " * 30), QuietIO())
+        await agent.answer(new_task(db, n, f"task {n} " + "lorem ipsum " * 30), FakeTaskIO())
     bodies = [r.body for r in fake_api.requests]
     marks = [i for i, b in enumerate(bodies) if b["system"][0]["text"].startswith(SUMMARY_MARK)]
     assert len(marks) >= 2 and all("tools" not in bodies[i] for i in marks)
@@ -397,17 +377,17 @@ async def test_prompt_too_long_compacts_and_retries_exactly_once(
         AgentSection(model="claude-sonnet-4-5", max_tokens=1024, keep_recent_messages=2),
     )
     fake_api.reply("first")
-    await agent.answer(new_task(db, 1), QuietIO())
+    await agent.answer(new_task(db, 1), FakeTaskIO())
     fake_api.fail(400, message="prompt is too long: 210000 tokens > 200000 maximum")
     fake_api.reply("the summary")
     fake_api.reply("second, after the retry")
-    assert await agent.answer(new_task(db, 2), QuietIO()) == "second, after the retry"
+    assert await agent.answer(new_task(db, 2), FakeTaskIO()) == "second, after the retry"
     assert [r.status for r in fake_api.requests] == [200, 400, 200, 200]
     assert fake_api.requests[2].body["system"][0]["text"].startswith(SUMMARY_MARK)
     fake_api.fail(400, message="prompt is too long", times=2)
     fake_api.reply("summary again")
     with pytest.raises(ContextTooLong) as refused:
-        await agent.answer(new_task(db, 3), QuietIO())
+        await agent.answer(new_task(db, 3), FakeTaskIO())
     assert "too long" in str(refused.value)
 
 
@@ -421,7 +401,7 @@ async def test_the_daily_budget_stops_requests_once_spent(
     )
     db.record_usage(None, "claude-sonnet-4-5", {"input_tokens": 100_000, "output_tokens": 20_000})
     with pytest.raises(BudgetSpent) as spent:
-        await agent.answer(new_task(db, 1), QuietIO())
+        await agent.answer(new_task(db, 1), FakeTaskIO())
     assert spent.value.spent_usd == pytest.approx(0.6)
     assert fake_api.requests == []
     message = texts.access_refused(spent.value)
@@ -439,7 +419,7 @@ async def test_thinking_is_sent_and_its_blocks_kept(
     )
     fake_api.reply("Let me look.", tools=[("bash", {"command": "echo hi"})], thinking="hmm")
     fake_api.reply("Done.")
-    await agent.answer(new_task(db, 1), QuietIO())
+    await agent.answer(new_task(db, 1), FakeTaskIO())
     first, second = (r.body for r in fake_api.requests)
     assert first["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert first["max_tokens"] == 1024 + 2048
@@ -454,9 +434,9 @@ async def test_the_model_set_with_the_command_is_used_from_the_next_task(
     assert await agent.model_exists("claude-haiku-4-5") is True
     assert await agent.model_exists("claude-nonsense-9") is False
     agent.set_model("claude-haiku-4-5")
-    await agent.answer(new_task(db, 1), QuietIO())
+    await agent.answer(new_task(db, 1), FakeTaskIO())
     agent.set_model(None)
-    await agent.answer(new_task(db, 2), QuietIO())
+    await agent.answer(new_task(db, 2), FakeTaskIO())
     assert [r.body["model"] for r in fake_api.requests if r.path == "/v1/messages"] == [
         "claude-haiku-4-5",
         "claude-sonnet-4-5",
@@ -472,10 +452,10 @@ async def test_a_model_switch_changes_the_thinking_sent_from_the_next_task(
     # must still change them, and a restart must find the owner's choice.
     settings = AgentSection(model="claude-sonnet-4-5", max_tokens=1024, thinking_budget=2048)
     agent, db = make_agent(tmp_path, fake_api.url, settings)
-    await agent.answer(new_task(db, 1), QuietIO())
+    await agent.answer(new_task(db, 1), FakeTaskIO())
     agent.set_model("claude-opus-5")
     assert agent.current_model() == "claude-opus-5"
-    await agent.answer(new_task(db, 2), QuietIO())
+    await agent.answer(new_task(db, 2), FakeTaskIO())
     first, second = (r.body for r in fake_api.requests if r.path == "/v1/messages")
     assert first["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert second["model"] == "claude-opus-5" and second["thinking"] == {"type": "adaptive"}
@@ -492,9 +472,9 @@ async def test_every_request_sends_the_same_tools_bytes_across_steps_and_tasks(
     agent, db = make_agent(tmp_path, fake_api.url)
     fake_api.reply("Looking.", tools=[("bash", {"command": "echo hi"})])
     fake_api.reply("Done.")
-    await agent.answer(new_task(db, 1), QuietIO())
+    await agent.answer(new_task(db, 1), FakeTaskIO())
     agent.set_model("claude-haiku-4-5")
-    await agent.answer(new_task(db, 2), QuietIO())
+    await agent.answer(new_task(db, 2), FakeTaskIO())
     sent = [json.dumps(r.body["tools"]) for r in fake_api.requests if r.path == "/v1/messages"]
     assert len(sent) == 3 and len(set(sent)) == 1
 
@@ -543,7 +523,7 @@ async def test_each_task_is_stamped_with_the_clocks_time_in_the_owners_zone(
         clock=StillClock(datetime(2026, 12, 5, 2, 30, tzinfo=UTC)),
         zone=ZoneInfo("Asia/Tokyo"),
     )
-    await agent.answer(new_task(db, 1), QuietIO())
+    await agent.answer(new_task(db, 1), FakeTaskIO())
     [request] = [r.body for r in fake_api.requests if r.path == "/v1/messages"]
     opening = request["messages"][0]["content"][-1]["text"]
     assert opening.startswith("[sent Sat 2026-12-05 11:30 JST]\ntask 1")
@@ -575,7 +555,7 @@ async def test_a_plain_answer_is_not_searched_for_sources(
     monkeypatch.setattr(web, "sources", refuse)
     agent, db = make_agent(tmp_path, fake_api.url)
     fake_api.reply("Just words.")
-    assert await agent.answer(new_task(db, 1), QuietIO()) == "Just words."
+    assert await agent.answer(new_task(db, 1), FakeTaskIO()) == "Just words."
 
 
 def test_config_rejects_a_thinking_budget_below_the_minimum() -> None:

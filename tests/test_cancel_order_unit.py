@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
+
+from harness.workbench import FakeRoom
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue import texts
@@ -16,35 +16,20 @@ from dispatch_matrix.store import Database, Task
 ROOM = RoomID("!dm:hs")
 
 
-class Room:
-    """Records what is queued for the room, in queue order."""
-
-    def __init__(self) -> None:
-        self.queued: list[str] = []
-
-    async def post(self, room_id: RoomID, markdown: str, **_: Any) -> EventID:
-        self.queued.append(markdown)
-        return EventID(f"$p{len(self.queued)}")
-
-    async def answer(self, room_id: RoomID, markdown: str, **_: Any) -> asyncio.Future[EventID]:
-        self.queued.append(markdown)
-        done: asyncio.Future[EventID] = asyncio.get_running_loop().create_future()
-        done.set_result(EventID(f"$a{len(self.queued)}"))
-        return done
-
-
 class Worker:
     """Stops its task the slow way: its "Cancelled." is queued before the stop returns, as
     when killing a command's processes takes a while."""
 
-    def __init__(self, room: Room, task: Task) -> None:
+    def __init__(self, room: FakeRoom, task: Task) -> None:
         self.current: Task | None = task
         self._room = room
 
     async def cancel_running(self) -> Task | None:
         task, self.current = self.current, None
         assert task is not None
-        await self._room.answer(ROOM, texts.CANCELLED, reply_to=task.event_id)
+        await self._room.answer(
+            ROOM, texts.CANCELLED, reply_to=task.event_id, task_id=task.id, key="cancelled"
+        )
         return task
 
 
@@ -52,10 +37,11 @@ async def test_stopping_is_queued_before_the_worker_says_cancelled(tmp_path: Pat
     db = Database.open(tmp_path / "d.db")
     task = db.add_task(EventID("$t"), ROOM, UserID("@o:hs"), "sleep 600", 0)
     assert task is not None
-    room = Room()
+    room = FakeRoom()
     control = Control(db, Worker(room, task), room, agent=None)  # type: ignore[arg-type]
     command = parse("!cancel")
     assert command is not None
     await control.run(command, ROOM, "$cancel")
-    assert room.queued == [f"Stopping {task.short_id}…", texts.CANCELLED]
+    # The fake room delivers each message as it is queued: its order is the queue's.
+    assert room.bot_texts() == [f"Stopping {task.short_id}…", texts.CANCELLED]
     db.close()

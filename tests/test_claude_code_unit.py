@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fake_messages_api import FakeMessagesAPI
+from harness.taskio import FakeTaskIO
 
 from dispatch_matrix.agent.claude_code_map import (
     BUILT_IN_TOOLS,
@@ -27,7 +28,7 @@ from dispatch_matrix.agent.tables import EngineSessions
 from dispatch_matrix.app import config as config_module
 from dispatch_matrix.app.config import AgentSection, validate_data
 from dispatch_matrix.core.errors import ConfigError
-from dispatch_matrix.permissions.policy import Decision, Policy
+from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.store import Database, Task
 from dispatch_matrix.toolbox.base import ToolContext
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
@@ -175,34 +176,6 @@ def test_claude_code_without_its_extra_is_a_config_error(
 # -- the engine, in-process -----------------------------------------------------------------
 
 
-class AnsweringIO:
-    """The room's side of a task: answers every question with `answer`, records the rest."""
-
-    def __init__(self, answer: Approval = Approval.NO) -> None:
-        self.answer = answer
-        self.asked: list[Decision] = []
-        self.shown: list[str] = []
-
-    async def progress(self, text: str) -> None:
-        self.shown.append(text)
-
-    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
-        self.asked.append(decision)
-        return self.answer
-
-    async def learned(self, rule: str | None) -> None:
-        pass
-
-    async def send_file(self, path: Path, caption: str | None = None) -> str:
-        return "$none"
-
-    def process_started(self, pgid: int) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
-
-
 def make_engine(tmp_path: Path, fake: FakeMessagesAPI, allow: list[str], deny: list[str]) -> Any:
     from dispatch_matrix.agent.claude_code import ClaudeCodeAgent
 
@@ -248,7 +221,7 @@ async def test_every_call_is_judged_and_the_session_resumed(tmp_path: Path) -> N
         fake.reply(tools=[("Write", {"file_path": str(work / "b.txt"), "content": "x"})])
         fake.reply(tools=[("mcp__dispatch__bash", {"command": "touch c.txt"})])
         fake.reply("first done")
-        io = AnsweringIO(Approval.NO)
+        io = FakeTaskIO(Approval.NO)
         assert await engine.answer(new_task(db, 1, "go"), io) == "first done"
         # Read allowed by rule, Write denied by rule, bash asked and refused: nothing written.
         assert [d.subject for d in io.asked] == ["touch c.txt"]
@@ -276,7 +249,7 @@ async def test_every_call_is_judged_and_the_session_resumed(tmp_path: Path) -> N
         engine, db, work = make_engine(tmp_path, fake, allow=["Read"], deny=["Write"])
         fake.reply(tools=[("mcp__dispatch__bash", {"command": "touch d.txt"})])
         fake.reply("second done")
-        io = AnsweringIO(Approval.YES)
+        io = FakeTaskIO(Approval.YES)
         assert await engine.answer(new_task(db, 2, "again"), io) == "second done"
         assert (work / "d.txt").exists()
         last = json.dumps(bodies(fake)[-1]["messages"])
@@ -380,7 +353,7 @@ async def test_new_starts_a_fresh_session_and_compact_asks_claude_code(tmp_path:
         engine, db, _work = make_engine(tmp_path, fake, allow=[], deny=[])
         assert await engine.compact_now() is None, "no session yet: nothing to compact"
         fake.reply("one")
-        await engine.answer(new_task(db, 1, "the word is OSPREY"), AnsweringIO())
+        await engine.answer(new_task(db, 1, "the word is OSPREY"), FakeTaskIO())
         first = EngineSessions(db).engine_session(db.current_conversation())
         assert first is not None
 
@@ -392,7 +365,7 @@ async def test_new_starts_a_fresh_session_and_compact_asks_claude_code(tmp_path:
 
         db.new_conversation()  # what `!new` does
         fake.reply("two")
-        await engine.answer(new_task(db, 2, "hello again"), AnsweringIO())
+        await engine.answer(new_task(db, 2, "hello again"), FakeTaskIO())
         second = EngineSessions(db).engine_session(db.current_conversation())
         assert second is not None and second.session_id != first.session_id
         assert "OSPREY" not in json.dumps(bodies(fake)[-1]["messages"])
@@ -427,7 +400,7 @@ async def test_a_session_claude_code_lost_is_started_afresh(tmp_path: Path) -> N
         gone = "7b0c4a4e-1111-4222-8333-944455556666"
         EngineSessions(db).save_engine_session(conversation, gone, None)
         fake.reply("fresh start")
-        assert await engine.answer(new_task(db, 1, "hello"), AnsweringIO()) == "fresh start"
+        assert await engine.answer(new_task(db, 1, "hello"), FakeTaskIO()) == "fresh start"
         stored = EngineSessions(db).engine_session(conversation)
         assert stored is not None and stored.session_id != gone
         assert "could not be restored" in json.dumps(bodies(fake)[-1]["messages"])
@@ -457,7 +430,7 @@ async def test_the_owners_claude_code_settings_cannot_widen_what_runs(tmp_path: 
         fake.reply(tools=[("Write", {"file_path": str(work / "w.txt"), "content": "x"})])
         fake.reply(tools=[("mcp__dispatch__bash", {"command": "touch b.txt"})])
         fake.reply("done")
-        io = AnsweringIO(Approval.NO)
+        io = FakeTaskIO(Approval.NO)
         await engine.answer(new_task(db, 1, "go"), io)
         assert not (work / "w.txt").exists() and not (work / "b.txt").exists()
         assert [d.subject for d in io.asked] == ["touch b.txt"], "asked, not allowed by them"

@@ -14,6 +14,7 @@ from typing import Any
 import anthropic.types
 import mcp_types as types
 import pytest
+from harness.taskio import FakeTaskIO
 from pydantic import ValidationError
 
 from dispatch_matrix.connectors import web
@@ -547,25 +548,6 @@ def test_mcp_tables_load_with_their_files_resolved_and_inline_secrets_are_flagge
 # -- the engine with server tools, in-process against the fake Messages API ----------------
 
 
-class QuietIO:
-    async def progress(self, text: str) -> None:
-        pass
-
-    async def ask(self, decision: Any) -> Any:
-        from dispatch_matrix.agent import Approval
-
-        return Approval.NO
-
-    async def send_file(self, path: Path, caption: str | None = None) -> str:
-        return "$none"
-
-    def process_started(self, pgid: int) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
-
-
 def web_agent(tmp_path: Path, url: str) -> tuple[Any, Any]:
     import anthropic
 
@@ -599,7 +581,7 @@ async def test_a_paused_turn_is_continued_and_the_answer_lists_what_it_cites(
     fake_api.script(paused_turn("q1", RESULTS[:1]))
     fake_api.script(search_turn("q2", RESULTS, [("Both agree.", [1, 0])], preface="More."))
     task = db.add_task("$e1", "!r:x", "@me:x", "research", 1)
-    text = await agent.answer(task, QuietIO())
+    text = await agent.answer(task, FakeTaskIO())
     assert text.startswith("Searching…\n\nMore.\n\nBoth agree.")
     assert text.endswith("1. [Second](https://b.example/2)\n2. [First](https://a.example/1)")
     first, second = fake_api.requests
@@ -624,7 +606,7 @@ async def test_a_restart_inside_a_paused_turn_goes_on_with_it(
     paused = [{"type": "text", "text": "Looking."}, *search_blocks("q", RESULTS[:1])]
     db.append_message(conversation, task.id, "assistant", paused)
     fake_api.reply("Found it.")
-    text = await agent.answer(task, QuietIO())
+    text = await agent.answer(task, FakeTaskIO())
     assert text == "Looking.\n\nFound it."
     [request] = fake_api.requests
     assert request.body["messages"][-1]["content"][-1]["type"] == "web_search_tool_result"

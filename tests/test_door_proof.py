@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.taskio import FakeTaskIO
 
 from dispatch_matrix.agent.calls import ToolCalls
 from dispatch_matrix.agent.ports import Approval
-from dispatch_matrix.permissions.policy import Decision, Policy
+from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.sandbox.host import Confinement
 from dispatch_matrix.toolbox.base import ToolContext
 from dispatch_matrix.toolbox.registry import ToolRegistry
@@ -54,30 +55,6 @@ CONTROLS = [
 ]
 
 
-class Owner:
-    """The task's channel to the owner: records each question and answers it."""
-
-    def __init__(self, answer: Approval) -> None:
-        self.answer = answer
-        self.asked: list[Decision] = []
-
-    async def progress(self, text: str) -> None:
-        return None
-
-    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
-        self.asked.append(decision)
-        return self.answer
-
-    async def learned(self, rule: str | None) -> None:
-        return None
-
-    async def send_file(self, path: Path, caption: str | None = None) -> str:
-        return ""
-
-    def process_started(self, pgid: int) -> None:
-        return None
-
-
 def machine(tmp_path: Path) -> tuple[Path, ToolContext, Policy]:
     home = tmp_path / "home"
     work = home / "work"
@@ -94,7 +71,7 @@ def machine(tmp_path: Path) -> tuple[Path, ToolContext, Policy]:
 async def run(bwrap: Confinement, tmp_path: Path, line: str, answer: Approval) -> Any:
     work, ctx, policy = machine(tmp_path)
     calls = ToolCalls(None, policy, ToolRegistry([BashTool(bwrap)]), ctx)  # type: ignore[arg-type]
-    owner = Owner(answer)
+    owner = FakeTaskIO(answer)
     use = {"id": "t1", "name": "bash", "input": {"command": line.format(m=work)}}
     block = await calls.run(use, owner, 1, 1)  # type: ignore[arg-type]
     return work, owner, block

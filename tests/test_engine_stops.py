@@ -11,11 +11,11 @@ from typing import Any
 import anthropic
 import pytest
 from fake_messages_api import FakeMessagesAPI
+from harness.taskio import FakeTaskIO
 
 from dispatch_matrix.agent import (
     Agent,
     AnswerCut,
-    Approval,
     ContextTooLong,
     Memory,
     ModelAccessError,
@@ -31,40 +31,13 @@ from dispatch_matrix.agent.transcript import MEDIA_LEFT_OUT
 from dispatch_matrix.agent.usage import cost
 from dispatch_matrix.app.config import AgentSection
 from dispatch_matrix.core.errors import ModelError
-from dispatch_matrix.permissions.policy import Decision, Policy
+from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.store import Database, Task
 from dispatch_matrix.toolbox.base import ToolContext
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 
 MODEL = "claude-sonnet-5-5"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 200
-
-
-class RecordingIO:
-    """The room's side of a task: records what the agent showed and asked."""
-
-    def __init__(self) -> None:
-        self.asked: list[Decision] = []
-        self.shown: list[str] = []
-
-    async def progress(self, text: str) -> None:
-        self.shown.append(text)
-
-    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
-        self.asked.append(decision)
-        return Approval.NO
-
-    async def learned(self, rule: str | None) -> None:
-        pass
-
-    async def send_file(self, path: Path, caption: str | None = None) -> str:
-        return "$none"
-
-    def process_started(self, pgid: int) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
 
 
 def settings(**changes: Any) -> AgentSection:
@@ -276,7 +249,7 @@ async def test_max_tokens_is_continued_and_the_parts_make_one_answer(
     fake_api.stop_with("max_tokens", "The first half of the answer, and ")
     fake_api.stop_with("max_tokens", "the second half, ")
     fake_api.reply("and its end.")
-    answer = await agent.answer(new_task(db, 1), RecordingIO())
+    answer = await agent.answer(new_task(db, 1), FakeTaskIO())
     assert answer == "The first half of the answer, and the second half, and its end."
     second = fake_api.requests[1].body
     assert second["messages"][-2]["content"][0]["text"] == "The first half of the answer, and "
@@ -291,13 +264,13 @@ async def test_an_answer_still_cut_after_the_continuations_is_reported_as_cut(
     fake_api.stop_with("max_tokens", "Part one, ")
     fake_api.stop_with("max_tokens", "part two")
     with pytest.raises(AnswerCut) as cut:
-        await agent.answer(new_task(db, 1), RecordingIO())
+        await agent.answer(new_task(db, 1), FakeTaskIO())
     assert cut.value.partial == "Part one, part two"
     assert "output limit" in cut.value.message and "max_tokens = 1024" in cut.value.message
     assert cut.value.message.endswith("Part one, part two")
     # The conversation stays valid for the next task.
     fake_api.reply("Fine.")
-    assert await agent.answer(new_task(db, 2), RecordingIO()) == "Fine."
+    assert await agent.answer(new_task(db, 2), FakeTaskIO()) == "Fine."
     assert "ended unfinished" in str(fake_api.requests[-1].body["messages"][-1])
 
 
@@ -309,7 +282,7 @@ async def test_a_tool_call_cut_by_max_tokens_is_never_run(
     big = {"file_path": str(target), "content": "a long text " * 50}
     fake_api.reply("Writing the notes.", tools=[("write", big)], stop_reason="max_tokens")
     fake_api.reply("Done, in two parts.")
-    io = RecordingIO()
+    io = FakeTaskIO()
     assert await agent.answer(new_task(db, 1), io) == "Writing the notes.Done, in two parts."
     assert io.asked == [] and io.shown == [] and not target.exists()
     second = fake_api.requests[1].body
@@ -323,10 +296,10 @@ async def test_a_refusal_tells_the_owner_and_keeps_the_conversation_valid(
     agent, db = make_agent(tmp_path, fake_api)
     fake_api.stop_with("refusal", "I will not PARTIAL")
     with pytest.raises(ModelDeclined) as declined:
-        await agent.answer(new_task(db, 1), RecordingIO())
+        await agent.answer(new_task(db, 1), FakeTaskIO())
     assert "declined" in declined.value.message and "refusal" in declined.value.message
     fake_api.reply("Something else, gladly.")
-    assert await agent.answer(new_task(db, 2), RecordingIO()) == "Something else, gladly."
+    assert await agent.answer(new_task(db, 2), FakeTaskIO()) == "Something else, gladly."
     sent = fake_api.requests[1].body["messages"]
     assert sent[1]["content"][0]["text"] == DECLINED_MARK
     assert "PARTIAL" not in str(sent)
@@ -339,9 +312,9 @@ async def test_a_retried_task_that_ended_unfinished_is_tried_again(
     task = new_task(db, 1)
     fake_api.stop_with("refusal", "No.")
     with pytest.raises(ModelDeclined):
-        await agent.answer(task, RecordingIO())
+        await agent.answer(task, FakeTaskIO())
     fake_api.reply("Done this time.")
-    assert await agent.answer(task, RecordingIO()) == "Done this time."
+    assert await agent.answer(task, FakeTaskIO()) == "Done this time."
     retried = fake_api.requests[-1].body["messages"]
     assert "try that task again" in retried[-1]["content"][-1]["text"]
 
@@ -354,7 +327,7 @@ async def test_pause_turn_sends_the_turn_back_and_the_model_goes_on(
     fake_api.script({"content": ["Searching.", searching], "stop_reason": "pause_turn"})
     fake_api.reply("High tide is at noon.")
     # One turn, paused and resumed: the answer is all of its text.
-    answer = await agent.answer(new_task(db, 1), RecordingIO())
+    answer = await agent.answer(new_task(db, 1), FakeTaskIO())
     assert answer == "Searching.\n\nHigh tide is at noon."
     second = fake_api.requests[1].body["messages"]
     assert second[-1]["role"] == "assistant"
@@ -367,11 +340,11 @@ async def test_a_full_context_window_mid_reply_compacts_and_goes_on(
     agent, db = make_agent(tmp_path, fake_api, settings(keep_recent_messages=2))
     for n in range(3):
         fake_api.reply(f"Answer {n}.")
-        await agent.answer(new_task(db, n), RecordingIO())
+        await agent.answer(new_task(db, n), FakeTaskIO())
     fake_api.stop_with("model_context_window_exceeded", "The start, ")
     fake_api.reply("SUMMARY: three tasks.")
     fake_api.reply("and the rest.")
-    answer = await agent.answer(new_task(db, 9), RecordingIO())
+    answer = await agent.answer(new_task(db, 9), FakeTaskIO())
     assert answer == "The start, and the rest."
     summary_request, goes_on = (r.body for r in fake_api.requests[4:6])
     assert "tools" not in summary_request
@@ -390,7 +363,7 @@ async def test_a_413_leaves_attachments_out_and_retries_once(
     fake_api.fail(413)
     fake_api.reply("Checking.", tools=[("bash", {"command": "echo hi"})])
     fake_api.reply("A picture, I think.")
-    assert await agent.answer(task, RecordingIO()) == "A picture, I think."
+    assert await agent.answer(task, FakeTaskIO()) == "A picture, I think."
     first, retry, after = (r.body for r in fake_api.requests)
     assert [r.status for r in fake_api.requests] == [413, 200, 200]
     assert first["messages"][0]["content"][0]["type"] == "image"
@@ -408,7 +381,7 @@ async def test_a_second_413_fails_with_a_clear_reason(
     agent, db = make_agent(tmp_path, fake_api)
     fake_api.fail(413, times=2)
     with pytest.raises(RequestTooLarge) as refused:
-        await agent.answer(new_task(db, 1), RecordingIO())
+        await agent.answer(new_task(db, 1), FakeTaskIO())
     assert "too large" in refused.value.message and "!new" in refused.value.message
     assert len(fake_api.requests) == 2
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.workbench import FakeRoom
 from nio import Event
-from test_approvals_unit import OWNER, ROOM, Room, asked, decision, task
+from test_approvals_unit import OWNER, ROOM, asked, decision, task
 
 from dispatch_matrix.agent.ports import Approval
 from dispatch_matrix.core.ids import EventID, RoomID
@@ -138,40 +139,40 @@ def test_a_poll_vote_arrives_from_the_sync_as_a_vote() -> None:
     assert from_event(ROOM, other) is None
 
 
-async def poll_of(room: Room) -> tuple[EventID, dict[str, Any]]:
+async def poll_of(room: FakeRoom) -> tuple[EventID, dict[str, Any]]:
     """The poll start posted for the last question."""
-    await asyncio.wait_for(room.evented.wait(), 5)
-    room.evented.clear()
-    event_type, content, kw = room.events[-1]
-    assert event_type == polls.POLL_START and ".ask." in kw["key"]
-    return EventID(f"$e{len(room.events)}"), content
+    await room.wait_for(lambda: room.events, "poll start", 5)
+    start = room.events[-1]
+    assert start.event_type == polls.POLL_START and ".ask." in (start.key or "")
+    return start.event_id, start.content
 
 
-async def ended(room: Room, count: int) -> list[str]:
+async def ended(room: FakeRoom, count: int) -> list[str]:
     """The texts of the poll ends posted once `count` are there."""
 
     def ends() -> list[str]:
-        return [c["org.matrix.msc1767.text"] for t, c, _ in room.events if t == polls.POLL_END]
+        return [
+            e.content["org.matrix.msc1767.text"]
+            for e in room.events
+            if e.event_type == polls.POLL_END
+        ]
 
-    async def wait() -> None:
-        while len(ends()) < count:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(wait(), 5)
+    await room.wait_for(lambda: len(ends()) >= count, f"{count} poll ends", 5)
     return ends()
 
 
 async def test_a_vote_answers_the_open_question_and_the_poll_ends_with_the_outcome(
     tmp_path: Path,
 ) -> None:
-    db, room = Database.open(tmp_path / "d.db"), Room()
+    db, room = Database.open(tmp_path / "d.db"), FakeRoom()
     approvals = Approvals(db, room, timeout_s=5)
     learns = Decision("ask", "no rule allows it", "make", learns="Bash(make)")
     pending = asyncio.create_task(approvals.ask(task(db), learns))
     question = await asked(room)
     poll, content = await poll_of(room)
-    assert "poll just below" in question["text"], "the question points to the poll"
-    assert content["m.relates_to"]["event_id"] == "$q1", "the poll refers to its question"
+    assert "poll just below" in question.body, "the question points to the poll"
+    refers_to = content["m.relates_to"]["event_id"]
+    assert refers_to == question.event_id, "the poll refers to its question"
     ballot = polls.Ballot(poll, ("always",))
     # A vote in another room, or on another event, answers nothing.
     assert not await approvals.answer_vote(RoomID("!else:x"), ballot, OWNER, EventID("$v0"))
@@ -185,7 +186,7 @@ async def test_a_vote_answers_the_open_question_and_the_poll_ends_with_the_outco
 
 
 async def test_a_vote_on_an_expired_poll_approves_nothing_and_says_so(tmp_path: Path) -> None:
-    db, room = Database.open(tmp_path / "d.db"), Room()
+    db, room = Database.open(tmp_path / "d.db"), FakeRoom()
     approvals = Approvals(db, room, timeout_s=0.3)
     waiting = asyncio.create_task(approvals.ask(task(db), decision("touch x")))
     poll, _content = await poll_of(room)
@@ -194,27 +195,27 @@ async def test_a_vote_on_an_expired_poll_approves_nothing_and_says_so(tmp_path: 
     # The ledger knows the poll was a question's (its key holds .ask.).
     db.enqueue_outgoing(ROOM, polls.POLL_START, {}, 1, "t1.ask.x.1.poll")
     db.mark_sent(f"dm-{db.instance_id()}-t1.ask.x.1.poll", poll)
-    before = len(room.posts)
+    before = len(room.messages)
     took = await approvals.answer_vote(ROOM, polls.Ballot(poll, ("once",)), OWNER, EventID("$v"))
-    assert took and room.posts[-1]["text"] == texts.QUESTION_CLOSED
-    assert len(room.posts) == before + 1, "one line"
+    assert took and room.messages[-1].body == texts.QUESTION_CLOSED
+    assert len(room.messages) == before + 1, "one line"
 
 
 async def test_a_second_vote_after_the_answer_approves_nothing(tmp_path: Path) -> None:
-    db, room = Database.open(tmp_path / "d.db"), Room()
+    db, room = Database.open(tmp_path / "d.db"), FakeRoom()
     approvals = Approvals(db, room, timeout_s=5)
     waiting = asyncio.create_task(approvals.ask(task(db), decision("touch x")))
     poll, _content = await poll_of(room)
     assert await approvals.answer_vote(ROOM, polls.Ballot(poll, ("deny",)), OWNER, EventID("$a"))
     # Settled but not yet collected by the asking task: still closed to a second vote.
     assert await approvals.answer_vote(ROOM, polls.Ballot(poll, ("once",)), OWNER, EventID("$b"))
-    assert room.posts[-1]["text"] == texts.QUESTION_CLOSED
+    assert room.messages[-1].body == texts.QUESTION_CLOSED
     assert await waiting is Approval.NO
     assert await ended(room, 1) == ["❌ Denied."]
 
 
 async def test_a_withdrawn_question_ends_its_poll(tmp_path: Path) -> None:
-    db, room = Database.open(tmp_path / "d.db"), Room()
+    db, room = Database.open(tmp_path / "d.db"), FakeRoom()
     approvals = Approvals(db, room, timeout_s=5)
     waiting = asyncio.create_task(approvals.ask(task(db), decision("touch x")))
     await poll_of(room)
@@ -227,19 +228,19 @@ async def test_a_withdrawn_question_ends_its_poll(tmp_path: Path) -> None:
 async def test_a_plaintext_answer_is_told_once_per_question_and_never_obeyed(
     tmp_path: Path,
 ) -> None:
-    db, room = Database.open(tmp_path / "d.db"), Room()
+    db, room = Database.open(tmp_path / "d.db"), FakeRoom()
     approvals = Approvals(db, room, timeout_s=5)
     waiting = asyncio.create_task(approvals.ask(task(db), decision("touch x")))
-    question = EventID(f"$q{len((await asked(room), room.posts)[1])}")
+    question = (await asked(room)).event_id
     poll, _content = await poll_of(room)
     await approvals.plaintext_answer(ROOM, question, EventID("$r1"))
     await approvals.plaintext_answer(ROOM, poll, EventID("$r2"))
     await approvals.plaintext_answer(ROOM, question, EventID("$r3"))
-    told = [p for p in room.posts if p["text"] == texts.PLAINTEXT_REACTION]
-    assert len(told) == 1 and told[0]["reply_to"] == "$r1"
+    told = [m for m in room.messages if m.body == texts.PLAINTEXT_REACTION]
+    assert len(told) == 1 and told[0].reply_to == "$r1"
     # On something that is no question: nothing said.
     await approvals.plaintext_answer(ROOM, EventID("$elsewhere"), EventID("$r4"))
-    assert len([p for p in room.posts if p["text"] == texts.PLAINTEXT_REACTION]) == 1
+    assert len([m for m in room.messages if m.body == texts.PLAINTEXT_REACTION]) == 1
     assert not waiting.done()
     waiting.cancel()
 

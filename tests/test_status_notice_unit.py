@@ -8,27 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.workbench import FakeRoom
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue.taskio import RoomTaskIO
 from dispatch_matrix.store import Database, TaskState
 
 
-class Room:
-    def __init__(self) -> None:
-        self.posted: list[str] = []
-        self.edits: list[str] = []
-        self.edited = asyncio.Event()
+def statuses(room: FakeRoom) -> list[str]:
+    """The status messages posted (not their edits)."""
+    return [m.body for m in room.messages if m.notice and m.replaces is None]
 
-    async def post_status(self, room_id: RoomID, markdown: str, **_: Any) -> EventID:
-        self.posted.append(markdown)
-        return EventID("$status")
 
-    async def edit(self, room_id: RoomID, event_id: str, markdown: str, **_: Any) -> EventID:
-        assert event_id == "$status"
-        self.edits.append(markdown)
-        self.edited.set()
-        return EventID("$edit")
+def status_edits(room: FakeRoom) -> list[str]:
+    """The edits, each of the one status message."""
+    edits = room.edits()
+    status_ids = [m.event_id for m in room.messages if m.notice and m.replaces is None]
+    assert all(e.replaces in status_ids[:1] for e in edits), "edits of the status message"
+    return [e.body for e in edits]
 
 
 @pytest.mark.parametrize(
@@ -41,18 +38,17 @@ async def test_the_status_message_ends_with_the_outcome_and_the_newest_step(
     db = Database.open(tmp_path / "d.db")
     task = db.add_task(EventID("$t"), RoomID("!r"), UserID("@o:hs"), "run the tests", 0)
     assert task is not None
-    room = Room()
+    room = FakeRoom()
     io = RoomTaskIO(task, room, approvals=None)  # type: ignore[arg-type]
     await io.progress("step 1: `ls`")
-    while not room.posted:
-        await asyncio.sleep(0)
+    await room.wait_for(lambda: statuses(room), "status message", 5)
     # Within the edit interval: coalesced, not shown yet when the task ends.
     await io.progress("step 2: `pytest -q`")
     io.ended(state)
     await io.close()
-    await asyncio.wait_for(room.edited.wait(), 5)
-    assert room.posted == ["⚙️ #1 — step 1: `ls`"]
-    assert room.edits == [f"{word}; it ended at step 2: `pytest -q`"]
+    await room.wait_for(room.edits, "edit", 5)
+    assert statuses(room) == ["⚙️ #1 — step 1: `ls`"]
+    assert status_edits(room) == [f"{word}; it ended at step 2: `pytest -q`"]
     db.close()
 
 
@@ -60,11 +56,11 @@ async def test_a_task_that_showed_no_step_gets_no_status_message(tmp_path: Path)
     db = Database.open(tmp_path / "d.db")
     task = db.add_task(EventID("$t"), RoomID("!r"), UserID("@o:hs"), "hi", 0)
     assert task is not None
-    room = Room()
+    room = FakeRoom()
     io = RoomTaskIO(task, room, approvals=None)  # type: ignore[arg-type]
     io.ended(TaskState.DONE)
     await io.close()
-    assert room.posted == [] and room.edits == []
+    assert room.messages == []
     db.close()
 
 
@@ -74,7 +70,7 @@ async def test_a_first_post_still_on_its_way_at_the_end_gets_its_final_edit(
     db = Database.open(tmp_path / "d.db")
     task = db.add_task(EventID("$t"), RoomID("!r"), UserID("@o:hs"), "say hi in the shell", 0)
     assert task is not None
-    room = Room()
+    room = FakeRoom()
     release = asyncio.Event()
     plain_post = room.post_status
 
@@ -91,6 +87,6 @@ async def test_a_first_post_still_on_its_way_at_the_end_gets_its_final_edit(
     await asyncio.wait_for(io.close(), 1)
     io.ended(TaskState.DONE)
     release.set()
-    await asyncio.wait_for(room.edited.wait(), 5)
-    assert room.edits == ["✅ #1 — done; it ended at step 1: running `echo hi`"]
+    await room.wait_for(room.edits, "edit", 5)
+    assert status_edits(room) == ["✅ #1 — done; it ended at step 1: running `echo hi`"]
     db.close()

@@ -12,6 +12,7 @@ from typing import Any
 import anthropic
 import pytest
 from fake_messages_api import FakeMessagesAPI
+from harness.workbench import BOT, FakeRoom, Message
 from structlog.testing import capture_logs
 
 from dispatch_matrix.agent import Agent
@@ -44,60 +45,20 @@ def status_edits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(taskio, "EDIT_INTERVAL_S", 0.0)
 
 
-class Room:
-    """The room's side, recording every post; `until` waits for a post that matches."""
+async def until(room: FakeRoom, match: Callable[[str], bool], timeout: float = 20) -> str:
+    """The first of the bot's messages (or edits) that `match` accepts, once there is one."""
 
-    def __init__(self) -> None:
-        self.posts: list[str] = []
-        # How many posts there were when the running task was taken (its presence).
-        self.task_began = 0
-        self._changed = asyncio.Condition()
+    def found() -> Message | None:
+        return next((m for m in room.messages if m.sender == BOT and match(m.body)), None)
 
-    async def until(self, match: Callable[[str], bool], timeout: float = 20) -> str:
-        async def seen() -> str:
-            async with self._changed:
-                while True:
-                    found = next((p for p in self.posts if match(p)), None)
-                    if found is not None:
-                        return found
-                    await self._changed.wait()
+    message: Message = await room.wait_for(found, "a matching message", timeout)
+    return message.body
 
-        return await asyncio.wait_for(seen(), timeout)
 
-    async def post(self, room_id: RoomID, markdown: str, **_: Any) -> EventID:
-        async with self._changed:
-            self.posts.append(markdown)
-            self._changed.notify_all()
-        return EventID(f"$p{len(self.posts)}")
-
-    async def answer(
-        self, room_id: RoomID, markdown: str, *, record: Any = None, **_: Any
-    ) -> asyncio.Future[EventID]:
-        if record is not None:
-            record()
-        done: asyncio.Future[EventID] = asyncio.get_running_loop().create_future()
-        done.set_result(await self.post(room_id, markdown))
-        return done
-
-    async def post_status(self, room_id: RoomID, markdown: str, **_: Any) -> EventID:
-        return await self.post(room_id, markdown)
-
-    async def edit(self, room_id: RoomID, event_id: str, markdown: str, **_: Any) -> EventID:
-        await self.post(room_id, markdown)
-        return EventID("$e")
-
-    async def react(self, *_: Any, **__: Any) -> EventID:
-        return EventID("$r")
-
-    async def redact(self, *_: Any, **__: Any) -> bool:
-        return True
-
-    def read_receipt(self, *_: Any) -> None: ...
-    def presence(self, status: str, **_: Any) -> None:
-        if status.startswith("working on"):
-            self.task_began = len(self.posts)
-
-    def typing(self, *_: Any) -> None: ...
+def task_began(room: FakeRoom) -> int:
+    """How many messages the room held when the running task was taken (its presence)."""
+    began = (n for status, n in reversed(room.presences) if status.startswith("working on"))
+    return next(began, 0)
 
 
 def make_agent(tmp_path: Path, db: Database, fake: FakeMessagesAPI, **changes: Any) -> Agent:
@@ -118,7 +79,7 @@ def make_agent(tmp_path: Path, db: Database, fake: FakeMessagesAPI, **changes: A
 
 async def test_retry_of_a_task_cancelled_mid_call_keeps_the_conversation(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "d.db")
-    room = Room()
+    room = FakeRoom()
     with FakeMessagesAPI() as fake:
         worker = Worker(
             db, make_agent(tmp_path, db, fake), room, approval_timeout_s=60, outage_first_s=30
@@ -128,23 +89,24 @@ async def test_retry_of_a_task_cancelled_mid_call_keeps_the_conversation(tmp_pat
             fake.reply(tools=[("bash", {"command": "sleep 30"})])
             db.add_task(EventID("$1"), ROOM, OWNER, "run the long thing", 1)
             worker.wake()
-            await room.until(lambda p: "sleep 30" in p)
+            await until(room, lambda p: "sleep 30" in p)
             await worker.cancel_running()
-            await room.until(lambda p: p == texts.CANCELLED)
+            await until(room, lambda p: p == texts.CANCELLED)
             db.add_task(EventID("$2"), ROOM, OWNER, "anything", 2)
             worker.wake()
-            await room.until(lambda p: p.startswith("echo:") and p.endswith("anything"))
+            await until(room, lambda p: p.startswith("echo:") and p.endswith("anything"))
             assert db.requeue(1) is not None
             worker.wake()
             fake.reply("done again")
-            await room.until(lambda p: p == "done again" or "400" in p or "fail" in p.lower())
+            await until(room, lambda p: p == "done again" or "400" in p or "fail" in p.lower())
             for n in (3, 4, 5):
                 db.add_task(EventID(f"${n}"), ROOM, OWNER, f"message {n}", n)
                 worker.wake()
-                await room.until(
+                await until(
+                    room,
                     lambda p, n=n: (
                         p.startswith("echo:") and p.endswith(f"message {n}") or "400" in p
-                    )
+                    ),
                 )
         finally:
             runner.cancel()
@@ -182,7 +144,7 @@ async def test_a_bug_in_a_tool_answers_its_call_and_the_retry_goes_on(tmp_path: 
     """A call a bug stopped is answered as such in the store (not as a restart), so the
     task's `!retry` and every later request are accepted."""
     db = Database.open(tmp_path / "d.db")
-    room = Room()
+    room = FakeRoom()
     with FakeMessagesAPI() as fake:
         agent = make_agent(tmp_path, db, fake)
         agent._tools.add(BuggyTool())
@@ -192,11 +154,11 @@ async def test_a_bug_in_a_tool_answers_its_call_and_the_retry_goes_on(tmp_path: 
             fake.reply(tools=[("schedule", {}), ("bash", {"command": "echo never"})])
             db.add_task(EventID("$1"), ROOM, OWNER, "use the buggy tool", 1)
             worker.wake()
-            await room.until(lambda p: "internal error (KeyError)" in p)
+            await until(room, lambda p: "internal error (KeyError)" in p)
             assert db.requeue(1) is not None
             worker.wake()
             fake.reply("done without it")
-            await room.until(lambda p: p == "done without it")
+            await until(room, lambda p: p == "done without it")
         finally:
             runner.cancel()
         assert [r.status for r in fake.requests] == [200, 200]
@@ -225,7 +187,7 @@ async def test_a_conversation_poisoned_by_an_earlier_version_heals_on_the_next_r
         db.append_message(conversation, task_id, role, content)
     for task in (first, second):
         db.set_task_state(task.id, TaskState.DONE)
-    room = Room()
+    room = FakeRoom()
     with FakeMessagesAPI() as fake, capture_logs() as logs:
         worker = Worker(
             db, make_agent(tmp_path, db, fake), room, approval_timeout_s=60, outage_first_s=30
@@ -236,7 +198,7 @@ async def test_a_conversation_poisoned_by_an_earlier_version_heals_on_the_next_r
                 task = db.add_task(EventID(f"${n}"), ROOM, OWNER, f"message {n}", n)
                 assert task is not None
                 worker.wake()
-                await room.until(lambda p, n=n: p.endswith(f"message {n}") or "400" in p)
+                await until(room, lambda p, n=n: p.endswith(f"message {n}") or "400" in p)
         finally:
             runner.cancel()
         assert [r.status for r in fake.requests] == [200, 200]
@@ -284,7 +246,7 @@ class Life:
     def __init__(self, tmp_path: Path, fake: FakeMessagesAPI) -> None:
         self.tmp_path, self.fake = tmp_path, fake
         self.db = Database.open(tmp_path / "d.db")
-        self.room = Room()
+        self.room = FakeRoom()
         self.runner: asyncio.Task[None] | None = None
         self.start()
 
@@ -306,10 +268,10 @@ class Life:
 
     async def cancel(self) -> bool:
         """`!cancel` of the running task, if one runs; whether one did."""
-        before = self.room.posts.count(texts.CANCELLED)
+        before = self.room.bot_texts().count(texts.CANCELLED)
         if await self.worker.cancel_running() is None:
             return False
-        await self.room.until(lambda _: self.room.posts.count(texts.CANCELLED) > before)
+        await until(self.room, lambda _: self.room.bot_texts().count(texts.CANCELLED) > before)
         return True
 
     def busy(self) -> bool:
@@ -322,16 +284,14 @@ class Life:
             if not self.busy():
                 return True
             current = self.worker.current
-            began = self.room.task_began
+            began = task_began(self.room)
             return current is not None and any(
-                f"{current.short_id} —" in p and LONG in p for p in self.room.posts[began:]
+                f"{current.short_id} —" in p and LONG in p for p in self.room.bot_texts()[began:]
             )
 
         if not settled(""):
-            try:
-                await self.room.until(settled, timeout=30)
-            except TimeoutError:
-                raise AssertionError(self.room.posts[-5:]) from None
+            # On a timeout the fake room's failure lists what the room was told.
+            await until(self.room, settled, timeout=30)
 
 
 async def run_sequence(
@@ -394,7 +354,7 @@ async def run_sequence(
             life.runner.cancel()
             await asyncio.gather(life.runner, return_exceptions=True)
         life.db.close()
-    return done, life.room.posts
+    return done, life.room.bot_texts()
 
 
 async def test_random_cancels_retries_crashes_compactions_and_new_never_meet_a_400(

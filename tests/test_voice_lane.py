@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.workbench import FakeRoom
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.inbound import Message
@@ -21,17 +22,6 @@ from dispatch_matrix.voice.tables import VoiceMessages, VoiceState
 
 ROOM = RoomID("!room:x")
 OWNER = UserID("@me:x")
-
-
-class Room:
-    """Records what the lane posts."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, str | None]] = []
-
-    async def post(self, room_id: RoomID, text: str, **kw: Any) -> EventID:
-        self.posts.append((text, kw.get("reply_to")))
-        return EventID(f"$p{len(self.posts)}")
 
 
 # What the stand-ins saw, in order: ("hear", file) and ("queue", event id).
@@ -77,7 +67,7 @@ class Backend:
         return text
 
 
-Lane = tuple[VoiceInbox, VoiceMessages, Room, Intake, Backend]
+Lane = tuple[VoiceInbox, VoiceMessages, FakeRoom, Intake, Backend]
 
 
 @pytest.fixture
@@ -87,7 +77,7 @@ async def lane(
     db = Database.open(tmp_path / "ledger.db")
     voices = VoiceMessages(db)
     timeline: Timeline = []
-    room, intake, backend = Room(), Intake(timeline), Backend(timeline)
+    room, intake, backend = FakeRoom(), Intake(timeline), Backend(timeline)
     inbox = VoiceInbox(voices, db)
     hearing = Hearing(
         inbox,
@@ -146,7 +136,7 @@ async def test_voice_messages_are_heard_one_at_a_time_in_arrival_order(
         ("queue", "$b"),
     ]
     assert intake.queued == [("$a", "words of a.ogg"), ("$b", "words of b.ogg")]
-    assert [text for text, _ in room.posts] == ['🎙️ "words of a.ogg"', '🎙️ "words of b.ogg"']
+    assert room.bot_texts() == ['🎙️ "words of a.ogg"', '🎙️ "words of b.ogg"']
     row = voices.voice("$a")
     assert row is not None and row.state is VoiceState.HEARD and row.audio_path is None
     assert not (tmp_path / "a.ogg").exists()
@@ -182,7 +172,7 @@ async def test_a_bug_with_one_voice_message_fails_it_and_the_lane_goes_on(
         "🎙️ I could not transcribe that voice message: an internal error (details are in "
         "the log). Nothing was queued; `!retry` tries again.",
         "$bad",
-    ) in room.posts
+    ) in [(m.body, m.reply_to) for m in room.messages]
     # It was kept, with its audio, and `!retry` hears it again.
     backend.texts["bad.ogg"] = "fixed now"
     assert await inbox.retry(ROOM) == "🔁 Listening to your voice message again…"

@@ -6,38 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.taskio import FakeTaskIO
 
 from dispatch_matrix.agent.calls import ToolCalls
-from dispatch_matrix.agent.ports import Approval
 from dispatch_matrix.core.verbatim import hidden_characters, visible
-from dispatch_matrix.permissions.policy import Decision, Policy
+from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.store import Database
 from dispatch_matrix.toolbox.base import ToolContext
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
-
-
-class RecordingIO:
-    """Says no to every question and keeps what it was asked and told."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[Decision, str | None]] = []
-        self.progressed: list[str] = []
-
-    async def progress(self, text: str) -> None:
-        self.progressed.append(text)
-
-    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
-        self.asked.append((decision, change))
-        return Approval.NO
-
-    async def learned(self, rule: str | None) -> None:
-        pass
-
-    async def send_file(self, path: Path, caption: str | None = None) -> str:
-        return "$none"
-
-    def process_started(self, pgid: int) -> None:
-        pass
 
 
 @pytest.mark.parametrize(
@@ -87,12 +63,12 @@ def use(name: str, **tool_input: Any) -> dict[str, Any]:
 async def test_an_allowed_write_with_a_bidi_override_asks_and_does_not_write(
     calls: ToolCalls, tmp_path: Path
 ) -> None:
-    io = RecordingIO()
+    io = FakeTaskIO()
     target = tmp_path / "auth.py"
     trojan = "if role != 'user\u202e \u2066// admin\u2069 \u2066':\n    grant()\n"
     block = await calls.run(use("write", file_path=str(target), content=trojan), io, 1, 1)
     assert block["is_error"] and not target.exists()
-    [(decision, change)] = io.asked
+    [(decision, change)] = io.questions
     assert decision.verdict == "ask" and "U+202E" in decision.reason
     assert change is not None and "\u202e" in change, "the question shows it, made visible"
 
@@ -100,19 +76,19 @@ async def test_an_allowed_write_with_a_bidi_override_asks_and_does_not_write(
 async def test_an_allowed_edit_with_a_zero_width_character_asks(
     calls: ToolCalls, tmp_path: Path
 ) -> None:
-    io = RecordingIO()
+    io = FakeTaskIO()
     target = tmp_path / "a.py"
     target.write_text("x = 1\n")
     edit = use("edit", file_path=str(target), old_string="x = 1", new_string="x\u200b = 2")
     block = await calls.run(edit, io, 1, 1)
     assert block["is_error"] and target.read_text() == "x = 1\n"
-    assert "U+200B" in io.asked[0][0].reason
+    assert "U+200B" in io.asked[0].reason
 
 
 async def test_ordinary_writes_and_edits_still_run_without_a_question(
     calls: ToolCalls, tmp_path: Path
 ) -> None:
-    io = RecordingIO()
+    io = FakeTaskIO()
     target = tmp_path / "notes.md"
     written = await calls.run(use("write", file_path=str(target), content="Café 🙂\n"), io, 1, 1)
     edited = await calls.run(
@@ -125,8 +101,8 @@ async def test_ordinary_writes_and_edits_still_run_without_a_question(
 async def test_progress_never_puts_a_command_or_path_in_prose(
     calls: ToolCalls, tmp_path: Path
 ) -> None:
-    io = RecordingIO()
+    io = FakeTaskIO()
     spoof = str(tmp_path / "a` **✅ Checked by dispatch-matrix: safe to approve** `b")
     await calls.run(use("write", file_path=spoof, content="x"), io, 1, 1)
-    [line] = io.progressed
+    [line] = io.shown
     assert line == f"step 1: writing `` {spoof} ``"

@@ -9,17 +9,18 @@ it finds are spans; overlapping spans become one marker.
 It errs on the side of hiding: a value after `password =` is hidden even in prose, but
 ordinary text (git SHAs, UUIDs, base64 data, URLs without a password, `max_tokens=8192`,
 code such as `token = get_token()`) passes unchanged.
+
+Known values are found in every form a program may print them in; `secret_forms.py` lists
+those forms (encodings, escapes), this module finds them.
 """
 
 from __future__ import annotations
 
-import base64
-import codecs
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, quote_plus
+
+from dispatch_matrix.core.secret_forms import encoded_forms
 
 REDACTED = "«redacted»"
 
@@ -315,7 +316,7 @@ def environment_secrets(environ: Mapping[str, str], named: Iterable[str] = ()) -
     ]
 
 
-# -- known values, in the forms they take --------------------------------------------------
+# -- known values, in the forms they take (listed by `secret_forms.py`) --------------------
 
 # Encoded forms shorter than this are not looked for: too likely to occur by chance.
 _MIN_FORM = 8
@@ -324,67 +325,7 @@ _MIN_CUT = 8
 # Where a tool cut its output: process.py's `[… N bytes elided …]`, files.py's
 # `… [line cut]`, an ellipsis; and the ends of the text.
 _CUT = re.compile(r"\s*\[?…\]?\s*")
-_TO_URL64 = str.maketrans("+/", "-_")
 _GATES_OF_FORMS = ("%", "\\")
-
-
-def _base64_cores(raw: bytes) -> list[str]:
-    """The base64 (and base64url) characters that depend on `raw` alone, for each of the
-    three alignments it can have inside a larger blob: found whatever comes before or after
-    it, padding or not."""
-    cores = []
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")
-        core = encoded[-(-offset * 8 // 6) : (offset + len(raw)) * 8 // 6]
-        cores += [core, core.translate(_TO_URL64)]
-    return cores
-
-
-def _base32_cores(raw: bytes) -> list[str]:
-    """As `_base64_cores`, for base32 (5 bits a character, five alignments)."""
-    cores = []
-    for offset in range(5):
-        encoded = base64.b32encode(b"\0" * offset + raw).decode().rstrip("=")
-        cores.append(encoded[-(-offset * 8 // 5) : (offset + len(raw)) * 8 // 5])
-    return cores
-
-
-def _json_units(value: str) -> str:
-    """Every character as a JSON `\\uXXXX` escape (UTF-16 code units)."""
-    units = value.encode("utf-16-be")
-    pairs = (int.from_bytes(units[i : i + 2], "big") for i in range(0, len(units), 2))
-    return "".join(f"\\u{unit:04x}" for unit in pairs)
-
-
-def encoded_forms(value: str) -> list[str]:
-    """The lower-cased forms of a known secret to look for, those of 8 characters or more
-    (matched on lower-cased text, so every change of case is caught too): itself, reversed,
-    rot13, base64, base64url and base32 at any alignment, hex, URL-encoded (as `quote`
-    does, and every byte), JSON-escaped (as `dumps` does with and without `ensure_ascii`,
-    with `\\/`, and every character as `\\uXXXX`)."""
-    raw = value.encode("utf-8")
-    escaped = json.dumps(value)[1:-1]
-    forms = [
-        value,
-        value[::-1],
-        *_base64_cores(raw),
-        *_base32_cores(raw),
-        codecs.encode(value, "rot13"),
-        raw.hex(),
-        quote(value, safe=""),
-        quote_plus(value, safe=""),
-        "".join(f"%{byte:02x}" for byte in raw),
-        escaped,
-        escaped.replace("/", "\\/"),
-        json.dumps(value, ensure_ascii=False)[1:-1],
-        _json_units(value),
-    ]
-    found: dict[str, None] = {}
-    for form in forms:
-        lowered = _lower(form)
-        if len(lowered) >= _MIN_FORM:
-            found.setdefault(lowered, None)
-    return list(found)
 
 
 def _occurrences(text: str, value: str) -> list[int]:
@@ -435,8 +376,10 @@ class KnownSecrets:
         """Remember one value and its forms."""
         if len(value) < _MIN_FORM:
             self._exact += (value, value[::-1])
-        for form in encoded_forms(value):
-            self._forms.setdefault("".join(form.split()), None)
+        # Matched on lower-cased text, so every change of case is caught too.
+        for form in map(_lower, encoded_forms(value)):
+            if len(form) >= _MIN_FORM:
+                self._forms.setdefault("".join(form.split()), None)
         gated = tuple(f for f in self._forms if any(c in f for c in _GATES_OF_FORMS))
         self._everywhere = tuple(f for f in self._forms if f not in gated)
         self._gated = gated

@@ -42,12 +42,11 @@ from dispatch_matrix.permissions.rules import (
     parse_rule,
     parse_rules,
 )
-from dispatch_matrix.permissions.shelljudge import (
-    Finding,
-    Kind,
-    ShellRules,
+from dispatch_matrix.permissions.shellfindings import Finding, Kind, ShellRules
+from dispatch_matrix.permissions.shelljudge import judge
+from dispatch_matrix.permissions.shellpaths import (
+    CONTROL_PLANE,
     glob_reaches,
-    judge,
     may_name_secret,
     normal_path,
 )
@@ -263,7 +262,7 @@ class Policy:
                 return refused
         writing = tool in ("Write", "Edit")
         if writing and any(self._is_protected(p) for p in forms):
-            return Decision("ask", _CONTROL_PLANE.format(subject=subject), subject)
+            return Decision("ask", CONTROL_PLANE.format(subject=subject), subject)
         for rule in self._ask:
             if rule.tool in family and any(rule.matches_path(p) for p in forms):
                 return Decision(
@@ -394,10 +393,6 @@ class Policy:
 
 
 _ASK_ORDER = {"ask-rule": 0, "protected": 1, "unmodelled": 2, "uncovered": 3}
-_CONTROL_PLANE = (
-    "{subject} is part of the bot's control plane (its config, state, service units or "
-    "shell start-up files); changes there always need your approval"
-)
 _SECRET = (
     "{path} looks like a secret; reading it needs an allow rule that names it, e.g. Read({rule})"
 )

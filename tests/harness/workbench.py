@@ -50,6 +50,32 @@ class Message:
     notice: bool = False
     key: str | None = None
     task_id: int | None = None
+    # False only for what must show exactly what runs (an approval question).
+    redact: bool = True
+
+
+@dataclass(frozen=True)
+class PostedEvent:
+    """An event of another type than a message (a poll's start or end)."""
+
+    event_id: EventID
+    event_type: str
+    content: dict[str, Any]
+    key: str | None = None
+    task_id: int | None = None
+    decoration: bool = False
+
+
+@dataclass(frozen=True)
+class SentFile:
+    """A file the bot sent, with its bytes as they were when sent (a sender may remove the
+    file afterwards, as approval questions do with their attachments)."""
+
+    path: Path
+    caption: str | None
+    data: bytes
+    # The message that carried it.
+    event_id: EventID
 
 
 @dataclass
@@ -58,10 +84,14 @@ class FakeRoom:
     woken by each new event (no polling)."""
 
     messages: list[Message] = field(default_factory=list)
+    # (event, user) for each post that mentioned someone (a reminder that fired).
+    mentioned: list[tuple[EventID, UserID]] = field(default_factory=list)
     # (reacted-to event, emoji, key) in the order sent.
     reactions: list[tuple[str, str, str]] = field(default_factory=list)
-    files: list[tuple[Path, str | None]] = field(default_factory=list)
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    files: list[SentFile] = field(default_factory=list)
+    events: list[PostedEvent] = field(default_factory=list)
+    # Each presence the bot set, with how many messages the room held then.
+    presences: list[tuple[str, int]] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -94,9 +124,18 @@ class FakeRoom:
         redact: bool = True,
     ) -> EventID:
         message = Message(
-            self._next_id("b"), BOT, markdown, reply_to, None, notice, key, task_id
+            self._next_id("b"), BOT, markdown, reply_to, None, notice, key, task_id, redact
         )  # fmt: skip
         return await self._add(message)
+
+    async def mention(
+        self, room_id: RoomID, markdown: str, user_id: UserID, *, key: str
+    ) -> EventID:
+        """A post that mentions `user_id`; recorded in `mentioned` beside the message."""
+        message = Message(self._next_id("b"), BOT, markdown, None, None, False, key, None, True)
+        event_id = await self._add(message)
+        self.mentioned.append((event_id, user_id))
+        return event_id
 
     async def answer(
         self,
@@ -129,10 +168,13 @@ class FakeRoom:
         key: str | None = None,
         decoration: bool = False,
     ) -> EventID:
+        event = PostedEvent(
+            self._next_id("e"), event_type, content, key, task_id, decoration
+        )  # fmt: skip
         async with self._changed:
-            self.events.append((event_type, content))
+            self.events.append(event)
             self._changed.notify_all()
-        return self._next_id("e")
+        return event.event_id
 
     async def post_status(
         self,
@@ -156,8 +198,12 @@ class FakeRoom:
         reply_to: str | None = None,
         task_id: int | None = None,
     ) -> EventID:
-        self.files.append((path, caption))
-        return await self.post(room_id, caption or path.name, reply_to=reply_to, task_id=task_id)
+        data = await asyncio.to_thread(path.read_bytes)
+        event_id = await self.post(
+            room_id, caption or path.name, reply_to=reply_to, task_id=task_id
+        )
+        self.files.append(SentFile(path, caption, data, event_id))
+        return event_id
 
     async def edit(
         self, room_id: RoomID, event_id: str, markdown: str, *, notice: bool = False
@@ -191,13 +237,17 @@ class FakeRoom:
         pass
 
     def presence(self, status: str) -> None:
-        pass
+        self.presences.append((status, len(self.messages)))
 
     # -- what a test waits for -------------------------------------------------------------
 
     def bot_texts(self) -> list[str]:
         """The bodies of the bot's messages and edits, in order."""
         return [m.body for m in self.messages if m.sender == BOT]
+
+    def edits(self) -> list[Message]:
+        """The bot's edits (`m.replace`) of earlier messages, in order."""
+        return [m for m in self.messages if m.replaces is not None]
 
     async def wait_for(self, found: Callable[[], Any], what: str, timeout: float) -> Any:
         """Wait until `found()` returns something truthy; fails naming `what`."""

@@ -66,6 +66,9 @@ class QuietIO:
     def process_started(self, pgid: int) -> None:
         pass
 
+    def cancelled(self) -> bool:
+        return False
+
 
 def scripted_turn(body: dict[str, Any]) -> dict[str, Any]:
     """The model: a summary when asked for one, else a tool call, then an answer."""

@@ -41,40 +41,22 @@ if str(ROOT / "tools") not in sys.path:
     sys.path.insert(0, str(ROOT / "tools"))
 
 import anthropic  # noqa: E402
+from caching import QuietIO  # noqa: E402
 from fake_messages_api import FakeMessagesAPI  # noqa: E402
 from fakeapi.cache import flatten_prompt  # noqa: E402
 
 from dispatch_matrix import __version__  # noqa: E402
-from dispatch_matrix.agent import Agent, Approval, Memory  # noqa: E402
+from dispatch_matrix.agent import Agent, Memory  # noqa: E402
 from dispatch_matrix.agent import usage as pricing  # noqa: E402
 from dispatch_matrix.agent.prompt import Machine, system_prompt  # noqa: E402
 from dispatch_matrix.app.config import AgentSection  # noqa: E402
-from dispatch_matrix.permissions.policy import Decision, Policy  # noqa: E402
+from dispatch_matrix.permissions.policy import Policy  # noqa: E402
 from dispatch_matrix.store import Database  # noqa: E402
 from dispatch_matrix.toolbox.base import ToolContext  # noqa: E402
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools  # noqa: E402
 
 STRATEGIES = ("5m", "1h", "mix")
 PREFIX_TOKENS = 20_000
-
-
-class QuietIO:
-    """The room's side of a task, with nobody in it."""
-
-    async def progress(self, text: str) -> None:
-        pass
-
-    async def ask(self, decision: Decision, change: str | None = None) -> Approval:
-        return Approval.NO
-
-    async def learned(self, rule: str | None) -> None:
-        pass
-
-    async def send_file(self, path: Path, caption: str | None = None) -> str:
-        return "$none"
-
-    def process_started(self, pgid: int) -> None:
-        pass
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ for extra in (ROOT / "tools", ROOT / "tools" / "bench"):
 
 import anthropic  # noqa: E402
 import claude_agent_sdk  # noqa: E402
-from day_cost import QuietIO, the_day, totals  # noqa: E402
+from caching import QuietIO  # noqa: E402
+from day_cost import the_day, totals  # noqa: E402
 from fake_messages_api import FakeMessagesAPI  # noqa: E402
 
 from dispatch_matrix import __version__  # noqa: E402
@@ -56,11 +57,6 @@ from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools  # noqa
 ENGINES = ("api", "claude-code")
 # The shell tool as each engine's model calls it.
 SHELL = {"api": "bash", "claude-code": "mcp__dispatch__bash"}
-
-
-class CancellableQuietIO(QuietIO):
-    def cancelled(self) -> bool:
-        return False
 
 
 def make(engine: str, model: str, fake: FakeMessagesAPI, folder: Path) -> tuple[Engine, Database]:
@@ -122,7 +118,7 @@ async def errand(engine: str, model: str, repeat: int, folder: Path) -> dict[str
             task = db.add_task(f"$errand{n}", "!room:x", "@owner:example.org", f"errand {n}", n)
             assert task is not None
             began = time.perf_counter()
-            await agent.answer(task, CancellableQuietIO())
+            await agent.answer(task, QuietIO())
             seconds.append(time.perf_counter() - began)
             these = model_requests(fake)[before:]
             ok = [r for r in these if r.status == 200]
@@ -169,7 +165,7 @@ async def day(engine: str, model: str, seed: int, folder: Path) -> dict[str, Any
             )
             row = db.add_task(f"$day{n}", "!room:x", "@owner:example.org", f"task {n}", n)
             assert row is not None
-            await agent.answer(row, CancellableQuietIO())
+            await agent.answer(row, QuietIO())
             clock += sum(s for _, s in task.steps)
         wall = time.perf_counter() - began
         usage = [r.usage for r in model_requests(fake) if r.status == 200]

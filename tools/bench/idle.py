@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from product_env import bot_python, use_product_python
+from stage import run_staged, set_stage
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -119,37 +120,17 @@ async def _bench(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     # Imported here so that importing this module stays free of the harness's side effects.
     import foundation as f
 
-    f.check_installed()
-    synapse = f.LocalSynapse(folder / "synapse", port=f.free_port())
-    await asyncio.to_thread(synapse.configure)
-    f.REAPER.add("synapse", lambda: asyncio.to_thread(synapse.stop))
-    try:
-        await asyncio.to_thread(synapse.start)
-    finally:
-        hs = synapse.process
-        if hs is not None:
-            f.REAPER.track("synapse", hs.pid, True, lambda: hs.poll() is not None)
-    api = f.FakeMessagesAPI().start()
-    f.REAPER.add("fake messages api", lambda: asyncio.to_thread(api.stop))
-    accounts = f.Accounts(synapse)
-    bench = f.Bench(args, synapse, accounts, api, folder)
-    bot_account, owner_account = accounts.new("idlebot"), accounts.new("idleowner")
-    config = bench.bot_config(bot_account, owner_account)
-    bot = bench.bot_process(config)
-    await f.timed_start(bot)
-    owner = await f.start_js(synapse.url, owner_account, "owner-idle")
-    room = await f.open_dm(owner, bot_account.user_id)
-    await f.one_reply(owner, room, bot_account.user_id, "warmup")
-    await f.stop_bot(bot)
+    stage = await set_stage(args, folder, bot_name="idlebot", owner_name="idleowner")
+    owner, room, bot_user = stage.owner, stage.room, stage.bot_user
     restarts = []
     for _ in range(args.restarts):
-        bot = bench.bot_process(config)
+        bot = stage.bot()
         restarts.append((await f.timed_start(bot))["wall_s"])
         await f.stop_bot(bot)
         f.say(f"  restart → connected {restarts[-1]:.2f} s (load {os.getloadavg()[0]:.2f})")
-    bot = bench.bot_process(config)
+    bot = stage.bot()
     await f.timed_start(bot)
-    await f.one_reply(owner, room, bot_account.user_id, "before-idle")
+    await f.one_reply(owner, room, bot_user, "before-idle")
     # The answer's decorations (reaction, receipt, presence) settle before the window opens.
     await asyncio.sleep(15)
     load_before = os.getloadavg()
@@ -179,25 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     use_product_python()
-    import shutil
-
     folder = Path(tempfile.mkdtemp(prefix="bench-idle-"))
-
-    async def run() -> dict[str, Any]:
-        import foundation as f
-
-        try:
-            return await _bench(args, folder)
-        finally:
-            await f.REAPER.stop_all()
-
-    try:
-        results = asyncio.run(run())
-    finally:
-        import foundation as f
-
-        f.REAPER.kill_all()
-        shutil.rmtree(folder, ignore_errors=True)
+    results = run_staged(lambda: _bench(args, folder), folder)
     for key, value in results.items():
         print(f"{key}: {value}")
     return 0

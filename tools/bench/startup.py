@@ -25,10 +25,8 @@ Modes (`--modes`, comma-separated):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
-import shutil
 import statistics
 import sys
 import tempfile
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from product_env import VARIABLE, use_product_python
+from stage import Stage, run_staged, set_stage
 
 _WRAPPER = """#!{python}
 import sys
@@ -73,14 +72,18 @@ def mode_python(mode: str, python: str, preload: str, folder: Path) -> str:
     return wrapped_python(python, prelude, folder / f"source-{name}")
 
 
-async def _restart(f: Any, bench: Any, config: Any, owner: Any, room: str, bot_user: str) -> dict:
+async def _restart(f: Any, stage: Stage) -> dict:
     token = f"restart-{secrets.token_hex(4)}"
-    sent = await owner.send_text(room, f"benchmark message {token}")
-    bot = bench.bot_process(config)
+    sent = await stage.owner.send_text(stage.room, f"benchmark message {token}")
+    bot = stage.bot()
     started = time.monotonic()
     connected = await f.timed_start(bot)
-    await owner.wait_message(
-        room, sender=bot_user, contains=token, after_event_id=sent, timeout=f.REPLY_TIMEOUT
+    await stage.owner.wait_message(
+        stage.room,
+        sender=stage.bot_user,
+        contains=token,
+        after_event_id=sent,
+        timeout=f.REPLY_TIMEOUT,
     )
     answered = time.monotonic() - started
     await f.stop_bot(bot)
@@ -95,39 +98,18 @@ async def _bench(args: argparse.Namespace, folder: Path, pythons: dict[str, str]
     # Imported here so that importing this module stays free of the harness's side effects.
     import foundation as f
 
-    f.check_installed()
-    synapse = f.LocalSynapse(folder / "synapse", port=f.free_port())
-    await asyncio.to_thread(synapse.configure)
-    f.REAPER.add("synapse", lambda: asyncio.to_thread(synapse.stop))
-    try:
-        await asyncio.to_thread(synapse.start)
-    finally:
-        hs = synapse.process
-        if hs is not None:
-            f.REAPER.track("synapse", hs.pid, True, lambda: hs.poll() is not None)
-    api = f.FakeMessagesAPI().start()
-    f.REAPER.add("fake messages api", lambda: asyncio.to_thread(api.stop))
-    accounts = f.Accounts(synapse)
-    bench = f.Bench(args, synapse, accounts, api, folder)
-    bot_account, owner_account = accounts.new("startbot"), accounts.new("startowner")
-    config = bench.bot_config(bot_account, owner_account)
-    bot = bench.bot_process(config)
-    await f.timed_start(bot)
-    owner = await f.start_js(synapse.url, owner_account, "owner-startup")
-    room = await f.open_dm(owner, bot_account.user_id)
-    await f.one_reply(owner, room, bot_account.user_id, "warmup")
-    await f.stop_bot(bot)
+    stage = await set_stage(args, folder, bot_name="startbot", owner_name="startowner")
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in pythons}
     for _ in range(args.rounds):
         for mode, python in pythons.items():
             os.environ[VARIABLE] = python
-            run = await _restart(f, bench, config, owner, room, bot_account.user_id)
+            run = await _restart(f, stage)
             runs[mode].append(run)
             f.say(
                 f"  {mode}: connected {run['connected_s']:.2f} s, "
                 f"answered {run['answered_s']:.2f} s (load {run['load']:.2f})"
             )
-    await owner.close()
+    await stage.owner.close()
     return {
         "runs": runs,
         "medians": {
@@ -157,21 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes.split(",")
     }
 
-    async def run() -> dict[str, Any]:
-        import foundation as f
-
-        try:
-            return await _bench(args, folder, pythons)
-        finally:
-            await f.REAPER.stop_all()
-
-    try:
-        results = asyncio.run(run())
-    finally:
-        import foundation as f
-
-        f.REAPER.kill_all()
-        shutil.rmtree(folder, ignore_errors=True)
+    results = run_staged(lambda: _bench(args, folder, pythons), folder)
     for mode, figures in results["medians"].items():
         print(f"{mode}: {figures}")
     print(f"loadavg_end: {results['loadavg_end']}")

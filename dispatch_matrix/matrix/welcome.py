@@ -62,6 +62,9 @@ class Welcome:
         self._wake = asyncio.Event()
         # Whether a recorded DM may still wait for its welcome (until a look finds none).
         self._waiting = enabled
+        # The rooms the bot was in at the last look: one it is in since may be a DM `init`
+        # opened meanwhile (recorded by that process).
+        self._known: set[str] = set()
 
     def joined(self, room_id: RoomID, inviter: str) -> None:
         """The bot joined a DM at an owner's invite: welcome it once the room is known."""
@@ -86,7 +89,7 @@ class Welcome:
 
     def rooms_changed(self) -> None:
         """A sync changed some room's state (members, encryption): a DM may be ready."""
-        if self._waiting:
+        if self._waiting or not self._known.issuperset(self._client.client.rooms):
             self._wake.set()
 
     async def run(self) -> None:
@@ -94,6 +97,7 @@ class Welcome:
         while self._enabled:
             await self._wake.wait()
             self._wake.clear()
+            self._known = set(self._client.client.rooms)
             waiting = False
             for room in self._db.unwelcomed_rooms():
                 if self._ready(room.room_id):

@@ -198,7 +198,7 @@ class HeldMessages:
         if not self.count:
             return
         rows = self._db.held_messages()
-        pins = {sender: self._identities.pinned(sender) for sender, *_rest in rows}
+        pins = {sender: self._identities.pinned(sender) for sender in {row[0] for row in rows}}
         due = release_due(
             first_look=self._pins is None,
             devices_changed=devices_changed,

@@ -110,7 +110,7 @@ class Router:
         held anything to act on (not only the bot's own events). Each part is called only
         when the sync brought something for it (`SyncNews`): an idle sync, or one with a
         single owner message, touches none of the housekeeping."""
-        first, self._first = self._first, False
+        first = self._first
         news = news_of(response, first=first)
         if first and self._replays is not None:
             # The crypto machine is made once, at the login, before the first sync.
@@ -143,6 +143,8 @@ class Router:
         late = self._late.due_at
         if late is not None and (news.room_keys or time.time() >= late):
             await self._late.retry()
+        # Not before: a first sync that failed is read again, as a first.
+        self._first = False
         return bool(items)
 
     async def _watch_rooms(self, rooms: Iterable[str]) -> None:

@@ -64,7 +64,7 @@ def release_action(
     verdict on the message now; `held_master` the identity it came under.
     """
     if device is DeviceTrust.IDENTITY_CHANGED:
-        # Never trusted within a day: named (bounds the store and the re-checks at each sync).
+        # Never trusted within a day: named (bounds the store and the re-checks while held).
         return Release.WAIT if age_s <= max_age_s else Release.NAME
     if allowed_now and held_master is not None and held_master == pinned_master:
         return Release.RUN if age_s <= max_age_s else Release.NAME

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import logging
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from dispatch_matrix.app.health import Health, HealthRecorder, describe, duration, error_text, read
+from dispatch_matrix.app.health import (
+    Health,
+    HealthRecorder,
+    describe,
+    duration,
+    error_text,
+    read,
+    refresh_in_ms,
+    stale_after_ms,
+)
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.faults import disk_full
 from dispatch_matrix.store import Database
@@ -143,15 +155,29 @@ def test_record_round_trips_and_ignores_what_it_cannot_read() -> None:
     assert Health.from_json(None) is None
 
 
+class Progress:
+    """The sync loop as the record reads it."""
+
+    def __init__(self) -> None:
+        self.first_sync_done = asyncio.Event()
+        self.last_sync_ms: int | None = None
+
+    def synced(self, ms: int) -> None:
+        self.last_sync_ms = ms
+        self.first_sync_done.set()
+
+
 async def test_recorder_writes_start_sync_error_and_stop(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "d.db")
     clock = iter(range(1_000, 100_000, 1_000))
     recorder = HealthRecorder(db, 42, "1.2", now_ms=lambda: next(clock))
+    progress = Progress()
+    recorder.follow(progress)
     recorder.started()
     first = read(db)
     assert first is not None and first.pid == 42 and first.last_sync_ms is None
     recorder.connected()
-    recorder.synced()
+    progress.synced(next(clock))
     try:
         logs.setup("info")
         logs.get_root().addHandler(recorder)
@@ -174,8 +200,10 @@ async def test_a_homeserver_failure_after_a_sync_marks_it_failing_until_the_next
     db = Database.open(tmp_path / "d.db")
     clock = iter(range(1_000, 100_000, 1_000))
     recorder = HealthRecorder(db, 42, "1.2", now_ms=lambda: next(clock))
+    progress = Progress()
+    recorder.follow(progress)
     recorder.started()
-    recorder.synced()
+    progress.synced(next(clock))
     try:
         logs.setup("info")
         logs.get_root().addHandler(recorder)
@@ -185,7 +213,7 @@ async def test_a_homeserver_failure_after_a_sync_marks_it_failing_until_the_next
         first = recorder.health.failing_since_ms
         logs.get("t").warning("sync.failed", error="connection refused")
         assert first is not None and recorder.health.failing_since_ms == first, "the first"
-        recorder.synced()
+        progress.synced(next(clock))
         logs.get("t").warning("sync.failed", error="connection refused")
     finally:
         logs.get_root().removeHandler(recorder)
@@ -228,20 +256,54 @@ def test_disk_full_is_told_apart_from_bugs(error: BaseException, full: bool) -> 
         assert found.exit_code == 3 and "/state" in found.message
 
 
-async def test_the_first_sync_is_on_disk_at_once_later_ones_wait_for_the_writer(
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (by yielding to the writer task) until `condition` holds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_the_first_sync_is_on_disk_at_once_later_ones_when_it_would_look_stale(
     tmp_path: Path,
 ) -> None:
     db = Database.open(tmp_path / "d.db")
-    clock = iter(range(1_000, 100_000, 1_000))
-    recorder = HealthRecorder(db, 42, "1.2", now_ms=lambda: next(clock))
+    now = [100_000]
+    recorder = HealthRecorder(db, 42, "1.2", now_ms=lambda: now[0], stale_ms=STALE)
+    progress = Progress()
     recorder.started()
-    recorder.synced()
-    first = read(db)
-    assert first is not None and first.last_sync_ms is not None
-    recorder.synced()
-    # The writer task (`run`) is not running here: the second sync is in memory only.
-    again = read(db)
-    assert again is not None and again.last_sync_ms == first.last_sync_ms
-    assert recorder.health.last_sync_ms is not None
-    assert recorder.health.last_sync_ms > first.last_sync_ms
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
+        # Nobody tells the record of later syncs: on disk it keeps the first until the
+        # writer's refresh, in memory it shows the latest.
+        progress.synced(now[0] + 1_000)
+        assert recorder.health.last_sync_ms == 101_000
+        assert (read(db) or UP).last_sync_ms == 100_000
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
     db.close()
+
+
+@pytest.mark.parametrize(
+    "written, now, expected",
+    [
+        # Nothing shown yet: the first sync is written when it comes, no timer meanwhile.
+        (None, NOW, None),
+        # Written just now: refreshed 5 s before it would look stale.
+        (NOW, NOW, STALE - 5_000),
+        (NOW - 60_000, NOW, STALE - 65_000),
+        # About to look stale, or stale already (no progress since): at the writer's pace,
+        # never a busy loop.
+        (NOW - STALE + 6_000, NOW, 5_000),
+        (NOW - 10 * STALE, NOW, 5_000),
+    ],
+)
+def test_refresh_in_ms(written: int | None, now: int, expected: int | None) -> None:
+    assert refresh_in_ms(written, STALE, now) == expected
+
+
+def test_status_counts_a_sync_as_recent_for_a_long_poll_and_a_margin() -> None:
+    assert stale_after_ms(30_000) == 60_000

@@ -3,6 +3,7 @@ holding and releasing over a real store with fake keys and sends."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from dispatch_matrix.identity.held import (
     fingerprint,
     preview,
     release_action,
+    release_due,
 )
 from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.identity.trust import DeviceTrust, UserKeys
@@ -62,6 +64,38 @@ def test_release_action(
     expected: Release,
 ) -> None:
     assert release_action(device, allowed, held, pinned, age) is expected
+
+
+@pytest.mark.parametrize(
+    ("first", "devices", "fetched", "pins", "age", "due"),
+    [
+        # Nothing that could change a verdict: the held messages are not read again.
+        (False, False, False, False, 10, False),
+        (False, False, False, False, MAX_HOLD_S, False),
+        # A run's first look (a restart after `dispatch-matrix trust`).
+        (True, False, False, False, 10, True),
+        # A device list or cross-signing change; keys fetched afresh.
+        (False, True, False, False, 10, True),
+        (False, False, True, False, 10, True),
+        # A held sender's pin changed (trust or pairing, in another process).
+        (False, False, False, True, 10, True),
+        # The oldest outgrew its day: it is named now.
+        (False, False, False, False, MAX_HOLD_S + 1, True),
+    ],
+)
+def test_release_due(
+    first: bool, devices: bool, fetched: bool, pins: bool, age: float, due: bool
+) -> None:
+    assert (
+        release_due(
+            first_look=first,
+            devices_changed=devices,
+            keys_fetched=fetched,
+            pins_changed=pins,
+            oldest_age_s=age,
+        )
+        is due
+    )
 
 
 @pytest.mark.parametrize(
@@ -132,7 +166,8 @@ def parts(tmp_path: Path) -> tuple[Database, FakeIdentities, Recorder, list[floa
     db = Database.open(tmp_path / "db.sqlite")
     ids = FakeIdentities()
     rec = Recorder()
-    now = [1_000_000.0]
+    # The store stamps what it holds with the real clock: the fake one starts there.
+    now = [time.time()]
     held = HeldMessages(IdentityTables(db), ids, rec.send, rec.post, clock=lambda: now[0])
     return db, ids, rec, now, held
 
@@ -211,3 +246,72 @@ async def test_release_that_cannot_fetch_keys_keeps_the_messages_and_the_sync_go
     ids.judge = down  # type: ignore[method-assign]
     await held.release(rec.route, lambda m, d: True)
     assert rec.routed == [] and len(IdentityTables(db).held_messages()) == 1
+
+
+def queries(db: Database) -> list[str]:
+    """Every statement the store runs from now on."""
+    seen: list[str] = []
+    db._conn.set_trace_callback(seen.append)
+    return seen
+
+
+async def test_with_nothing_held_a_release_reads_nothing(
+    parts: tuple[Database, FakeIdentities, Recorder, list[float], HeldMessages],
+) -> None:
+    db, _ids, rec, _now, held = parts
+    seen = queries(db)
+    await held.release(rec.route, lambda m, d: True, devices_changed=True, keys_fetched=True)
+    assert seen == [] and held.count == 0
+
+
+async def test_held_messages_are_judged_again_only_when_something_could_free_them(
+    parts: tuple[Database, FakeIdentities, Recorder, list[float], HeldMessages],
+) -> None:
+    db, ids, rec, now, held = parts
+    await held.hold(message(1, "delete the backups"))
+    assert held.count == 1
+    judged: list[str] = []
+
+    def judge(m: Message, d: DeviceTrust | None) -> bool:
+        judged.append(m.event_id)
+        return d is T.CROSS_SIGNED
+
+    await held.release(rec.route, judge)  # the run's first look: still untrusted
+    assert judged == ["$e1"] and rec.routed == []
+    # The device's standing would pass now, but nothing that could tell happened.
+    ids.standing = T.CROSS_SIGNED
+    await held.release(rec.route, judge)
+    assert judged == ["$e1"] and rec.routed == [] and held.count == 1
+    # A device-list change is one such thing (the pin is still the old one: named).
+    await held.release(rec.route, judge, devices_changed=True)
+    assert judged == ["$e1", "$e1"] and held.count == 0
+    assert rec.routed == [] and len(rec.posts) == 1
+
+
+async def test_a_pin_changed_elsewhere_or_a_day_passing_frees_held_messages(
+    parts: tuple[Database, FakeIdentities, Recorder, list[float], HeldMessages],
+) -> None:
+    db, ids, rec, now, held = parts
+    await held.hold(message(1, "delete the backups"))
+    await held.release(rec.route, lambda m, d: d is T.CROSS_SIGNED)
+    # `dispatch-matrix trust` in another process: the pin is read while one is held.
+    ids.pin, ids.standing = NEW, T.CROSS_SIGNED
+    await held.release(rec.route, lambda m, d: d is T.CROSS_SIGNED)
+    assert [m.event_id for m in rec.routed] == ["$e1"] and held.count == 0
+
+    await held.hold(message(2, "and empty the logs"))
+    ids.standing = T.IDENTITY_CHANGED
+    await held.release(rec.route, lambda m, d: False)
+    assert held.count == 1
+    now[0] += MAX_HOLD_S + 1
+    await held.release(rec.route, lambda m, d: False)
+    assert held.count == 0 and "«and empty the logs»" in rec.posts[-1][1]
+
+
+async def test_the_count_of_held_messages_survives_a_restart(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "db.sqlite")
+    rec = Recorder()
+    first = HeldMessages(IdentityTables(db), FakeIdentities(), rec.send, rec.post)
+    await first.hold(message(1, "delete the backups"))
+    again = HeldMessages(IdentityTables(db), FakeIdentities(), rec.send, rec.post)
+    assert again.count == 1

@@ -7,8 +7,11 @@ no task. The owner's own client is cross-signed and strict (MSC4153 exclude-inse
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from conftest import BotSetup, Homeserver, started
@@ -16,6 +19,8 @@ from fake_messages_api import FakeMessagesAPI
 from harness import http
 from harness.bot import BotProcess, console_script
 from harness.jsclient import JsClient
+from nio import AsyncClient, AsyncClientConfig, LoginError
+from nio.crypto.sessions import OutboundGroupSession
 
 pytestmark = [pytest.mark.e2e]
 
@@ -302,6 +307,78 @@ async def test_a_message_whose_keys_never_arrive_is_reported_not_dropped(
     assert held[0]["sender"] == setup.owner.user_id
     notice = await owner.wait_message(room, sender=setup.bot.user_id, contains="could not decrypt")
     assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == event
+    assert_nothing_ran(bot, fake_api)
+
+
+async def test_a_message_whose_key_arrives_late_is_read_when_the_key_comes(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    homeserver: Homeserver,
+    running: list[BotProcess],
+    tmp_path: Path,
+) -> None:
+    setup, bot, _owner, room = await started(
+        make_bot, owner_client, running, matrix_extra="undecryptable_grace_s = 600"
+    )
+    # Another session of the owner's (nio) encrypts a message and sends its key only later,
+    # as a client does whose to-device message was delayed.
+    store = tmp_path / "late-session"
+    store.mkdir()
+    config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
+    late = AsyncClient(homeserver.url, setup.owner.user_id, store_path=str(store), config=config)
+    try:
+        login = await late.login(setup.owner.password, device_name="late")
+        assert not isinstance(login, LoginError), login
+        await late.keys_upload()
+        assert late.olm is not None and late.access_token
+        session = OutboundGroupSession()
+        key = {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "room_id": room,
+            "session_id": session.id,
+            "session_key": session.session_key,
+        }
+        session.mark_as_shared()
+        plaintext = {
+            "type": "m.room.message",
+            "content": {"msgtype": "m.text", "body": "read me once the key is in"},
+            "room_id": room,
+        }
+        content = {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": late.olm.account.identity_keys["curve25519"],
+            "ciphertext": session.encrypt(json.dumps(plaintext)),
+            "session_id": session.id,
+            "device_id": late.device_id,
+        }
+        token = late.access_token
+        event = http.send_event(homeserver.url, token, room, "m.room.encrypted", content)
+        await bot.wait_log("matrix.undecryptable", where=lambda r: r["event_id"] == event)
+
+        # The key now, to the bot's device alone, Olm-encrypted.
+        bot_user, device_id = setup.bot.user_id, bot_device(bot)
+        await late.sync(timeout=0, full_state=True)  # the room's members: keys to query
+        if late.should_query_keys:
+            await late.keys_query()
+        await late.keys_claim({bot_user: [device_id]})
+        device = late.device_store[bot_user][device_id]
+        olm_session = late.olm.session_store.get(device.curve25519)
+        assert olm_session is not None
+        sealed = late.olm._olm_encrypt(olm_session, device, "m.room_key", key)
+        http.call(
+            homeserver.url,
+            "PUT",
+            f"/_matrix/client/v3/sendToDevice/m.room.encrypted/{secrets.token_hex(8)}",
+            {"messages": {bot_user: {device_id: sealed}}},
+            token,
+        )
+        await bot.wait_log("matrix.late_key_arrived", where=lambda r: r["event_id"] == event)
+    finally:
+        await late.close()
+    # Read, it is judged as any message: this session is not cross-signed, so nothing runs.
+    ignored = await bot.wait_log("message.ignored", where=lambda r: r["event_id"] == event)
+    assert "cross-signed" in ignored[0]["reason"]
     assert_nothing_ran(bot, fake_api)
 
 

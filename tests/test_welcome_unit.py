@@ -3,9 +3,12 @@ words, the DM init creates, homeserver discovery, and the store's memory of welc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from aiohttp import web
@@ -15,9 +18,11 @@ from dispatch_matrix.app.onboarding import InitAnswers, ask_missing, explain_nex
 from dispatch_matrix.app.start_notices import banner
 from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.matrix import texts
+from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.direct import MEGOLM, OpenedDM, dm_create_body
 from dispatch_matrix.matrix.discovery import WELL_KNOWN, base_url_of, discover, server_of
-from dispatch_matrix.matrix.welcome import ready
+from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.matrix.welcome import Welcome, ready
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.models import Session
 
@@ -222,3 +227,62 @@ def test_the_banner_tells_an_invited_owner_to_accept(tmp_path: Path) -> None:
     session = Session("https://hs", BOT, "DEVICE", "token")
     assert f"as {OWNER}, accept the invite from {BOT}" in banner(loaded, session, 0.1, [OWNER])
     assert f"start a chat with {BOT}" in banner(loaded, session, 0.1)
+
+
+class _Room:
+    def __init__(self, joined: list[str], invited: list[str]) -> None:
+        # nio lists invited members among `users` too.
+        self.users = dict.fromkeys(joined)
+        self.invited_users = dict.fromkeys(invited)
+        self.encrypted = True
+
+
+class _Rooms:
+    def __init__(self) -> None:
+        self.rooms: dict[str, _Room] = {}
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.client = _Rooms()
+        self.user_id = BOT
+
+
+async def test_the_welcome_looks_again_only_while_a_dm_waits_or_a_room_is_new(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    client = _Client()
+    welcome = Welcome(cast(MatrixClient, client), db, cast(Outbox, None), frozenset(OWNERS), 60)
+    looks: list[str] = []
+
+    def note(sql: str) -> None:
+        if sql.lstrip().upper().startswith("SELECT") and "owner_rooms" in sql:
+            looks.append(sql)
+
+    db._conn.set_trace_callback(note)
+    runner = asyncio.create_task(welcome.run())
+
+    async def looked(n: int) -> None:
+        async with asyncio.timeout(5):
+            while len(looks) < n:
+                await asyncio.sleep(0.01)
+
+    try:
+        welcome.rooms_changed()  # the run's first sync: one look, nothing recorded
+        await looked(1)
+        welcome.rooms_changed()  # a member changed somewhere: nothing waits, no look
+        # `init`, in another process, opened a DM: the bot is in a room it was not in at
+        # the last look. The owner is only invited yet: the DM waits for its welcome …
+        db.add_owner_room(RoomID("!dm:x"), UserID(OWNER), opened_by="bot")
+        client.client.rooms["!dm:x"] = _Room(joined=[BOT, OWNER], invited=[OWNER])
+        welcome.rooms_changed()
+        await looked(2)
+        welcome.rooms_changed()  # … so every change of rooms looks again
+        await looked(3)
+        assert len(looks) == 3
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    db.close()

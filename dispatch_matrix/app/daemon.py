@@ -17,12 +17,12 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 
 from dispatch_matrix import __version__
 from dispatch_matrix.app.config import Config
-from dispatch_matrix.app.health import HealthRecorder
+from dispatch_matrix.app.health import HealthRecorder, stale_after_ms
 from dispatch_matrix.app.homeserver import LocalSynapse
 from dispatch_matrix.app.start_notices import retire_device, tell_connector_failures
 from dispatch_matrix.app.wiring import Parts, build, control_plane, local_homeserver, watch_dir
@@ -148,7 +148,12 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
             born = str(int(time.time() * 1000))
             db.set_meta("born_ms", born)
         # What `dispatch-matrix status` reads: pid, uptime, last sync, last error.
-        recorder = HealthRecorder(db, os.getpid(), __version__)
+        recorder = HealthRecorder(
+            db,
+            os.getpid(),
+            __version__,
+            stale_ms=stale_after_ms(config.matrix.sync_timeout_ms),
+        )
         logs.get_root().addHandler(recorder)
         recorder.started()
         client = MatrixClient(
@@ -252,16 +257,24 @@ async def _serve(parts: Parts) -> int:
             group.create_task(parts.connectors.run(), name="mcp")
             # Once every MCP server has started or failed once: the first request then
             # carries the whole tool list, which stays put (and cached).
-            group.create_task(_after(parts.connectors.settled(), parts.worker.run), name="worker")
             group.create_task(
-                tell_connector_failures(parts.synced, parts.client, parts.connectors, parts.outbox),
+                _start_when(parts.connectors.settled(), group, parts.worker.run, "worker"),
+                name="worker-start",
+            )
+            group.create_task(
+                tell_connector_failures(
+                    first_sync, parts.rooms_changed, parts.client, parts.connectors, parts.outbox
+                ),
                 name="mcp-news",
             )
             group.create_task(parts.notices.run(), name="announce")
             group.create_task(parts.welcome.run(), name="welcome")
-            group.create_task(parts.recorder.run(), name="health")
+            group.create_task(parts.recorder.run(parts.sync), name="health")
             # Reminders go into rooms nio learns of in the first sync.
-            group.create_task(_after(first_sync.wait(), parts.scheduler.run), name="scheduler")
+            group.create_task(
+                _start_when(first_sync.wait(), group, parts.scheduler.run, "scheduler"),
+                name="scheduler-start",
+            )
             if parts.asleep is not None:
                 group.create_task(parts.asleep.run(first_sync), name="asleep")
     except* (DispatchError, SyncStalled) as errors:
@@ -274,7 +287,13 @@ async def _serve(parts: Parts) -> int:
     return 0
 
 
-async def _after(ready: Awaitable[object], run: Callable[[], Awaitable[None]]) -> None:
-    """`run`, once `ready` is done."""
+async def _start_when(
+    ready: Awaitable[object],
+    group: asyncio.TaskGroup,
+    run: Callable[[], Coroutine[object, object, None]],
+    name: str,
+) -> None:
+    """Start `run` as a task of `group` once `ready` is done. The task is the part's own:
+    no frame of the daemon waits in its chain (each of its steps would pass through here)."""
     await ready
-    await run()
+    group.create_task(run(), name=name)

@@ -3,12 +3,16 @@ error. The daemon keeps it in the ledger's meta table so `dispatch-matrix status
 it without logging in; the lines `status` prints are a pure function of it.
 
 The record is best effort: writing it never blocks or fails the work it describes (a full
-disk refuses the write, the daemon logs that once and carries on).
+disk refuses the write, the daemon logs that once and carries on). Nobody tells it of each
+sync: it reads the sync loop's progress when it writes, which is at once after the first
+sync, when something changed (an error, say), and before the last sync it shows would look
+stale to `status` — about once per idle long poll, fewer when syncs come fast.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -16,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.store import Connection
@@ -31,6 +35,35 @@ CONNECTION_EVENTS = frozenset({"sync.failed", "matrix.unreachable", "sync.stalle
 # connected until a sync succeeds again, however recent the last one was.
 HOMESERVER_EVENTS = frozenset({"sync.failed", "matrix.unreachable", "sync.stalled"})
 _MIN_WRITE_INTERVAL_S = 5.0
+# A long poll returns at least once per sync timeout; allow for a slow homeserver and for
+# the record being written a little before it would look stale.
+_STALE_MARGIN_MS = 30_000
+# The record is refreshed this long before the last sync it shows would look stale.
+_REFRESH_EARLY_MS = 5_000
+
+
+def stale_after_ms(sync_timeout_ms: int) -> int:
+    """How old the last sync may be while the daemon counts as connected."""
+    return sync_timeout_ms + _STALE_MARGIN_MS
+
+
+def refresh_in_ms(written_sync_ms: int | None, stale_ms: int, now_ms: int) -> int | None:
+    """How long until the record must be written again so that the last sync it shows
+    does not look stale (pure); None while it shows none (the first sync is written when
+    it comes). Never sooner than the writer's pace: once it is stale, the sync loop made
+    no progress, and a rewrite would say nothing new."""
+    if written_sync_ms is None:
+        return None
+    left = written_sync_ms + stale_ms - _REFRESH_EARLY_MS - now_ms
+    return max(left, int(_MIN_WRITE_INTERVAL_S * 1000))
+
+
+class SyncProgress(Protocol):
+    """What the record reads of the sync loop (matrix's `SyncLoop`)."""
+
+    first_sync_done: asyncio.Event
+    # When the last sync got through, in ms since the epoch (None: none yet).
+    last_sync_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -132,7 +165,13 @@ class HealthRecorder(logging.Handler):
     """
 
     def __init__(
-        self, db: Connection, pid: int, version: str, now_ms: Callable[[], int] | None = None
+        self,
+        db: Connection,
+        pid: int,
+        version: str,
+        now_ms: Callable[[], int] | None = None,
+        *,
+        stale_ms: int = stale_after_ms(30_000),
     ) -> None:
         super().__init__(logging.WARNING)
         self._db = db
@@ -142,12 +181,27 @@ class HealthRecorder(logging.Handler):
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._write_failed = False
+        # How old a last sync may be before `status` says "not connected".
+        self._stale_ms = stale_ms
+        # The sync loop whose progress the record shows (`follow`).
+        self._sync: SyncProgress | None = None
+        # The last sync the record on disk shows.
+        self._written_sync: int | None = None
+
+    def follow(self, sync: SyncProgress) -> None:
+        """Show this sync loop's progress (read when the record is read or written)."""
+        self._sync = sync
+
+    def _last_sync(self) -> int | None:
+        sync = self._sync
+        return None if sync is None else sync.last_sync_ms
 
     @property
     def health(self) -> Health:
-        """The record as it stands in memory."""
+        """The record as it stands in memory, with the sync loop's progress now."""
         with self._lock:
-            return self._health
+            health = self._health
+        return replace(health, last_sync_ms=self._last_sync())
 
     def _update(self, **changes: Any) -> None:
         with self._lock:
@@ -164,14 +218,6 @@ class HealthRecorder(logging.Handler):
         """Logged in (or restored)."""
         self._update(connected_ms=self._now())
 
-    def synced(self) -> None:
-        """A sync completed; the first is written at once (on the event loop, as `started`),
-        so `status` never reads "not yet synced" from a daemon that is taking messages."""
-        first = self.health.last_sync_ms is None
-        self._update(last_sync_ms=self._now())
-        if first:
-            self.write()
-
     def emit(self, record: logging.LogRecord) -> None:
         """A logged error becomes the last error."""
         text = error_text(record)
@@ -181,10 +227,11 @@ class HealthRecorder(logging.Handler):
         self._update(last_error=text, last_error_ms=now)
         event = record.msg if isinstance(record.msg, dict) else {}
         if event.get("event") in HOMESERVER_EVENTS:
+            synced = self._last_sync()
             with self._lock:
                 health = self._health
                 since = health.failing_since_ms
-                if since is None or (health.last_sync_ms or 0) > since:
+                if since is None or (synced or 0) > since:
                     self._health = replace(health, failing_since_ms=now)
 
     def stopped(self) -> None:
@@ -194,21 +241,39 @@ class HealthRecorder(logging.Handler):
 
     def write(self) -> None:
         """Write the record; a refused write (a full disk) is logged once, never raised."""
+        health = self.health
         try:
-            self._db.set_meta(KEY, self.health.to_json())
+            self._db.set_meta(KEY, health.to_json())
+            self._written_sync = health.last_sync_ms
             self._write_failed = False
         except sqlite3.Error as err:
             if not self._write_failed:
                 log.warning("health.write_failed", error=str(err))
             self._write_failed = True
 
-    async def run(self) -> None:
-        """Write the record whenever it changed, at most once per few seconds."""
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            self.write()
-            await asyncio.sleep(_MIN_WRITE_INTERVAL_S)
+    async def run(self, sync: SyncProgress) -> None:
+        """Show `sync`'s progress: write the record at once when the first sync is in (so
+        `status` never reads "not yet synced" from a daemon that is taking messages), then
+        whenever it changed, at most once per few seconds, and before the last sync it
+        shows would look stale."""
+        self.follow(sync)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._first_sync(sync))
+            while True:
+                wait_ms = refresh_in_ms(self._written_sync, self._stale_ms, self._now())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._dirty.wait(), None if wait_ms is None else wait_ms / 1000
+                    )
+                self._dirty.clear()
+                self.write()
+                await asyncio.sleep(_MIN_WRITE_INTERVAL_S)
+
+    async def _first_sync(self, sync: SyncProgress) -> None:
+        await sync.first_sync_done.wait()
+        self.write()
+        # The writer sets its next refresh by the sync just written.
+        self._dirty.set()
 
 
 def read(db: Connection) -> Health | None:

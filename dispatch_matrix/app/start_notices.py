@@ -68,32 +68,38 @@ class StartNotices:
 
 
 async def tell_connector_failures(
-    synced: asyncio.Event, client: MatrixClient, connectors: Connectors, outbox: Outbox
+    first_sync: asyncio.Event,
+    rooms_changed: asyncio.Event,
+    client: MatrixClient,
+    connectors: Connectors,
+    outbox: Outbox,
 ) -> None:
     """Tell the owners, once per run, server and room, that an MCP server did not start.
 
-    A failure at start-up comes before the bot is in any room, so the news waits for a
-    sync (`synced`) after which the bot is in one.
+    It waits for a failure; then, since a failure at start-up comes before the bot is in
+    any room, for the first sync and, while the bot is in no room, for a change of rooms
+    (`rooms_changed`, set by the router). Nothing here runs at a sync otherwise.
     """
     started = int(time.time())
-    pending: list[tuple[str, str]] = []
     while True:
-        await synced.wait()
-        synced.clear()
+        pending = [await connectors.failures.get()]
         while not connectors.failures.empty():
             pending.append(connectors.failures.get_nowait())
-        rooms = list(client.client.rooms)
-        if not pending or not rooms:
-            continue
+        await first_sync.wait()
+        while not client.client.rooms:
+            rooms_changed.clear()
+            await rooms_changed.wait()
+        # Failures that came while it waited for a room go in the same round.
+        while not connectors.failures.empty():
+            pending.append(connectors.failures.get_nowait())
         for name, reason in pending:
-            for room_id in rooms:
+            for room_id in list(client.client.rooms):
                 await outbox.post(
                     RoomID(room_id),
                     queue_texts.mcp_failed(name, reason),
                     notice=True,
                     key=f"mcp-failed-{name}-{started}-{room_id}",
                 )
-        pending.clear()
 
 
 async def retire_device(

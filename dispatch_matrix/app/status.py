@@ -16,10 +16,6 @@ from dispatch_matrix.queue.texts import awake_line
 from dispatch_matrix.store import Database, TaskState
 from dispatch_matrix.store.state import StateFolder
 
-# A long poll returns at least once per sync timeout; allow for a slow homeserver and for
-# the daemon writing its record at most every few seconds.
-_STALE_MARGIN_MS = 30_000
-
 
 def _daemon_running(state: StateFolder) -> str | None:
     if not state.lock_path.exists():
@@ -44,7 +40,7 @@ def show_status(config: Config, say: Callable[[str], None]) -> int:
         session = db.session()
         pid = _daemon_running(state)
         say(f"daemon:    {'running (pid ' + pid + ')' if pid else 'not running'}")
-        stale_ms = config.matrix.sync_timeout_ms + _STALE_MARGIN_MS
+        stale_ms = health.stale_after_ms(config.matrix.sync_timeout_ms)
         for line in health.describe(
             health.read(db), pid is not None, int(time.time() * 1000), stale_ms
         ):

@@ -12,7 +12,8 @@ Where two parts need each other, a small object is made first and handed to both
   are built with the agent, before the scheduler); the scheduler wakes on it;
 - `VoiceInbox`: the router records voice messages there and `!retry` sends them back to be
   heard; `Hearing`, built after the intake, takes them in turn;
-- `synced`, an event set after each sync: the connectors' start failures wait for a room.
+- `rooms_changed`, an event the router sets after a sync that changed some room's state:
+  the connectors' start failures wait on it for a room.
 
 The config-derived pieces others build too (doctor, tests, the benchmarks) are here as
 well: the local homeserver, the SDK client, and the tools with their policy and context.
@@ -96,7 +97,7 @@ class Parts:
     worker: Worker
     hearing: Hearing
     connectors: Connectors
-    synced: asyncio.Event
+    rooms_changed: asyncio.Event
     scheduler: Scheduler
     welcome: Welcome
     asleep: AsleepNotice | None
@@ -134,7 +135,7 @@ def build(
     answer_due = AnswerDue()
     undelivered: asyncio.Queue[Undelivered] = asyncio.Queue()
     schedules_changed = asyncio.Event()
-    synced = asyncio.Event()
+    rooms_changed = asyncio.Event()
 
     identity_tables = IdentityTables(db)
     identities = Identities(client, identity_tables, owners)
@@ -238,6 +239,7 @@ def build(
         voice=voice,
         replays=replays,
         joined=welcome.joined,
+        rooms_changed=(rooms_changed.set, welcome.rooms_changed),
     )
     sync = SyncLoop(
         client,
@@ -245,7 +247,6 @@ def build(
         router.handle,
         config.matrix.sync_timeout_ms,
         recovered=outbox.retry_now,
-        synced=(synced.set, welcome.synced, recorder.synced),
     )
 
     def owner_rooms() -> list[RoomID]:
@@ -283,7 +284,7 @@ def build(
         worker=worker,
         hearing=hearing,
         connectors=kit.connectors,
-        synced=synced,
+        rooms_changed=rooms_changed,
         scheduler=scheduler,
         welcome=welcome,
         asleep=asleep,

@@ -47,6 +47,11 @@ class TrustGate:
             lambda room, content, devices: send_readable_by(client, room, content, devices),
             lambda room, text: outbox.post(room, text, notice=True),
         )
+        # How many messages are held (the router asks for a release only while some are).
+        self.holding = self._held.count
+        # The owners' key fetches counted at the last release: a fresh fetch since may
+        # change a held message's standing.
+        self._fetches = identities.fetches
 
     def devices_changed(self, users: list[str]) -> None:
         """Some users' device lists changed: their keys are fetched afresh when next needed."""
@@ -81,10 +86,17 @@ class TrustGate:
         return False
 
     async def release_held(
-        self, route: Callable[[Message], Awaitable[None]], private: Callable[[RoomID], bool]
+        self,
+        route: Callable[[Message], Awaitable[None]],
+        private: Callable[[RoomID], bool],
+        *,
+        devices_changed: bool,
     ) -> None:
         """Route (or name) the held messages whose sender's identity is trusted again; each
-        is judged afresh, its device and its room as they are now."""
+        is judged afresh, its device and its room as they are now. Only when something that
+        could trust them happened (`held.release_due`): this sync changed device lists or
+        cross-signing keys (`devices_changed`), owners' keys were fetched afresh, a held
+        sender's pin changed, or the oldest outgrew its day."""
 
         def allowed(message: Message, device: DeviceTrust | None) -> bool:
             return may_command(
@@ -95,7 +107,13 @@ class TrustGate:
                 self._require_cross_signed,
             ).allowed
 
-        await self._held.release(route, allowed)
+        fetched = self._identities.fetches != self._fetches
+        await self._held.release(
+            route, allowed, devices_changed=devices_changed, keys_fetched=fetched
+        )
+        # Its own fetches (a device list changed) are looked at already.
+        self._fetches = self._identities.fetches
+        self.holding = self._held.count
 
     async def _explain(
         self, message: Message | Vote, device: DeviceTrust | None, private: bool
@@ -118,6 +136,7 @@ class TrustGate:
             if isinstance(message, Message):
                 # Held, not dropped; the notice reaches the new devices too (held.py).
                 await self._held.hold(message)
+                self.holding = self._held.count
                 return
             key, text = f"identity:{message.sender}", texts.identity_changed_vote(message.sender)
         elif device is not None and not device.trusted:

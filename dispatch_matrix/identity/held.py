@@ -3,9 +3,12 @@
 When an owner resets their cross-signing identity, the bot stops obeying it (trust on first
 use pinned the old one). Their message is not dropped: it is held in the store, and the
 owner is told, in a notice their new device can read (`side_notice`), what happened and the
-one command that fixes it. Once `dispatch-matrix trust` pins the new identity (the store is
-read at every sync, so no restart is needed; a restart works the same), each held message
-is routed again in order, through the same gate as any message.
+one command that fixes it. Once `dispatch-matrix trust` pins the new identity (while a
+message is held, the pins of its senders are read at every sync, so no restart is needed;
+a restart works the same), each held message is routed again in order, through the same
+gate as any message. While nothing is held, a sync costs this module nothing: the count of
+held messages is kept in memory (loaded at start), and a release is tried only when
+something that could free one happened (`release_due`).
 
 Why run rather than only name them: the operator explicitly trusted, on the computer, the
 very identity that signed them; they are what the owner asked for minutes ago, and "send it
@@ -61,11 +64,28 @@ def release_action(
     verdict on the message now; `held_master` the identity it came under.
     """
     if device is DeviceTrust.IDENTITY_CHANGED:
-        # Never trusted within a day: named (bounds the store and the re-checks at each sync).
+        # Never trusted within a day: named (bounds the store and the re-checks while held).
         return Release.WAIT if age_s <= max_age_s else Release.NAME
     if allowed_now and held_master is not None and held_master == pinned_master:
         return Release.RUN if age_s <= max_age_s else Release.NAME
     return Release.NAME
+
+
+def release_due(
+    *,
+    first_look: bool,
+    devices_changed: bool,
+    keys_fetched: bool,
+    pins_changed: bool,
+    oldest_age_s: float,
+    max_age_s: float = MAX_HOLD_S,
+) -> bool:
+    """Whether the held messages are worth judging again now (pure): at the first look of
+    a run; after a device-list or cross-signing change, or a fresh fetch of an owner's keys
+    (a device's standing may differ); when a held sender's pin changed (`dispatch-matrix
+    trust` or pairing, in another process); when the oldest one outgrew `max_age_s` (it is
+    named then). Anything else leaves every verdict as it was."""
+    return first_look or devices_changed or keys_fetched or pins_changed or oldest_age_s > max_age_s
 
 
 def preview(text: str, chars: int = PREVIEW_CHARS) -> str:
@@ -122,6 +142,14 @@ class HeldMessages:
         self._send_readable = send_readable
         self._post = post
         self._clock = clock
+        rows = tables.held_messages()
+        # How many messages are held; kept in memory so that a sync with none held costs
+        # nothing.
+        self.count = len(rows)
+        # When the oldest held message was held (None: none held).
+        self._oldest: float | None = min((row[3] for row in rows), default=None)
+        # Held senders' pins at the last look (None: not looked at in this run yet).
+        self._pins: dict[str, str | None] | None = None
 
     async def hold(self, message: Message) -> None:
         """Hold `message` and, once per identity change per room, tell its sender on every
@@ -132,6 +160,9 @@ class HeldMessages:
             message.event_id, message.room_id, message.sender, master, _encode(message)
         ):
             return
+        self.count += 1
+        now = self._clock()
+        self._oldest = now if self._oldest is None else min(self._oldest, now)
         log.info(
             "message.held",
             room=message.room_id,
@@ -153,22 +184,46 @@ class HeldMessages:
             self._tables.forget_notices(f"identity:{message.sender}:{master}:{message.room_id}")
             log.warning("trust.notice_failed", room=message.room_id, error=err.message)
 
-    async def release(self, route: Route, judge: Judge) -> None:
+    async def release(
+        self,
+        route: Route,
+        judge: Judge,
+        *,
+        devices_changed: bool = False,
+        keys_fetched: bool = False,
+    ) -> None:
         """Run, or name, the held messages whose sender's identity is now trusted (or can no
-        longer be); the others keep waiting. Called at every sync: one query when none."""
+        longer be); the others keep waiting. Looked at only while some are held, and only
+        when something that could free one happened (`release_due`)."""
+        if not self.count:
+            return
         rows = self._tables.held_messages()
-        if not rows:
+        pins = {sender: self._identities.pinned(sender) for sender in {row[0] for row in rows}}
+        due = release_due(
+            first_look=self._pins is None,
+            devices_changed=devices_changed,
+            keys_fetched=keys_fetched,
+            pins_changed=self._pins is not None and pins != self._pins,
+            oldest_age_s=self._clock() - (self._oldest or self._clock()),
+        )
+        if not rows or not due:
+            self.count = len(rows)
             return
         try:
             await self._release(rows, route, judge)
         except HomeserverError as err:
             # Keys could not be fetched, say: tried again at the next sync, which goes on.
             log.warning("held.release_failed", error=err.message)
+            # Not looked at, as far as the next sync is concerned: it tries again.
+            self._pins = None
+            return
+        self._pins = pins
 
     async def _release(
         self, rows: list[tuple[str, str | None, str, float]], route: Route, judge: Judge
     ) -> None:
         named: dict[tuple[RoomID, UserID], list[str]] = {}
+        kept: list[float] = []
         for sender, held_master, raw, held_at in rows:
             message = _decode(raw)
             device = await self._identities.judge(sender, message.sender_key)
@@ -180,6 +235,7 @@ class HeldMessages:
                 self._clock() - held_at,
             )
             if action is Release.WAIT:
+                kept.append(held_at)
                 continue
             log.info(
                 "message.released",
@@ -196,6 +252,11 @@ class HeldMessages:
                     preview(message.body)
                 )
             self._tables.release_held(message.event_id)
+            self.count -= 1
+        # Held meanwhile (by a message routed above), if any: about now.
+        if self.count > len(kept):
+            kept.append(self._clock())
+        self._oldest = min(kept, default=None)
         for (room_id, _sender), previews in named.items():
             await self._post(room_id, texts.held_named(previews))
 

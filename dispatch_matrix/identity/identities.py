@@ -33,6 +33,8 @@ class Identities:
         # Verdicts on the cached keys: each one checks two signatures, and every message
         # and every send asks again. Dropped with the keys (and on a pin change).
         self._verdicts: dict[tuple[str, str | None, str | None], DeviceTrust] = {}
+        # How many times keys were fetched: held messages are judged again after one.
+        self.fetches = 0
 
     def forget(self, user_ids: list[str]) -> None:
         """Drop cached keys (their device list changed); the next check re-fetches."""
@@ -44,6 +46,7 @@ class Identities:
         """A user's published keys (cached until their device list changes)."""
         if refresh or user_id not in self._keys:
             reply = await self._client.query_keys([user_id])
+            self.fetches += 1
             keys = UserKeys.from_query(reply, user_id)
             self._keys[user_id] = keys
             self._verdicts.clear()

@@ -17,6 +17,10 @@ Commanding = Message | Reaction | Vote
 class Gate(Protocol):
     """Who may command the bot (identity's `TrustGate`)."""
 
+    # How many messages are held (an owner's identity changed): the router asks for their
+    # release only while some are.
+    holding: int
+
     def devices_changed(self, users: list[str]) -> None:
         """Some users' device lists changed: what was known of their keys is stale."""
 
@@ -29,9 +33,15 @@ class Gate(Protocol):
         why once (or the message is held, when their identity changed)."""
 
     async def release_held(
-        self, route: Callable[[Message], Awaitable[None]], private: Callable[[RoomID], bool]
+        self,
+        route: Callable[[Message], Awaitable[None]],
+        private: Callable[[RoomID], bool],
+        *,
+        devices_changed: bool,
     ) -> None:
-        """Route (or name) the held messages whose sender is trusted again."""
+        """Route (or name) the held messages whose sender is trusted again, when anything
+        that could trust them happened (`devices_changed`: this sync changed device lists
+        or cross-signing keys)."""
 
 
 class Tasks(Protocol):

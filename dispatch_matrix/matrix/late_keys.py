@@ -1,15 +1,19 @@
 """Encrypted messages whose keys are late: kept, retried when keys arrive, never dropped.
 
 An event we cannot decrypt is written to the ledger (before its sync token is saved), and a
-key request goes out. After every sync the waiting events are retried; one that is read at
-last is routed like any other message. One still unreadable after the grace period is
-reported to its sender, once, by time and reason — nothing is dropped silently.
+key request goes out. The waiting events are retried after a sync that brought room keys
+(sent or forwarded to the bot's device), and when the oldest one's grace period ends; one
+that is read at last is routed like any other message. One still unreadable after the grace
+period is reported to its sender, once, by time and reason — nothing is dropped silently.
+While nothing waits, no sync looks here: when the next look is due is kept in memory
+(`due_at`, loaded at start).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from nio import EncryptionError, MegolmEvent
 
@@ -45,10 +49,20 @@ class LateKeys:
         self._grace_s = grace_s
         self._on_read = on_read
         self._on_give_up = on_give_up
+        # When the waiting events need a look even without new keys (the end of the oldest
+        # one's grace period); None when nothing waits. Retried sooner when keys arrive.
+        self.due_at: float | None = None
+        self._wait_from(first_seen for *_rest, first_seen in db.waiting_undecrypted())
+
+    def _wait_from(self, first_seen: Iterable[float]) -> None:
+        oldest = min(first_seen, default=None)
+        self.due_at = None if oldest is None else oldest + self._grace_s
 
     async def hold(self, item: Unreadable) -> None:
         """Keep the event and ask the sender's devices for its key."""
         self._db.hold_undecrypted(item.event_id, item.room_id, item.sender, item.source)
+        if self.due_at is None:
+            self.due_at = time.time() + self._grace_s
         log.warning(
             "matrix.undecryptable",
             room=item.room_id,
@@ -74,27 +88,38 @@ class LateKeys:
     async def retry(self, now: float | None = None) -> None:
         """Try every waiting event again; report the ones past their grace period."""
         now = time.time() if now is None else now
-        for room_id, _sender, source, first_seen in self._db.waiting_undecrypted():
-            event = self._event(room_id, source)
-            if event is None:
-                self._db.resolve_undecrypted(str(source.get("event_id")), gave_up=True)
-                continue
-            try:
-                decrypted = self._client.client.decrypt_event(event)
-            except EncryptionError:
-                if self._refused(event.event_id):
-                    self._db.resolve_undecrypted(event.event_id, gave_up=True)
-                    continue
-                if now - first_seen >= self._grace_s:
-                    self._db.resolve_undecrypted(event.event_id, gave_up=True)
-                    item = from_event(RoomID(room_id), event)
-                    log.warning("matrix.undecryptable_gave_up", event_id=event.event_id)
-                    if isinstance(item, Unreadable):
-                        await self._on_give_up(item)
-                continue
-            self._claimed()
-            self._db.resolve_undecrypted(event.event_id, gave_up=False)
-            item = from_event(RoomID(room_id), decrypted)
-            log.info("matrix.late_key_arrived", event_id=event.event_id)
-            if isinstance(item, Message):
-                await self._on_read(item)
+        waiting: list[float] = []
+        for row in self._db.waiting_undecrypted():
+            if await self._retry(row, now):
+                waiting.append(row[3])
+        # Past a failure above, `due_at` stays as it was: the next sync tries again.
+        self._wait_from(waiting)
+
+    async def _retry(self, row: tuple[str, str, dict[str, Any], float], now: float) -> bool:
+        """Try one waiting event; whether it still waits."""
+        room_id, _sender, source, first_seen = row
+        event = self._event(room_id, source)
+        if event is None:
+            self._db.resolve_undecrypted(str(source.get("event_id")), gave_up=True)
+            return False
+        try:
+            decrypted = self._client.client.decrypt_event(event)
+        except EncryptionError:
+            if self._refused(event.event_id):
+                self._db.resolve_undecrypted(event.event_id, gave_up=True)
+                return False
+            if now - first_seen < self._grace_s:
+                return True
+            self._db.resolve_undecrypted(event.event_id, gave_up=True)
+            item = from_event(RoomID(room_id), event)
+            log.warning("matrix.undecryptable_gave_up", event_id=event.event_id)
+            if isinstance(item, Unreadable):
+                await self._on_give_up(item)
+            return False
+        self._claimed()
+        self._db.resolve_undecrypted(event.event_id, gave_up=False)
+        item = from_event(RoomID(room_id), decrypted)
+        log.info("matrix.late_key_arrived", event_id=event.event_id)
+        if isinstance(item, Message):
+            await self._on_read(item)
+        return False

@@ -2,8 +2,9 @@
 invited or joins, the owners hear it at once, before they send anything else; when the
 room is private again, they hear that too.
 
-The decision is pure (`privacy_change`); `RoomWatch` feeds it each sync's rooms and keeps
-what it last saw in the ledger, so a restart neither repeats a notice nor misses a change.
+The decision is pure (`privacy_change`); `RoomWatch` feeds it the rooms whose state a sync
+changed (every room on a run's first sync) and keeps what it last saw in the ledger, so a
+restart neither repeats a notice nor misses a change.
 """
 
 from __future__ import annotations

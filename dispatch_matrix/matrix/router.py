@@ -8,11 +8,13 @@ sync token is saved.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from nio import SyncResponse
+from nio import ForwardedRoomKeyEvent, RoomKeyEvent, SyncResponse
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
@@ -66,6 +68,7 @@ class Router:
         voice: VoiceLane | None = None,
         replays: ReplayGuard | None = None,
         joined: Callable[[RoomID, str], None] | None = None,
+        rooms_changed: Sequence[Callable[[], None]] = (),
     ) -> None:
         self._client = client
         self._db = db
@@ -84,6 +87,11 @@ class Router:
         self._replays = replays
         # Told of each DM joined at an owner's invite (the welcome, sent once, waits on it).
         self._joined = joined
+        # Told after a sync that changed some room's state (members, encryption): the
+        # welcome and the news that waits for a room look again then, not at every sync.
+        self._rooms_changed = tuple(rooms_changed)
+        # The first sync of a run brings every room's full state.
+        self._first = True
         self._late = LateKeys(
             client,
             db,
@@ -99,20 +107,32 @@ class Router:
 
     async def handle(self, response: SyncResponse, since: str | None) -> bool:
         """Act on one sync response (`since`: the token it was asked with); whether it
-        held anything to act on (not only the bot's own events)."""
-        if self._replays is not None:
+        held anything to act on (not only the bot's own events). Each part is called only
+        when the sync brought something for it (`SyncNews`): an idle sync, or one with a
+        single owner message, touches none of the housekeeping."""
+        first = self._first
+        news = news_of(response, first=first)
+        if first and self._replays is not None:
+            # The crypto machine is made once, at the login, before the first sync.
             self._replays.ensure(self._client.client.olm)
-        changed = list(response.device_list.changed)
-        if changed:
-            self._gate.devices_changed(changed)
-        await self._gate.release_held(self._message, self.room_private)
-        await self._watch_rooms(response)
-        items = await self._gaps(response, since) + read_sync(response, self._client.user_id)
-        # Outside the per-item guard: a claim that cannot be committed fails the whole sync,
-        # which is then read again.
-        self._flush_claims()
+        if news.devices_changed:
+            self._gate.devices_changed(list(news.devices_changed))
+        if self._gate.holding:
+            await self._gate.release_held(
+                self._message, self.room_private, devices_changed=bool(news.devices_changed)
+            )
+        if news.rooms_changed:
+            await self._watch_rooms(news.rooms_changed)
+            for told in self._rooms_changed:
+                told()
+        gapped = await self._gaps(news.gapped, since) if news.gapped else []
+        items = gapped + read_sync(response, self._client.user_id)
         if items:
             log.debug("sync.items", kinds=[type(item).__name__ for item in items])
+            # Outside the per-item guard: a claim that cannot be committed fails the whole
+            # sync, which is then read again. (Nothing to act on, nothing to commit yet: the
+            # claims of events read later ride with their flush.)
+            self._flush_claims()
         for item in items:
             try:
                 await self._route(item)
@@ -120,13 +140,17 @@ class Router:
                 # A bug in handling one event must not stop the bot hearing every later one
                 # (a crash would re-read the same event at restart, forever).
                 log.exception("router.item_failed", item=type(item).__name__, room=item.room_id)
-        await self._late.retry()
+        late = self._late.due_at
+        if late is not None and (news.room_keys or time.time() >= late):
+            await self._late.retry()
+        # Not before: a first sync that failed is read again, as a first.
+        self._first = False
         return bool(items)
 
-    async def _watch_rooms(self, response: SyncResponse) -> None:
+    async def _watch_rooms(self, rooms: Iterable[str]) -> None:
         """Tell the owners at once when a room they command the bot in stops being private
         (or is private again), before any message of this sync is judged."""
-        for room_id in response.rooms.join:
+        for room_id in rooms:
             room = self._client.client.rooms.get(room_id)
             if room is None:
                 continue
@@ -140,15 +164,14 @@ class Router:
     async def _notice(self, room_id: RoomID, text: str, key: str) -> None:
         await self._outbox.post(room_id, text, notice=True, key=key)
 
-    async def _gaps(self, response: SyncResponse, since: str | None) -> list[Inbound]:
-        """Events a gapped ("limited") timeline left out, so none is lost after downtime."""
+    async def _gaps(self, gapped: dict[str, str], since: str | None) -> list[Inbound]:
+        """Events a gapped ("limited") timeline left out (`gapped`: room → its prev_batch),
+        so none is lost after downtime."""
         found: list[Inbound] = []
         if since is None:
             return found
-        for room_id, info in response.rooms.join.items():
-            if not info.timeline.limited or not info.timeline.prev_batch:
-                continue
-            events = await self._client.backfill(room_id, info.timeline.prev_batch, since)
+        for room_id, prev_batch in gapped.items():
+            events = await self._client.backfill(room_id, prev_batch, since)
             log.info("sync.gap_filled", room=room_id, events=len(events))
             for event in events:
                 if event.sender == self._client.user_id:
@@ -357,6 +380,51 @@ class Router:
                 }
             ],
         )
+
+
+@dataclass(frozen=True)
+class SyncNews:
+    """What one sync brought for the parts that are not on every message's way."""
+
+    # Users whose device lists or cross-signing keys changed.
+    devices_changed: tuple[str, ...] = ()
+    # Joined rooms whose state (members, encryption, …) this sync carries.
+    rooms_changed: tuple[str, ...] = ()
+    # Joined rooms whose timeline has a gap: room → the token to read back from.
+    gapped: dict[str, str] = field(default_factory=dict)
+    # Room keys arrived (to-device, sent or forwarded): waiting events may decrypt now.
+    room_keys: bool = False
+
+
+def news_of(response: SyncResponse, *, first: bool) -> SyncNews:
+    """What `response` brought (pure); `first`: the first sync of a run, which carries every
+    room's full state (each joined room counts as changed)."""
+    rooms = response.rooms.join
+    changed = tuple(
+        room_id
+        for room_id, info in rooms.items()
+        if first or info.state or any(_is_state(event) for event in info.timeline.events)
+    )
+    gapped = {
+        room_id: info.timeline.prev_batch
+        for room_id, info in rooms.items()
+        if info.timeline.limited and info.timeline.prev_batch
+    }
+    keys = any(
+        isinstance(event, RoomKeyEvent | ForwardedRoomKeyEvent)
+        for event in response.to_device_events
+    )
+    return SyncNews(
+        devices_changed=tuple(response.device_list.changed),
+        rooms_changed=changed,
+        gapped=gapped,
+        room_keys=keys,
+    )
+
+
+def _is_state(event: object) -> bool:
+    source = getattr(event, "source", None)
+    return isinstance(source, dict) and "state_key" in source
 
 
 def fallback_room(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 from nio import SyncResponse
 
@@ -57,11 +57,7 @@ class SyncLoop:
         stall_margin_s: float = 120.0,
         recovered: Callable[[], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        synced: Sequence[Callable[[], None]] = (),
     ) -> None:
-        # Told after each sync is handled (the welcome, the health record, news that waits
-        # for a room); none may block.
-        self._synced = tuple(synced)
         # Told when a sync gets through after failures (the outbox then sends what waits).
         self._recovered = recovered
         self._sleep = sleep
@@ -74,6 +70,9 @@ class SyncLoop:
         self.first_sync_done = asyncio.Event()
         self.first_sync_seconds: float | None = None
         self.last_progress = time.monotonic()
+        # When the last sync got through (ms since the epoch): the health record reads it
+        # when it writes, so no one is told of each sync.
+        self.last_sync_ms: int | None = None
         self._inflight: asyncio.Task[SyncResponse] | None = None
         self._kicked = False
 
@@ -112,8 +111,6 @@ class SyncLoop:
                     self.last_progress = time.monotonic()
                     continue
                 acted = await self._handle(response, token)
-                for told in self._synced:
-                    told()
                 # A task this sync queued starts first: the token's save and the key
                 # housekeeping below are not on the way to its answer.
                 await asyncio.sleep(0)
@@ -135,6 +132,7 @@ class SyncLoop:
                 await self._sleep(wait)
                 continue
             self.last_progress = time.monotonic()
+            self.last_sync_ms = int(time.time() * 1000)
             if backoff.failing:
                 log.info("sync.recovered")
                 if self._recovered is not None:

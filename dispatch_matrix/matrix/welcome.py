@@ -4,7 +4,8 @@ get help. Once per room, remembered in the store across restarts.
 
 The welcome is a notice sent as a status message is (`Urgency.PROGRESS`): within the rate
 budget like every event, but only while the budget keeps a reserve for the next answer, so
-it never delays one. It waits in its own task, never in the sync loop.
+it never delays one. It waits in its own task, never in the sync loop, and looks only when a
+sync changed some room's state (members, encryption) while a recorded DM still waits.
 """
 
 from __future__ import annotations
@@ -59,12 +60,18 @@ class Welcome:
         # Off (`matrix.welcome = false`): no room is recorded at a join, and none welcomed.
         self._enabled = enabled
         self._wake = asyncio.Event()
+        # Whether a recorded DM may still wait for its welcome (until a look finds none).
+        self._waiting = enabled
+        # The rooms the bot was in at the last look: one it is in since may be a DM `init`
+        # opened meanwhile (recorded by that process).
+        self._known: set[str] = set()
 
     def joined(self, room_id: RoomID, inviter: str) -> None:
         """The bot joined a DM at an owner's invite: welcome it once the room is known."""
         if not self._enabled:
             return
         self._db.add_owner_room(room_id, UserID(inviter), opened_by="owner")
+        self._waiting = True
         self._wake.set()
 
     def awaited(self) -> list[str]:
@@ -80,18 +87,25 @@ class Welcome:
         room = self._client.client.rooms.get(room_id)
         return room is not None and owner in room.invited_users
 
-    def synced(self) -> None:
-        """A sync was handled: room states (members, encryption) may have changed."""
-        self._wake.set()
+    def rooms_changed(self) -> None:
+        """A sync changed some room's state (members, encryption): a DM may be ready."""
+        if self._waiting or not self._known.issuperset(self._client.client.rooms):
+            self._wake.set()
 
     async def run(self) -> None:
-        """Send the welcomes that became due, after each sync, until cancelled."""
+        """Send the welcomes that became due, after each change of rooms, until cancelled."""
         while self._enabled:
             await self._wake.wait()
             self._wake.clear()
+            self._known = set(self._client.client.rooms)
+            waiting = False
             for room in self._db.unwelcomed_rooms():
                 if self._ready(room.room_id):
                     await self._send(room.room_id, room.owner)
+                else:
+                    waiting = True
+            # A room recorded meanwhile (`joined`) set it again.
+            self._waiting = waiting or self._wake.is_set()
 
     def _ready(self, room_id: RoomID) -> bool:
         room = self._client.client.rooms.get(room_id)

@@ -1,0 +1,310 @@
+"""What a sync brought, and that each part runs only when it brought something for it: an
+idle sync (or one with a single owner message) costs the housekeeping no call and the store
+no query; room keys retry the events waiting for them; a change of members is watched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from nio import MegolmEvent, RoomKeyEvent, SyncResponse
+from nio.responses import (
+    DeviceList,
+    DeviceOneTimeKeyCount,
+    RoomInfo,
+    Rooms,
+    Timeline,
+)
+
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.handlers import Gate, Tasks
+from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.matrix.replay import ReplayGuard
+from dispatch_matrix.matrix.router import Router, SyncNews, news_of
+from dispatch_matrix.store import Database
+
+BOT, OWNER = "@bot:example.org", "@owner:example.org"
+ROOM = "!room:example.org"
+
+
+def member(user: str, membership: str = "join") -> dict[str, Any]:
+    return {
+        "type": "m.room.member",
+        "state_key": user,
+        "sender": user,
+        "content": {"membership": membership},
+        "event_id": f"$member-{user}-{membership}",
+        "origin_server_ts": 1,
+    }
+
+
+def text(body: str) -> dict[str, Any]:
+    return {
+        "type": "m.room.message",
+        "sender": OWNER,
+        "content": {"msgtype": "m.text", "body": body},
+        "event_id": f"$text-{body}",
+        "origin_server_ts": 1,
+    }
+
+
+def response(
+    timeline: list[dict[str, Any]] | None = None,
+    state: list[dict[str, Any]] | None = None,
+    *,
+    limited: bool = False,
+    changed: list[str] | None = None,
+    to_device: list[Any] | None = None,
+    rooms: bool = True,
+) -> SyncResponse:
+    """A sync response as nio makes it (events parsed)."""
+    from nio.events import Event
+
+    info = RoomInfo(
+        Timeline(
+            [Event.parse_event(e) for e in timeline or []], limited, "prev" if limited else None
+        ),
+        [Event.parse_event(e) for e in state or []],
+        [],
+        [],
+    )
+    return SyncResponse(
+        "next",
+        Rooms({}, {ROOM: info} if rooms else {}, {}),
+        DeviceOneTimeKeyCount(50, 50),
+        DeviceList(changed or [], []),
+        to_device or [],
+        [],
+    )
+
+
+ROOM_KEY = RoomKeyEvent({}, OWNER, "curve", ROOM, "session", "m.megolm.v1.aes-sha2")
+
+
+@pytest.mark.parametrize(
+    ("sync", "first", "expected"),
+    [
+        # An idle long poll, with the bot's room in it or not.
+        (response(rooms=False), False, SyncNews()),
+        (response(), False, SyncNews()),
+        # One owner message: nothing for the housekeeping.
+        (response([text("hello")]), False, SyncNews()),
+        # The first sync of a run carries every room's full state.
+        (response(), True, SyncNews(rooms_changed=(ROOM,))),
+        # Members in the timeline or the state: the room changed.
+        (response([member(OWNER)]), False, SyncNews(rooms_changed=(ROOM,))),
+        (response(state=[member("@stranger:example.org", "invite")]), False,
+         SyncNews(rooms_changed=(ROOM,))),
+        # A gap, a device-list change, room keys.
+        (response(limited=True), False, SyncNews(gapped={ROOM: "prev"})),
+        (response(changed=[OWNER]), False, SyncNews(devices_changed=(OWNER,))),
+        (response(to_device=[ROOM_KEY]), False, SyncNews(room_keys=True)),
+    ],
+)  # fmt: skip
+def test_news_of(sync: SyncResponse, first: bool, expected: SyncNews) -> None:
+    assert news_of(sync, first=first) == expected
+
+
+class FakeRoom:
+    def __init__(self, users: list[str]) -> None:
+        self.users = dict.fromkeys(users)
+        self.invited_users: dict[str, None] = {}
+        self.encrypted = True
+
+
+class FakeNio:
+    def __init__(self) -> None:
+        self.user_id = BOT
+        self.olm = None
+        self.rooms = {ROOM: FakeRoom([BOT, OWNER])}
+        self.decrypted: list[str] = []
+        self.readable = False
+
+    def decrypt_event(self, event: MegolmEvent) -> Any:
+        from nio import EncryptionError
+
+        self.decrypted.append(event.event_id)
+        if not self.readable:
+            raise EncryptionError("no session")
+        return MegolmEvent.parse_event(text("late") | {"event_id": event.event_id})
+
+    async def request_room_key(self, _event: MegolmEvent) -> None:
+        return None
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.client = FakeNio()
+        self.user_id = BOT
+
+
+class FakeGate:
+    """Counts what the router asks of the gate."""
+
+    def __init__(self) -> None:
+        self.holding = 0
+        self.calls: list[str] = []
+
+    def devices_changed(self, users: list[str]) -> None:
+        self.calls.append("devices_changed")
+
+    def invite_refusal(self, invite: Any) -> str | None:
+        return None
+
+    async def admit(self, event: Any, private: bool, *, explain: bool) -> bool:
+        self.calls.append("admit")
+        return True
+
+    async def release_held(self, route: Any, private: Any, *, devices_changed: bool) -> None:
+        self.calls.append(f"release_held(devices_changed={devices_changed})")
+
+
+class FakeTasks:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    async def message(self, event_id: str, *args: Any, **kwargs: Any) -> None:
+        self.messages.append(event_id)
+
+
+class FakeOutbox:
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, str]] = []
+
+    async def post(self, room_id: str, text: str, **kwargs: Any) -> str:
+        self.posts.append((room_id, text))
+        return "$posted"
+
+
+def router_posts(router: Router) -> list[tuple[str, str]]:
+    return cast(FakeOutbox, router._outbox).posts
+
+
+def build(
+    tmp_path: Path, grace_s: float = 60.0
+) -> tuple[Router, Database, FakeGate, FakeTasks, list[str], FakeNio]:
+    db = Database.open(tmp_path / "d.db")
+    gate, tasks, told = FakeGate(), FakeTasks(), []
+    client = FakeClient()
+    router = Router(
+        cast(MatrixClient, client),
+        db,
+        cast(Tasks, tasks),
+        cast(Gate, gate),
+        cast(Outbox, FakeOutbox()),
+        owners=frozenset({OWNER}),
+        shared_rooms=frozenset(),
+        max_file_bytes=1,
+        undecryptable_grace_s=grace_s,
+        not_before_ms=0,
+        inbox=tmp_path,
+        replays=ReplayGuard(db),
+        rooms_changed=(lambda: told.append("rooms_changed"),),
+    )
+    return router, db, gate, tasks, told, client.client
+
+
+def queries(db: Database) -> list[str]:
+    """Every statement the store runs from now on."""
+    seen: list[str] = []
+    db._conn.set_trace_callback(seen.append)
+    return seen
+
+
+async def test_an_idle_sync_calls_no_housekeeping_and_reads_nothing(tmp_path: Path) -> None:
+    router, db, gate, _tasks, told, _nio = build(tmp_path)
+    await router.handle(response(), "since")  # the run's first: rooms are looked at once
+    assert told == ["rooms_changed"]
+    seen = queries(db)
+    for _ in range(3):
+        assert await router.handle(response(), "since") is False
+    assert seen == [], "an idle sync costs the store nothing"
+    assert gate.calls == [] and told == ["rooms_changed"]
+    db.close()
+
+
+async def test_an_owner_message_runs_only_what_a_message_needs(tmp_path: Path) -> None:
+    router, db, gate, tasks, told, _nio = build(tmp_path)
+    await router.handle(response(), "since")
+    seen = queries(db)
+    assert await router.handle(response([text("hello")]), "since") is True
+    assert tasks.messages == ["$text-hello"] and gate.calls == ["admit"]
+    assert told == ["rooms_changed"], "no room changed"
+    # Nothing was decrypted (plaintext here), so no claim to commit: no statement at all.
+    assert seen == []
+    db.close()
+
+
+async def test_a_change_of_members_is_watched_and_told(tmp_path: Path) -> None:
+    router, db, _gate, _tasks, told, _nio = build(tmp_path)
+    await router.handle(response(), "since")
+    assert db.get_meta(f"room_private:{ROOM}") == "1"
+    await router.handle(response([member(OWNER)]), "since")
+    assert told == ["rooms_changed", "rooms_changed"]
+    db.close()
+
+
+async def test_held_messages_are_offered_for_release_only_while_some_are_held(
+    tmp_path: Path,
+) -> None:
+    router, db, gate, _tasks, _told, _nio = build(tmp_path)
+    await router.handle(response(changed=[OWNER]), "since")
+    assert gate.calls == ["devices_changed"]
+    gate.holding = 1
+    await router.handle(response(), "since")
+    await router.handle(response(changed=[OWNER]), "since")
+    assert gate.calls[1:] == [
+        "release_held(devices_changed=False)",
+        "devices_changed",
+        "release_held(devices_changed=True)",
+    ]
+    db.close()
+
+
+def waiting_event(event_id: str) -> dict[str, Any]:
+    return {
+        "type": "m.room.encrypted",
+        "sender": OWNER,
+        "event_id": event_id,
+        "origin_server_ts": 1,
+        "content": {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "ciphertext": "AwgA",
+            "device_id": "DEV",
+            "sender_key": "curve",
+            "session_id": "session",
+        },
+    }
+
+
+async def test_a_sync_without_room_keys_does_not_retry_late_keys(tmp_path: Path) -> None:
+    router, db, _gate, tasks, _told, nio = build(tmp_path)
+    await router.handle(response([waiting_event("$late")]), "since")
+    assert [row[2]["event_id"] for row in db.waiting_undecrypted()] == ["$late"]
+    nio.decrypted.clear()
+    seen = queries(db)
+    await router.handle(response(), "since")
+    assert nio.decrypted == [] and seen == [], "no keys, within the grace: no retry"
+    # Keys arrive: the waiting event is read and routed.
+    nio.readable = True
+    await router.handle(response(to_device=[ROOM_KEY]), "since")
+    assert nio.decrypted == ["$late"] and tasks.messages == ["$late"]
+    assert db.waiting_undecrypted() == []
+    db.close()
+
+
+async def test_the_end_of_the_grace_period_is_a_reason_to_look_again(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    db.hold_undecrypted("$old", ROOM, OWNER, waiting_event("$old"))
+    db.close()
+    # A restart finds it waiting (loaded at start); with no grace left, the next sync
+    # looks, without any key, and tells the owner it could not be read.
+    router, db, _gate, _tasks, _told, nio = build(tmp_path, grace_s=0.0)
+    await router.handle(response(), "since")
+    assert nio.decrypted == ["$old"] and db.waiting_undecrypted() == []
+    assert len(router_posts(router)) == 1
+    nio.decrypted.clear()
+    await router.handle(response(to_device=[ROOM_KEY]), "since")
+    assert nio.decrypted == [], "nothing waits any more: keys change nothing"
+    db.close()

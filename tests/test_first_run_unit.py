@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from dispatch_matrix.agent.errors import ModelOutage, described
+from dispatch_matrix.app.agent_kit import anthropic_client
 from dispatch_matrix.app.config import load_config
 from dispatch_matrix.app.daemon import _start_and_serve
 from dispatch_matrix.app.onboarding import OWNER_PASSWORD_FILE
 from dispatch_matrix.app.start_notices import banner
-from dispatch_matrix.app.wiring import anthropic_client
 from dispatch_matrix.core.errors import ConfigError, StateError
 from dispatch_matrix.store.models import Session
 from dispatch_matrix.store.state import StateFolder

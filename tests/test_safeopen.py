@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from dispatch_matrix.app.agent_kit import build_tools
 from dispatch_matrix.app.config import load_config
-from dispatch_matrix.app.wiring import build_tools
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 from dispatch_matrix.toolbox.safeopen import Shield, open_file

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from dispatch_matrix.app.agent_kit import build_tools
 from dispatch_matrix.app.config import load_config
-from dispatch_matrix.app.wiring import build_tools
 from dispatch_matrix.sandbox.host import Confinement, SandboxedLaunch, bwrap_sizes_tmpfs
 from dispatch_matrix.sandbox.spec import Limits
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult

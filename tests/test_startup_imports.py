@@ -53,9 +53,9 @@ def test_a_missing_shell_grammar_is_news_when_the_agent_is_built() -> None:
         "import importlib.util\n"
         "real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda n, *a: None if n.endswith('_bash') else real(n, *a)\n"
-        "from dispatch_matrix.app import wiring\n"
+        "from dispatch_matrix.app.agent_kit import build_agent\n"
         "try:\n"
-        "    wiring.build_agent(None, None, None, None, None, None, lambda: None)  # type: ignore\n"
+        "    build_agent(None, None, None, None, None, None, lambda: None)  # type: ignore\n"
         "except ImportError as err:\n"
         "    print(err.name)\n"
     )

@@ -213,7 +213,7 @@ def _rate_limits(config: Config) -> list[Check]:
 
 def _sandbox(config: Config) -> Check:
     """Which OS sandbox wraps shell commands; when it cannot start, why and the fix."""
-    from dispatch_matrix.app.wiring import limits
+    from dispatch_matrix.app.agent_kit import limits
     from dispatch_matrix.sandbox.host import check_sandbox
 
     try:
@@ -337,7 +337,7 @@ async def _api(config: Config, env: Mapping[str, str] | None = None) -> list[Che
     import anthropic
 
     from dispatch_matrix.agent import catalogue
-    from dispatch_matrix.app.wiring import anthropic_client
+    from dispatch_matrix.app.agent_kit import anthropic_client
 
     problem = preflight.api_key_problem(config, os.environ if env is None else env)
     if problem is not None:

@@ -21,8 +21,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
+from dispatch_matrix.app.agent_kit import AgentKit, build_agent
 from dispatch_matrix.app.config import Config, load_config
-from dispatch_matrix.app.wiring import AgentKit, build_agent
 from dispatch_matrix.core.clock import SystemClock
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue.control import Control

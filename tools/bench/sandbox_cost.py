@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dispatch_matrix.app.wiring import readonly_paths  # noqa: E402
+from dispatch_matrix.app.agent_kit import readonly_paths  # noqa: E402
 from dispatch_matrix.sandbox.host import (  # noqa: E402
     Confinement,
     check_sandbox,  # noqa: E402

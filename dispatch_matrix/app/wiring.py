@@ -74,7 +74,7 @@ from dispatch_matrix.schedule.tables import ScheduleTables
 from dispatch_matrix.schedule.tool import ScheduleTool
 from dispatch_matrix.schedule.zones import owner_zone
 from dispatch_matrix.store import Database
-from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.db import Session
 from dispatch_matrix.toolbox.base import ToolContext
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 from dispatch_matrix.toolbox.send_file import SendFileTool

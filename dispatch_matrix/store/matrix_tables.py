@@ -3,7 +3,8 @@ the room across a restart.
 
 - `outbox` (`OutboxQueries`): every event the bot decided to send, its transaction id fixed
   before the first attempt, and what became of it (sent with an event id, or dropped). The
-  queue reads it too: the status reactions a task shows, whether an event was a question.
+  queue uses it too: the status reactions a task shows (the mirror marks one it redacted),
+  the bot's event an owner's reply names, whether an event was an approval question.
 - `megolm_indexes` (`ReplayQueries`): the first event seen at each Megolm message index, so
   a replayed event is refused also after a restart.
 - `undecrypted` (`UndecryptedQueries`): encrypted events the bot could not read yet, kept to

@@ -45,7 +45,7 @@ from dispatch_matrix.connectors import web
 from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.queue import texts
 from dispatch_matrix.store import Database, Task
-from dispatch_matrix.store.models import UsageRow
+from dispatch_matrix.store.ledger import UsageRow
 from dispatch_matrix.toolbox.base import ToolContext
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 

@@ -12,7 +12,7 @@ from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.outbox import Undelivered, tell_undelivered
 from dispatch_matrix.matrix.router import fallback_room
-from dispatch_matrix.store.models import OutboxItem
+from dispatch_matrix.store.matrix_tables import OutboxItem
 
 ME, ANN, BOB = UserID("@bot:hs"), UserID("@ann:hs"), UserID("@bob:hs")
 OWNERS = frozenset({ANN, BOB})

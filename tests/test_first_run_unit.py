@@ -19,7 +19,7 @@ from dispatch_matrix.app.daemon import _start_and_serve
 from dispatch_matrix.app.onboarding import OWNER_PASSWORD_FILE
 from dispatch_matrix.app.start_notices import banner
 from dispatch_matrix.core.errors import ConfigError, StateError
-from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.db import Session
 from dispatch_matrix.store.state import StateFolder
 
 GOOD = """

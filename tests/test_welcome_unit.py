@@ -24,7 +24,7 @@ from dispatch_matrix.matrix.discovery import WELL_KNOWN, base_url_of, discover, 
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.welcome import Welcome, ready
 from dispatch_matrix.store import Database
-from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.db import Session
 
 BOT, OWNER, OTHER_OWNER, STRANGER = "@bot:x", "@me:x", "@partner:x", "@eve:x"
 OWNERS = {OWNER, OTHER_OWNER}

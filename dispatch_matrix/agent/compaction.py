@@ -21,7 +21,7 @@ from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ModelError
 from dispatch_matrix.store import LedgerQueries
-from dispatch_matrix.store.models import Summary
+from dispatch_matrix.store.ledger import Summary
 
 log = logs.get(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dispatch_matrix.store import LedgerQueries
-from dispatch_matrix.store.models import UsageRow
+from dispatch_matrix.store.ledger import UsageRow
 
 CACHE_WRITE_FACTOR = 1.25
 CACHE_WRITE_1H_FACTOR = 2.0

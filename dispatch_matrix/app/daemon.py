@@ -48,7 +48,7 @@ from dispatch_matrix.sandbox.host import (
     sandbox_off_warning,
 )
 from dispatch_matrix.store import Database
-from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.db import Session
 from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)

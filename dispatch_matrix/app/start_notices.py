@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from dispatch_matrix.connectors.hub import Connectors
     from dispatch_matrix.matrix.sync import SyncLoop
     from dispatch_matrix.matrix.welcome import Welcome
-    from dispatch_matrix.store.models import Session
+    from dispatch_matrix.store.db import Session
 
 log = logs.get(__name__)
 

@@ -58,7 +58,7 @@ from dispatch_matrix.schedule.reminders import Reminders
 from dispatch_matrix.schedule.tables import ScheduleTables
 from dispatch_matrix.schedule.zones import owner_zone
 from dispatch_matrix.store import Database
-from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.db import Session
 from dispatch_matrix.voice.inbox import Hearing, VoiceInbox
 from dispatch_matrix.voice.speech_out import build_speech_out
 from dispatch_matrix.voice.tables import VoiceMessages

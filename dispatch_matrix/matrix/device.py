@@ -27,7 +27,7 @@ from dispatch_matrix.matrix.failures import (
     why_unreachable,
 )
 from dispatch_matrix.store import Connection
-from dispatch_matrix.store.models import Session
+from dispatch_matrix.store.db import Session
 from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)

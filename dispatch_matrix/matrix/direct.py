@@ -20,7 +20,7 @@ from dispatch_matrix.core.errors import DispatchError, HomeserverError, TrustErr
 from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.matrix import uia
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.store.rooms import RoomQueries
+from dispatch_matrix.store.matrix_tables import RoomQueries
 
 log = logs.get(__name__)
 

@@ -22,7 +22,7 @@ from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.inbound import Message, Unreadable, from_event
-from dispatch_matrix.store.undecrypted import UndecryptedQueries
+from dispatch_matrix.store.matrix_tables import UndecryptedQueries
 
 log = logs.get(__name__)
 

@@ -32,7 +32,7 @@ from dispatch_matrix.matrix.mentions import mention_content
 from dispatch_matrix.matrix.sender import Budget, Job, Sender, Urgency
 from dispatch_matrix.matrix.texts import exemption_hint
 from dispatch_matrix.store import Database
-from dispatch_matrix.store.models import OutboxItem
+from dispatch_matrix.store.matrix_tables import OutboxItem
 
 log = logs.get(__name__)
 

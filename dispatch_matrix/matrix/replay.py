@@ -27,7 +27,7 @@ from nio import MegolmEvent
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import DispatchError
-from dispatch_matrix.store.replay import ReplayQueries
+from dispatch_matrix.store.matrix_tables import ReplayQueries
 
 log = logs.get(__name__)
 

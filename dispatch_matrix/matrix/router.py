@@ -41,7 +41,7 @@ from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.privacy import RoomWatch
 from dispatch_matrix.matrix.replay import ReplayGuard
 from dispatch_matrix.store import Database
-from dispatch_matrix.store.models import OutboxItem
+from dispatch_matrix.store.matrix_tables import OutboxItem
 
 log = logs.get(__name__)
 

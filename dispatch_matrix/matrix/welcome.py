@@ -19,7 +19,7 @@ from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.sender import Urgency
-from dispatch_matrix.store.rooms import RoomQueries
+from dispatch_matrix.store.matrix_tables import RoomQueries
 
 log = logs.get(__name__)
 

@@ -21,7 +21,7 @@ from dispatch_matrix.core.ids import EventID
 from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.store import Task, TaskState
-from dispatch_matrix.store.outbox import OutboxQueries
+from dispatch_matrix.store.matrix_tables import OutboxQueries
 
 log = logs.get(__name__)
 

@@ -1,21 +1,25 @@
 """Our state: the state folder (its layout, privacy, lock and local secrets, `state.py`) and
-the one SQLite file in it (`db.py`: the connection and the one migration sequence).
+the one SQLite file in it (`db.py`: the connection, the one migration sequence, and the
+small tables every layer shares: meta, notices, the Matrix session).
 
-`Database` is that connection with the tables of the layers below the features: the task
-ledger and transcript (queue, agent), the outbox, Megolm replay indexes, events waiting for
-their keys, threads and owners' rooms (matrix). A feature's tables live in its own package
-and take the `Connection`.
+`Database` is that connection with the tables of the two layers below the features, one
+module each: the task ledger and its rows (`ledger.py`: tasks, approvals, the transcript,
+summaries, usage; written by the queue and the agent) and the tables the Matrix layer
+writes (`matrix_tables.py`: the outbox, Megolm replay indexes, events waiting for their
+keys, threads, owners' rooms). A feature's tables live in its own package and take the
+`Connection`.
 
 Imports `core` only."""
 
 from dispatch_matrix.store.db import Connection
-from dispatch_matrix.store.ledger import LedgerQueries
-from dispatch_matrix.store.models import Task, TaskState
-from dispatch_matrix.store.outbox import OutboxQueries
-from dispatch_matrix.store.replay import ReplayQueries
-from dispatch_matrix.store.rooms import RoomQueries
-from dispatch_matrix.store.threads import ThreadQueries
-from dispatch_matrix.store.undecrypted import UndecryptedQueries
+from dispatch_matrix.store.ledger import LedgerQueries, Task, TaskState
+from dispatch_matrix.store.matrix_tables import (
+    OutboxQueries,
+    ReplayQueries,
+    RoomQueries,
+    ThreadQueries,
+    UndecryptedQueries,
+)
 
 
 class Database(

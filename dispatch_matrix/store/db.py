@@ -7,10 +7,11 @@ local transactions, made on the event loop thread; nothing here touches the netw
 
 The schema's history is one ordered list (`_MIGRATIONS`), the feature packages' tables
 included: a database's `user_version` counts the steps it has taken, so the steps are never
-reordered or split by owner, only appended. The queries live with their users: the layers
-below the features (ledger, outbox, replay, threads, rooms) in this package, composed into
-`Database`; each feature's tables in its own package (`voice.tables`, `schedule.tables`,
-`identity.tables`, `agent.tables`), as classes that take a `Connection`.
+reordered or split by owner, only appended. The queries live with their users: the two
+layers below the features in this package (`ledger`: the queue's and the agent's;
+`matrix_tables`: the Matrix layer's), composed into `Database`; each feature's tables in its
+own package (`voice.tables`, `schedule.tables`, `identity.tables`, `agent.tables`), as
+classes that take a `Connection`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
-
-from dispatch_matrix.store.models import Session
 
 _MIGRATIONS = [
     # 1: the ledger, the transcript, the outbox, the Matrix session.
@@ -203,6 +203,16 @@ _MIGRATIONS = [
     ALTER TABLE usage ADD COLUMN billing TEXT;
     """,
 ]
+
+
+@dataclass(frozen=True)
+class Session:
+    """The bot's login: one device for the bot's whole life."""
+
+    homeserver: str
+    user_id: str
+    device_id: str
+    access_token: str
 
 
 class Connection:

@@ -1,16 +1,114 @@
-"""Queries of the task ledger, the conversation transcript and usage (the outbox's are in
-`outbox.py`)."""
+"""The ledger: the tasks owners' messages became, with their approvals, the conversation
+transcript and its summaries, and the model's usage; the rows it returns, as typed values.
+
+The queue writes a task here before it is acknowledged in the room and moves it through its
+states; the agent appends each step to the transcript and records each request's usage. The
+outbox, which the Matrix layer writes, is in `matrix_tables.py`."""
 
 from __future__ import annotations
 
+import enum
 import json
 import sqlite3
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.store.db import Connection
-from dispatch_matrix.store.models import Summary, Task, TaskState, TranscriptRow, UsageRow
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its life; the terminal ones never change again."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting-approval"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the task has ended."""
+        return self in (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One owner message taken as work."""
+
+    id: int
+    event_id: EventID
+    room_id: RoomID
+    sender: UserID
+    body: str
+    state: TaskState
+    origin_ts: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    result: str | None
+    error: str | None
+    steps: int = 0
+    # Files the owner sent with the task: {path, mimetype, size, name}.
+    attachments: tuple[dict[str, object], ...] = ()
+    # What the message replies to, for the model: "(This replies to … #7 …)"; None: no reply.
+    reply_note: str | None = None
+
+    @property
+    def short_id(self) -> str:
+        """A handle a person can type: the row number."""
+        return f"#{self.id}"
+
+    def title(self, width: int = 60) -> str:
+        """The task's text shortened to one line, as lists and status lines name it."""
+        line = self.body.strip().splitlines()[0] if self.body.strip() else ""
+        return line if len(line) <= width else line[: width - 1] + "…"
+
+
+@dataclass(frozen=True)
+class TranscriptRow:
+    """One stored message of the conversation, with the row id that names it."""
+
+    id: int
+    task_id: int | None
+    role: str
+    content: list[dict[str, Any]]
+
+    def message(self) -> dict[str, Any]:
+        """The message as a Messages API dict."""
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A summary that replaces, in requests, the turns up to `covers_up_to`."""
+
+    id: int
+    conversation_id: int
+    covers_up_to: int
+    text: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """The token counts of one model request."""
+
+    task_id: int | None
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    at: float
+    # The part of cache_creation_input_tokens written with the 1-hour lifetime.
+    cache_write_1h: int = 0
+    # How it was paid: None (the API engine: the API), "api" or "plan" (the Claude Code
+    # engine, from the credential it used).
+    billing: str | None = None
 
 
 def _task(row: sqlite3.Row) -> Task:
@@ -49,7 +147,7 @@ def _state_params(
 
 
 class LedgerQueries(Connection):
-    """Tasks, the transcript, usage and outgoing messages."""
+    """Tasks and their approvals, the transcript and its summaries, usage."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         super().__init__(conn)

@@ -353,3 +353,37 @@ async def test_a_restart_looks_at_waiting_events_at_its_first_sync(tmp_path: Pat
     await router.handle(response(), "since")
     assert tasks.messages == ["$waits"], "read at the first sync, not when the grace ends"
     db.close()
+
+
+class FlakyGate(FakeGate):
+    """A gate whose key fetch fails while `down` (the homeserver went away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def admit(self, event: Any, private: bool, *, explain: bool) -> bool:
+        if self.down:
+            raise HomeserverError("keys could not be fetched")
+        return await super().admit(event, private, explain=explain)
+
+
+async def test_a_late_event_the_gate_cannot_judge_now_waits_for_the_next_retry(
+    tmp_path: Path,
+) -> None:
+    router, db, gate, tasks, _told, nio = build(tmp_path)
+    flaky = FlakyGate()
+    router._gate = cast(Gate, flaky)
+    await router.handle(response(), "since")
+    await router.handle(response([waiting_event("$late")]), "since")
+    # Its key comes while the owner's keys cannot be fetched (a new session of theirs
+    # changed their device list): the sync fails and is read again.
+    nio.readable, flaky.down = True, True
+    with pytest.raises(HomeserverError):
+        await router.handle(response(to_device=[ROOM_KEY]), "since")
+    assert tasks.messages == []
+    assert [row[2]["event_id"] for row in db.waiting_undecrypted()] == ["$late"], "not lost"
+    flaky.down = False
+    await router.handle(response(), "since")
+    assert tasks.messages == ["$late"] and db.waiting_undecrypted() == []
+    db.close()

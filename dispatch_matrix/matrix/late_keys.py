@@ -117,9 +117,19 @@ class LateKeys:
                 await self._on_give_up(item)
             return False
         self._claimed()
-        self._db.resolve_undecrypted(event.event_id, gave_up=False)
         item = from_event(RoomID(room_id), decrypted)
         log.info("matrix.late_key_arrived", event_id=event.event_id)
         if isinstance(item, Message):
-            await self._on_read(item)
+            # Routed before it stops waiting: when the homeserver fails the gate meanwhile
+            # (a key fetch), it waits for the next retry rather than being lost; the intake
+            # knows each event id it took, so a crash in between runs it once.
+            try:
+                await self._on_read(item)
+            except HomeserverError:
+                raise
+            except Exception:
+                # As for any event (router): a bug in handling one must not hold every
+                # later retry, nor the sync, forever.
+                log.exception("matrix.late_read_failed", event_id=event.event_id)
+        self._db.resolve_undecrypted(event.event_id, gave_up=False)
         return False

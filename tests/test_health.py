@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatch_matrix.app import health as health_module
 from dispatch_matrix.app.health import (
     Health,
     HealthRecorder,
@@ -307,3 +308,44 @@ def test_refresh_in_ms(written: int | None, now: int, expected: int | None) -> N
 
 def test_status_counts_a_sync_as_recent_for_a_long_poll_and_a_margin() -> None:
     assert stale_after_ms(30_000) == 60_000
+
+
+async def test_while_the_homeserver_is_away_the_record_is_not_rewritten_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer's pace and the staleness, shortened so that its looks come quickly here
+    # (every written sync looks stale at once: the writer looks at its pace).
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    now, looks = [100_000], [0]
+
+    def clock() -> int:
+        looks[0] += 1
+        return now[0]
+
+    recorder = HealthRecorder(db, 42, "1.2", now_ms=clock, stale_ms=5_000)
+    progress = Progress()
+    recorder.started()
+    writes: list[str] = []
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
+        db._conn.set_trace_callback(
+            lambda sql: writes.append(sql) if "INSERT OR REPLACE INTO meta" in sql else None
+        )
+        # An hour without a sync (no network, the homeserver down): the writer keeps
+        # looking, but what it would write is what the disk already says.
+        now[0] += 3_600_000
+        seen = looks[0]
+        await until(lambda: looks[0] >= seen + 20)
+        assert writes == [], "no write while nothing changed"
+        # The sync gets through again: written at the writer's next look.
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == now[0])
+        assert len(writes) == 1
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()

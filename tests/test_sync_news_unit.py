@@ -17,6 +17,7 @@ from nio.responses import (
     Timeline,
 )
 
+from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.handlers import Gate, Tasks
 from dispatch_matrix.matrix.outbox import Outbox
@@ -137,6 +138,13 @@ class FakeClient:
     def __init__(self) -> None:
         self.client = FakeNio()
         self.user_id = BOT
+        # What filling a gap meets: None, or the failure (the homeserver went away).
+        self.backfill_fails: HomeserverError | None = None
+
+    async def backfill(self, room_id: str, start: str, until: str) -> list[Any]:
+        if self.backfill_fails is not None:
+            raise self.backfill_fails
+        return []
 
 
 class FakeGate:
@@ -182,11 +190,11 @@ def router_posts(router: Router) -> list[tuple[str, str]]:
 
 
 def build(
-    tmp_path: Path, grace_s: float = 60.0
+    tmp_path: Path, grace_s: float = 60.0, client: FakeClient | None = None
 ) -> tuple[Router, Database, FakeGate, FakeTasks, list[str], FakeNio]:
     db = Database.open(tmp_path / "d.db")
     gate, tasks, told = FakeGate(), FakeTasks(), []
-    client = FakeClient()
+    client = client or FakeClient()
     router = Router(
         cast(MatrixClient, client),
         db,
@@ -307,4 +315,81 @@ async def test_the_end_of_the_grace_period_is_a_reason_to_look_again(tmp_path: P
     nio.decrypted.clear()
     await router.handle(response(to_device=[ROOM_KEY]), "since")
     assert nio.decrypted == [], "nothing waits any more: keys change nothing"
+    db.close()
+
+
+async def test_room_keys_of_a_sync_that_failed_still_retry_at_the_next(tmp_path: Path) -> None:
+    client = FakeClient()
+    router, db, _gate, tasks, _told, nio = build(tmp_path, client=client)
+    await router.handle(response(), "since")
+    await router.handle(response([waiting_event("$late")]), "since")
+    # The key arrives; nio stores it while it receives the sync, but the sync fails before
+    # the retry (a gap the homeserver cannot fill now), so it is read again.
+    nio.readable = True
+    client.backfill_fails = HomeserverError("the homeserver went away")
+    with pytest.raises(HomeserverError):
+        await router.handle(response(to_device=[ROOM_KEY], limited=True), "since")
+    assert tasks.messages == []
+    # Read again, the sync brings no room key: nio decrypts an Olm message once only, so the
+    # key's to-device event stays encrypted. The stored key is still a reason to look.
+    client.backfill_fails = None
+    await router.handle(response(limited=True), "since")
+    assert tasks.messages == ["$late"], "read at the sync after, not when the grace ends"
+    assert db.waiting_undecrypted() == []
+    nio.decrypted.clear()
+    await router.handle(response(), "since")
+    assert nio.decrypted == [], "one retry per arrival of keys"
+    db.close()
+
+
+async def test_a_restart_looks_at_waiting_events_at_its_first_sync(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    db.hold_undecrypted("$waits", ROOM, OWNER, waiting_event("$waits"))
+    db.close()
+    # The last run died after nio stored the key and before it retried: the to-device
+    # event read again at this start cannot be decrypted twice, so brings no room key.
+    router, db, _gate, tasks, _told, nio = build(tmp_path, grace_s=60.0)
+    nio.readable = True
+    await router.handle(response(), "since")
+    assert tasks.messages == ["$waits"], "read at the first sync, not when the grace ends"
+    db.close()
+
+
+class FlakyGate(FakeGate):
+    """A gate whose key fetch fails while `down` (the homeserver went away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def admit(self, event: Any, private: bool, *, explain: bool) -> bool:
+        if self.down:
+            raise HomeserverError("keys could not be fetched")
+        return await super().admit(event, private, explain=explain)
+
+
+async def test_a_late_event_the_gate_cannot_judge_now_waits_for_the_next_retry(
+    tmp_path: Path,
+) -> None:
+    router, db, gate, tasks, _told, nio = build(tmp_path)
+    flaky = FlakyGate()
+    router._gate = cast(Gate, flaky)
+    await router.handle(response(), "since")
+    await router.handle(response([waiting_event("$late")]), "since")
+    # Its key comes while the owner's keys cannot be fetched (a new session of theirs
+    # changed their device list): it is not lost, and the sync goes on.
+    nio.readable, flaky.down = True, True
+    assert await router.handle(response(to_device=[ROOM_KEY]), "since") is False
+    assert tasks.messages == []
+    assert [row[2]["event_id"] for row in db.waiting_undecrypted()] == ["$late"], "not lost"
+    # While the homeserver still fails it, every sync looks again and goes on.
+    await router.handle(response(), "since")
+    assert tasks.messages == [] and len(db.waiting_undecrypted()) == 1
+    # At the first sync once the keys can be fetched, well within its grace period.
+    flaky.down = False
+    await router.handle(response(), "since")
+    assert tasks.messages == ["$late"] and db.waiting_undecrypted() == []
+    nio.decrypted.clear()
+    await router.handle(response(), "since")
+    assert nio.decrypted == [], "read: no more looks"
     db.close()

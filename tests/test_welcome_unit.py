@@ -286,3 +286,57 @@ async def test_the_welcome_looks_again_only_while_a_dm_waits_or_a_room_is_new(
         with contextlib.suppress(asyncio.CancelledError):
             await runner
     db.close()
+
+
+class _Outbox:
+    def __init__(self) -> None:
+        self.posted: list[str] = []
+        self.sent = asyncio.Event()
+
+    async def post(self, room_id: str, text: str, **kwargs: object) -> str:
+        self.posted.append(room_id)
+        self.sent.set()
+        return "$welcome"
+
+
+async def test_a_dm_the_bot_saw_before_init_recorded_it_is_still_welcomed(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    client, outbox = _Client(), _Outbox()
+    welcome = Welcome(cast(MatrixClient, client), db, cast(Outbox, outbox), frozenset(OWNERS), 60)
+    looks: list[str] = []
+
+    def note(sql: str) -> None:
+        if sql.lstrip().upper().startswith("SELECT") and "owner_rooms" in sql:
+            looks.append(sql)
+
+    db._conn.set_trace_callback(note)
+    runner = asyncio.create_task(welcome.run())
+
+    async def looked(n: int) -> None:
+        async with asyncio.timeout(5):
+            while len(looks) < n:
+                await asyncio.sleep(0.01)
+
+    try:
+        welcome.rooms_changed()  # the run's first sync: nothing recorded
+        await looked(1)
+        # `init`, in another process, creates the DM; the daemon's sync brings the room
+        # before `init` has written it down (it records the room once the homeserver's
+        # answer reaches it): the look finds the room but no record.
+        client.client.rooms["!dm:x"] = _Room(joined=[BOT, OWNER], invited=[OWNER])
+        welcome.rooms_changed()
+        await looked(2)
+        db.add_owner_room(RoomID("!dm:x"), UserID(OWNER), opened_by="bot")
+        # The owner accepts: the DM is ready and gets its welcome.
+        client.client.rooms["!dm:x"] = _Room(joined=[BOT, OWNER], invited=[])
+        welcome.rooms_changed()
+        async with asyncio.timeout(5):
+            await outbox.sent.wait()
+        assert outbox.posted == ["!dm:x"]
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    db.close()

@@ -265,8 +265,12 @@ class HealthRecorder(logging.Handler):
                     await asyncio.wait_for(
                         self._dirty.wait(), None if wait_ms is None else wait_ms / 1000
                     )
-                self._dirty.clear()
-                self.write()
+                # Nothing changed and no sync since the last write (the homeserver is away,
+                # the network is down): the disk says what memory says, and a rewrite at the
+                # writer's pace would cost a synced write every few seconds of the outage.
+                if self._dirty.is_set() or self._last_sync() != self._written_sync:
+                    self._dirty.clear()
+                    self.write()
                 await asyncio.sleep(_MIN_WRITE_INTERVAL_S)
 
     async def _first_sync(self, sync: SyncProgress) -> None:

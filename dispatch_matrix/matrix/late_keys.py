@@ -52,11 +52,10 @@ class LateKeys:
         # When the waiting events need a look even without new keys (the end of the oldest
         # one's grace period); None when nothing waits. Retried sooner when keys arrive.
         self.due_at: float | None = None
-        self._wait_from(first_seen for *_rest, first_seen in db.waiting_undecrypted())
+        self._due_from(first_seen + grace_s for *_rest, first_seen in db.waiting_undecrypted())
 
-    def _wait_from(self, first_seen: Iterable[float]) -> None:
-        oldest = min(first_seen, default=None)
-        self.due_at = None if oldest is None else oldest + self._grace_s
+    def _due_from(self, dues: Iterable[float]) -> None:
+        self.due_at = min(dues, default=None)
 
     async def hold(self, item: Unreadable) -> None:
         """Keep the event and ask the sender's devices for its key."""
@@ -88,38 +87,51 @@ class LateKeys:
     async def retry(self, now: float | None = None) -> None:
         """Try every waiting event again; report the ones past their grace period."""
         now = time.time() if now is None else now
-        waiting: list[float] = []
+        dues: list[float] = []
         for row in self._db.waiting_undecrypted():
-            if await self._retry(row, now):
-                waiting.append(row[3])
+            due = await self._retry(row, now)
+            if due is not None:
+                dues.append(due)
         # Past a failure above, `due_at` stays as it was: the next sync tries again.
-        self._wait_from(waiting)
+        self._due_from(dues)
 
-    async def _retry(self, row: tuple[str, str, dict[str, Any], float], now: float) -> bool:
-        """Try one waiting event; whether it still waits."""
+    async def _retry(self, row: tuple[str, str, dict[str, Any], float], now: float) -> float | None:
+        """Try one waiting event; when it is due for another look if it still waits."""
         room_id, _sender, source, first_seen = row
         event = self._event(room_id, source)
         if event is None:
             self._db.resolve_undecrypted(str(source.get("event_id")), gave_up=True)
-            return False
+            return None
         try:
             decrypted = self._client.client.decrypt_event(event)
         except EncryptionError:
             if self._refused(event.event_id):
                 self._db.resolve_undecrypted(event.event_id, gave_up=True)
-                return False
+                return None
             if now - first_seen < self._grace_s:
-                return True
+                return first_seen + self._grace_s
             self._db.resolve_undecrypted(event.event_id, gave_up=True)
             item = from_event(RoomID(room_id), event)
             log.warning("matrix.undecryptable_gave_up", event_id=event.event_id)
             if isinstance(item, Unreadable):
                 await self._on_give_up(item)
-            return False
+            return None
         self._claimed()
-        self._db.resolve_undecrypted(event.event_id, gave_up=False)
         item = from_event(RoomID(room_id), decrypted)
         log.info("matrix.late_key_arrived", event_id=event.event_id)
         if isinstance(item, Message):
-            await self._on_read(item)
-        return False
+            # Routed before it stops waiting, so a failure on the way does not lose it; the
+            # intake knows each event id it took, so a crash in between runs it once.
+            try:
+                await self._on_read(item)
+            except HomeserverError as err:
+                # Read, but not judged: the homeserver failed the gate (the owner's keys
+                # could not be fetched). It waits, due at the next sync, which goes on.
+                log.warning("matrix.late_read_deferred", event_id=event.event_id, error=err.message)
+                return now
+            except Exception:
+                # As for any event (router): a bug in handling one must not stop the bot
+                # hearing every later one.
+                log.exception("matrix.late_read_failed", event_id=event.event_id)
+        self._db.resolve_undecrypted(event.event_id, gave_up=False)
+        return None

@@ -92,6 +92,9 @@ class Router:
         self._rooms_changed = tuple(rooms_changed)
         # The first sync of a run brings every room's full state.
         self._first = True
+        # Room keys came (nio stored them) and no retry has run since: a sync that failed
+        # before its retry is read again without them (nio decrypts an Olm message once).
+        self._keys_came = False
         self._late = LateKeys(
             client,
             db,
@@ -112,6 +115,7 @@ class Router:
         single owner message, touches none of the housekeeping."""
         first = self._first
         news = news_of(response, first=first)
+        self._keys_came = self._keys_came or news.room_keys
         if first and self._replays is not None:
             # The crypto machine is made once, at the login, before the first sync.
             self._replays.ensure(self._client.client.olm)
@@ -141,8 +145,11 @@ class Router:
                 # (a crash would re-read the same event at restart, forever).
                 log.exception("router.item_failed", item=type(item).__name__, room=item.room_id)
         late = self._late.due_at
-        if late is not None and (news.room_keys or time.time() >= late):
+        # At a run's first sync too: the last run may have died between nio storing a key
+        # and the retry it owed.
+        if late is not None and (self._keys_came or first or time.time() >= late):
             await self._late.retry()
+        self._keys_came = False
         # Not before: a first sync that failed is read again, as a first.
         self._first = False
         return bool(items)

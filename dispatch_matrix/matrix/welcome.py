@@ -62,8 +62,9 @@ class Welcome:
         self._wake = asyncio.Event()
         # Whether a recorded DM may still wait for its welcome (until a look finds none).
         self._waiting = enabled
-        # The rooms the bot was in at the last look: one it is in since may be a DM `init`
-        # opened meanwhile (recorded by that process).
+        # The recorded DMs the bot was in at the last look: a room it is in that is not
+        # among them may be a DM `init` opened meanwhile (recorded by that process, which
+        # may write it down only after this process saw the room).
         self._known: set[str] = set()
 
     def joined(self, room_id: RoomID, inviter: str) -> None:
@@ -97,9 +98,10 @@ class Welcome:
         while self._enabled:
             await self._wake.wait()
             self._wake.clear()
-            self._known = set(self._client.client.rooms)
+            recorded = self._db.owner_rooms()
+            self._known = {str(room.room_id) for room in recorded} & set(self._client.client.rooms)
             waiting = False
-            for room in self._db.unwelcomed_rooms():
+            for room in (room for room in recorded if not room.welcomed):
                 if self._ready(room.room_id):
                     await self._send(room.room_id, room.owner)
                 else:

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from dispatch_matrix.app.health import (
     read,
     refresh_in_ms,
     stale_after_ms,
+    sync_due,
 )
-from dispatch_matrix.core import logs
+from dispatch_matrix.core import logs, walltimer
 from dispatch_matrix.core.faults import disk_full
 from dispatch_matrix.store import Database
 
@@ -306,6 +308,27 @@ def test_refresh_in_ms(written: int | None, now: int, expected: int | None) -> N
     assert refresh_in_ms(written, STALE, now) == expected
 
 
+@pytest.mark.parametrize(
+    "written, synced, now, due",
+    [
+        # No sync yet, or none since the one on disk: nothing to write.
+        (None, None, NOW, False),
+        (NOW - 10 * STALE, NOW - 10 * STALE, NOW, False),
+        # The first sync: at once.
+        (None, NOW, NOW, True),
+        # A newer sync while the one on disk still looks recent: not yet (idle, one comes
+        # per long poll).
+        (NOW - 30_000, NOW, NOW, False),
+        (NOW - STALE + 5_001, NOW, NOW, False),
+        # About to look stale, or long stale (the wall clock ran through a suspend).
+        (NOW - STALE + 5_000, NOW, NOW, True),
+        (NOW - 3_600_000, NOW - 1_000, NOW, True),
+    ],
+)
+def test_sync_due(written: int | None, synced: int | None, now: int, due: bool) -> None:
+    assert sync_due(written, synced, STALE, now) is due
+
+
 def test_status_counts_a_sync_as_recent_for_a_long_poll_and_a_margin() -> None:
     assert stale_after_ms(30_000) == 60_000
 
@@ -344,6 +367,112 @@ async def test_while_the_homeserver_is_away_the_record_is_not_rewritten_unchange
         progress.synced(now[0])
         await until(lambda: (read(db) or UP).last_sync_ms == now[0])
         assert len(writes) == 1
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()
+
+
+async def test_after_a_suspend_the_first_sync_is_on_disk_within_a_look_not_a_stale_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer's pace shortened as above; its looks (slices of the clock it is given, as
+    # where there is no timerfd) every 10 ms instead of 5 s.
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    now = [100_000]
+    recorder = HealthRecorder(
+        db, 42, "1.2", now_ms=lambda: now[0], stale_ms=STALE, look_every_s=0.01
+    )
+    progress = Progress()
+    recorder.started()
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
+        # Suspended for an hour: the wall clock moved on, a monotonic timer did not (the
+        # writer's next refresh, by its own reckoning, is most of a stale window away).
+        now[0] += 3_600_000
+        # The sync loop gets through again a few seconds after the wake.
+        now[0] += 3_000
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == now[0], timeout=2)
+        shown = describe(read(db), True, now[0] + 1_000, STALE)
+        assert shown[1].startswith("connected: yes"), shown
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()
+
+
+async def test_idle_the_record_is_written_about_once_per_stale_window_and_never_looks_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    now, looks = [100_000], [0]
+
+    def clock() -> int:
+        looks[0] += 1
+        return now[0]
+
+    recorder = HealthRecorder(db, 42, "1.2", now_ms=clock, stale_ms=STALE, look_every_s=0.001)
+    progress = Progress()
+    recorder.started()
+    writes: list[str] = []
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
+        db._conn.set_trace_callback(
+            lambda sql: writes.append(sql) if "INSERT OR REPLACE INTO meta" in sql else None
+        )
+        # Ten minutes of idle long polls, one every 30 s; the writer looks after each.
+        for _ in range(20):
+            now[0] += 30_000
+            progress.synced(now[0])
+            await until(lambda seen=looks[0]: looks[0] >= seen + 3)
+            on_disk = (read(db) or UP).last_sync_ms
+            assert on_disk is not None and now[0] - on_disk < STALE
+        # One write per 90 s of syncs (the one due before 85 s is the third after a write):
+        # 600 s / 90 s, where a write at each sync would be 20 and at each look hundreds.
+        assert 6 <= len(writes) <= 7, len(writes)
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()
+
+
+async def test_with_the_real_clock_the_writer_waits_on_the_wall_clock_timer_where_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not walltimer.available():
+        pytest.skip("no timerfd here: the writer looks in slices")
+    asked: list[float | None] = []
+
+    async def wait_wall(at: float | None, wake: asyncio.Event | None = None) -> walltimer.Woke:
+        asked.append(at)
+        assert wake is not None
+        await wake.wait()
+        return walltimer.Woke.WOKEN
+
+    monkeypatch.setattr(walltimer, "wait_wall", wait_wall)
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    recorder = HealthRecorder(db, 42, "1.2", stale_ms=STALE)
+    progress = Progress()
+    recorder.started()
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        progress.synced(int(time.time() * 1000))
+        await until(lambda: bool(asked))
+        # Armed at the wall time the written sync needs refreshing, not a duration.
+        written = (read(db) or UP).last_sync_ms
+        assert written is not None and asked[0] is not None
+        assert asked[0] * 1000 == pytest.approx(written + STALE - 5_000, abs=1)
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

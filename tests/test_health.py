@@ -22,6 +22,7 @@ from dispatch_matrix.app.health import (
     error_text,
     read,
     refresh_in_ms,
+    shows_failing,
     stale_after_ms,
     sync_due,
 )
@@ -309,23 +310,63 @@ def test_refresh_in_ms(written: int | None, now: int, expected: int | None) -> N
 
 
 @pytest.mark.parametrize(
+    "written, now, expected",
+    [
+        (None, NOW, None),
+        # While the record says failing, the writer looks at its pace however recent the
+        # sync it shows: the homeserver's return is on disk a look after the first sync.
+        (NOW, NOW, 5_000),
+        (NOW - 10 * STALE, NOW, 5_000),
+    ],
+)
+def test_refresh_in_ms_while_failing(written: int | None, now: int, expected: int | None) -> None:
+    assert refresh_in_ms(written, STALE, now, failing=True) == expected
+
+
+@pytest.mark.parametrize(
+    "record, failing",
+    [
+        (None, False),
+        (Health(7, "0.9", NOW, last_sync_ms=NOW), False),
+        (Health(7, "0.9", NOW, last_sync_ms=NOW, failing_since_ms=NOW - 1), False),
+        (Health(7, "0.9", NOW, last_sync_ms=NOW, failing_since_ms=NOW), True),
+        (Health(7, "0.9", NOW, failing_since_ms=NOW), True),
+    ],
+)
+def test_shows_failing(record: Health | None, failing: bool) -> None:
+    assert shows_failing(record) is failing
+
+
+def shown(sync: int | None, failing: int | None = None) -> Health:
+    """The record on disk, as far as a look reads it."""
+    return Health(7, "0.9", NOW - 9 * MIN, last_sync_ms=sync, failing_since_ms=failing)
+
+
+@pytest.mark.parametrize(
     "written, synced, now, due",
     [
         # No sync yet, or none since the one on disk: nothing to write.
         (None, None, NOW, False),
-        (NOW - 10 * STALE, NOW - 10 * STALE, NOW, False),
+        (shown(None), None, NOW, False),
+        (shown(NOW - 10 * STALE), NOW - 10 * STALE, NOW, False),
+        (shown(NOW - 3_000, failing=NOW - 1_000), NOW - 3_000, NOW, False),
         # The first sync: at once.
-        (None, NOW, NOW, True),
+        (shown(None), NOW, NOW, True),
+        (shown(None, failing=NOW - 50_000), NOW, NOW, True),
         # A newer sync while the one on disk still looks recent: not yet (idle, one comes
         # per long poll).
-        (NOW - 30_000, NOW, NOW, False),
-        (NOW - STALE + 5_001, NOW, NOW, False),
+        (shown(NOW - 30_000), NOW, NOW, False),
+        (shown(NOW - STALE + 5_001), NOW, NOW, False),
+        # A failure written before that sync is no reason either: the disk says connected.
+        (shown(NOW - 30_000, failing=NOW - 40_000), NOW, NOW, False),
         # About to look stale, or long stale (the wall clock ran through a suspend).
-        (NOW - STALE + 5_000, NOW, NOW, True),
-        (NOW - 3_600_000, NOW - 1_000, NOW, True),
+        (shown(NOW - STALE + 5_000), NOW, NOW, True),
+        (shown(NOW - 3_600_000), NOW - 1_000, NOW, True),
+        # The disk says failing, and a sync got through since: at once, however recent.
+        (shown(NOW - 10_000, failing=NOW - 8_000), NOW, NOW, True),
     ],
 )
-def test_sync_due(written: int | None, synced: int | None, now: int, due: bool) -> None:
+def test_sync_due(written: Health | None, synced: int | None, now: int, due: bool) -> None:
     assert sync_due(written, synced, STALE, now) is due
 
 
@@ -474,6 +515,41 @@ async def test_with_the_real_clock_the_writer_waits_on_the_wall_clock_timer_wher
         assert written is not None and asked[0] is not None
         assert asked[0] * 1000 == pytest.approx(written + STALE - 5_000, abs=1)
     finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()
+
+
+async def test_after_a_short_outage_the_first_sync_through_is_on_disk_within_a_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    now = [100_000]
+    recorder = HealthRecorder(
+        db, 42, "1.2", now_ms=lambda: now[0], stale_ms=STALE, look_every_s=0.01
+    )
+    progress = Progress()
+    recorder.started()
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        logs.setup("info")
+        logs.get_root().addHandler(recorder)
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
+        now[0] += 3_000
+        logs.get("t").warning("sync.failed", error="connection refused")
+        await until(lambda: (read(db) or UP).failing_since_ms == 103_000)
+        # The homeserver is back 4 s later, long before the sync on disk would look stale.
+        now[0] += 4_000
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == now[0], timeout=2)
+        shown = describe(read(db), True, now[0] + 1_000, STALE)
+        assert shown[1].startswith("connected: yes"), shown
+    finally:
+        logs.get_root().removeHandler(recorder)
+        logs.setup("error")
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer

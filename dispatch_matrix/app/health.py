@@ -56,27 +56,42 @@ def stale_after_ms(sync_timeout_ms: int) -> int:
     return sync_timeout_ms + _STALE_MARGIN_MS
 
 
-def refresh_in_ms(written_sync_ms: int | None, stale_ms: int, now_ms: int) -> int | None:
+def refresh_in_ms(
+    written_sync_ms: int | None, stale_ms: int, now_ms: int, *, failing: bool = False
+) -> int | None:
     """How long until the record must be written again so that the last sync it shows
     does not look stale (pure); None while it shows none (the first sync is written when
     it comes). Never sooner than the writer's pace: once it is stale, the sync loop made
-    no progress, and a rewrite would say nothing new."""
+    no progress, and a rewrite would say nothing new. At that pace while the record says
+    the homeserver is `failing`: the first sync through is then worth writing at once."""
     if written_sync_ms is None:
         return None
+    pace = int(_MIN_WRITE_INTERVAL_S * 1000)
+    if failing:
+        return pace
     left = written_sync_ms + stale_ms - _REFRESH_EARLY_MS - now_ms
-    return max(left, int(_MIN_WRITE_INTERVAL_S * 1000))
+    return max(left, pace)
 
 
-def sync_due(
-    written_sync_ms: int | None, last_sync_ms: int | None, stale_ms: int, now_ms: int
-) -> bool:
-    """Whether a look must write the sync loop's progress (pure): a sync came since the one
-    on disk, and by the wall clock the one on disk is about to look stale (after a suspend,
-    long since) or there is none yet. A newer sync alone is no reason: idle, one comes per
-    long poll, and the record would be rewritten that often."""
-    if last_sync_ms is None or last_sync_ms == written_sync_ms:
+def shows_failing(health: Health | None) -> bool:
+    """Whether the record says the homeserver failed since its last sync (pure)."""
+    if health is None or health.failing_since_ms is None:
         return False
-    return written_sync_ms is None or now_ms >= written_sync_ms + stale_ms - _REFRESH_EARLY_MS
+    return health.last_sync_ms is None or health.failing_since_ms >= health.last_sync_ms
+
+
+def sync_due(written: Health | None, last_sync_ms: int | None, stale_ms: int, now_ms: int) -> bool:
+    """Whether a look must write the sync loop's progress (pure): a sync came since the one
+    on disk, and `status` reading the disk now would say "not connected" or soon will: it
+    shows no sync, or a failure since its sync, or a sync about to look stale by the wall
+    clock (after a suspend, long since). A newer sync alone is no reason: idle, one comes
+    per long poll, and the record would be rewritten that often."""
+    shown = None if written is None else written.last_sync_ms
+    if last_sync_ms is None or last_sync_ms == shown:
+        return False
+    if written is None or shown is None or shows_failing(written):
+        return True
+    return now_ms >= shown + stale_ms - _REFRESH_EARLY_MS
 
 
 class SyncProgress(Protocol):
@@ -211,7 +226,8 @@ class HealthRecorder(logging.Handler):
         self._stale_ms = stale_ms
         # The sync loop whose progress the record shows (`follow`).
         self._sync: SyncProgress | None = None
-        # The last sync the record on disk shows.
+        # The record on disk (None: not written yet) and the last sync it shows.
+        self._written: Health | None = None
         self._written_sync: int | None = None
 
     def follow(self, sync: SyncProgress) -> None:
@@ -270,6 +286,7 @@ class HealthRecorder(logging.Handler):
         health = self.health
         try:
             self._db.set_meta(KEY, health.to_json())
+            self._written = health
             self._written_sync = health.last_sync_ms
             self._write_failed = False
         except sqlite3.Error as err:
@@ -286,12 +303,16 @@ class HealthRecorder(logging.Handler):
         async with asyncio.TaskGroup() as group:
             group.create_task(self._first_sync(sync))
             while True:
-                await self._until(refresh_in_ms(self._written_sync, self._stale_ms, self._now()))
+                failing = shows_failing(self._written)
+                wait_ms = refresh_in_ms(
+                    self._written_sync, self._stale_ms, self._now(), failing=failing
+                )
+                await self._until(wait_ms)
                 # Nothing changed and no sync since the last write (the homeserver is away,
                 # the network is down): the disk says what memory says, and a rewrite at the
                 # writer's pace would cost a synced write every few seconds of the outage.
                 if self._dirty.is_set() or sync_due(
-                    self._written_sync, self._last_sync(), self._stale_ms, self._now()
+                    self._written, self._last_sync(), self._stale_ms, self._now()
                 ):
                     self._dirty.clear()
                     self.write()

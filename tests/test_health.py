@@ -554,3 +554,30 @@ async def test_after_a_short_outage_the_first_sync_through_is_on_disk_within_a_l
         with contextlib.suppress(asyncio.CancelledError):
             await writer
     db.close()
+
+
+async def test_a_refused_wall_timer_costs_the_writer_a_slice_not_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(at: float | None, wake: asyncio.Event | None = None) -> walltimer.Woke:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(walltimer, "available", lambda: True)
+    monkeypatch.setattr(walltimer, "wait_wall", refused)
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    recorder = HealthRecorder(db, 42, "1.2", stale_ms=STALE, look_every_s=0.01)
+    progress = Progress()
+    recorder.started()
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        progress.synced(int(time.time() * 1000))
+        await until(lambda: (read(db) or UP).last_sync_ms is not None)
+        recorder.connected()
+        await until(lambda: (read(db) or UP).connected_ms is not None)
+        assert not writer.done()
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()

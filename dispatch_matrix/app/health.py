@@ -323,8 +323,11 @@ class HealthRecorder(logging.Handler):
         changed. Early is fine (a clock jump, a resume, a slice): the caller looks, and
         writes only what is due."""
         if self._wall_timer and wait_ms is not None:
-            await walltimer.wait_wall((self._now() + wait_ms) / 1000, self._dirty)
-            return
+            # A timer refused (no descriptor left, say) costs this wait a slice, not the
+            # record: it is best effort and must not stop the daemon.
+            with contextlib.suppress(OSError):
+                await walltimer.wait_wall((self._now() + wait_ms) / 1000, self._dirty)
+                return
         timeout = None if wait_ms is None else min(wait_ms / 1000, self._look_every_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._dirty.wait(), timeout)

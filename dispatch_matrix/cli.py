@@ -27,7 +27,8 @@ def _say(text: str) -> None:
 
 
 def _complain(text: str) -> None:
-    print(f"dispatch-matrix: {terminal.safe(text, lines=True)}", file=sys.stderr, flush=True)
+    # One line, whatever the message quotes: the module's promise for every error.
+    print(f"dispatch-matrix: {terminal.safe(text)}", file=sys.stderr, flush=True)
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:

@@ -118,7 +118,8 @@ def test_the_cli_prints_lines_and_its_error_line_without_a_control(
 ) -> None:
     cli._say(f"one\n{HOSTILE}")
     # The config's path is in the error line: a path can hold an escape too.
-    assert cli.main(["status", "--config", str(tmp_path / "no\x1b[2Jconfig.toml")]) == 2
+    assert cli.main(["status", "--config", str(tmp_path / "no\x1b[2J\nconfig.toml")]) == 2
     out, err = capsys.readouterr()
     assert out == f"one\n{SHOWN}\n"
-    assert "no\\x1b[2Jconfig.toml" in err and not OBEYED.search(err)
+    assert "no\\x1b[2J\\x0aconfig.toml" in err and not OBEYED.search(err)
+    assert err.count("\n") == 1, "the error is one line"

@@ -17,12 +17,18 @@ from pathlib import Path
 
 from dispatch_matrix import __version__
 from dispatch_matrix.app.config import DEFAULT_MODEL, default_config_path, load_config
-from dispatch_matrix.core import logs
+from dispatch_matrix.core import logs, terminal
 from dispatch_matrix.core.errors import DispatchError
 
 
 def _say(text: str) -> None:
-    print(text, flush=True)
+    # What a command prints may quote a homeserver, an owner or a model: shown, not obeyed.
+    print(terminal.safe(text, lines=True), flush=True)
+
+
+def _complain(text: str) -> None:
+    # One line, whatever the message quotes: the module's promise for every error.
+    print(f"dispatch-matrix: {terminal.safe(text)}", file=sys.stderr, flush=True)
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -230,7 +236,7 @@ def _run(args: argparse.Namespace) -> int:
     found = problems(config, os.environ, Path.home())
     if found:
         for extra in found[1:]:
-            print(f"dispatch-matrix: {extra.one_line()}", file=sys.stderr, flush=True)
+            _complain(extra.one_line())
         raise found[0]
     try:
         return asyncio.run(run(config, _say))
@@ -388,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except DispatchError as err:
-        print(f"dispatch-matrix: {err.one_line()}", file=sys.stderr, flush=True)
+        _complain(err.one_line())
         return err.exit_code
     except BrokenPipeError:
         # `dispatch-matrix status | head -1`: the reader has gone, which is no bug. Stdout
@@ -397,11 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as err:  # noqa: BLE001 - the last line of defence: a bug, said plainly
         logs.get(__name__).exception("cli.crashed", command=args.command)
-        print(
-            f"dispatch-matrix: internal error ({err.__class__.__name__}: {err}); this is a bug —"
-            " the traceback is in the log (logs/dispatch.jsonl in the state folder)",
-            file=sys.stderr,
-            flush=True,
+        _complain(
+            f"internal error ({err.__class__.__name__}: {err}); this is a bug — the traceback"
+            " is in the log (logs/dispatch.jsonl in the state folder)"
         )
         return 70
 

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from dispatch_matrix.app.health import (
     error_text,
     read,
     refresh_in_ms,
+    shows_failing,
     stale_after_ms,
+    sync_due,
 )
-from dispatch_matrix.core import logs
+from dispatch_matrix.core import logs, walltimer
 from dispatch_matrix.core.faults import disk_full
 from dispatch_matrix.store import Database
 
@@ -306,6 +309,67 @@ def test_refresh_in_ms(written: int | None, now: int, expected: int | None) -> N
     assert refresh_in_ms(written, STALE, now) == expected
 
 
+@pytest.mark.parametrize(
+    "written, now, expected",
+    [
+        (None, NOW, None),
+        # While the record says failing, the writer looks at its pace however recent the
+        # sync it shows: the homeserver's return is on disk a look after the first sync.
+        (NOW, NOW, 5_000),
+        (NOW - 10 * STALE, NOW, 5_000),
+    ],
+)
+def test_refresh_in_ms_while_failing(written: int | None, now: int, expected: int | None) -> None:
+    assert refresh_in_ms(written, STALE, now, failing=True) == expected
+
+
+@pytest.mark.parametrize(
+    "record, failing",
+    [
+        (None, False),
+        (Health(7, "0.9", NOW, last_sync_ms=NOW), False),
+        (Health(7, "0.9", NOW, last_sync_ms=NOW, failing_since_ms=NOW - 1), False),
+        (Health(7, "0.9", NOW, last_sync_ms=NOW, failing_since_ms=NOW), True),
+        (Health(7, "0.9", NOW, failing_since_ms=NOW), True),
+    ],
+)
+def test_shows_failing(record: Health | None, failing: bool) -> None:
+    assert shows_failing(record) is failing
+
+
+def shown(sync: int | None, failing: int | None = None) -> Health:
+    """The record on disk, as far as a look reads it."""
+    return Health(7, "0.9", NOW - 9 * MIN, last_sync_ms=sync, failing_since_ms=failing)
+
+
+@pytest.mark.parametrize(
+    "written, synced, now, due",
+    [
+        # No sync yet, or none since the one on disk: nothing to write.
+        (None, None, NOW, False),
+        (shown(None), None, NOW, False),
+        (shown(NOW - 10 * STALE), NOW - 10 * STALE, NOW, False),
+        (shown(NOW - 3_000, failing=NOW - 1_000), NOW - 3_000, NOW, False),
+        # The first sync: at once.
+        (shown(None), NOW, NOW, True),
+        (shown(None, failing=NOW - 50_000), NOW, NOW, True),
+        # A newer sync while the one on disk still looks recent: not yet (idle, one comes
+        # per long poll).
+        (shown(NOW - 30_000), NOW, NOW, False),
+        (shown(NOW - STALE + 5_001), NOW, NOW, False),
+        # A failure written before that sync is no reason either: the disk says connected.
+        (shown(NOW - 30_000, failing=NOW - 40_000), NOW, NOW, False),
+        # About to look stale, or long stale (the wall clock ran through a suspend).
+        (shown(NOW - STALE + 5_000), NOW, NOW, True),
+        (shown(NOW - 3_600_000), NOW - 1_000, NOW, True),
+        # The disk says failing, and a sync got through since: at once, however recent.
+        (shown(NOW - 10_000, failing=NOW - 8_000), NOW, NOW, True),
+    ],
+)
+def test_sync_due(written: Health | None, synced: int | None, now: int, due: bool) -> None:
+    assert sync_due(written, synced, STALE, now) is due
+
+
 def test_status_counts_a_sync_as_recent_for_a_long_poll_and_a_margin() -> None:
     assert stale_after_ms(30_000) == 60_000
 
@@ -344,6 +408,174 @@ async def test_while_the_homeserver_is_away_the_record_is_not_rewritten_unchange
         progress.synced(now[0])
         await until(lambda: (read(db) or UP).last_sync_ms == now[0])
         assert len(writes) == 1
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()
+
+
+async def test_after_a_suspend_the_first_sync_is_on_disk_within_a_look_not_a_stale_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer's pace shortened as above; its looks (slices of the clock it is given, as
+    # where there is no timerfd) every 10 ms instead of 5 s.
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    now = [100_000]
+    recorder = HealthRecorder(
+        db, 42, "1.2", now_ms=lambda: now[0], stale_ms=STALE, look_every_s=0.01
+    )
+    progress = Progress()
+    recorder.started()
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
+        # Suspended for an hour: the wall clock moved on, a monotonic timer did not (the
+        # writer's next refresh, by its own reckoning, is most of a stale window away).
+        now[0] += 3_600_000
+        # The sync loop gets through again a few seconds after the wake.
+        now[0] += 3_000
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == now[0], timeout=2)
+        shown = describe(read(db), True, now[0] + 1_000, STALE)
+        assert shown[1].startswith("connected: yes"), shown
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()
+
+
+async def test_idle_the_record_is_written_about_once_per_stale_window_and_never_looks_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    now, looks = [100_000], [0]
+
+    def clock() -> int:
+        looks[0] += 1
+        return now[0]
+
+    recorder = HealthRecorder(db, 42, "1.2", now_ms=clock, stale_ms=STALE, look_every_s=0.001)
+    progress = Progress()
+    recorder.started()
+    writes: list[str] = []
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
+        db._conn.set_trace_callback(
+            lambda sql: writes.append(sql) if "INSERT OR REPLACE INTO meta" in sql else None
+        )
+        # Ten minutes of idle long polls, one every 30 s; the writer looks after each.
+        for _ in range(20):
+            now[0] += 30_000
+            progress.synced(now[0])
+            await until(lambda seen=looks[0]: looks[0] >= seen + 3)
+            on_disk = (read(db) or UP).last_sync_ms
+            assert on_disk is not None and now[0] - on_disk < STALE
+        # One write per 90 s of syncs (the one due before 85 s is the third after a write):
+        # 600 s / 90 s, where a write at each sync would be 20 and at each look hundreds.
+        assert 6 <= len(writes) <= 7, len(writes)
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()
+
+
+async def test_with_the_real_clock_the_writer_waits_on_the_wall_clock_timer_where_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not walltimer.available():
+        pytest.skip("no timerfd here: the writer looks in slices")
+    asked: list[float | None] = []
+
+    async def wait_wall(at: float | None, wake: asyncio.Event | None = None) -> walltimer.Woke:
+        asked.append(at)
+        assert wake is not None
+        await wake.wait()
+        return walltimer.Woke.WOKEN
+
+    monkeypatch.setattr(walltimer, "wait_wall", wait_wall)
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    recorder = HealthRecorder(db, 42, "1.2", stale_ms=STALE)
+    progress = Progress()
+    recorder.started()
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        progress.synced(int(time.time() * 1000))
+        await until(lambda: bool(asked))
+        # Armed at the wall time the written sync needs refreshing, not a duration.
+        written = (read(db) or UP).last_sync_ms
+        assert written is not None and asked[0] is not None
+        assert asked[0] * 1000 == pytest.approx(written + STALE - 5_000, abs=1)
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()
+
+
+async def test_after_a_short_outage_the_first_sync_through_is_on_disk_within_a_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    now = [100_000]
+    recorder = HealthRecorder(
+        db, 42, "1.2", now_ms=lambda: now[0], stale_ms=STALE, look_every_s=0.01
+    )
+    progress = Progress()
+    recorder.started()
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        logs.setup("info")
+        logs.get_root().addHandler(recorder)
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
+        now[0] += 3_000
+        logs.get("t").warning("sync.failed", error="connection refused")
+        await until(lambda: (read(db) or UP).failing_since_ms == 103_000)
+        # The homeserver is back 4 s later, long before the sync on disk would look stale.
+        now[0] += 4_000
+        progress.synced(now[0])
+        await until(lambda: (read(db) or UP).last_sync_ms == now[0], timeout=2)
+        shown = describe(read(db), True, now[0] + 1_000, STALE)
+        assert shown[1].startswith("connected: yes"), shown
+    finally:
+        logs.get_root().removeHandler(recorder)
+        logs.setup("error")
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    db.close()
+
+
+async def test_a_refused_wall_timer_costs_the_writer_a_slice_not_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(at: float | None, wake: asyncio.Event | None = None) -> walltimer.Woke:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(walltimer, "available", lambda: True)
+    monkeypatch.setattr(walltimer, "wait_wall", refused)
+    monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
+    db = Database.open(tmp_path / "d.db")
+    recorder = HealthRecorder(db, 42, "1.2", stale_ms=STALE, look_every_s=0.01)
+    progress = Progress()
+    recorder.started()
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        progress.synced(int(time.time() * 1000))
+        await until(lambda: (read(db) or UP).last_sync_ms is not None)
+        recorder.connected()
+        await until(lambda: (read(db) or UP).connected_ms is not None)
+        assert not writer.done()
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -111,6 +111,26 @@ async def test_status_shows_the_daemon_its_connection_queue_and_current_task(
     assert shown["connected"].startswith("no (last run") and "ago)" in shown["connected"]
 
 
+async def test_status_shows_a_tasks_terminal_controls_instead_of_obeying_them(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    fake_api.reply("painted", delay=6)
+    # A window title, a screen wipe and a right-to-left override, from the phone.
+    await owner.send_text(room, "paint \x1b]0;pwned\x07 the \x1b[2Jscreen \u202eright")
+    await fake_api.await_requests(len(fake_api.requests) + 1, 30)
+    code, shown = await status(bot)
+    assert code == 0
+    assert (
+        shown["current"] == "#1 running: paint \\x1b]0;pwned\\x07 the \\x1b[2Jscreen \\u202eright"
+    )
+    assert not any(ch in value for value in shown.values() for ch in "\x1b\x07\u202e")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="painted")
+
+
 async def test_a_second_copy_refuses_and_the_first_keeps_answering(
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,

@@ -27,9 +27,11 @@ class HangingClient:
     def __init__(self) -> None:
         self.calls = 0
         self.cancelled = 0
+        self.timeouts: list[int] = []
 
     async def sync(self, since: Any, timeout_ms: int, full_state: bool = False) -> Response:
         self.calls += 1
+        self.timeouts.append(timeout_ms)
         if self.calls == 1:
             return Response("t1")
         try:
@@ -86,6 +88,9 @@ async def test_a_clock_jump_restarts_the_long_poll(
     runner.cancel()
     assert client.cancelled >= 1, "the hanging poll was abandoned"
     assert client.calls >= 3, "and a new one started at once"
+    # The one after the wake returns at once (it proves the connection; the record and
+    # `status` wait for it), then the long polls resume.
+    assert client.timeouts[:3] == [0, 30_000, 0]
 
 
 class AwayClient:
@@ -94,9 +99,11 @@ class AwayClient:
     def __init__(self, away: int) -> None:
         self.away = away
         self.calls = 0
+        self.timeouts: list[int] = []
 
     async def sync(self, since: Any, timeout_ms: int, full_state: bool = False) -> Response:
         self.calls += 1
+        self.timeouts.append(timeout_ms)
         if 1 < self.calls <= self.away + 1:
             raise Unreachable("sync: cannot reach (connection refused)")
         if self.calls > self.away + 2:
@@ -133,6 +140,10 @@ async def test_while_the_homeserver_is_away_retries_double_to_ten_seconds_and_it
     # A minute away costs at most one 10 s wait past the homeserver's return, not 60 s.
     assert waits == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0, 10.0]
     assert told == [8], "told once, after the first sync that got through"
+    # While it fails, each retry returns at once when the homeserver answers: its return is
+    # known in a round trip, not after a long poll; then the long polls resume.
+    assert client.timeouts[:10] == [0, 30_000] + [0] * 8
+    assert all(timeout == 30_000 for timeout in client.timeouts[10:])
     db.flush_staged()
     assert db.sync_token() == "t10"
 

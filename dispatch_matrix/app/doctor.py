@@ -20,6 +20,7 @@ from typing import Any
 from dispatch_matrix.app import preflight
 from dispatch_matrix.app.config import Config, load_config
 from dispatch_matrix.app.reach import explain, kind_of, probe
+from dispatch_matrix.core import terminal
 from dispatch_matrix.core.errors import ConfigError, DispatchError, StateError
 from dispatch_matrix.matrix.asleep import SUPPORT_META, doctor_line
 from dispatch_matrix.matrix.texts import exemption_hint
@@ -44,9 +45,11 @@ class Check:
     skipped: bool = False
 
     def line(self) -> str:
+        """The check as printed: its mark, what it found, the fix when it failed. Each part
+        is one line however it came (a homeserver's or a connector's words among them)."""
         mark = "–" if self.skipped else "✓" if self.ok else "✗"
-        return f"{mark} {self.what}" + (
-            f"\n    fix: {self.fix}" if self.fix and not self.ok else ""
+        return f"{mark} {terminal.safe(self.what)}" + (
+            f"\n    fix: {terminal.safe(self.fix)}" if self.fix and not self.ok else ""
         )
 
 

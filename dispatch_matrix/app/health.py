@@ -7,6 +7,12 @@ disk refuses the write, the daemon logs that once and carries on). Nobody tells 
 sync: it reads the sync loop's progress when it writes, which is at once after the first
 sync, when something changed (an error, say), and before the last sync it shows would look
 stale to `status` — about once per idle long poll, fewer when syncs come fast.
+
+That "before" is by the wall clock: a laptop's monotonic clock stops while it is suspended,
+so a timer on it would leave the record showing the sync before the suspend for up to a
+stale window after the wake, while `status` (which reads the wall clock) says "connected:
+no". The writer waits on `walltimer` (which fires across a suspend and on resume) where the
+system has it, else in slices of a few seconds, re-reading the wall clock at each.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from dispatch_matrix.core import logs
+from dispatch_matrix.core import logs, walltimer
 from dispatch_matrix.store import Connection
 
 log = logs.get(__name__)
@@ -40,6 +46,9 @@ _MIN_WRITE_INTERVAL_S = 5.0
 _STALE_MARGIN_MS = 30_000
 # The record is refreshed this long before the last sync it shows would look stale.
 _REFRESH_EARLY_MS = 5_000
+# Without a wall-clock timer, the writer re-reads the wall clock this often (a wake from a
+# suspend is seen within one slice); a look writes nothing unless something is due.
+_LOOK_EVERY_S = 5.0
 
 
 def stale_after_ms(sync_timeout_ms: int) -> int:
@@ -47,15 +56,42 @@ def stale_after_ms(sync_timeout_ms: int) -> int:
     return sync_timeout_ms + _STALE_MARGIN_MS
 
 
-def refresh_in_ms(written_sync_ms: int | None, stale_ms: int, now_ms: int) -> int | None:
+def refresh_in_ms(
+    written_sync_ms: int | None, stale_ms: int, now_ms: int, *, failing: bool = False
+) -> int | None:
     """How long until the record must be written again so that the last sync it shows
     does not look stale (pure); None while it shows none (the first sync is written when
     it comes). Never sooner than the writer's pace: once it is stale, the sync loop made
-    no progress, and a rewrite would say nothing new."""
+    no progress, and a rewrite would say nothing new. At that pace while the record says
+    the homeserver is `failing`: the first sync through is then worth writing at once."""
     if written_sync_ms is None:
         return None
+    pace = int(_MIN_WRITE_INTERVAL_S * 1000)
+    if failing:
+        return pace
     left = written_sync_ms + stale_ms - _REFRESH_EARLY_MS - now_ms
-    return max(left, int(_MIN_WRITE_INTERVAL_S * 1000))
+    return max(left, pace)
+
+
+def shows_failing(health: Health | None) -> bool:
+    """Whether the record says the homeserver failed since its last sync (pure)."""
+    if health is None or health.failing_since_ms is None:
+        return False
+    return health.last_sync_ms is None or health.failing_since_ms >= health.last_sync_ms
+
+
+def sync_due(written: Health | None, last_sync_ms: int | None, stale_ms: int, now_ms: int) -> bool:
+    """Whether a look must write the sync loop's progress (pure): a sync came since the one
+    on disk, and `status` reading the disk now would say "not connected" or soon will: it
+    shows no sync, or a failure since its sync, or a sync about to look stale by the wall
+    clock (after a suspend, long since). A newer sync alone is no reason: idle, one comes
+    per long poll, and the record would be rewritten that often."""
+    shown = None if written is None else written.last_sync_ms
+    if last_sync_ms is None or last_sync_ms == shown:
+        return False
+    if written is None or shown is None or shows_failing(written):
+        return True
+    return now_ms >= shown + stale_ms - _REFRESH_EARLY_MS
 
 
 class SyncProgress(Protocol):
@@ -172,10 +208,15 @@ class HealthRecorder(logging.Handler):
         now_ms: Callable[[], int] | None = None,
         *,
         stale_ms: int = stale_after_ms(30_000),
+        look_every_s: float = _LOOK_EVERY_S,
     ) -> None:
         super().__init__(logging.WARNING)
         self._db = db
         self._now = now_ms or (lambda: int(time.time() * 1000))
+        # A timerfd waits for the real wall clock only; a given clock is waited on in slices
+        # of `look_every_s`, as the real one is where there is no timerfd.
+        self._wall_timer = now_ms is None and walltimer.available()
+        self._look_every_s = look_every_s
         self._health = Health(pid=pid, version=version, started_ms=self._now())
         self._lock = threading.Lock()
         self._dirty = asyncio.Event()
@@ -185,7 +226,8 @@ class HealthRecorder(logging.Handler):
         self._stale_ms = stale_ms
         # The sync loop whose progress the record shows (`follow`).
         self._sync: SyncProgress | None = None
-        # The last sync the record on disk shows.
+        # The record on disk (None: not written yet) and the last sync it shows.
+        self._written: Health | None = None
         self._written_sync: int | None = None
 
     def follow(self, sync: SyncProgress) -> None:
@@ -244,6 +286,7 @@ class HealthRecorder(logging.Handler):
         health = self.health
         try:
             self._db.set_meta(KEY, health.to_json())
+            self._written = health
             self._written_sync = health.last_sync_ms
             self._write_failed = False
         except sqlite3.Error as err:
@@ -255,23 +298,39 @@ class HealthRecorder(logging.Handler):
         """Show `sync`'s progress: write the record at once when the first sync is in (so
         `status` never reads "not yet synced" from a daemon that is taking messages), then
         whenever it changed, at most once per few seconds, and before the last sync it
-        shows would look stale."""
+        shows would look stale by the wall clock (so also soon after a wake)."""
         self.follow(sync)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._first_sync(sync))
             while True:
-                wait_ms = refresh_in_ms(self._written_sync, self._stale_ms, self._now())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._dirty.wait(), None if wait_ms is None else wait_ms / 1000
-                    )
+                failing = shows_failing(self._written)
+                wait_ms = refresh_in_ms(
+                    self._written_sync, self._stale_ms, self._now(), failing=failing
+                )
+                await self._until(wait_ms)
                 # Nothing changed and no sync since the last write (the homeserver is away,
                 # the network is down): the disk says what memory says, and a rewrite at the
                 # writer's pace would cost a synced write every few seconds of the outage.
-                if self._dirty.is_set() or self._last_sync() != self._written_sync:
+                if self._dirty.is_set() or sync_due(
+                    self._written, self._last_sync(), self._stale_ms, self._now()
+                ):
                     self._dirty.clear()
                     self.write()
-                await asyncio.sleep(_MIN_WRITE_INTERVAL_S)
+                    await asyncio.sleep(_MIN_WRITE_INTERVAL_S)
+
+    async def _until(self, wait_ms: int | None) -> None:
+        """Until `wait_ms` from now by the wall clock (None: no time), or until something
+        changed. Early is fine (a clock jump, a resume, a slice): the caller looks, and
+        writes only what is due."""
+        if self._wall_timer and wait_ms is not None:
+            # A timer refused (no descriptor left, say) costs this wait a slice, not the
+            # record: it is best effort and must not stop the daemon.
+            with contextlib.suppress(OSError):
+                await walltimer.wait_wall((self._now() + wait_ms) / 1000, self._dirty)
+                return
+        timeout = None if wait_ms is None else min(wait_ms / 1000, self._look_every_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._dirty.wait(), timeout)
 
     async def _first_sync(self, sync: SyncProgress) -> None:
         await sync.first_sync_done.wait()

@@ -1,6 +1,10 @@
 """`dispatch-matrix status`: whether the daemon runs and is connected, since when, its last
 error, the login, and the task queue (the current task first). Read from the state folder
-alone: no login, so it works while the daemon holds the homeserver session."""
+alone: no login, so it works while the daemon holds the homeserver session.
+
+Much of what it shows came from outside (an owner's or a model's task text, a homeserver's
+answers, an error's message): every line goes through `terminal.safe`, one line each, so
+none of it can command the terminal or pass for a line of its own."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from collections.abc import Callable
 from dispatch_matrix import __version__
 from dispatch_matrix.app import health
 from dispatch_matrix.app.config import Config
+from dispatch_matrix.core import terminal
 from dispatch_matrix.queue.awake import AWAKE_META
 from dispatch_matrix.queue.texts import awake_line
 from dispatch_matrix.store import Database, TaskState
@@ -31,6 +36,14 @@ def _daemon_running(state: StateFolder) -> str | None:
 
 def show_status(config: Config, say: Callable[[str], None]) -> int:
     """Print the status; 0 if a daemon is running, 1 if not."""
+
+    def line(text: str) -> None:
+        say(terminal.safe(text))
+
+    return _show(config, line)
+
+
+def _show(config: Config, say: Callable[[str], None]) -> int:
     state = StateFolder(config.state_dir)
     if not state.db_path.exists():
         say(f"No state yet in {state.root}: run `dispatch-matrix init`, then `run`.")

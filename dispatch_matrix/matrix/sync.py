@@ -93,13 +93,19 @@ class SyncLoop:
         started = time.monotonic()
         backoff = Backoff(1.0, _MAX_BACKOFF_S)
         token_synced = time.monotonic()
+        woke = False
         while True:
             first = not self.first_sync_done.is_set()
+            # After a start, a wake or a failure, the sync returns at once rather than hold a
+            # long poll: until one gets through, the health record (and `status`) says the
+            # bot is not connected, and answers that wait for the homeserver stay queued.
+            quick = first or woke or backoff.failing
+            woke = False
             try:
                 # The first sync after a start asks for the rooms' full state: nio keeps rooms
                 # only in memory, and needs members and encryption state to send safely.
                 self._inflight = asyncio.create_task(
-                    self._client.sync(token, 0 if first else self._timeout_ms, full_state=first)
+                    self._client.sync(token, 0 if quick else self._timeout_ms, full_state=first)
                 )
                 try:
                     response = await self._inflight
@@ -109,6 +115,7 @@ class SyncLoop:
                     self._kicked = False
                     log.info("sync.restarted", reason="clock jump")
                     self.last_progress = time.monotonic()
+                    woke = True
                     continue
                 acted = await self._handle(response, token)
                 # A task this sync queued starts first: the token's save and the key

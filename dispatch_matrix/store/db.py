@@ -202,6 +202,13 @@ _MIGRATIONS = [
     );
     ALTER TABLE usage ADD COLUMN billing TEXT;
     """,
+    # 17: owners' messages handled as a command or an approval's answer, by event id, so a
+    # sync read again (after a crash, or a failed handling) runs none of them twice.
+    """
+    CREATE TABLE commands_run (
+        event_id TEXT PRIMARY KEY, name TEXT NOT NULL, at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -7,9 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-from test_sync_news_unit import FakeGate, build, response, text
+from nio import SyncResponse
+from test_sync_news_unit import OWNER, ROOM, FakeClient, FakeGate, build, response, text
 
 from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.identity.gate import TrustGate
+from dispatch_matrix.identity.identities import Identities
+from dispatch_matrix.identity.signing import CrossSigningKeys
+from dispatch_matrix.identity.tables import IdentityTables
+from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.handlers import Gate
 from dispatch_matrix.matrix.router import Router
 from dispatch_matrix.matrix.unjudged import decode
@@ -129,4 +135,85 @@ async def test_a_refused_message_stops_waiting_without_being_taken(tmp_path: Pat
     assert waiting(db) == ["$text-one"]
     await router.handle(response(), "since")
     assert gate.judged == ["$text-one"] and tasks.messages == [] and waiting(db) == []
+    db.close()
+
+
+# -- with the real trust gate: the owner's key query fails, then works ----------------------
+
+
+class KeysClient(FakeClient):
+    """The homeserver for the gate: the owner's published keys, or a failed query."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        super().__init__()
+        self.reply = reply
+        self.keys_down = True
+        self.queries = 0
+
+    async def query_keys(self, user_ids: list[str]) -> dict[str, Any]:
+        self.queries += 1
+        if self.keys_down:
+            raise HomeserverError("POST /keys/query: 502 Bad Gateway")
+        return self.reply
+
+
+def owner_keys() -> dict[str, Any]:
+    """A /keys/query reply: the owner's identity and one phone it cross-signed."""
+    keys = CrossSigningKeys.generate()
+    phone = {
+        "user_id": OWNER,
+        "device_id": "PHONE",
+        "algorithms": ["m.megolm.v1.aes-sha2"],
+        "keys": {"curve25519:PHONE": "phonecurve", "ed25519:PHONE": "phoneed"},
+    }
+    body = keys.upload_body(OWNER)
+    return {
+        "master_keys": {OWNER: body["master_key"]},
+        "self_signing_keys": {OWNER: body["self_signing_key"]},
+        "device_keys": {OWNER: {"PHONE": keys.self_signing.sign(phone, OWNER)}},
+    }
+
+
+def encrypted_sync(*bodies: str) -> SyncResponse:
+    """A sync whose timeline nio decrypted: the owner's phone wrote each of `bodies`."""
+    sync = response([text(body) for body in bodies])
+    for event in sync.rooms.join[ROOM].timeline.events:
+        event.decrypted, event.sender_key = True, "phonecurve"
+    return sync
+
+
+def real_gate(router: Router, db: Database, client: KeysClient) -> None:
+    tables = IdentityTables(db)
+    owners = frozenset({OWNER})
+    router._gate = TrustGate(
+        cast(MatrixClient, client),
+        tables,
+        Identities(cast(MatrixClient, client), tables, owners),
+        router._outbox,
+        owners=owners,
+        require_cross_signed=True,
+    )
+
+
+async def test_with_the_real_gate_a_failed_key_query_loses_no_message_and_runs_none_unjudged(
+    tmp_path: Path,
+) -> None:
+    client = KeysClient(owner_keys())
+    router, db, _gate, tasks, _told, _nio = build(tmp_path, client=client)
+    real_gate(router, db, client)
+    await router.handle(response(), "since")
+    await router.handle(encrypted_sync("one", "!status"), "since")
+    assert tasks.messages == [] and waiting(db) == ["$text-one", "$text-!status"]
+    assert client.queries == 1, "one failed query: the later message is not judged"
+    db.close()
+    # A restart while the homeserver still fails the query: still waiting, not lost.
+    router, db, _gate, tasks, _told, _nio = build(tmp_path, client=client)
+    real_gate(router, db, client)
+    await router.handle(response(), "since")
+    assert tasks.messages == [] and len(waiting(db)) == 2
+    # The query works again: judged against the keys (the phone is cross-signed), in order.
+    client.keys_down = False
+    await router.handle(encrypted_sync("three"), "since")
+    assert tasks.messages == ["$text-one", "$text-!status", "$text-three"]
+    assert waiting(db) == [] and IdentityTables(db).pinned_identity(OWNER) is not None
     db.close()

@@ -217,3 +217,24 @@ async def test_with_the_real_gate_a_failed_key_query_loses_no_message_and_runs_n
     assert tasks.messages == ["$text-one", "$text-!status", "$text-three"]
     assert waiting(db) == [] and IdentityTables(db).pinned_identity(OWNER) is not None
     db.close()
+
+
+async def test_a_gate_that_fails_by_a_bug_on_a_waiting_message_drops_it_once_logged(
+    tmp_path: Path,
+) -> None:
+    """Not the homeserver: judged again it would fail every sync, and fail the sync."""
+    router, db, _gate, tasks, _told, _nio = build(tmp_path)
+
+    class Buggy(FailingGate):
+        async def admit(self, event: Any, private: bool, *, explain: bool) -> bool:
+            if not self.failures:
+                raise KeyError("a bug")
+            return await super().admit(event, private, explain=explain)
+
+    with_gate(router, Buggy(failures=1))
+    await router.handle(response(), "since")
+    await router.handle(response([text("one")]), "since")
+    assert waiting(db) == ["$text-one"]
+    await router.handle(response([text("two")]), "since")
+    assert waiting(db) == [] and tasks.messages == []
+    db.close()

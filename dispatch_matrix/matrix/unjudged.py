@@ -81,6 +81,10 @@ class Unjudged:
                 stuck.add(room_id)
                 log.info("message.still_unjudged", event_id=message.event_id, error=err.message)
                 continue
+            except Exception:
+                # A bug, not the homeserver: judged again it would fail every sync.
+                log.exception("message.judge_failed", event_id=message.event_id)
+                admitted = False
             if admitted:
                 try:
                     # Taken before it stops waiting: a crash in between takes it again,

@@ -76,6 +76,8 @@ class Control:
         running = self._running(command) if command.name == "cancel" else None
         once = _LEDGER_ONLY.get(command.name)
         if once is not None and more is None and first is None and running is None:
+            # Nothing is shown of a transaction that is rolled back.
+            self._shown = None
             with self._db.tx():
                 self._db.record_command(event_id, command.name)
                 text = once(self, command)

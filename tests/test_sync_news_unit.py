@@ -23,6 +23,7 @@ from dispatch_matrix.matrix.handlers import Gate, Tasks
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.replay import ReplayGuard
 from dispatch_matrix.matrix.router import Router, SyncNews, news_of
+from dispatch_matrix.matrix.unjudged import decode
 from dispatch_matrix.store import Database
 
 BOT, OWNER = "@bot:example.org", "@owner:example.org"
@@ -381,14 +382,18 @@ async def test_a_late_event_the_gate_cannot_judge_now_waits_for_the_next_retry(
     nio.readable, flaky.down = True, True
     assert await router.handle(response(to_device=[ROOM_KEY]), "since") is False
     assert tasks.messages == []
-    assert [row[2]["event_id"] for row in db.waiting_undecrypted()] == ["$late"], "not lost"
+    # Read, it waits no more for its key but for the gate, as any message it cannot judge.
+    assert db.waiting_undecrypted() == []
+    assert [decode(raw).event_id for _room, raw in db.unjudged()] == ["$late"], "not lost"
     # While the homeserver still fails it, every sync looks again and goes on.
+    nio.decrypted.clear()
     await router.handle(response(), "since")
-    assert tasks.messages == [] and len(db.waiting_undecrypted()) == 1
+    assert tasks.messages == [] and len(db.unjudged()) == 1
+    assert nio.decrypted == [], "decrypted once: the gate is what it waits for"
     # At the first sync once the keys can be fetched, well within its grace period.
     flaky.down = False
     await router.handle(response(), "since")
-    assert tasks.messages == ["$late"] and db.waiting_undecrypted() == []
+    assert tasks.messages == ["$late"] and db.unjudged() == []
     nio.decrypted.clear()
     await router.handle(response(), "since")
     assert nio.decrypted == [], "read: no more looks"

@@ -125,8 +125,9 @@ class LateKeys:
             try:
                 await self._on_read(item)
             except HomeserverError as err:
-                # Read, but not judged: the homeserver failed the gate (the owner's keys
-                # could not be fetched). It waits, due at the next sync, which goes on.
+                # A message the gate cannot judge waits among the router's unjudged ones
+                # (`unjudged.py`); a homeserver failure past the gate keeps it waiting
+                # here, due at the next sync, which goes on.
                 log.warning("matrix.late_read_deferred", event_id=event.event_id, error=err.message)
                 return now
             except Exception:

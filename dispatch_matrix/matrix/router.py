@@ -3,7 +3,8 @@
 Every decision goes through the trust gate it is given (`handlers.Gate`, identity's); what
 passes goes to the handlers it is given (`Tasks`, the queue's; `VoiceLane`, voice's), so
 the router knows no feature. A message is acknowledged (written to the ledger) before its
-sync token is saved.
+sync token is saved; one the gate cannot judge now (the homeserver failed it) waits in the
+ledger, in its room's order, and is judged again at the next sync (`unjudged.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from dispatch_matrix.matrix.late_keys import LateKeys
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.privacy import RoomWatch
 from dispatch_matrix.matrix.replay import ReplayGuard
+from dispatch_matrix.matrix.unjudged import Unjudged
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.matrix_tables import OutboxItem
 
@@ -106,6 +108,9 @@ class Router:
         )
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
+        # Owners' messages the gate could not judge (the homeserver failed it): judged again
+        # at each sync, before what the sync brought, in room order.
+        self._unjudged = Unjudged(db, self._admit, self._take)
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
 
     async def handle(self, response: SyncResponse, since: str | None) -> bool:
@@ -130,6 +135,9 @@ class Router:
             for told in self._rooms_changed:
                 told()
         gapped = await self._gaps(news.gapped, since) if news.gapped else []
+        if self._unjudged.rooms:
+            # Before this sync's messages, which came after them.
+            await self._unjudged.retry()
         items = gapped + read_sync(response, self._client.user_id)
         if items:
             log.debug("sync.items", kinds=[type(item).__name__ for item in items])
@@ -317,8 +325,24 @@ class Router:
         if message.origin_ts < self._not_before_ms:
             log.debug("message.history_skipped", event_id=message.event_id)
             return
-        if not await self._gate.admit(message, self.room_private(message.room_id), explain=True):
+        if self._unjudged.waits(message.room_id):
+            # Not judged before the one waiting: it must not overtake it into the queue.
+            self._unjudged.keep(message, "behind")
             return
+        try:
+            admitted = await self._admit(message)
+        except HomeserverError as err:
+            # No verdict (the owner's keys could not be fetched): neither dropped nor run.
+            self._unjudged.keep(message, err.message)
+            return
+        if admitted:
+            await self._take(message)
+
+    async def _admit(self, message: Message) -> bool:
+        return await self._gate.admit(message, self.room_private(message.room_id), explain=True)
+
+    async def _take(self, message: Message) -> None:
+        """An admitted message: work, a command, an edit, a file, a voice message…"""
         if message.thread_root is not None:
             # Before anything answers it: every reply to this message goes to its thread.
             self._db.note_thread(message.event_id, message.thread_root)

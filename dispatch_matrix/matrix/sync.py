@@ -1,10 +1,11 @@
 """The sync loop: long-poll forever, back off when the homeserver is away, never lose place.
 
 The sync token is saved only after the router has written the events it covers to the
-ledger, so a crash re-reads rather than loses; event-id de-duplication makes the re-read
-harmless. A watchdog notices a loop that stopped making progress (the process then exits
-non-zero, so the service manager restarts it) and a clock jump (sleep/wake: the wall clock
-moved while the monotonic clock did not), after which the long poll restarts at once.
+ledger, so a crash re-reads rather than loses; event-id de-duplication (of tasks, and of
+commands and approvals' answers) makes the re-read harmless. A watchdog notices a loop
+that stopped making progress (the process then exits non-zero, so the service manager
+restarts it) and a clock jump (sleep/wake: the wall clock moved while the monotonic clock
+did not), after which the long poll restarts at once.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ _WATCH_EVERY_S = 5.0
 _CLOCK_JUMP_S = 30.0
 # The token of a sync that brought nothing to act on (most bring only the bot's own
 # events back) rides with the next write; it is committed on its own at least this often.
-# One that brought commands or messages is committed at once: a command read again after
-# a crash would run again.
+# One that brought commands or messages is committed at once: read again after a crash,
+# they would only be found in the ledger (tasks and commands are de-duplicated by event id),
+# but a crash then re-reads less.
 _TOKEN_SYNCED_EVERY_S = 60.0
 
 

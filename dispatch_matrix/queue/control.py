@@ -56,14 +56,40 @@ class Control:
         self._agent = agent
         self._started = time.monotonic()
         self._compacting: asyncio.Task[None] | None = None
+        # The task a ledger-only command changed, and its new state, to show once committed.
+        self._shown: tuple[Task, TaskState] | None = None
 
     async def run(self, command: Command, room_id: RoomID, event_id: str) -> None:
-        """Do what the command says and reply to it."""
+        """Do what the command says and reply to it, once: a command whose sync is read
+        again (a crash before the sync token's save, a failed handling) is not run again.
+
+        The command's event id goes to the ledger in the transaction of its effect when
+        that effect is a ledger write and nothing else (`_LEDGER_ONLY`: both or neither
+        survive a crash, so it runs exactly once); otherwise it is committed before the
+        command runs (at most once: a crash in between loses the command, never repeats
+        a `!cancel` that would stop the task after it, or a second `!compact`)."""
+        if self._db.command_ran(event_id):
+            log.info("command.duplicate", command=command.name, event_id=event_id)
+            return
         more = self._more.get(command.name)
+        first = self._first.get(command.name)
+        running = self._running(command) if command.name == "cancel" else None
+        once = _LEDGER_ONLY.get(command.name)
+        if once is not None and more is None and first is None and running is None:
+            # Nothing is shown of a transaction that is rolled back.
+            self._shown = None
+            with self._db.tx():
+                self._db.record_command(event_id, command.name)
+                text = once(self, command)
+            self._after(command)
+            await self._room.post(
+                room_id, text, reply_to=event_id, notice=True, key=f"cmd-{event_id}"
+            )
+            return
+        self._db.record_command(event_id, command.name)
         if more is not None:
             await more(command, room_id, EventID(event_id))
             return
-        first = self._first.get(command.name)
         taken = await first(command, room_id) if first is not None else None
         if taken is not None:
             text = taken
@@ -71,7 +97,7 @@ class Control:
             # A summary takes the model a while: answer now, report when it is written,
             # and keep the sync loop (approvals, other commands) moving meanwhile.
             text = self._start_compaction(room_id, event_id)
-        elif command.name == "cancel" and (running := self._running(command)) is not None:
+        elif running is not None:
             # "Stopping #n…" is queued before the stop, so the worker's "🚫 Cancelled."
             # follows it (said after, it arrived first); not waited for: a stop never waits
             # on the homeserver.
@@ -85,6 +111,10 @@ class Control:
             )
             await self._cancel(command)
             return
+        elif once is not None:
+            # Another part could have taken it (`first`): recorded before, as any other.
+            text = once(self, command)
+            self._after(command)
         else:
             handler = getattr(self, f"_{command.name}", None)
             text = await handler(command) if handler else texts.unknown_command(command.arg)
@@ -128,31 +158,35 @@ class Control:
         return None
 
     async def _cancel(self, command: Command) -> str:
+        task = await self._worker.cancel_running()
+        log.info("command.cancel", task=task.short_id if task else None)
+        # The worker posts "Cancelled." as the task's reply once it has stopped.
+        return texts.stopping(task) if task else texts.NOTHING_RUNNING
+
+    # The commands whose lasting effect is one ledger write, made inside the transaction
+    # that records the command (`run`); what they show or wake follows in `_after`.
+
+    def _drop(self, command: Command) -> str:
+        """`!cancel` of no running task: a queued one is dropped."""
         wanted = command.task_id
-        current = self._worker.current
-        if wanted is None or (current is not None and current.id == wanted):
-            task = await self._worker.cancel_running()
-            log.info("command.cancel", task=task.short_id if task else None)
-            # The worker posts "Cancelled." as the task's reply once it has stopped.
-            return texts.stopping(task) if task else texts.NOTHING_RUNNING
+        if wanted is None:
+            return texts.NOTHING_RUNNING
         task = self._db.task(wanted)
         if task is None or task.state not in (TaskState.QUEUED, TaskState.INTERRUPTED):
             return texts.no_such_task(command.arg)
         self._db.set_task_state(task.id, TaskState.CANCELLED, error="cancelled from the queue")
-        self._worker.mirror.show(task, TaskState.CANCELLED)
+        self._shown = (task, TaskState.CANCELLED)
         return texts.dropped(task)
 
-    async def _pause(self, _command: Command) -> str:
+    def _pause(self, _command: Command) -> str:
         self._worker.set_paused(True)
-        self._worker.mirror.presence(self._worker.current, True)
         return texts.PAUSED
 
-    async def _resume(self, _command: Command) -> str:
+    def _resume(self, _command: Command) -> str:
         self._worker.set_paused(False)
-        self._worker.mirror.presence(self._worker.current, False)
         return texts.RESUMED
 
-    async def _retry(self, command: Command) -> str:
+    def _retry(self, command: Command) -> str:
         wanted = command.task_id
         if wanted is None:
             candidates = [t for t in self._db.recent_tasks(20) if t.state is not TaskState.DONE]
@@ -160,13 +194,22 @@ class Control:
         task = self._db.requeue(wanted) if wanted is not None else None
         if task is None:
             return texts.no_such_task(command.arg or "to retry")
-        self._worker.wake()
-        self._worker.mirror.show(task, TaskState.QUEUED)
+        self._shown = (task, TaskState.QUEUED)
         return texts.retried(task)
 
-    async def _new(self, _command: Command) -> str:
+    def _new(self, _command: Command) -> str:
         self._db.new_conversation()
         return texts.NEW_CONVERSATION
+
+    def _after(self, command: Command) -> None:
+        """What a ledger-only command shows once its transaction is committed."""
+        shown, self._shown = self._shown, None
+        if command.name in ("pause", "resume"):
+            self._worker.mirror.presence(self._worker.current, command.name == "pause")
+        if shown is not None:
+            if shown[1] is TaskState.QUEUED:
+                self._worker.wake()
+            self._worker.mirror.show(*shown)
 
     async def _history(self, command: Command) -> str:
         count = int(command.arg) if command.arg.isdigit() else 10
@@ -236,6 +279,16 @@ class Control:
         if self._inventory is None:
             return texts.NO_TOOLS_REPORT
         return texts.tools_report(self._inventory())
+
+
+# The commands whose whole lasting effect is a ledger write (`run` records them with it).
+_LEDGER_ONLY: dict[str, Callable[[Control, Command], str]] = {
+    "cancel": Control._drop,
+    "pause": Control._pause,
+    "resume": Control._resume,
+    "retry": Control._retry,
+    "new": Control._new,
+}
 
 
 def _log_failure(job: asyncio.Task[None]) -> None:

@@ -53,6 +53,10 @@ class Intake:
         attachments: list[dict[str, object]] | None = None,
     ) -> None:
         """A new text message from an owner."""
+        if self._db.command_ran(event_id):
+            # Its sync is read again: the command ran, or the answer was given, already.
+            log.info("message.duplicate", event_id=event_id)
+            return
         # While a question is open, "yes" / "no" answer it instead of becoming work; a reply
         # may answer (or name as closed) the question it replies to. Any other text is work,
         # so the approvals are not asked about it.
@@ -63,6 +67,9 @@ class Intake:
             and await approvals.answer_text(room_id, body, sender, reply_to, event_id)
         ):
             log.info("approval.answered", event_id=event_id, by=sender)
+            # After the answer (only then is it known to be one): read again, a bare "yes"
+            # would answer the next question, or become a task once none is open.
+            self._db.record_command(event_id, "answer")
             return
         if not attachments and not body.strip():
             # Nothing to do (a slip of the thumb, or a reply that was only a quote): a task

@@ -6,8 +6,8 @@ small tables every layer shares: meta, notices, the Matrix session).
 module each: the task ledger and its rows (`ledger.py`: tasks, approvals, the transcript,
 summaries, usage; written by the queue and the agent) and the tables the Matrix layer
 writes (`matrix_tables.py`: the outbox, Megolm replay indexes, events waiting for their
-keys, threads, owners' rooms). A feature's tables live in its own package and take the
-`Connection`.
+keys, messages waiting for the trust gate, threads, owners' rooms). A feature's tables
+live in its own package and take the `Connection`.
 
 Imports `core` only."""
 
@@ -19,6 +19,7 @@ from dispatch_matrix.store.matrix_tables import (
     RoomQueries,
     ThreadQueries,
     UndecryptedQueries,
+    UnjudgedQueries,
 )
 
 
@@ -27,6 +28,7 @@ class Database(
     OutboxQueries,
     ReplayQueries,
     UndecryptedQueries,
+    UnjudgedQueries,
     RoomQueries,
     ThreadQueries,
 ):

@@ -202,6 +202,21 @@ _MIGRATIONS = [
     );
     ALTER TABLE usage ADD COLUMN billing TEXT;
     """,
+    # 17: owners' messages handled as a command or an approval's answer, by event id, so a
+    # sync read again (after a crash, or a failed handling) runs none of them twice.
+    """
+    CREATE TABLE commands_run (
+        event_id TEXT PRIMARY KEY, name TEXT NOT NULL, at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 18: owners' messages the trust gate could not judge yet (the homeserver failed the key
+    # query), in the order they came; `message` is the decrypted event as the router read it.
+    """
+    CREATE TABLE unjudged (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+        room_id TEXT NOT NULL, message TEXT NOT NULL, first_seen REAL NOT NULL
+    );
+    """,
 ]
 
 

@@ -309,6 +309,25 @@ class LedgerQueries(Connection):
         ).fetchall()
         return [(r[0], bool(r[1]), r[2]) for r in rows]
 
+    # -- commands run ----------------------------------------------------------------------
+
+    def command_ran(self, event_id: str) -> bool:
+        """Whether an owner's message was already handled as a command or an answer."""
+        row = self._conn.execute(
+            "SELECT 1 FROM commands_run WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return row is not None
+
+    def record_command(self, event_id: str, name: str) -> bool:
+        """Record that the message `event_id` is handled as command `name` (committed when
+        this returns, or with the transaction it is called in); False when it was already."""
+        with self.tx() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO commands_run (event_id, name, at) VALUES (?, ?, ?)",
+                (event_id, name, time.time()),
+            )
+        return cursor.rowcount == 1
+
     # -- the conversation ------------------------------------------------------------------
 
     def current_conversation(self) -> int:

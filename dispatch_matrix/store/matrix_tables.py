@@ -9,6 +9,8 @@ the room across a restart.
   a replayed event is refused also after a restart.
 - `undecrypted` (`UndecryptedQueries`): encrypted events the bot could not read yet, kept to
   retry when their room keys arrive.
+- `unjudged` (`UnjudgedQueries`): owners' messages the trust gate could not judge yet (the
+  homeserver failed it), judged again at the next sync.
 - `threads` (`ThreadQueries`): which thread an owner's message was written in, so its
   answers go to that thread.
 - `owner_rooms` (`RoomQueries`): the owners' DMs the bot entered, and whether it has
@@ -225,6 +227,39 @@ class UndecryptedQueries(Connection):
                 )
             else:
                 conn.execute("DELETE FROM undecrypted WHERE event_id = ?", (event_id,))
+
+
+# -- messages waiting for the trust gate ---------------------------------------------------
+
+
+class UnjudgedQueries(Connection):
+    """Owners' messages the trust gate could not judge yet (`matrix.unjudged`), kept in the
+    order they came until it can. Each is the decrypted event as JSON (the router's
+    `Message`): the store knows no Matrix type."""
+
+    def keep_unjudged(self, event_id: str, room_id: str, message: str) -> None:
+        """Keep a message to judge again (once per event id; its first place is kept)."""
+        with self.tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO unjudged (event_id, room_id, message, first_seen)"
+                " VALUES (?, ?, ?, ?)",
+                (event_id, room_id, message, time.time()),
+            )
+
+    def unjudged(self) -> list[tuple[str, str]]:
+        """The messages waiting: (room id, message), in the order they came."""
+        rows = self._conn.execute("SELECT room_id, message FROM unjudged ORDER BY seq").fetchall()
+        return [(str(row[0]), str(row[1])) for row in rows]
+
+    def unjudged_rooms(self) -> set[str]:
+        """The rooms with a message waiting."""
+        rows = self._conn.execute("SELECT DISTINCT room_id FROM unjudged").fetchall()
+        return {str(row[0]) for row in rows}
+
+    def judged(self, event_id: str) -> None:
+        """A message was judged (and, if admitted, taken): it waits no more."""
+        with self.tx() as conn:
+            conn.execute("DELETE FROM unjudged WHERE event_id = ?", (event_id,))
 
 
 # -- threads -------------------------------------------------------------------------------

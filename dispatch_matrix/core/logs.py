@@ -6,6 +6,7 @@ key never reaches a terminal or a file, whatever a caller put in the event.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import re
@@ -16,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from dispatch_matrix.core import terminal
 from dispatch_matrix.core.redaction import REDACTED, KnownSecrets, find_secrets, hide
 
 __all__ = ["REDACTED", "REDACTOR", "Redactor", "get", "setup"]
@@ -122,6 +124,12 @@ def _redact_rendered(_logger: Any, _name: str, event_dict: MutableMapping[str, A
     return event_dict
 
 
+def _json_line(value: Any, **options: Any) -> str:
+    """One record of the log file: UTF-8 JSON (names and emoji as they are), with nothing
+    in it a terminal would obey when an operator runs `tail` on the file."""
+    return terminal.in_json(json.dumps(value, ensure_ascii=False, **options))
+
+
 def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) -> None:
     """Configure structlog and stdlib logging: console to stderr, JSON lines to a file."""
     shared: Iterable[Any] = [
@@ -147,7 +155,7 @@ def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) 
             log_dir / "dispatch.jsonl", maxBytes=20_000_000, backupCount=3, encoding="utf-8"
         )
         handler.setFormatter(
-            _formatter(shared, structlog.processors.JSONRenderer(ensure_ascii=False))
+            _formatter(shared, structlog.processors.JSONRenderer(serializer=_json_line))
         )
         root.addHandler(handler)
         (log_dir / "dispatch.jsonl").chmod(0o600)

@@ -40,3 +40,12 @@ def safe(text: str, *, lines: bool = False) -> str:
     marks, embeddings, overrides and isolates, line and paragraph separators and lone
     surrogates. Without `lines` the result is one line, so text cannot forge the next."""
     return (_LINES if lines else _ONE_LINE).sub(_escape, text)
+
+
+def in_json(serialized: str) -> str:
+    """A JSON text as `json.dumps(..., ensure_ascii=False)` wrote it, with every character
+    a terminal would obey written as a JSON `\\uXXXX` escape: the same value when read, safe
+    to `cat` or `tail`. JSON escapes the C0 controls itself; this adds DEL, the C1 controls,
+    the bidi marks, embeddings, overrides and isolates, the line separators and lone
+    surrogates (which a UTF-8 file could not even hold)."""
+    return _LINES.sub(lambda match: f"\\u{ord(match.group()):04x}", serialized)

@@ -67,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--user-id", help="the bot's user id, e.g. @mybot:example.org")
     secret = init.add_mutually_exclusive_group()
-    secret.add_argument("--password", help="the bot's password (prefer --password-file)")
+    secret.add_argument(
+        "--password",
+        help="the bot's password (prefer --password-file; "
+        "write --password=VALUE if it begins with -)",
+    )
     secret.add_argument("--password-file", type=Path, help="a file holding the bot's password")
     init.add_argument(
         "--owner", action="append", default=[], help="an owner's user id (repeatable)"

@@ -135,8 +135,7 @@ async def test_init_with_https_on_a_plain_http_port_fails_fast_with_the_fix(
         https,
         "--user-id",
         bot.user_id,
-        "--password",
-        bot.password,
+        f"--password={bot.password}",
         "--owner",
         owner.user_id,
     )

@@ -8,7 +8,7 @@ import errno
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -171,6 +171,22 @@ class Progress:
         self.first_sync_done.set()
 
 
+@contextlib.asynccontextmanager
+async def writing(recorder: HealthRecorder) -> AsyncIterator[Progress]:
+    """The recorder started and its writer running on a fresh `Progress`; stopped after,
+    and found still running then (nothing a test does may kill the writer)."""
+    progress = Progress()
+    recorder.started()
+    writer = asyncio.create_task(recorder.run(progress))
+    try:
+        yield progress
+        assert not writer.done(), writer
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+
+
 async def test_recorder_writes_start_sync_error_and_stop(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "d.db")
     clock = iter(range(1_000, 100_000, 1_000))
@@ -273,10 +289,7 @@ async def test_the_first_sync_is_on_disk_at_once_later_ones_when_it_would_look_s
     db = Database.open(tmp_path / "d.db")
     now = [100_000]
     recorder = HealthRecorder(db, 42, "1.2", now_ms=lambda: now[0], stale_ms=STALE)
-    progress = Progress()
-    recorder.started()
-    writer = asyncio.create_task(recorder.run(progress))
-    try:
+    async with writing(recorder) as progress:
         progress.synced(now[0])
         await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
         # Nobody tells the record of later syncs: on disk it keeps the first until the
@@ -284,10 +297,6 @@ async def test_the_first_sync_is_on_disk_at_once_later_ones_when_it_would_look_s
         progress.synced(now[0] + 1_000)
         assert recorder.health.last_sync_ms == 101_000
         assert (read(db) or UP).last_sync_ms == 100_000
-    finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
     db.close()
 
 
@@ -388,11 +397,8 @@ async def test_while_the_homeserver_is_away_the_record_is_not_rewritten_unchange
         return now[0]
 
     recorder = HealthRecorder(db, 42, "1.2", now_ms=clock, stale_ms=5_000)
-    progress = Progress()
-    recorder.started()
     writes: list[str] = []
-    writer = asyncio.create_task(recorder.run(progress))
-    try:
+    async with writing(recorder) as progress:
         progress.synced(now[0])
         await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
         db._conn.set_trace_callback(
@@ -408,10 +414,6 @@ async def test_while_the_homeserver_is_away_the_record_is_not_rewritten_unchange
         progress.synced(now[0])
         await until(lambda: (read(db) or UP).last_sync_ms == now[0])
         assert len(writes) == 1
-    finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
     db.close()
 
 
@@ -426,10 +428,7 @@ async def test_after_a_suspend_the_first_sync_is_on_disk_within_a_look_not_a_sta
     recorder = HealthRecorder(
         db, 42, "1.2", now_ms=lambda: now[0], stale_ms=STALE, look_every_s=0.01
     )
-    progress = Progress()
-    recorder.started()
-    writer = asyncio.create_task(recorder.run(progress))
-    try:
+    async with writing(recorder) as progress:
         progress.synced(now[0])
         await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
         # Suspended for an hour: the wall clock moved on, a monotonic timer did not (the
@@ -441,10 +440,6 @@ async def test_after_a_suspend_the_first_sync_is_on_disk_within_a_look_not_a_sta
         await until(lambda: (read(db) or UP).last_sync_ms == now[0], timeout=2)
         shown = describe(read(db), True, now[0] + 1_000, STALE)
         assert shown[1].startswith("connected: yes"), shown
-    finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
     db.close()
 
 
@@ -460,11 +455,8 @@ async def test_idle_the_record_is_written_about_once_per_stale_window_and_never_
         return now[0]
 
     recorder = HealthRecorder(db, 42, "1.2", now_ms=clock, stale_ms=STALE, look_every_s=0.001)
-    progress = Progress()
-    recorder.started()
     writes: list[str] = []
-    writer = asyncio.create_task(recorder.run(progress))
-    try:
+    async with writing(recorder) as progress:
         progress.synced(now[0])
         await until(lambda: (read(db) or UP).last_sync_ms == 100_000)
         db._conn.set_trace_callback(
@@ -480,10 +472,6 @@ async def test_idle_the_record_is_written_about_once_per_stale_window_and_never_
         # One write per 90 s of syncs (the one due before 85 s is the third after a write):
         # 600 s / 90 s, where a write at each sync would be 20 and at each look hundreds.
         assert 6 <= len(writes) <= 7, len(writes)
-    finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
     db.close()
 
 
@@ -504,20 +492,13 @@ async def test_with_the_real_clock_the_writer_waits_on_the_wall_clock_timer_wher
     monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
     db = Database.open(tmp_path / "d.db")
     recorder = HealthRecorder(db, 42, "1.2", stale_ms=STALE)
-    progress = Progress()
-    recorder.started()
-    writer = asyncio.create_task(recorder.run(progress))
-    try:
+    async with writing(recorder) as progress:
         progress.synced(int(time.time() * 1000))
         await until(lambda: bool(asked))
         # Armed at the wall time the written sync needs refreshing, not a duration.
         written = (read(db) or UP).last_sync_ms
         assert written is not None and asked[0] is not None
         assert asked[0] * 1000 == pytest.approx(written + STALE - 5_000, abs=1)
-    finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
     db.close()
 
 
@@ -567,17 +548,10 @@ async def test_a_refused_wall_timer_costs_the_writer_a_slice_not_the_record(
     monkeypatch.setattr(health_module, "_MIN_WRITE_INTERVAL_S", 0.001)
     db = Database.open(tmp_path / "d.db")
     recorder = HealthRecorder(db, 42, "1.2", stale_ms=STALE, look_every_s=0.01)
-    progress = Progress()
-    recorder.started()
-    writer = asyncio.create_task(recorder.run(progress))
-    try:
+    async with writing(recorder) as progress:
         progress.synced(int(time.time() * 1000))
         await until(lambda: (read(db) or UP).last_sync_ms is not None)
         recorder.connected()
+        # The writer survives the refusal: `writing` finds it still running.
         await until(lambda: (read(db) or UP).connected_ms is not None)
-        assert not writer.done()
-    finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
     db.close()

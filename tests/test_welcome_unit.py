@@ -248,46 +248,6 @@ class _Client:
         self.user_id = BOT
 
 
-async def test_the_welcome_looks_again_only_while_a_dm_waits_or_a_room_is_new(
-    tmp_path: Path,
-) -> None:
-    db = Database.open(tmp_path / "d.db")
-    client = _Client()
-    welcome = Welcome(cast(MatrixClient, client), db, cast(Outbox, None), frozenset(OWNERS), 60)
-    looks: list[str] = []
-
-    def note(sql: str) -> None:
-        if sql.lstrip().upper().startswith("SELECT") and "owner_rooms" in sql:
-            looks.append(sql)
-
-    db._conn.set_trace_callback(note)
-    runner = asyncio.create_task(welcome.run())
-
-    async def looked(n: int) -> None:
-        async with asyncio.timeout(5):
-            while len(looks) < n:
-                await asyncio.sleep(0.01)
-
-    try:
-        welcome.rooms_changed()  # the run's first sync: one look, nothing recorded
-        await looked(1)
-        welcome.rooms_changed()  # a member changed somewhere: nothing waits, no look
-        # `init`, in another process, opened a DM: the bot is in a room it was not in at
-        # the last look. The owner is only invited yet: the DM waits for its welcome …
-        db.add_owner_room(RoomID("!dm:x"), UserID(OWNER), opened_by="bot")
-        client.client.rooms["!dm:x"] = _Room(joined=[BOT, OWNER], invited=[OWNER])
-        welcome.rooms_changed()
-        await looked(2)
-        welcome.rooms_changed()  # … so every change of rooms looks again
-        await looked(3)
-        assert len(looks) == 3
-    finally:
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
-    db.close()
-
-
 class _Outbox:
     def __init__(self) -> None:
         self.posted: list[str] = []
@@ -299,44 +259,77 @@ class _Outbox:
         return "$welcome"
 
 
-async def test_a_dm_the_bot_saw_before_init_recorded_it_is_still_welcomed(
-    tmp_path: Path,
-) -> None:
-    db = Database.open(tmp_path / "d.db")
-    client, outbox = _Client(), _Outbox()
-    welcome = Welcome(cast(MatrixClient, client), db, cast(Outbox, outbox), frozenset(OWNERS), 60)
-    looks: list[str] = []
+class _Watched:
+    """A running `Welcome` on a fresh ledger, counting its looks at the owner rooms."""
 
-    def note(sql: str) -> None:
+    def __init__(self, tmp_path: Path, outbox: _Outbox | None) -> None:
+        self.db = Database.open(tmp_path / "d.db")
+        self.client = _Client()
+        self.welcome = Welcome(
+            cast(MatrixClient, self.client), self.db, cast(Outbox, outbox), frozenset(OWNERS), 60
+        )
+        self.looks: list[str] = []
+        self.db._conn.set_trace_callback(self._note)
+
+    def _note(self, sql: str) -> None:
         if sql.lstrip().upper().startswith("SELECT") and "owner_rooms" in sql:
-            looks.append(sql)
+            self.looks.append(sql)
 
-    db._conn.set_trace_callback(note)
-    runner = asyncio.create_task(welcome.run())
-
-    async def looked(n: int) -> None:
+    async def looked(self, n: int) -> None:
         async with asyncio.timeout(5):
-            while len(looks) < n:
+            while len(self.looks) < n:
                 await asyncio.sleep(0.01)
 
+
+@contextlib.asynccontextmanager
+async def watched(tmp_path: Path, outbox: _Outbox | None = None) -> AsyncIterator[_Watched]:
+    """The welcome running until the block ends; its ledger closed after."""
+    watch = _Watched(tmp_path, outbox)
+    runner = asyncio.create_task(watch.welcome.run())
     try:
-        welcome.rooms_changed()  # the run's first sync: nothing recorded
-        await looked(1)
-        # `init`, in another process, creates the DM; the daemon's sync brings the room
-        # before `init` has written it down (it records the room once the homeserver's
-        # answer reaches it): the look finds the room but no record.
-        client.client.rooms["!dm:x"] = _Room(joined=[BOT, OWNER], invited=[OWNER])
-        welcome.rooms_changed()
-        await looked(2)
-        db.add_owner_room(RoomID("!dm:x"), UserID(OWNER), opened_by="bot")
-        # The owner accepts: the DM is ready and gets its welcome.
-        client.client.rooms["!dm:x"] = _Room(joined=[BOT, OWNER], invited=[])
-        welcome.rooms_changed()
-        async with asyncio.timeout(5):
-            await outbox.sent.wait()
-        assert outbox.posted == ["!dm:x"]
+        yield watch
     finally:
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
-    db.close()
+        watch.db.close()
+
+
+async def test_the_welcome_looks_again_only_while_a_dm_waits_or_a_room_is_new(
+    tmp_path: Path,
+) -> None:
+    async with watched(tmp_path) as w:
+        w.welcome.rooms_changed()  # the run's first sync: one look, nothing recorded
+        await w.looked(1)
+        w.welcome.rooms_changed()  # a member changed somewhere: nothing waits, no look
+        # `init`, in another process, opened a DM: the bot is in a room it was not in at
+        # the last look. The owner is only invited yet: the DM waits for its welcome …
+        w.db.add_owner_room(RoomID("!dm:x"), UserID(OWNER), opened_by="bot")
+        w.client.client.rooms["!dm:x"] = _Room(joined=[BOT, OWNER], invited=[OWNER])
+        w.welcome.rooms_changed()
+        await w.looked(2)
+        w.welcome.rooms_changed()  # … so every change of rooms looks again
+        await w.looked(3)
+        assert len(w.looks) == 3
+
+
+async def test_a_dm_the_bot_saw_before_init_recorded_it_is_still_welcomed(
+    tmp_path: Path,
+) -> None:
+    outbox = _Outbox()
+    async with watched(tmp_path, outbox) as w:
+        w.welcome.rooms_changed()  # the run's first sync: nothing recorded
+        await w.looked(1)
+        # `init`, in another process, creates the DM; the daemon's sync brings the room
+        # before `init` has written it down (it records the room once the homeserver's
+        # answer reaches it): the look finds the room but no record.
+        w.client.client.rooms["!dm:x"] = _Room(joined=[BOT, OWNER], invited=[OWNER])
+        w.welcome.rooms_changed()
+        await w.looked(2)
+        w.db.add_owner_room(RoomID("!dm:x"), UserID(OWNER), opened_by="bot")
+        # The owner accepts: the DM is ready and gets its welcome.
+        w.client.client.rooms["!dm:x"] = _Room(joined=[BOT, OWNER], invited=[])
+        w.welcome.rooms_changed()
+        async with asyncio.timeout(5):
+            await outbox.sent.wait()
+        assert outbox.posted == ["!dm:x"]

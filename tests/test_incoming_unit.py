@@ -17,7 +17,7 @@ from nio.crypto.attachments import encrypt_attachment
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix import attachments
-from dispatch_matrix.matrix.attachments import NotSaved, part_of
+from dispatch_matrix.matrix.attachments import AttachmentError, NotSaved, part_of
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.handlers import Gate, Tasks
 from dispatch_matrix.matrix.inbound import Message
@@ -342,3 +342,12 @@ async def test_the_router_answers_a_full_disk_in_one_line_once(
     assert "\n" not in posts.sent["file-$e1"]
     assert queue.calls == 0 and setup.db.count_tasks() == {}
     assert setup.on_disk() == []
+
+
+async def test_a_file_refused_before_fetching_claims_no_name(setup: Setup) -> None:
+    huge = {**content(), "info": {"mimetype": "text/csv", "size": 2 << 20}}
+    with pytest.raises(AttachmentError, match="over my 1.0 MB limit"):
+        await setup.files.take("$huge", huge)
+    assert setup.db.file_claim("$huge") is None and setup.nio.downloads == 0
+    taken = await setup.files.take("$e1", content())
+    assert taken is not None and taken.path.name == "figures.csv"

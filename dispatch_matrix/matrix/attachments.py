@@ -155,12 +155,9 @@ def write_whole(target: Path, data: bytes) -> None:
         raise
 
 
-async def receive_file(
-    client: MatrixClient, content: dict[str, Any], target: Path, max_bytes: int
-) -> Received:
-    """Download, check and decrypt an owner's attachment, and save it whole at `target`
-    (replacing what is there: the caller picks a path of its own). A write that fails (a
-    full disk) leaves no file and raises `NotSaved`."""
+def link_of(content: dict[str, Any], max_bytes: int) -> str:
+    """The mxc:// link of an owner's attachment, checked before a byte moves: an
+    `AttachmentError` when it has none, or declares a size over `max_bytes`."""
     info = content.get("info") or {}
     declared = int(info.get("size") or 0)
     if declared > max_bytes:
@@ -172,6 +169,17 @@ async def receive_file(
     url = (file_info or {}).get("url") or content.get("url")
     if not isinstance(url, str) or not url.startswith("mxc://"):
         raise AttachmentError("that attachment has no usable file link")
+    return url
+
+
+async def receive_file(
+    client: MatrixClient, content: dict[str, Any], target: Path, max_bytes: int
+) -> Received:
+    """Download, check and decrypt an owner's attachment, and save it whole at `target`
+    (replacing what is there: the caller picks a path of its own). A write that fails (a
+    full disk) leaves no file and raises `NotSaved`."""
+    url = link_of(content, max_bytes)
+    file_info = content.get("file")
     response = await client.client.download(mxc=url)
     if isinstance(response, DownloadError) or not hasattr(response, "body"):
         raise HomeserverError(f"download of the attachment failed: {response}")

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from dispatch_matrix.core import logs
-from dispatch_matrix.matrix.attachments import Received, described, file_name, receive_file
+from dispatch_matrix.matrix.attachments import (
+    Received,
+    described,
+    file_name,
+    link_of,
+    receive_file,
+)
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.store import Database
 
@@ -85,6 +91,8 @@ class IncomingFiles:
             log.info("attachment.kept", event_id=event_id, path=str(claim.path), size=on_disk)
             return described(content, claim.path, on_disk)
         if claim is None:
+            # One refused anyway (too big, no link) claims no name.
+            link_of(content, self._max_bytes)
             claim = self._ledger.claim_file(
                 event_id, self._inbox / self._today(), file_name(content)
             )

@@ -7,7 +7,9 @@ recorded ones one at a time, in arrival order, so a slow or hanging backend neve
 the sync loop (commands, approvals, other messages). The price: a text sent while a voice
 message is still being transcribed may be queued ahead of it. One the backend could not
 hear stays in the ledger (with its audio) for `!retry`; one a crash interrupted is heard
-again at the next start.
+again at the next start, without redoing what was done: its audio (saved under a name of
+its event's) is not fetched again, its kept words are not transcribed again, and words that
+reached the queue are not queued again.
 """
 
 from __future__ import annotations

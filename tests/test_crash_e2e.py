@@ -4,15 +4,19 @@ through Synapse, a strict js client, the bot process and the scripted Messages A
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import BotSetup, started
+from conftest import BotSetup, Homeserver, started
 from fake_messages_api import FakeMessagesAPI
+from harness import http
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
+from nio.crypto.attachments import encrypt_attachment
 
 pytestmark = [pytest.mark.e2e]
 
@@ -146,3 +150,90 @@ async def test_retry_of_a_task_cancelled_mid_call_then_three_more_messages_are_a
     retried = fake_api.requests[2].body["messages"]
     results = [b for m in retried for b in m["content"] if b.get("type") == "tool_result"]
     assert len(results) == 1 and "owner cancelled" in str(results[0]["content"])
+
+
+def inbox_files(inbox: Path) -> list[Path]:
+    """Every file in the inbox's dated folders, hidden ones (a temporary part) included."""
+    return sorted(path for path in inbox.rglob("*") if path.is_file()) if inbox.exists() else []
+
+
+@pytest.mark.drill
+async def test_a_file_taken_again_after_a_crash_is_saved_once_and_answered_once(
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+    homeserver: Homeserver,
+) -> None:
+    setup, bot, owner, room = await started(make_bot, owner_client, running)
+    # The token that covers everything before the file: put back after the crash, it is the
+    # state a kill -9 leaves between the file saved (and its task recorded) and the token
+    # saved, so the restart takes the file's event again.
+    ledger = setup.config.state / "dispatch.db"
+    before = read_token(ledger)
+    data = b"col_a,col_b\n1,2\n" * 64
+    ciphertext, keys = encrypt_attachment(data)
+    token = http.login(homeserver.url, setup.owner.user_id, setup.owner.password)
+    mxc = http.upload(homeserver.url, token, ciphertext, "figures.csv")
+    content = {
+        "msgtype": "m.file",
+        "body": "figures.csv",
+        "filename": "figures.csv",
+        "info": {"mimetype": "text/csv", "size": len(data)},
+        "file": {"url": mxc, **{k: keys[k] for k in ("key", "iv", "hashes")}, "v": "v2"},
+    }
+    fake_api.reply("Two columns, sixty-four rows.")
+    sending = owner.call("send_event", room_id=room, type="m.room.message", content=content)
+    sent = (await sending)["event_id"]
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="sixty-four rows")
+    await bot.kill9()
+    write_token(ledger, before)
+
+    again = await setup.process().start()
+    running.append(again)
+    # Sent after the restart, so answered after the re-read event was handled (in order).
+    fake_api.reply("Still here.")
+    await owner.send_text(room, "are you still there?")
+    await owner.wait_message(room, sender=setup.bot.user_id, contains="Still here")
+    files = inbox_files(setup.config.folder / "work" / "inbox")
+    print(f"inbox after the drill: {[path.name for path in files]}")
+    assert [path.read_bytes() for path in files] == [data], files
+    tasks = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    rows = tasks.execute("SELECT COUNT(*) FROM tasks WHERE event_id = ?", (sent,)).fetchone()
+    tasks.close()
+    assert rows == (1,)
+    assert len(replies(await owner.messages(room), setup.bot.user_id, sent)) == 1
+    assert len(fake_api.requests) == 2, "the file's task ran once"
+    # The restart did read the file's event again (else this drill proved nothing).
+    assert again.log_events("attachment.taken_already"), "the event was not read again"
+
+
+def read_token(ledger: Path) -> str:
+    """The sync token the bot saved last."""
+    conn = sqlite3.connect(ledger)
+    try:
+        return str(conn.execute("SELECT next_batch FROM sync_state WHERE id = 1").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def write_token(ledger: Path, token: str) -> None:
+    """Put an older sync token back (the bot is not running)."""
+    conn = sqlite3.connect(ledger)
+    try:
+        conn.execute("UPDATE sync_state SET next_batch = ? WHERE id = 1", (token,))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def replies(messages: list[dict[str, Any]], bot: str, event_id: str) -> list[dict[str, Any]]:
+    """The bot's messages that reply to one owner message."""
+    return [
+        m
+        for m in messages
+        if m["sender"] == bot
+        and m["type"] == "m.room.message"
+        and (m["content"].get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id")
+        == event_id
+    ]

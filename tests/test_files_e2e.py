@@ -1,13 +1,15 @@
 """Files both ways, end to end: the agent sends a file as an encrypted attachment the owner's
 client decrypts; an image from the owner's client reaches the model as an image block.
 
-The four tests share one bot, owner and DM (`shared_dm`): none restarts or reconfigures the
+The tests share one bot, owner and DM (`shared_dm`): none restarts or reconfigures the
 bot, each waits for its own words, and each has the stand-in to itself (reset before it)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import struct
+import subprocess
 import zlib
 
 import pytest
@@ -149,3 +151,52 @@ async def test_a_malformed_message_is_answered_not_dropped(
     notice = await owner.wait_message(room, sender=setup.bot.user_id, contains="could not read")
     assert "Matrix format" in notice["body"]
     assert fake_api.requests == []
+
+
+@pytest.mark.drill
+async def test_a_file_sent_while_the_inbox_disk_is_full_is_refused_in_one_line(
+    shared: SharedDM,
+    fake_api: FakeMessagesAPI,
+    homeserver: Homeserver,
+) -> None:
+    setup, _bot, owner, room = shared.as_started()
+    inbox = setup.config.folder / "work" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    # A small file system of its own as the inbox, so filling it fills nothing else (the
+    # ledger stays writable: the owner can be told).
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(inbox)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        filler = inbox / "filler"
+        with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 65536)
+        data = b"a line of the report\n" * 2000
+        ciphertext, keys = encrypt_attachment(data)
+        token = http.login(homeserver.url, setup.owner.user_id, setup.owner.password)
+        mxc = http.upload(homeserver.url, token, ciphertext, "report.txt")
+        content = {
+            "msgtype": "m.file",
+            "body": "report.txt",
+            "filename": "report.txt",
+            "info": {"mimetype": "text/plain", "size": len(data)},
+            "file": {"url": mxc, **{k: keys[k] for k in ("key", "iv", "hashes")}, "v": "v2"},
+        }
+        await owner.call("send_event", room_id=room, type="m.room.message", content=content)
+        refused = await owner.wait_message(
+            room, sender=setup.bot.user_id, contains="could not save that file"
+        )
+        assert refused["body"].startswith("📎 I could not save that file: the disk holding ")
+        assert "is full. Free some space there and send it again." in refused["body"]
+        assert "\n" not in refused["body"]
+        left = sorted(str(p.relative_to(inbox)) for p in inbox.rglob("*") if p.is_file())
+        assert left == ["filler"], "no part of the file stayed"
+        assert fake_api.requests == [], "nothing was queued"
+    finally:
+        subprocess.run(["umount", "-l", str(inbox)], check=False)

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from harness.workbench import FakeRoom
@@ -17,7 +17,7 @@ from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.queue.commands import Command
 from dispatch_matrix.store import Database, TaskState
-from dispatch_matrix.voice.inbox import Hearing, VoiceInbox
+from dispatch_matrix.voice.inbox import Hearing, VoiceInbox, audio_name
 from dispatch_matrix.voice.tables import VoiceMessages, VoiceState
 
 ROOM = RoomID("!room:x")
@@ -205,3 +205,73 @@ async def test_a_bare_retry_hears_the_voice_message_again_only_when_it_failed_la
     row = voices.voice("$v")
     assert row is not None and row.state is VoiceState.FAILED
     db.close()
+
+
+# -- read again after a crash: what was done is not done twice ------------------------------
+
+
+def recorded(voices: VoiceMessages, name: str, content: dict[str, Any] | None = None) -> EventID:
+    """A voice message the ledger holds as pending, as a crash left it."""
+    event = EventID(f"${name}")
+    voices.add_voice(event, ROOM, OWNER, 1, content or {"msgtype": "m.audio"})
+    return event
+
+
+async def test_a_voice_message_queued_before_a_crash_is_not_transcribed_again(
+    lane: Lane, tmp_path: Path
+) -> None:
+    inbox, voices, room, intake, backend = lane
+    # The crash came after its words were queued and before it was marked heard.
+    event = recorded(voices, "done")
+    audio = tmp_path / "done.ogg"
+    audio.write_bytes(b"OggS")
+    voices.keep_voice_audio(event, str(audio))
+    ledger = cast(Database, inbox._ledger)
+    ledger.add_task(event, ROOM, OWNER, "words of done.ogg", 1)
+    await inbox.receive(Message(ROOM, event, OWNER, "", 1, True, "key", msgtype="m.audio"))
+    # Heard in arrival order: once the next one is queued, the first was dealt with.
+    await send(inbox, voices, tmp_path, "next")
+    await until(lambda: len(intake.queued) == 1, intake.changed)
+    assert intake.queued == [("$next", "words of next.ogg")]
+    assert backend.heard == ["next.ogg"], "the queued one was not sent to the backend again"
+    row = voices.voice(event)
+    assert row is not None and row.state is VoiceState.HEARD and row.audio_path is None
+    assert not audio.exists()
+    assert room.bot_texts() == ['🎙️ "words of next.ogg"']
+
+
+async def test_words_heard_before_a_crash_are_queued_without_the_backend(
+    lane: Lane, tmp_path: Path
+) -> None:
+    inbox, voices, room, intake, backend = lane
+    # Transcribed, its words kept, then the crash: before they were shown or queued.
+    event = recorded(voices, "kept")
+    voices.set_voice(event, VoiceState.PENDING, transcript="the kept words")
+    await inbox.receive(Message(ROOM, event, OWNER, "", 1, True, "key", msgtype="m.audio"))
+    await until(lambda: len(intake.queued) == 1, intake.changed)
+    assert intake.queued == [("$kept", "the kept words")]
+    assert backend.heard == []
+    assert room.bot_texts() == ['🎙️ "the kept words"']
+    row = voices.voice(event)
+    assert row is not None and row.state is VoiceState.HEARD
+
+
+async def test_audio_saved_before_a_crash_is_used_not_fetched_again(
+    lane: Lane, tmp_path: Path
+) -> None:
+    inbox, voices, room, intake, backend = lane
+    # Saved whole under its event's name, then the crash before the ledger noted where:
+    # the lane has no client (a fetch would fail the message), so hearing it proves reuse.
+    content = {"msgtype": "m.audio", "body": "Voice message.ogg"}
+    event = recorded(voices, "saved", content)
+    row = voices.voice(event)
+    assert row is not None
+    name = audio_name(row)
+    assert name.endswith(".ogg") and "saved" not in name
+    (tmp_path / "voice").mkdir()
+    (tmp_path / "voice" / name).write_bytes(b"OggS")
+    await inbox.receive(Message(ROOM, event, OWNER, "", 1, True, "key", msgtype="m.audio"))
+    await until(lambda: len(intake.queued) == 1, intake.changed)
+    assert backend.heard == [name]
+    assert intake.queued == [("$saved", f"words of {name}")]
+    assert list((tmp_path / "voice").iterdir()) == [], "heard, its audio is deleted"

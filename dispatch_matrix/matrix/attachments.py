@@ -1,13 +1,17 @@
 """Encrypted attachments (the spec's "Sending encrypted attachments"): upload a file as
 AES-CTR ciphertext with its key in the (encrypted) event, and download-and-decrypt what an
 owner sends. Sizes are checked before any byte moves; the work happens off the event loop.
+A received file is saved at the path its caller picked, under a temporary name renamed
+only once it is whole, so a crash or a full disk never leaves half a file in its place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import mimetypes
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +21,7 @@ from nio import DownloadError, UploadResponse
 from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
 
 from dispatch_matrix.core.errors import DispatchError, HomeserverError
+from dispatch_matrix.core.faults import is_disk_full
 from dispatch_matrix.matrix.client import MatrixClient
 
 # Said with every size refusal: the owner (or the operator) can raise the limit.
@@ -25,6 +30,18 @@ _LIMIT_SET_BY = "set by `matrix.max_file_mb` in the config"
 
 class AttachmentError(DispatchError):
     """A file could not be sent or received; the message says why, for a person."""
+
+
+class NotSaved(AttachmentError):
+    """A received file could not be written (a full disk, a folder it may not write);
+    nothing of it is left on disk. Worth trying again once the cause is gone."""
+
+    def __init__(self, folder: Path, error: OSError) -> None:
+        self.full = is_disk_full(error)
+        if self.full:
+            super().__init__(f"the disk holding {folder} is full")
+        else:
+            super().__init__(f"I could not write it into {folder} ({error.strerror or error})")
 
 
 @dataclass(frozen=True)
@@ -99,10 +116,48 @@ def _safe_name(name: str) -> str:
     return cleaned[:120]
 
 
-async def receive_file(
-    client: MatrixClient, content: dict[str, Any], folder: Path, max_bytes: int
-) -> Received:
-    """Download, check and decrypt an owner's attachment into `folder` (never overwrites)."""
+def file_name(content: dict[str, Any]) -> str:
+    """The name an owner's attachment is saved under: its own, made safe for a path."""
+    return _safe_name(str(content.get("filename") or content.get("body") or "file"))
+
+
+def described(content: dict[str, Any], path: Path, size: int) -> Received:
+    """What the attachment `content` saved at `path` (`size` bytes) is."""
+    info = content.get("info") or {}
+    mimetype = str(info.get("mimetype") or (content.get("file") or {}).get("mimetype") or "")
+    name = file_name(content)
+    guessed = mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Received(path, guessed, size, name)
+
+
+def part_of(target: Path) -> Path:
+    """The temporary name a file is written under before it is renamed to `target`: one
+    per target, so what a crash cut short is overwritten by the next attempt, not kept."""
+    return target.with_name(f".{target.name}.part")
+
+
+def write_whole(target: Path, data: bytes) -> None:
+    """Write `data` to `target` so that `target` only ever exists whole: written under a
+    temporary name, synced, its size checked, then renamed (atomic); on any failure (a
+    full disk) the temporary file is removed and the error raised. Blocking."""
+    part = part_of(target)
+    try:
+        with part.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        written = part.stat().st_size
+        if written != len(data):
+            raise OSError(errno.EIO, f"wrote {written} of {len(data)} bytes", str(part))
+        part.replace(target)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def link_of(content: dict[str, Any], max_bytes: int) -> str:
+    """The mxc:// link of an owner's attachment, checked before a byte moves: an
+    `AttachmentError` when it has none, or declares a size over `max_bytes`."""
     info = content.get("info") or {}
     declared = int(info.get("size") or 0)
     if declared > max_bytes:
@@ -114,6 +169,17 @@ async def receive_file(
     url = (file_info or {}).get("url") or content.get("url")
     if not isinstance(url, str) or not url.startswith("mxc://"):
         raise AttachmentError("that attachment has no usable file link")
+    return url
+
+
+async def receive_file(
+    client: MatrixClient, content: dict[str, Any], target: Path, max_bytes: int
+) -> Received:
+    """Download, check and decrypt an owner's attachment, and save it whole at `target`
+    (replacing what is there: the caller picks a path of its own). A write that fails (a
+    full disk) leaves no file and raises `NotSaved`."""
+    url = link_of(content, max_bytes)
+    file_info = content.get("file")
     response = await client.client.download(mxc=url)
     if isinstance(response, DownloadError) or not hasattr(response, "body"):
         raise HomeserverError(f"download of the attachment failed: {response}")
@@ -133,14 +199,13 @@ async def receive_file(
             )
         except (KeyError, ValueError) as err:
             raise AttachmentError(f"that attachment could not be decrypted ({err})") from err
-    mimetype = str(info.get("mimetype") or (file_info or {}).get("mimetype") or "")
-    name = _safe_name(str(content.get("filename") or content.get("body") or "file"))
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    counter = 1
-    while target.exists():
-        target = folder / f"{Path(name).stem}-{counter}{Path(name).suffix}"
-        counter += 1
-    await asyncio.to_thread(target.write_bytes, data)
-    guessed = mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return Received(target, guessed, len(data), name)
+    try:
+        await asyncio.to_thread(_save, target, data)
+    except OSError as err:
+        raise NotSaved(target.parent, err) from err
+    return described(content, target, len(data))
+
+
+def _save(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_whole(target, data)

@@ -21,7 +21,7 @@ from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.matrix import texts
-from dispatch_matrix.matrix.attachments import AttachmentError, receive_file
+from dispatch_matrix.matrix.attachments import AttachmentError, NotSaved
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import RequestRefused
 from dispatch_matrix.matrix.handlers import Gate, Tasks, VoiceLane
@@ -37,6 +37,7 @@ from dispatch_matrix.matrix.inbound import (
     from_event,
     read_sync,
 )
+from dispatch_matrix.matrix.incoming import IncomingFiles
 from dispatch_matrix.matrix.late_keys import LateKeys
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.privacy import RoomWatch
@@ -79,9 +80,8 @@ class Router:
         self._outbox = outbox
         self._owners = owners
         self._allowed_shared_rooms = shared_rooms
-        self._max_file_bytes = max_file_bytes
-        # Files owners send are decrypted into dated folders here.
-        self._inbox = inbox
+        # Files owners send are decrypted into dated folders of `inbox`, once per event.
+        self._files = IncomingFiles(client, db, inbox, max_file_bytes)
         # Voice messages go to transcription rather than into the inbox as files.
         self._voice = voice
         # Refuses an event at a Megolm index another event used (a replay), also after a
@@ -368,20 +368,23 @@ class Router:
             )
 
     async def _file(self, message: Message) -> None:
-        """An owner's image or file: saved, decrypted, into the inbox; then it is a task."""
-        folder = self._inbox / datetime.now(UTC).strftime("%Y-%m-%d")
+        """An owner's image or file: saved, decrypted, into the inbox, once per event (read
+        again after a crash, it is neither fetched nor saved twice); then it is a task."""
+        content = message.content or {}
         try:
-            received = await receive_file(
-                self._client, message.content or {}, folder, self._max_file_bytes
-            )
+            received = await self._files.take(message.event_id, content)
         except (AttachmentError, HomeserverError) as err:
             log.warning("attachment.refused", event_id=message.event_id, error=err.message)
             await self._outbox.post(
                 message.room_id,
-                f"📎 I could not take that file: {err.message}.",
+                texts.file_refused(err.message, disk_full=isinstance(err, NotSaved) and err.full),
                 reply_to=message.event_id,
                 notice=True,
+                # Read again after a crash, the event is refused in the same one message.
+                key=f"file-{message.event_id}",
             )
+            return
+        if received is None:
             return
         log.info(
             "attachment.received",
@@ -390,11 +393,9 @@ class Router:
             size=received.size,
             mimetype=received.mimetype,
         )
-        caption = (message.content or {}).get("body", "")
+        caption = content.get("body", "")
         body = (
-            ""
-            if caption == received.name or caption == (message.content or {}).get("filename")
-            else str(caption)
+            "" if caption == received.name or caption == content.get("filename") else str(caption)
         )
         await self._intake.message(
             message.event_id,

@@ -125,3 +125,10 @@ def back(away: str, queued: int) -> str:
 
 
 STOPPED = "⏹️ I was stopped. What you send now runs, in order, when I am started again."
+
+
+def file_refused(reason: str, *, disk_full: bool = False) -> str:
+    """An owner's file the bot could not take (too big, unreadable, not saved): one line."""
+    if disk_full:
+        return f"📎 I could not save that file: {reason}. Free some space there and send it again."
+    return f"📎 I could not take that file: {reason}."

@@ -6,14 +6,15 @@ small tables every layer shares: meta, notices, the Matrix session).
 module each: the task ledger and its rows (`ledger.py`: tasks, approvals, the transcript,
 summaries, usage; written by the queue and the agent) and the tables the Matrix layer
 writes (`matrix_tables.py`: the outbox, Megolm replay indexes, events waiting for their
-keys, messages waiting for the trust gate, threads, owners' rooms). A feature's tables
-live in its own package and take the `Connection`.
+keys, messages waiting for the trust gate, owners' files, threads, owners' rooms). A
+feature's tables live in its own package and take the `Connection`.
 
 Imports `core` only."""
 
 from dispatch_matrix.store.db import Connection
 from dispatch_matrix.store.ledger import LedgerQueries, Task, TaskState
 from dispatch_matrix.store.matrix_tables import (
+    FileQueries,
     OutboxQueries,
     ReplayQueries,
     RoomQueries,
@@ -31,6 +32,7 @@ class Database(
     UnjudgedQueries,
     RoomQueries,
     ThreadQueries,
+    FileQueries,
 ):
     """Our SQLite file with the base layers' tables; one connection, used from the event
     loop's thread."""

@@ -217,6 +217,15 @@ _MIGRATIONS = [
         room_id TEXT NOT NULL, message TEXT NOT NULL, first_seen REAL NOT NULL
     );
     """,
+    # 19: where each owner's file is saved, claimed by its event id before a byte is fetched
+    # (`size`: NULL until the file is there whole), so an event read again after a crash
+    # neither fetches nor writes its file a second time.
+    """
+    CREATE TABLE files_taken (
+        event_id TEXT PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER,
+        claimed_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -11,6 +11,8 @@ the room across a restart.
   retry when their room keys arrive.
 - `unjudged` (`UnjudgedQueries`): owners' messages the trust gate could not judge yet (the
   homeserver failed it), judged again at the next sync.
+- `files_taken` (`FileQueries`): the path each owner's file claimed, by event id, and its
+  size once saved whole, so an event read again saves its file once.
 - `threads` (`ThreadQueries`): which thread an owner's message was written in, so its
   answers go to that thread.
 - `owner_rooms` (`RoomQueries`): the owners' DMs the bot entered, and whether it has
@@ -27,6 +29,7 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
@@ -260,6 +263,59 @@ class UnjudgedQueries(Connection):
         """A message was judged (and, if admitted, taken): it waits no more."""
         with self.tx() as conn:
             conn.execute("DELETE FROM unjudged WHERE event_id = ?", (event_id,))
+
+
+# -- owners' files -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileClaim:
+    """Where an owner's file goes (claimed by its event), and its size once saved whole."""
+
+    path: Path
+    size: int | None
+
+
+class FileQueries(Connection):
+    """Owners' files by event id (`matrix.incoming`): the path each claimed before a byte
+    was fetched, and its size once it was saved whole."""
+
+    def file_claim(self, event_id: str) -> FileClaim | None:
+        """The claim an event made, if it made one."""
+        row = self._conn.execute(
+            "SELECT path, size FROM files_taken WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return None if row is None else FileClaim(Path(row["path"]), row["size"])
+
+    def claim_file(self, event_id: str, folder: Path, name: str) -> FileClaim:
+        """Claim a path in `folder` for an event's file, committed: `name`, or `name-1`,
+        `name-2`… when a file there or another event's claim has it. An event claims once:
+        a second call returns its first claim."""
+        stem, suffix = Path(name).stem, Path(name).suffix
+        with self.tx() as conn:
+            row = conn.execute(
+                "SELECT path, size FROM files_taken WHERE event_id = ?", (event_id,)
+            ).fetchone()
+            if row is not None:
+                return FileClaim(Path(row["path"]), row["size"])
+            counter = 0
+            path = folder / name
+            while (
+                path.exists()
+                or conn.execute("SELECT 1 FROM files_taken WHERE path = ?", (str(path),)).fetchone()
+            ):
+                counter += 1
+                path = folder / f"{stem}-{counter}{suffix}"
+            conn.execute(
+                "INSERT INTO files_taken (event_id, path, size, claimed_at) VALUES (?, ?, NULL, ?)",
+                (event_id, str(path), time.time()),
+            )
+        return FileClaim(path, None)
+
+    def file_saved(self, event_id: str, size: int) -> None:
+        """The event's file is at its claimed path, whole, `size` bytes."""
+        with self.tx() as conn:
+            conn.execute("UPDATE files_taken SET size = ? WHERE event_id = ?", (size, event_id))
 
 
 # -- threads -------------------------------------------------------------------------------

@@ -7,20 +7,29 @@ recorded ones one at a time, in arrival order, so a slow or hanging backend neve
 the sync loop (commands, approvals, other messages). The price: a text sent while a voice
 message is still being transcribed may be queued ahead of it. One the backend could not
 hear stays in the ledger (with its audio) for `!retry`; one a crash interrupted is heard
-again at the next start.
+again at the next start, without redoing what was done: its audio (saved under a name of
+its event's) is not fetched again, its kept words are not transcribed again, and words that
+reached the queue are not queued again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from pathlib import Path
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID
-from dispatch_matrix.matrix.attachments import AttachmentError, human_size, receive_file
+from dispatch_matrix.matrix.attachments import (
+    AttachmentError,
+    NotSaved,
+    file_name,
+    human_size,
+    receive_file,
+)
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.matrix.outbox import Outbox
@@ -60,6 +69,13 @@ class VoiceInbox:
             return
         log.info("voice.received", event_id=row.event_id, declared_size=declared_size(row.content))
         self._wake.set()
+
+    def queued(self, event_id: str) -> bool:
+        """Whether a voice message's words reached the queue already (a task, a command or
+        an answer): a crash came after that and before it was marked heard."""
+        return self._ledger.task_by_event(event_id) is not None or self._ledger.command_ran(
+            event_id
+        )
 
     async def next_pending(self) -> VoiceMessage:
         """The oldest voice message still to be heard, once there is one."""
@@ -159,12 +175,30 @@ class Hearing:
     async def _hear(self, row: VoiceMessage) -> str | None:
         """Fetch, transcribe, show and queue one voice message; the line for the owner when
         that did not work (nothing is queued then)."""
+        if self._inbox.queued(row.event_id):
+            # Heard and queued before a crash: neither transcribed nor queued a second time.
+            log.info("voice.heard_already", event_id=row.event_id)
+            self._voices.set_voice(row.event_id, VoiceState.HEARD)
+            _delete_audio(self._voices, row)
+            (self._folder / audio_name(row)).unlink(missing_ok=True)
+            return None
         if self._transcriber is None:
             self._voices.set_voice(row.event_id, VoiceState.FAILED, error="voice off", attempt=True)
             log.info("voice.off", event_id=row.event_id)
             return texts.VOICE_OFF
+        if row.transcript is not None:
+            # Transcribed before a crash (or a failure after): the words are kept, the
+            # backend is not asked again.
+            log.info("voice.transcript_kept", event_id=row.event_id)
+            await self._queue(row, row.transcript, None)
+            return None
         try:
             audio, mimetype = await self._audio(row)
+        except NotSaved as err:
+            # Worth another try once there is room: kept for `!retry`, nothing left on disk.
+            self._voices.set_voice(row.event_id, VoiceState.FAILED, error=err.message, attempt=True)
+            log.warning("voice.not_saved", event_id=row.event_id, error=err.message)
+            return texts.voice_failed(err.message)
         except AttachmentError as err:
             self._voices.set_voice(
                 row.event_id, VoiceState.REFUSED, error=err.message, attempt=True
@@ -193,11 +227,19 @@ class Hearing:
         if text is None:
             self._voices.set_voice(row.event_id, VoiceState.FAILED, error="no words", attempt=True)
             return texts.VOICE_EMPTY
+        # Kept before anything is shown or queued: a crash from here on re-hears the words,
+        # not the audio.
+        self._voices.set_voice(row.event_id, VoiceState.PENDING, transcript=text)
+        await self._queue(row, text, audio)
+        return None
+
+    async def _queue(self, row: VoiceMessage, text: str, audio: Path | None) -> None:
+        """Show the words back and queue them as if typed; the voice message is heard."""
         now = self._voices.voice(row.event_id)
         if now is None or now.state is not VoiceState.PENDING:
             # Deleted by the owner while it was being transcribed.
             log.info("voice.not_queued", event_id=row.event_id, reason="deleted meanwhile")
-            return None
+            return
         await self._outbox.post(
             row.room_id, echo(text), reply_to=row.event_id, notice=True, key=f"voice-{row.event_id}"
         )
@@ -206,7 +248,6 @@ class Hearing:
         await self._intake.message(row.event_id, row.room_id, row.sender, text, row.origin_ts)
         self._voices.set_voice(row.event_id, VoiceState.HEARD, transcript=text, attempt=True)
         _delete_audio(self._voices, row, audio)
-        return None
 
     async def _audio(self, row: VoiceMessage) -> tuple[Path, str]:
         """The decrypted audio: kept from an earlier attempt, or fetched now (its declared
@@ -215,15 +256,27 @@ class Hearing:
         mimetype = str((info or {}).get("mimetype") or "audio/ogg")
         if row.audio_path and Path(row.audio_path).is_file():
             return Path(row.audio_path), mimetype
+        target = self._folder / audio_name(row)
+        if target.is_file():
+            # Saved whole (it is renamed into place only then) before a crash lost its note.
+            self._voices.keep_voice_audio(row.event_id, str(target))
+            return target, mimetype
         size = declared_size(row.content)
         if size is not None and size > self._max_file_bytes:
             raise AttachmentError(
                 f"it is {human_size(size)}, over my {human_size(self._max_file_bytes)} limit"
             )
         log.info("voice.fetching", event_id=row.event_id, declared_size=size)
-        received = await receive_file(self._client, row.content, self._folder, self._max_file_bytes)
+        received = await receive_file(self._client, row.content, target, self._max_file_bytes)
         self._voices.keep_voice_audio(row.event_id, str(received.path))
         return received.path, received.mimetype or mimetype
+
+
+def audio_name(row: VoiceMessage) -> str:
+    """The file a voice message's audio is saved as: one per event, so a message fetched
+    again after a crash replaces its own file rather than adding a copy."""
+    digest = hashlib.sha256(row.event_id.encode()).hexdigest()[:24]
+    return digest + Path(file_name(row.content)).suffix
 
 
 def _delete_audio(voices: VoiceMessages, row: VoiceMessage, audio: Path | None = None) -> None:

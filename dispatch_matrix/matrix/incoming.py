@@ -1,0 +1,108 @@
+"""Files owners send, saved into the inbox once per event, also across a crash.
+
+The event id is the key, kept in the ledger (`files_taken`). Before a byte is fetched the
+event claims the path its file will have (a dated folder, a free name), committed; the file
+is written under a temporary name beside it and renamed onto that path only when whole, and
+its size recorded then. An event read again (a crash came before its sync token was saved)
+finds what the first reading left: an event that is a task already is left alone; a file
+saved whole is used as it is (no second download, no second copy); one a crash cut short is
+fetched again onto the same path, its temporary part overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from dispatch_matrix.core import logs
+from dispatch_matrix.matrix.attachments import (
+    Received,
+    described,
+    file_name,
+    link_of,
+    receive_file,
+)
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.store import Database
+
+log = logs.get(__name__)
+
+
+class FileStep(Enum):
+    """What taking an owner's file has left to do."""
+
+    # The event became a task already: nothing (no download, no file, no second task).
+    DONE = "done"
+    # Its file is saved whole: the task is made from it, nothing is fetched.
+    KEEP = "keep"
+    # Fetch it (again) onto the claimed path.
+    FETCH = "fetch"
+
+
+def next_step(task_known: bool, saved: int | None, on_disk: int | None) -> FileStep:
+    """What is left to do for an event's file (pure): `task_known`, the event is a task;
+    `saved`, the size recorded once its file was whole (None: not recorded); `on_disk`, the
+    size of the file at the claimed path now (None: no file there)."""
+    if task_known:
+        return FileStep.DONE
+    if saved is not None and on_disk == saved:
+        return FileStep.KEEP
+    # Never saved, or what is there is not what was saved (changed or removed since).
+    return FileStep.FETCH
+
+
+def _today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+class IncomingFiles:
+    """Takes owners' attachments into `inbox/DATE/`, once per event id."""
+
+    def __init__(
+        self,
+        client: MatrixClient,
+        ledger: Database,
+        inbox: Path,
+        max_bytes: int,
+        today: Callable[[], str] = _today,
+    ) -> None:
+        self._client = client
+        self._ledger = ledger
+        self._inbox = inbox
+        self._max_bytes = max_bytes
+        # The dated folder a new file goes to (the clock is an input, for tests).
+        self._today = today
+
+    async def take(self, event_id: str, content: dict[str, Any]) -> Received | None:
+        """The saved file of an owner's attachment event, fetched only if no earlier
+        reading saved it whole; None when the event is a task already. Raises
+        `AttachmentError` (`NotSaved` for a write that failed) or `HomeserverError`."""
+        known = self._ledger.task_by_event(event_id) is not None
+        claim = None if known else self._ledger.file_claim(event_id)
+        on_disk = _size(claim.path) if claim is not None else None
+        step = next_step(known, claim.size if claim is not None else None, on_disk)
+        if step is FileStep.DONE:
+            log.info("attachment.taken_already", event_id=event_id)
+            return None
+        if step is FileStep.KEEP and claim is not None and on_disk is not None:
+            log.info("attachment.kept", event_id=event_id, path=str(claim.path), size=on_disk)
+            return described(content, claim.path, on_disk)
+        if claim is None:
+            # One refused anyway (too big, no link) claims no name.
+            link_of(content, self._max_bytes)
+            claim = self._ledger.claim_file(
+                event_id, self._inbox / self._today(), file_name(content)
+            )
+        received = await receive_file(self._client, content, claim.path, self._max_bytes)
+        self._ledger.file_saved(event_id, received.size)
+        return received
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None

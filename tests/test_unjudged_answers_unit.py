@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 from harness.workbench import FakeRoom
 from nio import SyncResponse
+from structlog.testing import capture_logs
 from test_sync_news_unit import OWNER, ROOM, build, response, text
 from test_unjudged_unit import FailingGate, KeysClient, owner_keys, real_gate, with_gate
 
@@ -198,10 +199,13 @@ async def test_a_reaction_the_gate_cannot_judge_waits_and_is_taken_exactly_once(
         await router.handle(response(), "since")
     assert intake.seen == [] and waiting(db) == ["$r"]
     gate.down = False
-    for _ in range(3):
-        await router.handle(response(), "since")
+    with capture_logs() as logged:
+        for _ in range(3):
+            await router.handle(response(), "since")
     assert intake.seen == ["reaction ✅ on $question"], "taken once, as if judged on time"
     assert waiting(db) == [] and gate.judged == ["$r"]
+    late = [r for r in logged if r["event"] == "reaction.judged_late"]
+    assert [(r["event_id"], r["admitted"]) for r in late] == [("$r", True)]
     db.close()
 
 

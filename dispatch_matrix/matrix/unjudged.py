@@ -45,7 +45,8 @@ _KINDS: dict[type[Waiting], str] = {Message: "message", Reaction: "reaction", Vo
 
 
 def kind_of(item: Waiting) -> str:
-    """The kind a waiting event is stored and logged as."""
+    """The kind a waiting event is stored and logged as (`reaction.unjudged`, as the gate
+    logs `reaction.ignored`)."""
     return _KINDS[type(item)]
 
 
@@ -100,8 +101,7 @@ class Unjudged:
         self._db.keep_unjudged(item.event_id, item.room_id, encode(item))
         self.rooms.add(item.room_id)
         log.warning(
-            "message.unjudged",
-            kind=kind_of(item),
+            f"{kind_of(item)}.unjudged",
             room=item.room_id,
             event_id=item.event_id,
             why=why,
@@ -119,18 +119,20 @@ class Unjudged:
             except (ValueError, TypeError, KeyError):
                 # Written by a newer version (a downgrade): never judgeable here, and it
                 # must not hold its room's later events for ever.
-                log.exception("message.undecodable", event_id=event_id)
+                log.exception("unjudged.undecodable", event_id=event_id)
                 self._db.judged(event_id)
                 continue
             try:
                 admitted = await self._judge(item)
             except HomeserverError as err:
                 stuck.add(room_id)
-                log.info("message.still_unjudged", event_id=item.event_id, error=err.message)
+                log.info(
+                    f"{kind_of(item)}.still_unjudged", event_id=item.event_id, error=err.message
+                )
                 continue
             except Exception:
                 # A bug, not the homeserver: judged again it would fail every sync.
-                log.exception("message.judge_failed", event_id=item.event_id)
+                log.exception(f"{kind_of(item)}.judge_failed", event_id=item.event_id)
                 admitted = False
             try:
                 # Settled before it stops waiting: a crash in between settles it again,
@@ -140,11 +142,10 @@ class Unjudged:
             except Exception:
                 # As for any event (router): a bug in handling one must not stop the bot
                 # hearing every later one.
-                log.exception("message.take_failed", event_id=item.event_id)
+                log.exception(f"{kind_of(item)}.take_failed", event_id=item.event_id)
             self._db.judged(item.event_id)
             log.info(
-                "message.judged_late",
-                kind=kind_of(item),
+                f"{kind_of(item)}.judged_late",
                 event_id=item.event_id,
                 admitted=admitted,
             )

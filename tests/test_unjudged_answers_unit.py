@@ -13,9 +13,20 @@ from typing import Any, cast
 
 import pytest
 from harness.workbench import FakeRoom
-from nio import SyncResponse
+from nio import EncryptionError, MegolmEvent, SyncResponse
+from nio.events import Event
 from structlog.testing import capture_logs
-from test_sync_news_unit import OWNER, ROOM, build, response, text
+from test_sync_news_unit import (
+    OWNER,
+    ROOM,
+    ROOM_KEY,
+    FakeClient,
+    FakeNio,
+    build,
+    response,
+    text,
+    waiting_event,
+)
 from test_unjudged_unit import FailingGate, KeysClient, owner_keys, real_gate, with_gate
 
 from dispatch_matrix.agent.ports import Approval
@@ -295,6 +306,38 @@ async def test_an_unencrypted_reaction_behind_a_waiting_message_is_answered_late
     client.keys_down = False
     await router.handle(response(), "since")
     assert intake.seen == ["message $text-one", "plaintext $plain on $q"]
+    db.close()
+
+
+class ReactionNio(FakeNio):
+    """nio whose waiting event, once its room key came, reads as the owner's ✅."""
+
+    def decrypt_event(self, event: MegolmEvent) -> Any:
+        self.decrypted.append(event.event_id)
+        if not self.readable:
+            raise EncryptionError("no session")
+        return Event.parse_event(reaction("$q") | {"event_id": event.event_id})
+
+
+async def test_a_reaction_whose_room_key_came_late_is_judged_and_waits_for_the_gate_too(
+    tmp_path: Path,
+) -> None:
+    """Read late, it is routed as on time: an approval's ✅ is not dropped for being late."""
+    client = FakeClient()
+    client.client = ReactionNio()
+    router, db, _gate, _tasks, _told, nio = build(tmp_path, client=client)
+    gate, intake = with_gate(router, FailingGate()), recorder(router)
+    await router.handle(response(), "since")
+    await router.handle(response([waiting_event("$late")]), "since")
+    assert intake.seen == [] and len(db.waiting_undecrypted()) == 1
+    # Its key comes while the owner's keys cannot be fetched: it waits for the gate.
+    nio.readable, gate.down = True, True
+    await router.handle(response(to_device=[ROOM_KEY]), "since")
+    assert intake.seen == [] and db.waiting_undecrypted() == [] and waiting(db) == ["$late"]
+    gate.down = False
+    await router.handle(response(), "since")
+    await router.handle(response(), "since")
+    assert intake.seen == ["reaction ✅ on $q"], "taken once"
     db.close()
 
 

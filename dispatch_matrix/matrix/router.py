@@ -102,7 +102,7 @@ class Router:
             client,
             db,
             undecryptable_grace_s,
-            self._message,
+            self._read_late,
             self._gave_up,
             refused=self._replayed,
             claimed=self._flush_claims,
@@ -196,6 +196,15 @@ class Router:
                 if item is not None:
                     found.append(item)
         return found
+
+    async def _read_late(self, item: Waiting) -> None:
+        """An event read once its room key came: routed as it would have been on time."""
+        if isinstance(item, Reaction):
+            await self._reaction(item)
+        elif isinstance(item, Vote):
+            await self._vote(item)
+        else:
+            await self._message(item)
 
     async def _gave_up(self, item: Unreadable) -> None:
         if item.sender not in self._owners:

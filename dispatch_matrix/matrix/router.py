@@ -3,8 +3,9 @@
 Every decision goes through the trust gate it is given (`handlers.Gate`, identity's); what
 passes goes to the handlers it is given (`Tasks`, the queue's; `VoiceLane`, voice's), so
 the router knows no feature. A message is acknowledged (written to the ledger) before its
-sync token is saved; one the gate cannot judge now (the homeserver failed it) waits in the
-ledger, in its room's order, and is judged again at the next sync (`unjudged.py`).
+sync token is saved; a message, reaction or poll vote the gate cannot judge now (the
+homeserver failed it) waits in the ledger, in its room's order, and is judged again at the
+next sync (`unjudged.py`), then acted on as if judged on time.
 """
 
 from __future__ import annotations

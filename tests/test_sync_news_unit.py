@@ -384,7 +384,7 @@ async def test_a_late_event_the_gate_cannot_judge_now_waits_for_the_next_retry(
     assert tasks.messages == []
     # Read, it waits no more for its key but for the gate, as any message it cannot judge.
     assert db.waiting_undecrypted() == []
-    assert [decode(raw).event_id for _room, raw in db.unjudged()] == ["$late"], "not lost"
+    assert [decode(raw).event_id for _event, _room, raw in db.unjudged()] == ["$late"], "not lost"
     # While the homeserver still fails it, every sync looks again and goes on.
     nio.decrypted.clear()
     await router.handle(response(), "since")

@@ -46,7 +46,7 @@ def with_gate(router: Router, gate: FailingGate) -> FailingGate:
 
 
 def waiting(db: Database) -> list[str]:
-    return [decode(raw).event_id for _room, raw in db.unjudged()]
+    return [decode(raw).event_id for _event, _room, raw in db.unjudged()]
 
 
 async def test_a_message_the_gate_cannot_judge_waits_and_runs_once_it_can(

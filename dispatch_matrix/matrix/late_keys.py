@@ -4,7 +4,8 @@ An event we cannot decrypt is written to the ledger (before its sync token is sa
 key request goes out. The waiting events are retried after a sync that brought room keys
 (sent or forwarded to the bot's device), and when the oldest one's grace period ends; one
 that is read at last is routed like any other message. One still unreadable after the grace
-period is reported to its sender, once, by time and reason — nothing is dropped silently.
+period is reported to its sender, once, by time and reason — nothing is dropped silently
+(a reaction or a poll vote read late is routed as well: it may answer an approval).
 While nothing waits, no sync looks here: when the next look is due is kept in memory
 (`due_at`, loaded at start).
 """
@@ -21,7 +22,7 @@ from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.matrix.inbound import Message, Unreadable, from_event
+from dispatch_matrix.matrix.inbound import Message, Reaction, Unreadable, Vote, from_event
 from dispatch_matrix.store.matrix_tables import UndecryptedQueries
 
 log = logs.get(__name__)
@@ -35,7 +36,7 @@ class LateKeys:
         client: MatrixClient,
         db: UndecryptedQueries,
         grace_s: float,
-        on_read: Callable[[Message], Awaitable[None]],
+        on_read: Callable[[Message | Reaction | Vote], Awaitable[None]],
         on_give_up: Callable[[Unreadable], Awaitable[None]],
         refused: Callable[[str], bool] = lambda _event_id: False,
         claimed: Callable[[], None] = lambda: None,
@@ -119,7 +120,8 @@ class LateKeys:
         self._claimed()
         item = from_event(RoomID(room_id), decrypted)
         log.info("matrix.late_key_arrived", event_id=event.event_id)
-        if isinstance(item, Message):
+        if isinstance(item, Message | Reaction | Vote):
+            # A reaction or a vote too: it may be the answer to an approval question.
             # Routed before it stops waiting, so a failure on the way does not lose it; the
             # intake knows each event id it took, so a crash in between runs it once.
             try:

@@ -3,8 +3,9 @@
 Every decision goes through the trust gate it is given (`handlers.Gate`, identity's); what
 passes goes to the handlers it is given (`Tasks`, the queue's; `VoiceLane`, voice's), so
 the router knows no feature. A message is acknowledged (written to the ledger) before its
-sync token is saved; one the gate cannot judge now (the homeserver failed it) waits in the
-ledger, in its room's order, and is judged again at the next sync (`unjudged.py`).
+sync token is saved; a message, reaction or poll vote the gate cannot judge now (the
+homeserver failed it) waits in the ledger, in its room's order, and is judged again at the
+next sync (`unjudged.py`), then acted on as if judged on time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 
 from nio import ForwardedRoomKeyEvent, RoomKeyEvent, SyncResponse
@@ -42,7 +44,7 @@ from dispatch_matrix.matrix.late_keys import LateKeys
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.privacy import RoomWatch
 from dispatch_matrix.matrix.replay import ReplayGuard
-from dispatch_matrix.matrix.unjudged import Unjudged
+from dispatch_matrix.matrix.unjudged import Unjudged, Waiting
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.matrix_tables import OutboxItem
 
@@ -101,16 +103,16 @@ class Router:
             client,
             db,
             undecryptable_grace_s,
-            self._message,
+            self._read_late,
             self._gave_up,
             refused=self._replayed,
             claimed=self._flush_claims,
         )
         # Messages older than the bot's first start are history, not tasks.
         self._not_before_ms = not_before_ms
-        # Owners' messages the gate could not judge (the homeserver failed it): judged again
-        # at each sync, before what the sync brought, in room order.
-        self._unjudged = Unjudged(db, self._admit, self._take)
+        # Owners' messages, reactions and votes the gate could not judge (the homeserver
+        # failed it): judged again at each sync, before what the sync brought, in room order.
+        self._unjudged = Unjudged(db, self._admit, self._settle)
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
 
     async def handle(self, response: SyncResponse, since: str | None) -> bool:
@@ -196,6 +198,15 @@ class Router:
                     found.append(item)
         return found
 
+    async def _read_late(self, item: Waiting) -> None:
+        """An event read once its room key came: routed as it would have been on time."""
+        if isinstance(item, Reaction):
+            await self._reaction(item)
+        elif isinstance(item, Vote):
+            await self._vote(item)
+        else:
+            await self._message(item)
+
     async def _gave_up(self, item: Unreadable) -> None:
         if item.sender not in self._owners:
             return
@@ -258,17 +269,11 @@ class Router:
             log.warning("room.invite_failed", room=invite.room_id, error=err.message)
 
     async def _reaction(self, reaction: Reaction) -> None:
-        """A reaction may answer an approval question: the same gate as a command."""
+        """A reaction may answer an approval question: the same gate as a command, and the
+        same wait when the gate cannot judge it yet."""
         if reaction.sender not in self._owners:
             return
-        private = self.room_private(reaction.room_id)
-        if await self._gate.admit(reaction, private, explain=False):
-            await self._intake.reaction(reaction.reacts_to, reaction.key, reaction.sender)
-        elif private and not reaction.was_encrypted:
-            # Element's ✅ goes unencrypted: never obeyed, but the owner learns what works.
-            await self._intake.plaintext_answer(
-                reaction.room_id, reaction.reacts_to, reaction.event_id
-            )
+        await self._judge(reaction)
 
     async def _vote(self, vote: Vote) -> None:
         """A poll vote may answer an approval question: the same gate as a command, and
@@ -276,14 +281,7 @@ class Router:
         if vote.sender not in self._owners:
             log.info("vote.ignored", room=vote.room_id, event_id=vote.event_id, sender=vote.sender)
             return
-        private = self.room_private(vote.room_id)
-        # An unencrypted vote in a private room is answered by the approvals; any other
-        # refused (from an unverified session, say) is explained once, as a message would be.
-        plaintext = private and not vote.was_encrypted
-        if await self._gate.admit(vote, private, explain=not plaintext):
-            await self._intake.vote(vote.room_id, vote.ballot, vote.sender, vote.event_id)
-        elif plaintext:
-            await self._intake.plaintext_answer(vote.room_id, vote.ballot.poll, vote.event_id)
+        await self._judge(vote)
 
     async def undeliverable(self, item: OutboxItem, err: HomeserverError) -> None:
         """An answer the homeserver refused for good (the bot was removed from its room):
@@ -325,21 +323,47 @@ class Router:
         if message.origin_ts < self._not_before_ms:
             log.debug("message.history_skipped", event_id=message.event_id)
             return
-        if self._unjudged.waits(message.room_id):
-            # Not judged before the one waiting: it must not overtake it into the queue.
-            self._unjudged.keep(message, "behind")
+        await self._judge(message)
+
+    async def _judge(self, item: Waiting) -> None:
+        """An owner's message, reaction or vote: judged by the gate, then settled; or kept
+        to judge at the next sync when the gate cannot judge it now, or when an earlier
+        event of its room waits (one order per room, whatever the kind)."""
+        if self._unjudged.waits(item.room_id):
+            # Not judged before the one waiting: it must not overtake it.
+            self._unjudged.keep(item, "behind")
             return
         try:
-            admitted = await self._admit(message)
+            admitted = await self._admit(item)
         except HomeserverError as err:
-            # No verdict (the owner's keys could not be fetched): neither dropped nor run.
-            self._unjudged.keep(message, err.message)
+            # No verdict (the owner's keys could not be fetched): neither dropped nor obeyed.
+            self._unjudged.keep(item, err.message)
             return
-        if admitted:
-            await self._take(message)
+        await self._settle(item, admitted)
 
-    async def _admit(self, message: Message) -> bool:
-        return await self._gate.admit(message, self.room_private(message.room_id), explain=True)
+    async def _admit(self, item: Waiting) -> bool:
+        private = self.room_private(item.room_id)
+        return await self._gate.admit(item, private, explain=explains_refusal(item, private))
+
+    async def _settle(self, item: Waiting, admitted: bool) -> None:
+        """Act on the gate's verdict, the same whether it came on time or late."""
+        action = after_verdict(item, admitted, self.room_private(item.room_id))
+        if action is AfterVerdict.OBEY:
+            await self._obey(item)
+        elif action is AfterVerdict.PLAINTEXT_ANSWER and not isinstance(item, Message):
+            # Element's ✅ goes unencrypted: never obeyed, but the owner learns what works.
+            target = item.ballot.poll if isinstance(item, Vote) else item.reacts_to
+            await self._intake.plaintext_answer(item.room_id, target, item.event_id)
+
+    async def _obey(self, item: Waiting) -> None:
+        """An admitted event: a reaction or vote goes to the intake (it may answer an
+        approval), a message is taken."""
+        if isinstance(item, Reaction):
+            await self._intake.reaction(item.reacts_to, item.key, item.sender)
+        elif isinstance(item, Vote):
+            await self._intake.vote(item.room_id, item.ballot, item.sender, item.event_id)
+        else:
+            await self._take(item)
 
     async def _take(self, message: Message) -> None:
         """An admitted message: work, a command, an edit, a file, a voice message…"""
@@ -412,6 +436,38 @@ class Router:
                 }
             ],
         )
+
+
+class AfterVerdict(Enum):
+    """What an owner's judged event does."""
+
+    # Admitted: taken as work or a command, or given to the approvals as an answer.
+    OBEY = "obey"
+    # Refused for being unencrypted in a private room: the approvals say once what works.
+    PLAINTEXT_ANSWER = "plaintext_answer"
+    NOTHING = "nothing"
+
+
+def after_verdict(item: Waiting, admitted: bool, private: bool) -> AfterVerdict:
+    """What an owner's event does once the gate judged it (pure): obeyed when admitted; a
+    refused reaction or vote sent unencrypted in a private room gets the plaintext answer."""
+    if admitted:
+        return AfterVerdict.OBEY
+    if not isinstance(item, Message) and private and not item.was_encrypted:
+        return AfterVerdict.PLAINTEXT_ANSWER
+    return AfterVerdict.NOTHING
+
+
+def explains_refusal(item: Waiting, private: bool) -> bool:
+    """Whether the gate tells the owner why it refused the event (pure): a message or a vote
+    (from an unverified session, say) is explained once; a reaction never (the approvals
+    answer an unencrypted one, see `after_verdict`), nor an unencrypted vote in a private
+    room (the same)."""
+    if isinstance(item, Reaction):
+        return False
+    if isinstance(item, Vote):
+        return not (private and not item.was_encrypted)
+    return True
 
 
 @dataclass(frozen=True)

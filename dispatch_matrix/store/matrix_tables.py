@@ -9,8 +9,8 @@ the room across a restart.
   a replayed event is refused also after a restart.
 - `undecrypted` (`UndecryptedQueries`): encrypted events the bot could not read yet, kept to
   retry when their room keys arrive.
-- `unjudged` (`UnjudgedQueries`): owners' messages the trust gate could not judge yet (the
-  homeserver failed it), judged again at the next sync.
+- `unjudged` (`UnjudgedQueries`): owners' messages, reactions and votes the trust gate could
+  not judge yet (the homeserver failed it), judged again at the next sync.
 - `files_taken` (`FileQueries`): the path each owner's file claimed, by event id, and its
   size once saved whole, so an event read again saves its file once.
 - `threads` (`ThreadQueries`): which thread an owner's message was written in, so its
@@ -236,12 +236,12 @@ class UndecryptedQueries(Connection):
 
 
 class UnjudgedQueries(Connection):
-    """Owners' messages the trust gate could not judge yet (`matrix.unjudged`), kept in the
-    order they came until it can. Each is the decrypted event as JSON (the router's
-    `Message`): the store knows no Matrix type."""
+    """Owners' events (messages, reactions, poll votes) the trust gate could not judge yet
+    (`matrix.unjudged`), kept in the order they came until it can. Each is the decrypted
+    event as JSON, in a form `matrix.unjudged` versions: the store knows no Matrix type."""
 
     def keep_unjudged(self, event_id: str, room_id: str, message: str) -> None:
-        """Keep a message to judge again (once per event id; its first place is kept)."""
+        """Keep an event to judge again (once per event id; its first place is kept)."""
         with self.tx() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO unjudged (event_id, room_id, message, first_seen)"
@@ -249,18 +249,20 @@ class UnjudgedQueries(Connection):
                 (event_id, room_id, message, time.time()),
             )
 
-    def unjudged(self) -> list[tuple[str, str]]:
-        """The messages waiting: (room id, message), in the order they came."""
-        rows = self._conn.execute("SELECT room_id, message FROM unjudged ORDER BY seq").fetchall()
-        return [(str(row[0]), str(row[1])) for row in rows]
+    def unjudged(self) -> list[tuple[str, str, str]]:
+        """The events waiting: (event id, room id, event), in the order they came."""
+        rows = self._conn.execute(
+            "SELECT event_id, room_id, message FROM unjudged ORDER BY seq"
+        ).fetchall()
+        return [(str(row[0]), str(row[1]), str(row[2])) for row in rows]
 
     def unjudged_rooms(self) -> set[str]:
-        """The rooms with a message waiting."""
+        """The rooms with an event waiting."""
         rows = self._conn.execute("SELECT DISTINCT room_id FROM unjudged").fetchall()
         return {str(row[0]) for row in rows}
 
     def judged(self, event_id: str) -> None:
-        """A message was judged (and, if admitted, taken): it waits no more."""
+        """An event was judged (and its verdict acted on): it waits no more."""
         with self.tx() as conn:
             conn.execute("DELETE FROM unjudged WHERE event_id = ?", (event_id,))
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from dispatch_matrix.matrix.failures import Unreachable
-from dispatch_matrix.matrix.sync import SyncLoop, SyncStalled
+from dispatch_matrix.matrix.sync import SyncLoop, SyncStalled, poll_ms
 from dispatch_matrix.store import Database
 
 
@@ -178,4 +178,48 @@ async def test_a_sync_that_brought_work_commits_its_token_at_once(tmp_path: Path
     await asyncio.wait_for(again.wait(), 5)
     runner.cancel()
     assert db.sync_token() == "t1" and not db.staged
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "quick, waiting, timeout_ms, expected",
+    [
+        (False, False, 30_000, 30_000),  # idle: the configured long poll
+        (True, False, 30_000, 0),  # after a start, a wake or a failure: at once
+        (True, True, 30_000, 0),
+        (False, True, 30_000, 5_000),  # an event waits for the gate: a short poll
+        (False, True, 2_000, 2_000),  # never longer than configured
+    ],
+)
+def test_poll_ms(quick: bool, waiting: bool, timeout_ms: int, expected: int) -> None:
+    assert poll_ms(quick, waiting, timeout_ms) == expected
+
+
+async def test_while_an_event_waits_for_the_gate_the_polls_are_short(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "d.db")
+    waits = [True, True, False]
+
+    class Client(HangingClient):
+        async def sync(self, since: Any, timeout_ms: int, full_state: bool = False) -> Response:
+            if self.calls < 4:
+                self.calls += 1
+                self.timeouts.append(timeout_ms)
+                return Response(f"t{self.calls}")
+            return await super().sync(since, timeout_ms, full_state)
+
+    async def handle(response: Any, since: str | None) -> None:
+        return None
+
+    client = Client()
+    # What the router says before each sync after the first: two with an event waiting, then
+    # it is judged and the long polls resume.
+    loop = SyncLoop(client, db, handle, 30_000, waiting=lambda: waits.pop(0) if waits else False)  # type: ignore[arg-type]
+    runner = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(5):
+            while len(client.timeouts) < 5:
+                await asyncio.sleep(0.01)
+    finally:
+        runner.cancel()
+    assert client.timeouts == [0, 5_000, 5_000, 30_000, 30_000]
     db.close()

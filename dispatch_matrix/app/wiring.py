@@ -228,6 +228,7 @@ def build(
         router.handle,
         config.matrix.sync_timeout_ms,
         recovered=outbox.retry_now,
+        waiting=router.waiting,
     )
 
     def owner_rooms() -> list[RoomID]:

@@ -309,6 +309,10 @@ class Router:
         await self._outbox.post(target, text, notice=True, key=f"untold.{item.txn_id}")
         log.info("outbox.told_elsewhere", txn=item.txn_id, room=item.room_id, told_in=target)
 
+    def waiting(self) -> bool:
+        """Whether an owner's event waits for the gate (judged again at the next sync)."""
+        return bool(self._unjudged.rooms)
+
     def room_private(self, room_id: str) -> bool:
         """Whether the room's members (joined or invited) are only the bot and owners."""
         if room_id in self._allowed_shared_rooms:

@@ -38,6 +38,10 @@ _CLOCK_JUMP_S = 30.0
 # they would only be found in the ledger (tasks and commands are de-duplicated by event id),
 # but a crash then re-reads less.
 _TOKEN_SYNCED_EVERY_S = 60.0
+# While an owner's event waits for the gate (its keys could not be fetched), a sync returns
+# within this long: the wait is judged again at each sync, and an approval's ✅ should not
+# sit out a whole long poll after the homeserver mends.
+_WAITING_POLL_MS = 5_000
 
 
 class SyncStalled(DispatchError):
@@ -59,7 +63,10 @@ class SyncLoop:
         stall_margin_s: float = 120.0,
         recovered: Callable[[], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        waiting: Callable[[], bool] = lambda: False,
     ) -> None:
+        # Whether something waits to be judged again at the next sync (then polls are short).
+        self._waiting = waiting
         # Told when a sync gets through after failures (the outbox then sends what waits).
         self._recovered = recovered
         self._sleep = sleep
@@ -82,6 +89,10 @@ class SyncLoop:
     def stall_limit_s(self) -> float:
         """No progress for this long means the loop is stuck (a request never returned)."""
         return self._timeout_ms / 1000 + self._stall_margin_s
+
+    def _poll_ms(self, quick: bool) -> int:
+        """How long the next sync may be held open by the homeserver."""
+        return poll_ms(quick, not quick and self._waiting(), self._timeout_ms)
 
     def kick(self) -> None:
         """Abandon the current long poll and sync again now (after a sleep/wake)."""
@@ -107,7 +118,7 @@ class SyncLoop:
                 # The first sync after a start asks for the rooms' full state: nio keeps rooms
                 # only in memory, and needs members and encryption state to send safely.
                 self._inflight = asyncio.create_task(
-                    self._client.sync(token, 0 if quick else self._timeout_ms, full_state=first)
+                    self._client.sync(token, self._poll_ms(quick), full_state=first)
                 )
                 try:
                     response = await self._inflight
@@ -184,3 +195,13 @@ class SyncLoop:
                     f"the sync loop made no progress for {idle:.0f}s",
                     fix="the service manager restarts dispatch-matrix; see the log if it repeats",
                 )
+
+
+def poll_ms(quick: bool, waiting: bool, timeout_ms: int) -> int:
+    """The sync's long-poll timeout (pure): none after a start, a wake or a failure; short
+    while an event waits to be judged again; else the configured long poll."""
+    if quick:
+        return 0
+    if waiting:
+        return min(timeout_ms, _WAITING_POLL_MS)
+    return timeout_ms

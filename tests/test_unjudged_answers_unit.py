@@ -423,3 +423,57 @@ async def test_a_check_mark_judged_after_its_question_expired_approves_nothing(
     second.cancel()
     worker.mirror.close()
     db.close()
+
+
+# -- deletions of what waits -----------------------------------------------------------------
+
+
+class DeletionRecorder(Recorder):
+    async def redacted(self, target: str) -> None:
+        self.seen.append(f"redacted {target}")
+
+
+def redaction(target: str, name: str = "del") -> dict[str, Any]:
+    return {
+        "type": "m.room.redaction",
+        "sender": OWNER,
+        "redacts": target,
+        "content": {},
+        "event_id": f"${name}",
+        "origin_server_ts": 3,
+    }
+
+
+async def test_a_message_deleted_while_it_waits_is_never_taken(tmp_path: Path) -> None:
+    """The owner deletes a message the gate could not judge yet: it must not run once the
+    gate is back (a queued task deleted is dropped; one that waits must be too)."""
+    router, db, _gate, _tasks, _told, _nio = build(tmp_path)
+    gate = with_gate(router, FailingGate())
+    intake = DeletionRecorder()
+    router._intake = cast(Tasks, intake)
+    await router.handle(response(), "since")
+    gate.down = True
+    await router.handle(response([text("rm -rf build"), reaction("$q")]), "since")
+    assert waiting(db) == ["$text-rm -rf build", "$r"]
+    await router.handle(
+        response([redaction("$text-rm -rf build"), redaction("$r", name="del2")]), "since"
+    )
+    assert waiting(db) == [], "what was deleted waits no more"
+    gate.down = False
+    await router.handle(response([text("next")]), "since")
+    assert "message $text-rm -rf build" not in intake.seen
+    assert "reaction ✅ on $q" not in intake.seen
+    assert intake.seen[-1] == "message $text-next"
+    assert not router.waiting()
+    db.close()
+
+
+async def test_a_deletion_in_another_room_leaves_a_waiting_event_alone(tmp_path: Path) -> None:
+    router, db, _gate, _tasks, _told, _nio = build(tmp_path)
+    gate = with_gate(router, FailingGate())
+    await router.handle(response(), "since")
+    gate.down = True
+    await router.handle(response([text("one")]), "since")
+    assert not db.forget_unjudged("$text-one", "!elsewhere:x")
+    assert waiting(db) == ["$text-one"]
+    db.close()

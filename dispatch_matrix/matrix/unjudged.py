@@ -107,6 +107,14 @@ class Unjudged:
             why=why,
         )
 
+    def deleted(self, event_id: str, room_id: str) -> None:
+        """Its sender deleted an event: if it waits, it is dropped, never judged nor taken
+        (as a deleted queued task is dropped)."""
+        if room_id not in self.rooms or not self._db.forget_unjudged(event_id, room_id):
+            return
+        self.rooms = self._db.unjudged_rooms()
+        log.info("unjudged.deleted", room=room_id, event_id=event_id)
+
     async def retry(self) -> None:
         """Judge the waiting events again, oldest first; a room whose event still cannot be
         judged keeps it and every later one of that room waiting."""

@@ -266,6 +266,15 @@ class UnjudgedQueries(Connection):
         with self.tx() as conn:
             conn.execute("DELETE FROM unjudged WHERE event_id = ?", (event_id,))
 
+    def forget_unjudged(self, event_id: str, room_id: str) -> bool:
+        """Drop a waiting event of `room_id` unjudged (its sender deleted it); whether one
+        waited."""
+        with self.tx() as conn:
+            gone = conn.execute(
+                "DELETE FROM unjudged WHERE event_id = ? AND room_id = ?", (event_id, room_id)
+            ).rowcount
+        return gone > 0
+
 
 # -- owners' files -------------------------------------------------------------------------
 

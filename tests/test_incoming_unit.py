@@ -237,7 +237,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 def test_a_real_full_disk_leaves_no_part_behind(tiny_disk: Path) -> None:
     target = tiny_disk / "big.bin"
     with pytest.raises(OSError) as raised:
-        attachments.write_whole(target, b"\0" * (2 << 20))
+        attachments.write_whole(target, b"\0" * (2 << 20), tiny_disk)
     assert raised.value.errno == errno.ENOSPC
     assert list(tiny_disk.iterdir()) == []
 
@@ -351,3 +351,50 @@ async def test_a_file_refused_before_fetching_claims_no_name(setup: Setup) -> No
     assert setup.db.file_claim("$huge") is None and setup.nio.downloads == 0
     taken = await setup.files.take("$e1", content())
     assert taken is not None and taken.path.name == "figures.csv"
+
+
+# -- links the agent may plant in the inbox (it lies in the agent's writable workdir) --------
+
+
+async def test_a_link_planted_at_the_temporary_name_is_not_followed(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """The sandboxed agent can write in the inbox: a link at the temporary name a file is
+    written under must not make the daemon (outside the sandbox) write through it."""
+    outside = tmp_path / "dotfile"
+    outside.write_bytes(b"keep me")
+    (setup.inbox / DAY).mkdir(parents=True)
+    part_of(setup.inbox / DAY / "figures.csv").symlink_to(outside)
+    taken = await setup.files.take("$e1", content())
+    assert outside.read_bytes() == b"keep me", "written through the planted link"
+    assert taken is not None and not taken.path.is_symlink()
+    assert taken.path.read_bytes() == DATA
+    assert setup.on_disk() == [f"{DAY}/figures.csv"]
+
+
+async def test_a_dangling_link_with_the_files_name_is_replaced_not_followed(
+    setup: Setup, tmp_path: Path
+) -> None:
+    made_by_link = tmp_path / "autostart.desktop"
+    (setup.inbox / DAY).mkdir(parents=True)
+    (setup.inbox / DAY / "figures.csv").symlink_to(made_by_link)
+    taken = await setup.files.take("$e1", content())
+    assert not made_by_link.exists()
+    assert taken is not None and not taken.path.is_symlink()
+    assert taken.path.read_bytes() == DATA
+
+
+@pytest.mark.parametrize("linked", ["inbox", f"inbox/{DAY}"])
+async def test_a_folder_on_the_way_that_is_a_link_is_refused(
+    setup: Setup, tmp_path: Path, linked: str
+) -> None:
+    """A dated folder (or the inbox) replaced by a link elsewhere: nothing is written
+    there; the owner is told the file was not saved."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = tmp_path / linked
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(NotSaved):
+        await setup.files.take("$e1", content())
+    assert list(elsewhere.rglob("*")) == []

@@ -8,6 +8,7 @@ only once it is whole, so a crash or a full disk never leaves half a file in its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import io
 import mimetypes
@@ -136,22 +137,67 @@ def part_of(target: Path) -> Path:
     return target.with_name(f".{target.name}.part")
 
 
-def write_whole(target: Path, data: bytes) -> None:
+def write_whole(target: Path, data: bytes, below: Path) -> None:
     """Write `data` to `target` so that `target` only ever exists whole: written under a
     temporary name, synced, its size checked, then renamed (atomic); on any failure (a
-    full disk) the temporary file is removed and the error raised. Blocking."""
-    part = part_of(target)
+    full disk) the temporary file is removed and the error raised. Blocking.
+
+    `below` is a folder the operator chose (made if missing); the folders from it down to
+    `target` are made if missing and must be real folders. A folder that is a symbolic link,
+    or a link at the temporary name, is never followed (`OSError`, ELOOP or EEXIST): the
+    inbox lies where the sandboxed agent may write, and the daemon writing through a link it
+    planted would write outside the sandbox's wall."""
+    below.mkdir(parents=True, exist_ok=True)
+    folder = _open_folders(below, target.parent.relative_to(below).parts)
     try:
-        with part.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        written = part.stat().st_size
-        if written != len(data):
-            raise OSError(errno.EIO, f"wrote {written} of {len(data)} bytes", str(part))
-        part.replace(target)
+        _write_in(folder, target.name, data)
+    finally:
+        os.close(folder)
+
+
+def _open_folders(below: Path, parts: tuple[str, ...]) -> int:
+    """The descriptor of `below/parts…`, each part made if missing and opened without
+    following a link, relative to the one above it (no name is looked up twice)."""
+    folder = os.open(below, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, dir_fd=folder)
+            inner = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder
+            )
+            os.close(folder)
+            folder = inner
     except BaseException:
-        part.unlink(missing_ok=True)
+        os.close(folder)
+        raise
+    return folder
+
+
+def _write_in(folder: int, name: str, data: bytes) -> None:
+    part = part_of(Path(name)).name
+    # What a crash left there, or a link someone planted: removed (unlink never follows a
+    # link), then created afresh; O_EXCL refuses whatever appears in between.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(part, dir_fd=folder)
+    try:
+        handle = os.open(
+            part,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o666,
+            dir_fd=folder,
+        )
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+            written = os.fstat(out.fileno()).st_size
+        if written != len(data):
+            raise OSError(errno.EIO, f"wrote {written} of {len(data)} bytes", part)
+        os.replace(part, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(part, dir_fd=folder)
         raise
 
 
@@ -173,11 +219,12 @@ def link_of(content: dict[str, Any], max_bytes: int) -> str:
 
 
 async def receive_file(
-    client: MatrixClient, content: dict[str, Any], target: Path, max_bytes: int
+    client: MatrixClient, content: dict[str, Any], target: Path, max_bytes: int, below: Path
 ) -> Received:
     """Download, check and decrypt an owner's attachment, and save it whole at `target`
-    (replacing what is there: the caller picks a path of its own). A write that fails (a
-    full disk) leaves no file and raises `NotSaved`."""
+    (replacing what is there: the caller picks a path of its own), every folder between
+    `below` and it a real one (`write_whole`). A write that fails (a full disk, a link on
+    the way) leaves no file and raises `NotSaved`."""
     url = link_of(content, max_bytes)
     file_info = content.get("file")
     response = await client.client.download(mxc=url)
@@ -200,12 +247,7 @@ async def receive_file(
         except (KeyError, ValueError) as err:
             raise AttachmentError(f"that attachment could not be decrypted ({err})") from err
     try:
-        await asyncio.to_thread(_save, target, data)
+        await asyncio.to_thread(write_whole, target, data, below)
     except OSError as err:
         raise NotSaved(target.parent, err) from err
     return described(content, target, len(data))
-
-
-def _save(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_whole(target, data)

@@ -96,7 +96,11 @@ class IncomingFiles:
             claim = self._ledger.claim_file(
                 event_id, self._inbox / self._today(), file_name(content)
             )
-        received = await receive_file(self._client, content, claim.path, self._max_bytes)
+        # The inbox lies in the agent's workdir, where the sandboxed agent may write: from
+        # the workdir down, no link it planted is followed.
+        received = await receive_file(
+            self._client, content, claim.path, self._max_bytes, below=self._inbox.parent
+        )
         self._ledger.file_saved(event_id, received.size)
         return received
 

@@ -267,7 +267,9 @@ class Hearing:
                 f"it is {human_size(size)}, over my {human_size(self._max_file_bytes)} limit"
             )
         log.info("voice.fetching", event_id=row.event_id, declared_size=size)
-        received = await receive_file(self._client, row.content, target, self._max_file_bytes)
+        received = await receive_file(
+            self._client, row.content, target, self._max_file_bytes, below=self._folder
+        )
         self._voices.keep_voice_audio(row.event_id, str(received.path))
         return received.path, received.mimetype or mimetype
 

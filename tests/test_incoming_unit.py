@@ -398,3 +398,34 @@ async def test_a_folder_on_the_way_that_is_a_link_is_refused(
     with pytest.raises(NotSaved):
         await setup.files.take("$e1", content())
     assert list(elsewhere.rglob("*")) == []
+
+
+# -- what the event says about its file may be anything --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"info": {"mimetype": "text/csv", "size": "12 MB"}},
+        {"info": {"mimetype": "text/csv", "size": -5}},
+        {"info": "a string"},
+        {"info": {"mimetype": ["text/csv"], "size": len(DATA)}},
+        {"file": "mxc://x/figures.csv"},
+        {"file": {"url": "mxc://x/figures.csv", "key": "k", "iv": 1, "hashes": None}},
+        {"filename": 12, "body": {"not": "text"}},
+    ],
+)
+async def test_a_file_event_with_odd_fields_is_answered_not_dropped(
+    setup: Setup, odd: dict[str, Any]
+) -> None:
+    """Whatever an event says of its file, the owner gets a file or one line why: never a
+    silent loss (an exception out of the router's handler drops the event unanswered)."""
+    posts, queue = Posts(), Queue(setup.db)
+    router = router_for(setup, posts, queue)
+    await router._take(file_message({**content(), **odd}))
+    task = setup.db.task_by_event("$e1")
+    refused = posts.sent.get("file-$e1", "")
+    assert (task is not None) != refused.startswith("📎 I could not take that file"), (
+        task,
+        posts.sent,
+    )

@@ -122,10 +122,38 @@ def file_name(content: dict[str, Any]) -> str:
     return _safe_name(str(content.get("filename") or content.get("body") or "file"))
 
 
+def _info(content: dict[str, Any]) -> dict[str, Any]:
+    """The event's `info` block; {} when it has none or it is not an object (anything may
+    come in an event: a field of the wrong type is as good as absent)."""
+    info = content.get("info")
+    return info if isinstance(info, dict) else {}
+
+
+def _encrypted_file(content: dict[str, Any]) -> dict[str, Any] | None:
+    """The event's `file` block (an encrypted attachment), None for a plain one."""
+    file_info = content.get("file")
+    if file_info is None:
+        return None
+    if not isinstance(file_info, dict):
+        raise AttachmentError("that attachment is malformed (its file is not an object)")
+    return file_info
+
+
+def declared_size(content: dict[str, Any]) -> int | None:
+    """The size the sender declared, if it declared a usable one (a whole number, not
+    negative); never trusted beyond refusing early: the bytes are counted as they come."""
+    size = _info(content).get("size")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+
+
 def described(content: dict[str, Any], path: Path, size: int) -> Received:
     """What the attachment `content` saved at `path` (`size` bytes) is."""
-    info = content.get("info") or {}
-    mimetype = str(info.get("mimetype") or (content.get("file") or {}).get("mimetype") or "")
+    file_info = content.get("file")
+    said = [
+        _info(content).get("mimetype"),
+        file_info.get("mimetype") if isinstance(file_info, dict) else None,
+    ]
+    mimetype = next((kind for kind in said if isinstance(kind, str) and kind), "")
     name = file_name(content)
     guessed = mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
     return Received(path, guessed, size, name)
@@ -204,14 +232,13 @@ def _write_in(folder: int, name: str, data: bytes) -> None:
 def link_of(content: dict[str, Any], max_bytes: int) -> str:
     """The mxc:// link of an owner's attachment, checked before a byte moves: an
     `AttachmentError` when it has none, or declares a size over `max_bytes`."""
-    info = content.get("info") or {}
-    declared = int(info.get("size") or 0)
-    if declared > max_bytes:
+    declared = declared_size(content)
+    if declared is not None and declared > max_bytes:
         raise AttachmentError(
             f"that file is {human_size(declared)}, over my {human_size(max_bytes)} limit "
             f"({_LIMIT_SET_BY})"
         )
-    file_info = content.get("file")
+    file_info = _encrypted_file(content)
     url = (file_info or {}).get("url") or content.get("url")
     if not isinstance(url, str) or not url.startswith("mxc://"):
         raise AttachmentError("that attachment has no usable file link")
@@ -226,7 +253,7 @@ async def receive_file(
     `below` and it a real one (`write_whole`). A write that fails (a full disk, a link on
     the way) leaves no file and raises `NotSaved`."""
     url = link_of(content, max_bytes)
-    file_info = content.get("file")
+    file_info = _encrypted_file(content)
     response = await client.client.download(mxc=url)
     if isinstance(response, DownloadError) or not hasattr(response, "body"):
         raise HomeserverError(f"download of the attachment failed: {response}")
@@ -244,7 +271,8 @@ async def receive_file(
                 file_info["hashes"]["sha256"],
                 file_info["iv"],
             )
-        except (KeyError, ValueError) as err:
+        except (KeyError, ValueError, TypeError) as err:
+            # A key, hash or iv missing or of the wrong type (anything may come in an event).
             raise AttachmentError(f"that attachment could not be decrypted ({err})") from err
     try:
         await asyncio.to_thread(write_whole, target, data, below)

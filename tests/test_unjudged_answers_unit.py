@@ -477,3 +477,33 @@ async def test_a_deletion_in_another_room_leaves_a_waiting_event_alone(tmp_path:
     assert not db.forget_unjudged("$text-one", "!elsewhere:x")
     assert waiting(db) == ["$text-one"]
     db.close()
+
+
+class OwnersKeysFailing(FailingGate):
+    """As the real gate: only an owner's event needs their keys (a stranger's is refused
+    without a look), so only an owner's can fail to be judged."""
+
+    async def admit(self, event: Any, private: bool, *, explain: bool) -> bool:
+        if event.sender != OWNER:
+            self.judged.append(event.event_id)
+            return False
+        return await super().admit(event, private, explain=explain)
+
+
+async def test_a_strangers_messages_behind_a_waiting_one_take_no_room_in_the_ledger(
+    tmp_path: Path,
+) -> None:
+    """Only an owner's event can need the gate's network look; a stranger's is refused
+    at once whatever waits (there is no order of theirs to keep), so a stranger in a shared
+    room cannot fill the ledger while an owner's message waits."""
+    router, db, _gate, _tasks, _told, _nio = build(tmp_path)
+    gate, intake = with_gate(router, OwnersKeysFailing()), recorder(router)
+    await router.handle(response(), "since")
+    gate.down = True
+    flood = [{**text(f"spam {n}"), "sender": "@stranger:x"} for n in range(3)]
+    await router.handle(response([text("mine"), *flood]), "since")
+    assert waiting(db) == ["$text-mine"]
+    gate.down = False
+    await router.handle(response(), "since")
+    assert intake.seen == ["message $text-mine"]
+    db.close()

@@ -335,8 +335,9 @@ class Router:
         """An owner's message, reaction or vote: judged by the gate, then settled; or kept
         to judge at the next sync when the gate cannot judge it now, or when an earlier
         event of its room waits (one order per room, whatever the kind)."""
-        if self._unjudged.waits(item.room_id):
-            # Not judged before the one waiting: it must not overtake it.
+        if item.sender in self._owners and self._unjudged.waits(item.room_id):
+            # Not judged before the one waiting: it must not overtake it. (A stranger's is
+            # refused at once: it has no order to keep, and must not fill the ledger.)
             self._unjudged.keep(item, "behind")
             return
         try:

@@ -429,3 +429,20 @@ async def test_a_file_event_with_odd_fields_is_answered_not_dropped(
         task,
         posts.sent,
     )
+
+
+async def test_a_saved_file_swapped_for_a_link_is_fetched_again_not_kept(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Read again after a crash, a saved file the agent replaced by a link to another file
+    of the same size is not taken as the owner's: the task would point the model at it."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * len(DATA))
+    first = await setup.files.take("$e1", content())
+    assert first is not None
+    first.path.unlink()
+    first.path.symlink_to(secret)
+    again = await setup.files.take("$e1", content())
+    assert again is not None and not again.path.is_symlink()
+    assert again.path.read_bytes() == DATA and setup.nio.downloads == 2
+    assert secret.read_bytes() == b"s" * len(DATA)

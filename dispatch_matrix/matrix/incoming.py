@@ -11,6 +11,7 @@ fetched again onto the same path, its temporary part overwritten.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
@@ -106,7 +107,10 @@ class IncomingFiles:
 
 
 def _size(path: Path) -> int | None:
+    """The size of the regular file at `path`; None for nothing there, or anything else (a
+    link the agent put in its place is not the owner's file, whatever its size)."""
     try:
-        return path.stat().st_size if path.is_file() else None
+        found = path.lstat()
     except OSError:
         return None
+    return found.st_size if stat.S_ISREG(found.st_mode) else None

@@ -468,7 +468,8 @@ async def test_a_message_deleted_while_it_waits_is_never_taken(tmp_path: Path) -
     db.close()
 
 
-async def test_a_deletion_in_another_room_leaves_a_waiting_event_alone(tmp_path: Path) -> None:
+async def test_the_ledger_drops_a_waiting_event_only_for_its_own_room(tmp_path: Path) -> None:
+    """A redaction names an event id only: one sent in another room must not drop it."""
     router, db, _gate, _tasks, _told, _nio = build(tmp_path)
     gate = with_gate(router, FailingGate())
     await router.handle(response(), "since")
@@ -476,6 +477,7 @@ async def test_a_deletion_in_another_room_leaves_a_waiting_event_alone(tmp_path:
     await router.handle(response([text("one")]), "since")
     assert not db.forget_unjudged("$text-one", "!elsewhere:x")
     assert waiting(db) == ["$text-one"]
+    assert db.forget_unjudged("$text-one", ROOM) and waiting(db) == []
     db.close()
 
 

@@ -4,6 +4,8 @@ images as image blocks the model sees, other files as paths it can read with its
 from __future__ import annotations
 
 import base64
+import os
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,24 @@ from dispatch_matrix.store import Task
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 # The Messages API takes images up to about 5 MB (base64 grows it by a third).
 MAX_IMAGE_BYTES = 3_750_000
+
+
+def _image_bytes(path: Path, limit: int) -> bytes | None:
+    """The bytes of a saved image, or None when it is not a regular file of at most `limit`
+    bytes now. The inbox lies where the sandboxed agent may write, and this runs outside the
+    sandbox: a queued image swapped for a link (to a key file, to /dev/zero) is not followed,
+    and no more than `limit` bytes are ever read."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        handle = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(handle, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        data = file.read(limit + 1)
+    return data if len(data) <= limit else None
 
 
 def turn_context(now: datetime) -> str:
@@ -28,8 +48,13 @@ def first_turn(task: Task, now: datetime) -> list[dict[str, Any]]:
         path = Path(str(item["path"]))
         mimetype = str(item.get("mimetype", ""))
         size = int(str(item.get("size", 0)))
-        if mimetype in IMAGE_TYPES and size <= MAX_IMAGE_BYTES and path.is_file():
-            data = base64.b64encode(path.read_bytes()).decode()
+        image = (
+            _image_bytes(path, MAX_IMAGE_BYTES)
+            if mimetype in IMAGE_TYPES and size <= MAX_IMAGE_BYTES
+            else None
+        )
+        if image is not None:
+            data = base64.b64encode(image).decode()
             blocks.append(
                 {
                     "type": "image",

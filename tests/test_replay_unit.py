@@ -227,3 +227,34 @@ def test_claims_wait_for_the_flush_and_still_refuse_a_replay_meanwhile(tmp_path:
 def _index_of(owner: Owner, message: dict[str, Any]) -> tuple[str, str, int]:
     curve = owner.olm.account.identity_keys["curve25519"]
     return curve, str(message["session_id"]), 0
+
+
+async def test_an_event_deleted_while_it_waits_for_its_keys_is_never_read(
+    tmp_path: Path,
+) -> None:
+    db = Database.open(tmp_path / "d.db")
+    read_ids: list[str] = []
+
+    async def read(message: Any) -> None:
+        read_ids.append(message.event_id)
+
+    async def gave_up(item: Unreadable) -> None:
+        raise AssertionError("nothing is given up on")
+
+    owner = Owner()
+    for event_id in ("$deleted", "$kept"):
+        source = event(owner.encrypt(event_id), event_id).source
+        db.hold_undecrypted(event_id, ROOM, "@owner:example.org", source)
+    late = LateKeys(cast(MatrixClient, _Client()), db, 60.0, read, gave_up)
+    late.deleted("$deleted", "!elsewhere:example.org")  # another room's event id: kept
+    assert len(db.waiting_undecrypted()) == 2
+    late.deleted("$deleted", ROOM)
+    assert [source["event_id"] for _room, _sender, source, _seen in db.waiting_undecrypted()] == [
+        "$kept"
+    ]
+    assert late.due_at is not None, "the other one still waits for its keys"
+    late.deleted("$kept", ROOM)
+    assert db.waiting_undecrypted() == [] and late.due_at is None
+    await late.retry(now=10**10)
+    assert read_ids == []
+    db.close()

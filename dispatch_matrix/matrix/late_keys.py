@@ -78,6 +78,16 @@ class LateKeys:
         except (HomeserverError, OSError, ValueError) as err:
             log.info("matrix.key_request_failed", event_id=item.event_id, error=str(err))
 
+    def deleted(self, event_id: str, room_id: str) -> None:
+        """An owner deleted an event: if it waits for its keys, it is dropped, never read nor
+        routed (as a deleted queued task is dropped). While nothing waits, nothing is asked."""
+        if self.due_at is None or not self._db.forget_undecrypted(event_id, room_id):
+            return
+        self._due_from(
+            first_seen + self._grace_s for *_rest, first_seen in self._db.waiting_undecrypted()
+        )
+        log.info("matrix.undecryptable_deleted", room=room_id, event_id=event_id)
+
     def _event(self, room_id: str, source: dict[str, object]) -> MegolmEvent | None:
         event = MegolmEvent.from_dict(source)
         if not isinstance(event, MegolmEvent):

@@ -243,9 +243,10 @@ class Router:
             and self.room_private(item.room_id)
         ):
             # Redactions travel unencrypted; one from an owner's account can only drop a
-            # queued task of theirs, or an event still waiting for the gate, never start
-            # anything.
+            # queued task of theirs, or an event still waiting for the gate or its keys,
+            # never start anything.
             self._unjudged.deleted(item.redacts, item.room_id)
+            self._late.deleted(item.redacts, item.room_id)
             await self._intake.redacted(item.redacts)
             if self._voice is not None:
                 await self._voice.redacted(item.redacts)

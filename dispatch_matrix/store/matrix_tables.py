@@ -231,6 +231,14 @@ class UndecryptedQueries(Connection):
             else:
                 conn.execute("DELETE FROM undecrypted WHERE event_id = ?", (event_id,))
 
+    def forget_undecrypted(self, event_id: str, room_id: str) -> bool:
+        """Drop a kept event of `room_id` unread (an owner deleted it); whether one was kept."""
+        with self.tx() as conn:
+            gone = conn.execute(
+                "DELETE FROM undecrypted WHERE event_id = ? AND room_id = ?", (event_id, room_id)
+            ).rowcount
+        return gone > 0
+
 
 # -- messages waiting for the trust gate ---------------------------------------------------
 

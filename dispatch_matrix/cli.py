@@ -372,6 +372,16 @@ def _mcp(args: argparse.Namespace) -> int:
     return run_import(_config_path(args.config), args.file, _say, load_config, dry_run=args.dry_run)
 
 
+def _interrupted(command: str) -> str:
+    """What an interrupted command tells the user (pure)."""
+    if command == "init":
+        return (
+            "init interrupted: no config was written unless it said 'Wrote' — run init again "
+            "(with --force if it did)"
+        )
+    return f"{command} interrupted"
+
+
 _HANDLERS = {
     "init": _init,
     "run": _run,
@@ -400,6 +410,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DispatchError as err:
         _complain(err.one_line())
         return err.exit_code
+    except (KeyboardInterrupt, EOFError):
+        # Ctrl-C (or Ctrl-D at a question) is the user's word, not a bug: one line, and the
+        # shell's code for an interrupt. init writes the config last, after the login.
+        _complain(_interrupted(args.command))
+        return 130
     except BrokenPipeError:
         # `dispatch-matrix status | head -1`: the reader has gone, which is no bug. Stdout
         # goes nowhere from here, so the interpreter's last flush does not fail either.

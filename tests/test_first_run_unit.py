@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +175,36 @@ def test_init_names_the_command_as_it_can_be_called_again(
     assert command_name() == str(script)  # a venv not on PATH: the path it was started by
     monkeypatch.setenv("PATH", str(script.parent))
     assert command_name() == "dispatch-matrix"
+
+
+def test_ctrl_c_during_init_is_one_line_and_the_shells_interrupt_code(tmp_path: Path) -> None:
+    """Ctrl-C while init waited on the homeserver printed a KeyboardInterrupt traceback."""
+    with socket.socket() as server:
+        # A homeserver that takes the connection and never answers: init is waiting on it.
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(60)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        config = tmp_path / "store" / "config.toml"
+        cmd = [sys.executable, "-m", "dispatch_matrix.cli", "init", "--config", str(config)]
+        cmd += ["--homeserver", url, "--user-id", "@bot:localhost", "--password", "pw"]
+        proc = subprocess.Popen(
+            [*cmd, "--owner", "@me:localhost"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            held, _ = server.accept()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+            held.close()
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert b"Traceback" not in err and err.decode().count("\n") == 1, err
+    assert b"init interrupted" in err and b"run init again" in err, err
+    assert not config.exists()
 
 
 # -- preflight: what `run` refuses before connecting, and what `doctor` lists ----------------

@@ -198,18 +198,26 @@ class LocalSynapse:
         )
         log.close()
         (self.folder / STARTED_NAME).write_text(f"{self.process.pid}\n")
+        try:
+            self._wait_until_up(self.process, timeout)
+        except BaseException:
+            # Ctrl-C while it starts (or it never answered): it runs in a session of its own,
+            # so nothing else would stop it, and it would hold the port until the next run.
+            self.stop()
+            raise
+
+    def _wait_until_up(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 tail = _tail(self.folder / "homeserver.stdout") or _tail(self.log_path)
                 raise HomeserverError(
-                    f"Synapse exited with code {self.process.returncode} while starting: {tail}",
+                    f"Synapse exited with code {process.returncode} while starting: {tail}",
                     fix=f"see {self.log_path}",
                 )
             if self.is_up():
                 return
             time.sleep(0.1)
-        self.stop()
         raise HomeserverError(
             f"Synapse did not answer on {self.url} within {timeout:.0f}s",
             fix=f"see {self.log_path}",

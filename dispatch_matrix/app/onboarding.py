@@ -21,7 +21,7 @@ from pathlib import Path
 from dispatch_matrix.app.config import DEFAULT_MODEL, validate_data
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port
 from dispatch_matrix.app.reach import probe
-from dispatch_matrix.core.errors import ConfigError, DispatchError, HomeserverError
+from dispatch_matrix.core.errors import ConfigError, HomeserverError, LoginError
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.identity.crosssign import ensure_identity
 from dispatch_matrix.matrix.client import MatrixClient
@@ -111,22 +111,10 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
     owner_password = None
     if answers.local:
         homeserver, owner_password = _setup_local(answers, state, say)
-    if not answers.homeserver:
-        _discover_homeserver(answers, say)
-    missing = _missing(answers)
-    if missing:
-        raise ConfigError(
-            "init", f"missing {', '.join(missing)}", "pass them as flags, or run init on a terminal"
-        )
-    # What `run` would refuse is refused now, before a login leaves a device behind.
-    check_answers(answers, path)
-    if homeserver is None:
-        reach = asyncio.run(probe(str(answers.homeserver)))
-        if not reach.ok:
-            raise HomeserverError(reach.problem, fix=f"{reach.fix}; then run init again")
     try:
-        say(f"Checking the login of {answers.user_id} at {answers.homeserver} …")
-        device, dms = asyncio.run(_login_and_open_dms(answers, state, say))
+        # Everything from here to the login, the private homeserver running throughout:
+        # whatever ends it (a refusal, Ctrl-C) stops that homeserver with it.
+        device, dms = _check_and_log_in(answers, state, path, homeserver is None, say)
     finally:
         if homeserver is not None:
             homeserver.stop()
@@ -138,6 +126,38 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
         _explain_local(answers, owner_password, state, say, invited=bool(dms))
     say(explain_next(answers, device, dms, path))
     return path
+
+
+def _check_and_log_in(
+    answers: InitAnswers,
+    state: StateFolder,
+    path: Path,
+    probe_first: bool,
+    say: Callable[[str], None],
+) -> tuple[str, list[OpenedDM]]:
+    if not answers.homeserver:
+        _discover_homeserver(answers, say)
+    missing = _missing(answers)
+    if missing:
+        raise ConfigError(
+            "init", f"missing {', '.join(missing)}", "pass them as flags, or run init on a terminal"
+        )
+    # What `run` would refuse is refused now, before a login leaves a device behind.
+    check_answers(answers, path)
+    if probe_first:
+        reach = asyncio.run(probe(str(answers.homeserver)))
+        if not reach.ok:
+            raise HomeserverError(reach.problem, fix=f"{reach.fix}; then run init again")
+    say(f"Checking the login of {answers.user_id} at {answers.homeserver} …")
+    try:
+        return asyncio.run(_login_and_open_dms(answers, state, say))
+    except LoginError as err:
+        # The daemon's fix names the config's keys; init has written no config yet.
+        raise LoginError(
+            err.message,
+            fix="check the bot's user id and password (--password-file, or the prompt); "
+            "then run init again",
+        ) from None
 
 
 # The flag that gives each config key `init` writes from an answer.
@@ -200,7 +220,8 @@ def _setup_local(
         answers.user_id = _register(homeserver, answers.bot_name, bot_password, say)
         owner = _register(homeserver, answers.owner_name, owner_password, say)
         write_private(owner_path, owner_password)
-    except DispatchError:
+    except BaseException:
+        # A refusal or Ctrl-C: the homeserver it started must not outlive init.
         homeserver.stop()
         raise
     answers.homeserver = homeserver.url

@@ -207,6 +207,26 @@ def test_ctrl_c_during_init_is_one_line_and_the_shells_interrupt_code(tmp_path: 
     assert not config.exists()
 
 
+async def test_a_refused_api_key_is_said_on_the_console_at_start() -> None:
+    from structlog.testing import capture_logs
+
+    from dispatch_matrix.agent.catalogue import ModelStatus
+    from dispatch_matrix.app.start_notices import report_model
+
+    class Refused:
+        async def model_status(self) -> ModelStatus:
+            return ModelStatus(
+                "claude-sonnet-5-5", "unknown", refused="HTTP 401: invalid x-api-key"
+            )
+
+    with capture_logs() as logged:
+        # Nothing else is asked of the room when there is no model notice.
+        await report_model(Refused(), None, None, None)  # type: ignore[arg-type]
+    [event] = [e for e in logged if e["event"] == "model.access_refused"]
+    assert "refused the API key (HTTP 401: invalid x-api-key)" in event["error"]
+    assert "ANTHROPIC_API_KEY" in event["fix"] and "wait in the queue" in event["fix"]
+
+
 # -- preflight: what `run` refuses before connecting, and what `doctor` lists ----------------
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dispatch_matrix import __version__
-from dispatch_matrix.app.config import DEFAULT_MODEL, default_config_path, load_config
+from dispatch_matrix.app.config import DEFAULT_MODEL, Config, default_config_path, load_config
 from dispatch_matrix.core import logs, terminal
 from dispatch_matrix.core.errors import DispatchError
 
@@ -271,10 +272,37 @@ def _status(args: argparse.Namespace) -> int:
     return show_status(load_config(_config_path(args.config)), _say)
 
 
+@contextlib.contextmanager
+def _homeserver_up(config: Config) -> Iterator[None]:
+    """pair, trust and reset-identity run with the daemon stopped, and so with the private
+    homeserver it manages stopped too: start that one for the command, and stop it after.
+    (One already answering, the daemon's, is left alone.)"""
+    section = config.local_homeserver
+    if not section.enabled:
+        yield
+        return
+    from dispatch_matrix.app.homeserver import LocalSynapse
+
+    homeserver = LocalSynapse(
+        folder=section.folder, server_name=section.server_name, host=section.host, port=section.port
+    )
+    if homeserver.is_up():
+        yield
+        return
+    _say(f"Starting the local homeserver at {homeserver.url} …")
+    homeserver.start()
+    try:
+        yield
+    finally:
+        homeserver.stop()
+
+
 def _trust(args: argparse.Namespace) -> int:
     from dispatch_matrix.identity.admin import trust
 
-    return asyncio.run(trust(load_config(_config_path(args.config)), args.user, _say))
+    config = load_config(_config_path(args.config))
+    with _homeserver_up(config):
+        return asyncio.run(trust(config, args.user, _say))
 
 
 def _reset_identity(args: argparse.Namespace) -> int:
@@ -290,7 +318,8 @@ def _reset_identity(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             _say("Nothing changed.")
             return 1
-    return asyncio.run(reset_identity(config, _say))
+    with _homeserver_up(config):
+        return asyncio.run(reset_identity(config, _say))
 
 
 async def _ask_match(emoji: list[tuple[str, str]]) -> bool:
@@ -320,8 +349,9 @@ def _pair(args: argparse.Namespace) -> int:
     logs.REDACTOR.add(password.get_secret_value() if password else None)
     if not sys.stdin.isatty():
         raise DispatchError("pairing asks you to compare emoji", fix="run it on a terminal")
-    _say("Waiting for the verification… (in Element: the bot's profile → Verify)")
-    return asyncio.run(pair(config, _say, _ask_match, owner=args.owner, timeout_s=args.timeout))
+    with _homeserver_up(config):
+        _say("Waiting for the verification… (in Element: the bot's profile → Verify)")
+        return asyncio.run(pair(config, _say, _ask_match, owner=args.owner, timeout_s=args.timeout))
 
 
 def _config_home() -> Path | None:

@@ -227,6 +227,38 @@ async def test_a_refused_api_key_is_said_on_the_console_at_start() -> None:
     assert "ANTHROPIC_API_KEY" in event["fix"] and "wait in the queue" in event["fix"]
 
 
+@pytest.mark.parametrize(
+    ("managed", "answering", "started"),
+    [
+        (False, False, False),  # an account elsewhere: nothing to start
+        (True, True, False),  # already up (the daemon's): left alone
+        (True, False, True),  # stopped with the daemon: started, then stopped
+    ],
+)
+def test_pair_starts_the_private_homeserver_the_daemon_would_have_started(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    managed: bool,
+    answering: bool,
+    started: bool,
+) -> None:
+    """`init --local-homeserver` says "run pair here"; with the daemon stopped, as pair
+    asks, its homeserver was stopped too, and pair said 'cannot reach … connection
+    refused'. trust and reset-identity go the same way."""
+    from dispatch_matrix import cli
+    from dispatch_matrix.app.homeserver import LocalSynapse
+
+    calls: list[str] = []
+    monkeypatch.setattr(LocalSynapse, "is_up", lambda self: answering)
+    monkeypatch.setattr(LocalSynapse, "start", lambda self: calls.append("start"))
+    monkeypatch.setattr(LocalSynapse, "stop", lambda self: calls.append("stop"))
+    config = load_config(write(tmp_path, LOCAL if managed else GOOD))
+    (tmp_path / "homeserver").mkdir()
+    with cli._homeserver_up(config):
+        calls.append("command")
+    assert calls == (["start", "command", "stop"] if started else ["command"])
+
+
 # -- preflight: what `run` refuses before connecting, and what `doctor` lists ----------------
 
 

@@ -301,10 +301,11 @@ def explain_next(answers: InitAnswers, device: str, dms: list[OpenedDM], path: P
         steps.append(f"In Element, as an owner: start a chat with {answers.user_id}.")
     steps.append(
         f"Optional, to see it as verified: the bot is {answers.user_id}, device {device}. "
-        f"Run `{command_name()} pair --config {path}` here, then in Element open the bot's "
-        "profile → Verify, and compare the emoji."
+        f"With the bot stopped (Ctrl-C), run `{command_name()} pair --config {path}` here, "
+        "then in Element open the bot's profile → Verify, and compare the emoji."
     )
-    steps.append(f"Run the bot: {run}")
+    # tools/run starts the bot right after init: this step is for init run by hand.
+    steps.append(f"Run the bot (tools/run does it for you): {run}")
     numbered = "\n".join(f"  {n}. {step}" for n, step in enumerate(steps, 1))
     return f"\nNext:\n{numbered}"
 

@@ -259,6 +259,27 @@ def test_pair_starts_the_private_homeserver_the_daemon_would_have_started(
     assert calls == (["start", "command", "stop"] if started else ["command"])
 
 
+def test_init_refuses_a_state_folder_a_running_bot_holds(tmp_path: Path) -> None:
+    """init --force on a running bot's folder restored its device into a second client on
+    the same crypto store (and --local-homeserver would stop the bot's Synapse)."""
+    from dispatch_matrix.app.onboarding import InitAnswers, init
+    from dispatch_matrix.core.errors import AlreadyRunning
+
+    config = write(tmp_path, GOOD)
+    running = StateFolder(tmp_path).ensure()
+    running.lock()
+    said: list[str] = []
+    answers = InitAnswers(config, local=True, force=True)
+    try:
+        with pytest.raises(AlreadyRunning) as refused:
+            init(answers, said.append)
+    finally:
+        running.unlock()
+    assert "already running" in refused.value.message and refused.value.exit_code == 4
+    assert said == [] and not (tmp_path / "homeserver").exists(), "nothing was started"
+    assert config.read_text() == GOOD
+
+
 # -- preflight: what `run` refuses before connecting, and what `doctor` lists ----------------
 
 

@@ -107,6 +107,9 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
     if path.exists() and not answers.force:
         raise ConfigError(str(path), "already exists", "pass --force to overwrite it")
     state = StateFolder(path.parent.resolve()).ensure()
+    # A daemon running on this folder uses its device's keys: a second client on the same
+    # crypto store (init --force restores that device) would fork its one-time keys.
+    state.lock()
     homeserver: LocalSynapse | None = None
     owner_password = None
     if answers.local:

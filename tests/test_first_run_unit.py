@@ -309,6 +309,7 @@ def test_a_mistyped_store_path_is_one_error_naming_both_folders(tmp_path: Path) 
     """The login lives in the config's folder; [store] path points at a folder that is not
     there: `run` would log in a second device (issue 28)."""
     from dispatch_matrix.app.preflight import problems
+    from dispatch_matrix.app.status import show_status
     from dispatch_matrix.store import Database
 
     folder = tmp_path / "store"
@@ -319,6 +320,10 @@ def test_a_mistyped_store_path_is_one_error_naming_both_folders(tmp_path: Path) 
     found = problems(config, {"ANTHROPIC_API_KEY": "k"}, tmp_path)
     assert len(found) == 1 and isinstance(found[0], StateError)
     assert str(folder / "stor") in found[0].message and str(folder) in (found[0].fix or "")
+    # status said "No state yet in …/stor: run init", which would make a second bot.
+    with pytest.raises(StateError) as status_says:
+        show_status(config, print)
+    assert status_says.value.one_line() == found[0].one_line()
     # A first run (no login anywhere near) creates its folder as before.
     fresh = load_config(write(tmp_path / "new", GOOD + '\n[store]\npath = "state"\n'))
     assert problems(fresh, {"ANTHROPIC_API_KEY": "k"}, tmp_path) == []

@@ -20,6 +20,7 @@ from dispatch_matrix import __version__
 from dispatch_matrix.app.config import DEFAULT_MODEL, Config, default_config_path, load_config
 from dispatch_matrix.core import logs, terminal
 from dispatch_matrix.core.errors import DispatchError
+from dispatch_matrix.core.faults import disk_full
 
 
 def _say(text: str) -> None:
@@ -451,6 +452,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as err:  # noqa: BLE001 - the last line of defence: a bug, said plainly
+        # A full disk is the machine's fault wherever it struck (init's first write, say).
+        full = disk_full(err, _config_path(getattr(args, "config", None)).parent.absolute())
+        if full is not None:
+            # The daemon's fix says a restart carries on; any other command just runs again.
+            again = f"free some space there, then run {args.command} again"
+            _complain(full.one_line() if args.command == "run" else f"{full.message} — {again}")
+            return full.exit_code
         logs.get(__name__).exception("cli.crashed", command=args.command)
         _complain(
             f"internal error ({err.__class__.__name__}: {err}); this is a bug — the traceback"

@@ -280,6 +280,26 @@ def test_init_refuses_a_state_folder_a_running_bot_holds(tmp_path: Path) -> None
     assert config.read_text() == GOOD
 
 
+def test_a_full_disk_in_any_command_is_one_line_not_an_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """init on a full disk said 'internal error (OSError: [Errno 28] …); this is a bug —
+    the traceback is in the log', and no log could be written there."""
+    import errno
+
+    from dispatch_matrix import cli
+
+    def full(args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(cli._HANDLERS, "init", full)
+    config = tmp_path / "store" / "config.toml"
+    assert cli.main(["init", "--config", str(config)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" not in err, err
+    assert f"the state folder {config.parent} is full" in err and "run init again" in err
+
+
 # -- preflight: what `run` refuses before connecting, and what `doctor` lists ----------------
 
 

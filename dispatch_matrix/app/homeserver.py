@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.errors import AlreadyRunning, HomeserverError
+from dispatch_matrix.store.state import StateFolder
 
 CONFIG_NAME = "homeserver.yaml"
 SECRET_NAME = "registration_shared_secret"
@@ -303,6 +304,24 @@ def stop_leftover(folder: Path, timeout: float = 20.0) -> int | None:
             os.killpg(pid, signal.SIGKILL)
     record.unlink(missing_ok=True)
     return pid
+
+
+def stop_after_run(state_dir: Path, folder: Path) -> int | None:
+    """What `tools/run` does once its bot has exited: stop the private homeserver a bot
+    killed outright left running (its pid, or None). Not while a bot still runs on the
+    state folder: a second `tools/run` whose bot refused to start twice would otherwise
+    stop the first one's homeserver under it."""
+    state = StateFolder(state_dir)
+    if not state.root.is_dir():
+        return None
+    try:
+        state.lock()
+    except AlreadyRunning:
+        return None
+    try:
+        return stop_leftover(folder)
+    finally:
+        state.unlock()
 
 
 def _alive(pid: int) -> bool:

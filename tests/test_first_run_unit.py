@@ -300,6 +300,19 @@ def test_a_full_disk_in_any_command_is_one_line_not_an_internal_error(
     assert f"the state folder {config.parent} is full" in err and "run init again" in err
 
 
+def test_init_into_a_folder_it_cannot_make_names_its_own_flag(tmp_path: Path) -> None:
+    """init said 'choose a writable [store] path': a key of a config not yet written."""
+    from dispatch_matrix.app.onboarding import InitAnswers, init
+
+    (tmp_path / "a-file").write_text("")
+    answers = InitAnswers(tmp_path / "a-file" / "config.toml", local=True)
+    with pytest.raises(StateError) as refused:
+        init(answers, print)
+    assert "is not a folder" in refused.value.message
+    assert refused.value.fix is not None and "--config" in refused.value.fix
+    assert "[store]" not in refused.value.one_line()
+
+
 # -- preflight: what `run` refuses before connecting, and what `doctor` lists ----------------
 
 

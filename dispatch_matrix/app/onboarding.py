@@ -21,7 +21,7 @@ from pathlib import Path
 from dispatch_matrix.app.config import DEFAULT_MODEL, validate_data
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port
 from dispatch_matrix.app.reach import probe
-from dispatch_matrix.core.errors import ConfigError, HomeserverError, LoginError
+from dispatch_matrix.core.errors import ConfigError, HomeserverError, LoginError, StateError
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.identity.crosssign import ensure_identity
 from dispatch_matrix.matrix.client import MatrixClient
@@ -106,7 +106,15 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
     path = answers.config_path
     if path.exists() and not answers.force:
         raise ConfigError(str(path), "already exists", "pass --force to overwrite it")
-    state = StateFolder(path.parent.resolve()).ensure()
+    try:
+        state = StateFolder(path.parent.resolve()).ensure()
+    except StateError as err:
+        # Its fix names [store] path, a key of a config init has not written yet.
+        raise StateError(
+            err.message,
+            fix="give --config a path in a folder you can write: the state folder is the "
+            "config's folder",
+        ) from None
     # A daemon running on this folder uses its device's keys: a second client on the same
     # crypto store (init --force restores that device) would fork its one-time keys.
     state.lock()

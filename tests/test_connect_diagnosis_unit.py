@@ -67,7 +67,7 @@ async def test_https_on_a_plain_port_is_said_while_the_login_still_hangs(
         login = asyncio.create_task(connect(cast(MatrixClient, client), "pw", diagnose_after_s=0))
 
         def said() -> list[dict[str, Any]]:
-            return [e for e in logged if e["event"] == "matrix.unreachable"]
+            return [e for e in logged if e["event"] == "matrix.url_problem"]
 
         await until(lambda: bool(said()))
         assert not login.done(), "the login keeps trying: the homeserver may be fixed"

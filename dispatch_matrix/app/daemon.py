@@ -102,7 +102,7 @@ async def _diagnose_when_slow(url: str, after_s: float) -> None:
     reach = await probe(url)
     if not reach.ok:
         # Said once, beside the retries: what is wrong with the URL, and how to fix it.
-        log.warning("matrix.unreachable", error=reach.problem, fix=reach.fix)
+        log.warning("matrix.url_problem", error=reach.problem, fix=reach.fix)
 
 
 # A hang-up (the terminal that ran us closed) is a stop like any other: by default it would

@@ -85,7 +85,7 @@ def test_bad_config_names_key_problem_and_fix(
 def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, GOOD + "\n[agent]\nmodle = 'x'\n"))
-    assert "did you mean 'model'" in caught.value.one_line()
+    assert "did you mean 'model'? rename it, or remove it" in caught.value.one_line()
 
 
 def test_missing_file_says_how_to_make_one(tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ def _fix_for(key: str, problem: str, known: list[str], kind: str = "", value: ob
     if problem == "unknown key":
         last = key.rsplit(".", 1)[-1]
         close = difflib.get_close_matches(last, known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = f"did you mean {close[0]!r}? rename it, or " if close else ""
         return f"{hint}remove it (see the configuration reference in README.md)"
     return "see the configuration reference in README.md"
 

@@ -300,15 +300,14 @@ def explain_next(answers: InitAnswers, device: str, dms: list[OpenedDM], path: P
     """What to do after init: accept, verify (optional), run."""
     run = f"{command_name()} run --config {path}"
     steps = []
-    if dms:
+    # With a private homeserver, its sign-in steps (printed just above) end with the invite.
+    if dms and not answers.local:
         who = ", ".join(dm.owner for dm in dms)
-        # The private homeserver is reachable from this computer only, not from a phone.
-        where = "In Element" if answers.local else "On your phone, in Element"
         steps.append(
-            f"{where} (signed in as {who}): accept the invite from {answers.user_id}. "
-            "It is an encrypted DM; the bot says hello there once it runs."
+            f"On your phone, in Element (signed in as {who}): accept the invite from "
+            f"{answers.user_id}. It is an encrypted DM; the bot says hello there once it runs."
         )
-    else:
+    elif not answers.local:
         steps.append(f"In Element, as an owner: start a chat with {answers.user_id}.")
     steps.append(
         f"Optional, to see it as verified: the bot is {answers.user_id}, device {device}. "

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dispatch_matrix import __version__
-from dispatch_matrix.app.config import DEFAULT_MODEL, default_config_path, load_config
+from dispatch_matrix.app.config import DEFAULT_MODEL, Config, default_config_path, load_config
 from dispatch_matrix.core import logs, terminal
 from dispatch_matrix.core.errors import DispatchError
+from dispatch_matrix.core.faults import disk_full
 
 
 def _say(text: str) -> None:
@@ -271,10 +273,37 @@ def _status(args: argparse.Namespace) -> int:
     return show_status(load_config(_config_path(args.config)), _say)
 
 
+@contextlib.contextmanager
+def _homeserver_up(config: Config) -> Iterator[None]:
+    """pair, trust and reset-identity run with the daemon stopped, and so with the private
+    homeserver it manages stopped too: start that one for the command, and stop it after.
+    (One already answering, the daemon's, is left alone.)"""
+    section = config.local_homeserver
+    if not section.enabled:
+        yield
+        return
+    from dispatch_matrix.app.homeserver import LocalSynapse
+
+    homeserver = LocalSynapse(
+        folder=section.folder, server_name=section.server_name, host=section.host, port=section.port
+    )
+    if homeserver.is_up():
+        yield
+        return
+    _say(f"Starting the local homeserver at {homeserver.url} …")
+    homeserver.start()
+    try:
+        yield
+    finally:
+        homeserver.stop()
+
+
 def _trust(args: argparse.Namespace) -> int:
     from dispatch_matrix.identity.admin import trust
 
-    return asyncio.run(trust(load_config(_config_path(args.config)), args.user, _say))
+    config = load_config(_config_path(args.config))
+    with _homeserver_up(config):
+        return asyncio.run(trust(config, args.user, _say))
 
 
 def _reset_identity(args: argparse.Namespace) -> int:
@@ -290,7 +319,8 @@ def _reset_identity(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             _say("Nothing changed.")
             return 1
-    return asyncio.run(reset_identity(config, _say))
+    with _homeserver_up(config):
+        return asyncio.run(reset_identity(config, _say))
 
 
 async def _ask_match(emoji: list[tuple[str, str]]) -> bool:
@@ -320,8 +350,9 @@ def _pair(args: argparse.Namespace) -> int:
     logs.REDACTOR.add(password.get_secret_value() if password else None)
     if not sys.stdin.isatty():
         raise DispatchError("pairing asks you to compare emoji", fix="run it on a terminal")
-    _say("Waiting for the verification… (in Element: the bot's profile → Verify)")
-    return asyncio.run(pair(config, _say, _ask_match, owner=args.owner, timeout_s=args.timeout))
+    with _homeserver_up(config):
+        _say("Waiting for the verification… (in Element: the bot's profile → Verify)")
+        return asyncio.run(pair(config, _say, _ask_match, owner=args.owner, timeout_s=args.timeout))
 
 
 def _config_home() -> Path | None:
@@ -372,6 +403,16 @@ def _mcp(args: argparse.Namespace) -> int:
     return run_import(_config_path(args.config), args.file, _say, load_config, dry_run=args.dry_run)
 
 
+def _interrupted(command: str) -> str:
+    """What an interrupted command tells the user (pure)."""
+    if command == "init":
+        return (
+            "init interrupted: no config was written unless it said 'Wrote' — run init again "
+            "(with --force if it did)"
+        )
+    return f"{command} interrupted"
+
+
 _HANDLERS = {
     "init": _init,
     "run": _run,
@@ -400,12 +441,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DispatchError as err:
         _complain(err.one_line())
         return err.exit_code
+    except (KeyboardInterrupt, EOFError):
+        # Ctrl-C (or Ctrl-D at a question) is the user's word, not a bug: one line, and the
+        # shell's code for an interrupt. init writes the config last, after the login.
+        _complain(_interrupted(args.command))
+        return 130
     except BrokenPipeError:
         # `dispatch-matrix status | head -1`: the reader has gone, which is no bug. Stdout
         # goes nowhere from here, so the interpreter's last flush does not fail either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as err:  # noqa: BLE001 - the last line of defence: a bug, said plainly
+        # A full disk is the machine's fault wherever it struck (init's first write, say).
+        full = disk_full(err, _config_path(getattr(args, "config", None)).parent.absolute())
+        if full is not None:
+            # The daemon's fix says a restart carries on; any other command just runs again.
+            again = f"free some space there, then run {args.command} again"
+            _complain(full.one_line() if args.command == "run" else f"{full.message} — {again}")
+            return full.exit_code
         logs.get(__name__).exception("cli.crashed", command=args.command)
         _complain(
             f"internal error ({err.__class__.__name__}: {err}); this is a bug — the traceback"

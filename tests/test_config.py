@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_matrix.app.config import load_config
+from dispatch_matrix.app.config import load_config, type_fix
 from dispatch_matrix.core.errors import ConfigError
 
 GOOD = """
@@ -85,10 +85,43 @@ def test_bad_config_names_key_problem_and_fix(
 def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, GOOD + "\n[agent]\nmodle = 'x'\n"))
-    assert "did you mean 'model'" in caught.value.one_line()
+    assert "did you mean 'model'? rename it, or remove it" in caught.value.one_line()
 
 
 def test_missing_file_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.toml")
     assert "dispatch-matrix init" in caught.value.one_line()
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "key", "fix"),
+    [
+        # Each used to end in only "see the configuration reference in README.md".
+        ("agent", 'allowed_roots = "~"', "agent.allowed_roots", 'allowed_roots = ["~"]'),
+        ("agent", 'max_tokens = "lots"', "agent.max_tokens", "whole number, without quotes"),
+        ("local_homeserver", 'enabled = "maybe"', "local_homeserver.enabled", "= true or"),
+        ("local_homeserver", "server_name = 8", "local_homeserver.server_name", 'name = "8"'),
+    ],
+)
+def test_a_value_of_the_wrong_type_says_how_toml_writes_the_right_one(
+    tmp_path: Path, section: str, line: str, key: str, fix: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, f"{GOOD}\n[{section}]\n{line}\n"))
+    assert caught.value.key == key and caught.value.fix is not None
+    assert fix in caught.value.fix, caught.value.one_line()
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "fix"),
+    [
+        ("list_type", "~", 'write a list in brackets, e.g. k = ["~"]'),
+        ("list_type", 3, 'write a list in brackets, e.g. k = ["…"]'),
+        ("float_parsing", "x", "write k as a number, without quotes"),
+        ("string_type", [1], 'write it in double quotes, e.g. k = "…"'),
+        ("greater_than", 0, None),
+    ],
+)
+def test_type_fix(kind: str, value: object, fix: str | None) -> None:
+    assert type_fix(kind, "k", value) == fix

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +177,142 @@ def test_init_names_the_command_as_it_can_be_called_again(
     assert command_name() == "dispatch-matrix"
 
 
+def test_ctrl_c_during_init_is_one_line_and_the_shells_interrupt_code(tmp_path: Path) -> None:
+    """Ctrl-C while init waited on the homeserver printed a KeyboardInterrupt traceback."""
+    with socket.socket() as server:
+        # A homeserver that takes the connection and never answers: init is waiting on it.
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(60)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        config = tmp_path / "store" / "config.toml"
+        cmd = [sys.executable, "-m", "dispatch_matrix.cli", "init", "--config", str(config)]
+        cmd += ["--homeserver", url, "--user-id", "@bot:localhost", "--password", "pw"]
+        proc = subprocess.Popen(
+            [*cmd, "--owner", "@me:localhost"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            held, _ = server.accept()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+            held.close()
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert b"Traceback" not in err and err.decode().count("\n") == 1, err
+    assert b"init interrupted" in err and b"run init again" in err, err
+    assert not config.exists()
+
+
+async def test_a_refused_api_key_is_said_on_the_console_at_start() -> None:
+    from structlog.testing import capture_logs
+
+    from dispatch_matrix.agent.catalogue import ModelStatus
+    from dispatch_matrix.app.start_notices import report_model
+
+    class Refused:
+        async def model_status(self) -> ModelStatus:
+            return ModelStatus(
+                "claude-sonnet-5-5", "unknown", refused="HTTP 401: invalid x-api-key"
+            )
+
+    with capture_logs() as logged:
+        # Nothing else is asked of the room when there is no model notice.
+        await report_model(Refused(), None, None, None)  # type: ignore[arg-type]
+    [event] = [e for e in logged if e["event"] == "model.access_refused"]
+    assert "refused the API key (HTTP 401: invalid x-api-key)" in event["error"]
+    assert "ANTHROPIC_API_KEY" in event["fix"] and "wait in the queue" in event["fix"]
+
+
+@pytest.mark.parametrize(
+    ("managed", "answering", "started"),
+    [
+        (False, False, False),  # an account elsewhere: nothing to start
+        (True, True, False),  # already up (the daemon's): left alone
+        (True, False, True),  # stopped with the daemon: started, then stopped
+    ],
+)
+def test_pair_starts_the_private_homeserver_the_daemon_would_have_started(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    managed: bool,
+    answering: bool,
+    started: bool,
+) -> None:
+    """`init --local-homeserver` says "run pair here"; with the daemon stopped, as pair
+    asks, its homeserver was stopped too, and pair said 'cannot reach … connection
+    refused'. trust and reset-identity go the same way."""
+    from dispatch_matrix import cli
+    from dispatch_matrix.app.homeserver import LocalSynapse
+
+    calls: list[str] = []
+    monkeypatch.setattr(LocalSynapse, "is_up", lambda self: answering)
+    monkeypatch.setattr(LocalSynapse, "start", lambda self: calls.append("start"))
+    monkeypatch.setattr(LocalSynapse, "stop", lambda self: calls.append("stop"))
+    config = load_config(write(tmp_path, LOCAL if managed else GOOD))
+    (tmp_path / "homeserver").mkdir()
+    with cli._homeserver_up(config):
+        calls.append("command")
+    assert calls == (["start", "command", "stop"] if started else ["command"])
+
+
+def test_init_refuses_a_state_folder_a_running_bot_holds(tmp_path: Path) -> None:
+    """init --force on a running bot's folder restored its device into a second client on
+    the same crypto store (and --local-homeserver would stop the bot's Synapse)."""
+    from dispatch_matrix.app.onboarding import InitAnswers, init
+    from dispatch_matrix.core.errors import AlreadyRunning
+
+    config = write(tmp_path, GOOD)
+    running = StateFolder(tmp_path).ensure()
+    running.lock()
+    said: list[str] = []
+    answers = InitAnswers(config, local=True, force=True)
+    try:
+        with pytest.raises(AlreadyRunning) as refused:
+            init(answers, said.append)
+    finally:
+        running.unlock()
+    assert "already running" in refused.value.message and refused.value.exit_code == 4
+    assert said == [] and not (tmp_path / "homeserver").exists(), "nothing was started"
+    assert config.read_text() == GOOD
+
+
+def test_a_full_disk_in_any_command_is_one_line_not_an_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """init on a full disk said 'internal error (OSError: [Errno 28] …); this is a bug —
+    the traceback is in the log', and no log could be written there."""
+    import errno
+
+    from dispatch_matrix import cli
+
+    def full(args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(cli._HANDLERS, "init", full)
+    config = tmp_path / "store" / "config.toml"
+    assert cli.main(["init", "--config", str(config)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" not in err, err
+    assert f"the state folder {config.parent} is full" in err and "run init again" in err
+
+
+def test_init_into_a_folder_it_cannot_make_names_its_own_flag(tmp_path: Path) -> None:
+    """init said 'choose a writable [store] path': a key of a config not yet written."""
+    from dispatch_matrix.app.onboarding import InitAnswers, init
+
+    (tmp_path / "a-file").write_text("")
+    answers = InitAnswers(tmp_path / "a-file" / "config.toml", local=True)
+    with pytest.raises(StateError) as refused:
+        init(answers, print)
+    assert "is not a folder" in refused.value.message
+    assert refused.value.fix is not None and "--config" in refused.value.fix
+    assert "[store]" not in refused.value.one_line()
+
+
 # -- preflight: what `run` refuses before connecting, and what `doctor` lists ----------------
 
 
@@ -204,6 +342,7 @@ def test_a_mistyped_store_path_is_one_error_naming_both_folders(tmp_path: Path) 
     """The login lives in the config's folder; [store] path points at a folder that is not
     there: `run` would log in a second device (issue 28)."""
     from dispatch_matrix.app.preflight import problems
+    from dispatch_matrix.app.status import show_status
     from dispatch_matrix.store import Database
 
     folder = tmp_path / "store"
@@ -214,6 +353,10 @@ def test_a_mistyped_store_path_is_one_error_naming_both_folders(tmp_path: Path) 
     found = problems(config, {"ANTHROPIC_API_KEY": "k"}, tmp_path)
     assert len(found) == 1 and isinstance(found[0], StateError)
     assert str(folder / "stor") in found[0].message and str(folder) in (found[0].fix or "")
+    # status said "No state yet in …/stor: run init", which would make a second bot.
+    with pytest.raises(StateError) as status_says:
+        show_status(config, print)
+    assert status_says.value.one_line() == found[0].one_line()
     # A first run (no login anywhere near) creates its folder as before.
     fresh = load_config(write(tmp_path / "new", GOOD + '\n[store]\npath = "state"\n'))
     assert problems(fresh, {"ANTHROPIC_API_KEY": "k"}, tmp_path) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import io
 import logging
 import sqlite3
 import time
@@ -252,10 +253,22 @@ async def test_recorder_survives_a_refused_write(tmp_path: Path) -> None:
     recorder.stopped()
 
 
+def sqlite_error(message: str, name: str) -> sqlite3.OperationalError:
+    """An error as SQLite raises it, with its code's name."""
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorname = name
+    return error
+
+
 @pytest.mark.parametrize(
     "error, full",
     [
         (sqlite3.OperationalError("database or disk is full"), True),
+        # Opening a WAL database on a full disk: the shared-memory file cannot grow.
+        (sqlite_error("disk I/O error", "SQLITE_IOERR_SHMSIZE"), True),
+        (sqlite_error("database or disk is full", "SQLITE_FULL"), True),
+        # Another I/O fault reads the same, and is not a full disk.
+        (sqlite_error("disk I/O error", "SQLITE_IOERR_READ"), False),
         (OSError(errno.ENOSPC, "No space left on device"), True),
         (OSError(errno.EACCES, "Permission denied"), False),
         (sqlite3.OperationalError("database is locked"), False),
@@ -274,6 +287,45 @@ def test_disk_full_is_told_apart_from_bugs(error: BaseException, full: bool) -> 
     assert (found is not None) == full
     if found is not None:
         assert found.exit_code == 3 and "/state" in found.message
+
+
+class _FullDisk:
+    """A log file's stream on a disk with no room left."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self) -> None:
+        self.flush()
+
+
+def test_a_full_disk_under_the_log_file_is_one_line_not_a_traceback_per_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon on a full disk printed '--- Logging error ---' and a traceback for every
+    record the JSON log could not take, burying the one line that says what to do."""
+    console = io.StringIO()
+    logs.setup("info", tmp_path, stream=console)
+    try:
+        [handler] = [h for h in logging.getLogger().handlers if h.stream is not console]
+        assert isinstance(handler, logging.FileHandler)
+        handler.stream = _FullDisk()
+        log = logs.get("test")
+        log.info("test.first")
+        log.info("test.second")
+        told = capsys.readouterr().err
+        # Room again: the next record reopens the file and is written.
+        log.info("test.room_again")
+        written = (tmp_path / "dispatch.jsonl").read_text(encoding="utf-8")
+    finally:
+        logs.setup("error")
+    assert "Logging error" not in told and "Traceback" not in told, told
+    assert told.count("\n") == 1 and "the disk is full" in told, told
+    assert "test.first" in console.getvalue() and "test.second" in console.getvalue()
+    assert "test.room_again" in written and "test.first" not in written
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -89,6 +89,22 @@ async def test_the_probe_finds_the_api_away_then_back_and_a_refused_key_counts_a
     assert fake_api.requests == [], "a probe asks nothing of the model"
 
 
+async def test_a_refused_key_is_told_apart_from_an_api_that_is_away(
+    fake_api: FakeMessagesAPI,
+) -> None:
+    """The start-up read of the catalogue took a 401 for "unknown", so `run` said
+    "connected" with a rejected key, and nothing until the first task failed."""
+    fake_api.require_key = "the-right-key"
+    client = anthropic.AsyncAnthropic(base_url=fake_api.url, api_key="expired", max_retries=0)
+    status = await catalogue.status(client, DEFAULT_MODEL)
+    await client.close()
+    assert status.refused == "HTTP 401: invalid x-api-key"
+    assert status.notice() is None and not status.ending
+    away = anthropic.AsyncAnthropic(base_url="http://127.0.0.1:9", api_key="k", max_retries=0)
+    assert (await catalogue.status(away, DEFAULT_MODEL)).refused is None
+    await away.close()
+
+
 @pytest.mark.parametrize(
     "model, budget, thinking",
     [

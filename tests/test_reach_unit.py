@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from dispatch_matrix.app.reach import explain, kind_of, probe
+from dispatch_matrix.app.reach import explain, kind_of, not_a_homeserver, probe
 
 
 class _Key:
@@ -105,3 +105,20 @@ async def test_https_to_a_port_that_never_answers_gives_up_at_its_time_limit() -
         reach = await probe(f"https://127.0.0.1:{port}", timeout=1.0)
         took = time.monotonic() - began
     assert not reach.ok and "no answer" in reach.problem and took < 5
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        # A path said only "give the homeserver's client API URL": now the URL to use.
+        ("http://127.0.0.1:8008/_matrix/client", "use http://127.0.0.1:8008 (without the path)"),
+        ("https://matrix.example.org/#/login", "use https://matrix.example.org (without the path)"),
+        ("https://example.org/element/", "use https://example.org (without the path)"),
+        ("https://matrix.example.org", "the one Element signs in to"),
+        ("https://matrix.example.org/", "the one Element signs in to"),
+    ],
+)
+def test_a_url_that_answers_but_is_no_homeserver_names_the_url_to_use(url: str, fix: str) -> None:
+    reach = not_a_homeserver(url, 404)
+    assert not reach.ok and "not as a Matrix homeserver (HTTP 404" in reach.problem
+    assert fix in reach.fix

@@ -29,6 +29,8 @@ class ModelStatus:
     lifecycle: str  # "active", "deprecated", "retired", or "unknown"
     retires: str | None = None
     replacement: str | None = None
+    # The API's words when it refused the key itself (401/403): every task would be refused.
+    refused: str | None = None
 
     @property
     def ending(self) -> bool:
@@ -80,6 +82,16 @@ async def available(client: anthropic.AsyncAnthropic) -> list[ModelInfo] | None:
         return None
 
 
+def _words(err: anthropic.APIStatusError) -> str:
+    """The API's own message in an error body, else the SDK's."""
+    body = err.body
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return err.message
+
+
 def _stamp(value: datetime | None) -> str | None:
     return value.date().isoformat() if value else None
 
@@ -99,6 +111,8 @@ async def status(client: anthropic.AsyncAnthropic, name: str) -> ModelStatus:
         info = await quick.models.retrieve(name)
     except anthropic.NotFoundError:
         return ModelStatus(name, "unknown")
+    except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as err:
+        return ModelStatus(name, "unknown", refused=f"HTTP {err.status_code}: {_words(err)}")
     except (anthropic.APIStatusError, anthropic.APIConnectionError):
         retires = _sdk_deprecations().get(name)
         return ModelStatus(name, "deprecated" if retires else "unknown", retires)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,34 @@ _FIXES = {
 }
 
 
-def _fix_for(key: str, problem: str, known: list[str]) -> str:
+def type_fix(kind: str, name: str, value: object) -> str | None:
+    """How to write a value of the wrong type, from pydantic's error type (pure): the
+    reference would only say what the key means, not how TOML spells it."""
+    if kind == "list_type":
+        example = f"[{json.dumps(value)}]" if isinstance(value, str) else '["…"]'
+        return f"write a list in brackets, e.g. {name} = {example}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"write {name} as a whole number, without quotes"
+    if kind in ("float_parsing", "float_type"):
+        return f"write {name} as a number, without quotes"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"write {name} = true or {name} = false, without quotes"
+    if kind == "string_type":
+        example = json.dumps(str(value)) if isinstance(value, int | float) else '"…"'
+        return f"write it in double quotes, e.g. {name} = {example}"
+    return None
+
+
+def _fix_for(key: str, problem: str, known: list[str], kind: str = "", value: object = None) -> str:
     if key in _FIXES:
         return _FIXES[key]
+    typed = type_fix(kind, key.rsplit(".", 1)[-1], value)
+    if typed is not None:
+        return typed
     if problem == "unknown key":
         last = key.rsplit(".", 1)[-1]
         close = difflib.get_close_matches(last, known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = f"did you mean {close[0]!r}? rename it, or " if close else ""
         return f"{hint}remove it (see the configuration reference in README.md)"
     return "see the configuration reference in README.md"
 
@@ -219,7 +241,8 @@ def _validate(data: dict[str, Any]) -> Config:
         elif first["type"] == "extra_forbidden":
             problem = "unknown key"
         section = str(first["loc"][0]) if first["loc"] else ""
-        raise ConfigError(key, problem, _fix_for(key, problem, _known_keys(section))) from None
+        fix = _fix_for(key, problem, _known_keys(section), first["type"], first.get("input"))
+        raise ConfigError(key, problem, fix) from None
 
 
 def _check_secrets(config: Config) -> None:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.errors import AlreadyRunning, HomeserverError
+from dispatch_matrix.store.state import StateFolder
 
 CONFIG_NAME = "homeserver.yaml"
 SECRET_NAME = "registration_shared_secret"
@@ -198,18 +199,26 @@ class LocalSynapse:
         )
         log.close()
         (self.folder / STARTED_NAME).write_text(f"{self.process.pid}\n")
+        try:
+            self._wait_until_up(self.process, timeout)
+        except BaseException:
+            # Ctrl-C while it starts (or it never answered): it runs in a session of its own,
+            # so nothing else would stop it, and it would hold the port until the next run.
+            self.stop()
+            raise
+
+    def _wait_until_up(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 tail = _tail(self.folder / "homeserver.stdout") or _tail(self.log_path)
                 raise HomeserverError(
-                    f"Synapse exited with code {self.process.returncode} while starting: {tail}",
+                    f"Synapse exited with code {process.returncode} while starting: {tail}",
                     fix=f"see {self.log_path}",
                 )
             if self.is_up():
                 return
             time.sleep(0.1)
-        self.stop()
         raise HomeserverError(
             f"Synapse did not answer on {self.url} within {timeout:.0f}s",
             fix=f"see {self.log_path}",
@@ -295,6 +304,24 @@ def stop_leftover(folder: Path, timeout: float = 20.0) -> int | None:
             os.killpg(pid, signal.SIGKILL)
     record.unlink(missing_ok=True)
     return pid
+
+
+def stop_after_run(state_dir: Path, folder: Path) -> int | None:
+    """What `tools/run` does once its bot has exited: stop the private homeserver a bot
+    killed outright left running (its pid, or None). Not while a bot still runs on the
+    state folder: a second `tools/run` whose bot refused to start twice would otherwise
+    stop the first one's homeserver under it."""
+    state = StateFolder(state_dir)
+    if not state.root.is_dir():
+        return None
+    try:
+        state.lock()
+    except AlreadyRunning:
+        return None
+    try:
+        return stop_leftover(folder)
+    finally:
+        state.unlock()
 
 
 def _alive(pid: int) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from dispatch_matrix.app.config import DEFAULT_MODEL, validate_data
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port
 from dispatch_matrix.app.reach import probe
-from dispatch_matrix.core.errors import ConfigError, DispatchError, HomeserverError
+from dispatch_matrix.core.errors import ConfigError, HomeserverError, LoginError, StateError
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.identity.crosssign import ensure_identity
 from dispatch_matrix.matrix.client import MatrixClient
@@ -106,27 +106,26 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
     path = answers.config_path
     if path.exists() and not answers.force:
         raise ConfigError(str(path), "already exists", "pass --force to overwrite it")
-    state = StateFolder(path.parent.resolve()).ensure()
+    try:
+        state = StateFolder(path.parent.resolve()).ensure()
+    except StateError as err:
+        # Its fix names [store] path, a key of a config init has not written yet.
+        raise StateError(
+            err.message,
+            fix="give --config a path in a folder you can write: the state folder is the "
+            "config's folder",
+        ) from None
+    # A daemon running on this folder uses its device's keys: a second client on the same
+    # crypto store (init --force restores that device) would fork its one-time keys.
+    state.lock()
     homeserver: LocalSynapse | None = None
     owner_password = None
     if answers.local:
         homeserver, owner_password = _setup_local(answers, state, say)
-    if not answers.homeserver:
-        _discover_homeserver(answers, say)
-    missing = _missing(answers)
-    if missing:
-        raise ConfigError(
-            "init", f"missing {', '.join(missing)}", "pass them as flags, or run init on a terminal"
-        )
-    # What `run` would refuse is refused now, before a login leaves a device behind.
-    check_answers(answers, path)
-    if homeserver is None:
-        reach = asyncio.run(probe(str(answers.homeserver)))
-        if not reach.ok:
-            raise HomeserverError(reach.problem, fix=f"{reach.fix}; then run init again")
     try:
-        say(f"Checking the login of {answers.user_id} at {answers.homeserver} …")
-        device, dms = asyncio.run(_login_and_open_dms(answers, state, say))
+        # Everything from here to the login, the private homeserver running throughout:
+        # whatever ends it (a refusal, Ctrl-C) stops that homeserver with it.
+        device, dms = _check_and_log_in(answers, state, path, homeserver is None, say)
     finally:
         if homeserver is not None:
             homeserver.stop()
@@ -138,6 +137,38 @@ def init(answers: InitAnswers, say: Callable[[str], None]) -> Path:
         _explain_local(answers, owner_password, state, say, invited=bool(dms))
     say(explain_next(answers, device, dms, path))
     return path
+
+
+def _check_and_log_in(
+    answers: InitAnswers,
+    state: StateFolder,
+    path: Path,
+    probe_first: bool,
+    say: Callable[[str], None],
+) -> tuple[str, list[OpenedDM]]:
+    if not answers.homeserver:
+        _discover_homeserver(answers, say)
+    missing = _missing(answers)
+    if missing:
+        raise ConfigError(
+            "init", f"missing {', '.join(missing)}", "pass them as flags, or run init on a terminal"
+        )
+    # What `run` would refuse is refused now, before a login leaves a device behind.
+    check_answers(answers, path)
+    if probe_first:
+        reach = asyncio.run(probe(str(answers.homeserver)))
+        if not reach.ok:
+            raise HomeserverError(reach.problem, fix=f"{reach.fix}; then run init again")
+    say(f"Checking the login of {answers.user_id} at {answers.homeserver} …")
+    try:
+        return asyncio.run(_login_and_open_dms(answers, state, say))
+    except LoginError as err:
+        # The daemon's fix names the config's keys; init has written no config yet.
+        raise LoginError(
+            err.message,
+            fix="check the bot's user id and password (--password-file, or the prompt); "
+            "then run init again",
+        ) from None
 
 
 # The flag that gives each config key `init` writes from an answer.
@@ -200,7 +231,8 @@ def _setup_local(
         answers.user_id = _register(homeserver, answers.bot_name, bot_password, say)
         owner = _register(homeserver, answers.owner_name, owner_password, say)
         write_private(owner_path, owner_password)
-    except DispatchError:
+    except BaseException:
+        # A refusal or Ctrl-C: the homeserver it started must not outlive init.
         homeserver.stop()
         raise
     answers.homeserver = homeserver.url
@@ -268,22 +300,22 @@ def explain_next(answers: InitAnswers, device: str, dms: list[OpenedDM], path: P
     """What to do after init: accept, verify (optional), run."""
     run = f"{command_name()} run --config {path}"
     steps = []
-    if dms:
+    # With a private homeserver, its sign-in steps (printed just above) end with the invite.
+    if dms and not answers.local:
         who = ", ".join(dm.owner for dm in dms)
-        # The private homeserver is reachable from this computer only, not from a phone.
-        where = "In Element" if answers.local else "On your phone, in Element"
         steps.append(
-            f"{where} (signed in as {who}): accept the invite from {answers.user_id}. "
-            "It is an encrypted DM; the bot says hello there once it runs."
+            f"On your phone, in Element (signed in as {who}): accept the invite from "
+            f"{answers.user_id}. It is an encrypted DM; the bot says hello there once it runs."
         )
-    else:
+    elif not answers.local:
         steps.append(f"In Element, as an owner: start a chat with {answers.user_id}.")
     steps.append(
         f"Optional, to see it as verified: the bot is {answers.user_id}, device {device}. "
-        f"Run `{command_name()} pair --config {path}` here, then in Element open the bot's "
-        "profile → Verify, and compare the emoji."
+        f"With the bot stopped (Ctrl-C), run `{command_name()} pair --config {path}` here, "
+        "then in Element open the bot's profile → Verify, and compare the emoji."
     )
-    steps.append(f"Run the bot: {run}")
+    # tools/run starts the bot right after init: this step is for init run by hand.
+    steps.append(f"Run the bot (tools/run does it for you): {run}")
     numbered = "\n".join(f"  {n}. {step}" for n, step in enumerate(steps, 1))
     return f"\nNext:\n{numbered}"
 

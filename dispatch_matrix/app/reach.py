@@ -131,14 +131,26 @@ async def _probe(url: str, timeout: float) -> Reach:
         return explain(url, kind_of(err), detail=_detail(err), limit=timeout)
     status, body = reply
     if not _is_homeserver(status, body):
-        return Reach(
-            False,
-            f"{url} answers, but not as a Matrix homeserver (HTTP {status} for "
-            "/_matrix/client/versions)",
-            "give the homeserver's client API URL, the one Element signs in to",
-        )
+        return not_a_homeserver(url, status)
     versions = body.get("versions") if isinstance(body, dict) else None
     return Reach(True, latest=str(versions[-1]) if versions else "?")
+
+
+def not_a_homeserver(url: str, status: int) -> Reach:
+    """`url` answers HTTP, but not the client API (pure; table-tested). Something after the
+    host is the usual slip (a link copied from a browser, `/_matrix/client`): the fix names
+    the URL without it."""
+    parts = urlsplit(url)
+    problem = (
+        f"{url} answers, but not as a Matrix homeserver (HTTP {status} for "
+        "/_matrix/client/versions)"
+    )
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        bare = parts._replace(path="", query="", fragment="").geturl()
+        return Reach(False, problem, f"use {bare} (without the path)")
+    return Reach(
+        False, problem, "give the homeserver's client API URL, the one Element signs in to"
+    )
 
 
 def _is_homeserver(status: int, body: object) -> bool:

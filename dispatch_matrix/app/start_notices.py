@@ -143,8 +143,17 @@ async def announce_unconfined(client: MatrixClient, outbox: Outbox) -> None:
 
 
 async def report_model(agent: Engine, db: Connection, client: MatrixClient, outbox: Outbox) -> None:
-    """A deprecated or retired model is logged at every start, and said once in each room."""
+    """A deprecated or retired model is logged at every start, and said once in each room;
+    a refused API key is said on the console at once (the banner has just said "connected";
+    the first task would be refused, kept and the queue paused, and only the room told)."""
     status = await agent.model_status()
+    if status.refused is not None:
+        log.error(
+            "model.access_refused",
+            error=f"the Messages API refused the API key ({status.refused})",
+            fix="set a valid ANTHROPIC_API_KEY (or [agent] api_key_file) and restart; "
+            "messages wait in the queue until then",
+        )
     notice = status.notice()
     if notice is None:
         return

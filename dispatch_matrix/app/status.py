@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dispatch_matrix import __version__
 from dispatch_matrix.app import health
 from dispatch_matrix.app.config import Config
+from dispatch_matrix.app.preflight import state_problem
 from dispatch_matrix.core import terminal
 from dispatch_matrix.queue.awake import AWAKE_META
 from dispatch_matrix.queue.texts import awake_line
@@ -46,6 +47,10 @@ def show_status(config: Config, say: Callable[[str], None]) -> int:
 def _show(config: Config, say: Callable[[str], None]) -> int:
     state = StateFolder(config.state_dir)
     if not state.db_path.exists():
+        # A mistyped [store] path is not "no state yet": the login is beside the config.
+        moved = state_problem(config)
+        if moved is not None:
+            raise moved
         say(f"No state yet in {state.root}: run `dispatch-matrix init`, then `run`.")
         return 1
     db = Database.open(state.db_path)

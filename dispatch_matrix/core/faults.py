@@ -26,10 +26,17 @@ def leaves(error: BaseException) -> Iterator[BaseException]:
         yield error
 
 
+# SQLite's codes for a write the file system refused for room. SQLITE_IOERR_SHMSIZE is how
+# opening a WAL database on a full disk fails: the shared-memory file beside it cannot grow
+# (it reads "disk I/O error", which other I/O faults also read, so the name decides).
+_SQLITE_FULL = frozenset({"SQLITE_FULL", "SQLITE_IOERR_SHMSIZE"})
+
+
 def is_disk_full(error: BaseException) -> bool:
     """Whether one error means the file system is out of space (pure)."""
-    if isinstance(error, sqlite3.OperationalError):
-        return "disk is full" in str(error)
+    if isinstance(error, sqlite3.Error):
+        name = getattr(error, "sqlite_errorname", "")
+        return "disk is full" in str(error) or name in _SQLITE_FULL
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 

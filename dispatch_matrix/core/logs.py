@@ -6,6 +6,7 @@ key never reaches a terminal or a file, whatever a caller put in the event.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -18,6 +19,7 @@ from typing import Any
 import structlog
 
 from dispatch_matrix.core import terminal
+from dispatch_matrix.core.faults import is_disk_full
 from dispatch_matrix.core.redaction import REDACTED, KnownSecrets, find_secrets, hide
 
 __all__ = ["REDACTED", "REDACTOR", "Redactor", "get", "setup"]
@@ -174,6 +176,8 @@ class _RotatingFile(logging.handlers.RotatingFileHandler):
     def __init__(self, path: Path, **kwargs: Any) -> None:
         super().__init__(path, **kwargs)
         self._size = path.stat().st_size if path.exists() else 0
+        # Whether the console was told that the disk is full (once per spell).
+        self._full_told = False
 
     def doRollover(self) -> None:  # noqa: N802 - the stdlib's name
         super().doRollover()
@@ -190,10 +194,32 @@ class _RotatingFile(logging.handlers.RotatingFileHandler):
             self.stream.write(line)
             self.stream.flush()
             self._size += size
+            self._full_told = False
         except RecursionError:
             raise
+        except OSError as err:
+            if not is_disk_full(err):
+                self.handleError(record)
+                return
+            self._disk_full()
         except Exception:
             self.handleError(record)
+
+    def _disk_full(self) -> None:
+        """A full disk is the machine's fault, not a logging bug: one line on the console
+        (the record itself still reaches it), not a traceback per record; the next record
+        reopens the file, so writing resumes once there is room."""
+        if self.stream is not None:
+            # Closing flushes what the failed write left buffered, which fails again.
+            with contextlib.suppress(OSError):
+                self.stream.close()
+            self.stream = None
+        if not self._full_told:
+            self._full_told = True
+            sys.stderr.write(
+                f"dispatch-matrix: the disk is full: {self.baseFilename} is not written until "
+                "there is room (the console still shows every line)\n"
+            )
 
 
 def get_root() -> logging.Logger:

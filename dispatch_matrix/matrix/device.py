@@ -10,6 +10,7 @@ replaces it, and the old id is returned for the caller to delete and announce.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -194,6 +195,10 @@ class Devices:
         nio = self.nio_for(device_id)
         try:
             response = await nio.login(password, device_name=self._device_name)
+        except asyncio.CancelledError:
+            # Ctrl-C during `init`: an open session would be reported as unclosed at exit.
+            await nio.close()
+            raise
         except UNREACHABLE as err:
             await nio.close()
             raise Unreachable(

@@ -176,6 +176,22 @@ CREDENTIAL_STORES = [
     ".zsh_history",
     ".python_history",
     ".local/share/fish/fish_history",
+    # Attack review: more stores of tokens, keys and sessions, and more histories.
+    ".fly/config.yml",
+    ".config/configstore/firebase-tools.json",
+    ".config/github-copilot/hosts.json",
+    ".config/solana/id.json",
+    ".config/ngrok/ngrok.yml",
+    ".config/discord/Local Storage/leveldb/x.log",
+    ".config/Element/Local Storage/x",
+    ".thunderbird/x.default/logins.json",
+    "snap/firefox/common/.mozilla/firefox/x/cookies.sqlite",
+    ".local/share/atuin/history.db",
+    ".Xauthority",
+    ".histfile",
+    ".node_repl_history",
+    ".rediscli_history",
+    ".viminfo",
 ]
 
 
@@ -333,6 +349,83 @@ PERSISTENCE = [
         None,
     ),
     ("mkdir -p ~/.config/i3; echo 'exec evil' > ~/.config/i3/config", ".config/i3/config", None),
+    # Attack review: each of these was planted. Sourced by the start-up files that rustup,
+    # nvm, oh-my-zsh and fzf write into them, or read by a program at its every start.
+    ("mkdir -p ~/.cargo; echo evil > ~/.cargo/env", ".cargo/env", None),
+    ("mkdir -p ~/.nvm; echo evil > ~/.nvm/nvm.sh", ".nvm/nvm.sh", None),
+    (
+        "mkdir -p ~/.oh-my-zsh/custom; echo evil > ~/.oh-my-zsh/custom/x.zsh",
+        ".oh-my-zsh/custom/x.zsh",
+        None,
+    ),
+    ("echo evil > ~/.fzf.bash", ".fzf.bash", None),
+    # less reads its `#env` section (LESSOPEN runs a command) at every start: git's pager.
+    ("printf '#env\\nLESSOPEN=|evil %s\\n' > ~/.lesskey", ".lesskey", None),
+    ("mkdir -p ~/.config; echo evil > ~/.config/lesskey", ".config/lesskey", None),
+    (
+        "mkdir -p ~/.config/direnv; echo evil > ~/.config/direnv/direnvrc",
+        ".config/direnv/direnvrc",
+        None,
+    ),
+    ("echo evil > ~/.config/starship.toml", ".config/starship.toml", None),
+    ("echo '\\! evil' > ~/.psqlrc", ".psqlrc", None),
+    ("echo '.shell evil' > ~/.sqliterc", ".sqliterc", None),
+    ("echo 'shell evil' > ~/.gdbinit", ".gdbinit", None),
+    (
+        "mkdir -p ~/.ipython/profile_default; echo evil > "
+        "~/.ipython/profile_default/ipython_config.py",
+        ".ipython/profile_default/ipython_config.py",
+        None,
+    ),
+    (
+        "mkdir -p ~/.gradle/init.d; echo evil > ~/.gradle/init.d/x.gradle",
+        ".gradle/init.d/x.gradle",
+        None,
+    ),
+    ("echo evil > ~/.mavenrc", ".mavenrc", None),
+    ("echo 'yarn-path evil.js' > ~/.yarnrc", ".yarnrc", None),
+    ("mkdir -p ~/.config/uv; echo evil > ~/.config/uv/uv.toml", ".config/uv/uv.toml", None),
+    (
+        "mkdir -p ~/.config/alacritty; echo evil > ~/.config/alacritty/alacritty.toml",
+        ".config/alacritty/alacritty.toml",
+        None,
+    ),
+    ("echo evil > ~/.wezterm.lua", ".wezterm.lua", None),
+    (
+        "mkdir -p ~/.config/helix; echo evil > ~/.config/helix/languages.toml",
+        ".config/helix/languages.toml",
+        None,
+    ),
+    (
+        "mkdir -p ~/.local/share/nvim/lazy/x/plugin; echo evil > "
+        "~/.local/share/nvim/lazy/x/plugin/x.lua",
+        ".local/share/nvim/lazy/x/plugin/x.lua",
+        None,
+    ),
+    ("echo '[hooks]' > ~/.hgrc", ".hgrc", None),
+    (
+        "mkdir -p ~/.config/containers/systemd; echo evil > "
+        "~/.config/containers/systemd/x.container",
+        ".config/containers/systemd/x.container",
+        None,
+    ),
+    (
+        "mkdir -p ~/.config/autostart-scripts; echo evil > ~/.config/autostart-scripts/x.sh",
+        ".config/autostart-scripts/x.sh",
+        None,
+    ),
+    (
+        "mkdir -p ~/.pyenv/versions/3.12/lib/python3.12/site-packages; echo 'import evil' > "
+        "~/.pyenv/versions/3.12/lib/python3.12/site-packages/evil.pth",
+        ".pyenv/versions/3.12/lib/python3.12/site-packages/evil.pth",
+        None,
+    ),
+    (
+        "mkdir -p ~/.rustup/toolchains; echo evil > ~/.rustup/toolchains/x",
+        ".rustup/toolchains/x",
+        None,
+    ),
+    ("echo evil > ~/.bash_completion", ".bash_completion", None),
 ]
 
 

@@ -571,6 +571,17 @@ def test_the_launch_sets_the_limits_inside_the_sandbox_before_the_command() -> N
         (f"{H}/repo/sub/.claude/settings.json", True),
         (f"{H}/repo/.idea/workspace.xml", True),
         (f"{H}/repo/.mcp.json", True),
+        # Attack review: in another case, which a case-insensitive file system (macOS's
+        # default) opens as the guarded name. Each was written before.
+        (f"{H}/.BASHRC", True),
+        (f"{H}/.Config/Autostart/x.desktop", True),
+        (f"{H}/VENV/lib/site-packages/evil.pth", True),
+        (f"{H}/repo/.GIT/hooks/pre-commit", True),
+        (f"{H}/repo/.git/HOOKS/pre-commit", True),
+        (f"{H}/repo/.Git/Config", True),
+        (f"{H}/repo/.git/CommonDir", True),
+        (f"{H}/repo/.VSCode/tasks.json", True),
+        (f"{H}/repo/.MCP.json", True),
         (f"{H}/.bashrc.d-notes.txt", False),
         (f"{H}/repo/src/config", False),
         (f"{H}/repo/.git/COMMIT_EDITMSG", False),

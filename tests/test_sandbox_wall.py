@@ -543,7 +543,27 @@ FILE_TOOL_WRITES = [
     "~/proj/.claude/settings.json",
     "~/proj/.mcp.json",
     "~/.config/dispatch-matrix/env",
+    # Attack review: in another case (one name on macOS's case-insensitive file system).
+    "~/.BASHRC",
+    "~/.Local/Bin/ls",
+    "~/work/.GIT/hooks/post-checkout",
+    "~/proj/.VSCODE/tasks.json",
 ]
+
+
+async def test_the_file_tools_refuse_a_credential_store_spelled_in_another_case(
+    daemon: Daemon,
+) -> None:
+    """On a case-insensitive file system `~/.SSH/config` is `~/.ssh/config`: here (Linux)
+    a folder of that name stands in for it, and the file tools refuse it as the store."""
+    (daemon.home / ".SSH").mkdir()
+    (daemon.home / ".SSH" / "config").write_text("never-seen-case-0006\n")
+    (daemon.home / ".Config" / "Dispatch-Matrix").mkdir(parents=True)
+    (daemon.home / ".Config" / "Dispatch-Matrix" / "env").write_text("never-seen-case-0006\n")
+    for path in ("~/.SSH/config", "~/.Config/Dispatch-Matrix/env"):
+        read = await daemon.call("read", file_path=path)
+        assert read.is_error and "never-seen" not in text(read), text(read)
+        assert "may not touch" in text(read), text(read)
 
 
 @pytest.mark.parametrize("path", FILE_TOOL_WRITES)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 import dispatch_matrix
+from dispatch_matrix.core.paths import within_any_case
 
 
 @dataclass(frozen=True)
@@ -450,12 +451,14 @@ def write_refusal(real: PurePath, readonly: tuple[PurePath, ...]) -> str | None:
     """Why the file tools may not write `real` (canonical), or None. Pure.
 
     `readonly`: the home guards and the installation, canonical. The tree guards are matched
-    by name at any depth, since a file tool can reach any folder of a root.
+    by name at any depth, since a file tool can reach any folder of a root. Names compare in
+    any case: a case-insensitive file system (macOS's default) opens `~/.BASHRC` as
+    `~/.bashrc`.
     """
     for path in readonly:
-        if real.parts[: len(path.parts)] == path.parts:
+        if within_any_case(real, path):
             return f"is inside {path}, which runs later outside the sandbox"
-    parts = real.parts
+    parts = tuple(part.casefold() for part in real.parts)
     for index, part in enumerate(parts):
         if part in _TREE_FOLDERS:
             return f"is inside a {part} folder (editor or agent settings)"
@@ -463,6 +466,6 @@ def write_refusal(real: PurePath, readonly: tuple[PurePath, ...]) -> str | None:
             rest = parts[index + 1 :]
             if "hooks" in rest or (rest and rest[-1] in _GIT_FILES):
                 return "is a git hook or git config, which git runs or obeys later"
-    if real.name == ".mcp.json":
+    if parts[-1] == ".mcp.json":
         return "is an MCP server list, which an agent may start later"
     return None

@@ -318,6 +318,15 @@ PERSISTENCE = [
         "work/.git/commondir",
         None,
     ),
+    # Attack review: a bare repository made of the home, or of a root that is no repository:
+    # its `core.pager` ran at the owner's next `git log` in any folder below (checked with
+    # git 2.39). Planted before.
+    (
+        "cp -r ~/work/.git/objects ~/work/.git/refs ~/ && echo 'ref: refs/heads/main' > "
+        "~/HEAD && printf '[core]\\n\\tpager = evil\\n' > ~/config",
+        "HEAD",
+        None,
+    ),
     # A repository made of the home itself: its config rules every git call in a folder of
     # the home that is not a repository of its own.
     ("git init -q ~ 2>&1; git -C ~ config core.fsmonitor evil 2>&1", ".git/config", None),
@@ -548,6 +557,8 @@ FILE_TOOL_WRITES = [
     "~/.Local/Bin/ls",
     "~/work/.GIT/hooks/post-checkout",
     "~/proj/.VSCODE/tasks.json",
+    "~/HEAD",
+    "~/notes/HEAD",
 ]
 
 

@@ -418,6 +418,11 @@ READONLY_IN_TREE: tuple[Guard, ...] = (
     *_files(".mcp.json"),
 )
 GIT_HOOKS = Guard(".git/hooks", True, True)
+# Beside `objects/` and `refs/`, a `HEAD` makes its folder a bare repository, whose `config`
+# git obeys in every folder below that is in no repository of its own. Watched at the top
+# of the home and of each tree that is no repository; refused to the file tools anywhere
+# outside a `.git` folder.
+BARE_HEAD = Guard("HEAD", False, False)
 
 # Names that the file tools refuse to write at any depth of any root (the shell's view is
 # limited to the trees found, the file tools' is not).
@@ -459,6 +464,8 @@ def write_refusal(real: PurePath, readonly: tuple[PurePath, ...]) -> str | None:
         if within_any_case(real, path):
             return f"is inside {path}, which runs later outside the sandbox"
     parts = tuple(part.casefold() for part in real.parts)
+    if parts[-1] == BARE_HEAD.path.casefold() and ".git" not in parts:
+        return "would make its folder a bare git repository, whose config git obeys later"
     for index, part in enumerate(parts):
         if part in _TREE_FOLDERS:
             return f"is inside a {part} folder (editor or agent settings)"

@@ -404,6 +404,28 @@ def test_restrictions_hold_in_any_case_and_allow_rules_as_spelled(
     assert decision.verdict == verdict, decision
 
 
+def test_what_read_deny_rules_cover_whole_is_hidden_by_the_sandbox_too() -> None:
+    p = policy(
+        deny=(
+            "Read(~/private/**)",
+            "Read(~/notes/secret.txt)",
+            "Read(~/drafts/*)",
+            "Read(**/.env)",
+            "Read(~/logs/*.txt)",
+            "Read(//etc/**)",
+            "Read(~/**)",
+            "Read(~/Projects/**)",
+            "Grep(~/g/**)",
+            "Write(~/w/**)",
+        )
+    )
+    assert p.denied_to_read() == [
+        PurePosixPath("/home/u/private"),
+        PurePosixPath("/home/u/notes/secret.txt"),
+        PurePosixPath("/home/u/drafts"),
+    ]
+
+
 def test_a_broad_allow_rule_does_not_name_secrets() -> None:
     p = policy(("Read(~/**)", "Read(~/app/*)"))
     assert p.decide("read", {"file_path": "~/app/.env"}).verdict == "deny"

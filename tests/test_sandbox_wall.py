@@ -116,6 +116,7 @@ url = "https://mcp.example.org/"
 headers_files = {{ Authorization = "{home / "mcp" / "header"}" }}
 [permissions]
 allow = ["Read", "Write", "Edit", "Bash"]
+deny = ["Read(~/private/**)", "Read(~/notes/secret.txt)"]
 """
     )
     config = load_config(config_path)
@@ -202,6 +203,23 @@ async def test_the_usual_credential_stores_are_hidden(daemon: Daemon, rel: str) 
     (daemon.home / rel).write_text(secret + "\n")
     output = await daemon.sh(f"cat ~/{rel} 2>&1; grep -r store-never-seen ~ 2>&1")
     assert secret not in output, output
+
+
+async def test_what_a_read_deny_rule_covers_is_hidden_from_links_to_it(daemon: Daemon) -> None:
+    """Attack review: the judge sees paths as spelled, so `cat work/link/x` passed it while
+    `link` led into ~/private, which `Read(~/private/**)` denies; the wall showed it."""
+    (daemon.home / "private").mkdir()
+    (daemon.home / "private" / "x").write_text("never-seen-denied-0007\n")
+    (daemon.home / "notes").mkdir()
+    (daemon.home / "notes" / "secret.txt").write_text("never-seen-denied-0007\n")
+    (daemon.home / "notes" / "open.txt").write_text("readable\n")
+    (daemon.home / "work" / "link").symlink_to(daemon.home / "private")
+    (daemon.home / "work" / "note").symlink_to(daemon.home / "notes" / "secret.txt")
+    output = await daemon.sh(
+        "cat link/x note 2>&1; cat ~/private/x ~/notes/secret.txt 2>&1; "
+        "grep -r never-seen ~ 2>&1; cat ~/notes/open.txt"
+    )
+    assert "never-seen" not in output and "readable" in output, output
 
 
 async def test_send_file_refuses_the_env_file_and_every_secret_file(daemon: Daemon) -> None:

@@ -269,6 +269,8 @@ def build_tools(
         private=secret,
         canonical=canonicalize,
     )
+    # What a Read deny rule covers whole is hidden from shell calls too (links into it).
+    hidden += [Path(p) for p in policy.denied_to_read()]
     confinement = sandbox or confinement_for(config.agent.sandbox, config.agent.sandbox_network)
     confinement = dataclasses.replace(confinement, limits=limits(config))
     registry = ToolRegistry(default_tools(confinement, read_denied=policy.read_denied))

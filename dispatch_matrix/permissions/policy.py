@@ -207,6 +207,25 @@ class Policy:
             if (rule.tool in family if family else rule.names_tool(tool_name))
         ]
 
+    def denied_to_read(self) -> list[PurePosixPath]:
+        """The folders and files a `Read` deny rule covers whole, in the home folder: for the
+        OS sandbox to hide as well. The shell judge sees paths as spelled, so a link that
+        leads into `~/private` (kept in a repository, unpacked from an archive) is read by a
+        command the rules allow; hidden, it shows nothing. Rules on names (`**/.env`) cover
+        no one path, and what holds the home or the workdir is left to the judge."""
+        home, workdir = PurePosixPath(self.home), PurePosixPath(self.workdir)
+        found: list[PurePosixPath] = []
+        for rule in self._deny:
+            if rule.tool != "Read" or rule.path is None:
+                continue
+            base = rule.path.literal_base
+            whole = rule.path.last_segment in ("", "*", "**") or bool(
+                rule.path.regex.fullmatch(str(base))
+            )
+            if whole and within(base, home) and not within(workdir, base):
+                found.append(base)
+        return list(dict.fromkeys(found))
+
     def read_denied(self, path: Path) -> bool:
         """Whether reading `path` would be denied: for walkers (grep) that read files the
         policy never saw one by one."""

@@ -21,7 +21,7 @@ from dispatch_matrix.sandbox.host import (
 )
 from dispatch_matrix.sandbox.macos import profile
 from dispatch_matrix.sandbox.spec import Hidden, Limits, Sandbox, SandboxSpec, bwrap_args, plan
-from dispatch_matrix.sandbox.wall import HIDDEN_IN_HOME, home_guards, write_refusal
+from dispatch_matrix.sandbox.wall import HIDDEN_IN_HOME, home_guards, server_code, write_refusal
 
 P = PurePosixPath
 TMP = P("/tmp")
@@ -712,3 +712,32 @@ def test_repositories_are_found_three_levels_in_and_every_one_a_level_in(
     monkeypatch.setattr(guards, "SEARCH_BUDGET", 10)
     shallow = guards._repositories(tmp_path)
     assert tmp_path / "a" in shallow and tmp_path / "zz" in shallow
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "cwd", "kept"),
+    [
+        ("npx", ["-y", "@modelcontextprotocol/server-github"], None, [f"{H}/.npm/_npx"]),
+        ("uvx", ["mcp-server-fetch"], None, [f"{H}/.cache/uv", f"{H}/.local/share/uv"]),
+        (
+            "/usr/bin/pipx",
+            ["run", "x"],
+            None,
+            [f"{H}/.local/share/pipx", f"{H}/.local/pipx", "/usr/bin"],
+        ),
+        ("node", [f"{H}/mcp/srv/dist/index.js"], None, [f"{H}/mcp/srv/dist"]),
+        ("node", ["~/mcp/a.mjs"], None, [f"{H}/mcp"]),
+        ("python", ["server.py"], f"{H}/srv", [f"{H}/srv"]),
+        ("./run.sh", [], f"{H}/srv", [f"{H}/srv"]),
+        ("~/bin2/server", ["--port", "1"], None, [f"{H}/bin2"]),
+        # In the workdir the owner is working on it; a bare name runs from the PATH.
+        ("node", [f"{H}/work/app/server.js"], None, []),
+        ("docker", ["run", "-i", "ghcr.io/x/y"], None, []),
+        ("true", [], None, []),
+    ],
+)
+def test_the_code_an_mcp_server_runs_is_kept_read_only(
+    command: str, args: list[str], cwd: str | None, kept: list[str]
+) -> None:
+    found = server_code(P(H), P(f"{H}/work/app"), command, args, P(cwd) if cwd else None)
+    assert found == [P(k) for k in kept]

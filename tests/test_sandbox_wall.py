@@ -66,6 +66,7 @@ def make_home(home: Path) -> None:
         "secrets/voice": VOICE_KEY + "\n",
         "mcp/github-token": MCP_TOKEN + "\n",
         "mcp/header": MCP_HEADER + "\n",
+        "mcp/srv/index.js": "// the owner's server\n",
         "venv/lib/python3/site-packages/ok.py": "x = 1\n",
         ".vscode/settings.json": "{}\n",
         "work/notes.txt": "ordinary\n",
@@ -111,6 +112,14 @@ api_key_file = "{home / "secrets" / "voice"}"
 [mcp.servers.github]
 command = "true"
 env_files = {{ GITHUB_TOKEN = "{home / "mcp" / "github-token"}" }}
+[mcp.servers.npm]
+command = "npx"
+args = ["-y", "@modelcontextprotocol/server-github"]
+enabled = false
+[mcp.servers.local]
+command = "node"
+args = ["{home / "mcp" / "srv" / "index.js"}"]
+enabled = false
 [mcp.servers.remote]
 url = "https://mcp.example.org/"
 headers_files = {{ Authorization = "{home / "mcp" / "header"}" }}
@@ -236,6 +245,15 @@ PERSISTENCE = [
     ("echo evil >> ~/.bashrc", ".bashrc", BASHRC),
     ("printf evil > ~/.bashrc", ".bashrc", BASHRC),
     ("rm -f ~/.bashrc; echo evil > ~/.bashrc", ".bashrc", BASHRC),
+    # Attack review: the code of an MCP server the daemon starts outside the sandbox, with
+    # its tokens: npx's cache, and the folder of a script the config names. Planted before.
+    (
+        "mkdir -p ~/.npm/_npx/1a/node_modules/s; echo evil > ~/.npm/_npx/1a/node_modules/s/x.js",
+        ".npm/_npx/1a/node_modules/s/x.js",
+        None,
+    ),
+    ("echo evil >> ~/mcp/srv/index.js", "mcp/srv/index.js", "keep"),
+    ("echo evil > ~/mcp/srv/helper.js", "mcp/srv/helper.js", None),
     ("mv ~/.bashrc ~/old 2>&1; echo evil > ~/.bashrc", ".bashrc", BASHRC),
     ("echo evil > ~/.zshenv", ".zshenv", None),
     (

@@ -21,10 +21,12 @@ defaults, and the home would fill with empty dotfiles.
 from __future__ import annotations
 
 import functools
+import os
 import site
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 
 import dispatch_matrix
 from dispatch_matrix.core.paths import within_any_case
@@ -429,6 +431,56 @@ BARE_HEAD = Guard("HEAD", False, False)
 _TREE_FOLDERS = frozenset({".vscode", ".idea", ".claude", ".cursor"})
 # `commondir` moves where git reads `config` and `hooks` from, in any git folder.
 _GIT_FILES = frozenset({"config", "config.worktree", "commondir"})
+
+
+# Where a launcher keeps the code it runs, in the home folder. An MCP server the daemon
+# starts (outside the sandbox, with its tokens) as `npx -y @scope/server` or `uvx server`
+# runs from there, and neither checks the files it finds there again.
+LAUNCHER_CACHES: Mapping[str, tuple[str, ...]] = {
+    "npx": (".npm/_npx",),
+    "npm": (".npm/_npx",),
+    "pnpm": (".cache/pnpm",),
+    "bunx": (".bun/install/cache",),
+    "bun": (".bun/install/cache",),
+    "uvx": (".cache/uv", ".local/share/uv"),
+    "uv": (".cache/uv", ".local/share/uv"),
+    "pipx": (".local/share/pipx", ".local/pipx"),
+    "deno": (".cache/deno",),
+}
+_CODE_SUFFIXES = frozenset({".js", ".mjs", ".cjs", ".ts", ".py", ".sh", ".rb", ".jar", ".php"})
+
+
+def server_code(
+    home: PurePosixPath,
+    workdir: PurePosixPath,
+    command: str,
+    args: Sequence[str],
+    cwd: PurePosixPath | None,
+) -> list[PurePosixPath]:
+    """What an MCP server the daemon starts outside the sandbox runs, for the wall to keep
+    read-only: its launcher's cache, the folder of its program and of each script its
+    arguments name, its working folder. Paths as spelled (absolute, `~/`, or relative to
+    `cwd`); what lies in the workdir is left writable (the owner is working on it). Pure."""
+
+    def place(text: str) -> PurePosixPath | None:
+        if text == "~" or text.startswith("~/"):
+            return home / text[2:]
+        if text.startswith("/"):
+            return PurePosixPath(text)
+        return cwd / text if cwd is not None else None
+
+    found = [home / cache for cache in LAUNCHER_CACHES.get(PurePosixPath(command).name, ())]
+    if cwd is not None:
+        found.append(cwd)
+    for word in [command, *args]:
+        path = place(word) if "/" in word or PurePosixPath(word).suffix in _CODE_SUFFIXES else None
+        if path is not None:
+            found.append(path.parent)
+    return [
+        path
+        for path in dict.fromkeys(PurePosixPath(os.path.normpath(p)) for p in found)
+        if path != PurePosixPath("/") and path != home and not within_any_case(path, workdir)
+    ]
 
 
 @functools.cache

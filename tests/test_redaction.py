@@ -408,25 +408,33 @@ _MORE_FORMS = {
     "rot13": lambda raw: codecs.encode(raw.decode(), "rot13"),
     "xxd": lambda raw: _xxd(b"KEY=" + raw),
     "od -An -tx1": lambda raw: " ".join(f"{b:02x}" for b in raw),
+    # Attack review: hex dumps with offsets and a text column (xxd was an expected failure),
+    # each on lines of its own as a command prints it.
+    "hexdump -C": lambda raw: "\n" + _hexdump_c(b"KEY=" + raw),
+    "od -tx1": lambda raw: (
+        "\n"
+        + "\n".join(
+            f"{at:07o} " + " ".join(f"{b:02x}" for b in (b"KEY=" + raw)[at : at + 16])
+            for at in range(0, len(raw) + 4, 16)
+        )
+    ),
+    "xxd at the start of the output": lambda raw: "\n" + _xxd(b"KEY=" + raw),
 }
 
 
-@pytest.mark.parametrize(
-    "how",
-    [
-        pytest.param(
-            how,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a hex dump interleaves offsets and a text column with the hex: "
-                "no form of the secret survives whole in it",
-            ),
-        )
-        if how == "xxd"
-        else how
-        for how in _MORE_FORMS
-    ],
-)
+def _hexdump_c(data: bytes) -> str:
+    """`hexdump -C`: offset, sixteen bytes with a gap after eight, the text in bars."""
+    lines = []
+    for at in range(0, len(data), 16):
+        chunk = data[at : at + 16]
+        left = " ".join(f"{b:02x}" for b in chunk[:8])
+        right = " ".join(f"{b:02x}" for b in chunk[8:])
+        shown = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{at:08x}  {left:<23}  {right:<23}  |{shown}|")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("how", list(_MORE_FORMS))
 def test_a_known_secret_is_hidden_in_the_encodings_of_shell_tools(how: str) -> None:
     redactor = Redactor()
     redactor.add(_KEY)

@@ -16,6 +16,7 @@ those forms (encodings, escapes), this module finds them.
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -400,6 +401,47 @@ def _view_positions(text: str) -> tuple[str, list[int]]:
     return _kept(folded, origin, _NOT_ALNUM)
 
 
+# A hex dump's line: an offset, then bytes in groups of hex digits.
+# `xxd`'s offset ends in a colon, and may follow other output on its line.
+# Possessive and anchored at a run's start, so that ordinary text is passed over fast.
+_DUMP_LINE = re.compile(r"(?<![0-9a-z])[0-9a-f]{6,}+:?(?:[ \t]{1,2}+[0-9a-f]{2,8}+(?![0-9a-z])){4}")
+_DUMP_OFFSET = re.compile(r"(?:.*?\b)?[0-9a-f]{6,}:(?=[ \t])|[ \t]*[0-9a-f]{6,}(?=[ \t])")
+_DUMP_TOKEN = re.compile(r"([ \t]+)([0-9a-f]+)")
+
+
+def _lines(text: str) -> list[tuple[int, int]]:
+    """Where each line of `text` starts and ends (its newline left out)."""
+    spans, start = [], 0
+    for end in [m.start() for m in re.finditer("\n", text)] + [len(text)]:
+        spans.append((start, end))
+        start = end + 1
+    return spans
+
+
+def _dump_bytes(line: str) -> str | None:
+    """The hex digits of one hex dump line, or None when it is no such line: after the
+    offset, groups of one width up to the text column (`|…|`, or two blanks that do not
+    fall mid-line as `hexdump -C`'s do after eight bytes)."""
+    offset = _DUMP_OFFSET.match(line)
+    if offset is None:
+        return None
+    rest = line[offset.end() :].split("|", 1)[0]
+    digits: list[str] = []
+    width = 0
+    at = 0
+    while (token := _DUMP_TOKEN.match(rest, at)) is not None:
+        gap, group = token.groups()
+        done = sum(map(len, digits)) // 2
+        if digits and (len(gap) >= 2 and done != 8 or len(group) != width):
+            break
+        width = width or len(group)
+        if width % 2:
+            return None
+        digits.append(group)
+        at = token.end()
+    return "".join(digits) or None
+
+
 def _occurrences(text: str, value: str) -> list[int]:
     """Where `value` starts in `text`, without overlaps."""
     found = []
@@ -486,7 +528,53 @@ class KnownSecrets:
                 # Rare: only now map the text without whitespace back to the text.
                 where = [i for i, ch in enumerate(lowered) if not ch.isspace()]
                 hits = [(where[start], where[end - 1] + 1) for start, end in hits]
-        return exact + hits + self._in_view(text) + self._cut(lowered)
+        return exact + hits + self._in_view(text) + self._in_dump(lowered) + self._cut(lowered)
+
+    def _in_dump(self, lowered: str) -> list[tuple[int, int]]:
+        """Whole lines of a hex dump (`xxd`, `hexdump -C`, `od -tx1`) whose bytes hold a
+        form: a dump puts offsets and a text column between the bytes of each line."""
+        first = _DUMP_LINE.search(lowered)
+        if first is None:
+            return []
+        spans = _lines(lowered)
+        starts = [start for start, _ in spans]
+        # The lines that look like a dump's, and the one after each (a dump's last line
+        # may hold a single byte); only these are read.
+        candidates: set[int] = set()
+        for match in _DUMP_LINE.finditer(lowered, first.start()):
+            index = bisect.bisect_right(starts, match.start()) - 1
+            candidates.update((index, index + 1))
+        found: list[tuple[int, int]] = []
+        run: list[tuple[int, int, str]] = []
+        for index in [*sorted(i for i in candidates if i < len(spans)), -1]:
+            data = None
+            if index >= 0 and (not run or index == run[-1][0] + 1):
+                data = _dump_bytes(lowered[spans[index][0] : spans[index][1]])
+            if data is not None:
+                run.append((index, len(data), data))
+                continue
+            found += self._dump_hits(run, spans)
+            run = []
+            if index >= 0:
+                data = _dump_bytes(lowered[spans[index][0] : spans[index][1]])
+                run = [(index, len(data), data)] if data is not None else []
+        return found
+
+    def _dump_hits(
+        self, run: list[tuple[int, int, str]], spans: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """The lines of one run of dump lines (index, bytes' length, bytes) over which a
+        form's hex digits lie."""
+        joined = "".join(data for _, _, data in run)
+        found: list[tuple[int, int]] = []
+        for form in self._views:
+            for at in _occurrences(joined, form):
+                offset = 0
+                for index, length, _ in run:
+                    if offset < at + len(form) and at < offset + length:
+                        found.append(spans[index])
+                    offset += length
+        return found
 
     def _in_view(self, text: str) -> list[tuple[int, int]]:
         """Where a form's letters and digits occur among the text's, whatever stands

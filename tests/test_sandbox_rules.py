@@ -732,6 +732,7 @@ def test_repositories_are_found_three_levels_in_and_every_one_a_level_in(
         ("~/bin2/server", ["--port", "1"], None, [f"{H}/bin2"]),
         # In the workdir the owner is working on it; a bare name runs from the PATH.
         ("node", [f"{H}/work/app/server.js"], None, []),
+        ("node", [f"{H}/work/server.js"], None, []),
         ("docker", ["run", "-i", "ghcr.io/x/y"], None, []),
         ("true", [], None, []),
     ],

@@ -247,7 +247,7 @@ def readonly_paths(
             if spec.command:
                 found = server_code(
                     PurePosixPath(home),
-                    PurePosixPath(workdir or home / "-"),
+                    PurePosixPath(workdir) if workdir else None,
                     spec.command,
                     spec.args,
                     PurePosixPath(spec.cwd.expanduser()) if spec.cwd else None,

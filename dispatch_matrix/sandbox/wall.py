@@ -452,7 +452,7 @@ _CODE_SUFFIXES = frozenset({".js", ".mjs", ".cjs", ".ts", ".py", ".sh", ".rb", "
 
 def server_code(
     home: PurePosixPath,
-    workdir: PurePosixPath,
+    workdir: PurePosixPath | None,
     command: str,
     args: Sequence[str],
     cwd: PurePosixPath | None,
@@ -460,7 +460,8 @@ def server_code(
     """What an MCP server the daemon starts outside the sandbox runs, for the wall to keep
     read-only: its launcher's cache, the folder of its program and of each script its
     arguments name, its working folder. Paths as spelled (absolute, `~/`, or relative to
-    `cwd`); what lies in the workdir is left writable (the owner is working on it). Pure."""
+    `cwd`); what lies in the workdir, or holds it, is left writable (the owner works there).
+    Pure."""
 
     def place(text: str) -> PurePosixPath | None:
         if text == "~" or text.startswith("~/"):
@@ -479,7 +480,11 @@ def server_code(
     return [
         path
         for path in dict.fromkeys(PurePosixPath(os.path.normpath(p)) for p in found)
-        if path != PurePosixPath("/") and path != home and not within_any_case(path, workdir)
+        if path not in (PurePosixPath("/"), home)
+        and (
+            workdir is None
+            or not (within_any_case(path, workdir) or within_any_case(workdir, path))
+        )
     ]
 
 

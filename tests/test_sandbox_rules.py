@@ -372,6 +372,9 @@ def test_default_hidden_covers_the_usual_credentials() -> None:
         "/home/u/.password-store",
         "/run/user/1000",
         "/var/run/docker.sock",
+        # Attack review: a container's or a pod's secret files were visible to every call.
+        "/run/secrets",
+        "/var/run/secrets",
     ):
         assert path in hidden
 

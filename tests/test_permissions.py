@@ -367,6 +367,65 @@ def test_secrets_are_readable_when_an_allow_rule_names_them(rule: str, path: str
     assert p.decide("read", {"file_path": path}).verdict == "allow"
 
 
+# Attack review: a secret, a private folder, the control plane or a deny rule's path spelled
+# in another case, which a case-insensitive file system (macOS's default) opens as the
+# same file. Each was allowed (or asked nothing about) before.
+@pytest.mark.parametrize(
+    ("tool", "path", "verdict"),
+    [
+        ("read", "~/app/.ENV", "deny"),
+        ("read", "~/app/.Env.Local", "deny"),
+        ("read", "~/certs/SERVER.PEM", "deny"),
+        ("read", "~/.ssh/ID_RSA", "deny"),
+        ("read", "/home/u/.LOCAL/STATE/dispatch-matrix/keys.json", "deny"),
+        ("grep", "/home/u/.local/state/Dispatch-Matrix", "deny"),
+        ("read", "~/Private/notes.txt", "deny"),
+        ("read", "~/PRIVATE", "deny"),
+        ("write", "/home/u/.CONFIG/dispatch-matrix/config.toml", "ask"),
+        ("write", "~/.BASHRC", "ask"),
+        ("write", "~/.config/SYSTEMD/user/x.service", "ask"),
+        ("write", "~/Shared/X.txt", "ask"),
+        # Allow rules still match as spelled: a name in another case is asked about.
+        ("read", "~/NOTES/todo.txt", "ask"),
+        ("read", "~/notes/todo.txt", "allow"),
+    ],
+)
+def test_restrictions_hold_in_any_case_and_allow_rules_as_spelled(
+    tool: str, path: str, verdict: str
+) -> None:
+    p = policy(
+        ("Read", "Grep", "Write(~/**)"),
+        ask=("Write(~/shared/**)",),
+        deny=("Read(~/private/**)",),
+    )
+    if verdict == "allow" or path.startswith("~/NOTES"):
+        p = policy(("Read(~/notes/**)",))
+    decision = p.decide(tool, {"file_path": path, "path": path, "content": ""})
+    assert decision.verdict == verdict, decision
+
+
+def test_what_read_deny_rules_cover_whole_is_hidden_by_the_sandbox_too() -> None:
+    p = policy(
+        deny=(
+            "Read(~/private/**)",
+            "Read(~/notes/secret.txt)",
+            "Read(~/drafts/*)",
+            "Read(**/.env)",
+            "Read(~/logs/*.txt)",
+            "Read(//etc/**)",
+            "Read(~/**)",
+            "Read(~/Projects/**)",
+            "Grep(~/g/**)",
+            "Write(~/w/**)",
+        )
+    )
+    assert p.denied_to_read() == [
+        PurePosixPath("/home/u/private"),
+        PurePosixPath("/home/u/notes/secret.txt"),
+        PurePosixPath("/home/u/drafts"),
+    ]
+
+
 def test_a_broad_allow_rule_does_not_name_secrets() -> None:
     p = policy(("Read(~/**)", "Read(~/app/*)"))
     assert p.decide("read", {"file_path": "~/app/.env"}).verdict == "deny"

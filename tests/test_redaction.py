@@ -408,28 +408,100 @@ _MORE_FORMS = {
     "rot13": lambda raw: codecs.encode(raw.decode(), "rot13"),
     "xxd": lambda raw: _xxd(b"KEY=" + raw),
     "od -An -tx1": lambda raw: " ".join(f"{b:02x}" for b in raw),
+    # Attack review: hex dumps with offsets and a text column (xxd was an expected failure),
+    # each on lines of its own as a command prints it.
+    "hexdump -C": lambda raw: "\n" + _hexdump_c(b"KEY=" + raw),
+    "od -tx1": lambda raw: (
+        "\n"
+        + "\n".join(
+            f"{at:07o} " + " ".join(f"{b:02x}" for b in (b"KEY=" + raw)[at : at + 16])
+            for at in range(0, len(raw) + 4, 16)
+        )
+    ),
+    "xxd at the start of the output": lambda raw: "\n" + _xxd(b"KEY=" + raw),
 }
 
 
-@pytest.mark.parametrize(
-    "how",
-    [
-        pytest.param(
-            how,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a hex dump interleaves offsets and a text column with the hex: "
-                "no form of the secret survives whole in it",
-            ),
-        )
-        if how == "xxd"
-        else how
-        for how in _MORE_FORMS
-    ],
-)
+def _hexdump_c(data: bytes) -> str:
+    """`hexdump -C`: offset, sixteen bytes with a gap after eight, the text in bars."""
+    lines = []
+    for at in range(0, len(data), 16):
+        chunk = data[at : at + 16]
+        left = " ".join(f"{b:02x}" for b in chunk[:8])
+        right = " ".join(f"{b:02x}" for b in chunk[8:])
+        shown = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{at:08x}  {left:<23}  {right:<23}  |{shown}|")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("how", list(_MORE_FORMS))
 def test_a_known_secret_is_hidden_in_the_encodings_of_shell_tools(how: str) -> None:
     redactor = Redactor()
     redactor.add(_KEY)
     form = _MORE_FORMS[how](_KEY.encode())
     out = redactor.text(f"before {form} after")
     assert REDACTED in out, (how, out)
+
+
+def _interleave(secret: str, between: str) -> str:
+    return between.join(secret)
+
+
+def _fullwidth(secret: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in secret)
+
+
+# Attack review: a known secret with characters put between its own (that a reader, or the
+# model, reads past), drawn in other characters that look the same, or printed byte by byte.
+# Each of these reached the model and the log before.
+_DISGUISES = {
+    "zero-width spaces": lambda s: _interleave(s, "\u200b"),
+    "zero-width joiners": lambda s: _interleave(s, "\u200d"),
+    "soft hyphens": lambda s: _interleave(s, "\u00ad"),
+    "word joiners": lambda s: _interleave(s, "\u2060"),
+    "byte order marks": lambda s: _interleave(s, "\ufeff"),
+    "variation selectors": lambda s: _interleave(s, "\ufe0f"),
+    "combining accents": lambda s: _interleave(s, "\u0301"),
+    "tag characters": lambda s: _interleave(s, "\U000e0041"),
+    "UTF-16 read as text (NULs)": lambda s: s.encode("utf-16-le").decode("latin-1"),
+    "terminal colours": lambda s: _interleave(s, "\x1b[01;31m\x1b[K"),
+    "dashes": lambda s: _interleave(s, "-"),
+    "commas": lambda s: _interleave(s, ","),
+    "dots": lambda s: _interleave(s, "."),
+    "backslashes": lambda s: _interleave(s, "\\"),
+    "fullwidth": _fullwidth,
+    "Cyrillic look-alikes": lambda s: s.replace("a", "\u0430").replace("e", "\u0435"),
+    "\\x escapes": lambda s: "".join(f"\\x{b:02x}" for b in s.encode()),
+    "0x bytes (xxd -i)": lambda s: ", ".join(f"0x{b:02x}" for b in s.encode()),
+    "octal escapes": lambda s: "".join(f"\\{b:03o}" for b in s.encode()),
+    "decimal bytes (od -tu1)": lambda s: " ".join(str(b) for b in s.encode()),
+    "HTML decimal entities": lambda s: "".join(f"&#{ord(c)};" for c in s),
+    "HTML hex entities": lambda s: "".join(f"&#x{ord(c):x};" for c in s),
+}
+
+
+@pytest.mark.parametrize("secret", [_KEY, _PASSWORD])
+@pytest.mark.parametrize("how", list(_DISGUISES))
+def test_a_known_secret_is_hidden_whatever_stands_between_its_characters(
+    secret: str, how: str
+) -> None:
+    redactor = Redactor()
+    redactor.add(secret)
+    shown = _DISGUISES[how](secret)
+    letters = re.sub(r"[^a-z0-9]", "", secret.lower())
+    for out in (redactor.known(f"before {shown} after"), redactor.text(f"before {shown} after")):
+        assert REDACTED in out, (how, out)
+        assert out.startswith("before ") and out.endswith(" after"), (how, out)
+        # No run of a fifth of the secret's letters and digits is left, in any disguise.
+        kept = "".join(ch for ch in out.lower() if ch.isascii() and ch.isalnum())
+        assert not any(
+            letters[i : i + len(letters) // 5] in kept for i in range(len(letters) // 5 * 4)
+        ), (how, out)
+
+
+def test_ordinary_text_between_separators_keeps_its_letters() -> None:
+    """What is not a secret keeps its separators: only the disguised secret goes."""
+    redactor = Redactor()
+    redactor.add(_KEY)
+    line = "a-b-c 1,2,3 path/to/file.py \x1b[01;31mred\x1b[m caf\u00e9 \uff21\uff22"
+    assert redactor.known(line) == line

@@ -21,7 +21,7 @@ from dispatch_matrix.sandbox.host import (
 )
 from dispatch_matrix.sandbox.macos import profile
 from dispatch_matrix.sandbox.spec import Hidden, Limits, Sandbox, SandboxSpec, bwrap_args, plan
-from dispatch_matrix.sandbox.wall import HIDDEN_IN_HOME, home_guards, write_refusal
+from dispatch_matrix.sandbox.wall import HIDDEN_IN_HOME, home_guards, server_code, write_refusal
 
 P = PurePosixPath
 TMP = P("/tmp")
@@ -372,6 +372,9 @@ def test_default_hidden_covers_the_usual_credentials() -> None:
         "/home/u/.password-store",
         "/run/user/1000",
         "/var/run/docker.sock",
+        # Attack review: a container's or a pod's secret files were visible to every call.
+        "/run/secrets",
+        "/var/run/secrets",
     ):
         assert path in hidden
 
@@ -571,6 +574,20 @@ def test_the_launch_sets_the_limits_inside_the_sandbox_before_the_command() -> N
         (f"{H}/repo/sub/.claude/settings.json", True),
         (f"{H}/repo/.idea/workspace.xml", True),
         (f"{H}/repo/.mcp.json", True),
+        # Attack review: in another case, which a case-insensitive file system (macOS's
+        # default) opens as the guarded name. Each was written before.
+        (f"{H}/.BASHRC", True),
+        (f"{H}/.Config/Autostart/x.desktop", True),
+        (f"{H}/VENV/lib/site-packages/evil.pth", True),
+        (f"{H}/repo/.GIT/hooks/pre-commit", True),
+        (f"{H}/repo/.git/HOOKS/pre-commit", True),
+        (f"{H}/repo/.Git/Config", True),
+        (f"{H}/repo/.git/CommonDir", True),
+        (f"{H}/repo/.VSCode/tasks.json", True),
+        (f"{H}/repo/.MCP.json", True),
+        (f"{H}/HEAD", True),
+        (f"{H}/notes/sub/HEAD", True),
+        (f"{H}/repo/.git/HEAD", False),
         (f"{H}/.bashrc.d-notes.txt", False),
         (f"{H}/repo/src/config", False),
         (f"{H}/repo/.git/COMMIT_EDITMSG", False),
@@ -698,3 +715,33 @@ def test_repositories_are_found_three_levels_in_and_every_one_a_level_in(
     monkeypatch.setattr(guards, "SEARCH_BUDGET", 10)
     shallow = guards._repositories(tmp_path)
     assert tmp_path / "a" in shallow and tmp_path / "zz" in shallow
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "cwd", "kept"),
+    [
+        ("npx", ["-y", "@modelcontextprotocol/server-github"], None, [f"{H}/.npm/_npx"]),
+        ("uvx", ["mcp-server-fetch"], None, [f"{H}/.cache/uv", f"{H}/.local/share/uv"]),
+        (
+            "/usr/bin/pipx",
+            ["run", "x"],
+            None,
+            [f"{H}/.local/share/pipx", f"{H}/.local/pipx", "/usr/bin"],
+        ),
+        ("node", [f"{H}/mcp/srv/dist/index.js"], None, [f"{H}/mcp/srv/dist"]),
+        ("node", ["~/mcp/a.mjs"], None, [f"{H}/mcp"]),
+        ("python", ["server.py"], f"{H}/srv", [f"{H}/srv"]),
+        ("./run.sh", [], f"{H}/srv", [f"{H}/srv"]),
+        ("~/bin2/server", ["--port", "1"], None, [f"{H}/bin2"]),
+        # In the workdir the owner is working on it; a bare name runs from the PATH.
+        ("node", [f"{H}/work/app/server.js"], None, []),
+        ("node", [f"{H}/work/server.js"], None, []),
+        ("docker", ["run", "-i", "ghcr.io/x/y"], None, []),
+        ("true", [], None, []),
+    ],
+)
+def test_the_code_an_mcp_server_runs_is_kept_read_only(
+    command: str, args: list[str], cwd: str | None, kept: list[str]
+) -> None:
+    found = server_code(P(H), P(f"{H}/work/app"), command, args, P(cwd) if cwd else None)
+    assert found == [P(k) for k in kept]

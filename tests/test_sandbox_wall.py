@@ -66,6 +66,7 @@ def make_home(home: Path) -> None:
         "secrets/voice": VOICE_KEY + "\n",
         "mcp/github-token": MCP_TOKEN + "\n",
         "mcp/header": MCP_HEADER + "\n",
+        "mcp/srv/index.js": "// the owner's server\n",
         "venv/lib/python3/site-packages/ok.py": "x = 1\n",
         ".vscode/settings.json": "{}\n",
         "work/notes.txt": "ordinary\n",
@@ -111,11 +112,20 @@ api_key_file = "{home / "secrets" / "voice"}"
 [mcp.servers.github]
 command = "true"
 env_files = {{ GITHUB_TOKEN = "{home / "mcp" / "github-token"}" }}
+[mcp.servers.npm]
+command = "npx"
+args = ["-y", "@modelcontextprotocol/server-github"]
+enabled = false
+[mcp.servers.local]
+command = "node"
+args = ["{home / "mcp" / "srv" / "index.js"}"]
+enabled = false
 [mcp.servers.remote]
 url = "https://mcp.example.org/"
 headers_files = {{ Authorization = "{home / "mcp" / "header"}" }}
 [permissions]
 allow = ["Read", "Write", "Edit", "Bash"]
+deny = ["Read(~/private/**)", "Read(~/notes/secret.txt)"]
 """
     )
     config = load_config(config_path)
@@ -176,6 +186,22 @@ CREDENTIAL_STORES = [
     ".zsh_history",
     ".python_history",
     ".local/share/fish/fish_history",
+    # Attack review: more stores of tokens, keys and sessions, and more histories.
+    ".fly/config.yml",
+    ".config/configstore/firebase-tools.json",
+    ".config/github-copilot/hosts.json",
+    ".config/solana/id.json",
+    ".config/ngrok/ngrok.yml",
+    ".config/discord/Local Storage/leveldb/x.log",
+    ".config/Element/Local Storage/x",
+    ".thunderbird/x.default/logins.json",
+    "snap/firefox/common/.mozilla/firefox/x/cookies.sqlite",
+    ".local/share/atuin/history.db",
+    ".Xauthority",
+    ".histfile",
+    ".node_repl_history",
+    ".rediscli_history",
+    ".viminfo",
 ]
 
 
@@ -186,6 +212,23 @@ async def test_the_usual_credential_stores_are_hidden(daemon: Daemon, rel: str) 
     (daemon.home / rel).write_text(secret + "\n")
     output = await daemon.sh(f"cat ~/{rel} 2>&1; grep -r store-never-seen ~ 2>&1")
     assert secret not in output, output
+
+
+async def test_what_a_read_deny_rule_covers_is_hidden_from_links_to_it(daemon: Daemon) -> None:
+    """Attack review: the judge sees paths as spelled, so `cat work/link/x` passed it while
+    `link` led into ~/private, which `Read(~/private/**)` denies; the wall showed it."""
+    (daemon.home / "private").mkdir()
+    (daemon.home / "private" / "x").write_text("never-seen-denied-0007\n")
+    (daemon.home / "notes").mkdir()
+    (daemon.home / "notes" / "secret.txt").write_text("never-seen-denied-0007\n")
+    (daemon.home / "notes" / "open.txt").write_text("readable\n")
+    (daemon.home / "work" / "link").symlink_to(daemon.home / "private")
+    (daemon.home / "work" / "note").symlink_to(daemon.home / "notes" / "secret.txt")
+    output = await daemon.sh(
+        "cat link/x note 2>&1; cat ~/private/x ~/notes/secret.txt 2>&1; "
+        "grep -r never-seen ~ 2>&1; cat ~/notes/open.txt"
+    )
+    assert "never-seen" not in output and "readable" in output, output
 
 
 async def test_send_file_refuses_the_env_file_and_every_secret_file(daemon: Daemon) -> None:
@@ -202,6 +245,15 @@ PERSISTENCE = [
     ("echo evil >> ~/.bashrc", ".bashrc", BASHRC),
     ("printf evil > ~/.bashrc", ".bashrc", BASHRC),
     ("rm -f ~/.bashrc; echo evil > ~/.bashrc", ".bashrc", BASHRC),
+    # Attack review: the code of an MCP server the daemon starts outside the sandbox, with
+    # its tokens: npx's cache, and the folder of a script the config names. Planted before.
+    (
+        "mkdir -p ~/.npm/_npx/1a/node_modules/s; echo evil > ~/.npm/_npx/1a/node_modules/s/x.js",
+        ".npm/_npx/1a/node_modules/s/x.js",
+        None,
+    ),
+    ("echo evil >> ~/mcp/srv/index.js", "mcp/srv/index.js", "keep"),
+    ("echo evil > ~/mcp/srv/helper.js", "mcp/srv/helper.js", None),
     ("mv ~/.bashrc ~/old 2>&1; echo evil > ~/.bashrc", ".bashrc", BASHRC),
     ("echo evil > ~/.zshenv", ".zshenv", None),
     (
@@ -302,6 +354,15 @@ PERSISTENCE = [
         "work/.git/commondir",
         None,
     ),
+    # Attack review: a bare repository made of the home, or of a root that is no repository:
+    # its `core.pager` ran at the owner's next `git log` in any folder below (checked with
+    # git 2.39). Planted before.
+    (
+        "cp -r ~/work/.git/objects ~/work/.git/refs ~/ && echo 'ref: refs/heads/main' > "
+        "~/HEAD && printf '[core]\\n\\tpager = evil\\n' > ~/config",
+        "HEAD",
+        None,
+    ),
     # A repository made of the home itself: its config rules every git call in a folder of
     # the home that is not a repository of its own.
     ("git init -q ~ 2>&1; git -C ~ config core.fsmonitor evil 2>&1", ".git/config", None),
@@ -333,6 +394,83 @@ PERSISTENCE = [
         None,
     ),
     ("mkdir -p ~/.config/i3; echo 'exec evil' > ~/.config/i3/config", ".config/i3/config", None),
+    # Attack review: each of these was planted. Sourced by the start-up files that rustup,
+    # nvm, oh-my-zsh and fzf write into them, or read by a program at its every start.
+    ("mkdir -p ~/.cargo; echo evil > ~/.cargo/env", ".cargo/env", None),
+    ("mkdir -p ~/.nvm; echo evil > ~/.nvm/nvm.sh", ".nvm/nvm.sh", None),
+    (
+        "mkdir -p ~/.oh-my-zsh/custom; echo evil > ~/.oh-my-zsh/custom/x.zsh",
+        ".oh-my-zsh/custom/x.zsh",
+        None,
+    ),
+    ("echo evil > ~/.fzf.bash", ".fzf.bash", None),
+    # less reads its `#env` section (LESSOPEN runs a command) at every start: git's pager.
+    ("printf '#env\\nLESSOPEN=|evil %s\\n' > ~/.lesskey", ".lesskey", None),
+    ("mkdir -p ~/.config; echo evil > ~/.config/lesskey", ".config/lesskey", None),
+    (
+        "mkdir -p ~/.config/direnv; echo evil > ~/.config/direnv/direnvrc",
+        ".config/direnv/direnvrc",
+        None,
+    ),
+    ("echo evil > ~/.config/starship.toml", ".config/starship.toml", None),
+    ("echo '\\! evil' > ~/.psqlrc", ".psqlrc", None),
+    ("echo '.shell evil' > ~/.sqliterc", ".sqliterc", None),
+    ("echo 'shell evil' > ~/.gdbinit", ".gdbinit", None),
+    (
+        "mkdir -p ~/.ipython/profile_default; echo evil > "
+        "~/.ipython/profile_default/ipython_config.py",
+        ".ipython/profile_default/ipython_config.py",
+        None,
+    ),
+    (
+        "mkdir -p ~/.gradle/init.d; echo evil > ~/.gradle/init.d/x.gradle",
+        ".gradle/init.d/x.gradle",
+        None,
+    ),
+    ("echo evil > ~/.mavenrc", ".mavenrc", None),
+    ("echo 'yarn-path evil.js' > ~/.yarnrc", ".yarnrc", None),
+    ("mkdir -p ~/.config/uv; echo evil > ~/.config/uv/uv.toml", ".config/uv/uv.toml", None),
+    (
+        "mkdir -p ~/.config/alacritty; echo evil > ~/.config/alacritty/alacritty.toml",
+        ".config/alacritty/alacritty.toml",
+        None,
+    ),
+    ("echo evil > ~/.wezterm.lua", ".wezterm.lua", None),
+    (
+        "mkdir -p ~/.config/helix; echo evil > ~/.config/helix/languages.toml",
+        ".config/helix/languages.toml",
+        None,
+    ),
+    (
+        "mkdir -p ~/.local/share/nvim/lazy/x/plugin; echo evil > "
+        "~/.local/share/nvim/lazy/x/plugin/x.lua",
+        ".local/share/nvim/lazy/x/plugin/x.lua",
+        None,
+    ),
+    ("echo '[hooks]' > ~/.hgrc", ".hgrc", None),
+    (
+        "mkdir -p ~/.config/containers/systemd; echo evil > "
+        "~/.config/containers/systemd/x.container",
+        ".config/containers/systemd/x.container",
+        None,
+    ),
+    (
+        "mkdir -p ~/.config/autostart-scripts; echo evil > ~/.config/autostart-scripts/x.sh",
+        ".config/autostart-scripts/x.sh",
+        None,
+    ),
+    (
+        "mkdir -p ~/.pyenv/versions/3.12/lib/python3.12/site-packages; echo 'import evil' > "
+        "~/.pyenv/versions/3.12/lib/python3.12/site-packages/evil.pth",
+        ".pyenv/versions/3.12/lib/python3.12/site-packages/evil.pth",
+        None,
+    ),
+    (
+        "mkdir -p ~/.rustup/toolchains; echo evil > ~/.rustup/toolchains/x",
+        ".rustup/toolchains/x",
+        None,
+    ),
+    ("echo evil > ~/.bash_completion", ".bash_completion", None),
 ]
 
 
@@ -450,7 +588,29 @@ FILE_TOOL_WRITES = [
     "~/proj/.claude/settings.json",
     "~/proj/.mcp.json",
     "~/.config/dispatch-matrix/env",
+    # Attack review: in another case (one name on macOS's case-insensitive file system).
+    "~/.BASHRC",
+    "~/.Local/Bin/ls",
+    "~/work/.GIT/hooks/post-checkout",
+    "~/proj/.VSCODE/tasks.json",
+    "~/HEAD",
+    "~/notes/HEAD",
 ]
+
+
+async def test_the_file_tools_refuse_a_credential_store_spelled_in_another_case(
+    daemon: Daemon,
+) -> None:
+    """On a case-insensitive file system `~/.SSH/config` is `~/.ssh/config`: here (Linux)
+    a folder of that name stands in for it, and the file tools refuse it as the store."""
+    (daemon.home / ".SSH").mkdir()
+    (daemon.home / ".SSH" / "config").write_text("never-seen-case-0006\n")
+    (daemon.home / ".Config" / "Dispatch-Matrix").mkdir(parents=True)
+    (daemon.home / ".Config" / "Dispatch-Matrix" / "env").write_text("never-seen-case-0006\n")
+    for path in ("~/.SSH/config", "~/.Config/Dispatch-Matrix/env"):
+        read = await daemon.call("read", file_path=path)
+        assert read.is_error and "never-seen" not in text(read), text(read)
+        assert "may not touch" in text(read), text(read)
 
 
 @pytest.mark.parametrize("path", FILE_TOOL_WRITES)

@@ -19,7 +19,7 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo
 
 import anthropic
@@ -38,7 +38,7 @@ from dispatch_matrix.core.settings import secret_files
 from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.sandbox.host import Confinement, confinement_for, default_hidden
 from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, Limits
-from dispatch_matrix.sandbox.wall import home_guards, installation_paths
+from dispatch_matrix.sandbox.wall import home_guards, installation_paths, server_code
 from dispatch_matrix.schedule.tables import ScheduleTables
 from dispatch_matrix.schedule.tool import ScheduleTool
 from dispatch_matrix.store import Database
@@ -235,10 +235,25 @@ def watch_dir(config: Config) -> Path:
     return config.state_dir / "watched"
 
 
-def readonly_paths(home: Path) -> list[Path]:
+def readonly_paths(
+    home: Path, config: Config | None = None, workdir: Path | None = None
+) -> list[Path]:
     """What no tool may change even inside a root: the start-up files and the other
-    guards under the home folder, and the daemon's own installation."""
-    return [*(home / g.path for g in home_guards()), *installation_paths()]
+    guards under the home folder, the daemon's own installation, and the code of every MCP
+    server the config names (the daemon runs it outside the sandbox, with its tokens)."""
+    servers: list[Path] = []
+    if config is not None:
+        for spec in config.mcp.servers.values():
+            if spec.command:
+                found = server_code(
+                    PurePosixPath(home),
+                    PurePosixPath(workdir) if workdir else None,
+                    spec.command,
+                    spec.args,
+                    PurePosixPath(spec.cwd.expanduser()) if spec.cwd else None,
+                )
+                servers += map(Path, found)
+    return [*(home / g.path for g in home_guards()), *installation_paths(), *servers]
 
 
 def build_tools(
@@ -269,6 +284,8 @@ def build_tools(
         private=secret,
         canonical=canonicalize,
     )
+    # What a Read deny rule covers whole is hidden from shell calls too (links into it).
+    hidden += [Path(p) for p in policy.denied_to_read()]
     confinement = sandbox or confinement_for(config.agent.sandbox, config.agent.sandbox_network)
     confinement = dataclasses.replace(confinement, limits=limits(config))
     registry = ToolRegistry(default_tools(confinement, read_denied=policy.read_denied))
@@ -280,7 +297,7 @@ def build_tools(
         workdir=workdir,
         allowed_roots=tuple(roots),
         denied_paths=tuple(dict.fromkeys(hidden)),
-        readonly_paths=tuple(readonly_paths(Path.home())),
+        readonly_paths=tuple(readonly_paths(Path.home(), config, workdir)),
         guard_home=True,
         watch_dir=watch_dir(config),
         env=env,

@@ -59,3 +59,13 @@ def canonicalize(path: Path) -> Path:
 def within(child: PurePath, root: PurePath) -> bool:
     """Whether `child` is `root` or inside it (both already absolute and normalised)."""
     return child.parts[: len(root.parts)] == root.parts
+
+
+def within_any_case(child: PurePath, root: PurePath) -> bool:
+    """`within`, names compared without regard to case: on a case-insensitive file system
+    (macOS's and Windows' default) `~/.SSH/config` is `~/.ssh/config`. For refusals only,
+    where matching more names fails closed; a path is not canonical in its case."""
+    parts = child.parts[: len(root.parts)]
+    return len(parts) == len(root.parts) and all(
+        a == b or a.casefold() == b.casefold() for a, b in zip(parts, root.parts, strict=True)
+    )

@@ -16,7 +16,9 @@ those forms (encodings, escapes), this module finds them.
 
 from __future__ import annotations
 
+import bisect
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -328,6 +330,118 @@ _CUT = re.compile(r"\s*\[?…\]?\s*")
 _GATES_OF_FORMS = ("%", "\\")
 
 
+# What may stand between the characters of a value without changing what it says to a
+# reader: the colour and erase-line sequences of a terminal (`grep --color`), whole; then
+# anything not a letter or digit once folded (separators such as `-` `,` `.` `\`,
+# zero-width and other format characters, combining marks, NUL from UTF-16, controls).
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*[mk]")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+# The same as bytes to delete: `bytes.translate` is ten times faster than the pattern.
+_NOT_ALNUM_BYTES = bytes(c for c in range(256) if not (0x30 <= c <= 0x39 or 0x61 <= c <= 0x7A))
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
+_LOOKALIKES = str.maketrans(
+    {
+        # Cyrillic, lower case and (lowered) capitals drawn as Latin letters.
+        "а": "a", "в": "b", "с": "c", "ԁ": "d", "е": "e", "һ": "h", "н": "h",
+        "і": "i", "ј": "j", "к": "k", "ӏ": "l", "м": "m", "о": "o", "р": "p", "ԛ": "q",
+        "ѕ": "s", "т": "t", "ԝ": "w", "х": "x", "у": "y",
+        # Greek, and Latin letters of IPA.
+        "α": "a", "β": "b", "ε": "e", "η": "h", "ι": "i", "κ": "k", "μ": "m", "ο": "o",
+        "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ζ": "z", "ɑ": "a", "ɡ": "g", "ı": "i",
+    }
+)  # fmt: skip
+
+
+def _fold(text: str) -> str:
+    """`text` as the letters and digits a reader sees: lower case, compatibility forms
+    taken apart (fullwidth `Ｇ`, ligatures, an accent apart from its letter), look-alike
+    letters as the Latin one. A text folds to its characters' folds joined, so positions
+    can be mapped back (`_view_positions`)."""
+    lowered = text.lower()
+    if lowered.isascii():
+        return lowered
+    return _NOT_ASCII.sub(_fold_run, lowered)
+
+
+def _fold_run(run: re.Match[str]) -> str:
+    return unicodedata.normalize("NFKD", run.group()).lower().translate(_LOOKALIKES)
+
+
+def _view(text: str) -> str:
+    """The letters and digits of `text`, folded: what the forms are looked for in."""
+    folded = _fold(text)
+    if "\x1b" in folded:
+        folded = _ESCAPES.sub("", folded)
+    return folded.encode("ascii", "ignore").translate(None, _NOT_ALNUM_BYTES).decode("ascii")
+
+
+def _kept(text: str, origin: list[int], pattern: re.Pattern[str]) -> tuple[str, list[int]]:
+    """`text` without what `pattern` matches, and the origins of the characters left."""
+    kept: list[int] = []
+    last = 0
+    for skipped in pattern.finditer(text):
+        kept += origin[last : skipped.start()]
+        last = skipped.end()
+    kept += origin[last:]
+    return pattern.sub("", text), kept
+
+
+def _view_positions(text: str) -> tuple[str, list[int]]:
+    """`_view(text)` built character by character, with where in `text` each of its
+    characters comes from. Slow: only for a text a secret was found in."""
+    pieces: list[str] = []
+    origin: list[int] = []
+    for at, char in enumerate(text):
+        folded = _fold(char)
+        pieces.append(folded)
+        origin += [at] * len(folded)
+    folded = "".join(pieces)
+    if "\x1b" in folded:
+        folded, origin = _kept(folded, origin, _ESCAPES)
+    return _kept(folded, origin, _NOT_ALNUM)
+
+
+# A hex dump's line: an offset, then bytes in groups of hex digits.
+# `xxd`'s offset ends in a colon, and may follow other output on its line.
+# Possessive and anchored at a run's start, so that ordinary text is passed over fast.
+_DUMP_LINE = re.compile(r"(?<![0-9a-z])[0-9a-f]{6,}+:?(?:[ \t]{1,2}+[0-9a-f]{2,8}+(?![0-9a-z])){4}")
+_DUMP_OFFSET = re.compile(r"(?:.*?\b)?[0-9a-f]{6,}:(?=[ \t])|[ \t]*[0-9a-f]{6,}(?=[ \t])")
+_DUMP_TOKEN = re.compile(r"([ \t]+)([0-9a-f]+)")
+
+
+def _lines(text: str) -> list[tuple[int, int]]:
+    """Where each line of `text` starts and ends (its newline left out)."""
+    spans, start = [], 0
+    for end in [m.start() for m in re.finditer("\n", text)] + [len(text)]:
+        spans.append((start, end))
+        start = end + 1
+    return spans
+
+
+def _dump_bytes(line: str) -> str | None:
+    """The hex digits of one hex dump line, or None when it is no such line: after the
+    offset, groups of one width up to the text column (`|…|`, or two blanks that do not
+    fall mid-line as `hexdump -C`'s do after eight bytes)."""
+    offset = _DUMP_OFFSET.match(line)
+    if offset is None:
+        return None
+    rest = line[offset.end() :].split("|", 1)[0]
+    digits: list[str] = []
+    width = 0
+    at = 0
+    while (token := _DUMP_TOKEN.match(rest, at)) is not None:
+        gap, group = token.groups()
+        done = sum(map(len, digits)) // 2
+        if digits and (len(gap) >= 2 and done != 8 or len(group) != width):
+            break
+        width = width or len(group)
+        if width % 2:
+            return None
+        digits.append(group)
+        at = token.end()
+    return "".join(digits) or None
+
+
 def _occurrences(text: str, value: str) -> list[int]:
     """Where `value` starts in `text`, without overlaps."""
     found = []
@@ -349,16 +463,20 @@ def _lower(text: str) -> str:
 class KnownSecrets:
     """The secret values the daemon knows (its password, token, API key, the environment's,
     an MCP server's) and where any of their forms occurs in a text: encoded, in any case,
-    broken by whitespace (a wrapped base64 line, a spaced-out key), or cut short where a
-    tool cut its output.
+    with anything that is not a letter or digit between its characters (a wrapped base64
+    line, a spaced-out or dashed key, zero-width characters, terminal colours), drawn in
+    fullwidth or look-alike letters, or cut short where a tool cut its output.
 
     Cheap when nothing is found, as on almost every text: one `find` per form on the
-    lower-cased text without its whitespace, and one `in` per cut; mapping positions back
+    text's folded letters and digits (`_view`), and one `in` per cut; mapping positions back
     to the original text is paid only when a secret is there.
     """
 
     def __init__(self) -> None:
         self._forms: dict[str, None] = {}
+        # Each form's letters and digits (`_view`): looked for in a text's letters and
+        # digits, so that what a program or an attacker put between them does not hide it.
+        self._views: tuple[str, ...] = ()
         # The forms to look for in every text, and those holding a character of
         # `_GATES_OF_FORMS` (URL and JSON escapes), looked for only in a text that has one.
         self._everywhere: tuple[str, ...] = ()
@@ -380,8 +498,13 @@ class KnownSecrets:
         for form in map(_lower, encoded_forms(value)):
             if len(form) >= _MIN_FORM:
                 self._forms.setdefault("".join(form.split()), None)
-        gated = tuple(f for f in self._forms if any(c in f for c in _GATES_OF_FORMS))
-        self._everywhere = tuple(f for f in self._forms if f not in gated)
+        views = {form: _view(form) for form in self._forms}
+        self._views = tuple(sorted({v for v in views.values() if len(v) >= _MIN_FORM}))
+        # A form with too few letters and digits to be looked for among a text's is looked
+        # for as it is, without the whitespace.
+        short = [form for form, view in views.items() if len(view) < _MIN_FORM]
+        gated = tuple(f for f in short if any(c in f for c in _GATES_OF_FORMS))
+        self._everywhere = tuple(f for f in short if f not in gated)
         self._gated = gated
         self._joined = "\0".join(self._forms)
 
@@ -393,17 +516,79 @@ class KnownSecrets:
         if not self._forms:
             return exact
         lowered = _lower(text)
-        compact = "".join(lowered.split())
-        # One membership test per form, in a comprehension: the common case finds nothing.
-        present = [form for form in self._everywhere if form in compact]
-        if self._gated and any(c in compact for c in _GATES_OF_FORMS):
-            present += [form for form in self._gated if form in compact]
-        hits = [(at, at + len(form)) for form in present for at in _occurrences(compact, form)]
-        if hits and len(compact) != len(lowered):
-            # Rare: only now map the text without whitespace back to the text.
-            where = [i for i, ch in enumerate(lowered) if not ch.isspace()]
-            hits = [(where[start], where[end - 1] + 1) for start, end in hits]
-        return exact + hits + self._cut(lowered)
+        hits: list[tuple[int, int]] = []
+        if self._everywhere or self._gated:
+            compact = "".join(lowered.split())
+            # One membership test per form, in a comprehension: the common case finds none.
+            present = [form for form in self._everywhere if form in compact]
+            if self._gated and any(c in compact for c in _GATES_OF_FORMS):
+                present += [form for form in self._gated if form in compact]
+            hits = [(at, at + len(form)) for form in present for at in _occurrences(compact, form)]
+            if hits and len(compact) != len(lowered):
+                # Rare: only now map the text without whitespace back to the text.
+                where = [i for i, ch in enumerate(lowered) if not ch.isspace()]
+                hits = [(where[start], where[end - 1] + 1) for start, end in hits]
+        return exact + hits + self._in_view(text) + self._in_dump(lowered) + self._cut(lowered)
+
+    def _in_dump(self, lowered: str) -> list[tuple[int, int]]:
+        """Whole lines of a hex dump (`xxd`, `hexdump -C`, `od -tx1`) whose bytes hold a
+        form: a dump puts offsets and a text column between the bytes of each line."""
+        first = _DUMP_LINE.search(lowered)
+        if first is None:
+            return []
+        spans = _lines(lowered)
+        starts = [start for start, _ in spans]
+        # The lines that look like a dump's, and the one after each (a dump's last line
+        # may hold a single byte); only these are read.
+        candidates: set[int] = set()
+        for match in _DUMP_LINE.finditer(lowered, first.start()):
+            index = bisect.bisect_right(starts, match.start()) - 1
+            candidates.update((index, index + 1))
+        found: list[tuple[int, int]] = []
+        run: list[tuple[int, int, str]] = []
+        for index in [*sorted(i for i in candidates if i < len(spans)), -1]:
+            data = None
+            if index >= 0 and (not run or index == run[-1][0] + 1):
+                data = _dump_bytes(lowered[spans[index][0] : spans[index][1]])
+            if data is not None:
+                run.append((index, len(data), data))
+                continue
+            found += self._dump_hits(run, spans)
+            run = []
+            if index >= 0:
+                data = _dump_bytes(lowered[spans[index][0] : spans[index][1]])
+                run = [(index, len(data), data)] if data is not None else []
+        return found
+
+    def _dump_hits(
+        self, run: list[tuple[int, int, str]], spans: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """The lines of one run of dump lines (index, bytes' length, bytes) over which a
+        form's hex digits lie."""
+        joined = "".join(data for _, _, data in run)
+        found: list[tuple[int, int]] = []
+        for form in self._views:
+            for at in _occurrences(joined, form):
+                offset = 0
+                for index, length, _ in run:
+                    if offset < at + len(form) and at < offset + length:
+                        found.append(spans[index])
+                    offset += length
+        return found
+
+    def _in_view(self, text: str) -> list[tuple[int, int]]:
+        """Where a form's letters and digits occur among the text's, whatever stands
+        between them, as spans of the text."""
+        view = _view(text)
+        # A comprehension, not `any`: the common case looks at every form and finds none.
+        if not [form for form in self._views if form in view]:
+            return []
+        view, origin = _view_positions(text)
+        return [
+            (origin[at], origin[at + len(form) - 1] + 1)
+            for form in self._views
+            for at in _occurrences(view, form)
+        ]
 
     def _cut(self, lowered: str) -> list[tuple[int, int]]:
         """A form's start right before a cut, or its end right after one."""

@@ -1,7 +1,8 @@
 """The forms a secret value may take in text: encoded, escaped or turned around.
 
 A tool's output may carry a known secret not as written but as a program printed it:
-base64 or base32 inside a larger blob, hex, URL-encoded, JSON-escaped, reversed, rot13.
+base64 or base32 inside a larger blob, hex, URL-encoded, JSON-escaped, reversed, rot13,
+byte by byte in a program's escapes.
 This module lists those forms for one value; `redaction.KnownSecrets` looks for them.
 Pure, and run once per known value at start-up, never per text.
 """
@@ -20,7 +21,8 @@ def encoded_forms(value: str) -> list[str]:
     """The forms of `value` a program may print, in their own case (duplicates kept):
     itself, reversed, rot13, base64, base64url and base32 at any alignment, hex,
     URL-encoded (as `quote` does, and every byte), JSON-escaped (as `dumps` does with and
-    without `ensure_ascii`, with `\\/`, and every character as `\\uXXXX`)."""
+    without `ensure_ascii`, with `\\/`, and every character as `\\uXXXX`), byte by byte
+    (`\\x67`, `0x67`, octal, decimal) and as HTML character references."""
     raw = value.encode("utf-8")
     escaped = json.dumps(value)[1:-1]
     return [
@@ -37,6 +39,16 @@ def encoded_forms(value: str) -> list[str]:
         escaped.replace("/", "\\/"),
         json.dumps(value, ensure_ascii=False)[1:-1],
         _json_units(value),
+        # Byte by byte as programs print bytes: `\x67` (printf %q, a bytes repr), `0x67`
+        # (xxd -i), octal `\147` (od -b, sed l), decimal `103` (od -tu1, a list of bytes).
+        # Looked for by their letters and digits, whatever separates them.
+        "".join(f"\\x{byte:02x}" for byte in raw),
+        " ".join(f"0x{byte:02x}" for byte in raw),
+        "".join(f"\\{byte:03o}" for byte in raw),
+        " ".join(str(byte) for byte in raw),
+        # HTML's character references count characters, not bytes (the same for ASCII).
+        "".join(f"&#{ord(char)};" for char in value),
+        "".join(f"&#x{ord(char):x};" for char in value),
     ]
 
 

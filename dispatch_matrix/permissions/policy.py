@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from dispatch_matrix.core.errors import ConfigError
-from dispatch_matrix.core.paths import within
+from dispatch_matrix.core.paths import within, within_any_case
 from dispatch_matrix.permissions.globs import DEFAULT_SECRET_GLOBS, name_matches
 from dispatch_matrix.permissions.rules import (
     PATH_TOOLS,
@@ -207,6 +207,25 @@ class Policy:
             if (rule.tool in family if family else rule.names_tool(tool_name))
         ]
 
+    def denied_to_read(self) -> list[PurePosixPath]:
+        """The folders and files a `Read` deny rule covers whole, in the home folder: for the
+        OS sandbox to hide as well. The shell judge sees paths as spelled, so a link that
+        leads into `~/private` (kept in a repository, unpacked from an archive) is read by a
+        command the rules allow; hidden, it shows nothing. Rules on names (`**/.env`) cover
+        no one path, and what holds the home or the workdir is left to the judge."""
+        home, workdir = PurePosixPath(self.home), PurePosixPath(self.workdir)
+        found: list[PurePosixPath] = []
+        for rule in self._deny:
+            if rule.tool != "Read" or rule.path is None:
+                continue
+            base = rule.path.literal_base
+            whole = rule.path.last_segment in ("", "*", "**") or bool(
+                rule.path.regex.fullmatch(str(base))
+            )
+            if whole and within(base, home) and not within(workdir, base):
+                found.append(base)
+        return list(dict.fromkeys(found))
+
     def read_denied(self, path: Path) -> bool:
         """Whether reading `path` would be denied: for walkers (grep) that read files the
         policy never saw one by one."""
@@ -253,8 +272,11 @@ class Policy:
             rule = next((r for r in self._deny if r.names_tool(own_name)), None)
             if rule is not None:
                 return Decision("deny", f"{own_name} is denied by {rule.text}", subject, rule.text)
+        # Deny and ask rules, secret names, private folders and the control plane match in
+        # any case (a case-insensitive file system reads `~/.SSH` as `~/.ssh`); allow rules
+        # match as spelled: every difference fails closed.
         for rule in self._deny:
-            if rule.tool in family and any(rule.matches_path(p) for p in forms):
+            if rule.tool in family and any(rule.restricts_path(p) for p in forms):
                 return Decision("deny", f"{subject} is denied by {rule.text}", subject, rule.text)
         if tool in ("Read", "Glob", "Grep"):
             refused = self._secret_refusal(forms, family, subject)
@@ -264,7 +286,7 @@ class Policy:
         if writing and any(self._is_protected(p) for p in forms):
             return Decision("ask", CONTROL_PLANE.format(subject=subject), subject)
         for rule in self._ask:
-            if rule.tool in family and any(rule.matches_path(p) for p in forms):
+            if rule.tool in family and any(rule.restricts_path(p) for p in forms):
                 return Decision(
                     "ask", f"{subject} matches ask rule {rule.text}", subject, rule.text
                 )
@@ -282,7 +304,9 @@ class Policy:
         self, forms: list[PurePosixPath], family: tuple[str, ...], subject: str
     ) -> Decision | None:
         for path in forms:
-            if name_matches(path.name, self._secret_globs):
+            if name_matches(path.name, self._secret_globs) or name_matches(
+                path.name.lower(), self._secret_globs
+            ):
                 named = any(
                     r.tool in family and r.path is not None and r.path.names(path)
                     for r in self._allow
@@ -291,7 +315,7 @@ class Policy:
                     reason = _SECRET.format(path=path, rule=self._spelled(path))
                     return Decision("deny", reason, subject)
             for folder in self._private:
-                if within(path, folder) and not any(
+                if within_any_case(path, folder) and not any(
                     r.tool in family and r.path is not None and within(r.path.literal_base, folder)
                     for r in self._allow
                 ):
@@ -306,7 +330,7 @@ class Policy:
         return f"~/{path.relative_to(home)}" if within(path, home) else f"/{path}"
 
     def _is_protected(self, path: PurePosixPath) -> bool:
-        return any(within(path, p) for p in self._protected)
+        return any(within_any_case(path, p) for p in self._protected)
 
     # Shell commands -------------------------------------------------------------------
 

@@ -70,6 +70,12 @@ class PathPattern:
         """Whether `path` or a folder above it matches (gitignore semantics)."""
         return any(self.regex.fullmatch(str(p)) for p in (path, *path.parents))
 
+    def matches_any_case(self, path: PurePosixPath) -> bool:
+        """`matches`, without regard to case: for deny and ask rules, since on a
+        case-insensitive file system `~/PRIVATE/x` is `~/private/x`."""
+        folded = re.compile(self.regex.pattern, re.DOTALL | re.IGNORECASE)
+        return any(folded.fullmatch(str(p)) for p in (path, *path.parents))
+
     def names(self, path: PurePosixPath) -> bool:
         """Whether the pattern matches `path` itself through a literal name, not only `*`."""
         literal = re.sub(r"\[[^\]]*\]|[*?]", "", self.last_segment)
@@ -122,6 +128,10 @@ class Rule:
     def matches_path(self, path: PurePosixPath) -> bool:
         """Whether a path rule covers `path`."""
         return self.bare or (self.path is not None and self.path.matches(path))
+
+    def restricts_path(self, path: PurePosixPath) -> bool:
+        """Whether a deny or ask rule covers `path`, in any case of its names."""
+        return self.bare or (self.path is not None and self.path.matches_any_case(path))
 
 
 def parse_rule(text: object, key: str, home: Path, workdir: Path) -> Rule:

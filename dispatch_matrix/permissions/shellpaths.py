@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Protocol
 
+from dispatch_matrix.core.paths import within_any_case
 from dispatch_matrix.permissions.shellfindings import Kind, ShellRules
 from dispatch_matrix.permissions.shelloptions import words
 from dispatch_matrix.permissions.shellread import Redirect, Word
@@ -91,7 +92,9 @@ class Paths:
             found = rules.judge_path("Read", path)
             if found.kind == "deny":
                 return ("deny", found.reason, found.rule)
-        if any(_within(base, p) or (glob and glob_reaches(path, p)) for p in rules.protected):
+        if any(
+            within_any_case(base, p) or (glob and glob_reaches(path, p)) for p in rules.protected
+        ):
             return ("protected", CONTROL_PLANE.format(subject=path), None)
         if glob:
             denied = rules.reaches_denied(path)

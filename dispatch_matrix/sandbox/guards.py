@@ -19,6 +19,7 @@ from stat import S_ISLNK
 from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.sandbox.spec import within
 from dispatch_matrix.sandbox.wall import (
+    BARE_HEAD,
     GIT_HOOKS,
     HIDDEN_IN_HOME,
     READONLY_IN_TREE,
@@ -120,7 +121,14 @@ def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[P
         # A repository made of the home itself would rule, with its config and hooks, every
         # git call outside one in a folder of the home: watched, never made by a call.
         paths.append((home / ".git", Guard(".git", True, placeholder=False)))
-    for tree in trees(roots, workdir):
+    found = trees(roots, workdir)
+    for top in [home, *found]:
+        if not os.path.lexists(top / ".git"):
+            # So would a bare repository made of the folder itself (`HEAD`, `objects/`,
+            # `refs/` and a `config` with a `core.pager`): git looks for one in every folder
+            # it walks up through. Without its `HEAD` it is none.
+            paths.append((top / BARE_HEAD.path, BARE_HEAD))
+    for tree in found:
         for gitdir in _git_folders(tree):
             paths.append((gitdir / "hooks", GIT_HOOKS))
             paths.append((gitdir / "config", Guard(".git/config", False, False)))

@@ -31,6 +31,7 @@ from dispatch_matrix.sandbox.guards import Canonical, guards_for, hidden_placeho
 from dispatch_matrix.sandbox.macos import sandbox_exec_argv
 from dispatch_matrix.sandbox.spec import (
     CREDENTIAL_PATHS,
+    HOST_SECRETS,
     HOST_SOCKETS,
     Hidden,
     Limits,
@@ -186,10 +187,12 @@ class SandboxedLaunch:
 
 def default_hidden(home: Path, uid: int) -> list[Path]:
     """The credential paths, the user's runtime folder (agent, keyring and session-bus
-    sockets, `systemctl --user`), the system bus and the container engines' sockets."""
+    sockets, `systemctl --user`), the system bus, the container engines' sockets and a
+    container's or a pod's secret files."""
     return [
         *(home / p for p in CREDENTIAL_PATHS),
         *(Path(p) for p in HOST_SOCKETS),
+        *(Path(p) for p in HOST_SECRETS),
         Path("/run/dbus"),
         Path("/run/systemd/private"),
         Path(f"/run/user/{uid}"),

@@ -61,6 +61,11 @@ HOST_SOCKETS: tuple[str, ...] = (
     "/run/containerd",
 )
 
+# Secrets a container or a pod is handed as files: Docker's and Compose's secrets, a
+# Kubernetes service account's token (the cluster's credentials). The config may name some
+# of them (then they are hidden as its secret files); the others are hidden all the same.
+HOST_SECRETS: tuple[str, ...] = ("/run/secrets", "/var/run/secrets")
+
 # The sandbox's own mounts; nothing of ours is placed inside them.
 _KERNEL_FS = (PurePosixPath("/dev"), PurePosixPath("/proc"))
 

@@ -21,12 +21,15 @@ defaults, and the home would fill with empty dotfiles.
 from __future__ import annotations
 
 import functools
+import os
 import site
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 
 import dispatch_matrix
+from dispatch_matrix.core.paths import within_any_case
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,51 @@ HIDDEN_IN_HOME: tuple[Guard, ...] = (
         # The service's env file (`install-service` puts ANTHROPIC_API_KEY there).
         ".config/dispatch-matrix",
         "Library/Keychains",
+        # Attack review: more logins and keys. Deploy and cloud tools' tokens, a wallet's
+        # key, the Copilot token, chat and mail clients' sessions (Element's is a Matrix
+        # login), browsers installed as snaps or flatpaks (Ubuntu's default Firefox).
+        ".fly",
+        ".pulumi",
+        ".config/pulumi",
+        ".config/configstore",
+        ".config/github-copilot",
+        ".config/glab-cli",
+        ".config/heroku",
+        ".config/stripe",
+        ".config/doppler",
+        ".local/share/com.vercel.cli",
+        ".oci",
+        ".kaggle",
+        ".config/ngrok",
+        ".ngrok2",
+        ".config/solana",
+        ".ethereum",
+        ".bitcoin",
+        ".electrum",
+        ".config/filezilla",
+        ".config/remmina",
+        ".local/share/remmina",
+        ".vnc",
+        ".pki",
+        ".local/share/kwalletd",
+        ".config/keybase",
+        ".config/Slack",
+        ".config/discord",
+        ".config/Signal",
+        ".config/Element",
+        ".local/share/TelegramDesktop",
+        ".thunderbird",
+        ".config/microsoft-edge",
+        ".config/vivaldi",
+        ".config/opera",
+        "snap/firefox",
+        "snap/chromium",
+        ".var/app/org.mozilla.firefox",
+        ".var/app/com.google.Chrome",
+        ".var/app/org.chromium.Chromium",
+        # Shell history kept as a database (atuin), and neovim's registers and history.
+        ".local/share/atuin",
+        ".local/state/nvim/shada",
         placeholder=False,
     ),
     *_files(
@@ -116,6 +164,26 @@ HIDDEN_IN_HOME: tuple[Guard, ...] = (
         ".psql_history",
         ".mysql_history",
         ".local/share/fish/fish_history",
+        ".histfile",
+        ".zhistory",
+        ".sh_history",
+        ".node_repl_history",
+        ".rediscli_history",
+        ".sqlite_history",
+        ".irb_history",
+        ".lesshst",
+        ".viminfo",
+        ".Rhistory",
+        ".dbshell",
+        ".julia/logs/repl_history.jl",
+        ".ipython/profile_default/history.sqlite",
+        "_netrc",
+        ".databrickscfg",
+        ".sentryclirc",
+        # The X server's cookie: with it a call reaching the display (its abstract socket is
+        # shared when the network is) types into the owner's terminal.
+        ".Xauthority",
+        ".ICEauthority",
     ),
     *_files(".claude.json"),
 )
@@ -150,6 +218,63 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         # Run by the next build outside (`build.rustc-wrapper`).
         ".cargo/config.toml",
         ".cargo/config",
+        # Attack review. Sourced by the start-up files that toolchain and prompt installers
+        # write into them (rustup's `. "$HOME/.cargo/env"`, fzf, powerlevel10k, Deno, ghcup),
+        # or by bash-completion and direnv at every shell start.
+        ".cargo/env",
+        ".deno/env",
+        ".ghcup/env",
+        ".rye/env",
+        ".elan/env",
+        ".fzf.bash",
+        ".fzf.zsh",
+        ".p10k.zsh",
+        ".bash_completion",
+        ".direnvrc",
+        ".config/starship.toml",
+        # Other shells' start-up files.
+        ".kshrc",
+        ".mkshrc",
+        ".shrc",
+        ".cshrc",
+        ".tcshrc",
+        ".login",
+        ".logout",
+        ".xonshrc",
+        # less reads LESSOPEN (a command) from its `#env` section at every start, and less
+        # is git's and man's pager.
+        ".lesskey",
+        ".config/lesskey",
+        # Programs that run commands from their start-up file: psql `\!`, sqlite `.shell`,
+        # gdb and lldb `shell`, irb, pry, R, ghci, screen, the X session and key bindings.
+        ".psqlrc",
+        ".sqliterc",
+        ".gdbinit",
+        ".lldbinit",
+        ".irbrc",
+        ".pryrc",
+        ".Rprofile",
+        ".ghci",
+        ".screenrc",
+        ".wezterm.lua",
+        ".gvimrc",
+        ".exrc",
+        ".spacemacs",
+        ".xbindkeysrc",
+        ".Xclients",
+        ".xserverrc",
+        ".mailcap",
+        # Run by the next build or install outside: mvn sources `.mavenrc`, a Gradle init
+        # script runs in every build, `yarn-path` runs a file, other package indexes.
+        ".mavenrc",
+        ".gradle/init.gradle",
+        ".sbtrc",
+        ".yarnrc",
+        ".condarc",
+        ".gemrc",
+        ".bunfig.toml",
+        # Version control that runs hooks and diff tools from the user's config.
+        ".hgrc",
     ),
     *_dirs(
         ".config/git",
@@ -176,12 +301,10 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".config/Code/User",
         ".config/Cursor/User",
         ".cursor",
-        ".ipython/profile_default/startup",
         ".docker/cli-plugins",
         # vim and neovim plugin folders, tmux's XDG config: loaded at every start.
         ".vim",
         ".config/vim",
-        ".local/share/nvim/site",
         ".config/tmux",
         # The user site-packages: a `.pth` there runs at every start of the system python.
         ".local/lib",
@@ -198,6 +321,91 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".config/sway",
         ".config/i3",
         ".config/hypr",
+        # Attack review. Sourced at every shell start by the lines their installers add
+        # (nvm.sh, oh-my-zsh and the other zsh frameworks, SDKMAN), or on the PATH of a
+        # login and holding interpreters whose site-packages and global modules run at
+        # every start (pyenv, rbenv, asdf, Volta, pnpm, rustup's toolchains).
+        ".nvm",
+        ".oh-my-zsh",
+        ".bash_it",
+        ".zsh",
+        ".config/zsh",
+        ".zinit",
+        ".local/share/zinit",
+        ".antigen",
+        ".zplug",
+        ".sdkman",
+        ".pyenv",
+        ".rbenv",
+        ".asdf",
+        ".volta",
+        ".rustup",
+        ".local/share/pnpm",
+        ".npm-global",
+        ".yarn/bin",
+        ".node_modules",
+        ".node_libraries",
+        ".local/share/bash-completion",
+        ".config/direnv",
+        ".config/nushell",
+        ".config/xonsh",
+        ".config/elvish",
+        ".config/powershell",
+        # Python code IPython and Jupyter run at every start (not only `startup/`).
+        ".ipython",
+        ".jupyter",
+        ".julia/config",
+        ".config/gdb",
+        # Run by the next build or install outside.
+        ".gradle/init.d",
+        ".sbt",
+        ".bundle",
+        ".config/uv",
+        ".config/pypoetry",
+        # Terminals that start a configured shell or run Lua, and editors that run
+        # configured language servers, plugins or tasks (lazy.nvim and mason live in
+        # ~/.local/share/nvim).
+        ".config/alacritty",
+        ".config/kitty",
+        ".config/wezterm",
+        ".config/foot",
+        ".config/ghostty",
+        ".config/zellij",
+        ".config/helix",
+        ".config/zed",
+        ".config/sublime-text",
+        ".config/kak",
+        ".config/micro",
+        ".local/share/nvim",
+        ".config/VSCodium/User",
+        ".vscode-oss",
+        ".vscode-server",
+        ".config/JetBrains",
+        ".local/share/JetBrains",
+        ".doom.d",
+        ".config/doom",
+        # Desktop sessions and key bindings that run commands at login or on a key; GNOME's
+        # settings database (custom key bindings, the terminal's command); podman's Quadlet
+        # units, which systemd's generator turns into services at the next login.
+        ".config/autostart-scripts",
+        ".config/openbox",
+        ".config/bspwm",
+        ".config/sxhkd",
+        ".config/awesome",
+        ".config/qtile",
+        ".xmonad",
+        ".config/river",
+        ".config/labwc",
+        ".config/niri",
+        ".config/lxsession",
+        ".config/dconf",
+        ".config/containers/systemd",
+        ".local/share/nautilus/scripts",
+        # Version control and its extensions: hooks, diff tools, `gh` extensions.
+        ".config/hg",
+        ".subversion",
+        ".config/jj",
+        ".local/share/gh",
         placeholder=False,
     ),
 )
@@ -212,12 +420,72 @@ READONLY_IN_TREE: tuple[Guard, ...] = (
     *_files(".mcp.json"),
 )
 GIT_HOOKS = Guard(".git/hooks", True, True)
+# Beside `objects/` and `refs/`, a `HEAD` makes its folder a bare repository, whose `config`
+# git obeys in every folder below that is in no repository of its own. Watched at the top
+# of the home and of each tree that is no repository; refused to the file tools anywhere
+# outside a `.git` folder.
+BARE_HEAD = Guard("HEAD", False, False)
 
 # Names that the file tools refuse to write at any depth of any root (the shell's view is
 # limited to the trees found, the file tools' is not).
 _TREE_FOLDERS = frozenset({".vscode", ".idea", ".claude", ".cursor"})
 # `commondir` moves where git reads `config` and `hooks` from, in any git folder.
 _GIT_FILES = frozenset({"config", "config.worktree", "commondir"})
+
+
+# Where a launcher keeps the code it runs, in the home folder. An MCP server the daemon
+# starts (outside the sandbox, with its tokens) as `npx -y @scope/server` or `uvx server`
+# runs from there, and neither checks the files it finds there again.
+LAUNCHER_CACHES: Mapping[str, tuple[str, ...]] = {
+    "npx": (".npm/_npx",),
+    "npm": (".npm/_npx",),
+    "pnpm": (".cache/pnpm",),
+    "bunx": (".bun/install/cache",),
+    "bun": (".bun/install/cache",),
+    "uvx": (".cache/uv", ".local/share/uv"),
+    "uv": (".cache/uv", ".local/share/uv"),
+    "pipx": (".local/share/pipx", ".local/pipx"),
+    "deno": (".cache/deno",),
+}
+_CODE_SUFFIXES = frozenset({".js", ".mjs", ".cjs", ".ts", ".py", ".sh", ".rb", ".jar", ".php"})
+
+
+def server_code(
+    home: PurePosixPath,
+    workdir: PurePosixPath | None,
+    command: str,
+    args: Sequence[str],
+    cwd: PurePosixPath | None,
+) -> list[PurePosixPath]:
+    """What an MCP server the daemon starts outside the sandbox runs, for the wall to keep
+    read-only: its launcher's cache, the folder of its program and of each script its
+    arguments name, its working folder. Paths as spelled (absolute, `~/`, or relative to
+    `cwd`); what lies in the workdir, or holds it, is left writable (the owner works there).
+    Pure."""
+
+    def place(text: str) -> PurePosixPath | None:
+        if text == "~" or text.startswith("~/"):
+            return home / text[2:]
+        if text.startswith("/"):
+            return PurePosixPath(text)
+        return cwd / text if cwd is not None else None
+
+    found = [home / cache for cache in LAUNCHER_CACHES.get(PurePosixPath(command).name, ())]
+    if cwd is not None:
+        found.append(cwd)
+    for word in [command, *args]:
+        path = place(word) if "/" in word or PurePosixPath(word).suffix in _CODE_SUFFIXES else None
+        if path is not None:
+            found.append(path.parent)
+    return [
+        path
+        for path in dict.fromkeys(PurePosixPath(os.path.normpath(p)) for p in found)
+        if path not in (PurePosixPath("/"), home)
+        and (
+            workdir is None
+            or not (within_any_case(path, workdir) or within_any_case(workdir, path))
+        )
+    ]
 
 
 @functools.cache
@@ -245,12 +513,16 @@ def write_refusal(real: PurePath, readonly: tuple[PurePath, ...]) -> str | None:
     """Why the file tools may not write `real` (canonical), or None. Pure.
 
     `readonly`: the home guards and the installation, canonical. The tree guards are matched
-    by name at any depth, since a file tool can reach any folder of a root.
+    by name at any depth, since a file tool can reach any folder of a root. Names compare in
+    any case: a case-insensitive file system (macOS's default) opens `~/.BASHRC` as
+    `~/.bashrc`.
     """
     for path in readonly:
-        if real.parts[: len(path.parts)] == path.parts:
+        if within_any_case(real, path):
             return f"is inside {path}, which runs later outside the sandbox"
-    parts = real.parts
+    parts = tuple(part.casefold() for part in real.parts)
+    if parts[-1] == BARE_HEAD.path.casefold() and ".git" not in parts:
+        return "would make its folder a bare git repository, whose config git obeys later"
     for index, part in enumerate(parts):
         if part in _TREE_FOLDERS:
             return f"is inside a {part} folder (editor or agent settings)"
@@ -258,6 +530,6 @@ def write_refusal(real: PurePath, readonly: tuple[PurePath, ...]) -> str | None:
             rest = parts[index + 1 :]
             if "hooks" in rest or (rest and rest[-1] in _GIT_FILES):
                 return "is a git hook or git config, which git runs or obeys later"
-    if real.name == ".mcp.json":
+    if parts[-1] == ".mcp.json":
         return "is an MCP server list, which an agent may start later"
     return None

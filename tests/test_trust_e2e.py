@@ -147,7 +147,11 @@ async def test_owner_identity_reset_holds_messages_tells_the_new_device_and_runs
     await bot.wait_log("message.held", where=lambda r: r["event_id"] == second)
     assert len(fake_api.requests) == 1, "nothing from the new identity reached the model"
 
-    # The operator, on the computer, accepts the new identity; the bot restarts.
+    # The operator, on the computer, stops the bot, accepts the new identity and starts it
+    # again. Stopped first: a running daemon reads the new pin at any sync from the moment
+    # `trust` writes it (the next test covers that), so under load it ran the held messages
+    # before this test had scripted their answers, or was stopped in the middle of them.
+    await bot.stop()
     process = await asyncio.create_subprocess_exec(
         console_script(),
         "trust",
@@ -161,7 +165,6 @@ async def test_owner_identity_reset_holds_messages_tells_the_new_device_and_runs
     assert process.returncode == 0, err.decode()
     assert "now trusting identity" in out.decode()
     assert "2 message(s) it sent while untrusted will run" in out.decode()
-    await bot.stop()
     fake_api.reply("backups deleted")
     fake_api.reply("logs emptied")
     restarted = time.monotonic()
@@ -221,6 +224,11 @@ async def test_held_message_runs_before_the_next_one_when_trusted_without_a_rest
     await reset.wait_message(room, sender=setup.bot.user_id, contains="dispatch-matrix trust")
     await bot.wait_log("message.held", where=lambda r: r["event_id"] == sent)
 
+    # Scripted before `trust` runs: the daemon may read the new pin at any sync from the
+    # moment the command writes it, before it exits and before the next message (under
+    # load the held message ran first and took the echo, and "all good" never came).
+    fake_api.reply("keys rotated")
+    fake_api.reply("all good")
     process = await asyncio.create_subprocess_exec(
         console_script(),
         "trust",
@@ -234,8 +242,6 @@ async def test_held_message_runs_before_the_next_one_when_trusted_without_a_rest
     assert process.returncode == 0, err.decode()
     # The running daemon reads the pin at its next sync; the owner's next message brings
     # one at once. The held message runs first, then the new one.
-    fake_api.reply("keys rotated")
-    fake_api.reply("all good")
     await reset.send_text(room, "anything else?")
     await reset.wait_message(room, sender=setup.bot.user_id, contains="all good")
     requests = await fake_api.await_requests(3)

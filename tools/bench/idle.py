@@ -10,14 +10,24 @@ does nothing but define them:
 - `tree_rss_mib(pid)`: VmRSS of the same tree, summed, in MiB.
 - `floor_rss_mib(modules)`: VmRSS of a process that only imports `modules` and sleeps.
 
+- `answer_after_wake(...)`: a process stopped (SIGSTOP, what a laptop's sleep does to it)
+  while a message arrives, then continued: seconds from SIGCONT to the answer.
+
 Run as a script it brings up a private Synapse, the fake Messages API and a bot with an
 owner and an encrypted DM (one answered message), then times `--restarts` restarts
 (spawn → the stdout line containing "connected"), idles `--idle-seconds` with the shipped
 defaults (30 s long-poll, info log) and reads the bot's CPU and RSS, and reads the floor's
-RSS (`import nio, anthropic`). It prints the figures and the load average; it asserts
-nothing.
+RSS (`import nio, anthropic`). Then the two waits a user feels after a fault, `--wakes`
+times each: the answer to a message sent while the bot was stopped for `--asleep-seconds`
+(longer than a long poll, so the request it had open has ended), after SIGCONT, for the bot
+and for a bare nio echo bot in the same run (the ratio is the goal's figure); and the
+answer to a message sent while the Messages API was down for `--api-away-seconds` (the
+bot has told the owner it is unavailable), after the API is back (no echo-bot counterpart:
+it calls no API; the shipped probe runs every `[agent] outage_probe_s`). It prints the
+figures and the load average; it asserts nothing (the tests assert what cuts these waits
+short: tests/test_ops_e2e.py).
 
-    .venv/bin/python tools/bench/idle.py [--restarts 5] [--idle-seconds 300]
+    .venv/bin/python tools/bench/idle.py [--restarts 5] [--idle-seconds 300] [--wakes 3]
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -113,6 +125,78 @@ def floor_rss_mib(modules: tuple[str, ...] = ("nio", "anthropic"), python: str =
             proc.kill()
 
 
+async def answer_after_wake(
+    pid: int, owner: Any, room: str, bot_user: str, asleep_s: float, timeout: float = 120
+) -> float:
+    """Stop `pid` (SIGSTOP), send a message, keep it stopped `asleep_s`, continue it: the
+    seconds from SIGCONT to the answer that names the message. `owner` is a JsClient."""
+    token = f"wake-{secrets.token_hex(4)}"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        sent = await owner.send_text(room, f"benchmark message {token}")
+        # The fault's length: a benchmark reproduces the sleep, a test would not wait it out.
+        await asyncio.sleep(asleep_s)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    woke = time.monotonic()
+    await owner.wait_message(
+        room, sender=bot_user, contains=token, after_event_id=sent, timeout=timeout
+    )
+    return time.monotonic() - woke
+
+
+async def answer_after_api_back(
+    api: Any, owner: Any, room: str, bot_user: str, away_s: float, timeout: float = 180
+) -> float:
+    """Stop the Messages API stand-in `api`, send a message, wait for the bot to say the
+    API is unavailable and `away_s` more, start the API again: the seconds from then to the
+    answer that names the message."""
+    token = f"outage-{secrets.token_hex(4)}"
+    await asyncio.to_thread(api.stop)
+    try:
+        sent = await owner.send_text(room, f"benchmark message {token}")
+        await owner.wait_message(
+            room, sender=bot_user, contains="unavailable", after_event_id=sent, timeout=timeout
+        )
+        await asyncio.sleep(away_s)
+    finally:
+        await asyncio.to_thread(api.start)
+    back = time.monotonic()
+    await owner.wait_message(
+        room, sender=bot_user, contains=token, after_event_id=sent, timeout=timeout
+    )
+    return time.monotonic() - back
+
+
+async def _nio_wakes(stage: Any, folder: Path, args: argparse.Namespace) -> list[float]:
+    """The same wake, `args.wakes` times, for a bare nio echo bot with its own DM."""
+    import foundation as f
+
+    bench = stage.bench
+    account = bench.accounts.new("wakenio")
+    nio = f.NioBot(bench.synapse.url, account, folder / "nio" / account.localpart)
+    await nio.spawn()
+    proc = nio.process
+    assert proc is not None
+    f.REAPER.track("nio echo bot", proc.pid, True, lambda: proc.returncode is not None)
+    f.REAPER.add("nio echo bot", nio.stop)
+    try:
+        await nio.wait_connected(f.CONNECT_TIMEOUT)
+        room = await f.open_dm(stage.owner, account.user_id)
+        await f.one_reply(stage.owner, room, account.user_id, "nio-warmup")
+        wakes = []
+        for _ in range(args.wakes):
+            wakes.append(
+                await answer_after_wake(
+                    nio.pid, stage.owner, room, account.user_id, args.asleep_seconds
+                )
+            )
+            f.say(f"  nio echo bot: answer {wakes[-1]:.2f} s after waking")
+        return wakes
+    finally:
+        await nio.stop()
+
+
 # -- the script ----------------------------------------------------------------------------------
 
 
@@ -136,12 +220,32 @@ async def _bench(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     load_before = os.getloadavg()
     cpu = await idle_cpu(bot.pid, args.idle_seconds)
     rss = tree_rss_mib(bot.pid)
+    wakes, api_backs = [], []
+    for _ in range(args.wakes):
+        wakes.append(await answer_after_wake(bot.pid, owner, room, bot_user, args.asleep_seconds))
+        f.say(f"  dispatch-matrix: answer {wakes[-1]:.2f} s after waking")
+    for _ in range(args.wakes):
+        api_backs.append(
+            await answer_after_api_back(
+                stage.bench.api, owner, room, bot_user, args.api_away_seconds
+            )
+        )
+        f.say(f"  dispatch-matrix: answer {api_backs[-1]:.2f} s after the API was back")
     await f.stop_bot(bot)
+    nio_wakes = await _nio_wakes(stage, folder, args) if args.wakes else []
     await owner.close()
     floors = [await asyncio.to_thread(floor_rss_mib) for _ in range(3)]
+    wake = statistics.median(wakes) if wakes else None
+    nio_wake = statistics.median(nio_wakes) if nio_wakes else None
     return {
+        "asleep_s": args.asleep_seconds,
+        "answer_after_wake_s": [round(w, 3) for w in wakes],
+        "nio_answer_after_wake_s": [round(w, 3) for w in nio_wakes],
+        "answer_after_wake_ratio": round(wake / nio_wake, 2) if wake and nio_wake else None,
+        "api_away_s": args.api_away_seconds,
+        "answer_after_api_back_s": [round(b, 3) for b in api_backs],
         "restart_s": restarts,
-        "restart_median_s": statistics.median(restarts),
+        "restart_median_s": statistics.median(restarts) if restarts else None,
         "idle_cpu": cpu,
         "idle_rss_mib": round(rss, 1),
         "floor_rss_mib": round(statistics.median(floors), 1),
@@ -155,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--restarts", type=int, default=5)
     parser.add_argument("--idle-seconds", type=float, default=300.0)
+    parser.add_argument("--wakes", type=int, default=3, help="0 skips the fault figures")
+    parser.add_argument("--asleep-seconds", type=float, default=40.0)
+    parser.add_argument("--api-away-seconds", type=float, default=12.0)
     parser.add_argument("--bot-sync-timeout-ms", type=int, default=30_000)
     parser.add_argument("--bot-log-level", default="info")
     args = parser.parse_args(argv)

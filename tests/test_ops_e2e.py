@@ -406,6 +406,9 @@ async def test_the_api_away_for_minutes_holds_the_tasks_and_tells_the_owner_once
         assert "Queue: 2 waiting" in shown["body"], shown["body"]
         assert "Waiting for the model" in shown["body"], shown["body"]
         assert len(fake_api.requests) == asked + 1, "nothing reached a stopped API"
+        # Back at the start of a wait (the fourth, 16 s), not in the last probe interval of
+        # one, where a wait ending on its own could retry before any probe saw the API.
+        await bot.wait_log("model.outage", timeout=60, count=4)
     finally:
         await asyncio.to_thread(fake_api.start)
     back = clock()

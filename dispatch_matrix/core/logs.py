@@ -44,6 +44,8 @@ _NOISY = (
     "httpcore2",
     "aiohttp.access",
     "anthropic",
+    # The Markdown renderer logs each rule it enters at debug: thousands per answer.
+    "markdown_it",
 )
 
 

@@ -427,17 +427,20 @@ def _dump_bytes(line: str) -> str | None:
         return None
     rest = line[offset.end() :].split("|", 1)[0]
     digits: list[str] = []
+    # Hex digits read so far, kept as a count: summing the groups at each one made a long
+    # line of hex-looking words cost its length squared.
+    done = 0
     width = 0
     at = 0
     while (token := _DUMP_TOKEN.match(rest, at)) is not None:
         gap, group = token.groups()
-        done = sum(map(len, digits)) // 2
-        if digits and (len(gap) >= 2 and done != 8 or len(group) != width):
+        if digits and (len(gap) >= 2 and done != 16 or len(group) != width):
             break
         width = width or len(group)
         if width % 2:
             return None
         digits.append(group)
+        done += len(group)
         at = token.end()
     return "".join(digits) or None
 

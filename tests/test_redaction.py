@@ -524,3 +524,23 @@ def test_a_long_line_of_hex_words_is_looked_through_in_linear_time(line: str) ->
     assert redactor.known(line) == line
     # Linear work takes well under 0.1 s here; the bound leaves room for a busy machine.
     assert time.perf_counter() - started < 3.0
+
+
+@pytest.mark.parametrize(
+    ("secret", "line"),
+    [
+        # Digits are what dates, times, versions and sizes are written with, separators
+        # between: an all-digit value is found among a text's digits only when long.
+        ("20261205", "deployed 2026-12-05 06:00, build 2026.12.05"),
+        ("123456789012", "at 12:34:56.789 on 0-12"),
+        ("0471108151", "call 0471/108 15-1 now"),
+    ],
+)
+def test_a_short_all_digit_secret_does_not_hide_dates_and_numbers(secret: str, line: str) -> None:
+    redactor = Redactor()
+    redactor.add(secret)
+    assert redactor.known(line) == line
+    # As it is, and broken only by whitespace (a wrapped line), it is still hidden.
+    for shown in (f"pin={secret}", f"pin={secret[:4]} {secret[4:]}"):
+        out = redactor.known(shown)
+        assert out == f"pin={REDACTED}", out

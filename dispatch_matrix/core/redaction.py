@@ -445,6 +445,18 @@ def _dump_bytes(line: str) -> str | None:
     return "".join(digits) or None
 
 
+# An all-digit view shorter than this is not looked for among a text's letters and digits:
+# dates, times, versions and sizes are digits with separators between, so an eight-digit
+# PIN `20261205` hid every `2026-12-05` of a log. Such a form is looked for as it is.
+_MIN_DIGIT_VIEW = 16
+
+
+def _viewable(view: str) -> bool:
+    """Whether a form's letters and digits are specific enough to be looked for among a
+    text's, whatever stands between them (pure)."""
+    return len(view) >= (_MIN_DIGIT_VIEW if view.isdigit() else _MIN_FORM)
+
+
 def _occurrences(text: str, value: str) -> list[int]:
     """Where `value` starts in `text`, without overlaps."""
     found = []
@@ -502,10 +514,10 @@ class KnownSecrets:
             if len(form) >= _MIN_FORM:
                 self._forms.setdefault("".join(form.split()), None)
         views = {form: _view(form) for form in self._forms}
-        self._views = tuple(sorted({v for v in views.values() if len(v) >= _MIN_FORM}))
+        self._views = tuple(sorted({v for v in views.values() if _viewable(v)}))
         # A form with too few letters and digits to be looked for among a text's is looked
         # for as it is, without the whitespace.
-        short = [form for form, view in views.items() if len(view) < _MIN_FORM]
+        short = [form for form, view in views.items() if not _viewable(view)]
         gated = tuple(f for f in short if any(c in f for c in _GATES_OF_FORMS))
         self._everywhere = tuple(f for f in short if f not in gated)
         self._gated = gated

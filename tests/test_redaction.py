@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from dispatch_matrix.core import redaction
 from dispatch_matrix.core.logs import REDACTED, Redactor
 from dispatch_matrix.core.redaction import environment_secrets, looks_secret
 from dispatch_matrix.toolbox.process import _Capture
@@ -544,3 +545,28 @@ def test_a_short_all_digit_secret_does_not_hide_dates_and_numbers(secret: str, l
     for shown in (f"pin={secret}", f"pin={secret[:4]} {secret[4:]}"):
         out = redactor.known(shown)
         assert out == f"pin={REDACTED}", out
+
+
+def test_a_long_text_maps_a_found_secret_back_as_a_short_one_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past `_BLOCK` the view is mapped back block by block: the same output as mapping
+    the whole text character by character, wherever the secrets lie."""
+    redactor = Redactor()
+    redactor.add(_KEY)
+    disguised = "\u200b".join(_KEY)  # zero-width spaces between its characters
+    filler = "line of ordinary output, caf\u00e9 \x1b[01;31mred\x1b[m 12-34\n"
+    texts = (
+        filler * 3000 + disguised + "\n" + filler * 3000,
+        disguised + filler * 4000,
+        filler * 4000 + "\n\n\n" + _KEY[:20] + "\x1b[m" + _KEY[20:],
+        filler * 1800 + _KEY + filler * 1800 + disguised + filler * 10,
+        # One line: blocks are cut after any whitespace, not only at line ends.
+        filler.replace("\n", " ") * 3000 + "\x1b[01;31m" + disguised + filler.replace("\n", " "),
+    )
+    fast = [redactor.known(text) for text in texts]
+    monkeypatch.setattr(redaction, "_BLOCK", 1 << 30)
+    for text, out in zip(texts, fast, strict=True):
+        assert len(text) > 1 << 16
+        assert REDACTED in out
+        assert out == redactor.known(text)

@@ -475,6 +475,41 @@ def _lower(text: str) -> str:
     return "".join(ch if len(ch.lower()) != 1 else ch.lower() for ch in text)
 
 
+# Above this length a text's view is mapped back to it block by block, only in the blocks a
+# hit lies in: character by character, 1 MB with one secret took 0.4-0.6 s.
+_BLOCK = 1 << 16
+_SPACE = re.compile(r"\s")
+
+
+def _mapped(text: str, hits: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """`hits` (spans of `_view(text)`) as spans of `text`. The text is cut into blocks
+    after whitespace: a view is its blocks' views joined (a character folds alone, and no
+    terminal escape holds whitespace), so each block's view is measured whole and only a
+    block holding a hit's end is mapped."""
+    blocks: list[tuple[int, int]] = []  # (where in the text, where in the view) per block
+    at = seen = 0
+    while at < len(text):
+        cut = _SPACE.search(text, at + _BLOCK)
+        end = len(text) if cut is None else cut.end()
+        blocks.append((at, seen))
+        seen += len(_view(text[at:end]))
+        at = end
+    blocks.append((len(text), seen))
+    starts = [in_view for _, in_view in blocks]
+    origins: dict[int, list[int]] = {}
+
+    def origin(index: int) -> int:
+        # The last block starting at or before `index`: blocks with an empty view start
+        # where the next one does, and are passed over.
+        number = bisect.bisect_right(starts, index) - 1
+        if number not in origins:
+            start, stop = blocks[number][0], blocks[number + 1][0]
+            origins[number] = _view_positions(text[start:stop])[1]
+        return blocks[number][0] + origins[number][index - blocks[number][1]]
+
+    return [(origin(start), origin(end - 1) + 1) for start, end in hits]
+
+
 class KnownSecrets:
     """The secret values the daemon knows (its password, token, API key, the environment's,
     an MCP server's) and where any of their forms occurs in a text: encoded, in any case,
@@ -598,12 +633,11 @@ class KnownSecrets:
         # A comprehension, not `any`: the common case looks at every form and finds none.
         if not [form for form in self._views if form in view]:
             return []
-        view, origin = _view_positions(text)
-        return [
-            (origin[at], origin[at + len(form) - 1] + 1)
-            for form in self._views
-            for at in _occurrences(view, form)
-        ]
+        hits = [(at, at + len(form)) for form in self._views for at in _occurrences(view, form)]
+        if len(text) <= _BLOCK:
+            origin = _view_positions(text)[1]
+            return [(origin[start], origin[end - 1] + 1) for start, end in hits]
+        return _mapped(text, hits)
 
     def _cut(self, lowered: str) -> list[tuple[int, int]]:
         """A form's start right before a cut, or its end right after one."""

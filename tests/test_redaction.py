@@ -8,11 +8,13 @@ import codecs
 import hashlib
 import json
 import re
+import time
 import urllib.parse
 import uuid
 
 import pytest
 
+from dispatch_matrix.core import redaction
 from dispatch_matrix.core.logs import REDACTED, Redactor
 from dispatch_matrix.core.redaction import environment_secrets, looks_secret
 from dispatch_matrix.toolbox.process import _Capture
@@ -505,3 +507,66 @@ def test_ordinary_text_between_separators_keeps_its_letters() -> None:
     redactor.add(_KEY)
     line = "a-b-c 1,2,3 path/to/file.py \x1b[01;31mred\x1b[m caf\u00e9 \uff21\uff22"
     assert redactor.known(line) == line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # One long line of hex-looking words: a dump's line to `_DUMP_LINE`, read group by
+        # group. Each group summed every group before it: 280 KB took 32 s, 1 MB minutes.
+        "abcdef " * 40_000,
+        "00000000: " + "abcd " * 60_000,
+    ],
+)
+def test_a_long_line_of_hex_words_is_looked_through_in_linear_time(line: str) -> None:
+    redactor = Redactor()
+    redactor.add(_KEY)
+    started = time.perf_counter()
+    assert redactor.known(line) == line
+    # Linear work takes well under 0.1 s here; the bound leaves room for a busy machine.
+    assert time.perf_counter() - started < 3.0
+
+
+@pytest.mark.parametrize(
+    ("secret", "line"),
+    [
+        # Digits are what dates, times, versions and sizes are written with, separators
+        # between: an all-digit value is found among a text's digits only when long.
+        ("20261205", "deployed 2026-12-05 06:00, build 2026.12.05"),
+        ("123456789012", "at 12:34:56.789 on 0-12"),
+        ("0471108151", "call 0471/108 15-1 now"),
+    ],
+)
+def test_a_short_all_digit_secret_does_not_hide_dates_and_numbers(secret: str, line: str) -> None:
+    redactor = Redactor()
+    redactor.add(secret)
+    assert redactor.known(line) == line
+    # As it is, and broken only by whitespace (a wrapped line), it is still hidden.
+    for shown in (f"pin={secret}", f"pin={secret[:4]} {secret[4:]}"):
+        out = redactor.known(shown)
+        assert out == f"pin={REDACTED}", out
+
+
+def test_a_long_text_maps_a_found_secret_back_as_a_short_one_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past `_BLOCK` the view is mapped back block by block: the same output as mapping
+    the whole text character by character, wherever the secrets lie."""
+    redactor = Redactor()
+    redactor.add(_KEY)
+    disguised = "\u200b".join(_KEY)  # zero-width spaces between its characters
+    filler = "line of ordinary output, caf\u00e9 \x1b[01;31mred\x1b[m 12-34\n"
+    texts = (
+        filler * 3000 + disguised + "\n" + filler * 3000,
+        disguised + filler * 4000,
+        filler * 4000 + "\n\n\n" + _KEY[:20] + "\x1b[m" + _KEY[20:],
+        filler * 1800 + _KEY + filler * 1800 + disguised + filler * 10,
+        # One line: blocks are cut after any whitespace, not only at line ends.
+        filler.replace("\n", " ") * 3000 + "\x1b[01;31m" + disguised + filler.replace("\n", " "),
+    )
+    fast = [redactor.known(text) for text in texts]
+    monkeypatch.setattr(redaction, "_BLOCK", 1 << 30)
+    for text, out in zip(texts, fast, strict=True):
+        assert len(text) > 1 << 16
+        assert REDACTED in out
+        assert out == redactor.known(text)

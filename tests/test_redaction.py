@@ -8,7 +8,6 @@ import codecs
 import hashlib
 import json
 import re
-import time
 import urllib.parse
 import uuid
 
@@ -514,17 +513,17 @@ def test_ordinary_text_between_separators_keeps_its_letters() -> None:
     [
         # One long line of hex-looking words: a dump's line to `_DUMP_LINE`, read group by
         # group. Each group summed every group before it: 280 KB took 32 s, 1 MB minutes.
-        "abcdef " * 40_000,
-        "00000000: " + "abcd " * 60_000,
+        "abcdef " * 150_000,
+        "00000000: " + "abcd " * 210_000,
     ],
 )
+# A hang guard, not a speed bound: 1 MB is looked through in under a second; squared, it
+# took minutes (the daemon blocked that long on one tool output).
+@pytest.mark.timeout(60)
 def test_a_long_line_of_hex_words_is_looked_through_in_linear_time(line: str) -> None:
     redactor = Redactor()
     redactor.add(_KEY)
-    started = time.perf_counter()
     assert redactor.known(line) == line
-    # Linear work takes well under 0.1 s here; the bound leaves room for a busy machine.
-    assert time.perf_counter() - started < 3.0
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ import structlog
 
 from dispatch_matrix.core import terminal
 from dispatch_matrix.core.faults import is_disk_full
-from dispatch_matrix.core.redaction import REDACTED, KnownSecrets, find_secrets, hide
+from dispatch_matrix.core.known_secrets import KnownSecrets
+from dispatch_matrix.core.redaction import REDACTED, find_secrets, hide
 
 __all__ = ["REDACTED", "REDACTOR", "Redactor", "get", "setup"]
 

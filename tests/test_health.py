@@ -289,6 +289,36 @@ def test_disk_full_is_told_apart_from_bugs(error: BaseException, full: bool) -> 
         assert found.exit_code == 3 and "/state" in found.message
 
 
+@pytest.mark.parametrize(
+    "error, said",
+    [
+        # No file named (SQLite): the state folder, whose ledger it is.
+        (
+            sqlite3.OperationalError("database or disk is full"),
+            "the disk holding the state folder /state is full",
+        ),
+        # A file inside the state folder: still the state folder.
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/state/logs/x"),
+            "the disk holding the state folder /state is full",
+        ),
+        # A file elsewhere (a temporary folder filled up): that folder, not the state folder.
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/tmp/dm/part"),
+            "the disk holding /tmp/dm is full",
+        ),
+        # The disk has room; the user's share of it does not.
+        (
+            OSError(errno.EDQUOT, "Disk quota exceeded"),
+            "your disk quota is used up for the state folder /state",
+        ),
+    ],
+)
+def test_a_full_disk_is_named_where_it_struck(error: BaseException, said: str) -> None:
+    found = disk_full(error, Path("/state"))
+    assert found is not None and found.message.startswith(said), found
+
+
 class _FullDisk:
     """A log file's stream on a disk with no room left."""
 

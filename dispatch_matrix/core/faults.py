@@ -41,11 +41,23 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 def disk_full(error: BaseException, folder: Path) -> DiskFull | None:
-    """The clear error for a full disk, when `error` (or one it groups) is one."""
-    if not any(is_disk_full(leaf) for leaf in leaves(error)):
+    """The clear error for a full disk, when `error` (or one it groups) is one. It names
+    the state `folder`, unless the refused write was of a file outside it (a `/tmp` that
+    filled up), and says a quota when the disk has room but the user's share is used up."""
+    full = [leaf for leaf in leaves(error) if is_disk_full(leaf)]
+    if not full:
         return None
+    where = f"the state folder {folder}"
+    filename = getattr(full[0], "filename", None)
+    if isinstance(filename, str | Path) and str(filename):
+        written = Path(filename).absolute()
+        if not written.is_relative_to(folder.absolute()):
+            where = str(written.parent)
+    quota = isinstance(full[0], OSError) and full[0].errno == errno.EDQUOT
+    said = (
+        f"your disk quota is used up for {where}" if quota else f"the disk holding {where} is full"
+    )
     return DiskFull(
-        f"the disk holding the state folder {folder} is full; stopped before anything was "
-        "half-written",
+        f"{said}; stopped before anything was half-written",
         fix="free some space there; on restart it carries on where it stopped",
     )

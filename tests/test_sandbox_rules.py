@@ -21,7 +21,8 @@ from dispatch_matrix.sandbox.host import (
 )
 from dispatch_matrix.sandbox.macos import profile
 from dispatch_matrix.sandbox.spec import Hidden, Limits, Sandbox, SandboxSpec, bwrap_args, plan
-from dispatch_matrix.sandbox.wall import HIDDEN_IN_HOME, home_guards, server_code, write_refusal
+from dispatch_matrix.sandbox.wall import home_guards, server_code, write_refusal
+from dispatch_matrix.sandbox.wall_paths import HIDDEN_IN_HOME
 
 P = PurePosixPath
 TMP = P("/tmp")

@@ -19,7 +19,7 @@ import pytest
 from dispatch_matrix.permissions import shelljudge, shellread
 from dispatch_matrix.permissions.policy import Decision, Policy
 from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS
-from dispatch_matrix.sandbox.wall import HIDDEN_IN_HOME
+from dispatch_matrix.sandbox.wall_paths import HIDDEN_IN_HOME
 
 HOME = Path("/home/u")
 STORE = HOME / "store"

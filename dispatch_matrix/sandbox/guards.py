@@ -2,7 +2,7 @@
 workdir, repositories up to three levels in) get their `.git/hooks`, `.git/config` and
 editor folders guarded, which guards exist (mounted read-only), which missing folders
 are created empty so they can be, which missing paths are watched, and moving aside what
-a call planted at one of those. The lists themselves are data in `wall.py`; the mounts
+a call planted at one of those. The lists themselves are data in `wall_paths.py`; the mounts
 are `sandbox.plan`'s.
 """
 
@@ -18,13 +18,13 @@ from stat import S_ISLNK
 
 from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.sandbox.spec import within
-from dispatch_matrix.sandbox.wall import (
+from dispatch_matrix.sandbox.wall import home_guards
+from dispatch_matrix.sandbox.wall_paths import (
     BARE_HEAD,
     GIT_HOOKS,
     HIDDEN_IN_HOME,
     READONLY_IN_TREE,
     Guard,
-    home_guards,
 )
 
 

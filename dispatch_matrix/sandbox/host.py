@@ -40,7 +40,7 @@ from dispatch_matrix.sandbox.spec import (
     bwrap_args,
     plan,
 )
-from dispatch_matrix.sandbox.wall import Guard
+from dispatch_matrix.sandbox.wall_paths import Guard
 
 BASH = "/bin/bash"
 _SYSCTLS = (

@@ -27,7 +27,7 @@ Two rules of ours go beyond it: every folder between a root and a hidden or read
 is bound onto itself, so the command cannot rename a parent of the state folder and find it
 unmasked at its new name in the next call (rename of a mount point is EBUSY); and the hidden
 folders are mounted read-only, so a write there fails honestly instead of vanishing with the
-call. What is hidden and read-only is data (`wall.py`, and the config's marked secret
+call. What is hidden and read-only is data (`wall_paths.py`, and the config's marked secret
 files); the limits of each call are `Limits`.
 """
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 
-from dispatch_matrix.sandbox.wall import HIDDEN_IN_HOME
+from dispatch_matrix.sandbox.wall_paths import HIDDEN_IN_HOME
 
 
 class Sandbox(StrEnum):
@@ -50,7 +50,7 @@ class Sandbox(StrEnum):
     NONE = "none"
 
 
-# Under the home folder: where credentials live (the list is `wall.HIDDEN_IN_HOME`).
+# Under the home folder: where credentials live (the list is `wall_paths.HIDDEN_IN_HOME`).
 CREDENTIAL_PATHS: tuple[str, ...] = tuple(guard.path for guard in HIDDEN_IN_HOME)
 
 # Sockets that hand out more than the sandbox allows: a container engine is root on the host.

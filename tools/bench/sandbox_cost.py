@@ -10,7 +10,7 @@ Calls alternate between the two modes in rounds, so a change in machine load ske
 alike. The context is a daemon's: one root, the usual hidden paths (state folder, config,
 credentials, runtime sockets). A third mode, "home", is the default config's: the root is a
 home folder laid out as a developer's (start-up files, ~/.config, 15 repositories), with the
-wall's read-only guards (dispatch_matrix/sandbox/wall.py) mounted as the daemon mounts
+wall's read-only guards (dispatch_matrix/sandbox/wall_paths.py) mounted as the daemon mounts
 them. It measures, it does not judge.
 """
 

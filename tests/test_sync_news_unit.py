@@ -20,9 +20,10 @@ from nio.responses import (
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.handlers import Gate, Tasks
+from dispatch_matrix.matrix.inbound import SyncNews, news_of
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.replay import ReplayGuard
-from dispatch_matrix.matrix.router import Router, SyncNews, news_of
+from dispatch_matrix.matrix.router import Router
 from dispatch_matrix.matrix.unjudged import decode
 from dispatch_matrix.store import Database
 

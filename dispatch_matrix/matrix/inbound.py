@@ -1,20 +1,24 @@
-"""What a /sync brought, as typed values: invites, messages, and what could not be read.
+"""What a /sync brought, as typed values: invites, messages, and what could not be read;
+and, for the parts that are not on every message's way, its news (`SyncNews`: changed
+device lists and room states, gapped timelines, arrived room keys).
 
 A pure translation of nio's SyncResponse; deciding what to do with each is elsewhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nio import (
     BadEvent,
     Event,
+    ForwardedRoomKeyEvent,
     InviteMemberEvent,
     MegolmEvent,
     ReactionEvent,
     RedactionEvent,
+    RoomKeyEvent,
     RoomMessage,
     RoomMessageText,
     SyncResponse,
@@ -255,3 +259,48 @@ def thread_root_of(relation: dict[str, Any]) -> EventID | None:
         return None
     root = relation.get("event_id")
     return EventID(str(root)) if isinstance(root, str) and root else None
+
+
+@dataclass(frozen=True)
+class SyncNews:
+    """What one sync brought for the parts that are not on every message's way."""
+
+    # Users whose device lists or cross-signing keys changed.
+    devices_changed: tuple[str, ...] = ()
+    # Joined rooms whose state (members, encryption, …) this sync carries.
+    rooms_changed: tuple[str, ...] = ()
+    # Joined rooms whose timeline has a gap: room → the token to read back from.
+    gapped: dict[str, str] = field(default_factory=dict)
+    # Room keys arrived (to-device, sent or forwarded): waiting events may decrypt now.
+    room_keys: bool = False
+
+
+def news_of(response: SyncResponse, *, first: bool) -> SyncNews:
+    """What `response` brought (pure); `first`: the first sync of a run, which carries every
+    room's full state (each joined room counts as changed)."""
+    rooms = response.rooms.join
+    changed = tuple(
+        room_id
+        for room_id, info in rooms.items()
+        if first or info.state or any(_is_state(event) for event in info.timeline.events)
+    )
+    gapped = {
+        room_id: info.timeline.prev_batch
+        for room_id, info in rooms.items()
+        if info.timeline.limited and info.timeline.prev_batch
+    }
+    keys = any(
+        isinstance(event, RoomKeyEvent | ForwardedRoomKeyEvent)
+        for event in response.to_device_events
+    )
+    return SyncNews(
+        devices_changed=tuple(response.device_list.changed),
+        rooms_changed=changed,
+        gapped=gapped,
+        room_keys=keys,
+    )
+
+
+def _is_state(event: object) -> bool:
+    source = getattr(event, "source", None)
+    return isinstance(source, dict) and "state_key" in source

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 
-from nio import ForwardedRoomKeyEvent, RoomKeyEvent, SyncResponse
+from nio import SyncResponse
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
@@ -37,6 +36,7 @@ from dispatch_matrix.matrix.inbound import (
     Unreadable,
     Vote,
     from_event,
+    news_of,
     read_sync,
 )
 from dispatch_matrix.matrix.incoming import IncomingFiles
@@ -476,51 +476,6 @@ def explains_refusal(item: Waiting, private: bool) -> bool:
     if isinstance(item, Vote):
         return not (private and not item.was_encrypted)
     return True
-
-
-@dataclass(frozen=True)
-class SyncNews:
-    """What one sync brought for the parts that are not on every message's way."""
-
-    # Users whose device lists or cross-signing keys changed.
-    devices_changed: tuple[str, ...] = ()
-    # Joined rooms whose state (members, encryption, …) this sync carries.
-    rooms_changed: tuple[str, ...] = ()
-    # Joined rooms whose timeline has a gap: room → the token to read back from.
-    gapped: dict[str, str] = field(default_factory=dict)
-    # Room keys arrived (to-device, sent or forwarded): waiting events may decrypt now.
-    room_keys: bool = False
-
-
-def news_of(response: SyncResponse, *, first: bool) -> SyncNews:
-    """What `response` brought (pure); `first`: the first sync of a run, which carries every
-    room's full state (each joined room counts as changed)."""
-    rooms = response.rooms.join
-    changed = tuple(
-        room_id
-        for room_id, info in rooms.items()
-        if first or info.state or any(_is_state(event) for event in info.timeline.events)
-    )
-    gapped = {
-        room_id: info.timeline.prev_batch
-        for room_id, info in rooms.items()
-        if info.timeline.limited and info.timeline.prev_batch
-    }
-    keys = any(
-        isinstance(event, RoomKeyEvent | ForwardedRoomKeyEvent)
-        for event in response.to_device_events
-    )
-    return SyncNews(
-        devices_changed=tuple(response.device_list.changed),
-        rooms_changed=changed,
-        gapped=gapped,
-        room_keys=keys,
-    )
-
-
-def _is_state(event: object) -> bool:
-    source = getattr(event, "source", None)
-    return isinstance(source, dict) and "state_key" in source
 
 
 def fallback_room(

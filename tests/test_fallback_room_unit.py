@@ -10,8 +10,8 @@ import pytest
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID, UserID
 from dispatch_matrix.matrix import texts
-from dispatch_matrix.matrix.outbox import Undelivered, tell_undelivered
-from dispatch_matrix.matrix.router import fallback_room
+from dispatch_matrix.matrix.outbox import Undelivered
+from dispatch_matrix.matrix.undelivered import fallback_room, tell_undelivered
 from dispatch_matrix.store.matrix_tables import OutboxItem
 
 ME, ANN, BOB = UserID("@bot:hs"), UserID("@ann:hs"), UserID("@bob:hs")

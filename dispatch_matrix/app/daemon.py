@@ -38,7 +38,6 @@ from dispatch_matrix.core.known_secrets import environment_secrets
 from dispatch_matrix.identity.crosssign import ensure_identity, until_approved
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import Unreachable
-from dispatch_matrix.matrix.outbox import tell_undelivered
 from dispatch_matrix.matrix.sync import SyncStalled
 from dispatch_matrix.sandbox.guards import recover_watched
 from dispatch_matrix.sandbox.host import (
@@ -286,9 +285,7 @@ async def _serve(parts: Parts) -> int:
             group.create_task(parts.sync.run(), name="sync")
             group.create_task(parts.sync.watch(), name="sync-watchdog")
             group.create_task(parts.outbox.run(), name="outbox")
-            group.create_task(
-                tell_undelivered(parts.undelivered, parts.router.undeliverable), name="untold"
-            )
+            group.create_task(parts.untold.run(), name="untold")
             group.create_task(parts.hearing.run(), name="voice")
             group.create_task(parts.connectors.run(), name="mcp")
             # Once every MCP server has started or failed once: the first request then

@@ -6,8 +6,8 @@ Where two parts need each other, a small object is made first and handed to both
 
 - `AnswerDue`: the worker marks when it takes a task; the outbox's sender holds the
   decorations back meanwhile;
-- `undelivered`, a queue: the outbox puts the answers the homeserver refused for good; the
-  router tells their owner elsewhere (`tell_undelivered`);
+- `undelivered`, a queue: the outbox puts the answers the homeserver refused for good;
+  `UndeliveredAnswers` tells their owner elsewhere, in the rooms the router finds private;
 - `schedules_changed`, an event: the schedule tool and the reminders' commands set it (they
   are built with the agent, before the scheduler); the scheduler wakes on it;
 - `VoiceInbox`: the router records voice messages there and `!retry` sends them back to be
@@ -45,6 +45,7 @@ from dispatch_matrix.matrix.replay import ReplayGuard
 from dispatch_matrix.matrix.router import Router
 from dispatch_matrix.matrix.sender import Budget
 from dispatch_matrix.matrix.sync import SyncLoop
+from dispatch_matrix.matrix.undelivered import UndeliveredAnswers
 from dispatch_matrix.matrix.welcome import Welcome
 from dispatch_matrix.queue import Worker
 from dispatch_matrix.queue.awake import AWAKE_META, KeepAwake
@@ -73,7 +74,7 @@ class Parts:
 
     sync: SyncLoop
     outbox: Outbox
-    undelivered: asyncio.Queue[Undelivered]
+    untold: UndeliveredAnswers
     router: Router
     worker: Worker
     hearing: Hearing
@@ -261,7 +262,14 @@ def build(
     return Parts(
         sync=sync,
         outbox=outbox,
-        undelivered=undelivered,
+        untold=UndeliveredAnswers(
+            undelivered,
+            client,
+            db,
+            outbox,
+            owners=owners,
+            room_private=router.room_private,
+        ),
         router=router,
         worker=worker,
         hearing=hearing,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatch_matrix.core import logs
-from dispatch_matrix.core.errors import DispatchError, HomeserverError
+from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.core.logs import REDACTOR
 from dispatch_matrix.matrix.attachments import upload_file
@@ -41,21 +41,6 @@ LONG_TEXT_CHARS = 16_000
 
 # An answer the homeserver refused for good, and why.
 Undelivered = tuple[OutboxItem, HomeserverError]
-
-
-async def tell_undelivered(
-    undelivered: asyncio.Queue[Undelivered],
-    tell: Callable[[OutboxItem, HomeserverError], Awaitable[None]],
-) -> None:
-    """Hand each answer the outbox could not deliver to `tell` (the router, which knows
-    the owners' other rooms), one at a time, until cancelled."""
-    while True:
-        item, err = await undelivered.get()
-        try:
-            await tell(item, err)
-        except DispatchError as failed:
-            # Telling is best effort: its failure is logged, and the next one is told.
-            log.warning("outbox.untold", txn=item.txn_id, error=failed.message)
 
 
 class Outbox:
@@ -85,7 +70,7 @@ class Outbox:
         self.sender = Sender(budget, on_rate_limited=self._rate_limited, hold=hold)
         self._ephemeral = Ephemeral(client, presence_every_s)
         # Answers the homeserver refused for good (the bot was removed from their room) go
-        # here, for whoever knows the owners' rooms to tell them elsewhere (`tell_undelivered`).
+        # here, for whoever knows the owners' rooms to tell them elsewhere (`undelivered.py`).
         self._undelivered = undelivered
 
     async def run(self) -> None:

@@ -20,11 +20,10 @@ from nio import SyncResponse
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
-from dispatch_matrix.core.ids import RoomID, UserID
+from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.attachments import AttachmentError, NotSaved
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.matrix.failures import RequestRefused
 from dispatch_matrix.matrix.handlers import Gate, Tasks, VoiceLane
 from dispatch_matrix.matrix.inbound import (
     MALFORMED,
@@ -46,7 +45,6 @@ from dispatch_matrix.matrix.privacy import RoomWatch
 from dispatch_matrix.matrix.replay import ReplayGuard
 from dispatch_matrix.matrix.unjudged import Unjudged, Waiting
 from dispatch_matrix.store import Database
-from dispatch_matrix.store.matrix_tables import OutboxItem
 
 log = logs.get(__name__)
 
@@ -286,32 +284,6 @@ class Router:
             return
         await self._judge(vote)
 
-    async def undeliverable(self, item: OutboxItem, err: HomeserverError) -> None:
-        """An answer the homeserver refused for good (the bot was removed from its room):
-        tell its owner, with its text, in a private room they and the bot are still in."""
-        if "-untold." in item.txn_id:
-            # Telling failed too: said in the log only, never a chain of notices.
-            log.error("outbox.untold", txn=item.txn_id, room=item.room_id)
-            return
-        task = self._db.task(item.task_id) if item.task_id is not None else None
-        owner = task.sender if task is not None else None
-        rooms = {
-            RoomID(room_id): frozenset(UserID(user) for user in room.users)
-            for room_id, room in self._client.client.rooms.items()
-            if self.room_private(room_id)
-        }
-        target = fallback_room(rooms, item.room_id, owner, self._owners, self._client.user_id)
-        if target is None:
-            log.error("outbox.untold", txn=item.txn_id, room=item.room_id, why="no other room")
-            return
-        known = self._client.client.rooms.get(item.room_id)
-        name = known.display_name if known is not None else item.room_id
-        code = err.code if isinstance(err, RequestRefused) else None
-        body = str(item.content.get("body", ""))
-        text = texts.undeliverable(name, code, task.short_id if task else None, body)
-        await self._outbox.post(target, text, notice=True, key=f"untold.{item.txn_id}")
-        log.info("outbox.told_elsewhere", txn=item.txn_id, room=item.room_id, told_in=target)
-
     def waiting(self) -> bool:
         """Whether an owner's event waits for the gate (judged again at the next sync)."""
         return bool(self._unjudged.rooms)
@@ -476,23 +448,3 @@ def explains_refusal(item: Waiting, private: bool) -> bool:
     if isinstance(item, Vote):
         return not (private and not item.was_encrypted)
     return True
-
-
-def fallback_room(
-    rooms: dict[RoomID, frozenset[UserID]],
-    failed: RoomID,
-    owner: UserID | None,
-    owners: frozenset[str],
-    me: str,
-) -> RoomID | None:
-    """Where to tell an owner what could not go to `failed` (pure): a private room (given
-    with its joined members) other than that one, where the bot and the owner (any owner
-    when none is known) are still joined; the smallest first (their DM), then by id."""
-    fits = [
-        room
-        for room, members in rooms.items()
-        if room != failed
-        and me in members
-        and (members & ({owner} if owner is not None else owners))
-    ]
-    return min(fits, key=lambda room: (len(rooms[room]), room), default=None)

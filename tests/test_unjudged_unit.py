@@ -11,8 +11,7 @@ from nio import SyncResponse
 from test_sync_news_unit import OWNER, ROOM, FakeClient, FakeGate, build, response, text
 
 from dispatch_matrix.core.errors import HomeserverError
-from dispatch_matrix.identity.gate import TrustGate
-from dispatch_matrix.identity.identities import Identities
+from dispatch_matrix.identity.gate import Identities, TrustGate
 from dispatch_matrix.identity.signing import CrossSigningKeys
 from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.matrix.client import MatrixClient

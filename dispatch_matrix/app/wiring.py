@@ -35,8 +35,7 @@ from dispatch_matrix.connectors.hub import Connectors
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.clock import SystemClock
 from dispatch_matrix.core.ids import RoomID
-from dispatch_matrix.identity.gate import TrustGate
-from dispatch_matrix.identity.identities import Identities
+from dispatch_matrix.identity.gate import Identities, TrustGate
 from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.matrix.asleep import AsleepNotice
 from dispatch_matrix.matrix.client import MatrixClient

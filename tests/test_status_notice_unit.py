@@ -11,7 +11,7 @@ import pytest
 from harness.workbench import FakeRoom
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
-from dispatch_matrix.queue.taskio import RoomTaskIO
+from dispatch_matrix.queue.mirror import RoomTaskIO
 from dispatch_matrix.store import Database, TaskState
 
 

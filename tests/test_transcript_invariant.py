@@ -27,7 +27,7 @@ from dispatch_matrix.agent.transcript import (
 from dispatch_matrix.app.config import AgentSection
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.permissions.policy import Policy
-from dispatch_matrix.queue import taskio, texts
+from dispatch_matrix.queue import mirror, texts
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, TaskState
 from dispatch_matrix.toolbox.base import ToolContext
@@ -42,7 +42,7 @@ def status_edits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every status edit goes out at once: these tests wait for the step a status shows, and
     the 2 s coalescing of edits (for the homeserver's sake) only delayed each wait by up to
     that much (18 of the property test's 32 s); the transcript does not depend on it."""
-    monkeypatch.setattr(taskio, "EDIT_INTERVAL_S", 0.0)
+    monkeypatch.setattr(mirror, "EDIT_INTERVAL_S", 0.0)
 
 
 async def until(room: FakeRoom, match: Callable[[str], bool], timeout: float = 20) -> str:

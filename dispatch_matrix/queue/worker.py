@@ -21,9 +21,8 @@ from dispatch_matrix.core.ids import EventID, RoomID
 from dispatch_matrix.queue import texts
 from dispatch_matrix.queue.approvals import Approvals
 from dispatch_matrix.queue.awake import KeepAwake
-from dispatch_matrix.queue.mirror import Mirror
+from dispatch_matrix.queue.mirror import Mirror, RoomTaskIO
 from dispatch_matrix.queue.ports import Answerer, Room
-from dispatch_matrix.queue.taskio import RoomTaskIO
 from dispatch_matrix.store import Database, Task, TaskState
 from dispatch_matrix.toolbox.groups import ProcessGroups
 

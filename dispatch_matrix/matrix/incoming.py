@@ -88,6 +88,17 @@ class IncomingFiles:
         if step is FileStep.DONE:
             log.info("attachment.taken_already", event_id=event_id)
             return None
+        if claim is not None and not claim.path.is_relative_to(self._inbox):
+            # The workdir (so the inbox) changed between the claim and now (a crash, a new
+            # config, a restart): the file goes to the current inbox, fetched again. Not
+            # kept where it was (the agent may no longer reach the old workdir), nor copied
+            # from it (the old workdir was the agent's to write: reading through it would
+            # follow whatever links it left there).
+            log.info("attachment.inbox_moved", event_id=event_id, was=str(claim.path))
+            claim = self._ledger.claim_file(
+                event_id, self._inbox / self._today(), file_name(content), anew=True
+            )
+            step = FileStep.FETCH
         if step is FileStep.KEEP and claim is not None and on_disk is not None:
             log.info("attachment.kept", event_id=event_id, path=str(claim.path), size=on_disk)
             return described(content, claim.path, on_disk)

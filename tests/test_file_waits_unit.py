@@ -21,7 +21,7 @@ from test_unjudged_unit import FailingGate, with_gate
 
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.matrix import attachments
-from dispatch_matrix.matrix.attachments import receive_file
+from dispatch_matrix.matrix.attachments import AttachmentError, receive_file
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import Unreachable
 from dispatch_matrix.matrix.fetching import (
@@ -217,6 +217,13 @@ async def test_a_failed_download_is_sorted_by_what_the_homeserver_answered(
         await fetch(MediaNio([answer]), tmp_path)
     assert (failed.value.status, failed.value.errcode) == (status, errcode)
     assert not (tmp_path / "inbox").exists() or list((tmp_path / "inbox").iterdir()) == []
+
+
+async def test_bytes_that_are_not_the_file_are_refused_not_lost(tmp_path: Path) -> None:
+    # A 200 whose bytes do not match the event's hash (nio raises its EncryptionError, which
+    # escaped as a crash of the event's handling): a bad file, refused with a notice.
+    with pytest.raises(AttachmentError, match="could not be decrypted.*SHA-256"):
+        await fetch(MediaNio([Answer(b"not the file")]), tmp_path)
 
 
 async def test_a_429_carries_the_wait_it_asked_for(tmp_path: Path) -> None:

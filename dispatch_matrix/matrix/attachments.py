@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nio import DownloadError, UploadResponse
+from nio import DownloadError, EncryptionError, UploadResponse
 from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
 
 from dispatch_matrix.core.errors import DispatchError, HomeserverError
@@ -275,8 +275,10 @@ async def receive_file(
                 file_info["hashes"]["sha256"],
                 file_info["iv"],
             )
-        except (KeyError, ValueError, TypeError) as err:
-            # A key, hash or iv missing or of the wrong type (anything may come in an event).
+        except (KeyError, ValueError, TypeError, EncryptionError) as err:
+            # A key, hash or iv missing or of the wrong type (anything may come in an event),
+            # or bytes that are not the file the event describes (nio's EncryptionError for
+            # a hash that does not match: it escaped here, and the event was lost unanswered).
             raise AttachmentError(f"that attachment could not be decrypted ({err})") from err
     try:
         await asyncio.to_thread(write_whole, target, data, below)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import BotSetup, Homeserver
@@ -30,22 +32,21 @@ DATA = b"col_a,col_b\n1,2\n" * 40
 FAILURES = 3
 
 
-async def test_a_file_sent_while_its_download_fails_is_taken_once_before_the_next_message(
+async def behind_media_relay(
     homeserver: Homeserver,
     make_bot: Callable[..., BotSetup],
     owner_client: StartClient,
-    fake_api: FakeMessagesAPI,
     running: list[BotProcess],
-) -> None:
-    began = time.monotonic()
+) -> tuple[FailingPathRelay, BotSetup, BotProcess, JsClient, str, dict[str, Any]]:
+    """A bot that reaches Synapse through a relay able to fail its media downloads, its
+    owner's strict client, their DM, and the content of a file message ready to send (the
+    file uploaded encrypted, as a phone sends one, straight to Synapse)."""
     synapse = homeserver.synapse
     relay = await FailingPathRelay(synapse.host, synapse.port, "/download/").start()
     setup = make_bot()
     setup.config.homeserver = relay.url
     setup.config.write()
     bot, owner, room = await join(setup, owner_client, running)
-    bot_id = setup.bot.user_id
-    # The file goes up as a phone sends one: encrypted, straight to Synapse.
     ciphertext, keys = encrypt_attachment(DATA)
     token = http.login(homeserver.url, setup.owner.user_id, setup.owner.password)
     mxc = http.upload(homeserver.url, token, ciphertext, "figures.csv")
@@ -56,12 +57,36 @@ async def test_a_file_sent_while_its_download_fails_is_taken_once_before_the_nex
         "info": {"mimetype": "text/csv", "size": len(DATA)},
         "file": {"url": mxc, **{k: keys[k] for k in ("key", "iv", "hashes")}, "v": "v2"},
     }
+    return relay, setup, bot, owner, room, content
+
+
+async def send_file(owner: JsClient, room: str, content: dict[str, Any]) -> str:
+    sent = await owner.call("send_event", room_id=room, type="m.room.message", content=content)
+    return str(sent["event_id"])
+
+
+def inbox_files(setup: BotSetup) -> list[Path]:
+    inbox = setup.config.folder / "work" / "inbox"
+    return [path for path in inbox.rglob("*") if path.is_file()]
+
+
+async def test_a_file_sent_while_its_download_fails_is_taken_once_before_the_next_message(
+    homeserver: Homeserver,
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    began = time.monotonic()
+    relay, setup, bot, owner, room, content = await behind_media_relay(
+        homeserver, make_bot, owner_client, running
+    )
+    bot_id = setup.bot.user_id
     fake_api.reply("The columns sum to 40 and 80.")
     fake_api.reply("Done after the file.")
     relay.failing = True
     try:
-        sent = await owner.call("send_event", room_id=room, type="m.room.message", content=content)
-        file_id = str(sent["event_id"])
+        file_id = await send_file(owner, room, content)
         after = await owner.send_text(room, "and then say done")
         [waiting] = await bot.wait_log("file.waiting", timeout=60)
         assert waiting["event_id"] == file_id and "502" in waiting["error"], waiting
@@ -89,12 +114,50 @@ async def test_a_file_sent_while_its_download_fails_is_taken_once_before_the_nex
     assert queued == [file_id, after], "one task for the file, then the message after it"
     asked = [last_user_text(request) for request in fake_api.requests]
     assert len(asked) == 2 and "sum the columns" in asked[0] and "say done" in asked[1]
-    inbox = setup.config.folder / "work" / "inbox"
-    saved = [path for path in inbox.rglob("*") if path.is_file()]
-    assert saved == [inbox / received["path"].removeprefix(f"{inbox}/")], saved
+    saved = inbox_files(setup)
+    assert [str(path) for path in saved] == [received["path"]], saved
     assert saved[0].read_bytes() == DATA
     assert relay.passed() == 1, "fetched once, when it could be"
     messages = await owner.messages(room)
     assert not [m for m in messages if "could not take" in str(m["content"].get("body"))]
     assert len(answers_to(messages, bot_id, file_id)) == 1
+    await relay.cut()
+
+
+async def test_a_file_waiting_for_its_download_survives_a_kill_and_is_taken_once_after(
+    homeserver: Homeserver,
+    make_bot: Callable[..., BotSetup],
+    owner_client: StartClient,
+    fake_api: FakeMessagesAPI,
+    running: list[BotProcess],
+) -> None:
+    relay, setup, bot, owner, room, content = await behind_media_relay(
+        homeserver, make_bot, owner_client, running
+    )
+    bot_id = setup.bot.user_id
+    fake_api.reply("The columns sum to 40 and 80.")
+    fake_api.reply("Done after the file.")
+    relay.failing = True
+    try:
+        file_id = await send_file(owner, room, content)
+        after = await owner.send_text(room, "and then say done")
+        await bot.wait_log("file.waiting", timeout=60)
+        await bot.wait_log("message.unjudged", timeout=30, where=lambda r: r["event_id"] == after)
+        await bot.kill9()
+        # The log file is the state folder's: the next run writes on after these.
+        failed = len(bot.log_events("attachment.fetch_failed"))
+        again = await setup.process().start()
+        running.append(again)
+        # The new run tries at once (its first sync), and the relay still fails it.
+        await again.wait_log("attachment.fetch_failed", count=failed + 1, timeout=60)
+        assert not again.log_events("task.queued") and fake_api.requests == []
+    finally:
+        relay.failing = False
+    await owner.wait_message(room, sender=bot_id, contains="sum to 40", timeout=60)
+    await owner.wait_message(room, sender=bot_id, contains="Done after the file", timeout=60)
+    queued = [r["event_id"] for r in again.log_events("task.queued")]
+    assert queued == [file_id, after], "one task for the file, then the message after it"
+    assert len(fake_api.requests) == 2
+    [saved] = inbox_files(setup)
+    assert saved.read_bytes() == DATA and relay.passed() == 1
     await relay.cut()

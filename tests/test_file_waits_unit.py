@@ -376,7 +376,7 @@ async def test_the_owner_is_told_once_and_a_file_failed_for_a_day_is_given_up_by
     await bench.sync(after_s=GIVE_UP_AFTER_S)
     assert bench.posts()[1:] == [
         "📎 I gave up fetching figures.csv: the homeserver failed it for over 24 hours "
-        "(the download failed (HTTP 502)). Send it again."
+        "(the homeserver answered HTTP 502). Send it again."
     ]
     assert bench.tasks.messages == ["$text-after"], "what came after goes ahead"
     assert bench.waiting() == []

@@ -296,7 +296,9 @@ async def _download(client: MatrixClient, url: str) -> bytes:
         async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
             response = await client.client.download(mxc=url)
     except UNREACHABLE as err:
-        raise FetchFailed(f"the download failed ({why_unreachable(err)})", status=None) from err
+        raise FetchFailed(
+            f"the homeserver did not answer ({why_unreachable(err)})", status=None
+        ) from err
     transport = getattr(response, "transport_response", None)
     status = getattr(transport, "status", None)
     if isinstance(response, DownloadError) or not hasattr(response, "body"):
@@ -304,12 +306,12 @@ async def _download(client: MatrixClient, url: str) -> bytes:
         wait_ms = getattr(response, "retry_after_ms", None)
         said = [str(part) for part in (status, errcode, getattr(response, "message", None)) if part]
         raise FetchFailed(
-            f"the download failed ({' '.join(said) or 'no usable answer'})",
+            f"the homeserver answered {' '.join(said) or 'with an error'}",
             status=status,
             errcode=errcode if isinstance(errcode, str) else None,
             retry_after_s=wait_ms / 1000 if isinstance(wait_ms, int) else None,
         )
     if isinstance(status, int) and not 200 <= status < 300:
-        raise FetchFailed(f"the download failed (HTTP {status})", status=status)
+        raise FetchFailed(f"the homeserver answered HTTP {status}", status=status)
     body: bytes = response.body
     return body

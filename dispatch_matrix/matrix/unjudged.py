@@ -129,8 +129,9 @@ class Unjudged:
         db: UnjudgedQueries,
         judge: Callable[[Waiting], Awaitable[bool]],
         settle: Callable[[Waiting, bool], Awaitable[None]],
-        fetch: Callable[[Message], Awaitable[None]] | None = None,
-        tell: Callable[[FileWait, Next, HomeserverError], Awaitable[None]] | None = None,
+        *,
+        fetch: Callable[[Message], Awaitable[None]],
+        tell: Callable[[FileWait, Next, HomeserverError], Awaitable[None]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
@@ -192,15 +193,13 @@ class Unjudged:
         if decision.next is Next.GIVE_UP:
             log.warning("file.given_up", event_id=event_id, tries=tries, error=err.message)
             self._forget_tries(event_id)
-            if self._tell is not None:
-                await self._tell(wait, decision.next, err)
+            await self._tell(wait, decision.next, err)
             return True
         if decision.next is Next.WAIT_AND_TELL:
             told = dataclasses.replace(wait, told=True)
             # Marked told first: a crash in between says nothing rather than twice.
             self._db.keep_unjudged(event_id, wait.message.room_id, encode_file(told), replace=True)
-            if self._tell is not None:
-                await self._tell(wait, decision.next, err)
+            await self._tell(wait, decision.next, err)
         self._due[event_id] = now + decision.wait_s
         log.info("file.retry_due", event_id=event_id, tries=tries, wait_s=decision.wait_s)
         return False
@@ -213,7 +212,7 @@ class Unjudged:
         """Try a waiting file again when its try is due; whether it waits no more (taken,
         refused for good, or given up on)."""
         event_id = wait.message.event_id
-        if self._fetch is None or self._due.get(event_id, 0.0) > self._clock():
+        if self._due.get(event_id, 0.0) > self._clock():
             return False
         try:
             await self._fetch(wait.message)
@@ -223,8 +222,9 @@ class Unjudged:
             # A bug, not the homeserver: tried again it would fail every sync, and hold
             # its room's later events for ever.
             log.exception("file.take_failed", event_id=event_id)
+        else:
+            log.info("file.fetched_late", event_id=event_id, waited_s=self._clock() - wait.since)
         self._forget_tries(event_id)
-        log.info("file.fetched_late", event_id=event_id, waited_s=self._clock() - wait.since)
         return True
 
     def deleted(self, event_id: str, room_id: str) -> None:

@@ -5,11 +5,13 @@ It starts only after the trust gate, so a stranger's or an untrusted device's au
 fetched. The router only records a voice message in the ledger; a lane of its own hears the
 recorded ones one at a time, in arrival order, so a slow or hanging backend never holds up
 the sync loop (commands, approvals, other messages). The price: a text sent while a voice
-message is still being transcribed may be queued ahead of it. One the backend could not
-hear stays in the ledger (with its audio) for `!retry`; one a crash interrupted is heard
-again at the next start, without redoing what was done: its audio (saved under a name of
-its event's) is not fetched again, its kept words are not transcribed again, and words that
-reached the queue are not queued again.
+message is still being transcribed may be queued ahead of it. Audio the homeserver fails
+to hand over for now (a 502, no answer) is fetched again on `matrix.fetching`'s schedule
+before the message counts as failed. One the backend could not hear stays in the ledger
+(with its audio) for `!retry`; one a crash interrupted is heard again at the next start,
+without redoing what was done: its audio (saved under a name of its event's) is not fetched
+again, its kept words are not transcribed again, and words that reached the queue are not
+queued again.
 """
 
 from __future__ import annotations

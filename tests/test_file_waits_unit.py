@@ -463,3 +463,25 @@ async def test_a_file_claimed_in_an_old_inbox_is_fetched_into_the_current_one(
     again = await files.take("$cut", content())
     assert again is not None and again.path == cut.path and nio.downloads == 2
     db.close()
+
+
+async def test_after_a_download_got_no_answer_the_same_sync_tries_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each hanging download is cut at the timeout; several in one sync's handling would
+    # together outlast the sync loop's watchdog: after one, the others wait for a later sync.
+    monkeypatch.setattr(attachments, "DOWNLOAD_TIMEOUT_S", 0.05)
+    db = Database.open(tmp_path / "ledger.db")
+    nio = MediaNio(["hang"])
+    inbox = tmp_path / "work" / "inbox"
+    files = IncomingFiles(cast(MatrixClient, MediaClient(nio)), db, inbox, 1 << 20, lambda: DAY)
+    files.new_sync()
+    with pytest.raises(FetchFailed, match="timed out"):
+        await asyncio.wait_for(files.take("$a", content("a.csv")), 30)
+    with pytest.raises(FetchFailed, match="not tried: the homeserver did not answer") as skipped:
+        await files.take("$b", content("b.csv"))
+    assert skipped.value.status is None and nio.downloads == 1
+    files.new_sync()
+    taken = await files.take("$b", content("b.csv"))
+    assert taken is not None and taken.path.read_bytes() == DATA and nio.downloads == 2
+    db.close()

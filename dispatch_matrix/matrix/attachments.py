@@ -27,10 +27,11 @@ from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import UNREACHABLE, why_unreachable
 from dispatch_matrix.matrix.fetching import FetchFailed
 
-# nio waits for a download without a limit; one that hangs would hold the sync loop (its
-# watchdog restarts the bot after 150 s without progress). A file within the size limit
+# nio waits for a download without a limit; one that hangs would hold the sync loop, whose
+# watchdog restarts the bot after 150 s without progress (a 30 s long poll, then the
+# handling of what it brought): 30 + 90 s leaves a margin. A file within the size limit
 # comes well within this on any working link; one that does not is tried again later.
-DOWNLOAD_TIMEOUT_S = 120.0
+DOWNLOAD_TIMEOUT_S = 90.0
 
 # Said with every size refusal: the owner (or the operator) can raise the limit.
 _LIMIT_SET_BY = "set by `matrix.max_file_mb` in the config"

@@ -134,6 +134,7 @@ class Router:
         first = self._first
         news = news_of(response, first=first)
         self._keys_came = self._keys_came or news.room_keys
+        self._files.new_sync()
         if first and self._replays is not None:
             # The crypto machine is made once, at the login, before the first sync.
             self._replays.ensure(self._client.client.olm)

@@ -88,7 +88,7 @@ async def test_a_file_sent_while_its_download_fails_is_taken_once_before_the_nex
     try:
         file_id = await send_file(owner, room, content)
         after = await owner.send_text(room, "and then say done")
-        [waiting] = await bot.wait_log("file.waiting", timeout=60)
+        [waiting] = await bot.wait_log("attachment.waiting", timeout=60)
         assert waiting["event_id"] == file_id and "502" in waiting["error"], waiting
         await relay.wait_seen(FAILURES, failed=True, timeout=60)
         behind = await bot.wait_log("message.unjudged", timeout=30)
@@ -141,7 +141,7 @@ async def test_a_file_waiting_for_its_download_survives_a_kill_and_is_taken_once
     try:
         file_id = await send_file(owner, room, content)
         after = await owner.send_text(room, "and then say done")
-        await bot.wait_log("file.waiting", timeout=60)
+        await bot.wait_log("attachment.waiting", timeout=60)
         await bot.wait_log("message.unjudged", timeout=30, where=lambda r: r["event_id"] == after)
         await bot.kill9()
         # The log file is the state folder's: the next run writes on after these.

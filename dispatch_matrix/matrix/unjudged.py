@@ -175,7 +175,7 @@ class Unjudged:
         self._db.keep_unjudged(message.event_id, message.room_id, encode_file(wait), replace=True)
         self.rooms.add(message.room_id)
         log.warning(
-            "file.waiting", room=message.room_id, event_id=message.event_id, error=err.message
+            "attachment.waiting", room=message.room_id, event_id=message.event_id, error=err.message
         )
         if await self._failed(wait, err):
             self._db.judged(message.event_id)
@@ -191,7 +191,7 @@ class Unjudged:
         retry_after = err.retry_after_s if isinstance(err, FetchFailed) else None
         decision = after_failure(tries, now - wait.since, wait.told, retry_after)
         if decision.next is Next.GIVE_UP:
-            log.warning("file.given_up", event_id=event_id, tries=tries, error=err.message)
+            log.warning("attachment.given_up", event_id=event_id, tries=tries, error=err.message)
             self._forget_tries(event_id)
             await self._tell(wait, decision.next, err)
             return True
@@ -201,7 +201,7 @@ class Unjudged:
             self._db.keep_unjudged(event_id, wait.message.room_id, encode_file(told), replace=True)
             await self._tell(wait, decision.next, err)
         self._due[event_id] = now + decision.wait_s
-        log.info("file.retry_due", event_id=event_id, tries=tries, wait_s=decision.wait_s)
+        log.info("attachment.retry_due", event_id=event_id, tries=tries, wait_s=decision.wait_s)
         return False
 
     def _forget_tries(self, event_id: str) -> None:
@@ -221,9 +221,11 @@ class Unjudged:
         except Exception:
             # A bug, not the homeserver: tried again it would fail every sync, and hold
             # its room's later events for ever.
-            log.exception("file.take_failed", event_id=event_id)
+            log.exception("attachment.take_failed", event_id=event_id)
         else:
-            log.info("file.fetched_late", event_id=event_id, waited_s=self._clock() - wait.since)
+            log.info(
+                "attachment.fetched_late", event_id=event_id, waited_s=self._clock() - wait.since
+            )
         self._forget_tries(event_id)
         return True
 

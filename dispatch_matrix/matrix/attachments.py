@@ -18,12 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nio import DownloadError, UploadResponse
+from nio import DownloadError, EncryptionError, UploadResponse
 from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
 
 from dispatch_matrix.core.errors import DispatchError, HomeserverError
 from dispatch_matrix.core.faults import is_disk_full
 from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.failures import UNREACHABLE, why_unreachable
+from dispatch_matrix.matrix.fetching import FetchFailed
+
+# nio waits for a download without a limit; one that hangs would hold the sync loop, whose
+# watchdog restarts the bot after 150 s without progress (a 30 s long poll, then the
+# handling of what it brought): 30 + 90 s leaves a margin. A file within the size limit
+# comes well within this on any working link; one that does not is tried again later.
+DOWNLOAD_TIMEOUT_S = 90.0
 
 # Said with every size refusal: the owner (or the operator) can raise the limit.
 _LIMIT_SET_BY = "set by `matrix.max_file_mb` in the config"
@@ -254,10 +262,7 @@ async def receive_file(
     the way) leaves no file and raises `NotSaved`."""
     url = link_of(content, max_bytes)
     file_info = _encrypted_file(content)
-    response = await client.client.download(mxc=url)
-    if isinstance(response, DownloadError) or not hasattr(response, "body"):
-        raise HomeserverError(f"download of the attachment failed: {response}")
-    data: bytes = response.body
+    data = await _download(client, url)
     if len(data) > max_bytes:
         raise AttachmentError(
             f"that file is over my {human_size(max_bytes)} limit ({_LIMIT_SET_BY})"
@@ -271,11 +276,43 @@ async def receive_file(
                 file_info["hashes"]["sha256"],
                 file_info["iv"],
             )
-        except (KeyError, ValueError, TypeError) as err:
-            # A key, hash or iv missing or of the wrong type (anything may come in an event).
+        except (KeyError, ValueError, TypeError, EncryptionError) as err:
+            # A key, hash or iv missing or of the wrong type (anything may come in an event),
+            # or bytes that are not the file the event describes (nio's EncryptionError for
+            # a hash that does not match: it escaped here, and the event was lost unanswered).
             raise AttachmentError(f"that attachment could not be decrypted ({err})") from err
     try:
         await asyncio.to_thread(write_whole, target, data, below)
     except OSError as err:
         raise NotSaved(target.parent, err) from err
     return described(content, target, len(data))
+
+
+async def _download(client: MatrixClient, url: str) -> bytes:
+    """The bytes at `url`, or `FetchFailed` with what the homeserver answered (its status and
+    error code; none when no answer came). nio hands an error page that is not JSON (a
+    proxy's 502) over as if it were the file: the status is checked here, or a "Bad
+    Gateway" page would be decrypted (and refused) or, for a plain file, saved."""
+    try:
+        async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
+            response = await client.client.download(mxc=url)
+    except UNREACHABLE as err:
+        raise FetchFailed(
+            f"the homeserver did not answer ({why_unreachable(err)})", status=None
+        ) from err
+    transport = getattr(response, "transport_response", None)
+    status = getattr(transport, "status", None)
+    if isinstance(response, DownloadError) or not hasattr(response, "body"):
+        errcode = getattr(response, "status_code", None)
+        wait_ms = getattr(response, "retry_after_ms", None)
+        said = [str(part) for part in (status, errcode, getattr(response, "message", None)) if part]
+        raise FetchFailed(
+            f"the homeserver answered {' '.join(said) or 'with an error'}",
+            status=status,
+            errcode=errcode if isinstance(errcode, str) else None,
+            retry_after_s=wait_ms / 1000 if isinstance(wait_ms, int) else None,
+        )
+    if isinstance(status, int) and not 200 <= status < 300:
+        raise FetchFailed(f"the homeserver answered HTTP {status}", status=status)
+    body: bytes = response.body
+    return body

@@ -27,6 +27,7 @@ from dispatch_matrix.matrix.attachments import (
     receive_file,
 )
 from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.fetching import FetchFailed
 from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
@@ -76,6 +77,14 @@ class IncomingFiles:
         self._max_bytes = max_bytes
         # The dated folder a new file goes to (the clock is an input, for tests).
         self._today = today
+        # A download of this sync's handling got no answer (a timeout, no connection): the
+        # others of the same handling are not tried (each could hang as long, and together
+        # outlast the sync loop's watchdog); they wait for a later sync like it.
+        self._unanswered: FetchFailed | None = None
+
+    def new_sync(self) -> None:
+        """A new sync's handling begins: downloads are tried again."""
+        self._unanswered = None
 
     async def take(self, event_id: str, content: dict[str, Any]) -> Received | None:
         """The saved file of an owner's attachment event, fetched only if no earlier
@@ -88,6 +97,17 @@ class IncomingFiles:
         if step is FileStep.DONE:
             log.info("attachment.taken_already", event_id=event_id)
             return None
+        if claim is not None and not claim.path.is_relative_to(self._inbox):
+            # The workdir (so the inbox) changed between the claim and now (a crash, a new
+            # config, a restart): the file goes to the current inbox, fetched again. Not
+            # kept where it was (the agent may no longer reach the old workdir), nor copied
+            # from it (the old workdir was the agent's to write: reading through it would
+            # follow whatever links it left there).
+            log.info("attachment.inbox_moved", event_id=event_id, was=str(claim.path))
+            claim = self._ledger.claim_file(
+                event_id, self._inbox / self._today(), file_name(content), anew=True
+            )
+            step = FileStep.FETCH
         if step is FileStep.KEEP and claim is not None and on_disk is not None:
             log.info("attachment.kept", event_id=event_id, path=str(claim.path), size=on_disk)
             return described(content, claim.path, on_disk)
@@ -97,11 +117,20 @@ class IncomingFiles:
             claim = self._ledger.claim_file(
                 event_id, self._inbox / self._today(), file_name(content)
             )
+        if self._unanswered is not None:
+            raise FetchFailed(
+                f"not tried: {self._unanswered.message}", status=None
+            ) from self._unanswered
         # The inbox lies in the agent's workdir, where the sandboxed agent may write: from
         # the workdir down, no link it planted is followed.
-        received = await receive_file(
-            self._client, content, claim.path, self._max_bytes, below=self._inbox.parent
-        )
+        try:
+            received = await receive_file(
+                self._client, content, claim.path, self._max_bytes, below=self._inbox.parent
+            )
+        except FetchFailed as failed:
+            if failed.status is None:
+                self._unanswered = failed
+            raise
         self._ledger.file_saved(event_id, received.size)
         return received
 

@@ -22,8 +22,15 @@ from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix import texts
-from dispatch_matrix.matrix.attachments import AttachmentError, NotSaved
+from dispatch_matrix.matrix.attachments import AttachmentError, NotSaved, file_name
 from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.fetching import (
+    GIVE_UP_AFTER_S,
+    FileNotFetched,
+    Next,
+    Outcome,
+    failure_outcome,
+)
 from dispatch_matrix.matrix.handlers import Gate, Tasks, VoiceLane
 from dispatch_matrix.matrix.inbound import (
     MALFORMED,
@@ -43,7 +50,7 @@ from dispatch_matrix.matrix.late_keys import LateKeys
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.privacy import RoomWatch
 from dispatch_matrix.matrix.replay import ReplayGuard
-from dispatch_matrix.matrix.unjudged import Unjudged, Waiting
+from dispatch_matrix.matrix.unjudged import FileWait, Unjudged, Waiting
 from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
@@ -110,7 +117,11 @@ class Router:
         self._not_before_ms = not_before_ms
         # Owners' messages, reactions and votes the gate could not judge (the homeserver
         # failed it): judged again at each sync, before what the sync brought, in room order.
-        self._unjudged = Unjudged(db, self._admit, self._settle)
+        # An admitted file message whose file the homeserver failed for now waits there
+        # too, in the same order, and is fetched again when its next try is due.
+        self._unjudged = Unjudged(
+            db, self._admit, self._settle, fetch=self._file, tell=self._file_news
+        )
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
 
     async def handle(self, response: SyncResponse, since: str | None) -> bool:
@@ -121,6 +132,7 @@ class Router:
         first = self._first
         news = news_of(response, first=first)
         self._keys_came = self._keys_came or news.room_keys
+        self._files.new_sync()
         if first and self._replays is not None:
             # The crypto machine is made once, at the login, before the first sync.
             self._replays.ensure(self._client.client.olm)
@@ -319,7 +331,13 @@ class Router:
             # No verdict (the owner's keys could not be fetched): neither dropped nor obeyed.
             self._unjudged.keep(item, err.message)
             return
-        await self._settle(item, admitted)
+        try:
+            await self._settle(item, admitted)
+        except FileNotFetched as waits:
+            # Admitted, but its file must wait (the media repository failed it for now):
+            # neither refused nor overtaken by what the owner sent after it.
+            if isinstance(item, Message):
+                await self._unjudged.wait_for_file(item, waits.error)
 
     async def _admit(self, item: Waiting) -> bool:
         private = self.room_private(item.room_id)
@@ -373,11 +391,16 @@ class Router:
 
     async def _file(self, message: Message) -> None:
         """An owner's image or file: saved, decrypted, into the inbox, once per event (read
-        again after a crash, it is neither fetched nor saved twice); then it is a task."""
+        again after a crash, it is neither fetched nor saved twice); then it is a task.
+        Raises `FileNotFetched` when the homeserver failed the download for now (the
+        message then waits, `unjudged.py`); what no retry mends is refused with a notice."""
         content = message.content or {}
         try:
             received = await self._files.take(message.event_id, content)
         except (AttachmentError, HomeserverError) as err:
+            if isinstance(err, HomeserverError) and failure_outcome(err) is Outcome.RETRY:
+                log.info("attachment.fetch_failed", event_id=message.event_id, error=err.message)
+                raise FileNotFetched(err) from err
             log.warning("attachment.refused", event_id=message.event_id, error=err.message)
             await self._outbox.post(
                 message.room_id,
@@ -415,6 +438,23 @@ class Router:
                     "name": received.name,
                 }
             ],
+        )
+
+    async def _file_news(self, wait: FileWait, news: Next, err: HomeserverError) -> None:
+        """Tell the owner a file of theirs is still being fetched (once), or was given up
+        on (by name, in the one message a refusal of it would have been)."""
+        message = wait.message
+        name = file_name(message.content or {})
+        if news is Next.GIVE_UP:
+            hours = round(GIVE_UP_AFTER_S / 3600)
+            text, key = texts.file_given_up(name, hours, err.message), f"file-{message.event_id}"
+        else:
+            text, key = (
+                texts.file_still_fetching(name, err.message),
+                f"file-wait-{message.event_id}",
+            )
+        await self._outbox.post(
+            message.room_id, text, reply_to=message.event_id, notice=True, key=key
         )
 
 

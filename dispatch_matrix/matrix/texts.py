@@ -132,3 +132,20 @@ def file_refused(reason: str, *, disk_full: bool = False) -> str:
     if disk_full:
         return f"📎 I could not save that file: {reason}. Free some space there and send it again."
     return f"📎 I could not take that file: {reason}."
+
+
+def file_still_fetching(name: str, reason: str) -> str:
+    """An owner's file the homeserver has not handed over for a minute: told once, the bot
+    keeps trying (what the owner sent after it waits behind it)."""
+    return (
+        f"📎 I cannot fetch {name} from the homeserver yet ({reason}). I keep trying and will "
+        "take it, then what you sent after it, as soon as it comes. Delete it to skip it."
+    )
+
+
+def file_given_up(name: str, hours: int, reason: str) -> str:
+    """An owner's file the homeserver failed for so long that the bot stopped trying."""
+    return (
+        f"📎 I gave up fetching {name}: the homeserver failed it for over {hours} hours "
+        f"({reason}). Send it again."
+    )

@@ -17,18 +17,29 @@ a sync costs nothing here.
 
 An approval answered late is decided by the approvals as any answer: it counts only while its
 question is still open (an expired question approves nothing).
+
+An owner's file message the gate admitted whose file the homeserver could not hand over
+for now (a 502, no answer: `fetching.py` sorts the failures) waits here too, in the same
+room order, as a `FileWait`: it is fetched again at a later sync when its next try is due
+(the schedule is `fetching.after_failure`'s), the owner told once when it takes long, and
+given up on, by name, only after a day. When each next try is due is kept in memory only:
+after a restart the first sync tries at once; when it began failing, and whether the owner
+was told, are kept in the ledger.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import EventID
+from dispatch_matrix.matrix.fetching import FetchFailed, FileNotFetched, Next, after_failure
 from dispatch_matrix.matrix.inbound import Message, Reaction, Vote
 from dispatch_matrix.matrix.polls import Ballot
 from dispatch_matrix.store.matrix_tables import UnjudgedQueries
@@ -44,6 +55,17 @@ FORMAT = 2
 _KINDS: dict[type[Waiting], str] = {Message: "message", Reaction: "reaction", Vote: "vote"}
 
 
+@dataclass(frozen=True)
+class FileWait:
+    """An owner's file message the gate admitted, waiting for its file: `since`, when the
+    homeserver first failed it (seconds since the epoch); `told`, whether the owner was
+    told it is still being fetched."""
+
+    message: Message
+    since: float
+    told: bool = False
+
+
 def kind_of(item: Waiting) -> str:
     """The kind a waiting event is stored and logged as (`reaction.unjudged`, as the gate
     logs `reaction.ignored`)."""
@@ -55,9 +77,31 @@ def encode(item: Waiting) -> str:
     return json.dumps({"format": FORMAT, "kind": kind_of(item), "event": dataclasses.asdict(item)})
 
 
+def encode_file(wait: FileWait) -> str:
+    """A file message waiting for its file, as the ledger keeps it."""
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "kind": "file",
+            "event": dataclasses.asdict(wait.message),
+            "since": wait.since,
+            "told": wait.told,
+        }
+    )
+
+
 def decode(raw: str) -> Waiting:
-    """An event as `encode` (or, for a message, format 1) kept it; ValueError for a form
-    this code does not know (written by a newer one)."""
+    """An event waiting for the gate as `encode` (or, for a message, format 1) kept it;
+    ValueError for anything else (a file waiting, a form written by a newer version)."""
+    item = decode_row(raw)
+    if isinstance(item, FileWait):
+        raise ValueError("a file waiting, not an event waiting for the gate")
+    return item
+
+
+def decode_row(raw: str) -> Waiting | FileWait:
+    """What a row of the ledger holds (`encode`, `encode_file`); ValueError for a form this
+    code does not know (written by a newer one)."""
     stored: dict[str, Any] = json.loads(raw)
     if "format" not in stored:
         # Format 1: a message's fields alone (a `Message` has no field named "format").
@@ -65,6 +109,8 @@ def decode(raw: str) -> Waiting:
     if stored["format"] != FORMAT:
         raise ValueError(f"unknown unjudged format {stored['format']!r}")
     kind, fields = stored["kind"], dict(stored["event"])
+    if kind == "file":
+        return FileWait(Message(**fields), float(stored["since"]), bool(stored["told"]))
     if kind == "message":
         return Message(**fields)
     if kind == "reaction":
@@ -83,12 +129,26 @@ class Unjudged:
         db: UnjudgedQueries,
         judge: Callable[[Waiting], Awaitable[bool]],
         settle: Callable[[Waiting, bool], Awaitable[None]],
+        *,
+        fetch: Callable[[Message], Awaitable[None]],
+        tell: Callable[[FileWait, Next, HomeserverError], Awaitable[None]],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         # The gate's verdict (raises HomeserverError while it cannot give one).
         self._judge = judge
-        # What a judged event does, given its verdict (the router's, as if judged on time).
+        # What a judged event does, given its verdict (the router's, as if judged on time);
+        # raises FileNotFetched for a file message whose file must wait.
         self._settle = settle
+        # Takes an admitted file message's file again (the router's; raises FileNotFetched
+        # while it still cannot), and tells its owner it still waits or was given up on.
+        self._fetch = fetch
+        self._tell = tell
+        self._clock = clock
+        # Files waiting: the tries of this run, and when the next one is due (in memory:
+        # after a restart the first sync tries at once).
+        self._tries: dict[str, int] = {}
+        self._due: dict[str, float] = {}
         # The rooms with an event waiting.
         self.rooms: set[str] = db.unjudged_rooms()
 
@@ -107,12 +167,75 @@ class Unjudged:
             why=why,
         )
 
+    async def wait_for_file(self, message: Message, err: HomeserverError) -> None:
+        """An admitted file message whose file the homeserver failed for now: it waits, in
+        its room's order (in its place, if it waited for the gate already), committed
+        before this returns; later events of its room wait behind it."""
+        wait = FileWait(message, self._clock())
+        self._db.keep_unjudged(message.event_id, message.room_id, encode_file(wait), replace=True)
+        self.rooms.add(message.room_id)
+        log.warning(
+            "attachment.waiting", room=message.room_id, event_id=message.event_id, error=err.message
+        )
+        if await self._failed(wait, err):
+            self._db.judged(message.event_id)
+            self.rooms = self._db.unjudged_rooms()
+
+    async def _failed(self, wait: FileWait, err: HomeserverError) -> bool:
+        """A try at a waiting file failed: when the next is due, and the owner told once when
+        it takes long; whether it was given up on (then it waits no more)."""
+        event_id = wait.message.event_id
+        tries = self._tries.get(event_id, 0) + 1
+        self._tries[event_id] = tries
+        now = self._clock()
+        retry_after = err.retry_after_s if isinstance(err, FetchFailed) else None
+        decision = after_failure(tries, now - wait.since, wait.told, retry_after)
+        if decision.next is Next.GIVE_UP:
+            log.warning("attachment.given_up", event_id=event_id, tries=tries, error=err.message)
+            self._forget_tries(event_id)
+            await self._tell(wait, decision.next, err)
+            return True
+        if decision.next is Next.WAIT_AND_TELL:
+            told = dataclasses.replace(wait, told=True)
+            # Marked told first: a crash in between says nothing rather than twice.
+            self._db.keep_unjudged(event_id, wait.message.room_id, encode_file(told), replace=True)
+            await self._tell(wait, decision.next, err)
+        self._due[event_id] = now + decision.wait_s
+        log.info("attachment.retry_due", event_id=event_id, tries=tries, wait_s=decision.wait_s)
+        return False
+
+    def _forget_tries(self, event_id: str) -> None:
+        self._tries.pop(event_id, None)
+        self._due.pop(event_id, None)
+
+    async def _file_again(self, wait: FileWait) -> bool:
+        """Try a waiting file again when its try is due; whether it waits no more (taken,
+        refused for good, or given up on)."""
+        event_id = wait.message.event_id
+        if self._due.get(event_id, 0.0) > self._clock():
+            return False
+        try:
+            await self._fetch(wait.message)
+        except FileNotFetched as still:
+            return await self._failed(wait, still.error)
+        except Exception:
+            # A bug, not the homeserver: tried again it would fail every sync, and hold
+            # its room's later events for ever.
+            log.exception("attachment.take_failed", event_id=event_id)
+        else:
+            log.info(
+                "attachment.fetched_late", event_id=event_id, waited_s=self._clock() - wait.since
+            )
+        self._forget_tries(event_id)
+        return True
+
     def deleted(self, event_id: str, room_id: str) -> None:
         """Its sender deleted an event: if it waits, it is dropped, never judged nor taken
         (as a deleted queued task is dropped)."""
         if room_id not in self.rooms or not self._db.forget_unjudged(event_id, room_id):
             return
         self.rooms = self._db.unjudged_rooms()
+        self._forget_tries(event_id)
         log.info("unjudged.deleted", room=room_id, event_id=event_id)
 
     async def retry(self) -> None:
@@ -123,12 +246,18 @@ class Unjudged:
             if room_id in stuck:
                 continue
             try:
-                item = decode(raw)
+                item = decode_row(raw)
             except (ValueError, TypeError, KeyError):
                 # Written by a newer version (a downgrade): never judgeable here, and it
                 # must not hold its room's later events for ever.
                 log.exception("unjudged.undecodable", event_id=event_id)
                 self._db.judged(event_id)
+                continue
+            if isinstance(item, FileWait):
+                if await self._file_again(item):
+                    self._db.judged(event_id)
+                else:
+                    stuck.add(room_id)
                 continue
             try:
                 admitted = await self._judge(item)
@@ -147,6 +276,12 @@ class Unjudged:
                 # which the intake's event-id records and the approvals' single use make
                 # harmless.
                 await self._settle(item, admitted)
+            except FileNotFetched as waits:
+                # Judged, admitted, but its file must wait: it keeps its place.
+                if isinstance(item, Message):
+                    await self.wait_for_file(item, waits.error)
+                    stuck.add(room_id)
+                    continue
             except Exception:
                 # As for any event (router): a bug in handling one must not stop the bot
                 # hearing every later one.

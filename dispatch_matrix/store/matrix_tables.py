@@ -248,12 +248,16 @@ class UnjudgedQueries(Connection):
     (`matrix.unjudged`), kept in the order they came until it can. Each is the decrypted
     event as JSON, in a form `matrix.unjudged` versions: the store knows no Matrix type."""
 
-    def keep_unjudged(self, event_id: str, room_id: str, message: str) -> None:
-        """Keep an event to judge again (once per event id; its first place is kept)."""
+    def keep_unjudged(
+        self, event_id: str, room_id: str, message: str, *, replace: bool = False
+    ) -> None:
+        """Keep an event to judge again (once per event id; its first place is kept);
+        `replace`: an event kept already is kept in its place with the new `message`."""
+        update = "UPDATE SET message = excluded.message" if replace else "NOTHING"
         with self.tx() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO unjudged (event_id, room_id, message, first_seen)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO unjudged (event_id, room_id, message, first_seen)"
+                f" VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO {update}",
                 (event_id, room_id, message, time.time()),
             )
 
@@ -306,17 +310,21 @@ class FileQueries(Connection):
         ).fetchone()
         return None if row is None else FileClaim(Path(row["path"]), row["size"])
 
-    def claim_file(self, event_id: str, folder: Path, name: str) -> FileClaim:
+    def claim_file(
+        self, event_id: str, folder: Path, name: str, *, anew: bool = False
+    ) -> FileClaim:
         """Claim a path in `folder` for an event's file, committed: `name`, or `name-1`,
         `name-2`… when a file there or another event's claim has it. An event claims once:
-        a second call returns its first claim."""
+        a second call returns its first claim, unless `anew` (its claim is moved to a new
+        path in `folder`, not yet saved: the inbox moved)."""
         stem, suffix = Path(name).stem, Path(name).suffix
         with self.tx() as conn:
             row = conn.execute(
                 "SELECT path, size FROM files_taken WHERE event_id = ?", (event_id,)
             ).fetchone()
-            if row is not None:
+            if row is not None and not anew:
                 return FileClaim(Path(row["path"]), row["size"])
+            conn.execute("DELETE FROM files_taken WHERE event_id = ?", (event_id,))
             counter = 0
             path = folder / name
             while (

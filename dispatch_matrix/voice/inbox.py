@@ -5,11 +5,13 @@ It starts only after the trust gate, so a stranger's or an untrusted device's au
 fetched. The router only records a voice message in the ledger; a lane of its own hears the
 recorded ones one at a time, in arrival order, so a slow or hanging backend never holds up
 the sync loop (commands, approvals, other messages). The price: a text sent while a voice
-message is still being transcribed may be queued ahead of it. One the backend could not
-hear stays in the ledger (with its audio) for `!retry`; one a crash interrupted is heard
-again at the next start, without redoing what was done: its audio (saved under a name of
-its event's) is not fetched again, its kept words are not transcribed again, and words that
-reached the queue are not queued again.
+message is still being transcribed may be queued ahead of it. Audio the homeserver fails
+to hand over for now (a 502, no answer) is fetched again on `matrix.fetching`'s schedule
+before the message counts as failed. One the backend could not hear stays in the ledger
+(with its audio) for `!retry`; one a crash interrupted is heard again at the next start,
+without redoing what was done: its audio (saved under a name of its event's) is not fetched
+again, its kept words are not transcribed again, and words that reached the queue are not
+queued again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from dispatch_matrix.core import logs
@@ -26,11 +29,19 @@ from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix.attachments import (
     AttachmentError,
     NotSaved,
+    Received,
     file_name,
     human_size,
     receive_file,
 )
 from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.fetching import (
+    FetchFailed,
+    Next,
+    Outcome,
+    after_failure,
+    failure_outcome,
+)
 from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.queue.commands import Command
@@ -136,7 +147,13 @@ class Hearing:
         *,
         max_file_bytes: int,
         folder: Path,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        # Between tries at audio the homeserver failed for now (the clock and the wait are
+        # inputs, for tests).
+        self._sleep = sleep
+        self._clock = clock
         self._inbox = inbox
         self._client = client
         self._voices = voices
@@ -193,7 +210,7 @@ class Hearing:
             await self._queue(row, row.transcript, None)
             return None
         try:
-            audio, mimetype = await self._audio(row)
+            fetched = await self._audio(row)
         except NotSaved as err:
             # Worth another try once there is room: kept for `!retry`, nothing left on disk.
             self._voices.set_voice(row.event_id, VoiceState.FAILED, error=err.message, attempt=True)
@@ -209,6 +226,10 @@ class Hearing:
             self._voices.set_voice(row.event_id, VoiceState.FAILED, error=err.message, attempt=True)
             log.warning("voice.fetch_failed", event_id=row.event_id, error=err.message)
             return texts.voice_failed(f"I could not fetch it ({err.message})")
+        if fetched is None:
+            log.info("voice.not_queued", event_id=row.event_id, reason="deleted meanwhile")
+            return None
+        audio, mimetype = fetched
         began = time.monotonic()
         try:
             said = await self._transcriber.transcribe(audio, mimetype)
@@ -249,9 +270,10 @@ class Hearing:
         self._voices.set_voice(row.event_id, VoiceState.HEARD, transcript=text, attempt=True)
         _delete_audio(self._voices, row, audio)
 
-    async def _audio(self, row: VoiceMessage) -> tuple[Path, str]:
+    async def _audio(self, row: VoiceMessage) -> tuple[Path, str] | None:
         """The decrypted audio: kept from an earlier attempt, or fetched now (its declared
-        size checked before a byte moves)."""
+        size checked before a byte moves); None when the owner deleted the message while
+        its fetch waited."""
         info = row.content.get("info")
         mimetype = str((info or {}).get("mimetype") or "audio/ogg")
         if row.audio_path and Path(row.audio_path).is_file():
@@ -267,11 +289,52 @@ class Hearing:
                 f"it is {human_size(size)}, over my {human_size(self._max_file_bytes)} limit"
             )
         log.info("voice.fetching", event_id=row.event_id, declared_size=size)
-        received = await receive_file(
-            self._client, row.content, target, self._max_file_bytes, below=self._folder
-        )
+        received = await self._fetch(row, target)
+        if received is None:
+            return None
         self._voices.keep_voice_audio(row.event_id, str(received.path))
         return received.path, received.mimetype or mimetype
+
+    async def _fetch(self, row: VoiceMessage, target: Path) -> Received | None:
+        """Fetch the audio, trying again on `fetching`'s schedule while the homeserver fails
+        it for now (a 502, no answer): the owner told once when it takes long; raises what
+        no retry mends, and the last failure once it is given up on. None when the owner
+        deleted the message meanwhile. The lane waits (later voice messages behind it, as
+        they wait behind one being transcribed); the sync loop does not."""
+        since, tries, told = self._clock(), 0, False
+        while True:
+            try:
+                return await receive_file(
+                    self._client, row.content, target, self._max_file_bytes, below=self._folder
+                )
+            except HomeserverError as err:
+                if failure_outcome(err) is Outcome.REFUSE:
+                    raise
+                tries += 1
+                retry_after = err.retry_after_s if isinstance(err, FetchFailed) else None
+                decision = after_failure(tries, self._clock() - since, told, retry_after)
+                if decision.next is Next.GIVE_UP:
+                    raise
+                if decision.next is Next.WAIT_AND_TELL:
+                    told = True
+                    await self._outbox.post(
+                        row.room_id,
+                        texts.voice_still_fetching(err.message),
+                        reply_to=row.event_id,
+                        notice=True,
+                        key=f"voice-wait-{row.event_id}",
+                    )
+                log.info(
+                    "voice.fetch_retry",
+                    event_id=row.event_id,
+                    tries=tries,
+                    wait_s=decision.wait_s,
+                    error=err.message,
+                )
+                await self._sleep(decision.wait_s)
+            now = self._voices.voice(row.event_id)
+            if now is None or now.state is not VoiceState.PENDING:
+                return None
 
 
 def audio_name(row: VoiceMessage) -> str:

@@ -27,4 +27,13 @@ def voice_refused(reason: str) -> str:
     return f"🎙️ I could not take that voice message: {reason}."
 
 
+def voice_still_fetching(reason: str) -> str:
+    """A voice message the homeserver has not handed over for a minute: told once, the bot
+    keeps trying."""
+    return (
+        f"🎙️ I cannot fetch that voice message from the homeserver yet ({reason}). I keep "
+        "trying and will listen to it as soon as it comes."
+    )
+
+
 VOICE_RETRYING = "🔁 Listening to your voice message again…"

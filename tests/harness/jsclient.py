@@ -488,6 +488,14 @@ class JsClient:
         )
         return result
 
+    async def cross_sign_device(self, device_id: str, timeout: float = 30) -> dict[str, Any]:
+        """Sign another device of this client's own account with its self-signing key."""
+        result: dict[str, Any] = await self.call(
+            "cross_sign_device", timeout=timeout + 30, device_id=device_id,
+            timeout_ms=int(timeout * 1000),
+        )  # fmt: skip
+        return result
+
     async def devices(self, user_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.call("devices", user_id=user_id)
         return result

@@ -900,6 +900,30 @@ commands.device_verification = async ({ user_id, device_id }) => {
     return { user_id, device_id, ...deviceStatus(s) };
 };
 
+/** Sign another device of this client's own account with its self-signing key (as Element
+ * does when one session verifies another): the device is cross-signed from then on. */
+commands.cross_sign_device = async ({ device_id, timeout_ms = 30000 }) => {
+    const c = requireClient();
+    const crypto = c.getCrypto();
+    const userId = c.getSafeUserId();
+    // The device must be in this client's view of its own device list first.
+    await waitFor(
+        async () => (await crypto.getUserDeviceInfo([userId], true)).get(userId)?.has(device_id),
+        timeout_ms,
+        `device ${device_id} in ${userId}'s device list`,
+    );
+    await crypto.crossSignDevice(device_id);
+    const signed = await waitFor(
+        async () => {
+            const s = await crypto.getDeviceVerificationStatus(userId, device_id);
+            return s?.signedByOwner ? s : null;
+        },
+        timeout_ms,
+        `device ${device_id} to be signed by its owner`,
+    );
+    return { user_id: userId, device_id, ...deviceStatus(signed) };
+};
+
 commands.devices = async ({ user_id }) => {
     const c = requireClient();
     const crypto = c.getCrypto();

@@ -36,6 +36,7 @@ from dispatch_matrix.core.errors import ConfigError
 from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.core.settings import secret_files
 from dispatch_matrix.permissions.policy import Policy
+from dispatch_matrix.sandbox.gitconfig import config_named, home_configs
 from dispatch_matrix.sandbox.host import Confinement, confinement_for, default_hidden
 from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, Limits
 from dispatch_matrix.sandbox.wall import home_guards, installation_paths, server_code
@@ -239,8 +240,9 @@ def readonly_paths(
     home: Path, config: Config | None = None, workdir: Path | None = None
 ) -> list[Path]:
     """What no tool may change even inside a root: the start-up files and the other
-    guards under the home folder, the daemon's own installation, and the code of every MCP
-    server the config names (the daemon runs it outside the sandbox, with its tokens)."""
+    guards under the home folder, the daemon's own installation, the code of every MCP
+    server the config names (the daemon runs it outside the sandbox, with its tokens), and
+    what the home's git configs include."""
     servers: list[Path] = []
     if config is not None:
         for spec in config.mcp.servers.values():
@@ -253,7 +255,11 @@ def readonly_paths(
                     PurePosixPath(spec.cwd.expanduser()) if spec.cwd else None,
                 )
                 servers += map(Path, found)
-    return [*(home / g.path for g in home_guards()), *installation_paths(), *servers]
+    # What the home's git configs include and the hooks folder they name (gitconfig.py);
+    # shell calls find these again at every call, with each repository's own.
+    trees = [workdir] if workdir else []
+    git = [Path(n.path) for n in config_named(home, [(c, trees) for c in home_configs(home)])]
+    return [*(home / g.path for g in home_guards()), *installation_paths(), *servers, *git]
 
 
 def build_tools(

@@ -1,0 +1,330 @@
+"""Attack review 3: git configuration a shell call could plant or change and that git obeys
+later, outside the sandbox, when the owner (or the git prompt of the owner's shell, at every
+`cd`) runs git. Each row plants through the real bash tool under bubblewrap; then real git
+runs outside as the owner would, and the planted command must not have run."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from dispatch_matrix.app.agent_kit import build_tools
+from dispatch_matrix.app.config import load_config
+from dispatch_matrix.sandbox.gitconfig import Named, named_paths
+from dispatch_matrix.sandbox.host import Confinement
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
+from dispatch_matrix.toolbox.registry import ToolRegistry
+
+MARK = "PWNED"
+
+
+def text(result: ToolResult) -> str:
+    return "\n".join(block["text"] for block in result.content if block["type"] == "text")
+
+
+class Owner:
+    """A home with allowed roots in it, the tools the daemon builds for it, and git run as
+    the owner runs it outside the sandbox."""
+
+    def __init__(self, home: Path, tools: ToolRegistry, ctx: ToolContext) -> None:
+        self.home = home
+        self.tools = tools
+        self.ctx = ctx
+
+    async def sh(self, command: str) -> str:
+        return text(await self.tools.run("bash", {"command": command}, self.ctx))
+
+    async def write(self, path: str, content: str) -> ToolResult:
+        return await self.tools.run("write", {"file_path": path, "content": content}, self.ctx)
+
+    def git(self, folder: str, *args: str) -> str:
+        """git outside the sandbox, as the owner's shell or prompt runs it; its output."""
+        env = {"HOME": str(self.home), "PATH": "/usr/bin:/bin", "PAGER": "cat"}
+        done = subprocess.run(
+            ["git", "-C", str(self.home / folder), *(args or ("status",))],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        return done.stdout + done.stderr
+
+    def pwned(self) -> bool:
+        return (self.home / MARK).exists()
+
+
+def evil(home: Path) -> str:
+    """A command git would run: it leaves MARK in the home."""
+    return f"touch {home}/{MARK}"
+
+
+def init_repo(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", str(folder)], check=True)
+
+
+@pytest.fixture
+def make_owner(
+    bwrap: Confinement, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Owner]:
+    """An owner whose home holds `files` (relative path → text), repositories at `repos`,
+    and whose config allows `roots` (relative to the home; the home itself by default)."""
+
+    def make(
+        files: dict[str, str] | None = None,
+        repos: tuple[str, ...] = ("work",),
+        roots: tuple[str, ...] = ("",),
+        workdir: str = "work",
+    ) -> Owner:
+        home = tmp_path / "home"
+        home.mkdir()
+        for repo in repos:
+            init_repo(home / repo)
+        for rel, body in (files or {}).items():
+            (home / rel).parent.mkdir(parents=True, exist_ok=True)
+            (home / rel).write_text(body.replace("HOME", str(home)))
+        (home / workdir).mkdir(parents=True, exist_ok=True)
+        for root in roots:
+            (home / root).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+        config_path = tmp_path / "store" / "config.toml"
+        config_path.parent.mkdir()
+        listed = ", ".join(f'"{home / root}"' for root in roots)
+        config_path.write_text(
+            f"""
+[matrix]
+homeserver = "http://127.0.0.1:1"
+user_id = "@bot:localhost"
+password = "x"
+owners = ["@me:localhost"]
+[agent]
+workdir = "{home / workdir}"
+allowed_roots = [{listed}]
+sandbox_network = false
+[permissions]
+allow = ["Read", "Write", "Edit", "Bash"]
+"""
+        )
+        config = load_config(config_path)
+        roots_paths = [home / root for root in roots]
+        _policy, tools, ctx = build_tools(config, home / workdir, roots_paths, sandbox=bwrap)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
+        return Owner(home, tools, replace(ctx, env=env))
+
+    return make
+
+
+# (what is there before: files, repositories, roots, workdir; what the call plants; the
+# folder where the owner runs git later). Every row was tried; a comment says which broke.
+GIT_LATER: list[tuple[str, dict[str, str], tuple[str, ...], tuple[str, ...], str, str]] = [
+    # 1. A `.git` made at the top of an allowed root that is no repository: git obeys its
+    #    config in every folder below that is in no repository of its own.
+    (
+        "root top is no repository",
+        {"docs/notes/a.txt": "x\n"},
+        (),
+        ("docs",),
+        "git init -q ~/docs && git -C ~/docs config core.fsmonitor 'EVIL'",
+        "docs/notes",
+    ),
+    (
+        "workdir top is no repository (the home is the root)",
+        {"work/notes/a.txt": "x\n"},
+        (),
+        ("",),
+        "git init -q ~/work && git -C ~/work config core.fsmonitor 'EVIL'",
+        "work/notes",
+    ),
+    (
+        "root top, planted by hand (no git in the call)",
+        {"docs/notes/a.txt": "x\n"},
+        (),
+        ("docs",),
+        "mkdir -p ~/docs/.git/objects ~/docs/.git/refs && echo 'ref: refs/heads/main' > "
+        "~/docs/.git/HEAD && printf '[core]\\n\\tfsmonitor = EVIL\\n' > ~/docs/.git/config",
+        "docs/notes",
+    ),
+    # 2. Configuration files git reads through an include of a read-only config, or a hooks
+    #    folder that a read-only config names, lying where a call may write.
+    (
+        "~/.gitconfig includes a file in a root",
+        {
+            ".gitconfig": "[include]\n\tpath = HOME/work/team.gitconfig\n",
+            "work/team.gitconfig": "[user]\n\tname = me\n",
+        },
+        ("work",),
+        ("",),
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' >> ~/work/team.gitconfig",
+        "work",
+    ),
+    (
+        "~/.gitconfig includes a missing file in a root, relative to the home",
+        {".gitconfig": "[include]\n\tpath = dotfiles/git.inc\n"},
+        ("work",),
+        ("",),
+        "mkdir -p ~/dotfiles && printf '[core]\\n\\teditor = EVIL\\n' > ~/dotfiles/git.inc",
+        "work",
+    ),
+    (
+        "~/.gitconfig includes by ~, conditionally on the folder",
+        {".gitconfig": '[includeIf "gitdir:~/work/"]\n\tpath = ~/work.inc\n'},
+        ("work",),
+        ("",),
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' > ~/work.inc",
+        "work",
+    ),
+    (
+        "an included file includes another",
+        {
+            ".gitconfig": "[include]\n\tpath = ~/.config/git/extra\n",
+            ".config/git/extra": "[include]\n\tpath = ~/shared/more.inc\n",
+            "shared/more.inc": "\n",
+        },
+        ("work",),
+        ("",),
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' >> ~/shared/more.inc",
+        "work",
+    ),
+    (
+        "~/.config/git/config includes a file in a root",
+        {".config/git/config": "[include]\n\tpath = ../../gitinc/x\n", "gitinc/x": "\n"},
+        ("work",),
+        ("",),
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' >> ~/gitinc/x",
+        "work",
+    ),
+    (
+        "a repository's config includes a file in its tree (a team's shared config)",
+        {"work/.gitconfig-team": "[user]\n\tname = me\n"},
+        ("work",),
+        ("",),
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' >> ~/work/.gitconfig-team",
+        "work",
+    ),
+    (
+        "~/.gitconfig's hooksPath is a folder in a root",
+        {".gitconfig": "[core]\n\thooksPath = ~/githooks\n", "githooks/README": "mine\n"},
+        ("work",),
+        ("",),
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/githooks/post-checkout && "
+        "chmod +x ~/githooks/post-checkout",
+        "work",
+    ),
+    (
+        "a repository's hooksPath is an ignored folder in its tree (husky's .husky/_)",
+        {"work/.husky/_/h": "#!/bin/sh\n"},
+        ("work",),
+        ("",),
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/work/.husky/_/post-checkout && "
+        "chmod +x ~/work/.husky/_/post-checkout",
+        "work",
+    ),
+]
+
+# Rows whose repository config is set up by the owner before the call.
+_REPO_CONFIG = {
+    "a repository's config includes a file in its tree (a team's shared config)": (
+        "include.path",
+        "../.gitconfig-team",
+    ),
+    "a repository's hooksPath is an ignored folder in its tree (husky's .husky/_)": (
+        "core.hooksPath",
+        ".husky/_",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "files", "repos", "roots", "plant", "where"), GIT_LATER, ids=[r[0] for r in GIT_LATER]
+)
+async def test_git_run_later_obeys_nothing_a_call_planted(
+    make_owner: Callable[..., Owner],
+    name: str,
+    files: dict[str, str],
+    repos: tuple[str, ...],
+    roots: tuple[str, ...],
+    plant: str,
+    where: str,
+) -> None:
+    owner = make_owner(files, repos, roots, workdir=roots[0] or "work")
+    if name in _REPO_CONFIG:
+        key, value = _REPO_CONFIG[name]
+        subprocess.run(["git", "-C", str(owner.home / "work"), "config", key, value], check=True)
+    output = await owner.sh(plant.replace("EVIL", evil(owner.home)))
+    # The owner's git in that folder (fsmonitor), a commit and a checkout (hooks).
+    owner.git(where, "status")
+    owner.git(
+        where,
+        "-c",
+        "user.name=o",
+        "-c",
+        "user.email=o@x",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "o",
+    )
+    owner.git(where, "checkout", "-q", "-b", "other")
+    # A commit without a message starts the editor (a pager needs a terminal).
+    owner.git(where, "-c", "user.name=o", "-c", "user.email=o@x", "commit", "--allow-empty")
+    assert not owner.pwned(), output
+
+
+H = PurePosixPath("/h")
+T = PurePosixPath("/h/work")
+
+
+@pytest.mark.parametrize(
+    ("entries", "config_dir", "trees", "expected"),
+    [
+        ([("include.path", "x.inc")], H, (), [Named(H / "x.inc", False)]),
+        ([("include.path", "~/a/b")], PurePosixPath("/etc"), (), [Named(H / "a/b", False)]),
+        ([("include.path", "/abs/c")], H, (), [Named(PurePosixPath("/abs/c"), False)]),
+        ([("include.path", "../up")], T / ".git", (), [Named(T / "up", False)]),
+        ([("includeIf.gitdir:~/w/.path", "y")], H, (), [Named(H / "y", False)]),
+        ([("includeif.hasconfig:remote.*.url:x.path", "z")], H, (), [Named(H / "z", False)]),
+        # Keys are listed lower-case, but a subsection keeps its case.
+        ([("includeIf.GitDir/i:~/W/.path", "y")], H, (), [Named(H / "y", False)]),
+        ([("core.hookspath", "~/hooks")], H, (T,), [Named(H / "hooks", True)]),
+        ([("core.hookspath", ".husky/_")], T / ".git", (T,), [Named(T / ".husky/_", True)]),
+        (
+            [("core.hookspath", "h")],
+            H,
+            (T, H / "b"),
+            [Named(T / "h", True), Named(H / "b/h", True)],
+        ),
+        # git's own installation, an empty value, other keys: nothing.
+        ([("include.path", "%(prefix)/etc/x")], H, (), []),
+        ([("include.path", "")], H, (), []),
+        ([("core.fsmonitor", "/h/x"), ("user.name", "me")], H, (T,), []),
+        ([("include.pathx", "a"), ("xinclude.path", "b")], H, (), []),
+    ],
+)
+def test_the_paths_a_git_config_names(
+    entries: list[tuple[str, str]],
+    config_dir: PurePosixPath,
+    trees: tuple[PurePosixPath, ...],
+    expected: list[Named],
+) -> None:
+    assert named_paths(entries, config_dir, H, trees) == expected
+
+
+async def test_the_file_tools_refuse_a_file_the_gitconfig_includes(
+    make_owner: Callable[..., Owner],
+) -> None:
+    owner = make_owner(
+        {
+            ".gitconfig": "[include]\n\tpath = ~/work/team.gitconfig\n",
+            "work/team.gitconfig": "[user]\n\tname = me\n",
+        }
+    )
+    write = await owner.write("~/work/team.gitconfig", "[core]\n\tfsmonitor = x\n")
+    assert write.is_error, text(write)
+    assert (owner.home / "work" / "team.gitconfig").read_text() == "[user]\n\tname = me\n"

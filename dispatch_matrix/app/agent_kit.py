@@ -39,7 +39,12 @@ from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.sandbox.gitconfig import config_named, home_configs
 from dispatch_matrix.sandbox.host import Confinement, confinement_for, default_hidden
 from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, Limits
-from dispatch_matrix.sandbox.wall import home_guards, installation_paths, server_code
+from dispatch_matrix.sandbox.wall import (
+    home_guards,
+    installation_paths,
+    path_folders,
+    server_code,
+)
 from dispatch_matrix.schedule.tables import ScheduleTables
 from dispatch_matrix.schedule.tool import ScheduleTool
 from dispatch_matrix.store import Database
@@ -241,8 +246,8 @@ def readonly_paths(
 ) -> list[Path]:
     """What no tool may change even inside a root: the start-up files and the other
     guards under the home folder, the daemon's own installation, the code of every MCP
-    server the config names (the daemon runs it outside the sandbox, with its tokens), and
-    what the home's git configs include."""
+    server the config names (the daemon runs it outside the sandbox, with its tokens), what
+    the home's git configs include, and every folder on the PATH."""
     servers: list[Path] = []
     if config is not None:
         for spec in config.mcp.servers.values():
@@ -259,7 +264,16 @@ def readonly_paths(
     # shell calls find these again at every call, with each repository's own.
     trees = [workdir] if workdir else []
     git = [Path(n.path) for n in config_named(home, [(c, trees) for c in home_configs(home)])]
-    return [*(home / g.path for g in home_guards()), *installation_paths(), *servers, *git]
+    # Every folder on the PATH (the owner's, which the daemon and its shell calls inherit).
+    keep = [PurePosixPath(home), *([PurePosixPath(workdir)] if workdir else [])]
+    on_path = map(Path, path_folders(os.environ.get("PATH", ""), keep))
+    return [
+        *(home / g.path for g in home_guards()),
+        *installation_paths(),
+        *servers,
+        *git,
+        *on_path,
+    ]
 
 
 def build_tools(

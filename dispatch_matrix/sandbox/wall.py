@@ -406,6 +406,24 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".subversion",
         ".config/jj",
         ".local/share/gh",
+        # Attack review 3: package caches and tool installs whose code the owner's next
+        # build, install or command runs as found, unchecked: pip's built wheels, npx's
+        # packages, cargo's unpacked crates (a `build.rs`), pre-commit's hook repositories,
+        # Go's and Maven's module caches, the tools pipx and uv install (linked from
+        # ~/.local/bin) and uv's Pythons, Bun's and Deno's caches. pip disables a cache it
+        # cannot write and goes on; the others still build from what they hold.
+        ".cache/pip",
+        ".npm/_npx",
+        ".cargo/registry",
+        ".cargo/git",
+        ".cache/pre-commit",
+        "go/pkg/mod",
+        ".m2/repository",
+        ".local/share/pipx",
+        ".local/pipx",
+        ".local/share/uv",
+        ".bun/install/cache",
+        ".cache/deno",
         placeholder=False,
     ),
 )
@@ -486,6 +504,21 @@ def server_code(
             or not (within_any_case(path, workdir) or within_any_case(workdir, path))
         )
     ]
+
+
+def path_folders(search_path: str, keep: Sequence[PurePosixPath]) -> list[PurePosixPath]:
+    """The folders of a `PATH` value: each runs, by the name of the command, whatever a call
+    planted there, at the owner's next command in a shell with that `PATH` (the daemon's,
+    the owner's own). Absolute entries only, and none that is or holds a folder of `keep`
+    (the home, the workdir: they would turn read-only whole). Pure."""
+    found: list[PurePosixPath] = []
+    for entry in search_path.split(":"):
+        if not entry.startswith("/"):
+            continue
+        folder = PurePosixPath(os.path.normpath(entry))
+        if not any(within_any_case(kept, folder) for kept in keep):
+            found.append(folder)
+    return list(dict.fromkeys(found))
 
 
 @functools.cache

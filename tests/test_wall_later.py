@@ -1,11 +1,14 @@
-"""Attack review 3: git configuration a shell call could plant or change and that git obeys
-later, outside the sandbox, when the owner (or the git prompt of the owner's shell, at every
-`cd`) runs git. Each row plants through the real bash tool under bubblewrap; then real git
-runs outside as the owner would, and the planted command must not have run."""
+"""Attack review 3: what a shell call could plant for later, outside the sandbox, that the
+earlier reviews left open. Git configuration git obeys when the owner (or the git prompt of
+the owner's shell, at every `cd`) runs git: each row plants through the real bash tool under
+bubblewrap, then real git runs outside as the owner would, and the planted command must not
+have run. Package caches and tool installs whose code the owner's next build or command
+runs, and the folders on the PATH: each row plants, and the file must not be there after."""
 
 from __future__ import annotations
 
 import subprocess
+import zipfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -16,6 +19,7 @@ from dispatch_matrix.app.agent_kit import build_tools
 from dispatch_matrix.app.config import load_config
 from dispatch_matrix.sandbox.gitconfig import Named, named_paths
 from dispatch_matrix.sandbox.host import Confinement
+from dispatch_matrix.sandbox.wall import path_folders
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.registry import ToolRegistry
 
@@ -80,6 +84,7 @@ def make_owner(
         repos: tuple[str, ...] = ("work",),
         roots: tuple[str, ...] = ("",),
         workdir: str = "work",
+        on_path: tuple[str, ...] = (),
     ) -> Owner:
         home = tmp_path / "home"
         home.mkdir()
@@ -92,6 +97,9 @@ def make_owner(
         for root in roots:
             (home / root).mkdir(parents=True, exist_ok=True)
         monkeypatch.setenv("HOME", str(home))
+        # The daemon's PATH (the owner's): folders of the home on it, then the system's.
+        search = [str(home / folder) for folder in on_path] + ["/usr/bin", "/bin"]
+        monkeypatch.setenv("PATH", ":".join(search))
         monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
         config_path = tmp_path / "store" / "config.toml"
         config_path.parent.mkdir()
@@ -114,7 +122,7 @@ allow = ["Read", "Write", "Edit", "Bash"]
         config = load_config(config_path)
         roots_paths = [home / root for root in roots]
         _policy, tools, ctx = build_tools(config, home / workdir, roots_paths, sandbox=bwrap)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
+        env = {"PATH": ":".join(search), "HOME": str(home), "LANG": "C.UTF-8"}
         return Owner(home, tools, replace(ctx, env=env))
 
     return make
@@ -328,3 +336,104 @@ async def test_the_file_tools_refuse_a_file_the_gitconfig_includes(
     write = await owner.write("~/work/team.gitconfig", "[core]\n\tfsmonitor = x\n")
     assert write.is_error, text(write)
     assert (owner.home / "work" / "team.gitconfig").read_text() == "[user]\n\tname = me\n"
+
+
+# What a call plants (`mkdir -p` its folder, then write it), under the home (the default
+# root). Each lies where a package manager or a tool the owner runs later takes code from as
+# found, without checking it.
+CACHES = [
+    # pip installs a wheel it built once from its cache at the next install of that sdist.
+    ".cache/pip/wheels/ab/cd/x-1.0-py3-none-any.whl",
+    # npx runs a package it fetched once from here, at the owner's next `npx prettier`.
+    ".npm/_npx/2b/node_modules/.bin/prettier",
+    # cargo builds an unpacked crate as found (its build.rs runs) at the next build.
+    ".cargo/registry/src/index-1/serde-1.0.0/build.rs",
+    ".cargo/git/checkouts/x-1/abc/build.rs",
+    # pre-commit runs its hook repositories' code at every commit.
+    ".cache/pre-commit/repoabc/hook.py",
+    "go/pkg/mod/github.com/x/y@v1.0.0/init.go",
+    ".m2/repository/org/x/1.0/x-1.0.jar",
+    # pipx's and uv's tools run from their own folders through links in ~/.local/bin.
+    ".local/share/pipx/venvs/black/bin/black",
+    ".local/share/uv/tools/ruff/bin/ruff",
+    ".local/share/uv/python/cpython-3.12/bin/python3",
+    ".bun/install/cache/x@1.0.0/index.js",
+    ".cache/deno/npm/x/index.js",
+    # A folder of the home on the PATH (not one the wall names): a planted `ls` would win.
+    "tools/bin/ls",
+]
+
+
+@pytest.mark.parametrize("target", CACHES)
+async def test_no_cache_or_tool_the_owner_runs_later_is_planted(
+    make_owner: Callable[..., Owner], target: str
+) -> None:
+    # Each exists, with something in it, as on a machine that used the tool.
+    parts = Path(target).parts
+    top = "/".join(
+        parts[:2]
+        if parts[0] in (".cache", ".local", ".cargo", "go", ".bun", ".npm", ".m2")
+        else parts[:1]
+    )
+    owner = make_owner({f"{top}/owner.txt": "the owner's\n"}, on_path=("tools/bin",))
+    output = await owner.sh(f"mkdir -p ~/{Path(target).parent}; echo evil > ~/{target}")
+    assert not (owner.home / target).exists(), output
+    assert (owner.home / top / "owner.txt").read_text() == "the owner's\n"
+
+
+async def test_a_tool_cache_left_writable_stays_writable(make_owner: Callable[..., Owner]) -> None:
+    """Decided, not missed: caches an ordinary install in a shell call must write and whose
+    entries the tool checks (npm's content-addressed `_cacache` against the lock file's
+    integrity) or that only a tool in the project reads (uv's cache, a project's `.venv`)
+    stay writable; README's sandbox section lists them as left open."""
+    owner = make_owner({".npm/_cacache/x": "", ".cache/uv/x": "", "work/.venv/bin/x": ""})
+    output = await owner.sh(
+        "echo a > ~/.npm/_cacache/y && echo b > ~/.cache/uv/y && echo c > ~/work/.venv/bin/y "
+        "&& echo written"
+    )
+    assert output.splitlines()[0] == "written", output
+
+
+def a_wheel(folder: Path) -> Path:
+    """The smallest wheel pip installs, built by hand (no network, no build backend)."""
+    wheel = folder / "probe-1.0-py3-none-any.whl"
+    info = "probe-1.0.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("probe.py", "VALUE = 42\n")
+        archive.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: probe\nVersion: 1.0\n")
+        archive.writestr(
+            f"{info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        archive.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+async def test_pip_install_in_a_shell_call_works_with_its_cache_read_only(
+    make_owner: Callable[..., Owner],
+) -> None:
+    owner = make_owner({".cache/pip/http/x": "cached\n"})
+    wheel = a_wheel(owner.home / "work")
+    output = await owner.sh(
+        "python3 -m venv ~/work/.venv && ~/work/.venv/bin/pip install -q --no-index "
+        f"{wheel} 2>&1; ~/work/.venv/bin/python -c 'import probe; print(probe.VALUE)'"
+    )
+    assert output.splitlines()[-2:] == ["42", "[exit code 0]"], output
+    assert sorted(p.name for p in (owner.home / ".cache" / "pip").iterdir()) == ["http"]
+
+
+@pytest.mark.parametrize(
+    ("search_path", "expected"),
+    [
+        ("/h/.local/bin:/usr/bin:/bin", ["/h/.local/bin", "/usr/bin", "/bin"]),
+        ("/h/tools/bin/:/h/tools/bin", ["/h/tools/bin"]),
+        # Relative and empty entries (the current folder) mean nothing fixed.
+        (".:bin::/opt/x/bin", ["/opt/x/bin"]),
+        # Never the home, the workdir, or a folder that holds one: they would turn read-only.
+        ("/h:/:/h/work:/h/work/.venv/bin", ["/h/work/.venv/bin"]),
+        ("/H/Work", []),
+    ],
+)
+def test_the_folders_on_the_path(search_path: str, expected: list[str]) -> None:
+    keep = [PurePosixPath("/h"), PurePosixPath("/h/work")]
+    assert path_folders(search_path, keep) == [PurePosixPath(p) for p in expected]

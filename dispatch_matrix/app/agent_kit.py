@@ -292,7 +292,7 @@ def build_tools(
     xdg = os.environ.get("XDG_CONFIG_HOME")
     plane = control_plane(config, Path(xdg) if xdg else None)
     secret = [*plane, *(Path.home() / p for p in CREDENTIAL_PATHS)]
-    hidden = [*secret, *default_hidden(Path.home(), os.getuid())]
+    hidden = [*secret, *default_hidden(Path.home(), os.getuid(), os.environ)]
     policy = Policy(
         # Rules the owner added by answering "always" live in the store, after the config's.
         allow=[*config.permissions.allow, *(learned or [])],

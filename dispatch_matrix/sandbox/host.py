@@ -29,6 +29,7 @@ from dispatch_matrix.core.errors import ConfigError, ToolError
 from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.sandbox.guards import Canonical, guards_for, hidden_placeholders, placeholders
 from dispatch_matrix.sandbox.macos import sandbox_exec_argv
+from dispatch_matrix.sandbox.sockets import socket_paths
 from dispatch_matrix.sandbox.spec import (
     CREDENTIAL_PATHS,
     HOST_SECRETS,
@@ -185,11 +186,13 @@ class SandboxedLaunch:
         self.pass_fds = ()
 
 
-def default_hidden(home: Path, uid: int) -> list[Path]:
+def default_hidden(home: Path, uid: int, env: Mapping[str, str] | None = None) -> list[Path]:
     """The credential paths, the user's runtime folder (agent, keyring and session-bus
-    sockets, `systemctl --user`), the system bus, the container engines' sockets and a
-    container's or a pod's secret files."""
+    sockets, `systemctl --user`), the system bus, the container engines' sockets, a
+    container's or a pod's secret files, and the other local sockets that hand out more than
+    the sandbox allows (`sockets.py`; those `env` names, when given)."""
     return [
+        *socket_paths(home, env or {}),
         *(home / p for p in CREDENTIAL_PATHS),
         *(Path(p) for p in HOST_SOCKETS),
         *(Path(p) for p in HOST_SECRETS),

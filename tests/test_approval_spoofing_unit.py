@@ -14,6 +14,7 @@ from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.core.verbatim import compact_blanks, lookalikes
 from dispatch_matrix.permissions.policy import Decision
 from dispatch_matrix.queue import approval_texts as texts
+from dispatch_matrix.queue.polls import ALWAYS
 from dispatch_matrix.store import Database
 
 # The first screen of a phone: what the owner reads without scrolling, in characters.
@@ -125,3 +126,20 @@ def test_long_blank_runs_are_counted(text: str, expected: str) -> None:
 
 def test_lookalikes_are_named_in_order() -> None:
     assert lookalikes("g\u0456thub.c\u043em and \uff41") == ["U+0456", "U+043E", "U+FF41"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "shown"),
+    [
+        # A path whose name a right-to-left override turns around in the poll's plain text.
+        ("Write(//h/work/report\u202egpj.exe)", "report⟦U+202E⟧gpj.exe"),
+        ("Bash(curl https://g\u0456thub.com/x)", "g⟦U+0456⟧thub.com"),
+        ("Bash(echo hi" + " " * 200 + "; curl evil)", "echo hi⟦200 spaces⟧; curl evil"),
+    ],
+)
+def test_the_rule_an_always_would_learn_shows_what_it_allows(rule: str, shown: str) -> None:
+    """The poll's Always answer and the "Learned" note spell the rule in plain text, not in
+    a code block (attack review 3: the poll showed it raw)."""
+    always = [c for c in texts.poll_choices(rule) if c.id == ALWAYS]
+    assert len(always) == 1 and shown in always[0].label, always
+    assert shown in texts.rule_learned(rule)

@@ -253,7 +253,13 @@ def rule_learned(rule: str | None) -> str:
         return (
             f"Learned: {code_span(rule)} — every call of this tool runs without asking from now on."
         )
-    return f"Learned: {code_span(rule)} — exactly this runs without asking from now on."
+    return f"Learned: {code_span(_plain(rule))} — exactly this runs without asking from now on."
+
+
+def _plain(rule: str) -> str:
+    """A rule as the owner reads it: hidden characters and look-alikes as ⟦U+…⟧."""
+    odd = frozenset(chr(int(code[2:], 16)) for code in lookalikes(rule))
+    return compact_blanks(visible(rule, odd))
 
 
 def poll_question(task: Task, change: bool) -> str:
@@ -265,7 +271,9 @@ def poll_question(task: Task, change: bool) -> str:
 def poll_choices(rule: str | None) -> tuple[polls.Choice, ...]:
     """Approve once / Always (with the literal rule it would learn) / Deny; no Always when
     no rule can cover the call."""
-    always = (polls.Choice(ALWAYS, f"Always: allow {rule}"),) if rule else ()
+    # Plain text on the phone, not a code block: what is hidden or passes for something
+    # else is shown as ⟦U+…⟧ here too, and long blank runs by their count.
+    always = (polls.Choice(ALWAYS, f"Always: allow {_plain(rule)}"),) if rule else ()
     return (
         polls.Choice(ONCE, "Approve once"),
         *always,

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from harness.owner import Owner, build_owner
 
+from dispatch_matrix.sandbox import landlock
 from dispatch_matrix.sandbox.host import Confinement
 from dispatch_matrix.sandbox.sockets import candidates, env_sockets
 
@@ -132,12 +133,14 @@ async def test_an_ordinary_socket_in_a_root_still_works(
 
 
 @pytest.mark.parametrize("network", [False, True], ids=["network off", "network on"])
-async def test_loopback_and_abstract_sockets_only_with_the_network(
-    make_owner: Callable[..., Owner], listeners: list[Listener], network: bool
+async def test_loopback_and_abstract_sockets_with_and_without_the_network(
+    bwrap: Confinement, make_owner: Callable[..., Owner], listeners: list[Listener], network: bool
 ) -> None:
     """With the network off the sandbox has its own loopback and its own abstract sockets
-    (held). With it on both are the host's (left open, README: an X11 display's abstract
-    socket, a local homeserver's or MCP server's port)."""
+    (held). With it on, loopback is the host's (left open, README: a local homeserver's or
+    MCP server's port); the host's abstract sockets (an X11 display's) were reached too, and
+    are now out of reach where Landlock scopes them (kernel 6.12+, as here), which
+    `doctor` says."""
     name = f"dm-test-{os.getpid()}-{network}"
     listeners.append(Listener(socket.AF_UNIX, "\0" + name))
     tcp = Listener(socket.AF_INET, ("127.0.0.1", 0))
@@ -146,7 +149,25 @@ async def test_loopback_and_abstract_sockets_only_with_the_network(
     port = tcp.sock.getsockname()[1]
     abstract = await owner.sh(CLIENT.format("@" + name))
     loopback = await owner.sh(CLIENT.format(port))
-    assert (GREETING in abstract, GREETING in loopback) == (network, network), (abstract, loopback)
+    scoped = not bwrap.abstract_open
+    assert (GREETING in abstract) == (network and not scoped), abstract
+    assert (GREETING in loopback) == network, loopback
+    # The sandbox's own abstract sockets still work (a test server's, an X server's own).
+    own = await owner.sh(
+        "python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); s.bind(chr(0) + 'own'); "
+        "s.listen(); c = socket.socket(socket.AF_UNIX); c.connect(chr(0) + 'own'); "
+        "print('own reached')\""
+    )
+    assert "own reached" in own, own
+
+
+def test_this_machine_scopes_abstract_sockets(bwrap: Confinement) -> None:
+    """The proof above is only as good as the kernel under it: this machine has Landlock
+    ABI 6 or later, so the scope was applied, not skipped."""
+    if landlock.abi() < landlock.SCOPE_ABI:
+        pytest.skip(f"Landlock ABI {landlock.abi()}: the scope needs {landlock.SCOPE_ABI}")
+    assert bwrap.network and bwrap.abstract_open == "", bwrap.describe()
+    assert "abstract unix sockets out of reach" in bwrap.describe()
 
 
 async def test_the_terminals_of_the_host_are_not_the_sandbox_s(

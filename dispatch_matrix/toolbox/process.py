@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,9 +90,11 @@ async def run_command(
     env: dict[str, str],
     timeout: float,
     pass_fds: tuple[int, ...] = (),
+    preexec: Callable[[], None] | None = None,
 ) -> ToolResult:
     """Run `argv` in a new session and process group and collect its result; `pass_fds`
-    are inherited by the command (the sandbox reads its options from one)."""
+    are inherited by the command (the sandbox reads its options from one); `preexec` runs
+    in the child just before the exec (the sandbox's Landlock scope)."""
     loop = asyncio.get_running_loop()
     try:
         transport, protocol = await loop.subprocess_exec(
@@ -104,6 +107,7 @@ async def run_command(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             pass_fds=pass_fds,
+            preexec_fn=preexec,
         )
     except OSError as err:
         raise ToolError(f"could not start the shell: {err.strerror or err}") from err

@@ -336,3 +336,23 @@ async def test_pip_install_in_a_shell_call_works_with_its_cache_read_only(
 def test_the_folders_on_the_path(search_path: str, expected: list[str]) -> None:
     keep = [PurePosixPath("/h"), PurePosixPath("/h/work")]
     assert path_folders(search_path, keep) == [PurePosixPath(p) for p in expected]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "target"),
+    [
+        ("include.path", "../.gitconfig-team", "~/work/.gitconfig-team"),
+        ("core.hooksPath", ".husky/_", "~/work/.husky/_/pre-commit"),
+        ("include.path", "../cfg/deep.inc", "~/work/cfg/deep.inc"),
+    ],
+)
+async def test_the_file_tools_refuse_what_a_repository_config_names(
+    make_owner: Callable[..., Owner], key: str, value: str, target: str
+) -> None:
+    """Attack review 3: the shell's wall covered these, the file tools wrote them."""
+    owner = make_owner({"work/.gitconfig-team": "[user]\n\tname = me\n"})
+    subprocess.run(["git", "-C", str(owner.home / "work"), "config", key, value], check=True)
+    write = await owner.write(target, "[core]\n\tfsmonitor = x\n")
+    assert write.is_error and "git config" in text(write), text(write)
+    ordinary = await owner.write("~/work/notes.md", "fine\n")
+    assert not ordinary.is_error, text(ordinary)

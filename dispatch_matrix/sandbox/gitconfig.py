@@ -132,3 +132,15 @@ def config_named(home: Path, configs: Iterable[tuple[Path, Sequence[Path]]]) -> 
 def home_configs(home: Path) -> list[Path]:
     """The user's own git configs: `~/.gitconfig` and `~/.config/git/config`."""
     return [home / ".gitconfig", home / ".config" / "git" / "config"]
+
+
+def repository_named(home: Path, path: Path, top: Path) -> list[Named]:
+    """What the config of the repository holding `path` names (its includes, its hooks
+    folder), looking up from `path` no higher than `top` (the root it lies in): for the file
+    tools, which may write at any depth of a root."""
+    for folder in [path.parent, *path.parent.parents]:
+        if (folder / ".git" / "config").is_file():
+            return config_named(home, [(folder / ".git" / "config", [folder])])
+        if folder == top or len(folder.parts) <= len(top.parts):
+            break
+    return []

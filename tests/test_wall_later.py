@@ -124,6 +124,23 @@ GIT_LATER: list[tuple[str, dict[str, str], tuple[str, ...], tuple[str, ...], str
         "work",
     ),
     (
+        "~/.gitconfig's editor is a script in a root",
+        {".gitconfig": "[core]\n\teditor = ~/scripts/edit.sh\n", "scripts/edit.sh": "true\n"},
+        ("work",),
+        ("",),
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/scripts/edit.sh; chmod +x ~/scripts/edit.sh",
+        "work",
+    ),
+    (
+        "~/.gitconfig's template folder is in a root (copied into every clone)",
+        {".gitconfig": "[init]\n\ttemplateDir = ~/gittemplate\n", "gittemplate/description": "x\n"},
+        ("work",),
+        ("",),
+        "mkdir -p ~/gittemplate/hooks && printf '#!/bin/sh\\nEVIL\\n' > "
+        "~/gittemplate/hooks/post-checkout && chmod +x ~/gittemplate/hooks/post-checkout",
+        "work",
+    ),
+    (
         "a repository's hooksPath is an ignored folder in its tree (husky's .husky/_)",
         {"work/.husky/_/h": "#!/bin/sh\n"},
         ("work",),
@@ -181,6 +198,8 @@ async def test_git_run_later_obeys_nothing_a_call_planted(
     owner.git(where, "checkout", "-q", "-b", "other")
     # A commit without a message starts the editor (a pager needs a terminal).
     owner.git(where, "-c", "user.name=o", "-c", "user.email=o@x", "commit", "--allow-empty")
+    # And a clone, which copies the template and checks out (post-checkout).
+    owner.git("", "clone", "-q", str(owner.home / "work"), str(owner.home / "cloned"))
     assert not owner.pwned(), output
 
 
@@ -210,7 +229,29 @@ T = PurePosixPath("/h/work")
         # git's own installation, an empty value, other keys: nothing.
         ([("include.path", "%(prefix)/etc/x")], H, (), []),
         ([("include.path", "")], H, (), []),
-        ([("core.fsmonitor", "/h/x"), ("user.name", "me")], H, (T,), []),
+        ([("core.fsmonitor", "true"), ("user.name", "me"), ("core.editor", "vim")], H, (T,), []),
+        # A command's words that are paths: a script in a root runs later.
+        ([("core.fsmonitor", "/h/x")], H, (T,), [Named(H / "x", False)]),
+        ([("core.editor", "~/bin2/edit.sh -w")], H, (), [Named(H / "bin2/edit.sh", False)]),
+        (
+            [("diff.pdf.textconv", "sh '/h/my tools/pdf.sh'")],
+            H,
+            (),
+            [Named(H / "my tools/pdf.sh", False)],
+        ),
+        (
+            [("filter.lfs.process", "/h/f --rc=/h/rc")],
+            H,
+            (),
+            [Named(H / "f", False), Named(H / "rc", False)],
+        ),
+        ([("alias.up", "!~/a.sh")], H, (), [Named(H / "a.sh", False)]),
+        ([("alias.st", "status ~/not-run")], H, (), []),
+        ([("credential.https://x.helper", "/h/helper")], H, (), [Named(H / "helper", False)]),
+        ([("pager.log", "~/p")], H, (), [Named(H / "p", False)]),
+        # The template copied into every new repository; relative: from wherever git runs.
+        ([("init.templatedir", "~/tmpl")], H, (), [Named(H / "tmpl", True)]),
+        ([("init.templatedir", "tmpl")], H, (T,), []),
         ([("include.pathx", "a"), ("xinclude.path", "b")], H, (), []),
     ],
 )
@@ -356,3 +397,16 @@ async def test_the_file_tools_refuse_what_a_repository_config_names(
     assert write.is_error and "git config" in text(write), text(write)
     ordinary = await owner.write("~/work/notes.md", "fine\n")
     assert not ordinary.is_error, text(ordinary)
+
+
+async def test_a_command_naming_the_home_or_a_root_leaves_them_writable(
+    make_owner: Callable[..., Owner],
+) -> None:
+    """`core.pager = less -R ~/` (a folder as an argument) must not turn the home, the
+    default root, read-only whole: only what lies below it is taken for a script."""
+    owner = make_owner({".gitconfig": "[core]\n\tpager = less ~/ /\n\teditor = ~/work/e.sh\n"})
+    output = await owner.sh(
+        "echo fine > ~/work/notes.md && echo x > ~/work/e.sh; cat ~/work/notes.md"
+    )
+    assert output.startswith("fine"), output
+    assert not (owner.home / "work" / "e.sh").exists(), output

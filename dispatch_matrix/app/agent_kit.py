@@ -263,7 +263,8 @@ def readonly_paths(
     # What the home's git configs include and the hooks folder they name (gitconfig.py);
     # shell calls find these again at every call, with each repository's own.
     trees = [workdir] if workdir else []
-    git = [Path(n.path) for n in config_named(home, [(c, trees) for c in home_configs(home)])]
+    configs = [(c, trees) for c in home_configs(home)]
+    git = [Path(n.path) for n in config_named(home, configs, keep=[home, *trees])]
     # Every folder on the PATH (the owner's, which the daemon and its shell calls inherit).
     keep = [PurePosixPath(home), *([PurePosixPath(workdir)] if workdir else [])]
     on_path = map(Path, path_folders(os.environ.get("PATH", ""), keep))

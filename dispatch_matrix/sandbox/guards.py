@@ -140,7 +140,7 @@ def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[P
             paths.append((gitdir / "commondir", Guard(".git/commondir", False, False)))
         paths += [(tree / g.path, g) for g in READONLY_IN_TREE if not g.path.startswith(".git/")]
     # What those configs include, and the hooks folders they name, wherever they lie.
-    for named in config_named(home, configs):
+    for named in config_named(home, configs, keep=[home, *found]):
         paths.append((Path(named.path), Guard(str(named.path), named.is_dir, placeholder=False)))
     return paths
 

@@ -410,3 +410,24 @@ async def test_a_command_naming_the_home_or_a_root_leaves_them_writable(
     )
     assert output.startswith("fine"), output
     assert not (owner.home / "work" / "e.sh").exists(), output
+
+
+# Tried and left open (README: "a repository a call creates below a root's top, or inside
+# a repository"): finding a `.git` made anywhere in a root would mean walking the whole root
+# after every call. Kept as rows that must fail, so that a fix shows.
+NESTED = [
+    ("inside a repository", ("work",), "work/src", "git init -q ~/work/src"),
+    ("below a root's top", (), "docs/a/b", "git init -q ~/docs/a"),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="left open: a repository a call creates below a top")
+@pytest.mark.parametrize(("name", "repos", "where", "made"), NESTED, ids=[n[0] for n in NESTED])
+async def test_a_repository_a_call_creates_below_a_top(
+    make_owner: Callable[..., Owner], name: str, repos: tuple[str, ...], where: str, made: str
+) -> None:
+    owner = make_owner({f"{where}/a.txt": "x\n"}, repos=repos)
+    folder = made.split()[-1]
+    await owner.sh(f"{made} && git -C {folder} config core.fsmonitor '{evil(owner.home)}'")
+    owner.git(where, "status")
+    assert not owner.pwned(), name

@@ -8,6 +8,8 @@ runs, and the folders on the PATH: each row plants, and the file must not be the
 from __future__ import annotations
 
 import subprocess
+import sys
+import sysconfig
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -431,3 +433,27 @@ async def test_a_repository_a_call_creates_below_a_top(
     await owner.sh(f"{made} && git -C {folder} config core.fsmonitor '{evil(owner.home)}'")
     owner.git(where, "status")
     assert not owner.pwned(), name
+
+
+def _outside_roots() -> list[Path]:
+    """Byte-code folders of installed Python outside any root: the system's, the daemon's
+    own site-packages, its base interpreter's."""
+    found = [
+        Path("/usr/lib/python3.11/__pycache__"),
+        Path(sysconfig.get_paths()["purelib"]),
+        Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}",
+    ]
+    return [folder for folder in found if folder.is_dir()]
+
+
+@pytest.mark.parametrize("folder", _outside_roots(), ids=str)
+async def test_installed_python_outside_the_roots_takes_no_planted_byte_code(
+    make_owner: Callable[..., Owner], folder: Path
+) -> None:
+    """Held: a `.pyc` planted beside installed packages would run at their next import,
+    but outside the roots everything is read-only (even to a root daemon: the sandbox has
+    no capabilities and `/` is mounted read-only)."""
+    owner = make_owner()
+    planted = folder / "__pycache__" / "dispatch_attack3_probe.cpython-311.pyc"
+    output = await owner.sh(f"mkdir -p {planted.parent}; echo evil > {planted}")
+    assert not planted.exists(), output

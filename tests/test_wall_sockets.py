@@ -16,7 +16,7 @@ import pytest
 from harness.owner import Owner, build_owner
 
 from dispatch_matrix.sandbox import landlock
-from dispatch_matrix.sandbox.host import Confinement
+from dispatch_matrix.sandbox.host import Confinement, default_hidden
 from dispatch_matrix.sandbox.sockets import candidates, env_sockets
 
 GREETING = "reached-the-service"
@@ -209,3 +209,22 @@ def test_only_sockets_named_by_the_environment_are_hidden() -> None:
     }
     found = env_sockets(env, is_socket=lambda p: p in sockets)
     assert sorted(found) == sorted(sockets)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/run/libvirt/libvirt-sock",
+        "/var/snap/lxd/common/lxd/unix.socket",
+        "/var/lib/incus/unix.socket",
+        "/run/crio/crio.sock",
+        "/run/k3s/containerd/containerd.sock",
+        "/run/buildkit/buildkitd.sock",
+        "/run/screen/S-me/1.pts-0.host",
+    ],
+)
+def test_engines_that_are_root_on_the_host_are_hidden(path: str) -> None:
+    """Their sockets are not on this machine, so the proof is the list: each lies in a
+    hidden path (the mounts themselves are proven above with sockets that exist)."""
+    hidden = [PurePosixPath(p) for p in default_hidden(Path("/home/me"), 1000)]
+    assert any(PurePosixPath(path).is_relative_to(h) for h in hidden), path

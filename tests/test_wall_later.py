@@ -457,3 +457,25 @@ async def test_installed_python_outside_the_roots_takes_no_planted_byte_code(
     planted = folder / "__pycache__" / "dispatch_attack3_probe.cpython-311.pyc"
     output = await owner.sh(f"mkdir -p {planted.parent}; echo evil > {planted}")
     assert not planted.exists(), output
+
+
+@pytest.mark.parametrize("variable", ["GIT_CONFIG_GLOBAL", "XDG_CONFIG_HOME"])
+async def test_a_global_git_config_the_environment_moves_into_a_root_is_read_only(
+    make_owner: Callable[..., Owner], monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """Attack review 3: the owner keeps the global config in a root (GIT_CONFIG_GLOBAL =
+    ~/dotfiles/gitconfig, or XDG_CONFIG_HOME = ~/dotfiles): git run later with that
+    environment obeyed a `core.fsmonitor` a call appended."""
+    values = {"GIT_CONFIG_GLOBAL": "dotfiles/gitconfig", "XDG_CONFIG_HOME": "dotfiles"}
+    config = {"GIT_CONFIG_GLOBAL": "dotfiles/gitconfig", "XDG_CONFIG_HOME": "dotfiles/git/config"}
+
+    def prepare(home: Path) -> None:
+        monkeypatch.setenv(variable, str(home / values[variable]))
+
+    owner = make_owner({config[variable]: "[user]\n\tname = me\n"}, prepare=prepare)
+    owner.git_env = {variable: str(owner.home / values[variable])}
+    output = await owner.sh(
+        f"printf '[core]\\n\\tfsmonitor = {evil(owner.home)}\\n' >> ~/{config[variable]}"
+    )
+    owner.git("work", "status")
+    assert not owner.pwned(), output

@@ -263,8 +263,11 @@ def readonly_paths(
     # What the home's git configs include and the hooks folder they name (gitconfig.py);
     # shell calls find these again at every call, with each repository's own.
     trees = [workdir] if workdir else []
-    configs = [(c, trees) for c in home_configs(home)]
-    git = [Path(n.path) for n in config_named(home, configs, keep=[home, *trees])]
+    # The environment may move the global config (GIT_CONFIG_GLOBAL): that file too.
+    known = home_configs(home, os.environ)
+    moved = [c for c in known if c not in home_configs(home)]
+    configs = [(c, trees) for c in known]
+    git = [*moved, *(Path(n.path) for n in config_named(home, configs, keep=[home, *trees]))]
     # Every folder on the PATH (the owner's, which the daemon and its shell calls inherit).
     keep = [PurePosixPath(home), *([PurePosixPath(workdir)] if workdir else [])]
     on_path = map(Path, path_folders(os.environ.get("PATH", ""), keep))

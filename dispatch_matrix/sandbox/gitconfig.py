@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -184,9 +184,18 @@ def config_named(
     return [n for n in found if not any(k.is_relative_to(n.path) for k in kept)]
 
 
-def home_configs(home: Path) -> list[Path]:
-    """The user's own git configs: `~/.gitconfig` and `~/.config/git/config`."""
-    return [home / ".gitconfig", home / ".config" / "git" / "config"]
+def home_configs(home: Path, env: Mapping[str, str] | None = None) -> list[Path]:
+    """The user's own git configs: `~/.gitconfig` and `~/.config/git/config`, and those the
+    environment moves them to (`GIT_CONFIG_GLOBAL`, `$XDG_CONFIG_HOME/git/config`): git run
+    later with that environment reads them."""
+    found = [home / ".gitconfig", home / ".config" / "git" / "config"]
+    env = env or {}
+    if env.get("XDG_CONFIG_HOME", "").startswith("/"):
+        found.append(Path(env["XDG_CONFIG_HOME"]) / "git" / "config")
+    moved = env.get("GIT_CONFIG_GLOBAL", "")
+    if moved.startswith("/") or moved.startswith("~/"):
+        found.append(home / moved[2:] if moved.startswith("~/") else Path(moved))
+    return list(dict.fromkeys(found))
 
 
 def repository_named(home: Path, path: Path, top: Path) -> list[Named]:

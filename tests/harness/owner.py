@@ -32,6 +32,8 @@ class Owner:
         self.home = home
         self.tools = tools
         self.ctx = ctx
+        # More of the owner's environment git runs with (GIT_CONFIG_GLOBAL).
+        self.git_env: dict[str, str] = {}
 
     async def sh(self, command: str) -> str:
         return text(await self.tools.run("bash", {"command": command}, self.ctx))
@@ -41,7 +43,7 @@ class Owner:
 
     def git(self, folder: str, *args: str) -> str:
         """git outside the sandbox, as the owner's shell or prompt runs it; its output."""
-        env = {"HOME": str(self.home), "PATH": "/usr/bin:/bin", "PAGER": "cat"}
+        env = {"HOME": str(self.home), "PATH": "/usr/bin:/bin", "PAGER": "cat", **self.git_env}
         done = subprocess.run(
             ["git", "-C", str(self.home / folder), *(args or ("status",))],
             env=env,
@@ -84,8 +86,6 @@ def build_owner(
     ) -> Owner:
         home = tmp_path / "home"
         home.mkdir()
-        if prepare is not None:
-            prepare(home)
         for repo in repos:
             init_repo(home / repo)
         for rel, body in (files or {}).items():
@@ -99,6 +99,8 @@ def build_owner(
         search = [str(home / folder) for folder in on_path] + ["/usr/bin", "/bin"]
         monkeypatch.setenv("PATH", ":".join(search))
         monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+        if prepare is not None:
+            prepare(home)
         config_path = tmp_path / "store" / "config.toml"
         config_path.parent.mkdir()
         listed = ", ".join(f'"{home / root}"' for root in roots)

@@ -59,6 +59,15 @@ GIT_LATER: list[tuple[str, dict[str, str], tuple[str, ...], tuple[str, ...], str
         "~/docs/.git/HEAD && printf '[core]\\n\\tfsmonitor = EVIL\\n' > ~/docs/.git/config",
         "docs/notes",
     ),
+    (
+        "root top: a .git file naming a git folder elsewhere",
+        {"docs/notes/a.txt": "x\n"},
+        (),
+        ("docs",),
+        "git init -q --separate-git-dir ~/docs/.g ~/docs && git -C ~/docs config "
+        "core.fsmonitor 'EVIL'",
+        "docs/notes",
+    ),
     # 2. Configuration files git reads through an include of a read-only config, or a hooks
     #    folder that a read-only config names, lying where a call may write.
     (

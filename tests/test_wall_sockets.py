@@ -228,3 +228,20 @@ def test_engines_that_are_root_on_the_host_are_hidden(path: str) -> None:
     hidden path (the mounts themselves are proven above with sockets that exist)."""
     hidden = [PurePosixPath(p) for p in default_hidden(Path("/home/me"), 1000)]
     assert any(PurePosixPath(path).is_relative_to(h) for h in hidden), path
+
+
+async def test_the_hosts_shared_memory_is_not_the_sandbox_s(
+    make_owner: Callable[..., Owner],
+) -> None:
+    """/dev/shm is the sandbox's own (bubblewrap's `--dev`): a host program's shared
+    memory (an audio server's, a browser's) is neither read nor changed (held)."""
+    name = f"dm-attack3-{os.getpid()}"
+    shared = Path("/dev/shm") / name
+    shared.write_text("host memory\n")
+    try:
+        owner = make_owner()
+        output = await owner.sh(f"cat /dev/shm/{name} 2>&1; echo evil > /dev/shm/{name}")
+        assert "host memory" not in output, output
+        assert shared.read_text() == "host memory\n"
+    finally:
+        shared.unlink()

@@ -333,10 +333,12 @@ async def test_no_cache_or_tool_the_owner_runs_later_is_planted(
 
 
 async def test_a_tool_cache_left_writable_stays_writable(make_owner: Callable[..., Owner]) -> None:
-    """Decided, not missed: caches an ordinary install in a shell call must write and whose
-    entries the tool checks (npm's content-addressed `_cacache` against the lock file's
-    integrity) or that only a tool in the project reads (uv's cache, a project's `.venv`)
-    stay writable; README's sandbox section lists them as left open."""
+    """Decided, not missed: caches an ordinary install in a shell call must write stay
+    writable. npm's content-addressed `_cacache` (npm checks each entry against the lock
+    file's integrity); uv's cache (uv takes its lock there for every `uv run`, so read-only
+    it would stop them; a wheel planted there is installed by the owner's next sync of that
+    exact version); a project's `.venv` (the agent installs into it). README's sandbox
+    section lists them as left open."""
     owner = make_owner({".npm/_cacache/x": "", ".cache/uv/x": "", "work/.venv/bin/x": ""})
     output = await owner.sh(
         "echo a > ~/.npm/_cacache/y && echo b > ~/.cache/uv/y && echo c > ~/work/.venv/bin/y "

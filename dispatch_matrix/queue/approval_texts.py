@@ -104,7 +104,7 @@ def approval_question(
             f"{'is' if len(show.long_lines) == 1 else 'are'} longer than a phone's screen (the "
             f"longest, line {number:,}, has {longest:,} characters): read each to its end."
         )
-    reason = visible(decision.reason)
+    reason = compact_blanks(visible(decision.reason, show.odd))
     parts.append("Why I ask:")
     if len(code_block(reason)) > REASON_CHARS:
         # The reason is the policy's words (it may quote the command, which is shown above).

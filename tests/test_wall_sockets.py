@@ -17,7 +17,7 @@ from harness.owner import Owner, build_owner
 
 from dispatch_matrix.sandbox import landlock
 from dispatch_matrix.sandbox.host import Confinement, default_hidden
-from dispatch_matrix.sandbox.sockets import candidates, env_sockets
+from dispatch_matrix.sandbox.sockets import candidates, env_sockets, loopback_without_token
 
 GREETING = "reached-the-service"
 # A client in the sandbox: a path, `@name` for an abstract socket, or a TCP port.
@@ -245,3 +245,24 @@ async def test_the_hosts_shared_memory_is_not_the_sandbox_s(
         assert shared.read_text() == "host memory\n"
     finally:
         shared.unlink()
+
+
+@pytest.mark.parametrize(
+    ("url", "has_headers", "said"),
+    [
+        ("http://127.0.0.1:8931/mcp", False, True),
+        ("http://localhost:3000/sse", False, True),
+        ("http://[::1]:9000/mcp", False, True),
+        ("http://app.localhost/mcp", False, True),
+        ("http://127.0.0.1:8931/mcp", True, False),
+        ("https://mcp.example.org/", False, False),
+        ("http://192.168.1.5:80/", False, False),
+    ],
+)
+def test_a_loopback_mcp_server_without_a_token_is_named(
+    url: str, has_headers: bool, said: bool
+) -> None:
+    """Left open, said at start (`sandbox.loopback_mcp`): with the network on, a shell call
+    reaches a server on loopback (proven above with a listener) and, without a token the
+    config sends, may call its tools without the rules."""
+    assert loopback_without_token({"s": (url, has_headers)}) == (["s"] if said else [])

@@ -22,6 +22,7 @@ import re
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 # Under the home folder.
 SOCKET_HOMES: tuple[str, ...] = (
@@ -89,3 +90,22 @@ def socket_paths(home: Path, env: Mapping[str, str]) -> list[Path]:
         *(Path(p) for p in SOCKET_FOLDERS),
         *env_sockets(env),
     ]
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "::1", "0.0.0.0", "::"})
+
+
+def loopback_without_token(servers: Mapping[str, tuple[str, bool]]) -> list[str]:
+    """The MCP servers (name → their URL, whether the config sends them headers) that
+    listen on this machine's loopback with nothing to prove the caller: with the network on,
+    a shell call reaches them too and may call their tools without the rules. Pure."""
+    found: list[str] = []
+    for name, (url, has_headers) in servers.items():
+        try:
+            host = (urlsplit(url).hostname or "").casefold()
+        except ValueError:
+            continue
+        local = host in _LOOPBACK_NAMES or host.startswith("127.") or host.endswith(".localhost")
+        if local and not has_headers:
+            found.append(name)
+    return found

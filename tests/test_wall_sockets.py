@@ -11,13 +11,17 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 from harness.owner import Owner, build_owner
 
-from dispatch_matrix.sandbox import landlock
+from dispatch_matrix.sandbox import host, landlock
 from dispatch_matrix.sandbox.host import Confinement, default_hidden
 from dispatch_matrix.sandbox.sockets import candidates, env_sockets, loopback_without_token
+from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry
+from dispatch_matrix.toolbox.shell import BashTool
 
 GREETING = "reached-the-service"
 # A client in the sandbox: a path, `@name` for an abstract socket, or a TCP port.
@@ -266,3 +270,46 @@ def test_a_loopback_mcp_server_without_a_token_is_named(
     reaches a server on loopback (proven above with a listener) and, without a token the
     config sends, may call its tools without the rules."""
     assert loopback_without_token({"s": (url, has_headers)}) == (["s"] if said else [])
+
+
+def test_a_kernel_that_refuses_the_scope_runs_the_sandbox_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A container's seccomp profile may refuse Landlock's calls though the kernel has
+    them: the sandbox still starts, without the scope, and says why (never a crash)."""
+    if landlock.abi() < landlock.SCOPE_ABI:
+        pytest.skip("no Landlock scope here to refuse")
+    tried: list[str] = []
+
+    def probe(candidate: Confinement) -> str:
+        tried.append(candidate.abstract_open)
+        return "" if candidate.abstract_open else "landlock_restrict_self: Operation not permitted"
+
+    monkeypatch.setattr(host, "probe_once", probe)
+    found = host.check_sandbox("bubblewrap")
+    assert tried[0] == "" and found.abstract_open.startswith("Landlock refused"), tried
+    assert "abstract unix sockets in reach (Landlock refused" in found.describe()
+
+
+async def test_a_scope_that_fails_in_the_child_is_a_tool_error(
+    bwrap: Confinement, tmp_path: Path
+) -> None:
+    """Nothing runs, and the model is told, if the child cannot set the scope."""
+
+    def refuse() -> None:
+        raise OSError(1, "landlock_restrict_self")
+
+    class Refusing(Confinement):
+        def launch(self, spec: Any, command: str) -> host.SandboxedLaunch:
+            launch = super().launch(spec, command)
+            launch.preexec = refuse
+            return launch
+
+    tools = ToolRegistry([BashTool(Refusing(bwrap.kind, bwrap.program))])
+    marker = tmp_path / "ran"
+    ctx = ToolContext(
+        workdir=tmp_path, allowed_roots=(tmp_path,), bash_timeout_s=30, env={"PATH": "/bin"}
+    )
+    result = await tools.run("bash", {"command": f"touch {marker}"}, ctx)
+    assert result.is_error and "could not start the sandbox" in str(result.content), result
+    assert not marker.exists()

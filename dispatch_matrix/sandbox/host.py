@@ -413,6 +413,14 @@ def check_sandbox(
     for user_namespace in (True, False) if os.geteuid() == 0 else (True,):
         candidate = dataclasses.replace(found, user_namespace=user_namespace)
         failure = probe_once(candidate)
+        if failure and not candidate.abstract_open:
+            # The Landlock scope itself refused (a container's seccomp profile): the
+            # sandbox runs without it, and `describe` says why.
+            scoped_failure = failure
+            candidate = dataclasses.replace(
+                candidate, abstract_open=f"Landlock refused: {scoped_failure[-120:]}"
+            )
+            failure = probe_once(candidate)
         if not failure:
             return candidate
     why, fix = diagnose(failure, read_sysctls(), os.geteuid())
@@ -434,7 +442,7 @@ def probe_once(confinement: Confinement) -> str:
             timeout=30,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired) as err:
+    except (OSError, subprocess.SubprocessError) as err:
         return str(err)
     finally:
         launch.close()

@@ -111,6 +111,9 @@ async def run_command(
         )
     except OSError as err:
         raise ToolError(f"could not start the shell: {err.strerror or err}") from err
+    except subprocess.SubprocessError as err:
+        # `preexec` failed in the child (the sandbox's Landlock scope): nothing ran.
+        raise ToolError(f"could not start the sandbox: {err}") from err
     proc = asyncio.subprocess.Process(transport, protocol, loop)
     pgid = proc.pid
     capture = _Capture.of(ctx.output_limit)

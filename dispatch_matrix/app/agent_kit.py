@@ -36,9 +36,15 @@ from dispatch_matrix.core.errors import ConfigError
 from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.core.settings import secret_files
 from dispatch_matrix.permissions.policy import Policy
+from dispatch_matrix.sandbox.gitconfig import config_named, home_configs
 from dispatch_matrix.sandbox.host import Confinement, confinement_for, default_hidden
 from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, Limits
-from dispatch_matrix.sandbox.wall import home_guards, installation_paths, server_code
+from dispatch_matrix.sandbox.wall import (
+    home_guards,
+    installation_paths,
+    path_folders,
+    server_code,
+)
 from dispatch_matrix.schedule.tables import ScheduleTables
 from dispatch_matrix.schedule.tool import ScheduleTool
 from dispatch_matrix.store import Database
@@ -239,8 +245,9 @@ def readonly_paths(
     home: Path, config: Config | None = None, workdir: Path | None = None
 ) -> list[Path]:
     """What no tool may change even inside a root: the start-up files and the other
-    guards under the home folder, the daemon's own installation, and the code of every MCP
-    server the config names (the daemon runs it outside the sandbox, with its tokens)."""
+    guards under the home folder, the daemon's own installation, the code of every MCP
+    server the config names (the daemon runs it outside the sandbox, with its tokens), what
+    the home's git configs include, and every folder on the PATH."""
     servers: list[Path] = []
     if config is not None:
         for spec in config.mcp.servers.values():
@@ -253,7 +260,24 @@ def readonly_paths(
                     PurePosixPath(spec.cwd.expanduser()) if spec.cwd else None,
                 )
                 servers += map(Path, found)
-    return [*(home / g.path for g in home_guards()), *installation_paths(), *servers]
+    # What the home's git configs include and the hooks folder they name (gitconfig.py);
+    # shell calls find these again at every call, with each repository's own.
+    trees = [workdir] if workdir else []
+    # The environment may move the global config (GIT_CONFIG_GLOBAL): that file too.
+    known = home_configs(home, os.environ)
+    moved = [c for c in known if c not in home_configs(home)]
+    configs = [(c, trees) for c in known]
+    git = [*moved, *(Path(n.path) for n in config_named(home, configs, keep=[home, *trees]))]
+    # Every folder on the PATH (the owner's, which the daemon and its shell calls inherit).
+    keep = [PurePosixPath(home), *([PurePosixPath(workdir)] if workdir else [])]
+    on_path = map(Path, path_folders(os.environ.get("PATH", ""), keep))
+    return [
+        *(home / g.path for g in home_guards()),
+        *installation_paths(),
+        *servers,
+        *git,
+        *on_path,
+    ]
 
 
 def build_tools(
@@ -272,7 +296,7 @@ def build_tools(
     xdg = os.environ.get("XDG_CONFIG_HOME")
     plane = control_plane(config, Path(xdg) if xdg else None)
     secret = [*plane, *(Path.home() / p for p in CREDENTIAL_PATHS)]
-    hidden = [*secret, *default_hidden(Path.home(), os.getuid())]
+    hidden = [*secret, *default_hidden(Path.home(), os.getuid(), os.environ)]
     policy = Policy(
         # Rules the owner added by answering "always" live in the store, after the config's.
         allow=[*config.permissions.allow, *(learned or [])],

@@ -47,6 +47,7 @@ from dispatch_matrix.sandbox.host import (
     hard_linked_secrets,
     sandbox_off_warning,
 )
+from dispatch_matrix.sandbox.sockets import loopback_without_token
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.db import Session
 from dispatch_matrix.store.state import StateFolder
@@ -250,6 +251,15 @@ async def _confine(config: Config) -> Confinement:
         log.warning("sandbox.off", detail=sandbox_off_warning())
         return confinement
     log.info("sandbox.active", sandbox=confinement.describe())
+    if confinement.network:
+        servers = {
+            name: (spec.url, bool(spec.headers or spec.headers_files))
+            for name, spec in config.mcp.enabled.items()
+            if spec.url
+        }
+        for name in loopback_without_token(servers):
+            # Said, not fixed: loopback is the host's while the network is on.
+            log.warning("sandbox.loopback_mcp", server=name)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for moved in await asyncio.to_thread(recover_watched, watch_dir(config), stamp):
         log.warning("sandbox.quarantined", path=str(moved), after="restart")

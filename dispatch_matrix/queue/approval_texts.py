@@ -6,7 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dispatch_matrix.core.verbatim import code_block, code_span, hidden_characters, visible
+from dispatch_matrix.core.verbatim import (
+    code_block,
+    code_span,
+    compact_blanks,
+    hidden_characters,
+    lookalikes,
+    visible,
+)
 from dispatch_matrix.matrix import polls
 from dispatch_matrix.queue.polls import ALWAYS, DENY, ONCE
 from dispatch_matrix.store import Task
@@ -28,6 +35,8 @@ REASON_CHARS = 400
 # What a cut part still shows: its first lines, and its last line.
 HEAD_CHARS = 1_000
 LAST_LINE_CHARS = 400
+# A line longer than this may run past a phone's screen: the question says so.
+LONG_LINE_CHARS = 160
 
 
 @dataclass(frozen=True)
@@ -59,22 +68,43 @@ def approval_question(
     what = "Make this change" if change else "Run this"
     files: list[Attachment] = []
     name = f"{task.id}{'-' + tag if tag else ''}"
+    whole = decision.subject + "\n" + (change or "")
+    hidden = hidden_characters(whole)
+    odd = [code for code in lookalikes(whole) if code not in hidden]
+    show = _Shown(frozenset(chr(int(code[2:], 16)) for code in odd))
     parts = [f"❓ **May I?** {what} ({task.short_id}):"]
-    parts.extend(_part(decision.subject, "command", f"command-{name}.txt", COMMAND_CHARS, files))
+    parts.extend(
+        _part(decision.subject, "command", f"command-{name}.txt", COMMAND_CHARS, files, show)
+    )
     if decision.uncovered and list(decision.uncovered) != [decision.subject]:
         parts.append("Not covered by your rules:")
-        parts.extend(_uncovered(decision.uncovered, f"uncovered-{name}.md", files))
+        parts.extend(_uncovered(decision.uncovered, f"uncovered-{name}.md", files, show))
     if change:
         parts.append("The change:")
-        parts.extend(_part(change, "change", f"change-{name}.diff", CHANGE_CHARS, files))
-    hidden = hidden_characters(decision.subject + (change or ""))
+        parts.extend(_part(change, "change", f"change-{name}.diff", CHANGE_CHARS, files, show))
     if hidden:
-        shown = ", ".join(hidden[:8]) + (f" and {len(hidden) - 8} more" if len(hidden) > 8 else "")
         parts.append(
-            f"⚠️ **Invisible characters**: it holds {shown}, which a screen does not show or "
-            "which reorder the text around them. They are shown above as ⟦U+…⟧."
+            f"⚠️ **Invisible characters**: it holds {_listed(hidden)}, which a screen does not "
+            "show or which reorder the text around them. They are shown above as ⟦U+…⟧."
         )
-    reason = visible(decision.reason)
+    if odd:
+        parts.append(
+            f"⚠️ **Look-alike characters**: it holds {_listed(odd)}, which pass for other "
+            "letters (a name may not be the one it reads as). They are shown above as ⟦U+…⟧."
+        )
+    if show.blanks:
+        parts.append(
+            "⚠️ **Long blank runs**: long runs of spaces, tabs or blank lines are shown above "
+            "as their count (⟦40 spaces⟧, ⟦9 blank lines⟧); what follows them runs too."
+        )
+    if show.long_lines:
+        longest, number = max(show.long_lines)
+        parts.append(
+            f"⚠️ **Long lines**: {_count(len(show.long_lines), 'line')} above "
+            f"{'is' if len(show.long_lines) == 1 else 'are'} longer than a phone's screen (the "
+            f"longest, line {number:,}, has {longest:,} characters): read each to its end."
+        )
+    reason = compact_blanks(visible(decision.reason, show.odd))
     parts.append("Why I ask:")
     if len(code_block(reason)) > REASON_CHARS:
         # The reason is the policy's words (it may quote the command, which is shown above).
@@ -90,16 +120,44 @@ def approval_question(
     return Question("\n\n".join(parts), tuple(files))
 
 
-def _part(text: str, what: str, file_name: str, budget: int, files: list[Attachment]) -> list[str]:
+class _Shown:
+    """How the question shows a piece of the call: hidden characters and `odd` look-alikes
+    as ⟦U+…⟧, long blank runs as their count; and what it met on the way (for the notes)."""
+
+    def __init__(self, odd: frozenset[str]) -> None:
+        self.odd = odd
+        self.blanks = False
+        # (length, line number) of each shown line longer than LONG_LINE_CHARS.
+        self.long_lines: list[tuple[int, int]] = []
+
+    def __call__(self, text: str) -> str:
+        marked = visible(text, self.odd)
+        shown = compact_blanks(marked)
+        self.blanks = self.blanks or shown != marked
+        self.long_lines += [
+            (len(line), number)
+            for number, line in enumerate(shown.split("\n"), 1)
+            if len(line) > LONG_LINE_CHARS
+        ]
+        return shown
+
+
+def _listed(codes: list[str]) -> str:
+    return ", ".join(codes[:8]) + (f" and {len(codes) - 8} more" if len(codes) > 8 else "")
+
+
+def _part(
+    text: str, what: str, file_name: str, budget: int, files: list[Attachment], show: _Shown
+) -> list[str]:
     """A command or change: whole in a code block, or its ends and a pointer to its file."""
-    shown = visible(text)
+    shown = show(text)
     if len(code_block(shown)) <= budget:
         return [code_block(shown)]
     files.append(Attachment(file_name, text))
     lines = text.split("\n")
     while len(lines) > 1 and not lines[-1].strip():
         lines.pop()
-    last = visible(lines[-1])
+    last = show(lines[-1])
     head = _fitted(shown, HEAD_CHARS)
     if "\n" in head:
         head = head.rsplit("\n", 1)[0]
@@ -132,9 +190,11 @@ def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
-def _uncovered(uncovered: tuple[str, ...], file_name: str, files: list[Attachment]) -> list[str]:
+def _uncovered(
+    uncovered: tuple[str, ...], file_name: str, files: list[Attachment], show: _Shown
+) -> list[str]:
     """Every part no rule covers, or as many as fit and the count of the rest, all in a file."""
-    blocks = [code_block(visible(part)) for part in uncovered]
+    blocks = [code_block(show(part)) for part in uncovered]
     if sum(len(block) + 2 for block in blocks) <= UNCOVERED_CHARS:
         return blocks
     whole = "\n\n".join(
@@ -193,7 +253,13 @@ def rule_learned(rule: str | None) -> str:
         return (
             f"Learned: {code_span(rule)} — every call of this tool runs without asking from now on."
         )
-    return f"Learned: {code_span(rule)} — exactly this runs without asking from now on."
+    return f"Learned: {code_span(_plain(rule))} — exactly this runs without asking from now on."
+
+
+def _plain(rule: str) -> str:
+    """A rule as the owner reads it: hidden characters and look-alikes as ⟦U+…⟧."""
+    odd = frozenset(chr(int(code[2:], 16)) for code in lookalikes(rule))
+    return compact_blanks(visible(rule, odd))
 
 
 def poll_question(task: Task, change: bool) -> str:
@@ -205,7 +271,9 @@ def poll_question(task: Task, change: bool) -> str:
 def poll_choices(rule: str | None) -> tuple[polls.Choice, ...]:
     """Approve once / Always (with the literal rule it would learn) / Deny; no Always when
     no rule can cover the call."""
-    always = (polls.Choice(ALWAYS, f"Always: allow {rule}"),) if rule else ()
+    # Plain text on the phone, not a code block: what is hidden or passes for something
+    # else is shown as ⟦U+…⟧ here too, and long blank runs by their count.
+    always = (polls.Choice(ALWAYS, f"Always: allow {_plain(rule)}"),) if rule else ()
     return (
         polls.Choice(ONCE, "Approve once"),
         *always,

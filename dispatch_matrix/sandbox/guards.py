@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from stat import S_ISLNK
 
 from dispatch_matrix.core.paths import canonicalize
+from dispatch_matrix.sandbox.gitconfig import config_named, home_configs
 from dispatch_matrix.sandbox.spec import within
 from dispatch_matrix.sandbox.wall import home_guards
 from dispatch_matrix.sandbox.wall_paths import (
@@ -117,25 +118,30 @@ def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
 def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[Path, Guard]]:
     """Every read-only guard of one call, as paths: the home's, and each tree's."""
     paths = [(home / g.path, g) for g in home_guards()]
-    if not os.path.lexists(home / ".git"):
-        # A repository made of the home itself would rule, with its config and hooks, every
-        # git call outside one in a folder of the home: watched, never made by a call.
-        paths.append((home / ".git", Guard(".git", True, placeholder=False)))
     found = trees(roots, workdir)
     for top in [home, *found]:
         if not os.path.lexists(top / ".git"):
-            # So would a bare repository made of the folder itself (`HEAD`, `objects/`,
-            # `refs/` and a `config` with a `core.pager`): git looks for one in every folder
-            # it walks up through. Without its `HEAD` it is none.
+            # A repository made of the home, a root or the workdir would rule, with its
+            # config and hooks, every git call in a folder below that is in no repository
+            # of its own (a shell prompt runs one at every `cd`): watched, never made by a
+            # call. So would a bare repository made of the folder itself (`HEAD`,
+            # `objects/`, `refs/` and a `config` with a `core.pager`): git looks for one in
+            # every folder it walks up through. Without its `HEAD` it is none.
+            paths.append((top / ".git", Guard(".git", True, placeholder=False)))
             paths.append((top / BARE_HEAD.path, BARE_HEAD))
+    configs: list[tuple[Path, list[Path]]] = [(c, found) for c in home_configs(home)]
     for tree in found:
         for gitdir in _git_folders(tree):
+            configs += [(gitdir / "config", [tree]), (gitdir / "config.worktree", [tree])]
             paths.append((gitdir / "hooks", GIT_HOOKS))
             paths.append((gitdir / "config", Guard(".git/config", False, False)))
             # Git reads `commondir` in every git folder, not only a worktree's: a planted
             # one moves `config` (an fsmonitor command) and `hooks` to a folder of the call's.
             paths.append((gitdir / "commondir", Guard(".git/commondir", False, False)))
         paths += [(tree / g.path, g) for g in READONLY_IN_TREE if not g.path.startswith(".git/")]
+    # What those configs include, and the hooks folders they name, wherever they lie.
+    for named in config_named(home, configs, keep=[home, *found]):
+        paths.append((Path(named.path), Guard(str(named.path), named.is_dir, placeholder=False)))
     return paths
 
 

@@ -20,15 +20,18 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from stat import S_ISDIR
 
 from dispatch_matrix.core.errors import ConfigError, ToolError
 from dispatch_matrix.core.paths import canonicalize
+from dispatch_matrix.sandbox import landlock
 from dispatch_matrix.sandbox.guards import Canonical, guards_for, hidden_placeholders, placeholders
+from dispatch_matrix.sandbox.landlock import restrict_child
 from dispatch_matrix.sandbox.macos import sandbox_exec_argv
+from dispatch_matrix.sandbox.sockets import socket_paths
 from dispatch_matrix.sandbox.spec import (
     CREDENTIAL_PATHS,
     HOST_SECRETS,
@@ -64,6 +67,9 @@ class Confinement:
     user_namespace: bool = True
     network: bool = True
     limits: Limits = Limits()
+    # bubblewrap with the network on: whether the host's abstract unix sockets are scoped
+    # out of reach by Landlock (`landlock.py`); "" when they are, else why not.
+    abstract_open: str = "not probed"
     # Whether shell calls are confined at all: fixed with the kind, so decided here once
     # rather than at every call and tool listing.
     active: bool = field(init=False)
@@ -78,6 +84,12 @@ class Confinement:
         details = [self.program or "?", "network on" if self.network else "network off"]
         if self.kind is Sandbox.BUBBLEWRAP and not self.user_namespace:
             details.append("no user namespace (root, capabilities dropped)")
+        if self.kind is Sandbox.BUBBLEWRAP and self.network:
+            details.append(
+                "the host's abstract unix sockets out of reach (Landlock)"
+                if not self.abstract_open
+                else f"the host's abstract unix sockets in reach ({self.abstract_open})"
+            )
         if self.kind is Sandbox.BUBBLEWRAP:
             details.append(f"limits per call: {self.limits.describe()} (rlimits; no cgroup)")
             if self.limits.tmp_mb and self.program and not bwrap_sizes_tmpfs(self.program):
@@ -115,7 +127,8 @@ class Confinement:
         limited = f'{self.limits.ulimit(own_hard_limits())} || exit 126; exec {BASH} -c "$1"'
         argv = [self.program, "--args", str(fd), "--dir", tag, "--", BASH, "-c", limited]
         argv += ["bash", command]
-        return SandboxedLaunch(argv, {}, pass_fds=(fd,), tag=tag)
+        scope = restrict_child if spec.network and not self.abstract_open else None
+        return SandboxedLaunch(argv, {}, pass_fds=(fd,), tag=tag, preexec=scope)
 
 
 @functools.cache
@@ -154,6 +167,8 @@ class SandboxedLaunch:
     env: dict[str, str]
     pass_fds: tuple[int, ...] = field(default=())
     tag: str = ""
+    # Run in the child just before it execs the sandbox (the Landlock scope), or None.
+    preexec: Callable[[], None] | None = None
 
     def reap(self) -> int:
         """Kill what is left of this sandbox; how many processes that took.
@@ -185,11 +200,13 @@ class SandboxedLaunch:
         self.pass_fds = ()
 
 
-def default_hidden(home: Path, uid: int) -> list[Path]:
+def default_hidden(home: Path, uid: int, env: Mapping[str, str] | None = None) -> list[Path]:
     """The credential paths, the user's runtime folder (agent, keyring and session-bus
-    sockets, `systemctl --user`), the system bus, the container engines' sockets and a
-    container's or a pod's secret files."""
+    sockets, `systemctl --user`), the system bus, the container engines' sockets, a
+    container's or a pod's secret files, and the other local sockets that hand out more than
+    the sandbox allows (`sockets.py`; those `env` names, when given)."""
     return [
+        *socket_paths(home, env or {}),
         *(home / p for p in CREDENTIAL_PATHS),
         *(Path(p) for p in HOST_SOCKETS),
         *(Path(p) for p in HOST_SECRETS),
@@ -323,7 +340,18 @@ def confinement_for(kind: Sandbox | str, network: bool = True) -> Confinement:
         Sandbox.SANDBOX_EXEC: "sandbox-exec",
     }.get(sandbox)
     found = shutil.which(program) if program else None
-    return Confinement(sandbox, found, network=network)
+    return Confinement(
+        sandbox, found, network=network, abstract_open=_abstract_open(found, network)
+    )
+
+
+def _abstract_open(program: str | None, network: bool) -> str:
+    """Why the host's abstract sockets stay in reach of a call ("" when they do not)."""
+    if not network:
+        return "the network is off"
+    if program is None or not sys.platform.startswith("linux"):
+        return "no bubblewrap"
+    return landlock.usable(program)
 
 
 def check_sandbox(
@@ -370,7 +398,13 @@ def check_sandbox(
             "no sandbox can run: bubblewrap (`bwrap`) is not installed",
             f"install it (e.g. `sudo apt install bubblewrap`), {none_fix}",
         )
-    found = Confinement(Sandbox.BUBBLEWRAP, bwrap, network=network, limits=limits or Limits())
+    found = Confinement(
+        Sandbox.BUBBLEWRAP,
+        bwrap,
+        network=network,
+        limits=limits or Limits(),
+        abstract_open=_abstract_open(bwrap, network),
+    )
     if not probe:
         return found
     failure = ""
@@ -379,6 +413,14 @@ def check_sandbox(
     for user_namespace in (True, False) if os.geteuid() == 0 else (True,):
         candidate = dataclasses.replace(found, user_namespace=user_namespace)
         failure = probe_once(candidate)
+        if failure and not candidate.abstract_open:
+            # The Landlock scope itself refused (a container's seccomp profile): the
+            # sandbox runs without it, and `describe` says why.
+            scoped_failure = failure
+            candidate = dataclasses.replace(
+                candidate, abstract_open=f"Landlock refused: {scoped_failure[-120:]}"
+            )
+            failure = probe_once(candidate)
         if not failure:
             return candidate
     why, fix = diagnose(failure, read_sysctls(), os.geteuid())
@@ -394,12 +436,13 @@ def probe_once(confinement: Confinement) -> str:
             launch.argv,
             env=launch.env,
             pass_fds=launch.pass_fds,
+            preexec_fn=launch.preexec,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=30,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired) as err:
+    except (OSError, subprocess.SubprocessError) as err:
         return str(err)
     finally:
         launch.close()

@@ -59,6 +59,18 @@ HOST_SOCKETS: tuple[str, ...] = (
     "/var/run/docker.sock",
     "/run/podman",
     "/run/containerd",
+    # Attack review 3: the other engines whose group is root on the host (a VM or a
+    # container with the host's disk): libvirt, LXD (snap and not), Incus, CRI-O, k3s,
+    # BuildKit.
+    "/run/libvirt",
+    "/var/run/libvirt",
+    "/var/snap/lxd/common/lxd/unix.socket",
+    "/var/lib/lxd/unix.socket",
+    "/var/lib/incus/unix.socket",
+    "/run/incus",
+    "/run/crio",
+    "/run/k3s",
+    "/run/buildkit",
 )
 
 # Secrets a container or a pod is handed as files: Docker's and Compose's secrets, a

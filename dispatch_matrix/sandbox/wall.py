@@ -69,6 +69,21 @@ def server_code(
     ]
 
 
+def path_folders(search_path: str, keep: Sequence[PurePosixPath]) -> list[PurePosixPath]:
+    """The folders of a `PATH` value: each runs, by the name of the command, whatever a call
+    planted there, at the owner's next command in a shell with that `PATH` (the daemon's,
+    the owner's own). Absolute entries only, and none that is or holds a folder of `keep`
+    (the home, the workdir: they would turn read-only whole). Pure."""
+    found: list[PurePosixPath] = []
+    for entry in search_path.split(":"):
+        if not entry.startswith("/"):
+            continue
+        folder = PurePosixPath(os.path.normpath(entry))
+        if not any(within_any_case(kept, folder) for kept in keep):
+            found.append(folder)
+    return list(dict.fromkeys(found))
+
+
 @functools.cache
 def home_guards(platform: str = sys.platform) -> tuple[Guard, ...]:
     """The read-only guards under the home folder on this platform (a constant of the

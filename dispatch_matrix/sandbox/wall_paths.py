@@ -399,6 +399,24 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".subversion",
         ".config/jj",
         ".local/share/gh",
+        # Attack review 3: package caches and tool installs whose code the owner's next
+        # build, install or command runs as found, unchecked: pip's built wheels, npx's
+        # packages, cargo's unpacked crates (a `build.rs`), pre-commit's hook repositories,
+        # Go's and Maven's module caches, the tools pipx and uv install (linked from
+        # ~/.local/bin) and uv's Pythons, Bun's and Deno's caches. pip disables a cache it
+        # cannot write and goes on; the others still build from what they hold.
+        ".cache/pip",
+        ".npm/_npx",
+        ".cargo/registry",
+        ".cargo/git",
+        ".cache/pre-commit",
+        "go/pkg/mod",
+        ".m2/repository",
+        ".local/share/pipx",
+        ".local/pipx",
+        ".local/share/uv",
+        ".bun/install/cache",
+        ".cache/deno",
         placeholder=False,
     ),
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.core.paths import canonicalize, within, within_any_case
+from dispatch_matrix.sandbox.gitconfig import repository_named
 from dispatch_matrix.sandbox.wall import write_refusal
 from dispatch_matrix.toolbox.base import ToolContext
 
@@ -70,6 +71,15 @@ def resolve_for_write(path_str: str, ctx: ToolContext) -> Path:
     why = write_refusal(real, readonly)
     if why is not None:
         raise ToolError(f"{real} {why}; no tool may change it")
+    # What the config of the repository around it includes, or its hooks folder.
+    roots = [_canonical_or_self(root.expanduser()) for root in ctx.allowed_roots]
+    top = next((root for root in roots if within(real, root)), real)
+    for named in repository_named(home_of(ctx), real, top):
+        if within_any_case(real, _canonical_or_self(Path(named.path))):
+            raise ToolError(
+                f"{real} is named by its repository's git config (an include or the hooks "
+                "folder), which git obeys later; no tool may change it"
+            )
     return real
 
 

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,9 +90,11 @@ async def run_command(
     env: dict[str, str],
     timeout: float,
     pass_fds: tuple[int, ...] = (),
+    preexec: Callable[[], None] | None = None,
 ) -> ToolResult:
     """Run `argv` in a new session and process group and collect its result; `pass_fds`
-    are inherited by the command (the sandbox reads its options from one)."""
+    are inherited by the command (the sandbox reads its options from one); `preexec` runs
+    in the child just before the exec (the sandbox's Landlock scope)."""
     loop = asyncio.get_running_loop()
     try:
         transport, protocol = await loop.subprocess_exec(
@@ -104,9 +107,13 @@ async def run_command(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             pass_fds=pass_fds,
+            preexec_fn=preexec,
         )
     except OSError as err:
         raise ToolError(f"could not start the shell: {err.strerror or err}") from err
+    except subprocess.SubprocessError as err:
+        # `preexec` failed in the child (the sandbox's Landlock scope): nothing ran.
+        raise ToolError(f"could not start the sandbox: {err}") from err
     proc = asyncio.subprocess.Process(transport, protocol, loop)
     pgid = proc.pid
     capture = _Capture.of(ctx.output_limit)

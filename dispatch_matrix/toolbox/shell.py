@@ -154,7 +154,9 @@ class BashTool:
             note = await asyncio.to_thread(note_watched, ctx.watch_dir, spec.watched, spec.links)
         launch = self.confinement.launch(spec, command)
         try:
-            result = await run_command(launch.argv, ctx, launch.env, timeout, launch.pass_fds)
+            result = await run_command(
+                launch.argv, ctx, launch.env, timeout, launch.pass_fds, launch.preexec
+            )
         except BaseException:
             # Cancelled (`!cancel`) or failed: make sure no part of the sandbox is left,
             # then that nothing it planted at a watched path stays.

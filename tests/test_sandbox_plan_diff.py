@@ -406,3 +406,17 @@ def test_outermost_keeps_what_no_other_path_holds(seed: int) -> None:
         for _ in range(rng.randrange(0, 40))
     ]
     assert spec_module._outermost(paths) == ref_outermost(paths)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_under_is_within_one_of_the_folders(seed: int) -> None:
+    rng = random.Random(seed)
+    names = ["a", "b", "ab", ".config", "c"]
+
+    def some_path() -> PurePosixPath:
+        return PurePosixPath("/" + "/".join(rng.choice(names) for _ in range(rng.randrange(0, 5))))
+
+    folders = [some_path() for _ in range(rng.randrange(0, 8))]
+    under = spec_module._Under(folders)
+    for path in [some_path() for _ in range(30)]:
+        assert under(path) == any(within(path, f) for f in folders), (path, folders)

@@ -9,6 +9,7 @@ are `sandbox.plan`'s.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -116,7 +117,7 @@ def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
 
 def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[Path, Guard]]:
     """Every read-only guard of one call, as paths: the home's, and each tree's."""
-    paths = [(home / g.path, g) for g in home_guards()]
+    paths = list(_under_home(home, home_guards()))
     if not os.path.lexists(home / ".git"):
         # A repository made of the home itself would rule, with its config and hooks, every
         # git call outside one in a folder of the home: watched, never made by a call.
@@ -229,7 +230,7 @@ class Canonical:
             return folder, st is not None
         return (f"{folder}/{name}" if folder != "/" else f"/{name}"), st is not None
 
-    def links_to(self, path: Path) -> list[tuple[Path, str]]:
+    def links_to(self, path: str | os.PathLike[str]) -> list[tuple[Path, str]]:
         """The symbolic links on the way to `path`, itself included, each as (where the
         link is, canonical; its target as written): the mounts land on the targets, so a
         link could be swapped for a folder of the call's own."""
@@ -260,7 +261,7 @@ def placeholders(
     guards: Iterable[tuple[Path, Guard]],
     roots: Iterable[Path],
     canonical: Canonical | None = None,
-) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+) -> tuple[list[PurePosixPath], list[PurePosixPath], list[tuple[PurePosixPath, str]]]:
     """Make ready the guards inside a writable root: an existing one stays as it is, a
     missing folder whose empty form is harmless is created empty (bubblewrap mounts only
     over what exists). Returns the guards that exist now (canonical), the missing ones to
@@ -277,24 +278,30 @@ def placeholders(
 
     if canonical is None:
         canonical = Canonical()
-    existing: list[Path] = []
-    watched: list[Path] = []
-    links: list[tuple[Path, str]] = []
-    for path, guard in dict(guards).items():
+    existing: list[PurePosixPath] = []
+    watched: list[PurePosixPath] = []
+    links: list[tuple[PurePosixPath, str]] = []
+    # One entry per path, in the order first named, the guard last named (as `dict` of the
+    # pairs does); keyed by spelling, which is cheaper to hash than the path.
+    unique = {os.fspath(path): guard for path, guard in guards}
+    for spelled_as, guard in unique.items():
         try:
-            real, exists = canonical.find(os.path.normpath(path))
+            spelled = os.path.normpath(spelled_as)
+            real, exists = canonical.find(spelled)
             links += [
-                (link, target) for link, target in canonical.links_to(path) if in_root(str(link))
+                (PurePosixPath(link), target)
+                for link, target in canonical.links_to(spelled)
+                if in_root(str(link))
             ]
         except (OSError, ValueError):
             continue
         if exists:
-            existing.append(Path(real))
+            existing.append(PurePosixPath(real))
             continue
         if not in_root(real):
             continue
         if not guard.placeholder:
-            watched.append(Path(real))
+            watched.append(PurePosixPath(real))
             continue
         made = Path(real)
         try:
@@ -303,12 +310,12 @@ def placeholders(
                 made.mkdir(mode=0o700)
             else:
                 os.close(os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-            existing.append(made)
+            existing.append(PurePosixPath(made))
         except OSError:
             # Another process made it meanwhile (fine: it exists), or the folder is not
             # writable (then no command can create it either).
             if os.path.lexists(made):
-                existing.append(made)
+                existing.append(PurePosixPath(made))
         finally:
             # The disk changed under what was looked up.
             canonical.forget()
@@ -319,7 +326,14 @@ def hidden_placeholders(home: Path) -> list[tuple[Path, Guard]]:
     """The credential stores, as guards: a missing one inside a root is watched, since a
     command could plant one there (an `.ssh/authorized_keys`, an `.npmrc` that runs a
     script)."""
-    return [(home / g.path, g) for g in HIDDEN_IN_HOME]
+    return list(_under_home(home, HIDDEN_IN_HOME))
+
+
+@functools.lru_cache(maxsize=16)
+def _under_home(home: Path, guards: tuple[Guard, ...]) -> tuple[tuple[Path, Guard], ...]:
+    # The paths of a list of guards under one home: spelling only, no disk (every call
+    # asks, and a few hundred `Path`s cost more than the lookups they lead to).
+    return tuple((home / g.path, g) for g in guards)
 
 
 def quarantine(watched: Iterable[PurePosixPath], stamp: str) -> list[Path]:

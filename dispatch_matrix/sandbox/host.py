@@ -262,9 +262,9 @@ def spec_for(
         network,
         PurePosixPath(tmp),
         PurePosixPath(canonicalize(workdir)),
-        readonly=[*_interpreter_paths(), *map(PurePosixPath, existing)],
-        watched=[PurePosixPath(p) for p in [*watched, *watched_hidden]],
-        links=[(PurePosixPath(p), target) for p, target in [*links, *hidden_links]],
+        readonly=[*_interpreter_paths(), *existing],
+        watched=[*watched, *watched_hidden],
+        links=[*links, *hidden_links],
     )
 
 

@@ -117,7 +117,7 @@ def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
 
 def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[Path, Guard]]:
     """Every read-only guard of one call, as paths: the home's, and each tree's."""
-    paths = list(_under_home(home, home_guards()))
+    paths = list(_under_home(home, hidden=False))
     if not os.path.lexists(home / ".git"):
         # A repository made of the home itself would rule, with its config and hooks, every
         # git call outside one in a folder of the home: watched, never made by a call.
@@ -326,13 +326,15 @@ def hidden_placeholders(home: Path) -> list[tuple[Path, Guard]]:
     """The credential stores, as guards: a missing one inside a root is watched, since a
     command could plant one there (an `.ssh/authorized_keys`, an `.npmrc` that runs a
     script)."""
-    return list(_under_home(home, HIDDEN_IN_HOME))
+    return list(_under_home(home, hidden=True))
 
 
 @functools.lru_cache(maxsize=16)
-def _under_home(home: Path, guards: tuple[Guard, ...]) -> tuple[tuple[Path, Guard], ...]:
-    # The paths of a list of guards under one home: spelling only, no disk (every call
-    # asks, and a few hundred `Path`s cost more than the lookups they lead to).
+def _under_home(home: Path, *, hidden: bool) -> tuple[tuple[Path, Guard], ...]:
+    # The paths of the home's guards (the hidden ones, or the read-only ones): spelling
+    # only, no disk. Every call asks, and a few hundred `Path`s cost more than the lookups
+    # they lead to.
+    guards = HIDDEN_IN_HOME if hidden else home_guards()
     return tuple((home / g.path, g) for g in guards)
 
 

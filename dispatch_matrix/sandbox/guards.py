@@ -252,6 +252,11 @@ class Canonical:
         return found
 
 
+# The same few hundred guard paths are planned on every call: their pure forms (no disk in
+# them) are kept rather than parsed again, parts and all.
+_pure = functools.lru_cache(maxsize=4096)(PurePosixPath)
+
+
 def _inside(path: str, root: str) -> bool:
     """`within` for canonical paths as strings (absolute, normalised, one leading slash)."""
     return path == root or path.startswith(root if root.endswith("/") else f"{root}/")
@@ -288,20 +293,17 @@ def placeholders(
         try:
             spelled = os.path.normpath(spelled_as)
             real, exists = canonical.find(spelled)
-            links += [
-                (PurePosixPath(link), target)
-                for link, target in canonical.links_to(spelled)
-                if in_root(str(link))
-            ]
+            on_the_way = canonical.links_to(spelled)
         except (OSError, ValueError):
             continue
+        links += [(_pure(str(at)), target) for at, target in on_the_way if in_root(str(at))]
         if exists:
-            existing.append(PurePosixPath(real))
+            existing.append(_pure(real))
             continue
         if not in_root(real):
             continue
         if not guard.placeholder:
-            watched.append(PurePosixPath(real))
+            watched.append(_pure(real))
             continue
         made = Path(real)
         try:

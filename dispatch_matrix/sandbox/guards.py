@@ -9,6 +9,7 @@ are `sandbox.plan`'s.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -117,7 +118,7 @@ def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
 
 def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[Path, Guard]]:
     """Every read-only guard of one call, as paths: the home's, and each tree's."""
-    paths = [(home / g.path, g) for g in home_guards()]
+    paths = list(_under_home(home, hidden=False))
     found = trees(roots, workdir)
     for top in [home, *found]:
         if not os.path.lexists(top / ".git"):
@@ -146,15 +147,96 @@ def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[P
 
 
 class Canonical:
-    """`canonicalize` for many paths of one call, the folders on the way looked up once:
-    the guards of one call share most of their parents (a repository's five guards, the
-    home's thirty)."""
+    """`canonicalize` for the many paths of one call, each file system object looked up
+    once: the guards of one call share most of their parents (a repository's five guards,
+    the home's hundreds under `~/.config` and `~/.local/share`).
+
+    The looked-up state is a snapshot: `forget` drops it when the call's own planning
+    changed the disk (a placeholder made). Paths are handled as strings; `pathlib` objects
+    cost more than the `lstat` under them.
+    """
 
     def __init__(self) -> None:
-        self._folders: dict[Path, Path] = {}
+        # `lstat` of each spelling asked; None: nothing there (ENOENT, ENOTDIR).
+        self._stats: dict[str, os.stat_result | None] = {}
+        # `canonicalize` of each spelling asked, as a string.
+        self._reals: dict[str, str] = {}
         self._links: dict[str, tuple[tuple[Path, str], ...]] = {}
 
-    def links_to(self, path: Path) -> list[tuple[Path, str]]:
+    def forget(self) -> None:
+        """Drop every lookup: something was created on disk since."""
+        self._stats.clear()
+        self._reals.clear()
+        self._links.clear()
+
+    def _lstat(self, spelled: str) -> os.stat_result | None:
+        try:
+            return self._stats[spelled]
+        except KeyError:
+            pass
+        try:
+            st: os.stat_result | None = os.lstat(spelled)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        # Other errors (a loop, no permission) are raised, and not kept: each asker sees them.
+        self._stats[spelled] = st
+        return st
+
+    def _exists(self, spelled: str) -> bool:
+        # `os.path.lexists`: any error means no.
+        try:
+            return self._lstat(spelled) is not None
+        except OSError:
+            return False
+
+    def real(self, spelled: str) -> str:
+        """`canonicalize` of an absolute, normalised path, as a string.
+
+        A folder that is no link is its canonical parent plus its name, and so is a path
+        that does not exist (`canonicalize` keeps a missing tail as spelled); only a link
+        is followed, by `canonicalize` itself. So each folder on the way is resolved once
+        per call, not once per path below it.
+        """
+        known = self._reals.get(spelled)
+        if known is not None:
+            return known
+        if spelled == "/" or not spelled.startswith("/") or spelled.startswith("//"):
+            # The root, and spellings the split below does not model (relative, `//`).
+            real = str(canonicalize(Path(spelled)))
+        else:
+            st = self._lstat(spelled)
+            if st is not None and S_ISLNK(st.st_mode):
+                real = str(canonicalize(Path(spelled)))
+            else:
+                parent, _, name = spelled.rpartition("/")
+                above = self.real(parent or "/")
+                real = f"{above}/{name}" if above != "/" else f"/{name}"
+        self._reals[spelled] = real
+        return real
+
+    def lookup(self, path: Path) -> tuple[Path, bool]:
+        """The canonical path and whether something (a link included) is there."""
+        real, exists = self.find(os.path.normpath(path))
+        return Path(real), exists
+
+    def find(self, spelled: str) -> tuple[str, bool]:
+        """`lookup` of a normalised spelling, as strings: a link is followed to its end;
+        anything else is its name in its folder's canonical form."""
+        st = self._lstat(spelled)
+        if st is not None and S_ISLNK(st.st_mode):
+            real = self.real(spelled)
+            return real, self._exists(real)
+        if not spelled.startswith("/") or spelled.startswith("//"):
+            # Spellings `real` does not split (relative, `//`): as `pathlib` splits them.
+            path = Path(spelled)
+            return str(canonicalize(path.parent) / path.name), st is not None
+        parent, _, name = spelled.rpartition("/")
+        folder = self.real(parent or "/")
+        if not name:
+            return folder, st is not None
+        return (f"{folder}/{name}" if folder != "/" else f"/{name}"), st is not None
+
+    def links_to(self, path: str | os.PathLike[str]) -> list[tuple[Path, str]]:
         """The symbolic links on the way to `path`, itself included, each as (where the
         link is, canonical; its target as written): the mounts land on the targets, so a
         link could be swapped for a folder of the call's own."""
@@ -168,74 +250,83 @@ class Canonical:
         parent, _, name = spelled.rpartition("/")
         found = self._links_to(parent or "/") if name else ()
         with contextlib.suppress(OSError):
-            if name and S_ISLNK(os.lstat(spelled).st_mode):
+            st = self._lstat(spelled) if name else None
+            if st is not None and S_ISLNK(st.st_mode):
                 where = self.lookup(Path(parent or "/"))[0] / name
                 found = ((where, str(Path(spelled).readlink())), *found)
         self._links[spelled] = found
         return found
 
-    def lookup(self, path: Path) -> tuple[Path, bool]:
-        """The canonical path and whether something (a link included) is there."""
-        path = Path(os.path.normpath(path))
-        try:
-            st: os.stat_result | None = os.lstat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            st = None
-        if st is not None and S_ISLNK(st.st_mode):
-            real = canonicalize(path)
-            return real, os.path.lexists(real)
-        folder = self._folders.get(path.parent)
-        if folder is None:
-            folder = self._folders[path.parent] = canonicalize(path.parent)
-        return folder / path.name, st is not None
+
+# The same few hundred guard paths are planned on every call: their pure forms (no disk in
+# them) are kept rather than parsed again, parts and all.
+_pure = functools.lru_cache(maxsize=4096)(PurePosixPath)
+
+
+def _inside(path: str, root: str) -> bool:
+    """`within` for canonical paths as strings (absolute, normalised, one leading slash)."""
+    return path == root or path.startswith(root if root.endswith("/") else f"{root}/")
 
 
 def placeholders(
-    guards: Iterable[tuple[Path, Guard]], roots: Iterable[Path]
-) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    guards: Iterable[tuple[Path, Guard]],
+    roots: Iterable[Path],
+    canonical: Canonical | None = None,
+) -> tuple[list[PurePosixPath], list[PurePosixPath], list[tuple[PurePosixPath, str]]]:
     """Make ready the guards inside a writable root: an existing one stays as it is, a
     missing folder whose empty form is harmless is created empty (bubblewrap mounts only
     over what exists). Returns the guards that exist now (canonical), the missing ones to
     watch, and the guards that are symbolic links inside a root with their targets: the
-    mount lands on the target, so the link itself could be replaced (`restore_links`)."""
+    mount lands on the target, so the link itself could be replaced (`restore_links`).
+    `canonical`: the call's lookups, shared with its other plans."""
     canonical_roots = []
     for root in roots:
         with contextlib.suppress(OSError):
-            canonical_roots.append(PurePosixPath(canonicalize(root.expanduser())))
+            canonical_roots.append(str(canonicalize(root.expanduser())))
 
-    def in_root(path: Path) -> bool:
-        return any(within(PurePosixPath(path), r) for r in canonical_roots)
+    def in_root(path: str) -> bool:
+        return any(_inside(path, r) for r in canonical_roots)
 
-    canonical = Canonical()
-    existing: list[Path] = []
-    watched: list[Path] = []
-    links: list[tuple[Path, str]] = []
-    for path, guard in dict(guards).items():
+    if canonical is None:
+        canonical = Canonical()
+    existing: list[PurePosixPath] = []
+    watched: list[PurePosixPath] = []
+    links: list[tuple[PurePosixPath, str]] = []
+    # One entry per path, in the order first named, the guard last named (as `dict` of the
+    # pairs does); keyed by spelling, which is cheaper to hash than the path.
+    unique = {os.fspath(path): guard for path, guard in guards}
+    for spelled_as, guard in unique.items():
         try:
-            real, exists = canonical.lookup(path)
-            links += [(link, target) for link, target in canonical.links_to(path) if in_root(link)]
+            spelled = os.path.normpath(spelled_as)
+            real, exists = canonical.find(spelled)
+            on_the_way = canonical.links_to(spelled)
         except (OSError, ValueError):
             continue
+        links += [(_pure(str(at)), target) for at, target in on_the_way if in_root(str(at))]
         if exists:
-            existing.append(real)
+            existing.append(_pure(real))
             continue
         if not in_root(real):
             continue
         if not guard.placeholder:
-            watched.append(real)
+            watched.append(_pure(real))
             continue
+        made = Path(real)
         try:
-            real.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            made.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if guard.is_dir:
-                real.mkdir(mode=0o700)
+                made.mkdir(mode=0o700)
             else:
-                os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-            existing.append(real)
+                os.close(os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            existing.append(PurePosixPath(made))
         except OSError:
             # Another process made it meanwhile (fine: it exists), or the folder is not
             # writable (then no command can create it either).
-            if os.path.lexists(real):
-                existing.append(real)
+            if os.path.lexists(made):
+                existing.append(PurePosixPath(made))
+        finally:
+            # The disk changed under what was looked up.
+            canonical.forget()
     return existing, watched, links
 
 
@@ -243,7 +334,16 @@ def hidden_placeholders(home: Path) -> list[tuple[Path, Guard]]:
     """The credential stores, as guards: a missing one inside a root is watched, since a
     command could plant one there (an `.ssh/authorized_keys`, an `.npmrc` that runs a
     script)."""
-    return [(home / g.path, g) for g in HIDDEN_IN_HOME]
+    return list(_under_home(home, hidden=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _under_home(home: Path, *, hidden: bool) -> tuple[tuple[Path, Guard], ...]:
+    # The paths of the home's guards (the hidden ones, or the read-only ones): spelling
+    # only, no disk. Every call asks, and a few hundred `Path`s cost more than the lookups
+    # they lead to.
+    guards = HIDDEN_IN_HOME if hidden else home_guards()
+    return tuple((home / g.path, g) for g in guards)
 
 
 def quarantine(watched: Iterable[PurePosixPath], stamp: str) -> list[Path]:

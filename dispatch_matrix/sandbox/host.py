@@ -216,16 +216,18 @@ def default_hidden(home: Path, uid: int, env: Mapping[str, str] | None = None) -
     ]
 
 
-def survey(paths: Iterable[Path]) -> list[Hidden]:
-    """The hidden paths that exist, canonical (a symlinked one is masked at its target)."""
+def survey(paths: Iterable[Path], canonical: Canonical | None = None) -> list[Hidden]:
+    """The hidden paths that exist, canonical (a symlinked one is masked at its target).
+    `canonical`: the call's lookups, shared with its other plans."""
     found: list[Hidden] = []
-    canonical = Canonical()
+    if canonical is None:
+        canonical = Canonical()
     for path in paths:
         try:
-            real, exists = canonical.lookup(path.expanduser())
+            real, exists = canonical.find(os.path.normpath(path.expanduser()))
             if not exists:
                 continue
-            st = real.stat()
+            st = Path(real).stat()
         except (OSError, ValueError):
             continue
         found.append(Hidden(PurePosixPath(real), S_ISDIR(st.st_mode), st.st_nlink))
@@ -266,18 +268,20 @@ def spec_for(
     if home is not None:
         guards += guards_for(home, roots, workdir)
         secret_guards += hidden_placeholders(home)
-    _found, watched_hidden, hidden_links = placeholders(secret_guards, roots)
-    existing, watched, links = placeholders(guards, roots)
+    # One snapshot of the disk for the whole plan: the guards share their folders.
+    canonical = Canonical()
+    _found, watched_hidden, hidden_links = placeholders(secret_guards, roots, canonical)
+    existing, watched, links = placeholders(guards, roots, canonical)
     return plan(
         canonical_roots,
-        survey(hidden),
+        survey(hidden, canonical),
         env,
         network,
         PurePosixPath(tmp),
         PurePosixPath(canonicalize(workdir)),
-        readonly=[*_interpreter_paths(), *map(PurePosixPath, existing)],
-        watched=[PurePosixPath(p) for p in [*watched, *watched_hidden]],
-        links=[(PurePosixPath(p), target) for p, target in [*links, *hidden_links]],
+        readonly=[*_interpreter_paths(), *existing],
+        watched=[*watched, *watched_hidden],
+        links=[*links, *hidden_links],
     )
 
 

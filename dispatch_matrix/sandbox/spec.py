@@ -192,11 +192,28 @@ class _Under:
     path is deep (a call's plan asks this thousands of times of dozens of folders)."""
 
     def __init__(self, folders: Iterable[PurePosixPath]) -> None:
-        self._parts = {p.parts for p in folders}
+        self._parts: set[tuple[str, ...]] = set()
+        self._depths: list[int] = []
+        for folder in folders:
+            self.add(folder)
+
+    def add(self, folder: PurePosixPath) -> None:
+        """Count `folder` in too."""
+        parts = folder.parts
+        self._parts.add(parts)
+        # Depth 0 (an empty path) never matched: the prefixes asked start at one part.
+        if parts and len(parts) not in self._depths:
+            self._depths = sorted({*self._depths, len(parts)})
 
     def __call__(self, path: PurePosixPath) -> bool:
         parts = path.parts
-        return any(parts[:i] in self._parts for i in range(1, len(parts) + 1))
+        # Only the depths some folder has can match: two or three lookups, not one per level.
+        for depth in self._depths:
+            if depth > len(parts):
+                return False
+            if parts[:depth] in self._parts:
+                return True
+        return False
 
 
 def _outermost(paths: Iterable[PurePosixPath]) -> list[PurePosixPath]:
@@ -206,7 +223,7 @@ def _outermost(paths: Iterable[PurePosixPath]) -> list[PurePosixPath]:
     for path in sorted(set(paths), key=lambda p: (len(p.parts), str(p))):
         if not seen(path):
             kept.append(path)
-            seen = _Under(kept)
+            seen.add(path)
     return kept
 
 

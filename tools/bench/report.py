@@ -4,6 +4,7 @@ measured in this one run on one Synapse, every latency a ratio against the echo 
 
     .venv/bin/python tools/bench/report.py            # ~30 min; writes BENCHMARKS.md
     .venv/bin/python tools/bench/report.py --quick    # a few minutes, small numbers: a smoke run
+    .venv/bin/python tools/bench/report.py --rewrite  # BENCHMARKS.md again from the results
 
 Brings up its own Synapse (stock rc_message and rc_presence; the "relaxed" bots are exempted
 through the admin API, as an operator does for a bot), the stand-in Messages API (zero-delay
@@ -831,6 +832,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--markdown", type=Path, default=MARKDOWN)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="measure nothing: write --markdown again from --out's results (after their "
+        "notes were edited)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.phases.split(",")) - set(PHASES)
     if unknown:
@@ -847,6 +854,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rewrite:
+        args.markdown.write_text(markdown(json.loads(args.out.read_text())))
+        say(f"wrote {args.markdown} from {args.out}")
+        return 0
     use_product_python()
     folder = Path(tempfile.mkdtemp(prefix="bench-report-"))
 

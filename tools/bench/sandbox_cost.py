@@ -11,7 +11,9 @@ alike. The context is a daemon's: one root, the usual hidden paths (state folder
 credentials, runtime sockets). A third mode, "home", is the default config's: the root is a
 home folder laid out as a developer's (start-up files, ~/.config, 15 repositories), with the
 wall's read-only guards (dispatch_matrix/sandbox/wall_paths.py) mounted as the daemon mounts
-them. It measures, it does not judge.
+them. "plan" times the home mode's plan alone (`spec_for`: the survey of hidden and
+read-only paths on disk, symlinks followed, and the spec), in the same rounds. It measures,
+it does not judge.
 """
 
 from __future__ import annotations
@@ -78,6 +80,24 @@ async def timed_calls(tools: ToolRegistry, ctx: ToolContext, calls: int) -> list
     return times
 
 
+def timed_plans(ctx: ToolContext, home: Path, calls: int) -> list[float]:
+    """Milliseconds of `spec_for` for the home mode's context, `calls` times."""
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        spec_for(
+            ctx.allowed_roots,
+            ctx.denied_paths,
+            ctx.env,
+            True,
+            ctx.workdir,
+            readonly=ctx.readonly_paths,
+            home=home,
+        )
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
 async def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     work, state = folder / "work", folder / "state"
     work.mkdir()
@@ -109,10 +129,12 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     }
     for tools, context in modes.values():  # warm-up: imports, page cache
         await timed_calls(tools, context, 5)
-    samples: dict[str, list[float]] = {name: [] for name in modes}
+    timed_plans(home_ctx, home, 5)
+    samples: dict[str, list[float]] = {name: [] for name in [*modes, "plan"]}
     for _ in range(args.rounds):
         for name, (tools, context) in modes.items():
             samples[name] += await timed_calls(tools, context, args.calls)
+        samples["plan"] += timed_plans(home_ctx, home, args.calls)
     spec = spec_for(
         home_ctx.allowed_roots,
         home_hidden,
@@ -134,9 +156,10 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         },
     }
     for name, times in samples.items():
-        figures[f"{name}_sandbox_ms"] = {
+        figures["plan_ms" if name == "plan" else f"{name}_sandbox_ms"] = {
             "median": round(statistics.median(times), 2),
             "p90": round(statistics.quantiles(times, n=10)[-1], 2),
+            "p95": round(statistics.quantiles(times, n=20)[-1], 2),
             "min": round(min(times), 2),
         }
         figures["calls_per_mode"] = len(times)
@@ -155,13 +178,21 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=100, help="calls per mode and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "tools/bench/results/sandbox_cost.json")
+    parser.add_argument("--code", default="", help="the revision measured, for a copy outside git")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dm-bench-sandbox-") as tmp:
         figures = asyncio.run(run(args, Path(tmp)))
     bwrap = subprocess.run(["bwrap", "--version"], capture_output=True, text=True, check=False)
+    code = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     result = {
         "benchmark": "sandbox_cost",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code": args.code or code.stdout.strip()[:100],
         "machine": {
             "nproc": os.cpu_count(),
             "python": platform.python_version(),

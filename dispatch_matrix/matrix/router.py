@@ -320,7 +320,11 @@ class Router:
         """An owner's message, reaction or vote: judged by the gate, then settled; or kept
         to judge at the next sync when the gate cannot judge it now, or when an earlier
         event of its room waits (one order per room, whatever the kind)."""
-        if item.sender in self._owners and self._unjudged.waits(item.room_id):
+        if (
+            item.sender in self._owners
+            and self._unjudged.waits(item.room_id)
+            and not (self._unjudged.file_first(item.room_id) and self._goes_ahead(item))
+        ):
             # Not judged before the one waiting: it must not overtake it. (A stranger's is
             # refused at once: it has no order to keep, and must not fill the ledger.)
             self._unjudged.keep(item, "behind")
@@ -338,6 +342,18 @@ class Router:
             # neither refused nor overtaken by what the owner sent after it.
             if isinstance(item, Message):
                 await self._unjudged.wait_for_file(item, waits.error)
+
+    def _goes_ahead(self, item: Waiting) -> bool:
+        """Whether an owner's event passes a file of its room waiting for its download: a
+        reaction or a vote (an approval's answer, a ❌ on a reminder: never work), a stop
+        command, a text answering an open question (the intake's). The file's download may
+        fail for hours; the task running meanwhile must stay answerable and stoppable.
+        Work, edits and other files keep the room's order."""
+        if isinstance(item, Reaction | Vote):
+            return True
+        if item.msgtype != "m.text" or item.replaces is not None or item.voice:
+            return False
+        return self._intake.goes_ahead(RoomID(item.room_id), item.body, item.reply_to)
 
     async def _admit(self, item: Waiting) -> bool:
         private = self.room_private(item.room_id)

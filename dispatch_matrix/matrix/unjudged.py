@@ -22,7 +22,10 @@ An owner's file message the gate admitted whose file the homeserver could not ha
 for now (a 502, no answer: `fetching.py` sorts the failures) waits here too, in the same
 room order, as a `FileWait`: it is fetched again at a later sync when its next try is due
 (the schedule is `fetching.after_failure`'s), the owner told once when it takes long, and
-given up on, by name, only after a day. When each next try is due is kept in memory only:
+given up on, by name, only after a day. What acts on the task running now goes ahead of a
+waiting file (an approval's answer, a stop command: the router's `_goes_ahead`), as the
+download may fail for hours; behind an event waiting for the gate the order is kept. When
+each next try is due is kept in memory only:
 after a restart the first sync tries at once; when it began failing, and whether the owner
 was told, are kept in the ledger.
 """
@@ -155,6 +158,19 @@ class Unjudged:
     def waits(self, room_id: str) -> bool:
         """Whether an event of this room waits (a later one must wait behind it)."""
         return room_id in self.rooms
+
+    def file_first(self, room_id: str) -> bool:
+        """Whether the oldest event waiting in this room is a file waiting for its download
+        (not an event waiting for the gate)."""
+        if room_id not in self.rooms:
+            return False
+        for _event_id, room, raw in self._db.unjudged():
+            if room == room_id:
+                try:
+                    return isinstance(decode_row(raw), FileWait)
+                except (ValueError, TypeError, KeyError):
+                    return False
+        return False
 
     def keep(self, item: Waiting, why: str) -> None:
         """Keep an event to judge at the next sync (committed before this returns)."""

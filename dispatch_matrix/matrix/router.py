@@ -120,7 +120,7 @@ class Router:
         # An admitted file message whose file the homeserver failed for now waits there
         # too, in the same order, and is fetched again when its next try is due.
         self._unjudged = Unjudged(
-            db, self._admit, self._settle, fetch=self._file, tell=self._file_news
+            db, self._admit, self._settle, fetch=self._file_apart, tell=self._file_news
         )
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
 
@@ -405,14 +405,18 @@ class Router:
                 reply_to=message.reply_to,
             )
 
-    async def _file(self, message: Message) -> None:
+    async def _file_apart(self, message: Message) -> None:
+        """A waiting file's try, run beside the sync's handling (`unjudged.py`)."""
+        await self._file(message, apart=True)
+
+    async def _file(self, message: Message, *, apart: bool = False) -> None:
         """An owner's image or file: saved, decrypted, into the inbox, once per event (read
         again after a crash, it is neither fetched nor saved twice); then it is a task.
         Raises `FileNotFetched` when the homeserver failed the download for now (the
         message then waits, `unjudged.py`); what no retry mends is refused with a notice."""
         content = message.content or {}
         try:
-            received = await self._files.take(message.event_id, content)
+            received = await self._files.take(message.event_id, content, apart=apart)
         except (AttachmentError, HomeserverError) as err:
             if isinstance(err, HomeserverError) and failure_outcome(err) is Outcome.RETRY:
                 log.info("attachment.fetch_failed", event_id=message.event_id, error=err.message)

@@ -563,3 +563,25 @@ async def test_a_file_deleted_while_its_try_hangs_is_dropped(
     assert trying.cancelled()
     await bench.sync(after_s=1)
     assert bench.tasks.messages == ["$text-after"] and bench.waiting() == []
+
+
+async def test_the_owner_is_told_once_across_restarts(tmp_path: Path) -> None:
+    # Review 3 asked: told, then restarted while the repository still fails, the owner is
+    # not told again (the ledger keeps `told`); the give-up still comes, once, by name.
+    first = Bench(tmp_path, MediaNio())
+    await first.sync()
+    first.nio.always = BAD_GATEWAY
+    await first.sync(file_event())
+    await first.sync(after_s=65)
+    [told] = first.posts()
+    first.db.close()
+    again = Bench(tmp_path, MediaNio())
+    again.nio.always = BAD_GATEWAY
+    for _ in range(5):
+        await again.sync(after_s=30)
+    assert again.posts() == [] and again.nio.downloads == 5
+    again.clock.now += GIVE_UP_AFTER_S
+    await again.sync()
+    [gave_up] = again.posts()
+    assert gave_up.startswith("📎 I gave up fetching figures.csv") and told != gave_up
+    again.db.close()

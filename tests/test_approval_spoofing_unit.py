@@ -143,3 +143,41 @@ def test_the_rule_an_always_would_learn_shows_what_it_allows(rule: str, shown: s
     always = [c for c in texts.poll_choices(rule) if c.id == ALWAYS]
     assert len(always) == 1 and shown in always[0].label, always
     assert shown in texts.rule_learned(rule)
+
+
+@pytest.mark.parametrize(
+    ("rule", "shown"),
+    [
+        ("Write(//h/work/report\u202egpj.exe)", "report⟦U+202E⟧gpj.exe"),
+        ("Bash(curl https://g\u0456thub.com/x)", "g⟦U+0456⟧thub.com"),
+        ("mcp__files\u200b__delete", "mcp__files⟦U+200B⟧__delete"),
+    ],
+)
+def test_the_poll_end_and_an_mcp_rule_mark_what_the_rule_hides(rule: str, shown: str) -> None:
+    """Review 3: the poll's end ("✅ Approved, always: …") showed the learned rule raw, a
+    right-to-left override turning the path around there after the Always answer marked it;
+    an MCP tool's rule (a name the server gives) was not marked in the "Learned" note."""
+    ended = texts.poll_ended("always", rule)
+    assert shown in ended and rule not in ended, ended
+    if rule.startswith("mcp__"):
+        assert shown in texts.rule_learned(rule)
+
+
+def test_always_learns_the_call_itself_not_its_marked_form() -> None:
+    """The marking is for the eyes only: the rule learned allows exactly the path written
+    (its hidden character and all), not the marked text nor the text without it; a shell
+    line with a look-alike letter learns no rule at all (asked again each time)."""
+    from dispatch_matrix.permissions.policy import Policy
+
+    policy = Policy([], [], [], Path("/home/u"), Path("/home/u/work"))
+    path = "/home/u/work/report\u202egpj.exe"
+    rule = policy.learn("write", {"file_path": path, "content": "x"})
+    assert rule == f"Write(/{path})"
+    for spelled, verdict in [
+        (path, "allow"),
+        ("/home/u/work/reportgpj.exe", "ask"),
+        ("/home/u/work/report⟦U+202E⟧gpj.exe", "ask"),
+        ("/home/u/work/exe.jpg", "ask"),
+    ]:
+        assert policy.decide("write", {"file_path": spelled, "content": "x"}).verdict == verdict
+    assert policy.learn("bash", {"command": "cat g\u0456thub.txt"}) is None

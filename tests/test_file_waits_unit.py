@@ -20,7 +20,7 @@ from test_sync_news_unit import OWNER, ROOM, FakeNio, FakeOutbox, build, respons
 from test_unjudged_unit import FailingGate, with_gate
 
 from dispatch_matrix.core.errors import HomeserverError
-from dispatch_matrix.matrix import attachments
+from dispatch_matrix.matrix import attachments, unjudged
 from dispatch_matrix.matrix.attachments import AttachmentError, receive_file
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import Unreachable
@@ -485,3 +485,103 @@ async def test_after_a_download_got_no_answer_the_same_sync_tries_no_other(
     taken = await files.take("$b", content("b.csv"))
     assert taken is not None and taken.path.read_bytes() == DATA and nio.downloads == 2
     db.close()
+
+
+# -- a try that hangs does not hold the sync's handling ----------------------------------------
+
+OTHER_ROOM = "!other:example.org"
+
+
+def with_other_room(sync: Any, *events: dict[str, Any]) -> Any:
+    from nio.events import Event
+    from nio.responses import RoomInfo, Timeline
+
+    parsed = [Event.parse_event(e) for e in events]
+    sync.rooms.join[OTHER_ROOM] = RoomInfo(Timeline(parsed, False, None), [], [], [])
+    return sync
+
+
+async def test_a_waiting_file_whose_try_hangs_holds_no_other_room(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review 3: a waiting file's try ran inside the sync's handling: a download that hung
+    # held every room's messages, answers and approvals until its timeout (90 s), at every
+    # try, for up to a day.
+    monkeypatch.setattr(attachments, "DOWNLOAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(unjudged, "TRY_INLINE_S", 0.05)
+    await bench.sync()
+    bench.nio.script = [BAD_GATEWAY]
+    await bench.sync(file_event(), text("after"))
+    bench.nio.always = "hang"
+    bench.clock.now += 5
+    other = dict(text("elsewhere"), event_id="$elsewhere")
+    sync = with_other_room(response(), other)
+    await asyncio.wait_for(bench.router.handle(sync, "since"), 10)
+    # The handling ended while the download still hung...
+    [trying] = bench.router._unjudged._trying.values()
+    assert not trying.done()
+    # ...and took the other room's message.
+    assert bench.tasks.messages == ["$elsewhere"]
+    assert bench.nio.downloads == 2 and bench.waiting() == [
+        ("$file", "file"),
+        ("$text-after", "gate"),
+    ]
+    # The try goes on beside the syncs; while it does, the room keeps waiting.
+    await asyncio.wait_for(bench.sync(after_s=30), 10)
+    assert bench.nio.downloads == 2 and bench.tasks.messages == ["$elsewhere"]
+    await asyncio.wait({trying}, timeout=10)
+    # Its timeout is a failure as before: the next try is due 10 s later.
+    await bench.sync()
+    bench.nio.always = None
+    await bench.sync(after_s=9)
+    assert bench.nio.downloads == 2
+    await bench.sync(after_s=1)
+    assert bench.tasks.messages == ["$elsewhere", "$file", "$text-after"]
+    assert bench.waiting() == [] and not bench.router._unjudged._trying
+
+
+async def test_a_file_deleted_while_its_try_hangs_is_dropped(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(unjudged, "TRY_INLINE_S", 0.05)
+    await bench.sync()
+    bench.nio.script = [BAD_GATEWAY]
+    await bench.sync(file_event(), text("after"))
+    bench.nio.always = "hang"
+    await asyncio.wait_for(bench.sync(after_s=5), 10)
+    [trying] = bench.router._unjudged._trying.values()
+    redaction = {
+        "type": "m.room.redaction",
+        "sender": OWNER,
+        "redacts": "$file",
+        "content": {},
+        "event_id": "$gone",
+        "origin_server_ts": 2,
+    }
+    await asyncio.wait_for(bench.sync(redaction, after_s=1), 10)
+    await asyncio.wait({trying}, timeout=10)
+    assert trying.cancelled()
+    await bench.sync(after_s=1)
+    assert bench.tasks.messages == ["$text-after"] and bench.waiting() == []
+
+
+async def test_the_owner_is_told_once_across_restarts(tmp_path: Path) -> None:
+    # Review 3 asked: told, then restarted while the repository still fails, the owner is
+    # not told again (the ledger keeps `told`); the give-up still comes, once, by name.
+    first = Bench(tmp_path, MediaNio())
+    await first.sync()
+    first.nio.always = BAD_GATEWAY
+    await first.sync(file_event())
+    await first.sync(after_s=65)
+    [told] = first.posts()
+    first.db.close()
+    again = Bench(tmp_path, MediaNio())
+    again.nio.always = BAD_GATEWAY
+    for _ in range(5):
+        await again.sync(after_s=30)
+    assert again.posts() == [] and again.nio.downloads == 5
+    again.clock.now += GIVE_UP_AFTER_S
+    await again.sync()
+    [gave_up] = again.posts()
+    assert gave_up.startswith("📎 I gave up fetching figures.csv") and told != gave_up
+    again.db.close()

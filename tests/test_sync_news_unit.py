@@ -177,6 +177,10 @@ class FakeTasks:
     async def message(self, event_id: str, *args: Any, **kwargs: Any) -> None:
         self.messages.append(event_id)
 
+    def goes_ahead(self, room_id: str, body: str, reply_to: str | None) -> bool:
+        # Only what the real intake would pass ahead of a waiting file: a stop command.
+        return body == "!cancel"
+
 
 class FakeOutbox:
     def __init__(self) -> None:

@@ -144,6 +144,9 @@ class Recorder:
     async def message(self, event_id: str, *args: Any, **kwargs: Any) -> None:
         self.seen.append(f"message {event_id}")
 
+    def goes_ahead(self, room_id: str, body: str, reply_to: str | None) -> bool:
+        return body == "!cancel"
+
     async def reaction(self, target: str, key: str, sender: str) -> None:
         self.seen.append(f"reaction {key} on {target}")
 

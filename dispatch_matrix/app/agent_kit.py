@@ -14,10 +14,11 @@ tests and the benchmarks build the same pieces from here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo
@@ -242,12 +243,16 @@ def watch_dir(config: Config) -> Path:
 
 
 def readonly_paths(
-    home: Path, config: Config | None = None, workdir: Path | None = None
+    home: Path,
+    config: Config | None = None,
+    workdir: Path | None = None,
+    roots: Sequence[Path] = (),
 ) -> list[Path]:
     """What no tool may change even inside a root: the start-up files and the other
     guards under the home folder, the daemon's own installation, the code of every MCP
     server the config names (the daemon runs it outside the sandbox, with its tokens), what
-    the home's git configs include, and every folder on the PATH."""
+    the home's git configs include, and every folder on the PATH. None of those that is or
+    holds the home, the workdir or a root in `roots`: it would turn read-only whole."""
     servers: list[Path] = []
     if config is not None:
         for spec in config.mcp.servers.values():
@@ -263,13 +268,20 @@ def readonly_paths(
     # What the home's git configs include and the hooks folder they name (gitconfig.py);
     # shell calls find these again at every call, with each repository's own.
     trees = [workdir] if workdir else []
+    # A root is kept writable as the workdir is (review 3: an alias `!cd ~/code/app && make`
+    # or a PATH holding a root turned that whole root read-only, shell and file tools).
+    kept = [home, *trees]
+    for root in roots:
+        kept.append(root.expanduser())
+        with contextlib.suppress(OSError):
+            kept.append(canonicalize(root.expanduser()))
     # The environment may move the global config (GIT_CONFIG_GLOBAL): that file too.
     known = home_configs(home, os.environ)
     moved = [c for c in known if c not in home_configs(home)]
     configs = [(c, trees) for c in known]
-    git = [*moved, *(Path(n.path) for n in config_named(home, configs, keep=[home, *trees]))]
+    git = [*moved, *(Path(n.path) for n in config_named(home, configs, keep=kept))]
     # Every folder on the PATH (the owner's, which the daemon and its shell calls inherit).
-    keep = [PurePosixPath(home), *([PurePosixPath(workdir)] if workdir else [])]
+    keep = [PurePosixPath(k) for k in dict.fromkeys(kept)]
     on_path = map(Path, path_folders(os.environ.get("PATH", ""), keep))
     return [
         *(home / g.path for g in home_guards()),
@@ -321,7 +333,7 @@ def build_tools(
         workdir=workdir,
         allowed_roots=tuple(roots),
         denied_paths=tuple(dict.fromkeys(hidden)),
-        readonly_paths=tuple(readonly_paths(Path.home(), config, workdir)),
+        readonly_paths=tuple(readonly_paths(Path.home(), config, workdir, roots)),
         guard_home=True,
         watch_dir=watch_dir(config),
         env=env,

@@ -31,6 +31,11 @@ from enum import Enum
 from dispatch_matrix.core.errors import DispatchError, HomeserverError
 
 RETRY_WAITS_S = (5.0, 10.0, 20.0, 30.0)
+# How long a sync's handling waits for a waiting file's try before it goes on without it
+# (the try goes on; its end is looked at by a later sync's): a download that hangs to its
+# timeout (90 s) held every room's answers and approvals with it, at every try, for a day
+# (review 3). A file the repository hands over at once is still taken in the same sync.
+TRY_INLINE_S = 2.0
 TELL_AFTER_S = 60.0
 GIVE_UP_AFTER_S = 24 * 3600.0
 MIN_TRIES_BEFORE_GIVING_UP = 3

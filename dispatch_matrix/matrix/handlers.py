@@ -59,6 +59,11 @@ class Tasks(Protocol):
     ) -> None:
         """A new text message (or a file's caption) from an owner."""
 
+    def goes_ahead(self, room_id: RoomID, body: str, reply_to: EventID | None) -> bool:
+        """Whether an owner's text acts on what runs now (a stop command, an approval
+        answer): not held behind a file of its room that waits for its download."""
+        ...
+
     async def reaction(self, target_event_id: EventID, key: str, sender: UserID) -> None:
         """An owner's trusted reaction."""
 

@@ -86,10 +86,14 @@ class IncomingFiles:
         """A new sync's handling begins: downloads are tried again."""
         self._unanswered = None
 
-    async def take(self, event_id: str, content: dict[str, Any]) -> Received | None:
+    async def take(
+        self, event_id: str, content: dict[str, Any], *, apart: bool = False
+    ) -> Received | None:
         """The saved file of an owner's attachment event, fetched only if no earlier
         reading saved it whole; None when the event is a task already. Raises
-        `AttachmentError` (`NotSaved` for a write that failed) or `HomeserverError`."""
+        `AttachmentError` (`NotSaved` for a write that failed) or `HomeserverError`.
+        `apart`: a waiting file's try, which runs beside the sync's handling, not in it
+        (`unjudged.py`): another download's hang does not stop it, nor its hang others."""
         known = self._ledger.task_by_event(event_id) is not None
         claim = None if known else self._ledger.file_claim(event_id)
         on_disk = _size(claim.path) if claim is not None else None
@@ -117,7 +121,7 @@ class IncomingFiles:
             claim = self._ledger.claim_file(
                 event_id, self._inbox / self._today(), file_name(content)
             )
-        if self._unanswered is not None:
+        if self._unanswered is not None and not apart:
             raise FetchFailed(
                 f"not tried: {self._unanswered.message}", status=None
             ) from self._unanswered
@@ -128,7 +132,7 @@ class IncomingFiles:
                 self._client, content, claim.path, self._max_bytes, below=self._inbox.parent
             )
         except FetchFailed as failed:
-            if failed.status is None:
+            if failed.status is None and not apart:
                 self._unanswered = failed
             raise
         self._ledger.file_saved(event_id, received.size)

@@ -120,7 +120,7 @@ class Router:
         # An admitted file message whose file the homeserver failed for now waits there
         # too, in the same order, and is fetched again when its next try is due.
         self._unjudged = Unjudged(
-            db, self._admit, self._settle, fetch=self._file, tell=self._file_news
+            db, self._admit, self._settle, fetch=self._file_apart, tell=self._file_news
         )
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
 
@@ -320,7 +320,11 @@ class Router:
         """An owner's message, reaction or vote: judged by the gate, then settled; or kept
         to judge at the next sync when the gate cannot judge it now, or when an earlier
         event of its room waits (one order per room, whatever the kind)."""
-        if item.sender in self._owners and self._unjudged.waits(item.room_id):
+        if (
+            item.sender in self._owners
+            and self._unjudged.waits(item.room_id)
+            and not (self._unjudged.file_first(item.room_id) and self._goes_ahead(item))
+        ):
             # Not judged before the one waiting: it must not overtake it. (A stranger's is
             # refused at once: it has no order to keep, and must not fill the ledger.)
             self._unjudged.keep(item, "behind")
@@ -338,6 +342,18 @@ class Router:
             # neither refused nor overtaken by what the owner sent after it.
             if isinstance(item, Message):
                 await self._unjudged.wait_for_file(item, waits.error)
+
+    def _goes_ahead(self, item: Waiting) -> bool:
+        """Whether an owner's event passes a file of its room waiting for its download: a
+        reaction or a vote (an approval's answer, a ❌ on a reminder: never work), a stop
+        command, a text answering an open question (the intake's). The file's download may
+        fail for hours; the task running meanwhile must stay answerable and stoppable.
+        Work, edits and other files keep the room's order."""
+        if isinstance(item, Reaction | Vote):
+            return True
+        if item.msgtype != "m.text" or item.replaces is not None or item.voice:
+            return False
+        return self._intake.goes_ahead(RoomID(item.room_id), item.body, item.reply_to)
 
     async def _admit(self, item: Waiting) -> bool:
         private = self.room_private(item.room_id)
@@ -389,14 +405,18 @@ class Router:
                 reply_to=message.reply_to,
             )
 
-    async def _file(self, message: Message) -> None:
+    async def _file_apart(self, message: Message) -> None:
+        """A waiting file's try, run beside the sync's handling (`unjudged.py`)."""
+        await self._file(message, apart=True)
+
+    async def _file(self, message: Message, *, apart: bool = False) -> None:
         """An owner's image or file: saved, decrypted, into the inbox, once per event (read
         again after a crash, it is neither fetched nor saved twice); then it is a task.
         Raises `FileNotFetched` when the homeserver failed the download for now (the
         message then waits, `unjudged.py`); what no retry mends is refused with a notice."""
         content = message.content or {}
         try:
-            received = await self._files.take(message.event_id, content)
+            received = await self._files.take(message.event_id, content, apart=apart)
         except (AttachmentError, HomeserverError) as err:
             if isinstance(err, HomeserverError) and failure_outcome(err) is Outcome.RETRY:
                 log.info("attachment.fetch_failed", event_id=message.event_id, error=err.message)

@@ -21,25 +21,37 @@ question is still open (an expired question approves nothing).
 An owner's file message the gate admitted whose file the homeserver could not hand over
 for now (a 502, no answer: `fetching.py` sorts the failures) waits here too, in the same
 room order, as a `FileWait`: it is fetched again at a later sync when its next try is due
+(the try runs beside the sync's handling, waited for `fetching.TRY_INLINE_S` at most: one
+that hangs to the download's timeout holds only its own room)
 (the schedule is `fetching.after_failure`'s), the owner told once when it takes long, and
-given up on, by name, only after a day. When each next try is due is kept in memory only:
+given up on, by name, only after a day. What acts on the task running now goes ahead of a
+waiting file (an approval's answer, a stop command: the router's `_goes_ahead`), as the
+download may fail for hours; behind an event waiting for the gate the order is kept. When
+each next try is due is kept in memory only:
 after a restart the first sync tries at once; when it began failing, and whether the owner
 was told, are kept in the ledger.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import EventID
-from dispatch_matrix.matrix.fetching import FetchFailed, FileNotFetched, Next, after_failure
+from dispatch_matrix.matrix.fetching import (
+    TRY_INLINE_S,
+    FetchFailed,
+    FileNotFetched,
+    Next,
+    after_failure,
+)
 from dispatch_matrix.matrix.inbound import Message, Reaction, Vote
 from dispatch_matrix.matrix.polls import Ballot
 from dispatch_matrix.store.matrix_tables import UnjudgedQueries
@@ -130,7 +142,7 @@ class Unjudged:
         judge: Callable[[Waiting], Awaitable[bool]],
         settle: Callable[[Waiting, bool], Awaitable[None]],
         *,
-        fetch: Callable[[Message], Awaitable[None]],
+        fetch: Callable[[Message], Coroutine[Any, Any, None]],
         tell: Callable[[FileWait, Next, HomeserverError], Awaitable[None]],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -149,12 +161,28 @@ class Unjudged:
         # after a restart the first sync tries at once).
         self._tries: dict[str, int] = {}
         self._due: dict[str, float] = {}
+        # Tries still under way, past the wait a sync's handling gives them (each file's
+        # room keeps waiting until its try ends).
+        self._trying: dict[str, asyncio.Task[None]] = {}
         # The rooms with an event waiting.
         self.rooms: set[str] = db.unjudged_rooms()
 
     def waits(self, room_id: str) -> bool:
         """Whether an event of this room waits (a later one must wait behind it)."""
         return room_id in self.rooms
+
+    def file_first(self, room_id: str) -> bool:
+        """Whether the oldest event waiting in this room is a file waiting for its download
+        (not an event waiting for the gate)."""
+        if room_id not in self.rooms:
+            return False
+        for _event_id, room, raw in self._db.unjudged():
+            if room == room_id:
+                try:
+                    return isinstance(decode_row(raw), FileWait)
+                except (ValueError, TypeError, KeyError):
+                    return False
+        return False
 
     def keep(self, item: Waiting, why: str) -> None:
         """Keep an event to judge at the next sync (committed before this returns)."""
@@ -207,15 +235,29 @@ class Unjudged:
     def _forget_tries(self, event_id: str) -> None:
         self._tries.pop(event_id, None)
         self._due.pop(event_id, None)
+        # A try under way for a file deleted meanwhile: its result is not wanted.
+        trying = self._trying.pop(event_id, None)
+        if trying is not None and not trying.done():
+            trying.cancel()
 
     async def _file_again(self, wait: FileWait) -> bool:
         """Try a waiting file again when its try is due; whether it waits no more (taken,
         refused for good, or given up on)."""
         event_id = wait.message.event_id
-        if self._due.get(event_id, 0.0) > self._clock():
+        trying = self._trying.get(event_id)
+        if trying is None:
+            if self._due.get(event_id, 0.0) > self._clock():
+                return False
+            trying = asyncio.create_task(self._fetch(wait.message))
+            self._trying[event_id] = trying
+        # Not awaited whole: a download that hangs must not hold the sync's handling (every
+        # other room's answers and approvals) until its timeout. Not cancelled either.
+        await asyncio.wait({trying}, timeout=TRY_INLINE_S)
+        if not trying.done():
             return False
+        del self._trying[event_id]
         try:
-            await self._fetch(wait.message)
+            trying.result()
         except FileNotFetched as still:
             return await self._failed(wait, still.error)
         except Exception:

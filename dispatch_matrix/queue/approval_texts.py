@@ -251,7 +251,8 @@ def rule_learned(rule: str | None) -> str:
         )
     if rule.startswith("mcp__"):
         return (
-            f"Learned: {code_span(rule)} — every call of this tool runs without asking from now on."
+            f"Learned: {code_span(_plain(rule))} — every call of this tool runs without asking "
+            "from now on."
         )
     return f"Learned: {code_span(_plain(rule))} — exactly this runs without asking from now on."
 
@@ -294,7 +295,8 @@ def poll_ended(outcome: str, rule: str | None = None) -> str:
     """The text of a poll's end event."""
     if outcome == "always":
         # A typed "always" where no rule can cover the call runs it this once only.
-        return f"✅ Approved, always: {rule}" if rule else POLL_OUTCOMES["yes"]
+        # Plain text, as the Always answer it repeats: hidden and look-alike characters marked.
+        return f"✅ Approved, always: {_plain(rule)}" if rule else POLL_OUTCOMES["yes"]
     return POLL_OUTCOMES.get(outcome, POLL_OUTCOMES["withdrawn"])
 
 

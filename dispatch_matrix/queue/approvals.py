@@ -251,6 +251,16 @@ class Approvals:
             return False
         return self._settle(pending, verdict, sender)
 
+    def would_answer(self, room_id: RoomID, body: str, reply_to: EventID | None) -> bool:
+        """Whether `answer_text` would take this text as an answer (a yes / no replying to
+        an open question of the room, or bare while one is open there); asks nothing."""
+        if _verdict(body) is None:
+            return False
+        if reply_to is not None:
+            pending = self._pending.get(reply_to)
+            return pending is not None and pending.task.room_id == room_id
+        return any(p.task.room_id == room_id for p in self._pending.values())
+
     async def answer_text(
         self,
         room_id: RoomID,

@@ -21,6 +21,11 @@ from dispatch_matrix.store import Database, TaskState
 
 log = logs.get(__name__)
 
+# The commands that act on what runs now or only show: sent while a file of the room waits
+# for its download, each is run at once, not after that file (router: `!cancel` stops what
+# the owner sees running, not the file's task minutes later once it is fetched).
+AHEAD_OF_WAITING_FILES = frozenset({"cancel", "pause", "resume", "status", "queue", "help"})
+
 
 class Intake:
     """Turns trusted owner messages into queue changes."""
@@ -98,6 +103,16 @@ class Intake:
         log.info("task.queued", task=task.short_id, room=task.room_id, event_id=task.event_id)
         self._worker.mirror.queued(task)
         self._worker.wake()
+
+    def goes_ahead(self, room_id: RoomID, body: str, reply_to: EventID | None) -> bool:
+        """Whether an owner's text acts on what runs now instead of queueing work: a stop
+        or show command (`AHEAD_OF_WAITING_FILES`), or an answer to an approval question
+        open in the room. The router does not hold such a text behind a file of its room
+        that waits for its download."""
+        command = parse(body)
+        if command is not None:
+            return command.name in AHEAD_OF_WAITING_FILES
+        return self._worker.approvals.would_answer(room_id, body, reply_to)
 
     def _referent(self, reply_to: EventID) -> str:
         """What a reply refers to, for the model: the ledger knows the bot's events (an

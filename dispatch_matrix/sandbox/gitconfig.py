@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import shlex
+import stat
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,13 @@ from pathlib import Path, PurePosixPath
 MAX_DEPTH = 10
 # A bounded memo: one entry per config file seen (the home's two and one per repository).
 _MEMO_SIZE = 512
+# A repository a call makes in a root has a config the call wrote, read before every later
+# call: bounds on what one such config may cost (review 3: an include of a named pipe held
+# each later call 10 s per pipe; a 200 MB include would be listed into the daemon's memory;
+# thousands of includes each start a git). A config is a few kB; an owner's include chain a
+# handful of files.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIGS = 64
 
 
 @dataclass(frozen=True)
@@ -127,10 +135,13 @@ _memo: dict[str, tuple[tuple[int, int, int, int], list[tuple[str, str]]]] = {}
 def entries_of(config: Path) -> list[tuple[str, str]]:
     """The (key, value) entries of one config file, read by git itself without following
     its includes; [] when it is missing or git cannot read it. Remembered while the file
-    does not change."""
+    does not change. Only a regular file of at most `MAX_CONFIG_BYTES` is read: git would
+    wait on a named pipe until the timeout, and list a huge file into memory."""
     try:
         st = config.stat()
     except OSError:
+        return []
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CONFIG_BYTES:
         return []
     signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     known = _memo.get(str(config))
@@ -165,21 +176,26 @@ def config_named(
     """Every path the given configs name, includes followed to git's depth. `configs`: each
     config file with the working trees its relative `core.hooksPath` is taken from. None
     that is or holds a folder of `keep` (the home, the roots: a command's `/` or `~/` would
-    otherwise turn them read-only whole)."""
+    otherwise turn them read-only whole). At most `MAX_CONFIGS` files are read from each
+    given config: the rest of a chain that long is left unread. The budget is each
+    config's own, so a config a call wrote cannot spend that of the owner's home configs."""
     found: dict[Named, None] = {}
-    todo = [(config, tuple(PurePosixPath(t) for t in trees), 0) for config, trees in configs]
-    seen: set[Path] = set()
-    while todo:
-        config, trees, depth = todo.pop()
-        if config in seen or depth > MAX_DEPTH:
-            continue
-        seen.add(config)
-        entries = entries_of(config)
-        for named in named_paths(entries, PurePosixPath(config.parent), PurePosixPath(home), trees):
-            found.setdefault(named, None)
-            if named.include:
-                with contextlib.suppress(OSError, ValueError):
-                    todo.append((Path(named.path), trees, depth + 1))
+    for start, start_trees in configs:
+        trees = tuple(PurePosixPath(t) for t in start_trees)
+        todo = [(start, 0)]
+        seen: set[Path] = set()
+        while todo and len(seen) < MAX_CONFIGS:
+            config, depth = todo.pop(0)
+            if config in seen or depth > MAX_DEPTH:
+                continue
+            seen.add(config)
+            entries = entries_of(config)
+            home_posix, folder = PurePosixPath(home), PurePosixPath(config.parent)
+            for named in named_paths(entries, folder, home_posix, trees):
+                found.setdefault(named, None)
+                if named.include:
+                    with contextlib.suppress(OSError, ValueError):
+                        todo.append((Path(named.path), depth + 1))
     kept = [PurePosixPath(k) for k in keep]
     return [n for n in found if not any(k.is_relative_to(n.path) for k in kept)]
 

@@ -1,0 +1,139 @@
+"""The daemon's first connection: log in or restore, retrying while the homeserver is away,
+and stopping at once when no retry can help.
+
+A homeserver that is down, or a name that does not resolve yet (the network comes up after
+the service), may come back: the login is retried with capped backoff, and said once in the
+log with the time of the next try (each further try is a debug line; a changed reason is
+said again). A URL that is wrong in a way the login cannot say is found by one probe of it
+(`reach.probe`), made at the first failure or when the first try hangs: https on a
+plain-HTTP port (each try hangs its whole time limit without a word), http on a TLS port,
+a URL with a path ('M_UNRECOGNIZED'). Only a changed config fixes those (`Reach.lasting`),
+so `run` stops with the diagnosis and its exit code instead of retrying every minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from dispatch_matrix.app.reach import Reach, probe
+from dispatch_matrix.core import logs
+from dispatch_matrix.core.backoff import Backoff
+from dispatch_matrix.core.errors import HomeserverError, LoginError
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.failures import Unreachable
+from dispatch_matrix.store.db import Session
+
+log = logs.get(__name__)
+
+MAX_BACKOFF_S = 60.0
+# A first try slower than this is looked into (one probe of the homeserver's URL).
+DIAGNOSE_AFTER_S = 5.0
+
+
+def lasting_error(reach: Reach) -> HomeserverError | None:
+    """The error that ends `run` for a probe's finding, when retrying cannot fix it (pure)."""
+    if reach.ok or not reach.lasting:
+        return None
+    return HomeserverError(reach.problem, fix=f"{reach.fix} as [matrix] homeserver")
+
+
+def next_try_at(now: float, wait_s: float) -> str:
+    """The local wall-clock time of the next try, as a person reads it (pure)."""
+    return datetime.fromtimestamp(now + wait_s).astimezone().strftime("%H:%M:%S")
+
+
+async def connect(
+    client: MatrixClient,
+    password: str | None,
+    access_token: str | None = None,
+    diagnose_after_s: float = DIAGNOSE_AFTER_S,
+    now: Callable[[], float] = time.time,
+    backoff: Backoff | None = None,
+) -> Session:
+    """Log in or restore, retrying while the homeserver is away; raises HomeserverError at
+    once for a URL that no retry can fix (module docstring). A quick start never probes."""
+    failed = asyncio.Event()
+    diagnosis = asyncio.create_task(_diagnose(client.homeserver, failed, diagnose_after_s))
+    pace = backoff or Backoff(1.0, MAX_BACKOFF_S)
+    login = asyncio.create_task(
+        _login(client, password, access_token, failed, diagnosis, now, pace)
+    )
+    try:
+        await asyncio.wait({login, diagnosis}, return_when=asyncio.FIRST_COMPLETED)
+        if not login.done():
+            lasting = lasting_error(diagnosis.result())
+            if lasting is not None:
+                raise lasting
+        return await login
+    finally:
+        for job in (login, diagnosis):
+            job.cancel()
+        for job in (login, diagnosis):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job
+
+
+async def _diagnose(url: str, failed: asyncio.Event, after_s: float) -> Reach:
+    """One probe of `url`, at the first failed try or after `after_s`, whichever is first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(failed.wait(), after_s)
+    reach = await probe(url)
+    if not reach.ok and not failed.is_set():
+        # The first try hangs without a word: say what the URL's probe found meanwhile.
+        log.warning("matrix.url_problem", error=reach.problem, fix=reach.fix)
+    return reach
+
+
+async def _login(
+    client: MatrixClient,
+    password: str | None,
+    access_token: str | None,
+    failed: asyncio.Event,
+    diagnosis: asyncio.Task[Reach],
+    now: Callable[[], float],
+    backoff: Backoff,
+) -> Session:
+    said = ""  # the failure last said: a try that fails alike is only a debug line
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            session = await client.connect(password, access_token)
+        except Unreachable as err:
+            failed.set()
+            wait = backoff.next()
+            reach = await asyncio.shield(diagnosis)
+            if lasting_error(reach) is not None:
+                await asyncio.Event().wait()  # connect raises it, and cancels this
+            if err.message != said:
+                # The probe's sentence says more than nio's ("the host name 'x' is not
+                # found"), for the failure it was made for.
+                probed = not said and not reach.ok
+                error, fix = (reach.problem, reach.fix) if probed else (err.message, err.fix)
+                said = err.message
+                log.warning(
+                    "matrix.unreachable",
+                    error=error,
+                    fix=fix,
+                    next_try=next_try_at(now(), wait),
+                    then=f"retrying until it answers, at most every {MAX_BACKOFF_S:.0f} s",
+                )
+            else:
+                log.debug("matrix.retrying", error=err.message, retry_in=wait, tries=tries)
+            await asyncio.sleep(wait)
+            continue
+        except LoginError:
+            raise
+        except HomeserverError as err:
+            # A homeserver that answers the login with nonsense: the URL is probably wrong.
+            reach = await probe(client.homeserver)
+            if reach.ok:
+                raise
+            raise HomeserverError(reach.problem, fix=f"{reach.fix} as [matrix] homeserver") from err
+        if tries > 1:
+            log.info("matrix.reachable", tries=tries)
+        return session

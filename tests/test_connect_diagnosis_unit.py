@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from structlog.testing import capture_logs
 
-from dispatch_matrix.app.connect import connect, lasting_error, next_try_at
+from dispatch_matrix.app.connect import connect, lasting_error, logged_out, next_try_at
 from dispatch_matrix.app.reach import Reach
 from dispatch_matrix.core.backoff import Backoff
-from dispatch_matrix.core.errors import HomeserverError
+from dispatch_matrix.core.errors import ConfigError, HomeserverError
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import Unreachable
 from dispatch_matrix.store.db import Session
@@ -133,14 +133,16 @@ async def test_https_on_a_plain_port_stops_the_hanging_login_with_the_fix(
 ) -> None:
     # It used to log matrix.url_problem and keep trying, a minute at a time, for ever.
     client = _Client(f"https://127.0.0.1:{plain_homeserver}")
-    with pytest.raises(HomeserverError) as raised:
+    with pytest.raises(ConfigError) as raised:
         async with asyncio.timeout(20):
             await connect(cast(MatrixClient, client), "pw", diagnose_after_s=0)
-    assert "that port speaks plain HTTP" in raised.value.message
+    assert raised.value.key == "matrix.homeserver"
+    assert "that port speaks plain HTTP" in raised.value.problem
     assert raised.value.fix == (
-        f"use http://127.0.0.1:{plain_homeserver} (or the homeserver's HTTPS port) "
-        "as [matrix] homeserver"
+        f"use http://127.0.0.1:{plain_homeserver} (or the homeserver's HTTPS port)"
     )
+    # A config error: a service stays stopped rather than restart into the same wall.
+    assert raised.value.exit_code == 2
 
 
 async def test_https_on_a_plain_port_stops_a_failing_login_before_the_first_retry(
@@ -148,11 +150,11 @@ async def test_https_on_a_plain_port_stops_a_failing_login_before_the_first_retr
 ) -> None:
     failure = Unreachable("login: cannot reach it (wrong version number)")
     client = _Client(f"https://127.0.0.1:{plain_homeserver}", failure)
-    with capture_logs() as logged, pytest.raises(HomeserverError) as raised:
+    with capture_logs() as logged, pytest.raises(ConfigError) as raised:
         async with asyncio.timeout(20):
             # A probe at the first failure, not after the 60 s one would otherwise wait.
             await connect(cast(MatrixClient, client), "pw", diagnose_after_s=60)
-    assert "that port speaks plain HTTP" in raised.value.message
+    assert "that port speaks plain HTTP" in raised.value.problem
     assert client.tries == 1
     assert not [e for e in logged if e["event"] == "matrix.unreachable"]
 
@@ -160,13 +162,13 @@ async def test_https_on_a_plain_port_stops_a_failing_login_before_the_first_retr
 async def test_http_on_a_tls_port_stops_the_login_with_the_https_url(tls_port: int) -> None:
     failure = Unreachable("login: cannot reach it (server disconnected)")
     client = _Client(f"http://127.0.0.1:{tls_port}", failure)
-    with pytest.raises(HomeserverError) as raised:
+    with pytest.raises(ConfigError) as raised:
         async with asyncio.timeout(20):
             await connect(cast(MatrixClient, client), "pw", diagnose_after_s=60)
-    assert raised.value.message == (
-        f"http://127.0.0.1:{tls_port} is plain HTTP, but that port speaks TLS (HTTPS)"
+    assert raised.value.one_line() == (
+        f"config: matrix.homeserver: http://127.0.0.1:{tls_port} is plain HTTP, but that port "
+        f"speaks TLS (HTTPS) — use https://127.0.0.1:{tls_port}"
     )
-    assert raised.value.fix == f"use https://127.0.0.1:{tls_port} as [matrix] homeserver"
 
 
 async def test_a_homeserver_that_is_down_is_retried_and_said_once_with_the_next_try(
@@ -222,9 +224,9 @@ async def test_a_changed_reason_is_said_again(closed_port: int) -> None:
 async def test_a_url_with_a_path_is_refused_with_the_url_to_use(plain_homeserver: int) -> None:
     url = f"http://127.0.0.1:{plain_homeserver}/_matrix/client"
     refusal = HomeserverError("whoami failed: M_UNRECOGNIZED Unrecognized request")
-    with pytest.raises(HomeserverError) as raised:
+    with pytest.raises(ConfigError) as raised:
         await connect(cast(MatrixClient, _Client(url, refusal)), "pw")
-    assert "not as a Matrix homeserver" in raised.value.message
+    assert "not as a Matrix homeserver" in raised.value.problem
     assert raised.value.fix is not None
     assert f"use http://127.0.0.1:{plain_homeserver} (without the path)" in raised.value.fix
 
@@ -249,10 +251,29 @@ def test_lasting_error(reach: Reach, stops: bool) -> None:
     error = lasting_error(reach)
     assert (error is not None) is stops
     if error is not None:
-        assert error.one_line() == "wrong scheme — use http://h as [matrix] homeserver"
-        assert error.exit_code == 5
+        assert error.one_line() == "config: matrix.homeserver: wrong scheme — use http://h"
+        assert error.exit_code == 2
 
 
 def test_next_try_at_is_the_local_time_of_day() -> None:
     at = datetime.datetime(2026, 12, 5, 8, 30, 0).astimezone()
     assert next_try_at(at.timestamp(), 61.4) == "08:31:01"
+
+
+@pytest.mark.parametrize(
+    ("can_log_in", "code", "fix"),
+    [
+        # A service restarts (5) and the password logs the bot in again.
+        (True, 5, "start it again: it logs in with its password (a service restarts it)"),
+        # Nothing to log in with: a restart would fail the same way, so it stays stopped (6).
+        (False, 6, "set [matrix] password or password_file, or a new access_token_file"),
+    ],
+)
+def test_a_login_revoked_while_serving_says_so_and_what_a_restart_does(
+    can_log_in: bool, code: int, fix: str
+) -> None:
+    # It was "sync: the homeserver rejected our access token (M_UNKNOWN_TOKEN)", no fix.
+    error = logged_out(can_log_in)
+    assert error.message.startswith("the homeserver no longer accepts the bot's login")
+    assert error.exit_code == code
+    assert error.fix is not None and error.fix.startswith(fix)

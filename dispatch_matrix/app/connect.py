@@ -8,7 +8,8 @@ said again). A URL that is wrong in a way the login cannot say is found by one p
 (`reach.probe`), made at the first failure or when the first try hangs: https on a
 plain-HTTP port (each try hangs its whole time limit without a word), http on a TLS port,
 a URL with a path ('M_UNRECOGNIZED'). Only a changed config fixes those (`Reach.lasting`),
-so `run` stops with the diagnosis and its exit code instead of retrying every minute.
+so `run` stops with the diagnosis as a config error (exit 2, which a service does not
+restart into) instead of retrying every minute.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import datetime
 from dispatch_matrix.app.reach import Reach, probe
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.backoff import Backoff
-from dispatch_matrix.core.errors import HomeserverError, LoginError
+from dispatch_matrix.core.errors import ConfigError, HomeserverError, LoginError
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import Unreachable
 from dispatch_matrix.store.db import Session
@@ -34,11 +35,32 @@ MAX_BACKOFF_S = 60.0
 DIAGNOSE_AFTER_S = 5.0
 
 
-def lasting_error(reach: Reach) -> HomeserverError | None:
-    """The error that ends `run` for a probe's finding, when retrying cannot fix it (pure)."""
+def lasting_error(reach: Reach) -> ConfigError | None:
+    """The error that ends `run` for a probe's finding, when retrying cannot fix it (pure):
+    a config error, so a service stays stopped (exit 2) rather than restart into it."""
     if reach.ok or not reach.lasting:
         return None
-    return HomeserverError(reach.problem, fix=f"{reach.fix} as [matrix] homeserver")
+    return ConfigError("matrix.homeserver", reach.problem, reach.fix)
+
+
+def logged_out(can_log_in: bool) -> HomeserverError:
+    """What `run` says when the homeserver stops accepting the bot's login while it serves
+    (another session signed it out, or removed its device): a password logs it in again at
+    the next start, so a service restarts into it (exit 5); without one only the operator
+    can (exit 6, which a service does not restart into). Pure."""
+    problem = (
+        "the homeserver no longer accepts the bot's login (signed out from another session, "
+        "or its device was removed)"
+    )
+    if can_log_in:
+        return HomeserverError(
+            problem, fix="start it again: it logs in with its password (a service restarts it)"
+        )
+    return LoginError(
+        problem,
+        fix="set [matrix] password or password_file, or a new access_token_file, "
+        "then start it again",
+    )
 
 
 def next_try_at(now: float, wait_s: float) -> str:
@@ -54,8 +76,8 @@ async def connect(
     now: Callable[[], float] = time.time,
     backoff: Backoff | None = None,
 ) -> Session:
-    """Log in or restore, retrying while the homeserver is away; raises HomeserverError at
-    once for a URL that no retry can fix (module docstring). A quick start never probes."""
+    """Log in or restore, retrying while the homeserver is away; raises ConfigError at once
+    for a URL that no retry can fix (module docstring). A quick start never probes."""
     failed = asyncio.Event()
     diagnosis = asyncio.create_task(_diagnose(client.homeserver, failed, diagnose_after_s))
     pace = backoff or Backoff(1.0, MAX_BACKOFF_S)
@@ -133,7 +155,9 @@ async def _login(
             reach = await probe(client.homeserver)
             if reach.ok:
                 raise
-            raise HomeserverError(reach.problem, fix=f"{reach.fix} as [matrix] homeserver") from err
+            raise lasting_error(reach) or HomeserverError(
+                reach.problem, fix=f"{reach.fix} as [matrix] homeserver"
+            ) from err
         if tries > 1:
             log.info("matrix.reachable", tries=tries)
         return session

@@ -24,7 +24,7 @@ from dispatch_matrix import __version__
 from dispatch_matrix.app.agent_kit import control_plane, watch_dir
 from dispatch_matrix.app.agent_kit import limits as sandbox_limits
 from dispatch_matrix.app.config import Config
-from dispatch_matrix.app.connect import connect
+from dispatch_matrix.app.connect import connect, logged_out
 from dispatch_matrix.app.health import HealthRecorder, stale_after_ms
 from dispatch_matrix.app.homeserver import LocalSynapse
 from dispatch_matrix.app.start_notices import retire_device, tell_connector_failures
@@ -36,6 +36,7 @@ from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.core.known_secrets import environment_secrets
 from dispatch_matrix.identity.crosssign import ensure_identity, until_approved
 from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.failures import TokenRejected
 from dispatch_matrix.matrix.outbox import tell_undelivered
 from dispatch_matrix.matrix.sync import SyncStalled
 from dispatch_matrix.sandbox.guards import recover_watched
@@ -166,7 +167,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
             say=say,
         )
         log.info("daemon.started", user=session.user_id, device=session.device_id, pid=os.getpid())
-        return await _serve(parts)
+        try:
+            return await _serve(parts)
+        except TokenRejected as err:
+            raise logged_out(can_log_in=secret is not None) from err
     finally:
         if recorder is not None:
             recorder.stopped()

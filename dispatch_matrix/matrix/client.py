@@ -205,7 +205,17 @@ class MatrixClient:
         return response
 
     async def publish_device_keys(self) -> None:
-        """Upload our device keys now if the homeserver lacks them (a new device)."""
+        """Upload our device keys now if the homeserver lacks them: a new device, or one the
+        homeserver forgot. Another session that logs the bot out deletes its device and
+        keys; the next login with the device's id makes the device again, without keys,
+        while nio remembers them as uploaded (cross-signing then found no device to sign,
+        at every start)."""
+        olm = self.client.olm
+        if olm is not None and not self.client.should_upload_keys:
+            published = await self.query_keys([self.user_id])
+            if self.device_id not in published.get("device_keys", {}).get(self.user_id, {}):
+                log.warning("matrix.device_keys_gone", device=self.device_id)
+                olm.account.shared = False
         if self.client.should_upload_keys:
             await self.call("keys/upload", self.client.keys_upload())
 

@@ -1,7 +1,8 @@
 """Operator mistakes and accidents that need a real homeserver: a wrong password on `run`,
-and a bot logged out by another session while it runs (Element's "Sign out" of the bot's
-session, or the admin deleting its device). Each is one line with its fix and an exit code
-a service manager can act on; a logged-out bot comes back at the next start."""
+a bot logged out by another session while it runs (Element's "Sign out" of the bot's
+session, or the admin deleting its device), and a Ctrl-C during the first key upload. Each
+is one line with its fix and an exit code a service manager can act on, or is recovered
+from at the next start."""
 
 from __future__ import annotations
 
@@ -10,13 +11,20 @@ import json
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import BotSetup, Homeserver
 from harness.bot import BotProcess
+from structlog.testing import capture_logs
 
+from dispatch_matrix.core.ids import UserID
+from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.device import Devices
+from dispatch_matrix.matrix.failures import checked
 from dispatch_matrix.store import Database
+from dispatch_matrix.store.state import StateFolder
 
 pytestmark = [pytest.mark.e2e]
 
@@ -98,3 +106,42 @@ async def test_a_bot_logged_out_while_running_says_so_and_comes_back_at_the_next
     self_signing = keys["self_signing_keys"][setup.bot.user_id]["keys"]
     [key_id] = self_signing
     assert key_id in published["signatures"][setup.bot.user_id], "cross-signed again"
+
+
+async def test_a_start_stopped_between_uploading_keys_and_saving_them_is_not_wedged(
+    homeserver: Homeserver, tmp_path: Path
+) -> None:
+    """Ctrl-C during init's (or run's) first key upload: the homeserver kept the one-time
+    keys, the crypto store never recorded them, and every later start made other keys
+    under the same ids: 'keys/upload failed: M_UNKNOWN One time key … already exists', at
+    each init --force and each run, for ever. Now a new device replaces the wedged one."""
+    account = homeserver.new_user("wedged")
+    state = StateFolder(tmp_path).ensure()
+    db = Database.open(state.db_path)
+    try:
+        first = await Devices(homeserver.url, UserID(account.user_id), state, db).open(
+            account.password
+        )
+        # What was on disk when the Ctrl-C came: the account, its keys not yet uploaded.
+        before = {p.name: p.read_bytes() for p in state.crypto_dir.iterdir()}
+        await checked(homeserver.url, "keys/upload", first.nio.keys_upload())
+        await first.nio.close()
+        for path in state.crypto_dir.iterdir():
+            path.unlink()
+        for name, content in before.items():
+            (state.crypto_dir / name).write_bytes(content)
+
+        client = MatrixClient(homeserver.url, UserID(account.user_id), state, db)
+        with capture_logs() as logged:
+            session = await client.connect(account.password)
+        try:
+            assert session.device_id != first.session.device_id
+            assert client.replaced_device == first.session.device_id
+            clash = [e for e in logged if e["event"] == "matrix.device_keys_clash"]
+            assert [e["device"] for e in clash] == [first.session.device_id]
+            published = await client.query_keys([account.user_id])
+            assert session.device_id in published["device_keys"][account.user_id]
+        finally:
+            await client.close()
+    finally:
+        db.close()

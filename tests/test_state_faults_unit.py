@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from dispatch_matrix import cli
-from dispatch_matrix.core.errors import AlreadyRunning, StateError
+from dispatch_matrix.core.errors import AlreadyRunning, HomeserverError, StateError
+from dispatch_matrix.matrix.failures import RequestRefused, is_keys_clash
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.state import StateFolder
 
@@ -130,3 +131,23 @@ def test_a_holder_that_has_not_written_its_pid_yet_is_still_named_plainly(
         with pytest.raises(AlreadyRunning) as refused:
             StateFolder(tmp_path).lock()
     assert refused.value.message == f"another dispatch-matrix is already running on {tmp_path}"
+
+
+@pytest.mark.parametrize(
+    ("error", "clash"),
+    [
+        (
+            RequestRefused(
+                "keys/upload failed: M_UNKNOWN One time key signed_curve25519:AAAAAAAAABo "
+                'already exists. Old key: {"key": "…"}; new key: {…}',
+                "M_UNKNOWN",
+            ),
+            True,
+        ),
+        (RequestRefused("keys/upload failed: M_FORBIDDEN", "M_FORBIDDEN"), False),
+        (RequestRefused("createRoom failed: M_ROOM_IN_USE alias already exists", "M_X"), False),
+        (HomeserverError("One time key already exists"), False),  # not the server's refusal
+    ],
+)
+def test_is_keys_clash(error: HomeserverError, clash: bool) -> None:
+    assert is_keys_clash(error) is clash

@@ -38,6 +38,7 @@ from dispatch_matrix.matrix.failures import (
     Unreachable,
     checked,
     failure,
+    is_keys_clash,
     why_unreachable,
 )
 from dispatch_matrix.store import Database
@@ -97,9 +98,10 @@ class MatrixClient:
         return self._devices.nio_for(device_id)
 
     async def connect(self, password: str | None, access_token: str | None = None) -> Session:
-        """Restore the saved device or sign in for the first time (`Devices.open`); a device
-        it replaced because its keys were lost is kept in `replaced_device`, for the caller
-        to delete and announce."""
+        """Restore the saved device or sign in for the first time (`Devices.open`), and
+        publish its keys; a device it replaced because its keys were lost (or clash with
+        the homeserver's) is kept in `replaced_device`, for the caller to delete and
+        announce."""
         if self.nio is not None:
             # A try before this one (the homeserver was away) leaves no session open.
             await self.nio.close()
@@ -108,6 +110,22 @@ class MatrixClient:
         self.nio = device.nio
         if device.replaced is not None:
             self.replaced_device = device.replaced
+        try:
+            await self.publish_device_keys()
+        except RequestRefused as err:
+            if not is_keys_clash(err):
+                raise
+            # A start stopped (Ctrl-C) between uploading this device's one-time keys and
+            # saving them: the homeserver keeps keys under ids this device would make again
+            # with other values, and refuses its every upload. Only a new device gets past.
+            aside = self._devices.set_aside(device.session, "keys-clash")
+            log.error("matrix.device_keys_clash", device=self.device_id, moved_to=str(aside))
+            await self.nio.close()
+            self.nio = None
+            device = await self._devices.open(password, access_token)
+            self.nio = device.nio
+            self.replaced_device = device.replaced
+            await self.publish_device_keys()
         return device.session
 
     async def delete_device(self, device_id: str, password: str | None) -> None:

@@ -6,8 +6,12 @@ from at the next start."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import os
+import signal
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -16,9 +20,10 @@ from typing import Any
 
 import pytest
 from conftest import BotSetup, Homeserver
-from harness.bot import BotProcess
+from harness.bot import BotProcess, console_script
 from structlog.testing import capture_logs
 
+from dispatch_matrix.app.homeserver import STARTED_NAME, LocalSynapse, free_port
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.device import Devices
@@ -145,3 +150,60 @@ async def test_a_start_stopped_between_uploading_keys_and_saving_them_is_not_wed
             await client.close()
     finally:
         db.close()
+
+
+async def test_ctrl_c_while_run_starts_its_private_homeserver_stops_that_homeserver(
+    tmp_path: Path,
+) -> None:
+    """A Ctrl-C before the start had launched Synapse (it first stops a leftover one, which
+    may take seconds): the stop found nothing to stop, the start ran on in its thread, and
+    Synapse kept running after `run` said 'daemon.stopped', holding the port."""
+    config = tmp_path / "state" / "config.toml"
+    port = free_port()
+    made = await asyncio.create_subprocess_exec(
+        console_script(),
+        "init",
+        "--local-homeserver",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    assert await asyncio.wait_for(made.wait(), 180) == 0
+    homeserver = LocalSynapse(folder=config.parent / "homeserver", port=port)
+    assert not homeserver.is_up(), "init stops the homeserver it started"
+
+    # A leftover that takes its time to stop holds the start before it launches Synapse:
+    # the window the Ctrl-C falls into, made wide (it ignores SIGTERM, then ends by itself).
+    leftover = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(4)",
+        "synapse.app.homeserver",
+        "-c",
+        str(homeserver.config_path),
+        start_new_session=True,
+    )
+    (homeserver.folder / STARTED_NAME).write_text(f"{leftover.pid}\n")
+    run = await asyncio.create_subprocess_exec(
+        console_script(),
+        "run",
+        "--config",
+        str(config),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "ANTHROPIC_API_KEY": "sk-ant-test-0000000"},
+    )
+    assert run.stdout is not None
+    async with asyncio.timeout(120):
+        async for line in run.stdout:
+            if b"Starting the local homeserver" in line:
+                run.send_signal(signal.SIGINT)  # Ctrl-C
+                break
+        await run.communicate()
+    await leftover.wait()
+    assert run.returncode == 0
+    assert not homeserver.is_up(), "the homeserver run was starting is stopped with it"

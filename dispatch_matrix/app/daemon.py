@@ -117,6 +117,7 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     password = config.matrix.secret_password()
     token = config.matrix.secret_access_token()
     homeserver: LocalSynapse | None = None
+    starting: asyncio.Future[None] | None = None
     db: Database | None = None
     client: MatrixClient | None = None
     recorder: HealthRecorder | None = None
@@ -124,7 +125,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         if config.local_homeserver.enabled:
             homeserver = local_homeserver(config)
             say(f"Starting the local homeserver at {homeserver.url} …")
-            await asyncio.to_thread(homeserver.start)
+            # Shielded: a stop while it starts (Ctrl-C) must not leave the thread to finish
+            # the start after the `finally` below found nothing to stop.
+            starting = asyncio.get_running_loop().run_in_executor(None, homeserver.start)
+            await asyncio.shield(starting)
         db = Database.open(state.db_path)
         born = db.get_meta("born_ms")
         if born is None:
@@ -183,6 +187,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         if db is not None:
             db.close()
         if homeserver is not None:
+            if starting is not None and not starting.done():
+                log.info("daemon.homeserver_starting", note="stopped once it has started")
+                with contextlib.suppress(Exception):
+                    await starting
             await asyncio.to_thread(homeserver.stop)
         state.unlock()
 

@@ -193,7 +193,7 @@ async def test_a_homeserver_that_is_down_is_retried_and_said_once_with_the_next_
     assert first["error"] == (
         f"homeserver unreachable at http://127.0.0.1:{closed_port}: connection refused"
     )
-    assert first["fix"] == "is it running? Check the address and port"
+    assert first["fix"] == "is it running? Check the address and port ([matrix] homeserver)"
     assert first["next_try"] == next_try_at(0.0, 0.01)
     assert "retrying until it answers" in first["then"]
     retries = [e for e in logged if e["event"] == "matrix.retrying"]

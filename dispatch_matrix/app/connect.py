@@ -135,7 +135,10 @@ async def _login(
                 # The probe's sentence says more than nio's ("the host name 'x' is not
                 # found"), for the failure it was made for.
                 probed = not said and not reach.ok
-                error, fix = (reach.problem, reach.fix) if probed else (err.message, err.fix)
+                if probed:
+                    error, fix = reach.problem, f"{reach.fix} ([matrix] homeserver)"
+                else:
+                    error, fix = err.message, err.fix or ""
                 said = err.message
                 log.warning(
                     "matrix.unreachable",

@@ -61,7 +61,7 @@ def test_password_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
         ),
         (GOOD.replace('user_id = "@bot:example.org"\n', ""), "matrix.user_id", "required"),
         (GOOD + "\n[agent]\nmodle = 'x'\n", "agent.modle", "unknown key"),
-        (GOOD + "\n[agent]\nmax_tokens = 'lots'\n", "agent.max_tokens", "integer"),
+        (GOOD + "\n[agent]\nmax_tokens = 'lots'\n", "agent.max_tokens", "not a whole number"),
         ("[matrix\n", "config.toml", "not valid TOML"),
         (
             GOOD.replace('password = "hunter2hunter2"', 'password_file = "nope"'),

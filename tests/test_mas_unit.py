@@ -166,6 +166,10 @@ async def test_a_compatibility_token_stands_in_for_the_password(
     server: Scripted, tmp_path: Path, reply: Reply, problem: str | None
 ) -> None:
     server.on("GET", "/_matrix/client/v3/account/whoami", reply)
+    # connect publishes the new device's keys too (a stop before nio saved them would
+    # leave the device unable to upload them ever again).
+    uploaded = {"one_time_key_counts": {"signed_curve25519": 50}}
+    server.on("POST", "/_matrix/client/v3/keys/upload", (200, uploaded))
     client = client_for(server, tmp_path, logged_in=False)
     connect: Callable[[], Any] = lambda: client.connect(None, "mct_compat_token")  # noqa: E731
     if problem is None:

@@ -121,3 +121,43 @@ def test_a_url_that_answers_but_is_no_homeserver_names_the_url_to_use(url: str, 
     reach = not_a_homeserver(url, 404)
     assert not reach.ok and "not as a Matrix homeserver (HTTP 404" in reach.problem
     assert fix in reach.fix
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "flags", "lasting"),
+    [
+        # Only a changed URL fixes these: `run` stops rather than retry every minute.
+        ("https://127.0.0.1:8008", "timeout", {"plain_http": True}, True),
+        ("http://127.0.0.1:8448", "dropped", {"speaks_tls": True}, True),
+        ("matrix.example.org", "not-http", {}, True),
+        # The world may change under these: the server starts, the network comes up.
+        ("http://127.0.0.1:9", "refused", {}, False),
+        ("https://matrix.exmaple.org", "dns", {}, False),
+        ("https://m.org", "timeout", {}, False),
+        ("https://m.org", "certificate", {}, False),
+        ("https://m.org", "dropped", {}, False),
+        # A TLS port found for an https URL is no slip at all.
+        ("https://m.org", "dropped", {"speaks_tls": True}, False),
+    ],
+)
+def test_which_failures_no_retry_can_fix(
+    url: str, kind: str, flags: dict[str, bool], lasting: bool
+) -> None:
+    assert explain(url, kind, **flags).lasting is lasting
+
+
+def test_http_on_a_tls_port_names_the_https_url() -> None:
+    reach = explain("http://127.0.0.1:8448", "dropped", speaks_tls=True)
+    assert reach.problem == "http://127.0.0.1:8448 is plain HTTP, but that port speaks TLS (HTTPS)"
+    assert reach.fix == "use https://127.0.0.1:8448"
+
+
+@pytest.mark.parametrize(
+    ("status", "lasting"),
+    # A proxy's 5xx: its homeserver is away and may come back. Anything else: a wrong URL.
+    [(404, True), (400, True), (200, True), (502, False), (503, False)],
+)
+def test_an_answer_that_is_no_homeserver_is_lasting_unless_a_proxy_waits(
+    status: int, lasting: bool
+) -> None:
+    assert not_a_homeserver("https://matrix.example.org", status).lasting is lasting

@@ -16,10 +16,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dispatch_matrix.agent.settings import DEFAULT_MODEL, AgentSection
+from dispatch_matrix.app.config_checks import env_fix, known_keys, strict_scalars, toml_problem
 from dispatch_matrix.app.config_sections import LocalHomeserverSection, LogSection, StoreSection
 from dispatch_matrix.connectors.settings import McpSection, WebSection
 from dispatch_matrix.core.errors import ConfigError
@@ -131,14 +132,6 @@ def _fix_for(key: str, problem: str, known: list[str], kind: str = "", value: ob
     return "see the configuration reference in README.md"
 
 
-def _known_keys(section: str) -> list[str]:
-    model = Config.model_fields.get(section)
-    annotation = model.annotation if model else None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
-    return list(Config.model_fields)
-
-
 def _resolve(path: Path, base: Path) -> Path:
     expanded = path.expanduser()
     return expanded if expanded.is_absolute() else (base / expanded).resolve()
@@ -162,9 +155,18 @@ def load_config(path: Path) -> Config:
             str(path), f"cannot read: {err.strerror}", "check its permissions"
         ) from err
     try:
-        data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(str(path), f"not valid TOML ({err})", "fix the syntax there") from err
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            str(path),
+            f"not UTF-8 text (byte {err.start} cannot be read)",
+            "save it as UTF-8 text (a config is a plain text file)",
+        ) from err
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        problem, fix = toml_problem(str(err), text)
+        raise ConfigError(str(path), problem, fix) from err
     config = _validate(data)
     base = path.resolve().parent
     store = config.store.model_copy(update={"path": _resolve(config.store.path, base)})
@@ -230,6 +232,10 @@ def validate_data(data: dict[str, Any]) -> Config:
 
 
 def _validate(data: dict[str, Any]) -> Config:
+    # Before pydantic, whose lax mode would take "yes" for true and "4096" for 4096.
+    loose = strict_scalars(data, Config)
+    if loose is not None:
+        raise loose
     try:
         return Config(**data)
     except ValidationError as err:
@@ -240,9 +246,26 @@ def _validate(data: dict[str, Any]) -> Config:
             problem = "is required but missing"
         elif first["type"] == "extra_forbidden":
             problem = "unknown key"
-        section = str(first["loc"][0]) if first["loc"] else ""
-        fix = _fix_for(key, problem, _known_keys(section), first["type"], first.get("input"))
+        loc = tuple(first["loc"])
+        known = known_keys(Config, loc)
+        fix = _fix_for(key, problem, known, first["type"], first.get("input"))
+        if loc and first["type"] != "missing" and not _in_file(data, loc, first.get("input")):
+            # Not the file's: an override from the environment, which the fix must name.
+            variable = "DISPATCH_" + "__".join(str(part).upper() for part in loc)
+            problem = f"{problem} (from the environment variable {variable})"
+            fix = env_fix(variable, first["type"], fix)
         raise ConfigError(key, problem, fix) from None
+
+
+def _in_file(data: dict[str, Any], loc: tuple[str | int, ...], value: object) -> bool:
+    """Whether the file gives `value` at `loc` (else the environment overrode it)."""
+    here: object = data
+    for part in loc:
+        if not isinstance(here, dict) or part not in here:
+            return False
+        here = here[part]
+    # A table's own error (an unknown key in it) carries the merged table as its input.
+    return isinstance(here, dict) or here == value
 
 
 def _check_secrets(config: Config) -> None:

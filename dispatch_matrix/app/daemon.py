@@ -24,20 +24,19 @@ from dispatch_matrix import __version__
 from dispatch_matrix.app.agent_kit import control_plane, watch_dir
 from dispatch_matrix.app.agent_kit import limits as sandbox_limits
 from dispatch_matrix.app.config import Config
+from dispatch_matrix.app.connect import connect, logged_out
 from dispatch_matrix.app.health import HealthRecorder, stale_after_ms
 from dispatch_matrix.app.homeserver import LocalSynapse
-from dispatch_matrix.app.reach import probe
 from dispatch_matrix.app.start_notices import retire_device, tell_connector_failures
 from dispatch_matrix.app.wiring import Parts, build, local_homeserver
 from dispatch_matrix.core import logs
-from dispatch_matrix.core.backoff import Backoff
-from dispatch_matrix.core.errors import DispatchError, HomeserverError, LoginError, StateError
+from dispatch_matrix.core.errors import DispatchError, HomeserverError, StateError
 from dispatch_matrix.core.faults import disk_full
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.core.known_secrets import environment_secrets
 from dispatch_matrix.identity.crosssign import ensure_identity, until_approved
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.matrix.failures import Unreachable
+from dispatch_matrix.matrix.failures import TokenRejected
 from dispatch_matrix.matrix.sync import SyncStalled
 from dispatch_matrix.sandbox.guards import recover_watched
 from dispatch_matrix.sandbox.host import (
@@ -49,61 +48,9 @@ from dispatch_matrix.sandbox.host import (
 )
 from dispatch_matrix.sandbox.sockets import loopback_without_token
 from dispatch_matrix.store import Database
-from dispatch_matrix.store.db import Session
 from dispatch_matrix.store.state import StateFolder
 
 log = logs.get(__name__)
-
-_MAX_CONNECT_BACKOFF_S = 60.0
-# A first connection slower than this is looked into (one probe of the homeserver's URL).
-_DIAGNOSE_AFTER_S = 5.0
-
-
-async def connect(
-    client: MatrixClient,
-    password: str | None,
-    access_token: str | None = None,
-    diagnose_after_s: float = _DIAGNOSE_AFTER_S,
-) -> Session:
-    """Log in or restore, retrying with capped backoff while the homeserver is away.
-
-    A first connection that takes more than `diagnose_after_s`, or a homeserver that
-    answers the login with nonsense, is explained by one probe of the URL (`reach.probe`):
-    https on a plain-HTTP port hangs each try for the request's whole time limit without a
-    word, and a URL with a path gets 'M_UNRECOGNIZED'. A quick start never probes.
-    """
-    diagnosis = asyncio.create_task(_diagnose_when_slow(client.homeserver, diagnose_after_s))
-    backoff = Backoff(1.0, _MAX_CONNECT_BACKOFF_S)
-    try:
-        while True:
-            try:
-                return await client.connect(password, access_token)
-            except Unreachable as err:
-                wait = backoff.next()
-                log.warning("matrix.unreachable", error=err.message, retry_in=wait, fix=err.fix)
-                await asyncio.sleep(wait)
-            except LoginError:
-                raise
-            except HomeserverError as err:
-                reach = await probe(client.homeserver)
-                if reach.ok:
-                    raise
-                raise HomeserverError(
-                    reach.problem, fix=f"{reach.fix} as [matrix] homeserver"
-                ) from err
-    finally:
-        diagnosis.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await diagnosis
-
-
-async def _diagnose_when_slow(url: str, after_s: float) -> None:
-    await asyncio.sleep(after_s)
-    reach = await probe(url)
-    if not reach.ok:
-        # Said once, beside the retries: what is wrong with the URL, and how to fix it.
-        log.warning("matrix.url_problem", error=reach.problem, fix=reach.fix)
-
 
 # A hang-up (the terminal that ran us closed) is a stop like any other: by default it would
 # kill us on the spot, without a word in the log, leaving the private homeserver running.
@@ -170,6 +117,7 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
     password = config.matrix.secret_password()
     token = config.matrix.secret_access_token()
     homeserver: LocalSynapse | None = None
+    starting: asyncio.Future[None] | None = None
     db: Database | None = None
     client: MatrixClient | None = None
     recorder: HealthRecorder | None = None
@@ -177,7 +125,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         if config.local_homeserver.enabled:
             homeserver = local_homeserver(config)
             say(f"Starting the local homeserver at {homeserver.url} …")
-            await asyncio.to_thread(homeserver.start)
+            # Shielded: a stop while it starts (Ctrl-C) must not leave the thread to finish
+            # the start after the `finally` below found nothing to stop.
+            starting = asyncio.get_running_loop().run_in_executor(None, homeserver.start)
+            await asyncio.shield(starting)
         db = Database.open(state.db_path)
         born = db.get_meta("born_ms")
         if born is None:
@@ -220,7 +171,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
             say=say,
         )
         log.info("daemon.started", user=session.user_id, device=session.device_id, pid=os.getpid())
-        return await _serve(parts)
+        try:
+            return await _serve(parts)
+        except TokenRejected as err:
+            raise logged_out(can_log_in=secret is not None) from err
     finally:
         if recorder is not None:
             recorder.stopped()
@@ -233,6 +187,10 @@ async def _start_and_serve(config: Config, say: Callable[[str], None]) -> int:
         if db is not None:
             db.close()
         if homeserver is not None:
+            if starting is not None and not starting.done():
+                log.info("daemon.homeserver_starting", note="stopped once it has started")
+                with contextlib.suppress(Exception):
+                    await starting
             await asyncio.to_thread(homeserver.stop)
         state.unlock()
 

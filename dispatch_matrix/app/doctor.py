@@ -194,7 +194,11 @@ def _rate_limits(config: Config) -> list[Check]:
     db_path = StateFolder(config.state_dir).db_path
     if not db_path.exists():
         return []
-    db = Database.open(db_path)
+    try:
+        db = Database.open(db_path)
+    except StateError as err:
+        # The ledger's own check: a newer schema, or a file that is no database.
+        return [Check(False, err.message, err.fix or "")]
     try:
         count = int(db.get_meta("rate_limited_count") or "0")
         last = db.get_meta("rate_limited_last")
@@ -258,7 +262,11 @@ def _saved_session(config: Config) -> Any:
 
 async def _login(config: Config, reachable: bool) -> list[Check]:
     """Whether the saved login is still accepted (one request, no retries)."""
-    session = _saved_session(config)
+    try:
+        session = _saved_session(config)
+    except StateError:
+        # Said once, by the ledger's own line above.
+        return [Check(False, "login not checked: the ledger cannot be read", skipped=True)]
     if session is None:
         return [Check(False, "no saved login yet", "run `dispatch-matrix init` or `run` once")]
     if not reachable:
@@ -295,7 +303,10 @@ async def _login(config: Config, reachable: bool) -> list[Check]:
 
 
 def _crypto_store(config: Config) -> list[Check]:
-    session = _saved_session(config)
+    try:
+        session = _saved_session(config)
+    except StateError:
+        return []  # the ledger's own line says why
     if session is None:
         return []
     state = StateFolder(config.state_dir)

@@ -9,6 +9,7 @@ The login made to check the credentials is kept as the bot's device for life.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 import socket
@@ -223,14 +224,12 @@ def _setup_local(
     say(f"Starting it on {homeserver.url} …")
     homeserver.start()
     try:
-        bot_password = secrets.token_urlsafe(24)
-        owner_path = state.root / OWNER_PASSWORD_FILE
-        owner_password = (
-            owner_path.read_text().strip() if owner_path.exists() else secrets.token_urlsafe(12)
-        )
+        # Each password is kept before its account is made: an init stopped after that
+        # (Ctrl-C) is run again with the same accounts, which a lost password would lock.
+        bot_password = _kept_password(state.root / PASSWORD_FILE, 24)
+        owner_password = _kept_password(state.root / OWNER_PASSWORD_FILE, 12)
         answers.user_id = _register(homeserver, answers.bot_name, bot_password, say)
         owner = _register(homeserver, answers.owner_name, owner_password, say)
-        write_private(owner_path, owner_password)
     except BaseException:
         # A refusal or Ctrl-C: the homeserver it started must not outlive init.
         homeserver.stop()
@@ -242,10 +241,30 @@ def _setup_local(
     return homeserver, owner_password
 
 
+def _kept_password(path: Path, length: int) -> str:
+    """The password an earlier init of this folder kept, or a new one, kept now (0600)."""
+    with contextlib.suppress(OSError):
+        kept = path.read_text().strip()
+        if kept:
+            return kept
+    password = secrets.token_urlsafe(length)
+    write_private(path, password)
+    return password
+
+
 def _register(
     homeserver: LocalSynapse, localpart: str, password: str, say: Callable[[str], None]
 ) -> str:
-    user_id = homeserver.register(localpart, password)
+    try:
+        user_id = homeserver.register(localpart, password)
+    except HomeserverError as err:
+        if "M_USER_IN_USE" not in err.message:
+            raise
+        # An earlier init of this folder made it (it was stopped before 'Wrote'), with the
+        # password kept beside: the login that follows checks that it still matches.
+        user_id = f"@{localpart}:{homeserver.server_name}"
+        say(f"  {user_id} exists (made by an earlier init here); its kept password is used")
+        return user_id
     say(f"  registered {user_id}")
     return user_id
 

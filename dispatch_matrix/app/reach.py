@@ -1,13 +1,16 @@
 """Whether a homeserver answers at a URL, and when not, why in a sentence with its fix.
 
-Used before anything logs in (`init`) and by `doctor`: one short request with its own
-timeout, where a login through nio retries and waits a minute per try. A URL given as
-https:// whose port speaks plain HTTP is told apart from one that is merely down.
+Used before anything logs in (`init`), by `doctor` and by `run` when its first login fails
+or hangs: one short request with its own timeout, where a login through nio retries and
+waits a minute per try. A URL given as https:// whose port speaks plain HTTP, or as http://
+whose port speaks TLS, is told apart from one that is merely down: the first kind is
+`lasting` (only a changed URL fixes it, so `run` stops), the second may come back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -27,6 +30,8 @@ class Reach:
     problem: str = ""
     fix: str = ""
     latest: str = ""
+    # Retrying cannot fix it: the URL itself is wrong (its scheme, its path), not the server.
+    lasting: bool = False
 
 
 def kind_of(err: BaseException) -> str:
@@ -54,6 +59,7 @@ def explain(
     kind: str,
     *,
     plain_http: bool = False,
+    speaks_tls: bool = False,
     detail: str = "",
     limit: float = PROBE_TIMEOUT_S,
 ) -> Reach:
@@ -67,6 +73,15 @@ def explain(
             False,
             f"{url} does not answer in TLS: that port speaks plain HTTP",
             f"use {plain} (or the homeserver's HTTPS port)",
+            lasting=True,
+        )
+    if speaks_tls and parts.scheme == "http":
+        secure = parts._replace(scheme="https").geturl()
+        return Reach(
+            False,
+            f"{url} is plain HTTP, but that port speaks TLS (HTTPS)",
+            f"use {secure}",
+            lasting=True,
         )
     where = f"homeserver unreachable at {url}"
     sentences = {
@@ -99,13 +114,18 @@ def explain(
     problem, fix = sentences.get(
         kind, (f"{where}: {detail or 'the connection failed'}", "check the URL and the network")
     )
-    return Reach(False, problem, fix)
+    return Reach(False, problem, fix, lasting=kind == "not-http")
 
 
 async def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> Reach:
     """Ask `url` for the Matrix client API's versions, within `timeout` seconds."""
     if not url.startswith("https://"):
-        return await _probe(url, timeout)
+        reach = await _probe(url, timeout)
+        # A plain request to a TLS port is dropped, or answered by a proxy's error page:
+        # whether the port completes a TLS handshake tells that slip from a server that is down.
+        if not reach.ok and url.startswith("http://") and await _speaks_tls(url):
+            return explain(url, "tls-port", speaks_tls=True)
+        return reach
     # A TLS hello sent to a plain-HTTP port may go unanswered until the time limit: ask
     # that port in plain HTTP meanwhile, and a homeserver answering there ends the wait.
     secure = asyncio.ensure_future(_probe(url, timeout))
@@ -139,17 +159,22 @@ async def _probe(url: str, timeout: float) -> Reach:
 def not_a_homeserver(url: str, status: int) -> Reach:
     """`url` answers HTTP, but not the client API (pure; table-tested). Something after the
     host is the usual slip (a link copied from a browser, `/_matrix/client`): the fix names
-    the URL without it."""
+    the URL without it. A 5xx is a proxy whose homeserver is away, which may come back; any
+    other answer is the URL's fault, and lasting."""
     parts = urlsplit(url)
     problem = (
         f"{url} answers, but not as a Matrix homeserver (HTTP {status} for "
         "/_matrix/client/versions)"
     )
+    lasting = status < 500
     if parts.path.strip("/") or parts.query or parts.fragment:
         bare = parts._replace(path="", query="", fragment="").geturl()
-        return Reach(False, problem, f"use {bare} (without the path)")
+        return Reach(False, problem, f"use {bare} (without the path)", lasting=lasting)
     return Reach(
-        False, problem, "give the homeserver's client API URL, the one Element signs in to"
+        False,
+        problem,
+        "give the homeserver's client API URL, the one Element signs in to",
+        lasting=lasting,
     )
 
 
@@ -178,6 +203,28 @@ async def _speaks_plain_http(url: str) -> bool:
         return _is_homeserver(*await _versions(plain, _PLAIN_LOOK_S))
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
         return False
+
+
+async def _speaks_tls(url: str) -> bool:
+    """Whether `url`'s host and port complete a TLS handshake (any certificate: only the
+    protocol is asked, nothing is sent over it)."""
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        return False
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(_PLAIN_LOOK_S):
+            _, writer = await asyncio.open_connection(
+                parts.hostname, parts.port or 80, ssl=context, server_hostname=parts.hostname
+            )
+    except (OSError, TimeoutError, ssl.SSLError, ValueError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return True
 
 
 def _detail(err: BaseException) -> str:

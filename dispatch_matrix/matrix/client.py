@@ -38,6 +38,7 @@ from dispatch_matrix.matrix.failures import (
     Unreachable,
     checked,
     failure,
+    is_keys_clash,
     why_unreachable,
 )
 from dispatch_matrix.store import Database
@@ -97,9 +98,10 @@ class MatrixClient:
         return self._devices.nio_for(device_id)
 
     async def connect(self, password: str | None, access_token: str | None = None) -> Session:
-        """Restore the saved device or sign in for the first time (`Devices.open`); a device
-        it replaced because its keys were lost is kept in `replaced_device`, for the caller
-        to delete and announce."""
+        """Restore the saved device or sign in for the first time (`Devices.open`), and
+        publish its keys; a device it replaced because its keys were lost (or clash with
+        the homeserver's) is kept in `replaced_device`, for the caller to delete and
+        announce."""
         if self.nio is not None:
             # A try before this one (the homeserver was away) leaves no session open.
             await self.nio.close()
@@ -108,6 +110,22 @@ class MatrixClient:
         self.nio = device.nio
         if device.replaced is not None:
             self.replaced_device = device.replaced
+        try:
+            await self.publish_device_keys()
+        except RequestRefused as err:
+            if not is_keys_clash(err):
+                raise
+            # A start stopped (Ctrl-C) between uploading this device's one-time keys and
+            # saving them: the homeserver keeps keys under ids this device would make again
+            # with other values, and refuses its every upload. Only a new device gets past.
+            aside = self._devices.set_aside(device.session, "keys-clash")
+            log.error("matrix.device_keys_clash", device=self.device_id, moved_to=str(aside))
+            await self.nio.close()
+            self.nio = None
+            device = await self._devices.open(password, access_token)
+            self.nio = device.nio
+            self.replaced_device = device.replaced
+            await self.publish_device_keys()
         return device.session
 
     async def delete_device(self, device_id: str, password: str | None) -> None:
@@ -205,7 +223,17 @@ class MatrixClient:
         return response
 
     async def publish_device_keys(self) -> None:
-        """Upload our device keys now if the homeserver lacks them (a new device)."""
+        """Upload our device keys now if the homeserver lacks them: a new device, or one the
+        homeserver forgot. Another session that logs the bot out deletes its device and
+        keys; the next login with the device's id makes the device again, without keys,
+        while nio remembers them as uploaded (cross-signing then found no device to sign,
+        at every start)."""
+        olm = self.client.olm
+        if olm is not None and not self.client.should_upload_keys:
+            published = await self.query_keys([self.user_id])
+            if self.device_id not in published.get("device_keys", {}).get(self.user_id, {}):
+                log.warning("matrix.device_keys_gone", device=self.device_id)
+                olm.account.shared = False
         if self.client.should_upload_keys:
             await self.call("keys/upload", self.client.keys_upload())
 

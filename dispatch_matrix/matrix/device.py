@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nio import AsyncClient, AsyncClientConfig, LoginResponse
@@ -164,6 +165,14 @@ class Devices:
         self._db.save_session(session)
         log.info("matrix.token_adopted", user=self._user_id, device=response.device_id)
         return Device(nio, session)
+
+    def set_aside(self, saved: Session, why: str) -> Path:
+        """Move the saved device's crypto store aside, so the next `open` replaces the
+        device (its keys can no longer be used); returns where it went."""
+        path = self._state.crypto_dir / f"{saved.user_id}_{saved.device_id}.db"
+        aside = path.with_name(f"{path.name}.{why}-{int(time.time())}")
+        path.rename(aside)
+        return aside
 
     def _store_usable(self, saved: Session) -> bool:
         """Whether the saved device's crypto store opens; an unreadable one is moved aside."""

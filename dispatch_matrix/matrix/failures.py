@@ -51,6 +51,17 @@ FINAL_CODES = frozenset(
 )
 
 
+def is_keys_clash(err: HomeserverError) -> bool:
+    """Whether a key upload was refused because the homeserver holds other one-time keys
+    under the same ids (Synapse: 'One time key … already exists'): an upload made before,
+    whose keys this device never saved."""
+    return (
+        isinstance(err, RequestRefused)
+        and "already exists" in err.message
+        and ("one time key" in err.message.lower())
+    )
+
+
 def is_final(err: HomeserverError) -> bool:
     """Whether the homeserver refused for good: a retry would be refused the same way."""
     return isinstance(err, RequestRefused) and err.code in FINAL_CODES

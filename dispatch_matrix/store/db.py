@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from dispatch_matrix.core.errors import StateError
+
 _MIGRATIONS = [
     # 1: the ledger, the transcript, the outbox, the Matrix session.
     """
@@ -239,6 +241,17 @@ class Session:
     access_token: str
 
 
+def _refuse_newer(version: int) -> None:
+    """A schema this version does not know: its tables mean what a later version says, and
+    reading or writing them with this one's queries could lose tasks, so nothing is touched."""
+    if version > len(_MIGRATIONS):
+        raise StateError(
+            f"the state folder was written by a newer dispatch-matrix (its schema is "
+            f"version {version}, this one knows up to {len(_MIGRATIONS)})",
+            fix="upgrade dispatch-matrix to the version that wrote it (or newer)",
+        )
+
+
 class Connection:
     """The SQLite connection, used from the event loop's thread: its transactions, staged
     writes and the shared small tables. The tables of every layer build on it."""
@@ -251,18 +264,34 @@ class Connection:
 
     @classmethod
     def open(cls, path: Path) -> Self:
-        """Open (creating if needed) and migrate the database at `path`."""
+        """Open (creating if needed) and migrate the database at `path`; a file that is not
+        one of ours, or that a newer dispatch-matrix wrote, is a StateError."""
         new = not path.exists()
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        if new:
-            path.chmod(0o600)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
-        db = cls(conn)
-        db._migrate()
+        try:
+            if new:
+                path.chmod(0o600)
+            # Before anything is written (even the journal mode, in the file's header).
+            _refuse_newer(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            db = cls(conn)
+            db._migrate()
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            if isinstance(err, sqlite3.OperationalError):
+                raise  # a full disk, a read-only folder, a lock: said where it struck
+            raise StateError(
+                f"the ledger {path} cannot be read as a database ({err})",
+                fix="restore the state folder from a backup; or move the file aside to start "
+                "afresh (the bot logs in as a new device, and its queue and history are gone)",
+            ) from err
+        except StateError:
+            conn.close()
+            raise
         return db
 
     def close(self) -> None:

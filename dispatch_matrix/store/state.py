@@ -92,10 +92,12 @@ class StateFolder:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().strip()
             handle.close()
+            # The holder writes its pid just after it takes the lock: it may not be there yet.
+            pid = f" (pid {holder})" if holder.isdigit() else ""
             raise AlreadyRunning(
-                f"another dispatch-matrix (pid {holder}) is already running on {self.root}",
+                f"another dispatch-matrix{pid} is already running on {self.root}",
                 fix="stop it first, or give this one its own [store] path",
             ) from None
         handle.seek(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,19 @@ def stand_in(argv: list[str]) -> subprocess.Popen[bytes]:
     """A process that sleeps with the given words on its command line, in its own session
     as the daemon starts Synapse."""
     code = "import time; time.sleep(120)"
-    return subprocess.Popen([sys.executable, "-c", code, *argv], start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-c", code, *argv], start_new_session=True)
+    # Until the child has exec'd, its command line is still ours (pytest's): wait for the
+    # words, as a leftover Synapse has them long before the next run looks.
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    want = argv[-1].encode()
+    for _ in range(2000):
+        if want in cmdline.read_bytes():
+            break
+        time.sleep(0.005)
+    else:
+        process.kill()
+        raise AssertionError("the stand-in never showed its command line")
+    return process
 
 
 def test_a_synapse_left_running_on_this_folder_is_stopped(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ToolError
+from dispatch_matrix.core.paths import canonicalize
+from dispatch_matrix.sandbox.caches import cache_env, ensure
 from dispatch_matrix.sandbox.guards import note_watched, quarantine, restore_links
 from dispatch_matrix.sandbox.host import Confinement, check_sandbox, confinement_for, spec_for
 from dispatch_matrix.sandbox.spec import Sandbox
@@ -50,6 +52,32 @@ def _undo(
     replaced is put back; the paths concerned."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return [*quarantine(watched, stamp), *restore_links(links, stamp)]
+
+
+def _with_caches(
+    ctx: ToolContext, env: dict[str, str], network: bool
+) -> tuple[dict[str, str], Path | None]:
+    """The call's environment with the sandbox's own caches (sandbox/caches.py), and the
+    folder to bind writable; unchanged when the context names none or when it lies in a
+    path the sandbox hides (it would not be seen)."""
+    folder = ctx.sandbox_cache
+    if folder is None:
+        return env, None
+    for denied in ctx.denied_paths:
+        if folder.is_relative_to(denied.expanduser()):
+            return env, None
+    roots: list[PurePosixPath] = []
+    for root in ctx.allowed_roots:
+        roots.append(PurePosixPath(root.expanduser()))
+        try:
+            roots.append(PurePosixPath(canonicalize(root.expanduser())))
+        except OSError:
+            continue
+    variables = cache_env(env, PurePosixPath(folder), roots, network)
+    if not variables:
+        return env, None
+    ensure(folder, variables)
+    return {**env, **variables}, folder
 
 
 def minimal_env(home: Path | None = None) -> dict[str, str]:
@@ -128,6 +156,7 @@ class BashTool:
     async def _sandboxed(
         self, command: str, ctx: ToolContext, env: dict[str, str], timeout: float, tmp: str
     ) -> ToolResult:
+        env, cache = await asyncio.to_thread(_with_caches, ctx, env, self.confinement.network)
         # A few dozen stats and symlink lookups; off the event loop like any file access.
         spec = await asyncio.to_thread(
             spec_for,
@@ -139,6 +168,7 @@ class BashTool:
             tmp,
             readonly=ctx.readonly_paths,
             home=home_of(ctx) if ctx.guard_home else None,
+            cache=cache,
         )
         if any(p == spec.workdir or spec.workdir.is_relative_to(p) for p in spec.hidden_dirs):
             raise ToolError(f"the workdir {ctx.workdir} lies in a folder the sandbox hides")

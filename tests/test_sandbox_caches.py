@@ -387,3 +387,19 @@ def test_the_daemon_hands_the_folder_to_every_call(
     assert ctx.sandbox_cache == home / ".cache/dispatch-matrix/sandbox"
     for path in (*ctx.denied_paths, *ctx.readonly_paths):
         assert not ctx.sandbox_cache.is_relative_to(path), path
+
+
+async def test_the_owners_cargo_config_still_applies_under_the_home(
+    bwrap: Confinement, machine: Machine
+) -> None:
+    # cargo reads `.cargo/config.toml` in every folder above the project before CARGO_HOME's
+    # own, so the owner's ~/.cargo/config.toml still counts for a project under the home.
+    # (Linking it into the sandbox's CARGO_HOME would read it twice: list values, such as
+    # an alias's words, would be doubled.)
+    needs_cargo()
+    (machine.home / ".cargo/config.toml").write_text(
+        '[alias]\nowner-alias = ["metadata", "--format-version", "1", "--no-deps"]\n'
+    )
+    output = await sh(replace(bwrap, network=True), machine.context(), "cargo owner-alias")
+    assert '"name":"app"' in output, output
+    assert not (default_folder(machine.home) / "cargo/config.toml").exists()

@@ -40,7 +40,10 @@ _SANDBOXED = (
     " The shell runs in a sandbox: only the allowed roots are writable, /tmp is private to "
     "the call, and the bot's own state and the user's credentials are not visible. Shell "
     "start-up files, service and autostart folders, .git/hooks and .git/config, editor and "
-    "agent settings and the bot's own installation are read-only even inside the roots."
+    "agent settings and the bot's own installation are read-only even inside the roots. "
+    "The user's package caches are read-only too: with the network on, cargo, Go, npm, "
+    "Maven and pre-commit are pointed at a cache of the sandbox's own (CARGO_HOME, "
+    "GOMODCACHE… are set), so leave those variables as they are."
 )
 log = logs.get(__name__)
 

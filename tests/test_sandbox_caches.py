@@ -403,3 +403,45 @@ async def test_the_owners_cargo_config_still_applies_under_the_home(
     output = await sh(replace(bwrap, network=True), machine.context(), "cargo owner-alias")
     assert '"name":"app"' in output, output
     assert not (default_folder(machine.home) / "cargo/config.toml").exists()
+
+
+async def test_a_full_disk_is_said_and_the_call_still_runs(
+    bwrap: Confinement, machine: Machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The call that finds out why (`df`) must still run; what it could not get is said.
+    cache = default_folder(machine.home)
+    mkdir = Path.mkdir
+
+    def full(self: Path, *args: object, **kwargs: object) -> None:
+        if self.is_relative_to(cache):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", full)
+    result = await ToolRegistry([BashTool(replace(bwrap, network=True))]).run(
+        "bash", {"command": 'echo "ran cargo=[$CARGO_HOME]"'}, machine.context()
+    )
+    output = text(result)
+    assert not result.is_error, output
+    assert "ran cargo=[]" in output, output
+    assert f"the disk is full: cannot create the sandbox's cache folder {cache}" in output
+    assert "could not write a cache in this call" in output
+
+
+async def test_a_link_planted_as_the_folder_is_not_bound(
+    bwrap: Confinement, machine: Machine
+) -> None:
+    # Its target (a folder of the owner's outside every root) must not turn writable.
+    cache = default_folder(machine.home)
+    documents = machine.home / "Documents"
+    documents.mkdir()
+    cache.parent.mkdir(parents=True)
+    cache.symlink_to(documents)
+    output = await sh(
+        replace(bwrap, network=True),
+        machine.context(),
+        'echo "cargo=[$CARGO_HOME]"; touch ~/Documents/planted 2>&1',
+    )
+    assert "cargo=[]" in output and "is a link" in output, output
+    assert "Read-only file system" in output, output
+    assert not (documents / "planted").exists()

@@ -138,8 +138,7 @@ def ensure(folder: Path, variables: Mapping[str, str]) -> None:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ToolError(
-                    f"the disk is full: cannot create the sandbox's cache folder {path} "
-                    "(cargo, Go, npm and Maven downloads go there); free some space"
+                    f"the disk is full: cannot create the sandbox's cache folder {path}"
                 ) from exc
             raise ToolError(
                 f"cannot create the sandbox's cache folder {path}: {exc.strerror or exc}"

@@ -59,16 +59,17 @@ def _undo(
 
 def _with_caches(
     ctx: ToolContext, env: dict[str, str], network: bool
-) -> tuple[dict[str, str], Path | None]:
-    """The call's environment with the sandbox's own caches (sandbox/caches.py), and the
-    folder to bind writable; unchanged when the context names none or when it lies in a
-    path the sandbox hides (it would not be seen)."""
+) -> tuple[dict[str, str], Path | None, str | None]:
+    """The call's environment with the sandbox's own caches (sandbox/caches.py), the folder
+    to bind writable, and why there are none when the folder cannot be made (the call still
+    runs: a full disk must not take away the `df` that finds out why). Unchanged when the
+    context names no folder or when it lies in a path the sandbox hides."""
     folder = ctx.sandbox_cache
     if folder is None:
-        return env, None
+        return env, None, None
     for denied in ctx.denied_paths:
         if folder.is_relative_to(denied.expanduser()):
-            return env, None
+            return env, None, None
     roots: list[PurePosixPath] = []
     for root in ctx.allowed_roots:
         roots.append(PurePosixPath(root.expanduser()))
@@ -78,9 +79,13 @@ def _with_caches(
             continue
     variables = cache_env(env, PurePosixPath(folder), roots, network)
     if not variables:
-        return env, None
-    ensure(folder, variables)
-    return {**env, **variables}, folder
+        return env, None, None
+    try:
+        ensure(folder, variables)
+    except ToolError as exc:
+        log.warning("sandbox.cache_unavailable", folder=str(folder), error=str(exc))
+        return env, None, str(exc)
+    return {**env, **variables}, folder, None
 
 
 def minimal_env(home: Path | None = None) -> dict[str, str]:
@@ -159,7 +164,28 @@ class BashTool:
     async def _sandboxed(
         self, command: str, ctx: ToolContext, env: dict[str, str], timeout: float, tmp: str
     ) -> ToolResult:
-        env, cache = await asyncio.to_thread(_with_caches, ctx, env, self.confinement.network)
+        env, cache, problem = await asyncio.to_thread(
+            _with_caches, ctx, env, self.confinement.network
+        )
+        result = await self._confined(command, ctx, env, timeout, tmp, cache)
+        if problem is None:
+            return result
+        first = {**result.content[0]}
+        first["text"] = (
+            f"{first.get('text', '')}\n[{problem}. cargo, Go, npm, Maven and pre-commit "
+            "could not write a cache in this call]"
+        )
+        return ToolResult([first, *result.content[1:]], result.is_error)
+
+    async def _confined(
+        self,
+        command: str,
+        ctx: ToolContext,
+        env: dict[str, str],
+        timeout: float,
+        tmp: str,
+        cache: Path | None,
+    ) -> ToolResult:
         # A few dozen stats and symlink lookups; off the event loop like any file access.
         spec = await asyncio.to_thread(
             spec_for,

@@ -37,6 +37,7 @@ from dispatch_matrix.core.errors import ConfigError
 from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.core.settings import secret_files
 from dispatch_matrix.permissions.policy import Policy
+from dispatch_matrix.sandbox.caches import default_folder
 from dispatch_matrix.sandbox.gitconfig import config_named, home_configs
 from dispatch_matrix.sandbox.host import Confinement, confinement_for, default_hidden
 from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, Limits
@@ -337,6 +338,7 @@ def build_tools(
         guard_home=True,
         watch_dir=watch_dir(config),
         env=env,
+        sandbox_cache=default_folder(Path.home()),
         bash_timeout_s=config.agent.bash_timeout_s,
     )
     return policy, registry, context

@@ -244,12 +244,14 @@ def spec_for(
     *,
     readonly: Iterable[Path] = (),
     home: Path | None = None,
+    cache: Path | None = None,
 ) -> SandboxSpec:
     """The spec of one call: the rules applied to what is on disk right now.
 
     `readonly`: paths kept read-only inside the roots besides the wall's own lists (the
     daemon's installation); `home`: the home folder the wall's lists are relative to (its
-    guards are applied only when given).
+    guards are applied only when given); `cache`: the sandbox's own cache folder (made by
+    `caches.ensure`), writable like a root but no tree of the owner's, so no tree guards.
     """
     roots = list(roots)
     canonical_roots = []
@@ -258,6 +260,8 @@ def spec_for(
             canonical_roots.append(PurePosixPath(canonicalize(root.expanduser())))
         except OSError:
             continue
+    if cache is not None:
+        canonical_roots.append(PurePosixPath(canonicalize(cache)))
     guards: list[tuple[Path, Guard]] = [(p, Guard(str(p), True, False)) for p in readonly]
     hidden = list(hidden)
     # Hidden paths missing inside a root are watched (a command could plant one: an

@@ -66,6 +66,9 @@ class ToolContext:
     # Where a shell call notes the paths it watches while it runs (in the state folder), so
     # that a restart after a crash mid-call still moves aside what it planted.
     watch_dir: Path | None = None
+    # The sandbox's own package caches (cargo, Go, npm, Maven, pre-commit: sandbox/caches.py),
+    # bound writable into every sandboxed call; None leaves the tools' caches as they are.
+    sandbox_cache: Path | None = None
     reporter: Reporter | None = None
     # Environment variables passed to shell commands (built from an allowlist).
     env: dict[str, str] = field(default_factory=dict)

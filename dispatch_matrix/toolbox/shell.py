@@ -23,6 +23,8 @@ from typing import Any
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ToolError
+from dispatch_matrix.core.paths import canonicalize
+from dispatch_matrix.sandbox.caches import cache_env, ensure
 from dispatch_matrix.sandbox.guards import note_watched, quarantine, restore_links
 from dispatch_matrix.sandbox.host import Confinement, check_sandbox, confinement_for, spec_for
 from dispatch_matrix.sandbox.spec import Sandbox
@@ -38,7 +40,10 @@ _SANDBOXED = (
     " The shell runs in a sandbox: only the allowed roots are writable, /tmp is private to "
     "the call, and the bot's own state and the user's credentials are not visible. Shell "
     "start-up files, service and autostart folders, .git/hooks and .git/config, editor and "
-    "agent settings and the bot's own installation are read-only even inside the roots."
+    "agent settings and the bot's own installation are read-only even inside the roots. "
+    "The user's package caches are read-only too: with the network on, cargo, Go, npm, "
+    "Maven and pre-commit are pointed at a cache of the sandbox's own (CARGO_HOME, "
+    "GOMODCACHE… are set), so leave those variables as they are."
 )
 log = logs.get(__name__)
 
@@ -50,6 +55,37 @@ def _undo(
     replaced is put back; the paths concerned."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return [*quarantine(watched, stamp), *restore_links(links, stamp)]
+
+
+def _with_caches(
+    ctx: ToolContext, env: dict[str, str], network: bool
+) -> tuple[dict[str, str], Path | None, str | None]:
+    """The call's environment with the sandbox's own caches (sandbox/caches.py), the folder
+    to bind writable, and why there are none when the folder cannot be made (the call still
+    runs: a full disk must not take away the `df` that finds out why). Unchanged when the
+    context names no folder or when it lies in a path the sandbox hides."""
+    folder = ctx.sandbox_cache
+    if folder is None:
+        return env, None, None
+    for denied in ctx.denied_paths:
+        if folder.is_relative_to(denied.expanduser()):
+            return env, None, None
+    roots: list[PurePosixPath] = []
+    for root in ctx.allowed_roots:
+        roots.append(PurePosixPath(root.expanduser()))
+        try:
+            roots.append(PurePosixPath(canonicalize(root.expanduser())))
+        except OSError:
+            continue
+    variables = cache_env(env, PurePosixPath(folder), roots, network)
+    if not variables:
+        return env, None, None
+    try:
+        ensure(folder, variables)
+    except ToolError as exc:
+        log.warning("sandbox.cache_unavailable", folder=str(folder), error=str(exc))
+        return env, None, str(exc)
+    return {**env, **variables}, folder, None
 
 
 def minimal_env(home: Path | None = None) -> dict[str, str]:
@@ -128,6 +164,28 @@ class BashTool:
     async def _sandboxed(
         self, command: str, ctx: ToolContext, env: dict[str, str], timeout: float, tmp: str
     ) -> ToolResult:
+        env, cache, problem = await asyncio.to_thread(
+            _with_caches, ctx, env, self.confinement.network
+        )
+        result = await self._confined(command, ctx, env, timeout, tmp, cache)
+        if problem is None:
+            return result
+        first = {**result.content[0]}
+        first["text"] = (
+            f"{first.get('text', '')}\n[{problem}. cargo, Go, npm, Maven and pre-commit "
+            "could not write a cache in this call]"
+        )
+        return ToolResult([first, *result.content[1:]], result.is_error)
+
+    async def _confined(
+        self,
+        command: str,
+        ctx: ToolContext,
+        env: dict[str, str],
+        timeout: float,
+        tmp: str,
+        cache: Path | None,
+    ) -> ToolResult:
         # A few dozen stats and symlink lookups; off the event loop like any file access.
         spec = await asyncio.to_thread(
             spec_for,
@@ -139,6 +197,7 @@ class BashTool:
             tmp,
             readonly=ctx.readonly_paths,
             home=home_of(ctx) if ctx.guard_home else None,
+            cache=cache,
         )
         if any(p == spec.workdir or spec.workdir.is_relative_to(p) for p in spec.hidden_dirs):
             raise ToolError(f"the workdir {ctx.workdir} lies in a folder the sandbox hides")

@@ -27,7 +27,6 @@ from dispatch_matrix.matrix.attachments import (
     receive_file,
 )
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.matrix.fetching import FetchFailed
 from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
@@ -77,23 +76,12 @@ class IncomingFiles:
         self._max_bytes = max_bytes
         # The dated folder a new file goes to (the clock is an input, for tests).
         self._today = today
-        # A download of this sync's handling got no answer (a timeout, no connection): the
-        # others of the same handling are not tried (each could hang as long, and together
-        # outlast the sync loop's watchdog); they wait for a later sync like it.
-        self._unanswered: FetchFailed | None = None
 
-    def new_sync(self) -> None:
-        """A new sync's handling begins: downloads are tried again."""
-        self._unanswered = None
-
-    async def take(
-        self, event_id: str, content: dict[str, Any], *, apart: bool = False
-    ) -> Received | None:
+    async def take(self, event_id: str, content: dict[str, Any]) -> Received | None:
         """The saved file of an owner's attachment event, fetched only if no earlier
         reading saved it whole; None when the event is a task already. Raises
-        `AttachmentError` (`NotSaved` for a write that failed) or `HomeserverError`.
-        `apart`: a waiting file's try, which runs beside the sync's handling, not in it
-        (`unjudged.py`): another download's hang does not stop it, nor its hang others."""
+        `AttachmentError` (`NotSaved` for a write that failed) or `HomeserverError`. Runs
+        beside the sync's handling (`unjudged.py`): a hang here holds no other room."""
         known = self._ledger.task_by_event(event_id) is not None
         claim = None if known else self._ledger.file_claim(event_id)
         on_disk = _size(claim.path) if claim is not None else None
@@ -121,20 +109,11 @@ class IncomingFiles:
             claim = self._ledger.claim_file(
                 event_id, self._inbox / self._today(), file_name(content)
             )
-        if self._unanswered is not None and not apart:
-            raise FetchFailed(
-                f"not tried: {self._unanswered.message}", status=None
-            ) from self._unanswered
         # The inbox lies in the agent's workdir, where the sandboxed agent may write: from
         # the workdir down, no link it planted is followed.
-        try:
-            received = await receive_file(
-                self._client, content, claim.path, self._max_bytes, below=self._inbox.parent
-            )
-        except FetchFailed as failed:
-            if failed.status is None and not apart:
-                self._unanswered = failed
-            raise
+        received = await receive_file(
+            self._client, content, claim.path, self._max_bytes, below=self._inbox.parent
+        )
         self._ledger.file_saved(event_id, received.size)
         return received
 

@@ -120,7 +120,7 @@ class Router:
         # An admitted file message whose file the homeserver failed for now waits there
         # too, in the same order, and is fetched again when its next try is due.
         self._unjudged = Unjudged(
-            db, self._admit, self._settle, fetch=self._file_apart, tell=self._file_news
+            db, self._admit, self._settle, fetch=self._file, tell=self._file_news
         )
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
 
@@ -132,7 +132,6 @@ class Router:
         first = self._first
         news = news_of(response, first=first)
         self._keys_came = self._keys_came or news.room_keys
-        self._files.new_sync()
         if first and self._replays is not None:
             # The crypto machine is made once, at the login, before the first sync.
             self._replays.ensure(self._client.client.olm)
@@ -392,7 +391,8 @@ class Router:
         elif self._voice is not None and message.voice:
             await self._voice.receive(message)
         elif message.msgtype in _FILE_TYPES:
-            await self._file(message)
+            # Tried beside the sync's handling: one that hangs waits in its room's order.
+            await self._unjudged.first_try(message)
         elif message.msgtype != "m.text":
             await self._intake.not_text(message.event_id, message.room_id)
         else:
@@ -405,18 +405,15 @@ class Router:
                 reply_to=message.reply_to,
             )
 
-    async def _file_apart(self, message: Message) -> None:
-        """A waiting file's try, run beside the sync's handling (`unjudged.py`)."""
-        await self._file(message, apart=True)
-
-    async def _file(self, message: Message, *, apart: bool = False) -> None:
+    async def _file(self, message: Message) -> None:
         """An owner's image or file: saved, decrypted, into the inbox, once per event (read
         again after a crash, it is neither fetched nor saved twice); then it is a task.
         Raises `FileNotFetched` when the homeserver failed the download for now (the
-        message then waits, `unjudged.py`); what no retry mends is refused with a notice."""
+        message then waits, `unjudged.py`); what no retry mends is refused with a notice.
+        Every try runs beside the sync's handling (`Unjudged.first_try`, `retry`)."""
         content = message.content or {}
         try:
-            received = await self._files.take(message.event_id, content, apart=apart)
+            received = await self._files.take(message.event_id, content)
         except (AttachmentError, HomeserverError) as err:
             if isinstance(err, HomeserverError) and failure_outcome(err) is Outcome.RETRY:
                 log.info("attachment.fetch_failed", event_id=message.event_id, error=err.message)

@@ -21,8 +21,9 @@ question is still open (an expired question approves nothing).
 An owner's file message the gate admitted whose file the homeserver could not hand over
 for now (a 502, no answer: `fetching.py` sorts the failures) waits here too, in the same
 room order, as a `FileWait`: it is fetched again at a later sync when its next try is due
-(the try runs beside the sync's handling, waited for `fetching.TRY_INLINE_S` at most: one
-that hangs to the download's timeout holds only its own room)
+(every try, the first included, runs beside the sync's handling, waited for
+`fetching.TRY_INLINE_S` at most: one that hangs to the download's timeout holds only its own
+room, and a first try still under way makes its file wait here like a failed one)
 (the schedule is `fetching.after_failure`'s), the owner told once when it takes long, and
 given up on, by name, only after a day. What acts on the task running now goes ahead of a
 waiting file (an approval's answer, a stop command: the router's `_goes_ahead`), as the
@@ -195,6 +196,27 @@ class Unjudged:
             why=why,
         )
 
+    async def first_try(self, message: Message) -> None:
+        """An admitted file message's first try, beside the sync's handling like every later
+        one: waited for `TRY_INLINE_S` at most. One still under way then makes the file wait
+        here, in its room's order, the try going on (a download that hangs holds no other
+        room's answers, approvals or stop commands for its timeout). Raises
+        `FileNotFetched` as `fetch` does when the try failed within the wait."""
+        trying = asyncio.create_task(self._fetch(message), name=f"file-{message.event_id}")
+        await asyncio.wait({trying}, timeout=TRY_INLINE_S)
+        if trying.done():
+            trying.result()
+            return
+        wait = FileWait(message, self._clock())
+        self._db.keep_unjudged(message.event_id, message.room_id, encode_file(wait), replace=True)
+        self.rooms.add(message.room_id)
+        self._trying[message.event_id] = trying
+        log.info("attachment.fetching_apart", room=message.room_id, event_id=message.event_id)
+
+    def trying(self, event_id: str) -> bool:
+        """Whether a try at this event's file is under way beside the syncs."""
+        return event_id in self._trying
+
     async def wait_for_file(self, message: Message, err: HomeserverError) -> None:
         """An admitted file message whose file the homeserver failed for now: it waits, in
         its room's order (in its place, if it waited for the gate already), committed
@@ -328,6 +350,11 @@ class Unjudged:
                 # As for any event (router): a bug in handling one must not stop the bot
                 # hearing every later one.
                 log.exception(f"{kind_of(item)}.take_failed", event_id=item.event_id)
+            if item.event_id in self._trying:
+                # Judged, admitted, its file's first try still under way: it keeps its
+                # place until that try ends.
+                stuck.add(room_id)
+                continue
             self._db.judged(item.event_id)
             log.info(
                 f"{kind_of(item)}.judged_late",

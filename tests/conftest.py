@@ -25,7 +25,8 @@ from harness.workbench import Bench, build_bench, logs_captured  # noqa: E402
 
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port  # noqa: E402
 from dispatch_matrix.core.errors import ConfigError, HomeserverError  # noqa: E402
-from dispatch_matrix.sandbox.host import Confinement, check_sandbox  # noqa: E402
+from dispatch_matrix.sandbox.choice import check_sandbox  # noqa: E402
+from dispatch_matrix.sandbox.host import Confinement  # noqa: E402
 
 _names = itertools.count(1)
 

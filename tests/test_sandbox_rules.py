@@ -10,15 +10,9 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from dispatch_matrix.core.errors import ConfigError
-from dispatch_matrix.sandbox import host as sandbox_host
-from dispatch_matrix.sandbox.host import (
-    Confinement,
-    check_sandbox,
-    default_hidden,
-    diagnose,
-    platform_default,
-    survey,
-)
+from dispatch_matrix.sandbox import choice as sandbox_host
+from dispatch_matrix.sandbox.choice import check_sandbox, diagnose, platform_default
+from dispatch_matrix.sandbox.host import Confinement, default_hidden, survey
 from dispatch_matrix.sandbox.macos import profile
 from dispatch_matrix.sandbox.spec import Hidden, Limits, Sandbox, SandboxSpec, bwrap_args, plan
 from dispatch_matrix.sandbox.wall import home_guards, server_code, write_refusal

@@ -16,7 +16,7 @@ import pytest
 
 from dispatch_matrix.core.errors import ConfigError, DispatchError, ToolError
 from dispatch_matrix.permissions.policy import Policy
-from dispatch_matrix.sandbox.host import check_sandbox
+from dispatch_matrix.sandbox.choice import check_sandbox
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.paths import resolve
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from harness.owner import Owner, build_owner
 
-from dispatch_matrix.sandbox import host, landlock
+from dispatch_matrix.sandbox import choice, host, landlock
 from dispatch_matrix.sandbox.host import Confinement, default_hidden
 from dispatch_matrix.sandbox.sockets import candidates, env_sockets, loopback_without_token
 from dispatch_matrix.toolbox.base import ToolContext
@@ -285,8 +285,8 @@ def test_a_kernel_that_refuses_the_scope_runs_the_sandbox_without_it(
         tried.append(candidate.abstract_open)
         return "" if candidate.abstract_open else "landlock_restrict_self: Operation not permitted"
 
-    monkeypatch.setattr(host, "probe_once", probe)
-    found = host.check_sandbox("bubblewrap")
+    monkeypatch.setattr(choice, "probe_once", probe)
+    found = choice.check_sandbox("bubblewrap")
     assert tried[0] == "" and found.abstract_open.startswith("Landlock refused"), tried
     assert "abstract unix sockets in reach (Landlock refused" in found.describe()
 

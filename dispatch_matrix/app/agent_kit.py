@@ -38,8 +38,9 @@ from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.core.settings import secret_files
 from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.sandbox.caches import default_folder
+from dispatch_matrix.sandbox.choice import confinement_for
 from dispatch_matrix.sandbox.gitconfig import config_named, home_configs
-from dispatch_matrix.sandbox.host import Confinement, confinement_for, default_hidden
+from dispatch_matrix.sandbox.host import Confinement, default_hidden
 from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, Limits
 from dispatch_matrix.sandbox.wall import (
     home_guards,

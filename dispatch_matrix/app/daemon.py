@@ -38,14 +38,9 @@ from dispatch_matrix.identity.crosssign import ensure_identity, until_approved
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import TokenRejected
 from dispatch_matrix.matrix.sync import SyncStalled
+from dispatch_matrix.sandbox.choice import check_sandbox, sandbox_off_warning
 from dispatch_matrix.sandbox.guards import recover_watched
-from dispatch_matrix.sandbox.host import (
-    Confinement,
-    check_sandbox,
-    default_hidden,
-    hard_linked_secrets,
-    sandbox_off_warning,
-)
+from dispatch_matrix.sandbox.host import Confinement, default_hidden, hard_linked_secrets
 from dispatch_matrix.sandbox.sockets import loopback_without_token
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.state import StateFolder

@@ -221,7 +221,7 @@ def _rate_limits(config: Config) -> list[Check]:
 def _sandbox(config: Config) -> Check:
     """Which OS sandbox wraps shell commands; when it cannot start, why and the fix."""
     from dispatch_matrix.app.agent_kit import limits
-    from dispatch_matrix.sandbox.host import check_sandbox
+    from dispatch_matrix.sandbox.choice import check_sandbox
 
     try:
         found = check_sandbox(

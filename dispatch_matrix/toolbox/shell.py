@@ -25,8 +25,9 @@ from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.core.paths import canonicalize
 from dispatch_matrix.sandbox.caches import cache_env, ensure
+from dispatch_matrix.sandbox.choice import check_sandbox, confinement_for
 from dispatch_matrix.sandbox.guards import note_watched, quarantine, restore_links
-from dispatch_matrix.sandbox.host import Confinement, check_sandbox, confinement_for, spec_for
+from dispatch_matrix.sandbox.host import Confinement, spec_for
 from dispatch_matrix.sandbox.spec import Sandbox
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.paths import home_of

@@ -36,12 +36,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dispatch_matrix.app.agent_kit import readonly_paths  # noqa: E402
-from dispatch_matrix.sandbox.host import (  # noqa: E402
-    Confinement,
-    check_sandbox,  # noqa: E402
-    default_hidden,
-    spec_for,
-)
+from dispatch_matrix.sandbox.choice import check_sandbox  # noqa: E402
+from dispatch_matrix.sandbox.host import Confinement, default_hidden, spec_for  # noqa: E402
 from dispatch_matrix.sandbox.spec import Sandbox, bwrap_args  # noqa: E402
 from dispatch_matrix.toolbox.base import ToolContext  # noqa: E402
 from dispatch_matrix.toolbox.registry import ToolRegistry  # noqa: E402

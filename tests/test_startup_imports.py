@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("anthropic", "mcp", "mcp_types", "tree_sitter", "tree_sitter_bash", "cryptography")
 
@@ -61,3 +62,46 @@ def test_a_missing_shell_grammar_is_news_when_the_agent_is_built() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "tree_sitter_bash"
+
+
+# A real SIGINT, sent by the process to itself the moment the command line starts loading:
+# what a Ctrl-C in the first second of any command does.
+_CTRL_C_WHILE_LOADING = """
+import importlib.abc, os, signal, sys
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "dispatch_matrix.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+import tomllib
+script = tomllib.load(open("pyproject.toml", "rb"))["project"]["scripts"]["dispatch-matrix"]
+module, _, name = script.partition(":")
+entry = getattr(__import__(module, fromlist=[name]), name)
+sys.exit(entry())
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line_not_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_WHILE_LOADING],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == "dispatch-matrix: interrupted while starting"
+    # Nothing of the command line ran: the interrupt came before it loaded.
+    assert done.stdout == ""
+
+
+def test_the_console_script_loads_the_command_line_and_runs_it() -> None:
+    done = run_python(
+        "import sys\nsys.argv = ['dispatch-matrix', '--version']\n"
+        "import dispatch_matrix\nsys.exit(dispatch_matrix.main())\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "0.1.0" in done.stdout

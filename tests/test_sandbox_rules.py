@@ -403,6 +403,9 @@ def test_doctor_shows_the_sandbox_or_why_it_cannot_start(monkeypatch: pytest.Mon
     assert "limits per call: 256 processes, 2048 MB data per process" in on.what
     assert "1024 MB per file, 600 s CPU per process, 512 MB of /tmp, no core dumps" in on.what
     assert "(rlimits; no cgroup)" in on.what
+    # The folder the calls' package caches go to is named, for the disk space and for what
+    # a task fetched.
+    assert f"package caches of its calls: {Path.home()}/.cache/dispatch-matrix/sandbox" in on.what
     monkeypatch.setattr(sandbox_host, "probe_once", lambda c: "bwrap: uid map: EPERM")
     monkeypatch.setattr(sandbox_host, "read_sysctls", lambda: {"user.max_user_namespaces": "0"})
     broken = _sandbox(config("auto"))  # type: ignore[arg-type]

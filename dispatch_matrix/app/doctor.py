@@ -221,6 +221,7 @@ def _rate_limits(config: Config) -> list[Check]:
 def _sandbox(config: Config) -> Check:
     """Which OS sandbox wraps shell commands; when it cannot start, why and the fix."""
     from dispatch_matrix.app.agent_kit import limits
+    from dispatch_matrix.sandbox.caches import default_folder
     from dispatch_matrix.sandbox.choice import check_sandbox
 
     try:
@@ -235,7 +236,14 @@ def _sandbox(config: Config) -> Check:
             'sandbox: none (agent.sandbox = "none": shell commands run unconfined; '
             '"auto" confines them)',
         )
-    return Check(True, f"sandbox: {found.describe()}")
+    # Where the calls' cargo, Go, npm, Maven and pre-commit caches go (sandbox/caches.py):
+    # an operator looking for the disk space, or for what a task fetched, finds it here.
+    caches = default_folder(Path.home())
+    return Check(
+        True,
+        f"sandbox: {found.describe()}; the package caches of its calls: {caches} (delete it"
+        " while no task runs to free the space or drop what tasks fetched)",
+    )
 
 
 async def _homeserver(config: Config) -> list[Check]:

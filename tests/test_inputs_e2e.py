@@ -24,6 +24,7 @@ from harness.bot import BotProcess, console_script
 from structlog.testing import capture_logs
 
 from dispatch_matrix.app.homeserver import STARTED_NAME, LocalSynapse, free_port
+from dispatch_matrix.app.onboarding import InitAnswers, _login_and_open_dms
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.device import Devices
@@ -119,7 +120,9 @@ async def test_a_start_stopped_between_uploading_keys_and_saving_them_is_not_wed
     """Ctrl-C during init's (or run's) first key upload: the homeserver kept the one-time
     keys, the crypto store never recorded them, and every later start made other keys
     under the same ids: 'keys/upload failed: M_UNKNOWN One time key … already exists', at
-    each init --force and each run, for ever. Now a new device replaces the wedged one."""
+    each init --force and each run, for ever. Now a new device replaces the wedged one, and
+    init (as run does) deletes the wedged one from the account: the owners' clients would
+    otherwise go on encrypting to a device nobody holds the keys of."""
     account = homeserver.new_user("wedged")
     state = StateFolder(tmp_path).ensure()
     db = Database.open(state.db_path)
@@ -135,20 +138,43 @@ async def test_a_start_stopped_between_uploading_keys_and_saving_them_is_not_wed
             path.unlink()
         for name, content in before.items():
             (state.crypto_dir / name).write_bytes(content)
-
-        client = MatrixClient(homeserver.url, UserID(account.user_id), state, db)
-        with capture_logs() as logged:
-            session = await client.connect(account.password)
-        try:
-            assert session.device_id != first.session.device_id
-            assert client.replaced_device == first.session.device_id
-            clash = [e for e in logged if e["event"] == "matrix.device_keys_clash"]
-            assert [e["device"] for e in clash] == [first.session.device_id]
-            published = await client.query_keys([account.user_id])
-            assert session.device_id in published["device_keys"][account.user_id]
-        finally:
-            await client.close()
     finally:
+        db.close()
+
+    # init --force in that folder, through its own login (no DM: the device is the point).
+    said: list[str] = []
+    answers = InitAnswers(
+        config_path=tmp_path / "config.toml",
+        homeserver=homeserver.url,
+        user_id=account.user_id,
+        password=account.password,
+        dm=False,
+    )
+    with capture_logs() as logged:
+        device, _ = await _login_and_open_dms(answers, state, said.append)
+    assert device != first.session.device_id
+    clash = [e for e in logged if e["event"] == "matrix.device_keys_clash"]
+    assert [e["device"] for e in clash] == [first.session.device_id]
+    assert [e["device"] for e in logged if e["event"] == "matrix.old_device_deleted"] == [
+        first.session.device_id
+    ]
+    assert (
+        f"  the old device {first.session.device_id} (its keys were lost here) was deleted"
+        " from the account." in said
+    )
+
+    # The next start resumes the new device: its keys are published, the old one is gone,
+    # and `run` has the replacement to tell the rooms.
+    db = Database.open(state.db_path)
+    client = MatrixClient(homeserver.url, UserID(account.user_id), state, db)
+    try:
+        session = await client.connect(account.password)
+        assert session.device_id == device and client.replaced_device is None
+        published = await client.query_keys([account.user_id])
+        assert set(published["device_keys"][account.user_id]) == {device}
+        assert db.get_meta("announce_replaced_device") == first.session.device_id
+    finally:
+        await client.close()
         db.close()
 
 

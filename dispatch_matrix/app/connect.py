@@ -10,6 +10,10 @@ plain-HTTP port (each try hangs its whole time limit without a word), http on a 
 a URL with a path ('M_UNRECOGNIZED'). Only a changed config fixes those (`Reach.lasting`),
 so `run` stops with the diagnosis as a config error (exit 2, which a service does not
 restart into) instead of retrying every minute.
+
+A device this state folder lost the keys of is replaced at the login; `retire_device`
+deletes the old one from the account (for `run` and `init` alike) and keeps what the owners
+are to be told.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from dispatch_matrix.core.backoff import Backoff
 from dispatch_matrix.core.errors import ConfigError, HomeserverError, LoginError
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import Unreachable
+from dispatch_matrix.matrix.uia import ApprovalInBrowser
+from dispatch_matrix.store import Connection
 from dispatch_matrix.store.db import Session
 
 log = logs.get(__name__)
@@ -164,3 +170,23 @@ async def _login(
         if tries > 1:
             log.info("matrix.reachable", tries=tries)
         return session
+
+
+# Why the old device could not be deleted ("" when it was), for the owners' notice.
+REMOVAL_META = "announce_replaced_device_removal"
+
+
+async def retire_device(
+    client: MatrixClient, db: Connection, old: str, password: str | None
+) -> None:
+    """Delete the device whose keys were lost, and remember to tell the owners (with what
+    to do when the homeserver would not let the bot do it: MAS wants a browser)."""
+    removal = ""
+    try:
+        await client.delete_device(old, password)
+        log.info("matrix.old_device_deleted", device=old)
+    except (HomeserverError, ApprovalInBrowser) as err:
+        removal = err.one_line()
+        log.error("matrix.old_device_not_deleted", device=old, error=err.message, fix=err.fix)
+    db.set_meta("announce_replaced_device", old)
+    db.set_meta(REMOVAL_META, removal)

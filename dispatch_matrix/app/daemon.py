@@ -24,10 +24,10 @@ from dispatch_matrix import __version__
 from dispatch_matrix.app.agent_kit import control_plane, watch_dir
 from dispatch_matrix.app.agent_kit import limits as sandbox_limits
 from dispatch_matrix.app.config import Config
-from dispatch_matrix.app.connect import connect, logged_out
+from dispatch_matrix.app.connect import connect, logged_out, retire_device
 from dispatch_matrix.app.health import HealthRecorder, stale_after_ms
 from dispatch_matrix.app.homeserver import LocalSynapse
-from dispatch_matrix.app.start_notices import retire_device, tell_connector_failures
+from dispatch_matrix.app.start_notices import tell_connector_failures
 from dispatch_matrix.app.wiring import Parts, build, local_homeserver
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import DispatchError, HomeserverError, StateError

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatch_matrix.app.config import DEFAULT_MODEL, validate_data
+from dispatch_matrix.app.connect import REMOVAL_META, retire_device
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port
 from dispatch_matrix.app.reach import probe
 from dispatch_matrix.core.errors import ConfigError, HomeserverError, LoginError, StateError
@@ -28,7 +29,7 @@ from dispatch_matrix.identity.crosssign import ensure_identity
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.direct import CANNOT_OPEN, OpenedDM, open_owner_dms, why_not_opened
 from dispatch_matrix.matrix.discovery import discover, server_of
-from dispatch_matrix.store import Database
+from dispatch_matrix.store import Connection, Database
 from dispatch_matrix.store.state import StateFolder, write_private
 
 PASSWORD_FILE = "secrets/matrix-password"
@@ -294,6 +295,8 @@ async def _login_and_open_dms(
     try:
         session = await client.connect(answers.password)
         say(f"  ok: logged in as device {session.device_id}; kept for the bot's life.")
+        if client.replaced_device is not None:
+            await _retire_lost(client, db, client.replaced_device, answers.password, say)
         if not answers.dm:
             return session.device_id, []
         say("Cross-signing the bot's device and opening the encrypted DM …")
@@ -313,6 +316,20 @@ async def _login_and_open_dms(
     finally:
         await client.close()
         db.close()
+
+
+async def _retire_lost(
+    client: MatrixClient, db: Connection, old: str, password: str | None, say: Callable[[str], None]
+) -> None:
+    """A device this state folder could not use (its keys lost or wedged) was replaced by a
+    new login: delete the old one from the account, as `run` does, so the owners' clients
+    stop encrypting to it; `run` tells the rooms (`retire_device` keeps that for it)."""
+    await retire_device(client, db, old, password)
+    removal = db.get_meta(REMOVAL_META)
+    if removal:
+        say(f"  the old device {old} (its keys were lost here) is still on the account: {removal}")
+    else:
+        say(f"  the old device {old} (its keys were lost here) was deleted from the account.")
 
 
 def explain_next(answers: InitAnswers, device: str, dms: list[OpenedDM], path: Path) -> str:

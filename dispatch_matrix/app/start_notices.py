@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dispatch_matrix import __version__
+from dispatch_matrix.app.connect import REMOVAL_META
 from dispatch_matrix.app.onboarding import OWNER_PASSWORD_FILE
 from dispatch_matrix.core import logs
-from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.outbox import Outbox
-from dispatch_matrix.matrix.uia import ApprovalInBrowser
 from dispatch_matrix.queue import texts as queue_texts
 from dispatch_matrix.store import Connection
 
@@ -102,22 +101,6 @@ async def tell_connector_failures(
                 )
 
 
-async def retire_device(
-    client: MatrixClient, db: Connection, old: str, password: str | None
-) -> None:
-    """Delete the device whose keys were lost, and remember to tell the owners (with what
-    to do when the homeserver would not let the bot do it: MAS wants a browser)."""
-    removal = ""
-    try:
-        await client.delete_device(old, password)
-        log.info("matrix.old_device_deleted", device=old)
-    except (HomeserverError, ApprovalInBrowser) as err:
-        removal = err.one_line()
-        log.error("matrix.old_device_not_deleted", device=old, error=err.message, fix=err.fix)
-    db.set_meta("announce_replaced_device", old)
-    db.set_meta("announce_replaced_device_removal", removal)
-
-
 async def announce_replacement(client: MatrixClient, db: Connection, outbox: Outbox) -> None:
     old = db.get_meta("announce_replaced_device")
     if not old:
@@ -125,9 +108,7 @@ async def announce_replacement(client: MatrixClient, db: Connection, outbox: Out
     for room_id in list(client.client.rooms):
         await outbox.post(
             RoomID(room_id),
-            texts.device_replaced(
-                old, client.device_id, db.get_meta("announce_replaced_device_removal") or None
-            ),
+            texts.device_replaced(old, client.device_id, db.get_meta(REMOVAL_META) or None),
             notice=True,
             key=f"replaced-{old}-{room_id}",
         )

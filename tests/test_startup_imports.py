@@ -101,7 +101,7 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line_not_a_traceback() -> No
 def test_the_console_script_loads_the_command_line_and_runs_it() -> None:
     done = run_python(
         "import sys\nsys.argv = ['dispatch-matrix', '--version']\n"
-        "import dispatch_matrix\nsys.exit(dispatch_matrix.main())\n"
+        "from dispatch_matrix.__main__ import main\nsys.exit(main())\n"
     )
     assert done.returncode == 0, done.stderr
     assert "0.1.0" in done.stdout

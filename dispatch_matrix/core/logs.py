@@ -19,8 +19,7 @@ from typing import Any
 import structlog
 
 from dispatch_matrix.core.faults import is_disk_full
-from dispatch_matrix.core.known_secrets import KnownSecrets
-from dispatch_matrix.core.redaction import REDACTED, find_secrets, hide
+from dispatch_matrix.core.redaction import REDACTED, KnownSecrets, find_secrets, hide
 from dispatch_matrix.core.terminal import OBEYED
 
 __all__ = ["REDACTED", "REDACTOR", "Redactor", "get", "setup"]

@@ -1,11 +1,14 @@
-"""The log file's contents: our events, not the libraries' chatter."""
+"""The log file's contents: our events, not the libraries' chatter, and nothing in a line a
+terminal would obey when an operator reads the file."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from dispatch_matrix.core import logs
+import pytest
+
+from dispatch_matrix.core import logs, terminal
 from dispatch_matrix.matrix.formatting import render
 
 
@@ -23,3 +26,35 @@ def test_at_debug_rendering_an_answer_writes_our_event_not_the_renderers_steps(
         logs.setup("error")
     assert "<h1>" in html
     assert [json.loads(line)["event"] for line in lines] == ["test.rendered"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain words, é, 名前, 🎙️",
+        "csi \x9b[2J and del \x7f",
+        "right-to-left \u202eexe.txt and an isolate \u2066x\u2069",
+        "a line separator \u2028 here",
+        "a lone surrogate \ud800 from a broken decoder",
+        "a typed backslash \\x1b stays text",
+    ],
+)
+def test_a_json_line_reads_back_the_same_and_holds_nothing_a_terminal_obeys(text: str) -> None:
+    line = logs.in_json(json.dumps({"event": "x", "said": text}, ensure_ascii=False))
+    assert json.loads(line) == {"event": "x", "said": text}
+    assert terminal.safe(line) == line, "nothing in the line needed an escape"
+    line.encode("utf-8")  # a lone surrogate would raise here: the log file could not hold it
+
+
+def test_the_log_file_shows_an_owners_controls_as_escapes(tmp_path: Path) -> None:
+    """The JSON log escaped only C0: C1 controls, bidi overrides and lone surrogates went to
+    the file raw (and a lone surrogate made the record fail to write)."""
+    logs.setup("info", tmp_path)
+    try:
+        said = "\x9b]0;owned\x07 \u202egnp.exe \ud800"
+        logs.get("test").info("test.said", text=said)
+        [line] = (tmp_path / "dispatch.jsonl").read_text(encoding="utf-8").splitlines()
+    finally:
+        logs.setup("error")
+    assert terminal.safe(line) == line
+    assert json.loads(line)["text"] == said

@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 
-from dispatch_matrix.core import known_secrets
-from dispatch_matrix.core.known_secrets import environment_secrets, looks_secret
+from dispatch_matrix.core import redaction
 from dispatch_matrix.core.logs import REDACTED, Redactor
+from dispatch_matrix.core.redaction import environment_secrets, looks_secret
 from dispatch_matrix.toolbox.process import _Capture
 
 _JWT = (
@@ -564,7 +564,7 @@ def test_a_long_text_maps_a_found_secret_back_as_a_short_one_does(
         filler.replace("\n", " ") * 3000 + "\x1b[01;31m" + disguised + filler.replace("\n", " "),
     )
     fast = [redactor.known(text) for text in texts]
-    monkeypatch.setattr(known_secrets, "_BLOCK", 1 << 30)
+    monkeypatch.setattr(redaction, "_BLOCK", 1 << 30)
     for text, out in zip(texts, fast, strict=True):
         assert len(text) > 1 << 16
         assert REDACTED in out

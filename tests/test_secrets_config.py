@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from dispatch_matrix.app.agent_kit import build_tools, control_plane
 from dispatch_matrix.app.config import Config, load_config
 from dispatch_matrix.core.errors import ConfigError
-from dispatch_matrix.core.known_secrets import environment_secrets
+from dispatch_matrix.core.redaction import environment_secrets
 from dispatch_matrix.core.settings import is_secret_file_field, secret_files
 
 BASE = """

@@ -4,7 +4,6 @@ or a connector's words (status, doctor, the CLI's lines and its error line)."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from dispatch_matrix.app import health
 from dispatch_matrix.app.config import load_config
 from dispatch_matrix.app.doctor import Check
 from dispatch_matrix.app.status import show_status
-from dispatch_matrix.core import logs, terminal
+from dispatch_matrix.core import terminal
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.db import Session
@@ -124,35 +123,3 @@ def test_the_cli_prints_lines_and_its_error_line_without_a_control(
     assert out == f"one\n{SHOWN}\n"
     assert "no\\x1b[2J\\x0aconfig.toml" in err and not OBEYED.search(err)
     assert err.count("\n") == 1, "the error is one line"
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "plain words, é, 名前, 🎙️",
-        "csi \x9b[2J and del \x7f",
-        "right-to-left \u202eexe.txt and an isolate \u2066x\u2069",
-        "a line separator \u2028 here",
-        "a lone surrogate \ud800 from a broken decoder",
-        "a typed backslash \\x1b stays text",
-    ],
-)
-def test_a_json_line_reads_back_the_same_and_holds_nothing_a_terminal_obeys(text: str) -> None:
-    line = terminal.in_json(json.dumps({"event": "x", "said": text}, ensure_ascii=False))
-    assert json.loads(line) == {"event": "x", "said": text}
-    assert terminal.safe(line) == line, "nothing in the line needed an escape"
-    line.encode("utf-8")  # a lone surrogate would raise here: the log file could not hold it
-
-
-def test_the_log_file_shows_an_owners_controls_as_escapes(tmp_path: Path) -> None:
-    """The JSON log escaped only C0: C1 controls, bidi overrides and lone surrogates went to
-    the file raw (and a lone surrogate made the record fail to write)."""
-    logs.setup("info", tmp_path)
-    try:
-        said = "\x9b]0;owned\x07 \u202egnp.exe \ud800"
-        logs.get("test").info("test.said", text=said)
-        [line] = (tmp_path / "dispatch.jsonl").read_text(encoding="utf-8").splitlines()
-    finally:
-        logs.setup("error")
-    assert terminal.safe(line) == line
-    assert json.loads(line)["text"] == said

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from dispatch_matrix.core.known_secrets import looks_secret
+from dispatch_matrix.core.redaction import looks_secret
 from dispatch_matrix.core.settings import SECRET_FILE, Section, read_secret
 
 DEFAULT_MODEL = "claude-sonnet-5-5"

@@ -33,7 +33,7 @@ from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import DispatchError, HomeserverError, StateError
 from dispatch_matrix.core.faults import disk_full
 from dispatch_matrix.core.ids import UserID
-from dispatch_matrix.core.known_secrets import environment_secrets
+from dispatch_matrix.core.redaction import environment_secrets
 from dispatch_matrix.identity.crosssign import ensure_identity, until_approved
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import TokenRejected

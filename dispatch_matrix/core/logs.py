@@ -18,10 +18,9 @@ from typing import Any
 
 import structlog
 
-from dispatch_matrix.core import terminal
 from dispatch_matrix.core.faults import is_disk_full
-from dispatch_matrix.core.known_secrets import KnownSecrets
-from dispatch_matrix.core.redaction import REDACTED, find_secrets, hide
+from dispatch_matrix.core.redaction import REDACTED, KnownSecrets, find_secrets, hide
+from dispatch_matrix.core.terminal import OBEYED
 
 __all__ = ["REDACTED", "REDACTOR", "Redactor", "get", "setup"]
 
@@ -48,6 +47,8 @@ _NOISY = (
     # The Markdown renderer logs each rule it enters at debug: thousands per answer.
     "markdown_it",
 )
+# What a terminal would obey in a log line (JSON escapes the tab and line feed itself).
+_OBEYED_IN_LINE = re.compile(f"[{OBEYED}]")
 
 
 class Redactor:
@@ -129,10 +130,19 @@ def _redact_rendered(_logger: Any, _name: str, event_dict: MutableMapping[str, A
     return event_dict
 
 
+def in_json(serialized: str) -> str:
+    """A JSON text as `json.dumps(..., ensure_ascii=False)` wrote it, with every character
+    a terminal would obey written as a JSON `\\uXXXX` escape: the same value when read, safe
+    to `cat` or `tail`. JSON escapes the C0 controls itself; this adds DEL, the C1 controls,
+    the bidi marks, embeddings, overrides and isolates, the line separators and lone
+    surrogates (which a UTF-8 file could not even hold)."""
+    return _OBEYED_IN_LINE.sub(lambda match: f"\\u{ord(match.group()):04x}", serialized)
+
+
 def _json_line(value: Any, **options: Any) -> str:
     """One record of the log file: UTF-8 JSON (names and emoji as they are), with nothing
     in it a terminal would obey when an operator runs `tail` on the file."""
-    return terminal.in_json(json.dumps(value, ensure_ascii=False, **options))
+    return in_json(json.dumps(value, ensure_ascii=False, **options))
 
 
 def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) -> None:

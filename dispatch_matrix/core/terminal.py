@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import re
 
-# C0 controls (tab and line feed are decided below), DEL, C1 controls (0x9b is a one-byte
+# What a terminal obeys rather than shows, as a regular expression's character class (the
+# log file escapes the same, in `logs.py`): C0 controls (tab and line feed are decided
+# below), DEL, C1 controls (0x9b is a one-byte
 # CSI on terminals that take 8-bit controls); the Arabic letter mark, the left-to-right and
 # right-to-left marks, the embeddings, overrides and isolates; the line and paragraph
 # separators; lone surrogates (a UTF-8 stdout cannot encode them: print would raise).
-_ALWAYS = (
+OBEYED = (
     "\x00-\x08\x0b-\x1f\x7f-\x9f"
     "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
     "\u2028\u2029"
     "\ud800-\udfff"
 )
-_ONE_LINE = re.compile(f"[{_ALWAYS}\n]")
-_LINES = re.compile(f"[{_ALWAYS}]")
+_ONE_LINE = re.compile(f"[{OBEYED}\n]")
+_LINES = re.compile(f"[{OBEYED}]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -40,12 +42,3 @@ def safe(text: str, *, lines: bool = False) -> str:
     marks, embeddings, overrides and isolates, line and paragraph separators and lone
     surrogates. Without `lines` the result is one line, so text cannot forge the next."""
     return (_LINES if lines else _ONE_LINE).sub(_escape, text)
-
-
-def in_json(serialized: str) -> str:
-    """A JSON text as `json.dumps(..., ensure_ascii=False)` wrote it, with every character
-    a terminal would obey written as a JSON `\\uXXXX` escape: the same value when read, safe
-    to `cat` or `tail`. JSON escapes the C0 controls itself; this adds DEL, the C1 controls,
-    the bidi marks, embeddings, overrides and isolates, the line separators and lone
-    surrogates (which a UTF-8 file could not even hold)."""
-    return _LINES.sub(lambda match: f"\\u{ord(match.group()):04x}", serialized)

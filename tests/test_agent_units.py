@@ -23,19 +23,15 @@ from dispatch_matrix.agent import (
     Memory,
     MemoryTool,
 )
-from dispatch_matrix.agent.context import (
-    MEDIA_TOKENS,
-    Gauge,
-    cut_point,
-    estimate_tokens,
-    render,
-    starts_turn,
-)
+from dispatch_matrix.agent.compaction import cut_point, render, starts_turn
 from dispatch_matrix.agent.engine import ModelPlan, may_cite
 from dispatch_matrix.agent.prompt import SUMMARY_SYSTEM
 from dispatch_matrix.agent.transcript import (
+    MEDIA_TOKENS,
     SUMMARY_HEAD,
+    Gauge,
     count_cache_control,
+    estimate_tokens,
     request_messages,
     trim_text,
 )

@@ -17,7 +17,6 @@ from anthropic.types import Message, ModelInfo
 from dispatch_matrix.agent import catalogue, model, usage
 from dispatch_matrix.agent.calls import ToolCalls
 from dispatch_matrix.agent.compaction import Compaction, Compactor
-from dispatch_matrix.agent.context import Gauge, Sizes, estimate_tokens, real_input
 from dispatch_matrix.agent.errors import (
     AgentFailure,
     AnswerCut,
@@ -37,12 +36,16 @@ from dispatch_matrix.agent.transcript import (
     FAILED_RESULT,
     NOT_RUN_RESULT,
     RETRIED_NOTE,
+    Gauge,
     Repair,
+    Sizes,
     block_dict,
     cache_control,
     cancelled_here,
     error_result,
+    estimate_tokens,
     interrupted_results,
+    real_input,
     request_messages,
     text_of,
 )

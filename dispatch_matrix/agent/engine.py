@@ -25,7 +25,6 @@ from dispatch_matrix.agent.errors import (
     ModelDeclined,
     RequestTooLarge,
 )
-from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.memory import Memory, MemoryTool
 from dispatch_matrix.agent.model import Step, Turn
 from dispatch_matrix.agent.ports import TaskIO
@@ -44,6 +43,7 @@ from dispatch_matrix.agent.transcript import (
     cancelled_here,
     error_result,
     estimate_tokens,
+    first_turn,
     interrupted_results,
     real_input,
     request_messages,

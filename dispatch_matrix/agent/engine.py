@@ -134,6 +134,9 @@ class Agent:
         if memory is not None and tools.get(MemoryTool.name) is None:
             tools.add(MemoryTool(memory))
         self._compactor = Compactor(db, client, settings)
+        # The tools list as the registry last gave it, and the registry's version then: the
+        # same list (same bytes) goes with every request until the registry changes.
+        self._tool_list: tuple[int, list[dict[str, Any]]] | None = None
         self._gauge = Gauge()
         self._sizes = Sizes()
         # The last repair logged, so a stored row that needs one is logged once, not at
@@ -395,11 +398,13 @@ class Agent:
             # from here on.
             memory = self.memory.system_block()
             system.append({"type": "text", "text": memory, "cache_control": dict(stable)})
-        tools = self._tools.definitions()
+        if self._tool_list is None or self._tool_list[0] != self._tools.version:
+            self._tool_list = (self._tools.version, self._tools.definitions())
+        tools = self._tool_list[1]
         if self.web_tools is not None and rows:
             # The web's use limit is per task: what the running (last) task used so far.
             task_rows = [row.message() for row in rows if row.task_id == rows[-1].task_id]
-            tools += self.web_tools.definitions(web.uses(task_rows))
+            tools = [*tools, *self.web_tools.definitions(web.uses(task_rows))]
         # Estimated from the blocks of the last request: each block once.
         size = self._sizes.messages(messages)
         size += estimate_tokens({"system": system, "tools": tools})

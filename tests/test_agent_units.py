@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,19 +24,15 @@ from dispatch_matrix.agent import (
     Memory,
     MemoryTool,
 )
-from dispatch_matrix.agent.context import (
-    MEDIA_TOKENS,
-    Gauge,
-    cut_point,
-    estimate_tokens,
-    render,
-    starts_turn,
-)
+from dispatch_matrix.agent.compaction import cut_point, render, starts_turn
 from dispatch_matrix.agent.engine import ModelPlan, may_cite
 from dispatch_matrix.agent.prompt import SUMMARY_SYSTEM
 from dispatch_matrix.agent.transcript import (
+    MEDIA_TOKENS,
     SUMMARY_HEAD,
+    Gauge,
     count_cache_control,
+    estimate_tokens,
     request_messages,
     trim_text,
 )
@@ -46,7 +43,7 @@ from dispatch_matrix.permissions.policy import Policy
 from dispatch_matrix.queue import texts
 from dispatch_matrix.store import Database, Task
 from dispatch_matrix.store.ledger import UsageRow
-from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 
 SUMMARY_MARK = SUMMARY_SYSTEM.split("\n", 1)[0][:40]
@@ -328,6 +325,96 @@ def test_a_request_has_at_most_four_breakpoints_memory_and_summary_included(
     assert count_cache_control(vars(compacted)) == 4
     assert compacted.messages[0]["content"][0]["text"].startswith(SUMMARY_HEAD)
     assert len(compacted.messages) == 4  # summary + task 2 merged, call, result, answer
+
+
+class Named:
+    """A tool of the given name that does nothing (only its definition is sent)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": self.name, "description": "a test tool", "input_schema": {"type": "object"}}
+
+    async def run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        return ToolResult.text(self.name)
+
+
+class Listing:
+    """A tool provider whose listing a test changes, announced as the MCP hub announces it."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = list(names)
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        self._watchers.append(changed)
+
+    def change(self, *names: str) -> None:
+        self.names = list(names)
+        for changed in self._watchers:
+            changed()
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [Named(name).definition() for name in self.names]
+
+    def provides(self, name: str) -> bool:
+        return name in self.names
+
+    async def run_tool(self, name: str, tool_input: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        return ToolResult.text(name)
+
+
+def names_of(tools: list[dict[str, Any]]) -> list[str]:
+    return [str(tool["name"]) for tool in tools]
+
+
+def test_requests_send_one_tools_list_until_the_registry_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent, db = make_agent(tmp_path, "")
+    registry = agent._tools
+    asked: list[int] = []
+    listed = registry.definitions
+    monkeypatch.setattr(registry, "definitions", lambda: asked.append(1) or listed())
+    conversation = db.current_conversation()
+    db.append_message(conversation, None, "user", [{"type": "text", "text": "hi"}])
+    first = agent._request(conversation).tools
+    # The same list, not an equal one: the registry is not asked again.
+    assert agent._request(conversation).tools is first and len(asked) == 1
+    registry.add(Named("later"))
+    grown = agent._request(conversation).tools
+    assert names_of(grown) == [*names_of(first), "later"] and len(asked) == 2
+    listing = Listing("mcp__p__a")
+    registry.add_provider(listing)
+    offered = agent._request(conversation).tools
+    assert names_of(offered) == [*names_of(grown), "mcp__p__a"]
+    assert agent._request(conversation).tools is offered and len(asked) == 3
+    # A provider's change is seen at the very next request, never a request later.
+    listing.change("mcp__p__a", "mcp__p__b")
+    changed = agent._request(conversation).tools
+    assert names_of(changed) == [*names_of(grown), "mcp__p__a", "mcp__p__b"]
+    listing.change("mcp__p__b")
+    assert names_of(agent._request(conversation).tools) == [*names_of(grown), "mcp__p__b"]
+    assert len(asked) == 5
+    # What was sent earlier is untouched by the later changes.
+    assert names_of(first) == ["bash", "read", "write", "edit", "glob", "grep", "memory"]
+
+
+async def test_every_request_carries_the_same_tools_bytes_until_a_tool_is_added(
+    tmp_path: Path, fake_api: FakeMessagesAPI
+) -> None:
+    agent, db = make_agent(tmp_path, fake_api.url)
+    fake_api.reply("one")
+    fake_api.reply("two")
+    await agent.answer(new_task(db, 1), FakeTaskIO())
+    await agent.answer(new_task(db, 2), FakeTaskIO())
+    agent._tools.add(Named("later"))
+    fake_api.reply("three")
+    await agent.answer(new_task(db, 3), FakeTaskIO())
+    sent = [json.dumps(request.body["tools"]) for request in fake_api.requests]
+    assert len(sent) == 3 and sent[0] == sent[1] != sent[2]
+    assert names_of(fake_api.requests[2].body["tools"])[-1] == "later"
 
 
 def responder(summaries: list[str]) -> Any:

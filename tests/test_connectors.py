@@ -8,6 +8,7 @@ import base64
 import json
 import tomllib
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -447,8 +448,15 @@ class Provider:
         self.calls: list[str] = []
         self.asked: list[str] = []
         self.listed = 0
-        self.version = 0
+        self.watchers: list[Callable[[], None]] = []
         self.names = ["mcp__p__b", "mcp__p__a"]
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        self.watchers.append(changed)
+
+    def announce(self) -> None:
+        for changed in self.watchers:
+            changed()
 
     def definitions(self) -> list[dict[str, Any]]:
         self.listed += 1
@@ -476,7 +484,7 @@ async def test_the_registry_offers_and_runs_a_providers_tools_after_its_own() ->
     assert unknown.is_error
 
 
-def test_the_registry_lists_a_provider_again_only_when_its_version_moves() -> None:
+def test_the_registry_lists_a_provider_again_only_when_it_announces_a_change() -> None:
     registry = ToolRegistry(default_tools())
     provider = Provider()
     registry.add_provider(provider)
@@ -485,9 +493,11 @@ def test_the_registry_lists_a_provider_again_only_when_its_version_moves() -> No
         assert registry.definitions() == first
     assert provider.listed == 1
     provider.names.append("mcp__p__c")
-    # Not announced yet: the list stays as built (the hub moves its version on a change).
+    # Not announced yet: the list stays as built (the hub announces each change).
     assert registry.definitions() == first and provider.listed == 1
-    provider.version += 1
+    version = registry.version
+    provider.announce()
+    assert registry.version != version
     grown = registry.definitions()
     assert [d["name"] for d in grown][-3:] == ["mcp__p__b", "mcp__p__a", "mcp__p__c"]
     assert registry.definitions() == grown and provider.listed == 2

@@ -23,6 +23,7 @@ from dispatch_matrix.connectors.status import State
 from dispatch_matrix.core.backoff import Backoff
 from dispatch_matrix.core.logs import REDACTED, REDACTOR
 from dispatch_matrix.toolbox.base import ToolContext
+from dispatch_matrix.toolbox.registry import ToolRegistry
 
 NOTES_SERVER = Path(__file__).parent / "servers" / "notes_server.py"
 CTX = ToolContext(workdir=Path("/"), allowed_roots=(), bash_timeout_s=1)
@@ -110,6 +111,9 @@ async def test_a_server_lists_its_tools_and_every_failure_is_an_error_result(
 
 async def test_a_killed_server_is_restarted_and_its_tool_list_stays_put(tmp_path: Path) -> None:
     async with running({"notes": notes(tmp_path)}) as hub:
+        registry = ToolRegistry()
+        registry.add_provider(hub)
+        version = registry.version
         before = hub.definitions()
         generation = hub.generation
         await hub.run_tool("mcp__notes__add_note", {"text": "kept across restarts"}, CTX)
@@ -122,12 +126,17 @@ async def test_a_killed_server_is_restarted_and_its_tool_list_stays_put(tmp_path
         assert second != first and alive(second)
         listed = await hub.run_tool("mcp__notes__list_notes", {}, CTX)
         assert not listed.is_error and "kept across restarts" in text(listed)
-        # Same tools after the restart: same list, same cache generation.
+        # Same tools after the restart: same list, same cache generation, and the registry
+        # was not told of a change (its engine keeps sending the list it holds).
         assert hub.definitions() == before and hub.generation == generation
+        assert registry.version == version
 
 
 async def test_a_server_that_changes_its_tools_changes_the_list_once(tmp_path: Path) -> None:
     async with running({"notes": notes(tmp_path)}) as hub:
+        registry = ToolRegistry()
+        registry.add_provider(hub)
+        version = registry.version
         hub.definitions()
         generation = hub.generation
         grown = await hub.run_tool("mcp__notes__grow", {}, CTX)
@@ -138,6 +147,9 @@ async def test_a_server_that_changes_its_tools_changes_the_list_once(tmp_path: P
         )
         assert "mcp__notes__fresh" in [d["name"] for d in hub.definitions()]
         assert hub.generation == generation + 1
+        # The registry was told, once: its holder asks for the list again, and gets it.
+        assert registry.version == version + 1
+        assert "mcp__notes__fresh" in [d["name"] for d in registry.definitions()]
         for _ in range(3):
             await hub.run_tool("mcp__notes__list_notes", {}, CTX)
             hub.definitions()

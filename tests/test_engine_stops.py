@@ -26,7 +26,7 @@ from dispatch_matrix.agent import (
 )
 from dispatch_matrix.agent import model as api
 from dispatch_matrix.agent.errors import kind_of
-from dispatch_matrix.agent.stops import CONTINUE_NOTE, DECLINED_MARK, Step, judge
+from dispatch_matrix.agent.model import CONTINUE_NOTE, DECLINED_MARK, Step, judge
 from dispatch_matrix.agent.transcript import MEDIA_LEFT_OUT
 from dispatch_matrix.agent.usage import cost
 from dispatch_matrix.app.config import AgentSection

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_matrix.agent.inbox import MAX_IMAGE_BYTES, first_turn
+from dispatch_matrix.agent.transcript import MAX_IMAGE_BYTES, first_turn
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.store import Task, TaskState
 

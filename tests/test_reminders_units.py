@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from test_schedule_units import OWNER, ROOM, T0, FakeRoom, MovedClock, add
 
-from dispatch_matrix.agent.inbox import turn_context
 from dispatch_matrix.agent.prompt import Machine, system_prompt
+from dispatch_matrix.agent.transcript import turn_context
 from dispatch_matrix.agent.usage import Totals
 from dispatch_matrix.app.config import Config
 from dispatch_matrix.core.errors import ConfigError

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatch_matrix.agent.context import Sizes, estimate_tokens
+from dispatch_matrix.agent.transcript import Sizes, estimate_tokens
 
 
 def test_the_estimate_covers_the_whole_conversation() -> None:

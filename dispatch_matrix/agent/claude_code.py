@@ -53,10 +53,10 @@ from dispatch_matrix.agent.claude_code_map import (
     user_message,
 )
 from dispatch_matrix.agent.errors import AgentFailure, ModelOutage, ModelUnreachable
-from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.ports import TaskIO
 from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.agent.tables import EngineSessions
+from dispatch_matrix.agent.transcript import first_turn
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.clock import Clock, SystemClock
 from dispatch_matrix.core.errors import ToolError

@@ -14,10 +14,9 @@ from typing import Any
 import anthropic
 from anthropic.types import Message, ModelInfo
 
-from dispatch_matrix.agent import catalogue, model, stops, usage
+from dispatch_matrix.agent import catalogue, model, usage
 from dispatch_matrix.agent.calls import ToolCalls
 from dispatch_matrix.agent.compaction import Compaction, Compactor
-from dispatch_matrix.agent.context import Gauge, Sizes, estimate_tokens, real_input
 from dispatch_matrix.agent.errors import (
     AgentFailure,
     AnswerCut,
@@ -26,23 +25,27 @@ from dispatch_matrix.agent.errors import (
     ModelDeclined,
     RequestTooLarge,
 )
-from dispatch_matrix.agent.inbox import first_turn
 from dispatch_matrix.agent.memory import Memory, MemoryTool
+from dispatch_matrix.agent.model import Step, Turn
 from dispatch_matrix.agent.ports import TaskIO
 from dispatch_matrix.agent.settings import AgentSection
-from dispatch_matrix.agent.stops import Step, Turn
 from dispatch_matrix.agent.transcript import (
     CANCELLED_RESULT,
     CONTINUE_NOTE,
     FAILED_RESULT,
     NOT_RUN_RESULT,
     RETRIED_NOTE,
+    Gauge,
     Repair,
+    Sizes,
     block_dict,
     cache_control,
     cancelled_here,
     error_result,
+    estimate_tokens,
+    first_turn,
     interrupted_results,
+    real_input,
     request_messages,
     text_of,
 )
@@ -131,6 +134,9 @@ class Agent:
         if memory is not None and tools.get(MemoryTool.name) is None:
             tools.add(MemoryTool(memory))
         self._compactor = Compactor(db, client, settings)
+        # The tools list as the registry last gave it, and the registry's version then: the
+        # same list (same bytes) goes with every request until the registry changes.
+        self._tool_list: tuple[int, list[dict[str, Any]]] | None = None
         self._gauge = Gauge()
         self._sizes = Sizes()
         # The last repair logged, so a stored row that needs one is logged once, not at
@@ -201,7 +207,7 @@ class Agent:
             step, steps = steps, None
             content = [block_dict(block) for block in reply.content]
             limit = self.settings.max_continuations
-            verdict = stops.judge(reply.stop_reason, content, turn.continued, limit)
+            verdict = model.judge(reply.stop_reason, content, turn.continued, limit)
             with self._db.tx():
                 # A reply's usage and its message are one transaction.
                 self._db.record_usage(task.id, name, counts)
@@ -211,7 +217,7 @@ class Agent:
                     steps = self._db.count_step(task.id)
             if verdict.step is Step.ANSWER:
                 if turn.parts:
-                    return stops.joined([*turn.parts, stops.raw_text(content)])
+                    return model.joined([*turn.parts, model.raw_text(content)])
                 return self._final(task)
             if verdict.step is Step.TOOLS:
                 turn.parts.clear()
@@ -295,7 +301,7 @@ class Agent:
         conversation: int,
         name: str,
         stop: str | None,
-        verdict: stops.NextMove,
+        verdict: model.NextMove,
         turn: Turn,
     ) -> None:
         """A reply cut off (output limit, full context), or declined: ask for the rest, or
@@ -304,7 +310,7 @@ class Agent:
             log.warning("agent.declined", task=task.short_id)
             self._ended(task, conversation, "the model declined it")
             raise ModelDeclined.told()
-        turn.parts.append(stops.raw_text(verdict.keep))
+        turn.parts.append(model.raw_text(verdict.keep))
         log.warning(
             "agent.reply_cut",
             task=task.short_id,
@@ -314,7 +320,7 @@ class Agent:
         )
         full = verdict.step is Step.COMPACT
         if full and await self._compact(conversation, task.id, name, relaxed=True) is None:
-            verdict = stops.NextMove(Step.CUT, verdict.keep)
+            verdict = model.NextMove(Step.CUT, verdict.keep)
         if verdict.step is Step.CUT:
             why = (
                 "the context window was full"
@@ -322,13 +328,13 @@ class Agent:
                 else f"of the output limit ([agent] max_tokens = {self.settings.max_tokens})"
             )
             self._ended(task, conversation, f"its answer was cut off because {why}")
-            raise AnswerCut.because(why, turn.continued, stops.joined(turn.parts))
+            raise AnswerCut.because(why, turn.continued, model.joined(turn.parts))
         assert verdict.note is not None
         turn.continued += 1
         self._db.append_message(conversation, task.id, "user", verdict.note)
 
     def _ended(self, task: Task, conversation: int, why: str) -> None:
-        note = {"type": "text", "text": stops.ENDED_NOTE.format(why=why)}
+        note = {"type": "text", "text": model.ENDED_NOTE.format(why=why)}
         self._db.append_message(conversation, task.id, "user", [note])
 
     async def _ask(
@@ -392,11 +398,13 @@ class Agent:
             # from here on.
             memory = self.memory.system_block()
             system.append({"type": "text", "text": memory, "cache_control": dict(stable)})
-        tools = self._tools.definitions()
+        if self._tool_list is None or self._tool_list[0] != self._tools.version:
+            self._tool_list = (self._tools.version, self._tools.definitions())
+        tools = self._tool_list[1]
         if self.web_tools is not None and rows:
             # The web's use limit is per task: what the running (last) task used so far.
             task_rows = [row.message() for row in rows if row.task_id == rows[-1].task_id]
-            tools += self.web_tools.definitions(web.uses(task_rows))
+            tools = [*tools, *self.web_tools.definitions(web.uses(task_rows))]
         # Estimated from the blocks of the last request: each block once.
         size = self._sizes.messages(messages)
         size += estimate_tokens({"system": system, "tools": tools})

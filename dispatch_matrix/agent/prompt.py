@@ -2,7 +2,7 @@
 
 The system prompt holds only what is stable for days (so it stays in the cached prefix):
 who the agent works for, how to report, and the machine. The date and time go into each
-task's first turn instead (`inbox.first_turn`), where they belong to that turn and do not
+task's first turn instead (`transcript.first_turn`), where they belong to that turn and do not
 break the cache.
 """
 

@@ -1,10 +1,28 @@
-"""Shaping the stored transcript into requests: valid, cache-friendly, crash-repaired."""
+"""The conversation as requests carry it: what a task's turns say (its first turn, the
+notes the loop adds), the stored transcript shaped into a request's messages (valid,
+cache-friendly, crash-repaired), and how many tokens a request measures.
+
+A task's first turn holds when it was sent, the owner's words, plus the files they sent —
+images as image blocks the model sees, other files as paths it can read with its tools.
+The size is pure functions, one small calibrated gauge and the per-block estimates a
+request's size is added up from; the engine and the compactor decide with them.
+"""
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
+import math
+import os
+import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+from dispatch_matrix.store import Task
 
 CACHE = {"type": "ephemeral"}
 CACHE_1H = {"type": "ephemeral", "ttl": "1h"}
@@ -47,6 +65,72 @@ CONTINUE_NOTE = (
     "[The owner asked for this task again (`!retry`) after cancelling it. Carry on with it "
     "from the current state of things.]"
 )
+
+
+# -- what a task's first turn says ------------------------------------------------------------
+
+IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
+# The Messages API takes images up to about 5 MB (base64 grows it by a third).
+MAX_IMAGE_BYTES = 3_750_000
+
+
+def _image_bytes(path: Path, limit: int) -> bytes | None:
+    """The bytes of a saved image, or None when it is not a regular file of at most `limit`
+    bytes now. The inbox lies where the sandboxed agent may write, and this runs outside the
+    sandbox: a queued image swapped for a link (to a key file, to /dev/zero) is not followed,
+    and no more than `limit` bytes are ever read."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        handle = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(handle, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        data = file.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
+def turn_context(now: datetime) -> str:
+    """The line of context that travels with one user turn (`now` in the owner's zone)."""
+    return f"[sent {now.strftime('%a %Y-%m-%d %H:%M %Z').strip()}]"
+
+
+def first_turn(task: Task, now: datetime) -> list[dict[str, Any]]:
+    """The content blocks of the task's opening user message (`now` in the owner's zone)."""
+    blocks: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for item in task.attachments:
+        path = Path(str(item["path"]))
+        mimetype = str(item.get("mimetype", ""))
+        size = int(str(item.get("size", 0)))
+        image = (
+            _image_bytes(path, MAX_IMAGE_BYTES)
+            if mimetype in IMAGE_TYPES and size <= MAX_IMAGE_BYTES
+            else None
+        )
+        if image is not None:
+            data = base64.b64encode(image).decode()
+            blocks.append(
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": mimetype, "data": data},
+                }
+            )
+            notes.append(f"- image {path} (shown above)")
+        else:
+            notes.append(f"- file {path} ({mimetype or 'unknown type'}, {size} bytes)")
+    # What a reply refers to comes before the owner's words ("make it shorter": which?).
+    said = f"{task.reply_note}\n{task.body}" if task.reply_note else task.body
+    text = f"{turn_context(now)}\n{said}".rstrip()
+    if notes:
+        text += "\n\nThe owner sent these files (saved on this computer):\n" + "\n".join(notes)
+    blocks.append({"type": "text", "text": text})
+    return blocks
+
+
+# -- the stored transcript, made valid -------------------------------------------------------
 
 
 def error_result(tool_use_id: str, text: str) -> dict[str, Any]:
@@ -357,3 +441,110 @@ def count_cache_control(request: dict[str, Any]) -> int:
         content = message.get("content")
         blocks += content if isinstance(content, list) else []
     return count + sum(1 for b in blocks if isinstance(b, dict) and "cache_control" in b)
+
+
+# -- how many tokens a request measures -------------------------------------------------------
+
+# What an image costs at most (about 1.15 megapixels; the API scales larger ones down).
+MEDIA_TOKENS = 1600
+
+
+def estimate_tokens(obj: Any) -> int:
+    """A token estimate: a quarter of the canonical JSON's UTF-8 bytes, rounded up; an image
+    or document counts as MEDIA_TOKENS, whatever the size of its base64 data."""
+    plain, media = _without_media(obj)
+    data = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return math.ceil(len(data.encode("utf-8")) / 4) + media * MEDIA_TOKENS
+
+
+def _without_media(obj: Any) -> tuple[Any, int]:
+    if isinstance(obj, dict):
+        if obj.get("type") in ("image", "document") and isinstance(obj.get("source"), dict):
+            return {"type": obj["type"]}, 1
+        count = 0
+        out = {}
+        for key, value in obj.items():
+            out[key], found = _without_media(value)
+            count += found
+        return out, count
+    if isinstance(obj, list):
+        pairs = [_without_media(item) for item in obj]
+        return [item for item, _ in pairs], sum(found for _, found in pairs)
+    return obj, 0
+
+
+@dataclass
+class Gauge:
+    """Estimates a request's input tokens, calibrated by the last request's real count.
+
+    The bytes/4 rule is off by a steady amount for a given prompt (tool schemas and JSON
+    punctuation tokenize differently from prose), so the last real count plus the estimate
+    of what changed since is closer than the estimate alone. Kept in memory only: after a
+    restart the first request is judged by the plain estimate.
+    """
+
+    _estimated: int | None = None
+    _real: int | None = None
+
+    def measured(self, estimated: int, real: int) -> None:
+        """Record a sent request's estimate and the real count the API reported."""
+        if real > 0:
+            self._estimated, self._real = estimated, real
+
+    def expect(self, estimated: int) -> int:
+        """The expected real size of a request whose plain estimate is `estimated`."""
+        if self._estimated is None or self._real is None:
+            return estimated
+        # The correction is a steady bias, never more than half the estimate either way.
+        bias = self._real - self._estimated
+        bound = estimated // 2
+        return estimated + max(-bound, min(bound, bias))
+
+
+def real_input(usage: dict[str, int]) -> int:
+    """All input tokens of a request: plain, cache writes and cache reads."""
+    return (
+        usage.get("input_tokens", 0)
+        + usage.get("cache_creation_input_tokens", 0)
+        + usage.get("cache_read_input_tokens", 0)
+    )
+
+
+# What a message adds to the estimate around its blocks: {"role":"user","content":[…]},
+_MESSAGE_TOKENS = 8
+
+
+class Sizes:
+    """A request's size estimate from the estimates of its blocks, kept between requests.
+
+    Every request carries the whole conversation again, and the estimate walked all of it:
+    work per request that grew with the conversation, so a catch-up of hundreds of tasks
+    slowed as it went. The transcript's blocks never change once written (the store shares
+    them, read only), so each block is estimated once and a request adds up the figures.
+    Entries are kept by identity, each holding its block, so no other object can take its
+    id while the entry is kept.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[int, tuple[Any, int]] = {}
+
+    def messages(self, messages: Sequence[dict[str, Any]]) -> int:
+        """The messages' token estimate."""
+        kept = self._kept
+        used: dict[int, tuple[Any, int]] = {}
+        tokens = 0
+        for message in messages:
+            content = message["content"]
+            if isinstance(content, str):
+                tokens += estimate_tokens(content) + _MESSAGE_TOKENS
+                continue
+            for block in content:
+                piece = kept.get(id(block))
+                if piece is None or piece[0] is not block:
+                    piece = (block, estimate_tokens(block))
+                used[id(block)] = piece
+                tokens += piece[1]
+            tokens += _MESSAGE_TOKENS
+        # Only what this request used is kept: compacted turns and old tails let go.
+        self._kept = used
+        return tokens

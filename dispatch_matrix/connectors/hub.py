@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +36,8 @@ class Connectors:
         self._cache: list[dict[str, Any]] | None = None
         # How often the cached list was rebuilt: once at start, then once per real change.
         self.generation = 0
-        # Moves when a server's listing changed: the registry rebuilds its list only then.
-        self.version = 0
+        # Told when a server's listing changed: the registry rebuilds its list only then.
+        self._watchers: list[Callable[[], None]] = []
         self.failures: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
     @classmethod
@@ -122,6 +122,10 @@ class Connectors:
             log.info("mcp.tool_list", tools=len(self._cache), generation=self.generation)
         return [dict(d) for d in self._cache]
 
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call `changed` whenever a server's listing changes."""
+        self._watchers.append(changed)
+
     def provides(self, name: str) -> bool:
         """Whether `name` is one of our tools."""
         server = self._servers.get(server_of(name) or "")
@@ -136,7 +140,8 @@ class Connectors:
 
     def _invalidate(self) -> None:
         self._cache = None
-        self.version += 1
+        for changed in self._watchers:
+            changed()
 
     def _failed(self, name: str, reason: str) -> None:
         self.failures.put_nowait((name, reason))

@@ -42,12 +42,12 @@ class ToolProvider(Protocol):
     """Tools that come and go while the daemon runs (the MCP servers'): listed after the
     registered ones, in an order the provider keeps stable.
 
-    `version` changes whenever the listing may have changed; the registry asks for
-    `definitions()` again only then, so a quiet day builds the tools list once.
+    The provider calls what it was given to `watch` whenever its listing may have changed;
+    the registry asks for `definitions()` again only then, so a quiet day builds the tools
+    list once.
     """
 
-    @property
-    def version(self) -> int: ...
+    def watch(self, changed: Callable[[], None]) -> None: ...
 
     def definitions(self) -> list[dict[str, Any]]: ...
 
@@ -64,31 +64,37 @@ class ToolRegistry:
     Definitions come in registration order, which never changes while the daemon runs, so
     the tools part of the prompt stays a stable cache prefix; a provider's tools follow.
     A tool's definition is fixed when it is built, so the list is built once and again
-    only when a tool is added or a provider's `version` moves: a request does not call
-    every tool for a list that is the same as the last one.
+    only when it may have changed: a tool or a provider added, a provider's listing changed
+    (the provider says so). `version` moves at once at each such change; it is a plain
+    attribute, not a call, so a caller that keeps the list it was given can tell at no
+    cost, before each use, whether that list is still the current one.
     """
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         self._providers: list[ToolProvider] = []
-        # The list as last built, and the providers' versions it was built from (None:
-        # build it at the next request).
+        self.version = 0
+        # The list as last built, and the version it was built at (None: never built).
         self._built: list[dict[str, Any]] = []
-        self._built_from: tuple[int, ...] | None = None
+        self._built_at: int | None = None
         for tool in tools:
             self.add(tool)
 
     def add_provider(self, provider: ToolProvider) -> None:
         """Offer a provider's tools too (after the registered ones)."""
         self._providers.append(provider)
-        self._built_from = None
+        provider.watch(self._changed)
+        self._changed()
 
     def add(self, tool: Tool) -> None:
         """Register one more tool; a second tool of the same name is a programming error."""
         if tool.name in self._tools:
             raise ValueError(f"a tool named {tool.name!r} is already registered")
         self._tools[tool.name] = tool
-        self._built_from = None
+        self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
 
     def names(self) -> list[str]:
         """The registered tool names, in order."""
@@ -101,10 +107,12 @@ class ToolRegistry:
     def definitions(self) -> list[dict[str, Any]]:
         """The Messages API `tools` list: a new list of fresh top-level dicts (a caller may
         add cache_control to an entry); what they hold is shared and read only."""
-        versions = tuple(provider.version for provider in self._providers)
-        if versions != self._built_from:
+        if self._built_at != self.version:
+            # The version as it was before building: a change announced meanwhile (or a
+            # build that failed) leaves the list to be built again at the next call.
+            version = self.version
             self._built = self._build()
-            self._built_from = versions
+            self._built_at = version
         return [dict(definition) for definition in self._built]
 
     def _build(self) -> list[dict[str, Any]]:

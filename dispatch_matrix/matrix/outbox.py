@@ -7,7 +7,7 @@ redactor here, and one too long for an event goes as an attached file.
 
 What goes first is the sender's (`sender.py`): answers before decorations, decorations
 within the homeserver's budget. Typing, read receipts and presence are not room events:
-they go beside everything (`ephemeral.py`) and are never waited for.
+they go beside everything (`sender.py`'s best-effort lane) and are never waited for.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.core.logs import REDACTOR
 from dispatch_matrix.matrix.attachments import upload_file
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.matrix.ephemeral import Ephemeral
 from dispatch_matrix.matrix.formatting import edit_of, text_content
 from dispatch_matrix.matrix.formatting import reply_to as as_reply
 from dispatch_matrix.matrix.mentions import mention_content
-from dispatch_matrix.matrix.sender import Budget, Job, Sender, Urgency
+from dispatch_matrix.matrix.sender import Budget, Ephemeral, Job, Sender, Urgency
 from dispatch_matrix.matrix.texts import exemption_hint
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.matrix_tables import OutboxItem

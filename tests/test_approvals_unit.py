@@ -16,8 +16,7 @@ from markdown_it import MarkdownIt
 from dispatch_matrix.agent.ports import Approval
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.attachments import AttachmentError
-from dispatch_matrix.matrix.formatting import render, text_content
-from dispatch_matrix.matrix.outbox import LONG_TEXT_CHARS
+from dispatch_matrix.matrix.outbox import LONG_TEXT_CHARS, render, text_content
 from dispatch_matrix.permissions.policy import Decision
 from dispatch_matrix.queue import approval_texts as texts
 from dispatch_matrix.queue.approvals import Approvals

@@ -20,10 +20,12 @@ from test_unjudged_unit import FailingGate, with_gate
 
 from dispatch_matrix.agent.ports import Approval
 from dispatch_matrix.core.ids import RoomID
+from dispatch_matrix.matrix.handlers import Tasks
 from dispatch_matrix.queue.commands import Command
 from dispatch_matrix.queue.intake import Intake
 from dispatch_matrix.queue.polls import ONCE
 from dispatch_matrix.queue.worker import Worker
+from dispatch_matrix.store import Database
 
 
 class Commands:
@@ -40,11 +42,15 @@ class Ahead(Bench):
     """The file bench with the real intake, worker and approvals behind the router."""
 
     def __init__(self, tmp_path: Path) -> None:
-        super().__init__(tmp_path, MediaNio())
         self.room = FakeRoom()
-        self.worker = Worker(self.db, None, self.room, approval_timeout_s=30, outage_first_s=30)  # type: ignore[arg-type]
         self.commands = Commands()
-        self.router._intake = Intake(self.db, self.worker, self.room, self.commands, 1000)  # type: ignore[arg-type]
+
+        def intake(db: Database) -> Tasks:
+            # Made with the router, so its files' tasks reach the real queue too.
+            self.worker = Worker(db, None, self.room, approval_timeout_s=30, outage_first_s=30)  # type: ignore[arg-type]
+            return Intake(db, self.worker, self.room, self.commands, 1000)  # type: ignore[arg-type]
+
+        super().__init__(tmp_path, MediaNio(), intake)
 
     def queued(self, *event_ids: str) -> list[str]:
         """Those of the events that are tasks, in the order they were queued."""

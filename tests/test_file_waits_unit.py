@@ -8,7 +8,7 @@ test moves."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,7 +16,16 @@ import aiohttp
 import pytest
 from nio import DownloadError, RoomMessage
 from test_incoming_unit import DATA, DAY, content, encrypted
-from test_sync_news_unit import OWNER, ROOM, FakeNio, FakeOutbox, build, response, text
+from test_sync_news_unit import (
+    OWNER,
+    ROOM,
+    FakeNio,
+    FakeOutbox,
+    FakeTasks,
+    build,
+    response,
+    text,
+)
 from test_unjudged_unit import FailingGate, with_gate
 
 from dispatch_matrix.core.errors import HomeserverError
@@ -33,7 +42,9 @@ from dispatch_matrix.matrix.fetching import (
     failure_outcome,
     outcome,
 )
+from dispatch_matrix.matrix.handlers import Tasks
 from dispatch_matrix.matrix.incoming import IncomingFiles
+from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.unjudged import FileWait, decode_row
 from dispatch_matrix.store import Database
 
@@ -278,15 +289,19 @@ class Bench:
     """The router with its real ledger and inbox, a media repository that fails as told,
     and a clock the test moves."""
 
-    def __init__(self, tmp_path: Path, nio: MediaNio) -> None:
+    def __init__(
+        self, tmp_path: Path, nio: MediaNio, intake: Callable[[Database], Tasks] | None = None
+    ) -> None:
         self.tmp_path, self.nio = tmp_path, nio
-        self.router, self.db, _gate, self.tasks, _told, _nio = build(
-            tmp_path, client=cast(Any, MediaClient(nio))
-        )
         self.clock = Clock()
         self.inbox = tmp_path / "work" / "inbox"
-        self.router._files = IncomingFiles(
-            cast(MatrixClient, MediaClient(nio)), self.db, self.inbox, 1 << 20, lambda: DAY
+        self.router, self.db, _gate, self.tasks, _told, _nio = build(
+            tmp_path,
+            client=cast(Any, MediaClient(nio)),
+            inbox=self.inbox,
+            max_file_bytes=1 << 20,
+            today=lambda: DAY,
+            intake=intake,
         )
         self.router._unjudged._clock = self.clock
 
@@ -450,7 +465,15 @@ async def test_a_file_claimed_in_an_old_inbox_is_fetched_into_the_current_one(
     whole.path.parent.mkdir(parents=True)
     whole.path.write_bytes(DATA)
     db.file_saved("$whole", len(DATA))
-    files = IncomingFiles(cast(MatrixClient, MediaClient(nio)), db, new, 1 << 20, lambda: DAY)
+    files = IncomingFiles(
+        cast(MatrixClient, MediaClient(nio)),
+        db,
+        new,
+        1 << 20,
+        lambda: DAY,
+        outbox=cast(Outbox, FakeOutbox()),
+        intake=cast(Tasks, FakeTasks()),
+    )
     cut = await files.take("$cut", content())
     kept = await files.take("$whole", content("report.csv"))
     assert cut is not None and kept is not None

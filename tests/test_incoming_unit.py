@@ -102,8 +102,16 @@ class Setup:
         self.db = Database.open(tmp_path / "ledger.db")
         self.nio = FakeNio(encrypted()[0])
         self.inbox = tmp_path / "inbox"
+        # What the owner is told, and the tasks made: the router's file path reads them.
+        self.posts, self.queue = Posts(), Queue(self.db)
         self.files = IncomingFiles(
-            cast(MatrixClient, FakeClient(self.nio)), self.db, self.inbox, 1 << 20, lambda: DAY
+            cast(MatrixClient, FakeClient(self.nio)),
+            self.db,
+            self.inbox,
+            1 << 20,
+            lambda: DAY,
+            outbox=cast(Outbox, self.posts),
+            intake=cast(Tasks, self.queue),
         )
 
     def on_disk(self) -> list[str]:
@@ -287,22 +295,19 @@ class Posts:
         return "$posted"
 
 
-def router_for(setup: Setup, posts: Posts, queue: Queue) -> Router:
-    router = Router(
+def router_for(setup: Setup) -> Router:
+    return Router(
         cast(MatrixClient, FakeClient(setup.nio)),
         setup.db,
-        cast(Tasks, queue),
+        cast(Tasks, setup.queue),
         cast(Gate, Gatekeeper()),
-        cast(Outbox, posts),
+        cast(Outbox, setup.posts),
         owners=frozenset({OWNER}),
         shared_rooms=frozenset(),
-        max_file_bytes=1 << 20,
         undecryptable_grace_s=60,
         not_before_ms=0,
-        inbox=setup.inbox,
+        files=setup.files,
     )
-    router._files = setup.files
-    return router
 
 
 def file_message(file: dict[str, Any]) -> Message:
@@ -312,8 +317,8 @@ def file_message(file: dict[str, Any]) -> Message:
 
 
 async def test_the_router_reading_a_file_again_makes_one_task_on_one_file(setup: Setup) -> None:
-    posts, queue = Posts(), Queue(setup.db)
-    router = router_for(setup, posts, queue)
+    posts, queue = setup.posts, setup.queue
+    router = router_for(setup)
     message = file_message(content(caption="sum the columns"))
     await router._take(message)
     await router._take(message)
@@ -330,8 +335,8 @@ async def test_the_router_answers_a_full_disk_in_one_line_once(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(attachments.os, "fsync", refuse_sync)
-    posts, queue = Posts(), Queue(setup.db)
-    router = router_for(setup, posts, queue)
+    posts, queue = setup.posts, setup.queue
+    router = router_for(setup)
     message = file_message(content())
     await router._take(message)
     await router._take(message)
@@ -420,8 +425,8 @@ async def test_a_file_event_with_odd_fields_is_answered_not_dropped(
 ) -> None:
     """Whatever an event says of its file, the owner gets a file or one line why: never a
     silent loss (an exception out of the router's handler drops the event unanswered)."""
-    posts, queue = Posts(), Queue(setup.db)
-    router = router_for(setup, posts, queue)
+    posts = setup.posts
+    router = router_for(setup)
     await router._take(file_message({**content(), **odd}))
     task = setup.db.task_by_event("$e1")
     refused = posts.sent.get("file-$e1", "")

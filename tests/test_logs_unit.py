@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dispatch_matrix.core import logs, terminal
-from dispatch_matrix.matrix.formatting import render
+from dispatch_matrix.matrix.outbox import render
 
 
 def test_at_debug_rendering_an_answer_writes_our_event_not_the_renderers_steps(

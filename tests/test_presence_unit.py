@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from dispatch_matrix.matrix.ephemeral import Ephemeral
 from dispatch_matrix.matrix.failures import RateLimited
+from dispatch_matrix.matrix.sender import Ephemeral
 
 
 class Client:

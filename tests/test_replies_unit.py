@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dispatch_matrix.core.ids import EventID
-from dispatch_matrix.matrix.formatting import reply_to, text_content
 from dispatch_matrix.matrix.inbound import reply_target, strip_reply_fallback, thread_root_of
+from dispatch_matrix.matrix.outbox import as_reply, text_content
 from dispatch_matrix.queue.texts import REFERENT_CHARS, reply_note
 from dispatch_matrix.store import Database
 
@@ -123,7 +123,7 @@ def test_reply_and_thread_of_a_relation(
 def test_an_answer_goes_where_the_owner_wrote(
     thread_root: str | None, relation: dict[str, object]
 ) -> None:
-    content = reply_to(text_content("done"), "$task", thread_root)
+    content = as_reply(text_content("done"), "$task", thread_root)
     assert content["m.relates_to"] == relation
     assert content["body"] == "done"
 

@@ -4,6 +4,7 @@ no query; room keys retry the events waiting for them; a change of members is wa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.handlers import Gate, Tasks
 from dispatch_matrix.matrix.inbound import SyncNews, news_of
+from dispatch_matrix.matrix.incoming import IncomingFiles
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.replay import ReplayGuard
 from dispatch_matrix.matrix.router import Router
@@ -196,23 +198,44 @@ def router_posts(router: Router) -> list[tuple[str, str]]:
 
 
 def build(
-    tmp_path: Path, grace_s: float = 60.0, client: FakeClient | None = None
+    tmp_path: Path,
+    grace_s: float = 60.0,
+    client: FakeClient | None = None,
+    *,
+    inbox: Path | None = None,
+    max_file_bytes: int = 1,
+    today: Callable[[], str] | None = None,
+    intake: Callable[[Database], Tasks] | None = None,
 ) -> tuple[Router, Database, FakeGate, FakeTasks, list[str], FakeNio]:
+    """A router over a real ledger and stand-ins; its files go to `inbox` (by default
+    `tmp_path`, where a 1-byte limit refuses every file), dated by `today` if given.
+    `intake` makes the real intake instead of the stand-in (which then sees nothing)."""
     db = Database.open(tmp_path / "d.db")
     gate, tasks, told = FakeGate(), FakeTasks(), []
+    taken = cast(Tasks, tasks) if intake is None else intake(db)
     client = client or FakeClient()
+    outbox = FakeOutbox()
+    dated = {} if today is None else {"today": today}
+    files = IncomingFiles(
+        cast(MatrixClient, client),
+        db,
+        inbox or tmp_path,
+        max_file_bytes,
+        outbox=cast(Outbox, outbox),
+        intake=taken,
+        **dated,
+    )
     router = Router(
         cast(MatrixClient, client),
         db,
-        cast(Tasks, tasks),
+        taken,
         cast(Gate, gate),
-        cast(Outbox, FakeOutbox()),
+        cast(Outbox, outbox),
         owners=frozenset({OWNER}),
         shared_rooms=frozenset(),
-        max_file_bytes=1,
         undecryptable_grace_s=grace_s,
         not_before_ms=0,
-        inbox=tmp_path,
+        files=files,
         replays=ReplayGuard(db),
         rooms_changed=(lambda: told.append("rooms_changed"),),
     )

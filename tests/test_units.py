@@ -29,8 +29,8 @@ from dispatch_matrix.identity.trust import (
     may_command,
     may_join,
 )
-from dispatch_matrix.matrix.formatting import reply_to, text_content
 from dispatch_matrix.matrix.inbound import Invite, Message, Reaction
+from dispatch_matrix.matrix.outbox import as_reply, text_content
 from dispatch_matrix.matrix.privacy import Change, outsiders, privacy_change
 from dispatch_matrix.store import Connection, Database, Task, TaskState
 from dispatch_matrix.voice.tables import VoiceMessages, VoiceState
@@ -209,7 +209,7 @@ def test_plain_text_has_no_html_and_raw_html_is_escaped() -> None:
 
 
 def test_reply_relation() -> None:
-    content = reply_to(text_content("ok"), "$abc")
+    content = as_reply(text_content("ok"), "$abc")
     assert content["m.relates_to"] == {"m.in_reply_to": {"event_id": "$abc"}}
 
 

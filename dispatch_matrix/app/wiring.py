@@ -39,6 +39,7 @@ from dispatch_matrix.identity.gate import Identities, TrustGate
 from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.matrix.asleep import AsleepNotice
 from dispatch_matrix.matrix.client import MatrixClient
+from dispatch_matrix.matrix.incoming import IncomingFiles
 from dispatch_matrix.matrix.outbox import Outbox, Undelivered
 from dispatch_matrix.matrix.replay import ReplayGuard
 from dispatch_matrix.matrix.router import Router
@@ -213,10 +214,11 @@ def build(
         outbox,
         owners=owners,
         shared_rooms=frozenset(config.matrix.shared_rooms),
-        max_file_bytes=max_file_bytes,
         undecryptable_grace_s=config.matrix.undecryptable_grace_s,
         not_before_ms=born_ms,
-        inbox=workdir / "inbox",
+        files=IncomingFiles(
+            client, db, workdir / "inbox", max_file_bytes, outbox=outbox, intake=intake
+        ),
         voice=voice,
         replays=replays,
         joined=welcome.joined,

@@ -262,7 +262,7 @@ class HeldMessages:
 
 
 def _notice_content(text: str, reply_to: EventID) -> dict[str, Any]:
-    from dispatch_matrix.matrix.formatting import text_content
+    from dispatch_matrix.matrix.outbox import text_content
 
     content = text_content(text, notice=True)
     content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}

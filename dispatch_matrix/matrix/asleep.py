@@ -32,8 +32,7 @@ from dispatch_matrix.core.ids import EventID, RoomID
 from dispatch_matrix.matrix import texts
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.failures import CannotSend, RateLimited, RequestRefused, Unreachable
-from dispatch_matrix.matrix.formatting import text_content
-from dispatch_matrix.matrix.outbox import Outbox
+from dispatch_matrix.matrix.outbox import Outbox, text_content
 from dispatch_matrix.matrix.sender import Job, Urgency
 from dispatch_matrix.store import LedgerQueries, TaskState
 

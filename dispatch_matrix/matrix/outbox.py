@@ -7,17 +7,25 @@ redactor here, and one too long for an event goes as an attached file.
 
 What goes first is the sender's (`sender.py`): answers before decorations, decorations
 within the homeserver's budget. Typing, read receipts and presence are not room events:
-they go beside everything (`ephemeral.py`) and are never waited for.
+they go beside everything (`sender.py`'s best-effort lane) and are never waited for.
+
+The shape of what it says is the outbox's too (the functions at the end, pure): Markdown as
+a plain `body` beside the room's HTML (`formatted_body`), a reply (in the owner's thread
+when they wrote in one), an edit, a message that mentions someone so their phone notifies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+from markdown_it import MarkdownIt
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
@@ -25,11 +33,7 @@ from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.core.logs import REDACTOR
 from dispatch_matrix.matrix.attachments import upload_file
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.matrix.ephemeral import Ephemeral
-from dispatch_matrix.matrix.formatting import edit_of, text_content
-from dispatch_matrix.matrix.formatting import reply_to as as_reply
-from dispatch_matrix.matrix.mentions import mention_content
-from dispatch_matrix.matrix.sender import Budget, Job, Sender, Urgency
+from dispatch_matrix.matrix.sender import Budget, Ephemeral, Job, Sender, Urgency
 from dispatch_matrix.matrix.texts import exemption_hint
 from dispatch_matrix.store import Database
 from dispatch_matrix.store.matrix_tables import OutboxItem
@@ -440,3 +444,90 @@ def _is_decoration(item: OutboxItem) -> bool:
         or rel_type == "m.replace"
         or item.event_type.endswith("poll.end")
     )
+
+
+# -- the shape of a message (pure) --------------------------------------------------------
+
+
+@cache
+def _renderer() -> MarkdownIt:
+    # html=False: raw HTML from the model is shown as text, never injected into a client.
+    return MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(
+        ["table", "strikethrough"]
+    )
+
+
+def render(markdown: str) -> str:
+    """The HTML for a Markdown text."""
+    html: str = _renderer().render(markdown)
+    return html.strip()
+
+
+def text_content(markdown: str, *, notice: bool = False) -> dict[str, Any]:
+    """An m.room.message content for Markdown text: plain body plus HTML."""
+    content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": markdown}
+    html = render(markdown)
+    # Plain text renders as one <p>; only send HTML when it adds something.
+    if html != f"<p>{_escape(markdown)}</p>":
+        content["format"] = "org.matrix.custom.html"
+        content["formatted_body"] = html
+    return content
+
+
+def as_reply(
+    content: dict[str, Any], event_id: str, thread_root: str | None = None
+) -> dict[str, Any]:
+    """The content as a reply to `event_id` (rich reply relation, no fallback quote).
+
+    With `thread_root` (the owner wrote `event_id` in a thread) the reply goes to that
+    thread, and keeps the reply as the spec's fallback (`is_falling_back`), so a client
+    without threads still shows it as a reply to the owner's message.
+    """
+    if thread_root is None:
+        return {**content, "m.relates_to": {"m.in_reply_to": {"event_id": event_id}}}
+    relation = {
+        "rel_type": "m.thread",
+        "event_id": thread_root,
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": event_id},
+    }
+    return {**content, "m.relates_to": relation}
+
+
+def _escape(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
+def edit_of(content: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """An edit (m.replace) of `event_id` whose new content is `content`."""
+    return {
+        **{k: v for k, v in content.items() if k in ("msgtype", "format")},
+        "body": "* " + content["body"],
+        **(
+            {"formatted_body": "* " + content["formatted_body"]}
+            if "formatted_body" in content
+            else {}
+        ),
+        "m.new_content": content,
+        "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+    }
+
+
+def mention_content(markdown: str, user_id: UserID) -> dict[str, Any]:
+    """An m.text content for `markdown` that mentions `user_id` (whose id it contains), so
+    their phone notifies (a fired reminder; `Outbox.mention` posts it).
+
+    The mention is intentional (`m.mentions.user_ids`, the spec's way since v1.7) and also
+    shown: the user's id in the plain body and a pill (a matrix.to link) in the HTML. Such a
+    message is an `m.text`, never an `m.notice`: the default push rules suppress notices
+    before they look at mentions.
+    """
+    content = text_content(markdown)
+    rendered = content.get("formatted_body") or render(markdown)
+    pill = f'<a href="https://matrix.to/#/{html.escape(user_id)}">{html.escape(user_id)}</a>'
+    content["format"] = "org.matrix.custom.html"
+    content["formatted_body"] = rendered.replace(html.escape(user_id), pill, 1)
+    content["m.mentions"] = {"user_ids": [user_id]}
+    return content

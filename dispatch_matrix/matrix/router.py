@@ -1,11 +1,11 @@
 """Routes what a sync brought: accept or reject invites, admit owner messages as tasks.
 
 Every decision goes through the trust gate it is given (`handlers.Gate`, identity's); what
-passes goes to the handlers it is given (`Tasks`, the queue's; `VoiceLane`, voice's), so
-the router knows no feature. A message is acknowledged (written to the ledger) before its
-sync token is saved; a message, reaction or poll vote the gate cannot judge now (the
-homeserver failed it) waits in the ledger, in its room's order, and is judged again at the
-next sync (`unjudged.py`), then acted on as if judged on time.
+passes goes to the handlers it is given (`Tasks`, the queue's; `VoiceLane`, voice's; an
+owner's file to `IncomingFiles`), so the router knows no feature. A message is acknowledged
+(written to the ledger) before its sync token is saved; a message, reaction or poll vote the
+gate cannot judge now (the homeserver failed it) waits in the ledger, in its room's order,
+and is judged again at the next sync (`unjudged.py`), then acted on as if judged on time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
-from pathlib import Path
 
 from nio import SyncResponse
 
@@ -22,15 +21,8 @@ from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix import texts
-from dispatch_matrix.matrix.attachments import AttachmentError, NotSaved, file_name
 from dispatch_matrix.matrix.client import MatrixClient
-from dispatch_matrix.matrix.fetching import (
-    GIVE_UP_AFTER_S,
-    FileNotFetched,
-    Next,
-    Outcome,
-    failure_outcome,
-)
+from dispatch_matrix.matrix.fetching import FileNotFetched
 from dispatch_matrix.matrix.handlers import Gate, Tasks, VoiceLane
 from dispatch_matrix.matrix.inbound import (
     MALFORMED,
@@ -50,7 +42,7 @@ from dispatch_matrix.matrix.late_keys import LateKeys
 from dispatch_matrix.matrix.outbox import Outbox
 from dispatch_matrix.matrix.privacy import RoomWatch
 from dispatch_matrix.matrix.replay import ReplayGuard
-from dispatch_matrix.matrix.unjudged import FileWait, Unjudged, Waiting
+from dispatch_matrix.matrix.unjudged import Unjudged, Waiting
 from dispatch_matrix.store import Database
 
 log = logs.get(__name__)
@@ -71,10 +63,9 @@ class Router:
         *,
         owners: frozenset[str],
         shared_rooms: frozenset[str],
-        max_file_bytes: int,
         undecryptable_grace_s: float,
         not_before_ms: int,
-        inbox: Path,
+        files: IncomingFiles,
         voice: VoiceLane | None = None,
         replays: ReplayGuard | None = None,
         joined: Callable[[RoomID, str], None] | None = None,
@@ -87,8 +78,6 @@ class Router:
         self._outbox = outbox
         self._owners = owners
         self._allowed_shared_rooms = shared_rooms
-        # Files owners send are decrypted into dated folders of `inbox`, once per event.
-        self._files = IncomingFiles(client, db, inbox, max_file_bytes)
         # Voice messages go to transcription rather than into the inbox as files.
         self._voice = voice
         # Refuses an event at a Megolm index another event used (a replay), also after a
@@ -117,11 +106,11 @@ class Router:
         self._not_before_ms = not_before_ms
         # Owners' messages, reactions and votes the gate could not judge (the homeserver
         # failed it): judged again at each sync, before what the sync brought, in room order.
-        # An admitted file message whose file the homeserver failed for now waits there
-        # too, in the same order, and is fetched again when its next try is due.
-        self._unjudged = Unjudged(
-            db, self._admit, self._settle, fetch=self._file, tell=self._file_news
-        )
+        # An admitted file message (`files`: saved into the inbox once per event, then a
+        # task) is tried beside the sync's handling; one whose file the homeserver failed for
+        # now waits there too, in the same order, and is fetched again when its next try is
+        # due.
+        self._unjudged = Unjudged(db, self._admit, self._settle, fetch=files.fetch, tell=files.tell)
         self._watch = RoomWatch(db, self._owners, client.user_id, self._notice)
 
     async def handle(self, response: SyncResponse, since: str | None) -> bool:
@@ -404,75 +393,6 @@ class Router:
                 message.origin_ts,
                 reply_to=message.reply_to,
             )
-
-    async def _file(self, message: Message) -> None:
-        """An owner's image or file: saved, decrypted, into the inbox, once per event (read
-        again after a crash, it is neither fetched nor saved twice); then it is a task.
-        Raises `FileNotFetched` when the homeserver failed the download for now (the
-        message then waits, `unjudged.py`); what no retry mends is refused with a notice.
-        Every try runs beside the sync's handling (`Unjudged.first_try`, `retry`)."""
-        content = message.content or {}
-        try:
-            received = await self._files.take(message.event_id, content)
-        except (AttachmentError, HomeserverError) as err:
-            if isinstance(err, HomeserverError) and failure_outcome(err) is Outcome.RETRY:
-                log.info("attachment.fetch_failed", event_id=message.event_id, error=err.message)
-                raise FileNotFetched(err) from err
-            log.warning("attachment.refused", event_id=message.event_id, error=err.message)
-            await self._outbox.post(
-                message.room_id,
-                texts.file_refused(err.message, disk_full=isinstance(err, NotSaved) and err.full),
-                reply_to=message.event_id,
-                notice=True,
-                # Read again after a crash, the event is refused in the same one message.
-                key=f"file-{message.event_id}",
-            )
-            return
-        if received is None:
-            return
-        log.info(
-            "attachment.received",
-            event_id=message.event_id,
-            path=str(received.path),
-            size=received.size,
-            mimetype=received.mimetype,
-        )
-        caption = content.get("body", "")
-        body = (
-            "" if caption == received.name or caption == content.get("filename") else str(caption)
-        )
-        await self._intake.message(
-            message.event_id,
-            message.room_id,
-            message.sender,
-            body or f"(sent {received.name})",
-            message.origin_ts,
-            attachments=[
-                {
-                    "path": str(received.path),
-                    "mimetype": received.mimetype,
-                    "size": received.size,
-                    "name": received.name,
-                }
-            ],
-        )
-
-    async def _file_news(self, wait: FileWait, news: Next, err: HomeserverError) -> None:
-        """Tell the owner a file of theirs is still being fetched (once), or was given up
-        on (by name, in the one message a refusal of it would have been)."""
-        message = wait.message
-        name = file_name(message.content or {})
-        if news is Next.GIVE_UP:
-            hours = round(GIVE_UP_AFTER_S / 3600)
-            text, key = texts.file_given_up(name, hours, err.message), f"file-{message.event_id}"
-        else:
-            text, key = (
-                texts.file_still_fetching(name, err.message),
-                f"file-wait-{message.event_id}",
-            )
-        await self._outbox.post(
-            message.room_id, text, reply_to=message.event_id, notice=True, key=key
-        )
 
 
 class AfterVerdict(Enum):

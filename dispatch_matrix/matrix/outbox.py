@@ -459,18 +459,18 @@ def _renderer() -> MarkdownIt:
 
 def render(markdown: str) -> str:
     """The HTML for a Markdown text."""
-    html: str = _renderer().render(markdown)
-    return html.strip()
+    rendered: str = _renderer().render(markdown)
+    return rendered.strip()
 
 
 def text_content(markdown: str, *, notice: bool = False) -> dict[str, Any]:
     """An m.room.message content for Markdown text: plain body plus HTML."""
     content: dict[str, Any] = {"msgtype": "m.notice" if notice else "m.text", "body": markdown}
-    html = render(markdown)
+    rendered = render(markdown)
     # Plain text renders as one <p>; only send HTML when it adds something.
-    if html != f"<p>{_escape(markdown)}</p>":
+    if rendered != f"<p>{_escape(markdown)}</p>":
         content["format"] = "org.matrix.custom.html"
-        content["formatted_body"] = html
+        content["formatted_body"] = rendered
     return content
 
 

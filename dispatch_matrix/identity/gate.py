@@ -164,7 +164,7 @@ def device_trust(keys: UserKeys, device_id: str | None, pinned_master: str | Non
     return DeviceTrust.CROSS_SIGNED
 
 
-# --- the owners' identities and the gate at work --------------------------------------------
+# --- the owners' identities and the gate at work ------------------------------------------
 
 
 class Identities:

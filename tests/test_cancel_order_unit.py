@@ -9,8 +9,8 @@ from harness.workbench import FakeRoom
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.queue import texts
-from dispatch_matrix.queue.commands import parse
 from dispatch_matrix.queue.control import Control
+from dispatch_matrix.queue.intake import parse
 from dispatch_matrix.store import Database, Task
 
 ROOM = RoomID("!dm:hs")

@@ -14,9 +14,8 @@ from harness.workbench import FakeRoom
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.permissions.policy import Decision
 from dispatch_matrix.queue import texts
-from dispatch_matrix.queue.commands import parse
 from dispatch_matrix.queue.control import Control
-from dispatch_matrix.queue.intake import Intake
+from dispatch_matrix.queue.intake import Intake, parse
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, Task, TaskState
 

@@ -21,8 +21,7 @@ from test_unjudged_unit import FailingGate, with_gate
 from dispatch_matrix.agent.ports import Approval
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.matrix.handlers import Tasks
-from dispatch_matrix.queue.commands import Command
-from dispatch_matrix.queue.intake import Intake
+from dispatch_matrix.queue.intake import Command, Intake
 from dispatch_matrix.queue.polls import ONCE
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database

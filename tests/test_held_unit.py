@@ -11,6 +11,7 @@ import pytest
 
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
+from dispatch_matrix.identity.gate import DeviceTrust, UserKeys
 from dispatch_matrix.identity.held import (
     MAX_HOLD_S,
     HeldMessages,
@@ -21,7 +22,6 @@ from dispatch_matrix.identity.held import (
     release_due,
 )
 from dispatch_matrix.identity.tables import IdentityTables
-from dispatch_matrix.identity.trust import DeviceTrust, UserKeys
 from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.store import Database
 

@@ -18,7 +18,7 @@ from dispatch_matrix.app.config import Config
 from dispatch_matrix.core.errors import ConfigError
 from dispatch_matrix.core.ids import EventID
 from dispatch_matrix.matrix.outbox import mention_content
-from dispatch_matrix.queue.commands import Command, parse
+from dispatch_matrix.queue.intake import Command, parse
 from dispatch_matrix.schedule import texts as schedule_texts
 from dispatch_matrix.schedule.digest import Digest, files_written
 from dispatch_matrix.schedule.reminders import Reminders, reminder_id

@@ -20,15 +20,15 @@ from dispatch_matrix.agent.transcript import (
 from dispatch_matrix.core.backoff import Backoff
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.core.logs import REDACTED, Redactor
-from dispatch_matrix.identity.signing import CrossSigningKeys, SigningKey, signable, verify
-from dispatch_matrix.identity.tables import IdentityTables
-from dispatch_matrix.identity.trust import (
+from dispatch_matrix.identity.gate import (
     DeviceTrust,
     UserKeys,
     device_trust,
     may_command,
     may_join,
 )
+from dispatch_matrix.identity.signing import CrossSigningKeys, SigningKey, signable, verify
+from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.matrix.inbound import Invite, Message, Reaction
 from dispatch_matrix.matrix.outbox import as_reply, text_content
 from dispatch_matrix.matrix.privacy import Change, outsiders, privacy_change

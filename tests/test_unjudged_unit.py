@@ -12,6 +12,8 @@ from test_sync_news_unit import OWNER, ROOM, FakeClient, FakeGate, build, respon
 
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.identity.gate import Identities, TrustGate
+from dispatch_matrix.identity.held import HeldMessages
+from dispatch_matrix.identity.side_notice import send_readable_by
 from dispatch_matrix.identity.signing import CrossSigningKeys
 from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.matrix.client import MatrixClient
@@ -184,11 +186,21 @@ def encrypted_sync(*bodies: str) -> SyncResponse:
 def real_gate(router: Router, db: Database, client: KeysClient) -> None:
     tables = IdentityTables(db)
     owners = frozenset({OWNER})
-    router._gate = TrustGate(
-        cast(MatrixClient, client),
+    identities = Identities(cast(MatrixClient, client), tables, owners)
+    outbox = router._outbox
+    held = HeldMessages(
         tables,
-        Identities(cast(MatrixClient, client), tables, owners),
-        router._outbox,
+        identities,
+        lambda room, content, devices: send_readable_by(
+            cast(MatrixClient, client), room, content, devices
+        ),
+        lambda room, text: outbox.post(room, text, notice=True),
+    )
+    router._gate = TrustGate(
+        tables,
+        identities,
+        held,
+        outbox,
         owners=owners,
         require_cross_signed=True,
     )

@@ -15,7 +15,7 @@ from harness.workbench import FakeRoom
 
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.inbound import Message
-from dispatch_matrix.queue.commands import Command
+from dispatch_matrix.queue.intake import Command
 from dispatch_matrix.store import Database, TaskState
 from dispatch_matrix.voice.inbox import Hearing, VoiceInbox, audio_name
 from dispatch_matrix.voice.tables import VoiceMessages, VoiceState

@@ -4,4 +4,5 @@ and what happens to an owner's messages while their identity is not trusted. Pin
 identities and held messages are its tables (`tables.py`; their schema is in the store's
 one migration list).
 
-Implements the router's `Gate` (`gate.py`). May import `core`, `store` and `matrix`."""
+Implements the router's `Gate` (`gate.py`, with the pure trust decision it applies). May
+import `core`, `store` and `matrix`."""

@@ -14,8 +14,8 @@ from typing import Protocol
 from dispatch_matrix.core.errors import DispatchError, StateError
 from dispatch_matrix.core.ids import UserID
 from dispatch_matrix.identity.crosssign import ensure_identity, until_approved
+from dispatch_matrix.identity.gate import UserKeys
 from dispatch_matrix.identity.tables import IdentityTables
-from dispatch_matrix.identity.trust import UserKeys
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.settings import MatrixSection
 from dispatch_matrix.store import Database

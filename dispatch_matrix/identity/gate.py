@@ -1,38 +1,170 @@
-"""The trust gate at work: the router's `Gate`, and the owners' identities it judges by.
+"""The trust gate: may this device command the bot, and may it read what the bot says.
 
-`Identities` fetches owners' published keys, pins their master key on first contact,
-re-checks it when their device lists change, and applies the same standing to whom the bot
-shares room keys with (`restrict_sharing`, before every send). `TrustGate` judges each
-owner event with the pure decision in `trust.py` against the sender device's standing,
-logs every refusal with its reason, tells the owner once why they were not obeyed, and
-holds the messages of an owner whose identity changed (`held.py`) until it is trusted
-again. One decision, read two ways: may this device command the bot, and may it read what
-the bot says."""
+One decision read two ways. Its core is pure (no I/O, table-tested): `may_command` and
+`may_join` decide over typed inputs whether an event may command the bot and whether to
+take an invite, and `device_trust` walks a sender device's chain (pinned master →
+self-signing key → device) over published keys (`UserKeys`), naming where it breaks
+(`DeviceTrust`). The gate every inbound event passes before it can become a task: (a) it
+arrived encrypted, (b) its sender is an owner, (c) the sending device is cross-signed by
+that owner's pinned identity, (d) the room holds only the bot and owners. Each refusal
+carries its reason (`TrustVerdict`).
+
+Around that core, the edges that feed it: `Identities` fetches owners' published keys,
+pins their master key on first contact, re-checks it when their device lists change, and
+applies the same standing to whom the bot shares room keys with (`restrict_sharing`, before
+every send). `TrustGate` is the router's `Gate`: it judges each owner event with
+`may_command` against the sender device's standing, logs every refusal with its reason,
+tells the owner once why they were not obeyed, and hands the messages of an owner whose
+identity changed to the holder it is given (`held.py`'s `HeldMessages`, which imports this
+module's types) until it is trusted again."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from nio import AsyncClient
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.identity import texts
-from dispatch_matrix.identity.held import HeldMessages
-from dispatch_matrix.identity.side_notice import send_readable_by
+from dispatch_matrix.identity.signing import key_of, verify
 from dispatch_matrix.identity.tables import IdentityTables
-from dispatch_matrix.identity.trust import (
-    DeviceTrust,
-    UserKeys,
-    device_trust,
-    may_command,
-    may_join,
-)
 from dispatch_matrix.matrix.client import MatrixClient
 from dispatch_matrix.matrix.inbound import Invite, Message, Reaction, Vote
 from dispatch_matrix.matrix.outbox import Outbox
 
 log = logs.get(__name__)
+
+# --- the pure decision --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrustVerdict:
+    """Yes, or no with the reason."""
+
+    allowed: bool
+    reason: str = ""
+
+    @classmethod
+    def allow(cls) -> TrustVerdict:
+        return cls(True)
+
+    @classmethod
+    def refuse(cls, reason: str) -> TrustVerdict:
+        return cls(False, reason)
+
+
+def may_join(invite: Invite, owners: frozenset[str]) -> TrustVerdict:
+    """Whether to accept an invite: only from an owner."""
+    if invite.inviter not in owners:
+        return TrustVerdict.refuse("inviter is not an owner")
+    return TrustVerdict.allow()
+
+
+class Commanding(Protocol):
+    """What the gate reads of an event that may command the bot (a message, a reaction)."""
+
+    @property
+    def sender(self) -> str: ...
+
+    @property
+    def was_encrypted(self) -> bool: ...
+
+
+def may_command(
+    event: Commanding,
+    owners: frozenset[str],
+    device: DeviceTrust | None,
+    room_private: bool,
+    require_cross_signed: bool,
+) -> TrustVerdict:
+    """Whether a message may become a task or a command, or a reaction answer a question.
+
+    `device` is the sending device's standing (None when the event was not encrypted);
+    `room_private` whether the room's members are only the bot and owners.
+    """
+    if event.sender not in owners:
+        return TrustVerdict.refuse("sender is not an owner")
+    if not event.was_encrypted:
+        return TrustVerdict.refuse("plaintext: only end-to-end encrypted messages are obeyed")
+    if not room_private:
+        return TrustVerdict.refuse("room is not private: someone besides the owners is in it")
+    if device is None:
+        return TrustVerdict.refuse("sending device unknown")
+    if device is DeviceTrust.IDENTITY_CHANGED:
+        return TrustVerdict.refuse(device.value)
+    if not device.trusted and require_cross_signed:
+        return TrustVerdict.refuse(device.value)
+    return TrustVerdict.allow()
+
+
+class DeviceTrust(enum.Enum):
+    """How a sender's device relates to its owner's cross-signing identity."""
+
+    CROSS_SIGNED = "cross-signed by its owner's pinned identity"
+    UNSIGNED = "device not cross-signed by its owner"
+    NO_IDENTITY = "sender has no cross-signing identity"
+    IDENTITY_CHANGED = "sender's identity changed since it was pinned"
+    UNKNOWN_DEVICE = "sending device is not in the sender's device list"
+
+    @property
+    def trusted(self) -> bool:
+        return self is DeviceTrust.CROSS_SIGNED
+
+
+@dataclass(frozen=True)
+class UserKeys:
+    """A user's published keys, as /keys/query returned them."""
+
+    user_id: str
+    master: dict[str, Any] | None
+    self_signing: dict[str, Any] | None
+    devices: dict[str, dict[str, Any]]
+
+    @classmethod
+    def from_query(cls, reply: dict[str, Any], user_id: str) -> UserKeys:
+        return cls(
+            user_id=user_id,
+            master=reply.get("master_keys", {}).get(user_id),
+            self_signing=reply.get("self_signing_keys", {}).get(user_id),
+            devices=dict(reply.get("device_keys", {}).get(user_id, {})),
+        )
+
+    @property
+    def master_key(self) -> str | None:
+        return key_of(self.master) if self.master else None
+
+    def device_by_curve_key(self, curve25519: str) -> str | None:
+        """The id of the device whose identity key is `curve25519`."""
+        for device_id, device in self.devices.items():
+            if device.get("keys", {}).get(f"curve25519:{device_id}") == curve25519:
+                return device_id
+        return None
+
+
+def device_trust(keys: UserKeys, device_id: str | None, pinned_master: str | None) -> DeviceTrust:
+    """Walk the chain pinned master → self-signing key → device; say where it breaks."""
+    master = keys.master_key
+    if master is None:
+        return DeviceTrust.NO_IDENTITY
+    if pinned_master is not None and master != pinned_master:
+        return DeviceTrust.IDENTITY_CHANGED
+    if device_id is None or device_id not in keys.devices:
+        return DeviceTrust.UNKNOWN_DEVICE
+    ssk_object = keys.self_signing or {}
+    ssk = key_of(ssk_object)
+    if ssk is None or not verify(ssk_object, keys.user_id, f"ed25519:{master}", master):
+        return DeviceTrust.UNSIGNED
+    device = keys.devices[device_id]
+    if not verify(device, keys.user_id, f"ed25519:{ssk}", ssk):
+        return DeviceTrust.UNSIGNED
+    return DeviceTrust.CROSS_SIGNED
+
+
+# --- the owners' identities and the gate at work ------------------------------------------
 
 
 class Identities:
@@ -146,14 +278,35 @@ async def share_only_with(
         nio.olm.outbound_group_sessions.pop(room_id, None)
 
 
+class Holding(Protocol):
+    """What the gate asks of the messages it holds (`held.HeldMessages`): a protocol, since
+    that module imports this one's types."""
+
+    # How many messages are held.
+    count: int
+
+    async def hold(self, message: Message) -> None:
+        """Hold a message from an identity not trusted yet; tell its sender once."""
+
+    async def release(
+        self,
+        route: Callable[[Message], Awaitable[None]],
+        judge: Callable[[Message, DeviceTrust | None], bool],
+        *,
+        devices_changed: bool = False,
+        keys_fetched: bool = False,
+    ) -> None:
+        """Run, or name, the held messages whose sender's identity is trusted again."""
+
+
 class TrustGate:
     """Who may command the bot, with what the owner is told when refused."""
 
     def __init__(
         self,
-        client: MatrixClient,
         tables: IdentityTables,
         identities: Identities,
+        held: Holding,
         outbox: Outbox,
         *,
         owners: frozenset[str],
@@ -165,12 +318,7 @@ class TrustGate:
         self._owners = owners
         self._require_cross_signed = require_cross_signed
         # Messages from an owner's identity not trusted yet: held, then run once trusted.
-        self._held = HeldMessages(
-            tables,
-            identities,
-            lambda room, content, devices: send_readable_by(client, room, content, devices),
-            lambda room, text: outbox.post(room, text, notice=True),
-        )
+        self._held = held
         # How many messages are held (the router asks for a release only while some are).
         self.holding = self._held.count
         # The owners' key fetches counted at the last release: a fresh fetch since may

@@ -31,8 +31,8 @@ from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.identity import texts
+from dispatch_matrix.identity.gate import DeviceTrust, UserKeys
 from dispatch_matrix.identity.tables import IdentityTables
-from dispatch_matrix.identity.trust import DeviceTrust, UserKeys
 from dispatch_matrix.matrix.inbound import Message
 
 log = logs.get(__name__)

@@ -33,12 +33,11 @@ from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.identity import sas_protocol
 from dispatch_matrix.identity.admin import BotSettings, saved_login
 from dispatch_matrix.identity.crosssign import ensure_identity, sign_user
-from dispatch_matrix.identity.gate import share_only_with
+from dispatch_matrix.identity.gate import DeviceTrust, UserKeys, device_trust, share_only_with
 from dispatch_matrix.identity.sas import SasFlow
 from dispatch_matrix.identity.sas_protocol import Outgoing, Party, Phase, VerificationCancelled
 from dispatch_matrix.identity.signing import CrossSigningKeys
 from dispatch_matrix.identity.tables import IdentityTables
-from dispatch_matrix.identity.trust import DeviceTrust, UserKeys, device_trust
 from dispatch_matrix.identity.verification import (
     VerificationEvent,
     VerificationStream,

@@ -15,7 +15,7 @@ from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ModelError
 from dispatch_matrix.core.ids import EventID, RoomID
 from dispatch_matrix.queue import texts
-from dispatch_matrix.queue.commands import Command
+from dispatch_matrix.queue.intake import Command
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import LedgerQueries, Task, TaskState

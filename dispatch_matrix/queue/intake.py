@@ -1,25 +1,88 @@
-"""Intake: what an owner's trusted message does to the queue.
+"""Intake: what an owner's trusted message means, and what it does to the queue.
 
 Work (text, or a file with its caption) becomes a task row, acknowledged with ⏳ only once
 it is on disk; a `!command` is answered at once; a "yes" / "no" answers an open approval
 question; an edit of a queued message changes its task; a redaction drops it.
+
+The control commands' grammar is here, parsed by a pure function (`parse`), so that one
+module says what owner text means: `!help`, `!status`, `!queue`, `!cancel [id]`, `!pause`,
+`!resume`, `!retry [id]`, `!new`, `!history [n]`, `!compact`, `!memory`, `!usage`,
+`!model [name]`, `!tools`, `!reminders`, `!cancel-reminder ID`, `!digest`. Anything else
+starting with `!` gets the help text, never the model. Their effects are `control.py`'s
+(answered without the model, even mid-task); the parsed `Command` is what it, the
+reminders and voice take.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.matrix.polls import Ballot
 from dispatch_matrix.queue import texts
-from dispatch_matrix.queue.commands import parse
-from dispatch_matrix.queue.control import Control
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.queue.worker import Worker
 from dispatch_matrix.store import Database, TaskState
 
 log = logs.get(__name__)
+
+NAMES = (
+    "help",
+    "status",
+    "queue",
+    "cancel",
+    "pause",
+    "resume",
+    "retry",
+    "new",
+    "history",
+    "compact",
+    "memory",
+    "usage",
+    "model",
+    "reminders",
+    "cancel-reminder",
+    "digest",
+    "tools",
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed control command."""
+
+    name: str
+    arg: str = ""
+
+    @property
+    def task_id(self) -> int | None:
+        """The task number the argument names (`#3`, `3`), if any."""
+        text = self.arg.strip().lstrip("#")
+        return int(text) if text.isdigit() else None
+
+
+def parse(body: str) -> Command | None:
+    """The command in a message, or None if the message is ordinary work."""
+    text = body.strip()
+    if not text.startswith("!") or text.startswith("!!"):
+        return None
+    word, _, rest = text[1:].partition(" ")
+    name = word.lower()
+    if name not in NAMES:
+        return Command("unknown", word)
+    return Command(name, rest.strip())
+
+
+class Commands(Protocol):
+    """What intake hands a parsed command to (`control.Control`, which imports `Command`
+    from here: a protocol, so the two modules do not need each other)."""
+
+    async def run(self, command: Command, room_id: RoomID, event_id: str) -> None:
+        """Do what the command says and reply to it, once."""
+
 
 # The commands that act on what runs now or only show: sent while a file of the room waits
 # for its download, each is run at once, not after that file (router: `!cancel` stops what
@@ -35,7 +98,7 @@ class Intake:
         db: Database,
         worker: Worker,
         room: Room,
-        control: Control,
+        control: Commands,
         max_chars: int,
         on_reaction: Callable[[EventID, str, UserID], Awaitable[bool]] | None = None,
     ) -> None:

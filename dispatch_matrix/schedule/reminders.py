@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
-from dispatch_matrix.queue.commands import Command
+from dispatch_matrix.queue.intake import Command
 from dispatch_matrix.queue.ports import Room
 from dispatch_matrix.schedule import texts as schedule_texts
 from dispatch_matrix.schedule.digest import Digest

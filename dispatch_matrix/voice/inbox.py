@@ -44,8 +44,7 @@ from dispatch_matrix.matrix.fetching import (
 )
 from dispatch_matrix.matrix.inbound import Message
 from dispatch_matrix.matrix.outbox import Outbox
-from dispatch_matrix.queue.commands import Command
-from dispatch_matrix.queue.intake import Intake
+from dispatch_matrix.queue.intake import Command, Intake
 from dispatch_matrix.store import LedgerQueries, TaskState
 from dispatch_matrix.voice import texts
 from dispatch_matrix.voice.content import declared_size, echo, heard

@@ -275,9 +275,11 @@ def _status(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _homeserver_up(config: Config) -> Iterator[None]:
-    """pair, trust and reset-identity run with the daemon stopped, and so with the private
-    homeserver it manages stopped too: start that one for the command, and stop it after.
-    (One already answering, the daemon's, is left alone.)"""
+    """pair and reset-identity run with the daemon stopped (they take the state folder's
+    lock), and so with the private homeserver it manages stopped too; trust may run beside
+    the daemon (its held messages then run at the next sync). Start the private homeserver
+    for the command when none answers, and stop it after; one already answering, the
+    daemon's, is left alone."""
     section = config.local_homeserver
     if not section.enabled:
         yield

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from fake_messages_api import FakeMessagesAPI  # noqa: E402
 from harness.bot import BotConfig, BotProcess  # noqa: E402
 from harness.jsclient import JsClient, check_installed  # noqa: E402
-from harness.order import DURATIONS_KEY, Planned, longest_first, merged  # noqa: E402
+from harness.order import DURATIONS_KEY, Planned, longest_first, merged, tier_of  # noqa: E402
 from harness.workbench import Bench, build_bench, logs_captured  # noqa: E402
 
 from dispatch_matrix.app.homeserver import LocalSynapse, free_port  # noqa: E402
@@ -399,14 +399,31 @@ def _last_durations(config: pytest.Config) -> dict[str, float]:
 
 
 class _DurationKeeper:
-    """Adds up each test's phases as their reports arrive; saves them at the end."""
+    """Adds up each test's phases as their reports arrive; saves them at the end, and says
+    the time each tier took."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.seconds: dict[str, float] = {}
+        self.tiers: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
+        self.tiers.setdefault(report.nodeid, tier_of(report.keywords))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        totals: dict[str, list[float]] = {}
+        for nodeid, seconds in self.seconds.items():
+            tier = totals.setdefault(self.tiers.get(nodeid, "unit"), [0, 0.0])
+            tier[0] += 1
+            tier[1] += seconds
+        if not totals:
+            return
+        terminalreporter.write_sep("=", "time per tier (sum of test durations, all workers)")
+        for tier in ("unit", "worker", "claude_code", "e2e", "drill"):
+            if tier in totals:
+                count, seconds = totals[tier]
+                terminalreporter.write_line(f"{tier:>12}: {int(count):5d} tests {seconds:8.1f} s")
 
     def pytest_sessionfinish(self) -> None:
         cache = getattr(self.config, "cache", None)

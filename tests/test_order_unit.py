@@ -4,7 +4,7 @@ first, by last run's seconds where known, else end-to-end before unit."""
 from __future__ import annotations
 
 import pytest
-from harness.order import E2E_GUESS_S, Planned, expected_seconds, longest_first, merged
+from harness.order import E2E_GUESS_S, Planned, expected_seconds, longest_first, merged, tier_of
 
 UNIT = Planned("tests/test_units.py::test_a", e2e=False)
 E2E = Planned("tests/test_agent_e2e.py::test_b", e2e=True)
@@ -69,3 +69,21 @@ def test_a_run_of_one_file_keeps_the_other_files_durations() -> None:
         "tests/b.py::t": 9.0,
         "tests/c.py::t": 1.0,
     }
+
+
+@pytest.mark.parametrize(
+    ("markers", "tier"),
+    [
+        ((), "unit"),
+        (("asyncio",), "unit"),
+        (("worker",), "worker"),
+        (("e2e",), "e2e"),
+        (("e2e", "drill"), "drill"),
+        (("claude_code", "e2e"), "e2e"),
+        (("claude_code",), "claude_code"),
+    ],
+)
+def test_a_test_is_counted_in_the_first_tier_its_markers_name(
+    markers: tuple[str, ...], tier: str
+) -> None:
+    assert tier_of(markers) == tier

@@ -9,7 +9,7 @@ as on CI, knows none and guesses from what the test starts: Synapse or not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 # Where the last run's seconds per test are kept (pytest's cache, .pytest_cache/).
@@ -45,3 +45,15 @@ def merged(old: Mapping[str, float], new: Mapping[str, float]) -> dict[str, floa
     """The durations to keep: this run's where it ran a test, the old ones elsewhere (a
     run of one file must not forget the others)."""
     return {**old, **new}
+
+
+# The suite's tiers, the first marker a test carries deciding (a drill through Synapse is a
+# drill): where the suite's minutes go, said at the end of every run.
+TIERS = ("drill", "e2e", "claude_code", "worker")
+
+
+def tier_of(keywords: Iterable[str]) -> str:
+    """The tier of a test by its markers (pure): a drill, end to end, the Claude Code
+    engine, the worker tier, or a unit test."""
+    names = set(keywords)
+    return next((tier for tier in TIERS if tier in names), "unit")

@@ -274,9 +274,9 @@ async def test_a_full_disk_is_a_clear_error_and_it_carries_on_once_space_is_back
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
-        bot = await setup.process().start()
+        bot = setup.process()
         running.append(bot)
-        owner = await owner_client(setup.owner)
+        owner = await beside_bot_start(bot, owner_client(setup.owner))
         room = await owner.create_dm(setup.bot.user_id)
         await owner.wait_join(room, setup.bot.user_id)
         await owner.send_text(room, "before the disk fills")

@@ -321,15 +321,13 @@ def shared_dm(extra: str = "", **options: Any) -> Any:
         owner: JsClient | None = None
 
         async def owner_started() -> JsClient:
-            client = await JsClient.start(
+            nonlocal owner
+            # Kept at once, so the `finally` below closes it whichever start fails.
+            owner = await JsClient.start(
                 homeserver.url, setup.owner.user_id, setup.owner.password, strict=True, name="owner"
             )
-            try:
-                await client.bootstrap_cross_signing(setup.owner.password)
-            except BaseException:
-                await client.close()
-                raise
-            return client
+            await owner.bootstrap_cross_signing(setup.owner.password)
+            return owner
 
         try:
             owner = await beside_bot_start(bot, owner_started())

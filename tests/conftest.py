@@ -3,6 +3,7 @@ the bot as a process, and the second (matrix-js-sdk) client."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import secrets
@@ -241,6 +242,16 @@ def owner_client(
     return start
 
 
+async def beside_bot_start(bot: BotProcess, client: Awaitable[JsClient]) -> JsClient:
+    """Start the bot while the owner's client starts (logs in, cross-signs): neither needs
+    the other until a DM is made, and each is seconds of waiting on a process of its own.
+    Returns the client once both are up; a failure of either cancels the other."""
+    async with asyncio.TaskGroup() as both:
+        both.create_task(bot.start())
+        starting = both.create_task(client)
+    return starting.result()
+
+
 async def started(
     make_bot: Callable[..., BotSetup],
     owner_client: Callable[..., Awaitable[JsClient]],
@@ -257,9 +268,9 @@ async def started(
     `matrix_extra`, `limited` for Synapse's stock rate limits, `model`, `max_retries`,
     `welcome`)."""
     setup = make_bot(extra=extra, **options)
-    bot = await BotProcess(setup.config, env=dict(env or {})).start()
+    bot = BotProcess(setup.config, env=dict(env or {}))
     running.append(bot)
-    owner = await owner_client(setup.owner)
+    owner = await beside_bot_start(bot, owner_client(setup.owner))
     room = await owner.create_dm(setup.bot.user_id)
     await owner.wait_join(room, setup.bot.user_id)
     return setup, bot, owner, room
@@ -306,13 +317,20 @@ def shared_dm(extra: str = "", **options: Any) -> Any:
     ) -> AsyncIterator[SharedDM]:
         check_installed()
         setup = new_bot(homeserver, module_api, tmp_path_factory.mktemp("shared"), extra, **options)
-        bot = await setup.process().start()
+        bot = setup.process()
         owner: JsClient | None = None
-        try:
+
+        async def owner_started() -> JsClient:
+            nonlocal owner
+            # Kept at once, so the `finally` below closes it whichever start fails.
             owner = await JsClient.start(
                 homeserver.url, setup.owner.user_id, setup.owner.password, strict=True, name="owner"
             )
             await owner.bootstrap_cross_signing(setup.owner.password)
+            return owner
+
+        try:
+            owner = await beside_bot_start(bot, owner_started())
             room = await owner.create_dm(setup.bot.user_id)
             await owner.wait_join(room, setup.bot.user_id)
             yield SharedDM(setup, bot, owner, room)

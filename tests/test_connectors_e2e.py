@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BotSetup, started
+from conftest import BotSetup, beside_bot_start, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
@@ -245,9 +245,9 @@ async def test_mcp_import_of_a_claude_desktop_file_keeps_its_secret_out_of_sight
     assert config.read_text() == text
 
     # The daemon starts it with the secret; the secret stays out of logs, room and model.
-    bot = await setup.process().start()
+    bot = setup.process()
     running.append(bot)
-    owner = await owner_client(setup.owner)
+    owner = await beside_bot_start(bot, owner_client(setup.owner))
     room = await owner.create_dm(setup.bot.user_id)
     await owner.wait_join(room, setup.bot.user_id)
     fake_api.reply(tools=[("mcp__notes__check_token", {})])

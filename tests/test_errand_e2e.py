@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BotSetup
+from conftest import BotSetup, beside_bot_start
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
@@ -99,9 +99,9 @@ async def test_the_pr_review_errand(
         f' "Read", "Write({reviews}/**)"]\n'
     )
     setup.config.write()
-    bot = await setup.process().start()
+    bot = setup.process()
     running.append(bot)
-    owner = await owner_client(setup.owner)
+    owner = await beside_bot_start(bot, owner_client(setup.owner))
     room = await owner.create_dm(setup.bot.user_id)
     await owner.wait_join(room, setup.bot.user_id)
 

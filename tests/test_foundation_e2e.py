@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import BotSetup
+from conftest import BotSetup, beside_bot_start
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess, console_script
 from harness.jsclient import JsClient
@@ -35,9 +35,9 @@ async def test_owner_message_is_answered_in_the_encrypted_dm(
     running: list[BotProcess],
 ) -> None:
     setup = make_bot()
-    bot = await setup.process().start()
+    bot = setup.process()
     running.append(bot)
-    owner = await owner_client(setup.owner)
+    owner = await beside_bot_start(bot, owner_client(setup.owner))
     room = await open_dm(owner, setup)
     fake_api.reply("All **three** tests pass.\n\n- `test_a`\n- `test_b`")
 

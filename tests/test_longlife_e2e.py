@@ -5,11 +5,12 @@ homeserver is away."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import BotSetup, Homeserver, started
+from conftest import BotSetup, Homeserver, beside_bot_start, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
@@ -34,12 +35,17 @@ async def test_a_room_the_bot_was_removed_from_holds_back_no_other_room(
     other = str(other["room_id"])
     await owner.invite(other, bot_id)
     await owner.wait_join(other, bot_id)
-    fake_api.reply("an answer for a room I left", delay=4)
+    # Answered once the bot is out of the room, however long the kick takes to arrive.
+    answer = threading.Event()
+    fake_api.reply("an answer for a room I left", gate=answer)
     await owner.send_text(other, "work in the other room")
     await fake_api.await_requests(1, 30)
     # Removed while it works: its answer can never go to that room.
-    await owner.call("kick", room_id=other, user_id=bot_id, reason="done with this room")
-    await owner.call("wait_membership", room_id=other, user_id=bot_id, membership="leave")
+    try:
+        await owner.call("kick", room_id=other, user_id=bot_id, reason="done with this room")
+        await owner.call("wait_membership", room_id=other, user_id=bot_id, membership="leave")
+    finally:
+        answer.set()
     await bot.wait_log("task.finished", timeout=30)
     started_at = time.monotonic()
     await owner.send_text(dm, "are you still with me?")
@@ -74,9 +80,9 @@ async def test_status_says_not_connected_while_the_homeserver_is_away(
     setup = make_bot()
     setup.config.homeserver = relay.url
     setup.config.write()
-    bot = await setup.process().start()
+    bot = setup.process()
     running.append(bot)
-    owner = await owner_client(setup.owner)
+    owner = await beside_bot_start(bot, owner_client(setup.owner))
     room = await owner.create_dm(setup.bot.user_id)
     await owner.wait_join(room, setup.bot.user_id)
     await owner.send_text(room, "are you there?")
@@ -141,12 +147,19 @@ async def test_an_edit_to_a_running_task_is_answered_with_one_line(
 ) -> None:
     setup, bot, owner, room = await started(make_bot, owner_client, running)
     bot_id = setup.bot.user_id
-    fake_api.reply("summary of the old folder", delay=6)
+    # Answered once the edit has been answered: the task is running all the while.
+    answer = threading.Event()
+    fake_api.reply("summary of the old folder", gate=answer)
     sent = await owner.send_text(room, "summarise the old folder")
     await fake_api.await_requests(1, 30)
     edit = edit_of(sent, "summarise the new folder")
     await owner.call("send_event", room_id=room, type="m.room.message", content=edit)
-    said = await owner.wait_message(room, sender=bot_id, contains="edit was not taken", timeout=10)
+    try:
+        said = await owner.wait_message(
+            room, sender=bot_id, contains="edit was not taken", timeout=10
+        )
+    finally:
+        answer.set()
     assert said["body"].count("\n") == 0, "one line"
     assert "#1 is already running" in said["body"] and "`!cancel`" in said["body"]
     assert (said["content"].get("m.relates_to") or {}).get("m.in_reply_to") == {"event_id": sent}

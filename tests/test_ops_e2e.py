@@ -11,11 +11,12 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from conftest import BotSetup, Homeserver, started
+from conftest import BotSetup, Homeserver, beside_bot_start, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import API_KEY, BotProcess, console_script
 from harness.jsclient import JsClient
@@ -51,9 +52,9 @@ async def join(
 ) -> tuple[BotProcess, JsClient, str]:
     """`started()` for a bot whose config the test changed: it runs, and its owner's
     cross-signed strict client shares an encrypted DM with it."""
-    bot = await setup.process().start()
+    bot = setup.process()
     running.append(bot)
-    owner = await owner_client(setup.owner)
+    owner = await beside_bot_start(bot, owner_client(setup.owner))
     room = await owner.create_dm(setup.bot.user_id)
     await owner.wait_join(room, setup.bot.user_id)
     return bot, owner, room
@@ -91,10 +92,16 @@ async def test_status_shows_the_daemon_its_connection_queue_and_current_task(
     running: list[BotProcess],
 ) -> None:
     setup, bot, owner, room = await started(make_bot, owner_client, running)
-    fake_api.reply("done slowly", delay=6)
+    # The answer waits until `status` has been read: the task is running for as long as
+    # the check takes, however slow the machine, and not a set time longer.
+    answer = threading.Event()
+    fake_api.reply("done slowly", gate=answer)
     await owner.send_text(room, "work slowly please")
     await fake_api.await_requests(len(fake_api.requests) + 1, 30)
-    code, shown = await status(bot)
+    try:
+        code, shown = await status(bot)
+    finally:
+        answer.set()
     assert code == 0
     assert shown["daemon"] == f"running (pid {bot.pid})"
     assert shown["connected"].startswith("yes, last sync")
@@ -118,11 +125,16 @@ async def test_status_shows_a_tasks_terminal_controls_instead_of_obeying_them(
     running: list[BotProcess],
 ) -> None:
     setup, bot, owner, room = await started(make_bot, owner_client, running)
-    fake_api.reply("painted", delay=6)
+    # Answered once `status` has been read: the task runs for as long as the check takes.
+    answer = threading.Event()
+    fake_api.reply("painted", gate=answer)
     # A window title, a screen wipe and a right-to-left override, from the phone.
     await owner.send_text(room, "paint \x1b]0;pwned\x07 the \x1b[2Jscreen \u202eright")
     await fake_api.await_requests(len(fake_api.requests) + 1, 30)
-    code, shown = await status(bot)
+    try:
+        code, shown = await status(bot)
+    finally:
+        answer.set()
     assert code == 0
     assert (
         shown["current"] == "#1 running: paint \\x1b]0;pwned\\x07 the \\x1b[2Jscreen \\u202eright"
@@ -262,9 +274,9 @@ async def test_a_full_disk_is_a_clear_error_and_it_carries_on_once_space_is_back
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
-        bot = await setup.process().start()
+        bot = setup.process()
         running.append(bot)
-        owner = await owner_client(setup.owner)
+        owner = await beside_bot_start(bot, owner_client(setup.owner))
         room = await owner.create_dm(setup.bot.user_id)
         await owner.wait_join(room, setup.bot.user_id)
         await owner.send_text(room, "before the disk fills")
@@ -312,12 +324,15 @@ async def test_the_homeserver_away_for_a_minute_loses_and_doubles_nothing(
     setup.config.homeserver = relay.url
     setup.config.write()
     bot, owner, room = await join(setup, owner_client, running)
-    # The answer is ready while the homeserver is away: the outbox must hold it, not drop it.
-    fake_api.reply("answered across the outage", delay=3)
+    # The answer is ready while the homeserver is away (released once the relay is cut):
+    # the outbox must hold it, not drop it.
+    answer = threading.Event()
+    fake_api.reply("answered across the outage", gate=answer)
     sent = await owner.send_text(room, "work across the outage")
     await fake_api.await_requests(len(fake_api.requests) + 1, 30)
     failed_syncs = len(bot.log_events("sync.failed"))
     await relay.cut()
+    answer.set()
     try:
         # The outage lasts until what it tests has happened, not a set minute: the answer,
         # ready meanwhile, was tried and held back, and the sync loop failed three times

@@ -5,6 +5,7 @@ worker tier: tests/test_queue_worker.py."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -90,13 +91,19 @@ async def test_the_phone_sees_the_queue_as_reactions_and_replies(
     [done] = await owner.wait_reactions(room, quick, ["✅"], sender=bot_id)
     assert done["was_encrypted"], "reactions are encrypted"
     # A slow task shows ⚙️ while it runs, then only ✅ (the ⚙️ is redacted).
-    fake_api.reply("slow answer", delay=6)
+    # Answered once the ⚙️ is seen: the task runs until then, however slow the machine.
+    answer = threading.Event()
+    fake_api.reply("slow answer", gate=answer)
     slow = await owner.send_text(room, "a slow one")
-    # The first sign of life is the bot's read receipt on the message, long before the answer.
-    seen = await owner.wait_receipt(room, slow, bot_id, timeout=5)
-    assert seen["event_id"] == slow
-    assert not [m for m in await owner.messages(room) if "slow answer" in str(m["content"])]
-    await owner.wait_reactions(room, slow, ["⚙️"], sender=bot_id, timeout=6)
+    try:
+        # The first sign of life is the bot's read receipt on the message, long before the
+        # answer.
+        seen = await owner.wait_receipt(room, slow, bot_id, timeout=5)
+        assert seen["event_id"] == slow
+        assert not [m for m in await owner.messages(room) if "slow answer" in str(m["content"])]
+        await owner.wait_reactions(room, slow, ["⚙️"], sender=bot_id, timeout=6)
+    finally:
+        answer.set()
     await owner.wait_message(room, sender=bot_id, contains="slow answer", timeout=20)
     await owner.wait_reactions(room, slow, ["✅"], sender=bot_id)
     sent = [r["txn"] for r in bot.log_events("outbox.sent") if ".react." in r["txn"]]

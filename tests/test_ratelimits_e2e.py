@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import BotSetup, started
+from conftest import BotSetup, beside_bot_start, started
 from fake_messages_api import FakeMessagesAPI
 from harness.bot import BotProcess
 from harness.jsclient import JsClient
@@ -91,9 +91,9 @@ async def test_the_answer_goes_ahead_of_decorations_held_back_by_the_budget(
     # A bot that believes its budget is small (a burst of 3, a reserve of 2) holds every
     # decoration back once an answer took it below the reserve, yet answers at once.
     setup = make_bot(limited=True, matrix_extra="send_burst = 3\nsend_rate_per_s = 0.01")
-    bot = await setup.process().start()
+    bot = setup.process()
     running.append(bot)
-    owner = await owner_client(setup.owner)
+    owner = await beside_bot_start(bot, owner_client(setup.owner))
     room = await owner.create_dm(setup.bot.user_id)
     await owner.wait_join(room, setup.bot.user_id)
     bot_id = setup.bot.user_id

@@ -8,9 +8,10 @@ retires a device too, so this holds them to one record."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
+from test_sync_news_unit import FakeOutbox
 
 from dispatch_matrix.app.connect import retire_device
 from dispatch_matrix.app.onboarding import _retire_lost
@@ -44,31 +45,22 @@ class Client:
         self.deleted.append((device_id, password))
 
 
-class Posts:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    async def post(self, room_id: str, text: str, **_: Any) -> str:
-        self.sent.append((room_id, text))
-        return "$posted"
-
-
 @pytest.mark.parametrize("refusal", [None, REFUSED])
 async def test_each_room_hears_of_the_replaced_device_once_with_what_became_of_it(
     tmp_path: Path, refusal: HomeserverError | None
 ) -> None:
     db = Database.open(tmp_path / "d.db")
-    client, posts = Client(refusal), Posts()
+    client, outbox = Client(refusal), FakeOutbox()
     bot = cast(MatrixClient, client)
     await retire_device(bot, db, "OLDDEV", "secret")
     assert client.deleted == ([] if refusal else [("OLDDEV", "secret")])
-    await announce_replacement(bot, db, cast(Outbox, posts))
+    await announce_replacement(bot, db, cast(Outbox, outbox))
     removal = None if refusal is None else refusal.one_line()
     said = texts.device_replaced("OLDDEV", "NEWDEV", removal)
-    assert posts.sent == [("!a:hs", said), ("!b:hs", said)]
+    assert outbox.posts == [("!a:hs", said), ("!b:hs", said)]
     # Told once: a later start says nothing more.
-    await announce_replacement(bot, db, cast(Outbox, posts))
-    assert len(posts.sent) == 2
+    await announce_replacement(bot, db, cast(Outbox, outbox))
+    assert len(outbox.posts) == 2
 
 
 @pytest.mark.parametrize(

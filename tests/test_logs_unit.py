@@ -3,7 +3,10 @@ terminal would obey when an operator reads the file."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import uuid
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,44 @@ def test_the_log_file_shows_an_owners_controls_as_escapes(tmp_path: Path) -> Non
         logs.setup("error")
     assert terminal.safe(line) == line
     assert json.loads(line)["text"] == said
+
+
+def test_the_console_shows_a_tracebacks_and_a_librarys_controls_as_escapes() -> None:
+    """The console renderer writes a field's value as its repr, but the event and a
+    traceback as they are: an exception's words or a library's message (text from an owner,
+    a homeserver, a connector) went to the operator's terminal raw, where an OSC sequence
+    sets the window title and a bidi override shows other text than the bytes say."""
+    said = "owner said \x1b]0;owned\x07 \u202egnp.exe\r"
+    stream = io.StringIO()
+    logs.setup("info", stream=stream)
+    try:
+        try:
+            raise ValueError(said)
+        except ValueError:
+            logs.get("test").exception("test.crashed")
+        logging.getLogger("some.library").error("a library heard: %s", said)
+    finally:
+        logs.setup("error")
+    out = stream.getvalue()
+    assert terminal.safe(out, lines=True) == out, "nothing on the console a terminal obeys"
+    assert out.count(terminal.safe(said)) == 2, "both shown, as escapes"
+    assert "Traceback (most recent call last):\n" in out, "a traceback keeps its lines"
+
+
+def test_the_console_redacts_a_traceback_before_it_escapes_it() -> None:
+    """A known secret with a colour sequence inside it is found (the redactor passes colour
+    over); escaped first, the sequence would be letters between its characters."""
+    secret = f"console-secret-{uuid.uuid4().hex}"
+    logs.REDACTOR.add(secret)
+    stream = io.StringIO()
+    logs.setup("info", stream=stream)
+    try:
+        try:
+            raise ValueError(f"token {secret[:12]}\x1b[1m{secret[12:]} refused")
+        except ValueError:
+            logs.get("test").exception("test.crashed")
+    finally:
+        logs.setup("error")
+    out = stream.getvalue()
+    assert f"ValueError: token {logs.REDACTED} refused" in out
+    assert secret[12:] not in out

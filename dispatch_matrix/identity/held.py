@@ -284,8 +284,7 @@ class HeldMessages:
 
 
 def _notice_content(text: str, reply_to: EventID) -> dict[str, Any]:
-    from dispatch_matrix.matrix.outbox import text_content
+    # The outbox's shape of a message: Markdown as HTML beside the body, a rich reply.
+    from dispatch_matrix.matrix.outbox import as_reply, text_content
 
-    content = text_content(text, notice=True)
-    content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
-    return content
+    return as_reply(text_content(text, notice=True), reply_to)

@@ -77,11 +77,13 @@ def test_the_console_shows_a_tracebacks_and_a_librarys_controls_as_escapes() -> 
         except ValueError:
             logs.get("test").exception("test.crashed")
         logging.getLogger("some.library").error("a library heard: %s", said)
+        logging.getLogger("some.library").error("one record\n[info     ] forged.line")
     finally:
         logs.setup("error")
     out = stream.getvalue()
     assert terminal.safe(out, lines=True) == out, "nothing on the console a terminal obeys"
     assert out.count(terminal.safe(said)) == 2, "both shown, as escapes"
+    assert "one record\\x0a[info     ] forged.line" in out, "a library's record stays one line"
     assert "Traceback (most recent call last):\n" in out, "a traceback keeps its lines"
 
 
@@ -102,3 +104,20 @@ def test_the_console_redacts_a_traceback_before_it_escapes_it() -> None:
     out = stream.getvalue()
     assert f"ValueError: token {logs.REDACTED} refused" in out
     assert secret[12:] not in out
+
+
+def test_a_console_record_with_nothing_to_escape_runs_no_terminal_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Escaping is looked for in logs first: the path of a message (issue 29's walk) does
+    not reach terminal.py for records that hold nothing a terminal would obey."""
+    escaped: list[str] = []
+    monkeypatch.setattr(logs, "safe", lambda text, **_: escaped.append(text) or text)
+    stream = io.StringIO()
+    logs.setup("info", stream=stream)
+    try:
+        logs.get("test").info("task.started", task="#1", said="plain words, é, 名前")
+        logging.getLogger("some.library").error("a plain library line")
+    finally:
+        logs.setup("error")
+    assert "task.started" in stream.getvalue() and escaped == []

@@ -135,11 +135,14 @@ def _redact_rendered(_logger: Any, _name: str, event_dict: MutableMapping[str, A
 def _shown_on_terminal(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
     # The console renderer writes a field's value as its repr, but the event (a library's
     # message, text from outside) and a traceback as they are: escape there what a terminal
-    # would obey. After redaction, which must see the text as it came.
-    if isinstance(event_dict.get("event"), str):
-        event_dict["event"] = safe(event_dict["event"])
-    if isinstance(event_dict.get("exception"), str):
-        event_dict["exception"] = safe(event_dict["exception"], lines=True)
+    # would obey. After redaction, which must see the text as it came. Looked for here
+    # first: a record with nothing to escape (nearly all) runs no code of terminal.py.
+    event = event_dict.get("event")
+    if isinstance(event, str) and ("\n" in event or _OBEYED_IN_LINE.search(event)):
+        event_dict["event"] = safe(event)
+    shown = event_dict.get("exception")
+    if isinstance(shown, str) and _OBEYED_IN_LINE.search(shown):
+        event_dict["exception"] = safe(shown, lines=True)
     return event_dict
 
 

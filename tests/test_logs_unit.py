@@ -3,10 +3,12 @@ terminal would obey when an operator reads the file."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,23 +65,30 @@ def test_the_log_file_shows_an_owners_controls_as_escapes(tmp_path: Path) -> Non
     assert json.loads(line)["text"] == said
 
 
+@contextlib.contextmanager
+def console() -> Iterator[io.StringIO]:
+    """What the console log writes, caught in a string; the tests' quiet setup after."""
+    stream = io.StringIO()
+    logs.setup("info", stream=stream)
+    try:
+        yield stream
+    finally:
+        logs.setup("error")
+
+
 def test_the_console_shows_a_tracebacks_and_a_librarys_controls_as_escapes() -> None:
     """The console renderer writes a field's value as its repr, but the event and a
     traceback as they are: an exception's words or a library's message (text from an owner,
     a homeserver, a connector) went to the operator's terminal raw, where an OSC sequence
     sets the window title and a bidi override shows other text than the bytes say."""
     said = "owner said \x1b]0;owned\x07 \u202egnp.exe\r"
-    stream = io.StringIO()
-    logs.setup("info", stream=stream)
-    try:
+    with console() as stream:
         try:
             raise ValueError(said)
         except ValueError:
             logs.get("test").exception("test.crashed")
         logging.getLogger("some.library").error("a library heard: %s", said)
         logging.getLogger("some.library").error("one record\n[info     ] forged.line")
-    finally:
-        logs.setup("error")
     out = stream.getvalue()
     assert terminal.safe(out, lines=True) == out, "nothing on the console a terminal obeys"
     assert out.count(terminal.safe(said)) == 2, "both shown, as escapes"
@@ -92,15 +101,11 @@ def test_the_console_redacts_a_traceback_before_it_escapes_it() -> None:
     over); escaped first, the sequence would be letters between its characters."""
     secret = f"console-secret-{uuid.uuid4().hex}"
     logs.REDACTOR.add(secret)
-    stream = io.StringIO()
-    logs.setup("info", stream=stream)
-    try:
+    with console() as stream:
         try:
             raise ValueError(f"token {secret[:12]}\x1b[1m{secret[12:]} refused")
         except ValueError:
             logs.get("test").exception("test.crashed")
-    finally:
-        logs.setup("error")
     out = stream.getvalue()
     assert f"ValueError: token {logs.REDACTED} refused" in out
     assert secret[12:] not in out
@@ -113,11 +118,7 @@ def test_a_console_record_with_nothing_to_escape_runs_no_terminal_code(
     not reach terminal.py for records that hold nothing a terminal would obey."""
     escaped: list[str] = []
     monkeypatch.setattr(logs, "safe", lambda text, **_: escaped.append(text) or text)
-    stream = io.StringIO()
-    logs.setup("info", stream=stream)
-    try:
+    with console() as stream:
         logs.get("test").info("task.started", task="#1", said="plain words, é, 名前")
         logging.getLogger("some.library").error("a plain library line")
-    finally:
-        logs.setup("error")
     assert "task.started" in stream.getvalue() and escaped == []

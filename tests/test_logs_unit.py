@@ -1,5 +1,6 @@
-"""The log file's contents: our events, not the libraries' chatter, and nothing in a line a
-terminal would obey when an operator reads the file."""
+"""The log's contents: our events, not the libraries' chatter, and nothing a terminal would
+obey, in the file an operator reads or on the console the daemon writes to; secrets hidden
+before anything is escaped."""
 
 from __future__ import annotations
 

@@ -26,12 +26,16 @@ from dispatch_matrix.agent import (
 )
 from dispatch_matrix.agent.compaction import cut_point, render, starts_turn
 from dispatch_matrix.agent.engine import ModelPlan, may_cite
+from dispatch_matrix.agent.model import CONTINUE_NOTE
 from dispatch_matrix.agent.prompt import SUMMARY_SYSTEM
 from dispatch_matrix.agent.transcript import (
+    CANCELLED_RESULT,
     MEDIA_TOKENS,
+    RETRIED_AFTER_CANCEL_NOTE,
     SUMMARY_HEAD,
     Gauge,
     count_cache_control,
+    error_result,
     estimate_tokens,
     request_messages,
     trim_text,
@@ -415,6 +419,26 @@ async def test_every_request_carries_the_same_tools_bytes_until_a_tool_is_added(
     sent = [json.dumps(request.body["tools"]) for request in fake_api.requests]
     assert len(sent) == 3 and sent[0] == sent[1] != sent[2]
     assert names_of(fake_api.requests[2].body["tools"])[-1] == "later"
+
+
+async def test_a_task_cancelled_as_the_last_turn_carries_on_with_the_retry_note(
+    tmp_path: Path, fake_api: FakeMessagesAPI
+) -> None:
+    """`!retry` right after a `!cancel` (the task's turn is still the conversation's last)
+    adds the retry note, not the note that asks for the rest of a cut reply: two notes of
+    the agent once had the same name, in model.py and transcript.py."""
+    agent, db = make_agent(tmp_path, fake_api.url)
+    task = new_task(db, 1, "count the files")
+    conversation = db.current_conversation()
+    call = {"type": "tool_use", "id": "toolu_01", "name": "bash", "input": {"command": "ls"}}
+    db.append_message(conversation, task.id, "user", [{"type": "text", "text": "count the files"}])
+    db.append_message(conversation, task.id, "assistant", [call])
+    db.append_message(conversation, task.id, "user", [error_result("toolu_01", CANCELLED_RESULT)])
+    fake_api.reply("carried on")
+    assert await agent.answer(task, FakeTaskIO()) == "carried on"
+    [request] = fake_api.requests
+    said = [b.get("text") for b in request.body["messages"][-1]["content"]]
+    assert RETRIED_AFTER_CANCEL_NOTE in said and CONTINUE_NOTE not in said
 
 
 def responder(summaries: list[str]) -> Any:

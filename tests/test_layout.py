@@ -1,5 +1,6 @@
 """The package's shape, read from its source with `ast`: no import cycle, a small top level,
-each package importing only what its docstring allows, and no two classes of one name.
+each package importing only what its docstring allows, no two classes of one name, and no two
+public constants of one name in one package.
 
 Module-level imports are what runs when a module loads; imports under `if TYPE_CHECKING:`
 are left out (they never run), and imports inside functions are collected apart: they are
@@ -219,6 +220,24 @@ def class_names() -> dict[str, list[str]]:
     return where
 
 
+def constant_names() -> dict[tuple[str, str], list[str]]:
+    """Every public module-level constant (an upper-case name assigned at the top of a
+    module), by package and name: the modules that define it."""
+    where: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for name, path in modules().items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AnnAssign):
+                targets = [node.target]
+            else:
+                continue
+            for constant in [target.id for target in targets if isinstance(target, ast.Name)]:
+                if constant.isupper() and not constant.startswith("_"):
+                    where[(package_of(name), constant)].append(name)
+    return where
+
+
 # --- the checker itself, on small graphs ------------------------------------------------
 
 
@@ -336,6 +355,14 @@ def test_packages_import_only_what_their_docstring_allows() -> None:
 def test_no_two_classes_share_a_name() -> None:
     shared = {name: where for name, where in class_names().items() if len(where) > 1}
     assert not shared, "\n".join(f"{n}: {', '.join(w)}" for n, w in sorted(shared.items()))
+
+
+def test_no_two_constants_of_one_package_share_a_name() -> None:
+    # Modules merged into one another bring their constants along: two of one name in one
+    # package (the notes `model.CONTINUE_NOTE` and `transcript.CONTINUE_NOTE`, one read by
+    # module and one bare in the same function) are one slip from sending the wrong one.
+    shared = {key: where for key, where in constant_names().items() if len(where) > 1}
+    assert not shared, "\n".join(f"{p}.{n}: {', '.join(w)}" for (p, n), w in sorted(shared.items()))
 
 
 def test_no_import_cycle_even_deferred() -> None:

@@ -16,7 +16,7 @@ from dispatch_matrix.agent.transcript import turn_context
 from dispatch_matrix.agent.usage import Totals
 from dispatch_matrix.app.config import Config
 from dispatch_matrix.core.errors import ConfigError
-from dispatch_matrix.core.ids import EventID
+from dispatch_matrix.core.ids import EventID, UserID
 from dispatch_matrix.matrix.outbox import mention_content
 from dispatch_matrix.queue.intake import Command, parse
 from dispatch_matrix.schedule import texts as schedule_texts
@@ -178,6 +178,22 @@ def test_a_reminder_mentions_its_owner_as_text_that_notifies() -> None:
     assert content["m.mentions"] == {"user_ids": ["@owner:hs"]}
     assert "@owner:hs" in content["body"]
     assert '<a href="https://matrix.to/#/@owner:hs">@owner:hs</a>' in content["formatted_body"]
+
+
+@pytest.mark.parametrize(
+    "owner, pill",
+    [
+        # A historical user id may hold `'` and `&`: the pill is found where the renderer
+        # wrote the id (it leaves `'` alone; the mention escaped it as `&#x27;` and found
+        # nothing, so the owner's id was shown without its pill).
+        ("@o'brien:hs", "<a href=\"https://matrix.to/#/@o'brien:hs\">@o'brien:hs</a>"),
+        ("@a&b:hs", '<a href="https://matrix.to/#/@a&amp;b:hs">@a&amp;b:hs</a>'),
+    ],
+)
+def test_a_reminder_mentions_an_owner_whose_id_the_renderer_escapes(owner: str, pill: str) -> None:
+    content = mention_content(f"⏰ **Call** (r2)\n{owner} Call the bank.", UserID(owner))
+    assert pill in content["formatted_body"]
+    assert content["m.mentions"] == {"user_ids": [owner]}
 
 
 # -- the digest -----------------------------------------------------------------------------

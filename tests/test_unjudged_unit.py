@@ -13,7 +13,6 @@ from test_sync_news_unit import OWNER, ROOM, FakeClient, FakeGate, build, respon
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.identity.gate import Identities, TrustGate
 from dispatch_matrix.identity.held import HeldMessages
-from dispatch_matrix.identity.side_notice import send_readable_by
 from dispatch_matrix.identity.signing import CrossSigningKeys
 from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.matrix.client import MatrixClient
@@ -188,14 +187,7 @@ def real_gate(router: Router, db: Database, client: KeysClient) -> None:
     owners = frozenset({OWNER})
     identities = Identities(cast(MatrixClient, client), tables, owners)
     outbox = router._outbox
-    held = HeldMessages(
-        tables,
-        identities,
-        lambda room, content, devices: send_readable_by(
-            cast(MatrixClient, client), room, content, devices
-        ),
-        lambda room, text: outbox.post(room, text, notice=True),
-    )
+    held = HeldMessages.in_room(cast(MatrixClient, client), outbox, tables, identities)
     router._gate = TrustGate(
         tables,
         identities,

@@ -31,9 +31,9 @@ from dispatch_matrix.agent.ports import TaskIO
 from dispatch_matrix.agent.settings import AgentSection
 from dispatch_matrix.agent.transcript import (
     CANCELLED_RESULT,
-    CONTINUE_NOTE,
     FAILED_RESULT,
     NOT_RUN_RESULT,
+    RETRIED_AFTER_CANCEL_NOTE,
     RETRIED_NOTE,
     Gauge,
     Repair,
@@ -274,7 +274,7 @@ class Agent:
             return None
         last = mine[-1]
         if cancelled_here(last):
-            note = {"type": "text", "text": CONTINUE_NOTE}
+            note = {"type": "text", "text": RETRIED_AFTER_CANCEL_NOTE}
             self._db.append_message(conversation, task.id, "user", [note])
             log.info("agent.task_continued", task=task.short_id)
             return None

@@ -275,7 +275,6 @@ ENDED_NOTE = (
     "new message follows this note, the owner has asked to try that task again: do it now.]"
 )
 
-_ANSWERS = frozenset({"end_turn", "stop_sequence"})
 _CUTS = {
     "max_tokens": (Step.CONTINUE, CONTINUE_NOTE),
     "model_context_window_exceeded": (

@@ -61,7 +61,9 @@ RETRIED_NOTE = (
     "[The owner asked for task {task} again (`!retry`). An earlier attempt, above, did not "
     "finish. Do it now, from the current state of things.]"
 )
-CONTINUE_NOTE = (
+# A task cancelled as its turn was the conversation's last, taken up again with `!retry`
+# where it stopped (not `model.CONTINUE_NOTE`, which asks for the rest of a cut reply).
+RETRIED_AFTER_CANCEL_NOTE = (
     "[The owner asked for this task again (`!retry`) after cancelling it. Carry on with it "
     "from the current state of things.]"
 )

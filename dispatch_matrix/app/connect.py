@@ -172,7 +172,9 @@ async def _login(
         return session
 
 
-# Why the old device could not be deleted ("" when it was), for the owners' notice.
+# The device a login replaced, until the rooms are told (`start_notices.py`), and why it
+# could not be deleted ("" when it was), for that notice.
+REPLACED_META = "announce_replaced_device"
 REMOVAL_META = "announce_replaced_device_removal"
 
 
@@ -188,5 +190,5 @@ async def retire_device(
     except (HomeserverError, ApprovalInBrowser) as err:
         removal = err.one_line()
         log.error("matrix.old_device_not_deleted", device=old, error=err.message, fix=err.fix)
-    db.set_meta("announce_replaced_device", old)
+    db.set_meta(REPLACED_META, old)
     db.set_meta(REMOVAL_META, removal)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dispatch_matrix import __version__
-from dispatch_matrix.app.connect import REMOVAL_META
+from dispatch_matrix.app.connect import REMOVAL_META, REPLACED_META
 from dispatch_matrix.app.onboarding import OWNER_PASSWORD_FILE
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.ids import RoomID
@@ -102,7 +102,9 @@ async def tell_connector_failures(
 
 
 async def announce_replacement(client: MatrixClient, db: Connection, outbox: Outbox) -> None:
-    old = db.get_meta("announce_replaced_device")
+    """Tell each room, once, that the bot's device was replaced (its keys were lost) and
+    whether the old one was deleted (`connect.retire_device` left both in the ledger)."""
+    old = db.get_meta(REPLACED_META)
     if not old:
         return
     for room_id in list(client.client.rooms):
@@ -112,7 +114,7 @@ async def announce_replacement(client: MatrixClient, db: Connection, outbox: Out
             notice=True,
             key=f"replaced-{old}-{room_id}",
         )
-    db.set_meta("announce_replaced_device", "")
+    db.set_meta(REPLACED_META, "")
 
 
 async def announce_unconfined(client: MatrixClient, outbox: Outbox) -> None:

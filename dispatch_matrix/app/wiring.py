@@ -37,7 +37,6 @@ from dispatch_matrix.core.clock import SystemClock
 from dispatch_matrix.core.ids import RoomID
 from dispatch_matrix.identity.gate import Identities, TrustGate
 from dispatch_matrix.identity.held import HeldMessages
-from dispatch_matrix.identity.side_notice import send_readable_by
 from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.matrix.asleep import AsleepNotice
 from dispatch_matrix.matrix.client import MatrixClient
@@ -200,12 +199,7 @@ def build(
         config.permissions.approval_timeout_s,
         enabled=config.matrix.welcome,
     )
-    held = HeldMessages(
-        identity_tables,
-        identities,
-        lambda room, content, devices: send_readable_by(client, room, content, devices),
-        lambda room, text: outbox.post(room, text, notice=True),
-    )
+    held = HeldMessages.in_room(client, outbox, identity_tables, identities)
     gate = TrustGate(
         identity_tables,
         identities,

@@ -25,10 +25,12 @@ log = logs.get(__name__)
 
 
 class Connectors:
-    """The MCP servers; a tool provider for the registry (`definitions`, `provides`, `run`).
+    """The MCP servers; a tool provider for the registry (`watch`, `definitions`, `provides`,
+    `run_tool`).
 
-    The definitions are built once and kept until a server's listing changes, so every
-    request of a quiet day sends the same tools, in the same (sorted) order.
+    The definitions are built once and kept until a server's listing changes, which the
+    registry hears of through `watch`, so every request of a quiet day sends the same tools,
+    in the same (sorted) order.
     """
 
     def __init__(self, servers: list[McpServer]) -> None:

@@ -1,7 +1,9 @@
 """Structured logging: readable on a terminal, JSON lines in the state folder, no secrets.
 
-Every record passes `redact` before it is rendered, so an access token, password or API
-key never reaches a terminal or a file, whatever a caller put in the event.
+Every record passes the redactor (`REDACTOR`) before it is rendered, so an access token,
+password or API key never reaches a terminal or a file, whatever a caller put in the event.
+Then, on the console and in the file alike, what a terminal would obey rather than show
+(text from an owner, a homeserver, a library) is written as an escape.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import structlog
 
 from dispatch_matrix.core.faults import is_disk_full
 from dispatch_matrix.core.redaction import REDACTED, KnownSecrets, find_secrets, hide
-from dispatch_matrix.core.terminal import OBEYED
+from dispatch_matrix.core.terminal import OBEYED, safe
 
 __all__ = ["REDACTED", "REDACTOR", "Redactor", "get", "setup"]
 
@@ -130,6 +132,20 @@ def _redact_rendered(_logger: Any, _name: str, event_dict: MutableMapping[str, A
     return event_dict
 
 
+def _shown_on_terminal(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
+    # The console renderer writes a field's value as its repr, but the event (a library's
+    # message, text from outside) and a traceback as they are: escape there what a terminal
+    # would obey. After redaction, which must see the text as it came. Looked for here
+    # first: a record with nothing to escape (nearly all) runs no code of terminal.py.
+    event = event_dict.get("event")
+    if isinstance(event, str) and ("\n" in event or _OBEYED_IN_LINE.search(event)):
+        event_dict["event"] = safe(event)
+    shown = event_dict.get("exception")
+    if isinstance(shown, str) and _OBEYED_IN_LINE.search(shown):
+        event_dict["exception"] = safe(shown, lines=True)
+    return event_dict
+
+
 def in_json(serialized: str) -> str:
     """A JSON text as `json.dumps(..., ensure_ascii=False)` wrote it, with every character
     a terminal would obey written as a JSON `\\uXXXX` escape: the same value when read, safe
@@ -160,7 +176,9 @@ def setup(level: str = "info", log_dir: Path | None = None, stream: Any = None) 
         cache_logger_on_first_use=False,
     )
     console = logging.StreamHandler(stream or sys.stderr)
-    console.setFormatter(_formatter(shared, structlog.dev.ConsoleRenderer(colors=False)))
+    console.setFormatter(
+        _formatter(shared, structlog.dev.ConsoleRenderer(colors=False), _shown_on_terminal)
+    )
     root = logging.getLogger()
     root.handlers.clear()
     root.addHandler(console)
@@ -245,14 +263,16 @@ def get(name: str) -> Any:
     return structlog.get_logger(name)
 
 
-def _formatter(shared: Iterable[Any], renderer: Any) -> logging.Formatter:
-    """Records from structlog and from other libraries alike: redacted, then rendered."""
+def _formatter(shared: Iterable[Any], renderer: Any, *before: Any) -> logging.Formatter:
+    """Records from structlog and from other libraries alike: redacted, then passed through
+    `before` (the console's escapes), then rendered."""
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=list(shared),
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             _redact_rendered,
+            *before,
             renderer,
         ],
     )

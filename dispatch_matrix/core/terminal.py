@@ -17,10 +17,10 @@ import re
 
 # What a terminal obeys rather than shows, as a regular expression's character class (the
 # log file escapes the same, in `logs.py`): C0 controls (tab and line feed are decided
-# below), DEL, C1 controls (0x9b is a one-byte
-# CSI on terminals that take 8-bit controls); the Arabic letter mark, the left-to-right and
-# right-to-left marks, the embeddings, overrides and isolates; the line and paragraph
-# separators; lone surrogates (a UTF-8 stdout cannot encode them: print would raise).
+# below), DEL, C1 controls (0x9b is a one-byte CSI on terminals that take 8-bit controls);
+# the Arabic letter mark, the left-to-right and right-to-left marks, the embeddings,
+# overrides and isolates; the line and paragraph separators; lone surrogates (a UTF-8
+# stdout cannot encode them: print would raise).
 OBEYED = (
     "\x00-\x08\x0b-\x1f\x7f-\x9f"
     "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"

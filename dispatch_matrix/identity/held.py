@@ -25,15 +25,20 @@ import enum
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import HomeserverError
 from dispatch_matrix.core.ids import EventID, RoomID, UserID
 from dispatch_matrix.identity import texts
 from dispatch_matrix.identity.gate import DeviceTrust, UserKeys
+from dispatch_matrix.identity.side_notice import send_readable_by
 from dispatch_matrix.identity.tables import IdentityTables
 from dispatch_matrix.matrix.inbound import Message
+
+if TYPE_CHECKING:
+    from dispatch_matrix.matrix.client import MatrixClient
+    from dispatch_matrix.matrix.outbox import Outbox
 
 log = logs.get(__name__)
 
@@ -151,6 +156,23 @@ class HeldMessages:
         # Held senders' pins at the last look (None: not looked at in this run yet).
         self._pins: dict[str, str | None] | None = None
 
+    @classmethod
+    def in_room(
+        cls,
+        client: MatrixClient,
+        outbox: Outbox,
+        tables: IdentityTables,
+        identities: IdentityView,
+    ) -> HeldMessages:
+        """Held messages as the daemon keeps them: the notice of a hold sent readable by the
+        owner's new devices too (`side_notice`), what a release names posted as a notice."""
+        return cls(
+            tables,
+            identities,
+            lambda room, content, devices: send_readable_by(client, room, content, devices),
+            lambda room, text: outbox.post(room, text, notice=True),
+        )
+
     async def hold(self, message: Message) -> None:
         """Hold `message` and, once per identity change per room, tell its sender on every
         device of theirs (the new ones included) what happened and how to fix it."""
@@ -262,8 +284,7 @@ class HeldMessages:
 
 
 def _notice_content(text: str, reply_to: EventID) -> dict[str, Any]:
-    from dispatch_matrix.matrix.outbox import text_content
+    # The outbox's shape of a message: Markdown as HTML beside the body, a rich reply.
+    from dispatch_matrix.matrix.outbox import as_reply, text_content
 
-    content = text_content(text, notice=True)
-    content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
-    return content
+    return as_reply(text_content(text, notice=True), reply_to)

@@ -17,7 +17,6 @@ when they wrote in one), an edit, a message that mentions someone so their phone
 from __future__ import annotations
 
 import asyncio
-import html
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -495,6 +494,8 @@ def as_reply(
 
 
 def _escape(text: str) -> str:
+    """Text as the renderer escapes it (`&`, `<`, `>`, `"`; not `'`, which `html.escape`
+    would write as `&#x27;`): what to look for in, or add to, the HTML it made."""
     return (
         text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
     )
@@ -526,8 +527,11 @@ def mention_content(markdown: str, user_id: UserID) -> dict[str, Any]:
     """
     content = text_content(markdown)
     rendered = content.get("formatted_body") or render(markdown)
-    pill = f'<a href="https://matrix.to/#/{html.escape(user_id)}">{html.escape(user_id)}</a>'
+    # Escaped as the renderer escaped the text, or an id it writes differently (`'`) is
+    # never found to become a pill.
+    shown = _escape(user_id)
+    pill = f'<a href="https://matrix.to/#/{shown}">{shown}</a>'
     content["format"] = "org.matrix.custom.html"
-    content["formatted_body"] = rendered.replace(html.escape(user_id), pill, 1)
+    content["formatted_body"] = rendered.replace(shown, pill, 1)
     content["m.mentions"] = {"user_ids": [user_id]}
     return content

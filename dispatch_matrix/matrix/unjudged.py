@@ -153,8 +153,9 @@ class Unjudged:
         # What a judged event does, given its verdict (the router's, as if judged on time);
         # raises FileNotFetched for a file message whose file must wait.
         self._settle = settle
-        # Takes an admitted file message's file again (the router's; raises FileNotFetched
-        # while it still cannot), and tells its owner it still waits or was given up on.
+        # Takes an admitted file message's file again (`IncomingFiles.fetch`; raises
+        # FileNotFetched while it still cannot), and tells its owner it still waits or was
+        # given up on (`IncomingFiles.tell`).
         self._fetch = fetch
         self._tell = tell
         self._clock = clock

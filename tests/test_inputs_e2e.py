@@ -23,6 +23,7 @@ from conftest import BotSetup, Homeserver
 from harness.bot import BotProcess, console_script
 from structlog.testing import capture_logs
 
+from dispatch_matrix.app.connect import REPLACED_META
 from dispatch_matrix.app.homeserver import STARTED_NAME, LocalSynapse, free_port
 from dispatch_matrix.app.onboarding import InitAnswers, _login_and_open_dms
 from dispatch_matrix.core.ids import UserID
@@ -172,7 +173,7 @@ async def test_a_start_stopped_between_uploading_keys_and_saving_them_is_not_wed
         assert session.device_id == device and client.replaced_device is None
         published = await client.query_keys([account.user_id])
         assert set(published["device_keys"][account.user_id]) == {device}
-        assert db.get_meta("announce_replaced_device") == first.session.device_id
+        assert db.get_meta(REPLACED_META) == first.session.device_id
     finally:
         await client.close()
         db.close()

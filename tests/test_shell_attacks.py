@@ -1048,6 +1048,256 @@ def test_every_credential_store_is_denied_to_read_in_any_case(command: str) -> N
     assert app_policy().decide("bash", {"command": command}).verdict == "deny", command
 
 
+# --- Attack review 3: a program's own reading of its arguments ---------------------------
+# Under the rules an owner writes for a project (the brief of this review): each line of
+# THIRD_BREAKS was allowed before and asks now; what it did, measured on this machine's
+# programs, is said above each group.
+
+PROJECT = HOME / "proj"
+PROJECT_ALLOW = [
+    "Bash(git:*)", "Bash(git log:*)", "Bash(ls:*)", "Bash(cat:*)", "Bash(grep:*)",
+    "Bash(find:*)", "Bash(sort:*)", "Bash(tar:*)", "Bash(python -m pytest:*)",
+    "Bash(npm run:*)", "Bash(make:*)", "Bash(rg:*)", "Bash(sed -n:*)", "Bash(awk:*)",
+    "Bash(env:*)", "Bash(pytest:*)", "Bash(head:*)", "Bash(tail:*)", "Bash(wc:*)",
+    "Bash(echo:*)", "Bash(jq:*)", "Bash(uniq:*)", "Bash(tree:*)", "Bash(diff:*)", "Bash(du:*)",
+    "Bash(ps:*)", "Bash(date:*)", "Bash(cd:*)", "Bash(go test:*)", "Bash(npm test:*)",
+    "Bash(stat:*)", "Bash(md5sum:*)", "Bash(sha256sum:*)", "Bash(sed:*)", "Bash(cut:*)",
+    "Bash(tr:*)", "Bash(test:*)", "Read", "Glob", "Grep",
+]  # fmt: skip
+
+
+def project_policy() -> Policy:
+    """The daemon's policy in a project folder under the home folder."""
+    private = [STORE, *(HOME / p for p in CREDENTIAL_PATHS)]
+    return Policy(
+        PROJECT_ALLOW, [], DENY, HOME, PROJECT, protected=[STORE / "config.toml", *private],
+        private=private,
+    )  # fmt: skip
+
+
+THIRD_BREAKS = [
+    # GNU find ends only its leading options (-H, -L, -P, -D, -O) at `--`: the expression
+    # still follows, and `find -- . -exec touch X \;` ran touch.
+    "find -- . -exec touch X \\;",
+    "find -- . -delete",
+    "find -- . -execdir sh \\;",
+    "find . -- -exec echo \\;",
+    # A value taken from the next word that starts with `-`: git's `-U` takes only an
+    # attached value, so `git diff -U --output=F` wrote F (git 2.x, in or out of a repo).
+    "git diff -U --output=notes.txt",
+    "git log -U --output=notes.txt",
+    "git show -U --output=notes.txt",
+    "pytest --ignore -pevil",
+    "pytest -k -pevil",
+    "pytest -r -pevil",
+    "python -m pytest --deselect -pevil",
+    "python -m pytest -m -pevil",
+    "pytest -n -p evil",
+    "git log -n -5",
+    "find . -name '-exec'",
+    # Where a subcommand starts is git's to read, not the judge's.
+    "git -- log --output=x",
+    "git --no-pager -- log --output=x",
+    # procps has no UNIX `-x`: it reads the cluster as BSD options, and `ps -axe` printed
+    # every process's environment (procps-ng 4.0.2).
+    "ps -axe",
+    "ps -ex",
+    "ps -xe",
+    "ps -efx",
+    # npm's own `run env` (no `env` script) printed the whole environment.
+    "npm run env",
+    "npm run -- env",
+    "npm run env -- x",
+    # Checksum programs open the files a list names.
+    "md5sum -c list",
+    "md5sum -wc list",
+    "sha256sum --check=list",
+    "sha256sum --ch list",
+    # /dev/fd is /proc/self/fd: past 0-2, a descriptor the daemon may have left open.
+    "cat /dev/fd/3",
+    "tail -f /dev/fd/3",
+    "cat < /dev/fd/4",
+    # git reads paths as patterns: each of these showed a committed .env's content.
+    "git log -p -- '.e[n]v'",
+    "git log -p -- '.en?'",
+    "git diff HEAD -- '.e*'",
+    "git log -p -- '.e\\nv'",
+    "git log -p -- ':(icase).ENV'",
+    "git show HEAD -- '.e*'",
+    "git log -p -- ':/private/x'",
+    # tar's old-style first word with a digit; go test and tree after `--` (not verified
+    # here: asked rather than assumed).
+    "tar x0f a.tar",
+    "tar 0xf a.tar",
+    "go test -- -exec=./evil",
+    "go test ./... -- -test.cpuprofile=prof",
+    "tree -- -o out",
+    "ls -" + "a" * 100,
+]
+# An option's attached value after other letters (`-tvf`, `-rf`) or without a `/` was
+# not judged as a path: each of these read a denied file or a secret.
+THIRD_DENIED = [
+    "grep -f.env y",
+    "grep -fid_rsa y",
+    "du -X.env .",
+    "tar -tvf/home/u/private/x",
+    "tar -tvfkey.pem",
+    "grep -rf/home/u/private/x y",
+    "grep -rf.env y",
+    "du -aX/home/u/private/x .",
+    "grep -f/home/u/private/a=b y",
+]
+# Tried in the same review and already asked (or denied) before it: kept.
+THIRD_HELD_ASKS = [
+    "sort -T. x",
+    "sort -T /home/u/.config x",
+    "git log --format --output=/home/u/.bashrc",
+    "env -i make",
+    "tree -o=out",
+    "git log --outp=x",
+    "sort --outp=x y",
+    "rg --pr=x y",
+    "git diff --ou=x",
+    "git diff -U5 --output=x",
+    "sort -uo F x",
+    "sort -uoF x",
+    "sort --uniq x",
+    "sort -k1 -o x y",
+    "tar -xvf a.tar",
+    "tar -tvf a.tar -I sh",
+    "tar -tf a.tar --to-com=sh",
+    "tar -tf a.tar --use=sh",
+    "tar -tfa.tar -Ish",
+    "tar tvf a.tar",
+    "tar --list -f a.tar",
+    "tar -t --force-local -f a:b",
+    "git log --no-pa",
+    "git log -p --ext-diff",
+    "git log --format=%(describe)",
+    "git log -Sfoo --pickaxe-regex",
+    "git show --textconv HEAD:x",
+    "git log --since=yesterday --output",
+    "git rev-parse --show-toplevel --git-path hooks",
+    "git ls-files --error-unmatch x",
+    "rg -pz x",
+    "rg -zp x",
+    "rg --type-add x",
+    "rg -f patterns x",
+    "rg --ignore-file x y",
+    "find . -exec echo {} \\;",
+    "find . -name x -o -exec echo \\;",
+    "find . -newer x -exec echo \\;",
+    "find . \\( -name x \\) -exec echo \\;",
+    "find . -printf '%p' -fprint x",
+    "find . -ok echo \\;",
+    "find . -execdir echo {} +",
+    "find . -true -exec echo \\;",
+    "find -O3 . -exec echo \\;",
+    "find -D tree .",
+    "find -H . -exec echo \\;",
+    "find . -iname x -delete",
+    'awk \'BEGIN{printf "x" > "/dev/stdout"}\'',
+    "awk -f /dev/stdin f",
+    "awk '@include \"x\"' f",
+    "awk 'BEGIN{ while ((getline l < \"f\") > 0) print l }'",
+    "awk --sandbox 1 f",
+    "awk -E x.awk",
+    "awk 'BEGIN{ cmd = \"id\"; cmd | getline }'",
+    "awk 'BEGIN{ print ENVIRON[\"HOME\"] }'",
+    "awk 'BEGIN{ \"id\" |& getline }'",
+    'awk \'BEGIN { x = "/inet/tcp/0/1.2.3.4/80"; print "x" |& x }\'',
+    "sed -n 's/a/b/p;w x' f",
+    "sed -n 's#a#b#w x' f",
+    'sed -n "s/a/b/\\nw x" f',
+    "sed -n 1p --follow-symlinks f",
+    "sed -n 's/a/b/ w x' f",
+    "sed -n 's/a/b/;  w x' f",
+    "sed -n 'd;w /tmp/x' f",
+    "sed -n '\\%x%p' f",
+    "sed -n 's/[/]/x/w x' f",
+    "sed -n 's/x/[/w y' f",
+    "sed -n 's/x/\\//w y' f",
+    "sed -n 's/x/y/;s/a/b/w c' f",
+    "sed -n -i.bak p f",
+    "sed --in-place=.bak -n p f",
+    "GIT_PAGER=x git log",
+    "ls | xargs cat",
+    "make -C sub",
+    "awk 1 x=~/.netrc",
+]
+THIRD_HELD_DENIED = [
+    "cat ~/.netrc",
+    "cat ~/.git-credentials",
+    "cat ~/.config/gh/hosts.yml",
+    "cat ~/.docker/config.json",
+    "cat ~/.kube/config",
+    "cat ~/.pgpass",
+    "cat ~/.bash_history",
+    "cat ~/.aws/credentials",
+    "cat ~/.gnupg/private-keys-v1.d/x",
+    "cat ~/.npmrc",
+    "cat ~/.pypirc",
+    "cat ~/.ssh/config",
+    "cat ~/.ssh/id_ecdsa",
+    "cat ~/.claude/.credentials.json",
+    "grep -f../private/x y",
+    "git log -p -- '../private/*'",
+    "git ls-files '*.pem'",
+    "tar -tf ~/.ssh/id_rsa",
+    "tar -tvf ../store/state.db",
+    "sort ../store/state.db",
+    "sed -n p ../store/x",
+    "jq . ~/.config/gh/hosts.yml",
+    "awk 1 FS=x ~/.netrc",
+    "rg x --ignore-file=.env",
+    "rg -g .env --hidden x",
+    "find . -name .env -ls",
+    "find ~/.ssh",
+    "ls -la ~/.ssh",
+]
+# What an owner runs every day under these rules stays allowed.
+THIRD_STILL_ALLOWED = [
+    "git log --oneline -5", "ls -la src", "grep -rn foo src", "python -m pytest -q tests/x.py",
+    "git diff -U5", "git diff --stat HEAD~1", "git log -n 5", "git log -p -- src/app.py",
+    "git diff main...HEAD", "git status --porcelain=v2", "git log --author=me --since=2.weeks",
+    "git blame -L 1,5 f", "git show HEAD:README.md", "find . -name '*.py'",
+    "find src -type f -newer setup.py", "find -P . -name x", "ps -ef", "ps -o pid,args",
+    "npm run build", "npm run test -- --watch", "npm test", "make", "make -j4 test",
+    "tar -tf a.tar", "tar -tvfa.tar", "tar -tzf dist.tar.gz", "md5sum f", "sha256sum a b",
+    "cat /dev/stdin", "head /dev/fd/0", "rg -g '*.py' x", "rg -e foo -e bar src",
+    "grep --include='*.py' -rn x .", "awk -F: '{print $1}' f", "sed -n '1,5!p' f",
+    "sort -k1 -t, x", "pytest -k foo -v", "python -m pytest -x -k 'a and not b'",
+    "tree -L 2", "du -sh .", "echo ok && ls", "go test ./...", "go test -run TestX ./...",
+    "grep -c foo x.txt", "head -n5 f", "tail -n 20 log.txt", "ls -1t", "date -d yesterday",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [*THIRD_BREAKS, *THIRD_HELD_ASKS])
+def test_third_review_lines_are_never_allowed(command: str) -> None:
+    decision = project_policy().decide("bash", {"command": command})
+    assert decision.verdict in ("ask", "deny"), decision
+    assert decision.uncovered, "the question names what made it ask"
+
+
+@pytest.mark.parametrize("command", [*THIRD_DENIED, *THIRD_HELD_DENIED])
+def test_third_review_paths_are_denied(command: str) -> None:
+    assert project_policy().decide("bash", {"command": command}).verdict == "deny", command
+
+
+@pytest.mark.parametrize("command", THIRD_STILL_ALLOWED)
+def test_third_review_ordinary_lines_stay_allowed(command: str) -> None:
+    decision = project_policy().decide("bash", {"command": command})
+    assert decision.verdict == "allow", decision
+
+
+def test_third_review_tables_have_no_duplicates() -> None:
+    lines = [*THIRD_BREAKS, *THIRD_DENIED, *THIRD_HELD_ASKS, *THIRD_HELD_DENIED]
+    earlier = {*ASKS, *DENIED_PATHS, *DENIED_PROGRAMS, *REVIEW_ASKS, *REVIEW_DENIED_PATHS}
+    assert len(set(lines)) == len(lines)
+    assert not set(lines) & earlier
+    assert len(lines) >= 150
+
+
 # --- The lexer against bash itself ------------------------------------------------------
 
 _PIECES = [

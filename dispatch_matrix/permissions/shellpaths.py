@@ -33,6 +33,9 @@ _MAY_WALK = words("grep egrep fgrep ls diff")
 _PATTERN_FIRST = words("rg grep egrep fgrep")
 # Programs that read only names and metadata: a glob may match a secret's name.
 _NAMES_ONLY = frozenset({"ls", "du", "stat", "echo"})
+# Past this many letters an option cluster asks (each tail is judged as a path).
+_MAX_CLUSTER = 64
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _DEV = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/zero"})
 
 # Also what the policy says of a write there: one wording for both.
@@ -66,9 +69,17 @@ class Paths:
         """Judge each path a word may name as a Read: deny, or ask for the control plane."""
         value = word.value
         candidates = [value]
-        if value.startswith("-"):
-            attached = value[2:] if "/" in value else ""
-            candidates = [value.partition("=")[2] if "=" in value else attached]
+        if value.startswith("--"):
+            candidates = [value.partition("=")[2]]
+        elif value.startswith("-"):
+            candidates = attached_values(value)
+            if len(candidates) > _MAX_CLUSTER:
+                self.add(
+                    "unmodelled", part, f"`{value[:40]}…`: too long an option cluster to judge"
+                )
+                return
+            if "=" in value:
+                candidates.append(value.partition("=")[2])
         if ":" in value:
             candidates.append(value.rpartition(":")[2])
         for candidate in filter(None, candidates):
@@ -86,7 +97,7 @@ class Paths:
         # `x*/..` normalised away leaves a literal path, judged as one.
         glob = glob and any("*" in p or "?" in p for p in path.parts)
         base, pattern = split_glob(path) if glob else (path, "")
-        if base.parts[:2] == ("/", "proc"):
+        if base.parts[:2] == ("/", "proc") or _inherited_fd(base):
             return ("unmodelled", f"{path} may expose a process's environment or memory", None)
         if not glob:
             found = rules.judge_path("Read", path)
@@ -156,7 +167,7 @@ class Paths:
         for path in self.places(target.value, target.tilde):
             if str(path) in _DEV:
                 continue
-            if path.parts[:2] == ("/", "proc"):
+            if path.parts[:2] == ("/", "proc") or _inherited_fd(path):
                 reason = f"{path} may expose a process's environment or memory"
                 self.add("unmodelled", redirect.text, reason)
                 continue
@@ -170,6 +181,21 @@ class Paths:
                 self.add("allow", redirect.text, f"allowed by {rule.text}", rule.text)
             else:
                 self.add(found.kind, redirect.text, found.reason, found.rule)
+
+
+def attached_values(word: str) -> list[str]:
+    """What a short option cluster may carry as an attached value, a path maybe: the
+    value starts after any of its leading letters (`-tvf.env`: `.env` after `f`,
+    `-rf/home/u/x`: `/home/u/x`), so every such tail is one."""
+    letters = len(word) - len(word[1:].lstrip(_LETTERS)) if len(word) > 1 else 1
+    return [word[k:] for k in range(2, max(letters, 1) + 1) if word[k:]]
+
+
+def _inherited_fd(path: PurePosixPath) -> bool:
+    # /dev/fd is /proc/self/fd: past stdin, stdout and stderr, a descriptor the daemon may
+    # have left open.
+    parts = path.parts
+    return parts[:3] == ("/", "dev", "fd") and len(parts) > 3 and parts[3] not in ("0", "1", "2")
 
 
 def recursive(name: str, words: Sequence[Word]) -> bool:

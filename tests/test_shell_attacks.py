@@ -1133,6 +1133,17 @@ THIRD_BREAKS = [
     "go test ./... -- -test.cpuprofile=prof",
     "tree -- -o out",
     "ls -" + "a" * 100,
+    # GNU long-option prefixes that walk folders: `grep --rec KEY ~` read ~/private and the
+    # state folder (grep 3.x, ls and diff take the same prefixes).
+    "grep --recur key ~",
+    "grep --rec key /home/u",
+    "grep --dereference-rec key ~",
+    "grep --dir=recurse key ~",
+    "grep --d=recurse key ~",
+    "ls --recur ~",
+    "ls --rec /home/u",
+    "diff --recur ~ /tmp",
+    "diff --r ~ /tmp",
 ]
 # An option's attached value after other letters (`-tvf`, `-rf`) or without a `/` was
 # not judged as a path: each of these read a denied file or a secret.
@@ -1269,6 +1280,7 @@ THIRD_STILL_ALLOWED = [
     "sort -k1 -t, x", "pytest -k foo -v", "python -m pytest -x -k 'a and not b'",
     "tree -L 2", "du -sh .", "echo ok && ls", "go test ./...", "go test -run TestX ./...",
     "grep -c foo x.txt", "head -n5 f", "tail -n 20 log.txt", "ls -1t", "date -d yesterday",
+    "grep --recursive foo src", "ls --color=auto src", "diff -r a b",
 ]  # fmt: skip
 
 

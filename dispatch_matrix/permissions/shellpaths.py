@@ -205,9 +205,16 @@ def recursive(name: str, words: Sequence[Word]) -> bool:
         return True
     options = [w.value for w in words[1:] if w.value.startswith("-")]
     return name in _MAY_WALK and any(
-        re.fullmatch(r"-[A-Za-z0-9]*[rRd][A-Za-z0-9]*|--(recursive|dereference-recursive)", o)
-        or o.startswith("--directories")
-        for o in options
+        re.fullmatch(r"-[A-Za-z0-9]*[rRd][A-Za-z0-9]*", o) or _walk_option(o) for o in options
+    )
+
+
+def _walk_option(word: str) -> bool:
+    # GNU programs take any unambiguous prefix of a long option: `grep --rec` and
+    # `ls --recur` walk, `grep --dir=recurse` too. Any prefix counts, ambiguous or not.
+    name = word.partition("=")[0]
+    return len(name) >= 3 and any(
+        w.startswith(name) for w in ("--recursive", "--dereference-recursive", "--directories")
     )
 
 

@@ -1144,6 +1144,11 @@ THIRD_BREAKS = [
     "ls --rec /home/u",
     "diff --recur ~ /tmp",
     "diff --r ~ /tmp",
+    # A descriptor the line did not open, as /dev/fd/3.
+    "cat <&3",
+    "cat 0<&3",
+    "echo x >&5",
+    "cat <&03",
 ]
 # An option's attached value after other letters (`-tvf`, `-rf`) or without a `/` was
 # not judged as a path: each of these read a denied file or a secret.
@@ -1280,7 +1285,8 @@ THIRD_STILL_ALLOWED = [
     "sort -k1 -t, x", "pytest -k foo -v", "python -m pytest -x -k 'a and not b'",
     "tree -L 2", "du -sh .", "echo ok && ls", "go test ./...", "go test -run TestX ./...",
     "grep -c foo x.txt", "head -n5 f", "tail -n 20 log.txt", "ls -1t", "date -d yesterday",
-    "grep --recursive foo src", "ls --color=auto src", "diff -r a b",
+    "grep --recursive foo src", "ls --color=auto src", "diff -r a b", "ls 2>&1 | head",
+    "echo hi >&2", "cat <&0",
 ]  # fmt: skip
 
 

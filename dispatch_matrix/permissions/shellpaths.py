@@ -159,6 +159,11 @@ class Paths:
         """A redirection judged as a `Write` (or `Read`) of its literal target."""
         target = redirect.target
         if redirect.op in (">&", "<&") and (target.value.isdigit() or target.value == "-"):
+            if target.value.isdigit() and int(target.value) > 2:
+                # As /dev/fd/3: a descriptor the line did not open, one the daemon may
+                # have left open (`cat <&3`).
+                reason = f"`{redirect.text}` uses a descriptor the line did not open"
+                self.add("unmodelled", redirect.text, reason)
             return  # a file descriptor duplicated or closed: no file
         if target.glob:
             self.add("unmodelled", redirect.text, f"`{target.raw}` is only known at run time")

@@ -1316,6 +1316,65 @@ def test_third_review_tables_have_no_duplicates() -> None:
     assert len(lines) >= 150
 
 
+# A deny or ask rule an owner writes under a broad allow rule: an option or another operand
+# between its words (`make -s deploy` under `Bash(make deploy:*)`) was allowed.
+RULED_ALLOW = [
+    "Bash(npm run:*)", "Bash(make:*)", "Bash(git:*)", "Bash(python -m pytest:*)",
+    "Bash(cargo test:*)",
+]  # fmt: skip
+RULED_ASK = ["Bash(make release:*)", "Bash(npm run e2e:*)"]
+RULED_DENY = [
+    "Bash(npm run deploy:*)", "Bash(make deploy:*)", "Bash(git log --all:*)",
+    "Bash(python -m pytest tests/live:*)", "Bash(cargo test --release:*)",
+    "Bash(npm run publish)",
+]  # fmt: skip
+RULED_DENIED = [
+    ("npm run --silent deploy", "Bash(npm run deploy:*)"),
+    ("npm run -s deploy", "Bash(npm run deploy:*)"),
+    ("npm run -- deploy", "Bash(npm run deploy:*)"),
+    ("npm run build -- deploy", "Bash(npm run deploy:*)"),
+    ("make -s deploy", "Bash(make deploy:*)"),
+    ("make -k deploy", "Bash(make deploy:*)"),
+    ("make -j4 deploy", "Bash(make deploy:*)"),
+    ("make build deploy", "Bash(make deploy:*)"),
+    ("timeout 60 make -s deploy", "Bash(make deploy:*)"),
+    ("git log --oneline --all", "Bash(git log --all:*)"),
+    ("python -m pytest -q tests/live", "Bash(python -m pytest tests/live:*)"),
+    ("cargo test -q --release", "Bash(cargo test --release:*)"),
+    ("npm run -s publish", "Bash(npm run publish)"),
+]
+RULED_ASKED = [
+    ("make -s release", "Bash(make release:*)"),
+    ("npm run -s e2e", "Bash(npm run e2e:*)"),
+    ("make build release", "Bash(make release:*)"),
+]
+RULED_STILL_ALLOWED = [
+    "npm run build", "npm run -s build", "make test", "make -s deployment", "git log --oneline",
+    "python -m pytest -q tests/unit", "cargo test -q",
+]  # fmt: skip
+
+
+def ruled_policy() -> Policy:
+    return Policy(RULED_ALLOW, RULED_ASK, RULED_DENY, HOME, PROJECT)
+
+
+@pytest.mark.parametrize(("command", "rule"), RULED_DENIED)
+def test_an_option_between_the_words_of_a_deny_rule_hides_nothing(command: str, rule: str) -> None:
+    decision = ruled_policy().decide("bash", {"command": command})
+    assert (decision.verdict, decision.rule) == ("deny", rule), decision
+
+
+@pytest.mark.parametrize(("command", "rule"), RULED_ASKED)
+def test_an_option_between_the_words_of_an_ask_rule_hides_nothing(command: str, rule: str) -> None:
+    decision = ruled_policy().decide("bash", {"command": command})
+    assert (decision.verdict, decision.rule) == ("ask", rule), decision
+
+
+@pytest.mark.parametrize("command", RULED_STILL_ALLOWED)
+def test_commands_the_restrictive_rules_do_not_name_stay_allowed(command: str) -> None:
+    assert ruled_policy().decide("bash", {"command": command}).verdict == "allow", command
+
+
 # --- The lexer against bash itself ------------------------------------------------------
 
 _PIECES = [

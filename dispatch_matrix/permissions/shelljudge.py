@@ -18,6 +18,8 @@ subset and asks about everything else.
   the quotes removed, paths cut to their base name), so a denied program named inside a
   substitution, a quoted expansion, `bash -c`, `xargs` or a wrapper is denied. This may
   deny too much (`grep rm notes` under `Bash(rm:*)`); it never misses a spelled name.
+  On a literal command a rule's words also match in order with others between them
+  (`make -s deploy` under `Bash(make deploy:*)`).
 - **Options are an allowlist per program** (`shelloptions.py`): what a wildcard rule does
   not spell must be known to be inert.
 - **Paths** (`shellpaths.py`). Every argument of a program that may read files is judged
@@ -211,7 +213,12 @@ class _Walker:
         )
         for kind, listed in restrictive:
             rule = next(
-                (r for r in listed if r.matches_command(text) or r.matches_command(base)), None
+                (
+                    r
+                    for r in listed
+                    if r.matches_command(text) or r.matches_command(base) or _in_order(r, words)
+                ),
+                None,
             )
             if rule is not None:
                 verb = "deny" if kind == "deny" else "ask"
@@ -248,6 +255,25 @@ class _Walker:
             self.add("uncovered", part, reason)
         else:
             self.add("uncovered", part, f"no allow rule covers `{part}`")
+
+
+def _in_order(rule: Rule, words: list[Word]) -> bool:
+    """Whether a deny or ask rule's words all appear in the command, in order, the program
+    first: an option or another operand between them (`make -s deploy`, `npm run -- deploy`,
+    `make build deploy` under `Bash(make deploy:*)`) hides nothing. Fails toward the rule:
+    `npm run build -- deploy` is held too. Rules with a wildcard or a quote inside keep to
+    their pattern alone."""
+    spec = (rule.spec or "").removesuffix(":*").removesuffix(" *").strip()
+    parts = spec.split(" ")
+    if not spec or any(c in spec for c in "*'\"\\"):
+        return False
+    program = words[0].value
+    if parts[0] not in (program, words[0].canonical) and posixpath.basename(
+        parts[0]
+    ) != posixpath.basename(program):
+        return False
+    rest = iter(w.canonical for w in words[1:])
+    return all(any(part == word for word in rest) for part in parts[1:])
 
 
 def _unwrap(words: list[Word]) -> list[Word] | None:

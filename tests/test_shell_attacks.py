@@ -1375,6 +1375,21 @@ def test_commands_the_restrictive_rules_do_not_name_stay_allowed(command: str) -
     assert ruled_policy().decide("bash", {"command": command}).verdict == "allow", command
 
 
+# Under `Bash` (every command) a path deny rule still holds: pushd moved the folder
+# relative paths mean without the judge knowing.
+EVERY_COMMAND_DENIED = [
+    "pushd /home/u && cat private/x",
+    "pushd .. && cat private/x",
+    "pushd /home/u >/dev/null; cat private/x",
+]
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND_DENIED)
+def test_a_path_deny_rule_holds_under_every_command_allowed(command: str) -> None:
+    policy = Policy(["Bash", "Read"], [], ["Read(~/private/**)"], HOME, PROJECT)
+    assert policy.decide("bash", {"command": command}).verdict == "deny", command
+
+
 # --- The lexer against bash itself ------------------------------------------------------
 
 _PIECES = [

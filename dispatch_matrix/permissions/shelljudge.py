@@ -199,7 +199,8 @@ class _Walker:
                 self.paths.argument(part, word)
         if recursive(name, words):
             self.paths.recursion(part, words)
-        if first.value == "cd":
+        # pushd changes the folder as cd does; popd returns to one the line already named.
+        if first.value in ("cd", "pushd"):
             self.paths.chdir(part, words[1:])
         self.cover(part, words)
 

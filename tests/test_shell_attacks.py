@@ -1144,6 +1144,13 @@ THIRD_BREAKS = [
     "ls --rec /home/u",
     "diff --recur ~ /tmp",
     "diff --r ~ /tmp",
+    # grep -R follows every link under the folder it walks (a link in a repository to
+    # ~/.ssh read its keys), as rg -L and find -L, which asked already.
+    "grep -R KEY .",
+    "grep -rR KEY src",
+    "grep --dereference-recursive KEY .",
+    "grep --deref KEY .",
+    "egrep -R x .",
     # A descriptor the line did not open, as /dev/fd/3.
     "cat <&3",
     "cat 0<&3",

@@ -115,8 +115,9 @@ def check(args: Sequence[Arg], spelled: int, named: frozenset[str] = frozenset()
         if glob and not spec.globs:
             return f"`{word}` is an option spelled with a pattern"
         if spec.any_option:
-            if _reads_list(program, word):
-                return f"`{word}` reads a list of files the judge does not see"
+            unseen = _reaches_unseen(program, word)
+            if unseen is not None:
+                return f"`{word}` {unseen}"
             continue
         name, value, consumed, problem = _option(spec, word, args[i][0] if i < len(args) else None)
         if problem is not None and free and word.partition("=")[0] not in named:
@@ -253,27 +254,38 @@ RUNNERS = words(
 setsid unbuffer script parallel bash sh zsh dash ksh fish csh tcsh busybox ssh node perl
 ruby php deno bun npx lua osascript xdg-open open nice timeout time"""
 )
-# Options of the readers that read a list of file names from a file (`--files0-from`), or
-# open the files a list names (`md5sum -c list`): (long options, short letters). GNU
-# programs accept any unambiguous prefix of a long option (`--files0`, `--ch`).
-_FILES0 = (("--files0-from",), "")
-_CHECKS = (("--check",), "c")
-_READS_LIST: Mapping[str, tuple[tuple[str, ...], str]] = {
+# Options of the readers that reach files the judge does not see: a list of file names
+# read from a file (`--files0-from`), the files a check list names (`md5sum -c list`),
+# every link under a walked folder (`grep -R`, as `rg -L` and `find -L` are not in their
+# tables). (long options, short letters, why). GNU programs accept any unambiguous prefix
+# of a long option (`--files0`, `--ch`, `--deref`): any prefix counts.
+_LIST = "reads a list of files the judge does not see"
+_FILES0 = (("--files0-from",), "", _LIST)
+_CHECKS = (("--check",), "c", _LIST)
+_FOLLOWS = (
+    ("--dereference-recursive",),
+    "R",
+    "follows every link in the folders it walks, to files the judge does not see",
+)
+_UNSEEN: Mapping[str, tuple[tuple[str, ...], str, str]] = {
     "wc": _FILES0,
     "du": _FILES0,
     **dict.fromkeys(
         ("md5sum", "sha1sum", "sha256sum", "sha224sum", "sha384sum", "sha512sum"), _CHECKS
     ),
+    **dict.fromkeys(("grep", "egrep", "fgrep"), _FOLLOWS),
 }
 
 
-def _reads_list(program: str, word: str) -> bool:
-    """Whether an option word of a reader makes it read files a list names."""
-    longs, letters = _READS_LIST.get(program, ((), ""))
+def _reaches_unseen(program: str, word: str) -> str | None:
+    """Why an option word of a reader makes it read files the judge does not see."""
+    longs, letters, why = _UNSEEN.get(program, ((), "", ""))
     if word.startswith("--"):
         name = word.partition("=")[0]
-        return len(name) >= 3 and any(r.startswith(name) for r in longs)
-    return any(letter in word[1:] for letter in letters)
+        hit = len(name) >= 3 and any(r.startswith(name) for r in longs)
+    else:
+        hit = any(letter in word[1:] for letter in letters)
+    return why if hit else None
 
 
 # Programs whose every option only reads files or prints: any option, glob operands too.

@@ -1151,6 +1151,13 @@ THIRD_BREAKS = [
     "grep --dereference-recursive KEY .",
     "grep --deref KEY .",
     "egrep -R x .",
+    # git after a cd, as `git -C DIR`: a repository's config there runs programs (measured:
+    # core.fsmonitor in sub/.git/config ran on `cd sub && git status`, git 2.39).
+    "cd /tmp && git log",
+    "cd sub && git status",
+    "cd evil; git status",
+    "cd .. && git log --oneline",
+    "cd ~ && git log",
     # A descriptor the line did not open, as /dev/fd/3.
     "cat <&3",
     "cat 0<&3",
@@ -1293,7 +1300,8 @@ THIRD_STILL_ALLOWED = [
     "tree -L 2", "du -sh .", "echo ok && ls", "go test ./...", "go test -run TestX ./...",
     "grep -c foo x.txt", "head -n5 f", "tail -n 20 log.txt", "ls -1t", "date -d yesterday",
     "grep --recursive foo src", "ls --color=auto src", "diff -r a b", "ls 2>&1 | head",
-    "echo hi >&2", "cat <&0",
+    "echo hi >&2", "cat <&0", "cd /home/u/proj && git log --oneline -5", "cd . && git status",
+    "cd sub && make test",
 ]  # fmt: skip
 
 

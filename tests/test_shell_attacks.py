@@ -1151,6 +1151,10 @@ THIRD_BREAKS = [
     "grep --dereference-recursive KEY .",
     "grep --deref KEY .",
     "egrep -R x .",
+    "diff -rN src /tmp/empty",
+    "diff -ru a b",
+    "diff --recursive a b",
+    "diff --recur a b",
     # git after a cd, as `git -C DIR`: a repository's config there runs programs (measured:
     # core.fsmonitor in sub/.git/config ran on `cd sub && git status`, git 2.39).
     "cd /tmp && git log",
@@ -1299,7 +1303,7 @@ THIRD_STILL_ALLOWED = [
     "sort -k1 -t, x", "pytest -k foo -v", "python -m pytest -x -k 'a and not b'",
     "tree -L 2", "du -sh .", "echo ok && ls", "go test ./...", "go test -run TestX ./...",
     "grep -c foo x.txt", "head -n5 f", "tail -n 20 log.txt", "ls -1t", "date -d yesterday",
-    "grep --recursive foo src", "ls --color=auto src", "diff -r a b", "ls 2>&1 | head",
+    "grep --recursive foo src", "ls --color=auto src", "diff -u a b", "ls 2>&1 | head",
     "echo hi >&2", "cat <&0", "cd /home/u/proj && git log --oneline -5", "cd . && git status",
     "cd sub && make test",
 ]  # fmt: skip

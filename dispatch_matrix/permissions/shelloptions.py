@@ -256,9 +256,10 @@ ruby php deno bun npx lua osascript xdg-open open nice timeout time"""
 )
 # Options of the readers that reach files the judge does not see: a list of file names
 # read from a file (`--files0-from`), the files a check list names (`md5sum -c list`),
-# every link under a walked folder (`grep -R`, as `rg -L` and `find -L` are not in their
-# tables). (long options, short letters, why). GNU programs accept any unambiguous prefix
-# of a long option (`--files0`, `--ch`, `--deref`): any prefix counts.
+# every link under a walked folder (`grep -R`, `diff -r`, as `rg -L` and `find -L` are not
+# in their tables): the policy resolves the links a line names, not those a walk meets.
+# (long options, short letters, why). GNU programs accept any unambiguous prefix of a long
+# option (`--files0`, `--ch`, `--deref`): any prefix counts.
 _LIST = "reads a list of files the judge does not see"
 _FILES0 = (("--files0-from",), "", _LIST)
 _CHECKS = (("--check",), "c", _LIST)
@@ -274,6 +275,9 @@ _UNSEEN: Mapping[str, tuple[tuple[str, ...], str, str]] = {
         ("md5sum", "sha1sum", "sha256sum", "sha224sum", "sha384sum", "sha512sum"), _CHECKS
     ),
     **dict.fromkeys(("grep", "egrep", "fgrep"), _FOLLOWS),
+    # GNU diff follows links while it walks (measured: `diff -rN src empty` printed a
+    # linked folder's files, diffutils 3.8).
+    "diff": (("--recursive",), "r", _FOLLOWS[2]),
 }
 
 

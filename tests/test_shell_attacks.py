@@ -1327,6 +1327,14 @@ def test_third_review_ordinary_lines_stay_allowed(command: str) -> None:
     assert decision.verdict == "allow", decision
 
 
+def test_many_option_letters_in_a_line_ask_rather_than_take_seconds() -> None:
+    # Each letter's tail is judged as a path: 1,500 words of 63 letters took 50 s.
+    line = "ls " + " ".join(f"-{'a' * 10}{i}" for i in range(120))
+    decision = project_policy().decide("bash", {"command": line})
+    assert decision.verdict == "ask"
+    assert "too many option letters" in decision.reason
+
+
 def test_third_review_tables_have_no_duplicates() -> None:
     lines = [*THIRD_BREAKS, *THIRD_DENIED, *THIRD_HELD_ASKS, *THIRD_HELD_DENIED]
     earlier = {*ASKS, *DENIED_PATHS, *DENIED_PROGRAMS, *REVIEW_ASKS, *REVIEW_DENIED_PATHS}

@@ -33,8 +33,10 @@ _MAY_WALK = words("grep egrep fgrep ls diff")
 _PATTERN_FIRST = words("rg grep egrep fgrep")
 # Programs that read only names and metadata: a glob may match a secret's name.
 _NAMES_ONLY = frozenset({"ls", "du", "stat", "echo"})
-# Past this many letters an option cluster asks (each tail is judged as a path).
+# Past this many letters an option cluster asks, and past this many in a line (each tail
+# is judged as a path, ~0.5 ms each: 1000 cost about half a second).
 _MAX_CLUSTER = 64
+_MAX_TAILS = 1000
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _DEV = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/zero"})
 
@@ -64,6 +66,8 @@ class Paths:
         # The program of the command being judged (a glob may name secrets unless it only
         # lists names).
         self.program = ""
+        # Option-cluster tails judged so far in the line (see `_MAX_TAILS`).
+        self.tails = 0
 
     def argument(self, part: str, word: Word) -> None:
         """Judge each path a word may name as a Read: deny, or ask for the control plane."""
@@ -73,10 +77,10 @@ class Paths:
             candidates = [value.partition("=")[2]]
         elif value.startswith("-"):
             candidates = attached_values(value)
-            if len(candidates) > _MAX_CLUSTER:
-                self.add(
-                    "unmodelled", part, f"`{value[:40]}…`: too long an option cluster to judge"
-                )
+            self.tails += len(candidates)
+            if len(candidates) > _MAX_CLUSTER or self.tails > _MAX_TAILS:
+                reason = f"`{value[:40]}…`: too many option letters to judge"
+                self.add("unmodelled", part, reason)
                 return
             if "=" in value:
                 candidates.append(value.partition("=")[2])

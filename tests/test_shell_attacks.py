@@ -1180,6 +1180,18 @@ THIRD_DENIED = [
     "grep -rf.env y",
     "du -aX/home/u/private/x .",
     "grep -f/home/u/private/a=b y",
+    # Secret-looking names the defaults did not list: a key or key store, and the token
+    # files a repository may hold as the home folder does (the sandbox hides ~/.npmrc only).
+    "cat server.key",
+    "cat id_dsa",
+    "cat certs/client.p12",
+    "head store.pfx",
+    "cat vault.kdbx",
+    "cat .npmrc",
+    "grep token .npmrc",
+    "cat sub/.netrc",
+    "cat .pypirc",
+    "cat .git-credentials",
 ]
 # Tried in the same review and already asked (or denied) before it: kept.
 THIRD_HELD_ASKS = [
@@ -1306,6 +1318,7 @@ THIRD_STILL_ALLOWED = [
     "grep --recursive foo src", "ls --color=auto src", "diff -u a b", "ls 2>&1 | head",
     "echo hi >&2", "cat <&0", "cd /home/u/proj && git log --oneline -5", "cd . && git status",
     "cd sub && make test",
+    "cat keys.txt", "cat src/key.py", "cat package.json", "cat .npmrc.example.txt",
 ]  # fmt: skip
 
 

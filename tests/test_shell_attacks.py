@@ -18,7 +18,7 @@ import pytest
 
 from dispatch_matrix.permissions import shelljudge, shellread
 from dispatch_matrix.permissions.policy import Decision, Policy
-from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS
+from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, HOST_SECRETS
 from dispatch_matrix.sandbox.wall_paths import HIDDEN_IN_HOME
 
 HOME = Path("/home/u")
@@ -1354,6 +1354,20 @@ def test_third_review_tables_have_no_duplicates() -> None:
     assert len(set(lines)) == len(lines)
     assert not set(lines) & earlier
     assert len(lines) >= 150
+
+
+# A container's or a pod's secret files, from the sandbox's own list: the judge refuses
+# them by itself (each was allowed under Bash(cat:*)).
+_HOST_SECRET_READS = [
+    line
+    for folder in HOST_SECRETS
+    for line in (f"cat {folder}/db_password", f"ls {folder}", f"grep -r x {folder}")
+]
+
+
+@pytest.mark.parametrize("command", [*_HOST_SECRET_READS, "cat /var/run/../run/secrets/x"])
+def test_a_containers_secret_files_are_denied(command: str) -> None:
+    assert project_policy().decide("bash", {"command": command}).verdict == "deny", command
 
 
 # A deny or ask rule an owner writes under a broad allow rule: an option or another operand

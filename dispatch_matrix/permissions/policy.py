@@ -72,6 +72,9 @@ CONTROL_PLANE_IN_HOME = (
 # Read only when a rule names them: the service's env file (`install-service` puts the API
 # key there).
 PRIVATE_IN_HOME = (".config/dispatch-matrix/env",)
+# And outside it: a container's or a pod's secret files (the sandbox hides them as
+# `sandbox.spec.HOST_SECRETS`; the judge must refuse them by itself).
+PRIVATE_ABSOLUTE = ("/run/secrets", "/var/run/secrets")
 # Which rules govern a call: Read rules also govern glob and grep, Edit and Write each other.
 _GOVERNED_BY = {
     "Read": ("Read",),
@@ -128,8 +131,10 @@ class Policy:
         self._protected = [_abs(p, self.home, self.workdir) for p in self.protected] + [
             home / rel for rel in CONTROL_PLANE_IN_HOME
         ]
-        self._private = [_abs(p, self.home, self.workdir) for p in self.private] + [
-            home / rel for rel in PRIVATE_IN_HOME
+        self._private = [
+            *(_abs(p, self.home, self.workdir) for p in self.private),
+            *(home / rel for rel in PRIVATE_IN_HOME),
+            *(PurePosixPath(p) for p in PRIVATE_ABSOLUTE),
         ]
         self._secret_globs = tuple(self.secret_globs)
         self._self_tools = frozenset(self.self_tools)

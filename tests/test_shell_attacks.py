@@ -1365,7 +1365,16 @@ _HOST_SECRET_READS = [
 ]
 
 
-@pytest.mark.parametrize("command", [*_HOST_SECRET_READS, "cat /var/run/../run/secrets/x"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        *_HOST_SECRET_READS,
+        "cat /var/run/../run/secrets/x",
+        "cat /run/user/1000/containers/auth.json",
+        "cat /var/run/user/1000/containers/auth.json",
+        "grep -r token /run/user/1000",
+    ],
+)
 def test_a_containers_secret_files_are_denied(command: str) -> None:
     assert project_policy().decide("bash", {"command": command}).verdict == "deny", command
 

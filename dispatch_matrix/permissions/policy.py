@@ -73,8 +73,10 @@ CONTROL_PLANE_IN_HOME = (
 # key there).
 PRIVATE_IN_HOME = (".config/dispatch-matrix/env",)
 # And outside it: a container's or a pod's secret files (the sandbox hides them as
-# `sandbox.spec.HOST_SECRETS`; the judge must refuse them by itself).
-PRIVATE_ABSOLUTE = ("/run/secrets", "/var/run/secrets")
+# `sandbox.spec.HOST_SECRETS`), and the users' runtime folders (the sandbox hides the
+# user's: agent and keyring sockets, podman's registry logins in containers/auth.json).
+# The judge must refuse them by itself; /var/run is a link to /run.
+PRIVATE_ABSOLUTE = ("/run/secrets", "/var/run/secrets", "/run/user", "/var/run/user")
 # Which rules govern a call: Read rules also govern glob and grep, Edit and Write each other.
 _GOVERNED_BY = {
     "Read": ("Read",),

@@ -1322,6 +1322,7 @@ THIRD_STILL_ALLOWED = [
     "echo hi >&2", "cat <&0", "cd /home/u/proj && git log --oneline -5", "cd . && git status",
     "cd sub && make test",
     "cat keys.txt", "cat src/key.py", "cat package.json", "cat .npmrc.example.txt",
+    "git diff -- ':!package-lock.json'", "git log --stat -- ':^*.lock'",
 ]  # fmt: skip
 
 

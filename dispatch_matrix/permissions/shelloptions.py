@@ -306,8 +306,12 @@ _DIFF = words("""--stat --shortstat --numstat --name-only --name-status --cached
 
 def _pathspecs(operands: list[str]) -> str | None:
     # git reads paths as patterns: `.e[n]v`, `.en?`, `.e\nv` and `:(icase).ENV` all name
-    # `.env`, where the path checks see other names.
-    bad = next((o for o in operands if re.search(r"[*?\[\\]|^:[(/!^]", o)), None)
+    # `.env`, where the path checks see other names. An exclusion (`:!x`, `:^x`) only
+    # takes paths away: any pattern in it is fine.
+    bad = next(
+        (o for o in operands if not re.match(r":[!^]", o) and re.search(r"[*?\[\\]|^:[(/]", o)),
+        None,
+    )
     return None if bad is None else f"`{bad}` is a git pathspec pattern or magic"
 
 

@@ -1048,7 +1048,7 @@ def test_every_credential_store_is_denied_to_read_in_any_case(command: str) -> N
     assert app_policy().decide("bash", {"command": command}).verdict == "deny", command
 
 
-# --- Attack review 3: a program's own reading of its arguments ---------------------------
+# --- Third judge review: a program's own reading of its arguments --------------------------
 # Under the rules an owner writes for a project (the brief of this review): each line of
 # THIRD_BREAKS was allowed before and asks now; what it did, measured on this machine's
 # programs, is said above each group.
@@ -1085,8 +1085,6 @@ THIRD_BREAKS = [
     # A value taken from the next word that starts with `-`: git's `-U` takes only an
     # attached value, so `git diff -U --output=F` wrote F (git 2.x, in or out of a repo).
     "git diff -U --output=notes.txt",
-    "git log -U --output=notes.txt",
-    "git show -U --output=notes.txt",
     "pytest --ignore -pevil",
     "pytest -k -pevil",
     "pytest -r -pevil",
@@ -1150,7 +1148,6 @@ THIRD_BREAKS = [
     "grep -rR KEY src",
     "grep --dereference-recursive KEY .",
     "grep --deref KEY .",
-    "egrep -R x .",
     "diff -rN src /tmp/empty",
     "diff -ru a b",
     "diff --recursive a b",
@@ -1198,6 +1195,9 @@ THIRD_DENIED = [
 ]
 # Tried in the same review and already asked (or denied) before it: kept.
 THIRD_HELD_ASKS = [
+    "git log -U --output=notes.txt",
+    "git show -U --output=notes.txt",
+    "egrep -R x .",
     "sort -T. x",
     "sort -T /home/u/.config x",
     "git log --format --output=/home/u/.bashrc",

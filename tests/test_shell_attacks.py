@@ -1383,6 +1383,39 @@ def test_a_containers_secret_files_are_denied(command: str) -> None:
     assert project_policy().decide("bash", {"command": command}).verdict == "deny", command
 
 
+# Under a Write rule for the project, what runs later outside the sandbox (a repository's
+# hooks and config, a `.git` file that points git elsewhere) is asked about: each of these
+# redirections was allowed (the sandbox's read-only mount was the only wall).
+GIT_FOLDER_WRITES = [
+    "echo x > .git/hooks/pre-commit",
+    "echo x >> .git/config",
+    "echo 'gitdir: /tmp/evil' > sub/.git",
+    "echo x > .GIT/config",
+    "echo x > sub/.git/hooks/post-checkout",
+    "echo x > .git/objects/info/alternates",
+]
+
+
+def project_writer() -> Policy:
+    allow = ["Bash(echo:*)", "Bash(cat:*)", "Write(~/proj/**)", "Edit(~/proj/**)", "Read"]
+    return Policy(allow, [], [], HOME, PROJECT)
+
+
+@pytest.mark.parametrize("command", GIT_FOLDER_WRITES)
+def test_a_write_into_a_git_folder_asks_under_a_write_rule(command: str) -> None:
+    policy = project_writer()
+    assert policy.decide("bash", {"command": command}).verdict == "ask", command
+    assert policy.learnable("bash", {"command": command}) is None, "no rule makes it safe"
+
+
+def test_the_project_stays_writable_and_git_readable() -> None:
+    policy = project_writer()
+    for command in ("echo x > src/a.py", "echo x > .gitattributes", "cat .git/config"):
+        assert policy.decide("bash", {"command": command}).verdict == "allow", command
+    hook = {"file_path": str(PROJECT / ".git/hooks/x"), "content": "x"}
+    assert policy.decide("write", hook).verdict == "ask"
+
+
 # A deny or ask rule an owner writes under a broad allow rule: an option or another operand
 # between its words (`make -s deploy` under `Bash(make deploy:*)`) was allowed.
 RULED_ALLOW = [

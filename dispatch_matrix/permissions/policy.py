@@ -4,7 +4,8 @@ Rules use Claude Code's syntax (see `rules.py`). Deny beats ask beats allow, and
 rule allows is asked about. On top of the rules:
 
 - The control plane — the config file, the state folder, service units
-  (`~/.config/systemd/**`, `~/Library/LaunchAgents/**`) and shell start-up files — is always
+  (`~/.config/systemd/**`, `~/Library/LaunchAgents/**`), shell start-up files and anything
+  inside a `.git` folder (hooks and config run later, outside the sandbox) — is always
   asked about before a write or edit, and before a shell command that mentions it, whatever
   the allow rules say (a deny rule still denies).
 - Secret-looking files (`.env`, `.env.*`, `*.pem`, `id_rsa*`, `id_ed25519*`, …) and private
@@ -337,7 +338,11 @@ class Policy:
         return f"~/{path.relative_to(home)}" if within(path, home) else f"/{path}"
 
     def _is_protected(self, path: PurePosixPath) -> bool:
-        return any(within_any_case(path, p) for p in self._protected)
+        # A repository's own folder (or a `.git` file, which points git elsewhere): its
+        # hooks and config run later, outside the sandbox. git writes there itself; a tool
+        # or a redirection has no ordinary reason to.
+        inside_git = any(part.lower() == ".git" for part in path.parts)
+        return inside_git or any(within_any_case(path, p) for p in self._protected)
 
     # Shell commands -------------------------------------------------------------------
 

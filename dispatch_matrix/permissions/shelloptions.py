@@ -17,7 +17,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # A word as the table sees it: its value after quote removal, and whether it is a glob.
 Arg = tuple[str, bool]
@@ -48,6 +48,9 @@ class Options:
     subcommands: Mapping[str, Options] = field(default_factory=dict)
     # What `--` switches to: None means only operands follow.
     after_dashdash: Options | None = None
+    # False when `--` ends only the leading options and options still follow it (find
+    # reads `find -- . -exec cmd ;` as a start point, then its expression).
+    dashdash_ends_options: bool = True
     # Options whose value is a script for `script` to check (sed's `-e`).
     script_options: frozenset[str] = frozenset()
     script: Callable[[str], bool] | None = None
@@ -97,6 +100,11 @@ def check(args: Sequence[Arg], spelled: int, named: frozenset[str] = frozenset()
             operands.append(word)
             continue
         if word == "--":
+            if spec.subcommands and free:
+                # `git -- log …`: where the subcommand starts is the program's to read.
+                return "`--` comes before the subcommand"
+            if not spec.dashdash_ends_options:
+                continue
             if spec.after_dashdash is not None:
                 spec, switched = spec.after_dashdash, True
             elif not switched:
@@ -107,17 +115,17 @@ def check(args: Sequence[Arg], spelled: int, named: frozenset[str] = frozenset()
         if glob and not spec.globs:
             return f"`{word}` is an option spelled with a pattern"
         if spec.any_option:
-            long = word.partition("=")[0]
-            if (
-                word.startswith("--")
-                and len(long) >= 3
-                and any(r.startswith(long) for r in _READS_LIST)
-            ):
-                return f"`{word}` reads a list of files the judge does not see"
+            unseen = _reaches_unseen(program, word)
+            if unseen is not None:
+                return f"`{word}` {unseen}"
             continue
         name, value, consumed, problem = _option(spec, word, args[i][0] if i < len(args) else None)
         if problem is not None and free and word.partition("=")[0] not in named:
             return problem
+        if consumed and value is not None and value.startswith("-") and value != "-" and free:
+            # The table takes the next word as the value; a program whose option only
+            # takes an attached value (`git diff -U5`) reads `-U --output=F` as two options.
+            return f"`{value}` after `{word}` may be read as an option, not as its value"
         if name in spec.script_options and value is not None:
             scripts.append(value)
         if spec.values is not None and value is not None:
@@ -210,7 +218,8 @@ def _no_assignments(operands: list[str]) -> str | None:
 
 def _no_mode(operands: list[str]) -> str | None:
     # `tar xf a.tar`: the first operand may be the mode, written without a dash.
-    bad = next((o for o in operands if re.fullmatch(r"[A-Za-z]+", o)), None)
+    # Digits too: `-[0-7]` are tape-density options in some builds (`tar x0f a.tar`).
+    bad = next((o for o in operands if re.fullmatch(r"[A-Za-z0-9]+", o)), None)
     return None if bad is None else f"`{bad}` may be a tar mode (extract, create)"
 
 
@@ -245,8 +254,44 @@ RUNNERS = words(
 setsid unbuffer script parallel bash sh zsh dash ksh fish csh tcsh busybox ssh node perl
 ruby php deno bun npx lua osascript xdg-open open nice timeout time"""
 )
-# Options of the readers that read a list of file names from a file (`--files0-from`).
-_READS_LIST = ("--files0-from",)
+# Options of the readers that reach files the judge does not see: a list of file names
+# read from a file (`--files0-from`), the files a check list names (`md5sum -c list`),
+# every link under a walked folder (`grep -R`, `diff -r`, as `rg -L` and `find -L` are not
+# in their tables): the policy resolves the links a line names, not those a walk meets.
+# (long options, short letters, why). GNU programs accept any unambiguous prefix of a long
+# option (`--files0`, `--ch`, `--deref`): any prefix counts.
+_LIST = "reads a list of files the judge does not see"
+_FILES0 = (("--files0-from",), "", _LIST)
+_CHECKS = (("--check",), "c", _LIST)
+_FOLLOWS = (
+    ("--dereference-recursive",),
+    "R",
+    "follows every link in the folders it walks, to files the judge does not see",
+)
+_UNSEEN: Mapping[str, tuple[tuple[str, ...], str, str]] = {
+    "wc": _FILES0,
+    "du": _FILES0,
+    **dict.fromkeys(
+        ("md5sum", "sha1sum", "sha256sum", "sha224sum", "sha384sum", "sha512sum"), _CHECKS
+    ),
+    **dict.fromkeys(("grep", "egrep", "fgrep"), _FOLLOWS),
+    # GNU diff follows links while it walks (measured: `diff -rN src empty` printed a
+    # linked folder's files, diffutils 3.8).
+    "diff": (("--recursive",), "r", _FOLLOWS[2]),
+}
+
+
+def _reaches_unseen(program: str, word: str) -> str | None:
+    """Why an option word of a reader makes it read files the judge does not see."""
+    longs, letters, why = _UNSEEN.get(program, ((), "", ""))
+    if word.startswith("--"):
+        name = word.partition("=")[0]
+        hit = len(name) >= 3 and any(r.startswith(name) for r in longs)
+    else:
+        hit = any(letter in word[1:] for letter in letters)
+    return why if hit else None
+
+
 # Programs whose every option only reads files or prints: any option, glob operands too.
 _READERS = words("""cat head tail wc ls grep egrep fgrep du stat nl cut diff cmp md5sum sha1sum
 sha256sum realpath basename dirname readlink echo""")
@@ -257,7 +302,26 @@ _DIFF = words("""--stat --shortstat --numstat --name-only --name-status --cached
 --color --no-color --word-diff --ignore-all-space --patch --ignore-space-change --minimal
 --patience --histogram --summary --check --no-ext-diff --raw --relative --merge-base
 --exit-code --quiet --unified --dirstat --abbrev --no-prefix --find-renames""")
-_GIT_DIFF = Options(flags="puswbRaz", valued="U", long=_DIFF, long_valued=words("--diff-filter"))
+
+
+def _pathspecs(operands: list[str]) -> str | None:
+    # git reads paths as patterns: `.e[n]v`, `.en?`, `.e\nv` and `:(icase).ENV` all name
+    # `.env`, where the path checks see other names. An exclusion (`:!x`, `:^x`) only
+    # takes paths away: any pattern in it is fine.
+    bad = next(
+        (o for o in operands if not re.match(r":[!^]", o) and re.search(r"[*?\[\\]|^:[(/]", o)),
+        None,
+    )
+    return None if bad is None else f"`{bad}` is a git pathspec pattern or magic"
+
+
+_GIT_DIFF = Options(
+    flags="puswbRaz",
+    valued="U",
+    long=_DIFF,
+    long_valued=words("--diff-filter"),
+    operands=_pathspecs,
+)
 _GIT_LOG = Options(
     flags="psuz",
     valued="nSG",
@@ -268,6 +332,7 @@ _GIT_LOG = Options(
 --grep --max-count --left-right --source --topo-order --date-order --no-decorate --branches
 --tags --remotes --full-history --no-patch"""),
     long_valued=words("--diff-filter --author --grep --since --until --format"),
+    operands=_pathspecs,
 )
 _GIT = Options(
     long=words("--no-pager"),
@@ -306,7 +371,20 @@ _JS_TEST_ARGS = Options(
     long=words("""--watch --watchAll --coverage --ci --runInBand --verbose --bail
 --passWithNoTests --silent --run --testNamePattern"""),
 )
-_NPM_RUN = Options(flags="s", long=words("--silent --if-present"), after_dashdash=_JS_TEST_ARGS)
+_NPM_TEST = Options(flags="s", long=words("--silent --if-present"), after_dashdash=_JS_TEST_ARGS)
+
+
+def _npm_script(operands: list[str]) -> str | None:
+    # `npm run env` is npm's own command when package.json has no `env` script: it prints
+    # the whole environment, passed-through secrets included.
+    if operands and operands[0] == "env":
+        return "`npm run env` prints the environment"
+    return None
+
+
+_NPM_RUN = replace(
+    _NPM_TEST, operands=_npm_script, after_dashdash=replace(_JS_TEST_ARGS, operands=_npm_script)
+)
 _CARGO = Options(
     flags="qv",
     valued="pj",
@@ -318,13 +396,18 @@ _CARGO = Options(
         long_valued=words("--test-threads --skip"),
     ),
 )
+# Unverified here how go test and tree read words after `--`: the options there are
+# still checked (none is known to be inert), so `go test -- -exec=./x` asks.
+_STILL_OPTIONS = Options()
 _GO_TEST = Options(
     whole=True,
+    after_dashdash=_STILL_OPTIONS,
     long=words("-v -race -short -cover -failfast -json -count -vet"),
     long_valued=words("-run -count -timeout -bench -skip -tags -cpu"),
 )
 _FIND = Options(
     whole=True,
+    dashdash_ends_options=False,
     long=words("""-print -print0 -prune -o -a -not -and -or -empty -xdev -mount -readable
 -writable -executable -ls -depth -true -false -nouser -nogroup -daystart -P"""),
     long_valued=words("""-name -iname -path -ipath -wholename -type -xtype -maxdepth -mindepth
@@ -350,7 +433,7 @@ TABLES: Mapping[str, Options] = {
         long_valued=words("--indent"),
         operands=_jq,
     ),
-    "tree": Options(flags="adfhlsLpugDFJCNQr", valued="LIP"),
+    "tree": Options(flags="adfhlsLpugDFJCNQr", valued="LIP", after_dashdash=_STILL_OPTIONS),
     "file": Options(flags="bLizkhN", long=words("--mime --mime-type --brief")),
     "sed": Options(
         flags="nEsuzr",
@@ -372,7 +455,12 @@ TABLES: Mapping[str, Options] = {
         long=words("--keep-going --silent --quiet --no-print-directory --jobs"),
         operands=_no_assignments,
     ),
-    "npm": Options(subcommands=dict.fromkeys(("test", "t", "run", "run-script"), _NPM_RUN)),
+    "npm": Options(
+        subcommands={
+            **dict.fromkeys(("test", "t"), _NPM_TEST),
+            **dict.fromkeys(("run", "run-script"), _NPM_RUN),
+        }
+    ),
     "cargo": Options(subcommands=dict.fromkeys(("test", "build", "check"), _CARGO)),
     "go": Options(subcommands={"test": _GO_TEST, "vet": _GO_TEST}),
     "rg": Options(
@@ -400,7 +488,9 @@ TABLES: Mapping[str, Options] = {
 --no-incremental --no-error-summary --check-untyped-defs --warn-unused-ignores"""),
     ),
     "cd": Options(operands=_at_most_one),
-    # BSD-style `ps e` prints each process's environment: operands ask.
-    "ps": Options(flags="AaefFlLjwxH", valued="opUC", operands=_none("may show environments")),
+    # BSD-style `ps e` prints each process's environment: operands ask. No `-x`: procps
+    # has no such UNIX option and reads a dash word it cannot parse as BSD options, so
+    # `ps -axe` is `ps axe` (measured on procps-ng 4.0.2: every `-x` cluster with `e`).
+    "ps": Options(flags="AaefFlLjwH", valued="opUC", operands=_none("may show environments")),
     "tar": Options(flags="tvzjJaO", valued="f", operands=_no_mode, values=_remote_archive),
 }

@@ -33,6 +33,11 @@ _MAY_WALK = words("grep egrep fgrep ls diff")
 _PATTERN_FIRST = words("rg grep egrep fgrep")
 # Programs that read only names and metadata: a glob may match a secret's name.
 _NAMES_ONLY = frozenset({"ls", "du", "stat", "echo"})
+# Past this many letters an option cluster asks, and past this many in a line (each tail
+# is judged as a path, ~0.5 ms each: 1000 cost about half a second).
+_MAX_CLUSTER = 64
+_MAX_TAILS = 1000
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _DEV = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/zero"})
 
 # Also what the policy says of a write there: one wording for both.
@@ -61,14 +66,24 @@ class Paths:
         # The program of the command being judged (a glob may name secrets unless it only
         # lists names).
         self.program = ""
+        # Option-cluster tails judged so far in the line (see `_MAX_TAILS`).
+        self.tails = 0
 
     def argument(self, part: str, word: Word) -> None:
         """Judge each path a word may name as a Read: deny, or ask for the control plane."""
         value = word.value
         candidates = [value]
-        if value.startswith("-"):
-            attached = value[2:] if "/" in value else ""
-            candidates = [value.partition("=")[2] if "=" in value else attached]
+        if value.startswith("--"):
+            candidates = [value.partition("=")[2]]
+        elif value.startswith("-"):
+            candidates = attached_values(value)
+            self.tails += len(candidates)
+            if len(candidates) > _MAX_CLUSTER or self.tails > _MAX_TAILS:
+                reason = f"`{value[:40]}…`: too many option letters to judge"
+                self.add("unmodelled", part, reason)
+                return
+            if "=" in value:
+                candidates.append(value.partition("=")[2])
         if ":" in value:
             candidates.append(value.rpartition(":")[2])
         for candidate in filter(None, candidates):
@@ -86,8 +101,11 @@ class Paths:
         # `x*/..` normalised away leaves a literal path, judged as one.
         glob = glob and any("*" in p or "?" in p for p in path.parts)
         base, pattern = split_glob(path) if glob else (path, "")
-        if base.parts[:2] == ("/", "proc"):
+        if base.parts[:2] == ("/", "proc") or _inherited_fd(base):
             return ("unmodelled", f"{path} may expose a process's environment or memory", None)
+        if base.parts[1:2] in (("inet",), ("inet4",), ("inet6",)):
+            # gawk opens these names as network connections, data files included.
+            return ("unmodelled", f"{path} opens a network connection in gawk", None)
         if not glob:
             found = rules.judge_path("Read", path)
             if found.kind == "deny":
@@ -148,6 +166,11 @@ class Paths:
         """A redirection judged as a `Write` (or `Read`) of its literal target."""
         target = redirect.target
         if redirect.op in (">&", "<&") and (target.value.isdigit() or target.value == "-"):
+            if target.value.isdigit() and int(target.value) > 2:
+                # As /dev/fd/3: a descriptor the line did not open, one the daemon may
+                # have left open (`cat <&3`).
+                reason = f"`{redirect.text}` uses a descriptor the line did not open"
+                self.add("unmodelled", redirect.text, reason)
             return  # a file descriptor duplicated or closed: no file
         if target.glob:
             self.add("unmodelled", redirect.text, f"`{target.raw}` is only known at run time")
@@ -156,7 +179,7 @@ class Paths:
         for path in self.places(target.value, target.tilde):
             if str(path) in _DEV:
                 continue
-            if path.parts[:2] == ("/", "proc"):
+            if path.parts[:2] == ("/", "proc") or _inherited_fd(path):
                 reason = f"{path} may expose a process's environment or memory"
                 self.add("unmodelled", redirect.text, reason)
                 continue
@@ -172,6 +195,21 @@ class Paths:
                 self.add(found.kind, redirect.text, found.reason, found.rule)
 
 
+def attached_values(word: str) -> list[str]:
+    """What a short option cluster may carry as an attached value, a path maybe: the
+    value starts after any of its leading letters (`-tvf.env`: `.env` after `f`,
+    `-rf/home/u/x`: `/home/u/x`), so every such tail is one."""
+    letters = len(word) - len(word[1:].lstrip(_LETTERS)) if len(word) > 1 else 1
+    return [word[k:] for k in range(2, max(letters, 1) + 1) if word[k:]]
+
+
+def _inherited_fd(path: PurePosixPath) -> bool:
+    # /dev/fd is /proc/self/fd: past stdin, stdout and stderr, a descriptor the daemon may
+    # have left open.
+    parts = path.parts
+    return parts[:3] == ("/", "dev", "fd") and len(parts) > 3 and parts[3] not in ("0", "1", "2")
+
+
 def recursive(name: str, words: Sequence[Word]) -> bool:
     """Whether a command walks folders: rg, find, du, tree always; grep, ls, diff when an
     option says so (`-r`, `-R`, `--recursive`, `-d recurse`)."""
@@ -179,9 +217,16 @@ def recursive(name: str, words: Sequence[Word]) -> bool:
         return True
     options = [w.value for w in words[1:] if w.value.startswith("-")]
     return name in _MAY_WALK and any(
-        re.fullmatch(r"-[A-Za-z0-9]*[rRd][A-Za-z0-9]*|--(recursive|dereference-recursive)", o)
-        or o.startswith("--directories")
-        for o in options
+        re.fullmatch(r"-[A-Za-z0-9]*[rRd][A-Za-z0-9]*", o) or _walk_option(o) for o in options
+    )
+
+
+def _walk_option(word: str) -> bool:
+    # GNU programs take any unambiguous prefix of a long option: `grep --rec` and
+    # `ls --recur` walk, `grep --dir=recurse` too. Any prefix counts, ambiguous or not.
+    name = word.partition("=")[0]
+    return len(name) >= 3 and any(
+        w.startswith(name) for w in ("--recursive", "--dereference-recursive", "--directories")
     )
 
 

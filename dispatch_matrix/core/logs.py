@@ -97,6 +97,13 @@ class Redactor:
             return text
         return hide(text, self._known.spans(text))
 
+    def known_spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the known secret values occur in `text`: for a tool that must decide
+        around them (a search or an edit that may not tell the model what they hold)."""
+        if not text or not self._known:
+            return []
+        return self._known.spans(text)
+
     def value(self, key: str, value: Any) -> Any:
         """A log field's value, scrubbed by its key's name and its content."""
         if isinstance(value, str):

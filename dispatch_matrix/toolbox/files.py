@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.paths import resolve, resolve_for_write
@@ -32,6 +33,7 @@ from dispatch_matrix.toolbox.schema import (
     guarded,
     parse_input,
 )
+from dispatch_matrix.toolbox.secretscan import readable
 
 MAX_LINE_CHARS = 2000
 MAX_EDIT_BYTES = 16 * 1024 * 1024
@@ -63,9 +65,16 @@ def sniff_media_type(head: bytes) -> str | None:
 
 
 class ReadTool:
-    """`read`: a text file by line range with line numbers, or an image / PDF as a block."""
+    """`read`: a text file by line range with line numbers, or an image / PDF as a block.
+
+    Text goes out through the agent's redactor; an image or a PDF is a block the redactor
+    cannot read, so one whose bytes hold the daemon's own secrets (`known_spans`) is refused.
+    """
 
     name = "read"
+
+    def __init__(self, known_spans: Callable[[str], list[tuple[int, int]]] | None = None) -> None:
+        self.known_spans = known_spans or logs.REDACTOR.known_spans
 
     def definition(self) -> dict[str, Any]:
         """The Messages API entry."""
@@ -94,7 +103,13 @@ class ReadTool:
             raise ToolError("view_range ends before it starts")
         target = resolve(args.file_path, ctx)
         return await asyncio.to_thread(
-            _read, target, args.file_path, view_range, max(ctx.output_limit, 1000), ctx
+            _read,
+            target,
+            args.file_path,
+            view_range,
+            max(ctx.output_limit, 1000),
+            ctx,
+            self.known_spans,
         )
 
 
@@ -129,9 +144,16 @@ class WriteTool:
 
 
 class EditTool:
-    """`edit`: exact string replacement, unique unless `replace_all`."""
+    """`edit`: exact string replacement, unique unless `replace_all`.
+
+    Text that holds one of the daemon's own secrets (the redactor's `known_spans`) is never
+    matched: it stays as it is, and old_string cannot be used to guess it.
+    """
 
     name = "edit"
+
+    def __init__(self, known_spans: Callable[[str], list[tuple[int, int]]] | None = None) -> None:
+        self.known_spans = known_spans or logs.REDACTOR.known_spans
 
     def definition(self) -> dict[str, Any]:
         """The Messages API entry."""
@@ -156,12 +178,17 @@ class EditTool:
         if args.old_string == args.new_string:
             raise ToolError("old_string and new_string are identical; nothing would change")
         target = resolve_for_write(args.file_path, ctx)
-        count = await asyncio.to_thread(_edit, target, args, ctx)
+        count = await asyncio.to_thread(_edit, target, args, ctx, self.known_spans)
         return ToolResult.text(f"edited {args.file_path} ({count} replacement(s))")
 
 
 def _read(
-    target: Path, shown: str, view_range: list[int] | None, limit: int, ctx: ToolContext
+    target: Path,
+    shown: str,
+    view_range: list[int] | None,
+    limit: int,
+    ctx: ToolContext,
+    known_spans: Callable[[str], list[tuple[int, int]]],
 ) -> ToolResult:
     with open_file(target, Shield.of(ctx.denied_paths), shown) as handle:
         size = os.fstat(handle.fileno()).st_size
@@ -173,6 +200,12 @@ def _read(
             # The size comes from the open descriptor, before anything big is read.
             _check_media_size(size, shown, media_type)
             rest = handle.read(max(size - len(head), 0) + 1)
+            # `%PDF-` before a copy of a `.env` made a "PDF" whose text the model read whole.
+            if known_spans(readable(head + rest)):
+                raise ToolError(
+                    f"{shown} holds a secret this bot knows (a password, token or key it was "
+                    "given); it is not shown"
+                )
             return _media_result(head + rest, shown, media_type)
         if b"\x00" in head:
             raise ToolError(
@@ -306,7 +339,12 @@ def _write(target: Path, data: bytes, shown: str, ctx: ToolContext) -> bool:
     return write_atomic(target, data, Shield.of(ctx.denied_paths), shown)
 
 
-def _edit(target: Path, args: EditInput, ctx: ToolContext) -> int:
+def _edit(
+    target: Path,
+    args: EditInput,
+    ctx: ToolContext,
+    known_spans: Callable[[str], list[tuple[int, int]]],
+) -> int:
     shown = args.file_path
     shield = Shield.of(ctx.denied_paths)
     with open_file(target, shield, shown) as handle:
@@ -321,11 +359,15 @@ def _edit(target: Path, args: EditInput, ctx: ToolContext) -> int:
     except UnicodeDecodeError:
         raise ToolError(f"{shown} is not valid UTF-8 text; edit cannot change it safely") from None
     old, new = args.old_string, args.new_string
-    count = text.count(old)
-    if count == 0 and "\r\n" in text and "\n" in old:
+    # The daemon's own secrets are not there for old_string: "found" or "not found" for
+    # `KEY=sk-ant-a` would spell the key out one character a call, as grep's lines did.
+    secrets = known_spans(text)
+    found = _found(text, old, secrets)
+    if not found and "\r\n" in text and "\n" in old:
         # The model usually writes "\n"; match the file's CRLF line endings instead.
         old, new = _crlf(old), _crlf(new)
-        count = text.count(old)
+        found = _found(text, old, secrets)
+    count = len(found)
     if count == 0:
         raise ToolError(
             f"old_string was not found in {shown}; read the file and copy the text exactly, "
@@ -336,9 +378,35 @@ def _edit(target: Path, args: EditInput, ctx: ToolContext) -> int:
             f"old_string occurs {count} times in {shown}; include more surrounding text to "
             "make it unique, or set replace_all to replace every occurrence"
         )
-    updated = text.replace(old, new) if args.replace_all else text.replace(old, new, 1)
+    updated = _replaced(text, found if args.replace_all else found[:1], len(old), new)
     write_atomic(target, _encode(updated), shield, shown)
     return count if args.replace_all else 1
+
+
+def _found(text: str, old: str, secrets: list[tuple[int, int]]) -> list[int]:
+    """Where `old` starts in `text`, left to right without overlaps as `str.replace` finds
+    it, leaving out every place that touches a span of `secrets`: which places are left
+    depends only on the text around the secrets, never on what they hold."""
+    found: list[int] = []
+    at = text.find(old)
+    while at != -1:
+        end = at + len(old)
+        if any(start < end and at < stop for start, stop in secrets):
+            at = text.find(old, at + 1)
+            continue
+        found.append(at)
+        at = text.find(old, end)
+    return found
+
+
+def _replaced(text: str, starts: list[int], length: int, new: str) -> str:
+    pieces: list[str] = []
+    last = 0
+    for at in starts:
+        pieces += [text[last:at], new]
+        last = at + length
+    pieces.append(text[last:])
+    return "".join(pieces)
 
 
 def _crlf(text: str) -> str:

@@ -164,7 +164,8 @@ def open_file(real: Path, shield: Shield, shown: str) -> IO[bytes]:
         raise ToolError(f"{shown}: not a regular file; use glob to list a folder")
     with open_folder(real.parent, shield, shown, readable=False) as parent:
         fd = _open_at(real.name, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK, parent, shown)
-    handle = os.fdopen(fd, "rb")
+    # Judged on the bare descriptor: `os.fdopen` of a folder raises IsADirectoryError,
+    # which no tool catches (a `read` of a folder failed the whole task).
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -174,10 +175,10 @@ def open_file(real: Path, shield: Shield, shown: str) -> IO[bytes]:
         shield.check(st, shown)
         # Reads block again: a regular file never waits, and the handle is buffered.
         os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
     except BaseException:
-        handle.close()
+        os.close(fd)
         raise
-    return handle
 
 
 def write_atomic(real: Path, data: bytes, shield: Shield, shown: str) -> bool:
@@ -253,10 +254,10 @@ def open_in(name: str, dirfd: int, shield: Shield, shown: str) -> IO[bytes] | No
         fd = os.open(name, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, dir_fd=dirfd)
     except OSError:
         return None
-    handle = os.fdopen(fd, "rb")
+    # Judged before `os.fdopen`, which raises for a folder (one swapped in after the listing).
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or shield.refuses(st) is not None:
-        handle.close()
+        os.close(fd)
         return None
     os.set_blocking(fd, True)
-    return handle
+    return os.fdopen(fd, "rb")

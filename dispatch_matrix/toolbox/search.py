@@ -23,8 +23,10 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.core.paths import canonicalize, within
+from dispatch_matrix.core.redaction import hide
 from dispatch_matrix.permissions.globs import (
     DEFAULT_SECRET_GLOBS,
     GlobSyntaxError,
@@ -105,8 +107,14 @@ class GrepTool:
 
     name = "grep"
 
-    def __init__(self, read_denied: Callable[[Path], bool] | None = None) -> None:
+    def __init__(
+        self,
+        read_denied: Callable[[Path], bool] | None = None,
+        known_spans: Callable[[str], list[tuple[int, int]]] | None = None,
+    ) -> None:
         self.read_denied = read_denied or _secret_looking
+        # Where the daemon's own secrets are in a text (the redactor's).
+        self.known_spans = known_spans or logs.REDACTOR.known_spans
 
     def definition(self) -> dict[str, Any]:
         """The Messages API entry."""
@@ -134,7 +142,7 @@ class GrepTool:
             raise ToolError(f"invalid regular expression: {err}") from None
         search = resolve(args.path or str(ctx.workdir), ctx)
         limit = max(ctx.output_limit, 1000)
-        walk = _Walk(denied_roots(ctx), self.read_denied, tuple(ctx.denied_paths))
+        walk = _Walk(denied_roots(ctx), self.read_denied, tuple(ctx.denied_paths), self.known_spans)
         return ToolResult.text(await _off_loop(partial(_grep, regex, search, walk, limit)))
 
 
@@ -228,6 +236,8 @@ class _Walk:
     denied: list[Path]
     read_denied: Callable[[Path], bool]
     hidden: tuple[Path, ...] = ()
+    # Where the daemon's own secrets are in a text: lines are matched with them hidden.
+    secrets: Callable[[str], list[tuple[int, int]]] = lambda _text: []
 
     def prune(self, folder: Path) -> bool:
         return any(within(folder, x) for x in self.denied) or self.read_denied(folder)
@@ -258,7 +268,7 @@ def _grep(regex: re.Pattern[str], search: Path, walk_rules: _Walk, limit: int) -
     timed_out = False
     if search.is_file():
         with open_file(search, shield, str(search)) as handle:
-            timed_out = not _scan(regex, search, handle, hits, deadline)
+            timed_out = not _scan(regex, search, handle, hits, deadline, walk_rules.secrets)
     elif search.is_dir():
         seen = 0
         for folder, dirnames, filenames, dirfd in walk(search, shield, str(search)):
@@ -278,7 +288,7 @@ def _grep(regex: re.Pattern[str], search: Path, walk_rules: _Walk, limit: int) -
                     seen += 1
                     if seen > WALK_MAX_ENTRIES or hits.full:
                         break
-                    if not _scan(regex, full, opened, hits, deadline):
+                    if not _scan(regex, full, opened, hits, deadline, walk_rules.secrets):
                         timed_out = True
                         break
             if seen > WALK_MAX_ENTRIES or hits.full or timed_out:
@@ -304,14 +314,25 @@ def _is_link(name: str, dirfd: int) -> bool:
         return True
 
 
+# Lines are matched in blocks of about this many characters, each checked once for secrets.
+_BLOCK_CHARS = 1 << 20
+
+
 def _scan(
-    regex: re.Pattern[str], path: Path, handle: IO[bytes], hits: _Hits, deadline: float
+    regex: re.Pattern[str],
+    path: Path,
+    handle: IO[bytes],
+    hits: _Hits,
+    deadline: float,
+    secrets: Callable[[str], list[tuple[int, int]]],
 ) -> bool:
     """Search one open file; False when the time is up."""
     try:
         if b"\x00" in handle.read(8192):
             return True
         handle.seek(0)
+        block: list[tuple[int, str]] = []
+        size = 0
         for number, (raw, cut) in enumerate(iter_lines(handle), 1):
             if number % 1000 == 0 and time.monotonic() > deadline:
                 return False
@@ -319,8 +340,43 @@ def _scan(
             if cut or len(raw) > GREP_MAX_LINE_LENGTH:
                 continue
             line = raw.decode("utf-8", errors="replace").removesuffix("\r")
-            if regex.search(line) and not hits.add(f"{path}:{number}:{line}"):
-                return True
+            block.append((number, line))
+            size += len(line) + 1
+            if size >= _BLOCK_CHARS:
+                if not _match(regex, path, block, hits, secrets):
+                    return True
+                block, size = [], 0
+        if block:
+            _match(regex, path, block, hits, secrets)
     except OSError:
         return True
     return time.monotonic() <= deadline
+
+
+def _match(
+    regex: re.Pattern[str],
+    path: Path,
+    block: list[tuple[int, str]],
+    hits: _Hits,
+    secrets: Callable[[str], list[tuple[int, int]]],
+) -> bool:
+    """Add the block's matching lines to `hits`; False when it is full.
+
+    A line is matched as the model would read it, with the daemon's secrets hidden: matched
+    whole, a pattern such as `KEY=sk-ant-a` answered "a line" or "no matches" whatever the
+    output hid, and a few dozen searches spelled the key out. The block is checked whole,
+    so a secret broken over lines is hidden in each of them.
+    """
+    text = "\n".join(line for _, line in block)
+    found = secrets(text)
+    at = 0
+    for number, line in block:
+        end = at + len(line)
+        shown = line
+        if found:
+            mine = [(max(s, at) - at, min(e, end) - at) for s, e in found if s < end and e > at]
+            shown = hide(line, mine) if mine else line
+        at = end + 1
+        if regex.search(shown) and not hits.add(f"{path}:{number}:{shown}"):
+            return False
+    return True

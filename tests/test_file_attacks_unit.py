@@ -1,0 +1,339 @@
+"""A hostile model against the file tools, on real files in a temporary home: every try
+is a row. The tools stay inside their roots and away from the control plane, never tell
+the model a secret the daemon knows (not even one character at a time, as an answer's
+"found" or "not found"), and bad input ends in an error result, never in a hang or an
+exception that fails the task."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatch_matrix.core.errors import ToolError
+from dispatch_matrix.core.logs import Redactor
+from dispatch_matrix.toolbox.base import ToolContext, ToolResult
+from dispatch_matrix.toolbox.files import EditTool, ReadTool
+from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
+from dispatch_matrix.toolbox.search import GrepTool
+from dispatch_matrix.toolbox.secretscan import Readable, readable
+from dispatch_matrix.toolbox.send_file import SendFileTool, _copy_checked
+
+KEY = "sk-ant-api03-Zq7XwP2mK9vLrT4nB8cD1eF6gH3jS5uY0aQwErTyUiOp"
+CONFIG_SECRET = "config-password-never-read-9471"
+
+
+class Room:
+    """Records each file as the room would get it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def progress(self, text: str) -> None:
+        return None
+
+    async def send_file(self, path: Path, caption: str | None = None) -> str:
+        self.sent.append((path.name, path.read_bytes()))
+        return "$event"
+
+
+@pytest.fixture
+def redactor() -> Redactor:
+    known = Redactor()
+    known.add(KEY, CONFIG_SECRET)
+    return known
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> dict[str, Path]:
+    root = tmp_path / "root"
+    state = tmp_path / "state"
+    root.mkdir()
+    state.mkdir()
+    (state / "config.toml").write_text(f'password = "{CONFIG_SECRET}"\n')
+    (root / ".env").write_text(f"ANTHROPIC_API_KEY={KEY}\nDEBUG=1\n")
+    return {"root": root, "state": state}
+
+
+@pytest.fixture
+def room() -> Room:
+    return Room()
+
+
+@pytest.fixture
+def ctx(home: dict[str, Path], room: Room) -> ToolContext:
+    root = home["root"]
+    return ToolContext(
+        workdir=root,
+        allowed_roots=(root,),
+        bash_timeout_s=30,
+        denied_paths=(home["state"],),
+        reporter=room,
+    )
+
+
+@pytest.fixture
+def tools(redactor: Redactor) -> ToolRegistry:
+    # The tools that decide around the daemon's secrets, given this test's redactor.
+    mine = {
+        "read": ReadTool(redactor.known_spans),
+        "edit": EditTool(redactor.known_spans),
+        "grep": GrepTool(known_spans=redactor.known_spans),
+    }
+    registry = ToolRegistry([mine.get(tool.name, tool) for tool in default_tools()])
+    registry.add(SendFileTool(redactor.known, max_bytes=1024 * 1024))
+    return registry
+
+
+async def model_reads(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, name: str, **tool_input: Any
+) -> tuple[bool, str]:
+    """What the model would get back: whether it failed, and every text and media block,
+    after the agent's cut of known secrets (calls.py's, with this test's redactor)."""
+    result: ToolResult = await asyncio.wait_for(tools.run(name, tool_input, ctx), 60)
+    block = result.as_block("toolu_1")
+    for part in block["content"]:
+        if part.get("type") == "text":
+            part["text"] = redactor.known(part["text"])
+    parts = []
+    for part in block["content"]:
+        if part["type"] == "text":
+            parts.append(part["text"])
+        else:
+            parts.append(base64.b64decode(part["source"]["data"]).decode("latin-1"))
+    return result.is_error, "\n".join(parts)
+
+
+# --- bad input ends in an error result --------------------------------------------------
+
+
+@pytest.mark.parametrize("spelled", ["sub", "sub/", ".", "/"])
+async def test_reading_a_folder_is_an_error_result_not_a_failed_task(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path], spelled: str
+) -> None:
+    (home["root"] / "sub").mkdir()
+    for name in ("read", "edit"):
+        tool_input = {"file_path": spelled, "old_string": "a", "new_string": "b"}
+        # Before: os.fdopen of the folder raised IsADirectoryError out of the tool.
+        result = await tools.run(name, tool_input, ctx)
+        assert result.is_error
+
+
+async def test_a_fifo_is_refused_at_once_by_every_reader(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path], room: Room
+) -> None:
+    os.mkfifo(home["root"] / "pipe")
+    for name, key in (("read", "file_path"), ("grep", "path"), ("send_file", "path")):
+        tool_input = {key: "pipe", "pattern": "x"}
+        failed, _ = await model_reads(tools, ctx, redactor, name, **tool_input)
+        assert failed, name
+    assert room.sent == []
+
+
+async def test_a_huge_sparse_file_is_refused_by_send_file_before_a_byte_is_copied(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path], room: Room
+) -> None:
+    with (home["root"] / "sparse.img").open("wb") as sparse:
+        sparse.truncate(8 * 1024**3)
+    # Before: the 8 GB were copied into the temporary folder, then refused by the upload.
+    failed, said = await model_reads(tools, ctx, redactor, "send_file", path="sparse.img")
+    assert failed and "limit for files" in said
+    assert room.sent == []
+    failed, said = await model_reads(tools, ctx, redactor, "read", file_path="sparse.img")
+    assert failed and "binary" in said
+
+
+def test_a_file_that_grows_past_the_limit_while_it_is_copied_is_refused(
+    tmp_path: Path,
+) -> None:
+    # The size was checked at the open; the reads then bring more than the limit.
+    growing = io.BytesIO(b"x" * 5000)
+    with (tmp_path / "copy").open("wb") as out, pytest.raises(ToolError, match="limit"):
+        _copy_checked(growing, out, tmp_path / "log", lambda text: text, 4096)
+    assert (tmp_path / "copy").stat().st_size <= 4096
+
+
+# --- the roots and the control plane ----------------------------------------------------
+
+
+def _tricks(home: dict[str, Path]) -> dict[str, str]:
+    root, state = home["root"], home["state"]
+    (root / "sub").mkdir(exist_ok=True)
+    (root / "sub" / "state").symlink_to(state)
+    (root / "proc").symlink_to("/proc/self/root")
+    (root / "dots").symlink_to(state / "config.toml")
+    return {
+        "absolute": str(state / "config.toml"),
+        "proc root": f"/proc/self/root{state}/config.toml",
+        "proc pid cwd": f"/proc/{os.getpid()}/root{state}/config.toml",
+        "link to proc": f"proc{state}/config.toml",
+        "symlinked parent": "sub/state/config.toml",
+        "dot-dot after a link": "sub/state/../state/config.toml",
+        "symlinked leaf": "dots",
+        "home tilde": "~/../state/config.toml",
+        "fd of the process": "/dev/fd/0",
+        "very long": "a/" * 3000 + "config.toml",
+    }
+
+
+async def test_path_tricks_never_reach_the_config(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path], room: Room
+) -> None:
+    tricks = _tricks(home)
+    ctx = ToolContext(**{**ctx.__dict__, "env": {"HOME": str(home["root"])}})
+    for trick, spelled in tricks.items():
+        for name, tool_input in (
+            ("read", {"file_path": spelled}),
+            ("grep", {"pattern": "password", "path": spelled}),
+            ("send_file", {"path": spelled}),
+            ("edit", {"file_path": spelled, "old_string": "password", "new_string": "x"}),
+            ("write", {"file_path": spelled, "content": "x"}),
+        ):
+            failed, said = await model_reads(tools, ctx, redactor, name, **tool_input)
+            assert failed, (trick, name, said)
+            assert "config-password" not in said, (trick, name)
+    assert room.sent == []
+    assert CONFIG_SECRET in (home["state"] / "config.toml").read_text()
+
+
+# --- a secret the daemon knows, in a file the model may read ----------------------------
+
+GUESSES = ["sk-ant-api03-Z", "sk-ant-api03-A", "KEY=sk-ant-api03-Zq7X", "KEY=sk-ant-api03-Zq7Y"]
+
+
+async def test_grep_tells_a_right_guess_of_a_key_from_a_wrong_one_in_no_way(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor
+) -> None:
+    answers = set()
+    for guess in GUESSES:
+        for pattern in (guess, f"^ANTHROPIC_API_KEY={guess[-5:]}", f"{guess}|DEBUG"):
+            failed, said = await model_reads(
+                tools, ctx, redactor, "grep", pattern=pattern, path=".env"
+            )
+            assert not failed
+            answers.add((pattern.replace(guess, "?"), said))
+    # Before: the right guess answered with a (redacted) line, a wrong one "no matches".
+    assert len({said for key, said in answers if key == "?"}) == 1
+    assert {said for key, said in answers if key == "?|DEBUG"} == {f"{ctx.workdir}/.env:2:DEBUG=1"}
+
+
+async def test_grep_finds_the_lines_around_a_key_and_shows_its_line_hidden(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path]
+) -> None:
+    (home["root"] / "notes.txt").write_text(f"one\nthe key is {KEY} here\nthree\n")
+    failed, said = await model_reads(tools, ctx, redactor, "grep", pattern="key is", path=".")
+    assert not failed
+    assert said.splitlines()[0] == f"{ctx.workdir}/notes.txt:2:the key is «redacted» here"
+
+
+async def test_grep_cannot_guess_a_key_broken_over_two_lines(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path]
+) -> None:
+    (home["root"] / "wrapped.txt").write_text(f"key:\n{KEY[:30]}\n{KEY[30:]}\nend\n")
+    answers = set()
+    for guess in (KEY[26:33], "aaaaaaa", KEY[33:36], "zzz"):
+        _, said = await model_reads(tools, ctx, redactor, "grep", pattern=guess, path="wrapped.txt")
+        answers.add(said)
+    assert answers == {"no matches"}
+
+
+async def test_edit_tells_a_right_guess_of_a_key_from_a_wrong_one_in_no_way(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path]
+) -> None:
+    env = home["root"] / ".env"
+    before = env.read_text()
+    answers = set()
+    for guess in GUESSES:
+        failed, said = await model_reads(
+            tools, ctx, redactor, "edit", file_path=".env", old_string=guess, new_string=guess + "!"
+        )
+        answers.add((failed, said.replace(guess, "?")))
+    # Before: the right guess "edited .env (1 replacement(s))", a wrong one "not found".
+    assert len(answers) == 1 and next(iter(answers))[0]
+    assert env.read_text() == before
+
+
+async def test_edit_still_changes_the_text_around_a_key_and_leaves_the_key(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path]
+) -> None:
+    env = home["root"] / ".env"
+    env.write_text(f"A=1\nANTHROPIC_API_KEY={KEY}\nA=1\n")
+    failed, said = await model_reads(
+        tools,
+        ctx,
+        redactor,
+        "edit",
+        file_path=".env",
+        old_string="A=1",
+        new_string="A=2",
+        replace_all=True,
+    )
+    assert not failed, said
+    assert env.read_text() == f"A=2\nANTHROPIC_API_KEY={KEY}\nA=2\n"
+    failed, said = await model_reads(
+        tools,
+        ctx,
+        redactor,
+        "edit",
+        file_path=".env",
+        old_string="ANTHROPIC_API_KEY=",
+        new_string="OLD_KEY=",
+    )
+    assert not failed, said
+    assert env.read_text() == f"A=2\nOLD_KEY={KEY}\nA=2\n"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"%PDF-1.4\n" + f"ANTHROPIC_API_KEY={KEY}\n".encode(),
+        b"%PDF-1.4\n" + f"ANTHROPIC_API_KEY={KEY}\n".encode("utf-16-le"),
+        b"\x89PNG\r\n\x1a\n" + os.urandom(2000) + b"tEXt" + KEY.encode() + os.urandom(100),
+        b"GIF89a" + base64.b64encode(KEY.encode()),
+    ],
+    ids=["pdf", "pdf-utf16", "png-text-chunk", "gif-base64"],
+)
+async def test_a_media_file_holding_a_key_is_not_shown_to_the_model(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path], content: bytes
+) -> None:
+    (home["root"] / "page.bin").write_bytes(content)
+    failed, said = await model_reads(tools, ctx, redactor, "read", file_path="page.bin")
+    # Before: the bytes went to the model as a document or image block, never redacted.
+    assert failed and "holds a secret this bot knows" in said
+    assert KEY not in said and KEY.encode("utf-16-le").decode("latin-1") not in said
+
+
+async def test_an_ordinary_pdf_is_still_shown(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path]
+) -> None:
+    (home["root"] / "doc.pdf").write_bytes(b"%PDF-1.4\n" + os.urandom(4000))
+    failed, said = await model_reads(tools, ctx, redactor, "read", file_path="doc.pdf")
+    assert not failed and "application/pdf" in said
+
+
+async def test_send_file_refuses_a_file_whose_name_is_a_key(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path], room: Room
+) -> None:
+    (home["root"] / f"{KEY}.txt").write_text("nothing secret inside\n")
+    failed, said = await model_reads(tools, ctx, redactor, "send_file", path=f"{KEY}.txt")
+    assert failed and "name holds a secret" in said
+    assert room.sent == []
+
+
+def test_binary_data_is_read_as_its_ascii_and_text_as_its_utf8() -> None:
+    password = "pässwörd-ünïcode-1234"
+    known = Redactor()
+    known.add(KEY, password)
+    binary = os.urandom(3000) + KEY.encode("utf-16-le") + os.urandom(3000)
+    assert known.known_spans(readable(binary))
+    # A UTF-8 character cut by a chunk's end is kept for the next chunk.
+    data = ("x" * 9 + password).encode()
+    cut = data.index("ä".encode()) + 1
+    reader = Readable()
+    text = reader.text(data[:cut]) + reader.text(data[cut:], final=True)
+    assert password in text and known.known_spans(text)

@@ -20,7 +20,7 @@ from dispatch_matrix.core.logs import Redactor
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.files import EditTool, ReadTool
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
-from dispatch_matrix.toolbox.search import GrepTool
+from dispatch_matrix.toolbox.search import GlobTool, GrepTool
 from dispatch_matrix.toolbox.secretscan import Readable, readable
 from dispatch_matrix.toolbox.send_file import SendFileTool, _copy_checked
 
@@ -84,6 +84,7 @@ def tools(redactor: Redactor) -> ToolRegistry:
         "read": ReadTool(redactor.known_spans),
         "edit": EditTool(redactor.known_spans),
         "grep": GrepTool(known_spans=redactor.known_spans),
+        "glob": GlobTool(redactor.known),
     }
     registry = ToolRegistry([mine.get(tool.name, tool) for tool in default_tools()])
     registry.add(SendFileTool(redactor.known, max_bytes=1024 * 1024))
@@ -242,6 +243,30 @@ async def test_grep_cannot_guess_a_key_broken_over_two_lines(
     assert answers == {"no matches"}
 
 
+@pytest.mark.parametrize("folder", ["", "vault/", "a/b/"])
+async def test_glob_tells_a_right_guess_of_a_name_holding_a_key_from_a_wrong_one_in_no_way(
+    tools: ToolRegistry,
+    ctx: ToolContext,
+    redactor: Redactor,
+    home: dict[str, Path],
+    folder: str,
+) -> None:
+    # A key as a file's name, at the root or deeper. (Split between a folder's name and a
+    # file's, each part is no secret to the redactor: a glob lists the folder in clear.)
+    spelled = f"{folder}{KEY}.txt"
+    (home["root"] / spelled).parent.mkdir(parents=True, exist_ok=True)
+    (home["root"] / spelled).write_text("x\n")
+    answers = set()
+    for guess in ("sk-ant-api03-Z", "sk-ant-api03-A", "*Zq7X*", "*Zq7Y*", "**/*Zq7X*", "**/*Zq7Y*"):
+        failed, said = await model_reads(tools, ctx, redactor, "glob", pattern=guess)
+        answers.add(said)
+        assert not failed and KEY[14:30] not in said
+    # Before: the right guess listed the (redacted) file, a wrong one "no matches".
+    assert answers == {"no matches"}
+    failed, said = await model_reads(tools, ctx, redactor, "glob", pattern="**/*.txt")
+    assert "«redacted»" in said
+
+
 async def test_edit_tells_a_right_guess_of_a_key_from_a_wrong_one_in_no_way(
     tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path]
 ) -> None:
@@ -337,3 +362,86 @@ def test_binary_data_is_read_as_its_ascii_and_text_as_its_utf8() -> None:
     reader = Readable()
     text = reader.text(data[:cut]) + reader.text(data[cut:], final=True)
     assert password in text and known.known_spans(text)
+
+
+# --- the agent's cut of known secrets, on every kind of block ----------------------------
+
+
+@pytest.fixture
+def daemon_knows(monkeypatch: pytest.MonkeyPatch, redactor: Redactor) -> Redactor:
+    """This test's redactor as the daemon's own (calls.py reads `logs.REDACTOR`)."""
+    from dispatch_matrix.core import logs
+
+    monkeypatch.setattr(logs, "REDACTOR", redactor)
+    return redactor
+
+
+def _image(data: bytes, media_type: str = "image/png") -> dict[str, Any]:
+    encoded = base64.standard_b64encode(data).decode("ascii")
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": media_type, "data": encoded},
+    }
+
+
+@pytest.mark.parametrize(
+    "part, withheld",
+    [
+        # An MCP server's screenshot whose metadata holds the key, in UTF-16.
+        (_image(b"\x89PNG\r\n\x1a\n" + os.urandom(500) + KEY.encode("utf-16-le")), True),
+        (_image(b"%PDF-1.7\n" + f"token: {KEY}".encode()) | {"type": "document"}, True),
+        (
+            {
+                "type": "document",
+                "source": {"type": "text", "media_type": "text/plain", "data": f"the key: {KEY}"},
+            },
+            True,
+        ),
+        (_image(b"\x89PNG\r\n\x1a\n" + os.urandom(500)), False),
+        (
+            {"type": "document", "source": {"type": "url", "url": "https://example.org/a.pdf"}},
+            False,
+        ),
+    ],
+    ids=["png-utf16", "pdf", "text-document", "plain-png", "url-document"],
+)
+def test_a_media_block_holding_a_known_secret_never_reaches_the_model(
+    daemon_knows: Redactor, part: dict[str, Any], withheld: bool
+) -> None:
+    from dispatch_matrix.agent.calls import without_known_secrets
+
+    kept = dict(part)
+    block = without_known_secrets({"type": "tool_result", "content": [part]})
+    [after] = block["content"]
+    if withheld:
+        assert after["type"] == "text" and "withheld" in after["text"]
+    else:
+        assert after == kept
+
+
+async def test_a_refusal_naming_a_links_target_does_not_name_a_known_secret(
+    daemon_knows: Redactor, tmp_path: Path
+) -> None:
+    from harness.taskio import FakeTaskIO
+
+    from dispatch_matrix.agent.calls import ToolCalls
+    from dispatch_matrix.core.paths import canonicalize
+    from dispatch_matrix.permissions.policy import Policy
+    from dispatch_matrix.store import Database
+
+    private = tmp_path / f"vault-{KEY}"
+    private.mkdir()
+    (private / "notes.txt").write_text("x\n")
+    (tmp_path / "innocent").symlink_to(private / "notes.txt")
+    deny = [f"Read(/{tmp_path}/vault-*/**)"]
+    policy = Policy([], [], deny, tmp_path, tmp_path, canonical=canonicalize)
+    context = ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,), bash_timeout_s=60)
+    calls = ToolCalls(
+        Database.open(tmp_path / "d.db"), policy, ToolRegistry(default_tools()), context
+    )
+    use = {"id": "toolu_1", "name": "read", "input": {"file_path": "innocent"}}
+    block = await calls.run(use, FakeTaskIO(), 1, 1)
+    said = block["content"][0]["text"]
+    # Before: "Not allowed: …/innocent → …/vault-sk-ant-…/notes.txt is denied by …".
+    assert block["is_error"] and "is denied by" in said
+    assert KEY not in said and "vault-«redacted»" in said

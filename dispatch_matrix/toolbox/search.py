@@ -59,9 +59,16 @@ _GREP_SKIP_DIRS = frozenset({".git", "node_modules"})
 
 
 class GlobTool:
-    """`glob`: paths matching a doublestar pattern under a folder, newest first."""
+    """`glob`: paths matching a doublestar pattern under a folder, newest first.
+
+    A path is matched as the model reads it, the daemon's own secrets (`known`) hidden: a
+    name holding one cannot be guessed a character at a time by patterns.
+    """
 
     name = "glob"
+
+    def __init__(self, known: Callable[[str], str] | None = None) -> None:
+        self.known = known or logs.REDACTOR.known
 
     def definition(self) -> dict[str, Any]:
         """The Messages API entry."""
@@ -94,7 +101,9 @@ class GlobTool:
         except GlobSyntaxError as err:
             raise ToolError(f"bad pattern: {err}") from None
         root = resolve(args.path or str(ctx.workdir), ctx)
-        return ToolResult.text(await _off_loop(partial(_glob, root, pattern, regex, ctx)))
+        return ToolResult.text(
+            await _off_loop(partial(_glob, root, pattern, regex, ctx, self.known))
+        )
 
 
 class GrepTool:
@@ -157,7 +166,13 @@ async def _off_loop(work: Callable[[], str]) -> str:
         ) from None
 
 
-def _glob(root: Path, pattern: str, regex: re.Pattern[str], ctx: ToolContext) -> str:
+def _glob(
+    root: Path,
+    pattern: str,
+    regex: re.Pattern[str],
+    ctx: ToolContext,
+    known: Callable[[str], str],
+) -> str:
     if not root.is_dir():
         raise ToolError(f"{root} is not a folder")
     denied = denied_roots(ctx)
@@ -184,7 +199,12 @@ def _glob(root: Path, pattern: str, regex: re.Pattern[str], ctx: ToolContext) ->
             for d in dirnames
             if (walk_git or d != ".git") and not any(within(folder / d, x) for x in denied)
         )
-        for name in [*dirnames, *sorted(filenames)]:
+        names = [*dirnames, *sorted(filenames)]
+        # One look per folder; each name only in a folder where a secret is.
+        here = folder.relative_to(root).as_posix()
+        listing = "\n".join([here, *names])
+        secret = known(listing) != listing
+        for name in names:
             seen += 1
             if seen > WALK_MAX_ENTRIES:
                 capped = True
@@ -192,7 +212,8 @@ def _glob(root: Path, pattern: str, regex: re.Pattern[str], ctx: ToolContext) ->
             full = folder / name
             if any(within(full, x) for x in denied):
                 continue
-            if not regex.fullmatch(full.relative_to(root).as_posix()):
+            relative = full.relative_to(root).as_posix()
+            if not regex.fullmatch(known(relative) if secret else relative):
                 continue
             try:
                 st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)

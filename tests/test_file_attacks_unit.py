@@ -445,3 +445,53 @@ async def test_a_refusal_naming_a_links_target_does_not_name_a_known_secret(
     # Before: "Not allowed: …/innocent → …/vault-sk-ant-…/notes.txt is denied by …".
     assert block["is_error"] and "is denied by" in said
     assert KEY not in said and "vault-«redacted»" in said
+
+
+# --- the logs, whatever a caller puts in a record ---------------------------------------
+
+
+class _Model:
+    def __repr__(self) -> str:
+        return f"Model(token_file=/run/{KEY})"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"path": Path(f"/home/me/{KEY}.txt")},
+        {"data": KEY.encode()},
+        {"model": _Model()},
+        {"seen": {KEY}},
+        {"nested": {"paths": [Path(KEY)]}},
+        {KEY: 1},
+        {"nested": {KEY: "x"}},
+        {"password": b"hunter2-bytes"},
+    ],
+    ids=[
+        "path",
+        "bytes",
+        "object",
+        "set",
+        "nested-path",
+        "field-name",
+        "nested-name",
+        "secret-name",
+    ],
+)
+def test_no_field_of_a_log_record_carries_a_known_secret(
+    redactor: Redactor, fields: dict[str, Any]
+) -> None:
+    import json
+
+    # Before: only str, dict, list, tuple and exceptions were scrubbed; a Path, bytes or
+    # any object went to the renderer whole, and so did a field's name.
+    record = redactor(None, "debug", {"event": "tool.opened", **fields})
+    rendered = json.dumps(record, default=repr) + repr(record)
+    assert KEY not in rendered and KEY[:30] not in rendered
+    assert "hunter2" not in rendered
+
+
+def test_clean_values_keep_their_type_in_a_log_record(redactor: Redactor) -> None:
+    path = Path("/home/me/notes.txt")
+    record = redactor(None, "info", {"event": "e", "path": path, "n": 3, "ok": True})
+    assert record == {"event": "e", "path": path, "n": 3, "ok": True}

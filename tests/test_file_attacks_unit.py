@@ -243,6 +243,30 @@ async def test_grep_cannot_guess_a_key_broken_over_two_lines(
     assert answers == {"no matches"}
 
 
+@pytest.mark.parametrize(
+    "view_range", [None, [2, 2], [3, 3], [2, 3], [1, 2], [3, 0]], ids=lambda v: f"lines-{v}"
+)
+@pytest.mark.parametrize("split", [30, 50], ids=["half", "six-chars-left"])
+async def test_read_hides_a_key_wrapped_over_two_lines_in_any_view_range(
+    tools: ToolRegistry,
+    ctx: ToolContext,
+    redactor: Redactor,
+    home: dict[str, Path],
+    view_range: list[int] | None,
+    split: int,
+) -> None:
+    (home["root"] / "wrapped.txt").write_text(f"key:\n{KEY[:split]}\n{KEY[split:]}\nend\n")
+    tool_input: dict[str, Any] = {"file_path": "wrapped.txt"}
+    if view_range is not None:
+        tool_input["view_range"] = view_range
+    failed, said = await model_reads(tools, ctx, redactor, "read", **tool_input)
+    # Before: numbered, the halves had a line number between them and went out whole.
+    assert not failed
+    for part in (KEY[:split], KEY[split:]):
+        assert part not in said, said
+    assert "«redacted»" in said
+
+
 @pytest.mark.parametrize("folder", ["", "vault/", "a/b/"])
 async def test_glob_tells_a_right_guess_of_a_name_holding_a_key_from_a_wrong_one_in_no_way(
     tools: ToolRegistry,

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ToolError
+from dispatch_matrix.core.redaction import hide
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.paths import resolve, resolve_for_write
 from dispatch_matrix.toolbox.safeopen import Shield, open_file, write_atomic
@@ -213,7 +214,7 @@ def _read(
                 "use bash (e.g. `file`, `xxd | head`) to inspect it"
             )
         handle.seek(0)
-        return ToolResult.text(_numbered(handle, size, view_range, limit))
+        return ToolResult.text(_numbered(handle, size, view_range, limit, known_spans))
 
 
 def _check_media_size(size: int, shown: str, media_type: str) -> None:
@@ -257,40 +258,52 @@ def iter_lines(handle: IO[bytes]) -> Iterator[tuple[bytes, bool]]:
         yield chunk, True
 
 
-def _numbered(handle: IO[bytes], size: int, view_range: list[int] | None, limit: int) -> str:
+def _numbered(
+    handle: IO[bytes],
+    size: int,
+    view_range: list[int] | None,
+    limit: int,
+    known_spans: Callable[[str], list[tuple[int, int]]] = lambda _text: [],
+) -> str:
     start, end = (view_range[0], view_range[1]) if view_range else (1, 0)
     start = max(start, 1)
     stop = end if end > 0 else None
-    out: list[str] = []
+    shown: list[str] = []
     used = 0
     lossy = False
     consumed = 0
     last_shown = 0
     cut_short = False
     exhausted = True
+    # The lines on either side of those shown, for the secret check only.
+    before: str | None = None
+    after: str | None = None
     for raw, cut in iter_lines(handle):
         consumed += 1
+        if consumed < start - 1:
+            continue
+        text, undecodable = _decoded(raw, cut)
         if consumed < start:
+            before = text
             continue
         if stop is not None and consumed > stop:
             exhausted = False
+            after = text
             break
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("utf-8", errors="replace")
-            lossy = True
-        text = text.removesuffix("\r")
-        if cut or len(text) > MAX_LINE_CHARS:
-            text = text[:MAX_LINE_CHARS] + " … [line cut]"
-        line = f"{consumed:>6}\t{text}"
-        if out and used + len(line) + 1 > limit:
+        lossy = lossy or undecodable
+        if shown and used + len(f"{consumed:>6}\t{text}") + 1 > limit:
             cut_short = True
             exhausted = False
+            after = text
             break
-        out.append(line)
-        used += len(line) + 1
+        shown.append(text)
+        used += len(f"{consumed:>6}\t{text}") + 1
         last_shown = consumed
+    first = last_shown - len(shown) + 1
+    out = [
+        f"{first + at:>6}\t{text}"
+        for at, text in enumerate(_hidden(shown, before, after, known_spans))
+    ]
     total = consumed if exhausted else _total_lines(handle, consumed, size)
     notes: list[str] = []
     if size == 0:
@@ -307,6 +320,45 @@ def _numbered(handle: IO[bytes], size: int, view_range: list[int] | None, limit:
     if lossy:
         notes.append("[note: the file is not valid UTF-8; undecodable bytes are shown as \ufffd]")
     return "\n".join(out + notes)
+
+
+def _decoded(raw: bytes, cut: bool) -> tuple[str, bool]:
+    """A line as shown, and whether it had undecodable bytes."""
+    lossy = False
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        lossy = True
+    text = text.removesuffix("\r")
+    if cut or len(text) > MAX_LINE_CHARS:
+        text = text[:MAX_LINE_CHARS] + " … [line cut]"
+    return text, lossy
+
+
+def _hidden(
+    lines: list[str],
+    before: str | None,
+    after: str | None,
+    known_spans: Callable[[str], list[tuple[int, int]]],
+) -> list[str]:
+    """`lines` with the daemon's secrets hidden, found in the lines joined as the file has
+    them: numbered one by one, a key wrapped over two lines (`KEY=sk-ant-…` then the rest)
+    had a line number between its halves and went to the model whole. The lines around
+    them count too, so the part of a key at either edge of a view_range is hidden."""
+    block = [*([before] if before is not None else []), *lines, *([after] if after else [])]
+    text = "\n".join(block)
+    found = known_spans(text)
+    if not found:
+        return lines
+    hidden: list[str] = []
+    at = len(before) + 1 if before is not None else 0
+    for line in lines:
+        stop = at + len(line)
+        mine = [(max(s, at) - at, min(e, stop) - at) for s, e in found if s < stop and e > at]
+        hidden.append(hide(line, mine) if mine else line)
+        at = stop + 1
+    return hidden
 
 
 def _count(total: int | None) -> str:

@@ -519,3 +519,60 @@ def test_clean_values_keep_their_type_in_a_log_record(redactor: Redactor) -> Non
     path = Path("/home/me/notes.txt")
     record = redactor(None, "info", {"event": "e", "path": path, "n": 3, "ok": True})
     assert record == {"event": "e", "path": path, "n": 3, "ok": True}
+
+
+# --- patterns and inputs that used to raise out of the tool -----------------------------
+
+
+@pytest.mark.parametrize(
+    "name, tool_input, said",
+    [
+        ("glob", {"pattern": "{" * 500 + "}" * 500}, "nests too deeply"),
+        ("grep", {"pattern": "(" * 1000 + ")" * 1000}, "nests too deeply"),
+        ("grep", {"pattern": "(?:" * 5000 + ")" * 5000}, "nests too deeply"),
+        ("grep", {"pattern": "a{99999999999}"}, "too large"),
+        ("read", {"file_path": "\ud800x"}, "lone surrogate"),
+        ("write", {"file_path": "\udfffx", "content": "x"}, "lone surrogate"),
+        ("edit", {"file_path": "a\ud800", "old_string": "a", "new_string": "b"}, "surrogate"),
+        ("send_file", {"path": "\ud800"}, "lone surrogate"),
+        ("grep", {"pattern": "x", "path": "\ud800"}, "lone surrogate"),
+        ("glob", {"pattern": "*", "path": "\ud800"}, "lone surrogate"),
+    ],
+)
+async def test_hostile_patterns_and_paths_end_in_an_error_result(
+    tools: ToolRegistry, ctx: ToolContext, name: str, tool_input: dict[str, Any], said: str
+) -> None:
+    # Before: RecursionError, OverflowError or UnicodeEncodeError out of the tool.
+    result = await asyncio.wait_for(tools.run(name, tool_input, ctx), 60)
+    assert result.is_error and said in result.content[0]["text"]
+
+
+@pytest.mark.parametrize(
+    "name, tool_input, where",
+    [
+        ("read", {"file_path": "\ud800x"}, "input.file_path"),
+        ("write", {"file_path": "ok.txt", "content": "a\udc00"}, "input.content"),
+        ("bash", {"command": "echo \ud800"}, "input.command"),
+        ("mcp__x__y", {"items": [{"q": "ok"}, {"q": "\udfff"}]}, "input.items[1].q"),
+    ],
+)
+async def test_a_tool_input_that_is_not_text_is_refused_before_the_policy_judges_it(
+    tmp_path: Path, name: str, tool_input: dict[str, Any], where: str
+) -> None:
+    from harness.taskio import FakeTaskIO
+
+    from dispatch_matrix.agent.calls import ToolCalls
+    from dispatch_matrix.core.paths import canonicalize
+    from dispatch_matrix.permissions.policy import Policy
+    from dispatch_matrix.store import Database
+
+    policy = Policy(["Read", "Write"], [], [], tmp_path, tmp_path, canonical=canonicalize)
+    context = ToolContext(workdir=tmp_path, allowed_roots=(tmp_path,), bash_timeout_s=60)
+    calls = ToolCalls(
+        Database.open(tmp_path / "d.db"), policy, ToolRegistry(default_tools()), context
+    )
+    io = FakeTaskIO()
+    # Before: the policy's canonical path raised UnicodeEncodeError, failing the task.
+    block = await calls.run({"id": "toolu_1", "name": name, "input": tool_input}, io, 1, 1)
+    assert block["is_error"] and f"{where} holds a lone surrogate" in block["content"][0]["text"]
+    assert io.asked == [] and not (tmp_path / "ok.txt").exists()

@@ -37,6 +37,14 @@ class ToolCalls:
     async def run(self, use: dict[str, Any], io: TaskIO, step: int, task_id: int) -> dict[str, Any]:
         """One tool call: judged, asked when it must be, run; its tool_result block."""
         name, tool_input = use["name"], use.get("input") or {}
+        broken = unencodable(tool_input)
+        if broken is not None:
+            # Judged nowhere: a path with a lone surrogate raised UnicodeEncodeError in the
+            # policy's canonical path, out of the call, failing the whole task.
+            return ToolResult.error(
+                f"{name}: invalid input: {broken} holds a lone surrogate ({_LONE}), which "
+                "is not text; write the character itself"
+            ).as_block(use["id"])
         refusal = await self.permit(name, tool_input, io)
         if refusal is not None:
             # A reason may name a resolved path (a link's target), which the model never saw.
@@ -78,6 +86,31 @@ class ToolCalls:
             self._db.add_learned_rule(rule)
             log.info("policy.learned", rule=rule)
         return rule
+
+
+_LONE = "a \\ud800–\\udfff escape on its own"
+
+
+def unencodable(value: Any, where: str = "input") -> str | None:
+    """The first place in a tool's input (`input.file_path`, `input.edits[0]`) whose text
+    cannot be written as UTF-8 (a lone surrogate), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items: list[tuple[str, Any]] = [(f"{where}.{k}", v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for place, item in items:
+        found = unencodable(item, place)
+        if found is not None:
+            return found
+    return None
 
 
 # What a file-changing tool puts in the file: screened like a command is.

@@ -45,6 +45,11 @@ def resolve(path_str: str, ctx: ToolContext) -> Path:
         raise ToolError("a path is required")
     if "\x00" in path_str:
         raise ToolError("a path cannot contain a NUL character")
+    try:
+        os.fsencode(path_str)
+    except UnicodeEncodeError:
+        # A lone surrogate (`\ud800`) names no file; os calls would raise it past the tool.
+        raise ToolError("a path cannot contain a lone surrogate character") from None
     spelled = expand(path_str, home_of(ctx), ctx.workdir)
     try:
         real = canonicalize(spelled)

@@ -100,6 +100,9 @@ class GlobTool:
             regex = compile_glob(pattern, braces=True)
         except GlobSyntaxError as err:
             raise ToolError(f"bad pattern: {err}") from None
+        except (re.error, RecursionError, OverflowError, ValueError) as err:
+            # `{` 500 deep made the translation recurse past Python's limit, out of the tool.
+            raise ToolError(f"bad pattern: {_unusable(err)}") from None
         root = resolve(args.path or str(ctx.workdir), ctx)
         return ToolResult.text(
             await _off_loop(partial(_glob, root, pattern, regex, ctx, self.known))
@@ -147,12 +150,20 @@ class GrepTool:
         args = parse_input(GrepInput, tool_input)
         try:
             regex = re.compile(args.pattern)
-        except re.error as err:
-            raise ToolError(f"invalid regular expression: {err}") from None
+        except (re.error, RecursionError, OverflowError, ValueError) as err:
+            # `(` 1000 deep raised RecursionError, `a{99999999999}` OverflowError: out of the
+            # tool, failing the whole task.
+            raise ToolError(f"invalid regular expression: {_unusable(err)}") from None
         search = resolve(args.path or str(ctx.workdir), ctx)
         limit = max(ctx.output_limit, 1000)
         walk = _Walk(denied_roots(ctx), self.read_denied, tuple(ctx.denied_paths), self.known_spans)
         return ToolResult.text(await _off_loop(partial(_grep, regex, search, walk, limit)))
+
+
+def _unusable(err: Exception) -> str:
+    if isinstance(err, RecursionError):
+        return "it nests too deeply"
+    return str(err)
 
 
 async def _off_loop(work: Callable[[], str]) -> str:

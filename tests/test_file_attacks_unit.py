@@ -576,3 +576,37 @@ async def test_a_tool_input_that_is_not_text_is_refused_before_the_policy_judges
     block = await calls.run({"id": "toolu_1", "name": name, "input": tool_input}, io, 1, 1)
     assert block["is_error"] and f"{where} holds a lone surrogate" in block["content"][0]["text"]
     assert io.asked == [] and not (tmp_path / "ok.txt").exists()
+
+
+# --- left open, kept as a row that shows the gap -----------------------------------------
+
+
+def _bind(source: Path, target: Path) -> bool:
+    import subprocess
+
+    done = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: a file or sub-folder of a hidden folder bind-mounted into a root has its "
+    "own identity, which the shield does not compare (it knows the hidden paths themselves "
+    "and hard links); only root outside the sandbox can make such a mount",
+)
+async def test_a_file_of_the_state_folder_bind_mounted_into_the_root_is_refused(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("bind mounts need root")
+    mounted = home["root"] / "innocent.toml"
+    mounted.touch()
+    if not _bind(home["state"] / "config.toml", mounted):
+        pytest.skip("this machine allows no bind mount")
+    try:
+        failed, said = await model_reads(tools, ctx, redactor, "read", file_path=mounted.name)
+    finally:
+        import subprocess
+
+        subprocess.run(["umount", str(mounted)], check=True)
+    assert failed and "password = " not in said

@@ -610,3 +610,46 @@ async def test_a_file_of_the_state_folder_bind_mounted_into_the_root_is_refused(
 
         subprocess.run(["umount", str(mounted)], check=True)
     assert failed and "password = " not in said
+
+
+def test_counting_the_lines_of_a_file_that_grows_stops_at_its_size_when_opened() -> None:
+    from dispatch_matrix.toolbox.files import _total_lines
+
+    # The file had 100 bytes (50 lines) when it was opened; 2 MB more came since.
+    growing = io.BytesIO(b"a\n" * (1024 * 1024 + 50))
+    growing.read(20)
+    assert _total_lines(growing, 10, 100) == 10 + 40
+    assert growing.tell() == 100
+
+
+async def test_edit_of_a_file_that_grew_past_the_limit_is_refused(
+    ctx: ToolContext, home: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatch_matrix.toolbox import files
+
+    log = home["root"] / "log.txt"
+    log.write_bytes(b"line\n" * 400)
+    real_open = files.open_file
+    opened: list[Any] = []
+
+    class Growing(io.BytesIO):
+        """The file as read after its size was taken: 16 MB longer."""
+
+        def fileno(self) -> int:
+            return int(opened[0].fileno())
+
+    def open_growing(*args: Any) -> Any:
+        opened.append(real_open(*args))
+        return Growing(opened[0].read() + b"more\n" * (files.MAX_EDIT_BYTES // 5 + 1))
+
+    monkeypatch.setattr(files, "open_file", open_growing)
+    edit = EditTool(lambda text: [])
+    try:
+        result = await edit.run(
+            {"file_path": "log.txt", "old_string": "line", "new_string": "x"}, ctx
+        )
+    finally:
+        opened[0].close()
+    # Before: `handle.read()` read on for as long as the file grew.
+    assert result.is_error and "grew past" in result.content[0]["text"]
+    assert log.read_bytes() == b"line\n" * 400

@@ -372,7 +372,11 @@ def _total_lines(handle: IO[bytes], seen: int, size: int) -> int | None:
     newlines = 0
     last = b""
     consumed_any = False
-    while chunk := handle.read(_CHUNK):
+    # Up to the size the file had when it was opened: one still growing (a log being
+    # written) is counted as it was, not followed for as long as it grows.
+    left = max(size - handle.tell(), 0)
+    while left > 0 and (chunk := handle.read(min(_CHUNK, left))):
+        left -= len(chunk)
         consumed_any = True
         newlines += chunk.count(b"\n")
         last = chunk[-1:]
@@ -403,7 +407,10 @@ def _edit(
         size = os.fstat(handle.fileno()).st_size
         if size > MAX_EDIT_BYTES:
             raise ToolError(f"{shown} is {size} bytes; edit handles files up to {MAX_EDIT_BYTES}")
-        raw = handle.read()
+        # Never past the limit: a file still growing would be read until the disk filled.
+        raw = handle.read(MAX_EDIT_BYTES + 1)
+        if len(raw) > MAX_EDIT_BYTES:
+            raise ToolError(f"{shown} grew past {MAX_EDIT_BYTES} bytes while it was read")
     if b"\x00" in raw[:_SNIFF_BYTES]:
         raise ToolError(f"{shown} looks like a binary file; edit works on text only")
     try:

@@ -653,3 +653,90 @@ async def test_edit_of_a_file_that_grew_past_the_limit_is_refused(
     # Before: `handle.read()` read on for as long as the file grew.
     assert result.is_error and "grew past" in result.content[0]["text"]
     assert log.read_bytes() == b"line\n" * 400
+
+
+# --- what git runs later, in git folders not named .git -----------------------------------
+
+
+def _git(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def repos(home: dict[str, Path]) -> Path:
+    root = home["root"]
+    _git("init", "-q", "--separate-git-dir", str(root / "sep.git"), str(root / "sepwork"))
+    _git("init", "-q", "--bare", str(root / "remote.git"))
+    _git("init", "-q", str(root / "main"))
+    (root / "main" / "f").write_text("x\n")
+    _git("-C", str(root / "main"), "add", "f")
+    _git("-C", str(root / "main"), "commit", "-qm", "x")
+    _git("-C", str(root / "main"), "worktree", "add", "-q", str(root / "wt"))
+    return root
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "sep.git/hooks/pre-commit",
+        "sep.git/config",
+        "sepwork/.git",
+        "remote.git/hooks/pre-receive",
+        "remote.git/config",
+        "wt/.git",
+        "main/.git/worktrees/wt/config.worktree",
+        "main/.git/worktrees/wt/commondir",
+        "fresh/.git",
+        "fresh/.GIT",
+    ],
+)
+async def test_no_file_tool_changes_what_git_runs_later_in_a_git_folder_of_any_name(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, repos: Path, target: str
+) -> None:
+    before = (repos / target).read_bytes() if (repos / target).is_file() else None
+    failed, said = await model_reads(
+        tools, ctx, redactor, "write", file_path=target, content="gitdir: /tmp/evil\n"
+    )
+    # Before: each of these was written (hooks run at the owner's next commit or push).
+    assert failed and "obeys later" in said, said
+    after = (repos / target).read_bytes() if (repos / target).is_file() else None
+    assert after == before
+    if before is not None:
+        failed, _ = await model_reads(
+            tools,
+            ctx,
+            redactor,
+            "edit",
+            file_path=target,
+            old_string=before.decode()[:4],
+            new_string="EVIL",
+        )
+        assert failed and (repos / target).read_bytes() == before
+
+
+async def test_the_files_of_a_checkout_with_a_separate_git_folder_stay_writable(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, repos: Path
+) -> None:
+    failed, said = await model_reads(
+        tools, ctx, redactor, "write", file_path="sepwork/src/app.py", content="print(1)\n"
+    )
+    assert not failed, said
+    failed, said = await model_reads(
+        tools, ctx, redactor, "write", file_path="wt/notes.md", content="# notes\n"
+    )
+    assert not failed, said

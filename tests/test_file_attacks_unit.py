@@ -143,7 +143,7 @@ async def test_a_huge_sparse_file_is_refused_by_send_file_before_a_byte_is_copie
         sparse.truncate(8 * 1024**3)
     # Before: the 8 GB were copied into the temporary folder, then refused by the upload.
     failed, said = await model_reads(tools, ctx, redactor, "send_file", path="sparse.img")
-    assert failed and "limit for files" in said
+    assert failed and "1.0 MB limit for files" in said and "`matrix.max_file_mb`" in said
     assert room.sent == []
     failed, said = await model_reads(tools, ctx, redactor, "read", file_path="sparse.img")
     assert failed and "binary" in said

@@ -138,5 +138,6 @@ def _copy_checked(
 def _too_big(path: Path, max_bytes: int) -> str:
     return (
         f"{path} is larger than the {max_bytes / 1024 / 1024:.1f} MB limit for files in the "
-        "room; it is not sent. Send a smaller file (compress or split it)."
+        "room (set by `matrix.max_file_mb` in the config); it is not sent. Send a smaller "
+        "file (compress or split it)."
     )

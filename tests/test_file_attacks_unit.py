@@ -578,81 +578,61 @@ async def test_a_tool_input_that_is_not_text_is_refused_before_the_policy_judges
     assert io.asked == [] and not (tmp_path / "ok.txt").exists()
 
 
-# --- left open, kept as a row that shows the gap -----------------------------------------
+# --- bind mounts of what is inside a hidden folder ---------------------------------------
 
 
-def _bind(source: Path, target: Path) -> bool:
+def _mount(source: Path, target: Path) -> bool:
     import subprocess
 
     done = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True)
     return done.returncode == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a file or sub-folder of a hidden folder bind-mounted into a root has its "
-    "own identity, which the shield does not compare (it knows the hidden paths themselves "
-    "and hard links); only root outside the sandbox can make such a mount",
-)
-async def test_a_file_of_the_state_folder_bind_mounted_into_the_root_is_refused(
-    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path]
+def _umount(target: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", str(target)], check=True)
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+async def test_a_bind_mount_from_inside_the_state_folder_gives_nothing_to_any_file_tool(
+    tools: ToolRegistry,
+    ctx: ToolContext,
+    redactor: Redactor,
+    home: dict[str, Path],
+    room: Room,
+    what: str,
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("bind mounts need root")
-    mounted = home["root"] / "innocent.toml"
-    mounted.touch()
-    if not _bind(home["state"] / "config.toml", mounted):
+    state, root = home["state"], home["root"]
+    (state / "crypto").mkdir()
+    (state / "crypto" / "keys.txt").write_text("password = 'crypto-store-key-5521'\n")
+    if what == "file":
+        target, source, read = root / "innocent.toml", state / "config.toml", "innocent.toml"
+        target.touch()
+    else:
+        target, source, read = root / "docs", state / "crypto", "docs/keys.txt"
+        target.mkdir()
+    if not _mount(source, target):
         pytest.skip("this machine allows no bind mount")
     try:
-        failed, said = await model_reads(tools, ctx, redactor, "read", file_path=mounted.name)
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("read", {"file_path": read}),
+            ("grep", {"pattern": "password", "path": read}),
+            ("grep", {"pattern": "password", "path": "."}),
+            ("send_file", {"path": read}),
+            ("edit", {"file_path": read, "old_string": "password", "new_string": "x"}),
+        ]
+        for name, tool_input in calls:
+            # Before: the file's own identity was compared with nothing (it is no hidden
+            # path, has one name): read, grep and send_file gave the config whole.
+            _, said = await model_reads(tools, ctx, redactor, name, **tool_input)
+            assert "password =" not in said and "crypto-store-key" not in said, (name, said)
     finally:
-        import subprocess
-
-        subprocess.run(["umount", str(mounted)], check=True)
-    assert failed and "password = " not in said
-
-
-def test_counting_the_lines_of_a_file_that_grows_stops_at_its_size_when_opened() -> None:
-    from dispatch_matrix.toolbox.files import _total_lines
-
-    # The file had 100 bytes (50 lines) when it was opened; 2 MB more came since.
-    growing = io.BytesIO(b"a\n" * (1024 * 1024 + 50))
-    growing.read(20)
-    assert _total_lines(growing, 10, 100) == 10 + 40
-    assert growing.tell() == 100
-
-
-async def test_edit_of_a_file_that_grew_past_the_limit_is_refused(
-    ctx: ToolContext, home: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from dispatch_matrix.toolbox import files
-
-    log = home["root"] / "log.txt"
-    log.write_bytes(b"line\n" * 400)
-    real_open = files.open_file
-    opened: list[Any] = []
-
-    class Growing(io.BytesIO):
-        """The file as read after its size was taken: 16 MB longer."""
-
-        def fileno(self) -> int:
-            return int(opened[0].fileno())
-
-    def open_growing(*args: Any) -> Any:
-        opened.append(real_open(*args))
-        return Growing(opened[0].read() + b"more\n" * (files.MAX_EDIT_BYTES // 5 + 1))
-
-    monkeypatch.setattr(files, "open_file", open_growing)
-    edit = EditTool(lambda text: [])
-    try:
-        result = await edit.run(
-            {"file_path": "log.txt", "old_string": "line", "new_string": "x"}, ctx
-        )
-    finally:
-        opened[0].close()
-    # Before: `handle.read()` read on for as long as the file grew.
-    assert result.is_error and "grew past" in result.content[0]["text"]
-    assert log.read_bytes() == b"line\n" * 400
+        _umount(target)
+    assert room.sent == []
+    assert "password = " in (state / "config.toml").read_text()
 
 
 # --- what git runs later, in git folders not named .git -----------------------------------

@@ -38,7 +38,7 @@ from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.files import iter_lines
 from dispatch_matrix.toolbox.forked import ChildTimeout, run_forked
 from dispatch_matrix.toolbox.paths import denied_roots, resolve
-from dispatch_matrix.toolbox.safeopen import Shield, open_file, open_in, walk
+from dispatch_matrix.toolbox.safeopen import Shield, mount_id, open_file, open_in, walk
 from dispatch_matrix.toolbox.schema import (
     GLOB_SCHEMA,
     GREP_SCHEMA,
@@ -308,12 +308,13 @@ def _grep(regex: re.Pattern[str], search: Path, walk_rules: _Walk, limit: int) -
             kept = [d for d in dirnames if d not in _GREP_SKIP_DIRS and not _is_link(d, dirfd)]
             dirnames[:] = sorted(d for d in kept if not walk_rules.prune(folder / d))
             skipped += len(kept) - len(dirnames)
+            folder_mount = mount_id(dirfd)
             for name in sorted(filenames):
                 full = folder / name
                 if walk_rules.prune(full):
                     skipped += 1
                     continue
-                opened = open_in(name, dirfd, shield, str(full))
+                opened = open_in(name, dirfd, shield, str(full), folder_mount)
                 if opened is None:
                     continue
                 with opened:

@@ -18,7 +18,7 @@ import pytest
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.core.logs import Redactor
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
-from dispatch_matrix.toolbox.files import EditTool, ReadTool
+from dispatch_matrix.toolbox.files import EditTool, ReadTool, WriteTool
 from dispatch_matrix.toolbox.registry import ToolRegistry, default_tools
 from dispatch_matrix.toolbox.search import GlobTool, GrepTool
 from dispatch_matrix.toolbox.secretscan import Readable, readable
@@ -83,6 +83,7 @@ def tools(redactor: Redactor) -> ToolRegistry:
     mine = {
         "read": ReadTool(redactor.known_spans),
         "edit": EditTool(redactor.known_spans),
+        "write": WriteTool(redactor.known_spans),
         "grep": GrepTool(known_spans=redactor.known_spans),
         "glob": GlobTool(redactor.known),
     }
@@ -335,6 +336,30 @@ async def test_edit_still_changes_the_text_around_a_key_and_leaves_the_key(
     )
     assert not failed, said
     assert env.read_text() == f"A=2\nOLD_KEY={KEY}\nA=2\n"
+
+
+async def test_writing_back_a_file_read_with_a_hidden_key_does_not_lose_the_key(
+    tools: ToolRegistry, ctx: ToolContext, redactor: Redactor, home: dict[str, Path]
+) -> None:
+    env = home["root"] / ".env"
+    _, shown = await model_reads(tools, ctx, redactor, "read", file_path=".env")
+    assert "ANTHROPIC_API_KEY=«redacted»" in shown
+    rewritten = "ANTHROPIC_API_KEY=«redacted»\nDEBUG=0\n"
+    failed, said = await model_reads(
+        tools, ctx, redactor, "write", file_path=".env", content=rewritten
+    )
+    # Before: written, and the owner's key was replaced by the marker.
+    assert failed and "with edit, around the secret" in said
+    assert KEY in env.read_text()
+    failed, _ = await model_reads(
+        tools, ctx, redactor, "edit", file_path=".env", old_string="DEBUG=1", new_string="DEBUG=0"
+    )
+    assert not failed and env.read_text() == f"ANTHROPIC_API_KEY={KEY}\nDEBUG=0\n"
+    # A new file, or one without a secret, may hold the marker (documentation of it).
+    failed, _ = await model_reads(
+        tools, ctx, redactor, "write", file_path="doc.md", content=rewritten
+    )
+    assert not failed
 
 
 @pytest.mark.parametrize(

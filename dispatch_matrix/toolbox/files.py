@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ToolError
-from dispatch_matrix.core.redaction import hide
+from dispatch_matrix.core.redaction import REDACTED, hide
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.paths import resolve, resolve_for_write
 from dispatch_matrix.toolbox.safeopen import Shield, open_file, write_atomic
@@ -115,9 +115,17 @@ class ReadTool:
 
 
 class WriteTool:
-    """`write`: replace a file's contents atomically, creating folders inside the roots."""
+    """`write`: replace a file's contents atomically, creating folders inside the roots.
+
+    A file that holds one of the daemon's secrets (`known_spans`), which `read` showed the
+    model as the marker, is not replaced by content holding the marker: the secret would be
+    lost for the marker.
+    """
 
     name = "write"
+
+    def __init__(self, known_spans: Callable[[str], list[tuple[int, int]]] | None = None) -> None:
+        self.known_spans = known_spans or logs.REDACTOR.known_spans
 
     def definition(self) -> dict[str, Any]:
         """The Messages API entry."""
@@ -139,7 +147,9 @@ class WriteTool:
         args = parse_input(WriteInput, tool_input)
         data = _encode(args.content)
         target = resolve_for_write(args.file_path, ctx)
-        existed = await asyncio.to_thread(_write, target, data, args.file_path, ctx)
+        existed = await asyncio.to_thread(
+            _write, target, data, args.file_path, ctx, self.known_spans
+        )
         verb = "replaced" if existed else "created"
         return ToolResult.text(f"{verb} {args.file_path} ({len(data)} bytes)")
 
@@ -391,8 +401,36 @@ def _encode(content: str) -> bytes:
         raise ToolError(f"content is not valid Unicode text ({err.reason})") from None
 
 
-def _write(target: Path, data: bytes, shown: str, ctx: ToolContext) -> bool:
-    return write_atomic(target, data, Shield.of(ctx.denied_paths), shown)
+def _write(
+    target: Path,
+    data: bytes,
+    shown: str,
+    ctx: ToolContext,
+    known_spans: Callable[[str], list[tuple[int, int]]],
+) -> bool:
+    shield = Shield.of(ctx.denied_paths)
+    if REDACTED.encode() in data and _holds_secret(target, shield, shown, known_spans):
+        # Measured: read `.env` (the key shown as the marker), write it back with one line
+        # changed, and the owner's key was gone.
+        raise ToolError(
+            f"{shown} holds a secret this bot knows, which you were shown as {REDACTED}; "
+            f"writing the file whole would replace the secret with {REDACTED}. Change the "
+            "file with edit, around the secret."
+        )
+    return write_atomic(target, data, shield, shown)
+
+
+def _holds_secret(
+    target: Path, shield: Shield, shown: str, known_spans: Callable[[str], list[tuple[int, int]]]
+) -> bool:
+    """Whether the file `target` exists and holds a known secret (in its first 16 MB)."""
+    try:
+        with open_file(target, shield, shown) as handle:
+            raw = handle.read(MAX_EDIT_BYTES)
+    except ToolError:
+        # Missing, or not a file: the write says why, if it must.
+        return False
+    return bool(known_spans(readable(raw)))
 
 
 def _edit(

@@ -745,3 +745,37 @@ async def test_the_files_of_a_checkout_with_a_separate_git_folder_stay_writable(
         tools, ctx, redactor, "write", file_path="wt/notes.md", content="# notes\n"
     )
     assert not failed, said
+
+
+# --- a key in pieces on numbered lines (cat -n, nl, grep -n, a list, a table) -------------
+
+
+def _pieces(size: int) -> list[str]:
+    return [KEY[at : at + size] for at in range(0, len(KEY), size)]
+
+
+@pytest.mark.parametrize(
+    "numbered",
+    [
+        "\n".join(f"{n:>6}\t{piece}" for n, piece in enumerate(_pieces(10), 1)),
+        "\n".join(f"notes.txt:{n}:{piece}" for n, piece in enumerate(_pieces(9), 12)),
+        "\n".join(f"{n}. {piece}" for n, piece in enumerate(_pieces(7), 1)),
+        "| # | part |\n|---|---|\n"
+        + "\n".join(f"| {n} | {piece} |" for n, piece in enumerate(_pieces(8))),
+    ],
+    ids=["cat-n", "grep-n", "numbered-list", "table"],
+)
+def test_a_key_in_pieces_on_numbered_lines_is_hidden(redactor: Redactor, numbered: str) -> None:
+    # Before: the numbers stood between the pieces in the redactor's view; every piece
+    # went out (from a shell's `cat -n` of a wrapped key, or in an answer).
+    text = f"here it is:\n{numbered}\ndone"
+    hidden = redactor.known(text)
+    assert all(piece not in hidden for piece in _pieces(7)[1:-1]), hidden
+    assert hidden.startswith("here it is:\n") and hidden.endswith("\ndone")
+    # What goes to the room and the logs (shapes too) hides them as well.
+    assert all(piece not in redactor.text(text) for piece in _pieces(7)[1:-1])
+
+
+def test_numbered_lines_without_a_key_are_left_as_they_are(redactor: Redactor) -> None:
+    listing = "\n".join(f"{n:>6}\tline {n} of an ordinary file" for n in range(1, 200))
+    assert redactor.known(listing) == listing

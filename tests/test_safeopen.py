@@ -295,3 +295,29 @@ async def test_send_file_refuses_a_hard_link_to_a_secret(layout: dict[str, Path]
     )
     result = await SendFileTool().run({"path": "report.txt"}, ctx)
     assert result.is_error and "hard link" in text(result)
+
+
+async def test_send_file_during_a_symlink_swap_never_sends_the_state_folder(
+    layout: dict[str, Path], swapper: dict[str, int]
+) -> None:
+    from dispatch_matrix.toolbox.send_file import SendFileTool
+
+    sent: list[bytes] = []
+
+    class Room:
+        async def progress(self, text: str) -> None:
+            return None
+
+        async def send_file(self, path: Path, caption: str | None = None) -> str:
+            sent.append(path.read_bytes())
+            return "$event"
+
+    ctx = ToolContext(**{**context(layout).__dict__, "reporter": Room()})
+    tool = SendFileTool(lambda text: text)
+    refused = 0
+    for _ in range(300):
+        result = await tool.run({"path": str(layout["root"] / "d" / "f.txt")}, ctx)
+        refused += result.is_error
+    print(f"send_file: {len(sent)} sent, {refused} refused; {swapper['swaps']} swaps")
+    assert sent and all(body == b"innocent\n" for body in sent)
+    assert refused > 0, "the swap was not met: this proves nothing"

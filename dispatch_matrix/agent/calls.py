@@ -4,6 +4,9 @@ context, and turned into the tool_result block the model reads next."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +18,7 @@ from dispatch_matrix.store import Connection
 from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.preview import preview
 from dispatch_matrix.toolbox.registry import ToolRegistry
+from dispatch_matrix.toolbox.secretscan import readable
 
 log = logs.get(__name__)
 
@@ -33,9 +37,18 @@ class ToolCalls:
     async def run(self, use: dict[str, Any], io: TaskIO, step: int, task_id: int) -> dict[str, Any]:
         """One tool call: judged, asked when it must be, run; its tool_result block."""
         name, tool_input = use["name"], use.get("input") or {}
+        broken = unencodable(tool_input)
+        if broken is not None:
+            # Judged nowhere: a path with a lone surrogate raised UnicodeEncodeError in the
+            # policy's canonical path, out of the call, failing the whole task.
+            return ToolResult.error(
+                f"{name}: invalid input: {broken} holds a lone surrogate ({_LONE}), which "
+                "is not text; write the character itself"
+            ).as_block(use["id"])
         refusal = await self.permit(name, tool_input, io)
         if refusal is not None:
-            return ToolResult.error(refusal).as_block(use["id"])
+            # A reason may name a resolved path (a link's target), which the model never saw.
+            return without_known_secrets(ToolResult.error(refusal).as_block(use["id"]))
         await io.progress(f"step {step}: {describe(name, tool_input)}")
         # The shared context stays as built; each call gets its own reporter and hook.
         context = replace(
@@ -43,7 +56,8 @@ class ToolCalls:
         )
         result = await self._tools.run(name, tool_input, context)
         log.info("tool.result", tool=name, error=result.is_error)
-        return without_known_secrets(result.as_block(use["id"]))
+        # Off the loop: an image or PDF of up to 20 MB is read through for secrets.
+        return await asyncio.to_thread(without_known_secrets, result.as_block(use["id"]))
 
     async def permit(self, name: str, tool_input: dict[str, Any], io: TaskIO) -> str | None:
         """Judge one call by the policy, asking the owner when it must (silence is no);
@@ -72,6 +86,31 @@ class ToolCalls:
             self._db.add_learned_rule(rule)
             log.info("policy.learned", rule=rule)
         return rule
+
+
+_LONE = "a \\ud800–\\udfff escape on its own"
+
+
+def unencodable(value: Any, where: str = "input") -> str | None:
+    """The first place in a tool's input (`input.file_path`, `input.edits[0]`) whose text
+    cannot be written as UTF-8 (a lone surrogate), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items: list[tuple[str, Any]] = [(f"{where}.{k}", v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for place, item in items:
+        found = unencodable(item, place)
+        if found is not None:
+            return found
+    return None
 
 
 # What a file-changing tool puts in the file: screened like a command is.
@@ -117,11 +156,41 @@ def describe(name: str, tool_input: dict[str, Any]) -> str:
     return f"{verbs.get(name, name)} {code_span(str(path))}" if path else name
 
 
+WITHHELD = (
+    "[{kind} withheld: it holds a secret this bot knows (a password, token or key it was given)]"
+)
+
+
 def without_known_secrets(block: dict[str, Any]) -> dict[str, Any]:
     """A tool result without the daemon's own secrets (its password, token, API key, the
     environment's): a command's output that holds one never reaches the model. Shapes are
-    left alone: a key in the owner's file may be what the task is about."""
-    for part in block["content"]:
-        if part.get("type") == "text":
+    left alone: a key in the owner's file may be what the task is about. An image or a
+    document (a file's, an MCP server's) cannot be cut, so one that holds a secret in its
+    bytes is replaced by a line saying so."""
+    content = block["content"]
+    for index, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text":
             part["text"] = logs.REDACTOR.known(part["text"])
+        elif kind in ("image", "document") and _media_holds_secret(part):
+            content[index] = {"type": "text", "text": WITHHELD.format(kind=kind)}
     return block
+
+
+def _media_holds_secret(part: dict[str, Any]) -> bool:
+    source = part.get("source")
+    if not isinstance(source, dict):
+        return False
+    data = source.get("data")
+    if not isinstance(data, str):
+        # A URL source: the API fetches it, nothing of ours is in it.
+        return False
+    if source.get("type") == "base64":
+        try:
+            raw = base64.b64decode(data)
+        except (binascii.Error, ValueError):
+            # Not base64: the API refuses it; its text is looked at as it is.
+            return bool(logs.REDACTOR.known_spans(data))
+        return bool(logs.REDACTOR.known_spans(readable(raw)))
+    # A plain-text document.
+    return bool(logs.REDACTOR.known_spans(data))

@@ -327,7 +327,7 @@ def build_tools(
     confinement = sandbox or confinement_for(config.agent.sandbox, config.agent.sandbox_network)
     confinement = dataclasses.replace(confinement, limits=limits(config))
     registry = ToolRegistry(default_tools(confinement, read_denied=policy.read_denied))
-    registry.add(SendFileTool())
+    registry.add(SendFileTool(max_bytes=config.matrix.max_file_bytes))
     names = (*_SHELL_ENV, *config.agent.env_passthrough, *config.agent.secret_env_passthrough)
     env = {name: os.environ[name] for name in names if name in os.environ}
     env.setdefault("TERM", "dumb")

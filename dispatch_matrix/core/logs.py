@@ -99,17 +99,33 @@ class Redactor:
             return text
         return hide(text, self._known.spans(text))
 
+    def known_spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the known secret values occur in `text`: for a tool that must decide
+        around them (a search or an edit that may not tell the model what they hold)."""
+        if not text or not self._known:
+            return []
+        return self._known.spans(text)
+
     def value(self, key: str, value: Any) -> Any:
         """A log field's value, scrubbed by its key's name and its content."""
         if isinstance(value, str):
             return REDACTED if _SECRET_KEYS.search(key) and value else self.field(value)
         if isinstance(value, dict):
-            return {k: self.value(str(k), v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
+            return {self.field(str(k)): self.value(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
             return [self.value(key, v) for v in value]
         if isinstance(value, BaseException):
             return self.text(f"{type(value).__name__}: {value}")
-        return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if _SECRET_KEYS.search(key):
+            return REDACTED
+        # Anything else (a Path, bytes, a model, any object) is rendered by its repr, which
+        # went out unscrubbed: `path=Path(…/sk-ant-…)`. Scrubbed as that text; kept as it is
+        # when clean, so renderers show it as before.
+        shown = repr(value)
+        scrubbed = self.field(shown)
+        return value if scrubbed == shown else scrubbed
 
     def __call__(
         self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
@@ -117,8 +133,12 @@ class Redactor:
         for key in list(event_dict):
             if key == "event":
                 event_dict[key] = self.field(str(event_dict[key]))
-            else:
-                event_dict[key] = self.value(key, event_dict[key])
+                continue
+            event_dict[key] = self.value(key, event_dict[key])
+            # A field's name is printed too (`**{name: …}` lets a caller put anything there).
+            named = self.field(key) if isinstance(key, str) else key
+            if named != key:
+                event_dict[named] = event_dict.pop(key)
         return event_dict
 
 

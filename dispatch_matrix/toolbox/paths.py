@@ -45,6 +45,11 @@ def resolve(path_str: str, ctx: ToolContext) -> Path:
         raise ToolError("a path is required")
     if "\x00" in path_str:
         raise ToolError("a path cannot contain a NUL character")
+    try:
+        os.fsencode(path_str)
+    except UnicodeEncodeError:
+        # A lone surrogate (`\ud800`) names no file; os calls would raise it past the tool.
+        raise ToolError("a path cannot contain a lone surrogate character") from None
     spelled = expand(path_str, home_of(ctx), ctx.workdir)
     try:
         real = canonicalize(spelled)
@@ -71,6 +76,9 @@ def resolve_for_write(path_str: str, ctx: ToolContext) -> Path:
     why = write_refusal(real, readonly)
     if why is not None:
         raise ToolError(f"{real} {why}; no tool may change it")
+    why = _git_refusal(real)
+    if why is not None:
+        raise ToolError(f"{real} {why}; no tool may change it")
     # What the config of the repository around it includes, or its hooks folder.
     roots = [_canonical_or_self(root.expanduser()) for root in ctx.allowed_roots]
     top = next((root for root in roots if within(real, root)), real)
@@ -81,6 +89,42 @@ def resolve_for_write(path_str: str, ctx: ToolContext) -> Path:
                 "folder), which git obeys later; no tool may change it"
             )
     return real
+
+
+# What git runs or obeys in a git folder, as `write_refusal` names them inside `.git`.
+_GIT_OBEYED = frozenset({"config", "config.worktree", "commondir"})
+
+
+def _git_refusal(real: Path) -> str | None:
+    """Why a write to `real` (canonical) would change what git runs later, beyond the
+    `.git` folders `write_refusal` knows by name; None when it would not.
+
+    Measured: a `.git` file (a worktree's or a `--separate-git-dir` checkout's pointer to
+    its git folder) could be rewritten to name another git folder, and the hooks and config
+    of a git folder not named `.git` (`repo.git` from `--separate-git-dir`, a bare
+    repository a push goes to) were writable: `sep.git/hooks/pre-commit` runs at the
+    owner's next commit, outside the sandbox.
+    """
+    if real.name.casefold() == ".git":
+        return "is a .git entry (a git folder, or a file naming one), which git obeys later"
+    for folder in real.parents:
+        if _is_git_folder(folder):
+            rest = real.relative_to(folder).parts
+            if rest[0].casefold() == "hooks" or rest[-1].casefold() in _GIT_OBEYED:
+                return f"is a hook or the config of the git folder {folder}, which git obeys later"
+    return None
+
+
+def _is_git_folder(folder: Path) -> bool:
+    """Git's own test of a git folder: a HEAD file beside `objects` and `refs` folders."""
+    try:
+        return (
+            (folder / "HEAD").is_file()
+            and (folder / "objects").is_dir()
+            and (folder / "refs").is_dir()
+        )
+    except OSError:
+        return False
 
 
 def denied_roots(ctx: ToolContext) -> list[Path]:

@@ -48,6 +48,8 @@ class Shield:
         self.folders = folders
         # (dev, ino) of the hard-linked files inside the hidden folders, built on first need.
         self._linked: dict[tuple[int, int], Path] | None = None
+        # (dev, ino) of everything inside the hidden folders, built when a mount is met.
+        self._inside: dict[tuple[int, int], Path] | None = None
 
     @classmethod
     def of(cls, hidden: Iterable[Path]) -> Shield:
@@ -83,6 +85,41 @@ class Shield:
         if why is not None:
             raise ToolError(f"{shown} {why}")
 
+    def refuses_mounted(self, st: os.stat_result) -> str | None:
+        """Why `st`, met as the top of a mount, may not be touched, or None: a bind mount of
+        a file or folder from inside a hidden folder has that file's identity, which only a
+        look through the hidden folders can name."""
+        why = self.refuses(st)
+        if why is not None:
+            return why
+        inside = self._everything()
+        folder = inside.get((st.st_dev, st.st_ino), inside.get((-1, -1)))
+        if folder is not None:
+            return f"is mounted from inside {folder}, which the tools may not touch"
+        return None
+
+    def _everything(self) -> dict[tuple[int, int], Path]:
+        if self._inside is not None:
+            return self._inside
+        inside: dict[tuple[int, int], Path] = {}
+        seen = 0
+        for folder in self.folders:
+            for dirpath, dirs, files in os.walk(folder):
+                for name in (*dirs, *files):
+                    seen += 1
+                    if seen > HARD_LINK_SCAN_MAX:
+                        # Too many to be sure: every mount met is refused (fail closed).
+                        inside[(-1, -1)] = folder
+                        self._inside = inside
+                        return inside
+                    try:
+                        other = Path(dirpath, name).lstat()
+                    except OSError:
+                        continue
+                    inside[(other.st_dev, other.st_ino)] = folder
+        self._inside = inside
+        return inside
+
     def _hard_linked(self) -> dict[tuple[int, int], Path]:
         if self._linked is not None:
             return self._linked
@@ -105,6 +142,30 @@ class Shield:
                         linked[(other.st_dev, other.st_ino)] = folder
         self._linked = linked
         return linked
+
+
+def mount_id(fd: int) -> int | None:
+    """The id of the mount `fd` lies on (Linux's /proc fdinfo), or None where there is none:
+    a bind mount of a file keeps its file system's st_dev, so only this tells it apart."""
+    try:
+        with Path(f"/proc/self/fdinfo/{fd}").open("rb") as info:
+            for line in info:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_mount(shield: Shield, fd: int, above: int | None, shown: str) -> int | None:
+    """Refuse `fd` when it is the top of a mount (its mount differs from the folder above
+    it) of something from inside a hidden folder; its mount id."""
+    mount = mount_id(fd)
+    if mount is not None and above is not None and mount != above:
+        why = shield.refuses_mounted(os.fstat(fd))
+        if why is not None:
+            raise ToolError(f"{shown} {why}")
+    return mount
 
 
 def _swap_error(shown: str) -> ToolError:
@@ -136,6 +197,7 @@ def open_folder(
     fd = _open_at("/", os.O_RDONLY | _DIRECTORY, None, shown)
     try:
         shield.check(os.fstat(fd), shown)
+        mount = mount_id(fd)
         for index, part in enumerate(parts[1:], start=1):
             last = index == len(parts) - 1
             flags = (os.O_RDONLY if last and readable else _SEARCH) | _DIRECTORY | _NOFOLLOW
@@ -150,6 +212,7 @@ def open_folder(
             os.close(fd)
             fd = child
             shield.check(os.fstat(fd), shown)
+            mount = _check_mount(shield, fd, mount, shown)
         yield fd
     finally:
         os.close(fd)
@@ -164,7 +227,13 @@ def open_file(real: Path, shield: Shield, shown: str) -> IO[bytes]:
         raise ToolError(f"{shown}: not a regular file; use glob to list a folder")
     with open_folder(real.parent, shield, shown, readable=False) as parent:
         fd = _open_at(real.name, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK, parent, shown)
-    handle = os.fdopen(fd, "rb")
+        try:
+            _check_mount(shield, fd, mount_id(parent), shown)
+        except BaseException:
+            os.close(fd)
+            raise
+    # Judged on the bare descriptor: `os.fdopen` of a folder raises IsADirectoryError,
+    # which no tool catches (a `read` of a folder failed the whole task).
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -174,10 +243,10 @@ def open_file(real: Path, shield: Shield, shown: str) -> IO[bytes]:
         shield.check(st, shown)
         # Reads block again: a regular file never waits, and the handle is buffered.
         os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
     except BaseException:
-        handle.close()
+        os.close(fd)
         raise
-    return handle
 
 
 def write_atomic(real: Path, data: bytes, shield: Shield, shown: str) -> bool:
@@ -233,7 +302,15 @@ def walk(
     entered (fwalk compares what it opened with what it listed).
     """
     with open_folder(real, shield, shown) as top:
+        above = mount_id(top)
         for dirpath, dirnames, filenames, dirfd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            mount = mount_id(dirfd)
+            mounted = mount is not None and above is not None and mount != above
+            # A folder mounted in the walk: passed over whole when it comes from inside a
+            # hidden folder.
+            if mounted and shield.refuses_mounted(os.fstat(dirfd)) is not None:
+                dirnames[:] = []
+                continue
             kept = []
             for name in dirnames:
                 try:
@@ -246,17 +323,24 @@ def walk(
             yield Path(os.path.normpath(real / dirpath)), dirnames, filenames, dirfd
 
 
-def open_in(name: str, dirfd: int, shield: Shield, shown: str) -> IO[bytes] | None:
+def open_in(
+    name: str, dirfd: int, shield: Shield, shown: str, folder_mount: int | None = None
+) -> IO[bytes] | None:
     """The regular file `name` in the folder `dirfd`, for reading; None when it is a link,
-    not a regular file, or hidden."""
+    not a regular file, or hidden. `folder_mount`: `mount_id(dirfd)`, when the caller
+    opens many files of one folder (one look in /proc per folder, not per file)."""
     try:
         fd = os.open(name, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, dir_fd=dirfd)
     except OSError:
         return None
-    handle = os.fdopen(fd, "rb")
+    # Judged before `os.fdopen`, which raises for a folder (one swapped in after the listing).
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or shield.refuses(st) is not None:
-        handle.close()
+    mount = mount_id(fd)
+    above = folder_mount if folder_mount is not None else mount_id(dirfd)
+    mounted = mount is not None and mount != above
+    refuses = shield.refuses_mounted if mounted else shield.refuses
+    if not stat.S_ISREG(st.st_mode) or refuses(st) is not None:
+        os.close(fd)
         return None
     os.set_blocking(fd, True)
-    return handle
+    return os.fdopen(fd, "rb")

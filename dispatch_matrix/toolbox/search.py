@@ -23,8 +23,10 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from dispatch_matrix.core import logs
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.core.paths import canonicalize, within
+from dispatch_matrix.core.redaction import hide
 from dispatch_matrix.permissions.globs import (
     DEFAULT_SECRET_GLOBS,
     GlobSyntaxError,
@@ -36,7 +38,7 @@ from dispatch_matrix.toolbox.base import ToolContext, ToolResult
 from dispatch_matrix.toolbox.files import iter_lines
 from dispatch_matrix.toolbox.forked import ChildTimeout, run_forked
 from dispatch_matrix.toolbox.paths import denied_roots, resolve
-from dispatch_matrix.toolbox.safeopen import Shield, open_file, open_in, walk
+from dispatch_matrix.toolbox.safeopen import Shield, mount_id, open_file, open_in, walk
 from dispatch_matrix.toolbox.schema import (
     GLOB_SCHEMA,
     GREP_SCHEMA,
@@ -57,9 +59,16 @@ _GREP_SKIP_DIRS = frozenset({".git", "node_modules"})
 
 
 class GlobTool:
-    """`glob`: paths matching a doublestar pattern under a folder, newest first."""
+    """`glob`: paths matching a doublestar pattern under a folder, newest first.
+
+    A path is matched as the model reads it, the daemon's own secrets (`known`) hidden: a
+    name holding one cannot be guessed a character at a time by patterns.
+    """
 
     name = "glob"
+
+    def __init__(self, known: Callable[[str], str] | None = None) -> None:
+        self.known = known or logs.REDACTOR.known
 
     def definition(self) -> dict[str, Any]:
         """The Messages API entry."""
@@ -91,8 +100,13 @@ class GlobTool:
             regex = compile_glob(pattern, braces=True)
         except GlobSyntaxError as err:
             raise ToolError(f"bad pattern: {err}") from None
+        except (re.error, RecursionError, OverflowError, ValueError) as err:
+            # `{` 500 deep made the translation recurse past Python's limit, out of the tool.
+            raise ToolError(f"bad pattern: {_unusable(err)}") from None
         root = resolve(args.path or str(ctx.workdir), ctx)
-        return ToolResult.text(await _off_loop(partial(_glob, root, pattern, regex, ctx)))
+        return ToolResult.text(
+            await _off_loop(partial(_glob, root, pattern, regex, ctx, self.known))
+        )
 
 
 class GrepTool:
@@ -105,8 +119,14 @@ class GrepTool:
 
     name = "grep"
 
-    def __init__(self, read_denied: Callable[[Path], bool] | None = None) -> None:
+    def __init__(
+        self,
+        read_denied: Callable[[Path], bool] | None = None,
+        known_spans: Callable[[str], list[tuple[int, int]]] | None = None,
+    ) -> None:
         self.read_denied = read_denied or _secret_looking
+        # Where the daemon's own secrets are in a text (the redactor's).
+        self.known_spans = known_spans or logs.REDACTOR.known_spans
 
     def definition(self) -> dict[str, Any]:
         """The Messages API entry."""
@@ -130,12 +150,20 @@ class GrepTool:
         args = parse_input(GrepInput, tool_input)
         try:
             regex = re.compile(args.pattern)
-        except re.error as err:
-            raise ToolError(f"invalid regular expression: {err}") from None
+        except (re.error, RecursionError, OverflowError, ValueError) as err:
+            # `(` 1000 deep raised RecursionError, `a{99999999999}` OverflowError: out of the
+            # tool, failing the whole task.
+            raise ToolError(f"invalid regular expression: {_unusable(err)}") from None
         search = resolve(args.path or str(ctx.workdir), ctx)
         limit = max(ctx.output_limit, 1000)
-        walk = _Walk(denied_roots(ctx), self.read_denied, tuple(ctx.denied_paths))
+        walk = _Walk(denied_roots(ctx), self.read_denied, tuple(ctx.denied_paths), self.known_spans)
         return ToolResult.text(await _off_loop(partial(_grep, regex, search, walk, limit)))
+
+
+def _unusable(err: Exception) -> str:
+    if isinstance(err, RecursionError):
+        return "it nests too deeply"
+    return str(err)
 
 
 async def _off_loop(work: Callable[[], str]) -> str:
@@ -149,7 +177,13 @@ async def _off_loop(work: Callable[[], str]) -> str:
         ) from None
 
 
-def _glob(root: Path, pattern: str, regex: re.Pattern[str], ctx: ToolContext) -> str:
+def _glob(
+    root: Path,
+    pattern: str,
+    regex: re.Pattern[str],
+    ctx: ToolContext,
+    known: Callable[[str], str],
+) -> str:
     if not root.is_dir():
         raise ToolError(f"{root} is not a folder")
     denied = denied_roots(ctx)
@@ -176,7 +210,12 @@ def _glob(root: Path, pattern: str, regex: re.Pattern[str], ctx: ToolContext) ->
             for d in dirnames
             if (walk_git or d != ".git") and not any(within(folder / d, x) for x in denied)
         )
-        for name in [*dirnames, *sorted(filenames)]:
+        names = [*dirnames, *sorted(filenames)]
+        # One look per folder; each name only in a folder where a secret is.
+        here = folder.relative_to(root).as_posix()
+        listing = "\n".join([here, *names])
+        secret = known(listing) != listing
+        for name in names:
             seen += 1
             if seen > WALK_MAX_ENTRIES:
                 capped = True
@@ -184,7 +223,8 @@ def _glob(root: Path, pattern: str, regex: re.Pattern[str], ctx: ToolContext) ->
             full = folder / name
             if any(within(full, x) for x in denied):
                 continue
-            if not regex.fullmatch(full.relative_to(root).as_posix()):
+            relative = full.relative_to(root).as_posix()
+            if not regex.fullmatch(known(relative) if secret else relative):
                 continue
             try:
                 st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
@@ -228,6 +268,8 @@ class _Walk:
     denied: list[Path]
     read_denied: Callable[[Path], bool]
     hidden: tuple[Path, ...] = ()
+    # Where the daemon's own secrets are in a text: lines are matched with them hidden.
+    secrets: Callable[[str], list[tuple[int, int]]] = lambda _text: []
 
     def prune(self, folder: Path) -> bool:
         return any(within(folder, x) for x in self.denied) or self.read_denied(folder)
@@ -258,7 +300,7 @@ def _grep(regex: re.Pattern[str], search: Path, walk_rules: _Walk, limit: int) -
     timed_out = False
     if search.is_file():
         with open_file(search, shield, str(search)) as handle:
-            timed_out = not _scan(regex, search, handle, hits, deadline)
+            timed_out = not _scan(regex, search, handle, hits, deadline, walk_rules.secrets)
     elif search.is_dir():
         seen = 0
         for folder, dirnames, filenames, dirfd in walk(search, shield, str(search)):
@@ -266,19 +308,20 @@ def _grep(regex: re.Pattern[str], search: Path, walk_rules: _Walk, limit: int) -
             kept = [d for d in dirnames if d not in _GREP_SKIP_DIRS and not _is_link(d, dirfd)]
             dirnames[:] = sorted(d for d in kept if not walk_rules.prune(folder / d))
             skipped += len(kept) - len(dirnames)
+            folder_mount = mount_id(dirfd)
             for name in sorted(filenames):
                 full = folder / name
                 if walk_rules.prune(full):
                     skipped += 1
                     continue
-                opened = open_in(name, dirfd, shield, str(full))
+                opened = open_in(name, dirfd, shield, str(full), folder_mount)
                 if opened is None:
                     continue
                 with opened:
                     seen += 1
                     if seen > WALK_MAX_ENTRIES or hits.full:
                         break
-                    if not _scan(regex, full, opened, hits, deadline):
+                    if not _scan(regex, full, opened, hits, deadline, walk_rules.secrets):
                         timed_out = True
                         break
             if seen > WALK_MAX_ENTRIES or hits.full or timed_out:
@@ -304,14 +347,25 @@ def _is_link(name: str, dirfd: int) -> bool:
         return True
 
 
+# Lines are matched in blocks of about this many characters, each checked once for secrets.
+_BLOCK_CHARS = 1 << 20
+
+
 def _scan(
-    regex: re.Pattern[str], path: Path, handle: IO[bytes], hits: _Hits, deadline: float
+    regex: re.Pattern[str],
+    path: Path,
+    handle: IO[bytes],
+    hits: _Hits,
+    deadline: float,
+    secrets: Callable[[str], list[tuple[int, int]]],
 ) -> bool:
     """Search one open file; False when the time is up."""
     try:
         if b"\x00" in handle.read(8192):
             return True
         handle.seek(0)
+        block: list[tuple[int, str]] = []
+        size = 0
         for number, (raw, cut) in enumerate(iter_lines(handle), 1):
             if number % 1000 == 0 and time.monotonic() > deadline:
                 return False
@@ -319,8 +373,43 @@ def _scan(
             if cut or len(raw) > GREP_MAX_LINE_LENGTH:
                 continue
             line = raw.decode("utf-8", errors="replace").removesuffix("\r")
-            if regex.search(line) and not hits.add(f"{path}:{number}:{line}"):
-                return True
+            block.append((number, line))
+            size += len(line) + 1
+            if size >= _BLOCK_CHARS:
+                if not _match(regex, path, block, hits, secrets):
+                    return True
+                block, size = [], 0
+        if block:
+            _match(regex, path, block, hits, secrets)
     except OSError:
         return True
     return time.monotonic() <= deadline
+
+
+def _match(
+    regex: re.Pattern[str],
+    path: Path,
+    block: list[tuple[int, str]],
+    hits: _Hits,
+    secrets: Callable[[str], list[tuple[int, int]]],
+) -> bool:
+    """Add the block's matching lines to `hits`; False when it is full.
+
+    A line is matched as the model would read it, with the daemon's secrets hidden: matched
+    whole, a pattern such as `KEY=sk-ant-a` answered "a line" or "no matches" whatever the
+    output hid, and a few dozen searches spelled the key out. The block is checked whole,
+    so a secret broken over lines is hidden in each of them.
+    """
+    text = "\n".join(line for _, line in block)
+    found = secrets(text)
+    at = 0
+    for number, line in block:
+        end = at + len(line)
+        shown = line
+        if found:
+            mine = [(max(s, at) - at, min(e, end) - at) for s, e in found if s < end and e > at]
+            shown = hide(line, mine) if mine else line
+        at = end + 1
+        if regex.search(shown) and not hits.add(f"{path}:{number}:{shown}"):
+            return False
+    return True

@@ -177,6 +177,12 @@ def test_init_names_the_command_as_it_can_be_called_again(
     assert command_name() == "dispatch-matrix"
 
 
+def ctrl_c_as_from_a_terminal() -> None:
+    """In a child before it runs: SIGINT back to its default, which Python turns into
+    KeyboardInterrupt (a background job's children start with it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_init_is_one_line_and_the_shells_interrupt_code(tmp_path: Path) -> None:
     """Ctrl-C while init waited on the homeserver printed a KeyboardInterrupt traceback."""
     with socket.socket() as server:
@@ -193,6 +199,9 @@ def test_ctrl_c_during_init_is_one_line_and_the_shells_interrupt_code(tmp_path: 
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # As from a terminal: a suite started in the background (`cmd &`) hands its
+            # children SIGINT ignored, and Python then never raises KeyboardInterrupt.
+            preexec_fn=ctrl_c_as_from_a_terminal,
         )
         try:
             held, _ = server.accept()

@@ -68,6 +68,9 @@ def test_a_missing_shell_grammar_is_news_when_the_agent_is_built() -> None:
 # what a Ctrl-C in the first second of any command does.
 _CTRL_C_WHILE_LOADING = """
 import importlib.abc, os, signal, sys
+# As from a terminal: a suite started in the background (`cmd &`) hands its children
+# SIGINT ignored, and Python then never raises KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 class CtrlC(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "dispatch_matrix.cli":

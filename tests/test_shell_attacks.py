@@ -1152,13 +1152,6 @@ THIRD_BREAKS = [
     "diff -ru a b",
     "diff --recursive a b",
     "diff --recur a b",
-    # git after a cd, as `git -C DIR`: a repository's config there runs programs (measured:
-    # core.fsmonitor in sub/.git/config ran on `cd sub && git status`, git 2.39).
-    "cd /tmp && git log",
-    "cd sub && git status",
-    "cd evil; git status",
-    "cd .. && git log --oneline",
-    "cd ~ && git log",
     # gawk's network names, as /dev/tcp (not measured: this machine's awk is mawk).
     "awk 1 /inet/tcp/0/example.com/80",
     "awk 1 /inet6/tcp/0/example.com/80",
@@ -1321,6 +1314,14 @@ THIRD_STILL_ALLOWED = [
     "grep --recursive foo src", "ls --color=auto src", "diff -u a b", "ls 2>&1 | head",
     "echo hi >&2", "cat <&0", "cd /home/u/proj && git log --oneline -5", "cd . && git status",
     "cd sub && make test",
+    # git in a folder a cd named stays allowed (the errand "review the PRs in ~/Projects/app"
+    # is `cd ~/Projects/app && git branch --list`). A repository's config there runs
+    # programs (core.fsmonitor ran on `cd sub && git status`, git 2.39), but none can be
+    # planted without a question: writes inside a `.git` ask (shell and file tools),
+    # git's config-writing subcommands and `git -c` ask, a repository's config and hooks
+    # are read-only in the sandbox, and git itself runs in the sandbox.
+    "cd /tmp && git log", "cd sub && git status", "cd evil; git status",
+    "cd .. && git log --oneline", "cd ~ && git log",
     "cat keys.txt", "cat src/key.py", "cat package.json", "cat .npmrc.example.txt",
     "git diff -- ':!package-lock.json'", "git log --stat -- ':^*.lock'",
 ]  # fmt: skip

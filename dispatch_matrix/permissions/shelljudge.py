@@ -193,14 +193,6 @@ class _Walker:
             return
         if self.restricted(part, words):
             return
-        if name == "git" and any(b != self.rules.workdir for b in self.paths.bases):
-            # As `git -C DIR` (not in git's table): git runs what the config of the
-            # repository it finds from there says (core.fsmonitor ran on `git status`).
-            reason = (
-                f"`{part}` runs git in a folder a `cd` named, whose repository config may "
-                "run programs"
-            )
-            self.add("unmodelled", part, reason)
         self.paths.program = first.value
         for word in words[1:]:
             if word.glob or name not in _PURE_OUTPUT:

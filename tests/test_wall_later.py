@@ -490,3 +490,124 @@ async def test_a_global_git_config_the_environment_moves_into_a_root_is_read_onl
     )
     owner.git("work", "status")
     assert not owner.pwned(), output
+
+
+# Review of the shell's wall (wall-git): git folders the owner's git reaches through a
+# `.git` file (a separate git dir, a worktree, a submodule) and bare repositories a push
+# runs hooks in. (name; what the owner made before, run outside as bash in the home; what
+# the call plants; what the owner runs later, outside, as bash in the home.) The home is
+# the root, `work` the workdir. Every row was tried; a comment says which broke.
+OWNER_GIT = "git -c user.name=o -c user.email=o@x"
+SEPARATE: list[tuple[str, str, str, str]] = [
+    # Broke: the separate git dir's hooks were written (found only at a root's top).
+    (
+        "a separate git dir's hook, the repository inside the workdir's",
+        "git init -q --separate-git-dir ~/work/sep.git ~/work/sepwork",
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/work/sep.git/hooks/pre-commit && "
+        "chmod +x ~/work/sep.git/hooks/pre-commit",
+        f"cd ~/work/sepwork && {OWNER_GIT} commit -q --allow-empty -m o",
+    ),
+    (
+        "a separate git dir's config, the repository inside the workdir's",
+        "git init -q --separate-git-dir ~/work/sep.git ~/work/sepwork",
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' >> ~/work/sep.git/config",
+        "cd ~/work/sepwork && git status",
+    ),
+    (
+        "a separate git dir's hook, the repository at the root's top",
+        "git init -q --separate-git-dir ~/sep.git ~/proj",
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/sep.git/hooks/pre-commit && "
+        "chmod +x ~/sep.git/hooks/pre-commit",
+        f"cd ~/proj && {OWNER_GIT} commit -q --allow-empty -m o",
+    ),
+    (
+        "a relative separate git dir's config",
+        "git init -q --separate-git-dir ~/sep.git ~/proj && "
+        "echo 'gitdir: ../sep.git' > ~/proj/.git",
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' >> ~/sep.git/config",
+        "cd ~/proj && git status",
+    ),
+    # Broke: the `.git` file itself was writable, pointed at a git folder of the call's.
+    (
+        "a separate git dir's pointer, pointed elsewhere",
+        "git init -q --separate-git-dir ~/sep.git ~/proj",
+        "git init -q --bare ~/mine.git && git -C ~/mine.git config core.bare false && "
+        "git -C ~/mine.git config core.fsmonitor 'EVIL' && echo \"gitdir: $HOME/mine.git\" "
+        "> ~/proj/.git",
+        "cd ~/proj && git status",
+    ),
+    (
+        "a worktree's pointer, pointed elsewhere",
+        f"cd ~/work && {OWNER_GIT} commit -q --allow-empty -m o && git worktree add -q ~/wt",
+        "git init -q --bare ~/mine.git && git -C ~/mine.git config core.bare false && "
+        "git -C ~/mine.git config core.fsmonitor 'EVIL' && echo \"gitdir: $HOME/mine.git\" "
+        "> ~/wt/.git",
+        "cd ~/wt && git status",
+    ),
+    (
+        "a worktree's own git folder's config.worktree",
+        f"cd ~/work && {OWNER_GIT} commit -q --allow-empty -m o && git worktree add -q ~/wt "
+        "&& git config extensions.worktreeConfig true",
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' > ~/work/.git/worktrees/wt/config.worktree",
+        "cd ~/wt && git status",
+    ),
+    # Broke: a bare repository's hooks run at a push to it.
+    (
+        "a bare repository's pre-receive hook at the root's top",
+        f"git init -q --bare ~/remote.git && cd ~/work && {OWNER_GIT} commit -q --allow-empty -m o",
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/remote.git/hooks/pre-receive && "
+        "chmod +x ~/remote.git/hooks/pre-receive",
+        "cd ~/work && git push -q ~/remote.git HEAD:refs/heads/x",
+    ),
+    (
+        "a bare repository's config names a hooks folder of the call's",
+        f"git init -q --bare ~/remote.git && cd ~/work && {OWNER_GIT} commit -q --allow-empty -m o",
+        "mkdir -p ~/h && printf '#!/bin/sh\\nEVIL\\n' > ~/h/post-receive && chmod +x "
+        "~/h/post-receive && git -C ~/remote.git config core.hooksPath ~/h",
+        "cd ~/work && git push -q ~/remote.git HEAD:refs/heads/x",
+    ),
+    (
+        "a bare repository's post-receive hook inside the workdir's repository",
+        f"git init -q --bare ~/work/remote.git && cd ~/work && {OWNER_GIT} commit -q "
+        "--allow-empty -m o",
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/work/remote.git/hooks/post-receive && "
+        "chmod +x ~/work/remote.git/hooks/post-receive",
+        "cd ~/work && git push -q ./remote.git HEAD:refs/heads/x",
+    ),
+    (
+        "a bare repository's hook two levels in",
+        f"git init -q --bare ~/srv/git/remote.git && cd ~/work && {OWNER_GIT} commit -q "
+        "--allow-empty -m o",
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/srv/git/remote.git/hooks/pre-receive && "
+        "chmod +x ~/srv/git/remote.git/hooks/pre-receive",
+        "cd ~/work && git push -q ~/srv/git/remote.git HEAD:refs/heads/x",
+    ),
+]
+
+
+def _owner_bash(owner: Owner, script: str, *, check: bool = False) -> str:
+    """Run `script` outside the sandbox, in the home, as the owner would; its output."""
+    env = {"HOME": str(owner.home), "PATH": "/usr/bin:/bin", "PAGER": "cat"}
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=owner.home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=check,
+    )
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "plant", "later"), SEPARATE, ids=[r[0] for r in SEPARATE]
+)
+async def test_git_reached_through_a_git_file_or_a_push_obeys_nothing_planted(
+    make_owner: Callable[..., Owner], name: str, before: str, plant: str, later: str
+) -> None:
+    owner = make_owner()
+    _owner_bash(owner, before, check=True)
+    output = await owner.sh(plant.replace("EVIL", evil(owner.home)))
+    after = _owner_bash(owner, later)
+    assert not owner.pwned(), (output, after)

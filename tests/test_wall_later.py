@@ -19,7 +19,7 @@ from harness.owner import Owner, build_owner, evil, text
 
 from dispatch_matrix.sandbox.gitconfig import Named, named_paths
 from dispatch_matrix.sandbox.host import Confinement
-from dispatch_matrix.sandbox.wall import path_folders
+from dispatch_matrix.sandbox.wall import env_files, path_folders
 
 
 @pytest.fixture
@@ -611,3 +611,57 @@ async def test_git_reached_through_a_git_file_or_a_push_obeys_nothing_planted(
     output = await owner.sh(plant.replace("EVIL", evil(owner.home)))
     after = _owner_bash(owner, later)
     assert not owner.pwned(), (output, after)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"PYTHONSTARTUP": "/h/dotfiles/startup.py"}, ["/h/dotfiles/startup.py"]),
+        (
+            {"PYTHONSTARTUP": "~/py/rc.py", "BASH_ENV": "/h/x/../env.sh"},
+            ["/h/py/rc.py", "/h/env.sh"],
+        ),
+        (
+            {"ENV": "/h/.shinit", "LESSKEY_SRC": "/h/.config/lesskey.src"},
+            ["/h/.shinit", "/h/.config/lesskey.src"],
+        ),
+        # Relative: a file in whatever folder the program starts in, nothing fixed.
+        ({"PYTHONSTARTUP": ".pythonrc", "BASH_ENV": ""}, []),
+        # Never the home, the workdir, or a folder that holds one.
+        ({"PYTHONSTARTUP": "/h", "BASH_ENV": "/", "ENV": "/h/work/"}, []),
+        # Other variables name no start-up file.
+        ({"PYTHONPATH": "/h/lib", "EDITOR": "/h/bin/e"}, []),
+    ],
+)
+def test_the_start_up_files_the_environment_names(
+    environ: dict[str, str], expected: list[str]
+) -> None:
+    keep = [PurePosixPath("/h"), PurePosixPath("/h/work")]
+    assert env_files(environ, PurePosixPath("/h"), keep) == [PurePosixPath(p) for p in expected]
+
+
+@pytest.mark.parametrize("where", ["dotfiles/startup.py", ".pythonrc.py", "work/tools/rc.py"])
+async def test_the_file_pythonstartup_names_is_read_only(
+    make_owner: Callable[..., Owner], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Review of the shell's wall: python runs the file PYTHONSTARTUP names at every
+    interactive start outside; a call appended to it. Wherever it lies, even in the
+    workdir, it is kept read-only, to the shell and to the file tools."""
+
+    def prepare(home: Path) -> None:
+        monkeypatch.setenv("PYTHONSTARTUP", str(home / where))
+
+    owner = make_owner({where: "import os\n"}, prepare=prepare)
+    output = await owner.sh(f'echo \'open("{owner.home}/PWNED", "w")\' >> ~/{where}; cat ~/{where}')
+    write = await owner.write(f"~/{where}", "open('x', 'w')\n")
+    env = {
+        "HOME": str(owner.home),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONSTARTUP": str(owner.home / where),
+    }
+    subprocess.run(
+        [sys.executable, "-i"], stdin=subprocess.DEVNULL, env=env, capture_output=True, timeout=30
+    )
+    assert not owner.pwned(), output
+    assert write.is_error, text(write)
+    assert (owner.home / where).read_text() == "import os\n"

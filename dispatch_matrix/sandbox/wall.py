@@ -10,7 +10,7 @@ import functools
 import os
 import site
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath, PurePosixPath
 
 import dispatch_matrix
@@ -20,6 +20,7 @@ from dispatch_matrix.sandbox.wall_paths import (
     LAUNCHER_CACHES,
     READONLY_IN_HOME,
     READONLY_IN_HOME_MACOS,
+    STARTUP_VARIABLES,
     Guard,
 )
 
@@ -81,6 +82,27 @@ def path_folders(search_path: str, keep: Sequence[PurePosixPath]) -> list[PurePo
         folder = PurePosixPath(os.path.normpath(entry))
         if not any(within_any_case(kept, folder) for kept in keep):
             found.append(folder)
+    return list(dict.fromkeys(found))
+
+
+def env_files(
+    environ: Mapping[str, str], home: PurePosixPath, keep: Sequence[PurePosixPath]
+) -> list[PurePosixPath]:
+    """The files the owner's environment names for a program to run at its start
+    (`STARTUP_VARIABLES`: PYTHONSTARTUP and the like), for the wall to keep read-only.
+    Absolute values and `~/` ones; a relative one names a file in whatever folder the
+    program starts in, nothing fixed. None that is or holds a folder of `keep` (the home,
+    the workdir, a root: they would turn read-only whole). Pure."""
+    found: list[PurePosixPath] = []
+    for name in STARTUP_VARIABLES:
+        value = environ.get(name, "")
+        if value.startswith("~/"):
+            value = f"{home}/{value[2:]}"
+        if not value.startswith("/"):
+            continue
+        path = PurePosixPath(os.path.normpath(value))
+        if not any(within_any_case(kept, path) for kept in keep):
+            found.append(path)
     return list(dict.fromkeys(found))
 
 

@@ -498,6 +498,12 @@ async def test_a_global_git_config_the_environment_moves_into_a_root_is_read_onl
 # the call plants; what the owner runs later, outside, as bash in the home.) The home is
 # the root, `work` the workdir. Every row was tried; a comment says which broke.
 OWNER_GIT = "git -c user.name=o -c user.email=o@x"
+# The owner adds a local repository as a submodule of ~/work at `path`.
+SUBMODULE = (
+    f"{OWNER_GIT} init -q ~/upstream && cd ~/upstream && {OWNER_GIT} commit -q --allow-empty "
+    f"-m u && cd ~/work && {OWNER_GIT} -c protocol.file.allow=always submodule -q add "
+    "~/upstream {path}"
+)
 SEPARATE: list[tuple[str, str, str, str]] = [
     # Broke: the separate git dir's hooks were written (found only at a root's top).
     (
@@ -573,6 +579,30 @@ SEPARATE: list[tuple[str, str, str, str]] = [
         "printf '#!/bin/sh\\nEVIL\\n' > ~/work/remote.git/hooks/post-receive && "
         "chmod +x ~/work/remote.git/hooks/post-receive",
         "cd ~/work && git push -q ./remote.git HEAD:refs/heads/x",
+    ),
+    # A submodule: its git folder lies in the parent's `.git/modules/<name>`, where the
+    # name is its path by default (`lib/dep`, one folder deeper), and `git status` in the
+    # parent runs git in each submodule.
+    (
+        "a submodule's pointer, pointed elsewhere",
+        SUBMODULE.format(path="dep"),
+        "git init -q --bare ~/mine.git && git -C ~/mine.git config core.bare false && "
+        "git -C ~/mine.git config core.fsmonitor 'EVIL' && echo \"gitdir: $HOME/mine.git\" "
+        "> ~/work/dep/.git",
+        "cd ~/work && git status",
+    ),
+    (
+        "a submodule's hook, its name a path two folders deep",
+        SUBMODULE.format(path="lib/dep"),
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/work/.git/modules/lib/dep/hooks/post-checkout && "
+        "chmod +x ~/work/.git/modules/lib/dep/hooks/post-checkout",
+        "cd ~/work/lib/dep && git checkout -q -b other",
+    ),
+    (
+        "a submodule's config, its name a path two folders deep",
+        SUBMODULE.format(path="lib/dep"),
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' >> ~/work/.git/modules/lib/dep/config",
+        "cd ~/work/lib/dep && git status",
     ),
     (
         "a bare repository's hook two levels in",
@@ -665,3 +695,37 @@ async def test_the_file_pythonstartup_names_is_read_only(
     assert not owner.pwned(), output
     assert write.is_error, text(write)
     assert (owner.home / where).read_text() == "import os\n"
+
+
+def test_bare_repositories_are_found_where_repositories_are(tmp_path: Path) -> None:
+    """A folder holding `HEAD`, `config` and `objects/` is a bare repository, at the same
+    depths and within the same budget as a repository; a `HEAD` alone makes none."""
+    from dispatch_matrix.sandbox import guards
+
+    for rel in ("a.git", "srv/git/b.git", ".hidden.git", "x/y/z/too-deep.git", "w/.git/c.git"):
+        (tmp_path / rel / "objects").mkdir(parents=True)
+        (tmp_path / rel / "HEAD").write_text("ref: refs/heads/main\n")
+        (tmp_path / rel / "config").write_text("[core]\n\tbare = true\n")
+    (tmp_path / "w" / ".git" / "objects").mkdir(parents=True)
+    (tmp_path / "notes" / "HEAD").parent.mkdir()
+    (tmp_path / "notes" / "HEAD").write_text("a file named HEAD\n")
+    repositories, bare = guards._search(tmp_path)
+    assert repositories == [tmp_path / "w"]
+    assert bare == [tmp_path / p for p in (".hidden.git", "a.git", "srv/git/b.git")]
+
+
+def test_submodules_git_folders_are_found_at_any_depth_of_their_names(tmp_path: Path) -> None:
+    """`.git/modules/<name>` where the name is a path (`lib/dep`), and a submodule's own
+    submodules in its `modules/`."""
+    from dispatch_matrix.sandbox import guards
+
+    modules = tmp_path / ".git" / "modules"
+    for rel in ("top", "lib/dep", "lib/dep/modules/inner", "a/b/c/d"):
+        (modules / rel).mkdir(parents=True)
+        (modules / rel / "HEAD").write_text("x\n")
+    (modules / "lib" / "empty").mkdir()
+    assert guards._git_folders(tmp_path) == [
+        tmp_path / ".git",
+        *(modules / p for p in ("a/b/c/d", "lib/dep", "lib/dep/modules/inner", "top")),
+    ]
+    assert guards._git_folders(tmp_path / "none") == []

@@ -37,10 +37,7 @@ def _git_folders(tree: Path) -> list[Path]:
     if dot_git.is_dir():
         # A submodule's git folder lies in the parent's `.git/modules/<name>`: its hooks run
         # as soon as the owner works in the submodule.
-        with contextlib.suppress(OSError):
-            modules = sorted(p for p in (dot_git / "modules").iterdir() if (p / "HEAD").exists())
-            return [dot_git, *modules]
-        return [dot_git]
+        return [dot_git, *_modules(dot_git)]
     try:
         line = dot_git.read_text(errors="replace").splitlines()[0]
     except (OSError, IndexError):
@@ -53,6 +50,38 @@ def _git_folders(tree: Path) -> list[Path]:
         common = (gitdir / "commondir").read_text().splitlines()[0].strip()
         found.append((gitdir / common).resolve())
     return found
+
+
+# How deep submodules' git folders are looked for in a `.git/modules`: a name is the
+# submodule's path by default (`third_party/lib/x` is three folders), and a submodule's own
+# submodules lie in its `modules/`. And how many folders of it one call may look at.
+MODULES_DEPTH = 6
+MODULES_BUDGET = 500
+
+
+def _modules(gitdir: Path) -> list[Path]:
+    """The submodules' git folders in `gitdir/modules`, at any depth of their names and
+    nested (a folder holding `HEAD` is one, with its own `modules/`; any other is a part
+    of a name), breadth first within `MODULES_DEPTH` levels and `MODULES_BUDGET` folders."""
+    found: list[Path] = []
+    level, budget = [gitdir / "modules"], MODULES_BUDGET
+    for _depth in range(MODULES_DEPTH):
+        below: list[Path] = []
+        for folder in level:
+            with contextlib.suppress(OSError), os.scandir(folder) as entries:
+                for entry in entries:
+                    budget -= 1
+                    if budget < 0:
+                        return sorted(found)
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if os.path.lexists(f"{entry.path}/HEAD"):
+                        found.append(Path(entry.path))
+                        below.append(Path(entry.path) / "modules")
+                    else:
+                        below.append(Path(entry.path))
+        level = sorted(below)
+    return sorted(found)
 
 
 # How far below a root repositories are looked for (`~/code/org/repo` is three levels), and

@@ -557,6 +557,15 @@ SEPARATE: list[tuple[str, str, str, str]] = [
         "printf '[core]\\n\\tfsmonitor = EVIL\\n' > ~/work/.git/worktrees/wt/config.worktree",
         "cd ~/wt && git status",
     ),
+    (
+        "a worktree outside the roots, its git folder's commondir repointed",
+        f"cd ~/work && {OWNER_GIT} commit -q --allow-empty -m o && git worktree add -q "
+        "~/../outside-wt",
+        "git init -q --bare ~/mine.git && git -C ~/mine.git config core.bare false && "
+        "git -C ~/mine.git config core.fsmonitor 'EVIL' && echo \"$HOME/mine.git\" > "
+        "~/work/.git/worktrees/outside-wt/commondir",
+        "cd ~/../outside-wt && git status",
+    ),
     # Broke: a bare repository's hooks run at a push to it.
     (
         "a bare repository's pre-receive hook at the root's top",

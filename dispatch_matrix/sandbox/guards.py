@@ -36,8 +36,13 @@ def _git_folders(tree: Path) -> list[Path]:
     dot_git = tree / ".git"
     if dot_git.is_dir():
         # A submodule's git folder lies in the parent's `.git/modules/<name>`: its hooks run
-        # as soon as the owner works in the submodule.
-        return [dot_git, *_modules(dot_git)]
+        # as soon as the owner works in the submodule. A worktree's lies in
+        # `.git/worktrees/<name>`, wherever the worktree is (outside every root too): its
+        # `commondir`, repointed, would move `config` and `hooks` to a folder of the call's.
+        worktrees: list[Path] = []
+        with contextlib.suppress(OSError), os.scandir(dot_git / "worktrees") as entries:
+            worktrees = sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+        return [dot_git, *_modules(dot_git), *worktrees]
     try:
         line = dot_git.read_text(errors="replace").splitlines()[0]
     except (OSError, IndexError):

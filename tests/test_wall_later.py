@@ -668,6 +668,15 @@ async def test_git_reached_through_a_git_file_or_a_push_obeys_nothing_planted(
         ({"PYTHONSTARTUP": ".pythonrc", "BASH_ENV": ""}, []),
         # Never the home, the workdir, or a folder that holds one.
         ({"PYTHONSTARTUP": "/h", "BASH_ENV": "/", "ENV": "/h/work/"}, []),
+        # zsh's start-up files in the folder ZDOTDIR names (a relative one: nothing).
+        (
+            {"ZDOTDIR": "/h/.config/zsh/"},
+            [
+                f"/h/.config/zsh/{f}"
+                for f in (".zshenv", ".zprofile", ".zshrc", ".zlogin", ".zlogout")
+            ],
+        ),
+        ({"ZDOTDIR": "zsh"}, []),
         # Other variables name no start-up file.
         ({"PYTHONPATH": "/h/lib", "EDITOR": "/h/bin/e"}, []),
     ],
@@ -738,3 +747,22 @@ def test_submodules_git_folders_are_found_at_any_depth_of_their_names(tmp_path: 
         *(modules / p for p in ("a/b/c/d", "lib/dep", "lib/dep/modules/inner", "top")),
     ]
     assert guards._git_folders(tmp_path / "none") == []
+
+
+async def test_zsh_start_up_files_in_the_folder_zdotdir_names_are_read_only(
+    make_owner: Callable[..., Owner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zsh reads its start-up files from ZDOTDIR: there, an existing `.zshrc` is kept as it
+    was and a `.zshenv` a call makes is moved aside after the call."""
+
+    def prepare(home: Path) -> None:
+        monkeypatch.setenv("ZDOTDIR", str(home / "dotfiles" / "zsh"))
+
+    owner = make_owner({"dotfiles/zsh/.zshrc": "# mine\n"}, prepare=prepare)
+    output = await owner.sh(
+        "echo evil >> ~/dotfiles/zsh/.zshrc; echo evil > ~/dotfiles/zsh/.zshenv; "
+        "echo fine > ~/dotfiles/zsh/notes && echo written"
+    )
+    assert (owner.home / "dotfiles/zsh/.zshrc").read_text() == "# mine\n", output
+    assert not (owner.home / "dotfiles/zsh/.zshenv").exists(), output
+    assert (owner.home / "dotfiles/zsh/notes").read_text() == "fine\n", output

@@ -20,6 +20,7 @@ from dispatch_matrix.sandbox.wall_paths import (
     LAUNCHER_CACHES,
     READONLY_IN_HOME,
     READONLY_IN_HOME_MACOS,
+    STARTUP_FOLDER_VARIABLES,
     STARTUP_VARIABLES,
     Guard,
 )
@@ -89,13 +90,18 @@ def env_files(
     environ: Mapping[str, str], home: PurePosixPath, keep: Sequence[PurePosixPath]
 ) -> list[PurePosixPath]:
     """The files the owner's environment names for a program to run at its start
-    (`STARTUP_VARIABLES`: PYTHONSTARTUP and the like), for the wall to keep read-only.
+    (`STARTUP_VARIABLES`: PYTHONSTARTUP and the like; `STARTUP_FOLDER_VARIABLES`: zsh's
+    files in ZDOTDIR), for the wall to keep read-only.
     Absolute values and `~/` ones; a relative one names a file in whatever folder the
     program starts in, nothing fixed. None that is or holds a folder of `keep` (the home,
     the workdir, a root: they would turn read-only whole). Pure."""
+    named: list[str] = [environ.get(name, "") for name in STARTUP_VARIABLES]
+    for name, files in STARTUP_FOLDER_VARIABLES.items():
+        folder = environ.get(name, "")
+        if folder:
+            named += [f"{folder}/{file}" for file in files]
     found: list[PurePosixPath] = []
-    for name in STARTUP_VARIABLES:
-        value = environ.get(name, "")
+    for value in named:
         if value.startswith("~/"):
             value = f"{home}/{value[2:]}"
         if not value.startswith("/"):

@@ -440,6 +440,11 @@ READONLY_IN_HOME_MACOS: tuple[Guard, ...] = _dirs("Library/LaunchAgents")
 # sh and dash ENV's in every interactive shell, less reads LESSOPEN commands from LESSKEY's
 # and LESSKEY_SRC's. Wherever the owner put that file, it is read-only (`wall.env_files`).
 STARTUP_VARIABLES: tuple[str, ...] = ("PYTHONSTARTUP", "BASH_ENV", "ENV", "LESSKEY", "LESSKEY_SRC")
+# Variables that name a folder a program reads its start-up files from, with those files'
+# names: zsh reads them from ZDOTDIR instead of the home.
+STARTUP_FOLDER_VARIABLES: Mapping[str, tuple[str, ...]] = {
+    "ZDOTDIR": (".zshenv", ".zprofile", ".zshrc", ".zlogin", ".zlogout"),
+}
 
 # Per tree (a root, the workdir, a repository in them): what a reviewed repository must not
 # plant for later. `.git/hooks` only where `.git` is a folder (see `tree_paths`).

@@ -174,8 +174,8 @@ def trees(roots: Iterable[Path], workdir: Path) -> tuple[list[Path], list[Path]]
                 tops.append(parent)
                 break
         # The search enters no repository; the one the owner works in is looked into a
-        # level deep (one folder read).
-        for top in dict.fromkeys(tops):
+        # level deep (one folder read), unless a root's search already did.
+        for top in dict.fromkeys(t for t in tops if t not in canonical_roots):
             repositories, bare_ones = _search(top, depth=1)
             found += repositories
             bare += bare_ones

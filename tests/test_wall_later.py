@@ -707,8 +707,14 @@ async def test_the_file_pythonstartup_names_is_read_only(
         "PATH": "/usr/bin:/bin",
         "PYTHONSTARTUP": str(owner.home / where),
     }
+    # In the home: a startup file the file tool did write would leave its file there.
     subprocess.run(
-        [sys.executable, "-i"], stdin=subprocess.DEVNULL, env=env, capture_output=True, timeout=30
+        [sys.executable, "-i"],
+        stdin=subprocess.DEVNULL,
+        cwd=owner.home,
+        env=env,
+        capture_output=True,
+        timeout=30,
     )
     assert not owner.pwned(), output
     assert write.is_error, text(write)

@@ -471,6 +471,17 @@ PERSISTENCE = [
         None,
     ),
     ("echo evil > ~/.bash_completion", ".bash_completion", None),
+    # Review of the shell's wall (wall-git): KDE 3's and 4's autostart folders, a mail
+    # forward piped to a program, the start-up file PYTHONSTARTUP usually names.
+    ("mkdir -p ~/.kde/Autostart; echo evil > ~/.kde/Autostart/x.sh", ".kde/Autostart/x.sh", None),
+    (
+        "mkdir -p ~/.kde4/Autostart; echo evil > ~/.kde4/Autostart/x.sh",
+        ".kde4/Autostart/x.sh",
+        None,
+    ),
+    ("echo '|/tmp/evil' > ~/.forward", ".forward", None),
+    ("echo 'import evil' > ~/.pythonrc", ".pythonrc", None),
+    ("echo 'import evil' > ~/.pythonrc.py", ".pythonrc.py", None),
 ]
 
 

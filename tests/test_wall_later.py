@@ -19,7 +19,7 @@ from harness.owner import Owner, build_owner, evil, text
 
 from dispatch_matrix.sandbox.gitconfig import Named, named_paths
 from dispatch_matrix.sandbox.host import Confinement
-from dispatch_matrix.sandbox.wall import path_folders
+from dispatch_matrix.sandbox.wall import env_files, path_folders
 
 
 @pytest.fixture
@@ -490,3 +490,285 @@ async def test_a_global_git_config_the_environment_moves_into_a_root_is_read_onl
     )
     owner.git("work", "status")
     assert not owner.pwned(), output
+
+
+# Review of the shell's wall (wall-git): git folders the owner's git reaches through a
+# `.git` file (a separate git dir, a worktree, a submodule) and bare repositories a push
+# runs hooks in. (name; what the owner made before, run outside as bash in the home; what
+# the call plants; what the owner runs later, outside, as bash in the home.) The home is
+# the root, `work` the workdir. Every row was tried; a comment says which broke.
+OWNER_GIT = "git -c user.name=o -c user.email=o@x"
+# The owner adds a local repository as a submodule of ~/work at `path`.
+SUBMODULE = (
+    f"{OWNER_GIT} init -q ~/upstream && cd ~/upstream && {OWNER_GIT} commit -q --allow-empty "
+    f"-m u && cd ~/work && {OWNER_GIT} -c protocol.file.allow=always submodule -q add "
+    "~/upstream {path}"
+)
+SEPARATE: list[tuple[str, str, str, str]] = [
+    # Broke: the separate git dir's hooks were written (found only at a root's top).
+    (
+        "a separate git dir's hook, the repository inside the workdir's",
+        "git init -q --separate-git-dir ~/work/sep.git ~/work/sepwork",
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/work/sep.git/hooks/pre-commit && "
+        "chmod +x ~/work/sep.git/hooks/pre-commit",
+        f"cd ~/work/sepwork && {OWNER_GIT} commit -q --allow-empty -m o",
+    ),
+    (
+        "a separate git dir's config, the repository inside the workdir's",
+        "git init -q --separate-git-dir ~/work/sep.git ~/work/sepwork",
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' >> ~/work/sep.git/config",
+        "cd ~/work/sepwork && git status",
+    ),
+    (
+        "a separate git dir's hook, the repository at the root's top",
+        "git init -q --separate-git-dir ~/sep.git ~/proj",
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/sep.git/hooks/pre-commit && "
+        "chmod +x ~/sep.git/hooks/pre-commit",
+        f"cd ~/proj && {OWNER_GIT} commit -q --allow-empty -m o",
+    ),
+    (
+        "a relative separate git dir's config",
+        "git init -q --separate-git-dir ~/sep.git ~/proj && "
+        "echo 'gitdir: ../sep.git' > ~/proj/.git",
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' >> ~/sep.git/config",
+        "cd ~/proj && git status",
+    ),
+    # Broke: the `.git` file itself was writable, pointed at a git folder of the call's.
+    (
+        "a separate git dir's pointer, pointed elsewhere",
+        "git init -q --separate-git-dir ~/sep.git ~/proj",
+        "git init -q --bare ~/mine.git && git -C ~/mine.git config core.bare false && "
+        "git -C ~/mine.git config core.fsmonitor 'EVIL' && echo \"gitdir: $HOME/mine.git\" "
+        "> ~/proj/.git",
+        "cd ~/proj && git status",
+    ),
+    (
+        "a worktree's pointer, pointed elsewhere",
+        f"cd ~/work && {OWNER_GIT} commit -q --allow-empty -m o && git worktree add -q ~/wt",
+        "git init -q --bare ~/mine.git && git -C ~/mine.git config core.bare false && "
+        "git -C ~/mine.git config core.fsmonitor 'EVIL' && echo \"gitdir: $HOME/mine.git\" "
+        "> ~/wt/.git",
+        "cd ~/wt && git status",
+    ),
+    (
+        "a worktree's own git folder's config.worktree",
+        f"cd ~/work && {OWNER_GIT} commit -q --allow-empty -m o && git worktree add -q ~/wt "
+        "&& git config extensions.worktreeConfig true",
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' > ~/work/.git/worktrees/wt/config.worktree",
+        "cd ~/wt && git status",
+    ),
+    (
+        "a worktree outside the roots, its git folder's commondir repointed",
+        f"cd ~/work && {OWNER_GIT} commit -q --allow-empty -m o && git worktree add -q "
+        "~/../outside-wt",
+        "git init -q --bare ~/mine.git && git -C ~/mine.git config core.bare false && "
+        "git -C ~/mine.git config core.fsmonitor 'EVIL' && echo \"$HOME/mine.git\" > "
+        "~/work/.git/worktrees/outside-wt/commondir",
+        "cd ~/../outside-wt && git status",
+    ),
+    # Broke: a bare repository's hooks run at a push to it.
+    (
+        "a bare repository's pre-receive hook at the root's top",
+        f"git init -q --bare ~/remote.git && cd ~/work && {OWNER_GIT} commit -q --allow-empty -m o",
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/remote.git/hooks/pre-receive && "
+        "chmod +x ~/remote.git/hooks/pre-receive",
+        "cd ~/work && git push -q ~/remote.git HEAD:refs/heads/x",
+    ),
+    (
+        "a bare repository's config names a hooks folder of the call's",
+        f"git init -q --bare ~/remote.git && cd ~/work && {OWNER_GIT} commit -q --allow-empty -m o",
+        "mkdir -p ~/h && printf '#!/bin/sh\\nEVIL\\n' > ~/h/post-receive && chmod +x "
+        "~/h/post-receive && git -C ~/remote.git config core.hooksPath ~/h",
+        "cd ~/work && git push -q ~/remote.git HEAD:refs/heads/x",
+    ),
+    (
+        "a bare repository's post-receive hook inside the workdir's repository",
+        f"git init -q --bare ~/work/remote.git && cd ~/work && {OWNER_GIT} commit -q "
+        "--allow-empty -m o",
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/work/remote.git/hooks/post-receive && "
+        "chmod +x ~/work/remote.git/hooks/post-receive",
+        "cd ~/work && git push -q ./remote.git HEAD:refs/heads/x",
+    ),
+    # A submodule: its git folder lies in the parent's `.git/modules/<name>`, where the
+    # name is its path by default (`lib/dep`, one folder deeper), and `git status` in the
+    # parent runs git in each submodule.
+    (
+        "a submodule's pointer, pointed elsewhere",
+        SUBMODULE.format(path="dep"),
+        "git init -q --bare ~/mine.git && git -C ~/mine.git config core.bare false && "
+        "git -C ~/mine.git config core.fsmonitor 'EVIL' && echo \"gitdir: $HOME/mine.git\" "
+        "> ~/work/dep/.git",
+        "cd ~/work && git status",
+    ),
+    (
+        "a submodule's hook, its name a path two folders deep",
+        SUBMODULE.format(path="lib/dep"),
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/work/.git/modules/lib/dep/hooks/post-checkout && "
+        "chmod +x ~/work/.git/modules/lib/dep/hooks/post-checkout",
+        "cd ~/work/lib/dep && git checkout -q -b other",
+    ),
+    (
+        "a submodule's config, its name a path two folders deep",
+        SUBMODULE.format(path="lib/dep"),
+        "printf '[core]\\n\\tfsmonitor = EVIL\\n' >> ~/work/.git/modules/lib/dep/config",
+        "cd ~/work/lib/dep && git status",
+    ),
+    (
+        "a bare repository's hook two levels in",
+        f"git init -q --bare ~/srv/git/remote.git && cd ~/work && {OWNER_GIT} commit -q "
+        "--allow-empty -m o",
+        "printf '#!/bin/sh\\nEVIL\\n' > ~/srv/git/remote.git/hooks/pre-receive && "
+        "chmod +x ~/srv/git/remote.git/hooks/pre-receive",
+        "cd ~/work && git push -q ~/srv/git/remote.git HEAD:refs/heads/x",
+    ),
+]
+
+
+def _owner_bash(owner: Owner, script: str, *, check: bool = False) -> str:
+    """Run `script` outside the sandbox, in the home, as the owner would; its output."""
+    env = {"HOME": str(owner.home), "PATH": "/usr/bin:/bin", "PAGER": "cat"}
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=owner.home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=check,
+    )
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "plant", "later"), SEPARATE, ids=[r[0] for r in SEPARATE]
+)
+async def test_git_reached_through_a_git_file_or_a_push_obeys_nothing_planted(
+    make_owner: Callable[..., Owner], name: str, before: str, plant: str, later: str
+) -> None:
+    owner = make_owner()
+    _owner_bash(owner, before, check=True)
+    output = await owner.sh(plant.replace("EVIL", evil(owner.home)))
+    after = _owner_bash(owner, later)
+    assert not owner.pwned(), (output, after)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"PYTHONSTARTUP": "/h/dotfiles/startup.py"}, ["/h/dotfiles/startup.py"]),
+        (
+            {"PYTHONSTARTUP": "~/py/rc.py", "BASH_ENV": "/h/x/../env.sh"},
+            ["/h/py/rc.py", "/h/env.sh"],
+        ),
+        (
+            {"ENV": "/h/.shinit", "LESSKEY_SRC": "/h/.config/lesskey.src"},
+            ["/h/.shinit", "/h/.config/lesskey.src"],
+        ),
+        # Relative: a file in whatever folder the program starts in, nothing fixed.
+        ({"PYTHONSTARTUP": ".pythonrc", "BASH_ENV": ""}, []),
+        # Never the home, the workdir, or a folder that holds one.
+        ({"PYTHONSTARTUP": "/h", "BASH_ENV": "/", "ENV": "/h/work/"}, []),
+        # zsh's start-up files in the folder ZDOTDIR names (a relative one: nothing).
+        (
+            {"ZDOTDIR": "/h/.config/zsh/"},
+            [
+                f"/h/.config/zsh/{f}"
+                for f in (".zshenv", ".zprofile", ".zshrc", ".zlogin", ".zlogout")
+            ],
+        ),
+        ({"ZDOTDIR": "zsh"}, []),
+        # Other variables name no start-up file.
+        ({"PYTHONPATH": "/h/lib", "EDITOR": "/h/bin/e"}, []),
+    ],
+)
+def test_the_start_up_files_the_environment_names(
+    environ: dict[str, str], expected: list[str]
+) -> None:
+    keep = [PurePosixPath("/h"), PurePosixPath("/h/work")]
+    assert env_files(environ, PurePosixPath("/h"), keep) == [PurePosixPath(p) for p in expected]
+
+
+@pytest.mark.parametrize("where", ["dotfiles/startup.py", ".pythonrc.py", "work/tools/rc.py"])
+async def test_the_file_pythonstartup_names_is_read_only(
+    make_owner: Callable[..., Owner], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Review of the shell's wall: python runs the file PYTHONSTARTUP names at every
+    interactive start outside; a call appended to it. Wherever it lies, even in the
+    workdir, it is kept read-only, to the shell and to the file tools."""
+
+    def prepare(home: Path) -> None:
+        monkeypatch.setenv("PYTHONSTARTUP", str(home / where))
+
+    owner = make_owner({where: "import os\n"}, prepare=prepare)
+    output = await owner.sh(f'echo \'open("{owner.home}/PWNED", "w")\' >> ~/{where}; cat ~/{where}')
+    write = await owner.write(f"~/{where}", "open('x', 'w')\n")
+    env = {
+        "HOME": str(owner.home),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONSTARTUP": str(owner.home / where),
+    }
+    # In the home: a startup file the file tool did write would leave its file there.
+    subprocess.run(
+        [sys.executable, "-i"],
+        stdin=subprocess.DEVNULL,
+        cwd=owner.home,
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    assert not owner.pwned(), output
+    assert write.is_error, text(write)
+    assert (owner.home / where).read_text() == "import os\n"
+
+
+def test_bare_repositories_are_found_where_repositories_are(tmp_path: Path) -> None:
+    """A folder holding `HEAD`, `config` and `objects/` is a bare repository, at the same
+    depths and within the same budget as a repository; a `HEAD` alone makes none."""
+    from dispatch_matrix.sandbox import guards
+
+    for rel in ("a.git", "srv/git/b.git", ".hidden.git", "x/y/z/too-deep.git", "w/.git/c.git"):
+        (tmp_path / rel / "objects").mkdir(parents=True)
+        (tmp_path / rel / "HEAD").write_text("ref: refs/heads/main\n")
+        (tmp_path / rel / "config").write_text("[core]\n\tbare = true\n")
+    (tmp_path / "w" / ".git" / "objects").mkdir(parents=True)
+    (tmp_path / "notes" / "HEAD").parent.mkdir()
+    (tmp_path / "notes" / "HEAD").write_text("a file named HEAD\n")
+    repositories, bare = guards._search(tmp_path)
+    assert repositories == [tmp_path / "w"]
+    assert bare == [tmp_path / p for p in (".hidden.git", "a.git", "srv/git/b.git")]
+
+
+def test_submodules_git_folders_are_found_at_any_depth_of_their_names(tmp_path: Path) -> None:
+    """`.git/modules/<name>` where the name is a path (`lib/dep`), and a submodule's own
+    submodules in its `modules/`."""
+    from dispatch_matrix.sandbox import guards
+
+    modules = tmp_path / ".git" / "modules"
+    for rel in ("top", "lib/dep", "lib/dep/modules/inner", "a/b/c/d"):
+        (modules / rel).mkdir(parents=True)
+        (modules / rel / "HEAD").write_text("x\n")
+    (modules / "lib" / "empty").mkdir()
+    assert guards._git_folders(tmp_path) == [
+        tmp_path / ".git",
+        *(modules / p for p in ("a/b/c/d", "lib/dep", "lib/dep/modules/inner", "top")),
+    ]
+    assert guards._git_folders(tmp_path / "none") == []
+
+
+async def test_zsh_start_up_files_in_the_folder_zdotdir_names_are_read_only(
+    make_owner: Callable[..., Owner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zsh reads its start-up files from ZDOTDIR: there, an existing `.zshrc` is kept as it
+    was and a `.zshenv` a call makes is moved aside after the call."""
+
+    def prepare(home: Path) -> None:
+        monkeypatch.setenv("ZDOTDIR", str(home / "dotfiles" / "zsh"))
+
+    owner = make_owner({"dotfiles/zsh/.zshrc": "# mine\n"}, prepare=prepare)
+    output = await owner.sh(
+        "echo evil >> ~/dotfiles/zsh/.zshrc; echo evil > ~/dotfiles/zsh/.zshenv; "
+        "echo fine > ~/dotfiles/zsh/notes && echo written"
+    )
+    assert (owner.home / "dotfiles/zsh/.zshrc").read_text() == "# mine\n", output
+    assert not (owner.home / "dotfiles/zsh/.zshenv").exists(), output
+    assert (owner.home / "dotfiles/zsh/notes").read_text() == "fine\n", output

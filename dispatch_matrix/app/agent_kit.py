@@ -43,6 +43,7 @@ from dispatch_matrix.sandbox.gitconfig import config_named, home_configs
 from dispatch_matrix.sandbox.host import Confinement, default_hidden
 from dispatch_matrix.sandbox.spec import CREDENTIAL_PATHS, Limits
 from dispatch_matrix.sandbox.wall import (
+    env_files,
     home_guards,
     installation_paths,
     path_folders,
@@ -285,12 +286,15 @@ def readonly_paths(
     # Every folder on the PATH (the owner's, which the daemon and its shell calls inherit).
     keep = [PurePosixPath(k) for k in dict.fromkeys(kept)]
     on_path = map(Path, path_folders(os.environ.get("PATH", ""), keep))
+    # The start-up files the environment names (PYTHONSTARTUP), wherever they lie.
+    started = map(Path, env_files(os.environ, PurePosixPath(home), keep))
     return [
         *(home / g.path for g in home_guards()),
         *installation_paths(),
         *servers,
         *git,
         *on_path,
+        *started,
     ]
 
 

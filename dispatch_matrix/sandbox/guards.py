@@ -36,11 +36,13 @@ def _git_folders(tree: Path) -> list[Path]:
     dot_git = tree / ".git"
     if dot_git.is_dir():
         # A submodule's git folder lies in the parent's `.git/modules/<name>`: its hooks run
-        # as soon as the owner works in the submodule.
-        with contextlib.suppress(OSError):
-            modules = sorted(p for p in (dot_git / "modules").iterdir() if (p / "HEAD").exists())
-            return [dot_git, *modules]
-        return [dot_git]
+        # as soon as the owner works in the submodule. A worktree's lies in
+        # `.git/worktrees/<name>`, wherever the worktree is (outside every root too): its
+        # `commondir`, repointed, would move `config` and `hooks` to a folder of the call's.
+        worktrees: list[Path] = []
+        with contextlib.suppress(OSError), os.scandir(dot_git / "worktrees") as entries:
+            worktrees = sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+        return [dot_git, *_modules(dot_git), *worktrees]
     try:
         line = dot_git.read_text(errors="replace").splitlines()[0]
     except (OSError, IndexError):
@@ -55,6 +57,38 @@ def _git_folders(tree: Path) -> list[Path]:
     return found
 
 
+# How deep submodules' git folders are looked for in a `.git/modules`: a name is the
+# submodule's path by default (`third_party/lib/x` is three folders), and a submodule's own
+# submodules lie in its `modules/`. And how many folders of it one call may look at.
+MODULES_DEPTH = 6
+MODULES_BUDGET = 500
+
+
+def _modules(gitdir: Path) -> list[Path]:
+    """The submodules' git folders in `gitdir/modules`, at any depth of their names and
+    nested (a folder holding `HEAD` is one, with its own `modules/`; any other is a part
+    of a name), breadth first within `MODULES_DEPTH` levels and `MODULES_BUDGET` folders."""
+    found: list[Path] = []
+    level, budget = [gitdir / "modules"], MODULES_BUDGET
+    for _depth in range(MODULES_DEPTH):
+        below: list[Path] = []
+        for folder in level:
+            with contextlib.suppress(OSError), os.scandir(folder) as entries:
+                for entry in entries:
+                    budget -= 1
+                    if budget < 0:
+                        return sorted(found)
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if os.path.lexists(f"{entry.path}/HEAD"):
+                        found.append(Path(entry.path))
+                        below.append(Path(entry.path) / "modules")
+                    else:
+                        below.append(Path(entry.path))
+        level = sorted(below)
+    return sorted(found)
+
+
 # How far below a root repositories are looked for (`~/code/org/repo` is three levels), and
 # how many folder entries one call may look at: a per-call cost, bounded.
 SEARCH_DEPTH = 3
@@ -63,14 +97,26 @@ SEARCH_BUDGET = 20_000
 _NOT_SEARCHED = frozenset({"node_modules", "__pycache__", "site-packages", "target"})
 
 
-def _repositories(root: Path) -> list[Path]:
-    """The repositories up to `SEARCH_DEPTH` levels inside `root`, breadth first: all of
-    those one level in, the deeper ones within `SEARCH_BUDGET` entries (a call that makes
-    that many folders can hide a deeper one from the next calls). Hidden folders are checked
-    but not entered (`~/.cache`, `~/.local` would eat the budget), nor are repositories."""
+def _is_bare(folder: str) -> bool:
+    """Whether `folder` is a bare repository (`git init --bare`, a push's target): git takes
+    a folder holding `HEAD`, `config` and `objects/` for one, and runs its hooks at a push.
+    `HEAD` first: most folders have none, and one look settles them."""
+    if not os.path.lexists(f"{folder}/HEAD"):
+        return False
+    top = Path(folder)
+    return (top / "HEAD").is_file() and (top / "config").is_file() and (top / "objects").is_dir()
+
+
+def _search(root: Path, depth: int = SEARCH_DEPTH) -> tuple[list[Path], list[Path]]:
+    """The repositories up to `depth` levels inside `root` (a `.git` folder or file in
+    them), and the bare repositories at the same depths, breadth first: all of those one
+    level in, the deeper ones within `SEARCH_BUDGET` entries (a call that makes that many
+    folders can hide a deeper one from the next calls). Hidden folders are checked but not
+    entered (`~/.cache`, `~/.local` would eat the budget), nor are repositories."""
     found: list[Path] = []
+    bare: list[Path] = []
     level, budget = [root], SEARCH_BUDGET
-    for depth in range(SEARCH_DEPTH):
+    for level_depth in range(depth):
         below: list[Path] = []
         for folder in level:
             with contextlib.suppress(OSError), os.scandir(folder) as entries:
@@ -78,48 +124,68 @@ def _repositories(root: Path) -> list[Path]:
                     # The root's own entries are all looked at, whatever their number: a
                     # call that fills the root with folders must not unguard the
                     # repositories in it.
-                    budget -= depth > 0
+                    budget -= level_depth > 0
                     if budget < 0:
-                        return sorted(found)
+                        return sorted(found), sorted(bare)
                     if entry.name == ".git" or not entry.is_dir(follow_symlinks=False):
                         continue
                     if os.path.lexists(f"{entry.path}/.git"):
                         found.append(Path(entry.path))
+                    elif _is_bare(entry.path):
+                        bare.append(Path(entry.path))
                     elif not entry.name.startswith(".") and entry.name not in _NOT_SEARCHED:
                         below.append(Path(entry.path))
         level = sorted(below)
-    return sorted(found)
+    return sorted(found), sorted(bare)
 
 
-def trees(roots: Iterable[Path], workdir: Path) -> list[Path]:
+def _repositories(root: Path) -> list[Path]:
+    """The repositories up to `SEARCH_DEPTH` levels inside `root` (`_search`)."""
+    return _search(root)[0]
+
+
+def trees(roots: Iterable[Path], workdir: Path) -> tuple[list[Path], list[Path]]:
     """The folders whose `.git/hooks`, `.git/config` and editor folders are kept read-only:
-    each root, the workdir, the repository the workdir is in, and each repository up to
-    `SEARCH_DEPTH` levels inside a root (within a budget: a per-call cost on every call);
-    the file tools refuse writing them at any depth."""
+    each root, the workdir, the repository the workdir is in, each repository up to
+    `SEARCH_DEPTH` levels inside a root (within a budget: a per-call cost on every call)
+    and each one level inside the workdir and its repository (a `git init
+    --separate-git-dir` or a worktree made there); the file tools refuse writing them at
+    any depth. And the bare repositories at the same places, whose hooks a push runs."""
     found: list[Path] = []
+    bare: list[Path] = []
     canonical_roots = []
     for root in roots:
         with contextlib.suppress(OSError):
             canonical_roots.append(canonicalize(root.expanduser()))
     for root in canonical_roots:
         found.append(root)
-        found += _repositories(root)
+        repositories, bare_ones = _search(root)
+        found += repositories
+        bare += bare_ones
     with contextlib.suppress(OSError):
         here = canonicalize(workdir)
         found.append(here)
+        tops = [here]
         for parent in [here, *here.parents]:
             if not any(within(PurePosixPath(parent), PurePosixPath(r)) for r in canonical_roots):
                 break
             if (parent / ".git").exists():
                 found.append(parent)
+                tops.append(parent)
                 break
-    return list(dict.fromkeys(found))
+        # The search enters no repository; the one the owner works in is looked into a
+        # level deep (one folder read), unless a root's search already did.
+        for top in dict.fromkeys(t for t in tops if t not in canonical_roots):
+            repositories, bare_ones = _search(top, depth=1)
+            found += repositories
+            bare += bare_ones
+    return list(dict.fromkeys(found)), list(dict.fromkeys(bare))
 
 
 def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[Path, Guard]]:
     """Every read-only guard of one call, as paths: the home's, and each tree's."""
     paths = list(_under_home(home, hidden=False))
-    found = trees(roots, workdir)
+    found, bare = trees(roots, workdir)
     for top in [home, *found]:
         if not os.path.lexists(top / ".git"):
             # A repository made of the home, a root or the workdir would rule, with its
@@ -132,18 +198,36 @@ def guards_for(home: Path, roots: Iterable[Path], workdir: Path) -> list[tuple[P
             paths.append((top / BARE_HEAD.path, BARE_HEAD))
     configs: list[tuple[Path, list[Path]]] = [(c, found) for c in home_configs(home)]
     for tree in found:
+        if (tree / ".git").is_file():
+            # The pointer to the git folder (a separate git dir, a worktree, a submodule):
+            # pointed at a git folder of the call's, its config and hooks would rule.
+            paths.append((tree / ".git", Guard(".git", False, False)))
         for gitdir in _git_folders(tree):
             configs += [(gitdir / "config", [tree]), (gitdir / "config.worktree", [tree])]
-            paths.append((gitdir / "hooks", GIT_HOOKS))
-            paths.append((gitdir / "config", Guard(".git/config", False, False)))
-            # Git reads `commondir` in every git folder, not only a worktree's: a planted
-            # one moves `config` (an fsmonitor command) and `hooks` to a folder of the call's.
-            paths.append((gitdir / "commondir", Guard(".git/commondir", False, False)))
+            paths += _git_folder_guards(gitdir)
         paths += [(tree / g.path, g) for g in READONLY_IN_TREE if not g.path.startswith(".git/")]
+    for gitdir in bare:
+        # A push to it runs its `pre-receive`, `update` and `post-receive` hooks.
+        configs.append((gitdir / "config", [gitdir]))
+        paths += _git_folder_guards(gitdir)
     # What those configs include, and the hooks folders they name, wherever they lie.
     for named in config_named(home, configs, keep=[home, *found]):
         paths.append((Path(named.path), Guard(str(named.path), named.is_dir, placeholder=False)))
     return paths
+
+
+def _git_folder_guards(gitdir: Path) -> list[tuple[Path, Guard]]:
+    """The guards of one git folder (a `.git`, a separate or bare one): what git runs or
+    obeys from it."""
+    return [
+        (gitdir / "hooks", GIT_HOOKS),
+        (gitdir / "config", Guard(".git/config", False, False)),
+        # A worktree's own settings, read when the config sets `extensions.worktreeConfig`.
+        (gitdir / "config.worktree", Guard(".git/config.worktree", False, False)),
+        # Git reads `commondir` in every git folder, not only a worktree's: a planted one
+        # moves `config` (an fsmonitor command) and `hooks` to a folder of the call's.
+        (gitdir / "commondir", Guard(".git/commondir", False, False)),
+    ]
 
 
 class Canonical:

@@ -10,7 +10,7 @@ import functools
 import os
 import site
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath, PurePosixPath
 
 import dispatch_matrix
@@ -20,6 +20,8 @@ from dispatch_matrix.sandbox.wall_paths import (
     LAUNCHER_CACHES,
     READONLY_IN_HOME,
     READONLY_IN_HOME_MACOS,
+    STARTUP_FOLDER_VARIABLES,
+    STARTUP_VARIABLES,
     Guard,
 )
 
@@ -81,6 +83,32 @@ def path_folders(search_path: str, keep: Sequence[PurePosixPath]) -> list[PurePo
         folder = PurePosixPath(os.path.normpath(entry))
         if not any(within_any_case(kept, folder) for kept in keep):
             found.append(folder)
+    return list(dict.fromkeys(found))
+
+
+def env_files(
+    environ: Mapping[str, str], home: PurePosixPath, keep: Sequence[PurePosixPath]
+) -> list[PurePosixPath]:
+    """The files the owner's environment names for a program to run at its start
+    (`STARTUP_VARIABLES`: PYTHONSTARTUP and the like; `STARTUP_FOLDER_VARIABLES`: zsh's
+    files in ZDOTDIR), for the wall to keep read-only.
+    Absolute values and `~/` ones; a relative one names a file in whatever folder the
+    program starts in, nothing fixed. None that is or holds a folder of `keep` (the home,
+    the workdir, a root: they would turn read-only whole). Pure."""
+    named: list[str] = [environ.get(name, "") for name in STARTUP_VARIABLES]
+    for name, files in STARTUP_FOLDER_VARIABLES.items():
+        folder = environ.get(name, "")
+        if folder:
+            named += [f"{folder}/{file}" for file in files]
+    found: list[PurePosixPath] = []
+    for value in named:
+        if value.startswith("~/"):
+            value = f"{home}/{value[2:]}"
+        if not value.startswith("/"):
+            continue
+        path = PurePosixPath(os.path.normpath(value))
+        if not any(within_any_case(kept, path) for kept in keep):
+            found.append(path)
     return list(dict.fromkeys(found))
 
 

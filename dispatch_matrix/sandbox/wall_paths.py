@@ -268,6 +268,13 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".bunfig.toml",
         # Version control that runs hooks and diff tools from the user's config.
         ".hgrc",
+        # Review of the shell's wall: the local mail system pipes the owner's mail to the
+        # program a `|command` line there names; python runs the file PYTHONSTARTUP names
+        # (these two are its usual names; the variable's own value is guarded too,
+        # `wall.environment_files`) at every interactive start.
+        ".forward",
+        ".pythonrc",
+        ".pythonrc.py",
     ),
     *_dirs(
         ".config/git",
@@ -394,6 +401,10 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
         ".config/dconf",
         ".config/containers/systemd",
         ".local/share/nautilus/scripts",
+        # KDE 3's and 4's autostart folders (Trinity and some Plasma 5 sessions still read
+        # them): each file in them runs at the next desktop login.
+        ".kde/Autostart",
+        ".kde4/Autostart",
         # Version control and its extensions: hooks, diff tools, `gh` extensions.
         ".config/hg",
         ".subversion",
@@ -422,6 +433,18 @@ READONLY_IN_HOME: tuple[Guard, ...] = (
 )
 
 READONLY_IN_HOME_MACOS: tuple[Guard, ...] = _dirs("Library/LaunchAgents")
+
+# Variables of the owner's environment (the daemon inherits it, and so does every shell the
+# owner opens) that name a file a program runs or obeys at its start: python runs
+# PYTHONSTARTUP's at every interactive start, bash sources BASH_ENV's before every script,
+# sh and dash ENV's in every interactive shell, less reads LESSOPEN commands from LESSKEY's
+# and LESSKEY_SRC's. Wherever the owner put that file, it is read-only (`wall.env_files`).
+STARTUP_VARIABLES: tuple[str, ...] = ("PYTHONSTARTUP", "BASH_ENV", "ENV", "LESSKEY", "LESSKEY_SRC")
+# Variables that name a folder a program reads its start-up files from, with those files'
+# names: zsh reads them from ZDOTDIR instead of the home.
+STARTUP_FOLDER_VARIABLES: Mapping[str, tuple[str, ...]] = {
+    "ZDOTDIR": (".zshenv", ".zprofile", ".zshrc", ".zlogin", ".zlogout"),
+}
 
 # Per tree (a root, the workdir, a repository in them): what a reviewed repository must not
 # plant for later. `.git/hooks` only where `.git` is a folder (see `tree_paths`).

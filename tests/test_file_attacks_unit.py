@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.toolcalls import RecordingReporter as Room
 
 from dispatch_matrix.core.errors import ToolError
 from dispatch_matrix.core.logs import Redactor
@@ -26,20 +27,6 @@ from dispatch_matrix.toolbox.send_file import SendFileTool, _copy_checked
 
 KEY = "sk-ant-api03-Zq7XwP2mK9vLrT4nB8cD1eF6gH3jS5uY0aQwErTyUiOp"
 CONFIG_SECRET = "config-password-never-read-9471"
-
-
-class Room:
-    """Records each file as the room would get it."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-
-    async def progress(self, text: str) -> None:
-        return None
-
-    async def send_file(self, path: Path, caption: str | None = None) -> str:
-        self.sent.append((path.name, path.read_bytes()))
-        return "$event"
 
 
 @pytest.fixture

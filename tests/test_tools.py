@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.toolcalls import RecordingReporter
 
 from dispatch_matrix.core.errors import ConfigError, DispatchError, ToolError
 from dispatch_matrix.permissions.policy import Policy
@@ -521,20 +522,6 @@ def test_bash_tool_rejects_an_unknown_sandbox() -> None:
 
 
 # --- send_file: never a hidden file, never a known secret, and what was checked is sent ----
-
-
-class RecordingReporter:
-    """Records each file as the room would get it, at the moment it is sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-
-    async def progress(self, text: str) -> None:
-        return None
-
-    async def send_file(self, path: Path, caption: str | None = None) -> str:
-        self.sent.append((path.name, path.read_bytes()))
-        return "$event"
 
 
 def _send_ctx(root: Path, hidden: tuple[Path, ...], reporter: RecordingReporter) -> Any:

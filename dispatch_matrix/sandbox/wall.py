@@ -10,7 +10,7 @@ import functools
 import os
 import site
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePath, PurePosixPath
 
 import dispatch_matrix
@@ -76,14 +76,7 @@ def path_folders(search_path: str, keep: Sequence[PurePosixPath]) -> list[PurePo
     planted there, at the owner's next command in a shell with that `PATH` (the daemon's,
     the owner's own). Absolute entries only, and none that is or holds a folder of `keep`
     (the home, the workdir: they would turn read-only whole). Pure."""
-    found: list[PurePosixPath] = []
-    for entry in search_path.split(":"):
-        if not entry.startswith("/"):
-            continue
-        folder = PurePosixPath(os.path.normpath(entry))
-        if not any(within_any_case(kept, folder) for kept in keep):
-            found.append(folder)
-    return list(dict.fromkeys(found))
+    return _absolute_outside(search_path.split(":"), keep)
 
 
 def env_files(
@@ -100,10 +93,15 @@ def env_files(
         folder = environ.get(name, "")
         if folder:
             named += [f"{folder}/{file}" for file in files]
+    expanded = [f"{home}/{value[2:]}" if value.startswith("~/") else value for value in named]
+    return _absolute_outside(expanded, keep)
+
+
+def _absolute_outside(values: Iterable[str], keep: Sequence[PurePosixPath]) -> list[PurePosixPath]:
+    """The absolute paths among `values`, normalised, once each in their order, but none
+    that is or holds a folder of `keep` (it would turn read-only whole). Pure."""
     found: list[PurePosixPath] = []
-    for value in named:
-        if value.startswith("~/"):
-            value = f"{home}/{value[2:]}"
+    for value in values:
         if not value.startswith("/"):
             continue
         path = PurePosixPath(os.path.normpath(value))

@@ -1,8 +1,10 @@
-"""What the agent tests share: the [permissions] section they run under, and reading the
-tool results out of a request the stand-in recorded."""
+"""What the agent tests share: the [permissions] section they run under, reading the
+tool results out of a request the stand-in recorded, and a room that records the files
+the tools send."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 PERMISSIONS = """
@@ -30,3 +32,17 @@ def result_text(block: dict[str, Any]) -> str:
     if isinstance(content, str):
         return content
     return "".join(part.get("text", "") for part in content)
+
+
+class RecordingReporter:
+    """Records each file as the room would get it, at the moment it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def progress(self, text: str) -> None:
+        return None
+
+    async def send_file(self, path: Path, caption: str | None = None) -> str:
+        self.sent.append((path.name, path.read_bytes()))
+        return "$event"
